@@ -1,0 +1,56 @@
+package component
+
+import (
+	"errors"
+
+	"mellium.im/xmpp/stanza"
+
+	"github.com/iotgate/iotgate/devices"
+)
+
+// stanzaErrors maps domain error codes to the stanza error a device is told.
+// This table is the one place where iotgate's errors become XMPP errors.
+var stanzaErrors = map[string]struct {
+	typ  stanza.ErrorType
+	cond stanza.Condition
+}{
+	devices.ENotFound:     {stanza.Cancel, stanza.ItemNotFound},
+	devices.EConflict:     {stanza.Cancel, stanza.Conflict},
+	devices.EInvalid:      {stanza.Modify, stanza.BadRequest},
+	devices.EUnauthorized: {stanza.Auth, stanza.NotAuthorized},
+	devices.EForbidden:    {stanza.Auth, stanza.Forbidden},
+	devices.EUnavailable:  {stanza.Wait, stanza.ServiceUnavailable},
+	devices.ETimeout:      {stanza.Wait, stanza.RemoteServerTimeout},
+	devices.ETooMany:      {stanza.Wait, stanza.PolicyViolation},
+	devices.EInternal:     {stanza.Wait, stanza.InternalServerError},
+}
+
+// detailErrors overrides the table for specific details.
+var detailErrors = map[string]struct {
+	typ  stanza.ErrorType
+	cond stanza.Condition
+}{
+	"device_not_registered": {stanza.Auth, stanza.RegistrationRequired},
+}
+
+// ErrorReplyFor returns the error stanza that answers st for err, with a
+// <text/> safe to show the sender (internal details are never shown).
+func ErrorReplyFor(st *Stanza, err error) *Stanza {
+	typ, cond := StanzaCondition(err)
+	return st.ErrorReply(typ, cond, devices.ErrorMessage(err))
+}
+
+// StanzaCondition returns the stanza error type and condition for err.
+func StanzaCondition(err error) (stanza.ErrorType, stanza.Condition) {
+	var e *devices.Error
+	if errors.As(err, &e) {
+		if m, ok := detailErrors[e.Detail]; ok {
+			return m.typ, m.cond
+		}
+	}
+	m, ok := stanzaErrors[devices.ErrorCode(err)]
+	if !ok {
+		m = stanzaErrors[devices.EInternal]
+	}
+	return m.typ, m.cond
+}
