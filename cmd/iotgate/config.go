@@ -1,0 +1,170 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"mellium.im/xmpp/jid"
+)
+
+// Config is every setting of the iotgate binary. It is filled only here,
+// from flags and the environment (flags win), and handed to constructors.
+type Config struct {
+	XMPPAddr    string
+	Domain      string
+	Secret      string
+	DatabaseURL string
+	HTTPAddr    string
+	LogLevel    slog.Level
+	LogFormat   string
+
+	ShutdownTimeout time.Duration
+	BodyLimit       int64
+}
+
+// configError is a missing or malformed setting; the binary prints it as
+// one line and exits with status 2.
+type configError struct {
+	setting string
+	msg     string
+}
+
+func (e *configError) Error() string { return e.setting + ": " + e.msg }
+
+// setting describes one configuration value, for parsing and --help.
+type setting struct {
+	env, flag, def, help string
+	secret               bool // environment only: never a flag, never echoed
+}
+
+var settings = []setting{
+	{env: "IOTGATE_XMPP_ADDR", flag: "xmpp-addr", def: "127.0.0.1:5347", help: "host:port of the XMPP server's component (XEP-0114) listener"},
+	{env: "IOTGATE_DOMAIN", flag: "domain", help: "the component's JID, e.g. iot.example.com (required)"},
+	{env: "IOTGATE_SECRET", secret: true, help: "the component's shared secret (required; environment only)"},
+	{env: "IOTGATE_DATABASE_URL", flag: "database-url", help: "PostgreSQL URL or DSN (required), e.g. postgres://iotgate@127.0.0.1/iotgate?sslmode=disable"},
+	{env: "IOTGATE_HTTP_ADDR", flag: "http-addr", def: "127.0.0.1:8080", help: "host:port the REST API listens on"},
+	{env: "IOTGATE_LOG_LEVEL", flag: "log-level", def: "info", help: "debug, info, warn or error"},
+	{env: "IOTGATE_LOG_FORMAT", flag: "log-format", def: "text", help: "text or json"},
+	{env: "IOTGATE_SHUTDOWN_TIMEOUT", flag: "shutdown-timeout", def: "15s", help: "how long a graceful shutdown may take"},
+	{env: "IOTGATE_HTTP_BODY_LIMIT", flag: "http-body-limit", def: "1048576", help: "largest HTTP request body in bytes"},
+}
+
+// parseConfig reads settings from args and getenv. It returns the config,
+// the remaining arguments, and a *configError for a bad setting,
+// flag.ErrHelp for --help.
+func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) (Config, []string, error) {
+	fs := flag.NewFlagSet("iotgate", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	values := make(map[string]*string, len(settings))
+	for _, s := range settings {
+		v := s.def
+		if e := getenv(s.env); e != "" {
+			v = e
+		}
+		if s.secret {
+			values[s.env] = &v
+			continue
+		}
+		values[s.env] = fs.String(s.flag, v, s.help)
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			usage(usageOut)
+			return Config{}, nil, err
+		}
+		return Config{}, nil, &configError{setting: "arguments", msg: err.Error()}
+	}
+	get := func(env string) string { return strings.TrimSpace(*values[env]) }
+
+	var cfg Config
+	var err error
+	if cfg.XMPPAddr, err = hostPort("IOTGATE_XMPP_ADDR", get("IOTGATE_XMPP_ADDR")); err != nil {
+		return cfg, nil, err
+	}
+	if cfg.HTTPAddr, err = hostPort("IOTGATE_HTTP_ADDR", get("IOTGATE_HTTP_ADDR")); err != nil {
+		return cfg, nil, err
+	}
+	d := get("IOTGATE_DOMAIN")
+	if d == "" {
+		return cfg, nil, &configError{"IOTGATE_DOMAIN", "is required (the component's domain, e.g. iot.example.com)"}
+	}
+	dj, perr := jid.Parse(d)
+	if perr != nil || dj.Localpart() != "" || dj.Resourcepart() != "" {
+		return cfg, nil, &configError{"IOTGATE_DOMAIN", fmt.Sprintf("%q is not a domain name such as iot.example.com", d)}
+	}
+	cfg.Domain = dj.String()
+
+	// The secret may legitimately contain surrounding spaces.
+	if cfg.Secret = *values["IOTGATE_SECRET"]; cfg.Secret == "" {
+		return cfg, nil, &configError{"IOTGATE_SECRET", "is required (the component_secret configured on the XMPP server)"}
+	}
+	if cfg.DatabaseURL = get("IOTGATE_DATABASE_URL"); cfg.DatabaseURL == "" {
+		return cfg, nil, &configError{"IOTGATE_DATABASE_URL", "is required (a PostgreSQL URL or DSN)"}
+	}
+	if strings.Contains(cfg.DatabaseURL, "://") {
+		u, perr := url.Parse(cfg.DatabaseURL)
+		if perr != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+			return cfg, nil, &configError{"IOTGATE_DATABASE_URL", "must be a postgres:// URL or a key=value DSN"}
+		}
+	}
+	if err := cfg.LogLevel.UnmarshalText([]byte(get("IOTGATE_LOG_LEVEL"))); err != nil {
+		return cfg, nil, &configError{"IOTGATE_LOG_LEVEL", fmt.Sprintf("%q is not one of debug, info, warn, error", get("IOTGATE_LOG_LEVEL"))}
+	}
+	switch cfg.LogFormat = get("IOTGATE_LOG_FORMAT"); cfg.LogFormat {
+	case "text", "json":
+	default:
+		return cfg, nil, &configError{"IOTGATE_LOG_FORMAT", fmt.Sprintf("%q is not text or json", cfg.LogFormat)}
+	}
+	if cfg.ShutdownTimeout, err = time.ParseDuration(get("IOTGATE_SHUTDOWN_TIMEOUT")); err != nil || cfg.ShutdownTimeout <= 0 {
+		return cfg, nil, &configError{"IOTGATE_SHUTDOWN_TIMEOUT", fmt.Sprintf("%q is not a positive duration such as 15s", get("IOTGATE_SHUTDOWN_TIMEOUT"))}
+	}
+	if cfg.BodyLimit, err = strconv.ParseInt(get("IOTGATE_HTTP_BODY_LIMIT"), 10, 64); err != nil || cfg.BodyLimit <= 0 {
+		return cfg, nil, &configError{"IOTGATE_HTTP_BODY_LIMIT", fmt.Sprintf("%q is not a positive number of bytes", get("IOTGATE_HTTP_BODY_LIMIT"))}
+	}
+	return cfg, fs.Args(), nil
+}
+
+func hostPort(setting, v string) (string, error) {
+	host, port, err := net.SplitHostPort(v)
+	if err != nil {
+		return "", &configError{setting, fmt.Sprintf("%q is not host:port", v)}
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		return "", &configError{setting, fmt.Sprintf("%q has no valid port", v)}
+	}
+	_ = host // empty host means all interfaces, which is allowed
+	return v, nil
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `iotgate: an XMPP component (XEP-0114) that gives IoT devices a REST API.
+
+Usage:
+  iotgate [flags]                 run the component and the REST API
+  iotgate migrate up              apply all database migrations
+  iotgate migrate down N          revert the last N migrations
+  iotgate migrate version         print the schema version
+  iotgate migrate force V         mark version V as clean after fixing a failed migration by hand
+
+Settings (flag, environment variable, default). Flags override the environment.
+`)
+	for _, s := range settings {
+		name := "--" + s.flag
+		if s.secret {
+			name = "(env only)"
+		}
+		def := ""
+		if s.def != "" {
+			def = " (default " + s.def + ")"
+		}
+		fmt.Fprintf(w, "  %-20s %-26s %s%s\n", name, s.env, s.help, def)
+	}
+}

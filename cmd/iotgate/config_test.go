@@ -1,0 +1,92 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"strings"
+	"testing"
+)
+
+func TestParseConfig(t *testing.T) {
+	base := map[string]string{
+		"IOTGATE_DOMAIN":       "iot.example.com",
+		"IOTGATE_SECRET":       "s3cret",
+		"IOTGATE_DATABASE_URL": "postgres://u@127.0.0.1/db?sslmode=disable",
+	}
+	with := func(kv ...string) map[string]string {
+		m := map[string]string{}
+		for k, v := range base {
+			m[k] = v
+		}
+		for i := 0; i < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return m
+	}
+	tests := []struct {
+		name        string
+		env         map[string]string
+		args        []string
+		wantSetting string // "" means OK
+		check       func(t *testing.T, c Config)
+	}{
+		{name: "OK", env: base, check: func(t *testing.T, c Config) {
+			if c.XMPPAddr != "127.0.0.1:5347" || c.HTTPAddr != "127.0.0.1:8080" || c.LogFormat != "text" {
+				t.Errorf("defaults wrong: %+v", c)
+			}
+		}},
+		{name: "FlagOverridesEnv", env: base, args: []string{"--http-addr", "127.0.0.1:9999"}, check: func(t *testing.T, c Config) {
+			if c.HTTPAddr != "127.0.0.1:9999" {
+				t.Errorf("HTTPAddr = %q", c.HTTPAddr)
+			}
+		}},
+		{name: "DomainNormalized", env: with("IOTGATE_DOMAIN", "IoT.Example.COM"), check: func(t *testing.T, c Config) {
+			if c.Domain != "iot.example.com" {
+				t.Errorf("Domain = %q", c.Domain)
+			}
+		}},
+		{name: "DSN", env: with("IOTGATE_DATABASE_URL", "host=/tmp dbname=x"), check: func(t *testing.T, c Config) {}},
+		{name: "ErrMissingDomain", env: with("IOTGATE_DOMAIN", ""), wantSetting: "IOTGATE_DOMAIN"},
+		{name: "ErrDomainWithLocalpart", env: with("IOTGATE_DOMAIN", "a@iot.example.com"), wantSetting: "IOTGATE_DOMAIN"},
+		{name: "ErrMissingSecret", env: with("IOTGATE_SECRET", ""), wantSetting: "IOTGATE_SECRET"},
+		{name: "ErrMissingDatabase", env: with("IOTGATE_DATABASE_URL", ""), wantSetting: "IOTGATE_DATABASE_URL"},
+		{name: "ErrDatabaseScheme", env: with("IOTGATE_DATABASE_URL", "mysql://x/y"), wantSetting: "IOTGATE_DATABASE_URL"},
+		{name: "ErrXMPPAddr", env: with("IOTGATE_XMPP_ADDR", "localhost"), wantSetting: "IOTGATE_XMPP_ADDR"},
+		{name: "ErrHTTPPort", env: with("IOTGATE_HTTP_ADDR", "127.0.0.1:99999"), wantSetting: "IOTGATE_HTTP_ADDR"},
+		{name: "ErrLogLevel", env: with("IOTGATE_LOG_LEVEL", "loud"), wantSetting: "IOTGATE_LOG_LEVEL"},
+		{name: "ErrLogFormat", env: with("IOTGATE_LOG_FORMAT", "xml"), wantSetting: "IOTGATE_LOG_FORMAT"},
+		{name: "ErrShutdownTimeout", env: with("IOTGATE_SHUTDOWN_TIMEOUT", "soon"), wantSetting: "IOTGATE_SHUTDOWN_TIMEOUT"},
+		{name: "ErrUnknownFlag", env: base, args: []string{"--nope"}, wantSetting: "arguments"},
+		{name: "ErrSecretFlagDoesNotExist", env: base, args: []string{"--secret", "x"}, wantSetting: "arguments"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, _, err := parseConfig(tt.args, func(k string) string { return tt.env[k] }, &bytes.Buffer{})
+			if tt.wantSetting == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				tt.check(t, cfg)
+				return
+			}
+			var ce *configError
+			if !errors.As(err, &ce) || ce.setting != tt.wantSetting {
+				t.Fatalf("err = %v, want a config error naming %s", err, tt.wantSetting)
+			}
+		})
+	}
+}
+
+func TestHelpListsEverySetting(t *testing.T) {
+	var out bytes.Buffer
+	_, _, err := parseConfig([]string{"--help"}, func(string) string { return "" }, &out)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("err = %v, want flag.ErrHelp", err)
+	}
+	for _, s := range settings {
+		if !strings.Contains(out.String(), s.env) {
+			t.Errorf("--help does not mention %s", s.env)
+		}
+	}
+}

@@ -1,0 +1,113 @@
+package component
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/iotgate/iotgate/devices"
+)
+
+// fakeIngester decides by the payload's text, so each case says what it wants.
+type fakeIngester struct{ got chan devices.IncomingReading }
+
+func (f *fakeIngester) Ingest(_ context.Context, in devices.IncomingReading, done func(error)) {
+	f.got <- in
+	switch {
+	case strings.Contains(in.From, "stranger"):
+		done(devices.ErrNotRegistered)
+	case len(in.Payloads) > 0 && strings.Contains(string(in.Payloads[len(in.Payloads)-1].XML), "bad"):
+		done(devices.Errorf(devices.EInvalid, "line 1: /r/v: 'bad' is not a valid decimal"))
+	case len(in.Payloads) > 0 && strings.Contains(string(in.Payloads[len(in.Payloads)-1].XML), "dbdown"):
+		done(&devices.Error{Code: devices.EUnavailable, Message: "readings could not be stored, try again later"})
+	default:
+		go done(nil) // committed later, from another goroutine
+	}
+}
+
+func TestReadingHandler(t *testing.T) {
+	fs := newFakeServer(t, "s")
+	c := startConn(t, fs.addr(), "s", nil)
+	ing := &fakeIngester{got: make(chan devices.IncomingReading, 100)}
+	c.SetHandler(NewReadingHandler(c, ing, nil))
+	fc := fs.conn()
+	waitFor(t, "stream up", func() bool { return isUp(c) })
+
+	tests := []struct {
+		name      string
+		in        string
+		wantType  string // "" means no reply expected
+		wantInner []string
+	}{
+		{"IQValid", `<iq type='set' id='a' from='d@localhost/r' to='iot.localhost'><r xmlns='urn:x'><v>1</v></r></iq>`, "result", nil},
+		{"IQInvalid", `<iq type='set' id='b' from='d@localhost/r' to='iot.localhost'><r xmlns='urn:x'><v>bad</v></r></iq>`, "error",
+			[]string{`type="modify"`, "bad-request", "is not a valid decimal"}},
+		{"IQUnregistered", `<iq type='set' id='c' from='stranger@localhost/r' to='iot.localhost'><r xmlns='urn:x'/></iq>`, "error",
+			[]string{`type="auth"`, "registration-required"}},
+		{"IQDatabaseDown", `<iq type='set' id='d' from='d@localhost/r' to='iot.localhost'><r xmlns='urn:x'>dbdown</r></iq>`, "error",
+			[]string{`type="wait"`, "service-unavailable"}},
+		{"MessageInvalid", `<message id='e' from='d@localhost/r' to='iot.localhost'><body>x</body><r xmlns='urn:x'>bad</r></message>`, "error",
+			[]string{"bad-request", "is not a valid decimal"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fc.send(tt.in)
+			<-ing.got
+			got := fc.read(t)
+			if got.Type != tt.wantType {
+				t.Fatalf("reply type %q, want %q: %s", got.Type, tt.wantType, got.Inner)
+			}
+			for _, w := range tt.wantInner {
+				if !strings.Contains(got.Inner, w) {
+					t.Errorf("reply %q lacks %q", got.Inner, w)
+				}
+			}
+			if got.To != "d@localhost/r" && got.To != "stranger@localhost/r" {
+				t.Errorf("reply to %q", got.To)
+			}
+		})
+	}
+
+	t.Run("DelayStampKept", func(t *testing.T) {
+		fc.send(`<message from='d@localhost/r' to='iot.localhost'><r xmlns='urn:x'/><delay xmlns='urn:xmpp:delay' stamp='2026-01-02T03:04:05.5+01:00'/></message>`)
+		in := <-ing.got
+		if in.DeviceTime == nil || !in.DeviceTime.Equal(time.Date(2026, 1, 2, 2, 4, 5, 5e8, time.UTC)) {
+			t.Errorf("device time = %v", in.DeviceTime)
+		}
+		if len(in.Payloads) != 1 || in.Payloads[0].Namespace != "urn:x" {
+			t.Errorf("payloads = %+v, want only the reading", in.Payloads)
+		}
+	})
+
+	t.Run("SilentCases", func(t *testing.T) {
+		// Neither an error message from a device nor a message from an
+		// unregistered JID is answered; a flood of bad messages gets at
+		// most the burst of error replies.
+		fc.send(`<message type='error' from='d@localhost/r' to='iot.localhost'><r xmlns='urn:x'>bad</r></message>`)
+		fc.send(`<message from='stranger@localhost/r' to='iot.localhost'><r xmlns='urn:x'/></message>`)
+		<-ing.got
+		for i := range 30 {
+			fc.send(fmt.Sprintf(`<message id='f%d' from='flood@localhost/r' to='iot.localhost'><r xmlns='urn:x'>bad</r></message>`, i))
+		}
+		for range 30 {
+			<-ing.got
+		}
+		fc.send(`<iq type='get' id='marker' from='d@localhost/r' to='iot.localhost'><ping xmlns='urn:xmpp:ping'/></iq>`)
+		errorsSeen := 0
+		for {
+			got := fc.read(t)
+			if got.ID == "marker" {
+				break
+			}
+			if !strings.HasPrefix(got.ID, "f") || got.To != "flood@localhost/r" {
+				t.Errorf("unexpected reply %+v", got)
+			}
+			errorsSeen++
+		}
+		if errorsSeen < 1 || errorsSeen > int(errorBurst)+1 {
+			t.Errorf("flood of 30 bad messages got %d error replies, want 1..%d", errorsSeen, int(errorBurst)+1)
+		}
+	})
+}

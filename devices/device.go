@@ -1,0 +1,168 @@
+package devices
+
+import (
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"time"
+
+	"mellium.im/xmpp/jid"
+)
+
+// Device is an XMPP entity registered with iotgate: a bare JID and the
+// schema its readings must follow.
+type Device struct {
+	JID           string            `json:"jid"`
+	Name          string            `json:"name"`
+	Labels        map[string]string `json:"labels"`
+	Schema        string            `json:"schema"`
+	SchemaVersion int               `json:"schema_version"`
+	CreatedAt     time.Time         `json:"created_at"`
+	UpdatedAt     time.Time         `json:"updated_at"`
+	// LastSeenAt is when iotgate last received a reading from the device;
+	// nil before the first.
+	LastSeenAt *time.Time `json:"last_seen_at"`
+}
+
+var labelKey = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._/-]{0,62}[A-Za-z0-9])?$`)
+
+// Limits on what a device record may hold.
+const (
+	MaxNameLen    = 200
+	MaxLabels     = 64
+	MaxLabelValue = 256
+)
+
+// Validate checks the device's invariants. Errors: invalid.
+func (d *Device) Validate() error {
+	if len(d.Name) > MaxNameLen {
+		return Errorf(EInvalid, "name is longer than %d bytes", MaxNameLen)
+	}
+	if d.Schema == "" {
+		return Errorf(EInvalid, "schema is required")
+	}
+	if d.SchemaVersion < 0 {
+		return Errorf(EInvalid, "schema_version must be positive")
+	}
+	return ValidateLabels(d.Labels)
+}
+
+// ValidateLabels checks label keys and values. Errors: invalid.
+func ValidateLabels(labels map[string]string) error {
+	if len(labels) > MaxLabels {
+		return Errorf(EInvalid, "at most %d labels", MaxLabels)
+	}
+	for k, v := range labels {
+		if !labelKey.MatchString(k) {
+			return Errorf(EInvalid, "label key %q must be 1-64 letters, digits, '.', '_', '-' or '/', starting and ending with a letter or digit", k)
+		}
+		if len(v) > MaxLabelValue {
+			return Errorf(EInvalid, "label %q: value longer than %d bytes", k, MaxLabelValue)
+		}
+	}
+	return nil
+}
+
+// NormalizeJID parses s as a device JID and returns its canonical bare form
+// (PRECIS-normalized). A full JID (with a resource), a domain-only JID or an
+// invalid one is refused. Errors: invalid.
+func NormalizeJID(s string) (string, error) {
+	j, err := jid.Parse(s)
+	if err != nil {
+		return "", &Error{Code: EInvalid, Message: fmt.Sprintf("%q is not a valid JID: %v", s, err)}
+	}
+	if j.Resourcepart() != "" {
+		return "", Errorf(EInvalid, "%q is a full JID; register the bare JID %q", s, j.Bare().String())
+	}
+	if j.Localpart() == "" {
+		return "", Errorf(EInvalid, "%q has no local part; a device JID looks like name@example.com", s)
+	}
+	return j.String(), nil
+}
+
+// BareJID returns the canonical bare JID of a (full or bare) JID, as the
+// server stamped it on a stanza. Errors: invalid.
+func BareJID(s string) (string, error) {
+	j, err := jid.Parse(s)
+	if err != nil {
+		return "", &Error{Code: EInvalid, Message: fmt.Sprintf("%q is not a valid JID: %v", s, err)}
+	}
+	return j.Bare().String(), nil
+}
+
+// DeviceFilter selects devices in List.
+type DeviceFilter struct {
+	Schema string
+	// Labels must all match (key -> value).
+	Labels map[string]string
+	Online *bool
+	Limit  int
+	// Cursor continues a previous page (opaque to clients).
+	Cursor string
+}
+
+// DeviceUpdate changes a device; nil fields are left alone.
+type DeviceUpdate struct {
+	Name          *string
+	Labels        *map[string]string
+	SchemaVersion *int
+}
+
+// DevicePage is one page of devices.
+type DevicePage struct {
+	Items      []*Device `json:"items"`
+	NextCursor string    `json:"next_cursor,omitempty"`
+}
+
+// Reading is one validated payload a device sent, as stored.
+type Reading struct {
+	ID         int64           `json:"id"`
+	DeviceJID  string          `json:"-"`
+	ReceivedAt time.Time       `json:"received_at"`
+	DeviceTime *time.Time      `json:"device_time"`
+	XML        string          `json:"xml"`
+	Data       json.RawMessage `json:"data" swaggertype:"object"`
+}
+
+// Rejection records a payload that iotgate refused, for the operator.
+type Rejection struct {
+	ID         int64     `json:"id"`
+	DeviceJID  string    `json:"-"`
+	ReceivedAt time.Time `json:"received_at"`
+	// Via is "message" or "iq".
+	Via     string `json:"via"`
+	Reason  string `json:"reason"`
+	Payload string `json:"payload"`
+}
+
+// State is a device's current state.
+type State struct {
+	JID        string     `json:"jid"`
+	Online     bool       `json:"online"`
+	LastSeenAt *time.Time `json:"last_seen_at"`
+	Reading    *Reading   `json:"reading"`
+}
+
+// ReadingFilter selects a device's readings.
+type ReadingFilter struct {
+	Since, Until *time.Time
+	Limit        int
+	Cursor       string
+	// Desc orders newest first (the default).
+	Desc bool
+}
+
+// ReadingPage is one page of readings.
+type ReadingPage struct {
+	Items      []*Reading `json:"items"`
+	NextCursor string     `json:"next_cursor,omitempty"`
+}
+
+// RejectionPage is one page of rejections.
+type RejectionPage struct {
+	Items      []*Rejection `json:"items"`
+	NextCursor string       `json:"next_cursor,omitempty"`
+}
+
+// Clock tells the time; injected so tests can fix it.
+type Clock func() time.Time

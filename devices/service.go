@@ -1,0 +1,518 @@
+package devices
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// Store is the persistence the device service needs. Implementations return
+// *Error values: not_found for unknown devices, conflict for duplicates.
+type Store interface {
+	CreateDevice(ctx context.Context, d *Device) error
+	Device(ctx context.Context, jid string) (*Device, error)
+	Devices(ctx context.Context, f DeviceFilter) (*DevicePage, error)
+	UpdateDevice(ctx context.Context, jid string, u DeviceUpdate, now time.Time) (*Device, error)
+	// DeleteDevice deletes the device with its readings and rejections.
+	DeleteDevice(ctx context.Context, jid string) error
+
+	// InsertReadings stores readings and moves each device's last_seen_at,
+	// all in one transaction; it sets the readings' IDs.
+	InsertReadings(ctx context.Context, rs []*Reading) error
+	InsertRejections(ctx context.Context, rs []*Rejection) error
+	LatestReading(ctx context.Context, jid string) (*Reading, error)
+	Readings(ctx context.Context, jid string, f ReadingFilter) (*ReadingPage, error)
+	Rejections(ctx context.Context, jid string, f ReadingFilter) (*RejectionPage, error)
+}
+
+// PayloadSchema is a compiled device schema, as ingest needs it.
+type PayloadSchema interface {
+	// TargetNamespace is the namespace a reading's payload element is in.
+	TargetNamespace() string
+	// ValidateAndRender validates a payload element and returns its JSON
+	// rendering. Errors: invalid, with the validator's reason.
+	ValidateAndRender(payload []byte) (json.RawMessage, error)
+}
+
+// SchemaSource resolves schema names and versions to compiled schemas.
+type SchemaSource interface {
+	// Compiled returns the compiled schema; version 0 means the latest.
+	// Errors: not_found.
+	Compiled(ctx context.Context, name string, version int) (PayloadSchema, int, error)
+}
+
+// Payload is one child element of an incoming stanza.
+type Payload struct {
+	Namespace string
+	Local     string
+	XML       []byte
+}
+
+// IncomingReading is a stanza a device sent to iotgate that may carry a
+// reading.
+type IncomingReading struct {
+	// From is the sender's full JID, as stamped by the XMPP server.
+	From string
+	// Via is "message" or "iq".
+	Via        string
+	Payloads   []Payload
+	DeviceTime *time.Time
+}
+
+// ServiceConfig tunes the device service.
+type ServiceConfig struct {
+	// QueueSize bounds readings waiting to be committed; default 20000.
+	QueueSize int
+	// MaxBatch bounds readings committed in one transaction; default 1000.
+	MaxBatch int
+	// RejectionPayloadBytes is how much of a refused payload is kept;
+	// default 4096.
+	RejectionPayloadBytes int
+	// CacheTTL bounds how long a looked-up device (or its absence) is
+	// trusted without asking the store; default 30s.
+	CacheTTL time.Duration
+	Clock    Clock
+	Logger   *slog.Logger
+}
+
+// Service is the device registry and the ingest path of readings.
+type Service struct {
+	store   Store
+	schemas SchemaSource
+	cfg     ServiceConfig
+	log     *slog.Logger
+
+	cacheMu sync.Mutex
+	cache   map[string]cachedDevice
+
+	queue      chan *pendingReading
+	rejections chan *Rejection
+	stopped    chan struct{}
+	stats      IngestStats
+	statsMu    sync.Mutex
+}
+
+type cachedDevice struct {
+	dev *Device // nil: known not to be registered
+	at  time.Time
+}
+
+type pendingReading struct {
+	r    *Reading
+	done func(error)
+	via  string
+	at   time.Time
+}
+
+// IngestStats counts what the ingest path did since start.
+type IngestStats struct {
+	Accepted     uint64 `json:"accepted"`
+	Rejected     uint64 `json:"rejected"`
+	Unregistered uint64 `json:"unregistered"`
+	Dropped      uint64 `json:"dropped"`
+	Batches      uint64 `json:"batches"`
+}
+
+// NewService returns a device service. Call Run to start committing readings.
+func NewService(store Store, schemas SchemaSource, cfg ServiceConfig) *Service {
+	if cfg.QueueSize <= 0 {
+		cfg.QueueSize = 20000
+	}
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = 1000
+	}
+	if cfg.RejectionPayloadBytes <= 0 {
+		cfg.RejectionPayloadBytes = 4096
+	}
+	if cfg.CacheTTL <= 0 {
+		cfg.CacheTTL = 30 * time.Second
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Service{
+		store: store, schemas: schemas, cfg: cfg, log: cfg.Logger,
+		cache:      make(map[string]cachedDevice),
+		queue:      make(chan *pendingReading, cfg.QueueSize),
+		rejections: make(chan *Rejection, 1000),
+		stopped:    make(chan struct{}),
+	}
+}
+
+// Register creates a device. Version 0 means the schema's latest version.
+// Errors: invalid (bad JID, labels, unknown schema), conflict (already
+// registered).
+func (s *Service) Register(ctx context.Context, d *Device) (*Device, error) {
+	j, err := NormalizeJID(d.JID)
+	if err != nil {
+		return nil, err
+	}
+	d.JID = j
+	if err := d.Validate(); err != nil {
+		return nil, err
+	}
+	_, v, err := s.schemas.Compiled(ctx, d.Schema, d.SchemaVersion)
+	if err != nil {
+		if ErrorCode(err) == ENotFound {
+			return nil, &Error{Code: EInvalid, Message: err.Error(), Err: err}
+		}
+		return nil, fmt.Errorf("resolve schema: %w", err)
+	}
+	d.SchemaVersion = v
+	now := s.cfg.Clock().UTC()
+	d.CreatedAt, d.UpdatedAt = now, now
+	if d.Labels == nil {
+		d.Labels = map[string]string{}
+	}
+	if err := s.store.CreateDevice(ctx, d); err != nil {
+		return nil, err
+	}
+	s.forget(d.JID)
+	return d, nil
+}
+
+// Device returns a registered device. Errors: invalid (bad JID), not_found.
+func (s *Service) Device(ctx context.Context, jid string) (*Device, error) {
+	j, err := NormalizeJID(jid)
+	if err != nil {
+		return nil, err
+	}
+	return s.store.Device(ctx, j)
+}
+
+// Devices lists devices. Errors: invalid (bad cursor or filter).
+func (s *Service) Devices(ctx context.Context, f DeviceFilter) (*DevicePage, error) {
+	if f.Limit <= 0 {
+		f.Limit = 100
+	}
+	if f.Limit > 1000 {
+		f.Limit = 1000
+	}
+	return s.store.Devices(ctx, f)
+}
+
+// Update changes a device. Errors: invalid, not_found.
+func (s *Service) Update(ctx context.Context, jid string, u DeviceUpdate) (*Device, error) {
+	j, err := NormalizeJID(jid)
+	if err != nil {
+		return nil, err
+	}
+	if u.Name != nil && len(*u.Name) > MaxNameLen {
+		return nil, Errorf(EInvalid, "name is longer than %d bytes", MaxNameLen)
+	}
+	if u.Labels != nil {
+		if err := ValidateLabels(*u.Labels); err != nil {
+			return nil, err
+		}
+	}
+	if u.SchemaVersion != nil {
+		cur, err := s.store.Device(ctx, j)
+		if err != nil {
+			return nil, err
+		}
+		if _, _, err := s.schemas.Compiled(ctx, cur.Schema, *u.SchemaVersion); err != nil {
+			if ErrorCode(err) == ENotFound {
+				return nil, &Error{Code: EInvalid, Message: err.Error(), Err: err}
+			}
+			return nil, err
+		}
+	}
+	d, err := s.store.UpdateDevice(ctx, j, u, s.cfg.Clock().UTC())
+	s.forget(j)
+	return d, err
+}
+
+// Delete removes a device with all its readings and rejections.
+// Errors: invalid, not_found.
+func (s *Service) Delete(ctx context.Context, jid string) error {
+	j, err := NormalizeJID(jid)
+	if err != nil {
+		return err
+	}
+	err = s.store.DeleteDevice(ctx, j)
+	s.forget(j)
+	return err
+}
+
+// State returns a device's current state. Errors: invalid, not_found.
+func (s *Service) State(ctx context.Context, jid string) (*State, error) {
+	d, err := s.Device(ctx, jid)
+	if err != nil {
+		return nil, err
+	}
+	st := &State{JID: d.JID, LastSeenAt: d.LastSeenAt}
+	r, err := s.store.LatestReading(ctx, d.JID)
+	switch {
+	case err == nil:
+		st.Reading = r
+	case ErrorCode(err) != ENotFound:
+		return nil, err
+	}
+	return st, nil
+}
+
+// Readings returns a page of a device's readings. Errors: invalid, not_found.
+func (s *Service) Readings(ctx context.Context, jid string, f ReadingFilter) (*ReadingPage, error) {
+	d, err := s.Device(ctx, jid)
+	if err != nil {
+		return nil, err
+	}
+	if err := normalizeReadingFilter(&f); err != nil {
+		return nil, err
+	}
+	return s.store.Readings(ctx, d.JID, f)
+}
+
+// Rejections returns a page of a device's refused payloads.
+// Errors: invalid, not_found.
+func (s *Service) Rejections(ctx context.Context, jid string, f ReadingFilter) (*RejectionPage, error) {
+	d, err := s.Device(ctx, jid)
+	if err != nil {
+		return nil, err
+	}
+	if err := normalizeReadingFilter(&f); err != nil {
+		return nil, err
+	}
+	return s.store.Rejections(ctx, d.JID, f)
+}
+
+func normalizeReadingFilter(f *ReadingFilter) error {
+	if f.Limit <= 0 {
+		f.Limit = 100
+	}
+	if f.Limit > 1000 {
+		return Errorf(EInvalid, "limit must be at most 1000")
+	}
+	if f.Since != nil && f.Until != nil && f.Until.Before(*f.Since) {
+		return Errorf(EInvalid, "until is before since")
+	}
+	return nil
+}
+
+// Stats returns ingest counters.
+func (s *Service) Stats() IngestStats {
+	s.statsMu.Lock()
+	defer s.statsMu.Unlock()
+	return s.stats
+}
+
+func (s *Service) count(f func(*IngestStats)) {
+	s.statsMu.Lock()
+	f(&s.stats)
+	s.statsMu.Unlock()
+}
+
+func (s *Service) forget(jid string) {
+	s.cacheMu.Lock()
+	delete(s.cache, jid)
+	s.cacheMu.Unlock()
+}
+
+// lookup finds a device by bare JID through the cache. It returns
+// (nil, nil) for a JID that is not registered.
+func (s *Service) lookup(ctx context.Context, bare string) (*Device, error) {
+	now := s.cfg.Clock()
+	s.cacheMu.Lock()
+	c, ok := s.cache[bare]
+	s.cacheMu.Unlock()
+	if ok && now.Sub(c.at) < s.cfg.CacheTTL {
+		return c.dev, nil
+	}
+	d, err := s.store.Device(ctx, bare)
+	if err != nil && ErrorCode(err) != ENotFound {
+		return nil, err
+	}
+	s.cacheMu.Lock()
+	if len(s.cache) > 200000 {
+		clear(s.cache) // crude bound; a refill costs one query per device
+	}
+	s.cache[bare] = cachedDevice{dev: d, at: now}
+	s.cacheMu.Unlock()
+	return d, nil
+}
+
+// ErrNotRegistered is returned (wrapped in *Error, detail
+// device_not_registered) for readings from unknown JIDs.
+var ErrNotRegistered = &Error{Code: ENotFound, Detail: "device_not_registered", Message: "this JID is not registered as a device"}
+
+// Ingest takes a stanza that may carry a reading. It never blocks on the
+// database: done is called once, later, with nil after the reading is
+// committed, or with the reason it was refused (invalid, with the
+// validator's reason), not stored (unavailable, too_many_requests), or
+// not accepted (not_found with detail device_not_registered).
+func (s *Service) Ingest(ctx context.Context, in IncomingReading, done func(error)) {
+	if done == nil {
+		done = func(error) {}
+	}
+	bare, err := BareJID(in.From)
+	if err != nil {
+		done(err)
+		return
+	}
+	dev, err := s.lookup(ctx, bare)
+	if err != nil {
+		done(&Error{Code: EUnavailable, Message: "device registry unavailable, try again later", Err: err})
+		return
+	}
+	if dev == nil {
+		s.count(func(st *IngestStats) { st.Unregistered++ })
+		done(ErrNotRegistered)
+		return
+	}
+	schema, _, err := s.schemas.Compiled(ctx, dev.Schema, dev.SchemaVersion)
+	if err != nil {
+		done(&Error{Code: EUnavailable, Message: "device schema unavailable, try again later", Err: err})
+		return
+	}
+	now := s.cfg.Clock().UTC()
+	var payload *Payload
+	for i := range in.Payloads {
+		if in.Payloads[i].Namespace == schema.TargetNamespace() {
+			payload = &in.Payloads[i]
+			break
+		}
+	}
+	if payload == nil {
+		err := Errorf(EInvalid, "no payload element in namespace %q (the namespace of schema %s version %d)", schema.TargetNamespace(), dev.Schema, dev.SchemaVersion)
+		s.reject(dev.JID, in, nil, err, now)
+		done(err)
+		return
+	}
+	data, err := schema.ValidateAndRender(payload.XML)
+	if err != nil {
+		s.reject(dev.JID, in, payload.XML, err, now)
+		done(err)
+		return
+	}
+	r := &Reading{DeviceJID: dev.JID, ReceivedAt: now, DeviceTime: in.DeviceTime, XML: string(payload.XML), Data: data}
+	select {
+	case s.queue <- &pendingReading{r: r, done: done, via: in.Via, at: now}:
+	default:
+		s.count(func(st *IngestStats) { st.Dropped++ })
+		done(&Error{Code: ETooMany, Message: "ingest queue is full, try again later"})
+	}
+}
+
+func (s *Service) reject(jid string, in IncomingReading, payload []byte, reason error, now time.Time) {
+	s.count(func(st *IngestStats) { st.Rejected++ })
+	if payload == nil && len(in.Payloads) > 0 {
+		payload = in.Payloads[0].XML
+	}
+	if len(payload) > s.cfg.RejectionPayloadBytes {
+		payload = payload[:s.cfg.RejectionPayloadBytes]
+	}
+	rej := &Rejection{DeviceJID: jid, ReceivedAt: now, Via: in.Via, Reason: ErrorMessage(reason), Payload: string(payload)}
+	select {
+	case s.rejections <- rej:
+	default:
+		// A flood of bad payloads must not grow memory; the counter
+		// still says how many were refused.
+	}
+}
+
+// Run commits queued readings and rejections until ctx ends, then commits
+// what is still queued (within a short grace period) and returns.
+func (s *Service) Run(ctx context.Context) {
+	defer close(s.stopped)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); s.runRejections(ctx) }()
+	batch := make([]*pendingReading, 0, s.cfg.MaxBatch)
+	for {
+		batch = batch[:0]
+		select {
+		case p := <-s.queue:
+			batch = append(batch, p)
+		case <-ctx.Done():
+			s.drain()
+			wg.Wait()
+			return
+		}
+		// Group commit: take whatever else is waiting. Under load the
+		// batch grows while the previous commit runs; idle, a reading is
+		// committed alone without waiting.
+	fill:
+		for len(batch) < s.cfg.MaxBatch {
+			select {
+			case p := <-s.queue:
+				batch = append(batch, p)
+			default:
+				break fill
+			}
+		}
+		s.commit(ctx, batch)
+	}
+}
+
+// drain commits what is left after shutdown began.
+func (s *Service) drain() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for {
+		batch := make([]*pendingReading, 0, s.cfg.MaxBatch)
+	fill:
+		for len(batch) < s.cfg.MaxBatch {
+			select {
+			case p := <-s.queue:
+				batch = append(batch, p)
+			default:
+				break fill
+			}
+		}
+		if len(batch) == 0 {
+			return
+		}
+		s.commit(ctx, batch)
+	}
+}
+
+func (s *Service) commit(ctx context.Context, batch []*pendingReading) {
+	rs := make([]*Reading, len(batch))
+	for i, p := range batch {
+		rs[i] = p.r
+	}
+	err := s.store.InsertReadings(context.WithoutCancel(ctx), rs)
+	if err != nil {
+		s.log.Error("commit readings failed", "readings", len(batch), "err", err)
+		derr := &Error{Code: EUnavailable, Message: "readings could not be stored, try again later", Err: err}
+		for _, p := range batch {
+			p.done(derr)
+		}
+		s.count(func(st *IngestStats) { st.Dropped += uint64(len(batch)) })
+		return
+	}
+	for _, p := range batch {
+		p.done(nil)
+	}
+	s.count(func(st *IngestStats) { st.Accepted += uint64(len(batch)); st.Batches++ })
+}
+
+func (s *Service) runRejections(ctx context.Context) {
+	for {
+		var batch []*Rejection
+		select {
+		case r := <-s.rejections:
+			batch = append(batch, r)
+		case <-ctx.Done():
+			return
+		}
+	fill:
+		for len(batch) < 500 {
+			select {
+			case r := <-s.rejections:
+				batch = append(batch, r)
+			default:
+				break fill
+			}
+		}
+		if err := s.store.InsertRejections(context.WithoutCancel(ctx), batch); err != nil {
+			s.log.Error("store rejections failed", "rejections", len(batch), "err", err)
+		}
+	}
+}
