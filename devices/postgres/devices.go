@@ -1,0 +1,185 @@
+package postgres
+
+import (
+	"context"
+	"database/sql"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/lib/pq"
+
+	"github.com/iotgate/iotgate/devices"
+)
+
+var _ devices.Store = (*DB)(nil)
+
+const deviceColumns = `id, jid, name, labels, schema_name, schema_version, created_at, updated_at, last_seen_at`
+
+func scanDevice(row interface{ Scan(...any) error }) (*devices.Device, error) {
+	var d devices.Device
+	var labels []byte
+	var schema sql.NullString
+	var version sql.NullInt64
+	var seen sql.NullTime
+	if err := row.Scan(&d.ID, &d.JID, &d.Name, &labels, &schema, &version, &d.CreatedAt, &d.UpdatedAt, &seen); err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(labels, &d.Labels); err != nil {
+		return nil, fmt.Errorf("decode labels of %s: %w", d.JID, err)
+	}
+	d.Schema, d.SchemaVersion = schema.String, int(version.Int64)
+	if seen.Valid {
+		t := seen.Time.UTC()
+		d.LastSeenAt = &t
+	}
+	d.CreatedAt, d.UpdatedAt = d.CreatedAt.UTC(), d.UpdatedAt.UTC()
+	return &d, nil
+}
+
+// CreateDevice inserts d and sets its ID. Errors: conflict (JID taken),
+// invalid (unknown schema version), unavailable.
+func (db *DB) CreateDevice(ctx context.Context, d *devices.Device) error {
+	labels, err := json.Marshal(d.Labels)
+	if err != nil {
+		return fmt.Errorf("encode labels: %w", err)
+	}
+	err = db.db.QueryRowContext(ctx, `
+		INSERT INTO devices (jid, name, labels, schema_name, schema_version, created_at, updated_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)
+		RETURNING id`,
+		d.JID, d.Name, labels, d.Schema, d.SchemaVersion, d.CreatedAt, d.UpdatedAt).Scan(&d.ID)
+	if e := pq.As(err); e != nil && e.Constraint == "devices_schema_fkey" {
+		return &devices.Error{Code: devices.EInvalid, Message: fmt.Sprintf("schema %s version %d does not exist", d.Schema, d.SchemaVersion), Err: err}
+	}
+	if e := pq.As(err); e != nil && e.Constraint == "devices_pkey" {
+		return &devices.Error{Code: devices.EConflict, Message: fmt.Sprintf("device %s is already registered", d.JID), Err: err}
+	}
+	return translate(err, "create device")
+}
+
+// Device returns the device with the given bare JID. Errors: not_found.
+func (db *DB) Device(ctx context.Context, jid string) (*devices.Device, error) {
+	d, err := scanDevice(db.db.QueryRowContext(ctx, `SELECT `+deviceColumns+` FROM devices WHERE jid = $1`, jid))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, devices.Errorf(devices.ENotFound, "device %s is not registered", jid)
+	}
+	if err != nil {
+		return nil, translate(err, "get device")
+	}
+	return d, nil
+}
+
+// Devices lists devices by JID, a page at a time. Errors: invalid (cursor).
+func (db *DB) Devices(ctx context.Context, f devices.DeviceFilter) (*devices.DevicePage, error) {
+	var where []string
+	var args []any
+	arg := func(v any) string {
+		args = append(args, v)
+		return "$" + strconv.Itoa(len(args))
+	}
+	if f.Cursor != "" {
+		after, err := base64.RawURLEncoding.DecodeString(f.Cursor)
+		if err != nil || len(after) == 0 {
+			return nil, devices.Errorf(devices.EInvalid, "cursor is not valid")
+		}
+		where = append(where, "jid > "+arg(string(after)))
+	}
+	if f.Schema != "" {
+		where = append(where, "schema_name = "+arg(f.Schema))
+	}
+	if len(f.Labels) > 0 {
+		b, err := json.Marshal(f.Labels)
+		if err != nil {
+			return nil, fmt.Errorf("encode label filter: %w", err)
+		}
+		where = append(where, "labels @> "+arg(string(b))+"::jsonb")
+	}
+	if f.Online != nil {
+		// Presence is tracked by a later migration; until then no device
+		// is known to be online.
+		if *f.Online {
+			where = append(where, "false")
+		}
+	}
+	q := `SELECT ` + deviceColumns + ` FROM devices`
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ORDER BY jid LIMIT " + arg(f.Limit+1)
+	rows, err := db.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, translate(err, "list devices")
+	}
+	defer rows.Close()
+	page := &devices.DevicePage{Items: []*devices.Device{}}
+	for rows.Next() {
+		d, err := scanDevice(rows)
+		if err != nil {
+			return nil, translate(err, "list devices")
+		}
+		page.Items = append(page.Items, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, translate(err, "list devices")
+	}
+	if len(page.Items) > f.Limit {
+		page.Items = page.Items[:f.Limit]
+		page.NextCursor = base64.RawURLEncoding.EncodeToString([]byte(page.Items[f.Limit-1].JID))
+	}
+	return page, nil
+}
+
+// UpdateDevice applies u. Errors: not_found, invalid (unknown version).
+func (db *DB) UpdateDevice(ctx context.Context, jid string, u devices.DeviceUpdate, now time.Time) (*devices.Device, error) {
+	var labels any
+	if u.Labels != nil {
+		b, err := json.Marshal(*u.Labels)
+		if err != nil {
+			return nil, fmt.Errorf("encode labels: %w", err)
+		}
+		labels = string(b)
+	}
+	var name, version any
+	if u.Name != nil {
+		name = *u.Name
+	}
+	if u.SchemaVersion != nil {
+		version = *u.SchemaVersion
+	}
+	d, err := scanDevice(db.db.QueryRowContext(ctx, `
+		UPDATE devices SET
+			name = COALESCE($2, name),
+			labels = COALESCE($3::jsonb, labels),
+			schema_version = COALESCE($4, schema_version),
+			updated_at = $5
+		WHERE jid = $1
+		RETURNING `+deviceColumns, jid, name, labels, version, now))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, devices.Errorf(devices.ENotFound, "device %s is not registered", jid)
+	}
+	if e := pq.As(err); e != nil && e.Constraint == "devices_schema_fkey" {
+		return nil, &devices.Error{Code: devices.EInvalid, Message: "that schema version does not exist", Err: err}
+	}
+	if err != nil {
+		return nil, translate(err, "update device")
+	}
+	return d, nil
+}
+
+// DeleteDevice deletes a device; its readings and rejections go with it.
+// Errors: not_found.
+func (db *DB) DeleteDevice(ctx context.Context, jid string) error {
+	res, err := db.db.ExecContext(ctx, `DELETE FROM devices WHERE jid = $1`, jid)
+	if err != nil {
+		return translate(err, "delete device")
+	}
+	if n, err := res.RowsAffected(); err == nil && n == 0 {
+		return devices.Errorf(devices.ENotFound, "device %s is not registered", jid)
+	}
+	return nil
+}

@@ -1,0 +1,218 @@
+// Package postgres is iotgate's PostgreSQL adapter: it implements the
+// storage interfaces of package devices on top of database/sql and lib/pq,
+// with raw SQL.
+//
+// Driver errors never leave this package as they are: they are translated
+// at this boundary into *devices.Error values (a unique violation becomes
+// EConflict, a lost connection EUnavailable, and so on), keeping the
+// driver's error as the cause for the logs.
+//
+// The schema itself is created by package migrations.
+package postgres
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"log/slog"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/lib/pq"
+	"github.com/lib/pq/pqerror"
+
+	"github.com/iotgate/iotgate/devices"
+)
+
+// Pool and timeout settings. A gateway's queries are short; a small pool
+// keeps PostgreSQL's per-connection cost low, and recycling connections
+// lets a failover or a pgbouncer restart be picked up.
+const (
+	maxOpenConns    = 20
+	maxIdleConns    = 10
+	connMaxLifetime = 30 * time.Minute
+	connMaxIdleTime = 5 * time.Minute
+
+	// defaultConnectTimeout applies when the DSN sets no connect_timeout,
+	// so that an unreachable server fails fast instead of hanging.
+	defaultConnectTimeout = 5 * time.Second
+	// healthTimeout bounds one health probe.
+	healthTimeout = 2 * time.Second
+)
+
+// DB is a pool of connections to iotgate's database. Its methods are safe
+// for concurrent use.
+type DB struct {
+	db  *sql.DB
+	log *slog.Logger
+
+	// Now returns the current time; the stores take every timestamp from
+	// it so that tests can fix the clock. Set it before use, if at all.
+	Now func() time.Time
+
+	mu    sync.Mutex // guards the health state below
+	up    bool
+	since time.Time
+}
+
+// Open connects to the database at dsn, a postgres:// URL or a libpq
+// key=value string, and checks that it answers. Unless dsn sets them,
+// connect_timeout is 5 seconds and application_name is "iotgate".
+//
+// Errors: EInvalid (dsn is malformed), EUnavailable (the server can't be
+// reached or refused the connection), ETimeout (ctx ended).
+func Open(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	cfg, err := pq.NewConfig(dsn)
+	if err != nil {
+		// url.Error repeats the URL, password included: keep only the
+		// reason.
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err
+		}
+		return nil, &devices.Error{Code: devices.EInvalid, Message: "invalid database URL: " + err.Error()}
+	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = defaultConnectTimeout
+	}
+	if cfg.ApplicationName == "" {
+		cfg.ApplicationName = "iotgate"
+	}
+	connector, err := pq.NewConnectorConfig(cfg)
+	if err != nil {
+		return nil, &devices.Error{Code: devices.EInvalid, Message: "invalid database URL: " + err.Error()}
+	}
+
+	sqlDB := sql.OpenDB(connector)
+	sqlDB.SetMaxOpenConns(maxOpenConns)
+	sqlDB.SetMaxIdleConns(maxIdleConns)
+	sqlDB.SetConnMaxLifetime(connMaxLifetime)
+	sqlDB.SetConnMaxIdleTime(connMaxIdleTime)
+
+	if err := sqlDB.PingContext(ctx); err != nil {
+		sqlDB.Close()
+		return nil, translate(err, "connect to database")
+	}
+	db := &DB{db: sqlDB, log: log, Now: time.Now}
+	db.up, db.since = true, db.Now()
+	return db, nil
+}
+
+// Close closes the pool, waiting for queries in progress to finish.
+func (db *DB) Close() error {
+	if err := db.db.Close(); err != nil {
+		return translate(err, "close database")
+	}
+	return nil
+}
+
+// SQL returns the underlying pool, for package migrations and for tests.
+// Stores don't hand it out further.
+func (db *DB) SQL() *sql.DB { return db.db }
+
+// Health probes the database with a round trip, bounded by 2 seconds and
+// ctx. It reports whether the database answers, since when it has been in
+// that state (up or down), and why it is down. Changes of state are logged,
+// once each. It has the shape of api.HealthCheck.
+//
+// Errors: EUnavailable (the probe failed), ETimeout (it timed out).
+func (db *DB) Health(ctx context.Context) (ok bool, since time.Time, err error) {
+	ctx, cancel := context.WithTimeout(ctx, healthTimeout)
+	defer cancel()
+	// A query, not PingContext: lib/pq's Ping turns every failure into
+	// driver.ErrBadConn, and the real cause is what an operator needs.
+	perr := db.db.QueryRowContext(ctx, `SELECT 1`).Scan(new(int))
+	if perr != nil {
+		code := devices.EUnavailable
+		if errors.Is(perr, context.DeadlineExceeded) {
+			code = devices.ETimeout
+		}
+		err = &devices.Error{Code: code, Message: "database unreachable", Err: perr}
+	}
+
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	ok = perr == nil
+	if ok != db.up {
+		db.up, db.since = ok, db.Now()
+		if ok {
+			db.log.Info("database reachable again")
+		} else {
+			db.log.Warn("database unreachable", "err", perr)
+		}
+	}
+	return ok, db.since, err
+}
+
+// translate converts an error from database/sql or lib/pq into a
+// *devices.Error whose message starts with op and whose cause is err. It
+// is the one place where driver errors get their meaning; stores that know
+// better (which constraint stands for what) check first and call it for
+// the rest. A nil err stays nil; a *devices.Error is returned as is.
+//
+// The messages name the kind of failure, never the driver's text, since
+// they may reach clients; the cause carries the detail for the logs.
+func translate(err error, op string) error {
+	if err == nil {
+		return nil
+	}
+	var de *devices.Error
+	if errors.As(err, &de) {
+		return err
+	}
+	code, reason := classify(err)
+	return &devices.Error{Code: code, Message: op + ": " + reason, Err: err}
+}
+
+// classify maps err to a domain code and a client-safe reason.
+func classify(err error) (code, reason string) {
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return devices.ENotFound, "not found"
+	case errors.Is(err, context.DeadlineExceeded):
+		return devices.ETimeout, "timed out"
+	case errors.Is(err, context.Canceled):
+		return devices.ETimeout, "canceled"
+	case errors.Is(err, sql.ErrConnDone):
+		return devices.EUnavailable, "database connection closed"
+	}
+	pqErr := pq.As(err)
+	if pqErr == nil {
+		// Dial errors, broken connections (driver.ErrBadConn), closed
+		// pools: the database can't be talked to.
+		return devices.EUnavailable, "database unavailable"
+	}
+	switch pqErr.Code {
+	case pqerror.UniqueViolation:
+		return devices.EConflict, "already exists"
+	case pqerror.ForeignKeyViolation:
+		return devices.EConflict, "conflicts with related records"
+	case pqerror.RestrictViolation: // a trigger forbidding the change
+		return devices.EConflict, "not allowed to change"
+	case pqerror.NotNullViolation, pqerror.CheckViolation:
+		return devices.EInvalid, "invalid value"
+	case pqerror.TRSerializationFailure, pqerror.TRDeadlockDetected:
+		return devices.EUnavailable, "concurrent update, try again"
+	case pqerror.LockNotAvailable:
+		return devices.EUnavailable, "resource busy, try again"
+	case pqerror.QueryCanceled: // statement_timeout
+		return devices.ETimeout, "timed out"
+	case pqerror.TooManyConnections, pqerror.AdminShutdown, pqerror.CrashShutdown, pqerror.CannotConnectNow:
+		return devices.EUnavailable, "database unavailable"
+	}
+	switch pqErr.Code.Class() {
+	case pqerror.ClassDataException: // too long, out of range, bad encoding
+		return devices.EInvalid, "invalid value"
+	case pqerror.ClassConnectionException:
+		return devices.EUnavailable, "database unavailable"
+	case pqerror.ClassInvalidAuthorizationSpecification:
+		return devices.EUnavailable, "database refused the credentials"
+	case pqerror.ClassInvalidCatalogName:
+		return devices.EUnavailable, "database does not exist"
+	}
+	return devices.EInternal, "database error"
+}

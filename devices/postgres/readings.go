@@ -1,0 +1,243 @@
+package postgres
+
+import (
+	"context"
+	"database/sql"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/lib/pq"
+
+	"github.com/iotgate/iotgate/devices"
+)
+
+// InsertReadings stores a batch of readings and advances each device's
+// last_seen_at, in one transaction: after it returns nil, every reading of
+// the batch is durable (it is what lets an IQ be acknowledged). Arrays
+// passed to unnest keep it at two statements whatever the batch size.
+func (db *DB) InsertReadings(ctx context.Context, rs []*devices.Reading) error {
+	if len(rs) == 0 {
+		return nil
+	}
+	ids := make([]int64, len(rs))
+	received := make([]string, len(rs))
+	deviceTime := make([]sql.NullString, len(rs))
+	xmls := make([]string, len(rs))
+	data := make([]string, len(rs))
+	last := make(map[int64]time.Time, 8)
+	for i, r := range rs {
+		ids[i] = r.DeviceID
+		received[i] = r.ReceivedAt.UTC().Format(time.RFC3339Nano)
+		if r.DeviceTime != nil {
+			deviceTime[i] = sql.NullString{String: r.DeviceTime.UTC().Format(time.RFC3339Nano), Valid: true}
+		}
+		xmls[i] = r.XML
+		data[i] = string(r.Data)
+		if t, ok := last[r.DeviceID]; !ok || r.ReceivedAt.After(t) {
+			last[r.DeviceID] = r.ReceivedAt
+		}
+	}
+	seenIDs := make([]int64, 0, len(last))
+	seenAt := make([]string, 0, len(last))
+	for id, t := range last {
+		seenIDs = append(seenIDs, id)
+		seenAt = append(seenAt, t.UTC().Format(time.RFC3339Nano))
+	}
+
+	tx, err := db.db.BeginTx(ctx, nil)
+	if err != nil {
+		return translate(err, "store readings")
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `
+		INSERT INTO readings (device_id, received_at, device_time, xml, data)
+		SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::jsonb[])`,
+		pq.Array(ids), pq.Array(received), pq.Array(deviceTime), pq.Array(xmls), pq.Array(data)); err != nil {
+		return translate(err, "store readings")
+	}
+	if _, err := tx.ExecContext(ctx, `
+		UPDATE devices d SET last_seen_at = v.t
+		FROM unnest($1::bigint[], $2::timestamptz[]) AS v(id, t)
+		WHERE d.id = v.id AND (d.last_seen_at IS NULL OR d.last_seen_at < v.t)`,
+		pq.Array(seenIDs), pq.Array(seenAt)); err != nil {
+		return translate(err, "store readings")
+	}
+	return translate(tx.Commit(), "store readings")
+}
+
+// InsertRejections records refused payloads.
+func (db *DB) InsertRejections(ctx context.Context, rs []*devices.Rejection) error {
+	if len(rs) == 0 {
+		return nil
+	}
+	ids := make([]int64, len(rs))
+	at := make([]string, len(rs))
+	via := make([]string, len(rs))
+	reason := make([]string, len(rs))
+	payload := make([]string, len(rs))
+	for i, r := range rs {
+		ids[i] = r.DeviceID
+		at[i] = r.ReceivedAt.UTC().Format(time.RFC3339Nano)
+		via[i], reason[i] = r.Via, r.Reason
+		payload[i] = strings.ToValidUTF8(r.Payload, "\uFFFD")
+	}
+	_, err := db.db.ExecContext(ctx, `
+		INSERT INTO rejections (device_id, received_at, via, reason, payload)
+		SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], $5::text[])`,
+		pq.Array(ids), pq.Array(at), pq.Array(via), pq.Array(reason), pq.Array(payload))
+	return translate(err, "store rejections")
+}
+
+// LatestReading returns the device's newest reading. Errors: not_found.
+func (db *DB) LatestReading(ctx context.Context, jid string) (*devices.Reading, error) {
+	r := &devices.Reading{DeviceJID: jid}
+	var dt sql.NullTime
+	var data []byte
+	err := db.db.QueryRowContext(ctx, `
+		SELECT r.id, r.device_id, r.received_at, r.device_time, r.xml, r.data
+		FROM devices d JOIN readings r ON r.device_id = d.id
+		WHERE d.jid = $1
+		ORDER BY r.received_at DESC, r.id DESC
+		LIMIT 1`, jid).Scan(&r.ID, &r.DeviceID, &r.ReceivedAt, &dt, &r.XML, &data)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, devices.Errorf(devices.ENotFound, "device %s has no readings", jid)
+	}
+	if err != nil {
+		return nil, translate(err, "get latest reading")
+	}
+	r.ReceivedAt = r.ReceivedAt.UTC()
+	if dt.Valid {
+		t := dt.Time.UTC()
+		r.DeviceTime = &t
+	}
+	r.Data = data
+	return r, nil
+}
+
+// cursor is a position in a time-ordered list: received_at and id of the
+// last item served.
+type cursor struct {
+	at time.Time
+	id int64
+}
+
+func (c cursor) String() string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(c.at.UnixNano(), 10) + "." + strconv.FormatInt(c.id, 10)))
+}
+
+func parseCursor(s string) (cursor, error) {
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err == nil {
+		ns, id, ok := strings.Cut(string(b), ".")
+		n, err1 := strconv.ParseInt(ns, 10, 64)
+		i, err2 := strconv.ParseInt(id, 10, 64)
+		if ok && err1 == nil && err2 == nil {
+			return cursor{time.Unix(0, n).UTC(), i}, nil
+		}
+	}
+	return cursor{}, devices.Errorf(devices.EInvalid, "cursor is not valid")
+}
+
+// pageQuery builds the keyset query shared by readings and rejections.
+func pageQuery(table, columns, jid string, f devices.ReadingFilter) (string, []any, error) {
+	args := []any{jid}
+	arg := func(v any) string {
+		args = append(args, v)
+		return "$" + strconv.Itoa(len(args))
+	}
+	where := []string{"t.device_id = (SELECT id FROM devices WHERE jid = $1)"}
+	if f.Since != nil {
+		where = append(where, "t.received_at >= "+arg(*f.Since))
+	}
+	if f.Until != nil {
+		where = append(where, "t.received_at < "+arg(*f.Until))
+	}
+	dir, cmp := "ASC", ">"
+	if f.Desc {
+		dir, cmp = "DESC", "<"
+	}
+	if f.Cursor != "" {
+		c, err := parseCursor(f.Cursor)
+		if err != nil {
+			return "", nil, err
+		}
+		where = append(where, fmt.Sprintf("(t.received_at, t.id) %s (%s, %s)", cmp, arg(c.at), arg(c.id)))
+	}
+	q := fmt.Sprintf(`SELECT %s FROM %s t WHERE %s ORDER BY t.received_at %s, t.id %s LIMIT %s`,
+		columns, table, strings.Join(where, " AND "), dir, dir, arg(f.Limit+1))
+	return q, args, nil
+}
+
+// Readings returns a page of a device's readings. Errors: invalid (cursor).
+func (db *DB) Readings(ctx context.Context, jid string, f devices.ReadingFilter) (*devices.ReadingPage, error) {
+	q, args, err := pageQuery("readings", "t.id, t.received_at, t.device_time, t.xml, t.data", jid, f)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := db.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, translate(err, "list readings")
+	}
+	defer rows.Close()
+	page := &devices.ReadingPage{Items: []*devices.Reading{}}
+	for rows.Next() {
+		r := &devices.Reading{DeviceJID: jid}
+		var dt sql.NullTime
+		var data []byte
+		if err := rows.Scan(&r.ID, &r.ReceivedAt, &dt, &r.XML, &data); err != nil {
+			return nil, translate(err, "list readings")
+		}
+		r.ReceivedAt = r.ReceivedAt.UTC()
+		if dt.Valid {
+			t := dt.Time.UTC()
+			r.DeviceTime = &t
+		}
+		r.Data = data
+		page.Items = append(page.Items, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, translate(err, "list readings")
+	}
+	if len(page.Items) > f.Limit {
+		page.Items = page.Items[:f.Limit]
+		last := page.Items[f.Limit-1]
+		page.NextCursor = cursor{last.ReceivedAt, last.ID}.String()
+	}
+	return page, nil
+}
+
+// Rejections returns a page of a device's refused payloads.
+// Errors: invalid (cursor).
+func (db *DB) Rejections(ctx context.Context, jid string, f devices.ReadingFilter) (*devices.RejectionPage, error) {
+	q, args, err := pageQuery("rejections", "t.id, t.received_at, t.via, t.reason, t.payload", jid, f)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := db.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, translate(err, "list rejections")
+	}
+	defer rows.Close()
+	page := &devices.RejectionPage{Items: []*devices.Rejection{}}
+	for rows.Next() {
+		r := &devices.Rejection{DeviceJID: jid}
+		if err := rows.Scan(&r.ID, &r.ReceivedAt, &r.Via, &r.Reason, &r.Payload); err != nil {
+			return nil, translate(err, "list rejections")
+		}
+		r.ReceivedAt = r.ReceivedAt.UTC()
+		page.Items = append(page.Items, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, translate(err, "list rejections")
+	}
+	if len(page.Items) > f.Limit {
+		page.Items = page.Items[:f.Limit]
+		last := page.Items[f.Limit-1]
+		page.NextCursor = cursor{last.ReceivedAt, last.ID}.String()
+	}
+	return page, nil
+}
