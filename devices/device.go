@@ -12,6 +12,8 @@ import (
 // Device is an XMPP entity registered with iotgate: a bare JID and the
 // schema its readings must follow.
 type Device struct {
+	// ID is the store's key for the device; never shown to clients.
+	ID            int64             `json:"-"`
 	JID           string            `json:"jid"`
 	Name          string            `json:"name"`
 	Labels        map[string]string `json:"labels"`
@@ -117,6 +119,7 @@ type DevicePage struct {
 // Reading is one validated payload a device sent, as stored.
 type Reading struct {
 	ID         int64           `json:"id"`
+	DeviceID   int64           `json:"-"`
 	DeviceJID  string          `json:"-"`
 	ReceivedAt time.Time       `json:"received_at"`
 	DeviceTime *time.Time      `json:"device_time"`
@@ -127,6 +130,7 @@ type Reading struct {
 // Rejection records a payload that iotgate refused, for the operator.
 type Rejection struct {
 	ID         int64     `json:"id"`
+	DeviceID   int64     `json:"-"`
 	DeviceJID  string    `json:"-"`
 	ReceivedAt time.Time `json:"received_at"`
 	// Via is "message" or "iq".

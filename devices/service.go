@@ -380,17 +380,17 @@ func (s *Service) Ingest(ctx context.Context, in IncomingReading, done func(erro
 	}
 	if payload == nil {
 		err := Errorf(EInvalid, "no payload element in namespace %q (the namespace of schema %s version %d)", schema.TargetNamespace(), dev.Schema, dev.SchemaVersion)
-		s.reject(dev.JID, in, nil, err, now)
+		s.reject(dev, in, nil, err, now)
 		done(err)
 		return
 	}
 	data, err := schema.ValidateAndRender(payload.XML)
 	if err != nil {
-		s.reject(dev.JID, in, payload.XML, err, now)
+		s.reject(dev, in, payload.XML, err, now)
 		done(err)
 		return
 	}
-	r := &Reading{DeviceJID: dev.JID, ReceivedAt: now, DeviceTime: in.DeviceTime, XML: string(payload.XML), Data: data}
+	r := &Reading{DeviceID: dev.ID, DeviceJID: dev.JID, ReceivedAt: now, DeviceTime: in.DeviceTime, XML: string(payload.XML), Data: data}
 	select {
 	case s.queue <- &pendingReading{r: r, done: done, via: in.Via, at: now}:
 	default:
@@ -399,7 +399,7 @@ func (s *Service) Ingest(ctx context.Context, in IncomingReading, done func(erro
 	}
 }
 
-func (s *Service) reject(jid string, in IncomingReading, payload []byte, reason error, now time.Time) {
+func (s *Service) reject(dev *Device, in IncomingReading, payload []byte, reason error, now time.Time) {
 	s.count(func(st *IngestStats) { st.Rejected++ })
 	if payload == nil && len(in.Payloads) > 0 {
 		payload = in.Payloads[0].XML
@@ -407,7 +407,7 @@ func (s *Service) reject(jid string, in IncomingReading, payload []byte, reason 
 	if len(payload) > s.cfg.RejectionPayloadBytes {
 		payload = payload[:s.cfg.RejectionPayloadBytes]
 	}
-	rej := &Rejection{DeviceJID: jid, ReceivedAt: now, Via: in.Via, Reason: ErrorMessage(reason), Payload: string(payload)}
+	rej := &Rejection{DeviceID: dev.ID, DeviceJID: dev.JID, ReceivedAt: now, Via: in.Via, Reason: ErrorMessage(reason), Payload: string(payload)}
 	select {
 	case s.rejections <- rej:
 	default:

@@ -1,0 +1,259 @@
+//go:build integration
+
+package postgres_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate/devices/postgres"
+	"github.com/iotgate/iotgate/internal/servers"
+	"github.com/iotgate/iotgate/migrations"
+	"github.com/iotgate/iotgate/schemas"
+	"github.com/iotgate/iotgate/schemas/examples"
+)
+
+// newStack returns a migrated database and the domain services over it.
+func newStack(t *testing.T) (*postgres.DB, *schemas.Registry, *devices.Service) {
+	t.Helper()
+	ctx := context.Background()
+	db, err := postgres.Open(ctx, servers.DatabaseForTest(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if err := migrations.Up(ctx, db.SQL(), nil); err != nil {
+		t.Fatal(err)
+	}
+	reg := schemas.NewRegistry(db, schemas.Config{})
+	svc := devices.NewService(db, reg, devices.ServiceConfig{})
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { svc.Run(rctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return db, reg, svc
+}
+
+func ingest(t *testing.T, svc *devices.Service, in devices.IncomingReading) error {
+	t.Helper()
+	ch := make(chan error, 1)
+	svc.Ingest(context.Background(), in, func(err error) { ch <- err })
+	select {
+	case err := <-ch:
+		return err
+	case <-time.After(10 * time.Second):
+		t.Fatal("ingest did not complete")
+		return nil
+	}
+}
+
+func reading(temp string) []byte {
+	return []byte(`<reading xmlns="urn:example:thermostat" unit="C"><temperature>` + temp + `</temperature><mode>heat</mode></reading>`)
+}
+
+func TestSchemasDevicesReadings(t *testing.T) {
+	ctx := context.Background()
+	_, reg, svc := newStack(t)
+
+	t.Run("SchemaVersions", func(t *testing.T) {
+		s1, err := reg.Register(ctx, "thermostat", string(examples.Thermostat()), "v1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s2, err := reg.Register(ctx, "thermostat", string(examples.Thermostat()), "v2")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s1.Version != 1 || s2.Version != 2 || s2.TargetNamespace != examples.ThermostatNS {
+			t.Errorf("versions %d, %d ns %q", s1.Version, s2.Version, s2.TargetNamespace)
+		}
+		latest, err := reg.Get(ctx, "thermostat", 0)
+		if err != nil || latest.Version != 2 {
+			t.Errorf("latest = %+v, %v", latest, err)
+		}
+		_, err = reg.Register(ctx, "broken", `<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema"><xs:element name="a" type="nope"/></xs:schema>`, "")
+		if devices.ErrorCode(err) != devices.EInvalid {
+			t.Errorf("broken XSD: %v, want invalid", err)
+		}
+		if _, err := reg.Get(ctx, "nope", 0); devices.ErrorCode(err) != devices.ENotFound {
+			t.Errorf("unknown schema: %v", err)
+		}
+	})
+
+	t.Run("ConcurrentVersionsAreDistinct", func(t *testing.T) {
+		var wg sync.WaitGroup
+		versions := make(chan int, 8)
+		for range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				s, err := reg.Register(ctx, "multi", string(examples.Multisensor()), "")
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				versions <- s.Version
+			}()
+		}
+		wg.Wait()
+		close(versions)
+		seen := map[int]bool{}
+		for v := range versions {
+			if seen[v] {
+				t.Errorf("version %d handed out twice", v)
+			}
+			seen[v] = true
+		}
+	})
+
+	t.Run("Devices", func(t *testing.T) {
+		tests := []struct {
+			name string
+			dev  devices.Device
+			code string
+		}{
+			{"OK", devices.Device{JID: "Thermo1@Example.COM", Schema: "thermostat", Name: "Kitchen", Labels: map[string]string{"room": "kitchen"}}, ""},
+			{"ErrDuplicate", devices.Device{JID: "thermo1@example.com", Schema: "thermostat"}, devices.EConflict},
+			{"ErrFullJID", devices.Device{JID: "thermo2@example.com/res", Schema: "thermostat"}, devices.EInvalid},
+			{"ErrBadJID", devices.Device{JID: "@@", Schema: "thermostat"}, devices.EInvalid},
+			{"ErrUnknownSchema", devices.Device{JID: "thermo3@example.com", Schema: "nope"}, devices.EInvalid},
+			{"ErrUnknownVersion", devices.Device{JID: "thermo4@example.com", Schema: "thermostat", SchemaVersion: 9}, devices.EInvalid},
+			{"ErrLabelKey", devices.Device{JID: "thermo5@example.com", Schema: "thermostat", Labels: map[string]string{"bad key": "x"}}, devices.EInvalid},
+			{"PinnedVersion", devices.Device{JID: "thermo6@example.com", Schema: "thermostat", SchemaVersion: 1, Labels: map[string]string{"room": "hall"}}, ""},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				d := tt.dev
+				got, err := svc.Register(ctx, &d)
+				if devices.ErrorCode(err) != tt.code {
+					t.Fatalf("err = %v, want code %q", err, tt.code)
+				}
+				if err == nil && (got.SchemaVersion == 0 || got.JID != strings.ToLower(got.JID)) {
+					t.Errorf("registered %+v", got)
+				}
+			})
+		}
+		d, err := svc.Device(ctx, "thermo1@example.com")
+		if err != nil || d.SchemaVersion != 2 || d.Labels["room"] != "kitchen" {
+			t.Fatalf("device = %+v, %v", d, err)
+		}
+		page, err := svc.Devices(ctx, devices.DeviceFilter{Labels: map[string]string{"room": "hall"}})
+		if err != nil || len(page.Items) != 1 || page.Items[0].JID != "thermo6@example.com" {
+			t.Errorf("label filter: %+v, %v", page, err)
+		}
+		page, err = svc.Devices(ctx, devices.DeviceFilter{Limit: 1})
+		if err != nil || len(page.Items) != 1 || page.NextCursor == "" {
+			t.Fatalf("page 1: %+v, %v", page, err)
+		}
+		page2, err := svc.Devices(ctx, devices.DeviceFilter{Limit: 1, Cursor: page.NextCursor})
+		if err != nil || len(page2.Items) != 1 || page2.Items[0].JID == page.Items[0].JID || page2.NextCursor != "" {
+			t.Errorf("page 2: %+v, %v", page2, err)
+		}
+		name := "Kitchen 2"
+		if u, err := svc.Update(ctx, "thermo1@example.com", devices.DeviceUpdate{Name: &name}); err != nil || u.Name != name {
+			t.Errorf("update: %+v, %v", u, err)
+		}
+		if err := reg.Delete(ctx, "thermostat", 1); devices.ErrorCode(err) != devices.EConflict {
+			t.Errorf("delete used schema version: %v, want conflict", err)
+		}
+	})
+
+	t.Run("Readings", func(t *testing.T) {
+		from := "thermo1@example.com/sensor"
+		if err := ingest(t, svc, devices.IncomingReading{From: from, Via: "iq", Payloads: []devices.Payload{{Namespace: examples.ThermostatNS, XML: reading("21.5")}}}); err != nil {
+			t.Fatalf("valid reading: %v", err)
+		}
+		err := ingest(t, svc, devices.IncomingReading{From: from, Via: "iq", Payloads: []devices.Payload{{Namespace: examples.ThermostatNS, XML: reading("999")}}})
+		if devices.ErrorCode(err) != devices.EInvalid || !strings.Contains(err.Error(), "temperature") {
+			t.Errorf("out-of-range reading: %v, want invalid naming the element", err)
+		}
+		err = ingest(t, svc, devices.IncomingReading{From: from, Via: "message", Payloads: []devices.Payload{{Namespace: "urn:other", XML: []byte(`<x xmlns="urn:other"/>`)}}})
+		if devices.ErrorCode(err) != devices.EInvalid {
+			t.Errorf("payload in another namespace: %v", err)
+		}
+		err = ingest(t, svc, devices.IncomingReading{From: "stranger@example.com/x", Via: "iq", Payloads: []devices.Payload{{Namespace: examples.ThermostatNS, XML: reading("20")}}})
+		if e, ok := err.(*devices.Error); !ok || e.Detail != "device_not_registered" {
+			t.Errorf("unregistered: %v", err)
+		}
+		stamp := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+		for i := range 25 {
+			if err := ingest(t, svc, devices.IncomingReading{From: from, Via: "message", DeviceTime: &stamp,
+				Payloads: []devices.Payload{{Namespace: examples.ThermostatNS, XML: reading(fmt.Sprintf("%d.25", i))}}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+
+		st, err := svc.State(ctx, "thermo1@example.com")
+		if err != nil || st.Reading == nil || st.LastSeenAt == nil {
+			t.Fatalf("state = %+v, %v", st, err)
+		}
+		var data map[string]any
+		if err := json.Unmarshal(st.Reading.Data, &data); err != nil {
+			t.Fatal(err)
+		}
+		if data["temperature"] != 24.25 || data["mode"] != "heat" {
+			t.Errorf("latest data = %v, want temperature 24.25", data)
+		}
+		if st.Reading.DeviceTime == nil || !st.Reading.DeviceTime.Equal(stamp) {
+			t.Errorf("device time = %v", st.Reading.DeviceTime)
+		}
+
+		// Paging through all 26 readings, newest first, 10 at a time.
+		var all []*devices.Reading
+		f := devices.ReadingFilter{Limit: 10, Desc: true}
+		for {
+			p, err := svc.Readings(ctx, "thermo1@example.com", f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			all = append(all, p.Items...)
+			if p.NextCursor == "" {
+				break
+			}
+			f.Cursor = p.NextCursor
+		}
+		if len(all) != 26 {
+			t.Fatalf("paged %d readings, want 26", len(all))
+		}
+		for i := 1; i < len(all); i++ {
+			if all[i].ID >= all[i-1].ID {
+				t.Errorf("order broken at %d: %d then %d", i, all[i-1].ID, all[i].ID)
+			}
+		}
+		if _, err := svc.Readings(ctx, "thermo1@example.com", devices.ReadingFilter{Cursor: "garbage"}); devices.ErrorCode(err) != devices.EInvalid {
+			t.Errorf("bad cursor: %v", err)
+		}
+
+		// Rejections are written asynchronously.
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			p, err := svc.Rejections(ctx, "thermo1@example.com", devices.ReadingFilter{Desc: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(p.Items) == 2 {
+				if !strings.Contains(p.Items[1].Reason, "temperature") || !strings.Contains(p.Items[1].Payload, "999") {
+					t.Errorf("rejection = %+v", p.Items[1])
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("rejections = %d, want 2", len(p.Items))
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+
+		if err := svc.Delete(ctx, "thermo1@example.com"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := svc.Readings(ctx, "thermo1@example.com", devices.ReadingFilter{}); devices.ErrorCode(err) != devices.ENotFound {
+			t.Errorf("readings of deleted device: %v", err)
+		}
+	})
+}
