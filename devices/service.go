@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -91,6 +92,7 @@ type Service struct {
 	queue      chan *pendingReading
 	rejections chan *Rejection
 	stopped    chan struct{}
+	closing    atomic.Bool
 	stats      IngestStats
 	statsMu    sync.Mutex
 }
@@ -350,6 +352,10 @@ func (s *Service) Ingest(ctx context.Context, in IncomingReading, done func(erro
 	if done == nil {
 		done = func(error) {}
 	}
+	if s.closing.Load() {
+		done(&Error{Code: EUnavailable, Message: "iotgate is shutting down, try again later"})
+		return
+	}
 	bare, err := BareJID(in.From)
 	if err != nil {
 		done(err)
@@ -430,6 +436,7 @@ func (s *Service) Run(ctx context.Context) {
 		case p := <-s.queue:
 			batch = append(batch, p)
 		case <-ctx.Done():
+			s.closing.Store(true)
 			s.drain()
 			wg.Wait()
 			return
@@ -449,6 +456,10 @@ func (s *Service) Run(ctx context.Context) {
 		s.commit(ctx, batch)
 	}
 }
+
+// Stopped is closed when Run has returned, every queued reading committed
+// or refused.
+func (s *Service) Stopped() <-chan struct{} { return s.stopped }
 
 // drain commits what is left after shutdown began.
 func (s *Service) drain() {
