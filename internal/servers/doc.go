@@ -1,0 +1,25 @@
+// Package servers starts throwaway PostgreSQL, Prosody and ejabberd
+// instances for integration tests, the dev runner and benchmarks.
+//
+// Every instance lives in its own directory (a new temporary directory
+// unless the options name one), listens on 127.0.0.1 only, on ports picked
+// once at start and kept for restarts, so a test can Kill a server and
+// Start it again on the same address and data. Close stops the instance and
+// removes its directory; it never leaves processes behind.
+//
+// The servers are the real ones from Debian's packages (postgresql,
+// prosody, ejabberd; scripts/deps.sh installs them). When the caller is
+// root, each server runs as its Debian service user (postgres, prosody,
+// ejabberd), because PostgreSQL refuses to run as root and the others are
+// not meant to; otherwise it runs as the caller.
+//
+// Failures to start are returned as errors that carry the tail of the
+// server's log: integration tests call t.Fatalf with them and never skip.
+// The helpers in testing.go (PostgresForTest, ProsodyForTest,
+// EjabberdForTest, DatabaseForTest) do exactly that.
+//
+// Processes are started in their own process group with a parent-death
+// signal, and every instance directory records the process that owns it, so
+// a later Start in any process removes instances whose owner died without
+// calling Close (a test binary killed by its timeout, say).
+package servers
