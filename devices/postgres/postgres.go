@@ -60,8 +60,9 @@ type DB struct {
 // key=value string, and checks that it answers. Unless dsn sets them,
 // connect_timeout is 5 seconds and application_name is "iotgate".
 //
-// Errors: EInvalid (dsn is malformed), EUnavailable (the server can't be
-// reached or refused the connection), ETimeout (ctx ended).
+// Errors: EInvalid (dsn is malformed, the server refused the credentials
+// or has no such database), EUnavailable (the server can't be reached or
+// isn't accepting connections yet), ETimeout (ctx ended).
 func Open(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -95,6 +96,13 @@ func Open(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
 
 	if err := sqlDB.PingContext(ctx); err != nil {
 		sqlDB.Close()
+		// A refused login or a missing database won't fix itself:
+		// report it as a configuration error, not as an outage worth
+		// waiting out.
+		if pqErr := pq.As(err); pqErr != nil &&
+			(pqErr.Code.Class() == pqerror.ClassInvalidAuthorizationSpecification || pqErr.Code.Class() == pqerror.ClassInvalidCatalogName) {
+			return nil, &devices.Error{Code: devices.EInvalid, Message: "database refused the connection: " + pqErr.Message, Err: err}
+		}
 		return nil, translate(err, "connect to database")
 	}
 	db := &DB{db: sqlDB, log: log, Now: time.Now}

@@ -96,7 +96,14 @@ func TestOpen(t *testing.T) {
 	t.Run("ErrNoDatabase", func(t *testing.T) {
 		dsn := strings.Replace(servers.SharedPostgres(t).DSN(), "/"+servers.PostgresDatabase, "/no_such_db", 1)
 		_, err := postgres.Open(ctx, dsn, nil)
-		checkCode(t, err, devices.EUnavailable)
+		checkCode(t, err, devices.EInvalid)
+	})
+	t.Run("ErrUnknownRole", func(t *testing.T) {
+		// The test server trusts every login, but not of a role it
+		// doesn't have (SQLSTATE 28000, as a wrong password would be).
+		dsn := strings.Replace(servers.SharedPostgres(t).DSN(), "://"+servers.PostgresUser+"@", "://nosuchrole@", 1)
+		_, err := postgres.Open(ctx, dsn, nil)
+		checkCode(t, err, devices.EInvalid)
 	})
 }
 
