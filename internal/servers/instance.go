@@ -312,7 +312,7 @@ func makeInstanceDir(kind, dir string) (string, error) {
 			return "", err
 		}
 		dir = abs
-		if err := os.MkdirAll(dir, 0o700); err != nil {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return "", fmt.Errorf("create instance dir: %w", err)
 		}
 		ents, err := os.ReadDir(dir)

@@ -261,9 +261,13 @@ func serviceUser(name string) (runAs, error) {
 }
 
 // chownTree gives dir and everything in it to the user, when we are root.
+// It first checks that the user can reach dir at all.
 func (u runAs) chownTree(dir string) error {
 	if u.cred == nil {
 		return nil
+	}
+	if err := u.canReach(dir); err != nil {
+		return err
 	}
 	return filepath.WalkDir(dir, func(path string, _ fs.DirEntry, err error) error {
 		if err != nil {
@@ -271,6 +275,35 @@ func (u runAs) chownTree(dir string) error {
 		}
 		return os.Lchown(path, u.uid, u.gid)
 	})
+}
+
+// canReach checks that the user may search every directory above dir
+// (the servers' own files are given to it). Otherwise the server fails
+// with a bare "permission denied".
+func (u runAs) canReach(dir string) error {
+	for p := filepath.Dir(dir); ; p = filepath.Dir(p) {
+		fi, err := os.Stat(p)
+		if err != nil {
+			return err
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok {
+			return nil
+		}
+		var bit os.FileMode = 0o001
+		switch {
+		case int(st.Uid) == u.uid:
+			bit = 0o100
+		case int(st.Gid) == u.gid:
+			bit = 0o010
+		}
+		if fi.Mode().Perm()&bit == 0 {
+			return fmt.Errorf("user %s cannot reach %s: %s is not searchable by it (chmod o+x it, or use another directory)", u.name, dir, p)
+		}
+		if p == "/" {
+			return nil
+		}
+	}
 }
 
 // process is one server process we started, in its own process group.

@@ -1,0 +1,95 @@
+# iotgate's entry points. On a fresh Debian 12 machine `make test` and
+# `make dev` install what is missing themselves (scripts/deps.sh).
+#
+#   make test    vet, check docs/, run every test (integration tests start
+#                real PostgreSQL, Prosody and ejabberd on 127.0.0.1)
+#   make dev     run iotgate with a throwaway PostgreSQL and Prosody
+#   make build   build the commands into bin/
+#   make docs    regenerate the OpenAPI description in docs/
+#   make fuzz    run each fuzz target for FUZZTIME
+#   make clean   remove bin/ and the dev runner's state (.dev/)
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := build
+
+# Our machines have Go in /usr/local/go, which a non-login shell (CI) may
+# not have on PATH.
+export PATH := $(PATH):/usr/local/go/bin
+
+GO ?= go
+# The whole CI run must stay well under its 90 minutes on 2 cores.
+TEST_TIMEOUT ?= 20m
+# More `go test` flags, e.g. make test TESTFLAGS='-run TestX -v'.
+TESTFLAGS ?=
+FUZZTIME ?= 20s
+# Flags for the dev runner, e.g. make dev DEV_ARGS='-xmpp ejabberd'.
+DEV_ARGS ?=
+
+# How swag generates docs/ from the annotations in api/. Keep it in step
+# with the command in api/doc.go (the api package owns it); the output
+# directory is added by the targets.
+SWAG_ARGS ?= --generalInfo doc.go --dir ./api --outputTypes go,json,yaml --parseDependencyLevel 1 --parseInternal=false
+# The files swag writes, which docs-check compares.
+SWAG_FILES := docs.go swagger.json swagger.yaml
+
+.PHONY: build deps test vet docs docs-check fuzz dev clean
+
+build:
+	$(GO) build -o bin/ ./cmd/...
+
+deps:
+	@bash scripts/deps.sh
+
+vet:
+	$(GO) vet ./...
+
+test: deps
+	@echo "==> go vet ./..."
+	@$(GO) vet ./...
+	@echo "==> make docs-check"
+	@$(MAKE) --no-print-directory docs-check
+	@echo "==> go test -race ./... (integration tests start real PostgreSQL, Prosody and ejabberd)"
+	IOTGATE_INTEGRATION=1 CGO_ENABLED=1 $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(TESTFLAGS) ./...
+	@echo "==> make test: all passed"
+
+docs:
+	$(GO) tool swag init $(SWAG_ARGS) --output docs
+
+# Regenerates docs/ into a temporary directory and fails if it differs
+# from the committed one. The directory is named docs because swag names
+# the Go package after it.
+docs-check:
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	if ! $(GO) tool swag init $(SWAG_ARGS) --output "$$tmp/docs" >"$$tmp/swag.log" 2>&1; then \
+		cat "$$tmp/swag.log" >&2; echo "docs-check: swag init failed" >&2; exit 1; \
+	fi; \
+	stale=0; \
+	for f in $(SWAG_FILES); do \
+		if ! cmp -s "docs/$$f" "$$tmp/docs/$$f"; then \
+			stale=1; diff -u "docs/$$f" "$$tmp/docs/$$f" | head -n 40 || true; \
+		fi; \
+	done; \
+	if [ $$stale -ne 0 ]; then \
+		echo "docs-check: docs/ is stale: run 'make docs' and commit docs/" >&2; exit 1; \
+	fi; \
+	echo "docs-check: docs/ is up to date"
+
+# Lists the fuzz targets of every package (go test -list prints their names,
+# then "ok <package>"), and fuzzes each for FUZZTIME.
+fuzz:
+	@targets=$$($(GO) test -list '^Fuzz' ./... | \
+		awk '/^Fuzz/ { names[n++] = $$1; next } /^ok/ { for (i = 0; i < n; i++) print $$2, names[i]; n = 0 }'); \
+	if [ -z "$$targets" ]; then echo "fuzz: no fuzz targets"; exit 0; fi; \
+	while read -r pkg name; do \
+		echo "==> fuzz $$pkg $$name for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) "$$pkg"; \
+	done <<< "$$targets"
+
+dev: deps
+	$(GO) run ./cmd/iotgate-dev $(DEV_ARGS)
+
+# The dev runner's -clean also stops servers a killed runner left behind.
+clean:
+	$(GO) run ./cmd/iotgate-dev -clean
+	rm -rf bin

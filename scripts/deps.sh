@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Installs what iotgate's build, tests and dev runner need on Debian 12:
+# the servers the integration tests start (PostgreSQL, Prosody, ejabberd),
+# the C toolchain for -race, and the Go modules. Idempotent and quiet when
+# everything is there already; needs no input (CI runs it without stdin).
+#
+# The tests start their own throwaway servers (internal/servers), so the
+# system services that apt starts on install are stopped and disabled.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+# Debian packages, and a file each one installs that says it is there.
+# dpkg-query alone is not enough: a package can be "installed" with its
+# files removed.
+declare -A PKGS=(
+	[prosody]=/usr/bin/prosody
+	[ejabberd]=/usr/sbin/ejabberdctl
+	[postgresql]=/usr/share/doc/postgresql
+	[libxml2-dev]=/usr/include/libxml2/libxml/parser.h
+	[pkg-config]=/usr/bin/pkg-config
+	[gcc]=/usr/bin/gcc
+	[openssl]=/usr/bin/openssl
+	[python3-slixmpp]=/usr/share/doc/python3-slixmpp
+)
+
+missing=()
+for pkg in "${!PKGS[@]}"; do
+	if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' ||
+		[ ! -e "${PKGS[$pkg]}" ]; then
+		missing+=("$pkg")
+	fi
+done
+# The PostgreSQL server binaries (the postgresql package is only a
+# dependency on the current version's).
+if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+	missing+=(postgresql)
+fi
+
+if [ ${#missing[@]} -gt 0 ]; then
+	sudo=()
+	if [ "$(id -u)" -ne 0 ]; then
+		if command -v sudo >/dev/null; then
+			sudo=(sudo -n)
+		else
+			echo "deps: need root (or sudo) to install: ${missing[*]}" >&2
+			exit 1
+		fi
+	fi
+	echo "deps: installing ${missing[*]}"
+	# Wait for the dpkg lock rather than fail if another apt runs.
+	lock=(-o DPkg::Lock::Timeout=600)
+	"${sudo[@]}" apt-get "${lock[@]}" update -q
+	# --force-confold: keep config files if a package was installed before.
+	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get "${lock[@]}" install -y -q \
+		-o Dpkg::Options::=--force-confold "${missing[@]}"
+	# apt starts the system servers on install; they are not used and
+	# would hold the default ports (5222, 5269, 5432, ...).
+	for svc in prosody ejabberd postgresql; do
+		"${sudo[@]}" service "$svc" stop >/dev/null 2>&1 || true
+		if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+			"${sudo[@]}" systemctl disable "$svc" >/dev/null 2>&1 || true
+		elif command -v update-rc.d >/dev/null; then
+			"${sudo[@]}" update-rc.d "$svc" disable >/dev/null 2>&1 || true
+		fi
+	done
+fi
+
+# Go: the machine's toolchain (/usr/local/go on our machines).
+if ! command -v go >/dev/null; then
+	if [ -x /usr/local/go/bin/go ]; then
+		export PATH="/usr/local/go/bin:$PATH"
+	else
+		echo "deps: go not found (install Go $(sed -n 's/^go //p' go.mod) into /usr/local/go)" >&2
+		exit 1
+	fi
+fi
+go mod download
