@@ -50,7 +50,7 @@ type config struct {
 }
 
 func main() {
-	cfg, err := parseConfig(os.Args[1:], os.Getenv)
+	cfg, err := parseConfig(os.Args[1:], os.Getenv, os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)
 	}
@@ -70,10 +70,12 @@ func main() {
 	os.Exit(code)
 }
 
-// parseConfig reads the flags in args and the environment through getenv.
-func parseConfig(args []string, getenv func(string) string) (config, error) {
+// parseConfig reads the flags in args and the environment through getenv;
+// usage and flag errors go to stderr.
+func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
 	var cfg config
 	fs := flag.NewFlagSet("iotgate-dev", flag.ContinueOnError)
+	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: iotgate-dev [flags]\n\n"+
 			"Runs iotgate with a throwaway PostgreSQL and XMPP server on 127.0.0.1.\n"+
