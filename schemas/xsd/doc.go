@@ -1,0 +1,92 @@
+// Package xsd compiles users' XML Schemas (XSD 1.0) and validates device
+// readings against them with libxml2, safely and fast, and renders readings
+// to JSON values typed by their schema.
+//
+// Schemas and readings are hostile input. The package binds libxml2 itself
+// (cgo, libxml.c) so that:
+//
+//   - nothing is ever loaded from the network or a file: a process-wide
+//     external entity loader refuses every URI; the only documents it serves
+//     are imported schemas the caller supplied, from memory, during Compile;
+//   - a DOCTYPE is refused, in schemas and readings alike, by stopping the
+//     parser as soon as the DOCTYPE name is read, before any entity or
+//     external subset is looked at (no XXE, no billion laughs);
+//   - parse options never include NOENT, DTDLOAD or HUGE;
+//   - sizes are checked before parsing (Limits.MaxBytes,
+//     CompileOptions.MaxSchemaBytes, MaxAttributes per element) and element
+//     nesting while parsing (Limits.MaxDepth);
+//   - errors are collected per call by structured handlers on each parser
+//     and validation context, with line, element path and libxml2's message;
+//   - compiled schemas are freed explicitly (Schema.Free; a GC cleanup is a
+//     safety net) and use after Free returns ErrFreed.
+//
+// Imports: a schema may xs:import another registered schema by namespace,
+// resolved through CompileOptions.Imports; schemaLocation is ignored.
+// xs:include, xs:redefine and xs:override are refused.
+//
+// Errors are *devices.Error values with code devices.EInvalid wrapping a
+// *CompileError or *ValidationError (their issues are also in Fields, for
+// clients); devices.EUnavailable wrapping ErrFreed after Free;
+// devices.EInternal when libxml2 fails.
+//
+// # JSON rendering
+//
+// Render (and ValidateAndRender) turn a document into a map[string]any
+// ready for encoding/json, using the schema to decide shapes and types:
+//
+//   - The result is the object of the root element's content: the root's
+//     name is not a key. <reading unit="C"><temperature>21.5</temperature>
+//     </reading> renders as {"@unit": "C", "temperature": 21.5}. A root of
+//     simple type renders as {"#text": value}.
+//   - Child elements become keys, by local name (namespaces are dropped).
+//   - Attributes become keys prefixed with "@", by local name. Namespace
+//     declarations and xsi:* attributes (xsi:type, xsi:nil,
+//     xsi:schemaLocation...) are not rendered.
+//   - An element of simple type becomes its value.
+//   - An element of complex type becomes an object. With simple content
+//     (text plus attributes) the text is under "#text", always, even when
+//     no attribute is present, so that the shape is stable. With mixed
+//     content the text (its pieces concatenated, surrounding whitespace
+//     trimmed) is under "#text", always. Element-only and empty content
+//     have no "#text".
+//   - An element that the schema allows more than once is an array, always,
+//     even with a single occurrence: maxOccurs > 1 or "unbounded" on the
+//     element or on any enclosing sequence, choice, all or group reference
+//     within its parent's type, an element name that appears twice in its
+//     parent's content model, and wildcard (xs:any) children that may
+//     repeat. Absent optional elements are absent keys (never null or []).
+//   - Values are typed by the schema's simple types, for element text and
+//     attributes alike, including user types derived by restriction (any
+//     depth) from a built-in:
+//     decimal, float, double and every integer type -> JSON number, as a
+//     json.Number holding the lexical digits (exact: no float64 rounding,
+//     "21.50" stays 21.50, a 20-digit unsignedLong stays exact), normalized
+//     to valid JSON ("+1.5" -> 1.5, ".5" -> 0.5, "5." -> 5, "007" -> 7);
+//     INF, -INF and NaN have no JSON number form and stay strings.
+//     boolean -> true/false ("true"/"1", "false"/"0").
+//     Everything else (string, token, dates, URIs, binary...) -> string.
+//     Lists and unions -> string.
+//   - Whitespace follows the type's whiteSpace facet: string keeps text as
+//     is, normalizedString replaces tabs and newlines with spaces, every
+//     other type (token, numbers, booleans, dates...) is collapsed.
+//   - xsi:nil="true" renders as null (an object of its attributes if it has
+//     any).
+//   - Names are local names: if two children (or two attributes) of one
+//     element share a local name across namespaces, or an element the
+//     schema does not repeat occurs twice (only in documents that were not
+//     validated), the values are gathered into an array in document order;
+//     nothing is dropped.
+//   - Elements the schema does not describe (anyType, lax wildcards without
+//     a global declaration, or a document that does not match): untyped.
+//     Text only: the text as is; with attributes or children: an object,
+//     strings everywhere, "#text" if there is non-whitespace text.
+//   - A value that does not fit its type (only possible without validation)
+//     stays a string.
+//
+// Types come from a Go-side model of the XSD built at Compile time from the
+// schema source (see model.go for why not libxml2's internals). It resolves
+// named and anonymous types, element and attribute references, groups and
+// attribute groups, complex type extension and restriction, substitution
+// groups, wildcards and imported schemas; anything else renders untyped.
+// xsi:type is honoured by the local name of the type.
+package xsd

@@ -1,0 +1,177 @@
+package xsd
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/iotgate/iotgate/devices"
+)
+
+// Details set on the *devices.Error returned for readings refused before
+// validation, so that clients can tell a limit from a schema mismatch.
+const (
+	DetailTooLarge = "too_large"         // the document exceeds Limits.MaxBytes
+	DetailTooDeep  = "too_deep"          // element nesting exceeds Limits.MaxDepth
+	DetailDoctype  = "doctype_forbidden" // the document has a DOCTYPE
+)
+
+// ErrFreed is returned (wrapped in a *devices.Error with code
+// devices.EUnavailable) by every method of a Schema after Free: the caller
+// raced with a schema replacement and should look the schema up again.
+var ErrFreed = errors.New("xsd: schema freed")
+
+// CompileIssue is one problem found in a schema: libxml2's message and the
+// line of the schema document it refers to (0 when unknown).
+type CompileIssue struct {
+	Line    int    `json:"line"`
+	Message string `json:"message"`
+}
+
+// CompileError lists why a schema does not compile. It is never empty.
+// Compile returns it wrapped in a *devices.Error with code devices.EInvalid
+// and the issues as Fields; read it with errors.As.
+type CompileError struct {
+	Issues []CompileIssue
+}
+
+func (e *CompileError) Error() string {
+	var b strings.Builder
+	b.WriteString("xsd: schema does not compile")
+	for i, is := range e.Issues {
+		if i == 3 {
+			fmt.Fprintf(&b, "; and %d more", len(e.Issues)-i)
+			break
+		}
+		if is.Line > 0 {
+			fmt.Fprintf(&b, "; line %d: %s", is.Line, is.Message)
+		} else {
+			fmt.Fprintf(&b, "; %s", is.Message)
+		}
+	}
+	return b.String()
+}
+
+// ValidationIssue is one problem found in a document: libxml2's message, the
+// line, and the path of the element (or attribute, as "/@name") it refers
+// to, built from local names with a 1-based [n] where a name repeats among
+// siblings, for example "/report/sensor[2]/@id". Path is empty when unknown.
+type ValidationIssue struct {
+	Line    int    `json:"line"`
+	Path    string `json:"path,omitempty"`
+	Message string `json:"message"`
+}
+
+// ValidationError lists why a document was refused: not well-formed, a
+// DOCTYPE, over a limit, or not valid against the schema. It is never empty.
+// It comes wrapped in a *devices.Error with code devices.EInvalid, the issues
+// as Fields and, for refusals before validation, a Detail* constant.
+type ValidationError struct {
+	Issues []ValidationIssue
+}
+
+func (e *ValidationError) Error() string {
+	var b strings.Builder
+	b.WriteString("xsd: invalid document")
+	for i, is := range e.Issues {
+		if i == 3 {
+			fmt.Fprintf(&b, "; and %d more", len(e.Issues)-i)
+			break
+		}
+		b.WriteString("; ")
+		if is.Line > 0 {
+			fmt.Fprintf(&b, "line %d: ", is.Line)
+		}
+		if is.Path != "" {
+			b.WriteString(is.Path)
+			b.WriteString(": ")
+		}
+		b.WriteString(is.Message)
+	}
+	return b.String()
+}
+
+func compileErr(issues []CompileIssue) error {
+	if len(issues) == 0 {
+		issues = []CompileIssue{{Message: "schema does not compile"}}
+	}
+	ce := &CompileError{Issues: issues}
+	return &devices.Error{
+		Code:    devices.EInvalid,
+		Message: "schema does not compile",
+		Fields:  ce.Issues,
+		Err:     ce,
+	}
+}
+
+func compileIssues(raw []rawIssue) []CompileIssue {
+	out := make([]CompileIssue, 0, len(raw))
+	for _, r := range raw {
+		out = append(out, CompileIssue{Line: r.Line, Message: r.Message})
+	}
+	return out
+}
+
+func validationErr(detail string, issues []ValidationIssue) error {
+	if len(issues) == 0 {
+		issues = []ValidationIssue{{Message: "document is not valid"}}
+	}
+	ve := &ValidationError{Issues: issues}
+	msg := "document does not match its schema"
+	switch detail {
+	case DetailTooLarge:
+		msg = "document too large"
+	case DetailTooDeep:
+		msg = "document nested too deeply"
+	case DetailDoctype:
+		msg = "DOCTYPE not allowed"
+	}
+	return &devices.Error{
+		Code:    devices.EInvalid,
+		Detail:  detail,
+		Message: msg,
+		Fields:  ve.Issues,
+		Err:     ve,
+	}
+}
+
+func validationIssues(raw []rawIssue) []ValidationIssue {
+	out := make([]ValidationIssue, 0, len(raw))
+	for _, r := range raw {
+		if a := attrInMessage(r.Message); a != "" && r.Path != "" {
+			r.Path += "/@" + a
+		}
+		out = append(out, ValidationIssue(r))
+	}
+	return out
+}
+
+// attrInMessage returns the attribute a libxml2 validation message is
+// about. libxml2 reports attribute errors on the owner element (its error
+// record keeps only element nodes), so the attribute is known only from the
+// message, which reads "Element '{ns}e', attribute '{ns}a': ...".
+func attrInMessage(msg string) string {
+	if !strings.HasPrefix(msg, "Element '") {
+		return ""
+	}
+	head, _, ok := strings.Cut(msg, "': ")
+	if !ok {
+		return ""
+	}
+	_, attr, ok := strings.Cut(head, "', attribute '")
+	if !ok {
+		return ""
+	}
+	if i := strings.LastIndexByte(attr, '}'); i >= 0 {
+		attr = attr[i+1:]
+	}
+	return attr
+}
+
+func freedErr() error {
+	return &devices.Error{
+		Code:    devices.EUnavailable,
+		Message: "schema no longer available",
+		Err:     ErrFreed,
+	}
+}

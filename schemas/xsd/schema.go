@@ -1,0 +1,228 @@
+package xsd
+
+import (
+	"bytes"
+	"fmt"
+	"runtime"
+	"strconv"
+	"sync"
+
+	"github.com/iotgate/iotgate/devices"
+)
+
+// Defaults applied to zero (or negative) limits.
+const (
+	DefaultMaxSchemaBytes = 1 << 20  // 1 MiB per schema document
+	DefaultMaxBytes       = 64 << 10 // 64 KiB per reading
+	DefaultMaxDepth       = 32       // element nesting of a reading
+	// MaxImports bounds the schemas one compile may pull in through
+	// CompileOptions.Imports, transitively.
+	MaxImports = 32
+	// maxParserDepth is libxml2's own nesting limit without XML_PARSE_HUGE
+	// (which we never set): a larger MaxDepth is clamped to it.
+	maxParserDepth = 256
+	// maxDocBytes keeps sizes within libxml2's int lengths.
+	maxDocBytes = 1 << 30
+	// MaxAttributes bounds the attributes (namespace declarations included)
+	// of one element of a reading, checked before parsing: libxml2 2.9
+	// checks for duplicate attributes in quadratic time (a 64 KiB start tag
+	// with 7,000 attributes costs ~300 ms to parse).
+	MaxAttributes = 256
+)
+
+// CompileOptions tunes Compile.
+type CompileOptions struct {
+	// MaxSchemaBytes bounds the size of the schema document and of each
+	// imported one. Zero means DefaultMaxSchemaBytes.
+	MaxSchemaBytes int
+	// Imports resolves an xs:import by namespace to the source of another
+	// registered schema whose targetNamespace it is ("" for a schema without
+	// one). It is the only way a schema reaches another document:
+	// schemaLocation is ignored, and nothing is ever read from a file or the
+	// network. Nil means imports are refused. It is called during Compile
+	// only, from the calling goroutine.
+	Imports func(namespace string) ([]byte, bool)
+}
+
+// Limits bounds a reading before and while it is parsed.
+type Limits struct {
+	// MaxBytes is checked before parsing. Zero means DefaultMaxBytes.
+	MaxBytes int
+	// MaxDepth bounds element nesting (the root is depth 1); the parser is
+	// stopped as soon as it is exceeded. Zero means DefaultMaxDepth; values
+	// above 256 (libxml2's own limit) act as 256.
+	MaxDepth int
+}
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxBytes <= 0 {
+		l.MaxBytes = DefaultMaxBytes
+	}
+	if l.MaxBytes > maxDocBytes {
+		l.MaxBytes = maxDocBytes
+	}
+	if l.MaxDepth <= 0 {
+		l.MaxDepth = DefaultMaxDepth
+	}
+	if l.MaxDepth > maxParserDepth {
+		l.MaxDepth = maxParserDepth
+	}
+	return l
+}
+
+// Schema is a compiled XSD: it validates documents and renders them to JSON.
+// All methods are safe for concurrent use. Free releases its libxml2 memory;
+// afterwards Validate, ValidateAndRender and Render return ErrFreed
+// (wrapped), while TargetNamespace and GlobalElements keep answering.
+type Schema struct {
+	mu      sync.RWMutex // read-held by calls into libxml2, held by Free
+	c       *cschema     // nil once freed
+	model   *model
+	cleanup runtime.Cleanup
+	tns     string
+	globals []string
+}
+
+// TargetNamespace returns the schema's targetNamespace ("" if none).
+func (s *Schema) TargetNamespace() string { return s.tns }
+
+// GlobalElements returns the local names of the schema's top-level element
+// declarations, in document order (imported schemas' are not included).
+// These are the possible root elements of a document.
+func (s *Schema) GlobalElements() []string {
+	return append([]string(nil), s.globals...)
+}
+
+// Free releases the compiled schema. It waits for validations in flight;
+// later calls of any method return ErrFreed. Free is idempotent. A Schema
+// that is never freed is released by the garbage collector, eventually: call
+// Free when replacing a schema, as C memory does not pressure the GC.
+func (s *Schema) Free() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.c == nil {
+		return
+	}
+	s.cleanup.Stop()
+	s.c.free()
+	s.c = nil
+	s.model = nil
+}
+
+// Validate checks doc against the schema. It returns nil, or a
+// *devices.Error with code devices.EInvalid wrapping a *ValidationError
+// (too large, too deep, DOCTYPE, not well-formed, or invalid), or code
+// devices.EUnavailable wrapping ErrFreed, or devices.EInternal when libxml2
+// fails (out of memory).
+func (s *Schema) Validate(doc []byte, lim Limits) error {
+	_, _, err := s.run(doc, lim, false)
+	return err
+}
+
+// run validates doc, returning the flattened document when flatten is set,
+// and the model to render it with (read under the same lock as the C state).
+func (s *Schema) run(doc []byte, lim Limits, flatten bool) (string, *model, error) {
+	lim = lim.withDefaults()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.c == nil {
+		return "", nil, freedErr()
+	}
+	if err := checkSize(doc, lim); err != nil {
+		return "", nil, err
+	}
+	if err := checkAttributes(doc); err != nil {
+		return "", nil, err
+	}
+	w, err := s.c.get()
+	if err != nil {
+		return "", nil, &devices.Error{Code: devices.EInternal, Err: err}
+	}
+	status, flat, raw := w.validate(doc, lim.MaxDepth, flatten)
+	s.c.put(w)
+	switch status {
+	case stOK:
+		return flat, s.model, nil
+	case stDoctype:
+		return "", nil, validationErr(DetailDoctype, validationIssues(raw))
+	case stTooDeep:
+		return "", nil, validationErr(DetailTooDeep, validationIssues(raw))
+	case stMalform, stInvalid:
+		return "", nil, validationErr("", validationIssues(raw))
+	default:
+		return "", nil, &devices.Error{Code: devices.EInternal,
+			Err: fmt.Errorf("xsd: libxml2 validation failed (status %d)", status)}
+	}
+}
+
+func checkSize(doc []byte, lim Limits) error {
+	if len(doc) > lim.MaxBytes {
+		return validationErr(DetailTooLarge, []ValidationIssue{{
+			Message: "document is " + strconv.Itoa(len(doc)) + " bytes, over the limit of " +
+				strconv.Itoa(lim.MaxBytes),
+		}})
+	}
+	if len(doc) == 0 {
+		return validationErr("", []ValidationIssue{{Message: "document is empty"}})
+	}
+	return nil
+}
+
+// checkAttributes refuses a document with an element of more than
+// MaxAttributes attributes, by a linear scan before parsing. Anything
+// malformed is left to the parser.
+func checkAttributes(doc []byte) error {
+	if bytes.Count(doc, []byte{'='}) <= MaxAttributes {
+		return nil // fast path: not even that many '=' in the document
+	}
+	skip := func(i int, end string) int {
+		k := bytes.Index(doc[i:], []byte(end))
+		if k < 0 {
+			return len(doc)
+		}
+		return i + k + len(end)
+	}
+	for i := 0; i < len(doc); {
+		j := bytes.IndexByte(doc[i:], '<')
+		if j < 0 {
+			return nil
+		}
+		i += j + 1
+		rest := doc[i:]
+		switch {
+		case bytes.HasPrefix(rest, []byte("!--")):
+			i = skip(i, "-->")
+		case bytes.HasPrefix(rest, []byte("![CDATA[")):
+			i = skip(i, "]]>")
+		case bytes.HasPrefix(rest, []byte("?")):
+			i = skip(i, "?>")
+		case bytes.HasPrefix(rest, []byte("!")), bytes.HasPrefix(rest, []byte("/")):
+			i = skip(i, ">")
+		default: // a start tag: count '=' outside quoted values
+			count, start := 0, i
+			var quote byte
+		tag:
+			for ; i < len(doc); i++ {
+				switch c := doc[i]; {
+				case quote != 0:
+					if c == quote {
+						quote = 0
+					}
+				case c == '"' || c == '\'':
+					quote = c
+				case c == '=':
+					count++
+				case c == '>':
+					break tag
+				}
+			}
+			if count > MaxAttributes {
+				return validationErr(DetailTooLarge, []ValidationIssue{{
+					Line:    bytes.Count(doc[:start], []byte{'\n'}) + 1,
+					Message: "an element has more than " + strconv.Itoa(MaxAttributes) + " attributes",
+				}})
+			}
+		}
+	}
+	return nil
+}
