@@ -429,7 +429,13 @@ func mergeEnv(base, over []string) []string {
 // runCommand runs a short helper command (initdb, prosodyctl) as u and
 // returns its combined output.
 func runCommand(ctx context.Context, u runAs, dir string, env []string, path string, args ...string) ([]byte, error) {
+	return runCommandInput(ctx, u, dir, env, "", path, args...)
+}
+
+// runCommandInput is runCommand with stdin as the command's input.
+func runCommandInput(ctx context.Context, u runAs, dir string, env []string, stdin string, path string, args ...string) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, path, args...)
+	cmd.Stdin = strings.NewReader(stdin)
 	cmd.Dir = dir
 	cmd.Env = mergeEnv(os.Environ(), env)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: u.cred}
