@@ -1,0 +1,225 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+	echoSwagger "github.com/swaggo/echo-swagger"
+
+	// The generated OpenAPI description registers itself with swag.
+	_ "github.com/iotgate/iotgate/docs"
+)
+
+// Defaults for the zero values of Config.
+const (
+	DefaultBodyLimit         = 1 << 20 // 1 MiB
+	DefaultReadHeaderTimeout = 5 * time.Second
+	DefaultReadTimeout       = 30 * time.Second
+	DefaultWriteTimeout      = 30 * time.Second
+	DefaultIdleTimeout       = 2 * time.Minute
+	DefaultCheckTimeout      = 2 * time.Second
+)
+
+// Config tunes the HTTP server. The zero value is usable: every zero field
+// takes the matching Default.
+type Config struct {
+	// BodyLimit caps request bodies, in bytes; larger ones get 413.
+	BodyLimit int64
+	// ReadHeaderTimeout bounds reading a request's headers (slowloris).
+	ReadHeaderTimeout time.Duration
+	// ReadTimeout bounds reading a whole request, body included.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds handling a request and writing its response.
+	WriteTimeout time.Duration
+	// IdleTimeout bounds how long a keep-alive connection waits for the
+	// next request.
+	IdleTimeout time.Duration
+	// CheckTimeout bounds each readiness check of GET /readyz.
+	CheckTimeout time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	if c.BodyLimit <= 0 {
+		c.BodyLimit = DefaultBodyLimit
+	}
+	def(&c.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	def(&c.ReadTimeout, DefaultReadTimeout)
+	def(&c.WriteTimeout, DefaultWriteTimeout)
+	def(&c.IdleTimeout, DefaultIdleTimeout)
+	def(&c.CheckTimeout, DefaultCheckTimeout)
+	return c
+}
+
+// Deps are what the API calls. Nil fields disable what needs them.
+type Deps struct {
+	// Log receives the access log and the errors of requests; nil
+	// discards them.
+	Log *slog.Logger
+	// Checks are the readiness checks of GET /readyz, by name (for
+	// example "xmpp" and "database").
+	Checks map[string]HealthCheck
+	// Schemas serves /v1/schemas.
+	Schemas SchemaRegistry
+	// Devices serves /v1/devices.
+	Devices DeviceService
+}
+
+// Server is iotgate's HTTP server. Create it with New, then Listen, Serve
+// (in a goroutine) and finally Shutdown. It is also an http.Handler, for
+// tests.
+type Server struct {
+	cfg  Config
+	log  *slog.Logger
+	echo *echo.Echo
+	http *http.Server
+	ln   net.Listener
+}
+
+// New returns a server for cfg and deps with every route registered.
+func New(cfg Config, deps Deps) *Server {
+	cfg = cfg.withDefaults()
+	log := deps.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{cfg: cfg, log: log}
+
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = s.handleError
+	e.Validator = newValidator()
+	// Don't believe X-Forwarded-For unless a proxy setup says so.
+	e.IPExtractor = echo.ExtractIPDirect()
+	e.Use(
+		requestID(),
+		accessLog(log),
+		middleware.RecoverWithConfig(middleware.RecoverConfig{
+			// Hand the panic to accessLog as an error; the error
+			// handler logs it once, with the stack.
+			DisableErrorHandler: true,
+			LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
+				return &panicError{err: err, stack: stack}
+			},
+		}),
+		bodyLimit(cfg.BodyLimit),
+	)
+	s.echo = e
+	s.routes(deps)
+
+	s.http = &http.Server{
+		Handler:           e,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		ReadTimeout:       cfg.ReadTimeout,
+		WriteTimeout:      cfg.WriteTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	return s
+}
+
+// routes registers every route of the API.
+func (s *Server) routes(deps Deps) {
+	health := &healthHandler{checks: deps.Checks, timeout: s.cfg.CheckTimeout}
+	s.echo.GET("/healthz", health.healthz)
+	s.echo.GET("/readyz", health.readyz)
+
+	swagger := echoSwagger.EchoWrapHandler()
+	toIndex := func(c echo.Context) error {
+		return c.Redirect(http.StatusMovedPermanently, "/swagger/index.html")
+	}
+	s.echo.GET("/swagger", toIndex)
+	s.echo.GET("/swagger/", toIndex)
+	s.echo.GET("/swagger/*", swagger)
+
+	if deps.Schemas != nil {
+		schemas := &schemaHandler{reg: deps.Schemas}
+		s.echo.POST("/v1/schemas", schemas.create)
+		s.echo.GET("/v1/schemas", schemas.list)
+		s.echo.GET("/v1/schemas/:name", schemas.latest)
+		s.echo.GET("/v1/schemas/:name/versions", schemas.versions)
+		s.echo.GET("/v1/schemas/:name/versions/:version", schemas.version)
+		s.echo.DELETE("/v1/schemas/:name/versions/:version", schemas.delete)
+		s.echo.GET("/v1/schemas/:name/versions/:version/xsd", schemas.xsd)
+	}
+	if deps.Devices != nil {
+		devices := &deviceHandler{svc: deps.Devices}
+		s.echo.POST("/v1/devices", devices.create)
+		s.echo.GET("/v1/devices", devices.list)
+		s.echo.GET("/v1/devices/:jid", devices.get)
+		s.echo.PATCH("/v1/devices/:jid", devices.update)
+		s.echo.DELETE("/v1/devices/:jid", devices.delete)
+		s.echo.GET("/v1/devices/:jid/state", devices.state)
+		s.echo.GET("/v1/devices/:jid/readings", devices.readings)
+		s.echo.GET("/v1/devices/:jid/rejections", devices.rejections)
+	}
+}
+
+// ServeHTTP serves one request, as the server would.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.echo.ServeHTTP(w, r)
+}
+
+// Listen opens the listening socket on addr (host:port; port 0 picks a
+// free one), so that a bad or busy address is reported at start. The error
+// is net.Listen's, wrapped.
+func (s *Server) Listen(addr string) error {
+	if s.ln != nil {
+		return errors.New("api: already listening")
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("api: listen: %w", err)
+	}
+	s.ln = ln
+	s.log.Info("http listening", "addr", ln.Addr().String())
+	return nil
+}
+
+// Addr returns the address Listen bound, or nil before it.
+func (s *Server) Addr() net.Addr {
+	if s.ln == nil {
+		return nil
+	}
+	return s.ln.Addr()
+}
+
+// Serve serves requests on the socket opened by Listen until Shutdown. It
+// returns nil after Shutdown, and otherwise the error that stopped it.
+func (s *Server) Serve() error {
+	if s.ln == nil {
+		return errors.New("api: Serve called before Listen")
+	}
+	if err := s.http.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("api: serve: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops accepting connections and waits for the requests in
+// progress until ctx ends; then it closes the remaining connections and
+// returns ctx's error.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.http.Shutdown(ctx)
+	if s.ln != nil {
+		// Serve closes it, but it may never have run.
+		_ = s.ln.Close()
+	}
+	if err != nil {
+		_ = s.http.Close()
+		return fmt.Errorf("api: shutdown: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,455 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/iotgate/iotgate/devices"
+)
+
+// logBuffer collects JSON log records, safe for concurrent use.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// records returns the records whose msg is msg.
+func (b *logBuffer) records(t *testing.T, msg string) []map[string]any {
+	t.Helper()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []map[string]any
+	for line := range strings.Lines(b.buf.String()) {
+		var r map[string]any
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		if r["msg"] == msg {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func newTestServer(t *testing.T, cfg Config, checks map[string]HealthCheck) (*Server, *logBuffer) {
+	t.Helper()
+	logs := &logBuffer{}
+	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	return New(cfg, Deps{Log: log, Checks: checks}), logs
+}
+
+// do serves one request and returns the response.
+func do(t *testing.T, h http.Handler, method, target string, body io.Reader, header ...string) *httptest.ResponseRecorder {
+	t.Helper()
+	req := httptest.NewRequest(method, target, body)
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec
+}
+
+func decode[T any](t *testing.T, rec *httptest.ResponseRecorder) T {
+	t.Helper()
+	var v T
+	if err := json.Unmarshal(rec.Body.Bytes(), &v); err != nil {
+		t.Fatalf("decode %q: %v", rec.Body.String(), err)
+	}
+	return v
+}
+
+func TestHealthz(t *testing.T) {
+	s, _ := newTestServer(t, Config{}, nil)
+	rec := do(t, s, http.MethodGet, "/healthz", nil)
+	if rec.Code != http.StatusOK {
+		t.Fatalf("status = %d, want 200", rec.Code)
+	}
+	if got, want := strings.TrimSpace(rec.Body.String()), `{"status":"ok"}`; got != want {
+		t.Errorf("body = %s, want %s", got, want)
+	}
+	if ct := rec.Header().Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+		t.Errorf("Content-Type = %q", ct)
+	}
+}
+
+func TestReadyz(t *testing.T) {
+	since := time.Date(2026, 1, 2, 15, 4, 5, 0, time.UTC)
+	up := HealthCheckFunc(func(context.Context) (bool, time.Time, error) { return true, since, nil })
+	down := HealthCheckFunc(func(context.Context) (bool, time.Time, error) {
+		return false, since, errors.New("secret refused by server (not-authorized)")
+	})
+	hang := HealthCheckFunc(func(ctx context.Context) (bool, time.Time, error) {
+		<-ctx.Done()
+		time.Sleep(50 * time.Millisecond) // a check that is late to notice
+		return true, since, nil
+	})
+	panics := HealthCheckFunc(func(context.Context) (bool, time.Time, error) { panic("boom") })
+
+	tests := []struct {
+		name   string
+		checks map[string]HealthCheck
+		status int
+		want   map[string]CheckResult
+	}{
+		{"NoChecks", nil, http.StatusOK, map[string]CheckResult{}},
+		{"AllUp", map[string]HealthCheck{"xmpp": up, "database": up}, http.StatusOK, map[string]CheckResult{
+			"xmpp":     {OK: true, Since: &since},
+			"database": {OK: true, Since: &since},
+		}},
+		{"XMPPDown", map[string]HealthCheck{"xmpp": down, "database": up}, http.StatusServiceUnavailable, map[string]CheckResult{
+			"xmpp":     {OK: false, Since: &since, Error: "secret refused by server (not-authorized)"},
+			"database": {OK: true, Since: &since},
+		}},
+		{"CheckHangs", map[string]HealthCheck{"database": hang}, http.StatusServiceUnavailable, map[string]CheckResult{
+			"database": {OK: false, Error: "no answer within 100ms"},
+		}},
+		{"CheckPanics", map[string]HealthCheck{"database": panics}, http.StatusServiceUnavailable, map[string]CheckResult{
+			"database": {OK: false, Error: "check panicked: boom"},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, _ := newTestServer(t, Config{CheckTimeout: 100 * time.Millisecond}, tt.checks)
+			rec := do(t, s, http.MethodGet, "/readyz", nil)
+			if rec.Code != tt.status {
+				t.Errorf("status = %d, want %d", rec.Code, tt.status)
+			}
+			got := decode[ReadyResponse](t, rec)
+			wantStatus := "ok"
+			if tt.status != http.StatusOK {
+				wantStatus = "unavailable"
+			}
+			if got.Status != wantStatus {
+				t.Errorf("status field = %q, want %q", got.Status, wantStatus)
+			}
+			if len(got.Checks) != len(tt.want) {
+				t.Errorf("checks = %v, want %v", got.Checks, tt.want)
+			}
+			for name, want := range tt.want {
+				g, ok := got.Checks[name]
+				if !ok {
+					t.Errorf("check %q missing", name)
+					continue
+				}
+				if g.OK != want.OK || g.Error != want.Error || (g.Since == nil) != (want.Since == nil) ||
+					(g.Since != nil && !g.Since.Equal(*want.Since)) {
+					t.Errorf("check %q = %+v, want %+v", name, g, want)
+				}
+			}
+		})
+	}
+
+	t.Run("JSONShape", func(t *testing.T) {
+		s, _ := newTestServer(t, Config{}, map[string]HealthCheck{"xmpp": down})
+		rec := do(t, s, http.MethodGet, "/readyz", nil)
+		want := `{"status":"unavailable","checks":{"xmpp":{"ok":false,"since":"2026-01-02T15:04:05Z","error":"secret refused by server (not-authorized)"}}}`
+		if got := strings.TrimSpace(rec.Body.String()); got != want {
+			t.Errorf("body =\n%s\nwant\n%s", got, want)
+		}
+	})
+}
+
+// testRequest is a request body with validation rules.
+type testRequest struct {
+	Name   string            `json:"name" validate:"required,max=8"`
+	Kind   string            `json:"kind" validate:"omitempty,oneof=sensor actuator"`
+	Labels map[string]string `json:"labels" validate:"omitempty,dive,max=4"`
+}
+
+func TestErrors(t *testing.T) {
+	tests := []struct {
+		name    string
+		method  string
+		target  string
+		body    string
+		ctype   string
+		err     error // returned by the /fail route
+		status  int
+		code    string
+		message string
+		logged  bool // as a failed request
+	}{
+		{name: "NotFound", err: devices.Errorf(devices.ENotFound, "device not found"), status: 404, code: "not_found", message: "device not found"},
+		{name: "Conflict", err: devices.Errorf(devices.EConflict, "device already registered"), status: 409, code: "conflict", message: "device already registered"},
+		{name: "Invalid", err: devices.Errorf(devices.EInvalid, "bad jid"), status: 400, code: "invalid", message: "bad jid"},
+		{name: "Unprocessable", err: &devices.Error{Code: devices.EUnprocessable, Message: "line 1: /reading/temperature: '999' is too large", Fields: []string{"line 1"}}, status: 422, code: "unprocessable", message: "line 1: /reading/temperature: '999' is too large"},
+		{name: "Unauthorized", err: devices.Errorf(devices.EUnauthorized, "no token"), status: 401, code: "unauthorized", message: "no token"},
+		{name: "Forbidden", err: devices.Errorf(devices.EForbidden, "not yours"), status: 403, code: "forbidden", message: "not yours"},
+		{name: "TooMany", err: devices.Errorf(devices.ETooMany, "slow down"), status: 429, code: "too_many_requests", message: "slow down"},
+		{name: "Unavailable", err: &devices.Error{Code: devices.EUnavailable, Detail: "device_offline", Message: "device is offline"}, status: 503, code: "device_offline", message: "device is offline", logged: true},
+		{name: "Timeout", err: devices.Errorf(devices.ETimeout, "device did not answer"), status: 504, code: "timeout", message: "device did not answer", logged: true},
+		{name: "WrappedDomain", err: fmt.Errorf("get device: %w", devices.Errorf(devices.ENotFound, "device not found")), status: 404, code: "not_found", message: "device not found"},
+		{name: "DomainInternal", err: &devices.Error{Code: devices.EInternal, Message: "insert reading", Err: errors.New("pq: secret detail")}, status: 500, code: "internal", message: "internal error", logged: true},
+		{name: "UnknownCode", err: &devices.Error{Code: "weird", Message: "what"}, status: 500, code: "internal", message: "internal error", logged: true},
+		{name: "PlainError", err: errors.New("dial tcp 10.0.0.1:5432: refused"), status: 500, code: "internal", message: "internal error", logged: true},
+		{name: "EchoError", err: echo.NewHTTPError(http.StatusConflict, "taken"), status: 409, code: "conflict", message: "taken"},
+		{name: "EchoInternal", err: echo.NewHTTPError(http.StatusInternalServerError, "details"), status: 500, code: "internal", message: "internal error", logged: true},
+		{name: "Panic", target: "/panic", status: 500, code: "internal", message: "internal error", logged: true},
+		{name: "UnknownRoute", target: "/no/such/route", status: 404, code: "not_found", message: "not found"},
+		{name: "MethodNotAllowed", method: http.MethodDelete, target: "/healthz", status: 405, code: "method_not_allowed", message: "method not allowed"},
+		{name: "BadJSON", method: http.MethodPost, target: "/bind", body: `{"name":`, status: 400, code: "invalid"},
+		{name: "WrongType", method: http.MethodPost, target: "/bind", body: `{"name":3}`, status: 400, code: "invalid"},
+		{name: "UnsupportedMediaType", method: http.MethodPost, target: "/bind", body: `name=x`, ctype: "text/plain", status: 415, code: "unsupported_media_type"},
+		{name: "ValidationRequired", method: http.MethodPost, target: "/bind", body: `{}`, status: 400, code: "invalid", message: "invalid request: name is required"},
+		{name: "ValidOK", method: http.MethodPost, target: "/bind", body: `{"name":"t1","kind":"sensor"}`, status: 200},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, logs := newTestServer(t, Config{}, nil)
+			s.echo.GET("/fail", func(echo.Context) error { return tt.err })
+			s.echo.HEAD("/fail", func(echo.Context) error { return tt.err })
+			s.echo.GET("/panic", func(echo.Context) error { panic("boom") })
+			s.echo.POST("/bind", func(c echo.Context) error {
+				var req testRequest
+				if err := bind(c, &req); err != nil {
+					return err
+				}
+				return c.JSON(http.StatusOK, req)
+			})
+			method, target := tt.method, tt.target
+			if method == "" {
+				method = http.MethodGet
+			}
+			if target == "" {
+				target = "/fail"
+			}
+			ctype := tt.ctype
+			if ctype == "" {
+				ctype = echo.MIMEApplicationJSON
+			}
+			rec := do(t, s, method, target, strings.NewReader(tt.body), "Content-Type", ctype, echo.HeaderXRequestID, "req-"+tt.name)
+			if rec.Code != tt.status {
+				t.Fatalf("status = %d, want %d (body %s)", rec.Code, tt.status, rec.Body.String())
+			}
+			if tt.status == http.StatusOK {
+				return
+			}
+			got := decode[ErrorResponse](t, rec)
+			if got.Code != tt.code {
+				t.Errorf("code = %q, want %q", got.Code, tt.code)
+			}
+			if tt.message != "" && got.Message != tt.message {
+				t.Errorf("message = %q, want %q", got.Message, tt.message)
+			}
+			if strings.Contains(rec.Body.String(), "secret") || strings.Contains(rec.Body.String(), "10.0.0.1") {
+				t.Errorf("body leaks the cause: %s", rec.Body.String())
+			}
+
+			failed := logs.records(t, "request failed")
+			if !tt.logged {
+				if len(failed) != 0 {
+					t.Errorf("logged %v, want no error log", failed)
+				}
+				return
+			}
+			if len(failed) != 1 {
+				t.Fatalf("logged %d failure records, want 1: %v", len(failed), failed)
+			}
+			if rid := failed[0]["request_id"]; rid != "req-"+tt.name {
+				t.Errorf("logged request_id %v, want %q", rid, "req-"+tt.name)
+			}
+			if tt.name == "Panic" {
+				if stack, _ := failed[0]["stack"].(string); !strings.Contains(stack, "goroutine") {
+					t.Errorf("panic logged without its stack: %v", failed[0])
+				}
+			}
+		})
+	}
+
+	t.Run("Head", func(t *testing.T) {
+		s, _ := newTestServer(t, Config{}, nil)
+		s.echo.HEAD("/fail", func(echo.Context) error { return devices.Errorf(devices.ENotFound, "gone") })
+		rec := do(t, s, http.MethodHead, "/fail", nil)
+		if rec.Code != http.StatusNotFound || rec.Body.Len() != 0 {
+			t.Errorf("HEAD = %d with %d bytes, want 404 with none", rec.Code, rec.Body.Len())
+		}
+	})
+
+	t.Run("ValidationDetails", func(t *testing.T) {
+		s, _ := newTestServer(t, Config{}, nil)
+		s.echo.POST("/bind", func(c echo.Context) error { return bind(c, &testRequest{}) })
+		rec := do(t, s, http.MethodPost, "/bind", strings.NewReader(`{"name":"much too long","kind":"robot","labels":{"room":"kitchen"}}`),
+			"Content-Type", echo.MIMEApplicationJSON)
+		if rec.Code != http.StatusBadRequest {
+			t.Fatalf("status = %d, want 400", rec.Code)
+		}
+		var got struct {
+			Code    string       `json:"code"`
+			Message string       `json:"message"`
+			Details []FieldError `json:"details"`
+		}
+		if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil {
+			t.Fatal(err)
+		}
+		want := []FieldError{
+			{Field: "name", Rule: "max", Param: "8", Message: "must be at most 8 characters long"},
+			{Field: "kind", Rule: "oneof", Param: "sensor actuator", Message: "must be one of: sensor, actuator"},
+			{Field: "labels.room", Rule: "max", Param: "4", Message: "must be at most 4 characters long"},
+		}
+		if got.Code != "invalid" || got.Message != "invalid request" {
+			t.Errorf("code, message = %q, %q; want invalid, invalid request", got.Code, got.Message)
+		}
+		if fmt.Sprint(got.Details) != fmt.Sprint(want) {
+			t.Errorf("details =\n%+v\nwant\n%+v", got.Details, want)
+		}
+	})
+}
+
+func TestBodyLimit(t *testing.T) {
+	s, _ := newTestServer(t, Config{BodyLimit: 64}, nil)
+	s.echo.POST("/bind", func(c echo.Context) error {
+		var req testRequest
+		if err := bind(c, &req); err != nil {
+			return err
+		}
+		return c.NoContent(http.StatusNoContent)
+	})
+	big := `{"name":"` + strings.Repeat("x", 100) + `"}`
+	tests := []struct {
+		name    string
+		body    io.Reader
+		chunked bool
+		status  int
+	}{
+		{"Small", strings.NewReader(`{"name":"t1"}`), false, http.StatusNoContent},
+		{"ContentLength", strings.NewReader(big), false, http.StatusRequestEntityTooLarge},
+		// No Content-Length: the limit applies while reading.
+		{"Chunked", io.MultiReader(strings.NewReader(big)), true, http.StatusRequestEntityTooLarge},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := httptest.NewRequest(http.MethodPost, "/bind", tt.body)
+			req.Header.Set("Content-Type", echo.MIMEApplicationJSON)
+			if tt.chunked {
+				req.ContentLength = -1
+			}
+			rec := httptest.NewRecorder()
+			s.ServeHTTP(rec, req)
+			if rec.Code != tt.status {
+				t.Fatalf("status = %d, want %d (body %s)", rec.Code, tt.status, rec.Body.String())
+			}
+			if tt.status == http.StatusRequestEntityTooLarge {
+				if got := decode[ErrorResponse](t, rec); got.Code != "payload_too_large" {
+					t.Errorf("code = %q, want payload_too_large", got.Code)
+				}
+			}
+		})
+	}
+}
+
+func TestRequestID(t *testing.T) {
+	s, logs := newTestServer(t, Config{}, nil)
+	tests := []struct {
+		name, in string
+		keep     bool
+	}{
+		{"Client", "7f3a-42.b_c", true},
+		{"None", "", false},
+		{"Unsafe", "evil\" injected=1", false},
+		{"TooLong", strings.Repeat("a", 200), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := do(t, s, http.MethodGet, "/healthz", nil, echo.HeaderXRequestID, tt.in)
+			got := rec.Header().Get(echo.HeaderXRequestID)
+			if tt.keep && got != tt.in {
+				t.Errorf("X-Request-ID = %q, want %q", got, tt.in)
+			}
+			if !tt.keep && (got == tt.in || !validRequestID(got)) {
+				t.Errorf("X-Request-ID = %q, want a new id", got)
+			}
+		})
+	}
+	access := logs.records(t, "http request")
+	if len(access) != len(tests) {
+		t.Fatalf("%d access log records, want %d", len(access), len(tests))
+	}
+	if r := access[0]; r["request_id"] != tests[0].in || r["status"] != float64(200) || r["path"] != "/healthz" || r["level"] != "DEBUG" {
+		t.Errorf("access log record = %v", r)
+	}
+}
+
+func TestSwagger(t *testing.T) {
+	s, _ := newTestServer(t, Config{}, nil)
+	tests := []struct {
+		target, contains string
+		status           int
+	}{
+		{"/swagger/index.html", "swagger-ui", http.StatusOK},
+		{"/swagger/doc.json", `"/readyz"`, http.StatusOK},
+		{"/swagger/doc.json", `"api.ErrorResponse"`, http.StatusOK},
+		{"/swagger", "", http.StatusMovedPermanently},
+		{"/swagger/", "", http.StatusMovedPermanently},
+	}
+	for _, tt := range tests {
+		t.Run(tt.target, func(t *testing.T) {
+			rec := do(t, s, http.MethodGet, tt.target, nil)
+			if rec.Code != tt.status {
+				t.Fatalf("status = %d, want %d", rec.Code, tt.status)
+			}
+			if !strings.Contains(rec.Body.String(), tt.contains) {
+				t.Errorf("body does not contain %s", tt.contains)
+			}
+			if tt.status == http.StatusMovedPermanently && rec.Header().Get("Location") != "/swagger/index.html" {
+				t.Errorf("Location = %q", rec.Header().Get("Location"))
+			}
+		})
+	}
+}
+
+func TestListenServeShutdown(t *testing.T) {
+	s, _ := newTestServer(t, Config{}, nil)
+	if err := s.Listen("127.0.0.1:0"); err != nil {
+		t.Fatalf("Listen: %v", err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.Serve() }()
+
+	resp, err := http.Get("http://" + s.Addr().String() + "/healthz")
+	if err != nil {
+		t.Fatalf("GET /healthz: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("status = %d, want 200", resp.StatusCode)
+	}
+
+	t.Run("ErrAddrInUse", func(t *testing.T) {
+		other, _ := newTestServer(t, Config{}, nil)
+		err := other.Listen(s.Addr().String())
+		var opErr *net.OpError
+		if !errors.As(err, &opErr) {
+			t.Errorf("Listen on a busy address = %v, want a *net.OpError", err)
+		}
+	})
+
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if err := <-served; err != nil {
+		t.Errorf("Serve = %v, want nil after Shutdown", err)
+	}
+}
