@@ -23,6 +23,10 @@ var stanzaErrors = map[string]struct {
 	devices.ETimeout:      {stanza.Wait, stanza.RemoteServerTimeout},
 	devices.ETooMany:      {stanza.Wait, stanza.PolicyViolation},
 	devices.EInternal:     {stanza.Wait, stanza.InternalServerError},
+
+	// XMPP has no "unprocessable": a device fixes a reading its schema
+	// refuses the same way as a malformed one.
+	devices.EUnprocessable: {stanza.Modify, stanza.BadRequest},
 }
 
 // detailErrors overrides the table for specific details.

@@ -23,6 +23,12 @@ const (
 	ETimeout      = "timeout"
 	ETooMany      = "too_many_requests"
 	EInternal     = "internal"
+
+	// EUnprocessable is for well-formed input whose content the schema
+	// machinery refuses: an XSD that does not compile, a reading that
+	// does not validate. EInvalid is for input of the wrong shape (a
+	// missing field, a bad JID); clients need to tell the two apart.
+	EUnprocessable = "unprocessable"
 )
 
 // Error is the domain error. Transports map Code to their own vocabulary in

@@ -34,7 +34,7 @@ type PayloadSchema interface {
 	// TargetNamespace is the namespace a reading's payload element is in.
 	TargetNamespace() string
 	// ValidateAndRender validates a payload element and returns its JSON
-	// rendering. Errors: invalid, with the validator's reason.
+	// rendering. Errors: unprocessable, with the validator's reason.
 	ValidateAndRender(payload []byte) (json.RawMessage, error)
 }
 
@@ -345,9 +345,10 @@ var ErrNotRegistered = &Error{Code: ENotFound, Detail: "device_not_registered", 
 
 // Ingest takes a stanza that may carry a reading. It never blocks on the
 // database: done is called once, later, with nil after the reading is
-// committed, or with the reason it was refused (invalid, with the
-// validator's reason), not stored (unavailable, too_many_requests), or
-// not accepted (not_found with detail device_not_registered).
+// committed, or with the reason it was refused (unprocessable, with the
+// validator's reason; invalid when no payload is in the schema's
+// namespace), not stored (unavailable, too_many_requests), or not accepted
+// (not_found with detail device_not_registered).
 func (s *Service) Ingest(ctx context.Context, in IncomingReading, done func(error)) {
 	if done == nil {
 		done = func(error) {}

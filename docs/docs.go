@@ -189,7 +189,7 @@ const docTemplate = `{
                         "headers": {
                             "Location": {
                                 "type": "string",
-                                "description": "URL path of the device, for example /v1/devices/thermo1%40example.com"
+                                "description": "URL path of the device, for example /v1/devices/thermo1@example.com"
                             }
                         }
                     },

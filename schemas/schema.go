@@ -116,8 +116,9 @@ func ValidateName(name string) error {
 
 // Register compiles src and stores it as the next version of name. Imports
 // resolve by namespace to the latest registered version with that target
-// namespace. Errors: invalid (bad name; the XSD does not compile: the error
-// wraps an *xsd.CompileError with each issue's line and message).
+// namespace. Errors: invalid (bad name or description), unprocessable (the
+// XSD does not compile: the error's Fields are the []xsd.CompileIssue, each
+// with its line and message, and it wraps the *xsd.CompileError).
 func (r *Registry) Register(ctx context.Context, name, src, description string) (*Schema, error) {
 	if err := ValidateName(name); err != nil {
 		return nil, err
@@ -145,7 +146,7 @@ func (r *Registry) Register(ctx context.Context, name, src, description string) 
 		return nil, fmt.Errorf("resolve schema imports: %w", lookupErr)
 	}
 	if err != nil {
-		return nil, err
+		return nil, unprocessable(err)
 	}
 	s := &Schema{
 		Name: name, Description: description, XSD: src,
@@ -281,13 +282,33 @@ func (p payloadSchema) TargetNamespace() string { return p.s.TargetNamespace() }
 func (p payloadSchema) ValidateAndRender(payload []byte) (json.RawMessage, error) {
 	data, err := p.s.ValidateAndRender(payload, p.lim)
 	if err != nil {
-		return nil, withIssues(err)
+		return nil, withIssues(unprocessable(err))
 	}
 	b, err := json.Marshal(data)
 	if err != nil {
 		return nil, fmt.Errorf("render reading: %w", err)
 	}
 	return b, nil
+}
+
+// unprocessable re-codes what the xsd package refuses by content (a schema
+// that does not compile, a document that is not valid: invalid, wrapping an
+// *xsd.CompileError or *xsd.ValidationError) as unprocessable, keeping the
+// issues as Fields. The request that carried them was well formed; clients
+// must be able to tell the two apart (HTTP 400 versus 422).
+func unprocessable(err error) error {
+	var de *devices.Error
+	if !errors.As(err, &de) || de.Code != devices.EInvalid {
+		return err
+	}
+	var ce *xsd.CompileError
+	var ve *xsd.ValidationError
+	if !errors.As(de, &ce) && !errors.As(de, &ve) {
+		return err
+	}
+	out := *de
+	out.Code = devices.EUnprocessable
+	return &out
 }
 
 // withIssues puts the validator's issues (line, path, message) into the

@@ -78,8 +78,8 @@ func TestSchemasDevicesReadings(t *testing.T) {
 			t.Errorf("latest = %+v, %v", latest, err)
 		}
 		_, err = reg.Register(ctx, "broken", `<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema"><xs:element name="a" type="nope"/></xs:schema>`, "")
-		if devices.ErrorCode(err) != devices.EInvalid {
-			t.Errorf("broken XSD: %v, want invalid", err)
+		if devices.ErrorCode(err) != devices.EUnprocessable {
+			t.Errorf("broken XSD: %v, want unprocessable", err)
 		}
 		if _, err := reg.Get(ctx, "nope", 0); devices.ErrorCode(err) != devices.ENotFound {
 			t.Errorf("unknown schema: %v", err)
@@ -170,8 +170,8 @@ func TestSchemasDevicesReadings(t *testing.T) {
 			t.Fatalf("valid reading: %v", err)
 		}
 		err := ingest(t, svc, devices.IncomingReading{From: from, Via: "iq", Payloads: []devices.Payload{{Namespace: examples.ThermostatNS, XML: reading("999")}}})
-		if devices.ErrorCode(err) != devices.EInvalid || !strings.Contains(err.Error(), "temperature") {
-			t.Errorf("out-of-range reading: %v, want invalid naming the element", err)
+		if devices.ErrorCode(err) != devices.EUnprocessable || !strings.Contains(err.Error(), "temperature") {
+			t.Errorf("out-of-range reading: %v, want unprocessable naming the element", err)
 		}
 		err = ingest(t, svc, devices.IncomingReading{From: from, Via: "message", Payloads: []devices.Payload{{Namespace: "urn:other", XML: []byte(`<x xmlns="urn:other"/>`)}}})
 		if devices.ErrorCode(err) != devices.EInvalid {

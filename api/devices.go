@@ -1,0 +1,515 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/iotgate/iotgate/devices"
+)
+
+// DeviceService is what the API needs of the device registry.
+type DeviceService interface {
+	// Register creates a device; SchemaVersion 0 means the schema's latest
+	// version. Errors: invalid (bad or full JID, labels, unknown schema),
+	// conflict (already registered).
+	Register(ctx context.Context, d *devices.Device) (*devices.Device, error)
+	// Device returns a device. Errors: invalid (bad JID), not_found.
+	Device(ctx context.Context, jid string) (*devices.Device, error)
+	// Devices lists devices. Errors: invalid (bad cursor).
+	Devices(ctx context.Context, f devices.DeviceFilter) (*devices.DevicePage, error)
+	// Update changes a device. Errors: invalid, not_found.
+	Update(ctx context.Context, jid string, u devices.DeviceUpdate) (*devices.Device, error)
+	// Delete removes a device with its readings and rejections.
+	// Errors: invalid, not_found.
+	Delete(ctx context.Context, jid string) error
+	// State returns a device's current state. Errors: invalid, not_found.
+	State(ctx context.Context, jid string) (*devices.State, error)
+	// Readings returns a page of a device's readings.
+	// Errors: invalid, not_found.
+	Readings(ctx context.Context, jid string, f devices.ReadingFilter) (*devices.ReadingPage, error)
+	// Rejections returns a page of a device's refused payloads.
+	// Errors: invalid, not_found.
+	Rejections(ctx context.Context, jid string, f devices.ReadingFilter) (*devices.RejectionPage, error)
+}
+
+var _ DeviceService = (*devices.Service)(nil)
+
+// CreateDeviceRequest is the body of POST /v1/devices.
+type CreateDeviceRequest struct {
+	// JID is the device's bare JID. It is normalized (PRECIS) and stored
+	// in its canonical form; a full JID (with a resource) is refused.
+	JID string `json:"jid" validate:"required,max=3071" example:"thermo1@example.com"`
+	// Schema is the name of the schema the device's readings follow.
+	Schema string `json:"schema" validate:"required,max=64" example:"thermostat"`
+	// SchemaVersion pins a version of the schema; absent (or 0) means
+	// the latest version at registration.
+	SchemaVersion int `json:"schema_version" validate:"min=0" example:"2"`
+	// Name is free text for humans.
+	Name string `json:"name" validate:"max=200" example:"Kitchen"`
+	// Labels are key-value pairs to select devices by (GET
+	// /v1/devices?label=room:kitchen).
+	Labels map[string]string `json:"labels" validate:"max=64" example:"room:kitchen,site:berlin"`
+}
+
+// UpdateDeviceRequest is the body of PATCH /v1/devices/{jid}. Absent (or
+// null) fields are left alone: hence the pointers.
+type UpdateDeviceRequest struct {
+	Name *string `json:"name" validate:"omitempty,max=200" example:"Kitchen (north wall)"`
+	// Labels replace all the device's labels; {} removes them.
+	Labels *map[string]string `json:"labels" validate:"omitempty,max=64" example:"room:kitchen,site:berlin"`
+	// SchemaVersion moves the device to another version of its schema.
+	SchemaVersion *int `json:"schema_version" validate:"omitempty,min=1" example:"3"`
+}
+
+// Device is a registered device.
+type Device struct {
+	JID           string            `json:"jid" example:"thermo1@example.com"`
+	Name          string            `json:"name" example:"Kitchen"`
+	Labels        map[string]string `json:"labels" example:"room:kitchen,site:berlin"`
+	Schema        string            `json:"schema" example:"thermostat"`
+	SchemaVersion int               `json:"schema_version" example:"2"`
+	CreatedAt     time.Time         `json:"created_at" format:"date-time" example:"2026-01-02T15:04:05Z"`
+	UpdatedAt     time.Time         `json:"updated_at" format:"date-time" example:"2026-01-02T15:04:05Z"`
+	// LastSeenAt is when the device's last reading arrived; null before
+	// the first.
+	LastSeenAt *time.Time `json:"last_seen_at" format:"date-time" extensions:"x-nullable" example:"2026-01-02T16:00:00Z"`
+}
+
+// DeviceList is one page of devices.
+type DeviceList struct {
+	Items []Device `json:"items"`
+	// NextCursor continues the list (pass it as cursor); absent on the
+	// last page.
+	NextCursor string `json:"next_cursor,omitempty" example:"dGhlcm1vMUBleGFtcGxlLmNvbQ"`
+}
+
+// Reading is one payload a device sent that its schema accepted.
+type Reading struct {
+	ID         int64     `json:"id" example:"4711"`
+	ReceivedAt time.Time `json:"received_at" format:"date-time" example:"2026-01-02T16:00:00.123Z"`
+	// DeviceTime is the time the device stamped on the reading, if any.
+	DeviceTime *time.Time `json:"device_time" format:"date-time" extensions:"x-nullable" example:"2026-01-02T16:00:00Z"`
+	// XML is the payload element as the device sent it.
+	XML string `json:"xml" example:"<reading xmlns='urn:example:thermostat'><temperature>21.5</temperature><mode>heat</mode></reading>"`
+	// Data is the payload rendered as JSON, typed by its schema, for
+	// example {"temperature": 21.5, "mode": "heat"}.
+	Data json.RawMessage `json:"data" swaggertype:"object"`
+}
+
+// ReadingList is one page of readings.
+type ReadingList struct {
+	Items []Reading `json:"items"`
+	// NextCursor continues the list (pass it as cursor); absent on the
+	// last page.
+	NextCursor string `json:"next_cursor,omitempty" example:"MTc2NzM2OTYwMDEyMzAwMDAwMC40NzEx"`
+}
+
+// Rejection is a payload that iotgate refused, kept for the operator.
+type Rejection struct {
+	ID         int64     `json:"id" example:"17"`
+	ReceivedAt time.Time `json:"received_at" format:"date-time" example:"2026-01-02T16:00:00.123Z"`
+	// Via is the stanza that carried the payload.
+	Via string `json:"via" enums:"message,iq" example:"iq"`
+	// Reason is why the payload was refused.
+	Reason string `json:"reason" example:"document does not match its schema; line 1: /reading/temperature: '999' is greater than the maximum value allowed ('150')"`
+	// Payload is the refused payload, truncated.
+	Payload string `json:"payload" example:"<reading xmlns='urn:example:thermostat'><temperature>999</temperature><mode>heat</mode></reading>"`
+}
+
+// RejectionList is one page of rejections.
+type RejectionList struct {
+	Items []Rejection `json:"items"`
+	// NextCursor continues the list (pass it as cursor); absent on the
+	// last page.
+	NextCursor string `json:"next_cursor,omitempty" example:"MTc2NzM2OTYwMDEyMzAwMDAwMC4xNw"`
+}
+
+// DeviceState is a device's current state.
+type DeviceState struct {
+	JID string `json:"jid" example:"thermo1@example.com"`
+	// Online is whether the device's presence is available; false until
+	// iotgate has seen its presence.
+	Online bool `json:"online" example:"true"`
+	// LastSeenAt is when the device's last reading arrived; null before
+	// the first.
+	LastSeenAt *time.Time `json:"last_seen_at" format:"date-time" extensions:"x-nullable" example:"2026-01-02T16:00:00Z"`
+	// Reading is the latest reading; null before the first.
+	Reading *Reading `json:"reading" extensions:"x-nullable"`
+}
+
+func deviceOf(d *devices.Device) Device {
+	out := Device{
+		JID: d.JID, Name: d.Name, Labels: d.Labels,
+		Schema: d.Schema, SchemaVersion: d.SchemaVersion,
+		CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt, LastSeenAt: d.LastSeenAt,
+	}
+	if out.Labels == nil {
+		out.Labels = map[string]string{}
+	}
+	return out
+}
+
+func readingOf(r *devices.Reading) Reading {
+	return Reading{ID: r.ID, ReceivedAt: r.ReceivedAt, DeviceTime: r.DeviceTime, XML: r.XML, Data: r.Data}
+}
+
+// devicePath is the URL path of a device.
+func devicePath(jid string) string {
+	return "/v1/devices/" + url.PathEscape(jid)
+}
+
+// listDevicesQuery is the query of GET /v1/devices, parsed by list; the
+// query tags name the fields in validation errors.
+type listDevicesQuery struct {
+	Schema string            `query:"schema" validate:"max=64"`
+	Labels map[string]string `query:"label" validate:"max=64"`
+	Online *bool             `query:"online"`
+	Limit  int               `query:"limit" validate:"min=1,max=1000"`
+	// Cursor encodes a JID, which may be up to 3071 bytes long.
+	Cursor string `query:"cursor" validate:"max=8192"`
+}
+
+// pageQuery is the query of the readings and rejections of a device,
+// parsed by readingFilter; the query tags name the fields in validation
+// errors.
+type pageQuery struct {
+	Since  *time.Time `query:"since"`
+	Until  *time.Time `query:"until"`
+	Limit  int        `query:"limit" validate:"min=1,max=1000"`
+	Cursor string     `query:"cursor" validate:"max=1024"`
+	Order  string     `query:"order" validate:"oneof=asc desc"`
+}
+
+// deviceHandler serves /v1/devices.
+type deviceHandler struct {
+	svc DeviceService
+}
+
+// jid returns the device JID of the path. It is not normalized here: the
+// service does that, and says why a JID is invalid.
+func (h *deviceHandler) jid(c echo.Context) (string, error) {
+	return pathParam(c, "jid")
+}
+
+// create registers a device.
+//
+//	@Summary		Register a device
+//	@Description	Registers an XMPP entity as a device whose readings follow the given schema. The JID is normalized (PRECIS) and stored bare: a full JID (with a resource) or an invalid one is refused with 400 saying why. schema_version absent means the schema's latest version at registration; the device stays on that version until changed with PATCH.
+//	@Tags			devices
+//	@Accept			json
+//	@Produce		json
+//	@Param			device	body		api.CreateDeviceRequest	true	"The device to register"
+//	@Success		201		{object}	api.Device
+//	@Header			201		{string}	Location									"URL path of the device, for example /v1/devices/thermo1@example.com"
+//	@Failure		400		{object}	api.ErrorResponse{details=[]api.FieldError}	"Bad JSON, a missing field, a full or invalid JID, bad labels, or an unknown schema or version"
+//	@Failure		409		{object}	api.ErrorResponse							"The JID is already registered"
+//	@Failure		413		{object}	api.ErrorResponse							"Body too large"
+//	@Failure		415		{object}	api.ErrorResponse							"Body is not JSON"
+//	@Failure		500		{object}	api.ErrorResponse
+//	@Failure		503		{object}	api.ErrorResponse
+//	@Router			/v1/devices [post]
+func (h *deviceHandler) create(c echo.Context) error {
+	var req CreateDeviceRequest
+	if err := bind(c, &req); err != nil {
+		return err
+	}
+	d, err := h.svc.Register(c.Request().Context(), &devices.Device{
+		JID: req.JID, Schema: req.Schema, SchemaVersion: req.SchemaVersion,
+		Name: req.Name, Labels: req.Labels,
+	})
+	if err != nil {
+		return fmt.Errorf("register device: %w", err)
+	}
+	c.Response().Header().Set(echo.HeaderLocation, devicePath(d.JID))
+	return c.JSON(http.StatusCreated, deviceOf(d))
+}
+
+// list lists devices.
+//
+//	@Summary		List devices
+//	@Description	Lists devices, ordered by JID, a page at a time: pass next_cursor as cursor to get the next page; the last page has no next_cursor. Filters combine: a device must match all of them.
+//	@Tags			devices
+//	@Produce		json
+//	@Param			schema	query		string		false	"Only devices of this schema"										example(thermostat)
+//	@Param			label	query		[]string	false	"Only devices with this label, as key:value; repeat for several"	collectionFormat(multi)	example(room:kitchen)
+//	@Param			online	query		bool		false	"Only devices whose presence is (true) or is not (false) available"
+//	@Param			limit	query		int			false	"Page size"	minimum(1)	maximum(1000)	default(100)
+//	@Param			cursor	query		string		false	"next_cursor of the previous page"
+//	@Success		200		{object}	api.DeviceList
+//	@Failure		400		{object}	api.ErrorResponse	"A bad label, online, limit or cursor"
+//	@Failure		500		{object}	api.ErrorResponse
+//	@Failure		503		{object}	api.ErrorResponse
+//	@Router			/v1/devices [get]
+func (h *deviceHandler) list(c echo.Context) error {
+	var q listDevicesQuery
+	var err error
+	if q.Labels, err = labelsQuery(c.QueryParams()["label"]); err != nil {
+		return err
+	}
+	if q.Online, err = queryBool(c, "online"); err != nil {
+		return err
+	}
+	if q.Limit, err = queryInt(c, "limit", DefaultPageLimit); err != nil {
+		return err
+	}
+	q.Schema, q.Cursor = c.QueryParam("schema"), c.QueryParam("cursor")
+	if err := c.Validate(&q); err != nil {
+		return err
+	}
+	page, err := h.svc.Devices(c.Request().Context(), devices.DeviceFilter{
+		Schema: q.Schema, Labels: q.Labels, Online: q.Online, Limit: q.Limit, Cursor: q.Cursor,
+	})
+	if err != nil {
+		return fmt.Errorf("list devices: %w", err)
+	}
+	out := DeviceList{Items: make([]Device, 0, len(page.Items)), NextCursor: page.NextCursor}
+	for _, d := range page.Items {
+		out.Items = append(out.Items, deviceOf(d))
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+// labelsQuery parses label filters, each "key:value". Errors: invalid.
+func labelsQuery(vs []string) (map[string]string, error) {
+	if len(vs) == 0 {
+		return nil, nil
+	}
+	labels := make(map[string]string, len(vs))
+	for _, v := range vs {
+		k, val, ok := strings.Cut(v, ":")
+		if !ok || k == "" {
+			return nil, devices.Errorf(devices.EInvalid, "label %q must be key:value, for example room:kitchen", v)
+		}
+		if _, dup := labels[k]; dup {
+			return nil, devices.Errorf(devices.EInvalid, "label %q is given twice; a device has one value per label", k)
+		}
+		labels[k] = val
+	}
+	if err := devices.ValidateLabels(labels); err != nil {
+		return nil, err
+	}
+	return labels, nil
+}
+
+// get returns a device.
+//
+//	@Summary		Get a device
+//	@Description	Returns a registered device. The JID in the path must be URL-escaped (thermo1%40example.com).
+//	@Tags			devices
+//	@Produce		json
+//	@Param			jid	path		string	true	"Bare JID, URL-escaped"	example(thermo1@example.com)
+//	@Success		200	{object}	api.Device
+//	@Failure		400	{object}	api.ErrorResponse	"Not a valid bare JID"
+//	@Failure		404	{object}	api.ErrorResponse	"No such device"
+//	@Failure		500	{object}	api.ErrorResponse
+//	@Failure		503	{object}	api.ErrorResponse
+//	@Router			/v1/devices/{jid} [get]
+func (h *deviceHandler) get(c echo.Context) error {
+	jid, err := h.jid(c)
+	if err != nil {
+		return err
+	}
+	d, err := h.svc.Device(c.Request().Context(), jid)
+	if err != nil {
+		return fmt.Errorf("get device: %w", err)
+	}
+	return c.JSON(http.StatusOK, deviceOf(d))
+}
+
+// update changes a device.
+//
+//	@Summary		Change a device
+//	@Description	Changes a device's name, labels or schema version; absent fields are left alone. labels replaces all labels ({} removes them). schema_version moves the device to another version of its schema, which must exist.
+//	@Tags			devices
+//	@Accept			json
+//	@Produce		json
+//	@Param			jid		path		string					true	"Bare JID, URL-escaped"	example(thermo1@example.com)
+//	@Param			changes	body		api.UpdateDeviceRequest	true	"The changes"
+//	@Success		200		{object}	api.Device
+//	@Failure		400		{object}	api.ErrorResponse{details=[]api.FieldError}	"Bad JSON, not a valid bare JID, bad labels, or an unknown schema version"
+//	@Failure		404		{object}	api.ErrorResponse							"No such device"
+//	@Failure		413		{object}	api.ErrorResponse							"Body too large"
+//	@Failure		415		{object}	api.ErrorResponse							"Body is not JSON"
+//	@Failure		500		{object}	api.ErrorResponse
+//	@Failure		503		{object}	api.ErrorResponse
+//	@Router			/v1/devices/{jid} [patch]
+func (h *deviceHandler) update(c echo.Context) error {
+	jid, err := h.jid(c)
+	if err != nil {
+		return err
+	}
+	var req UpdateDeviceRequest
+	if err := bind(c, &req); err != nil {
+		return err
+	}
+	d, err := h.svc.Update(c.Request().Context(), jid, devices.DeviceUpdate{
+		Name: req.Name, Labels: req.Labels, SchemaVersion: req.SchemaVersion,
+	})
+	if err != nil {
+		return fmt.Errorf("update device: %w", err)
+	}
+	return c.JSON(http.StatusOK, deviceOf(d))
+}
+
+// delete removes a device.
+//
+//	@Summary		Delete a device
+//	@Description	Deletes a device together with all its readings and rejections; they cannot be recovered. The XMPP account itself is not touched.
+//	@Tags			devices
+//	@Produce		json
+//	@Param			jid	path	string	true	"Bare JID, URL-escaped"	example(thermo1@example.com)
+//	@Success		204	"Deleted, with its readings and rejections"
+//	@Failure		400	{object}	api.ErrorResponse	"Not a valid bare JID"
+//	@Failure		404	{object}	api.ErrorResponse	"No such device"
+//	@Failure		500	{object}	api.ErrorResponse
+//	@Failure		503	{object}	api.ErrorResponse
+//	@Router			/v1/devices/{jid} [delete]
+func (h *deviceHandler) delete(c echo.Context) error {
+	jid, err := h.jid(c)
+	if err != nil {
+		return err
+	}
+	if err := h.svc.Delete(c.Request().Context(), jid); err != nil {
+		return fmt.Errorf("delete device: %w", err)
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+// state returns a device's current state.
+//
+//	@Summary		Get a device's state
+//	@Description	Returns whether the device is online (false until iotgate has seen its presence), when its last reading arrived and that reading (null before the first).
+//	@Tags			devices
+//	@Produce		json
+//	@Param			jid	path		string	true	"Bare JID, URL-escaped"	example(thermo1@example.com)
+//	@Success		200	{object}	api.DeviceState
+//	@Failure		400	{object}	api.ErrorResponse	"Not a valid bare JID"
+//	@Failure		404	{object}	api.ErrorResponse	"No such device"
+//	@Failure		500	{object}	api.ErrorResponse
+//	@Failure		503	{object}	api.ErrorResponse
+//	@Router			/v1/devices/{jid}/state [get]
+func (h *deviceHandler) state(c echo.Context) error {
+	jid, err := h.jid(c)
+	if err != nil {
+		return err
+	}
+	st, err := h.svc.State(c.Request().Context(), jid)
+	if err != nil {
+		return fmt.Errorf("get device state: %w", err)
+	}
+	out := DeviceState{JID: st.JID, Online: st.Online, LastSeenAt: st.LastSeenAt}
+	if st.Reading != nil {
+		r := readingOf(st.Reading)
+		out.Reading = &r
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+// readings lists a device's readings.
+//
+//	@Summary		List a device's readings
+//	@Description	Lists the readings a device sent that its schema accepted, newest first by default, a page at a time: pass next_cursor as cursor (with the same since, until and order) to get the next page; the last page has no next_cursor.
+//	@Tags			devices
+//	@Produce		json
+//	@Param			jid		path		string	true	"Bare JID, URL-escaped"														example(thermo1@example.com)
+//	@Param			since	query		string	false	"Only readings received at or after this time (RFC 3339; escape + as %2B)"	format(date-time)	example(2026-01-02T00:00:00Z)
+//	@Param			until	query		string	false	"Only readings received before this time (RFC 3339; escape + as %2B)"		format(date-time)	example(2026-01-03T00:00:00Z)
+//	@Param			limit	query		int		false	"Page size"																	minimum(1)			maximum(1000)	default(100)
+//	@Param			cursor	query		string	false	"next_cursor of the previous page"
+//	@Param			order	query		string	false	"Newest (desc) or oldest (asc) first"	Enums(desc, asc)	default(desc)
+//	@Success		200		{object}	api.ReadingList
+//	@Failure		400		{object}	api.ErrorResponse{details=[]api.FieldError}	"Not a valid bare JID, or a bad since, until, limit, cursor or order"
+//	@Failure		404		{object}	api.ErrorResponse							"No such device"
+//	@Failure		500		{object}	api.ErrorResponse
+//	@Failure		503		{object}	api.ErrorResponse
+//	@Router			/v1/devices/{jid}/readings [get]
+func (h *deviceHandler) readings(c echo.Context) error {
+	jid, err := h.jid(c)
+	if err != nil {
+		return err
+	}
+	f, err := readingFilter(c)
+	if err != nil {
+		return err
+	}
+	page, err := h.svc.Readings(c.Request().Context(), jid, f)
+	if err != nil {
+		return fmt.Errorf("list readings: %w", err)
+	}
+	out := ReadingList{Items: make([]Reading, 0, len(page.Items)), NextCursor: page.NextCursor}
+	for _, r := range page.Items {
+		out.Items = append(out.Items, readingOf(r))
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+// rejections lists a device's refused payloads.
+//
+//	@Summary		List a device's rejections
+//	@Description	Lists the payloads iotgate refused from a device (not valid against its schema, or in no namespace of it) with the reason, newest first by default, paged like the readings. Payloads are truncated.
+//	@Tags			devices
+//	@Produce		json
+//	@Param			jid		path		string	true	"Bare JID, URL-escaped"												example(thermo1@example.com)
+//	@Param			since	query		string	false	"Only rejections at or after this time (RFC 3339; escape + as %2B)"	format(date-time)	example(2026-01-02T00:00:00Z)
+//	@Param			until	query		string	false	"Only rejections before this time (RFC 3339; escape + as %2B)"		format(date-time)	example(2026-01-03T00:00:00Z)
+//	@Param			limit	query		int		false	"Page size"															minimum(1)			maximum(1000)	default(100)
+//	@Param			cursor	query		string	false	"next_cursor of the previous page"
+//	@Param			order	query		string	false	"Newest (desc) or oldest (asc) first"	Enums(desc, asc)	default(desc)
+//	@Success		200		{object}	api.RejectionList
+//	@Failure		400		{object}	api.ErrorResponse{details=[]api.FieldError}	"Not a valid bare JID, or a bad since, until, limit, cursor or order"
+//	@Failure		404		{object}	api.ErrorResponse							"No such device"
+//	@Failure		500		{object}	api.ErrorResponse
+//	@Failure		503		{object}	api.ErrorResponse
+//	@Router			/v1/devices/{jid}/rejections [get]
+func (h *deviceHandler) rejections(c echo.Context) error {
+	jid, err := h.jid(c)
+	if err != nil {
+		return err
+	}
+	f, err := readingFilter(c)
+	if err != nil {
+		return err
+	}
+	page, err := h.svc.Rejections(c.Request().Context(), jid, f)
+	if err != nil {
+		return fmt.Errorf("list rejections: %w", err)
+	}
+	out := RejectionList{Items: make([]Rejection, 0, len(page.Items)), NextCursor: page.NextCursor}
+	for _, r := range page.Items {
+		out.Items = append(out.Items, Rejection{ID: r.ID, ReceivedAt: r.ReceivedAt, Via: r.Via, Reason: r.Reason, Payload: r.Payload})
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+// readingFilter parses and validates the paging query of readings and
+// rejections. Errors: invalid.
+func readingFilter(c echo.Context) (devices.ReadingFilter, error) {
+	q := pageQuery{Order: c.QueryParam("order"), Cursor: c.QueryParam("cursor")}
+	if q.Order == "" {
+		q.Order = "desc"
+	}
+	var err error
+	if q.Since, err = queryTime(c, "since"); err != nil {
+		return devices.ReadingFilter{}, err
+	}
+	if q.Until, err = queryTime(c, "until"); err != nil {
+		return devices.ReadingFilter{}, err
+	}
+	if q.Limit, err = queryInt(c, "limit", DefaultPageLimit); err != nil {
+		return devices.ReadingFilter{}, err
+	}
+	if err := c.Validate(&q); err != nil {
+		return devices.ReadingFilter{}, err
+	}
+	if q.Since != nil && q.Until != nil && q.Until.Before(*q.Since) {
+		return devices.ReadingFilter{}, devices.Errorf(devices.EInvalid, "until is before since")
+	}
+	return devices.ReadingFilter{Since: q.Since, Until: q.Until, Limit: q.Limit, Cursor: q.Cursor, Desc: q.Order == "desc"}, nil
+}

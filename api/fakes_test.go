@@ -1,0 +1,364 @@
+package api
+
+import (
+	"context"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate/schemas"
+	"github.com/iotgate/iotgate/schemas/xsd"
+)
+
+// The fakes below keep state in memory and answer with the error codes the
+// real implementations document: enough to test the HTTP mapping. The real
+// stack is tested end to end in cmd/iotgate.
+
+var testTime = time.Date(2026, 1, 2, 15, 4, 5, 0, time.UTC)
+
+// brokenXSD makes fakeSchemas.Register fail as the registry does for an
+// XSD that does not compile.
+const brokenXSD = "<xs:schema xmlns:xs='http://www.w3.org/2001/XMLSchema'>\n<xs:element name='a' type='xs:nope'/></xs:schema>"
+
+// compileIssues are the issues fakeSchemas reports for brokenXSD.
+var compileIssues = []xsd.CompileIssue{
+	{Line: 2, Message: "Element '{http://www.w3.org/2001/XMLSchema}element', attribute 'type': The QName value '{http://www.w3.org/2001/XMLSchema}nope' does not resolve to a(n) type definition."},
+	{Line: 0, Message: "schema does not compile"},
+}
+
+// fakeSchemas is an in-memory SchemaRegistry.
+type fakeSchemas struct {
+	mu       sync.Mutex
+	versions map[string][]*schemas.Schema
+	// used are the versions devices use: Delete refuses them.
+	used map[schemas.Ref]bool
+	// err, when set, is what every method returns.
+	err error
+}
+
+func newFakeSchemas() *fakeSchemas {
+	return &fakeSchemas{versions: map[string][]*schemas.Schema{}, used: map[schemas.Ref]bool{}}
+}
+
+// add registers versions of name directly.
+func (f *fakeSchemas) add(name string, n int) {
+	for i := range n {
+		f.versions[name] = append(f.versions[name], &schemas.Schema{
+			Name: name, Version: i + 1, Description: name + " schema",
+			TargetNamespace: "urn:example:" + name, GlobalElements: []string{"reading"},
+			CreatedAt: testTime, XSD: "<xs:schema targetNamespace='urn:example:" + name + "'/>",
+		})
+	}
+}
+
+func (f *fakeSchemas) Register(_ context.Context, name, src, description string) (*schemas.Schema, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return nil, f.err
+	}
+	if err := schemas.ValidateName(name); err != nil {
+		return nil, err
+	}
+	if src == brokenXSD {
+		return nil, &devices.Error{
+			Code: devices.EUnprocessable, Message: "schema does not compile",
+			Fields: compileIssues, Err: &xsd.CompileError{Issues: compileIssues},
+		}
+	}
+	s := &schemas.Schema{
+		Name: name, Version: len(f.versions[name]) + 1, Description: description,
+		TargetNamespace: "urn:example:" + name, GlobalElements: []string{"reading", "state"},
+		CreatedAt: testTime, XSD: src,
+		Imports: map[string]schemas.Ref{"urn:example:units": {Name: "units", Version: 1}},
+	}
+	f.versions[name] = append(f.versions[name], s)
+	return s, nil
+}
+
+func (f *fakeSchemas) Get(_ context.Context, name string, version int) (*schemas.Schema, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return nil, f.err
+	}
+	vs := f.versions[name]
+	if version == 0 && len(vs) > 0 {
+		return vs[len(vs)-1], nil
+	}
+	for _, s := range vs {
+		if s.Version == version {
+			return s, nil
+		}
+	}
+	return nil, devices.Errorf(devices.ENotFound, "schema %s version %d not found", name, version)
+}
+
+func (f *fakeSchemas) Versions(_ context.Context, name string) ([]*schemas.Schema, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return nil, f.err
+	}
+	if len(f.versions[name]) == 0 {
+		return nil, devices.Errorf(devices.ENotFound, "schema %s not found", name)
+	}
+	return slices.Clone(f.versions[name]), nil
+}
+
+func (f *fakeSchemas) List(context.Context) ([]*schemas.Schema, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return nil, f.err
+	}
+	var out []*schemas.Schema
+	for _, name := range slices.Sorted(maps.Keys(f.versions)) {
+		if vs := f.versions[name]; len(vs) > 0 {
+			out = append(out, vs[len(vs)-1])
+		}
+	}
+	return out, nil
+}
+
+func (f *fakeSchemas) Delete(_ context.Context, name string, version int) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return f.err
+	}
+	if f.used[schemas.Ref{Name: name, Version: version}] {
+		return devices.Errorf(devices.EConflict, "schema %s version %d is used by devices", name, version)
+	}
+	vs := f.versions[name]
+	for i, s := range vs {
+		if s.Version == version {
+			f.versions[name] = slices.Delete(vs, i, i+1)
+			return nil
+		}
+	}
+	return devices.Errorf(devices.ENotFound, "schema %s version %d not found", name, version)
+}
+
+// fakeDevices is an in-memory DeviceService. It knows one schema,
+// "thermostat", at versions 1 and 2, and records the arguments of its
+// last calls.
+type fakeDevices struct {
+	mu         sync.Mutex
+	devs       map[string]*devices.Device
+	online     map[string]bool
+	readings   map[string][]*devices.Reading
+	rejections map[string][]*devices.Rejection
+	err        error
+
+	lastJID           string
+	lastDeviceFilter  devices.DeviceFilter
+	lastUpdate        devices.DeviceUpdate
+	lastReadingFilter devices.ReadingFilter
+}
+
+func newFakeDevices() *fakeDevices {
+	return &fakeDevices{
+		devs:       map[string]*devices.Device{},
+		online:     map[string]bool{},
+		readings:   map[string][]*devices.Reading{},
+		rejections: map[string][]*devices.Rejection{},
+	}
+}
+
+// add registers a device directly.
+func (f *fakeDevices) add(jid string, labels map[string]string) *devices.Device {
+	d := &devices.Device{JID: jid, Name: jid, Labels: labels, Schema: "thermostat", SchemaVersion: 2, CreatedAt: testTime, UpdatedAt: testTime}
+	f.devs[jid] = d
+	return d
+}
+
+const latestThermostat = 2
+
+func (f *fakeDevices) Register(_ context.Context, d *devices.Device) (*devices.Device, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return nil, f.err
+	}
+	j, err := devices.NormalizeJID(d.JID)
+	if err != nil {
+		return nil, err
+	}
+	d.JID = j
+	if err := d.Validate(); err != nil {
+		return nil, err
+	}
+	if d.Schema != "thermostat" || d.SchemaVersion > latestThermostat {
+		return nil, devices.Errorf(devices.EInvalid, "schema %s version %d not found", d.Schema, d.SchemaVersion)
+	}
+	if d.SchemaVersion == 0 {
+		d.SchemaVersion = latestThermostat
+	}
+	if _, ok := f.devs[j]; ok {
+		return nil, devices.Errorf(devices.EConflict, "device %s is already registered", j)
+	}
+	d.CreatedAt, d.UpdatedAt = testTime, testTime
+	if d.Labels == nil {
+		d.Labels = map[string]string{}
+	}
+	f.devs[j] = d
+	return d, nil
+}
+
+// device looks a device up as the service does; f.mu must be held.
+func (f *fakeDevices) device(jid string) (*devices.Device, error) {
+	f.lastJID = jid
+	if f.err != nil {
+		return nil, f.err
+	}
+	j, err := devices.NormalizeJID(jid)
+	if err != nil {
+		return nil, err
+	}
+	d, ok := f.devs[j]
+	if !ok {
+		return nil, devices.Errorf(devices.ENotFound, "device %s is not registered", j)
+	}
+	return d, nil
+}
+
+func (f *fakeDevices) Device(_ context.Context, jid string) (*devices.Device, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.device(jid)
+}
+
+func (f *fakeDevices) Devices(_ context.Context, filter devices.DeviceFilter) (*devices.DevicePage, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lastDeviceFilter = filter
+	if f.err != nil {
+		return nil, f.err
+	}
+	page := &devices.DevicePage{Items: []*devices.Device{}}
+	for _, j := range slices.Sorted(maps.Keys(f.devs)) {
+		d := f.devs[j]
+		switch {
+		case filter.Cursor != "" && j <= filter.Cursor,
+			filter.Schema != "" && d.Schema != filter.Schema,
+			filter.Online != nil && f.online[j] != *filter.Online:
+			continue
+		}
+		match := true
+		for k, v := range filter.Labels {
+			if d.Labels[k] != v {
+				match = false
+			}
+		}
+		if !match {
+			continue
+		}
+		if len(page.Items) == filter.Limit {
+			page.NextCursor = page.Items[len(page.Items)-1].JID
+			break
+		}
+		page.Items = append(page.Items, d)
+	}
+	return page, nil
+}
+
+func (f *fakeDevices) Update(_ context.Context, jid string, u devices.DeviceUpdate) (*devices.Device, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lastUpdate = u
+	d, err := f.device(jid)
+	if err != nil {
+		return nil, err
+	}
+	if u.Labels != nil {
+		if err := devices.ValidateLabels(*u.Labels); err != nil {
+			return nil, err
+		}
+	}
+	if u.SchemaVersion != nil && *u.SchemaVersion > latestThermostat {
+		return nil, devices.Errorf(devices.EInvalid, "that schema version does not exist")
+	}
+	out := *d
+	if u.Name != nil {
+		out.Name = *u.Name
+	}
+	if u.Labels != nil {
+		out.Labels = *u.Labels
+	}
+	if u.SchemaVersion != nil {
+		out.SchemaVersion = *u.SchemaVersion
+	}
+	out.UpdatedAt = testTime.Add(time.Hour)
+	f.devs[d.JID] = &out
+	return &out, nil
+}
+
+func (f *fakeDevices) Delete(_ context.Context, jid string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	d, err := f.device(jid)
+	if err != nil {
+		return err
+	}
+	delete(f.devs, d.JID)
+	delete(f.readings, d.JID)
+	delete(f.rejections, d.JID)
+	return nil
+}
+
+func (f *fakeDevices) State(_ context.Context, jid string) (*devices.State, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	d, err := f.device(jid)
+	if err != nil {
+		return nil, err
+	}
+	st := &devices.State{JID: d.JID, Online: f.online[d.JID], LastSeenAt: d.LastSeenAt}
+	if rs := f.readings[d.JID]; len(rs) > 0 {
+		st.Reading = rs[len(rs)-1]
+	}
+	return st, nil
+}
+
+// page returns the items after the cursor (an index), limit at most.
+func page[T any](items []T, filter devices.ReadingFilter) ([]T, string) {
+	start := 0
+	if filter.Cursor != "" {
+		start = len(filter.Cursor) // the fake's cursors are "+", "++", ...
+	}
+	start = min(start, len(items))
+	end := min(start+filter.Limit, len(items))
+	next := ""
+	if end < len(items) {
+		next = strings.Repeat("+", end)
+	}
+	return items[start:end], next
+}
+
+func (f *fakeDevices) Readings(_ context.Context, jid string, filter devices.ReadingFilter) (*devices.ReadingPage, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lastReadingFilter = filter
+	d, err := f.device(jid)
+	if err != nil {
+		return nil, err
+	}
+	items, next := page(f.readings[d.JID], filter)
+	return &devices.ReadingPage{Items: items, NextCursor: next}, nil
+}
+
+func (f *fakeDevices) Rejections(_ context.Context, jid string, filter devices.ReadingFilter) (*devices.RejectionPage, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lastReadingFilter = filter
+	d, err := f.device(jid)
+	if err != nil {
+		return nil, err
+	}
+	items, next := page(f.rejections[d.JID], filter)
+	return &devices.RejectionPage{Items: items, NextCursor: next}, nil
+}

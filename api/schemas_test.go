@@ -1,0 +1,295 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"maps"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/iotgate/iotgate/schemas"
+)
+
+// newAPI returns a server with the given registry and device service; nil
+// interfaces leave their routes out.
+func newAPI(t *testing.T, reg SchemaRegistry, svc DeviceService) *Server {
+	t.Helper()
+	return New(Config{}, Deps{Schemas: reg, Devices: svc})
+}
+
+// apiCase is one request to the API and what must come back.
+type apiCase struct {
+	name   string
+	method string
+	target string
+	body   string
+	ctype  string // default application/json when there is a body
+	status int
+	// code and message (a substring), for error responses.
+	code, message string
+	// check, if set, looks at the response further.
+	check func(t *testing.T, rec *httptest.ResponseRecorder)
+}
+
+// run serves tt against h and checks the status and, for errors, the
+// ErrorResponse.
+func (tt apiCase) run(t *testing.T, h http.Handler) *httptest.ResponseRecorder {
+	t.Helper()
+	method := tt.method
+	if method == "" {
+		method = http.MethodGet
+	}
+	var header []string
+	if tt.body != "" || tt.ctype != "" {
+		ctype := tt.ctype
+		if ctype == "" {
+			ctype = echo.MIMEApplicationJSON
+		}
+		header = append(header, echo.HeaderContentType, ctype)
+	}
+	rec := do(t, h, method, tt.target, strings.NewReader(tt.body), header...)
+	if rec.Code != tt.status {
+		t.Fatalf("%s %s = %d, want %d (body %s)", method, tt.target, rec.Code, tt.status, rec.Body.String())
+	}
+	if tt.status >= 400 && method != http.MethodHead {
+		got := decode[ErrorResponse](t, rec)
+		if tt.code != "" && got.Code != tt.code {
+			t.Errorf("code = %q, want %q", got.Code, tt.code)
+		}
+		if !strings.Contains(got.Message, tt.message) {
+			t.Errorf("message = %q, want it to contain %q", got.Message, tt.message)
+		}
+	}
+	if tt.check != nil {
+		tt.check(t, rec)
+	}
+	return rec
+}
+
+// jsonKeys returns the sorted keys of a JSON object.
+func jsonKeys(t *testing.T, raw []byte) []string {
+	t.Helper()
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &m); err != nil {
+		t.Fatalf("not a JSON object: %s: %v", raw, err)
+	}
+	return slices.Sorted(maps.Keys(m))
+}
+
+func wantKeys(t *testing.T, raw []byte, want ...string) {
+	t.Helper()
+	slices.Sort(want)
+	if got := jsonKeys(t, raw); !slices.Equal(got, want) {
+		t.Errorf("keys = %v, want %v in %s", got, want, raw)
+	}
+}
+
+var schemaKeys = []string{"name", "version", "description", "target_namespace", "global_elements", "imports", "created_at"}
+
+func TestSchemas(t *testing.T) {
+	createBody := func(name, xsd string) string {
+		b, _ := json.Marshal(CreateSchemaRequest{Name: name, XSD: xsd, Description: "kitchen"})
+		return string(b)
+	}
+	tests := []apiCase{
+		{name: "CreateOK", method: http.MethodPost, target: "/v1/schemas", body: createBody("thermostat", "<xs:schema/>"), status: http.StatusCreated,
+			check: func(t *testing.T, rec *httptest.ResponseRecorder) {
+				if loc := rec.Header().Get(echo.HeaderLocation); loc != "/v1/schemas/thermostat/versions/3" {
+					t.Errorf("Location = %q", loc)
+				}
+				wantKeys(t, rec.Body.Bytes(), schemaKeys...)
+				got := decode[Schema](t, rec)
+				want := Schema{Name: "thermostat", Version: 3, Description: "kitchen", TargetNamespace: "urn:example:thermostat",
+					GlobalElements: []string{"reading", "state"}, CreatedAt: testTime,
+					Imports: map[string]SchemaRef{"urn:example:units": {Name: "units", Version: 1}}}
+				if !schemaEqual(got, want) {
+					t.Errorf("schema = %+v, want %+v", got, want)
+				}
+			}},
+		{name: "CreateBadJSON", method: http.MethodPost, target: "/v1/schemas", body: `{"name":`, status: http.StatusBadRequest, code: "invalid"},
+		{name: "CreateWrongType", method: http.MethodPost, target: "/v1/schemas", body: `{"name":1,"xsd":"x"}`, status: http.StatusBadRequest, code: "invalid"},
+		{name: "CreateNoBody", method: http.MethodPost, target: "/v1/schemas", ctype: echo.MIMEApplicationJSON, status: http.StatusBadRequest, code: "invalid"},
+		{name: "CreateMissingName", method: http.MethodPost, target: "/v1/schemas", body: `{"xsd":"<xs:schema/>"}`, status: http.StatusBadRequest, code: "invalid", message: "name is required",
+			check: func(t *testing.T, rec *httptest.ResponseRecorder) {
+				var got struct{ Details []FieldError }
+				if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil || len(got.Details) != 1 || got.Details[0].Field != "name" {
+					t.Errorf("details = %+v (%v), want one about name", got.Details, err)
+				}
+			}},
+		{name: "CreateMissingXSD", method: http.MethodPost, target: "/v1/schemas", body: `{"name":"x"}`, status: http.StatusBadRequest, code: "invalid", message: "xsd is required"},
+		{name: "CreateBadName", method: http.MethodPost, target: "/v1/schemas", body: createBody("Not/A Name", "<xs:schema/>"), status: http.StatusBadRequest, code: "invalid", message: "lowercase"},
+		{name: "CreateNotJSON", method: http.MethodPost, target: "/v1/schemas", body: "name=x", ctype: "text/plain", status: http.StatusUnsupportedMediaType, code: "unsupported_media_type"},
+		{name: "CreateDoesNotCompile", method: http.MethodPost, target: "/v1/schemas", body: createBody("broken", brokenXSD), status: http.StatusUnprocessableEntity, code: "unprocessable", message: "schema does not compile",
+			check: func(t *testing.T, rec *httptest.ResponseRecorder) {
+				var got struct {
+					Details []CompileIssue `json:"details"`
+				}
+				if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil {
+					t.Fatal(err)
+				}
+				want := []CompileIssue{{Line: compileIssues[0].Line, Message: compileIssues[0].Message}, {Line: 0, Message: compileIssues[1].Message}}
+				if !slices.Equal(got.Details, want) {
+					t.Errorf("details = %+v, want %+v", got.Details, want)
+				}
+				if rec.Header().Get(echo.HeaderLocation) != "" {
+					t.Errorf("Location set on an error")
+				}
+			}},
+
+		{name: "List", target: "/v1/schemas", status: http.StatusOK,
+			check: func(t *testing.T, rec *httptest.ResponseRecorder) {
+				wantKeys(t, rec.Body.Bytes(), "items")
+				got := decode[SchemaList](t, rec)
+				if len(got.Items) != 2 || got.Items[0].Name != "multisensor" || got.Items[0].Version != 1 ||
+					got.Items[1].Name != "thermostat" || got.Items[1].Version != 2 {
+					t.Errorf("items = %+v, want the latest version of each", got.Items)
+				}
+			}},
+		{name: "Latest", target: "/v1/schemas/thermostat", status: http.StatusOK,
+			check: func(t *testing.T, rec *httptest.ResponseRecorder) {
+				wantKeys(t, rec.Body.Bytes(), "name", "version", "description", "target_namespace", "global_elements", "created_at")
+				if got := decode[Schema](t, rec); got.Version != 2 {
+					t.Errorf("version = %d, want the latest, 2", got.Version)
+				}
+			}},
+		{name: "LatestNotFound", target: "/v1/schemas/nope", status: http.StatusNotFound, code: "not_found", message: "nope"},
+		{name: "Versions", target: "/v1/schemas/thermostat/versions", status: http.StatusOK,
+			check: func(t *testing.T, rec *httptest.ResponseRecorder) {
+				got := decode[SchemaList](t, rec)
+				if len(got.Items) != 2 || got.Items[0].Version != 1 || got.Items[1].Version != 2 {
+					t.Errorf("items = %+v, want versions 1 and 2", got.Items)
+				}
+			}},
+		{name: "VersionsNotFound", target: "/v1/schemas/nope/versions", status: http.StatusNotFound, code: "not_found"},
+		{name: "Version", target: "/v1/schemas/thermostat/versions/1", status: http.StatusOK,
+			check: func(t *testing.T, rec *httptest.ResponseRecorder) {
+				if got := decode[Schema](t, rec); got.Name != "thermostat" || got.Version != 1 || got.CreatedAt != testTime {
+					t.Errorf("schema = %+v", got)
+				}
+				if strings.Contains(rec.Body.String(), "xs:schema") {
+					t.Errorf("JSON carries the XSD: %s", rec.Body.String())
+				}
+			}},
+		{name: "VersionNotFound", target: "/v1/schemas/thermostat/versions/9", status: http.StatusNotFound, code: "not_found"},
+		{name: "VersionNotANumber", target: "/v1/schemas/thermostat/versions/latest", status: http.StatusBadRequest, code: "invalid", message: "version must be a positive integer"},
+		{name: "VersionZero", target: "/v1/schemas/thermostat/versions/0", status: http.StatusBadRequest, code: "invalid"},
+		{name: "VersionNegative", target: "/v1/schemas/thermostat/versions/-1", status: http.StatusBadRequest, code: "invalid"},
+		{name: "XSD", target: "/v1/schemas/thermostat/versions/2/xsd", status: http.StatusOK,
+			check: func(t *testing.T, rec *httptest.ResponseRecorder) {
+				if ct := rec.Header().Get(echo.HeaderContentType); !strings.HasPrefix(ct, "application/xml") {
+					t.Errorf("Content-Type = %q, want application/xml", ct)
+				}
+				if got, want := rec.Body.String(), "<xs:schema targetNamespace='urn:example:thermostat'/>"; got != want {
+					t.Errorf("body = %q, want %q", got, want)
+				}
+			}},
+		{name: "XSDNotFound", target: "/v1/schemas/thermostat/versions/9/xsd", status: http.StatusNotFound, code: "not_found",
+			check: func(t *testing.T, rec *httptest.ResponseRecorder) {
+				if ct := rec.Header().Get(echo.HeaderContentType); !strings.HasPrefix(ct, echo.MIMEApplicationJSON) {
+					t.Errorf("error Content-Type = %q, want JSON", ct)
+				}
+			}},
+		{name: "Delete", method: http.MethodDelete, target: "/v1/schemas/thermostat/versions/2", status: http.StatusNoContent,
+			check: func(t *testing.T, rec *httptest.ResponseRecorder) {
+				if rec.Body.Len() != 0 {
+					t.Errorf("body = %q, want none", rec.Body.String())
+				}
+			}},
+		{name: "DeleteUsed", method: http.MethodDelete, target: "/v1/schemas/thermostat/versions/1", status: http.StatusConflict, code: "conflict", message: "used by devices"},
+		{name: "DeleteNotFound", method: http.MethodDelete, target: "/v1/schemas/thermostat/versions/7", status: http.StatusNotFound, code: "not_found"},
+		{name: "DeleteBadVersion", method: http.MethodDelete, target: "/v1/schemas/thermostat/versions/x", status: http.StatusBadRequest, code: "invalid"},
+		{name: "MethodNotAllowed", method: http.MethodPut, target: "/v1/schemas/thermostat", status: http.StatusMethodNotAllowed, code: "method_not_allowed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			reg := newFakeSchemas()
+			reg.add("thermostat", 2)
+			reg.add("multisensor", 1)
+			reg.used[schemas.Ref{Name: "thermostat", Version: 1}] = true
+			tt.run(t, newAPI(t, reg, nil))
+		})
+	}
+
+	t.Run("ListEmpty", func(t *testing.T) {
+		rec := apiCase{target: "/v1/schemas", status: http.StatusOK}.run(t, newAPI(t, newFakeSchemas(), nil))
+		if got := strings.TrimSpace(rec.Body.String()); got != `{"items":[]}` {
+			t.Errorf("body = %s, want {\"items\":[]}", got)
+		}
+	})
+
+	t.Run("ErrInternal", func(t *testing.T) {
+		reg := newFakeSchemas()
+		reg.err = errors.New("pq: connection to 10.0.0.1 refused")
+		rec := apiCase{target: "/v1/schemas", status: http.StatusInternalServerError, code: "internal", message: "internal error"}.run(t, newAPI(t, reg, nil))
+		if strings.Contains(rec.Body.String(), "10.0.0.1") {
+			t.Errorf("body leaks the cause: %s", rec.Body.String())
+		}
+	})
+
+	t.Run("NotRegisteredWithoutRegistry", func(t *testing.T) {
+		apiCase{target: "/v1/schemas", status: http.StatusNotFound, code: "not_found"}.run(t, newAPI(t, nil, nil))
+	})
+}
+
+func schemaEqual(a, b Schema) bool {
+	return a.Name == b.Name && a.Version == b.Version && a.Description == b.Description &&
+		a.TargetNamespace == b.TargetNamespace && slices.Equal(a.GlobalElements, b.GlobalElements) &&
+		a.CreatedAt.Equal(b.CreatedAt) && maps.Equal(a.Imports, b.Imports)
+}
+
+// TestCompileIssueMatchesXSD checks that the documented shape of a 422's
+// details is what the xsd package's issues marshal to.
+func TestCompileIssueMatchesXSD(t *testing.T) {
+	b, err := json.Marshal(compileIssues[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantKeys(t, b, "line", "message")
+	var got CompileIssue
+	if err := json.Unmarshal(b, &got); err != nil || got.Line != compileIssues[0].Line || got.Message != compileIssues[0].Message {
+		t.Errorf("CompileIssue = %+v, %v", got, err)
+	}
+}
+
+// TestSwaggerDocumentsRegistries checks that the served OpenAPI description
+// has the registry endpoints and renders a reading's data as an object.
+func TestSwaggerDocumentsRegistries(t *testing.T) {
+	rec := apiCase{target: "/swagger/doc.json", status: http.StatusOK}.run(t, newAPI(t, newFakeSchemas(), newFakeDevices()))
+	var doc struct {
+		Paths       map[string]map[string]json.RawMessage `json:"paths"`
+		Definitions map[string]struct {
+			Properties map[string]struct {
+				Type string `json:"type"`
+			} `json:"properties"`
+		} `json:"definitions"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	for path, methods := range map[string][]string{
+		"/v1/schemas":                               {"get", "post"},
+		"/v1/schemas/{name}":                        {"get"},
+		"/v1/schemas/{name}/versions":               {"get"},
+		"/v1/schemas/{name}/versions/{version}":     {"get", "delete"},
+		"/v1/schemas/{name}/versions/{version}/xsd": {"get"},
+		"/v1/devices":                               {"get", "post"},
+		"/v1/devices/{jid}":                         {"get", "patch", "delete"},
+		"/v1/devices/{jid}/state":                   {"get"},
+		"/v1/devices/{jid}/readings":                {"get"},
+		"/v1/devices/{jid}/rejections":              {"get"},
+	} {
+		for _, m := range methods {
+			if _, ok := doc.Paths[path][m]; !ok {
+				t.Errorf("doc.json has no %s %s; regenerate docs (see api/doc.go)", m, path)
+			}
+		}
+	}
+	if typ := doc.Definitions["api.Reading"].Properties["data"].Type; typ != "object" {
+		t.Errorf("api.Reading.data has type %q, want object", typ)
+	}
+}

@@ -1,0 +1,149 @@
+package schemas_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate/schemas"
+	"github.com/iotgate/iotgate/schemas/xsd"
+)
+
+// memStore is an in-memory schemas.Store: enough for the registry's own
+// logic (error codes, versions); the PostgreSQL store has its own tests.
+type memStore struct {
+	mu       sync.Mutex
+	versions map[string][]*schemas.Schema
+}
+
+func newMemStore() *memStore { return &memStore{versions: map[string][]*schemas.Schema{}} }
+
+func (m *memStore) CreateSchemaVersion(_ context.Context, s *schemas.Schema) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s.Version = len(m.versions[s.Name]) + 1
+	m.versions[s.Name] = append(m.versions[s.Name], s)
+	return nil
+}
+
+func (m *memStore) SchemaVersion(_ context.Context, name string, version int) (*schemas.Schema, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	vs := m.versions[name]
+	if version == 0 && len(vs) > 0 {
+		return vs[len(vs)-1], nil
+	}
+	for _, s := range vs {
+		if s.Version == version {
+			return s, nil
+		}
+	}
+	return nil, devices.Errorf(devices.ENotFound, "schema %s version %d not found", name, version)
+}
+
+func (m *memStore) SchemaVersions(_ context.Context, name string) ([]*schemas.Schema, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.versions[name]) == 0 {
+		return nil, devices.Errorf(devices.ENotFound, "schema %s not found", name)
+	}
+	return slices.Clone(m.versions[name]), nil
+}
+
+func (m *memStore) Schemas(context.Context) ([]*schemas.Schema, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []*schemas.Schema
+	for _, vs := range m.versions {
+		out = append(out, vs[len(vs)-1])
+	}
+	return out, nil
+}
+
+func (m *memStore) SchemaByNamespace(_ context.Context, ns string) (*schemas.Schema, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, vs := range m.versions {
+		if s := vs[len(vs)-1]; s.TargetNamespace == ns {
+			return s, nil
+		}
+	}
+	return nil, devices.Errorf(devices.ENotFound, "no schema for namespace %s", ns)
+}
+
+func (m *memStore) DeleteSchemaVersion(context.Context, string, int) error {
+	return errors.New("not implemented")
+}
+
+const (
+	okXSD = `<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema" targetNamespace="urn:t" xmlns="urn:t" elementFormDefault="qualified">
+<xs:element name="r"><xs:complexType><xs:sequence><xs:element name="v" type="xs:int"/></xs:sequence></xs:complexType></xs:element>
+</xs:schema>`
+	brokenXSD = `<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema">
+<xs:element name="a" type="xs:nope"/>
+</xs:schema>`
+)
+
+// TestRegisterErrorCodes checks the split the transports rely on: a request
+// of the wrong shape is invalid (HTTP 400), an XSD that does not compile is
+// unprocessable (HTTP 422) and carries the compiler's issues.
+func TestRegisterErrorCodes(t *testing.T) {
+	tests := []struct {
+		name, schema, src string
+		code              string
+	}{
+		{"OK", "t", okXSD, ""},
+		{"ErrBadName", "Not A Name", okXSD, devices.EInvalid},
+		{"ErrDoesNotCompile", "broken", brokenXSD, devices.EUnprocessable},
+		{"ErrNotXML", "garbage", "<xs:schema", devices.EUnprocessable},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			reg := schemas.NewRegistry(newMemStore(), schemas.Config{})
+			s, err := reg.Register(t.Context(), tt.schema, tt.src, "")
+			if got := devices.ErrorCode(err); got != tt.code {
+				t.Fatalf("Register error = %v (code %q), want code %q", err, got, tt.code)
+			}
+			if tt.code == "" {
+				if s.Version != 1 || s.TargetNamespace != "urn:t" {
+					t.Errorf("schema = %+v", s)
+				}
+				return
+			}
+			if tt.code != devices.EUnprocessable {
+				return
+			}
+			var de *devices.Error
+			errors.As(err, &de)
+			issues, ok := de.Fields.([]xsd.CompileIssue)
+			if !ok || len(issues) == 0 || issues[0].Message == "" {
+				t.Errorf("Fields = %#v, want the compiler's issues", de.Fields)
+			}
+			var ce *xsd.CompileError
+			if !errors.As(err, &ce) {
+				t.Errorf("error %v does not wrap an *xsd.CompileError", err)
+			}
+		})
+	}
+}
+
+func TestValidateAndRenderErrorCode(t *testing.T) {
+	reg := schemas.NewRegistry(newMemStore(), schemas.Config{})
+	if _, err := reg.Register(t.Context(), "t", okXSD, ""); err != nil {
+		t.Fatal(err)
+	}
+	ps, _, err := reg.Compiled(t.Context(), "t", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ps.ValidateAndRender([]byte(`<r xmlns="urn:t"><v>1</v></r>`)); err != nil {
+		t.Fatalf("valid reading: %v", err)
+	}
+	_, err = ps.ValidateAndRender([]byte(`<r xmlns="urn:t"><v>warm</v></r>`))
+	if got := devices.ErrorCode(err); got != devices.EUnprocessable {
+		t.Errorf("invalid reading: %v (code %q), want unprocessable", err, got)
+	}
+}
