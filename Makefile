@@ -20,6 +20,10 @@ export PATH := $(PATH):/usr/local/go/bin
 GO ?= go
 # The whole CI run must stay well under its 90 minutes on 2 cores.
 TEST_TIMEOUT ?= 20m
+# Integration tests (real servers, started by internal/servers) sit
+# behind this build tag so that a bare `go test ./...` stays quick; `make
+# test` always runs them, and they fail, never skip, without their servers.
+TAGS ?= integration
 # More `go test` flags, e.g. make test TESTFLAGS='-run TestX -v'.
 TESTFLAGS ?=
 FUZZTIME ?= 20s
@@ -42,15 +46,15 @@ deps:
 	@bash scripts/deps.sh
 
 vet:
-	$(GO) vet ./...
+	$(GO) vet -tags '$(TAGS)' ./...
 
 test: deps
-	@echo "==> go vet ./..."
-	@$(GO) vet ./...
+	@echo "==> go vet -tags '$(TAGS)' ./..."
+	@$(GO) vet -tags '$(TAGS)' ./...
 	@echo "==> make docs-check"
 	@$(MAKE) --no-print-directory docs-check
-	@echo "==> go test -race ./... (integration tests start real PostgreSQL, Prosody and ejabberd)"
-	IOTGATE_INTEGRATION=1 CGO_ENABLED=1 $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(TESTFLAGS) ./...
+	@echo "==> go test -race -tags '$(TAGS)' ./... (integration tests start real PostgreSQL, Prosody and ejabberd)"
+	IOTGATE_INTEGRATION=1 CGO_ENABLED=1 $(GO) test -race -tags '$(TAGS)' -count=1 -timeout $(TEST_TIMEOUT) $(TESTFLAGS) ./...
 	@echo "==> make test: all passed"
 
 docs:
@@ -78,12 +82,12 @@ docs-check:
 # Lists the fuzz targets of every package (go test -list prints their names,
 # then "ok <package>"), and fuzzes each for FUZZTIME.
 fuzz:
-	@targets=$$($(GO) test -list '^Fuzz' ./... | \
+	@targets=$$($(GO) test -tags '$(TAGS)' -list '^Fuzz' ./... | \
 		awk '/^Fuzz/ { names[n++] = $$1; next } /^ok/ { for (i = 0; i < n; i++) print $$2, names[i]; n = 0 }'); \
 	if [ -z "$$targets" ]; then echo "fuzz: no fuzz targets"; exit 0; fi; \
 	while read -r pkg name; do \
 		echo "==> fuzz $$pkg $$name for $(FUZZTIME)"; \
-		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) "$$pkg"; \
+		$(GO) test -tags '$(TAGS)' -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) "$$pkg"; \
 	done <<< "$$targets"
 
 dev: deps

@@ -18,6 +18,8 @@ declare -A PKGS=(
 	[ejabberd]=/usr/sbin/ejabberdctl
 	[postgresql]=/usr/share/doc/postgresql
 	[libxml2-dev]=/usr/include/libxml2/libxml/parser.h
+	# xmllint: schemas/xsd's tests compare with it.
+	[libxml2-utils]=/usr/bin/xmllint
 	[pkg-config]=/usr/bin/pkg-config
 	[gcc]=/usr/bin/gcc
 	[openssl]=/usr/bin/openssl

@@ -1,3 +1,5 @@
+//go:build integration
+
 package servers
 
 import (
@@ -14,8 +16,9 @@ import (
 	"time"
 )
 
-// These are integration tests: they start the real servers and fail, never
-// skip, when a server can't start.
+// These are integration tests (build tag integration; make test sets it):
+// they start the real servers and fail, never skip, when a server can't
+// start.
 
 func TestMain(m *testing.M) { Main(m) }
 
