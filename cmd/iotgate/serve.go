@@ -1,0 +1,192 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/iotgate/iotgate/api"
+	"github.com/iotgate/iotgate/component"
+	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate/devices/postgres"
+	"github.com/iotgate/iotgate/migrations"
+	"github.com/iotgate/iotgate/schemas"
+)
+
+// The component implements what the API needs to report its health.
+var _ api.HealthCheck = (*component.Conn)(nil)
+
+// serve runs iotgate until ctx ends, then shuts down in reverse order of
+// start: HTTP, the XMPP stream, ingest, the database.
+func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
+	log.Info("starting iotgate", "version", buildVersion(), "domain", cfg.Domain, "xmpp", cfg.XMPPAddr, "http", cfg.HTTPAddr)
+
+	// The database may not be up yet (containers start in any order):
+	// wait for it, with /readyz saying so, rather than exit.
+	db, err := openDatabase(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+
+	registry := schemas.NewRegistry(db, schemas.Config{Logger: log})
+	svc := devices.NewService(db, registry, devices.ServiceConfig{Logger: log})
+
+	conn, err := component.New(component.Config{
+		Addr: cfg.XMPPAddr, Domain: cfg.Domain, Secret: cfg.Secret,
+		Software: "iotgate", Version: buildVersion(), Logger: log.With("part", "xmpp"),
+	})
+	if err != nil {
+		return err
+	}
+	conn.SetHandler(component.NewReadingHandler(conn, svc, log.With("part", "readings")))
+
+	srv := api.New(api.Config{BodyLimit: cfg.BodyLimit}, api.Deps{
+		Log:     log.With("part", "http"),
+		Checks:  map[string]api.HealthCheck{"xmpp": conn, "database": db},
+		Schemas: registry,
+		Devices: svc,
+	})
+	if err := srv.Listen(cfg.HTTPAddr); err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
+	}
+	log.Info("REST API listening", "addr", srv.Addr().String(), "swagger", "http://"+srv.Addr().String()+"/swagger/index.html")
+
+	ingestCtx, stopIngest := context.WithCancel(context.WithoutCancel(ctx))
+	xmppCtx, stopXMPP := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() { defer wg.Done(); svc.Run(ingestCtx) }()
+	go func() { defer wg.Done(); conn.Run(xmppCtx) }()
+	serveErr := make(chan error, 1)
+	go func() { defer wg.Done(); serveErr <- srv.Serve() }()
+
+	select {
+	case <-ctx.Done():
+	case err = <-serveErr:
+		log.Error("HTTP server failed", "err", err)
+	}
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("HTTP shutdown incomplete", "err", err)
+	}
+	// The stream goes first so no new readings arrive; ingest then
+	// commits what is queued and answers the devices waiting for it...
+	// which needs the stream. So: stop taking stanzas by closing the
+	// stream only after ingest drained.
+	stopIngest()
+	waitOr(sctx, func() { <-svcStopped(svc) })
+	stopXMPP()
+	waitOr(sctx, wg.Wait)
+	log.Info("iotgate stopped")
+	return err
+}
+
+// svcStopped adapts Service.Stopped for waitOr.
+func svcStopped(s *devices.Service) <-chan struct{} { return s.Stopped() }
+
+func waitOr(ctx context.Context, f func()) {
+	done := make(chan struct{})
+	go func() { f(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}
+
+// openDatabase connects and migrates, retrying while the database is
+// unreachable. A dirty or too-new schema stops the start: it needs a human.
+func openDatabase(ctx context.Context, cfg Config, log *slog.Logger) (*postgres.DB, error) {
+	delay := 500 * time.Millisecond
+	for {
+		db, err := postgres.Open(ctx, cfg.DatabaseURL, log.With("part", "db"))
+		if err == nil {
+			err = migrations.Up(ctx, db.SQL(), log)
+			if err == nil {
+				return db, nil
+			}
+			db.Close()
+		}
+		switch devices.ErrorCode(err) {
+		case devices.EUnavailable, devices.ETimeout:
+		default:
+			return nil, err
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		log.Warn("database not available yet, retrying", "in", delay, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 5*time.Second)
+	}
+}
+
+// migrateCommand runs `iotgate migrate up|down N|version|force V`.
+func migrateCommand(ctx context.Context, cfg Config, args []string, log *slog.Logger, stdout, stderr io.Writer) int {
+	usage := func() int {
+		fmt.Fprintln(stderr, "usage: iotgate migrate up | down N | version | force V")
+		return 2
+	}
+	if len(args) == 0 {
+		return usage()
+	}
+	db, err := postgres.Open(ctx, cfg.DatabaseURL, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "iotgate: %v\n", err)
+		return 1
+	}
+	defer db.Close()
+	num := func() (int, bool) {
+		if len(args) != 2 {
+			return 0, false
+		}
+		n, err := strconv.Atoi(args[1])
+		return n, err == nil && n >= 0
+	}
+	switch args[0] {
+	case "up":
+		err = migrations.Up(ctx, db.SQL(), log)
+	case "down":
+		n, ok := num()
+		if !ok || n < 1 {
+			return usage()
+		}
+		err = migrations.Down(ctx, db.SQL(), log, n)
+	case "force":
+		n, ok := num()
+		if !ok {
+			return usage()
+		}
+		err = migrations.Force(ctx, db.SQL(), uint(n))
+	case "version":
+		v, dirty, verr := migrations.Version(ctx, db.SQL())
+		if verr == nil {
+			latest, _ := migrations.Latest()
+			fmt.Fprintf(stdout, "version %d (dirty: %v, latest available: %d)\n", v, dirty, latest)
+		}
+		err = verr
+	default:
+		return usage()
+	}
+	if err != nil {
+		var de *devices.Error
+		if errors.As(err, &de) {
+			fmt.Fprintf(stderr, "iotgate: %s\n", de.Error())
+		} else {
+			fmt.Fprintf(stderr, "iotgate: %v\n", err)
+		}
+		return 1
+	}
+	return 0
+}
