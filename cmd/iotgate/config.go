@@ -28,6 +28,11 @@ type Config struct {
 
 	ShutdownTimeout time.Duration
 	BodyLimit       int64
+
+	MaxSchemaBytes  int
+	MaxReadingBytes int
+	MaxReadingDepth int
+	MaxStanzaBytes  int
 }
 
 // configError is a missing or malformed setting; the binary prints it as
@@ -55,6 +60,10 @@ var settings = []setting{
 	{env: "IOTGATE_LOG_FORMAT", flag: "log-format", def: "text", help: "text or json"},
 	{env: "IOTGATE_SHUTDOWN_TIMEOUT", flag: "shutdown-timeout", def: "15s", help: "how long a graceful shutdown may take"},
 	{env: "IOTGATE_HTTP_BODY_LIMIT", flag: "http-body-limit", def: "1048576", help: "largest HTTP request body in bytes"},
+	{env: "IOTGATE_MAX_SCHEMA_BYTES", flag: "max-schema-bytes", def: "1048576", help: "largest XSD accepted at registration, in bytes"},
+	{env: "IOTGATE_MAX_READING_BYTES", flag: "max-reading-bytes", def: "65536", help: "largest reading payload, in bytes"},
+	{env: "IOTGATE_MAX_READING_DEPTH", flag: "max-reading-depth", def: "32", help: "deepest element nesting of a reading"},
+	{env: "IOTGATE_MAX_STANZA_BYTES", flag: "max-stanza-bytes", def: "1048576", help: "largest stanza accepted from the XMPP server, in bytes"},
 }
 
 // parseConfig reads settings from args and getenv. It returns the config,
@@ -128,6 +137,22 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 	}
 	if cfg.BodyLimit, err = strconv.ParseInt(get("IOTGATE_HTTP_BODY_LIMIT"), 10, 64); err != nil || cfg.BodyLimit <= 0 {
 		return cfg, nil, &configError{"IOTGATE_HTTP_BODY_LIMIT", fmt.Sprintf("%q is not a positive number of bytes", get("IOTGATE_HTTP_BODY_LIMIT"))}
+	}
+	for _, n := range []struct {
+		env string
+		dst *int
+		max int
+	}{
+		{"IOTGATE_MAX_SCHEMA_BYTES", &cfg.MaxSchemaBytes, 64 << 20},
+		{"IOTGATE_MAX_READING_BYTES", &cfg.MaxReadingBytes, 16 << 20},
+		{"IOTGATE_MAX_READING_DEPTH", &cfg.MaxReadingDepth, 256},
+		{"IOTGATE_MAX_STANZA_BYTES", &cfg.MaxStanzaBytes, 64 << 20},
+	} {
+		v, err := strconv.Atoi(get(n.env))
+		if err != nil || v <= 0 || v > n.max {
+			return cfg, nil, &configError{n.env, fmt.Sprintf("%q is not a number between 1 and %d", get(n.env), n.max)}
+		}
+		*n.dst = v
 	}
 	return cfg, fs.Args(), nil
 }

@@ -57,6 +57,8 @@ func TestParseConfig(t *testing.T) {
 		{name: "ErrLogLevel", env: with("IOTGATE_LOG_LEVEL", "loud"), wantSetting: "IOTGATE_LOG_LEVEL"},
 		{name: "ErrLogFormat", env: with("IOTGATE_LOG_FORMAT", "xml"), wantSetting: "IOTGATE_LOG_FORMAT"},
 		{name: "ErrShutdownTimeout", env: with("IOTGATE_SHUTDOWN_TIMEOUT", "soon"), wantSetting: "IOTGATE_SHUTDOWN_TIMEOUT"},
+		{name: "ErrReadingBytes", env: with("IOTGATE_MAX_READING_BYTES", "0"), wantSetting: "IOTGATE_MAX_READING_BYTES"},
+		{name: "ErrReadingDepth", env: with("IOTGATE_MAX_READING_DEPTH", "1000"), wantSetting: "IOTGATE_MAX_READING_DEPTH"},
 		{name: "ErrUnknownFlag", env: base, args: []string{"--nope"}, wantSetting: "arguments"},
 		{name: "ErrSecretFlagDoesNotExist", env: base, args: []string{"--secret", "x"}, wantSetting: "arguments"},
 	}

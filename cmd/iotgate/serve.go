@@ -34,12 +34,16 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	defer db.Close()
 
-	registry := schemas.NewRegistry(db, schemas.Config{Logger: log})
+	registry := schemas.NewRegistry(db, schemas.Config{
+		MaxSchemaBytes: cfg.MaxSchemaBytes, MaxReadingBytes: cfg.MaxReadingBytes, MaxDepth: cfg.MaxReadingDepth,
+		Logger: log,
+	})
 	svc := devices.NewService(db, registry, devices.ServiceConfig{Logger: log})
 
 	conn, err := component.New(component.Config{
 		Addr: cfg.XMPPAddr, Domain: cfg.Domain, Secret: cfg.Secret,
-		Software: "iotgate", Version: buildVersion(), Logger: log.With("part", "xmpp"),
+		Software: "iotgate", Version: buildVersion(), MaxStanzaBytes: cfg.MaxStanzaBytes,
+		Logger: log.With("part", "xmpp"),
 	})
 	if err != nil {
 		return err
