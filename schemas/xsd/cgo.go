@@ -10,6 +10,8 @@ import "C"
 import (
 	"fmt"
 	"strconv"
+	"strings"
+	"time"
 	"unsafe"
 )
 
@@ -266,7 +268,8 @@ func (w *worker) validate(doc []byte, maxDepth int, flatten bool) (status int, f
 		return status, "", collect(&w.w.e)
 	}
 	if flatten && w.w.out_len > 0 {
-		flat = C.GoStringN((*C.char)(unsafe.Pointer(w.w.out)), C.int(w.w.out_len))
+		// One copy into Go memory; size_t, so no C.int truncation.
+		flat = strings.Clone(unsafe.String((*byte)(unsafe.Pointer(w.w.out)), int(w.w.out_len)))
 	}
 	return stOK, flat, nil
 }
@@ -326,4 +329,30 @@ func freeCString(p *C.char) {
 	if p != nil {
 		C.iot_xfree(unsafe.Pointer(p))
 	}
+}
+
+// probePattern matches an XSD pattern with libxml2 against each input,
+// stopping at the first match slower than limit. It returns the worst CPU
+// time of one match and the total spent; ok is false if the pattern does
+// not compile.
+func probePattern(pattern string, inputs []string, limit time.Duration) (worst, total time.Duration, ok bool) {
+	cp := C.CString(pattern)
+	defer C.free(unsafe.Pointer(cp))
+	arr := (**C.char)(C.calloc(C.size_t(len(inputs)), C.size_t(unsafe.Sizeof((*C.char)(nil)))))
+	defer C.free(unsafe.Pointer(arr))
+	s := unsafe.Slice(arr, len(inputs))
+	for i, in := range inputs {
+		s[i] = C.CString(in)
+	}
+	defer func() {
+		for _, p := range s {
+			C.free(unsafe.Pointer(p))
+		}
+	}()
+	var totalUS C.long
+	w := C.iot_probe_pattern(cp, arr, C.int(len(inputs)), C.long(limit.Microseconds()), &totalUS)
+	if w < 0 {
+		return 0, time.Duration(totalUS) * time.Microsecond, false
+	}
+	return time.Duration(w) * time.Microsecond, time.Duration(totalUS) * time.Microsecond, true
 }

@@ -14,7 +14,10 @@ import (
 //     schema is one document (split it into namespaces and import them);
 //   - xs:import is resolved by its namespace attribute only, through
 //     opts.Imports, transitively (at most MaxImports schemas); schemaLocation
-//     is ignored. An import whose namespace Imports does not know is an error.
+//     is ignored. An import whose namespace Imports does not know is an error;
+//   - an xs:pattern that libxml2 would match in more than linear time is
+//     refused (see checkPatterns): its backtracking matcher makes patterns
+//     such as a*a*a*b take minutes on one crafted 64 KiB value.
 //
 // Nothing is ever fetched from the network or read from a file. On failure
 // it returns a *devices.Error with code devices.EInvalid wrapping a
@@ -79,18 +82,22 @@ func Compile(src []byte, opts CompileOptions) (*Schema, error) {
 	for _, ns := range c.order {
 		srcs = append(srcs, modelSource{ns: ns, src: c.byNS[ns].src})
 	}
-	m, globals, err := buildModel(srcs)
+	b, err := buildModel(srcs)
 	if err != nil {
 		freeSchema(cs)
 		return nil, compileErr([]CompileIssue{{Message: err.Error()}})
+	}
+	if issues := checkPatterns(b.patterns); len(issues) > 0 {
+		freeSchema(cs)
+		return nil, compileErr(issues)
 	}
 
 	keepDoc = true
 	s := &Schema{
 		c:       &cschema{schema: cs, doc: doc, pool: make(chan *worker, runtime.GOMAXPROCS(0))},
-		model:   m,
+		model:   b.model,
 		tns:     tns,
-		globals: globals,
+		globals: b.globals,
 	}
 	// Safety net for a Schema dropped without Free.
 	s.cleanup = runtime.AddCleanup(s, func(c *cschema) { c.free() }, s.c)

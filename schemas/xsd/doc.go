@@ -15,6 +15,9 @@
 //   - sizes are checked before parsing (Limits.MaxBytes,
 //     CompileOptions.MaxSchemaBytes, MaxAttributes per element) and element
 //     nesting while parsing (Limits.MaxDepth);
+//   - xs:pattern facets that libxml2's backtracking matcher would match in
+//     more than linear time (a*a*a*b: minutes on one 64 KiB value) are
+//     refused at Compile, by probing them (probe.go);
 //   - errors are collected per call by structured handlers on each parser
 //     and validation context, with line, element path and libxml2's message;
 //   - compiled schemas are freed explicitly (Schema.Free; a GC cleanup is a

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <libxml/SAX2.h>
 #include <libxml/dict.h>
@@ -27,6 +28,7 @@
 #include <libxml/parserInternals.h>
 #include <libxml/xmlIO.h>
 #include <libxml/xmlerror.h>
+#include <libxml/xmlregexp.h>
 #include <libxml/xmlschemastypes.h>
 #include <libxml/xmlsave.h>
 
@@ -566,4 +568,36 @@ int iot_validate(iot_worker *w, const char *buf, int len, int max_depth, int fla
 	}
 	xmlFreeDoc(doc);
 	return status;
+}
+
+// ---- pattern probing ----------------------------------------------------------
+
+// libxml2 2.9 matches xs:pattern regexps by backtracking. Its budget
+// (MAX_PUSH) stops some exponential cases after ~0.3 s, but nested or
+// adjacent stars such as a*a*a*b are polynomial and unbounded: one 4 KiB
+// value takes over a minute. iot_probe_pattern matches pat against the
+// probe inputs, stopping at the first match that takes more than limit_us
+// of thread CPU time; it returns the worst time seen in microseconds (a
+// match that ran out of libxml2's budget counts as 1 s), adds the time
+// spent to *total_us, and returns -1 when pat does not compile (libxml2's
+// schema compile reports that).
+long iot_probe_pattern(const char *pat, const char **inputs, int n, long limit_us, long *total_us) {
+	xmlRegexpPtr re = xmlRegexpCompile((const xmlChar *)pat);
+	if (re == NULL)
+		return -1;
+	long worst = 0;
+	for (int i = 0; i < n && worst <= limit_us; i++) {
+		struct timespec a, b;
+		clock_gettime(CLOCK_THREAD_CPUTIME_ID, &a);
+		int r = xmlRegexpExec(re, (const xmlChar *)inputs[i]);
+		clock_gettime(CLOCK_THREAD_CPUTIME_ID, &b);
+		long us = (long)(b.tv_sec - a.tv_sec) * 1000000L + (b.tv_nsec - a.tv_nsec) / 1000;
+		*total_us += us;
+		if (r < 0 && us < 1000000L)
+			us = 1000000L;
+		if (us > worst)
+			worst = us;
+	}
+	xmlRegFreeRegexp(re);
+	return worst;
 }

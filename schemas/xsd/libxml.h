@@ -79,6 +79,9 @@ iot_worker *iot_worker_new(xmlSchemaPtr schema);
 void iot_worker_free(iot_worker *w);
 int iot_validate(iot_worker *w, const char *buf, int len, int max_depth, int flatten);
 
+// Pattern probing (see libxml.c).
+long iot_probe_pattern(const char *pat, const char **inputs, int n, long limit_us, long *total_us);
+
 // Helpers for the Go side (cgo cannot read C unions/macros conveniently).
 int iot_node_line(xmlNodePtr n);
 void iot_xfree(void *p);

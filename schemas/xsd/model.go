@@ -129,6 +129,7 @@ func builtin(local string) *simpleType {
 // annotations, are skipped when parsing).
 type xnode struct {
 	local string
+	line  int
 	attrs []xml.Attr // un-namespaced attributes
 	scope *nsScope
 	kids  []*xnode
@@ -219,7 +220,8 @@ func parseXSD(src []byte) (*xnode, error) {
 			if len(stack) >= maxSchemaDepth {
 				return nil, fmt.Errorf("schema nested deeper than %d elements", maxSchemaDepth)
 			}
-			n := &xnode{local: t.Name.Local, scope: scope}
+			line, _ := d.InputPos()
+			n := &xnode{local: t.Name.Local, line: line, scope: scope}
 			var decl map[string]string
 			for _, a := range t.Attr {
 				switch {
@@ -288,9 +290,38 @@ type builder struct {
 
 var errTooComplex = errors.New("schema too complex to build its JSON rendering model")
 
+// patternRef is an xs:pattern facet of a schema document.
+type patternRef struct {
+	value string
+	line  int
+	ns    string // target namespace of its document
+	main  bool   // in the main document (else in an imported one)
+}
+
+// collectPatterns appends the xs:pattern facets under n.
+func collectPatterns(n *xnode, ns string, main bool, out []patternRef) []patternRef {
+	if n.local == "pattern" {
+		if v, ok := n.attr("value"); ok {
+			out = append(out, patternRef{value: v, line: n.line, ns: ns, main: main})
+		}
+	}
+	for _, k := range n.kids {
+		out = collectPatterns(k, ns, main, out)
+	}
+	return out
+}
+
+// built is what buildModel returns.
+type built struct {
+	model    *model
+	globals  []string     // the main schema's global element names
+	patterns []patternRef // every xs:pattern, main schema first
+}
+
 // buildModel builds the rendering model of srcs[0] with the imported
-// schemas srcs[1:], and returns the main schema's global element names.
-func buildModel(srcs []modelSource) (*model, []string, error) {
+// schemas srcs[1:]. Its globals leave abstract elements out: they cannot be
+// document roots.
+func buildModel(srcs []modelSource) (built, error) {
 	b := &builder{
 		elems: map[qname]*xnode{}, types: map[qname]*xnode{}, groups: map[qname]*xnode{},
 		agroups: map[qname]*xnode{}, attrs: map[qname]*xnode{}, subst: map[qname][]qname{},
@@ -301,15 +332,17 @@ func buildModel(srcs []modelSource) (*model, []string, error) {
 	var globalOrder []qname
 	var typeOrder []qname
 	var names []string
+	var patterns []patternRef
 	for i, s := range srcs {
 		root, err := parseXSD(s.src)
 		if err != nil {
 			if i == 0 {
-				return nil, nil, fmt.Errorf("schema: %w", err)
+				return built{}, fmt.Errorf("schema: %w", err)
 			}
-			return nil, nil, fmt.Errorf("imported schema %q: %w", s.ns, err)
+			return built{}, fmt.Errorf("imported schema %q: %w", s.ns, err)
 		}
 		tns, _ := root.attr("targetNamespace")
+		patterns = collectPatterns(root, tns, i == 0, patterns)
 		for _, k := range root.kids {
 			name, ok := k.attr("name")
 			if !ok {
@@ -321,8 +354,8 @@ func buildModel(srcs []modelSource) (*model, []string, error) {
 				if _, dup := b.elems[q]; !dup {
 					b.elems[q] = k
 					globalOrder = append(globalOrder, q)
-					if i == 0 {
-						names = append(names, name)
+					if i == 0 && !isTrue(k.attr("abstract")) {
+						names = append(names, name) // abstract ones are never roots
 					}
 				}
 			case "simpleType", "complexType":
@@ -376,9 +409,9 @@ func buildModel(srcs []modelSource) (*model, []string, error) {
 		}
 	}
 	if b.steps > maxModelSteps {
-		return nil, nil, errTooComplex
+		return built{}, errTooComplex
 	}
-	return m, names, nil
+	return built{model: m, globals: names, patterns: patterns}, nil
 }
 
 // step counts work; false once the budget is spent (buildModel then fails),

@@ -75,6 +75,8 @@ func TestRender(t *testing.T) {
 		{"ExtensionRepeated", rs, renderDoc + `><item version="2" active="true"><id>5</id><label>x</label></item></doc>`,
 			`{"item":[{"@active":true,"@version":2,"id":5,"label":"x"}]}`},
 		{"ExtensionSingle", rs, renderDoc + `><one><id>1</id></one></doc>`, `{"one":{"id":1}}`},
+		{"XsiType", rs, renderDoc + `><base xsi:type="Extended" active="1" version="3"><id>1</id><label>x</label></base></doc>`,
+			`{"base":{"@active":true,"@version":3,"id":1,"label":"x"}}`},
 		{"RepeatingChoice", rs, renderDoc + `><a>1</a><b>x</b><a>2</a></doc>`, `{"a":[1,2],"b":["x"]}`},
 		{"RepeatingGroup", rs, renderDoc + `><k>x</k><v>1</v><k>y</k><v>2.5</v></doc>`,
 			`{"k":["x","y"],"v":[1,2.5]}`},

@@ -87,8 +87,8 @@ type Schema struct {
 func (s *Schema) TargetNamespace() string { return s.tns }
 
 // GlobalElements returns the local names of the schema's top-level element
-// declarations, in document order (imported schemas' are not included).
-// These are the possible root elements of a document.
+// declarations, in document order, leaving out abstract ones and those of
+// imported schemas: the root elements a document of this schema may have.
 func (s *Schema) GlobalElements() []string {
 	return append([]string(nil), s.globals...)
 }

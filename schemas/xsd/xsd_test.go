@@ -116,6 +116,27 @@ func TestCompile(t *testing.T) {
 		}
 	})
 
+	t.Run("GlobalElementsSkipAbstract", func(t *testing.T) {
+		s := mustCompile(t, readFile(t, "render/render.xsd"), CompileOptions{Imports: registry(t)})
+		if got := strings.Join(s.GlobalElements(), " "); got != "celsius on doc scalar" {
+			t.Errorf("GlobalElements() = %q, want the non-abstract ones of the main schema", got)
+		}
+	})
+
+	t.Run("UsualPatterns", func(t *testing.T) {
+		// Must not be taken for slow ones (see probe.go).
+		for _, p := range []string{
+			`[^@]+@[^\.]+\..+`, `[a-zA-Z0-9._%+-]+@[a-zA-Z0-9.-]+\.[a-zA-Z]{2,}`, `(\d{1,3}\.){3}\d{1,3}`,
+			`\s*\S+\s*`, `[a-z]+(-[a-z]+)*`, `([a-z0-9]+\.)*[a-z0-9]+`, `(\+|-)?\d+(\.\d+)?`, `.*foo.*`,
+			`[A-Za-z0-9+/]*={0,2}`, `\p{L}+( \p{L}+)*`, `[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}`,
+			`\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})?`, `([A-Za-z]+ ?)*`, `[^,]*(,[^,]*)*`,
+			`(\S+\s*)*`, `[A-Z]{2}[0-9]{2}[A-Z0-9]{1,30}`, `(ab|a)*c`, `(\w|\d)*!`, `[^<>&]*`,
+		} {
+			mustCompile(t, []byte(xsHead+`<xs:simpleType name="p"><xs:restriction base="xs:string"><xs:pattern value="`+
+				strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(p)+`"/></xs:restriction></xs:simpleType></xs:schema>`), CompileOptions{})
+		}
+	})
+
 	t.Run("ImportByNamespace", func(t *testing.T) {
 		var asked []string
 		imports := registry(t)
@@ -185,6 +206,16 @@ func TestCompile(t *testing.T) {
 		{"ErrImportOwnNamespace", xsHead + "\n<xs:import namespace=\"urn:t\"/></xs:schema>",
 			CompileOptions{Imports: examples.ByNamespace}, 2, "must not match"},
 		{"ErrDoctype", "<!DOCTYPE xs:schema>\n" + xsHead + "</xs:schema>", CompileOptions{}, 1, "DOCTYPE"},
+		{"ErrSlowPatternExponential", xsHead + "\n<xs:simpleType name=\"p\"><xs:restriction base=\"xs:string\">\n<xs:pattern value=\"(a|aa)*b\"/></xs:restriction></xs:simpleType></xs:schema>",
+			CompileOptions{}, 3, "more than linear time"},
+		{"ErrSlowPatternCubic", xsHead + "\n<xs:element name=\"e\"><xs:simpleType><xs:restriction base=\"xs:string\">\n\n<xs:pattern value=\"x*x*x*y\"/></xs:restriction></xs:simpleType></xs:element></xs:schema>",
+			CompileOptions{}, 4, `"x*x*x*y"`},
+		{"ErrSlowPatternQuadratic", xsHead + "\n<xs:simpleType name=\"p\"><xs:restriction base=\"xs:string\"><xs:pattern value=\".*@.*\"/></xs:restriction></xs:simpleType></xs:schema>",
+			CompileOptions{}, 2, "[^@]*@.*"},
+		{"ErrImportedSlowPattern", xsHead + "\n<xs:import namespace=\"urn:slow\"/></xs:schema>",
+			CompileOptions{Imports: func(string) ([]byte, bool) {
+				return []byte(`<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema" targetNamespace="urn:slow"><xs:simpleType name="p"><xs:restriction base="xs:string"><xs:pattern value="\d*\d*x"/></xs:restriction></xs:simpleType></xs:schema>`), true
+			}}, 0, `in imported schema "urn:slow", line 1`},
 		{"ErrImportedBroken", xsHead + "\n<xs:import namespace=\"urn:broken\"/></xs:schema>",
 			CompileOptions{Imports: func(string) ([]byte, bool) { return []byte("<xs:schema"), true }}, 2, "in imported schema"},
 	} {
