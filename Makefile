@@ -90,8 +90,11 @@ fuzz:
 		$(GO) test -tags '$(TAGS)' -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) "$$pkg"; \
 	done <<< "$$targets"
 
+# Built and exec'd rather than `go run`, which exits 1 on Ctrl-C even when
+# the runner shut down cleanly.
 dev: deps
-	$(GO) run ./cmd/iotgate-dev $(DEV_ARGS)
+	$(GO) build -o bin/iotgate-dev ./cmd/iotgate-dev
+	exec bin/iotgate-dev $(DEV_ARGS)
 
 # The dev runner's -clean also stops servers a killed runner left behind.
 clean:

@@ -60,6 +60,11 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// With `make dev | tee log`, Ctrl-C kills tee too: without this, our
+	// next line to the closed pipe would kill us with SIGPIPE before we
+	// stop the servers. (Notify, unlike Ignore, is not inherited by
+	// iotgate.)
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	code, err := run(ctx, cfg, os.Stdout)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "iotgate-dev: %v\n", err)
