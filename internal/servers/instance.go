@@ -278,6 +278,27 @@ func (m logMark) since() string {
 	return sb.String()
 }
 
+// saveLogs copies the *.log files of dir into a new directory to.
+func saveLogs(dir, to string) error {
+	logs, _ := filepath.Glob(filepath.Join(dir, "*.log"))
+	if len(logs) == 0 {
+		return nil
+	}
+	if err := os.MkdirAll(to, 0o755); err != nil {
+		return fmt.Errorf("save logs: %w", err)
+	}
+	for _, l := range logs {
+		b, err := os.ReadFile(l)
+		if err != nil {
+			return fmt.Errorf("save logs: %w", err)
+		}
+		if err := os.WriteFile(filepath.Join(to, filepath.Base(l)), b, 0o644); err != nil {
+			return fmt.Errorf("save logs: %w", err)
+		}
+	}
+	return nil
+}
+
 // randomHex returns n random bytes in hex.
 func randomHex(n int) string {
 	b := make([]byte, n)

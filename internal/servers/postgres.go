@@ -36,8 +36,8 @@ type PostgresOptions struct {
 	Dir string
 	// Port to listen on at 127.0.0.1. Zero: a free port, kept for restarts.
 	Port int
-	// LogDir, if set, gets the server log (postgres-PORT.log) instead of
-	// Dir, so that it outlives Close.
+	// LogDir, if set, gets a copy of the server log when the instance is
+	// closed, in a subdirectory postgres-PORT (CI artifacts, post-mortems).
 	LogDir string
 	// Fsync turns fsync on. Off by default: it is a throwaway instance,
 	// and committed data still survives a SIGKILL of the server because
@@ -52,16 +52,17 @@ type PostgresOptions struct {
 // superuser role PostgresUser, a database PostgresDatabase, and trust
 // authentication. Its methods are safe for concurrent use.
 type Postgres struct {
-	mu      sync.Mutex
-	bin     string // directory of initdb and postgres
-	user    runAs
-	dir     string
-	data    string
-	logPath string
-	port    int
-	args    []string // postgres command line after -D
-	proc    *process // nil when not running
-	closed  bool
+	mu       sync.Mutex
+	bin      string // directory of initdb and postgres
+	user     runAs
+	dir      string
+	data     string
+	logPath  string
+	saveLogs string // PostgresOptions.LogDir
+	port     int
+	args     []string // postgres command line after -D
+	proc     *process // nil when not running
+	closed   bool
 }
 
 // StartPostgres creates a new cluster (initdb), starts it and waits until
@@ -96,17 +97,8 @@ func (p *Postgres) create(ctx context.Context, opts PostgresOptions) error {
 	if err != nil {
 		return err
 	}
-	logDir := p.dir
-	if opts.LogDir != "" {
-		if err := os.MkdirAll(opts.LogDir, 0o755); err != nil {
-			return err
-		}
-		logDir = opts.LogDir
-	}
-	p.logPath = filepath.Join(logDir, "postgres-"+strconv.Itoa(port)+".log")
-	if opts.LogDir == "" {
-		p.logPath = filepath.Join(logDir, "postgres.log")
-	}
+	p.saveLogs = opts.LogDir
+	p.logPath = filepath.Join(p.dir, "postgres.log")
 	if err := p.user.chownTree(p.dir); err != nil {
 		return err
 	}
@@ -464,8 +456,8 @@ func (p *Postgres) Start(ctx context.Context) error {
 	return nil
 }
 
-// Close kills the server and removes the instance directory (the log too,
-// unless it is in LogDir). It is safe to call more than once.
+// Close kills the server and removes the instance directory, after
+// copying the log to LogDir if set. It is safe to call more than once.
 func (p *Postgres) Close() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -477,6 +469,9 @@ func (p *Postgres) Close() error {
 	if p.proc != nil {
 		err = p.proc.kill()
 		p.proc = nil
+	}
+	if p.saveLogs != "" && p.logPath != "" {
+		err = errors.Join(err, saveLogs(p.dir, filepath.Join(p.saveLogs, "postgres-"+strconv.Itoa(p.port))))
 	}
 	return errors.Join(err, CleanDir(p.dir))
 }

@@ -431,3 +431,27 @@ func TestReapStale(t *testing.T) {
 		t.Errorf("live instance dir removed: %v", err)
 	}
 }
+
+func TestLogDir(t *testing.T) {
+	ctx := testCtx(t)
+	logs := t.TempDir()
+	pg, err := StartPostgres(ctx, PostgresOptions{LogDir: logs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pg.Close()
+	p, err := StartProsody(ctx, XMPPOptions{LogDir: logs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(p.C2SAddr())
+	p.Close()
+	for _, f := range []string{
+		filepath.Join(logs, "postgres-"+strconv.Itoa(pg.Port()), "postgres.log"),
+		filepath.Join(logs, "prosody-"+port, "prosody.log"),
+	} {
+		if b, err := os.ReadFile(f); err != nil || len(b) == 0 {
+			t.Errorf("saved log %s: %d bytes, %v", f, len(b), err)
+		}
+	}
+}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -75,8 +74,8 @@ type XMPPOptions struct {
 	// Dir holds the instance (config, data, logs); it must not exist or be
 	// empty, and Close removes it. Empty: a new temporary directory.
 	Dir string
-	// LogDir, if set, gets the logs (in a subdirectory NAME-C2SPORT)
-	// instead of Dir, so that they outlive Close.
+	// LogDir, if set, gets a copy of the logs when the server is closed,
+	// in a subdirectory NAME-C2SPORT (CI artifacts, post-mortems).
 	LogDir string
 	// C2SPort and ComponentPort are the ports to listen on. Zero: free
 	// ports, kept for restarts.
@@ -107,7 +106,8 @@ type xmppServer struct {
 	name       string
 	user       runAs
 	dir        string
-	logDir     string
+	logDir     string // where the logs are written: the instance dir
+	saveLogs   string // XMPPOptions.LogDir
 	domain     string
 	components map[string]string
 	c2sPort    int
@@ -147,12 +147,7 @@ func newXMPPServer(name string, opts XMPPOptions) (*xmppServer, error) {
 		return nil, err
 	}
 	s.logDir = s.dir
-	if opts.LogDir != "" {
-		s.logDir = filepath.Join(opts.LogDir, name+"-"+strconv.Itoa(s.c2sPort))
-		if err := os.MkdirAll(s.logDir, 0o755); err != nil {
-			return nil, errors.Join(err, CleanDir(s.dir))
-		}
-	}
+	s.saveLogs = opts.LogDir
 	return s, nil
 }
 
@@ -168,9 +163,6 @@ func (s *xmppServer) first(ctx context.Context) error {
 		err := s.configure()
 		if err == nil {
 			err = s.user.chownTree(s.dir)
-		}
-		if err == nil && s.logDir != s.dir {
-			err = s.user.chownTree(s.logDir)
 		}
 		if err == nil {
 			err = s.launch(ctx)
@@ -316,6 +308,9 @@ func (s *xmppServer) closeLocked() error {
 	if s.proc != nil {
 		err = s.proc.kill()
 		s.proc = nil
+	}
+	if s.saveLogs != "" {
+		err = errors.Join(err, saveLogs(s.logDir, filepath.Join(s.saveLogs, s.name+"-"+strconv.Itoa(s.c2sPort))))
 	}
 	return errors.Join(err, CleanDir(s.dir))
 }
