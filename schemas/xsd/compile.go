@@ -21,27 +21,26 @@ import (
 //
 // Nothing is ever fetched from the network or read from a file. On failure
 // it returns a *devices.Error with code devices.EInvalid wrapping a
-// *CompileError with libxml2's messages and their lines (for a problem in an
-// imported schema, the line of the xs:import that led to it, and the
-// imported schema's own line in the message).
+// *CompileError with libxml2's messages and their lines (a problem in an
+// imported schema names that schema and its line in the message).
 //
 // The returned Schema holds C memory: call Free when done with it.
 func Compile(src []byte, opts CompileOptions) (*Schema, error) {
-	max := opts.MaxSchemaBytes
-	if max <= 0 {
-		max = DefaultMaxSchemaBytes
+	limit := opts.MaxSchemaBytes
+	if limit <= 0 {
+		limit = DefaultMaxSchemaBytes
 	}
-	if max > maxDocBytes {
-		max = maxDocBytes
+	if limit > maxDocBytes {
+		limit = maxDocBytes
 	}
 	if len(src) == 0 {
 		return nil, compileErr([]CompileIssue{{Message: "schema is empty"}})
 	}
-	if len(src) > max {
+	if len(src) > limit {
 		return nil, compileErr([]CompileIssue{{Message: fmt.Sprintf(
-			"schema is %d bytes, over the limit of %d", len(src), max)}})
+			"schema is %d bytes, over the limit of %d", len(src), limit)}})
 	}
-	c := &compiler{opts: opts, max: max, byNS: map[string]*imported{}}
+	c := &compiler{opts: opts, max: limit, byNS: map[string]*imported{}}
 	defer c.free()
 
 	doc, _, raw := parseDoc(src)

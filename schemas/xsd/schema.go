@@ -15,19 +15,24 @@ const (
 	DefaultMaxSchemaBytes = 1 << 20  // 1 MiB per schema document
 	DefaultMaxBytes       = 64 << 10 // 64 KiB per reading
 	DefaultMaxDepth       = 32       // element nesting of a reading
+)
+
+// Fixed limits.
+const (
 	// MaxImports bounds the schemas one compile may pull in through
 	// CompileOptions.Imports, transitively.
 	MaxImports = 32
-	// maxParserDepth is libxml2's own nesting limit without XML_PARSE_HUGE
-	// (which we never set): a larger MaxDepth is clamped to it.
-	maxParserDepth = 256
-	// maxDocBytes keeps sizes within libxml2's int lengths.
-	maxDocBytes = 1 << 30
 	// MaxAttributes bounds the attributes (namespace declarations included)
 	// of one element of a reading, checked before parsing: libxml2 2.9
 	// checks for duplicate attributes in quadratic time (a 64 KiB start tag
 	// with 7,000 attributes costs ~300 ms to parse).
 	MaxAttributes = 256
+
+	// maxParserDepth is libxml2's own nesting limit without XML_PARSE_HUGE
+	// (which we never set): a larger MaxDepth is clamped to it.
+	maxParserDepth = 256
+	// maxDocBytes keeps sizes within libxml2's int lengths.
+	maxDocBytes = 1 << 30
 )
 
 // CompileOptions tunes Compile.
@@ -94,7 +99,8 @@ func (s *Schema) GlobalElements() []string {
 }
 
 // Free releases the compiled schema. It waits for validations in flight;
-// later calls of any method return ErrFreed. Free is idempotent. A Schema
+// later calls of Validate, ValidateAndRender and Render return ErrFreed.
+// Free is idempotent. A Schema
 // that is never freed is released by the garbage collector, eventually: call
 // Free when replacing a schema, as C memory does not pressure the GC.
 func (s *Schema) Free() {
@@ -111,7 +117,8 @@ func (s *Schema) Free() {
 
 // Validate checks doc against the schema. It returns nil, or a
 // *devices.Error with code devices.EInvalid wrapping a *ValidationError
-// (too large, too deep, DOCTYPE, not well-formed, or invalid), or code
+// (over Limits.MaxBytes or MaxAttributes, too deep, DOCTYPE, not
+// well-formed, or invalid against the schema), or code
 // devices.EUnavailable wrapping ErrFreed, or devices.EInternal when libxml2
 // fails (out of memory).
 func (s *Schema) Validate(doc []byte, lim Limits) error {
