@@ -55,9 +55,11 @@
 //   - An element that the schema allows more than once is an array, always,
 //     even with a single occurrence: maxOccurs > 1 or "unbounded" on the
 //     element or on any enclosing sequence, choice, all or group reference
-//     within its parent's type, an element name that appears twice in its
-//     parent's content model, and wildcard (xs:any) children that may
-//     repeat. Absent optional elements are absent keys (never null or []).
+//     within its parent's type, or a name that can occur at two places of
+//     a sequence (x, y?, x; an extension adds its particles after its
+//     base's); a name in two branches of a choice occurs once. The same
+//     goes for wildcard (xs:any) children. Absent optional elements are
+//     absent keys (never null or []).
 //   - Values are typed by the schema's simple types, for element text and
 //     attributes alike, including user types derived by restriction (any
 //     depth) from a built-in:

@@ -283,7 +283,7 @@ type builder struct {
 	relem    map[*xnode]*element
 	rsimple  map[*xnode]*simpleType
 	rcomplex map[*xnode]*complexType
-	rgroup   map[*xnode]*complexType
+	rgroup   map[*xnode]map[string]*particle
 	ragroup  map[*xnode]map[string]*simpleType
 	steps    int
 }
@@ -326,7 +326,7 @@ func buildModel(srcs []modelSource) (built, error) {
 		elems: map[qname]*xnode{}, types: map[qname]*xnode{}, groups: map[qname]*xnode{},
 		agroups: map[qname]*xnode{}, attrs: map[qname]*xnode{}, subst: map[qname][]qname{},
 		relem: map[*xnode]*element{}, rsimple: map[*xnode]*simpleType{},
-		rcomplex: map[*xnode]*complexType{}, rgroup: map[*xnode]*complexType{},
+		rcomplex: map[*xnode]*complexType{}, rgroup: map[*xnode]map[string]*particle{},
 		ragroup: map[*xnode]map[string]*simpleType{},
 	}
 	var globalOrder []qname
@@ -590,13 +590,14 @@ func (b *builder) complex(n *xnode) *complexType {
 			if b.complexContent(ct, k) {
 				mixed = true
 			}
-		case "sequence", "choice", "all", "group", "any":
-			b.particle(ct, k, false)
+		case "sequence", "choice", "all", "group":
+			seqMerge(ct.kids, b.content(k))
 		case "attribute", "attributeGroup", "anyAttribute":
 			b.attribute(ct, k)
 		}
 	}
 	ct.mixed = mixed
+	ct.takeWildcard()
 	return ct
 }
 
@@ -655,20 +656,23 @@ func (b *builder) complexContent(ct *complexType, n *xnode) (baseMixed bool) {
 			for name, a := range c.attrs {
 				ct.attrs[name] = a
 			}
-			// A restriction restates the content; an extension appends to it.
+			// A restriction restates the content; an extension is the
+			// base's content followed by its own (a sequence of the two).
 			if d.local == "extension" {
 				for name, p := range c.kids {
 					ct.kids[name] = &particle{el: p.el, rep: p.rep}
 				}
-				ct.wild, ct.wildRep = c.wild, c.wildRep
+				if c.wild {
+					ct.kids[wildKey] = &particle{rep: c.wildRep}
+				}
 				baseMixed = c.mixed
 			}
 		}
 	}
 	for _, k := range d.kids {
 		switch k.local {
-		case "sequence", "choice", "all", "group", "any":
-			b.particle(ct, k, false)
+		case "sequence", "choice", "all", "group":
+			seqMerge(ct.kids, b.content(k))
 		default:
 			b.attribute(ct, k)
 		}
@@ -676,92 +680,120 @@ func (b *builder) complexContent(ct *complexType, n *xnode) (baseMixed bool) {
 	return baseMixed
 }
 
-// addKid adds a child element to a content model; a name that is already
-// there can occur twice (as in a sequence a, b, a), so it repeats.
-func addKid(ct *complexType, name string, el *element, rep bool) {
-	if name == "" {
-		return
+// wildKey stands for the xs:any wildcards of a content model while it is
+// computed, so that they repeat by the same rules as elements. It is not
+// an XML name, so no element can take it.
+const wildKey = "\x00any"
+
+// takeWildcard moves the wildcard pseudo-element into ct's wild flags.
+func (ct *complexType) takeWildcard() {
+	if p, ok := ct.kids[wildKey]; ok {
+		ct.wild, ct.wildRep = true, p.rep
+		delete(ct.kids, wildKey)
 	}
-	if p, ok := ct.kids[name]; ok {
-		p.rep = true
-		return
-	}
-	ct.kids[name] = &particle{el: el, rep: rep}
 }
 
-// particle adds the elements a particle allows to ct; rep is set when an
-// enclosing particle repeats, which makes every element inside it repeat.
-func (b *builder) particle(ct *complexType, n *xnode, rep bool) {
-	if !b.step() {
-		return
+// seqMerge adds src to dst as particles that follow each other: a name
+// in both may occur in both places, so it repeats.
+func seqMerge(dst, src map[string]*particle) {
+	for name, p := range src {
+		if q, ok := dst[name]; ok {
+			q.rep = true
+		} else {
+			dst[name] = &particle{el: p.el, rep: p.rep}
+		}
 	}
-	r := rep || repeats(n)
+}
+
+// choiceMerge adds src to dst as alternatives: a name in both still
+// occurs once, unless either alternative repeats it.
+func choiceMerge(dst, src map[string]*particle) {
+	for name, p := range src {
+		if q, ok := dst[name]; ok {
+			q.rep = q.rep || p.rep
+		} else {
+			dst[name] = &particle{el: p.el, rep: p.rep}
+		}
+	}
+}
+
+// content returns the elements a particle allows, each marked rep if it
+// may occur more than once within the particle: the counts of a sequence
+// (or all) add up, those of a choice take the larger, and a particle with
+// maxOccurs > 1 makes everything in it repeat. The result is the caller's.
+func (b *builder) content(n *xnode) map[string]*particle {
+	out := map[string]*particle{}
+	if !b.step() {
+		return out
+	}
 	switch n.local {
 	case "element":
 		el := b.element(n)
-		addKid(ct, el.name, el, r)
+		if el.name != "" {
+			out[el.name] = &particle{el: el}
+		}
 		if ref, ok := n.attr("ref"); ok {
 			if q, ok := n.qname(ref); ok {
-				b.addMembers(ct, q, r, map[qname]bool{q: true})
+				b.addMembers(out, q, map[qname]bool{q: true})
 			}
 		}
-	case "sequence", "choice", "all":
+	case "sequence", "all":
 		for _, k := range n.kids {
-			b.particle(ct, k, r)
+			seqMerge(out, b.content(k))
+		}
+	case "choice":
+		for _, k := range n.kids {
+			choiceMerge(out, b.content(k))
 		}
 	case "group":
-		ref, ok := n.attr("ref")
-		if !ok {
-			return
-		}
-		q, ok := n.qname(ref)
-		g := b.groups[q]
-		if !ok || g == nil {
-			return
-		}
-		gc := b.group(g)
-		for name, p := range gc.kids {
-			addKid(ct, name, p.el, p.rep || r)
-		}
-		if gc.wild {
-			ct.wild = true
-			ct.wildRep = ct.wildRep || gc.wildRep || r
+		if ref, ok := n.attr("ref"); ok {
+			if q, ok := n.qname(ref); ok {
+				if g := b.groups[q]; g != nil {
+					seqMerge(out, b.group(g))
+				}
+			}
 		}
 	case "any":
-		ct.wild = true
-		ct.wildRep = ct.wildRep || r
+		out[wildKey] = &particle{}
 	}
+	if repeats(n) {
+		for _, p := range out {
+			p.rep = true
+		}
+	}
+	return out
 }
 
-// group resolves a named model group once; its content is then merged into
+// group resolves a named model group once; its content is then copied into
 // every type that refers to it (no re-expansion, so nesting stays linear).
-func (b *builder) group(g *xnode) *complexType {
-	if gc, ok := b.rgroup[g]; ok {
-		return gc
+func (b *builder) group(g *xnode) map[string]*particle {
+	if m, ok := b.rgroup[g]; ok {
+		return m
 	}
-	gc := newComplex()
-	b.rgroup[g] = gc // a circular group sees a partial result, not a loop
+	m := map[string]*particle{}
+	b.rgroup[g] = m // a circular group sees a partial result, not a loop
 	for _, k := range g.kids {
 		switch k.local {
 		case "sequence", "choice", "all":
-			b.particle(gc, k, false)
+			seqMerge(m, b.content(k))
 		}
 	}
-	return gc
+	return m
 }
 
-// addMembers adds the members of head's substitution group, transitively.
-func (b *builder) addMembers(ct *complexType, head qname, rep bool, seen map[qname]bool) {
+// addMembers adds the members of head's substitution group, transitively:
+// they stand in for the head, so they occur as often as it does.
+func (b *builder) addMembers(out map[string]*particle, head qname, seen map[qname]bool) {
 	for _, mq := range b.subst[head] {
 		if seen[mq] || !b.step() {
 			continue
 		}
 		seen[mq] = true
 		el := b.element(b.elems[mq])
-		if _, ok := ct.kids[el.name]; !ok && el.name != "" {
-			ct.kids[el.name] = &particle{el: el, rep: rep}
+		if _, ok := out[el.name]; !ok && el.name != "" {
+			out[el.name] = &particle{el: el}
 		}
-		b.addMembers(ct, mq, rep, seen)
+		b.addMembers(out, mq, seen)
 	}
 }
 

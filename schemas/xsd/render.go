@@ -56,6 +56,8 @@ func (s *Schema) ValidateAndRender(doc []byte, lim Limits) (map[string]any, erro
 
 // renderXML renders with encoding/xml (used by Render).
 func renderXML(m *model, doc []byte, lim Limits) (map[string]any, error) {
+	// encoding/xml would return a UTF-8 byte order mark as text.
+	doc = bytes.TrimPrefix(doc, []byte("\xef\xbb\xbf"))
 	d := xml.NewDecoder(bytes.NewReader(doc))
 	d.Strict = true
 	d.CharsetReader = charsetReader

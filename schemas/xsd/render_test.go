@@ -77,6 +77,9 @@ func TestRender(t *testing.T) {
 		{"ExtensionSingle", rs, renderDoc + `><one><id>1</id></one></doc>`, `{"one":{"id":1}}`},
 		{"XsiType", rs, renderDoc + `><base xsi:type="Extended" active="1" version="3"><id>1</id><label>x</label></base></doc>`,
 			`{"base":{"@active":true,"@version":3,"id":1,"label":"x"}}`},
+		{"NameTwiceInSequence", rs, renderDoc + `><twice><x>1</x><x>2</x></twice></doc>`, `{"twice":{"x":[1,2]}}`},
+		{"NameInTwoChoiceBranches", thermo, `<set xmlns="urn:example:thermostat"><target>20</target><mode>heat</mode></set>`,
+			`{"mode":"heat","target":20}`},
 		{"RepeatingChoice", rs, renderDoc + `><a>1</a><b>x</b><a>2</a></doc>`, `{"a":[1,2],"b":["x"]}`},
 		{"RepeatingGroup", rs, renderDoc + `><k>x</k><v>1</v><k>y</k><v>2.5</v></doc>`,
 			`{"k":["x","y"],"v":[1,2.5]}`},
@@ -104,6 +107,7 @@ func TestRender(t *testing.T) {
 		{"ThermostatState", thermo, string(readFile(t, "thermostat/ok-state.xml")),
 			`{"heating":true,"mode":"heat","target":21,"temperature":19.75}`},
 		{"ThermostatGet", thermo, string(readFile(t, "thermostat/ok-get.xml")), `{}`},
+		{"ByteOrderMark", thermo, "\ufeff" + string(readFile(t, "thermostat/ok-set-mode.xml")), `{"mode":"cool"}`},
 		{"MultisensorReport", multi, string(readFile(t, "multisensor/ok-report.xml")), `{
 			"@node":"attic-7","@uptime":86400,
 			"note":{"#text":"window open","@lang":"en"},
