@@ -80,6 +80,9 @@ type Device struct {
 	// LastSeenAt is when the device's last reading arrived; null before
 	// the first.
 	LastSeenAt *time.Time `json:"last_seen_at" format:"date-time" extensions:"x-nullable" example:"2026-01-02T16:00:00Z"`
+	// Online is whether an instance of the device is available, from its
+	// presence.
+	Online bool `json:"online" example:"true"`
 }
 
 // DeviceList is one page of devices.
@@ -134,9 +137,15 @@ type RejectionList struct {
 // DeviceState is a device's current state.
 type DeviceState struct {
 	JID string `json:"jid" example:"thermo1@example.com"`
-	// Online is whether the device's presence is available; false until
-	// iotgate has seen its presence.
+	// Online is whether an instance of the device is available, from its
+	// presence; false until iotgate has seen its presence.
 	Online bool `json:"online" example:"true"`
+	// PresenceStale is true while iotgate's XMPP stream is down: then no
+	// presence is known and online is false for every device.
+	PresenceStale bool `json:"presence_stale" example:"false"`
+	// Resources are the device's available instances (full JIDs),
+	// highest priority first.
+	Resources []Resource `json:"resources"`
 	// LastSeenAt is when the device's last reading arrived; null before
 	// the first.
 	LastSeenAt *time.Time `json:"last_seen_at" format:"date-time" extensions:"x-nullable" example:"2026-01-02T16:00:00Z"`
@@ -144,11 +153,20 @@ type DeviceState struct {
 	Reading *Reading `json:"reading" extensions:"x-nullable"`
 }
 
+// Resource is one available instance of a device.
+type Resource struct {
+	JID      string    `json:"jid" example:"thermo1@example.com/sensor"`
+	Show     string    `json:"show,omitempty" enums:"away,chat,dnd,xa" example:"away"`
+	Status   string    `json:"status,omitempty" example:"on battery"`
+	Priority int       `json:"priority" example:"0"`
+	Since    time.Time `json:"since" format:"date-time" example:"2026-01-02T15:04:05Z"`
+}
+
 func deviceOf(d *devices.Device) Device {
 	out := Device{
 		JID: d.JID, Name: d.Name, Labels: d.Labels,
 		Schema: d.Schema, SchemaVersion: d.SchemaVersion,
-		CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt, LastSeenAt: d.LastSeenAt,
+		CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt, LastSeenAt: d.LastSeenAt, Online: d.Online,
 	}
 	if out.Labels == nil {
 		out.Labels = map[string]string{}
@@ -404,7 +422,10 @@ func (h *deviceHandler) state(c echo.Context) error {
 	if err != nil {
 		return fmt.Errorf("get device state: %w", err)
 	}
-	out := DeviceState{JID: st.JID, Online: st.Online, LastSeenAt: st.LastSeenAt}
+	out := DeviceState{JID: st.JID, Online: st.Online, PresenceStale: st.PresenceStale, LastSeenAt: st.LastSeenAt, Resources: []Resource{}}
+	for _, r := range st.Resources {
+		out.Resources = append(out.Resources, Resource(r))
+	}
 	if st.Reading != nil {
 		r := readingOf(st.Reading)
 		out.Reading = &r

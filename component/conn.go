@@ -133,6 +133,7 @@ type Conn struct {
 	lastErr error
 	pending map[string]*pendingIQ
 	onUp    []func(context.Context)
+	onDown  []func()
 
 	reconnects atomic.Uint64
 }
@@ -176,6 +177,14 @@ func (c *Conn) SetHandler(h Handler) {
 func (c *Conn) OnConnect(f func(ctx context.Context)) {
 	c.mu.Lock()
 	c.onUp = append(c.onUp, f)
+	c.mu.Unlock()
+}
+
+// OnDisconnect registers f to run each time an established stream ends,
+// after every pending IQ has failed.
+func (c *Conn) OnDisconnect(f func()) {
+	c.mu.Lock()
+	c.onDown = append(c.onDown, f)
 	c.mu.Unlock()
 }
 
@@ -341,6 +350,12 @@ func (c *Conn) serve(ctx context.Context, st *stream) error {
 	stopClose()
 	cancel()
 	wg.Wait()
+	c.mu.Lock()
+	downHooks := append([]func(){}, c.onDown...)
+	c.mu.Unlock()
+	for _, h := range downHooks {
+		h()
+	}
 	return sess.err
 }
 

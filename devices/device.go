@@ -24,6 +24,9 @@ type Device struct {
 	// LastSeenAt is when iotgate last received a reading from the device;
 	// nil before the first.
 	LastSeenAt *time.Time `json:"last_seen_at"`
+	// Online is whether an instance of the device is available (from
+	// presence; not stored).
+	Online bool `json:"online"`
 }
 
 var labelKey = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._/-]{0,62}[A-Za-z0-9])?$`)
@@ -98,7 +101,10 @@ type DeviceFilter struct {
 	// Labels must all match (key -> value).
 	Labels map[string]string
 	Online *bool
-	Limit  int
+	// OnlineJIDs is filled in by the service from presence when Online is
+	// set; stores select by it.
+	OnlineJIDs []string
+	Limit      int
 	// Cursor continues a previous page (opaque to clients).
 	Cursor string
 }
@@ -141,10 +147,14 @@ type Rejection struct {
 
 // State is a device's current state.
 type State struct {
-	JID        string     `json:"jid"`
-	Online     bool       `json:"online"`
-	LastSeenAt *time.Time `json:"last_seen_at"`
-	Reading    *Reading   `json:"reading"`
+	JID    string `json:"jid"`
+	Online bool   `json:"online"`
+	// PresenceStale is true while the XMPP stream is down: nobody's
+	// presence is known then, and Online is false for everyone.
+	PresenceStale bool       `json:"presence_stale"`
+	Resources     []Resource `json:"resources"`
+	LastSeenAt    *time.Time `json:"last_seen_at"`
+	Reading       *Reading   `json:"reading"`
 }
 
 // ReadingFilter selects a device's readings.

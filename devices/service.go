@@ -19,6 +19,8 @@ type Store interface {
 	UpdateDevice(ctx context.Context, jid string, u DeviceUpdate, now time.Time) (*Device, error)
 	// DeleteDevice deletes the device with its readings and rejections.
 	DeleteDevice(ctx context.Context, jid string) error
+	// DeviceJIDs returns every registered JID.
+	DeviceJIDs(ctx context.Context) ([]string, error)
 
 	// InsertReadings stores readings and moves each device's last_seen_at,
 	// all in one transaction; it sets the readings' IDs.
@@ -77,6 +79,8 @@ type ServiceConfig struct {
 	CacheTTL time.Duration
 	Clock    Clock
 	Logger   *slog.Logger
+	// Presence tracks who is online; nil means nobody ever is.
+	Presence *Presence
 }
 
 // Service is the device registry and the ingest path of readings.
@@ -138,6 +142,9 @@ func NewService(store Store, schemas SchemaSource, cfg ServiceConfig) *Service {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Presence == nil {
+		cfg.Presence = NewPresence(nil, cfg.Clock, cfg.Logger)
+	}
 	return &Service{
 		store: store, schemas: schemas, cfg: cfg, log: cfg.Logger,
 		cache:      make(map[string]cachedDevice),
@@ -185,7 +192,12 @@ func (s *Service) Device(ctx context.Context, jid string) (*Device, error) {
 	if err != nil {
 		return nil, err
 	}
-	return s.store.Device(ctx, j)
+	d, err := s.store.Device(ctx, j)
+	if err != nil {
+		return nil, err
+	}
+	d.Online, _ = s.cfg.Presence.Online(d.JID)
+	return d, nil
 }
 
 // Devices lists devices. Errors: invalid (bad cursor or filter).
@@ -196,7 +208,17 @@ func (s *Service) Devices(ctx context.Context, f DeviceFilter) (*DevicePage, err
 	if f.Limit > 1000 {
 		f.Limit = 1000
 	}
-	return s.store.Devices(ctx, f)
+	if f.Online != nil {
+		f.OnlineJIDs = s.cfg.Presence.OnlineJIDs()
+	}
+	page, err := s.store.Devices(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range page.Items {
+		d.Online, _ = s.cfg.Presence.Online(d.JID)
+	}
+	return page, nil
 }
 
 // Update changes a device. Errors: invalid, not_found.
@@ -239,6 +261,7 @@ func (s *Service) Delete(ctx context.Context, jid string) error {
 	}
 	err = s.store.DeleteDevice(ctx, j)
 	s.forget(j)
+	s.cfg.Presence.Forget(j)
 	return err
 }
 
@@ -249,6 +272,8 @@ func (s *Service) State(ctx context.Context, jid string) (*State, error) {
 		return nil, err
 	}
 	st := &State{JID: d.JID, LastSeenAt: d.LastSeenAt}
+	st.Online, st.PresenceStale = s.cfg.Presence.Online(d.JID)
+	st.Resources = s.cfg.Presence.Resources(d.JID)
 	r, err := s.store.LatestReading(ctx, d.JID)
 	switch {
 	case err == nil:
@@ -528,3 +553,46 @@ func (s *Service) runRejections(ctx context.Context) {
 		}
 	}
 }
+
+// UpdatePresence applies a presence stanza from a device. Errors: not_found
+// (detail device_not_registered), unavailable.
+func (s *Service) UpdatePresence(ctx context.Context, u PresenceUpdate) error {
+	bare, err := BareJID(u.From)
+	if err != nil {
+		return err
+	}
+	d, err := s.lookup(ctx, bare)
+	if err != nil {
+		return &Error{Code: EUnavailable, Message: "device registry unavailable", Err: err}
+	}
+	if d == nil {
+		return ErrNotRegistered
+	}
+	s.cfg.Presence.Update(d, u)
+	return nil
+}
+
+// Registered reports whether a (bare or full) JID is a registered device.
+// Errors: invalid, unavailable.
+func (s *Service) Registered(ctx context.Context, jid string) (bool, error) {
+	bare, err := BareJID(jid)
+	if err != nil {
+		return false, err
+	}
+	d, err := s.lookup(ctx, bare)
+	if err != nil {
+		return false, &Error{Code: EUnavailable, Message: "device registry unavailable", Err: err}
+	}
+	return d != nil, nil
+}
+
+// DeviceJIDs returns every registered JID, for presence probes.
+func (s *Service) DeviceJIDs(ctx context.Context) ([]string, error) {
+	return s.store.DeviceJIDs(ctx)
+}
+
+// PresenceStale marks presence unknown (the stream is down).
+func (s *Service) PresenceStale() { s.cfg.Presence.MarkStale() }
+
+// PresenceFresh marks presence known again (the stream is up).
+func (s *Service) PresenceFresh() { s.cfg.Presence.MarkFresh() }

@@ -1279,6 +1279,11 @@ const docTemplate = `{
                     "type": "string",
                     "example": "Kitchen"
                 },
+                "online": {
+                    "description": "Online is whether an instance of the device is available, from its\npresence.",
+                    "type": "boolean",
+                    "example": true
+                },
                 "schema": {
                     "type": "string",
                     "example": "thermostat"
@@ -1325,9 +1330,14 @@ const docTemplate = `{
                     "example": "2026-01-02T16:00:00Z"
                 },
                 "online": {
-                    "description": "Online is whether the device's presence is available; false until\niotgate has seen its presence.",
+                    "description": "Online is whether an instance of the device is available, from its\npresence; false until iotgate has seen its presence.",
                     "type": "boolean",
                     "example": true
+                },
+                "presence_stale": {
+                    "description": "PresenceStale is true while iotgate's XMPP stream is down: then no\npresence is known and online is false for every device.",
+                    "type": "boolean",
+                    "example": false
                 },
                 "reading": {
                     "description": "Reading is the latest reading; null before the first.",
@@ -1337,6 +1347,13 @@ const docTemplate = `{
                         }
                     ],
                     "x-nullable": true
+                },
+                "resources": {
+                    "description": "Resources are the device's available instances (full JIDs),\nhighest priority first.",
+                    "type": "array",
+                    "items": {
+                        "$ref": "#/definitions/api.Resource"
+                    }
                 }
             }
         },
@@ -1497,6 +1514,38 @@ const docTemplate = `{
                     "description": "NextCursor continues the list (pass it as cursor); absent on the\nlast page.",
                     "type": "string",
                     "example": "MTc2NzM2OTYwMDEyMzAwMDAwMC4xNw"
+                }
+            }
+        },
+        "api.Resource": {
+            "type": "object",
+            "properties": {
+                "jid": {
+                    "type": "string",
+                    "example": "thermo1@example.com/sensor"
+                },
+                "priority": {
+                    "type": "integer",
+                    "example": 0
+                },
+                "show": {
+                    "type": "string",
+                    "enum": [
+                        "away",
+                        "chat",
+                        "dnd",
+                        "xa"
+                    ],
+                    "example": "away"
+                },
+                "since": {
+                    "type": "string",
+                    "format": "date-time",
+                    "example": "2026-01-02T15:04:05Z"
+                },
+                "status": {
+                    "type": "string",
+                    "example": "on battery"
                 }
             }
         },

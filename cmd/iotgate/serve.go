@@ -38,7 +38,8 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		MaxSchemaBytes: cfg.MaxSchemaBytes, MaxReadingBytes: cfg.MaxReadingBytes, MaxDepth: cfg.MaxReadingDepth,
 		Logger: log,
 	})
-	svc := devices.NewService(db, registry, devices.ServiceConfig{Logger: log})
+	presence := devices.NewPresence(db, nil, log.With("part", "presence"))
+	svc := devices.NewService(db, registry, devices.ServiceConfig{Logger: log, Presence: presence})
 
 	conn, err := component.New(component.Config{
 		Addr: cfg.XMPPAddr, Domain: cfg.Domain, Secret: cfg.Secret,
@@ -48,7 +49,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	conn.SetHandler(component.NewReadingHandler(conn, svc, log.With("part", "readings")))
+	readings := component.NewReadingHandler(conn, svc, log.With("part", "readings"))
+	readings.Presence = component.NewPresenceHandler(conn, svc, log.With("part", "presence"))
+	conn.SetHandler(readings)
 
 	srv := api.New(api.Config{BodyLimit: cfg.BodyLimit}, api.Deps{
 		Log:     log.With("part", "http"),
@@ -64,8 +67,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	ingestCtx, stopIngest := context.WithCancel(context.WithoutCancel(ctx))
 	xmppCtx, stopXMPP := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(4)
 	go func() { defer wg.Done(); svc.Run(ingestCtx) }()
+	go func() { defer wg.Done(); presence.Run(ingestCtx) }()
 	go func() { defer wg.Done(); conn.Run(xmppCtx) }()
 	serveErr := make(chan error, 1)
 	go func() { defer wg.Done(); serveErr <- srv.Serve() }()

@@ -100,11 +100,12 @@ func (db *DB) Devices(ctx context.Context, f devices.DeviceFilter) (*devices.Dev
 		where = append(where, "labels @> "+arg(string(b))+"::jsonb")
 	}
 	if f.Online != nil {
-		// Presence is tracked by a later migration; until then no device
-		// is known to be online.
-		if *f.Online {
-			where = append(where, "false")
+		// Presence lives in memory; the service passes who is online.
+		cond := "jid = ANY(" + arg(pq.Array(f.OnlineJIDs)) + "::text[])"
+		if !*f.Online {
+			cond = "NOT " + cond
 		}
+		where = append(where, cond)
 	}
 	q := `SELECT ` + deviceColumns + ` FROM devices`
 	if len(where) > 0 {

@@ -1,0 +1,213 @@
+package devices
+
+import (
+	"cmp"
+	"context"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Resource is one connected instance (full JID) of a device, as its
+// presence says.
+type Resource struct {
+	JID      string    `json:"jid"`
+	Show     string    `json:"show,omitempty"`
+	Status   string    `json:"status,omitempty"`
+	Priority int       `json:"priority"`
+	Since    time.Time `json:"since"`
+}
+
+// PresenceUpdate is one presence stanza from a device.
+type PresenceUpdate struct {
+	// From is the sender's full JID.
+	From      string
+	Available bool
+	Show      string
+	Status    string
+	Priority  int
+}
+
+// PresenceEvent records a device going online or offline.
+type PresenceEvent struct {
+	DeviceID  int64
+	DeviceJID string
+	At        time.Time
+	Online    bool
+}
+
+// PresenceStore records presence history.
+type PresenceStore interface {
+	InsertPresenceEvents(ctx context.Context, evs []PresenceEvent) error
+}
+
+// Presence tracks which devices are online, in memory: presence is
+// volatile by nature and is rebuilt by probing every device after each
+// (re)connection. Online/offline transitions are recorded in the store.
+type Presence struct {
+	store PresenceStore
+	clock Clock
+	log   *slog.Logger
+
+	mu    sync.Mutex
+	res   map[string]map[string]*Resource // bare JID -> full JID -> resource
+	ids   map[string]int64                // bare JID -> device ID, for events
+	stale bool
+	since time.Time
+
+	events chan PresenceEvent
+}
+
+// NewPresence returns a tracker. Presence is stale until MarkFresh: iotgate
+// doesn't know who is online before its stream is up and probes answered.
+func NewPresence(store PresenceStore, clock Clock, log *slog.Logger) *Presence {
+	if clock == nil {
+		clock = time.Now
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Presence{store: store, clock: clock, log: log,
+		res: map[string]map[string]*Resource{}, ids: map[string]int64{},
+		stale: true, since: clock(), events: make(chan PresenceEvent, 10000)}
+}
+
+// Update applies a presence stanza from device d.
+func (p *Presence) Update(d *Device, u PresenceUpdate) {
+	now := p.clock().UTC()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	rs := p.res[d.JID]
+	wasOnline := len(rs) > 0
+	if u.Available {
+		if rs == nil {
+			rs = map[string]*Resource{}
+			p.res[d.JID] = rs
+		}
+		r := rs[u.From]
+		if r == nil {
+			r = &Resource{JID: u.From, Since: now}
+			rs[u.From] = r
+		}
+		r.Show, r.Status, r.Priority = u.Show, u.Status, u.Priority
+	} else if rs != nil {
+		delete(rs, u.From)
+		if len(rs) == 0 {
+			delete(p.res, d.JID)
+		}
+	}
+	p.ids[d.JID] = d.ID
+	if online := len(p.res[d.JID]) > 0; online != wasOnline {
+		p.record(PresenceEvent{DeviceID: d.ID, DeviceJID: d.JID, At: now, Online: online})
+	}
+}
+
+// Forget drops a device (deleted, or unsubscribed).
+func (p *Presence) Forget(jid string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.res, jid)
+	delete(p.ids, jid)
+}
+
+// MarkStale says the stream is down: nobody is known to be online. Every
+// online device gets an offline event.
+func (p *Presence) MarkStale() {
+	now := p.clock().UTC()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stale {
+		return
+	}
+	for jid := range p.res {
+		p.record(PresenceEvent{DeviceID: p.ids[jid], DeviceJID: jid, At: now, Online: false})
+	}
+	clear(p.res)
+	p.stale, p.since = true, now
+}
+
+// MarkFresh says the stream is up and probes were sent.
+func (p *Presence) MarkFresh() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stale {
+		p.stale, p.since = false, p.clock().UTC()
+	}
+}
+
+func (p *Presence) record(ev PresenceEvent) {
+	if p.store == nil {
+		return
+	}
+	select {
+	case p.events <- ev:
+	default:
+		p.log.Warn("presence history queue full, event dropped", "device", ev.DeviceJID)
+	}
+}
+
+// Online reports whether the device has an available resource, and whether
+// that knowledge is stale (the stream is down).
+func (p *Presence) Online(jid string) (online, stale bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.res[jid]) > 0, p.stale
+}
+
+// Resources returns the device's available resources, highest priority
+// first (then most recent).
+func (p *Presence) Resources(jid string) []Resource {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]Resource, 0, len(p.res[jid]))
+	for _, r := range p.res[jid] {
+		out = append(out, *r)
+	}
+	slices.SortFunc(out, func(a, b Resource) int {
+		if c := cmp.Compare(b.Priority, a.Priority); c != 0 {
+			return c
+		}
+		return b.Since.Compare(a.Since)
+	})
+	return out
+}
+
+// OnlineJIDs returns the bare JIDs of every online device.
+func (p *Presence) OnlineJIDs() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]string, 0, len(p.res))
+	for jid := range p.res {
+		out = append(out, jid)
+	}
+	return out
+}
+
+// Run writes presence history until ctx ends.
+func (p *Presence) Run(ctx context.Context) {
+	for {
+		var batch []PresenceEvent
+		select {
+		case ev := <-p.events:
+			batch = append(batch, ev)
+		case <-ctx.Done():
+			return
+		}
+	fill:
+		for len(batch) < 1000 {
+			select {
+			case ev := <-p.events:
+				batch = append(batch, ev)
+			default:
+				break fill
+			}
+		}
+		if p.store == nil {
+			continue
+		}
+		if err := p.store.InsertPresenceEvents(context.WithoutCancel(ctx), batch); err != nil {
+			p.log.Error("store presence history failed", "events", len(batch), "err", err)
+		}
+	}
+}
