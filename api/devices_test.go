@@ -17,7 +17,7 @@ import (
 	"github.com/iotgate/iotgate/devices"
 )
 
-var deviceKeys = []string{"jid", "name", "labels", "schema", "schema_version", "created_at", "updated_at", "last_seen_at"}
+var deviceKeys = []string{"jid", "name", "labels", "schema", "schema_version", "created_at", "updated_at", "last_seen_at", "online"}
 
 // newDeviceFixture returns a device service holding three devices, the
 // first online with two readings and a rejection.
@@ -237,7 +237,7 @@ func TestDevices(t *testing.T) {
 
 		{apiCase: apiCase{name: "State", target: "/v1/devices/thermo1%40example.com/state", status: http.StatusOK,
 			check: func(t *testing.T, rec *httptest.ResponseRecorder) {
-				wantKeys(t, rec.Body.Bytes(), "jid", "online", "last_seen_at", "reading")
+				wantKeys(t, rec.Body.Bytes(), "jid", "online", "presence_stale", "resources", "last_seen_at", "reading")
 				var got struct {
 					JID        string          `json:"jid"`
 					Online     bool            `json:"online"`
@@ -261,7 +261,7 @@ func TestDevices(t *testing.T) {
 			}}},
 		{apiCase: apiCase{name: "StateBeforeFirstReading", target: "/v1/devices/thermo2%40example.com/state", status: http.StatusOK,
 			check: func(t *testing.T, rec *httptest.ResponseRecorder) {
-				want := `{"jid":"thermo2@example.com","online":false,"last_seen_at":null,"reading":null}`
+				want := `{"jid":"thermo2@example.com","online":false,"presence_stale":false,"resources":[],"last_seen_at":null,"reading":null}`
 				if got := strings.TrimSpace(rec.Body.String()); got != want {
 					t.Errorf("body = %s, want %s", got, want)
 				}
