@@ -257,3 +257,57 @@ func TestSchemasDevicesReadings(t *testing.T) {
 		}
 	})
 }
+
+// BenchmarkIngest measures the ingest path from validated reading to
+// commit (validation, queueing, group commit) against a real PostgreSQL,
+// with 64 readings in flight, as IQ readings would be.
+//
+//	go test -tags integration -run '^$' -bench BenchmarkIngest -benchtime 20000x ./devices/postgres/
+func BenchmarkIngest(b *testing.B) {
+	ctx := context.Background()
+	db, err := postgres.Open(ctx, servers.DatabaseForTest(b), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	if err := migrations.Up(ctx, db.SQL(), nil); err != nil {
+		b.Fatal(err)
+	}
+	reg := schemas.NewRegistry(db, schemas.Config{})
+	svc := devices.NewService(db, reg, devices.ServiceConfig{})
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go svc.Run(rctx)
+	if _, err := reg.Register(ctx, "thermostat", string(examples.Thermostat()), ""); err != nil {
+		b.Fatal(err)
+	}
+	const nDevices = 10
+	for i := range nDevices {
+		if _, err := svc.Register(ctx, &devices.Device{JID: fmt.Sprintf("d%d@example.com", i), Schema: "thermostat"}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	payload := reading("21.5")
+	sem := make(chan struct{}, 64)
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	start := time.Now()
+	for i := range b.N {
+		sem <- struct{}{}
+		wg.Add(1)
+		svc.Ingest(ctx, devices.IncomingReading{From: fmt.Sprintf("d%d@example.com/r", i%nDevices), Via: "iq",
+			Payloads: []devices.Payload{{Namespace: examples.ThermostatNS, XML: payload}}}, func(err error) {
+			if err != nil {
+				b.Error(err)
+			}
+			<-sem
+			wg.Done()
+		})
+	}
+	wg.Wait()
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "readings/s")
+	st := svc.Stats()
+	if st.Batches > 0 {
+		b.ReportMetric(float64(st.Accepted)/float64(st.Batches), "readings/batch")
+	}
+}
