@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
-	"strings"
 	"sync"
 	"time"
 
@@ -320,23 +319,7 @@ func withIssues(err error) error {
 	if !errors.As(err, &de) || !errors.As(err, &ve) {
 		return err
 	}
-	var b strings.Builder
-	b.WriteString(de.Message)
-	for i, is := range ve.Issues {
-		if i == 3 {
-			fmt.Fprintf(&b, "; and %d more", len(ve.Issues)-i)
-			break
-		}
-		b.WriteString("; ")
-		if is.Line > 0 {
-			fmt.Fprintf(&b, "line %d: ", is.Line)
-		}
-		if is.Path != "" {
-			b.WriteString(is.Path + ": ")
-		}
-		b.WriteString(is.Message)
-	}
 	out := *de
-	out.Message = b.String()
+	out.Message = de.Message + ve.Summary()
 	return &out
 }

@@ -71,8 +71,13 @@ type ValidationError struct {
 }
 
 func (e *ValidationError) Error() string {
+	return "xsd: invalid document" + e.Summary()
+}
+
+// Summary lists the first three issues as "; line L: PATH: message", for
+// messages shown to the sender of the document.
+func (e *ValidationError) Summary() string {
 	var b strings.Builder
-	b.WriteString("xsd: invalid document")
 	for i, is := range e.Issues {
 		if i == 3 {
 			fmt.Fprintf(&b, "; and %d more", len(e.Issues)-i)
