@@ -130,7 +130,8 @@ func (s *stream) readHeader() error {
 			if s.id == "" {
 				// The server may still send a stream error (host-unknown)
 				// before closing; read it to tell the operator why.
-				if se := s.readStreamErrorIfAny(); se != nil {
+				var se *StreamError
+				if _, err := s.next(); errors.As(err, &se) {
 					return se
 				}
 				return errors.New("read stream header: server sent no stream id")
@@ -140,19 +141,6 @@ func (s *stream) readHeader() error {
 			return fmt.Errorf("read stream header: unexpected %T from server", tok)
 		}
 	}
-}
-
-func (s *stream) readStreamErrorIfAny() error {
-	st, err := s.next()
-	if err != nil {
-		var se *StreamError
-		if errors.As(err, &se) {
-			return se
-		}
-		return nil
-	}
-	_ = st
-	return nil
 }
 
 func (s *stream) readHandshake() error {
