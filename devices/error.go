@@ -29,6 +29,11 @@ const (
 	// does not validate. EInvalid is for input of the wrong shape (a
 	// missing field, a bad JID); clients need to tell the two apart.
 	EUnprocessable = "unprocessable"
+
+	// EBadGateway is for an answer from a device that refused or failed a
+	// request iotgate relayed (a command answered with an IQ error): the
+	// request reached the device, and the device said no.
+	EBadGateway = "bad_gateway"
 )
 
 // Error is the domain error. Transports map Code to their own vocabulary in

@@ -1,0 +1,1185 @@
+package devices
+
+import (
+	"context"
+	crand "crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"mellium.im/xmpp/jid"
+)
+
+// CommandStatus is where a command is in its life. A command starts
+// pending or queued and ends in one of the terminal statuses:
+//
+//	pending ─► sent ─► succeeded | failed | timed_out
+//	pending ─► failed                      (offline, stream down: never sent)
+//	pending ─► queued ─► sent ─► ...       (mode queue)
+//	           queued ─► expired | canceled
+//	           sent ─► queued               (mode queue: the server bounced the IQ)
+//
+// A timed_out command stays timed_out when the device answers late; the
+// answer is recorded on it (LateAnswer).
+type CommandStatus string
+
+// Command statuses.
+const (
+	CommandPending   CommandStatus = "pending"
+	CommandQueued    CommandStatus = "queued"
+	CommandSent      CommandStatus = "sent"
+	CommandSucceeded CommandStatus = "succeeded"
+	CommandFailed    CommandStatus = "failed"
+	CommandTimedOut  CommandStatus = "timed_out"
+	CommandExpired   CommandStatus = "expired"
+	CommandCanceled  CommandStatus = "canceled"
+)
+
+// Terminal reports whether s is final: nothing changes the status after it.
+func (s CommandStatus) Terminal() bool {
+	switch s {
+	case CommandSucceeded, CommandFailed, CommandTimedOut, CommandExpired, CommandCanceled:
+		return true
+	}
+	return false
+}
+
+// CommandMode says how a command is delivered and answered.
+type CommandMode string
+
+// Command modes.
+const (
+	// CommandSync waits for the device's answer and returns it.
+	CommandSync CommandMode = "sync"
+	// CommandAsync sends at once and returns before the answer.
+	CommandAsync CommandMode = "async"
+	// CommandQueue keeps the command while the device is offline and
+	// delivers it when the device comes online, unless it expires first.
+	CommandQueue CommandMode = "queue"
+)
+
+// Command error codes: why a command did not succeed, stored on it
+// (Command.ErrorCode) and shown to clients. Expired and canceled commands
+// say so by their status alone.
+const (
+	// CmdErrDeviceOffline: no available resource, or the server bounced
+	// the IQ (service-unavailable, recipient-unavailable).
+	CmdErrDeviceOffline = "device_offline"
+	// CmdErrXMPP: the device answered with an IQ error (Command.XMPPError).
+	CmdErrXMPP = "xmpp_error"
+	// CmdErrXMPPUnavailable: iotgate's XMPP stream was down or dropped.
+	CmdErrXMPPUnavailable = "xmpp_unavailable"
+	// CmdErrTimeout: no answer within the command's timeout.
+	CmdErrTimeout = "timeout"
+	// CmdErrTooMany: too many IQs were waiting for answers.
+	CmdErrTooMany = "too_many_requests"
+	// CmdErrRestarted: iotgate stopped before the device answered.
+	CmdErrRestarted = "restarted"
+	// CmdErrInternal: anything else (see the command's Error).
+	CmdErrInternal = "internal"
+)
+
+// Limits and defaults of commands.
+const (
+	DefaultCommandTimeout = 10 * time.Second
+	MaxCommandTimeout     = 300 * time.Second
+	DefaultCommandExpiry  = time.Hour
+	MaxCommandExpiry      = 7 * 24 * time.Hour
+	// IdempotencyWindow is how long an Idempotency-Key stands for the
+	// command it first created.
+	IdempotencyWindow = 24 * time.Hour
+	// MaxIdempotencyKeyLen bounds an Idempotency-Key.
+	MaxIdempotencyKeyLen = 255
+	// MaxResourceLen bounds a resourcepart (RFC 7622).
+	MaxResourceLen = 1023
+)
+
+// Command is a request to a device, sent as an IQ, with everything that
+// happened to it.
+type Command struct {
+	// ID is random and unguessable.
+	ID        string
+	DeviceID  int64
+	DeviceJID string
+	// Type is the IQ type: "get" or "set".
+	Type string
+	// Payload is the IQ's child element, valid against the device's
+	// schema.
+	Payload string
+	// Resource is the resource the client asked for; "" means the
+	// device's highest-priority available one.
+	Resource string
+	// Target is the full JID the IQ was (last) sent to.
+	Target  string
+	Mode    CommandMode
+	Status  CommandStatus
+	Timeout time.Duration
+	// ExpiresAt bounds how long a queued command waits (mode queue only).
+	ExpiresAt   *time.Time
+	CreatedAt   time.Time
+	SentAt      *time.Time
+	CompletedAt *time.Time
+	// AnsweredAt is when the device's answer arrived, even late.
+	AnsweredAt *time.Time
+	// Response is the device's result, if it answered with one.
+	Response *CommandResponse
+	// XMPPError is the device's (or its server's) IQ error, if any.
+	XMPPError *XMPPError
+	// ErrorCode says why the command did not succeed (CmdErr...), and
+	// Error says it in words.
+	ErrorCode string
+	Error     string
+	// LateAnswer is true when the answer arrived after the command timed
+	// out: the status stays timed_out, the answer is recorded anyway.
+	LateAnswer bool
+	History    []CommandEvent
+	// IdempotencyKey and RequestHash let a retried request find the
+	// command it created (within IdempotencyWindow).
+	IdempotencyKey string
+	RequestHash    string
+}
+
+// CommandResponse is the payload of a device's IQ result.
+type CommandResponse struct {
+	// XML is the result's child element as the device sent it; "" when
+	// the result was empty.
+	XML string
+	// Data is XML rendered as JSON like readings are, when the element is
+	// in the schema's namespace and valid; nil otherwise.
+	Data json.RawMessage
+	// Invalid says why the element was not rendered: it is in the
+	// schema's namespace but not valid against it.
+	Invalid string
+}
+
+// XMPPError is a stanza error (RFC 6120 §8.3) an IQ was answered with.
+type XMPPError struct {
+	Type      string
+	Condition string
+	Text      string
+}
+
+// CommandEvent is one status change of a command.
+type CommandEvent struct {
+	Status CommandStatus
+	At     time.Time
+	Reason string
+}
+
+// Clone returns a deep copy of c.
+func (c *Command) Clone() *Command {
+	out := *c
+	cp := func(t *time.Time) *time.Time {
+		if t == nil {
+			return nil
+		}
+		v := *t
+		return &v
+	}
+	out.ExpiresAt, out.SentAt, out.CompletedAt, out.AnsweredAt = cp(c.ExpiresAt), cp(c.SentAt), cp(c.CompletedAt), cp(c.AnsweredAt)
+	if c.Response != nil {
+		r := *c.Response
+		out.Response = &r
+	}
+	if c.XMPPError != nil {
+		e := *c.XMPPError
+		out.XMPPError = &e
+	}
+	out.History = append([]CommandEvent(nil), c.History...)
+	return &out
+}
+
+// Err returns the outcome of a finished command as an *Error a transport
+// maps to its own terms, or nil when it succeeded or is still under way.
+// Codes: conflict (detail device_offline), bad_gateway (detail xmpp_error:
+// the device answered with an error), unavailable (detail
+// xmpp_unavailable), timeout, too_many_requests, internal; not_found
+// (detail command_expired) and conflict (detail command_canceled) for
+// queued commands that were never delivered.
+func (c *Command) Err() error {
+	switch c.Status {
+	case CommandTimedOut:
+		return &Error{Code: ETimeout, Message: c.Error}
+	case CommandExpired:
+		return &Error{Code: ENotFound, Detail: "command_expired", Message: c.Error}
+	case CommandCanceled:
+		return &Error{Code: EConflict, Detail: "command_canceled", Message: c.Error}
+	case CommandFailed:
+	default:
+		return nil
+	}
+	switch c.ErrorCode {
+	case CmdErrDeviceOffline:
+		return &Error{Code: EConflict, Detail: CmdErrDeviceOffline, Message: c.Error}
+	case CmdErrXMPP:
+		return &Error{Code: EBadGateway, Detail: CmdErrXMPP, Message: c.Error}
+	case CmdErrXMPPUnavailable:
+		return &Error{Code: EUnavailable, Detail: CmdErrXMPPUnavailable, Message: c.Error}
+	case CmdErrTimeout:
+		return &Error{Code: ETimeout, Message: c.Error}
+	case CmdErrTooMany:
+		return &Error{Code: ETooMany, Message: c.Error}
+	case CmdErrRestarted:
+		return &Error{Code: EUnavailable, Message: c.Error}
+	}
+	// The message was written for clients; Detail keeps it visible.
+	return &Error{Code: EInternal, Message: c.Error}
+}
+
+// CommandRequest is what a client asks for.
+type CommandRequest struct {
+	DeviceJID string
+	// Type is "get" or "set"; "" means set.
+	Type    string
+	Payload string
+	// Resource targets one instance of the device; "" means the
+	// highest-priority available one.
+	Resource string
+	// Mode "" means sync.
+	Mode CommandMode
+	// Timeout 0 means DefaultCommandTimeout; at most MaxCommandTimeout.
+	Timeout time.Duration
+	// ExpiresIn (mode queue only) 0 means DefaultCommandExpiry; at most
+	// MaxCommandExpiry.
+	ExpiresIn      time.Duration
+	IdempotencyKey string
+}
+
+// normalize applies defaults and checks ranges. Errors: invalid.
+func (r *CommandRequest) normalize() error {
+	switch r.Type {
+	case "":
+		r.Type = "set"
+	case "get", "set":
+	default:
+		return Errorf(EInvalid, "type must be get or set, not %q", r.Type)
+	}
+	switch r.Mode {
+	case "":
+		r.Mode = CommandSync
+	case CommandSync, CommandAsync, CommandQueue:
+	default:
+		return Errorf(EInvalid, "mode must be sync, async or queue, not %q", r.Mode)
+	}
+	switch {
+	case r.Timeout == 0:
+		r.Timeout = DefaultCommandTimeout
+	case r.Timeout < time.Millisecond || r.Timeout > MaxCommandTimeout:
+		return Errorf(EInvalid, "timeout must be between 1 ms and %s", MaxCommandTimeout)
+	}
+	switch {
+	case r.Mode != CommandQueue && r.ExpiresIn != 0:
+		return Errorf(EInvalid, "expires_in_ms applies to mode queue only")
+	case r.Mode != CommandQueue:
+	case r.ExpiresIn == 0:
+		r.ExpiresIn = DefaultCommandExpiry
+	case r.ExpiresIn < time.Millisecond || r.ExpiresIn > MaxCommandExpiry:
+		return Errorf(EInvalid, "expires_in must be between 1 ms and %s", MaxCommandExpiry)
+	}
+	if len(r.IdempotencyKey) > MaxIdempotencyKeyLen {
+		return Errorf(EInvalid, "Idempotency-Key is longer than %d bytes", MaxIdempotencyKeyLen)
+	}
+	if len(r.Resource) > MaxResourceLen {
+		return Errorf(EInvalid, "resource is longer than %d bytes", MaxResourceLen)
+	}
+	if r.Payload == "" {
+		return Errorf(EInvalid, "payload is required")
+	}
+	return nil
+}
+
+// hash identifies the request's content, for Idempotency-Key reuse checks.
+func (r *CommandRequest) hash(deviceJID string) string {
+	h := sha256.New()
+	for _, s := range []string{deviceJID, r.Type, string(r.Mode), r.Resource,
+		strconv.FormatInt(r.Timeout.Milliseconds(), 10), strconv.FormatInt(r.ExpiresIn.Milliseconds(), 10), r.Payload} {
+		fmt.Fprintf(h, "%d:%s;", len(s), s)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// CommandFilter selects a page of a device's commands, newest first.
+type CommandFilter struct {
+	Limit  int
+	Cursor string
+}
+
+// CommandPage is one page of commands.
+type CommandPage struct {
+	Items      []*Command
+	NextCursor string
+}
+
+// CommandReply is a device's answer to a command IQ.
+type CommandReply struct {
+	// Type is "result" or "error".
+	Type string
+	// Payload is the result's child element (nil if none) and Namespace
+	// its namespace.
+	Payload   []byte
+	Namespace string
+	// Error is set for an error reply.
+	Error *XMPPError
+}
+
+// CommandSender sends command IQs. The XMPP component implements it.
+type CommandSender interface {
+	// SendCommand sends payload to the full JID `to` in an IQ of type
+	// iqType ("get" or "set") and waits for the answer, result or error,
+	// until ctx ends. Errors: unavailable (detail xmpp_unavailable) when
+	// the stream is down or drops first, timeout when ctx ends first,
+	// too_many_requests when too many IQs are waiting, invalid for a
+	// payload that is not one XML element.
+	SendCommand(ctx context.Context, to, iqType string, payload []byte) (CommandReply, error)
+}
+
+// CommandStore is the persistence of commands. Implementations return
+// *Error values.
+type CommandStore interface {
+	// CreateCommand inserts c with its history. An idempotency key held
+	// by a command created before reuseBefore is released first.
+	// Errors: conflict (detail idempotency_key_taken) when the key is
+	// held by a newer command; not_found when the device is gone.
+	CreateCommand(ctx context.Context, c *Command, reuseBefore time.Time) error
+	// CommandByIdempotencyKey returns the command created with key at or
+	// after since. Errors: not_found.
+	CommandByIdempotencyKey(ctx context.Context, key string, since time.Time) (*Command, error)
+	// Command returns one command with its history. Errors: not_found.
+	Command(ctx context.Context, id string) (*Command, error)
+	// Commands returns a page of a device's commands, newest first.
+	// Errors: invalid (cursor).
+	Commands(ctx context.Context, deviceJID string, f CommandFilter) (*CommandPage, error)
+	// UpdateCommand writes c's status, timestamps and outcome, and
+	// appends ev to its history if not nil, provided the stored status
+	// is one of from. Errors: conflict when it is not, not_found.
+	UpdateCommand(ctx context.Context, c *Command, from []CommandStatus, ev *CommandEvent) error
+	// QueuedCommands returns up to limit queued commands of a device,
+	// oldest first.
+	QueuedCommands(ctx context.Context, deviceJID string, limit int) ([]*Command, error)
+	// QueuedDeviceJIDs returns the devices that have queued commands.
+	QueuedDeviceJIDs(ctx context.Context) ([]string, error)
+	// ExpireCommands moves queued commands whose expires_at is not after
+	// now to expired, with reason, and returns their IDs.
+	ExpireCommands(ctx context.Context, now time.Time, reason string) ([]string, error)
+	// FailUnfinishedCommands moves every pending or sent command to
+	// failed with the error code and reason given, and returns how many.
+	FailUnfinishedCommands(ctx context.Context, now time.Time, code, reason string) (int, error)
+}
+
+// CommandDevices looks devices up; the device Service implements it.
+type CommandDevices interface {
+	// Device returns a registered device. Errors: invalid, not_found.
+	Device(ctx context.Context, jid string) (*Device, error)
+}
+
+// PresenceView tells which instances of a device are available; Presence
+// implements it.
+type PresenceView interface {
+	// Resources returns the available resources, highest priority first.
+	Resources(jid string) []Resource
+	// Online reports whether the device is online and whether presence
+	// is stale (the XMPP stream is down).
+	Online(jid string) (online, stale bool)
+}
+
+// CommandsConfig tunes the command service.
+type CommandsConfig struct {
+	// MaxInFlight bounds commands sent and not yet answered or timed out;
+	// beyond it, commands are refused with too_many_requests (queued ones
+	// wait). Default 1000.
+	MaxInFlight int
+	// LateAnswerGrace is how long after its timeout a command still
+	// listens for a late answer to record. Default 60s.
+	LateAnswerGrace time.Duration
+	// SweepInterval is how often expired queued commands are marked.
+	// Default 1s.
+	SweepInterval time.Duration
+	// RedeliverInterval is how often queued commands of online devices
+	// are retried, in case a presence change was missed. Default 30s.
+	RedeliverInterval time.Duration
+	Clock             Clock
+	Logger            *slog.Logger
+}
+
+// Commands is the command service: it validates, stores and delivers
+// commands, and records their outcome. Create it with NewCommands, call
+// Recover once at start, then Run.
+type Commands struct {
+	store    CommandStore
+	devs     CommandDevices
+	schemas  SchemaSource
+	presence PresenceView
+	sender   CommandSender
+	cfg      CommandsConfig
+	log      *slog.Logger
+
+	// ctx is the life of the service: executions listen for answers
+	// under it, and shutdown cancels it.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	sem    chan struct{}
+
+	mu         sync.Mutex
+	inflight   map[string]*execution
+	wanted     map[string]bool // devices whose queues to deliver
+	delivering map[string]bool
+	again      map[string]bool
+	closed     bool // Run has stopped: nothing new starts
+	wake       chan struct{}
+	stopped    chan struct{}
+}
+
+// execution is one command on its way to a device.
+type execution struct {
+	mu      sync.Mutex
+	cmd     *Command
+	schema  PayloadSchema
+	settled chan struct{} // closed when cmd is terminal or queued again
+	once    sync.Once
+	release func()
+}
+
+// NewCommands returns a command service.
+func NewCommands(store CommandStore, devs CommandDevices, schemas SchemaSource, presence PresenceView, sender CommandSender, cfg CommandsConfig) *Commands {
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = 1000
+	}
+	if cfg.LateAnswerGrace <= 0 {
+		cfg.LateAnswerGrace = 60 * time.Second
+	}
+	if cfg.SweepInterval <= 0 {
+		cfg.SweepInterval = time.Second
+	}
+	if cfg.RedeliverInterval <= 0 {
+		cfg.RedeliverInterval = 30 * time.Second
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Commands{
+		store: store, devs: devs, schemas: schemas, presence: presence, sender: sender,
+		cfg: cfg, log: cfg.Logger, ctx: ctx, cancel: cancel,
+		sem:      make(chan struct{}, cfg.MaxInFlight),
+		inflight: map[string]*execution{}, wanted: map[string]bool{},
+		delivering: map[string]bool{}, again: map[string]bool{},
+		wake: make(chan struct{}, 1), stopped: make(chan struct{}),
+	}
+}
+
+// Reasons recorded on commands.
+const (
+	reasonRestarted = "iotgate restarted before the device answered"
+	reasonShutdown  = "iotgate shut down before the device answered"
+	reasonExpired   = "not delivered before it expired"
+	reasonCanceled  = "canceled by request"
+)
+
+// Recover resolves the commands a previous run left unfinished: pending
+// and sent ones fail (iotgate can't know whether the device acted on
+// them). Queued ones stay queued. Call it once at start, before Run.
+func (s *Commands) Recover(ctx context.Context) error {
+	n, err := s.store.FailUnfinishedCommands(ctx, s.now(), CmdErrRestarted, reasonRestarted)
+	if err != nil {
+		return fmt.Errorf("resolve unfinished commands: %w", err)
+	}
+	if n > 0 {
+		s.log.Warn("commands left unfinished by the previous run marked failed", "commands", n)
+	}
+	return nil
+}
+
+func (s *Commands) now() time.Time { return s.cfg.Clock().UTC() }
+
+// timeoutStore bounds the store writes of executions, which outlive the
+// requests that started them.
+const timeoutStore = 5 * time.Second
+
+func (s *Commands) storeCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), timeoutStore)
+}
+
+// Submit validates a command, stores it and starts delivering it. It
+// returns the command as stored (a sync caller then waits with Wait), and
+// whether it is the one an earlier request with the same Idempotency-Key
+// created (then nothing new was sent).
+//
+// Outcomes decided at once are returned as a stored command, not an error:
+// failed with device_offline (no available resource), failed with
+// xmpp_unavailable (the stream is down); see Command.Err. Errors: invalid
+// (bad request), not_found (device), unprocessable (payload not valid
+// against the schema; an Idempotency-Key reused with another request, detail
+// idempotency_key_reused), too_many_requests (MaxInFlight commands are in
+// flight), unavailable (shutting down, store or schema unavailable).
+func (s *Commands) Submit(ctx context.Context, req CommandRequest) (*Command, bool, error) {
+	if s.ctx.Err() != nil {
+		return nil, false, Errorf(EUnavailable, "iotgate is shutting down, try again later")
+	}
+	if err := req.normalize(); err != nil {
+		return nil, false, err
+	}
+	dev, err := s.devs.Device(ctx, req.DeviceJID)
+	if err != nil {
+		return nil, false, err
+	}
+	hash := req.hash(dev.JID)
+	now := s.now()
+	if req.IdempotencyKey != "" {
+		if c, ok, err := s.byKey(ctx, req.IdempotencyKey, hash, now); err != nil || ok {
+			return c, ok, err
+		}
+	}
+	target, err := fullJID(dev.JID, req.Resource)
+	if err != nil {
+		return nil, false, err
+	}
+	schema, _, err := s.schemas.Compiled(ctx, dev.Schema, dev.SchemaVersion)
+	if err != nil {
+		return nil, false, &Error{Code: EUnavailable, Message: "device schema unavailable, try again later", Err: err}
+	}
+	if _, err := schema.ValidateAndRender([]byte(req.Payload)); err != nil {
+		return nil, false, err
+	}
+
+	c := &Command{
+		ID: crand.Text(), DeviceID: dev.ID, DeviceJID: dev.JID,
+		Type: req.Type, Payload: req.Payload, Resource: req.Resource, Mode: req.Mode,
+		Status: CommandPending, Timeout: req.Timeout, CreatedAt: now,
+		IdempotencyKey: req.IdempotencyKey, RequestHash: hash,
+		History: []CommandEvent{{Status: CommandPending, At: now}},
+	}
+	if req.Mode == CommandQueue {
+		exp := now.Add(req.ExpiresIn)
+		c.ExpiresAt = &exp
+	}
+	to, stale := s.pick(dev.JID, target)
+	var release func()
+	switch {
+	case req.Mode == CommandQueue && (stale || to == ""):
+		s.queue(c, now, offlineReason(stale, target))
+	case stale:
+		s.fail(c, now, CmdErrXMPPUnavailable, "iotgate's XMPP stream is down: the device's presence is unknown")
+	case to == "":
+		s.fail(c, now, CmdErrDeviceOffline, offlineReason(false, target))
+	default:
+		if release = s.tryAcquire(); release == nil {
+			if req.Mode != CommandQueue {
+				return nil, false, Errorf(ETooMany, "%d commands are in flight, try again later", s.cfg.MaxInFlight)
+			}
+			s.queue(c, now, "too many commands in flight")
+		} else {
+			s.markSent(c, to, now)
+		}
+	}
+	if c.Status == CommandFailed {
+		// A command that was never sent doesn't hold its key: retrying
+		// with the same key once the device is back must send it.
+		c.IdempotencyKey = ""
+	}
+	if err := s.store.CreateCommand(ctx, c, now.Add(-IdempotencyWindow)); err != nil {
+		if release != nil {
+			release()
+		}
+		var de *Error
+		if errors.As(err, &de) && de.Detail == "idempotency_key_taken" {
+			// A concurrent request with the same key won the race.
+			c, ok, err := s.byKey(ctx, req.IdempotencyKey, hash, now)
+			if err == nil && !ok {
+				err = Errorf(EUnavailable, "Idempotency-Key is in use, try again")
+			}
+			return c, ok, err
+		}
+		return nil, false, err
+	}
+	switch c.Status {
+	case CommandSent:
+		c, _ = s.start(c, schema, release)
+	case CommandQueued:
+		// The device may have come online since we looked.
+		if to, stale := s.pick(dev.JID, target); !stale && to != "" {
+			s.DeviceOnline(dev.JID)
+		}
+	}
+	return c, false, nil
+}
+
+func offlineReason(stale bool, target string) string {
+	switch {
+	case stale:
+		return "iotgate's XMPP stream is down"
+	case target != "":
+		return "resource " + target + " is not available"
+	}
+	return "the device has no available resource"
+}
+
+// byKey finds the command created with key within the idempotency window.
+// ok is false when there is none. Errors: unprocessable when the key was
+// used for another request.
+func (s *Commands) byKey(ctx context.Context, key, hash string, now time.Time) (*Command, bool, error) {
+	c, err := s.store.CommandByIdempotencyKey(ctx, key, now.Add(-IdempotencyWindow))
+	if ErrorCode(err) == ENotFound {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	if c.RequestHash != hash {
+		return nil, false, &Error{Code: EUnprocessable, Detail: "idempotency_key_reused",
+			Message: "this Idempotency-Key was used for another request (command " + c.ID + ") in the last 24 hours"}
+	}
+	if cur := s.snapshot(c.ID); cur != nil {
+		c = cur
+	}
+	return c, true, nil
+}
+
+// pick returns the full JID to send to: the requested one if available,
+// else the highest-priority available resource; "" when none is. stale
+// means presence is unknown (the stream is down).
+func (s *Commands) pick(bare, target string) (to string, stale bool) {
+	online, stale := s.presence.Online(bare)
+	if stale || !online {
+		return "", stale
+	}
+	rs := s.presence.Resources(bare)
+	if target == "" {
+		if len(rs) == 0 {
+			return "", false
+		}
+		return rs[0].JID, false
+	}
+	for _, r := range rs {
+		if j, err := jid.Parse(r.JID); err == nil && j.String() == target {
+			return r.JID, false
+		}
+	}
+	return "", false
+}
+
+// fullJID returns bare/resource, normalized; "" for no resource.
+// Errors: invalid.
+func fullJID(bare, resource string) (string, error) {
+	if resource == "" {
+		return "", nil
+	}
+	j, err := jid.Parse(bare)
+	if err == nil {
+		j, err = j.WithResource(resource)
+	}
+	if err != nil {
+		return "", Errorf(EInvalid, "resource %q is not a valid resourcepart: %v", resource, err)
+	}
+	return j.String(), nil
+}
+
+func (s *Commands) tryAcquire() func() {
+	select {
+	case s.sem <- struct{}{}:
+		var once sync.Once
+		return func() { once.Do(func() { <-s.sem }) }
+	default:
+		return nil
+	}
+}
+
+func (s *Commands) acquire(ctx context.Context) func() {
+	select {
+	case s.sem <- struct{}{}:
+		var once sync.Once
+		return func() { once.Do(func() { <-s.sem }) }
+	case <-ctx.Done():
+		return nil
+	}
+}
+
+// State changes on the in-memory command; callers store them.
+
+func (s *Commands) queue(c *Command, now time.Time, reason string) {
+	c.Status = CommandQueued
+	c.History = append(c.History, CommandEvent{Status: CommandQueued, At: now, Reason: reason})
+}
+
+func (s *Commands) fail(c *Command, now time.Time, code, reason string) {
+	c.Status, c.ErrorCode, c.Error, c.CompletedAt = CommandFailed, code, reason, &now
+	c.History = append(c.History, CommandEvent{Status: CommandFailed, At: now, Reason: reason})
+}
+
+func (s *Commands) markSent(c *Command, to string, now time.Time) {
+	c.Status, c.Target, c.SentAt = CommandSent, to, &now
+	c.History = append(c.History, CommandEvent{Status: CommandSent, At: now, Reason: "to " + to})
+}
+
+// start runs the execution of a stored sent command. It returns a
+// snapshot of the command and a channel closed when it settles.
+func (s *Commands) start(c *Command, schema PayloadSchema, release func()) (*Command, <-chan struct{}) {
+	e := &execution{cmd: c, schema: schema, settled: make(chan struct{}), release: release}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		// Run has stopped: fail it as a shutdown would have.
+		e.mu.Lock()
+		s.fail(c, s.now(), CmdErrRestarted, reasonShutdown)
+		s.update(c, []CommandStatus{CommandSent}, &c.History[len(c.History)-1])
+		e.settle()
+		e.mu.Unlock()
+		return c.Clone(), e.settled
+	}
+	s.inflight[c.ID] = e
+	s.wg.Add(1)
+	s.mu.Unlock()
+	snap := c.Clone()
+	go s.execute(e)
+	return snap, e.settled
+}
+
+// snapshot returns a copy of an in-flight command, or nil.
+func (s *Commands) snapshot(id string) *Command {
+	s.mu.Lock()
+	e := s.inflight[id]
+	s.mu.Unlock()
+	if e == nil {
+		return nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.cmd.Clone()
+}
+
+// settle wakes waiters and frees the command's in-flight slot; e.mu held.
+func (e *execution) settle() {
+	e.once.Do(func() {
+		close(e.settled)
+		if e.release != nil {
+			e.release()
+		}
+	})
+}
+
+// execute sends the command and records what happens: the answer, the
+// timeout (and a late answer), the stream dropping, a bounce.
+func (s *Commands) execute(e *execution) {
+	defer s.wg.Done()
+	e.mu.Lock()
+	c := e.cmd.Clone()
+	e.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		if s.inflight[c.ID] == e {
+			delete(s.inflight, c.ID)
+		}
+		s.mu.Unlock()
+		e.mu.Lock()
+		e.settle()
+		e.mu.Unlock()
+	}()
+
+	wait := c.Timeout - s.now().Sub(*c.SentAt)
+	timer := time.AfterFunc(max(wait, 0), func() { s.timedOut(e) })
+	defer timer.Stop()
+	ctx, cancel := context.WithTimeout(s.ctx, max(wait, 0)+s.cfg.LateAnswerGrace)
+	defer cancel()
+	rep, err := s.sender.SendCommand(ctx, c.Target, c.Type, []byte(c.Payload))
+	timer.Stop()
+	s.answered(e, rep, err)
+}
+
+// timedOut marks a command that got no answer in time.
+func (s *Commands) timedOut(e *execution) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	c := e.cmd
+	if c.Status != CommandSent {
+		return
+	}
+	now := s.now()
+	reason := fmt.Sprintf("the device did not answer within %s", c.Timeout)
+	c.Status, c.ErrorCode, c.Error, c.CompletedAt = CommandTimedOut, CmdErrTimeout, reason, &now
+	ev := CommandEvent{Status: CommandTimedOut, At: now, Reason: reason}
+	c.History = append(c.History, ev)
+	s.update(c, []CommandStatus{CommandSent}, &ev)
+	e.settle()
+}
+
+// offlineConditions are the stanza errors with which a server bounces an
+// IQ to an unavailable resource (RFC 6120 §8.5.3.2.1, §10.5.3.1).
+var offlineConditions = map[string]bool{"service-unavailable": true, "recipient-unavailable": true}
+
+// answered records the outcome of SendCommand.
+func (s *Commands) answered(e *execution, rep CommandReply, err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	c := e.cmd
+	now := s.now()
+	if c.Status == CommandTimedOut {
+		if err == nil {
+			s.recordAnswer(c, e.schema, rep, now)
+			c.LateAnswer = true
+			s.update(c, []CommandStatus{CommandTimedOut}, nil)
+		}
+		return
+	}
+	if c.Status != CommandSent {
+		return
+	}
+	from := []CommandStatus{CommandSent}
+	if err != nil {
+		code, reason := CmdErrInternal, "the command could not be sent"
+		requeue := false
+		switch {
+		case s.ctx.Err() != nil:
+			code, reason = CmdErrRestarted, reasonShutdown
+		case ErrorCode(err) == EUnavailable:
+			code, reason = CmdErrXMPPUnavailable, ErrorMessage(err)
+		case ErrorCode(err) == ETooMany:
+			// Never sent: a queued command can wait for its turn.
+			code, reason, requeue = CmdErrTooMany, ErrorMessage(err), true
+		case ErrorCode(err) == ETimeout:
+			code, reason = CmdErrTimeout, ErrorMessage(err)
+		case ErrorCode(err) == EInvalid:
+			reason = "the command could not be sent: " + ErrorMessage(err)
+		default:
+			s.log.Error("command not sent", "command", c.ID, "err", err)
+		}
+		if requeue && c.Mode == CommandQueue {
+			s.queue(c, now, reason)
+			s.update(c, from, &c.History[len(c.History)-1])
+		} else {
+			s.fail(c, now, code, reason)
+			s.update(c, from, &c.History[len(c.History)-1])
+		}
+		e.settle()
+		return
+	}
+	s.recordAnswer(c, e.schema, rep, now)
+	switch {
+	case rep.Type != "error":
+		c.Status, c.CompletedAt = CommandSucceeded, &now
+		c.History = append(c.History, CommandEvent{Status: CommandSucceeded, At: now})
+	case offlineConditions[rep.Error.Condition] && c.Mode == CommandQueue:
+		reason := fmt.Sprintf("the server bounced the IQ (%s): the device went offline", rep.Error.Condition)
+		c.Response, c.XMPPError, c.AnsweredAt = nil, nil, nil
+		s.queue(c, now, reason)
+	case offlineConditions[rep.Error.Condition]:
+		s.fail(c, now, CmdErrDeviceOffline, fmt.Sprintf("the device is offline: the server answered %s", rep.Error.Condition))
+	default:
+		msg := "the device answered with an error: " + rep.Error.Condition
+		if rep.Error.Text != "" {
+			msg += ": " + rep.Error.Text
+		}
+		s.fail(c, now, CmdErrXMPP, msg)
+	}
+	s.update(c, from, &c.History[len(c.History)-1])
+	e.settle()
+}
+
+// recordAnswer puts the device's answer on c.
+func (s *Commands) recordAnswer(c *Command, schema PayloadSchema, rep CommandReply, now time.Time) {
+	c.AnsweredAt = &now
+	if rep.Type == "error" {
+		if rep.Error == nil {
+			rep.Error = &XMPPError{Type: "cancel", Condition: "undefined-condition"}
+		}
+		e := *rep.Error
+		c.XMPPError = &e
+		return
+	}
+	r := &CommandResponse{XML: string(rep.Payload)}
+	if len(rep.Payload) > 0 && schema != nil && rep.Namespace == schema.TargetNamespace() {
+		data, err := schema.ValidateAndRender(rep.Payload)
+		if err != nil {
+			r.Invalid = ErrorMessage(err)
+		} else {
+			r.Data = data
+		}
+	}
+	c.Response = r
+}
+
+// update stores a state change of an execution. A failure is logged: the
+// in-memory outcome still answers the waiting client, and a command left
+// sent in the store is resolved at the next start.
+func (s *Commands) update(c *Command, from []CommandStatus, ev *CommandEvent) {
+	ctx, cancel := s.storeCtx()
+	defer cancel()
+	if err := s.store.UpdateCommand(ctx, c, from, ev); err != nil {
+		s.log.Error("command state not stored", "command", c.ID, "status", c.Status, "err", err)
+	}
+}
+
+// Wait waits until the command is finished (or queued again), at most d or
+// until ctx ends, and returns it as it then is. Errors: not_found.
+func (s *Commands) Wait(ctx context.Context, id string, d time.Duration) (*Command, error) {
+	s.mu.Lock()
+	e := s.inflight[id]
+	s.mu.Unlock()
+	if e == nil {
+		return s.store.Command(ctx, id)
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-e.settled:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.cmd.Clone(), nil
+}
+
+// Command returns a command. Errors: not_found.
+func (s *Commands) Command(ctx context.Context, id string) (*Command, error) {
+	if c := s.snapshot(id); c != nil {
+		return c, nil
+	}
+	return s.store.Command(ctx, id)
+}
+
+// Commands returns a page of a device's commands, newest first.
+// Errors: invalid (JID, limit, cursor), not_found (device).
+func (s *Commands) Commands(ctx context.Context, deviceJID string, f CommandFilter) (*CommandPage, error) {
+	d, err := s.devs.Device(ctx, deviceJID)
+	if err != nil {
+		return nil, err
+	}
+	if f.Limit <= 0 {
+		f.Limit = 100
+	}
+	if f.Limit > 1000 {
+		return nil, Errorf(EInvalid, "limit must be at most 1000")
+	}
+	return s.store.Commands(ctx, d.JID, f)
+}
+
+// Cancel cancels a queued command. Errors: not_found, conflict (the
+// command is not queued).
+func (s *Commands) Cancel(ctx context.Context, id string) (*Command, error) {
+	c, err := s.store.Command(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	notQueued := func(st CommandStatus) error {
+		return &Error{Code: EConflict, Detail: "command_not_queued", Message: fmt.Sprintf("command %s is %s; only queued commands can be canceled", c.ID, st)}
+	}
+	if c.Status != CommandQueued {
+		return nil, notQueued(c.Status)
+	}
+	now := s.now()
+	c.Status, c.CompletedAt, c.Error = CommandCanceled, &now, reasonCanceled
+	ev := CommandEvent{Status: CommandCanceled, At: now, Reason: reasonCanceled}
+	c.History = append(c.History, ev)
+	if err := s.store.UpdateCommand(ctx, c, []CommandStatus{CommandQueued}, &ev); err != nil {
+		if ErrorCode(err) == EConflict {
+			cur, gerr := s.Command(ctx, id)
+			if gerr == nil {
+				return nil, notQueued(cur.Status)
+			}
+		}
+		return nil, err
+	}
+	return c, nil
+}
+
+// DeviceOnline tells the service that a device gained an available
+// resource, so its queued commands are delivered. It never blocks.
+func (s *Commands) DeviceOnline(bareJID string) {
+	s.mu.Lock()
+	s.wanted[bareJID] = true
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Stopped is closed when Run has returned.
+func (s *Commands) Stopped() <-chan struct{} { return s.stopped }
+
+// Run delivers queued commands, expires them, and retries deliveries that
+// a missed presence change would strand, until ctx ends. Then it stops
+// every execution: commands still waiting for an answer fail with reason
+// "iotgate shut down before the device answered".
+func (s *Commands) Run(ctx context.Context) {
+	defer close(s.stopped)
+	sweep := time.NewTicker(s.cfg.SweepInterval)
+	defer sweep.Stop()
+	redeliver := time.NewTicker(s.cfg.RedeliverInterval)
+	defer redeliver.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			s.mu.Lock()
+			s.closed = true
+			s.mu.Unlock()
+			s.cancel()
+			s.wg.Wait()
+			return
+		case <-s.wake:
+			s.mu.Lock()
+			for j := range s.wanted {
+				if s.delivering[j] {
+					s.again[j] = true
+				} else if !s.closed {
+					s.delivering[j] = true
+					s.wg.Add(1)
+					go s.deliver(j)
+				}
+			}
+			clear(s.wanted)
+			s.mu.Unlock()
+		case <-sweep.C:
+			s.expire()
+		case <-redeliver.C:
+			s.redeliver()
+		}
+	}
+}
+
+func (s *Commands) expire() {
+	ctx, cancel := s.storeCtx()
+	defer cancel()
+	ids, err := s.store.ExpireCommands(ctx, s.now(), reasonExpired)
+	if err != nil {
+		s.log.Warn("expiring queued commands failed", "err", err)
+		return
+	}
+	if len(ids) > 0 {
+		s.log.Info("queued commands expired", "commands", len(ids))
+	}
+}
+
+func (s *Commands) redeliver() {
+	ctx, cancel := s.storeCtx()
+	defer cancel()
+	jids, err := s.store.QueuedDeviceJIDs(ctx)
+	if err != nil {
+		s.log.Warn("listing devices with queued commands failed", "err", err)
+		return
+	}
+	for _, j := range jids {
+		if online, stale := s.presence.Online(j); online && !stale {
+			s.DeviceOnline(j)
+		}
+	}
+}
+
+// deliver sends a device's queued commands, oldest first, one at a time,
+// until none is left or the device is offline again.
+func (s *Commands) deliver(bare string) {
+	defer s.wg.Done()
+	for {
+		s.deliverQueue(bare)
+		s.mu.Lock()
+		if !s.again[bare] || s.ctx.Err() != nil {
+			delete(s.delivering, bare)
+			delete(s.again, bare)
+			s.mu.Unlock()
+			return
+		}
+		delete(s.again, bare)
+		s.mu.Unlock()
+	}
+}
+
+const deliverBatch = 100
+
+func (s *Commands) deliverQueue(bare string) {
+	skipped := map[string]bool{}
+	for s.ctx.Err() == nil {
+		ctx, cancel := s.storeCtx()
+		cmds, err := s.store.QueuedCommands(ctx, bare, deliverBatch+len(skipped))
+		cancel()
+		if err != nil {
+			s.log.Warn("reading queued commands failed", "device", bare, "err", err)
+			return
+		}
+		progress := false
+		for _, c := range cmds {
+			if skipped[c.ID] {
+				continue
+			}
+			if c.ExpiresAt != nil && !s.now().Before(*c.ExpiresAt) {
+				skipped[c.ID] = true // the sweeper marks it
+				continue
+			}
+			target, err := fullJID(bare, c.Resource)
+			if err != nil {
+				skipped[c.ID] = true
+				continue
+			}
+			to, stale := s.pick(bare, target)
+			if stale {
+				return
+			}
+			if to == "" {
+				if target == "" {
+					return // the device is offline again
+				}
+				skipped[c.ID] = true // waits for its resource
+				continue
+			}
+			done, ok := s.deliverOne(c, to)
+			if !ok {
+				return
+			}
+			progress = true
+			<-done
+			if cur, err := s.Command(s.ctx, c.ID); err == nil && (cur.Status == CommandQueued || cur.ErrorCode == CmdErrXMPPUnavailable) {
+				return // bounced, or the stream is down: wait for the next online
+			}
+		}
+		if !progress || len(cmds) < deliverBatch+len(skipped) {
+			return
+		}
+	}
+}
+
+// deliverOne moves a queued command to sent and starts it. ok is false
+// when delivery should stop (shutting down, store failing).
+func (s *Commands) deliverOne(c *Command, to string) (done <-chan struct{}, ok bool) {
+	release := s.acquire(s.ctx)
+	if release == nil {
+		return nil, false
+	}
+	dev, err := s.devs.Device(s.ctx, c.DeviceJID)
+	var schema PayloadSchema
+	if err == nil {
+		schema, _, err = s.schemas.Compiled(s.ctx, dev.Schema, dev.SchemaVersion)
+	}
+	if err != nil {
+		release()
+		if ErrorCode(err) == ENotFound {
+			return closedChan, true // device deleted: its commands go with it
+		}
+		s.log.Warn("queued command not delivered", "command", c.ID, "err", err)
+		return nil, false
+	}
+	now := s.now()
+	s.markSent(c, to, now)
+	ctx, cancel := s.storeCtx()
+	err = s.store.UpdateCommand(ctx, c, []CommandStatus{CommandQueued}, &c.History[len(c.History)-1])
+	cancel()
+	if err != nil {
+		release()
+		if ErrorCode(err) == EConflict || ErrorCode(err) == ENotFound {
+			return closedChan, true // canceled or expired meanwhile
+		}
+		s.log.Warn("queued command not delivered", "command", c.ID, "err", err)
+		return nil, false
+	}
+	_, settled := s.start(c, schema, release)
+	return settled, true
+}
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()

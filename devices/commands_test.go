@@ -1,0 +1,795 @@
+package devices
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"slices"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+)
+
+// The fakes below stand in for the store, the device registry, the schema,
+// presence and the XMPP component; the real ones are tested together in
+// devices/postgres and end to end in cmd/iotgate.
+
+const testNS = "urn:example:t"
+
+// memCommands is an in-memory CommandStore with the documented semantics.
+type memCommands struct {
+	mu   sync.Mutex
+	cmds map[string]*Command
+	// updates counts UpdateCommand calls.
+	updates int
+}
+
+func newMemCommands() *memCommands { return &memCommands{cmds: map[string]*Command{}} }
+
+func (m *memCommands) CreateCommand(_ context.Context, c *Command, reuseBefore time.Time) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if c.IdempotencyKey != "" {
+		for _, o := range m.cmds {
+			if o.IdempotencyKey != c.IdempotencyKey {
+				continue
+			}
+			if o.CreatedAt.Before(reuseBefore) {
+				o.IdempotencyKey = ""
+				continue
+			}
+			return &Error{Code: EConflict, Detail: "idempotency_key_taken", Message: "taken"}
+		}
+	}
+	m.cmds[c.ID] = c.Clone()
+	return nil
+}
+
+func (m *memCommands) CommandByIdempotencyKey(_ context.Context, key string, since time.Time) (*Command, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, c := range m.cmds {
+		if c.IdempotencyKey == key && !c.CreatedAt.Before(since) {
+			return c.Clone(), nil
+		}
+	}
+	return nil, Errorf(ENotFound, "no command with that key")
+}
+
+func (m *memCommands) Command(_ context.Context, id string) (*Command, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c, ok := m.cmds[id]
+	if !ok {
+		return nil, Errorf(ENotFound, "command %s not found", id)
+	}
+	return c.Clone(), nil
+}
+
+func (m *memCommands) Commands(_ context.Context, jid string, f CommandFilter) (*CommandPage, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	page := &CommandPage{}
+	for _, c := range m.cmds {
+		if c.DeviceJID == jid {
+			page.Items = append(page.Items, c.Clone())
+		}
+	}
+	return page, nil
+}
+
+func (m *memCommands) UpdateCommand(_ context.Context, c *Command, from []CommandStatus, ev *CommandEvent) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.updates++
+	old, ok := m.cmds[c.ID]
+	if !ok {
+		return Errorf(ENotFound, "command %s not found", c.ID)
+	}
+	if !slices.Contains(from, old.Status) {
+		return Errorf(EConflict, "command %s is %s", c.ID, old.Status)
+	}
+	n := c.Clone()
+	n.History = old.History
+	if ev != nil {
+		n.History = append(slices.Clone(old.History), *ev)
+	}
+	m.cmds[c.ID] = n
+	return nil
+}
+
+func (m *memCommands) queued(jid string) []*Command {
+	var out []*Command
+	for _, c := range m.cmds {
+		if c.DeviceJID == jid && c.Status == CommandQueued {
+			out = append(out, c.Clone())
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.Before(out[j].CreatedAt) })
+	return out
+}
+
+func (m *memCommands) QueuedCommands(_ context.Context, jid string, limit int) ([]*Command, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := m.queued(jid)
+	if len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
+}
+
+func (m *memCommands) QueuedDeviceJIDs(context.Context) ([]string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	seen := map[string]bool{}
+	var out []string
+	for _, c := range m.cmds {
+		if c.Status == CommandQueued && !seen[c.DeviceJID] {
+			seen[c.DeviceJID] = true
+			out = append(out, c.DeviceJID)
+		}
+	}
+	return out, nil
+}
+
+func (m *memCommands) ExpireCommands(_ context.Context, now time.Time, reason string) ([]string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var ids []string
+	for _, c := range m.cmds {
+		if c.Status == CommandQueued && c.ExpiresAt != nil && !c.ExpiresAt.After(now) {
+			c.Status, c.Error, c.CompletedAt = CommandExpired, reason, &now
+			c.History = append(c.History, CommandEvent{Status: CommandExpired, At: now, Reason: reason})
+			ids = append(ids, c.ID)
+		}
+	}
+	return ids, nil
+}
+
+func (m *memCommands) FailUnfinishedCommands(_ context.Context, now time.Time, code, reason string) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for _, c := range m.cmds {
+		if c.Status == CommandPending || c.Status == CommandSent {
+			c.Status, c.ErrorCode, c.Error, c.CompletedAt = CommandFailed, code, reason, &now
+			c.History = append(c.History, CommandEvent{Status: CommandFailed, At: now, Reason: reason})
+			n++
+		}
+	}
+	return n, nil
+}
+
+func (m *memCommands) get(t *testing.T, id string) *Command {
+	t.Helper()
+	c, err := m.Command(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+type fakeDevs map[string]*Device
+
+func (f fakeDevs) Device(_ context.Context, jid string) (*Device, error) {
+	j, err := NormalizeJID(jid)
+	if err != nil {
+		return nil, err
+	}
+	d, ok := f[j]
+	if !ok {
+		return nil, Errorf(ENotFound, "device %s is not registered", j)
+	}
+	return d, nil
+}
+
+// fakeSchema accepts payloads without "bad" in them and renders them as
+// {"ok":true}.
+type fakeSchema struct{}
+
+func (fakeSchema) TargetNamespace() string { return testNS }
+func (fakeSchema) ValidateAndRender(p []byte) (json.RawMessage, error) {
+	if bytes.Contains(p, []byte("bad")) {
+		return nil, Errorf(EUnprocessable, "document does not match its schema; line 1: bad")
+	}
+	return json.RawMessage(`{"ok":true}`), nil
+}
+
+type fakeSchemaSource struct{}
+
+func (fakeSchemaSource) Compiled(context.Context, string, int) (PayloadSchema, int, error) {
+	return fakeSchema{}, 1, nil
+}
+
+type fakePresence struct {
+	mu    sync.Mutex
+	res   map[string][]Resource
+	stale bool
+}
+
+func (p *fakePresence) set(jid string, full ...string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var rs []Resource
+	for _, f := range full {
+		rs = append(rs, Resource{JID: f})
+	}
+	p.res[jid] = rs
+}
+
+func (p *fakePresence) setStale(v bool) {
+	p.mu.Lock()
+	p.stale = v
+	p.mu.Unlock()
+}
+
+func (p *fakePresence) Resources(jid string) []Resource {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stale {
+		return nil
+	}
+	return slices.Clone(p.res[jid])
+}
+
+func (p *fakePresence) Online(jid string) (bool, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return !p.stale && len(p.res[jid]) > 0, p.stale
+}
+
+// call is one SendCommand the fake sender received; answer it with reply.
+type call struct {
+	to, typ, payload string
+	reply            chan sendResult
+}
+
+type sendResult struct {
+	rep CommandReply
+	err error
+}
+
+// fakeSender hands each command to the test on calls and waits for the
+// answer, the context, or the stream to "drop".
+type fakeSender struct {
+	calls chan call
+	mu    sync.Mutex
+	down  error         // returned at once when set
+	drop  chan struct{} // closing it fails every waiting call
+}
+
+func newFakeSender() *fakeSender {
+	return &fakeSender{calls: make(chan call, 100), drop: make(chan struct{})}
+}
+
+func (f *fakeSender) SendCommand(ctx context.Context, to, typ string, payload []byte) (CommandReply, error) {
+	f.mu.Lock()
+	down, drop := f.down, f.drop
+	f.mu.Unlock()
+	if down != nil {
+		return CommandReply{}, down
+	}
+	c := call{to: to, typ: typ, payload: string(payload), reply: make(chan sendResult, 1)}
+	f.calls <- c
+	select {
+	case r := <-c.reply:
+		return r.rep, r.err
+	case <-drop:
+		return CommandReply{}, &Error{Code: EUnavailable, Detail: "xmpp_unavailable", Message: "the XMPP stream is not connected"}
+	case <-ctx.Done():
+		return CommandReply{}, &Error{Code: ETimeout, Message: "no reply to IQ in time", Err: ctx.Err()}
+	}
+}
+
+func (f *fakeSender) next(t *testing.T) call {
+	t.Helper()
+	select {
+	case c := <-f.calls:
+		return c
+	case <-time.After(5 * time.Second):
+		t.Fatal("no command was sent")
+		return call{}
+	}
+}
+
+func (f *fakeSender) none(t *testing.T, within time.Duration) {
+	t.Helper()
+	select {
+	case c := <-f.calls:
+		t.Fatalf("unexpected command sent to %s: %s", c.to, c.payload)
+	case <-time.After(within):
+	}
+}
+
+func result(payload string) sendResult {
+	return sendResult{rep: CommandReply{Type: "result", Payload: []byte(payload), Namespace: testNS}}
+}
+
+func iqError(cond, text string) sendResult {
+	return sendResult{rep: CommandReply{Type: "error", Error: &XMPPError{Type: "cancel", Condition: cond, Text: text}}}
+}
+
+const (
+	devJID  = "thermo1@example.com"
+	devFull = "thermo1@example.com/kitchen"
+	payload = `<set xmlns="urn:example:t"><target>21.5</target></set>`
+)
+
+type cmdFixture struct {
+	svc      *Commands
+	store    *memCommands
+	presence *fakePresence
+	sender   *fakeSender
+	stop     func()
+}
+
+func newCmdFixture(t *testing.T, cfg CommandsConfig) *cmdFixture {
+	t.Helper()
+	f := &cmdFixture{
+		store:    newMemCommands(),
+		presence: &fakePresence{res: map[string][]Resource{}},
+		sender:   newFakeSender(),
+	}
+	f.presence.set(devJID, devFull)
+	devs := fakeDevs{devJID: {ID: 1, JID: devJID, Schema: "t", SchemaVersion: 1}}
+	if cfg.SweepInterval == 0 {
+		cfg.SweepInterval = 10 * time.Millisecond
+	}
+	f.svc = NewCommands(f.store, devs, fakeSchemaSource{}, f.presence, f.sender, cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { f.svc.Run(ctx); close(done) }()
+	var once sync.Once
+	f.stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				t.Error("Run did not return")
+			}
+		})
+	}
+	t.Cleanup(f.stop)
+	return f
+}
+
+func (f *cmdFixture) submit(t *testing.T, req CommandRequest) *Command {
+	t.Helper()
+	if req.DeviceJID == "" {
+		req.DeviceJID = devJID
+	}
+	if req.Payload == "" {
+		req.Payload = payload
+	}
+	c, _, err := f.svc.Submit(context.Background(), req)
+	if err != nil {
+		t.Fatalf("Submit: %v", err)
+	}
+	return c
+}
+
+func (f *cmdFixture) wait(t *testing.T, id string) *Command {
+	t.Helper()
+	c, err := f.svc.Wait(context.Background(), id, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// waitStored polls the store until the command has status want.
+func (f *cmdFixture) waitStored(t *testing.T, id string, want CommandStatus, cond func(*Command) bool) *Command {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c := f.store.get(t, id)
+		if c.Status == want && (cond == nil || cond(c)) {
+			return c
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("command %s is %s (%+v), want %s", id, c.Status, c, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func statuses(c *Command) []CommandStatus {
+	var out []CommandStatus
+	for _, e := range c.History {
+		out = append(out, e.Status)
+	}
+	return out
+}
+
+func wantHistory(t *testing.T, c *Command, want ...CommandStatus) {
+	t.Helper()
+	if got := statuses(c); !slices.Equal(got, want) {
+		t.Errorf("history = %v, want %v", got, want)
+	}
+}
+
+func wantErr(t *testing.T, err error, code, detail string) {
+	t.Helper()
+	var e *Error
+	if !errors.As(err, &e) || e.Code != code || e.Detail != detail {
+		t.Fatalf("err = %#v, want code %q detail %q", err, code, detail)
+	}
+}
+
+func TestCommandOutcomes(t *testing.T) {
+	tests := []struct {
+		name       string
+		answer     sendResult
+		wantStatus CommandStatus
+		wantCode   string // Err's code, "" for nil
+		wantDetail string
+		check      func(t *testing.T, c *Command)
+	}{
+		{"Result", result(`<state xmlns="urn:example:t"><target>21.5</target></state>`), CommandSucceeded, "", "",
+			func(t *testing.T, c *Command) {
+				if c.Response == nil || string(c.Response.Data) != `{"ok":true}` || c.Response.Invalid != "" {
+					t.Errorf("response = %+v, want rendered data", c.Response)
+				}
+				if c.AnsweredAt == nil || c.CompletedAt == nil || c.SentAt == nil {
+					t.Errorf("timestamps: sent %v answered %v completed %v", c.SentAt, c.AnsweredAt, c.CompletedAt)
+				}
+			}},
+		{"ResultInvalid", result(`<state xmlns="urn:example:t">bad</state>`), CommandSucceeded, "", "",
+			func(t *testing.T, c *Command) {
+				if c.Response == nil || c.Response.Data != nil || c.Response.Invalid == "" || c.Response.XML == "" {
+					t.Errorf("response = %+v, want the XML and why it was not rendered", c.Response)
+				}
+			}},
+		{"ResultOtherNamespace", sendResult{rep: CommandReply{Type: "result", Payload: []byte(`<x xmlns="urn:other"/>`), Namespace: "urn:other"}}, CommandSucceeded, "", "",
+			func(t *testing.T, c *Command) {
+				if c.Response == nil || c.Response.Data != nil || c.Response.Invalid != "" {
+					t.Errorf("response = %+v, want XML only", c.Response)
+				}
+			}},
+		{"EmptyResult", sendResult{rep: CommandReply{Type: "result"}}, CommandSucceeded, "", "",
+			func(t *testing.T, c *Command) {
+				if c.Response == nil || c.Response.XML != "" {
+					t.Errorf("response = %+v, want empty", c.Response)
+				}
+			}},
+		{"DeviceError", iqError("item-not-found", "no such setpoint"), CommandFailed, EBadGateway, CmdErrXMPP,
+			func(t *testing.T, c *Command) {
+				if c.XMPPError == nil || c.XMPPError.Condition != "item-not-found" || c.XMPPError.Text != "no such setpoint" || c.XMPPError.Type != "cancel" {
+					t.Errorf("xmpp error = %+v", c.XMPPError)
+				}
+			}},
+		{"Bounced", iqError("service-unavailable", ""), CommandFailed, EConflict, CmdErrDeviceOffline, nil},
+		{"BouncedRecipient", iqError("recipient-unavailable", ""), CommandFailed, EConflict, CmdErrDeviceOffline, nil},
+		{"StreamDropped", sendResult{err: &Error{Code: EUnavailable, Detail: "xmpp_unavailable", Message: "the XMPP stream is not connected"}}, CommandFailed, EUnavailable, CmdErrXMPPUnavailable, nil},
+		{"TooManyIQs", sendResult{err: &Error{Code: ETooMany, Message: "10000 IQs are already waiting"}}, CommandFailed, ETooMany, "", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newCmdFixture(t, CommandsConfig{})
+			c := f.submit(t, CommandRequest{})
+			if c.Status != CommandSent || c.Target != devFull {
+				t.Fatalf("submitted: status %s target %q, want sent to %s", c.Status, c.Target, devFull)
+			}
+			got := f.sender.next(t)
+			if got.to != devFull || got.typ != "set" || got.payload != payload {
+				t.Errorf("sent %+v", got)
+			}
+			got.reply <- tt.answer
+			c = f.wait(t, c.ID)
+			if c.Status != tt.wantStatus {
+				t.Fatalf("status = %s (%s), want %s", c.Status, c.Error, tt.wantStatus)
+			}
+			if err := c.Err(); tt.wantCode == "" && err != nil {
+				t.Errorf("Err() = %v, want nil", err)
+			} else if tt.wantCode != "" {
+				wantErr(t, err, tt.wantCode, tt.wantDetail)
+			}
+			stored := f.waitStored(t, c.ID, tt.wantStatus, nil)
+			wantHistory(t, stored, CommandPending, CommandSent, tt.wantStatus)
+			if tt.check != nil {
+				tt.check(t, c)
+				tt.check(t, stored)
+			}
+		})
+	}
+}
+
+func TestCommandNotSent(t *testing.T) {
+	t.Run("DeviceOffline", func(t *testing.T) {
+		f := newCmdFixture(t, CommandsConfig{})
+		f.presence.set(devJID)
+		start := time.Now()
+		c := f.submit(t, CommandRequest{})
+		if d := time.Since(start); d > time.Second {
+			t.Errorf("took %s, want at once", d)
+		}
+		wantErr(t, c.Err(), EConflict, CmdErrDeviceOffline)
+		wantHistory(t, f.store.get(t, c.ID), CommandPending, CommandFailed)
+		f.sender.none(t, 20*time.Millisecond)
+	})
+	t.Run("ResourceOffline", func(t *testing.T) {
+		f := newCmdFixture(t, CommandsConfig{})
+		c := f.submit(t, CommandRequest{Resource: "hall"})
+		wantErr(t, c.Err(), EConflict, CmdErrDeviceOffline)
+	})
+	t.Run("ChosenResource", func(t *testing.T) {
+		f := newCmdFixture(t, CommandsConfig{})
+		f.presence.set(devJID, devFull, "thermo1@example.com/hall")
+		c := f.submit(t, CommandRequest{Resource: "hall", Mode: CommandAsync})
+		if got := f.sender.next(t); got.to != "thermo1@example.com/hall" || c.Target != got.to {
+			t.Errorf("sent to %s (target %s), want the hall resource", got.to, c.Target)
+		}
+	})
+	t.Run("StreamDown", func(t *testing.T) {
+		f := newCmdFixture(t, CommandsConfig{})
+		f.presence.setStale(true)
+		c := f.submit(t, CommandRequest{})
+		wantErr(t, c.Err(), EUnavailable, CmdErrXMPPUnavailable)
+		f.sender.none(t, 20*time.Millisecond)
+	})
+}
+
+func TestCommandTimeoutAndLateAnswer(t *testing.T) {
+	f := newCmdFixture(t, CommandsConfig{LateAnswerGrace: 5 * time.Second})
+	start := time.Now()
+	c := f.submit(t, CommandRequest{Timeout: 50 * time.Millisecond})
+	got := f.sender.next(t)
+	c = f.wait(t, c.ID)
+	if d := time.Since(start); d < 50*time.Millisecond || d > 2*time.Second {
+		t.Errorf("settled after %s, want about 50ms", d)
+	}
+	if c.Status != CommandTimedOut {
+		t.Fatalf("status = %s, want timed_out", c.Status)
+	}
+	wantErr(t, c.Err(), ETimeout, "")
+	f.waitStored(t, c.ID, CommandTimedOut, nil)
+
+	got.reply <- result(`<state xmlns="urn:example:t"/>`)
+	late := f.waitStored(t, c.ID, CommandTimedOut, func(c *Command) bool { return c.LateAnswer })
+	if late.Response == nil || string(late.Response.Data) != `{"ok":true}` || late.AnsweredAt == nil {
+		t.Errorf("late answer not recorded: %+v", late)
+	}
+	wantHistory(t, late, CommandPending, CommandSent, CommandTimedOut)
+}
+
+func TestCommandTooManyInFlight(t *testing.T) {
+	f := newCmdFixture(t, CommandsConfig{MaxInFlight: 1})
+	first := f.submit(t, CommandRequest{Mode: CommandAsync})
+	call1 := f.sender.next(t)
+	_, _, err := f.svc.Submit(context.Background(), CommandRequest{DeviceJID: devJID, Payload: payload})
+	wantErr(t, err, ETooMany, "")
+	// A queued command waits for its turn instead.
+	q := f.submit(t, CommandRequest{Mode: CommandQueue})
+	if q.Status != CommandQueued {
+		t.Fatalf("queue-mode command is %s, want queued", q.Status)
+	}
+	call1.reply <- result("")
+	f.wait(t, first.ID)
+	// The slot is free again: the redelivery (or a presence change)
+	// sends the queued one.
+	f.svc.DeviceOnline(devJID)
+	f.sender.next(t).reply <- result("")
+	f.waitStored(t, q.ID, CommandSucceeded, nil)
+}
+
+func TestCommandQueue(t *testing.T) {
+	t.Run("DeliveredInOrderWhenOnline", func(t *testing.T) {
+		f := newCmdFixture(t, CommandsConfig{})
+		f.presence.set(devJID)
+		var ids []string
+		for _, p := range []string{"<a xmlns='urn:example:t'/>", "<b xmlns='urn:example:t'/>"} {
+			c := f.submit(t, CommandRequest{Mode: CommandQueue, Payload: p})
+			if c.Status != CommandQueued || c.ExpiresAt == nil || c.Err() != nil {
+				t.Fatalf("queued command = %+v", c)
+			}
+			ids = append(ids, c.ID)
+			time.Sleep(time.Millisecond) // distinct created_at
+		}
+		f.sender.none(t, 20*time.Millisecond)
+		f.presence.set(devJID, devFull)
+		f.svc.DeviceOnline(devJID)
+		first := f.sender.next(t)
+		if first.payload != "<a xmlns='urn:example:t'/>" {
+			t.Fatalf("first delivered %s, want a", first.payload)
+		}
+		f.sender.none(t, 20*time.Millisecond) // one at a time
+		first.reply <- result("")
+		second := f.sender.next(t)
+		if second.payload != "<b xmlns='urn:example:t'/>" {
+			t.Fatalf("second delivered %s, want b", second.payload)
+		}
+		second.reply <- result("")
+		for _, id := range ids {
+			c := f.waitStored(t, id, CommandSucceeded, nil)
+			wantHistory(t, c, CommandPending, CommandQueued, CommandSent, CommandSucceeded)
+		}
+	})
+	t.Run("OnlineAtSubmitSendsAtOnce", func(t *testing.T) {
+		f := newCmdFixture(t, CommandsConfig{})
+		c := f.submit(t, CommandRequest{Mode: CommandQueue})
+		if c.Status != CommandSent {
+			t.Fatalf("status = %s, want sent", c.Status)
+		}
+		f.sender.next(t).reply <- result("")
+		f.waitStored(t, c.ID, CommandSucceeded, nil)
+	})
+	t.Run("BouncedIsQueuedAgain", func(t *testing.T) {
+		f := newCmdFixture(t, CommandsConfig{})
+		c := f.submit(t, CommandRequest{Mode: CommandQueue})
+		f.presence.set(devJID)
+		f.sender.next(t).reply <- iqError("service-unavailable", "")
+		c = f.waitStored(t, c.ID, CommandQueued, nil)
+		wantHistory(t, c, CommandPending, CommandSent, CommandQueued)
+		if c.XMPPError != nil {
+			t.Errorf("a bounce left xmpp_error %+v", c.XMPPError)
+		}
+		f.presence.set(devJID, devFull)
+		f.svc.DeviceOnline(devJID)
+		f.sender.next(t).reply <- result("")
+		f.waitStored(t, c.ID, CommandSucceeded, nil)
+	})
+	t.Run("Expires", func(t *testing.T) {
+		f := newCmdFixture(t, CommandsConfig{})
+		f.presence.set(devJID)
+		c := f.submit(t, CommandRequest{Mode: CommandQueue, ExpiresIn: 30 * time.Millisecond})
+		c = f.waitStored(t, c.ID, CommandExpired, nil)
+		wantHistory(t, c, CommandPending, CommandQueued, CommandExpired)
+		f.presence.set(devJID, devFull)
+		f.svc.DeviceOnline(devJID)
+		f.sender.none(t, 30*time.Millisecond)
+	})
+	t.Run("StreamDownQueues", func(t *testing.T) {
+		f := newCmdFixture(t, CommandsConfig{})
+		f.presence.setStale(true)
+		c := f.submit(t, CommandRequest{Mode: CommandQueue})
+		if c.Status != CommandQueued {
+			t.Fatalf("status = %s, want queued", c.Status)
+		}
+	})
+	t.Run("Cancel", func(t *testing.T) {
+		f := newCmdFixture(t, CommandsConfig{})
+		f.presence.set(devJID)
+		c := f.submit(t, CommandRequest{Mode: CommandQueue})
+		got, err := f.svc.Cancel(context.Background(), c.ID)
+		if err != nil || got.Status != CommandCanceled {
+			t.Fatalf("Cancel = %+v, %v", got, err)
+		}
+		wantHistory(t, f.store.get(t, c.ID), CommandPending, CommandQueued, CommandCanceled)
+		_, err = f.svc.Cancel(context.Background(), c.ID)
+		wantErr(t, err, EConflict, "command_not_queued")
+		_, err = f.svc.Cancel(context.Background(), "nope")
+		wantErr(t, err, ENotFound, "")
+		f.presence.set(devJID, devFull)
+		f.svc.DeviceOnline(devJID)
+		f.sender.none(t, 30*time.Millisecond)
+	})
+}
+
+func TestCommandIdempotency(t *testing.T) {
+	f := newCmdFixture(t, CommandsConfig{})
+	req := CommandRequest{DeviceJID: devJID, Payload: payload, Mode: CommandAsync, IdempotencyKey: "k1"}
+	first, replay, err := f.svc.Submit(context.Background(), req)
+	if err != nil || replay {
+		t.Fatalf("first: %v replay %v", err, replay)
+	}
+	f.sender.next(t).reply <- result("")
+	again, replay, err := f.svc.Submit(context.Background(), req)
+	if err != nil || !replay || again.ID != first.ID {
+		t.Fatalf("again: %v replay %v id %s, want %s", err, replay, again.ID, first.ID)
+	}
+	f.sender.none(t, 20*time.Millisecond)
+
+	other := req
+	other.Payload = `<get xmlns="urn:example:t"/>`
+	_, _, err = f.svc.Submit(context.Background(), other)
+	wantErr(t, err, EUnprocessable, "idempotency_key_reused")
+
+	// A command refused before sending (offline) does not hold its key.
+	f.presence.set(devJID)
+	req.IdempotencyKey = "k2"
+	off, _, err := f.svc.Submit(context.Background(), req)
+	if err != nil || off.Status != CommandFailed {
+		t.Fatalf("offline: %+v %v", off, err)
+	}
+	f.presence.set(devJID, devFull)
+	on, replay, err := f.svc.Submit(context.Background(), req)
+	if err != nil || replay || on.ID == off.ID || on.Status != CommandSent {
+		t.Fatalf("retry once online: %+v replay %v err %v", on, replay, err)
+	}
+	f.sender.next(t).reply <- result("")
+}
+
+func TestCommandRefused(t *testing.T) {
+	tests := []struct {
+		name   string
+		req    CommandRequest
+		code   string
+		detail string
+	}{
+		{"UnknownDevice", CommandRequest{DeviceJID: "nobody@example.com"}, ENotFound, ""},
+		{"BadJID", CommandRequest{DeviceJID: "@@"}, EInvalid, ""},
+		{"BadType", CommandRequest{Type: "result"}, EInvalid, ""},
+		{"BadMode", CommandRequest{Mode: "later"}, EInvalid, ""},
+		{"TimeoutTooLong", CommandRequest{Timeout: 301 * time.Second}, EInvalid, ""},
+		{"ExpiryWithoutQueue", CommandRequest{ExpiresIn: time.Minute}, EInvalid, ""},
+		{"ExpiryTooLong", CommandRequest{Mode: CommandQueue, ExpiresIn: 8 * 24 * time.Hour}, EInvalid, ""},
+		{"BadResource", CommandRequest{Resource: "\u0000"}, EInvalid, ""},
+		{"InvalidPayload", CommandRequest{Payload: "<set xmlns='urn:example:t'>bad</set>"}, EUnprocessable, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newCmdFixture(t, CommandsConfig{})
+			if tt.req.DeviceJID == "" {
+				tt.req.DeviceJID = devJID
+			}
+			if tt.req.Payload == "" {
+				tt.req.Payload = payload
+			}
+			_, _, err := f.svc.Submit(context.Background(), tt.req)
+			wantErr(t, err, tt.code, tt.detail)
+			f.sender.none(t, 10*time.Millisecond)
+			if n := len(f.store.cmds); n != 0 {
+				t.Errorf("%d commands stored, want none", n)
+			}
+		})
+	}
+}
+
+func TestCommandRecover(t *testing.T) {
+	store := newMemCommands()
+	now := time.Now().UTC()
+	for id, st := range map[string]CommandStatus{"s": CommandSent, "p": CommandPending, "q": CommandQueued, "ok": CommandSucceeded} {
+		store.cmds[id] = &Command{ID: id, Status: st, DeviceJID: devJID, CreatedAt: now, History: []CommandEvent{{Status: st, At: now}}}
+	}
+	svc := NewCommands(store, fakeDevs{}, fakeSchemaSource{}, &fakePresence{}, newFakeSender(), CommandsConfig{})
+	if err := svc.Recover(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for id, want := range map[string]CommandStatus{"s": CommandFailed, "p": CommandFailed, "q": CommandQueued, "ok": CommandSucceeded} {
+		c := store.get(t, id)
+		if c.Status != want {
+			t.Errorf("%s: status %s, want %s", id, c.Status, want)
+		}
+		if want == CommandFailed && (c.ErrorCode != CmdErrRestarted || c.Error != reasonRestarted) {
+			t.Errorf("%s: error %s %q", id, c.ErrorCode, c.Error)
+		}
+	}
+}
+
+func TestCommandShutdownFailsInFlight(t *testing.T) {
+	f := newCmdFixture(t, CommandsConfig{})
+	c := f.submit(t, CommandRequest{Mode: CommandAsync, Timeout: time.Minute})
+	f.sender.next(t)
+	f.stop()
+	got := f.store.get(t, c.ID)
+	if got.Status != CommandFailed || got.Error != reasonShutdown {
+		t.Errorf("after shutdown: %s %q, want failed: %s", got.Status, got.Error, reasonShutdown)
+	}
+	_, _, err := f.svc.Submit(context.Background(), CommandRequest{DeviceJID: devJID, Payload: payload})
+	wantErr(t, err, EUnavailable, "")
+}
+
+func TestCommandStreamDropFailsPendingAtOnce(t *testing.T) {
+	f := newCmdFixture(t, CommandsConfig{})
+	const n = 5
+	var ids []string
+	for range n {
+		ids = append(ids, f.submit(t, CommandRequest{Mode: CommandAsync, Timeout: time.Minute}).ID)
+	}
+	for range n {
+		f.sender.next(t)
+	}
+	start := time.Now()
+	close(f.sender.drop)
+	for _, id := range ids {
+		c := f.wait(t, id)
+		wantErr(t, c.Err(), EUnavailable, CmdErrXMPPUnavailable)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("pending commands failed after %s, want at once", d)
+	}
+}
