@@ -1,0 +1,378 @@
+package postgres
+
+import (
+	"context"
+	"database/sql"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/lib/pq"
+
+	"github.com/iotgate/iotgate/devices"
+)
+
+var _ devices.CommandStore = (*DB)(nil)
+
+// commandColumns are the columns scanCommand reads, the history last (as a
+// JSON array, oldest first).
+const commandColumns = `c.id, c.device_id, d.jid, c.type, c.payload, c.resource, c.target, c.mode, c.status,
+	c.timeout_ms, c.expires_at, c.created_at, c.sent_at, c.completed_at, c.answered_at,
+	c.response_xml, c.response_data, c.response_invalid,
+	c.xmpp_error_type, c.xmpp_error_condition, c.xmpp_error_text,
+	c.error_code, c.error, c.late_answer, c.idempotency_key, c.request_hash,
+	(SELECT coalesce(json_agg(json_build_object('status', e.status, 'at', e.at, 'reason', e.reason) ORDER BY e.id), '[]')
+	 FROM command_events e WHERE e.command_id = c.id)`
+
+const commandFrom = ` FROM commands c JOIN devices d ON d.id = c.device_id`
+
+func scanCommand(row interface{ Scan(...any) error }) (*devices.Command, error) {
+	var c devices.Command
+	var timeoutMS int64
+	var expires, sent, completed, answered sql.NullTime
+	var respXML, respInvalid, errType, errCond, errText, key sql.NullString
+	var respData, history []byte
+	var mode, status string
+	if err := row.Scan(&c.ID, &c.DeviceID, &c.DeviceJID, &c.Type, &c.Payload, &c.Resource, &c.Target, &mode, &status,
+		&timeoutMS, &expires, &c.CreatedAt, &sent, &completed, &answered,
+		&respXML, &respData, &respInvalid, &errType, &errCond, &errText,
+		&c.ErrorCode, &c.Error, &c.LateAnswer, &key, &c.RequestHash, &history); err != nil {
+		return nil, err
+	}
+	c.Mode, c.Status = devices.CommandMode(mode), devices.CommandStatus(status)
+	c.Timeout = time.Duration(timeoutMS) * time.Millisecond
+	c.CreatedAt = c.CreatedAt.UTC()
+	c.ExpiresAt, c.SentAt, c.CompletedAt, c.AnsweredAt = nullTime(expires), nullTime(sent), nullTime(completed), nullTime(answered)
+	if respXML.Valid {
+		c.Response = &devices.CommandResponse{XML: respXML.String, Invalid: respInvalid.String}
+		if len(respData) > 0 {
+			c.Response.Data = respData
+		}
+	}
+	if errCond.Valid {
+		c.XMPPError = &devices.XMPPError{Type: errType.String, Condition: errCond.String, Text: errText.String}
+	}
+	c.IdempotencyKey = key.String
+	var evs []struct {
+		Status string    `json:"status"`
+		At     time.Time `json:"at"`
+		Reason string    `json:"reason"`
+	}
+	if err := json.Unmarshal(history, &evs); err != nil {
+		return nil, fmt.Errorf("decode history of command %s: %w", c.ID, err)
+	}
+	c.History = make([]devices.CommandEvent, len(evs))
+	for i, e := range evs {
+		c.History[i] = devices.CommandEvent{Status: devices.CommandStatus(e.Status), At: e.At.UTC(), Reason: e.Reason}
+	}
+	return &c, nil
+}
+
+func nullTime(t sql.NullTime) *time.Time {
+	if !t.Valid {
+		return nil
+	}
+	v := t.Time.UTC()
+	return &v
+}
+
+func timeArg(t *time.Time) any {
+	if t == nil {
+		return nil
+	}
+	return t.UTC()
+}
+
+func nullString(s string, valid bool) sql.NullString { return sql.NullString{String: s, Valid: valid} }
+
+// outcomeArgs are the mutable columns of a command, in the order of
+// UpdateCommand's SET list ($2...).
+func outcomeArgs(c *devices.Command) []any {
+	var respXML, respInvalid, errType, errCond, errText sql.NullString
+	var respData any
+	if r := c.Response; r != nil {
+		respXML, respInvalid = nullString(r.XML, true), nullString(r.Invalid, r.Invalid != "")
+		if len(r.Data) > 0 {
+			respData = string(r.Data)
+		}
+	}
+	if e := c.XMPPError; e != nil {
+		errType, errCond, errText = nullString(e.Type, true), nullString(e.Condition, true), nullString(e.Text, true)
+	}
+	return []any{string(c.Status), c.Target, timeArg(c.SentAt), timeArg(c.CompletedAt), timeArg(c.AnsweredAt),
+		respXML, respData, respInvalid, errType, errCond, errText, c.ErrorCode, c.Error, c.LateAnswer}
+}
+
+// insertEvents appends history entries of one command.
+func insertEvents(ctx context.Context, tx *sql.Tx, id string, evs []devices.CommandEvent) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	st := make([]string, len(evs))
+	at := make([]string, len(evs))
+	reason := make([]string, len(evs))
+	for i, e := range evs {
+		st[i], reason[i] = string(e.Status), e.Reason
+		at[i] = e.At.UTC().Format(time.RFC3339Nano)
+	}
+	_, err := tx.ExecContext(ctx, `
+		INSERT INTO command_events (command_id, status, at, reason)
+		SELECT $1, v.status, v.at, v.reason
+		FROM unnest($2::text[], $3::timestamptz[], $4::text[]) WITH ORDINALITY AS v(status, at, reason, n)
+		ORDER BY v.n`,
+		id, pq.Array(st), pq.Array(at), pq.Array(reason))
+	return err
+}
+
+// CreateCommand inserts c with its history. An idempotency key held by a
+// command created before reuseBefore is released first. Errors: conflict
+// (detail idempotency_key_taken) when a newer command holds the key,
+// not_found when the device was deleted meanwhile.
+func (db *DB) CreateCommand(ctx context.Context, c *devices.Command, reuseBefore time.Time) error {
+	tx, err := db.db.BeginTx(ctx, nil)
+	if err != nil {
+		return translate(err, "store command")
+	}
+	defer tx.Rollback()
+	var key sql.NullString
+	if c.IdempotencyKey != "" {
+		key = nullString(c.IdempotencyKey, true)
+		if _, err := tx.ExecContext(ctx, `
+			UPDATE commands SET idempotency_key = NULL
+			WHERE idempotency_key = $1 AND created_at < $2`, c.IdempotencyKey, reuseBefore.UTC()); err != nil {
+			return translate(err, "store command")
+		}
+	}
+	args := append([]any{c.ID, c.DeviceID, c.Type, c.Payload, c.Resource, string(c.Mode),
+		c.Timeout.Milliseconds(), timeArg(c.ExpiresAt), c.CreatedAt.UTC(), key, c.RequestHash}, outcomeArgs(c)...)
+	_, err = tx.ExecContext(ctx, `
+		INSERT INTO commands (id, device_id, type, payload, resource, mode,
+			timeout_ms, expires_at, created_at, idempotency_key, request_hash,
+			status, target, sent_at, completed_at, answered_at,
+			response_xml, response_data, response_invalid,
+			xmpp_error_type, xmpp_error_condition, xmpp_error_text,
+			error_code, error, late_answer)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
+			$12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)`, args...)
+	if e := pq.As(err); e != nil && e.Constraint == "commands_idempotency_key_key" {
+		return &devices.Error{Code: devices.EConflict, Detail: "idempotency_key_taken", Message: "the Idempotency-Key is held by another command", Err: err}
+	}
+	if e := pq.As(err); e != nil && e.Constraint == "commands_device_fkey" {
+		return &devices.Error{Code: devices.ENotFound, Message: "device " + c.DeviceJID + " is not registered", Err: err}
+	}
+	if err != nil {
+		return translate(err, "store command")
+	}
+	if err := insertEvents(ctx, tx, c.ID, c.History); err != nil {
+		return translate(err, "store command")
+	}
+	return translate(tx.Commit(), "store command")
+}
+
+// CommandByIdempotencyKey returns the command created with key at or
+// after since. Errors: not_found.
+func (db *DB) CommandByIdempotencyKey(ctx context.Context, key string, since time.Time) (*devices.Command, error) {
+	c, err := scanCommand(db.db.QueryRowContext(ctx, `SELECT `+commandColumns+commandFrom+`
+		WHERE c.idempotency_key = $1 AND c.created_at >= $2`, key, since.UTC()))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, devices.Errorf(devices.ENotFound, "no command with that Idempotency-Key")
+	}
+	if err != nil {
+		return nil, translate(err, "get command")
+	}
+	return c, nil
+}
+
+// Command returns a command with its history. Errors: not_found.
+func (db *DB) Command(ctx context.Context, id string) (*devices.Command, error) {
+	c, err := scanCommand(db.db.QueryRowContext(ctx, `SELECT `+commandColumns+commandFrom+` WHERE c.id = $1`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, devices.Errorf(devices.ENotFound, "command %s not found", id)
+	}
+	if err != nil {
+		return nil, translate(err, "get command")
+	}
+	return c, nil
+}
+
+func commandCursor(c *devices.Command) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(c.CreatedAt.UnixNano(), 10) + "." + c.ID))
+}
+
+// Commands returns a page of a device's commands, newest first.
+// Errors: invalid (cursor).
+func (db *DB) Commands(ctx context.Context, deviceJID string, f devices.CommandFilter) (*devices.CommandPage, error) {
+	args := []any{deviceJID, f.Limit + 1}
+	where := `d.jid = $1`
+	if f.Cursor != "" {
+		b, err := base64.RawURLEncoding.DecodeString(f.Cursor)
+		ns, id, ok := strings.Cut(string(b), ".")
+		n, nerr := strconv.ParseInt(ns, 10, 64)
+		if err != nil || !ok || nerr != nil || id == "" {
+			return nil, devices.Errorf(devices.EInvalid, "cursor is not valid")
+		}
+		where += ` AND (c.created_at, c.id) < ($3, $4)`
+		args = append(args, time.Unix(0, n).UTC(), id)
+	}
+	rows, err := db.db.QueryContext(ctx, `SELECT `+commandColumns+commandFrom+` WHERE `+where+`
+		ORDER BY c.created_at DESC, c.id DESC LIMIT $2`, args...)
+	if err != nil {
+		return nil, translate(err, "list commands")
+	}
+	defer rows.Close()
+	page := &devices.CommandPage{Items: []*devices.Command{}}
+	for rows.Next() {
+		c, err := scanCommand(rows)
+		if err != nil {
+			return nil, translate(err, "list commands")
+		}
+		page.Items = append(page.Items, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, translate(err, "list commands")
+	}
+	if len(page.Items) > f.Limit {
+		page.Items = page.Items[:f.Limit]
+		page.NextCursor = commandCursor(page.Items[len(page.Items)-1])
+	}
+	return page, nil
+}
+
+// UpdateCommand writes c's status, target, timestamps and outcome and
+// appends ev (if not nil) to its history, provided the stored status is
+// one of from. Errors: conflict (the status is not), not_found.
+func (db *DB) UpdateCommand(ctx context.Context, c *devices.Command, from []devices.CommandStatus, ev *devices.CommandEvent) error {
+	fromS := make([]string, len(from))
+	for i, s := range from {
+		fromS[i] = string(s)
+	}
+	tx, err := db.db.BeginTx(ctx, nil)
+	if err != nil {
+		return translate(err, "update command")
+	}
+	defer tx.Rollback()
+	args := append([]any{c.ID, pq.Array(fromS)}, outcomeArgs(c)...)
+	res, err := tx.ExecContext(ctx, `
+		UPDATE commands SET status = $3, target = $4, sent_at = $5, completed_at = $6, answered_at = $7,
+			response_xml = $8, response_data = $9, response_invalid = $10,
+			xmpp_error_type = $11, xmpp_error_condition = $12, xmpp_error_text = $13,
+			error_code = $14, error = $15, late_answer = $16
+		WHERE id = $1 AND status = ANY($2::text[])`, args...)
+	if err != nil {
+		return translate(err, "update command")
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return translate(err, "update command")
+	} else if n == 0 {
+		var status string
+		err := tx.QueryRowContext(ctx, `SELECT status FROM commands WHERE id = $1`, c.ID).Scan(&status)
+		if errors.Is(err, sql.ErrNoRows) {
+			return devices.Errorf(devices.ENotFound, "command %s not found", c.ID)
+		}
+		if err != nil {
+			return translate(err, "update command")
+		}
+		return devices.Errorf(devices.EConflict, "command %s is %s", c.ID, status)
+	}
+	if ev != nil {
+		if err := insertEvents(ctx, tx, c.ID, []devices.CommandEvent{*ev}); err != nil {
+			return translate(err, "update command")
+		}
+	}
+	return translate(tx.Commit(), "update command")
+}
+
+// QueuedCommands returns up to limit queued commands of a device, oldest
+// first.
+func (db *DB) QueuedCommands(ctx context.Context, deviceJID string, limit int) ([]*devices.Command, error) {
+	rows, err := db.db.QueryContext(ctx, `SELECT `+commandColumns+commandFrom+`
+		WHERE d.jid = $1 AND c.status = 'queued'
+		ORDER BY c.created_at, c.id LIMIT $2`, deviceJID, limit)
+	if err != nil {
+		return nil, translate(err, "list queued commands")
+	}
+	defer rows.Close()
+	var out []*devices.Command
+	for rows.Next() {
+		c, err := scanCommand(rows)
+		if err != nil {
+			return nil, translate(err, "list queued commands")
+		}
+		out = append(out, c)
+	}
+	return out, translate(rows.Err(), "list queued commands")
+}
+
+// QueuedDeviceJIDs returns the devices that have queued commands.
+func (db *DB) QueuedDeviceJIDs(ctx context.Context) ([]string, error) {
+	rows, err := db.db.QueryContext(ctx, `
+		SELECT d.jid FROM devices d
+		WHERE EXISTS (SELECT 1 FROM commands c WHERE c.device_id = d.id AND c.status = 'queued')
+		ORDER BY d.jid`)
+	if err != nil {
+		return nil, translate(err, "list devices with queued commands")
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var j string
+		if err := rows.Scan(&j); err != nil {
+			return nil, translate(err, "list devices with queued commands")
+		}
+		out = append(out, j)
+	}
+	return out, translate(rows.Err(), "list devices with queued commands")
+}
+
+// ExpireCommands moves queued commands whose expires_at is not after now
+// to expired, recording reason, and returns their IDs. One statement: the
+// update and the history entries commit together.
+func (db *DB) ExpireCommands(ctx context.Context, now time.Time, reason string) ([]string, error) {
+	rows, err := db.db.QueryContext(ctx, `
+		WITH expired AS (
+			UPDATE commands SET status = 'expired', completed_at = $1, error = $2
+			WHERE status = 'queued' AND expires_at <= $1
+			RETURNING id
+		), events AS (
+			INSERT INTO command_events (command_id, status, at, reason)
+			SELECT id, 'expired', $1, $2 FROM expired
+		)
+		SELECT id FROM expired`, now.UTC(), reason)
+	if err != nil {
+		return nil, translate(err, "expire commands")
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, translate(err, "expire commands")
+		}
+		ids = append(ids, id)
+	}
+	return ids, translate(rows.Err(), "expire commands")
+}
+
+// FailUnfinishedCommands moves every pending or sent command to failed
+// with the given error code and reason, and returns how many.
+func (db *DB) FailUnfinishedCommands(ctx context.Context, now time.Time, code, reason string) (int, error) {
+	var n int
+	err := db.db.QueryRowContext(ctx, `
+		WITH failed AS (
+			UPDATE commands SET status = 'failed', completed_at = $1, error_code = $2, error = $3
+			WHERE status IN ('pending', 'sent')
+			RETURNING id
+		), events AS (
+			INSERT INTO command_events (command_id, status, at, reason)
+			SELECT id, 'failed', $1, $3 FROM failed
+		)
+		SELECT count(*) FROM failed`, now.UTC(), code, reason).Scan(&n)
+	if err != nil {
+		return 0, translate(err, "resolve unfinished commands")
+	}
+	return n, nil
+}

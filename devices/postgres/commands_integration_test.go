@@ -1,0 +1,232 @@
+//go:build integration
+
+package postgres_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate/devices/postgres"
+	"github.com/iotgate/iotgate/schemas/examples"
+)
+
+// commandFixture is a database with one registered thermostat.
+func commandFixture(t *testing.T) (*postgres.DB, *devices.Service, *devices.Device) {
+	t.Helper()
+	ctx := context.Background()
+	db, reg, svc := newStack(t)
+	if _, err := reg.Register(ctx, "thermostat", string(examples.Thermostat()), ""); err != nil {
+		t.Fatal(err)
+	}
+	d, err := svc.Register(ctx, &devices.Device{JID: "thermo1@example.com", Schema: "thermostat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db, svc, d
+}
+
+var cmdTime = time.Date(2026, 1, 2, 15, 4, 5, 123456000, time.UTC)
+
+func newCommand(d *devices.Device, id string, at time.Time, st devices.CommandStatus) *devices.Command {
+	return &devices.Command{
+		ID: id, DeviceID: d.ID, DeviceJID: d.JID, Type: "set",
+		Payload: `<set xmlns="urn:example:thermostat"><target>21.5</target></set>`,
+		Mode:    devices.CommandSync, Status: st, Timeout: 10 * time.Second, CreatedAt: at,
+		RequestHash: "h-" + id,
+		History:     []devices.CommandEvent{{Status: devices.CommandPending, At: at}, {Status: st, At: at.Add(time.Millisecond), Reason: "why " + id}},
+	}
+}
+
+func wantCode(t *testing.T, err error, code, detail string) {
+	t.Helper()
+	var e *devices.Error
+	if !errors.As(err, &e) || e.Code != code || e.Detail != detail {
+		t.Fatalf("err = %v, want %s/%s", err, code, detail)
+	}
+}
+
+func TestCommandStore(t *testing.T) {
+	ctx := context.Background()
+	db, svc, d := commandFixture(t)
+
+	t.Run("RoundTrip", func(t *testing.T) {
+		c := newCommand(d, "rt", cmdTime, devices.CommandFailed)
+		sent, done, answered := cmdTime.Add(time.Second), cmdTime.Add(2*time.Second), cmdTime.Add(3*time.Second)
+		exp := cmdTime.Add(time.Hour)
+		c.Resource, c.Target, c.Mode, c.ExpiresAt = "kitchen", "thermo1@example.com/kitchen", devices.CommandQueue, &exp
+		c.SentAt, c.CompletedAt, c.AnsweredAt = &sent, &done, &answered
+		c.Response = &devices.CommandResponse{XML: "<state/>", Data: json.RawMessage(`{"mode": "heat"}`), Invalid: "x"}
+		c.XMPPError = &devices.XMPPError{Type: "cancel", Condition: "item-not-found", Text: "nope"}
+		c.ErrorCode, c.Error, c.LateAnswer, c.IdempotencyKey = devices.CmdErrXMPP, "the device answered with an error", true, "key-rt"
+		if err := db.CreateCommand(ctx, c, cmdTime.Add(-24*time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		got, err := db.Command(ctx, "rt")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, c) {
+			t.Errorf("stored\n%+v\nread back\n%+v", c, got)
+		}
+		_, err = db.Command(ctx, "nope")
+		wantCode(t, err, devices.ENotFound, "")
+	})
+
+	t.Run("IdempotencyKey", func(t *testing.T) {
+		old := newCommand(d, "k-old", cmdTime, devices.CommandSucceeded)
+		old.IdempotencyKey = "k"
+		if err := db.CreateCommand(ctx, old, cmdTime.Add(-24*time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		got, err := db.CommandByIdempotencyKey(ctx, "k", cmdTime.Add(-time.Hour))
+		if err != nil || got.ID != "k-old" {
+			t.Fatalf("by key = %v, %v", got, err)
+		}
+		_, err = db.CommandByIdempotencyKey(ctx, "k", cmdTime.Add(time.Second))
+		wantCode(t, err, devices.ENotFound, "")
+
+		// Within the window the key is taken...
+		dup := newCommand(d, "k-dup", cmdTime.Add(time.Hour), devices.CommandSent)
+		dup.IdempotencyKey = "k"
+		wantCode(t, db.CreateCommand(ctx, dup, cmdTime.Add(-23*time.Hour)), devices.EConflict, "idempotency_key_taken")
+		if _, err := db.Command(ctx, "k-dup"); devices.ErrorCode(err) != devices.ENotFound {
+			t.Errorf("refused command was stored: %v", err)
+		}
+		// ...after it, the old holder lets go.
+		if err := db.CreateCommand(ctx, dup, cmdTime.Add(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := db.Command(ctx, "k-old"); got.IdempotencyKey != "" {
+			t.Errorf("old holder still has key %q", got.IdempotencyKey)
+		}
+		if got, err := db.CommandByIdempotencyKey(ctx, "k", time.Time{}); err != nil || got.ID != "k-dup" {
+			t.Errorf("by key = %v, %v, want k-dup", got, err)
+		}
+	})
+
+	t.Run("UpdateGuardsStatus", func(t *testing.T) {
+		c := newCommand(d, "up", cmdTime, devices.CommandSent)
+		if err := db.CreateCommand(ctx, c, time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+		c.Status, c.CompletedAt = devices.CommandSucceeded, &cmdTime
+		c.Response = &devices.CommandResponse{XML: ""}
+		ev := devices.CommandEvent{Status: devices.CommandSucceeded, At: cmdTime.Add(time.Second)}
+		if err := db.UpdateCommand(ctx, c, []devices.CommandStatus{devices.CommandSent}, &ev); err != nil {
+			t.Fatal(err)
+		}
+		got, _ := db.Command(ctx, "up")
+		if got.Status != devices.CommandSucceeded || len(got.History) != 3 || got.History[2] != ev || got.Response == nil || got.Response.Data != nil {
+			t.Errorf("after update: %+v", got)
+		}
+		wantCode(t, db.UpdateCommand(ctx, c, []devices.CommandStatus{devices.CommandSent}, &ev), devices.EConflict, "")
+		c.ID = "missing"
+		wantCode(t, db.UpdateCommand(ctx, c, []devices.CommandStatus{devices.CommandSent}, nil), devices.ENotFound, "")
+	})
+
+	t.Run("Pages", func(t *testing.T) {
+		d2, err := svc.Register(ctx, &devices.Device{JID: "pager@example.com", Schema: "thermostat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want []string
+		for i := range 5 {
+			id := fmt.Sprintf("p%d", i)
+			// Two share a timestamp: the id breaks the tie.
+			at := cmdTime.Add(time.Duration(i/2) * time.Second)
+			if err := db.CreateCommand(ctx, newCommand(d2, id, at, devices.CommandSucceeded), time.Time{}); err != nil {
+				t.Fatal(err)
+			}
+			want = append([]string{id}, want...)
+		}
+		var got []string
+		cursor := ""
+		for range 4 {
+			page, err := db.Commands(ctx, d2.JID, devices.CommandFilter{Limit: 2, Cursor: cursor})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range page.Items {
+				got = append(got, c.ID)
+			}
+			if cursor = page.NextCursor; cursor == "" {
+				break
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("pages = %v, want %v", got, want)
+		}
+		_, err = db.Commands(ctx, d2.JID, devices.CommandFilter{Limit: 2, Cursor: "!!"})
+		wantCode(t, err, devices.EInvalid, "")
+	})
+
+	t.Run("QueueExpireAndRecover", func(t *testing.T) {
+		d3, err := svc.Register(ctx, &devices.Device{JID: "queue@example.com", Schema: "thermostat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, st := range []devices.CommandStatus{devices.CommandQueued, devices.CommandQueued, devices.CommandSent, devices.CommandPending} {
+			c := newCommand(d3, fmt.Sprintf("q%d", i), cmdTime.Add(time.Duration(i)*time.Second), st)
+			exp := cmdTime.Add(time.Duration(10*i) * time.Minute)
+			c.Mode, c.ExpiresAt = devices.CommandQueue, &exp
+			if err := db.CreateCommand(ctx, c, time.Time{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		q, err := db.QueuedCommands(ctx, d3.JID, 10)
+		if err != nil || len(q) != 2 || q[0].ID != "q0" || q[1].ID != "q1" {
+			t.Fatalf("queued = %v, %v", q, err)
+		}
+		jids, err := db.QueuedDeviceJIDs(ctx)
+		if err != nil || !slices.Contains(jids, d3.JID) {
+			t.Errorf("queued devices = %v, %v", jids, err)
+		}
+
+		ids, err := db.ExpireCommands(ctx, cmdTime.Add(5*time.Minute), "too late")
+		if err != nil || !slices.Equal(ids, []string{"q0"}) {
+			t.Fatalf("expired = %v, %v; want [q0]", ids, err)
+		}
+		c, _ := db.Command(ctx, "q0")
+		if c.Status != devices.CommandExpired || c.Error != "too late" || c.CompletedAt == nil || c.History[len(c.History)-1].Status != devices.CommandExpired {
+			t.Errorf("expired command = %+v", c)
+		}
+
+		n, err := db.FailUnfinishedCommands(ctx, cmdTime.Add(time.Hour), devices.CmdErrRestarted, "restarted")
+		if err != nil || n < 2 {
+			t.Fatalf("resolved %d, %v; want at least q2 and q3", n, err)
+		}
+		for _, id := range []string{"q2", "q3"} {
+			c, _ := db.Command(ctx, id)
+			last := c.History[len(c.History)-1]
+			if c.Status != devices.CommandFailed || c.ErrorCode != devices.CmdErrRestarted || last.Status != devices.CommandFailed || last.Reason != "restarted" {
+				t.Errorf("%s after restart: %+v", id, c)
+			}
+		}
+		if c, _ := db.Command(ctx, "q1"); c.Status != devices.CommandQueued {
+			t.Errorf("q1 is %s, want still queued", c.Status)
+		}
+	})
+
+	t.Run("DeviceDeleteCascades", func(t *testing.T) {
+		d4, err := svc.Register(ctx, &devices.Device{JID: "gone@example.com", Schema: "thermostat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := db.CreateCommand(ctx, newCommand(d4, "gone1", cmdTime, devices.CommandQueued), time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := svc.Delete(ctx, d4.JID); err != nil {
+			t.Fatal(err)
+		}
+		_, err = db.Command(ctx, "gone1")
+		wantCode(t, err, devices.ENotFound, "")
+		wantCode(t, db.CreateCommand(ctx, newCommand(d4, "gone2", cmdTime, devices.CommandQueued), time.Time{}), devices.ENotFound, "")
+	})
+}

@@ -1,0 +1,2 @@
+DROP TABLE command_events;
+DROP TABLE commands;
