@@ -27,6 +27,10 @@ var stanzaErrors = map[string]struct {
 	// XMPP has no "unprocessable": a device fixes a reading its schema
 	// refuses the same way as a malformed one.
 	devices.EUnprocessable: {stanza.Modify, stanza.BadRequest},
+
+	// Another entity (a device) refused what iotgate relayed; XMPP has no
+	// closer condition for "the one behind me said no".
+	devices.EBadGateway: {stanza.Cancel, stanza.UndefinedCondition},
 }
 
 // detailErrors overrides the table for specific details.

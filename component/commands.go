@@ -1,0 +1,51 @@
+package component
+
+import (
+	"context"
+
+	"mellium.im/xmpp/stanza"
+
+	"github.com/iotgate/iotgate/devices"
+)
+
+// The component delivers commands to devices.
+var _ devices.CommandSender = (*Conn)(nil)
+
+// SendCommand sends payload, one XML element, to the full JID `to` in an IQ
+// of type iqType ("get" or "set") and waits for the device's answer: a
+// result (its first child element as payload) or an error (its stanza
+// error). The reply counts only if it comes from `to` (see SendIQ).
+//
+// An XML declaration, comments or processing instructions around the
+// element are dropped: only the element itself goes on the stream. Errors:
+// invalid (not exactly one element, bad iqType), unavailable (detail
+// xmpp_unavailable) when the stream is down or drops before the answer,
+// timeout when ctx ends first, too_many_requests when MaxPendingIQs are
+// already waiting.
+func (c *Conn) SendCommand(ctx context.Context, to, iqType string, payload []byte) (devices.CommandReply, error) {
+	if iqType != TypeGet && iqType != TypeSet {
+		return devices.CommandReply{}, devices.Errorf(devices.EInvalid, "a command is an IQ get or set, not %q", iqType)
+	}
+	kids, err := (&Stanza{Inner: payload}).Children()
+	if err != nil || len(kids) != 1 {
+		return devices.CommandReply{}, devices.Errorf(devices.EInvalid, "a command payload must be exactly one XML element")
+	}
+	rep, err := c.SendIQ(ctx, &Stanza{Kind: KindIQ, Type: iqType, To: to, Inner: kids[0].Raw})
+	if err != nil {
+		return devices.CommandReply{}, err
+	}
+	if rep.Type == TypeError {
+		out := devices.CommandReply{Type: TypeError}
+		if se, ok := rep.StanzaError(); ok {
+			out.Error = &devices.XMPPError{Type: string(se.Type), Condition: string(se.Condition), Text: ErrorText(se)}
+		} else {
+			out.Error = &devices.XMPPError{Type: string(stanza.Cancel), Condition: string(stanza.UndefinedCondition), Text: "the error reply carried no valid <error/> element"}
+		}
+		return out, nil
+	}
+	out := devices.CommandReply{Type: TypeResult}
+	if el, ok := rep.FirstChild(); ok {
+		out.Payload, out.Namespace = el.Raw, el.Name.Space
+	}
+	return out, nil
+}

@@ -1,0 +1,104 @@
+package component
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/iotgate/iotgate/devices"
+)
+
+func TestSendCommand(t *testing.T) {
+	fs := newFakeServer(t, "s")
+	c := startConn(t, fs.addr(), "s", nil)
+	fc := fs.conn()
+	waitFor(t, "stream up", func() bool { return isUp(c) })
+
+	const to = "thermo1@localhost/kitchen"
+	tests := []struct {
+		name      string
+		typ       string
+		payload   string
+		wantSent  string // the IQ's payload on the wire
+		answer    func(id string) []string
+		wantReply devices.CommandReply
+	}{
+		{"Result", "set", `<set xmlns="urn:example:t"><target>21.5</target></set>`, `<set xmlns="urn:example:t"><target>21.5</target></set>`,
+			func(id string) []string {
+				return []string{fmt.Sprintf(`<iq type='result' id='%s' from='%s' to='iot.localhost'><state xmlns='urn:example:t'><mode>heat</mode></state></iq>`, id, to)}
+			},
+			devices.CommandReply{Type: "result", Payload: []byte(`<state xmlns='urn:example:t'><mode>heat</mode></state>`), Namespace: "urn:example:t"}},
+		{"EmptyResult", "get", `<get xmlns="urn:example:t"/>`, `<get xmlns="urn:example:t"/>`,
+			func(id string) []string {
+				return []string{fmt.Sprintf(`<iq type='result' id='%s' from='%s' to='iot.localhost'/>`, id, to)}
+			},
+			devices.CommandReply{Type: "result"}},
+		{"DeclarationStripped", "set", "<?xml version='1.0'?>\n<!-- c --><set xmlns='urn:example:t'/>\n", `<set xmlns='urn:example:t'/>`,
+			func(id string) []string {
+				return []string{fmt.Sprintf(`<iq type='result' id='%s' from='%s' to='iot.localhost'/>`, id, to)}
+			},
+			devices.CommandReply{Type: "result"}},
+		{"Error", "set", `<set xmlns="urn:example:t"/>`, `<set xmlns="urn:example:t"/>`,
+			func(id string) []string {
+				return []string{fmt.Sprintf(`<iq type='error' id='%s' from='%s' to='iot.localhost'><error type='modify'><not-acceptable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/><text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>target out of range</text></error></iq>`, id, to)}
+			},
+			devices.CommandReply{Type: "error", Error: &devices.XMPPError{Type: "modify", Condition: "not-acceptable", Text: "target out of range"}}},
+		{"WrongSenderIgnored", "set", `<set xmlns="urn:example:t"/>`, `<set xmlns="urn:example:t"/>`,
+			func(id string) []string {
+				return []string{
+					// Right id from another device, from the bare JID, from
+					// the server: all ignored.
+					fmt.Sprintf(`<iq type='result' id='%s' from='thermo2@localhost/kitchen' to='iot.localhost'><spoof xmlns='urn:x'/></iq>`, id),
+					fmt.Sprintf(`<iq type='result' id='%s' from='thermo1@localhost' to='iot.localhost'><spoof xmlns='urn:x'/></iq>`, id),
+					fmt.Sprintf(`<iq type='error' id='%s' from='localhost' to='iot.localhost'><error type='cancel'><service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>`, id),
+					fmt.Sprintf(`<iq type='result' id='%s' from='%s' to='iot.localhost'><ok xmlns='urn:x'/></iq>`, id, to),
+				}
+			},
+			devices.CommandReply{Type: "result", Payload: []byte(`<ok xmlns='urn:x'/>`), Namespace: "urn:x"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			type res struct {
+				rep devices.CommandReply
+				err error
+			}
+			done := make(chan res, 1)
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				rep, err := c.SendCommand(ctx, to, tt.typ, []byte(tt.payload))
+				done <- res{rep, err}
+			}()
+			req := fc.read(t)
+			if req.Type != tt.typ || req.To != to || req.From != "iot.localhost" || req.Inner != tt.wantSent {
+				t.Fatalf("sent %+v, want %s to %s with %s", req, tt.typ, to, tt.wantSent)
+			}
+			for _, a := range tt.answer(req.ID) {
+				fc.send(a)
+			}
+			r := <-done
+			if r.err != nil {
+				t.Fatal(r.err)
+			}
+			if r.rep.Type != tt.wantReply.Type || string(r.rep.Payload) != string(tt.wantReply.Payload) || r.rep.Namespace != tt.wantReply.Namespace ||
+				fmt.Sprint(r.rep.Error) != fmt.Sprint(tt.wantReply.Error) {
+				t.Errorf("reply = %+v (%s), want %+v (%s)", r.rep, r.rep.Payload, tt.wantReply, tt.wantReply.Payload)
+			}
+		})
+	}
+
+	t.Run("NotOneElement", func(t *testing.T) {
+		for _, p := range []string{"", "text", "<a/><b/>", "<a>", "<!DOCTYPE a><a/>"} {
+			_, err := c.SendCommand(context.Background(), to, "set", []byte(p))
+			if devices.ErrorCode(err) != devices.EInvalid {
+				t.Errorf("payload %q: err = %v, want invalid", p, err)
+			}
+		}
+		_, err := c.SendCommand(context.Background(), to, "result", []byte("<a/>"))
+		if devices.ErrorCode(err) != devices.EInvalid || !strings.Contains(err.Error(), "get or set") {
+			t.Errorf("type result: err = %v, want invalid", err)
+		}
+	})
+}
