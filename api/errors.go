@@ -17,7 +17,8 @@ type ErrorResponse struct {
 	// Code is machine-readable: a devices error code (not_found,
 	// conflict, invalid, unprocessable, unauthorized, forbidden,
 	// unavailable, timeout, too_many_requests, internal), a more
-	// specific one when the error has one (device_offline), or the HTTP
+	// specific one when the error has one (device_offline, xmpp_error,
+	// xmpp_unavailable, idempotency_key_reused), or the HTTP
 	// one for protocol errors (method_not_allowed, payload_too_large,
 	// unsupported_media_type).
 	Code string `json:"code" example:"not_found"`
@@ -25,7 +26,8 @@ type ErrorResponse struct {
 	Message string `json:"message" example:"device not found"`
 	// Details, when present, says more: for validation errors, a list of
 	// FieldError; for an XSD that does not compile (422), the compiler's
-	// issues, each with its line and message.
+	// issues, each with its line and message; for the outcome of a
+	// command (409, 502, 503, 504), the stored Command.
 	Details any `json:"details,omitempty" swaggertype:"object"`
 }
 
@@ -41,6 +43,7 @@ var codeStatus = map[string]int{
 	devices.EInternal:     http.StatusInternalServerError,
 	devices.EUnavailable:  http.StatusServiceUnavailable,
 	devices.ETimeout:      http.StatusGatewayTimeout,
+	devices.EBadGateway:   http.StatusBadGateway,
 
 	// Well-formed, but its content (an XSD, a reading) is refused.
 	devices.EUnprocessable: http.StatusUnprocessableEntity,
@@ -59,6 +62,7 @@ var statusCode = map[int]string{
 	http.StatusUnsupportedMediaType:  "unsupported_media_type",
 	http.StatusUnprocessableEntity:   devices.EUnprocessable,
 	http.StatusTooManyRequests:       devices.ETooMany,
+	http.StatusBadGateway:            devices.EBadGateway,
 	http.StatusServiceUnavailable:    devices.EUnavailable,
 	http.StatusGatewayTimeout:        devices.ETimeout,
 }

@@ -74,6 +74,8 @@ type Deps struct {
 	Schemas SchemaRegistry
 	// Devices serves /v1/devices.
 	Devices DeviceService
+	// Commands serves /v1/devices/{jid}/commands and /v1/commands.
+	Commands CommandService
 }
 
 // Server is iotgate's HTTP server. Create it with New, then Listen, Serve
@@ -164,6 +166,13 @@ func (s *Server) routes(deps Deps) {
 		s.echo.GET("/v1/devices/:jid/state", devices.state)
 		s.echo.GET("/v1/devices/:jid/readings", devices.readings)
 		s.echo.GET("/v1/devices/:jid/rejections", devices.rejections)
+	}
+	if deps.Commands != nil {
+		commands := &commandHandler{svc: deps.Commands}
+		s.echo.POST("/v1/devices/:jid/commands", commands.create)
+		s.echo.GET("/v1/devices/:jid/commands", commands.list)
+		s.echo.GET("/v1/commands/:id", commands.get)
+		s.echo.POST("/v1/commands/:id/cancel", commands.cancel)
 	}
 }
 

@@ -79,6 +79,106 @@ const docTemplate = `{
                 }
             }
         },
+        "/v1/commands/{id}": {
+            "get": {
+                "description": "Returns a command with its status, timings, outcome (response or xmpp_error, even when the answer came after the timeout) and history.",
+                "produces": [
+                    "application/json"
+                ],
+                "tags": [
+                    "commands"
+                ],
+                "summary": "Get a command",
+                "parameters": [
+                    {
+                        "type": "string",
+                        "description": "Command ID",
+                        "name": "id",
+                        "in": "path",
+                        "required": true
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "OK",
+                        "schema": {
+                            "$ref": "#/definitions/api.Command"
+                        }
+                    },
+                    "404": {
+                        "description": "No such command",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "500": {
+                        "description": "Internal Server Error",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "503": {
+                        "description": "Service Unavailable",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    }
+                }
+            }
+        },
+        "/v1/commands/{id}/cancel": {
+            "post": {
+                "description": "Cancels a command that waits in the queue for its device (status queued); it will not be delivered. A command in any other status can't be canceled (409, code command_not_queued): one already sent may already have been acted on.",
+                "produces": [
+                    "application/json"
+                ],
+                "tags": [
+                    "commands"
+                ],
+                "summary": "Cancel a queued command",
+                "parameters": [
+                    {
+                        "type": "string",
+                        "description": "Command ID",
+                        "name": "id",
+                        "in": "path",
+                        "required": true
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "Canceled",
+                        "schema": {
+                            "$ref": "#/definitions/api.Command"
+                        }
+                    },
+                    "404": {
+                        "description": "No such command",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "409": {
+                        "description": "The command is not queued (code command_not_queued)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "500": {
+                        "description": "Internal Server Error",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "503": {
+                        "description": "Service Unavailable",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    }
+                }
+            }
+        },
         "/v1/devices": {
             "get": {
                 "description": "Lists devices, ordered by JID, a page at a time: pass next_cursor as cursor to get the next page; the last page has no next_cursor. Filters combine: a device must match all of them.",
@@ -436,6 +536,289 @@ const docTemplate = `{
                         "description": "Service Unavailable",
                         "schema": {
                             "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    }
+                }
+            }
+        },
+        "/v1/devices/{jid}/commands": {
+            "get": {
+                "description": "Lists the commands sent (or queued) to a device, newest first, a page at a time: pass next_cursor as cursor to get the next page; the last page has no next_cursor.",
+                "produces": [
+                    "application/json"
+                ],
+                "tags": [
+                    "commands"
+                ],
+                "summary": "List a device's commands",
+                "parameters": [
+                    {
+                        "type": "string",
+                        "example": "thermo1@example.com",
+                        "description": "Bare JID, URL-escaped",
+                        "name": "jid",
+                        "in": "path",
+                        "required": true
+                    },
+                    {
+                        "maximum": 1000,
+                        "minimum": 1,
+                        "type": "integer",
+                        "default": 100,
+                        "description": "Page size",
+                        "name": "limit",
+                        "in": "query"
+                    },
+                    {
+                        "type": "string",
+                        "description": "next_cursor of the previous page",
+                        "name": "cursor",
+                        "in": "query"
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "OK",
+                        "schema": {
+                            "$ref": "#/definitions/api.CommandList"
+                        }
+                    },
+                    "400": {
+                        "description": "Not a valid bare JID, or a bad limit or cursor",
+                        "schema": {
+                            "allOf": [
+                                {
+                                    "$ref": "#/definitions/api.ErrorResponse"
+                                },
+                                {
+                                    "type": "object",
+                                    "properties": {
+                                        "details": {
+                                            "type": "array",
+                                            "items": {
+                                                "$ref": "#/definitions/api.FieldError"
+                                            }
+                                        }
+                                    }
+                                }
+                            ]
+                        }
+                    },
+                    "404": {
+                        "description": "No such device",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "500": {
+                        "description": "Internal Server Error",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "503": {
+                        "description": "Service Unavailable",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    }
+                }
+            },
+            "post": {
+                "description": "Validates the payload against the device's schema (422 with the validator's reason; nothing is sent), stores the command and sends it as an IQ to the given resource, or to the device's highest-priority available one.\nmode sync (default) waits up to timeout_ms for the outcome: 200 with the device's response; 502 (code xmpp_error) when the device answered with an IQ error; 504 (code timeout) when it did not answer in time (a late answer is still recorded on the command); 409 (code device_offline) at once when the device has no available resource or its server bounced the IQ; 503 (code xmpp_unavailable) when iotgate's XMPP stream is down or drops.\nmode async answers 202 at once (or 409/503 as above); follow Location. mode queue answers 202 and, while the device is offline, keeps the command until it comes online (then delivers queued commands in order) or until expires_in_ms passes (status expired).\nEvery error answer about a command that was stored carries the command in details. With an Idempotency-Key header, a retry with the same key and the same body within 24 hours returns the first command (header Idempotent-Replayed: true) instead of sending another; the same key with another body is 422 (code idempotency_key_reused). A command refused before it was sent (409, 503) does not hold its key.",
+                "consumes": [
+                    "application/json"
+                ],
+                "produces": [
+                    "application/json"
+                ],
+                "tags": [
+                    "commands"
+                ],
+                "summary": "Send a command to a device",
+                "parameters": [
+                    {
+                        "type": "string",
+                        "example": "thermo1@example.com",
+                        "description": "Bare JID, URL-escaped",
+                        "name": "jid",
+                        "in": "path",
+                        "required": true
+                    },
+                    {
+                        "type": "string",
+                        "description": "Makes retries safe: up to 255 bytes, unique per intended command",
+                        "name": "Idempotency-Key",
+                        "in": "header"
+                    },
+                    {
+                        "description": "The command",
+                        "name": "command",
+                        "in": "body",
+                        "required": true,
+                        "schema": {
+                            "$ref": "#/definitions/api.CreateCommandRequest"
+                        }
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The device answered with a result (mode sync)",
+                        "schema": {
+                            "$ref": "#/definitions/api.Command"
+                        },
+                        "headers": {
+                            "Location": {
+                                "type": "string",
+                                "description": "URL path of the command, /v1/commands/{id}"
+                            }
+                        }
+                    },
+                    "202": {
+                        "description": "Sent or queued (mode async or queue), or still under way",
+                        "schema": {
+                            "$ref": "#/definitions/api.Command"
+                        },
+                        "headers": {
+                            "Location": {
+                                "type": "string",
+                                "description": "URL path of the command, /v1/commands/{id}"
+                            }
+                        }
+                    },
+                    "400": {
+                        "description": "Bad JSON, a bad field, not a valid bare JID or resource",
+                        "schema": {
+                            "allOf": [
+                                {
+                                    "$ref": "#/definitions/api.ErrorResponse"
+                                },
+                                {
+                                    "type": "object",
+                                    "properties": {
+                                        "details": {
+                                            "type": "array",
+                                            "items": {
+                                                "$ref": "#/definitions/api.FieldError"
+                                            }
+                                        }
+                                    }
+                                }
+                            ]
+                        }
+                    },
+                    "404": {
+                        "description": "No such device",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "409": {
+                        "description": "The device is offline (code device_offline)",
+                        "schema": {
+                            "allOf": [
+                                {
+                                    "$ref": "#/definitions/api.ErrorResponse"
+                                },
+                                {
+                                    "type": "object",
+                                    "properties": {
+                                        "details": {
+                                            "$ref": "#/definitions/api.Command"
+                                        }
+                                    }
+                                }
+                            ]
+                        }
+                    },
+                    "413": {
+                        "description": "Body too large",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "415": {
+                        "description": "Body is not JSON",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "422": {
+                        "description": "The payload is not valid against the device's schema (code unprocessable), or the Idempotency-Key was used for another request (code idempotency_key_reused)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "429": {
+                        "description": "Too many commands in flight",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        },
+                        "headers": {
+                            "Retry-After": {
+                                "type": "integer",
+                                "description": "Seconds to wait before retrying"
+                            }
+                        }
+                    },
+                    "500": {
+                        "description": "Internal Server Error",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "502": {
+                        "description": "The device answered with an IQ error (code xmpp_error; details.xmpp_error has type, condition and text)",
+                        "schema": {
+                            "allOf": [
+                                {
+                                    "$ref": "#/definitions/api.ErrorResponse"
+                                },
+                                {
+                                    "type": "object",
+                                    "properties": {
+                                        "details": {
+                                            "$ref": "#/definitions/api.Command"
+                                        }
+                                    }
+                                }
+                            ]
+                        }
+                    },
+                    "503": {
+                        "description": "iotgate's XMPP stream is down (code xmpp_unavailable), or the database is",
+                        "schema": {
+                            "allOf": [
+                                {
+                                    "$ref": "#/definitions/api.ErrorResponse"
+                                },
+                                {
+                                    "type": "object",
+                                    "properties": {
+                                        "details": {
+                                            "$ref": "#/definitions/api.Command"
+                                        }
+                                    }
+                                }
+                            ]
+                        }
+                    },
+                    "504": {
+                        "description": "No answer within timeout_ms (code timeout)",
+                        "schema": {
+                            "allOf": [
+                                {
+                                    "$ref": "#/definitions/api.ErrorResponse"
+                                },
+                                {
+                                    "type": "object",
+                                    "properties": {
+                                        "details": {
+                                            "$ref": "#/definitions/api.Command"
+                                        }
+                                    }
+                                }
+                            ]
                         }
                     }
                 }
@@ -1161,6 +1544,220 @@ const docTemplate = `{
                 }
             }
         },
+        "api.Command": {
+            "type": "object",
+            "properties": {
+                "answered_at": {
+                    "description": "AnsweredAt is when the device's answer arrived, even after the\ntimeout.",
+                    "type": "string",
+                    "format": "date-time",
+                    "x-nullable": true,
+                    "example": "2026-01-02T15:04:05.020Z"
+                },
+                "completed_at": {
+                    "type": "string",
+                    "format": "date-time",
+                    "x-nullable": true,
+                    "example": "2026-01-02T15:04:05.020Z"
+                },
+                "created_at": {
+                    "type": "string",
+                    "format": "date-time",
+                    "example": "2026-01-02T15:04:05.000Z"
+                },
+                "device": {
+                    "description": "Device is the device's bare JID.",
+                    "type": "string",
+                    "example": "thermo1@example.com"
+                },
+                "error": {
+                    "description": "Error says it in words.",
+                    "type": "string",
+                    "example": "the device answered with an error: not-acceptable: target out of range"
+                },
+                "error_code": {
+                    "description": "ErrorCode says why the command did not succeed.",
+                    "type": "string",
+                    "enum": [
+                        "device_offline",
+                        "xmpp_error",
+                        "xmpp_unavailable",
+                        "timeout",
+                        "too_many_requests",
+                        "restarted",
+                        "internal"
+                    ],
+                    "example": "xmpp_error"
+                },
+                "expires_at": {
+                    "description": "ExpiresAt is when a queued command gives up (mode queue only).",
+                    "type": "string",
+                    "format": "date-time",
+                    "x-nullable": true,
+                    "example": "2026-01-02T16:04:05Z"
+                },
+                "history": {
+                    "description": "History lists every status the command went through, oldest first.",
+                    "type": "array",
+                    "items": {
+                        "$ref": "#/definitions/api.CommandEvent"
+                    }
+                },
+                "id": {
+                    "description": "ID is random; GET /v1/commands/{id} returns the command.",
+                    "type": "string",
+                    "example": "MZXW6YTBOI2GK3TUMVZXIZLSEB2GK"
+                },
+                "idempotency_key": {
+                    "description": "IdempotencyKey is the request's Idempotency-Key, if any.",
+                    "type": "string",
+                    "example": "b7c1a0e2-set-21.5"
+                },
+                "late_answer": {
+                    "description": "LateAnswer is true when the answer (response or xmpp_error) arrived\nafter the command timed out; the status stays timed_out.",
+                    "type": "boolean",
+                    "example": false
+                },
+                "mode": {
+                    "type": "string",
+                    "enum": [
+                        "sync",
+                        "async",
+                        "queue"
+                    ],
+                    "example": "sync"
+                },
+                "payload": {
+                    "type": "string",
+                    "example": "\u003cset xmlns='urn:example:thermostat'\u003e\u003ctarget\u003e21.5\u003c/target\u003e\u003c/set\u003e"
+                },
+                "resource": {
+                    "description": "Resource is the resource asked for, if any.",
+                    "type": "string",
+                    "example": "kitchen"
+                },
+                "response": {
+                    "description": "Response is the device's result; null unless it answered with one.",
+                    "allOf": [
+                        {
+                            "$ref": "#/definitions/api.CommandResponse"
+                        }
+                    ],
+                    "x-nullable": true
+                },
+                "sent_at": {
+                    "type": "string",
+                    "format": "date-time",
+                    "x-nullable": true,
+                    "example": "2026-01-02T15:04:05.001Z"
+                },
+                "status": {
+                    "description": "Status: pending, then queued (mode queue, device offline) or sent;\nfinally succeeded, failed, timed_out, expired (queued too long) or\ncanceled.",
+                    "type": "string",
+                    "enum": [
+                        "pending",
+                        "queued",
+                        "sent",
+                        "succeeded",
+                        "failed",
+                        "timed_out",
+                        "expired",
+                        "canceled"
+                    ],
+                    "example": "succeeded"
+                },
+                "target": {
+                    "description": "Target is the full JID the IQ was (last) sent to.",
+                    "type": "string",
+                    "example": "thermo1@example.com/kitchen"
+                },
+                "timeout_ms": {
+                    "type": "integer",
+                    "example": 10000
+                },
+                "type": {
+                    "type": "string",
+                    "enum": [
+                        "get",
+                        "set"
+                    ],
+                    "example": "set"
+                },
+                "xmpp_error": {
+                    "description": "XMPPError is the IQ error the device (or, when it is offline, its\nserver) answered with; null otherwise.",
+                    "allOf": [
+                        {
+                            "$ref": "#/definitions/api.XMPPError"
+                        }
+                    ],
+                    "x-nullable": true
+                }
+            }
+        },
+        "api.CommandEvent": {
+            "type": "object",
+            "properties": {
+                "at": {
+                    "type": "string",
+                    "format": "date-time",
+                    "example": "2026-01-02T15:04:05.001Z"
+                },
+                "reason": {
+                    "type": "string",
+                    "example": "to thermo1@example.com/kitchen"
+                },
+                "status": {
+                    "type": "string",
+                    "enum": [
+                        "pending",
+                        "queued",
+                        "sent",
+                        "succeeded",
+                        "failed",
+                        "timed_out",
+                        "expired",
+                        "canceled"
+                    ],
+                    "example": "sent"
+                }
+            }
+        },
+        "api.CommandList": {
+            "type": "object",
+            "properties": {
+                "items": {
+                    "type": "array",
+                    "items": {
+                        "$ref": "#/definitions/api.Command"
+                    }
+                },
+                "next_cursor": {
+                    "description": "NextCursor continues the list (pass it as cursor); absent on the\nlast page.",
+                    "type": "string",
+                    "example": "MTc2NzM2OTYwMDEyMzAwMDAwMC5BQkM"
+                }
+            }
+        },
+        "api.CommandResponse": {
+            "type": "object",
+            "properties": {
+                "data": {
+                    "description": "Data is XML rendered as JSON like readings are, when the element is\nin the schema's namespace and valid against it; null otherwise.",
+                    "type": "object",
+                    "x-nullable": true
+                },
+                "invalid": {
+                    "description": "Invalid says why Data is null although the element is in the\nschema's namespace.",
+                    "type": "string",
+                    "example": "document does not match its schema; line 1: /state/mode: 'warm' is not a valid value"
+                },
+                "xml": {
+                    "description": "XML is the result's child element as the device sent it; \"\" for an\nempty result.",
+                    "type": "string",
+                    "example": "\u003cstate xmlns='urn:example:thermostat'\u003e\u003ctemperature\u003e19.75\u003c/temperature\u003e\u003ctarget\u003e21.5\u003c/target\u003e\u003cmode\u003eheat\u003c/mode\u003e\u003cheating\u003etrue\u003c/heating\u003e\u003c/state\u003e"
+                }
+            }
+        },
         "api.CompileIssue": {
             "type": "object",
             "properties": {
@@ -1173,6 +1770,62 @@ const docTemplate = `{
                     "description": "Message is the compiler's.",
                     "type": "string",
                     "example": "Element '{http://www.w3.org/2001/XMLSchema}element', attribute 'type': The QName value '{http://www.w3.org/2001/XMLSchema}nope' does not resolve to a(n) type definition."
+                }
+            }
+        },
+        "api.CreateCommandRequest": {
+            "type": "object",
+            "required": [
+                "payload"
+            ],
+            "properties": {
+                "expires_in_ms": {
+                    "description": "ExpiresInMS bounds how long a queued command waits (mode queue\nonly).",
+                    "type": "integer",
+                    "default": 3600000,
+                    "maximum": 604800000,
+                    "minimum": 1,
+                    "example": 3600000
+                },
+                "mode": {
+                    "description": "Mode: sync waits for the outcome; async answers 202 at once; queue\nalso answers 202 and, if the device is offline, keeps the command\nuntil it comes online or expires_in_ms passes.",
+                    "type": "string",
+                    "default": "sync",
+                    "enum": [
+                        "sync",
+                        "async",
+                        "queue"
+                    ],
+                    "example": "sync"
+                },
+                "payload": {
+                    "description": "Payload is the IQ's child element, one XML element that must be\nvalid against the device's schema.",
+                    "type": "string",
+                    "example": "\u003cset xmlns='urn:example:thermostat'\u003e\u003ctarget\u003e21.5\u003c/target\u003e\u003c/set\u003e"
+                },
+                "resource": {
+                    "description": "Resource sends to that instance of the device (the part after the\n'/' of its full JID); absent means the highest-priority available\none.",
+                    "type": "string",
+                    "maxLength": 1023,
+                    "example": "kitchen"
+                },
+                "timeout_ms": {
+                    "description": "TimeoutMS is how long to wait for the device's answer.",
+                    "type": "integer",
+                    "default": 10000,
+                    "maximum": 300000,
+                    "minimum": 1,
+                    "example": 10000
+                },
+                "type": {
+                    "description": "Type is the IQ type.",
+                    "type": "string",
+                    "default": "set",
+                    "enum": [
+                        "set",
+                        "get"
+                    ],
+                    "example": "set"
                 }
             }
         },
@@ -1361,12 +2014,12 @@ const docTemplate = `{
             "type": "object",
             "properties": {
                 "code": {
-                    "description": "Code is machine-readable: a devices error code (not_found,\nconflict, invalid, unprocessable, unauthorized, forbidden,\nunavailable, timeout, too_many_requests, internal), a more\nspecific one when the error has one (device_offline), or the HTTP\none for protocol errors (method_not_allowed, payload_too_large,\nunsupported_media_type).",
+                    "description": "Code is machine-readable: a devices error code (not_found,\nconflict, invalid, unprocessable, unauthorized, forbidden,\nunavailable, timeout, too_many_requests, internal), a more\nspecific one when the error has one (device_offline, xmpp_error,\nxmpp_unavailable, idempotency_key_reused), or the HTTP\none for protocol errors (method_not_allowed, payload_too_large,\nunsupported_media_type).",
                     "type": "string",
                     "example": "not_found"
                 },
                 "details": {
-                    "description": "Details, when present, says more: for validation errors, a list of\nFieldError; for an XSD that does not compile (422), the compiler's\nissues, each with its line and message.",
+                    "description": "Details, when present, says more: for validation errors, a list of\nFieldError; for an XSD that does not compile (422), the compiler's\nissues, each with its line and message; for the outcome of a\ncommand (409, 502, 503, 504), the stored Command.",
                     "type": "object"
                 },
                 "message": {
@@ -1654,6 +2307,30 @@ const docTemplate = `{
                     "type": "integer",
                     "minimum": 1,
                     "example": 3
+                }
+            }
+        },
+        "api.XMPPError": {
+            "type": "object",
+            "properties": {
+                "condition": {
+                    "type": "string",
+                    "example": "not-acceptable"
+                },
+                "text": {
+                    "type": "string",
+                    "example": "target out of range"
+                },
+                "type": {
+                    "type": "string",
+                    "enum": [
+                        "auth",
+                        "cancel",
+                        "continue",
+                        "modify",
+                        "wait"
+                    ],
+                    "example": "modify"
                 }
             }
         }

@@ -1,0 +1,367 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/iotgate/iotgate/devices"
+)
+
+// CommandService is what the API needs of the command service.
+type CommandService interface {
+	// Submit validates, stores and starts a command; replayed is true
+	// when an earlier request with the same Idempotency-Key created it.
+	// Outcomes known at once (device offline, stream down) come back as
+	// a finished command (see devices.Command.Err). Errors: invalid,
+	// not_found, unprocessable (payload; Idempotency-Key reused with
+	// another request), too_many_requests, unavailable.
+	Submit(ctx context.Context, req devices.CommandRequest) (c *devices.Command, replayed bool, err error)
+	// Wait waits at most d for the command to finish and returns it as
+	// it then is. Errors: not_found.
+	Wait(ctx context.Context, id string, d time.Duration) (*devices.Command, error)
+	// Command returns a command. Errors: not_found.
+	Command(ctx context.Context, id string) (*devices.Command, error)
+	// Commands returns a page of a device's commands, newest first.
+	// Errors: invalid, not_found.
+	Commands(ctx context.Context, jid string, f devices.CommandFilter) (*devices.CommandPage, error)
+	// Cancel cancels a queued command. Errors: not_found, conflict.
+	Cancel(ctx context.Context, id string) (*devices.Command, error)
+}
+
+var _ CommandService = (*devices.Commands)(nil)
+
+// HeaderIdempotencyKey names the header that makes POST
+// /v1/devices/{jid}/commands safe to retry.
+const HeaderIdempotencyKey = "Idempotency-Key"
+
+// HeaderIdempotentReplayed is set (to "true") on the answer to a request
+// whose Idempotency-Key found the command an earlier request created.
+const HeaderIdempotentReplayed = "Idempotent-Replayed"
+
+// retryAfter is the Retry-After of a 429 to a command: in-flight commands
+// finish within their timeouts, typically well under a second.
+const retryAfter = "1"
+
+// waitSlack is how much longer than a command's timeout a sync request
+// waits for its outcome, which the service settles at the timeout itself.
+const waitSlack = 5 * time.Second
+
+// CreateCommandRequest is the body of POST /v1/devices/{jid}/commands.
+type CreateCommandRequest struct {
+	// Payload is the IQ's child element, one XML element that must be
+	// valid against the device's schema.
+	Payload string `json:"payload" validate:"required" example:"<set xmlns='urn:example:thermostat'><target>21.5</target></set>"`
+	// Type is the IQ type.
+	Type string `json:"type" validate:"omitempty,oneof=get set" enums:"set,get" default:"set" example:"set"`
+	// TimeoutMS is how long to wait for the device's answer.
+	TimeoutMS int `json:"timeout_ms" validate:"omitempty,min=1,max=300000" minimum:"1" maximum:"300000" default:"10000" example:"10000"`
+	// Resource sends to that instance of the device (the part after the
+	// '/' of its full JID); absent means the highest-priority available
+	// one.
+	Resource string `json:"resource" validate:"max=1023" example:"kitchen"`
+	// Mode: sync waits for the outcome; async answers 202 at once; queue
+	// also answers 202 and, if the device is offline, keeps the command
+	// until it comes online or expires_in_ms passes.
+	Mode string `json:"mode" validate:"omitempty,oneof=sync async queue" enums:"sync,async,queue" default:"sync" example:"sync"`
+	// ExpiresInMS bounds how long a queued command waits (mode queue
+	// only).
+	ExpiresInMS int `json:"expires_in_ms" validate:"omitempty,min=1,max=604800000" minimum:"1" maximum:"604800000" default:"3600000" example:"3600000"`
+}
+
+// Command is a command sent to a device, with its outcome and history.
+type Command struct {
+	// ID is random; GET /v1/commands/{id} returns the command.
+	ID string `json:"id" example:"MZXW6YTBOI2GK3TUMVZXIZLSEB2GK"`
+	// Device is the device's bare JID.
+	Device  string `json:"device" example:"thermo1@example.com"`
+	Type    string `json:"type" enums:"get,set" example:"set"`
+	Payload string `json:"payload" example:"<set xmlns='urn:example:thermostat'><target>21.5</target></set>"`
+	// Resource is the resource asked for, if any.
+	Resource string `json:"resource,omitempty" example:"kitchen"`
+	// Target is the full JID the IQ was (last) sent to.
+	Target string `json:"target,omitempty" example:"thermo1@example.com/kitchen"`
+	Mode   string `json:"mode" enums:"sync,async,queue" example:"sync"`
+	// Status: pending, then queued (mode queue, device offline) or sent;
+	// finally succeeded, failed, timed_out, expired (queued too long) or
+	// canceled.
+	Status    string `json:"status" enums:"pending,queued,sent,succeeded,failed,timed_out,expired,canceled" example:"succeeded"`
+	TimeoutMS int64  `json:"timeout_ms" example:"10000"`
+	// ExpiresAt is when a queued command gives up (mode queue only).
+	ExpiresAt   *time.Time `json:"expires_at" format:"date-time" extensions:"x-nullable" example:"2026-01-02T16:04:05Z"`
+	CreatedAt   time.Time  `json:"created_at" format:"date-time" example:"2026-01-02T15:04:05.000Z"`
+	SentAt      *time.Time `json:"sent_at" format:"date-time" extensions:"x-nullable" example:"2026-01-02T15:04:05.001Z"`
+	CompletedAt *time.Time `json:"completed_at" format:"date-time" extensions:"x-nullable" example:"2026-01-02T15:04:05.020Z"`
+	// AnsweredAt is when the device's answer arrived, even after the
+	// timeout.
+	AnsweredAt *time.Time `json:"answered_at" format:"date-time" extensions:"x-nullable" example:"2026-01-02T15:04:05.020Z"`
+	// Response is the device's result; null unless it answered with one.
+	Response *CommandResponse `json:"response" extensions:"x-nullable"`
+	// XMPPError is the IQ error the device (or, when it is offline, its
+	// server) answered with; null otherwise.
+	XMPPError *XMPPError `json:"xmpp_error" extensions:"x-nullable"`
+	// ErrorCode says why the command did not succeed.
+	ErrorCode string `json:"error_code,omitempty" enums:"device_offline,xmpp_error,xmpp_unavailable,timeout,too_many_requests,restarted,internal" example:"xmpp_error"`
+	// Error says it in words.
+	Error string `json:"error,omitempty" example:"the device answered with an error: not-acceptable: target out of range"`
+	// LateAnswer is true when the answer (response or xmpp_error) arrived
+	// after the command timed out; the status stays timed_out.
+	LateAnswer bool `json:"late_answer" example:"false"`
+	// History lists every status the command went through, oldest first.
+	History []CommandEvent `json:"history"`
+	// IdempotencyKey is the request's Idempotency-Key, if any.
+	IdempotencyKey string `json:"idempotency_key,omitempty" example:"b7c1a0e2-set-21.5"`
+}
+
+// CommandResponse is a device's IQ result.
+type CommandResponse struct {
+	// XML is the result's child element as the device sent it; "" for an
+	// empty result.
+	XML string `json:"xml" example:"<state xmlns='urn:example:thermostat'><temperature>19.75</temperature><target>21.5</target><mode>heat</mode><heating>true</heating></state>"`
+	// Data is XML rendered as JSON like readings are, when the element is
+	// in the schema's namespace and valid against it; null otherwise.
+	Data json.RawMessage `json:"data" swaggertype:"object" extensions:"x-nullable"`
+	// Invalid says why Data is null although the element is in the
+	// schema's namespace.
+	Invalid string `json:"invalid,omitempty" example:"document does not match its schema; line 1: /state/mode: 'warm' is not a valid value"`
+}
+
+// XMPPError is a stanza error (RFC 6120 §8.3).
+type XMPPError struct {
+	Type      string `json:"type" enums:"auth,cancel,continue,modify,wait" example:"modify"`
+	Condition string `json:"condition" example:"not-acceptable"`
+	Text      string `json:"text,omitempty" example:"target out of range"`
+}
+
+// CommandEvent is one status change of a command.
+type CommandEvent struct {
+	Status string    `json:"status" enums:"pending,queued,sent,succeeded,failed,timed_out,expired,canceled" example:"sent"`
+	At     time.Time `json:"at" format:"date-time" example:"2026-01-02T15:04:05.001Z"`
+	Reason string    `json:"reason,omitempty" example:"to thermo1@example.com/kitchen"`
+}
+
+// CommandList is one page of commands.
+type CommandList struct {
+	Items []Command `json:"items"`
+	// NextCursor continues the list (pass it as cursor); absent on the
+	// last page.
+	NextCursor string `json:"next_cursor,omitempty" example:"MTc2NzM2OTYwMDEyMzAwMDAwMC5BQkM"`
+}
+
+func commandOf(c *devices.Command) Command {
+	out := Command{
+		ID: c.ID, Device: c.DeviceJID, Type: c.Type, Payload: c.Payload, Resource: c.Resource, Target: c.Target,
+		Mode: string(c.Mode), Status: string(c.Status), TimeoutMS: c.Timeout.Milliseconds(),
+		ExpiresAt: c.ExpiresAt, CreatedAt: c.CreatedAt, SentAt: c.SentAt, CompletedAt: c.CompletedAt, AnsweredAt: c.AnsweredAt,
+		ErrorCode: c.ErrorCode, Error: c.Error, LateAnswer: c.LateAnswer, IdempotencyKey: c.IdempotencyKey,
+		History: make([]CommandEvent, 0, len(c.History)),
+	}
+	if r := c.Response; r != nil {
+		out.Response = &CommandResponse{XML: r.XML, Data: r.Data, Invalid: r.Invalid}
+	}
+	if e := c.XMPPError; e != nil {
+		out.XMPPError = &XMPPError{Type: e.Type, Condition: e.Condition, Text: e.Text}
+	}
+	for _, e := range c.History {
+		out.History = append(out.History, CommandEvent{Status: string(e.Status), At: e.At, Reason: e.Reason})
+	}
+	return out
+}
+
+// commandPath is the URL path of a command.
+func commandPath(id string) string { return "/v1/commands/" + url.PathEscape(id) }
+
+// listCommandsQuery is the query of GET /v1/devices/{jid}/commands.
+type listCommandsQuery struct {
+	Limit  int    `query:"limit" validate:"min=1,max=1000"`
+	Cursor string `query:"cursor" validate:"max=1024"`
+}
+
+// commandHandler serves the command endpoints.
+type commandHandler struct {
+	svc CommandService
+}
+
+// create sends a command to a device.
+//
+//	@Summary		Send a command to a device
+//	@Description	Validates the payload against the device's schema (422 with the validator's reason; nothing is sent), stores the command and sends it as an IQ to the given resource, or to the device's highest-priority available one.
+//	@Description	mode sync (default) waits up to timeout_ms for the outcome: 200 with the device's response; 502 (code xmpp_error) when the device answered with an IQ error; 504 (code timeout) when it did not answer in time (a late answer is still recorded on the command); 409 (code device_offline) at once when the device has no available resource or its server bounced the IQ; 503 (code xmpp_unavailable) when iotgate's XMPP stream is down or drops.
+//	@Description	mode async answers 202 at once (or 409/503 as above); follow Location. mode queue answers 202 and, while the device is offline, keeps the command until it comes online (then delivers queued commands in order) or until expires_in_ms passes (status expired).
+//	@Description	Every error answer about a command that was stored carries the command in details. With an Idempotency-Key header, a retry with the same key and the same body within 24 hours returns the first command (header Idempotent-Replayed: true) instead of sending another; the same key with another body is 422 (code idempotency_key_reused). A command refused before it was sent (409, 503) does not hold its key.
+//	@Tags			commands
+//	@Accept			json
+//	@Produce		json
+//	@Param			jid				path		string						true	"Bare JID, URL-escaped"	example(thermo1@example.com)
+//	@Param			Idempotency-Key	header		string						false	"Makes retries safe: up to 255 bytes, unique per intended command"
+//	@Param			command			body		api.CreateCommandRequest	true	"The command"
+//	@Success		200				{object}	api.Command					"The device answered with a result (mode sync)"
+//	@Success		202				{object}	api.Command					"Sent or queued (mode async or queue), or still under way"
+//	@Header			200,202			{string}	Location					"URL path of the command, /v1/commands/{id}"
+//	@Failure		400				{object}	api.ErrorResponse{details=[]api.FieldError}	"Bad JSON, a bad field, not a valid bare JID or resource"
+//	@Failure		404				{object}	api.ErrorResponse							"No such device"
+//	@Failure		409				{object}	api.ErrorResponse{details=api.Command}		"The device is offline (code device_offline)"
+//	@Failure		413				{object}	api.ErrorResponse							"Body too large"
+//	@Failure		415				{object}	api.ErrorResponse							"Body is not JSON"
+//	@Failure		422				{object}	api.ErrorResponse							"The payload is not valid against the device's schema (code unprocessable), or the Idempotency-Key was used for another request (code idempotency_key_reused)"
+//	@Failure		429				{object}	api.ErrorResponse							"Too many commands in flight"
+//	@Header			429				{integer}	Retry-After									"Seconds to wait before retrying"
+//	@Failure		500				{object}	api.ErrorResponse
+//	@Failure		502				{object}	api.ErrorResponse{details=api.Command}	"The device answered with an IQ error (code xmpp_error; details.xmpp_error has type, condition and text)"
+//	@Failure		503				{object}	api.ErrorResponse{details=api.Command}	"iotgate's XMPP stream is down (code xmpp_unavailable), or the database is"
+//	@Failure		504				{object}	api.ErrorResponse{details=api.Command}	"No answer within timeout_ms (code timeout)"
+//	@Router			/v1/devices/{jid}/commands [post]
+func (h *commandHandler) create(c echo.Context) error {
+	jid, err := pathParam(c, "jid")
+	if err != nil {
+		return err
+	}
+	var req CreateCommandRequest
+	if err := bind(c, &req); err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	cmd, replayed, err := h.svc.Submit(ctx, devices.CommandRequest{
+		DeviceJID: jid, Type: req.Type, Payload: req.Payload, Resource: req.Resource,
+		Mode: devices.CommandMode(req.Mode), Timeout: time.Duration(req.TimeoutMS) * time.Millisecond,
+		ExpiresIn:      time.Duration(req.ExpiresInMS) * time.Millisecond,
+		IdempotencyKey: strings.TrimSpace(c.Request().Header.Get(HeaderIdempotencyKey)),
+	})
+	if err != nil {
+		if devices.ErrorCode(err) == devices.ETooMany {
+			c.Response().Header().Set("Retry-After", retryAfter)
+		}
+		return fmt.Errorf("send command: %w", err)
+	}
+	if replayed {
+		c.Response().Header().Set(HeaderIdempotentReplayed, "true")
+	}
+	if cmd.Mode == devices.CommandSync && cmd.Status == devices.CommandSent {
+		wait := cmd.Timeout + waitSlack
+		// The server's write timeout is shorter than the longest command
+		// timeout: extend it for this response. (Recorders in tests
+		// don't support it, which is harmless.)
+		_ = http.NewResponseController(c.Response()).SetWriteDeadline(time.Now().Add(wait + waitSlack))
+		if cmd, err = h.svc.Wait(ctx, cmd.ID, wait); err != nil {
+			return fmt.Errorf("wait for command: %w", err)
+		}
+	}
+	return respondCommand(c, cmd)
+}
+
+// respondCommand answers with a command: 200 when it succeeded, the error
+// of its outcome (with the command in details) when it did not, 202 while
+// it is under way.
+func respondCommand(c echo.Context, cmd *devices.Command) error {
+	c.Response().Header().Set(echo.HeaderLocation, commandPath(cmd.ID))
+	if err := cmd.Err(); err != nil {
+		var de *devices.Error
+		if errors.As(err, &de) {
+			out := *de
+			out.Fields = commandOf(cmd)
+			if out.Code == devices.ETooMany {
+				c.Response().Header().Set("Retry-After", retryAfter)
+			}
+			return &out
+		}
+		return err
+	}
+	if cmd.Status == devices.CommandSucceeded {
+		return c.JSON(http.StatusOK, commandOf(cmd))
+	}
+	return c.JSON(http.StatusAccepted, commandOf(cmd))
+}
+
+// get returns a command.
+//
+//	@Summary		Get a command
+//	@Description	Returns a command with its status, timings, outcome (response or xmpp_error, even when the answer came after the timeout) and history.
+//	@Tags			commands
+//	@Produce		json
+//	@Param			id	path		string	true	"Command ID"
+//	@Success		200	{object}	api.Command
+//	@Failure		404	{object}	api.ErrorResponse	"No such command"
+//	@Failure		500	{object}	api.ErrorResponse
+//	@Failure		503	{object}	api.ErrorResponse
+//	@Router			/v1/commands/{id} [get]
+func (h *commandHandler) get(c echo.Context) error {
+	id, err := pathParam(c, "id")
+	if err != nil {
+		return err
+	}
+	cmd, err := h.svc.Command(c.Request().Context(), id)
+	if err != nil {
+		return fmt.Errorf("get command: %w", err)
+	}
+	return c.JSON(http.StatusOK, commandOf(cmd))
+}
+
+// list lists a device's commands.
+//
+//	@Summary		List a device's commands
+//	@Description	Lists the commands sent (or queued) to a device, newest first, a page at a time: pass next_cursor as cursor to get the next page; the last page has no next_cursor.
+//	@Tags			commands
+//	@Produce		json
+//	@Param			jid		path		string	true	"Bare JID, URL-escaped"	example(thermo1@example.com)
+//	@Param			limit	query		int		false	"Page size"				minimum(1)	maximum(1000)	default(100)
+//	@Param			cursor	query		string	false	"next_cursor of the previous page"
+//	@Success		200		{object}	api.CommandList
+//	@Failure		400		{object}	api.ErrorResponse{details=[]api.FieldError}	"Not a valid bare JID, or a bad limit or cursor"
+//	@Failure		404		{object}	api.ErrorResponse							"No such device"
+//	@Failure		500		{object}	api.ErrorResponse
+//	@Failure		503		{object}	api.ErrorResponse
+//	@Router			/v1/devices/{jid}/commands [get]
+func (h *commandHandler) list(c echo.Context) error {
+	jid, err := pathParam(c, "jid")
+	if err != nil {
+		return err
+	}
+	q := listCommandsQuery{Cursor: c.QueryParam("cursor")}
+	if q.Limit, err = queryInt(c, "limit", DefaultPageLimit); err != nil {
+		return err
+	}
+	if err := c.Validate(&q); err != nil {
+		return err
+	}
+	page, err := h.svc.Commands(c.Request().Context(), jid, devices.CommandFilter{Limit: q.Limit, Cursor: q.Cursor})
+	if err != nil {
+		return fmt.Errorf("list commands: %w", err)
+	}
+	out := CommandList{Items: make([]Command, 0, len(page.Items)), NextCursor: page.NextCursor}
+	for _, cmd := range page.Items {
+		out.Items = append(out.Items, commandOf(cmd))
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+// cancel cancels a queued command.
+//
+//	@Summary		Cancel a queued command
+//	@Description	Cancels a command that waits in the queue for its device (status queued); it will not be delivered. A command in any other status can't be canceled (409, code command_not_queued): one already sent may already have been acted on.
+//	@Tags			commands
+//	@Produce		json
+//	@Param			id	path		string	true	"Command ID"
+//	@Success		200	{object}	api.Command	"Canceled"
+//	@Failure		404	{object}	api.ErrorResponse	"No such command"
+//	@Failure		409	{object}	api.ErrorResponse	"The command is not queued (code command_not_queued)"
+//	@Failure		500	{object}	api.ErrorResponse
+//	@Failure		503	{object}	api.ErrorResponse
+//	@Router			/v1/commands/{id}/cancel [post]
+func (h *commandHandler) cancel(c echo.Context) error {
+	id, err := pathParam(c, "id")
+	if err != nil {
+		return err
+	}
+	cmd, err := h.svc.Cancel(c.Request().Context(), id)
+	if err != nil {
+		return fmt.Errorf("cancel command: %w", err)
+	}
+	return c.JSON(http.StatusOK, commandOf(cmd))
+}

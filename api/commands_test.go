@@ -1,0 +1,333 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/iotgate/iotgate/devices"
+)
+
+// fakeCommands is a CommandService whose Submit outcome the test sets; it
+// records the requests it gets.
+type fakeCommands struct {
+	mu      sync.Mutex
+	cmds    map[string]*devices.Command
+	lastReq devices.CommandRequest
+	// submit decides Submit's answer from the request.
+	submit func(req devices.CommandRequest) (*devices.Command, bool, error)
+	// settle, if set, is what Wait turns a command into.
+	settle     func(c *devices.Command) *devices.Command
+	lastFilter devices.CommandFilter
+	waited     time.Duration
+}
+
+func (f *fakeCommands) Submit(_ context.Context, req devices.CommandRequest) (*devices.Command, bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lastReq = req
+	c, replay, err := f.submit(req)
+	if c != nil {
+		f.cmds[c.ID] = c
+	}
+	return c, replay, err
+}
+
+func (f *fakeCommands) Wait(_ context.Context, id string, d time.Duration) (*devices.Command, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.waited = d
+	c, ok := f.cmds[id]
+	if !ok {
+		return nil, devices.Errorf(devices.ENotFound, "command %s not found", id)
+	}
+	if f.settle != nil {
+		c = f.settle(c)
+		f.cmds[id] = c
+	}
+	return c, nil
+}
+
+func (f *fakeCommands) Command(_ context.Context, id string) (*devices.Command, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, ok := f.cmds[id]
+	if !ok {
+		return nil, devices.Errorf(devices.ENotFound, "command %s not found", id)
+	}
+	return c, nil
+}
+
+func (f *fakeCommands) Commands(_ context.Context, jid string, filter devices.CommandFilter) (*devices.CommandPage, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lastFilter = filter
+	if jid != "thermo1@example.com" {
+		return nil, devices.Errorf(devices.ENotFound, "device %s is not registered", jid)
+	}
+	page := &devices.CommandPage{Items: []*devices.Command{}, NextCursor: "next"}
+	for _, c := range f.cmds {
+		page.Items = append(page.Items, c)
+	}
+	return page, nil
+}
+
+func (f *fakeCommands) Cancel(_ context.Context, id string) (*devices.Command, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, ok := f.cmds[id]
+	if !ok {
+		return nil, devices.Errorf(devices.ENotFound, "command %s not found", id)
+	}
+	if c.Status != devices.CommandQueued {
+		return nil, &devices.Error{Code: devices.EConflict, Detail: "command_not_queued", Message: "command " + id + " is " + string(c.Status) + "; only queued commands can be canceled"}
+	}
+	out := *c
+	out.Status = devices.CommandCanceled
+	f.cmds[id] = &out
+	return &out, nil
+}
+
+// testCommand is a command in the given state, as the service returns it.
+func testCommand(id string, mode devices.CommandMode, st devices.CommandStatus, code, msg string) *devices.Command {
+	sent := testTime.Add(time.Millisecond)
+	c := &devices.Command{
+		ID: id, DeviceJID: "thermo1@example.com", Type: "set", Mode: mode, Status: st,
+		Payload: `<set xmlns="urn:example:thermostat"><target>21.5</target></set>`,
+		Target:  "thermo1@example.com/kitchen", Timeout: 10 * time.Second, CreatedAt: testTime, SentAt: &sent,
+		ErrorCode: code, Error: msg,
+		History: []devices.CommandEvent{{Status: devices.CommandPending, At: testTime}, {Status: devices.CommandSent, At: sent, Reason: "to thermo1@example.com/kitchen"}},
+	}
+	if st.Terminal() {
+		c.CompletedAt = &sent
+		c.History = append(c.History, devices.CommandEvent{Status: st, At: sent, Reason: msg})
+	}
+	return c
+}
+
+var commandKeys = []string{"id", "device", "type", "payload", "target", "mode", "status", "timeout_ms", "expires_at",
+	"created_at", "sent_at", "completed_at", "answered_at", "response", "xmpp_error", "late_answer", "history"}
+
+func newCommandServer(cmds *fakeCommands) *Server {
+	if cmds.cmds == nil {
+		cmds.cmds = map[string]*devices.Command{}
+	}
+	return New(Config{}, Deps{Commands: cmds})
+}
+
+func TestCommandOutcomes(t *testing.T) {
+	succeeded := func(c *devices.Command) *devices.Command {
+		out := *c
+		out.Status = devices.CommandSucceeded
+		out.Response = &devices.CommandResponse{XML: `<state xmlns="urn:example:thermostat"><mode>heat</mode></state>`, Data: json.RawMessage(`{"mode":"heat"}`)}
+		return &out
+	}
+	deviceError := func(c *devices.Command) *devices.Command {
+		out := *c
+		out.Status, out.ErrorCode, out.Error = devices.CommandFailed, devices.CmdErrXMPP, "the device answered with an error: not-acceptable: out of range"
+		out.XMPPError = &devices.XMPPError{Type: "modify", Condition: "not-acceptable", Text: "out of range"}
+		return &out
+	}
+	tests := []struct {
+		name   string
+		mode   devices.CommandMode
+		st     devices.CommandStatus
+		code   string // the command's error code
+		settle func(*devices.Command) *devices.Command
+		status int
+		// want is the problem code (errors) and a check of the command
+		// in the body (details for errors).
+		want  string
+		check func(t *testing.T, c Command)
+	}{
+		{"Succeeded", devices.CommandSync, devices.CommandSent, "", succeeded, http.StatusOK, "",
+			func(t *testing.T, c Command) {
+				if c.Response == nil || string(c.Response.Data) != `{"mode":"heat"}` || c.Status != "succeeded" {
+					t.Errorf("command = %+v", c)
+				}
+			}},
+		{"DeviceError", devices.CommandSync, devices.CommandSent, "", deviceError, http.StatusBadGateway, "xmpp_error",
+			func(t *testing.T, c Command) {
+				if c.XMPPError == nil || c.XMPPError.Condition != "not-acceptable" || c.XMPPError.Type != "modify" || c.XMPPError.Text != "out of range" {
+					t.Errorf("xmpp_error = %+v", c.XMPPError)
+				}
+			}},
+		{"Offline", devices.CommandSync, devices.CommandFailed, devices.CmdErrDeviceOffline, nil, http.StatusConflict, "device_offline", nil},
+		{"StreamDown", devices.CommandSync, devices.CommandFailed, devices.CmdErrXMPPUnavailable, nil, http.StatusServiceUnavailable, "xmpp_unavailable", nil},
+		{"TimedOut", devices.CommandSync, devices.CommandTimedOut, devices.CmdErrTimeout, nil, http.StatusGatewayTimeout, "timeout", nil},
+		{"AsyncSent", devices.CommandAsync, devices.CommandSent, "", nil, http.StatusAccepted, "", nil},
+		{"AsyncOffline", devices.CommandAsync, devices.CommandFailed, devices.CmdErrDeviceOffline, nil, http.StatusConflict, "device_offline", nil},
+		{"Queued", devices.CommandQueue, devices.CommandQueued, "", nil, http.StatusAccepted, "",
+			func(t *testing.T, c Command) {
+				if c.Status != "queued" || c.Mode != "queue" {
+					t.Errorf("command = %+v", c)
+				}
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cmds := &fakeCommands{settle: tt.settle, submit: func(devices.CommandRequest) (*devices.Command, bool, error) {
+				return testCommand("c1", tt.mode, tt.st, tt.code, "why"), false, nil
+			}}
+			s := newCommandServer(cmds)
+			rec := do(t, s, http.MethodPost, "/v1/devices/thermo1%40example.com/commands", strings.NewReader(`{"payload":"<set xmlns='urn:example:thermostat'/>","mode":"`+string(tt.mode)+`"}`),
+				echo.HeaderContentType, echo.MIMEApplicationJSON)
+			if rec.Code != tt.status {
+				t.Fatalf("status = %d, want %d: %s", rec.Code, tt.status, rec.Body.String())
+			}
+			if loc := rec.Header().Get(echo.HeaderLocation); loc != "/v1/commands/c1" {
+				t.Errorf("Location = %q", loc)
+			}
+			var got Command
+			if tt.want != "" {
+				var body struct {
+					Code    string          `json:"code"`
+					Message string          `json:"message"`
+					Details json.RawMessage `json:"details"`
+				}
+				if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
+					t.Fatal(err)
+				}
+				if body.Code != tt.want || body.Message == "" {
+					t.Errorf("code, message = %q, %q; want %q", body.Code, body.Message, tt.want)
+				}
+				wantKeys(t, body.Details, append(commandKeys, "error_code", "error")...)
+				if err := json.Unmarshal(body.Details, &got); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				got = decode[Command](t, rec)
+			}
+			if got.ID != "c1" || got.Device != "thermo1@example.com" || len(got.History) < 2 {
+				t.Errorf("command = %+v", got)
+			}
+			if tt.check != nil {
+				tt.check(t, got)
+			}
+		})
+	}
+}
+
+func TestCommandRequests(t *testing.T) {
+	ok := func(req devices.CommandRequest) (*devices.Command, bool, error) {
+		return testCommand("c1", devices.CommandAsync, devices.CommandSent, "", ""), false, nil
+	}
+	tests := []struct {
+		apiCase
+		header []string
+		submit func(req devices.CommandRequest) (*devices.Command, bool, error)
+		after  func(t *testing.T, rec *httptest.ResponseRecorder, f *fakeCommands)
+	}{
+		{apiCase: apiCase{name: "Fields", method: http.MethodPost, target: "/v1/devices/thermo1%40example.com/commands",
+			body:   `{"payload":"<get xmlns='urn:example:thermostat'/>","type":"get","timeout_ms":2500,"resource":"kitchen","mode":"queue","expires_in_ms":60000}`,
+			status: http.StatusAccepted}, header: []string{HeaderIdempotencyKey, "key-1"}, submit: ok,
+			after: func(t *testing.T, _ *httptest.ResponseRecorder, f *fakeCommands) {
+				want := devices.CommandRequest{DeviceJID: "thermo1@example.com", Type: "get", Payload: "<get xmlns='urn:example:thermostat'/>",
+					Resource: "kitchen", Mode: devices.CommandQueue, Timeout: 2500 * time.Millisecond, ExpiresIn: time.Minute, IdempotencyKey: "key-1"}
+				if f.lastReq != want {
+					t.Errorf("request = %+v, want %+v", f.lastReq, want)
+				}
+			}},
+		{apiCase: apiCase{name: "Replayed", method: http.MethodPost, target: "/v1/devices/thermo1%40example.com/commands", body: `{"payload":"<x/>","mode":"async"}`, status: http.StatusAccepted},
+			header: []string{HeaderIdempotencyKey, "key-1"},
+			submit: func(devices.CommandRequest) (*devices.Command, bool, error) {
+				return testCommand("c1", devices.CommandAsync, devices.CommandSent, "", ""), true, nil
+			},
+			after: func(t *testing.T, rec *httptest.ResponseRecorder, _ *fakeCommands) {
+				if rec.Header().Get(HeaderIdempotentReplayed) != "true" {
+					t.Errorf("no %s header", HeaderIdempotentReplayed)
+				}
+			}},
+		{apiCase: apiCase{name: "SyncWaitsTimeoutPlusSlack", method: http.MethodPost, target: "/v1/devices/thermo1%40example.com/commands", body: `{"payload":"<x/>"}`, status: http.StatusAccepted},
+			submit: func(devices.CommandRequest) (*devices.Command, bool, error) {
+				return testCommand("c1", devices.CommandSync, devices.CommandSent, "", ""), false, nil
+			},
+			after: func(t *testing.T, _ *httptest.ResponseRecorder, f *fakeCommands) {
+				if f.waited != 10*time.Second+waitSlack {
+					t.Errorf("waited %s, want the timeout plus %s", f.waited, waitSlack)
+				}
+			}},
+		{apiCase: apiCase{name: "TooMany", method: http.MethodPost, target: "/v1/devices/thermo1%40example.com/commands", body: `{"payload":"<x/>"}`, status: http.StatusTooManyRequests, code: "too_many_requests", message: "in flight"},
+			submit: func(devices.CommandRequest) (*devices.Command, bool, error) {
+				return nil, false, devices.Errorf(devices.ETooMany, "1000 commands are in flight, try again later")
+			},
+			after: func(t *testing.T, rec *httptest.ResponseRecorder, _ *fakeCommands) {
+				if rec.Header().Get("Retry-After") == "" {
+					t.Error("no Retry-After")
+				}
+			}},
+		{apiCase: apiCase{name: "InvalidPayload", method: http.MethodPost, target: "/v1/devices/thermo1%40example.com/commands", body: `{"payload":"<x/>"}`, status: http.StatusUnprocessableEntity, code: "unprocessable", message: "target"},
+			submit: func(devices.CommandRequest) (*devices.Command, bool, error) {
+				return nil, false, devices.Errorf(devices.EUnprocessable, "document does not match its schema; line 1: /set/target: '999' is greater than the maximum")
+			}},
+		{apiCase: apiCase{name: "KeyReused", method: http.MethodPost, target: "/v1/devices/thermo1%40example.com/commands", body: `{"payload":"<x/>"}`, status: http.StatusUnprocessableEntity, code: "idempotency_key_reused"},
+			submit: func(devices.CommandRequest) (*devices.Command, bool, error) {
+				return nil, false, &devices.Error{Code: devices.EUnprocessable, Detail: "idempotency_key_reused", Message: "used for another request"}
+			}},
+		{apiCase: apiCase{name: "UnknownDevice", method: http.MethodPost, target: "/v1/devices/nobody%40example.com/commands", body: `{"payload":"<x/>"}`, status: http.StatusNotFound, code: "not_found"},
+			submit: func(req devices.CommandRequest) (*devices.Command, bool, error) {
+				return nil, false, devices.Errorf(devices.ENotFound, "device %s is not registered", req.DeviceJID)
+			}},
+		{apiCase: apiCase{name: "MissingPayload", method: http.MethodPost, target: "/v1/devices/thermo1%40example.com/commands", body: `{"mode":"sync"}`, status: http.StatusBadRequest, code: "invalid", message: "payload is required"}, submit: ok},
+		{apiCase: apiCase{name: "BadMode", method: http.MethodPost, target: "/v1/devices/thermo1%40example.com/commands", body: `{"payload":"<x/>","mode":"later"}`, status: http.StatusBadRequest, code: "invalid", message: "mode"}, submit: ok},
+		{apiCase: apiCase{name: "BadType", method: http.MethodPost, target: "/v1/devices/thermo1%40example.com/commands", body: `{"payload":"<x/>","type":"result"}`, status: http.StatusBadRequest, code: "invalid", message: "type"}, submit: ok},
+		{apiCase: apiCase{name: "TimeoutTooLong", method: http.MethodPost, target: "/v1/devices/thermo1%40example.com/commands", body: `{"payload":"<x/>","timeout_ms":300001}`, status: http.StatusBadRequest, code: "invalid", message: "timeout_ms"}, submit: ok},
+		{apiCase: apiCase{name: "NegativeTimeout", method: http.MethodPost, target: "/v1/devices/thermo1%40example.com/commands", body: `{"payload":"<x/>","timeout_ms":-1}`, status: http.StatusBadRequest, code: "invalid", message: "timeout_ms"}, submit: ok},
+
+		{apiCase: apiCase{name: "Get", target: "/v1/commands/c1", status: http.StatusOK,
+			check: func(t *testing.T, rec *httptest.ResponseRecorder) {
+				wantKeys(t, rec.Body.Bytes(), commandKeys...)
+			}}},
+		{apiCase: apiCase{name: "GetUnknown", target: "/v1/commands/nope", status: http.StatusNotFound, code: "not_found"}},
+		{apiCase: apiCase{name: "List", target: "/v1/devices/thermo1%40example.com/commands?limit=5&cursor=abc", status: http.StatusOK,
+			check: func(t *testing.T, rec *httptest.ResponseRecorder) {
+				got := decode[CommandList](t, rec)
+				if len(got.Items) != 2 || got.NextCursor != "next" {
+					t.Errorf("list = %+v", got)
+				}
+			}},
+			after: func(t *testing.T, _ *httptest.ResponseRecorder, f *fakeCommands) {
+				if f.lastFilter != (devices.CommandFilter{Limit: 5, Cursor: "abc"}) {
+					t.Errorf("filter = %+v", f.lastFilter)
+				}
+			}},
+		{apiCase: apiCase{name: "ListBadLimit", target: "/v1/devices/thermo1%40example.com/commands?limit=5000", status: http.StatusBadRequest, code: "invalid", message: "limit"}},
+		{apiCase: apiCase{name: "ListUnknownDevice", target: "/v1/devices/nobody%40example.com/commands", status: http.StatusNotFound, code: "not_found"}},
+		{apiCase: apiCase{name: "CancelQueued", method: http.MethodPost, target: "/v1/commands/q1/cancel", status: http.StatusOK,
+			check: func(t *testing.T, rec *httptest.ResponseRecorder) {
+				if got := decode[Command](t, rec); got.Status != "canceled" {
+					t.Errorf("status = %s, want canceled", got.Status)
+				}
+			}}},
+		{apiCase: apiCase{name: "CancelSent", method: http.MethodPost, target: "/v1/commands/c1/cancel", status: http.StatusConflict, code: "command_not_queued", message: "only queued"}},
+		{apiCase: apiCase{name: "CancelUnknown", method: http.MethodPost, target: "/v1/commands/nope/cancel", status: http.StatusNotFound, code: "not_found"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := &fakeCommands{submit: tt.submit, cmds: map[string]*devices.Command{
+				"c1": testCommand("c1", devices.CommandAsync, devices.CommandSent, "", ""),
+				"q1": testCommand("q1", devices.CommandQueue, devices.CommandQueued, "", ""),
+			}}
+			s := newCommandServer(f)
+			var rec *httptest.ResponseRecorder
+			if len(tt.header) > 0 {
+				rec = do(t, s, tt.method, tt.target, strings.NewReader(tt.body), append([]string{echo.HeaderContentType, echo.MIMEApplicationJSON}, tt.header...)...)
+				if rec.Code != tt.status {
+					t.Fatalf("status = %d, want %d: %s", rec.Code, tt.status, rec.Body.String())
+				}
+			} else {
+				rec = tt.run(t, s)
+			}
+			if tt.after != nil {
+				tt.after(t, rec, f)
+			}
+		})
+	}
+}
