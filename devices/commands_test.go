@@ -793,3 +793,24 @@ func TestCommandStreamDropFailsPendingAtOnce(t *testing.T) {
 		t.Errorf("pending commands failed after %s, want at once", d)
 	}
 }
+
+func TestPresenceOnOnline(t *testing.T) {
+	p := NewPresence(nil, nil, nil)
+	p.MarkFresh()
+	var got []string
+	p.OnOnline(func(jid string) {
+		// Called outside the lock: asking presence must not deadlock.
+		if online, _ := p.Online(jid); !online {
+			t.Errorf("%s not online in its hook", jid)
+		}
+		got = append(got, jid)
+	})
+	d := &Device{ID: 1, JID: devJID}
+	p.Update(d, PresenceUpdate{From: devFull, Available: true})
+	p.Update(d, PresenceUpdate{From: devFull, Available: true, Show: "away"}) // same resource: no call
+	p.Update(d, PresenceUpdate{From: devJID + "/hall", Available: true})     // a new resource: a call
+	p.Update(d, PresenceUpdate{From: devFull})
+	if !slices.Equal(got, []string{devJID, devJID}) {
+		t.Errorf("hook calls = %v, want two for %s", got, devJID)
+	}
+}

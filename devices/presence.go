@@ -56,7 +56,8 @@ type Presence struct {
 	stale bool
 	since time.Time
 
-	events chan PresenceEvent
+	events   chan PresenceEvent
+	onOnline []func(jid string)
 }
 
 // NewPresence returns a tracker. Presence is stale until MarkFresh: iotgate
@@ -73,9 +74,24 @@ func NewPresence(store PresenceStore, clock Clock, log *slog.Logger) *Presence {
 		stale: true, since: clock(), events: make(chan PresenceEvent, 10000)}
 }
 
+// OnOnline registers f to be called with a device's bare JID each time
+// the device gains an available resource (for example to deliver queued
+// commands). f is called outside the tracker's lock and must not block.
+func (p *Presence) OnOnline(f func(jid string)) {
+	p.mu.Lock()
+	p.onOnline = append(p.onOnline, f)
+	p.mu.Unlock()
+}
+
 // Update applies a presence stanza from device d.
 func (p *Presence) Update(d *Device, u PresenceUpdate) {
 	now := p.clock().UTC()
+	var fire []func(string)
+	defer func() {
+		for _, f := range fire {
+			f(d.JID)
+		}
+	}()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	rs := p.res[d.JID]
@@ -89,6 +105,7 @@ func (p *Presence) Update(d *Device, u PresenceUpdate) {
 		if r == nil {
 			r = &Resource{JID: u.From, Since: now}
 			rs[u.From] = r
+			fire = p.onOnline
 		}
 		r.Show, r.Status, r.Priority = u.Show, u.Status, u.Priority
 	} else if rs != nil {
