@@ -808,7 +808,7 @@ func TestPresenceOnOnline(t *testing.T) {
 	d := &Device{ID: 1, JID: devJID}
 	p.Update(d, PresenceUpdate{From: devFull, Available: true})
 	p.Update(d, PresenceUpdate{From: devFull, Available: true, Show: "away"}) // same resource: no call
-	p.Update(d, PresenceUpdate{From: devJID + "/hall", Available: true})     // a new resource: a call
+	p.Update(d, PresenceUpdate{From: devJID + "/hall", Available: true})      // a new resource: a call
 	p.Update(d, PresenceUpdate{From: devFull})
 	if !slices.Equal(got, []string{devJID, devJID}) {
 		t.Errorf("hook calls = %v, want two for %s", got, devJID)
