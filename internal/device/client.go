@@ -1,24 +1,30 @@
 // Package device is an XMPP client that behaves like an IoT device: it logs
-// in over c2s (STARTTLS, SASL SCRAM), sends readings to iotgate by message or
-// IQ, and receives what iotgate sends back. Tests, the device simulator and
-// the benchmark use it; it is built on mellium.im/xmpp and shares no code
-// with iotgate's component, so it checks iotgate from the outside.
+// in over c2s (STARTTLS, SASL SCRAM), subscribes to iotgate's presence and
+// approves iotgate's subscription, sends readings to iotgate by message or
+// IQ, answers commands, and reports what iotgate sends back. Tests, the
+// device simulator and the benchmark use it; it is built on
+// mellium.im/xmpp and shares no code with iotgate's component, so it
+// checks iotgate from the outside.
+//
+// mellium negotiates the stream; reading it is ours, because mellium's
+// Serve answers every IQ its handler leaves unanswered at once with
+// service-unavailable, and a simulated device must be able to answer a
+// command late (or never) without holding up the rest of its stream.
 package device
 
 import (
-	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
-	"encoding/xml"
+	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"strings"
 	"sync"
+	"time"
 
 	"mellium.im/sasl"
-	"mellium.im/xmlstream"
 	"mellium.im/xmpp"
 	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
@@ -34,10 +40,25 @@ type Options struct {
 	// TLS: the server's certificate is not verified unless Verify is set
 	// (throwaway servers use self-signed ones).
 	Verify bool
-	// IQHandler answers IQ get/set sent to the device (commands); nil
-	// answers feature-not-implemented.
+	// IQHandler answers IQ get/set sent to the device (commands). Each
+	// request is handled in a goroutine of its own (at most
+	// MaxPendingIQs at once; beyond that the device answers
+	// wait/resource-constraint), so a slow handler delays only its own
+	// answer. A Reply of type NoReply sends nothing. nil answers
+	// cancel/feature-not-implemented.
 	IQHandler func(iq IQ) Reply
+	// Approve lists whose subscription requests the device approves as
+	// they arrive: bare JIDs or domains ("iot.example.com"), or "*" for
+	// anyone. Other requests are only reported on Presences. Subscribe
+	// adds the component it subscribes to.
+	Approve []string
 }
+
+// MaxPendingIQs bounds the IQ requests a Client handles at once.
+const MaxPendingIQs = 64
+
+// NoReply is the Reply type of an IQ the device leaves unanswered.
+const NoReply = "none"
 
 // IQ is an IQ request the device received.
 type IQ struct {
@@ -48,7 +69,8 @@ type IQ struct {
 
 // Reply is the answer to an IQ, either way.
 type Reply struct {
-	// Type is "result" or "error".
+	// Type is "result" or "error" ("" counts as "result"); in an
+	// IQHandler's answer, NoReply sends nothing.
 	Type string
 	// Payload is the raw XML of a result payload (optional).
 	Payload string
@@ -65,6 +87,23 @@ type Message struct {
 	Body           string
 }
 
+// Presence is a presence stanza the device received.
+type Presence struct {
+	From, To string
+	// Type is "" (available), "unavailable", "subscribe", "subscribed",
+	// "unsubscribe", "unsubscribed", "probe" or "error".
+	Type     string
+	Show     string
+	Status   string
+	Priority int
+	Error    *stanza.Error
+	// Approved is set on a subscription request the device approved.
+	Approved bool
+}
+
+// ErrClosed is returned by SendIQ when the session ended before the answer.
+var ErrClosed = errors.New("device: session closed")
+
 // Client is a logged-in device.
 type Client struct {
 	s    *xmpp.Session
@@ -72,13 +111,28 @@ type Client struct {
 	jid  jid.JID
 	opts Options
 
-	msgs chan Message
+	msgs      chan Message
+	presences chan Presence
+	handlers  chan struct{} // one token per IQ request being handled
+
+	mu      sync.Mutex
+	pending map[string]pendingIQ
+	approve map[string]bool
+	closing bool
+
 	done chan struct{}
 	err  error
-	once sync.Once
 }
 
-// Dial logs the device in.
+// pendingIQ is an IQ the device sent and waits an answer for.
+type pendingIQ struct {
+	to jid.JID
+	c  chan Reply
+}
+
+// Dial logs the device in. It does not send presence: until SendPresence
+// or SendAvailable, the server delivers no presence to the device and
+// iotgate sees it offline.
 func Dial(ctx context.Context, opts Options) (*Client, error) {
 	j, err := jid.Parse(opts.JID)
 	if err != nil {
@@ -102,28 +156,62 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 		conn.Close()
 		return nil, fmt.Errorf("log in as %s: %w", j, err)
 	}
-	c := &Client{s: s, conn: conn, jid: s.LocalAddr(), opts: opts, msgs: make(chan Message, 1024), done: make(chan struct{})}
-	go func() {
-		err := s.Serve(xmpp.HandlerFunc(c.handle))
-		c.once.Do(func() { c.err = err; close(c.done) })
-	}()
+	c := &Client{
+		s: s, conn: conn, jid: s.LocalAddr(), opts: opts,
+		msgs:      make(chan Message, 1024),
+		presences: make(chan Presence, 1024),
+		handlers:  make(chan struct{}, MaxPendingIQs),
+		pending:   make(map[string]pendingIQ),
+		approve:   make(map[string]bool),
+		done:      make(chan struct{}),
+	}
+	for _, a := range opts.Approve {
+		c.approve[strings.ToLower(a)] = true
+	}
+	go c.serve()
 	return c, nil
 }
 
 // JID returns the full JID the device is bound to.
 func (c *Client) JID() string { return c.jid.String() }
 
-// Messages returns messages the device received (errors included). When
-// nobody reads them, the oldest are dropped beyond 1024.
+// Messages returns messages the device received (errors included). Beyond
+// 1024 unread, newer ones are dropped.
 func (c *Client) Messages() <-chan Message { return c.msgs }
+
+// Presences returns presence stanzas the device received, subscription
+// requests included (those it approved are marked Approved). Beyond 1024
+// unread, newer ones are dropped.
+func (c *Client) Presences() <-chan Presence { return c.presences }
 
 // Done is closed when the session ends.
 func (c *Client) Done() <-chan struct{} { return c.done }
 
-// Close logs out.
+// Err returns why the session ended once Done is closed: nil after Close
+// or a clean close by the server.
+func (c *Client) Err() error {
+	select {
+	case <-c.done:
+		return c.err
+	default:
+		return nil
+	}
+}
+
+// Close logs out: it ends the stream, waits a moment for the server to end
+// its side (so that the server sees a clean logout), and closes the
+// connection.
 func (c *Client) Close() error {
+	c.mu.Lock()
+	c.closing = true
+	c.mu.Unlock()
 	err := c.s.Close()
+	select {
+	case <-c.done:
+	case <-time.After(time.Second):
+	}
 	c.conn.Close()
+	<-c.done
 	return err
 }
 
@@ -132,9 +220,57 @@ func (c *Client) Close() error {
 func (c *Client) SendPresence(ctx context.Context, to, typ string) error {
 	p := stanza.Presence{Type: stanza.PresenceType(typ)}
 	if to != "" {
-		p.To = jid.MustParse(to)
+		j, err := jid.Parse(to)
+		if err != nil {
+			return fmt.Errorf("presence to: %w", err)
+		}
+		p.To = j
 	}
 	return c.s.Send(ctx, p.Wrap(nil))
+}
+
+// SendAvailable broadcasts available presence with a priority (-128 to
+// 127; iotgate sends commands to the highest) and an optional status text.
+func (c *Client) SendAvailable(ctx context.Context, priority int, status string) error {
+	if priority < -128 || priority > 127 {
+		return fmt.Errorf("presence priority %d: want -128 to 127", priority)
+	}
+	payload := fmt.Sprintf("<priority>%d</priority>", priority)
+	if status != "" {
+		payload += "<status>" + escape(status) + "</status>"
+	}
+	r, err := rawTokens(payload)
+	if err != nil {
+		return err
+	}
+	return c.s.Send(ctx, stanza.Presence{}.Wrap(r))
+}
+
+// Subscribe asks component (iotgate's domain) for a presence subscription
+// and arranges for iotgate's own request to be approved: iotgate answers a
+// registered device with subscribed and a subscribe of its own, which the
+// device approves as it arrives, and in advance (RFC 6121 §3.4
+// pre-approval) in case the server holds it until the device is
+// available. Call SendAvailable next; then iotgate sees the device online.
+// Subscribe does not wait for iotgate's answer: the server delivers it
+// only to an available resource, and not at all when the subscription
+// already exists. It appears on Presences (unsubscribed: the device is not
+// registered with iotgate).
+func (c *Client) Subscribe(ctx context.Context, component string) error {
+	j, err := jid.Parse(component)
+	if err != nil {
+		return fmt.Errorf("component: %w", err)
+	}
+	c.mu.Lock()
+	c.approve[strings.ToLower(j.Bare().String())] = true
+	c.mu.Unlock()
+	if err := c.s.Send(ctx, stanza.Presence{To: j, Type: stanza.SubscribePresence}.Wrap(nil)); err != nil {
+		return fmt.Errorf("subscribe to %s: %w", j, err)
+	}
+	if err := c.s.Send(ctx, stanza.Presence{To: j, Type: stanza.SubscribedPresence}.Wrap(nil)); err != nil {
+		return fmt.Errorf("pre-approve %s: %w", j, err)
+	}
+	return nil
 }
 
 // SendMessage sends a normal message to `to` carrying payload, a raw XML
@@ -144,133 +280,56 @@ func (c *Client) SendMessage(ctx context.Context, to, id, payload string) error 
 	if err != nil {
 		return err
 	}
-	msg := stanza.Message{To: jid.MustParse(to), ID: id, Type: stanza.NormalMessage}
+	j, err := jid.Parse(to)
+	if err != nil {
+		return fmt.Errorf("message to: %w", err)
+	}
+	msg := stanza.Message{To: j, ID: id, Type: stanza.NormalMessage}
 	return c.s.Send(ctx, msg.Wrap(r))
 }
 
-// SendIQ sends an IQ of type typ carrying payload and waits for the answer.
+// SendIQ sends an IQ of type typ carrying payload and waits for the
+// answer, which counts only if it comes from `to`. It returns ctx's error
+// if ctx ends first, and ErrClosed if the session does.
 func (c *Client) SendIQ(ctx context.Context, typ, to, payload string) (Reply, error) {
 	r, err := rawTokens(payload)
 	if err != nil {
 		return Reply{}, err
 	}
-	iq := stanza.IQ{To: jid.MustParse(to), Type: stanza.IQType(typ)}
-	resp, err := c.s.SendIQ(ctx, iq.Wrap(r))
+	j, err := jid.Parse(to)
 	if err != nil {
-		return Reply{}, err
+		return Reply{}, fmt.Errorf("IQ to: %w", err)
 	}
-	defer resp.Close()
-	var v struct {
-		Type string        `xml:"type,attr"`
-		Err  *stanza.Error `xml:"error"`
+	id := randomID()
+	ch := make(chan Reply, 1)
+	c.mu.Lock()
+	c.pending[id] = pendingIQ{to: j, c: ch}
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.pending, id)
+		c.mu.Unlock()
+	}()
+	if err := c.s.Send(ctx, stanza.IQ{ID: id, To: j, Type: stanza.IQType(typ)}.Wrap(r)); err != nil {
+		return Reply{}, fmt.Errorf("send IQ: %w", err)
 	}
-	if err := xml.NewTokenDecoder(resp).Decode(&v); err != nil {
-		return Reply{}, fmt.Errorf("decode IQ reply: %w", err)
+	select {
+	case rep := <-ch:
+		return rep, nil
+	case <-ctx.Done():
+		return Reply{}, ctx.Err()
+	case <-c.done:
+		return Reply{}, ErrClosed
 	}
-	rep := Reply{Type: v.Type}
-	if v.Err != nil {
-		rep.ErrorType, rep.Condition = v.Err.Type, v.Err.Condition
-		rep.Text = v.Err.Text[""]
-	}
-	return rep, nil
 }
 
-func (c *Client) handle(t xmlstream.TokenReadEncoder, start *xml.StartElement) error {
-	switch start.Name.Local {
-	case "message":
-		var m struct {
-			ID   string        `xml:"id,attr"`
-			From string        `xml:"from,attr"`
-			Type string        `xml:"type,attr"`
-			Err  *stanza.Error `xml:"error"`
-			Body string        `xml:"body"`
-		}
-		if err := xml.NewTokenDecoder(xmlstream.MultiReader(xmlstream.Token(*start), t)).Decode(&m); err != nil {
-			return nil
-		}
-		msg := Message{ID: m.ID, From: m.From, Type: m.Type, Error: m.Err, Body: m.Body}
-		select {
-		case c.msgs <- msg:
-		default:
-		}
-		return nil
-	case "iq":
-		iq, err := stanza.NewIQ(*start)
-		if err != nil || (iq.Type != stanza.GetIQ && iq.Type != stanza.SetIQ) {
-			return nil
-		}
-		payload, err := innerXML(t)
-		if err != nil {
-			return nil
-		}
-		req := IQ{ID: iq.ID, From: iq.From.String(), To: iq.To.String(), Type: string(iq.Type), Payload: payload}
-		rep := Reply{Type: "error", ErrorType: stanza.Cancel, Condition: stanza.FeatureNotImplemented, Text: "this device does not support that command"}
-		if c.opts.IQHandler != nil {
-			rep = c.opts.IQHandler(req)
-		}
-		return writeReply(t, iq, rep)
-	}
-	return nil
+func randomID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
-func writeReply(t xmlstream.TokenReadEncoder, iq stanza.IQ, rep Reply) error {
-	if rep.Type == "error" {
-		se := stanza.Error{Type: rep.ErrorType, Condition: rep.Condition}
-		if rep.Text != "" {
-			se.Text = map[string]string{"": rep.Text}
-		}
-		_, err := xmlstream.Copy(t, iq.Error(se))
-		return err
-	}
-	var payload xml.TokenReader
-	if rep.Payload != "" {
-		r, err := rawTokens(rep.Payload)
-		if err != nil {
-			return err
-		}
-		payload = r
-	}
-	_, err := xmlstream.Copy(t, iq.Result(payload))
-	return err
-}
-
-// innerXML re-serializes the rest of the current element's children.
-func innerXML(r xml.TokenReader) (string, error) {
-	var buf bytes.Buffer
-	e := xml.NewEncoder(&buf)
-	if _, err := xmlstream.Copy(e, xmlstream.Inner(r)); err != nil {
-		return "", err
-	}
-	if err := e.Flush(); err != nil {
-		return "", err
-	}
-	return buf.String(), nil
-}
-
-// rawTokens turns raw XML into tokens without namespace processing, so that
-// xmlns attributes pass through as written.
-func rawTokens(payload string) (xml.TokenReader, error) {
-	if strings.TrimSpace(payload) == "" {
-		return nil, nil
-	}
-	d := xml.NewDecoder(strings.NewReader(payload))
-	var toks []xml.Token
-	for {
-		tok, err := d.RawToken()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("payload: %w", err)
-		}
-		toks = append(toks, xml.CopyToken(tok))
-	}
-	i := 0
-	return xmlstream.ReaderFunc(func() (xml.Token, error) {
-		if i >= len(toks) {
-			return nil, io.EOF
-		}
-		i++
-		return toks[i-1], nil
-	}), nil
+// escape escapes text for element content.
+func escape(s string) string {
+	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(s)
 }
