@@ -33,6 +33,8 @@ type Config struct {
 	MaxReadingBytes int
 	MaxReadingDepth int
 	MaxStanzaBytes  int
+
+	MaxCommandsInFlight int
 }
 
 // configError is a missing or malformed setting; the binary prints it as
@@ -64,6 +66,7 @@ var settings = []setting{
 	{env: "IOTGATE_MAX_READING_BYTES", flag: "max-reading-bytes", def: "65536", help: "largest reading payload, in bytes"},
 	{env: "IOTGATE_MAX_READING_DEPTH", flag: "max-reading-depth", def: "32", help: "deepest element nesting of a reading"},
 	{env: "IOTGATE_MAX_STANZA_BYTES", flag: "max-stanza-bytes", def: "1048576", help: "largest stanza accepted from the XMPP server, in bytes"},
+	{env: "IOTGATE_MAX_COMMANDS_IN_FLIGHT", flag: "max-commands-in-flight", def: "1000", help: "commands sent and not yet answered or timed out; beyond it, new ones get 429"},
 }
 
 // parseConfig reads settings from args and getenv. It returns the config,
@@ -147,6 +150,7 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 		{"IOTGATE_MAX_READING_BYTES", &cfg.MaxReadingBytes, 16 << 20},
 		{"IOTGATE_MAX_READING_DEPTH", &cfg.MaxReadingDepth, 256},
 		{"IOTGATE_MAX_STANZA_BYTES", &cfg.MaxStanzaBytes, 64 << 20},
+		{"IOTGATE_MAX_COMMANDS_IN_FLIGHT", &cfg.MaxCommandsInFlight, 1000000},
 	} {
 		v, err := strconv.Atoi(get(n.env))
 		if err != nil || v <= 0 || v > n.max {

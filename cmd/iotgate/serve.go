@@ -22,7 +22,7 @@ import (
 var _ api.HealthCheck = (*component.Conn)(nil)
 
 // serve runs iotgate until ctx ends, then shuts down in reverse order of
-// start: HTTP, the XMPP stream, ingest, the database.
+// start: HTTP (with commands), ingest, the XMPP stream, the database.
 func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	log.Info("starting iotgate", "version", buildVersion(), "domain", cfg.Domain, "xmpp", cfg.XMPPAddr, "http", cfg.HTTPAddr)
 
@@ -53,11 +53,22 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	readings.Presence = component.NewPresenceHandler(conn, svc, log.With("part", "presence"))
 	conn.SetHandler(readings)
 
+	commands := devices.NewCommands(db, svc, registry, presence, conn, devices.CommandsConfig{
+		MaxInFlight: cfg.MaxCommandsInFlight, Logger: log.With("part", "commands"),
+	})
+	presence.OnOnline(commands.DeviceOnline)
+	// Commands a previous run left waiting for an answer can't be
+	// answered any more: say so before anyone asks.
+	if err := commands.Recover(ctx); err != nil {
+		return err
+	}
+
 	srv := api.New(api.Config{BodyLimit: cfg.BodyLimit}, api.Deps{
-		Log:     log.With("part", "http"),
-		Checks:  map[string]api.HealthCheck{"xmpp": conn, "database": db},
-		Schemas: registry,
-		Devices: svc,
+		Log:      log.With("part", "http"),
+		Checks:   map[string]api.HealthCheck{"xmpp": conn, "database": db},
+		Schemas:  registry,
+		Devices:  svc,
+		Commands: commands,
 	})
 	if err := srv.Listen(cfg.HTTPAddr); err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
@@ -66,8 +77,10 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 
 	ingestCtx, stopIngest := context.WithCancel(context.WithoutCancel(ctx))
 	xmppCtx, stopXMPP := context.WithCancel(context.WithoutCancel(ctx))
+	commandsCtx, stopCommands := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
-	wg.Add(4)
+	wg.Add(5)
+	go func() { defer wg.Done(); commands.Run(commandsCtx) }()
 	go func() { defer wg.Done(); svc.Run(ingestCtx) }()
 	go func() { defer wg.Done(); presence.Run(ingestCtx) }()
 	go func() { defer wg.Done(); conn.Run(xmppCtx) }()
@@ -82,7 +95,14 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
+	// Stop accepting requests; meanwhile stop the commands, so that sync
+	// requests waiting for a device get their answer (failed: shutting
+	// down) at once instead of holding the shutdown up.
+	httpDone := make(chan error, 1)
+	go func() { httpDone <- srv.Shutdown(sctx) }()
+	stopCommands()
+	waitOr(sctx, func() { <-commands.Stopped() })
+	if err := <-httpDone; err != nil {
 		log.Warn("HTTP shutdown incomplete", "err", err)
 	}
 	// The stream goes first so no new readings arrive; ingest then
