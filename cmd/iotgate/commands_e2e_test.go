@@ -6,11 +6,19 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -451,4 +459,158 @@ func TestE2ECommands(t *testing.T) {
 			})
 		})
 	}
+}
+
+// BenchmarkCommandLatency measures the command round trip through the real
+// binary (built without -race) and a real Prosody: POST a sync command,
+// iotgate stores it and sends the IQ, a device answers at once, iotgate
+// stores the outcome and answers 200. It reports the p50 and p99 latency
+// seen by the HTTP client, at concurrency 1 and 64, over 8 devices:
+//
+//	go test -tags integration -run '^$' -bench CommandLatency -benchtime 2000x ./cmd/iotgate/
+func BenchmarkCommandLatency(b *testing.B) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	pg := servers.PostgresForTest(b)
+	xs := servers.ProsodyForTest(b, servers.XMPPOptions{Components: map[string]string{e2eDomain: e2eSecret}})
+	bin := filepath.Join(b.TempDir(), "iotgate")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		b.Fatalf("go build: %v\n%s", err, out)
+	}
+	httpAddr := freeAddrTB(b)
+	base := "http://" + httpAddr
+	cmd := exec.Command(bin)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "IOTGATE_HTTP_ADDR=" + httpAddr, "IOTGATE_LOG_LEVEL=warn",
+		"IOTGATE_XMPP_ADDR=" + xs.ComponentAddr(), "IOTGATE_DOMAIN=" + e2eDomain, "IOTGATE_SECRET=" + e2eSecret, "IOTGATE_DATABASE_URL=" + pg.DSN()}
+	logs := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+		if b.Failed() {
+			b.Logf("iotgate log:\n%s", logs.String())
+		}
+	})
+	post := func(path string, body any) int {
+		raw, _ := json.Marshal(body)
+		resp, err := http.Post(base+path, "application/json", bytes.NewReader(raw))
+		if err != nil {
+			return 0
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	waitFor := func(what string, cond func() bool) {
+		deadline := time.Now().Add(30 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				b.Fatalf("%s: not within 30s", what)
+			}
+			time.Sleep(25 * time.Millisecond)
+		}
+	}
+	waitFor("iotgate ready", func() bool {
+		resp, err := http.Get(base + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	if code := post("/v1/schemas", map[string]string{"name": "thermostat", "xsd": string(examples.Thermostat())}); code != 201 {
+		b.Fatalf("register schema: %d", code)
+	}
+	const nDevices = 8
+	jids := make([]string, nDevices)
+	for i := range jids {
+		user := fmt.Sprintf("bench%d", i)
+		jids[i] = user + "@" + xs.Domain()
+		if code := post("/v1/devices", map[string]any{"jid": jids[i], "schema": "thermostat"}); code != 201 {
+			b.Fatalf("register device: %d", code)
+		}
+		servers.RegisterUserForTest(b, xs, user, "pw")
+		dev, err := device.Dial(ctx, device.Options{Addr: xs.C2SAddr(), JID: jids[i], Password: "pw", IQHandler: thermostat})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { dev.Close() })
+		if err := dev.Subscribe(ctx, e2eDomain); err != nil {
+			b.Fatal(err)
+		}
+		if err := dev.SendAvailable(ctx, 0, ""); err != nil {
+			b.Fatal(err)
+		}
+		waitFor(jids[i]+" online", func() bool {
+			var st stateBody
+			resp, err := http.Get(base + "/v1/devices/" + url.PathEscape(jids[i]) + "/state")
+			if err != nil {
+				return false
+			}
+			defer resp.Body.Close()
+			json.NewDecoder(resp.Body).Decode(&st)
+			return st.Online
+		})
+	}
+	body, _ := json.Marshal(map[string]any{"payload": setTarget("21.5")})
+
+	for _, conc := range []int{1, 64} {
+		b.Run(fmt.Sprintf("concurrency=%d", conc), func(b *testing.B) {
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conc}}
+			defer client.CloseIdleConnections()
+			lat := make([]time.Duration, b.N)
+			var next atomic.Int64
+			var failed atomic.Int64
+			var wg sync.WaitGroup
+			b.ResetTimer()
+			start := time.Now()
+			for range conc {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for {
+						i := int(next.Add(1) - 1)
+						if i >= b.N {
+							return
+						}
+						t0 := time.Now()
+						resp, err := client.Post(base+"/v1/devices/"+url.PathEscape(jids[i%nDevices])+"/commands", "application/json", bytes.NewReader(body))
+						if err == nil {
+							io.Copy(io.Discard, resp.Body)
+							resp.Body.Close()
+						}
+						lat[i] = time.Since(t0)
+						if err != nil || resp.StatusCode != 200 {
+							failed.Add(1)
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			elapsed := time.Since(start)
+			b.StopTimer()
+			if n := failed.Load(); n > 0 {
+				b.Fatalf("%d of %d commands did not answer 200", n, b.N)
+			}
+			slices.Sort(lat)
+			q := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) / 1000 }
+			b.ReportMetric(q(0.50), "p50-ms")
+			b.ReportMetric(q(0.99), "p99-ms")
+			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "commands/s")
+			b.ReportMetric(0, "ns/op") // wall time per op means nothing at concurrency > 1
+		})
+	}
+}
+
+func freeAddrTB(tb testing.TB) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }

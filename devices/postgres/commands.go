@@ -107,49 +107,22 @@ func outcomeArgs(c *devices.Command) []any {
 		respXML, respData, respInvalid, errType, errCond, errText, c.ErrorCode, c.Error, c.LateAnswer}
 }
 
-// insertEvents appends history entries of one command.
-func insertEvents(ctx context.Context, tx *sql.Tx, id string, evs []devices.CommandEvent) error {
-	if len(evs) == 0 {
-		return nil
-	}
-	st := make([]string, len(evs))
-	at := make([]string, len(evs))
-	reason := make([]string, len(evs))
+// eventArrays are history entries as the arrays of an unnest.
+func eventArrays(evs []devices.CommandEvent) (st, at, reason any) {
+	sts := make([]string, len(evs))
+	ats := make([]string, len(evs))
+	reasons := make([]string, len(evs))
 	for i, e := range evs {
-		st[i], reason[i] = string(e.Status), e.Reason
-		at[i] = e.At.UTC().Format(time.RFC3339Nano)
+		sts[i], reasons[i] = string(e.Status), e.Reason
+		ats[i] = e.At.UTC().Format(time.RFC3339Nano)
 	}
-	_, err := tx.ExecContext(ctx, `
-		INSERT INTO command_events (command_id, status, at, reason)
-		SELECT $1, v.status, v.at, v.reason
-		FROM unnest($2::text[], $3::timestamptz[], $4::text[]) WITH ORDINALITY AS v(status, at, reason, n)
-		ORDER BY v.n`,
-		id, pq.Array(st), pq.Array(at), pq.Array(reason))
-	return err
+	return pq.Array(sts), pq.Array(ats), pq.Array(reasons)
 }
 
-// CreateCommand inserts c with its history. An idempotency key held by a
-// command created before reuseBefore is released first. Errors: conflict
-// (detail idempotency_key_taken) when a newer command holds the key,
-// not_found when the device was deleted meanwhile.
-func (db *DB) CreateCommand(ctx context.Context, c *devices.Command, reuseBefore time.Time) error {
-	tx, err := db.db.BeginTx(ctx, nil)
-	if err != nil {
-		return translate(err, "store command")
-	}
-	defer tx.Rollback()
-	var key sql.NullString
-	if c.IdempotencyKey != "" {
-		key = nullString(c.IdempotencyKey, true)
-		if _, err := tx.ExecContext(ctx, `
-			UPDATE commands SET idempotency_key = NULL
-			WHERE idempotency_key = $1 AND created_at < $2`, c.IdempotencyKey, reuseBefore.UTC()); err != nil {
-			return translate(err, "store command")
-		}
-	}
-	args := append([]any{c.ID, c.DeviceID, c.Type, c.Payload, c.Resource, string(c.Mode),
-		c.Timeout.Milliseconds(), timeArg(c.ExpiresAt), c.CreatedAt.UTC(), key, c.RequestHash}, outcomeArgs(c)...)
-	_, err = tx.ExecContext(ctx, `
+// insertCommand inserts a command and its history in one statement: one
+// round trip on the hot path of every command.
+const insertCommand = `
+	WITH c AS (
 		INSERT INTO commands (id, device_id, type, payload, resource, mode,
 			timeout_ms, expires_at, created_at, idempotency_key, request_hash,
 			status, target, sent_at, completed_at, answered_at,
@@ -157,20 +130,68 @@ func (db *DB) CreateCommand(ctx context.Context, c *devices.Command, reuseBefore
 			xmpp_error_type, xmpp_error_condition, xmpp_error_text,
 			error_code, error, late_answer)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
-			$12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)`, args...)
+			$12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)
+		RETURNING id
+	)
+	INSERT INTO command_events (command_id, status, at, reason)
+	SELECT c.id, v.status, v.at, v.reason
+	FROM c, unnest($26::text[], $27::timestamptz[], $28::text[]) WITH ORDINALITY AS v(status, at, reason, n)
+	ORDER BY v.n`
+
+// CreateCommand inserts c with its history. An idempotency key held by a
+// command created before reuseBefore is released first. Errors: conflict
+// (detail idempotency_key_taken) when a newer command holds the key,
+// not_found when the device was deleted meanwhile.
+func (db *DB) CreateCommand(ctx context.Context, c *devices.Command, reuseBefore time.Time) error {
+	var key sql.NullString
+	if c.IdempotencyKey != "" {
+		key = nullString(c.IdempotencyKey, true)
+	}
+	st, at, reason := eventArrays(c.History)
+	args := append([]any{c.ID, c.DeviceID, c.Type, c.Payload, c.Resource, string(c.Mode),
+		c.Timeout.Milliseconds(), timeArg(c.ExpiresAt), c.CreatedAt.UTC(), key, c.RequestHash}, outcomeArgs(c)...)
+	args = append(args, st, at, reason)
+	err := db.inTx(ctx, c.IdempotencyKey != "", func(q querier) error {
+		if c.IdempotencyKey != "" {
+			if _, err := q.ExecContext(ctx, `
+				UPDATE commands SET idempotency_key = NULL
+				WHERE idempotency_key = $1 AND created_at < $2`, c.IdempotencyKey, reuseBefore.UTC()); err != nil {
+				return err
+			}
+		}
+		_, err := q.ExecContext(ctx, insertCommand, args...)
+		return err
+	})
 	if e := pq.As(err); e != nil && e.Constraint == "commands_idempotency_key_key" {
 		return &devices.Error{Code: devices.EConflict, Detail: "idempotency_key_taken", Message: "the Idempotency-Key is held by another command", Err: err}
 	}
 	if e := pq.As(err); e != nil && e.Constraint == "commands_device_fkey" {
 		return &devices.Error{Code: devices.ENotFound, Message: "device " + c.DeviceJID + " is not registered", Err: err}
 	}
+	return translate(err, "store command")
+}
+
+// querier is what inTx's function runs statements on.
+type querier interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// inTx runs f in a transaction when tx is true, else on the pool (for a
+// single statement, which is its own transaction).
+func (db *DB) inTx(ctx context.Context, tx bool, f func(querier) error) error {
+	if !tx {
+		return f(db.db)
+	}
+	t, err := db.db.BeginTx(ctx, nil)
 	if err != nil {
-		return translate(err, "store command")
+		return err
 	}
-	if err := insertEvents(ctx, tx, c.ID, c.History); err != nil {
-		return translate(err, "store command")
+	defer t.Rollback()
+	if err := f(t); err != nil {
+		return err
 	}
-	return translate(tx.Commit(), "store command")
+	return t.Commit()
 }
 
 // CommandByIdempotencyKey returns the command created with key at or
@@ -244,46 +265,49 @@ func (db *DB) Commands(ctx context.Context, deviceJID string, f devices.CommandF
 
 // UpdateCommand writes c's status, target, timestamps and outcome and
 // appends ev (if not nil) to its history, provided the stored status is
-// one of from. Errors: conflict (the status is not), not_found.
+// one of from: one statement, so the change and its history entry commit
+// together. Errors: conflict (the status is not), not_found.
 func (db *DB) UpdateCommand(ctx context.Context, c *devices.Command, from []devices.CommandStatus, ev *devices.CommandEvent) error {
 	fromS := make([]string, len(from))
 	for i, s := range from {
 		fromS[i] = string(s)
 	}
-	tx, err := db.db.BeginTx(ctx, nil)
-	if err != nil {
-		return translate(err, "update command")
-	}
-	defer tx.Rollback()
-	args := append([]any{c.ID, pq.Array(fromS)}, outcomeArgs(c)...)
-	res, err := tx.ExecContext(ctx, `
-		UPDATE commands SET status = $3, target = $4, sent_at = $5, completed_at = $6, answered_at = $7,
-			response_xml = $8, response_data = $9, response_invalid = $10,
-			xmpp_error_type = $11, xmpp_error_condition = $12, xmpp_error_text = $13,
-			error_code = $14, error = $15, late_answer = $16
-		WHERE id = $1 AND status = ANY($2::text[])`, args...)
-	if err != nil {
-		return translate(err, "update command")
-	}
-	if n, err := res.RowsAffected(); err != nil {
-		return translate(err, "update command")
-	} else if n == 0 {
-		var status string
-		err := tx.QueryRowContext(ctx, `SELECT status FROM commands WHERE id = $1`, c.ID).Scan(&status)
-		if errors.Is(err, sql.ErrNoRows) {
-			return devices.Errorf(devices.ENotFound, "command %s not found", c.ID)
-		}
-		if err != nil {
-			return translate(err, "update command")
-		}
-		return devices.Errorf(devices.EConflict, "command %s is %s", c.ID, status)
-	}
+	var evStatus, evReason string
+	evAt := time.Time{}
 	if ev != nil {
-		if err := insertEvents(ctx, tx, c.ID, []devices.CommandEvent{*ev}); err != nil {
-			return translate(err, "update command")
-		}
+		evStatus, evAt, evReason = string(ev.Status), ev.At.UTC(), ev.Reason
 	}
-	return translate(tx.Commit(), "update command")
+	args := append([]any{c.ID, pq.Array(fromS)}, outcomeArgs(c)...)
+	args = append(args, evStatus, evAt, evReason)
+	var n int
+	err := db.db.QueryRowContext(ctx, `
+		WITH u AS (
+			UPDATE commands SET status = $3, target = $4, sent_at = $5, completed_at = $6, answered_at = $7,
+				response_xml = $8, response_data = $9, response_invalid = $10,
+				xmpp_error_type = $11, xmpp_error_condition = $12, xmpp_error_text = $13,
+				error_code = $14, error = $15, late_answer = $16
+			WHERE id = $1 AND status = ANY($2::text[])
+			RETURNING id
+		), e AS (
+			INSERT INTO command_events (command_id, status, at, reason)
+			SELECT u.id, $17::text, $18::timestamptz, $19::text FROM u WHERE $17::text <> ''
+		)
+		SELECT count(*) FROM u`, args...).Scan(&n)
+	if err != nil {
+		return translate(err, "update command")
+	}
+	if n > 0 {
+		return nil
+	}
+	var status string
+	err = db.db.QueryRowContext(ctx, `SELECT status FROM commands WHERE id = $1`, c.ID).Scan(&status)
+	if errors.Is(err, sql.ErrNoRows) {
+		return devices.Errorf(devices.ENotFound, "command %s not found", c.ID)
+	}
+	if err != nil {
+		return translate(err, "update command")
+	}
+	return devices.Errorf(devices.EConflict, "command %s is %s", c.ID, status)
 }
 
 // QueuedCommands returns up to limit queued commands of a device, oldest
