@@ -34,7 +34,9 @@ import (
 type Options struct {
 	// Addr is the server's c2s host:port.
 	Addr string
-	// JID is the device's bare or full JID; a resource is bound if absent.
+	// JID is the device's JID. The server assigns the resource (a
+	// resourcepart given here is not asked for: mellium's client binding
+	// can't); JID returns the bound one.
 	JID      string
 	Password string
 	// TLS: the server's certificate is not verified unless Verify is set
@@ -146,11 +148,7 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 		xmpp.StartTLS(&tls.Config{ServerName: j.Domainpart(), InsecureSkipVerify: !opts.Verify}), //nolint:gosec // opt-in verification for throwaway servers
 		xmpp.SASL("", opts.Password, sasl.ScramSha256, sasl.ScramSha1, sasl.Plain),
 	}
-	if j.Resourcepart() == "" {
-		features = append(features, xmpp.BindResource())
-	} else {
-		features = append(features, xmpp.BindCustom(func(jid.JID, string) (jid.JID, error) { return j, nil }))
-	}
+	features = append(features, xmpp.BindResource())
 	s, err := xmpp.NewClientSession(ctx, j.Bare(), conn, features...)
 	if err != nil {
 		conn.Close()
@@ -261,8 +259,9 @@ func (c *Client) Subscribe(ctx context.Context, component string) error {
 	if err != nil {
 		return fmt.Errorf("component: %w", err)
 	}
+	j = j.Bare() // subscriptions are between bare JIDs
 	c.mu.Lock()
-	c.approve[strings.ToLower(j.Bare().String())] = true
+	c.approve[strings.ToLower(j.String())] = true
 	c.mu.Unlock()
 	if err := c.s.Send(ctx, stanza.Presence{To: j, Type: stanza.SubscribePresence}.Wrap(nil)); err != nil {
 		return fmt.Errorf("subscribe to %s: %w", j, err)

@@ -131,32 +131,50 @@ func (st inStanza) payload() (string, error) {
 }
 
 // serialize writes the element toks starts with. The namespace of each
-// element comes from its name; the xmlns attributes the decoder left in
-// place are dropped, or the encoder would write them twice.
+// element comes from its name: an element in its parent's namespace is
+// written without xmlns, others with it; the xmlns attributes the decoder
+// left in place are dropped, or the encoder would write them twice.
 func serialize(toks []xml.Token) (string, error) {
 	var buf bytes.Buffer
 	e := xml.NewEncoder(&buf)
-	depth := 0
+	// The default namespace in scope and the names as written, by depth.
+	var scope []string
+	var names []xml.Name
 	for _, tok := range toks {
 		switch t := tok.(type) {
 		case xml.StartElement:
-			depth++
-			attrs := t.Attr[:0:0]
+			parent := ""
+			if len(scope) > 0 {
+				parent = scope[len(scope)-1]
+			}
+			attrs := make([]xml.Attr, 0, len(t.Attr))
 			for _, a := range t.Attr {
 				if a.Name.Space == "xmlns" || a.Name.Space == "" && a.Name.Local == "xmlns" {
 					continue
 				}
 				attrs = append(attrs, a)
 			}
-			t.Attr = attrs
-			tok = t
+			name := t.Name
+			switch {
+			case name.Space == parent:
+				name.Space = "" // inherited
+			case name.Space == "":
+				attrs = append(attrs, xml.Attr{Name: xml.Name{Local: "xmlns"}, Value: ""})
+			}
+			scope = append(scope, t.Name.Space)
+			names = append(names, name)
+			tok = xml.StartElement{Name: name, Attr: attrs}
 		case xml.EndElement:
-			depth--
+			if len(names) == 0 {
+				return "", errors.New("serialize payload: unbalanced element")
+			}
+			tok = xml.EndElement{Name: names[len(names)-1]}
+			scope, names = scope[:len(scope)-1], names[:len(names)-1]
 		}
 		if err := e.EncodeToken(tok); err != nil {
 			return "", fmt.Errorf("serialize payload: %w", err)
 		}
-		if depth == 0 {
+		if len(names) == 0 {
 			break
 		}
 	}
