@@ -331,3 +331,33 @@ func TestCommandRequests(t *testing.T) {
 		})
 	}
 }
+
+// A sync command may wait longer than the server's write timeout: the
+// handler extends the deadline for its own response.
+func TestCommandSyncOutlivesWriteTimeout(t *testing.T) {
+	f := &fakeCommands{cmds: map[string]*devices.Command{},
+		submit: func(devices.CommandRequest) (*devices.Command, bool, error) {
+			return testCommand("c1", devices.CommandSync, devices.CommandSent, "", ""), false, nil
+		},
+		settle: func(c *devices.Command) *devices.Command {
+			time.Sleep(600 * time.Millisecond)
+			out := *c
+			out.Status = devices.CommandSucceeded
+			return &out
+		}}
+	s := New(Config{WriteTimeout: 200 * time.Millisecond}, Deps{Commands: f})
+	if err := s.Listen("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve()
+	t.Cleanup(func() { s.Shutdown(context.Background()) })
+	resp, err := http.Post("http://"+s.Addr().String()+"/v1/devices/thermo1%40example.com/commands", "application/json", strings.NewReader(`{"payload":"<x/>"}`))
+	if err != nil {
+		t.Fatalf("POST: %v (the write timeout cut the response)", err)
+	}
+	defer resp.Body.Close()
+	var got Command
+	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil || resp.StatusCode != http.StatusOK || got.Status != "succeeded" {
+		t.Errorf("answer %d %+v %v, want 200 succeeded", resp.StatusCode, got, err)
+	}
+}

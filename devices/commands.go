@@ -199,15 +199,15 @@ func (c *Command) Clone() *Command {
 // maps to its own terms, or nil when it succeeded or is still under way.
 // Codes: conflict (detail device_offline), bad_gateway (detail xmpp_error:
 // the device answered with an error), unavailable (detail
-// xmpp_unavailable), timeout, too_many_requests, internal; not_found
-// (detail command_expired) and conflict (detail command_canceled) for
-// queued commands that were never delivered.
+// xmpp_unavailable), timeout, too_many_requests, internal; timeout (detail
+// command_expired) and conflict (detail command_canceled) for queued
+// commands that were never delivered.
 func (c *Command) Err() error {
 	switch c.Status {
 	case CommandTimedOut:
 		return &Error{Code: ETimeout, Message: c.Error}
 	case CommandExpired:
-		return &Error{Code: ENotFound, Detail: "command_expired", Message: c.Error}
+		return &Error{Code: ETimeout, Detail: "command_expired", Message: c.Error}
 	case CommandCanceled:
 		return &Error{Code: EConflict, Detail: "command_canceled", Message: c.Error}
 	case CommandFailed:
@@ -426,9 +426,12 @@ type Commands struct {
 	wg     sync.WaitGroup
 	sem    chan struct{}
 
-	mu         sync.Mutex
-	inflight   map[string]*execution
-	wanted     map[string]bool // devices whose queues to deliver
+	mu       sync.Mutex
+	inflight map[string]*execution
+	wanted   map[string]bool // devices whose queues to deliver
+	// queuedFor are the devices with queued commands, so that the
+	// presence storm after a reconnection only wakes those.
+	queuedFor  map[string]bool
 	delivering map[string]bool
 	again      map[string]bool
 	closed     bool // Run has stopped: nothing new starts
@@ -471,7 +474,7 @@ func NewCommands(store CommandStore, devs CommandDevices, schemas SchemaSource, 
 		store: store, devs: devs, schemas: schemas, presence: presence, sender: sender,
 		cfg: cfg, log: cfg.Logger, ctx: ctx, cancel: cancel,
 		sem:      make(chan struct{}, cfg.MaxInFlight),
-		inflight: map[string]*execution{}, wanted: map[string]bool{},
+		inflight: map[string]*execution{}, wanted: map[string]bool{}, queuedFor: map[string]bool{},
 		delivering: map[string]bool{}, again: map[string]bool{},
 		wake: make(chan struct{}, 1), stopped: make(chan struct{}),
 	}
@@ -496,7 +499,32 @@ func (s *Commands) Recover(ctx context.Context) error {
 	if n > 0 {
 		s.log.Warn("commands left unfinished by the previous run marked failed", "commands", n)
 	}
+	jids, err := s.store.QueuedDeviceJIDs(ctx)
+	if err != nil {
+		return fmt.Errorf("list devices with queued commands: %w", err)
+	}
+	s.setQueued(jids)
 	return nil
+}
+
+// setQueued replaces the set of devices with queued commands.
+func (s *Commands) setQueued(jids []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	clear(s.queuedFor)
+	for _, j := range jids {
+		s.queuedFor[j] = true
+	}
+}
+
+func (s *Commands) markQueued(bare string, queued bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if queued {
+		s.queuedFor[bare] = true
+	} else {
+		delete(s.queuedFor, bare)
+	}
 }
 
 func (s *Commands) now() time.Time { return s.cfg.Clock().UTC() }
@@ -605,9 +633,10 @@ func (s *Commands) Submit(ctx context.Context, req CommandRequest) (*Command, bo
 	case CommandSent:
 		c, _ = s.start(c, schema, release)
 	case CommandQueued:
+		s.markQueued(dev.JID, true)
 		// The device may have come online since we looked.
 		if to, stale := s.pick(dev.JID, target); !stale && to != "" {
-			s.DeviceOnline(dev.JID)
+			s.wakeDelivery(dev.JID)
 		}
 	}
 	return c, false, nil
@@ -854,6 +883,7 @@ func (s *Commands) answered(e *execution, rep CommandReply, err error) {
 		if requeue && c.Mode == CommandQueue {
 			s.queue(c, now, reason)
 			s.update(c, from, &c.History[len(c.History)-1])
+			s.markQueued(c.DeviceJID, true)
 		} else {
 			s.fail(c, now, code, reason)
 			s.update(c, from, &c.History[len(c.History)-1])
@@ -870,6 +900,7 @@ func (s *Commands) answered(e *execution, rep CommandReply, err error) {
 		reason := fmt.Sprintf("the server bounced the IQ (%s): the device went offline", rep.Error.Condition)
 		c.Response, c.XMPPError, c.AnsweredAt = nil, nil, nil
 		s.queue(c, now, reason)
+		s.markQueued(c.DeviceJID, true)
 	case offlineConditions[rep.Error.Condition]:
 		s.fail(c, now, CmdErrDeviceOffline, fmt.Sprintf("the device is offline: the server answered %s", rep.Error.Condition))
 	default:
@@ -995,6 +1026,17 @@ func (s *Commands) Cancel(ctx context.Context, id string) (*Command, error) {
 // resource, so its queued commands are delivered. It never blocks.
 func (s *Commands) DeviceOnline(bareJID string) {
 	s.mu.Lock()
+	if !s.queuedFor[bareJID] {
+		s.mu.Unlock()
+		return
+	}
+	s.mu.Unlock()
+	s.wakeDelivery(bareJID)
+}
+
+// wakeDelivery has Run deliver a device's queued commands.
+func (s *Commands) wakeDelivery(bareJID string) {
+	s.mu.Lock()
 	s.wanted[bareJID] = true
 	s.mu.Unlock()
 	select {
@@ -1067,6 +1109,7 @@ func (s *Commands) redeliver() {
 		s.log.Warn("listing devices with queued commands failed", "err", err)
 		return
 	}
+	s.setQueued(jids)
 	for _, j := range jids {
 		if online, stale := s.presence.Online(j); online && !stale {
 			s.DeviceOnline(j)
@@ -1102,6 +1145,12 @@ func (s *Commands) deliverQueue(bare string) {
 		cancel()
 		if err != nil {
 			s.log.Warn("reading queued commands failed", "device", bare, "err", err)
+			return
+		}
+		// Whatever happens next, the device's next online event must
+		// wake delivery again, unless nothing is queued.
+		s.markQueued(bare, len(cmds) > 0)
+		if len(cmds) == 0 {
 			return
 		}
 		progress := false

@@ -814,3 +814,24 @@ func TestPresenceOnOnline(t *testing.T) {
 		t.Errorf("hook calls = %v, want two for %s", got, devJID)
 	}
 }
+
+func TestCommandQueuedByPreviousRunDelivered(t *testing.T) {
+	f := newCmdFixture(t, CommandsConfig{})
+	now := time.Now().UTC()
+	exp := now.Add(time.Hour)
+	if err := f.store.CreateCommand(context.Background(), &Command{ID: "old", DeviceID: 1, DeviceJID: devJID, Type: "set", Payload: payload, Mode: CommandQueue,
+		Status: CommandQueued, Timeout: time.Second, CreatedAt: now, ExpiresAt: &exp,
+		History: []CommandEvent{{Status: CommandPending, At: now}, {Status: CommandQueued, At: now}}}, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	// Before Recover the service doesn't know of it: a presence change
+	// of a device without queued commands costs nothing.
+	f.svc.DeviceOnline(devJID)
+	f.sender.none(t, 20*time.Millisecond)
+	if err := f.svc.Recover(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	f.svc.DeviceOnline(devJID)
+	f.sender.next(t).reply <- result("")
+	f.waitStored(t, "old", CommandSucceeded, nil)
+}
