@@ -228,7 +228,8 @@ func (c *Command) Err() error {
 	case CmdErrRestarted:
 		return &Error{Code: EUnavailable, Message: c.Error}
 	}
-	// The message was written for clients; Detail keeps it visible.
+	// Transports show internal errors as "internal error"; the command
+	// itself (GET) keeps the reason.
 	return &Error{Code: EInternal, Message: c.Error}
 }
 
