@@ -5,7 +5,10 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"mellium.im/xmpp/stanza"
 
 	"github.com/iotgate/iotgate/devices"
 )
@@ -32,17 +35,51 @@ type ReadingHandler struct {
 	// Presence, when set, receives presence stanzas.
 	Presence Handler
 
-	limMu    sync.Mutex
-	limiters map[string]*bucket
+	errors  *limiter // error messages sent back, per device
+	stanzas *limiter // readings accepted, per device
+
+	limited atomic.Uint64
+}
+
+// RateLimit bounds the readings one device may send: Rate per second on
+// average, bursts of up to Burst. Zero Rate means no limit.
+type RateLimit struct {
+	Rate  float64
+	Burst float64
 }
 
 // NewReadingHandler returns a handler that feeds readings arriving on conn to
-// ing. Install it with conn.SetHandler.
-func NewReadingHandler(conn *Conn, ing Ingester, log *slog.Logger) *ReadingHandler {
+// ing, at most lim per device. Install it with conn.SetHandler.
+func NewReadingHandler(conn *Conn, ing Ingester, lim RateLimit, log *slog.Logger) *ReadingHandler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &ReadingHandler{conn: conn, ing: ing, log: log, limiters: make(map[string]*bucket)}
+	h := &ReadingHandler{conn: conn, ing: ing, log: log, errors: newLimiter(errorRate, errorBurst)}
+	if lim.Rate > 0 {
+		h.stanzas = newLimiter(lim.Rate, max(lim.Burst, 1))
+	}
+	return h
+}
+
+// RateLimited returns how many stanzas were refused for exceeding the
+// per-device rate.
+func (h *ReadingHandler) RateLimited() uint64 { return h.limited.Load() }
+
+// overRate reports whether st exceeds its sender's rate, answering an IQ
+// with policy-violation (type wait, so the device slows down and retries).
+func (h *ReadingHandler) overRate(st *Stanza) bool {
+	if h.stanzas == nil {
+		return false
+	}
+	bare, err := devices.BareJID(st.From)
+	if err != nil || h.stanzas.allow(bare) {
+		return false
+	}
+	h.limited.Add(1)
+	if st.Kind == KindIQ {
+		h.send(st.ErrorReply(stanza.Wait, stanza.PolicyViolation, "too many readings: slow down and retry later"))
+	}
+	return true
 }
 
 // replyTimeout bounds how long a reply may wait for room in the output queue.
@@ -60,6 +97,9 @@ func (h *ReadingHandler) HandleStanza(ctx context.Context, st *Stanza) bool {
 		if st.Type != TypeSet {
 			return false
 		}
+		if h.overRate(st) {
+			return true
+		}
 		in, err := incoming(st, "iq")
 		if err != nil {
 			h.send(ErrorReplyFor(st, err))
@@ -75,7 +115,7 @@ func (h *ReadingHandler) HandleStanza(ctx context.Context, st *Stanza) bool {
 		return true
 	case KindMessage:
 		// Never answer an error with an error: that is how loops start.
-		if st.Type == TypeError {
+		if st.Type == TypeError || h.overRate(st) {
 			return true
 		}
 		in, err := incoming(st, "message")
@@ -101,7 +141,7 @@ func (h *ReadingHandler) refuseMessage(st *Stanza, err error) {
 		return
 	}
 	bare, berr := devices.BareJID(st.From)
-	if berr != nil || !h.allow(bare) {
+	if berr != nil || !h.errors.allow(bare) {
 		return
 	}
 	h.send(ErrorReplyFor(st, err))
@@ -135,7 +175,14 @@ func incoming(st *Stanza, via string) (devices.IncomingReading, error) {
 	return in, nil
 }
 
-// bucket is a small token bucket: rate tokens per second, up to burst.
+// limiter is a set of token buckets, one per key, bounded in number.
+type limiter struct {
+	rate, burst float64
+	mu          sync.Mutex
+	buckets     map[string]*bucket
+}
+
+// bucket is a small token bucket.
 type bucket struct {
 	tokens float64
 	last   time.Time
@@ -146,19 +193,25 @@ const (
 	errorBurst = 5.0
 )
 
-func (h *ReadingHandler) allow(key string) bool {
+func newLimiter(rate, burst float64) *limiter {
+	return &limiter{rate: rate, burst: burst, buckets: make(map[string]*bucket)}
+}
+
+func (l *limiter) allow(key string) bool {
 	now := time.Now()
-	h.limMu.Lock()
-	defer h.limMu.Unlock()
-	b := h.limiters[key]
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.buckets[key]
 	if b == nil {
-		if len(h.limiters) > 100000 {
-			clear(h.limiters)
+		if len(l.buckets) > 100000 {
+			// Crude bound: forgetting gives every device a fresh burst,
+			// which is harmless; growing without bound is not.
+			clear(l.buckets)
 		}
-		b = &bucket{tokens: errorBurst, last: now}
-		h.limiters[key] = b
+		b = &bucket{tokens: l.burst, last: now}
+		l.buckets[key] = b
 	}
-	b.tokens = min(errorBurst, b.tokens+now.Sub(b.last).Seconds()*errorRate)
+	b.tokens = min(l.burst, b.tokens+now.Sub(b.last).Seconds()*l.rate)
 	b.last = now
 	if b.tokens < 1 {
 		return false

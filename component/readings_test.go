@@ -31,7 +31,7 @@ func TestReadingHandler(t *testing.T) {
 	fs := newFakeServer(t, "s")
 	c := startConn(t, fs.addr(), "s", nil)
 	ing := &fakeIngester{got: make(chan devices.IncomingReading, 100)}
-	c.SetHandler(NewReadingHandler(c, ing, nil))
+	c.SetHandler(NewReadingHandler(c, ing, RateLimit{}, nil))
 	fc := fs.conn()
 	waitFor(t, "stream up", func() bool { return isUp(c) })
 
@@ -110,4 +110,39 @@ func TestReadingHandler(t *testing.T) {
 			t.Errorf("flood of 30 bad messages got %d error replies, want 1..%d", errorsSeen, int(errorBurst)+1)
 		}
 	})
+}
+
+func TestReadingRateLimit(t *testing.T) {
+	fs := newFakeServer(t, "s")
+	c := startConn(t, fs.addr(), "s", nil)
+	ing := &fakeIngester{got: make(chan devices.IncomingReading, 100)}
+	h := NewReadingHandler(c, ing, RateLimit{Rate: 0.001, Burst: 3}, nil)
+	c.SetHandler(h)
+	fc := fs.conn()
+	waitFor(t, "stream up", func() bool { return isUp(c) })
+
+	// The burst passes; the rest is refused with wait/policy-violation,
+	// per device: another device is not affected.
+	for i := range 5 {
+		fc.send(fmt.Sprintf(`<iq type='set' id='r%d' from='d@localhost/r' to='iot.localhost'><r xmlns='urn:x'/></iq>`, i))
+	}
+	fc.send(`<iq type='set' id='other' from='e@localhost/r' to='iot.localhost'><r xmlns='urn:x'/></iq>`)
+	results, limited := 0, 0
+	for range 6 {
+		got := fc.read(t)
+		switch {
+		case got.Type == "result":
+			results++
+		case strings.Contains(got.Inner, "policy-violation") && strings.Contains(got.Inner, `type="wait"`):
+			limited++
+			if got.To != "d@localhost/r" {
+				t.Errorf("limited %s, want only the flooding device", got.To)
+			}
+		default:
+			t.Errorf("unexpected reply %+v", got)
+		}
+	}
+	if results != 4 || limited != 2 || h.RateLimited() != 2 {
+		t.Errorf("results %d, limited %d (counted %d); want 4, 2, 2", results, limited, h.RateLimited())
+	}
 }

@@ -35,6 +35,9 @@ type Config struct {
 	MaxStanzaBytes  int
 
 	MaxCommandsInFlight int
+
+	DeviceRate  int
+	DeviceBurst int
 }
 
 // configError is a missing or malformed setting; the binary prints it as
@@ -66,6 +69,8 @@ var settings = []setting{
 	{env: "IOTGATE_MAX_READING_BYTES", flag: "max-reading-bytes", def: "65536", help: "largest reading payload, in bytes"},
 	{env: "IOTGATE_MAX_READING_DEPTH", flag: "max-reading-depth", def: "32", help: "deepest element nesting of a reading"},
 	{env: "IOTGATE_MAX_STANZA_BYTES", flag: "max-stanza-bytes", def: "1048576", help: "largest stanza accepted from the XMPP server, in bytes"},
+	{env: "IOTGATE_DEVICE_RATE", flag: "device-rate", def: "500", help: "readings per second one device may send on average; excess IQs get policy-violation, excess messages are dropped"},
+	{env: "IOTGATE_DEVICE_BURST", flag: "device-burst", def: "1000", help: "readings one device may send in a burst above its rate"},
 	{env: "IOTGATE_MAX_COMMANDS_IN_FLIGHT", flag: "max-commands-in-flight", def: "1000", help: "commands sent and not yet answered or timed out; beyond it, new ones get 429"},
 }
 
@@ -151,6 +156,8 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 		{"IOTGATE_MAX_READING_DEPTH", &cfg.MaxReadingDepth, 256},
 		{"IOTGATE_MAX_STANZA_BYTES", &cfg.MaxStanzaBytes, 64 << 20},
 		{"IOTGATE_MAX_COMMANDS_IN_FLIGHT", &cfg.MaxCommandsInFlight, 1000000},
+		{"IOTGATE_DEVICE_RATE", &cfg.DeviceRate, 10000000},
+		{"IOTGATE_DEVICE_BURST", &cfg.DeviceBurst, 10000000},
 	} {
 		v, err := strconv.Atoi(get(n.env))
 		if err != nil || v <= 0 || v > n.max {

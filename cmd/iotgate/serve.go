@@ -49,7 +49,8 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	readings := component.NewReadingHandler(conn, svc, log.With("part", "readings"))
+	readings := component.NewReadingHandler(conn, svc,
+		component.RateLimit{Rate: float64(cfg.DeviceRate), Burst: float64(cfg.DeviceBurst)}, log.With("part", "readings"))
 	readings.Presence = component.NewPresenceHandler(conn, svc, log.With("part", "presence"))
 	conn.SetHandler(readings)
 
