@@ -1,8 +1,11 @@
 // Command iotgate-dev runs iotgate for a developer (`make dev`): it starts
 // a throwaway PostgreSQL and an XMPP server (Prosody, or ejabberd) on
 // 127.0.0.1, registers a few demo device accounts, builds and runs
-// bin/iotgate against them, and streams its log. Ctrl-C stops iotgate,
-// then the servers, and removes their state.
+// bin/iotgate against them, and streams its log. Once iotgate is ready, it
+// registers the thermostat schema and the -sim devices with iotgate and
+// runs them as simulated thermostats (package internal/device/sim), which
+// send readings and answer commands. Ctrl-C stops the simulated devices,
+// iotgate, then the servers, and removes their state.
 //
 // Usage:
 //
@@ -18,7 +21,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
+	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -28,6 +34,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/iotgate/iotgate/internal/device/sim"
 	"github.com/iotgate/iotgate/internal/servers"
 )
 
@@ -43,6 +50,8 @@ type config struct {
 	pgPort        int
 	httpAddr      string
 	devices       []string
+	sim           []string
+	simRate       float64
 	logLevel      string
 	bin           string
 	build         bool
@@ -88,7 +97,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 			"  IOTGATE_DEV_SECRET  the component secret (default \"dev-secret\")\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	var devices string
+	var devices, simulated string
 	fs.StringVar(&cfg.dir, "dir", ".dev", "state `directory` of the servers, removed on exit")
 	fs.StringVar(&cfg.xmpp, "xmpp", "prosody", "XMPP server: prosody or ejabberd")
 	fs.StringVar(&cfg.domain, "domain", "localhost", "XMPP domain of the device accounts")
@@ -98,6 +107,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.IntVar(&cfg.pgPort, "pg-port", 15432, "PostgreSQL port")
 	fs.StringVar(&cfg.httpAddr, "http-addr", "127.0.0.1:8080", "`host:port` of iotgate's REST API")
 	fs.StringVar(&devices, "devices", "thermo1,thermo2,lamp1", "comma-separated demo device accounts; each one's password is its name")
+	fs.StringVar(&simulated, "sim", "thermo1,thermo2,thermo3", "comma-separated accounts (created if missing) to run as simulated thermostats, registered with iotgate; empty for none")
+	fs.Float64Var(&cfg.simRate, "sim-rate", 0.2, "readings per second of each simulated thermostat")
 	fs.StringVar(&cfg.logLevel, "log-level", "info", "iotgate's log level: debug, info, warn or error")
 	fs.StringVar(&cfg.bin, "bin", filepath.Join("bin", "iotgate"), "path of the iotgate binary to run")
 	fs.BoolVar(&cfg.build, "build", true, "build -bin from ./cmd/iotgate before running it")
@@ -114,10 +125,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	if _, _, err := net.SplitHostPort(cfg.httpAddr); err != nil {
 		return cfg, fmt.Errorf("-http-addr %q: %w", cfg.httpAddr, err)
 	}
-	for _, d := range strings.Split(devices, ",") {
-		if d = strings.TrimSpace(d); d != "" {
-			cfg.devices = append(cfg.devices, d)
-		}
+	cfg.devices = splitList(devices)
+	cfg.sim = splitList(simulated)
+	if cfg.simRate <= 0 || cfg.simRate > sim.MaxRate {
+		return cfg, fmt.Errorf("-sim-rate %v: want more than 0 and at most %d", cfg.simRate, sim.MaxRate)
 	}
 	cfg.secret = getenv("IOTGATE_DEV_SECRET")
 	if cfg.secret == "" {
@@ -165,7 +176,7 @@ func run(ctx context.Context, cfg config, out io.Writer) (int, error) {
 	}
 	defer closeServer(say, cfg.xmpp, xs.Close)
 	say("%s ready: c2s %s, component %s (%v)", cfg.xmpp, xs.C2SAddr(), xs.ComponentAddr(), time.Since(start).Round(time.Millisecond))
-	for _, d := range cfg.devices {
+	for _, d := range accounts(cfg) {
 		if err := xs.RegisterUser(ctx, d, d); err != nil {
 			return 1, err
 		}
@@ -210,16 +221,25 @@ func runIotgate(ctx context.Context, cfg config, bin string, pg *servers.Postgre
 		exited <- err
 	}()
 
+	// The simulated devices stop before iotgate, and with it if it exits.
+	simCtx, stopSim := context.WithCancel(ctx)
+	simDone := make(chan struct{})
+	defer func() {
+		stopSim()
+		<-simDone
+	}()
 	go func() {
+		defer close(simDone)
 		// The banner, once the API accepts connections.
 		for range 300 {
 			if c, err := net.DialTimeout("tcp", cfg.httpAddr, time.Second); err == nil {
 				c.Close()
 				banner(out, cfg, pg, xs)
+				simulate(simCtx, cfg, xs, say, out)
 				return
 			}
 			select {
-			case <-ctx.Done():
+			case <-simCtx.Done():
 				return
 			case <-time.After(100 * time.Millisecond):
 			}
@@ -239,6 +259,8 @@ func runIotgate(ctx context.Context, cfg config, bin string, pg *servers.Postgre
 		return 0, nil
 	case <-ctx.Done():
 	}
+	stopSim()
+	<-simDone
 	say("stopping iotgate")
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -254,7 +276,7 @@ func runIotgate(ctx context.Context, cfg config, bin string, pg *servers.Postgre
 // banner tells the developer where everything is.
 func banner(out io.Writer, cfg config, pg *servers.Postgres, xs servers.XMPPServer) {
 	var devices []string
-	for _, d := range cfg.devices {
+	for _, d := range accounts(cfg) {
 		devices = append(devices, fmt.Sprintf("%s@%s (password %q)", d, xs.Domain(), d))
 	}
 	fmt.Fprintf(out, `
@@ -274,6 +296,116 @@ func banner(out io.Writer, cfg config, pg *servers.Postgres, xs servers.XMPPServ
 
 `, cfg.httpAddr, cfg.xmpp, xs.C2SAddr(), strings.Join(devices, "\n     "), cfg.component,
 		xs.ComponentAddr(), pg.DSN(), serverLogs(cfg, pg), cfg.dir)
+}
+
+// simulate waits until iotgate is ready, registers the thermostat schema
+// and the simulated devices with it, tells the developer how to command
+// them, and runs them until ctx ends.
+func simulate(ctx context.Context, cfg config, xs servers.XMPPServer, say func(string, ...any), out io.Writer) {
+	if len(cfg.sim) == 0 {
+		return
+	}
+	base := "http://" + cfg.httpAddr
+	if !waitReady(ctx, base, 2*time.Minute) {
+		if ctx.Err() == nil {
+			say("iotgate is not ready after 2 minutes: no simulated devices")
+		}
+		return
+	}
+	var jids []string
+	devices := make([]sim.Device, 0, len(cfg.sim))
+	for _, u := range cfg.sim {
+		jids = append(jids, u+"@"+xs.Domain())
+		devices = append(devices, sim.Device{User: u, Password: u})
+	}
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	_, err := sim.Register(rctx, nil, sim.Registration{BaseURL: base, Schema: "thermostat", Kind: "thermostat",
+		JIDs: jids, Labels: map[string]string{"source": "iotgate-dev"}})
+	cancel()
+	if err != nil {
+		say("no simulated devices: register them with iotgate: %v", err)
+		return
+	}
+	simBanner(out, cfg, jids)
+	log := slog.New(slog.NewTextHandler(out, nil)).With("sim", "devicesim")
+	err = sim.Run(ctx, sim.Config{
+		Addr: xs.C2SAddr(), Domain: xs.Domain(), Component: cfg.component, Kind: "thermostat",
+		Devices: devices, Rate: cfg.simRate, Via: "iq", SlowDelay: 5 * time.Second, Log: log,
+	}, &sim.Stats{})
+	if err != nil {
+		say("simulated devices: %v", err)
+	}
+}
+
+// waitReady polls base's /readyz until it answers 200, ctx ends or within
+// passes; it reports whether iotgate is ready.
+func waitReady(ctx context.Context, base string, within time.Duration) bool {
+	client := &http.Client{Timeout: 2 * time.Second}
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/readyz", nil)
+		if err != nil {
+			return false
+		}
+		if resp, err := client.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return true
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return false
+}
+
+// simBanner tells the developer what the simulated devices do and how to
+// command one.
+func simBanner(out io.Writer, cfg config, jids []string) {
+	period := time.Duration(float64(time.Second) / cfg.simRate).Round(100 * time.Millisecond)
+	fmt.Fprintf(out, `
+================================================================
+ Simulated thermostats (schema "thermostat"), one reading every %[1]s each:
+     %[2]s
+   Their readings: GET http://%[3]s/v1/devices/%[4]s/readings
+   Send one a command from the Swagger UI
+   (http://%[3]s/swagger/index.html), "commands" section,
+   POST /v1/devices/{jid}/commands with jid %[5]s and the body
+     {"type": "set", "payload": "<set xmlns='urn:example:thermostat'><target>23.5</target><mode>heat</mode></set>"}
+   It answers with its <state>; its next readings head for 23.5.
+   {"type": "get", "payload": "<get xmlns='urn:example:thermostat'/>"} asks for the state;
+   any other element gets feature-not-implemented.
+   More devices, misbehaving ones: go run ./cmd/devicesim -h
+================================================================
+
+`, period, strings.Join(jids, ", "), cfg.httpAddr, strings.ReplaceAll(url.PathEscape(jids[0]), "@", "%40"), jids[0])
+}
+
+// accounts returns the demo accounts and the simulated ones, each once.
+func accounts(cfg config) []string {
+	seen := map[string]bool{}
+	var all []string
+	for _, d := range append(append([]string{}, cfg.devices...), cfg.sim...) {
+		if !seen[d] {
+			seen[d] = true
+			all = append(all, d)
+		}
+	}
+	return all
+}
+
+// splitList splits a comma-separated list, dropping empty items.
+func splitList(s string) []string {
+	var items []string
+	for _, d := range strings.Split(s, ",") {
+		if d = strings.TrimSpace(d); d != "" {
+			items = append(items, d)
+		}
+	}
+	return items
 }
 
 // serverLogs lists the log files of the servers.

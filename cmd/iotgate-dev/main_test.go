@@ -1,9 +1,11 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -21,8 +23,9 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// fakeIotgate prints its configuration, listens on IOTGATE_HTTP_ADDR and
-// exits on SIGTERM, as iotgate does.
+// fakeIotgate prints its configuration, serves /readyz and the
+// registration endpoints the runner uses on IOTGATE_HTTP_ADDR, and exits
+// on SIGTERM, as iotgate does.
 func fakeIotgate() {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM)
@@ -35,6 +38,22 @@ func fakeIotgate() {
 		os.Exit(1)
 	}
 	defer l.Close()
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte(`{"status":"ok"}`)) })
+	mux.HandleFunc("GET /v1/schemas/{name}", func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusNotFound)
+		w.Write([]byte(`{"code":"not_found","message":"no such schema"}`))
+	})
+	mux.HandleFunc("POST /v1/{what}", func(w http.ResponseWriter, r *http.Request) {
+		var body struct{ Name, JID string }
+		json.NewDecoder(r.Body).Decode(&body)
+		if body.JID != "" {
+			body.Name = body.JID
+		}
+		fmt.Printf("fake: registered %s %s\n", r.PathValue("what"), body.Name)
+		w.WriteHeader(http.StatusCreated)
+	})
+	go http.Serve(l, mux)
 	<-sig
 	fmt.Println("fake: stopped")
 }
@@ -55,6 +74,12 @@ func TestParseConfig(t *testing.T) {
 			if cfg.secret != "dev-secret" || strings.Join(cfg.devices, ",") != "thermo1,thermo2,lamp1" {
 				t.Errorf("got secret %q devices %q", cfg.secret, cfg.devices)
 			}
+			if strings.Join(cfg.sim, ",") != "thermo1,thermo2,thermo3" || cfg.simRate != 0.2 {
+				t.Errorf("got sim %q rate %v", cfg.sim, cfg.simRate)
+			}
+			if got := strings.Join(accounts(cfg), ","); got != "thermo1,thermo2,lamp1,thermo3" {
+				t.Errorf("accounts = %s", got)
+			}
 		}},
 		{name: "Flags", args: []string{"-xmpp", "ejabberd", "-devices", " a, ,b ", "-c2s-port", "1"},
 			env: map[string]string{"IOTGATE_DEV_SECRET": "s"},
@@ -63,6 +88,12 @@ func TestParseConfig(t *testing.T) {
 					t.Errorf("got %+v", cfg)
 				}
 			}},
+		{name: "NoSim", args: []string{"-sim", ""}, check: func(t *testing.T, cfg config) {
+			if len(cfg.sim) != 0 {
+				t.Errorf("got sim %q", cfg.sim)
+			}
+		}},
+		{name: "ErrSimRate", args: []string{"-sim-rate", "0"}, wantErr: true},
 		{name: "ErrXMPP", args: []string{"-xmpp", "openfire"}, wantErr: true},
 		{name: "ErrHTTPAddr", args: []string{"-http-addr", "8080"}, wantErr: true},
 		{name: "ErrArgs", args: []string{"extra"}, wantErr: true},

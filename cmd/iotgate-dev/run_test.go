@@ -70,6 +70,8 @@ func testRun(t *testing.T, xmpp string) {
 		// Port 0: free ports, so that tests don't collide with make dev.
 		httpAddr: httpAddr,
 		devices:  []string{"thermo1"},
+		sim:      []string{"thermo1", "sim2"},
+		simRate:  5,
 		logLevel: "debug",
 		bin:      os.Args[0],
 	}
@@ -94,8 +96,25 @@ func testRun(t *testing.T, xmpp string) {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+	// The simulated devices: registered with (fake) iotgate, logged in.
+	for !strings.Contains(out.String(), `msg="logged in" sim=devicesim device=sim2@localhost`) {
+		select {
+		case err := <-done:
+			t.Fatalf("runner ended early (code %d, %v):\n%s", code, err, out.String())
+		case <-deadline:
+			t.Fatalf("simulated devices not logged in after 2 minutes:\n%s", out.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 	got := out.String()
 	for _, want := range []string{
+		"fake: registered schemas thermostat",
+		"fake: registered devices thermo1@localhost",
+		"fake: registered devices sim2@localhost",
+		"Simulated thermostats",
+		"POST /v1/devices/{jid}/commands with jid thermo1@localhost",
+		`sim2@localhost (password "sim2")`,
+
 		"fake: IOTGATE_DOMAIN=iot.localhost",
 		"fake: IOTGATE_SECRET=test-secret",
 		"fake: IOTGATE_DATABASE_URL=postgres://iotgate@127.0.0.1:",
