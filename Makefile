@@ -27,6 +27,9 @@ TAGS ?= integration
 # More `go test` flags, e.g. make test TESTFLAGS='-run TestX -v'.
 TESTFLAGS ?=
 FUZZTIME ?= 20s
+# make test fuzzes each target this long, so parsers of untrusted input
+# get some fuzzing on every CI run (0 skips it).
+TEST_FUZZTIME ?= 15s
 # Flags for the dev runner, e.g. make dev DEV_ARGS='-xmpp ejabberd'.
 DEV_ARGS ?=
 
@@ -55,6 +58,7 @@ test: deps
 	@$(MAKE) --no-print-directory docs-check
 	@echo "==> go test -race -tags '$(TAGS)' ./... (integration tests start real PostgreSQL, Prosody and ejabberd)"
 	IOTGATE_INTEGRATION=1 CGO_ENABLED=1 $(GO) test -race -tags '$(TAGS)' -count=1 -timeout $(TEST_TIMEOUT) $(TESTFLAGS) ./...
+	@if [ "$(TEST_FUZZTIME)" != "0" ]; then $(MAKE) --no-print-directory fuzz FUZZTIME=$(TEST_FUZZTIME); fi
 	@echo "==> make test: all passed"
 
 docs:
