@@ -247,9 +247,10 @@ func (c *Client) SendAvailable(ctx context.Context, priority int, status string)
 // Subscribe asks component (iotgate's domain) for a presence subscription
 // and arranges for iotgate's own request to be approved: iotgate answers a
 // registered device with subscribed and a subscribe of its own, which the
-// device approves as it arrives, and in advance (RFC 6121 §3.4
-// pre-approval) in case the server holds it until the device is
-// available. Call SendAvailable next; then iotgate sees the device online.
+// device approves as it arrives (a server delivers it only once the device
+// is available), and in advance (RFC 6121 §3.4 pre-approval, which Prosody
+// honours and ejabberd ignores). Call SendAvailable next; then iotgate
+// sees the device online.
 // Subscribe does not wait for iotgate's answer: the server delivers it
 // only to an available resource, and not at all when the subscription
 // already exists. It appears on Presences (unsubscribed: the device is not
