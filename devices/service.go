@@ -81,6 +81,8 @@ type ServiceConfig struct {
 	Logger   *slog.Logger
 	// Presence tracks who is online; nil means nobody ever is.
 	Presence *Presence
+	// Observer receives ingest measurements; nil discards them.
+	Observer Observer
 }
 
 // Service is the device registry and the ingest path of readings.
@@ -144,6 +146,9 @@ func NewService(store Store, schemas SchemaSource, cfg ServiceConfig) *Service {
 	}
 	if cfg.Presence == nil {
 		cfg.Presence = NewPresence(nil, cfg.Clock, cfg.Logger)
+	}
+	if cfg.Observer == nil {
+		cfg.Observer = nopObserver{}
 	}
 	return &Service{
 		store: store, schemas: schemas, cfg: cfg, log: cfg.Logger,
@@ -379,6 +384,7 @@ func (s *Service) Ingest(ctx context.Context, in IncomingReading, done func(erro
 		done = func(error) {}
 	}
 	if s.closing.Load() {
+		s.cfg.Observer.ReadingRefused(RefusedUnavailable)
 		done(&Error{Code: EUnavailable, Message: "iotgate is shutting down, try again later"})
 		return
 	}
@@ -389,16 +395,19 @@ func (s *Service) Ingest(ctx context.Context, in IncomingReading, done func(erro
 	}
 	dev, err := s.lookup(ctx, bare)
 	if err != nil {
+		s.cfg.Observer.ReadingRefused(RefusedUnavailable)
 		done(&Error{Code: EUnavailable, Message: "device registry unavailable, try again later", Err: err})
 		return
 	}
 	if dev == nil {
 		s.count(func(st *IngestStats) { st.Unregistered++ })
+		s.cfg.Observer.ReadingRefused(RefusedUnregistered)
 		done(ErrNotRegistered)
 		return
 	}
 	schema, _, err := s.schemas.Compiled(ctx, dev.Schema, dev.SchemaVersion)
 	if err != nil {
+		s.cfg.Observer.ReadingRefused(RefusedUnavailable)
 		done(&Error{Code: EUnavailable, Message: "device schema unavailable, try again later", Err: err})
 		return
 	}
@@ -427,12 +436,14 @@ func (s *Service) Ingest(ctx context.Context, in IncomingReading, done func(erro
 	case s.queue <- &pendingReading{r: r, done: done, via: in.Via, at: now}:
 	default:
 		s.count(func(st *IngestStats) { st.Dropped++ })
+		s.cfg.Observer.ReadingRefused(RefusedQueueFull)
 		done(&Error{Code: ETooMany, Message: "ingest queue is full, try again later"})
 	}
 }
 
 func (s *Service) reject(dev *Device, in IncomingReading, payload []byte, reason error, now time.Time) {
 	s.count(func(st *IngestStats) { st.Rejected++ })
+	s.cfg.Observer.ReadingRefused(RefusedInvalid)
 	if payload == nil && len(in.Payloads) > 0 {
 		payload = in.Payloads[0].XML
 	}
@@ -514,6 +525,7 @@ func (s *Service) commit(ctx context.Context, batch []*pendingReading) {
 	for i, p := range batch {
 		rs[i] = p.r
 	}
+	began := time.Now()
 	err := s.store.InsertReadings(context.WithoutCancel(ctx), rs)
 	if err != nil {
 		s.log.Error("commit readings failed", "readings", len(batch), "err", err)
@@ -522,8 +534,12 @@ func (s *Service) commit(ctx context.Context, batch []*pendingReading) {
 			p.done(derr)
 		}
 		s.count(func(st *IngestStats) { st.Dropped += uint64(len(batch)) })
+		for range batch {
+			s.cfg.Observer.ReadingRefused(RefusedUnavailable)
+		}
 		return
 	}
+	s.cfg.Observer.ReadingsCommitted(len(batch), time.Since(began))
 	for _, p := range batch {
 		p.done(nil)
 	}

@@ -23,6 +23,7 @@ type Config struct {
 	Secret      string
 	DatabaseURL string
 	HTTPAddr    string
+	MetricsAddr string
 	LogLevel    slog.Level
 	LogFormat   string
 
@@ -61,6 +62,7 @@ var settings = []setting{
 	{env: "IOTGATE_SECRET", secret: true, help: "the component's shared secret (required; environment only)"},
 	{env: "IOTGATE_DATABASE_URL", flag: "database-url", help: "PostgreSQL URL or DSN (required), e.g. postgres://iotgate@127.0.0.1/iotgate?sslmode=disable"},
 	{env: "IOTGATE_HTTP_ADDR", flag: "http-addr", def: "127.0.0.1:8080", help: "host:port the REST API listens on"},
+	{env: "IOTGATE_METRICS_ADDR", flag: "metrics-addr", help: "host:port serving Prometheus metrics at /metrics; empty: not served"},
 	{env: "IOTGATE_LOG_LEVEL", flag: "log-level", def: "info", help: "debug, info, warn or error"},
 	{env: "IOTGATE_LOG_FORMAT", flag: "log-format", def: "text", help: "text or json"},
 	{env: "IOTGATE_SHUTDOWN_TIMEOUT", flag: "shutdown-timeout", def: "15s", help: "how long a graceful shutdown may take"},
@@ -108,6 +110,11 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 	}
 	if cfg.HTTPAddr, err = hostPort("IOTGATE_HTTP_ADDR", get("IOTGATE_HTTP_ADDR")); err != nil {
 		return cfg, nil, err
+	}
+	if m := get("IOTGATE_METRICS_ADDR"); m != "" {
+		if cfg.MetricsAddr, err = hostPort("IOTGATE_METRICS_ADDR", m); err != nil {
+			return cfg, nil, err
+		}
 	}
 	d := get("IOTGATE_DOMAIN")
 	if d == "" {

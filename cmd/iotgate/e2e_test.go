@@ -248,16 +248,37 @@ func TestE2E(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			pg := servers.PostgresForTest(t)
 			xs := servers.XMPPForTest(t, name, servers.XMPPOptions{Components: map[string]string{e2eDomain: e2eSecret}})
+			metricsAddr := freeAddr(t)
 			env := map[string]string{
 				"IOTGATE_XMPP_ADDR":    xs.ComponentAddr(),
 				"IOTGATE_DOMAIN":       e2eDomain,
 				"IOTGATE_SECRET":       e2eSecret,
 				"IOTGATE_DATABASE_URL": pg.DSN(),
+				"IOTGATE_METRICS_ADDR": metricsAddr,
 			}
 			g := startGate(t, env)
 			g.waitReady(200, 30*time.Second, nil)
 
 			t.Run("Readings", func(t *testing.T) { testReadings(t, g, xs) })
+			t.Run("Metrics", func(t *testing.T) {
+				resp, err := http.Get("http://" + metricsAddr + "/metrics")
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer resp.Body.Close()
+				body, _ := io.ReadAll(resp.Body)
+				for _, want := range []string{
+					"iotgate_readings_accepted_total 3",
+					`iotgate_readings_refused_total{reason="invalid"} 3`,
+					`iotgate_readings_refused_total{reason="unregistered"} 1`,
+					"iotgate_xmpp_up 1",
+					`go_sql_open_connections{db_name="iotgate"}`,
+				} {
+					if !strings.Contains(string(body), want) {
+						t.Errorf("metrics lack %q", want)
+					}
+				}
+			})
 			t.Run("XMPPServerKilled", func(t *testing.T) {
 				for round := 1; round <= 2; round++ {
 					if err := xs.Kill(); err != nil {
@@ -297,6 +318,7 @@ func TestE2E(t *testing.T) {
 					env2[k] = v
 				}
 				env2["IOTGATE_SECRET"] = "wrong"
+				delete(env2, "IOTGATE_METRICS_ADDR")
 				g2 := startGate(t, env2)
 				g2.waitReady(503, 20*time.Second, func(b readyBody) bool {
 					return strings.Contains(b.Checks["xmpp"].Error, "secret")

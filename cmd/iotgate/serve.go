@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"strconv"
 	"sync"
 	"time"
@@ -39,9 +41,17 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		Logger: log,
 	})
 	presence := devices.NewPresence(db, nil, log.With("part", "presence"))
-	svc := devices.NewService(db, registry, devices.ServiceConfig{Logger: log, Presence: presence})
+	var readings *component.ReadingHandler
+	var conn *component.Conn
+	metrics := api.NewMetrics(api.MetricsSources{
+		XMPP:          xmppStats{&conn},
+		OnlineDevices: func() int { return len(presence.OnlineJIDs()) },
+		RateLimited:   func() uint64 { return readings.RateLimited() },
+		DB:            db.SQL(),
+	})
+	svc := devices.NewService(db, registry, devices.ServiceConfig{Logger: log, Presence: presence, Observer: metrics})
 
-	conn, err := component.New(component.Config{
+	conn, err = component.New(component.Config{
 		Addr: cfg.XMPPAddr, Domain: cfg.Domain, Secret: cfg.Secret,
 		Software: "iotgate", Version: buildVersion(), MaxStanzaBytes: cfg.MaxStanzaBytes,
 		Logger: log.With("part", "xmpp"),
@@ -49,7 +59,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	readings := component.NewReadingHandler(conn, svc,
+	readings = component.NewReadingHandler(conn, svc,
 		component.RateLimit{Rate: float64(cfg.DeviceRate), Burst: float64(cfg.DeviceBurst)}, log.With("part", "readings"))
 	readings.Presence = component.NewPresenceHandler(conn, svc, log.With("part", "presence"))
 	conn.SetHandler(readings)
@@ -75,6 +85,18 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
 	}
 	log.Info("REST API listening", "addr", srv.Addr().String(), "swagger", "http://"+srv.Addr().String()+"/swagger/index.html")
+	var metricsSrv *http.Server
+	if cfg.MetricsAddr != "" {
+		ln, err := net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			return fmt.Errorf("listen on %s: %w", cfg.MetricsAddr, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", metrics.Handler())
+		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go metricsSrv.Serve(ln)
+		log.Info("metrics listening", "addr", ln.Addr().String(), "path", "/metrics")
+	}
 
 	ingestCtx, stopIngest := context.WithCancel(context.WithoutCancel(ctx))
 	xmppCtx, stopXMPP := context.WithCancel(context.WithoutCancel(ctx))
@@ -106,10 +128,12 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := <-httpDone; err != nil {
 		log.Warn("HTTP shutdown incomplete", "err", err)
 	}
-	// The stream goes first so no new readings arrive; ingest then
-	// commits what is queued and answers the devices waiting for it...
-	// which needs the stream. So: stop taking stanzas by closing the
-	// stream only after ingest drained.
+	if metricsSrv != nil {
+		metricsSrv.Shutdown(sctx)
+	}
+	// Ingest drains before the stream closes: its last commits still need
+	// the stream to acknowledge the devices' IQs. New readings meanwhile
+	// are answered "wait".
 	stopIngest()
 	waitOr(sctx, func() { <-svcStopped(svc) })
 	stopXMPP()
@@ -117,6 +141,14 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	log.Info("iotgate stopped")
 	return err
 }
+
+// xmppStats reads the connection once it exists (the metrics are created
+// before it, since the ingest path reports to them).
+type xmppStats struct{ c **component.Conn }
+
+func (x xmppStats) Health(ctx context.Context) (bool, time.Time, error) { return (*x.c).Health(ctx) }
+func (x xmppStats) Reconnects() uint64                                  { return (*x.c).Reconnects() }
+func (x xmppStats) PendingIQs() int                                     { return (*x.c).PendingIQs() }
 
 // svcStopped adapts Service.Stopped for waitOr.
 func svcStopped(s *devices.Service) <-chan struct{} { return s.Stopped() }

@@ -1,0 +1,115 @@
+package api
+
+import (
+	"context"
+	"database/sql"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/iotgate/iotgate/devices"
+)
+
+// XMPPStats is what the metrics read from the XMPP connection.
+type XMPPStats interface {
+	Health(ctx context.Context) (ok bool, since time.Time, err error)
+	Reconnects() uint64
+	PendingIQs() int
+}
+
+// MetricsSources are the parts whose state the metrics read when scraped.
+// Nil fields leave their metrics out.
+type MetricsSources struct {
+	XMPP XMPPStats
+	// OnlineDevices counts devices with an available resource.
+	OnlineDevices func() int
+	// RateLimited counts stanzas refused for exceeding a device's rate.
+	RateLimited func() uint64
+	// DB is the database pool, for its connection statistics.
+	DB *sql.DB
+}
+
+// Metrics is iotgate's Prometheus registry. It also receives the ingest
+// path's measurements (it is a devices.Observer).
+type Metrics struct {
+	reg       *prometheus.Registry
+	accepted  prometheus.Counter
+	refused   *prometheus.CounterVec
+	batchSize prometheus.Histogram
+	commit    prometheus.Histogram
+}
+
+var _ devices.Observer = (*Metrics)(nil)
+
+// NewMetrics returns a registry with iotgate's metrics and the Go runtime's.
+func NewMetrics(src MetricsSources) *Metrics {
+	m := &Metrics{reg: prometheus.NewRegistry()}
+	m.accepted = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "iotgate_readings_accepted_total", Help: "Readings validated and committed.",
+	})
+	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "iotgate_readings_refused_total", Help: "Readings not stored, by reason (invalid, unregistered, unavailable, queue_full).",
+	}, []string{"reason"})
+	for _, r := range []string{devices.RefusedInvalid, devices.RefusedUnregistered, devices.RefusedUnavailable, devices.RefusedQueueFull} {
+		m.refused.WithLabelValues(r)
+	}
+	m.batchSize = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "iotgate_ingest_batch_readings", Help: "Readings per group commit.",
+		Buckets: prometheus.ExponentialBuckets(1, 2, 11),
+	})
+	m.commit = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "iotgate_ingest_commit_seconds", Help: "Duration of one group commit of readings.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+	})
+	m.reg.MustRegister(m.accepted, m.refused, m.batchSize, m.commit,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	if x := src.XMPP; x != nil {
+		m.reg.MustRegister(
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "iotgate_xmpp_up", Help: "1 while the component stream is established."},
+				func() float64 {
+					if ok, _, _ := x.Health(context.Background()); ok {
+						return 1
+					}
+					return 0
+				}),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "iotgate_xmpp_reconnects_total", Help: "Times the component stream was re-established."},
+				func() float64 { return float64(x.Reconnects()) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "iotgate_xmpp_pending_iqs", Help: "IQs sent and waiting for an answer."},
+				func() float64 { return float64(x.PendingIQs()) }),
+		)
+	}
+	if f := src.OnlineDevices; f != nil {
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "iotgate_devices_online", Help: "Devices with an available resource."},
+			func() float64 { return float64(f()) }))
+	}
+	if f := src.RateLimited; f != nil {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "iotgate_xmpp_rate_limited_total", Help: "Device stanzas refused for exceeding the device's rate."},
+			func() float64 { return float64(f()) }))
+	}
+	if src.DB != nil {
+		m.reg.MustRegister(collectors.NewDBStatsCollector(src.DB, "iotgate"))
+	}
+	return m
+}
+
+// ReadingsCommitted implements devices.Observer.
+func (m *Metrics) ReadingsCommitted(n int, d time.Duration) {
+	m.accepted.Add(float64(n))
+	m.batchSize.Observe(float64(n))
+	m.commit.Observe(d.Seconds())
+}
+
+// ReadingRefused implements devices.Observer.
+func (m *Metrics) ReadingRefused(reason string) { m.refused.WithLabelValues(reason).Inc() }
+
+// Handler serves the metrics in Prometheus' text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// Registry returns the registry, for metrics added by other parts.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }

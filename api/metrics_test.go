@@ -1,0 +1,57 @@
+package api
+
+import (
+	"context"
+	"io"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/iotgate/iotgate/devices"
+)
+
+type fakeXMPPStats struct{ up bool }
+
+func (f fakeXMPPStats) Health(context.Context) (bool, time.Time, error) {
+	return f.up, time.Time{}, nil
+}
+func (fakeXMPPStats) Reconnects() uint64 { return 3 }
+func (fakeXMPPStats) PendingIQs() int    { return 7 }
+
+func TestMetrics(t *testing.T) {
+	m := NewMetrics(MetricsSources{
+		XMPP:          fakeXMPPStats{up: true},
+		OnlineDevices: func() int { return 2 },
+		RateLimited:   func() uint64 { return 5 },
+	})
+	m.ReadingsCommitted(10, 3*time.Millisecond)
+	m.ReadingsCommitted(6, time.Millisecond)
+	m.ReadingRefused(devices.RefusedInvalid)
+
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body, _ := io.ReadAll(rec.Body)
+	tests := []struct {
+		name, want string
+	}{
+		{"Accepted", "iotgate_readings_accepted_total 16"},
+		{"RefusedInvalid", `iotgate_readings_refused_total{reason="invalid"} 1`},
+		{"RefusedZeroSeries", `iotgate_readings_refused_total{reason="queue_full"} 0`},
+		{"Batches", "iotgate_ingest_batch_readings_count 2"},
+		{"CommitSeconds", "iotgate_ingest_commit_seconds_sum 0.004"},
+		{"XMPPUp", "iotgate_xmpp_up 1"},
+		{"Reconnects", "iotgate_xmpp_reconnects_total 3"},
+		{"PendingIQs", "iotgate_xmpp_pending_iqs 7"},
+		{"Online", "iotgate_devices_online 2"},
+		{"RateLimited", "iotgate_xmpp_rate_limited_total 5"},
+		{"GoRuntime", "go_goroutines "},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if !strings.Contains(string(body), tt.want) {
+				t.Errorf("metrics lack %q", tt.want)
+			}
+		})
+	}
+}

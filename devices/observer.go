@@ -1,0 +1,27 @@
+package devices
+
+import "time"
+
+// Refusal reasons reported to an Observer.
+const (
+	RefusedInvalid      = "invalid"      // the payload failed its schema (or had none in its namespace)
+	RefusedUnregistered = "unregistered" // the sender is not a registered device
+	RefusedUnavailable  = "unavailable"  // not stored: database or registry down, shutting down
+	RefusedQueueFull    = "queue_full"   // the ingest queue was full
+)
+
+// Observer receives measurements from the ingest path, for metrics. The
+// service calls it synchronously: implementations must be quick and safe
+// for concurrent use.
+type Observer interface {
+	// ReadingsCommitted reports one group commit: how many readings and
+	// how long the transaction took.
+	ReadingsCommitted(n int, d time.Duration)
+	// ReadingRefused reports one reading not stored, and why.
+	ReadingRefused(reason string)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) ReadingsCommitted(int, time.Duration) {}
+func (nopObserver) ReadingRefused(string)                {}
