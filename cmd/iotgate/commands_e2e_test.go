@@ -564,6 +564,8 @@ func BenchmarkCommandLatency(b *testing.B) {
 			lat := make([]time.Duration, b.N)
 			var next atomic.Int64
 			var failed atomic.Int64
+			var codesMu sync.Mutex
+			codes := map[string]int{}
 			var wg sync.WaitGroup
 			b.ResetTimer()
 			start := time.Now()
@@ -578,13 +580,21 @@ func BenchmarkCommandLatency(b *testing.B) {
 						}
 						t0 := time.Now()
 						resp, err := client.Post(base+"/v1/devices/"+url.PathEscape(jids[i%nDevices])+"/commands", "application/json", bytes.NewReader(body))
+						var raw []byte
 						if err == nil {
-							io.Copy(io.Discard, resp.Body)
+							raw, _ = io.ReadAll(resp.Body)
 							resp.Body.Close()
 						}
 						lat[i] = time.Since(t0)
 						if err != nil || resp.StatusCode != 200 {
 							failed.Add(1)
+							what := fmt.Sprint(err)
+							if err == nil {
+								what = fmt.Sprintf("%d %.200s", resp.StatusCode, raw)
+							}
+							codesMu.Lock()
+							codes[what]++
+							codesMu.Unlock()
 						}
 					}
 				}()
@@ -593,7 +603,7 @@ func BenchmarkCommandLatency(b *testing.B) {
 			elapsed := time.Since(start)
 			b.StopTimer()
 			if n := failed.Load(); n > 0 {
-				b.Fatalf("%d of %d commands did not answer 200", n, b.N)
+				b.Fatalf("%d of %d commands did not answer 200: %v", n, b.N, codes)
 			}
 			slices.Sort(lat)
 			q := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) / 1000 }
