@@ -163,3 +163,33 @@ func TestParseCenti(t *testing.T) {
 		}
 	}
 }
+
+// FuzzThermostatCommand feeds commands as iotgate (or anyone) might send
+// them: the thermostat never panics, and what it answers with a result is
+// a valid <state>.
+func FuzzThermostatCommand(f *testing.F) {
+	const ns = `xmlns="urn:example:thermostat"`
+	for _, seed := range []string{
+		`<get ` + ns + `/>`, `<set ` + ns + `><target>23.5</target></set>`, `<set ` + ns + ` unit="F"><target>-40</target><mode>cool</mode></set>`,
+		`<set ` + ns + `><mode>auto</mode></set>`, `<set ` + ns + `><target>1e3</target></set>`, `<reboot ` + ns + `/>`, `<get`, ``,
+	} {
+		f.Add(seed)
+	}
+	s, err := xsd.Compile(examples.Thermostat(), xsd.CompileOptions{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer s.Free()
+	f.Fuzz(func(t *testing.T, payload string) {
+		th := NewThermostat(1)
+		rep := th.Command(device.IQ{Type: "set", Payload: payload})
+		if rep.Type == "result" {
+			if err := s.Validate([]byte(rep.Payload), xsd.Limits{}); err != nil {
+				t.Fatalf("state %s for %q: %v", rep.Payload, payload, err)
+			}
+		}
+		if err := s.Validate([]byte(th.Reading(false)), xsd.Limits{}); err != nil {
+			t.Fatalf("reading after %q: %v", payload, err)
+		}
+	})
+}
