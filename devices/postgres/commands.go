@@ -30,7 +30,7 @@ const commandColumns = `c.id, c.device_id, d.jid, c.type, c.payload, c.resource,
 
 const commandFrom = ` FROM commands c JOIN devices d ON d.id = c.device_id`
 
-func scanCommand(row interface{ Scan(...any) error }) (*devices.Command, error) {
+func scanCommand(row rowScanner) (*devices.Command, error) {
 	var c devices.Command
 	var timeoutMS int64
 	var expires, sent, completed, answered sql.NullTime
@@ -239,23 +239,12 @@ func (db *DB) Commands(ctx context.Context, deviceJID string, f devices.CommandF
 		where += ` AND (c.created_at, c.id) < ($3, $4)`
 		args = append(args, time.Unix(0, n).UTC(), id)
 	}
-	rows, err := db.db.QueryContext(ctx, `SELECT `+commandColumns+commandFrom+` WHERE `+where+`
+	items, err := queryRows(ctx, db.db, "list commands", scanCommand, `SELECT `+commandColumns+commandFrom+` WHERE `+where+`
 		ORDER BY c.created_at DESC, c.id DESC LIMIT $2`, args...)
 	if err != nil {
-		return nil, translate(err, "list commands")
+		return nil, err
 	}
-	defer rows.Close()
-	page := &devices.CommandPage{Items: []*devices.Command{}}
-	for rows.Next() {
-		c, err := scanCommand(rows)
-		if err != nil {
-			return nil, translate(err, "list commands")
-		}
-		page.Items = append(page.Items, c)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, translate(err, "list commands")
-	}
+	page := &devices.CommandPage{Items: items}
 	if len(page.Items) > f.Limit {
 		page.Items = page.Items[:f.Limit]
 		page.NextCursor = commandCursor(page.Items[len(page.Items)-1])
@@ -313,43 +302,17 @@ func (db *DB) UpdateCommand(ctx context.Context, c *devices.Command, from []devi
 // QueuedCommands returns up to limit queued commands of a device, oldest
 // first.
 func (db *DB) QueuedCommands(ctx context.Context, deviceJID string, limit int) ([]*devices.Command, error) {
-	rows, err := db.db.QueryContext(ctx, `SELECT `+commandColumns+commandFrom+`
+	return queryRows(ctx, db.db, "list queued commands", scanCommand, `SELECT `+commandColumns+commandFrom+`
 		WHERE d.jid = $1 AND c.status = 'queued'
 		ORDER BY c.created_at, c.id LIMIT $2`, deviceJID, limit)
-	if err != nil {
-		return nil, translate(err, "list queued commands")
-	}
-	defer rows.Close()
-	var out []*devices.Command
-	for rows.Next() {
-		c, err := scanCommand(rows)
-		if err != nil {
-			return nil, translate(err, "list queued commands")
-		}
-		out = append(out, c)
-	}
-	return out, translate(rows.Err(), "list queued commands")
 }
 
 // QueuedDeviceJIDs returns the devices that have queued commands.
 func (db *DB) QueuedDeviceJIDs(ctx context.Context) ([]string, error) {
-	rows, err := db.db.QueryContext(ctx, `
+	return queryRows(ctx, db.db, "list devices with queued commands", scanString, `
 		SELECT d.jid FROM devices d
 		WHERE EXISTS (SELECT 1 FROM commands c WHERE c.device_id = d.id AND c.status = 'queued')
 		ORDER BY d.jid`)
-	if err != nil {
-		return nil, translate(err, "list devices with queued commands")
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var j string
-		if err := rows.Scan(&j); err != nil {
-			return nil, translate(err, "list devices with queued commands")
-		}
-		out = append(out, j)
-	}
-	return out, translate(rows.Err(), "list devices with queued commands")
 }
 
 // ExpireCommands moves queued commands whose expires_at is not after now

@@ -20,7 +20,7 @@ var _ devices.Store = (*DB)(nil)
 
 const deviceColumns = `id, jid, name, labels, schema_name, schema_version, created_at, updated_at, last_seen_at`
 
-func scanDevice(row interface{ Scan(...any) error }) (*devices.Device, error) {
+func scanDevice(row rowScanner) (*devices.Device, error) {
 	var d devices.Device
 	var labels []byte
 	var schema sql.NullString
@@ -112,22 +112,11 @@ func (db *DB) Devices(ctx context.Context, f devices.DeviceFilter) (*devices.Dev
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
 	q += " ORDER BY jid LIMIT " + arg(f.Limit+1)
-	rows, err := db.db.QueryContext(ctx, q, args...)
+	items, err := queryRows(ctx, db.db, "list devices", scanDevice, q, args...)
 	if err != nil {
-		return nil, translate(err, "list devices")
+		return nil, err
 	}
-	defer rows.Close()
-	page := &devices.DevicePage{Items: []*devices.Device{}}
-	for rows.Next() {
-		d, err := scanDevice(rows)
-		if err != nil {
-			return nil, translate(err, "list devices")
-		}
-		page.Items = append(page.Items, d)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, translate(err, "list devices")
-	}
+	page := &devices.DevicePage{Items: items}
 	if len(page.Items) > f.Limit {
 		page.Items = page.Items[:f.Limit]
 		page.NextCursor = base64.RawURLEncoding.EncodeToString([]byte(page.Items[f.Limit-1].JID))

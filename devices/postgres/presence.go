@@ -14,20 +14,7 @@ var _ devices.PresenceStore = (*DB)(nil)
 // DeviceJIDs returns every registered JID, for presence probes after a
 // (re)connection.
 func (db *DB) DeviceJIDs(ctx context.Context) ([]string, error) {
-	rows, err := db.db.QueryContext(ctx, `SELECT jid FROM devices ORDER BY jid`)
-	if err != nil {
-		return nil, translate(err, "list device JIDs")
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var j string
-		if err := rows.Scan(&j); err != nil {
-			return nil, translate(err, "list device JIDs")
-		}
-		out = append(out, j)
-	}
-	return out, translate(rows.Err(), "list device JIDs")
+	return queryRows(ctx, db.db, "list device JIDs", scanString, `SELECT jid FROM devices ORDER BY jid`)
 }
 
 // InsertPresenceEvents records online/offline transitions. Events of

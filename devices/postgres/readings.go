@@ -94,27 +94,19 @@ func (db *DB) InsertRejections(ctx context.Context, rs []*devices.Rejection) err
 
 // LatestReading returns the device's newest reading. Errors: not_found.
 func (db *DB) LatestReading(ctx context.Context, jid string) (*devices.Reading, error) {
-	r := &devices.Reading{DeviceJID: jid}
-	var dt sql.NullTime
-	var data []byte
-	err := db.db.QueryRowContext(ctx, `
-		SELECT r.id, r.device_id, r.received_at, r.device_time, r.xml, r.data
-		FROM devices d JOIN readings r ON r.device_id = d.id
+	r, err := scanReading(db.db.QueryRowContext(ctx, `
+		SELECT `+readingColumns+`
+		FROM devices d JOIN readings t ON t.device_id = d.id
 		WHERE d.jid = $1
-		ORDER BY r.received_at DESC, r.id DESC
-		LIMIT 1`, jid).Scan(&r.ID, &r.DeviceID, &r.ReceivedAt, &dt, &r.XML, &data)
+		ORDER BY t.received_at DESC, t.id DESC
+		LIMIT 1`, jid))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, devices.Errorf(devices.ENotFound, "device %s has no readings", jid)
 	}
 	if err != nil {
 		return nil, translate(err, "get latest reading")
 	}
-	r.ReceivedAt = r.ReceivedAt.UTC()
-	if dt.Valid {
-		t := dt.Time.UTC()
-		r.DeviceTime = &t
-	}
-	r.Data = data
+	r.DeviceJID = jid
 	return r, nil
 }
 
@@ -172,38 +164,47 @@ func pageQuery(table, columns, jid string, f devices.ReadingFilter) (string, []a
 	return q, args, nil
 }
 
+// readingColumns are the columns scanReading reads, from alias t.
+const readingColumns = "t.id, t.received_at, t.device_time, t.xml, t.data"
+
+func scanReading(row rowScanner) (*devices.Reading, error) {
+	r := &devices.Reading{}
+	var dt sql.NullTime
+	var data []byte
+	if err := row.Scan(&r.ID, &r.ReceivedAt, &dt, &r.XML, &data); err != nil {
+		return nil, err
+	}
+	r.ReceivedAt = r.ReceivedAt.UTC()
+	if dt.Valid {
+		t := dt.Time.UTC()
+		r.DeviceTime = &t
+	}
+	r.Data = data
+	return r, nil
+}
+
+func scanRejection(row rowScanner) (*devices.Rejection, error) {
+	r := &devices.Rejection{}
+	if err := row.Scan(&r.ID, &r.ReceivedAt, &r.Via, &r.Reason, &r.Payload); err != nil {
+		return nil, err
+	}
+	r.ReceivedAt = r.ReceivedAt.UTC()
+	return r, nil
+}
+
 // Readings returns a page of a device's readings. Errors: invalid (cursor).
 func (db *DB) Readings(ctx context.Context, jid string, f devices.ReadingFilter) (*devices.ReadingPage, error) {
-	q, args, err := pageQuery("readings", "t.id, t.received_at, t.device_time, t.xml, t.data", jid, f)
+	q, args, err := pageQuery("readings", readingColumns, jid, f)
 	if err != nil {
 		return nil, err
 	}
-	rows, err := db.db.QueryContext(ctx, q, args...)
+	items, err := queryRows(ctx, db.db, "list readings", scanReading, q, args...)
 	if err != nil {
-		return nil, translate(err, "list readings")
+		return nil, err
 	}
-	defer rows.Close()
-	page := &devices.ReadingPage{Items: []*devices.Reading{}}
-	for rows.Next() {
-		r := &devices.Reading{DeviceJID: jid}
-		var dt sql.NullTime
-		var data []byte
-		if err := rows.Scan(&r.ID, &r.ReceivedAt, &dt, &r.XML, &data); err != nil {
-			return nil, translate(err, "list readings")
-		}
-		r.ReceivedAt = r.ReceivedAt.UTC()
-		if dt.Valid {
-			t := dt.Time.UTC()
-			r.DeviceTime = &t
-		}
-		r.Data = data
-		page.Items = append(page.Items, r)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, translate(err, "list readings")
-	}
-	if len(page.Items) > f.Limit {
-		page.Items = page.Items[:f.Limit]
+	page := &devices.ReadingPage{Items: items}
+	if len(items) > f.Limit {
+		page.Items = items[:f.Limit]
 		last := page.Items[f.Limit-1]
 		page.NextCursor = cursor{last.ReceivedAt, last.ID}.String()
 	}
@@ -217,25 +218,13 @@ func (db *DB) Rejections(ctx context.Context, jid string, f devices.ReadingFilte
 	if err != nil {
 		return nil, err
 	}
-	rows, err := db.db.QueryContext(ctx, q, args...)
+	items, err := queryRows(ctx, db.db, "list rejections", scanRejection, q, args...)
 	if err != nil {
-		return nil, translate(err, "list rejections")
+		return nil, err
 	}
-	defer rows.Close()
-	page := &devices.RejectionPage{Items: []*devices.Rejection{}}
-	for rows.Next() {
-		r := &devices.Rejection{DeviceJID: jid}
-		if err := rows.Scan(&r.ID, &r.ReceivedAt, &r.Via, &r.Reason, &r.Payload); err != nil {
-			return nil, translate(err, "list rejections")
-		}
-		r.ReceivedAt = r.ReceivedAt.UTC()
-		page.Items = append(page.Items, r)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, translate(err, "list rejections")
-	}
-	if len(page.Items) > f.Limit {
-		page.Items = page.Items[:f.Limit]
+	page := &devices.RejectionPage{Items: items}
+	if len(items) > f.Limit {
+		page.Items = items[:f.Limit]
 		last := page.Items[f.Limit-1]
 		page.NextCursor = cursor{last.ReceivedAt, last.ID}.String()
 	}

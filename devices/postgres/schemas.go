@@ -20,7 +20,7 @@ var _ schemas.Store = (*DB)(nil)
 
 const schemaColumns = `name, version, description, xsd, target_namespace, global_elements, created_at, imports`
 
-func scanSchema(row interface{ Scan(...any) error }) (*schemas.Schema, error) {
+func scanSchema(row rowScanner) (*schemas.Schema, error) {
 	var s schemas.Schema
 	var imports []byte
 	if err := row.Scan(&s.Name, &s.Version, &s.Description, &s.XSD, &s.TargetNamespace,
@@ -101,23 +101,7 @@ func (db *DB) Schemas(ctx context.Context) ([]*schemas.Schema, error) {
 }
 
 func (db *DB) querySchemas(ctx context.Context, q string, args ...any) ([]*schemas.Schema, error) {
-	rows, err := db.db.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, translate(err, "list schemas")
-	}
-	defer rows.Close()
-	out := []*schemas.Schema{}
-	for rows.Next() {
-		s, err := scanSchema(rows)
-		if err != nil {
-			return nil, translate(err, "list schemas")
-		}
-		out = append(out, s)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, translate(err, "list schemas")
-	}
-	return out, nil
+	return queryRows(ctx, db.db, "list schemas", scanSchema, q, args...)
 }
 
 // SchemaByNamespace returns the newest version with target namespace ns.

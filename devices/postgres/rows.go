@@ -1,0 +1,39 @@
+package postgres
+
+import (
+	"context"
+	"database/sql"
+)
+
+// rowScanner is what *sql.Row and *sql.Rows share.
+type rowScanner interface{ Scan(...any) error }
+
+// queryRows runs q and scans every row with scan, so that each store method
+// states its query and its row shape, not the loop. op names the query in
+// errors.
+func queryRows[T any](ctx context.Context, db *sql.DB, op string, scan func(rowScanner) (T, error), q string, args ...any) ([]T, error) {
+	rows, err := db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, translate(err, op)
+	}
+	defer rows.Close()
+	out := []T{}
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, translate(err, op)
+		}
+		out = append(out, v)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, translate(err, op)
+	}
+	return out, nil
+}
+
+// scanString scans a one-column text row.
+func scanString(r rowScanner) (string, error) {
+	var s string
+	err := r.Scan(&s)
+	return s, err
+}
