@@ -40,6 +40,8 @@ type Metrics struct {
 	refused   *prometheus.CounterVec
 	batchSize prometheus.Histogram
 	commit    prometheus.Histogram
+	commands  *prometheus.CounterVec
+	cmdTime   prometheus.Histogram
 }
 
 var _ devices.Observer = (*Metrics)(nil)
@@ -64,7 +66,14 @@ func NewMetrics(src MetricsSources) *Metrics {
 		Name: "iotgate_ingest_commit_seconds", Help: "Duration of one group commit of readings.",
 		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 	})
-	m.reg.MustRegister(m.accepted, m.refused, m.batchSize, m.commit,
+	m.commands = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "iotgate_commands_total", Help: "Commands that ended, by status and error code.",
+	}, []string{"status", "code"})
+	m.cmdTime = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "iotgate_command_seconds", Help: "Time from a command's creation to its successful answer.",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
+	})
+	m.reg.MustRegister(m.accepted, m.refused, m.batchSize, m.commit, m.commands, m.cmdTime,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	if x := src.XMPP; x != nil {
@@ -101,6 +110,14 @@ func (m *Metrics) ReadingsCommitted(n int, d time.Duration) {
 	m.accepted.Add(float64(n))
 	m.batchSize.Observe(float64(n))
 	m.commit.Observe(d.Seconds())
+}
+
+// CommandFinished implements devices.Observer.
+func (m *Metrics) CommandFinished(status devices.CommandStatus, code string, d time.Duration) {
+	m.commands.WithLabelValues(string(status), code).Inc()
+	if status == devices.CommandSucceeded && d > 0 {
+		m.cmdTime.Observe(d.Seconds())
+	}
 }
 
 // ReadingRefused implements devices.Observer.

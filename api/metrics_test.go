@@ -28,6 +28,8 @@ func TestMetrics(t *testing.T) {
 	m.ReadingsCommitted(10, 3*time.Millisecond)
 	m.ReadingsCommitted(6, time.Millisecond)
 	m.ReadingRefused(devices.RefusedInvalid)
+	m.CommandFinished(devices.CommandSucceeded, "", 20*time.Millisecond)
+	m.CommandFinished(devices.CommandFailed, devices.CmdErrDeviceOffline, 0)
 
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
@@ -45,6 +47,9 @@ func TestMetrics(t *testing.T) {
 		{"PendingIQs", "iotgate_xmpp_pending_iqs 7"},
 		{"Online", "iotgate_devices_online 2"},
 		{"RateLimited", "iotgate_xmpp_rate_limited_total 5"},
+		{"CommandsOK", `iotgate_commands_total{code="",status="succeeded"} 1`},
+		{"CommandsOffline", `iotgate_commands_total{code="device_offline",status="failed"} 1`},
+		{"CommandSeconds", "iotgate_command_seconds_count 1"},
 		{"GoRuntime", "go_goroutines "},
 	}
 	for _, tt := range tests {

@@ -406,6 +406,8 @@ type CommandsConfig struct {
 	RedeliverInterval time.Duration
 	Clock             Clock
 	Logger            *slog.Logger
+	// Observer receives each command's outcome; nil discards them.
+	Observer Observer
 }
 
 // Commands is the command service: it validates, stores and delivers
@@ -463,6 +465,9 @@ func NewCommands(store CommandStore, devs CommandDevices, schemas SchemaSource, 
 	}
 	if cfg.RedeliverInterval <= 0 {
 		cfg.RedeliverInterval = 30 * time.Second
+	}
+	if cfg.Observer == nil {
+		cfg.Observer = nopObserver{}
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
@@ -614,6 +619,9 @@ func (s *Commands) Submit(ctx context.Context, req CommandRequest) (*Command, bo
 		// A command that was never sent doesn't hold its key: retrying
 		// with the same key once the device is back must send it.
 		c.IdempotencyKey = ""
+	}
+	if c.Status.Terminal() {
+		s.observe(c)
 	}
 	if err := s.store.CreateCommand(ctx, c, now.Add(-IdempotencyWindow)); err != nil {
 		if release != nil {
@@ -942,6 +950,9 @@ func (s *Commands) recordAnswer(c *Command, schema PayloadSchema, rep CommandRep
 // in-memory outcome still answers the waiting client, and a command left
 // sent in the store is resolved at the next start.
 func (s *Commands) update(c *Command, from []CommandStatus, ev *CommandEvent) {
+	if ev != nil && c.Status.Terminal() {
+		s.observe(c)
+	}
 	ctx, cancel := s.storeCtx()
 	defer cancel()
 	if err := s.store.UpdateCommand(ctx, c, from, ev); err != nil {
@@ -1100,6 +1111,19 @@ func (s *Commands) expire() {
 	if len(ids) > 0 {
 		s.log.Info("queued commands expired", "commands", len(ids))
 	}
+	for range ids {
+		s.cfg.Observer.CommandFinished(CommandExpired, "", 0)
+	}
+}
+
+// observe reports a command that reached a terminal status, with how long
+// it took from creation.
+func (s *Commands) observe(c *Command) {
+	var d time.Duration
+	if c.CompletedAt != nil {
+		d = c.CompletedAt.Sub(c.CreatedAt)
+	}
+	s.cfg.Observer.CommandFinished(c.Status, c.ErrorCode, d)
 }
 
 func (s *Commands) redeliver() {

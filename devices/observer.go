@@ -10,7 +10,8 @@ const (
 	RefusedQueueFull    = "queue_full"   // the ingest queue was full
 )
 
-// Observer receives measurements from the ingest path, for metrics. The
+// Observer receives measurements from the ingest path and the command
+// service, for metrics. The
 // service calls it synchronously: implementations must be quick and safe
 // for concurrent use.
 type Observer interface {
@@ -19,9 +20,14 @@ type Observer interface {
 	ReadingsCommitted(n int, d time.Duration)
 	// ReadingRefused reports one reading not stored, and why.
 	ReadingRefused(reason string)
+	// CommandFinished reports a command that reached a terminal status,
+	// with its error code (CmdErr..., "" on success) and how long it took
+	// from creation (0 when unknown).
+	CommandFinished(status CommandStatus, code string, d time.Duration)
 }
 
 type nopObserver struct{}
 
-func (nopObserver) ReadingsCommitted(int, time.Duration) {}
-func (nopObserver) ReadingRefused(string)                {}
+func (nopObserver) ReadingsCommitted(int, time.Duration)                 {}
+func (nopObserver) ReadingRefused(string)                                {}
+func (nopObserver) CommandFinished(CommandStatus, string, time.Duration) {}

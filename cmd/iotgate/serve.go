@@ -65,7 +65,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	conn.SetHandler(readings)
 
 	commands := devices.NewCommands(db, svc, registry, presence, conn, devices.CommandsConfig{
-		MaxInFlight: cfg.MaxCommandsInFlight, Logger: log.With("part", "commands"),
+		MaxInFlight: cfg.MaxCommandsInFlight, Logger: log.With("part", "commands"), Observer: metrics,
 	})
 	presence.OnOnline(commands.DeviceOnline)
 	// Commands a previous run left waiting for an answer can't be
