@@ -1,0 +1,668 @@
+//go:build integration
+
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/iotgate/iotgate/internal/device"
+	"github.com/iotgate/iotgate/internal/servers"
+)
+
+// The fault tests run iotgate under load from several devices and break
+// one of its neighbours (the XMPP server, PostgreSQL, iotgate itself) in
+// the middle. Whatever happens, a reading a device saw acknowledged must
+// be stored: acked ⊆ stored. Each test is bounded in time and in the
+// readings it sends.
+//
+//	go test -race -tags integration -run 'TestE2EFault' -count 1 -v ./cmd/iotgate/
+
+// loadDevice is one device of a load: it logs in (again, after its
+// session drops) and sends IQ readings, each with a seq of its own, with
+// a few outstanding at once.
+type loadDevice struct {
+	jid string
+	e   *commandsEnv
+
+	mu     sync.Mutex
+	acked  map[int]bool   // seq of readings answered with a result
+	errors map[string]int // "type/condition" of error answers
+	sent   int
+	logins int
+}
+
+// load is a set of devices sending IQ readings until stopped or until
+// each has sent loadMax readings.
+type load struct {
+	devs   []*loadDevice
+	stop   chan struct{}
+	wg     sync.WaitGroup
+	nAcked atomic.Int64
+	nWait  atomic.Int64
+}
+
+const (
+	loadDevices = 5
+	loadWindow  = 3                     // IQ readings outstanding per device
+	loadPace    = 20 * time.Millisecond // pause between readings per sender
+	loadMax     = 1000                  // readings per device, at most
+
+	loadIQTimeout = 3 * time.Second // how long a device waits for an answer
+)
+
+// startLoad registers loadDevices devices and starts sending readings.
+func startLoad(e *commandsEnv, prefix string) *load {
+	e.t.Helper()
+	l := &load{stop: make(chan struct{})}
+	for i := range loadDevices {
+		user := fmt.Sprintf("%s%d", prefix, i)
+		d := &loadDevice{jid: e.register(user), e: e, acked: map[int]bool{}, errors: map[string]int{}}
+		l.devs = append(l.devs, d)
+	}
+	for _, d := range l.devs {
+		l.wg.Add(1)
+		go func() { defer l.wg.Done(); d.run(l) }()
+	}
+	e.t.Cleanup(l.halt)
+	return l
+}
+
+// halt stops the load and waits for its devices to log out.
+func (l *load) halt() {
+	select {
+	case <-l.stop:
+	default:
+		close(l.stop)
+	}
+	l.wg.Wait()
+}
+
+func (l *load) stopped() bool {
+	select {
+	case <-l.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// run logs the device in and sends readings, logging in again whenever the
+// session drops, until the load stops.
+func (d *loadDevice) run(l *load) {
+	user, _, _ := strings.Cut(d.jid, "@")
+	var next atomic.Int64
+	for !l.stopped() && int(next.Load()) < loadMax {
+		ctx, cancel := context.WithTimeout(d.e.ctx, 5*time.Second)
+		c, err := device.Dial(ctx, device.Options{Addr: d.e.xs.C2SAddr(), JID: d.jid, Password: "pw-" + user})
+		cancel()
+		if err != nil {
+			select {
+			case <-l.stop:
+			case <-time.After(200 * time.Millisecond):
+			}
+			continue
+		}
+		d.mu.Lock()
+		d.logins++
+		d.mu.Unlock()
+		var wg sync.WaitGroup
+		for range loadWindow {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for !l.stopped() {
+					seq := int(next.Add(1))
+					if seq > loadMax {
+						return
+					}
+					if !d.send(l, c, seq) {
+						return // the session dropped
+					}
+					select {
+					case <-l.stop:
+					case <-c.Done():
+						return
+					case <-time.After(loadPace):
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		c.Close()
+	}
+}
+
+// send sends one reading and records the answer. It returns false if the
+// session ended.
+func (d *loadDevice) send(l *load, c *device.Client, seq int) bool {
+	d.mu.Lock()
+	d.sent++
+	d.mu.Unlock()
+	// A reading iotgate read and did not answer before it died is never
+	// answered: the device gives up on it, as a real one would.
+	ctx, cancel := context.WithTimeout(d.e.ctx, loadIQTimeout)
+	defer cancel()
+	payload := `<reading xmlns="urn:example:thermostat" seq="` + strconv.Itoa(seq) + `"><temperature>20.5</temperature><mode>heat</mode></reading>`
+	rep, err := c.SendIQ(ctx, "set", e2eDomain, payload)
+	if err != nil {
+		// ErrClosed, or no answer at all: not acknowledged.
+		if errors.Is(err, device.ErrClosed) || d.e.ctx.Err() != nil {
+			return false
+		}
+		d.mu.Lock()
+		d.errors["no answer"]++
+		d.mu.Unlock()
+		return true
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if rep.Type == "result" {
+		d.acked[seq] = true
+		l.nAcked.Add(1)
+		return true
+	}
+	d.errors[string(rep.ErrorType)+"/"+string(rep.Condition)]++
+	if rep.ErrorType == "wait" {
+		l.nWait.Add(1)
+	}
+	return true
+}
+
+// waitAcked waits until at least n readings have been acknowledged in all.
+func (l *load) waitAcked(t *testing.T, n int64, within time.Duration, what string) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for l.nAcked.Load() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %d readings acknowledged within %s, want %d", what, l.nAcked.Load(), within, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// storedSeqs pages through a device's readings and returns how often each
+// seq is stored.
+func storedSeqs(g *gate, jid string) map[int]int {
+	g.t.Helper()
+	seqs := map[int]int{}
+	path := "/v1/devices/" + url.PathEscape(jid) + "/readings?order=asc&limit=1000"
+	cursor := ""
+	for {
+		var page struct {
+			Items []struct {
+				Data map[string]any `json:"data"`
+			} `json:"items"`
+			NextCursor string `json:"next_cursor"`
+		}
+		p := path
+		if cursor != "" {
+			p += "&cursor=" + url.QueryEscape(cursor)
+		}
+		if code := g.do("GET", p, nil, &page); code != 200 {
+			g.t.Fatalf("GET %s: %d", p, code)
+		}
+		for _, it := range page.Items {
+			seq, ok := it.Data["@seq"].(float64)
+			if !ok {
+				g.t.Fatalf("stored reading without a seq: %v", it.Data)
+			}
+			seqs[int(seq)]++
+		}
+		if page.NextCursor == "" {
+			return seqs
+		}
+		cursor = page.NextCursor
+	}
+}
+
+// verify stops the load and checks that every acknowledged reading is
+// stored (once), and logs the counts.
+func (l *load) verify(t *testing.T, g *gate) (sent, acked, stored, lost int) {
+	t.Helper()
+	l.halt()
+	errs := map[string]int{}
+	logins := 0
+	for _, d := range l.devs {
+		seqs := storedSeqs(g, d.jid)
+		d.mu.Lock()
+		sent += d.sent
+		acked += len(d.acked)
+		logins += d.logins
+		for k, v := range d.errors {
+			errs[k] += v
+		}
+		for seq := range d.acked {
+			if seqs[seq] == 0 {
+				lost++
+				if lost <= 10 {
+					t.Errorf("%s: reading seq %d acknowledged, not stored", d.jid, seq)
+				}
+			}
+		}
+		for seq, n := range seqs {
+			stored++
+			if n > 1 {
+				t.Errorf("%s: reading seq %d stored %d times", d.jid, seq, n)
+			}
+		}
+		d.mu.Unlock()
+	}
+	t.Logf("readings: sent %d, acknowledged %d, stored %d, lost (acknowledged, not stored) %d; logins %d; error answers %v",
+		sent, acked, stored, lost, logins, errs)
+	if stored > sent {
+		t.Errorf("stored %d readings, more than the %d sent", stored, sent)
+	}
+	return sent, acked, stored, lost
+}
+
+// silentCommands sends n sync commands with a long timeout to a device that
+// never answers, and waits until all of them are sent. The answers arrive
+// on the returned channel.
+func silentCommands(t *testing.T, e *commandsEnv, jid string, n int) <-chan commandAnswer {
+	t.Helper()
+	answers := make(chan commandAnswer, n)
+	g := e.g
+	for range n {
+		go func() { answers <- g.command(jid, map[string]any{"payload": setTarget("42"), "timeout_ms": 60000}) }()
+	}
+	waitSent(t, g, jid, n)
+	return answers
+}
+
+// waitSent waits until the device's n newest commands are all sent.
+func waitSent(t *testing.T, g *gate, jid string, n int) []commandBody {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var page struct{ Items []commandBody }
+		g.do("GET", "/v1/devices/"+url.PathEscape(jid)+"/commands?limit="+strconv.Itoa(n), nil, &page)
+		sent := 0
+		for _, c := range page.Items {
+			if c.Status == "sent" {
+				sent++
+			}
+		}
+		if sent == n {
+			return page.Items
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d commands sent within 10s: %+v", sent, n, page.Items)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// forEachXMPPServer runs a fault test against each XMPP server.
+func forEachXMPPServer(t *testing.T, test func(t *testing.T, name string)) {
+	for _, name := range servers.XMPPServerNames {
+		t.Run(name, func(t *testing.T) { test(t, name) })
+	}
+}
+
+func silent(device.IQ) device.Reply { return device.Reply{Type: device.NoReply} }
+
+func TestE2EFaultXMPPServerKilledUnderLoad(t *testing.T) {
+	forEachXMPPServer(t, testFaultXMPPServerKilledUnderLoad)
+}
+
+// testFaultXMPPServerKilledUnderLoad kills the XMPP server while devices
+// send readings and sync commands wait for a silent device: the commands
+// answer 503 at once, iotgate reconnects when the server is back, the
+// devices log in again and go on, and no acknowledged reading is lost.
+func testFaultXMPPServerKilledUnderLoad(t *testing.T, name string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	e := newCommandsEnv(t, ctx, name)
+	mute := e.register("mute")
+	e.online("mute", silent)
+	l := startLoad(e, "load")
+	l.waitAcked(t, 100, 20*time.Second, "before the kill")
+	const nCommands = 3
+	answers := silentCommands(t, e, mute, nCommands)
+
+	killed := time.Now()
+	if err := e.xs.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	var slowest time.Duration
+	for range nCommands {
+		select {
+		case a := <-answers:
+			d := time.Since(killed)
+			slowest = max(slowest, d)
+			if a.status != 503 || a.code != "xmpp_unavailable" || a.cmd.Status != "failed" {
+				t.Errorf("in-flight command: %d %s %+v, want 503 xmpp_unavailable", a.status, a.code, a.cmd)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("an in-flight command did not fail within 10s of the kill")
+		}
+	}
+	t.Logf("%d in-flight commands answered 503 at most %s after kill -9 of %s", nCommands, slowest.Round(time.Millisecond), name)
+	if slowest > time.Second {
+		t.Errorf("503 %s after the kill, want within a second", slowest)
+	}
+	ackedAtKill := l.nAcked.Load()
+
+	if err := e.xs.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	started := time.Now()
+	back := e.g.waitReady(200, 15*time.Second, nil)
+	t.Logf("/readyz 200 again %s after %s accepted connections", back.Round(time.Millisecond), name)
+	l.waitAcked(t, ackedAtKill+100, 20*time.Second, "after the restart")
+	t.Logf("100 more readings acknowledged %s after the restart", time.Since(started).Round(time.Millisecond))
+
+	_, _, _, lost := l.verify(t, e.g)
+	if lost != 0 {
+		t.Errorf("%d acknowledged readings lost", lost)
+	}
+}
+
+func TestE2EFaultDatabaseStoppedDuringIQReadings(t *testing.T) {
+	forEachXMPPServer(t, testFaultDatabaseStoppedDuringIQReadings)
+}
+
+// testFaultDatabaseStoppedDuringIQReadings stops PostgreSQL while devices
+// send IQ readings: they are told to wait, /readyz says the database is
+// down, ingestion resumes when it is back (iotgate keeps running), and no
+// acknowledged reading is lost.
+func testFaultDatabaseStoppedDuringIQReadings(t *testing.T, name string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	e := newCommandsEnv(t, ctx, name)
+	l := startLoad(e, "load")
+	l.waitAcked(t, 100, 20*time.Second, "before stopping PostgreSQL")
+
+	if err := e.pg.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ackedAtStop := l.nAcked.Load()
+	e.g.waitReady(503, 10*time.Second, func(b readyBody) bool { return !b.Checks["database"].OK && b.Checks["xmpp"].OK })
+	// Devices are told to wait while the database is down.
+	deadline := time.Now().Add(10 * time.Second)
+	for l.nWait.Load() < 20 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d wait errors within 10s of stopping PostgreSQL, want 20", l.nWait.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond) // a while down, under load
+	ackedDown := l.nAcked.Load() - ackedAtStop
+	waitsDown := l.nWait.Load()
+
+	if err := e.pg.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	started := time.Now()
+	e.g.waitReady(200, 15*time.Second, nil)
+	ackedAtStart := l.nAcked.Load()
+	l.waitAcked(t, ackedAtStart+100, 20*time.Second, "after PostgreSQL is back")
+	t.Logf("PostgreSQL down: %d wait errors, %d results (commits that finished as it stopped); 100 more acknowledged %s after it started",
+		waitsDown, ackedDown, time.Since(started).Round(time.Millisecond))
+
+	_, _, _, lost := l.verify(t, e.g)
+	if lost != 0 {
+		t.Errorf("%d acknowledged readings lost", lost)
+	}
+	var nWaitErrs, nOther int
+	for _, d := range l.devs {
+		for k, v := range d.errors {
+			if strings.HasPrefix(k, "wait/") {
+				nWaitErrs += v
+			} else {
+				nOther += v
+			}
+		}
+	}
+	t.Logf("error answers of type wait: %d", nWaitErrs)
+	if nOther != 0 {
+		t.Errorf("%d error answers of a type other than wait", nOther)
+	}
+}
+
+func TestE2EFaultIotgateKilledUnderLoad(t *testing.T) {
+	forEachXMPPServer(t, testFaultIotgateKilledUnderLoad)
+}
+
+// testFaultIotgateKilledUnderLoad kills iotgate (SIGKILL) while devices
+// send readings and commands wait for a silent device, and starts a new
+// one on the same database: every acknowledged reading is there, and the
+// commands in flight are failed with restarted.
+func testFaultIotgateKilledUnderLoad(t *testing.T, name string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	e := newCommandsEnv(t, ctx, name)
+	mute := e.register("mute")
+	e.online("mute", silent)
+	l := startLoad(e, "load")
+	l.waitAcked(t, 100, 20*time.Second, "before the kill")
+	const nCommands = 2
+	var ids []string
+	for range nCommands {
+		a := e.g.command(mute, map[string]any{"payload": setTarget("42"), "mode": "async", "timeout_ms": 60000})
+		if a.status != 202 {
+			t.Fatalf("async command: %d %s", a.status, a.code)
+		}
+		ids = append(ids, a.cmd.ID)
+	}
+	waitSent(t, e.g, mute, nCommands)
+
+	if err := e.g.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-e.g.done
+	ackedAtKill := l.nAcked.Load()
+	killed := time.Now()
+	e.g = startGate(t, e.env)
+	e.g.waitReady(200, 30*time.Second, nil)
+	t.Logf("new iotgate ready %s after kill -9 of the old one", time.Since(killed).Round(time.Millisecond))
+	for _, id := range ids {
+		c := e.g.waitCommand(id, 5*time.Second, "failed", func(c commandBody) bool { return c.Status != "sent" && c.Status != "pending" })
+		if c.Status != "failed" || c.ErrorCode != "restarted" {
+			t.Errorf("command in flight at the kill: %s %s %q, want failed restarted", c.Status, c.ErrorCode, c.Error)
+		}
+	}
+	l.waitAcked(t, ackedAtKill+100, 20*time.Second, "after the restart")
+
+	_, _, _, lost := l.verify(t, e.g)
+	if lost != 0 {
+		t.Errorf("%d acknowledged readings lost", lost)
+	}
+}
+
+// percentile returns the p-quantile of ds (sorted in place).
+func percentile(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	slices.Sort(ds)
+	return ds[int(p*float64(len(ds)-1))]
+}
+
+// metricValue returns the value of an unlabelled metric from iotgate's
+// Prometheus endpoint.
+func metricValue(t *testing.T, addr, name string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				t.Fatalf("metric %s: %v", line, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("metrics lack %s", name)
+	return 0
+}
+
+func TestE2EFaultDeviceFlood(t *testing.T) {
+	forEachXMPPServer(t, testFaultDeviceFlood)
+}
+
+// testFaultDeviceFlood floods iotgate with message readings from one
+// device while another sends IQ readings at a modest pace and a client
+// polls its state, and compares the latencies before and during the flood.
+func testFaultDeviceFlood(t *testing.T, name string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	e := newCommandsEnv(t, ctx, name)
+	// Again, with the metrics endpoint.
+	metricsAddr := freeAddr(t)
+	e.env["IOTGATE_METRICS_ADDR"] = metricsAddr
+	e.g.stop()
+	e.g = startGate(t, e.env)
+	e.g.waitReady(200, 30*time.Second, nil)
+	g := e.g
+
+	flooderJID, otherJID := e.register("flooder"), e.register("steady")
+	dial := func(jid string) *device.Client {
+		user, _, _ := strings.Cut(jid, "@")
+		c, err := device.Dial(ctx, device.Options{Addr: e.xs.C2SAddr(), JID: jid, Password: "pw-" + user})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	flooder, other := dial(flooderJID), dial(otherJID)
+
+	const (
+		phase     = 2 * time.Second
+		floodMax  = 30000 // messages, at most
+		pace      = 20 * time.Millisecond
+		flooding  = 1 // phase index; 0 is before the flood
+		nPhases   = 2
+		restPause = 20 * time.Millisecond
+	)
+	var phaseNow atomic.Int32
+	var mu sync.Mutex
+	iqRTT := [nPhases][]time.Duration{}
+	restRTT := [nPhases][]time.Duration{}
+	iqErrs := map[string]int{}
+	iqSent, iqAcked := 0, 0
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { // the steady device
+		defer wg.Done()
+		for seq := 1; ; seq++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(pace):
+			}
+			p := phaseNow.Load()
+			t0 := time.Now()
+			rep, err := other.SendIQ(ctx, "set", e2eDomain, `<reading xmlns="urn:example:thermostat" seq="`+strconv.Itoa(seq)+`"><temperature>19.5</temperature><mode>heat</mode></reading>`)
+			d := time.Since(t0)
+			mu.Lock()
+			iqSent++
+			switch {
+			case err != nil:
+				iqErrs[err.Error()]++
+			case rep.Type == "result":
+				iqAcked++
+				iqRTT[p] = append(iqRTT[p], d)
+			default:
+				iqErrs[string(rep.ErrorType)+"/"+string(rep.Condition)]++
+			}
+			mu.Unlock()
+		}
+	}()
+	go func() { // a REST client
+		defer wg.Done()
+		path := "/v1/devices/" + url.PathEscape(otherJID) + "/state"
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(restPause):
+			}
+			p := phaseNow.Load()
+			t0 := time.Now()
+			code := g.doQuiet(path, &struct{}{})
+			d := time.Since(t0)
+			if code != 200 {
+				t.Errorf("GET state during the flood: %d", code)
+			}
+			mu.Lock()
+			restRTT[p] = append(restRTT[p], d)
+			mu.Unlock()
+		}
+	}()
+
+	time.Sleep(phase)
+	limitedBefore := metricValue(t, metricsAddr, "iotgate_xmpp_rate_limited_total")
+	phaseNow.Store(flooding)
+	floodStart := time.Now()
+	flooded := 0
+	for ; flooded < floodMax && time.Since(floodStart) < phase; flooded++ {
+		msg := `<reading xmlns="urn:example:thermostat" seq="` + strconv.Itoa(flooded+1) + `"><temperature>30</temperature><mode>cool</mode></reading>`
+		if err := flooder.SendMessage(ctx, e2eDomain, "", msg); err != nil {
+			t.Fatalf("flood: %v", err)
+		}
+	}
+	floodTook := time.Since(floodStart)
+	time.Sleep(500 * time.Millisecond) // the tail of the flood, still measured as flooding
+	close(stop)
+	wg.Wait()
+
+	// Let iotgate catch up before counting what it stored.
+	var stored, limited float64
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		limited = metricValue(t, metricsAddr, "iotgate_xmpp_rate_limited_total") - limitedBefore
+		stored = float64(len(storedSeqs(g, flooderJID)))
+		if stored+limited >= float64(flooded) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("%s: flood of %d message readings in %s (%.0f/s): stored %.0f, rate-limited %.0f",
+		name, flooded, floodTook.Round(time.Millisecond), float64(flooded)/floodTook.Seconds(), stored, limited)
+	mu.Lock()
+	defer mu.Unlock()
+	for p, what := range []string{"before", "during"} {
+		t.Logf("%s the flood: steady device IQ round trip p50 %s p99 %s (%d); GET state p50 %s p99 %s (%d)", what,
+			percentile(iqRTT[p], 0.5), percentile(iqRTT[p], 0.99), len(iqRTT[p]),
+			percentile(restRTT[p], 0.5), percentile(restRTT[p], 0.99), len(restRTT[p]))
+	}
+	t.Logf("steady device: sent %d, acknowledged %d, errors %v", iqSent, iqAcked, iqErrs)
+	if iqAcked != iqSent || len(iqErrs) > 0 {
+		t.Errorf("steady device: %d of %d readings acknowledged (errors %v), want all", iqAcked, iqSent, iqErrs)
+	}
+	if len(iqRTT[flooding]) < 3 || len(restRTT[flooding]) < 10 {
+		t.Errorf("too few samples during the flood: %d IQs, %d GETs", len(iqRTT[flooding]), len(restRTT[flooding]))
+	}
+	// Loose: the flood shares the XMPP server and iotgate's one component
+	// stream with the steady device (a few hundred ms seen here, race
+	// build), and make test runs other packages' tests at the same time.
+	if p := percentile(iqRTT[flooding], 0.99); p > 2*time.Second {
+		t.Errorf("steady device IQ p99 during the flood = %s, want < 2s", p)
+	}
+	if p := percentile(restRTT[flooding], 0.99); p > time.Second {
+		t.Errorf("GET state p99 during the flood = %s, want < 1s", p)
+	}
+	if stored > float64(flooded) {
+		t.Errorf("stored %.0f flood readings, more than the %d sent", stored, flooded)
+	}
+}
