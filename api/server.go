@@ -43,6 +43,10 @@ type Config struct {
 	IdleTimeout time.Duration
 	// CheckTimeout bounds each readiness check of GET /readyz.
 	CheckTimeout time.Duration
+	// CORSOrigins are the browser origins (e.g. https://app.example.com)
+	// allowed to call the API from scripts; none by default. "*" allows
+	// any origin.
+	CORSOrigins []string
 }
 
 func (c Config) withDefaults() Config {
@@ -117,6 +121,15 @@ func New(cfg Config, deps Deps) *Server {
 		}),
 		bodyLimit(cfg.BodyLimit),
 	)
+	if len(cfg.CORSOrigins) > 0 {
+		e.Use(middleware.CORSWithConfig(middleware.CORSConfig{
+			AllowOrigins:  cfg.CORSOrigins,
+			AllowMethods:  []string{http.MethodGet, http.MethodPost, http.MethodPatch, http.MethodDelete},
+			AllowHeaders:  []string{"Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"},
+			ExposeHeaders: []string{"Location", "Retry-After", "X-Request-ID", "Idempotent-Replayed"},
+			MaxAge:        600,
+		}))
+	}
 	s.echo = e
 	s.routes(deps)
 

@@ -24,6 +24,7 @@ type Config struct {
 	DatabaseURL string
 	HTTPAddr    string
 	MetricsAddr string
+	CORSOrigins []string
 	LogLevel    slog.Level
 	LogFormat   string
 
@@ -63,6 +64,7 @@ var settings = []setting{
 	{env: "IOTGATE_DATABASE_URL", flag: "database-url", help: "PostgreSQL URL or DSN (required), e.g. postgres://iotgate@127.0.0.1/iotgate?sslmode=disable"},
 	{env: "IOTGATE_HTTP_ADDR", flag: "http-addr", def: "127.0.0.1:8080", help: "host:port the REST API listens on"},
 	{env: "IOTGATE_METRICS_ADDR", flag: "metrics-addr", help: "host:port serving Prometheus metrics at /metrics; empty: not served"},
+	{env: "IOTGATE_CORS_ORIGINS", flag: "cors-origins", help: "comma-separated browser origins allowed to call the API (e.g. https://app.example.com, or *); none by default"},
 	{env: "IOTGATE_LOG_LEVEL", flag: "log-level", def: "info", help: "debug, info, warn or error"},
 	{env: "IOTGATE_LOG_FORMAT", flag: "log-format", def: "text", help: "text or json"},
 	{env: "IOTGATE_SHUTDOWN_TIMEOUT", flag: "shutdown-timeout", def: "15s", help: "how long a graceful shutdown may take"},
@@ -115,6 +117,16 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 		if cfg.MetricsAddr, err = hostPort("IOTGATE_METRICS_ADDR", m); err != nil {
 			return cfg, nil, err
 		}
+	}
+	for _, o := range strings.Split(get("IOTGATE_CORS_ORIGINS"), ",") {
+		o = strings.TrimSpace(o)
+		if o == "" {
+			continue
+		}
+		if u, perr := url.Parse(o); o != "*" && (perr != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "") {
+			return cfg, nil, &configError{"IOTGATE_CORS_ORIGINS", fmt.Sprintf("%q is not an origin such as https://app.example.com", o)}
+		}
+		cfg.CORSOrigins = append(cfg.CORSOrigins, o)
 	}
 	d := get("IOTGATE_DOMAIN")
 	if d == "" {

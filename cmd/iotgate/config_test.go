@@ -59,6 +59,12 @@ func TestParseConfig(t *testing.T) {
 		{name: "ErrShutdownTimeout", env: with("IOTGATE_SHUTDOWN_TIMEOUT", "soon"), wantSetting: "IOTGATE_SHUTDOWN_TIMEOUT"},
 		{name: "ErrReadingBytes", env: with("IOTGATE_MAX_READING_BYTES", "0"), wantSetting: "IOTGATE_MAX_READING_BYTES"},
 		{name: "ErrReadingDepth", env: with("IOTGATE_MAX_READING_DEPTH", "1000"), wantSetting: "IOTGATE_MAX_READING_DEPTH"},
+		{name: "CORSOrigins", env: with("IOTGATE_CORS_ORIGINS", "https://a.example.com, http://localhost:3000"), check: func(t *testing.T, c Config) {
+			if len(c.CORSOrigins) != 2 || c.CORSOrigins[1] != "http://localhost:3000" {
+				t.Errorf("CORSOrigins = %q", c.CORSOrigins)
+			}
+		}},
+		{name: "ErrCORSOrigin", env: with("IOTGATE_CORS_ORIGINS", "app.example.com/path"), wantSetting: "IOTGATE_CORS_ORIGINS"},
 		{name: "ErrUnknownFlag", env: base, args: []string{"--nope"}, wantSetting: "arguments"},
 		{name: "ErrSecretFlagDoesNotExist", env: base, args: []string{"--secret", "x"}, wantSetting: "arguments"},
 	}

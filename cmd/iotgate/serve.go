@@ -74,7 +74,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 
-	srv := api.New(api.Config{BodyLimit: cfg.BodyLimit}, api.Deps{
+	srv := api.New(api.Config{BodyLimit: cfg.BodyLimit, CORSOrigins: cfg.CORSOrigins}, api.Deps{
 		Log:      log.With("part", "http"),
 		Checks:   map[string]api.HealthCheck{"xmpp": conn, "database": db},
 		Schemas:  registry,

@@ -1,0 +1,34 @@
+package api
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"testing"
+)
+
+func TestCORS(t *testing.T) {
+	tests := []struct {
+		name    string
+		origins []string
+		origin  string
+		want    string // Access-Control-Allow-Origin
+	}{
+		{"NoneByDefault", nil, "https://app.example.com", ""},
+		{"Allowed", []string{"https://app.example.com"}, "https://app.example.com", "https://app.example.com"},
+		{"OtherOrigin", []string{"https://app.example.com"}, "https://evil.example.com", ""},
+		{"Any", []string{"*"}, "https://whoever.example.com", "*"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := New(Config{CORSOrigins: tt.origins}, Deps{})
+			req := httptest.NewRequest(http.MethodOptions, "/healthz", nil)
+			req.Header.Set("Origin", tt.origin)
+			req.Header.Set("Access-Control-Request-Method", "POST")
+			rec := httptest.NewRecorder()
+			s.ServeHTTP(rec, req)
+			if got := rec.Header().Get("Access-Control-Allow-Origin"); got != tt.want {
+				t.Errorf("Access-Control-Allow-Origin = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
