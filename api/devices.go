@@ -452,11 +452,7 @@ func (h *deviceHandler) state(c echo.Context) error {
 //	@Failure		503		{object}	api.ErrorResponse
 //	@Router			/v1/devices/{jid}/readings [get]
 func (h *deviceHandler) readings(c echo.Context) error {
-	jid, err := h.jid(c)
-	if err != nil {
-		return err
-	}
-	f, err := readingFilter(c)
+	jid, f, err := h.jidAndFilter(c)
 	if err != nil {
 		return err
 	}
@@ -490,11 +486,7 @@ func (h *deviceHandler) readings(c echo.Context) error {
 //	@Failure		503		{object}	api.ErrorResponse
 //	@Router			/v1/devices/{jid}/rejections [get]
 func (h *deviceHandler) rejections(c echo.Context) error {
-	jid, err := h.jid(c)
-	if err != nil {
-		return err
-	}
-	f, err := readingFilter(c)
+	jid, f, err := h.jidAndFilter(c)
 	if err != nil {
 		return err
 	}
@@ -511,6 +503,16 @@ func (h *deviceHandler) rejections(c echo.Context) error {
 
 // readingFilter parses and validates the paging query of readings and
 // rejections. Errors: invalid.
+// jidAndFilter reads the device and the paging of a history endpoint.
+func (h *deviceHandler) jidAndFilter(c echo.Context) (string, devices.ReadingFilter, error) {
+	jid, err := h.jid(c)
+	if err != nil {
+		return "", devices.ReadingFilter{}, err
+	}
+	f, err := readingFilter(c)
+	return jid, f, err
+}
+
 func readingFilter(c echo.Context) (devices.ReadingFilter, error) {
 	q := pageQuery{Order: c.QueryParam("order"), Cursor: c.QueryParam("cursor")}
 	if q.Order == "" {

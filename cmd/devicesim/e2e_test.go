@@ -3,7 +3,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"net"
@@ -13,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -42,7 +40,7 @@ func TestWithIotgate(t *testing.T) {
 	// Thermostats by IQ: 4 devices, the last offline; every 5th reading
 	// invalid. They stay online a moment after their readings, so that we
 	// can see them online.
-	var out1, log1 syncBuffer
+	var out1, log1 servers.LogBuffer
 	done1 := make(chan int, 1)
 	go func() {
 		done1 <- run(ctx, []string{"-addr", xs.C2SAddr(), "-domain", xs.Domain(), "-component", component,
@@ -74,7 +72,7 @@ func TestWithIotgate(t *testing.T) {
 	}
 
 	// Multisensors by message, every other reading invalid.
-	var out2, log2 syncBuffer
+	var out2, log2 servers.LogBuffer
 	if code := run(ctx, []string{"-addr", xs.C2SAddr(), "-domain", xs.Domain(), "-component", component,
 		"-schema", "multisensor", "-prefix", "ms", "-devices", "2", "-rate", "10", "-count", "4", "-invalid", "0.5", "-via", "message",
 		"-register-with-iotgate", api.base, "-quiet"}, &out2, &log2); code != 0 {
@@ -175,7 +173,7 @@ func startIotgate(t *testing.T, env map[string]string) api {
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	var logs syncBuffer
+	var logs servers.LogBuffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -214,22 +212,4 @@ func startIotgate(t *testing.T, env map[string]string) api {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -3,35 +3,17 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/iotgate/iotgate/internal/servers"
 )
-
-// syncBuffer is a bytes.Buffer safe for the runner and the test at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestRun runs the runner with real servers and a fake iotgate, as make dev
 // does, and stops it as Ctrl-C does.
@@ -77,7 +59,7 @@ func testRun(t *testing.T, xmpp string) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out syncBuffer
+	var out servers.LogBuffer
 	done := make(chan error, 1)
 	var code int
 	go func() {

@@ -482,7 +482,7 @@ func BenchmarkCommandLatency(b *testing.B) {
 	cmd := exec.Command(bin)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "IOTGATE_HTTP_ADDR=" + httpAddr, "IOTGATE_LOG_LEVEL=warn",
 		"IOTGATE_XMPP_ADDR=" + xs.ComponentAddr(), "IOTGATE_DOMAIN=" + e2eDomain, "IOTGATE_SECRET=" + e2eSecret, "IOTGATE_DATABASE_URL=" + pg.DSN()}
-	logs := &syncBuffer{}
+	logs := &servers.LogBuffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)

@@ -59,25 +59,8 @@ type gate struct {
 	t    *testing.T
 	cmd  *exec.Cmd
 	base string
-	logs *syncBuffer
+	logs *servers.LogBuffer
 	done chan struct{}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func freeAddr(t *testing.T) string {
@@ -99,7 +82,7 @@ func startGate(t *testing.T, env map[string]string) *gate {
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	g := &gate{t: t, cmd: cmd, base: "http://" + httpAddr, logs: &syncBuffer{}, done: make(chan struct{})}
+	g := &gate{t: t, cmd: cmd, base: "http://" + httpAddr, logs: &servers.LogBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = g.logs, g.logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -313,6 +313,17 @@ func forEachXMPPServer(t *testing.T, test func(t *testing.T, name string)) {
 
 func silent(device.IQ) device.Reply { return device.Reply{Type: device.NoReply} }
 
+// muteUnderLoad brings online a device that never answers commands, starts
+// the reading load and waits until it runs: the scene of the kill tests.
+func muteUnderLoad(t *testing.T, e *commandsEnv) (mute string, l *load) {
+	t.Helper()
+	mute = e.register("mute")
+	e.online("mute", silent)
+	l = startLoad(e, "load")
+	l.waitAcked(t, 100, 20*time.Second, "before the kill")
+	return mute, l
+}
+
 func TestE2EFaultXMPPServerKilledUnderLoad(t *testing.T) {
 	forEachXMPPServer(t, testFaultXMPPServerKilledUnderLoad)
 }
@@ -325,10 +336,7 @@ func testFaultXMPPServerKilledUnderLoad(t *testing.T, name string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	e := newCommandsEnv(t, ctx, name)
-	mute := e.register("mute")
-	e.online("mute", silent)
-	l := startLoad(e, "load")
-	l.waitAcked(t, 100, 20*time.Second, "before the kill")
+	mute, l := muteUnderLoad(t, e)
 	const nCommands = 3
 	answers := silentCommands(t, e, mute, nCommands)
 
@@ -444,10 +452,7 @@ func testFaultIotgateKilledUnderLoad(t *testing.T, name string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	e := newCommandsEnv(t, ctx, name)
-	mute := e.register("mute")
-	e.online("mute", silent)
-	l := startLoad(e, "load")
-	l.waitAcked(t, 100, 20*time.Second, "before the kill")
+	mute, l := muteUnderLoad(t, e)
 	const nCommands = 2
 	var ids []string
 	for range nCommands {
