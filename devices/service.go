@@ -23,7 +23,8 @@ type Store interface {
 	DeviceJIDs(ctx context.Context) ([]string, error)
 
 	// InsertReadings stores readings and moves each device's last_seen_at,
-	// all in one transaction; it sets the readings' IDs.
+	// all in one transaction. Readings of devices deleted meanwhile are
+	// skipped. Errors: unavailable when the database can't be reached.
 	InsertReadings(ctx context.Context, rs []*Reading) error
 	InsertRejections(ctx context.Context, rs []*Rejection) error
 	LatestReading(ctx context.Context, jid string) (*Reading, error)
@@ -71,6 +72,12 @@ type ServiceConfig struct {
 	QueueSize int
 	// MaxBatch bounds readings committed in one transaction; default 1000.
 	MaxBatch int
+	// MaxHeld bounds message readings kept for another commit attempt
+	// after a failed one (a message has no answer a device could retry
+	// on); default 20000. Beyond it they are dropped and counted.
+	MaxHeld int
+	// HoldFor bounds how long such a reading is retried; default 2m.
+	HoldFor time.Duration
 	// RejectionPayloadBytes is how much of a refused payload is kept;
 	// default 4096.
 	RejectionPayloadBytes int
@@ -97,10 +104,14 @@ type Service struct {
 
 	queue      chan *pendingReading
 	rejections chan *Rejection
-	stopped    chan struct{}
-	closing    atomic.Bool
-	stats      IngestStats
-	statsMu    sync.Mutex
+	// held are message readings whose commit failed, retried with the
+	// next batch; only Run's goroutine touches them.
+	held     []*pendingReading
+	draining bool
+	stopped  chan struct{}
+	closing  atomic.Bool
+	stats    IngestStats
+	statsMu  sync.Mutex
 }
 
 type cachedDevice struct {
@@ -122,6 +133,8 @@ type IngestStats struct {
 	Unregistered uint64 `json:"unregistered"`
 	Dropped      uint64 `json:"dropped"`
 	Batches      uint64 `json:"batches"`
+	// Held is how many message readings wait for the database now.
+	Held uint64 `json:"held"`
 }
 
 // NewService returns a device service. Call Run to start committing readings.
@@ -131,6 +144,12 @@ func NewService(store Store, schemas SchemaSource, cfg ServiceConfig) *Service {
 	}
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = 1000
+	}
+	if cfg.MaxHeld <= 0 {
+		cfg.MaxHeld = 20000
+	}
+	if cfg.HoldFor <= 0 {
+		cfg.HoldFor = 2 * time.Minute
 	}
 	if cfg.RejectionPayloadBytes <= 0 {
 		cfg.RejectionPayloadBytes = 4096
@@ -467,17 +486,30 @@ func (s *Service) Run(ctx context.Context) {
 	wg.Add(1)
 	go func() { defer wg.Done(); s.runRejections(ctx) }()
 	batch := make([]*pendingReading, 0, s.cfg.MaxBatch)
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	backoff := minRetry
 	for {
 		batch = batch[:0]
+		var retryC <-chan time.Time
+		if len(s.held) > 0 {
+			retry.Reset(backoff)
+			retryC = retry.C
+		}
 		select {
 		case p := <-s.queue:
 			batch = append(batch, p)
+		case <-retryC:
 		case <-ctx.Done():
+			retry.Stop()
 			s.closing.Store(true)
 			s.drain()
 			wg.Wait()
 			return
 		}
+		retry.Stop()
+		// Held readings go first: they are the oldest.
+		batch = s.takeHeld(batch)
 		// Group commit: take whatever else is waiting. Under load the
 		// batch grows while the previous commit runs; idle, a reading is
 		// committed alone without waiting.
@@ -490,20 +522,44 @@ func (s *Service) Run(ctx context.Context) {
 				break fill
 			}
 		}
-		s.commit(ctx, batch)
+		if s.commit(ctx, batch) {
+			backoff = minRetry
+		} else {
+			backoff = min(2*backoff, maxRetry)
+		}
 	}
+}
+
+// The pace of commit attempts for held readings while the database is down.
+const (
+	minRetry = 100 * time.Millisecond
+	maxRetry = 2 * time.Second
+)
+
+// takeHeld moves held readings into batch, as many as fit.
+func (s *Service) takeHeld(batch []*pendingReading) []*pendingReading {
+	n := min(len(s.held), s.cfg.MaxBatch-len(batch))
+	if n <= 0 {
+		return batch
+	}
+	batch = append(batch, s.held[:n]...)
+	s.held = append(s.held[:0], s.held[n:]...)
+	s.count(func(st *IngestStats) { st.Held = uint64(len(s.held)) })
+	return batch
 }
 
 // Stopped is closed when Run has returned, every queued reading committed
 // or refused.
 func (s *Service) Stopped() <-chan struct{} { return s.stopped }
 
-// drain commits what is left after shutdown began.
+// drain commits what is left after shutdown began. Held readings get one
+// last attempt; if it fails they are dropped, counted and logged.
 func (s *Service) drain() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	s.draining = true
 	for {
-		batch := make([]*pendingReading, 0, s.cfg.MaxBatch)
+		batch := s.takeHeld(make([]*pendingReading, 0, s.cfg.MaxBatch))
 	fill:
 		for len(batch) < s.cfg.MaxBatch {
 			select {
@@ -520,7 +576,12 @@ func (s *Service) drain() {
 	}
 }
 
-func (s *Service) commit(ctx context.Context, batch []*pendingReading) {
+// commit stores batch in one transaction and reports the outcome to each
+// reading's sender. When the commit fails, IQ readings are answered with
+// a wait error (the device retries); message readings are held for the
+// next attempt, within MaxHeld and HoldFor. It reports whether the commit
+// succeeded.
+func (s *Service) commit(ctx context.Context, batch []*pendingReading) bool {
 	rs := make([]*Reading, len(batch))
 	for i, p := range batch {
 		rs[i] = p.r
@@ -528,22 +589,31 @@ func (s *Service) commit(ctx context.Context, batch []*pendingReading) {
 	began := time.Now()
 	err := s.store.InsertReadings(context.WithoutCancel(ctx), rs)
 	if err != nil {
-		s.log.Error("commit readings failed", "readings", len(batch), "err", err)
 		derr := &Error{Code: EUnavailable, Message: "readings could not be stored, try again later", Err: err}
+		now := s.cfg.Clock()
+		// Only an unreachable database is worth waiting for.
+		retryable := ErrorCode(err) == EUnavailable
+		held, dropped := 0, 0
 		for _, p := range batch {
+			if p.via == "message" && retryable && !s.draining && len(s.held) < s.cfg.MaxHeld && now.Sub(p.at) < s.cfg.HoldFor {
+				s.held = append(s.held, p)
+				held++
+				continue
+			}
+			dropped++
 			p.done(derr)
-		}
-		s.count(func(st *IngestStats) { st.Dropped += uint64(len(batch)) })
-		for range batch {
 			s.cfg.Observer.ReadingRefused(RefusedUnavailable)
 		}
-		return
+		s.count(func(st *IngestStats) { st.Dropped += uint64(dropped); st.Held = uint64(len(s.held)) })
+		s.log.Error("commit readings failed", "readings", len(batch), "refused", dropped, "held_for_retry", held, "held_total", len(s.held), "err", err)
+		return false
 	}
 	s.cfg.Observer.ReadingsCommitted(len(batch), time.Since(began))
 	for _, p := range batch {
 		p.done(nil)
 	}
 	s.count(func(st *IngestStats) { st.Accepted += uint64(len(batch)); st.Batches++ })
+	return true
 }
 
 func (s *Service) runRejections(ctx context.Context) {

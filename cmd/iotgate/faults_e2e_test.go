@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -30,22 +31,26 @@ import (
 //	go test -race -tags integration -run 'TestE2EFault' -count 1 -v ./cmd/iotgate/
 
 // loadDevice is one device of a load: it logs in (again, after its
-// session drops) and sends IQ readings, each with a seq of its own, with
-// a few outstanding at once.
+// session drops) and sends readings, each with a seq of its own: IQs with
+// a few outstanding at once, or messages.
 type loadDevice struct {
 	jid string
 	e   *commandsEnv
 
-	mu     sync.Mutex
-	acked  map[int]bool   // seq of readings answered with a result
+	mu sync.Mutex
+	// acked are the seqs that must be stored: IQ readings answered with a
+	// result; for messages, every one the XMPP server took and iotgate
+	// did not refuse with an error message.
+	acked  map[int]bool
 	errors map[string]int // "type/condition" of error answers
 	sent   int
 	logins int
 }
 
-// load is a set of devices sending IQ readings until stopped or until
-// each has sent loadMax readings.
+// load is a set of devices sending readings until stopped or until each
+// has sent loadMax readings.
 type load struct {
+	via    string // "iq" or "message"
 	devs   []*loadDevice
 	stop   chan struct{}
 	wg     sync.WaitGroup
@@ -62,10 +67,17 @@ const (
 	loadIQTimeout = 3 * time.Second // how long a device waits for an answer
 )
 
-// startLoad registers loadDevices devices and starts sending readings.
+// startLoad registers loadDevices devices and starts sending IQ readings.
 func startLoad(e *commandsEnv, prefix string) *load {
 	e.t.Helper()
-	l := &load{stop: make(chan struct{})}
+	return startLoadVia(e, prefix, "iq")
+}
+
+// startLoadVia registers loadDevices devices and starts sending readings
+// by IQ or by message.
+func startLoadVia(e *commandsEnv, prefix, via string) *load {
+	e.t.Helper()
+	l := &load{via: via, stop: make(chan struct{})}
 	for i := range loadDevices {
 		user := fmt.Sprintf("%s%d", prefix, i)
 		d := &loadDevice{jid: e.register(user), e: e, acked: map[int]bool{}, errors: map[string]int{}}
@@ -117,7 +129,11 @@ func (d *loadDevice) run(l *load) {
 		d.mu.Lock()
 		d.logins++
 		d.mu.Unlock()
-		var wg sync.WaitGroup
+		var wg, watch sync.WaitGroup
+		if l.via == "message" {
+			watch.Add(1)
+			go func() { defer watch.Done(); d.watchRefusals(c) }()
+		}
 		for range loadWindow {
 			wg.Add(1)
 			go func() {
@@ -141,6 +157,7 @@ func (d *loadDevice) run(l *load) {
 		}
 		wg.Wait()
 		c.Close()
+		watch.Wait()
 	}
 }
 
@@ -150,12 +167,14 @@ func (d *loadDevice) send(l *load, c *device.Client, seq int) bool {
 	d.mu.Lock()
 	d.sent++
 	d.mu.Unlock()
+	if l.via == "message" {
+		return d.sendMessage(l, c, seq)
+	}
 	// A reading iotgate read and did not answer before it died is never
 	// answered: the device gives up on it, as a real one would.
 	ctx, cancel := context.WithTimeout(d.e.ctx, loadIQTimeout)
 	defer cancel()
-	payload := `<reading xmlns="urn:example:thermostat" seq="` + strconv.Itoa(seq) + `"><temperature>20.5</temperature><mode>heat</mode></reading>`
-	rep, err := c.SendIQ(ctx, "set", e2eDomain, payload)
+	rep, err := c.SendIQ(ctx, "set", e2eDomain, readingPayload(seq))
 	if err != nil {
 		// ErrClosed, or no answer at all: not acknowledged.
 		if errors.Is(err, device.ErrClosed) || d.e.ctx.Err() != nil {
@@ -178,6 +197,47 @@ func (d *loadDevice) send(l *load, c *device.Client, seq int) bool {
 		l.nWait.Add(1)
 	}
 	return true
+}
+
+func readingPayload(seq int) string {
+	return `<reading xmlns="urn:example:thermostat" seq="` + strconv.Itoa(seq) + `"><temperature>20.5</temperature><mode>heat</mode></reading>`
+}
+
+// sendMessage sends one reading by message. A message has no answer: once
+// the XMPP server took it, it counts as one to be stored unless iotgate
+// refuses it with an error message (see watchRefusals).
+func (d *loadDevice) sendMessage(l *load, c *device.Client, seq int) bool {
+	ctx, cancel := context.WithTimeout(d.e.ctx, loadIQTimeout)
+	defer cancel()
+	if err := c.SendMessage(ctx, e2eDomain, "m"+strconv.Itoa(seq), readingPayload(seq)); err != nil {
+		return false
+	}
+	d.mu.Lock()
+	d.acked[seq] = true
+	d.mu.Unlock()
+	l.nAcked.Add(1)
+	return true
+}
+
+// watchRefusals takes a message reading out of the to-be-stored set when
+// iotgate answers it with an error message, until the session ends.
+func (d *loadDevice) watchRefusals(c *device.Client) {
+	for {
+		select {
+		case m := <-c.Messages():
+			if m.Type != "error" || m.Error == nil {
+				continue
+			}
+			d.mu.Lock()
+			if seq, err := strconv.Atoi(strings.TrimPrefix(m.ID, "m")); err == nil {
+				delete(d.acked, seq)
+			}
+			d.errors[string(m.Error.Type)+"/"+string(m.Error.Condition)]++
+			d.mu.Unlock()
+		case <-c.Done():
+			return
+		}
+	}
 }
 
 // waitAcked waits until at least n readings have been acknowledged in all.
@@ -236,6 +296,15 @@ func (l *load) verify(t *testing.T, g *gate) (sent, acked, stored, lost int) {
 	logins := 0
 	for _, d := range l.devs {
 		seqs := storedSeqs(g, d.jid)
+		if l.via == "message" {
+			// Nothing tells when a message is committed: give the last
+			// ones (and held ones) a while.
+			deadline := time.Now().Add(10 * time.Second)
+			for !d.allStored(seqs) && time.Now().Before(deadline) {
+				time.Sleep(100 * time.Millisecond)
+				seqs = storedSeqs(g, d.jid)
+			}
+		}
 		d.mu.Lock()
 		sent += d.sent
 		acked += len(d.acked)
@@ -259,12 +328,23 @@ func (l *load) verify(t *testing.T, g *gate) (sent, acked, stored, lost int) {
 		}
 		d.mu.Unlock()
 	}
-	t.Logf("readings: sent %d, acknowledged %d, stored %d, lost (acknowledged, not stored) %d; logins %d; error answers %v",
-		sent, acked, stored, lost, logins, errs)
+	t.Logf("%s readings: sent %d, acknowledged %d, stored %d, lost (acknowledged, not stored) %d; logins %d; error answers %v",
+		l.via, sent, acked, stored, lost, logins, errs)
 	if stored > sent {
 		t.Errorf("stored %d readings, more than the %d sent", stored, sent)
 	}
 	return sent, acked, stored, lost
+}
+
+func (d *loadDevice) allStored(seqs map[int]int) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for seq := range d.acked {
+		if seqs[seq] == 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // silentCommands sends n sync commands with a long timeout to a device that
@@ -669,5 +749,188 @@ func testFaultDeviceFlood(t *testing.T, name string) {
 	}
 	if stored > float64(flooded) {
 		t.Errorf("stored %.0f flood readings, more than the %d sent", stored, flooded)
+	}
+}
+
+func TestE2EFaultDatabaseKilledDuringReadings(t *testing.T) {
+	forEachXMPPServer(t, testFaultDatabaseKilledDuringReadings)
+}
+
+// testFaultDatabaseKilledDuringReadings kills PostgreSQL (SIGKILL to every
+// process of it, as a crash) while devices send readings by IQ and by
+// message: IQ senders are told to wait, message readings are held and
+// committed when the database is back (after its crash recovery), and
+// nothing acknowledged or taken without refusal is lost.
+func testFaultDatabaseKilledDuringReadings(t *testing.T, name string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	e := newCommandsEnv(t, ctx, name)
+	iqs := startLoad(e, "iq")
+	msgs := startLoadVia(e, "msg", "message")
+	iqs.waitAcked(t, 100, 20*time.Second, "IQ readings before the kill")
+	msgs.waitAcked(t, 100, 20*time.Second, "message readings before the kill")
+
+	if err := e.pg.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	msgsAtKill := msgs.nAcked.Load()
+	e.g.waitReady(503, 10*time.Second, func(b readyBody) bool { return !b.Checks["database"].OK && b.Checks["xmpp"].OK })
+	deadline := time.Now().Add(10 * time.Second)
+	for iqs.nWait.Load() < 20 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d wait errors within 10s of killing PostgreSQL, want 20", iqs.nWait.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(time.Second) // a while down, under load
+	msgsDown := msgs.nAcked.Load() - msgsAtKill
+
+	if err := e.pg.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	recovered := time.Now()
+	back := e.g.waitReady(200, 15*time.Second, nil)
+	iqs.waitAcked(t, iqs.nAcked.Load()+100, 20*time.Second, "IQ readings after PostgreSQL is back")
+	t.Logf("PostgreSQL down %s (kill -9, crash recovery at start); /readyz 200 %s after it accepted connections; %d message readings sent while it was down; %d IQ wait errors",
+		recovered.Sub(killed).Round(time.Millisecond), back.Round(time.Millisecond), msgsDown, iqs.nWait.Load())
+	msgs.waitAcked(t, msgs.nAcked.Load()+100, 20*time.Second, "message readings after PostgreSQL is back")
+
+	for _, l := range []*load{iqs, msgs} {
+		_, _, _, lost := l.verify(t, e.g)
+		if lost != 0 {
+			t.Errorf("%s: %d readings lost", l.via, lost)
+		}
+		for _, d := range l.devs {
+			d.mu.Lock()
+			for k, v := range d.errors {
+				if !strings.HasPrefix(k, "wait/") {
+					t.Errorf("%s: %d error answers %s, want only type wait", d.jid, v, k)
+				}
+			}
+			d.mu.Unlock()
+		}
+	}
+}
+
+func TestE2EFaultQueuedCommandsAcrossXMPPKill(t *testing.T) {
+	forEachXMPPServer(t, testFaultQueuedCommandsAcrossXMPPKill)
+}
+
+// testFaultQueuedCommandsAcrossXMPPKill queues commands for an offline
+// device, kills the XMPP server, queues more while it is down, and starts
+// it again: when the device comes back, every queued command is delivered
+// exactly once, oldest first, and succeeds.
+func testFaultQueuedCommandsAcrossXMPPKill(t *testing.T, name string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	e := newCommandsEnv(t, ctx, name)
+	jid := e.register("sleeper")
+	// Once online to subscribe, then offline.
+	first := e.online("sleeper", thermostat)
+	first.Close()
+	e.g.waitState(jid, 10*time.Second, "offline", func(s stateBody) bool { return !s.Online })
+
+	queue := func(target string) string {
+		t.Helper()
+		a := e.g.command(jid, map[string]any{"payload": setTarget(target), "mode": "queue"})
+		if a.status != 202 || a.cmd.Status != "queued" {
+			t.Fatalf("queue command %s: %d %s %+v", target, a.status, a.code, a.cmd)
+		}
+		return a.cmd.ID
+	}
+	var ids []string
+	for _, target := range []string{"21", "22", "23"} {
+		ids = append(ids, queue(target))
+	}
+	if err := e.xs.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	e.g.waitReady(503, 10*time.Second, nil)
+	for _, target := range []string{"24", "25"} {
+		ids = append(ids, queue(target))
+	}
+	if err := e.xs.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.g.waitReady(200, 15*time.Second, nil)
+
+	var mu sync.Mutex
+	var got []string
+	counting := func(iq device.IQ) device.Reply {
+		mu.Lock()
+		if m := targetRE.FindStringSubmatch(iq.Payload); m != nil {
+			got = append(got, m[1])
+		}
+		mu.Unlock()
+		return thermostat(iq)
+	}
+	back := time.Now()
+	e.online("sleeper", counting)
+	for _, id := range ids {
+		c := e.g.waitCommand(id, 15*time.Second, "succeeded", func(c commandBody) bool { return c.Status == "succeeded" })
+		if c.Response == nil {
+			t.Errorf("command %s succeeded without a response", id)
+		}
+	}
+	t.Logf("%d queued commands (3 before the kill of %s, 2 while it was down) delivered and answered %s after the device came back",
+		len(ids), name, time.Since(back).Round(time.Millisecond))
+	time.Sleep(300 * time.Millisecond) // a second delivery would show by now
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{"21", "22", "23", "24", "25"}; !slices.Equal(got, want) {
+		t.Errorf("device received targets %v, want %v (each once, oldest first)", got, want)
+	}
+}
+
+func TestE2EFaultGracefulStopUnderLoad(t *testing.T) {
+	forEachXMPPServer(t, testFaultGracefulStopUnderLoad)
+}
+
+// testFaultGracefulStopUnderLoad sends SIGTERM to iotgate while devices
+// send IQ readings and sync commands wait for a silent device: iotgate
+// exits 0 within its shutdown timeout, the waiting commands get 503
+// (restarted), every reading it acknowledged is stored, and a new
+// iotgate goes on where it left off.
+func testFaultGracefulStopUnderLoad(t *testing.T, name string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	e := newCommandsEnv(t, ctx, name)
+	mute, l := muteUnderLoad(t, e)
+	const nCommands = 2
+	answers := silentCommands(t, e, mute, nCommands)
+
+	stopped := time.Now()
+	if err := e.g.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for range nCommands {
+		select {
+		case a := <-answers:
+			if a.status != 503 || a.cmd.Status != "failed" || a.cmd.ErrorCode != "restarted" {
+				t.Errorf("command waiting at SIGTERM: %d %s %+v, want 503, failed restarted", a.status, a.code, a.cmd)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a waiting command was not answered within 10s of SIGTERM")
+		}
+	}
+	select {
+	case <-e.g.done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("iotgate did not exit within 20s of SIGTERM")
+	}
+	took := time.Since(stopped)
+	if code := e.g.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("exit code %d after SIGTERM, want 0", code)
+	}
+	ackedAtStop := l.nAcked.Load()
+	t.Logf("iotgate exited %s after SIGTERM under load (%d readings acknowledged by then)", took.Round(time.Millisecond), ackedAtStop)
+
+	e.g = startGate(t, e.env)
+	e.g.waitReady(200, 30*time.Second, nil)
+	l.waitAcked(t, ackedAtStop+100, 20*time.Second, "after the restart")
+	_, _, _, lost := l.verify(t, e.g)
+	if lost != 0 {
+		t.Errorf("%d acknowledged readings lost", lost)
 	}
 }

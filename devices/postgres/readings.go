@@ -19,6 +19,9 @@ import (
 // last_seen_at, in one transaction: after it returns nil, every reading of
 // the batch is durable (it is what lets an IQ be acknowledged). Arrays
 // passed to unnest keep it at two statements whatever the batch size.
+// Readings of a device deleted since they were queued are skipped (the
+// delete would have removed them), so that one such reading can't fail
+// the whole batch.
 func (db *DB) InsertReadings(ctx context.Context, rs []*devices.Reading) error {
 	if len(rs) == 0 {
 		return nil
@@ -55,7 +58,9 @@ func (db *DB) InsertReadings(ctx context.Context, rs []*devices.Reading) error {
 	defer tx.Rollback()
 	if _, err := tx.ExecContext(ctx, `
 		INSERT INTO readings (device_id, received_at, device_time, xml, data)
-		SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::jsonb[])`,
+		SELECT u.* FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::jsonb[])
+			AS u(device_id, received_at, device_time, xml, data)
+		WHERE EXISTS (SELECT 1 FROM devices d WHERE d.id = u.device_id)`,
 		pq.Array(ids), pq.Array(received), pq.Array(deviceTime), pq.Array(xmls), pq.Array(data)); err != nil {
 		return translate(err, "store readings")
 	}

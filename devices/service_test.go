@@ -1,0 +1,172 @@
+package devices
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+	"testing"
+	"time"
+)
+
+// flakyStore is a Store whose InsertReadings fails with err while down.
+type flakyStore struct {
+	Store // only the methods ingest uses are implemented
+
+	mu       sync.Mutex
+	down     error
+	stored   []*Reading
+	attempts int
+}
+
+func (f *flakyStore) Device(_ context.Context, jid string) (*Device, error) {
+	return &Device{ID: 1, JID: jid, Schema: "s", SchemaVersion: 1}, nil
+}
+
+func (f *flakyStore) InsertReadings(_ context.Context, rs []*Reading) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.attempts++
+	if f.down != nil {
+		return f.down
+	}
+	f.stored = append(f.stored, rs...)
+	return nil
+}
+
+func (f *flakyStore) InsertRejections(context.Context, []*Rejection) error { return nil }
+
+func (f *flakyStore) setDown(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.down = err
+}
+
+func (f *flakyStore) count() (stored, attempts int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.stored), f.attempts
+}
+
+// anySchema accepts every payload in urn:t.
+type anySchema struct{}
+
+func (anySchema) TargetNamespace() string { return "urn:t" }
+func (anySchema) ValidateAndRender(p []byte) (json.RawMessage, error) {
+	return json.RawMessage(`{}`), nil
+}
+func (anySchema) Compiled(context.Context, string, int) (PayloadSchema, int, error) {
+	return anySchema{}, 1, nil
+}
+
+// TestIngestDatabaseDown checks what happens to readings whose commit
+// fails: IQ readings are refused with unavailable (the device retries),
+// message readings are held and committed once the database is back,
+// unless the failure is not worth waiting for or the hold is full.
+func TestIngestDatabaseDown(t *testing.T) {
+	unavailable := &Error{Code: EUnavailable, Message: "database unavailable"}
+	tests := []struct {
+		name    string
+		err     error
+		maxHeld int
+		via     string
+		// outcomes of the 5 readings sent while the store fails
+		wantRefused int
+		wantStored  int // in the end, after the store is back
+	}{
+		{"MessageHeldThenStored", unavailable, 0, "message", 0, 5},
+		{"MessageHoldFull", unavailable, 2, "message", 3, 2},
+		{"MessageNotRetryable", &Error{Code: EInternal, Message: "bug"}, 0, "message", 5, 0},
+		{"IQRefused", unavailable, 0, "iq", 5, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			store := &flakyStore{down: tt.err}
+			s := NewService(store, anySchema{}, ServiceConfig{MaxHeld: tt.maxHeld})
+			ctx, cancel := context.WithCancel(context.Background())
+			defer func() { cancel(); <-s.Stopped() }()
+			go s.Run(ctx)
+
+			var mu sync.Mutex
+			var refused []error
+			done := make(chan struct{}, 5)
+			for range 5 {
+				in := IncomingReading{From: "d@example.com/r", Via: tt.via, Payloads: []Payload{{Namespace: "urn:t", Local: "x", XML: []byte(`<x xmlns="urn:t"/>`)}}}
+				s.Ingest(ctx, in, func(err error) {
+					if err != nil {
+						mu.Lock()
+						refused = append(refused, err)
+						mu.Unlock()
+					}
+					done <- struct{}{}
+				})
+				// One at a time, so that each is its own batch and
+				// sees the hold as the previous ones left it.
+				waitFor(t, func() bool { _, a := store.count(); return a >= 1 })
+				time.Sleep(5 * time.Millisecond)
+			}
+			waitFor(t, func() bool {
+				mu.Lock()
+				defer mu.Unlock()
+				return len(refused) >= tt.wantRefused
+			})
+			time.Sleep(150 * time.Millisecond) // a retry or two while down
+			if stored, _ := store.count(); stored != 0 {
+				t.Fatalf("stored %d while the store was down", stored)
+			}
+			store.setDown(nil)
+			waitFor(t, func() bool { n, _ := store.count(); return n >= tt.wantStored })
+			time.Sleep(50 * time.Millisecond)
+			stored, attempts := store.count()
+			mu.Lock()
+			defer mu.Unlock()
+			if len(refused) != tt.wantRefused || stored != tt.wantStored {
+				t.Errorf("refused %d, stored %d (after %d attempts), want %d, %d", len(refused), stored, attempts, tt.wantRefused, tt.wantStored)
+			}
+			for _, err := range refused {
+				if ErrorCode(err) != EUnavailable {
+					t.Errorf("refused with %v, want unavailable", err)
+				}
+			}
+			if held := s.Stats().Held; held != 0 {
+				t.Errorf("still held: %d", held)
+			}
+		})
+	}
+}
+
+// TestIngestHeldDroppedAtShutdown checks that held readings get one last
+// commit attempt at shutdown and are refused if it fails, never left
+// without an outcome.
+func TestIngestHeldDroppedAtShutdown(t *testing.T) {
+	store := &flakyStore{down: &Error{Code: EUnavailable, Message: "down"}}
+	s := NewService(store, anySchema{}, ServiceConfig{})
+	ctx, cancel := context.WithCancel(context.Background())
+	go s.Run(ctx)
+	outcome := make(chan error, 1)
+	s.Ingest(ctx, IncomingReading{From: "d@example.com/r", Via: "message", Payloads: []Payload{{Namespace: "urn:t", XML: []byte(`<x xmlns="urn:t"/>`)}}}, func(err error) { outcome <- err })
+	waitFor(t, func() bool { return s.Stats().Held == 1 })
+	cancel()
+	<-s.Stopped()
+	select {
+	case err := <-outcome:
+		if ErrorCode(err) != EUnavailable {
+			t.Errorf("outcome %v, want unavailable", err)
+		}
+	default:
+		t.Fatal("held reading left without an outcome at shutdown")
+	}
+	if st := s.Stats(); st.Dropped != 1 || st.Held != 0 {
+		t.Errorf("stats %+v, want 1 dropped, 0 held", st)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 5s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
