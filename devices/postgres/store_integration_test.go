@@ -311,3 +311,39 @@ func BenchmarkIngest(b *testing.B) {
 		b.ReportMetric(float64(st.Accepted)/float64(st.Batches), "readings/batch")
 	}
 }
+
+// TestInsertReadingsDeletedDevice checks that a reading of a device deleted
+// while it waited in the queue doesn't fail the batch it is in.
+func TestInsertReadingsDeletedDevice(t *testing.T) {
+	ctx := context.Background()
+	db, reg, svc := newStack(t)
+	if _, err := reg.Register(ctx, "thermostat", string(examples.Thermostat()), ""); err != nil {
+		t.Fatal(err)
+	}
+	var devs []*devices.Device
+	for _, jid := range []string{"kept@example.com", "gone@example.com"} {
+		d, err := svc.Register(ctx, &devices.Device{JID: jid, Schema: "thermostat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		devs = append(devs, d)
+	}
+	if err := svc.Delete(ctx, "gone@example.com"); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	rs := []*devices.Reading{
+		{DeviceID: devs[0].ID, ReceivedAt: now, XML: "<a/>", Data: []byte(`{}`)},
+		{DeviceID: devs[1].ID, ReceivedAt: now, XML: "<b/>", Data: []byte(`{}`)},
+	}
+	if err := db.InsertReadings(ctx, rs); err != nil {
+		t.Fatalf("batch with a deleted device's reading: %v", err)
+	}
+	page, err := db.Readings(ctx, "kept@example.com", devices.ReadingFilter{Limit: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Items) != 1 {
+		t.Errorf("kept device has %d readings, want 1", len(page.Items))
+	}
+}
