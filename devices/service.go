@@ -26,7 +26,9 @@ type Store interface {
 	// all in one transaction. Readings of devices deleted meanwhile are
 	// skipped. Errors: unavailable when the database can't be reached.
 	InsertReadings(ctx context.Context, rs []*Reading) error
-	InsertRejections(ctx context.Context, rs []*Rejection) error
+	// InsertRejections records refused payloads, keeping only the newest
+	// keep per device (0: all).
+	InsertRejections(ctx context.Context, rs []*Rejection, keep int) error
 	LatestReading(ctx context.Context, jid string) (*Reading, error)
 	Readings(ctx context.Context, jid string, f ReadingFilter) (*ReadingPage, error)
 	Rejections(ctx context.Context, jid string, f ReadingFilter) (*RejectionPage, error)
@@ -81,6 +83,9 @@ type ServiceConfig struct {
 	// RejectionPayloadBytes is how much of a refused payload is kept;
 	// default 4096.
 	RejectionPayloadBytes int
+	// KeepRejections is how many refused payloads are kept per device,
+	// the newest; default 1000.
+	KeepRejections int
 	// CacheTTL bounds how long a looked-up device (or its absence) is
 	// trusted without asking the store; default 30s.
 	CacheTTL time.Duration
@@ -153,6 +158,9 @@ func NewService(store Store, schemas SchemaSource, cfg ServiceConfig) *Service {
 	}
 	if cfg.RejectionPayloadBytes <= 0 {
 		cfg.RejectionPayloadBytes = 4096
+	}
+	if cfg.KeepRejections <= 0 {
+		cfg.KeepRejections = 1000
 	}
 	if cfg.CacheTTL <= 0 {
 		cfg.CacheTTL = 30 * time.Second
@@ -634,7 +642,7 @@ func (s *Service) runRejections(ctx context.Context) {
 				break fill
 			}
 		}
-		if err := s.store.InsertRejections(context.WithoutCancel(ctx), batch); err != nil {
+		if err := s.store.InsertRejections(context.WithoutCancel(ctx), batch, s.cfg.KeepRejections); err != nil {
 			s.log.Error("store rejections failed", "rejections", len(batch), "err", err)
 		}
 	}

@@ -33,7 +33,7 @@ func (f *flakyStore) InsertReadings(_ context.Context, rs []*Reading) error {
 	return nil
 }
 
-func (f *flakyStore) InsertRejections(context.Context, []*Rejection) error { return nil }
+func (f *flakyStore) InsertRejections(context.Context, []*Rejection, int) error { return nil }
 
 func (f *flakyStore) setDown(err error) {
 	f.mu.Lock()

@@ -18,7 +18,9 @@ import (
 // InsertReadings stores a batch of readings and advances each device's
 // last_seen_at, in one transaction: after it returns nil, every reading of
 // the batch is durable (it is what lets an IQ be acknowledged). Arrays
-// passed to unnest keep it at two statements whatever the batch size.
+// passed to unnest keep it at two statements whatever the batch size; ids
+// follow the batch's order (ORDER BY the ordinality: the semi-join may
+// reorder rows), which orders readings with the same received_at.
 // Readings of a device deleted since they were queued are skipped (the
 // delete would have removed them), so that one such reading can't fail
 // the whole batch.
@@ -58,9 +60,11 @@ func (db *DB) InsertReadings(ctx context.Context, rs []*devices.Reading) error {
 	defer tx.Rollback()
 	if _, err := tx.ExecContext(ctx, `
 		INSERT INTO readings (device_id, received_at, device_time, xml, data)
-		SELECT u.* FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::jsonb[])
-			AS u(device_id, received_at, device_time, xml, data)
-		WHERE EXISTS (SELECT 1 FROM devices d WHERE d.id = u.device_id)`,
+		SELECT u.device_id, u.received_at, u.device_time, u.xml, u.data
+		FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::jsonb[])
+			WITH ORDINALITY AS u(device_id, received_at, device_time, xml, data, n)
+		WHERE EXISTS (SELECT 1 FROM devices d WHERE d.id = u.device_id)
+		ORDER BY u.n`,
 		pq.Array(ids), pq.Array(received), pq.Array(deviceTime), pq.Array(xmls), pq.Array(data)); err != nil {
 		return translate(err, "store readings")
 	}
@@ -74,8 +78,11 @@ func (db *DB) InsertReadings(ctx context.Context, rs []*devices.Reading) error {
 	return translate(tx.Commit(), "store readings")
 }
 
-// InsertRejections records refused payloads.
-func (db *DB) InsertRejections(ctx context.Context, rs []*devices.Rejection) error {
+// InsertRejections records refused payloads and keeps only the newest
+// keep of each device in the batch (0 keeps all), in one transaction: a
+// device that floods bad payloads must not fill the disk. Rejections of
+// devices deleted meanwhile are skipped.
+func (db *DB) InsertRejections(ctx context.Context, rs []*devices.Rejection, keep int) error {
 	if len(rs) == 0 {
 		return nil
 	}
@@ -84,17 +91,53 @@ func (db *DB) InsertRejections(ctx context.Context, rs []*devices.Rejection) err
 	via := make([]string, len(rs))
 	reason := make([]string, len(rs))
 	payload := make([]string, len(rs))
+	seen := make(map[int64]bool, 8)
+	var devs []int64
 	for i, r := range rs {
 		ids[i] = r.DeviceID
 		at[i] = r.ReceivedAt.UTC().Format(time.RFC3339Nano)
 		via[i], reason[i] = r.Via, r.Reason
 		payload[i] = strings.ToValidUTF8(r.Payload, "\uFFFD")
+		if !seen[r.DeviceID] {
+			seen[r.DeviceID] = true
+			devs = append(devs, r.DeviceID)
+		}
 	}
-	_, err := db.db.ExecContext(ctx, `
+	tx, err := db.db.BeginTx(ctx, nil)
+	if err != nil {
+		return translate(err, "store rejections")
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `
 		INSERT INTO rejections (device_id, received_at, via, reason, payload)
-		SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], $5::text[])`,
-		pq.Array(ids), pq.Array(at), pq.Array(via), pq.Array(reason), pq.Array(payload))
-	return translate(err, "store rejections")
+		SELECT u.device_id, u.received_at, u.via, u.reason, u.payload
+		FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], $5::text[])
+			WITH ORDINALITY AS u(device_id, received_at, via, reason, payload, n)
+		WHERE EXISTS (SELECT 1 FROM devices d WHERE d.id = u.device_id)
+		ORDER BY u.n`,
+		pq.Array(ids), pq.Array(at), pq.Array(via), pq.Array(reason), pq.Array(payload)); err != nil {
+		return translate(err, "store rejections")
+	}
+	if keep > 0 {
+		// The newest row beyond keep, per device, walking the
+		// (device_id, received_at, id) index backwards; it and everything
+		// older go.
+		if _, err := tx.ExecContext(ctx, `
+			WITH cut AS (
+				SELECT d.id AS device_id, c.received_at, c.id
+				FROM unnest($1::bigint[]) AS d(id)
+				CROSS JOIN LATERAL (
+					SELECT x.received_at, x.id FROM rejections x
+					WHERE x.device_id = d.id
+					ORDER BY x.received_at DESC, x.id DESC
+					OFFSET $2 LIMIT 1) AS c)
+			DELETE FROM rejections r USING cut
+			WHERE r.device_id = cut.device_id AND (r.received_at, r.id) <= (cut.received_at, cut.id)`,
+			pq.Array(devs), keep); err != nil {
+			return translate(err, "prune rejections")
+		}
+	}
+	return translate(tx.Commit(), "store rejections")
 }
 
 // LatestReading returns the device's newest reading. Errors: not_found.

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -345,5 +346,59 @@ func TestInsertReadingsDeletedDevice(t *testing.T) {
 	}
 	if len(page.Items) != 1 {
 		t.Errorf("kept device has %d readings, want 1", len(page.Items))
+	}
+}
+
+// TestRejectionsKeepNewest checks that only the newest rejections of each
+// device are kept.
+func TestRejectionsKeepNewest(t *testing.T) {
+	ctx := context.Background()
+	db, reg, svc := newStack(t)
+	if _, err := reg.Register(ctx, "thermostat", string(examples.Thermostat()), ""); err != nil {
+		t.Fatal(err)
+	}
+	var devs []*devices.Device
+	for _, jid := range []string{"a@example.com", "b@example.com"} {
+		d, err := svc.Register(ctx, &devices.Device{JID: jid, Schema: "thermostat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		devs = append(devs, d)
+	}
+	base := time.Now().UTC().Truncate(time.Second)
+	// Two batches, so that pruning sees rows of an earlier transaction.
+	for batch := range 2 {
+		var rs []*devices.Rejection
+		for i := range 4 {
+			n := batch*4 + i
+			rs = append(rs,
+				&devices.Rejection{DeviceID: devs[0].ID, ReceivedAt: base.Add(time.Duration(n) * time.Second), Via: "iq", Reason: fmt.Sprint(n), Payload: "<x/>"},
+				&devices.Rejection{DeviceID: devs[1].ID, ReceivedAt: base, Via: "message", Reason: fmt.Sprint(n), Payload: "<x/>"})
+		}
+		if err := db.InsertRejections(ctx, rs, 3); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		jid  string
+		want []string // reasons, oldest first
+	}{
+		{"a@example.com", []string{"5", "6", "7"}},
+		{"b@example.com", []string{"5", "6", "7"}}, // same time: by insertion order
+	}
+	for _, tt := range tests {
+		t.Run(tt.jid, func(t *testing.T) {
+			page, err := db.Rejections(ctx, tt.jid, devices.ReadingFilter{Limit: 100})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, r := range page.Items {
+				got = append(got, r.Reason)
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("kept %v, want %v", got, tt.want)
+			}
+		})
 	}
 }
