@@ -118,6 +118,12 @@ type Command struct {
 	History []CommandEvent `json:"history"`
 	// IdempotencyKey is the request's Idempotency-Key, if any.
 	IdempotencyKey string `json:"idempotency_key,omitempty" example:"b7c1a0e2-set-21.5"`
+	// SentBy is the name of the API token that sent the command
+	// ("bootstrap" for IOTGATE_ADMIN_TOKEN); absent for commands from
+	// before tokens.
+	SentBy string `json:"sent_by,omitempty" example:"ops-berlin"`
+	// TokenID is the ID of that token.
+	TokenID string `json:"token_id,omitempty" example:"tok_q3bx7k2mzv4wd9hc"`
 }
 
 // CommandResponse is a device's IQ result.
@@ -161,6 +167,7 @@ func commandOf(c *devices.Command) Command {
 		Mode: string(c.Mode), Status: string(c.Status), TimeoutMS: c.Timeout.Milliseconds(),
 		ExpiresAt: c.ExpiresAt, CreatedAt: c.CreatedAt, SentAt: c.SentAt, CompletedAt: c.CompletedAt, AnsweredAt: c.AnsweredAt,
 		ErrorCode: c.ErrorCode, Error: c.Error, LateAnswer: c.LateAnswer, IdempotencyKey: c.IdempotencyKey,
+		SentBy: c.SentBy, TokenID: c.TokenID,
 		History: make([]CommandEvent, 0, len(c.History)),
 	}
 	if r := c.Response; r != nil {
@@ -187,6 +194,26 @@ type listCommandsQuery struct {
 // commandHandler serves the command endpoints.
 type commandHandler struct {
 	svc CommandService
+	// devs looks devices up for tokens limited to some devices; nil
+	// hides every device from such tokens.
+	devs DeviceService
+}
+
+// visibleCommand returns the command if the request's token may see its
+// device. Errors: not_found (also for a command of a device outside the
+// token's selector).
+func (h *commandHandler) visibleCommand(c echo.Context, id string) (*devices.Command, error) {
+	cmd, err := h.svc.Command(c.Request().Context(), id)
+	if err != nil {
+		return nil, fmt.Errorf("get command: %w", err)
+	}
+	if err := visible(c, h.devs, cmd.DeviceJID); err != nil {
+		if devices.ErrorCode(err) == devices.ENotFound {
+			return nil, devices.Errorf(devices.ENotFound, "command %s not found", id)
+		}
+		return nil, err
+	}
+	return cmd, nil
 }
 
 // create sends a command to a device.
@@ -227,8 +254,16 @@ func (h *commandHandler) create(c echo.Context) error {
 	if err := bind(c, &req); err != nil {
 		return err
 	}
+	if err := visible(c, h.devs, jid); err != nil {
+		return err
+	}
+	var tokenID, sentBy string
+	if tok := tokenOf(c); tok != nil {
+		tokenID, sentBy = tok.ID, tok.Name
+	}
 	ctx := c.Request().Context()
 	cmd, replayed, err := h.svc.Submit(ctx, devices.CommandRequest{
+		TokenID: tokenID, SentBy: sentBy,
 		DeviceJID: jid, Type: req.Type, Payload: req.Payload, Resource: req.Resource,
 		Mode: devices.CommandMode(req.Mode), Timeout: time.Duration(req.TimeoutMS) * time.Millisecond,
 		ExpiresIn:      time.Duration(req.ExpiresInMS) * time.Millisecond,
@@ -296,9 +331,9 @@ func (h *commandHandler) get(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	cmd, err := h.svc.Command(c.Request().Context(), id)
+	cmd, err := h.visibleCommand(c, id)
 	if err != nil {
-		return fmt.Errorf("get command: %w", err)
+		return err
 	}
 	return c.JSON(http.StatusOK, commandOf(cmd))
 }
@@ -330,6 +365,9 @@ func (h *commandHandler) list(c echo.Context) error {
 	if err := c.Validate(&q); err != nil {
 		return err
 	}
+	if err := visible(c, h.devs, jid); err != nil {
+		return err
+	}
 	page, err := h.svc.Commands(c.Request().Context(), jid, devices.CommandFilter{Limit: q.Limit, Cursor: q.Cursor})
 	if err != nil {
 		return fmt.Errorf("list commands: %w", err)
@@ -357,6 +395,9 @@ func (h *commandHandler) list(c echo.Context) error {
 func (h *commandHandler) cancel(c echo.Context) error {
 	id, err := pathParam(c, "id")
 	if err != nil {
+		return err
+	}
+	if _, err := h.visibleCommand(c, id); err != nil {
 		return err
 	}
 	cmd, err := h.svc.Cancel(c.Request().Context(), id)

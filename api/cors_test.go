@@ -20,7 +20,7 @@ func TestCORS(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := New(Config{CORSOrigins: tt.origins}, Deps{})
+			s := newServer(Config{CORSOrigins: tt.origins}, Deps{})
 			req := httptest.NewRequest(http.MethodOptions, "/healthz", nil)
 			req.Header.Set("Origin", tt.origin)
 			req.Header.Set("Access-Control-Request-Method", "POST")
