@@ -238,12 +238,15 @@ func (h *commandHandler) visibleCommand(c echo.Context, id string) (*devices.Com
 //	@Failure		413				{object}	api.ErrorResponse							"Body too large"
 //	@Failure		415				{object}	api.ErrorResponse							"Body is not JSON"
 //	@Failure		422				{object}	api.ErrorResponse							"The payload is not valid against the device's schema (code unprocessable), or the Idempotency-Key was used for another request (code idempotency_key_reused)"
-//	@Failure		429				{object}	api.ErrorResponse							"Too many commands in flight"
+//	@Failure		429				{object}	api.ErrorResponse							"Too many commands in flight (code too_many_requests), or the token's request rate is exceeded (code rate_limited)"
 //	@Header			429				{integer}	Retry-After									"Seconds to wait before retrying"
 //	@Failure		500				{object}	api.ErrorResponse
 //	@Failure		502				{object}	api.ErrorResponse{details=api.Command}	"The device answered with an IQ error (code xmpp_error; details.xmpp_error has type, condition and text)"
 //	@Failure		503				{object}	api.ErrorResponse{details=api.Command}	"iotgate's XMPP stream is down (code xmpp_unavailable), or the database is"
 //	@Failure		504				{object}	api.ErrorResponse{details=api.Command}	"No answer within timeout_ms (code timeout)"
+//	@Security		BearerAuth
+//	@Failure		401	{object}	api.ErrorResponse	"Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)"
+//	@Failure		403	{object}	api.ErrorResponse	"The token lacks the route's scope (code forbidden)"
 //	@Router			/v1/devices/{jid}/commands [post]
 func (h *commandHandler) create(c echo.Context) error {
 	jid, err := pathParam(c, "jid")
@@ -325,6 +328,11 @@ func respondCommand(c echo.Context, cmd *devices.Command) error {
 //	@Failure		404	{object}	api.ErrorResponse	"No such command"
 //	@Failure		500	{object}	api.ErrorResponse
 //	@Failure		503	{object}	api.ErrorResponse
+//	@Security		BearerAuth
+//	@Failure		401	{object}	api.ErrorResponse	"Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)"
+//	@Failure		403	{object}	api.ErrorResponse	"The token lacks the route's scope (code forbidden)"
+//	@Failure		429	{object}	api.ErrorResponse	"The token's request rate is exceeded (code rate_limited)"
+//	@Header			429	{integer}	Retry-After	"Seconds to wait before retrying"
 //	@Router			/v1/commands/{id} [get]
 func (h *commandHandler) get(c echo.Context) error {
 	id, err := pathParam(c, "id")
@@ -352,6 +360,11 @@ func (h *commandHandler) get(c echo.Context) error {
 //	@Failure		404		{object}	api.ErrorResponse							"No such device"
 //	@Failure		500		{object}	api.ErrorResponse
 //	@Failure		503		{object}	api.ErrorResponse
+//	@Security		BearerAuth
+//	@Failure		401	{object}	api.ErrorResponse	"Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)"
+//	@Failure		403	{object}	api.ErrorResponse	"The token lacks the route's scope (code forbidden)"
+//	@Failure		429	{object}	api.ErrorResponse	"The token's request rate is exceeded (code rate_limited)"
+//	@Header			429	{integer}	Retry-After	"Seconds to wait before retrying"
 //	@Router			/v1/devices/{jid}/commands [get]
 func (h *commandHandler) list(c echo.Context) error {
 	jid, err := pathParam(c, "jid")
@@ -391,6 +404,11 @@ func (h *commandHandler) list(c echo.Context) error {
 //	@Failure		409	{object}	api.ErrorResponse	"The command is not queued (code command_not_queued)"
 //	@Failure		500	{object}	api.ErrorResponse
 //	@Failure		503	{object}	api.ErrorResponse
+//	@Security		BearerAuth
+//	@Failure		401	{object}	api.ErrorResponse	"Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)"
+//	@Failure		403	{object}	api.ErrorResponse	"The token lacks the route's scope (code forbidden)"
+//	@Failure		429	{object}	api.ErrorResponse	"The token's request rate is exceeded (code rate_limited)"
+//	@Header			429	{integer}	Retry-After	"Seconds to wait before retrying"
 //	@Router			/v1/commands/{id}/cancel [post]
 func (h *commandHandler) cancel(c echo.Context) error {
 	id, err := pathParam(c, "id")

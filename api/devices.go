@@ -232,6 +232,11 @@ func (h *deviceHandler) jid(c echo.Context) (string, error) {
 //	@Failure		415		{object}	api.ErrorResponse							"Body is not JSON"
 //	@Failure		500		{object}	api.ErrorResponse
 //	@Failure		503		{object}	api.ErrorResponse
+//	@Security		BearerAuth
+//	@Failure		401	{object}	api.ErrorResponse	"Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)"
+//	@Failure		403	{object}	api.ErrorResponse	"The token lacks the route's scope (code forbidden)"
+//	@Failure		429	{object}	api.ErrorResponse	"The token's request rate is exceeded (code rate_limited)"
+//	@Header			429	{integer}	Retry-After	"Seconds to wait before retrying"
 //	@Router			/v1/devices [post]
 func (h *deviceHandler) create(c echo.Context) error {
 	var req CreateDeviceRequest
@@ -267,6 +272,11 @@ func (h *deviceHandler) create(c echo.Context) error {
 //	@Failure		400		{object}	api.ErrorResponse	"A bad label, online, limit or cursor"
 //	@Failure		500		{object}	api.ErrorResponse
 //	@Failure		503		{object}	api.ErrorResponse
+//	@Security		BearerAuth
+//	@Failure		401	{object}	api.ErrorResponse	"Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)"
+//	@Failure		403	{object}	api.ErrorResponse	"The token lacks the route's scope (code forbidden)"
+//	@Failure		429	{object}	api.ErrorResponse	"The token's request rate is exceeded (code rate_limited)"
+//	@Header			429	{integer}	Retry-After	"Seconds to wait before retrying"
 //	@Router			/v1/devices [get]
 func (h *deviceHandler) list(c echo.Context) error {
 	var q listDevicesQuery
@@ -356,6 +366,11 @@ func labelsQuery(vs []string) (map[string]string, error) {
 //	@Failure		404	{object}	api.ErrorResponse	"No such device"
 //	@Failure		500	{object}	api.ErrorResponse
 //	@Failure		503	{object}	api.ErrorResponse
+//	@Security		BearerAuth
+//	@Failure		401	{object}	api.ErrorResponse	"Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)"
+//	@Failure		403	{object}	api.ErrorResponse	"The token lacks the route's scope (code forbidden)"
+//	@Failure		429	{object}	api.ErrorResponse	"The token's request rate is exceeded (code rate_limited)"
+//	@Header			429	{integer}	Retry-After	"Seconds to wait before retrying"
 //	@Router			/v1/devices/{jid} [get]
 func (h *deviceHandler) get(c echo.Context) error {
 	jid, err := h.jid(c)
@@ -388,6 +403,11 @@ func (h *deviceHandler) get(c echo.Context) error {
 //	@Failure		415		{object}	api.ErrorResponse							"Body is not JSON"
 //	@Failure		500		{object}	api.ErrorResponse
 //	@Failure		503		{object}	api.ErrorResponse
+//	@Security		BearerAuth
+//	@Failure		401	{object}	api.ErrorResponse	"Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)"
+//	@Failure		403	{object}	api.ErrorResponse	"The token lacks the route's scope (code forbidden)"
+//	@Failure		429	{object}	api.ErrorResponse	"The token's request rate is exceeded (code rate_limited)"
+//	@Header			429	{integer}	Retry-After	"Seconds to wait before retrying"
 //	@Router			/v1/devices/{jid} [patch]
 func (h *deviceHandler) update(c echo.Context) error {
 	jid, err := h.jid(c)
@@ -427,6 +447,11 @@ func (h *deviceHandler) update(c echo.Context) error {
 //	@Failure		404	{object}	api.ErrorResponse	"No such device"
 //	@Failure		500	{object}	api.ErrorResponse
 //	@Failure		503	{object}	api.ErrorResponse
+//	@Security		BearerAuth
+//	@Failure		401	{object}	api.ErrorResponse	"Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)"
+//	@Failure		403	{object}	api.ErrorResponse	"The token lacks the route's scope (code forbidden)"
+//	@Failure		429	{object}	api.ErrorResponse	"The token's request rate is exceeded (code rate_limited)"
+//	@Header			429	{integer}	Retry-After	"Seconds to wait before retrying"
 //	@Router			/v1/devices/{jid} [delete]
 func (h *deviceHandler) delete(c echo.Context) error {
 	jid, err := h.jid(c)
@@ -454,6 +479,11 @@ func (h *deviceHandler) delete(c echo.Context) error {
 //	@Failure		404	{object}	api.ErrorResponse	"No such device"
 //	@Failure		500	{object}	api.ErrorResponse
 //	@Failure		503	{object}	api.ErrorResponse
+//	@Security		BearerAuth
+//	@Failure		401	{object}	api.ErrorResponse	"Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)"
+//	@Failure		403	{object}	api.ErrorResponse	"The token lacks the route's scope (code forbidden)"
+//	@Failure		429	{object}	api.ErrorResponse	"The token's request rate is exceeded (code rate_limited)"
+//	@Header			429	{integer}	Retry-After	"Seconds to wait before retrying"
 //	@Router			/v1/devices/{jid}/state [get]
 func (h *deviceHandler) state(c echo.Context) error {
 	jid, err := h.jid(c)
@@ -495,6 +525,11 @@ func (h *deviceHandler) state(c echo.Context) error {
 //	@Failure		404		{object}	api.ErrorResponse							"No such device"
 //	@Failure		500		{object}	api.ErrorResponse
 //	@Failure		503		{object}	api.ErrorResponse
+//	@Security		BearerAuth
+//	@Failure		401	{object}	api.ErrorResponse	"Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)"
+//	@Failure		403	{object}	api.ErrorResponse	"The token lacks the route's scope (code forbidden)"
+//	@Failure		429	{object}	api.ErrorResponse	"The token's request rate is exceeded (code rate_limited)"
+//	@Header			429	{integer}	Retry-After	"Seconds to wait before retrying"
 //	@Router			/v1/devices/{jid}/readings [get]
 func (h *deviceHandler) readings(c echo.Context) error {
 	jid, f, err := h.jidAndFilter(c)
@@ -529,6 +564,11 @@ func (h *deviceHandler) readings(c echo.Context) error {
 //	@Failure		404		{object}	api.ErrorResponse							"No such device"
 //	@Failure		500		{object}	api.ErrorResponse
 //	@Failure		503		{object}	api.ErrorResponse
+//	@Security		BearerAuth
+//	@Failure		401	{object}	api.ErrorResponse	"Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)"
+//	@Failure		403	{object}	api.ErrorResponse	"The token lacks the route's scope (code forbidden)"
+//	@Failure		429	{object}	api.ErrorResponse	"The token's request rate is exceeded (code rate_limited)"
+//	@Header			429	{integer}	Retry-After	"Seconds to wait before retrying"
 //	@Router			/v1/devices/{jid}/rejections [get]
 func (h *deviceHandler) rejections(c echo.Context) error {
 	jid, f, err := h.jidAndFilter(c)

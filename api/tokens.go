@@ -98,6 +98,11 @@ type tokenHandler struct {
 //	@Failure		400		{object}	api.ErrorResponse{details=[]api.FieldError}	"A missing name, an unknown scope, a bad label or expires_in"
 //	@Failure		500		{object}	api.ErrorResponse
 //	@Failure		503		{object}	api.ErrorResponse
+//	@Security		BearerAuth
+//	@Failure		401	{object}	api.ErrorResponse	"Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)"
+//	@Failure		403	{object}	api.ErrorResponse	"The token lacks the route's scope (code forbidden)"
+//	@Failure		429	{object}	api.ErrorResponse	"The token's request rate is exceeded (code rate_limited)"
+//	@Header			429	{integer}	Retry-After	"Seconds to wait before retrying"
 //	@Router			/v1/tokens [post]
 func (h *tokenHandler) create(c echo.Context) error {
 	var req CreateTokenRequest
@@ -137,6 +142,11 @@ func (h *tokenHandler) create(c echo.Context) error {
 //	@Success		200	{object}	api.TokenList
 //	@Failure		500	{object}	api.ErrorResponse
 //	@Failure		503	{object}	api.ErrorResponse
+//	@Security		BearerAuth
+//	@Failure		401	{object}	api.ErrorResponse	"Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)"
+//	@Failure		403	{object}	api.ErrorResponse	"The token lacks the route's scope (code forbidden)"
+//	@Failure		429	{object}	api.ErrorResponse	"The token's request rate is exceeded (code rate_limited)"
+//	@Header			429	{integer}	Retry-After	"Seconds to wait before retrying"
 //	@Router			/v1/tokens [get]
 func (h *tokenHandler) list(c echo.Context) error {
 	ts, err := h.svc.List(c.Request().Context())
@@ -161,6 +171,11 @@ func (h *tokenHandler) list(c echo.Context) error {
 //	@Failure		404	{object}	api.ErrorResponse	"No such token"
 //	@Failure		500	{object}	api.ErrorResponse
 //	@Failure		503	{object}	api.ErrorResponse
+//	@Security		BearerAuth
+//	@Failure		401	{object}	api.ErrorResponse	"Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)"
+//	@Failure		403	{object}	api.ErrorResponse	"The token lacks the route's scope (code forbidden)"
+//	@Failure		429	{object}	api.ErrorResponse	"The token's request rate is exceeded (code rate_limited)"
+//	@Header			429	{integer}	Retry-After	"Seconds to wait before retrying"
 //	@Router			/v1/tokens/{id} [get]
 func (h *tokenHandler) get(c echo.Context) error {
 	id, err := pathParam(c, "id")
@@ -186,6 +201,11 @@ func (h *tokenHandler) get(c echo.Context) error {
 //	@Failure		404	{object}	api.ErrorResponse	"No such token"
 //	@Failure		500	{object}	api.ErrorResponse
 //	@Failure		503	{object}	api.ErrorResponse
+//	@Security		BearerAuth
+//	@Failure		401	{object}	api.ErrorResponse	"Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)"
+//	@Failure		403	{object}	api.ErrorResponse	"The token lacks the route's scope (code forbidden)"
+//	@Failure		429	{object}	api.ErrorResponse	"The token's request rate is exceeded (code rate_limited)"
+//	@Header			429	{integer}	Retry-After	"Seconds to wait before retrying"
 //	@Router			/v1/tokens/{id} [delete]
 func (h *tokenHandler) revoke(c echo.Context) error {
 	id, err := pathParam(c, "id")
