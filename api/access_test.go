@@ -337,7 +337,7 @@ func TestLimiterEvictsIdle(t *testing.T) {
 	now := testTime
 	l := newLimiter(1, 1, func() time.Time { return now })
 	for i := range maxLimiters {
-		l.allow(string(rune('a' + i%26)) + strings.Repeat("x", i/26))
+		l.allow(string(rune('a'+i%26)) + strings.Repeat("x", i/26))
 	}
 	now = now.Add(time.Hour)
 	if ok, _ := l.allow("new"); !ok || len(l.buckets) != 1 {
@@ -412,7 +412,7 @@ func TestTokens(t *testing.T) {
 		f := newFakeAuth(map[string]*auth.Token{"berlin-admin": {ID: "b", Name: "b", Scopes: []auth.Scope{auth.ScopeAdmin}, Devices: auth.Selector{"site": "berlin"}}})
 		s := New(Config{}, Deps{Auth: f, Tokens: &fakeTokens{tokens: map[string]*auth.Token{}}})
 		for body, want := range map[string]int{
-			`{"name":"x","scopes":["admin"]}`:                              403,
+			`{"name":"x","scopes":["admin"]}`:                             403,
 			`{"name":"x","scopes":["admin"],"devices":{"site":"paris"}}`:  403,
 			`{"name":"x","scopes":["admin"],"devices":{"site":"berlin"}}`: 201,
 		} {

@@ -40,7 +40,9 @@ func scanToken(row rowScanner) (*auth.Token, error) {
 	return &t, nil
 }
 
-func tokenNotFound(id string) error { return devices.Errorf(devices.ENotFound, "token %s not found", id) }
+func tokenNotFound(id string) error {
+	return devices.Errorf(devices.ENotFound, "token %s not found", id)
+}
 
 // CreateToken inserts t. Errors: conflict (ID or hash taken), invalid.
 func (db *DB) CreateToken(ctx context.Context, t *auth.Token) error {
