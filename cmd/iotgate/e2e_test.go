@@ -240,6 +240,7 @@ func TestE2EConfigErrors(t *testing.T) {
 	}{
 		{"MissingDomain", []string{"IOTGATE_SECRET=x", "IOTGATE_DATABASE_URL=postgres://x/y"}, "IOTGATE_DOMAIN"},
 		{"MissingSecret", []string{"IOTGATE_DOMAIN=iot.localhost", "IOTGATE_DATABASE_URL=postgres://x/y"}, "IOTGATE_SECRET"},
+		{"ShortAdminToken", []string{"IOTGATE_DOMAIN=iot.localhost", "IOTGATE_SECRET=x", "IOTGATE_DATABASE_URL=postgres://x/y", "IOTGATE_ADMIN_TOKEN=short"}, "IOTGATE_ADMIN_TOKEN"},
 		{"BadAddr", []string{"IOTGATE_DOMAIN=iot.localhost", "IOTGATE_SECRET=x", "IOTGATE_DATABASE_URL=postgres://x/y", "IOTGATE_XMPP_ADDR=nope"}, "IOTGATE_XMPP_ADDR"},
 	}
 	for _, tt := range tests {
