@@ -32,3 +32,18 @@ func TestCORS(t *testing.T) {
 		})
 	}
 }
+
+// TestCORSPreflightNeedsNoToken: browsers send preflights without
+// credentials, so they must not meet the token check.
+func TestCORSPreflightNeedsNoToken(t *testing.T) {
+	s := newServer(Config{CORSOrigins: []string{"https://app.example.com"}}, Deps{Devices: newFakeDevices()})
+	req := httptest.NewRequest(http.MethodOptions, "/v1/devices", nil)
+	req.Header.Set("Origin", "https://app.example.com")
+	req.Header.Set("Access-Control-Request-Method", "POST")
+	req.Header.Set("Access-Control-Request-Headers", "Authorization")
+	rec := httptest.NewRecorder()
+	s.ServeHTTP(rec, req)
+	if rec.Code != http.StatusNoContent || rec.Header().Get("Access-Control-Allow-Origin") != "https://app.example.com" {
+		t.Errorf("preflight = %d %v, want 204 allowing the origin", rec.Code, rec.Header())
+	}
+}
