@@ -424,3 +424,37 @@ func TestTokens(t *testing.T) {
 		}
 	})
 }
+
+// FuzzAuthorizationHeader sends arbitrary Authorization headers: only the
+// exact header of a known token gets through; everything else is a 401
+// with an ErrorResponse, never a 5xx (or a panic).
+func FuzzAuthorizationHeader(f *testing.F) {
+	for _, s := range []string{"Bearer " + testToken, "bearer " + testToken, "Bearer  " + testToken + " ", "Bearer", "Bearer ", "Basic x",
+		"", " ", "Bearer " + testToken + "x", "Bearer\t" + testToken, "Bearer " + strings.Repeat("a", 5000), "Bearer \x00"} {
+		f.Add(s)
+	}
+	s, _ := accessFixture(Config{}, nil)
+	f.Fuzz(func(t *testing.T, h string) {
+		req := httptest.NewRequest(http.MethodGet, "/v1/schemas", nil)
+		req.Header[echo.HeaderAuthorization] = []string{h}
+		rec := httptest.NewRecorder()
+		s.ServeHTTP(rec, req)
+		secret, ok := bearer(h)
+		known := ok && (secret == testToken || secret == berlinSecret || slices.ContainsFunc(auth.Scopes, func(sc auth.Scope) bool { return secret == scopeSecret(sc) }))
+		switch {
+		case rec.Code == http.StatusOK || rec.Code == http.StatusForbidden:
+			if !known {
+				t.Fatalf("%q = %d, want 401", h, rec.Code)
+			}
+		case rec.Code == http.StatusUnauthorized:
+			if known {
+				t.Fatalf("%q = 401 for a known token", h)
+			}
+			if er := decode[ErrorResponse](t, rec); er.Code != devices.EUnauthorized {
+				t.Fatalf("%q: body %s", h, rec.Body.String())
+			}
+		default:
+			t.Fatalf("%q = %d: %s", h, rec.Code, rec.Body.String())
+		}
+	})
+}
