@@ -118,6 +118,12 @@ type Command struct {
 	History []CommandEvent `json:"history"`
 	// IdempotencyKey is the request's Idempotency-Key, if any.
 	IdempotencyKey string `json:"idempotency_key,omitempty" example:"b7c1a0e2-set-21.5"`
+	// SentBy is the name of the API token that sent the command
+	// ("bootstrap" for IOTGATE_ADMIN_TOKEN); absent for commands from
+	// before tokens.
+	SentBy string `json:"sent_by,omitempty" example:"ops-berlin"`
+	// TokenID is the ID of that token.
+	TokenID string `json:"token_id,omitempty" example:"tok_q3bx7k2mzv4wd9hc"`
 }
 
 // CommandResponse is a device's IQ result.
@@ -161,6 +167,7 @@ func commandOf(c *devices.Command) Command {
 		Mode: string(c.Mode), Status: string(c.Status), TimeoutMS: c.Timeout.Milliseconds(),
 		ExpiresAt: c.ExpiresAt, CreatedAt: c.CreatedAt, SentAt: c.SentAt, CompletedAt: c.CompletedAt, AnsweredAt: c.AnsweredAt,
 		ErrorCode: c.ErrorCode, Error: c.Error, LateAnswer: c.LateAnswer, IdempotencyKey: c.IdempotencyKey,
+		SentBy: c.SentBy, TokenID: c.TokenID,
 		History: make([]CommandEvent, 0, len(c.History)),
 	}
 	if r := c.Response; r != nil {
@@ -187,6 +194,26 @@ type listCommandsQuery struct {
 // commandHandler serves the command endpoints.
 type commandHandler struct {
 	svc CommandService
+	// devs looks devices up for tokens limited to some devices; nil
+	// hides every device from such tokens.
+	devs DeviceService
+}
+
+// visibleCommand returns the command if the request's token may see its
+// device. Errors: not_found (also for a command of a device outside the
+// token's selector).
+func (h *commandHandler) visibleCommand(c echo.Context, id string) (*devices.Command, error) {
+	cmd, err := h.svc.Command(c.Request().Context(), id)
+	if err != nil {
+		return nil, fmt.Errorf("get command: %w", err)
+	}
+	if err := visible(c, h.devs, cmd.DeviceJID); err != nil {
+		if devices.ErrorCode(err) == devices.ENotFound {
+			return nil, devices.Errorf(devices.ENotFound, "command %s not found", id)
+		}
+		return nil, err
+	}
+	return cmd, nil
 }
 
 // create sends a command to a device.
@@ -211,12 +238,15 @@ type commandHandler struct {
 //	@Failure		413				{object}	api.ErrorResponse							"Body too large"
 //	@Failure		415				{object}	api.ErrorResponse							"Body is not JSON"
 //	@Failure		422				{object}	api.ErrorResponse							"The payload is not valid against the device's schema (code unprocessable), or the Idempotency-Key was used for another request (code idempotency_key_reused)"
-//	@Failure		429				{object}	api.ErrorResponse							"Too many commands in flight"
+//	@Failure		429				{object}	api.ErrorResponse							"Too many commands in flight (code too_many_requests), or the token's request rate is exceeded (code rate_limited)"
 //	@Header			429				{integer}	Retry-After									"Seconds to wait before retrying"
 //	@Failure		500				{object}	api.ErrorResponse
 //	@Failure		502				{object}	api.ErrorResponse{details=api.Command}	"The device answered with an IQ error (code xmpp_error; details.xmpp_error has type, condition and text)"
 //	@Failure		503				{object}	api.ErrorResponse{details=api.Command}	"iotgate's XMPP stream is down (code xmpp_unavailable), or the database is"
 //	@Failure		504				{object}	api.ErrorResponse{details=api.Command}	"No answer within timeout_ms (code timeout)"
+//	@Security		BearerAuth
+//	@Failure		401	{object}	api.ErrorResponse	"Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)"
+//	@Failure		403	{object}	api.ErrorResponse	"The token lacks the route's scope (code forbidden)"
 //	@Router			/v1/devices/{jid}/commands [post]
 func (h *commandHandler) create(c echo.Context) error {
 	jid, err := pathParam(c, "jid")
@@ -227,8 +257,16 @@ func (h *commandHandler) create(c echo.Context) error {
 	if err := bind(c, &req); err != nil {
 		return err
 	}
+	if err := visible(c, h.devs, jid); err != nil {
+		return err
+	}
+	var tokenID, sentBy string
+	if tok := tokenOf(c); tok != nil {
+		tokenID, sentBy = tok.ID, tok.Name
+	}
 	ctx := c.Request().Context()
 	cmd, replayed, err := h.svc.Submit(ctx, devices.CommandRequest{
+		TokenID: tokenID, SentBy: sentBy,
 		DeviceJID: jid, Type: req.Type, Payload: req.Payload, Resource: req.Resource,
 		Mode: devices.CommandMode(req.Mode), Timeout: time.Duration(req.TimeoutMS) * time.Millisecond,
 		ExpiresIn:      time.Duration(req.ExpiresInMS) * time.Millisecond,
@@ -290,15 +328,20 @@ func respondCommand(c echo.Context, cmd *devices.Command) error {
 //	@Failure		404	{object}	api.ErrorResponse	"No such command"
 //	@Failure		500	{object}	api.ErrorResponse
 //	@Failure		503	{object}	api.ErrorResponse
+//	@Security		BearerAuth
+//	@Failure		401	{object}	api.ErrorResponse	"Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)"
+//	@Failure		403	{object}	api.ErrorResponse	"The token lacks the route's scope (code forbidden)"
+//	@Failure		429	{object}	api.ErrorResponse	"The token's request rate is exceeded (code rate_limited)"
+//	@Header			429	{integer}	Retry-After	"Seconds to wait before retrying"
 //	@Router			/v1/commands/{id} [get]
 func (h *commandHandler) get(c echo.Context) error {
 	id, err := pathParam(c, "id")
 	if err != nil {
 		return err
 	}
-	cmd, err := h.svc.Command(c.Request().Context(), id)
+	cmd, err := h.visibleCommand(c, id)
 	if err != nil {
-		return fmt.Errorf("get command: %w", err)
+		return err
 	}
 	return c.JSON(http.StatusOK, commandOf(cmd))
 }
@@ -317,6 +360,11 @@ func (h *commandHandler) get(c echo.Context) error {
 //	@Failure		404		{object}	api.ErrorResponse							"No such device"
 //	@Failure		500		{object}	api.ErrorResponse
 //	@Failure		503		{object}	api.ErrorResponse
+//	@Security		BearerAuth
+//	@Failure		401	{object}	api.ErrorResponse	"Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)"
+//	@Failure		403	{object}	api.ErrorResponse	"The token lacks the route's scope (code forbidden)"
+//	@Failure		429	{object}	api.ErrorResponse	"The token's request rate is exceeded (code rate_limited)"
+//	@Header			429	{integer}	Retry-After	"Seconds to wait before retrying"
 //	@Router			/v1/devices/{jid}/commands [get]
 func (h *commandHandler) list(c echo.Context) error {
 	jid, err := pathParam(c, "jid")
@@ -328,6 +376,9 @@ func (h *commandHandler) list(c echo.Context) error {
 		return err
 	}
 	if err := c.Validate(&q); err != nil {
+		return err
+	}
+	if err := visible(c, h.devs, jid); err != nil {
 		return err
 	}
 	page, err := h.svc.Commands(c.Request().Context(), jid, devices.CommandFilter{Limit: q.Limit, Cursor: q.Cursor})
@@ -353,10 +404,18 @@ func (h *commandHandler) list(c echo.Context) error {
 //	@Failure		409	{object}	api.ErrorResponse	"The command is not queued (code command_not_queued)"
 //	@Failure		500	{object}	api.ErrorResponse
 //	@Failure		503	{object}	api.ErrorResponse
+//	@Security		BearerAuth
+//	@Failure		401	{object}	api.ErrorResponse	"Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)"
+//	@Failure		403	{object}	api.ErrorResponse	"The token lacks the route's scope (code forbidden)"
+//	@Failure		429	{object}	api.ErrorResponse	"The token's request rate is exceeded (code rate_limited)"
+//	@Header			429	{integer}	Retry-After	"Seconds to wait before retrying"
 //	@Router			/v1/commands/{id}/cancel [post]
 func (h *commandHandler) cancel(c echo.Context) error {
 	id, err := pathParam(c, "id")
 	if err != nil {
+		return err
+	}
+	if _, err := h.visibleCommand(c, id); err != nil {
 		return err
 	}
 	cmd, err := h.svc.Cancel(c.Request().Context(), id)

@@ -119,7 +119,7 @@ func newCommandServer(cmds *fakeCommands) *Server {
 	if cmds.cmds == nil {
 		cmds.cmds = map[string]*devices.Command{}
 	}
-	return New(Config{}, Deps{Commands: cmds})
+	return newServer(Config{}, Deps{Commands: cmds})
 }
 
 func TestCommandOutcomes(t *testing.T) {
@@ -230,7 +230,8 @@ func TestCommandRequests(t *testing.T) {
 			status: http.StatusAccepted}, header: []string{HeaderIdempotencyKey, "key-1"}, submit: ok,
 			after: func(t *testing.T, _ *httptest.ResponseRecorder, f *fakeCommands) {
 				want := devices.CommandRequest{DeviceJID: "thermo1@example.com", Type: "get", Payload: "<get xmlns='urn:example:thermostat'/>",
-					Resource: "kitchen", Mode: devices.CommandQueue, Timeout: 2500 * time.Millisecond, ExpiresIn: time.Minute, IdempotencyKey: "key-1"}
+					Resource: "kitchen", Mode: devices.CommandQueue, Timeout: 2500 * time.Millisecond, ExpiresIn: time.Minute, IdempotencyKey: "key-1",
+					TokenID: "tok_test", SentBy: "test"}
 				if f.lastReq != want {
 					t.Errorf("request = %+v, want %+v", f.lastReq, want)
 				}
@@ -345,13 +346,19 @@ func TestCommandSyncOutlivesWriteTimeout(t *testing.T) {
 			out.Status = devices.CommandSucceeded
 			return &out
 		}}
-	s := New(Config{WriteTimeout: 200 * time.Millisecond}, Deps{Commands: f})
+	s := newServer(Config{WriteTimeout: 200 * time.Millisecond}, Deps{Commands: f})
 	if err := s.Listen("127.0.0.1:0"); err != nil {
 		t.Fatal(err)
 	}
 	go s.Serve()
 	t.Cleanup(func() { s.Shutdown(context.Background()) })
-	resp, err := http.Post("http://"+s.Addr().String()+"/v1/devices/thermo1%40example.com/commands", "application/json", strings.NewReader(`{"payload":"<x/>"}`))
+	req, err := http.NewRequest(http.MethodPost, "http://"+s.Addr().String()+"/v1/devices/thermo1%40example.com/commands", strings.NewReader(`{"payload":"<x/>"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("POST: %v (the write timeout cut the response)", err)
 	}

@@ -20,7 +20,7 @@ func TestCORS(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := New(Config{CORSOrigins: tt.origins}, Deps{})
+			s := newServer(Config{CORSOrigins: tt.origins}, Deps{})
 			req := httptest.NewRequest(http.MethodOptions, "/healthz", nil)
 			req.Header.Set("Origin", tt.origin)
 			req.Header.Set("Access-Control-Request-Method", "POST")
@@ -30,5 +30,20 @@ func TestCORS(t *testing.T) {
 				t.Errorf("Access-Control-Allow-Origin = %q, want %q", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestCORSPreflightNeedsNoToken: browsers send preflights without
+// credentials, so they must not meet the token check.
+func TestCORSPreflightNeedsNoToken(t *testing.T) {
+	s := newServer(Config{CORSOrigins: []string{"https://app.example.com"}}, Deps{Devices: newFakeDevices()})
+	req := httptest.NewRequest(http.MethodOptions, "/v1/devices", nil)
+	req.Header.Set("Origin", "https://app.example.com")
+	req.Header.Set("Access-Control-Request-Method", "POST")
+	req.Header.Set("Access-Control-Request-Headers", "Authorization")
+	rec := httptest.NewRecorder()
+	s.ServeHTTP(rec, req)
+	if rec.Code != http.StatusNoContent || rec.Header().Get("Access-Control-Allow-Origin") != "https://app.example.com" {
+		t.Errorf("preflight = %d %v, want 204 allowing the origin", rec.Code, rec.Header())
 	}
 }

@@ -232,10 +232,18 @@ func (h *deviceHandler) jid(c echo.Context) (string, error) {
 //	@Failure		415		{object}	api.ErrorResponse							"Body is not JSON"
 //	@Failure		500		{object}	api.ErrorResponse
 //	@Failure		503		{object}	api.ErrorResponse
+//	@Security		BearerAuth
+//	@Failure		401	{object}	api.ErrorResponse	"Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)"
+//	@Failure		403	{object}	api.ErrorResponse	"The token lacks the route's scope (code forbidden)"
+//	@Failure		429	{object}	api.ErrorResponse	"The token's request rate is exceeded (code rate_limited)"
+//	@Header			429	{integer}	Retry-After	"Seconds to wait before retrying"
 //	@Router			/v1/devices [post]
 func (h *deviceHandler) create(c echo.Context) error {
 	var req CreateDeviceRequest
 	if err := bind(c, &req); err != nil {
+		return err
+	}
+	if err := mayLabel(c, req.Labels); err != nil {
 		return err
 	}
 	d, err := h.svc.Register(c.Request().Context(), &devices.Device{
@@ -264,6 +272,11 @@ func (h *deviceHandler) create(c echo.Context) error {
 //	@Failure		400		{object}	api.ErrorResponse	"A bad label, online, limit or cursor"
 //	@Failure		500		{object}	api.ErrorResponse
 //	@Failure		503		{object}	api.ErrorResponse
+//	@Security		BearerAuth
+//	@Failure		401	{object}	api.ErrorResponse	"Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)"
+//	@Failure		403	{object}	api.ErrorResponse	"The token lacks the route's scope (code forbidden)"
+//	@Failure		429	{object}	api.ErrorResponse	"The token's request rate is exceeded (code rate_limited)"
+//	@Header			429	{integer}	Retry-After	"Seconds to wait before retrying"
 //	@Router			/v1/devices [get]
 func (h *deviceHandler) list(c echo.Context) error {
 	var q listDevicesQuery
@@ -281,8 +294,13 @@ func (h *deviceHandler) list(c echo.Context) error {
 	if err := c.Validate(&q); err != nil {
 		return err
 	}
+	labels, ok := withSelector(q.Labels, selectorOf(c))
+	if !ok {
+		// The filter asks for devices outside the token's selector.
+		return c.JSON(http.StatusOK, DeviceList{Items: []Device{}})
+	}
 	page, err := h.svc.Devices(c.Request().Context(), devices.DeviceFilter{
-		Schema: q.Schema, Labels: q.Labels, Online: q.Online, Limit: q.Limit, Cursor: q.Cursor,
+		Schema: q.Schema, Labels: labels, Online: q.Online, Limit: q.Limit, Cursor: q.Cursor,
 	})
 	if err != nil {
 		return fmt.Errorf("list devices: %w", err)
@@ -292,6 +310,26 @@ func (h *deviceHandler) list(c echo.Context) error {
 		out.Items = append(out.Items, deviceOf(d))
 	}
 	return c.JSON(http.StatusOK, out)
+}
+
+// withSelector adds a token's selector to a label filter, so that a list
+// shows only the devices the token may see; ok is false when the filter
+// contradicts the selector (no device can match both).
+func withSelector(filter map[string]string, sel map[string]string) (map[string]string, bool) {
+	if len(sel) == 0 {
+		return filter, true
+	}
+	out := make(map[string]string, len(filter)+len(sel))
+	for k, v := range filter {
+		out[k] = v
+	}
+	for k, v := range sel {
+		if got, ok := out[k]; ok && got != v {
+			return nil, false
+		}
+		out[k] = v
+	}
+	return out, true
 }
 
 // labelsQuery parses label filters, each "key:value". Errors: invalid.
@@ -328,6 +366,11 @@ func labelsQuery(vs []string) (map[string]string, error) {
 //	@Failure		404	{object}	api.ErrorResponse	"No such device"
 //	@Failure		500	{object}	api.ErrorResponse
 //	@Failure		503	{object}	api.ErrorResponse
+//	@Security		BearerAuth
+//	@Failure		401	{object}	api.ErrorResponse	"Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)"
+//	@Failure		403	{object}	api.ErrorResponse	"The token lacks the route's scope (code forbidden)"
+//	@Failure		429	{object}	api.ErrorResponse	"The token's request rate is exceeded (code rate_limited)"
+//	@Header			429	{integer}	Retry-After	"Seconds to wait before retrying"
 //	@Router			/v1/devices/{jid} [get]
 func (h *deviceHandler) get(c echo.Context) error {
 	jid, err := h.jid(c)
@@ -337,6 +380,9 @@ func (h *deviceHandler) get(c echo.Context) error {
 	d, err := h.svc.Device(c.Request().Context(), jid)
 	if err != nil {
 		return fmt.Errorf("get device: %w", err)
+	}
+	if !selectorOf(c).Matches(d.Labels) {
+		return deviceNotFound(d.JID)
 	}
 	return c.JSON(http.StatusOK, deviceOf(d))
 }
@@ -357,6 +403,11 @@ func (h *deviceHandler) get(c echo.Context) error {
 //	@Failure		415		{object}	api.ErrorResponse							"Body is not JSON"
 //	@Failure		500		{object}	api.ErrorResponse
 //	@Failure		503		{object}	api.ErrorResponse
+//	@Security		BearerAuth
+//	@Failure		401	{object}	api.ErrorResponse	"Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)"
+//	@Failure		403	{object}	api.ErrorResponse	"The token lacks the route's scope (code forbidden)"
+//	@Failure		429	{object}	api.ErrorResponse	"The token's request rate is exceeded (code rate_limited)"
+//	@Header			429	{integer}	Retry-After	"Seconds to wait before retrying"
 //	@Router			/v1/devices/{jid} [patch]
 func (h *deviceHandler) update(c echo.Context) error {
 	jid, err := h.jid(c)
@@ -366,6 +417,14 @@ func (h *deviceHandler) update(c echo.Context) error {
 	var req UpdateDeviceRequest
 	if err := bind(c, &req); err != nil {
 		return err
+	}
+	if err := visible(c, h.svc, jid); err != nil {
+		return err
+	}
+	if req.Labels != nil {
+		if err := mayLabel(c, *req.Labels); err != nil {
+			return err
+		}
 	}
 	d, err := h.svc.Update(c.Request().Context(), jid, devices.DeviceUpdate{
 		Name: req.Name, Labels: req.Labels, SchemaVersion: req.SchemaVersion,
@@ -388,10 +447,18 @@ func (h *deviceHandler) update(c echo.Context) error {
 //	@Failure		404	{object}	api.ErrorResponse	"No such device"
 //	@Failure		500	{object}	api.ErrorResponse
 //	@Failure		503	{object}	api.ErrorResponse
+//	@Security		BearerAuth
+//	@Failure		401	{object}	api.ErrorResponse	"Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)"
+//	@Failure		403	{object}	api.ErrorResponse	"The token lacks the route's scope (code forbidden)"
+//	@Failure		429	{object}	api.ErrorResponse	"The token's request rate is exceeded (code rate_limited)"
+//	@Header			429	{integer}	Retry-After	"Seconds to wait before retrying"
 //	@Router			/v1/devices/{jid} [delete]
 func (h *deviceHandler) delete(c echo.Context) error {
 	jid, err := h.jid(c)
 	if err != nil {
+		return err
+	}
+	if err := visible(c, h.svc, jid); err != nil {
 		return err
 	}
 	if err := h.svc.Delete(c.Request().Context(), jid); err != nil {
@@ -412,10 +479,18 @@ func (h *deviceHandler) delete(c echo.Context) error {
 //	@Failure		404	{object}	api.ErrorResponse	"No such device"
 //	@Failure		500	{object}	api.ErrorResponse
 //	@Failure		503	{object}	api.ErrorResponse
+//	@Security		BearerAuth
+//	@Failure		401	{object}	api.ErrorResponse	"Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)"
+//	@Failure		403	{object}	api.ErrorResponse	"The token lacks the route's scope (code forbidden)"
+//	@Failure		429	{object}	api.ErrorResponse	"The token's request rate is exceeded (code rate_limited)"
+//	@Header			429	{integer}	Retry-After	"Seconds to wait before retrying"
 //	@Router			/v1/devices/{jid}/state [get]
 func (h *deviceHandler) state(c echo.Context) error {
 	jid, err := h.jid(c)
 	if err != nil {
+		return err
+	}
+	if err := visible(c, h.svc, jid); err != nil {
 		return err
 	}
 	st, err := h.svc.State(c.Request().Context(), jid)
@@ -450,6 +525,11 @@ func (h *deviceHandler) state(c echo.Context) error {
 //	@Failure		404		{object}	api.ErrorResponse							"No such device"
 //	@Failure		500		{object}	api.ErrorResponse
 //	@Failure		503		{object}	api.ErrorResponse
+//	@Security		BearerAuth
+//	@Failure		401	{object}	api.ErrorResponse	"Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)"
+//	@Failure		403	{object}	api.ErrorResponse	"The token lacks the route's scope (code forbidden)"
+//	@Failure		429	{object}	api.ErrorResponse	"The token's request rate is exceeded (code rate_limited)"
+//	@Header			429	{integer}	Retry-After	"Seconds to wait before retrying"
 //	@Router			/v1/devices/{jid}/readings [get]
 func (h *deviceHandler) readings(c echo.Context) error {
 	jid, f, err := h.jidAndFilter(c)
@@ -484,6 +564,11 @@ func (h *deviceHandler) readings(c echo.Context) error {
 //	@Failure		404		{object}	api.ErrorResponse							"No such device"
 //	@Failure		500		{object}	api.ErrorResponse
 //	@Failure		503		{object}	api.ErrorResponse
+//	@Security		BearerAuth
+//	@Failure		401	{object}	api.ErrorResponse	"Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)"
+//	@Failure		403	{object}	api.ErrorResponse	"The token lacks the route's scope (code forbidden)"
+//	@Failure		429	{object}	api.ErrorResponse	"The token's request rate is exceeded (code rate_limited)"
+//	@Header			429	{integer}	Retry-After	"Seconds to wait before retrying"
 //	@Router			/v1/devices/{jid}/rejections [get]
 func (h *deviceHandler) rejections(c echo.Context) error {
 	jid, f, err := h.jidAndFilter(c)
@@ -501,17 +586,22 @@ func (h *deviceHandler) rejections(c echo.Context) error {
 	return c.JSON(http.StatusOK, out)
 }
 
-// readingFilter parses and validates the paging query of readings and
-// rejections. Errors: invalid.
-// jidAndFilter reads the device and the paging of a history endpoint.
+// jidAndFilter reads the device (which the token must see) and the
+// paging of a history endpoint.
 func (h *deviceHandler) jidAndFilter(c echo.Context) (string, devices.ReadingFilter, error) {
 	jid, err := h.jid(c)
 	if err != nil {
 		return "", devices.ReadingFilter{}, err
 	}
 	f, err := readingFilter(c)
-	return jid, f, err
+	if err != nil {
+		return "", devices.ReadingFilter{}, err
+	}
+	return jid, f, visible(c, h.svc, jid)
 }
+
+// readingFilter parses and validates the paging query of readings and
+// rejections. Errors: invalid.
 
 func readingFilter(c echo.Context) (devices.ReadingFilter, error) {
 	q := pageQuery{Order: c.QueryParam("order"), Cursor: c.QueryParam("cursor")}

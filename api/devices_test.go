@@ -412,7 +412,7 @@ func FuzzDeviceJIDPath(f *testing.F) {
 		f.Add(s)
 	}
 	svc := newDeviceFixture()
-	s := New(Config{}, Deps{Devices: svc})
+	s := newServer(Config{}, Deps{Devices: svc})
 	f.Fuzz(func(t *testing.T, jid string) {
 		paths := []string{"/v1/devices/" + url.PathEscape(jid)}
 		if u, err := url.Parse("/v1/devices/" + jid); err == nil && u.Path != "" {
@@ -426,6 +426,7 @@ func FuzzDeviceJIDPath(f *testing.F) {
 					continue
 				}
 				req.URL, req.RequestURI = u, p+suffix
+				req.Header.Set(echo.HeaderAuthorization, "Bearer "+testToken)
 				rec := httptest.NewRecorder()
 				s.ServeHTTP(rec, req)
 				if rec.Code >= 500 {
@@ -459,9 +460,10 @@ func FuzzCreateDeviceBody(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		s := New(Config{BodyLimit: 4096}, Deps{Devices: newFakeDevices()})
+		s := newServer(Config{BodyLimit: 4096}, Deps{Devices: newFakeDevices()})
 		req := httptest.NewRequest(http.MethodPost, "/v1/devices", strings.NewReader(string(body)))
 		req.Header.Set(echo.HeaderContentType, echo.MIMEApplicationJSON)
+		req.Header.Set(echo.HeaderAuthorization, "Bearer "+testToken)
 		rec := httptest.NewRecorder()
 		s.ServeHTTP(rec, req)
 		switch rec.Code {

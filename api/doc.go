@@ -21,9 +21,17 @@ package api
 //	@description				iotgate is an XMPP external component (XEP-0114) that gives IoT devices a REST face.
 //	@description				Devices speak XMPP; clients speak this API.
 //	@description				Every error has the same JSON body (api.ErrorResponse): a machine-readable code, a message for humans and optional details.
+//	@description				Every /v1 endpoint needs an API token with the endpoint's scope (Authorization: Bearer <token>): 401 without a valid one, 403 without the scope, 429 (with Retry-After) beyond the token's request rate.
+//	@description				Scopes: schemas:read, schemas:write, devices:read, devices:write, commands:send, admin (implies all). A token limited to some devices (a label selector) sees only those: others answer 404.
 //	@BasePath					/
 //	@schemes					http https
 //	@accept						json
 //	@produce					json
+//	@securityDefinitions.apikey	BearerAuth
+//	@in							header
+//	@name						Authorization
+//	@description				An API token, as "Bearer iotg_..." (create one with `iotgate token create` or POST /v1/tokens).
 //	@tag.name					health
 //	@tag.description			Liveness and readiness probes.
+//	@tag.name					tokens
+//	@tag.description			API tokens (admin scope).

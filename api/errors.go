@@ -18,7 +18,7 @@ type ErrorResponse struct {
 	// conflict, invalid, unprocessable, unauthorized, forbidden,
 	// unavailable, timeout, too_many_requests, internal), a more
 	// specific one when the error has one (device_offline, xmpp_error,
-	// xmpp_unavailable, idempotency_key_reused), or the HTTP
+	// xmpp_unavailable, idempotency_key_reused, rate_limited), or the HTTP
 	// one for protocol errors (method_not_allowed, payload_too_large,
 	// unsupported_media_type).
 	Code string `json:"code" example:"not_found"`

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/iotgate/iotgate/api/auth"
 	"github.com/iotgate/iotgate/devices"
 	"github.com/iotgate/iotgate/schemas"
 	"github.com/iotgate/iotgate/schemas/xsd"
@@ -361,4 +362,45 @@ func (f *fakeDevices) Rejections(_ context.Context, jid string, filter devices.R
 	}
 	items, next := page(f.rejections[d.JID], filter)
 	return &devices.RejectionPage{Items: items, NextCursor: next}, nil
+}
+
+// testToken is the secret of the admin token that test requests send
+// unless they say otherwise.
+const testToken = "test-admin-token"
+
+// fakeAuth is an in-memory Authenticator: secret to token.
+type fakeAuth struct {
+	mu     sync.Mutex
+	tokens map[string]*auth.Token
+	// calls counts Authenticate calls.
+	calls int
+}
+
+// newFakeAuth knows testToken (admin, all devices) and the given tokens.
+func newFakeAuth(more map[string]*auth.Token) *fakeAuth {
+	f := &fakeAuth{tokens: map[string]*auth.Token{
+		testToken: {ID: "tok_test", Name: "test", Scopes: []auth.Scope{auth.ScopeAdmin}},
+	}}
+	maps.Copy(f.tokens, more)
+	return f
+}
+
+func (f *fakeAuth) Authenticate(_ context.Context, secret string) (*auth.Token, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	t, ok := f.tokens[secret]
+	if !ok {
+		return nil, devices.Errorf(devices.EUnauthorized, "unknown token")
+	}
+	return t.Clone(), nil
+}
+
+// newServer is New with a fakeAuth that knows testToken, unless deps has
+// an Authenticator.
+func newServer(cfg Config, deps Deps) *Server {
+	if deps.Auth == nil {
+		deps.Auth = newFakeAuth(nil)
+	}
+	return New(cfg, deps)
 }

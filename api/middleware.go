@@ -79,10 +79,20 @@ func accessLog(log *slog.Logger) echo.MiddlewareFunc {
 				slog.Duration("duration", time.Since(start)),
 				slog.String("remote", c.RealIP()),
 				slog.String("request_id", requestIDOf(c)),
+				// Who, never the secret.
+				slog.String("token_id", tokenIDOf(c)),
 			)
 			return nil
 		}
 	}
+}
+
+// tokenIDOf returns the ID of the request's token, "" if none.
+func tokenIDOf(c echo.Context) string {
+	if t := tokenOf(c); t != nil {
+		return t.ID
+	}
+	return ""
 }
 
 // bodyLimit caps request bodies at limit bytes. Unlike echo's BodyLimit,

@@ -137,6 +137,11 @@ type schemaHandler struct {
 //	@Failure		422		{object}	api.ErrorResponse{details=[]api.CompileIssue}	"The XSD does not compile (code unprocessable); details lists the compiler's issues"
 //	@Failure		500		{object}	api.ErrorResponse
 //	@Failure		503		{object}	api.ErrorResponse
+//	@Security		BearerAuth
+//	@Failure		401	{object}	api.ErrorResponse	"Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)"
+//	@Failure		403	{object}	api.ErrorResponse	"The token lacks the route's scope (code forbidden)"
+//	@Failure		429	{object}	api.ErrorResponse	"The token's request rate is exceeded (code rate_limited)"
+//	@Header			429	{integer}	Retry-After	"Seconds to wait before retrying"
 //	@Router			/v1/schemas [post]
 func (h *schemaHandler) create(c echo.Context) error {
 	var req CreateSchemaRequest
@@ -160,6 +165,11 @@ func (h *schemaHandler) create(c echo.Context) error {
 //	@Success		200	{object}	api.SchemaList
 //	@Failure		500	{object}	api.ErrorResponse
 //	@Failure		503	{object}	api.ErrorResponse
+//	@Security		BearerAuth
+//	@Failure		401	{object}	api.ErrorResponse	"Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)"
+//	@Failure		403	{object}	api.ErrorResponse	"The token lacks the route's scope (code forbidden)"
+//	@Failure		429	{object}	api.ErrorResponse	"The token's request rate is exceeded (code rate_limited)"
+//	@Header			429	{integer}	Retry-After	"Seconds to wait before retrying"
 //	@Router			/v1/schemas [get]
 func (h *schemaHandler) list(c echo.Context) error {
 	ss, err := h.reg.List(c.Request().Context())
@@ -180,6 +190,11 @@ func (h *schemaHandler) list(c echo.Context) error {
 //	@Failure		404		{object}	api.ErrorResponse	"No such schema"
 //	@Failure		500		{object}	api.ErrorResponse
 //	@Failure		503		{object}	api.ErrorResponse
+//	@Security		BearerAuth
+//	@Failure		401	{object}	api.ErrorResponse	"Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)"
+//	@Failure		403	{object}	api.ErrorResponse	"The token lacks the route's scope (code forbidden)"
+//	@Failure		429	{object}	api.ErrorResponse	"The token's request rate is exceeded (code rate_limited)"
+//	@Header			429	{integer}	Retry-After	"Seconds to wait before retrying"
 //	@Router			/v1/schemas/{name} [get]
 func (h *schemaHandler) latest(c echo.Context) error {
 	name, err := pathParam(c, "name")
@@ -204,6 +219,11 @@ func (h *schemaHandler) latest(c echo.Context) error {
 //	@Failure		404		{object}	api.ErrorResponse	"No such schema"
 //	@Failure		500		{object}	api.ErrorResponse
 //	@Failure		503		{object}	api.ErrorResponse
+//	@Security		BearerAuth
+//	@Failure		401	{object}	api.ErrorResponse	"Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)"
+//	@Failure		403	{object}	api.ErrorResponse	"The token lacks the route's scope (code forbidden)"
+//	@Failure		429	{object}	api.ErrorResponse	"The token's request rate is exceeded (code rate_limited)"
+//	@Header			429	{integer}	Retry-After	"Seconds to wait before retrying"
 //	@Router			/v1/schemas/{name}/versions [get]
 func (h *schemaHandler) versions(c echo.Context) error {
 	name, err := pathParam(c, "name")
@@ -230,6 +250,11 @@ func (h *schemaHandler) versions(c echo.Context) error {
 //	@Failure		404		{object}	api.ErrorResponse	"No such schema or version"
 //	@Failure		500		{object}	api.ErrorResponse
 //	@Failure		503		{object}	api.ErrorResponse
+//	@Security		BearerAuth
+//	@Failure		401	{object}	api.ErrorResponse	"Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)"
+//	@Failure		403	{object}	api.ErrorResponse	"The token lacks the route's scope (code forbidden)"
+//	@Failure		429	{object}	api.ErrorResponse	"The token's request rate is exceeded (code rate_limited)"
+//	@Header			429	{integer}	Retry-After	"Seconds to wait before retrying"
 //	@Router			/v1/schemas/{name}/versions/{version} [get]
 func (h *schemaHandler) version(c echo.Context) error {
 	s, err := h.get(c)
@@ -253,6 +278,11 @@ func (h *schemaHandler) version(c echo.Context) error {
 //	@Failure		404		{object}	api.ErrorResponse	"No such schema or version"
 //	@Failure		500		{object}	api.ErrorResponse
 //	@Failure		503		{object}	api.ErrorResponse
+//	@Security		BearerAuth
+//	@Failure		401	{object}	api.ErrorResponse	"Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)"
+//	@Failure		403	{object}	api.ErrorResponse	"The token lacks the route's scope (code forbidden)"
+//	@Failure		429	{object}	api.ErrorResponse	"The token's request rate is exceeded (code rate_limited)"
+//	@Header			429	{integer}	Retry-After	"Seconds to wait before retrying"
 //	@Router			/v1/schemas/{name}/versions/{version}/xsd [get]
 func (h *schemaHandler) xsd(c echo.Context) error {
 	s, err := h.get(c)
@@ -293,6 +323,11 @@ func (h *schemaHandler) get(c echo.Context) (*schemas.Schema, error) {
 //	@Failure		409		{object}	api.ErrorResponse	"Devices use this version"
 //	@Failure		500		{object}	api.ErrorResponse
 //	@Failure		503		{object}	api.ErrorResponse
+//	@Security		BearerAuth
+//	@Failure		401	{object}	api.ErrorResponse	"Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)"
+//	@Failure		403	{object}	api.ErrorResponse	"The token lacks the route's scope (code forbidden)"
+//	@Failure		429	{object}	api.ErrorResponse	"The token's request rate is exceeded (code rate_limited)"
+//	@Header			429	{integer}	Retry-After	"Seconds to wait before retrying"
 //	@Router			/v1/schemas/{name}/versions/{version} [delete]
 func (h *schemaHandler) delete(c echo.Context) error {
 	name, err := pathParam(c, "name")

@@ -19,7 +19,7 @@ import (
 // interfaces leave their routes out.
 func newAPI(t *testing.T, reg SchemaRegistry, svc DeviceService) *Server {
 	t.Helper()
-	return New(Config{}, Deps{Schemas: reg, Devices: svc})
+	return newServer(Config{}, Deps{Schemas: reg, Devices: svc})
 }
 
 // apiCase is one request to the API and what must come back.

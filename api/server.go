@@ -13,6 +13,8 @@ import (
 	"github.com/labstack/echo/v4/middleware"
 	echoSwagger "github.com/swaggo/echo-swagger"
 
+	"github.com/iotgate/iotgate/api/auth"
+
 	// The generated OpenAPI description registers itself with swag.
 	_ "github.com/iotgate/iotgate/docs"
 )
@@ -47,6 +49,13 @@ type Config struct {
 	// allowed to call the API from scripts; none by default. "*" allows
 	// any origin.
 	CORSOrigins []string
+	// RateLimit is how many requests per second one token may make on
+	// average; beyond it, requests get 429 with Retry-After. 0 disables
+	// the limit.
+	RateLimit float64
+	// RateBurst is how many requests a token may make at once above
+	// RateLimit; 0 means as many as RateLimit (at least 1).
+	RateBurst int
 }
 
 func (c Config) withDefaults() Config {
@@ -80,6 +89,14 @@ type Deps struct {
 	Devices DeviceService
 	// Commands serves /v1/devices/{jid}/commands and /v1/commands.
 	Commands CommandService
+	// Auth authenticates the bearer tokens every /v1 route (and /metrics)
+	// requires. Nil refuses all such requests with 401: a server is never
+	// open by accident.
+	Auth Authenticator
+	// Tokens serves /v1/tokens.
+	Tokens TokenService
+	// Metrics, when set, is served at GET /metrics to admin tokens.
+	Metrics http.Handler
 }
 
 // Server is iotgate's HTTP server. Create it with New, then Listen, Serve
@@ -91,6 +108,9 @@ type Server struct {
 	echo *echo.Echo
 	http *http.Server
 	ln   net.Listener
+
+	auth   Authenticator
+	limits *limiter // nil: no rate limit
 }
 
 // New returns a server for cfg and deps with every route registered.
@@ -100,7 +120,10 @@ func New(cfg Config, deps Deps) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, log: log}
+	s := &Server{cfg: cfg, log: log, auth: deps.Auth}
+	if cfg.RateLimit > 0 {
+		s.limits = newLimiter(cfg.RateLimit, cfg.RateBurst, time.Now)
+	}
 
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
@@ -145,7 +168,16 @@ func New(cfg Config, deps Deps) *Server {
 	return s
 }
 
-// routes registers every route of the API.
+// route is one protected route: every route but the probes and the
+// Swagger UI needs a token with its scope.
+type route struct {
+	method, path string
+	scope        auth.Scope
+	handler      echo.HandlerFunc
+}
+
+// routes registers every route of the API. The table below is the one
+// place that says which scope each route needs.
 func (s *Server) routes(deps Deps) {
 	health := &healthHandler{checks: deps.Checks, timeout: s.cfg.CheckTimeout}
 	s.echo.GET("/healthz", health.healthz)
@@ -159,33 +191,56 @@ func (s *Server) routes(deps Deps) {
 	s.echo.GET("/swagger/", toIndex)
 	s.echo.GET("/swagger/*", swagger)
 
+	var table []route
+	add := func(rs ...route) { table = append(table, rs...) }
 	if deps.Schemas != nil {
-		schemas := &schemaHandler{reg: deps.Schemas}
-		s.echo.POST("/v1/schemas", schemas.create)
-		s.echo.GET("/v1/schemas", schemas.list)
-		s.echo.GET("/v1/schemas/:name", schemas.latest)
-		s.echo.GET("/v1/schemas/:name/versions", schemas.versions)
-		s.echo.GET("/v1/schemas/:name/versions/:version", schemas.version)
-		s.echo.DELETE("/v1/schemas/:name/versions/:version", schemas.delete)
-		s.echo.GET("/v1/schemas/:name/versions/:version/xsd", schemas.xsd)
+		h := &schemaHandler{reg: deps.Schemas}
+		add(
+			route{http.MethodPost, "/v1/schemas", auth.ScopeSchemasWrite, h.create},
+			route{http.MethodGet, "/v1/schemas", auth.ScopeSchemasRead, h.list},
+			route{http.MethodGet, "/v1/schemas/:name", auth.ScopeSchemasRead, h.latest},
+			route{http.MethodGet, "/v1/schemas/:name/versions", auth.ScopeSchemasRead, h.versions},
+			route{http.MethodGet, "/v1/schemas/:name/versions/:version", auth.ScopeSchemasRead, h.version},
+			route{http.MethodDelete, "/v1/schemas/:name/versions/:version", auth.ScopeSchemasWrite, h.delete},
+			route{http.MethodGet, "/v1/schemas/:name/versions/:version/xsd", auth.ScopeSchemasRead, h.xsd},
+		)
 	}
 	if deps.Devices != nil {
-		devices := &deviceHandler{svc: deps.Devices}
-		s.echo.POST("/v1/devices", devices.create)
-		s.echo.GET("/v1/devices", devices.list)
-		s.echo.GET("/v1/devices/:jid", devices.get)
-		s.echo.PATCH("/v1/devices/:jid", devices.update)
-		s.echo.DELETE("/v1/devices/:jid", devices.delete)
-		s.echo.GET("/v1/devices/:jid/state", devices.state)
-		s.echo.GET("/v1/devices/:jid/readings", devices.readings)
-		s.echo.GET("/v1/devices/:jid/rejections", devices.rejections)
+		h := &deviceHandler{svc: deps.Devices}
+		add(
+			route{http.MethodPost, "/v1/devices", auth.ScopeDevicesWrite, h.create},
+			route{http.MethodGet, "/v1/devices", auth.ScopeDevicesRead, h.list},
+			route{http.MethodGet, "/v1/devices/:jid", auth.ScopeDevicesRead, h.get},
+			route{http.MethodPatch, "/v1/devices/:jid", auth.ScopeDevicesWrite, h.update},
+			route{http.MethodDelete, "/v1/devices/:jid", auth.ScopeDevicesWrite, h.delete},
+			route{http.MethodGet, "/v1/devices/:jid/state", auth.ScopeDevicesRead, h.state},
+			route{http.MethodGet, "/v1/devices/:jid/readings", auth.ScopeDevicesRead, h.readings},
+			route{http.MethodGet, "/v1/devices/:jid/rejections", auth.ScopeDevicesRead, h.rejections},
+		)
 	}
 	if deps.Commands != nil {
-		commands := &commandHandler{svc: deps.Commands}
-		s.echo.POST("/v1/devices/:jid/commands", commands.create)
-		s.echo.GET("/v1/devices/:jid/commands", commands.list)
-		s.echo.GET("/v1/commands/:id", commands.get)
-		s.echo.POST("/v1/commands/:id/cancel", commands.cancel)
+		h := &commandHandler{svc: deps.Commands, devs: deps.Devices}
+		add(
+			route{http.MethodPost, "/v1/devices/:jid/commands", auth.ScopeCommandsSend, h.create},
+			route{http.MethodGet, "/v1/devices/:jid/commands", auth.ScopeDevicesRead, h.list},
+			route{http.MethodGet, "/v1/commands/:id", auth.ScopeDevicesRead, h.get},
+			route{http.MethodPost, "/v1/commands/:id/cancel", auth.ScopeCommandsSend, h.cancel},
+		)
+	}
+	if deps.Tokens != nil {
+		h := &tokenHandler{svc: deps.Tokens}
+		add(
+			route{http.MethodPost, "/v1/tokens", auth.ScopeAdmin, h.create},
+			route{http.MethodGet, "/v1/tokens", auth.ScopeAdmin, h.list},
+			route{http.MethodGet, "/v1/tokens/:id", auth.ScopeAdmin, h.get},
+			route{http.MethodDelete, "/v1/tokens/:id", auth.ScopeAdmin, h.revoke},
+		)
+	}
+	if deps.Metrics != nil {
+		add(route{http.MethodGet, "/metrics", auth.ScopeAdmin, echo.WrapHandler(deps.Metrics)})
+	}
+	for _, r := range table {
+		s.echo.Add(r.method, r.path, r.handler, s.authenticate, s.rateLimit, requireScope(r.scope))
 	}
 }
 

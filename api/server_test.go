@@ -55,13 +55,16 @@ func newTestServer(t *testing.T, cfg Config, checks map[string]HealthCheck) (*Se
 	t.Helper()
 	logs := &logBuffer{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	return New(cfg, Deps{Log: log, Checks: checks}), logs
+	return newServer(cfg, Deps{Log: log, Checks: checks}), logs
 }
 
 // do serves one request and returns the response.
 func do(t *testing.T, h http.Handler, method, target string, body io.Reader, header ...string) *httptest.ResponseRecorder {
 	t.Helper()
 	req := httptest.NewRequest(method, target, body)
+	// Every request is an admin's unless it says otherwise (an empty
+	// Authorization sends none).
+	req.Header.Set(echo.HeaderAuthorization, "Bearer "+testToken)
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])
 	}

@@ -143,6 +143,10 @@ type Command struct {
 	// command it created (within IdempotencyWindow).
 	IdempotencyKey string
 	RequestHash    string
+	// TokenID and SentBy identify the API token that sent the command (its
+	// ID and its name then); empty for commands from before tokens.
+	TokenID string
+	SentBy  string
 }
 
 // CommandResponse is the payload of a device's IQ result.
@@ -250,6 +254,9 @@ type CommandRequest struct {
 	// MaxCommandExpiry.
 	ExpiresIn      time.Duration
 	IdempotencyKey string
+	// TokenID and SentBy identify who sends the command (the API token's
+	// ID and name); they are recorded with it.
+	TokenID, SentBy string
 }
 
 // normalize applies defaults and checks ranges. Errors: invalid.
@@ -590,6 +597,7 @@ func (s *Commands) Submit(ctx context.Context, req CommandRequest) (*Command, bo
 		Type: req.Type, Payload: req.Payload, Resource: req.Resource, Mode: req.Mode,
 		Status: CommandPending, Timeout: req.Timeout, CreatedAt: now,
 		IdempotencyKey: req.IdempotencyKey, RequestHash: hash,
+		TokenID: req.TokenID, SentBy: req.SentBy,
 		History: []CommandEvent{{Status: CommandPending, At: now}},
 	}
 	if req.Mode == CommandQueue {

@@ -81,6 +81,11 @@ const docTemplate = `{
         },
         "/v1/commands/{id}": {
             "get": {
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
                 "description": "Returns a command with its status, timings, outcome (response or xmpp_error, even when the answer came after the timeout) and history.",
                 "produces": [
                     "application/json"
@@ -105,10 +110,34 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Command"
                         }
                     },
+                    "401": {
+                        "description": "Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "403": {
+                        "description": "The token lacks the route's scope (code forbidden)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
                     "404": {
                         "description": "No such command",
                         "schema": {
                             "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "429": {
+                        "description": "The token's request rate is exceeded (code rate_limited)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        },
+                        "headers": {
+                            "Retry-After": {
+                                "type": "integer",
+                                "description": "Seconds to wait before retrying"
+                            }
                         }
                     },
                     "500": {
@@ -128,6 +157,11 @@ const docTemplate = `{
         },
         "/v1/commands/{id}/cancel": {
             "post": {
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
                 "description": "Cancels a command that waits in the queue for its device (status queued); it will not be delivered. A command in any other status can't be canceled (409, code command_not_queued): one already sent may already have been acted on.",
                 "produces": [
                     "application/json"
@@ -152,6 +186,18 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Command"
                         }
                     },
+                    "401": {
+                        "description": "Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "403": {
+                        "description": "The token lacks the route's scope (code forbidden)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
                     "404": {
                         "description": "No such command",
                         "schema": {
@@ -162,6 +208,18 @@ const docTemplate = `{
                         "description": "The command is not queued (code command_not_queued)",
                         "schema": {
                             "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "429": {
+                        "description": "The token's request rate is exceeded (code rate_limited)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        },
+                        "headers": {
+                            "Retry-After": {
+                                "type": "integer",
+                                "description": "Seconds to wait before retrying"
+                            }
                         }
                     },
                     "500": {
@@ -181,6 +239,11 @@ const docTemplate = `{
         },
         "/v1/devices": {
             "get": {
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
                 "description": "Lists devices, ordered by JID, a page at a time: pass next_cursor as cursor to get the next page; the last page has no next_cursor. Filters combine: a device must match all of them.",
                 "produces": [
                     "application/json"
@@ -243,6 +306,30 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     },
+                    "401": {
+                        "description": "Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "403": {
+                        "description": "The token lacks the route's scope (code forbidden)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "429": {
+                        "description": "The token's request rate is exceeded (code rate_limited)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        },
+                        "headers": {
+                            "Retry-After": {
+                                "type": "integer",
+                                "description": "Seconds to wait before retrying"
+                            }
+                        }
+                    },
                     "500": {
                         "description": "Internal Server Error",
                         "schema": {
@@ -258,6 +345,11 @@ const docTemplate = `{
                 }
             },
             "post": {
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
                 "description": "Registers an XMPP entity as a device whose readings follow the given schema. The JID is normalized (PRECIS) and stored bare: a full JID (with a resource) or an invalid one is refused with 400 saying why. schema_version absent means the schema's latest version at registration; the device stays on that version until changed with PATCH.",
                 "consumes": [
                     "application/json"
@@ -314,6 +406,18 @@ const docTemplate = `{
                             ]
                         }
                     },
+                    "401": {
+                        "description": "Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "403": {
+                        "description": "The token lacks the route's scope (code forbidden)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
                     "409": {
                         "description": "The JID is already registered",
                         "schema": {
@@ -330,6 +434,18 @@ const docTemplate = `{
                         "description": "Body is not JSON",
                         "schema": {
                             "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "429": {
+                        "description": "The token's request rate is exceeded (code rate_limited)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        },
+                        "headers": {
+                            "Retry-After": {
+                                "type": "integer",
+                                "description": "Seconds to wait before retrying"
+                            }
                         }
                     },
                     "500": {
@@ -349,6 +465,11 @@ const docTemplate = `{
         },
         "/v1/devices/{jid}": {
             "get": {
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
                 "description": "Returns a registered device. The JID in the path must be URL-escaped (thermo1%40example.com).",
                 "produces": [
                     "application/json"
@@ -380,10 +501,34 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     },
+                    "401": {
+                        "description": "Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "403": {
+                        "description": "The token lacks the route's scope (code forbidden)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
                     "404": {
                         "description": "No such device",
                         "schema": {
                             "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "429": {
+                        "description": "The token's request rate is exceeded (code rate_limited)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        },
+                        "headers": {
+                            "Retry-After": {
+                                "type": "integer",
+                                "description": "Seconds to wait before retrying"
+                            }
                         }
                     },
                     "500": {
@@ -401,6 +546,11 @@ const docTemplate = `{
                 }
             },
             "delete": {
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
                 "description": "Deletes a device together with all its readings and rejections; they cannot be recovered. The XMPP account itself is not touched.",
                 "produces": [
                     "application/json"
@@ -429,10 +579,34 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     },
+                    "401": {
+                        "description": "Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "403": {
+                        "description": "The token lacks the route's scope (code forbidden)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
                     "404": {
                         "description": "No such device",
                         "schema": {
                             "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "429": {
+                        "description": "The token's request rate is exceeded (code rate_limited)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        },
+                        "headers": {
+                            "Retry-After": {
+                                "type": "integer",
+                                "description": "Seconds to wait before retrying"
+                            }
                         }
                     },
                     "500": {
@@ -450,6 +624,11 @@ const docTemplate = `{
                 }
             },
             "patch": {
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
                 "description": "Changes a device's name, labels or schema version; absent fields are left alone. labels replaces all labels ({} removes them). schema_version moves the device to another version of its schema, which must exist.",
                 "consumes": [
                     "application/json"
@@ -508,6 +687,18 @@ const docTemplate = `{
                             ]
                         }
                     },
+                    "401": {
+                        "description": "Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "403": {
+                        "description": "The token lacks the route's scope (code forbidden)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
                     "404": {
                         "description": "No such device",
                         "schema": {
@@ -524,6 +715,18 @@ const docTemplate = `{
                         "description": "Body is not JSON",
                         "schema": {
                             "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "429": {
+                        "description": "The token's request rate is exceeded (code rate_limited)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        },
+                        "headers": {
+                            "Retry-After": {
+                                "type": "integer",
+                                "description": "Seconds to wait before retrying"
+                            }
                         }
                     },
                     "500": {
@@ -543,6 +746,11 @@ const docTemplate = `{
         },
         "/v1/devices/{jid}/commands": {
             "get": {
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
                 "description": "Lists the commands sent (or queued) to a device, newest first, a page at a time: pass next_cursor as cursor to get the next page; the last page has no next_cursor.",
                 "produces": [
                     "application/json"
@@ -604,10 +812,34 @@ const docTemplate = `{
                             ]
                         }
                     },
+                    "401": {
+                        "description": "Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "403": {
+                        "description": "The token lacks the route's scope (code forbidden)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
                     "404": {
                         "description": "No such device",
                         "schema": {
                             "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "429": {
+                        "description": "The token's request rate is exceeded (code rate_limited)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        },
+                        "headers": {
+                            "Retry-After": {
+                                "type": "integer",
+                                "description": "Seconds to wait before retrying"
+                            }
                         }
                     },
                     "500": {
@@ -625,6 +857,11 @@ const docTemplate = `{
                 }
             },
             "post": {
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
                 "description": "Validates the payload against the device's schema (422 with the validator's reason; nothing is sent), stores the command and sends it as an IQ to the given resource, or to the device's highest-priority available one.\nmode sync (default) waits up to timeout_ms for the outcome: 200 with the device's response; 502 (code xmpp_error) when the device answered with an IQ error; 504 (code timeout) when it did not answer in time (a late answer is still recorded on the command); 409 (code device_offline) at once when the device has no available resource or its server bounced the IQ; 503 (code xmpp_unavailable) when iotgate's XMPP stream is down or drops.\nmode async answers 202 at once (or 409/503 as above); follow Location. mode queue answers 202 and, while the device is offline, keeps the command until it comes online (then delivers queued commands in order) or until expires_in_ms passes (status expired).\nEvery error answer about a command that was stored carries the command in details. With an Idempotency-Key header, a retry with the same key and the same body within 24 hours returns the first command (header Idempotent-Replayed: true) instead of sending another; the same key with another body is 422 (code idempotency_key_reused). A command refused before it was sent (409, 503) does not hold its key.",
                 "consumes": [
                     "application/json"
@@ -707,6 +944,18 @@ const docTemplate = `{
                             ]
                         }
                     },
+                    "401": {
+                        "description": "Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "403": {
+                        "description": "The token lacks the route's scope (code forbidden)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
                     "404": {
                         "description": "No such device",
                         "schema": {
@@ -750,7 +999,7 @@ const docTemplate = `{
                         }
                     },
                     "429": {
-                        "description": "Too many commands in flight",
+                        "description": "Too many commands in flight (code too_many_requests), or the token's request rate is exceeded (code rate_limited)",
                         "schema": {
                             "$ref": "#/definitions/api.ErrorResponse"
                         },
@@ -826,6 +1075,11 @@ const docTemplate = `{
         },
         "/v1/devices/{jid}/readings": {
             "get": {
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
                 "description": "Lists the readings a device sent that its schema accepted, newest first by default, a page at a time: pass next_cursor as cursor (with the same since, until and order) to get the next page; the last page has no next_cursor.",
                 "produces": [
                     "application/json"
@@ -914,10 +1168,34 @@ const docTemplate = `{
                             ]
                         }
                     },
+                    "401": {
+                        "description": "Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "403": {
+                        "description": "The token lacks the route's scope (code forbidden)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
                     "404": {
                         "description": "No such device",
                         "schema": {
                             "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "429": {
+                        "description": "The token's request rate is exceeded (code rate_limited)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        },
+                        "headers": {
+                            "Retry-After": {
+                                "type": "integer",
+                                "description": "Seconds to wait before retrying"
+                            }
                         }
                     },
                     "500": {
@@ -937,6 +1215,11 @@ const docTemplate = `{
         },
         "/v1/devices/{jid}/rejections": {
             "get": {
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
                 "description": "Lists the payloads iotgate refused from a device (not valid against its schema, or in no namespace of it) with the reason, newest first by default, paged like the readings. Payloads are truncated.",
                 "produces": [
                     "application/json"
@@ -1025,10 +1308,34 @@ const docTemplate = `{
                             ]
                         }
                     },
+                    "401": {
+                        "description": "Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "403": {
+                        "description": "The token lacks the route's scope (code forbidden)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
                     "404": {
                         "description": "No such device",
                         "schema": {
                             "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "429": {
+                        "description": "The token's request rate is exceeded (code rate_limited)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        },
+                        "headers": {
+                            "Retry-After": {
+                                "type": "integer",
+                                "description": "Seconds to wait before retrying"
+                            }
                         }
                     },
                     "500": {
@@ -1048,6 +1355,11 @@ const docTemplate = `{
         },
         "/v1/devices/{jid}/state": {
             "get": {
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
                 "description": "Returns whether the device is online (false until iotgate has seen its presence), when its last reading arrived and that reading (null before the first).",
                 "produces": [
                     "application/json"
@@ -1079,10 +1391,34 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     },
+                    "401": {
+                        "description": "Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "403": {
+                        "description": "The token lacks the route's scope (code forbidden)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
                     "404": {
                         "description": "No such device",
                         "schema": {
                             "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "429": {
+                        "description": "The token's request rate is exceeded (code rate_limited)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        },
+                        "headers": {
+                            "Retry-After": {
+                                "type": "integer",
+                                "description": "Seconds to wait before retrying"
+                            }
                         }
                     },
                     "500": {
@@ -1102,6 +1438,11 @@ const docTemplate = `{
         },
         "/v1/schemas": {
             "get": {
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
                 "description": "Lists the latest version of every registered schema, by name.",
                 "produces": [
                     "application/json"
@@ -1115,6 +1456,30 @@ const docTemplate = `{
                         "description": "OK",
                         "schema": {
                             "$ref": "#/definitions/api.SchemaList"
+                        }
+                    },
+                    "401": {
+                        "description": "Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "403": {
+                        "description": "The token lacks the route's scope (code forbidden)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "429": {
+                        "description": "The token's request rate is exceeded (code rate_limited)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        },
+                        "headers": {
+                            "Retry-After": {
+                                "type": "integer",
+                                "description": "Seconds to wait before retrying"
+                            }
                         }
                     },
                     "500": {
@@ -1132,6 +1497,11 @@ const docTemplate = `{
                 }
             },
             "post": {
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
                 "description": "Compiles the XSD and stores it as the next version (1, 2, ...) of the named schema. Versions are immutable: to change a schema, register a new version and move devices to it (PATCH /v1/devices/{jid}).\nA request of the wrong shape (bad JSON, a missing or bad name) is refused with 400; a well-formed request whose XSD does not compile with 422, whose details list the compiler's issues, each with its line and message.",
                 "consumes": [
                     "application/json"
@@ -1188,6 +1558,18 @@ const docTemplate = `{
                             ]
                         }
                     },
+                    "401": {
+                        "description": "Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "403": {
+                        "description": "The token lacks the route's scope (code forbidden)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
                     "413": {
                         "description": "Body too large",
                         "schema": {
@@ -1221,6 +1603,18 @@ const docTemplate = `{
                             ]
                         }
                     },
+                    "429": {
+                        "description": "The token's request rate is exceeded (code rate_limited)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        },
+                        "headers": {
+                            "Retry-After": {
+                                "type": "integer",
+                                "description": "Seconds to wait before retrying"
+                            }
+                        }
+                    },
                     "500": {
                         "description": "Internal Server Error",
                         "schema": {
@@ -1238,6 +1632,11 @@ const docTemplate = `{
         },
         "/v1/schemas/{name}": {
             "get": {
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
                 "description": "Returns the latest version of the named schema.",
                 "produces": [
                     "application/json"
@@ -1263,10 +1662,34 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Schema"
                         }
                     },
+                    "401": {
+                        "description": "Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "403": {
+                        "description": "The token lacks the route's scope (code forbidden)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
                     "404": {
                         "description": "No such schema",
                         "schema": {
                             "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "429": {
+                        "description": "The token's request rate is exceeded (code rate_limited)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        },
+                        "headers": {
+                            "Retry-After": {
+                                "type": "integer",
+                                "description": "Seconds to wait before retrying"
+                            }
                         }
                     },
                     "500": {
@@ -1286,6 +1709,11 @@ const docTemplate = `{
         },
         "/v1/schemas/{name}/versions": {
             "get": {
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
                 "description": "Lists every version of the named schema, oldest first.",
                 "produces": [
                     "application/json"
@@ -1311,10 +1739,34 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.SchemaList"
                         }
                     },
+                    "401": {
+                        "description": "Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "403": {
+                        "description": "The token lacks the route's scope (code forbidden)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
                     "404": {
                         "description": "No such schema",
                         "schema": {
                             "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "429": {
+                        "description": "The token's request rate is exceeded (code rate_limited)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        },
+                        "headers": {
+                            "Retry-After": {
+                                "type": "integer",
+                                "description": "Seconds to wait before retrying"
+                            }
                         }
                     },
                     "500": {
@@ -1334,6 +1786,11 @@ const docTemplate = `{
         },
         "/v1/schemas/{name}/versions/{version}": {
             "get": {
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
                 "description": "Returns one version of the named schema. The XSD itself is at .../xsd.",
                 "produces": [
                     "application/json"
@@ -1374,10 +1831,34 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     },
+                    "401": {
+                        "description": "Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "403": {
+                        "description": "The token lacks the route's scope (code forbidden)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
                     "404": {
                         "description": "No such schema or version",
                         "schema": {
                             "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "429": {
+                        "description": "The token's request rate is exceeded (code rate_limited)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        },
+                        "headers": {
+                            "Retry-After": {
+                                "type": "integer",
+                                "description": "Seconds to wait before retrying"
+                            }
                         }
                     },
                     "500": {
@@ -1395,6 +1876,11 @@ const docTemplate = `{
                 }
             },
             "delete": {
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
                 "description": "Deletes one version of the named schema. A version that devices use cannot be deleted (409): move or delete those devices first.",
                 "produces": [
                     "application/json"
@@ -1432,6 +1918,18 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     },
+                    "401": {
+                        "description": "Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "403": {
+                        "description": "The token lacks the route's scope (code forbidden)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
                     "404": {
                         "description": "No such schema or version",
                         "schema": {
@@ -1442,6 +1940,18 @@ const docTemplate = `{
                         "description": "Devices use this version",
                         "schema": {
                             "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "429": {
+                        "description": "The token's request rate is exceeded (code rate_limited)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        },
+                        "headers": {
+                            "Retry-After": {
+                                "type": "integer",
+                                "description": "Seconds to wait before retrying"
+                            }
                         }
                     },
                     "500": {
@@ -1461,6 +1971,11 @@ const docTemplate = `{
         },
         "/v1/schemas/{name}/versions/{version}/xsd": {
             "get": {
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
                 "description": "Returns the XSD document of one version of the named schema, exactly as registered. Errors are JSON, as everywhere.",
                 "produces": [
                     "application/xml",
@@ -1502,10 +2017,353 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     },
+                    "401": {
+                        "description": "Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "403": {
+                        "description": "The token lacks the route's scope (code forbidden)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
                     "404": {
                         "description": "No such schema or version",
                         "schema": {
                             "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "429": {
+                        "description": "The token's request rate is exceeded (code rate_limited)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        },
+                        "headers": {
+                            "Retry-After": {
+                                "type": "integer",
+                                "description": "Seconds to wait before retrying"
+                            }
+                        }
+                    },
+                    "500": {
+                        "description": "Internal Server Error",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "503": {
+                        "description": "Service Unavailable",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    }
+                }
+            }
+        },
+        "/v1/tokens": {
+            "get": {
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "Lists every token, revoked and expired ones included, oldest first. Secrets are never shown.",
+                "produces": [
+                    "application/json"
+                ],
+                "tags": [
+                    "tokens"
+                ],
+                "summary": "List API tokens",
+                "responses": {
+                    "200": {
+                        "description": "OK",
+                        "schema": {
+                            "$ref": "#/definitions/api.TokenList"
+                        }
+                    },
+                    "401": {
+                        "description": "Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "403": {
+                        "description": "The token lacks the route's scope (code forbidden)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "429": {
+                        "description": "The token's request rate is exceeded (code rate_limited)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        },
+                        "headers": {
+                            "Retry-After": {
+                                "type": "integer",
+                                "description": "Seconds to wait before retrying"
+                            }
+                        }
+                    },
+                    "500": {
+                        "description": "Internal Server Error",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "503": {
+                        "description": "Service Unavailable",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    }
+                }
+            },
+            "post": {
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "Creates a token with the given scopes, optionally limited to the devices whose labels include all of devices, and optionally expiring. The answer's token field is the secret: it is shown this once and stored only as a hash. A token limited to some devices can only create tokens limited at least as much.",
+                "consumes": [
+                    "application/json"
+                ],
+                "produces": [
+                    "application/json"
+                ],
+                "tags": [
+                    "tokens"
+                ],
+                "summary": "Create an API token",
+                "parameters": [
+                    {
+                        "description": "The token to create",
+                        "name": "token",
+                        "in": "body",
+                        "required": true,
+                        "schema": {
+                            "$ref": "#/definitions/api.CreateTokenRequest"
+                        }
+                    }
+                ],
+                "responses": {
+                    "201": {
+                        "description": "Created",
+                        "schema": {
+                            "$ref": "#/definitions/api.CreatedToken"
+                        },
+                        "headers": {
+                            "Location": {
+                                "type": "string",
+                                "description": "URL path of the token, /v1/tokens/{id}"
+                            }
+                        }
+                    },
+                    "400": {
+                        "description": "A missing name, an unknown scope, a bad label or expires_in",
+                        "schema": {
+                            "allOf": [
+                                {
+                                    "$ref": "#/definitions/api.ErrorResponse"
+                                },
+                                {
+                                    "type": "object",
+                                    "properties": {
+                                        "details": {
+                                            "type": "array",
+                                            "items": {
+                                                "$ref": "#/definitions/api.FieldError"
+                                            }
+                                        }
+                                    }
+                                }
+                            ]
+                        }
+                    },
+                    "401": {
+                        "description": "Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "403": {
+                        "description": "The token lacks the route's scope (code forbidden)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "429": {
+                        "description": "The token's request rate is exceeded (code rate_limited)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        },
+                        "headers": {
+                            "Retry-After": {
+                                "type": "integer",
+                                "description": "Seconds to wait before retrying"
+                            }
+                        }
+                    },
+                    "500": {
+                        "description": "Internal Server Error",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "503": {
+                        "description": "Service Unavailable",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    }
+                }
+            }
+        },
+        "/v1/tokens/{id}": {
+            "get": {
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "Returns a token (never its secret), with when it was last used (recorded at most once a minute).",
+                "produces": [
+                    "application/json"
+                ],
+                "tags": [
+                    "tokens"
+                ],
+                "summary": "Get an API token",
+                "parameters": [
+                    {
+                        "type": "string",
+                        "example": "tok_q3bx7k2mzv4wd9hc",
+                        "description": "Token ID",
+                        "name": "id",
+                        "in": "path",
+                        "required": true
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "OK",
+                        "schema": {
+                            "$ref": "#/definitions/api.Token"
+                        }
+                    },
+                    "401": {
+                        "description": "Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "403": {
+                        "description": "The token lacks the route's scope (code forbidden)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "404": {
+                        "description": "No such token",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "429": {
+                        "description": "The token's request rate is exceeded (code rate_limited)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        },
+                        "headers": {
+                            "Retry-After": {
+                                "type": "integer",
+                                "description": "Seconds to wait before retrying"
+                            }
+                        }
+                    },
+                    "500": {
+                        "description": "Internal Server Error",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "503": {
+                        "description": "Service Unavailable",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    }
+                }
+            },
+            "delete": {
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "Revokes a token: this iotgate refuses it at once, other instances within 10 seconds. The token stays listed, with revoked_at. Revoking a revoked token changes nothing. The bootstrap token (IOTGATE_ADMIN_TOKEN) can't be revoked here (400).",
+                "produces": [
+                    "application/json"
+                ],
+                "tags": [
+                    "tokens"
+                ],
+                "summary": "Revoke an API token",
+                "parameters": [
+                    {
+                        "type": "string",
+                        "example": "tok_q3bx7k2mzv4wd9hc",
+                        "description": "Token ID",
+                        "name": "id",
+                        "in": "path",
+                        "required": true
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "Revoked",
+                        "schema": {
+                            "$ref": "#/definitions/api.Token"
+                        }
+                    },
+                    "400": {
+                        "description": "The bootstrap token",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "401": {
+                        "description": "Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "403": {
+                        "description": "The token lacks the route's scope (code forbidden)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "404": {
+                        "description": "No such token",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "429": {
+                        "description": "The token's request rate is exceeded (code rate_limited)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        },
+                        "headers": {
+                            "Retry-After": {
+                                "type": "integer",
+                                "description": "Seconds to wait before retrying"
+                            }
                         }
                     },
                     "500": {
@@ -1651,6 +2509,11 @@ const docTemplate = `{
                     "x-nullable": true,
                     "example": "2026-01-02T15:04:05.001Z"
                 },
+                "sent_by": {
+                    "description": "SentBy is the name of the API token that sent the command\n(\"bootstrap\" for IOTGATE_ADMIN_TOKEN); absent for commands from\nbefore tokens.",
+                    "type": "string",
+                    "example": "ops-berlin"
+                },
                 "status": {
                     "description": "Status: pending, then queued (mode queue, device offline) or sent;\nfinally succeeded, failed, timed_out, expired (queued too long) or\ncanceled.",
                     "type": "string",
@@ -1674,6 +2537,11 @@ const docTemplate = `{
                 "timeout_ms": {
                     "type": "integer",
                     "example": 10000
+                },
+                "token_id": {
+                    "description": "TokenID is the ID of that token.",
+                    "type": "string",
+                    "example": "tok_q3bx7k2mzv4wd9hc"
                 },
                 "type": {
                     "type": "string",
@@ -1899,6 +2767,110 @@ const docTemplate = `{
                 }
             }
         },
+        "api.CreateTokenRequest": {
+            "type": "object",
+            "required": [
+                "name",
+                "scopes"
+            ],
+            "properties": {
+                "devices": {
+                    "description": "Devices limits the token to the devices whose labels include all\nthese; absent or {} means every device.",
+                    "type": "object",
+                    "additionalProperties": {
+                        "type": "string"
+                    },
+                    "example": {
+                        "site": "berlin"
+                    }
+                },
+                "expires_in": {
+                    "description": "ExpiresIn is how long the token is valid, as a Go duration (720h);\nabsent means forever.",
+                    "type": "string",
+                    "maxLength": 32,
+                    "example": "720h"
+                },
+                "name": {
+                    "description": "Name says who or what uses the token.",
+                    "type": "string",
+                    "maxLength": 200,
+                    "example": "ops-berlin"
+                },
+                "scopes": {
+                    "description": "Scopes are what the token may do; admin implies all.",
+                    "type": "array",
+                    "maxItems": 6,
+                    "minItems": 1,
+                    "items": {
+                        "type": "string"
+                    },
+                    "example": [
+                        "devices:read",
+                        "commands:send"
+                    ]
+                }
+            }
+        },
+        "api.CreatedToken": {
+            "type": "object",
+            "properties": {
+                "created_at": {
+                    "type": "string",
+                    "format": "date-time",
+                    "example": "2026-01-02T15:04:05Z"
+                },
+                "devices": {
+                    "description": "Devices is the token's device selector; {} means every device.",
+                    "type": "object",
+                    "additionalProperties": {
+                        "type": "string"
+                    },
+                    "example": {
+                        "site": "berlin"
+                    }
+                },
+                "expires_at": {
+                    "type": "string",
+                    "format": "date-time",
+                    "x-nullable": true,
+                    "example": "2026-02-01T15:04:05Z"
+                },
+                "id": {
+                    "type": "string",
+                    "example": "tok_q3bx7k2mzv4wd9hc"
+                },
+                "last_used_at": {
+                    "type": "string",
+                    "format": "date-time",
+                    "x-nullable": true,
+                    "example": "2026-01-02T16:00:00Z"
+                },
+                "name": {
+                    "type": "string",
+                    "example": "ops-berlin"
+                },
+                "revoked_at": {
+                    "type": "string",
+                    "format": "date-time",
+                    "x-nullable": true
+                },
+                "scopes": {
+                    "type": "array",
+                    "items": {
+                        "type": "string"
+                    },
+                    "example": [
+                        "devices:read",
+                        "commands:send"
+                    ]
+                },
+                "token": {
+                    "description": "Secret is the bearer token to send as Authorization: Bearer\n\u003csecret\u003e. It is not stored and can't be shown again.",
+                    "type": "string",
+                    "example": "iotg_Zm9vYmFyYmF6cXV4cXV1eGZvb2JhcmJhenF1eHF1dXg"
+                }
+            }
+        },
         "api.Device": {
             "type": "object",
             "properties": {
@@ -2014,7 +2986,7 @@ const docTemplate = `{
             "type": "object",
             "properties": {
                 "code": {
-                    "description": "Code is machine-readable: a devices error code (not_found,\nconflict, invalid, unprocessable, unauthorized, forbidden,\nunavailable, timeout, too_many_requests, internal), a more\nspecific one when the error has one (device_offline, xmpp_error,\nxmpp_unavailable, idempotency_key_reused), or the HTTP\none for protocol errors (method_not_allowed, payload_too_large,\nunsupported_media_type).",
+                    "description": "Code is machine-readable: a devices error code (not_found,\nconflict, invalid, unprocessable, unauthorized, forbidden,\nunavailable, timeout, too_many_requests, internal), a more\nspecific one when the error has one (device_offline, xmpp_error,\nxmpp_unavailable, idempotency_key_reused, rate_limited), or the HTTP\none for protocol errors (method_not_allowed, payload_too_large,\nunsupported_media_type).",
                     "type": "string",
                     "example": "not_found"
                 },
@@ -2283,6 +3255,72 @@ const docTemplate = `{
                 }
             }
         },
+        "api.Token": {
+            "type": "object",
+            "properties": {
+                "created_at": {
+                    "type": "string",
+                    "format": "date-time",
+                    "example": "2026-01-02T15:04:05Z"
+                },
+                "devices": {
+                    "description": "Devices is the token's device selector; {} means every device.",
+                    "type": "object",
+                    "additionalProperties": {
+                        "type": "string"
+                    },
+                    "example": {
+                        "site": "berlin"
+                    }
+                },
+                "expires_at": {
+                    "type": "string",
+                    "format": "date-time",
+                    "x-nullable": true,
+                    "example": "2026-02-01T15:04:05Z"
+                },
+                "id": {
+                    "type": "string",
+                    "example": "tok_q3bx7k2mzv4wd9hc"
+                },
+                "last_used_at": {
+                    "type": "string",
+                    "format": "date-time",
+                    "x-nullable": true,
+                    "example": "2026-01-02T16:00:00Z"
+                },
+                "name": {
+                    "type": "string",
+                    "example": "ops-berlin"
+                },
+                "revoked_at": {
+                    "type": "string",
+                    "format": "date-time",
+                    "x-nullable": true
+                },
+                "scopes": {
+                    "type": "array",
+                    "items": {
+                        "type": "string"
+                    },
+                    "example": [
+                        "devices:read",
+                        "commands:send"
+                    ]
+                }
+            }
+        },
+        "api.TokenList": {
+            "type": "object",
+            "properties": {
+                "items": {
+                    "type": "array",
+                    "items": {
+                        "$ref": "#/definitions/api.Token"
+                    }
+                }
+            }
+        },
         "api.UpdateDeviceRequest": {
             "type": "object",
             "properties": {
@@ -2335,12 +3373,14 @@ const docTemplate = `{
             }
         }
     },
-    "tags": [
-        {
-            "description": "Liveness and readiness probes.",
-            "name": "health"
+    "securityDefinitions": {
+        "BearerAuth": {
+            "description": "An API token, as \"Bearer iotg_...\" (create one with ` + "`" + `iotgate token create` + "`" + ` or POST /v1/tokens).",
+            "type": "apiKey",
+            "name": "Authorization",
+            "in": "header"
         }
-    ]
+    }
 }`
 
 // SwaggerInfo holds exported Swagger Info so clients can modify it
@@ -2350,7 +3390,7 @@ var SwaggerInfo = &swag.Spec{
 	BasePath:         "/",
 	Schemes:          []string{"http", "https"},
 	Title:            "iotgate",
-	Description:      "iotgate is an XMPP external component (XEP-0114) that gives IoT devices a REST face.\nDevices speak XMPP; clients speak this API.\nEvery error has the same JSON body (api.ErrorResponse): a machine-readable code, a message for humans and optional details.",
+	Description:      "iotgate is an XMPP external component (XEP-0114) that gives IoT devices a REST face.\nDevices speak XMPP; clients speak this API.\nEvery error has the same JSON body (api.ErrorResponse): a machine-readable code, a message for humans and optional details.\nEvery /v1 endpoint needs an API token with the endpoint's scope (Authorization: Bearer <token>): 401 without a valid one, 403 without the scope, 429 (with Retry-After) beyond the token's request rate.\nScopes: schemas:read, schemas:write, devices:read, devices:write, commands:send, admin (implies all). A token limited to some devices (a label selector) sees only those: others answer 404.",
 	InfoInstanceName: "swagger",
 	SwaggerTemplate:  docTemplate,
 	LeftDelim:        "{{",

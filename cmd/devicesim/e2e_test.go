@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"net"
 	"net/http"
@@ -45,7 +46,7 @@ func TestWithIotgate(t *testing.T) {
 	go func() {
 		done1 <- run(ctx, []string{"-addr", xs.C2SAddr(), "-domain", xs.Domain(), "-component", component,
 			"-devices", "4", "-offline", "1", "-rate", "5", "-count", "10", "-invalid", "0.2", "-via", "iq",
-			"-register-with-iotgate", api.base}, &out1, &log1)
+			"-register-with-iotgate", api.base, "-token", api.token}, &out1, &log1)
 	}()
 	online := func() []string {
 		var list struct {
@@ -75,7 +76,7 @@ func TestWithIotgate(t *testing.T) {
 	var out2, log2 servers.LogBuffer
 	if code := run(ctx, []string{"-addr", xs.C2SAddr(), "-domain", xs.Domain(), "-component", component,
 		"-schema", "multisensor", "-prefix", "ms", "-devices", "2", "-rate", "10", "-count", "4", "-invalid", "0.5", "-via", "message",
-		"-register-with-iotgate", api.base, "-quiet"}, &out2, &log2); code != 0 {
+		"-register-with-iotgate", api.base, "-token", api.token, "-quiet"}, &out2, &log2); code != 0 {
 		t.Fatalf("multisensors: exit %d\n%s", code, log2.String())
 	}
 	if code := <-done1; code != 0 {
@@ -136,11 +137,18 @@ func TestWithIotgate(t *testing.T) {
 // api is a running iotgate.
 type api struct {
 	base string
+	// token is iotgate's bootstrap admin token.
+	token string
 }
 
 func (a api) get(t *testing.T, path string, out any) {
 	t.Helper()
-	resp, err := http.Get(a.base + path)
+	req, err := http.NewRequest(http.MethodGet, a.base+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+a.token)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +177,8 @@ func startIotgate(t *testing.T, env map[string]string) api {
 	addr := l.Addr().String()
 	l.Close()
 	cmd := exec.Command(bin)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "IOTGATE_HTTP_ADDR=" + addr}
+	token := "sim-e2e-" + rand.Text() + rand.Text()
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "IOTGATE_HTTP_ADDR=" + addr, "IOTGATE_ADMIN_TOKEN=" + token}
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
@@ -192,7 +201,7 @@ func startIotgate(t *testing.T, env map[string]string) api {
 			t.Logf("iotgate log:\n%s", logs.String())
 		}
 	})
-	a := api{base: "http://" + addr}
+	a := api{base: "http://" + addr, token: token}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		resp, err := http.Get(a.base + "/readyz")

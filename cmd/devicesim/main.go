@@ -44,6 +44,7 @@ const MaxDuration = 24 * time.Hour
 type config struct {
 	sim          sim.Config
 	registerURL  string
+	token        string
 	schemaName   string
 	duration     time.Duration
 	quiet        bool
@@ -89,7 +90,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			jids = append(jids, d.User+"@"+cfg.sim.Domain)
 		}
 		n, err := sim.Register(ctx, nil, sim.Registration{BaseURL: cfg.registerURL, Schema: cfg.schemaName, Kind: cfg.sim.Kind,
-			JIDs: jids, Labels: map[string]string{"source": "devicesim"}})
+			JIDs: jids, Labels: map[string]string{"source": "devicesim"}, Token: cfg.token})
 		if err != nil {
 			fmt.Fprintf(stderr, "devicesim: register with iotgate: %v\n", err)
 			return 1
@@ -137,6 +138,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&s.Kind, "schema", "thermostat", "device model, after its example schema: "+strings.Join(sim.Kinds, " or "))
 	fs.StringVar(&cfg.schemaName, "schema-name", "", "name of the schema in iotgate for -register-with-iotgate (default: -schema)")
 	fs.StringVar(&cfg.registerURL, "register-with-iotgate", "", "iotgate's REST `URL` (http://127.0.0.1:8080): register the schema if missing and the devices first")
+	fs.StringVar(&cfg.token, "token", os.Getenv("IOTGATE_TOKEN"), "iotgate API token for -register-with-iotgate (scopes schemas:read, schemas:write, devices:write; default $IOTGATE_TOKEN)")
 	fs.Float64Var(&s.Rate, "rate", 0.2, "readings per second per device (0: none, just answer commands)")
 	fs.StringVar(&s.Via, "via", "iq", "send readings by iq (acknowledged) or message (fire and forget)")
 	fs.IntVar(&s.Count, "count", 0, "readings per device, then stop (0: until -duration)")

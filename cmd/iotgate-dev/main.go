@@ -12,7 +12,9 @@
 //	go run ./cmd/iotgate-dev [flags]
 //
 // The component secret is taken from IOTGATE_DEV_SECRET (default
-// "dev-secret"). Run with -h for the flags.
+// "dev-secret"), iotgate's bootstrap admin API token from
+// IOTGATE_DEV_ADMIN_TOKEN (default DevAdminToken, printed in the banner).
+// Run with -h for the flags.
 package main
 
 import (
@@ -38,6 +40,12 @@ import (
 	"github.com/iotgate/iotgate/internal/servers"
 )
 
+// DevAdminToken is the admin API token of `make dev` unless
+// IOTGATE_DEV_ADMIN_TOKEN says otherwise. It is fixed so that the README's
+// example commands work as they are; the dev servers listen on 127.0.0.1
+// only and are thrown away.
+const DevAdminToken = "iotg_dev-admin-token-for-make-dev-only"
+
 // config is everything the runner is told, from flags and the environment.
 type config struct {
 	dir           string
@@ -45,6 +53,7 @@ type config struct {
 	domain        string
 	component     string
 	secret        string
+	adminToken    string
 	c2sPort       int
 	componentPort int
 	pgPort        int
@@ -94,7 +103,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		fmt.Fprintf(fs.Output(), "Usage: iotgate-dev [flags]\n\n"+
 			"Runs iotgate with a throwaway PostgreSQL and XMPP server on 127.0.0.1.\n"+
 			"A port that is busy is replaced by a free one. Environment:\n"+
-			"  IOTGATE_DEV_SECRET  the component secret (default \"dev-secret\")\n\nFlags:\n")
+			"  IOTGATE_DEV_SECRET  the component secret (default \"dev-secret\")\n"+
+			"  IOTGATE_DEV_ADMIN_TOKEN  iotgate's admin API token (default \""+DevAdminToken+"\")\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	var devices, simulated string
@@ -133,6 +143,13 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	cfg.secret = getenv("IOTGATE_DEV_SECRET")
 	if cfg.secret == "" {
 		cfg.secret = "dev-secret"
+	}
+	cfg.adminToken = getenv("IOTGATE_DEV_ADMIN_TOKEN")
+	if cfg.adminToken == "" {
+		cfg.adminToken = DevAdminToken
+	}
+	if len(cfg.adminToken) < 32 {
+		return cfg, errors.New("IOTGATE_DEV_ADMIN_TOKEN: at least 32 characters")
 	}
 	return cfg, nil
 }
@@ -205,6 +222,7 @@ func runIotgate(ctx context.Context, cfg config, bin string, pg *servers.Postgre
 		"IOTGATE_DATABASE_URL="+pg.DSN(),
 		"IOTGATE_HTTP_ADDR="+cfg.httpAddr,
 		"IOTGATE_LOG_LEVEL="+cfg.logLevel,
+		"IOTGATE_ADMIN_TOKEN="+cfg.adminToken,
 	)
 	cmd.Stdout, cmd.Stderr = out, os.Stderr
 	// Its own process group: Ctrl-C reaches only us, and we stop iotgate
@@ -284,6 +302,9 @@ func banner(out io.Writer, cfg config, pg *servers.Postgres, xs servers.XMPPServ
  iotgate is running.
    Swagger UI:   http://%[1]s/swagger/index.html
    REST API:     http://%[1]s/v1/...
+   Admin token:  export TOKEN=%[10]s
+                 curl -H "Authorization: Bearer $TOKEN" http://%[1]s/v1/devices
+                 (Swagger UI: Authorize, then "Bearer $TOKEN")
    Devices log in to the XMPP server (%[2]s) at %[3]s:
      %[4]s
      STARTTLS is offered (self-signed certificate) but not required;
@@ -295,7 +316,7 @@ func banner(out io.Writer, cfg config, pg *servers.Postgres, xs servers.XMPPServ
 ================================================================
 
 `, cfg.httpAddr, cfg.xmpp, xs.C2SAddr(), strings.Join(devices, "\n     "), cfg.component,
-		xs.ComponentAddr(), pg.DSN(), serverLogs(cfg, pg), cfg.dir)
+		xs.ComponentAddr(), pg.DSN(), serverLogs(cfg, pg), cfg.dir, cfg.adminToken)
 }
 
 // simulate waits until iotgate is ready, registers the thermostat schema
@@ -320,7 +341,7 @@ func simulate(ctx context.Context, cfg config, xs servers.XMPPServer, say func(s
 	}
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	_, err := sim.Register(rctx, nil, sim.Registration{BaseURL: base, Schema: "thermostat", Kind: "thermostat",
-		JIDs: jids, Labels: map[string]string{"source": "iotgate-dev"}})
+		JIDs: jids, Labels: map[string]string{"source": "iotgate-dev"}, Token: cfg.adminToken})
 	cancel()
 	if err != nil {
 		say("no simulated devices: register them with iotgate: %v", err)

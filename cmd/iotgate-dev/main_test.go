@@ -29,7 +29,7 @@ func TestMain(m *testing.M) {
 func fakeIotgate() {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM)
-	for _, k := range []string{"IOTGATE_XMPP_ADDR", "IOTGATE_DOMAIN", "IOTGATE_SECRET", "IOTGATE_DATABASE_URL", "IOTGATE_HTTP_ADDR", "IOTGATE_LOG_LEVEL"} {
+	for _, k := range []string{"IOTGATE_XMPP_ADDR", "IOTGATE_DOMAIN", "IOTGATE_SECRET", "IOTGATE_DATABASE_URL", "IOTGATE_HTTP_ADDR", "IOTGATE_LOG_LEVEL", "IOTGATE_ADMIN_TOKEN"} {
 		fmt.Printf("fake: %s=%s\n", k, os.Getenv(k))
 	}
 	l, err := net.Listen("tcp", os.Getenv("IOTGATE_HTTP_ADDR"))
@@ -45,6 +45,11 @@ func fakeIotgate() {
 		w.Write([]byte(`{"code":"not_found","message":"no such schema"}`))
 	})
 	mux.HandleFunc("POST /v1/{what}", func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer "+os.Getenv("IOTGATE_ADMIN_TOKEN") {
+			w.WriteHeader(http.StatusUnauthorized)
+			w.Write([]byte(`{"code":"unauthorized","message":"no token"}`))
+			return
+		}
 		var body struct{ Name, JID string }
 		json.NewDecoder(r.Body).Decode(&body)
 		if body.JID != "" {
@@ -71,8 +76,8 @@ func TestParseConfig(t *testing.T) {
 			if cfg.xmpp != "prosody" || cfg.c2sPort != 15222 || cfg.componentPort != 15347 || cfg.httpAddr != "127.0.0.1:8080" {
 				t.Errorf("got %+v", cfg)
 			}
-			if cfg.secret != "dev-secret" || strings.Join(cfg.devices, ",") != "thermo1,thermo2,lamp1" {
-				t.Errorf("got secret %q devices %q", cfg.secret, cfg.devices)
+			if cfg.secret != "dev-secret" || strings.Join(cfg.devices, ",") != "thermo1,thermo2,lamp1" || cfg.adminToken != DevAdminToken {
+				t.Errorf("got secret %q devices %q admin token %q", cfg.secret, cfg.devices, cfg.adminToken)
 			}
 			if strings.Join(cfg.sim, ",") != "thermo1,thermo2,thermo3" || cfg.simRate != 0.2 {
 				t.Errorf("got sim %q rate %v", cfg.sim, cfg.simRate)

@@ -44,11 +44,12 @@ func testRun(t *testing.T, xmpp string) {
 		t.Fatal(err)
 	}
 	cfg := config{
-		dir:       filepath.Join(base, "dev"),
-		xmpp:      xmpp,
-		domain:    "localhost",
-		component: "iot.localhost",
-		secret:    "test-secret",
+		dir:        filepath.Join(base, "dev"),
+		xmpp:       xmpp,
+		domain:     "localhost",
+		component:  "iot.localhost",
+		secret:     "test-secret",
+		adminToken: "test-admin-token-0123456789abcdef0123",
 		// Port 0: free ports, so that tests don't collide with make dev.
 		httpAddr: httpAddr,
 		devices:  []string{"thermo1"},
@@ -99,6 +100,8 @@ func testRun(t *testing.T, xmpp string) {
 
 		"fake: IOTGATE_DOMAIN=iot.localhost",
 		"fake: IOTGATE_SECRET=test-secret",
+		"fake: IOTGATE_ADMIN_TOKEN=test-admin-token-0123456789abcdef0123",
+		`curl -H "Authorization: Bearer $TOKEN"`,
 		"fake: IOTGATE_DATABASE_URL=postgres://iotgate@127.0.0.1:",
 		"fake: IOTGATE_HTTP_ADDR=" + httpAddr,
 		"fake: IOTGATE_LOG_LEVEL=debug",

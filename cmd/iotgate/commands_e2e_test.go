@@ -84,7 +84,7 @@ func (g *gate) command(jid string, body map[string]any, header ...string) comman
 		req.Header.Set(header[i], header[i+1])
 	}
 	start := time.Now()
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := g.client.Do(req)
 	if err != nil {
 		// Not Fatal: this may run in a goroutine of the test's own.
 		g.t.Errorf("POST command: %v", err)
@@ -480,8 +480,11 @@ func BenchmarkCommandLatency(b *testing.B) {
 	httpAddr := freeAddrTB(b)
 	base := "http://" + httpAddr
 	cmd := exec.Command(bin)
+	token := newAdminToken()
+	admin := &http.Client{Transport: bearerTransport{token: token}}
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "IOTGATE_HTTP_ADDR=" + httpAddr, "IOTGATE_LOG_LEVEL=warn",
-		"IOTGATE_XMPP_ADDR=" + xs.ComponentAddr(), "IOTGATE_DOMAIN=" + e2eDomain, "IOTGATE_SECRET=" + e2eSecret, "IOTGATE_DATABASE_URL=" + pg.DSN()}
+		"IOTGATE_XMPP_ADDR=" + xs.ComponentAddr(), "IOTGATE_DOMAIN=" + e2eDomain, "IOTGATE_SECRET=" + e2eSecret, "IOTGATE_DATABASE_URL=" + pg.DSN(),
+		"IOTGATE_ADMIN_TOKEN=" + token, "IOTGATE_API_RATE=0"}
 	logs := &servers.LogBuffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
@@ -496,7 +499,7 @@ func BenchmarkCommandLatency(b *testing.B) {
 	})
 	post := func(path string, body any) int {
 		raw, _ := json.Marshal(body)
-		resp, err := http.Post(base+path, "application/json", bytes.NewReader(raw))
+		resp, err := admin.Post(base+path, "application/json", bytes.NewReader(raw))
 		if err != nil {
 			return 0
 		}
@@ -546,7 +549,7 @@ func BenchmarkCommandLatency(b *testing.B) {
 		}
 		waitFor(jids[i]+" online", func() bool {
 			var st stateBody
-			resp, err := http.Get(base + "/v1/devices/" + url.PathEscape(jids[i]) + "/state")
+			resp, err := admin.Get(base + "/v1/devices/" + url.PathEscape(jids[i]) + "/state")
 			if err != nil {
 				return false
 			}
@@ -559,7 +562,7 @@ func BenchmarkCommandLatency(b *testing.B) {
 
 	for _, conc := range []int{1, 64} {
 		b.Run(fmt.Sprintf("concurrency=%d", conc), func(b *testing.B) {
-			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conc}}
+			client := &http.Client{Transport: bearerTransport{token: token, base: &http.Transport{MaxIdleConnsPerHost: conc}}}
 			defer client.CloseIdleConnections()
 			lat := make([]time.Duration, b.N)
 			var next atomic.Int64

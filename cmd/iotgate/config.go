@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"mellium.im/xmpp/jid"
+
+	"github.com/iotgate/iotgate/api/auth"
 )
 
 // Config is every setting of the iotgate binary. It is filled only here,
@@ -40,6 +42,13 @@ type Config struct {
 
 	DeviceRate  int
 	DeviceBurst int
+
+	// AdminToken is the bootstrap admin token (env only); "" for none.
+	AdminToken string
+	// APIRate and APIBurst limit each API token's requests; APIRate 0
+	// disables the limit.
+	APIRate  int
+	APIBurst int
 }
 
 // configError is a missing or malformed setting; the binary prints it as
@@ -75,6 +84,9 @@ var settings = []setting{
 	{env: "IOTGATE_MAX_STANZA_BYTES", flag: "max-stanza-bytes", def: "1048576", help: "largest stanza accepted from the XMPP server, in bytes"},
 	{env: "IOTGATE_DEVICE_RATE", flag: "device-rate", def: "500", help: "readings per second one device may send on average; excess IQs get policy-violation, excess messages are dropped"},
 	{env: "IOTGATE_DEVICE_BURST", flag: "device-burst", def: "1000", help: "readings one device may send in a burst above its rate"},
+	{env: "IOTGATE_ADMIN_TOKEN", secret: true, help: "a bootstrap API token with the admin scope, not stored in the database (environment only; at least 32 characters)"},
+	{env: "IOTGATE_API_RATE", flag: "api-rate", def: "50", help: "HTTP requests per second one API token may make on average; excess ones get 429 (0: no limit)"},
+	{env: "IOTGATE_API_BURST", flag: "api-burst", def: "100", help: "HTTP requests one API token may make in a burst above its rate"},
 	{env: "IOTGATE_MAX_COMMANDS_IN_FLIGHT", flag: "max-commands-in-flight", def: "1000", help: "commands sent and not yet answered or timed out; beyond it, new ones get 429"},
 }
 
@@ -184,6 +196,21 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 		}
 		*n.dst = v
 	}
+	// Like the secret, taken as is; only its length is checked (the
+	// auth package's minimum), never echoed.
+	if cfg.AdminToken = *values["IOTGATE_ADMIN_TOKEN"]; cfg.AdminToken != "" && len(cfg.AdminToken) < auth.MinBootstrapLen {
+		return cfg, nil, &configError{"IOTGATE_ADMIN_TOKEN", fmt.Sprintf("is shorter than %d characters; generate one with e.g. `openssl rand -base64 32`", auth.MinBootstrapLen)}
+	}
+	for _, n := range []struct {
+		env string
+		dst *int
+	}{{"IOTGATE_API_RATE", &cfg.APIRate}, {"IOTGATE_API_BURST", &cfg.APIBurst}} {
+		v, err := strconv.Atoi(get(n.env))
+		if err != nil || v < 0 || v > 10000000 {
+			return cfg, nil, &configError{n.env, fmt.Sprintf("%q is not a number between 0 and 10000000", get(n.env))}
+		}
+		*n.dst = v
+	}
 	return cfg, fs.Args(), nil
 }
 
@@ -208,6 +235,12 @@ Usage:
   iotgate migrate down N          revert the last N migrations
   iotgate migrate version         print the schema version
   iotgate migrate force V         mark version V as clean after fixing a failed migration by hand
+  iotgate token create --name N --scopes S1,S2 [--devices k=v,...] [--expires 720h]
+                                  create an API token and print it (shown only once)
+  iotgate token list              list API tokens
+  iotgate token revoke ID         revoke an API token
+
+Scopes: schemas:read, schemas:write, devices:read, devices:write, commands:send, admin (implies all).
 
 Settings (flag, environment variable, default). Flags override the environment.
 `)

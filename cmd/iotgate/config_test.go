@@ -65,6 +65,20 @@ func TestParseConfig(t *testing.T) {
 			}
 		}},
 		{name: "ErrCORSOrigin", env: with("IOTGATE_CORS_ORIGINS", "app.example.com/path"), wantSetting: "IOTGATE_CORS_ORIGINS"},
+		{name: "AdminTokenAndRate", env: with("IOTGATE_ADMIN_TOKEN", strings.Repeat("x", 32), "IOTGATE_API_RATE", "0"), check: func(t *testing.T, c Config) {
+			if c.AdminToken != strings.Repeat("x", 32) || c.APIRate != 0 || c.APIBurst != 100 {
+				t.Errorf("AdminToken %d chars, APIRate %d, APIBurst %d", len(c.AdminToken), c.APIRate, c.APIBurst)
+			}
+		}},
+		{name: "APIRateDefault", env: base, check: func(t *testing.T, c Config) {
+			if c.AdminToken != "" || c.APIRate != 50 || c.APIBurst != 100 {
+				t.Errorf("AdminToken %q, APIRate %d, APIBurst %d", c.AdminToken, c.APIRate, c.APIBurst)
+			}
+		}},
+		{name: "ErrAdminTokenShort", env: with("IOTGATE_ADMIN_TOKEN", "short"), wantSetting: "IOTGATE_ADMIN_TOKEN"},
+		{name: "ErrAPIRate", env: with("IOTGATE_API_RATE", "-1"), wantSetting: "IOTGATE_API_RATE"},
+		{name: "ErrAPIBurst", env: with("IOTGATE_API_BURST", "many"), wantSetting: "IOTGATE_API_BURST"},
+		{name: "ErrAdminTokenFlagDoesNotExist", env: base, args: []string{"--admin-token", strings.Repeat("x", 32)}, wantSetting: "arguments"},
 		{name: "ErrUnknownFlag", env: base, args: []string{"--nope"}, wantSetting: "arguments"},
 		{name: "ErrSecretFlagDoesNotExist", env: base, args: []string{"--secret", "x"}, wantSetting: "arguments"},
 	}

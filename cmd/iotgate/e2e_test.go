@@ -5,6 +5,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -61,7 +62,38 @@ type gate struct {
 	base string
 	logs *servers.LogBuffer
 	done chan struct{}
+	// token is the bootstrap admin token (IOTGATE_ADMIN_TOKEN) the
+	// helpers send; client sends it.
+	token  string
+	client *http.Client
 }
+
+// bearerTransport adds an Authorization header to every request.
+type bearerTransport struct {
+	token string
+	base  http.RoundTripper
+}
+
+func (b bearerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	base := b.base
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	return base.RoundTrip(r)
+}
+
+// CloseIdleConnections passes on to the base transport (http.Client's
+// method of that name looks for it).
+func (b bearerTransport) CloseIdleConnections() {
+	if c, ok := b.base.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
+// newAdminToken returns a random bootstrap admin token.
+func newAdminToken() string { return "e2e-" + rand.Text() + rand.Text() }
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
@@ -78,11 +110,20 @@ func startGate(t *testing.T, env map[string]string) *gate {
 	t.Helper()
 	httpAddr := freeAddr(t)
 	cmd := exec.Command(iotgateBinary(t))
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "IOTGATE_HTTP_ADDR=" + httpAddr, "IOTGATE_LOG_LEVEL=debug"}
+	token := newAdminToken()
+	// No rate limit unless a test sets one: the tests under load would
+	// trip it.
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "IOTGATE_HTTP_ADDR=" + httpAddr, "IOTGATE_LOG_LEVEL=debug",
+		"IOTGATE_ADMIN_TOKEN=" + token, "IOTGATE_API_RATE=0"}
 	for k, v := range env {
+		// Later entries win, so env may override the above.
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	g := &gate{t: t, cmd: cmd, base: "http://" + httpAddr, logs: &servers.LogBuffer{}, done: make(chan struct{})}
+	if v, ok := env["IOTGATE_ADMIN_TOKEN"]; ok {
+		token = v
+	}
+	g := &gate{t: t, cmd: cmd, base: "http://" + httpAddr, logs: &servers.LogBuffer{}, done: make(chan struct{}),
+		token: token, client: &http.Client{Transport: bearerTransport{token: token}}}
 	cmd.Stdout, cmd.Stderr = g.logs, g.logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -112,8 +153,15 @@ func (g *gate) stop() {
 	}
 }
 
-// do sends a JSON request and decodes the JSON answer into out (if not nil).
+// do sends a JSON request with the gate's admin token and decodes the
+// JSON answer into out (if not nil).
 func (g *gate) do(method, path string, body any, out any) int {
+	g.t.Helper()
+	return g.doAs(g.token, method, path, body, out)
+}
+
+// doAs is do with another token; "" sends none.
+func (g *gate) doAs(token, method, path string, body any, out any) int {
 	g.t.Helper()
 	var rd io.Reader
 	if body != nil {
@@ -128,6 +176,9 @@ func (g *gate) do(method, path string, body any, out any) int {
 		g.t.Fatal(err)
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		g.t.Fatalf("%s %s: %v", method, path, err)
@@ -171,7 +222,7 @@ func (g *gate) waitReady(want int, within time.Duration, cond func(readyBody) bo
 }
 
 func (g *gate) doQuiet(path string, out any) int {
-	resp, err := http.Get(g.base + path)
+	resp, err := g.client.Get(g.base + path)
 	if err != nil {
 		return 0
 	}
@@ -189,6 +240,7 @@ func TestE2EConfigErrors(t *testing.T) {
 	}{
 		{"MissingDomain", []string{"IOTGATE_SECRET=x", "IOTGATE_DATABASE_URL=postgres://x/y"}, "IOTGATE_DOMAIN"},
 		{"MissingSecret", []string{"IOTGATE_DOMAIN=iot.localhost", "IOTGATE_DATABASE_URL=postgres://x/y"}, "IOTGATE_SECRET"},
+		{"ShortAdminToken", []string{"IOTGATE_DOMAIN=iot.localhost", "IOTGATE_SECRET=x", "IOTGATE_DATABASE_URL=postgres://x/y", "IOTGATE_ADMIN_TOKEN=short"}, "IOTGATE_ADMIN_TOKEN"},
 		{"BadAddr", []string{"IOTGATE_DOMAIN=iot.localhost", "IOTGATE_SECRET=x", "IOTGATE_DATABASE_URL=postgres://x/y", "IOTGATE_XMPP_ADDR=nope"}, "IOTGATE_XMPP_ADDR"},
 	}
 	for _, tt := range tests {

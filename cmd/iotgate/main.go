@@ -45,6 +45,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		switch rest[0] {
 		case "migrate":
 			return migrateCommand(ctx, cfg, rest[1:], log, stdout, stderr)
+		case "token":
+			return tokenCommand(ctx, cfg, rest[1:], log, stdout, stderr)
 		case "serve":
 		default:
 			fmt.Fprintf(stderr, "iotgate: unknown command %q (see iotgate --help)\n", rest[0])

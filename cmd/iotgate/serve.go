@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/iotgate/iotgate/api"
+	"github.com/iotgate/iotgate/api/auth"
 	"github.com/iotgate/iotgate/component"
 	"github.com/iotgate/iotgate/devices"
 	"github.com/iotgate/iotgate/devices/postgres"
@@ -74,12 +75,22 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 
-	srv := api.New(api.Config{BodyLimit: cfg.BodyLimit, CORSOrigins: cfg.CORSOrigins}, api.Deps{
+	tokens, err := auth.NewService(db, auth.Config{Bootstrap: cfg.AdminToken, Logger: log.With("part", "auth")})
+	if err != nil {
+		return err
+	}
+	srv := api.New(api.Config{
+		BodyLimit: cfg.BodyLimit, CORSOrigins: cfg.CORSOrigins,
+		RateLimit: float64(cfg.APIRate), RateBurst: cfg.APIBurst,
+	}, api.Deps{
 		Log:      log.With("part", "http"),
 		Checks:   map[string]api.HealthCheck{"xmpp": conn, "database": db},
 		Schemas:  registry,
 		Devices:  svc,
 		Commands: commands,
+		Auth:     tokens,
+		Tokens:   tokens,
+		Metrics:  metrics.Handler(),
 	})
 	if err := srv.Listen(cfg.HTTPAddr); err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)

@@ -24,7 +24,7 @@ const commandColumns = `c.id, c.device_id, d.jid, c.type, c.payload, c.resource,
 	c.timeout_ms, c.expires_at, c.created_at, c.sent_at, c.completed_at, c.answered_at,
 	c.response_xml, c.response_data, c.response_invalid,
 	c.xmpp_error_type, c.xmpp_error_condition, c.xmpp_error_text,
-	c.error_code, c.error, c.late_answer, c.idempotency_key, c.request_hash,
+	c.error_code, c.error, c.late_answer, c.idempotency_key, c.request_hash, c.token_id, c.sent_by,
 	(SELECT coalesce(json_agg(json_build_object('status', e.status, 'at', e.at, 'reason', e.reason) ORDER BY e.id), '[]')
 	 FROM command_events e WHERE e.command_id = c.id)`
 
@@ -34,13 +34,13 @@ func scanCommand(row rowScanner) (*devices.Command, error) {
 	var c devices.Command
 	var timeoutMS int64
 	var expires, sent, completed, answered sql.NullTime
-	var respXML, respInvalid, errType, errCond, errText, key sql.NullString
+	var respXML, respInvalid, errType, errCond, errText, key, tokenID sql.NullString
 	var respData, history []byte
 	var mode, status string
 	if err := row.Scan(&c.ID, &c.DeviceID, &c.DeviceJID, &c.Type, &c.Payload, &c.Resource, &c.Target, &mode, &status,
 		&timeoutMS, &expires, &c.CreatedAt, &sent, &completed, &answered,
 		&respXML, &respData, &respInvalid, &errType, &errCond, &errText,
-		&c.ErrorCode, &c.Error, &c.LateAnswer, &key, &c.RequestHash, &history); err != nil {
+		&c.ErrorCode, &c.Error, &c.LateAnswer, &key, &c.RequestHash, &tokenID, &c.SentBy, &history); err != nil {
 		return nil, err
 	}
 	c.Mode, c.Status = devices.CommandMode(mode), devices.CommandStatus(status)
@@ -56,7 +56,7 @@ func scanCommand(row rowScanner) (*devices.Command, error) {
 	if errCond.Valid {
 		c.XMPPError = &devices.XMPPError{Type: errType.String, Condition: errCond.String, Text: errText.String}
 	}
-	c.IdempotencyKey = key.String
+	c.IdempotencyKey, c.TokenID = key.String, tokenID.String
 	var evs []struct {
 		Status string    `json:"status"`
 		At     time.Time `json:"at"`
@@ -128,9 +128,9 @@ const insertCommand = `
 			status, target, sent_at, completed_at, answered_at,
 			response_xml, response_data, response_invalid,
 			xmpp_error_type, xmpp_error_condition, xmpp_error_text,
-			error_code, error, late_answer)
+			error_code, error, late_answer, token_id, sent_by)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
-			$12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)
+			$12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $29, $30)
 		RETURNING id
 	)
 	INSERT INTO command_events (command_id, status, at, reason)
@@ -150,7 +150,7 @@ func (db *DB) CreateCommand(ctx context.Context, c *devices.Command, reuseBefore
 	st, at, reason := eventArrays(c.History)
 	args := append([]any{c.ID, c.DeviceID, c.Type, c.Payload, c.Resource, string(c.Mode),
 		c.Timeout.Milliseconds(), timeArg(c.ExpiresAt), c.CreatedAt.UTC(), key, c.RequestHash}, outcomeArgs(c)...)
-	args = append(args, st, at, reason)
+	args = append(args, st, at, reason, nullString(c.TokenID, c.TokenID != ""), c.SentBy)
 	err := db.inTx(ctx, c.IdempotencyKey != "", func(q querier) error {
 		if c.IdempotencyKey != "" {
 			if _, err := q.ExecContext(ctx, `

@@ -21,6 +21,9 @@ type Registration struct {
 	JIDs []string
 	// Labels are set on devices Register creates.
 	Labels map[string]string
+	// Token is the API token to send (as Authorization: Bearer); it
+	// needs the scopes schemas:read, schemas:write and devices:write.
+	Token string
 }
 
 // Register registers the schema (unless a schema of that name exists) and
@@ -35,12 +38,15 @@ func Register(ctx context.Context, client *http.Client, reg Registration) (int, 
 		return 0, err
 	}
 	base := strings.TrimRight(reg.BaseURL, "/")
-	code, body, err := call(ctx, client, http.MethodGet, base+"/v1/schemas/"+url.PathEscape(reg.Schema), nil)
+	send := func(ctx context.Context, client *http.Client, method, u string, in any) (int, []byte, error) {
+		return call(ctx, client, reg.Token, method, u, in)
+	}
+	code, body, err := send(ctx, client, http.MethodGet, base+"/v1/schemas/"+url.PathEscape(reg.Schema), nil)
 	switch {
 	case err != nil:
 		return 0, err
 	case code == http.StatusNotFound:
-		code, body, err = call(ctx, client, http.MethodPost, base+"/v1/schemas",
+		code, body, err = send(ctx, client, http.MethodPost, base+"/v1/schemas",
 			map[string]string{"name": reg.Schema, "xsd": string(xsd), "description": "example " + reg.Kind + " (registered by devicesim)"})
 		if err != nil {
 			return 0, err
@@ -53,7 +59,7 @@ func Register(ctx context.Context, client *http.Client, reg Registration) (int, 
 	}
 	created := 0
 	for _, jid := range reg.JIDs {
-		code, body, err := call(ctx, client, http.MethodPost, base+"/v1/devices",
+		code, body, err := send(ctx, client, http.MethodPost, base+"/v1/devices",
 			map[string]any{"jid": jid, "schema": reg.Schema, "name": "simulated " + reg.Kind, "labels": reg.Labels})
 		if err != nil {
 			return created, err
@@ -70,7 +76,7 @@ func Register(ctx context.Context, client *http.Client, reg Registration) (int, 
 }
 
 // call sends a JSON request and returns the answer's status and body.
-func call(ctx context.Context, client *http.Client, method, u string, in any) (int, []byte, error) {
+func call(ctx context.Context, client *http.Client, token, method, u string, in any) (int, []byte, error) {
 	var rd io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
@@ -85,6 +91,9 @@ func call(ctx context.Context, client *http.Client, method, u string, in any) (i
 	}
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := client.Do(req)
 	if err != nil {

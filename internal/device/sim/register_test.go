@@ -10,6 +10,9 @@ import (
 	"testing"
 )
 
+// fakeToken is the only token fakeAPI accepts.
+const fakeToken = "iotg_test"
+
 // fakeAPI is the part of iotgate's REST API Register uses.
 type fakeAPI struct {
 	mu      sync.Mutex
@@ -29,6 +32,8 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		json.NewEncoder(w).Encode(map[string]string{"code": c, "message": c + " here"})
 	}
 	switch {
+	case r.Header.Get("Authorization") != "Bearer "+fakeToken:
+		problem(401, "unauthorized")
 	case r.Method == "GET" && strings.HasPrefix(r.URL.Path, "/v1/schemas/"):
 		if _, ok := f.schemas[strings.TrimPrefix(r.URL.Path, "/v1/schemas/")]; !ok {
 			problem(404, "not_found")
@@ -60,7 +65,7 @@ func TestRegister(t *testing.T) {
 	srv := httptest.NewServer(api)
 	defer srv.Close()
 	ctx := context.Background()
-	reg := Registration{BaseURL: srv.URL + "/", Schema: "thermostat", Kind: "thermostat", JIDs: []string{"t1@localhost", "t2@localhost"}}
+	reg := Registration{BaseURL: srv.URL + "/", Schema: "thermostat", Kind: "thermostat", JIDs: []string{"t1@localhost", "t2@localhost"}, Token: fakeToken}
 
 	n, err := Register(ctx, srv.Client(), reg)
 	if err != nil || n != 1 {
@@ -80,6 +85,11 @@ func TestRegister(t *testing.T) {
 	reg.JIDs = []string{"bad@localhost"}
 	if _, err := Register(ctx, srv.Client(), reg); err == nil || !strings.Contains(err.Error(), "400 invalid: invalid here") {
 		t.Errorf("refused device: err = %v, want the API's code and message", err)
+	}
+	noToken := reg
+	noToken.Token, noToken.JIDs = "", []string{"t3@localhost"}
+	if _, err := Register(ctx, srv.Client(), noToken); err == nil || !strings.Contains(err.Error(), "401 unauthorized") {
+		t.Errorf("without a token: err = %v, want 401 unauthorized", err)
 	}
 	reg.Kind = "toaster"
 	if _, err := Register(ctx, srv.Client(), reg); err == nil {

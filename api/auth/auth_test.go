@@ -1,0 +1,355 @@
+package auth
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/iotgate/iotgate/devices"
+)
+
+// memStore is an in-memory Store that counts hash lookups and touches.
+type memStore struct {
+	mu      sync.Mutex
+	tokens  map[string]*Token
+	lookups int
+	touches int
+}
+
+func newMemStore() *memStore { return &memStore{tokens: map[string]*Token{}} }
+
+func (m *memStore) CreateToken(_ context.Context, t *Token) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.tokens[t.ID] = t.Clone()
+	return nil
+}
+
+func (m *memStore) Token(_ context.Context, id string) (*Token, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t, ok := m.tokens[id]
+	if !ok {
+		return nil, devices.Errorf(devices.ENotFound, "token %s not found", id)
+	}
+	return t.Clone(), nil
+}
+
+func (m *memStore) TokenByHash(_ context.Context, h []byte) (*Token, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.lookups++
+	for _, t := range m.tokens {
+		if bytes.Equal(t.Hash, h) {
+			return t.Clone(), nil
+		}
+	}
+	return nil, devices.Errorf(devices.ENotFound, "token not found")
+}
+
+func (m *memStore) Tokens(context.Context) ([]*Token, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []*Token
+	for _, t := range m.tokens {
+		out = append(out, t.Clone())
+	}
+	return out, nil
+}
+
+func (m *memStore) RevokeToken(_ context.Context, id string, at time.Time) (*Token, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t, ok := m.tokens[id]
+	if !ok {
+		return nil, devices.Errorf(devices.ENotFound, "token %s not found", id)
+	}
+	if t.RevokedAt == nil {
+		t.RevokedAt = &at
+	}
+	return t.Clone(), nil
+}
+
+func (m *memStore) TouchToken(_ context.Context, id string, at time.Time) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.touches++
+	if t, ok := m.tokens[id]; ok {
+		t.LastUsedAt = &at
+	}
+	return nil
+}
+
+func TestParseScopes(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    string
+		wantErr bool
+	}{
+		{in: "admin", want: "admin"},
+		{in: " devices:read, commands:send ,devices:read", want: "devices:read,commands:send"},
+		{in: "", wantErr: true},
+		{in: ",", wantErr: true},
+		{in: "root", wantErr: true},
+		{in: "devices:read,Admin", wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := ParseScopes(tt.in)
+			if tt.wantErr {
+				if devices.ErrorCode(err) != devices.EInvalid {
+					t.Fatalf("err = %v, want invalid", err)
+				}
+				return
+			}
+			if err != nil || scopeList(got) != tt.want {
+				t.Fatalf("= %v, %v; want %s", got, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestSelector(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      string
+		labels  map[string]string
+		match   bool
+		wantErr bool
+	}{
+		{name: "Empty", in: "", labels: nil, match: true},
+		{name: "One", in: "site=berlin", labels: map[string]string{"site": "berlin", "room": "x"}, match: true},
+		{name: "OtherValue", in: "site=berlin", labels: map[string]string{"site": "paris"}},
+		{name: "Missing", in: "site=berlin", labels: nil},
+		{name: "All", in: "site=berlin, room=kitchen", labels: map[string]string{"site": "berlin", "room": "kitchen"}, match: true},
+		{name: "AllNotAny", in: "site=berlin,room=kitchen", labels: map[string]string{"site": "berlin"}},
+		{name: "EmptyValue", in: "site=", labels: map[string]string{"site": ""}, match: true},
+		{name: "ErrNoEquals", in: "site", wantErr: true},
+		{name: "ErrNoKey", in: "=berlin", wantErr: true},
+		{name: "ErrTwice", in: "site=a,site=b", wantErr: true},
+		{name: "ErrBadKey", in: "s ite=a", wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sel, err := ParseSelector(tt.in)
+			if tt.wantErr {
+				if devices.ErrorCode(err) != devices.EInvalid {
+					t.Fatalf("err = %v, want invalid", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := sel.Matches(tt.labels); got != tt.match {
+				t.Errorf("Matches(%v) = %v, want %v", tt.labels, got, tt.match)
+			}
+			if again, _ := ParseSelector(sel.String()); again.String() != sel.String() {
+				t.Errorf("String %q does not parse back", sel.String())
+			}
+		})
+	}
+	if !(Selector{"site": "berlin", "room": "x"}).Within(Selector{"site": "berlin"}) || (Selector{}).Within(Selector{"site": "berlin"}) {
+		t.Error("Within is wrong")
+	}
+}
+
+func TestAllows(t *testing.T) {
+	admin := &Token{Scopes: []Scope{ScopeAdmin}}
+	reader := &Token{Scopes: []Scope{ScopeDevicesRead}}
+	for _, s := range Scopes {
+		if !admin.Allows(s) {
+			t.Errorf("admin lacks %s", s)
+		}
+		if reader.Allows(s) != (s == ScopeDevicesRead) {
+			t.Errorf("devices:read token: Allows(%s) = %v", s, reader.Allows(s))
+		}
+	}
+}
+
+// clock is a settable clock.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+func newTestService(t *testing.T, cfg Config) (*Service, *memStore, *clock) {
+	t.Helper()
+	clk := &clock{now: time.Date(2026, 1, 2, 15, 4, 5, 0, time.UTC)}
+	cfg.Now = clk.Now
+	st := newMemStore()
+	s, err := NewService(st, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, st, clk
+}
+
+func TestCreateAndAuthenticate(t *testing.T) {
+	ctx := context.Background()
+	s, st, clk := newTestService(t, Config{})
+	tok, secret, err := s.Create(ctx, CreateRequest{Name: "ops", Scopes: []Scope{ScopeDevicesRead}, Devices: Selector{"site": "berlin"}, ExpiresIn: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(secret, Prefix) || len(secret) != len(Prefix)+43 {
+		t.Errorf("secret %q: want %s and 256 bits in base64url", secret, Prefix)
+	}
+	if h := Hash(secret); !bytes.Equal(tok.Hash, h[:]) || strings.Contains(string(tok.Hash), secret) {
+		t.Error("the token does not keep (only) the secret's hash")
+	}
+	_, other, _ := s.Create(ctx, CreateRequest{Name: "ops", Scopes: []Scope{ScopeAdmin}})
+	if other == secret {
+		t.Error("two tokens with the same secret")
+	}
+
+	tests := []struct {
+		name    string
+		secret  string
+		advance time.Duration
+		wantErr string
+	}{
+		{name: "OK", secret: secret},
+		{name: "Cached", secret: secret, advance: time.Second},
+		{name: "Unknown", secret: Prefix + "nope", wantErr: devices.EUnauthorized},
+		{name: "Empty", secret: "", wantErr: devices.EUnauthorized},
+		{name: "Expired", secret: secret, advance: 2 * time.Hour, wantErr: devices.EUnauthorized},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clk.Add(tt.advance)
+			got, err := s.Authenticate(ctx, tt.secret)
+			if tt.wantErr != "" {
+				if devices.ErrorCode(err) != tt.wantErr {
+					t.Fatalf("err = %v, want %s", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || got.ID != tok.ID || got.Devices["site"] != "berlin" {
+				t.Fatalf("= %+v, %v", got, err)
+			}
+		})
+	}
+	if st.lookups != 3 { // OK, Unknown, Expired (the cache entry had expired)
+		t.Errorf("%d store lookups, want 3 (the cache serves the rest)", st.lookups)
+	}
+}
+
+func TestRevokeIsImmediate(t *testing.T) {
+	ctx := context.Background()
+	s, _, _ := newTestService(t, Config{CacheTTL: time.Hour})
+	tok, secret, err := s.Create(ctx, CreateRequest{Name: "x", Scopes: []Scope{ScopeAdmin}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Authenticate(ctx, secret); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Revoke(ctx, tok.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Authenticate(ctx, secret); devices.ErrorCode(err) != devices.EUnauthorized {
+		t.Errorf("after revocation: err = %v, want unauthorized despite the cache", err)
+	}
+	if _, err := s.Revoke(ctx, "tok_nope"); devices.ErrorCode(err) != devices.ENotFound {
+		t.Errorf("revoke unknown: %v", err)
+	}
+	if _, err := s.Revoke(ctx, BootstrapID); devices.ErrorCode(err) != devices.EInvalid {
+		t.Errorf("revoke bootstrap: %v", err)
+	}
+}
+
+func TestTouchAtMostOncePerMinute(t *testing.T) {
+	ctx := context.Background()
+	s, st, clk := newTestService(t, Config{CacheTTL: time.Hour})
+	tok, secret, _ := s.Create(ctx, CreateRequest{Name: "x", Scopes: []Scope{ScopeAdmin}})
+	for range 5 {
+		if _, err := s.Authenticate(ctx, secret); err != nil {
+			t.Fatal(err)
+		}
+		clk.Add(10 * time.Second)
+	}
+	if st.touches != 1 {
+		t.Errorf("%d touches in 50s, want 1", st.touches)
+	}
+	clk.Add(time.Minute)
+	s.Authenticate(ctx, secret)
+	if st.touches != 2 {
+		t.Errorf("%d touches after a minute more, want 2", st.touches)
+	}
+	got, _ := s.Get(ctx, tok.ID)
+	if got.LastUsedAt == nil || !got.LastUsedAt.Equal(clk.Now()) {
+		t.Errorf("last used %v, want %v", got.LastUsedAt, clk.Now())
+	}
+}
+
+func TestBootstrap(t *testing.T) {
+	ctx := context.Background()
+	boot := strings.Repeat("b", MinBootstrapLen)
+	if _, err := NewService(newMemStore(), Config{Bootstrap: boot[1:]}); devices.ErrorCode(err) != devices.EInvalid {
+		t.Errorf("short bootstrap token: err = %v, want invalid", err)
+	}
+	var logs bytes.Buffer
+	s, st, _ := newTestService(t, Config{Bootstrap: boot, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	tests := []struct {
+		name   string
+		secret string
+		ok     bool
+	}{
+		{"Exact", boot, true},
+		{"Prefix", boot[:MinBootstrapLen-1], false},
+		{"Longer", boot + "b", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := s.Authenticate(ctx, tt.secret)
+			if !tt.ok {
+				if devices.ErrorCode(err) != devices.EUnauthorized {
+					t.Errorf("err = %v, want unauthorized", err)
+				}
+				return
+			}
+			if err != nil || got.ID != BootstrapID || got.Name != BootstrapName || !got.Allows(ScopeAdmin) || len(got.Devices) != 0 {
+				t.Errorf("= %+v, %v; want the bootstrap admin", got, err)
+			}
+		})
+	}
+	if st.touches != 0 || len(st.tokens) != 0 {
+		t.Error("the bootstrap token reached the store")
+	}
+	if strings.Contains(logs.String(), boot) {
+		t.Error("the bootstrap token was logged")
+	}
+}
+
+func TestCreateInvalid(t *testing.T) {
+	s, _, _ := newTestService(t, Config{})
+	tests := []struct {
+		name string
+		req  CreateRequest
+	}{
+		{"NoName", CreateRequest{Scopes: []Scope{ScopeAdmin}}},
+		{"NoScopes", CreateRequest{Name: "x"}},
+		{"UnknownScope", CreateRequest{Name: "x", Scopes: []Scope{"root"}}},
+		{"BadSelector", CreateRequest{Name: "x", Scopes: []Scope{ScopeAdmin}, Devices: Selector{"a b": "c"}}},
+		{"NegativeExpiry", CreateRequest{Name: "x", Scopes: []Scope{ScopeAdmin}, ExpiresIn: -time.Second}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, _, err := s.Create(context.Background(), tt.req); devices.ErrorCode(err) != devices.EInvalid {
+				t.Errorf("err = %v, want invalid", err)
+			}
+		})
+	}
+}

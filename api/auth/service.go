@@ -1,0 +1,301 @@
+package auth
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/iotgate/iotgate/devices"
+)
+
+// Store keeps tokens. Only hashes are stored, never secrets.
+type Store interface {
+	// CreateToken inserts t. Errors: conflict (ID or hash taken).
+	CreateToken(ctx context.Context, t *Token) error
+	// Token returns a token by ID. Errors: not_found.
+	Token(ctx context.Context, id string) (*Token, error)
+	// TokenByHash returns the token whose secret has this hash, revoked
+	// and expired ones included. Errors: not_found.
+	TokenByHash(ctx context.Context, hash []byte) (*Token, error)
+	// Tokens lists every token, oldest first.
+	Tokens(ctx context.Context) ([]*Token, error)
+	// RevokeToken marks a token revoked at at, unless it already is, and
+	// returns it. Errors: not_found.
+	RevokeToken(ctx context.Context, id string, at time.Time) (*Token, error)
+	// TouchToken sets a token's last use. Errors: not_found.
+	TouchToken(ctx context.Context, id string, at time.Time) error
+}
+
+// Prefix starts every token secret, so that leaked tokens are easy to
+// recognize (by people and by secret scanners).
+const Prefix = "iotg_"
+
+// secretBytes is the randomness of a secret: 256 bits.
+const secretBytes = 32
+
+// MinBootstrapLen is the shortest bootstrap admin token accepted.
+const MinBootstrapLen = 32
+
+// BootstrapID and BootstrapName stand for the bootstrap admin token (given
+// in the environment, never stored) wherever a token ID or name is shown,
+// for example as the sender of a command.
+const (
+	BootstrapID   = "bootstrap"
+	BootstrapName = "bootstrap"
+)
+
+// Defaults for the zero values of Config.
+const (
+	DefaultCacheTTL   = 10 * time.Second
+	DefaultTouchEvery = time.Minute
+	// DefaultCacheSize bounds the cache: when full, it starts over.
+	DefaultCacheSize = 10000
+)
+
+// Config tunes a Service. The zero value is usable.
+type Config struct {
+	// Bootstrap, when set, is an admin token that is not in the store
+	// (for the first start and for automation). At least
+	// MinBootstrapLen characters.
+	Bootstrap string
+	// CacheTTL is how long an authenticated token is trusted without
+	// asking the store again; revocation through this Service takes
+	// effect at once regardless.
+	CacheTTL time.Duration
+	// TouchEvery is how often, at most, a token's last use is written.
+	TouchEvery time.Duration
+	// CacheSize bounds the number of cached tokens.
+	CacheSize int
+	// Now returns the current time; nil means time.Now.
+	Now func() time.Time
+	// Logger receives failures to record a token's last use; nil
+	// discards them.
+	Logger *slog.Logger
+}
+
+// Service manages and authenticates API tokens. It is safe for concurrent
+// use.
+type Service struct {
+	store     Store
+	cfg       Config
+	bootstrap *[sha256.Size]byte
+
+	mu      sync.Mutex
+	cache   map[[sha256.Size]byte]cached
+	touched map[string]time.Time // token ID -> last use written
+}
+
+type cached struct {
+	tok   *Token
+	until time.Time
+}
+
+// NewService returns a Service over store. Errors: invalid (a bootstrap
+// token shorter than MinBootstrapLen).
+func NewService(store Store, cfg Config) (*Service, error) {
+	if cfg.CacheTTL <= 0 {
+		cfg.CacheTTL = DefaultCacheTTL
+	}
+	if cfg.TouchEvery <= 0 {
+		cfg.TouchEvery = DefaultTouchEvery
+	}
+	if cfg.CacheSize <= 0 {
+		cfg.CacheSize = DefaultCacheSize
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Service{store: store, cfg: cfg, cache: map[[sha256.Size]byte]cached{}, touched: map[string]time.Time{}}
+	if cfg.Bootstrap != "" {
+		if len(cfg.Bootstrap) < MinBootstrapLen {
+			return nil, devices.Errorf(devices.EInvalid, "the bootstrap admin token must be at least %d characters", MinBootstrapLen)
+		}
+		h := Hash(cfg.Bootstrap)
+		s.bootstrap = &h
+	}
+	return s, nil
+}
+
+// NewSecret returns a new token secret: Prefix and 256 random bits,
+// base64url-encoded.
+func NewSecret() string {
+	b := make([]byte, secretBytes)
+	rand.Read(b) // never fails (crypto/rand panics instead)
+	return Prefix + base64.RawURLEncoding.EncodeToString(b)
+}
+
+// newID returns a token ID: random, so that IDs don't reveal how many
+// tokens exist, and short enough to type.
+func newID() string { return "tok_" + strings.ToLower(rand.Text()[:16]) }
+
+// CreateRequest is what Create needs.
+type CreateRequest struct {
+	Name    string
+	Scopes  []Scope
+	Devices Selector
+	// ExpiresIn 0 means the token does not expire.
+	ExpiresIn time.Duration
+}
+
+// Create creates a token and returns it with its secret, which is shown
+// this once and not kept. Errors: invalid, unavailable.
+func (s *Service) Create(ctx context.Context, req CreateRequest) (*Token, string, error) {
+	if req.ExpiresIn < 0 {
+		return nil, "", devices.Errorf(devices.EInvalid, "expiry must be in the future")
+	}
+	now := s.cfg.Now().UTC()
+	secret := NewSecret()
+	h := Hash(secret)
+	t := &Token{
+		ID: newID(), Name: strings.TrimSpace(req.Name), Scopes: req.Scopes, Devices: req.Devices,
+		Hash: h[:], CreatedAt: now,
+	}
+	if t.Devices == nil {
+		t.Devices = Selector{}
+	}
+	if req.ExpiresIn > 0 {
+		exp := now.Add(req.ExpiresIn)
+		t.ExpiresAt = &exp
+	}
+	if err := t.Validate(); err != nil {
+		return nil, "", err
+	}
+	if err := s.store.CreateToken(ctx, t); err != nil {
+		return nil, "", err
+	}
+	return t, secret, nil
+}
+
+// List returns every token, oldest first.
+func (s *Service) List(ctx context.Context) ([]*Token, error) { return s.store.Tokens(ctx) }
+
+// Get returns a token. Errors: not_found.
+func (s *Service) Get(ctx context.Context, id string) (*Token, error) {
+	if id == BootstrapID {
+		return nil, devices.Errorf(devices.ENotFound, "token %s not found", id)
+	}
+	return s.store.Token(ctx, id)
+}
+
+// Revoke revokes a token; revoking a revoked token changes nothing. It
+// takes effect at once for this Service (other processes notice within
+// CacheTTL). Errors: not_found, invalid (the bootstrap token, which only
+// its environment variable can withdraw).
+func (s *Service) Revoke(ctx context.Context, id string) (*Token, error) {
+	if id == BootstrapID {
+		return nil, devices.Errorf(devices.EInvalid, "the bootstrap token can't be revoked: unset IOTGATE_ADMIN_TOKEN and restart")
+	}
+	t, err := s.store.RevokeToken(ctx, id, s.cfg.Now().UTC())
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	for h, c := range s.cache {
+		if c.tok.ID == id {
+			delete(s.cache, h)
+		}
+	}
+	delete(s.touched, id)
+	s.mu.Unlock()
+	return t, nil
+}
+
+// errUnauthorized is the one answer to a bad token: clients learn nothing
+// about whether it is unknown, expired or revoked.
+func errUnauthorized() error {
+	return devices.Errorf(devices.EUnauthorized, "missing, unknown, expired or revoked token")
+}
+
+// Authenticate returns the active token whose secret this is.
+// Errors: unauthorized, unavailable (the store could not be asked).
+func (s *Service) Authenticate(ctx context.Context, secret string) (*Token, error) {
+	if secret == "" {
+		return nil, errUnauthorized()
+	}
+	h := Hash(secret)
+	// Both sides are hashes of equal length, so the comparison takes the
+	// same time whatever the secret's length or content.
+	if s.bootstrap != nil && subtle.ConstantTimeCompare(h[:], s.bootstrap[:]) == 1 {
+		return &Token{ID: BootstrapID, Name: BootstrapName, Scopes: []Scope{ScopeAdmin}, Devices: Selector{}}, nil
+	}
+	now := s.cfg.Now()
+	s.mu.Lock()
+	c, ok := s.cache[h]
+	s.mu.Unlock()
+	var t *Token
+	if ok && now.Before(c.until) {
+		t = c.tok
+	} else {
+		// The lookup is by hash: timing tells an attacker at most
+		// something about a hash of their own guess.
+		var err error
+		t, err = s.store.TokenByHash(ctx, h[:])
+		if devices.ErrorCode(err) == devices.ENotFound {
+			return nil, errUnauthorized()
+		}
+		if err != nil {
+			return nil, err
+		}
+		if subtle.ConstantTimeCompare(t.Hash, h[:]) != 1 {
+			return nil, errUnauthorized()
+		}
+		s.remember(h, t, now)
+	}
+	if !t.Active(now) {
+		return nil, errUnauthorized()
+	}
+	s.touch(ctx, t, now)
+	return t.Clone(), nil
+}
+
+// remember caches t; a full cache is first swept of expired entries and,
+// if still full, started over, which costs one store query per token.
+func (s *Service) remember(h [sha256.Size]byte, t *Token, now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.cache) >= s.cfg.CacheSize {
+		for k, c := range s.cache {
+			if !now.Before(c.until) {
+				delete(s.cache, k)
+			}
+		}
+		if len(s.cache) >= s.cfg.CacheSize {
+			clear(s.cache)
+		}
+	}
+	s.cache[h] = cached{tok: t, until: now.Add(s.cfg.CacheTTL)}
+}
+
+// touch records the token's use, at most once per TouchEvery: a write per
+// request would cost more than the request. Failing to record it does not
+// fail the request.
+func (s *Service) touch(ctx context.Context, t *Token, now time.Time) {
+	s.mu.Lock()
+	last, ok := s.touched[t.ID]
+	if !ok && t.LastUsedAt != nil {
+		last, ok = *t.LastUsedAt, true
+	}
+	due := !ok || now.Sub(last) >= s.cfg.TouchEvery
+	if due {
+		if len(s.touched) >= s.cfg.CacheSize {
+			clear(s.touched)
+		}
+		s.touched[t.ID] = now
+	}
+	s.mu.Unlock()
+	if !due {
+		return
+	}
+	if err := s.store.TouchToken(ctx, t.ID, now.UTC()); err != nil {
+		s.cfg.Logger.Warn("record token use", "token_id", t.ID, "err", err)
+	}
+}

@@ -1,0 +1,80 @@
+package api
+
+import (
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// maxLimiters bounds the limiter map. Only authenticated tokens get an
+// entry, so it is reached only with that many tokens in use at once.
+const maxLimiters = 10000
+
+// limiter is a token bucket per API token, keyed by token ID.
+type limiter struct {
+	rate  rate.Limit
+	burst int
+	// idle is how long an unused bucket takes to fill: past it, it is
+	// the same as a new one and can be dropped.
+	idle time.Duration
+	now  func() time.Time
+
+	mu      sync.Mutex
+	buckets map[string]*bucket
+}
+
+type bucket struct {
+	lim  *rate.Limiter
+	last time.Time
+}
+
+func newLimiter(perSec float64, burst int, now func() time.Time) *limiter {
+	if burst <= 0 {
+		burst = max(int(perSec), 1)
+	}
+	return &limiter{
+		rate: rate.Limit(perSec), burst: burst, now: now,
+		idle:    time.Duration(float64(burst) / perSec * float64(time.Second)),
+		buckets: map[string]*bucket{},
+	}
+}
+
+// allow takes one request from key's bucket; when it is empty, it says
+// how long until it won't be.
+func (l *limiter) allow(key string) (bool, time.Duration) {
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b, ok := l.buckets[key]
+	if !ok {
+		if len(l.buckets) >= maxLimiters {
+			l.evict(now)
+		}
+		b = &bucket{lim: rate.NewLimiter(l.rate, l.burst)}
+		l.buckets[key] = b
+	}
+	b.last = now
+	r := b.lim.ReserveN(now, 1)
+	if !r.OK() {
+		return false, time.Second
+	}
+	if d := r.DelayFrom(now); d > 0 {
+		r.CancelAt(now)
+		return false, d
+	}
+	return true, 0
+}
+
+// evict drops full (idle) buckets, and everything if that is not enough:
+// a fresh bucket is full, so that only forgives a little.
+func (l *limiter) evict(now time.Time) {
+	for k, b := range l.buckets {
+		if now.Sub(b.last) >= l.idle {
+			delete(l.buckets, k)
+		}
+	}
+	if len(l.buckets) >= maxLimiters {
+		clear(l.buckets)
+	}
+}
