@@ -41,9 +41,17 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 			c.Response().Header().Set(echo.HeaderWWWAuthenticate, challenge)
 			return devices.Errorf(devices.EUnauthorized, "this endpoint needs an Authorization: Bearer <token> header")
 		}
+		ip := c.RealIP()
+		if empty, wait := s.failures.empty(ip); empty {
+			secs := max(int(wait.Seconds()+0.999), 1)
+			c.Response().Header().Set("Retry-After", strconv.Itoa(secs))
+			return &devices.Error{Code: devices.ETooMany, Detail: "rate_limited",
+				Message: fmt.Sprintf("too many failed authentications from this address, retry in %d s", secs)}
+		}
 		tok, err := s.auth.Authenticate(c.Request().Context(), secret)
 		if err != nil {
 			if devices.ErrorCode(err) == devices.EUnauthorized {
+				s.failures.allow(ip)
 				c.Response().Header().Set(echo.HeaderWWWAuthenticate, challenge)
 			}
 			return fmt.Errorf("authenticate: %w", err)

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -457,4 +458,49 @@ func FuzzAuthorizationHeader(f *testing.F) {
 			t.Fatalf("%q = %d: %s", h, rec.Code, rec.Body.String())
 		}
 	})
+}
+
+// TestAuthFailureLimit checks that a client address that keeps sending
+// bad tokens is slowed down with 429 before its guesses reach the token
+// store, and that other addresses are not.
+func TestAuthFailureLimit(t *testing.T) {
+	s, _ := accessFixture(Config{}, nil)
+	get := func(secret, addr string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(http.MethodGet, "/v1/schemas", nil)
+		req.RemoteAddr = addr
+		req.Header.Set(echo.HeaderAuthorization, "Bearer "+secret)
+		rec := httptest.NewRecorder()
+		s.ServeHTTP(rec, req)
+		return rec
+	}
+	for i := range authFailureBurst {
+		if rec := get("guess-"+strconv.Itoa(i), "192.0.2.7:1000"); rec.Code != 401 {
+			t.Fatalf("guess %d = %d, want 401", i, rec.Code)
+		}
+	}
+	tests := []struct {
+		name, secret, addr string
+		want               int
+	}{
+		{"GuessOverBurst", "guess-x", "192.0.2.7:1001", 429},
+		{"SameAddressGoodToken", testToken, "192.0.2.7:1002", 429},
+		{"OtherAddress", "guess-y", "192.0.2.8:1000", 401},
+		{"OtherAddressGoodToken", testToken, "192.0.2.8:1001", 200},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := get(tt.secret, tt.addr)
+			if rec.Code != tt.want {
+				t.Fatalf("= %d, want %d", rec.Code, tt.want)
+			}
+			if tt.want == 429 {
+				if ra := rec.Header().Get("Retry-After"); ra == "" || ra == "0" {
+					t.Errorf("Retry-After = %q", ra)
+				}
+				if er := decode[ErrorResponse](t, rec); er.Code != "rate_limited" {
+					t.Errorf("code = %q, want rate_limited", er.Code)
+				}
+			}
+		})
+	}
 }

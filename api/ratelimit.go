@@ -7,9 +7,16 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// maxLimiters bounds the limiter map. Only authenticated tokens get an
-// entry, so it is reached only with that many tokens in use at once.
+// maxLimiters bounds a limiter map: authenticated tokens in use at once,
+// or client addresses with failed authentications.
 const maxLimiters = 10000
+
+// Failed authentications allowed per client address: a burst for a
+// misconfigured client to notice, then a few per second.
+const (
+	authFailureRate  = 2.0
+	authFailureBurst = 20
+)
 
 // limiter is a token bucket per API token, keyed by token ID.
 type limiter struct {
@@ -64,6 +71,22 @@ func (l *limiter) allow(key string) (bool, time.Duration) {
 		return false, d
 	}
 	return true, 0
+}
+
+// empty reports whether key's bucket is empty, without taking from it,
+// and how long until it won't be.
+func (l *limiter) empty(key string) (bool, time.Duration) {
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b, ok := l.buckets[key]
+	if !ok {
+		return false, 0
+	}
+	if t := b.lim.TokensAt(now); t < 1 {
+		return true, time.Duration((1 - t) / float64(l.rate) * float64(time.Second))
+	}
+	return false, 0
 }
 
 // evict drops full (idle) buckets, and everything if that is not enough:

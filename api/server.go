@@ -111,6 +111,9 @@ type Server struct {
 
 	auth   Authenticator
 	limits *limiter // nil: no rate limit
+	// failures counts failed authentications per client address, so that
+	// guessing tokens is slow and can't load the database.
+	failures *limiter
 }
 
 // New returns a server for cfg and deps with every route registered.
@@ -120,7 +123,8 @@ func New(cfg Config, deps Deps) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, log: log, auth: deps.Auth}
+	s := &Server{cfg: cfg, log: log, auth: deps.Auth,
+		failures: newLimiter(authFailureRate, authFailureBurst, time.Now)}
 	if cfg.RateLimit > 0 {
 		s.limits = newLimiter(cfg.RateLimit, cfg.RateBurst, time.Now)
 	}
