@@ -445,6 +445,7 @@ type Commands struct {
 	delivering map[string]bool
 	again      map[string]bool
 	closed     bool // Run has stopped: nothing new starts
+	draining   bool // shutting down: queued commands stay queued
 	wake       chan struct{}
 	stopped    chan struct{}
 }
@@ -1068,6 +1069,33 @@ func (s *Commands) wakeDelivery(bareJID string) {
 // Stopped is closed when Run has returned.
 func (s *Commands) Stopped() <-chan struct{} { return s.stopped }
 
+// Drain is the first step of a graceful shutdown: it gives the commands
+// in flight until ctx ends to be answered, and starts no delivery of
+// queued ones (they stay queued for the next start). It returns when none
+// is in flight or ctx ends; then cancel Run's context, which fails the
+// rest with "restarted".
+func (s *Commands) Drain(ctx context.Context) {
+	s.mu.Lock()
+	s.draining = true
+	s.mu.Unlock()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		s.mu.Lock()
+		n := len(s.inflight)
+		s.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			s.log.Warn("shutdown: commands still waiting for their device fail", "commands", n)
+			return
+		case <-tick.C:
+		}
+	}
+}
+
 // Run delivers queued commands, expires them, and retries deliveries that
 // a missed presence change would strand, until ctx ends. Then it stops
 // every execution: commands still waiting for an answer fail with reason
@@ -1092,7 +1120,7 @@ func (s *Commands) Run(ctx context.Context) {
 			for j := range s.wanted {
 				if s.delivering[j] {
 					s.again[j] = true
-				} else if !s.closed {
+				} else if !s.closed && !s.draining {
 					s.delivering[j] = true
 					s.wg.Add(1)
 					go s.deliver(j)

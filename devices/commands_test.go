@@ -835,3 +835,52 @@ func TestCommandQueuedByPreviousRunDelivered(t *testing.T) {
 	f.sender.next(t).reply <- result("")
 	f.waitStored(t, "old", CommandSucceeded, nil)
 }
+
+// TestCommandsDrain checks the graceful shutdown of commands: one in
+// flight may still be answered during the drain; one that isn't answered
+// by its end fails as restarted; queued ones are not delivered meanwhile.
+func TestCommandsDrain(t *testing.T) {
+	tests := []struct {
+		name       string
+		answer     bool // the device answers during the drain
+		wantStatus CommandStatus
+		wantCode   string
+	}{
+		{"AnsweredDuringDrain", true, CommandSucceeded, ""},
+		{"NotAnsweredFailsRestarted", false, CommandFailed, CmdErrRestarted},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newCmdFixture(t, CommandsConfig{})
+			c := f.submit(t, CommandRequest{Mode: CommandAsync, Timeout: time.Minute})
+			call := f.sender.next(t)
+			f.presence.set(devJID) // offline: the next one is queued
+			q := f.submit(t, CommandRequest{Mode: CommandQueue})
+			if q.Status != CommandQueued {
+				t.Fatalf("queue command is %s", q.Status)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			defer cancel()
+			drained := make(chan struct{})
+			go func() { f.svc.Drain(ctx); close(drained) }()
+			time.Sleep(20 * time.Millisecond) // the drain has begun
+			// A device coming online during the drain gets nothing.
+			f.presence.set(devJID, devFull)
+			f.svc.DeviceOnline(devJID)
+			if tt.answer {
+				time.Sleep(50 * time.Millisecond)
+				call.reply <- result(`<state xmlns="urn:example:t"/>`)
+			}
+			<-drained
+			f.stop()
+			got := f.waitStored(t, c.ID, tt.wantStatus, nil)
+			if got.ErrorCode != tt.wantCode {
+				t.Errorf("error code %q, want %q", got.ErrorCode, tt.wantCode)
+			}
+			f.sender.none(t, 50*time.Millisecond)
+			if got := f.store.get(t, q.ID); got.Status != CommandQueued {
+				t.Errorf("queued command is %s after the drain, want queued", got.Status)
+			}
+		})
+	}
+}

@@ -165,7 +165,9 @@ type commandsEnv struct {
 	g   *gate
 }
 
-func newCommandsEnv(t *testing.T, ctx context.Context, name string) *commandsEnv {
+// newCommandsEnv starts the servers and iotgate, with extra settings given
+// as name, value pairs.
+func newCommandsEnv(t *testing.T, ctx context.Context, name string, settings ...string) *commandsEnv {
 	t.Helper()
 	e := &commandsEnv{t: t, ctx: ctx}
 	e.pg = servers.PostgresForTest(t)
@@ -173,6 +175,9 @@ func newCommandsEnv(t *testing.T, ctx context.Context, name string) *commandsEnv
 	e.env = map[string]string{
 		"IOTGATE_XMPP_ADDR": e.xs.ComponentAddr(), "IOTGATE_DOMAIN": e2eDomain,
 		"IOTGATE_SECRET": e2eSecret, "IOTGATE_DATABASE_URL": e.pg.DSN(),
+	}
+	for i := 0; i+1 < len(settings); i += 2 {
+		e.env[settings[i]] = settings[i+1]
 	}
 	e.g = startGate(t, e.env)
 	e.g.waitReady(200, 30*time.Second, nil)

@@ -129,11 +129,15 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
-	// Stop accepting requests; meanwhile stop the commands, so that sync
-	// requests waiting for a device get their answer (failed: shutting
-	// down) at once instead of holding the shutdown up.
+	// Stop accepting requests; meanwhile give the commands in flight
+	// most of the shutdown time to be answered, then fail the rest, so
+	// that sync requests waiting for a device get their answer (failed:
+	// shutting down) instead of holding the shutdown up.
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- srv.Shutdown(sctx) }()
+	gctx, cancelGrace := context.WithTimeout(sctx, commandGrace(cfg.ShutdownTimeout))
+	commands.Drain(gctx)
+	cancelGrace()
 	stopCommands()
 	waitOr(sctx, func() { <-commands.Stopped() })
 	if err := <-httpDone; err != nil {
@@ -160,6 +164,10 @@ type xmppStats struct{ c **component.Conn }
 func (x xmppStats) Health(ctx context.Context) (bool, time.Time, error) { return (*x.c).Health(ctx) }
 func (x xmppStats) Reconnects() uint64                                  { return (*x.c).Reconnects() }
 func (x xmppStats) PendingIQs() int                                     { return (*x.c).PendingIQs() }
+
+// commandGrace is how much of a graceful shutdown in-flight commands may
+// use: two thirds, the rest is for committing readings and closing.
+func commandGrace(shutdown time.Duration) time.Duration { return shutdown * 2 / 3 }
 
 // svcStopped adapts Service.Stopped for waitOr.
 func svcStopped(s *devices.Service) <-chan struct{} { return s.Stopped() }
