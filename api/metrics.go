@@ -28,6 +28,8 @@ type MetricsSources struct {
 	OnlineDevices func() int
 	// RateLimited counts stanzas refused for exceeding a device's rate.
 	RateLimited func() uint64
+	// HeldReadings counts message readings waiting for the database.
+	HeldReadings func() int
 	// DB is the database pool, for its connection statistics.
 	DB *sql.DB
 }
@@ -97,6 +99,10 @@ func NewMetrics(src MetricsSources) *Metrics {
 	}
 	if f := src.RateLimited; f != nil {
 		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "iotgate_xmpp_rate_limited_total", Help: "Device stanzas refused for exceeding the device's rate."},
+			func() float64 { return float64(f()) }))
+	}
+	if f := src.HeldReadings; f != nil {
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "iotgate_readings_held", Help: "Message readings held for another commit attempt while the database is unavailable."},
 			func() float64 { return float64(f()) }))
 	}
 	if src.DB != nil {

@@ -44,13 +44,15 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	presence := devices.NewPresence(db, nil, log.With("part", "presence"))
 	var readings *component.ReadingHandler
 	var conn *component.Conn
+	var svc *devices.Service
 	metrics := api.NewMetrics(api.MetricsSources{
 		XMPP:          xmppStats{&conn},
 		OnlineDevices: func() int { return len(presence.OnlineJIDs()) },
 		RateLimited:   func() uint64 { return readings.RateLimited() },
+		HeldReadings:  func() int { return int(svc.Stats().Held) },
 		DB:            db.SQL(),
 	})
-	svc := devices.NewService(db, registry, devices.ServiceConfig{Logger: log, Presence: presence, Observer: metrics})
+	svc = devices.NewService(db, registry, devices.ServiceConfig{Logger: log, Presence: presence, Observer: metrics})
 
 	conn, err = component.New(component.Config{
 		Addr: cfg.XMPPAddr, Domain: cfg.Domain, Secret: cfg.Secret,
