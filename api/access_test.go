@@ -3,12 +3,14 @@ package api
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -435,8 +437,13 @@ func FuzzAuthorizationHeader(f *testing.F) {
 		f.Add(s)
 	}
 	s, _ := accessFixture(Config{}, nil)
+	var n atomic.Uint32
 	f.Fuzz(func(t *testing.T, h string) {
 		req := httptest.NewRequest(http.MethodGet, "/v1/schemas", nil)
+		// An address per try: failed guesses from one address are
+		// limited (TestAuthFailureLimit), which is not what this tests.
+		i := n.Add(1)
+		req.RemoteAddr = fmt.Sprintf("10.%d.%d.%d:1000", byte(i>>16), byte(i>>8), byte(i))
 		req.Header[echo.HeaderAuthorization] = []string{h}
 		rec := httptest.NewRecorder()
 		s.ServeHTTP(rec, req)
