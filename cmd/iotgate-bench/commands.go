@@ -64,16 +64,20 @@ func (s *commandsScenario) close() { closeDevices(s.clients) }
 func (s *commandsScenario) run(ctx context.Context, res *results) error {
 	const sc = "commands"
 	for _, c := range s.e.cfg.concurrency {
+		rest := fmt.Sprintf("REST sync c%d", c)
+		raw := fmt.Sprintf("raw IQ ceiling c%d", c)
+		m := s.e.meter(s.e.gate)
 		restRate, restLat, err := load(ctx, c, s.e.cfg.duration, s.rest)
 		if err != nil {
 			return fmt.Errorf("REST commands at concurrency %d: %w", c, err)
 		}
+		res.addCPU("commands: "+rest, m.stop())
+		m = s.e.meter(s.e.gate)
 		rawRate, rawLat, err := load(ctx, c, s.e.cfg.duration, s.raw)
 		if err != nil {
 			return fmt.Errorf("raw IQs at concurrency %d: %w", c, err)
 		}
-		rest := fmt.Sprintf("REST sync c%d", c)
-		raw := fmt.Sprintf("raw IQ ceiling c%d", c)
+		res.addCPU("commands: "+raw, m.stop())
 		res.add(sc, rest, "req/s", "", restRate)
 		res.add(sc, rest+" p50", "ms", "", ms(restLat.quantile(0.5)))
 		res.add(sc, rest+" p99", "ms", "", ms(restLat.quantile(0.99)))

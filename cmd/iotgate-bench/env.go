@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,6 +50,9 @@ type env struct {
 	// connections for the highest concurrency.
 	api *http.Client
 
+	// gateEnvMetrics is the metrics address of the last iotgate started.
+	gateEnvMetrics string
+
 	// accounts are the device accounts created so far.
 	accounts map[string]bool
 }
@@ -58,12 +62,15 @@ type env struct {
 // the ingest scenario), and logging is at warn so that the log costs
 // nothing.
 func (e *env) gateEnv(dsn string) map[string]string {
+	metrics, _ := servers.FreeAddr()
+	e.gateEnvMetrics = metrics
 	return map[string]string{
-		"IOTGATE_XMPP_ADDR":              e.xs.ComponentAddr(),
+		"IOTGATE_METRICS_ADDR":           metrics,
+		"IOTGATE_XMPP_ADDR":              e.xs.ComponentAddrOf(gateDomain),
 		"IOTGATE_DOMAIN":                 gateDomain,
 		"IOTGATE_SECRET":                 e.xs.ComponentSecret(gateDomain),
 		"IOTGATE_DATABASE_URL":           dsn,
-		"IOTGATE_LOG_LEVEL":              "warn",
+		"IOTGATE_LOG_LEVEL":              e.cfg.gateLogLevel,
 		"IOTGATE_DEVICE_RATE":            "1000000",
 		"IOTGATE_DEVICE_BURST":           "1000000",
 		"IOTGATE_MAX_COMMANDS_IN_FLIGHT": "10000",
@@ -88,11 +95,13 @@ func setup(ctx context.Context, cfg config, log *slog.Logger, buildDir string) (
 		return nil, err
 	}
 	log.Info("starting PostgreSQL")
-	if e.pg, err = servers.StartPostgres(ctx, servers.PostgresOptions{Fsync: cfg.fsync}); err != nil {
+	if e.pg, err = servers.StartPostgres(ctx, servers.PostgresOptions{Fsync: cfg.fsync, LogDir: cfg.logDir}); err != nil {
 		return nil, err
 	}
 	log.Info("starting XMPP server", "server", cfg.server)
-	opts := servers.XMPPOptions{Components: map[string]string{
+	// Separate listeners: on ejabberd, the sink would otherwise get
+	// iotgate's stanzas too (and the other way round).
+	opts := servers.XMPPOptions{LogDir: cfg.logDir, Debug: cfg.gateLogLevel == "debug", SeparateComponentListeners: true, Components: map[string]string{
 		gateDomain: servers.NewAdminToken(),
 		sinkDomain: servers.NewAdminToken(),
 	}}
@@ -352,7 +361,7 @@ type sink struct {
 // startSink connects the sink and waits until its stream is up.
 func startSink(ctx context.Context, xs servers.XMPPServer) (*sink, error) {
 	conn, err := component.New(component.Config{
-		Addr: xs.ComponentAddr(), Domain: sinkDomain, Secret: xs.ComponentSecret(sinkDomain),
+		Addr: xs.ComponentAddrOf(sinkDomain), Domain: sinkDomain, Secret: xs.ComponentSecret(sinkDomain),
 		MaxPendingIQs: 100000,
 	})
 	if err != nil {
@@ -410,4 +419,73 @@ func machine(ctx context.Context, e *env) []string {
 	lines = append(lines, "PostgreSQL: "+pgv+" (fsync "+fsync+")")
 	lines = append(lines, "load average at the end: "+loadAvg())
 	return lines
+}
+
+// cpuMeter measures the CPU time the processes of the bench use during a
+// load.
+type cpuMeter struct {
+	pids  [3]int // iotgate, XMPP server, PostgreSQL; 0: not known
+	start [4]time.Duration
+	at    time.Time
+}
+
+// meter starts measuring the CPU use of g, the XMPP server, PostgreSQL
+// and the bench itself.
+func (e *env) meter(g *servers.Iotgate) *cpuMeter {
+	m := &cpuMeter{at: time.Now()}
+	if g != nil {
+		m.pids[0] = g.PID()
+	}
+	if p, ok := e.xs.(interface{ PID() int }); ok {
+		m.pids[1] = p.PID()
+	}
+	m.pids[2] = e.pg.PID()
+	m.start = m.read()
+	return m
+}
+
+func (m *cpuMeter) read() [4]time.Duration {
+	var out [4]time.Duration
+	for i, pid := range m.pids {
+		out[i] = servers.TreeCPU(pid)
+	}
+	out[3] = servers.SelfCPU()
+	return out
+}
+
+// stop returns the CPU use since meter, in % of one core of wall time.
+func (m *cpuMeter) stop() [4]float64 {
+	wall := time.Since(m.at)
+	end := m.read()
+	var use [4]float64
+	for i := range use {
+		use[i] = 100 * float64(end[i]-m.start[i]) / float64(wall)
+	}
+	return use
+}
+
+// gateMetrics returns iotgate's own metrics about readings and stanzas,
+// for the log of a failed run.
+func (e *env) gateMetrics(ctx context.Context) string {
+	addr := e.gateEnvMetrics
+	if addr == "" {
+		return "(no metrics address)"
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
+	if err != nil {
+		return err.Error()
+	}
+	resp, err := e.api.Do(req)
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var out []string
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if strings.HasPrefix(line, "iotgate_") {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -47,14 +47,18 @@ func (s *ingestScenario) run(ctx context.Context, res *results) error {
 	devs := fmt.Sprintf("%d devices × %d", len(s.clients), e.cfg.ingestReadings)
 
 	// Messages: rate only; a message has no answer to time.
+	m := e.meter(e.gate)
 	gateMsg, err := s.messages(ctx, gateDomain, total, func(ctx context.Context) (int64, error) { return countReadings(ctx, e.db) })
 	if err != nil {
 		return fmt.Errorf("messages to iotgate: %w", err)
 	}
+	res.addCPU("ingest: message, iotgate", m.stop())
+	m = e.meter(e.gate)
 	sinkMsg, err := s.messages(ctx, sinkDomain, total, func(context.Context) (int64, error) { return e.sink.messages.Load(), nil })
 	if err != nil {
 		return fmt.Errorf("messages to the null sink: %w", err)
 	}
+	res.addCPU("ingest: message, null sink", m.stop())
 	res.add(sc, "message, iotgate, stored ("+devs+")", "readings/s", "", gateMsg)
 	res.add(sc, "message, null sink, received", "stanzas/s", "", sinkMsg)
 	res.add(sc, "message: iotgate ÷ null sink", "ratio", "≥ 0.9", gateMsg/sinkMsg)
@@ -64,10 +68,12 @@ func (s *ingestScenario) run(ctx context.Context, res *results) error {
 	if err != nil {
 		return err
 	}
+	m = e.meter(e.gate)
 	gateLat, gateTook, err := s.iqs(ctx, gateDomain, w)
 	if err != nil {
 		return fmt.Errorf("IQs to iotgate: %w", err)
 	}
+	res.addCPU("ingest: IQ, iotgate", m.stop())
 	after, err := countReadings(ctx, e.db)
 	if err != nil {
 		return err
@@ -75,10 +81,12 @@ func (s *ingestScenario) run(ctx context.Context, res *results) error {
 	if after-before != total {
 		e.log.Warn("IQ readings stored differ from those acknowledged", "stored", after-before, "sent", total)
 	}
+	m = e.meter(e.gate)
 	sinkLat, sinkTook, err := s.iqs(ctx, sinkDomain, w)
 	if err != nil {
 		return fmt.Errorf("IQs to the null sink: %w", err)
 	}
+	res.addCPU("ingest: IQ, null sink", m.stop())
 	gateIQ := float64(after-before) / gateTook.Seconds()
 	sinkIQ := float64(sinkLat.count()) / sinkTook.Seconds()
 	name := fmt.Sprintf("IQ window %d", w)

@@ -56,6 +56,11 @@ type config struct {
 	runs      int
 	quick     bool
 	fsync     bool
+	// gateLogLevel is iotgate's IOTGATE_LOG_LEVEL; its log is shown
+	// when a run fails.
+	gateLogLevel string
+	// logDir gets the servers' logs when they are closed.
+	logDir string
 
 	ingestDevices, ingestReadings, ingestWindow int
 
@@ -113,6 +118,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&cfg.runs, "runs", 3, "runs of each scenario (the table shows median, min and max)")
 	fs.BoolVar(&cfg.quick, "quick", false, "smoke run: tiny counts, 1 run (overrides the count flags)")
 	fs.BoolVar(&cfg.fsync, "fsync", true, "run PostgreSQL with fsync on (its default; off measures less of the disk)")
+	fs.StringVar(&cfg.gateLogLevel, "gate-log-level", "warn", "iotgate's log level (its log is printed if a run fails)")
+	fs.StringVar(&cfg.logDir, "log-dir", "", "directory that gets the servers' logs at the end (debug level with -gate-log-level debug)")
 	fs.IntVar(&cfg.ingestDevices, "ingest-devices", 20, "ingest: devices sending at once")
 	fs.IntVar(&cfg.ingestReadings, "ingest-readings", 500, "ingest: readings each device sends per load")
 	fs.IntVar(&cfg.ingestWindow, "ingest-window", 16, "ingest: outstanding IQs per device")
@@ -228,6 +235,10 @@ func bench(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 			t0 := time.Now()
 			if err := s.run(ctx, res); err != nil {
 				s.close()
+				if e.gate != nil {
+					log.Error("iotgate log (tail)", "log", tail(e.gate.Logs().String(), 60))
+					log.Error("iotgate metrics", "metrics", e.gateMetrics(ctx))
+				}
 				return fmt.Errorf("%s: run %d: %w", name, i+1, err)
 			}
 			log.Info("scenario: run done", "scenario", name, "run", i+1, "took", time.Since(t0).Round(time.Millisecond))
@@ -235,6 +246,10 @@ func bench(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 		s.close()
 	}
 	if err := res.writeTable(stdout); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "\nCPU use during each load, median over the runs, in %% of one core (the machine has %d):\n\n", numCPU())
+	if err := res.writeCPUTable(stdout, cfg.server); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "\nMachine (the bench, iotgate and the servers share it):\n\n")
@@ -306,4 +321,10 @@ func loadAvg() string {
 		return "unknown"
 	}
 	return strings.Join(f[:3], " ")
+}
+
+// tail returns the last n lines of s.
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }

@@ -59,6 +59,7 @@ type metric struct {
 type results struct {
 	mu   sync.Mutex
 	rows []*metric
+	cpu  []*cpuRow
 }
 
 // add records value for the metric (scenario, name), creating its row.
@@ -115,6 +116,51 @@ func (r *results) writeTable(w io.Writer) error {
 		fmt.Fprintf(&sb, "| %s | %s | %s | %s | %s | %s | %d | %s |\n",
 			m.scenario, m.name, m.unit, format(median(m.values)),
 			format(slices.Min(m.values)), format(slices.Max(m.values)), len(m.values), m.target)
+	}
+	_, err := io.WriteString(w, sb.String())
+	return err
+}
+
+// cpuRow is the CPU use of the processes during one load, in % of one
+// core, once per run.
+type cpuRow struct {
+	load string
+	runs [][4]float64 // iotgate, XMPP server, PostgreSQL, bench
+}
+
+// addCPU records the CPU use of one run of a load.
+func (r *results) addCPU(load string, use [4]float64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, c := range r.cpu {
+		if c.load == load {
+			c.runs = append(c.runs, use)
+			return
+		}
+	}
+	r.cpu = append(r.cpu, &cpuRow{load: load, runs: [][4]float64{use}})
+}
+
+// writeCPUTable writes the median CPU use of each load as a Markdown
+// table.
+func (r *results) writeCPUTable(w io.Writer, xmpp string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.cpu) == 0 {
+		return nil
+	}
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "| load | iotgate | %s | PostgreSQL | bench (load generator, devices) |\n|---|---:|---:|---:|---:|\n", xmpp)
+	for _, c := range r.cpu {
+		fmt.Fprintf(&sb, "| %s |", c.load)
+		for col := range 4 {
+			vs := make([]float64, len(c.runs))
+			for i, run := range c.runs {
+				vs[i] = run[col]
+			}
+			fmt.Fprintf(&sb, " %.0f%% |", median(vs))
+		}
+		sb.WriteString("\n")
 	}
 	_, err := io.WriteString(w, sb.String())
 	return err
