@@ -127,14 +127,14 @@ type xmppServer struct {
 	// ownCompPorts are the listeners of components that don't share
 	// compPort (XMPPOptions.SeparateComponentListeners on ejabberd).
 	ownCompPorts map[string]int
-	proc       *process
-	closed     bool
-	stopSig    syscall.Signal
-	spec       func() procSpec // the command line; config written before
-	logs       func() []string // log files, for LogTail
-	configure  func() error    // (re)writes the config for the current ports
-	newPorts   func() error    // picks new free ports after a bind conflict
-	autoPorts  bool            // ports were picked by us, so may be re-picked
+	proc         *process
+	closed       bool
+	stopSig      syscall.Signal
+	spec         func() procSpec // the command line; config written before
+	logs         func() []string // log files, for LogTail
+	configure    func() error    // (re)writes the config for the current ports
+	newPorts     func() error    // picks new free ports after a bind conflict
+	autoPorts    bool            // ports were picked by us, so may be re-picked
 }
 
 // newXMPPServer prepares the shared part: directories and ports.
