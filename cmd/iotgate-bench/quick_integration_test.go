@@ -15,7 +15,7 @@ import (
 // tool can't rot: every scenario must produce its rows, each with nonzero
 // figures.
 func TestQuick(t *testing.T) {
-	for _, server := range []string{"prosody"} {
+	for _, server := range []string{"prosody", "ejabberd"} {
 		t.Run(server, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 			defer cancel()
