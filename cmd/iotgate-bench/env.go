@@ -422,17 +422,20 @@ func machine(ctx context.Context, e *env) []string {
 }
 
 // cpuMeter measures the CPU time the processes of the bench use during a
-// load.
+// load, and the database sessions opened meanwhile.
 type cpuMeter struct {
-	pids  [3]int // iotgate, XMPP server, PostgreSQL; 0: not known
-	start [4]time.Duration
-	at    time.Time
+	e        *env
+	pids     [3]int // iotgate, XMPP server, PostgreSQL; 0: not known
+	start    [3]map[int]time.Duration
+	self     time.Duration
+	sessions int64
+	at       time.Time
 }
 
 // meter starts measuring the CPU use of g, the XMPP server, PostgreSQL
 // and the bench itself.
 func (e *env) meter(g *servers.Iotgate) *cpuMeter {
-	m := &cpuMeter{at: time.Now()}
+	m := &cpuMeter{e: e, at: time.Now()}
 	if g != nil {
 		m.pids[0] = g.PID()
 	}
@@ -440,32 +443,49 @@ func (e *env) meter(g *servers.Iotgate) *cpuMeter {
 		m.pids[1] = p.PID()
 	}
 	m.pids[2] = e.pg.PID()
-	m.start = m.read()
+	m.sessions = e.sessions()
+	for i, pid := range m.pids {
+		m.start[i] = servers.TreeCPU(pid)
+	}
+	m.self = servers.SelfCPU()
 	return m
 }
 
-func (m *cpuMeter) read() [4]time.Duration {
-	var out [4]time.Duration
-	for i, pid := range m.pids {
-		out[i] = servers.TreeCPU(pid)
+// sessions returns how many sessions the PostgreSQL instance has had
+// (pg_stat_database.sessions, all databases), or -1.
+func (e *env) sessions() int64 {
+	var n int64
+	if err := e.db.QueryRow("SELECT coalesce(sum(sessions), 0) FROM pg_stat_database").Scan(&n); err != nil {
+		return -1
 	}
-	out[3] = servers.SelfCPU()
-	return out
+	return n
 }
 
-// stop returns the CPU use since meter, in % of one core of wall time.
-func (m *cpuMeter) stop() [4]float64 {
+// cpuUse is what a cpuMeter measured: CPU in % of one core for iotgate,
+// the XMPP server, PostgreSQL and the bench, and database sessions
+// opened.
+type cpuUse struct {
+	cpu      [4]float64
+	sessions float64
+}
+
+// stop returns the CPU use since meter, in % of one core of wall time,
+// and the sessions opened. PostgreSQL's statistics lag by up to a
+// second, so sessions are read after a pause.
+func (m *cpuMeter) stop() cpuUse {
 	wall := time.Since(m.at)
-	end := m.read()
-	var use [4]float64
-	for i := range use {
-		use[i] = 100 * float64(end[i]-m.start[i]) / float64(wall)
+	var use cpuUse
+	for i, pid := range m.pids {
+		use.cpu[i] = 100 * float64(servers.CPUDelta(m.start[i], servers.TreeCPU(pid))) / float64(wall)
 	}
+	use.cpu[3] = 100 * float64(servers.SelfCPU()-m.self) / float64(wall)
+	time.Sleep(1100 * time.Millisecond)
+	use.sessions = float64(m.e.sessions() - m.sessions)
 	return use
 }
 
-// gateMetrics returns iotgate's own metrics about readings and stanzas,
-// for the log of a failed run.
+// gateMetrics returns iotgate's own metrics (the iotgate_ ones), for the
+// log of a failed run.
 func (e *env) gateMetrics(ctx context.Context) string {
 	addr := e.gateEnvMetrics
 	if addr == "" {
@@ -483,7 +503,7 @@ func (e *env) gateMetrics(ctx context.Context) string {
 	b, _ := io.ReadAll(resp.Body)
 	var out []string
 	for line := range strings.SplitSeq(string(b), "\n") {
-		if strings.HasPrefix(line, "iotgate_") {
+		if strings.HasPrefix(line, "iotgate_") && !strings.Contains(line, "_bucket") {
 			out = append(out, line)
 		}
 	}

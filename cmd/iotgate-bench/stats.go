@@ -125,11 +125,11 @@ func (r *results) writeTable(w io.Writer) error {
 // core, once per run.
 type cpuRow struct {
 	load string
-	runs [][4]float64 // iotgate, XMPP server, PostgreSQL, bench
+	runs []cpuUse
 }
 
 // addCPU records the CPU use of one run of a load.
-func (r *results) addCPU(load string, use [4]float64) {
+func (r *results) addCPU(load string, use cpuUse) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, c := range r.cpu {
@@ -138,7 +138,7 @@ func (r *results) addCPU(load string, use [4]float64) {
 			return
 		}
 	}
-	r.cpu = append(r.cpu, &cpuRow{load: load, runs: [][4]float64{use}})
+	r.cpu = append(r.cpu, &cpuRow{load: load, runs: []cpuUse{use}})
 }
 
 // writeCPUTable writes the median CPU use of each load as a Markdown
@@ -150,16 +150,21 @@ func (r *results) writeCPUTable(w io.Writer, xmpp string) error {
 		return nil
 	}
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "| load | iotgate | %s | PostgreSQL | bench (load generator, devices) |\n|---|---:|---:|---:|---:|\n", xmpp)
+	fmt.Fprintf(&sb, "| load | iotgate | %s | PostgreSQL | bench (load generator, devices) | PostgreSQL sessions opened |\n|---|---:|---:|---:|---:|---:|\n", xmpp)
 	for _, c := range r.cpu {
 		fmt.Fprintf(&sb, "| %s |", c.load)
 		for col := range 4 {
 			vs := make([]float64, len(c.runs))
 			for i, run := range c.runs {
-				vs[i] = run[col]
+				vs[i] = run.cpu[col]
 			}
 			fmt.Fprintf(&sb, " %.0f%% |", median(vs))
 		}
+		vs := make([]float64, len(c.runs))
+		for i, run := range c.runs {
+			vs[i] = run.sessions
+		}
+		fmt.Fprintf(&sb, " %.0f |", median(vs))
 		sb.WriteString("\n")
 	}
 	_, err := io.WriteString(w, sb.String())

@@ -119,8 +119,8 @@ func TestIotgateHarness(t *testing.T) {
 	if err != nil || rss <= 0 {
 		t.Errorf("RSS = %d, %v; want > 0", rss, err)
 	}
-	if cpu := TreeCPU(g.PID()); cpu < 0 {
-		t.Errorf("TreeCPU = %v", cpu)
+	if cpu := TreeCPU(g.PID()); len(cpu) != 1 {
+		t.Errorf("TreeCPU = %v, want the one process", cpu)
 	}
 	if err := g.Stop(ctx); err != nil {
 		t.Errorf("Stop: %v\n%s", err, g.Logs().String())

@@ -11,20 +11,32 @@ import (
 // 100 on every Linux architecture Go supports.
 const clockTick = 10 * time.Millisecond
 
-// TreeCPU returns the CPU time (user and system) that process pid and its
-// live descendants have used so far, from /proc. Benchmarks take it
-// before and after a load to see which process the load kept busy.
-// Descendants that exited are not counted (PostgreSQL keeps its
-// backends for as long as the client keeps its connections).
-func TreeCPU(pid int) time.Duration {
+// TreeCPU returns the CPU time (user and system) that process pid and
+// each of its live descendants have used so far, by process id, from
+// /proc. Benchmarks take it before and after a load and add up the
+// differences (see CPUDelta) to see which process the load kept busy.
+func TreeCPU(pid int) map[int]time.Duration {
+	out := map[int]time.Duration{}
 	if pid <= 0 {
-		return 0
+		return out
 	}
-	var total time.Duration
 	for _, p := range tree(allProcs(), []int{pid}, 0) {
-		total += procCPU(p.pid)
+		out[p.pid] = procCPU(p.pid)
 	}
-	return total
+	return out
+}
+
+// CPUDelta returns the CPU time used between two TreeCPU snapshots: for
+// each process alive at the end, its time minus its time at the start
+// (all of it if it started in between). Processes that exited in between
+// are not counted, so the figure is a lower bound when the tree churns
+// (PostgreSQL backends of closed connections).
+func CPUDelta(before, after map[int]time.Duration) time.Duration {
+	var d time.Duration
+	for pid, t := range after {
+		d += max(0, t-before[pid])
+	}
+	return d
 }
 
 // SelfCPU returns the CPU time this process has used so far.
