@@ -67,17 +67,21 @@ func (s *commandsScenario) run(ctx context.Context, res *results) error {
 		rest := fmt.Sprintf("REST sync c%d", c)
 		raw := fmt.Sprintf("raw IQ ceiling c%d", c)
 		m := s.e.meter(s.e.gate)
-		restRate, restLat, err := load(ctx, c, s.e.cfg.duration, s.rest)
+		restRes, err := load(ctx, c, s.e.cfg.duration, s.rest)
 		if err != nil {
 			return fmt.Errorf("REST commands at concurrency %d: %w", c, err)
 		}
 		res.addCPU("commands: "+rest, m.stop())
+		noteFailures(res, "commands: "+rest, restRes)
 		m = s.e.meter(s.e.gate)
-		rawRate, rawLat, err := load(ctx, c, s.e.cfg.duration, s.raw)
+		rawRes, err := load(ctx, c, s.e.cfg.duration, s.raw)
 		if err != nil {
 			return fmt.Errorf("raw IQs at concurrency %d: %w", c, err)
 		}
 		res.addCPU("commands: "+raw, m.stop())
+		noteFailures(res, "commands: "+raw, rawRes)
+		restRate, restLat := restRes.rate, restRes.lat
+		rawRate, rawLat := rawRes.rate, rawRes.lat
 		res.add(sc, rest, "req/s", "", restRate)
 		res.add(sc, rest+" p50", "ms", "", ms(restLat.quantile(0.5)))
 		res.add(sc, rest+" p99", "ms", "", ms(restLat.quantile(0.99)))
@@ -133,18 +137,29 @@ func (s *commandsScenario) raw(ctx context.Context, i int) error {
 	return nil
 }
 
+// opTimeout bounds one operation of a load: a request or IQ that gets no
+// answer within it counts as failed rather than hanging the bench.
+const opTimeout = 10 * time.Second
+
+// loadResult is what a load measured.
+type loadResult struct {
+	rate     float64 // successful ops per second
+	lat      *latencies
+	failed   int64
+	firstErr error
+}
+
 // load runs op from c goroutines for d, each starting the next as soon as
 // the last returned, and returns the successful ops per second and their
-// latencies. The first error ends the load and is returned.
-func load(ctx context.Context, c int, d time.Duration, op func(ctx context.Context, i int) error) (float64, *latencies, error) {
-	lat := &latencies{}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+// latencies. Failed ops (errors, or no answer within opTimeout) are
+// counted and the load goes on; it is an error only if none succeeded.
+func load(ctx context.Context, c int, d time.Duration, op func(ctx context.Context, i int) error) (loadResult, error) {
+	res := loadResult{lat: &latencies{}}
 	var (
-		next     atomic.Int64
-		errOnce  sync.Once
-		firstErr error
-		wg       sync.WaitGroup
+		next   atomic.Int64
+		failed atomic.Int64
+		mu     sync.Mutex
+		wg     sync.WaitGroup
 	)
 	start := time.Now()
 	deadline := start.Add(d)
@@ -153,19 +168,39 @@ func load(ctx context.Context, c int, d time.Duration, op func(ctx context.Conte
 			for time.Now().Before(deadline) && ctx.Err() == nil {
 				i := int(next.Add(1))
 				t0 := time.Now()
-				if err := op(ctx, i); err != nil {
-					if ctx.Err() == nil {
-						errOnce.Do(func() { firstErr = err; cancel() })
+				opCtx, cancel := context.WithTimeout(ctx, opTimeout)
+				err := op(opCtx, i)
+				cancel()
+				if err != nil {
+					failed.Add(1)
+					mu.Lock()
+					if res.firstErr == nil {
+						res.firstErr = err
 					}
-					return
+					mu.Unlock()
+					continue
 				}
-				lat.add(time.Since(t0))
+				res.lat.add(time.Since(t0))
 			}
 		})
 	}
 	wg.Wait()
-	if firstErr != nil {
-		return 0, nil, firstErr
+	if err := ctx.Err(); err != nil {
+		return res, err
 	}
-	return float64(lat.count()) / time.Since(start).Seconds(), lat, nil
+	res.failed = failed.Load()
+	res.rate = float64(res.lat.count()) / time.Since(start).Seconds()
+	if res.lat.count() == 0 {
+		return res, fmt.Errorf("all %d operations failed, first: %w", res.failed, res.firstErr)
+	}
+	return res, nil
+}
+
+// noteFailures records the failed operations of a load, if any, as a
+// note under the table: they are left out of the rate and latencies.
+func noteFailures(res *results, name string, r loadResult) {
+	if r.failed > 0 {
+		res.note(fmt.Sprintf("%s: %d of %d operations failed (left out of the figures), first: %v",
+			name, r.failed, r.failed+int64(r.lat.count()), r.firstErr))
+	}
 }

@@ -167,7 +167,9 @@ func (s *ingestScenario) iqs(ctx context.Context, to string, window int) (*laten
 				for left.Add(-1) >= 0 {
 					payload := s.models[i].Reading(false)
 					t0 := time.Now()
-					rep, err := c.SendIQ(ctx, "set", to, payload)
+					ictx, cancel := context.WithTimeout(ctx, opTimeout)
+					rep, err := c.SendIQ(ictx, "set", to, payload)
+					cancel()
 					if err != nil {
 						firstErr.CompareAndSwap(nil, &err)
 						return

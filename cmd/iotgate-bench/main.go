@@ -248,6 +248,9 @@ func bench(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 	if err := res.writeTable(stdout); err != nil {
 		return err
 	}
+	for _, n := range res.notes {
+		fmt.Fprintf(stdout, "\nNote: %s\n", n)
+	}
 	fmt.Fprintf(stdout, "\nCPU use during each load, median over the runs, in %% of one core (the machine has %d):\n\n", numCPU())
 	if err := res.writeCPUTable(stdout, cfg.server); err != nil {
 		return err
@@ -257,7 +260,7 @@ func bench(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 		fmt.Fprintf(stdout, "- %s\n", l)
 	}
 	fmt.Fprintf(stdout, "- load average at the start: %s\n", loadBefore)
-	fmt.Fprintf(stdout, "- iotgate settings: IOTGATE_DEVICE_RATE=1000000, IOTGATE_DEVICE_BURST=1000000 (defaults 500/1000 would cap ingest), IOTGATE_MAX_COMMANDS_IN_FLIGHT=10000, IOTGATE_LOG_LEVEL=warn\n")
+	fmt.Fprintf(stdout, "- iotgate settings: IOTGATE_DEVICE_RATE=1000000, IOTGATE_DEVICE_BURST=1000000 (defaults 500/1000 would cap ingest), IOTGATE_API_RATE=0 (no per-token request limit), IOTGATE_MAX_COMMANDS_IN_FLIGHT=10000, IOTGATE_LOG_LEVEL=warn\n")
 	fmt.Fprintf(stdout, "- command line: iotgate-bench %s\n", cfg.String())
 	fmt.Fprintf(stdout, "- took: %s\n", time.Since(began).Round(time.Second))
 	return nil

@@ -79,13 +79,15 @@ func (s *readsScenario) run(ctx context.Context, res *results) error {
 	} {
 		name := fmt.Sprintf("%s c%d", q.name, c)
 		m := s.e.meter(s.e.gate)
-		rate, lat, err := load(ctx, c, s.e.cfg.duration, func(ctx context.Context, i int) error {
+		r, err := load(ctx, c, s.e.cfg.duration, func(ctx context.Context, i int) error {
 			return s.e.get(ctx, s.e.gate, "/v1/devices/"+url.PathEscape(s.jids[i%len(s.jids)])+q.suffix)
 		})
 		if err != nil {
 			return fmt.Errorf("%s: %w", q.name, err)
 		}
 		res.addCPU("reads: "+name, m.stop())
+		noteFailures(res, "reads: "+name, r)
+		rate, lat := r.rate, r.lat
 		res.add("reads", name, "req/s", "≥ 15000", rate)
 		res.add("reads", name+" p50", "ms", "", ms(lat.quantile(0.5)))
 		res.add("reads", name+" p99", "ms", "< 10", ms(lat.quantile(0.99)))

@@ -57,9 +57,17 @@ type metric struct {
 
 // results gathers the metrics in the order they were first reported.
 type results struct {
-	mu   sync.Mutex
-	rows []*metric
-	cpu  []*cpuRow
+	mu    sync.Mutex
+	rows  []*metric
+	cpu   []*cpuRow
+	notes []string
+}
+
+// note records a remark printed under the table.
+func (r *results) note(s string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.notes = append(r.notes, s)
 }
 
 // add records value for the metric (scenario, name), creating its row.
