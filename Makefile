@@ -7,6 +7,8 @@
 #   make build   build the commands into bin/
 #   make docs    regenerate the OpenAPI description in docs/
 #   make fuzz    run each fuzz target for FUZZTIME
+#   make bench   measure iotgate on this machine (cmd/iotgate-bench; the
+#                table goes to stdout, progress to stderr; ~10 minutes)
 #   make clean   remove bin/ and the dev runner's state (.dev/)
 
 SHELL := /bin/bash
@@ -32,6 +34,9 @@ FUZZTIME ?= 20s
 TEST_FUZZTIME ?= 15s
 # Flags for the dev runner, e.g. make dev DEV_ARGS='-xmpp ejabberd'.
 DEV_ARGS ?=
+# Flags for the benchmark, e.g. make bench BENCH_ARGS='-server ejabberd'
+# or BENCH_ARGS='-scenarios ingest,reads -runs 5'.
+BENCH_ARGS ?=
 
 # How swag generates docs/ from the annotations in api/. Keep it in step
 # with the command in api/doc.go (the api package owns it); the output
@@ -40,7 +45,7 @@ SWAG_ARGS ?= --generalInfo doc.go --dir ./api --outputTypes go,json,yaml --parse
 # The files swag writes, which docs-check compares.
 SWAG_FILES := docs.go swagger.json swagger.yaml
 
-.PHONY: build deps test vet docs docs-check fuzz dev clean
+.PHONY: build deps test vet docs docs-check fuzz dev clean bench
 
 build:
 	$(GO) build -o bin/ ./cmd/...
@@ -93,6 +98,14 @@ fuzz:
 		echo "==> fuzz $$pkg $$name for $(FUZZTIME)"; \
 		$(GO) test -tags '$(TAGS)' -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) "$$pkg"; \
 	done <<< "$$targets"
+
+# Runs every scenario of cmd/iotgate-bench (3 runs each) against
+# throwaway servers on 127.0.0.1 and prints the table of medians; see
+# docs/benchmarks.md. make test runs its -quick smoke mode
+# (cmd/iotgate-bench's TestQuick).
+bench: deps
+	$(GO) build -o bin/iotgate-bench ./cmd/iotgate-bench
+	bin/iotgate-bench $(BENCH_ARGS)
 
 # Built and exec'd rather than `go run`, which exits 1 on Ctrl-C even when
 # the runner shut down cleanly.

@@ -30,7 +30,7 @@ import (
 // lets a failover or a pgbouncer restart be picked up.
 const (
 	maxOpenConns    = 20
-	maxIdleConns    = 10
+	maxIdleConns    = maxOpenConns
 	connMaxLifetime = 30 * time.Minute
 	connMaxIdleTime = 5 * time.Minute
 

@@ -109,7 +109,17 @@ func (e *Ejabberd) prepare(ctl string, opts XMPPOptions) error {
 			return err
 		}
 	}
-	e.extraPorts = []int{e.httpPort}
+	if opts.SeparateComponentListeners {
+		// The first domain keeps the shared port; the others get
+		// their own.
+		e.ownCompPorts = map[string]int{}
+		for _, d := range e.Components()[1:] {
+			if e.ownCompPorts[d], err = freePort(); err != nil {
+				return err
+			}
+		}
+	}
+	e.extraPorts = e.allExtraPorts()
 	e.spec = func() procSpec {
 		return procSpec{
 			path: ctl,
@@ -137,10 +147,27 @@ func (e *Ejabberd) prepare(ctl string, opts XMPPOptions) error {
 				return err
 			}
 		}
-		e.extraPorts = []int{e.httpPort}
+		for d := range e.ownCompPorts {
+			if e.ownCompPorts[d], err = freePort(); err != nil {
+				return err
+			}
+		}
+		e.extraPorts = e.allExtraPorts()
 		return nil
 	}
 	return nil
+}
+
+// allExtraPorts returns the ports beyond c2s and the shared component
+// port that must accept before the server is ready.
+func (e *Ejabberd) allExtraPorts() []int {
+	ports := []int{e.httpPort}
+	for _, d := range e.Components() {
+		if p, ok := e.ownCompPorts[d]; ok {
+			ports = append(ports, p)
+		}
+	}
+	return ports
 }
 
 // ejabberdctlPath finds Debian's ejabberdctl (in /usr/sbin, which is not
@@ -203,8 +230,9 @@ listen:
     starttls_required: false
     # ejabberd's default backlog is 5: too small for load tests.
     backlog: 1024
+{{- range .Services}}
   -
-    port: {{.CompPort}}
+    port: {{.Port}}
     ip: "127.0.0.1"
     module: ejabberd_service
     backlog: 1024
@@ -212,6 +240,7 @@ listen:
 {{- range .Components}}
       {{.Domain}}:
         password: {{.Secret}}
+{{- end}}
 {{- end}}
   -
     port: {{.HTTPPort}}
@@ -256,13 +285,23 @@ func (e *Ejabberd) writeConfig(opts XMPPOptions) error {
 		return err
 	}
 	type component struct{ Domain, Secret string }
-	var comps []component
+	type service struct {
+		Port       int
+		Components []component
+	}
+	// One listener for the components sharing CompPort, one for each
+	// component with a port of its own.
+	services := []service{{Port: e.compPort}}
 	for _, d := range e.Components() {
 		c, err := quoteAll(d, e.components[d])
 		if err != nil {
 			return err
 		}
-		comps = append(comps, component{c[0], c[1]})
+		if p, ok := e.ownCompPorts[d]; ok {
+			services = append(services, service{Port: p, Components: []component{{c[0], c[1]}}})
+			continue
+		}
+		services[0].Components = append(services[0].Components, component{c[0], c[1]})
 	}
 	level := "info"
 	if opts.Debug {
@@ -270,8 +309,8 @@ func (e *Ejabberd) writeConfig(opts XMPPOptions) error {
 	}
 	var yml, ctl strings.Builder
 	err = ejabberdConfig.Execute(&yml, map[string]any{
-		"Level": level, "Domain": q[0], "Cert": q[1], "Components": comps,
-		"C2SPort": e.c2sPort, "CompPort": e.compPort, "HTTPPort": e.httpPort,
+		"Level": level, "Domain": q[0], "Cert": q[1], "Services": services,
+		"C2SPort": e.c2sPort, "HTTPPort": e.httpPort,
 	})
 	if err != nil {
 		return err

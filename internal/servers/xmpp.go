@@ -28,8 +28,12 @@ type XMPPServer interface {
 	// without TLS.
 	C2SAddr() string
 	// ComponentAddr is the XEP-0114 listener, 127.0.0.1:PORT, shared by
-	// all components.
+	// all components unless XMPPOptions.SeparateComponentListeners.
 	ComponentAddr() string
+	// ComponentAddrOf is the XEP-0114 listener that component domain
+	// must connect to: ComponentAddr, unless the server was started with
+	// XMPPOptions.SeparateComponentListeners.
+	ComponentAddrOf(domain string) string
 	// ComponentSecret returns the handshake secret of a component domain,
 	// or "" if the server has no such component.
 	ComponentSecret(domain string) string
@@ -82,6 +86,13 @@ type XMPPOptions struct {
 	C2SPort, ComponentPort int
 	// Debug turns on the server's debug logging (every stanza).
 	Debug bool
+	// SeparateComponentListeners gives each component domain a
+	// listener of its own on ejabberd (ComponentAddrOf says which): a
+	// connection to ejabberd's shared listener gets the routes of every
+	// domain on it, so with one listener two different components would
+	// receive each other's stanzas. Prosody routes by domain; there the
+	// option changes nothing.
+	SeparateComponentListeners bool
 }
 
 // withDefaults returns opts with defaults filled in; it does not modify
@@ -113,14 +124,17 @@ type xmppServer struct {
 	c2sPort    int
 	compPort   int
 	extraPorts []int // more ports that must accept before the server is ready
-	proc       *process
-	closed     bool
-	stopSig    syscall.Signal
-	spec       func() procSpec // the command line; config written before
-	logs       func() []string // log files, for LogTail
-	configure  func() error    // (re)writes the config for the current ports
-	newPorts   func() error    // picks new free ports after a bind conflict
-	autoPorts  bool            // ports were picked by us, so may be re-picked
+	// ownCompPorts are the listeners of components that don't share
+	// compPort (XMPPOptions.SeparateComponentListeners on ejabberd).
+	ownCompPorts map[string]int
+	proc         *process
+	closed       bool
+	stopSig      syscall.Signal
+	spec         func() procSpec // the command line; config written before
+	logs         func() []string // log files, for LogTail
+	configure    func() error    // (re)writes the config for the current ports
+	newPorts     func() error    // picks new free ports after a bind conflict
+	autoPorts    bool            // ports were picked by us, so may be re-picked
 }
 
 // newXMPPServer prepares the shared part: directories and ports.
@@ -226,6 +240,17 @@ func (s *xmppServer) C2SAddr() string { return addr(s.c2sPort) }
 
 // ComponentAddr returns the XEP-0114 address, 127.0.0.1:PORT.
 func (s *xmppServer) ComponentAddr() string { return addr(s.compPort) }
+
+// ComponentAddrOf returns the XEP-0114 address for component domain:
+// its own listener if it has one, else ComponentAddr.
+func (s *xmppServer) ComponentAddrOf(domain string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p, ok := s.ownCompPorts[domain]; ok {
+		return addr(p)
+	}
+	return addr(s.compPort)
+}
 
 // ComponentSecret returns the secret of component domain, or "".
 func (s *xmppServer) ComponentSecret(domain string) string { return s.components[domain] }

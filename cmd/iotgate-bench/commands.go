@@ -1,0 +1,206 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/iotgate/iotgate/component"
+	"github.com/iotgate/iotgate/internal/device"
+)
+
+// commandPayload is the command every request carries: valid against the
+// thermostat schema.
+const commandPayload = `<set xmlns="urn:example:thermostat"><target>21.5</target></set>`
+
+// stateReply is what the simulated devices answer at once: a <state>
+// valid against the schema, so iotgate renders it as it would a real one.
+const stateReply = `<state xmlns="urn:example:thermostat"><temperature>19.75</temperature><target>21.5</target><mode>heat</mode><heating>1</heating></state>`
+
+// commandsScenario holds the online devices across runs.
+type commandsScenario struct {
+	e       *env
+	jids    []string
+	full    []string // their full JIDs, for the raw IQs
+	clients []*device.Client
+	body    []byte
+}
+
+// newCommands creates, registers and logs in the command devices, and
+// waits until iotgate sees them online.
+func newCommands(ctx context.Context, e *env) (*commandsScenario, error) {
+	jids := e.deviceJIDs("cmd", e.cfg.cmdDevices)
+	if err := e.ensureDevices(ctx, e.gate, jids); err != nil {
+		return nil, err
+	}
+	answer := func(device.IQ) device.Reply { return device.Reply{Type: "result", Payload: stateReply} }
+	clients, err := e.dialDevices(ctx, jids, true, answer)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.waitOnline(ctx, e.gate, jids, time.Minute); err != nil {
+		closeDevices(clients)
+		return nil, err
+	}
+	s := &commandsScenario{e: e, jids: jids, clients: clients}
+	for _, c := range clients {
+		s.full = append(s.full, c.JID())
+	}
+	s.body, err = json.Marshal(map[string]any{"payload": commandPayload, "type": "set", "mode": "sync", "timeout_ms": 10000})
+	return s, err
+}
+
+func (s *commandsScenario) close() { closeDevices(s.clients) }
+
+// run measures one run: for each concurrency, REST commands through
+// iotgate, then raw IQs from the sink component to the same devices.
+func (s *commandsScenario) run(ctx context.Context, res *results) error {
+	const sc = "commands"
+	for _, c := range s.e.cfg.concurrency {
+		rest := fmt.Sprintf("REST sync c%d", c)
+		raw := fmt.Sprintf("raw IQ ceiling c%d", c)
+		m := s.e.meter(s.e.gate)
+		restRes, err := load(ctx, c, s.e.cfg.duration, s.rest)
+		if err != nil {
+			return fmt.Errorf("REST commands at concurrency %d: %w", c, err)
+		}
+		res.addCPU("commands: "+rest, m.stop())
+		noteFailures(res, "commands: "+rest, restRes)
+		m = s.e.meter(s.e.gate)
+		rawRes, err := load(ctx, c, s.e.cfg.duration, s.raw)
+		if err != nil {
+			return fmt.Errorf("raw IQs at concurrency %d: %w", c, err)
+		}
+		res.addCPU("commands: "+raw, m.stop())
+		noteFailures(res, "commands: "+raw, rawRes)
+		restRate, restLat := restRes.rate, restRes.lat
+		rawRate, rawLat := rawRes.rate, rawRes.lat
+		res.add(sc, rest, "req/s", "", restRate)
+		res.add(sc, rest+" p50", "ms", "", ms(restLat.quantile(0.5)))
+		res.add(sc, rest+" p99", "ms", "", ms(restLat.quantile(0.99)))
+		res.add(sc, raw, "IQ/s", "", rawRate)
+		res.add(sc, raw+" p50", "ms", "", ms(rawLat.quantile(0.5)))
+		res.add(sc, raw+" p99", "ms", "", ms(rawLat.quantile(0.99)))
+		if c == s.e.cfg.concurrency[len(s.e.cfg.concurrency)-1] {
+			res.add(sc, fmt.Sprintf("c%d: REST ÷ raw rate", c), "ratio", "≥ 0.75", restRate/rawRate)
+			res.add(sc, fmt.Sprintf("c%d: REST ÷ raw p99", c), "ratio", "≤ 1.5", ms(restLat.quantile(0.99))/ms(rawLat.quantile(0.99)))
+		}
+	}
+	return nil
+}
+
+// rest sends the i-th command over REST and checks that it succeeded.
+func (s *commandsScenario) rest(ctx context.Context, i int) error {
+	j := s.jids[i%len(s.jids)]
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost,
+		s.e.gate.URL()+"/v1/devices/"+url.PathEscape(j)+"/commands", bytes.NewReader(s.body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	s.e.gate.Authorize(req)
+	resp, err := s.e.api.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("POST command to %s: %d %s", j, resp.StatusCode, b)
+	}
+	return nil
+}
+
+// raw sends the i-th command as an IQ from the sink component straight to
+// the device, as iotgate would, and checks that it got a result.
+func (s *commandsScenario) raw(ctx context.Context, i int) error {
+	to := s.full[i%len(s.full)]
+	rep, err := s.e.sink.conn.SendIQ(ctx, &component.Stanza{
+		Kind: component.KindIQ, Type: component.TypeSet, To: to, Inner: []byte(commandPayload),
+	})
+	if err != nil {
+		return fmt.Errorf("IQ to %s: %w", to, err)
+	}
+	if rep.Type != component.TypeResult {
+		return fmt.Errorf("IQ to %s: answer %s %s", to, rep.Type, rep.Inner)
+	}
+	return nil
+}
+
+// opTimeout bounds one operation of a load: a request or IQ that gets no
+// answer within it counts as failed rather than hanging the bench.
+const opTimeout = 10 * time.Second
+
+// loadResult is what a load measured.
+type loadResult struct {
+	rate     float64 // successful ops per second
+	lat      *latencies
+	failed   int64
+	firstErr error
+}
+
+// load runs op from c goroutines for d, each starting the next as soon as
+// the last returned, and returns the successful ops per second and their
+// latencies. Failed ops (errors, or no answer within opTimeout) are
+// counted and the load goes on; it is an error only if none succeeded.
+func load(ctx context.Context, c int, d time.Duration, op func(ctx context.Context, i int) error) (loadResult, error) {
+	res := loadResult{lat: &latencies{}}
+	var (
+		next   atomic.Int64
+		failed atomic.Int64
+		mu     sync.Mutex
+		wg     sync.WaitGroup
+	)
+	start := time.Now()
+	deadline := start.Add(d)
+	for range c {
+		wg.Go(func() {
+			for time.Now().Before(deadline) && ctx.Err() == nil {
+				i := int(next.Add(1))
+				t0 := time.Now()
+				opCtx, cancel := context.WithTimeout(ctx, opTimeout)
+				err := op(opCtx, i)
+				cancel()
+				if err != nil {
+					failed.Add(1)
+					mu.Lock()
+					if res.firstErr == nil {
+						res.firstErr = err
+					}
+					mu.Unlock()
+					continue
+				}
+				res.lat.add(time.Since(t0))
+			}
+		})
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return res, err
+	}
+	res.failed = failed.Load()
+	res.rate = float64(res.lat.count()) / time.Since(start).Seconds()
+	if res.lat.count() == 0 {
+		return res, fmt.Errorf("all %d operations failed, first: %w", res.failed, res.firstErr)
+	}
+	return res, nil
+}
+
+// noteFailures records the failed operations of a load, if any, as a
+// note under the table: they are left out of the rate and latencies.
+func noteFailures(res *results, name string, r loadResult) {
+	if r.failed > 0 {
+		res.note(fmt.Sprintf("%s: %d of %d operations failed (left out of the figures), first: %v",
+			name, r.failed, r.failed+int64(r.lat.count()), r.firstErr))
+	}
+}

@@ -1,0 +1,180 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// latencies collects durations from many goroutines.
+type latencies struct {
+	mu sync.Mutex
+	d  []time.Duration
+}
+
+// add records one duration.
+func (l *latencies) add(d time.Duration) {
+	l.mu.Lock()
+	l.d = append(l.d, d)
+	l.mu.Unlock()
+}
+
+// quantile returns the q-quantile (0..1) of what was recorded, by the
+// nearest-rank method, or 0 if nothing was.
+func (l *latencies) quantile(q float64) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.d) == 0 {
+		return 0
+	}
+	s := slices.Clone(l.d)
+	slices.Sort(s)
+	i := int(q*float64(len(s))+0.999999) - 1
+	return s[max(0, min(len(s)-1, i))]
+}
+
+// count returns how many durations were recorded.
+func (l *latencies) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.d)
+}
+
+// ms returns d in milliseconds.
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// metric is one row of the result table: one figure measured once per run.
+type metric struct {
+	scenario string // e.g. "ingest"
+	name     string // e.g. "message via iotgate"
+	unit     string // e.g. "readings/s"
+	target   string // the target, or ""
+	values   []float64
+}
+
+// results gathers the metrics in the order they were first reported.
+type results struct {
+	mu    sync.Mutex
+	rows  []*metric
+	cpu   []*cpuRow
+	notes []string
+}
+
+// note records a remark printed under the table.
+func (r *results) note(s string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.notes = append(r.notes, s)
+}
+
+// add records value for the metric (scenario, name), creating its row.
+func (r *results) add(scenario, name, unit, target string, value float64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, m := range r.rows {
+		if m.scenario == scenario && m.name == name {
+			m.values = append(m.values, value)
+			return
+		}
+	}
+	r.rows = append(r.rows, &metric{scenario: scenario, name: name, unit: unit, target: target, values: []float64{value}})
+}
+
+// median returns the median of vs (the mean of the middle two for an even
+// count).
+func median(vs []float64) float64 {
+	if len(vs) == 0 {
+		return 0
+	}
+	s := slices.Clone(vs)
+	slices.Sort(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+// format prints v with a precision that suits its size.
+func format(v float64) string {
+	switch {
+	case v == 0:
+		return "0"
+	case v >= 100 || v <= -100:
+		return fmt.Sprintf("%.0f", v)
+	case v >= 10 || v <= -10:
+		return fmt.Sprintf("%.1f", v)
+	default:
+		return fmt.Sprintf("%.2f", v)
+	}
+}
+
+// writeTable writes the results as a Markdown table: median, min and max
+// over the runs of each metric.
+func (r *results) writeTable(w io.Writer) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var sb strings.Builder
+	sb.WriteString("| scenario | metric | unit | median | min | max | runs | target |\n")
+	sb.WriteString("|---|---|---|---:|---:|---:|---:|---|\n")
+	for _, m := range r.rows {
+		fmt.Fprintf(&sb, "| %s | %s | %s | %s | %s | %s | %d | %s |\n",
+			m.scenario, m.name, m.unit, format(median(m.values)),
+			format(slices.Min(m.values)), format(slices.Max(m.values)), len(m.values), m.target)
+	}
+	_, err := io.WriteString(w, sb.String())
+	return err
+}
+
+// cpuRow is the CPU use of the processes during one load, in % of one
+// core, once per run.
+type cpuRow struct {
+	load string
+	runs []cpuUse
+}
+
+// addCPU records the CPU use of one run of a load.
+func (r *results) addCPU(load string, use cpuUse) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, c := range r.cpu {
+		if c.load == load {
+			c.runs = append(c.runs, use)
+			return
+		}
+	}
+	r.cpu = append(r.cpu, &cpuRow{load: load, runs: []cpuUse{use}})
+}
+
+// writeCPUTable writes the median CPU use of each load as a Markdown
+// table.
+func (r *results) writeCPUTable(w io.Writer, xmpp string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.cpu) == 0 {
+		return nil
+	}
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "| load | iotgate | %s | PostgreSQL | bench (load generator, devices) | PostgreSQL sessions opened |\n|---|---:|---:|---:|---:|---:|\n", xmpp)
+	for _, c := range r.cpu {
+		fmt.Fprintf(&sb, "| %s |", c.load)
+		for col := range 4 {
+			vs := make([]float64, len(c.runs))
+			for i, run := range c.runs {
+				vs[i] = run.cpu[col]
+			}
+			fmt.Fprintf(&sb, " %.0f%% |", median(vs))
+		}
+		vs := make([]float64, len(c.runs))
+		for i, run := range c.runs {
+			vs[i] = run.sessions
+		}
+		fmt.Fprintf(&sb, " %.0f |", median(vs))
+		sb.WriteString("\n")
+	}
+	_, err := io.WriteString(w, sb.String())
+	return err
+}
