@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"sync"
 	"time"
@@ -106,9 +107,14 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		}
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", metrics.Handler())
+		// Profiles on the operators' private address: how a slow
+		// iotgate gets diagnosed in place (go tool pprof URL).
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go metricsSrv.Serve(ln)
-		log.Info("metrics listening", "addr", ln.Addr().String(), "path", "/metrics")
+		log.Info("metrics listening", "addr", ln.Addr().String(), "paths", "/metrics, /debug/pprof/")
 	}
 
 	ingestCtx, stopIngest := context.WithCancel(context.WithoutCancel(ctx))
