@@ -4,16 +4,10 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
-	"net"
 	"net/http"
 	"net/url"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -165,60 +159,10 @@ func (a api) get(t *testing.T, path string, out any) {
 // is ready, and stops it when the test ends.
 func startIotgate(t *testing.T, env map[string]string) api {
 	t.Helper()
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "iotgate")
-	if out, err := exec.Command("go", "build", "-o", bin, "../iotgate").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	bin, err := servers.BuildIotgate(context.Background(), t.TempDir(), false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := l.Addr().String()
-	l.Close()
-	cmd := exec.Command(bin)
-	token := "sim-e2e-" + rand.Text() + rand.Text()
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "IOTGATE_HTTP_ADDR=" + addr, "IOTGATE_ADMIN_TOKEN=" + token}
-	for k, v := range env {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
-	var logs servers.LogBuffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(20 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			t.Logf("iotgate log:\n%s", logs.String())
-		}
-	})
-	a := api{base: "http://" + addr, token: token}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(a.base + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return a
-			}
-		}
-		select {
-		case <-exited:
-			t.Fatalf("iotgate exited:\n%s", logs.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("iotgate not ready after 30s (%v):\n%s", err, logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	g := servers.IotgateForTest(t, servers.IotgateOptions{Bin: bin, Env: env})
+	return api{base: g.URL(), token: g.Token()}
 }

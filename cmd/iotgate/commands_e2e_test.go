@@ -8,18 +8,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -410,8 +405,9 @@ func TestE2ECommands(t *testing.T) {
 				if sent.status != 202 || queued.cmd.Status != "queued" {
 					t.Fatalf("answers %d, %+v", sent.status, queued.cmd)
 				}
-				g.cmd.Process.Signal(syscall.SIGKILL)
-				<-g.done
+				if err := g.proc.Kill(); err != nil {
+					t.Fatal(err)
+				}
 				// The new gate outlives this subtest.
 				g = startGate(parent, e.env)
 				e.g = g
@@ -478,30 +474,16 @@ func BenchmarkCommandLatency(b *testing.B) {
 	defer cancel()
 	pg := servers.PostgresForTest(b)
 	xs := servers.ProsodyForTest(b, servers.XMPPOptions{Components: map[string]string{e2eDomain: e2eSecret}})
-	bin := filepath.Join(b.TempDir(), "iotgate")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		b.Fatalf("go build: %v\n%s", err, out)
-	}
-	httpAddr := freeAddrTB(b)
-	base := "http://" + httpAddr
-	cmd := exec.Command(bin)
-	token := newAdminToken()
-	admin := &http.Client{Transport: bearerTransport{token: token}}
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "IOTGATE_HTTP_ADDR=" + httpAddr, "IOTGATE_LOG_LEVEL=warn",
-		"IOTGATE_XMPP_ADDR=" + xs.ComponentAddr(), "IOTGATE_DOMAIN=" + e2eDomain, "IOTGATE_SECRET=" + e2eSecret, "IOTGATE_DATABASE_URL=" + pg.DSN(),
-		"IOTGATE_ADMIN_TOKEN=" + token, "IOTGATE_API_RATE=0"}
-	logs := &servers.LogBuffer{}
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
+	bin, err := servers.BuildIotgate(ctx, b.TempDir(), false)
+	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-		if b.Failed() {
-			b.Logf("iotgate log:\n%s", logs.String())
-		}
-	})
+	proc := servers.IotgateForTest(b, servers.IotgateOptions{Bin: bin, Env: map[string]string{
+		"IOTGATE_LOG_LEVEL": "warn", "IOTGATE_API_RATE": "0",
+		"IOTGATE_XMPP_ADDR": xs.ComponentAddr(), "IOTGATE_DOMAIN": e2eDomain, "IOTGATE_SECRET": e2eSecret, "IOTGATE_DATABASE_URL": pg.DSN(),
+	}})
+	base := proc.URL()
+	admin := &http.Client{Transport: bearerTransport{token: proc.Token()}}
 	post := func(path string, body any) int {
 		raw, _ := json.Marshal(body)
 		resp, err := admin.Post(base+path, "application/json", bytes.NewReader(raw))
@@ -521,14 +503,6 @@ func BenchmarkCommandLatency(b *testing.B) {
 			time.Sleep(25 * time.Millisecond)
 		}
 	}
-	waitFor("iotgate ready", func() bool {
-		resp, err := http.Get(base + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
 	if code := post("/v1/schemas", map[string]string{"name": "thermostat", "xsd": string(examples.Thermostat())}); code != 201 {
 		b.Fatalf("register schema: %d", code)
 	}
@@ -567,7 +541,7 @@ func BenchmarkCommandLatency(b *testing.B) {
 
 	for _, conc := range []int{1, 64} {
 		b.Run(fmt.Sprintf("concurrency=%d", conc), func(b *testing.B) {
-			client := &http.Client{Transport: bearerTransport{token: token, base: &http.Transport{MaxIdleConnsPerHost: conc}}}
+			client := &http.Client{Transport: bearerTransport{token: proc.Token(), base: &http.Transport{MaxIdleConnsPerHost: conc}}}
 			defer client.CloseIdleConnections()
 			lat := make([]time.Duration, b.N)
 			var next atomic.Int64
@@ -621,14 +595,4 @@ func BenchmarkCommandLatency(b *testing.B) {
 			b.ReportMetric(0, "ns/op") // wall time per op means nothing at concurrency > 1
 		})
 	}
-}
-
-func freeAddrTB(tb testing.TB) string {
-	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }

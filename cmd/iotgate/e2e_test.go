@@ -5,19 +5,16 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -35,6 +32,7 @@ var (
 	buildErr  error
 )
 
+// iotgateBinary builds iotgate once per test run, with the race detector.
 func iotgateBinary(t *testing.T) string {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -43,11 +41,7 @@ func iotgateBinary(t *testing.T) string {
 			buildErr = err
 			return
 		}
-		binPath = filepath.Join(dir, "iotgate")
-		out, err := exec.Command("go", "build", "-race", "-o", binPath, ".").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
+		binPath, buildErr = servers.BuildIotgate(context.Background(), dir, true)
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)
@@ -55,13 +49,13 @@ func iotgateBinary(t *testing.T) string {
 	return binPath
 }
 
-// gate is a running iotgate process.
+// gate is a running iotgate process, as the tests talk to it.
 type gate struct {
 	t    *testing.T
-	cmd  *exec.Cmd
+	proc *servers.Iotgate
 	base string
 	logs *servers.LogBuffer
-	done chan struct{}
+	done <-chan struct{}
 	// token is the bootstrap admin token (IOTGATE_ADMIN_TOKEN) the
 	// helpers send; client sends it.
 	token  string
@@ -92,44 +86,35 @@ func (b bearerTransport) CloseIdleConnections() {
 	}
 }
 
-// newAdminToken returns a random bootstrap admin token.
-func newAdminToken() string { return "e2e-" + rand.Text() + rand.Text() }
-
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := servers.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addr
 }
 
-// startGate runs iotgate with env (added to a minimal environment).
+// startGate runs iotgate with env (added to a minimal environment, and
+// winning over the defaults below) and returns at once.
 func startGate(t *testing.T, env map[string]string) *gate {
 	t.Helper()
-	httpAddr := freeAddr(t)
-	cmd := exec.Command(iotgateBinary(t))
-	token := newAdminToken()
-	// No rate limit unless a test sets one: the tests under load would
-	// trip it.
-	// The race detector sleeps 1 s at exit by default: not ours to measure.
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "GORACE=atexit_sleep_ms=0", "IOTGATE_HTTP_ADDR=" + httpAddr, "IOTGATE_LOG_LEVEL=debug",
-		"IOTGATE_ADMIN_TOKEN=" + token, "IOTGATE_API_RATE=0"}
-	for k, v := range env {
-		// Later entries win, so env may override the above.
-		cmd.Env = append(cmd.Env, k+"="+v)
+	all := map[string]string{
+		// The race detector sleeps 1 s at exit by default: not ours to
+		// measure.
+		"GORACE":            "atexit_sleep_ms=0",
+		"IOTGATE_LOG_LEVEL": "debug",
+		// No rate limit unless a test sets one: the tests under load
+		// would trip it.
+		"IOTGATE_API_RATE": "0",
 	}
-	if v, ok := env["IOTGATE_ADMIN_TOKEN"]; ok {
-		token = v
-	}
-	g := &gate{t: t, cmd: cmd, base: "http://" + httpAddr, logs: &servers.LogBuffer{}, done: make(chan struct{}),
-		token: token, client: &http.Client{Transport: bearerTransport{token: token}}}
-	cmd.Stdout, cmd.Stderr = g.logs, g.logs
-	if err := cmd.Start(); err != nil {
+	maps.Copy(all, env)
+	proc, err := servers.StartIotgate(servers.IotgateOptions{Bin: iotgateBinary(t), Env: all})
+	if err != nil {
 		t.Fatal(err)
 	}
-	go func() { cmd.Wait(); close(g.done) }()
+	g := &gate{t: t, proc: proc, base: proc.URL(), logs: proc.Logs(), done: proc.Done(),
+		token: proc.Token(), client: &http.Client{Transport: bearerTransport{token: proc.Token()}}}
 	t.Cleanup(func() {
 		g.stop()
 		if t.Failed() {
@@ -140,17 +125,10 @@ func startGate(t *testing.T, env map[string]string) *gate {
 }
 
 func (g *gate) stop() {
-	select {
-	case <-g.done:
-		return
-	default:
-	}
-	g.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-g.done:
-	case <-time.After(20 * time.Second):
-		g.cmd.Process.Kill()
-		<-g.done
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := g.proc.Stop(ctx); err != nil {
+		g.t.Logf("stop iotgate: %v", err)
 	}
 }
 

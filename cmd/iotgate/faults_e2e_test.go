@@ -544,10 +544,9 @@ func testFaultIotgateKilledUnderLoad(t *testing.T, name string) {
 	}
 	waitSent(t, e.g, mute, nCommands)
 
-	if err := e.g.cmd.Process.Kill(); err != nil {
+	if err := e.g.proc.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	<-e.g.done
 	ackedAtKill := l.nAcked.Load()
 	killed := time.Now()
 	e.g = startGate(t, e.env)
@@ -909,7 +908,7 @@ func testFaultGracefulStopUnderLoad(t *testing.T, name string) {
 	waitSent(t, e.g, "slow@"+e.xs.Domain(), 1)
 
 	stopped := time.Now()
-	if err := e.g.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := e.g.proc.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -937,7 +936,7 @@ func testFaultGracefulStopUnderLoad(t *testing.T, name string) {
 		t.Fatal("iotgate did not exit within its shutdown timeout (+10s) of SIGTERM")
 	}
 	took := time.Since(stopped)
-	if code := e.g.cmd.ProcessState.ExitCode(); code != 0 {
+	if code := e.g.proc.ExitCode(); code != 0 {
 		t.Errorf("exit code %d after SIGTERM, want 0", code)
 	}
 	ackedAtStop := l.nAcked.Load()

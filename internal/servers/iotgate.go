@@ -227,6 +227,41 @@ func ProcessRSS(pid int) (int64, error) {
 	return 0, fmt.Errorf("read RSS: no VmRSS in /proc/%d/status", pid)
 }
 
+// Signal sends sig to the process (for example SIGTERM, to test a
+// graceful shutdown); Done tells when it has exited.
+func (g *Iotgate) Signal(sig syscall.Signal) error {
+	if err := g.cmd.Process.Signal(sig); err != nil {
+		return fmt.Errorf("signal iotgate: %w", err)
+	}
+	return nil
+}
+
+// Kill kills the process group with SIGKILL, as a crash would, and waits
+// until the process has exited.
+func (g *Iotgate) Kill() error {
+	select {
+	case <-g.done:
+		return nil
+	default:
+	}
+	if err := syscall.Kill(-g.cmd.Process.Pid, syscall.SIGKILL); err != nil {
+		return fmt.Errorf("kill iotgate: %w", err)
+	}
+	<-g.done
+	return nil
+}
+
+// ExitCode returns the process's exit code once it has exited (-1 if a
+// signal ended it), and -1 while it runs.
+func (g *Iotgate) ExitCode() int {
+	select {
+	case <-g.done:
+		return g.cmd.ProcessState.ExitCode()
+	default:
+		return -1
+	}
+}
+
 // Stop sends SIGTERM and waits for the process to exit; if it has not
 // exited when ctx ends (or after 20 s), it kills the process group. It
 // returns nil for a clean exit, and does nothing if the process has
