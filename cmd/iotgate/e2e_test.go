@@ -292,6 +292,18 @@ func TestE2E(t *testing.T) {
 						t.Errorf("metrics lack %q", want)
 					}
 				}
+				// Profiles are served there too (and only there).
+				for addr, want := range map[string]int{metricsAddr: 200, strings.TrimPrefix(g.base, "http://"): 404} {
+					resp, err := http.Get("http://" + addr + "/debug/pprof/heap?debug=1")
+					if err != nil {
+						t.Fatal(err)
+					}
+					body, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != want || (want == 200 && !strings.Contains(string(body), "heap profile")) {
+						t.Errorf("GET %s/debug/pprof/heap = %d, want %d", addr, resp.StatusCode, want)
+					}
+				}
 			})
 			t.Run("XMPPServerKilled", func(t *testing.T) {
 				for round := 1; round <= 2; round++ {
