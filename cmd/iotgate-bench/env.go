@@ -233,7 +233,7 @@ func (e *env) ensureDevices(ctx context.Context, g *servers.Iotgate, jids []stri
 	var users []string
 	for _, j := range jids {
 		if !e.accounts[j] {
-			u, _, _ := cutAt(j)
+			u, _, _ := strings.Cut(j, "@")
 			users = append(users, u)
 		}
 	}
@@ -253,16 +253,6 @@ func (e *env) ensureDevices(ctx context.Context, g *servers.Iotgate, jids []stri
 		}
 	}
 	return nil
-}
-
-// cutAt splits a bare JID into localpart and domain.
-func cutAt(j string) (local, domain string, ok bool) {
-	for i := 0; i < len(j); i++ {
-		if j[i] == '@' {
-			return j[:i], j[i+1:], true
-		}
-	}
-	return "", j, false
 }
 
 // dialDevices logs the devices in, 16 at a time. With online set, each
