@@ -464,7 +464,8 @@ type cpuUse struct {
 
 // stop returns the CPU use since meter, in % of one core of wall time,
 // and the sessions opened. PostgreSQL's statistics lag by up to a
-// second, so sessions are read after a pause.
+// second, so sessions are read after a pause (none with -quick, whose
+// session counts may then fall short).
 func (m *cpuMeter) stop() cpuUse {
 	wall := time.Since(m.at)
 	var use cpuUse
@@ -472,7 +473,9 @@ func (m *cpuMeter) stop() cpuUse {
 		use.cpu[i] = 100 * float64(servers.CPUDelta(m.start[i], servers.TreeCPU(pid))) / float64(wall)
 	}
 	use.cpu[3] = 100 * float64(servers.SelfCPU()-m.self) / float64(wall)
-	time.Sleep(1100 * time.Millisecond)
+	if !m.e.cfg.quick {
+		time.Sleep(1100 * time.Millisecond)
+	}
 	use.sessions = float64(m.e.sessions() - m.sessions)
 	return use
 }
