@@ -233,7 +233,7 @@ func (e *env) ensureDevices(ctx context.Context, g *servers.Iotgate, jids []stri
 	var users []string
 	for _, j := range jids {
 		if !e.accounts[j] {
-			u, _, _ := cutAt(j)
+			u, _, _ := strings.Cut(j, "@")
 			users = append(users, u)
 		}
 	}
@@ -253,16 +253,6 @@ func (e *env) ensureDevices(ctx context.Context, g *servers.Iotgate, jids []stri
 		}
 	}
 	return nil
-}
-
-// cutAt splits a bare JID into localpart and domain.
-func cutAt(j string) (local, domain string, ok bool) {
-	for i := 0; i < len(j); i++ {
-		if j[i] == '@' {
-			return j[:i], j[i+1:], true
-		}
-	}
-	return "", j, false
 }
 
 // dialDevices logs the devices in, 16 at a time. With online set, each
@@ -474,7 +464,8 @@ type cpuUse struct {
 
 // stop returns the CPU use since meter, in % of one core of wall time,
 // and the sessions opened. PostgreSQL's statistics lag by up to a
-// second, so sessions are read after a pause.
+// second, so sessions are read after a pause (none with -quick, whose
+// session counts may then fall short).
 func (m *cpuMeter) stop() cpuUse {
 	wall := time.Since(m.at)
 	var use cpuUse
@@ -482,7 +473,9 @@ func (m *cpuMeter) stop() cpuUse {
 		use.cpu[i] = 100 * float64(servers.CPUDelta(m.start[i], servers.TreeCPU(pid))) / float64(wall)
 	}
 	use.cpu[3] = 100 * float64(servers.SelfCPU()-m.self) / float64(wall)
-	time.Sleep(1100 * time.Millisecond)
+	if !m.e.cfg.quick {
+		time.Sleep(1100 * time.Millisecond)
+	}
 	use.sessions = float64(m.e.sessions() - m.sessions)
 	return use
 }

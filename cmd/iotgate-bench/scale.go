@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/iotgate/iotgate/internal/servers"
@@ -64,7 +65,7 @@ func newScale(ctx context.Context, e *env, res *results) (*scaleScenario, error)
 	s.online = e.deviceJIDs("scale", cfg.scaleOnline)
 	var users []string
 	for _, j := range s.online {
-		u, _, _ := cutAt(j)
+		u, _, _ := strings.Cut(j, "@")
 		users = append(users, u)
 	}
 	e.log.Info("scale: creating XMPP accounts", "accounts", len(users))
