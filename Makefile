@@ -94,9 +94,16 @@ fuzz:
 	@targets=$$($(GO) test -tags '$(TAGS)' -list '^Fuzz' ./... | \
 		awk '/^Fuzz/ { names[n++] = $$1; next } /^ok/ { for (i = 0; i < n; i++) print $$2, names[i]; n = 0 }'); \
 	if [ -z "$$targets" ]; then echo "fuzz: no fuzz targets"; exit 0; fi; \
+	log=$$(mktemp); trap 'rm -f "$$log"' EXIT; \
 	while read -r pkg name; do \
 		echo "==> fuzz $$pkg $$name for $(FUZZTIME)"; \
-		$(GO) test -tags '$(TAGS)' -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) "$$pkg"; \
+		if ! $(GO) test -tags '$(TAGS)' -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) "$$pkg" 2>&1 | tee "$$log"; then \
+			if grep -q 'context deadline exceeded' "$$log" && ! grep -q 'Failing input written to' "$$log"; then \
+				echo "fuzz: $$name: not a failure: Go 1.26's fuzz coordinator races its own -fuzztime deadline (go.dev/issue/75804, fixed in Go 1.27); no failing input was found"; \
+			else \
+				exit 1; \
+			fi; \
+		fi; \
 	done <<< "$$targets"
 
 # Runs every scenario of cmd/iotgate-bench (3 runs each) against
