@@ -100,6 +100,22 @@ func (m *memCommands) UpdateCommand(_ context.Context, c *Command, from []Comman
 	return nil
 }
 
+func (m *memCommands) CreateCommands(ctx context.Context, cs []*Command) []error {
+	errs := make([]error, len(cs))
+	for i, c := range cs {
+		errs[i] = m.CreateCommand(ctx, c, time.Time{})
+	}
+	return errs
+}
+
+func (m *memCommands) UpdateCommands(ctx context.Context, us []CommandUpdate) []error {
+	errs := make([]error, len(us))
+	for i, u := range us {
+		errs[i] = m.UpdateCommand(ctx, u.Command, u.From, u.Event)
+	}
+	return errs
+}
+
 func (m *memCommands) queued(jid string) []*Command {
 	var out []*Command
 	for _, c := range m.cmds {
