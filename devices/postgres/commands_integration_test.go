@@ -14,6 +14,9 @@ import (
 
 	"github.com/iotgate/iotgate/devices"
 	"github.com/iotgate/iotgate/devices/postgres"
+	"github.com/iotgate/iotgate/internal/servers"
+	"github.com/iotgate/iotgate/migrations"
+	"github.com/iotgate/iotgate/schemas"
 	"github.com/iotgate/iotgate/schemas/examples"
 )
 
@@ -355,4 +358,65 @@ func TestCommandStoreBatches(t *testing.T) {
 			})
 		}
 	})
+}
+
+// BenchmarkCommandWrites measures the store writes of a sync command
+// (created as sent, then updated to succeeded with the device's answer)
+// for batches of 1 (what an idle iotgate writes) and 32 (what the
+// command service's group commit writes under load), with the database
+// alone: how many commands per second the store can take.
+//
+//	go test -tags integration -run '^$' -bench BenchmarkCommandWrites -benchtime 20000x ./devices/postgres/
+func BenchmarkCommandWrites(b *testing.B) {
+	ctx := context.Background()
+	db, err := postgres.Open(ctx, servers.DatabaseForTest(b), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	if err := migrations.Up(ctx, db.SQL(), nil); err != nil {
+		b.Fatal(err)
+	}
+	reg := schemas.NewRegistry(db, schemas.Config{})
+	if _, err := reg.Register(ctx, "thermostat", string(examples.Thermostat()), ""); err != nil {
+		b.Fatal(err)
+	}
+	d, err := devices.NewService(db, reg, devices.ServiceConfig{}).Register(ctx, &devices.Device{JID: "thermo1@example.com", Schema: "thermostat"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, batch := range []int{1, 32} {
+		b.Run(fmt.Sprintf("batch%d", batch), func(b *testing.B) {
+			// IDs unique across the benchmark's calls of this function.
+			prefix := fmt.Sprintf("b%d-%d", batch, time.Now().UnixNano())
+			n := 0
+			for b.Loop() {
+				if n%batch == 0 {
+					cs := make([]*devices.Command, batch)
+					for i := range cs {
+						cs[i] = newCommand(d, fmt.Sprintf("%s-%d", prefix, n+i), cmdTime, devices.CommandSent)
+					}
+					for i, err := range db.CreateCommands(ctx, cs) {
+						if err != nil {
+							b.Fatalf("create %s: %v", cs[i].ID, err)
+						}
+					}
+					us := make([]devices.CommandUpdate, batch)
+					for i, c := range cs {
+						done := cmdTime.Add(time.Second)
+						c.Status, c.CompletedAt, c.AnsweredAt = devices.CommandSucceeded, &done, &done
+						c.Response = &devices.CommandResponse{XML: `<state xmlns="urn:example:thermostat"/>`, Data: json.RawMessage(`{}`)}
+						us[i] = devices.CommandUpdate{Command: c, From: []devices.CommandStatus{devices.CommandSent},
+							Event: &devices.CommandEvent{Status: devices.CommandSucceeded, At: done}}
+					}
+					for i, err := range db.UpdateCommands(ctx, us) {
+						if err != nil {
+							b.Fatalf("update %s: %v", cs[i].ID, err)
+						}
+					}
+				}
+				n++
+			}
+		})
+	}
 }
