@@ -304,12 +304,18 @@ func (r *CommandRequest) normalize() error {
 
 // hash identifies the request's content, for Idempotency-Key reuse checks.
 func (r *CommandRequest) hash(deviceJID string) string {
-	h := sha256.New()
+	// Length-prefixed fields, so that no two requests hash the same input;
+	// appended by hand, as fmt costs more than the hash on the hot path.
+	b := make([]byte, 0, 128+len(r.Payload))
 	for _, s := range []string{deviceJID, r.Type, string(r.Mode), r.Resource,
 		strconv.FormatInt(r.Timeout.Milliseconds(), 10), strconv.FormatInt(r.ExpiresIn.Milliseconds(), 10), r.Payload} {
-		fmt.Fprintf(h, "%d:%s;", len(s), s)
+		b = strconv.AppendInt(b, int64(len(s)), 10)
+		b = append(b, ':')
+		b = append(b, s...)
+		b = append(b, ';')
 	}
-	return hex.EncodeToString(h.Sum(nil))
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }
 
 // CommandFilter selects a page of a device's commands, newest first.
@@ -367,6 +373,14 @@ type CommandStore interface {
 	// appends ev to its history if not nil, provided the stored status
 	// is one of from. Errors: conflict when it is not, not_found.
 	UpdateCommand(ctx context.Context, c *Command, from []CommandStatus, ev *CommandEvent) error
+	// CreateCommands inserts commands that have no idempotency key, with
+	// their history, in one transaction, and returns one error per
+	// command, as CreateCommand would (nil: stored).
+	CreateCommands(ctx context.Context, cs []*Command) []error
+	// UpdateCommands applies updates in one transaction and returns one
+	// error per update, as UpdateCommand would; a conflict of one does
+	// not undo the others. A command appears at most once.
+	UpdateCommands(ctx context.Context, us []CommandUpdate) []error
 	// QueuedCommands returns up to limit queued commands of a device,
 	// oldest first.
 	QueuedCommands(ctx context.Context, deviceJID string, limit int) ([]*Command, error)
@@ -378,6 +392,15 @@ type CommandStore interface {
 	// FailUnfinishedCommands moves every pending or sent command to
 	// failed with the error code and reason given, and returns how many.
 	FailUnfinishedCommands(ctx context.Context, now time.Time, code, reason string) (int, error)
+}
+
+// CommandUpdate is one status change for CommandStore.UpdateCommands:
+// the command as it now is, the statuses it may be stored in, and the
+// history entry to append (nil: none).
+type CommandUpdate struct {
+	Command *Command
+	From    []CommandStatus
+	Event   *CommandEvent
 }
 
 // CommandDevices looks devices up; the device Service implements it.
@@ -448,7 +471,15 @@ type Commands struct {
 	draining   bool // shutting down: queued commands stay queued
 	wake       chan struct{}
 	stopped    chan struct{}
+
+	// creates and updates group-commit the store writes of concurrent
+	// commands: one transaction per batch, not per command.
+	creates *groupCommit[*Command]
+	updates *groupCommit[CommandUpdate]
 }
+
+// maxWriteBatch bounds the commands written in one transaction.
+const maxWriteBatch = 256
 
 // execution is one command on its way to a device.
 type execution struct {
@@ -484,7 +515,7 @@ func NewCommands(store CommandStore, devs CommandDevices, schemas SchemaSource, 
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Commands{
+	s := &Commands{
 		store: store, devs: devs, schemas: schemas, presence: presence, sender: sender,
 		cfg: cfg, log: cfg.Logger, ctx: ctx, cancel: cancel,
 		sem:      make(chan struct{}, cfg.MaxInFlight),
@@ -492,6 +523,21 @@ func NewCommands(store CommandStore, devs CommandDevices, schemas SchemaSource, 
 		delivering: map[string]bool{}, again: map[string]bool{},
 		wake: make(chan struct{}, 1), stopped: make(chan struct{}),
 	}
+	// The batch's writes outlive any one request: they run under the
+	// store's own timeout, not a caller's context.
+	s.creates = &groupCommit[*Command]{max: maxWriteBatch, write: func(cs []*Command) []error {
+		ctx, cancel := s.storeCtx()
+		defer cancel()
+		return store.CreateCommands(ctx, cs)
+	}}
+	s.updates = &groupCommit[CommandUpdate]{max: maxWriteBatch,
+		conflicts: func(a, b CommandUpdate) bool { return a.Command.ID == b.Command.ID },
+		write: func(us []CommandUpdate) []error {
+			ctx, cancel := s.storeCtx()
+			defer cancel()
+			return store.UpdateCommands(ctx, us)
+		}}
+	return s
 }
 
 // Reasons recorded on commands.
@@ -589,7 +635,7 @@ func (s *Commands) Submit(ctx context.Context, req CommandRequest) (*Command, bo
 	if err != nil {
 		return nil, false, &Error{Code: EUnavailable, Message: "device schema unavailable, try again later", Err: err}
 	}
-	if _, err := schema.ValidateAndRender([]byte(req.Payload)); err != nil {
+	if err := validatePayload(schema, []byte(req.Payload)); err != nil {
 		return nil, false, err
 	}
 
@@ -632,7 +678,7 @@ func (s *Commands) Submit(ctx context.Context, req CommandRequest) (*Command, bo
 	if c.Status.Terminal() {
 		s.observe(c)
 	}
-	if err := s.store.CreateCommand(ctx, c, now.Add(-IdempotencyWindow)); err != nil {
+	if err := s.create(ctx, c, now); err != nil {
 		if release != nil {
 			release()
 		}
@@ -658,6 +704,34 @@ func (s *Commands) Submit(ctx context.Context, req CommandRequest) (*Command, bo
 		}
 	}
 	return c, false, nil
+}
+
+// payloadValidator is implemented by schemas that can validate a payload
+// without rendering it, which is cheaper.
+type payloadValidator interface {
+	// Validate validates a payload element. Errors: unprocessable.
+	Validate(payload []byte) error
+}
+
+// validatePayload checks a command's payload against the device's schema.
+// Errors: unprocessable, with the validator's reason.
+func validatePayload(schema PayloadSchema, payload []byte) error {
+	if v, ok := schema.(payloadValidator); ok {
+		return v.Validate(payload)
+	}
+	_, err := schema.ValidateAndRender(payload)
+	return err
+}
+
+// create stores a new command. Commands without an Idempotency-Key are
+// group-committed with the others arriving at the same time; one with a
+// key is stored alone, in a transaction that first releases the key from
+// a holder older than IdempotencyWindow.
+func (s *Commands) create(ctx context.Context, c *Command, now time.Time) error {
+	if c.IdempotencyKey != "" {
+		return s.store.CreateCommand(ctx, c, now.Add(-IdempotencyWindow))
+	}
+	return s.creates.do(c)
 }
 
 func offlineReason(stale bool, target string) string {
@@ -962,9 +1036,7 @@ func (s *Commands) update(c *Command, from []CommandStatus, ev *CommandEvent) {
 	if ev != nil && c.Status.Terminal() {
 		s.observe(c)
 	}
-	ctx, cancel := s.storeCtx()
-	defer cancel()
-	if err := s.store.UpdateCommand(ctx, c, from, ev); err != nil {
+	if err := s.updates.do(CommandUpdate{Command: c, From: from, Event: ev}); err != nil {
 		s.log.Error("command state not stored", "command", c.ID, "status", c.Status, "err", err)
 	}
 }
@@ -1277,9 +1349,7 @@ func (s *Commands) deliverOne(c *Command, to string) (done <-chan struct{}, ok b
 	}
 	now := s.now()
 	s.markSent(c, to, now)
-	ctx, cancel := s.storeCtx()
-	err = s.store.UpdateCommand(ctx, c, []CommandStatus{CommandQueued}, &c.History[len(c.History)-1])
-	cancel()
+	err = s.updates.do(CommandUpdate{Command: c, From: []CommandStatus{CommandQueued}, Event: &c.History[len(c.History)-1]})
 	if err != nil {
 		release()
 		if ErrorCode(err) == EConflict || ErrorCode(err) == ENotFound {

@@ -3,10 +3,14 @@ package devices
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"sort"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -98,6 +102,22 @@ func (m *memCommands) UpdateCommand(_ context.Context, c *Command, from []Comman
 	}
 	m.cmds[c.ID] = n
 	return nil
+}
+
+func (m *memCommands) CreateCommands(ctx context.Context, cs []*Command) []error {
+	errs := make([]error, len(cs))
+	for i, c := range cs {
+		errs[i] = m.CreateCommand(ctx, c, time.Time{})
+	}
+	return errs
+}
+
+func (m *memCommands) UpdateCommands(ctx context.Context, us []CommandUpdate) []error {
+	errs := make([]error, len(us))
+	for i, u := range us {
+		errs[i] = m.UpdateCommand(ctx, u.Command, u.From, u.Event)
+	}
+	return errs
 }
 
 func (m *memCommands) queued(jid string) []*Command {
@@ -880,6 +900,33 @@ func TestCommandsDrain(t *testing.T) {
 			f.sender.none(t, 50*time.Millisecond)
 			if got := f.store.get(t, q.ID); got.Status != CommandQueued {
 				t.Errorf("queued command is %s after the drain, want queued", got.Status)
+			}
+		})
+	}
+}
+
+// TestCommandRequestHashStable pins the request hash: commands stored by
+// earlier versions must still match their retries' Idempotency-Key.
+func TestCommandRequestHashStable(t *testing.T) {
+	old := func(r *CommandRequest, jid string) string {
+		h := sha256.New()
+		for _, s := range []string{jid, r.Type, string(r.Mode), r.Resource,
+			strconv.FormatInt(r.Timeout.Milliseconds(), 10), strconv.FormatInt(r.ExpiresIn.Milliseconds(), 10), r.Payload} {
+			fmt.Fprintf(h, "%d:%s;", len(s), s)
+		}
+		return hex.EncodeToString(h.Sum(nil))
+	}
+	for _, tc := range []struct {
+		name string
+		req  CommandRequest
+	}{
+		{"Sync", CommandRequest{Type: "set", Mode: CommandSync, Timeout: time.Second, Payload: "<a/>"}},
+		{"Queue", CommandRequest{Type: "get", Mode: CommandQueue, Resource: "kitchen", Timeout: time.Minute, ExpiresIn: time.Hour, Payload: "<b>ü</b>"}},
+		{"Empty", CommandRequest{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got, want := tc.req.hash("t@example.com"), old(&tc.req, "t@example.com"); got != want {
+				t.Errorf("hash = %s, want %s", got, want)
 			}
 		})
 	}

@@ -7,6 +7,7 @@ import (
 	"database/sql"
 	"errors"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -384,4 +385,85 @@ func TestSchema(t *testing.T) {
 			t.Errorf("label query = %d, %v; want 1", n, err)
 		}
 	})
+}
+
+// TestCommandHistoryMigration checks that 0006 carries command histories
+// from command_events into commands.history, and its down migration back.
+func TestCommandHistoryMigration(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	db := openDB(t)
+	log := testLogger(t)
+	if err := migrations.Up(ctx, db, log); err != nil {
+		t.Fatalf("Up: %v", err)
+	}
+	if err := migrations.Down(ctx, db, log, int(latest(t))-5); err != nil {
+		t.Fatalf("Down to 5: %v", err)
+	}
+	exec := func(q string) {
+		t.Helper()
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	exec(`INSERT INTO schema_versions (name, version, xsd) VALUES ('temp', 1, '<xs:schema/>')`)
+	exec(`INSERT INTO devices (jid, schema_name, schema_version) VALUES ('t1@iot.example.com', 'temp', 1)`)
+	exec(`INSERT INTO commands (id, device_id, type, payload, mode, status, timeout_ms, created_at, idempotency_key)
+		SELECT c, id, 'set', '<x/>', 'sync', 'succeeded', 1000, '2026-01-02T15:04:05Z', k
+		FROM devices, (VALUES ('c1', 'k1'), ('c2', NULL), ('c3', NULL)) AS v(c, k)`)
+	exec(`INSERT INTO command_events (command_id, status, at, reason) VALUES
+		('c1', 'pending', '2026-01-02T15:04:05.000001Z', ''),
+		('c2', 'pending', '2026-01-02T15:04:06Z', ''),
+		('c1', 'sent', '2026-01-02T15:04:05.5Z', 'to t1@iot.example.com/r'),
+		('c1', 'succeeded', '2026-01-02T15:04:06Z', '')`)
+
+	// events lists every command's history as "id status at reason", in order.
+	events := func(q string) []string {
+		t.Helper()
+		rows, err := db.QueryContext(ctx, q)
+		if err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+		defer rows.Close()
+		var out []string
+		for rows.Next() {
+			var id, st, reason string
+			var at time.Time
+			if err := rows.Scan(&id, &st, &at, &reason); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, id+" "+st+" "+at.UTC().Format(time.RFC3339Nano)+" "+reason)
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	const fromTable = `SELECT command_id, status, at, reason FROM command_events ORDER BY command_id, id`
+	const fromColumn = `SELECT c.id, e->>'status', (e->>'at')::timestamptz, e->>'reason'
+		FROM commands c, jsonb_array_elements(c.history) WITH ORDINALITY AS h(e, n) ORDER BY c.id, h.n`
+	want := events(fromTable)
+
+	if err := migrations.Up(ctx, db, log); err != nil {
+		t.Fatalf("Up: %v", err)
+	}
+	if tableExists(t, ctx, db, "command_events") {
+		t.Error("command_events still exists after 0006")
+	}
+	if got := events(fromColumn); !slices.Equal(got, want) {
+		t.Errorf("history after up:\n%q\nwant\n%q", got, want)
+	}
+	// The key is still unique, and keyless commands are not indexed.
+	_, err := db.ExecContext(ctx, `INSERT INTO commands (id, device_id, type, payload, mode, status, timeout_ms, created_at, idempotency_key)
+		SELECT 'c4', id, 'set', '<x/>', 'sync', 'sent', 1000, now(), 'k1' FROM devices`)
+	if e := pq.As(err); e == nil || e.Constraint != "commands_idempotency_key_key" {
+		t.Errorf("duplicate key: err = %v, want a violation of commands_idempotency_key_key", err)
+	}
+
+	if err := migrations.Down(ctx, db, log, 1); err != nil {
+		t.Fatalf("Down 1: %v", err)
+	}
+	if got := events(fromTable); !slices.Equal(got, want) {
+		t.Errorf("events after down:\n%q\nwant\n%q", got, want)
+	}
 }

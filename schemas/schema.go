@@ -290,6 +290,16 @@ func (p payloadSchema) ValidateAndRender(payload []byte) (json.RawMessage, error
 	return b, nil
 }
 
+// Validate validates a payload element without rendering it: a command's
+// payload is checked before it is sent, and nobody reads its rendering.
+// Errors: those of ValidateAndRender.
+func (p payloadSchema) Validate(payload []byte) error {
+	if err := p.s.Validate(payload, p.lim); err != nil {
+		return withIssues(unprocessable(err))
+	}
+	return nil
+}
+
 // unprocessable re-codes what the xsd package refuses by content (a schema
 // that does not compile, a document that is not valid: invalid, wrapping an
 // *xsd.CompileError or *xsd.ValidationError) as unprocessable, keeping the

@@ -147,3 +147,40 @@ func TestValidateAndRenderErrorCode(t *testing.T) {
 		t.Errorf("invalid reading: %v (code %q), want unprocessable", err, got)
 	}
 }
+
+// TestValidateMatchesValidateAndRender checks that validating a command
+// payload alone judges it as validating and rendering does.
+func TestValidateMatchesValidateAndRender(t *testing.T) {
+	reg := schemas.NewRegistry(newMemStore(), schemas.Config{})
+	if _, err := reg.Register(t.Context(), "t", okXSD, ""); err != nil {
+		t.Fatal(err)
+	}
+	ps, _, err := reg.Compiled(t.Context(), "t", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, ok := ps.(interface{ Validate([]byte) error })
+	if !ok {
+		t.Fatalf("%T has no Validate", ps)
+	}
+	for _, tc := range []struct {
+		name, payload, wantCode string
+	}{
+		{"OK", `<r xmlns="urn:t"><v>1</v></r>`, ""},
+		{"ErrInvalid", `<r xmlns="urn:t"><v>warm</v></r>`, devices.EUnprocessable},
+		{"ErrNotWellFormed", `<r xmlns="urn:t"><v>1</v>`, devices.EUnprocessable},
+		{"ErrTwoElements", `<r xmlns="urn:t"><v>1</v></r><r xmlns="urn:t"><v>1</v></r>`, devices.EUnprocessable},
+		{"ErrDoctype", `<!DOCTYPE r [<!ENTITY e "x">]><r xmlns="urn:t"><v>1</v></r>`, devices.EUnprocessable},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := v.Validate([]byte(tc.payload))
+			_, rerr := ps.ValidateAndRender([]byte(tc.payload))
+			if got := devices.ErrorCode(err); err != nil && got != tc.wantCode || err == nil && tc.wantCode != "" {
+				t.Errorf("Validate: %v (code %q), want code %q", err, got, tc.wantCode)
+			}
+			if devices.ErrorCode(err) != devices.ErrorCode(rerr) || (err == nil) != (rerr == nil) {
+				t.Errorf("Validate: %v; ValidateAndRender: %v", err, rerr)
+			}
+		})
+	}
+}

@@ -18,15 +18,14 @@ import (
 
 var _ devices.CommandStore = (*DB)(nil)
 
-// commandColumns are the columns scanCommand reads, the history last (as a
+// commandColumns are the columns scanCommand reads, the history last (a
 // JSON array, oldest first).
 const commandColumns = `c.id, c.device_id, d.jid, c.type, c.payload, c.resource, c.target, c.mode, c.status,
 	c.timeout_ms, c.expires_at, c.created_at, c.sent_at, c.completed_at, c.answered_at,
 	c.response_xml, c.response_data, c.response_invalid,
 	c.xmpp_error_type, c.xmpp_error_condition, c.xmpp_error_text,
 	c.error_code, c.error, c.late_answer, c.idempotency_key, c.request_hash, c.token_id, c.sent_by,
-	(SELECT coalesce(json_agg(json_build_object('status', e.status, 'at', e.at, 'reason', e.reason) ORDER BY e.id), '[]')
-	 FROM command_events e WHERE e.command_id = c.id)`
+	c.history`
 
 const commandFrom = ` FROM commands c JOIN devices d ON d.id = c.device_id`
 
@@ -57,11 +56,7 @@ func scanCommand(row rowScanner) (*devices.Command, error) {
 		c.XMPPError = &devices.XMPPError{Type: errType.String, Condition: errCond.String, Text: errText.String}
 	}
 	c.IdempotencyKey, c.TokenID = key.String, tokenID.String
-	var evs []struct {
-		Status string    `json:"status"`
-		At     time.Time `json:"at"`
-		Reason string    `json:"reason"`
-	}
+	var evs []historyEntry
 	if err := json.Unmarshal(history, &evs); err != nil {
 		return nil, fmt.Errorf("decode history of command %s: %w", c.ID, err)
 	}
@@ -70,6 +65,29 @@ func scanCommand(row rowScanner) (*devices.Command, error) {
 		c.History[i] = devices.CommandEvent{Status: devices.CommandStatus(e.Status), At: e.At.UTC(), Reason: e.Reason}
 	}
 	return &c, nil
+}
+
+// historyEntry is one element of commands.history.
+type historyEntry struct {
+	Status string    `json:"status"`
+	At     time.Time `json:"at"`
+	Reason string    `json:"reason"`
+}
+
+// historyEntryJSON renders ev as an element of commands.history. Times
+// are rounded to microseconds, as PostgreSQL stores the other timestamps.
+func historyEntryJSON(ev devices.CommandEvent) ([]byte, error) {
+	return json.Marshal(historyEntry{Status: string(ev.Status), At: ev.At.UTC().Round(time.Microsecond), Reason: ev.Reason})
+}
+
+// historyJSON renders a whole history as commands.history.
+func historyJSON(evs []devices.CommandEvent) (string, error) {
+	out := make([]historyEntry, len(evs))
+	for i, e := range evs {
+		out[i] = historyEntry{Status: string(e.Status), At: e.At.UTC().Round(time.Microsecond), Reason: e.Reason}
+	}
+	b, err := json.Marshal(out)
+	return string(b), err
 }
 
 func nullTime(t sql.NullTime) *time.Time {
@@ -89,79 +107,107 @@ func timeArg(t *time.Time) any {
 
 func nullString(s string, valid bool) sql.NullString { return sql.NullString{String: s, Valid: valid} }
 
-// outcomeArgs are the mutable columns of a command, in the order of
-// UpdateCommand's SET list ($2...).
-func outcomeArgs(c *devices.Command) []any {
-	var respXML, respInvalid, errType, errCond, errText sql.NullString
-	var respData any
+// timeText renders an optional time for a timestamptz[] array.
+func timeText(t *time.Time) sql.NullString {
+	if t == nil {
+		return sql.NullString{}
+	}
+	return nullString(t.UTC().Format(time.RFC3339Nano), true)
+}
+
+// outcomeArrays are the mutable columns of commands as the arrays of an
+// unnest, one element per command, in the order of outcomeColumns.
+type outcomeArrays struct {
+	status, target                  []string
+	sentAt, completedAt, answeredAt []sql.NullString
+	respXML, respData, respInvalid  []sql.NullString
+	errType, errCond, errText       []sql.NullString
+	errorCode, errorText            []string
+	lateAnswer                      []bool
+}
+
+// outcomeNames and outcomeTypes name and type outcomeArrays' columns.
+var (
+	outcomeNames = []string{"status", "target", "sent_at", "completed_at", "answered_at",
+		"response_xml", "response_data", "response_invalid",
+		"xmpp_error_type", "xmpp_error_condition", "xmpp_error_text", "error_code", "error", "late_answer"}
+	outcomeTypes = []string{"text", "text", "timestamptz", "timestamptz", "timestamptz",
+		"text", "jsonb", "text", "text", "text", "text", "text", "text", "boolean"}
+	outcomeColumns = strings.Join(outcomeNames, ", ")
+)
+
+func (a *outcomeArrays) add(c *devices.Command) {
+	var respXML, respData, respInvalid, errType, errCond, errText sql.NullString
 	if r := c.Response; r != nil {
 		respXML, respInvalid = nullString(r.XML, true), nullString(r.Invalid, r.Invalid != "")
-		if len(r.Data) > 0 {
-			respData = string(r.Data)
-		}
+		respData = nullString(string(r.Data), len(r.Data) > 0)
 	}
 	if e := c.XMPPError; e != nil {
 		errType, errCond, errText = nullString(e.Type, true), nullString(e.Condition, true), nullString(e.Text, true)
 	}
-	return []any{string(c.Status), c.Target, timeArg(c.SentAt), timeArg(c.CompletedAt), timeArg(c.AnsweredAt),
-		respXML, respData, respInvalid, errType, errCond, errText, c.ErrorCode, c.Error, c.LateAnswer}
+	a.status, a.target = append(a.status, string(c.Status)), append(a.target, c.Target)
+	a.sentAt, a.completedAt, a.answeredAt = append(a.sentAt, timeText(c.SentAt)), append(a.completedAt, timeText(c.CompletedAt)), append(a.answeredAt, timeText(c.AnsweredAt))
+	a.respXML, a.respData, a.respInvalid = append(a.respXML, respXML), append(a.respData, respData), append(a.respInvalid, respInvalid)
+	a.errType, a.errCond, a.errText = append(a.errType, errType), append(a.errCond, errCond), append(a.errText, errText)
+	a.errorCode, a.errorText = append(a.errorCode, c.ErrorCode), append(a.errorText, c.Error)
+	a.lateAnswer = append(a.lateAnswer, c.LateAnswer)
 }
 
-// eventArrays are history entries as the arrays of an unnest.
-func eventArrays(evs []devices.CommandEvent) (st, at, reason any) {
-	sts := make([]string, len(evs))
-	ats := make([]string, len(evs))
-	reasons := make([]string, len(evs))
-	for i, e := range evs {
-		sts[i], reasons[i] = string(e.Status), e.Reason
-		ats[i] = e.At.UTC().Format(time.RFC3339Nano)
-	}
-	return pq.Array(sts), pq.Array(ats), pq.Array(reasons)
+func (a *outcomeArrays) args() []any {
+	return []any{pq.Array(a.status), pq.Array(a.target), pq.Array(a.sentAt), pq.Array(a.completedAt), pq.Array(a.answeredAt),
+		pq.Array(a.respXML), pq.Array(a.respData), pq.Array(a.respInvalid),
+		pq.Array(a.errType), pq.Array(a.errCond), pq.Array(a.errText),
+		pq.Array(a.errorCode), pq.Array(a.errorText), pq.Array(a.lateAnswer)}
 }
 
-// insertCommand inserts a command and its history in one statement: one
-// round trip on the hot path of every command.
-const insertCommand = `
-	WITH c AS (
-		INSERT INTO commands (id, device_id, type, payload, resource, mode,
-			timeout_ms, expires_at, created_at, idempotency_key, request_hash,
-			status, target, sent_at, completed_at, answered_at,
-			response_xml, response_data, response_invalid,
-			xmpp_error_type, xmpp_error_condition, xmpp_error_text,
-			error_code, error, late_answer, token_id, sent_by)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
-			$12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $29, $30)
-		RETURNING id
-	)
-	INSERT INTO command_events (command_id, status, at, reason)
-	SELECT c.id, v.status, v.at, v.reason
-	FROM c, unnest($26::text[], $27::timestamptz[], $28::text[]) WITH ORDINALITY AS v(status, at, reason, n)
-	ORDER BY v.n`
-
-// CreateCommand inserts c with its history. An idempotency key held by a
-// command created before reuseBefore is released first. Errors: conflict
-// (detail idempotency_key_taken) when a newer command holds the key,
-// not_found when the device was deleted meanwhile.
-func (db *DB) CreateCommand(ctx context.Context, c *devices.Command, reuseBefore time.Time) error {
-	var key sql.NullString
-	if c.IdempotencyKey != "" {
-		key = nullString(c.IdempotencyKey, true)
-	}
-	st, at, reason := eventArrays(c.History)
-	args := append([]any{c.ID, c.DeviceID, c.Type, c.Payload, c.Resource, string(c.Mode),
-		c.Timeout.Milliseconds(), timeArg(c.ExpiresAt), c.CreatedAt.UTC(), key, c.RequestHash}, outcomeArgs(c)...)
-	args = append(args, st, at, reason, nullString(c.TokenID, c.TokenID != ""), c.SentBy)
-	err := db.inTx(ctx, c.IdempotencyKey != "", func(q querier) error {
-		if c.IdempotencyKey != "" {
-			if _, err := q.ExecContext(ctx, `
-				UPDATE commands SET idempotency_key = NULL
-				WHERE idempotency_key = $1 AND created_at < $2`, c.IdempotencyKey, reuseBefore.UTC()); err != nil {
-				return err
-			}
+// unnestArgs returns "unnest($first::t1[], $first+1::t2[], ...)".
+func unnestArgs(first int, types []string) string {
+	var b strings.Builder
+	b.WriteString("unnest(")
+	for i, t := range types {
+		if i > 0 {
+			b.WriteString(", ")
 		}
-		_, err := q.ExecContext(ctx, insertCommand, args...)
-		return err
-	})
+		fmt.Fprintf(&b, "$%d::%s[]", first+i, t)
+	}
+	b.WriteString(")")
+	return b.String()
+}
+
+// insertCommands inserts many commands, history included, in one
+// statement: one array per column, whatever the number of commands.
+var insertCommands = `
+	INSERT INTO commands (id, device_id, type, payload, resource, mode,
+		timeout_ms, expires_at, created_at, idempotency_key, request_hash, token_id, sent_by, history,
+		` + outcomeColumns + `)
+	SELECT * FROM ` + unnestArgs(1, append([]string{"text", "bigint", "text", "text", "text", "text",
+	"integer", "timestamptz", "timestamptz", "text", "text", "text", "text", "jsonb"}, outcomeTypes...))
+
+// insertArgs are insertCommands' arguments for cs.
+func insertArgs(cs []*devices.Command) ([]any, error) {
+	n := len(cs)
+	ids, types, payloads, resources, modes := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	devIDs, timeouts := make([]int64, n), make([]int64, n)
+	expires, created, keys, tokens := make([]sql.NullString, n), make([]sql.NullString, n), make([]sql.NullString, n), make([]sql.NullString, n)
+	hashes, sentBy, history := make([]string, n), make([]string, n), make([]string, n)
+	var out outcomeArrays
+	for i, c := range cs {
+		h, err := historyJSON(c.History)
+		if err != nil {
+			return nil, fmt.Errorf("encode history of command %s: %w", c.ID, err)
+		}
+		ids[i], devIDs[i], types[i], payloads[i], resources[i], modes[i] = c.ID, c.DeviceID, c.Type, c.Payload, c.Resource, string(c.Mode)
+		timeouts[i], expires[i], created[i] = c.Timeout.Milliseconds(), timeText(c.ExpiresAt), timeText(&c.CreatedAt)
+		keys[i], hashes[i], tokens[i], sentBy[i], history[i] = nullString(c.IdempotencyKey, c.IdempotencyKey != ""), c.RequestHash, nullString(c.TokenID, c.TokenID != ""), c.SentBy, h
+		out.add(c)
+	}
+	return append([]any{pq.Array(ids), pq.Array(devIDs), pq.Array(types), pq.Array(payloads), pq.Array(resources), pq.Array(modes),
+		pq.Array(timeouts), pq.Array(expires), pq.Array(created), pq.Array(keys), pq.Array(hashes), pq.Array(tokens), pq.Array(sentBy), pq.Array(history)},
+		out.args()...), nil
+}
+
+// createError translates an insert's error for the command c.
+func createError(c *devices.Command, err error) error {
 	if e := pq.As(err); e != nil && e.Constraint == "commands_idempotency_key_key" {
 		return &devices.Error{Code: devices.EConflict, Detail: "idempotency_key_taken", Message: "the Idempotency-Key is held by another command", Err: err}
 	}
@@ -169,6 +215,64 @@ func (db *DB) CreateCommand(ctx context.Context, c *devices.Command, reuseBefore
 		return &devices.Error{Code: devices.ENotFound, Message: "device " + c.DeviceJID + " is not registered", Err: err}
 	}
 	return translate(err, "store command")
+}
+
+// CreateCommand inserts c with its history. An idempotency key held by a
+// command created before reuseBefore is released first. Errors: conflict
+// (detail idempotency_key_taken) when a newer command holds the key,
+// not_found when the device was deleted meanwhile.
+func (db *DB) CreateCommand(ctx context.Context, c *devices.Command, reuseBefore time.Time) error {
+	args, err := insertArgs([]*devices.Command{c})
+	if err != nil {
+		return err
+	}
+	err = db.inTx(ctx, c.IdempotencyKey != "", func(q querier) error {
+		if c.IdempotencyKey != "" {
+			if _, err := q.ExecContext(ctx, `
+				UPDATE commands SET idempotency_key = NULL
+				WHERE idempotency_key = $1 AND created_at < $2`, c.IdempotencyKey, reuseBefore.UTC()); err != nil {
+				return err
+			}
+		}
+		_, err := q.ExecContext(ctx, insertCommands, args...)
+		return err
+	})
+	return createError(c, err)
+}
+
+// CreateCommands inserts commands without an idempotency key, with their
+// history, in one statement (so one transaction and one WAL flush for
+// all), and returns one error per command, as CreateCommand would. A
+// command the database refuses (its device was deleted meanwhile) fails
+// the statement; then each is inserted alone, so that the others are
+// stored and only the culprit gets the error.
+func (db *DB) CreateCommands(ctx context.Context, cs []*devices.Command) []error {
+	errs := make([]error, len(cs))
+	for i, c := range cs {
+		if c.IdempotencyKey != "" {
+			errs[i] = devices.Errorf(devices.EInvalid, "command %s has an Idempotency-Key: use CreateCommand", c.ID)
+			return errs
+		}
+	}
+	args, err := insertArgs(cs)
+	if err == nil {
+		_, err = db.db.ExecContext(ctx, insertCommands, args...)
+	}
+	if err == nil {
+		return errs
+	}
+	if e := pq.As(err); e == nil || !strings.HasPrefix(string(e.Code), "23") || len(cs) == 1 {
+		// Not about one command (the database is down, say): it is
+		// every command's error.
+		for i, c := range cs {
+			errs[i] = createError(c, err)
+		}
+		return errs
+	}
+	for i, c := range cs {
+		errs[i] = db.CreateCommand(ctx, c, time.Time{})
+	}
+	return errs
 }
 
 // querier is what inTx's function runs statements on.
@@ -252,51 +356,99 @@ func (db *DB) Commands(ctx context.Context, deviceJID string, f devices.CommandF
 	return page, nil
 }
 
+// updateCommands applies many status changes in one statement: each
+// row's outcome columns are set, and its history entry (if any) appended,
+// only where the stored status is one of the row's allowed ones (a
+// comma-separated list). It returns the IDs it updated.
+var updateCommands = `
+	UPDATE commands c SET (` + outcomeColumns + `) = (v.` + strings.Join(outcomeNames, ", v.") + `),
+		history = CASE WHEN v.ev IS NULL THEN c.history ELSE c.history || jsonb_build_array(v.ev) END
+	FROM ` + unnestArgs(1, append([]string{"text", "text", "jsonb"}, outcomeTypes...)) + `
+		AS v(id, from_statuses, ev, ` + outcomeColumns + `)
+	WHERE c.id = v.id AND c.status = ANY(string_to_array(v.from_statuses, ','))
+	RETURNING c.id`
+
 // UpdateCommand writes c's status, target, timestamps and outcome and
 // appends ev (if not nil) to its history, provided the stored status is
 // one of from: one statement, so the change and its history entry commit
 // together. Errors: conflict (the status is not), not_found.
 func (db *DB) UpdateCommand(ctx context.Context, c *devices.Command, from []devices.CommandStatus, ev *devices.CommandEvent) error {
-	fromS := make([]string, len(from))
-	for i, s := range from {
-		fromS[i] = string(s)
+	return db.UpdateCommands(ctx, []devices.CommandUpdate{{Command: c, From: from, Event: ev}})[0]
+}
+
+// UpdateCommands applies the updates in one statement (one transaction,
+// one WAL flush) and returns one error per update, as UpdateCommand
+// would: an update whose command is not in one of its From statuses is
+// skipped with a conflict, without failing the others. A command must not
+// appear twice.
+func (db *DB) UpdateCommands(ctx context.Context, us []devices.CommandUpdate) []error {
+	errs := make([]error, len(us))
+	n := len(us)
+	ids, froms, evs := make([]string, n), make([]string, n), make([]sql.NullString, n)
+	var out outcomeArrays
+	for i, u := range us {
+		fs := make([]string, len(u.From))
+		for j, f := range u.From {
+			fs[j] = string(f)
+		}
+		ids[i], froms[i] = u.Command.ID, strings.Join(fs, ",")
+		if u.Event != nil {
+			b, err := historyEntryJSON(*u.Event)
+			if err != nil {
+				return fill(errs, fmt.Errorf("encode history entry of command %s: %w", u.Command.ID, err))
+			}
+			evs[i] = nullString(string(b), true)
+		}
+		out.add(u.Command)
 	}
-	var evStatus, evReason string
-	evAt := time.Time{}
-	if ev != nil {
-		evStatus, evAt, evReason = string(ev.Status), ev.At.UTC(), ev.Reason
-	}
-	args := append([]any{c.ID, pq.Array(fromS)}, outcomeArgs(c)...)
-	args = append(args, evStatus, evAt, evReason)
-	var n int
-	err := db.db.QueryRowContext(ctx, `
-		WITH u AS (
-			UPDATE commands SET status = $3, target = $4, sent_at = $5, completed_at = $6, answered_at = $7,
-				response_xml = $8, response_data = $9, response_invalid = $10,
-				xmpp_error_type = $11, xmpp_error_condition = $12, xmpp_error_text = $13,
-				error_code = $14, error = $15, late_answer = $16
-			WHERE id = $1 AND status = ANY($2::text[])
-			RETURNING id
-		), e AS (
-			INSERT INTO command_events (command_id, status, at, reason)
-			SELECT u.id, $17::text, $18::timestamptz, $19::text FROM u WHERE $17::text <> ''
-		)
-		SELECT count(*) FROM u`, args...).Scan(&n)
+	args := append([]any{pq.Array(ids), pq.Array(froms), pq.Array(evs)}, out.args()...)
+	updated, err := queryRows(ctx, db.db, "update commands", scanString, updateCommands, args...)
 	if err != nil {
-		return translate(err, "update command")
+		return fill(errs, translate(err, "update command"))
 	}
-	if n > 0 {
-		return nil
+	done := make(map[string]bool, len(updated))
+	for _, id := range updated {
+		done[id] = true
 	}
-	var status string
-	err = db.db.QueryRowContext(ctx, `SELECT status FROM commands WHERE id = $1`, c.ID).Scan(&status)
-	if errors.Is(err, sql.ErrNoRows) {
-		return devices.Errorf(devices.ENotFound, "command %s not found", c.ID)
+	var missed []string
+	for _, id := range ids {
+		if !done[id] {
+			missed = append(missed, id)
+		}
 	}
-	if err != nil {
-		return translate(err, "update command")
+	if len(missed) == 0 {
+		return errs
 	}
-	return devices.Errorf(devices.EConflict, "command %s is %s", c.ID, status)
+	// Say why the others were not updated: gone, or in another status.
+	type idStatus struct{ id, status string }
+	found, err := queryRows(ctx, db.db, "update command", func(row rowScanner) (idStatus, error) {
+		var s idStatus
+		return s, row.Scan(&s.id, &s.status)
+	}, `SELECT id, status FROM commands WHERE id = ANY($1::text[])`, pq.Array(missed))
+	status := make(map[string]string, len(found))
+	for _, f := range found {
+		status[f.id] = f.status
+	}
+	for i, id := range ids {
+		switch {
+		case done[id]:
+		case err != nil:
+			errs[i] = err
+		case status[id] == "":
+			errs[i] = devices.Errorf(devices.ENotFound, "command %s not found", id)
+		default:
+			errs[i] = devices.Errorf(devices.EConflict, "command %s is %s", id, status[id])
+		}
+	}
+	return errs
+}
+
+// fill sets every element of errs to err and returns errs.
+func fill(errs []error, err error) []error {
+	for i := range errs {
+		errs[i] = err
+	}
+	return errs
 }
 
 // QueuedCommands returns up to limit queued commands of a device, oldest
@@ -316,19 +468,13 @@ func (db *DB) QueuedDeviceJIDs(ctx context.Context) ([]string, error) {
 }
 
 // ExpireCommands moves queued commands whose expires_at is not after now
-// to expired, recording reason, and returns their IDs. One statement: the
-// update and the history entries commit together.
+// to expired, recording reason in their history, and returns their IDs.
 func (db *DB) ExpireCommands(ctx context.Context, now time.Time, reason string) ([]string, error) {
 	rows, err := db.db.QueryContext(ctx, `
-		WITH expired AS (
-			UPDATE commands SET status = 'expired', completed_at = $1, error = $2
-			WHERE status = 'queued' AND expires_at <= $1
-			RETURNING id
-		), events AS (
-			INSERT INTO command_events (command_id, status, at, reason)
-			SELECT id, 'expired', $1, $2 FROM expired
-		)
-		SELECT id FROM expired`, now.UTC(), reason)
+		UPDATE commands SET status = 'expired', completed_at = $1, error = $2,
+			history = history || jsonb_build_array(jsonb_build_object('status', 'expired', 'at', $1::timestamptz, 'reason', $2::text))
+		WHERE status = 'queued' AND expires_at <= $1
+		RETURNING id`, now.UTC(), reason)
 	if err != nil {
 		return nil, translate(err, "expire commands")
 	}
@@ -350,12 +496,10 @@ func (db *DB) FailUnfinishedCommands(ctx context.Context, now time.Time, code, r
 	var n int
 	err := db.db.QueryRowContext(ctx, `
 		WITH failed AS (
-			UPDATE commands SET status = 'failed', completed_at = $1, error_code = $2, error = $3
+			UPDATE commands SET status = 'failed', completed_at = $1, error_code = $2, error = $3,
+				history = history || jsonb_build_array(jsonb_build_object('status', 'failed', 'at', $1::timestamptz, 'reason', $3::text))
 			WHERE status IN ('pending', 'sent')
 			RETURNING id
-		), events AS (
-			INSERT INTO command_events (command_id, status, at, reason)
-			SELECT id, 'failed', $1, $3 FROM failed
 		)
 		SELECT count(*) FROM failed`, now.UTC(), code, reason).Scan(&n)
 	if err != nil {

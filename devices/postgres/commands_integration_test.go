@@ -14,6 +14,9 @@ import (
 
 	"github.com/iotgate/iotgate/devices"
 	"github.com/iotgate/iotgate/devices/postgres"
+	"github.com/iotgate/iotgate/internal/servers"
+	"github.com/iotgate/iotgate/migrations"
+	"github.com/iotgate/iotgate/schemas"
 	"github.com/iotgate/iotgate/schemas/examples"
 )
 
@@ -229,4 +232,191 @@ func TestCommandStore(t *testing.T) {
 		wantCode(t, err, devices.ENotFound, "")
 		wantCode(t, db.CreateCommand(ctx, newCommand(d4, "gone2", cmdTime, devices.CommandQueued), time.Time{}), devices.ENotFound, "")
 	})
+}
+
+// TestCommandStoreBatches checks the group-commit writes: many commands
+// in one statement, each with its own outcome.
+func TestCommandStoreBatches(t *testing.T) {
+	ctx := context.Background()
+	db, svc, d := commandFixture(t)
+	gone, err := svc.Register(ctx, &devices.Device{JID: "gone@example.com", Schema: "thermostat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Delete(ctx, gone.JID); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("Create", func(t *testing.T) {
+		keyed := newCommand(d, "c-keyed", cmdTime, devices.CommandSent)
+		keyed.IdempotencyKey = "k"
+		for _, tc := range []struct {
+			name string
+			cs   []*devices.Command
+			// want is each command's error code ("" for stored).
+			want []string
+		}{
+			{"OK", []*devices.Command{newCommand(d, "c1", cmdTime, devices.CommandSent), newCommand(d, "c2", cmdTime, devices.CommandFailed),
+				newCommand(d, "c3", cmdTime.Add(time.Second), devices.CommandQueued)}, []string{"", "", ""}},
+			{"ErrDeviceGoneOnlyItsOwn", []*devices.Command{newCommand(d, "c4", cmdTime, devices.CommandSent), newCommand(gone, "c5", cmdTime, devices.CommandSent),
+				newCommand(d, "c6", cmdTime, devices.CommandSent)}, []string{"", devices.ENotFound, ""}},
+			{"ErrDuplicateID", []*devices.Command{newCommand(d, "c7", cmdTime, devices.CommandSent), newCommand(d, "c1", cmdTime, devices.CommandSent)},
+				[]string{"", devices.EConflict}},
+			{"ErrIdempotencyKey", []*devices.Command{keyed}, []string{devices.EInvalid}},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				errs := db.CreateCommands(ctx, tc.cs)
+				if len(errs) != len(tc.cs) {
+					t.Fatalf("%d errors for %d commands", len(errs), len(tc.cs))
+				}
+				for i, c := range tc.cs {
+					if got := devices.ErrorCode(errs[i]); errs[i] != nil && got != tc.want[i] || errs[i] == nil && tc.want[i] != "" {
+						t.Errorf("%s: err = %v, want code %q", c.ID, errs[i], tc.want[i])
+						continue
+					}
+					if tc.want[i] != "" {
+						continue
+					}
+					got, err := db.Command(ctx, c.ID)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if !reflect.DeepEqual(got, c) {
+						t.Errorf("stored\n%+v\nread back\n%+v", c, got)
+					}
+				}
+			})
+		}
+	})
+
+	t.Run("Update", func(t *testing.T) {
+		mk := func(id string, st devices.CommandStatus) *devices.Command {
+			c := newCommand(d, id, cmdTime, st)
+			if errs := db.CreateCommands(ctx, []*devices.Command{c}); errs[0] != nil {
+				t.Fatal(errs[0])
+			}
+			return c
+		}
+		ok, noEvent, late, wrong := mk("u-ok", devices.CommandSent), mk("u-noev", devices.CommandSent), mk("u-late", devices.CommandTimedOut), mk("u-wrong", devices.CommandSucceeded)
+		missing := newCommand(d, "u-missing", cmdTime, devices.CommandSent)
+		done := cmdTime.Add(2 * time.Second)
+
+		ok.Status, ok.CompletedAt, ok.AnsweredAt = devices.CommandSucceeded, &done, &done
+		ok.Response = &devices.CommandResponse{XML: `<state xmlns="urn:example:thermostat"/>`, Data: json.RawMessage(`{"a": 1}`)}
+		okEv := devices.CommandEvent{Status: devices.CommandSucceeded, At: done}
+		noEvent.Status, noEvent.ErrorCode, noEvent.Error = devices.CommandFailed, devices.CmdErrXMPP, "no"
+		late.LateAnswer, late.XMPPError = true, &devices.XMPPError{Type: "cancel", Condition: "item-not-found", Text: "what"}
+		wrongEv := devices.CommandEvent{Status: devices.CommandFailed, At: done, Reason: "too late"}
+
+		us := []devices.CommandUpdate{
+			{Command: ok, From: []devices.CommandStatus{devices.CommandSent}, Event: &okEv},
+			{Command: noEvent, From: []devices.CommandStatus{devices.CommandPending, devices.CommandSent}},
+			{Command: late, From: []devices.CommandStatus{devices.CommandTimedOut}},
+			{Command: wrong, From: []devices.CommandStatus{devices.CommandSent}, Event: &wrongEv},
+			{Command: missing, From: []devices.CommandStatus{devices.CommandSent}},
+		}
+		errs := db.UpdateCommands(ctx, us)
+		for _, tc := range []struct {
+			c        *devices.Command
+			wantCode string
+			// history is the entries the stored command must have.
+			history []devices.CommandEvent
+		}{
+			{ok, "", append(slices.Clone(ok.History), okEv)},
+			{noEvent, "", noEvent.History},
+			{late, "", late.History},
+			{wrong, devices.EConflict, wrong.History},
+			{missing, devices.ENotFound, nil},
+		} {
+			t.Run(tc.c.ID, func(t *testing.T) {
+				i := slices.IndexFunc(us, func(u devices.CommandUpdate) bool { return u.Command == tc.c })
+				if got := devices.ErrorCode(errs[i]); errs[i] != nil && got != tc.wantCode || errs[i] == nil && tc.wantCode != "" {
+					t.Fatalf("err = %v, want code %q", errs[i], tc.wantCode)
+				}
+				got, err := db.Command(ctx, tc.c.ID)
+				if tc.wantCode == devices.ENotFound {
+					wantCode(t, err, devices.ENotFound, "")
+					return
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !reflect.DeepEqual(got.History, tc.history) {
+					t.Errorf("history = %+v, want %+v", got.History, tc.history)
+				}
+				if tc.wantCode != "" {
+					if got.Status != devices.CommandSucceeded {
+						t.Errorf("refused update changed the status to %s", got.Status)
+					}
+					return
+				}
+				want := tc.c.Clone()
+				want.History = tc.history
+				if !reflect.DeepEqual(got, want) {
+					t.Errorf("stored\n%+v\nread back\n%+v", want, got)
+				}
+			})
+		}
+	})
+}
+
+// BenchmarkCommandWrites measures the store writes of a sync command
+// (created as sent, then updated to succeeded with the device's answer)
+// for batches of 1 (what an idle iotgate writes) and 32 (what the
+// command service's group commit writes under load), with the database
+// alone: how many commands per second the store can take.
+//
+//	go test -tags integration -run '^$' -bench BenchmarkCommandWrites -benchtime 20000x ./devices/postgres/
+func BenchmarkCommandWrites(b *testing.B) {
+	ctx := context.Background()
+	db, err := postgres.Open(ctx, servers.DatabaseForTest(b), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	if err := migrations.Up(ctx, db.SQL(), nil); err != nil {
+		b.Fatal(err)
+	}
+	reg := schemas.NewRegistry(db, schemas.Config{})
+	if _, err := reg.Register(ctx, "thermostat", string(examples.Thermostat()), ""); err != nil {
+		b.Fatal(err)
+	}
+	d, err := devices.NewService(db, reg, devices.ServiceConfig{}).Register(ctx, &devices.Device{JID: "thermo1@example.com", Schema: "thermostat"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, batch := range []int{1, 32} {
+		b.Run(fmt.Sprintf("batch%d", batch), func(b *testing.B) {
+			// IDs unique across the benchmark's calls of this function.
+			prefix := fmt.Sprintf("b%d-%d", batch, time.Now().UnixNano())
+			n := 0
+			for b.Loop() {
+				if n%batch == 0 {
+					cs := make([]*devices.Command, batch)
+					for i := range cs {
+						cs[i] = newCommand(d, fmt.Sprintf("%s-%d", prefix, n+i), cmdTime, devices.CommandSent)
+					}
+					for i, err := range db.CreateCommands(ctx, cs) {
+						if err != nil {
+							b.Fatalf("create %s: %v", cs[i].ID, err)
+						}
+					}
+					us := make([]devices.CommandUpdate, batch)
+					for i, c := range cs {
+						done := cmdTime.Add(time.Second)
+						c.Status, c.CompletedAt, c.AnsweredAt = devices.CommandSucceeded, &done, &done
+						c.Response = &devices.CommandResponse{XML: `<state xmlns="urn:example:thermostat"/>`, Data: json.RawMessage(`{}`)}
+						us[i] = devices.CommandUpdate{Command: c, From: []devices.CommandStatus{devices.CommandSent},
+							Event: &devices.CommandEvent{Status: devices.CommandSucceeded, At: done}}
+					}
+					for i, err := range db.UpdateCommands(ctx, us) {
+						if err != nil {
+							b.Fatalf("update %s: %v", cs[i].ID, err)
+						}
+					}
+				}
+				n++
+			}
+		})
+	}
 }
