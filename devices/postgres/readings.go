@@ -287,7 +287,11 @@ func (db *DB) Readings(ctx context.Context, jid string, f devices.ReadingFilter)
 	if err != nil {
 		return nil, err
 	}
-	items, err := queryRows(ctx, db.db, "list readings", scanReading, q, args...)
+	st, err := db.prepared(ctx, q)
+	if err != nil {
+		return nil, translate(err, "list readings")
+	}
+	items, err := stmtRows(ctx, st, "list readings", scanReading, args...)
 	if err != nil {
 		return nil, err
 	}
