@@ -519,7 +519,13 @@ func (s *Service) Ingest(ctx context.Context, in IncomingReading, done func(erro
 		done(err)
 		return
 	}
-	r := &Reading{DeviceID: dev.ID, DeviceJID: dev.JID, ReceivedAt: now, DeviceTime: in.DeviceTime, XML: string(payload.XML), Data: data}
+	// PostgreSQL keeps microseconds: round the times here, so that the
+	// reading the cache keeps after the commit is the one stored.
+	r := &Reading{DeviceID: dev.ID, DeviceJID: dev.JID, ReceivedAt: now.Round(time.Microsecond), XML: string(payload.XML), Data: data}
+	if in.DeviceTime != nil {
+		t := in.DeviceTime.UTC().Round(time.Microsecond)
+		r.DeviceTime = &t
+	}
 	select {
 	case s.queue <- &pendingReading{r: r, done: done, via: in.Via, at: now}:
 	default:
