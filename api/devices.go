@@ -174,10 +174,6 @@ func deviceOf(d *devices.Device) Device {
 	return out
 }
 
-func readingOf(r *devices.Reading) Reading {
-	return Reading{ID: r.ID, ReceivedAt: r.ReceivedAt, DeviceTime: r.DeviceTime, XML: r.XML, Data: r.Data}
-}
-
 // devicePath is the URL path of a device.
 func devicePath(jid string) string {
 	return "/v1/devices/" + url.PathEscape(jid)
@@ -497,15 +493,7 @@ func (h *deviceHandler) state(c echo.Context) error {
 	if err != nil {
 		return fmt.Errorf("get device state: %w", err)
 	}
-	out := DeviceState{JID: st.JID, Online: st.Online, PresenceStale: st.PresenceStale, LastSeenAt: st.LastSeenAt, Resources: []Resource{}}
-	for _, r := range st.Resources {
-		out.Resources = append(out.Resources, Resource(r))
-	}
-	if st.Reading != nil {
-		r := readingOf(st.Reading)
-		out.Reading = &r
-	}
-	return c.JSON(http.StatusOK, out)
+	return writeState(c, st)
 }
 
 // readings lists a device's readings.
@@ -540,11 +528,7 @@ func (h *deviceHandler) readings(c echo.Context) error {
 	if err != nil {
 		return fmt.Errorf("list readings: %w", err)
 	}
-	out := ReadingList{Items: make([]Reading, 0, len(page.Items)), NextCursor: page.NextCursor}
-	for _, r := range page.Items {
-		out.Items = append(out.Items, readingOf(r))
-	}
-	return c.JSON(http.StatusOK, out)
+	return writeReadings(c, page)
 }
 
 // rejections lists a device's refused payloads.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -87,10 +88,18 @@ type ServiceConfig struct {
 	// the newest; default 1000.
 	KeepRejections int
 	// CacheTTL bounds how long a looked-up device (or its absence) is
-	// trusted without asking the store; default 30s.
+	// trusted without asking the store; default 30s. iotgate's own writes
+	// update the cache at once; the TTL bounds what a change made behind
+	// its back can hide.
 	CacheTTL time.Duration
-	Clock    Clock
-	Logger   *slog.Logger
+	// CacheDevices bounds the device records kept in memory (a few
+	// hundred bytes each); default 100000.
+	CacheDevices int
+	// CacheReadings bounds the newest readings kept in memory, one per
+	// device (about 1 KB each with their XML and JSON); default 10000.
+	CacheReadings int
+	Clock         Clock
+	Logger        *slog.Logger
 	// Presence tracks who is online; nil means nobody ever is.
 	Presence *Presence
 	// Observer receives ingest measurements; nil discards them.
@@ -104,8 +113,7 @@ type Service struct {
 	cfg     ServiceConfig
 	log     *slog.Logger
 
-	cacheMu sync.Mutex
-	cache   map[string]cachedDevice
+	cache *cache
 
 	queue      chan *pendingReading
 	rejections chan *Rejection
@@ -117,11 +125,6 @@ type Service struct {
 	closing  atomic.Bool
 	stats    IngestStats
 	statsMu  sync.Mutex
-}
-
-type cachedDevice struct {
-	dev *Device // nil: known not to be registered
-	at  time.Time
 }
 
 type pendingReading struct {
@@ -165,6 +168,12 @@ func NewService(store Store, schemas SchemaSource, cfg ServiceConfig) *Service {
 	if cfg.CacheTTL <= 0 {
 		cfg.CacheTTL = 30 * time.Second
 	}
+	if cfg.CacheDevices <= 0 {
+		cfg.CacheDevices = 100000
+	}
+	if cfg.CacheReadings <= 0 {
+		cfg.CacheReadings = 10000
+	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
@@ -179,7 +188,7 @@ func NewService(store Store, schemas SchemaSource, cfg ServiceConfig) *Service {
 	}
 	return &Service{
 		store: store, schemas: schemas, cfg: cfg, log: cfg.Logger,
-		cache:      make(map[string]cachedDevice),
+		cache:      newCache(cfg.CacheDevices, cfg.CacheReadings),
 		queue:      make(chan *pendingReading, cfg.QueueSize),
 		rejections: make(chan *Rejection, 1000),
 		stopped:    make(chan struct{}),
@@ -214,22 +223,59 @@ func (s *Service) Register(ctx context.Context, d *Device) (*Device, error) {
 	if err := s.store.CreateDevice(ctx, d); err != nil {
 		return nil, err
 	}
-	s.forget(d.JID)
+	s.cache.forget(d.JID, true)
 	return d, nil
 }
 
-// Device returns a registered device. Errors: invalid (bad JID), not_found.
+// Device returns a registered device, from memory when it can: it is
+// what REST reads and every command look a device up with. The result is
+// the caller's to change. Errors: invalid (bad JID), not_found,
+// unavailable.
 func (s *Service) Device(ctx context.Context, jid string) (*Device, error) {
+	d, err := s.device(ctx, jid)
+	if err != nil {
+		return nil, err
+	}
+	out := *d
+	out.Labels = maps.Clone(d.Labels)
+	out.LastSeenAt = s.lastSeen(d, nil)
+	out.Online, _ = s.cfg.Presence.Online(d.JID)
+	return &out, nil
+}
+
+// device returns the cached record of a device, which callers must not
+// change. Errors: invalid, not_found, unavailable.
+func (s *Service) device(ctx context.Context, jid string) (*Device, error) {
 	j, err := NormalizeJID(jid)
 	if err != nil {
 		return nil, err
 	}
-	d, err := s.store.Device(ctx, j)
+	d, err := s.lookup(ctx, j)
 	if err != nil {
 		return nil, err
 	}
-	d.Online, _ = s.cfg.Presence.Online(d.JID)
+	if d == nil {
+		return nil, Errorf(ENotFound, "device %s is not registered", j)
+	}
 	return d, nil
+}
+
+// lastSeen returns when d's newest reading arrived: the cached record
+// may predate readings committed since it was read, and r (when not nil)
+// is a reading of d that may be newer still.
+func (s *Service) lastSeen(d *Device, r *Reading) *time.Time {
+	t := d.LastSeenAt
+	if at, ok := s.cache.lastSeen(d.ID); ok && (t == nil || at.After(*t)) {
+		t = &at
+	}
+	if r != nil && (t == nil || r.ReceivedAt.After(*t)) {
+		t = &r.ReceivedAt
+	}
+	if t != nil {
+		at := *t
+		return &at
+	}
+	return nil
 }
 
 // Devices lists devices. Errors: invalid (bad cursor or filter).
@@ -280,8 +326,13 @@ func (s *Service) Update(ctx context.Context, jid string, u DeviceUpdate) (*Devi
 		}
 	}
 	d, err := s.store.UpdateDevice(ctx, j, u, s.cfg.Clock().UTC())
-	s.forget(j)
-	return d, err
+	s.cache.forget(j, false)
+	if err != nil {
+		return nil, err
+	}
+	d.LastSeenAt = s.lastSeen(d, nil)
+	d.Online, _ = s.cfg.Presence.Online(d.JID)
+	return d, nil
 }
 
 // Delete removes a device with all its readings and rejections.
@@ -292,33 +343,55 @@ func (s *Service) Delete(ctx context.Context, jid string) error {
 		return err
 	}
 	err = s.store.DeleteDevice(ctx, j)
-	s.forget(j)
+	s.cache.forget(j, true)
 	s.cfg.Presence.Forget(j)
 	return err
 }
 
-// State returns a device's current state. Errors: invalid, not_found.
+// State returns a device's current state. It is served from memory once
+// the device and its newest reading are cached: the committer updates
+// the reading before it acknowledges a batch, so a reading is shown as
+// soon as it is acknowledged. Errors: invalid, not_found, unavailable.
 func (s *Service) State(ctx context.Context, jid string) (*State, error) {
-	d, err := s.Device(ctx, jid)
+	d, err := s.device(ctx, jid)
 	if err != nil {
 		return nil, err
 	}
-	st := &State{JID: d.JID, LastSeenAt: d.LastSeenAt}
-	st.Online, st.PresenceStale = s.cfg.Presence.Online(d.JID)
-	st.Resources = s.cfg.Presence.Resources(d.JID)
-	r, err := s.store.LatestReading(ctx, d.JID)
-	switch {
-	case err == nil:
-		st.Reading = r
-	case ErrorCode(err) != ENotFound:
+	r, err := s.latestReading(ctx, d)
+	if err != nil {
 		return nil, err
 	}
+	st := &State{JID: d.JID, LastSeenAt: s.lastSeen(d, r), Reading: r}
+	st.Online, st.PresenceStale = s.cfg.Presence.Online(d.JID)
+	st.Resources = s.cfg.Presence.Resources(d.JID)
 	return st, nil
+}
+
+// latestReading returns d's newest reading, nil if it has none, from the
+// cache or else from the store (and then caches it).
+func (s *Service) latestReading(ctx context.Context, d *Device) (*Reading, error) {
+	r, ok, _ := s.cache.latestReading(d.JID, d.ID)
+	if ok {
+		return r, nil
+	}
+	epoch := s.cache.currentEpoch()
+	r, err := s.store.LatestReading(ctx, d.JID)
+	switch {
+	case ErrorCode(err) == ENotFound:
+		r = nil
+	case err != nil:
+		return nil, err
+	case r.DeviceID != d.ID:
+		// The JID was deleted and registered again meanwhile: this
+		// reading is the new device's, not d's.
+		return nil, nil
+	}
+	return s.cache.putLatest(d.JID, d.ID, r, epoch), nil
 }
 
 // Readings returns a page of a device's readings. Errors: invalid, not_found.
 func (s *Service) Readings(ctx context.Context, jid string, f ReadingFilter) (*ReadingPage, error) {
-	d, err := s.Device(ctx, jid)
+	d, err := s.device(ctx, jid)
 	if err != nil {
 		return nil, err
 	}
@@ -331,7 +404,7 @@ func (s *Service) Readings(ctx context.Context, jid string, f ReadingFilter) (*R
 // Rejections returns a page of a device's refused payloads.
 // Errors: invalid, not_found.
 func (s *Service) Rejections(ctx context.Context, jid string, f ReadingFilter) (*RejectionPage, error) {
-	d, err := s.Device(ctx, jid)
+	d, err := s.device(ctx, jid)
 	if err != nil {
 		return nil, err
 	}
@@ -367,32 +440,20 @@ func (s *Service) count(f func(*IngestStats)) {
 	s.statsMu.Unlock()
 }
 
-func (s *Service) forget(jid string) {
-	s.cacheMu.Lock()
-	delete(s.cache, jid)
-	s.cacheMu.Unlock()
-}
-
-// lookup finds a device by bare JID through the cache. It returns
-// (nil, nil) for a JID that is not registered.
+// lookup finds a device by canonical bare JID through the cache. It
+// returns (nil, nil) for a JID that is not registered. The record is
+// shared: callers must not change it.
 func (s *Service) lookup(ctx context.Context, bare string) (*Device, error) {
 	now := s.cfg.Clock()
-	s.cacheMu.Lock()
-	c, ok := s.cache[bare]
-	s.cacheMu.Unlock()
-	if ok && now.Sub(c.at) < s.cfg.CacheTTL {
-		return c.dev, nil
+	d, ok, epoch := s.cache.device(bare, now, s.cfg.CacheTTL)
+	if ok {
+		return d, nil
 	}
 	d, err := s.store.Device(ctx, bare)
 	if err != nil && ErrorCode(err) != ENotFound {
 		return nil, err
 	}
-	s.cacheMu.Lock()
-	if len(s.cache) > 200000 {
-		clear(s.cache) // crude bound; a refill costs one query per device
-	}
-	s.cache[bare] = cachedDevice{dev: d, at: now}
-	s.cacheMu.Unlock()
+	s.cache.putDevice(bare, d, now, epoch)
 	return d, nil
 }
 
@@ -458,7 +519,13 @@ func (s *Service) Ingest(ctx context.Context, in IncomingReading, done func(erro
 		done(err)
 		return
 	}
-	r := &Reading{DeviceID: dev.ID, DeviceJID: dev.JID, ReceivedAt: now, DeviceTime: in.DeviceTime, XML: string(payload.XML), Data: data}
+	// PostgreSQL keeps microseconds: round the times here, so that the
+	// reading the cache keeps after the commit is the one stored.
+	r := &Reading{DeviceID: dev.ID, DeviceJID: dev.JID, ReceivedAt: now.Round(time.Microsecond), XML: string(payload.XML), Data: data}
+	if in.DeviceTime != nil {
+		t := in.DeviceTime.UTC().Round(time.Microsecond)
+		r.DeviceTime = &t
+	}
 	select {
 	case s.queue <- &pendingReading{r: r, done: done, via: in.Via, at: now}:
 	default:
@@ -617,6 +684,9 @@ func (s *Service) commit(ctx context.Context, batch []*pendingReading) bool {
 		return false
 	}
 	s.cfg.Observer.ReadingsCommitted(len(batch), time.Since(began))
+	// Before the acknowledgements: a device (or whoever it told) that
+	// reads the state after its answer must find the reading.
+	s.cache.committed(rs)
 	for _, p := range batch {
 		p.done(nil)
 	}

@@ -54,6 +54,9 @@ type DB struct {
 	mu    sync.Mutex // guards the health state below
 	up    bool
 	since time.Time
+
+	stmtMu sync.Mutex
+	stmts  map[string]*sql.Stmt // by query text
 }
 
 // Open connects to the database at dsn, a postgres:// URL or a libpq
@@ -112,10 +115,39 @@ func Open(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
 
 // Close closes the pool, waiting for queries in progress to finish.
 func (db *DB) Close() error {
+	db.stmtMu.Lock()
+	for _, st := range db.stmts {
+		st.Close()
+	}
+	db.stmts = nil
+	db.stmtMu.Unlock()
 	if err := db.db.Close(); err != nil {
 		return translate(err, "close database")
 	}
 	return nil
+}
+
+// prepared returns q prepared, preparing it on first use. lib/pq sends
+// an unnamed query with parameters as two round trips (prepare, then
+// execute) and PostgreSQL parses and plans it each time; a prepared
+// statement is one round trip and is parsed once per connection. It is
+// for the few hot queries whose text comes from a small fixed set (the
+// history pages' shapes), so the map stays small.
+func (db *DB) prepared(ctx context.Context, q string) (*sql.Stmt, error) {
+	db.stmtMu.Lock()
+	defer db.stmtMu.Unlock()
+	if st, ok := db.stmts[q]; ok {
+		return st, nil
+	}
+	st, err := db.db.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	if db.stmts == nil {
+		db.stmts = map[string]*sql.Stmt{}
+	}
+	db.stmts[q] = st
+	return st, nil
 }
 
 // SQL returns the underlying pool, for package migrations and for tests.

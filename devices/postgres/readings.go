@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -24,6 +25,12 @@ import (
 // Readings of a device deleted since they were queued are skipped (the
 // delete would have removed them), so that one such reading can't fail
 // the whole batch.
+//
+// Each stored reading gets its ID set (a skipped one gets 0), so that the
+// device service can keep the newest reading in memory without reading it
+// back. RETURNING gives no order, so IDs are handed out per device: a
+// device's readings are all stored or all skipped (one statement, one
+// snapshot), and their IDs ascend in batch order.
 func (db *DB) InsertReadings(ctx context.Context, rs []*devices.Reading) error {
 	if len(rs) == 0 {
 		return nil
@@ -58,16 +65,31 @@ func (db *DB) InsertReadings(ctx context.Context, rs []*devices.Reading) error {
 		return translate(err, "store readings")
 	}
 	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, `
+	rows, err := tx.QueryContext(ctx, `
 		INSERT INTO readings (device_id, received_at, device_time, xml, data)
 		SELECT u.device_id, u.received_at, u.device_time, u.xml, u.data
 		FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::jsonb[])
 			WITH ORDINALITY AS u(device_id, received_at, device_time, xml, data, n)
 		WHERE EXISTS (SELECT 1 FROM devices d WHERE d.id = u.device_id)
-		ORDER BY u.n`,
-		pq.Array(ids), pq.Array(received), pq.Array(deviceTime), pq.Array(xmls), pq.Array(data)); err != nil {
+		ORDER BY u.n
+		RETURNING device_id, id`,
+		pq.Array(ids), pq.Array(received), pq.Array(deviceTime), pq.Array(xmls), pq.Array(data))
+	if err != nil {
 		return translate(err, "store readings")
 	}
+	stored := make(map[int64][]int64, len(last))
+	for rows.Next() {
+		var dev, id int64
+		if err := rows.Scan(&dev, &id); err != nil {
+			rows.Close()
+			return translate(err, "store readings")
+		}
+		stored[dev] = append(stored[dev], id)
+	}
+	if err := rows.Err(); err != nil {
+		return translate(err, "store readings")
+	}
+	rows.Close()
 	if _, err := tx.ExecContext(ctx, `
 		UPDATE devices d SET last_seen_at = v.t
 		FROM unnest($1::bigint[], $2::timestamptz[]) AS v(id, t)
@@ -75,7 +97,20 @@ func (db *DB) InsertReadings(ctx context.Context, rs []*devices.Reading) error {
 		pq.Array(seenIDs), pq.Array(seenAt)); err != nil {
 		return translate(err, "store readings")
 	}
-	return translate(tx.Commit(), "store readings")
+	if err := tx.Commit(); err != nil {
+		return translate(err, "store readings")
+	}
+	for _, got := range stored {
+		slices.Sort(got)
+	}
+	for _, r := range rs {
+		if got := stored[r.DeviceID]; len(got) > 0 {
+			r.ID, stored[r.DeviceID] = got[0], got[1:]
+		} else {
+			r.ID = 0
+		}
+	}
+	return nil
 }
 
 // InsertRejections records refused payloads and keeps only the newest
@@ -140,21 +175,23 @@ func (db *DB) InsertRejections(ctx context.Context, rs []*devices.Rejection, kee
 	return translate(tx.Commit(), "store rejections")
 }
 
-// LatestReading returns the device's newest reading. Errors: not_found.
+// LatestReading returns the device's newest reading, with its DeviceID.
+// Errors: not_found.
 func (db *DB) LatestReading(ctx context.Context, jid string) (*devices.Reading, error) {
-	r, err := scanReading(db.db.QueryRowContext(ctx, `
-		SELECT `+readingColumns+`
+	var devID int64
+	r, err := scanReadingAfter(db.db.QueryRowContext(ctx, `
+		SELECT d.id, `+readingColumns+`
 		FROM devices d JOIN readings t ON t.device_id = d.id
 		WHERE d.jid = $1
 		ORDER BY t.received_at DESC, t.id DESC
-		LIMIT 1`, jid))
+		LIMIT 1`, jid), &devID)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, devices.Errorf(devices.ENotFound, "device %s has no readings", jid)
 	}
 	if err != nil {
 		return nil, translate(err, "get latest reading")
 	}
-	r.DeviceJID = jid
+	r.DeviceID, r.DeviceJID = devID, jid
 	return r, nil
 }
 
@@ -215,11 +252,15 @@ func pageQuery(table, columns, jid string, f devices.ReadingFilter) (string, []a
 // readingColumns are the columns scanReading reads, from alias t.
 const readingColumns = "t.id, t.received_at, t.device_time, t.xml, t.data"
 
-func scanReading(row rowScanner) (*devices.Reading, error) {
+func scanReading(row rowScanner) (*devices.Reading, error) { return scanReadingAfter(row) }
+
+// scanReadingAfter scans readingColumns after the columns a query selects
+// before them, into first.
+func scanReadingAfter(row rowScanner, first ...any) (*devices.Reading, error) {
 	r := &devices.Reading{}
 	var dt sql.NullTime
 	var data []byte
-	if err := row.Scan(&r.ID, &r.ReceivedAt, &dt, &r.XML, &data); err != nil {
+	if err := row.Scan(append(first, &r.ID, &r.ReceivedAt, &dt, &r.XML, &data)...); err != nil {
 		return nil, err
 	}
 	r.ReceivedAt = r.ReceivedAt.UTC()
@@ -246,7 +287,11 @@ func (db *DB) Readings(ctx context.Context, jid string, f devices.ReadingFilter)
 	if err != nil {
 		return nil, err
 	}
-	items, err := queryRows(ctx, db.db, "list readings", scanReading, q, args...)
+	st, err := db.prepared(ctx, q)
+	if err != nil {
+		return nil, translate(err, "list readings")
+	}
+	items, err := stmtRows(ctx, st, "list readings", scanReading, args...)
 	if err != nil {
 		return nil, err
 	}

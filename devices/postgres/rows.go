@@ -13,6 +13,17 @@ type rowScanner interface{ Scan(...any) error }
 // errors.
 func queryRows[T any](ctx context.Context, db *sql.DB, op string, scan func(rowScanner) (T, error), q string, args ...any) ([]T, error) {
 	rows, err := db.QueryContext(ctx, q, args...)
+	return collectRows(rows, err, op, scan)
+}
+
+// stmtRows is queryRows for a prepared statement.
+func stmtRows[T any](ctx context.Context, st *sql.Stmt, op string, scan func(rowScanner) (T, error), args ...any) ([]T, error) {
+	rows, err := st.QueryContext(ctx, args...)
+	return collectRows(rows, err, op, scan)
+}
+
+// collectRows scans every row of a query's result.
+func collectRows[T any](rows *sql.Rows, err error, op string, scan func(rowScanner) (T, error)) ([]T, error) {
 	if err != nil {
 		return nil, translate(err, op)
 	}

@@ -1,0 +1,254 @@
+package api
+
+import (
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/iotgate/iotgate/devices"
+)
+
+// Pages of readings and states are most of what the read API sends, and
+// encoding/json spent most of its time on them re-validating each
+// reading's data (a json.RawMessage is compacted again) and, by
+// reflection, on the rest. writeReadings and writeState write the same
+// bytes as c.JSON(ReadingList) and c.JSON(DeviceState) directly: data is
+// PostgreSQL's jsonb output or iotgate's own rendering, valid JSON either
+// way, so it only needs its whitespace removed. The tests hold them to
+// encoding/json's output, and a fuzz test holds appendJSONString to it.
+
+// pagePool recycles the buffers pages are written into.
+var pagePool = sync.Pool{New: func() any { b := make([]byte, 0, 32<<10); return &b }}
+
+// writeReadings answers 200 with page as a ReadingList.
+func writeReadings(c echo.Context, page *devices.ReadingPage) error {
+	bp := pagePool.Get().(*[]byte)
+	b := append((*bp)[:0], `{"items":[`...)
+	for i, r := range page.Items {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendReading(b, r)
+	}
+	b = append(b, ']')
+	if page.NextCursor != "" {
+		b = append(b, `,"next_cursor":`...)
+		b = appendJSONString(b, page.NextCursor)
+	}
+	b = append(b, "}\n"...)
+	err := c.JSONBlob(http.StatusOK, b)
+	if cap(b) <= 1<<20 { // don't keep the odd huge page's buffer
+		*bp = b
+		pagePool.Put(bp)
+	}
+	return err
+}
+
+// writeState answers 200 with st as a DeviceState.
+func writeState(c echo.Context, st *devices.State) error {
+	bp := pagePool.Get().(*[]byte)
+	b := append((*bp)[:0], `{"jid":`...)
+	b = appendJSONString(b, st.JID)
+	b = append(b, `,"online":`...)
+	b = appendBool(b, st.Online)
+	b = append(b, `,"presence_stale":`...)
+	b = appendBool(b, st.PresenceStale)
+	b = append(b, `,"resources":[`...)
+	for i, r := range st.Resources {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"jid":`...)
+		b = appendJSONString(b, r.JID)
+		if r.Show != "" {
+			b = append(b, `,"show":`...)
+			b = appendJSONString(b, r.Show)
+		}
+		if r.Status != "" {
+			b = append(b, `,"status":`...)
+			b = appendJSONString(b, r.Status)
+		}
+		b = append(b, `,"priority":`...)
+		b = appendInt(b, int64(r.Priority))
+		b = append(b, `,"since":`...)
+		b = appendTime(b, r.Since)
+		b = append(b, '}')
+	}
+	b = append(b, `],"last_seen_at":`...)
+	if st.LastSeenAt != nil {
+		b = appendTime(b, *st.LastSeenAt)
+	} else {
+		b = append(b, "null"...)
+	}
+	b = append(b, `,"reading":`...)
+	if st.Reading != nil {
+		b = appendReading(b, st.Reading)
+	} else {
+		b = append(b, "null"...)
+	}
+	b = append(b, "}\n"...)
+	err := c.JSONBlob(http.StatusOK, b)
+	*bp = b
+	pagePool.Put(bp)
+	return err
+}
+
+func appendBool(b []byte, v bool) []byte {
+	if v {
+		return append(b, "true"...)
+	}
+	return append(b, "false"...)
+}
+
+// appendReading appends r as encoding/json encodes a Reading.
+func appendReading(b []byte, r *devices.Reading) []byte {
+	b = append(b, `{"id":`...)
+	b = appendInt(b, r.ID)
+	b = append(b, `,"received_at":`...)
+	b = appendTime(b, r.ReceivedAt)
+	b = append(b, `,"device_time":`...)
+	if r.DeviceTime != nil {
+		b = appendTime(b, *r.DeviceTime)
+	} else {
+		b = append(b, "null"...)
+	}
+	b = append(b, `,"xml":`...)
+	b = appendJSONString(b, r.XML)
+	b = append(b, `,"data":`...)
+	if len(r.Data) == 0 {
+		b = append(b, "null"...)
+	} else {
+		b = appendCompactJSON(b, r.Data)
+	}
+	return append(b, '}')
+}
+
+func appendInt(b []byte, n int64) []byte {
+	return strconv.AppendInt(b, n, 10)
+}
+
+// appendTime appends t as time.Time's MarshalJSON does (RFC 3339 with
+// nanoseconds, quoted). Times come from the store or the clock, always
+// within years 0-9999.
+func appendTime(b []byte, t time.Time) []byte {
+	b = append(b, '"')
+	b = t.AppendFormat(b, time.RFC3339Nano)
+	return append(b, '"')
+}
+
+const hexDigits = "0123456789abcdef"
+
+// plainByte tells the ASCII bytes a JSON string holds as they are, and
+// compactPlain the bytes appendCompactJSON copies without a look: a
+// table is cheaper than a chain of comparisons in these per-byte loops.
+var plainByte, compactPlain [256]bool
+
+func init() {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		plainByte[c] = c != '"' && c != '\\' && c != '<' && c != '>' && c != '&'
+	}
+	for c := range 256 {
+		compactPlain[c] = plainByte[c] || c >= utf8.RuneSelf && c != 0xE2
+	}
+	compactPlain[' '] = false
+}
+
+// appendJSONString appends s as a JSON string, escaped as encoding/json
+// escapes it by default: <, > and & as \u003c, \u003e, \u0026 (echo's
+// encoder escapes HTML), control characters, U+2028 and U+2029, and
+// invalid UTF-8 as U+FFFD.
+func appendJSONString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if plainByte[c] {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xF])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
+
+// appendCompactJSON appends the valid JSON value v as encoding/json
+// writes a json.RawMessage with HTML escaping on: without the whitespace
+// between tokens (PostgreSQL's jsonb output has a space after each colon
+// and comma), with <, >, &, U+2028 and U+2029 escaped, and without
+// validating it.
+func appendCompactJSON(b []byte, v []byte) []byte {
+	inString := false
+	start := 0
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if compactPlain[c] {
+			continue
+		}
+		switch {
+		case c == '<' || c == '>' || c == '&':
+			b = append(b, v[start:i]...)
+			b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
+			start = i + 1
+		case c == 0xE2 && i+2 < len(v) && v[i+1] == 0x80 && v[i+2]&^1 == 0xA8:
+			b = append(b, v[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[v[i+2]&0xF])
+			i += 2
+			start = i + 1
+		case inString:
+			switch c {
+			case '\\':
+				i++ // the escaped byte is ASCII, and plain here
+			case '"':
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
+			b = append(b, v[start:i]...)
+			start = i + 1
+		}
+	}
+	return append(b, v[start:]...)
+}

@@ -1,0 +1,588 @@
+package devices
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// memStore is a Store in memory that behaves like the PostgreSQL one in
+// what the caches depend on: serial IDs that are never reused, readings
+// deleted with their device, last_seen_at moved by each commit, and
+// InsertReadings setting IDs (0 for readings of deleted devices). It
+// counts the queries the caches should save, and its hooks run inside a
+// query, after its answer is read, to stage a race.
+type memStore struct {
+	Store // the rest is not used by these tests
+
+	mu       sync.Mutex
+	nextID   int64
+	devs     map[string]*Device
+	readings map[int64][]*Reading // by device ID
+	queries  map[string]int
+
+	// afterRead runs inside Device and LatestReading, with the lock
+	// released, after their answer is read.
+	afterRead func(op, jid string)
+}
+
+func newMemStore() *memStore {
+	return &memStore{devs: map[string]*Device{}, readings: map[int64][]*Reading{}, queries: map[string]int{}}
+}
+
+func (m *memStore) hook(op, jid string) {
+	m.mu.Lock()
+	f := m.afterRead
+	m.mu.Unlock()
+	if f != nil {
+		f(op, jid)
+	}
+}
+
+func (m *memStore) count(op string) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.queries[op]
+}
+
+func (m *memStore) CreateDevice(_ context.Context, d *Device) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.devs[d.JID]; ok {
+		return Errorf(EConflict, "device %s is already registered", d.JID)
+	}
+	m.nextID++
+	d.ID = m.nextID
+	c := *d
+	c.Labels = maps.Clone(d.Labels)
+	m.devs[d.JID] = &c
+	return nil
+}
+
+func (m *memStore) Device(_ context.Context, jid string) (*Device, error) {
+	m.mu.Lock()
+	m.queries["Device"]++
+	d, ok := m.devs[jid]
+	var c Device
+	if ok {
+		c = *d
+		c.Labels = maps.Clone(d.Labels)
+	}
+	m.mu.Unlock()
+	m.hook("Device", jid)
+	if !ok {
+		return nil, Errorf(ENotFound, "device %s is not registered", jid)
+	}
+	return &c, nil
+}
+
+func (m *memStore) UpdateDevice(_ context.Context, jid string, u DeviceUpdate, now time.Time) (*Device, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	d, ok := m.devs[jid]
+	if !ok {
+		return nil, Errorf(ENotFound, "device %s is not registered", jid)
+	}
+	if u.Name != nil {
+		d.Name = *u.Name
+	}
+	if u.Labels != nil {
+		d.Labels = maps.Clone(*u.Labels)
+	}
+	if u.SchemaVersion != nil {
+		d.SchemaVersion = *u.SchemaVersion
+	}
+	d.UpdatedAt = now
+	c := *d
+	c.Labels = maps.Clone(d.Labels)
+	return &c, nil
+}
+
+func (m *memStore) DeleteDevice(_ context.Context, jid string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	d, ok := m.devs[jid]
+	if !ok {
+		return Errorf(ENotFound, "device %s is not registered", jid)
+	}
+	delete(m.devs, jid)
+	delete(m.readings, d.ID)
+	return nil
+}
+
+func (m *memStore) InsertReadings(_ context.Context, rs []*Reading) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	live := map[int64]*Device{}
+	for _, d := range m.devs {
+		live[d.ID] = d
+	}
+	for _, r := range rs {
+		d, ok := live[r.DeviceID]
+		if !ok {
+			r.ID = 0
+			continue
+		}
+		m.nextID++
+		r.ID = m.nextID
+		c := *r
+		m.readings[r.DeviceID] = append(m.readings[r.DeviceID], &c)
+		if d.LastSeenAt == nil || r.ReceivedAt.After(*d.LastSeenAt) {
+			t := r.ReceivedAt
+			d.LastSeenAt = &t
+		}
+	}
+	return nil
+}
+
+func (m *memStore) InsertRejections(context.Context, []*Rejection, int) error { return nil }
+
+func (m *memStore) LatestReading(_ context.Context, jid string) (*Reading, error) {
+	m.mu.Lock()
+	m.queries["LatestReading"]++
+	var latest *Reading
+	if d, ok := m.devs[jid]; ok {
+		for _, r := range m.readings[d.ID] {
+			if latest == nil || markOf(r).after(markOf(latest)) {
+				latest = r
+			}
+		}
+	}
+	var c Reading
+	if latest != nil {
+		c = *latest
+	}
+	m.mu.Unlock()
+	m.hook("LatestReading", jid)
+	if latest == nil {
+		return nil, Errorf(ENotFound, "device %s has no readings", jid)
+	}
+	return &c, nil
+}
+
+// cacheFixture is a running service over a memStore, with a clock the
+// test moves.
+type cacheFixture struct {
+	t     *testing.T
+	store *memStore
+	svc   *Service
+	mu    sync.Mutex
+	now   time.Time
+}
+
+func newCacheFixture(t *testing.T, cfg ServiceConfig) *cacheFixture {
+	t.Helper()
+	f := &cacheFixture{t: t, store: newMemStore(), now: time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)}
+	cfg.Clock = f.clock
+	f.svc = NewService(f.store, versionedSchema{}, cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	go f.svc.Run(ctx)
+	t.Cleanup(func() { cancel(); <-f.svc.Stopped() })
+	return f
+}
+
+// clock returns a time that moves by a millisecond at each call, so
+// that readings are ordered by time.
+func (f *cacheFixture) clock() time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.now = f.now.Add(time.Millisecond)
+	return f.now
+}
+
+func (f *cacheFixture) register(jid string) *Device {
+	f.t.Helper()
+	d, err := f.svc.Register(context.Background(), &Device{JID: jid, Schema: "s", Labels: map[string]string{"room": "hall"}})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return d
+}
+
+// ingest sends a reading of jid with value v and waits for its
+// acknowledgement.
+func (f *cacheFixture) ingest(jid string, v int) {
+	f.t.Helper()
+	done := make(chan error, 1)
+	xml := fmt.Sprintf(`<x xmlns="urn:t" v="%d"/>`, v)
+	f.svc.Ingest(context.Background(), IncomingReading{From: jid + "/r", Via: "iq", Payloads: []Payload{{Namespace: "urn:t", XML: []byte(xml)}}}, func(err error) { done <- err })
+	select {
+	case err := <-done:
+		if err != nil {
+			f.t.Fatalf("ingest %s: %v", jid, err)
+		}
+	case <-time.After(5 * time.Second):
+		f.t.Fatal("ingest not acknowledged")
+	}
+}
+
+// state returns the state of jid and the value of its reading (-1:
+// none), after checking that last_seen_at agrees with the reading.
+func (f *cacheFixture) state(jid string) (*State, int) {
+	f.t.Helper()
+	st, err := f.svc.State(context.Background(), jid)
+	if err != nil {
+		f.t.Fatalf("state of %s: %v", jid, err)
+	}
+	if st.Reading == nil {
+		if st.LastSeenAt != nil {
+			f.t.Errorf("%s: last_seen_at %v without a reading", jid, st.LastSeenAt)
+		}
+		return st, -1
+	}
+	if st.LastSeenAt == nil || !st.LastSeenAt.Equal(st.Reading.ReceivedAt) {
+		f.t.Errorf("%s: last_seen_at %v, reading received at %v", jid, st.LastSeenAt, st.Reading.ReceivedAt)
+	}
+	var v struct{ V int }
+	if err := json.Unmarshal(st.Reading.Data, &v); err != nil {
+		f.t.Fatal(err)
+	}
+	return st, v.V
+}
+
+// versionedSchema accepts payloads in urn:t and renders their v
+// attribute, so that a reading's value can be read back from its data.
+type versionedSchema struct{}
+
+func (versionedSchema) TargetNamespace() string { return "urn:t" }
+func (versionedSchema) ValidateAndRender(p []byte) (json.RawMessage, error) {
+	var v int
+	if _, err := fmt.Sscanf(string(p), `<x xmlns="urn:t" v="%d"/>`, &v); err != nil {
+		return nil, Errorf(EUnprocessable, "bad payload %q", p)
+	}
+	return json.RawMessage(fmt.Sprintf(`{"v":%d}`, v)), nil
+}
+func (versionedSchema) Compiled(_ context.Context, _ string, version int) (PayloadSchema, int, error) {
+	if version > 2 {
+		return nil, 0, Errorf(ENotFound, "no version %d", version)
+	}
+	return versionedSchema{}, max(version, 1), nil
+}
+
+func TestStateFromMemory(t *testing.T) {
+	const jid = "d@example.com"
+	tests := []struct {
+		name string
+		run  func(t *testing.T, f *cacheFixture)
+	}{
+		{"NoReadingThenIngest", func(t *testing.T, f *cacheFixture) {
+			f.register(jid)
+			if _, v := f.state(jid); v != -1 {
+				t.Errorf("reading %d before any", v)
+			}
+			f.ingest(jid, 1)
+			if _, v := f.state(jid); v != 1 {
+				t.Errorf("reading %d after ingest, want 1", v)
+			}
+		}},
+		{"IngestShownAtOnceWithoutQuery", func(t *testing.T, f *cacheFixture) {
+			f.register(jid)
+			for i := 1; i <= 5; i++ {
+				f.ingest(jid, i)
+				st, v := f.state(jid)
+				if v != i || st.Reading.ID == 0 {
+					t.Errorf("after ingest %d: reading %d (id %d)", i, v, st.Reading.ID)
+				}
+			}
+			if n := f.store.count("LatestReading"); n != 0 {
+				t.Errorf("%d LatestReading queries, want 0: the committer fills the cache", n)
+			}
+			if n := f.store.count("Device"); n != 1 {
+				t.Errorf("%d Device queries, want 1", n)
+			}
+		}},
+		{"LoadedFromStoreOnce", func(t *testing.T, f *cacheFixture) {
+			f.register(jid)
+			f.ingest(jid, 7)
+			// As after a restart: nothing in memory.
+			f.svc.cache = newCache(10, 10)
+			for range 3 {
+				if _, v := f.state(jid); v != 7 {
+					t.Errorf("reading %d, want 7", v)
+				}
+			}
+			if n := f.store.count("LatestReading"); n != 1 {
+				t.Errorf("%d LatestReading queries, want 1", n)
+			}
+			f.ingest(jid, 8)
+			if _, v := f.state(jid); v != 8 {
+				t.Errorf("reading %d after a newer commit, want 8", v)
+			}
+		}},
+		{"DeleteThenRegisterNoStaleReading", func(t *testing.T, f *cacheFixture) {
+			old := f.register(jid)
+			f.ingest(jid, 1)
+			f.state(jid)
+			if err := f.svc.Delete(context.Background(), jid); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.svc.State(context.Background(), jid); ErrorCode(err) != ENotFound {
+				t.Fatalf("state of a deleted device: %v, want not_found", err)
+			}
+			d := f.register(jid)
+			if d.ID == old.ID {
+				t.Fatal("ID reused")
+			}
+			if _, v := f.state(jid); v != -1 {
+				t.Errorf("re-registered device shows reading %d of the deleted one", v)
+			}
+			if got, err := f.svc.Device(context.Background(), jid); err != nil || got.LastSeenAt != nil || got.ID != d.ID {
+				t.Errorf("device %+v, %v: want the new one, never seen", got, err)
+			}
+		}},
+		{"UpdateShownAtOnce", func(t *testing.T, f *cacheFixture) {
+			f.register(jid)
+			f.ingest(jid, 1)
+			if _, err := f.svc.Device(context.Background(), jid); err != nil {
+				t.Fatal(err)
+			}
+			labels, version := map[string]string{"room": "kitchen"}, 2
+			if _, err := f.svc.Update(context.Background(), jid, DeviceUpdate{Labels: &labels, SchemaVersion: &version}); err != nil {
+				t.Fatal(err)
+			}
+			got, err := f.svc.Device(context.Background(), jid)
+			if err != nil || got.Labels["room"] != "kitchen" || got.SchemaVersion != 2 {
+				t.Errorf("after update: %+v, %v", got, err)
+			}
+			if got.LastSeenAt == nil {
+				t.Error("last_seen_at lost by the update")
+			}
+			if _, v := f.state(jid); v != 1 {
+				t.Errorf("reading %d after update, want 1", v)
+			}
+		}},
+		{"DeviceLastSeenMoves", func(t *testing.T, f *cacheFixture) {
+			f.register(jid)
+			if got, _ := f.svc.Device(context.Background(), jid); got.LastSeenAt != nil {
+				t.Fatalf("last_seen_at %v before any reading", got.LastSeenAt)
+			}
+			for i := 1; i <= 3; i++ {
+				f.ingest(jid, i)
+				st, _ := f.state(jid)
+				got, err := f.svc.Device(context.Background(), jid)
+				if err != nil || got.LastSeenAt == nil || !got.LastSeenAt.Equal(*st.LastSeenAt) {
+					t.Errorf("device last_seen_at %v, state's %v", got.LastSeenAt, st.LastSeenAt)
+				}
+			}
+			if n := f.store.count("Device"); n != 1 {
+				t.Errorf("%d Device queries, want 1", n)
+			}
+		}},
+		{"CallerCantChangeCache", func(t *testing.T, f *cacheFixture) {
+			f.register(jid)
+			got, _ := f.svc.Device(context.Background(), jid)
+			got.Labels["room"] = "changed"
+			got.Name = "changed"
+			again, _ := f.svc.Device(context.Background(), jid)
+			if again.Labels["room"] != "hall" || again.Name != "" {
+				t.Errorf("cached record changed by a caller: %+v", again)
+			}
+		}},
+		{"UnregisteredThenRegistered", func(t *testing.T, f *cacheFixture) {
+			if _, err := f.svc.Device(context.Background(), jid); ErrorCode(err) != ENotFound {
+				t.Fatalf("got %v, want not_found", err)
+			}
+			f.register(jid)
+			if _, err := f.svc.Device(context.Background(), jid); err != nil {
+				t.Errorf("registered device not found: %v", err)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.run(t, newCacheFixture(t, ServiceConfig{}))
+		})
+	}
+}
+
+// TestCacheFillRaces stages writes between a fill's query and its
+// caching: the fill must not leave an outdated entry behind.
+func TestCacheFillRaces(t *testing.T) {
+	const jid = "d@example.com"
+	tests := []struct {
+		name string
+		// during runs once inside the first query op of a State call.
+		op     string
+		during func(t *testing.T, f *cacheFixture)
+		check  func(t *testing.T, f *cacheFixture)
+	}{
+		{"CommitDuringReadingFill", "LatestReading",
+			func(t *testing.T, f *cacheFixture) { f.ingest(jid, 2) },
+			func(t *testing.T, f *cacheFixture) {
+				if _, v := f.state(jid); v != 2 {
+					t.Errorf("reading %d, want 2: an outdated fill was kept", v)
+				}
+			}},
+		{"CommitAndEvictionDuringReadingFill", "LatestReading",
+			func(t *testing.T, f *cacheFixture) {
+				f.ingest(jid, 2)
+				// Push the committed reading out of the cache.
+				for i := range 3 {
+					other := fmt.Sprintf("o%d@example.com", i)
+					f.register(other)
+					f.ingest(other, 1)
+				}
+			},
+			func(t *testing.T, f *cacheFixture) {
+				if _, v := f.state(jid); v != 2 {
+					t.Errorf("reading %d, want 2: an outdated fill was kept", v)
+				}
+			}},
+		{"DeleteAndRegisterDuringReadingFill", "LatestReading",
+			func(t *testing.T, f *cacheFixture) {
+				if err := f.svc.Delete(context.Background(), jid); err != nil {
+					t.Fatal(err)
+				}
+				f.register(jid)
+			},
+			func(t *testing.T, f *cacheFixture) {
+				if _, v := f.state(jid); v != -1 {
+					t.Errorf("re-registered device shows reading %d of the deleted one", v)
+				}
+			}},
+		{"UpdateDuringDeviceFill", "Device",
+			func(t *testing.T, f *cacheFixture) {
+				labels := map[string]string{"room": "kitchen"}
+				if _, err := f.svc.Update(context.Background(), jid, DeviceUpdate{Labels: &labels}); err != nil {
+					t.Fatal(err)
+				}
+			},
+			func(t *testing.T, f *cacheFixture) {
+				if d, err := f.svc.Device(context.Background(), jid); err != nil || d.Labels["room"] != "kitchen" {
+					t.Errorf("device %+v, %v: an outdated fill was kept", d, err)
+				}
+			}},
+		{"CommitDuringDeviceFill", "Device",
+			func(t *testing.T, f *cacheFixture) { f.ingest(jid, 2) },
+			func(t *testing.T, f *cacheFixture) {
+				st, v := f.state(jid)
+				d, err := f.svc.Device(context.Background(), jid)
+				if v != 2 || err != nil || d.LastSeenAt == nil || !d.LastSeenAt.Equal(*st.LastSeenAt) {
+					t.Errorf("reading %d, device last seen %v, state's %v", v, d.LastSeenAt, st.LastSeenAt)
+				}
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newCacheFixture(t, ServiceConfig{CacheReadings: 2})
+			f.register(jid)
+			f.ingest(jid, 1)
+			// Start cold, as after a restart, then race the first fill.
+			f.svc.cache = newCache(100, 2)
+			// Once only: during's own queries run the hook too.
+			var fired atomic.Bool
+			f.store.mu.Lock()
+			f.store.afterRead = func(op, j string) {
+				if op == tt.op && j == jid && fired.CompareAndSwap(false, true) {
+					tt.during(t, f)
+				}
+			}
+			f.store.mu.Unlock()
+			if _, err := f.svc.State(context.Background(), jid); err != nil {
+				t.Fatal(err)
+			}
+			f.store.mu.Lock()
+			f.store.afterRead = nil
+			f.store.mu.Unlock()
+			tt.check(t, f)
+		})
+	}
+}
+
+// TestCacheBounded checks that the cache never holds more than its
+// bounds, and that evicted entries are read again, right.
+func TestCacheBounded(t *testing.T) {
+	tests := []struct {
+		name                  string
+		maxDevices, maxLatest int
+		devices               int
+	}{
+		{"Small", 4, 2, 20},
+		{"ReadingsBelowDevices", 50, 5, 30},
+		{"Roomy", 100, 100, 30},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newCacheFixture(t, ServiceConfig{CacheDevices: tt.maxDevices, CacheReadings: tt.maxLatest})
+			jids := make([]string, tt.devices)
+			for i := range jids {
+				jids[i] = fmt.Sprintf("d%d@example.com", i)
+				f.register(jids[i])
+				f.ingest(jids[i], i)
+			}
+			for round := range 2 {
+				for i, j := range jids {
+					if _, v := f.state(j); v != i {
+						t.Fatalf("round %d: %s shows reading %d, want %d", round, j, v, i)
+					}
+					devs, latest := f.svc.cache.sizes()
+					if devs > tt.maxDevices || latest > tt.maxLatest {
+						t.Fatalf("cache holds %d devices, %d readings; bounds %d, %d", devs, latest, tt.maxDevices, tt.maxLatest)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestCacheConcurrent runs ingest, reads and writes at once, for the
+// race detector, and checks that what is read is never older than what
+// was acknowledged before the read began.
+func TestCacheConcurrent(t *testing.T) {
+	f := newCacheFixture(t, ServiceConfig{CacheReadings: 3})
+	jids := []string{"a@example.com", "b@example.com", "c@example.com", "d@example.com"}
+	for _, j := range jids {
+		f.register(j)
+	}
+	var acked sync.Map // jid -> last acknowledged value
+	var wg sync.WaitGroup
+	for _, j := range jids {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			for i := 1; i <= 50; i++ {
+				f.ingest(j, i)
+				acked.Store(j, i)
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			for range 100 {
+				before, _ := acked.Load(j)
+				st, err := f.svc.State(context.Background(), j)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if before == nil {
+					continue
+				}
+				var v struct{ V int }
+				if st.Reading == nil || json.Unmarshal(st.Reading.Data, &v) != nil || v.V < before.(int) {
+					t.Errorf("%s: state %+v older than acknowledged %d", j, st.Reading, before)
+					return
+				}
+				if _, err := f.svc.Device(context.Background(), j); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := range 20 {
+			labels := map[string]string{"n": fmt.Sprint(i)}
+			if _, err := f.svc.Update(context.Background(), jids[0], DeviceUpdate{Labels: &labels}); err != nil {
+				t.Error(err)
+			}
+		}
+	}()
+	wg.Wait()
+}
