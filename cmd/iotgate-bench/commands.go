@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"sync"
@@ -105,20 +104,7 @@ func (s *commandsScenario) rest(ctx context.Context, i int) error {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	s.e.gate.Authorize(req)
-	resp, err := s.e.api.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("POST command to %s: %d %s", j, resp.StatusCode, b)
-	}
-	return nil
+	return s.e.do(s.e.gate, req)
 }
 
 // raw sends the i-th command as an IQ from the sink component straight to

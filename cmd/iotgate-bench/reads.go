@@ -101,6 +101,11 @@ func (e *env) get(ctx context.Context, g *servers.Iotgate, path string) error {
 	if err != nil {
 		return err
 	}
+	return e.do(g, req)
+}
+
+// do sends req to g with g's token, reads the whole answer and wants 200.
+func (e *env) do(g *servers.Iotgate, req *http.Request) error {
 	g.Authorize(req)
 	resp, err := e.api.Do(req)
 	if err != nil {
@@ -112,7 +117,7 @@ func (e *env) get(ctx context.Context, g *servers.Iotgate, path string) error {
 		return err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %d %s", path, resp.StatusCode, b)
+		return fmt.Errorf("%s %s: %d %s", req.Method, req.URL.Path, resp.StatusCode, b)
 	}
 	return nil
 }

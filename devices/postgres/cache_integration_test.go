@@ -18,17 +18,7 @@ import (
 func TestInsertReadingsIDs(t *testing.T) {
 	ctx := context.Background()
 	db, reg, svc := newStack(t)
-	if _, err := reg.Register(ctx, "thermostat", string(examples.Thermostat()), ""); err != nil {
-		t.Fatal(err)
-	}
-	var devs []*devices.Device
-	for _, jid := range []string{"a@example.com", "b@example.com", "gone@example.com"} {
-		d, err := svc.Register(ctx, &devices.Device{JID: jid, Schema: "thermostat"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		devs = append(devs, d)
-	}
+	devs := thermostats(t, reg, svc, "a@example.com", "b@example.com", "gone@example.com")
 	if err := svc.Delete(ctx, "gone@example.com"); err != nil {
 		t.Fatal(err)
 	}

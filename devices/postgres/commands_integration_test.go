@@ -23,16 +23,8 @@ import (
 // commandFixture is a database with one registered thermostat.
 func commandFixture(t *testing.T) (*postgres.DB, *devices.Service, *devices.Device) {
 	t.Helper()
-	ctx := context.Background()
 	db, reg, svc := newStack(t)
-	if _, err := reg.Register(ctx, "thermostat", string(examples.Thermostat()), ""); err != nil {
-		t.Fatal(err)
-	}
-	d, err := svc.Register(ctx, &devices.Device{JID: "thermo1@example.com", Schema: "thermostat"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return db, svc, d
+	return db, svc, thermostats(t, reg, svc, "thermo1@example.com")[0]
 }
 
 var cmdTime = time.Date(2026, 1, 2, 15, 4, 5, 123456000, time.UTC)

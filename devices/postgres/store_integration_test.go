@@ -41,6 +41,25 @@ func newStack(t *testing.T) (*postgres.DB, *schemas.Registry, *devices.Service) 
 	return db, reg, svc
 }
 
+// thermostats registers the thermostat schema and a device of it for each
+// JID, and returns the devices in order.
+func thermostats(t *testing.T, reg *schemas.Registry, svc *devices.Service, jids ...string) []*devices.Device {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := reg.Register(ctx, "thermostat", string(examples.Thermostat()), ""); err != nil {
+		t.Fatal(err)
+	}
+	devs := make([]*devices.Device, 0, len(jids))
+	for _, jid := range jids {
+		d, err := svc.Register(ctx, &devices.Device{JID: jid, Schema: "thermostat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		devs = append(devs, d)
+	}
+	return devs
+}
+
 func ingest(t *testing.T, svc *devices.Service, in devices.IncomingReading) error {
 	t.Helper()
 	ch := make(chan error, 1)
@@ -318,17 +337,7 @@ func BenchmarkIngest(b *testing.B) {
 func TestInsertReadingsDeletedDevice(t *testing.T) {
 	ctx := context.Background()
 	db, reg, svc := newStack(t)
-	if _, err := reg.Register(ctx, "thermostat", string(examples.Thermostat()), ""); err != nil {
-		t.Fatal(err)
-	}
-	var devs []*devices.Device
-	for _, jid := range []string{"kept@example.com", "gone@example.com"} {
-		d, err := svc.Register(ctx, &devices.Device{JID: jid, Schema: "thermostat"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		devs = append(devs, d)
-	}
+	devs := thermostats(t, reg, svc, "kept@example.com", "gone@example.com")
 	if err := svc.Delete(ctx, "gone@example.com"); err != nil {
 		t.Fatal(err)
 	}
@@ -354,17 +363,7 @@ func TestInsertReadingsDeletedDevice(t *testing.T) {
 func TestRejectionsKeepNewest(t *testing.T) {
 	ctx := context.Background()
 	db, reg, svc := newStack(t)
-	if _, err := reg.Register(ctx, "thermostat", string(examples.Thermostat()), ""); err != nil {
-		t.Fatal(err)
-	}
-	var devs []*devices.Device
-	for _, jid := range []string{"a@example.com", "b@example.com"} {
-		d, err := svc.Register(ctx, &devices.Device{JID: jid, Schema: "thermostat"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		devs = append(devs, d)
-	}
+	devs := thermostats(t, reg, svc, "a@example.com", "b@example.com")
 	base := time.Now().UTC().Truncate(time.Second)
 	// Two batches, so that pruning sees rows of an earlier transaction.
 	for batch := range 2 {
