@@ -14,10 +14,6 @@ import (
 
 	"github.com/iotgate/iotgate/devices"
 	"github.com/iotgate/iotgate/devices/postgres"
-	"github.com/iotgate/iotgate/internal/servers"
-	"github.com/iotgate/iotgate/migrations"
-	"github.com/iotgate/iotgate/schemas"
-	"github.com/iotgate/iotgate/schemas/examples"
 )
 
 // commandFixture is a database with one registered thermostat.
@@ -361,22 +357,8 @@ func TestCommandStoreBatches(t *testing.T) {
 //	go test -tags integration -run '^$' -bench BenchmarkCommandWrites -benchtime 20000x ./devices/postgres/
 func BenchmarkCommandWrites(b *testing.B) {
 	ctx := context.Background()
-	db, err := postgres.Open(ctx, servers.DatabaseForTest(b), nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer db.Close()
-	if err := migrations.Up(ctx, db.SQL(), nil); err != nil {
-		b.Fatal(err)
-	}
-	reg := schemas.NewRegistry(db, schemas.Config{})
-	if _, err := reg.Register(ctx, "thermostat", string(examples.Thermostat()), ""); err != nil {
-		b.Fatal(err)
-	}
-	d, err := devices.NewService(db, reg, devices.ServiceConfig{}).Register(ctx, &devices.Device{JID: "thermo1@example.com", Schema: "thermostat"})
-	if err != nil {
-		b.Fatal(err)
-	}
+	db, reg, svc := newStack(b)
+	d := thermostats(b, reg, svc, "thermo1@example.com")[0]
 	for _, batch := range []int{1, 32} {
 		b.Run(fmt.Sprintf("batch%d", batch), func(b *testing.B) {
 			// IDs unique across the benchmark's calls of this function.

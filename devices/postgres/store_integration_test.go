@@ -21,7 +21,7 @@ import (
 )
 
 // newStack returns a migrated database and the domain services over it.
-func newStack(t *testing.T) (*postgres.DB, *schemas.Registry, *devices.Service) {
+func newStack(t testing.TB) (*postgres.DB, *schemas.Registry, *devices.Service) {
 	t.Helper()
 	ctx := context.Background()
 	db, err := postgres.Open(ctx, servers.DatabaseForTest(t), nil)
@@ -43,7 +43,7 @@ func newStack(t *testing.T) (*postgres.DB, *schemas.Registry, *devices.Service) 
 
 // thermostats registers the thermostat schema and a device of it for each
 // JID, and returns the devices in order.
-func thermostats(t *testing.T, reg *schemas.Registry, svc *devices.Service, jids ...string) []*devices.Device {
+func thermostats(t testing.TB, reg *schemas.Registry, svc *devices.Service, jids ...string) []*devices.Device {
 	t.Helper()
 	ctx := context.Background()
 	if _, err := reg.Register(ctx, "thermostat", string(examples.Thermostat()), ""); err != nil {
@@ -285,19 +285,7 @@ func TestSchemasDevicesReadings(t *testing.T) {
 //	go test -tags integration -run '^$' -bench BenchmarkIngest -benchtime 20000x ./devices/postgres/
 func BenchmarkIngest(b *testing.B) {
 	ctx := context.Background()
-	db, err := postgres.Open(ctx, servers.DatabaseForTest(b), nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer db.Close()
-	if err := migrations.Up(ctx, db.SQL(), nil); err != nil {
-		b.Fatal(err)
-	}
-	reg := schemas.NewRegistry(db, schemas.Config{})
-	svc := devices.NewService(db, reg, devices.ServiceConfig{})
-	rctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go svc.Run(rctx)
+	_, reg, svc := newStack(b)
 	if _, err := reg.Register(ctx, "thermostat", string(examples.Thermostat()), ""); err != nil {
 		b.Fatal(err)
 	}
