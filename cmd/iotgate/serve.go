@@ -64,6 +64,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		Addr: cfg.XMPPAddr, Domain: cfg.Domain, Secret: cfg.Secret,
 		Software: "iotgate", Version: buildVersion(), MaxStanzaBytes: cfg.MaxStanzaBytes,
 		Logger: log.With("part", "xmpp"),
+		Disco:  component.DiscoConfig{Devices: svc, Namespaces: registry, SeeAll: cfg.DiscoItemsJIDs, MaxItems: cfg.DiscoMaxItems},
 	})
 	if err != nil {
 		return err
