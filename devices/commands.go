@@ -609,8 +609,8 @@ func (s *Commands) storeCtx() (context.Context, context.CancelFunc) {
 // xmpp_unavailable (the stream is down); see Command.Err. Errors: invalid
 // (bad request), not_found (device), unprocessable (payload not valid
 // against the schema; a comment, processing instruction or DOCTYPE in it,
-// details payload_has_comment, payload_has_processing_instruction,
-// payload_has_doctype; an Idempotency-Key reused with another request,
+// details comment_forbidden, processing_instruction_forbidden,
+// doctype_forbidden; an Idempotency-Key reused with another request,
 // detail idempotency_key_reused), too_many_requests (MaxInFlight commands are in
 // flight), unavailable (shutting down, store or schema unavailable).
 func (s *Commands) Submit(ctx context.Context, req CommandRequest) (*Command, bool, error) {
@@ -731,11 +731,12 @@ func validatePayload(schema PayloadSchema, payload []byte) error {
 	return err
 }
 
-// Details of the payloads plainXML refuses.
+// Details of the payloads plainXML refuses; a DOCTYPE has the code the
+// schema validator gives it in a reading.
 const (
-	CmdPayloadComment = "payload_has_comment"
-	CmdPayloadPI      = "payload_has_processing_instruction"
-	CmdPayloadDTD     = "payload_has_doctype"
+	CmdPayloadComment = "comment_forbidden"
+	CmdPayloadPI      = "processing_instruction_forbidden"
+	CmdPayloadDTD     = "doctype_forbidden"
 )
 
 // plainXML refuses comments, processing instructions and DOCTYPEs (or any

@@ -993,7 +993,7 @@ const docTemplate = `{
                         }
                     },
                     "422": {
-                        "description": "The payload is not valid against the device's schema (code unprocessable); it contains an XML comment, a processing instruction or a DOCTYPE, which XMPP does not allow on the stream (codes payload_has_comment, payload_has_processing_instruction, payload_has_doctype); or the Idempotency-Key was used for another request (code idempotency_key_reused)",
+                        "description": "The payload is not valid against the device's schema (code unprocessable); it contains an XML comment, a processing instruction or a DOCTYPE, which XMPP does not allow on the stream (codes comment_forbidden, processing_instruction_forbidden, doctype_forbidden); or the Idempotency-Key was used for another request (code idempotency_key_reused)",
                         "schema": {
                             "$ref": "#/definitions/api.ErrorResponse"
                         }

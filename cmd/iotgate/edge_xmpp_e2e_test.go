@@ -80,9 +80,9 @@ func testXMPPEdge(t *testing.T, name string) {
 
 	t.Run("CommandPayloadRefused", func(t *testing.T) {
 		for _, tc := range []struct{ payload, code string }{
-			{`<set xmlns="urn:example:thermostat"><!--x--><target>21.5</target></set>`, "payload_has_comment"},
-			{`<set xmlns="urn:example:thermostat"><?x y?><target>21.5</target></set>`, "payload_has_processing_instruction"},
-			{`<!DOCTYPE set><set xmlns="urn:example:thermostat"><target>21.5</target></set>`, "payload_has_doctype"},
+			{`<set xmlns="urn:example:thermostat"><!--x--><target>21.5</target></set>`, "comment_forbidden"},
+			{`<set xmlns="urn:example:thermostat"><?x y?><target>21.5</target></set>`, "processing_instruction_forbidden"},
+			{`<!DOCTYPE set><set xmlns="urn:example:thermostat"><target>21.5</target></set>`, "doctype_forbidden"},
 		} {
 			// Again and again: it used to cost a reconnect every time.
 			for range 3 {
