@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -244,4 +245,23 @@ func TestNamespaces(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("v registered", "urn:u", "urn:v")
+}
+
+// BenchmarkServesNamespace measures the namespace check the XMPP read loop
+// makes for every device stanza, with 50 namespaces registered.
+func BenchmarkServesNamespace(b *testing.B) {
+	reg := schemas.NewRegistry(newMemStore(), schemas.Config{})
+	for i := range 50 {
+		ns := "urn:example:" + strconv.Itoa(i)
+		if _, err := reg.Register(b.Context(), "s"+strconv.Itoa(i), strings.ReplaceAll(okXSD, "urn:t", ns), ""); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if !reg.ServesNamespace("urn:example:25") || reg.ServesNamespace("urn:example:nope") {
+				b.Fatal("wrong answer")
+			}
+		}
+	})
 }
