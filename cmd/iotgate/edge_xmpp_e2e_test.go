@@ -182,7 +182,18 @@ func testXMPPEdge(t *testing.T, name string) {
 		if got, want := strings.Join(itemsOf(ops), ","), thermo+","+other; got != want {
 			t.Errorf("a JID on IOTGATE_DISCO_ITEMS_JIDS sees %q, want every device %q", got, want)
 		}
-		rep, err := stranger.SendIQ(ctx, "get", e2eDomain, `<query xmlns='http://jabber.org/protocol/disco#info'/>`)
+		// A page at a time (XEP-0059): <last/> is where the next starts.
+		rep, err := ops.SendIQ(ctx, "get", e2eDomain, `<query xmlns='http://jabber.org/protocol/disco#items'><set xmlns='http://jabber.org/protocol/rsm'><max>1</max></set></query>`)
+		last := regexp.MustCompile(`<last>([^<]+)</last>`).FindStringSubmatch(rep.Payload)
+		if err != nil || strings.Join(discoItems(rep.Payload), ",") != thermo || last == nil {
+			t.Fatalf("first page of 1: %+v %v", rep, err)
+		}
+		rep, err = ops.SendIQ(ctx, "get", e2eDomain, `<query xmlns='http://jabber.org/protocol/disco#items'><set xmlns='http://jabber.org/protocol/rsm'><max>1</max><after>`+last[1]+`</after></set></query>`)
+		if err != nil || strings.Join(discoItems(rep.Payload), ",") != other || strings.Contains(rep.Payload, "<last>") {
+			t.Errorf("second and last page: %+v %v", rep, err)
+		}
+
+		rep, err = stranger.SendIQ(ctx, "get", e2eDomain, `<query xmlns='http://jabber.org/protocol/disco#info'/>`)
 		if err != nil {
 			t.Fatal(err)
 		}
