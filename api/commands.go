@@ -57,7 +57,9 @@ const waitSlack = 5 * time.Second
 // CreateCommandRequest is the body of POST /v1/devices/{jid}/commands.
 type CreateCommandRequest struct {
 	// Payload is the IQ's child element, one XML element that must be
-	// valid against the device's schema.
+	// valid against the device's schema, without comments, processing
+	// instructions or a DOCTYPE. It is sent re-serialized (namespaces
+	// declared, text escaped), not byte for byte.
 	Payload string `json:"payload" validate:"required" example:"<set xmlns='urn:example:thermostat'><target>21.5</target></set>"`
 	// Type is the IQ type.
 	Type string `json:"type" validate:"omitempty,oneof=get set" enums:"set,get" default:"set" example:"set"`
@@ -237,7 +239,7 @@ func (h *commandHandler) visibleCommand(c echo.Context, id string) (*devices.Com
 //	@Failure		409				{object}	api.ErrorResponse{details=api.Command}		"The device is offline (code device_offline)"
 //	@Failure		413				{object}	api.ErrorResponse							"Body too large"
 //	@Failure		415				{object}	api.ErrorResponse							"Body is not JSON"
-//	@Failure		422				{object}	api.ErrorResponse							"The payload is not valid against the device's schema (code unprocessable), or the Idempotency-Key was used for another request (code idempotency_key_reused)"
+//	@Failure		422				{object}	api.ErrorResponse							"The payload is not valid against the device's schema (code unprocessable); it contains an XML comment, a processing instruction or a DOCTYPE, which XMPP does not allow on the stream (codes comment_forbidden, processing_instruction_forbidden, doctype_forbidden); or the Idempotency-Key was used for another request (code idempotency_key_reused)"
 //	@Failure		429				{object}	api.ErrorResponse							"Too many commands in flight (code too_many_requests), or the token's request rate is exceeded (code rate_limited)"
 //	@Header			429				{integer}	Retry-After									"Seconds to wait before retrying"
 //	@Failure		500				{object}	api.ErrorResponse

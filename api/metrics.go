@@ -28,6 +28,8 @@ type MetricsSources struct {
 	OnlineDevices func() int
 	// RateLimited counts stanzas refused for exceeding a device's rate.
 	RateLimited func() uint64
+	// Unserved counts device stanzas in no namespace iotgate serves.
+	Unserved func() uint64
 	// HeldReadings counts message readings waiting for the database.
 	HeldReadings func() int
 	// DB is the database pool, for its connection statistics.
@@ -99,6 +101,10 @@ func NewMetrics(src MetricsSources) *Metrics {
 	}
 	if f := src.RateLimited; f != nil {
 		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "iotgate_xmpp_rate_limited_total", Help: "Device stanzas refused for exceeding the device's rate."},
+			func() float64 { return float64(f()) }))
+	}
+	if f := src.Unserved; f != nil {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "iotgate_xmpp_unserved_total", Help: "Stanzas to iotgate whose payloads are in no namespace of a registered schema (IQs answered service-unavailable, messages dropped)."},
 			func() float64 { return float64(f()) }))
 	}
 	if f := src.HeldReadings; f != nil {

@@ -24,6 +24,7 @@ func TestMetrics(t *testing.T) {
 		XMPP:          fakeXMPPStats{up: true},
 		OnlineDevices: func() int { return 2 },
 		RateLimited:   func() uint64 { return 5 },
+		Unserved:      func() uint64 { return 6 },
 		HeldReadings:  func() int { return 4 },
 	})
 	m.ReadingsCommitted(10, 3*time.Millisecond)
@@ -48,6 +49,7 @@ func TestMetrics(t *testing.T) {
 		{"PendingIQs", "iotgate_xmpp_pending_iqs 7"},
 		{"Online", "iotgate_devices_online 2"},
 		{"RateLimited", "iotgate_xmpp_rate_limited_total 5"},
+		{"Unserved", "iotgate_xmpp_unserved_total 6"},
 		{"Held", "iotgate_readings_held 4"},
 		{"CommandsOK", `iotgate_commands_total{code="",status="succeeded"} 1`},
 		{"CommandsOffline", `iotgate_commands_total{code="device_offline",status="failed"} 1`},

@@ -16,9 +16,11 @@ var _ devices.CommandSender = (*Conn)(nil)
 // result (its first child element as payload) or an error (its stanza
 // error). The reply counts only if it comes from `to` (see SendIQ).
 //
-// An XML declaration, comments or processing instructions around the
-// element are dropped: only the element itself goes on the stream. Errors:
-// invalid (not exactly one element, bad iqType), unavailable (detail
+// The element is re-serialized from its tokens (AppendCleanElement), never
+// copied: an XML declaration, comments and processing instructions are
+// dropped, so no payload, even one stored before the API refused such
+// things, can make the server close the stream. Errors: invalid (not
+// exactly one element, a DOCTYPE, bad iqType), unavailable (detail
 // xmpp_unavailable) when the stream is down or drops before the answer,
 // timeout when ctx ends first, too_many_requests when MaxPendingIQs are
 // already waiting.
@@ -26,11 +28,11 @@ func (c *Conn) SendCommand(ctx context.Context, to, iqType string, payload []byt
 	if iqType != TypeGet && iqType != TypeSet {
 		return devices.CommandReply{}, devices.Errorf(devices.EInvalid, "a command is an IQ get or set, not %q", iqType)
 	}
-	kids, err := (&Stanza{Inner: payload}).Children()
-	if err != nil || len(kids) != 1 {
-		return devices.CommandReply{}, devices.Errorf(devices.EInvalid, "a command payload must be exactly one XML element")
+	inner, err := AppendCleanElement(make([]byte, 0, len(payload)+32), payload)
+	if err != nil {
+		return devices.CommandReply{}, err
 	}
-	rep, err := c.SendIQ(ctx, &Stanza{Kind: KindIQ, Type: iqType, To: to, Inner: kids[0].Raw})
+	rep, err := c.SendIQ(ctx, &Stanza{Kind: KindIQ, Type: iqType, To: to, Inner: inner})
 	if err != nil {
 		return devices.CommandReply{}, err
 	}

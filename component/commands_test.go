@@ -35,7 +35,20 @@ func TestSendCommand(t *testing.T) {
 				return []string{fmt.Sprintf(`<iq type='result' id='%s' from='%s' to='iot.localhost'/>`, id, to)}
 			},
 			devices.CommandReply{Type: "result"}},
-		{"DeclarationStripped", "set", "<?xml version='1.0'?>\n<!-- c --><set xmlns='urn:example:t'/>\n", `<set xmlns='urn:example:t'/>`,
+		{"DeclarationStripped", "set", "<?xml version='1.0'?>\n<!-- c --><set xmlns='urn:example:t'/>\n", `<set xmlns="urn:example:t"/>`,
+			func(id string) []string {
+				return []string{fmt.Sprintf(`<iq type='result' id='%s' from='%s' to='iot.localhost'/>`, id, to)}
+			},
+			devices.CommandReply{Type: "result"}},
+		// What the API refuses, should a stored payload still carry it:
+		// re-serialized, nothing of it reaches the stream.
+		{"CommentsAndPIsDropped", "set", `<set xmlns="urn:example:t"><!--x--><?pi y?><target>21.5<!--z--></target></set>`, `<set xmlns="urn:example:t"><target>21.5</target></set>`,
+			func(id string) []string {
+				return []string{fmt.Sprintf(`<iq type='result' id='%s' from='%s' to='iot.localhost'/>`, id, to)}
+			},
+			devices.CommandReply{Type: "result"}},
+		{"CDATAEscaped", "set", `<t:set xmlns:t="urn:example:t"><t:target a="&quot;"><![CDATA[<x>]]]]><![CDATA[>]]></t:target></t:set>`,
+			`<set xmlns="urn:example:t"><target a="&quot;">&lt;x&gt;]]&gt;</target></set>`,
 			func(id string) []string {
 				return []string{fmt.Sprintf(`<iq type='result' id='%s' from='%s' to='iot.localhost'/>`, id, to)}
 			},

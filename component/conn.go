@@ -62,6 +62,9 @@ type Config struct {
 	MaxBackoff       time.Duration // reconnect delay cap; default 5s
 	CloseTimeout     time.Duration // wait for the server's </stream:stream> on shutdown; default 2s
 
+	// Disco configures the answers to service discovery.
+	Disco DiscoConfig
+
 	Logger *slog.Logger
 }
 
@@ -87,6 +90,7 @@ func (c *Config) setDefaults() {
 	def(&c.MinBackoff, 250*time.Millisecond)
 	def(&c.MaxBackoff, 5*time.Second)
 	def(&c.CloseTimeout, 2*time.Second)
+	c.Disco.setDefaults()
 	if c.PingTo == "" {
 		if _, parent, ok := strings.Cut(c.Domain, "."); ok {
 			c.PingTo = parent

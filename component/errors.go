@@ -39,6 +39,9 @@ var detailErrors = map[string]struct {
 	cond stanza.Condition
 }{
 	"device_not_registered": {stanza.Auth, stanza.RegistrationRequired},
+	// RFC 6120 8.4: a namespace the entity does not serve; cancel, as
+	// retrying will not help.
+	DetailNotServed: {stanza.Cancel, stanza.ServiceUnavailable},
 }
 
 // ErrorReplyFor returns the error stanza that answers st for err, with a

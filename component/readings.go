@@ -34,11 +34,15 @@ type ReadingHandler struct {
 	log  *slog.Logger
 	// Presence, when set, receives presence stanzas.
 	Presence Handler
+	// Namespaces, when set, decides which stanzas are for iotgate at all
+	// (see notServed); nil serves every namespace.
+	Namespaces Namespaces
 
 	errors  *limiter // error messages sent back, per device
 	stanzas *limiter // readings accepted, per device
 
-	limited atomic.Uint64
+	limited  atomic.Uint64
+	unserved atomic.Uint64
 }
 
 // RateLimit bounds the readings one device may send: Rate per second on
@@ -100,7 +104,7 @@ func (h *ReadingHandler) HandleStanza(ctx context.Context, st *Stanza) bool {
 		if h.overRate(st) {
 			return true
 		}
-		in, err := incoming(st, "iq")
+		in, err := h.payloads(st, "iq")
 		if err != nil {
 			h.send(ErrorReplyFor(st, err))
 			return true
@@ -118,7 +122,7 @@ func (h *ReadingHandler) HandleStanza(ctx context.Context, st *Stanza) bool {
 		if st.Type == TypeError || h.overRate(st) {
 			return true
 		}
-		in, err := incoming(st, "message")
+		in, err := h.payloads(st, "message")
 		if err != nil {
 			h.refuseMessage(st, err)
 			return true
@@ -135,9 +139,10 @@ func (h *ReadingHandler) HandleStanza(ctx context.Context, st *Stanza) bool {
 
 func (h *ReadingHandler) refuseMessage(st *Stanza, err error) {
 	var e *devices.Error
-	if errors.As(err, &e) && e.Detail == "device_not_registered" {
+	if errors.As(err, &e) && (e.Detail == "device_not_registered" || e.Detail == DetailNotServed) {
 		// Unknown senders get nothing back: answering would let anyone
-		// use iotgate to probe or reflect traffic.
+		// use iotgate to probe or reflect traffic. Nor does a message
+		// that is not for iotgate (a chat, a receipt).
 		return
 	}
 	bare, berr := devices.BareJID(st.From)

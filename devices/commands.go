@@ -1,11 +1,13 @@
 package devices
 
 import (
+	"bytes"
 	"context"
 	crand "crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/xml"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -606,8 +608,10 @@ func (s *Commands) storeCtx() (context.Context, context.CancelFunc) {
 // failed with device_offline (no available resource), failed with
 // xmpp_unavailable (the stream is down); see Command.Err. Errors: invalid
 // (bad request), not_found (device), unprocessable (payload not valid
-// against the schema; an Idempotency-Key reused with another request, detail
-// idempotency_key_reused), too_many_requests (MaxInFlight commands are in
+// against the schema; a comment, processing instruction or DOCTYPE in it,
+// details comment_forbidden, processing_instruction_forbidden,
+// doctype_forbidden; an Idempotency-Key reused with another request,
+// detail idempotency_key_reused), too_many_requests (MaxInFlight commands are in
 // flight), unavailable (shutting down, store or schema unavailable).
 func (s *Commands) Submit(ctx context.Context, req CommandRequest) (*Command, bool, error) {
 	if s.ctx.Err() != nil {
@@ -714,13 +718,56 @@ type payloadValidator interface {
 }
 
 // validatePayload checks a command's payload against the device's schema.
-// Errors: unprocessable, with the validator's reason.
+// Errors: unprocessable, with the validator's reason, or with one of the
+// details of plainXML.
 func validatePayload(schema PayloadSchema, payload []byte) error {
+	if err := plainXML(payload); err != nil {
+		return err
+	}
 	if v, ok := schema.(payloadValidator); ok {
 		return v.Validate(payload)
 	}
 	_, err := schema.ValidateAndRender(payload)
 	return err
+}
+
+// Details of the payloads plainXML refuses; a DOCTYPE has the code the
+// schema validator gives it in a reading.
+const (
+	CmdPayloadComment = "comment_forbidden"
+	CmdPayloadPI      = "processing_instruction_forbidden"
+	CmdPayloadDTD     = "doctype_forbidden"
+)
+
+// plainXML refuses comments, processing instructions and DOCTYPEs (or any
+// other <!...> directive) in a command payload. The schema validator skips
+// them, but an XMPP server closes the stream of a component that sends them
+// (RFC 6120 11.1), which would cut every device off. The component drops
+// them anyway (it re-serializes what it sends); refusing them here tells
+// the client at once. An XML declaration at the very start is allowed, and
+// so is CDATA: it is only text, and goes out escaped. What does not parse
+// is left to the validator, which says where. Errors: unprocessable.
+func plainXML(payload []byte) error {
+	d := xml.NewDecoder(bytes.NewReader(payload))
+	d.Strict = true
+	for {
+		off := d.InputOffset()
+		tok, err := d.Token()
+		if err != nil {
+			return nil
+		}
+		switch t := tok.(type) {
+		case xml.Comment:
+			return &Error{Code: EUnprocessable, Detail: CmdPayloadComment, Message: "a command payload must not contain XML comments"}
+		case xml.ProcInst:
+			if t.Target == "xml" && len(bytes.TrimSpace(payload[:off])) == 0 {
+				continue
+			}
+			return &Error{Code: EUnprocessable, Detail: CmdPayloadPI, Message: "a command payload must not contain processing instructions"}
+		case xml.Directive:
+			return &Error{Code: EUnprocessable, Detail: CmdPayloadDTD, Message: "a command payload must not contain a DOCTYPE or other <!...> declaration"}
+		}
+	}
 }
 
 // create stores a new command. Commands without an Idempotency-Key are

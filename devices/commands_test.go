@@ -739,6 +739,13 @@ func TestCommandRefused(t *testing.T) {
 		{"ExpiryTooLong", CommandRequest{Mode: CommandQueue, ExpiresIn: 8 * 24 * time.Hour}, EInvalid, ""},
 		{"BadResource", CommandRequest{Resource: "\u0000"}, EInvalid, ""},
 		{"InvalidPayload", CommandRequest{Payload: "<set xmlns='urn:example:t'>bad</set>"}, EUnprocessable, ""},
+		// The validator skips these; the XMPP server would close the
+		// stream for them.
+		{"Comment", CommandRequest{Payload: "<set xmlns='urn:example:t'><!--x--><target>21.5</target></set>"}, EUnprocessable, CmdPayloadComment},
+		{"CommentAfter", CommandRequest{Payload: "<set xmlns='urn:example:t'/><!--x-->"}, EUnprocessable, CmdPayloadComment},
+		{"PI", CommandRequest{Payload: "<set xmlns='urn:example:t'><?x y?></set>"}, EUnprocessable, CmdPayloadPI},
+		{"LateDeclaration", CommandRequest{Payload: "<!--c--><?xml version='1.0'?><set xmlns='urn:example:t'/>"}, EUnprocessable, CmdPayloadComment},
+		{"Doctype", CommandRequest{Payload: "<!DOCTYPE set><set xmlns='urn:example:t'/>"}, EUnprocessable, CmdPayloadDTD},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -928,6 +935,33 @@ func TestCommandRequestHashStable(t *testing.T) {
 			if got, want := tc.req.hash("t@example.com"), old(&tc.req, "t@example.com"); got != want {
 				t.Errorf("hash = %s, want %s", got, want)
 			}
+		})
+	}
+}
+
+func TestPlainXML(t *testing.T) {
+	tests := []struct {
+		name, payload, detail string
+	}{
+		{"OK", "<set xmlns='urn:t'><target>1</target></set>", ""},
+		{"Declaration", "  <?xml version='1.0'?>\n<set xmlns='urn:t'/>", ""},
+		{"CDATA", "<set xmlns='urn:t'><target><![CDATA[1]]></target></set>", ""},
+		{"NotWellFormedLeftToValidator", "<set><!--", ""},
+		{"Comment", "<set xmlns='urn:t'><!--x--></set>", CmdPayloadComment},
+		{"PI", "<set xmlns='urn:t'/><?x?>", CmdPayloadPI},
+		{"DeclarationNotFirst", "<set xmlns='urn:t'><?xml version='1.0'?></set>", CmdPayloadPI},
+		{"Doctype", "<!DOCTYPE set [<!ENTITY e 'x'>]><set xmlns='urn:t'/>", CmdPayloadDTD},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := plainXML([]byte(tt.payload))
+			if tt.detail == "" {
+				if err != nil {
+					t.Fatalf("err = %v, want none", err)
+				}
+				return
+			}
+			wantErr(t, err, EUnprocessable, tt.detail)
 		})
 	}
 }

@@ -993,7 +993,7 @@ const docTemplate = `{
                         }
                     },
                     "422": {
-                        "description": "The payload is not valid against the device's schema (code unprocessable), or the Idempotency-Key was used for another request (code idempotency_key_reused)",
+                        "description": "The payload is not valid against the device's schema (code unprocessable); it contains an XML comment, a processing instruction or a DOCTYPE, which XMPP does not allow on the stream (codes comment_forbidden, processing_instruction_forbidden, doctype_forbidden); or the Idempotency-Key was used for another request (code idempotency_key_reused)",
                         "schema": {
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
@@ -2667,7 +2667,7 @@ const docTemplate = `{
                     "example": "sync"
                 },
                 "payload": {
-                    "description": "Payload is the IQ's child element, one XML element that must be\nvalid against the device's schema.",
+                    "description": "Payload is the IQ's child element, one XML element that must be\nvalid against the device's schema, without comments, processing\ninstructions or a DOCTYPE. It is sent re-serialized (namespaces\ndeclared, text escaped), not byte for byte.",
                     "type": "string",
                     "example": "\u003cset xmlns='urn:example:thermostat'\u003e\u003ctarget\u003e21.5\u003c/target\u003e\u003c/set\u003e"
                 },

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"slices"
 	"sync"
 	"time"
 
@@ -78,6 +79,12 @@ type Registry struct {
 
 	mu       sync.Mutex
 	compiled map[Ref]*compiled
+
+	// The target namespaces of the registered versions, kept in memory
+	// because the XMPP read loop asks about every stanza.
+	nsMu    sync.RWMutex
+	nsOf    map[Ref]string
+	nsCount map[string]int
 }
 
 var _ devices.SchemaSource = (*Registry)(nil)
@@ -100,7 +107,77 @@ func NewRegistry(store Store, cfg Config) *Registry {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Registry{store: store, cfg: cfg, lim: xsd.Limits{MaxBytes: cfg.MaxReadingBytes, MaxDepth: cfg.MaxDepth},
-		compiled: make(map[Ref]*compiled)}
+		compiled: make(map[Ref]*compiled), nsOf: make(map[Ref]string), nsCount: make(map[string]int)}
+}
+
+// LoadNamespaces reads the target namespaces of every registered version,
+// for ServesNamespace and Namespaces. Call it once at start, before the
+// XMPP stream is up; Register and Delete keep the set current afterwards.
+// Registrations made by another iotgate on the same database are not seen
+// until a restart. Errors: those of the store (unavailable).
+func (r *Registry) LoadNamespaces(ctx context.Context) error {
+	latest, err := r.store.Schemas(ctx)
+	if err != nil {
+		return fmt.Errorf("load schema namespaces: %w", err)
+	}
+	for _, l := range latest {
+		vs, err := r.store.SchemaVersions(ctx, l.Name)
+		if devices.ErrorCode(err) == devices.ENotFound {
+			continue // deleted meanwhile
+		}
+		if err != nil {
+			return fmt.Errorf("load schema namespaces: %w", err)
+		}
+		for _, v := range vs {
+			r.addNamespace(Ref{v.Name, v.Version}, v.TargetNamespace)
+		}
+	}
+	return nil
+}
+
+func (r *Registry) addNamespace(ref Ref, ns string) {
+	r.nsMu.Lock()
+	defer r.nsMu.Unlock()
+	if _, ok := r.nsOf[ref]; ok {
+		return
+	}
+	r.nsOf[ref] = ns
+	r.nsCount[ns]++
+}
+
+func (r *Registry) removeNamespace(ref Ref) {
+	r.nsMu.Lock()
+	defer r.nsMu.Unlock()
+	ns, ok := r.nsOf[ref]
+	if !ok {
+		return
+	}
+	delete(r.nsOf, ref)
+	if r.nsCount[ns]--; r.nsCount[ns] <= 0 {
+		delete(r.nsCount, ns)
+	}
+}
+
+// ServesNamespace reports whether some registered schema version has the
+// target namespace ns: whether a payload in ns can be a reading. It reads
+// memory only (see LoadNamespaces).
+func (r *Registry) ServesNamespace(ns string) bool {
+	r.nsMu.RLock()
+	defer r.nsMu.RUnlock()
+	return r.nsCount[ns] > 0
+}
+
+// Namespaces returns the target namespaces of the registered schema
+// versions, sorted.
+func (r *Registry) Namespaces() []string {
+	r.nsMu.RLock()
+	out := make([]string, 0, len(r.nsCount))
+	for ns := range r.nsCount {
+		out = append(out, ns)
+	}
+	r.nsMu.RUnlock()
+	slices.Sort(out)
+	return out
 }
 
 var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}[a-z0-9]$|^[a-z0-9]$`)
@@ -156,6 +233,7 @@ func (r *Registry) Register(ctx context.Context, name, src, description string) 
 		cs.Free()
 		return nil, err
 	}
+	r.addNamespace(Ref{s.Name, s.Version}, s.TargetNamespace)
 	c := &compiled{s: cs}
 	c.once.Do(func() {})
 	r.mu.Lock()
@@ -188,6 +266,7 @@ func (r *Registry) Delete(ctx context.Context, name string, version int) error {
 	if err := r.store.DeleteSchemaVersion(ctx, name, version); err != nil {
 		return err
 	}
+	r.removeNamespace(Ref{name, version})
 	r.mu.Lock()
 	c := r.compiled[Ref{name, version}]
 	delete(r.compiled, Ref{name, version})

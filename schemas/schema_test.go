@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 
@@ -74,8 +76,18 @@ func (m *memStore) SchemaByNamespace(_ context.Context, ns string) (*schemas.Sch
 	return nil, devices.Errorf(devices.ENotFound, "no schema for namespace %s", ns)
 }
 
-func (m *memStore) DeleteSchemaVersion(context.Context, string, int) error {
-	return errors.New("not implemented")
+func (m *memStore) DeleteSchemaVersion(_ context.Context, name string, version int) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	vs := m.versions[name]
+	i := slices.IndexFunc(vs, func(s *schemas.Schema) bool { return s.Version == version })
+	if i < 0 {
+		return devices.Errorf(devices.ENotFound, "schema %s version %d not found", name, version)
+	}
+	if m.versions[name] = slices.Delete(vs, i, i+1); len(m.versions[name]) == 0 {
+		delete(m.versions, name)
+	}
+	return nil
 }
 
 const (
@@ -183,4 +195,73 @@ func TestValidateMatchesValidateAndRender(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestNamespaces checks the in-memory set of served namespaces: loaded from
+// the store, kept current by Register and Delete, a namespace served while
+// any version has it.
+func TestNamespaces(t *testing.T) {
+	ctx := t.Context()
+	store := newMemStore()
+	first := schemas.NewRegistry(store, schemas.Config{})
+	uXSD := strings.ReplaceAll(okXSD, "urn:t", "urn:u")
+	for _, r := range []struct{ name, src string }{{"t", okXSD}, {"t", okXSD}, {"u", uXSD}} {
+		if _, err := first.Register(ctx, r.name, r.src, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reg := schemas.NewRegistry(store, schemas.Config{})
+	if reg.ServesNamespace("urn:t") {
+		t.Fatal("serves urn:t before LoadNamespaces")
+	}
+	if err := reg.LoadNamespaces(ctx); err != nil {
+		t.Fatal(err)
+	}
+	check := func(step string, want ...string) {
+		t.Helper()
+		if got := reg.Namespaces(); !slices.Equal(got, want) {
+			t.Errorf("%s: Namespaces = %q, want %q", step, got, want)
+		}
+		for _, ns := range []string{"urn:t", "urn:u", "urn:nope"} {
+			if got := reg.ServesNamespace(ns); got != slices.Contains(want, ns) {
+				t.Errorf("%s: ServesNamespace(%s) = %v", step, ns, got)
+			}
+		}
+	}
+	check("loaded", "urn:t", "urn:u")
+	if err := reg.Delete(ctx, "t", 1); err != nil {
+		t.Fatal(err)
+	}
+	check("one version of t left", "urn:t", "urn:u")
+	if err := reg.Delete(ctx, "t", 2); err != nil {
+		t.Fatal(err)
+	}
+	check("t deleted", "urn:u")
+	if err := reg.Delete(ctx, "t", 2); devices.ErrorCode(err) != devices.ENotFound {
+		t.Errorf("second delete: %v", err)
+	}
+	check("t deleted twice", "urn:u")
+	if _, err := reg.Register(ctx, "v", strings.ReplaceAll(okXSD, "urn:t", "urn:v"), ""); err != nil {
+		t.Fatal(err)
+	}
+	check("v registered", "urn:u", "urn:v")
+}
+
+// BenchmarkServesNamespace measures the namespace check the XMPP read loop
+// makes for every device stanza, with 50 namespaces registered.
+func BenchmarkServesNamespace(b *testing.B) {
+	reg := schemas.NewRegistry(newMemStore(), schemas.Config{})
+	for i := range 50 {
+		ns := "urn:example:" + strconv.Itoa(i)
+		if _, err := reg.Register(b.Context(), "s"+strconv.Itoa(i), strings.ReplaceAll(okXSD, "urn:t", ns), ""); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if !reg.ServesNamespace("urn:example:25") || reg.ServesNamespace("urn:example:nope") {
+				b.Fatal("wrong answer")
+			}
+		}
+	})
 }

@@ -49,6 +49,11 @@ type Config struct {
 	// disables the limit.
 	APIRate  int
 	APIBurst int
+
+	// DiscoItemsJIDs are the bare JIDs and domains that see every device
+	// in disco#items on the component; DiscoMaxItems caps one answer.
+	DiscoItemsJIDs []string
+	DiscoMaxItems  int
 }
 
 // configError is a missing or malformed setting; the binary prints it as
@@ -87,6 +92,8 @@ var settings = []setting{
 	{env: "IOTGATE_ADMIN_TOKEN", secret: true, help: "a bootstrap API token with the admin scope, not stored in the database (environment only; at least 32 characters)"},
 	{env: "IOTGATE_API_RATE", flag: "api-rate", def: "50", help: "HTTP requests per second one API token may make on average; excess ones get 429 (0: no limit)"},
 	{env: "IOTGATE_API_BURST", flag: "api-burst", def: "100", help: "HTTP requests one API token may make in a burst above its rate"},
+	{env: "IOTGATE_DISCO_ITEMS_JIDS", flag: "disco-items-jids", help: "comma-separated bare JIDs (ops@example.com) or domains (example.com: all its users) that see every registered device in disco#items on the component; a device sees only itself, anyone else nothing"},
+	{env: "IOTGATE_DISCO_MAX_ITEMS", flag: "disco-max-items", def: "100", help: "most devices in one disco#items answer; more come in XEP-0059 pages"},
 	{env: "IOTGATE_MAX_COMMANDS_IN_FLIGHT", flag: "max-commands-in-flight", def: "1000", help: "commands sent and not yet answered or timed out; beyond it, new ones get 429"},
 }
 
@@ -189,6 +196,7 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 		{"IOTGATE_MAX_COMMANDS_IN_FLIGHT", &cfg.MaxCommandsInFlight, 1000000},
 		{"IOTGATE_DEVICE_RATE", &cfg.DeviceRate, 10000000},
 		{"IOTGATE_DEVICE_BURST", &cfg.DeviceBurst, 10000000},
+		{"IOTGATE_DISCO_MAX_ITEMS", &cfg.DiscoMaxItems, 1000},
 	} {
 		v, err := strconv.Atoi(get(n.env))
 		if err != nil || v <= 0 || v > n.max {
@@ -210,6 +218,16 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 			return cfg, nil, &configError{n.env, fmt.Sprintf("%q is not a number between 0 and 10000000", get(n.env))}
 		}
 		*n.dst = v
+	}
+	for _, v := range strings.Split(get("IOTGATE_DISCO_ITEMS_JIDS"), ",") {
+		if v = strings.TrimSpace(v); v == "" {
+			continue
+		}
+		j, perr := jid.Parse(v)
+		if perr != nil || j.Resourcepart() != "" {
+			return cfg, nil, &configError{"IOTGATE_DISCO_ITEMS_JIDS", fmt.Sprintf("%q is not a bare JID or a domain such as ops@example.com or example.com", v)}
+		}
+		cfg.DiscoItemsJIDs = append(cfg.DiscoItemsJIDs, j.String())
 	}
 	return cfg, fs.Args(), nil
 }

@@ -58,6 +58,13 @@ func TestParseConfig(t *testing.T) {
 		{name: "ErrLogFormat", env: with("IOTGATE_LOG_FORMAT", "xml"), wantSetting: "IOTGATE_LOG_FORMAT"},
 		{name: "ErrShutdownTimeout", env: with("IOTGATE_SHUTDOWN_TIMEOUT", "soon"), wantSetting: "IOTGATE_SHUTDOWN_TIMEOUT"},
 		{name: "ErrReadingBytes", env: with("IOTGATE_MAX_READING_BYTES", "0"), wantSetting: "IOTGATE_MAX_READING_BYTES"},
+		{name: "DiscoItemsJIDs", env: with("IOTGATE_DISCO_ITEMS_JIDS", " Ops@Example.com, trusted.example.com ,"), check: func(t *testing.T, c Config) {
+			if strings.Join(c.DiscoItemsJIDs, " ") != "ops@example.com trusted.example.com" || c.DiscoMaxItems != 100 {
+				t.Errorf("DiscoItemsJIDs = %q, DiscoMaxItems = %d", c.DiscoItemsJIDs, c.DiscoMaxItems)
+			}
+		}},
+		{name: "ErrDiscoItemsJIDWithResource", env: with("IOTGATE_DISCO_ITEMS_JIDS", "ops@example.com/phone"), wantSetting: "IOTGATE_DISCO_ITEMS_JIDS"},
+		{name: "ErrDiscoMaxItems", env: with("IOTGATE_DISCO_MAX_ITEMS", "1001"), wantSetting: "IOTGATE_DISCO_MAX_ITEMS"},
 		{name: "ErrReadingDepth", env: with("IOTGATE_MAX_READING_DEPTH", "1000"), wantSetting: "IOTGATE_MAX_READING_DEPTH"},
 		{name: "CORSOrigins", env: with("IOTGATE_CORS_ORIGINS", "https://a.example.com, http://localhost:3000"), check: func(t *testing.T, c Config) {
 			if len(c.CORSOrigins) != 2 || c.CORSOrigins[1] != "http://localhost:3000" {

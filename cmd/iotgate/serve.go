@@ -42,6 +42,10 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		MaxSchemaBytes: cfg.MaxSchemaBytes, MaxReadingBytes: cfg.MaxReadingBytes, MaxDepth: cfg.MaxReadingDepth,
 		Logger: log,
 	})
+	// The read loop decides by namespace without asking the database.
+	if err := registry.LoadNamespaces(ctx); err != nil {
+		return err
+	}
 	presence := devices.NewPresence(db, nil, log.With("part", "presence"))
 	var readings *component.ReadingHandler
 	var conn *component.Conn
@@ -50,6 +54,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		XMPP:          xmppStats{&conn},
 		OnlineDevices: func() int { return len(presence.OnlineJIDs()) },
 		RateLimited:   func() uint64 { return readings.RateLimited() },
+		Unserved:      func() uint64 { return readings.Unserved() },
 		HeldReadings:  func() int { return int(svc.Stats().Held) },
 		DB:            db.SQL(),
 	})
@@ -59,6 +64,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		Addr: cfg.XMPPAddr, Domain: cfg.Domain, Secret: cfg.Secret,
 		Software: "iotgate", Version: buildVersion(), MaxStanzaBytes: cfg.MaxStanzaBytes,
 		Logger: log.With("part", "xmpp"),
+		Disco:  component.DiscoConfig{Devices: svc, Namespaces: registry, SeeAll: cfg.DiscoItemsJIDs, MaxItems: cfg.DiscoMaxItems},
 	})
 	if err != nil {
 		return err
@@ -66,6 +72,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	readings = component.NewReadingHandler(conn, svc,
 		component.RateLimit{Rate: float64(cfg.DeviceRate), Burst: float64(cfg.DeviceBurst)}, log.With("part", "readings"))
 	readings.Presence = component.NewPresenceHandler(conn, svc, log.With("part", "presence"))
+	readings.Namespaces = registry
 	conn.SetHandler(readings)
 
 	commands := devices.NewCommands(db, svc, registry, presence, conn, devices.CommandsConfig{
