@@ -52,7 +52,8 @@ type Config struct {
 
 	QueueSize        int           // outgoing stanzas waiting for the writer; default 4096
 	MaxPendingIQs    int           // IQs awaiting a reply; default 10000
-	MaxStanzaBytes   int           // largest incoming stanza; default 1 MiB
+	MaxStanzaBytes   int           // largest incoming stanza kept; larger ones are skipped and refused; default DefaultMaxStanzaBytes
+	MaxStanzaDepth   int           // deepest nesting of an incoming stanza kept (the stanza is 1); default 64
 	DialTimeout      time.Duration // default 5s
 	HandshakeTimeout time.Duration // default 10s
 	WriteTimeout     time.Duration // a write blocked longer kills the stream; default 10s
@@ -78,7 +79,8 @@ func (c *Config) setDefaults() {
 	}
 	defInt(&c.QueueSize, 4096)
 	defInt(&c.MaxPendingIQs, 10000)
-	defInt(&c.MaxStanzaBytes, 1<<20)
+	defInt(&c.MaxStanzaBytes, DefaultMaxStanzaBytes)
+	defInt(&c.MaxStanzaDepth, 64)
 	def(&c.DialTimeout, 5*time.Second)
 	def(&c.HandshakeTimeout, 10*time.Second)
 	def(&c.WriteTimeout, 10*time.Second)
@@ -136,6 +138,10 @@ type Conn struct {
 	onDown  []func()
 
 	reconnects atomic.Uint64
+	oversize   atomic.Uint64
+	// skipErrors bounds the error messages sent back for skipped
+	// stanzas, per sender.
+	skipErrors *limiter
 }
 
 // New returns a Conn for cfg. It does not connect: call Run.
@@ -156,6 +162,8 @@ func New(cfg Config) (*Conn, error) {
 		since:   time.Now(),
 		lastErr: errors.New("not connected yet"),
 		pending: make(map[string]*pendingIQ),
+
+		skipErrors: newLimiter(errorRate, errorBurst),
 	}, nil
 }
 
@@ -366,8 +374,16 @@ func (c *Conn) readLoop(ctx context.Context, sess *session) error {
 			if sess.closed() {
 				return sess.err
 			}
-			if errors.Is(err, errStanzaTooLarge) {
-				c.closeWithError(sess, "policy-violation", fmt.Sprintf("stanza larger than %d bytes", c.cfg.MaxStanzaBytes))
+			var skipped *skippedError
+			if errors.As(err, &skipped) {
+				// It cost only itself: the stream goes on.
+				sess.lastRead.Store(time.Now().UnixNano())
+				c.skipped(ctx, sess, skipped)
+				continue
+			}
+			var xe *xmlError
+			if errors.As(err, &xe) {
+				c.closeWithError(sess, xe.cond, xe.text)
 			}
 			return err
 		}
