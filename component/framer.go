@@ -69,12 +69,18 @@ type xmlError struct {
 	text string
 }
 
-func (e *xmlError) Error() string { return "invalid XML from the XMPP server (" + e.cond + "): " + e.text }
+func (e *xmlError) Error() string {
+	return "invalid XML from the XMPP server (" + e.cond + "): " + e.text
+}
 
 func restricted(what string) error {
 	// RFC 6120 §11.1: no comments, PIs or DTDs on an XMPP stream.
 	return &xmlError{cond: "restricted-xml", text: "the stream carries " + what}
 }
+
+// maxHeaderBytes bounds the prolog and stream header (a few hundred bytes
+// from a real server), whatever the stanza limit.
+const maxHeaderBytes = 64 << 10
 
 // bufferShrink is the capacity above which the buffer is dropped after use,
 // so that one large element does not pin its memory for the stream's life.
@@ -87,18 +93,20 @@ func newFramer(r io.Reader, max, maxDepth int) *framer {
 // readHeader returns the stream's prolog up to and including the stream
 // header's start tag: what a decoder must see first to know the stream's
 // namespaces. Errors: I/O errors, *xmlError for a DOCTYPE or a prolog over
-// the size limit.
+// maxHeaderBytes.
 func (f *framer) readHeader() ([]byte, error) {
 	f.begin()
 	f.header = true
 	f.state = lexText
-	defer func() { f.header = false }()
+	max := f.max
+	f.max = maxHeaderBytes
+	defer func() { f.header, f.max = false, max }()
 	fr, err := f.lex()
 	if err != nil {
 		return nil, err
 	}
 	if fr.over {
-		return nil, &xmlError{cond: "policy-violation", text: fmt.Sprintf("stream header larger than %d bytes", f.max)}
+		return nil, &xmlError{cond: "policy-violation", text: fmt.Sprintf("stream header larger than %d bytes", maxHeaderBytes)}
 	}
 	return fr.raw, nil
 }
