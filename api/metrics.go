@@ -30,6 +30,9 @@ type MetricsSources struct {
 	RateLimited func() uint64
 	// HeldReadings counts message readings waiting for the database.
 	HeldReadings func() int
+	// OversizeStanzas counts incoming stanzas skipped for exceeding the
+	// stanza size or depth limit.
+	OversizeStanzas func() uint64
 	// DB is the database pool, for its connection statistics.
 	DB *sql.DB
 }
@@ -99,6 +102,10 @@ func NewMetrics(src MetricsSources) *Metrics {
 	}
 	if f := src.RateLimited; f != nil {
 		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "iotgate_xmpp_rate_limited_total", Help: "Device stanzas refused for exceeding the device's rate."},
+			func() float64 { return float64(f()) }))
+	}
+	if f := src.OversizeStanzas; f != nil {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "iotgate_xmpp_stanzas_oversize_total", Help: "Incoming stanzas skipped (and refused) for exceeding the stanza size or depth limit; the stream goes on."},
 			func() float64 { return float64(f()) }))
 	}
 	if f := src.HeldReadings; f != nil {

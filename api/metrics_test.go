@@ -25,6 +25,8 @@ func TestMetrics(t *testing.T) {
 		OnlineDevices: func() int { return 2 },
 		RateLimited:   func() uint64 { return 5 },
 		HeldReadings:  func() int { return 4 },
+
+		OversizeStanzas: func() uint64 { return 6 },
 	})
 	m.ReadingsCommitted(10, 3*time.Millisecond)
 	m.ReadingsCommitted(6, time.Millisecond)
@@ -49,6 +51,7 @@ func TestMetrics(t *testing.T) {
 		{"Online", "iotgate_devices_online 2"},
 		{"RateLimited", "iotgate_xmpp_rate_limited_total 5"},
 		{"Held", "iotgate_readings_held 4"},
+		{"Oversize", "iotgate_xmpp_stanzas_oversize_total 6"},
 		{"CommandsOK", `iotgate_commands_total{code="",status="succeeded"} 1`},
 		{"CommandsOffline", `iotgate_commands_total{code="device_offline",status="failed"} 1`},
 		{"CommandSeconds", "iotgate_command_seconds_count 1"},

@@ -62,6 +62,9 @@ type Config struct {
 	MinBackoff       time.Duration // first reconnect delay; default 250ms
 	MaxBackoff       time.Duration // reconnect delay cap; default 5s
 	CloseTimeout     time.Duration // wait for the server's </stream:stream> on shutdown; default 2s
+	// ConflictBackoff is the shortest reconnect delay after the server
+	// refused the stream with conflict; default 2s. See Run.
+	ConflictBackoff time.Duration
 
 	Logger *slog.Logger
 }
@@ -88,6 +91,7 @@ func (c *Config) setDefaults() {
 	def(&c.KeepAliveTimeout, 10*time.Second)
 	def(&c.MinBackoff, 250*time.Millisecond)
 	def(&c.MaxBackoff, 5*time.Second)
+	def(&c.ConflictBackoff, 2*time.Second)
 	def(&c.CloseTimeout, 2*time.Second)
 	if c.PingTo == "" {
 		if _, parent, ok := strings.Cut(c.Domain, "."); ok {
@@ -213,6 +217,15 @@ func (c *Conn) Reconnects() uint64 { return c.reconnects.Load() }
 // Run connects and keeps the component connected until ctx ends, then closes
 // the stream politely and returns nil. Failures are logged and retried with
 // backoff; Run never gives up on its own.
+//
+// A conflict at the handshake means the server still holds a stream for the
+// domain: most often iotgate's own previous one, which iotgate gave up on
+// (keepalive) but the server, busy or cut off from iotgate's close, has not
+// seen die. Prosody refuses the newcomer until it drops that stream (unless
+// component_conflict_resolve = "kick_old"); ejabberd accepts both. Retrying
+// fast only adds to a busy server's load, so after a conflict Run waits at
+// least ConflictBackoff (with jitter): it is back within
+// max(ConflictBackoff, MaxBackoff) of the server dropping the old stream.
 func (c *Conn) Run(ctx context.Context) error {
 	attempt := 0
 	connectedOnce := false
@@ -240,6 +253,9 @@ func (c *Conn) Run(ctx context.Context) error {
 			}
 		}
 		delay := backoff(attempt, c.cfg.MinBackoff, c.cfg.MaxBackoff)
+		if se := (*StreamError)(nil); errors.As(err, &se) && se.Condition == "conflict" {
+			delay = max(delay, backoff(0, c.cfg.ConflictBackoff, c.cfg.ConflictBackoff))
+		}
 		attempt++
 		c.log.Info("reconnecting to XMPP server", "in", delay.Round(time.Millisecond), "addr", c.cfg.Addr)
 		t := time.NewTimer(delay)

@@ -500,3 +500,31 @@ func TestNoGoroutineLeakAfterRun(t *testing.T) {
 	})
 	waitFor(t, "goroutines to end", func() bool { return runtime.NumGoroutine() <= before+1 })
 }
+
+func TestConflictBacksOffLonger(t *testing.T) {
+	tests := []struct {
+		reject   string
+		min, max time.Duration // the time 4 dials take
+	}{
+		// Three waits of at least half of ConflictBackoff each.
+		{"conflict", 3 * 200 * time.Millisecond, 5 * time.Second},
+		// Three waits of at most MaxBackoff (50ms) each, plus handshakes.
+		{"host-unknown", 0, 400 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.reject, func(t *testing.T) {
+			fs := newFakeServer(t, "s")
+			fs.setReject(tt.reject)
+			start := time.Now()
+			c := startConn(t, fs.addr(), "s", func(cfg *Config) { cfg.ConflictBackoff = 400 * time.Millisecond })
+			waitFor(t, "four attempts", func() bool { return fs.dialCount() >= 4 })
+			if d := time.Since(start); d < tt.min || d > tt.max {
+				t.Errorf("4 attempts took %s, want between %s and %s", d, tt.min, tt.max)
+			}
+			// Once the server lets go, it connects.
+			fs.setReject("")
+			fs.conn()
+			waitFor(t, "stream up", func() bool { return isUp(c) })
+		})
+	}
+}
