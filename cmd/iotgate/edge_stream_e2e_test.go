@@ -4,6 +4,8 @@ package main
 
 import (
 	"context"
+	"io"
+	"net"
 	"net/url"
 	"strconv"
 	"strings"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/iotgate/iotgate/internal/device"
 	"github.com/iotgate/iotgate/internal/servers"
+	"github.com/iotgate/iotgate/schemas/examples"
 )
 
 //	IOTGATE_INTEGRATION=1 go test -race -tags integration -run 'TestE2EEdgeStream' -count 1 -v ./cmd/iotgate/
@@ -185,5 +188,188 @@ func testEdgeStreamOversize(t *testing.T, name string) {
 	}
 	if p99[1] > p99[0]+time.Second {
 		t.Errorf("steady IQ p99 during the attack %s > before %s + 1s", p99[1], p99[0])
+	}
+}
+
+// freezer is a TCP proxy to the XMPP server's component port whose
+// connections can be frozen: bytes stop flowing both ways and the server's
+// side stays open, as when a starved server holds a stream its peer gave up
+// on. Connections accepted after a freeze flow normally.
+type freezer struct {
+	ln       net.Listener
+	upstream string
+	mu       sync.Mutex
+	conns    []*frozenPair
+}
+
+type frozenPair struct {
+	client, server net.Conn
+	frozen         chan struct{} // closed on freeze
+}
+
+func newFreezer(t *testing.T, upstream string) *freezer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &freezer{ln: ln, upstream: upstream}
+	go f.accept()
+	t.Cleanup(func() {
+		ln.Close()
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		for _, p := range f.conns {
+			p.client.Close()
+			p.server.Close()
+		}
+	})
+	return f
+}
+
+func (f *freezer) addr() string { return f.ln.Addr().String() }
+
+func (f *freezer) accept() {
+	for {
+		c, err := f.ln.Accept()
+		if err != nil {
+			return
+		}
+		s, err := net.Dial("tcp", f.upstream)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		p := &frozenPair{client: c, server: s, frozen: make(chan struct{})}
+		f.mu.Lock()
+		f.conns = append(f.conns, p)
+		f.mu.Unlock()
+		go p.pipe(c, s, false)
+		go p.pipe(s, c, true)
+	}
+}
+
+// pipe copies from src to dst until frozen or either side ends. Frozen, it
+// stops reading and leaves both sides open.
+func (p *frozenPair) pipe(src, dst net.Conn, toClient bool) {
+	buf := make([]byte, 32<<10)
+	for {
+		src.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+		n, err := src.Read(buf)
+		select {
+		case <-p.frozen:
+			return
+		default:
+		}
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			continue
+		}
+		if err != nil {
+			if err == io.EOF {
+				dst.(*net.TCPConn).CloseWrite()
+			}
+			return
+		}
+	}
+}
+
+// freeze stops the connections open now.
+func (f *freezer) freeze() []*frozenPair {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	frozen := f.conns
+	f.conns = nil
+	for _, p := range frozen {
+		close(p.frozen)
+	}
+	return frozen
+}
+
+func TestE2EEdgeStreamConflictRecovery(t *testing.T) {
+	forEachXMPPServer(t, testEdgeStreamConflictRecovery)
+}
+
+// testEdgeStreamConflictRecovery freezes the TCP path between iotgate and
+// the server until iotgate's keepalive gives up on the stream, and keeps the
+// server's side of the old connection open for a while (hold) before
+// closing it, as a starved server would. Prosody refuses iotgate's new
+// stream (conflict) until the old one is gone; ejabberd accepts it at once
+// but may route to the old one. iotgate must be back, a device's IQ reading
+// answered, within a bounded time of the old stream's end.
+func testEdgeStreamConflictRecovery(t *testing.T, name string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	const (
+		keepAlive, keepAliveTimeout = 500 * time.Millisecond, time.Second
+		maxBackoff, conflictBackoff = time.Second, time.Second
+		hold                        = 3 * time.Second
+	)
+	pg := servers.PostgresForTest(t)
+	xs := servers.XMPPForTest(t, name, servers.XMPPOptions{Components: map[string]string{e2eDomain: e2eSecret}})
+	proxy := newFreezer(t, xs.ComponentAddr())
+	metricsAddr := freeAddr(t)
+	g := startGate(t, map[string]string{
+		"IOTGATE_XMPP_ADDR": proxy.addr(), "IOTGATE_DOMAIN": e2eDomain, "IOTGATE_SECRET": e2eSecret,
+		"IOTGATE_DATABASE_URL": pg.DSN(), "IOTGATE_METRICS_ADDR": metricsAddr,
+		"IOTGATE_XMPP_KEEPALIVE": keepAlive.String(), "IOTGATE_XMPP_KEEPALIVE_TIMEOUT": keepAliveTimeout.String(),
+		"IOTGATE_XMPP_MAX_BACKOFF": maxBackoff.String(), "IOTGATE_XMPP_CONFLICT_BACKOFF": conflictBackoff.String(),
+	})
+	g.waitReady(200, 30*time.Second, nil)
+	e := &commandsEnv{t: t, ctx: ctx, xs: xs, pg: pg, g: g}
+	if code := g.do("POST", "/v1/schemas", map[string]string{"name": "thermostat", "xsd": string(examples.Thermostat())}, nil); code != 201 {
+		t.Fatalf("register schema: %d", code)
+	}
+	jid := e.register("steady")
+	dev, err := device.Dial(ctx, device.Options{Addr: xs.C2SAddr(), JID: jid, Password: "pw-steady"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	reading := func(seq int) bool {
+		rctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		rep, err := dev.SendIQ(rctx, "set", e2eDomain, `<reading xmlns="urn:example:thermostat" seq="`+strconv.Itoa(seq)+`"><temperature>19.5</temperature><mode>heat</mode></reading>`)
+		return err == nil && rep.Type == "result"
+	}
+	if !reading(0) {
+		t.Fatal("no IQ reading answered before the freeze")
+	}
+
+	frozenAt := time.Now()
+	frozen := proxy.freeze()
+	for !strings.Contains(g.logs.String(), "did not answer a keepalive ping") {
+		if time.Since(frozenAt) > 10*time.Second {
+			t.Fatal("iotgate did not give up on the frozen stream within 10s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	detected := time.Since(frozenAt)
+	// The server keeps the old stream for hold, then sees it close.
+	time.Sleep(hold)
+	for _, p := range frozen {
+		p.server.Close()
+		p.client.Close()
+	}
+	released := time.Now()
+	seq := 1
+	for ; !reading(seq); seq++ {
+		if time.Since(released) > 20*time.Second {
+			t.Fatalf("%s: no IQ reading answered within 20s of the old stream's end", name)
+		}
+	}
+	recovered := time.Since(released)
+	g.waitReady(200, 5*time.Second, nil)
+	conflicts := strings.Count(g.logs.String(), "condition=conflict")
+	t.Logf("%s: keepalive gave up %s after the freeze; after a hold of %s, an IQ reading answered %s after the old stream's end (%s after the freeze); %d conflict refusals; reconnects metric %.0f",
+		name, detected.Round(time.Millisecond), hold, recovered.Round(time.Millisecond), time.Since(frozenAt).Round(time.Millisecond), conflicts,
+		metricValue(t, metricsAddr, "iotgate_xmpp_reconnects_total"))
+	// Bound: one back off, the handshake, a reading's round trip.
+	if bound := max(maxBackoff, conflictBackoff) + 2*time.Second; recovered > bound {
+		t.Errorf("recovered %s after the old stream's end, want within %s", recovered, bound)
 	}
 }
