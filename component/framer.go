@@ -56,10 +56,11 @@ type frame struct {
 	// raw is the element's XML. For an element over the size or depth
 	// limit it is only its start tag, made self-closing so that it
 	// decodes alone; nil if even the start tag was over the size limit.
-	raw  []byte
-	size int // the element's size on the wire, in bytes
-	over bool
-	deep bool
+	raw   []byte
+	start int // the length of raw's start tag, for a kept element
+	size  int // the element's size on the wire, in bytes
+	over  bool
+	deep  bool
 }
 
 // xmlError is XML that iotgate refuses at stream level: the stream can't be
@@ -219,7 +220,7 @@ func (f *framer) keep(p []byte) {
 func (f *framer) frame() frame {
 	fr := frame{size: f.size, over: f.over || f.size > f.max, deep: f.deep}
 	if !fr.over && !fr.deep {
-		fr.raw = f.buf
+		fr.raw, fr.start = f.buf, f.startLen
 		return fr
 	}
 	if f.header || f.startLen < 0 || f.startLen > f.max || len(f.buf) < f.startLen {
@@ -271,8 +272,21 @@ func (f *framer) scan(p []byte) (n int, done bool, err error) {
 				f.state, f.prev = lexTag, c
 			}
 		case lexTag:
-			c := p[i]
-			i++
+			// A tight loop over the names and spaces of the tag: this is
+			// most of what the lexer reads of small stanzas.
+			j := i
+			for j < len(p) && p[j] != '>' && p[j] != '"' && p[j] != '\'' {
+				j++
+			}
+			if j > i {
+				f.prev = p[j-1]
+			}
+			if j == len(p) {
+				i = j
+				continue
+			}
+			c := p[j]
+			i = j + 1
 			switch c {
 			case '"', '\'':
 				f.state, f.quote = lexAttr, c
@@ -292,8 +306,6 @@ func (f *framer) scan(p []byte) (n int, done bool, err error) {
 					f.size += i
 					return i, true, nil
 				}
-			default:
-				f.prev = c
 			}
 		case lexAttr:
 			j := bytes.IndexByte(p[i:], f.quote)

@@ -1,6 +1,7 @@
 package component
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha1" //nolint:gosec // XEP-0114 mandates SHA-1 for the handshake.
 	"encoding/hex"
@@ -245,8 +246,9 @@ func (s *stream) next() (*Stanza, error) {
 			}
 			continue
 		}
-		var w wireStanza
-		if err := s.dec.DecodeElement(&w, &t); err != nil {
+		// The decoder checks the payload (Skip reads it all); the framer
+		// already holds its bytes, so the decoder need not save them.
+		if err := s.dec.Skip(); err != nil {
 			return nil, &xmlError{cond: "not-well-formed", text: err.Error()}
 		}
 		if len(s.feed.b) != 0 {
@@ -254,8 +256,32 @@ func (s *stream) next() (*Stanza, error) {
 			// ends: nothing after it can be trusted.
 			return nil, &xmlError{cond: "not-well-formed", text: "an element ends before its last bytes"}
 		}
-		return &Stanza{Kind: t.Name.Local, ID: w.ID, From: w.From, To: w.To, Type: w.Type, Lang: w.Lang, Inner: w.Inner}, nil
+		st := stanzaAttrs(t)
+		if end := bytes.LastIndexByte(fr.raw, '<'); end > fr.start {
+			st.Inner = bytes.Clone(fr.raw[fr.start:end])
+		}
+		return st, nil
 	}
+}
+
+// stanzaAttrs returns the stanza that start opens, without its payload.
+func stanzaAttrs(start xml.StartElement) *Stanza {
+	st := &Stanza{Kind: start.Name.Local}
+	for _, a := range start.Attr {
+		switch {
+		case a.Name.Space == "" && a.Name.Local == "id":
+			st.ID = a.Value
+		case a.Name.Space == "" && a.Name.Local == "from":
+			st.From = a.Value
+		case a.Name.Space == "" && a.Name.Local == "to":
+			st.To = a.Value
+		case a.Name.Space == "" && a.Name.Local == "type":
+			st.Type = a.Value
+		case a.Name.Space == NSXML && a.Name.Local == "lang":
+			st.Lang = a.Value
+		}
+	}
+	return st
 }
 
 // skippedError is a stanza skipped for its size or depth. It costs only
@@ -298,31 +324,8 @@ func (s *stream) skipped(fr frame) error {
 	default:
 		return e
 	}
-	e.st = &Stanza{Kind: t.Name.Local}
-	for _, a := range t.Attr {
-		switch {
-		case a.Name.Space == "" && a.Name.Local == "id":
-			e.st.ID = a.Value
-		case a.Name.Space == "" && a.Name.Local == "from":
-			e.st.From = a.Value
-		case a.Name.Space == "" && a.Name.Local == "to":
-			e.st.To = a.Value
-		case a.Name.Space == "" && a.Name.Local == "type":
-			e.st.Type = a.Value
-		case a.Name.Space == NSXML && a.Name.Local == "lang":
-			e.st.Lang = a.Value
-		}
-	}
+	e.st = stanzaAttrs(t)
 	return e
-}
-
-type wireStanza struct {
-	ID    string `xml:"id,attr"`
-	From  string `xml:"from,attr"`
-	To    string `xml:"to,attr"`
-	Type  string `xml:"type,attr"`
-	Lang  string `xml:"http://www.w3.org/XML/1998/namespace lang,attr"`
-	Inner []byte `xml:",innerxml"`
 }
 
 func decodeStreamError(d *xml.Decoder, start *xml.StartElement) error {
