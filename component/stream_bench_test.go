@@ -20,7 +20,7 @@ func BenchmarkStreamNext(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for done := 0; done < b.N; {
-		s := benchStream(bytes.NewReader(data), 1<<20)
+		s := newStream(nil, bytes.NewReader(data), 1<<20, 64)
 		if err := s.readHeader(); err != nil {
 			b.Fatal(err)
 		}
