@@ -32,6 +32,9 @@ type MetricsSources struct {
 	Unserved func() uint64
 	// HeldReadings counts message readings waiting for the database.
 	HeldReadings func() int
+	// OversizeStanzas counts incoming stanzas skipped for exceeding the
+	// stanza size or depth limit.
+	OversizeStanzas func() uint64
 	// DB is the database pool, for its connection statistics.
 	DB *sql.DB
 }
@@ -105,6 +108,10 @@ func NewMetrics(src MetricsSources) *Metrics {
 	}
 	if f := src.Unserved; f != nil {
 		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "iotgate_xmpp_unserved_total", Help: "Stanzas to iotgate whose payloads are in no namespace of a registered schema (IQs answered service-unavailable, messages dropped)."},
+			func() float64 { return float64(f()) }))
+	}
+	if f := src.OversizeStanzas; f != nil {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "iotgate_xmpp_stanzas_oversize_total", Help: "Incoming stanzas skipped (and refused) for exceeding the stanza size or depth limit; the stream goes on."},
 			func() float64 { return float64(f()) }))
 	}
 	if f := src.HeldReadings; f != nil {

@@ -26,6 +26,8 @@ func TestMetrics(t *testing.T) {
 		RateLimited:   func() uint64 { return 5 },
 		Unserved:      func() uint64 { return 6 },
 		HeldReadings:  func() int { return 4 },
+
+		OversizeStanzas: func() uint64 { return 6 },
 	})
 	m.ReadingsCommitted(10, 3*time.Millisecond)
 	m.ReadingsCommitted(6, time.Millisecond)
@@ -51,6 +53,7 @@ func TestMetrics(t *testing.T) {
 		{"RateLimited", "iotgate_xmpp_rate_limited_total 5"},
 		{"Unserved", "iotgate_xmpp_unserved_total 6"},
 		{"Held", "iotgate_readings_held 4"},
+		{"Oversize", "iotgate_xmpp_stanzas_oversize_total 6"},
 		{"CommandsOK", `iotgate_commands_total{code="",status="succeeded"} 1`},
 		{"CommandsOffline", `iotgate_commands_total{code="device_offline",status="failed"} 1`},
 		{"CommandSeconds", "iotgate_command_seconds_count 1"},

@@ -52,7 +52,8 @@ type Config struct {
 
 	QueueSize        int           // outgoing stanzas waiting for the writer; default 4096
 	MaxPendingIQs    int           // IQs awaiting a reply; default 10000
-	MaxStanzaBytes   int           // largest incoming stanza; default 1 MiB
+	MaxStanzaBytes   int           // largest incoming stanza kept; larger ones are skipped and refused; default DefaultMaxStanzaBytes
+	MaxStanzaDepth   int           // deepest nesting of an incoming stanza kept (the stanza is 1); default 64
 	DialTimeout      time.Duration // default 5s
 	HandshakeTimeout time.Duration // default 10s
 	WriteTimeout     time.Duration // a write blocked longer kills the stream; default 10s
@@ -61,6 +62,9 @@ type Config struct {
 	MinBackoff       time.Duration // first reconnect delay; default 250ms
 	MaxBackoff       time.Duration // reconnect delay cap; default 5s
 	CloseTimeout     time.Duration // wait for the server's </stream:stream> on shutdown; default 2s
+	// ConflictBackoff is the shortest reconnect delay after the server
+	// refused the stream with conflict; default 2s. See Run.
+	ConflictBackoff time.Duration
 
 	// Disco configures the answers to service discovery.
 	Disco DiscoConfig
@@ -81,7 +85,8 @@ func (c *Config) setDefaults() {
 	}
 	defInt(&c.QueueSize, 4096)
 	defInt(&c.MaxPendingIQs, 10000)
-	defInt(&c.MaxStanzaBytes, 1<<20)
+	defInt(&c.MaxStanzaBytes, DefaultMaxStanzaBytes)
+	defInt(&c.MaxStanzaDepth, 64)
 	def(&c.DialTimeout, 5*time.Second)
 	def(&c.HandshakeTimeout, 10*time.Second)
 	def(&c.WriteTimeout, 10*time.Second)
@@ -89,6 +94,7 @@ func (c *Config) setDefaults() {
 	def(&c.KeepAliveTimeout, 10*time.Second)
 	def(&c.MinBackoff, 250*time.Millisecond)
 	def(&c.MaxBackoff, 5*time.Second)
+	def(&c.ConflictBackoff, 2*time.Second)
 	def(&c.CloseTimeout, 2*time.Second)
 	c.Disco.setDefaults()
 	if c.PingTo == "" {
@@ -140,6 +146,10 @@ type Conn struct {
 	onDown  []func()
 
 	reconnects atomic.Uint64
+	oversize   atomic.Uint64
+	// skipErrors bounds the error messages sent back for skipped
+	// stanzas, per sender.
+	skipErrors *limiter
 }
 
 // New returns a Conn for cfg. It does not connect: call Run.
@@ -160,6 +170,8 @@ func New(cfg Config) (*Conn, error) {
 		since:   time.Now(),
 		lastErr: errors.New("not connected yet"),
 		pending: make(map[string]*pendingIQ),
+
+		skipErrors: newLimiter(errorRate, errorBurst),
 	}, nil
 }
 
@@ -209,6 +221,15 @@ func (c *Conn) Reconnects() uint64 { return c.reconnects.Load() }
 // Run connects and keeps the component connected until ctx ends, then closes
 // the stream politely and returns nil. Failures are logged and retried with
 // backoff; Run never gives up on its own.
+//
+// A conflict at the handshake means the server still holds a stream for the
+// domain: most often iotgate's own previous one, which iotgate gave up on
+// (keepalive) but the server, busy or cut off from iotgate's close, has not
+// seen die. Prosody refuses the newcomer until it drops that stream (unless
+// component_conflict_resolve = "kick_old"); ejabberd accepts both. Retrying
+// fast only adds to a busy server's load, so after a conflict Run waits at
+// least ConflictBackoff (with jitter): it is back within
+// max(ConflictBackoff, MaxBackoff) of the server dropping the old stream.
 func (c *Conn) Run(ctx context.Context) error {
 	attempt := 0
 	connectedOnce := false
@@ -236,6 +257,9 @@ func (c *Conn) Run(ctx context.Context) error {
 			}
 		}
 		delay := backoff(attempt, c.cfg.MinBackoff, c.cfg.MaxBackoff)
+		if se := (*StreamError)(nil); errors.As(err, &se) && se.Condition == "conflict" {
+			delay = max(delay, backoff(0, c.cfg.ConflictBackoff, c.cfg.ConflictBackoff))
+		}
 		attempt++
 		c.log.Info("reconnecting to XMPP server", "in", delay.Round(time.Millisecond), "addr", c.cfg.Addr)
 		t := time.NewTimer(delay)
@@ -370,8 +394,16 @@ func (c *Conn) readLoop(ctx context.Context, sess *session) error {
 			if sess.closed() {
 				return sess.err
 			}
-			if errors.Is(err, errStanzaTooLarge) {
-				c.closeWithError(sess, "policy-violation", fmt.Sprintf("stanza larger than %d bytes", c.cfg.MaxStanzaBytes))
+			var skipped *skippedError
+			if errors.As(err, &skipped) {
+				// It cost only itself: the stream goes on.
+				sess.lastRead.Store(time.Now().UnixNano())
+				c.skipped(ctx, sess, skipped)
+				continue
+			}
+			var xe *xmlError
+			if errors.As(err, &xe) {
+				c.closeWithError(sess, xe.cond, xe.text)
 			}
 			return err
 		}

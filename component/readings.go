@@ -43,6 +43,8 @@ type ReadingHandler struct {
 
 	limited  atomic.Uint64
 	unserved atomic.Uint64
+	// recording holds a token per rejection being recorded (oversize.go).
+	recording chan struct{}
 }
 
 // RateLimit bounds the readings one device may send: Rate per second on
@@ -58,7 +60,7 @@ func NewReadingHandler(conn *Conn, ing Ingester, lim RateLimit, log *slog.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	h := &ReadingHandler{conn: conn, ing: ing, log: log, errors: newLimiter(errorRate, errorBurst)}
+	h := &ReadingHandler{conn: conn, ing: ing, log: log, errors: newLimiter(errorRate, errorBurst), recording: make(chan struct{}, maxRecording)}
 	if lim.Rate > 0 {
 		h.stanzas = newLimiter(lim.Rate, max(lim.Burst, 1))
 	}

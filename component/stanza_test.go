@@ -119,9 +119,7 @@ func FuzzStream(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		prefix := `<stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' id='x'>`
-		lr := &limitReader{r: bytes.NewReader(append([]byte(prefix), data...)), max: 1 << 16}
-		lr.reset()
-		s := &stream{limit: lr, dec: newSafeDecoder(lr)}
+		s := newStream(nil, bytes.NewReader(append([]byte(prefix), data...)), 1<<16, 64)
 		if err := s.readHeader(); err != nil {
 			t.Fatal(err)
 		}

@@ -1,6 +1,7 @@
 package component
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha1" //nolint:gosec // XEP-0114 mandates SHA-1 for the handshake.
 	"encoding/hex"
@@ -49,11 +50,25 @@ func (e *StreamError) explain(domain string) string {
 var errPeerClosed = errors.New("the XMPP server closed the stream")
 
 // stream is one established XEP-0114 stream over one TCP connection.
+//
+// Its bytes go through a framer, which cuts them into top-level elements,
+// and each kept element through one long-lived decoder, which has seen the
+// stream header and so knows the namespaces it declares.
 type stream struct {
-	conn  net.Conn
-	dec   *xml.Decoder
-	limit *limitReader
-	id    string
+	conn   net.Conn
+	fr     *framer
+	feed   *feed
+	dec    *xml.Decoder
+	header []byte // the prolog and stream header, to rebuild dec
+	id     string
+}
+
+// newStream returns a stream reading r, keeping elements of up to maxBytes
+// and maxDepth.
+func newStream(conn net.Conn, r io.Reader, maxBytes, maxDepth int) *stream {
+	s := &stream{conn: conn, fr: newFramer(r, maxBytes, maxDepth), feed: &feed{}}
+	s.dec = newSafeDecoder(s.feed)
+	return s
 }
 
 // dialStream connects to the server's component port, opens the stream and
@@ -84,9 +99,7 @@ func openStream(ctx context.Context, conn net.Conn, cfg *Config) (*stream, error
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
 	defer stop()
 
-	s := &stream{conn: conn, limit: &limitReader{r: conn, max: cfg.MaxStanzaBytes}}
-	s.limit.reset()
-	s.dec = newSafeDecoder(s.limit)
+	s := newStream(conn, conn, cfg.MaxStanzaBytes, cfg.MaxStanzaDepth)
 
 	header := `<?xml version='1.0'?><stream:stream xmlns='` + NSComponent +
 		`' xmlns:stream='` + NSStream + `' to='` + EscapeText(cfg.Domain) + `'>`
@@ -110,6 +123,12 @@ func openStream(ctx context.Context, conn net.Conn, cfg *Config) (*stream, error
 }
 
 func (s *stream) readHeader() error {
+	raw, err := s.fr.readHeader()
+	if err != nil {
+		return fmt.Errorf("read stream header: %w", err)
+	}
+	s.header = append([]byte(nil), raw...)
+	s.feed.b = raw
 	for {
 		tok, err := s.dec.Token()
 		if err != nil {
@@ -143,86 +162,170 @@ func (s *stream) readHeader() error {
 	}
 }
 
-func (s *stream) readHandshake() error {
+// resetDecoder replaces a decoder that met an error (its errors are
+// sticky) with a new one that has read the stream header.
+func (s *stream) resetDecoder() {
+	s.feed.b = s.header
+	s.dec = newSafeDecoder(s.feed)
 	for {
 		tok, err := s.dec.Token()
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				return fmt.Errorf("read handshake reply: %w", io.ErrUnexpectedEOF)
-			}
-			return fmt.Errorf("read handshake reply: %w", err)
-		}
-		switch t := tok.(type) {
-		case xml.CharData:
-			continue
-		case xml.StartElement:
-			if t.Name.Space == NSStream && t.Name.Local == "error" {
-				return decodeStreamError(s.dec, &t)
-			}
-			if t.Name.Local != "handshake" {
-				return fmt.Errorf("read handshake reply: unexpected <%s> from server", t.Name.Local)
-			}
-			if err := s.dec.Skip(); err != nil {
-				return fmt.Errorf("read handshake reply: %w", err)
-			}
-			return nil
-		case xml.EndElement:
-			return fmt.Errorf("read handshake reply: %w", errPeerClosed)
-		default:
-			return fmt.Errorf("read handshake reply: unexpected %T from server", tok)
+		if _, ok := tok.(xml.StartElement); ok || err != nil {
+			return
 		}
 	}
+}
+
+// start feeds one element to the decoder and returns its start tag.
+func (s *stream) start(raw []byte) (xml.StartElement, error) {
+	s.feed.b = raw
+	tok, err := s.dec.Token()
+	if err != nil {
+		return xml.StartElement{}, err
+	}
+	t, ok := tok.(xml.StartElement)
+	if !ok {
+		return xml.StartElement{}, fmt.Errorf("unexpected %T at the start of an element", tok)
+	}
+	return t, nil
+}
+
+func (s *stream) readHandshake() error {
+	fr, err := s.fr.next()
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return fmt.Errorf("read handshake reply: %w", err)
+	}
+	if fr.raw == nil || fr.over || fr.deep {
+		return fmt.Errorf("read handshake reply: an element of %d bytes", fr.size)
+	}
+	t, err := s.start(fr.raw)
+	if err != nil {
+		return fmt.Errorf("read handshake reply: %w", err)
+	}
+	if t.Name.Space == NSStream && t.Name.Local == "error" {
+		return decodeStreamError(s.dec, &t)
+	}
+	if t.Name.Local != "handshake" {
+		return fmt.Errorf("read handshake reply: unexpected <%s> from server", t.Name.Local)
+	}
+	if err := s.dec.Skip(); err != nil {
+		return fmt.Errorf("read handshake reply: %w", err)
+	}
+	return nil
 }
 
 // next reads the next stanza. It returns a *StreamError when the server sends
-// one, errPeerClosed on </stream:stream>, and other errors for broken XML or
-// I/O.
+// one, errPeerClosed on </stream:stream>, a *skippedError for a stanza over
+// the size or depth limit (the stream goes on), an *xmlError for XML that
+// ends the stream, and I/O errors.
 func (s *stream) next() (*Stanza, error) {
 	for {
-		s.limit.reset()
-		tok, err := s.dec.Token()
+		fr, err := s.fr.next()
 		if err != nil {
 			return nil, err
 		}
-		switch t := tok.(type) {
-		case xml.CharData: // whitespace keepalive
-			continue
-		case xml.EndElement:
-			return nil, errPeerClosed
-		case xml.StartElement:
-			if t.Name.Space == NSStream && t.Name.Local == "error" {
-				return nil, decodeStreamError(s.dec, &t)
-			}
-			switch t.Name.Local {
-			case KindMessage, KindPresence, KindIQ:
-			default:
-				// Unknown top-level elements are skipped, not fatal: a
-				// server may add stream-level extensions.
-				if err := s.dec.Skip(); err != nil {
-					return nil, err
-				}
-				continue
-			}
-			var w wireStanza
-			if err := s.dec.DecodeElement(&w, &t); err != nil {
-				return nil, err
-			}
-			return &Stanza{Kind: t.Name.Local, ID: w.ID, From: w.From, To: w.To, Type: w.Type, Lang: w.Lang, Inner: w.Inner}, nil
-		default:
-			// Comments, processing instructions and DTDs are not allowed
-			// in XMPP streams (RFC 6120 §11.1).
-			return nil, &StreamError{Condition: "restricted-xml", Text: fmt.Sprintf("server sent %T", tok)}
+		if fr.over || fr.deep {
+			return nil, s.skipped(fr)
 		}
+		t, err := s.start(fr.raw)
+		if err != nil {
+			return nil, &xmlError{cond: "not-well-formed", text: err.Error()}
+		}
+		if t.Name.Space == NSStream && t.Name.Local == "error" {
+			return nil, decodeStreamError(s.dec, &t)
+		}
+		switch t.Name.Local {
+		case KindMessage, KindPresence, KindIQ:
+		default:
+			// Unknown top-level elements are skipped, not fatal: a
+			// server may add stream-level extensions.
+			if err := s.dec.Skip(); err != nil {
+				return nil, &xmlError{cond: "not-well-formed", text: err.Error()}
+			}
+			continue
+		}
+		// The decoder checks the payload (Skip reads it all); the framer
+		// already holds its bytes, so the decoder need not save them.
+		if err := s.dec.Skip(); err != nil {
+			return nil, &xmlError{cond: "not-well-formed", text: err.Error()}
+		}
+		if len(s.feed.b) != 0 {
+			// The framer and the decoder disagree on where the element
+			// ends: nothing after it can be trusted.
+			return nil, &xmlError{cond: "not-well-formed", text: "an element ends before its last bytes"}
+		}
+		st := stanzaAttrs(t)
+		if end := bytes.LastIndexByte(fr.raw, '<'); end > fr.start {
+			st.Inner = bytes.Clone(fr.raw[fr.start:end])
+		}
+		return st, nil
 	}
 }
 
-type wireStanza struct {
-	ID    string `xml:"id,attr"`
-	From  string `xml:"from,attr"`
-	To    string `xml:"to,attr"`
-	Type  string `xml:"type,attr"`
-	Lang  string `xml:"http://www.w3.org/XML/1998/namespace lang,attr"`
-	Inner []byte `xml:",innerxml"`
+// stanzaAttrs returns the stanza that start opens, without its payload.
+func stanzaAttrs(start xml.StartElement) *Stanza {
+	st := &Stanza{Kind: start.Name.Local}
+	for _, a := range start.Attr {
+		switch {
+		case a.Name.Space == "" && a.Name.Local == "id":
+			st.ID = a.Value
+		case a.Name.Space == "" && a.Name.Local == "from":
+			st.From = a.Value
+		case a.Name.Space == "" && a.Name.Local == "to":
+			st.To = a.Value
+		case a.Name.Space == "" && a.Name.Local == "type":
+			st.Type = a.Value
+		case a.Name.Space == NSXML && a.Name.Local == "lang":
+			st.Lang = a.Value
+		}
+	}
+	return st
+}
+
+// skippedError is a stanza skipped for its size or depth. It costs only
+// itself: the stream goes on.
+type skippedError struct {
+	// st has the stanza's attributes and no payload; nil when not even
+	// its start tag was kept, or it was no stanza.
+	st   *Stanza
+	size int
+	deep bool
+}
+
+func (e *skippedError) Error() string {
+	if e.deep {
+		return "stanza nested too deeply"
+	}
+	return fmt.Sprintf("stanza of %d bytes exceeds the size limit", e.size)
+}
+
+// skipped decodes what is left of an over-limit element: its start tag.
+func (s *stream) skipped(fr frame) error {
+	e := &skippedError{size: fr.size, deep: fr.deep && !fr.over}
+	if fr.raw == nil {
+		return e
+	}
+	t, err := s.start(fr.raw)
+	if err == nil {
+		err = s.dec.Skip()
+	}
+	if err != nil {
+		// Only this start tag is bad: a fresh decoder goes on.
+		s.resetDecoder()
+		return e
+	}
+	if t.Name.Space != NSComponent {
+		return e
+	}
+	switch t.Name.Local {
+	case KindMessage, KindPresence, KindIQ:
+	default:
+		return e
+	}
+	e.st = stanzaAttrs(t)
+	return e
 }
 
 func decodeStreamError(d *xml.Decoder, start *xml.StartElement) error {
@@ -249,29 +352,24 @@ func decodeStreamError(d *xml.Decoder, start *xml.StartElement) error {
 	return se
 }
 
-// limitReader bounds how much one stanza may make the decoder read, so a
-// peer can't grow our memory without bound. It counts bytes read from the
-// connection since the last reset, which includes the decoder's read-ahead:
-// the bound is approximate, which is all it needs to be.
-type limitReader struct {
-	r    io.Reader
-	max  int
-	left int
+// feed hands the decoder one element at a time. It is an io.ByteReader, so
+// the decoder reads no further than the element's last byte.
+type feed struct{ b []byte }
+
+func (f *feed) Read(p []byte) (int, error) {
+	if len(f.b) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, f.b)
+	f.b = f.b[n:]
+	return n, nil
 }
 
-// errStanzaTooLarge is returned when a stanza exceeds MaxStanzaBytes.
-var errStanzaTooLarge = errors.New("stanza exceeds the size limit")
-
-func (l *limitReader) reset() { l.left = l.max }
-
-func (l *limitReader) Read(p []byte) (int, error) {
-	if l.left <= 0 {
-		return 0, errStanzaTooLarge
+func (f *feed) ReadByte() (byte, error) {
+	if len(f.b) == 0 {
+		return 0, io.EOF
 	}
-	if len(p) > l.left {
-		p = p[:l.left]
-	}
-	n, err := l.r.Read(p)
-	l.left -= n
-	return n, err
+	c := f.b[0]
+	f.b = f.b[1:]
+	return c, nil
 }

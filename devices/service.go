@@ -535,6 +535,28 @@ func (s *Service) Ingest(ctx context.Context, in IncomingReading, done func(erro
 	}
 }
 
+// RecordRejection records, for the operator, a stanza from the device at
+// from that was refused before it could be read as a reading (one over the
+// stanza size limit): payload is what is left of it, via "message" or "iq".
+// It does not wait for the database. Errors: invalid for a bad JID,
+// not_found (device_not_registered) for a JID that is not a device,
+// unavailable when the registry can't be read.
+func (s *Service) RecordRejection(ctx context.Context, from, via string, payload []byte, reason error) error {
+	bare, err := BareJID(from)
+	if err != nil {
+		return err
+	}
+	dev, err := s.lookup(ctx, bare)
+	if err != nil {
+		return &Error{Code: EUnavailable, Message: "device registry unavailable", Err: err}
+	}
+	if dev == nil {
+		return ErrNotRegistered
+	}
+	s.reject(dev, IncomingReading{From: from, Via: via}, payload, reason, s.cfg.Clock().UTC())
+	return nil
+}
+
 func (s *Service) reject(dev *Device, in IncomingReading, payload []byte, reason error, now time.Time) {
 	s.count(func(st *IngestStats) { st.Rejected++ })
 	s.cfg.Observer.ReadingRefused(RefusedInvalid)

@@ -164,9 +164,17 @@ type commandsEnv struct {
 // as name, value pairs.
 func newCommandsEnv(t *testing.T, ctx context.Context, name string, settings ...string) *commandsEnv {
 	t.Helper()
+	return newCommandsEnvWith(t, ctx, name, servers.XMPPOptions{}, settings...)
+}
+
+// newCommandsEnvWith is newCommandsEnv with XMPP server options (the
+// component is set here).
+func newCommandsEnvWith(t *testing.T, ctx context.Context, name string, opts servers.XMPPOptions, settings ...string) *commandsEnv {
+	t.Helper()
 	e := &commandsEnv{t: t, ctx: ctx}
 	e.pg = servers.PostgresForTest(t)
-	e.xs = servers.XMPPForTest(t, name, servers.XMPPOptions{Components: map[string]string{e2eDomain: e2eSecret}})
+	opts.Components = map[string]string{e2eDomain: e2eSecret}
+	e.xs = servers.XMPPForTest(t, name, opts)
 	e.env = map[string]string{
 		"IOTGATE_XMPP_ADDR": e.xs.ComponentAddr(), "IOTGATE_DOMAIN": e2eDomain,
 		"IOTGATE_SECRET": e2eSecret, "IOTGATE_DATABASE_URL": e.pg.DSN(),

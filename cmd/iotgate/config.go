@@ -37,6 +37,13 @@ type Config struct {
 	MaxReadingBytes int
 	MaxReadingDepth int
 	MaxStanzaBytes  int
+	MaxStanzaDepth  int
+
+	// The component stream's keepalive and reconnect pace.
+	XMPPKeepAlive        time.Duration
+	XMPPKeepAliveTimeout time.Duration
+	XMPPMaxBackoff       time.Duration
+	XMPPConflictBackoff  time.Duration
 
 	MaxCommandsInFlight int
 
@@ -86,7 +93,12 @@ var settings = []setting{
 	{env: "IOTGATE_MAX_SCHEMA_BYTES", flag: "max-schema-bytes", def: "1048576", help: "largest XSD accepted at registration, in bytes"},
 	{env: "IOTGATE_MAX_READING_BYTES", flag: "max-reading-bytes", def: "65536", help: "largest reading payload, in bytes"},
 	{env: "IOTGATE_MAX_READING_DEPTH", flag: "max-reading-depth", def: "32", help: "deepest element nesting of a reading"},
-	{env: "IOTGATE_MAX_STANZA_BYTES", flag: "max-stanza-bytes", def: "1048576", help: "largest stanza accepted from the XMPP server, in bytes"},
+	{env: "IOTGATE_MAX_STANZA_BYTES", flag: "max-stanza-bytes", def: "2097152", help: "largest stanza read from the XMPP server, in bytes; a larger one is skipped and refused (policy-violation), the stream goes on. The default covers a 256 KiB client stanza that the server's escaping grew 6-fold"},
+	{env: "IOTGATE_MAX_STANZA_DEPTH", flag: "max-stanza-depth", def: "64", help: "deepest element nesting of a stanza read from the XMPP server (the stanza is 1); a deeper one is skipped and refused"},
+	{env: "IOTGATE_XMPP_KEEPALIVE", flag: "xmpp-keepalive", def: "15s", help: "interval of the keepalive ping on the component stream"},
+	{env: "IOTGATE_XMPP_KEEPALIVE_TIMEOUT", flag: "xmpp-keepalive-timeout", def: "10s", help: "a stream that has sent nothing this long after a keepalive ping is presumed dead and reconnected"},
+	{env: "IOTGATE_XMPP_MAX_BACKOFF", flag: "xmpp-max-backoff", def: "5s", help: "longest wait between reconnect attempts (they start at 250ms and double, with jitter)"},
+	{env: "IOTGATE_XMPP_CONFLICT_BACKOFF", flag: "xmpp-conflict-backoff", def: "2s", help: "shortest wait after the XMPP server refuses the stream with conflict (it still holds an older stream for the domain, often iotgate's own that it has not seen die): iotgate is back at most max(this, xmpp-max-backoff) after the server drops it"},
 	{env: "IOTGATE_DEVICE_RATE", flag: "device-rate", def: "500", help: "readings per second one device may send on average; excess IQs get policy-violation, excess messages are dropped"},
 	{env: "IOTGATE_DEVICE_BURST", flag: "device-burst", def: "1000", help: "readings one device may send in a burst above its rate"},
 	{env: "IOTGATE_ADMIN_TOKEN", secret: true, help: "a bootstrap API token with the admin scope, not stored in the database (environment only; at least 32 characters)"},
@@ -181,6 +193,21 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 	if cfg.ShutdownTimeout, err = time.ParseDuration(get("IOTGATE_SHUTDOWN_TIMEOUT")); err != nil || cfg.ShutdownTimeout <= 0 {
 		return cfg, nil, &configError{"IOTGATE_SHUTDOWN_TIMEOUT", fmt.Sprintf("%q is not a positive duration such as 15s", get("IOTGATE_SHUTDOWN_TIMEOUT"))}
 	}
+	for _, d := range []struct {
+		env string
+		dst *time.Duration
+	}{
+		{"IOTGATE_XMPP_KEEPALIVE", &cfg.XMPPKeepAlive},
+		{"IOTGATE_XMPP_KEEPALIVE_TIMEOUT", &cfg.XMPPKeepAliveTimeout},
+		{"IOTGATE_XMPP_MAX_BACKOFF", &cfg.XMPPMaxBackoff},
+		{"IOTGATE_XMPP_CONFLICT_BACKOFF", &cfg.XMPPConflictBackoff},
+	} {
+		v, err := time.ParseDuration(get(d.env))
+		if err != nil || v < 10*time.Millisecond || v > time.Hour {
+			return cfg, nil, &configError{d.env, fmt.Sprintf("%q is not a duration between 10ms and 1h, such as 15s", get(d.env))}
+		}
+		*d.dst = v
+	}
 	if cfg.BodyLimit, err = strconv.ParseInt(get("IOTGATE_HTTP_BODY_LIMIT"), 10, 64); err != nil || cfg.BodyLimit <= 0 {
 		return cfg, nil, &configError{"IOTGATE_HTTP_BODY_LIMIT", fmt.Sprintf("%q is not a positive number of bytes", get("IOTGATE_HTTP_BODY_LIMIT"))}
 	}
@@ -193,6 +220,7 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 		{"IOTGATE_MAX_READING_BYTES", &cfg.MaxReadingBytes, 16 << 20},
 		{"IOTGATE_MAX_READING_DEPTH", &cfg.MaxReadingDepth, 256},
 		{"IOTGATE_MAX_STANZA_BYTES", &cfg.MaxStanzaBytes, 64 << 20},
+		{"IOTGATE_MAX_STANZA_DEPTH", &cfg.MaxStanzaDepth, 1024},
 		{"IOTGATE_MAX_COMMANDS_IN_FLIGHT", &cfg.MaxCommandsInFlight, 1000000},
 		{"IOTGATE_DEVICE_RATE", &cfg.DeviceRate, 10000000},
 		{"IOTGATE_DEVICE_BURST", &cfg.DeviceBurst, 10000000},

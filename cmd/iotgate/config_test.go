@@ -6,6 +6,7 @@ import (
 	"flag"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseConfig(t *testing.T) {
@@ -35,6 +36,10 @@ func TestParseConfig(t *testing.T) {
 			if c.XMPPAddr != "127.0.0.1:5347" || c.HTTPAddr != "127.0.0.1:8080" || c.LogFormat != "text" {
 				t.Errorf("defaults wrong: %+v", c)
 			}
+			if c.MaxStanzaBytes != 2<<20 || c.MaxStanzaDepth != 64 || c.XMPPKeepAlive != 15*time.Second || c.XMPPKeepAliveTimeout != 10*time.Second ||
+				c.XMPPMaxBackoff != 5*time.Second || c.XMPPConflictBackoff != 2*time.Second {
+				t.Errorf("stream defaults wrong: %+v", c)
+			}
 		}},
 		{name: "FlagOverridesEnv", env: base, args: []string{"--http-addr", "127.0.0.1:9999"}, check: func(t *testing.T, c Config) {
 			if c.HTTPAddr != "127.0.0.1:9999" {
@@ -56,6 +61,14 @@ func TestParseConfig(t *testing.T) {
 		{name: "ErrHTTPPort", env: with("IOTGATE_HTTP_ADDR", "127.0.0.1:99999"), wantSetting: "IOTGATE_HTTP_ADDR"},
 		{name: "ErrLogLevel", env: with("IOTGATE_LOG_LEVEL", "loud"), wantSetting: "IOTGATE_LOG_LEVEL"},
 		{name: "ErrLogFormat", env: with("IOTGATE_LOG_FORMAT", "xml"), wantSetting: "IOTGATE_LOG_FORMAT"},
+		{name: "KeepAlive", env: with("IOTGATE_XMPP_KEEPALIVE", "500ms"), check: func(t *testing.T, c Config) {
+			if c.XMPPKeepAlive != 500*time.Millisecond {
+				t.Errorf("XMPPKeepAlive = %s", c.XMPPKeepAlive)
+			}
+		}},
+		{name: "ErrKeepAlive", env: with("IOTGATE_XMPP_KEEPALIVE", "0s"), wantSetting: "IOTGATE_XMPP_KEEPALIVE"},
+		{name: "ErrConflictBackoff", env: with("IOTGATE_XMPP_CONFLICT_BACKOFF", "soon"), wantSetting: "IOTGATE_XMPP_CONFLICT_BACKOFF"},
+		{name: "ErrStanzaDepth", env: with("IOTGATE_MAX_STANZA_DEPTH", "0"), wantSetting: "IOTGATE_MAX_STANZA_DEPTH"},
 		{name: "ErrShutdownTimeout", env: with("IOTGATE_SHUTDOWN_TIMEOUT", "soon"), wantSetting: "IOTGATE_SHUTDOWN_TIMEOUT"},
 		{name: "ErrReadingBytes", env: with("IOTGATE_MAX_READING_BYTES", "0"), wantSetting: "IOTGATE_MAX_READING_BYTES"},
 		{name: "DiscoItemsJIDs", env: with("IOTGATE_DISCO_ITEMS_JIDS", " Ops@Example.com, trusted.example.com ,"), check: func(t *testing.T, c Config) {

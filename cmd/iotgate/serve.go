@@ -25,6 +25,9 @@ import (
 // The component implements what the API needs to report its health.
 var _ api.HealthCheck = (*component.Conn)(nil)
 
+// Stanzas skipped for their size are recorded as rejections of the device.
+var _ component.RejectionRecorder = (*devices.Service)(nil)
+
 // serve runs iotgate until ctx ends, then shuts down in reverse order of
 // start: HTTP (with commands), ingest, the XMPP stream, the database.
 func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
@@ -57,12 +60,16 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		Unserved:      func() uint64 { return readings.Unserved() },
 		HeldReadings:  func() int { return int(svc.Stats().Held) },
 		DB:            db.SQL(),
+
+		OversizeStanzas: func() uint64 { return conn.Oversize() },
 	})
 	svc = devices.NewService(db, registry, devices.ServiceConfig{Logger: log, Presence: presence, Observer: metrics})
 
 	conn, err = component.New(component.Config{
 		Addr: cfg.XMPPAddr, Domain: cfg.Domain, Secret: cfg.Secret,
 		Software: "iotgate", Version: buildVersion(), MaxStanzaBytes: cfg.MaxStanzaBytes,
+		MaxStanzaDepth: cfg.MaxStanzaDepth, KeepAlive: cfg.XMPPKeepAlive, KeepAliveTimeout: cfg.XMPPKeepAliveTimeout,
+		MaxBackoff: cfg.XMPPMaxBackoff, ConflictBackoff: cfg.XMPPConflictBackoff,
 		Logger: log.With("part", "xmpp"),
 		Disco:  component.DiscoConfig{Devices: svc, Namespaces: registry, SeeAll: cfg.DiscoItemsJIDs, MaxItems: cfg.DiscoMaxItems},
 	})

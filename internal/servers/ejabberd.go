@@ -223,7 +223,7 @@ listen:
     port: {{.C2SPort}}
     ip: "127.0.0.1"
     module: ejabberd_c2s
-    max_stanza_size: 262144
+    max_stanza_size: {{.C2SMax}}
     access: c2s
     # Offered, not required: simple test clients log in with PLAIN.
     starttls: true
@@ -310,7 +310,7 @@ func (e *Ejabberd) writeConfig(opts XMPPOptions) error {
 	var yml, ctl strings.Builder
 	err = ejabberdConfig.Execute(&yml, map[string]any{
 		"Level": level, "Domain": q[0], "Cert": q[1], "Services": services,
-		"C2SPort": e.c2sPort, "HTTPPort": e.httpPort,
+		"C2SPort": e.c2sPort, "HTTPPort": e.httpPort, "C2SMax": opts.C2SMaxStanzaBytes,
 	})
 	if err != nil {
 		return err

@@ -110,6 +110,7 @@ allow_registration = false
 -- STARTTLS is offered with a self-signed certificate but not required,
 -- so simple test clients can log in with PLAIN over plain TCP.
 c2s_require_encryption = false
+c2s_stanza_size_limit = {{.C2SMax}}
 allow_unencrypted_plain_auth = true
 certificates = {{.Dir}}.."/certs"
 ssl = { certificate = {{.Cert}}; key = {{.Key}}; }
@@ -144,7 +145,7 @@ func (p *Prosody) writeConfig(opts XMPPOptions) error {
 	err = prosodyConfig.Execute(&sb, map[string]any{
 		"Dir": q[0], "LogDir": q[1], "Cert": q[2], "Key": q[3], "Domain": q[4],
 		"Level": level, "C2SPort": p.c2sPort, "CompPort": p.compPort,
-		"KickOld": opts.KickOldComponent, "Components": comps,
+		"KickOld": opts.KickOldComponent, "Components": comps, "C2SMax": opts.C2SMaxStanzaBytes,
 	})
 	if err != nil {
 		return err

@@ -93,6 +93,11 @@ type XMPPOptions struct {
 	// receive each other's stanzas. Prosody routes by domain; there the
 	// option changes nothing.
 	SeparateComponentListeners bool
+	// C2SMaxStanzaBytes is the largest stanza a client may send:
+	// Prosody's c2s_stanza_size_limit, ejabberd's max_stanza_size on the
+	// c2s listener. Zero: 256 KiB, both servers' usual default. Neither
+	// limits what it forwards to a component.
+	C2SMaxStanzaBytes int
 }
 
 // withDefaults returns opts with defaults filled in; it does not modify
@@ -100,6 +105,9 @@ type XMPPOptions struct {
 func (opts XMPPOptions) withDefaults() XMPPOptions {
 	if opts.Domain == "" {
 		opts.Domain = "localhost"
+	}
+	if opts.C2SMaxStanzaBytes <= 0 {
+		opts.C2SMaxStanzaBytes = 256 << 10
 	}
 	if len(opts.Components) == 0 {
 		opts.Components = map[string]string{"iot." + opts.Domain: randomHex(12)}
