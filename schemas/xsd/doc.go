@@ -67,7 +67,11 @@
 //     json.Number holding the lexical digits (exact: no float64 rounding,
 //     "21.50" stays 21.50, a 20-digit unsignedLong stays exact), normalized
 //     to valid JSON ("+1.5" -> 1.5, ".5" -> 0.5, "5." -> 5, "007" -> 7);
-//     INF, -INF and NaN have no JSON number form and stay strings.
+//     INF, -INF and NaN have no JSON number form and stay strings; so do
+//     numbers PostgreSQL's jsonb can't hold, more than 131072 digits
+//     before the decimal point or 16383 after it as written (1e-20000 is
+//     a valid xs:double, "1e-20000" a string), so that every rendering
+//     can be stored.
 //     boolean -> true/false ("true"/"1", "false"/"0").
 //     Everything else (string, token, dates, URIs, binary...) -> string.
 //     Lists and unions -> string.
