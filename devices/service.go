@@ -126,13 +126,15 @@ type Service struct {
 	rejections chan *Rejection
 	// held are message readings whose commit failed, retried with the
 	// next batch; only Run's goroutine touches them.
-	held      []*pendingReading
-	heldBytes int
-	draining  bool
+	held     []*pendingReading
+	draining bool
 	stopped  chan struct{}
 	closing  atomic.Bool
 	stats    IngestStats
 	statsMu  sync.Mutex
+
+	// heldBytes is what held costs in memory (pendingReading.size).
+	heldBytes int
 }
 
 type pendingReading struct {
