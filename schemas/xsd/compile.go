@@ -93,7 +93,7 @@ func Compile(src []byte, opts CompileOptions) (*Schema, error) {
 
 	keepDoc = true
 	s := &Schema{
-		c:       &cschema{schema: cs, doc: doc, pool: make(chan *worker, runtime.GOMAXPROCS(0))},
+		c:       &cschema{schema: cs, doc: doc, pool: make(chan *worker, runtime.GOMAXPROCS(0)), lengths: newLengths(b)},
 		model:   b.model,
 		tns:     tns,
 		globals: b.globals,

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // libxml2 2.9 matches xs:pattern facets with a backtracking automaton. Its
@@ -52,10 +53,18 @@ func probeInputs(pattern string) []string {
 			runes = append(runes, r)
 		}
 	}
+	// A literal prefix (ID-\w*\w*;) makes every run fail at once: probe
+	// with it too, so that what follows it is tried.
+	prefixes := []string{""}
+	if p := literalPrefix(pattern); p != "" {
+		prefixes = append(prefixes, p)
+	}
 	var out []string
-	for _, r := range runes {
-		run := strings.Repeat(string(r), probeLen)
-		out = append(out, run+"!", run+"\n")
+	for _, pre := range prefixes {
+		for _, r := range runes {
+			run := pre + strings.Repeat(string(r), probeLen)
+			out = append(out, run+"!", run+"\n")
+		}
 	}
 	pairs := own
 	if len(pairs) > maxPairRunes {
@@ -69,6 +78,20 @@ func probeInputs(pattern string) []string {
 		}
 	}
 	return out
+}
+
+// literalPrefix returns the characters a pattern starts with that match
+// only themselves, leaving out one that a quantifier follows.
+func literalPrefix(pattern string) string {
+	const meta = `\.?*+{}()[]|`
+	i := 0
+	for i < len(pattern) && !strings.ContainsRune(meta, rune(pattern[i])) && pattern[i] < utf8.RuneSelf {
+		i++
+	}
+	if i < len(pattern) && strings.ContainsRune("?*+{", rune(pattern[i])) && i > 0 {
+		i--
+	}
+	return pattern[:i]
 }
 
 // checkPatterns probes the patterns of a schema (see above) and returns an
