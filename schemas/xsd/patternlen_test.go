@@ -87,11 +87,12 @@ func issuesText(err error) string {
 }
 
 // BenchmarkPatternWorstCase measures a validation at the length limits
-// with patterns that backtrack badly and that the compile-time probe lets
-// through when their literal prefix is not probed (probeInputs now probes
-// it, so the worst are refused at compile and logged): one value of MaxPatternValue
-// characters that fails at its last one, and a document of values adding
-// up to MaxPatternTotal.
+// with patterns that backtrack badly, compiled without the probe (which
+// refuses most of them now that it tries their literal prefix; a pattern
+// it lets through is logged): one value of MaxPatternValue characters
+// that fails at its last one, and a document of such values adding up to
+// MaxPatternTotal. It is what the length limits alone bound a validation
+// to.
 //
 //	go test -run '^$' -bench BenchmarkPatternWorstCase -benchtime 3x ./schemas/xsd/
 func BenchmarkPatternWorstCase(b *testing.B) {
@@ -107,10 +108,12 @@ func BenchmarkPatternWorstCase(b *testing.B) {
   <xs:simpleType name="P"><xs:restriction base="xs:string"><xs:pattern value="` + tc.pattern + `"/></xs:restriction></xs:simpleType>
   <xs:element name="r"><xs:complexType><xs:sequence><xs:element name="v" type="P" maxOccurs="unbounded"/></xs:sequence></xs:complexType></xs:element>
 </xs:schema>`
-		s, err := Compile([]byte(src), CompileOptions{})
+		if _, err := Compile([]byte(src), CompileOptions{}); err == nil {
+			b.Logf("%s: not caught by the probe", tc.name)
+		}
+		s, err := compile([]byte(src), CompileOptions{}, false)
 		if err != nil {
-			b.Logf("%s: refused at compile (the probe caught it)", tc.name)
-			continue
+			b.Fatal(err)
 		}
 		value := tc.prefix + strings.Repeat("a", DefaultMaxPatternValue-len(tc.prefix)-1) + "!"
 		one := []byte(`<r xmlns="urn:p"><v>` + value + `</v></r>`)
@@ -128,5 +131,44 @@ func BenchmarkPatternWorstCase(b *testing.B) {
 			})
 		}
 		s.Free()
+	}
+}
+
+func TestSamplePrefix(t *testing.T) {
+	for _, tc := range []struct{ pattern, want string }{
+		{`ID-\w*\w*\w*;`, "ID-"},
+		{`Za*a*a*b`, "Z"},
+		{`[I]D-\w*\w*;`, "ID-"},
+		{`[A-Z]{2}\d-[a-z]*[a-z]*`, "AA0-"},
+		{`\d+\.\d*`, "0"},
+		{`x?y*`, ""},
+		{`(ab)*c`, ""},
+		{`[^a]bc`, ""},
+		{`a[b-d-[c]]e*`, "ab"},
+		{`\p{Lu}x`, ""},
+		{`ab|cd`, "ab"},
+		{`\.\-\\x*`, `.-\`},
+		{`a{2}b{1,3}c`, "aab"},
+		{`a{1000}b`, strings.Repeat("a", maxSamplePrefix)},
+	} {
+		if got := samplePrefix(tc.pattern); got != tc.want {
+			t.Errorf("samplePrefix(%q) = %q, want %q", tc.pattern, got, tc.want)
+		}
+	}
+}
+
+// TestSlowPatternBehindPrefix checks that the compile-time probe sees
+// past a pattern's fixed start: these used to compile (their probes failed
+// at the first character) and take seconds on one 2 KiB value.
+func TestSlowPatternBehindPrefix(t *testing.T) {
+	for _, p := range []string{`ID-\w*\w*\w*;`, `Za*a*a*b`, `[I]D-\w*\w*\w*;`, `[A-Z]{2}\d-[a-z]*[a-z]*[a-z]*!`, `X(a|aa)*b`} {
+		t.Run(p, func(t *testing.T) {
+			src := `<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema" targetNamespace="urn:p"><xs:simpleType name="P">` +
+				`<xs:restriction base="xs:string"><xs:pattern value="` + p + `"/></xs:restriction></xs:simpleType></xs:schema>`
+			_, err := Compile([]byte(src), CompileOptions{})
+			if issues := compileIssuesOf(t, err); !strings.Contains(issues[0].Message, "more than linear time") {
+				t.Errorf("issues %+v, want the pattern refused as slow", issues)
+			}
+		})
 	}
 }

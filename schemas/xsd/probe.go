@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-	"unicode/utf8"
 )
 
 // libxml2 2.9 matches xs:pattern facets with a backtracking automaton. Its
@@ -53,10 +52,10 @@ func probeInputs(pattern string) []string {
 			runes = append(runes, r)
 		}
 	}
-	// A literal prefix (ID-\w*\w*;) makes every run fail at once: probe
+	// A fixed start (ID-\w*\w*;) makes every run fail at once: probe
 	// with it too, so that what follows it is tried.
 	prefixes := []string{""}
-	if p := literalPrefix(pattern); p != "" {
+	if p := samplePrefix(pattern); p != "" {
 		prefixes = append(prefixes, p)
 	}
 	var out []string
@@ -80,18 +79,125 @@ func probeInputs(pattern string) []string {
 	return out
 }
 
-// literalPrefix returns the characters a pattern starts with that match
-// only themselves, leaving out one that a quantifier follows.
-func literalPrefix(pattern string) string {
-	const meta = `\.?*+{}()[]|`
-	i := 0
-	for i < len(pattern) && !strings.ContainsRune(meta, rune(pattern[i])) && pattern[i] < utf8.RuneSelf {
-		i++
+// samplePrefix returns a string that the mandatory start of pattern
+// matches: one sample character for each leading atom (a literal, an
+// escape, ., or a character class) that must occur, as many as a {n,m}
+// asks, and one of a +, stopping at the first optional or repeated atom,
+// group or branch. Probing with it in front of the runs gets past the
+// start (ID-, [A-Z]{2}\d-), so that the repetitions after it are tried.
+func samplePrefix(pattern string) string {
+	var b strings.Builder
+	rs := []rune(pattern)
+	for i := 0; i < len(rs) && b.Len() < maxSamplePrefix; {
+		c, next, ok := sampleAtom(rs, i)
+		if !ok {
+			break
+		}
+		n, stop := 1, false
+		if next < len(rs) {
+			switch rs[next] {
+			case '?', '*':
+				n, stop = 0, true
+			case '+':
+				stop = true
+			case '{':
+				// {n} is fixed: go on after it; {n,} and {n,m}: stop.
+				k := next + 1
+				n = 0
+				for k < len(rs) && rs[k] >= '0' && rs[k] <= '9' {
+					n = min(n*10+int(rs[k]-'0'), maxSamplePrefix)
+					k++
+				}
+				if k < len(rs) && rs[k] == '}' {
+					next = k
+				} else {
+					stop = true
+				}
+			}
+		}
+		for range n {
+			b.WriteRune(c)
+		}
+		if stop {
+			break
+		}
+		i = next
+		if i < len(rs) && rs[i] == '}' {
+			i++
+		}
 	}
-	if i < len(pattern) && strings.ContainsRune("?*+{", rune(pattern[i])) && i > 0 {
-		i--
+	return b.String()
+}
+
+// maxSamplePrefix bounds samplePrefix.
+const maxSamplePrefix = 64
+
+// sampleAtom returns a character the atom at rs[i] matches and the index
+// after the atom; ok is false for a group, a branch, a negated class or
+// an escape it has no sample for.
+func sampleAtom(rs []rune, i int) (c rune, next int, ok bool) {
+	switch r := rs[i]; r {
+	case '(', ')', '|', '?', '*', '+', '{', '}', ']':
+		return 0, 0, false
+	case '.':
+		return 'a', i + 1, true
+	case '\\':
+		if i+1 >= len(rs) {
+			return 0, 0, false
+		}
+		c, ok := escapeSample(rs[i+1])
+		return c, i + 2, ok
+	case '[':
+		// The class's first member; its end is the first ] not escaped
+		// (a subtraction -[...] nests one level: skip over it).
+		if i+1 >= len(rs) || rs[i+1] == '^' {
+			return 0, 0, false
+		}
+		c, ok := rs[i+1], true
+		if c == '\\' && i+2 < len(rs) {
+			c, ok = escapeSample(rs[i+2])
+		}
+		depth := 0
+		for k := i + 1; k < len(rs); k++ {
+			switch rs[k] {
+			case '\\':
+				k++
+			case '[':
+				depth++
+			case ']':
+				if depth == 0 {
+					return c, k + 1, ok
+				}
+				depth--
+			}
+		}
+		return 0, 0, false
+	default:
+		return r, i + 1, true
 	}
-	return pattern[:i]
+}
+
+// escapeSample returns a character the escape \e matches.
+func escapeSample(e rune) (rune, bool) {
+	switch e {
+	case 'd':
+		return '0', true
+	case 'w', 'i', 'c', 'D', 'S', 'I', 'C':
+		return 'a', true
+	case 's':
+		return ' ', true
+	case 'W':
+		return '!', true
+	case 'n':
+		return '\n', true
+	case 'r':
+		return '\r', true
+	case 't':
+		return '\t', true
+	case 'p', 'P':
+		return 0, false
+	}
+	return e, true // \. \- \\ and the other single-character escapes
 }
 
 // checkPatterns probes the patterns of a schema (see above) and returns an
