@@ -38,6 +38,8 @@ type Config struct {
 	MaxReadingDepth int
 	MaxStanzaBytes  int
 
+	MaxPatternValue, MaxPatternTotal int
+
 	MaxCommandsInFlight int
 
 	DeviceRate  int
@@ -81,6 +83,8 @@ var settings = []setting{
 	{env: "IOTGATE_MAX_SCHEMA_BYTES", flag: "max-schema-bytes", def: "1048576", help: "largest XSD accepted at registration, in bytes"},
 	{env: "IOTGATE_MAX_READING_BYTES", flag: "max-reading-bytes", def: "65536", help: "largest reading payload, in bytes"},
 	{env: "IOTGATE_MAX_READING_DEPTH", flag: "max-reading-depth", def: "32", help: "deepest element nesting of a reading"},
+	{env: "IOTGATE_MAX_PATTERN_VALUE", flag: "max-pattern-value", def: "256", help: "longest value, in characters, that a schema's xs:pattern checks; longer ones are refused before matching (backtracking costs grow with the length)"},
+	{env: "IOTGATE_MAX_PATTERN_TOTAL", flag: "max-pattern-total", def: "1024", help: "most characters, in all of a reading's values that xs:pattern facets check"},
 	{env: "IOTGATE_MAX_STANZA_BYTES", flag: "max-stanza-bytes", def: "1048576", help: "largest stanza accepted from the XMPP server, in bytes"},
 	{env: "IOTGATE_DEVICE_RATE", flag: "device-rate", def: "500", help: "readings per second one device may send on average; excess IQs get policy-violation, excess messages are dropped"},
 	{env: "IOTGATE_DEVICE_BURST", flag: "device-burst", def: "1000", help: "readings one device may send in a burst above its rate"},
@@ -185,6 +189,8 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 		{"IOTGATE_MAX_SCHEMA_BYTES", &cfg.MaxSchemaBytes, 64 << 20},
 		{"IOTGATE_MAX_READING_BYTES", &cfg.MaxReadingBytes, 16 << 20},
 		{"IOTGATE_MAX_READING_DEPTH", &cfg.MaxReadingDepth, 256},
+		{"IOTGATE_MAX_PATTERN_VALUE", &cfg.MaxPatternValue, 1 << 20},
+		{"IOTGATE_MAX_PATTERN_TOTAL", &cfg.MaxPatternTotal, 1 << 20},
 		{"IOTGATE_MAX_STANZA_BYTES", &cfg.MaxStanzaBytes, 64 << 20},
 		{"IOTGATE_MAX_COMMANDS_IN_FLIGHT", &cfg.MaxCommandsInFlight, 1000000},
 		{"IOTGATE_DEVICE_RATE", &cfg.DeviceRate, 10000000},

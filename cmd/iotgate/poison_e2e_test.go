@@ -221,3 +221,63 @@ func testPoisonValues(t *testing.T, name string) {
 		}
 	})
 }
+
+// taggedXSD is a schema whose serial is checked against an xs:pattern.
+const taggedXSD = `<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema" targetNamespace="urn:example:tag" xmlns="urn:example:tag" elementFormDefault="qualified">
+  <xs:simpleType name="Serial"><xs:restriction base="xs:string"><xs:pattern value="[A-Z0-9-]*"/></xs:restriction></xs:simpleType>
+  <xs:element name="reading"><xs:complexType><xs:sequence><xs:element name="serial" type="Serial"/></xs:sequence></xs:complexType></xs:element>
+  <xs:element name="set"><xs:complexType><xs:sequence><xs:element name="serial" type="Serial"/></xs:sequence></xs:complexType></xs:element>
+</xs:schema>`
+
+// TestE2EPatternValueLength checks IOTGATE_MAX_PATTERN_VALUE: a value that
+// an xs:pattern checks and that is longer is refused before libxml2
+// matches it, with a reason naming the element and the limit, in readings
+// and in command payloads alike.
+func TestE2EPatternValueLength(t *testing.T) {
+	forEachXMPPServer(t, func(t *testing.T, name string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		e := newCommandsEnv(t, ctx, name, "IOTGATE_MAX_PATTERN_VALUE", "32")
+		g := e.g
+		if code := g.do("POST", "/v1/schemas", map[string]string{"name": "tagged", "xsd": taggedXSD}, nil); code != 201 {
+			t.Fatalf("register schema: %d", code)
+		}
+		jid := "tag1@" + e.xs.Domain()
+		if code := g.do("POST", "/v1/devices", map[string]any{"jid": jid, "schema": "tagged"}, nil); code != 201 {
+			t.Fatalf("register device: %d", code)
+		}
+		servers.RegisterUserForTest(t, e.xs, "tag1", "pw-tag1")
+		c := e.online("tag1", func(device.IQ) device.Reply { return device.Reply{Type: "result"} })
+		reading := func(serial string) string {
+			return `<reading xmlns="urn:example:tag"><serial>` + serial + `</serial></reading>`
+		}
+		for _, tc := range []struct {
+			name, serial string
+			ok           bool
+		}{
+			{"AtTheLimit", strings.Repeat("A", 32), true},
+			{"ErrOverTheLimit", strings.Repeat("A", 33), false},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				rep, err := c.SendIQ(ctx, "set", e2eDomain, reading(tc.serial))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if tc.ok {
+					if rep.Type != "result" {
+						t.Errorf("reading: %+v, want result", rep)
+					}
+					return
+				}
+				if rep.Type != "error" || rep.ErrorType != "modify" || rep.Condition != "bad-request" ||
+					!strings.Contains(rep.Text, "element serial is 33 characters, over the limit of 32") {
+					t.Errorf("reading: %+v, want modify/bad-request naming the element and the limit", rep)
+				}
+				a := g.command(jid, map[string]any{"payload": `<set xmlns="urn:example:tag"><serial>` + tc.serial + `</serial></set>`})
+				if a.status != 422 {
+					t.Errorf("command: %d %s %+v, want 422", a.status, a.code, a.cmd)
+				}
+			})
+		}
+	})
+}
