@@ -124,3 +124,23 @@ func TestIngestDeviceTime(t *testing.T) {
 		})
 	}
 }
+
+// TestCommandAnswerRefusedByStore checks that an answer whose JSON
+// rendering the store refuses is stored without it: the command's outcome
+// is stored, with the XML and why the JSON is missing.
+func TestCommandAnswerRefusedByStore(t *testing.T) {
+	f := newCmdFixture(t, CommandsConfig{})
+	f.store.mu.Lock()
+	f.store.refuseData = `"ok"` // what fakeSchema renders
+	f.store.mu.Unlock()
+	c := f.submit(t, CommandRequest{})
+	f.sender.next(t).reply <- result(`<state xmlns="urn:example:t"><target>21.5</target></state>`)
+	if c = f.wait(t, c.ID); c.Status != CommandSucceeded {
+		t.Fatalf("status = %s, want succeeded", c.Status)
+	}
+	stored := f.waitStored(t, c.ID, CommandSucceeded, nil)
+	wantHistory(t, stored, CommandPending, CommandSent, CommandSucceeded)
+	if r := stored.Response; r == nil || r.Data != nil || !strings.Contains(r.Invalid, "the database refused") || !strings.Contains(r.XML, "<target>") {
+		t.Errorf("stored response %+v, want the XML and why the JSON is missing", r)
+	}
+}
