@@ -150,6 +150,13 @@ func TestSamplePrefix(t *testing.T) {
 		{`\.\-\\x*`, `.-\`},
 		{`a{2}b{1,3}c`, "aab"},
 		{`a{1000}b`, strings.Repeat("a", maxSamplePrefix)},
+		{`(ID)-\w*\w*`, "ID-"},
+		{`(ID|SN)-\d*`, "ID-"},
+		{`(ab)+c`, "ab"},
+		{`(a(b)[)]){2}d`, "ab)ab)d"},
+		{`([A-Z]{2})-x*`, "AA-"},
+		{`(a*b)c`, ""},
+		{`(ab`, ""},
 	} {
 		if got := samplePrefix(tc.pattern); got != tc.want {
 			t.Errorf("samplePrefix(%q) = %q, want %q", tc.pattern, got, tc.want)
@@ -161,7 +168,7 @@ func TestSamplePrefix(t *testing.T) {
 // past a pattern's fixed start: these used to compile (their probes failed
 // at the first character) and take seconds on one 2 KiB value.
 func TestSlowPatternBehindPrefix(t *testing.T) {
-	for _, p := range []string{`ID-\w*\w*\w*;`, `Za*a*a*b`, `[I]D-\w*\w*\w*;`, `[A-Z]{2}\d-[a-z]*[a-z]*[a-z]*!`, `X(a|aa)*b`} {
+	for _, p := range []string{`ID-\w*\w*\w*;`, `Za*a*a*b`, `[I]D-\w*\w*\w*;`, `[A-Z]{2}\d-[a-z]*[a-z]*[a-z]*!`, `X(a|aa)*b`, `(ID|SN)-\w*\w*\w*;`} {
 		t.Run(p, func(t *testing.T) {
 			src := `<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema" targetNamespace="urn:p"><xs:simpleType name="P">` +
 				`<xs:restriction base="xs:string"><xs:pattern value="` + p + `"/></xs:restriction></xs:simpleType></xs:schema>`
@@ -171,4 +178,17 @@ func TestSlowPatternBehindPrefix(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzSamplePrefix holds samplePrefix to never panic and stay bounded on
+// any pattern a schema may hold.
+func FuzzSamplePrefix(f *testing.F) {
+	for _, p := range []string{`ID-\w*`, `(a(b)[)]){2}d`, `[a-[b]]`, `\`, `(`, `[`, `a{`, `a{99999999999}`, `((((a))))`} {
+		f.Add(p)
+	}
+	f.Fuzz(func(t *testing.T, p string) {
+		if s := samplePrefix(p); len([]rune(s)) > maxSamplePrefix {
+			t.Errorf("samplePrefix(%q) is %d characters", p, len([]rune(s)))
+		}
+	})
 }

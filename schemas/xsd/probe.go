@@ -80,57 +80,125 @@ func probeInputs(pattern string) []string {
 }
 
 // samplePrefix returns a string that the mandatory start of pattern
-// matches: one sample character for each leading atom (a literal, an
-// escape, ., or a character class) that must occur, as many as a {n,m}
-// asks, and one of a +, stopping at the first optional or repeated atom,
-// group or branch. Probing with it in front of the runs gets past the
-// start (ID-, [A-Z]{2}\d-), so that the repetitions after it are tried.
+// matches: a sample character for each leading atom (a literal, an
+// escape, ., or a character class) or group (its first branch) that must
+// occur, as many times as a {n} asks, stopping at the first optional or
+// repeated one (of a + or {n,m}, the minimum is sampled). Probing with it
+// in front of the runs gets past the start (ID-, [A-Z]{2}\d-, (ID|SN)-),
+// so that the repetitions after it are tried.
 func samplePrefix(pattern string) string {
-	var b strings.Builder
-	rs := []rune(pattern)
-	for i := 0; i < len(rs) && b.Len() < maxSamplePrefix; {
-		c, next, ok := sampleAtom(rs, i)
-		if !ok {
-			break
+	s, _ := sampleSeq([]rune(pattern))
+	if len(s) > maxSamplePrefix {
+		s = s[:maxSamplePrefix]
+	}
+	return string(s)
+}
+
+// maxSamplePrefix bounds samplePrefix, in characters.
+const maxSamplePrefix = 64
+
+// sampleSeq samples the mandatory start of the first branch of rs;
+// complete reports whether the whole branch was sampled.
+func sampleSeq(rs []rune) (sample []rune, complete bool) {
+	for i := 0; i < len(rs); {
+		if rs[i] == '|' {
+			return sample, true
 		}
-		n, stop := 1, false
+		if len(sample) > maxSamplePrefix {
+			return sample, false
+		}
+		var atom []rune
+		full, next := true, 0
+		if rs[i] == '(' {
+			end := groupEnd(rs, i)
+			if end < 0 {
+				return sample, false
+			}
+			atom, full = sampleSeq(rs[i+1 : end])
+			next = end + 1
+		} else {
+			c, n, ok := sampleAtom(rs, i)
+			if !ok {
+				return sample, false
+			}
+			atom, next = []rune{c}, n
+		}
+		count, stop := 1, false
 		if next < len(rs) {
 			switch rs[next] {
 			case '?', '*':
-				n, stop = 0, true
+				count, stop = 0, true
 			case '+':
 				stop = true
 			case '{':
 				// {n} is fixed: go on after it; {n,} and {n,m}: stop.
 				k := next + 1
-				n = 0
+				count = 0
 				for k < len(rs) && rs[k] >= '0' && rs[k] <= '9' {
-					n = min(n*10+int(rs[k]-'0'), maxSamplePrefix)
+					count = min(count*10+int(rs[k]-'0'), maxSamplePrefix)
 					k++
 				}
 				if k < len(rs) && rs[k] == '}' {
-					next = k
+					next = k + 1
 				} else {
 					stop = true
 				}
 			}
 		}
-		for range n {
-			b.WriteRune(c)
+		for range count {
+			sample = append(sample, atom...)
 		}
-		if stop {
-			break
+		if stop || !full {
+			return sample, false
 		}
 		i = next
-		if i < len(rs) && rs[i] == '}' {
-			i++
-		}
 	}
-	return b.String()
+	return sample, true
 }
 
-// maxSamplePrefix bounds samplePrefix.
-const maxSamplePrefix = 64
+// groupEnd returns the index of the ) closing the group opened at rs[i],
+// or -1.
+func groupEnd(rs []rune, i int) int {
+	depth := 0
+	for k := i; k < len(rs); k++ {
+		switch rs[k] {
+		case '\\':
+			k++
+		case '[':
+			if k = classEnd(rs, k); k < 0 {
+				return -1
+			}
+			k-- // classEnd is past the ]
+		case '(':
+			depth++
+		case ')':
+			if depth--; depth == 0 {
+				return k
+			}
+		}
+	}
+	return -1
+}
+
+// classEnd returns the index after the ] closing the class opened at
+// rs[i] (a subtraction -[...] nests), or -1.
+func classEnd(rs []rune, i int) int {
+	depth := 0
+	for k := i + 1; k < len(rs); k++ {
+		switch rs[k] {
+		case '\\':
+			k++
+		case '[':
+			depth++
+		case ']':
+			if depth == 0 {
+				return k + 1
+			}
+			depth--
+		}
+	}
+	return -1
+}
 
 // sampleAtom returns a character the atom at rs[i] matches and the index
 // after the atom; ok is false for a group, a branch, a negated class or
@@ -148,8 +216,7 @@ func sampleAtom(rs []rune, i int) (c rune, next int, ok bool) {
 		c, ok := escapeSample(rs[i+1])
 		return c, i + 2, ok
 	case '[':
-		// The class's first member; its end is the first ] not escaped
-		// (a subtraction -[...] nests one level: skip over it).
+		// The class's first member.
 		if i+1 >= len(rs) || rs[i+1] == '^' {
 			return 0, 0, false
 		}
@@ -157,21 +224,8 @@ func sampleAtom(rs []rune, i int) (c rune, next int, ok bool) {
 		if c == '\\' && i+2 < len(rs) {
 			c, ok = escapeSample(rs[i+2])
 		}
-		depth := 0
-		for k := i + 1; k < len(rs); k++ {
-			switch rs[k] {
-			case '\\':
-				k++
-			case '[':
-				depth++
-			case ']':
-				if depth == 0 {
-					return c, k + 1, ok
-				}
-				depth--
-			}
-		}
-		return 0, 0, false
+		end := classEnd(rs, i)
+		return c, end, ok && end > 0
 	default:
 		return r, i + 1, true
 	}
