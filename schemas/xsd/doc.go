@@ -17,7 +17,11 @@
 //     nesting while parsing (Limits.MaxDepth);
 //   - xs:pattern facets that libxml2's backtracking matcher would match in
 //     more than linear time (a*a*a*b: minutes on one 64 KiB value) are
-//     refused at Compile, by probing them (probe.go);
+//     refused at Compile, by probing them, behind a sample of their fixed
+//     start too (probe.go); and since a probe is a heuristic, the values a
+//     pattern checks are bounded in length (Limits.MaxPatternValue, and
+//     Limits.MaxPatternTotal for a document), checked on the parsed tree
+//     before libxml2 matches anything;
 //   - errors are collected per call by structured handlers on each parser
 //     and validation context, with line, element path and libxml2's message;
 //   - compiled schemas are freed explicitly (Schema.Free; a GC cleanup is a
