@@ -213,6 +213,9 @@ func sampleAtom(rs []rune, i int) (c rune, next int, ok bool) {
 		if i+1 >= len(rs) {
 			return 0, 0, false
 		}
+		if rs[i+1] == 'p' {
+			return propertySample(rs, i+2)
+		}
 		c, ok := escapeSample(rs[i+1])
 		return c, i + 2, ok
 	case '[':
@@ -229,6 +232,34 @@ func sampleAtom(rs []rune, i int) (c rune, next int, ok bool) {
 	default:
 		return r, i + 1, true
 	}
+}
+
+// propertySample returns a character of the category \p{...} whose
+// opening brace is at rs[i], for the usual categories, and the index after
+// the closing one.
+func propertySample(rs []rune, i int) (rune, int, bool) {
+	if i >= len(rs) || rs[i] != '{' {
+		return 0, 0, false
+	}
+	end := i + 1
+	for end < len(rs) && rs[end] != '}' {
+		end++
+	}
+	if end >= len(rs) {
+		return 0, 0, false
+	}
+	name := string(rs[i+1 : end])
+	switch {
+	case name == "Lu":
+		return 'A', end + 1, true
+	case name == "L" || name == "Ll" || name == "IsBasicLatin":
+		return 'a', end + 1, true
+	case name == "N" || name == "Nd":
+		return '0', end + 1, true
+	case name == "P" || name == "Pd":
+		return '-', end + 1, true
+	}
+	return 0, 0, false
 }
 
 // escapeSample returns a character the escape \e matches.
