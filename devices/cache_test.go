@@ -115,7 +115,7 @@ func (m *memStore) DeleteDevice(_ context.Context, jid string) error {
 	return nil
 }
 
-func (m *memStore) InsertReadings(_ context.Context, rs []*Reading) error {
+func (m *memStore) InsertReadings(_ context.Context, rs []*Reading) []error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	live := map[int64]*Device{}
@@ -137,7 +137,7 @@ func (m *memStore) InsertReadings(_ context.Context, rs []*Reading) error {
 			d.LastSeenAt = &t
 		}
 	}
-	return nil
+	return make([]error, len(rs))
 }
 
 func (m *memStore) InsertRejections(context.Context, []*Rejection, int) error { return nil }

@@ -1078,12 +1078,21 @@ func (s *Commands) recordAnswer(c *Command, schema PayloadSchema, rep CommandRep
 
 // update stores a state change of an execution. A failure is logged: the
 // in-memory outcome still answers the waiting client, and a command left
-// sent in the store is resolved at the next start.
+// sent in the store is resolved at the next start. An answer whose JSON
+// rendering the database refuses (a value out of its range) is stored
+// without it, as an answer that does not validate is: the outcome is
+// what matters, and the XML is kept.
 func (s *Commands) update(c *Command, from []CommandStatus, ev *CommandEvent) {
 	if ev != nil && c.Status.Terminal() {
 		s.observe(c)
 	}
-	if err := s.updates.do(CommandUpdate{Command: c, From: from, Event: ev}); err != nil {
+	err := s.updates.do(CommandUpdate{Command: c, From: from, Event: ev})
+	if ErrorCode(err) == EInvalid && c.Response != nil && len(c.Response.Data) > 0 {
+		c.Response.Data = nil
+		c.Response.Invalid = "the database refused the answer's JSON rendering: " + ErrorMessage(err)
+		err = s.updates.do(CommandUpdate{Command: c, From: from, Event: ev})
+	}
+	if err != nil {
 		s.log.Error("command state not stored", "command", c.ID, "status", c.Status, "err", err)
 	}
 }

@@ -28,6 +28,9 @@ type memCommands struct {
 	cmds map[string]*Command
 	// updates counts UpdateCommand calls.
 	updates int
+	// refuseData, if set, refuses (invalid) an update whose answer's
+	// JSON holds it, as PostgreSQL refuses a number out of its range.
+	refuseData string
 }
 
 func newMemCommands() *memCommands { return &memCommands{cmds: map[string]*Command{}} }
@@ -94,6 +97,9 @@ func (m *memCommands) UpdateCommand(_ context.Context, c *Command, from []Comman
 	}
 	if !slices.Contains(from, old.Status) {
 		return Errorf(EConflict, "command %s is %s", c.ID, old.Status)
+	}
+	if m.refuseData != "" && c.Response != nil && bytes.Contains(c.Response.Data, []byte(m.refuseData)) {
+		return Errorf(EInvalid, "update command: invalid value")
 	}
 	n := c.Clone()
 	n.History = old.History

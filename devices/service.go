@@ -24,9 +24,12 @@ type Store interface {
 	DeviceJIDs(ctx context.Context) ([]string, error)
 
 	// InsertReadings stores readings and moves each device's last_seen_at,
-	// all in one transaction. Readings of devices deleted meanwhile are
-	// skipped. Errors: unavailable when the database can't be reached.
-	InsertReadings(ctx context.Context, rs []*Reading) error
+	// and returns one error per reading (nil: stored). Readings of devices
+	// deleted meanwhile are skipped (nil, ID 0). A reading the database
+	// refuses fails alone, the others are stored. Errors: unavailable
+	// when the database can't be reached; invalid for a reading with a
+	// value the database refuses.
+	InsertReadings(ctx context.Context, rs []*Reading) []error
 	// InsertRejections records refused payloads, keeping only the newest
 	// keep per device (0: all).
 	InsertRejections(ctx context.Context, rs []*Rejection, keep int) error
@@ -79,6 +82,10 @@ type ServiceConfig struct {
 	// after a failed one (a message has no answer a device could retry
 	// on); default 20000. Beyond it they are dropped and counted.
 	MaxHeld int
+	// MaxHeldBytes bounds the memory of those readings (their XML and
+	// JSON, plus heldOverhead each); default 64 MiB. A count alone
+	// would let 20000 readings of 64 KiB hold gigabytes.
+	MaxHeldBytes int
 	// HoldFor bounds how long such a reading is retried; default 2m.
 	HoldFor time.Duration
 	// RejectionPayloadBytes is how much of a refused payload is kept;
@@ -125,6 +132,9 @@ type Service struct {
 	closing  atomic.Bool
 	stats    IngestStats
 	statsMu  sync.Mutex
+
+	// heldBytes is what held costs in memory (pendingReading.size).
+	heldBytes int
 }
 
 type pendingReading struct {
@@ -155,6 +165,9 @@ func NewService(store Store, schemas SchemaSource, cfg ServiceConfig) *Service {
 	}
 	if cfg.MaxHeld <= 0 {
 		cfg.MaxHeld = 20000
+	}
+	if cfg.MaxHeldBytes <= 0 {
+		cfg.MaxHeldBytes = 64 << 20
 	}
 	if cfg.HoldFor <= 0 {
 		cfg.HoldFor = 2 * time.Minute
@@ -513,6 +526,11 @@ func (s *Service) Ingest(ctx context.Context, in IncomingReading, done func(erro
 		done(err)
 		return
 	}
+	if err := checkDeviceTime(in.DeviceTime); err != nil {
+		s.reject(dev, in, payload.XML, err, now)
+		done(err)
+		return
+	}
 	data, err := schema.ValidateAndRender(payload.XML)
 	if err != nil {
 		s.reject(dev, in, payload.XML, err, now)
@@ -557,6 +575,30 @@ func (s *Service) RecordRejection(ctx context.Context, from, via string, payload
 	return nil
 }
 
+// The device times a reading may carry: the years RFC 3339 writes with
+// four digits, as UTC. Go parses a stamp of year 0 (or one whose offset
+// moves it to year 0 or 10000), which PostgreSQL refuses; such a reading
+// would fail the batch it is committed with.
+var (
+	minDeviceTime = time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC)
+	maxDeviceTime = time.Date(9999, 12, 31, 23, 59, 59, 999999000, time.UTC)
+)
+
+// checkDeviceTime refuses a device time (a delay stamp) out of range
+// (nil: none). A stamp is the device's claim about its reading: storing
+// the reading without it would drop what the device said, so the device
+// is told, and can fix its clock. Errors: invalid.
+func checkDeviceTime(t *time.Time) error {
+	if t == nil {
+		return nil
+	}
+	if u := t.UTC().Round(time.Microsecond); u.Before(minDeviceTime) || u.After(maxDeviceTime) {
+		return Errorf(EInvalid, "delay stamp %s is out of range: a reading's time must be from 0001-01-01 to 9999-12-31 UTC",
+			t.UTC().Format(time.RFC3339Nano))
+	}
+	return nil
+}
+
 func (s *Service) reject(dev *Device, in IncomingReading, payload []byte, reason error, now time.Time) {
 	s.count(func(st *IngestStats) { st.Rejected++ })
 	s.cfg.Observer.ReadingRefused(RefusedInvalid)
@@ -566,13 +608,25 @@ func (s *Service) reject(dev *Device, in IncomingReading, payload []byte, reason
 	if len(payload) > s.cfg.RejectionPayloadBytes {
 		payload = payload[:s.cfg.RejectionPayloadBytes]
 	}
-	rej := &Rejection{DeviceID: dev.ID, DeviceJID: dev.JID, ReceivedAt: now, Via: in.Via, Reason: ErrorMessage(reason), Payload: string(payload)}
+	s.record(&Rejection{DeviceID: dev.ID, DeviceJID: dev.JID, ReceivedAt: now, Via: in.Via, Reason: ErrorMessage(reason), Payload: string(payload)})
+}
+
+// record queues a rejection for the store.
+func (s *Service) record(rej *Rejection) {
 	select {
 	case s.rejections <- rej:
 	default:
 		// A flood of bad payloads must not grow memory; the counter
 		// still says how many were refused.
 	}
+}
+
+// clip cuts a refused payload to what is kept of it.
+func (s *Service) clip(payload string) string {
+	if len(payload) > s.cfg.RejectionPayloadBytes {
+		return payload[:s.cfg.RejectionPayloadBytes]
+	}
+	return payload
 }
 
 // Run commits queued readings and rejections until ctx ends, then commits
@@ -640,7 +694,12 @@ func (s *Service) takeHeld(batch []*pendingReading) []*pendingReading {
 		return batch
 	}
 	batch = append(batch, s.held[:n]...)
-	s.held = append(s.held[:0], s.held[n:]...)
+	for _, p := range s.held[:n] {
+		s.heldBytes -= p.size()
+	}
+	rest := copy(s.held, s.held[n:])
+	clear(s.held[rest:]) // let the moved readings go when they are done
+	s.held = s.held[:rest]
 	s.count(func(st *IngestStats) { st.Held = uint64(len(s.held)) })
 	return batch
 }
@@ -673,48 +732,92 @@ func (s *Service) drain() {
 	}
 }
 
-// commit stores batch in one transaction and reports the outcome to each
-// reading's sender. When the commit fails, IQ readings are answered with
-// a wait error (the device retries); message readings are held for the
-// next attempt, within MaxHeld and HoldFor. It reports whether the commit
-// succeeded.
+// commit stores batch and reports the outcome to each reading's sender.
+// The store writes it in one transaction, or apart when the database
+// refuses a value of some reading: only those are refused (invalid, with
+// the reason, and recorded as rejections), the others are stored. When
+// the database can't be reached, IQ readings are answered with a wait
+// error (the device retries); message readings are held for the next
+// attempt, within MaxHeld, MaxHeldBytes and HoldFor. It reports whether
+// the database could be reached.
 func (s *Service) commit(ctx context.Context, batch []*pendingReading) bool {
 	rs := make([]*Reading, len(batch))
 	for i, p := range batch {
 		rs[i] = p.r
 	}
 	began := time.Now()
-	err := s.store.InsertReadings(context.WithoutCancel(ctx), rs)
-	if err != nil {
-		derr := &Error{Code: EUnavailable, Message: "readings could not be stored, try again later", Err: err}
-		now := s.cfg.Clock()
-		// Only an unreachable database is worth waiting for.
-		retryable := ErrorCode(err) == EUnavailable
-		held, dropped := 0, 0
-		for _, p := range batch {
-			if p.via == "message" && retryable && !s.draining && len(s.held) < s.cfg.MaxHeld && now.Sub(p.at) < s.cfg.HoldFor {
-				s.held = append(s.held, p)
-				held++
-				continue
-			}
-			dropped++
-			p.done(derr)
-			s.cfg.Observer.ReadingRefused(RefusedUnavailable)
+	errs := s.store.InsertReadings(context.WithoutCancel(ctx), rs)
+	now := s.cfg.Clock()
+	stored := rs[:0:0]
+	var firstErr error
+	held, dropped, refused := 0, 0, 0
+	for i, p := range batch {
+		err := errs[i]
+		switch {
+		case err == nil:
+			stored = append(stored, p.r)
+			continue
+		case ErrorCode(err) == EInvalid:
+			// This reading's own fault: waiting won't help.
+			refused++
+			reason := &Error{Code: EInvalid, Message: "the reading could not be stored: the database refused a value in it (" + ErrorMessage(err) + ")", Err: err}
+			s.record(&Rejection{DeviceID: p.r.DeviceID, DeviceJID: p.r.DeviceJID, ReceivedAt: p.r.ReceivedAt, Via: p.via, Reason: reason.Message, Payload: s.clip(p.r.XML)})
+			s.cfg.Observer.ReadingRefused(RefusedInvalid)
+			p.done(reason)
+			continue
 		}
-		s.count(func(st *IngestStats) { st.Dropped += uint64(dropped); st.Held = uint64(len(s.held)) })
-		s.log.Error("commit readings failed", "readings", len(batch), "refused", dropped, "held_for_retry", held, "held_total", len(s.held), "err", err)
+		if firstErr == nil {
+			firstErr = err
+		}
+		// Only an unreachable database is worth waiting for.
+		if p.via == "message" && ErrorCode(err) == EUnavailable && !s.draining && len(s.held) < s.cfg.MaxHeld &&
+			s.heldBytes+p.size() <= s.cfg.MaxHeldBytes && now.Sub(p.at) < s.cfg.HoldFor {
+			s.held = append(s.held, p)
+			s.heldBytes += p.size()
+			held++
+			continue
+		}
+		dropped++
+		p.done(&Error{Code: EUnavailable, Message: "readings could not be stored, try again later", Err: err})
+		s.cfg.Observer.ReadingRefused(RefusedUnavailable)
+	}
+	if len(stored) > 0 {
+		s.cfg.Observer.ReadingsCommitted(len(stored), time.Since(began))
+		// Before the acknowledgements: a device (or whoever it told) that
+		// reads the state after its answer must find the reading.
+		s.cache.committed(stored)
+	}
+	for i, p := range batch {
+		if errs[i] == nil {
+			p.done(nil)
+		}
+	}
+	s.count(func(st *IngestStats) {
+		st.Accepted += uint64(len(stored))
+		st.Rejected += uint64(refused)
+		st.Dropped += uint64(dropped)
+		st.Held = uint64(len(s.held))
+		if len(stored) > 0 {
+			st.Batches++
+		}
+	})
+	if refused > 0 {
+		s.log.Warn("readings refused by the database", "readings", len(batch), "refused", refused)
+	}
+	if firstErr != nil {
+		s.log.Error("commit readings failed", "readings", len(batch), "refused", dropped, "held_for_retry", held,
+			"held_total", len(s.held), "held_bytes", s.heldBytes, "err", firstErr)
 		return false
 	}
-	s.cfg.Observer.ReadingsCommitted(len(batch), time.Since(began))
-	// Before the acknowledgements: a device (or whoever it told) that
-	// reads the state after its answer must find the reading.
-	s.cache.committed(rs)
-	for _, p := range batch {
-		p.done(nil)
-	}
-	s.count(func(st *IngestStats) { st.Accepted += uint64(len(batch)); st.Batches++ })
 	return true
 }
+
+// heldOverhead is what a held reading costs beyond its XML and JSON: the
+// reading, its pending entry and the callback's closure, roughly.
+const heldOverhead = 512
+
+// size is what p costs in memory while held.
+func (p *pendingReading) size() int { return len(p.r.XML) + len(p.r.Data) + heldOverhead }
 
 func (s *Service) runRejections(ctx context.Context) {
 	for {

@@ -8,32 +8,49 @@ import (
 	"time"
 )
 
-// flakyStore is a Store whose InsertReadings fails with err while down.
+// flakyStore is a Store whose InsertReadings fails with err while down,
+// and refuses the readings refuse picks (as the database refuses a value
+// out of its range) while storing the others.
 type flakyStore struct {
 	Store // only the methods ingest uses are implemented
 
-	mu       sync.Mutex
-	down     error
-	stored   []*Reading
-	attempts int
+	refuse func(*Reading) error
+
+	mu         sync.Mutex
+	down       error
+	stored     []*Reading
+	rejections []*Rejection
+	attempts   int
 }
 
 func (f *flakyStore) Device(_ context.Context, jid string) (*Device, error) {
 	return &Device{ID: 1, JID: jid, Schema: "s", SchemaVersion: 1}, nil
 }
 
-func (f *flakyStore) InsertReadings(_ context.Context, rs []*Reading) error {
+func (f *flakyStore) InsertReadings(_ context.Context, rs []*Reading) []error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.attempts++
-	if f.down != nil {
-		return f.down
+	errs := make([]error, len(rs))
+	for i, r := range rs {
+		switch {
+		case f.down != nil:
+			errs[i] = f.down
+		case f.refuse != nil && f.refuse(r) != nil:
+			errs[i] = f.refuse(r)
+		default:
+			f.stored = append(f.stored, r)
+		}
 	}
-	f.stored = append(f.stored, rs...)
-	return nil
+	return errs
 }
 
-func (f *flakyStore) InsertRejections(context.Context, []*Rejection, int) error { return nil }
+func (f *flakyStore) InsertRejections(_ context.Context, rs []*Rejection, _ int) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.rejections = append(f.rejections, rs...)
+	return nil
+}
 
 func (f *flakyStore) setDown(err error) {
 	f.mu.Lock()
@@ -65,23 +82,25 @@ func (anySchema) Compiled(context.Context, string, int) (PayloadSchema, int, err
 func TestIngestDatabaseDown(t *testing.T) {
 	unavailable := &Error{Code: EUnavailable, Message: "database unavailable"}
 	tests := []struct {
-		name    string
-		err     error
-		maxHeld int
-		via     string
+		name         string
+		err          error
+		maxHeld      int
+		maxHeldBytes int
+		via          string
 		// outcomes of the 5 readings sent while the store fails
 		wantRefused int
 		wantStored  int // in the end, after the store is back
 	}{
-		{"MessageHeldThenStored", unavailable, 0, "message", 0, 5},
-		{"MessageHoldFull", unavailable, 2, "message", 3, 2},
-		{"MessageNotRetryable", &Error{Code: EInternal, Message: "bug"}, 0, "message", 5, 0},
-		{"IQRefused", unavailable, 0, "iq", 5, 0},
+		{"MessageHeldThenStored", unavailable, 0, 0, "message", 0, 5},
+		{"MessageHoldFull", unavailable, 2, 0, "message", 3, 2},
+		{"MessageHoldBytesFull", unavailable, 0, 2 * (len(`<x xmlns="urn:t"/>`) + len(`{}`) + heldOverhead), "message", 3, 2},
+		{"MessageNotRetryable", &Error{Code: EInternal, Message: "bug"}, 0, 0, "message", 5, 0},
+		{"IQRefused", unavailable, 0, 0, "iq", 5, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			store := &flakyStore{down: tt.err}
-			s := NewService(store, anySchema{}, ServiceConfig{MaxHeld: tt.maxHeld})
+			s := NewService(store, anySchema{}, ServiceConfig{MaxHeld: tt.maxHeld, MaxHeldBytes: tt.maxHeldBytes})
 			ctx, cancel := context.WithCancel(context.Background())
 			defer func() { cancel(); <-s.Stopped() }()
 			go s.Run(ctx)

@@ -66,6 +66,10 @@ type Config struct {
 	MaxSchemaBytes  int // default 1 MiB
 	MaxReadingBytes int // default 64 KiB
 	MaxDepth        int // default 32
+	// MaxPatternValue and MaxPatternTotal bound the values xs:pattern
+	// facets check (xsd.Limits); defaults 256 and 1024 characters.
+	MaxPatternValue int
+	MaxPatternTotal int
 	Clock           func() time.Time
 	Logger          *slog.Logger
 }
@@ -106,7 +110,8 @@ func NewRegistry(store Store, cfg Config) *Registry {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Registry{store: store, cfg: cfg, lim: xsd.Limits{MaxBytes: cfg.MaxReadingBytes, MaxDepth: cfg.MaxDepth},
+	return &Registry{store: store, cfg: cfg, lim: xsd.Limits{MaxBytes: cfg.MaxReadingBytes, MaxDepth: cfg.MaxDepth,
+		MaxPatternValue: cfg.MaxPatternValue, MaxPatternTotal: cfg.MaxPatternTotal},
 		compiled: make(map[Ref]*compiled), nsOf: make(map[Ref]string), nsCount: make(map[string]int)}
 }
 

@@ -45,6 +45,8 @@ type Config struct {
 	XMPPMaxBackoff       time.Duration
 	XMPPConflictBackoff  time.Duration
 
+	MaxPatternValue, MaxPatternTotal int
+
 	MaxCommandsInFlight int
 
 	DeviceRate  int
@@ -99,6 +101,8 @@ var settings = []setting{
 	{env: "IOTGATE_XMPP_KEEPALIVE_TIMEOUT", flag: "xmpp-keepalive-timeout", def: "10s", help: "a stream that has sent nothing this long after a keepalive ping is presumed dead and reconnected"},
 	{env: "IOTGATE_XMPP_MAX_BACKOFF", flag: "xmpp-max-backoff", def: "5s", help: "longest wait between reconnect attempts (they start at 250ms and double, with jitter)"},
 	{env: "IOTGATE_XMPP_CONFLICT_BACKOFF", flag: "xmpp-conflict-backoff", def: "2s", help: "shortest wait after the XMPP server refuses the stream with conflict (it still holds an older stream for the domain, often iotgate's own that it has not seen die): iotgate is back at most max(this, xmpp-max-backoff) after the server drops it"},
+	{env: "IOTGATE_MAX_PATTERN_VALUE", flag: "max-pattern-value", def: "256", help: "longest value, in characters, that a schema's xs:pattern checks; longer ones are refused before matching (backtracking costs grow with the length)"},
+	{env: "IOTGATE_MAX_PATTERN_TOTAL", flag: "max-pattern-total", def: "1024", help: "most characters, in all of a reading's values that xs:pattern facets check"},
 	{env: "IOTGATE_DEVICE_RATE", flag: "device-rate", def: "500", help: "readings per second one device may send on average; excess IQs get policy-violation, excess messages are dropped"},
 	{env: "IOTGATE_DEVICE_BURST", flag: "device-burst", def: "1000", help: "readings one device may send in a burst above its rate"},
 	{env: "IOTGATE_ADMIN_TOKEN", secret: true, help: "a bootstrap API token with the admin scope, not stored in the database (environment only; at least 32 characters)"},
@@ -219,6 +223,8 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 		{"IOTGATE_MAX_SCHEMA_BYTES", &cfg.MaxSchemaBytes, 64 << 20},
 		{"IOTGATE_MAX_READING_BYTES", &cfg.MaxReadingBytes, 16 << 20},
 		{"IOTGATE_MAX_READING_DEPTH", &cfg.MaxReadingDepth, 256},
+		{"IOTGATE_MAX_PATTERN_VALUE", &cfg.MaxPatternValue, 1 << 20},
+		{"IOTGATE_MAX_PATTERN_TOTAL", &cfg.MaxPatternTotal, 1 << 20},
 		{"IOTGATE_MAX_STANZA_BYTES", &cfg.MaxStanzaBytes, 64 << 20},
 		{"IOTGATE_MAX_STANZA_DEPTH", &cfg.MaxStanzaDepth, 1024},
 		{"IOTGATE_MAX_COMMANDS_IN_FLIGHT", &cfg.MaxCommandsInFlight, 1000000},

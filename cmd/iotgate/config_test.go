@@ -79,6 +79,7 @@ func TestParseConfig(t *testing.T) {
 		{name: "ErrDiscoItemsJIDWithResource", env: with("IOTGATE_DISCO_ITEMS_JIDS", "ops@example.com/phone"), wantSetting: "IOTGATE_DISCO_ITEMS_JIDS"},
 		{name: "ErrDiscoMaxItems", env: with("IOTGATE_DISCO_MAX_ITEMS", "1001"), wantSetting: "IOTGATE_DISCO_MAX_ITEMS"},
 		{name: "ErrReadingDepth", env: with("IOTGATE_MAX_READING_DEPTH", "1000"), wantSetting: "IOTGATE_MAX_READING_DEPTH"},
+		{name: "ErrPatternValue", env: with("IOTGATE_MAX_PATTERN_VALUE", "0"), wantSetting: "IOTGATE_MAX_PATTERN_VALUE"},
 		{name: "CORSOrigins", env: with("IOTGATE_CORS_ORIGINS", "https://a.example.com, http://localhost:3000"), check: func(t *testing.T, c Config) {
 			if len(c.CORSOrigins) != 2 || c.CORSOrigins[1] != "http://localhost:3000" {
 				t.Errorf("CORSOrigins = %q", c.CORSOrigins)

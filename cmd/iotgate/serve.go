@@ -43,6 +43,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 
 	registry := schemas.NewRegistry(db, schemas.Config{
 		MaxSchemaBytes: cfg.MaxSchemaBytes, MaxReadingBytes: cfg.MaxReadingBytes, MaxDepth: cfg.MaxReadingDepth,
+		MaxPatternValue: cfg.MaxPatternValue, MaxPatternTotal: cfg.MaxPatternTotal,
 		Logger: log,
 	})
 	// The read loop decides by namespace without asking the database.

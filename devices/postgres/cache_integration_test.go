@@ -5,6 +5,7 @@ package postgres_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"testing"
 	"time"
 
@@ -28,7 +29,7 @@ func TestInsertReadingsIDs(t *testing.T) {
 		rs = append(rs, &devices.Reading{DeviceID: devs[d].ID, DeviceJID: devs[d].JID, ReceivedAt: now.Add(time.Duration(i) * time.Millisecond),
 			XML: "<r n='" + string(rune('0'+i)) + "'/>", Data: []byte(`{"n":` + string(rune('0'+i)) + `}`)})
 	}
-	if err := db.InsertReadings(ctx, rs); err != nil {
+	if err := errors.Join(db.InsertReadings(ctx, rs)...); err != nil {
 		t.Fatal(err)
 	}
 	for i, r := range rs {

@@ -244,8 +244,8 @@ func (db *DB) CreateCommand(ctx context.Context, c *devices.Command, reuseBefore
 // history, in one statement (so one transaction and one WAL flush for
 // all), and returns one error per command, as CreateCommand would. A
 // command the database refuses (its device was deleted meanwhile) fails
-// the statement; then each is inserted alone, so that the others are
-// stored and only the culprit gets the error.
+// the statement; then the batch is written apart (see apart), so that the
+// others are stored and only the culprit gets the error.
 func (db *DB) CreateCommands(ctx context.Context, cs []*devices.Command) []error {
 	errs := make([]error, len(cs))
 	for i, c := range cs {
@@ -254,24 +254,18 @@ func (db *DB) CreateCommands(ctx context.Context, cs []*devices.Command) []error
 			return errs
 		}
 	}
-	args, err := insertArgs(cs)
-	if err == nil {
-		_, err = db.db.ExecContext(ctx, insertCommands, args...)
-	}
-	if err == nil {
-		return errs
-	}
-	if e := pq.As(err); e == nil || !strings.HasPrefix(string(e.Code), "23") || len(cs) == 1 {
-		// Not about one command (the database is down, say): it is
-		// every command's error.
-		for i, c := range cs {
-			errs[i] = createError(c, err)
+	apart(cs, errs, func(cs []*devices.Command, _ []error) error {
+		args, err := insertArgs(cs)
+		if err == nil {
+			_, err = db.db.ExecContext(ctx, insertCommands, args...)
 		}
-		return errs
-	}
-	for i, c := range cs {
-		errs[i] = db.CreateCommand(ctx, c, time.Time{})
-	}
+		if err != nil {
+			// Named after the first command: a batch's error that is
+			// one command's is split down to that command.
+			return createError(cs[0], err)
+		}
+		return nil
+	})
 	return errs
 }
 
@@ -379,10 +373,19 @@ func (db *DB) UpdateCommand(ctx context.Context, c *devices.Command, from []devi
 // UpdateCommands applies the updates in one statement (one transaction,
 // one WAL flush) and returns one error per update, as UpdateCommand
 // would: an update whose command is not in one of its From statuses is
-// skipped with a conflict, without failing the others. A command must not
-// appear twice.
+// skipped with a conflict, without failing the others, and an update the
+// database refuses (a value out of its range in the device's answer)
+// fails only itself: the batch is then written apart (see apart). A
+// command must not appear twice.
 func (db *DB) UpdateCommands(ctx context.Context, us []devices.CommandUpdate) []error {
 	errs := make([]error, len(us))
+	apart(us, errs, func(us []devices.CommandUpdate, errs []error) error { return db.updateCommands(ctx, us, errs) })
+	return errs
+}
+
+// updateCommands applies us in one statement and sets the error of each
+// update it skipped in errs. It returns the statement's error.
+func (db *DB) updateCommands(ctx context.Context, us []devices.CommandUpdate, errs []error) error {
 	n := len(us)
 	ids, froms, evs := make([]string, n), make([]string, n), make([]sql.NullString, n)
 	var out outcomeArrays
@@ -395,7 +398,7 @@ func (db *DB) UpdateCommands(ctx context.Context, us []devices.CommandUpdate) []
 		if u.Event != nil {
 			b, err := historyEntryJSON(*u.Event)
 			if err != nil {
-				return fill(errs, fmt.Errorf("encode history entry of command %s: %w", u.Command.ID, err))
+				return &devices.Error{Code: devices.EInvalid, Message: "encode history entry of command " + u.Command.ID, Err: err}
 			}
 			evs[i] = nullString(string(b), true)
 		}
@@ -404,7 +407,7 @@ func (db *DB) UpdateCommands(ctx context.Context, us []devices.CommandUpdate) []
 	args := append([]any{pq.Array(ids), pq.Array(froms), pq.Array(evs)}, out.args()...)
 	updated, err := queryRows(ctx, db.db, "update commands", scanString, updateCommands, args...)
 	if err != nil {
-		return fill(errs, translate(err, "update command"))
+		return err
 	}
 	done := make(map[string]bool, len(updated))
 	for _, id := range updated {
@@ -417,7 +420,7 @@ func (db *DB) UpdateCommands(ctx context.Context, us []devices.CommandUpdate) []
 		}
 	}
 	if len(missed) == 0 {
-		return errs
+		return nil
 	}
 	// Say why the others were not updated: gone, or in another status.
 	type idStatus struct{ id, status string }
@@ -440,15 +443,7 @@ func (db *DB) UpdateCommands(ctx context.Context, us []devices.CommandUpdate) []
 			errs[i] = devices.Errorf(devices.EConflict, "command %s is %s", id, status[id])
 		}
 	}
-	return errs
-}
-
-// fill sets every element of errs to err and returns errs.
-func fill(errs []error, err error) []error {
-	for i := range errs {
-		errs[i] = err
-	}
-	return errs
+	return nil
 }
 
 // QueuedCommands returns up to limit queued commands of a device, oldest

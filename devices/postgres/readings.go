@@ -17,21 +17,34 @@ import (
 )
 
 // InsertReadings stores a batch of readings and advances each device's
-// last_seen_at, in one transaction: after it returns nil, every reading of
-// the batch is durable (it is what lets an IQ be acknowledged). Arrays
-// passed to unnest keep it at two statements whatever the batch size; ids
-// follow the batch's order (ORDER BY the ordinality: the semi-join may
-// reorder rows), which orders readings with the same received_at.
+// last_seen_at, in one transaction, and returns one error per reading: after
+// it returns nil for a reading, that reading is durable (it is what lets an
+// IQ be acknowledged). A reading PostgreSQL refuses (a value out of its
+// range) fails only itself: the batch is then written apart (see apart),
+// and the others are stored. When the database can't be reached, every
+// reading gets that error (code unavailable).
+//
 // Readings of a device deleted since they were queued are skipped (the
 // delete would have removed them), so that one such reading can't fail
 // the whole batch.
 //
 // Each stored reading gets its ID set (a skipped one gets 0), so that the
 // device service can keep the newest reading in memory without reading it
-// back. RETURNING gives no order, so IDs are handed out per device: a
-// device's readings are all stored or all skipped (one statement, one
-// snapshot), and their IDs ascend in batch order.
-func (db *DB) InsertReadings(ctx context.Context, rs []*devices.Reading) error {
+// back.
+func (db *DB) InsertReadings(ctx context.Context, rs []*devices.Reading) []error {
+	errs := make([]error, len(rs))
+	apart(rs, errs, func(rs []*devices.Reading, _ []error) error { return db.insertReadings(ctx, rs) })
+	return errs
+}
+
+// insertReadings stores readings in one transaction. Arrays passed to
+// unnest keep it at two statements whatever the batch size; ids follow the
+// batch's order (ORDER BY the ordinality: the semi-join may reorder rows),
+// which orders readings with the same received_at. RETURNING gives no
+// order, so IDs are handed out per device: a device's readings are all
+// stored or all skipped (one statement, one snapshot), and their IDs
+// ascend in batch order.
+func (db *DB) insertReadings(ctx context.Context, rs []*devices.Reading) error {
 	if len(rs) == 0 {
 		return nil
 	}

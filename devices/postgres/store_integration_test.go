@@ -5,6 +5,7 @@ package postgres_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -334,7 +335,7 @@ func TestInsertReadingsDeletedDevice(t *testing.T) {
 		{DeviceID: devs[0].ID, ReceivedAt: now, XML: "<a/>", Data: []byte(`{}`)},
 		{DeviceID: devs[1].ID, ReceivedAt: now, XML: "<b/>", Data: []byte(`{}`)},
 	}
-	if err := db.InsertReadings(ctx, rs); err != nil {
+	if err := errors.Join(db.InsertReadings(ctx, rs)...); err != nil {
 		t.Fatalf("batch with a deleted device's reading: %v", err)
 	}
 	page, err := db.Readings(ctx, "kept@example.com", devices.ReadingFilter{Limit: 10})

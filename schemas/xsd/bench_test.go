@@ -62,7 +62,7 @@ func BenchmarkValidateFreshContexts(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		w := newWorker(s.c.schema)
-		if st, _, _ := w.validate(doc, DefaultMaxDepth, false); st != stOK {
+		if st, _, _ := w.validate(doc, s.c.lengths, Limits{}.withDefaults(), false); st != stOK {
 			b.Fatal(st)
 		}
 		w.free()

@@ -251,19 +251,20 @@ const (
 	stDoctype  = 2
 	stTooDeep  = 3
 	stInvalid  = 4
+	stTooLong  = 5
 	stNoMem    = -1
 	stInternal = -2
 )
 
 // validate parses and validates doc; with flatten it also returns the
 // document flattened into records (see flat.go) as one Go string.
-func (w *worker) validate(doc []byte, maxDepth int, flatten bool) (status int, flat string, issues []rawIssue) {
+func (w *worker) validate(doc []byte, lengths *C.iot_lengths, lim Limits, flatten bool) (status int, flat string, issues []rawIssue) {
 	p, n := cBytes(doc)
 	fl := C.int(0)
 	if flatten {
 		fl = 1
 	}
-	status = int(C.iot_validate(w.w, p, n, C.int(maxDepth), fl))
+	status = int(C.iot_validate(w.w, p, n, C.int(lim.MaxDepth), fl, lengths, C.long(lim.MaxPatternValue), C.long(lim.MaxPatternTotal)))
 	if status != stOK {
 		return status, "", collect(&w.w.e)
 	}
@@ -283,6 +284,38 @@ type cschema struct {
 	// context each) for reuse; bounded and drained by free, unlike a
 	// sync.Pool, which would drop C memory on the floor.
 	pool chan *worker
+	// lengths names the values checked against patterns (nil: none).
+	lengths *C.iot_lengths
+}
+
+// newLengths returns the C table of the values b's patterns check, nil
+// when the schema has no pattern. When the model could not tell which
+// values a pattern applies to, every value is bounded.
+func newLengths(b built) *C.iot_lengths {
+	if len(b.patterns) == 0 {
+		return nil
+	}
+	all := C.int(0)
+	if len(b.patternElems)+len(b.patternAttrs) == 0 {
+		all = 1
+	}
+	// xsi:type may give any element a named type with a pattern.
+	l := C.iot_lengths_new(all, 1)
+	if l == nil {
+		return nil
+	}
+	add := func(names []string, kind string) {
+		ck := C.CString(kind)
+		defer C.free(unsafe.Pointer(ck))
+		for _, name := range names {
+			cn := C.CString(name)
+			C.iot_lengths_add(l, cn, ck)
+			C.free(unsafe.Pointer(cn))
+		}
+	}
+	add(b.patternElems, "e")
+	add(b.patternAttrs, "a")
+	return l
 }
 
 func (c *cschema) get() (*worker, error) {
@@ -318,7 +351,8 @@ func (c *cschema) free() {
 	}
 	freeSchema(c.schema)
 	freeDoc(c.doc) // after the schema, which points into it
-	c.schema, c.doc = nil, nil
+	C.iot_lengths_free(c.lengths)
+	c.schema, c.doc, c.lengths = nil, nil, nil
 }
 
 // importScheme must match IOT_IMPORT_SCHEME in libxml.h: the only URIs the

@@ -26,6 +26,12 @@ import (
 //
 // The returned Schema holds C memory: call Free when done with it.
 func Compile(src []byte, opts CompileOptions) (*Schema, error) {
+	return compile(src, opts, true)
+}
+
+// compile is Compile; probe false skips the probing of patterns, for the
+// benchmarks that measure what the length limits alone bound.
+func compile(src []byte, opts CompileOptions, probe bool) (*Schema, error) {
 	limit := opts.MaxSchemaBytes
 	if limit <= 0 {
 		limit = DefaultMaxSchemaBytes
@@ -86,14 +92,16 @@ func Compile(src []byte, opts CompileOptions) (*Schema, error) {
 		freeSchema(cs)
 		return nil, compileErr([]CompileIssue{{Message: err.Error()}})
 	}
-	if issues := checkPatterns(b.patterns); len(issues) > 0 {
-		freeSchema(cs)
-		return nil, compileErr(issues)
+	if probe {
+		if issues := checkPatterns(b.patterns); len(issues) > 0 {
+			freeSchema(cs)
+			return nil, compileErr(issues)
+		}
 	}
 
 	keepDoc = true
 	s := &Schema{
-		c:       &cschema{schema: cs, doc: doc, pool: make(chan *worker, runtime.GOMAXPROCS(0))},
+		c:       &cschema{schema: cs, doc: doc, pool: make(chan *worker, runtime.GOMAXPROCS(0)), lengths: newLengths(b)},
 		model:   b.model,
 		tns:     tns,
 		globals: b.globals,

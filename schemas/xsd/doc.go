@@ -17,7 +17,11 @@
 //     nesting while parsing (Limits.MaxDepth);
 //   - xs:pattern facets that libxml2's backtracking matcher would match in
 //     more than linear time (a*a*a*b: minutes on one 64 KiB value) are
-//     refused at Compile, by probing them (probe.go);
+//     refused at Compile, by probing them, behind a sample of their fixed
+//     start too (probe.go); and since a probe is a heuristic, the values a
+//     pattern checks are bounded in length (Limits.MaxPatternValue, and
+//     Limits.MaxPatternTotal for a document), checked on the parsed tree
+//     before libxml2 matches anything;
 //   - errors are collected per call by structured handlers on each parser
 //     and validation context, with line, element path and libxml2's message;
 //   - compiled schemas are freed explicitly (Schema.Free; a GC cleanup is a
@@ -67,7 +71,11 @@
 //     json.Number holding the lexical digits (exact: no float64 rounding,
 //     "21.50" stays 21.50, a 20-digit unsignedLong stays exact), normalized
 //     to valid JSON ("+1.5" -> 1.5, ".5" -> 0.5, "5." -> 5, "007" -> 7);
-//     INF, -INF and NaN have no JSON number form and stay strings.
+//     INF, -INF and NaN have no JSON number form and stay strings; so do
+//     numbers PostgreSQL's jsonb can't hold, more than 131072 digits
+//     before the decimal point or 16383 after it as written (1e-20000 is
+//     a valid xs:double, "1e-20000" a string), so that every rendering
+//     can be stored.
 //     boolean -> true/false ("true"/"1", "false"/"0").
 //     Everything else (string, token, dates, URIs, binary...) -> string.
 //     Lists and unions -> string.

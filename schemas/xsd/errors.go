@@ -14,6 +14,9 @@ const (
 	DetailTooLarge = "too_large"         // the document exceeds Limits.MaxBytes
 	DetailTooDeep  = "too_deep"          // element nesting exceeds Limits.MaxDepth
 	DetailDoctype  = "doctype_forbidden" // the document has a DOCTYPE
+	// DetailPatternValue: a value checked against an xs:pattern exceeds
+	// Limits.MaxPatternValue, or all of them Limits.MaxPatternTotal.
+	DetailPatternValue = "pattern_value_too_long"
 )
 
 // ErrFreed is returned (wrapped in a *devices.Error with code
@@ -130,6 +133,8 @@ func validationErr(detail string, issues []ValidationIssue) error {
 		msg = "document nested too deeply"
 	case DetailDoctype:
 		msg = "DOCTYPE not allowed"
+	case DetailPatternValue:
+		msg = "value too long for its pattern"
 	}
 	return &devices.Error{
 		Code:    devices.EInvalid,

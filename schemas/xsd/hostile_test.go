@@ -338,3 +338,29 @@ func TestTrapIsLive(t *testing.T) {
 		}
 	})
 }
+
+// TestHostilePatternValues feeds 2 KiB values to patterns that backtrack
+// badly (12-30 s each in libxml2 at that length), compiled without the
+// probe as if it had missed them: the length limit refuses each before
+// libxml2 matches it, at once.
+func TestHostilePatternValues(t *testing.T) {
+	for _, p := range []string{`Za*a*a*b`, `ID-\w*\w*\w*;`, `(a*b)?ID-\w*\w*\w*\w*;`, `X[a-z]*[a-z]*[a-z]*[a-z]*[a-z]*[a-z]*0`, `X(a|aa)*b`} {
+		t.Run(p, func(t *testing.T) {
+			s, err := compile([]byte(xsOpen+`<xs:simpleType name="P"><xs:restriction base="xs:string"><xs:pattern value="`+p+`"/></xs:restriction></xs:simpleType>`+
+				`<xs:element name="v" type="P"/><xs:element name="w"><xs:complexType><xs:attribute name="a" type="P"/></xs:complexType></xs:element></xs:schema>`), CompileOptions{}, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Free()
+			value := strings.Repeat("a", 2048) + "!"
+			for _, doc := range []string{`<v xmlns="urn:h">` + value + `</v>`, `<w xmlns="urn:h" a="` + value + `"/>`} {
+				var err error
+				within(t, time.Second, func() { err = s.Validate([]byte(doc), Limits{}) })
+				var de *devices.Error
+				if !errors.As(err, &de) || de.Detail != DetailPatternValue {
+					t.Errorf("err = %v, want detail %s", err, DetailPatternValue)
+				}
+			}
+		})
+	}
+}

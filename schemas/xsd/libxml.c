@@ -525,7 +525,121 @@ static void iot_flatten(iot_worker *w, xmlNodePtr root) {
 	}
 }
 
-int iot_validate(iot_worker *w, const char *buf, int len, int max_depth, int flatten) {
+// ---- lengths of pattern-checked values -------------------------------------
+
+// libxml2 matches xs:pattern facets by backtracking, in time polynomial
+// (or, up to its push budget, exponential) in the value's length; the
+// compile-time probe (probe.go) catches the usual bad shapes but not all.
+// Bounding the length of every value a pattern will see, and their sum in
+// one document, bounds what one validation can cost whatever the pattern.
+
+iot_lengths *iot_lengths_new(int all, int xsi_type) {
+	iot_lengths *l = calloc(1, sizeof *l);
+	if (l == NULL)
+		return NULL;
+	l->names = xmlHashCreate(16);
+	if (l->names == NULL) {
+		free(l);
+		return NULL;
+	}
+	l->all = all;
+	l->xsi_type = xsi_type;
+	return l;
+}
+
+int iot_lengths_add(iot_lengths *l, const char *name, const char *kind) {
+	if (xmlHashLookup2(l->names, (const xmlChar *)name, (const xmlChar *)kind) != NULL)
+		return 0;
+	return xmlHashAddEntry2(l->names, (const xmlChar *)name, (const xmlChar *)kind, (void *)1);
+}
+
+void iot_lengths_free(iot_lengths *l) {
+	if (l == NULL)
+		return;
+	xmlHashFree(l->names, NULL);
+	free(l);
+}
+
+// iot_chars counts the characters (not bytes) of the text nodes in list.
+static long iot_chars(xmlNodePtr list) {
+	long n = 0;
+	for (xmlNodePtr t = list; t != NULL; t = t->next) {
+		if ((t->type != XML_TEXT_NODE && t->type != XML_CDATA_SECTION_NODE) || t->content == NULL)
+			continue;
+		for (const xmlChar *c = t->content; *c; c++)
+			n += (*c & 0xC0) != 0x80;
+	}
+	return n;
+}
+
+static const xmlChar iot_xsi_ns[] = "http://www.w3.org/2001/XMLSchema-instance";
+
+// iot_too_long records an issue for node n, whose value is chars long.
+static void iot_too_long(iot_errs *e, xmlNodePtr n, const char *what, long chars, long limit, int total) {
+	iot_issue *is = iot_add(e);
+	if (is == NULL)
+		return;
+	is->line = (int)xmlGetLineNo(n->type == XML_ATTRIBUTE_NODE ? n->parent : n);
+	iot_node_path(n, is->path, sizeof is->path);
+	if (total)
+		snprintf(is->msg, sizeof is->msg, "the values checked against xs:pattern facets add up to more than %ld characters "
+			"(at %s %s): over the limit for one document", limit, what, n->name);
+	else
+		snprintf(is->msg, sizeof is->msg, "the value of %s %s is %ld characters, over the limit of %ld "
+			"for a value checked against an xs:pattern", what, n->name, chars, limit);
+}
+
+// iot_check_lengths walks the parsed document and refuses it (IOT_TOO_LONG)
+// when a value l covers is longer than max_value, or all of them together
+// longer than max_total.
+static int iot_check_lengths(iot_errs *e, xmlNodePtr root, iot_lengths *l, long max_value, long max_total) {
+	long total = 0;
+	xmlNodePtr n = root;
+	while (n != NULL) {
+		if (n->type == XML_ELEMENT_NODE) {
+			if (l->all || xmlHashLookup2(l->names, n->name, BAD_CAST "e") != NULL ||
+				(l->xsi_type && xmlHasNsProp(n, BAD_CAST "type", iot_xsi_ns) != NULL)) {
+				long c = iot_chars(n->children);
+				total += c;
+				if (c > max_value) {
+					iot_too_long(e, n, "element", c, max_value, 0);
+					return IOT_TOO_LONG;
+				}
+				if (total > max_total) {
+					iot_too_long(e, n, "element", c, max_total, 1);
+					return IOT_TOO_LONG;
+				}
+			}
+			for (xmlAttrPtr a = n->properties; a != NULL; a = a->next) {
+				if (!l->all && xmlHashLookup2(l->names, a->name, BAD_CAST "a") == NULL)
+					continue;
+				long c = iot_chars(a->children);
+				total += c;
+				if (c > max_value) {
+					iot_too_long(e, (xmlNodePtr)a, "attribute", c, max_value, 0);
+					return IOT_TOO_LONG;
+				}
+				if (total > max_total) {
+					iot_too_long(e, (xmlNodePtr)a, "attribute", c, max_total, 1);
+					return IOT_TOO_LONG;
+				}
+			}
+			if (n->children != NULL) {
+				n = n->children;
+				continue;
+			}
+		}
+		while (n != root && n->next == NULL)
+			n = n->parent;
+		if (n == root)
+			break;
+		n = n->next;
+	}
+	return IOT_OK;
+}
+
+int iot_validate(iot_worker *w, const char *buf, int len, int max_depth, int flatten,
+	iot_lengths *lengths, long max_value, long max_total) {
 	iot_issue *items = w->e.items; // kept for reuse
 	memset(&w->e, 0, sizeof w->e);
 	w->e.items = items;
@@ -553,6 +667,13 @@ int iot_validate(iot_worker *w, const char *buf, int len, int max_depth, int fla
 		xmlFreeParserCtxt(w->p);
 		w->p = NULL;
 		return status;
+	}
+	if (lengths != NULL) {
+		status = iot_check_lengths(&w->e, xmlDocGetRootElement(doc), lengths, max_value, max_total);
+		if (status != IOT_OK) {
+			xmlFreeDoc(doc);
+			return status;
+		}
 	}
 	int rc = xmlSchemaValidateDoc(w->v, doc);
 	if (rc > 0) {

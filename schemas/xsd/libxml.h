@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <libxml/parser.h>
 #include <libxml/tree.h>
+#include <libxml/hash.h>
 #include <libxml/xmlschemas.h>
 
 // URIs with this scheme are the only ones the entity loader ever serves, and
@@ -24,6 +25,7 @@ enum {
 	IOT_DOCTYPE = 2,    // a DOCTYPE was present: refused before any entity
 	IOT_TOO_DEEP = 3,   // element nesting beyond the limit
 	IOT_INVALID = 4,    // well-formed but not valid against the schema
+	IOT_TOO_LONG = 5,   // a value checked against an xs:pattern is too long
 	IOT_NOMEM = -1,     // libxml2 could not allocate
 	IOT_INTERNAL = -2,  // libxml2 reported an internal failure
 };
@@ -69,6 +71,19 @@ typedef struct {
 
 void iot_init(void);
 
+// The values a schema checks against xs:pattern facets, by the local name
+// of their element or attribute, and the bound on their length, checked
+// before validation (see iot_check_lengths).
+typedef struct {
+	xmlHashTablePtr names; // name -> kind ("e" element, "a" attribute)
+	int all;               // every value (the model could not tell which)
+	int xsi_type;          // elements with an xsi:type attribute too
+} iot_lengths;
+
+iot_lengths *iot_lengths_new(int all, int xsi_type);
+int iot_lengths_add(iot_lengths *l, const char *name, const char *kind);
+void iot_lengths_free(iot_lengths *l);
+
 // Schema documents.
 xmlDocPtr iot_parse_schema_doc(const char *buf, int len, iot_errs *e, int *status);
 int iot_dump_doc(xmlDocPtr doc, char **out, int *len);
@@ -77,7 +92,10 @@ xmlSchemaPtr iot_compile(xmlDocPtr doc, iot_import *imports, int n, iot_errs *e,
 // Validation.
 iot_worker *iot_worker_new(xmlSchemaPtr schema);
 void iot_worker_free(iot_worker *w);
-int iot_validate(iot_worker *w, const char *buf, int len, int max_depth, int flatten);
+// lengths (NULL: none) bounds values checked against patterns to max_value
+// characters each, max_total in all.
+int iot_validate(iot_worker *w, const char *buf, int len, int max_depth, int flatten,
+	iot_lengths *lengths, long max_value, long max_total);
 
 // Pattern probing (see libxml.c).
 long iot_probe_pattern(const char *pat, const char **inputs, int n, long limit_us, long *total_us);

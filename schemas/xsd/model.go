@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 )
 
@@ -49,6 +51,9 @@ const (
 type simpleType struct {
 	kind valueKind
 	ws   wsMode
+	// pattern: values are matched against an xs:pattern facet (of this
+	// type, a base, a list's item type or a union's member).
+	pattern bool
 }
 
 // complexType is what rendering needs of an XSD complex type.
@@ -316,6 +321,9 @@ type built struct {
 	model    *model
 	globals  []string     // the main schema's global element names
 	patterns []patternRef // every xs:pattern, main schema first
+	// patternElems and patternAttrs are the local names of the elements
+	// and attributes whose values are matched against a pattern.
+	patternElems, patternAttrs []string
 }
 
 // buildModel builds the rendering model of srcs[0] with the imported
@@ -411,7 +419,30 @@ func buildModel(srcs []modelSource) (built, error) {
 	if b.steps > maxModelSteps {
 		return built{}, errTooComplex
 	}
-	return built{model: m, globals: names, patterns: patterns}, nil
+	out := built{model: m, globals: names, patterns: patterns}
+	if len(patterns) > 0 {
+		out.patternElems, out.patternAttrs = b.patternNames()
+	}
+	return out, nil
+}
+
+// patternNames returns the local names of the elements and attributes
+// declared with a type that has a pattern, sorted.
+func (b *builder) patternNames() (elems, attrs []string) {
+	es, as := map[string]bool{}, map[string]bool{}
+	for _, e := range b.relem {
+		if e.simple != nil && e.simple.pattern || e.complex != nil && e.complex.text != nil && e.complex.text.pattern {
+			es[e.name] = true
+		}
+	}
+	for _, ct := range b.rcomplex {
+		for name, t := range ct.attrs {
+			if t != nil && t.pattern {
+				as[name] = true
+			}
+		}
+	}
+	return slices.Sorted(maps.Keys(es)), slices.Sorted(maps.Keys(as))
 }
 
 // step counts work; false once the budget is spent (buildModel then fails),
@@ -540,13 +571,33 @@ func (b *builder) simple(n *xnode) *simpleType {
 			}
 			*st = *base
 			applyWhiteSpace(st, k)
+			st.pattern = st.pattern || k.child("pattern") != nil
 		case "list":
 			*st = *strCollapse
+			st.pattern = b.anyPattern(k, "itemType")
 		case "union":
 			*st = *strPreserve
+			st.pattern = b.anyPattern(k, "memberTypes")
 		}
 	}
 	return st
+}
+
+// anyPattern reports whether a list's item type or a union's member types
+// (named in attr, or inline) have a pattern.
+func (b *builder) anyPattern(n *xnode, attr string) bool {
+	v, _ := n.attr(attr)
+	for _, name := range strings.Fields(v) {
+		if s, _ := b.typeByName(n, name); s != nil && s.pattern {
+			return true
+		}
+	}
+	for _, k := range n.kids {
+		if k.local == "simpleType" && b.simple(k).pattern {
+			return true
+		}
+	}
+	return false
 }
 
 // applyWhiteSpace applies a restriction's whiteSpace facet, which can only
@@ -636,6 +687,7 @@ func (b *builder) simpleContent(ct *complexType, n *xnode) {
 		}
 		cp := *text
 		applyWhiteSpace(&cp, d)
+		cp.pattern = cp.pattern || d.child("pattern") != nil
 		text = &cp
 	}
 	ct.text = text

@@ -52,10 +52,18 @@ func probeInputs(pattern string) []string {
 			runes = append(runes, r)
 		}
 	}
+	// A fixed start (ID-\w*\w*;) makes every run fail at once: probe
+	// with it too, so that what follows it is tried.
+	prefixes := []string{""}
+	if p := samplePrefix(pattern); p != "" {
+		prefixes = append(prefixes, p)
+	}
 	var out []string
-	for _, r := range runes {
-		run := strings.Repeat(string(r), probeLen)
-		out = append(out, run+"!", run+"\n")
+	for _, pre := range prefixes {
+		for _, r := range runes {
+			run := pre + strings.Repeat(string(r), probeLen)
+			out = append(out, run+"!", run+"\n")
+		}
 	}
 	pairs := own
 	if len(pairs) > maxPairRunes {
@@ -69,6 +77,212 @@ func probeInputs(pattern string) []string {
 		}
 	}
 	return out
+}
+
+// samplePrefix returns a string that the mandatory start of pattern
+// matches: a sample character for each leading atom (a literal, an
+// escape, ., or a character class) or group (its first branch) that must
+// occur, as many times as a {n} asks, stopping at the first optional or
+// repeated one (of a + or {n,m}, the minimum is sampled). Probing with it
+// in front of the runs gets past the start (ID-, [A-Z]{2}\d-, (ID|SN)-),
+// so that the repetitions after it are tried.
+func samplePrefix(pattern string) string {
+	s, _ := sampleSeq([]rune(pattern))
+	if len(s) > maxSamplePrefix {
+		s = s[:maxSamplePrefix]
+	}
+	return string(s)
+}
+
+// maxSamplePrefix bounds samplePrefix, in characters.
+const maxSamplePrefix = 64
+
+// sampleSeq samples the mandatory start of the first branch of rs;
+// complete reports whether the whole branch was sampled.
+func sampleSeq(rs []rune) (sample []rune, complete bool) {
+	for i := 0; i < len(rs); {
+		if rs[i] == '|' {
+			return sample, true
+		}
+		if len(sample) > maxSamplePrefix {
+			return sample, false
+		}
+		var atom []rune
+		full, next := true, 0
+		if rs[i] == '(' {
+			end := groupEnd(rs, i)
+			if end < 0 {
+				return sample, false
+			}
+			atom, full = sampleSeq(rs[i+1 : end])
+			next = end + 1
+		} else {
+			c, n, ok := sampleAtom(rs, i)
+			if !ok {
+				return sample, false
+			}
+			atom, next = []rune{c}, n
+		}
+		count, stop := 1, false
+		if next < len(rs) {
+			switch rs[next] {
+			case '?', '*':
+				count, stop = 0, true
+			case '+':
+				stop = true
+			case '{':
+				// {n} is fixed: go on after it; {n,} and {n,m}: stop.
+				k := next + 1
+				count = 0
+				for k < len(rs) && rs[k] >= '0' && rs[k] <= '9' {
+					count = min(count*10+int(rs[k]-'0'), maxSamplePrefix)
+					k++
+				}
+				if k < len(rs) && rs[k] == '}' {
+					next = k + 1
+				} else {
+					stop = true
+				}
+			}
+		}
+		for range count {
+			sample = append(sample, atom...)
+		}
+		if stop || !full {
+			return sample, false
+		}
+		i = next
+	}
+	return sample, true
+}
+
+// groupEnd returns the index of the ) closing the group opened at rs[i],
+// or -1.
+func groupEnd(rs []rune, i int) int {
+	depth := 0
+	for k := i; k < len(rs); k++ {
+		switch rs[k] {
+		case '\\':
+			k++
+		case '[':
+			if k = classEnd(rs, k); k < 0 {
+				return -1
+			}
+			k-- // classEnd is past the ]
+		case '(':
+			depth++
+		case ')':
+			if depth--; depth == 0 {
+				return k
+			}
+		}
+	}
+	return -1
+}
+
+// classEnd returns the index after the ] closing the class opened at
+// rs[i] (a subtraction -[...] nests), or -1.
+func classEnd(rs []rune, i int) int {
+	depth := 0
+	for k := i + 1; k < len(rs); k++ {
+		switch rs[k] {
+		case '\\':
+			k++
+		case '[':
+			depth++
+		case ']':
+			if depth == 0 {
+				return k + 1
+			}
+			depth--
+		}
+	}
+	return -1
+}
+
+// sampleAtom returns a character the atom at rs[i] matches and the index
+// after the atom; ok is false for a group, a branch, a negated class or
+// an escape it has no sample for.
+func sampleAtom(rs []rune, i int) (c rune, next int, ok bool) {
+	switch r := rs[i]; r {
+	case '(', ')', '|', '?', '*', '+', '{', '}', ']':
+		return 0, 0, false
+	case '.':
+		return 'a', i + 1, true
+	case '\\':
+		if i+1 >= len(rs) {
+			return 0, 0, false
+		}
+		if rs[i+1] == 'p' {
+			return propertySample(rs, i+2)
+		}
+		c, ok := escapeSample(rs[i+1])
+		return c, i + 2, ok
+	case '[':
+		// The class's first member.
+		if i+1 >= len(rs) || rs[i+1] == '^' {
+			return 0, 0, false
+		}
+		c, ok := rs[i+1], true
+		if c == '\\' && i+2 < len(rs) {
+			c, ok = escapeSample(rs[i+2])
+		}
+		end := classEnd(rs, i)
+		return c, end, ok && end > 0
+	default:
+		return r, i + 1, true
+	}
+}
+
+// propertySample returns a character of the category \p{...} whose
+// opening brace is at rs[i], for the usual categories, and the index after
+// the closing one.
+func propertySample(rs []rune, i int) (rune, int, bool) {
+	if i >= len(rs) || rs[i] != '{' {
+		return 0, 0, false
+	}
+	end := i + 1
+	for end < len(rs) && rs[end] != '}' {
+		end++
+	}
+	if end >= len(rs) {
+		return 0, 0, false
+	}
+	name := string(rs[i+1 : end])
+	switch {
+	case name == "Lu":
+		return 'A', end + 1, true
+	case name == "L" || name == "Ll" || name == "IsBasicLatin":
+		return 'a', end + 1, true
+	case name == "N" || name == "Nd":
+		return '0', end + 1, true
+	case name == "P" || name == "Pd":
+		return '-', end + 1, true
+	}
+	return 0, 0, false
+}
+
+// escapeSample returns a character the escape \e matches.
+func escapeSample(e rune) (rune, bool) {
+	switch e {
+	case 'd':
+		return '0', true
+	case 'w', 'i', 'c', 'D', 'S', 'I', 'C':
+		return 'a', true
+	case 's':
+		return ' ', true
+	case 'W':
+		return '!', true
+	case 'n':
+		return '\n', true
+	case 'r':
+		return '\r', true
+	case 't':
+		return '\t', true
+	case 'p', 'P':
+		return 0, false
+	}
+	return e, true // \. \- \\ and the other single-character escapes
 }
 
 // checkPatterns probes the patterns of a schema (see above) and returns an

@@ -338,7 +338,10 @@ func typed(t *simpleType, s string) any {
 // jsonNumber converts an XSD decimal, integer, float or double lexical
 // value into a JSON number, keeping every digit: "+1.50" -> 1.50,
 // ".5" -> 0.5, "5." -> 5, "007" -> 7, "1E3" -> 1E3. INF, -INF and NaN have
-// no JSON form: ok is false and they stay strings.
+// no JSON form: ok is false and they stay strings. So does a number that
+// PostgreSQL's jsonb can't hold (see pgNumeric), such as the valid
+// xs:double 1e-20000: stored as a number it would fail the reading's
+// commit, and its batch with it.
 func jsonNumber(s string) (json.Number, bool) {
 	i, n := 0, len(s)
 	neg := false
@@ -384,6 +387,9 @@ func jsonNumber(s string) (json.Number, bool) {
 	if i != n {
 		return "", false
 	}
+	if !pgNumeric(intPart, frac, exp) {
+		return "", false
+	}
 	trimmed := strings.TrimLeft(intPart, "0")
 	if trimmed == "" {
 		trimmed = "0"
@@ -404,6 +410,53 @@ func jsonNumber(s string) (json.Number, bool) {
 	}
 	b.WriteString(exp)
 	return json.Number(b.String()), true
+}
+
+// PostgreSQL's numeric (which jsonb keeps numbers as) holds at most
+// 131072 digits before the decimal point and 16383 after it, counting the
+// digits as written: 1e-16383 fits, 1.0e-16383 and 10e-16384 do not.
+const (
+	pgMaxPower = 131071 // the highest power of ten of a digit
+	pgMaxScale = 16383  // digits after the point
+	// maxExpDigits bounds the exponents worth reading: PostgreSQL refuses
+	// any beyond ±(2^31/2) whatever the digits.
+	maxExpDigits = 9
+)
+
+// pgNumeric reports whether PostgreSQL 15's numeric accepts a number of
+// these integer digits, fraction digits and exponent ("" or e/E, a sign
+// and digits), checked against PostgreSQL itself in
+// devices/postgres (TestNumbersPostgresTakes).
+func pgNumeric(intPart, frac, exp string) bool {
+	e := 0
+	if exp != "" {
+		ds := exp[1:]
+		neg := ds[0] == '-'
+		if ds[0] == '+' || ds[0] == '-' {
+			ds = ds[1:]
+		}
+		ds = strings.TrimLeft(ds, "0")
+		if len(ds) > maxExpDigits {
+			return false
+		}
+		for i := 0; i < len(ds); i++ {
+			e = e*10 + int(ds[i]-'0')
+		}
+		if neg {
+			e = -e
+		}
+	}
+	if len(frac)-e > pgMaxScale {
+		return false
+	}
+	// The power of ten of the first significant digit; a zero has none.
+	if ip := strings.TrimLeft(intPart, "0"); ip != "" {
+		return len(ip)-1+e <= pgMaxPower
+	}
+	if k := strings.IndexFunc(frac, func(r rune) bool { return r != '0' }); k >= 0 {
+		return -(k+1)+e <= pgMaxPower
+	}
+	return true
 }
 
 func isXMLSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }

@@ -198,6 +198,16 @@ func TestJSONNumber(t *testing.T) {
 		{"+1.5E+3", "1.5E+3", true}, {"123456789012345678901234567890", "123456789012345678901234567890", true},
 		{"", "", false}, {".", "", false}, {"+", "", false}, {"1e", "", false}, {"1e+", "", false},
 		{"INF", "", false}, {"NaN", "", false}, {"0x10", "", false}, {"1 2", "", false}, {"--1", "", false},
+		{"-INF", "", false}, {"+INF", "", false},
+		// What PostgreSQL's numeric can hold (16383 digits after the
+		// point, 131072 before), as written: beyond, a string.
+		{"1e-16383", "1e-16383", true}, {"1.5e-16382", "1.5e-16382", true}, {"0.0001e-16379", "0.0001e-16379", true},
+		{"1e-20000", "", false}, {"1e-16384", "", false}, {"1.0e-16383", "", false}, {"10e-16384", "", false},
+		{"1.55e-16382", "", false}, {"0e-20000", "", false}, {"0." + strings.Repeat("0", 16384), "", false},
+		{"1e131071", "1e131071", true}, {"-1e131071", "-1e131071", true}, {"0.001e131074", "0.001e131074", true},
+		{"00001e131071", "1e131071", true}, {"0e200000", "0e200000", true}, {"1E+000000000000000000003", "1E+000000000000000000003", true},
+		{"1e131072", "", false}, {"0.001e131075", "", false}, {"1e200000", "", false}, {"1e99999999999", "", false},
+		{"0e99999999999", "", false}, {strings.Repeat("9", 131073), "", false},
 	} {
 		got, ok := jsonNumber(tc.in)
 		if ok != tc.ok || string(got) != tc.want {

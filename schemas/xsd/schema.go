@@ -15,6 +15,12 @@ const (
 	DefaultMaxSchemaBytes = 1 << 20  // 1 MiB per schema document
 	DefaultMaxBytes       = 64 << 10 // 64 KiB per reading
 	DefaultMaxDepth       = 32       // element nesting of a reading
+	// DefaultMaxPatternValue and DefaultMaxPatternTotal bound the values
+	// a schema's xs:pattern facets check (see Limits): at these, the
+	// worst patterns known cost tens of milliseconds per value (see
+	// BenchmarkPatternWorstCase).
+	DefaultMaxPatternValue = 256
+	DefaultMaxPatternTotal = 1024
 )
 
 // Fixed limits.
@@ -57,6 +63,19 @@ type Limits struct {
 	// stopped as soon as it is exceeded. Zero means DefaultMaxDepth; values
 	// above 256 (libxml2's own limit) act as 256.
 	MaxDepth int
+	// MaxPatternValue bounds, in characters, an element's text or an
+	// attribute's value that the schema matches against an xs:pattern,
+	// and MaxPatternTotal all of them in one document. libxml2 matches
+	// patterns by backtracking, in time polynomial in the value's length
+	// (Za*a*a*b: 25 ms at 256 characters, 1.6 s at 1024) or, up to its
+	// push budget, exponential; the compile-time probe catches the usual
+	// slow shapes, not every one. So lengths are checked on the parsed
+	// document, before libxml2 matches anything, and a value over them is
+	// refused with the element or attribute and the limit: what one
+	// validation costs is bounded whatever the pattern. Zero means
+	// DefaultMaxPatternValue and DefaultMaxPatternTotal.
+	MaxPatternValue int
+	MaxPatternTotal int
 }
 
 func (l Limits) withDefaults() Limits {
@@ -71,6 +90,12 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxDepth > maxParserDepth {
 		l.MaxDepth = maxParserDepth
+	}
+	if l.MaxPatternValue <= 0 {
+		l.MaxPatternValue = DefaultMaxPatternValue
+	}
+	if l.MaxPatternTotal <= 0 {
+		l.MaxPatternTotal = DefaultMaxPatternTotal
 	}
 	return l
 }
@@ -145,7 +170,7 @@ func (s *Schema) run(doc []byte, lim Limits, flatten bool) (string, *model, erro
 	if err != nil {
 		return "", nil, &devices.Error{Code: devices.EInternal, Err: err}
 	}
-	status, flat, raw := w.validate(doc, lim.MaxDepth, flatten)
+	status, flat, raw := w.validate(doc, s.c.lengths, lim, flatten)
 	s.c.put(w)
 	switch status {
 	case stOK:
@@ -154,6 +179,8 @@ func (s *Schema) run(doc []byte, lim Limits, flatten bool) (string, *model, erro
 		return "", nil, validationErr(DetailDoctype, validationIssues(raw))
 	case stTooDeep:
 		return "", nil, validationErr(DetailTooDeep, validationIssues(raw))
+	case stTooLong:
+		return "", nil, validationErr(DetailPatternValue, validationIssues(raw))
 	case stMalform, stInvalid:
 		return "", nil, validationErr("", validationIssues(raw))
 	default:

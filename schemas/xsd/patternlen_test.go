@@ -1,0 +1,196 @@
+package xsd
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/iotgate/iotgate/devices"
+)
+
+// patternSchema has pattern-restricted values in every place a pattern can
+// reach a value: an element's simple type (through a derived type), a
+// list's item type, a union's member, simple content, an attribute, and a
+// named type that only xsi:type gives to an element.
+const patternSchema = `<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema" targetNamespace="urn:p" xmlns="urn:p" elementFormDefault="qualified">
+  <xs:simpleType name="ID"><xs:restriction base="xs:string"><xs:pattern value="ID-\w*;"/></xs:restriction></xs:simpleType>
+  <xs:simpleType name="ShortID"><xs:restriction base="ID"><xs:maxLength value="100000"/></xs:restriction></xs:simpleType>
+  <xs:simpleType name="Z"><xs:restriction base="xs:string"><xs:pattern value="Za*b?"/></xs:restriction></xs:simpleType>
+  <xs:simpleType name="IDs"><xs:list itemType="ID"/></xs:simpleType>
+  <xs:simpleType name="IDOrInt"><xs:union memberTypes="ID xs:int"/></xs:simpleType>
+  <xs:element name="r"><xs:complexType><xs:sequence>
+    <xs:element name="id" type="ShortID" minOccurs="0"/>
+    <xs:element name="ids" type="IDs" minOccurs="0"/>
+    <xs:element name="either" type="IDOrInt" minOccurs="0"/>
+    <xs:element name="tagged" minOccurs="0"><xs:complexType><xs:simpleContent>
+      <xs:extension base="Z"><xs:attribute name="k" type="xs:string"/></xs:extension></xs:simpleContent></xs:complexType></xs:element>
+    <xs:element name="free" type="xs:string" minOccurs="0" maxOccurs="unbounded"/>
+  </xs:sequence><xs:attribute name="code" type="Z"/></xs:complexType></xs:element>
+</xs:schema>`
+
+func TestPatternValueLength(t *testing.T) {
+	s := mustCompile(t, []byte(patternSchema), CompileOptions{})
+	long := func(n int) string { return strings.Repeat("a", n) }
+	doc := func(inner string, attrs ...string) []byte {
+		return []byte(`<r xmlns="urn:p" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"` + strings.Join(attrs, "") + `>` + inner + `</r>`)
+	}
+	for _, tc := range []struct {
+		name string
+		doc  []byte
+		lim  Limits
+		// msg is in the issue of a refusal ("" for valid).
+		msg string
+	}{
+		{"OK", doc(`<id>ID-abc;</id><free>`+long(5000)+`</free>`, ` code="Zab"`), Limits{}, ""},
+		{"AtTheLimit", doc(`<id>ID-` + long(252) + `;</id>`), Limits{}, ""},
+		{"ErrElement", doc(`<id>ID-` + long(253) + `;</id>`), Limits{}, "element id is 257 characters, over the limit of 256"},
+		{"ErrCharactersNotBytes", doc(`<id>ID-` + strings.Repeat("é", 253) + `;</id>`), Limits{}, "element id is 257 characters"},
+		{"ErrTextSplitByComments", doc(`<id>ID-` + long(200) + `<!---->` + long(53) + `;</id>`), Limits{}, "element id is 257 characters"},
+		{"ErrList", doc(`<ids>ID-a; ID-` + long(300) + `;</ids>`), Limits{}, "element ids"},
+		{"ErrUnion", doc(`<either>ID-` + long(300) + `;</either>`), Limits{}, "element either"},
+		{"ErrSimpleContent", doc(`<tagged k="x">Z` + long(300) + `</tagged>`), Limits{}, "element tagged"},
+		{"ErrAttribute", doc(``, ` code="Z`+long(300)+`"`), Limits{}, "attribute code"},
+		{"ErrXsiType", doc(`<free xsi:type="Z">Z` + long(300) + `</free>`), Limits{}, "element free"},
+		{"ErrTotal", doc(`<id>ID-`+long(210)+`;</id><ids>ID-`+long(210)+`;</ids><either>ID-`+long(210)+`;</either><tagged>Z`+long(210)+`</tagged>`, ` code="Z`+long(210)+`"`),
+			Limits{}, "add up to more than 1024 characters"},
+		{"ErrOwnLimit", doc(`<id>ID-` + long(20) + `;</id>`), Limits{MaxPatternValue: 10}, "over the limit of 10"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var err error
+			within(t, 5*time.Second, func() { _, err = s.ValidateAndRender(tc.doc, tc.lim) })
+			if tc.msg == "" {
+				if err != nil {
+					t.Fatalf("refused: %v %+v", err, issuesText(err))
+				}
+				return
+			}
+			var de *devices.Error
+			if !errors.As(err, &de) || de.Detail != DetailPatternValue {
+				t.Fatalf("err = %v, want detail %s", err, DetailPatternValue)
+			}
+			if got := issuesText(err); !strings.Contains(got, tc.msg) {
+				t.Errorf("issues %q, want %q", got, tc.msg)
+			}
+		})
+	}
+}
+
+// issuesText is the issues of a validation error, as text.
+func issuesText(err error) string {
+	var ve *ValidationError
+	if !errors.As(err, &ve) {
+		return ""
+	}
+	return fmt.Sprint(ve.Issues)
+}
+
+// BenchmarkPatternWorstCase measures a validation at the length limits
+// with patterns that backtrack badly, compiled without the probe (which
+// refuses most of them now that it tries their literal prefix; a pattern
+// it lets through is logged): one value of MaxPatternValue characters
+// that fails at its last one, and a document of such values adding up to
+// MaxPatternTotal. It is what the length limits alone bound a validation
+// to.
+//
+//	go test -run '^$' -bench BenchmarkPatternWorstCase -benchtime 3x ./schemas/xsd/
+func BenchmarkPatternWorstCase(b *testing.B) {
+	for _, tc := range []struct{ name, pattern, prefix string }{
+		{"Za*a*a*b", `Za*a*a*b`, "Z"},
+		{"ID-w*w*w*;", `ID-\w*\w*\w*;`, "ID-"},
+		{"Xa*a*a*a*b", `Xa*a*a*a*b`, "X"},
+		{"X(a|aa)*b", `X(a|aa)*b`, "X"},
+		{"X(a*)*b", `X(a*)*b`, "X"},
+		{"X[a-z]*x6_0", `X[a-z]*[a-z]*[a-z]*[a-z]*[a-z]*[a-z]*0`, "X"},
+	} {
+		src := `<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema" targetNamespace="urn:p" xmlns="urn:p" elementFormDefault="qualified">
+  <xs:simpleType name="P"><xs:restriction base="xs:string"><xs:pattern value="` + tc.pattern + `"/></xs:restriction></xs:simpleType>
+  <xs:element name="r"><xs:complexType><xs:sequence><xs:element name="v" type="P" maxOccurs="unbounded"/></xs:sequence></xs:complexType></xs:element>
+</xs:schema>`
+		if _, err := Compile([]byte(src), CompileOptions{}); err == nil {
+			b.Logf("%s: not caught by the probe", tc.name)
+		}
+		s, err := compile([]byte(src), CompileOptions{}, false)
+		if err != nil {
+			b.Fatal(err)
+		}
+		value := tc.prefix + strings.Repeat("a", DefaultMaxPatternValue-len(tc.prefix)-1) + "!"
+		one := []byte(`<r xmlns="urn:p"><v>` + value + `</v></r>`)
+		full := []byte(`<r xmlns="urn:p">` + strings.Repeat(`<v>`+value+`</v>`, DefaultMaxPatternTotal/DefaultMaxPatternValue) + `</r>`)
+		for _, d := range []struct {
+			name string
+			doc  []byte
+		}{{"OneValue", one}, {"Total", full}} {
+			b.Run(tc.name+"/"+d.name, func(b *testing.B) {
+				for b.Loop() {
+					if err := s.Validate(d.doc, Limits{}); err == nil {
+						b.Fatal("valid")
+					}
+				}
+			})
+		}
+		s.Free()
+	}
+}
+
+func TestSamplePrefix(t *testing.T) {
+	for _, tc := range []struct{ pattern, want string }{
+		{`ID-\w*\w*\w*;`, "ID-"},
+		{`Za*a*a*b`, "Z"},
+		{`[I]D-\w*\w*;`, "ID-"},
+		{`[A-Z]{2}\d-[a-z]*[a-z]*`, "AA0-"},
+		{`\d+\.\d*`, "0"},
+		{`x?y*`, ""},
+		{`(ab)*c`, ""},
+		{`[^a]bc`, ""},
+		{`a[b-d-[c]]e*`, "ab"},
+		{`\p{Lu}x`, "Ax"},
+		{`\p{Nd}{2}\p{IsGreek}x`, "00"},
+		{`\p{Lu`, ""},
+		{`ab|cd`, "ab"},
+		{`\.\-\\x*`, `.-\`},
+		{`a{2}b{1,3}c`, "aab"},
+		{`a{1000}b`, strings.Repeat("a", maxSamplePrefix)},
+		{`(ID)-\w*\w*`, "ID-"},
+		{`(ID|SN)-\d*`, "ID-"},
+		{`(ab)+c`, "ab"},
+		{`(a(b)[)]){2}d`, "ab)ab)d"},
+		{`([A-Z]{2})-x*`, "AA-"},
+		{`(a*b)c`, ""},
+		{`(ab`, ""},
+	} {
+		if got := samplePrefix(tc.pattern); got != tc.want {
+			t.Errorf("samplePrefix(%q) = %q, want %q", tc.pattern, got, tc.want)
+		}
+	}
+}
+
+// TestSlowPatternBehindPrefix checks that the compile-time probe sees
+// past a pattern's fixed start: these used to compile (their probes failed
+// at the first character) and take seconds on one 2 KiB value.
+func TestSlowPatternBehindPrefix(t *testing.T) {
+	for _, p := range []string{`ID-\w*\w*\w*;`, `Za*a*a*b`, `[I]D-\w*\w*\w*;`, `[A-Z]{2}\d-[a-z]*[a-z]*[a-z]*!`, `X(a|aa)*b`, `(ID|SN)-\w*\w*\w*;`, `\p{Lu}D-\w*\w*\w*;`} {
+		t.Run(p, func(t *testing.T) {
+			src := `<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema" targetNamespace="urn:p"><xs:simpleType name="P">` +
+				`<xs:restriction base="xs:string"><xs:pattern value="` + p + `"/></xs:restriction></xs:simpleType></xs:schema>`
+			_, err := Compile([]byte(src), CompileOptions{})
+			if issues := compileIssuesOf(t, err); !strings.Contains(issues[0].Message, "more than linear time") {
+				t.Errorf("issues %+v, want the pattern refused as slow", issues)
+			}
+		})
+	}
+}
+
+// FuzzSamplePrefix holds samplePrefix to never panic and stay bounded on
+// any pattern a schema may hold.
+func FuzzSamplePrefix(f *testing.F) {
+	for _, p := range []string{`ID-\w*`, `(a(b)[)]){2}d`, `[a-[b]]`, `\`, `(`, `[`, `a{`, `a{99999999999}`, `((((a))))`} {
+		f.Add(p)
+	}
+	f.Fuzz(func(t *testing.T, p string) {
+		if s := samplePrefix(p); len([]rune(s)) > maxSamplePrefix {
+			t.Errorf("samplePrefix(%q) is %d characters", p, len([]rune(s)))
+		}
+	})
+}
