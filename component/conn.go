@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -43,7 +44,7 @@ type Config struct {
 	// Secret is the shared secret of the handshake.
 	Secret string
 	// PingTo is where keepalive pings go. Default: Domain without its first
-	// label (the server's own domain).
+	// label (the server's own domain); an IP-literal Domain itself.
 	PingTo string
 
 	// Software and Version are reported by XEP-0092 and disco.
@@ -88,7 +89,11 @@ func (c *Config) setDefaults() {
 	def(&c.MaxBackoff, 5*time.Second)
 	def(&c.CloseTimeout, 2*time.Second)
 	if c.PingTo == "" {
-		if _, parent, ok := strings.Cut(c.Domain, "."); ok {
+		// An IP-literal domain has no parent: ping it, through the
+		// server, which proves the server alive all the same.
+		if net.ParseIP(c.Domain) != nil {
+			c.PingTo = c.Domain
+		} else if _, parent, ok := strings.Cut(c.Domain, "."); ok {
 			c.PingTo = parent
 		} else {
 			c.PingTo = c.Domain
