@@ -30,6 +30,9 @@ type MetricsSources struct {
 	RateLimited func() uint64
 	// HeldReadings counts message readings waiting for the database.
 	HeldReadings func() int
+	// DomainRefused counts stanzas refused because their sender's
+	// domain is outside the device allow-list.
+	DomainRefused func() uint64
 	// DB is the database pool, for its connection statistics.
 	DB *sql.DB
 }
@@ -99,6 +102,10 @@ func NewMetrics(src MetricsSources) *Metrics {
 	}
 	if f := src.RateLimited; f != nil {
 		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "iotgate_xmpp_rate_limited_total", Help: "Device stanzas refused for exceeding the device's rate."},
+			func() float64 { return float64(f()) }))
+	}
+	if f := src.DomainRefused; f != nil {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "iotgate_xmpp_domain_refused_total", Help: "Stanzas refused because their sender's domain is outside IOTGATE_DEVICE_DOMAINS."},
 			func() float64 { return float64(f()) }))
 	}
 	if f := src.HeldReadings; f != nil {

@@ -63,6 +63,12 @@ type Config struct {
 	MaxBackoff       time.Duration // reconnect delay cap; default 5s
 	CloseTimeout     time.Duration // wait for the server's </stream:stream> on shutdown; default 2s
 
+	// DeviceDomains, unless it allows any, refuses stanzas from other
+	// domains before any handler sees them: IQ requests are answered
+	// cancel/not-allowed, messages and presence dropped (and counted:
+	// DomainRefused). The component's own domain always passes.
+	DeviceDomains devices.DomainAllowList
+
 	Logger *slog.Logger
 }
 
@@ -140,7 +146,8 @@ type Conn struct {
 	onUp    []func(context.Context)
 	onDown  []func()
 
-	reconnects atomic.Uint64
+	reconnects    atomic.Uint64
+	domainRefused atomic.Uint64
 }
 
 // New returns a Conn for cfg. It does not connect: call Run.
@@ -453,13 +460,16 @@ func (c *Conn) dispatch(ctx context.Context, sess *session, st *Stanza) {
 			c.deliverReply(sess, st)
 			return
 		case TypeGet, TypeSet:
-			if c.builtin(ctx, sess, st) {
+			if c.refuseDomain(sess, st) || c.builtin(ctx, sess, st) {
 				return
 			}
 		default:
 			c.reply(sess, st.ErrorReply(stanza.Modify, stanza.BadRequest, "IQ type must be get, set, result or error"))
 			return
 		}
+	}
+	if st.Kind != KindIQ && c.refuseDomain(sess, st) {
+		return
 	}
 	if hp := c.handler.Load(); hp != nil {
 		if (*hp).HandleStanza(ctx, st) || st.Kind != KindIQ {
@@ -470,6 +480,36 @@ func (c *Conn) dispatch(ctx context.Context, sess *session, st *Stanza) {
 		c.reply(sess, st.ErrorReply(stanza.Cancel, stanza.ServiceUnavailable, "this request is not supported by "+c.cfg.Domain))
 	}
 }
+
+// refuseDomain reports whether st comes from a domain outside
+// Config.DeviceDomains, and refuses it: an IQ request gets
+// cancel/not-allowed saying which domains are allowed, anything else is
+// dropped (never answer a message: that is how loops start). Replies to
+// iotgate's own IQs don't come here: they only match requests it sent.
+func (c *Conn) refuseDomain(sess *session, st *Stanza) bool {
+	if c.cfg.DeviceDomains.Any() {
+		return false
+	}
+	from, err := jid.Parse(st.From)
+	if err != nil {
+		// Not the allow-list's business: the handlers refuse it.
+		return false
+	}
+	d := from.Domainpart()
+	if d == c.domain.Domainpart() || c.cfg.DeviceDomains.AllowsDomain(d) {
+		return false
+	}
+	c.domainRefused.Add(1)
+	if st.Kind == KindIQ {
+		c.reply(sess, ErrorReplyFor(st, c.cfg.DeviceDomains.Check(st.From)))
+	}
+	c.log.Debug("stanza from a domain outside the allow-list refused", "from", st.From, "kind", st.Kind)
+	return true
+}
+
+// DomainRefused returns how many stanzas were refused since start because
+// their sender's domain is outside Config.DeviceDomains.
+func (c *Conn) DomainRefused() uint64 { return c.domainRefused.Load() }
 
 // reply queues an answer from the read loop. It never blocks the loop for
 // longer than the write timeout: a server that stops reading ends the session.

@@ -39,6 +39,8 @@ var detailErrors = map[string]struct {
 	cond stanza.Condition
 }{
 	"device_not_registered": {stanza.Auth, stanza.RegistrationRequired},
+	// Permanent: the operator does not serve the sender's domain.
+	devices.DetailDomainNotAllowed: {stanza.Cancel, stanza.NotAllowed},
 }
 
 // ErrorReplyFor returns the error stanza that answers st for err, with a

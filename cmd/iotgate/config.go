@@ -15,6 +15,7 @@ import (
 	"mellium.im/xmpp/jid"
 
 	"github.com/iotgate/iotgate/api/auth"
+	"github.com/iotgate/iotgate/devices"
 )
 
 // Config is every setting of the iotgate binary. It is filled only here,
@@ -49,6 +50,10 @@ type Config struct {
 	// disables the limit.
 	APIRate  int
 	APIBurst int
+
+	// DeviceDomains are the XMPP domains whose devices may register and
+	// send stanzas; the zero value allows any.
+	DeviceDomains devices.DomainAllowList
 }
 
 // configError is a missing or malformed setting; the binary prints it as
@@ -87,6 +92,7 @@ var settings = []setting{
 	{env: "IOTGATE_ADMIN_TOKEN", secret: true, help: "a bootstrap API token with the admin scope, not stored in the database (environment only; at least 32 characters)"},
 	{env: "IOTGATE_API_RATE", flag: "api-rate", def: "50", help: "HTTP requests per second one API token may make on average; excess ones get 429 (0: no limit)"},
 	{env: "IOTGATE_API_BURST", flag: "api-burst", def: "100", help: "HTTP requests one API token may make in a burst above its rate"},
+	{env: "IOTGATE_DEVICE_DOMAINS", flag: "device-domains", help: "comma-separated XMPP domains whose devices may register and send stanzas (e.g. example.com,sensors.example.org); others get 403 at registration and not-allowed over XMPP; empty: any domain"},
 	{env: "IOTGATE_MAX_COMMANDS_IN_FLIGHT", flag: "max-commands-in-flight", def: "1000", help: "commands sent and not yet answered or timed out; beyond it, new ones get 429"},
 }
 
@@ -210,6 +216,15 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 			return cfg, nil, &configError{n.env, fmt.Sprintf("%q is not a number between 0 and 10000000", get(n.env))}
 		}
 		*n.dst = v
+	}
+	var domains []string
+	for _, d := range strings.Split(get("IOTGATE_DEVICE_DOMAINS"), ",") {
+		if d = strings.TrimSpace(d); d != "" {
+			domains = append(domains, d)
+		}
+	}
+	if cfg.DeviceDomains, err = devices.NewDomainAllowList(domains); err != nil {
+		return cfg, nil, &configError{"IOTGATE_DEVICE_DOMAINS", devices.ErrorMessage(err)}
 	}
 	return cfg, fs.Args(), nil
 }

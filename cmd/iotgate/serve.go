@@ -28,7 +28,8 @@ var _ api.HealthCheck = (*component.Conn)(nil)
 // serve runs iotgate until ctx ends, then shuts down in reverse order of
 // start: HTTP (with commands), ingest, the XMPP stream, the database.
 func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
-	log.Info("starting iotgate", "version", buildVersion(), "domain", cfg.Domain, "xmpp", cfg.XMPPAddr, "http", cfg.HTTPAddr)
+	log.Info("starting iotgate", "version", buildVersion(), "domain", cfg.Domain, "xmpp", cfg.XMPPAddr, "http", cfg.HTTPAddr,
+		"device_domains", cfg.DeviceDomains.String())
 
 	// The database may not be up yet (containers start in any order):
 	// wait for it, with /readyz saying so, rather than exit.
@@ -51,14 +52,16 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		OnlineDevices: func() int { return len(presence.OnlineJIDs()) },
 		RateLimited:   func() uint64 { return readings.RateLimited() },
 		HeldReadings:  func() int { return int(svc.Stats().Held) },
+		DomainRefused: func() uint64 { return conn.DomainRefused() },
 		DB:            db.SQL(),
 	})
-	svc = devices.NewService(db, registry, devices.ServiceConfig{Logger: log, Presence: presence, Observer: metrics})
+	svc = devices.NewService(db, registry, devices.ServiceConfig{Logger: log, Presence: presence, Observer: metrics,
+		DeviceDomains: cfg.DeviceDomains})
 
 	conn, err = component.New(component.Config{
 		Addr: cfg.XMPPAddr, Domain: cfg.Domain, Secret: cfg.Secret,
 		Software: "iotgate", Version: buildVersion(), MaxStanzaBytes: cfg.MaxStanzaBytes,
-		Logger: log.With("part", "xmpp"),
+		DeviceDomains: cfg.DeviceDomains, Logger: log.With("part", "xmpp"),
 	})
 	if err != nil {
 		return err
