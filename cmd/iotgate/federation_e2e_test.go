@@ -21,6 +21,7 @@ type fedEnv struct {
 	*commandsEnv
 	home, peer servers.XMPPServer
 	comp       string // iotgate's component domain
+	metrics    string // iotgate's metrics address
 }
 
 // otherXMPPServer returns the server kind that is not name.
@@ -33,9 +34,10 @@ func otherXMPPServer(name string) string {
 	return name
 }
 
-// newFedEnv starts the two servers linked by s2s, and iotgate on home with
-// extra settings given as name, value pairs.
-func newFedEnv(t *testing.T, ctx context.Context, home string, settings ...string) *fedEnv {
+// newFedEnv starts the two servers linked by s2s, and iotgate on home
+// serving devices of the peer's domain only (IOTGATE_DEVICE_DOMAINS): the
+// home server's own users stand for an untrusted domain.
+func newFedEnv(t *testing.T, ctx context.Context, home string) *fedEnv {
 	t.Helper()
 	ip := func() string {
 		t.Helper()
@@ -46,7 +48,7 @@ func newFedEnv(t *testing.T, ctx context.Context, home string, settings ...strin
 		return a
 	}
 	comp, peerDomain := ip(), ip()
-	e := &fedEnv{comp: comp}
+	e := &fedEnv{comp: comp, metrics: freeAddr(t)}
 	e.home = servers.XMPPForTest(t, home, servers.XMPPOptions{
 		Components: map[string]string{comp: e2eSecret}, S2SAddrs: []string{comp},
 	})
@@ -57,9 +59,7 @@ func newFedEnv(t *testing.T, ctx context.Context, home string, settings ...strin
 	env := map[string]string{
 		"IOTGATE_XMPP_ADDR": e.home.ComponentAddr(), "IOTGATE_DOMAIN": comp,
 		"IOTGATE_SECRET": e2eSecret, "IOTGATE_DATABASE_URL": pg.DSN(),
-	}
-	for i := 0; i+1 < len(settings); i += 2 {
-		env[settings[i]] = settings[i+1]
+		"IOTGATE_DEVICE_DOMAINS": peerDomain, "IOTGATE_METRICS_ADDR": e.metrics,
 	}
 	g := startGate(t, env)
 	g.waitReady(200, 30*time.Second, nil)
@@ -103,6 +103,7 @@ func TestE2EFederation(t *testing.T) {
 func testFederation(t *testing.T, home string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
+	start := time.Now()
 	e := newFedEnv(t, ctx, home)
 	t.Logf("iotgate as %s on %s, device on %s (%s)", e.comp, home, otherXMPPServer(home), e.peer.Domain())
 	jid := e.register("sensor")
@@ -149,5 +150,76 @@ func testFederation(t *testing.T, home string) {
 	c := e.g.waitCommand(q.cmd.ID, 20*time.Second, "succeeded after login", func(c commandBody) bool { return c.Status == "succeeded" })
 	if c.Response == nil || !strings.Contains(c.Response.XML, "<target>23</target>") {
 		t.Errorf("queued command: %+v, want the device's answer", c)
+	}
+
+	testRefusedDomain(t, e)
+
+	// The keepalive pings the IP-literal component domain itself
+	// (it has no parent domain): a whole interval passes without the
+	// stream being given up.
+	if d := 17*time.Second - time.Since(start); d > 0 {
+		time.Sleep(d)
+	}
+	if n := metricValue(t, e.metrics, "iotgate_xmpp_reconnects_total"); n != 0 {
+		t.Errorf("%v reconnects, want none", n)
+	}
+	e.g.waitReady(200, time.Second, nil)
+}
+
+// testRefusedDomain checks the allow-list: a device of the home server's
+// domain, outside IOTGATE_DEVICE_DOMAINS, can't be registered, its IQ is
+// answered cancel/not-allowed, its message and presence are dropped and
+// counted.
+func testRefusedDomain(t *testing.T, e *fedEnv) {
+	ctx := e.ctx
+	jid := "intruder@" + e.home.Domain()
+	var problem struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	}
+	code := e.g.do("POST", "/v1/devices", map[string]any{"jid": jid, "schema": "thermostat"}, &problem)
+	if code != 403 || problem.Code != "device_domain_not_allowed" || !strings.Contains(problem.Message, e.peer.Domain()) {
+		t.Errorf("register %s: %d %+v, want 403 device_domain_not_allowed naming %s", jid, code, problem, e.peer.Domain())
+	}
+
+	servers.RegisterUserForTest(t, e.home, "intruder", "pw-intruder")
+	dev, err := device.Dial(ctx, device.Options{Addr: e.home.C2SAddr(), JID: jid, Password: "pw-intruder"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	before := metricValue(t, e.metrics, "iotgate_xmpp_domain_refused_total")
+	reading := `<reading xmlns="urn:example:thermostat"><temperature>30</temperature><mode>heat</mode></reading>`
+	rep, err := dev.SendIQ(ctx, "set", e.comp, reading)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Type != "error" || rep.ErrorType != "cancel" || rep.Condition != "not-allowed" || !strings.Contains(rep.Text, e.peer.Domain()) {
+		t.Errorf("IQ from a refused domain: %+v, want cancel/not-allowed naming %s", rep, e.peer.Domain())
+	}
+	if err := dev.SendMessage(ctx, e.comp, "m1", reading); err != nil {
+		t.Fatal(err)
+	}
+	if err := dev.SendPresence(ctx, e.comp, "subscribe"); err != nil {
+		t.Fatal(err)
+	}
+	// IQ, message and subscription request: three refused.
+	deadline := time.Now().Add(10 * time.Second)
+	for metricValue(t, e.metrics, "iotgate_xmpp_domain_refused_total") < before+3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("iotgate_xmpp_domain_refused_total = %v, want %v", metricValue(t, e.metrics, "iotgate_xmpp_domain_refused_total"), before+3)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	// The message got no answer (a refused message is dropped, never
+	// bounced) and the subscription none either.
+	select {
+	case m := <-dev.Messages():
+		t.Errorf("refused message answered: %+v", m)
+	case p := <-dev.Presences():
+		if p.From == e.comp {
+			t.Errorf("refused subscription answered: %+v", p)
+		}
+	case <-time.After(500 * time.Millisecond):
 	}
 }
