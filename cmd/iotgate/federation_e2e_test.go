@@ -152,6 +152,13 @@ func testFederation(t *testing.T, home string) {
 		t.Errorf("queued command: %+v, want the device's answer", c)
 	}
 
+	// iotgate restarts: its presence probes cross the s2s link and
+	// find the device online again.
+	e.g.stop()
+	e.g = startGate(t, e.env)
+	e.g.waitReady(200, 30*time.Second, nil)
+	e.g.waitState(jid, 15*time.Second, "online after iotgate restarted", func(s stateBody) bool { return s.Online && !s.PresenceStale })
+
 	testRefusedDomain(t, e)
 
 	// The keepalive pings the IP-literal component domain itself
