@@ -35,6 +35,9 @@ type MetricsSources struct {
 	// OversizeStanzas counts incoming stanzas skipped for exceeding the
 	// stanza size or depth limit.
 	OversizeStanzas func() uint64
+	// DomainRefused counts stanzas refused because their sender's
+	// domain is outside the device allow-list.
+	DomainRefused func() uint64
 	// DB is the database pool, for its connection statistics.
 	DB *sql.DB
 }
@@ -112,6 +115,10 @@ func NewMetrics(src MetricsSources) *Metrics {
 	}
 	if f := src.OversizeStanzas; f != nil {
 		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "iotgate_xmpp_stanzas_oversize_total", Help: "Incoming stanzas skipped (and refused) for exceeding the stanza size or depth limit; the stream goes on."},
+			func() float64 { return float64(f()) }))
+	}
+	if f := src.DomainRefused; f != nil {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "iotgate_xmpp_domain_refused_total", Help: "Stanzas refused because their sender's domain is outside IOTGATE_DEVICE_DOMAINS."},
 			func() float64 { return float64(f()) }))
 	}
 	if f := src.HeldReadings; f != nil {

@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -43,7 +44,7 @@ type Config struct {
 	// Secret is the shared secret of the handshake.
 	Secret string
 	// PingTo is where keepalive pings go. Default: Domain without its first
-	// label (the server's own domain).
+	// label (the server's own domain); an IP-literal Domain itself.
 	PingTo string
 
 	// Software and Version are reported by XEP-0092 and disco.
@@ -68,6 +69,12 @@ type Config struct {
 
 	// Disco configures the answers to service discovery.
 	Disco DiscoConfig
+
+	// DeviceDomains, unless it allows any, refuses stanzas from other
+	// domains before any handler sees them: IQ requests are answered
+	// cancel/not-allowed, messages and presence dropped (and counted:
+	// DomainRefused). The component's own domain always passes.
+	DeviceDomains devices.DomainAllowList
 
 	Logger *slog.Logger
 }
@@ -98,7 +105,11 @@ func (c *Config) setDefaults() {
 	def(&c.CloseTimeout, 2*time.Second)
 	c.Disco.setDefaults()
 	if c.PingTo == "" {
-		if _, parent, ok := strings.Cut(c.Domain, "."); ok {
+		// An IP-literal domain has no parent: ping it, through the
+		// server, which proves the server alive all the same.
+		if net.ParseIP(c.Domain) != nil {
+			c.PingTo = c.Domain
+		} else if _, parent, ok := strings.Cut(c.Domain, "."); ok {
 			c.PingTo = parent
 		} else {
 			c.PingTo = c.Domain
@@ -149,7 +160,8 @@ type Conn struct {
 	oversize   atomic.Uint64
 	// skipErrors bounds the error messages sent back for skipped
 	// stanzas, per sender.
-	skipErrors *limiter
+	skipErrors    *limiter
+	domainRefused atomic.Uint64
 }
 
 // New returns a Conn for cfg. It does not connect: call Run.
@@ -484,13 +496,16 @@ func (c *Conn) dispatch(ctx context.Context, sess *session, st *Stanza) {
 			c.deliverReply(sess, st)
 			return
 		case TypeGet, TypeSet:
-			if c.builtin(ctx, sess, st) {
+			if c.refuseDomain(sess, st) || c.builtin(ctx, sess, st) {
 				return
 			}
 		default:
 			c.reply(sess, st.ErrorReply(stanza.Modify, stanza.BadRequest, "IQ type must be get, set, result or error"))
 			return
 		}
+	}
+	if st.Kind != KindIQ && c.refuseDomain(sess, st) {
+		return
 	}
 	if hp := c.handler.Load(); hp != nil {
 		if (*hp).HandleStanza(ctx, st) || st.Kind != KindIQ {
@@ -501,6 +516,36 @@ func (c *Conn) dispatch(ctx context.Context, sess *session, st *Stanza) {
 		c.reply(sess, st.ErrorReply(stanza.Cancel, stanza.ServiceUnavailable, "this request is not supported by "+c.cfg.Domain))
 	}
 }
+
+// refuseDomain reports whether st comes from a domain outside
+// Config.DeviceDomains, and refuses it: an IQ request gets
+// cancel/not-allowed saying which domains are allowed, anything else is
+// dropped (never answer a message: that is how loops start). Replies to
+// iotgate's own IQs don't come here: they only match requests it sent.
+func (c *Conn) refuseDomain(sess *session, st *Stanza) bool {
+	if c.cfg.DeviceDomains.Any() {
+		return false
+	}
+	from, err := jid.Parse(st.From)
+	if err != nil {
+		// Not the allow-list's business: the handlers refuse it.
+		return false
+	}
+	d := from.Domainpart()
+	if d == c.domain.Domainpart() || c.cfg.DeviceDomains.AllowsDomain(d) {
+		return false
+	}
+	c.domainRefused.Add(1)
+	if st.Kind == KindIQ {
+		c.reply(sess, ErrorReplyFor(st, c.cfg.DeviceDomains.Check(st.From)))
+	}
+	c.log.Debug("stanza from a domain outside the allow-list refused", "from", st.From, "kind", st.Kind)
+	return true
+}
+
+// DomainRefused returns how many stanzas were refused since start because
+// their sender's domain is outside Config.DeviceDomains.
+func (c *Conn) DomainRefused() uint64 { return c.domainRefused.Load() }
 
 // reply queues an answer from the read loop. It never blocks the loop for
 // longer than the write timeout: a server that stops reading ends the session.

@@ -42,6 +42,8 @@ var detailErrors = map[string]struct {
 	// RFC 6120 8.4: a namespace the entity does not serve; cancel, as
 	// retrying will not help.
 	DetailNotServed: {stanza.Cancel, stanza.ServiceUnavailable},
+	// Permanent: the operator does not serve the sender's domain.
+	devices.DetailDomainNotAllowed: {stanza.Cancel, stanza.NotAllowed},
 }
 
 // ErrorReplyFor returns the error stanza that answers st for err, with a

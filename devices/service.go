@@ -111,6 +111,9 @@ type ServiceConfig struct {
 	Presence *Presence
 	// Observer receives ingest measurements; nil discards them.
 	Observer Observer
+	// DeviceDomains refuses registrations outside its domains; the
+	// zero value allows any.
+	DeviceDomains DomainAllowList
 }
 
 // Service is the device registry and the ingest path of readings.
@@ -209,11 +212,14 @@ func NewService(store Store, schemas SchemaSource, cfg ServiceConfig) *Service {
 }
 
 // Register creates a device. Version 0 means the schema's latest version.
-// Errors: invalid (bad JID, labels, unknown schema), conflict (already
-// registered).
+// Errors: invalid (bad JID, labels, unknown schema), forbidden (domain
+// outside ServiceConfig.DeviceDomains), conflict (already registered).
 func (s *Service) Register(ctx context.Context, d *Device) (*Device, error) {
 	j, err := NormalizeJID(d.JID)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.cfg.DeviceDomains.Check(j); err != nil {
 		return nil, err
 	}
 	d.JID = j

@@ -15,6 +15,7 @@ import (
 	"mellium.im/xmpp/jid"
 
 	"github.com/iotgate/iotgate/api/auth"
+	"github.com/iotgate/iotgate/devices"
 )
 
 // Config is every setting of the iotgate binary. It is filled only here,
@@ -63,6 +64,9 @@ type Config struct {
 	// in disco#items on the component; DiscoMaxItems caps one answer.
 	DiscoItemsJIDs []string
 	DiscoMaxItems  int
+	// DeviceDomains are the XMPP domains whose devices may register and
+	// send stanzas; the zero value allows any.
+	DeviceDomains devices.DomainAllowList
 }
 
 // configError is a missing or malformed setting; the binary prints it as
@@ -110,6 +114,7 @@ var settings = []setting{
 	{env: "IOTGATE_API_BURST", flag: "api-burst", def: "100", help: "HTTP requests one API token may make in a burst above its rate"},
 	{env: "IOTGATE_DISCO_ITEMS_JIDS", flag: "disco-items-jids", help: "comma-separated bare JIDs (ops@example.com) or domains (example.com: all its users) that see every registered device in disco#items on the component; a device sees only itself, anyone else nothing"},
 	{env: "IOTGATE_DISCO_MAX_ITEMS", flag: "disco-max-items", def: "100", help: "most devices in one disco#items answer; more come in XEP-0059 pages"},
+	{env: "IOTGATE_DEVICE_DOMAINS", flag: "device-domains", help: "comma-separated XMPP domains whose devices may register and send stanzas (e.g. example.com,sensors.example.org); others get 403 at registration and not-allowed over XMPP; empty: any domain"},
 	{env: "IOTGATE_MAX_COMMANDS_IN_FLIGHT", flag: "max-commands-in-flight", def: "1000", help: "commands sent and not yet answered or timed out; beyond it, new ones get 429"},
 }
 
@@ -262,6 +267,15 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 			return cfg, nil, &configError{"IOTGATE_DISCO_ITEMS_JIDS", fmt.Sprintf("%q is not a bare JID or a domain such as ops@example.com or example.com", v)}
 		}
 		cfg.DiscoItemsJIDs = append(cfg.DiscoItemsJIDs, j.String())
+	}
+	var domains []string
+	for _, d := range strings.Split(get("IOTGATE_DEVICE_DOMAINS"), ",") {
+		if d = strings.TrimSpace(d); d != "" {
+			domains = append(domains, d)
+		}
+	}
+	if cfg.DeviceDomains, err = devices.NewDomainAllowList(domains); err != nil {
+		return cfg, nil, &configError{"IOTGATE_DEVICE_DOMAINS", devices.ErrorMessage(err)}
 	}
 	return cfg, fs.Args(), nil
 }

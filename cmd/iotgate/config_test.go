@@ -96,6 +96,22 @@ func TestParseConfig(t *testing.T) {
 				t.Errorf("AdminToken %q, APIRate %d, APIBurst %d", c.AdminToken, c.APIRate, c.APIBurst)
 			}
 		}},
+		{name: "DeviceDomainsDefaultAny", env: base, check: func(t *testing.T, c Config) {
+			if !c.DeviceDomains.Any() {
+				t.Errorf("DeviceDomains = %s, want any", c.DeviceDomains)
+			}
+		}},
+		{name: "DeviceDomains", env: with("IOTGATE_DEVICE_DOMAINS", " Example.com, ,127.0.0.3 "), check: func(t *testing.T, c Config) {
+			if got := c.DeviceDomains.String(); got != "127.0.0.3,example.com" {
+				t.Errorf("DeviceDomains = %s", got)
+			}
+		}},
+		{name: "DeviceDomainsFlag", env: base, args: []string{"--device-domains", "a.example"}, check: func(t *testing.T, c Config) {
+			if got := c.DeviceDomains.String(); got != "a.example" {
+				t.Errorf("DeviceDomains = %s", got)
+			}
+		}},
+		{name: "ErrDeviceDomainsJID", env: with("IOTGATE_DEVICE_DOMAINS", "dev@example.com"), wantSetting: "IOTGATE_DEVICE_DOMAINS"},
 		{name: "ErrAdminTokenShort", env: with("IOTGATE_ADMIN_TOKEN", "short"), wantSetting: "IOTGATE_ADMIN_TOKEN"},
 		{name: "ErrAPIRate", env: with("IOTGATE_API_RATE", "-1"), wantSetting: "IOTGATE_API_RATE"},
 		{name: "ErrAPIBurst", env: with("IOTGATE_API_BURST", "many"), wantSetting: "IOTGATE_API_BURST"},

@@ -31,7 +31,8 @@ var _ component.RejectionRecorder = (*devices.Service)(nil)
 // serve runs iotgate until ctx ends, then shuts down in reverse order of
 // start: HTTP (with commands), ingest, the XMPP stream, the database.
 func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
-	log.Info("starting iotgate", "version", buildVersion(), "domain", cfg.Domain, "xmpp", cfg.XMPPAddr, "http", cfg.HTTPAddr)
+	log.Info("starting iotgate", "version", buildVersion(), "domain", cfg.Domain, "xmpp", cfg.XMPPAddr, "http", cfg.HTTPAddr,
+		"device_domains", cfg.DeviceDomains.String())
 
 	// The database may not be up yet (containers start in any order):
 	// wait for it, with /readyz saying so, rather than exit.
@@ -60,19 +61,21 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		RateLimited:   func() uint64 { return readings.RateLimited() },
 		Unserved:      func() uint64 { return readings.Unserved() },
 		HeldReadings:  func() int { return int(svc.Stats().Held) },
+		DomainRefused: func() uint64 { return conn.DomainRefused() },
 		DB:            db.SQL(),
 
 		OversizeStanzas: func() uint64 { return conn.Oversize() },
 	})
-	svc = devices.NewService(db, registry, devices.ServiceConfig{Logger: log, Presence: presence, Observer: metrics})
+	svc = devices.NewService(db, registry, devices.ServiceConfig{Logger: log, Presence: presence, Observer: metrics,
+		DeviceDomains: cfg.DeviceDomains})
 
 	conn, err = component.New(component.Config{
 		Addr: cfg.XMPPAddr, Domain: cfg.Domain, Secret: cfg.Secret,
 		Software: "iotgate", Version: buildVersion(), MaxStanzaBytes: cfg.MaxStanzaBytes,
 		MaxStanzaDepth: cfg.MaxStanzaDepth, KeepAlive: cfg.XMPPKeepAlive, KeepAliveTimeout: cfg.XMPPKeepAliveTimeout,
 		MaxBackoff: cfg.XMPPMaxBackoff, ConflictBackoff: cfg.XMPPConflictBackoff,
-		Logger: log.With("part", "xmpp"),
-		Disco:  component.DiscoConfig{Devices: svc, Namespaces: registry, SeeAll: cfg.DiscoItemsJIDs, MaxItems: cfg.DiscoMaxItems},
+		DeviceDomains: cfg.DeviceDomains, Logger: log.With("part", "xmpp"),
+		Disco: component.DiscoConfig{Devices: svc, Namespaces: registry, SeeAll: cfg.DiscoItemsJIDs, MaxItems: cfg.DiscoMaxItems},
 	})
 	if err != nil {
 		return err

@@ -2,7 +2,9 @@
 // instances for integration tests, the dev runner and benchmarks.
 //
 // Every instance lives in its own directory (a new temporary directory
-// unless the options name one), listens on 127.0.0.1 only, on ports picked
+// unless the options name one), listens on 127.0.0.1 only (federated XMPP
+// servers also on port 5269 of other 127/8 addresses: see S2SPort and
+// XMPPOptions.S2SAddrs), on ports picked
 // once at start and kept for restarts, so a test can Kill a server and
 // Start it again on the same address and data. Close stops the instance and
 // removes its directory; it never leaves processes behind.

@@ -248,6 +248,21 @@ listen:
     module: ejabberd_http
     request_handlers:
       /api: mod_http_api
+{{- range .S2S}}
+  -
+    port: {{$.S2SPort}}
+    ip: {{.}}
+    module: ejabberd_s2s_in
+{{- end}}
+{{- if .S2S}}
+# Federation over IP-literal domains (no DNS here): peers are reached on
+# port 5269 of their domain's IP. Dialback authenticates, since the
+# self-signed certificates can't.
+s2s_use_starttls: optional
+# IP-literal domains skip the SRV lookup; getaddrinfo parses them.
+outgoing_s2s_families:
+  - ipv4
+{{- end}}
 auth_method: internal
 auth_password_format: scram
 acl:
@@ -275,6 +290,9 @@ modules:
   mod_stream_mgmt: {}
   mod_version: {}
   mod_carboncopy: {}
+{{- if .S2S}}
+  mod_s2s_dialback: {}
+{{- end}}
 `))
 
 // writeConfig writes ejabberd.yml, ejabberdctl.cfg and inetrc for the
@@ -307,10 +325,14 @@ func (e *Ejabberd) writeConfig(opts XMPPOptions) error {
 	if opts.Debug {
 		level = "debug"
 	}
+	s2s, err := quoteAll(e.s2sAddrs...)
+	if err != nil {
+		return err
+	}
 	var yml, ctl strings.Builder
 	err = ejabberdConfig.Execute(&yml, map[string]any{
 		"Level": level, "Domain": q[0], "Cert": q[1], "Services": services,
-		"C2SPort": e.c2sPort, "HTTPPort": e.httpPort, "C2SMax": opts.C2SMaxStanzaBytes,
+		"C2SPort": e.c2sPort, "HTTPPort": e.httpPort, "C2SMax": opts.C2SMaxStanzaBytes, "S2S": s2s, "S2SPort": S2SPort,
 	})
 	if err != nil {
 		return err

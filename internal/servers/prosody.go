@@ -11,8 +11,8 @@ import (
 )
 
 // Prosody is a throwaway Prosody server (Debian's prosody package, 0.12).
-// It runs in the foreground from its own generated config, with s2s and
-// HTTP disabled and no rate limits. Its methods are documented on
+// It runs in the foreground from its own generated config, with HTTP
+// disabled, s2s disabled unless XMPPOptions.S2SAddrs, and no rate limits. Its methods are documented on
 // XMPPServer, which it implements.
 type Prosody struct {
 	*xmppServer
@@ -90,18 +90,33 @@ log = {
 
 modules_enabled = {
 	"roster"; "saslauth"; "tls"; "disco"; "ping"; "time"; "version";
-	"uptime"; "smacks"; "carbons"; "posix";
+	"uptime"; "smacks"; "carbons"; "posix";{{if .S2S}} "dialback";{{end}}
 }
+{{- if .S2S}}
+-- No HTTP: nothing here needs it, and it would want more ports.
+modules_disabled = { "http"; "bosh"; "websocket"; }
+{{- else}}
 -- No federation and no HTTP: nothing here needs them, and they would
 -- want more ports.
 modules_disabled = { "s2s"; "dialback"; "http"; "bosh"; "websocket"; }
+{{- end}}
 
 interfaces = { "127.0.0.1" }
 c2s_ports = { {{.C2SPort}} }
 c2s_interfaces = { "127.0.0.1" }
 component_ports = { {{.CompPort}} }
 component_interfaces = { "127.0.0.1" }
+{{- if .S2S}}
+-- Federation over IP-literal domains (no DNS here): peers find us on
+-- port 5269 of our domain's IP. Dialback authenticates, since the
+-- self-signed certificates can't.
+s2s_ports = { {{.S2SPort}} }
+s2s_interfaces = { {{.S2S}} }
+s2s_require_encryption = false
+s2s_secure_auth = false
+{{- else}}
 s2s_ports = { }
+{{- end}}
 http_ports = { }
 https_ports = { }
 
@@ -141,11 +156,16 @@ func (p *Prosody) writeConfig(opts XMPPOptions) error {
 	if opts.Debug {
 		level = `"debug"`
 	}
+	s2s, err := quoteAll(p.s2sAddrs...)
+	if err != nil {
+		return err
+	}
 	var sb strings.Builder
 	err = prosodyConfig.Execute(&sb, map[string]any{
 		"Dir": q[0], "LogDir": q[1], "Cert": q[2], "Key": q[3], "Domain": q[4],
 		"Level": level, "C2SPort": p.c2sPort, "CompPort": p.compPort,
 		"KickOld": opts.KickOldComponent, "Components": comps, "C2SMax": opts.C2SMaxStanzaBytes,
+		"S2S": strings.Join(s2s, "; "), "S2SPort": S2SPort,
 	})
 	if err != nil {
 		return err

@@ -98,6 +98,15 @@ type XMPPOptions struct {
 	// c2s listener. Zero: 256 KiB, both servers' usual default. Neither
 	// limits what it forwards to a component.
 	C2SMaxStanzaBytes int
+	// S2SAddrs turns on federation: the server listens for
+	// server-to-server streams on port S2SPort of each of these IPv4
+	// loopback addresses (see FreeS2SIP), authenticates peers by
+	// dialback (TLS offered, certificates not verified: they are
+	// self-signed) and connects to a peer at port S2SPort of its domain.
+	// With IP-literal domains that needs no DNS: a server whose domain
+	// (or whose component's domain) is 127.a.b.c lists 127.a.b.c here.
+	// Empty: no s2s at all.
+	S2SAddrs []string
 }
 
 // withDefaults returns opts with defaults filled in; it does not modify
@@ -109,6 +118,7 @@ func (opts XMPPOptions) withDefaults() XMPPOptions {
 	if opts.C2SMaxStanzaBytes <= 0 {
 		opts.C2SMaxStanzaBytes = 256 << 10
 	}
+	opts.S2SAddrs = slices.Clone(opts.S2SAddrs)
 	if len(opts.Components) == 0 {
 		opts.Components = map[string]string{"iot." + opts.Domain: randomHex(12)}
 	} else {
@@ -135,6 +145,7 @@ type xmppServer struct {
 	// ownCompPorts are the listeners of components that don't share
 	// compPort (XMPPOptions.SeparateComponentListeners on ejabberd).
 	ownCompPorts map[string]int
+	s2sAddrs     []string // XMPPOptions.S2SAddrs
 	proc         *process
 	closed       bool
 	stopSig      syscall.Signal
@@ -147,6 +158,9 @@ type xmppServer struct {
 
 // newXMPPServer prepares the shared part: directories and ports.
 func newXMPPServer(name string, opts XMPPOptions) (*xmppServer, error) {
+	if err := checkS2SAddrs(opts.S2SAddrs); err != nil {
+		return nil, err
+	}
 	u, err := serviceUser(name)
 	if err != nil {
 		return nil, err
@@ -156,6 +170,7 @@ func newXMPPServer(name string, opts XMPPOptions) (*xmppServer, error) {
 		user:       u,
 		domain:     opts.Domain,
 		components: opts.Components,
+		s2sAddrs:   opts.S2SAddrs,
 		stopSig:    syscall.SIGTERM,
 		autoPorts:  opts.C2SPort == 0 && opts.ComponentPort == 0,
 	}
@@ -211,6 +226,16 @@ func (s *xmppServer) launch(ctx context.Context) error {
 	}
 	s.proc = proc
 	ports := append([]int{s.c2sPort, s.compPort}, s.extraPorts...)
+	var addrs []string
+	for _, p := range ports {
+		addrs = append(addrs, addr(p))
+	}
+	if len(s.s2sAddrs) > 0 {
+		ports = append(ports, S2SPort)
+		for _, ip := range s.s2sAddrs {
+			addrs = append(addrs, s2sAddr(ip))
+		}
+	}
 	mark := markLogs(s.logs())
 	err = waitReady(ctx, proc, func(ctx context.Context) error {
 		if err := listening(proc.pid, ports...); err != nil {
@@ -221,8 +246,7 @@ func (s *xmppServer) launch(ctx context.Context) error {
 		}
 		// Listening is not always accepting: Erlang listens before
 		// it accepts.
-		for _, p := range ports {
-			a := addr(p)
+		for _, a := range addrs {
 			if !accepts(a) {
 				return fmt.Errorf("%s does not accept connections", a)
 			}

@@ -89,6 +89,12 @@ func c2sLogin(addr, domain, user, password string, starttls bool) error {
 		return err
 	}
 	defer c.Close()
+	return c.login(domain, user, password, starttls)
+}
+
+// login is c2sLogin on a connection; the stream is authenticated but not
+// yet restarted when it returns.
+func (c *xmlConn) login(domain, user, password string, starttls bool) error {
 	const ns = "jabber:client"
 	if _, err := c.openStream(ns, domain); err != nil {
 		return err

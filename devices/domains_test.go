@@ -1,0 +1,129 @@
+package devices
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestNewDomainAllowList(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      []string
+		want    []string
+		wantErr bool
+	}{
+		{"None", nil, nil, false},
+		{"Sorted", []string{"b.example", "a.example"}, []string{"a.example", "b.example"}, false},
+		{"Normalized", []string{"Sensors.EXAMPLE.org"}, []string{"sensors.example.org"}, false},
+		{"Deduplicated", []string{"a.example", "A.example"}, []string{"a.example"}, false},
+		{"IPLiteral", []string{"127.0.0.3"}, []string{"127.0.0.3"}, false},
+		{"ErrJID", []string{"dev@a.example"}, nil, true},
+		{"ErrFullJID", []string{"a.example/r"}, nil, true},
+		{"ErrEmpty", []string{""}, nil, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l, err := NewDomainAllowList(tt.in)
+			if tt.wantErr {
+				if ErrorCode(err) != EInvalid {
+					t.Fatalf("err = %v, want invalid", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := l.Domains(); !slices.Equal(got, tt.want) {
+				t.Errorf("Domains() = %v, want %v", got, tt.want)
+			}
+			if l.Any() != (len(tt.want) == 0) {
+				t.Errorf("Any() = %v with %v", l.Any(), tt.want)
+			}
+		})
+	}
+}
+
+func TestDomainAllowListCheck(t *testing.T) {
+	list, err := NewDomainAllowList([]string{"example.com", "sensors.example.org"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name     string
+		list     DomainAllowList
+		jid      string
+		wantCode string
+	}{
+		{"AnyAllowsAll", DomainAllowList{}, "dev@elsewhere.example", ""},
+		{"Bare", list, "dev@example.com", ""},
+		{"Full", list, "dev@sensors.example.org/r1", ""},
+		{"CaseInsensitive", list, "dev@EXAMPLE.com", ""},
+		{"ErrOtherDomain", list, "dev@evil.example", EForbidden},
+		// Exact domains only: a subdomain is another server.
+		{"ErrSubdomain", list, "dev@sub.example.com", EForbidden},
+		{"ErrParentDomain", list, "dev@example.org", EForbidden},
+		{"ErrNotAJID", list, "dev@", EInvalid},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.list.Check(tt.jid)
+			if got := ErrorCode(err); got != tt.wantCode {
+				t.Fatalf("Check(%q) = %v, want code %q", tt.jid, err, tt.wantCode)
+			}
+			if tt.wantCode != EForbidden {
+				return
+			}
+			var e *Error
+			if !errors.As(err, &e) || e.Detail != DetailDomainNotAllowed {
+				t.Errorf("detail of %v, want %s", err, DetailDomainNotAllowed)
+			}
+			if msg := ErrorMessage(err); !strings.Contains(msg, "example.com, sensors.example.org") {
+				t.Errorf("message %q does not name the allowed domains", msg)
+			}
+		})
+	}
+}
+
+// registerStore records created devices.
+type registerStore struct {
+	Store
+	created []string
+}
+
+func (s *registerStore) CreateDevice(_ context.Context, d *Device) error {
+	s.created = append(s.created, d.JID)
+	return nil
+}
+
+func TestRegisterDeviceDomains(t *testing.T) {
+	list, err := NewDomainAllowList([]string{"example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name     string
+		list     DomainAllowList
+		jid      string
+		wantCode string
+	}{
+		{"OK", list, "dev@example.com", ""},
+		{"AnyDomain", DomainAllowList{}, "dev@other.example", ""},
+		{"ErrDomainNotAllowed", list, "dev@other.example", EForbidden},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			store := &registerStore{}
+			svc := NewService(store, anySchema{}, ServiceConfig{DeviceDomains: tt.list})
+			_, err := svc.Register(context.Background(), &Device{JID: tt.jid, Schema: "s"})
+			if got := ErrorCode(err); got != tt.wantCode {
+				t.Fatalf("Register(%s) = %v, want code %q", tt.jid, err, tt.wantCode)
+			}
+			if created := len(store.created) == 1; created != (tt.wantCode == "") {
+				t.Errorf("created %v", store.created)
+			}
+		})
+	}
+}
