@@ -29,6 +29,7 @@ type framer struct {
 	bang     int  // bytes of "--" or "[CDATA[" matched after "<!"
 	bangWant string
 	header   bool // reading the prolog and the stream header
+	loose    bool // what was read is a CDATA section between elements
 
 	// The element being read.
 	size     int // bytes so far
@@ -112,7 +113,8 @@ func (f *framer) readHeader() ([]byte, error) {
 	return fr.raw, nil
 }
 
-// next returns the next top-level element. It returns errPeerClosed at
+// next returns the next top-level element, skipping character data
+// (CDATA sections included) between elements. It returns errPeerClosed at
 // </stream:stream>, *xmlError for a comment, PI or DOCTYPE between
 // elements, and I/O errors. The frame's bytes are valid until the next call.
 func (f *framer) next() (frame, error) {
@@ -142,19 +144,22 @@ func (f *framer) next() (frame, error) {
 			return frame{}, errPeerClosed
 		case '?':
 			return frame{}, restricted("a processing instruction")
-		case '!':
-			return frame{}, restricted("a comment or DOCTYPE")
 		}
 		f.begin()
 		f.state = lexText
-		return f.lex()
+		fr, err := f.lex()
+		if err != nil || !f.loose {
+			return fr, err
+		}
+		// A CDATA section between elements: legal character data of the
+		// stream that no one reads.
 	}
 }
 
 // begin resets the per-element state.
 func (f *framer) begin() {
 	f.buf = f.buf[:0]
-	f.depth, f.size, f.startLen, f.over, f.deep = 0, 0, -1, false, false
+	f.depth, f.size, f.startLen, f.over, f.deep, f.loose = 0, 0, -1, false, false, false
 }
 
 // peekChunk returns what the reader holds, reading if it holds nothing.
@@ -340,9 +345,11 @@ func (f *framer) scan(p []byte) (n int, done bool, err error) {
 			i++
 			if f.bang == 0 {
 				switch {
+				case c == '-' && f.depth == 0 && !f.header:
+					return i, false, restricted("a comment")
 				case c == '-':
 					f.bangWant = "--"
-				case c == '[' && f.depth > 0:
+				case c == '[' && (f.depth > 0 || !f.header):
 					f.bangWant = "[CDATA["
 				default:
 					return i, false, restricted("a DOCTYPE or other directive")
@@ -370,6 +377,11 @@ func (f *framer) scan(p []byte) (n int, done bool, err error) {
 			case c == '>' && f.run >= 2:
 				f.state = lexText
 				f.run = 0
+				if f.depth == 0 && !f.header { // a CDATA section between elements
+					f.loose = true
+					f.size += i
+					return i, true, nil
+				}
 			default:
 				f.run = 0
 			}
