@@ -73,8 +73,26 @@ type IncomingReading struct {
 type ServiceConfig struct {
 	// QueueSize bounds readings waiting to be committed; default 20000.
 	QueueSize int
+	// DeviceQueue bounds one device's readings waiting to be committed;
+	// default 1000. Beyond it that device's readings are refused
+	// (too_many_requests), never the others'.
+	DeviceQueue int
 	// MaxBatch bounds readings committed in one transaction; default 1000.
 	MaxBatch int
+	// MaxBatchPerDevice bounds one device's readings in one transaction;
+	// default 100. A flooding device then adds at most that much to the
+	// commit another device's reading waits for.
+	MaxBatchPerDevice int
+	// LookupTimeout bounds a device lookup in the store on a cache miss;
+	// default 5s.
+	LookupTimeout time.Duration
+	// StrangerRate and StrangerBurst bound the store lookups per second
+	// that find no device (readings from JIDs that are not registered);
+	// defaults 50 and 200. Beyond them Sender says SenderThrottled for
+	// JIDs the cache does not know, so a flood from rotating JIDs cannot
+	// load PostgreSQL without bound.
+	StrangerRate  float64
+	StrangerBurst float64
 	// MaxHeld bounds message readings kept for another commit attempt
 	// after a failed one (a message has no answer a device could retry
 	// on); default 20000. Beyond it they are dropped and counted.
@@ -95,6 +113,10 @@ type ServiceConfig struct {
 	// CacheDevices bounds the device records kept in memory (a few
 	// hundred bytes each); default 100000.
 	CacheDevices int
+	// CacheStrangers bounds the JIDs remembered as not registered, kept
+	// apart from the device records so that a flood from rotating JIDs
+	// evicts only its own kind; default 10000.
+	CacheStrangers int
 	// CacheReadings bounds the newest readings kept in memory, one per
 	// device (about 1 KB each with their XML and JSON); default 10000.
 	CacheReadings int
@@ -115,7 +137,12 @@ type Service struct {
 
 	cache *cache
 
-	queue      chan *pendingReading
+	// queue holds the readings waiting to be committed, per device;
+	// queueMu guards it and queued signals Run that it has some.
+	queueMu    sync.Mutex
+	queue      *fairQueue[*pendingReading]
+	queued     chan struct{}
+	strangers  *tokenBucket
 	rejections chan *Rejection
 	// held are message readings whose commit failed, retried with the
 	// next batch; only Run's goroutine touches them.
@@ -150,8 +177,26 @@ func NewService(store Store, schemas SchemaSource, cfg ServiceConfig) *Service {
 	if cfg.QueueSize <= 0 {
 		cfg.QueueSize = 20000
 	}
+	if cfg.DeviceQueue <= 0 {
+		cfg.DeviceQueue = 1000
+	}
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = 1000
+	}
+	if cfg.MaxBatchPerDevice <= 0 {
+		cfg.MaxBatchPerDevice = 100
+	}
+	if cfg.LookupTimeout <= 0 {
+		cfg.LookupTimeout = 5 * time.Second
+	}
+	if cfg.StrangerRate <= 0 {
+		cfg.StrangerRate = 50
+	}
+	if cfg.StrangerBurst <= 0 {
+		cfg.StrangerBurst = 200
+	}
+	if cfg.CacheStrangers <= 0 {
+		cfg.CacheStrangers = 10000
 	}
 	if cfg.MaxHeld <= 0 {
 		cfg.MaxHeld = 20000
@@ -188,8 +233,10 @@ func NewService(store Store, schemas SchemaSource, cfg ServiceConfig) *Service {
 	}
 	return &Service{
 		store: store, schemas: schemas, cfg: cfg, log: cfg.Logger,
-		cache:      newCache(cfg.CacheDevices, cfg.CacheReadings),
-		queue:      make(chan *pendingReading, cfg.QueueSize),
+		cache:      newCache(cfg.CacheDevices, cfg.CacheStrangers, cfg.CacheReadings),
+		queue:      newFairQueue[*pendingReading](QueueLimits{PerSender: cfg.DeviceQueue, Total: cfg.QueueSize}),
+		queued:     make(chan struct{}, 1),
+		strangers:  newTokenBucket(cfg.StrangerRate, cfg.StrangerBurst, cfg.Clock),
 		rejections: make(chan *Rejection, 1000),
 		stopped:    make(chan struct{}),
 	}
@@ -224,6 +271,11 @@ func (s *Service) Register(ctx context.Context, d *Device) (*Device, error) {
 		return nil, err
 	}
 	s.cache.forget(d.JID, true)
+	// Cached at once: its first reading needs no lookup, and is never
+	// taken for a stranger's.
+	rec := *d
+	rec.Labels = maps.Clone(d.Labels)
+	s.cache.putDevice(d.JID, &rec, s.cfg.Clock(), s.cache.currentEpoch())
 	return d, nil
 }
 
@@ -449,12 +501,52 @@ func (s *Service) lookup(ctx context.Context, bare string) (*Device, error) {
 	if ok {
 		return d, nil
 	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.LookupTimeout)
+	defer cancel()
 	d, err := s.store.Device(ctx, bare)
 	if err != nil && ErrorCode(err) != ENotFound {
 		return nil, err
 	}
+	if d == nil {
+		s.strangers.take()
+	}
 	s.cache.putDevice(bare, d, now, epoch)
 	return d, nil
+}
+
+// SenderStatus is what iotgate knows of a sender without I/O.
+type SenderStatus int
+
+const (
+	// SenderUnseen: not cached; a lookup in the store will tell.
+	SenderUnseen SenderStatus = iota
+	// SenderRegistered: cached as a registered device (perhaps expired,
+	// and then looked up again, but it was registered a moment ago).
+	SenderRegistered
+	// SenderNotRegistered: cached as not registered.
+	SenderNotRegistered
+	// SenderThrottled: not cached, and so many lookups found no device
+	// lately that this one is not made now.
+	SenderThrottled
+)
+
+// Sender tells what the cache knows of a (bare or full) JID, without
+// I/O: the XMPP read loop asks it to give registered devices, strangers
+// and a flood of strangers each their own lane before any lookup.
+func (s *Service) Sender(jid string) SenderStatus {
+	bare, err := BareJID(jid)
+	if err != nil {
+		return SenderNotRegistered
+	}
+	switch registered, known := s.cache.sender(bare, s.cfg.Clock(), s.cfg.CacheTTL); {
+	case registered:
+		return SenderRegistered
+	case known:
+		return SenderNotRegistered
+	case !s.strangers.ready():
+		return SenderThrottled
+	}
+	return SenderUnseen
 }
 
 // ErrNotRegistered is returned (wrapped in *Error, detail
@@ -526,13 +618,55 @@ func (s *Service) Ingest(ctx context.Context, in IncomingReading, done func(erro
 		t := in.DeviceTime.UTC().Round(time.Microsecond)
 		r.DeviceTime = &t
 	}
-	select {
-	case s.queue <- &pendingReading{r: r, done: done, via: in.Via, at: now}:
-	default:
+	s.queueMu.Lock()
+	err = s.queue.push(dev.JID, &pendingReading{r: r, done: done, via: in.Via, at: now}, len(r.XML)+len(r.Data))
+	s.queueMu.Unlock()
+	if err != nil {
 		s.count(func(st *IngestStats) { st.Dropped++ })
 		s.cfg.Observer.ReadingRefused(RefusedQueueFull)
-		done(&Error{Code: ETooMany, Message: "ingest queue is full, try again later"})
+		done(err)
+		return
 	}
+	s.signal()
+}
+
+// signal tells Run that readings are queued.
+func (s *Service) signal() {
+	select {
+	case s.queued <- struct{}{}:
+	default:
+	}
+}
+
+// take appends queued readings to batch, up to MaxBatch: round-robin
+// over the devices, at most MaxBatchPerDevice of each, so a device
+// flooding the queue fills a batch only when nobody else is waiting, and
+// then only up to its share.
+func (s *Service) take(batch []*pendingReading) []*pendingReading {
+	s.queueMu.Lock()
+	defer s.queueMu.Unlock()
+	taken := map[string]int{}
+	for len(batch) < s.cfg.MaxBatch {
+		key, p, ok := s.queue.next()
+		if !ok {
+			break
+		}
+		batch = append(batch, p)
+		if taken[key]++; taken[key] < s.cfg.MaxBatchPerDevice {
+			s.queue.done(key)
+		}
+	}
+	// The devices that reached their share stayed checked out of the
+	// turn order until now.
+	for key, n := range taken {
+		if n >= s.cfg.MaxBatchPerDevice {
+			s.queue.done(key)
+		}
+	}
+	if s.queue.len() > 0 {
+		s.signal()
+	}
+	return batch
 }
 
 func (s *Service) reject(dev *Device, in IncomingReading, payload []byte, reason error, now time.Time) {
@@ -572,8 +706,7 @@ func (s *Service) Run(ctx context.Context) {
 			retryC = retry.C
 		}
 		select {
-		case p := <-s.queue:
-			batch = append(batch, p)
+		case <-s.queued:
 		case <-retryC:
 		case <-ctx.Done():
 			retry.Stop()
@@ -588,14 +721,9 @@ func (s *Service) Run(ctx context.Context) {
 		// Group commit: take whatever else is waiting. Under load the
 		// batch grows while the previous commit runs; idle, a reading is
 		// committed alone without waiting.
-	fill:
-		for len(batch) < s.cfg.MaxBatch {
-			select {
-			case p := <-s.queue:
-				batch = append(batch, p)
-			default:
-				break fill
-			}
+		batch = s.take(batch)
+		if len(batch) == 0 {
+			continue
 		}
 		if s.commit(ctx, batch) {
 			backoff = minRetry
@@ -634,16 +762,7 @@ func (s *Service) drain() {
 	defer cancel()
 	s.draining = true
 	for {
-		batch := s.takeHeld(make([]*pendingReading, 0, s.cfg.MaxBatch))
-	fill:
-		for len(batch) < s.cfg.MaxBatch {
-			select {
-			case p := <-s.queue:
-				batch = append(batch, p)
-			default:
-				break fill
-			}
-		}
+		batch := s.take(s.takeHeld(make([]*pendingReading, 0, s.cfg.MaxBatch)))
 		if len(batch) == 0 {
 			return
 		}
@@ -760,3 +879,41 @@ func (s *Service) PresenceStale() { s.cfg.Presence.MarkStale() }
 
 // PresenceFresh marks presence known again (the stream is up).
 func (s *Service) PresenceFresh() { s.cfg.Presence.MarkFresh() }
+
+// tokenBucket is one token bucket: rate tokens a second, at most burst.
+type tokenBucket struct {
+	rate, burst float64
+	clock       Clock
+
+	mu     sync.Mutex
+	tokens float64
+	last   time.Time
+}
+
+func newTokenBucket(rate, burst float64, clock Clock) *tokenBucket {
+	return &tokenBucket{rate: rate, burst: burst, clock: clock, tokens: burst, last: clock()}
+}
+
+// refill adds the tokens earned since the last call; b.mu is held.
+func (b *tokenBucket) refill() {
+	now := b.clock()
+	b.tokens = min(b.burst, b.tokens+now.Sub(b.last).Seconds()*b.rate)
+	b.last = now
+}
+
+// ready reports whether a token is there, without taking it.
+func (b *tokenBucket) ready() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.refill()
+	return b.tokens >= 1
+}
+
+// take takes a token, going into debt if there is none: what it counts
+// has already happened.
+func (b *tokenBucket) take() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.refill()
+	b.tokens = max(b.tokens-1, -b.burst)
+}
