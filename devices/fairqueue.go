@@ -66,9 +66,11 @@ func newFairQueue[T any](lim QueueLimits) *fairQueue[T] {
 	return &fairQueue[T]{lim: lim, keys: map[string]*keyQueue[T]{}}
 }
 
-// push appends v (size bytes) to key's queue. Errors: too_many_requests
-// when key's queue or the whole queue is full; nothing is queued then.
-func (q *fairQueue[T]) push(key string, v T, size int) error {
+// push appends v (size bytes) to key's queue; ready says whether key
+// joined the turn order (it is not checked out and had nothing queued).
+// Errors: too_many_requests when key's queue or the whole queue is full;
+// nothing is queued then.
+func (q *fairQueue[T]) push(key string, v T, size int) (ready bool, err error) {
 	k := q.keys[key]
 	kn, kb := 0, 0
 	if k != nil {
@@ -76,9 +78,9 @@ func (q *fairQueue[T]) push(key string, v T, size int) error {
 	}
 	switch {
 	case kn >= q.lim.PerSender || kn > 0 && kb+size > q.lim.PerSenderBytes:
-		return &Error{Code: ETooMany, Message: fmt.Sprintf("too many readings queued for this sender (at most %d, %d bytes)", q.lim.PerSender, q.lim.PerSenderBytes)}
+		return false, &Error{Code: ETooMany, Message: fmt.Sprintf("too many readings queued for this sender (at most %d, %d bytes)", q.lim.PerSender, q.lim.PerSenderBytes)}
 	case q.n >= q.lim.Total || q.n > 0 && q.bytes+size > q.lim.TotalBytes:
-		return &Error{Code: ETooMany, Message: "too many readings queued, try again later"}
+		return false, &Error{Code: ETooMany, Message: "too many readings queued, try again later"}
 	}
 	if k == nil {
 		k = &keyQueue[T]{key: key}
@@ -88,10 +90,11 @@ func (q *fairQueue[T]) push(key string, v T, size int) error {
 	k.bytes += size
 	q.n++
 	q.bytes += size
-	if !k.out && !k.inReady {
-		q.addReady(k)
+	if k.out || k.inReady {
+		return false, nil
 	}
-	return nil
+	q.addReady(k)
+	return true, nil
 }
 
 // next hands out the oldest item of the key whose turn it is, and checks

@@ -54,10 +54,13 @@ func (s *Scheduler) Submit(key string, size int, job func()) error {
 	if s.closed {
 		return ErrShuttingDown
 	}
-	if err := s.q.push(key, job, size); err != nil {
+	ready, err := s.q.push(key, job, size)
+	if err != nil {
 		return err
 	}
-	if s.running < s.workers {
+	// A key already queued or running is taken care of: its worker
+	// puts it back in turn when done.
+	if ready && s.running < s.workers {
 		s.running++
 		go s.work()
 	}

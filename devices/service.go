@@ -619,7 +619,7 @@ func (s *Service) Ingest(ctx context.Context, in IncomingReading, done func(erro
 		r.DeviceTime = &t
 	}
 	s.queueMu.Lock()
-	err = s.queue.push(dev.JID, &pendingReading{r: r, done: done, via: in.Via, at: now}, len(r.XML)+len(r.Data))
+	_, err = s.queue.push(dev.JID, &pendingReading{r: r, done: done, via: in.Via, at: now}, len(r.XML)+len(r.Data))
 	s.queueMu.Unlock()
 	if err != nil {
 		s.count(func(st *IngestStats) { st.Dropped++ })
