@@ -121,6 +121,25 @@ func (q *fairQueue[T]) next() (key string, v T, ok bool) {
 	return k.key, it.v, true
 }
 
+// more hands out the next item of a key that is checked out.
+func (q *fairQueue[T]) more(key string) (v T, ok bool) {
+	k := q.keys[key]
+	if k == nil || !k.out || k.first == len(k.items) {
+		return v, false
+	}
+	it := k.items[k.first]
+	var zero sized[T]
+	k.items[k.first] = zero
+	k.first++
+	k.bytes -= it.size
+	q.n--
+	q.bytes -= it.size
+	return it.v, true
+}
+
+// hasReady reports whether next would hand out an item.
+func (q *fairQueue[T]) hasReady() bool { return q.head < len(q.ready) }
+
 // done returns a checked-out key to the end of the turn order if it has
 // items left, and forgets it otherwise.
 func (q *fairQueue[T]) done(key string) {

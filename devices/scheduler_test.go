@@ -224,7 +224,7 @@ func TestScheduler(t *testing.T) {
 // batch only up to its share, so another device's reading is committed
 // in the next batch rather than after the flood.
 func TestCommitBatchesFair(t *testing.T) {
-	store := &batchStore{gate: make(chan struct{})}
+	store := &batchStore{gate: make(chan struct{}), floodGate: make(chan struct{})}
 	s := NewService(store, anySchema{}, ServiceConfig{MaxBatch: 1000, MaxBatchPerDevice: 50, DeviceQueue: 2000})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer func() { cancel(); <-s.Stopped() }()
@@ -233,40 +233,43 @@ func TestCommitBatchesFair(t *testing.T) {
 	in := func(from string) IncomingReading {
 		return IncomingReading{From: from + "/r", Via: "message", Payloads: []Payload{{Namespace: "urn:t", XML: []byte(`<x xmlns="urn:t"/>`)}}}
 	}
-	// The first reading's commit is held, so that the rest queue up.
+	// Commits are held until the gate opens, so that readings queue up:
+	// one committer holds the first reading, the other a flood batch.
 	s.Ingest(ctx, in("first@example.com"), nil)
 	waitUntil(t, func() bool { return store.waiting() == 1 })
 	for range 1000 {
 		s.Ingest(ctx, in("flood@example.com"), nil)
 	}
+	waitUntil(t, func() bool { return store.waiting() == 2 })
 	quiet := make(chan error, 1)
 	s.Ingest(ctx, in("quiet@example.com"), func(err error) { quiet <- err })
-	close(store.gate)
+	close(store.gate) // the flood's commit stays held
 	if err := <-quiet; err != nil {
 		t.Fatal(err)
 	}
-	batches := store.batchSizes()
-	// Batch 0 is the held one; the quiet reading goes into batch 1,
-	// with at most 50 flood readings.
-	var quietBatch []string
-	for i, b := range store.batches() {
-		if slices.Contains(b, "quiet@example.com") {
-			quietBatch = b
-			if i != 1 {
-				t.Errorf("quiet reading committed in batch %d of sizes %v, want batch 1", i, batches)
-			}
+	close(store.floodGate)
+	// The quiet reading is committed in the first batch after those
+	// two, and the flood (in a commit already) is not in it.
+	batches := store.batches()
+	for i, b := range batches {
+		if !slices.Contains(b, "quiet@example.com") {
+			continue
+		}
+		if i > 2 || len(b) != 1 {
+			t.Errorf("quiet reading committed in batch %d of %d readings (sizes %v), want batch 2, alone", i, len(b), store.batchSizes())
 		}
 	}
-	if n := len(quietBatch); n > 51 {
-		t.Errorf("quiet reading waited for a batch of %d readings, want at most 51", n)
+	if sizes := store.batchSizes(); slices.Max(sizes) > 50 {
+		t.Errorf("batch sizes %v, want at most 50 (MaxBatchPerDevice)", sizes)
 	}
 }
 
 // batchStore records the devices of each committed batch and holds
-// the first commit until gate closes.
+// every commit until gate closes, and those with flood readings until
+// floodGate closes too.
 type batchStore struct {
 	flakyStore
-	gate chan struct{}
+	gate, floodGate chan struct{}
 
 	mu      sync.Mutex
 	calls   int
@@ -276,16 +279,16 @@ type batchStore struct {
 func (r *batchStore) InsertReadings(ctx context.Context, rs []*Reading) error {
 	r.mu.Lock()
 	r.calls++
-	first := r.calls == 1
 	var jids []string
 	for _, x := range rs {
 		jids = append(jids, x.DeviceJID)
 	}
 	r.batched = append(r.batched, jids)
 	r.mu.Unlock()
-	if first {
-		<-r.gate
+	if slices.Contains(jids, "flood@example.com") {
+		<-r.floodGate
 	}
+	<-r.gate
 	return r.flakyStore.InsertReadings(ctx, rs)
 }
 

@@ -80,9 +80,11 @@ type ServiceConfig struct {
 	// MaxBatch bounds readings committed in one transaction; default 1000.
 	MaxBatch int
 	// MaxBatchPerDevice bounds one device's readings in one transaction;
-	// default 100. A flooding device then adds at most that much to the
-	// commit another device's reading waits for.
+	// default 100.
 	MaxBatchPerDevice int
+	// Committers bounds the batches committed at once; default 2. A
+	// device's readings are in one of them at a time.
+	Committers int
 	// LookupTimeout bounds a device lookup in the store on a cache miss;
 	// default 5s.
 	LookupTimeout time.Duration
@@ -145,7 +147,8 @@ type Service struct {
 	strangers  *tokenBucket
 	rejections chan *Rejection
 	// held are message readings whose commit failed, retried with the
-	// next batch; only Run's goroutine touches them.
+	// next batch; heldMu guards them.
+	heldMu   sync.Mutex
 	held     []*pendingReading
 	draining bool
 	stopped  chan struct{}
@@ -185,6 +188,9 @@ func NewService(store Store, schemas SchemaSource, cfg ServiceConfig) *Service {
 	}
 	if cfg.MaxBatchPerDevice <= 0 {
 		cfg.MaxBatchPerDevice = 100
+	}
+	if cfg.Committers <= 0 {
+		cfg.Committers = 2
 	}
 	if cfg.LookupTimeout <= 0 {
 		cfg.LookupTimeout = 5 * time.Second
@@ -640,33 +646,50 @@ func (s *Service) signal() {
 
 // take appends queued readings to batch, up to MaxBatch: round-robin
 // over the devices, at most MaxBatchPerDevice of each, so a device
-// flooding the queue fills a batch only when nobody else is waiting, and
-// then only up to its share.
-func (s *Service) take(batch []*pendingReading) []*pendingReading {
+// flooding the queue fills a batch only up to its share. The devices
+// taken (keys) stay checked out, out of other batches, until release.
+func (s *Service) take(batch []*pendingReading) ([]*pendingReading, []string) {
 	s.queueMu.Lock()
 	defer s.queueMu.Unlock()
-	taken := map[string]int{}
+	var keys []string
 	for len(batch) < s.cfg.MaxBatch {
 		key, p, ok := s.queue.next()
 		if !ok {
 			break
 		}
+		keys = append(keys, key)
 		batch = append(batch, p)
-		if taken[key]++; taken[key] < s.cfg.MaxBatchPerDevice {
-			s.queue.done(key)
+	}
+	for round := 1; round < s.cfg.MaxBatchPerDevice && len(batch) < s.cfg.MaxBatch; round++ {
+		more := false
+		for _, key := range keys {
+			if len(batch) == s.cfg.MaxBatch {
+				break
+			}
+			if p, ok := s.queue.more(key); ok {
+				batch = append(batch, p)
+				more = true
+			}
+		}
+		if !more {
+			break
 		}
 	}
-	// The devices that reached their share stayed checked out of the
-	// turn order until now.
-	for key, n := range taken {
-		if n >= s.cfg.MaxBatchPerDevice {
-			s.queue.done(key)
-		}
+	return batch, keys
+}
+
+// release returns devices taken into a batch to the queue's turn order,
+// once their commit is done.
+func (s *Service) release(keys []string) {
+	s.queueMu.Lock()
+	for _, key := range keys {
+		s.queue.done(key)
 	}
-	if s.queue.len() > 0 {
+	ready := s.queue.hasReady()
+	s.queueMu.Unlock()
+	if ready {
 		s.signal()
 	}
-	return batch
 }
 
 func (s *Service) reject(dev *Device, in IncomingReading, payload []byte, reason error, now time.Time) {
@@ -689,46 +712,65 @@ func (s *Service) reject(dev *Device, in IncomingReading, payload []byte, reason
 
 // Run commits queued readings and rejections until ctx ends, then commits
 // what is still queued (within a short grace period) and returns.
+//
+// Up to Committers batches are committed at once. A device's readings
+// are in at most one of them (its queue stays checked out until that
+// commit ends), so they are stored in order, and a device that floods
+// the queue occupies one commit at a time: another device's reading never
+// waits behind the flood's commit for a free one.
 func (s *Service) Run(ctx context.Context) {
 	defer close(s.stopped)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); s.runRejections(ctx) }()
-	batch := make([]*pendingReading, 0, s.cfg.MaxBatch)
 	retry := time.NewTimer(time.Hour)
 	retry.Stop()
 	backoff := minRetry
+	type outcome struct {
+		keys []string
+		ok   bool
+	}
+	finished := make(chan outcome, s.cfg.Committers)
+	inflight := 0
 	for {
-		batch = batch[:0]
 		var retryC <-chan time.Time
-		if len(s.held) > 0 {
+		if inflight == 0 && s.heldCount() > 0 {
 			retry.Reset(backoff)
 			retryC = retry.C
 		}
 		select {
 		case <-s.queued:
 		case <-retryC:
+		case o := <-finished:
+			inflight--
+			s.release(o.keys)
+			if o.ok {
+				backoff = minRetry
+			} else {
+				backoff = min(2*backoff, maxRetry)
+			}
 		case <-ctx.Done():
 			retry.Stop()
 			s.closing.Store(true)
+			for ; inflight > 0; inflight-- {
+				s.release((<-finished).keys)
+			}
 			s.drain()
 			wg.Wait()
 			return
 		}
 		retry.Stop()
-		// Held readings go first: they are the oldest.
-		batch = s.takeHeld(batch)
-		// Group commit: take whatever else is waiting. Under load the
-		// batch grows while the previous commit runs; idle, a reading is
-		// committed alone without waiting.
-		batch = s.take(batch)
-		if len(batch) == 0 {
-			continue
-		}
-		if s.commit(ctx, batch) {
-			backoff = minRetry
-		} else {
-			backoff = min(2*backoff, maxRetry)
+		for inflight < s.cfg.Committers {
+			// Held readings go first: they are the oldest. Then group
+			// commit: whatever else is waiting. Under load a batch
+			// grows while the previous commit runs; idle, a reading is
+			// committed alone without waiting.
+			batch, keys := s.take(s.takeHeld(make([]*pendingReading, 0, s.cfg.MaxBatch)))
+			if len(batch) == 0 {
+				break
+			}
+			inflight++
+			go func() { finished <- outcome{keys, s.commit(ctx, batch)} }()
 		}
 	}
 }
@@ -739,8 +781,17 @@ const (
 	maxRetry = 2 * time.Second
 )
 
+// heldCount returns how many message readings wait for another attempt.
+func (s *Service) heldCount() int {
+	s.heldMu.Lock()
+	defer s.heldMu.Unlock()
+	return len(s.held)
+}
+
 // takeHeld moves held readings into batch, as many as fit.
 func (s *Service) takeHeld(batch []*pendingReading) []*pendingReading {
+	s.heldMu.Lock()
+	defer s.heldMu.Unlock()
 	n := min(len(s.held), s.cfg.MaxBatch-len(batch))
 	if n <= 0 {
 		return batch
@@ -760,13 +811,16 @@ func (s *Service) Stopped() <-chan struct{} { return s.stopped }
 func (s *Service) drain() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	s.heldMu.Lock()
 	s.draining = true
+	s.heldMu.Unlock()
 	for {
-		batch := s.take(s.takeHeld(make([]*pendingReading, 0, s.cfg.MaxBatch)))
+		batch, keys := s.take(s.takeHeld(make([]*pendingReading, 0, s.cfg.MaxBatch)))
 		if len(batch) == 0 {
 			return
 		}
 		s.commit(ctx, batch)
+		s.release(keys)
 	}
 }
 
@@ -788,6 +842,8 @@ func (s *Service) commit(ctx context.Context, batch []*pendingReading) bool {
 		// Only an unreachable database is worth waiting for.
 		retryable := ErrorCode(err) == EUnavailable
 		held, dropped := 0, 0
+		s.heldMu.Lock()
+		defer s.heldMu.Unlock()
 		for _, p := range batch {
 			if p.via == "message" && retryable && !s.draining && len(s.held) < s.cfg.MaxHeld && now.Sub(p.at) < s.cfg.HoldFor {
 				s.held = append(s.held, p)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -598,6 +599,29 @@ func metricValue(t *testing.T, addr, name string) float64 {
 	return 0
 }
 
+var (
+	noRaceOnce sync.Once
+	noRaceBin  string
+	noRaceErr  error
+)
+
+// iotgateBinaryNoRace builds iotgate without the race detector, once.
+func iotgateBinaryNoRace(t *testing.T) string {
+	t.Helper()
+	noRaceOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "iotgate-e2e-norace-")
+		if err != nil {
+			noRaceErr = err
+			return
+		}
+		noRaceBin, noRaceErr = servers.BuildIotgate(context.Background(), dir, false)
+	})
+	if noRaceErr != nil {
+		t.Fatal(noRaceErr)
+	}
+	return noRaceBin
+}
+
 func TestE2EFaultDeviceFlood(t *testing.T) {
 	forEachXMPPServer(t, testFaultDeviceFlood)
 }
@@ -605,15 +629,24 @@ func TestE2EFaultDeviceFlood(t *testing.T) {
 // testFaultDeviceFlood floods iotgate with message readings from one
 // device while another sends IQ readings at a modest pace and a client
 // polls its state, and compares the latencies before and during the flood.
+// A third client pings iotgate itself (answered by the stream's reader,
+// before any queue): that measures what every stanza shares with the
+// flood (the XMPP server, the one component stream, the CPUs) and
+// iotgate's pipeline can't help.
 func testFaultDeviceFlood(t *testing.T, name string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	e := newCommandsEnv(t, ctx, name)
-	// Again, with the metrics endpoint.
+	// Again, with the metrics endpoint, and built without the race
+	// detector: this test measures latencies, and under the detector
+	// iotgate's Go code runs 10-20 times slower (encoding/xml: 100 µs a
+	// stanza instead of 5), so that on a small machine the flood would
+	// mostly measure the detector's CPU use starving the XMPP server and
+	// PostgreSQL. Every other test runs the race build.
 	metricsAddr := freeAddr(t)
 	e.env["IOTGATE_METRICS_ADDR"] = metricsAddr
 	e.g.stop()
-	e.g = startGate(t, e.env)
+	e.g = startGateBin(t, iotgateBinaryNoRace(t), e.env)
 	e.g.waitReady(200, 30*time.Second, nil)
 	g := e.g
 
@@ -628,6 +661,10 @@ func testFaultDeviceFlood(t *testing.T, name string) {
 		return c
 	}
 	flooder, other := dial(flooderJID), dial(otherJID)
+	// The prober pings iotgate on a session of its own: on the steady
+	// device's, its IQs would share (and slow) that device's writes.
+	servers.RegisterUserForTest(t, e.xs, "prober", "pw-prober")
+	prober := dial("prober@" + e.xs.Domain())
 
 	const (
 		phase     = 2 * time.Second
@@ -641,12 +678,17 @@ func testFaultDeviceFlood(t *testing.T, name string) {
 	var mu sync.Mutex
 	iqRTT := [nPhases][]time.Duration{}
 	restRTT := [nPhases][]time.Duration{}
+	pingRTT := [nPhases][]time.Duration{}
 	iqErrs := map[string]int{}
 	iqSent, iqAcked := 0, 0
+	// excess[p] is, for each reading, how much longer than a ping of
+	// iotgate sent at the same moment it took: what iotgate's pipeline
+	// (queues, validation, commit) added to the path they share.
+	excess := [nPhases][]time.Duration{}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { // the steady device
+	go func() { // the steady device, and the prober alongside
 		defer wg.Done()
 		for seq := 1; ; seq++ {
 			select {
@@ -655,9 +697,21 @@ func testFaultDeviceFlood(t *testing.T, name string) {
 			case <-time.After(pace):
 			}
 			p := phaseNow.Load()
+			var ping time.Duration
+			pinged := make(chan error, 1)
+			go func() {
+				t0 := time.Now()
+				rep, err := prober.SendIQ(ctx, "get", e2eDomain, `<ping xmlns="urn:xmpp:ping"/>`)
+				ping = time.Since(t0)
+				if err == nil && rep.Type != "result" {
+					err = fmt.Errorf("answer %s %s", rep.Type, rep.Condition)
+				}
+				pinged <- err
+			}()
 			t0 := time.Now()
 			rep, err := other.SendIQ(ctx, "set", e2eDomain, `<reading xmlns="urn:example:thermostat" seq="`+strconv.Itoa(seq)+`"><temperature>19.5</temperature><mode>heat</mode></reading>`)
 			d := time.Since(t0)
+			perr := <-pinged
 			mu.Lock()
 			iqSent++
 			switch {
@@ -668,6 +722,14 @@ func testFaultDeviceFlood(t *testing.T, name string) {
 				iqRTT[p] = append(iqRTT[p], d)
 			default:
 				iqErrs[string(rep.ErrorType)+"/"+string(rep.Condition)]++
+			}
+			if perr != nil {
+				iqErrs["ping: "+perr.Error()]++
+			} else {
+				pingRTT[p] = append(pingRTT[p], ping)
+				if err == nil && rep.Type == "result" {
+					excess[p] = append(excess[p], max(0, d-ping))
+				}
 			}
 			mu.Unlock()
 		}
@@ -726,8 +788,9 @@ func testFaultDeviceFlood(t *testing.T, name string) {
 	mu.Lock()
 	defer mu.Unlock()
 	for p, what := range []string{"before", "during"} {
-		t.Logf("%s the flood: steady device IQ round trip p50 %s p99 %s (%d); GET state p50 %s p99 %s (%d)", what,
+		t.Logf("%s the flood: steady device IQ round trip p50 %s p99 %s (%d); ping of iotgate p50 %s p99 %s (%d); GET state p50 %s p99 %s (%d)", what,
 			percentile(iqRTT[p], 0.5), percentile(iqRTT[p], 0.99), len(iqRTT[p]),
+			percentile(pingRTT[p], 0.5), percentile(pingRTT[p], 0.99), len(pingRTT[p]),
 			percentile(restRTT[p], 0.5), percentile(restRTT[p], 0.99), len(restRTT[p]))
 	}
 	t.Logf("steady device: sent %d, acknowledged %d, errors %v", iqSent, iqAcked, iqErrs)
@@ -737,11 +800,25 @@ func testFaultDeviceFlood(t *testing.T, name string) {
 	if len(iqRTT[flooding]) < 3 || len(restRTT[flooding]) < 10 {
 		t.Errorf("too few samples during the flood: %d IQs, %d GETs", len(iqRTT[flooding]), len(restRTT[flooding]))
 	}
-	// Loose: the flood shares the XMPP server and iotgate's one component
-	// stream with the steady device (a few hundred ms seen here, race
-	// build), and make test runs other packages' tests at the same time.
-	if p := percentile(iqRTT[flooding], 0.99); p > 2*time.Second {
-		t.Errorf("steady device IQ p99 during the flood = %s, want < 2s", p)
+	// The target (issue #11): one device's flood may make another's IQ
+	// p99 at most 3x what it was before, as far as iotgate's pipeline is
+	// concerned. The flood also slows the path every stanza shares (the
+	// XMPP server, the one component stream and its reader, the CPUs: 2
+	// here, for the flooder (a race build), the server, iotgate and
+	// PostgreSQL), which no queue in iotgate can take back: that growth,
+	// measured by the pings of iotgate sent with each reading, is allowed
+	// on top of 3x.
+	before, during := percentile(iqRTT[0], 0.99), percentile(iqRTT[flooding], 0.99)
+	shared := max(0, percentile(pingRTT[flooding], 0.99)-percentile(pingRTT[0], 0.99))
+	t.Logf("%s: steady IQ p99 %s before, %s during the flood (%.1fx); the pings' p99 grew by %s; limit 3 × %s + %s = %s; "+
+		"each reading's round trip beyond its ping's during the flood: p50 %s, p99 %s",
+		name, before, during, float64(during)/float64(before), shared, before, shared, 3*before+shared,
+		percentile(excess[flooding], 0.5), percentile(excess[flooding], 0.99))
+	if during > 3*before+shared {
+		t.Errorf("steady device IQ p99 during the flood = %s, want at most 3 × %s (before) + %s (the shared path's growth)", during, before, shared)
+	}
+	if len(excess[flooding]) < 5 {
+		t.Errorf("too few readings with pings during the flood: %d", len(excess[flooding]))
 	}
 	if p := percentile(restRTT[flooding], 0.99); p > time.Second {
 		t.Errorf("GET state p99 during the flood = %s, want < 1s", p)
