@@ -85,6 +85,12 @@ type ServiceConfig struct {
 	// Committers bounds the batches committed at once; default 2. A
 	// device's readings are in one of them at a time.
 	Committers int
+	// MessageLinger is how long message readings may wait to be
+	// committed together when no IQ reading waits (nobody waits for
+	// their answer); default 20ms. A trickle of messages (a flood that
+	// the rate limit thins out) then costs PostgreSQL a transaction per
+	// linger, not one per message.
+	MessageLinger time.Duration
 	// LookupTimeout bounds a device lookup in the store on a cache miss;
 	// default 5s.
 	LookupTimeout time.Duration
@@ -143,6 +149,8 @@ type Service struct {
 	// queueMu guards it and queued signals Run that it has some.
 	queueMu    sync.Mutex
 	queue      *fairQueue[*pendingReading]
+	iqQueued   int       // IQ readings in queue
+	firstAt    time.Time // when the queue last went from empty to not
 	queued     chan struct{}
 	strangers  *tokenBucket
 	rejections chan *Rejection
@@ -191,6 +199,9 @@ func NewService(store Store, schemas SchemaSource, cfg ServiceConfig) *Service {
 	}
 	if cfg.Committers <= 0 {
 		cfg.Committers = 2
+	}
+	if cfg.MessageLinger <= 0 {
+		cfg.MessageLinger = 20 * time.Millisecond
 	}
 	if cfg.LookupTimeout <= 0 {
 		cfg.LookupTimeout = 5 * time.Second
@@ -625,7 +636,13 @@ func (s *Service) Ingest(ctx context.Context, in IncomingReading, done func(erro
 		r.DeviceTime = &t
 	}
 	s.queueMu.Lock()
+	if s.queue.len() == 0 {
+		s.firstAt = time.Now()
+	}
 	_, err = s.queue.push(dev.JID, &pendingReading{r: r, done: done, via: in.Via, at: now}, len(r.XML)+len(r.Data))
+	if err == nil && in.Via == "iq" {
+		s.iqQueued++
+	}
 	s.queueMu.Unlock()
 	if err != nil {
 		s.count(func(st *IngestStats) { st.Dropped++ })
@@ -675,7 +692,24 @@ func (s *Service) take(batch []*pendingReading) ([]*pendingReading, []string) {
 			break
 		}
 	}
+	for _, p := range batch {
+		if p.via == "iq" {
+			s.iqQueued--
+		}
+	}
 	return batch, keys
+}
+
+// linger returns how long to wait before committing what is queued, so
+// that message readings trickling in share a transaction: none when an
+// IQ reading waits for its answer or a batch's worth is queued.
+func (s *Service) linger() time.Duration {
+	s.queueMu.Lock()
+	defer s.queueMu.Unlock()
+	if s.iqQueued > 0 || s.queue.len() >= s.cfg.MaxBatchPerDevice || s.queue.len() == 0 {
+		return 0
+	}
+	return max(0, s.cfg.MessageLinger-time.Since(s.firstAt))
 }
 
 // release returns devices taken into a batch to the queue's turn order,
@@ -725,6 +759,9 @@ func (s *Service) Run(ctx context.Context) {
 	go func() { defer wg.Done(); s.runRejections(ctx) }()
 	retry := time.NewTimer(time.Hour)
 	retry.Stop()
+	lingering := time.NewTimer(time.Hour)
+	lingering.Stop()
+	var lingerC <-chan time.Time
 	backoff := minRetry
 	type outcome struct {
 		keys []string
@@ -741,6 +778,8 @@ func (s *Service) Run(ctx context.Context) {
 		select {
 		case <-s.queued:
 		case <-retryC:
+		case <-lingerC:
+			lingerC = nil
 		case o := <-finished:
 			inflight--
 			s.release(o.keys)
@@ -751,6 +790,7 @@ func (s *Service) Run(ctx context.Context) {
 			}
 		case <-ctx.Done():
 			retry.Stop()
+			lingering.Stop()
 			s.closing.Store(true)
 			for ; inflight > 0; inflight-- {
 				s.release((<-finished).keys)
@@ -760,6 +800,17 @@ func (s *Service) Run(ctx context.Context) {
 			return
 		}
 		retry.Stop()
+		if d := s.linger(); d > 0 {
+			if lingerC == nil {
+				lingering.Reset(d)
+				lingerC = lingering.C
+			}
+			continue
+		}
+		if lingerC != nil {
+			lingering.Stop()
+			lingerC = nil
+		}
 		for inflight < s.cfg.Committers {
 			// Held readings go first: they are the oldest. Then group
 			// commit: whatever else is waiting. Under load a batch
