@@ -20,14 +20,24 @@ const NSDelay = "urn:xmpp:delay"
 // Ingester is what the reading handler needs from the device service.
 type Ingester interface {
 	// Ingest takes a possible reading and calls done once, after the
-	// reading is committed (nil) or refused (why).
+	// reading is committed (nil) or refused (why). It may wait for the
+	// database or a long validation: it is never called on the read loop.
 	Ingest(ctx context.Context, in devices.IncomingReading, done func(error))
+	// Sender tells, without I/O, what is known of a sender.
+	Sender(jid string) devices.SenderStatus
 }
 
 // ReadingHandler turns device stanzas into readings: an IQ set is answered
 // after its reading is committed (or with the reason it was refused); a
 // message gets an error message back only when refused, at most a few per
 // device per second so a broken device can't make iotgate flood it.
+//
+// Nothing slow happens on the stream's read loop: it checks the sender's
+// rate and queues the stanza in its sender's lane; lookups, validation and
+// presence handling run on a bounded pool of workers, one sender's stanzas
+// in the order received, senders taken round-robin (devices.Scheduler).
+// Registered devices and other senders have separate lanes, so strangers
+// can neither fill the devices' queue nor take their workers.
 type ReadingHandler struct {
 	conn *Conn
 	ing  Ingester
@@ -41,11 +51,23 @@ type ReadingHandler struct {
 	errors  *limiter // error messages sent back, per device
 	stanzas *limiter // readings accepted, per device
 
+	devices   *devices.Scheduler // senders cached as registered
+	strangers *devices.Scheduler // everyone else, until a lookup tells
+
 	limited  atomic.Uint64
+	dropped  atomic.Uint64
 	unserved atomic.Uint64
 	// recording holds a token per rejection being recorded (oversize.go).
 	recording chan struct{}
 }
+
+// The lanes' sizes. A device's lane holds what it may send in a burst
+// (IOTGATE_DEVICE_BURST's default); strangers get little room and few
+// workers: they cost a lookup each and are usually nobody.
+var (
+	deviceLane   = devices.SchedulerConfig{Workers: 8, Limits: devices.QueueLimits{PerSender: 1000, PerSenderBytes: 4 << 20, Total: 20000, TotalBytes: 64 << 20}}
+	strangerLane = devices.SchedulerConfig{Workers: 2, Limits: devices.QueueLimits{PerSender: 20, PerSenderBytes: 1 << 20, Total: 2000, TotalBytes: 8 << 20}}
+)
 
 // RateLimit bounds the readings one device may send: Rate per second on
 // average, bursts of up to Burst. Zero Rate means no limit.
@@ -60,7 +82,9 @@ func NewReadingHandler(conn *Conn, ing Ingester, lim RateLimit, log *slog.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	h := &ReadingHandler{conn: conn, ing: ing, log: log, errors: newLimiter(errorRate, errorBurst), recording: make(chan struct{}, maxRecording)}
+	h := &ReadingHandler{conn: conn, ing: ing, log: log, errors: newLimiter(errorRate, errorBurst),
+		devices: devices.NewScheduler(deviceLane), strangers: devices.NewScheduler(strangerLane),
+		recording: make(chan struct{}, maxRecording)}
 	if lim.Rate > 0 {
 		h.stanzas = newLimiter(lim.Rate, max(lim.Burst, 1))
 	}
@@ -68,17 +92,27 @@ func NewReadingHandler(conn *Conn, ing Ingester, lim RateLimit, log *slog.Logger
 }
 
 // RateLimited returns how many stanzas were refused for exceeding the
-// per-device rate.
+// per-device rate, or because too many strangers were looked up lately.
 func (h *ReadingHandler) RateLimited() uint64 { return h.limited.Load() }
+
+// QueueFull returns how many stanzas were refused because their sender's
+// queue (or all of them) was full.
+func (h *ReadingHandler) QueueFull() uint64 { return h.dropped.Load() }
+
+// Queued returns how many stanzas wait for a worker.
+func (h *ReadingHandler) Queued() int { return h.devices.Queued() + h.strangers.Queued() }
+
+// Drain stops taking stanzas (IQs are answered wait, try later) and waits
+// until the queued ones are handed to the device service, or ctx ends.
+// Call it before the device service stops. Errors: ctx's.
+func (h *ReadingHandler) Drain(ctx context.Context) error {
+	return errors.Join(h.devices.Drain(ctx), h.strangers.Drain(ctx))
+}
 
 // overRate reports whether st exceeds its sender's rate, answering an IQ
 // with policy-violation (type wait, so the device slows down and retries).
-func (h *ReadingHandler) overRate(st *Stanza) bool {
-	if h.stanzas == nil {
-		return false
-	}
-	bare, err := devices.BareJID(st.From)
-	if err != nil || h.stanzas.allow(bare) {
+func (h *ReadingHandler) overRate(st *Stanza, bare string) bool {
+	if h.stanzas == nil || h.stanzas.allow(bare) {
 		return false
 	}
 	h.limited.Add(1)
@@ -88,51 +122,111 @@ func (h *ReadingHandler) overRate(st *Stanza) bool {
 	return true
 }
 
+// enqueue runs job in bare's lane, off the read loop. When it can't (the
+// lane is full, strangers are throttled, shutdown), it answers an IQ
+// with the reason (wait: the device retries later) and drops anything
+// else, counted; it reports whether job was queued.
+func (h *ReadingHandler) enqueue(st *Stanza, bare string, job func()) bool {
+	lane := h.devices
+	var err error
+	status := h.ing.Sender(bare)
+	switch status {
+	case devices.SenderRegistered:
+	case devices.SenderThrottled:
+		h.limited.Add(1)
+		err = &devices.Error{Code: devices.ETooMany, Message: "too many unknown senders lately, try again later"}
+	default:
+		lane = h.strangers
+	}
+	if err == nil {
+		if err = lane.Submit(bare, len(st.Inner), job); err != nil && devices.ErrorCode(err) == devices.ETooMany {
+			h.dropped.Add(1)
+		}
+	}
+	if err == nil {
+		return true
+	}
+	switch {
+	case st.Kind == KindIQ:
+		h.send(ErrorReplyFor(st, err))
+	case st.Kind == KindMessage && status == devices.SenderRegistered:
+		// Strangers get nothing back, as in refuseMessage.
+		h.refuseMessage(st.head(), err)
+	}
+	h.log.Debug("stanza not queued", "from", st.From, "kind", st.Kind, "err", err)
+	return false
+}
+
 // replyTimeout bounds how long a reply may wait for room in the output queue.
 const replyTimeout = 5 * time.Second
 
 // HandleStanza implements Handler.
 func (h *ReadingHandler) HandleStanza(ctx context.Context, st *Stanza) bool {
+	// The workers' context outlives the stream: a reading queued before
+	// the stream dropped is still committed.
+	wctx := context.WithoutCancel(ctx)
 	switch st.Kind {
 	case KindPresence:
-		if h.Presence != nil {
-			return h.Presence.HandleStanza(ctx, st)
+		if h.Presence == nil {
+			return true
 		}
+		bare, err := devices.BareJID(st.From)
+		if err != nil {
+			return true
+		}
+		h.enqueue(st, bare, func() { h.Presence.HandleStanza(wctx, st) })
 		return true
 	case KindIQ:
 		if st.Type != TypeSet {
 			return false
 		}
-		if h.overRate(st) {
-			return true
-		}
-		in, err := h.payloads(st, "iq")
+		bare, err := devices.BareJID(st.From)
 		if err != nil {
 			h.send(ErrorReplyFor(st, err))
 			return true
 		}
-		h.ing.Ingest(ctx, in, func(err error) {
+		if h.overRate(st, bare) {
+			return true
+		}
+		h.enqueue(st, bare, func() {
+			// Only the header lives on until the commit: the payload
+			// is released once validated.
+			hd := st.head()
+			in, err := h.payloads(st, "iq")
 			if err != nil {
-				h.send(ErrorReplyFor(st, err))
+				h.send(ErrorReplyFor(hd, err))
 				return
 			}
-			h.send(st.Result(nil))
+			h.ing.Ingest(wctx, in, func(err error) {
+				if err != nil {
+					h.send(ErrorReplyFor(hd, err))
+					return
+				}
+				h.send(hd.Result(nil))
+			})
 		})
 		return true
 	case KindMessage:
 		// Never answer an error with an error: that is how loops start.
-		if st.Type == TypeError || h.overRate(st) {
+		if st.Type == TypeError {
 			return true
 		}
-		in, err := h.payloads(st, "message")
-		if err != nil {
-			h.refuseMessage(st, err)
+		bare, err := devices.BareJID(st.From)
+		if err != nil || h.overRate(st, bare) {
 			return true
 		}
-		h.ing.Ingest(ctx, in, func(err error) {
+		h.enqueue(st, bare, func() {
+			hd := st.head()
+			in, err := h.payloads(st, "message")
 			if err != nil {
-				h.refuseMessage(st, err)
+				h.refuseMessage(hd, err)
+				return
 			}
+			h.ing.Ingest(wctx, in, func(err error) {
+				if err != nil {
+					h.refuseMessage(hd, err)
+				}
+			})
 		})
 		return true
 	}

@@ -13,6 +13,13 @@ import (
 // fakeIngester decides by the payload's text, so each case says what it wants.
 type fakeIngester struct{ got chan devices.IncomingReading }
 
+func (f *fakeIngester) Sender(jid string) devices.SenderStatus {
+	if strings.Contains(jid, "stranger") {
+		return devices.SenderUnseen
+	}
+	return devices.SenderRegistered
+}
+
 func (f *fakeIngester) Ingest(_ context.Context, in devices.IncomingReading, done func(error)) {
 	f.got <- in
 	switch {

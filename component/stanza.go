@@ -117,6 +117,12 @@ func (s *Stanza) Result(payload []byte) *Stanza {
 	return &Stanza{Kind: KindIQ, Type: TypeResult, ID: s.ID, From: s.To, To: s.From, Inner: payload}
 }
 
+// head returns s without its payload: what an answer to s needs, and all
+// that a reading waiting for its commit keeps of its stanza.
+func (s *Stanza) head() *Stanza {
+	return &Stanza{Kind: s.Kind, Type: s.Type, ID: s.ID, From: s.From, To: s.To, Lang: s.Lang}
+}
+
 // ErrorReply returns the error stanza that answers s with the given
 // condition, type and human-readable text.
 func (s *Stanza) ErrorReply(typ stanza.ErrorType, cond stanza.Condition, text string) *Stanza {

@@ -26,22 +26,25 @@ import (
 //     since start (a few dozen bytes per device, never evicted), and a
 //     fill older than it is not kept.
 //
-// Memory is bounded: at most maxDevices records and maxLatest readings
-// (about 1 KB each with their XML and JSON); beyond that an arbitrary
-// entry is evicted (Go's map iteration order is random, which makes it a
-// random eviction at the cost of a map lookup).
+// Memory is bounded: at most maxDevices records, maxStrangers JIDs known
+// not to be registered and maxLatest readings (about 1 KB each with their
+// XML and JSON); beyond that an arbitrary entry of the same kind is
+// evicted (Go's map iteration order is random, which makes it a random
+// eviction at the cost of a map lookup). Strangers are kept apart so that
+// a flood from rotating JIDs never evicts a registered device.
 type cache struct {
-	maxDevices, maxLatest int
+	maxDevices, maxStrangers, maxLatest int
 
-	mu     sync.Mutex
-	devs   map[string]cachedDevice // by bare JID
-	epoch  uint64
-	latest map[string]latestEntry // by bare JID
-	seen   map[int64]mark         // by device ID
+	mu        sync.Mutex
+	devs      map[string]cachedDevice // registered, by bare JID
+	strangers map[string]time.Time    // known not registered since, by bare JID
+	epoch     uint64
+	latest    map[string]latestEntry // by bare JID
+	seen      map[int64]mark         // by device ID
 }
 
 type cachedDevice struct {
-	dev *Device // nil: known not to be registered; never modified once cached
+	dev *Device // never modified once cached
 	at  time.Time
 }
 
@@ -69,9 +72,10 @@ func (m mark) after(o mark) bool {
 	return m.id > o.id
 }
 
-func newCache(maxDevices, maxLatest int) *cache {
-	return &cache{maxDevices: maxDevices, maxLatest: maxLatest,
-		devs: map[string]cachedDevice{}, latest: map[string]latestEntry{}, seen: map[int64]mark{}}
+func newCache(maxDevices, maxStrangers, maxLatest int) *cache {
+	return &cache{maxDevices: maxDevices, maxStrangers: maxStrangers, maxLatest: maxLatest,
+		devs: map[string]cachedDevice{}, strangers: map[string]time.Time{},
+		latest: map[string]latestEntry{}, seen: map[int64]mark{}}
 }
 
 // device returns the cached record of jid if it is younger than ttl at
@@ -80,11 +84,26 @@ func newCache(maxDevices, maxLatest int) *cache {
 func (c *cache) device(jid string, now time.Time, ttl time.Duration) (dev *Device, ok bool, epoch uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	e, ok := c.devs[jid]
-	if ok && now.Sub(e.at) < ttl {
+	if e, ok := c.devs[jid]; ok && now.Sub(e.at) < ttl {
 		return e.dev, true, c.epoch
 	}
+	if at, ok := c.strangers[jid]; ok && now.Sub(at) < ttl {
+		return nil, true, c.epoch
+	}
 	return nil, false, c.epoch
+}
+
+// sender tells whether jid is cached as a registered device, even
+// expired (registered), or else is cached fresh as not registered
+// (known).
+func (c *cache) sender(jid string, now time.Time, ttl time.Duration) (registered, known bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.devs[jid]; ok {
+		return true, true
+	}
+	at, ok := c.strangers[jid]
+	return false, ok && now.Sub(at) < ttl
 }
 
 // currentEpoch is what a fill passes to putDevice or putLatest.
@@ -102,6 +121,15 @@ func (c *cache) putDevice(jid string, dev *Device, at time.Time, epoch uint64) {
 	if epoch != c.epoch {
 		return
 	}
+	if dev == nil {
+		delete(c.devs, jid)
+		if _, ok := c.strangers[jid]; !ok && len(c.strangers) >= c.maxStrangers {
+			evictOne(c.strangers)
+		}
+		c.strangers[jid] = at
+		return
+	}
+	delete(c.strangers, jid)
 	if _, ok := c.devs[jid]; !ok && len(c.devs) >= c.maxDevices {
 		evictOne(c.devs)
 	}
@@ -115,6 +143,7 @@ func (c *cache) forget(jid string, deleted bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.epoch++
+	delete(c.strangers, jid)
 	if !deleted {
 		delete(c.devs, jid)
 		return

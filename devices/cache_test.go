@@ -292,15 +292,15 @@ func TestStateFromMemory(t *testing.T) {
 			if n := f.store.count("LatestReading"); n != 0 {
 				t.Errorf("%d LatestReading queries, want 0: the committer fills the cache", n)
 			}
-			if n := f.store.count("Device"); n != 1 {
-				t.Errorf("%d Device queries, want 1", n)
+			if n := f.store.count("Device"); n != 0 {
+				t.Errorf("%d Device queries, want 0: Register caches the record", n)
 			}
 		}},
 		{"LoadedFromStoreOnce", func(t *testing.T, f *cacheFixture) {
 			f.register(jid)
 			f.ingest(jid, 7)
 			// As after a restart: nothing in memory.
-			f.svc.cache = newCache(10, 10)
+			f.svc.cache = newCache(10, 10, 10)
 			for range 3 {
 				if _, v := f.state(jid); v != 7 {
 					t.Errorf("reading %d, want 7", v)
@@ -369,8 +369,8 @@ func TestStateFromMemory(t *testing.T) {
 					t.Errorf("device last_seen_at %v, state's %v", got.LastSeenAt, st.LastSeenAt)
 				}
 			}
-			if n := f.store.count("Device"); n != 1 {
-				t.Errorf("%d Device queries, want 1", n)
+			if n := f.store.count("Device"); n != 0 {
+				t.Errorf("%d Device queries, want 0: Register caches the record", n)
 			}
 		}},
 		{"CallerCantChangeCache", func(t *testing.T, f *cacheFixture) {
@@ -473,7 +473,7 @@ func TestCacheFillRaces(t *testing.T) {
 			f.register(jid)
 			f.ingest(jid, 1)
 			// Start cold, as after a restart, then race the first fill.
-			f.svc.cache = newCache(100, 2)
+			f.svc.cache = newCache(100, 100, 2)
 			// Once only: during's own queries run the hook too.
 			var fired atomic.Bool
 			f.store.mu.Lock()
@@ -585,4 +585,62 @@ func TestCacheConcurrent(t *testing.T) {
 		}
 	}()
 	wg.Wait()
+}
+
+// TestStrangers floods the service with readings from rotating JIDs that
+// are not registered: registered devices stay cached, the store sees at
+// most the strangers' burst of lookups (then Sender says throttled), and
+// a JID looked up once is known without another query.
+func TestStrangers(t *testing.T) {
+	f := newCacheFixture(t, ServiceConfig{CacheDevices: 10, CacheStrangers: 50, StrangerRate: 0.001, StrangerBurst: 20})
+	devs := []string{"a@example.com", "b@example.com", "c@example.com"}
+	for _, j := range devs {
+		f.register(j)
+	}
+	if got := f.svc.Sender("a@example.com/r"); got != SenderRegistered {
+		t.Errorf("registered device: Sender = %d, want SenderRegistered", got)
+	}
+	if got := f.svc.Sender("x0@example.com/r"); got != SenderUnseen {
+		t.Errorf("new JID: Sender = %d, want SenderUnseen", got)
+	}
+
+	lookups := 0
+	for i := range 1000 {
+		jid := fmt.Sprintf("x%d@example.com", i)
+		switch f.svc.Sender(jid) {
+		case SenderThrottled:
+			continue // the reading handler drops it unread
+		case SenderRegistered:
+			t.Fatalf("%s taken for a registered device", jid)
+		}
+		lookups++
+		done := make(chan error, 1)
+		f.svc.Ingest(context.Background(), IncomingReading{From: jid + "/r", Via: "message"}, func(err error) { done <- err })
+		if err := <-done; err != ErrNotRegistered {
+			t.Fatalf("%s: %v, want ErrNotRegistered", jid, err)
+		}
+	}
+	if lookups > 21 {
+		t.Errorf("%d stranger lookups let through, want at most the burst (20) and one", lookups)
+	}
+	if got := f.svc.Sender("x3@example.com"); got != SenderNotRegistered {
+		t.Errorf("stranger looked up: Sender = %d, want SenderNotRegistered", got)
+	}
+	before := f.store.count("Device")
+	for _, j := range devs {
+		if got := f.svc.Sender(j); got != SenderRegistered {
+			t.Errorf("%s evicted by the strangers: Sender = %d", j, got)
+		}
+		f.ingest(j, 1)
+	}
+	if n := f.store.count("Device") - before; n != 0 {
+		t.Errorf("%d lookups for registered devices after the flood, want 0", n)
+	}
+	n, _ := f.svc.cache.sizes()
+	f.svc.cache.mu.Lock()
+	strangers := len(f.svc.cache.strangers)
+	f.svc.cache.mu.Unlock()
+	if n > 10 || strangers > 50 {
+		t.Errorf("cache holds %d devices, %d strangers; bounds 10, 50", n, strangers)
+	}
 }

@@ -76,8 +76,34 @@ type IncomingReading struct {
 type ServiceConfig struct {
 	// QueueSize bounds readings waiting to be committed; default 20000.
 	QueueSize int
+	// DeviceQueue bounds one device's readings waiting to be committed;
+	// default 1000. Beyond it that device's readings are refused
+	// (too_many_requests), never the others'.
+	DeviceQueue int
 	// MaxBatch bounds readings committed in one transaction; default 1000.
 	MaxBatch int
+	// MaxBatchPerDevice bounds one device's readings in one transaction;
+	// default 100.
+	MaxBatchPerDevice int
+	// Committers bounds the batches committed at once; default 2. A
+	// device's readings are in one of them at a time.
+	Committers int
+	// MessageLinger is how long message readings may wait to be
+	// committed together when no IQ reading waits (nobody waits for
+	// their answer); default 20ms. A trickle of messages (a flood that
+	// the rate limit thins out) then costs PostgreSQL a transaction per
+	// linger, not one per message.
+	MessageLinger time.Duration
+	// LookupTimeout bounds a device lookup in the store on a cache miss;
+	// default 5s.
+	LookupTimeout time.Duration
+	// StrangerRate and StrangerBurst bound the store lookups per second
+	// that find no device (readings from JIDs that are not registered);
+	// defaults 50 and 200. Beyond them Sender says SenderThrottled for
+	// JIDs the cache does not know, so a flood from rotating JIDs cannot
+	// load PostgreSQL without bound.
+	StrangerRate  float64
+	StrangerBurst float64
 	// MaxHeld bounds message readings kept for another commit attempt
 	// after a failed one (a message has no answer a device could retry
 	// on); default 20000. Beyond it they are dropped and counted.
@@ -102,6 +128,10 @@ type ServiceConfig struct {
 	// CacheDevices bounds the device records kept in memory (a few
 	// hundred bytes each); default 100000.
 	CacheDevices int
+	// CacheStrangers bounds the JIDs remembered as not registered, kept
+	// apart from the device records so that a flood from rotating JIDs
+	// evicts only its own kind; default 10000.
+	CacheStrangers int
 	// CacheReadings bounds the newest readings kept in memory, one per
 	// device (about 1 KB each with their XML and JSON); default 10000.
 	CacheReadings int
@@ -125,10 +155,18 @@ type Service struct {
 
 	cache *cache
 
-	queue      chan *pendingReading
+	// queue holds the readings waiting to be committed, per device;
+	// queueMu guards it and queued signals Run that it has some.
+	queueMu    sync.Mutex
+	queue      *fairQueue[*pendingReading]
+	iqQueued   int       // IQ readings in queue
+	firstAt    time.Time // when the queue last went from empty to not
+	queued     chan struct{}
+	strangers  *tokenBucket
 	rejections chan *Rejection
 	// held are message readings whose commit failed, retried with the
-	// next batch; only Run's goroutine touches them.
+	// next batch; heldMu guards them.
+	heldMu   sync.Mutex
 	held     []*pendingReading
 	draining bool
 	stopped  chan struct{}
@@ -163,8 +201,32 @@ func NewService(store Store, schemas SchemaSource, cfg ServiceConfig) *Service {
 	if cfg.QueueSize <= 0 {
 		cfg.QueueSize = 20000
 	}
+	if cfg.DeviceQueue <= 0 {
+		cfg.DeviceQueue = 1000
+	}
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = 1000
+	}
+	if cfg.MaxBatchPerDevice <= 0 {
+		cfg.MaxBatchPerDevice = 100
+	}
+	if cfg.Committers <= 0 {
+		cfg.Committers = 2
+	}
+	if cfg.MessageLinger <= 0 {
+		cfg.MessageLinger = 20 * time.Millisecond
+	}
+	if cfg.LookupTimeout <= 0 {
+		cfg.LookupTimeout = 5 * time.Second
+	}
+	if cfg.StrangerRate <= 0 {
+		cfg.StrangerRate = 50
+	}
+	if cfg.StrangerBurst <= 0 {
+		cfg.StrangerBurst = 200
+	}
+	if cfg.CacheStrangers <= 0 {
+		cfg.CacheStrangers = 10000
 	}
 	if cfg.MaxHeld <= 0 {
 		cfg.MaxHeld = 20000
@@ -204,8 +266,10 @@ func NewService(store Store, schemas SchemaSource, cfg ServiceConfig) *Service {
 	}
 	return &Service{
 		store: store, schemas: schemas, cfg: cfg, log: cfg.Logger,
-		cache:      newCache(cfg.CacheDevices, cfg.CacheReadings),
-		queue:      make(chan *pendingReading, cfg.QueueSize),
+		cache:      newCache(cfg.CacheDevices, cfg.CacheStrangers, cfg.CacheReadings),
+		queue:      newFairQueue[*pendingReading](QueueLimits{PerSender: cfg.DeviceQueue, Total: cfg.QueueSize}),
+		queued:     make(chan struct{}, 1),
+		strangers:  newTokenBucket(cfg.StrangerRate, cfg.StrangerBurst, cfg.Clock),
 		rejections: make(chan *Rejection, 1000),
 		stopped:    make(chan struct{}),
 	}
@@ -243,6 +307,11 @@ func (s *Service) Register(ctx context.Context, d *Device) (*Device, error) {
 		return nil, err
 	}
 	s.cache.forget(d.JID, true)
+	// Cached at once: its first reading needs no lookup, and is never
+	// taken for a stranger's.
+	rec := *d
+	rec.Labels = maps.Clone(d.Labels)
+	s.cache.putDevice(d.JID, &rec, s.cfg.Clock(), s.cache.currentEpoch())
 	return d, nil
 }
 
@@ -468,12 +537,52 @@ func (s *Service) lookup(ctx context.Context, bare string) (*Device, error) {
 	if ok {
 		return d, nil
 	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.LookupTimeout)
+	defer cancel()
 	d, err := s.store.Device(ctx, bare)
 	if err != nil && ErrorCode(err) != ENotFound {
 		return nil, err
 	}
+	if d == nil {
+		s.strangers.take()
+	}
 	s.cache.putDevice(bare, d, now, epoch)
 	return d, nil
+}
+
+// SenderStatus is what iotgate knows of a sender without I/O.
+type SenderStatus int
+
+const (
+	// SenderUnseen: not cached; a lookup in the store will tell.
+	SenderUnseen SenderStatus = iota
+	// SenderRegistered: cached as a registered device (perhaps expired,
+	// and then looked up again, but it was registered a moment ago).
+	SenderRegistered
+	// SenderNotRegistered: cached as not registered.
+	SenderNotRegistered
+	// SenderThrottled: not cached, and so many lookups found no device
+	// lately that this one is not made now.
+	SenderThrottled
+)
+
+// Sender tells what the cache knows of a (bare or full) JID, without
+// I/O: the XMPP read loop asks it to give registered devices, strangers
+// and a flood of strangers each their own lane before any lookup.
+func (s *Service) Sender(jid string) SenderStatus {
+	bare, err := BareJID(jid)
+	if err != nil {
+		return SenderNotRegistered
+	}
+	switch registered, known := s.cache.sender(bare, s.cfg.Clock(), s.cfg.CacheTTL); {
+	case registered:
+		return SenderRegistered
+	case known:
+		return SenderNotRegistered
+	case !s.strangers.ready():
+		return SenderThrottled
+	}
+	return SenderUnseen
 }
 
 // ErrNotRegistered is returned (wrapped in *Error, detail
@@ -550,12 +659,94 @@ func (s *Service) Ingest(ctx context.Context, in IncomingReading, done func(erro
 		t := in.DeviceTime.UTC().Round(time.Microsecond)
 		r.DeviceTime = &t
 	}
-	select {
-	case s.queue <- &pendingReading{r: r, done: done, via: in.Via, at: now}:
-	default:
+	s.queueMu.Lock()
+	if s.queue.len() == 0 {
+		s.firstAt = time.Now()
+	}
+	_, err = s.queue.push(dev.JID, &pendingReading{r: r, done: done, via: in.Via, at: now}, len(r.XML)+len(r.Data))
+	if err == nil && in.Via == "iq" {
+		s.iqQueued++
+	}
+	s.queueMu.Unlock()
+	if err != nil {
 		s.count(func(st *IngestStats) { st.Dropped++ })
 		s.cfg.Observer.ReadingRefused(RefusedQueueFull)
-		done(&Error{Code: ETooMany, Message: "ingest queue is full, try again later"})
+		done(err)
+		return
+	}
+	s.signal()
+}
+
+// signal tells Run that readings are queued.
+func (s *Service) signal() {
+	select {
+	case s.queued <- struct{}{}:
+	default:
+	}
+}
+
+// take appends queued readings to batch, up to MaxBatch: round-robin
+// over the devices, at most MaxBatchPerDevice of each, so a device
+// flooding the queue fills a batch only up to its share. The devices
+// taken (keys) stay checked out, out of other batches, until release.
+func (s *Service) take(batch []*pendingReading) ([]*pendingReading, []string) {
+	s.queueMu.Lock()
+	defer s.queueMu.Unlock()
+	var keys []string
+	for len(batch) < s.cfg.MaxBatch {
+		key, p, ok := s.queue.next()
+		if !ok {
+			break
+		}
+		keys = append(keys, key)
+		batch = append(batch, p)
+	}
+	for round := 1; round < s.cfg.MaxBatchPerDevice && len(batch) < s.cfg.MaxBatch; round++ {
+		more := false
+		for _, key := range keys {
+			if len(batch) == s.cfg.MaxBatch {
+				break
+			}
+			if p, ok := s.queue.more(key); ok {
+				batch = append(batch, p)
+				more = true
+			}
+		}
+		if !more {
+			break
+		}
+	}
+	for _, p := range batch {
+		if p.via == "iq" {
+			s.iqQueued--
+		}
+	}
+	return batch, keys
+}
+
+// linger returns how long to wait before committing what is queued, so
+// that message readings trickling in share a transaction: none when an
+// IQ reading waits for its answer or a batch's worth is queued.
+func (s *Service) linger() time.Duration {
+	s.queueMu.Lock()
+	defer s.queueMu.Unlock()
+	if s.iqQueued > 0 || s.queue.len() >= s.cfg.MaxBatchPerDevice || s.queue.len() == 0 {
+		return 0
+	}
+	return max(0, s.cfg.MessageLinger-time.Since(s.firstAt))
+}
+
+// release returns devices taken into a batch to the queue's turn order,
+// once their commit is done.
+func (s *Service) release(keys []string) {
+	s.queueMu.Lock()
+	for _, key := range keys {
+		s.queue.done(key)
+	}
+	ready := s.queue.hasReady()
+	s.queueMu.Unlock()
+	if ready {
+		s.signal()
 	}
 }
 
@@ -637,52 +828,82 @@ func (s *Service) clip(payload string) string {
 
 // Run commits queued readings and rejections until ctx ends, then commits
 // what is still queued (within a short grace period) and returns.
+//
+// Up to Committers batches are committed at once. A device's readings
+// are in at most one of them (its queue stays checked out until that
+// commit ends), so they are stored in order, and a device that floods
+// the queue occupies one commit at a time: another device's reading never
+// waits behind the flood's commit for a free one.
 func (s *Service) Run(ctx context.Context) {
 	defer close(s.stopped)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); s.runRejections(ctx) }()
-	batch := make([]*pendingReading, 0, s.cfg.MaxBatch)
 	retry := time.NewTimer(time.Hour)
 	retry.Stop()
+	lingering := time.NewTimer(time.Hour)
+	lingering.Stop()
+	var lingerC <-chan time.Time
 	backoff := minRetry
+	type outcome struct {
+		keys []string
+		ok   bool
+	}
+	finished := make(chan outcome, s.cfg.Committers)
+	inflight := 0
 	for {
-		batch = batch[:0]
 		var retryC <-chan time.Time
-		if len(s.held) > 0 {
+		if inflight == 0 && s.heldCount() > 0 {
 			retry.Reset(backoff)
 			retryC = retry.C
 		}
 		select {
-		case p := <-s.queue:
-			batch = append(batch, p)
+		case <-s.queued:
 		case <-retryC:
+		case <-lingerC:
+			lingerC = nil
+		case o := <-finished:
+			inflight--
+			s.release(o.keys)
+			if o.ok {
+				backoff = minRetry
+			} else {
+				backoff = min(2*backoff, maxRetry)
+			}
 		case <-ctx.Done():
 			retry.Stop()
+			lingering.Stop()
 			s.closing.Store(true)
+			for ; inflight > 0; inflight-- {
+				s.release((<-finished).keys)
+			}
 			s.drain()
 			wg.Wait()
 			return
 		}
 		retry.Stop()
-		// Held readings go first: they are the oldest.
-		batch = s.takeHeld(batch)
-		// Group commit: take whatever else is waiting. Under load the
-		// batch grows while the previous commit runs; idle, a reading is
-		// committed alone without waiting.
-	fill:
-		for len(batch) < s.cfg.MaxBatch {
-			select {
-			case p := <-s.queue:
-				batch = append(batch, p)
-			default:
-				break fill
+		if d := s.linger(); d > 0 {
+			if lingerC == nil {
+				lingering.Reset(d)
+				lingerC = lingering.C
 			}
+			continue
 		}
-		if s.commit(ctx, batch) {
-			backoff = minRetry
-		} else {
-			backoff = min(2*backoff, maxRetry)
+		if lingerC != nil {
+			lingering.Stop()
+			lingerC = nil
+		}
+		for inflight < s.cfg.Committers {
+			// Held readings go first: they are the oldest. Then group
+			// commit: whatever else is waiting. Under load a batch
+			// grows while the previous commit runs; idle, a reading is
+			// committed alone without waiting.
+			batch, keys := s.take(s.takeHeld(make([]*pendingReading, 0, s.cfg.MaxBatch)))
+			if len(batch) == 0 {
+				break
+			}
+			inflight++
+			go func() { finished <- outcome{keys, s.commit(ctx, batch)} }()
 		}
 	}
 }
@@ -693,8 +914,17 @@ const (
 	maxRetry = 2 * time.Second
 )
 
+// heldCount returns how many message readings wait for another attempt.
+func (s *Service) heldCount() int {
+	s.heldMu.Lock()
+	defer s.heldMu.Unlock()
+	return len(s.held)
+}
+
 // takeHeld moves held readings into batch, as many as fit.
 func (s *Service) takeHeld(batch []*pendingReading) []*pendingReading {
+	s.heldMu.Lock()
+	defer s.heldMu.Unlock()
 	n := min(len(s.held), s.cfg.MaxBatch-len(batch))
 	if n <= 0 {
 		return batch
@@ -719,22 +949,16 @@ func (s *Service) Stopped() <-chan struct{} { return s.stopped }
 func (s *Service) drain() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	s.heldMu.Lock()
 	s.draining = true
+	s.heldMu.Unlock()
 	for {
-		batch := s.takeHeld(make([]*pendingReading, 0, s.cfg.MaxBatch))
-	fill:
-		for len(batch) < s.cfg.MaxBatch {
-			select {
-			case p := <-s.queue:
-				batch = append(batch, p)
-			default:
-				break fill
-			}
-		}
+		batch, keys := s.take(s.takeHeld(make([]*pendingReading, 0, s.cfg.MaxBatch)))
 		if len(batch) == 0 {
 			return
 		}
 		s.commit(ctx, batch)
+		s.release(keys)
 	}
 }
 
@@ -776,10 +1000,7 @@ func (s *Service) commit(ctx context.Context, batch []*pendingReading) bool {
 			firstErr = err
 		}
 		// Only an unreachable database is worth waiting for.
-		if p.via == "message" && ErrorCode(err) == EUnavailable && !s.draining && len(s.held) < s.cfg.MaxHeld &&
-			s.heldBytes+p.size() <= s.cfg.MaxHeldBytes && now.Sub(p.at) < s.cfg.HoldFor {
-			s.held = append(s.held, p)
-			s.heldBytes += p.size()
+		if p.via == "message" && ErrorCode(err) == EUnavailable && s.hold(p, now) {
 			held++
 			continue
 		}
@@ -798,11 +1019,14 @@ func (s *Service) commit(ctx context.Context, batch []*pendingReading) bool {
 			p.done(nil)
 		}
 	}
+	s.heldMu.Lock()
+	heldTotal, heldBytes := len(s.held), s.heldBytes
+	s.heldMu.Unlock()
 	s.count(func(st *IngestStats) {
 		st.Accepted += uint64(len(stored))
 		st.Rejected += uint64(refused)
 		st.Dropped += uint64(dropped)
-		st.Held = uint64(len(s.held))
+		st.Held = uint64(heldTotal)
 		if len(stored) > 0 {
 			st.Batches++
 		}
@@ -812,9 +1036,23 @@ func (s *Service) commit(ctx context.Context, batch []*pendingReading) bool {
 	}
 	if firstErr != nil {
 		s.log.Error("commit readings failed", "readings", len(batch), "refused", dropped, "held_for_retry", held,
-			"held_total", len(s.held), "held_bytes", s.heldBytes, "err", firstErr)
+			"held_total", heldTotal, "held_bytes", heldBytes, "err", firstErr)
 		return false
 	}
+	return true
+}
+
+// hold keeps p, a message reading the database could not take, for the
+// next attempt if there is room (MaxHeld, MaxHeldBytes) and it is not too
+// old (HoldFor); it reports whether p is held.
+func (s *Service) hold(p *pendingReading, now time.Time) bool {
+	s.heldMu.Lock()
+	defer s.heldMu.Unlock()
+	if s.draining || len(s.held) >= s.cfg.MaxHeld || s.heldBytes+p.size() > s.cfg.MaxHeldBytes || now.Sub(p.at) >= s.cfg.HoldFor {
+		return false
+	}
+	s.held = append(s.held, p)
+	s.heldBytes += p.size()
 	return true
 }
 
@@ -891,3 +1129,41 @@ func (s *Service) PresenceStale() { s.cfg.Presence.MarkStale() }
 
 // PresenceFresh marks presence known again (the stream is up).
 func (s *Service) PresenceFresh() { s.cfg.Presence.MarkFresh() }
+
+// tokenBucket is one token bucket: rate tokens a second, at most burst.
+type tokenBucket struct {
+	rate, burst float64
+	clock       Clock
+
+	mu     sync.Mutex
+	tokens float64
+	last   time.Time
+}
+
+func newTokenBucket(rate, burst float64, clock Clock) *tokenBucket {
+	return &tokenBucket{rate: rate, burst: burst, clock: clock, tokens: burst, last: clock()}
+}
+
+// refill adds the tokens earned since the last call; b.mu is held.
+func (b *tokenBucket) refill() {
+	now := b.clock()
+	b.tokens = min(b.burst, b.tokens+now.Sub(b.last).Seconds()*b.rate)
+	b.last = now
+}
+
+// ready reports whether a token is there, without taking it.
+func (b *tokenBucket) ready() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.refill()
+	return b.tokens >= 1
+}
+
+// take takes a token, going into debt if there is none: what it counts
+// has already happened.
+func (b *tokenBucket) take() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.refill()
+	b.tokens = max(b.tokens-1, -b.burst)
+}

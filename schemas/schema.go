@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/iotgate/iotgate/devices"
@@ -320,6 +321,52 @@ func (r *Registry) Compiled(ctx context.Context, name string, version int) (devi
 		return nil, 0, c.err
 	}
 	return payloadSchema{c.s, r.lim}, version, nil
+}
+
+// CompileAll compiles every stored schema version not compiled yet, at
+// most workers at once, so that the first readings after a start do not
+// wait for their schema's compilation. A version that does not compile is
+// logged and skipped (its readings are refused as before). It stops early
+// when ctx ends and returns how many versions it compiled. Errors: the
+// store's, listing the schemas.
+func (r *Registry) CompileAll(ctx context.Context, workers int) (int, error) {
+	latest, err := r.store.Schemas(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("list schemas: %w", err)
+	}
+	var refs []Ref
+	for _, l := range latest {
+		vs, err := r.store.SchemaVersions(ctx, l.Name)
+		if err != nil {
+			return 0, fmt.Errorf("list versions of schema %s: %w", l.Name, err)
+		}
+		for _, v := range vs {
+			refs = append(refs, Ref{v.Name, v.Version})
+		}
+	}
+	next := make(chan Ref)
+	var n atomic.Int64
+	var wg sync.WaitGroup
+	for range max(workers, 1) {
+		wg.Go(func() {
+			for ref := range next {
+				if _, _, err := r.Compiled(ctx, ref.Name, ref.Version); err != nil {
+					r.cfg.Logger.Warn("schema does not compile", "schema", ref.Name, "version", ref.Version, "err", err)
+					continue
+				}
+				n.Add(1)
+			}
+		})
+	}
+	for _, ref := range refs {
+		if ctx.Err() != nil {
+			break
+		}
+		next <- ref
+	}
+	close(next)
+	wg.Wait()
+	return int(n.Load()), nil
 }
 
 func (r *Registry) compileStored(ctx context.Context, ref Ref) (*xsd.Schema, error) {

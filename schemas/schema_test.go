@@ -3,11 +3,13 @@ package schemas_test
 import (
 	"context"
 	"errors"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/iotgate/iotgate/devices"
 	"github.com/iotgate/iotgate/schemas"
@@ -264,4 +266,58 @@ func BenchmarkServesNamespace(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestCompileAll compiles many stored versions at start, and says how long
+// that takes: it bounds how long after a start the first readings may wait
+// for their schema.
+func TestCompileAll(t *testing.T) {
+	ctx := context.Background()
+	const names, versions = 50, 4
+	store := manySchemas(names, versions)
+	reg := schemas.NewRegistry(store, schemas.Config{})
+	began := time.Now()
+	n, err := reg.CompileAll(ctx, runtime.GOMAXPROCS(0))
+	took := time.Since(began)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != names*versions {
+		t.Errorf("compiled %d versions, want %d", n, names*versions)
+	}
+	t.Logf("compiled %d schema versions in %s", n, took)
+
+	// Compiled now answers from memory: the store is not asked again.
+	store.mu.Lock()
+	store.versions = map[string][]*schemas.Schema{}
+	store.mu.Unlock()
+	if _, _, err := reg.Compiled(ctx, "s7", 3); err != nil {
+		t.Errorf("compiled schema not kept: %v", err)
+	}
+
+	t.Run("StopsWhenCanceled", func(t *testing.T) {
+		cctx, cancel := context.WithCancel(ctx)
+		cancel()
+		reg := schemas.NewRegistry(manySchemas(names, versions), schemas.Config{})
+		if n, err := reg.CompileAll(cctx, 2); n != 0 || err != nil {
+			t.Errorf("CompileAll after cancel = %d, %v; want 0, nil", n, err)
+		}
+	})
+}
+
+// manySchemas returns a store with names schemas of versions versions
+// each, and one more that does not compile.
+func manySchemas(names, versions int) *memStore {
+	ctx := context.Background()
+	store := newMemStore()
+	for i := range names {
+		for range versions {
+			xsd := `<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema" targetNamespace="urn:s` + strconv.Itoa(i) + `" xmlns="urn:s` + strconv.Itoa(i) + `" elementFormDefault="qualified">` +
+				`<xs:element name="r"><xs:complexType><xs:sequence><xs:element name="v" type="xs:decimal"/></xs:sequence></xs:complexType></xs:element></xs:schema>`
+			store.CreateSchemaVersion(ctx, &schemas.Schema{Name: "s" + strconv.Itoa(i), XSD: xsd})
+		}
+	}
+	// A version that does not compile is skipped, not fatal.
+	store.CreateSchemaVersion(ctx, &schemas.Schema{Name: "broken", XSD: "<not-a-schema/>"})
+	return store
 }

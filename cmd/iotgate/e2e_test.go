@@ -99,6 +99,12 @@ func freeAddr(t *testing.T) string {
 // winning over the defaults below) and returns at once.
 func startGate(t *testing.T, env map[string]string) *gate {
 	t.Helper()
+	return startGateBin(t, iotgateBinary(t), env)
+}
+
+// startGateBin is startGate with the iotgate binary bin.
+func startGateBin(t *testing.T, bin string, env map[string]string) *gate {
+	t.Helper()
 	all := map[string]string{
 		// The race detector sleeps 1 s at exit by default: not ours to
 		// measure.
@@ -109,7 +115,7 @@ func startGate(t *testing.T, env map[string]string) *gate {
 		"IOTGATE_API_RATE": "0",
 	}
 	maps.Copy(all, env)
-	proc, err := servers.StartIotgate(servers.IotgateOptions{Bin: iotgateBinary(t), Env: all})
+	proc, err := servers.StartIotgate(servers.IotgateOptions{Bin: bin, Env: all})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,11 +4,13 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	_ "github.com/lib/pq" // the flood test's own commits
 
 	"github.com/iotgate/iotgate/internal/device"
 	"github.com/iotgate/iotgate/internal/servers"
@@ -598,6 +602,29 @@ func metricValue(t *testing.T, addr, name string) float64 {
 	return 0
 }
 
+var (
+	noRaceOnce sync.Once
+	noRaceBin  string
+	noRaceErr  error
+)
+
+// iotgateBinaryNoRace builds iotgate without the race detector, once.
+func iotgateBinaryNoRace(t *testing.T) string {
+	t.Helper()
+	noRaceOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "iotgate-e2e-norace-")
+		if err != nil {
+			noRaceErr = err
+			return
+		}
+		noRaceBin, noRaceErr = servers.BuildIotgate(context.Background(), dir, false)
+	})
+	if noRaceErr != nil {
+		t.Fatal(noRaceErr)
+	}
+	return noRaceBin
+}
+
 func TestE2EFaultDeviceFlood(t *testing.T) {
 	forEachXMPPServer(t, testFaultDeviceFlood)
 }
@@ -605,15 +632,24 @@ func TestE2EFaultDeviceFlood(t *testing.T) {
 // testFaultDeviceFlood floods iotgate with message readings from one
 // device while another sends IQ readings at a modest pace and a client
 // polls its state, and compares the latencies before and during the flood.
+// A third client pings iotgate itself (answered by the stream's reader,
+// before any queue): that measures what every stanza shares with the
+// flood (the XMPP server, the one component stream, the CPUs) and
+// iotgate's pipeline can't help.
 func testFaultDeviceFlood(t *testing.T, name string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	e := newCommandsEnv(t, ctx, name)
-	// Again, with the metrics endpoint.
+	// Again, with the metrics endpoint, and built without the race
+	// detector: this test measures latencies, and under the detector
+	// iotgate's Go code runs 10-20 times slower (encoding/xml: 100 µs a
+	// stanza instead of 5), so that on a small machine the flood would
+	// mostly measure the detector's CPU use starving the XMPP server and
+	// PostgreSQL. Every other test runs the race build.
 	metricsAddr := freeAddr(t)
 	e.env["IOTGATE_METRICS_ADDR"] = metricsAddr
 	e.g.stop()
-	e.g = startGate(t, e.env)
+	e.g = startGateBin(t, iotgateBinaryNoRace(t), e.env)
 	e.g.waitReady(200, 30*time.Second, nil)
 	g := e.g
 
@@ -628,6 +664,20 @@ func testFaultDeviceFlood(t *testing.T, name string) {
 		return c
 	}
 	flooder, other := dial(flooderJID), dial(otherJID)
+	// The prober pings iotgate on a session of its own: on the steady
+	// device's, its IQs would share (and slow) that device's writes.
+	servers.RegisterUserForTest(t, e.xs, "prober", "pw-prober")
+	prober := dial("prober@" + e.xs.Domain())
+	// And the database every reading's commit shares: a one-row commit
+	// of the test's own, alongside each reading.
+	db, err := sql.Open("postgres", e.pg.DSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if _, err := db.ExecContext(ctx, `CREATE TABLE flood_probe (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now())`); err != nil {
+		t.Fatal(err)
+	}
 
 	const (
 		phase     = 2 * time.Second
@@ -641,12 +691,18 @@ func testFaultDeviceFlood(t *testing.T, name string) {
 	var mu sync.Mutex
 	iqRTT := [nPhases][]time.Duration{}
 	restRTT := [nPhases][]time.Duration{}
+	pingRTT := [nPhases][]time.Duration{}
+	dbRTT := [nPhases][]time.Duration{}
 	iqErrs := map[string]int{}
 	iqSent, iqAcked := 0, 0
+	// excess[p] is, for each reading, how much longer than a ping of
+	// iotgate sent at the same moment it took: what iotgate's pipeline
+	// (queues, validation, commit) added to the path they share.
+	excess := [nPhases][]time.Duration{}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { // the steady device
+	go func() { // the steady device, and the prober alongside
 		defer wg.Done()
 		for seq := 1; ; seq++ {
 			select {
@@ -655,9 +711,27 @@ func testFaultDeviceFlood(t *testing.T, name string) {
 			case <-time.After(pace):
 			}
 			p := phaseNow.Load()
+			var ping, commit time.Duration
+			pinged, committed := make(chan error, 1), make(chan error, 1)
+			go func() {
+				t0 := time.Now()
+				_, err := db.ExecContext(ctx, `INSERT INTO flood_probe DEFAULT VALUES`)
+				commit = time.Since(t0)
+				committed <- err
+			}()
+			go func() {
+				t0 := time.Now()
+				rep, err := prober.SendIQ(ctx, "get", e2eDomain, `<ping xmlns="urn:xmpp:ping"/>`)
+				ping = time.Since(t0)
+				if err == nil && rep.Type != "result" {
+					err = fmt.Errorf("answer %s %s", rep.Type, rep.Condition)
+				}
+				pinged <- err
+			}()
 			t0 := time.Now()
 			rep, err := other.SendIQ(ctx, "set", e2eDomain, `<reading xmlns="urn:example:thermostat" seq="`+strconv.Itoa(seq)+`"><temperature>19.5</temperature><mode>heat</mode></reading>`)
 			d := time.Since(t0)
+			perr, cerr := <-pinged, <-committed
 			mu.Lock()
 			iqSent++
 			switch {
@@ -668,6 +742,19 @@ func testFaultDeviceFlood(t *testing.T, name string) {
 				iqRTT[p] = append(iqRTT[p], d)
 			default:
 				iqErrs[string(rep.ErrorType)+"/"+string(rep.Condition)]++
+			}
+			if cerr != nil {
+				iqErrs["database: "+cerr.Error()]++
+			} else {
+				dbRTT[p] = append(dbRTT[p], commit)
+			}
+			if perr != nil {
+				iqErrs["ping: "+perr.Error()]++
+			} else {
+				pingRTT[p] = append(pingRTT[p], ping)
+				if err == nil && rep.Type == "result" {
+					excess[p] = append(excess[p], max(0, d-ping))
+				}
 			}
 			mu.Unlock()
 		}
@@ -726,8 +813,10 @@ func testFaultDeviceFlood(t *testing.T, name string) {
 	mu.Lock()
 	defer mu.Unlock()
 	for p, what := range []string{"before", "during"} {
-		t.Logf("%s the flood: steady device IQ round trip p50 %s p99 %s (%d); GET state p50 %s p99 %s (%d)", what,
+		t.Logf("%s the flood: steady device IQ round trip p50 %s p99 %s (%d); ping of iotgate p50 %s p99 %s; one-row commit p50 %s p99 %s; GET state p50 %s p99 %s (%d)", what,
 			percentile(iqRTT[p], 0.5), percentile(iqRTT[p], 0.99), len(iqRTT[p]),
+			percentile(pingRTT[p], 0.5), percentile(pingRTT[p], 0.99),
+			percentile(dbRTT[p], 0.5), percentile(dbRTT[p], 0.99),
 			percentile(restRTT[p], 0.5), percentile(restRTT[p], 0.99), len(restRTT[p]))
 	}
 	t.Logf("steady device: sent %d, acknowledged %d, errors %v", iqSent, iqAcked, iqErrs)
@@ -737,11 +826,39 @@ func testFaultDeviceFlood(t *testing.T, name string) {
 	if len(iqRTT[flooding]) < 3 || len(restRTT[flooding]) < 10 {
 		t.Errorf("too few samples during the flood: %d IQs, %d GETs", len(iqRTT[flooding]), len(restRTT[flooding]))
 	}
-	// Loose: the flood shares the XMPP server and iotgate's one component
-	// stream with the steady device (a few hundred ms seen here, race
-	// build), and make test runs other packages' tests at the same time.
-	if p := percentile(iqRTT[flooding], 0.99); p > 2*time.Second {
-		t.Errorf("steady device IQ p99 during the flood = %s, want < 2s", p)
+	// The target (issue #11): one device's flood may make another's IQ
+	// p99 at most 3x what it was before, as far as iotgate's pipeline is
+	// concerned. The flood also slows what every reading shares: the
+	// XMPP server, the one component stream and its reader, PostgreSQL,
+	// and the CPUs under them all (2 here, with the flooder, a race
+	// build, on them too), which no queue in iotgate can take back. That
+	// growth, measured by a ping of iotgate and a one-row commit sent
+	// with each reading, is allowed on top of 3x.
+	//
+	// Floor: on this machine (2 CPUs shared with other work) single
+	// stalls of 50-130 ms of the XMPP server or PostgreSQL, which the
+	// probes sent alongside don't always catch, make one sample of the
+	// few dozen taken during the flood (and so the p99) miss the target
+	// in about one run of three; the limit is never below floodFloor. The
+	// figures are logged either way.
+	growth := func(ds [nPhases][]time.Duration) time.Duration {
+		return max(0, percentile(ds[flooding], 0.99)-percentile(ds[0], 0.99))
+	}
+	before, during := percentile(iqRTT[0], 0.99), percentile(iqRTT[flooding], 0.99)
+	shared := growth(pingRTT) + growth(dbRTT)
+	t.Logf("%s: steady IQ p99 %s before, %s during the flood (%.1fx); the shared path's p99 grew by %s (pings %s, commits %s); limit 3 × %s + %s = %s; "+
+		"each reading's round trip beyond its ping's during the flood: p50 %s, p99 %s",
+		name, before, during, float64(during)/float64(before), shared, growth(pingRTT), growth(dbRTT), before, shared, 3*before+shared,
+		percentile(excess[flooding], 0.5), percentile(excess[flooding], 0.99))
+	const floodFloor = 150 * time.Millisecond
+	if during > 3*before+shared {
+		t.Logf("%s: target missed: p99 %s > %s; the floor is %s", name, during, 3*before+shared, floodFloor)
+	}
+	if limit := max(3*before+shared, floodFloor); during > limit {
+		t.Errorf("steady device IQ p99 during the flood = %s, want at most max(3 × %s (before) + %s (the shared path's growth), %s)", during, before, shared, floodFloor)
+	}
+	if len(excess[flooding]) < 5 {
+		t.Errorf("too few readings with pings during the flood: %d", len(excess[flooding]))
 	}
 	if p := percentile(restRTT[flooding], 0.99); p > time.Second {
 		t.Errorf("GET state p99 during the flood = %s, want < 1s", p)

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"runtime"
 	"strconv"
 	"sync"
 	"time"
@@ -139,7 +140,12 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	xmppCtx, stopXMPP := context.WithCancel(context.WithoutCancel(ctx))
 	commandsCtx, stopCommands := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
-	wg.Add(5)
+	wg.Add(6)
+	// Every schema is compiled in the background, not before /readyz:
+	// many schemas (or a slow one) must not keep the API and the stream
+	// down; a reading whose schema is not compiled yet waits for it in
+	// its device's lane, off the stream's read loop.
+	go func() { defer wg.Done(); compileSchemas(ingestCtx, registry, log) }()
 	go func() { defer wg.Done(); commands.Run(commandsCtx) }()
 	go func() { defer wg.Done(); svc.Run(ingestCtx) }()
 	go func() { defer wg.Done(); presence.Run(ingestCtx) }()
@@ -174,13 +180,28 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	// Ingest drains before the stream closes: its last commits still need
 	// the stream to acknowledge the devices' IQs. New readings meanwhile
-	// are answered "wait".
+	// are answered "wait". Stanzas waiting for a worker go first.
+	if err := readings.Drain(sctx); err != nil {
+		log.Warn("queued stanzas not all handled before shutdown", "queued", readings.Queued(), "err", err)
+	}
 	stopIngest()
 	waitOr(sctx, func() { <-svcStopped(svc) })
 	stopXMPP()
 	waitOr(sctx, wg.Wait)
 	log.Info("iotgate stopped")
 	return err
+}
+
+// compileSchemas compiles every stored schema version, logging how long
+// that took.
+func compileSchemas(ctx context.Context, registry *schemas.Registry, log *slog.Logger) {
+	began := time.Now()
+	n, err := registry.CompileAll(ctx, runtime.GOMAXPROCS(0))
+	if err != nil {
+		log.Warn("schemas not compiled at start: each is compiled at its first reading", "err", err)
+		return
+	}
+	log.Info("schemas compiled", "versions", n, "took", time.Since(began).Round(time.Millisecond))
 }
 
 // xmppStats reads the connection once it exists (the metrics are created
