@@ -1,11 +1,11 @@
 # iotgate's entry points. On a fresh Debian 12 machine `make test` and
 # `make dev` install what is missing themselves (scripts/deps.sh).
 #
-#   make test    vet, check docs/, run every test (integration tests start
+#   make test    vet, check api/openapi/, run every test (integration tests start
 #                real PostgreSQL, Prosody and ejabberd on 127.0.0.1)
 #   make dev     run iotgate with a throwaway PostgreSQL and Prosody
 #   make build   build the commands into bin/
-#   make docs    regenerate the OpenAPI description in docs/
+#   make docs    regenerate the OpenAPI description in api/openapi/
 #   make fuzz    run each fuzz target for FUZZTIME
 #   make bench   measure iotgate on this machine (cmd/iotgate-bench; the
 #                table goes to stdout, progress to stderr; ~10 minutes)
@@ -38,10 +38,16 @@ DEV_ARGS ?=
 # or BENCH_ARGS='-scenarios ingest,reads -runs 5'.
 BENCH_ARGS ?=
 
-# How swag generates docs/ from the annotations in api/. Keep it in step
-# with the command in api/doc.go (the api package owns it); the output
-# directory is added by the targets.
-SWAG_ARGS ?= --generalInfo doc.go --dir ./api --outputTypes go,json,yaml --parseDependencyLevel 1 --parseInternal=false
+# Where the generated OpenAPI description lives: a package of its own
+# beside the api package that owns its annotations and serves it, so that
+# docs/ holds only hand-written pages. swag names the Go package after the
+# output directory's last element (openapi).
+SWAG_DIR := api/openapi
+# How swag generates $(SWAG_DIR) from the annotations in api/. Keep it in
+# step with the command in api/doc.go (the api package owns it); the output
+# directory is added by the targets. swag walks ./api recursively, so its
+# own output is excluded from its input.
+SWAG_ARGS ?= --generalInfo doc.go --dir ./api --exclude ./$(SWAG_DIR) --outputTypes go,json,yaml --parseDependencyLevel 1 --parseInternal=false
 # The files swag writes, which docs-check compares.
 SWAG_FILES := docs.go swagger.json swagger.yaml
 
@@ -67,26 +73,27 @@ test: deps
 	@echo "==> make test: all passed"
 
 docs:
-	$(GO) tool swag init $(SWAG_ARGS) --output docs
+	$(GO) tool swag init $(SWAG_ARGS) --output $(SWAG_DIR)
 
-# Regenerates docs/ into a temporary directory and fails if it differs
-# from the committed one. The directory is named docs because swag names
-# the Go package after it.
+# Regenerates $(SWAG_DIR) into a temporary directory and fails if it
+# differs from the committed one. The temporary directory has the same last
+# element, because swag names the Go package after it.
 docs-check:
 	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
-	if ! $(GO) tool swag init $(SWAG_ARGS) --output "$$tmp/docs" >"$$tmp/swag.log" 2>&1; then \
+	out="$$tmp/$(notdir $(SWAG_DIR))"; \
+	if ! $(GO) tool swag init $(SWAG_ARGS) --output "$$out" >"$$tmp/swag.log" 2>&1; then \
 		cat "$$tmp/swag.log" >&2; echo "docs-check: swag init failed" >&2; exit 1; \
 	fi; \
 	stale=0; \
 	for f in $(SWAG_FILES); do \
-		if ! cmp -s "docs/$$f" "$$tmp/docs/$$f"; then \
-			stale=1; diff -u "docs/$$f" "$$tmp/docs/$$f" | head -n 40 || true; \
+		if ! cmp -s "$(SWAG_DIR)/$$f" "$$out/$$f"; then \
+			stale=1; diff -u "$(SWAG_DIR)/$$f" "$$out/$$f" | head -n 40 || true; \
 		fi; \
 	done; \
 	if [ $$stale -ne 0 ]; then \
-		echo "docs-check: docs/ is stale: run 'make docs' and commit docs/" >&2; exit 1; \
+		echo "docs-check: $(SWAG_DIR)/ is stale: run 'make docs' and commit $(SWAG_DIR)/" >&2; exit 1; \
 	fi; \
-	echo "docs-check: docs/ is up to date"
+	echo "docs-check: $(SWAG_DIR)/ is up to date"
 
 # Lists the fuzz targets of every package (go test -list prints their names,
 # then "ok <package>"), and fuzzes each for FUZZTIME.

@@ -15,8 +15,8 @@ import (
 
 	"github.com/iotgate/iotgate/api/auth"
 
-	// The generated OpenAPI description registers itself with swag.
-	_ "github.com/iotgate/iotgate/docs"
+	// The generated OpenAPI description (make docs) registers itself with swag.
+	_ "github.com/iotgate/iotgate/api/openapi"
 )
 
 // Defaults for the zero values of Config.
