@@ -11,7 +11,7 @@
 // The stream protocol is small enough that it is implemented here on
 // encoding/xml rather than on a general XMPP library: iotgate needs control
 // over deadlines, queueing and reply matching that the libraries we studied
-// don't give (see the README's design section). JIDs are handled with
+// don't give (see docs/design.md). JIDs are handled with
 // mellium.im/xmpp/jid and stanza error conditions with mellium.im/xmpp/stanza.
 package component
 

@@ -10,12 +10,12 @@ import (
 // JID, and the newest reading of recently read or active devices.
 //
 // It is right only because iotgate is the one writer of devices and
-// readings of its domain (one instance per component domain, see the
-// README): every write goes through the Service, which invalidates device
-// records after Register, Update and Delete, and hands every committed
-// batch of readings to committed. Device records also expire after the
-// service's CacheTTL, as a bound on what a change made behind iotgate's
-// back (by hand, in SQL) can hide.
+// readings of its domain (one instance per component domain, see
+// docs/xmpp-servers.md): every write goes through the Service, which
+// invalidates device records after Register, Update and Delete, and hands
+// every committed batch of readings to committed. Device records also
+// expire after the service's CacheTTL, as a bound on what a change made
+// behind iotgate's back (by hand, in SQL) can hide.
 //
 // Two races are closed here rather than by the callers:
 //   - a fill (a record or reading read from the store on a miss) that

@@ -41,7 +41,7 @@ import (
 )
 
 // DevAdminToken is the admin API token of `make dev` unless
-// IOTGATE_DEV_ADMIN_TOKEN says otherwise. It is fixed so that the README's
+// IOTGATE_DEV_ADMIN_TOKEN says otherwise. It is fixed so that the docs'
 // example commands work as they are; the dev servers listen on 127.0.0.1
 // only and are thrown away.
 const DevAdminToken = "iotg_dev-admin-token-for-make-dev-only"
