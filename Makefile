@@ -8,7 +8,7 @@
 #   make docs    regenerate the OpenAPI description in api/openapi/
 #   make fuzz    run each fuzz target for FUZZTIME
 #   make bench   measure iotgate on this machine (cmd/iotgate-bench; the
-#                table goes to stdout, progress to stderr; ~10 minutes)
+#                table goes to stdout, progress to stderr; ~6 minutes)
 #   make clean   remove bin/ and the dev runner's state (.dev/)
 
 SHELL := /bin/bash
