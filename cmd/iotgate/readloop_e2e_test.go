@@ -27,20 +27,27 @@ import (
 
 // newReadLoopEnv starts PostgreSQL, the XMPP server with iotgate's
 // component and the extra ones given, and iotgate with its metrics
-// endpoint, whose address it returns.
-func newReadLoopEnv(t *testing.T, ctx context.Context, name string, extra map[string]string) (*commandsEnv, string) {
+// endpoint, whose address it returns, with extra settings given as
+// name, value pairs.
+func newReadLoopEnv(t *testing.T, ctx context.Context, name string, extra map[string]string, settings ...string) (*commandsEnv, string) {
 	t.Helper()
 	comps := map[string]string{e2eDomain: e2eSecret}
 	for d, s := range extra {
 		comps[d] = s
 	}
 	e := &commandsEnv{t: t, ctx: ctx, pg: servers.PostgresForTest(t)}
-	e.xs = servers.XMPPForTest(t, name, servers.XMPPOptions{Components: comps})
+	// ejabberd gives a component connection every domain of its
+	// listener: on a shared one, the second component would take
+	// iotgate's stanzas too. A listener each, then.
+	e.xs = servers.XMPPForTest(t, name, servers.XMPPOptions{Components: comps, SeparateComponentListeners: len(extra) > 0})
 	metricsAddr := freeAddr(t)
 	e.env = map[string]string{
 		"IOTGATE_XMPP_ADDR": e.xs.ComponentAddrOf(e2eDomain), "IOTGATE_DOMAIN": e2eDomain,
 		"IOTGATE_SECRET": e2eSecret, "IOTGATE_DATABASE_URL": e.pg.DSN(),
 		"IOTGATE_METRICS_ADDR": metricsAddr,
+	}
+	for i := 0; i+1 < len(settings); i += 2 {
+		e.env[settings[i]] = settings[i+1]
 	}
 	e.g = startGate(t, e.env)
 	e.g.waitReady(200, 30*time.Second, nil)
@@ -62,13 +69,24 @@ func (e *commandsEnv) dialDevice(jid string) *device.Client {
 	return c
 }
 
+// prober logs in a user who is no device, to ping iotgate.
+func (e *commandsEnv) prober() *device.Client {
+	e.t.Helper()
+	servers.RegisterUserForTest(e.t, e.xs, "prober", "pw-prober")
+	return e.dialDevice("prober@" + e.xs.Domain())
+}
+
 // steadyWatch is a device sending an IQ reading every 20 ms and a poller
 // of /readyz every 25 ms, both until stop; RTTs are kept by phase (0
-// before the trouble, 1 during).
+// before the trouble, 1 during). Alongside each reading, a client of its
+// own pings iotgate (answered by the stream's reader, before any lane):
+// that measures what every stanza shares with the trouble (the XMPP
+// server, the one component stream, the CPUs), which no lane helps.
 type steadyWatch struct {
 	phase    atomic.Int32
 	mu       sync.Mutex
 	rtt      [2][]time.Duration
+	ping     [2][]time.Duration
 	sent     int
 	acked    int
 	errs     map[string]int
@@ -77,7 +95,7 @@ type steadyWatch struct {
 	wg       sync.WaitGroup
 }
 
-func startSteadyWatch(ctx context.Context, g *gate, c *device.Client) *steadyWatch {
+func startSteadyWatch(ctx context.Context, g *gate, c, prober *device.Client) *steadyWatch {
 	w := &steadyWatch{errs: map[string]int{}, stop: make(chan struct{})}
 	w.wg.Add(2)
 	go func() {
@@ -89,10 +107,27 @@ func startSteadyWatch(ctx context.Context, g *gate, c *device.Client) *steadyWat
 			case <-time.After(20 * time.Millisecond):
 			}
 			p := w.phase.Load()
+			var ping time.Duration
+			pinged := make(chan error, 1)
+			go func() {
+				t0 := time.Now()
+				rep, err := prober.SendIQ(ctx, "get", e2eDomain, `<ping xmlns="urn:xmpp:ping"/>`)
+				ping = time.Since(t0)
+				if err == nil && rep.Type != "result" {
+					err = fmt.Errorf("answer %s %s", rep.Type, rep.Condition)
+				}
+				pinged <- err
+			}()
 			t0 := time.Now()
 			rep, err := c.SendIQ(ctx, "set", e2eDomain, `<reading xmlns="urn:example:thermostat" seq="`+strconv.Itoa(seq)+`"><temperature>19.5</temperature><mode>heat</mode></reading>`)
 			d := time.Since(t0)
+			perr := <-pinged
 			w.mu.Lock()
+			if perr != nil {
+				w.errs["ping: "+perr.Error()]++
+			} else {
+				w.ping[p] = append(w.ping[p], ping)
+			}
 			w.sent++
 			switch {
 			case err != nil:
@@ -130,17 +165,21 @@ func (w *steadyWatch) halt() {
 	w.wg.Wait()
 }
 
-// check asserts that every reading of the steady device was acknowledged,
-// that enough were sent in each phase and that /readyz stayed 200, and
-// returns the p99 before and during.
-func (w *steadyWatch) check(t *testing.T, name string) (before, during time.Duration) {
+// check asserts that every reading of the steady device (and every ping)
+// was acknowledged, that enough were sent in each phase and that /readyz
+// stayed 200, and returns the readings' p99 before and during, and how
+// much the pings' p99 grew.
+func (w *steadyWatch) check(t *testing.T, name string) (before, during, pingGrowth time.Duration) {
 	t.Helper()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	before, during = percentile(w.rtt[0], 0.99), percentile(w.rtt[1], 0.99)
-	t.Logf("%s: steady device: sent %d, acknowledged %d, errors %v; IQ round trip before: p50 %s p99 %s (%d), during: p50 %s p99 %s (%d); /readyz not 200: %d times",
+	pingGrowth = max(0, percentile(w.ping[1], 0.99)-percentile(w.ping[0], 0.99))
+	t.Logf("%s: steady device: sent %d, acknowledged %d, errors %v; IQ round trip before: p50 %s p99 %s (%d), during: p50 %s p99 %s (%d); "+
+		"ping of iotgate before: p50 %s p99 %s, during: p50 %s p99 %s; /readyz not 200: %d times",
 		name, w.sent, w.acked, w.errs, percentile(w.rtt[0], 0.5), before, len(w.rtt[0]),
-		percentile(w.rtt[1], 0.5), during, len(w.rtt[1]), w.notReady)
+		percentile(w.rtt[1], 0.5), during, len(w.rtt[1]),
+		percentile(w.ping[0], 0.5), percentile(w.ping[0], 0.99), percentile(w.ping[1], 0.5), percentile(w.ping[1], 0.99), w.notReady)
 	if w.acked != w.sent || len(w.errs) > 0 {
 		t.Errorf("steady device: %d of %d readings acknowledged (errors %v), want all", w.acked, w.sent, w.errs)
 	}
@@ -150,7 +189,7 @@ func (w *steadyWatch) check(t *testing.T, name string) (before, during time.Dura
 	if w.notReady != 0 {
 		t.Errorf("/readyz not 200 %d times, want always 200", w.notReady)
 	}
-	return before, during
+	return before, during, pingGrowth
 }
 
 // slowXSD is a schema whose xs:pattern the registration probe accepts
@@ -158,20 +197,22 @@ func (w *steadyWatch) check(t *testing.T, name string) (before, during time.Dura
 // but that libxml2's backtracking matcher takes time of the fourth power
 // of the length on: about 140 ms on a value of the default
 // IOTGATE_MAX_PATTERN_VALUE (256 characters) that fails at its last
-// character, and a reading may hold four of them (the default
-// IOTGATE_MAX_PATTERN_TOTAL, 1024). That is the slowest reading we know
-// a registered schema to cost within the default limits. ((abc|abcabc)*d
+// character, and the default IOTGATE_MAX_PATTERN_TOTAL (1024) lets a
+// reading hold four of them: the slowest reading we know a registered
+// schema to cost within the default limits. The test doubles the total
+// (eight values) so that a slow reading costs well above this machine's
+// noise (0.6-0.8 s). ((abc|abcabc)*d
 // would be slower, but libxml2 gives up on it at its push budget, and
 // the reading is answered wait/internal-server-error: see the report of
 // issue #11 part 3a.)
 const slowXSD = `<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema" targetNamespace="urn:example:slow" xmlns="urn:example:slow" elementFormDefault="qualified">
   <xs:simpleType name="Code"><xs:restriction base="xs:string"><xs:pattern value="(abc)*(abc)*(abc)*(abc)*d"/></xs:restriction></xs:simpleType>
-  <xs:element name="reading"><xs:complexType><xs:sequence><xs:element name="code" type="Code" maxOccurs="4"/></xs:sequence></xs:complexType></xs:element>
+  <xs:element name="reading"><xs:complexType><xs:sequence><xs:element name="code" type="Code" maxOccurs="8"/></xs:sequence></xs:complexType></xs:element>
 </xs:schema>`
 
-// slowReading is a reading of slowXSD with four 256-character codes that
+// slowReading is a reading of slowXSD with eight 256-character codes that
 // fail to match at their end: refused as invalid, after the full cost.
-var slowReading = `<reading xmlns="urn:example:slow">` + strings.Repeat(`<code>`+strings.Repeat("abc", 85)+`!</code>`, 4) + `</reading>`
+var slowReading = `<reading xmlns="urn:example:slow">` + strings.Repeat(`<code>`+strings.Repeat("abc", 85)+`!</code>`, 8) + `</reading>`
 
 func TestE2EReadLoopSlowValidation(t *testing.T) {
 	forEachXMPPServer(t, testReadLoopSlowValidation)
@@ -185,7 +226,7 @@ func TestE2EReadLoopSlowValidation(t *testing.T) {
 func testReadLoopSlowValidation(t *testing.T, name string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	e, metricsAddr := newReadLoopEnv(t, ctx, name, nil)
+	e, metricsAddr := newReadLoopEnv(t, ctx, name, nil, "IOTGATE_MAX_PATTERN_TOTAL", "2048")
 	g := e.g
 	if code := g.do("POST", "/v1/schemas", map[string]string{"name": "slow", "xsd": slowXSD}, nil); code != 201 {
 		t.Fatalf("register the slow schema: %d, want 201 (accepted by the probe)", code)
@@ -225,7 +266,7 @@ func testReadLoopSlowValidation(t *testing.T, name string) {
 		}
 	}
 	cost := percentile(alone, 0.5)
-	t.Logf("%s: one slow reading alone (four 256-character values, pattern (abc)*(abc)*(abc)*(abc)*d): round trip p50 %s %v", name, cost, alone)
+	t.Logf("%s: one slow reading alone (eight 256-character values, pattern (abc)*(abc)*(abc)*(abc)*d): round trip p50 %s %v", name, cost, alone)
 	// Below this the test would prove little on a machine where the
 	// steady device's own p99 can reach 100 ms.
 	const minCost = 300 * time.Millisecond
@@ -235,7 +276,7 @@ func testReadLoopSlowValidation(t *testing.T, name string) {
 
 	// 2. The steady device alone, then with three slow readings always
 	// in flight.
-	w := startSteadyWatch(ctx, g, steady)
+	w := startSteadyWatch(ctx, g, steady, e.prober())
 	time.Sleep(2 * time.Second)
 	w.phase.Store(1)
 	const during = 8 * time.Second
@@ -267,7 +308,7 @@ func testReadLoopSlowValidation(t *testing.T, name string) {
 		t.Errorf("slow device: %d readings answered bad-request, errors %v; want every one refused as bad-request", len(slowRTT), slowErrs)
 	}
 	slowMu.Unlock()
-	before, p99 := w.check(t, name)
+	before, p99, _ := w.check(t, name)
 	t.Logf("%s: steady IQ p99 %s during (%.1fx before; %.2f of one slow reading's cost %s); stream reconnects %.0f",
 		name, p99, float64(p99)/float64(before), float64(p99)/float64(cost), cost, reconnects)
 	// Had validation run on the read loop, the slow device (never idle,
@@ -353,7 +394,7 @@ func testReadLoopStrangerFlood(t *testing.T, name string) {
 	t.Cleanup(func() { db.Close() })
 	reconnectsBefore := metricValue(t, metricsAddr, "iotgate_xmpp_reconnects_total")
 
-	w := startSteadyWatch(ctx, g, steady)
+	w := startSteadyWatch(ctx, g, steady, e.prober())
 	time.Sleep(2 * time.Second)
 	// Device lookups by JID are index scans of devices_pkey (jid): count
 	// them from here on. Counts a backend has not flushed yet are added
@@ -364,10 +405,15 @@ func testReadLoopStrangerFlood(t *testing.T, name string) {
 	floodStart := time.Now()
 	w.phase.Store(1)
 
+	// 3000 strangers at 300 a second: a flood of 10 s at six times the
+	// lookup rate. (Faster, the test's own component, a race build too,
+	// takes much of the 2 CPUs the flood is meant to show iotgate
+	// sharing fairly.)
 	const (
 		strangers = 3000
+		pace      = time.Second / 300
 		inFlight  = 300
-		floodMax  = 10 * time.Second
+		floodMax  = 15 * time.Second
 	)
 	var mu sync.Mutex
 	answers := map[string]int{}
@@ -375,6 +421,7 @@ func testReadLoopStrangerFlood(t *testing.T, name string) {
 	var fwg sync.WaitGroup
 	sent := 0
 	for i := 1; i <= strangers && time.Since(floodStart) < floodMax; i++ {
+		time.Sleep(time.Until(floodStart.Add(time.Duration(i) * pace)))
 		sem <- struct{}{}
 		sent++
 		fwg.Add(1)
@@ -431,25 +478,42 @@ func testReadLoopStrangerFlood(t *testing.T, name string) {
 	// Every registration-required needed a lookup (each JID is new), so
 	// the index scans counted are at least those: the proxy counts
 	// lookups. At most: 50 a second over the window plus the burst of
-	// 200 (devices.ServiceConfig StrangerRate, StrangerBurst).
-	maxLookups := int64(50*window.Seconds()) + 200
+	// 200 (devices.ServiceConfig StrangerRate, StrangerBurst), plus what
+	// the strangers' lane holds (2000 stanzas, component/readings.go):
+	// the read loop queues a stranger while a lookup token is there, the
+	// token is taken when the lookup finds nobody, so the strangers
+	// queued meanwhile are all looked up.
+	const laneTotal = 2000
+	documented := int64(50*window.Seconds()) + 200
+	maxLookups := documented + laneTotal
+	t.Logf("%s: device lookups %d, %d beyond 50/s over %s + 200", name, lookups, max(0, lookups-documented), window.Round(time.Millisecond))
 	if lookups < int64(regRequired) || lookups > maxLookups {
-		t.Errorf("device lookups in PostgreSQL = %d, want between %d (registration-required answers) and %d (50/s over %s + 200)",
-			lookups, regRequired, maxLookups, window.Round(time.Millisecond))
+		t.Errorf("device lookups in PostgreSQL = %d, want between %d (registration-required answers) and %d (50/s over %s + 200 + %d queued)",
+			lookups, regRequired, maxLookups, window.Round(time.Millisecond), laneTotal)
 	}
-	before, p99 := w.check(t, name)
+	// And the steady device was never looked up meanwhile: its record
+	// stayed cached, among devices, whatever the strangers did. Slack:
+	// its record's refresh once the cache TTL (30 s) is over, on a slow
+	// run.
+	const refreshes = 2
+	if lookups > int64(regRequired)+refreshes {
+		t.Errorf("device lookups in PostgreSQL = %d, more than the %d strangers told registration-required (+%d): the registered device was looked up", lookups, regRequired, refreshes)
+	}
+	before, p99, shared := w.check(t, name)
 	// The flood shares with the steady device the XMPP server, the one
 	// component stream and its reader (which answers every throttled
-	// stranger), and the 2 CPUs, with a race build of iotgate on them:
-	// that growth no lane takes back. A device stuck behind the
-	// strangers' lookups (2000 queued at a few ms each) would wait
-	// seconds; 3x its p99 before, with a floor of 300 ms for this noisy
-	// machine's stalls, tells the two apart.
+	// stranger), and the 2 CPUs, with a race build of iotgate and of the
+	// test's own component on them: that growth, measured by the pings,
+	// no lane takes back and is allowed on top of 3x the p99 before (the
+	// target of issue #11). Floor: single stalls of this noisy machine
+	// that the pings don't always catch (as in TestE2EFaultDeviceFlood),
+	// a little higher since the flood answers 1000 stanzas a second.
 	const floor = 300 * time.Millisecond
-	limit := max(3*before, floor)
-	t.Logf("%s: steady IQ p99 %s before, %s during the flood (%.1fx); limit %s", name, before, p99, float64(p99)/float64(before), limit)
+	limit := max(3*before+shared, floor)
+	t.Logf("%s: steady IQ p99 %s before, %s during the flood (%.1fx); pings' p99 grew by %s; limit max(3 × %s + %s, %s) = %s",
+		name, before, p99, float64(p99)/float64(before), shared, before, shared, floor, limit)
 	if p99 > limit {
-		t.Errorf("steady device IQ p99 during the flood = %s, want at most max(3 × %s, %s)", p99, before, floor)
+		t.Errorf("steady device IQ p99 during the flood = %s, want at most %s", p99, limit)
 	}
 	if reconnects != 0 {
 		t.Errorf("stream reconnected %.0f times, want 0", reconnects)
