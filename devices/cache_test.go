@@ -644,3 +644,41 @@ func TestStrangers(t *testing.T) {
 		t.Errorf("cache holds %d devices, %d strangers; bounds 10, 50", n, strangers)
 	}
 }
+
+// TestStrangersQueuedBeforeThrottle checks the bound on lookups when many
+// strangers passed the read loop's check (Sender) before the throttle
+// showed: each reserves its lookup, so at most the burst are looked up and
+// the rest are told to wait; a registered device not cached yet gives its
+// reservation back.
+func TestStrangersQueuedBeforeThrottle(t *testing.T) {
+	f := newCacheFixture(t, ServiceConfig{CacheStrangers: 500, StrangerRate: 0.001, StrangerBurst: 5})
+	f.register("dev@example.com")
+	f.svc.cache.forget("dev@example.com", false) // as after a restart
+	var queued []string
+	for i := range 50 {
+		jid := fmt.Sprintf("x%d@example.com", i)
+		if got := f.svc.Sender(jid); got != SenderUnseen {
+			t.Fatalf("%s: Sender = %d before any lookup, want SenderUnseen", jid, got)
+		}
+		queued = append(queued, jid)
+	}
+	before := f.store.count("Device")
+	f.ingest("dev@example.com", 1) // reserves, finds the device, gives back
+	if n := f.store.count("Device") - before; n != 1 {
+		t.Fatalf("registered device: %d lookups, want 1", n)
+	}
+	answers := map[error]int{}
+	for _, jid := range queued {
+		done := make(chan error, 1)
+		f.svc.Ingest(context.Background(), IncomingReading{From: jid + "/r", Via: "message"}, func(err error) { done <- err })
+		err := <-done
+		if err != ErrNotRegistered && ErrorCode(err) != ETooMany {
+			t.Fatalf("%s: %v, want not registered or too many", jid, err)
+		}
+		answers[err]++
+	}
+	lookups := f.store.count("Device") - before - 1
+	if lookups != 5 || answers[ErrNotRegistered] != 5 {
+		t.Errorf("%d strangers looked up (%d not registered), want the burst: 5", lookups, answers[ErrNotRegistered])
+	}
+}

@@ -543,11 +543,33 @@ func (s *Service) lookup(ctx context.Context, bare string) (*Device, error) {
 	if err != nil && ErrorCode(err) != ENotFound {
 		return nil, err
 	}
-	if d == nil {
-		s.strangers.take()
-	}
 	s.cache.putDevice(bare, d, now, epoch)
 	return d, nil
+}
+
+// errStrangersThrottled refuses a lookup of a sender not cached while
+// lookups that found nobody exceed StrangerRate.
+var errStrangersThrottled = &Error{Code: ETooMany, Message: "too many unknown senders lately, try again later"}
+
+// lookupSender is lookup for a JID heard on the XMPP stream. A JID the
+// cache doesn't know at all reserves a stranger lookup first, given back
+// if it turns out registered: so a flood of new JIDs costs at most
+// StrangerRate lookups a second plus StrangerBurst, however many of them
+// were queued before the throttle showed at the read loop. Errors:
+// too_many_requests, and lookup's.
+func (s *Service) lookupSender(ctx context.Context, bare string) (*Device, error) {
+	registered, known := s.cache.sender(bare, s.cfg.Clock(), s.cfg.CacheTTL)
+	if registered || known {
+		return s.lookup(ctx, bare)
+	}
+	if !s.strangers.tryTake() {
+		return nil, errStrangersThrottled
+	}
+	d, err := s.lookup(ctx, bare)
+	if d != nil || err != nil {
+		s.strangers.give()
+	}
+	return d, err
 }
 
 // SenderStatus is what iotgate knows of a sender without I/O.
@@ -609,7 +631,12 @@ func (s *Service) Ingest(ctx context.Context, in IncomingReading, done func(erro
 		done(err)
 		return
 	}
-	dev, err := s.lookup(ctx, bare)
+	dev, err := s.lookupSender(ctx, bare)
+	if ErrorCode(err) == ETooMany {
+		s.cfg.Observer.ReadingRefused(RefusedUnavailable)
+		done(err)
+		return
+	}
 	if err != nil {
 		s.cfg.Observer.ReadingRefused(RefusedUnavailable)
 		done(&Error{Code: EUnavailable, Message: "device registry unavailable, try again later", Err: err})
@@ -761,7 +788,10 @@ func (s *Service) RecordRejection(ctx context.Context, from, via string, payload
 	if err != nil {
 		return err
 	}
-	dev, err := s.lookup(ctx, bare)
+	dev, err := s.lookupSender(ctx, bare)
+	if ErrorCode(err) == ETooMany {
+		return err
+	}
 	if err != nil {
 		return &Error{Code: EUnavailable, Message: "device registry unavailable", Err: err}
 	}
@@ -1094,7 +1124,10 @@ func (s *Service) UpdatePresence(ctx context.Context, u PresenceUpdate) error {
 	if err != nil {
 		return err
 	}
-	d, err := s.lookup(ctx, bare)
+	d, err := s.lookupSender(ctx, bare)
+	if ErrorCode(err) == ETooMany {
+		return err
+	}
 	if err != nil {
 		return &Error{Code: EUnavailable, Message: "device registry unavailable", Err: err}
 	}
@@ -1159,11 +1192,21 @@ func (b *tokenBucket) ready() bool {
 	return b.tokens >= 1
 }
 
-// take takes a token, going into debt if there is none: what it counts
-// has already happened.
-func (b *tokenBucket) take() {
+// tryTake takes a token if there is one.
+func (b *tokenBucket) tryTake() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.refill()
-	b.tokens = max(b.tokens-1, -b.burst)
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+// give returns a token taken for what did not happen after all.
+func (b *tokenBucket) give() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.tokens = min(b.tokens+1, b.burst)
 }
