@@ -252,6 +252,7 @@ const (
 	stTooDeep  = 3
 	stInvalid  = 4
 	stTooLong  = 5
+	stGaveUp   = 6
 	stNoMem    = -1
 	stInternal = -2
 )

@@ -17,6 +17,9 @@ const (
 	// DetailPatternValue: a value checked against an xs:pattern exceeds
 	// Limits.MaxPatternValue, or all of them Limits.MaxPatternTotal.
 	DetailPatternValue = "pattern_value_too_long"
+	// DetailPatternCost: libxml2 gave up matching a value against its
+	// xs:pattern (its backtracking budget ran out).
+	DetailPatternCost = "pattern_too_costly"
 )
 
 // ErrFreed is returned (wrapped in a *devices.Error with code
@@ -135,6 +138,8 @@ func validationErr(detail string, issues []ValidationIssue) error {
 		msg = "DOCTYPE not allowed"
 	case DetailPatternValue:
 		msg = "value too long for its pattern"
+	case DetailPatternCost:
+		msg = "value too costly to check against its pattern"
 	}
 	return &devices.Error{
 		Code:    devices.EInvalid,

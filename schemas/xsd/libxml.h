@@ -26,6 +26,7 @@ enum {
 	IOT_TOO_DEEP = 3,   // element nesting beyond the limit
 	IOT_INVALID = 4,    // well-formed but not valid against the schema
 	IOT_TOO_LONG = 5,   // a value checked against an xs:pattern is too long
+	IOT_GAVE_UP = 6,    // validation failed inside libxml2 (its regexp budget)
 	IOT_NOMEM = -1,     // libxml2 could not allocate
 	IOT_INTERNAL = -2,  // libxml2 reported an internal failure
 };

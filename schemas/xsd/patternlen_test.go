@@ -3,6 +3,7 @@ package xsd
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -167,10 +168,11 @@ func TestSamplePrefix(t *testing.T) {
 }
 
 // TestSlowPatternBehindPrefix checks that the compile-time probe sees
-// past a pattern's fixed start: these used to compile (their probes failed
-// at the first character) and take seconds on one 2 KiB value.
+// past a pattern's fixed start and into repeated groups: these used to
+// compile (their probes failed at the first character, or never repeated
+// the group's text) and take seconds on one 2 KiB value.
 func TestSlowPatternBehindPrefix(t *testing.T) {
-	for _, p := range []string{`ID-\w*\w*\w*;`, `Za*a*a*b`, `[I]D-\w*\w*\w*;`, `[A-Z]{2}\d-[a-z]*[a-z]*[a-z]*!`, `X(a|aa)*b`, `(ID|SN)-\w*\w*\w*;`, `\p{Lu}D-\w*\w*\w*;`} {
+	for _, p := range []string{`ID-\w*\w*\w*;`, `Za*a*a*b`, `[I]D-\w*\w*\w*;`, `[A-Z]{2}\d-[a-z]*[a-z]*[a-z]*!`, `X(a|aa)*b`, `(ID|SN)-\w*\w*\w*;`, `\p{Lu}D-\w*\w*\w*;`, `(abc|abcabc)*d`, `(abc)*(abc)*(abc)*(abc)*d`, `ID-(ab\.)+(ab\.)*;`} {
 		t.Run(p, func(t *testing.T) {
 			src := `<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema" targetNamespace="urn:p"><xs:simpleType name="P">` +
 				`<xs:restriction base="xs:string"><xs:pattern value="` + p + `"/></xs:restriction></xs:simpleType></xs:schema>`
@@ -193,4 +195,63 @@ func FuzzSamplePrefix(f *testing.F) {
 			t.Errorf("samplePrefix(%q) is %d characters", p, len([]rune(s)))
 		}
 	})
+}
+
+// TestRepeatedGroups checks which groups the probe repeats.
+func TestRepeatedGroups(t *testing.T) {
+	tests := []struct {
+		pattern string
+		want    []string
+	}{
+		{`(abc)*d`, []string{"abc"}},
+		{`(abc|abcabc)+d`, []string{"abc"}},
+		{`x(ab){2,}(cd)?`, []string{"ab"}},
+		{`(a)*b`, nil},     // one character: runs of it are probed already
+		{`\(ab\)*`, nil},   // escaped parentheses are no group
+		{`[(]ab[)]*`, nil}, // nor parentheses in a class
+		{`((ab)*c)*`, []string{"ab"}}, // the outer group starts optional: no sample
+		{`(ab`, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.pattern, func(t *testing.T) {
+			if got := repeatedGroups(tt.pattern); !slices.Equal(got, tt.want) {
+				t.Errorf("repeatedGroups(%q) = %q, want %q", tt.pattern, got, tt.want)
+			}
+		})
+	}
+}
+
+// TestStatusErr checks the error of each validation outcome; stGaveUp can't
+// be reached on purpose once the probe refuses the patterns that cause it.
+func TestStatusErr(t *testing.T) {
+	tests := []struct {
+		status int
+		code   string
+		detail string
+	}{
+		{stOK, "", ""},
+		{stMalform, devices.EInvalid, ""},
+		{stInvalid, devices.EInvalid, ""},
+		{stDoctype, devices.EInvalid, DetailDoctype},
+		{stTooDeep, devices.EInvalid, DetailTooDeep},
+		{stTooLong, devices.EInvalid, DetailPatternValue},
+		{stGaveUp, devices.EInvalid, DetailPatternCost},
+		{-1, devices.EInternal, ""},
+		{-2, devices.EInternal, ""},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprint(tt.status), func(t *testing.T) {
+			err := statusErr(tt.status, nil)
+			if tt.code == "" {
+				if err != nil {
+					t.Fatalf("statusErr = %v, want nil", err)
+				}
+				return
+			}
+			var de *devices.Error
+			if !errors.As(err, &de) || de.Code != tt.code || de.Detail != tt.detail {
+				t.Errorf("statusErr = %#v, want code %s detail %q", err, tt.code, tt.detail)
+			}
+		})
+	}
 }

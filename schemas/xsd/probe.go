@@ -65,6 +65,13 @@ func probeInputs(pattern string) []string {
 			out = append(out, run+"!", run+"\n")
 		}
 	}
+	// A repeated group ((abc)*, (abc|abcabc)+) backtracks on runs of
+	// its own text, which runs of one character or of pairs miss.
+	for _, g := range repeatedGroups(pattern) {
+		for _, pre := range prefixes {
+			out = append(out, pre+strings.Repeat(g, max(probeLen/len(g), 2))+"!")
+		}
+	}
 	pairs := own
 	if len(pairs) > maxPairRunes {
 		pairs = pairs[:maxPairRunes]
@@ -154,6 +161,39 @@ func sampleSeq(rs []rune) (sample []rune, complete bool) {
 		i = next
 	}
 	return sample, true
+}
+
+// maxProbeGroups bounds the repeated groups probed per pattern.
+const maxProbeGroups = 16
+
+// repeatedGroups returns a sample of the text of each group of pattern
+// that is repeated (followed by *, + or {), of two characters or more.
+func repeatedGroups(pattern string) []string {
+	rs := []rune(pattern)
+	var out []string
+	for i := 0; i < len(rs) && len(out) < maxProbeGroups; i++ {
+		switch rs[i] {
+		case '\\':
+			i++
+			continue
+		case '[':
+			if e := classEnd(rs, i); e > 0 {
+				i = e - 1
+			}
+			continue
+		case '(':
+		default:
+			continue
+		}
+		end := groupEnd(rs, i)
+		if end < 0 || end+1 >= len(rs) || !strings.ContainsRune("*+{", rs[end+1]) {
+			continue
+		}
+		if s, _ := sampleSeq(rs[i+1 : end]); len(s) >= 2 {
+			out = append(out, string(s))
+		}
+	}
+	return out
 }
 
 // groupEnd returns the index of the ) closing the group opened at rs[i],

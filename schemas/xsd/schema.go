@@ -172,19 +172,33 @@ func (s *Schema) run(doc []byte, lim Limits, flatten bool) (string, *model, erro
 	}
 	status, flat, raw := w.validate(doc, s.c.lengths, lim, flatten)
 	s.c.put(w)
+	if err := statusErr(status, raw); err != nil {
+		return "", nil, err
+	}
+	return flat, s.model, nil
+}
+
+// statusErr is the error for a validation's status, nil for stOK.
+func statusErr(status int, raw []rawIssue) error {
 	switch status {
 	case stOK:
-		return flat, s.model, nil
+		return nil
 	case stDoctype:
-		return "", nil, validationErr(DetailDoctype, validationIssues(raw))
+		return validationErr(DetailDoctype, validationIssues(raw))
 	case stTooDeep:
-		return "", nil, validationErr(DetailTooDeep, validationIssues(raw))
+		return validationErr(DetailTooDeep, validationIssues(raw))
 	case stTooLong:
-		return "", nil, validationErr(DetailPatternValue, validationIssues(raw))
+		return validationErr(DetailPatternValue, validationIssues(raw))
+	case stGaveUp:
+		// The device's value and the schema's pattern together: the
+		// device is told (it would retry a wait forever), the operator
+		// sees the rejection.
+		return validationErr(DetailPatternCost, []ValidationIssue{{Message: "libxml2 gave up matching a value against its xs:pattern " +
+			"(the pattern backtracks too much on this value): shorten the value, or simplify the schema's pattern"}})
 	case stMalform, stInvalid:
-		return "", nil, validationErr("", validationIssues(raw))
+		return validationErr("", validationIssues(raw))
 	default:
-		return "", nil, &devices.Error{Code: devices.EInternal,
+		return &devices.Error{Code: devices.EInternal,
 			Err: fmt.Errorf("xsd: libxml2 validation failed (status %d)", status)}
 	}
 }
