@@ -206,9 +206,9 @@ func TestRepeatedGroups(t *testing.T) {
 		{`(abc)*d`, []string{"abc"}},
 		{`(abc|abcabc)+d`, []string{"abc"}},
 		{`x(ab){2,}(cd)?`, []string{"ab"}},
-		{`(a)*b`, nil},     // one character: runs of it are probed already
-		{`\(ab\)*`, nil},   // escaped parentheses are no group
-		{`[(]ab[)]*`, nil}, // nor parentheses in a class
+		{`(a)*b`, nil},                // one character: runs of it are probed already
+		{`\(ab\)*`, nil},              // escaped parentheses are no group
+		{`[(]ab[)]*`, nil},            // nor parentheses in a class
 		{`((ab)*c)*`, []string{"ab"}}, // the outer group starts optional: no sample
 		{`(ab`, nil},
 	}
