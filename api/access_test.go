@@ -16,8 +16,8 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/iotgate/iotgate"
 	"github.com/iotgate/iotgate/api/auth"
-	"github.com/iotgate/iotgate/devices"
 )
 
 // fakeTokens is an in-memory TokenService.
@@ -44,7 +44,7 @@ func (f *fakeTokens) List(context.Context) ([]*auth.Token, error) {
 func (f *fakeTokens) Get(_ context.Context, id string) (*auth.Token, error) {
 	t, ok := f.tokens[id]
 	if !ok {
-		return nil, devices.Errorf(devices.ENotFound, "token %s not found", id)
+		return nil, iotgate.Errorf(iotgate.ENotFound, "token %s not found", id)
 	}
 	return t, nil
 }
@@ -78,11 +78,11 @@ func accessFixture(cfg Config, log *slog.Logger) (*Server, *fakeCommands) {
 	}
 	reg := newFakeSchemas()
 	reg.add("thermostat", 1)
-	cmds := &fakeCommands{cmds: map[string]*devices.Command{
-		"c1": testCommand("c1", devices.CommandQueue, devices.CommandQueued, "", ""),
-		"c2": testCommand("c2", devices.CommandQueue, devices.CommandQueued, "", ""),
-	}, submit: func(req devices.CommandRequest) (*devices.Command, bool, error) {
-		return testCommand("c3", devices.CommandAsync, devices.CommandSent, "", ""), false, nil
+	cmds := &fakeCommands{cmds: map[string]*iotgate.Command{
+		"c1": testCommand("c1", iotgate.CommandQueue, iotgate.CommandQueued, "", ""),
+		"c2": testCommand("c2", iotgate.CommandQueue, iotgate.CommandQueued, "", ""),
+	}, submit: func(req iotgate.CommandRequest) (*iotgate.Command, bool, error) {
+		return testCommand("c3", iotgate.CommandAsync, iotgate.CommandSent, "", ""), false, nil
 	}}
 	cmds.cmds["c2"].DeviceJID = "thermo2@example.com" // site=paris
 	return New(cfg, Deps{
@@ -181,7 +181,7 @@ func TestRouteScopes(t *testing.T) {
 						t.Fatalf("= %d, want %d (body %s)", rec.Code, tt.want, rec.Body.String())
 					}
 					er := decode[ErrorResponse](t, rec)
-					wantCode := map[int]string{401: devices.EUnauthorized, 403: devices.EForbidden}[tt.want]
+					wantCode := map[int]string{401: iotgate.EUnauthorized, 403: iotgate.EForbidden}[tt.want]
 					if er.Code != wantCode || er.Message == "" {
 						t.Errorf("body = %+v, want code %s", er, wantCode)
 					}
@@ -276,7 +276,7 @@ func TestDeviceSelector(t *testing.T) {
 			}
 			if tt.want == 404 {
 				// Indistinguishable from a device that does not exist.
-				if er := decode[ErrorResponse](t, rec); er.Code != devices.ENotFound || strings.Contains(er.Message, "selector") {
+				if er := decode[ErrorResponse](t, rec); er.Code != iotgate.ENotFound || strings.Contains(er.Message, "selector") {
 					t.Errorf("body = %+v", er)
 				}
 			}
@@ -458,7 +458,7 @@ func FuzzAuthorizationHeader(f *testing.F) {
 			if known {
 				t.Fatalf("%q = 401 for a known token", h)
 			}
-			if er := decode[ErrorResponse](t, rec); er.Code != devices.EUnauthorized {
+			if er := decode[ErrorResponse](t, rec); er.Code != iotgate.EUnauthorized {
 				t.Fatalf("%q: body %s", h, rec.Body.String())
 			}
 		default:

@@ -3,7 +3,7 @@
 // consumed.
 //
 // All routes are registered in one place (routes). Every error a handler
-// returns goes through one HTTPErrorHandler that maps *devices.Error codes
+// returns goes through one HTTPErrorHandler that maps *iotgate.Error codes
 // to HTTP statuses and writes the one error body, [ErrorResponse]; internal
 // errors are logged there, once, and shown as "internal error".
 //

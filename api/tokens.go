@@ -9,8 +9,8 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/iotgate/iotgate"
 	"github.com/iotgate/iotgate/api/auth"
-	"github.com/iotgate/iotgate/devices"
 )
 
 // TokenService is what the API needs to manage API tokens.
@@ -113,7 +113,7 @@ func (h *tokenHandler) create(c echo.Context) error {
 	if req.ExpiresIn != "" {
 		d, err := time.ParseDuration(req.ExpiresIn)
 		if err != nil || d <= 0 {
-			return devices.Errorf(devices.EInvalid, "expires_in must be a positive duration such as 720h, not %q", req.ExpiresIn)
+			return iotgate.Errorf(iotgate.EInvalid, "expires_in must be a positive duration such as 720h, not %q", req.ExpiresIn)
 		}
 		expires = d
 	}
@@ -123,7 +123,7 @@ func (h *tokenHandler) create(c echo.Context) error {
 	}
 	sel := auth.Selector(req.Devices)
 	if outer := selectorOf(c); !sel.Within(outer) {
-		return devices.Errorf(devices.EForbidden, "this token may only create tokens limited to devices %s", outer)
+		return iotgate.Errorf(iotgate.EForbidden, "this token may only create tokens limited to devices %s", outer)
 	}
 	t, secret, err := h.svc.Create(c.Request().Context(), auth.CreateRequest{Name: req.Name, Scopes: scopes, Devices: sel, ExpiresIn: expires})
 	if err != nil {

@@ -5,7 +5,7 @@
 // It does no I/O of its own (no HTTP, no SQL): package api consumes it to
 // guard its routes, devices/postgres stores tokens, and cmd/iotgate wires
 // them together and offers the `iotgate token` subcommands. Errors are
-// *devices.Error values, the one domain error type, so every transport maps
+// *iotgate.Error values, the one domain error type, so every transport maps
 // them in its usual place.
 package auth
 
@@ -16,7 +16,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate"
 )
 
 // Scope is a permission a token carries.
@@ -47,14 +47,14 @@ func ParseScopes(s string) ([]Scope, error) {
 		}
 		sc := Scope(part)
 		if !slices.Contains(Scopes, sc) {
-			return nil, devices.Errorf(devices.EInvalid, "unknown scope %q (known: %s)", part, scopeList(Scopes))
+			return nil, iotgate.Errorf(iotgate.EInvalid, "unknown scope %q (known: %s)", part, scopeList(Scopes))
 		}
 		if !slices.Contains(out, sc) {
 			out = append(out, sc)
 		}
 	}
 	if len(out) == 0 {
-		return nil, devices.Errorf(devices.EInvalid, "at least one scope is required (known: %s)", scopeList(Scopes))
+		return nil, iotgate.Errorf(iotgate.EInvalid, "at least one scope is required (known: %s)", scopeList(Scopes))
 	}
 	return out, nil
 }
@@ -83,14 +83,14 @@ func ParseSelector(s string) (Selector, error) {
 		k, v, ok := strings.Cut(part, "=")
 		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
 		if !ok || k == "" {
-			return nil, devices.Errorf(devices.EInvalid, "device selector %q must be key=value, for example site=berlin", part)
+			return nil, iotgate.Errorf(iotgate.EInvalid, "device selector %q must be key=value, for example site=berlin", part)
 		}
 		if _, dup := sel[k]; dup {
-			return nil, devices.Errorf(devices.EInvalid, "device selector names label %q twice", k)
+			return nil, iotgate.Errorf(iotgate.EInvalid, "device selector names label %q twice", k)
 		}
 		sel[k] = v
 	}
-	if err := devices.ValidateLabels(sel); err != nil {
+	if err := iotgate.ValidateLabels(sel); err != nil {
 		return nil, err
 	}
 	return sel, nil
@@ -168,20 +168,20 @@ func (t *Token) Clone() *Token {
 // Validate checks the token's invariants. Errors: invalid.
 func (t *Token) Validate() error {
 	if strings.TrimSpace(t.Name) == "" {
-		return devices.Errorf(devices.EInvalid, "name is required")
+		return iotgate.Errorf(iotgate.EInvalid, "name is required")
 	}
 	if len(t.Name) > MaxNameLen {
-		return devices.Errorf(devices.EInvalid, "name is longer than %d bytes", MaxNameLen)
+		return iotgate.Errorf(iotgate.EInvalid, "name is longer than %d bytes", MaxNameLen)
 	}
 	if len(t.Scopes) == 0 {
-		return devices.Errorf(devices.EInvalid, "at least one scope is required")
+		return iotgate.Errorf(iotgate.EInvalid, "at least one scope is required")
 	}
 	for _, s := range t.Scopes {
 		if !slices.Contains(Scopes, s) {
-			return devices.Errorf(devices.EInvalid, "unknown scope %q", s)
+			return iotgate.Errorf(iotgate.EInvalid, "unknown scope %q", s)
 		}
 	}
-	return devices.ValidateLabels(t.Devices)
+	return iotgate.ValidateLabels(t.Devices)
 }
 
 // MaxNameLen bounds a token's name.

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate"
 )
 
 // memStore is an in-memory Store that counts hash lookups and touches.
@@ -34,7 +34,7 @@ func (m *memStore) Token(_ context.Context, id string) (*Token, error) {
 	defer m.mu.Unlock()
 	t, ok := m.tokens[id]
 	if !ok {
-		return nil, devices.Errorf(devices.ENotFound, "token %s not found", id)
+		return nil, iotgate.Errorf(iotgate.ENotFound, "token %s not found", id)
 	}
 	return t.Clone(), nil
 }
@@ -48,7 +48,7 @@ func (m *memStore) TokenByHash(_ context.Context, h []byte) (*Token, error) {
 			return t.Clone(), nil
 		}
 	}
-	return nil, devices.Errorf(devices.ENotFound, "token not found")
+	return nil, iotgate.Errorf(iotgate.ENotFound, "token not found")
 }
 
 func (m *memStore) Tokens(context.Context) ([]*Token, error) {
@@ -66,7 +66,7 @@ func (m *memStore) RevokeToken(_ context.Context, id string, at time.Time) (*Tok
 	defer m.mu.Unlock()
 	t, ok := m.tokens[id]
 	if !ok {
-		return nil, devices.Errorf(devices.ENotFound, "token %s not found", id)
+		return nil, iotgate.Errorf(iotgate.ENotFound, "token %s not found", id)
 	}
 	if t.RevokedAt == nil {
 		t.RevokedAt = &at
@@ -101,7 +101,7 @@ func TestParseScopes(t *testing.T) {
 		t.Run(tt.in, func(t *testing.T) {
 			got, err := ParseScopes(tt.in)
 			if tt.wantErr {
-				if devices.ErrorCode(err) != devices.EInvalid {
+				if iotgate.ErrorCode(err) != iotgate.EInvalid {
 					t.Fatalf("err = %v, want invalid", err)
 				}
 				return
@@ -137,7 +137,7 @@ func TestSelector(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			sel, err := ParseSelector(tt.in)
 			if tt.wantErr {
-				if devices.ErrorCode(err) != devices.EInvalid {
+				if iotgate.ErrorCode(err) != iotgate.EInvalid {
 					t.Fatalf("err = %v, want invalid", err)
 				}
 				return
@@ -222,16 +222,16 @@ func TestCreateAndAuthenticate(t *testing.T) {
 	}{
 		{name: "OK", secret: secret},
 		{name: "Cached", secret: secret, advance: time.Second},
-		{name: "Unknown", secret: Prefix + "nope", wantErr: devices.EUnauthorized},
-		{name: "Empty", secret: "", wantErr: devices.EUnauthorized},
-		{name: "Expired", secret: secret, advance: 2 * time.Hour, wantErr: devices.EUnauthorized},
+		{name: "Unknown", secret: Prefix + "nope", wantErr: iotgate.EUnauthorized},
+		{name: "Empty", secret: "", wantErr: iotgate.EUnauthorized},
+		{name: "Expired", secret: secret, advance: 2 * time.Hour, wantErr: iotgate.EUnauthorized},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			clk.Add(tt.advance)
 			got, err := s.Authenticate(ctx, tt.secret)
 			if tt.wantErr != "" {
-				if devices.ErrorCode(err) != tt.wantErr {
+				if iotgate.ErrorCode(err) != tt.wantErr {
 					t.Fatalf("err = %v, want %s", err, tt.wantErr)
 				}
 				return
@@ -259,13 +259,13 @@ func TestRevokeIsImmediate(t *testing.T) {
 	if _, err := s.Revoke(ctx, tok.ID); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Authenticate(ctx, secret); devices.ErrorCode(err) != devices.EUnauthorized {
+	if _, err := s.Authenticate(ctx, secret); iotgate.ErrorCode(err) != iotgate.EUnauthorized {
 		t.Errorf("after revocation: err = %v, want unauthorized despite the cache", err)
 	}
-	if _, err := s.Revoke(ctx, "tok_nope"); devices.ErrorCode(err) != devices.ENotFound {
+	if _, err := s.Revoke(ctx, "tok_nope"); iotgate.ErrorCode(err) != iotgate.ENotFound {
 		t.Errorf("revoke unknown: %v", err)
 	}
-	if _, err := s.Revoke(ctx, BootstrapID); devices.ErrorCode(err) != devices.EInvalid {
+	if _, err := s.Revoke(ctx, BootstrapID); iotgate.ErrorCode(err) != iotgate.EInvalid {
 		t.Errorf("revoke bootstrap: %v", err)
 	}
 }
@@ -297,7 +297,7 @@ func TestTouchAtMostOncePerMinute(t *testing.T) {
 func TestBootstrap(t *testing.T) {
 	ctx := context.Background()
 	boot := strings.Repeat("b", MinBootstrapLen)
-	if _, err := NewService(newMemStore(), Config{Bootstrap: boot[1:]}); devices.ErrorCode(err) != devices.EInvalid {
+	if _, err := NewService(newMemStore(), Config{Bootstrap: boot[1:]}); iotgate.ErrorCode(err) != iotgate.EInvalid {
 		t.Errorf("short bootstrap token: err = %v, want invalid", err)
 	}
 	var logs bytes.Buffer
@@ -315,7 +315,7 @@ func TestBootstrap(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := s.Authenticate(ctx, tt.secret)
 			if !tt.ok {
-				if devices.ErrorCode(err) != devices.EUnauthorized {
+				if iotgate.ErrorCode(err) != iotgate.EUnauthorized {
 					t.Errorf("err = %v, want unauthorized", err)
 				}
 				return
@@ -347,7 +347,7 @@ func TestCreateInvalid(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if _, _, err := s.Create(context.Background(), tt.req); devices.ErrorCode(err) != devices.EInvalid {
+			if _, _, err := s.Create(context.Background(), tt.req); iotgate.ErrorCode(err) != iotgate.EInvalid {
 				t.Errorf("err = %v, want invalid", err)
 			}
 		})

@@ -11,7 +11,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate"
 )
 
 // Store keeps tokens. Only hashes are stored, never secrets.
@@ -117,7 +117,7 @@ func NewService(store Store, cfg Config) (*Service, error) {
 	s := &Service{store: store, cfg: cfg, cache: map[[sha256.Size]byte]cached{}, touched: map[string]time.Time{}}
 	if cfg.Bootstrap != "" {
 		if len(cfg.Bootstrap) < MinBootstrapLen {
-			return nil, devices.Errorf(devices.EInvalid, "the bootstrap admin token must be at least %d characters", MinBootstrapLen)
+			return nil, iotgate.Errorf(iotgate.EInvalid, "the bootstrap admin token must be at least %d characters", MinBootstrapLen)
 		}
 		h := Hash(cfg.Bootstrap)
 		s.bootstrap = &h
@@ -150,7 +150,7 @@ type CreateRequest struct {
 // this once and not kept. Errors: invalid, unavailable.
 func (s *Service) Create(ctx context.Context, req CreateRequest) (*Token, string, error) {
 	if req.ExpiresIn < 0 {
-		return nil, "", devices.Errorf(devices.EInvalid, "expiry must be in the future")
+		return nil, "", iotgate.Errorf(iotgate.EInvalid, "expiry must be in the future")
 	}
 	now := s.cfg.Now().UTC()
 	secret := NewSecret()
@@ -181,7 +181,7 @@ func (s *Service) List(ctx context.Context) ([]*Token, error) { return s.store.T
 // Get returns a token. Errors: not_found.
 func (s *Service) Get(ctx context.Context, id string) (*Token, error) {
 	if id == BootstrapID {
-		return nil, devices.Errorf(devices.ENotFound, "token %s not found", id)
+		return nil, iotgate.Errorf(iotgate.ENotFound, "token %s not found", id)
 	}
 	return s.store.Token(ctx, id)
 }
@@ -192,7 +192,7 @@ func (s *Service) Get(ctx context.Context, id string) (*Token, error) {
 // its environment variable can withdraw).
 func (s *Service) Revoke(ctx context.Context, id string) (*Token, error) {
 	if id == BootstrapID {
-		return nil, devices.Errorf(devices.EInvalid, "the bootstrap token can't be revoked: unset IOTGATE_ADMIN_TOKEN and restart")
+		return nil, iotgate.Errorf(iotgate.EInvalid, "the bootstrap token can't be revoked: unset IOTGATE_ADMIN_TOKEN and restart")
 	}
 	t, err := s.store.RevokeToken(ctx, id, s.cfg.Now().UTC())
 	if err != nil {
@@ -212,7 +212,7 @@ func (s *Service) Revoke(ctx context.Context, id string) (*Token, error) {
 // errUnauthorized is the one answer to a bad token: clients learn nothing
 // about whether it is unknown, expired or revoked.
 func errUnauthorized() error {
-	return devices.Errorf(devices.EUnauthorized, "missing, unknown, expired or revoked token")
+	return iotgate.Errorf(iotgate.EUnauthorized, "missing, unknown, expired or revoked token")
 }
 
 // Authenticate returns the active token whose secret this is.
@@ -239,7 +239,7 @@ func (s *Service) Authenticate(ctx context.Context, secret string) (*Token, erro
 		// something about a hash of their own guess.
 		var err error
 		t, err = s.store.TokenByHash(ctx, h[:])
-		if devices.ErrorCode(err) == devices.ENotFound {
+		if iotgate.ErrorCode(err) == iotgate.ENotFound {
 			return nil, errUnauthorized()
 		}
 		if err != nil {

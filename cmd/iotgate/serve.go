@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/iotgate/iotgate"
 	"github.com/iotgate/iotgate/api"
 	"github.com/iotgate/iotgate/api/auth"
 	"github.com/iotgate/iotgate/component"
@@ -241,8 +242,8 @@ func openDatabase(ctx context.Context, cfg Config, log *slog.Logger) (*postgres.
 			}
 			db.Close()
 		}
-		switch devices.ErrorCode(err) {
-		case devices.EUnavailable, devices.ETimeout:
+		switch iotgate.ErrorCode(err) {
+		case iotgate.EUnavailable, iotgate.ETimeout:
 		default:
 			return nil, err
 		}
@@ -307,7 +308,7 @@ func migrateCommand(ctx context.Context, cfg Config, args []string, log *slog.Lo
 		return usage()
 	}
 	if err != nil {
-		var de *devices.Error
+		var de *iotgate.Error
 		if errors.As(err, &de) {
 			fmt.Fprintf(stderr, "iotgate: %s\n", de.Error())
 		} else {

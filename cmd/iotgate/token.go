@@ -11,8 +11,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/iotgate/iotgate"
 	"github.com/iotgate/iotgate/api/auth"
-	"github.com/iotgate/iotgate/devices"
 	"github.com/iotgate/iotgate/devices/postgres"
 	"github.com/iotgate/iotgate/migrations"
 )
@@ -119,8 +119,8 @@ func tokenCommand(ctx context.Context, cfg Config, args []string, log *slog.Logg
 		err = run(svc)
 	}
 	if err != nil {
-		var de *devices.Error
-		if errors.As(err, &de) && de.Code != devices.EInternal {
+		var de *iotgate.Error
+		if errors.As(err, &de) && de.Code != iotgate.EInternal {
 			fmt.Fprintf(stderr, "iotgate: %s\n", de.Message)
 		} else {
 			fmt.Fprintf(stderr, "iotgate: %v\n", err)

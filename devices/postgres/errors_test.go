@@ -11,43 +11,43 @@ import (
 	"github.com/lib/pq"
 	"github.com/lib/pq/pqerror"
 
-	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate"
 )
 
 func TestTranslate(t *testing.T) {
-	domain := devices.Errorf(devices.ENotFound, "device not found")
+	domain := iotgate.Errorf(iotgate.ENotFound, "device not found")
 	tests := []struct {
 		name string
 		err  error
 		code string
 	}{
-		{"NoRows", sql.ErrNoRows, devices.ENotFound},
-		{"UniqueViolation", &pq.Error{Code: pqerror.UniqueViolation}, devices.EConflict},
-		{"WrappedUniqueViolation", fmt.Errorf("insert: %w", &pq.Error{Code: pqerror.UniqueViolation}), devices.EConflict},
-		{"ForeignKeyViolation", &pq.Error{Code: pqerror.ForeignKeyViolation}, devices.EConflict},
-		{"RestrictViolation", &pq.Error{Code: pqerror.RestrictViolation}, devices.EConflict},
-		{"CheckViolation", &pq.Error{Code: pqerror.CheckViolation}, devices.EInvalid},
-		{"NotNullViolation", &pq.Error{Code: pqerror.NotNullViolation}, devices.EInvalid},
-		{"StringTooLong", &pq.Error{Code: pqerror.StringDataRightTruncation}, devices.EInvalid},
-		{"SerializationFailure", &pq.Error{Code: pqerror.TRSerializationFailure}, devices.EUnavailable},
-		{"LockNotAvailable", &pq.Error{Code: pqerror.LockNotAvailable}, devices.EUnavailable},
-		{"StatementTimeout", &pq.Error{Code: pqerror.QueryCanceled}, devices.ETimeout},
-		{"AdminShutdown", &pq.Error{Code: pqerror.AdminShutdown}, devices.EUnavailable},
-		{"ConnectionFailure", &pq.Error{Code: pqerror.ConnectionFailure}, devices.EUnavailable},
-		{"BadPassword", &pq.Error{Code: pqerror.InvalidPassword}, devices.EUnavailable},
-		{"NoDatabase", &pq.Error{Code: pqerror.InvalidCatalogName}, devices.EUnavailable},
-		{"SyntaxError", &pq.Error{Code: pqerror.SyntaxError}, devices.EInternal},
-		{"BadConn", driver.ErrBadConn, devices.EUnavailable},
-		{"Deadline", context.DeadlineExceeded, devices.ETimeout},
-		{"Canceled", context.Canceled, devices.ETimeout},
-		{"Domain", domain, devices.ENotFound},
+		{"NoRows", sql.ErrNoRows, iotgate.ENotFound},
+		{"UniqueViolation", &pq.Error{Code: pqerror.UniqueViolation}, iotgate.EConflict},
+		{"WrappedUniqueViolation", fmt.Errorf("insert: %w", &pq.Error{Code: pqerror.UniqueViolation}), iotgate.EConflict},
+		{"ForeignKeyViolation", &pq.Error{Code: pqerror.ForeignKeyViolation}, iotgate.EConflict},
+		{"RestrictViolation", &pq.Error{Code: pqerror.RestrictViolation}, iotgate.EConflict},
+		{"CheckViolation", &pq.Error{Code: pqerror.CheckViolation}, iotgate.EInvalid},
+		{"NotNullViolation", &pq.Error{Code: pqerror.NotNullViolation}, iotgate.EInvalid},
+		{"StringTooLong", &pq.Error{Code: pqerror.StringDataRightTruncation}, iotgate.EInvalid},
+		{"SerializationFailure", &pq.Error{Code: pqerror.TRSerializationFailure}, iotgate.EUnavailable},
+		{"LockNotAvailable", &pq.Error{Code: pqerror.LockNotAvailable}, iotgate.EUnavailable},
+		{"StatementTimeout", &pq.Error{Code: pqerror.QueryCanceled}, iotgate.ETimeout},
+		{"AdminShutdown", &pq.Error{Code: pqerror.AdminShutdown}, iotgate.EUnavailable},
+		{"ConnectionFailure", &pq.Error{Code: pqerror.ConnectionFailure}, iotgate.EUnavailable},
+		{"BadPassword", &pq.Error{Code: pqerror.InvalidPassword}, iotgate.EUnavailable},
+		{"NoDatabase", &pq.Error{Code: pqerror.InvalidCatalogName}, iotgate.EUnavailable},
+		{"SyntaxError", &pq.Error{Code: pqerror.SyntaxError}, iotgate.EInternal},
+		{"BadConn", driver.ErrBadConn, iotgate.EUnavailable},
+		{"Deadline", context.DeadlineExceeded, iotgate.ETimeout},
+		{"Canceled", context.Canceled, iotgate.ETimeout},
+		{"Domain", domain, iotgate.ENotFound},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got := translate(tt.err, "op")
-			var e *devices.Error
+			var e *iotgate.Error
 			if !errors.As(got, &e) {
-				t.Fatalf("translate(%v) = %T, want *devices.Error", tt.err, got)
+				t.Fatalf("translate(%v) = %T, want *iotgate.Error", tt.err, got)
 			}
 			if e.Code != tt.code {
 				t.Errorf("code = %q, want %q", e.Code, tt.code)
@@ -64,7 +64,7 @@ func TestTranslate(t *testing.T) {
 	})
 	t.Run("MessageHidesDriverText", func(t *testing.T) {
 		err := translate(&pq.Error{Code: pqerror.UniqueViolation, Message: "duplicate key value violates unique constraint \"devices_pkey\""}, "register device")
-		if got, want := devices.ErrorMessage(err), "register device: already exists"; got != want {
+		if got, want := iotgate.ErrorMessage(err), "register device: already exists"; got != want {
 			t.Errorf("message = %q, want %q", got, want)
 		}
 	})

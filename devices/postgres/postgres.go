@@ -3,7 +3,7 @@
 // with raw SQL.
 //
 // Driver errors never leave this package as they are: they are translated
-// at this boundary into *devices.Error values (a unique violation becomes
+// at this boundary into *iotgate.Error values (a unique violation becomes
 // EConflict, a lost connection EUnavailable, and so on), keeping the
 // driver's error as the cause for the logs.
 //
@@ -22,7 +22,7 @@ import (
 	"github.com/lib/pq"
 	"github.com/lib/pq/pqerror"
 
-	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate"
 )
 
 // Pool and timeout settings. A gateway's queries are short; a small pool
@@ -78,7 +78,7 @@ func Open(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
 		if errors.As(err, &uerr) {
 			err = uerr.Err
 		}
-		return nil, &devices.Error{Code: devices.EInvalid, Message: "invalid database URL: " + err.Error()}
+		return nil, &iotgate.Error{Code: iotgate.EInvalid, Message: "invalid database URL: " + err.Error()}
 	}
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = defaultConnectTimeout
@@ -88,7 +88,7 @@ func Open(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
 	}
 	connector, err := pq.NewConnectorConfig(cfg)
 	if err != nil {
-		return nil, &devices.Error{Code: devices.EInvalid, Message: "invalid database URL: " + err.Error()}
+		return nil, &iotgate.Error{Code: iotgate.EInvalid, Message: "invalid database URL: " + err.Error()}
 	}
 
 	sqlDB := sql.OpenDB(connector)
@@ -104,7 +104,7 @@ func Open(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
 		// waiting out.
 		if pqErr := pq.As(err); pqErr != nil &&
 			(pqErr.Code.Class() == pqerror.ClassInvalidAuthorizationSpecification || pqErr.Code.Class() == pqerror.ClassInvalidCatalogName) {
-			return nil, &devices.Error{Code: devices.EInvalid, Message: "database refused the connection: " + pqErr.Message, Err: err}
+			return nil, &iotgate.Error{Code: iotgate.EInvalid, Message: "database refused the connection: " + pqErr.Message, Err: err}
 		}
 		return nil, translate(err, "connect to database")
 	}
@@ -167,11 +167,11 @@ func (db *DB) Health(ctx context.Context) (ok bool, since time.Time, err error) 
 	// driver.ErrBadConn, and the real cause is what an operator needs.
 	perr := db.db.QueryRowContext(ctx, `SELECT 1`).Scan(new(int))
 	if perr != nil {
-		code := devices.EUnavailable
+		code := iotgate.EUnavailable
 		if errors.Is(perr, context.DeadlineExceeded) {
-			code = devices.ETimeout
+			code = iotgate.ETimeout
 		}
-		err = &devices.Error{Code: code, Message: "database unreachable", Err: perr}
+		err = &iotgate.Error{Code: code, Message: "database unreachable", Err: perr}
 	}
 
 	db.mu.Lock()
@@ -189,10 +189,10 @@ func (db *DB) Health(ctx context.Context) (ok bool, since time.Time, err error) 
 }
 
 // translate converts an error from database/sql or lib/pq into a
-// *devices.Error whose message starts with op and whose cause is err. It
+// *iotgate.Error whose message starts with op and whose cause is err. It
 // is the one place where driver errors get their meaning; stores that know
 // better (which constraint stands for what) check first and call it for
-// the rest. A nil err stays nil; a *devices.Error is returned as is.
+// the rest. A nil err stays nil; a *iotgate.Error is returned as is.
 //
 // The messages name the kind of failure, never the driver's text, since
 // they may reach clients; the cause carries the detail for the logs.
@@ -200,59 +200,59 @@ func translate(err error, op string) error {
 	if err == nil {
 		return nil
 	}
-	var de *devices.Error
+	var de *iotgate.Error
 	if errors.As(err, &de) {
 		return err
 	}
 	code, reason := classify(err)
-	return &devices.Error{Code: code, Message: op + ": " + reason, Err: err}
+	return &iotgate.Error{Code: code, Message: op + ": " + reason, Err: err}
 }
 
 // classify maps err to a domain code and a client-safe reason.
 func classify(err error) (code, reason string) {
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
-		return devices.ENotFound, "not found"
+		return iotgate.ENotFound, "not found"
 	case errors.Is(err, context.DeadlineExceeded):
-		return devices.ETimeout, "timed out"
+		return iotgate.ETimeout, "timed out"
 	case errors.Is(err, context.Canceled):
-		return devices.ETimeout, "canceled"
+		return iotgate.ETimeout, "canceled"
 	case errors.Is(err, sql.ErrConnDone):
-		return devices.EUnavailable, "database connection closed"
+		return iotgate.EUnavailable, "database connection closed"
 	}
 	pqErr := pq.As(err)
 	if pqErr == nil {
 		// Dial errors, broken connections (driver.ErrBadConn), closed
 		// pools: the database can't be talked to.
-		return devices.EUnavailable, "database unavailable"
+		return iotgate.EUnavailable, "database unavailable"
 	}
 	switch pqErr.Code {
 	case pqerror.UniqueViolation:
-		return devices.EConflict, "already exists"
+		return iotgate.EConflict, "already exists"
 	case pqerror.ForeignKeyViolation:
-		return devices.EConflict, "conflicts with related records"
+		return iotgate.EConflict, "conflicts with related records"
 	case pqerror.RestrictViolation: // a trigger forbidding the change
-		return devices.EConflict, "not allowed to change"
+		return iotgate.EConflict, "not allowed to change"
 	case pqerror.NotNullViolation, pqerror.CheckViolation:
-		return devices.EInvalid, "invalid value"
+		return iotgate.EInvalid, "invalid value"
 	case pqerror.TRSerializationFailure, pqerror.TRDeadlockDetected:
-		return devices.EUnavailable, "concurrent update, try again"
+		return iotgate.EUnavailable, "concurrent update, try again"
 	case pqerror.LockNotAvailable:
-		return devices.EUnavailable, "resource busy, try again"
+		return iotgate.EUnavailable, "resource busy, try again"
 	case pqerror.QueryCanceled: // statement_timeout
-		return devices.ETimeout, "timed out"
+		return iotgate.ETimeout, "timed out"
 	case pqerror.TooManyConnections, pqerror.AdminShutdown, pqerror.CrashShutdown, pqerror.CannotConnectNow:
-		return devices.EUnavailable, "database unavailable"
+		return iotgate.EUnavailable, "database unavailable"
 	}
 	switch pqErr.Code.Class() {
 	case pqerror.ClassDataException: // too long, out of range, bad encoding
-		return devices.EInvalid, "invalid value"
+		return iotgate.EInvalid, "invalid value"
 	case pqerror.ClassConnectionException:
-		return devices.EUnavailable, "database unavailable"
+		return iotgate.EUnavailable, "database unavailable"
 	case pqerror.ClassInvalidAuthorizationSpecification:
-		return devices.EUnavailable, "database refused the credentials"
+		return iotgate.EUnavailable, "database refused the credentials"
 	case pqerror.ClassInvalidCatalogName:
-		return devices.EUnavailable, "database does not exist"
+		return iotgate.EUnavailable, "database does not exist"
 	}
-	return devices.EInternal, "database error"
+	return iotgate.EInternal, "database error"
 }

@@ -10,8 +10,8 @@ import (
 
 	"github.com/lib/pq"
 
+	"github.com/iotgate/iotgate"
 	"github.com/iotgate/iotgate/api/auth"
-	"github.com/iotgate/iotgate/devices"
 )
 
 var _ auth.Store = (*DB)(nil)
@@ -41,7 +41,7 @@ func scanToken(row rowScanner) (*auth.Token, error) {
 }
 
 func tokenNotFound(id string) error {
-	return devices.Errorf(devices.ENotFound, "token %s not found", id)
+	return iotgate.Errorf(iotgate.ENotFound, "token %s not found", id)
 }
 
 // CreateToken inserts t. Errors: conflict (ID or hash taken), invalid.
@@ -78,7 +78,7 @@ func (db *DB) TokenByHash(ctx context.Context, hash []byte) (*auth.Token, error)
 	t, err := scanToken(db.db.QueryRowContext(ctx, `SELECT `+tokenColumns+` FROM api_tokens WHERE hash = $1`, hash))
 	if errors.Is(err, sql.ErrNoRows) {
 		// No ID to name: the caller only has a secret.
-		return nil, devices.Errorf(devices.ENotFound, "token not found")
+		return nil, iotgate.Errorf(iotgate.ENotFound, "token not found")
 	}
 	if err != nil {
 		return nil, translate(err, "get token")

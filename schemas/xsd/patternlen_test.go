@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate"
 )
 
 // patternSchema has pattern-restricted values in every place a pattern can
@@ -66,7 +66,7 @@ func TestPatternValueLength(t *testing.T) {
 				}
 				return
 			}
-			var de *devices.Error
+			var de *iotgate.Error
 			if !errors.As(err, &de) || de.Detail != DetailPatternValue {
 				t.Fatalf("err = %v, want detail %s", err, DetailPatternValue)
 			}
