@@ -9,14 +9,14 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/iotgate/iotgate"
-	"github.com/iotgate/iotgate/api/auth"
+	"github.com/iotgate/iotgate/auth"
 )
 
 // Authenticator is what the API needs to check bearer tokens.
 type Authenticator interface {
 	// Authenticate returns the active token whose secret this is.
 	// Errors: unauthorized, unavailable.
-	Authenticate(ctx context.Context, secret string) (*auth.Token, error)
+	Authenticate(ctx context.Context, secret string) (*iotgate.Token, error)
 }
 
 var _ Authenticator = (*auth.Service)(nil)
@@ -73,7 +73,7 @@ func bearer(h string) (string, bool) {
 }
 
 // requireScope refuses tokens without scope with 403.
-func requireScope(scope auth.Scope) echo.MiddlewareFunc {
+func requireScope(scope iotgate.Scope) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			if tok := tokenOf(c); tok == nil || !tok.Allows(scope) {
@@ -104,14 +104,14 @@ func (s *Server) rateLimit(next echo.HandlerFunc) echo.HandlerFunc {
 }
 
 // tokenOf returns the request's authenticated token, nil on public routes.
-func tokenOf(c echo.Context) *auth.Token {
-	t, _ := c.Get(tokenKey).(*auth.Token)
+func tokenOf(c echo.Context) *iotgate.Token {
+	t, _ := c.Get(tokenKey).(*iotgate.Token)
 	return t
 }
 
 // selectorOf returns the device selector of the request's token; empty
 // when it sees every device.
-func selectorOf(c echo.Context) auth.Selector {
+func selectorOf(c echo.Context) iotgate.Selector {
 	if t := tokenOf(c); t != nil {
 		return t.Devices
 	}

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/iotgate/iotgate"
-	"github.com/iotgate/iotgate/api/auth"
 	"github.com/iotgate/iotgate/schemas"
 	"github.com/iotgate/iotgate/schemas/xsd"
 )
@@ -371,21 +370,21 @@ const testToken = "test-admin-token"
 // fakeAuth is an in-memory Authenticator: secret to token.
 type fakeAuth struct {
 	mu     sync.Mutex
-	tokens map[string]*auth.Token
+	tokens map[string]*iotgate.Token
 	// calls counts Authenticate calls.
 	calls int
 }
 
 // newFakeAuth knows testToken (admin, all devices) and the given tokens.
-func newFakeAuth(more map[string]*auth.Token) *fakeAuth {
-	f := &fakeAuth{tokens: map[string]*auth.Token{
-		testToken: {ID: "tok_test", Name: "test", Scopes: []auth.Scope{auth.ScopeAdmin}},
+func newFakeAuth(more map[string]*iotgate.Token) *fakeAuth {
+	f := &fakeAuth{tokens: map[string]*iotgate.Token{
+		testToken: {ID: "tok_test", Name: "test", Scopes: []iotgate.Scope{iotgate.ScopeAdmin}},
 	}}
 	maps.Copy(f.tokens, more)
 	return f
 }
 
-func (f *fakeAuth) Authenticate(_ context.Context, secret string) (*auth.Token, error) {
+func (f *fakeAuth) Authenticate(_ context.Context, secret string) (*iotgate.Token, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls++

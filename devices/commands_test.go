@@ -20,7 +20,7 @@ import (
 
 // The fakes below stand in for the store, the device registry, the schema,
 // presence and the XMPP component; the real ones are tested together in
-// devices/postgres and end to end in cmd/iotgate.
+// postgres and end to end in cmd/iotgate.
 
 const testNS = "urn:example:t"
 

@@ -2,8 +2,9 @@
 // (NNNN_name.up.sql / NNNN_name.down.sql) embedded in the binary, and runs
 // them with golang-migrate.
 //
-// The binary calls [Up] at start; the `iotgate migrate` subcommands call
-// [Up], [Down], [Force] and [Version]. Every call takes golang-migrate's
+// Package postgres runs them: postgres.Open calls [Up], and the `iotgate
+// migrate` subcommands reach [Up], [Down], [Force] and [Version] through
+// postgres.DB. It imports only the root package iotgate (for its errors). Every call takes golang-migrate's
 // PostgreSQL advisory lock, so several instances starting at once apply each
 // migration exactly once: the first runs them, the others wait for it and
 // then find nothing to do. The wait is bounded by [LockTimeout].

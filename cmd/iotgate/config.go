@@ -15,7 +15,7 @@ import (
 	"mellium.im/xmpp/jid"
 
 	"github.com/iotgate/iotgate"
-	"github.com/iotgate/iotgate/api/auth"
+	"github.com/iotgate/iotgate/auth"
 	"github.com/iotgate/iotgate/devices"
 )
 

@@ -426,7 +426,7 @@ const (
 // pgNumeric reports whether PostgreSQL 15's numeric accepts a number of
 // these integer digits, fraction digits and exponent ("" or e/E, a sign
 // and digits), checked against PostgreSQL itself in
-// devices/postgres (TestNumbersPostgresTakes).
+// postgres (TestNumbersPostgresTakes).
 func pgNumeric(intPart, frac, exp string) bool {
 	e := 0
 	if exp != "" {

@@ -11,8 +11,9 @@ import (
 	"time"
 
 	"github.com/iotgate/iotgate"
-	"github.com/iotgate/iotgate/devices/postgres"
 	"github.com/iotgate/iotgate/internal/servers"
+	"github.com/iotgate/iotgate/migrations"
+	"github.com/iotgate/iotgate/postgres"
 )
 
 func TestMain(m *testing.M) { servers.Main(m) }
@@ -58,6 +59,22 @@ func TestOpen(t *testing.T) {
 		if name != "iotgate" {
 			t.Errorf("application_name = %q, want iotgate", name)
 		}
+		// Open migrates: the schema is at the latest version.
+		v, dirty, err := db.MigrationVersion(ctx)
+		latest, lerr := migrations.Latest()
+		if err != nil || lerr != nil || dirty || v != latest {
+			t.Errorf("MigrationVersion = %d, dirty %v, %v; want %d (%v), clean", v, dirty, err, latest, lerr)
+		}
+	})
+	t.Run("ConnectDoesNotMigrate", func(t *testing.T) {
+		db, err := postgres.Connect(ctx, servers.DatabaseForTest(t), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		if v, dirty, err := db.MigrationVersion(ctx); err != nil || dirty || v != 0 {
+			t.Errorf("MigrationVersion after Connect = %d, dirty %v, %v; want 0", v, dirty, err)
+		}
 	})
 	t.Run("ErrMalformedDSN", func(t *testing.T) {
 		_, err := postgres.Open(ctx, "postgres://user:s3cret@host:notaport/db", nil)
@@ -96,14 +113,17 @@ func TestOpen(t *testing.T) {
 	t.Run("ErrNoDatabase", func(t *testing.T) {
 		dsn := strings.Replace(servers.SharedPostgres(t).DSN(), "/"+servers.PostgresDatabase, "/no_such_db", 1)
 		_, err := postgres.Open(ctx, dsn, nil)
-		checkCode(t, err, iotgate.EInvalid)
+		checkCode(t, err, iotgate.EUnavailable)
 	})
 	t.Run("ErrUnknownRole", func(t *testing.T) {
 		// The test server trusts every login, but not of a role it
 		// doesn't have (SQLSTATE 28000, as a wrong password would be).
 		dsn := strings.Replace(servers.SharedPostgres(t).DSN(), "://"+servers.PostgresUser+"@", "://nosuchrole@", 1)
 		_, err := postgres.Open(ctx, dsn, nil)
-		checkCode(t, err, iotgate.EInvalid)
+		checkCode(t, err, iotgate.EUnavailable)
+		if got := iotgate.ErrorMessage(err); !strings.Contains(got, "refused the credentials") {
+			t.Errorf("message = %q, want it to say the credentials were refused", got)
+		}
 	})
 }
 

@@ -15,21 +15,21 @@ import (
 // memStore is an in-memory Store that counts hash lookups and touches.
 type memStore struct {
 	mu      sync.Mutex
-	tokens  map[string]*Token
+	tokens  map[string]*iotgate.Token
 	lookups int
 	touches int
 }
 
-func newMemStore() *memStore { return &memStore{tokens: map[string]*Token{}} }
+func newMemStore() *memStore { return &memStore{tokens: map[string]*iotgate.Token{}} }
 
-func (m *memStore) CreateToken(_ context.Context, t *Token) error {
+func (m *memStore) CreateToken(_ context.Context, t *iotgate.Token) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.tokens[t.ID] = t.Clone()
 	return nil
 }
 
-func (m *memStore) Token(_ context.Context, id string) (*Token, error) {
+func (m *memStore) Token(_ context.Context, id string) (*iotgate.Token, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	t, ok := m.tokens[id]
@@ -39,7 +39,7 @@ func (m *memStore) Token(_ context.Context, id string) (*Token, error) {
 	return t.Clone(), nil
 }
 
-func (m *memStore) TokenByHash(_ context.Context, h []byte) (*Token, error) {
+func (m *memStore) TokenByHash(_ context.Context, h []byte) (*iotgate.Token, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.lookups++
@@ -51,17 +51,17 @@ func (m *memStore) TokenByHash(_ context.Context, h []byte) (*Token, error) {
 	return nil, iotgate.Errorf(iotgate.ENotFound, "token not found")
 }
 
-func (m *memStore) Tokens(context.Context) ([]*Token, error) {
+func (m *memStore) Tokens(context.Context) ([]*iotgate.Token, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var out []*Token
+	var out []*iotgate.Token
 	for _, t := range m.tokens {
 		out = append(out, t.Clone())
 	}
 	return out, nil
 }
 
-func (m *memStore) RevokeToken(_ context.Context, id string, at time.Time) (*Token, error) {
+func (m *memStore) RevokeToken(_ context.Context, id string, at time.Time) (*iotgate.Token, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	t, ok := m.tokens[id]
@@ -153,19 +153,19 @@ func TestSelector(t *testing.T) {
 			}
 		})
 	}
-	if !(Selector{"site": "berlin", "room": "x"}).Within(Selector{"site": "berlin"}) || (Selector{}).Within(Selector{"site": "berlin"}) {
+	if !(iotgate.Selector{"site": "berlin", "room": "x"}).Within(iotgate.Selector{"site": "berlin"}) || (iotgate.Selector{}).Within(iotgate.Selector{"site": "berlin"}) {
 		t.Error("Within is wrong")
 	}
 }
 
 func TestAllows(t *testing.T) {
-	admin := &Token{Scopes: []Scope{ScopeAdmin}}
-	reader := &Token{Scopes: []Scope{ScopeDevicesRead}}
-	for _, s := range Scopes {
+	admin := &iotgate.Token{Scopes: []iotgate.Scope{iotgate.ScopeAdmin}}
+	reader := &iotgate.Token{Scopes: []iotgate.Scope{iotgate.ScopeDevicesRead}}
+	for _, s := range iotgate.Scopes {
 		if !admin.Allows(s) {
 			t.Errorf("admin lacks %s", s)
 		}
-		if reader.Allows(s) != (s == ScopeDevicesRead) {
+		if reader.Allows(s) != (s == iotgate.ScopeDevicesRead) {
 			t.Errorf("devices:read token: Allows(%s) = %v", s, reader.Allows(s))
 		}
 	}
@@ -199,7 +199,7 @@ func newTestService(t *testing.T, cfg Config) (*Service, *memStore, *clock) {
 func TestCreateAndAuthenticate(t *testing.T) {
 	ctx := context.Background()
 	s, st, clk := newTestService(t, Config{})
-	tok, secret, err := s.Create(ctx, CreateRequest{Name: "ops", Scopes: []Scope{ScopeDevicesRead}, Devices: Selector{"site": "berlin"}, ExpiresIn: time.Hour})
+	tok, secret, err := s.Create(ctx, CreateRequest{Name: "ops", Scopes: []iotgate.Scope{iotgate.ScopeDevicesRead}, Devices: iotgate.Selector{"site": "berlin"}, ExpiresIn: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,7 +209,7 @@ func TestCreateAndAuthenticate(t *testing.T) {
 	if h := Hash(secret); !bytes.Equal(tok.Hash, h[:]) || strings.Contains(string(tok.Hash), secret) {
 		t.Error("the token does not keep (only) the secret's hash")
 	}
-	_, other, _ := s.Create(ctx, CreateRequest{Name: "ops", Scopes: []Scope{ScopeAdmin}})
+	_, other, _ := s.Create(ctx, CreateRequest{Name: "ops", Scopes: []iotgate.Scope{iotgate.ScopeAdmin}})
 	if other == secret {
 		t.Error("two tokens with the same secret")
 	}
@@ -249,7 +249,7 @@ func TestCreateAndAuthenticate(t *testing.T) {
 func TestRevokeIsImmediate(t *testing.T) {
 	ctx := context.Background()
 	s, _, _ := newTestService(t, Config{CacheTTL: time.Hour})
-	tok, secret, err := s.Create(ctx, CreateRequest{Name: "x", Scopes: []Scope{ScopeAdmin}})
+	tok, secret, err := s.Create(ctx, CreateRequest{Name: "x", Scopes: []iotgate.Scope{iotgate.ScopeAdmin}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,7 +273,7 @@ func TestRevokeIsImmediate(t *testing.T) {
 func TestTouchAtMostOncePerMinute(t *testing.T) {
 	ctx := context.Background()
 	s, st, clk := newTestService(t, Config{CacheTTL: time.Hour})
-	tok, secret, _ := s.Create(ctx, CreateRequest{Name: "x", Scopes: []Scope{ScopeAdmin}})
+	tok, secret, _ := s.Create(ctx, CreateRequest{Name: "x", Scopes: []iotgate.Scope{iotgate.ScopeAdmin}})
 	for range 5 {
 		if _, err := s.Authenticate(ctx, secret); err != nil {
 			t.Fatal(err)
@@ -320,7 +320,7 @@ func TestBootstrap(t *testing.T) {
 				}
 				return
 			}
-			if err != nil || got.ID != BootstrapID || got.Name != BootstrapName || !got.Allows(ScopeAdmin) || len(got.Devices) != 0 {
+			if err != nil || got.ID != BootstrapID || got.Name != BootstrapName || !got.Allows(iotgate.ScopeAdmin) || len(got.Devices) != 0 {
 				t.Errorf("= %+v, %v; want the bootstrap admin", got, err)
 			}
 		})
@@ -339,11 +339,11 @@ func TestCreateInvalid(t *testing.T) {
 		name string
 		req  CreateRequest
 	}{
-		{"NoName", CreateRequest{Scopes: []Scope{ScopeAdmin}}},
+		{"NoName", CreateRequest{Scopes: []iotgate.Scope{iotgate.ScopeAdmin}}},
 		{"NoScopes", CreateRequest{Name: "x"}},
-		{"UnknownScope", CreateRequest{Name: "x", Scopes: []Scope{"root"}}},
-		{"BadSelector", CreateRequest{Name: "x", Scopes: []Scope{ScopeAdmin}, Devices: Selector{"a b": "c"}}},
-		{"NegativeExpiry", CreateRequest{Name: "x", Scopes: []Scope{ScopeAdmin}, ExpiresIn: -time.Second}},
+		{"UnknownScope", CreateRequest{Name: "x", Scopes: []iotgate.Scope{"root"}}},
+		{"BadSelector", CreateRequest{Name: "x", Scopes: []iotgate.Scope{iotgate.ScopeAdmin}, Devices: iotgate.Selector{"a b": "c"}}},
+		{"NegativeExpiry", CreateRequest{Name: "x", Scopes: []iotgate.Scope{iotgate.ScopeAdmin}, ExpiresIn: -time.Second}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -15,9 +15,8 @@ import (
 
 	"github.com/iotgate/iotgate"
 	"github.com/iotgate/iotgate/devices"
-	"github.com/iotgate/iotgate/devices/postgres"
 	"github.com/iotgate/iotgate/internal/servers"
-	"github.com/iotgate/iotgate/migrations"
+	"github.com/iotgate/iotgate/postgres"
 	"github.com/iotgate/iotgate/schemas"
 	"github.com/iotgate/iotgate/schemas/examples"
 )
@@ -31,9 +30,6 @@ func newStack(t testing.TB) (*postgres.DB, *schemas.Registry, *devices.Service) 
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	if err := migrations.Up(ctx, db.SQL(), nil); err != nil {
-		t.Fatal(err)
-	}
 	reg := schemas.NewRegistry(db, schemas.Config{})
 	svc := devices.NewService(db, reg, devices.ServiceConfig{})
 	rctx, cancel := context.WithCancel(ctx)
@@ -284,7 +280,7 @@ func TestSchemasDevicesReadings(t *testing.T) {
 // commit (validation, queueing, group commit) against a real PostgreSQL,
 // with 64 readings in flight, as IQ readings would be.
 //
-//	go test -tags integration -run '^$' -bench BenchmarkIngest -benchtime 20000x ./devices/postgres/
+//	go test -tags integration -run '^$' -bench BenchmarkIngest -benchtime 20000x ./postgres/
 func BenchmarkIngest(b *testing.B) {
 	ctx := context.Background()
 	_, reg, svc := newStack(b)

@@ -14,7 +14,7 @@ import (
 
 	"github.com/iotgate/iotgate"
 	"github.com/iotgate/iotgate/devices"
-	"github.com/iotgate/iotgate/devices/postgres"
+	"github.com/iotgate/iotgate/postgres"
 )
 
 // commandFixture is a database with one registered thermostat.
@@ -355,7 +355,7 @@ func TestCommandStoreBatches(t *testing.T) {
 // command service's group commit writes under load), with the database
 // alone: how many commands per second the store can take.
 //
-//	go test -tags integration -run '^$' -bench BenchmarkCommandWrites -benchtime 20000x ./devices/postgres/
+//	go test -tags integration -run '^$' -bench BenchmarkCommandWrites -benchtime 20000x ./postgres/
 func BenchmarkCommandWrites(b *testing.B) {
 	ctx := context.Background()
 	db, reg, svc := newStack(b)

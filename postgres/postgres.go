@@ -1,13 +1,17 @@
 // Package postgres is iotgate's PostgreSQL adapter: it implements the
-// storage interfaces of package devices on top of database/sql and lib/pq,
-// with raw SQL.
+// store ports of the root package iotgate (DeviceStore, CommandStore,
+// PresenceStore, TokenStore) and schemas.Store on top of database/sql and
+// lib/pq, with raw SQL, and owns the schema: Open runs the migrations of
+// package migrations.
 //
 // Driver errors never leave this package as they are: they are translated
-// at this boundary into *iotgate.Error values (a unique violation becomes
-// EConflict, a lost connection EUnavailable, and so on), keeping the
-// driver's error as the cause for the logs.
+// at this boundary, in one table (classify), into *iotgate.Error values (a
+// unique violation becomes EConflict, a lost connection EUnavailable, and
+// so on), keeping the driver's error as the cause for the logs.
 //
-// The schema itself is created by package migrations.
+// It imports the root package iotgate, schemas (for the schema types it
+// stores) and migrations; never a transport (api, component), devices or
+// cmd.
 package postgres
 
 import (
@@ -59,14 +63,15 @@ type DB struct {
 	stmts  map[string]*sql.Stmt // by query text
 }
 
-// Open connects to the database at dsn, a postgres:// URL or a libpq
-// key=value string, and checks that it answers. Unless dsn sets them,
-// connect_timeout is 5 seconds and application_name is "iotgate".
+// Connect connects to the database at dsn, a postgres:// URL or a libpq
+// key=value string, and checks that it answers; it does not migrate (Open
+// does). Unless dsn sets them, connect_timeout is 5 seconds and
+// application_name is "iotgate".
 //
-// Errors: EInvalid (dsn is malformed, the server refused the credentials
-// or has no such database), EUnavailable (the server can't be reached or
-// isn't accepting connections yet), ETimeout (ctx ended).
-func Open(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
+// Errors: EInvalid (dsn is malformed), EUnavailable (the server can't be
+// reached, isn't accepting connections yet, refused the credentials or has
+// no such database), ETimeout (ctx ended).
+func Connect(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -99,13 +104,8 @@ func Open(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
 
 	if err := sqlDB.PingContext(ctx); err != nil {
 		sqlDB.Close()
-		// A refused login or a missing database won't fix itself:
-		// report it as a configuration error, not as an outage worth
-		// waiting out.
-		if pqErr := pq.As(err); pqErr != nil &&
-			(pqErr.Code.Class() == pqerror.ClassInvalidAuthorizationSpecification || pqErr.Code.Class() == pqerror.ClassInvalidCatalogName) {
-			return nil, &iotgate.Error{Code: iotgate.EInvalid, Message: "database refused the connection: " + pqErr.Message, Err: err}
-		}
+		// A refused login or a missing database goes through the one
+		// table like any driver error: unavailable (see classify).
 		return nil, translate(err, "connect to database")
 	}
 	db := &DB{db: sqlDB, log: log, Now: time.Now}
@@ -150,8 +150,8 @@ func (db *DB) prepared(ctx context.Context, q string) (*sql.Stmt, error) {
 	return st, nil
 }
 
-// SQL returns the underlying pool, for package migrations and for tests.
-// Stores don't hand it out further.
+// SQL returns the underlying pool, for its statistics (metrics) and for
+// tests. Stores don't hand it out further.
 func (db *DB) SQL() *sql.DB { return db.db }
 
 // Health probes the database with a round trip, bounded by 2 seconds and
@@ -249,6 +249,11 @@ func classify(err error) (code, reason string) {
 		return iotgate.EInvalid, "invalid value"
 	case pqerror.ClassConnectionException:
 		return iotgate.EUnavailable, "database unavailable"
+	// A server that refuses a login or lacks the database is an
+	// operational fault, not a client's invalid input: the operator fixes
+	// the role, the password (pg_hba.conf) or the database while iotgate
+	// waits and retries, as for any outage, and the reason is logged at
+	// each retry.
 	case pqerror.ClassInvalidAuthorizationSpecification:
 		return iotgate.EUnavailable, "database refused the credentials"
 	case pqerror.ClassInvalidCatalogName:
