@@ -21,7 +21,7 @@ type Authenticator interface {
 
 var _ Authenticator = (*auth.Service)(nil)
 
-// tokenKey is where authenticate stores the request's *auth.Token.
+// tokenKey is where authenticate stores the request's *iotgate.Token.
 const tokenKey = "auth_token"
 
 // wwwAuthenticate is the challenge of a 401 (RFC 6750).

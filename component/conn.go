@@ -13,6 +13,10 @@
 // over deadlines, queueing and reply matching that the libraries we studied
 // don't give (see the README's design section). JIDs are handled with
 // mellium.im/xmpp/jid and stanza error conditions with mellium.im/xmpp/stanza.
+//
+// It may import the root package iotgate and devices (the ingest
+// scheduler, the domain allow-list, the CommandSender port it implements);
+// never api (HTTP), postgres or cmd.
 package component
 
 import (

@@ -4,15 +4,19 @@
 //
 // Package postgres runs them: postgres.Open calls [Up], and the `iotgate
 // migrate` subcommands reach [Up], [Down], [Force] and [Version] through
-// postgres.DB. It imports only the root package iotgate (for its errors). Every call takes golang-migrate's
-// PostgreSQL advisory lock, so several instances starting at once apply each
-// migration exactly once: the first runs them, the others wait for it and
-// then find nothing to do. The wait is bounded by [LockTimeout].
+// postgres.DB. Every call takes golang-migrate's PostgreSQL advisory lock,
+// so several instances starting at once apply each migration exactly once:
+// the first runs them, the others wait for it and then find nothing to do.
+// The wait is bounded by [LockTimeout].
 //
 // Errors are *iotgate.Error values: EConflict with detail [DetailDirty] or
 // [DetailTooNew] when the recorded state forbids migrating, EUnavailable with
 // detail [DetailLocked] when the lock could not be had in time, EInvalid for a
 // bad argument, and EInternal (with the driver error as cause) otherwise.
+// These are migration states, not a second table of driver errors: the one
+// table of PostgreSQL errors is in package postgres.
+//
+// It imports only the root package iotgate (for its errors).
 package migrations
 
 import (

@@ -4,6 +4,10 @@
 //
 // Compilation and validation happen in schemas/xsd, a libxml2 binding that
 // never reads files, never touches the network and never expands entities.
+//
+// It may import the root package iotgate (errors, the SchemaSource port it
+// implements) and schemas/xsd; never devices, a transport (api, component),
+// postgres or cmd. It declares the Store it needs; postgres implements it.
 package schemas
 
 import (
@@ -76,7 +80,7 @@ type Config struct {
 }
 
 // Registry registers schemas and hands out compiled ones. It implements
-// devices.SchemaSource.
+// iotgate.SchemaSource.
 type Registry struct {
 	store Store
 	cfg   Config

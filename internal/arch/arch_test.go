@@ -173,6 +173,8 @@ var rules = []rule{
 	{name: "component never imports api nor postgres", from: is("component"), to: is("api", "postgres"), tests: true},
 	{name: "the domain (devices, schemas, auth, migrations) imports no transport and no store",
 		from: is("devices", "schemas", "auth", "migrations"), to: is("api", "component", "postgres"), tests: true},
+	// The domain depends on schemas, never the reverse.
+	{name: "schemas never imports devices", from: is("schemas"), to: is("devices"), tests: true},
 	// Direct imports only: schemas brings schemas/xsd along, which is fine.
 	{name: "postgres imports only the root package, schemas and migrations", from: is("postgres"),
 		to: func(r string) bool { return !is("", "postgres", "schemas", "migrations")(r) }, direct: true},

@@ -102,4 +102,9 @@
 // attribute groups, complex type extension and restriction, substitution
 // groups, wildcards and imported schemas; anything else renders untyped.
 // xsi:type is honoured by the local name of the type.
+//
+// # Dependencies
+//
+// It imports the root package iotgate (for its errors) and no other
+// package of the project.
 package xsd
