@@ -8,20 +8,20 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/iotgate/iotgate/api/auth"
-	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate"
+	"github.com/iotgate/iotgate/auth"
 )
 
 // Authenticator is what the API needs to check bearer tokens.
 type Authenticator interface {
 	// Authenticate returns the active token whose secret this is.
 	// Errors: unauthorized, unavailable.
-	Authenticate(ctx context.Context, secret string) (*auth.Token, error)
+	Authenticate(ctx context.Context, secret string) (*iotgate.Token, error)
 }
 
 var _ Authenticator = (*auth.Service)(nil)
 
-// tokenKey is where authenticate stores the request's *auth.Token.
+// tokenKey is where authenticate stores the request's *iotgate.Token.
 const tokenKey = "auth_token"
 
 // wwwAuthenticate is the challenge of a 401 (RFC 6750).
@@ -39,18 +39,18 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		if !given || s.auth == nil {
 			c.Response().Header().Set(echo.HeaderWWWAuthenticate, challenge)
-			return devices.Errorf(devices.EUnauthorized, "this endpoint needs an Authorization: Bearer <token> header")
+			return iotgate.Errorf(iotgate.EUnauthorized, "this endpoint needs an Authorization: Bearer <token> header")
 		}
 		ip := c.RealIP()
 		if empty, wait := s.failures.empty(ip); empty {
 			secs := max(int(wait.Seconds()+0.999), 1)
 			c.Response().Header().Set("Retry-After", strconv.Itoa(secs))
-			return &devices.Error{Code: devices.ETooMany, Detail: "rate_limited",
+			return &iotgate.Error{Code: iotgate.ETooMany, Detail: "rate_limited",
 				Message: fmt.Sprintf("too many failed authentications from this address, retry in %d s", secs)}
 		}
 		tok, err := s.auth.Authenticate(c.Request().Context(), secret)
 		if err != nil {
-			if devices.ErrorCode(err) == devices.EUnauthorized {
+			if iotgate.ErrorCode(err) == iotgate.EUnauthorized {
 				s.failures.allow(ip)
 				c.Response().Header().Set(echo.HeaderWWWAuthenticate, challenge)
 			}
@@ -73,12 +73,12 @@ func bearer(h string) (string, bool) {
 }
 
 // requireScope refuses tokens without scope with 403.
-func requireScope(scope auth.Scope) echo.MiddlewareFunc {
+func requireScope(scope iotgate.Scope) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			if tok := tokenOf(c); tok == nil || !tok.Allows(scope) {
 				c.Response().Header().Set(echo.HeaderWWWAuthenticate, wwwAuthenticate+`, error="insufficient_scope", scope="`+string(scope)+`"`)
-				return devices.Errorf(devices.EForbidden, "this token lacks the scope %s", scope)
+				return iotgate.Errorf(iotgate.EForbidden, "this token lacks the scope %s", scope)
 			}
 			return next(c)
 		}
@@ -96,7 +96,7 @@ func (s *Server) rateLimit(next echo.HandlerFunc) echo.HandlerFunc {
 		if ok, wait := s.limits.allow(tok.ID); !ok {
 			secs := max(int(wait.Seconds()+0.999), 1)
 			c.Response().Header().Set("Retry-After", strconv.Itoa(secs))
-			return &devices.Error{Code: devices.ETooMany, Detail: "rate_limited",
+			return &iotgate.Error{Code: iotgate.ETooMany, Detail: "rate_limited",
 				Message: fmt.Sprintf("this token's request rate is exceeded, retry in %d s", secs)}
 		}
 		return next(c)
@@ -104,14 +104,14 @@ func (s *Server) rateLimit(next echo.HandlerFunc) echo.HandlerFunc {
 }
 
 // tokenOf returns the request's authenticated token, nil on public routes.
-func tokenOf(c echo.Context) *auth.Token {
-	t, _ := c.Get(tokenKey).(*auth.Token)
+func tokenOf(c echo.Context) *iotgate.Token {
+	t, _ := c.Get(tokenKey).(*iotgate.Token)
 	return t
 }
 
 // selectorOf returns the device selector of the request's token; empty
 // when it sees every device.
-func selectorOf(c echo.Context) auth.Selector {
+func selectorOf(c echo.Context) iotgate.Selector {
 	if t := tokenOf(c); t != nil {
 		return t.Devices
 	}
@@ -122,7 +122,7 @@ func selectorOf(c echo.Context) auth.Selector {
 // same as for a device that does not exist, so that its existence does
 // not leak.
 func deviceNotFound(jid string) error {
-	return devices.Errorf(devices.ENotFound, "device %s is not registered", jid)
+	return iotgate.Errorf(iotgate.ENotFound, "device %s is not registered", jid)
 }
 
 // visible checks that the request's token may see the device. It costs a
@@ -151,7 +151,7 @@ func visible(c echo.Context, devs DeviceService, jid string) error {
 // could not see, nor move them out of its reach.
 func mayLabel(c echo.Context, labels map[string]string) error {
 	if sel := selectorOf(c); !sel.Matches(labels) {
-		return devices.Errorf(devices.EForbidden, "this token may only manage devices labelled %s", sel)
+		return iotgate.Errorf(iotgate.EForbidden, "this token may only manage devices labelled %s", sel)
 	}
 	return nil
 }

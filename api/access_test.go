@@ -16,40 +16,40 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/iotgate/iotgate/api/auth"
-	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate"
+	"github.com/iotgate/iotgate/auth"
 )
 
 // fakeTokens is an in-memory TokenService.
 type fakeTokens struct {
-	tokens map[string]*auth.Token
+	tokens map[string]*iotgate.Token
 	last   auth.CreateRequest
 }
 
-func (f *fakeTokens) Create(_ context.Context, req auth.CreateRequest) (*auth.Token, string, error) {
+func (f *fakeTokens) Create(_ context.Context, req auth.CreateRequest) (*iotgate.Token, string, error) {
 	f.last = req
-	t := &auth.Token{ID: "tok_new", Name: req.Name, Scopes: req.Scopes, Devices: req.Devices, CreatedAt: testTime}
+	t := &iotgate.Token{ID: "tok_new", Name: req.Name, Scopes: req.Scopes, Devices: req.Devices, CreatedAt: testTime}
 	f.tokens[t.ID] = t
 	return t, auth.Prefix + "secret", nil
 }
 
-func (f *fakeTokens) List(context.Context) ([]*auth.Token, error) {
-	var out []*auth.Token
+func (f *fakeTokens) List(context.Context) ([]*iotgate.Token, error) {
+	var out []*iotgate.Token
 	for _, t := range f.tokens {
 		out = append(out, t)
 	}
 	return out, nil
 }
 
-func (f *fakeTokens) Get(_ context.Context, id string) (*auth.Token, error) {
+func (f *fakeTokens) Get(_ context.Context, id string) (*iotgate.Token, error) {
 	t, ok := f.tokens[id]
 	if !ok {
-		return nil, devices.Errorf(devices.ENotFound, "token %s not found", id)
+		return nil, iotgate.Errorf(iotgate.ENotFound, "token %s not found", id)
 	}
 	return t, nil
 }
 
-func (f *fakeTokens) Revoke(ctx context.Context, id string) (*auth.Token, error) {
+func (f *fakeTokens) Revoke(ctx context.Context, id string) (*iotgate.Token, error) {
 	t, err := f.Get(ctx, id)
 	if err != nil {
 		return nil, err
@@ -60,7 +60,7 @@ func (f *fakeTokens) Revoke(ctx context.Context, id string) (*auth.Token, error)
 }
 
 // scopeSecret is the secret of the test token that has only scope s.
-func scopeSecret(s auth.Scope) string { return "secret-" + string(s) }
+func scopeSecret(s iotgate.Scope) string { return "secret-" + string(s) }
 
 // berlinSecret is the secret of a token with every scope but admin,
 // limited to the devices labelled site=berlin.
@@ -69,26 +69,26 @@ const berlinSecret = "secret-berlin"
 // accessFixture is a server with every route, fake services, and a token
 // per scope plus the berlin token.
 func accessFixture(cfg Config, log *slog.Logger) (*Server, *fakeCommands) {
-	more := map[string]*auth.Token{
-		berlinSecret: {ID: "tok_berlin", Name: "berlin", Devices: auth.Selector{"site": "berlin"},
-			Scopes: []auth.Scope{auth.ScopeSchemasRead, auth.ScopeDevicesRead, auth.ScopeDevicesWrite, auth.ScopeCommandsSend}},
+	more := map[string]*iotgate.Token{
+		berlinSecret: {ID: "tok_berlin", Name: "berlin", Devices: iotgate.Selector{"site": "berlin"},
+			Scopes: []iotgate.Scope{iotgate.ScopeSchemasRead, iotgate.ScopeDevicesRead, iotgate.ScopeDevicesWrite, iotgate.ScopeCommandsSend}},
 	}
-	for _, s := range auth.Scopes {
-		more[scopeSecret(s)] = &auth.Token{ID: "tok_" + string(s), Name: string(s), Scopes: []auth.Scope{s}}
+	for _, s := range iotgate.Scopes {
+		more[scopeSecret(s)] = &iotgate.Token{ID: "tok_" + string(s), Name: string(s), Scopes: []iotgate.Scope{s}}
 	}
 	reg := newFakeSchemas()
 	reg.add("thermostat", 1)
-	cmds := &fakeCommands{cmds: map[string]*devices.Command{
-		"c1": testCommand("c1", devices.CommandQueue, devices.CommandQueued, "", ""),
-		"c2": testCommand("c2", devices.CommandQueue, devices.CommandQueued, "", ""),
-	}, submit: func(req devices.CommandRequest) (*devices.Command, bool, error) {
-		return testCommand("c3", devices.CommandAsync, devices.CommandSent, "", ""), false, nil
+	cmds := &fakeCommands{cmds: map[string]*iotgate.Command{
+		"c1": testCommand("c1", iotgate.CommandQueue, iotgate.CommandQueued, "", ""),
+		"c2": testCommand("c2", iotgate.CommandQueue, iotgate.CommandQueued, "", ""),
+	}, submit: func(req iotgate.CommandRequest) (*iotgate.Command, bool, error) {
+		return testCommand("c3", iotgate.CommandAsync, iotgate.CommandSent, "", ""), false, nil
 	}}
 	cmds.cmds["c2"].DeviceJID = "thermo2@example.com" // site=paris
 	return New(cfg, Deps{
 		Log: log, Schemas: reg, Devices: newDeviceFixture(), Commands: cmds,
 		Auth:    newFakeAuth(more),
-		Tokens:  &fakeTokens{tokens: map[string]*auth.Token{"tok_a": {ID: "tok_a", Name: "a", Scopes: []auth.Scope{auth.ScopeAdmin}}}},
+		Tokens:  &fakeTokens{tokens: map[string]*iotgate.Token{"tok_a": {ID: "tok_a", Name: "a", Scopes: []iotgate.Scope{iotgate.ScopeAdmin}}}},
 		Metrics: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("iotgate_up 1\n")) }),
 	}), cmds
 }
@@ -99,32 +99,32 @@ func accessFixture(cfg Config, log *slog.Logger) (*Server, *fakeCommands) {
 func TestRouteScopes(t *testing.T) {
 	routes := []struct {
 		method, path string
-		scope        auth.Scope
+		scope        iotgate.Scope
 	}{
-		{"POST", "/v1/schemas", auth.ScopeSchemasWrite},
-		{"GET", "/v1/schemas", auth.ScopeSchemasRead},
-		{"GET", "/v1/schemas/thermostat", auth.ScopeSchemasRead},
-		{"GET", "/v1/schemas/thermostat/versions", auth.ScopeSchemasRead},
-		{"GET", "/v1/schemas/thermostat/versions/1", auth.ScopeSchemasRead},
-		{"DELETE", "/v1/schemas/thermostat/versions/1", auth.ScopeSchemasWrite},
-		{"GET", "/v1/schemas/thermostat/versions/1/xsd", auth.ScopeSchemasRead},
-		{"POST", "/v1/devices", auth.ScopeDevicesWrite},
-		{"GET", "/v1/devices", auth.ScopeDevicesRead},
-		{"GET", "/v1/devices/thermo1%40example.com", auth.ScopeDevicesRead},
-		{"PATCH", "/v1/devices/thermo1%40example.com", auth.ScopeDevicesWrite},
-		{"DELETE", "/v1/devices/thermo1%40example.com", auth.ScopeDevicesWrite},
-		{"GET", "/v1/devices/thermo1%40example.com/state", auth.ScopeDevicesRead},
-		{"GET", "/v1/devices/thermo1%40example.com/readings", auth.ScopeDevicesRead},
-		{"GET", "/v1/devices/thermo1%40example.com/rejections", auth.ScopeDevicesRead},
-		{"POST", "/v1/devices/thermo1%40example.com/commands", auth.ScopeCommandsSend},
-		{"GET", "/v1/devices/thermo1%40example.com/commands", auth.ScopeDevicesRead},
-		{"GET", "/v1/commands/c1", auth.ScopeDevicesRead},
-		{"POST", "/v1/commands/c1/cancel", auth.ScopeCommandsSend},
-		{"POST", "/v1/tokens", auth.ScopeAdmin},
-		{"GET", "/v1/tokens", auth.ScopeAdmin},
-		{"GET", "/v1/tokens/tok_a", auth.ScopeAdmin},
-		{"DELETE", "/v1/tokens/tok_a", auth.ScopeAdmin},
-		{"GET", "/metrics", auth.ScopeAdmin},
+		{"POST", "/v1/schemas", iotgate.ScopeSchemasWrite},
+		{"GET", "/v1/schemas", iotgate.ScopeSchemasRead},
+		{"GET", "/v1/schemas/thermostat", iotgate.ScopeSchemasRead},
+		{"GET", "/v1/schemas/thermostat/versions", iotgate.ScopeSchemasRead},
+		{"GET", "/v1/schemas/thermostat/versions/1", iotgate.ScopeSchemasRead},
+		{"DELETE", "/v1/schemas/thermostat/versions/1", iotgate.ScopeSchemasWrite},
+		{"GET", "/v1/schemas/thermostat/versions/1/xsd", iotgate.ScopeSchemasRead},
+		{"POST", "/v1/devices", iotgate.ScopeDevicesWrite},
+		{"GET", "/v1/devices", iotgate.ScopeDevicesRead},
+		{"GET", "/v1/devices/thermo1%40example.com", iotgate.ScopeDevicesRead},
+		{"PATCH", "/v1/devices/thermo1%40example.com", iotgate.ScopeDevicesWrite},
+		{"DELETE", "/v1/devices/thermo1%40example.com", iotgate.ScopeDevicesWrite},
+		{"GET", "/v1/devices/thermo1%40example.com/state", iotgate.ScopeDevicesRead},
+		{"GET", "/v1/devices/thermo1%40example.com/readings", iotgate.ScopeDevicesRead},
+		{"GET", "/v1/devices/thermo1%40example.com/rejections", iotgate.ScopeDevicesRead},
+		{"POST", "/v1/devices/thermo1%40example.com/commands", iotgate.ScopeCommandsSend},
+		{"GET", "/v1/devices/thermo1%40example.com/commands", iotgate.ScopeDevicesRead},
+		{"GET", "/v1/commands/c1", iotgate.ScopeDevicesRead},
+		{"POST", "/v1/commands/c1/cancel", iotgate.ScopeCommandsSend},
+		{"POST", "/v1/tokens", iotgate.ScopeAdmin},
+		{"GET", "/v1/tokens", iotgate.ScopeAdmin},
+		{"GET", "/v1/tokens/tok_a", iotgate.ScopeAdmin},
+		{"DELETE", "/v1/tokens/tok_a", iotgate.ScopeAdmin},
+		{"GET", "/metrics", iotgate.ScopeAdmin},
 	}
 
 	t.Run("EveryRouteListed", func(t *testing.T) {
@@ -157,9 +157,9 @@ func TestRouteScopes(t *testing.T) {
 				{"NotBearer", "Basic " + testToken, http.StatusUnauthorized},
 				{"UnknownToken", "Bearer iotg_nope", http.StatusUnauthorized},
 			}
-			for _, sc := range auth.Scopes {
+			for _, sc := range iotgate.Scopes {
 				want := http.StatusForbidden
-				if sc == r.scope || sc == auth.ScopeAdmin {
+				if sc == r.scope || sc == iotgate.ScopeAdmin {
 					want = 0
 				}
 				tests = append(tests, struct {
@@ -181,7 +181,7 @@ func TestRouteScopes(t *testing.T) {
 						t.Fatalf("= %d, want %d (body %s)", rec.Code, tt.want, rec.Body.String())
 					}
 					er := decode[ErrorResponse](t, rec)
-					wantCode := map[int]string{401: devices.EUnauthorized, 403: devices.EForbidden}[tt.want]
+					wantCode := map[int]string{401: iotgate.EUnauthorized, 403: iotgate.EForbidden}[tt.want]
 					if er.Code != wantCode || er.Message == "" {
 						t.Errorf("body = %+v, want code %s", er, wantCode)
 					}
@@ -276,7 +276,7 @@ func TestDeviceSelector(t *testing.T) {
 			}
 			if tt.want == 404 {
 				// Indistinguishable from a device that does not exist.
-				if er := decode[ErrorResponse](t, rec); er.Code != devices.ENotFound || strings.Contains(er.Message, "selector") {
+				if er := decode[ErrorResponse](t, rec); er.Code != iotgate.ENotFound || strings.Contains(er.Message, "selector") {
 					t.Errorf("body = %+v", er)
 				}
 			}
@@ -307,7 +307,7 @@ func TestRateLimit(t *testing.T) {
 		{"Second", testToken, 200},
 		{"OverBurst", testToken, 429},
 		{"StillOver", testToken, 429},
-		{"OtherToken", scopeSecret(auth.ScopeSchemasRead), 200},
+		{"OtherToken", scopeSecret(iotgate.ScopeSchemasRead), 200},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -355,13 +355,13 @@ func TestTokenNeverLogged(t *testing.T) {
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	s, _ := accessFixture(Config{RateLimit: 0.01, RateBurst: 1}, log)
 	unknown := "iotg_unknown-secret-value"
-	for _, h := range []string{"Bearer " + testToken, "Bearer " + testToken, "Bearer " + unknown, "bearer " + scopeSecret(auth.ScopeDevicesRead)} {
+	for _, h := range []string{"Bearer " + testToken, "Bearer " + testToken, "Bearer " + unknown, "bearer " + scopeSecret(iotgate.ScopeDevicesRead)} {
 		do(t, s, http.MethodGet, "/v1/schemas", nil, echo.HeaderAuthorization, h)
 	}
 	logs.mu.Lock()
 	out := logs.buf.String()
 	logs.mu.Unlock()
-	for _, secret := range []string{testToken, unknown, scopeSecret(auth.ScopeDevicesRead)} {
+	for _, secret := range []string{testToken, unknown, scopeSecret(iotgate.ScopeDevicesRead)} {
 		if strings.Contains(out, secret) {
 			t.Errorf("the log contains the secret %q:\n%s", secret, out)
 		}
@@ -412,8 +412,8 @@ func TestTokens(t *testing.T) {
 	}
 	t.Run("ErrWiderThanCreator", func(t *testing.T) {
 		// An admin limited to berlin can't mint a token for every device.
-		f := newFakeAuth(map[string]*auth.Token{"berlin-admin": {ID: "b", Name: "b", Scopes: []auth.Scope{auth.ScopeAdmin}, Devices: auth.Selector{"site": "berlin"}}})
-		s := New(Config{}, Deps{Auth: f, Tokens: &fakeTokens{tokens: map[string]*auth.Token{}}})
+		f := newFakeAuth(map[string]*iotgate.Token{"berlin-admin": {ID: "b", Name: "b", Scopes: []iotgate.Scope{iotgate.ScopeAdmin}, Devices: iotgate.Selector{"site": "berlin"}}})
+		s := New(Config{}, Deps{Auth: f, Tokens: &fakeTokens{tokens: map[string]*iotgate.Token{}}})
 		for body, want := range map[string]int{
 			`{"name":"x","scopes":["admin"]}`:                             403,
 			`{"name":"x","scopes":["admin"],"devices":{"site":"paris"}}`:  403,
@@ -448,7 +448,7 @@ func FuzzAuthorizationHeader(f *testing.F) {
 		rec := httptest.NewRecorder()
 		s.ServeHTTP(rec, req)
 		secret, ok := bearer(h)
-		known := ok && (secret == testToken || secret == berlinSecret || slices.ContainsFunc(auth.Scopes, func(sc auth.Scope) bool { return secret == scopeSecret(sc) }))
+		known := ok && (secret == testToken || secret == berlinSecret || slices.ContainsFunc(iotgate.Scopes, func(sc iotgate.Scope) bool { return secret == scopeSecret(sc) }))
 		switch {
 		case rec.Code == http.StatusOK || rec.Code == http.StatusForbidden:
 			if !known {
@@ -458,7 +458,7 @@ func FuzzAuthorizationHeader(f *testing.F) {
 			if known {
 				t.Fatalf("%q = 401 for a known token", h)
 			}
-			if er := decode[ErrorResponse](t, rec); er.Code != devices.EUnauthorized {
+			if er := decode[ErrorResponse](t, rec); er.Code != iotgate.EUnauthorized {
 				t.Fatalf("%q: body %s", h, rec.Body.String())
 			}
 		default:

@@ -12,6 +12,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/iotgate/iotgate"
 	"github.com/iotgate/iotgate/devices"
 )
 
@@ -20,20 +21,20 @@ type CommandService interface {
 	// Submit validates, stores and starts a command; replayed is true
 	// when an earlier request with the same Idempotency-Key created it.
 	// Outcomes known at once (device offline, stream down) come back as
-	// a finished command (see devices.Command.Err). Errors: invalid,
+	// a finished command (see iotgate.Command.Err). Errors: invalid,
 	// not_found, unprocessable (payload; Idempotency-Key reused with
 	// another request), too_many_requests, unavailable.
-	Submit(ctx context.Context, req devices.CommandRequest) (c *devices.Command, replayed bool, err error)
+	Submit(ctx context.Context, req iotgate.CommandRequest) (c *iotgate.Command, replayed bool, err error)
 	// Wait waits at most d for the command to finish and returns it as
 	// it then is. Errors: not_found.
-	Wait(ctx context.Context, id string, d time.Duration) (*devices.Command, error)
+	Wait(ctx context.Context, id string, d time.Duration) (*iotgate.Command, error)
 	// Command returns a command. Errors: not_found.
-	Command(ctx context.Context, id string) (*devices.Command, error)
+	Command(ctx context.Context, id string) (*iotgate.Command, error)
 	// Commands returns a page of a device's commands, newest first.
 	// Errors: invalid, not_found.
-	Commands(ctx context.Context, jid string, f devices.CommandFilter) (*devices.CommandPage, error)
+	Commands(ctx context.Context, jid string, f iotgate.CommandFilter) (*iotgate.CommandPage, error)
 	// Cancel cancels a queued command. Errors: not_found, conflict.
-	Cancel(ctx context.Context, id string) (*devices.Command, error)
+	Cancel(ctx context.Context, id string) (*iotgate.Command, error)
 }
 
 var _ CommandService = (*devices.Commands)(nil)
@@ -108,7 +109,7 @@ type Command struct {
 	Response *CommandResponse `json:"response" extensions:"x-nullable"`
 	// XMPPError is the IQ error the device (or, when it is offline, its
 	// server) answered with; null otherwise.
-	XMPPError *XMPPError `json:"xmpp_error" extensions:"x-nullable"`
+	XMPPError *iotgate.XMPPError `json:"xmpp_error" extensions:"x-nullable"`
 	// ErrorCode says why the command did not succeed.
 	ErrorCode string `json:"error_code,omitempty" enums:"device_offline,xmpp_error,xmpp_unavailable,timeout,too_many_requests,restarted,internal" example:"xmpp_error"`
 	// Error says it in words.
@@ -141,13 +142,6 @@ type CommandResponse struct {
 	Invalid string `json:"invalid,omitempty" example:"document does not match its schema; line 1: /state/mode: 'warm' is not a valid value"`
 }
 
-// XMPPError is a stanza error (RFC 6120 §8.3).
-type XMPPError struct {
-	Type      string `json:"type" enums:"auth,cancel,continue,modify,wait" example:"modify"`
-	Condition string `json:"condition" example:"not-acceptable"`
-	Text      string `json:"text,omitempty" example:"target out of range"`
-}
-
 // CommandEvent is one status change of a command.
 type CommandEvent struct {
 	Status string    `json:"status" enums:"pending,queued,sent,succeeded,failed,timed_out,expired,canceled" example:"sent"`
@@ -163,7 +157,7 @@ type CommandList struct {
 	NextCursor string `json:"next_cursor,omitempty" example:"MTc2NzM2OTYwMDEyMzAwMDAwMC5BQkM"`
 }
 
-func commandOf(c *devices.Command) Command {
+func commandOf(c *iotgate.Command) Command {
 	out := Command{
 		ID: c.ID, Device: c.DeviceJID, Type: c.Type, Payload: c.Payload, Resource: c.Resource, Target: c.Target,
 		Mode: string(c.Mode), Status: string(c.Status), TimeoutMS: c.Timeout.Milliseconds(),
@@ -176,7 +170,8 @@ func commandOf(c *devices.Command) Command {
 		out.Response = &CommandResponse{XML: r.XML, Data: r.Data, Invalid: r.Invalid}
 	}
 	if e := c.XMPPError; e != nil {
-		out.XMPPError = &XMPPError{Type: e.Type, Condition: e.Condition, Text: e.Text}
+		x := *e
+		out.XMPPError = &x
 	}
 	for _, e := range c.History {
 		out.History = append(out.History, CommandEvent{Status: string(e.Status), At: e.At, Reason: e.Reason})
@@ -204,14 +199,14 @@ type commandHandler struct {
 // visibleCommand returns the command if the request's token may see its
 // device. Errors: not_found (also for a command of a device outside the
 // token's selector).
-func (h *commandHandler) visibleCommand(c echo.Context, id string) (*devices.Command, error) {
+func (h *commandHandler) visibleCommand(c echo.Context, id string) (*iotgate.Command, error) {
 	cmd, err := h.svc.Command(c.Request().Context(), id)
 	if err != nil {
 		return nil, fmt.Errorf("get command: %w", err)
 	}
 	if err := visible(c, h.devs, cmd.DeviceJID); err != nil {
-		if devices.ErrorCode(err) == devices.ENotFound {
-			return nil, devices.Errorf(devices.ENotFound, "command %s not found", id)
+		if iotgate.ErrorCode(err) == iotgate.ENotFound {
+			return nil, iotgate.Errorf(iotgate.ENotFound, "command %s not found", id)
 		}
 		return nil, err
 	}
@@ -267,15 +262,15 @@ func (h *commandHandler) create(c echo.Context) error {
 		tokenID, sentBy = tok.ID, tok.Name
 	}
 	ctx := c.Request().Context()
-	cmd, replayed, err := h.svc.Submit(ctx, devices.CommandRequest{
+	cmd, replayed, err := h.svc.Submit(ctx, iotgate.CommandRequest{
 		TokenID: tokenID, SentBy: sentBy,
 		DeviceJID: jid, Type: req.Type, Payload: req.Payload, Resource: req.Resource,
-		Mode: devices.CommandMode(req.Mode), Timeout: time.Duration(req.TimeoutMS) * time.Millisecond,
+		Mode: iotgate.CommandMode(req.Mode), Timeout: time.Duration(req.TimeoutMS) * time.Millisecond,
 		ExpiresIn:      time.Duration(req.ExpiresInMS) * time.Millisecond,
 		IdempotencyKey: strings.TrimSpace(c.Request().Header.Get(HeaderIdempotencyKey)),
 	})
 	if err != nil {
-		if devices.ErrorCode(err) == devices.ETooMany {
+		if iotgate.ErrorCode(err) == iotgate.ETooMany {
 			c.Response().Header().Set("Retry-After", retryAfter)
 		}
 		return fmt.Errorf("send command: %w", err)
@@ -283,7 +278,7 @@ func (h *commandHandler) create(c echo.Context) error {
 	if replayed {
 		c.Response().Header().Set(HeaderIdempotentReplayed, "true")
 	}
-	if cmd.Mode == devices.CommandSync && cmd.Status == devices.CommandSent {
+	if cmd.Mode == iotgate.CommandSync && cmd.Status == iotgate.CommandSent {
 		wait := cmd.Timeout + waitSlack
 		// The server's write timeout is shorter than the longest command
 		// timeout: extend it for this response. (Recorders in tests
@@ -299,21 +294,21 @@ func (h *commandHandler) create(c echo.Context) error {
 // respondCommand answers with a command: 200 when it succeeded, the error
 // of its outcome (with the command in details) when it did not, 202 while
 // it is under way.
-func respondCommand(c echo.Context, cmd *devices.Command) error {
+func respondCommand(c echo.Context, cmd *iotgate.Command) error {
 	c.Response().Header().Set(echo.HeaderLocation, commandPath(cmd.ID))
 	if err := cmd.Err(); err != nil {
-		var de *devices.Error
+		var de *iotgate.Error
 		if errors.As(err, &de) {
 			out := *de
 			out.Fields = commandOf(cmd)
-			if out.Code == devices.ETooMany {
+			if out.Code == iotgate.ETooMany {
 				c.Response().Header().Set("Retry-After", retryAfter)
 			}
 			return &out
 		}
 		return err
 	}
-	if cmd.Status == devices.CommandSucceeded {
+	if cmd.Status == iotgate.CommandSucceeded {
 		return c.JSON(http.StatusOK, commandOf(cmd))
 	}
 	return c.JSON(http.StatusAccepted, commandOf(cmd))
@@ -383,7 +378,7 @@ func (h *commandHandler) list(c echo.Context) error {
 	if err := visible(c, h.devs, jid); err != nil {
 		return err
 	}
-	page, err := h.svc.Commands(c.Request().Context(), jid, devices.CommandFilter{Limit: q.Limit, Cursor: q.Cursor})
+	page, err := h.svc.Commands(c.Request().Context(), jid, iotgate.CommandFilter{Limit: q.Limit, Cursor: q.Cursor})
 	if err != nil {
 		return fmt.Errorf("list commands: %w", err)
 	}

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate"
 	"github.com/labstack/echo/v4"
 )
 
@@ -30,10 +30,10 @@ func FuzzCreateCommandBody(f *testing.F) {
 	}
 	f.Add([]byte(`{"payload":"<x/>"}`), strings.Repeat("k", 300))
 	f.Fuzz(func(t *testing.T, body []byte, key string) {
-		var got *devices.CommandRequest
-		cmds := &fakeCommands{cmds: map[string]*devices.Command{}, submit: func(req devices.CommandRequest) (*devices.Command, bool, error) {
+		var got *iotgate.CommandRequest
+		cmds := &fakeCommands{cmds: map[string]*iotgate.Command{}, submit: func(req iotgate.CommandRequest) (*iotgate.Command, bool, error) {
 			got = &req
-			return testCommand("c1", devices.CommandAsync, devices.CommandPending, "", ""), false, nil
+			return testCommand("c1", iotgate.CommandAsync, iotgate.CommandPending, "", ""), false, nil
 		}}
 		s := newServer(Config{BodyLimit: 4096}, Deps{Commands: cmds, Devices: newFakeDevices()})
 		req := httptest.NewRequest(http.MethodPost, "/v1/devices/thermo1@example.com/commands", strings.NewReader(string(body)))
@@ -54,9 +54,9 @@ func FuzzCreateCommandBody(f *testing.F) {
 				t.Fatalf("submitted without a payload: %+v", got)
 			case got.Type != "" && got.Type != "get" && got.Type != "set":
 				t.Fatalf("submitted type %q", got.Type)
-			case got.Timeout < 0 || got.Timeout > devices.MaxCommandTimeout:
+			case got.Timeout < 0 || got.Timeout > iotgate.MaxCommandTimeout:
 				t.Fatalf("submitted timeout %s", got.Timeout)
-			case got.ExpiresIn < 0 || got.ExpiresIn > devices.MaxCommandExpiry:
+			case got.ExpiresIn < 0 || got.ExpiresIn > iotgate.MaxCommandExpiry:
 				t.Fatalf("submitted expiry %s", got.ExpiresIn)
 			case got.Timeout%time.Millisecond != 0:
 				t.Fatalf("timeout %s is not whole milliseconds", got.Timeout)

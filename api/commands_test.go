@@ -12,24 +12,24 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate"
 )
 
 // fakeCommands is a CommandService whose Submit outcome the test sets; it
 // records the requests it gets.
 type fakeCommands struct {
 	mu      sync.Mutex
-	cmds    map[string]*devices.Command
-	lastReq devices.CommandRequest
+	cmds    map[string]*iotgate.Command
+	lastReq iotgate.CommandRequest
 	// submit decides Submit's answer from the request.
-	submit func(req devices.CommandRequest) (*devices.Command, bool, error)
+	submit func(req iotgate.CommandRequest) (*iotgate.Command, bool, error)
 	// settle, if set, is what Wait turns a command into.
-	settle     func(c *devices.Command) *devices.Command
-	lastFilter devices.CommandFilter
+	settle     func(c *iotgate.Command) *iotgate.Command
+	lastFilter iotgate.CommandFilter
 	waited     time.Duration
 }
 
-func (f *fakeCommands) Submit(_ context.Context, req devices.CommandRequest) (*devices.Command, bool, error) {
+func (f *fakeCommands) Submit(_ context.Context, req iotgate.CommandRequest) (*iotgate.Command, bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.lastReq = req
@@ -40,13 +40,13 @@ func (f *fakeCommands) Submit(_ context.Context, req devices.CommandRequest) (*d
 	return c, replay, err
 }
 
-func (f *fakeCommands) Wait(_ context.Context, id string, d time.Duration) (*devices.Command, error) {
+func (f *fakeCommands) Wait(_ context.Context, id string, d time.Duration) (*iotgate.Command, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.waited = d
 	c, ok := f.cmds[id]
 	if !ok {
-		return nil, devices.Errorf(devices.ENotFound, "command %s not found", id)
+		return nil, iotgate.Errorf(iotgate.ENotFound, "command %s not found", id)
 	}
 	if f.settle != nil {
 		c = f.settle(c)
@@ -55,59 +55,59 @@ func (f *fakeCommands) Wait(_ context.Context, id string, d time.Duration) (*dev
 	return c, nil
 }
 
-func (f *fakeCommands) Command(_ context.Context, id string) (*devices.Command, error) {
+func (f *fakeCommands) Command(_ context.Context, id string) (*iotgate.Command, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	c, ok := f.cmds[id]
 	if !ok {
-		return nil, devices.Errorf(devices.ENotFound, "command %s not found", id)
+		return nil, iotgate.Errorf(iotgate.ENotFound, "command %s not found", id)
 	}
 	return c, nil
 }
 
-func (f *fakeCommands) Commands(_ context.Context, jid string, filter devices.CommandFilter) (*devices.CommandPage, error) {
+func (f *fakeCommands) Commands(_ context.Context, jid string, filter iotgate.CommandFilter) (*iotgate.CommandPage, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.lastFilter = filter
 	if jid != "thermo1@example.com" {
-		return nil, devices.Errorf(devices.ENotFound, "device %s is not registered", jid)
+		return nil, iotgate.Errorf(iotgate.ENotFound, "device %s is not registered", jid)
 	}
-	page := &devices.CommandPage{Items: []*devices.Command{}, NextCursor: "next"}
+	page := &iotgate.CommandPage{Items: []*iotgate.Command{}, NextCursor: "next"}
 	for _, c := range f.cmds {
 		page.Items = append(page.Items, c)
 	}
 	return page, nil
 }
 
-func (f *fakeCommands) Cancel(_ context.Context, id string) (*devices.Command, error) {
+func (f *fakeCommands) Cancel(_ context.Context, id string) (*iotgate.Command, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	c, ok := f.cmds[id]
 	if !ok {
-		return nil, devices.Errorf(devices.ENotFound, "command %s not found", id)
+		return nil, iotgate.Errorf(iotgate.ENotFound, "command %s not found", id)
 	}
-	if c.Status != devices.CommandQueued {
-		return nil, &devices.Error{Code: devices.EConflict, Detail: "command_not_queued", Message: "command " + id + " is " + string(c.Status) + "; only queued commands can be canceled"}
+	if c.Status != iotgate.CommandQueued {
+		return nil, &iotgate.Error{Code: iotgate.EConflict, Detail: "command_not_queued", Message: "command " + id + " is " + string(c.Status) + "; only queued commands can be canceled"}
 	}
 	out := *c
-	out.Status = devices.CommandCanceled
+	out.Status = iotgate.CommandCanceled
 	f.cmds[id] = &out
 	return &out, nil
 }
 
 // testCommand is a command in the given state, as the service returns it.
-func testCommand(id string, mode devices.CommandMode, st devices.CommandStatus, code, msg string) *devices.Command {
+func testCommand(id string, mode iotgate.CommandMode, st iotgate.CommandStatus, code, msg string) *iotgate.Command {
 	sent := testTime.Add(time.Millisecond)
-	c := &devices.Command{
+	c := &iotgate.Command{
 		ID: id, DeviceJID: "thermo1@example.com", Type: "set", Mode: mode, Status: st,
 		Payload: `<set xmlns="urn:example:thermostat"><target>21.5</target></set>`,
 		Target:  "thermo1@example.com/kitchen", Timeout: 10 * time.Second, CreatedAt: testTime, SentAt: &sent,
 		ErrorCode: code, Error: msg,
-		History: []devices.CommandEvent{{Status: devices.CommandPending, At: testTime}, {Status: devices.CommandSent, At: sent, Reason: "to thermo1@example.com/kitchen"}},
+		History: []iotgate.CommandEvent{{Status: iotgate.CommandPending, At: testTime}, {Status: iotgate.CommandSent, At: sent, Reason: "to thermo1@example.com/kitchen"}},
 	}
 	if st.Terminal() {
 		c.CompletedAt = &sent
-		c.History = append(c.History, devices.CommandEvent{Status: st, At: sent, Reason: msg})
+		c.History = append(c.History, iotgate.CommandEvent{Status: st, At: sent, Reason: msg})
 	}
 	return c
 }
@@ -117,54 +117,54 @@ var commandKeys = []string{"id", "device", "type", "payload", "target", "mode", 
 
 func newCommandServer(cmds *fakeCommands) *Server {
 	if cmds.cmds == nil {
-		cmds.cmds = map[string]*devices.Command{}
+		cmds.cmds = map[string]*iotgate.Command{}
 	}
 	return newServer(Config{}, Deps{Commands: cmds})
 }
 
 func TestCommandOutcomes(t *testing.T) {
-	succeeded := func(c *devices.Command) *devices.Command {
+	succeeded := func(c *iotgate.Command) *iotgate.Command {
 		out := *c
-		out.Status = devices.CommandSucceeded
-		out.Response = &devices.CommandResponse{XML: `<state xmlns="urn:example:thermostat"><mode>heat</mode></state>`, Data: json.RawMessage(`{"mode":"heat"}`)}
+		out.Status = iotgate.CommandSucceeded
+		out.Response = &iotgate.CommandResponse{XML: `<state xmlns="urn:example:thermostat"><mode>heat</mode></state>`, Data: json.RawMessage(`{"mode":"heat"}`)}
 		return &out
 	}
-	deviceError := func(c *devices.Command) *devices.Command {
+	deviceError := func(c *iotgate.Command) *iotgate.Command {
 		out := *c
-		out.Status, out.ErrorCode, out.Error = devices.CommandFailed, devices.CmdErrXMPP, "the device answered with an error: not-acceptable: out of range"
-		out.XMPPError = &devices.XMPPError{Type: "modify", Condition: "not-acceptable", Text: "out of range"}
+		out.Status, out.ErrorCode, out.Error = iotgate.CommandFailed, iotgate.CmdErrXMPP, "the device answered with an error: not-acceptable: out of range"
+		out.XMPPError = &iotgate.XMPPError{Type: "modify", Condition: "not-acceptable", Text: "out of range"}
 		return &out
 	}
 	tests := []struct {
 		name   string
-		mode   devices.CommandMode
-		st     devices.CommandStatus
+		mode   iotgate.CommandMode
+		st     iotgate.CommandStatus
 		code   string // the command's error code
-		settle func(*devices.Command) *devices.Command
+		settle func(*iotgate.Command) *iotgate.Command
 		status int
 		// want is the problem code (errors) and a check of the command
 		// in the body (details for errors).
 		want  string
 		check func(t *testing.T, c Command)
 	}{
-		{"Succeeded", devices.CommandSync, devices.CommandSent, "", succeeded, http.StatusOK, "",
+		{"Succeeded", iotgate.CommandSync, iotgate.CommandSent, "", succeeded, http.StatusOK, "",
 			func(t *testing.T, c Command) {
 				if c.Response == nil || string(c.Response.Data) != `{"mode":"heat"}` || c.Status != "succeeded" {
 					t.Errorf("command = %+v", c)
 				}
 			}},
-		{"DeviceError", devices.CommandSync, devices.CommandSent, "", deviceError, http.StatusBadGateway, "xmpp_error",
+		{"DeviceError", iotgate.CommandSync, iotgate.CommandSent, "", deviceError, http.StatusBadGateway, "xmpp_error",
 			func(t *testing.T, c Command) {
 				if c.XMPPError == nil || c.XMPPError.Condition != "not-acceptable" || c.XMPPError.Type != "modify" || c.XMPPError.Text != "out of range" {
 					t.Errorf("xmpp_error = %+v", c.XMPPError)
 				}
 			}},
-		{"Offline", devices.CommandSync, devices.CommandFailed, devices.CmdErrDeviceOffline, nil, http.StatusConflict, "device_offline", nil},
-		{"StreamDown", devices.CommandSync, devices.CommandFailed, devices.CmdErrXMPPUnavailable, nil, http.StatusServiceUnavailable, "xmpp_unavailable", nil},
-		{"TimedOut", devices.CommandSync, devices.CommandTimedOut, devices.CmdErrTimeout, nil, http.StatusGatewayTimeout, "timeout", nil},
-		{"AsyncSent", devices.CommandAsync, devices.CommandSent, "", nil, http.StatusAccepted, "", nil},
-		{"AsyncOffline", devices.CommandAsync, devices.CommandFailed, devices.CmdErrDeviceOffline, nil, http.StatusConflict, "device_offline", nil},
-		{"Queued", devices.CommandQueue, devices.CommandQueued, "", nil, http.StatusAccepted, "",
+		{"Offline", iotgate.CommandSync, iotgate.CommandFailed, iotgate.CmdErrDeviceOffline, nil, http.StatusConflict, "device_offline", nil},
+		{"StreamDown", iotgate.CommandSync, iotgate.CommandFailed, iotgate.CmdErrXMPPUnavailable, nil, http.StatusServiceUnavailable, "xmpp_unavailable", nil},
+		{"TimedOut", iotgate.CommandSync, iotgate.CommandTimedOut, iotgate.CmdErrTimeout, nil, http.StatusGatewayTimeout, "timeout", nil},
+		{"AsyncSent", iotgate.CommandAsync, iotgate.CommandSent, "", nil, http.StatusAccepted, "", nil},
+		{"AsyncOffline", iotgate.CommandAsync, iotgate.CommandFailed, iotgate.CmdErrDeviceOffline, nil, http.StatusConflict, "device_offline", nil},
+		{"Queued", iotgate.CommandQueue, iotgate.CommandQueued, "", nil, http.StatusAccepted, "",
 			func(t *testing.T, c Command) {
 				if c.Status != "queued" || c.Mode != "queue" {
 					t.Errorf("command = %+v", c)
@@ -173,7 +173,7 @@ func TestCommandOutcomes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cmds := &fakeCommands{settle: tt.settle, submit: func(devices.CommandRequest) (*devices.Command, bool, error) {
+			cmds := &fakeCommands{settle: tt.settle, submit: func(iotgate.CommandRequest) (*iotgate.Command, bool, error) {
 				return testCommand("c1", tt.mode, tt.st, tt.code, "why"), false, nil
 			}}
 			s := newCommandServer(cmds)
@@ -216,21 +216,21 @@ func TestCommandOutcomes(t *testing.T) {
 }
 
 func TestCommandRequests(t *testing.T) {
-	ok := func(req devices.CommandRequest) (*devices.Command, bool, error) {
-		return testCommand("c1", devices.CommandAsync, devices.CommandSent, "", ""), false, nil
+	ok := func(req iotgate.CommandRequest) (*iotgate.Command, bool, error) {
+		return testCommand("c1", iotgate.CommandAsync, iotgate.CommandSent, "", ""), false, nil
 	}
 	tests := []struct {
 		apiCase
 		header []string
-		submit func(req devices.CommandRequest) (*devices.Command, bool, error)
+		submit func(req iotgate.CommandRequest) (*iotgate.Command, bool, error)
 		after  func(t *testing.T, rec *httptest.ResponseRecorder, f *fakeCommands)
 	}{
 		{apiCase: apiCase{name: "Fields", method: http.MethodPost, target: "/v1/devices/thermo1%40example.com/commands",
 			body:   `{"payload":"<get xmlns='urn:example:thermostat'/>","type":"get","timeout_ms":2500,"resource":"kitchen","mode":"queue","expires_in_ms":60000}`,
 			status: http.StatusAccepted}, header: []string{HeaderIdempotencyKey, "key-1"}, submit: ok,
 			after: func(t *testing.T, _ *httptest.ResponseRecorder, f *fakeCommands) {
-				want := devices.CommandRequest{DeviceJID: "thermo1@example.com", Type: "get", Payload: "<get xmlns='urn:example:thermostat'/>",
-					Resource: "kitchen", Mode: devices.CommandQueue, Timeout: 2500 * time.Millisecond, ExpiresIn: time.Minute, IdempotencyKey: "key-1",
+				want := iotgate.CommandRequest{DeviceJID: "thermo1@example.com", Type: "get", Payload: "<get xmlns='urn:example:thermostat'/>",
+					Resource: "kitchen", Mode: iotgate.CommandQueue, Timeout: 2500 * time.Millisecond, ExpiresIn: time.Minute, IdempotencyKey: "key-1",
 					TokenID: "tok_test", SentBy: "test"}
 				if f.lastReq != want {
 					t.Errorf("request = %+v, want %+v", f.lastReq, want)
@@ -238,8 +238,8 @@ func TestCommandRequests(t *testing.T) {
 			}},
 		{apiCase: apiCase{name: "Replayed", method: http.MethodPost, target: "/v1/devices/thermo1%40example.com/commands", body: `{"payload":"<x/>","mode":"async"}`, status: http.StatusAccepted},
 			header: []string{HeaderIdempotencyKey, "key-1"},
-			submit: func(devices.CommandRequest) (*devices.Command, bool, error) {
-				return testCommand("c1", devices.CommandAsync, devices.CommandSent, "", ""), true, nil
+			submit: func(iotgate.CommandRequest) (*iotgate.Command, bool, error) {
+				return testCommand("c1", iotgate.CommandAsync, iotgate.CommandSent, "", ""), true, nil
 			},
 			after: func(t *testing.T, rec *httptest.ResponseRecorder, _ *fakeCommands) {
 				if rec.Header().Get(HeaderIdempotentReplayed) != "true" {
@@ -247,8 +247,8 @@ func TestCommandRequests(t *testing.T) {
 				}
 			}},
 		{apiCase: apiCase{name: "SyncWaitsTimeoutPlusSlack", method: http.MethodPost, target: "/v1/devices/thermo1%40example.com/commands", body: `{"payload":"<x/>"}`, status: http.StatusAccepted},
-			submit: func(devices.CommandRequest) (*devices.Command, bool, error) {
-				return testCommand("c1", devices.CommandSync, devices.CommandSent, "", ""), false, nil
+			submit: func(iotgate.CommandRequest) (*iotgate.Command, bool, error) {
+				return testCommand("c1", iotgate.CommandSync, iotgate.CommandSent, "", ""), false, nil
 			},
 			after: func(t *testing.T, _ *httptest.ResponseRecorder, f *fakeCommands) {
 				if f.waited != 10*time.Second+waitSlack {
@@ -256,8 +256,8 @@ func TestCommandRequests(t *testing.T) {
 				}
 			}},
 		{apiCase: apiCase{name: "TooMany", method: http.MethodPost, target: "/v1/devices/thermo1%40example.com/commands", body: `{"payload":"<x/>"}`, status: http.StatusTooManyRequests, code: "too_many_requests", message: "in flight"},
-			submit: func(devices.CommandRequest) (*devices.Command, bool, error) {
-				return nil, false, devices.Errorf(devices.ETooMany, "1000 commands are in flight, try again later")
+			submit: func(iotgate.CommandRequest) (*iotgate.Command, bool, error) {
+				return nil, false, iotgate.Errorf(iotgate.ETooMany, "1000 commands are in flight, try again later")
 			},
 			after: func(t *testing.T, rec *httptest.ResponseRecorder, _ *fakeCommands) {
 				if rec.Header().Get("Retry-After") == "" {
@@ -265,16 +265,16 @@ func TestCommandRequests(t *testing.T) {
 				}
 			}},
 		{apiCase: apiCase{name: "InvalidPayload", method: http.MethodPost, target: "/v1/devices/thermo1%40example.com/commands", body: `{"payload":"<x/>"}`, status: http.StatusUnprocessableEntity, code: "unprocessable", message: "target"},
-			submit: func(devices.CommandRequest) (*devices.Command, bool, error) {
-				return nil, false, devices.Errorf(devices.EUnprocessable, "document does not match its schema; line 1: /set/target: '999' is greater than the maximum")
+			submit: func(iotgate.CommandRequest) (*iotgate.Command, bool, error) {
+				return nil, false, iotgate.Errorf(iotgate.EUnprocessable, "document does not match its schema; line 1: /set/target: '999' is greater than the maximum")
 			}},
 		{apiCase: apiCase{name: "KeyReused", method: http.MethodPost, target: "/v1/devices/thermo1%40example.com/commands", body: `{"payload":"<x/>"}`, status: http.StatusUnprocessableEntity, code: "idempotency_key_reused"},
-			submit: func(devices.CommandRequest) (*devices.Command, bool, error) {
-				return nil, false, &devices.Error{Code: devices.EUnprocessable, Detail: "idempotency_key_reused", Message: "used for another request"}
+			submit: func(iotgate.CommandRequest) (*iotgate.Command, bool, error) {
+				return nil, false, &iotgate.Error{Code: iotgate.EUnprocessable, Detail: "idempotency_key_reused", Message: "used for another request"}
 			}},
 		{apiCase: apiCase{name: "UnknownDevice", method: http.MethodPost, target: "/v1/devices/nobody%40example.com/commands", body: `{"payload":"<x/>"}`, status: http.StatusNotFound, code: "not_found"},
-			submit: func(req devices.CommandRequest) (*devices.Command, bool, error) {
-				return nil, false, devices.Errorf(devices.ENotFound, "device %s is not registered", req.DeviceJID)
+			submit: func(req iotgate.CommandRequest) (*iotgate.Command, bool, error) {
+				return nil, false, iotgate.Errorf(iotgate.ENotFound, "device %s is not registered", req.DeviceJID)
 			}},
 		{apiCase: apiCase{name: "MissingPayload", method: http.MethodPost, target: "/v1/devices/thermo1%40example.com/commands", body: `{"mode":"sync"}`, status: http.StatusBadRequest, code: "invalid", message: "payload is required"}, submit: ok},
 		{apiCase: apiCase{name: "BadMode", method: http.MethodPost, target: "/v1/devices/thermo1%40example.com/commands", body: `{"payload":"<x/>","mode":"later"}`, status: http.StatusBadRequest, code: "invalid", message: "mode"}, submit: ok},
@@ -295,7 +295,7 @@ func TestCommandRequests(t *testing.T) {
 				}
 			}},
 			after: func(t *testing.T, _ *httptest.ResponseRecorder, f *fakeCommands) {
-				if f.lastFilter != (devices.CommandFilter{Limit: 5, Cursor: "abc"}) {
+				if f.lastFilter != (iotgate.CommandFilter{Limit: 5, Cursor: "abc"}) {
 					t.Errorf("filter = %+v", f.lastFilter)
 				}
 			}},
@@ -312,9 +312,9 @@ func TestCommandRequests(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := &fakeCommands{submit: tt.submit, cmds: map[string]*devices.Command{
-				"c1": testCommand("c1", devices.CommandAsync, devices.CommandSent, "", ""),
-				"q1": testCommand("q1", devices.CommandQueue, devices.CommandQueued, "", ""),
+			f := &fakeCommands{submit: tt.submit, cmds: map[string]*iotgate.Command{
+				"c1": testCommand("c1", iotgate.CommandAsync, iotgate.CommandSent, "", ""),
+				"q1": testCommand("q1", iotgate.CommandQueue, iotgate.CommandQueued, "", ""),
 			}}
 			s := newCommandServer(f)
 			var rec *httptest.ResponseRecorder
@@ -336,14 +336,14 @@ func TestCommandRequests(t *testing.T) {
 // A sync command may wait longer than the server's write timeout: the
 // handler extends the deadline for its own response.
 func TestCommandSyncOutlivesWriteTimeout(t *testing.T) {
-	f := &fakeCommands{cmds: map[string]*devices.Command{},
-		submit: func(devices.CommandRequest) (*devices.Command, bool, error) {
-			return testCommand("c1", devices.CommandSync, devices.CommandSent, "", ""), false, nil
+	f := &fakeCommands{cmds: map[string]*iotgate.Command{},
+		submit: func(iotgate.CommandRequest) (*iotgate.Command, bool, error) {
+			return testCommand("c1", iotgate.CommandSync, iotgate.CommandSent, "", ""), false, nil
 		},
-		settle: func(c *devices.Command) *devices.Command {
+		settle: func(c *iotgate.Command) *iotgate.Command {
 			time.Sleep(600 * time.Millisecond)
 			out := *c
-			out.Status = devices.CommandSucceeded
+			out.Status = iotgate.CommandSucceeded
 			return &out
 		}}
 	s := newServer(Config{WriteTimeout: 200 * time.Millisecond}, Deps{Commands: f})

@@ -11,6 +11,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/iotgate/iotgate"
 	"github.com/iotgate/iotgate/devices"
 )
 
@@ -19,24 +20,24 @@ type DeviceService interface {
 	// Register creates a device; SchemaVersion 0 means the schema's latest
 	// version. Errors: invalid (bad or full JID, labels, unknown schema),
 	// conflict (already registered).
-	Register(ctx context.Context, d *devices.Device) (*devices.Device, error)
+	Register(ctx context.Context, d *iotgate.Device) (*iotgate.Device, error)
 	// Device returns a device. Errors: invalid (bad JID), not_found.
-	Device(ctx context.Context, jid string) (*devices.Device, error)
+	Device(ctx context.Context, jid string) (*iotgate.Device, error)
 	// Devices lists devices. Errors: invalid (bad cursor).
-	Devices(ctx context.Context, f devices.DeviceFilter) (*devices.DevicePage, error)
+	Devices(ctx context.Context, f iotgate.DeviceFilter) (*iotgate.DevicePage, error)
 	// Update changes a device. Errors: invalid, not_found.
-	Update(ctx context.Context, jid string, u devices.DeviceUpdate) (*devices.Device, error)
+	Update(ctx context.Context, jid string, u iotgate.DeviceUpdate) (*iotgate.Device, error)
 	// Delete removes a device with its readings and rejections.
 	// Errors: invalid, not_found.
 	Delete(ctx context.Context, jid string) error
 	// State returns a device's current state. Errors: invalid, not_found.
-	State(ctx context.Context, jid string) (*devices.State, error)
+	State(ctx context.Context, jid string) (*iotgate.State, error)
 	// Readings returns a page of a device's readings.
 	// Errors: invalid, not_found.
-	Readings(ctx context.Context, jid string, f devices.ReadingFilter) (*devices.ReadingPage, error)
+	Readings(ctx context.Context, jid string, f iotgate.ReadingFilter) (*iotgate.ReadingPage, error)
 	// Rejections returns a page of a device's refused payloads.
 	// Errors: invalid, not_found.
-	Rejections(ctx context.Context, jid string, f devices.ReadingFilter) (*devices.RejectionPage, error)
+	Rejections(ctx context.Context, jid string, f iotgate.ReadingFilter) (*iotgate.RejectionPage, error)
 }
 
 var _ DeviceService = (*devices.Service)(nil)
@@ -162,7 +163,7 @@ type Resource struct {
 	Since    time.Time `json:"since" format:"date-time" example:"2026-01-02T15:04:05Z"`
 }
 
-func deviceOf(d *devices.Device) Device {
+func deviceOf(d *iotgate.Device) Device {
 	out := Device{
 		JID: d.JID, Name: d.Name, Labels: d.Labels,
 		Schema: d.Schema, SchemaVersion: d.SchemaVersion,
@@ -242,7 +243,7 @@ func (h *deviceHandler) create(c echo.Context) error {
 	if err := mayLabel(c, req.Labels); err != nil {
 		return err
 	}
-	d, err := h.svc.Register(c.Request().Context(), &devices.Device{
+	d, err := h.svc.Register(c.Request().Context(), &iotgate.Device{
 		JID: req.JID, Schema: req.Schema, SchemaVersion: req.SchemaVersion,
 		Name: req.Name, Labels: req.Labels,
 	})
@@ -295,7 +296,7 @@ func (h *deviceHandler) list(c echo.Context) error {
 		// The filter asks for devices outside the token's selector.
 		return c.JSON(http.StatusOK, DeviceList{Items: []Device{}})
 	}
-	page, err := h.svc.Devices(c.Request().Context(), devices.DeviceFilter{
+	page, err := h.svc.Devices(c.Request().Context(), iotgate.DeviceFilter{
 		Schema: q.Schema, Labels: labels, Online: q.Online, Limit: q.Limit, Cursor: q.Cursor,
 	})
 	if err != nil {
@@ -337,14 +338,14 @@ func labelsQuery(vs []string) (map[string]string, error) {
 	for _, v := range vs {
 		k, val, ok := strings.Cut(v, ":")
 		if !ok || k == "" {
-			return nil, devices.Errorf(devices.EInvalid, "label %q must be key:value, for example room:kitchen", v)
+			return nil, iotgate.Errorf(iotgate.EInvalid, "label %q must be key:value, for example room:kitchen", v)
 		}
 		if _, dup := labels[k]; dup {
-			return nil, devices.Errorf(devices.EInvalid, "label %q is given twice; a device has one value per label", k)
+			return nil, iotgate.Errorf(iotgate.EInvalid, "label %q is given twice; a device has one value per label", k)
 		}
 		labels[k] = val
 	}
-	if err := devices.ValidateLabels(labels); err != nil {
+	if err := iotgate.ValidateLabels(labels); err != nil {
 		return nil, err
 	}
 	return labels, nil
@@ -422,7 +423,7 @@ func (h *deviceHandler) update(c echo.Context) error {
 			return err
 		}
 	}
-	d, err := h.svc.Update(c.Request().Context(), jid, devices.DeviceUpdate{
+	d, err := h.svc.Update(c.Request().Context(), jid, iotgate.DeviceUpdate{
 		Name: req.Name, Labels: req.Labels, SchemaVersion: req.SchemaVersion,
 	})
 	if err != nil {
@@ -572,14 +573,14 @@ func (h *deviceHandler) rejections(c echo.Context) error {
 
 // jidAndFilter reads the device (which the token must see) and the
 // paging of a history endpoint.
-func (h *deviceHandler) jidAndFilter(c echo.Context) (string, devices.ReadingFilter, error) {
+func (h *deviceHandler) jidAndFilter(c echo.Context) (string, iotgate.ReadingFilter, error) {
 	jid, err := h.jid(c)
 	if err != nil {
-		return "", devices.ReadingFilter{}, err
+		return "", iotgate.ReadingFilter{}, err
 	}
 	f, err := readingFilter(c)
 	if err != nil {
-		return "", devices.ReadingFilter{}, err
+		return "", iotgate.ReadingFilter{}, err
 	}
 	return jid, f, visible(c, h.svc, jid)
 }
@@ -587,26 +588,26 @@ func (h *deviceHandler) jidAndFilter(c echo.Context) (string, devices.ReadingFil
 // readingFilter parses and validates the paging query of readings and
 // rejections. Errors: invalid.
 
-func readingFilter(c echo.Context) (devices.ReadingFilter, error) {
+func readingFilter(c echo.Context) (iotgate.ReadingFilter, error) {
 	q := pageQuery{Order: c.QueryParam("order"), Cursor: c.QueryParam("cursor")}
 	if q.Order == "" {
 		q.Order = "desc"
 	}
 	var err error
 	if q.Since, err = queryTime(c, "since"); err != nil {
-		return devices.ReadingFilter{}, err
+		return iotgate.ReadingFilter{}, err
 	}
 	if q.Until, err = queryTime(c, "until"); err != nil {
-		return devices.ReadingFilter{}, err
+		return iotgate.ReadingFilter{}, err
 	}
 	if q.Limit, err = queryInt(c, "limit", DefaultPageLimit); err != nil {
-		return devices.ReadingFilter{}, err
+		return iotgate.ReadingFilter{}, err
 	}
 	if err := c.Validate(&q); err != nil {
-		return devices.ReadingFilter{}, err
+		return iotgate.ReadingFilter{}, err
 	}
 	if q.Since != nil && q.Until != nil && q.Until.Before(*q.Since) {
-		return devices.ReadingFilter{}, devices.Errorf(devices.EInvalid, "until is before since")
+		return iotgate.ReadingFilter{}, iotgate.Errorf(iotgate.EInvalid, "until is before since")
 	}
-	return devices.ReadingFilter{Since: q.Since, Until: q.Until, Limit: q.Limit, Cursor: q.Cursor, Desc: q.Order == "desc"}, nil
+	return iotgate.ReadingFilter{Since: q.Since, Until: q.Until, Limit: q.Limit, Cursor: q.Cursor, Desc: q.Order == "desc"}, nil
 }

@@ -14,7 +14,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate"
 )
 
 var deviceKeys = []string{"jid", "name", "labels", "schema", "schema_version", "created_at", "updated_at", "last_seen_at", "online"}
@@ -30,11 +30,11 @@ func newDeviceFixture() *fakeDevices {
 	svc.online["thermo1@example.com"] = true
 	seen := testTime.Add(time.Hour)
 	svc.devs["thermo1@example.com"].LastSeenAt = &seen
-	svc.readings["thermo1@example.com"] = []*devices.Reading{
+	svc.readings["thermo1@example.com"] = []*iotgate.Reading{
 		{ID: 1, ReceivedAt: testTime.Add(30 * time.Minute), XML: `<reading xmlns="urn:example:thermostat"><temperature>21</temperature></reading>`, Data: json.RawMessage(`{"temperature":21}`)},
 		{ID: 2, ReceivedAt: seen, DeviceTime: &testTime, XML: `<reading xmlns="urn:example:thermostat"><temperature>21.5</temperature></reading>`, Data: json.RawMessage(`{"temperature":21.5,"mode":"heat"}`)},
 	}
-	svc.rejections["thermo1@example.com"] = []*devices.Rejection{
+	svc.rejections["thermo1@example.com"] = []*iotgate.Rejection{
 		{ID: 7, ReceivedAt: seen, Via: "iq", Reason: "document does not match its schema", Payload: "<reading/>"},
 	}
 	return svc
@@ -375,7 +375,7 @@ func TestDevices(t *testing.T) {
 
 	t.Run("ErrUnavailable", func(t *testing.T) {
 		svc := newDeviceFixture()
-		svc.err = &devices.Error{Code: devices.EUnavailable, Message: "database unavailable, try again later"}
+		svc.err = &iotgate.Error{Code: iotgate.EUnavailable, Message: "database unavailable, try again later"}
 		apiCase{target: "/v1/devices/thermo1%40example.com/state", status: http.StatusServiceUnavailable, code: "unavailable"}.run(t, newAPI(t, nil, svc))
 	})
 
@@ -469,7 +469,7 @@ func FuzzCreateDeviceBody(f *testing.F) {
 		switch rec.Code {
 		case http.StatusCreated:
 			d := decode[Device](t, rec)
-			if bare, err := devices.NormalizeJID(d.JID); err != nil || bare != d.JID {
+			if bare, err := iotgate.NormalizeJID(d.JID); err != nil || bare != d.JID {
 				t.Fatalf("created device with JID %q (normalized %q, %v)", d.JID, bare, err)
 			}
 		case http.StatusBadRequest, http.StatusConflict, http.StatusRequestEntityTooLarge:

@@ -9,7 +9,7 @@ import (
 	"github.com/go-playground/validator/v10"
 	"github.com/labstack/echo/v4"
 
-	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate"
 )
 
 // ErrorResponse is the body of every error response of the API.
@@ -34,37 +34,37 @@ type ErrorResponse struct {
 // codeStatus maps domain error codes to HTTP statuses: the one table of
 // the HTTP transport. Unknown codes are internal errors.
 var codeStatus = map[string]int{
-	devices.EInvalid:      http.StatusBadRequest,
-	devices.EUnauthorized: http.StatusUnauthorized,
-	devices.EForbidden:    http.StatusForbidden,
-	devices.ENotFound:     http.StatusNotFound,
-	devices.EConflict:     http.StatusConflict,
-	devices.ETooMany:      http.StatusTooManyRequests,
-	devices.EInternal:     http.StatusInternalServerError,
-	devices.EUnavailable:  http.StatusServiceUnavailable,
-	devices.ETimeout:      http.StatusGatewayTimeout,
-	devices.EBadGateway:   http.StatusBadGateway,
+	iotgate.EInvalid:      http.StatusBadRequest,
+	iotgate.EUnauthorized: http.StatusUnauthorized,
+	iotgate.EForbidden:    http.StatusForbidden,
+	iotgate.ENotFound:     http.StatusNotFound,
+	iotgate.EConflict:     http.StatusConflict,
+	iotgate.ETooMany:      http.StatusTooManyRequests,
+	iotgate.EInternal:     http.StatusInternalServerError,
+	iotgate.EUnavailable:  http.StatusServiceUnavailable,
+	iotgate.ETimeout:      http.StatusGatewayTimeout,
+	iotgate.EBadGateway:   http.StatusBadGateway,
 
 	// Well-formed, but its content (an XSD, a reading) is refused.
-	devices.EUnprocessable: http.StatusUnprocessableEntity,
+	iotgate.EUnprocessable: http.StatusUnprocessableEntity,
 }
 
 // statusCode gives the code of the errors echo itself returns (unknown
 // route, wrong method, body too large, undecodable body), by status.
 var statusCode = map[int]string{
-	http.StatusBadRequest:            devices.EInvalid,
-	http.StatusUnauthorized:          devices.EUnauthorized,
-	http.StatusForbidden:             devices.EForbidden,
-	http.StatusNotFound:              devices.ENotFound,
+	http.StatusBadRequest:            iotgate.EInvalid,
+	http.StatusUnauthorized:          iotgate.EUnauthorized,
+	http.StatusForbidden:             iotgate.EForbidden,
+	http.StatusNotFound:              iotgate.ENotFound,
 	http.StatusMethodNotAllowed:      "method_not_allowed",
-	http.StatusConflict:              devices.EConflict,
+	http.StatusConflict:              iotgate.EConflict,
 	http.StatusRequestEntityTooLarge: "payload_too_large",
 	http.StatusUnsupportedMediaType:  "unsupported_media_type",
-	http.StatusUnprocessableEntity:   devices.EUnprocessable,
-	http.StatusTooManyRequests:       devices.ETooMany,
-	http.StatusBadGateway:            devices.EBadGateway,
-	http.StatusServiceUnavailable:    devices.EUnavailable,
-	http.StatusGatewayTimeout:        devices.ETimeout,
+	http.StatusUnprocessableEntity:   iotgate.EUnprocessable,
+	http.StatusTooManyRequests:       iotgate.ETooMany,
+	http.StatusBadGateway:            iotgate.EBadGateway,
+	http.StatusServiceUnavailable:    iotgate.EUnavailable,
+	http.StatusGatewayTimeout:        iotgate.ETimeout,
 }
 
 // internalMessage is all clients learn of an internal error.
@@ -111,17 +111,17 @@ func (s *Server) handleError(err error, c echo.Context) {
 
 // errorResponse returns the status and body for err.
 func errorResponse(err error) (int, ErrorResponse) {
-	var de *devices.Error
+	var de *iotgate.Error
 	if errors.As(err, &de) {
 		status, ok := codeStatus[de.Code]
 		if !ok || status == http.StatusInternalServerError {
-			return http.StatusInternalServerError, ErrorResponse{Code: devices.EInternal, Message: internalMessage}
+			return http.StatusInternalServerError, ErrorResponse{Code: iotgate.EInternal, Message: internalMessage}
 		}
 		code := de.Code
 		if de.Detail != "" {
 			code = de.Detail
 		}
-		return status, ErrorResponse{Code: code, Message: devices.ErrorMessage(de), Details: de.Fields}
+		return status, ErrorResponse{Code: code, Message: iotgate.ErrorMessage(de), Details: de.Fields}
 	}
 
 	var ve validator.ValidationErrors
@@ -147,11 +147,11 @@ func errorResponse(err error) (int, ErrorResponse) {
 		code, ok := statusCode[status]
 		switch {
 		case status == http.StatusInternalServerError:
-			return status, ErrorResponse{Code: devices.EInternal, Message: internalMessage}
+			return status, ErrorResponse{Code: iotgate.EInternal, Message: internalMessage}
 		case !ok && status >= 500:
-			code = devices.EUnavailable
+			code = iotgate.EUnavailable
 		case !ok:
-			code = devices.EInvalid
+			code = iotgate.EInvalid
 		}
 		msg, _ := he.Message.(string)
 		if msg == "" || msg == http.StatusText(status) {
@@ -160,5 +160,5 @@ func errorResponse(err error) (int, ErrorResponse) {
 		return status, ErrorResponse{Code: code, Message: msg}
 	}
 
-	return http.StatusInternalServerError, ErrorResponse{Code: devices.EInternal, Message: internalMessage}
+	return http.StatusInternalServerError, ErrorResponse{Code: iotgate.EInternal, Message: internalMessage}
 }

@@ -8,8 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/iotgate/iotgate/api/auth"
-	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate"
 	"github.com/iotgate/iotgate/schemas"
 	"github.com/iotgate/iotgate/schemas/xsd"
 )
@@ -65,8 +64,8 @@ func (f *fakeSchemas) Register(_ context.Context, name, src, description string)
 		return nil, err
 	}
 	if src == brokenXSD {
-		return nil, &devices.Error{
-			Code: devices.EUnprocessable, Message: "schema does not compile",
+		return nil, &iotgate.Error{
+			Code: iotgate.EUnprocessable, Message: "schema does not compile",
 			Fields: compileIssues, Err: &xsd.CompileError{Issues: compileIssues},
 		}
 	}
@@ -95,7 +94,7 @@ func (f *fakeSchemas) Get(_ context.Context, name string, version int) (*schemas
 			return s, nil
 		}
 	}
-	return nil, devices.Errorf(devices.ENotFound, "schema %s version %d not found", name, version)
+	return nil, iotgate.Errorf(iotgate.ENotFound, "schema %s version %d not found", name, version)
 }
 
 func (f *fakeSchemas) Versions(_ context.Context, name string) ([]*schemas.Schema, error) {
@@ -105,7 +104,7 @@ func (f *fakeSchemas) Versions(_ context.Context, name string) ([]*schemas.Schem
 		return nil, f.err
 	}
 	if len(f.versions[name]) == 0 {
-		return nil, devices.Errorf(devices.ENotFound, "schema %s not found", name)
+		return nil, iotgate.Errorf(iotgate.ENotFound, "schema %s not found", name)
 	}
 	return slices.Clone(f.versions[name]), nil
 }
@@ -132,7 +131,7 @@ func (f *fakeSchemas) Delete(_ context.Context, name string, version int) error 
 		return f.err
 	}
 	if f.used[schemas.Ref{Name: name, Version: version}] {
-		return devices.Errorf(devices.EConflict, "schema %s version %d is used by devices", name, version)
+		return iotgate.Errorf(iotgate.EConflict, "schema %s version %d is used by devices", name, version)
 	}
 	vs := f.versions[name]
 	for i, s := range vs {
@@ -141,7 +140,7 @@ func (f *fakeSchemas) Delete(_ context.Context, name string, version int) error 
 			return nil
 		}
 	}
-	return devices.Errorf(devices.ENotFound, "schema %s version %d not found", name, version)
+	return iotgate.Errorf(iotgate.ENotFound, "schema %s version %d not found", name, version)
 }
 
 // fakeDevices is an in-memory DeviceService. It knows one schema,
@@ -149,43 +148,43 @@ func (f *fakeSchemas) Delete(_ context.Context, name string, version int) error 
 // last calls.
 type fakeDevices struct {
 	mu         sync.Mutex
-	devs       map[string]*devices.Device
+	devs       map[string]*iotgate.Device
 	online     map[string]bool
-	readings   map[string][]*devices.Reading
-	rejections map[string][]*devices.Rejection
+	readings   map[string][]*iotgate.Reading
+	rejections map[string][]*iotgate.Rejection
 	err        error
 
 	lastJID           string
-	lastDeviceFilter  devices.DeviceFilter
-	lastUpdate        devices.DeviceUpdate
-	lastReadingFilter devices.ReadingFilter
+	lastDeviceFilter  iotgate.DeviceFilter
+	lastUpdate        iotgate.DeviceUpdate
+	lastReadingFilter iotgate.ReadingFilter
 }
 
 func newFakeDevices() *fakeDevices {
 	return &fakeDevices{
-		devs:       map[string]*devices.Device{},
+		devs:       map[string]*iotgate.Device{},
 		online:     map[string]bool{},
-		readings:   map[string][]*devices.Reading{},
-		rejections: map[string][]*devices.Rejection{},
+		readings:   map[string][]*iotgate.Reading{},
+		rejections: map[string][]*iotgate.Rejection{},
 	}
 }
 
 // add registers a device directly.
-func (f *fakeDevices) add(jid string, labels map[string]string) *devices.Device {
-	d := &devices.Device{JID: jid, Name: jid, Labels: labels, Schema: "thermostat", SchemaVersion: 2, CreatedAt: testTime, UpdatedAt: testTime}
+func (f *fakeDevices) add(jid string, labels map[string]string) *iotgate.Device {
+	d := &iotgate.Device{JID: jid, Name: jid, Labels: labels, Schema: "thermostat", SchemaVersion: 2, CreatedAt: testTime, UpdatedAt: testTime}
 	f.devs[jid] = d
 	return d
 }
 
 const latestThermostat = 2
 
-func (f *fakeDevices) Register(_ context.Context, d *devices.Device) (*devices.Device, error) {
+func (f *fakeDevices) Register(_ context.Context, d *iotgate.Device) (*iotgate.Device, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.err != nil {
 		return nil, f.err
 	}
-	j, err := devices.NormalizeJID(d.JID)
+	j, err := iotgate.NormalizeJID(d.JID)
 	if err != nil {
 		return nil, err
 	}
@@ -194,13 +193,13 @@ func (f *fakeDevices) Register(_ context.Context, d *devices.Device) (*devices.D
 		return nil, err
 	}
 	if d.Schema != "thermostat" || d.SchemaVersion > latestThermostat {
-		return nil, devices.Errorf(devices.EInvalid, "schema %s version %d not found", d.Schema, d.SchemaVersion)
+		return nil, iotgate.Errorf(iotgate.EInvalid, "schema %s version %d not found", d.Schema, d.SchemaVersion)
 	}
 	if d.SchemaVersion == 0 {
 		d.SchemaVersion = latestThermostat
 	}
 	if _, ok := f.devs[j]; ok {
-		return nil, devices.Errorf(devices.EConflict, "device %s is already registered", j)
+		return nil, iotgate.Errorf(iotgate.EConflict, "device %s is already registered", j)
 	}
 	d.CreatedAt, d.UpdatedAt = testTime, testTime
 	if d.Labels == nil {
@@ -211,36 +210,36 @@ func (f *fakeDevices) Register(_ context.Context, d *devices.Device) (*devices.D
 }
 
 // device looks a device up as the service does; f.mu must be held.
-func (f *fakeDevices) device(jid string) (*devices.Device, error) {
+func (f *fakeDevices) device(jid string) (*iotgate.Device, error) {
 	f.lastJID = jid
 	if f.err != nil {
 		return nil, f.err
 	}
-	j, err := devices.NormalizeJID(jid)
+	j, err := iotgate.NormalizeJID(jid)
 	if err != nil {
 		return nil, err
 	}
 	d, ok := f.devs[j]
 	if !ok {
-		return nil, devices.Errorf(devices.ENotFound, "device %s is not registered", j)
+		return nil, iotgate.Errorf(iotgate.ENotFound, "device %s is not registered", j)
 	}
 	return d, nil
 }
 
-func (f *fakeDevices) Device(_ context.Context, jid string) (*devices.Device, error) {
+func (f *fakeDevices) Device(_ context.Context, jid string) (*iotgate.Device, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.device(jid)
 }
 
-func (f *fakeDevices) Devices(_ context.Context, filter devices.DeviceFilter) (*devices.DevicePage, error) {
+func (f *fakeDevices) Devices(_ context.Context, filter iotgate.DeviceFilter) (*iotgate.DevicePage, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.lastDeviceFilter = filter
 	if f.err != nil {
 		return nil, f.err
 	}
-	page := &devices.DevicePage{Items: []*devices.Device{}}
+	page := &iotgate.DevicePage{Items: []*iotgate.Device{}}
 	for _, j := range slices.Sorted(maps.Keys(f.devs)) {
 		d := f.devs[j]
 		switch {
@@ -267,7 +266,7 @@ func (f *fakeDevices) Devices(_ context.Context, filter devices.DeviceFilter) (*
 	return page, nil
 }
 
-func (f *fakeDevices) Update(_ context.Context, jid string, u devices.DeviceUpdate) (*devices.Device, error) {
+func (f *fakeDevices) Update(_ context.Context, jid string, u iotgate.DeviceUpdate) (*iotgate.Device, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.lastUpdate = u
@@ -276,12 +275,12 @@ func (f *fakeDevices) Update(_ context.Context, jid string, u devices.DeviceUpda
 		return nil, err
 	}
 	if u.Labels != nil {
-		if err := devices.ValidateLabels(*u.Labels); err != nil {
+		if err := iotgate.ValidateLabels(*u.Labels); err != nil {
 			return nil, err
 		}
 	}
 	if u.SchemaVersion != nil && *u.SchemaVersion > latestThermostat {
-		return nil, devices.Errorf(devices.EInvalid, "that schema version does not exist")
+		return nil, iotgate.Errorf(iotgate.EInvalid, "that schema version does not exist")
 	}
 	out := *d
 	if u.Name != nil {
@@ -311,14 +310,14 @@ func (f *fakeDevices) Delete(_ context.Context, jid string) error {
 	return nil
 }
 
-func (f *fakeDevices) State(_ context.Context, jid string) (*devices.State, error) {
+func (f *fakeDevices) State(_ context.Context, jid string) (*iotgate.State, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	d, err := f.device(jid)
 	if err != nil {
 		return nil, err
 	}
-	st := &devices.State{JID: d.JID, Online: f.online[d.JID], LastSeenAt: d.LastSeenAt}
+	st := &iotgate.State{JID: d.JID, Online: f.online[d.JID], LastSeenAt: d.LastSeenAt}
 	if rs := f.readings[d.JID]; len(rs) > 0 {
 		st.Reading = rs[len(rs)-1]
 	}
@@ -326,7 +325,7 @@ func (f *fakeDevices) State(_ context.Context, jid string) (*devices.State, erro
 }
 
 // page returns the items after the cursor (an index), limit at most.
-func page[T any](items []T, filter devices.ReadingFilter) ([]T, string) {
+func page[T any](items []T, filter iotgate.ReadingFilter) ([]T, string) {
 	start := 0
 	if filter.Cursor != "" {
 		start = len(filter.Cursor) // the fake's cursors are "+", "++", ...
@@ -340,7 +339,7 @@ func page[T any](items []T, filter devices.ReadingFilter) ([]T, string) {
 	return items[start:end], next
 }
 
-func (f *fakeDevices) Readings(_ context.Context, jid string, filter devices.ReadingFilter) (*devices.ReadingPage, error) {
+func (f *fakeDevices) Readings(_ context.Context, jid string, filter iotgate.ReadingFilter) (*iotgate.ReadingPage, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.lastReadingFilter = filter
@@ -349,10 +348,10 @@ func (f *fakeDevices) Readings(_ context.Context, jid string, filter devices.Rea
 		return nil, err
 	}
 	items, next := page(f.readings[d.JID], filter)
-	return &devices.ReadingPage{Items: items, NextCursor: next}, nil
+	return &iotgate.ReadingPage{Items: items, NextCursor: next}, nil
 }
 
-func (f *fakeDevices) Rejections(_ context.Context, jid string, filter devices.ReadingFilter) (*devices.RejectionPage, error) {
+func (f *fakeDevices) Rejections(_ context.Context, jid string, filter iotgate.ReadingFilter) (*iotgate.RejectionPage, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.lastReadingFilter = filter
@@ -361,7 +360,7 @@ func (f *fakeDevices) Rejections(_ context.Context, jid string, filter devices.R
 		return nil, err
 	}
 	items, next := page(f.rejections[d.JID], filter)
-	return &devices.RejectionPage{Items: items, NextCursor: next}, nil
+	return &iotgate.RejectionPage{Items: items, NextCursor: next}, nil
 }
 
 // testToken is the secret of the admin token that test requests send
@@ -371,27 +370,27 @@ const testToken = "test-admin-token"
 // fakeAuth is an in-memory Authenticator: secret to token.
 type fakeAuth struct {
 	mu     sync.Mutex
-	tokens map[string]*auth.Token
+	tokens map[string]*iotgate.Token
 	// calls counts Authenticate calls.
 	calls int
 }
 
 // newFakeAuth knows testToken (admin, all devices) and the given tokens.
-func newFakeAuth(more map[string]*auth.Token) *fakeAuth {
-	f := &fakeAuth{tokens: map[string]*auth.Token{
-		testToken: {ID: "tok_test", Name: "test", Scopes: []auth.Scope{auth.ScopeAdmin}},
+func newFakeAuth(more map[string]*iotgate.Token) *fakeAuth {
+	f := &fakeAuth{tokens: map[string]*iotgate.Token{
+		testToken: {ID: "tok_test", Name: "test", Scopes: []iotgate.Scope{iotgate.ScopeAdmin}},
 	}}
 	maps.Copy(f.tokens, more)
 	return f
 }
 
-func (f *fakeAuth) Authenticate(_ context.Context, secret string) (*auth.Token, error) {
+func (f *fakeAuth) Authenticate(_ context.Context, secret string) (*iotgate.Token, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls++
 	t, ok := f.tokens[secret]
 	if !ok {
-		return nil, devices.Errorf(devices.EUnauthorized, "unknown token")
+		return nil, iotgate.Errorf(iotgate.EUnauthorized, "unknown token")
 	}
 	return t.Clone(), nil
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/iotgate/iotgate"
 	"github.com/iotgate/iotgate/devices"
 )
 
@@ -139,9 +140,9 @@ func (m *Metrics) ReadingsCommitted(n int, d time.Duration) {
 }
 
 // CommandFinished implements devices.Observer.
-func (m *Metrics) CommandFinished(status devices.CommandStatus, code string, d time.Duration) {
+func (m *Metrics) CommandFinished(status iotgate.CommandStatus, code string, d time.Duration) {
 	m.commands.WithLabelValues(string(status), code).Inc()
-	if status == devices.CommandSucceeded && d > 0 {
+	if status == iotgate.CommandSucceeded && d > 0 {
 		m.cmdTime.Observe(d.Seconds())
 	}
 }

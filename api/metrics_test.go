@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iotgate/iotgate"
 	"github.com/iotgate/iotgate/devices"
 )
 
@@ -32,8 +33,8 @@ func TestMetrics(t *testing.T) {
 	m.ReadingsCommitted(10, 3*time.Millisecond)
 	m.ReadingsCommitted(6, time.Millisecond)
 	m.ReadingRefused(devices.RefusedInvalid)
-	m.CommandFinished(devices.CommandSucceeded, "", 20*time.Millisecond)
-	m.CommandFinished(devices.CommandFailed, devices.CmdErrDeviceOffline, 0)
+	m.CommandFinished(iotgate.CommandSucceeded, "", 20*time.Millisecond)
+	m.CommandFinished(iotgate.CommandFailed, iotgate.CmdErrDeviceOffline, 0)
 
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))

@@ -7,7 +7,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate"
 )
 
 // DefaultPageLimit is the page size of the list endpoints when the query
@@ -28,7 +28,7 @@ func pathParam(c echo.Context, name string) (string, error) {
 	}
 	u, err := url.PathUnescape(v)
 	if err != nil {
-		return "", devices.Errorf(devices.EInvalid, "path parameter %s is not validly URL-escaped", name)
+		return "", iotgate.Errorf(iotgate.EInvalid, "path parameter %s is not validly URL-escaped", name)
 	}
 	return u, nil
 }
@@ -38,7 +38,7 @@ func pathParam(c echo.Context, name string) (string, error) {
 func versionParam(c echo.Context) (int, error) {
 	v, err := strconv.Atoi(c.Param("version"))
 	if err != nil || v < 1 {
-		return 0, devices.Errorf(devices.EInvalid, "version must be a positive integer, not %q", c.Param("version"))
+		return 0, iotgate.Errorf(iotgate.EInvalid, "version must be a positive integer, not %q", c.Param("version"))
 	}
 	return v, nil
 }
@@ -57,7 +57,7 @@ func queryInt(c echo.Context, name string, def int) (int, error) {
 	}
 	v, err := strconv.Atoi(s)
 	if err != nil {
-		return 0, devices.Errorf(devices.EInvalid, "%s must be an integer, not %q", name, s)
+		return 0, iotgate.Errorf(iotgate.EInvalid, "%s must be an integer, not %q", name, s)
 	}
 	return v, nil
 }
@@ -71,7 +71,7 @@ func queryTime(c echo.Context, name string) (*time.Time, error) {
 	}
 	t, err := time.Parse(time.RFC3339Nano, s)
 	if err != nil {
-		return nil, devices.Errorf(devices.EInvalid, "%s must be an RFC 3339 time such as 2026-01-02T15:04:05Z, not %q", name, s)
+		return nil, iotgate.Errorf(iotgate.EInvalid, "%s must be an RFC 3339 time such as 2026-01-02T15:04:05Z, not %q", name, s)
 	}
 	return &t, nil
 }
@@ -88,7 +88,7 @@ func queryBool(c echo.Context, name string) (*bool, error) {
 	case "false":
 		v = false
 	default:
-		return nil, devices.Errorf(devices.EInvalid, "%s must be true or false, not %q", name, s)
+		return nil, iotgate.Errorf(iotgate.EInvalid, "%s must be true or false, not %q", name, s)
 	}
 	return &v, nil
 }

@@ -9,7 +9,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate"
 )
 
 // Pages of readings and states are most of what the read API sends, and
@@ -25,7 +25,7 @@ import (
 var pagePool = sync.Pool{New: func() any { b := make([]byte, 0, 32<<10); return &b }}
 
 // writeReadings answers 200 with page as a ReadingList.
-func writeReadings(c echo.Context, page *devices.ReadingPage) error {
+func writeReadings(c echo.Context, page *iotgate.ReadingPage) error {
 	bp := pagePool.Get().(*[]byte)
 	b := append((*bp)[:0], `{"items":[`...)
 	for i, r := range page.Items {
@@ -49,7 +49,7 @@ func writeReadings(c echo.Context, page *devices.ReadingPage) error {
 }
 
 // writeState answers 200 with st as a DeviceState.
-func writeState(c echo.Context, st *devices.State) error {
+func writeState(c echo.Context, st *iotgate.State) error {
 	bp := pagePool.Get().(*[]byte)
 	b := append((*bp)[:0], `{"jid":`...)
 	b = appendJSONString(b, st.JID)
@@ -105,7 +105,7 @@ func appendBool(b []byte, v bool) []byte {
 }
 
 // appendReading appends r as encoding/json encodes a Reading.
-func appendReading(b []byte, r *devices.Reading) []byte {
+func appendReading(b []byte, r *iotgate.Reading) []byte {
 	b = append(b, `{"id":`...)
 	b = appendInt(b, r.ID)
 	b = append(b, `,"received_at":`...)

@@ -10,7 +10,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate"
 )
 
 // encodeJSON is what c.JSON writes: encoding/json with HTML escaping,
@@ -26,7 +26,7 @@ func encodeJSON(t *testing.T, v any) []byte {
 
 // readingOf is how the handlers converted readings before they wrote
 // them directly: the reference the writers are held to.
-func readingOf(r *devices.Reading) Reading {
+func readingOf(r *iotgate.Reading) Reading {
 	return Reading{ID: r.ID, ReceivedAt: r.ReceivedAt, DeviceTime: r.DeviceTime, XML: r.XML, Data: r.Data}
 }
 
@@ -45,7 +45,7 @@ func record(t *testing.T, write func(echo.Context) error) []byte {
 	return rec.Body.Bytes()
 }
 
-var jsonReadings = []*devices.Reading{
+var jsonReadings = []*iotgate.Reading{
 	{ID: 1, ReceivedAt: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), XML: `<reading xmlns="urn:example:thermostat"><temperature>21</temperature></reading>`, Data: json.RawMessage(`{"temperature":21}`)},
 	// PostgreSQL's jsonb output: spaces after colons and commas, also
 	// inside strings, which must stay.
@@ -61,12 +61,12 @@ func ptr[T any](v T) *T { return &v }
 func TestWriteReadingsMatchesJSON(t *testing.T) {
 	tests := []struct {
 		name string
-		page *devices.ReadingPage
+		page *iotgate.ReadingPage
 	}{
-		{"Empty", &devices.ReadingPage{Items: []*devices.Reading{}}},
-		{"One", &devices.ReadingPage{Items: jsonReadings[:1]}},
-		{"Several", &devices.ReadingPage{Items: jsonReadings}},
-		{"Cursor", &devices.ReadingPage{Items: jsonReadings[1:2], NextCursor: "MTc2NzM2OTYwMDEyMzAwMDAwMC40NzEx"}},
+		{"Empty", &iotgate.ReadingPage{Items: []*iotgate.Reading{}}},
+		{"One", &iotgate.ReadingPage{Items: jsonReadings[:1]}},
+		{"Several", &iotgate.ReadingPage{Items: jsonReadings}},
+		{"Cursor", &iotgate.ReadingPage{Items: jsonReadings[1:2], NextCursor: "MTc2NzM2OTYwMDEyMzAwMDAwMC40NzEx"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -86,11 +86,11 @@ func TestWriteStateMatchesJSON(t *testing.T) {
 	seen := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
 	tests := []struct {
 		name string
-		st   *devices.State
+		st   *iotgate.State
 	}{
-		{"NoReading", &devices.State{JID: "thermo1@example.com", PresenceStale: true}},
-		{"Online", &devices.State{JID: "a<b>&c@example.com", Online: true, LastSeenAt: &seen, Reading: jsonReadings[1],
-			Resources: []devices.Resource{
+		{"NoReading", &iotgate.State{JID: "thermo1@example.com", PresenceStale: true}},
+		{"Online", &iotgate.State{JID: "a<b>&c@example.com", Online: true, LastSeenAt: &seen, Reading: jsonReadings[1],
+			Resources: []iotgate.Resource{
 				{JID: "a@example.com/x", Show: "away", Status: "on \"battery\"", Priority: -3, Since: seen},
 				{JID: "a@example.com/y", Priority: 5, Since: seen.Add(time.Second)},
 			}}},

@@ -13,7 +13,7 @@ import (
 	"github.com/labstack/echo/v4/middleware"
 	echoSwagger "github.com/swaggo/echo-swagger"
 
-	"github.com/iotgate/iotgate/api/auth"
+	"github.com/iotgate/iotgate"
 
 	// The generated OpenAPI description (make docs) registers itself with swag.
 	_ "github.com/iotgate/iotgate/api/openapi"
@@ -176,7 +176,7 @@ func New(cfg Config, deps Deps) *Server {
 // Swagger UI needs a token with its scope.
 type route struct {
 	method, path string
-	scope        auth.Scope
+	scope        iotgate.Scope
 	handler      echo.HandlerFunc
 }
 
@@ -200,48 +200,48 @@ func (s *Server) routes(deps Deps) {
 	if deps.Schemas != nil {
 		h := &schemaHandler{reg: deps.Schemas}
 		add(
-			route{http.MethodPost, "/v1/schemas", auth.ScopeSchemasWrite, h.create},
-			route{http.MethodGet, "/v1/schemas", auth.ScopeSchemasRead, h.list},
-			route{http.MethodGet, "/v1/schemas/:name", auth.ScopeSchemasRead, h.latest},
-			route{http.MethodGet, "/v1/schemas/:name/versions", auth.ScopeSchemasRead, h.versions},
-			route{http.MethodGet, "/v1/schemas/:name/versions/:version", auth.ScopeSchemasRead, h.version},
-			route{http.MethodDelete, "/v1/schemas/:name/versions/:version", auth.ScopeSchemasWrite, h.delete},
-			route{http.MethodGet, "/v1/schemas/:name/versions/:version/xsd", auth.ScopeSchemasRead, h.xsd},
+			route{http.MethodPost, "/v1/schemas", iotgate.ScopeSchemasWrite, h.create},
+			route{http.MethodGet, "/v1/schemas", iotgate.ScopeSchemasRead, h.list},
+			route{http.MethodGet, "/v1/schemas/:name", iotgate.ScopeSchemasRead, h.latest},
+			route{http.MethodGet, "/v1/schemas/:name/versions", iotgate.ScopeSchemasRead, h.versions},
+			route{http.MethodGet, "/v1/schemas/:name/versions/:version", iotgate.ScopeSchemasRead, h.version},
+			route{http.MethodDelete, "/v1/schemas/:name/versions/:version", iotgate.ScopeSchemasWrite, h.delete},
+			route{http.MethodGet, "/v1/schemas/:name/versions/:version/xsd", iotgate.ScopeSchemasRead, h.xsd},
 		)
 	}
 	if deps.Devices != nil {
 		h := &deviceHandler{svc: deps.Devices}
 		add(
-			route{http.MethodPost, "/v1/devices", auth.ScopeDevicesWrite, h.create},
-			route{http.MethodGet, "/v1/devices", auth.ScopeDevicesRead, h.list},
-			route{http.MethodGet, "/v1/devices/:jid", auth.ScopeDevicesRead, h.get},
-			route{http.MethodPatch, "/v1/devices/:jid", auth.ScopeDevicesWrite, h.update},
-			route{http.MethodDelete, "/v1/devices/:jid", auth.ScopeDevicesWrite, h.delete},
-			route{http.MethodGet, "/v1/devices/:jid/state", auth.ScopeDevicesRead, h.state},
-			route{http.MethodGet, "/v1/devices/:jid/readings", auth.ScopeDevicesRead, h.readings},
-			route{http.MethodGet, "/v1/devices/:jid/rejections", auth.ScopeDevicesRead, h.rejections},
+			route{http.MethodPost, "/v1/devices", iotgate.ScopeDevicesWrite, h.create},
+			route{http.MethodGet, "/v1/devices", iotgate.ScopeDevicesRead, h.list},
+			route{http.MethodGet, "/v1/devices/:jid", iotgate.ScopeDevicesRead, h.get},
+			route{http.MethodPatch, "/v1/devices/:jid", iotgate.ScopeDevicesWrite, h.update},
+			route{http.MethodDelete, "/v1/devices/:jid", iotgate.ScopeDevicesWrite, h.delete},
+			route{http.MethodGet, "/v1/devices/:jid/state", iotgate.ScopeDevicesRead, h.state},
+			route{http.MethodGet, "/v1/devices/:jid/readings", iotgate.ScopeDevicesRead, h.readings},
+			route{http.MethodGet, "/v1/devices/:jid/rejections", iotgate.ScopeDevicesRead, h.rejections},
 		)
 	}
 	if deps.Commands != nil {
 		h := &commandHandler{svc: deps.Commands, devs: deps.Devices}
 		add(
-			route{http.MethodPost, "/v1/devices/:jid/commands", auth.ScopeCommandsSend, h.create},
-			route{http.MethodGet, "/v1/devices/:jid/commands", auth.ScopeDevicesRead, h.list},
-			route{http.MethodGet, "/v1/commands/:id", auth.ScopeDevicesRead, h.get},
-			route{http.MethodPost, "/v1/commands/:id/cancel", auth.ScopeCommandsSend, h.cancel},
+			route{http.MethodPost, "/v1/devices/:jid/commands", iotgate.ScopeCommandsSend, h.create},
+			route{http.MethodGet, "/v1/devices/:jid/commands", iotgate.ScopeDevicesRead, h.list},
+			route{http.MethodGet, "/v1/commands/:id", iotgate.ScopeDevicesRead, h.get},
+			route{http.MethodPost, "/v1/commands/:id/cancel", iotgate.ScopeCommandsSend, h.cancel},
 		)
 	}
 	if deps.Tokens != nil {
 		h := &tokenHandler{svc: deps.Tokens}
 		add(
-			route{http.MethodPost, "/v1/tokens", auth.ScopeAdmin, h.create},
-			route{http.MethodGet, "/v1/tokens", auth.ScopeAdmin, h.list},
-			route{http.MethodGet, "/v1/tokens/:id", auth.ScopeAdmin, h.get},
-			route{http.MethodDelete, "/v1/tokens/:id", auth.ScopeAdmin, h.revoke},
+			route{http.MethodPost, "/v1/tokens", iotgate.ScopeAdmin, h.create},
+			route{http.MethodGet, "/v1/tokens", iotgate.ScopeAdmin, h.list},
+			route{http.MethodGet, "/v1/tokens/:id", iotgate.ScopeAdmin, h.get},
+			route{http.MethodDelete, "/v1/tokens/:id", iotgate.ScopeAdmin, h.revoke},
 		)
 	}
 	if deps.Metrics != nil {
-		add(route{http.MethodGet, "/metrics", auth.ScopeAdmin, echo.WrapHandler(deps.Metrics)})
+		add(route{http.MethodGet, "/metrics", iotgate.ScopeAdmin, echo.WrapHandler(deps.Metrics)})
 	}
 	for _, r := range table {
 		s.echo.Add(r.method, r.path, r.handler, s.authenticate, s.rateLimit, requireScope(r.scope))

@@ -18,7 +18,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate"
 )
 
 // logBuffer collects JSON log records, safe for concurrent use.
@@ -193,18 +193,18 @@ func TestErrors(t *testing.T) {
 		message string
 		logged  bool // as a failed request
 	}{
-		{name: "NotFound", err: devices.Errorf(devices.ENotFound, "device not found"), status: 404, code: "not_found", message: "device not found"},
-		{name: "Conflict", err: devices.Errorf(devices.EConflict, "device already registered"), status: 409, code: "conflict", message: "device already registered"},
-		{name: "Invalid", err: devices.Errorf(devices.EInvalid, "bad jid"), status: 400, code: "invalid", message: "bad jid"},
-		{name: "Unprocessable", err: &devices.Error{Code: devices.EUnprocessable, Message: "line 1: /reading/temperature: '999' is too large", Fields: []string{"line 1"}}, status: 422, code: "unprocessable", message: "line 1: /reading/temperature: '999' is too large"},
-		{name: "Unauthorized", err: devices.Errorf(devices.EUnauthorized, "no token"), status: 401, code: "unauthorized", message: "no token"},
-		{name: "Forbidden", err: devices.Errorf(devices.EForbidden, "not yours"), status: 403, code: "forbidden", message: "not yours"},
-		{name: "TooMany", err: devices.Errorf(devices.ETooMany, "slow down"), status: 429, code: "too_many_requests", message: "slow down"},
-		{name: "Unavailable", err: &devices.Error{Code: devices.EUnavailable, Detail: "device_offline", Message: "device is offline"}, status: 503, code: "device_offline", message: "device is offline", logged: true},
-		{name: "Timeout", err: devices.Errorf(devices.ETimeout, "device did not answer"), status: 504, code: "timeout", message: "device did not answer", logged: true},
-		{name: "WrappedDomain", err: fmt.Errorf("get device: %w", devices.Errorf(devices.ENotFound, "device not found")), status: 404, code: "not_found", message: "device not found"},
-		{name: "DomainInternal", err: &devices.Error{Code: devices.EInternal, Message: "insert reading", Err: errors.New("pq: secret detail")}, status: 500, code: "internal", message: "internal error", logged: true},
-		{name: "UnknownCode", err: &devices.Error{Code: "weird", Message: "what"}, status: 500, code: "internal", message: "internal error", logged: true},
+		{name: "NotFound", err: iotgate.Errorf(iotgate.ENotFound, "device not found"), status: 404, code: "not_found", message: "device not found"},
+		{name: "Conflict", err: iotgate.Errorf(iotgate.EConflict, "device already registered"), status: 409, code: "conflict", message: "device already registered"},
+		{name: "Invalid", err: iotgate.Errorf(iotgate.EInvalid, "bad jid"), status: 400, code: "invalid", message: "bad jid"},
+		{name: "Unprocessable", err: &iotgate.Error{Code: iotgate.EUnprocessable, Message: "line 1: /reading/temperature: '999' is too large", Fields: []string{"line 1"}}, status: 422, code: "unprocessable", message: "line 1: /reading/temperature: '999' is too large"},
+		{name: "Unauthorized", err: iotgate.Errorf(iotgate.EUnauthorized, "no token"), status: 401, code: "unauthorized", message: "no token"},
+		{name: "Forbidden", err: iotgate.Errorf(iotgate.EForbidden, "not yours"), status: 403, code: "forbidden", message: "not yours"},
+		{name: "TooMany", err: iotgate.Errorf(iotgate.ETooMany, "slow down"), status: 429, code: "too_many_requests", message: "slow down"},
+		{name: "Unavailable", err: &iotgate.Error{Code: iotgate.EUnavailable, Detail: "device_offline", Message: "device is offline"}, status: 503, code: "device_offline", message: "device is offline", logged: true},
+		{name: "Timeout", err: iotgate.Errorf(iotgate.ETimeout, "device did not answer"), status: 504, code: "timeout", message: "device did not answer", logged: true},
+		{name: "WrappedDomain", err: fmt.Errorf("get device: %w", iotgate.Errorf(iotgate.ENotFound, "device not found")), status: 404, code: "not_found", message: "device not found"},
+		{name: "DomainInternal", err: &iotgate.Error{Code: iotgate.EInternal, Message: "insert reading", Err: errors.New("pq: secret detail")}, status: 500, code: "internal", message: "internal error", logged: true},
+		{name: "UnknownCode", err: &iotgate.Error{Code: "weird", Message: "what"}, status: 500, code: "internal", message: "internal error", logged: true},
 		{name: "PlainError", err: errors.New("dial tcp 10.0.0.1:5432: refused"), status: 500, code: "internal", message: "internal error", logged: true},
 		{name: "EchoError", err: echo.NewHTTPError(http.StatusConflict, "taken"), status: 409, code: "conflict", message: "taken"},
 		{name: "EchoInternal", err: echo.NewHTTPError(http.StatusInternalServerError, "details"), status: 500, code: "internal", message: "internal error", logged: true},
@@ -282,7 +282,7 @@ func TestErrors(t *testing.T) {
 
 	t.Run("Head", func(t *testing.T) {
 		s, _ := newTestServer(t, Config{}, nil)
-		s.echo.HEAD("/fail", func(echo.Context) error { return devices.Errorf(devices.ENotFound, "gone") })
+		s.echo.HEAD("/fail", func(echo.Context) error { return iotgate.Errorf(iotgate.ENotFound, "gone") })
 		rec := do(t, s, http.MethodHead, "/fail", nil)
 		if rec.Code != http.StatusNotFound || rec.Body.Len() != 0 {
 			t.Errorf("HEAD = %d with %d bytes, want 404 with none", rec.Code, rec.Body.Len())

@@ -9,21 +9,21 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/iotgate/iotgate/api/auth"
-	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate"
+	"github.com/iotgate/iotgate/auth"
 )
 
 // TokenService is what the API needs to manage API tokens.
 type TokenService interface {
 	// Create creates a token and returns it with its secret.
 	// Errors: invalid.
-	Create(ctx context.Context, req auth.CreateRequest) (*auth.Token, string, error)
+	Create(ctx context.Context, req auth.CreateRequest) (*iotgate.Token, string, error)
 	// List returns every token, oldest first.
-	List(ctx context.Context) ([]*auth.Token, error)
+	List(ctx context.Context) ([]*iotgate.Token, error)
 	// Get returns a token. Errors: not_found.
-	Get(ctx context.Context, id string) (*auth.Token, error)
+	Get(ctx context.Context, id string) (*iotgate.Token, error)
 	// Revoke revokes a token at once. Errors: not_found, invalid.
-	Revoke(ctx context.Context, id string) (*auth.Token, error)
+	Revoke(ctx context.Context, id string) (*iotgate.Token, error)
 }
 
 var _ TokenService = (*auth.Service)(nil)
@@ -68,7 +68,7 @@ type TokenList struct {
 	Items []Token `json:"items"`
 }
 
-func tokenOfDomain(t *auth.Token) Token {
+func tokenOfDomain(t *iotgate.Token) Token {
 	out := Token{ID: t.ID, Name: t.Name, Devices: map[string]string(t.Devices), CreatedAt: t.CreatedAt,
 		ExpiresAt: t.ExpiresAt, RevokedAt: t.RevokedAt, LastUsedAt: t.LastUsedAt, Scopes: make([]string, len(t.Scopes))}
 	for i, s := range t.Scopes {
@@ -113,17 +113,17 @@ func (h *tokenHandler) create(c echo.Context) error {
 	if req.ExpiresIn != "" {
 		d, err := time.ParseDuration(req.ExpiresIn)
 		if err != nil || d <= 0 {
-			return devices.Errorf(devices.EInvalid, "expires_in must be a positive duration such as 720h, not %q", req.ExpiresIn)
+			return iotgate.Errorf(iotgate.EInvalid, "expires_in must be a positive duration such as 720h, not %q", req.ExpiresIn)
 		}
 		expires = d
 	}
-	scopes := make([]auth.Scope, len(req.Scopes))
+	scopes := make([]iotgate.Scope, len(req.Scopes))
 	for i, s := range req.Scopes {
-		scopes[i] = auth.Scope(s)
+		scopes[i] = iotgate.Scope(s)
 	}
-	sel := auth.Selector(req.Devices)
+	sel := iotgate.Selector(req.Devices)
 	if outer := selectorOf(c); !sel.Within(outer) {
-		return devices.Errorf(devices.EForbidden, "this token may only create tokens limited to devices %s", outer)
+		return iotgate.Errorf(iotgate.EForbidden, "this token may only create tokens limited to devices %s", outer)
 	}
 	t, secret, err := h.svc.Create(c.Request().Context(), auth.CreateRequest{Name: req.Name, Scopes: scopes, Devices: sel, ExpiresIn: expires})
 	if err != nil {

@@ -9,7 +9,7 @@ import (
 	"github.com/go-playground/validator/v10"
 	"github.com/labstack/echo/v4"
 
-	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate"
 )
 
 // FieldError says what is wrong with one field of a request: the details
@@ -46,7 +46,7 @@ func newValidator() *structValidator {
 	return &structValidator{v: v}
 }
 
-// Validate checks i's validate tags. A failure is a *devices.Error with
+// Validate checks i's validate tags. A failure is a *iotgate.Error with
 // code EInvalid and a []FieldError as Fields; anything else (i is not a
 // struct) is a programming error, reported as internal.
 func (sv *structValidator) Validate(i any) error {
@@ -57,7 +57,7 @@ func (sv *structValidator) Validate(i any) error {
 	var ve validator.ValidationErrors
 	if errors.As(err, &ve) {
 		r := invalidRequest(ve)
-		return &devices.Error{Code: devices.EInvalid, Message: r.Message, Fields: r.Details, Err: err}
+		return &iotgate.Error{Code: iotgate.EInvalid, Message: r.Message, Fields: r.Details, Err: err}
 	}
 	return fmt.Errorf("validate %T: %w", i, err)
 }
@@ -87,7 +87,7 @@ func invalidRequest(ve validator.ValidationErrors) ErrorResponse {
 	if len(fields) == 1 {
 		msg = "invalid request: " + fields[0].Field + " " + fields[0].Message
 	}
-	return ErrorResponse{Code: devices.EInvalid, Message: msg, Details: fields}
+	return ErrorResponse{Code: iotgate.EInvalid, Message: msg, Details: fields}
 }
 
 // fieldPath turns "createDevice.labels[room]" into "labels.room": the

@@ -8,7 +8,7 @@ import (
 	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
 
-	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate"
 )
 
 // Namespaces of the built-in services.
@@ -27,7 +27,7 @@ type Directory interface {
 	Registered(ctx context.Context, jid string) (bool, error)
 	// Devices lists devices a page at a time, by JID. Errors: invalid
 	// (bad cursor).
-	Devices(ctx context.Context, f devices.DeviceFilter) (*devices.DevicePage, error)
+	Devices(ctx context.Context, f iotgate.DeviceFilter) (*iotgate.DevicePage, error)
 }
 
 // DiscoConfig configures the answers to service discovery (XEP-0030) on
@@ -203,12 +203,12 @@ func (c *Conn) discoList(ctx context.Context, from string, all bool, page rsmReq
 			return nil, err
 		}
 		if ok {
-			bare, _ := devices.BareJID(from)
+			bare, _ := iotgate.BareJID(from)
 			item(bare, "")
 		}
 		return append(b, `</query>`...), nil
 	}
-	p, err := c.cfg.Disco.Devices.Devices(ctx, devices.DeviceFilter{Limit: page.max, Cursor: page.after})
+	p, err := c.cfg.Disco.Devices.Devices(ctx, iotgate.DeviceFilter{Limit: page.max, Cursor: page.after})
 	if err != nil {
 		return nil, err
 	}
@@ -245,14 +245,14 @@ func parseRSM(query []byte, maxItems int) (rsmRequest, error) {
 	}
 	r := rsmRequest{max: maxItems}
 	if err := newSafeDecoder(bytes.NewReader(query)).Decode(&q); err != nil {
-		return r, devices.Errorf(devices.EInvalid, "bad result set request: %v", err)
+		return r, iotgate.Errorf(iotgate.EInvalid, "bad result set request: %v", err)
 	}
 	if q.Set == nil {
 		return r, nil
 	}
 	if m := q.Set.Max; m != nil {
 		if *m < 1 {
-			return r, devices.Errorf(devices.EInvalid, "result set <max/> must be at least 1")
+			return r, iotgate.Errorf(iotgate.EInvalid, "result set <max/> must be at least 1")
 		}
 		r.max = min(*m, maxItems)
 	}

@@ -9,7 +9,7 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate"
 )
 
 // fakeDirectory holds registered devices, sorted by JID; a page cursor is
@@ -26,25 +26,25 @@ func (f *fakeDirectory) Registered(ctx context.Context, j string) (bool, error) 
 		<-f.block
 	}
 	if f.down.Load() {
-		return false, &devices.Error{Code: devices.EUnavailable, Message: "device registry unavailable"}
+		return false, &iotgate.Error{Code: iotgate.EUnavailable, Message: "device registry unavailable"}
 	}
-	bare, err := devices.BareJID(j)
+	bare, err := iotgate.BareJID(j)
 	return slices.Contains(f.jids, bare), err
 }
 
-func (f *fakeDirectory) Devices(_ context.Context, flt devices.DeviceFilter) (*devices.DevicePage, error) {
+func (f *fakeDirectory) Devices(_ context.Context, flt iotgate.DeviceFilter) (*iotgate.DevicePage, error) {
 	from := 0
 	if flt.Cursor != "" {
 		n, err := strconv.Atoi(flt.Cursor)
 		if err != nil || n < 0 || n > len(f.jids) {
-			return nil, devices.Errorf(devices.EInvalid, "bad cursor")
+			return nil, iotgate.Errorf(iotgate.EInvalid, "bad cursor")
 		}
 		from = n
 	}
 	to := min(from+flt.Limit, len(f.jids))
-	p := &devices.DevicePage{}
+	p := &iotgate.DevicePage{}
 	for _, j := range f.jids[from:to] {
-		p.Items = append(p.Items, &devices.Device{JID: j, Name: "name of " + j})
+		p.Items = append(p.Items, &iotgate.Device{JID: j, Name: "name of " + j})
 	}
 	if to < len(f.jids) {
 		p.NextCursor = strconv.Itoa(to)

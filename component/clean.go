@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate"
 )
 
 // NSXMLNS is the namespace of namespace declarations themselves; nothing
@@ -101,7 +101,7 @@ func AppendCleanElement(dst, src []byte) ([]byte, error) {
 }
 
 func cleanErr(why string) error {
-	return devices.Errorf(devices.EInvalid, "a command payload must be exactly one XML element: %s", why)
+	return iotgate.Errorf(iotgate.EInvalid, "a command payload must be exactly one XML element: %s", why)
 }
 
 // appendStart appends a start tag without its closing '>'. Only the element

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate"
 )
 
 func TestAppendCleanElement(t *testing.T) {
@@ -41,7 +41,7 @@ func TestAppendCleanElement(t *testing.T) {
 	for _, in := range []string{"", " ", "text", "<a/><b/>", "<a>", "<!DOCTYPE a><a/>", "<a><!DOCTYPE b></a>", "<a/>x",
 		`<a xmlns:x="http://www.w3.org/XML/1998/namespace"><x:b/></a>`, `<xmlns:a/>`, `<a:b:c xmlns:a="urn:a"/>`} {
 		t.Run("Refused", func(t *testing.T) {
-			if got, err := AppendCleanElement(nil, []byte(in)); devices.ErrorCode(err) != devices.EInvalid {
+			if got, err := AppendCleanElement(nil, []byte(in)); iotgate.ErrorCode(err) != iotgate.EInvalid {
 				t.Errorf("%q: got %s, %v; want invalid", in, got, err)
 			}
 		})

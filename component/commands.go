@@ -5,6 +5,7 @@ import (
 
 	"mellium.im/xmpp/stanza"
 
+	"github.com/iotgate/iotgate"
 	"github.com/iotgate/iotgate/devices"
 )
 
@@ -24,28 +25,28 @@ var _ devices.CommandSender = (*Conn)(nil)
 // xmpp_unavailable) when the stream is down or drops before the answer,
 // timeout when ctx ends first, too_many_requests when MaxPendingIQs are
 // already waiting.
-func (c *Conn) SendCommand(ctx context.Context, to, iqType string, payload []byte) (devices.CommandReply, error) {
+func (c *Conn) SendCommand(ctx context.Context, to, iqType string, payload []byte) (iotgate.CommandReply, error) {
 	if iqType != TypeGet && iqType != TypeSet {
-		return devices.CommandReply{}, devices.Errorf(devices.EInvalid, "a command is an IQ get or set, not %q", iqType)
+		return iotgate.CommandReply{}, iotgate.Errorf(iotgate.EInvalid, "a command is an IQ get or set, not %q", iqType)
 	}
 	inner, err := AppendCleanElement(make([]byte, 0, len(payload)+32), payload)
 	if err != nil {
-		return devices.CommandReply{}, err
+		return iotgate.CommandReply{}, err
 	}
 	rep, err := c.SendIQ(ctx, &Stanza{Kind: KindIQ, Type: iqType, To: to, Inner: inner})
 	if err != nil {
-		return devices.CommandReply{}, err
+		return iotgate.CommandReply{}, err
 	}
 	if rep.Type == TypeError {
-		out := devices.CommandReply{Type: TypeError}
+		out := iotgate.CommandReply{Type: TypeError}
 		if se, ok := rep.StanzaError(); ok {
-			out.Error = &devices.XMPPError{Type: string(se.Type), Condition: string(se.Condition), Text: ErrorText(se)}
+			out.Error = &iotgate.XMPPError{Type: string(se.Type), Condition: string(se.Condition), Text: ErrorText(se)}
 		} else {
-			out.Error = &devices.XMPPError{Type: string(stanza.Cancel), Condition: string(stanza.UndefinedCondition), Text: "the error reply carried no valid <error/> element"}
+			out.Error = &iotgate.XMPPError{Type: string(stanza.Cancel), Condition: string(stanza.UndefinedCondition), Text: "the error reply carried no valid <error/> element"}
 		}
 		return out, nil
 	}
-	out := devices.CommandReply{Type: TypeResult}
+	out := iotgate.CommandReply{Type: TypeResult}
 	if el, ok := rep.FirstChild(); ok {
 		out.Payload, out.Namespace = el.Raw, el.Name.Space
 	}

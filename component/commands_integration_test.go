@@ -11,8 +11,8 @@ import (
 	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
 
+	"github.com/iotgate/iotgate"
 	"github.com/iotgate/iotgate/component"
-	"github.com/iotgate/iotgate/devices"
 	"github.com/iotgate/iotgate/internal/device"
 	"github.com/iotgate/iotgate/internal/servers"
 )
@@ -66,7 +66,7 @@ func TestCommandsRealServers(t *testing.T) {
 				mallory := clientSession(t, srv, "mallory", "mallory-pass")
 
 				type result struct {
-					rep devices.CommandReply
+					rep iotgate.CommandReply
 					err error
 				}
 				done := make(chan result, 1)

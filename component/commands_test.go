@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate"
 )
 
 func TestSendCommand(t *testing.T) {
@@ -23,41 +23,41 @@ func TestSendCommand(t *testing.T) {
 		payload   string
 		wantSent  string // the IQ's payload on the wire
 		answer    func(id string) []string
-		wantReply devices.CommandReply
+		wantReply iotgate.CommandReply
 	}{
 		{"Result", "set", `<set xmlns="urn:example:t"><target>21.5</target></set>`, `<set xmlns="urn:example:t"><target>21.5</target></set>`,
 			func(id string) []string {
 				return []string{fmt.Sprintf(`<iq type='result' id='%s' from='%s' to='iot.localhost'><state xmlns='urn:example:t'><mode>heat</mode></state></iq>`, id, to)}
 			},
-			devices.CommandReply{Type: "result", Payload: []byte(`<state xmlns='urn:example:t'><mode>heat</mode></state>`), Namespace: "urn:example:t"}},
+			iotgate.CommandReply{Type: "result", Payload: []byte(`<state xmlns='urn:example:t'><mode>heat</mode></state>`), Namespace: "urn:example:t"}},
 		{"EmptyResult", "get", `<get xmlns="urn:example:t"/>`, `<get xmlns="urn:example:t"/>`,
 			func(id string) []string {
 				return []string{fmt.Sprintf(`<iq type='result' id='%s' from='%s' to='iot.localhost'/>`, id, to)}
 			},
-			devices.CommandReply{Type: "result"}},
+			iotgate.CommandReply{Type: "result"}},
 		{"DeclarationStripped", "set", "<?xml version='1.0'?>\n<!-- c --><set xmlns='urn:example:t'/>\n", `<set xmlns="urn:example:t"/>`,
 			func(id string) []string {
 				return []string{fmt.Sprintf(`<iq type='result' id='%s' from='%s' to='iot.localhost'/>`, id, to)}
 			},
-			devices.CommandReply{Type: "result"}},
+			iotgate.CommandReply{Type: "result"}},
 		// What the API refuses, should a stored payload still carry it:
 		// re-serialized, nothing of it reaches the stream.
 		{"CommentsAndPIsDropped", "set", `<set xmlns="urn:example:t"><!--x--><?pi y?><target>21.5<!--z--></target></set>`, `<set xmlns="urn:example:t"><target>21.5</target></set>`,
 			func(id string) []string {
 				return []string{fmt.Sprintf(`<iq type='result' id='%s' from='%s' to='iot.localhost'/>`, id, to)}
 			},
-			devices.CommandReply{Type: "result"}},
+			iotgate.CommandReply{Type: "result"}},
 		{"CDATAEscaped", "set", `<t:set xmlns:t="urn:example:t"><t:target a="&quot;"><![CDATA[<x>]]]]><![CDATA[>]]></t:target></t:set>`,
 			`<set xmlns="urn:example:t"><target a="&quot;">&lt;x&gt;]]&gt;</target></set>`,
 			func(id string) []string {
 				return []string{fmt.Sprintf(`<iq type='result' id='%s' from='%s' to='iot.localhost'/>`, id, to)}
 			},
-			devices.CommandReply{Type: "result"}},
+			iotgate.CommandReply{Type: "result"}},
 		{"Error", "set", `<set xmlns="urn:example:t"/>`, `<set xmlns="urn:example:t"/>`,
 			func(id string) []string {
 				return []string{fmt.Sprintf(`<iq type='error' id='%s' from='%s' to='iot.localhost'><error type='modify'><not-acceptable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/><text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>target out of range</text></error></iq>`, id, to)}
 			},
-			devices.CommandReply{Type: "error", Error: &devices.XMPPError{Type: "modify", Condition: "not-acceptable", Text: "target out of range"}}},
+			iotgate.CommandReply{Type: "error", Error: &iotgate.XMPPError{Type: "modify", Condition: "not-acceptable", Text: "target out of range"}}},
 		{"WrongSenderIgnored", "set", `<set xmlns="urn:example:t"/>`, `<set xmlns="urn:example:t"/>`,
 			func(id string) []string {
 				return []string{
@@ -69,12 +69,12 @@ func TestSendCommand(t *testing.T) {
 					fmt.Sprintf(`<iq type='result' id='%s' from='%s' to='iot.localhost'><ok xmlns='urn:x'/></iq>`, id, to),
 				}
 			},
-			devices.CommandReply{Type: "result", Payload: []byte(`<ok xmlns='urn:x'/>`), Namespace: "urn:x"}},
+			iotgate.CommandReply{Type: "result", Payload: []byte(`<ok xmlns='urn:x'/>`), Namespace: "urn:x"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			type res struct {
-				rep devices.CommandReply
+				rep iotgate.CommandReply
 				err error
 			}
 			done := make(chan res, 1)
@@ -105,12 +105,12 @@ func TestSendCommand(t *testing.T) {
 	t.Run("NotOneElement", func(t *testing.T) {
 		for _, p := range []string{"", "text", "<a/><b/>", "<a>", "<!DOCTYPE a><a/>"} {
 			_, err := c.SendCommand(context.Background(), to, "set", []byte(p))
-			if devices.ErrorCode(err) != devices.EInvalid {
+			if iotgate.ErrorCode(err) != iotgate.EInvalid {
 				t.Errorf("payload %q: err = %v, want invalid", p, err)
 			}
 		}
 		_, err := c.SendCommand(context.Background(), to, "result", []byte("<a/>"))
-		if devices.ErrorCode(err) != devices.EInvalid || !strings.Contains(err.Error(), "get or set") {
+		if iotgate.ErrorCode(err) != iotgate.EInvalid || !strings.Contains(err.Error(), "get or set") {
 			t.Errorf("type result: err = %v, want invalid", err)
 		}
 	})

@@ -13,6 +13,10 @@
 // over deadlines, queueing and reply matching that the libraries we studied
 // don't give (see docs/design.md). JIDs are handled with
 // mellium.im/xmpp/jid and stanza error conditions with mellium.im/xmpp/stanza.
+//
+// It may import the root package iotgate and devices (the ingest
+// scheduler, the domain allow-list, the CommandSender port it implements);
+// never api (HTTP), postgres or cmd.
 package component
 
 import (
@@ -32,6 +36,7 @@ import (
 	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
 
+	"github.com/iotgate/iotgate"
 	"github.com/iotgate/iotgate/devices"
 )
 
@@ -481,7 +486,7 @@ func (c *Conn) keepAlive(ctx context.Context, sess *session) {
 		cancel()
 		// Any reply, even an error, proves the server alive; so does
 		// anything read meanwhile.
-		if err != nil && ctx.Err() == nil && devices.ErrorCode(err) == devices.ETimeout && sess.lastRead.Load() == before {
+		if err != nil && ctx.Err() == nil && iotgate.ErrorCode(err) == iotgate.ETimeout && sess.lastRead.Load() == before {
 			sess.fail(fmt.Errorf("the XMPP server did not answer a keepalive ping within %s: connection presumed dead", c.cfg.KeepAliveTimeout))
 			return
 		}
@@ -589,7 +594,7 @@ func (c *Conn) enqueue(ctx context.Context, sess *session, b []byte) error {
 	case <-sess.done:
 		return unavailable(sess.err)
 	case <-ctx.Done():
-		return &devices.Error{Code: devices.ETimeout, Message: "XMPP output queue is full", Err: ctx.Err()}
+		return &iotgate.Error{Code: iotgate.ETimeout, Message: "XMPP output queue is full", Err: ctx.Err()}
 	}
 }
 
@@ -600,7 +605,7 @@ func (c *Conn) checkFrom(st *Stanza) error {
 	}
 	j, err := jid.Parse(st.From)
 	if err != nil || j.Domainpart() != c.cfg.Domain {
-		return devices.Errorf(devices.EInvalid, "stanzas may only be sent from %s, not %q", c.cfg.Domain, st.From)
+		return iotgate.Errorf(iotgate.EInvalid, "stanzas may only be sent from %s, not %q", c.cfg.Domain, st.From)
 	}
 	return nil
 }
@@ -610,7 +615,7 @@ func unavailable(cause error) error {
 	if cause != nil {
 		msg += ": " + cause.Error()
 	}
-	return &devices.Error{Code: devices.EUnavailable, Detail: "xmpp_unavailable", Message: msg}
+	return &iotgate.Error{Code: iotgate.EUnavailable, Detail: "xmpp_unavailable", Message: msg}
 }
 
 // pendingIQ is an IQ waiting for its reply.
@@ -643,7 +648,7 @@ func (c *Conn) SendIQ(ctx context.Context, st *Stanza) (*Stanza, error) {
 
 func (c *Conn) sendIQOn(ctx context.Context, sess *session, st *Stanza) (*Stanza, error) {
 	if st.Kind != KindIQ || (st.Type != TypeGet && st.Type != TypeSet) {
-		return nil, devices.Errorf(devices.EInvalid, "SendIQ needs an IQ get or set")
+		return nil, iotgate.Errorf(iotgate.EInvalid, "SendIQ needs an IQ get or set")
 	}
 	if st.From == "" {
 		st.From = c.cfg.Domain
@@ -654,7 +659,7 @@ func (c *Conn) sendIQOn(ctx context.Context, sess *session, st *Stanza) (*Stanza
 	c.mu.Lock()
 	if len(c.pending) >= c.cfg.MaxPendingIQs {
 		c.mu.Unlock()
-		return nil, &devices.Error{Code: devices.ETooMany, Message: fmt.Sprintf("%d IQs are already waiting for replies", c.cfg.MaxPendingIQs)}
+		return nil, &iotgate.Error{Code: iotgate.ETooMany, Message: fmt.Sprintf("%d IQs are already waiting for replies", c.cfg.MaxPendingIQs)}
 	}
 	c.pending[st.ID] = p
 	c.mu.Unlock()
@@ -673,7 +678,7 @@ func (c *Conn) sendIQOn(ctx context.Context, sess *session, st *Stanza) (*Stanza
 	case <-sess.done:
 		return nil, unavailable(sess.err)
 	case <-ctx.Done():
-		return nil, &devices.Error{Code: devices.ETimeout, Message: "no reply to IQ in time", Err: ctx.Err()}
+		return nil, &iotgate.Error{Code: iotgate.ETimeout, Message: "no reply to IQ in time", Err: ctx.Err()}
 	}
 }
 

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate"
 )
 
 func startConn(t *testing.T, addr, secret string, mod func(*Config)) *Conn {
@@ -165,8 +165,8 @@ func TestPendingIQsFailWhenStreamDrops(t *testing.T) {
 	fc.Close()
 	for range n {
 		err := <-errs
-		var e *devices.Error
-		if !errors.As(err, &e) || e.Code != devices.EUnavailable || e.Detail != "xmpp_unavailable" {
+		var e *iotgate.Error
+		if !errors.As(err, &e) || e.Code != iotgate.EUnavailable || e.Detail != "xmpp_unavailable" {
 			t.Errorf("err = %v, want unavailable/xmpp_unavailable", err)
 		}
 	}
@@ -184,7 +184,7 @@ func TestSendWhileDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = c.Send(context.Background(), &Stanza{Kind: KindMessage, To: "a@localhost"})
-	var e *devices.Error
+	var e *iotgate.Error
 	if !errors.As(err, &e) || e.Detail != "xmpp_unavailable" {
 		t.Fatalf("Send while down: %v, want xmpp_unavailable", err)
 	}
@@ -201,7 +201,7 @@ func TestSendFromOtherDomainRefused(t *testing.T) {
 	waitFor(t, "stream up", func() bool { return isUp(c) })
 	for _, from := range []string{"localhost", "a@localhost", "evil.iot.localhost", "not a jid@@"} {
 		err := c.Send(context.Background(), &Stanza{Kind: KindMessage, From: from, To: "a@localhost"})
-		if devices.ErrorCode(err) != devices.EInvalid {
+		if iotgate.ErrorCode(err) != iotgate.EInvalid {
 			t.Errorf("from %q: err = %v, want invalid", from, err)
 		}
 	}
@@ -372,7 +372,7 @@ func TestOversizeAnswerFailsPendingIQ(t *testing.T) {
 	fc := fs.conn()
 	waitFor(t, "stream up", func() bool { return isUp(c) })
 	type result struct {
-		rep devices.CommandReply
+		rep iotgate.CommandReply
 		err error
 	}
 	res := make(chan result, 1)

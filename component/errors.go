@@ -5,6 +5,7 @@ import (
 
 	"mellium.im/xmpp/stanza"
 
+	"github.com/iotgate/iotgate"
 	"github.com/iotgate/iotgate/devices"
 )
 
@@ -14,23 +15,23 @@ var stanzaErrors = map[string]struct {
 	typ  stanza.ErrorType
 	cond stanza.Condition
 }{
-	devices.ENotFound:     {stanza.Cancel, stanza.ItemNotFound},
-	devices.EConflict:     {stanza.Cancel, stanza.Conflict},
-	devices.EInvalid:      {stanza.Modify, stanza.BadRequest},
-	devices.EUnauthorized: {stanza.Auth, stanza.NotAuthorized},
-	devices.EForbidden:    {stanza.Auth, stanza.Forbidden},
-	devices.EUnavailable:  {stanza.Wait, stanza.ServiceUnavailable},
-	devices.ETimeout:      {stanza.Wait, stanza.RemoteServerTimeout},
-	devices.ETooMany:      {stanza.Wait, stanza.PolicyViolation},
-	devices.EInternal:     {stanza.Wait, stanza.InternalServerError},
+	iotgate.ENotFound:     {stanza.Cancel, stanza.ItemNotFound},
+	iotgate.EConflict:     {stanza.Cancel, stanza.Conflict},
+	iotgate.EInvalid:      {stanza.Modify, stanza.BadRequest},
+	iotgate.EUnauthorized: {stanza.Auth, stanza.NotAuthorized},
+	iotgate.EForbidden:    {stanza.Auth, stanza.Forbidden},
+	iotgate.EUnavailable:  {stanza.Wait, stanza.ServiceUnavailable},
+	iotgate.ETimeout:      {stanza.Wait, stanza.RemoteServerTimeout},
+	iotgate.ETooMany:      {stanza.Wait, stanza.PolicyViolation},
+	iotgate.EInternal:     {stanza.Wait, stanza.InternalServerError},
 
 	// XMPP has no "unprocessable": a device fixes a reading its schema
 	// refuses the same way as a malformed one.
-	devices.EUnprocessable: {stanza.Modify, stanza.BadRequest},
+	iotgate.EUnprocessable: {stanza.Modify, stanza.BadRequest},
 
 	// Another entity (a device) refused what iotgate relayed; XMPP has no
 	// closer condition for "the one behind me said no".
-	devices.EBadGateway: {stanza.Cancel, stanza.UndefinedCondition},
+	iotgate.EBadGateway: {stanza.Cancel, stanza.UndefinedCondition},
 }
 
 // detailErrors overrides the table for specific details.
@@ -50,20 +51,20 @@ var detailErrors = map[string]struct {
 // <text/> safe to show the sender (internal details are never shown).
 func ErrorReplyFor(st *Stanza, err error) *Stanza {
 	typ, cond := StanzaCondition(err)
-	return st.ErrorReply(typ, cond, devices.ErrorMessage(err))
+	return st.ErrorReply(typ, cond, iotgate.ErrorMessage(err))
 }
 
 // StanzaCondition returns the stanza error type and condition for err.
 func StanzaCondition(err error) (stanza.ErrorType, stanza.Condition) {
-	var e *devices.Error
+	var e *iotgate.Error
 	if errors.As(err, &e) {
 		if m, ok := detailErrors[e.Detail]; ok {
 			return m.typ, m.cond
 		}
 	}
-	m, ok := stanzaErrors[devices.ErrorCode(err)]
+	m, ok := stanzaErrors[iotgate.ErrorCode(err)]
 	if !ok {
-		m = stanzaErrors[devices.EInternal]
+		m = stanzaErrors[iotgate.EInternal]
 	}
 	return m.typ, m.cond
 }

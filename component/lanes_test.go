@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/iotgate/iotgate"
 	"github.com/iotgate/iotgate/devices"
 )
 
@@ -23,7 +24,7 @@ func (g *gatedIngester) Sender(jid string) devices.SenderStatus {
 	return devices.SenderRegistered
 }
 
-func (g *gatedIngester) Ingest(_ context.Context, in devices.IncomingReading, done func(error)) {
+func (g *gatedIngester) Ingest(_ context.Context, in iotgate.IncomingReading, done func(error)) {
 	if len(in.Payloads) > 0 && strings.Contains(string(in.Payloads[0].XML), "block") {
 		select {
 		case g.blocked <- struct{}{}:

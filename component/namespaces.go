@@ -1,7 +1,7 @@
 package component
 
 import (
-	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate"
 )
 
 // Namespaces is what the component needs to know of the registered
@@ -29,7 +29,7 @@ const DetailNotServed = "namespace_not_served"
 //
 // It returns nil when the stanza is served, or when no Namespaces are set.
 // Errors: unavailable with detail namespace_not_served.
-func (h *ReadingHandler) notServed(in devices.IncomingReading) error {
+func (h *ReadingHandler) notServed(in iotgate.IncomingReading) error {
 	if h.Namespaces == nil || len(in.Payloads) == 0 {
 		return nil
 	}
@@ -41,16 +41,16 @@ func (h *ReadingHandler) notServed(in devices.IncomingReading) error {
 	h.unserved.Add(1)
 	ns := in.Payloads[0].Namespace
 	if ns == "" {
-		return &devices.Error{Code: devices.EUnavailable, Detail: DetailNotServed,
+		return &iotgate.Error{Code: iotgate.EUnavailable, Detail: DetailNotServed,
 			Message: "iotgate serves no payload without a namespace: readings are in the namespace of a registered schema"}
 	}
-	return &devices.Error{Code: devices.EUnavailable, Detail: DetailNotServed,
+	return &iotgate.Error{Code: iotgate.EUnavailable, Detail: DetailNotServed,
 		Message: "iotgate serves no schema in namespace " + ns}
 }
 
 // payloads extracts a stanza's payloads (see incoming) and refuses the
 // stanzas iotgate does not serve (see notServed).
-func (h *ReadingHandler) payloads(st *Stanza, via string) (devices.IncomingReading, error) {
+func (h *ReadingHandler) payloads(st *Stanza, via string) (iotgate.IncomingReading, error) {
 	in, err := incoming(st, via)
 	if err == nil {
 		err = h.notServed(in)

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate"
 )
 
 // fakeNamespaces serves a fixed set of namespaces.
@@ -20,7 +20,7 @@ func (f fakeNamespaces) Namespaces() []string           { return f }
 func TestNotServed(t *testing.T) {
 	fs := newFakeServer(t, "s")
 	c := startConn(t, fs.addr(), "s", nil)
-	ing := &fakeIngester{got: make(chan devices.IncomingReading, 100)}
+	ing := &fakeIngester{got: make(chan iotgate.IncomingReading, 100)}
 	h := NewReadingHandler(c, ing, RateLimit{}, nil)
 	h.Namespaces = fakeNamespaces{"urn:x"}
 	c.SetHandler(h)

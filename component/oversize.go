@@ -6,7 +6,7 @@ import (
 
 	"mellium.im/xmpp/stanza"
 
-	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate"
 )
 
 // DefaultMaxStanzaBytes is the default Config.MaxStanzaBytes: what a server
@@ -61,7 +61,7 @@ func (c *Conn) skipped(ctx context.Context, sess *session, e *skippedError) {
 	case st.Kind == KindMessage && st.Type != TypeError:
 		// Rate-limited: big messages from many senders must not turn
 		// iotgate into a flood of errors.
-		if bare, err := devices.BareJID(st.From); err == nil && c.skipErrors.allow(bare) {
+		if bare, err := iotgate.BareJID(st.From); err == nil && c.skipErrors.allow(bare) {
 			c.reply(sess, st.ErrorReply(stanza.Modify, stanza.PolicyViolation, reason))
 		}
 	default:
@@ -115,8 +115,8 @@ func (h *ReadingHandler) HandleOversize(ctx context.Context, st *Stanza, reason 
 		defer func() { <-h.recording }()
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), replyTimeout)
 		defer cancel()
-		err := rec.RecordRejection(rctx, st.From, via, payload, &devices.Error{Code: devices.EInvalid, Message: reason})
-		if err != nil && devices.ErrorCode(err) != devices.ENotFound {
+		err := rec.RecordRejection(rctx, st.From, via, payload, &iotgate.Error{Code: iotgate.EInvalid, Message: reason})
+		if err != nil && iotgate.ErrorCode(err) != iotgate.ENotFound {
 			h.log.Warn("oversize stanza not recorded", "from", st.From, "err", err)
 		}
 	}()

@@ -6,12 +6,12 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate"
 )
 
 // PresenceService is what presence handling needs from the device service.
 type PresenceService interface {
-	UpdatePresence(ctx context.Context, u devices.PresenceUpdate) error
+	UpdatePresence(ctx context.Context, u iotgate.PresenceUpdate) error
 	Registered(ctx context.Context, jid string) (bool, error)
 	DeviceJIDs(ctx context.Context) ([]string, error)
 	PresenceStale()
@@ -46,7 +46,7 @@ func (h *PresenceHandler) HandleStanza(ctx context.Context, st *Stanza) bool {
 	if st.Kind != KindPresence {
 		return false
 	}
-	bare, err := devices.BareJID(st.From)
+	bare, err := iotgate.BareJID(st.From)
 	if err != nil {
 		return true
 	}
@@ -74,11 +74,11 @@ func (h *PresenceHandler) HandleStanza(ctx context.Context, st *Stanza) bool {
 		// Someone asks whether iotgate is there: it is.
 		h.send(&Stanza{Kind: KindPresence, From: h.conn.Domain(), To: st.From})
 	case "", "unavailable":
-		u := devices.PresenceUpdate{From: st.From, Available: st.Type == ""}
+		u := iotgate.PresenceUpdate{From: st.From, Available: st.Type == ""}
 		if u.Available {
 			u.Show, u.Status, u.Priority = presenceDetails(st)
 		}
-		if err := h.svc.UpdatePresence(ctx, u); err != nil && devices.ErrorCode(err) != devices.ENotFound {
+		if err := h.svc.UpdatePresence(ctx, u); err != nil && iotgate.ErrorCode(err) != iotgate.ENotFound {
 			h.log.Warn("presence not applied", "from", st.From, "err", err)
 		}
 	}

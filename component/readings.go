@@ -10,6 +10,7 @@ import (
 
 	"mellium.im/xmpp/stanza"
 
+	"github.com/iotgate/iotgate"
 	"github.com/iotgate/iotgate/devices"
 )
 
@@ -22,7 +23,7 @@ type Ingester interface {
 	// Ingest takes a possible reading and calls done once, after the
 	// reading is committed (nil) or refused (why). It may wait for the
 	// database or a long validation: it is never called on the read loop.
-	Ingest(ctx context.Context, in devices.IncomingReading, done func(error))
+	Ingest(ctx context.Context, in iotgate.IncomingReading, done func(error))
 	// Sender tells, without I/O, what is known of a sender.
 	Sender(jid string) devices.SenderStatus
 }
@@ -134,12 +135,12 @@ func (h *ReadingHandler) enqueue(st *Stanza, bare string, job func()) bool {
 	case devices.SenderRegistered:
 	case devices.SenderThrottled:
 		h.limited.Add(1)
-		err = &devices.Error{Code: devices.ETooMany, Message: "too many unknown senders lately, try again later"}
+		err = &iotgate.Error{Code: iotgate.ETooMany, Message: "too many unknown senders lately, try again later"}
 	default:
 		lane = h.strangers
 	}
 	if err == nil {
-		if err = lane.Submit(bare, len(st.Inner), job); err != nil && devices.ErrorCode(err) == devices.ETooMany {
+		if err = lane.Submit(bare, len(st.Inner), job); err != nil && iotgate.ErrorCode(err) == iotgate.ETooMany {
 			h.dropped.Add(1)
 		}
 	}
@@ -170,7 +171,7 @@ func (h *ReadingHandler) HandleStanza(ctx context.Context, st *Stanza) bool {
 		if h.Presence == nil {
 			return true
 		}
-		bare, err := devices.BareJID(st.From)
+		bare, err := iotgate.BareJID(st.From)
 		if err != nil {
 			return true
 		}
@@ -180,7 +181,7 @@ func (h *ReadingHandler) HandleStanza(ctx context.Context, st *Stanza) bool {
 		if st.Type != TypeSet {
 			return false
 		}
-		bare, err := devices.BareJID(st.From)
+		bare, err := iotgate.BareJID(st.From)
 		if err != nil {
 			h.send(ErrorReplyFor(st, err))
 			return true
@@ -211,7 +212,7 @@ func (h *ReadingHandler) HandleStanza(ctx context.Context, st *Stanza) bool {
 		if st.Type == TypeError {
 			return true
 		}
-		bare, err := devices.BareJID(st.From)
+		bare, err := iotgate.BareJID(st.From)
 		if err != nil || h.overRate(st, bare) {
 			return true
 		}
@@ -234,14 +235,14 @@ func (h *ReadingHandler) HandleStanza(ctx context.Context, st *Stanza) bool {
 }
 
 func (h *ReadingHandler) refuseMessage(st *Stanza, err error) {
-	var e *devices.Error
+	var e *iotgate.Error
 	if errors.As(err, &e) && (e.Detail == "device_not_registered" || e.Detail == DetailNotServed) {
 		// Unknown senders get nothing back: answering would let anyone
 		// use iotgate to probe or reflect traffic. Nor does a message
 		// that is not for iotgate (a chat, a receipt).
 		return
 	}
-	bare, berr := devices.BareJID(st.From)
+	bare, berr := iotgate.BareJID(st.From)
 	if berr != nil || !h.errors.allow(bare) {
 		return
 	}
@@ -257,12 +258,12 @@ func (h *ReadingHandler) send(st *Stanza) {
 }
 
 // incoming extracts the payloads and the delay stamp of a stanza.
-func incoming(st *Stanza, via string) (devices.IncomingReading, error) {
+func incoming(st *Stanza, via string) (iotgate.IncomingReading, error) {
 	kids, err := st.Children()
 	if err != nil {
-		return devices.IncomingReading{}, &devices.Error{Code: devices.EInvalid, Message: err.Error()}
+		return iotgate.IncomingReading{}, &iotgate.Error{Code: iotgate.EInvalid, Message: err.Error()}
 	}
-	in := devices.IncomingReading{From: st.From, Via: via, Payloads: make([]devices.Payload, 0, len(kids))}
+	in := iotgate.IncomingReading{From: st.From, Via: via, Payloads: make([]iotgate.Payload, 0, len(kids))}
 	for _, k := range kids {
 		if k.Name.Space == NSDelay && k.Name.Local == "delay" {
 			if t, err := time.Parse(time.RFC3339Nano, k.AttrValue("stamp")); err == nil {
@@ -271,7 +272,7 @@ func incoming(st *Stanza, via string) (devices.IncomingReading, error) {
 			}
 			continue
 		}
-		in.Payloads = append(in.Payloads, devices.Payload{Namespace: k.Name.Space, Local: k.Name.Local, XML: k.Raw})
+		in.Payloads = append(in.Payloads, iotgate.Payload{Namespace: k.Name.Space, Local: k.Name.Local, XML: k.Raw})
 	}
 	return in, nil
 }

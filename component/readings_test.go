@@ -7,11 +7,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iotgate/iotgate"
 	"github.com/iotgate/iotgate/devices"
 )
 
 // fakeIngester decides by the payload's text, so each case says what it wants.
-type fakeIngester struct{ got chan devices.IncomingReading }
+type fakeIngester struct{ got chan iotgate.IncomingReading }
 
 func (f *fakeIngester) Sender(jid string) devices.SenderStatus {
 	if strings.Contains(jid, "stranger") {
@@ -20,15 +21,15 @@ func (f *fakeIngester) Sender(jid string) devices.SenderStatus {
 	return devices.SenderRegistered
 }
 
-func (f *fakeIngester) Ingest(_ context.Context, in devices.IncomingReading, done func(error)) {
+func (f *fakeIngester) Ingest(_ context.Context, in iotgate.IncomingReading, done func(error)) {
 	f.got <- in
 	switch {
 	case strings.Contains(in.From, "stranger"):
 		done(devices.ErrNotRegistered)
 	case len(in.Payloads) > 0 && strings.Contains(string(in.Payloads[len(in.Payloads)-1].XML), "bad"):
-		done(devices.Errorf(devices.EInvalid, "line 1: /r/v: 'bad' is not a valid decimal"))
+		done(iotgate.Errorf(iotgate.EInvalid, "line 1: /r/v: 'bad' is not a valid decimal"))
 	case len(in.Payloads) > 0 && strings.Contains(string(in.Payloads[len(in.Payloads)-1].XML), "dbdown"):
-		done(&devices.Error{Code: devices.EUnavailable, Message: "readings could not be stored, try again later"})
+		done(&iotgate.Error{Code: iotgate.EUnavailable, Message: "readings could not be stored, try again later"})
 	default:
 		go done(nil) // committed later, from another goroutine
 	}
@@ -37,7 +38,7 @@ func (f *fakeIngester) Ingest(_ context.Context, in devices.IncomingReading, don
 func TestReadingHandler(t *testing.T) {
 	fs := newFakeServer(t, "s")
 	c := startConn(t, fs.addr(), "s", nil)
-	ing := &fakeIngester{got: make(chan devices.IncomingReading, 100)}
+	ing := &fakeIngester{got: make(chan iotgate.IncomingReading, 100)}
 	c.SetHandler(NewReadingHandler(c, ing, RateLimit{}, nil))
 	fc := fs.conn()
 	waitFor(t, "stream up", func() bool { return isUp(c) })
@@ -122,7 +123,7 @@ func TestReadingHandler(t *testing.T) {
 func TestReadingRateLimit(t *testing.T) {
 	fs := newFakeServer(t, "s")
 	c := startConn(t, fs.addr(), "s", nil)
-	ing := &fakeIngester{got: make(chan devices.IncomingReading, 100)}
+	ing := &fakeIngester{got: make(chan iotgate.IncomingReading, 100)}
 	h := NewReadingHandler(c, ing, RateLimit{Rate: 0.001, Burst: 3}, nil)
 	c.SetHandler(h)
 	fc := fs.conn()

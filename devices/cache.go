@@ -3,6 +3,8 @@ package devices
 import (
 	"sync"
 	"time"
+
+	"github.com/iotgate/iotgate"
 )
 
 // cache is what the device service keeps in memory so that REST reads and
@@ -44,7 +46,7 @@ type cache struct {
 }
 
 type cachedDevice struct {
-	dev *Device // never modified once cached
+	dev *iotgate.Device // never modified once cached
 	at  time.Time
 }
 
@@ -53,7 +55,7 @@ type cachedDevice struct {
 // registered again: the old device's entry then doesn't match.
 type latestEntry struct {
 	devID int64
-	r     *Reading
+	r     *iotgate.Reading
 }
 
 // mark is a position in a device's readings, in the store's order
@@ -63,7 +65,7 @@ type mark struct {
 	id int64
 }
 
-func markOf(r *Reading) mark { return mark{r.ReceivedAt, r.ID} }
+func markOf(r *iotgate.Reading) mark { return mark{r.ReceivedAt, r.ID} }
 
 func (m mark) after(o mark) bool {
 	if c := m.at.Compare(o.at); c != 0 {
@@ -81,7 +83,7 @@ func newCache(maxDevices, maxStrangers, maxLatest int) *cache {
 // device returns the cached record of jid if it is younger than ttl at
 // now; dev is nil for a JID known not to be registered. epoch is what a
 // fill after a miss passes to putDevice.
-func (c *cache) device(jid string, now time.Time, ttl time.Duration) (dev *Device, ok bool, epoch uint64) {
+func (c *cache) device(jid string, now time.Time, ttl time.Duration) (dev *iotgate.Device, ok bool, epoch uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e, ok := c.devs[jid]; ok && now.Sub(e.at) < ttl {
@@ -115,7 +117,7 @@ func (c *cache) currentEpoch() uint64 {
 
 // putDevice caches a record read from the store (nil: not registered)
 // unless an invalidation happened since epoch.
-func (c *cache) putDevice(jid string, dev *Device, at time.Time, epoch uint64) {
+func (c *cache) putDevice(jid string, dev *iotgate.Device, at time.Time, epoch uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if epoch != c.epoch {
@@ -169,7 +171,7 @@ func (c *cache) lastSeen(id int64) (time.Time, bool) {
 
 // latestReading returns the cached newest reading of device devID (nil:
 // it has none) and the time of its newest reading committed since start.
-func (c *cache) latestReading(jid string, devID int64) (r *Reading, ok bool, seen time.Time) {
+func (c *cache) latestReading(jid string, devID int64) (r *iotgate.Reading, ok bool, seen time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	seen = c.seen[devID].at
@@ -184,7 +186,7 @@ func (c *cache) latestReading(jid string, devID int64) (r *Reading, ok bool, see
 // reading of device devID, unless it is older than one committed since or
 // the device was invalidated since epoch. It returns the newest reading
 // it knows of, r or the cached one.
-func (c *cache) putLatest(jid string, devID int64, r *Reading, epoch uint64) *Reading {
+func (c *cache) putLatest(jid string, devID int64, r *iotgate.Reading, epoch uint64) *iotgate.Reading {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e, ok := c.latest[jid]; ok && e.devID == devID && e.r != nil && (r == nil || markOf(e.r).after(markOf(r))) {
@@ -200,7 +202,7 @@ func (c *cache) putLatest(jid string, devID int64, r *Reading, epoch uint64) *Re
 // committed takes a batch of readings just committed: each device's
 // newest becomes its cached latest reading, and moves its mark. Readings
 // the store skipped (ID 0: their device was deleted) are ignored.
-func (c *cache) committed(rs []*Reading) {
+func (c *cache) committed(rs []*iotgate.Reading) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, r := range rs {

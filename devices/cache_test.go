@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/iotgate/iotgate"
 )
 
 // memStore is a Store in memory that behaves like the PostgreSQL one in
@@ -18,12 +20,12 @@ import (
 // counts the queries the caches should save, and its hooks run inside a
 // query, after its answer is read, to stage a race.
 type memStore struct {
-	Store // the rest is not used by these tests
+	iotgate.DeviceStore // the rest is not used by these tests
 
 	mu       sync.Mutex
 	nextID   int64
-	devs     map[string]*Device
-	readings map[int64][]*Reading // by device ID
+	devs     map[string]*iotgate.Device
+	readings map[int64][]*iotgate.Reading // by device ID
 	queries  map[string]int
 
 	// afterRead runs inside Device and LatestReading, with the lock
@@ -32,7 +34,7 @@ type memStore struct {
 }
 
 func newMemStore() *memStore {
-	return &memStore{devs: map[string]*Device{}, readings: map[int64][]*Reading{}, queries: map[string]int{}}
+	return &memStore{devs: map[string]*iotgate.Device{}, readings: map[int64][]*iotgate.Reading{}, queries: map[string]int{}}
 }
 
 func (m *memStore) hook(op, jid string) {
@@ -50,11 +52,11 @@ func (m *memStore) count(op string) int {
 	return m.queries[op]
 }
 
-func (m *memStore) CreateDevice(_ context.Context, d *Device) error {
+func (m *memStore) CreateDevice(_ context.Context, d *iotgate.Device) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, ok := m.devs[d.JID]; ok {
-		return Errorf(EConflict, "device %s is already registered", d.JID)
+		return iotgate.Errorf(iotgate.EConflict, "device %s is already registered", d.JID)
 	}
 	m.nextID++
 	d.ID = m.nextID
@@ -64,11 +66,11 @@ func (m *memStore) CreateDevice(_ context.Context, d *Device) error {
 	return nil
 }
 
-func (m *memStore) Device(_ context.Context, jid string) (*Device, error) {
+func (m *memStore) Device(_ context.Context, jid string) (*iotgate.Device, error) {
 	m.mu.Lock()
 	m.queries["Device"]++
 	d, ok := m.devs[jid]
-	var c Device
+	var c iotgate.Device
 	if ok {
 		c = *d
 		c.Labels = maps.Clone(d.Labels)
@@ -76,17 +78,17 @@ func (m *memStore) Device(_ context.Context, jid string) (*Device, error) {
 	m.mu.Unlock()
 	m.hook("Device", jid)
 	if !ok {
-		return nil, Errorf(ENotFound, "device %s is not registered", jid)
+		return nil, iotgate.Errorf(iotgate.ENotFound, "device %s is not registered", jid)
 	}
 	return &c, nil
 }
 
-func (m *memStore) UpdateDevice(_ context.Context, jid string, u DeviceUpdate, now time.Time) (*Device, error) {
+func (m *memStore) UpdateDevice(_ context.Context, jid string, u iotgate.DeviceUpdate, now time.Time) (*iotgate.Device, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	d, ok := m.devs[jid]
 	if !ok {
-		return nil, Errorf(ENotFound, "device %s is not registered", jid)
+		return nil, iotgate.Errorf(iotgate.ENotFound, "device %s is not registered", jid)
 	}
 	if u.Name != nil {
 		d.Name = *u.Name
@@ -108,17 +110,17 @@ func (m *memStore) DeleteDevice(_ context.Context, jid string) error {
 	defer m.mu.Unlock()
 	d, ok := m.devs[jid]
 	if !ok {
-		return Errorf(ENotFound, "device %s is not registered", jid)
+		return iotgate.Errorf(iotgate.ENotFound, "device %s is not registered", jid)
 	}
 	delete(m.devs, jid)
 	delete(m.readings, d.ID)
 	return nil
 }
 
-func (m *memStore) InsertReadings(_ context.Context, rs []*Reading) []error {
+func (m *memStore) InsertReadings(_ context.Context, rs []*iotgate.Reading) []error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	live := map[int64]*Device{}
+	live := map[int64]*iotgate.Device{}
 	for _, d := range m.devs {
 		live[d.ID] = d
 	}
@@ -140,12 +142,12 @@ func (m *memStore) InsertReadings(_ context.Context, rs []*Reading) []error {
 	return make([]error, len(rs))
 }
 
-func (m *memStore) InsertRejections(context.Context, []*Rejection, int) error { return nil }
+func (m *memStore) InsertRejections(context.Context, []*iotgate.Rejection, int) error { return nil }
 
-func (m *memStore) LatestReading(_ context.Context, jid string) (*Reading, error) {
+func (m *memStore) LatestReading(_ context.Context, jid string) (*iotgate.Reading, error) {
 	m.mu.Lock()
 	m.queries["LatestReading"]++
-	var latest *Reading
+	var latest *iotgate.Reading
 	if d, ok := m.devs[jid]; ok {
 		for _, r := range m.readings[d.ID] {
 			if latest == nil || markOf(r).after(markOf(latest)) {
@@ -153,14 +155,14 @@ func (m *memStore) LatestReading(_ context.Context, jid string) (*Reading, error
 			}
 		}
 	}
-	var c Reading
+	var c iotgate.Reading
 	if latest != nil {
 		c = *latest
 	}
 	m.mu.Unlock()
 	m.hook("LatestReading", jid)
 	if latest == nil {
-		return nil, Errorf(ENotFound, "device %s has no readings", jid)
+		return nil, iotgate.Errorf(iotgate.ENotFound, "device %s has no readings", jid)
 	}
 	return &c, nil
 }
@@ -195,9 +197,9 @@ func (f *cacheFixture) clock() time.Time {
 	return f.now
 }
 
-func (f *cacheFixture) register(jid string) *Device {
+func (f *cacheFixture) register(jid string) *iotgate.Device {
 	f.t.Helper()
-	d, err := f.svc.Register(context.Background(), &Device{JID: jid, Schema: "s", Labels: map[string]string{"room": "hall"}})
+	d, err := f.svc.Register(context.Background(), &iotgate.Device{JID: jid, Schema: "s", Labels: map[string]string{"room": "hall"}})
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -210,7 +212,7 @@ func (f *cacheFixture) ingest(jid string, v int) {
 	f.t.Helper()
 	done := make(chan error, 1)
 	xml := fmt.Sprintf(`<x xmlns="urn:t" v="%d"/>`, v)
-	f.svc.Ingest(context.Background(), IncomingReading{From: jid + "/r", Via: "iq", Payloads: []Payload{{Namespace: "urn:t", XML: []byte(xml)}}}, func(err error) { done <- err })
+	f.svc.Ingest(context.Background(), iotgate.IncomingReading{From: jid + "/r", Via: "iq", Payloads: []iotgate.Payload{{Namespace: "urn:t", XML: []byte(xml)}}}, func(err error) { done <- err })
 	select {
 	case err := <-done:
 		if err != nil {
@@ -223,7 +225,7 @@ func (f *cacheFixture) ingest(jid string, v int) {
 
 // state returns the state of jid and the value of its reading (-1:
 // none), after checking that last_seen_at agrees with the reading.
-func (f *cacheFixture) state(jid string) (*State, int) {
+func (f *cacheFixture) state(jid string) (*iotgate.State, int) {
 	f.t.Helper()
 	st, err := f.svc.State(context.Background(), jid)
 	if err != nil {
@@ -253,13 +255,13 @@ func (versionedSchema) TargetNamespace() string { return "urn:t" }
 func (versionedSchema) ValidateAndRender(p []byte) (json.RawMessage, error) {
 	var v int
 	if _, err := fmt.Sscanf(string(p), `<x xmlns="urn:t" v="%d"/>`, &v); err != nil {
-		return nil, Errorf(EUnprocessable, "bad payload %q", p)
+		return nil, iotgate.Errorf(iotgate.EUnprocessable, "bad payload %q", p)
 	}
 	return json.RawMessage(fmt.Sprintf(`{"v":%d}`, v)), nil
 }
-func (versionedSchema) Compiled(_ context.Context, _ string, version int) (PayloadSchema, int, error) {
+func (versionedSchema) Compiled(_ context.Context, _ string, version int) (iotgate.PayloadSchema, int, error) {
 	if version > 2 {
-		return nil, 0, Errorf(ENotFound, "no version %d", version)
+		return nil, 0, iotgate.Errorf(iotgate.ENotFound, "no version %d", version)
 	}
 	return versionedSchema{}, max(version, 1), nil
 }
@@ -321,7 +323,7 @@ func TestStateFromMemory(t *testing.T) {
 			if err := f.svc.Delete(context.Background(), jid); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := f.svc.State(context.Background(), jid); ErrorCode(err) != ENotFound {
+			if _, err := f.svc.State(context.Background(), jid); iotgate.ErrorCode(err) != iotgate.ENotFound {
 				t.Fatalf("state of a deleted device: %v, want not_found", err)
 			}
 			d := f.register(jid)
@@ -342,7 +344,7 @@ func TestStateFromMemory(t *testing.T) {
 				t.Fatal(err)
 			}
 			labels, version := map[string]string{"room": "kitchen"}, 2
-			if _, err := f.svc.Update(context.Background(), jid, DeviceUpdate{Labels: &labels, SchemaVersion: &version}); err != nil {
+			if _, err := f.svc.Update(context.Background(), jid, iotgate.DeviceUpdate{Labels: &labels, SchemaVersion: &version}); err != nil {
 				t.Fatal(err)
 			}
 			got, err := f.svc.Device(context.Background(), jid)
@@ -384,7 +386,7 @@ func TestStateFromMemory(t *testing.T) {
 			}
 		}},
 		{"UnregisteredThenRegistered", func(t *testing.T, f *cacheFixture) {
-			if _, err := f.svc.Device(context.Background(), jid); ErrorCode(err) != ENotFound {
+			if _, err := f.svc.Device(context.Background(), jid); iotgate.ErrorCode(err) != iotgate.ENotFound {
 				t.Fatalf("got %v, want not_found", err)
 			}
 			f.register(jid)
@@ -448,7 +450,7 @@ func TestCacheFillRaces(t *testing.T) {
 		{"UpdateDuringDeviceFill", "Device",
 			func(t *testing.T, f *cacheFixture) {
 				labels := map[string]string{"room": "kitchen"}
-				if _, err := f.svc.Update(context.Background(), jid, DeviceUpdate{Labels: &labels}); err != nil {
+				if _, err := f.svc.Update(context.Background(), jid, iotgate.DeviceUpdate{Labels: &labels}); err != nil {
 					t.Fatal(err)
 				}
 			},
@@ -579,7 +581,7 @@ func TestCacheConcurrent(t *testing.T) {
 		defer wg.Done()
 		for i := range 20 {
 			labels := map[string]string{"n": fmt.Sprint(i)}
-			if _, err := f.svc.Update(context.Background(), jids[0], DeviceUpdate{Labels: &labels}); err != nil {
+			if _, err := f.svc.Update(context.Background(), jids[0], iotgate.DeviceUpdate{Labels: &labels}); err != nil {
 				t.Error(err)
 			}
 		}
@@ -615,7 +617,7 @@ func TestStrangers(t *testing.T) {
 		}
 		lookups++
 		done := make(chan error, 1)
-		f.svc.Ingest(context.Background(), IncomingReading{From: jid + "/r", Via: "message"}, func(err error) { done <- err })
+		f.svc.Ingest(context.Background(), iotgate.IncomingReading{From: jid + "/r", Via: "message"}, func(err error) { done <- err })
 		if err := <-done; err != ErrNotRegistered {
 			t.Fatalf("%s: %v, want ErrNotRegistered", jid, err)
 		}
@@ -670,9 +672,9 @@ func TestStrangersQueuedBeforeThrottle(t *testing.T) {
 	answers := map[error]int{}
 	for _, jid := range queued {
 		done := make(chan error, 1)
-		f.svc.Ingest(context.Background(), IncomingReading{From: jid + "/r", Via: "message"}, func(err error) { done <- err })
+		f.svc.Ingest(context.Background(), iotgate.IncomingReading{From: jid + "/r", Via: "message"}, func(err error) { done <- err })
 		err := <-done
-		if err != ErrNotRegistered && ErrorCode(err) != ETooMany {
+		if err != ErrNotRegistered && iotgate.ErrorCode(err) != iotgate.ETooMany {
 			t.Fatalf("%s: %v, want not registered or too many", jid, err)
 		}
 		answers[err]++

@@ -6,7 +6,6 @@ import (
 	crand "crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"encoding/xml"
 	"errors"
 	"fmt"
@@ -15,297 +14,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/iotgate/iotgate"
 	"mellium.im/xmpp/jid"
 )
 
-// CommandStatus is where a command is in its life. A command starts
-// pending or queued and ends in one of the terminal statuses:
-//
-//	pending ─► sent ─► succeeded | failed | timed_out
-//	pending ─► failed                      (offline, stream down: never sent)
-//	pending ─► queued ─► sent ─► ...       (mode queue)
-//	           queued ─► expired | canceled
-//	           sent ─► queued               (mode queue: the server bounced the IQ)
-//
-// A timed_out command stays timed_out when the device answers late; the
-// answer is recorded on it (LateAnswer).
-type CommandStatus string
-
-// Command statuses.
-const (
-	CommandPending   CommandStatus = "pending"
-	CommandQueued    CommandStatus = "queued"
-	CommandSent      CommandStatus = "sent"
-	CommandSucceeded CommandStatus = "succeeded"
-	CommandFailed    CommandStatus = "failed"
-	CommandTimedOut  CommandStatus = "timed_out"
-	CommandExpired   CommandStatus = "expired"
-	CommandCanceled  CommandStatus = "canceled"
-)
-
-// Terminal reports whether s is final: nothing changes the status after it.
-func (s CommandStatus) Terminal() bool {
-	switch s {
-	case CommandSucceeded, CommandFailed, CommandTimedOut, CommandExpired, CommandCanceled:
-		return true
-	}
-	return false
-}
-
-// CommandMode says how a command is delivered and answered.
-type CommandMode string
-
-// Command modes.
-const (
-	// CommandSync waits for the device's answer and returns it.
-	CommandSync CommandMode = "sync"
-	// CommandAsync sends at once and returns before the answer.
-	CommandAsync CommandMode = "async"
-	// CommandQueue keeps the command while the device is offline and
-	// delivers it when the device comes online, unless it expires first.
-	CommandQueue CommandMode = "queue"
-)
-
-// Command error codes: why a command did not succeed, stored on it
-// (Command.ErrorCode) and shown to clients. Expired and canceled commands
-// say so by their status alone.
-const (
-	// CmdErrDeviceOffline: no available resource, or the server bounced
-	// the IQ (service-unavailable, recipient-unavailable).
-	CmdErrDeviceOffline = "device_offline"
-	// CmdErrXMPP: the device answered with an IQ error (Command.XMPPError).
-	CmdErrXMPP = "xmpp_error"
-	// CmdErrXMPPUnavailable: iotgate's XMPP stream was down or dropped.
-	CmdErrXMPPUnavailable = "xmpp_unavailable"
-	// CmdErrTimeout: no answer within the command's timeout.
-	CmdErrTimeout = "timeout"
-	// CmdErrTooMany: too many IQs were waiting for answers.
-	CmdErrTooMany = "too_many_requests"
-	// CmdErrRestarted: iotgate stopped before the device answered.
-	CmdErrRestarted = "restarted"
-	// CmdErrInternal: anything else (see the command's Error).
-	CmdErrInternal = "internal"
-)
-
-// Limits and defaults of commands.
-const (
-	DefaultCommandTimeout = 10 * time.Second
-	MaxCommandTimeout     = 300 * time.Second
-	DefaultCommandExpiry  = time.Hour
-	MaxCommandExpiry      = 7 * 24 * time.Hour
-	// IdempotencyWindow is how long an Idempotency-Key stands for the
-	// command it first created.
-	IdempotencyWindow = 24 * time.Hour
-	// MaxIdempotencyKeyLen bounds an Idempotency-Key.
-	MaxIdempotencyKeyLen = 255
-	// MaxResourceLen bounds a resourcepart (RFC 7622).
-	MaxResourceLen = 1023
-)
-
-// Command is a request to a device, sent as an IQ, with everything that
-// happened to it.
-type Command struct {
-	// ID is random and unguessable.
-	ID        string
-	DeviceID  int64
-	DeviceJID string
-	// Type is the IQ type: "get" or "set".
-	Type string
-	// Payload is the IQ's child element, valid against the device's
-	// schema.
-	Payload string
-	// Resource is the resource the client asked for; "" means the
-	// device's highest-priority available one.
-	Resource string
-	// Target is the full JID the IQ was (last) sent to.
-	Target  string
-	Mode    CommandMode
-	Status  CommandStatus
-	Timeout time.Duration
-	// ExpiresAt bounds how long a queued command waits (mode queue only).
-	ExpiresAt   *time.Time
-	CreatedAt   time.Time
-	SentAt      *time.Time
-	CompletedAt *time.Time
-	// AnsweredAt is when the device's answer arrived, even late.
-	AnsweredAt *time.Time
-	// Response is the device's result, if it answered with one.
-	Response *CommandResponse
-	// XMPPError is the device's (or its server's) IQ error, if any.
-	XMPPError *XMPPError
-	// ErrorCode says why the command did not succeed (CmdErr...), and
-	// Error says it in words.
-	ErrorCode string
-	Error     string
-	// LateAnswer is true when the answer arrived after the command timed
-	// out: the status stays timed_out, the answer is recorded anyway.
-	LateAnswer bool
-	History    []CommandEvent
-	// IdempotencyKey and RequestHash let a retried request find the
-	// command it created (within IdempotencyWindow).
-	IdempotencyKey string
-	RequestHash    string
-	// TokenID and SentBy identify the API token that sent the command (its
-	// ID and its name then); empty for commands from before tokens.
-	TokenID string
-	SentBy  string
-}
-
-// CommandResponse is the payload of a device's IQ result.
-type CommandResponse struct {
-	// XML is the result's child element as the device sent it; "" when
-	// the result was empty.
-	XML string
-	// Data is XML rendered as JSON like readings are, when the element is
-	// in the schema's namespace and valid; nil otherwise.
-	Data json.RawMessage
-	// Invalid says why the element was not rendered: it is in the
-	// schema's namespace but not valid against it.
-	Invalid string
-}
-
-// XMPPError is a stanza error (RFC 6120 §8.3) an IQ was answered with.
-type XMPPError struct {
-	Type      string
-	Condition string
-	Text      string
-}
-
-// CommandEvent is one status change of a command.
-type CommandEvent struct {
-	Status CommandStatus
-	At     time.Time
-	Reason string
-}
-
-// Clone returns a deep copy of c.
-func (c *Command) Clone() *Command {
-	out := *c
-	cp := func(t *time.Time) *time.Time {
-		if t == nil {
-			return nil
-		}
-		v := *t
-		return &v
-	}
-	out.ExpiresAt, out.SentAt, out.CompletedAt, out.AnsweredAt = cp(c.ExpiresAt), cp(c.SentAt), cp(c.CompletedAt), cp(c.AnsweredAt)
-	if c.Response != nil {
-		r := *c.Response
-		out.Response = &r
-	}
-	if c.XMPPError != nil {
-		e := *c.XMPPError
-		out.XMPPError = &e
-	}
-	out.History = append([]CommandEvent(nil), c.History...)
-	return &out
-}
-
-// Err returns the outcome of a finished command as an *Error a transport
-// maps to its own terms, or nil when it succeeded or is still under way.
-// Codes: conflict (detail device_offline), bad_gateway (detail xmpp_error:
-// the device answered with an error), unavailable (detail
-// xmpp_unavailable), timeout, too_many_requests, internal; timeout (detail
-// command_expired) and conflict (detail command_canceled) for queued
-// commands that were never delivered.
-func (c *Command) Err() error {
-	switch c.Status {
-	case CommandTimedOut:
-		return &Error{Code: ETimeout, Message: c.Error}
-	case CommandExpired:
-		return &Error{Code: ETimeout, Detail: "command_expired", Message: c.Error}
-	case CommandCanceled:
-		return &Error{Code: EConflict, Detail: "command_canceled", Message: c.Error}
-	case CommandFailed:
-	default:
-		return nil
-	}
-	switch c.ErrorCode {
-	case CmdErrDeviceOffline:
-		return &Error{Code: EConflict, Detail: CmdErrDeviceOffline, Message: c.Error}
-	case CmdErrXMPP:
-		return &Error{Code: EBadGateway, Detail: CmdErrXMPP, Message: c.Error}
-	case CmdErrXMPPUnavailable:
-		return &Error{Code: EUnavailable, Detail: CmdErrXMPPUnavailable, Message: c.Error}
-	case CmdErrTimeout:
-		return &Error{Code: ETimeout, Message: c.Error}
-	case CmdErrTooMany:
-		return &Error{Code: ETooMany, Message: c.Error}
-	case CmdErrRestarted:
-		return &Error{Code: EUnavailable, Message: c.Error}
-	}
-	// Transports show internal errors as "internal error"; the command
-	// itself (GET) keeps the reason.
-	return &Error{Code: EInternal, Message: c.Error}
-}
-
-// CommandRequest is what a client asks for.
-type CommandRequest struct {
-	DeviceJID string
-	// Type is "get" or "set"; "" means set.
-	Type    string
-	Payload string
-	// Resource targets one instance of the device; "" means the
-	// highest-priority available one.
-	Resource string
-	// Mode "" means sync.
-	Mode CommandMode
-	// Timeout 0 means DefaultCommandTimeout; at most MaxCommandTimeout.
-	Timeout time.Duration
-	// ExpiresIn (mode queue only) 0 means DefaultCommandExpiry; at most
-	// MaxCommandExpiry.
-	ExpiresIn      time.Duration
-	IdempotencyKey string
-	// TokenID and SentBy identify who sends the command (the API token's
-	// ID and name); they are recorded with it.
-	TokenID, SentBy string
-}
-
-// normalize applies defaults and checks ranges. Errors: invalid.
-func (r *CommandRequest) normalize() error {
-	switch r.Type {
-	case "":
-		r.Type = "set"
-	case "get", "set":
-	default:
-		return Errorf(EInvalid, "type must be get or set, not %q", r.Type)
-	}
-	switch r.Mode {
-	case "":
-		r.Mode = CommandSync
-	case CommandSync, CommandAsync, CommandQueue:
-	default:
-		return Errorf(EInvalid, "mode must be sync, async or queue, not %q", r.Mode)
-	}
-	switch {
-	case r.Timeout == 0:
-		r.Timeout = DefaultCommandTimeout
-	case r.Timeout < time.Millisecond || r.Timeout > MaxCommandTimeout:
-		return Errorf(EInvalid, "timeout must be between 1 ms and %s", MaxCommandTimeout)
-	}
-	switch {
-	case r.Mode != CommandQueue && r.ExpiresIn != 0:
-		return Errorf(EInvalid, "expires_in_ms applies to mode queue only")
-	case r.Mode != CommandQueue:
-	case r.ExpiresIn == 0:
-		r.ExpiresIn = DefaultCommandExpiry
-	case r.ExpiresIn < time.Millisecond || r.ExpiresIn > MaxCommandExpiry:
-		return Errorf(EInvalid, "expires_in must be between 1 ms and %s", MaxCommandExpiry)
-	}
-	if len(r.IdempotencyKey) > MaxIdempotencyKeyLen {
-		return Errorf(EInvalid, "Idempotency-Key is longer than %d bytes", MaxIdempotencyKeyLen)
-	}
-	if len(r.Resource) > MaxResourceLen {
-		return Errorf(EInvalid, "resource is longer than %d bytes", MaxResourceLen)
-	}
-	if r.Payload == "" {
-		return Errorf(EInvalid, "payload is required")
-	}
-	return nil
-}
-
-// hash identifies the request's content, for Idempotency-Key reuse checks.
-func (r *CommandRequest) hash(deviceJID string) string {
+// requestHash identifies a request's content, for Idempotency-Key reuse checks.
+func requestHash(r *iotgate.CommandRequest, deviceJID string) string {
 	// Length-prefixed fields, so that no two requests hash the same input;
 	// appended by hand, as fmt costs more than the hash on the hot path.
 	b := make([]byte, 0, 128+len(r.Payload))
@@ -320,30 +34,6 @@ func (r *CommandRequest) hash(deviceJID string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// CommandFilter selects a page of a device's commands, newest first.
-type CommandFilter struct {
-	Limit  int
-	Cursor string
-}
-
-// CommandPage is one page of commands.
-type CommandPage struct {
-	Items      []*Command
-	NextCursor string
-}
-
-// CommandReply is a device's answer to a command IQ.
-type CommandReply struct {
-	// Type is "result" or "error".
-	Type string
-	// Payload is the result's child element (nil if none) and Namespace
-	// its namespace.
-	Payload   []byte
-	Namespace string
-	// Error is set for an error reply.
-	Error *XMPPError
-}
-
 // CommandSender sends command IQs. The XMPP component implements it.
 type CommandSender interface {
 	// SendCommand sends payload to the full JID `to` in an IQ of type
@@ -352,70 +42,20 @@ type CommandSender interface {
 	// the stream is down or drops first, timeout when ctx ends first,
 	// too_many_requests when too many IQs are waiting, invalid for a
 	// payload that is not one XML element.
-	SendCommand(ctx context.Context, to, iqType string, payload []byte) (CommandReply, error)
-}
-
-// CommandStore is the persistence of commands. Implementations return
-// *Error values.
-type CommandStore interface {
-	// CreateCommand inserts c with its history. An idempotency key held
-	// by a command created before reuseBefore is released first.
-	// Errors: conflict (detail idempotency_key_taken) when the key is
-	// held by a newer command; not_found when the device is gone.
-	CreateCommand(ctx context.Context, c *Command, reuseBefore time.Time) error
-	// CommandByIdempotencyKey returns the command created with key at or
-	// after since. Errors: not_found.
-	CommandByIdempotencyKey(ctx context.Context, key string, since time.Time) (*Command, error)
-	// Command returns one command with its history. Errors: not_found.
-	Command(ctx context.Context, id string) (*Command, error)
-	// Commands returns a page of a device's commands, newest first.
-	// Errors: invalid (cursor).
-	Commands(ctx context.Context, deviceJID string, f CommandFilter) (*CommandPage, error)
-	// UpdateCommand writes c's status, timestamps and outcome, and
-	// appends ev to its history if not nil, provided the stored status
-	// is one of from. Errors: conflict when it is not, not_found.
-	UpdateCommand(ctx context.Context, c *Command, from []CommandStatus, ev *CommandEvent) error
-	// CreateCommands inserts commands that have no idempotency key, with
-	// their history, in one transaction, and returns one error per
-	// command, as CreateCommand would (nil: stored).
-	CreateCommands(ctx context.Context, cs []*Command) []error
-	// UpdateCommands applies updates in one transaction and returns one
-	// error per update, as UpdateCommand would; a conflict of one does
-	// not undo the others. A command appears at most once.
-	UpdateCommands(ctx context.Context, us []CommandUpdate) []error
-	// QueuedCommands returns up to limit queued commands of a device,
-	// oldest first.
-	QueuedCommands(ctx context.Context, deviceJID string, limit int) ([]*Command, error)
-	// QueuedDeviceJIDs returns the devices that have queued commands.
-	QueuedDeviceJIDs(ctx context.Context) ([]string, error)
-	// ExpireCommands moves queued commands whose expires_at is not after
-	// now to expired, with reason, and returns their IDs.
-	ExpireCommands(ctx context.Context, now time.Time, reason string) ([]string, error)
-	// FailUnfinishedCommands moves every pending or sent command to
-	// failed with the error code and reason given, and returns how many.
-	FailUnfinishedCommands(ctx context.Context, now time.Time, code, reason string) (int, error)
-}
-
-// CommandUpdate is one status change for CommandStore.UpdateCommands:
-// the command as it now is, the statuses it may be stored in, and the
-// history entry to append (nil: none).
-type CommandUpdate struct {
-	Command *Command
-	From    []CommandStatus
-	Event   *CommandEvent
+	SendCommand(ctx context.Context, to, iqType string, payload []byte) (iotgate.CommandReply, error)
 }
 
 // CommandDevices looks devices up; the device Service implements it.
 type CommandDevices interface {
 	// Device returns a registered device. Errors: invalid, not_found.
-	Device(ctx context.Context, jid string) (*Device, error)
+	Device(ctx context.Context, jid string) (*iotgate.Device, error)
 }
 
 // PresenceView tells which instances of a device are available; Presence
 // implements it.
 type PresenceView interface {
 	// Resources returns the available resources, highest priority first.
-	Resources(jid string) []Resource
+	Resources(jid string) []iotgate.Resource
 	// Online reports whether the device is online and whether presence
 	// is stale (the XMPP stream is down).
 	Online(jid string) (online, stale bool)
@@ -436,7 +76,7 @@ type CommandsConfig struct {
 	// RedeliverInterval is how often queued commands of online devices
 	// are retried, in case a presence change was missed. Default 30s.
 	RedeliverInterval time.Duration
-	Clock             Clock
+	Clock             iotgate.Clock
 	Logger            *slog.Logger
 	// Observer receives each command's outcome; nil discards them.
 	Observer Observer
@@ -446,9 +86,9 @@ type CommandsConfig struct {
 // commands, and records their outcome. Create it with NewCommands, call
 // Recover once at start, then Run.
 type Commands struct {
-	store    CommandStore
+	store    iotgate.CommandStore
 	devs     CommandDevices
-	schemas  SchemaSource
+	schemas  iotgate.SchemaSource
 	presence PresenceView
 	sender   CommandSender
 	cfg      CommandsConfig
@@ -476,8 +116,8 @@ type Commands struct {
 
 	// creates and updates group-commit the store writes of concurrent
 	// commands: one transaction per batch, not per command.
-	creates *groupCommit[*Command]
-	updates *groupCommit[CommandUpdate]
+	creates *groupCommit[*iotgate.Command]
+	updates *groupCommit[iotgate.CommandUpdate]
 }
 
 // maxWriteBatch bounds the commands written in one transaction.
@@ -486,15 +126,15 @@ const maxWriteBatch = 256
 // execution is one command on its way to a device.
 type execution struct {
 	mu      sync.Mutex
-	cmd     *Command
-	schema  PayloadSchema
+	cmd     *iotgate.Command
+	schema  iotgate.PayloadSchema
 	settled chan struct{} // closed when cmd is terminal or queued again
 	once    sync.Once
 	release func()
 }
 
 // NewCommands returns a command service.
-func NewCommands(store CommandStore, devs CommandDevices, schemas SchemaSource, presence PresenceView, sender CommandSender, cfg CommandsConfig) *Commands {
+func NewCommands(store iotgate.CommandStore, devs CommandDevices, schemas iotgate.SchemaSource, presence PresenceView, sender CommandSender, cfg CommandsConfig) *Commands {
 	if cfg.MaxInFlight <= 0 {
 		cfg.MaxInFlight = 1000
 	}
@@ -527,14 +167,14 @@ func NewCommands(store CommandStore, devs CommandDevices, schemas SchemaSource, 
 	}
 	// The batch's writes outlive any one request: they run under the
 	// store's own timeout, not a caller's context.
-	s.creates = &groupCommit[*Command]{max: maxWriteBatch, write: func(cs []*Command) []error {
+	s.creates = &groupCommit[*iotgate.Command]{max: maxWriteBatch, write: func(cs []*iotgate.Command) []error {
 		ctx, cancel := s.storeCtx()
 		defer cancel()
 		return store.CreateCommands(ctx, cs)
 	}}
-	s.updates = &groupCommit[CommandUpdate]{max: maxWriteBatch,
-		conflicts: func(a, b CommandUpdate) bool { return a.Command.ID == b.Command.ID },
-		write: func(us []CommandUpdate) []error {
+	s.updates = &groupCommit[iotgate.CommandUpdate]{max: maxWriteBatch,
+		conflicts: func(a, b iotgate.CommandUpdate) bool { return a.Command.ID == b.Command.ID },
+		write: func(us []iotgate.CommandUpdate) []error {
 			ctx, cancel := s.storeCtx()
 			defer cancel()
 			return store.UpdateCommands(ctx, us)
@@ -554,7 +194,7 @@ const (
 // and sent ones fail (iotgate can't know whether the device acted on
 // them). Queued ones stay queued. Call it once at start, before Run.
 func (s *Commands) Recover(ctx context.Context) error {
-	n, err := s.store.FailUnfinishedCommands(ctx, s.now(), CmdErrRestarted, reasonRestarted)
+	n, err := s.store.FailUnfinishedCommands(ctx, s.now(), iotgate.CmdErrRestarted, reasonRestarted)
 	if err != nil {
 		return fmt.Errorf("resolve unfinished commands: %w", err)
 	}
@@ -613,18 +253,18 @@ func (s *Commands) storeCtx() (context.Context, context.CancelFunc) {
 // doctype_forbidden; an Idempotency-Key reused with another request,
 // detail idempotency_key_reused), too_many_requests (MaxInFlight commands are in
 // flight), unavailable (shutting down, store or schema unavailable).
-func (s *Commands) Submit(ctx context.Context, req CommandRequest) (*Command, bool, error) {
+func (s *Commands) Submit(ctx context.Context, req iotgate.CommandRequest) (*iotgate.Command, bool, error) {
 	if s.ctx.Err() != nil {
-		return nil, false, Errorf(EUnavailable, "iotgate is shutting down, try again later")
+		return nil, false, iotgate.Errorf(iotgate.EUnavailable, "iotgate is shutting down, try again later")
 	}
-	if err := req.normalize(); err != nil {
+	if err := req.Normalize(); err != nil {
 		return nil, false, err
 	}
 	dev, err := s.devs.Device(ctx, req.DeviceJID)
 	if err != nil {
 		return nil, false, err
 	}
-	hash := req.hash(dev.JID)
+	hash := requestHash(&req, dev.JID)
 	now := s.now()
 	if req.IdempotencyKey != "" {
 		if c, ok, err := s.byKey(ctx, req.IdempotencyKey, hash, now); err != nil || ok {
@@ -637,44 +277,44 @@ func (s *Commands) Submit(ctx context.Context, req CommandRequest) (*Command, bo
 	}
 	schema, _, err := s.schemas.Compiled(ctx, dev.Schema, dev.SchemaVersion)
 	if err != nil {
-		return nil, false, &Error{Code: EUnavailable, Message: "device schema unavailable, try again later", Err: err}
+		return nil, false, &iotgate.Error{Code: iotgate.EUnavailable, Message: "device schema unavailable, try again later", Err: err}
 	}
 	if err := validatePayload(schema, []byte(req.Payload)); err != nil {
 		return nil, false, err
 	}
 
-	c := &Command{
+	c := &iotgate.Command{
 		ID: crand.Text(), DeviceID: dev.ID, DeviceJID: dev.JID,
 		Type: req.Type, Payload: req.Payload, Resource: req.Resource, Mode: req.Mode,
-		Status: CommandPending, Timeout: req.Timeout, CreatedAt: now,
+		Status: iotgate.CommandPending, Timeout: req.Timeout, CreatedAt: now,
 		IdempotencyKey: req.IdempotencyKey, RequestHash: hash,
 		TokenID: req.TokenID, SentBy: req.SentBy,
-		History: []CommandEvent{{Status: CommandPending, At: now}},
+		History: []iotgate.CommandEvent{{Status: iotgate.CommandPending, At: now}},
 	}
-	if req.Mode == CommandQueue {
+	if req.Mode == iotgate.CommandQueue {
 		exp := now.Add(req.ExpiresIn)
 		c.ExpiresAt = &exp
 	}
 	to, stale := s.pick(dev.JID, target)
 	var release func()
 	switch {
-	case req.Mode == CommandQueue && (stale || to == ""):
+	case req.Mode == iotgate.CommandQueue && (stale || to == ""):
 		s.queue(c, now, offlineReason(stale, target))
 	case stale:
-		s.fail(c, now, CmdErrXMPPUnavailable, "iotgate's XMPP stream is down: the device's presence is unknown")
+		s.fail(c, now, iotgate.CmdErrXMPPUnavailable, "iotgate's XMPP stream is down: the device's presence is unknown")
 	case to == "":
-		s.fail(c, now, CmdErrDeviceOffline, offlineReason(false, target))
+		s.fail(c, now, iotgate.CmdErrDeviceOffline, offlineReason(false, target))
 	default:
 		if release = s.tryAcquire(); release == nil {
-			if req.Mode != CommandQueue {
-				return nil, false, Errorf(ETooMany, "%d commands are in flight, try again later", s.cfg.MaxInFlight)
+			if req.Mode != iotgate.CommandQueue {
+				return nil, false, iotgate.Errorf(iotgate.ETooMany, "%d commands are in flight, try again later", s.cfg.MaxInFlight)
 			}
 			s.queue(c, now, "too many commands in flight")
 		} else {
 			s.markSent(c, to, now)
 		}
 	}
-	if c.Status == CommandFailed {
+	if c.Status == iotgate.CommandFailed {
 		// A command that was never sent doesn't hold its key: retrying
 		// with the same key once the device is back must send it.
 		c.IdempotencyKey = ""
@@ -686,21 +326,21 @@ func (s *Commands) Submit(ctx context.Context, req CommandRequest) (*Command, bo
 		if release != nil {
 			release()
 		}
-		var de *Error
+		var de *iotgate.Error
 		if errors.As(err, &de) && de.Detail == "idempotency_key_taken" {
 			// A concurrent request with the same key won the race.
 			c, ok, err := s.byKey(ctx, req.IdempotencyKey, hash, now)
 			if err == nil && !ok {
-				err = Errorf(EUnavailable, "Idempotency-Key is in use, try again")
+				err = iotgate.Errorf(iotgate.EUnavailable, "Idempotency-Key is in use, try again")
 			}
 			return c, ok, err
 		}
 		return nil, false, err
 	}
 	switch c.Status {
-	case CommandSent:
+	case iotgate.CommandSent:
 		c, _ = s.start(c, schema, release)
-	case CommandQueued:
+	case iotgate.CommandQueued:
 		s.markQueued(dev.JID, true)
 		// The device may have come online since we looked.
 		if to, stale := s.pick(dev.JID, target); !stale && to != "" {
@@ -720,7 +360,7 @@ type payloadValidator interface {
 // validatePayload checks a command's payload against the device's schema.
 // Errors: unprocessable, with the validator's reason, or with one of the
 // details of plainXML.
-func validatePayload(schema PayloadSchema, payload []byte) error {
+func validatePayload(schema iotgate.PayloadSchema, payload []byte) error {
 	if err := plainXML(payload); err != nil {
 		return err
 	}
@@ -758,14 +398,14 @@ func plainXML(payload []byte) error {
 		}
 		switch t := tok.(type) {
 		case xml.Comment:
-			return &Error{Code: EUnprocessable, Detail: CmdPayloadComment, Message: "a command payload must not contain XML comments"}
+			return &iotgate.Error{Code: iotgate.EUnprocessable, Detail: CmdPayloadComment, Message: "a command payload must not contain XML comments"}
 		case xml.ProcInst:
 			if t.Target == "xml" && len(bytes.TrimSpace(payload[:off])) == 0 {
 				continue
 			}
-			return &Error{Code: EUnprocessable, Detail: CmdPayloadPI, Message: "a command payload must not contain processing instructions"}
+			return &iotgate.Error{Code: iotgate.EUnprocessable, Detail: CmdPayloadPI, Message: "a command payload must not contain processing instructions"}
 		case xml.Directive:
-			return &Error{Code: EUnprocessable, Detail: CmdPayloadDTD, Message: "a command payload must not contain a DOCTYPE or other <!...> declaration"}
+			return &iotgate.Error{Code: iotgate.EUnprocessable, Detail: CmdPayloadDTD, Message: "a command payload must not contain a DOCTYPE or other <!...> declaration"}
 		}
 	}
 }
@@ -774,9 +414,9 @@ func plainXML(payload []byte) error {
 // group-committed with the others arriving at the same time; one with a
 // key is stored alone, in a transaction that first releases the key from
 // a holder older than IdempotencyWindow.
-func (s *Commands) create(ctx context.Context, c *Command, now time.Time) error {
+func (s *Commands) create(ctx context.Context, c *iotgate.Command, now time.Time) error {
 	if c.IdempotencyKey != "" {
-		return s.store.CreateCommand(ctx, c, now.Add(-IdempotencyWindow))
+		return s.store.CreateCommand(ctx, c, now.Add(-iotgate.IdempotencyWindow))
 	}
 	return s.creates.do(c)
 }
@@ -794,16 +434,16 @@ func offlineReason(stale bool, target string) string {
 // byKey finds the command created with key within the idempotency window.
 // ok is false when there is none. Errors: unprocessable when the key was
 // used for another request.
-func (s *Commands) byKey(ctx context.Context, key, hash string, now time.Time) (*Command, bool, error) {
-	c, err := s.store.CommandByIdempotencyKey(ctx, key, now.Add(-IdempotencyWindow))
-	if ErrorCode(err) == ENotFound {
+func (s *Commands) byKey(ctx context.Context, key, hash string, now time.Time) (*iotgate.Command, bool, error) {
+	c, err := s.store.CommandByIdempotencyKey(ctx, key, now.Add(-iotgate.IdempotencyWindow))
+	if iotgate.ErrorCode(err) == iotgate.ENotFound {
 		return nil, false, nil
 	}
 	if err != nil {
 		return nil, false, err
 	}
 	if c.RequestHash != hash {
-		return nil, false, &Error{Code: EUnprocessable, Detail: "idempotency_key_reused",
+		return nil, false, &iotgate.Error{Code: iotgate.EUnprocessable, Detail: "idempotency_key_reused",
 			Message: "this Idempotency-Key was used for another request (command " + c.ID + ") in the last 24 hours"}
 	}
 	if cur := s.snapshot(c.ID); cur != nil {
@@ -846,7 +486,7 @@ func fullJID(bare, resource string) (string, error) {
 		j, err = j.WithResource(resource)
 	}
 	if err != nil {
-		return "", Errorf(EInvalid, "resource %q is not a valid resourcepart: %v", resource, err)
+		return "", iotgate.Errorf(iotgate.EInvalid, "resource %q is not a valid resourcepart: %v", resource, err)
 	}
 	return j.String(), nil
 }
@@ -873,32 +513,32 @@ func (s *Commands) acquire(ctx context.Context) func() {
 
 // State changes on the in-memory command; callers store them.
 
-func (s *Commands) queue(c *Command, now time.Time, reason string) {
-	c.Status = CommandQueued
-	c.History = append(c.History, CommandEvent{Status: CommandQueued, At: now, Reason: reason})
+func (s *Commands) queue(c *iotgate.Command, now time.Time, reason string) {
+	c.Status = iotgate.CommandQueued
+	c.History = append(c.History, iotgate.CommandEvent{Status: iotgate.CommandQueued, At: now, Reason: reason})
 }
 
-func (s *Commands) fail(c *Command, now time.Time, code, reason string) {
-	c.Status, c.ErrorCode, c.Error, c.CompletedAt = CommandFailed, code, reason, &now
-	c.History = append(c.History, CommandEvent{Status: CommandFailed, At: now, Reason: reason})
+func (s *Commands) fail(c *iotgate.Command, now time.Time, code, reason string) {
+	c.Status, c.ErrorCode, c.Error, c.CompletedAt = iotgate.CommandFailed, code, reason, &now
+	c.History = append(c.History, iotgate.CommandEvent{Status: iotgate.CommandFailed, At: now, Reason: reason})
 }
 
-func (s *Commands) markSent(c *Command, to string, now time.Time) {
-	c.Status, c.Target, c.SentAt = CommandSent, to, &now
-	c.History = append(c.History, CommandEvent{Status: CommandSent, At: now, Reason: "to " + to})
+func (s *Commands) markSent(c *iotgate.Command, to string, now time.Time) {
+	c.Status, c.Target, c.SentAt = iotgate.CommandSent, to, &now
+	c.History = append(c.History, iotgate.CommandEvent{Status: iotgate.CommandSent, At: now, Reason: "to " + to})
 }
 
 // start runs the execution of a stored sent command. It returns a
 // snapshot of the command and a channel closed when it settles.
-func (s *Commands) start(c *Command, schema PayloadSchema, release func()) (*Command, <-chan struct{}) {
+func (s *Commands) start(c *iotgate.Command, schema iotgate.PayloadSchema, release func()) (*iotgate.Command, <-chan struct{}) {
 	e := &execution{cmd: c, schema: schema, settled: make(chan struct{}), release: release}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		// Run has stopped: fail it as a shutdown would have.
 		e.mu.Lock()
-		s.fail(c, s.now(), CmdErrRestarted, reasonShutdown)
-		s.update(c, []CommandStatus{CommandSent}, &c.History[len(c.History)-1])
+		s.fail(c, s.now(), iotgate.CmdErrRestarted, reasonShutdown)
+		s.update(c, []iotgate.CommandStatus{iotgate.CommandSent}, &c.History[len(c.History)-1])
 		e.settle()
 		e.mu.Unlock()
 		return c.Clone(), e.settled
@@ -912,7 +552,7 @@ func (s *Commands) start(c *Command, schema PayloadSchema, release func()) (*Com
 }
 
 // snapshot returns a copy of an in-flight command, or nil.
-func (s *Commands) snapshot(id string) *Command {
+func (s *Commands) snapshot(id string) *iotgate.Command {
 	s.mu.Lock()
 	e := s.inflight[id]
 	s.mu.Unlock()
@@ -967,15 +607,15 @@ func (s *Commands) timedOut(e *execution) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	c := e.cmd
-	if c.Status != CommandSent {
+	if c.Status != iotgate.CommandSent {
 		return
 	}
 	now := s.now()
 	reason := fmt.Sprintf("the device did not answer within %s", c.Timeout)
-	c.Status, c.ErrorCode, c.Error, c.CompletedAt = CommandTimedOut, CmdErrTimeout, reason, &now
-	ev := CommandEvent{Status: CommandTimedOut, At: now, Reason: reason}
+	c.Status, c.ErrorCode, c.Error, c.CompletedAt = iotgate.CommandTimedOut, iotgate.CmdErrTimeout, reason, &now
+	ev := iotgate.CommandEvent{Status: iotgate.CommandTimedOut, At: now, Reason: reason}
 	c.History = append(c.History, ev)
-	s.update(c, []CommandStatus{CommandSent}, &ev)
+	s.update(c, []iotgate.CommandStatus{iotgate.CommandSent}, &ev)
 	e.settle()
 }
 
@@ -984,42 +624,42 @@ func (s *Commands) timedOut(e *execution) {
 var offlineConditions = map[string]bool{"service-unavailable": true, "recipient-unavailable": true}
 
 // answered records the outcome of SendCommand.
-func (s *Commands) answered(e *execution, rep CommandReply, err error) {
+func (s *Commands) answered(e *execution, rep iotgate.CommandReply, err error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	c := e.cmd
 	now := s.now()
-	if c.Status == CommandTimedOut {
+	if c.Status == iotgate.CommandTimedOut {
 		if err == nil {
 			s.recordAnswer(c, e.schema, rep, now)
 			c.LateAnswer = true
-			s.update(c, []CommandStatus{CommandTimedOut}, nil)
+			s.update(c, []iotgate.CommandStatus{iotgate.CommandTimedOut}, nil)
 		}
 		return
 	}
-	if c.Status != CommandSent {
+	if c.Status != iotgate.CommandSent {
 		return
 	}
-	from := []CommandStatus{CommandSent}
+	from := []iotgate.CommandStatus{iotgate.CommandSent}
 	if err != nil {
-		code, reason := CmdErrInternal, "the command could not be sent"
+		code, reason := iotgate.CmdErrInternal, "the command could not be sent"
 		requeue := false
 		switch {
 		case s.ctx.Err() != nil:
-			code, reason = CmdErrRestarted, reasonShutdown
-		case ErrorCode(err) == EUnavailable:
-			code, reason = CmdErrXMPPUnavailable, ErrorMessage(err)
-		case ErrorCode(err) == ETooMany:
+			code, reason = iotgate.CmdErrRestarted, reasonShutdown
+		case iotgate.ErrorCode(err) == iotgate.EUnavailable:
+			code, reason = iotgate.CmdErrXMPPUnavailable, iotgate.ErrorMessage(err)
+		case iotgate.ErrorCode(err) == iotgate.ETooMany:
 			// Never sent: a queued command can wait for its turn.
-			code, reason, requeue = CmdErrTooMany, ErrorMessage(err), true
-		case ErrorCode(err) == ETimeout:
-			code, reason = CmdErrTimeout, ErrorMessage(err)
-		case ErrorCode(err) == EInvalid:
-			reason = "the command could not be sent: " + ErrorMessage(err)
+			code, reason, requeue = iotgate.CmdErrTooMany, iotgate.ErrorMessage(err), true
+		case iotgate.ErrorCode(err) == iotgate.ETimeout:
+			code, reason = iotgate.CmdErrTimeout, iotgate.ErrorMessage(err)
+		case iotgate.ErrorCode(err) == iotgate.EInvalid:
+			reason = "the command could not be sent: " + iotgate.ErrorMessage(err)
 		default:
 			s.log.Error("command not sent", "command", c.ID, "err", err)
 		}
-		if requeue && c.Mode == CommandQueue {
+		if requeue && c.Mode == iotgate.CommandQueue {
 			s.queue(c, now, reason)
 			s.update(c, from, &c.History[len(c.History)-1])
 			s.markQueued(c.DeviceJID, true)
@@ -1033,42 +673,42 @@ func (s *Commands) answered(e *execution, rep CommandReply, err error) {
 	s.recordAnswer(c, e.schema, rep, now)
 	switch {
 	case rep.Type != "error":
-		c.Status, c.CompletedAt = CommandSucceeded, &now
-		c.History = append(c.History, CommandEvent{Status: CommandSucceeded, At: now})
-	case offlineConditions[rep.Error.Condition] && c.Mode == CommandQueue:
+		c.Status, c.CompletedAt = iotgate.CommandSucceeded, &now
+		c.History = append(c.History, iotgate.CommandEvent{Status: iotgate.CommandSucceeded, At: now})
+	case offlineConditions[rep.Error.Condition] && c.Mode == iotgate.CommandQueue:
 		reason := fmt.Sprintf("the server bounced the IQ (%s): the device went offline", rep.Error.Condition)
 		c.Response, c.XMPPError, c.AnsweredAt = nil, nil, nil
 		s.queue(c, now, reason)
 		s.markQueued(c.DeviceJID, true)
 	case offlineConditions[rep.Error.Condition]:
-		s.fail(c, now, CmdErrDeviceOffline, fmt.Sprintf("the device is offline: the server answered %s", rep.Error.Condition))
+		s.fail(c, now, iotgate.CmdErrDeviceOffline, fmt.Sprintf("the device is offline: the server answered %s", rep.Error.Condition))
 	default:
 		msg := "the device answered with an error: " + rep.Error.Condition
 		if rep.Error.Text != "" {
 			msg += ": " + rep.Error.Text
 		}
-		s.fail(c, now, CmdErrXMPP, msg)
+		s.fail(c, now, iotgate.CmdErrXMPP, msg)
 	}
 	s.update(c, from, &c.History[len(c.History)-1])
 	e.settle()
 }
 
 // recordAnswer puts the device's answer on c.
-func (s *Commands) recordAnswer(c *Command, schema PayloadSchema, rep CommandReply, now time.Time) {
+func (s *Commands) recordAnswer(c *iotgate.Command, schema iotgate.PayloadSchema, rep iotgate.CommandReply, now time.Time) {
 	c.AnsweredAt = &now
 	if rep.Type == "error" {
 		if rep.Error == nil {
-			rep.Error = &XMPPError{Type: "cancel", Condition: "undefined-condition"}
+			rep.Error = &iotgate.XMPPError{Type: "cancel", Condition: "undefined-condition"}
 		}
 		e := *rep.Error
 		c.XMPPError = &e
 		return
 	}
-	r := &CommandResponse{XML: string(rep.Payload)}
+	r := &iotgate.CommandResponse{XML: string(rep.Payload)}
 	if len(rep.Payload) > 0 && schema != nil && rep.Namespace == schema.TargetNamespace() {
 		data, err := schema.ValidateAndRender(rep.Payload)
 		if err != nil {
-			r.Invalid = ErrorMessage(err)
+			r.Invalid = iotgate.ErrorMessage(err)
 		} else {
 			r.Data = data
 		}
@@ -1082,15 +722,15 @@ func (s *Commands) recordAnswer(c *Command, schema PayloadSchema, rep CommandRep
 // rendering the database refuses (a value out of its range) is stored
 // without it, as an answer that does not validate is: the outcome is
 // what matters, and the XML is kept.
-func (s *Commands) update(c *Command, from []CommandStatus, ev *CommandEvent) {
+func (s *Commands) update(c *iotgate.Command, from []iotgate.CommandStatus, ev *iotgate.CommandEvent) {
 	if ev != nil && c.Status.Terminal() {
 		s.observe(c)
 	}
-	err := s.updates.do(CommandUpdate{Command: c, From: from, Event: ev})
-	if ErrorCode(err) == EInvalid && c.Response != nil && len(c.Response.Data) > 0 {
+	err := s.updates.do(iotgate.CommandUpdate{Command: c, From: from, Event: ev})
+	if iotgate.ErrorCode(err) == iotgate.EInvalid && c.Response != nil && len(c.Response.Data) > 0 {
 		c.Response.Data = nil
-		c.Response.Invalid = "the database refused the answer's JSON rendering: " + ErrorMessage(err)
-		err = s.updates.do(CommandUpdate{Command: c, From: from, Event: ev})
+		c.Response.Invalid = "the database refused the answer's JSON rendering: " + iotgate.ErrorMessage(err)
+		err = s.updates.do(iotgate.CommandUpdate{Command: c, From: from, Event: ev})
 	}
 	if err != nil {
 		s.log.Error("command state not stored", "command", c.ID, "status", c.Status, "err", err)
@@ -1099,7 +739,7 @@ func (s *Commands) update(c *Command, from []CommandStatus, ev *CommandEvent) {
 
 // Wait waits until the command is finished (or queued again), at most d or
 // until ctx ends, and returns it as it then is. Errors: not_found.
-func (s *Commands) Wait(ctx context.Context, id string, d time.Duration) (*Command, error) {
+func (s *Commands) Wait(ctx context.Context, id string, d time.Duration) (*iotgate.Command, error) {
 	s.mu.Lock()
 	e := s.inflight[id]
 	s.mu.Unlock()
@@ -1119,7 +759,7 @@ func (s *Commands) Wait(ctx context.Context, id string, d time.Duration) (*Comma
 }
 
 // Command returns a command. Errors: not_found.
-func (s *Commands) Command(ctx context.Context, id string) (*Command, error) {
+func (s *Commands) Command(ctx context.Context, id string) (*iotgate.Command, error) {
 	if c := s.snapshot(id); c != nil {
 		return c, nil
 	}
@@ -1128,7 +768,7 @@ func (s *Commands) Command(ctx context.Context, id string) (*Command, error) {
 
 // Commands returns a page of a device's commands, newest first.
 // Errors: invalid (JID, limit, cursor), not_found (device).
-func (s *Commands) Commands(ctx context.Context, deviceJID string, f CommandFilter) (*CommandPage, error) {
+func (s *Commands) Commands(ctx context.Context, deviceJID string, f iotgate.CommandFilter) (*iotgate.CommandPage, error) {
 	d, err := s.devs.Device(ctx, deviceJID)
 	if err != nil {
 		return nil, err
@@ -1137,30 +777,30 @@ func (s *Commands) Commands(ctx context.Context, deviceJID string, f CommandFilt
 		f.Limit = 100
 	}
 	if f.Limit > 1000 {
-		return nil, Errorf(EInvalid, "limit must be at most 1000")
+		return nil, iotgate.Errorf(iotgate.EInvalid, "limit must be at most 1000")
 	}
 	return s.store.Commands(ctx, d.JID, f)
 }
 
 // Cancel cancels a queued command. Errors: not_found, conflict (the
 // command is not queued).
-func (s *Commands) Cancel(ctx context.Context, id string) (*Command, error) {
+func (s *Commands) Cancel(ctx context.Context, id string) (*iotgate.Command, error) {
 	c, err := s.store.Command(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	notQueued := func(st CommandStatus) error {
-		return &Error{Code: EConflict, Detail: "command_not_queued", Message: fmt.Sprintf("command %s is %s; only queued commands can be canceled", c.ID, st)}
+	notQueued := func(st iotgate.CommandStatus) error {
+		return &iotgate.Error{Code: iotgate.EConflict, Detail: "command_not_queued", Message: fmt.Sprintf("command %s is %s; only queued commands can be canceled", c.ID, st)}
 	}
-	if c.Status != CommandQueued {
+	if c.Status != iotgate.CommandQueued {
 		return nil, notQueued(c.Status)
 	}
 	now := s.now()
-	c.Status, c.CompletedAt, c.Error = CommandCanceled, &now, reasonCanceled
-	ev := CommandEvent{Status: CommandCanceled, At: now, Reason: reasonCanceled}
+	c.Status, c.CompletedAt, c.Error = iotgate.CommandCanceled, &now, reasonCanceled
+	ev := iotgate.CommandEvent{Status: iotgate.CommandCanceled, At: now, Reason: reasonCanceled}
 	c.History = append(c.History, ev)
-	if err := s.store.UpdateCommand(ctx, c, []CommandStatus{CommandQueued}, &ev); err != nil {
-		if ErrorCode(err) == EConflict {
+	if err := s.store.UpdateCommand(ctx, c, []iotgate.CommandStatus{iotgate.CommandQueued}, &ev); err != nil {
+		if iotgate.ErrorCode(err) == iotgate.EConflict {
 			cur, gerr := s.Command(ctx, id)
 			if gerr == nil {
 				return nil, notQueued(cur.Status)
@@ -1276,13 +916,13 @@ func (s *Commands) expire() {
 		s.log.Info("queued commands expired", "commands", len(ids))
 	}
 	for range ids {
-		s.cfg.Observer.CommandFinished(CommandExpired, "", 0)
+		s.cfg.Observer.CommandFinished(iotgate.CommandExpired, "", 0)
 	}
 }
 
 // observe reports a command that reached a terminal status, with how long
 // it took from creation.
-func (s *Commands) observe(c *Command) {
+func (s *Commands) observe(c *iotgate.Command) {
 	var d time.Duration
 	if c.CompletedAt != nil {
 		d = c.CompletedAt.Sub(c.CreatedAt)
@@ -1373,7 +1013,7 @@ func (s *Commands) deliverQueue(bare string) {
 			}
 			progress = true
 			<-done
-			if cur, err := s.Command(s.ctx, c.ID); err == nil && (cur.Status == CommandQueued || cur.ErrorCode == CmdErrXMPPUnavailable) {
+			if cur, err := s.Command(s.ctx, c.ID); err == nil && (cur.Status == iotgate.CommandQueued || cur.ErrorCode == iotgate.CmdErrXMPPUnavailable) {
 				return // bounced, or the stream is down: wait for the next online
 			}
 		}
@@ -1385,19 +1025,19 @@ func (s *Commands) deliverQueue(bare string) {
 
 // deliverOne moves a queued command to sent and starts it. ok is false
 // when delivery should stop (shutting down, store failing).
-func (s *Commands) deliverOne(c *Command, to string) (done <-chan struct{}, ok bool) {
+func (s *Commands) deliverOne(c *iotgate.Command, to string) (done <-chan struct{}, ok bool) {
 	release := s.acquire(s.ctx)
 	if release == nil {
 		return nil, false
 	}
 	dev, err := s.devs.Device(s.ctx, c.DeviceJID)
-	var schema PayloadSchema
+	var schema iotgate.PayloadSchema
 	if err == nil {
 		schema, _, err = s.schemas.Compiled(s.ctx, dev.Schema, dev.SchemaVersion)
 	}
 	if err != nil {
 		release()
-		if ErrorCode(err) == ENotFound {
+		if iotgate.ErrorCode(err) == iotgate.ENotFound {
 			return closedChan, true // device deleted: its commands go with it
 		}
 		s.log.Warn("queued command not delivered", "command", c.ID, "err", err)
@@ -1405,10 +1045,10 @@ func (s *Commands) deliverOne(c *Command, to string) (done <-chan struct{}, ok b
 	}
 	now := s.now()
 	s.markSent(c, to, now)
-	err = s.updates.do(CommandUpdate{Command: c, From: []CommandStatus{CommandQueued}, Event: &c.History[len(c.History)-1]})
+	err = s.updates.do(iotgate.CommandUpdate{Command: c, From: []iotgate.CommandStatus{iotgate.CommandQueued}, Event: &c.History[len(c.History)-1]})
 	if err != nil {
 		release()
-		if ErrorCode(err) == EConflict || ErrorCode(err) == ENotFound {
+		if iotgate.ErrorCode(err) == iotgate.EConflict || iotgate.ErrorCode(err) == iotgate.ENotFound {
 			return closedChan, true // canceled or expired meanwhile
 		}
 		s.log.Warn("queued command not delivered", "command", c.ID, "err", err)

@@ -14,18 +14,20 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/iotgate/iotgate"
 )
 
 // The fakes below stand in for the store, the device registry, the schema,
 // presence and the XMPP component; the real ones are tested together in
-// devices/postgres and end to end in cmd/iotgate.
+// postgres and end to end in cmd/iotgate.
 
 const testNS = "urn:example:t"
 
 // memCommands is an in-memory CommandStore with the documented semantics.
 type memCommands struct {
 	mu   sync.Mutex
-	cmds map[string]*Command
+	cmds map[string]*iotgate.Command
 	// updates counts UpdateCommand calls.
 	updates int
 	// refuseData, if set, refuses (invalid) an update whose answer's
@@ -33,9 +35,9 @@ type memCommands struct {
 	refuseData string
 }
 
-func newMemCommands() *memCommands { return &memCommands{cmds: map[string]*Command{}} }
+func newMemCommands() *memCommands { return &memCommands{cmds: map[string]*iotgate.Command{}} }
 
-func (m *memCommands) CreateCommand(_ context.Context, c *Command, reuseBefore time.Time) error {
+func (m *memCommands) CreateCommand(_ context.Context, c *iotgate.Command, reuseBefore time.Time) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if c.IdempotencyKey != "" {
@@ -47,14 +49,14 @@ func (m *memCommands) CreateCommand(_ context.Context, c *Command, reuseBefore t
 				o.IdempotencyKey = ""
 				continue
 			}
-			return &Error{Code: EConflict, Detail: "idempotency_key_taken", Message: "taken"}
+			return &iotgate.Error{Code: iotgate.EConflict, Detail: "idempotency_key_taken", Message: "taken"}
 		}
 	}
 	m.cmds[c.ID] = c.Clone()
 	return nil
 }
 
-func (m *memCommands) CommandByIdempotencyKey(_ context.Context, key string, since time.Time) (*Command, error) {
+func (m *memCommands) CommandByIdempotencyKey(_ context.Context, key string, since time.Time) (*iotgate.Command, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, c := range m.cmds {
@@ -62,23 +64,23 @@ func (m *memCommands) CommandByIdempotencyKey(_ context.Context, key string, sin
 			return c.Clone(), nil
 		}
 	}
-	return nil, Errorf(ENotFound, "no command with that key")
+	return nil, iotgate.Errorf(iotgate.ENotFound, "no command with that key")
 }
 
-func (m *memCommands) Command(_ context.Context, id string) (*Command, error) {
+func (m *memCommands) Command(_ context.Context, id string) (*iotgate.Command, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	c, ok := m.cmds[id]
 	if !ok {
-		return nil, Errorf(ENotFound, "command %s not found", id)
+		return nil, iotgate.Errorf(iotgate.ENotFound, "command %s not found", id)
 	}
 	return c.Clone(), nil
 }
 
-func (m *memCommands) Commands(_ context.Context, jid string, f CommandFilter) (*CommandPage, error) {
+func (m *memCommands) Commands(_ context.Context, jid string, f iotgate.CommandFilter) (*iotgate.CommandPage, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	page := &CommandPage{}
+	page := &iotgate.CommandPage{}
 	for _, c := range m.cmds {
 		if c.DeviceJID == jid {
 			page.Items = append(page.Items, c.Clone())
@@ -87,19 +89,19 @@ func (m *memCommands) Commands(_ context.Context, jid string, f CommandFilter) (
 	return page, nil
 }
 
-func (m *memCommands) UpdateCommand(_ context.Context, c *Command, from []CommandStatus, ev *CommandEvent) error {
+func (m *memCommands) UpdateCommand(_ context.Context, c *iotgate.Command, from []iotgate.CommandStatus, ev *iotgate.CommandEvent) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.updates++
 	old, ok := m.cmds[c.ID]
 	if !ok {
-		return Errorf(ENotFound, "command %s not found", c.ID)
+		return iotgate.Errorf(iotgate.ENotFound, "command %s not found", c.ID)
 	}
 	if !slices.Contains(from, old.Status) {
-		return Errorf(EConflict, "command %s is %s", c.ID, old.Status)
+		return iotgate.Errorf(iotgate.EConflict, "command %s is %s", c.ID, old.Status)
 	}
 	if m.refuseData != "" && c.Response != nil && bytes.Contains(c.Response.Data, []byte(m.refuseData)) {
-		return Errorf(EInvalid, "update command: invalid value")
+		return iotgate.Errorf(iotgate.EInvalid, "update command: invalid value")
 	}
 	n := c.Clone()
 	n.History = old.History
@@ -110,7 +112,7 @@ func (m *memCommands) UpdateCommand(_ context.Context, c *Command, from []Comman
 	return nil
 }
 
-func (m *memCommands) CreateCommands(ctx context.Context, cs []*Command) []error {
+func (m *memCommands) CreateCommands(ctx context.Context, cs []*iotgate.Command) []error {
 	errs := make([]error, len(cs))
 	for i, c := range cs {
 		errs[i] = m.CreateCommand(ctx, c, time.Time{})
@@ -118,7 +120,7 @@ func (m *memCommands) CreateCommands(ctx context.Context, cs []*Command) []error
 	return errs
 }
 
-func (m *memCommands) UpdateCommands(ctx context.Context, us []CommandUpdate) []error {
+func (m *memCommands) UpdateCommands(ctx context.Context, us []iotgate.CommandUpdate) []error {
 	errs := make([]error, len(us))
 	for i, u := range us {
 		errs[i] = m.UpdateCommand(ctx, u.Command, u.From, u.Event)
@@ -126,10 +128,10 @@ func (m *memCommands) UpdateCommands(ctx context.Context, us []CommandUpdate) []
 	return errs
 }
 
-func (m *memCommands) queued(jid string) []*Command {
-	var out []*Command
+func (m *memCommands) queued(jid string) []*iotgate.Command {
+	var out []*iotgate.Command
 	for _, c := range m.cmds {
-		if c.DeviceJID == jid && c.Status == CommandQueued {
+		if c.DeviceJID == jid && c.Status == iotgate.CommandQueued {
 			out = append(out, c.Clone())
 		}
 	}
@@ -137,7 +139,7 @@ func (m *memCommands) queued(jid string) []*Command {
 	return out
 }
 
-func (m *memCommands) QueuedCommands(_ context.Context, jid string, limit int) ([]*Command, error) {
+func (m *memCommands) QueuedCommands(_ context.Context, jid string, limit int) ([]*iotgate.Command, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	out := m.queued(jid)
@@ -153,7 +155,7 @@ func (m *memCommands) QueuedDeviceJIDs(context.Context) ([]string, error) {
 	seen := map[string]bool{}
 	var out []string
 	for _, c := range m.cmds {
-		if c.Status == CommandQueued && !seen[c.DeviceJID] {
+		if c.Status == iotgate.CommandQueued && !seen[c.DeviceJID] {
 			seen[c.DeviceJID] = true
 			out = append(out, c.DeviceJID)
 		}
@@ -166,9 +168,9 @@ func (m *memCommands) ExpireCommands(_ context.Context, now time.Time, reason st
 	defer m.mu.Unlock()
 	var ids []string
 	for _, c := range m.cmds {
-		if c.Status == CommandQueued && c.ExpiresAt != nil && !c.ExpiresAt.After(now) {
-			c.Status, c.Error, c.CompletedAt = CommandExpired, reason, &now
-			c.History = append(c.History, CommandEvent{Status: CommandExpired, At: now, Reason: reason})
+		if c.Status == iotgate.CommandQueued && c.ExpiresAt != nil && !c.ExpiresAt.After(now) {
+			c.Status, c.Error, c.CompletedAt = iotgate.CommandExpired, reason, &now
+			c.History = append(c.History, iotgate.CommandEvent{Status: iotgate.CommandExpired, At: now, Reason: reason})
 			ids = append(ids, c.ID)
 		}
 	}
@@ -180,16 +182,16 @@ func (m *memCommands) FailUnfinishedCommands(_ context.Context, now time.Time, c
 	defer m.mu.Unlock()
 	n := 0
 	for _, c := range m.cmds {
-		if c.Status == CommandPending || c.Status == CommandSent {
-			c.Status, c.ErrorCode, c.Error, c.CompletedAt = CommandFailed, code, reason, &now
-			c.History = append(c.History, CommandEvent{Status: CommandFailed, At: now, Reason: reason})
+		if c.Status == iotgate.CommandPending || c.Status == iotgate.CommandSent {
+			c.Status, c.ErrorCode, c.Error, c.CompletedAt = iotgate.CommandFailed, code, reason, &now
+			c.History = append(c.History, iotgate.CommandEvent{Status: iotgate.CommandFailed, At: now, Reason: reason})
 			n++
 		}
 	}
 	return n, nil
 }
 
-func (m *memCommands) get(t *testing.T, id string) *Command {
+func (m *memCommands) get(t *testing.T, id string) *iotgate.Command {
 	t.Helper()
 	c, err := m.Command(context.Background(), id)
 	if err != nil {
@@ -198,16 +200,16 @@ func (m *memCommands) get(t *testing.T, id string) *Command {
 	return c
 }
 
-type fakeDevs map[string]*Device
+type fakeDevs map[string]*iotgate.Device
 
-func (f fakeDevs) Device(_ context.Context, jid string) (*Device, error) {
-	j, err := NormalizeJID(jid)
+func (f fakeDevs) Device(_ context.Context, jid string) (*iotgate.Device, error) {
+	j, err := iotgate.NormalizeJID(jid)
 	if err != nil {
 		return nil, err
 	}
 	d, ok := f[j]
 	if !ok {
-		return nil, Errorf(ENotFound, "device %s is not registered", j)
+		return nil, iotgate.Errorf(iotgate.ENotFound, "device %s is not registered", j)
 	}
 	return d, nil
 }
@@ -219,29 +221,29 @@ type fakeSchema struct{}
 func (fakeSchema) TargetNamespace() string { return testNS }
 func (fakeSchema) ValidateAndRender(p []byte) (json.RawMessage, error) {
 	if bytes.Contains(p, []byte("bad")) {
-		return nil, Errorf(EUnprocessable, "document does not match its schema; line 1: bad")
+		return nil, iotgate.Errorf(iotgate.EUnprocessable, "document does not match its schema; line 1: bad")
 	}
 	return json.RawMessage(`{"ok":true}`), nil
 }
 
 type fakeSchemaSource struct{}
 
-func (fakeSchemaSource) Compiled(context.Context, string, int) (PayloadSchema, int, error) {
+func (fakeSchemaSource) Compiled(context.Context, string, int) (iotgate.PayloadSchema, int, error) {
 	return fakeSchema{}, 1, nil
 }
 
 type fakePresence struct {
 	mu    sync.Mutex
-	res   map[string][]Resource
+	res   map[string][]iotgate.Resource
 	stale bool
 }
 
 func (p *fakePresence) set(jid string, full ...string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var rs []Resource
+	var rs []iotgate.Resource
 	for _, f := range full {
-		rs = append(rs, Resource{JID: f})
+		rs = append(rs, iotgate.Resource{JID: f})
 	}
 	p.res[jid] = rs
 }
@@ -252,7 +254,7 @@ func (p *fakePresence) setStale(v bool) {
 	p.mu.Unlock()
 }
 
-func (p *fakePresence) Resources(jid string) []Resource {
+func (p *fakePresence) Resources(jid string) []iotgate.Resource {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.stale {
@@ -274,7 +276,7 @@ type call struct {
 }
 
 type sendResult struct {
-	rep CommandReply
+	rep iotgate.CommandReply
 	err error
 }
 
@@ -291,12 +293,12 @@ func newFakeSender() *fakeSender {
 	return &fakeSender{calls: make(chan call, 100), drop: make(chan struct{})}
 }
 
-func (f *fakeSender) SendCommand(ctx context.Context, to, typ string, payload []byte) (CommandReply, error) {
+func (f *fakeSender) SendCommand(ctx context.Context, to, typ string, payload []byte) (iotgate.CommandReply, error) {
 	f.mu.Lock()
 	down, drop := f.down, f.drop
 	f.mu.Unlock()
 	if down != nil {
-		return CommandReply{}, down
+		return iotgate.CommandReply{}, down
 	}
 	c := call{to: to, typ: typ, payload: string(payload), reply: make(chan sendResult, 1)}
 	f.calls <- c
@@ -304,9 +306,9 @@ func (f *fakeSender) SendCommand(ctx context.Context, to, typ string, payload []
 	case r := <-c.reply:
 		return r.rep, r.err
 	case <-drop:
-		return CommandReply{}, &Error{Code: EUnavailable, Detail: "xmpp_unavailable", Message: "the XMPP stream is not connected"}
+		return iotgate.CommandReply{}, &iotgate.Error{Code: iotgate.EUnavailable, Detail: "xmpp_unavailable", Message: "the XMPP stream is not connected"}
 	case <-ctx.Done():
-		return CommandReply{}, &Error{Code: ETimeout, Message: "no reply to IQ in time", Err: ctx.Err()}
+		return iotgate.CommandReply{}, &iotgate.Error{Code: iotgate.ETimeout, Message: "no reply to IQ in time", Err: ctx.Err()}
 	}
 }
 
@@ -331,11 +333,11 @@ func (f *fakeSender) none(t *testing.T, within time.Duration) {
 }
 
 func result(payload string) sendResult {
-	return sendResult{rep: CommandReply{Type: "result", Payload: []byte(payload), Namespace: testNS}}
+	return sendResult{rep: iotgate.CommandReply{Type: "result", Payload: []byte(payload), Namespace: testNS}}
 }
 
 func iqError(cond, text string) sendResult {
-	return sendResult{rep: CommandReply{Type: "error", Error: &XMPPError{Type: "cancel", Condition: cond, Text: text}}}
+	return sendResult{rep: iotgate.CommandReply{Type: "error", Error: &iotgate.XMPPError{Type: "cancel", Condition: cond, Text: text}}}
 }
 
 const (
@@ -356,7 +358,7 @@ func newCmdFixture(t *testing.T, cfg CommandsConfig) *cmdFixture {
 	t.Helper()
 	f := &cmdFixture{
 		store:    newMemCommands(),
-		presence: &fakePresence{res: map[string][]Resource{}},
+		presence: &fakePresence{res: map[string][]iotgate.Resource{}},
 		sender:   newFakeSender(),
 	}
 	f.presence.set(devJID, devFull)
@@ -383,7 +385,7 @@ func newCmdFixture(t *testing.T, cfg CommandsConfig) *cmdFixture {
 	return f
 }
 
-func (f *cmdFixture) submit(t *testing.T, req CommandRequest) *Command {
+func (f *cmdFixture) submit(t *testing.T, req iotgate.CommandRequest) *iotgate.Command {
 	t.Helper()
 	if req.DeviceJID == "" {
 		req.DeviceJID = devJID
@@ -398,7 +400,7 @@ func (f *cmdFixture) submit(t *testing.T, req CommandRequest) *Command {
 	return c
 }
 
-func (f *cmdFixture) wait(t *testing.T, id string) *Command {
+func (f *cmdFixture) wait(t *testing.T, id string) *iotgate.Command {
 	t.Helper()
 	c, err := f.svc.Wait(context.Background(), id, 5*time.Second)
 	if err != nil {
@@ -408,7 +410,7 @@ func (f *cmdFixture) wait(t *testing.T, id string) *Command {
 }
 
 // waitStored polls the store until the command has status want.
-func (f *cmdFixture) waitStored(t *testing.T, id string, want CommandStatus, cond func(*Command) bool) *Command {
+func (f *cmdFixture) waitStored(t *testing.T, id string, want iotgate.CommandStatus, cond func(*iotgate.Command) bool) *iotgate.Command {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -423,15 +425,15 @@ func (f *cmdFixture) waitStored(t *testing.T, id string, want CommandStatus, con
 	}
 }
 
-func statuses(c *Command) []CommandStatus {
-	var out []CommandStatus
+func statuses(c *iotgate.Command) []iotgate.CommandStatus {
+	var out []iotgate.CommandStatus
 	for _, e := range c.History {
 		out = append(out, e.Status)
 	}
 	return out
 }
 
-func wantHistory(t *testing.T, c *Command, want ...CommandStatus) {
+func wantHistory(t *testing.T, c *iotgate.Command, want ...iotgate.CommandStatus) {
 	t.Helper()
 	if got := statuses(c); !slices.Equal(got, want) {
 		t.Errorf("history = %v, want %v", got, want)
@@ -440,7 +442,7 @@ func wantHistory(t *testing.T, c *Command, want ...CommandStatus) {
 
 func wantErr(t *testing.T, err error, code, detail string) {
 	t.Helper()
-	var e *Error
+	var e *iotgate.Error
 	if !errors.As(err, &e) || e.Code != code || e.Detail != detail {
 		t.Fatalf("err = %#v, want code %q detail %q", err, code, detail)
 	}
@@ -450,13 +452,13 @@ func TestCommandOutcomes(t *testing.T) {
 	tests := []struct {
 		name       string
 		answer     sendResult
-		wantStatus CommandStatus
+		wantStatus iotgate.CommandStatus
 		wantCode   string // Err's code, "" for nil
 		wantDetail string
-		check      func(t *testing.T, c *Command)
+		check      func(t *testing.T, c *iotgate.Command)
 	}{
-		{"Result", result(`<state xmlns="urn:example:t"><target>21.5</target></state>`), CommandSucceeded, "", "",
-			func(t *testing.T, c *Command) {
+		{"Result", result(`<state xmlns="urn:example:t"><target>21.5</target></state>`), iotgate.CommandSucceeded, "", "",
+			func(t *testing.T, c *iotgate.Command) {
 				if c.Response == nil || string(c.Response.Data) != `{"ok":true}` || c.Response.Invalid != "" {
 					t.Errorf("response = %+v, want rendered data", c.Response)
 				}
@@ -464,40 +466,40 @@ func TestCommandOutcomes(t *testing.T) {
 					t.Errorf("timestamps: sent %v answered %v completed %v", c.SentAt, c.AnsweredAt, c.CompletedAt)
 				}
 			}},
-		{"ResultInvalid", result(`<state xmlns="urn:example:t">bad</state>`), CommandSucceeded, "", "",
-			func(t *testing.T, c *Command) {
+		{"ResultInvalid", result(`<state xmlns="urn:example:t">bad</state>`), iotgate.CommandSucceeded, "", "",
+			func(t *testing.T, c *iotgate.Command) {
 				if c.Response == nil || c.Response.Data != nil || c.Response.Invalid == "" || c.Response.XML == "" {
 					t.Errorf("response = %+v, want the XML and why it was not rendered", c.Response)
 				}
 			}},
-		{"ResultOtherNamespace", sendResult{rep: CommandReply{Type: "result", Payload: []byte(`<x xmlns="urn:other"/>`), Namespace: "urn:other"}}, CommandSucceeded, "", "",
-			func(t *testing.T, c *Command) {
+		{"ResultOtherNamespace", sendResult{rep: iotgate.CommandReply{Type: "result", Payload: []byte(`<x xmlns="urn:other"/>`), Namespace: "urn:other"}}, iotgate.CommandSucceeded, "", "",
+			func(t *testing.T, c *iotgate.Command) {
 				if c.Response == nil || c.Response.Data != nil || c.Response.Invalid != "" {
 					t.Errorf("response = %+v, want XML only", c.Response)
 				}
 			}},
-		{"EmptyResult", sendResult{rep: CommandReply{Type: "result"}}, CommandSucceeded, "", "",
-			func(t *testing.T, c *Command) {
+		{"EmptyResult", sendResult{rep: iotgate.CommandReply{Type: "result"}}, iotgate.CommandSucceeded, "", "",
+			func(t *testing.T, c *iotgate.Command) {
 				if c.Response == nil || c.Response.XML != "" {
 					t.Errorf("response = %+v, want empty", c.Response)
 				}
 			}},
-		{"DeviceError", iqError("item-not-found", "no such setpoint"), CommandFailed, EBadGateway, CmdErrXMPP,
-			func(t *testing.T, c *Command) {
+		{"DeviceError", iqError("item-not-found", "no such setpoint"), iotgate.CommandFailed, iotgate.EBadGateway, iotgate.CmdErrXMPP,
+			func(t *testing.T, c *iotgate.Command) {
 				if c.XMPPError == nil || c.XMPPError.Condition != "item-not-found" || c.XMPPError.Text != "no such setpoint" || c.XMPPError.Type != "cancel" {
 					t.Errorf("xmpp error = %+v", c.XMPPError)
 				}
 			}},
-		{"Bounced", iqError("service-unavailable", ""), CommandFailed, EConflict, CmdErrDeviceOffline, nil},
-		{"BouncedRecipient", iqError("recipient-unavailable", ""), CommandFailed, EConflict, CmdErrDeviceOffline, nil},
-		{"StreamDropped", sendResult{err: &Error{Code: EUnavailable, Detail: "xmpp_unavailable", Message: "the XMPP stream is not connected"}}, CommandFailed, EUnavailable, CmdErrXMPPUnavailable, nil},
-		{"TooManyIQs", sendResult{err: &Error{Code: ETooMany, Message: "10000 IQs are already waiting"}}, CommandFailed, ETooMany, "", nil},
+		{"Bounced", iqError("service-unavailable", ""), iotgate.CommandFailed, iotgate.EConflict, iotgate.CmdErrDeviceOffline, nil},
+		{"BouncedRecipient", iqError("recipient-unavailable", ""), iotgate.CommandFailed, iotgate.EConflict, iotgate.CmdErrDeviceOffline, nil},
+		{"StreamDropped", sendResult{err: &iotgate.Error{Code: iotgate.EUnavailable, Detail: "xmpp_unavailable", Message: "the XMPP stream is not connected"}}, iotgate.CommandFailed, iotgate.EUnavailable, iotgate.CmdErrXMPPUnavailable, nil},
+		{"TooManyIQs", sendResult{err: &iotgate.Error{Code: iotgate.ETooMany, Message: "10000 IQs are already waiting"}}, iotgate.CommandFailed, iotgate.ETooMany, "", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newCmdFixture(t, CommandsConfig{})
-			c := f.submit(t, CommandRequest{})
-			if c.Status != CommandSent || c.Target != devFull {
+			c := f.submit(t, iotgate.CommandRequest{})
+			if c.Status != iotgate.CommandSent || c.Target != devFull {
 				t.Fatalf("submitted: status %s target %q, want sent to %s", c.Status, c.Target, devFull)
 			}
 			got := f.sender.next(t)
@@ -515,7 +517,7 @@ func TestCommandOutcomes(t *testing.T) {
 				wantErr(t, err, tt.wantCode, tt.wantDetail)
 			}
 			stored := f.waitStored(t, c.ID, tt.wantStatus, nil)
-			wantHistory(t, stored, CommandPending, CommandSent, tt.wantStatus)
+			wantHistory(t, stored, iotgate.CommandPending, iotgate.CommandSent, tt.wantStatus)
 			if tt.check != nil {
 				tt.check(t, c)
 				tt.check(t, stored)
@@ -529,23 +531,23 @@ func TestCommandNotSent(t *testing.T) {
 		f := newCmdFixture(t, CommandsConfig{})
 		f.presence.set(devJID)
 		start := time.Now()
-		c := f.submit(t, CommandRequest{})
+		c := f.submit(t, iotgate.CommandRequest{})
 		if d := time.Since(start); d > time.Second {
 			t.Errorf("took %s, want at once", d)
 		}
-		wantErr(t, c.Err(), EConflict, CmdErrDeviceOffline)
-		wantHistory(t, f.store.get(t, c.ID), CommandPending, CommandFailed)
+		wantErr(t, c.Err(), iotgate.EConflict, iotgate.CmdErrDeviceOffline)
+		wantHistory(t, f.store.get(t, c.ID), iotgate.CommandPending, iotgate.CommandFailed)
 		f.sender.none(t, 20*time.Millisecond)
 	})
 	t.Run("ResourceOffline", func(t *testing.T) {
 		f := newCmdFixture(t, CommandsConfig{})
-		c := f.submit(t, CommandRequest{Resource: "hall"})
-		wantErr(t, c.Err(), EConflict, CmdErrDeviceOffline)
+		c := f.submit(t, iotgate.CommandRequest{Resource: "hall"})
+		wantErr(t, c.Err(), iotgate.EConflict, iotgate.CmdErrDeviceOffline)
 	})
 	t.Run("ChosenResource", func(t *testing.T) {
 		f := newCmdFixture(t, CommandsConfig{})
 		f.presence.set(devJID, devFull, "thermo1@example.com/hall")
-		c := f.submit(t, CommandRequest{Resource: "hall", Mode: CommandAsync})
+		c := f.submit(t, iotgate.CommandRequest{Resource: "hall", Mode: iotgate.CommandAsync})
 		if got := f.sender.next(t); got.to != "thermo1@example.com/hall" || c.Target != got.to {
 			t.Errorf("sent to %s (target %s), want the hall resource", got.to, c.Target)
 		}
@@ -553,8 +555,8 @@ func TestCommandNotSent(t *testing.T) {
 	t.Run("StreamDown", func(t *testing.T) {
 		f := newCmdFixture(t, CommandsConfig{})
 		f.presence.setStale(true)
-		c := f.submit(t, CommandRequest{})
-		wantErr(t, c.Err(), EUnavailable, CmdErrXMPPUnavailable)
+		c := f.submit(t, iotgate.CommandRequest{})
+		wantErr(t, c.Err(), iotgate.EUnavailable, iotgate.CmdErrXMPPUnavailable)
 		f.sender.none(t, 20*time.Millisecond)
 	})
 }
@@ -562,35 +564,35 @@ func TestCommandNotSent(t *testing.T) {
 func TestCommandTimeoutAndLateAnswer(t *testing.T) {
 	f := newCmdFixture(t, CommandsConfig{LateAnswerGrace: 5 * time.Second})
 	start := time.Now()
-	c := f.submit(t, CommandRequest{Timeout: 50 * time.Millisecond})
+	c := f.submit(t, iotgate.CommandRequest{Timeout: 50 * time.Millisecond})
 	got := f.sender.next(t)
 	c = f.wait(t, c.ID)
 	if d := time.Since(start); d < 50*time.Millisecond || d > 2*time.Second {
 		t.Errorf("settled after %s, want about 50ms", d)
 	}
-	if c.Status != CommandTimedOut {
+	if c.Status != iotgate.CommandTimedOut {
 		t.Fatalf("status = %s, want timed_out", c.Status)
 	}
-	wantErr(t, c.Err(), ETimeout, "")
-	f.waitStored(t, c.ID, CommandTimedOut, nil)
+	wantErr(t, c.Err(), iotgate.ETimeout, "")
+	f.waitStored(t, c.ID, iotgate.CommandTimedOut, nil)
 
 	got.reply <- result(`<state xmlns="urn:example:t"/>`)
-	late := f.waitStored(t, c.ID, CommandTimedOut, func(c *Command) bool { return c.LateAnswer })
+	late := f.waitStored(t, c.ID, iotgate.CommandTimedOut, func(c *iotgate.Command) bool { return c.LateAnswer })
 	if late.Response == nil || string(late.Response.Data) != `{"ok":true}` || late.AnsweredAt == nil {
 		t.Errorf("late answer not recorded: %+v", late)
 	}
-	wantHistory(t, late, CommandPending, CommandSent, CommandTimedOut)
+	wantHistory(t, late, iotgate.CommandPending, iotgate.CommandSent, iotgate.CommandTimedOut)
 }
 
 func TestCommandTooManyInFlight(t *testing.T) {
 	f := newCmdFixture(t, CommandsConfig{MaxInFlight: 1})
-	first := f.submit(t, CommandRequest{Mode: CommandAsync})
+	first := f.submit(t, iotgate.CommandRequest{Mode: iotgate.CommandAsync})
 	call1 := f.sender.next(t)
-	_, _, err := f.svc.Submit(context.Background(), CommandRequest{DeviceJID: devJID, Payload: payload})
-	wantErr(t, err, ETooMany, "")
+	_, _, err := f.svc.Submit(context.Background(), iotgate.CommandRequest{DeviceJID: devJID, Payload: payload})
+	wantErr(t, err, iotgate.ETooMany, "")
 	// A queued command waits for its turn instead.
-	q := f.submit(t, CommandRequest{Mode: CommandQueue})
-	if q.Status != CommandQueued {
+	q := f.submit(t, iotgate.CommandRequest{Mode: iotgate.CommandQueue})
+	if q.Status != iotgate.CommandQueued {
 		t.Fatalf("queue-mode command is %s, want queued", q.Status)
 	}
 	call1.reply <- result("")
@@ -599,7 +601,7 @@ func TestCommandTooManyInFlight(t *testing.T) {
 	// sends the queued one.
 	f.svc.DeviceOnline(devJID)
 	f.sender.next(t).reply <- result("")
-	f.waitStored(t, q.ID, CommandSucceeded, nil)
+	f.waitStored(t, q.ID, iotgate.CommandSucceeded, nil)
 }
 
 func TestCommandQueue(t *testing.T) {
@@ -608,8 +610,8 @@ func TestCommandQueue(t *testing.T) {
 		f.presence.set(devJID)
 		var ids []string
 		for _, p := range []string{"<a xmlns='urn:example:t'/>", "<b xmlns='urn:example:t'/>"} {
-			c := f.submit(t, CommandRequest{Mode: CommandQueue, Payload: p})
-			if c.Status != CommandQueued || c.ExpiresAt == nil || c.Err() != nil {
+			c := f.submit(t, iotgate.CommandRequest{Mode: iotgate.CommandQueue, Payload: p})
+			if c.Status != iotgate.CommandQueued || c.ExpiresAt == nil || c.Err() != nil {
 				t.Fatalf("queued command = %+v", c)
 			}
 			ids = append(ids, c.ID)
@@ -630,40 +632,40 @@ func TestCommandQueue(t *testing.T) {
 		}
 		second.reply <- result("")
 		for _, id := range ids {
-			c := f.waitStored(t, id, CommandSucceeded, nil)
-			wantHistory(t, c, CommandPending, CommandQueued, CommandSent, CommandSucceeded)
+			c := f.waitStored(t, id, iotgate.CommandSucceeded, nil)
+			wantHistory(t, c, iotgate.CommandPending, iotgate.CommandQueued, iotgate.CommandSent, iotgate.CommandSucceeded)
 		}
 	})
 	t.Run("OnlineAtSubmitSendsAtOnce", func(t *testing.T) {
 		f := newCmdFixture(t, CommandsConfig{})
-		c := f.submit(t, CommandRequest{Mode: CommandQueue})
-		if c.Status != CommandSent {
+		c := f.submit(t, iotgate.CommandRequest{Mode: iotgate.CommandQueue})
+		if c.Status != iotgate.CommandSent {
 			t.Fatalf("status = %s, want sent", c.Status)
 		}
 		f.sender.next(t).reply <- result("")
-		f.waitStored(t, c.ID, CommandSucceeded, nil)
+		f.waitStored(t, c.ID, iotgate.CommandSucceeded, nil)
 	})
 	t.Run("BouncedIsQueuedAgain", func(t *testing.T) {
 		f := newCmdFixture(t, CommandsConfig{})
-		c := f.submit(t, CommandRequest{Mode: CommandQueue})
+		c := f.submit(t, iotgate.CommandRequest{Mode: iotgate.CommandQueue})
 		f.presence.set(devJID)
 		f.sender.next(t).reply <- iqError("service-unavailable", "")
-		c = f.waitStored(t, c.ID, CommandQueued, nil)
-		wantHistory(t, c, CommandPending, CommandSent, CommandQueued)
+		c = f.waitStored(t, c.ID, iotgate.CommandQueued, nil)
+		wantHistory(t, c, iotgate.CommandPending, iotgate.CommandSent, iotgate.CommandQueued)
 		if c.XMPPError != nil {
 			t.Errorf("a bounce left xmpp_error %+v", c.XMPPError)
 		}
 		f.presence.set(devJID, devFull)
 		f.svc.DeviceOnline(devJID)
 		f.sender.next(t).reply <- result("")
-		f.waitStored(t, c.ID, CommandSucceeded, nil)
+		f.waitStored(t, c.ID, iotgate.CommandSucceeded, nil)
 	})
 	t.Run("Expires", func(t *testing.T) {
 		f := newCmdFixture(t, CommandsConfig{})
 		f.presence.set(devJID)
-		c := f.submit(t, CommandRequest{Mode: CommandQueue, ExpiresIn: 30 * time.Millisecond})
-		c = f.waitStored(t, c.ID, CommandExpired, nil)
-		wantHistory(t, c, CommandPending, CommandQueued, CommandExpired)
+		c := f.submit(t, iotgate.CommandRequest{Mode: iotgate.CommandQueue, ExpiresIn: 30 * time.Millisecond})
+		c = f.waitStored(t, c.ID, iotgate.CommandExpired, nil)
+		wantHistory(t, c, iotgate.CommandPending, iotgate.CommandQueued, iotgate.CommandExpired)
 		f.presence.set(devJID, devFull)
 		f.svc.DeviceOnline(devJID)
 		f.sender.none(t, 30*time.Millisecond)
@@ -671,24 +673,24 @@ func TestCommandQueue(t *testing.T) {
 	t.Run("StreamDownQueues", func(t *testing.T) {
 		f := newCmdFixture(t, CommandsConfig{})
 		f.presence.setStale(true)
-		c := f.submit(t, CommandRequest{Mode: CommandQueue})
-		if c.Status != CommandQueued {
+		c := f.submit(t, iotgate.CommandRequest{Mode: iotgate.CommandQueue})
+		if c.Status != iotgate.CommandQueued {
 			t.Fatalf("status = %s, want queued", c.Status)
 		}
 	})
 	t.Run("Cancel", func(t *testing.T) {
 		f := newCmdFixture(t, CommandsConfig{})
 		f.presence.set(devJID)
-		c := f.submit(t, CommandRequest{Mode: CommandQueue})
+		c := f.submit(t, iotgate.CommandRequest{Mode: iotgate.CommandQueue})
 		got, err := f.svc.Cancel(context.Background(), c.ID)
-		if err != nil || got.Status != CommandCanceled {
+		if err != nil || got.Status != iotgate.CommandCanceled {
 			t.Fatalf("Cancel = %+v, %v", got, err)
 		}
-		wantHistory(t, f.store.get(t, c.ID), CommandPending, CommandQueued, CommandCanceled)
+		wantHistory(t, f.store.get(t, c.ID), iotgate.CommandPending, iotgate.CommandQueued, iotgate.CommandCanceled)
 		_, err = f.svc.Cancel(context.Background(), c.ID)
-		wantErr(t, err, EConflict, "command_not_queued")
+		wantErr(t, err, iotgate.EConflict, "command_not_queued")
 		_, err = f.svc.Cancel(context.Background(), "nope")
-		wantErr(t, err, ENotFound, "")
+		wantErr(t, err, iotgate.ENotFound, "")
 		f.presence.set(devJID, devFull)
 		f.svc.DeviceOnline(devJID)
 		f.sender.none(t, 30*time.Millisecond)
@@ -697,7 +699,7 @@ func TestCommandQueue(t *testing.T) {
 
 func TestCommandIdempotency(t *testing.T) {
 	f := newCmdFixture(t, CommandsConfig{})
-	req := CommandRequest{DeviceJID: devJID, Payload: payload, Mode: CommandAsync, IdempotencyKey: "k1"}
+	req := iotgate.CommandRequest{DeviceJID: devJID, Payload: payload, Mode: iotgate.CommandAsync, IdempotencyKey: "k1"}
 	first, replay, err := f.svc.Submit(context.Background(), req)
 	if err != nil || replay {
 		t.Fatalf("first: %v replay %v", err, replay)
@@ -712,18 +714,18 @@ func TestCommandIdempotency(t *testing.T) {
 	other := req
 	other.Payload = `<get xmlns="urn:example:t"/>`
 	_, _, err = f.svc.Submit(context.Background(), other)
-	wantErr(t, err, EUnprocessable, "idempotency_key_reused")
+	wantErr(t, err, iotgate.EUnprocessable, "idempotency_key_reused")
 
 	// A command refused before sending (offline) does not hold its key.
 	f.presence.set(devJID)
 	req.IdempotencyKey = "k2"
 	off, _, err := f.svc.Submit(context.Background(), req)
-	if err != nil || off.Status != CommandFailed {
+	if err != nil || off.Status != iotgate.CommandFailed {
 		t.Fatalf("offline: %+v %v", off, err)
 	}
 	f.presence.set(devJID, devFull)
 	on, replay, err := f.svc.Submit(context.Background(), req)
-	if err != nil || replay || on.ID == off.ID || on.Status != CommandSent {
+	if err != nil || replay || on.ID == off.ID || on.Status != iotgate.CommandSent {
 		t.Fatalf("retry once online: %+v replay %v err %v", on, replay, err)
 	}
 	f.sender.next(t).reply <- result("")
@@ -732,26 +734,26 @@ func TestCommandIdempotency(t *testing.T) {
 func TestCommandRefused(t *testing.T) {
 	tests := []struct {
 		name   string
-		req    CommandRequest
+		req    iotgate.CommandRequest
 		code   string
 		detail string
 	}{
-		{"UnknownDevice", CommandRequest{DeviceJID: "nobody@example.com"}, ENotFound, ""},
-		{"BadJID", CommandRequest{DeviceJID: "@@"}, EInvalid, ""},
-		{"BadType", CommandRequest{Type: "result"}, EInvalid, ""},
-		{"BadMode", CommandRequest{Mode: "later"}, EInvalid, ""},
-		{"TimeoutTooLong", CommandRequest{Timeout: 301 * time.Second}, EInvalid, ""},
-		{"ExpiryWithoutQueue", CommandRequest{ExpiresIn: time.Minute}, EInvalid, ""},
-		{"ExpiryTooLong", CommandRequest{Mode: CommandQueue, ExpiresIn: 8 * 24 * time.Hour}, EInvalid, ""},
-		{"BadResource", CommandRequest{Resource: "\u0000"}, EInvalid, ""},
-		{"InvalidPayload", CommandRequest{Payload: "<set xmlns='urn:example:t'>bad</set>"}, EUnprocessable, ""},
+		{"UnknownDevice", iotgate.CommandRequest{DeviceJID: "nobody@example.com"}, iotgate.ENotFound, ""},
+		{"BadJID", iotgate.CommandRequest{DeviceJID: "@@"}, iotgate.EInvalid, ""},
+		{"BadType", iotgate.CommandRequest{Type: "result"}, iotgate.EInvalid, ""},
+		{"BadMode", iotgate.CommandRequest{Mode: "later"}, iotgate.EInvalid, ""},
+		{"TimeoutTooLong", iotgate.CommandRequest{Timeout: 301 * time.Second}, iotgate.EInvalid, ""},
+		{"ExpiryWithoutQueue", iotgate.CommandRequest{ExpiresIn: time.Minute}, iotgate.EInvalid, ""},
+		{"ExpiryTooLong", iotgate.CommandRequest{Mode: iotgate.CommandQueue, ExpiresIn: 8 * 24 * time.Hour}, iotgate.EInvalid, ""},
+		{"BadResource", iotgate.CommandRequest{Resource: "\u0000"}, iotgate.EInvalid, ""},
+		{"InvalidPayload", iotgate.CommandRequest{Payload: "<set xmlns='urn:example:t'>bad</set>"}, iotgate.EUnprocessable, ""},
 		// The validator skips these; the XMPP server would close the
 		// stream for them.
-		{"Comment", CommandRequest{Payload: "<set xmlns='urn:example:t'><!--x--><target>21.5</target></set>"}, EUnprocessable, CmdPayloadComment},
-		{"CommentAfter", CommandRequest{Payload: "<set xmlns='urn:example:t'/><!--x-->"}, EUnprocessable, CmdPayloadComment},
-		{"PI", CommandRequest{Payload: "<set xmlns='urn:example:t'><?x y?></set>"}, EUnprocessable, CmdPayloadPI},
-		{"LateDeclaration", CommandRequest{Payload: "<!--c--><?xml version='1.0'?><set xmlns='urn:example:t'/>"}, EUnprocessable, CmdPayloadComment},
-		{"Doctype", CommandRequest{Payload: "<!DOCTYPE set><set xmlns='urn:example:t'/>"}, EUnprocessable, CmdPayloadDTD},
+		{"Comment", iotgate.CommandRequest{Payload: "<set xmlns='urn:example:t'><!--x--><target>21.5</target></set>"}, iotgate.EUnprocessable, CmdPayloadComment},
+		{"CommentAfter", iotgate.CommandRequest{Payload: "<set xmlns='urn:example:t'/><!--x-->"}, iotgate.EUnprocessable, CmdPayloadComment},
+		{"PI", iotgate.CommandRequest{Payload: "<set xmlns='urn:example:t'><?x y?></set>"}, iotgate.EUnprocessable, CmdPayloadPI},
+		{"LateDeclaration", iotgate.CommandRequest{Payload: "<!--c--><?xml version='1.0'?><set xmlns='urn:example:t'/>"}, iotgate.EUnprocessable, CmdPayloadComment},
+		{"Doctype", iotgate.CommandRequest{Payload: "<!DOCTYPE set><set xmlns='urn:example:t'/>"}, iotgate.EUnprocessable, CmdPayloadDTD},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -775,19 +777,19 @@ func TestCommandRefused(t *testing.T) {
 func TestCommandRecover(t *testing.T) {
 	store := newMemCommands()
 	now := time.Now().UTC()
-	for id, st := range map[string]CommandStatus{"s": CommandSent, "p": CommandPending, "q": CommandQueued, "ok": CommandSucceeded} {
-		store.cmds[id] = &Command{ID: id, Status: st, DeviceJID: devJID, CreatedAt: now, History: []CommandEvent{{Status: st, At: now}}}
+	for id, st := range map[string]iotgate.CommandStatus{"s": iotgate.CommandSent, "p": iotgate.CommandPending, "q": iotgate.CommandQueued, "ok": iotgate.CommandSucceeded} {
+		store.cmds[id] = &iotgate.Command{ID: id, Status: st, DeviceJID: devJID, CreatedAt: now, History: []iotgate.CommandEvent{{Status: st, At: now}}}
 	}
 	svc := NewCommands(store, fakeDevs{}, fakeSchemaSource{}, &fakePresence{}, newFakeSender(), CommandsConfig{})
 	if err := svc.Recover(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	for id, want := range map[string]CommandStatus{"s": CommandFailed, "p": CommandFailed, "q": CommandQueued, "ok": CommandSucceeded} {
+	for id, want := range map[string]iotgate.CommandStatus{"s": iotgate.CommandFailed, "p": iotgate.CommandFailed, "q": iotgate.CommandQueued, "ok": iotgate.CommandSucceeded} {
 		c := store.get(t, id)
 		if c.Status != want {
 			t.Errorf("%s: status %s, want %s", id, c.Status, want)
 		}
-		if want == CommandFailed && (c.ErrorCode != CmdErrRestarted || c.Error != reasonRestarted) {
+		if want == iotgate.CommandFailed && (c.ErrorCode != iotgate.CmdErrRestarted || c.Error != reasonRestarted) {
 			t.Errorf("%s: error %s %q", id, c.ErrorCode, c.Error)
 		}
 	}
@@ -795,15 +797,15 @@ func TestCommandRecover(t *testing.T) {
 
 func TestCommandShutdownFailsInFlight(t *testing.T) {
 	f := newCmdFixture(t, CommandsConfig{})
-	c := f.submit(t, CommandRequest{Mode: CommandAsync, Timeout: time.Minute})
+	c := f.submit(t, iotgate.CommandRequest{Mode: iotgate.CommandAsync, Timeout: time.Minute})
 	f.sender.next(t)
 	f.stop()
 	got := f.store.get(t, c.ID)
-	if got.Status != CommandFailed || got.Error != reasonShutdown {
+	if got.Status != iotgate.CommandFailed || got.Error != reasonShutdown {
 		t.Errorf("after shutdown: %s %q, want failed: %s", got.Status, got.Error, reasonShutdown)
 	}
-	_, _, err := f.svc.Submit(context.Background(), CommandRequest{DeviceJID: devJID, Payload: payload})
-	wantErr(t, err, EUnavailable, "")
+	_, _, err := f.svc.Submit(context.Background(), iotgate.CommandRequest{DeviceJID: devJID, Payload: payload})
+	wantErr(t, err, iotgate.EUnavailable, "")
 }
 
 func TestCommandStreamDropFailsPendingAtOnce(t *testing.T) {
@@ -811,7 +813,7 @@ func TestCommandStreamDropFailsPendingAtOnce(t *testing.T) {
 	const n = 5
 	var ids []string
 	for range n {
-		ids = append(ids, f.submit(t, CommandRequest{Mode: CommandAsync, Timeout: time.Minute}).ID)
+		ids = append(ids, f.submit(t, iotgate.CommandRequest{Mode: iotgate.CommandAsync, Timeout: time.Minute}).ID)
 	}
 	for range n {
 		f.sender.next(t)
@@ -820,7 +822,7 @@ func TestCommandStreamDropFailsPendingAtOnce(t *testing.T) {
 	close(f.sender.drop)
 	for _, id := range ids {
 		c := f.wait(t, id)
-		wantErr(t, c.Err(), EUnavailable, CmdErrXMPPUnavailable)
+		wantErr(t, c.Err(), iotgate.EUnavailable, iotgate.CmdErrXMPPUnavailable)
 	}
 	if d := time.Since(start); d > time.Second {
 		t.Errorf("pending commands failed after %s, want at once", d)
@@ -838,11 +840,11 @@ func TestPresenceOnOnline(t *testing.T) {
 		}
 		got = append(got, jid)
 	})
-	d := &Device{ID: 1, JID: devJID}
-	p.Update(d, PresenceUpdate{From: devFull, Available: true})
-	p.Update(d, PresenceUpdate{From: devFull, Available: true, Show: "away"}) // same resource: no call
-	p.Update(d, PresenceUpdate{From: devJID + "/hall", Available: true})      // a new resource: a call
-	p.Update(d, PresenceUpdate{From: devFull})
+	d := &iotgate.Device{ID: 1, JID: devJID}
+	p.Update(d, iotgate.PresenceUpdate{From: devFull, Available: true})
+	p.Update(d, iotgate.PresenceUpdate{From: devFull, Available: true, Show: "away"}) // same resource: no call
+	p.Update(d, iotgate.PresenceUpdate{From: devJID + "/hall", Available: true})      // a new resource: a call
+	p.Update(d, iotgate.PresenceUpdate{From: devFull})
 	if !slices.Equal(got, []string{devJID, devJID}) {
 		t.Errorf("hook calls = %v, want two for %s", got, devJID)
 	}
@@ -852,9 +854,9 @@ func TestCommandQueuedByPreviousRunDelivered(t *testing.T) {
 	f := newCmdFixture(t, CommandsConfig{})
 	now := time.Now().UTC()
 	exp := now.Add(time.Hour)
-	if err := f.store.CreateCommand(context.Background(), &Command{ID: "old", DeviceID: 1, DeviceJID: devJID, Type: "set", Payload: payload, Mode: CommandQueue,
-		Status: CommandQueued, Timeout: time.Second, CreatedAt: now, ExpiresAt: &exp,
-		History: []CommandEvent{{Status: CommandPending, At: now}, {Status: CommandQueued, At: now}}}, time.Time{}); err != nil {
+	if err := f.store.CreateCommand(context.Background(), &iotgate.Command{ID: "old", DeviceID: 1, DeviceJID: devJID, Type: "set", Payload: payload, Mode: iotgate.CommandQueue,
+		Status: iotgate.CommandQueued, Timeout: time.Second, CreatedAt: now, ExpiresAt: &exp,
+		History: []iotgate.CommandEvent{{Status: iotgate.CommandPending, At: now}, {Status: iotgate.CommandQueued, At: now}}}, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	// Before Recover the service doesn't know of it: a presence change
@@ -866,7 +868,7 @@ func TestCommandQueuedByPreviousRunDelivered(t *testing.T) {
 	}
 	f.svc.DeviceOnline(devJID)
 	f.sender.next(t).reply <- result("")
-	f.waitStored(t, "old", CommandSucceeded, nil)
+	f.waitStored(t, "old", iotgate.CommandSucceeded, nil)
 }
 
 // TestCommandsDrain checks the graceful shutdown of commands: one in
@@ -876,20 +878,20 @@ func TestCommandsDrain(t *testing.T) {
 	tests := []struct {
 		name       string
 		answer     bool // the device answers during the drain
-		wantStatus CommandStatus
+		wantStatus iotgate.CommandStatus
 		wantCode   string
 	}{
-		{"AnsweredDuringDrain", true, CommandSucceeded, ""},
-		{"NotAnsweredFailsRestarted", false, CommandFailed, CmdErrRestarted},
+		{"AnsweredDuringDrain", true, iotgate.CommandSucceeded, ""},
+		{"NotAnsweredFailsRestarted", false, iotgate.CommandFailed, iotgate.CmdErrRestarted},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newCmdFixture(t, CommandsConfig{})
-			c := f.submit(t, CommandRequest{Mode: CommandAsync, Timeout: time.Minute})
+			c := f.submit(t, iotgate.CommandRequest{Mode: iotgate.CommandAsync, Timeout: time.Minute})
 			call := f.sender.next(t)
 			f.presence.set(devJID) // offline: the next one is queued
-			q := f.submit(t, CommandRequest{Mode: CommandQueue})
-			if q.Status != CommandQueued {
+			q := f.submit(t, iotgate.CommandRequest{Mode: iotgate.CommandQueue})
+			if q.Status != iotgate.CommandQueued {
 				t.Fatalf("queue command is %s", q.Status)
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
@@ -911,7 +913,7 @@ func TestCommandsDrain(t *testing.T) {
 				t.Errorf("error code %q, want %q", got.ErrorCode, tt.wantCode)
 			}
 			f.sender.none(t, 50*time.Millisecond)
-			if got := f.store.get(t, q.ID); got.Status != CommandQueued {
+			if got := f.store.get(t, q.ID); got.Status != iotgate.CommandQueued {
 				t.Errorf("queued command is %s after the drain, want queued", got.Status)
 			}
 		})
@@ -921,7 +923,7 @@ func TestCommandsDrain(t *testing.T) {
 // TestCommandRequestHashStable pins the request hash: commands stored by
 // earlier versions must still match their retries' Idempotency-Key.
 func TestCommandRequestHashStable(t *testing.T) {
-	old := func(r *CommandRequest, jid string) string {
+	old := func(r *iotgate.CommandRequest, jid string) string {
 		h := sha256.New()
 		for _, s := range []string{jid, r.Type, string(r.Mode), r.Resource,
 			strconv.FormatInt(r.Timeout.Milliseconds(), 10), strconv.FormatInt(r.ExpiresIn.Milliseconds(), 10), r.Payload} {
@@ -931,14 +933,14 @@ func TestCommandRequestHashStable(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name string
-		req  CommandRequest
+		req  iotgate.CommandRequest
 	}{
-		{"Sync", CommandRequest{Type: "set", Mode: CommandSync, Timeout: time.Second, Payload: "<a/>"}},
-		{"Queue", CommandRequest{Type: "get", Mode: CommandQueue, Resource: "kitchen", Timeout: time.Minute, ExpiresIn: time.Hour, Payload: "<b>ü</b>"}},
-		{"Empty", CommandRequest{}},
+		{"Sync", iotgate.CommandRequest{Type: "set", Mode: iotgate.CommandSync, Timeout: time.Second, Payload: "<a/>"}},
+		{"Queue", iotgate.CommandRequest{Type: "get", Mode: iotgate.CommandQueue, Resource: "kitchen", Timeout: time.Minute, ExpiresIn: time.Hour, Payload: "<b>ü</b>"}},
+		{"Empty", iotgate.CommandRequest{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got, want := tc.req.hash("t@example.com"), old(&tc.req, "t@example.com"); got != want {
+			if got, want := requestHash(&tc.req, "t@example.com"), old(&tc.req, "t@example.com"); got != want {
 				t.Errorf("hash = %s, want %s", got, want)
 			}
 		})
@@ -967,7 +969,7 @@ func TestPlainXML(t *testing.T) {
 				}
 				return
 			}
-			wantErr(t, err, EUnprocessable, tt.detail)
+			wantErr(t, err, iotgate.EUnprocessable, tt.detail)
 		})
 	}
 }

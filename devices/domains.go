@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/iotgate/iotgate"
 	"mellium.im/xmpp/jid"
 )
 
@@ -28,7 +29,7 @@ func NewDomainAllowList(domains []string) (DomainAllowList, error) {
 	for _, d := range domains {
 		j, err := jid.Parse(d)
 		if err != nil || j.Localpart() != "" || j.Resourcepart() != "" {
-			return DomainAllowList{}, Errorf(EInvalid, "%q is not a domain such as example.com", d)
+			return DomainAllowList{}, iotgate.Errorf(iotgate.EInvalid, "%q is not a domain such as example.com", d)
 		}
 		l.domains = append(l.domains, j.Domainpart())
 	}
@@ -67,11 +68,11 @@ func (l DomainAllowList) Check(s string) error {
 	}
 	j, err := jid.Parse(s)
 	if err != nil {
-		return &Error{Code: EInvalid, Message: fmt.Sprintf("%q is not a valid JID: %v", s, err)}
+		return &iotgate.Error{Code: iotgate.EInvalid, Message: fmt.Sprintf("%q is not a valid JID: %v", s, err)}
 	}
 	if l.AllowsDomain(j.Domainpart()) {
 		return nil
 	}
-	return &Error{Code: EForbidden, Detail: DetailDomainNotAllowed,
+	return &iotgate.Error{Code: iotgate.EForbidden, Detail: DetailDomainNotAllowed,
 		Message: fmt.Sprintf("devices on %s are not accepted here; allowed device domains: %s", j.Domainpart(), strings.Join(l.domains, ", "))}
 }

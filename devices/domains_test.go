@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/iotgate/iotgate"
 )
 
 func TestNewDomainAllowList(t *testing.T) {
@@ -28,7 +30,7 @@ func TestNewDomainAllowList(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			l, err := NewDomainAllowList(tt.in)
 			if tt.wantErr {
-				if ErrorCode(err) != EInvalid {
+				if iotgate.ErrorCode(err) != iotgate.EInvalid {
 					t.Fatalf("err = %v, want invalid", err)
 				}
 				return
@@ -61,26 +63,26 @@ func TestDomainAllowListCheck(t *testing.T) {
 		{"Bare", list, "dev@example.com", ""},
 		{"Full", list, "dev@sensors.example.org/r1", ""},
 		{"CaseInsensitive", list, "dev@EXAMPLE.com", ""},
-		{"ErrOtherDomain", list, "dev@evil.example", EForbidden},
+		{"ErrOtherDomain", list, "dev@evil.example", iotgate.EForbidden},
 		// Exact domains only: a subdomain is another server.
-		{"ErrSubdomain", list, "dev@sub.example.com", EForbidden},
-		{"ErrParentDomain", list, "dev@example.org", EForbidden},
-		{"ErrNotAJID", list, "dev@", EInvalid},
+		{"ErrSubdomain", list, "dev@sub.example.com", iotgate.EForbidden},
+		{"ErrParentDomain", list, "dev@example.org", iotgate.EForbidden},
+		{"ErrNotAJID", list, "dev@", iotgate.EInvalid},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			err := tt.list.Check(tt.jid)
-			if got := ErrorCode(err); got != tt.wantCode {
+			if got := iotgate.ErrorCode(err); got != tt.wantCode {
 				t.Fatalf("Check(%q) = %v, want code %q", tt.jid, err, tt.wantCode)
 			}
-			if tt.wantCode != EForbidden {
+			if tt.wantCode != iotgate.EForbidden {
 				return
 			}
-			var e *Error
+			var e *iotgate.Error
 			if !errors.As(err, &e) || e.Detail != DetailDomainNotAllowed {
 				t.Errorf("detail of %v, want %s", err, DetailDomainNotAllowed)
 			}
-			if msg := ErrorMessage(err); !strings.Contains(msg, "example.com, sensors.example.org") {
+			if msg := iotgate.ErrorMessage(err); !strings.Contains(msg, "example.com, sensors.example.org") {
 				t.Errorf("message %q does not name the allowed domains", msg)
 			}
 		})
@@ -89,11 +91,11 @@ func TestDomainAllowListCheck(t *testing.T) {
 
 // registerStore records created devices.
 type registerStore struct {
-	Store
+	iotgate.DeviceStore
 	created []string
 }
 
-func (s *registerStore) CreateDevice(_ context.Context, d *Device) error {
+func (s *registerStore) CreateDevice(_ context.Context, d *iotgate.Device) error {
 	s.created = append(s.created, d.JID)
 	return nil
 }
@@ -111,14 +113,14 @@ func TestRegisterDeviceDomains(t *testing.T) {
 	}{
 		{"OK", list, "dev@example.com", ""},
 		{"AnyDomain", DomainAllowList{}, "dev@other.example", ""},
-		{"ErrDomainNotAllowed", list, "dev@other.example", EForbidden},
+		{"ErrDomainNotAllowed", list, "dev@other.example", iotgate.EForbidden},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			store := &registerStore{}
 			svc := NewService(store, anySchema{}, ServiceConfig{DeviceDomains: tt.list})
-			_, err := svc.Register(context.Background(), &Device{JID: tt.jid, Schema: "s"})
-			if got := ErrorCode(err); got != tt.wantCode {
+			_, err := svc.Register(context.Background(), &iotgate.Device{JID: tt.jid, Schema: "s"})
+			if got := iotgate.ErrorCode(err); got != tt.wantCode {
 				t.Fatalf("Register(%s) = %v, want code %q", tt.jid, err, tt.wantCode)
 			}
 			if created := len(store.created) == 1; created != (tt.wantCode == "") {

@@ -1,6 +1,10 @@
 package devices
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/iotgate/iotgate"
+)
 
 // QueueLimits bounds a queue of work kept per sender: how many items and
 // bytes one sender may have waiting, and all senders together. Zero
@@ -78,9 +82,9 @@ func (q *fairQueue[T]) push(key string, v T, size int) (ready bool, err error) {
 	}
 	switch {
 	case kn >= q.lim.PerSender || kn > 0 && kb+size > q.lim.PerSenderBytes:
-		return false, &Error{Code: ETooMany, Message: fmt.Sprintf("too many readings queued for this sender (at most %d, %d bytes)", q.lim.PerSender, q.lim.PerSenderBytes)}
+		return false, &iotgate.Error{Code: iotgate.ETooMany, Message: fmt.Sprintf("too many readings queued for this sender (at most %d, %d bytes)", q.lim.PerSender, q.lim.PerSenderBytes)}
 	case q.n >= q.lim.Total || q.n > 0 && q.bytes+size > q.lim.TotalBytes:
-		return false, &Error{Code: ETooMany, Message: "too many readings queued, try again later"}
+		return false, &iotgate.Error{Code: iotgate.ETooMany, Message: "too many readings queued, try again later"}
 	}
 	if k == nil {
 		k = &keyQueue[T]{key: key}

@@ -1,6 +1,10 @@
 package devices
 
-import "time"
+import (
+	"time"
+
+	"github.com/iotgate/iotgate"
+)
 
 // Refusal reasons reported to an Observer.
 const (
@@ -23,11 +27,11 @@ type Observer interface {
 	// CommandFinished reports a command that reached a terminal status,
 	// with its error code (CmdErr..., "" on success) and how long it took
 	// from creation (0 when unknown).
-	CommandFinished(status CommandStatus, code string, d time.Duration)
+	CommandFinished(status iotgate.CommandStatus, code string, d time.Duration)
 }
 
 type nopObserver struct{}
 
-func (nopObserver) ReadingsCommitted(int, time.Duration)                 {}
-func (nopObserver) ReadingRefused(string)                                {}
-func (nopObserver) CommandFinished(CommandStatus, string, time.Duration) {}
+func (nopObserver) ReadingsCommitted(int, time.Duration)                         {}
+func (nopObserver) ReadingRefused(string)                                        {}
+func (nopObserver) CommandFinished(iotgate.CommandStatus, string, time.Duration) {}

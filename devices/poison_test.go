@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/iotgate/iotgate"
 )
 
 // TestIngestPoisonReading checks that a reading the database refuses
@@ -13,9 +15,9 @@ import (
 // recorded as a rejection, while the readings committed with it are
 // stored and acknowledged.
 func TestIngestPoisonReading(t *testing.T) {
-	store := &flakyStore{refuse: func(r *Reading) error {
+	store := &flakyStore{refuse: func(r *iotgate.Reading) error {
 		if strings.Contains(r.XML, "poison") {
-			return Errorf(EInvalid, "store readings: invalid value")
+			return iotgate.Errorf(iotgate.EInvalid, "store readings: invalid value")
 		}
 		return nil
 	}}
@@ -38,7 +40,7 @@ func TestIngestPoisonReading(t *testing.T) {
 	// Queued before Run starts: one batch.
 	for i, r := range readings {
 		wg.Add(1)
-		s.Ingest(ctx, IncomingReading{From: r.from, Via: r.via, Payloads: []Payload{{Namespace: "urn:t", XML: []byte(r.xml)}}},
+		s.Ingest(ctx, iotgate.IncomingReading{From: r.from, Via: r.via, Payloads: []iotgate.Payload{{Namespace: "urn:t", XML: []byte(r.xml)}}},
 			func(err error) { got[i] = err; wg.Done() })
 	}
 	go s.Run(ctx)
@@ -46,7 +48,7 @@ func TestIngestPoisonReading(t *testing.T) {
 
 	for i, r := range readings {
 		switch err := got[i]; {
-		case r.wantRefused && (ErrorCode(err) != EInvalid || !strings.Contains(ErrorMessage(err), "the database refused a value")):
+		case r.wantRefused && (iotgate.ErrorCode(err) != iotgate.EInvalid || !strings.Contains(iotgate.ErrorMessage(err), "the database refused a value")):
 			t.Errorf("%s: %v, want invalid saying the database refused a value", r.from, err)
 		case !r.wantRefused && err != nil:
 			t.Errorf("%s: %v, want stored", r.from, err)
@@ -106,8 +108,8 @@ func TestIngestDeviceTime(t *testing.T) {
 			defer func() { cancel(); <-s.Stopped() }()
 			go s.Run(ctx)
 			outcome := make(chan error, 1)
-			s.Ingest(ctx, IncomingReading{From: "d@example.com/r", Via: "iq", DeviceTime: tc.stamp,
-				Payloads: []Payload{{Namespace: "urn:t", XML: []byte(`<x xmlns="urn:t"/>`)}}}, func(err error) { outcome <- err })
+			s.Ingest(ctx, iotgate.IncomingReading{From: "d@example.com/r", Via: "iq", DeviceTime: tc.stamp,
+				Payloads: []iotgate.Payload{{Namespace: "urn:t", XML: []byte(`<x xmlns="urn:t"/>`)}}}, func(err error) { outcome <- err })
 			err := <-outcome
 			if tc.ok {
 				if err != nil {
@@ -115,7 +117,7 @@ func TestIngestDeviceTime(t *testing.T) {
 				}
 				return
 			}
-			if ErrorCode(err) != EInvalid || !strings.Contains(ErrorMessage(err), "out of range") {
+			if iotgate.ErrorCode(err) != iotgate.EInvalid || !strings.Contains(iotgate.ErrorMessage(err), "out of range") {
 				t.Fatalf("err = %v, want invalid saying the stamp is out of range", err)
 			}
 			if stored, attempts := store.count(); stored != 0 || attempts != 0 {
@@ -133,13 +135,13 @@ func TestCommandAnswerRefusedByStore(t *testing.T) {
 	f.store.mu.Lock()
 	f.store.refuseData = `"ok"` // what fakeSchema renders
 	f.store.mu.Unlock()
-	c := f.submit(t, CommandRequest{})
+	c := f.submit(t, iotgate.CommandRequest{})
 	f.sender.next(t).reply <- result(`<state xmlns="urn:example:t"><target>21.5</target></state>`)
-	if c = f.wait(t, c.ID); c.Status != CommandSucceeded {
+	if c = f.wait(t, c.ID); c.Status != iotgate.CommandSucceeded {
 		t.Fatalf("status = %s, want succeeded", c.Status)
 	}
-	stored := f.waitStored(t, c.ID, CommandSucceeded, nil)
-	wantHistory(t, stored, CommandPending, CommandSent, CommandSucceeded)
+	stored := f.waitStored(t, c.ID, iotgate.CommandSucceeded, nil)
+	wantHistory(t, stored, iotgate.CommandPending, iotgate.CommandSent, iotgate.CommandSucceeded)
 	if r := stored.Response; r == nil || r.Data != nil || !strings.Contains(r.Invalid, "the database refused") || !strings.Contains(r.XML, "<target>") {
 		t.Errorf("stored response %+v, want the XML and why the JSON is missing", r)
 	}

@@ -7,62 +7,31 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/iotgate/iotgate"
 )
-
-// Resource is one connected instance (full JID) of a device, as its
-// presence says.
-type Resource struct {
-	JID      string    `json:"jid"`
-	Show     string    `json:"show,omitempty"`
-	Status   string    `json:"status,omitempty"`
-	Priority int       `json:"priority"`
-	Since    time.Time `json:"since"`
-}
-
-// PresenceUpdate is one presence stanza from a device.
-type PresenceUpdate struct {
-	// From is the sender's full JID.
-	From      string
-	Available bool
-	Show      string
-	Status    string
-	Priority  int
-}
-
-// PresenceEvent records a device going online or offline.
-type PresenceEvent struct {
-	DeviceID  int64
-	DeviceJID string
-	At        time.Time
-	Online    bool
-}
-
-// PresenceStore records presence history.
-type PresenceStore interface {
-	InsertPresenceEvents(ctx context.Context, evs []PresenceEvent) error
-}
 
 // Presence tracks which devices are online, in memory: presence is
 // volatile by nature and is rebuilt by probing every device after each
 // (re)connection. Online/offline transitions are recorded in the store.
 type Presence struct {
-	store PresenceStore
-	clock Clock
+	store iotgate.PresenceStore
+	clock iotgate.Clock
 	log   *slog.Logger
 
 	mu    sync.Mutex
-	res   map[string]map[string]*Resource // bare JID -> full JID -> resource
-	ids   map[string]int64                // bare JID -> device ID, for events
+	res   map[string]map[string]*iotgate.Resource // bare JID -> full JID -> resource
+	ids   map[string]int64                        // bare JID -> device ID, for events
 	stale bool
 	since time.Time
 
-	events   chan PresenceEvent
+	events   chan iotgate.PresenceEvent
 	onOnline []func(jid string)
 }
 
 // NewPresence returns a tracker. Presence is stale until MarkFresh: iotgate
 // doesn't know who is online before its stream is up and probes answered.
-func NewPresence(store PresenceStore, clock Clock, log *slog.Logger) *Presence {
+func NewPresence(store iotgate.PresenceStore, clock iotgate.Clock, log *slog.Logger) *Presence {
 	if clock == nil {
 		clock = time.Now
 	}
@@ -70,8 +39,8 @@ func NewPresence(store PresenceStore, clock Clock, log *slog.Logger) *Presence {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Presence{store: store, clock: clock, log: log,
-		res: map[string]map[string]*Resource{}, ids: map[string]int64{},
-		stale: true, since: clock(), events: make(chan PresenceEvent, 10000)}
+		res: map[string]map[string]*iotgate.Resource{}, ids: map[string]int64{},
+		stale: true, since: clock(), events: make(chan iotgate.PresenceEvent, 10000)}
 }
 
 // OnOnline registers f to be called with a device's bare JID each time
@@ -84,7 +53,7 @@ func (p *Presence) OnOnline(f func(jid string)) {
 }
 
 // Update applies a presence stanza from device d.
-func (p *Presence) Update(d *Device, u PresenceUpdate) {
+func (p *Presence) Update(d *iotgate.Device, u iotgate.PresenceUpdate) {
 	now := p.clock().UTC()
 	var fire []func(string)
 	defer func() {
@@ -98,12 +67,12 @@ func (p *Presence) Update(d *Device, u PresenceUpdate) {
 	wasOnline := len(rs) > 0
 	if u.Available {
 		if rs == nil {
-			rs = map[string]*Resource{}
+			rs = map[string]*iotgate.Resource{}
 			p.res[d.JID] = rs
 		}
 		r := rs[u.From]
 		if r == nil {
-			r = &Resource{JID: u.From, Since: now}
+			r = &iotgate.Resource{JID: u.From, Since: now}
 			rs[u.From] = r
 			fire = p.onOnline
 		}
@@ -116,7 +85,7 @@ func (p *Presence) Update(d *Device, u PresenceUpdate) {
 	}
 	p.ids[d.JID] = d.ID
 	if online := len(p.res[d.JID]) > 0; online != wasOnline {
-		p.record(PresenceEvent{DeviceID: d.ID, DeviceJID: d.JID, At: now, Online: online})
+		p.record(iotgate.PresenceEvent{DeviceID: d.ID, DeviceJID: d.JID, At: now, Online: online})
 	}
 }
 
@@ -138,7 +107,7 @@ func (p *Presence) MarkStale() {
 		return
 	}
 	for jid := range p.res {
-		p.record(PresenceEvent{DeviceID: p.ids[jid], DeviceJID: jid, At: now, Online: false})
+		p.record(iotgate.PresenceEvent{DeviceID: p.ids[jid], DeviceJID: jid, At: now, Online: false})
 	}
 	clear(p.res)
 	p.stale, p.since = true, now
@@ -153,7 +122,7 @@ func (p *Presence) MarkFresh() {
 	}
 }
 
-func (p *Presence) record(ev PresenceEvent) {
+func (p *Presence) record(ev iotgate.PresenceEvent) {
 	if p.store == nil {
 		return
 	}
@@ -174,14 +143,14 @@ func (p *Presence) Online(jid string) (online, stale bool) {
 
 // Resources returns the device's available resources, highest priority
 // first (then most recent).
-func (p *Presence) Resources(jid string) []Resource {
+func (p *Presence) Resources(jid string) []iotgate.Resource {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	out := make([]Resource, 0, len(p.res[jid]))
+	out := make([]iotgate.Resource, 0, len(p.res[jid]))
 	for _, r := range p.res[jid] {
 		out = append(out, *r)
 	}
-	slices.SortFunc(out, func(a, b Resource) int {
+	slices.SortFunc(out, func(a, b iotgate.Resource) int {
 		if c := cmp.Compare(b.Priority, a.Priority); c != 0 {
 			return c
 		}
@@ -204,7 +173,7 @@ func (p *Presence) OnlineJIDs() []string {
 // Run writes presence history until ctx ends.
 func (p *Presence) Run(ctx context.Context) {
 	for {
-		var batch []PresenceEvent
+		var batch []iotgate.PresenceEvent
 		select {
 		case ev := <-p.events:
 			batch = append(batch, ev)

@@ -4,12 +4,14 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/iotgate/iotgate"
 )
 
 func TestPresence(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	clock := func() time.Time { now = now.Add(time.Second); return now }
-	d := &Device{ID: 7, JID: "t@example.com"}
+	d := &iotgate.Device{ID: 7, JID: "t@example.com"}
 	type step struct {
 		name       string
 		do         func(p *Presence)
@@ -21,21 +23,21 @@ func TestPresence(t *testing.T) {
 		{"StaleAtStart", func(p *Presence) {}, false, true, nil},
 		{"Fresh", func(p *Presence) { p.MarkFresh() }, false, false, nil},
 		{"OneResource", func(p *Presence) {
-			p.Update(d, PresenceUpdate{From: "t@example.com/a", Available: true, Priority: 0})
+			p.Update(d, iotgate.PresenceUpdate{From: "t@example.com/a", Available: true, Priority: 0})
 		}, true, false, []string{"t@example.com/a"}},
 		{"HigherPriorityFirst", func(p *Presence) {
-			p.Update(d, PresenceUpdate{From: "t@example.com/b", Available: true, Priority: 5, Show: "away"})
+			p.Update(d, iotgate.PresenceUpdate{From: "t@example.com/b", Available: true, Priority: 5, Show: "away"})
 		}, true, false, []string{"t@example.com/b", "t@example.com/a"}},
 		{"ResourceLeaves", func(p *Presence) {
-			p.Update(d, PresenceUpdate{From: "t@example.com/b"})
+			p.Update(d, iotgate.PresenceUpdate{From: "t@example.com/b"})
 		}, true, false, []string{"t@example.com/a"}},
 		{"UnknownResourceLeaves", func(p *Presence) {
-			p.Update(d, PresenceUpdate{From: "t@example.com/zzz"})
+			p.Update(d, iotgate.PresenceUpdate{From: "t@example.com/zzz"})
 		}, true, false, []string{"t@example.com/a"}},
 		{"StreamDrops", func(p *Presence) { p.MarkStale() }, false, true, nil},
 		{"BackAndProbed", func(p *Presence) {
 			p.MarkFresh()
-			p.Update(d, PresenceUpdate{From: "t@example.com/a", Available: true})
+			p.Update(d, iotgate.PresenceUpdate{From: "t@example.com/a", Available: true})
 		}, true, false, []string{"t@example.com/a"}},
 		{"Forgotten", func(p *Presence) { p.Forget(d.JID) }, false, false, nil},
 	}
@@ -74,6 +76,6 @@ func TestPresence(t *testing.T) {
 
 type recordingStore struct{}
 
-func (recordingStore) InsertPresenceEvents(context.Context, []PresenceEvent) error {
+func (recordingStore) InsertPresenceEvents(context.Context, []iotgate.PresenceEvent) error {
 	return nil
 }

@@ -4,34 +4,36 @@ import (
 	"context"
 	"strings"
 	"testing"
+
+	"github.com/iotgate/iotgate"
 )
 
 // knownStore knows one device, known@example.com.
-type knownStore struct{ Store }
+type knownStore struct{ iotgate.DeviceStore }
 
-func (knownStore) Device(_ context.Context, jid string) (*Device, error) {
+func (knownStore) Device(_ context.Context, jid string) (*iotgate.Device, error) {
 	if jid != "known@example.com" {
-		return nil, Errorf(ENotFound, "no device %s", jid)
+		return nil, iotgate.Errorf(iotgate.ENotFound, "no device %s", jid)
 	}
-	return &Device{ID: 7, JID: jid, Schema: "s", SchemaVersion: 1}, nil
+	return &iotgate.Device{ID: 7, JID: jid, Schema: "s", SchemaVersion: 1}, nil
 }
 
 func TestRecordRejection(t *testing.T) {
-	reason := Errorf(EInvalid, "stanza too large: the limit is 10 bytes")
+	reason := iotgate.Errorf(iotgate.EInvalid, "stanza too large: the limit is 10 bytes")
 	tests := []struct {
 		name     string
 		from     string
 		wantCode string // "" for recorded
 	}{
 		{"OK", "known@example.com/r", ""},
-		{"ErrUnknownDevice", "stranger@example.com/r", ENotFound},
-		{"ErrBadJID", "@@", EInvalid},
+		{"ErrUnknownDevice", "stranger@example.com/r", iotgate.ENotFound},
+		{"ErrBadJID", "@@", iotgate.EInvalid},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s := NewService(knownStore{}, anySchema{}, ServiceConfig{RejectionPayloadBytes: 16})
 			err := s.RecordRejection(context.Background(), tt.from, "iq", []byte(`<iq id="1" from="known@example.com/r"/>`), reason)
-			if got := ErrorCode(err); err != nil && got != tt.wantCode || err == nil && tt.wantCode != "" {
+			if got := iotgate.ErrorCode(err); err != nil && got != tt.wantCode || err == nil && tt.wantCode != "" {
 				t.Fatalf("err = %v, want code %q", err, tt.wantCode)
 			}
 			if tt.wantCode != "" {

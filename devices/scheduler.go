@@ -3,6 +3,8 @@ package devices
 import (
 	"context"
 	"sync"
+
+	"github.com/iotgate/iotgate"
 )
 
 // SchedulerConfig sizes a Scheduler. Zero fields take the defaults noted.
@@ -41,7 +43,7 @@ func NewScheduler(cfg SchedulerConfig) *Scheduler {
 }
 
 // ErrShuttingDown refuses work submitted after Drain began.
-var ErrShuttingDown = &Error{Code: EUnavailable, Message: "iotgate is shutting down, try again later"}
+var ErrShuttingDown = &iotgate.Error{Code: iotgate.EUnavailable, Message: "iotgate is shutting down, try again later"}
 
 // Submit queues job to run after the jobs key submitted before it; size
 // is what the job keeps alive meanwhile (the stanza's bytes), for the

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/iotgate/iotgate"
 )
 
 func TestFairQueue(t *testing.T) {
@@ -83,7 +85,7 @@ func TestFairQueue(t *testing.T) {
 						key = "b"
 					}
 					if _, err := q.push(key, i, size); err != nil {
-						if ErrorCode(err) != ETooMany {
+						if iotgate.ErrorCode(err) != iotgate.ETooMany {
 							t.Fatalf("error %v, want too_many_requests", err)
 						}
 						got = key + " full"
@@ -178,9 +180,9 @@ func TestScheduler(t *testing.T) {
 		var errs []string
 		for _, k := range []string{"a", "a", "a", "a", "b", "b", "b"} {
 			err := s.Submit(k, 1, func() {})
-			errs = append(errs, ErrorCode(err))
+			errs = append(errs, iotgate.ErrorCode(err))
 		}
-		want := []string{"", "", "", ETooMany, "", "", ETooMany}
+		want := []string{"", "", "", iotgate.ETooMany, "", "", iotgate.ETooMany}
 		if !slices.Equal(errs, want) {
 			t.Errorf("codes %q, want %q", errs, want)
 		}
@@ -203,7 +205,7 @@ func TestScheduler(t *testing.T) {
 		if answered != 500 {
 			t.Errorf("%d of 500 queued jobs ran before Drain returned", answered)
 		}
-		if err := s.Submit("d0", 1, func() {}); ErrorCode(err) != EUnavailable {
+		if err := s.Submit("d0", 1, func() {}); iotgate.ErrorCode(err) != iotgate.EUnavailable {
 			t.Errorf("Submit after Drain: %v, want unavailable", err)
 		}
 	})
@@ -230,8 +232,8 @@ func TestCommitBatchesFair(t *testing.T) {
 	defer func() { cancel(); <-s.Stopped() }()
 	go s.Run(ctx)
 
-	in := func(from string) IncomingReading {
-		return IncomingReading{From: from + "/r", Via: "message", Payloads: []Payload{{Namespace: "urn:t", XML: []byte(`<x xmlns="urn:t"/>`)}}}
+	in := func(from string) iotgate.IncomingReading {
+		return iotgate.IncomingReading{From: from + "/r", Via: "message", Payloads: []iotgate.Payload{{Namespace: "urn:t", XML: []byte(`<x xmlns="urn:t"/>`)}}}
 	}
 	// Commits are held until the gate opens, so that readings queue up:
 	// one committer holds the first reading, the other a flood batch.
@@ -276,7 +278,7 @@ type batchStore struct {
 	batched [][]string
 }
 
-func (r *batchStore) InsertReadings(ctx context.Context, rs []*Reading) []error {
+func (r *batchStore) InsertReadings(ctx context.Context, rs []*iotgate.Reading) []error {
 	r.mu.Lock()
 	r.calls++
 	var jids []string

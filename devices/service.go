@@ -2,75 +2,15 @@ package devices
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/iotgate/iotgate"
 )
-
-// Store is the persistence the device service needs. Implementations return
-// *Error values: not_found for unknown devices, conflict for duplicates.
-type Store interface {
-	CreateDevice(ctx context.Context, d *Device) error
-	Device(ctx context.Context, jid string) (*Device, error)
-	Devices(ctx context.Context, f DeviceFilter) (*DevicePage, error)
-	UpdateDevice(ctx context.Context, jid string, u DeviceUpdate, now time.Time) (*Device, error)
-	// DeleteDevice deletes the device with its readings and rejections.
-	DeleteDevice(ctx context.Context, jid string) error
-	// DeviceJIDs returns every registered JID.
-	DeviceJIDs(ctx context.Context) ([]string, error)
-
-	// InsertReadings stores readings and moves each device's last_seen_at,
-	// and returns one error per reading (nil: stored). Readings of devices
-	// deleted meanwhile are skipped (nil, ID 0). A reading the database
-	// refuses fails alone, the others are stored. Errors: unavailable
-	// when the database can't be reached; invalid for a reading with a
-	// value the database refuses.
-	InsertReadings(ctx context.Context, rs []*Reading) []error
-	// InsertRejections records refused payloads, keeping only the newest
-	// keep per device (0: all).
-	InsertRejections(ctx context.Context, rs []*Rejection, keep int) error
-	LatestReading(ctx context.Context, jid string) (*Reading, error)
-	Readings(ctx context.Context, jid string, f ReadingFilter) (*ReadingPage, error)
-	Rejections(ctx context.Context, jid string, f ReadingFilter) (*RejectionPage, error)
-}
-
-// PayloadSchema is a compiled device schema, as ingest needs it.
-type PayloadSchema interface {
-	// TargetNamespace is the namespace a reading's payload element is in.
-	TargetNamespace() string
-	// ValidateAndRender validates a payload element and returns its JSON
-	// rendering. Errors: unprocessable, with the validator's reason.
-	ValidateAndRender(payload []byte) (json.RawMessage, error)
-}
-
-// SchemaSource resolves schema names and versions to compiled schemas.
-type SchemaSource interface {
-	// Compiled returns the compiled schema; version 0 means the latest.
-	// Errors: not_found.
-	Compiled(ctx context.Context, name string, version int) (PayloadSchema, int, error)
-}
-
-// Payload is one child element of an incoming stanza.
-type Payload struct {
-	Namespace string
-	Local     string
-	XML       []byte
-}
-
-// IncomingReading is a stanza a device sent to iotgate that may carry a
-// reading.
-type IncomingReading struct {
-	// From is the sender's full JID, as stamped by the XMPP server.
-	From string
-	// Via is "message" or "iq".
-	Via        string
-	Payloads   []Payload
-	DeviceTime *time.Time
-}
 
 // ServiceConfig tunes the device service.
 type ServiceConfig struct {
@@ -135,7 +75,7 @@ type ServiceConfig struct {
 	// CacheReadings bounds the newest readings kept in memory, one per
 	// device (about 1 KB each with their XML and JSON); default 10000.
 	CacheReadings int
-	Clock         Clock
+	Clock         iotgate.Clock
 	Logger        *slog.Logger
 	// Presence tracks who is online; nil means nobody ever is.
 	Presence *Presence
@@ -148,8 +88,8 @@ type ServiceConfig struct {
 
 // Service is the device registry and the ingest path of readings.
 type Service struct {
-	store   Store
-	schemas SchemaSource
+	store   iotgate.DeviceStore
+	schemas iotgate.SchemaSource
 	cfg     ServiceConfig
 	log     *slog.Logger
 
@@ -163,7 +103,7 @@ type Service struct {
 	firstAt    time.Time // when the queue last went from empty to not
 	queued     chan struct{}
 	strangers  *tokenBucket
-	rejections chan *Rejection
+	rejections chan *iotgate.Rejection
 	// held are message readings whose commit failed, retried with the
 	// next batch; heldMu guards them.
 	heldMu   sync.Mutex
@@ -179,7 +119,7 @@ type Service struct {
 }
 
 type pendingReading struct {
-	r    *Reading
+	r    *iotgate.Reading
 	done func(error)
 	via  string
 	at   time.Time
@@ -197,7 +137,7 @@ type IngestStats struct {
 }
 
 // NewService returns a device service. Call Run to start committing readings.
-func NewService(store Store, schemas SchemaSource, cfg ServiceConfig) *Service {
+func NewService(store iotgate.DeviceStore, schemas iotgate.SchemaSource, cfg ServiceConfig) *Service {
 	if cfg.QueueSize <= 0 {
 		cfg.QueueSize = 20000
 	}
@@ -270,7 +210,7 @@ func NewService(store Store, schemas SchemaSource, cfg ServiceConfig) *Service {
 		queue:      newFairQueue[*pendingReading](QueueLimits{PerSender: cfg.DeviceQueue, Total: cfg.QueueSize}),
 		queued:     make(chan struct{}, 1),
 		strangers:  newTokenBucket(cfg.StrangerRate, cfg.StrangerBurst, cfg.Clock),
-		rejections: make(chan *Rejection, 1000),
+		rejections: make(chan *iotgate.Rejection, 1000),
 		stopped:    make(chan struct{}),
 	}
 }
@@ -278,8 +218,8 @@ func NewService(store Store, schemas SchemaSource, cfg ServiceConfig) *Service {
 // Register creates a device. Version 0 means the schema's latest version.
 // Errors: invalid (bad JID, labels, unknown schema), forbidden (domain
 // outside ServiceConfig.DeviceDomains), conflict (already registered).
-func (s *Service) Register(ctx context.Context, d *Device) (*Device, error) {
-	j, err := NormalizeJID(d.JID)
+func (s *Service) Register(ctx context.Context, d *iotgate.Device) (*iotgate.Device, error) {
+	j, err := iotgate.NormalizeJID(d.JID)
 	if err != nil {
 		return nil, err
 	}
@@ -292,8 +232,8 @@ func (s *Service) Register(ctx context.Context, d *Device) (*Device, error) {
 	}
 	_, v, err := s.schemas.Compiled(ctx, d.Schema, d.SchemaVersion)
 	if err != nil {
-		if ErrorCode(err) == ENotFound {
-			return nil, &Error{Code: EInvalid, Message: err.Error(), Err: err}
+		if iotgate.ErrorCode(err) == iotgate.ENotFound {
+			return nil, &iotgate.Error{Code: iotgate.EInvalid, Message: err.Error(), Err: err}
 		}
 		return nil, fmt.Errorf("resolve schema: %w", err)
 	}
@@ -319,7 +259,7 @@ func (s *Service) Register(ctx context.Context, d *Device) (*Device, error) {
 // what REST reads and every command look a device up with. The result is
 // the caller's to change. Errors: invalid (bad JID), not_found,
 // unavailable.
-func (s *Service) Device(ctx context.Context, jid string) (*Device, error) {
+func (s *Service) Device(ctx context.Context, jid string) (*iotgate.Device, error) {
 	d, err := s.device(ctx, jid)
 	if err != nil {
 		return nil, err
@@ -333,8 +273,8 @@ func (s *Service) Device(ctx context.Context, jid string) (*Device, error) {
 
 // device returns the cached record of a device, which callers must not
 // change. Errors: invalid, not_found, unavailable.
-func (s *Service) device(ctx context.Context, jid string) (*Device, error) {
-	j, err := NormalizeJID(jid)
+func (s *Service) device(ctx context.Context, jid string) (*iotgate.Device, error) {
+	j, err := iotgate.NormalizeJID(jid)
 	if err != nil {
 		return nil, err
 	}
@@ -343,7 +283,7 @@ func (s *Service) device(ctx context.Context, jid string) (*Device, error) {
 		return nil, err
 	}
 	if d == nil {
-		return nil, Errorf(ENotFound, "device %s is not registered", j)
+		return nil, iotgate.Errorf(iotgate.ENotFound, "device %s is not registered", j)
 	}
 	return d, nil
 }
@@ -351,7 +291,7 @@ func (s *Service) device(ctx context.Context, jid string) (*Device, error) {
 // lastSeen returns when d's newest reading arrived: the cached record
 // may predate readings committed since it was read, and r (when not nil)
 // is a reading of d that may be newer still.
-func (s *Service) lastSeen(d *Device, r *Reading) *time.Time {
+func (s *Service) lastSeen(d *iotgate.Device, r *iotgate.Reading) *time.Time {
 	t := d.LastSeenAt
 	if at, ok := s.cache.lastSeen(d.ID); ok && (t == nil || at.After(*t)) {
 		t = &at
@@ -367,7 +307,7 @@ func (s *Service) lastSeen(d *Device, r *Reading) *time.Time {
 }
 
 // Devices lists devices. Errors: invalid (bad cursor or filter).
-func (s *Service) Devices(ctx context.Context, f DeviceFilter) (*DevicePage, error) {
+func (s *Service) Devices(ctx context.Context, f iotgate.DeviceFilter) (*iotgate.DevicePage, error) {
 	if f.Limit <= 0 {
 		f.Limit = 100
 	}
@@ -388,16 +328,16 @@ func (s *Service) Devices(ctx context.Context, f DeviceFilter) (*DevicePage, err
 }
 
 // Update changes a device. Errors: invalid, not_found.
-func (s *Service) Update(ctx context.Context, jid string, u DeviceUpdate) (*Device, error) {
-	j, err := NormalizeJID(jid)
+func (s *Service) Update(ctx context.Context, jid string, u iotgate.DeviceUpdate) (*iotgate.Device, error) {
+	j, err := iotgate.NormalizeJID(jid)
 	if err != nil {
 		return nil, err
 	}
-	if u.Name != nil && len(*u.Name) > MaxNameLen {
-		return nil, Errorf(EInvalid, "name is longer than %d bytes", MaxNameLen)
+	if u.Name != nil && len(*u.Name) > iotgate.MaxNameLen {
+		return nil, iotgate.Errorf(iotgate.EInvalid, "name is longer than %d bytes", iotgate.MaxNameLen)
 	}
 	if u.Labels != nil {
-		if err := ValidateLabels(*u.Labels); err != nil {
+		if err := iotgate.ValidateLabels(*u.Labels); err != nil {
 			return nil, err
 		}
 	}
@@ -407,8 +347,8 @@ func (s *Service) Update(ctx context.Context, jid string, u DeviceUpdate) (*Devi
 			return nil, err
 		}
 		if _, _, err := s.schemas.Compiled(ctx, cur.Schema, *u.SchemaVersion); err != nil {
-			if ErrorCode(err) == ENotFound {
-				return nil, &Error{Code: EInvalid, Message: err.Error(), Err: err}
+			if iotgate.ErrorCode(err) == iotgate.ENotFound {
+				return nil, &iotgate.Error{Code: iotgate.EInvalid, Message: err.Error(), Err: err}
 			}
 			return nil, err
 		}
@@ -426,7 +366,7 @@ func (s *Service) Update(ctx context.Context, jid string, u DeviceUpdate) (*Devi
 // Delete removes a device with all its readings and rejections.
 // Errors: invalid, not_found.
 func (s *Service) Delete(ctx context.Context, jid string) error {
-	j, err := NormalizeJID(jid)
+	j, err := iotgate.NormalizeJID(jid)
 	if err != nil {
 		return err
 	}
@@ -440,7 +380,7 @@ func (s *Service) Delete(ctx context.Context, jid string) error {
 // the device and its newest reading are cached: the committer updates
 // the reading before it acknowledges a batch, so a reading is shown as
 // soon as it is acknowledged. Errors: invalid, not_found, unavailable.
-func (s *Service) State(ctx context.Context, jid string) (*State, error) {
+func (s *Service) State(ctx context.Context, jid string) (*iotgate.State, error) {
 	d, err := s.device(ctx, jid)
 	if err != nil {
 		return nil, err
@@ -449,7 +389,7 @@ func (s *Service) State(ctx context.Context, jid string) (*State, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := &State{JID: d.JID, LastSeenAt: s.lastSeen(d, r), Reading: r}
+	st := &iotgate.State{JID: d.JID, LastSeenAt: s.lastSeen(d, r), Reading: r}
 	st.Online, st.PresenceStale = s.cfg.Presence.Online(d.JID)
 	st.Resources = s.cfg.Presence.Resources(d.JID)
 	return st, nil
@@ -457,7 +397,7 @@ func (s *Service) State(ctx context.Context, jid string) (*State, error) {
 
 // latestReading returns d's newest reading, nil if it has none, from the
 // cache or else from the store (and then caches it).
-func (s *Service) latestReading(ctx context.Context, d *Device) (*Reading, error) {
+func (s *Service) latestReading(ctx context.Context, d *iotgate.Device) (*iotgate.Reading, error) {
 	r, ok, _ := s.cache.latestReading(d.JID, d.ID)
 	if ok {
 		return r, nil
@@ -465,7 +405,7 @@ func (s *Service) latestReading(ctx context.Context, d *Device) (*Reading, error
 	epoch := s.cache.currentEpoch()
 	r, err := s.store.LatestReading(ctx, d.JID)
 	switch {
-	case ErrorCode(err) == ENotFound:
+	case iotgate.ErrorCode(err) == iotgate.ENotFound:
 		r = nil
 	case err != nil:
 		return nil, err
@@ -478,7 +418,7 @@ func (s *Service) latestReading(ctx context.Context, d *Device) (*Reading, error
 }
 
 // Readings returns a page of a device's readings. Errors: invalid, not_found.
-func (s *Service) Readings(ctx context.Context, jid string, f ReadingFilter) (*ReadingPage, error) {
+func (s *Service) Readings(ctx context.Context, jid string, f iotgate.ReadingFilter) (*iotgate.ReadingPage, error) {
 	d, err := s.device(ctx, jid)
 	if err != nil {
 		return nil, err
@@ -491,7 +431,7 @@ func (s *Service) Readings(ctx context.Context, jid string, f ReadingFilter) (*R
 
 // Rejections returns a page of a device's refused payloads.
 // Errors: invalid, not_found.
-func (s *Service) Rejections(ctx context.Context, jid string, f ReadingFilter) (*RejectionPage, error) {
+func (s *Service) Rejections(ctx context.Context, jid string, f iotgate.ReadingFilter) (*iotgate.RejectionPage, error) {
 	d, err := s.device(ctx, jid)
 	if err != nil {
 		return nil, err
@@ -502,15 +442,15 @@ func (s *Service) Rejections(ctx context.Context, jid string, f ReadingFilter) (
 	return s.store.Rejections(ctx, d.JID, f)
 }
 
-func normalizeReadingFilter(f *ReadingFilter) error {
+func normalizeReadingFilter(f *iotgate.ReadingFilter) error {
 	if f.Limit <= 0 {
 		f.Limit = 100
 	}
 	if f.Limit > 1000 {
-		return Errorf(EInvalid, "limit must be at most 1000")
+		return iotgate.Errorf(iotgate.EInvalid, "limit must be at most 1000")
 	}
 	if f.Since != nil && f.Until != nil && f.Until.Before(*f.Since) {
-		return Errorf(EInvalid, "until is before since")
+		return iotgate.Errorf(iotgate.EInvalid, "until is before since")
 	}
 	return nil
 }
@@ -531,7 +471,7 @@ func (s *Service) count(f func(*IngestStats)) {
 // lookup finds a device by canonical bare JID through the cache. It
 // returns (nil, nil) for a JID that is not registered. The record is
 // shared: callers must not change it.
-func (s *Service) lookup(ctx context.Context, bare string) (*Device, error) {
+func (s *Service) lookup(ctx context.Context, bare string) (*iotgate.Device, error) {
 	now := s.cfg.Clock()
 	d, ok, epoch := s.cache.device(bare, now, s.cfg.CacheTTL)
 	if ok {
@@ -540,7 +480,7 @@ func (s *Service) lookup(ctx context.Context, bare string) (*Device, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.LookupTimeout)
 	defer cancel()
 	d, err := s.store.Device(ctx, bare)
-	if err != nil && ErrorCode(err) != ENotFound {
+	if err != nil && iotgate.ErrorCode(err) != iotgate.ENotFound {
 		return nil, err
 	}
 	s.cache.putDevice(bare, d, now, epoch)
@@ -549,7 +489,7 @@ func (s *Service) lookup(ctx context.Context, bare string) (*Device, error) {
 
 // errStrangersThrottled refuses a lookup of a sender not cached while
 // lookups that found nobody exceed StrangerRate.
-var errStrangersThrottled = &Error{Code: ETooMany, Message: "too many unknown senders lately, try again later"}
+var errStrangersThrottled = &iotgate.Error{Code: iotgate.ETooMany, Message: "too many unknown senders lately, try again later"}
 
 // lookupSender is lookup for a JID heard on the XMPP stream. A JID the
 // cache doesn't know at all reserves a stranger lookup first, given back
@@ -557,7 +497,7 @@ var errStrangersThrottled = &Error{Code: ETooMany, Message: "too many unknown se
 // StrangerRate lookups a second plus StrangerBurst, however many of them
 // were queued before the throttle showed at the read loop. Errors:
 // too_many_requests, and lookup's.
-func (s *Service) lookupSender(ctx context.Context, bare string) (*Device, error) {
+func (s *Service) lookupSender(ctx context.Context, bare string) (*iotgate.Device, error) {
 	registered, known := s.cache.sender(bare, s.cfg.Clock(), s.cfg.CacheTTL)
 	if registered || known {
 		return s.lookup(ctx, bare)
@@ -592,7 +532,7 @@ const (
 // I/O: the XMPP read loop asks it to give registered devices, strangers
 // and a flood of strangers each their own lane before any lookup.
 func (s *Service) Sender(jid string) SenderStatus {
-	bare, err := BareJID(jid)
+	bare, err := iotgate.BareJID(jid)
 	if err != nil {
 		return SenderNotRegistered
 	}
@@ -609,7 +549,7 @@ func (s *Service) Sender(jid string) SenderStatus {
 
 // ErrNotRegistered is returned (wrapped in *Error, detail
 // device_not_registered) for readings from unknown JIDs.
-var ErrNotRegistered = &Error{Code: ENotFound, Detail: "device_not_registered", Message: "this JID is not registered as a device"}
+var ErrNotRegistered = &iotgate.Error{Code: iotgate.ENotFound, Detail: "device_not_registered", Message: "this JID is not registered as a device"}
 
 // Ingest takes a stanza that may carry a reading. It never blocks on the
 // database: done is called once, later, with nil after the reading is
@@ -617,29 +557,29 @@ var ErrNotRegistered = &Error{Code: ENotFound, Detail: "device_not_registered", 
 // validator's reason; invalid when no payload is in the schema's
 // namespace), not stored (unavailable, too_many_requests), or not accepted
 // (not_found with detail device_not_registered).
-func (s *Service) Ingest(ctx context.Context, in IncomingReading, done func(error)) {
+func (s *Service) Ingest(ctx context.Context, in iotgate.IncomingReading, done func(error)) {
 	if done == nil {
 		done = func(error) {}
 	}
 	if s.closing.Load() {
 		s.cfg.Observer.ReadingRefused(RefusedUnavailable)
-		done(&Error{Code: EUnavailable, Message: "iotgate is shutting down, try again later"})
+		done(&iotgate.Error{Code: iotgate.EUnavailable, Message: "iotgate is shutting down, try again later"})
 		return
 	}
-	bare, err := BareJID(in.From)
+	bare, err := iotgate.BareJID(in.From)
 	if err != nil {
 		done(err)
 		return
 	}
 	dev, err := s.lookupSender(ctx, bare)
-	if ErrorCode(err) == ETooMany {
+	if iotgate.ErrorCode(err) == iotgate.ETooMany {
 		s.cfg.Observer.ReadingRefused(RefusedUnavailable)
 		done(err)
 		return
 	}
 	if err != nil {
 		s.cfg.Observer.ReadingRefused(RefusedUnavailable)
-		done(&Error{Code: EUnavailable, Message: "device registry unavailable, try again later", Err: err})
+		done(&iotgate.Error{Code: iotgate.EUnavailable, Message: "device registry unavailable, try again later", Err: err})
 		return
 	}
 	if dev == nil {
@@ -651,11 +591,11 @@ func (s *Service) Ingest(ctx context.Context, in IncomingReading, done func(erro
 	schema, _, err := s.schemas.Compiled(ctx, dev.Schema, dev.SchemaVersion)
 	if err != nil {
 		s.cfg.Observer.ReadingRefused(RefusedUnavailable)
-		done(&Error{Code: EUnavailable, Message: "device schema unavailable, try again later", Err: err})
+		done(&iotgate.Error{Code: iotgate.EUnavailable, Message: "device schema unavailable, try again later", Err: err})
 		return
 	}
 	now := s.cfg.Clock().UTC()
-	var payload *Payload
+	var payload *iotgate.Payload
 	for i := range in.Payloads {
 		if in.Payloads[i].Namespace == schema.TargetNamespace() {
 			payload = &in.Payloads[i]
@@ -663,7 +603,7 @@ func (s *Service) Ingest(ctx context.Context, in IncomingReading, done func(erro
 		}
 	}
 	if payload == nil {
-		err := Errorf(EInvalid, "no payload element in namespace %q (the namespace of schema %s version %d)", schema.TargetNamespace(), dev.Schema, dev.SchemaVersion)
+		err := iotgate.Errorf(iotgate.EInvalid, "no payload element in namespace %q (the namespace of schema %s version %d)", schema.TargetNamespace(), dev.Schema, dev.SchemaVersion)
 		s.reject(dev, in, nil, err, now)
 		done(err)
 		return
@@ -681,7 +621,7 @@ func (s *Service) Ingest(ctx context.Context, in IncomingReading, done func(erro
 	}
 	// PostgreSQL keeps microseconds: round the times here, so that the
 	// reading the cache keeps after the commit is the one stored.
-	r := &Reading{DeviceID: dev.ID, DeviceJID: dev.JID, ReceivedAt: now.Round(time.Microsecond), XML: string(payload.XML), Data: data}
+	r := &iotgate.Reading{DeviceID: dev.ID, DeviceJID: dev.JID, ReceivedAt: now.Round(time.Microsecond), XML: string(payload.XML), Data: data}
 	if in.DeviceTime != nil {
 		t := in.DeviceTime.UTC().Round(time.Microsecond)
 		r.DeviceTime = &t
@@ -784,21 +724,21 @@ func (s *Service) release(keys []string) {
 // not_found (device_not_registered) for a JID that is not a device,
 // unavailable when the registry can't be read.
 func (s *Service) RecordRejection(ctx context.Context, from, via string, payload []byte, reason error) error {
-	bare, err := BareJID(from)
+	bare, err := iotgate.BareJID(from)
 	if err != nil {
 		return err
 	}
 	dev, err := s.lookupSender(ctx, bare)
-	if ErrorCode(err) == ETooMany {
+	if iotgate.ErrorCode(err) == iotgate.ETooMany {
 		return err
 	}
 	if err != nil {
-		return &Error{Code: EUnavailable, Message: "device registry unavailable", Err: err}
+		return &iotgate.Error{Code: iotgate.EUnavailable, Message: "device registry unavailable", Err: err}
 	}
 	if dev == nil {
 		return ErrNotRegistered
 	}
-	s.reject(dev, IncomingReading{From: from, Via: via}, payload, reason, s.cfg.Clock().UTC())
+	s.reject(dev, iotgate.IncomingReading{From: from, Via: via}, payload, reason, s.cfg.Clock().UTC())
 	return nil
 }
 
@@ -820,13 +760,13 @@ func checkDeviceTime(t *time.Time) error {
 		return nil
 	}
 	if u := t.UTC().Round(time.Microsecond); u.Before(minDeviceTime) || u.After(maxDeviceTime) {
-		return Errorf(EInvalid, "delay stamp %s is out of range: a reading's time must be from 0001-01-01 to 9999-12-31 UTC",
+		return iotgate.Errorf(iotgate.EInvalid, "delay stamp %s is out of range: a reading's time must be from 0001-01-01 to 9999-12-31 UTC",
 			t.UTC().Format(time.RFC3339Nano))
 	}
 	return nil
 }
 
-func (s *Service) reject(dev *Device, in IncomingReading, payload []byte, reason error, now time.Time) {
+func (s *Service) reject(dev *iotgate.Device, in iotgate.IncomingReading, payload []byte, reason error, now time.Time) {
 	s.count(func(st *IngestStats) { st.Rejected++ })
 	s.cfg.Observer.ReadingRefused(RefusedInvalid)
 	if payload == nil && len(in.Payloads) > 0 {
@@ -835,11 +775,11 @@ func (s *Service) reject(dev *Device, in IncomingReading, payload []byte, reason
 	if len(payload) > s.cfg.RejectionPayloadBytes {
 		payload = payload[:s.cfg.RejectionPayloadBytes]
 	}
-	s.record(&Rejection{DeviceID: dev.ID, DeviceJID: dev.JID, ReceivedAt: now, Via: in.Via, Reason: ErrorMessage(reason), Payload: string(payload)})
+	s.record(&iotgate.Rejection{DeviceID: dev.ID, DeviceJID: dev.JID, ReceivedAt: now, Via: in.Via, Reason: iotgate.ErrorMessage(reason), Payload: string(payload)})
 }
 
 // record queues a rejection for the store.
-func (s *Service) record(rej *Rejection) {
+func (s *Service) record(rej *iotgate.Rejection) {
 	select {
 	case s.rejections <- rej:
 	default:
@@ -1001,7 +941,7 @@ func (s *Service) drain() {
 // attempt, within MaxHeld, MaxHeldBytes and HoldFor. It reports whether
 // the database could be reached.
 func (s *Service) commit(ctx context.Context, batch []*pendingReading) bool {
-	rs := make([]*Reading, len(batch))
+	rs := make([]*iotgate.Reading, len(batch))
 	for i, p := range batch {
 		rs[i] = p.r
 	}
@@ -1017,11 +957,11 @@ func (s *Service) commit(ctx context.Context, batch []*pendingReading) bool {
 		case err == nil:
 			stored = append(stored, p.r)
 			continue
-		case ErrorCode(err) == EInvalid:
+		case iotgate.ErrorCode(err) == iotgate.EInvalid:
 			// This reading's own fault: waiting won't help.
 			refused++
-			reason := &Error{Code: EInvalid, Message: "the reading could not be stored: the database refused a value in it (" + ErrorMessage(err) + ")", Err: err}
-			s.record(&Rejection{DeviceID: p.r.DeviceID, DeviceJID: p.r.DeviceJID, ReceivedAt: p.r.ReceivedAt, Via: p.via, Reason: reason.Message, Payload: s.clip(p.r.XML)})
+			reason := &iotgate.Error{Code: iotgate.EInvalid, Message: "the reading could not be stored: the database refused a value in it (" + iotgate.ErrorMessage(err) + ")", Err: err}
+			s.record(&iotgate.Rejection{DeviceID: p.r.DeviceID, DeviceJID: p.r.DeviceJID, ReceivedAt: p.r.ReceivedAt, Via: p.via, Reason: reason.Message, Payload: s.clip(p.r.XML)})
 			s.cfg.Observer.ReadingRefused(RefusedInvalid)
 			p.done(reason)
 			continue
@@ -1030,12 +970,12 @@ func (s *Service) commit(ctx context.Context, batch []*pendingReading) bool {
 			firstErr = err
 		}
 		// Only an unreachable database is worth waiting for.
-		if p.via == "message" && ErrorCode(err) == EUnavailable && s.hold(p, now) {
+		if p.via == "message" && iotgate.ErrorCode(err) == iotgate.EUnavailable && s.hold(p, now) {
 			held++
 			continue
 		}
 		dropped++
-		p.done(&Error{Code: EUnavailable, Message: "readings could not be stored, try again later", Err: err})
+		p.done(&iotgate.Error{Code: iotgate.EUnavailable, Message: "readings could not be stored, try again later", Err: err})
 		s.cfg.Observer.ReadingRefused(RefusedUnavailable)
 	}
 	if len(stored) > 0 {
@@ -1095,7 +1035,7 @@ func (p *pendingReading) size() int { return len(p.r.XML) + len(p.r.Data) + held
 
 func (s *Service) runRejections(ctx context.Context) {
 	for {
-		var batch []*Rejection
+		var batch []*iotgate.Rejection
 		select {
 		case r := <-s.rejections:
 			batch = append(batch, r)
@@ -1119,17 +1059,17 @@ func (s *Service) runRejections(ctx context.Context) {
 
 // UpdatePresence applies a presence stanza from a device. Errors: not_found
 // (detail device_not_registered), unavailable.
-func (s *Service) UpdatePresence(ctx context.Context, u PresenceUpdate) error {
-	bare, err := BareJID(u.From)
+func (s *Service) UpdatePresence(ctx context.Context, u iotgate.PresenceUpdate) error {
+	bare, err := iotgate.BareJID(u.From)
 	if err != nil {
 		return err
 	}
 	d, err := s.lookupSender(ctx, bare)
-	if ErrorCode(err) == ETooMany {
+	if iotgate.ErrorCode(err) == iotgate.ETooMany {
 		return err
 	}
 	if err != nil {
-		return &Error{Code: EUnavailable, Message: "device registry unavailable", Err: err}
+		return &iotgate.Error{Code: iotgate.EUnavailable, Message: "device registry unavailable", Err: err}
 	}
 	if d == nil {
 		return ErrNotRegistered
@@ -1141,13 +1081,13 @@ func (s *Service) UpdatePresence(ctx context.Context, u PresenceUpdate) error {
 // Registered reports whether a (bare or full) JID is a registered device.
 // Errors: invalid, unavailable.
 func (s *Service) Registered(ctx context.Context, jid string) (bool, error) {
-	bare, err := BareJID(jid)
+	bare, err := iotgate.BareJID(jid)
 	if err != nil {
 		return false, err
 	}
 	d, err := s.lookup(ctx, bare)
 	if err != nil {
-		return false, &Error{Code: EUnavailable, Message: "device registry unavailable", Err: err}
+		return false, &iotgate.Error{Code: iotgate.EUnavailable, Message: "device registry unavailable", Err: err}
 	}
 	return d != nil, nil
 }
@@ -1166,14 +1106,14 @@ func (s *Service) PresenceFresh() { s.cfg.Presence.MarkFresh() }
 // tokenBucket is one token bucket: rate tokens a second, at most burst.
 type tokenBucket struct {
 	rate, burst float64
-	clock       Clock
+	clock       iotgate.Clock
 
 	mu     sync.Mutex
 	tokens float64
 	last   time.Time
 }
 
-func newTokenBucket(rate, burst float64, clock Clock) *tokenBucket {
+func newTokenBucket(rate, burst float64, clock iotgate.Clock) *tokenBucket {
 	return &tokenBucket{rate: rate, burst: burst, clock: clock, tokens: burst, last: clock()}
 }
 

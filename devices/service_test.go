@@ -6,28 +6,30 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/iotgate/iotgate"
 )
 
 // flakyStore is a Store whose InsertReadings fails with err while down,
 // and refuses the readings refuse picks (as the database refuses a value
 // out of its range) while storing the others.
 type flakyStore struct {
-	Store // only the methods ingest uses are implemented
+	iotgate.DeviceStore // only the methods ingest uses are implemented
 
-	refuse func(*Reading) error
+	refuse func(*iotgate.Reading) error
 
 	mu         sync.Mutex
 	down       error
-	stored     []*Reading
-	rejections []*Rejection
+	stored     []*iotgate.Reading
+	rejections []*iotgate.Rejection
 	attempts   int
 }
 
-func (f *flakyStore) Device(_ context.Context, jid string) (*Device, error) {
-	return &Device{ID: 1, JID: jid, Schema: "s", SchemaVersion: 1}, nil
+func (f *flakyStore) Device(_ context.Context, jid string) (*iotgate.Device, error) {
+	return &iotgate.Device{ID: 1, JID: jid, Schema: "s", SchemaVersion: 1}, nil
 }
 
-func (f *flakyStore) InsertReadings(_ context.Context, rs []*Reading) []error {
+func (f *flakyStore) InsertReadings(_ context.Context, rs []*iotgate.Reading) []error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.attempts++
@@ -45,7 +47,7 @@ func (f *flakyStore) InsertReadings(_ context.Context, rs []*Reading) []error {
 	return errs
 }
 
-func (f *flakyStore) InsertRejections(_ context.Context, rs []*Rejection, _ int) error {
+func (f *flakyStore) InsertRejections(_ context.Context, rs []*iotgate.Rejection, _ int) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.rejections = append(f.rejections, rs...)
@@ -71,7 +73,7 @@ func (anySchema) TargetNamespace() string { return "urn:t" }
 func (anySchema) ValidateAndRender(p []byte) (json.RawMessage, error) {
 	return json.RawMessage(`{}`), nil
 }
-func (anySchema) Compiled(context.Context, string, int) (PayloadSchema, int, error) {
+func (anySchema) Compiled(context.Context, string, int) (iotgate.PayloadSchema, int, error) {
 	return anySchema{}, 1, nil
 }
 
@@ -80,7 +82,7 @@ func (anySchema) Compiled(context.Context, string, int) (PayloadSchema, int, err
 // message readings are held and committed once the database is back,
 // unless the failure is not worth waiting for or the hold is full.
 func TestIngestDatabaseDown(t *testing.T) {
-	unavailable := &Error{Code: EUnavailable, Message: "database unavailable"}
+	unavailable := &iotgate.Error{Code: iotgate.EUnavailable, Message: "database unavailable"}
 	tests := []struct {
 		name         string
 		err          error
@@ -94,7 +96,7 @@ func TestIngestDatabaseDown(t *testing.T) {
 		{"MessageHeldThenStored", unavailable, 0, 0, "message", 0, 5},
 		{"MessageHoldFull", unavailable, 2, 0, "message", 3, 2},
 		{"MessageHoldBytesFull", unavailable, 0, 2 * (len(`<x xmlns="urn:t"/>`) + len(`{}`) + heldOverhead), "message", 3, 2},
-		{"MessageNotRetryable", &Error{Code: EInternal, Message: "bug"}, 0, 0, "message", 5, 0},
+		{"MessageNotRetryable", &iotgate.Error{Code: iotgate.EInternal, Message: "bug"}, 0, 0, "message", 5, 0},
 		{"IQRefused", unavailable, 0, 0, "iq", 5, 0},
 	}
 	for _, tt := range tests {
@@ -109,7 +111,7 @@ func TestIngestDatabaseDown(t *testing.T) {
 			var refused []error
 			done := make(chan struct{}, 5)
 			for range 5 {
-				in := IncomingReading{From: "d@example.com/r", Via: tt.via, Payloads: []Payload{{Namespace: "urn:t", Local: "x", XML: []byte(`<x xmlns="urn:t"/>`)}}}
+				in := iotgate.IncomingReading{From: "d@example.com/r", Via: tt.via, Payloads: []iotgate.Payload{{Namespace: "urn:t", Local: "x", XML: []byte(`<x xmlns="urn:t"/>`)}}}
 				s.Ingest(ctx, in, func(err error) {
 					if err != nil {
 						mu.Lock()
@@ -142,7 +144,7 @@ func TestIngestDatabaseDown(t *testing.T) {
 				t.Errorf("refused %d, stored %d (after %d attempts), want %d, %d", len(refused), stored, attempts, tt.wantRefused, tt.wantStored)
 			}
 			for _, err := range refused {
-				if ErrorCode(err) != EUnavailable {
+				if iotgate.ErrorCode(err) != iotgate.EUnavailable {
 					t.Errorf("refused with %v, want unavailable", err)
 				}
 			}
@@ -157,18 +159,18 @@ func TestIngestDatabaseDown(t *testing.T) {
 // commit attempt at shutdown and are refused if it fails, never left
 // without an outcome.
 func TestIngestHeldDroppedAtShutdown(t *testing.T) {
-	store := &flakyStore{down: &Error{Code: EUnavailable, Message: "down"}}
+	store := &flakyStore{down: &iotgate.Error{Code: iotgate.EUnavailable, Message: "down"}}
 	s := NewService(store, anySchema{}, ServiceConfig{})
 	ctx, cancel := context.WithCancel(context.Background())
 	go s.Run(ctx)
 	outcome := make(chan error, 1)
-	s.Ingest(ctx, IncomingReading{From: "d@example.com/r", Via: "message", Payloads: []Payload{{Namespace: "urn:t", XML: []byte(`<x xmlns="urn:t"/>`)}}}, func(err error) { outcome <- err })
+	s.Ingest(ctx, iotgate.IncomingReading{From: "d@example.com/r", Via: "message", Payloads: []iotgate.Payload{{Namespace: "urn:t", XML: []byte(`<x xmlns="urn:t"/>`)}}}, func(err error) { outcome <- err })
 	waitFor(t, func() bool { return s.Stats().Held == 1 })
 	cancel()
 	<-s.Stopped()
 	select {
 	case err := <-outcome:
-		if ErrorCode(err) != EUnavailable {
+		if iotgate.ErrorCode(err) != iotgate.EUnavailable {
 			t.Errorf("outcome %v, want unavailable", err)
 		}
 	default:

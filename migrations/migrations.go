@@ -2,16 +2,21 @@
 // (NNNN_name.up.sql / NNNN_name.down.sql) embedded in the binary, and runs
 // them with golang-migrate.
 //
-// The binary calls [Up] at start; the `iotgate migrate` subcommands call
-// [Up], [Down], [Force] and [Version]. Every call takes golang-migrate's
-// PostgreSQL advisory lock, so several instances starting at once apply each
-// migration exactly once: the first runs them, the others wait for it and
-// then find nothing to do. The wait is bounded by [LockTimeout].
+// Package postgres runs them: postgres.Open calls [Up], and the `iotgate
+// migrate` subcommands reach [Up], [Down], [Force] and [Version] through
+// postgres.DB. Every call takes golang-migrate's PostgreSQL advisory lock,
+// so several instances starting at once apply each migration exactly once:
+// the first runs them, the others wait for it and then find nothing to do.
+// The wait is bounded by [LockTimeout].
 //
-// Errors are *devices.Error values: EConflict with detail [DetailDirty] or
+// Errors are *iotgate.Error values: EConflict with detail [DetailDirty] or
 // [DetailTooNew] when the recorded state forbids migrating, EUnavailable with
 // detail [DetailLocked] when the lock could not be had in time, EInvalid for a
 // bad argument, and EInternal (with the driver error as cause) otherwise.
+// These are migration states, not a second table of driver errors: the one
+// table of PostgreSQL errors is in package postgres.
+//
+// It imports only the root package iotgate (for its errors).
 package migrations
 
 import (
@@ -34,7 +39,7 @@ import (
 	"github.com/lib/pq"
 	"github.com/lib/pq/pqerror"
 
-	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate"
 )
 
 //go:embed *.sql
@@ -102,7 +107,7 @@ func Up(ctx context.Context, db *sql.DB, log *slog.Logger) error {
 // (DetailDirty, DetailTooNew), EUnavailable (DetailLocked), EInternal.
 func Down(ctx context.Context, db *sql.DB, log *slog.Logger, n int) error {
 	if n < 1 {
-		return devices.Errorf(devices.EInvalid, "number of migrations to roll back must be at least 1, got %d", n)
+		return iotgate.Errorf(iotgate.EInvalid, "number of migrations to roll back must be at least 1, got %d", n)
 	}
 	return run(ctx, db, log, func(m *migrate.Migrate) error {
 		// Checked again under the lock by m.Steps (ErrShortLimit), but
@@ -116,7 +121,7 @@ func Down(ctx context.Context, db *sql.DB, log *slog.Logger, n int) error {
 			return err
 		}
 		if n > applied {
-			return devices.Errorf(devices.EInvalid, "cannot roll back %d migrations: %d applied", n, applied)
+			return iotgate.Errorf(iotgate.EInvalid, "cannot roll back %d migrations: %d applied", n, applied)
 		}
 		if err := m.Steps(-n); err != nil {
 			return translateState(m, err, "roll back migrations")
@@ -147,7 +152,7 @@ func Force(ctx context.Context, db *sql.DB, v uint) error {
 			return err
 		}
 		if !ok {
-			return devices.Errorf(devices.EInvalid, "no migration has version %d", v)
+			return iotgate.Errorf(iotgate.EInvalid, "no migration has version %d", v)
 		}
 		target = int(v)
 	}
@@ -253,8 +258,8 @@ func version(m *migrate.Migrate) (uint, bool, error) {
 }
 
 func dirtyError(v uint) error {
-	return &devices.Error{
-		Code:   devices.EConflict,
+	return &iotgate.Error{
+		Code:   iotgate.EConflict,
 		Detail: DetailDirty,
 		Message: fmt.Sprintf("database schema is dirty: migration %d failed halfway. "+
 			"Repair the schema by hand, then run `iotgate migrate force %d` if all of migration %d's changes are in place, "+
@@ -333,8 +338,8 @@ func translateState(m *migrate.Migrate, err error, op string) error {
 		latest, lerr := latestVersion()
 		v, _, verr := version(m)
 		if lerr == nil && verr == nil && v > latest {
-			return &devices.Error{
-				Code:   devices.EConflict,
+			return &iotgate.Error{
+				Code:   iotgate.EConflict,
 				Detail: DetailTooNew,
 				Message: fmt.Sprintf("database schema is at version %d but this iotgate knows migrations up to %d only: "+
 					"run a newer iotgate", v, latest),
@@ -345,9 +350,9 @@ func translateState(m *migrate.Migrate, err error, op string) error {
 	return translate(err, op)
 }
 
-// translate turns golang-migrate and driver errors into *devices.Error.
+// translate turns golang-migrate and driver errors into *iotgate.Error.
 func translate(err error, op string) error {
-	var de *devices.Error
+	var de *iotgate.Error
 	if errors.As(err, &de) {
 		return err
 	}
@@ -358,15 +363,15 @@ func translate(err error, op string) error {
 	}
 	var short migrate.ErrShortLimit
 	if errors.As(err, &short) {
-		return &devices.Error{Code: devices.EInvalid, Message: op + ": fewer migrations applied than asked for", Err: err}
+		return &iotgate.Error{Code: iotgate.EInvalid, Message: op + ": fewer migrations applied than asked for", Err: err}
 	}
 	var dirty migrate.ErrDirty
 	if errors.As(err, &dirty) {
 		return dirtyError(uint(dirty.Version))
 	}
 	if errors.Is(err, migrate.ErrLockTimeout) || pq.As(err, pqerror.LockNotAvailable) != nil {
-		return &devices.Error{
-			Code:   devices.EUnavailable,
+		return &iotgate.Error{
+			Code:   iotgate.EUnavailable,
 			Detail: DetailLocked,
 			Message: fmt.Sprintf("%s: another iotgate instance is holding the migration lock (waited %s); "+
 				"try again once it has finished", op, LockTimeout),
@@ -374,9 +379,9 @@ func translate(err error, op string) error {
 		}
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
-		return &devices.Error{Code: devices.ETimeout, Message: op + ": timed out", Err: err}
+		return &iotgate.Error{Code: iotgate.ETimeout, Message: op + ": timed out", Err: err}
 	}
-	return &devices.Error{Code: devices.EInternal, Message: op, Err: err}
+	return &iotgate.Error{Code: iotgate.EInternal, Message: op, Err: err}
 }
 
 // migrateLogger adapts slog to golang-migrate's logger.

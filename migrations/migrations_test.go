@@ -17,7 +17,7 @@ import (
 	"github.com/lib/pq"
 	"github.com/lib/pq/pqerror"
 
-	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate"
 	"github.com/iotgate/iotgate/internal/servers"
 	"github.com/iotgate/iotgate/migrations"
 )
@@ -79,13 +79,13 @@ func checkVersion(t *testing.T, ctx context.Context, db *sql.DB, want uint, want
 	}
 }
 
-// checkError fails unless err is a *devices.Error with the given code and
+// checkError fails unless err is a *iotgate.Error with the given code and
 // detail.
-func checkError(t *testing.T, err error, code, detail string) *devices.Error {
+func checkError(t *testing.T, err error, code, detail string) *iotgate.Error {
 	t.Helper()
-	var e *devices.Error
+	var e *iotgate.Error
 	if !errors.As(err, &e) {
-		t.Fatalf("error = %v (%T), want *devices.Error %s/%s", err, err, code, detail)
+		t.Fatalf("error = %v (%T), want *iotgate.Error %s/%s", err, err, code, detail)
 	}
 	if e.Code != code || e.Detail != detail {
 		t.Fatalf("error = %q, code %q detail %q; want code %q detail %q", err, e.Code, e.Detail, code, detail)
@@ -138,7 +138,7 @@ func TestUpDownUp(t *testing.T) {
 	}
 
 	// Nothing left to roll back.
-	checkError(t, migrations.Down(ctx, db, log, 1), devices.EInvalid, "")
+	checkError(t, migrations.Down(ctx, db, log, 1), iotgate.EInvalid, "")
 
 	if err := migrations.Up(ctx, db, log); err != nil {
 		t.Fatalf("Up again: %v", err)
@@ -152,10 +152,10 @@ func TestInvalidArguments(t *testing.T) {
 	db := openDB(t)
 
 	t.Run("DownZero", func(t *testing.T) {
-		checkError(t, migrations.Down(ctx, db, nil, 0), devices.EInvalid, "")
+		checkError(t, migrations.Down(ctx, db, nil, 0), iotgate.EInvalid, "")
 	})
 	t.Run("ForceUnknown", func(t *testing.T) {
-		checkError(t, migrations.Force(ctx, db, 9999), devices.EInvalid, "")
+		checkError(t, migrations.Force(ctx, db, 9999), iotgate.EInvalid, "")
 	})
 }
 
@@ -220,7 +220,7 @@ func TestLockTimeout(t *testing.T) {
 	start := time.Now()
 	err := migrations.Up(ctx, db, nil)
 	elapsed := time.Since(start)
-	e := checkError(t, err, devices.EUnavailable, migrations.DetailLocked)
+	e := checkError(t, err, iotgate.EUnavailable, migrations.DetailLocked)
 	if !strings.Contains(e.Message, "lock") {
 		t.Errorf("message %q does not mention the lock", e.Message)
 	}
@@ -286,7 +286,7 @@ func TestDirty(t *testing.T) {
 		"Down": func() error { return migrations.Down(ctx, db, nil, 1) },
 	} {
 		t.Run(name, func(t *testing.T) {
-			e := checkError(t, call(), devices.EConflict, migrations.DetailDirty)
+			e := checkError(t, call(), iotgate.EConflict, migrations.DetailDirty)
 			if !strings.Contains(e.Message, "iotgate migrate force") {
 				t.Errorf("message %q does not name the fix", e.Message)
 			}
@@ -319,7 +319,7 @@ func TestTooNew(t *testing.T) {
 	if _, err := db.ExecContext(ctx, `UPDATE schema_migrations SET version = 9999`); err != nil {
 		t.Fatalf("set version: %v", err)
 	}
-	checkError(t, migrations.Up(ctx, db, nil), devices.EConflict, migrations.DetailTooNew)
+	checkError(t, migrations.Up(ctx, db, nil), iotgate.EConflict, migrations.DetailTooNew)
 }
 
 // TestSchema checks the constraints that the stores rely on.

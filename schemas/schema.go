@@ -4,6 +4,10 @@
 //
 // Compilation and validation happen in schemas/xsd, a libxml2 binding that
 // never reads files, never touches the network and never expands entities.
+//
+// It may import the root package iotgate (errors, the SchemaSource port it
+// implements) and schemas/xsd; never devices, a transport (api, component),
+// postgres or cmd. It declares the Store it needs; postgres implements it.
 package schemas
 
 import (
@@ -18,7 +22,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate"
 	"github.com/iotgate/iotgate/schemas/xsd"
 )
 
@@ -44,7 +48,7 @@ type Ref struct {
 }
 
 // Store is the persistence the registry needs. Implementations return
-// *devices.Error values: not_found, and conflict when deleting a version
+// *iotgate.Error values: not_found, and conflict when deleting a version
 // that devices use.
 type Store interface {
 	// CreateSchemaVersion stores s as the next version of s.Name and sets
@@ -76,7 +80,7 @@ type Config struct {
 }
 
 // Registry registers schemas and hands out compiled ones. It implements
-// devices.SchemaSource.
+// iotgate.SchemaSource.
 type Registry struct {
 	store Store
 	cfg   Config
@@ -92,7 +96,7 @@ type Registry struct {
 	nsCount map[string]int
 }
 
-var _ devices.SchemaSource = (*Registry)(nil)
+var _ iotgate.SchemaSource = (*Registry)(nil)
 
 // NewRegistry returns a registry over store.
 func NewRegistry(store Store, cfg Config) *Registry {
@@ -128,7 +132,7 @@ func (r *Registry) LoadNamespaces(ctx context.Context) error {
 	}
 	for _, l := range latest {
 		vs, err := r.store.SchemaVersions(ctx, l.Name)
-		if devices.ErrorCode(err) == devices.ENotFound {
+		if iotgate.ErrorCode(err) == iotgate.ENotFound {
 			continue // deleted meanwhile
 		}
 		if err != nil {
@@ -191,7 +195,7 @@ var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}[a-z0-9]$|^[a-z0-9]$`
 // ValidateName checks a schema name. Errors: invalid.
 func ValidateName(name string) error {
 	if !nameRE.MatchString(name) {
-		return devices.Errorf(devices.EInvalid, "schema name %q must be 1-64 lowercase letters, digits, '.', '_' or '-', starting and ending with a letter or digit", name)
+		return iotgate.Errorf(iotgate.EInvalid, "schema name %q must be 1-64 lowercase letters, digits, '.', '_' or '-', starting and ending with a letter or digit", name)
 	}
 	return nil
 }
@@ -206,7 +210,7 @@ func (r *Registry) Register(ctx context.Context, name, src, description string) 
 		return nil, err
 	}
 	if len(description) > 2000 {
-		return nil, devices.Errorf(devices.EInvalid, "description is longer than 2000 bytes")
+		return nil, iotgate.Errorf(iotgate.EInvalid, "description is longer than 2000 bytes")
 	}
 	imports := map[string]Ref{}
 	var lookupErr error
@@ -215,7 +219,7 @@ func (r *Registry) Register(ctx context.Context, name, src, description string) 
 		Imports: func(ns string) ([]byte, bool) {
 			s, err := r.store.SchemaByNamespace(ctx, ns)
 			if err != nil {
-				if devices.ErrorCode(err) != devices.ENotFound {
+				if iotgate.ErrorCode(err) != iotgate.ENotFound {
 					lookupErr = err
 				}
 				return nil, false
@@ -252,7 +256,7 @@ func (r *Registry) Register(ctx context.Context, name, src, description string) 
 // Errors: not_found.
 func (r *Registry) Get(ctx context.Context, name string, version int) (*Schema, error) {
 	if version < 0 {
-		return nil, devices.Errorf(devices.EInvalid, "version must be positive")
+		return nil, iotgate.Errorf(iotgate.EInvalid, "version must be positive")
 	}
 	return r.store.SchemaVersion(ctx, name, version)
 }
@@ -294,7 +298,7 @@ type compiled struct {
 // Compiled returns the compiled schema for name and version (0: latest) and
 // the version it resolved to. It compiles a stored schema at first use.
 // Errors: not_found.
-func (r *Registry) Compiled(ctx context.Context, name string, version int) (devices.PayloadSchema, int, error) {
+func (r *Registry) Compiled(ctx context.Context, name string, version int) (iotgate.PayloadSchema, int, error) {
 	if version == 0 {
 		s, err := r.store.SchemaVersion(ctx, name, 0)
 		if err != nil {
@@ -437,8 +441,8 @@ func (p payloadSchema) Validate(payload []byte) error {
 // issues as Fields. The request that carried them was well formed; clients
 // must be able to tell the two apart (HTTP 400 versus 422).
 func unprocessable(err error) error {
-	var de *devices.Error
-	if !errors.As(err, &de) || de.Code != devices.EInvalid {
+	var de *iotgate.Error
+	if !errors.As(err, &de) || de.Code != iotgate.EInvalid {
 		return err
 	}
 	var ce *xsd.CompileError
@@ -447,7 +451,7 @@ func unprocessable(err error) error {
 		return err
 	}
 	out := *de
-	out.Code = devices.EUnprocessable
+	out.Code = iotgate.EUnprocessable
 	return &out
 }
 
@@ -455,7 +459,7 @@ func unprocessable(err error) error {
 // client-visible message: a device needs them to know what to fix, and
 // they say nothing about iotgate itself.
 func withIssues(err error) error {
-	var de *devices.Error
+	var de *iotgate.Error
 	var ve *xsd.ValidationError
 	if !errors.As(err, &de) || !errors.As(err, &ve) {
 		return err

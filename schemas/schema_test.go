@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate"
 	"github.com/iotgate/iotgate/schemas"
 	"github.com/iotgate/iotgate/schemas/xsd"
 )
@@ -45,14 +45,14 @@ func (m *memStore) SchemaVersion(_ context.Context, name string, version int) (*
 			return s, nil
 		}
 	}
-	return nil, devices.Errorf(devices.ENotFound, "schema %s version %d not found", name, version)
+	return nil, iotgate.Errorf(iotgate.ENotFound, "schema %s version %d not found", name, version)
 }
 
 func (m *memStore) SchemaVersions(_ context.Context, name string) ([]*schemas.Schema, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if len(m.versions[name]) == 0 {
-		return nil, devices.Errorf(devices.ENotFound, "schema %s not found", name)
+		return nil, iotgate.Errorf(iotgate.ENotFound, "schema %s not found", name)
 	}
 	return slices.Clone(m.versions[name]), nil
 }
@@ -75,7 +75,7 @@ func (m *memStore) SchemaByNamespace(_ context.Context, ns string) (*schemas.Sch
 			return s, nil
 		}
 	}
-	return nil, devices.Errorf(devices.ENotFound, "no schema for namespace %s", ns)
+	return nil, iotgate.Errorf(iotgate.ENotFound, "no schema for namespace %s", ns)
 }
 
 func (m *memStore) DeleteSchemaVersion(_ context.Context, name string, version int) error {
@@ -84,7 +84,7 @@ func (m *memStore) DeleteSchemaVersion(_ context.Context, name string, version i
 	vs := m.versions[name]
 	i := slices.IndexFunc(vs, func(s *schemas.Schema) bool { return s.Version == version })
 	if i < 0 {
-		return devices.Errorf(devices.ENotFound, "schema %s version %d not found", name, version)
+		return iotgate.Errorf(iotgate.ENotFound, "schema %s version %d not found", name, version)
 	}
 	if m.versions[name] = slices.Delete(vs, i, i+1); len(m.versions[name]) == 0 {
 		delete(m.versions, name)
@@ -110,15 +110,15 @@ func TestRegisterErrorCodes(t *testing.T) {
 		code              string
 	}{
 		{"OK", "t", okXSD, ""},
-		{"ErrBadName", "Not A Name", okXSD, devices.EInvalid},
-		{"ErrDoesNotCompile", "broken", brokenXSD, devices.EUnprocessable},
-		{"ErrNotXML", "garbage", "<xs:schema", devices.EUnprocessable},
+		{"ErrBadName", "Not A Name", okXSD, iotgate.EInvalid},
+		{"ErrDoesNotCompile", "broken", brokenXSD, iotgate.EUnprocessable},
+		{"ErrNotXML", "garbage", "<xs:schema", iotgate.EUnprocessable},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			reg := schemas.NewRegistry(newMemStore(), schemas.Config{})
 			s, err := reg.Register(t.Context(), tt.schema, tt.src, "")
-			if got := devices.ErrorCode(err); got != tt.code {
+			if got := iotgate.ErrorCode(err); got != tt.code {
 				t.Fatalf("Register error = %v (code %q), want code %q", err, got, tt.code)
 			}
 			if tt.code == "" {
@@ -127,10 +127,10 @@ func TestRegisterErrorCodes(t *testing.T) {
 				}
 				return
 			}
-			if tt.code != devices.EUnprocessable {
+			if tt.code != iotgate.EUnprocessable {
 				return
 			}
-			var de *devices.Error
+			var de *iotgate.Error
 			errors.As(err, &de)
 			issues, ok := de.Fields.([]xsd.CompileIssue)
 			if !ok || len(issues) == 0 || issues[0].Message == "" {
@@ -157,7 +157,7 @@ func TestValidateAndRenderErrorCode(t *testing.T) {
 		t.Fatalf("valid reading: %v", err)
 	}
 	_, err = ps.ValidateAndRender([]byte(`<r xmlns="urn:t"><v>warm</v></r>`))
-	if got := devices.ErrorCode(err); got != devices.EUnprocessable {
+	if got := iotgate.ErrorCode(err); got != iotgate.EUnprocessable {
 		t.Errorf("invalid reading: %v (code %q), want unprocessable", err, got)
 	}
 }
@@ -181,18 +181,18 @@ func TestValidateMatchesValidateAndRender(t *testing.T) {
 		name, payload, wantCode string
 	}{
 		{"OK", `<r xmlns="urn:t"><v>1</v></r>`, ""},
-		{"ErrInvalid", `<r xmlns="urn:t"><v>warm</v></r>`, devices.EUnprocessable},
-		{"ErrNotWellFormed", `<r xmlns="urn:t"><v>1</v>`, devices.EUnprocessable},
-		{"ErrTwoElements", `<r xmlns="urn:t"><v>1</v></r><r xmlns="urn:t"><v>1</v></r>`, devices.EUnprocessable},
-		{"ErrDoctype", `<!DOCTYPE r [<!ENTITY e "x">]><r xmlns="urn:t"><v>1</v></r>`, devices.EUnprocessable},
+		{"ErrInvalid", `<r xmlns="urn:t"><v>warm</v></r>`, iotgate.EUnprocessable},
+		{"ErrNotWellFormed", `<r xmlns="urn:t"><v>1</v>`, iotgate.EUnprocessable},
+		{"ErrTwoElements", `<r xmlns="urn:t"><v>1</v></r><r xmlns="urn:t"><v>1</v></r>`, iotgate.EUnprocessable},
+		{"ErrDoctype", `<!DOCTYPE r [<!ENTITY e "x">]><r xmlns="urn:t"><v>1</v></r>`, iotgate.EUnprocessable},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := v.Validate([]byte(tc.payload))
 			_, rerr := ps.ValidateAndRender([]byte(tc.payload))
-			if got := devices.ErrorCode(err); err != nil && got != tc.wantCode || err == nil && tc.wantCode != "" {
+			if got := iotgate.ErrorCode(err); err != nil && got != tc.wantCode || err == nil && tc.wantCode != "" {
 				t.Errorf("Validate: %v (code %q), want code %q", err, got, tc.wantCode)
 			}
-			if devices.ErrorCode(err) != devices.ErrorCode(rerr) || (err == nil) != (rerr == nil) {
+			if iotgate.ErrorCode(err) != iotgate.ErrorCode(rerr) || (err == nil) != (rerr == nil) {
 				t.Errorf("Validate: %v; ValidateAndRender: %v", err, rerr)
 			}
 		})
@@ -239,7 +239,7 @@ func TestNamespaces(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("t deleted", "urn:u")
-	if err := reg.Delete(ctx, "t", 2); devices.ErrorCode(err) != devices.ENotFound {
+	if err := reg.Delete(ctx, "t", 2); iotgate.ErrorCode(err) != iotgate.ENotFound {
 		t.Errorf("second delete: %v", err)
 	}
 	check("t deleted twice", "urn:u")

@@ -2555,7 +2555,7 @@ const docTemplate = `{
                     "description": "XMPPError is the IQ error the device (or, when it is offline, its\nserver) answered with; null otherwise.",
                     "allOf": [
                         {
-                            "$ref": "#/definitions/api.XMPPError"
+                            "$ref": "#/definitions/iotgate.XMPPError"
                         }
                     ],
                     "x-nullable": true
@@ -3348,7 +3348,7 @@ const docTemplate = `{
                 }
             }
         },
-        "api.XMPPError": {
+        "iotgate.XMPPError": {
             "type": "object",
             "properties": {
                 "condition": {

@@ -14,7 +14,8 @@ import (
 
 	"mellium.im/xmpp/jid"
 
-	"github.com/iotgate/iotgate/api/auth"
+	"github.com/iotgate/iotgate"
+	"github.com/iotgate/iotgate/auth"
 	"github.com/iotgate/iotgate/devices"
 )
 
@@ -275,7 +276,7 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 		}
 	}
 	if cfg.DeviceDomains, err = devices.NewDomainAllowList(domains); err != nil {
-		return cfg, nil, &configError{"IOTGATE_DEVICE_DOMAINS", devices.ErrorMessage(err)}
+		return cfg, nil, &configError{"IOTGATE_DEVICE_DOMAINS", iotgate.ErrorMessage(err)}
 	}
 	return cfg, fs.Args(), nil
 }

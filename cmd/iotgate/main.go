@@ -3,6 +3,9 @@
 // This is the only place where the parts are wired together: configuration
 // is read here and handed to constructors; nothing else reads the
 // environment.
+//
+// It may import every package of the project; nothing imports it (the
+// rule, like the others, is checked by internal/arch).
 package main
 
 import (

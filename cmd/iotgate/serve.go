@@ -14,12 +14,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/iotgate/iotgate"
 	"github.com/iotgate/iotgate/api"
-	"github.com/iotgate/iotgate/api/auth"
+	"github.com/iotgate/iotgate/auth"
 	"github.com/iotgate/iotgate/component"
 	"github.com/iotgate/iotgate/devices"
-	"github.com/iotgate/iotgate/devices/postgres"
 	"github.com/iotgate/iotgate/migrations"
+	"github.com/iotgate/iotgate/postgres"
 	"github.com/iotgate/iotgate/schemas"
 )
 
@@ -228,21 +229,18 @@ func waitOr(ctx context.Context, f func()) {
 	}
 }
 
-// openDatabase connects and migrates, retrying while the database is
-// unreachable. A dirty or too-new schema stops the start: it needs a human.
+// openDatabase connects and migrates (postgres.Open), retrying while the
+// database is unavailable (unreachable, or refusing the login: an
+// operator fixes that while iotgate waits). A dirty or too-new schema stops the start: it needs a human.
 func openDatabase(ctx context.Context, cfg Config, log *slog.Logger) (*postgres.DB, error) {
 	delay := 500 * time.Millisecond
 	for {
 		db, err := postgres.Open(ctx, cfg.DatabaseURL, log.With("part", "db"))
 		if err == nil {
-			err = migrations.Up(ctx, db.SQL(), log)
-			if err == nil {
-				return db, nil
-			}
-			db.Close()
+			return db, nil
 		}
-		switch devices.ErrorCode(err) {
-		case devices.EUnavailable, devices.ETimeout:
+		switch iotgate.ErrorCode(err) {
+		case iotgate.EUnavailable, iotgate.ETimeout:
 		default:
 			return nil, err
 		}
@@ -268,7 +266,9 @@ func migrateCommand(ctx context.Context, cfg Config, args []string, log *slog.Lo
 	if len(args) == 0 {
 		return usage()
 	}
-	db, err := postgres.Open(ctx, cfg.DatabaseURL, log)
+	// Connect, not Open: down, force and version must work on a schema
+	// that Open would refuse (dirty, too new).
+	db, err := postgres.Connect(ctx, cfg.DatabaseURL, log)
 	if err != nil {
 		fmt.Fprintf(stderr, "iotgate: %v\n", err)
 		return 1
@@ -283,21 +283,21 @@ func migrateCommand(ctx context.Context, cfg Config, args []string, log *slog.Lo
 	}
 	switch args[0] {
 	case "up":
-		err = migrations.Up(ctx, db.SQL(), log)
+		err = db.Migrate(ctx)
 	case "down":
 		n, ok := num()
 		if !ok || n < 1 {
 			return usage()
 		}
-		err = migrations.Down(ctx, db.SQL(), log, n)
+		err = db.MigrateDown(ctx, n)
 	case "force":
 		n, ok := num()
 		if !ok {
 			return usage()
 		}
-		err = migrations.Force(ctx, db.SQL(), uint(n))
+		err = db.ForceMigration(ctx, uint(n))
 	case "version":
-		v, dirty, verr := migrations.Version(ctx, db.SQL())
+		v, dirty, verr := db.MigrationVersion(ctx)
 		if verr == nil {
 			latest, _ := migrations.Latest()
 			fmt.Fprintf(stdout, "version %d (dirty: %v, latest available: %d)\n", v, dirty, latest)
@@ -307,7 +307,7 @@ func migrateCommand(ctx context.Context, cfg Config, args []string, log *slog.Lo
 		return usage()
 	}
 	if err != nil {
-		var de *devices.Error
+		var de *iotgate.Error
 		if errors.As(err, &de) {
 			fmt.Fprintf(stderr, "iotgate: %s\n", de.Error())
 		} else {

@@ -11,10 +11,9 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/iotgate/iotgate/api/auth"
-	"github.com/iotgate/iotgate/devices"
-	"github.com/iotgate/iotgate/devices/postgres"
-	"github.com/iotgate/iotgate/migrations"
+	"github.com/iotgate/iotgate"
+	"github.com/iotgate/iotgate/auth"
+	"github.com/iotgate/iotgate/postgres"
 )
 
 const tokenUsage = `usage:
@@ -103,24 +102,21 @@ func tokenCommand(ctx context.Context, cfg Config, args []string, log *slog.Logg
 		return usage(fmt.Sprintf("unknown token command %q", args[0]))
 	}
 
+	// Open migrates: the tokens table may not exist yet on a fresh
+	// database.
 	db, err := postgres.Open(ctx, cfg.DatabaseURL, log)
 	if err != nil {
 		fmt.Fprintf(stderr, "iotgate: %v\n", err)
 		return 1
 	}
 	defer db.Close()
-	// The tokens table may not exist yet on a fresh database.
-	if err := migrations.Up(ctx, db.SQL(), nil); err != nil {
-		fmt.Fprintf(stderr, "iotgate: %v\n", err)
-		return 1
-	}
 	svc, err := auth.NewService(db, auth.Config{})
 	if err == nil {
 		err = run(svc)
 	}
 	if err != nil {
-		var de *devices.Error
-		if errors.As(err, &de) && de.Code != devices.EInternal {
+		var de *iotgate.Error
+		if errors.As(err, &de) && de.Code != iotgate.EInternal {
 			fmt.Fprintf(stderr, "iotgate: %s\n", de.Message)
 		} else {
 			fmt.Fprintf(stderr, "iotgate: %v\n", err)
@@ -130,7 +126,7 @@ func tokenCommand(ctx context.Context, cfg Config, args []string, log *slog.Logg
 	return 0
 }
 
-func scopeString(ss []auth.Scope) string {
+func scopeString(ss []iotgate.Scope) string {
 	parts := make([]string, len(ss))
 	for i, s := range ss {
 		parts[i] = string(s)
@@ -138,7 +134,7 @@ func scopeString(ss []auth.Scope) string {
 	return strings.Join(parts, ",")
 }
 
-func selectorString(s auth.Selector) string {
+func selectorString(s iotgate.Selector) string {
 	if len(s) == 0 {
 		return "all"
 	}

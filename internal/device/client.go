@@ -10,6 +10,8 @@
 // Serve answers every IQ its handler leaves unanswered at once with
 // service-unavailable, and a simulated device must be able to answer a
 // command late (or never) without holding up the rest of its stream.
+//
+// It imports no package of the project, on purpose.
 package device
 
 import (

@@ -24,4 +24,7 @@
 // signal, and every instance directory records the process that owns it, so
 // a later Start in any process removes instances whose owner died without
 // calling Close (a test binary killed by its timeout, say).
+//
+// It imports no package of the project: adapters' tests and the commands
+// under cmd/ may import it, the packages they test never do outside tests.
 package servers

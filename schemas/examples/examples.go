@@ -5,6 +5,8 @@
 //     <set> and <get> commands and a <state> answer;
 //   - multisensor.xsd (urn:example:multisensor): a <report> of repeated
 //     <sensor> elements and a series of samples.
+//
+// It imports no package of the project.
 package examples
 
 import (

@@ -20,7 +20,7 @@ import (
 //     such as a*a*a*b take minutes on one crafted 64 KiB value.
 //
 // Nothing is ever fetched from the network or read from a file. On failure
-// it returns a *devices.Error with code devices.EInvalid wrapping a
+// it returns a *iotgate.Error with code iotgate.EInvalid wrapping a
 // *CompileError with libxml2's messages and their lines (a problem in an
 // imported schema names that schema and its line in the message).
 //

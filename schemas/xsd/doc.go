@@ -31,10 +31,10 @@
 // resolved through CompileOptions.Imports; schemaLocation is ignored.
 // xs:include, xs:redefine and xs:override are refused.
 //
-// Errors are *devices.Error values with code devices.EInvalid wrapping a
+// Errors are *iotgate.Error values with code iotgate.EInvalid wrapping a
 // *CompileError or *ValidationError (their issues are also in Fields, for
-// clients); devices.EUnavailable wrapping ErrFreed after Free;
-// devices.EInternal when libxml2 fails.
+// clients); iotgate.EUnavailable wrapping ErrFreed after Free;
+// iotgate.EInternal when libxml2 fails.
 //
 // # JSON rendering
 //
@@ -102,4 +102,9 @@
 // attribute groups, complex type extension and restriction, substitution
 // groups, wildcards and imported schemas; anything else renders untyped.
 // xsi:type is honoured by the local name of the type.
+//
+// # Dependencies
+//
+// It imports the root package iotgate (for its errors) and no other
+// package of the project.
 package xsd

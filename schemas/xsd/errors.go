@@ -5,10 +5,10 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate"
 )
 
-// Details set on the *devices.Error returned for readings refused before
+// Details set on the *iotgate.Error returned for readings refused before
 // validation, so that clients can tell a limit from a schema mismatch.
 const (
 	DetailTooLarge = "too_large"         // the document exceeds Limits.MaxBytes
@@ -22,8 +22,8 @@ const (
 	DetailPatternCost = "pattern_too_costly"
 )
 
-// ErrFreed is returned (wrapped in a *devices.Error with code
-// devices.EUnavailable) by every method of a Schema after Free: the caller
+// ErrFreed is returned (wrapped in a *iotgate.Error with code
+// iotgate.EUnavailable) by every method of a Schema after Free: the caller
 // raced with a schema replacement and should look the schema up again.
 var ErrFreed = errors.New("xsd: schema freed")
 
@@ -35,7 +35,7 @@ type CompileIssue struct {
 }
 
 // CompileError lists why a schema does not compile. It is never empty.
-// Compile returns it wrapped in a *devices.Error with code devices.EInvalid
+// Compile returns it wrapped in a *iotgate.Error with code iotgate.EInvalid
 // and the issues as Fields; read it with errors.As.
 type CompileError struct {
 	Issues []CompileIssue
@@ -70,7 +70,7 @@ type ValidationIssue struct {
 
 // ValidationError lists why a document was refused: not well-formed, a
 // DOCTYPE, over a limit, or not valid against the schema. It is never empty.
-// It comes wrapped in a *devices.Error with code devices.EInvalid, the issues
+// It comes wrapped in a *iotgate.Error with code iotgate.EInvalid, the issues
 // as Fields and, for refusals before validation, a Detail* constant.
 type ValidationError struct {
 	Issues []ValidationIssue
@@ -107,8 +107,8 @@ func compileErr(issues []CompileIssue) error {
 		issues = []CompileIssue{{Message: "schema does not compile"}}
 	}
 	ce := &CompileError{Issues: issues}
-	return &devices.Error{
-		Code:    devices.EInvalid,
+	return &iotgate.Error{
+		Code:    iotgate.EInvalid,
 		Message: "schema does not compile",
 		Fields:  ce.Issues,
 		Err:     ce,
@@ -141,8 +141,8 @@ func validationErr(detail string, issues []ValidationIssue) error {
 	case DetailPatternCost:
 		msg = "value too costly to check against its pattern"
 	}
-	return &devices.Error{
-		Code:    devices.EInvalid,
+	return &iotgate.Error{
+		Code:    iotgate.EInvalid,
 		Detail:  detail,
 		Message: msg,
 		Fields:  ve.Issues,
@@ -184,8 +184,8 @@ func attrInMessage(msg string) string {
 }
 
 func freedErr() error {
-	return &devices.Error{
-		Code:    devices.EUnavailable,
+	return &iotgate.Error{
+		Code:    iotgate.EUnavailable,
 		Message: "schema no longer available",
 		Err:     ErrFreed,
 	}

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate"
 	"github.com/iotgate/iotgate/schemas/examples"
 )
 
@@ -43,9 +43,9 @@ var hostileSeeds = []string{
 // checkErr asserts a refusal is a well-formed domain error.
 func checkErr(t *testing.T, err error) {
 	t.Helper()
-	var de *devices.Error
+	var de *iotgate.Error
 	if !errors.As(err, &de) {
-		t.Fatalf("error %v is not a *devices.Error", err)
+		t.Fatalf("error %v is not a *iotgate.Error", err)
 	}
 	if errors.Is(err, ErrFreed) {
 		t.Fatalf("unexpected ErrFreed: %v", err)

@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate"
 	"github.com/iotgate/iotgate/schemas/examples"
 )
 
@@ -114,7 +114,7 @@ func (tr *trap) check(t *testing.T, outputs ...any) {
 	for _, o := range outputs {
 		var s string
 		if err, ok := o.(error); ok && err != nil {
-			var de *devices.Error
+			var de *iotgate.Error
 			if errors.As(err, &de) {
 				s = fmt.Sprintf("%v %+v", err, de.Fields)
 			} else {
@@ -356,7 +356,7 @@ func TestHostilePatternValues(t *testing.T) {
 			for _, doc := range []string{`<v xmlns="urn:h">` + value + `</v>`, `<w xmlns="urn:h" a="` + value + `"/>`} {
 				var err error
 				within(t, time.Second, func() { err = s.Validate([]byte(doc), Limits{}) })
-				var de *devices.Error
+				var de *iotgate.Error
 				if !errors.As(err, &de) || de.Detail != DetailPatternValue {
 					t.Errorf("err = %v, want detail %s", err, DetailPatternValue)
 				}

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate"
 )
 
 // patternSchema has pattern-restricted values in every place a pattern can
@@ -67,7 +67,7 @@ func TestPatternValueLength(t *testing.T) {
 				}
 				return
 			}
-			var de *devices.Error
+			var de *iotgate.Error
 			if !errors.As(err, &de) || de.Detail != DetailPatternValue {
 				t.Fatalf("err = %v, want detail %s", err, DetailPatternValue)
 			}
@@ -230,14 +230,14 @@ func TestStatusErr(t *testing.T) {
 		detail string
 	}{
 		{stOK, "", ""},
-		{stMalform, devices.EInvalid, ""},
-		{stInvalid, devices.EInvalid, ""},
-		{stDoctype, devices.EInvalid, DetailDoctype},
-		{stTooDeep, devices.EInvalid, DetailTooDeep},
-		{stTooLong, devices.EInvalid, DetailPatternValue},
-		{stGaveUp, devices.EInvalid, DetailPatternCost},
-		{-1, devices.EInternal, ""},
-		{-2, devices.EInternal, ""},
+		{stMalform, iotgate.EInvalid, ""},
+		{stInvalid, iotgate.EInvalid, ""},
+		{stDoctype, iotgate.EInvalid, DetailDoctype},
+		{stTooDeep, iotgate.EInvalid, DetailTooDeep},
+		{stTooLong, iotgate.EInvalid, DetailPatternValue},
+		{stGaveUp, iotgate.EInvalid, DetailPatternCost},
+		{-1, iotgate.EInternal, ""},
+		{-2, iotgate.EInternal, ""},
 	}
 	for _, tt := range tests {
 		t.Run(fmt.Sprint(tt.status), func(t *testing.T) {
@@ -248,7 +248,7 @@ func TestStatusErr(t *testing.T) {
 				}
 				return
 			}
-			var de *devices.Error
+			var de *iotgate.Error
 			if !errors.As(err, &de) || de.Code != tt.code || de.Detail != tt.detail {
 				t.Errorf("statusErr = %#v, want code %s detail %q", err, tt.code, tt.detail)
 			}

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate"
 )
 
 // xsiNS is the XML Schema instance namespace: its attributes (xsi:type,
@@ -23,8 +23,8 @@ const xsiNS = "http://www.w3.org/2001/XMLSchema-instance"
 // ingest. The document is parsed in Go with encoding/xml under
 // DefaultMaxBytes and DefaultMaxDepth, refusing any DOCTYPE and any entity
 // but the five predefined ones; UTF-8, US-ASCII and ISO-8859-1 encodings are
-// accepted. Errors are a *devices.Error with code devices.EInvalid wrapping a
-// *ValidationError, or devices.EUnavailable wrapping ErrFreed.
+// accepted. Errors are a *iotgate.Error with code iotgate.EInvalid wrapping a
+// *ValidationError, or iotgate.EUnavailable wrapping ErrFreed.
 func (s *Schema) Render(doc []byte) (map[string]any, error) {
 	s.mu.RLock()
 	m := s.model
@@ -49,7 +49,7 @@ func (s *Schema) ValidateAndRender(doc []byte, lim Limits) (map[string]any, erro
 	}
 	out, err := renderFlat(m, flat)
 	if err != nil {
-		return nil, &devices.Error{Code: devices.EInternal, Err: err}
+		return nil, &iotgate.Error{Code: iotgate.EInternal, Err: err}
 	}
 	return out, nil
 }
@@ -426,7 +426,7 @@ const (
 // pgNumeric reports whether PostgreSQL 15's numeric accepts a number of
 // these integer digits, fraction digits and exponent ("" or e/E, a sign
 // and digits), checked against PostgreSQL itself in
-// devices/postgres (TestNumbersPostgresTakes).
+// postgres (TestNumbersPostgresTakes).
 func pgNumeric(intPart, frac, exp string) bool {
 	e := 0
 	if exp != "" {

@@ -7,7 +7,7 @@ import (
 	"strconv"
 	"sync"
 
-	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate"
 )
 
 // Defaults applied to zero (or negative) limits.
@@ -141,10 +141,10 @@ func (s *Schema) Free() {
 }
 
 // Validate checks doc against the schema. It returns nil, or a
-// *devices.Error with code devices.EInvalid wrapping a *ValidationError
+// *iotgate.Error with code iotgate.EInvalid wrapping a *ValidationError
 // (over Limits.MaxBytes or MaxAttributes, too deep, DOCTYPE, not
 // well-formed, or invalid against the schema), or code
-// devices.EUnavailable wrapping ErrFreed, or devices.EInternal when libxml2
+// iotgate.EUnavailable wrapping ErrFreed, or iotgate.EInternal when libxml2
 // fails (out of memory).
 func (s *Schema) Validate(doc []byte, lim Limits) error {
 	_, _, err := s.run(doc, lim, false)
@@ -168,7 +168,7 @@ func (s *Schema) run(doc []byte, lim Limits, flatten bool) (string, *model, erro
 	}
 	w, err := s.c.get()
 	if err != nil {
-		return "", nil, &devices.Error{Code: devices.EInternal, Err: err}
+		return "", nil, &iotgate.Error{Code: iotgate.EInternal, Err: err}
 	}
 	status, flat, raw := w.validate(doc, s.c.lengths, lim, flatten)
 	s.c.put(w)
@@ -198,7 +198,7 @@ func statusErr(status int, raw []rawIssue) error {
 	case stMalform, stInvalid:
 		return validationErr("", validationIssues(raw))
 	default:
-		return &devices.Error{Code: devices.EInternal,
+		return &iotgate.Error{Code: iotgate.EInternal,
 			Err: fmt.Errorf("xsd: libxml2 validation failed (status %d)", status)}
 	}
 }

@@ -9,7 +9,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate"
 	"github.com/iotgate/iotgate/schemas/examples"
 )
 
@@ -49,9 +49,9 @@ func compileIssuesOf(t *testing.T, err error) []CompileIssue {
 	if err == nil {
 		t.Fatal("Compile succeeded, want an error")
 	}
-	var de *devices.Error
-	if !errors.As(err, &de) || de.Code != devices.EInvalid {
-		t.Fatalf("error %v: want a *devices.Error with code %q", err, devices.EInvalid)
+	var de *iotgate.Error
+	if !errors.As(err, &de) || de.Code != iotgate.EInvalid {
+		t.Fatalf("error %v: want a *iotgate.Error with code %q", err, iotgate.EInvalid)
 	}
 	var ce *CompileError
 	if !errors.As(err, &ce) {
@@ -68,14 +68,14 @@ func compileIssuesOf(t *testing.T, err error) []CompileIssue {
 	return ce.Issues
 }
 
-func validationIssuesOf(t *testing.T, err error) (*devices.Error, []ValidationIssue) {
+func validationIssuesOf(t *testing.T, err error) (*iotgate.Error, []ValidationIssue) {
 	t.Helper()
 	if err == nil {
 		t.Fatal("got no error, want a validation error")
 	}
-	var de *devices.Error
-	if !errors.As(err, &de) || de.Code != devices.EInvalid {
-		t.Fatalf("error %v: want a *devices.Error with code %q", err, devices.EInvalid)
+	var de *iotgate.Error
+	if !errors.As(err, &de) || de.Code != iotgate.EInvalid {
+		t.Fatalf("error %v: want a *iotgate.Error with code %q", err, iotgate.EInvalid)
 	}
 	var ve *ValidationError
 	if !errors.As(err, &ve) {
@@ -347,8 +347,8 @@ func TestFree(t *testing.T) {
 		"Render":            second(s.Render(doc)),
 		"ValidateAndRender": second(s.ValidateAndRender(doc, Limits{})),
 	} {
-		if !errors.Is(err, ErrFreed) || devices.ErrorCode(err) != devices.EUnavailable {
-			t.Errorf("%s after Free: %v, want ErrFreed with code %q", name, err, devices.EUnavailable)
+		if !errors.Is(err, ErrFreed) || iotgate.ErrorCode(err) != iotgate.EUnavailable {
+			t.Errorf("%s after Free: %v, want ErrFreed with code %q", name, err, iotgate.EUnavailable)
 		}
 	}
 }

@@ -4,6 +4,8 @@
 // message or IQ) and answers commands. Some can be told to misbehave:
 // answer late, never answer, stay offline, or send invalid readings.
 // cmd/devicesim and the make dev runner drive it.
+//
+// It imports internal/device and schemas/examples only.
 package sim
 
 import (

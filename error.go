@@ -1,10 +1,4 @@
-// Package devices holds iotgate's core domain: devices, their readings and
-// commands, the service interfaces that the transports (api, component) call,
-// and the one error type every layer speaks.
-//
-// Nothing here does I/O on its own: storage, XMPP and HTTP live in adapters
-// that implement or consume the interfaces declared here.
-package devices
+package iotgate
 
 import (
 	"errors"

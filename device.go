@@ -1,7 +1,6 @@
-package devices
+package iotgate
 
 import (
-	"encoding/json"
 	"fmt"
 	"regexp"
 	"time"
@@ -122,29 +121,6 @@ type DevicePage struct {
 	NextCursor string    `json:"next_cursor,omitempty"`
 }
 
-// Reading is one validated payload a device sent, as stored.
-type Reading struct {
-	ID         int64           `json:"id"`
-	DeviceID   int64           `json:"-"`
-	DeviceJID  string          `json:"-"`
-	ReceivedAt time.Time       `json:"received_at"`
-	DeviceTime *time.Time      `json:"device_time"`
-	XML        string          `json:"xml"`
-	Data       json.RawMessage `json:"data" swaggertype:"object"`
-}
-
-// Rejection records a payload that iotgate refused, for the operator.
-type Rejection struct {
-	ID         int64     `json:"id"`
-	DeviceID   int64     `json:"-"`
-	DeviceJID  string    `json:"-"`
-	ReceivedAt time.Time `json:"received_at"`
-	// Via is "message" or "iq".
-	Via     string `json:"via"`
-	Reason  string `json:"reason"`
-	Payload string `json:"payload"`
-}
-
 // State is a device's current state.
 type State struct {
 	JID    string `json:"jid"`
@@ -155,27 +131,6 @@ type State struct {
 	Resources     []Resource `json:"resources"`
 	LastSeenAt    *time.Time `json:"last_seen_at"`
 	Reading       *Reading   `json:"reading"`
-}
-
-// ReadingFilter selects a device's readings.
-type ReadingFilter struct {
-	Since, Until *time.Time
-	Limit        int
-	Cursor       string
-	// Desc orders newest first (the default).
-	Desc bool
-}
-
-// ReadingPage is one page of readings.
-type ReadingPage struct {
-	Items      []*Reading `json:"items"`
-	NextCursor string     `json:"next_cursor,omitempty"`
-}
-
-// RejectionPage is one page of rejections.
-type RejectionPage struct {
-	Items      []*Rejection `json:"items"`
-	NextCursor string       `json:"next_cursor,omitempty"`
 }
 
 // Clock tells the time; injected so tests can fix it.

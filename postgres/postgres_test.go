@@ -10,9 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iotgate/iotgate/devices"
-	"github.com/iotgate/iotgate/devices/postgres"
+	"github.com/iotgate/iotgate"
 	"github.com/iotgate/iotgate/internal/servers"
+	"github.com/iotgate/iotgate/migrations"
+	"github.com/iotgate/iotgate/postgres"
 )
 
 func TestMain(m *testing.M) { servers.Main(m) }
@@ -36,9 +37,9 @@ func open(t *testing.T, ctx context.Context, dsn string) *postgres.DB {
 
 func checkCode(t *testing.T, err error, code string) {
 	t.Helper()
-	var e *devices.Error
+	var e *iotgate.Error
 	if !errors.As(err, &e) {
-		t.Fatalf("error = %v (%T), want *devices.Error %q", err, err, code)
+		t.Fatalf("error = %v (%T), want *iotgate.Error %q", err, err, code)
 	}
 	if e.Code != code {
 		t.Fatalf("error = %v, code %q; want %q", err, e.Code, code)
@@ -58,10 +59,26 @@ func TestOpen(t *testing.T) {
 		if name != "iotgate" {
 			t.Errorf("application_name = %q, want iotgate", name)
 		}
+		// Open migrates: the schema is at the latest version.
+		v, dirty, err := db.MigrationVersion(ctx)
+		latest, lerr := migrations.Latest()
+		if err != nil || lerr != nil || dirty || v != latest {
+			t.Errorf("MigrationVersion = %d, dirty %v, %v; want %d (%v), clean", v, dirty, err, latest, lerr)
+		}
+	})
+	t.Run("ConnectDoesNotMigrate", func(t *testing.T) {
+		db, err := postgres.Connect(ctx, servers.DatabaseForTest(t), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		if v, dirty, err := db.MigrationVersion(ctx); err != nil || dirty || v != 0 {
+			t.Errorf("MigrationVersion after Connect = %d, dirty %v, %v; want 0", v, dirty, err)
+		}
 	})
 	t.Run("ErrMalformedDSN", func(t *testing.T) {
 		_, err := postgres.Open(ctx, "postgres://user:s3cret@host:notaport/db", nil)
-		checkCode(t, err, devices.EInvalid)
+		checkCode(t, err, iotgate.EInvalid)
 		if strings.Contains(err.Error(), "s3cret") {
 			t.Errorf("error %q shows the password", err)
 		}
@@ -75,7 +92,7 @@ func TestOpen(t *testing.T) {
 		addr := l.Addr().String()
 		l.Close()
 		_, err = postgres.Open(ctx, "postgres://iotgate@"+addr+"/iotgate?sslmode=disable", nil)
-		checkCode(t, err, devices.EUnavailable)
+		checkCode(t, err, iotgate.EUnavailable)
 	})
 	t.Run("ErrConnectTimeout", func(t *testing.T) {
 		// A listener that never answers the startup message.
@@ -96,14 +113,17 @@ func TestOpen(t *testing.T) {
 	t.Run("ErrNoDatabase", func(t *testing.T) {
 		dsn := strings.Replace(servers.SharedPostgres(t).DSN(), "/"+servers.PostgresDatabase, "/no_such_db", 1)
 		_, err := postgres.Open(ctx, dsn, nil)
-		checkCode(t, err, devices.EInvalid)
+		checkCode(t, err, iotgate.EUnavailable)
 	})
 	t.Run("ErrUnknownRole", func(t *testing.T) {
 		// The test server trusts every login, but not of a role it
 		// doesn't have (SQLSTATE 28000, as a wrong password would be).
 		dsn := strings.Replace(servers.SharedPostgres(t).DSN(), "://"+servers.PostgresUser+"@", "://nosuchrole@", 1)
 		_, err := postgres.Open(ctx, dsn, nil)
-		checkCode(t, err, devices.EInvalid)
+		checkCode(t, err, iotgate.EUnavailable)
+		if got := iotgate.ErrorMessage(err); !strings.Contains(got, "refused the credentials") {
+			t.Errorf("message = %q, want it to say the credentials were refused", got)
+		}
 	})
 }
 
@@ -141,7 +161,7 @@ func TestHealth(t *testing.T) {
 	if ok {
 		t.Fatal("Health ok with the server stopped")
 	}
-	checkCode(t, err, devices.EUnavailable)
+	checkCode(t, err, iotgate.EUnavailable)
 	if since.Before(stopped) {
 		t.Errorf("down since %v, before the server stopped (%v)", since, stopped)
 	}
@@ -178,9 +198,9 @@ func TestTranslateReal(t *testing.T) {
 		sql  string
 		code string
 	}{
-		{"Unique", `INSERT INTO t VALUES ('a')`, devices.EConflict},
-		{"Check", `INSERT INTO t VALUES ('')`, devices.EInvalid},
-		{"BadSQL", `INSERT INTO nosuchtable VALUES (1)`, devices.EInternal},
+		{"Unique", `INSERT INTO t VALUES ('a')`, iotgate.EConflict},
+		{"Check", `INSERT INTO t VALUES ('')`, iotgate.EInvalid},
+		{"BadSQL", `INSERT INTO nosuchtable VALUES (1)`, iotgate.EInternal},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

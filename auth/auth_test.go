@@ -9,37 +9,37 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate"
 )
 
 // memStore is an in-memory Store that counts hash lookups and touches.
 type memStore struct {
 	mu      sync.Mutex
-	tokens  map[string]*Token
+	tokens  map[string]*iotgate.Token
 	lookups int
 	touches int
 }
 
-func newMemStore() *memStore { return &memStore{tokens: map[string]*Token{}} }
+func newMemStore() *memStore { return &memStore{tokens: map[string]*iotgate.Token{}} }
 
-func (m *memStore) CreateToken(_ context.Context, t *Token) error {
+func (m *memStore) CreateToken(_ context.Context, t *iotgate.Token) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.tokens[t.ID] = t.Clone()
 	return nil
 }
 
-func (m *memStore) Token(_ context.Context, id string) (*Token, error) {
+func (m *memStore) Token(_ context.Context, id string) (*iotgate.Token, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	t, ok := m.tokens[id]
 	if !ok {
-		return nil, devices.Errorf(devices.ENotFound, "token %s not found", id)
+		return nil, iotgate.Errorf(iotgate.ENotFound, "token %s not found", id)
 	}
 	return t.Clone(), nil
 }
 
-func (m *memStore) TokenByHash(_ context.Context, h []byte) (*Token, error) {
+func (m *memStore) TokenByHash(_ context.Context, h []byte) (*iotgate.Token, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.lookups++
@@ -48,25 +48,25 @@ func (m *memStore) TokenByHash(_ context.Context, h []byte) (*Token, error) {
 			return t.Clone(), nil
 		}
 	}
-	return nil, devices.Errorf(devices.ENotFound, "token not found")
+	return nil, iotgate.Errorf(iotgate.ENotFound, "token not found")
 }
 
-func (m *memStore) Tokens(context.Context) ([]*Token, error) {
+func (m *memStore) Tokens(context.Context) ([]*iotgate.Token, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var out []*Token
+	var out []*iotgate.Token
 	for _, t := range m.tokens {
 		out = append(out, t.Clone())
 	}
 	return out, nil
 }
 
-func (m *memStore) RevokeToken(_ context.Context, id string, at time.Time) (*Token, error) {
+func (m *memStore) RevokeToken(_ context.Context, id string, at time.Time) (*iotgate.Token, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	t, ok := m.tokens[id]
 	if !ok {
-		return nil, devices.Errorf(devices.ENotFound, "token %s not found", id)
+		return nil, iotgate.Errorf(iotgate.ENotFound, "token %s not found", id)
 	}
 	if t.RevokedAt == nil {
 		t.RevokedAt = &at
@@ -101,7 +101,7 @@ func TestParseScopes(t *testing.T) {
 		t.Run(tt.in, func(t *testing.T) {
 			got, err := ParseScopes(tt.in)
 			if tt.wantErr {
-				if devices.ErrorCode(err) != devices.EInvalid {
+				if iotgate.ErrorCode(err) != iotgate.EInvalid {
 					t.Fatalf("err = %v, want invalid", err)
 				}
 				return
@@ -137,7 +137,7 @@ func TestSelector(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			sel, err := ParseSelector(tt.in)
 			if tt.wantErr {
-				if devices.ErrorCode(err) != devices.EInvalid {
+				if iotgate.ErrorCode(err) != iotgate.EInvalid {
 					t.Fatalf("err = %v, want invalid", err)
 				}
 				return
@@ -153,19 +153,19 @@ func TestSelector(t *testing.T) {
 			}
 		})
 	}
-	if !(Selector{"site": "berlin", "room": "x"}).Within(Selector{"site": "berlin"}) || (Selector{}).Within(Selector{"site": "berlin"}) {
+	if !(iotgate.Selector{"site": "berlin", "room": "x"}).Within(iotgate.Selector{"site": "berlin"}) || (iotgate.Selector{}).Within(iotgate.Selector{"site": "berlin"}) {
 		t.Error("Within is wrong")
 	}
 }
 
 func TestAllows(t *testing.T) {
-	admin := &Token{Scopes: []Scope{ScopeAdmin}}
-	reader := &Token{Scopes: []Scope{ScopeDevicesRead}}
-	for _, s := range Scopes {
+	admin := &iotgate.Token{Scopes: []iotgate.Scope{iotgate.ScopeAdmin}}
+	reader := &iotgate.Token{Scopes: []iotgate.Scope{iotgate.ScopeDevicesRead}}
+	for _, s := range iotgate.Scopes {
 		if !admin.Allows(s) {
 			t.Errorf("admin lacks %s", s)
 		}
-		if reader.Allows(s) != (s == ScopeDevicesRead) {
+		if reader.Allows(s) != (s == iotgate.ScopeDevicesRead) {
 			t.Errorf("devices:read token: Allows(%s) = %v", s, reader.Allows(s))
 		}
 	}
@@ -199,7 +199,7 @@ func newTestService(t *testing.T, cfg Config) (*Service, *memStore, *clock) {
 func TestCreateAndAuthenticate(t *testing.T) {
 	ctx := context.Background()
 	s, st, clk := newTestService(t, Config{})
-	tok, secret, err := s.Create(ctx, CreateRequest{Name: "ops", Scopes: []Scope{ScopeDevicesRead}, Devices: Selector{"site": "berlin"}, ExpiresIn: time.Hour})
+	tok, secret, err := s.Create(ctx, CreateRequest{Name: "ops", Scopes: []iotgate.Scope{iotgate.ScopeDevicesRead}, Devices: iotgate.Selector{"site": "berlin"}, ExpiresIn: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,7 +209,7 @@ func TestCreateAndAuthenticate(t *testing.T) {
 	if h := Hash(secret); !bytes.Equal(tok.Hash, h[:]) || strings.Contains(string(tok.Hash), secret) {
 		t.Error("the token does not keep (only) the secret's hash")
 	}
-	_, other, _ := s.Create(ctx, CreateRequest{Name: "ops", Scopes: []Scope{ScopeAdmin}})
+	_, other, _ := s.Create(ctx, CreateRequest{Name: "ops", Scopes: []iotgate.Scope{iotgate.ScopeAdmin}})
 	if other == secret {
 		t.Error("two tokens with the same secret")
 	}
@@ -222,16 +222,16 @@ func TestCreateAndAuthenticate(t *testing.T) {
 	}{
 		{name: "OK", secret: secret},
 		{name: "Cached", secret: secret, advance: time.Second},
-		{name: "Unknown", secret: Prefix + "nope", wantErr: devices.EUnauthorized},
-		{name: "Empty", secret: "", wantErr: devices.EUnauthorized},
-		{name: "Expired", secret: secret, advance: 2 * time.Hour, wantErr: devices.EUnauthorized},
+		{name: "Unknown", secret: Prefix + "nope", wantErr: iotgate.EUnauthorized},
+		{name: "Empty", secret: "", wantErr: iotgate.EUnauthorized},
+		{name: "Expired", secret: secret, advance: 2 * time.Hour, wantErr: iotgate.EUnauthorized},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			clk.Add(tt.advance)
 			got, err := s.Authenticate(ctx, tt.secret)
 			if tt.wantErr != "" {
-				if devices.ErrorCode(err) != tt.wantErr {
+				if iotgate.ErrorCode(err) != tt.wantErr {
 					t.Fatalf("err = %v, want %s", err, tt.wantErr)
 				}
 				return
@@ -249,7 +249,7 @@ func TestCreateAndAuthenticate(t *testing.T) {
 func TestRevokeIsImmediate(t *testing.T) {
 	ctx := context.Background()
 	s, _, _ := newTestService(t, Config{CacheTTL: time.Hour})
-	tok, secret, err := s.Create(ctx, CreateRequest{Name: "x", Scopes: []Scope{ScopeAdmin}})
+	tok, secret, err := s.Create(ctx, CreateRequest{Name: "x", Scopes: []iotgate.Scope{iotgate.ScopeAdmin}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,13 +259,13 @@ func TestRevokeIsImmediate(t *testing.T) {
 	if _, err := s.Revoke(ctx, tok.ID); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Authenticate(ctx, secret); devices.ErrorCode(err) != devices.EUnauthorized {
+	if _, err := s.Authenticate(ctx, secret); iotgate.ErrorCode(err) != iotgate.EUnauthorized {
 		t.Errorf("after revocation: err = %v, want unauthorized despite the cache", err)
 	}
-	if _, err := s.Revoke(ctx, "tok_nope"); devices.ErrorCode(err) != devices.ENotFound {
+	if _, err := s.Revoke(ctx, "tok_nope"); iotgate.ErrorCode(err) != iotgate.ENotFound {
 		t.Errorf("revoke unknown: %v", err)
 	}
-	if _, err := s.Revoke(ctx, BootstrapID); devices.ErrorCode(err) != devices.EInvalid {
+	if _, err := s.Revoke(ctx, BootstrapID); iotgate.ErrorCode(err) != iotgate.EInvalid {
 		t.Errorf("revoke bootstrap: %v", err)
 	}
 }
@@ -273,7 +273,7 @@ func TestRevokeIsImmediate(t *testing.T) {
 func TestTouchAtMostOncePerMinute(t *testing.T) {
 	ctx := context.Background()
 	s, st, clk := newTestService(t, Config{CacheTTL: time.Hour})
-	tok, secret, _ := s.Create(ctx, CreateRequest{Name: "x", Scopes: []Scope{ScopeAdmin}})
+	tok, secret, _ := s.Create(ctx, CreateRequest{Name: "x", Scopes: []iotgate.Scope{iotgate.ScopeAdmin}})
 	for range 5 {
 		if _, err := s.Authenticate(ctx, secret); err != nil {
 			t.Fatal(err)
@@ -297,7 +297,7 @@ func TestTouchAtMostOncePerMinute(t *testing.T) {
 func TestBootstrap(t *testing.T) {
 	ctx := context.Background()
 	boot := strings.Repeat("b", MinBootstrapLen)
-	if _, err := NewService(newMemStore(), Config{Bootstrap: boot[1:]}); devices.ErrorCode(err) != devices.EInvalid {
+	if _, err := NewService(newMemStore(), Config{Bootstrap: boot[1:]}); iotgate.ErrorCode(err) != iotgate.EInvalid {
 		t.Errorf("short bootstrap token: err = %v, want invalid", err)
 	}
 	var logs bytes.Buffer
@@ -315,12 +315,12 @@ func TestBootstrap(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := s.Authenticate(ctx, tt.secret)
 			if !tt.ok {
-				if devices.ErrorCode(err) != devices.EUnauthorized {
+				if iotgate.ErrorCode(err) != iotgate.EUnauthorized {
 					t.Errorf("err = %v, want unauthorized", err)
 				}
 				return
 			}
-			if err != nil || got.ID != BootstrapID || got.Name != BootstrapName || !got.Allows(ScopeAdmin) || len(got.Devices) != 0 {
+			if err != nil || got.ID != BootstrapID || got.Name != BootstrapName || !got.Allows(iotgate.ScopeAdmin) || len(got.Devices) != 0 {
 				t.Errorf("= %+v, %v; want the bootstrap admin", got, err)
 			}
 		})
@@ -339,15 +339,15 @@ func TestCreateInvalid(t *testing.T) {
 		name string
 		req  CreateRequest
 	}{
-		{"NoName", CreateRequest{Scopes: []Scope{ScopeAdmin}}},
+		{"NoName", CreateRequest{Scopes: []iotgate.Scope{iotgate.ScopeAdmin}}},
 		{"NoScopes", CreateRequest{Name: "x"}},
-		{"UnknownScope", CreateRequest{Name: "x", Scopes: []Scope{"root"}}},
-		{"BadSelector", CreateRequest{Name: "x", Scopes: []Scope{ScopeAdmin}, Devices: Selector{"a b": "c"}}},
-		{"NegativeExpiry", CreateRequest{Name: "x", Scopes: []Scope{ScopeAdmin}, ExpiresIn: -time.Second}},
+		{"UnknownScope", CreateRequest{Name: "x", Scopes: []iotgate.Scope{"root"}}},
+		{"BadSelector", CreateRequest{Name: "x", Scopes: []iotgate.Scope{iotgate.ScopeAdmin}, Devices: iotgate.Selector{"a b": "c"}}},
+		{"NegativeExpiry", CreateRequest{Name: "x", Scopes: []iotgate.Scope{iotgate.ScopeAdmin}, ExpiresIn: -time.Second}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if _, _, err := s.Create(context.Background(), tt.req); devices.ErrorCode(err) != devices.EInvalid {
+			if _, _, err := s.Create(context.Background(), tt.req); iotgate.ErrorCode(err) != iotgate.EInvalid {
 				t.Errorf("err = %v, want invalid", err)
 			}
 		})

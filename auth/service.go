@@ -11,26 +11,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate"
 )
-
-// Store keeps tokens. Only hashes are stored, never secrets.
-type Store interface {
-	// CreateToken inserts t. Errors: conflict (ID or hash taken).
-	CreateToken(ctx context.Context, t *Token) error
-	// Token returns a token by ID. Errors: not_found.
-	Token(ctx context.Context, id string) (*Token, error)
-	// TokenByHash returns the token whose secret has this hash, revoked
-	// and expired ones included. Errors: not_found.
-	TokenByHash(ctx context.Context, hash []byte) (*Token, error)
-	// Tokens lists every token, oldest first.
-	Tokens(ctx context.Context) ([]*Token, error)
-	// RevokeToken marks a token revoked at at, unless it already is, and
-	// returns it. Errors: not_found.
-	RevokeToken(ctx context.Context, id string, at time.Time) (*Token, error)
-	// TouchToken sets a token's last use. Errors: not_found.
-	TouchToken(ctx context.Context, id string, at time.Time) error
-}
 
 // Prefix starts every token secret, so that leaked tokens are easy to
 // recognize (by people and by secret scanners).
@@ -82,7 +64,7 @@ type Config struct {
 // Service manages and authenticates API tokens. It is safe for concurrent
 // use.
 type Service struct {
-	store     Store
+	store     iotgate.TokenStore
 	cfg       Config
 	bootstrap *[sha256.Size]byte
 
@@ -92,13 +74,13 @@ type Service struct {
 }
 
 type cached struct {
-	tok   *Token
+	tok   *iotgate.Token
 	until time.Time
 }
 
 // NewService returns a Service over store. Errors: invalid (a bootstrap
 // token shorter than MinBootstrapLen).
-func NewService(store Store, cfg Config) (*Service, error) {
+func NewService(store iotgate.TokenStore, cfg Config) (*Service, error) {
 	if cfg.CacheTTL <= 0 {
 		cfg.CacheTTL = DefaultCacheTTL
 	}
@@ -117,7 +99,7 @@ func NewService(store Store, cfg Config) (*Service, error) {
 	s := &Service{store: store, cfg: cfg, cache: map[[sha256.Size]byte]cached{}, touched: map[string]time.Time{}}
 	if cfg.Bootstrap != "" {
 		if len(cfg.Bootstrap) < MinBootstrapLen {
-			return nil, devices.Errorf(devices.EInvalid, "the bootstrap admin token must be at least %d characters", MinBootstrapLen)
+			return nil, iotgate.Errorf(iotgate.EInvalid, "the bootstrap admin token must be at least %d characters", MinBootstrapLen)
 		}
 		h := Hash(cfg.Bootstrap)
 		s.bootstrap = &h
@@ -140,27 +122,27 @@ func newID() string { return "tok_" + strings.ToLower(rand.Text()[:16]) }
 // CreateRequest is what Create needs.
 type CreateRequest struct {
 	Name    string
-	Scopes  []Scope
-	Devices Selector
+	Scopes  []iotgate.Scope
+	Devices iotgate.Selector
 	// ExpiresIn 0 means the token does not expire.
 	ExpiresIn time.Duration
 }
 
 // Create creates a token and returns it with its secret, which is shown
 // this once and not kept. Errors: invalid, unavailable.
-func (s *Service) Create(ctx context.Context, req CreateRequest) (*Token, string, error) {
+func (s *Service) Create(ctx context.Context, req CreateRequest) (*iotgate.Token, string, error) {
 	if req.ExpiresIn < 0 {
-		return nil, "", devices.Errorf(devices.EInvalid, "expiry must be in the future")
+		return nil, "", iotgate.Errorf(iotgate.EInvalid, "expiry must be in the future")
 	}
 	now := s.cfg.Now().UTC()
 	secret := NewSecret()
 	h := Hash(secret)
-	t := &Token{
+	t := &iotgate.Token{
 		ID: newID(), Name: strings.TrimSpace(req.Name), Scopes: req.Scopes, Devices: req.Devices,
 		Hash: h[:], CreatedAt: now,
 	}
 	if t.Devices == nil {
-		t.Devices = Selector{}
+		t.Devices = iotgate.Selector{}
 	}
 	if req.ExpiresIn > 0 {
 		exp := now.Add(req.ExpiresIn)
@@ -176,12 +158,12 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (*Token, string
 }
 
 // List returns every token, oldest first.
-func (s *Service) List(ctx context.Context) ([]*Token, error) { return s.store.Tokens(ctx) }
+func (s *Service) List(ctx context.Context) ([]*iotgate.Token, error) { return s.store.Tokens(ctx) }
 
 // Get returns a token. Errors: not_found.
-func (s *Service) Get(ctx context.Context, id string) (*Token, error) {
+func (s *Service) Get(ctx context.Context, id string) (*iotgate.Token, error) {
 	if id == BootstrapID {
-		return nil, devices.Errorf(devices.ENotFound, "token %s not found", id)
+		return nil, iotgate.Errorf(iotgate.ENotFound, "token %s not found", id)
 	}
 	return s.store.Token(ctx, id)
 }
@@ -190,9 +172,9 @@ func (s *Service) Get(ctx context.Context, id string) (*Token, error) {
 // takes effect at once for this Service (other processes notice within
 // CacheTTL). Errors: not_found, invalid (the bootstrap token, which only
 // its environment variable can withdraw).
-func (s *Service) Revoke(ctx context.Context, id string) (*Token, error) {
+func (s *Service) Revoke(ctx context.Context, id string) (*iotgate.Token, error) {
 	if id == BootstrapID {
-		return nil, devices.Errorf(devices.EInvalid, "the bootstrap token can't be revoked: unset IOTGATE_ADMIN_TOKEN and restart")
+		return nil, iotgate.Errorf(iotgate.EInvalid, "the bootstrap token can't be revoked: unset IOTGATE_ADMIN_TOKEN and restart")
 	}
 	t, err := s.store.RevokeToken(ctx, id, s.cfg.Now().UTC())
 	if err != nil {
@@ -212,12 +194,12 @@ func (s *Service) Revoke(ctx context.Context, id string) (*Token, error) {
 // errUnauthorized is the one answer to a bad token: clients learn nothing
 // about whether it is unknown, expired or revoked.
 func errUnauthorized() error {
-	return devices.Errorf(devices.EUnauthorized, "missing, unknown, expired or revoked token")
+	return iotgate.Errorf(iotgate.EUnauthorized, "missing, unknown, expired or revoked token")
 }
 
 // Authenticate returns the active token whose secret this is.
 // Errors: unauthorized, unavailable (the store could not be asked).
-func (s *Service) Authenticate(ctx context.Context, secret string) (*Token, error) {
+func (s *Service) Authenticate(ctx context.Context, secret string) (*iotgate.Token, error) {
 	if secret == "" {
 		return nil, errUnauthorized()
 	}
@@ -225,13 +207,13 @@ func (s *Service) Authenticate(ctx context.Context, secret string) (*Token, erro
 	// Both sides are hashes of equal length, so the comparison takes the
 	// same time whatever the secret's length or content.
 	if s.bootstrap != nil && subtle.ConstantTimeCompare(h[:], s.bootstrap[:]) == 1 {
-		return &Token{ID: BootstrapID, Name: BootstrapName, Scopes: []Scope{ScopeAdmin}, Devices: Selector{}}, nil
+		return &iotgate.Token{ID: BootstrapID, Name: BootstrapName, Scopes: []iotgate.Scope{iotgate.ScopeAdmin}, Devices: iotgate.Selector{}}, nil
 	}
 	now := s.cfg.Now()
 	s.mu.Lock()
 	c, ok := s.cache[h]
 	s.mu.Unlock()
-	var t *Token
+	var t *iotgate.Token
 	if ok && now.Before(c.until) {
 		t = c.tok
 	} else {
@@ -239,7 +221,7 @@ func (s *Service) Authenticate(ctx context.Context, secret string) (*Token, erro
 		// something about a hash of their own guess.
 		var err error
 		t, err = s.store.TokenByHash(ctx, h[:])
-		if devices.ErrorCode(err) == devices.ENotFound {
+		if iotgate.ErrorCode(err) == iotgate.ENotFound {
 			return nil, errUnauthorized()
 		}
 		if err != nil {
@@ -259,7 +241,7 @@ func (s *Service) Authenticate(ctx context.Context, secret string) (*Token, erro
 
 // remember caches t; a full cache is first swept of expired entries and,
 // if still full, started over, which costs one store query per token.
-func (s *Service) remember(h [sha256.Size]byte, t *Token, now time.Time) {
+func (s *Service) remember(h [sha256.Size]byte, t *iotgate.Token, now time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.cache) >= s.cfg.CacheSize {
@@ -278,7 +260,7 @@ func (s *Service) remember(h [sha256.Size]byte, t *Token, now time.Time) {
 // touch records the token's use, at most once per TouchEvery: a write per
 // request would cost more than the request. Failing to record it does not
 // fail the request.
-func (s *Service) touch(ctx context.Context, t *Token, now time.Time) {
+func (s *Service) touch(ctx context.Context, t *iotgate.Token, now time.Time) {
 	s.mu.Lock()
 	last, ok := s.touched[t.ID]
 	if !ok && t.LastUsedAt != nil {

@@ -13,10 +13,10 @@ import (
 
 	"github.com/lib/pq"
 
-	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate"
 )
 
-var _ devices.CommandStore = (*DB)(nil)
+var _ iotgate.CommandStore = (*DB)(nil)
 
 // commandColumns are the columns scanCommand reads, the history last (a
 // JSON array, oldest first).
@@ -29,8 +29,8 @@ const commandColumns = `c.id, c.device_id, d.jid, c.type, c.payload, c.resource,
 
 const commandFrom = ` FROM commands c JOIN devices d ON d.id = c.device_id`
 
-func scanCommand(row rowScanner) (*devices.Command, error) {
-	var c devices.Command
+func scanCommand(row rowScanner) (*iotgate.Command, error) {
+	var c iotgate.Command
 	var timeoutMS int64
 	var expires, sent, completed, answered sql.NullTime
 	var respXML, respInvalid, errType, errCond, errText, key, tokenID sql.NullString
@@ -42,27 +42,27 @@ func scanCommand(row rowScanner) (*devices.Command, error) {
 		&c.ErrorCode, &c.Error, &c.LateAnswer, &key, &c.RequestHash, &tokenID, &c.SentBy, &history); err != nil {
 		return nil, err
 	}
-	c.Mode, c.Status = devices.CommandMode(mode), devices.CommandStatus(status)
+	c.Mode, c.Status = iotgate.CommandMode(mode), iotgate.CommandStatus(status)
 	c.Timeout = time.Duration(timeoutMS) * time.Millisecond
 	c.CreatedAt = c.CreatedAt.UTC()
 	c.ExpiresAt, c.SentAt, c.CompletedAt, c.AnsweredAt = nullTime(expires), nullTime(sent), nullTime(completed), nullTime(answered)
 	if respXML.Valid {
-		c.Response = &devices.CommandResponse{XML: respXML.String, Invalid: respInvalid.String}
+		c.Response = &iotgate.CommandResponse{XML: respXML.String, Invalid: respInvalid.String}
 		if len(respData) > 0 {
 			c.Response.Data = respData
 		}
 	}
 	if errCond.Valid {
-		c.XMPPError = &devices.XMPPError{Type: errType.String, Condition: errCond.String, Text: errText.String}
+		c.XMPPError = &iotgate.XMPPError{Type: errType.String, Condition: errCond.String, Text: errText.String}
 	}
 	c.IdempotencyKey, c.TokenID = key.String, tokenID.String
 	var evs []historyEntry
 	if err := json.Unmarshal(history, &evs); err != nil {
 		return nil, fmt.Errorf("decode history of command %s: %w", c.ID, err)
 	}
-	c.History = make([]devices.CommandEvent, len(evs))
+	c.History = make([]iotgate.CommandEvent, len(evs))
 	for i, e := range evs {
-		c.History[i] = devices.CommandEvent{Status: devices.CommandStatus(e.Status), At: e.At.UTC(), Reason: e.Reason}
+		c.History[i] = iotgate.CommandEvent{Status: iotgate.CommandStatus(e.Status), At: e.At.UTC(), Reason: e.Reason}
 	}
 	return &c, nil
 }
@@ -76,12 +76,12 @@ type historyEntry struct {
 
 // historyEntryJSON renders ev as an element of commands.history. Times
 // are rounded to microseconds, as PostgreSQL stores the other timestamps.
-func historyEntryJSON(ev devices.CommandEvent) ([]byte, error) {
+func historyEntryJSON(ev iotgate.CommandEvent) ([]byte, error) {
 	return json.Marshal(historyEntry{Status: string(ev.Status), At: ev.At.UTC().Round(time.Microsecond), Reason: ev.Reason})
 }
 
 // historyJSON renders a whole history as commands.history.
-func historyJSON(evs []devices.CommandEvent) (string, error) {
+func historyJSON(evs []iotgate.CommandEvent) (string, error) {
 	out := make([]historyEntry, len(evs))
 	for i, e := range evs {
 		out[i] = historyEntry{Status: string(e.Status), At: e.At.UTC().Round(time.Microsecond), Reason: e.Reason}
@@ -136,7 +136,7 @@ var (
 	outcomeColumns = strings.Join(outcomeNames, ", ")
 )
 
-func (a *outcomeArrays) add(c *devices.Command) {
+func (a *outcomeArrays) add(c *iotgate.Command) {
 	var respXML, respData, respInvalid, errType, errCond, errText sql.NullString
 	if r := c.Response; r != nil {
 		respXML, respInvalid = nullString(r.XML, true), nullString(r.Invalid, r.Invalid != "")
@@ -184,7 +184,7 @@ var insertCommands = `
 	"integer", "timestamptz", "timestamptz", "text", "text", "text", "text", "jsonb"}, outcomeTypes...))
 
 // insertArgs are insertCommands' arguments for cs.
-func insertArgs(cs []*devices.Command) ([]any, error) {
+func insertArgs(cs []*iotgate.Command) ([]any, error) {
 	n := len(cs)
 	ids, types, payloads, resources, modes := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	devIDs, timeouts := make([]int64, n), make([]int64, n)
@@ -207,12 +207,12 @@ func insertArgs(cs []*devices.Command) ([]any, error) {
 }
 
 // createError translates an insert's error for the command c.
-func createError(c *devices.Command, err error) error {
+func createError(c *iotgate.Command, err error) error {
 	if e := pq.As(err); e != nil && e.Constraint == "commands_idempotency_key_key" {
-		return &devices.Error{Code: devices.EConflict, Detail: "idempotency_key_taken", Message: "the Idempotency-Key is held by another command", Err: err}
+		return &iotgate.Error{Code: iotgate.EConflict, Detail: "idempotency_key_taken", Message: "the Idempotency-Key is held by another command", Err: err}
 	}
 	if e := pq.As(err); e != nil && e.Constraint == "commands_device_fkey" {
-		return &devices.Error{Code: devices.ENotFound, Message: "device " + c.DeviceJID + " is not registered", Err: err}
+		return &iotgate.Error{Code: iotgate.ENotFound, Message: "device " + c.DeviceJID + " is not registered", Err: err}
 	}
 	return translate(err, "store command")
 }
@@ -221,8 +221,8 @@ func createError(c *devices.Command, err error) error {
 // command created before reuseBefore is released first. Errors: conflict
 // (detail idempotency_key_taken) when a newer command holds the key,
 // not_found when the device was deleted meanwhile.
-func (db *DB) CreateCommand(ctx context.Context, c *devices.Command, reuseBefore time.Time) error {
-	args, err := insertArgs([]*devices.Command{c})
+func (db *DB) CreateCommand(ctx context.Context, c *iotgate.Command, reuseBefore time.Time) error {
+	args, err := insertArgs([]*iotgate.Command{c})
 	if err != nil {
 		return err
 	}
@@ -246,15 +246,15 @@ func (db *DB) CreateCommand(ctx context.Context, c *devices.Command, reuseBefore
 // command the database refuses (its device was deleted meanwhile) fails
 // the statement; then the batch is written apart (see apart), so that the
 // others are stored and only the culprit gets the error.
-func (db *DB) CreateCommands(ctx context.Context, cs []*devices.Command) []error {
+func (db *DB) CreateCommands(ctx context.Context, cs []*iotgate.Command) []error {
 	errs := make([]error, len(cs))
 	for i, c := range cs {
 		if c.IdempotencyKey != "" {
-			errs[i] = devices.Errorf(devices.EInvalid, "command %s has an Idempotency-Key: use CreateCommand", c.ID)
+			errs[i] = iotgate.Errorf(iotgate.EInvalid, "command %s has an Idempotency-Key: use CreateCommand", c.ID)
 			return errs
 		}
 	}
-	apart(cs, errs, func(cs []*devices.Command, _ []error) error {
+	apart(cs, errs, func(cs []*iotgate.Command, _ []error) error {
 		args, err := insertArgs(cs)
 		if err == nil {
 			_, err = db.db.ExecContext(ctx, insertCommands, args...)
@@ -294,11 +294,11 @@ func (db *DB) inTx(ctx context.Context, tx bool, f func(querier) error) error {
 
 // CommandByIdempotencyKey returns the command created with key at or
 // after since. Errors: not_found.
-func (db *DB) CommandByIdempotencyKey(ctx context.Context, key string, since time.Time) (*devices.Command, error) {
+func (db *DB) CommandByIdempotencyKey(ctx context.Context, key string, since time.Time) (*iotgate.Command, error) {
 	c, err := scanCommand(db.db.QueryRowContext(ctx, `SELECT `+commandColumns+commandFrom+`
 		WHERE c.idempotency_key = $1 AND c.created_at >= $2`, key, since.UTC()))
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, devices.Errorf(devices.ENotFound, "no command with that Idempotency-Key")
+		return nil, iotgate.Errorf(iotgate.ENotFound, "no command with that Idempotency-Key")
 	}
 	if err != nil {
 		return nil, translate(err, "get command")
@@ -307,10 +307,10 @@ func (db *DB) CommandByIdempotencyKey(ctx context.Context, key string, since tim
 }
 
 // Command returns a command with its history. Errors: not_found.
-func (db *DB) Command(ctx context.Context, id string) (*devices.Command, error) {
+func (db *DB) Command(ctx context.Context, id string) (*iotgate.Command, error) {
 	c, err := scanCommand(db.db.QueryRowContext(ctx, `SELECT `+commandColumns+commandFrom+` WHERE c.id = $1`, id))
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, devices.Errorf(devices.ENotFound, "command %s not found", id)
+		return nil, iotgate.Errorf(iotgate.ENotFound, "command %s not found", id)
 	}
 	if err != nil {
 		return nil, translate(err, "get command")
@@ -318,13 +318,13 @@ func (db *DB) Command(ctx context.Context, id string) (*devices.Command, error) 
 	return c, nil
 }
 
-func commandCursor(c *devices.Command) string {
+func commandCursor(c *iotgate.Command) string {
 	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(c.CreatedAt.UnixNano(), 10) + "." + c.ID))
 }
 
 // Commands returns a page of a device's commands, newest first.
 // Errors: invalid (cursor).
-func (db *DB) Commands(ctx context.Context, deviceJID string, f devices.CommandFilter) (*devices.CommandPage, error) {
+func (db *DB) Commands(ctx context.Context, deviceJID string, f iotgate.CommandFilter) (*iotgate.CommandPage, error) {
 	args := []any{deviceJID, f.Limit + 1}
 	where := `d.jid = $1`
 	if f.Cursor != "" {
@@ -332,7 +332,7 @@ func (db *DB) Commands(ctx context.Context, deviceJID string, f devices.CommandF
 		ns, id, ok := strings.Cut(string(b), ".")
 		n, nerr := strconv.ParseInt(ns, 10, 64)
 		if err != nil || !ok || nerr != nil || id == "" {
-			return nil, devices.Errorf(devices.EInvalid, "cursor is not valid")
+			return nil, iotgate.Errorf(iotgate.EInvalid, "cursor is not valid")
 		}
 		where += ` AND (c.created_at, c.id) < ($3, $4)`
 		args = append(args, time.Unix(0, n).UTC(), id)
@@ -342,7 +342,7 @@ func (db *DB) Commands(ctx context.Context, deviceJID string, f devices.CommandF
 	if err != nil {
 		return nil, err
 	}
-	page := &devices.CommandPage{Items: items}
+	page := &iotgate.CommandPage{Items: items}
 	if len(page.Items) > f.Limit {
 		page.Items = page.Items[:f.Limit]
 		page.NextCursor = commandCursor(page.Items[len(page.Items)-1])
@@ -366,8 +366,8 @@ var updateCommands = `
 // appends ev (if not nil) to its history, provided the stored status is
 // one of from: one statement, so the change and its history entry commit
 // together. Errors: conflict (the status is not), not_found.
-func (db *DB) UpdateCommand(ctx context.Context, c *devices.Command, from []devices.CommandStatus, ev *devices.CommandEvent) error {
-	return db.UpdateCommands(ctx, []devices.CommandUpdate{{Command: c, From: from, Event: ev}})[0]
+func (db *DB) UpdateCommand(ctx context.Context, c *iotgate.Command, from []iotgate.CommandStatus, ev *iotgate.CommandEvent) error {
+	return db.UpdateCommands(ctx, []iotgate.CommandUpdate{{Command: c, From: from, Event: ev}})[0]
 }
 
 // UpdateCommands applies the updates in one statement (one transaction,
@@ -377,15 +377,15 @@ func (db *DB) UpdateCommand(ctx context.Context, c *devices.Command, from []devi
 // database refuses (a value out of its range in the device's answer)
 // fails only itself: the batch is then written apart (see apart). A
 // command must not appear twice.
-func (db *DB) UpdateCommands(ctx context.Context, us []devices.CommandUpdate) []error {
+func (db *DB) UpdateCommands(ctx context.Context, us []iotgate.CommandUpdate) []error {
 	errs := make([]error, len(us))
-	apart(us, errs, func(us []devices.CommandUpdate, errs []error) error { return db.updateCommands(ctx, us, errs) })
+	apart(us, errs, func(us []iotgate.CommandUpdate, errs []error) error { return db.updateCommands(ctx, us, errs) })
 	return errs
 }
 
 // updateCommands applies us in one statement and sets the error of each
 // update it skipped in errs. It returns the statement's error.
-func (db *DB) updateCommands(ctx context.Context, us []devices.CommandUpdate, errs []error) error {
+func (db *DB) updateCommands(ctx context.Context, us []iotgate.CommandUpdate, errs []error) error {
 	n := len(us)
 	ids, froms, evs := make([]string, n), make([]string, n), make([]sql.NullString, n)
 	var out outcomeArrays
@@ -398,7 +398,7 @@ func (db *DB) updateCommands(ctx context.Context, us []devices.CommandUpdate, er
 		if u.Event != nil {
 			b, err := historyEntryJSON(*u.Event)
 			if err != nil {
-				return &devices.Error{Code: devices.EInvalid, Message: "encode history entry of command " + u.Command.ID, Err: err}
+				return &iotgate.Error{Code: iotgate.EInvalid, Message: "encode history entry of command " + u.Command.ID, Err: err}
 			}
 			evs[i] = nullString(string(b), true)
 		}
@@ -438,9 +438,9 @@ func (db *DB) updateCommands(ctx context.Context, us []devices.CommandUpdate, er
 		case err != nil:
 			errs[i] = err
 		case status[id] == "":
-			errs[i] = devices.Errorf(devices.ENotFound, "command %s not found", id)
+			errs[i] = iotgate.Errorf(iotgate.ENotFound, "command %s not found", id)
 		default:
-			errs[i] = devices.Errorf(devices.EConflict, "command %s is %s", id, status[id])
+			errs[i] = iotgate.Errorf(iotgate.EConflict, "command %s is %s", id, status[id])
 		}
 	}
 	return nil
@@ -448,7 +448,7 @@ func (db *DB) updateCommands(ctx context.Context, us []devices.CommandUpdate, er
 
 // QueuedCommands returns up to limit queued commands of a device, oldest
 // first.
-func (db *DB) QueuedCommands(ctx context.Context, deviceJID string, limit int) ([]*devices.Command, error) {
+func (db *DB) QueuedCommands(ctx context.Context, deviceJID string, limit int) ([]*iotgate.Command, error) {
 	return queryRows(ctx, db.db, "list queued commands", scanCommand, `SELECT `+commandColumns+commandFrom+`
 		WHERE d.jid = $1 AND c.status = 'queued'
 		ORDER BY c.created_at, c.id LIMIT $2`, deviceJID, limit)

@@ -13,10 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iotgate/iotgate"
 	"github.com/iotgate/iotgate/devices"
-	"github.com/iotgate/iotgate/devices/postgres"
 	"github.com/iotgate/iotgate/internal/servers"
-	"github.com/iotgate/iotgate/migrations"
+	"github.com/iotgate/iotgate/postgres"
 	"github.com/iotgate/iotgate/schemas"
 	"github.com/iotgate/iotgate/schemas/examples"
 )
@@ -30,9 +30,6 @@ func newStack(t testing.TB) (*postgres.DB, *schemas.Registry, *devices.Service) 
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	if err := migrations.Up(ctx, db.SQL(), nil); err != nil {
-		t.Fatal(err)
-	}
 	reg := schemas.NewRegistry(db, schemas.Config{})
 	svc := devices.NewService(db, reg, devices.ServiceConfig{})
 	rctx, cancel := context.WithCancel(ctx)
@@ -44,15 +41,15 @@ func newStack(t testing.TB) (*postgres.DB, *schemas.Registry, *devices.Service) 
 
 // thermostats registers the thermostat schema and a device of it for each
 // JID, and returns the devices in order.
-func thermostats(t testing.TB, reg *schemas.Registry, svc *devices.Service, jids ...string) []*devices.Device {
+func thermostats(t testing.TB, reg *schemas.Registry, svc *devices.Service, jids ...string) []*iotgate.Device {
 	t.Helper()
 	ctx := context.Background()
 	if _, err := reg.Register(ctx, "thermostat", string(examples.Thermostat()), ""); err != nil {
 		t.Fatal(err)
 	}
-	devs := make([]*devices.Device, 0, len(jids))
+	devs := make([]*iotgate.Device, 0, len(jids))
 	for _, jid := range jids {
-		d, err := svc.Register(ctx, &devices.Device{JID: jid, Schema: "thermostat"})
+		d, err := svc.Register(ctx, &iotgate.Device{JID: jid, Schema: "thermostat"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -61,7 +58,7 @@ func thermostats(t testing.TB, reg *schemas.Registry, svc *devices.Service, jids
 	return devs
 }
 
-func ingest(t *testing.T, svc *devices.Service, in devices.IncomingReading) error {
+func ingest(t *testing.T, svc *devices.Service, in iotgate.IncomingReading) error {
 	t.Helper()
 	ch := make(chan error, 1)
 	svc.Ingest(context.Background(), in, func(err error) { ch <- err })
@@ -99,10 +96,10 @@ func TestSchemasDevicesReadings(t *testing.T) {
 			t.Errorf("latest = %+v, %v", latest, err)
 		}
 		_, err = reg.Register(ctx, "broken", `<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema"><xs:element name="a" type="nope"/></xs:schema>`, "")
-		if devices.ErrorCode(err) != devices.EUnprocessable {
+		if iotgate.ErrorCode(err) != iotgate.EUnprocessable {
 			t.Errorf("broken XSD: %v, want unprocessable", err)
 		}
-		if _, err := reg.Get(ctx, "nope", 0); devices.ErrorCode(err) != devices.ENotFound {
+		if _, err := reg.Get(ctx, "nope", 0); iotgate.ErrorCode(err) != iotgate.ENotFound {
 			t.Errorf("unknown schema: %v", err)
 		}
 	})
@@ -136,23 +133,23 @@ func TestSchemasDevicesReadings(t *testing.T) {
 	t.Run("Devices", func(t *testing.T) {
 		tests := []struct {
 			name string
-			dev  devices.Device
+			dev  iotgate.Device
 			code string
 		}{
-			{"OK", devices.Device{JID: "Thermo1@Example.COM", Schema: "thermostat", Name: "Kitchen", Labels: map[string]string{"room": "kitchen"}}, ""},
-			{"ErrDuplicate", devices.Device{JID: "thermo1@example.com", Schema: "thermostat"}, devices.EConflict},
-			{"ErrFullJID", devices.Device{JID: "thermo2@example.com/res", Schema: "thermostat"}, devices.EInvalid},
-			{"ErrBadJID", devices.Device{JID: "@@", Schema: "thermostat"}, devices.EInvalid},
-			{"ErrUnknownSchema", devices.Device{JID: "thermo3@example.com", Schema: "nope"}, devices.EInvalid},
-			{"ErrUnknownVersion", devices.Device{JID: "thermo4@example.com", Schema: "thermostat", SchemaVersion: 9}, devices.EInvalid},
-			{"ErrLabelKey", devices.Device{JID: "thermo5@example.com", Schema: "thermostat", Labels: map[string]string{"bad key": "x"}}, devices.EInvalid},
-			{"PinnedVersion", devices.Device{JID: "thermo6@example.com", Schema: "thermostat", SchemaVersion: 1, Labels: map[string]string{"room": "hall"}}, ""},
+			{"OK", iotgate.Device{JID: "Thermo1@Example.COM", Schema: "thermostat", Name: "Kitchen", Labels: map[string]string{"room": "kitchen"}}, ""},
+			{"ErrDuplicate", iotgate.Device{JID: "thermo1@example.com", Schema: "thermostat"}, iotgate.EConflict},
+			{"ErrFullJID", iotgate.Device{JID: "thermo2@example.com/res", Schema: "thermostat"}, iotgate.EInvalid},
+			{"ErrBadJID", iotgate.Device{JID: "@@", Schema: "thermostat"}, iotgate.EInvalid},
+			{"ErrUnknownSchema", iotgate.Device{JID: "thermo3@example.com", Schema: "nope"}, iotgate.EInvalid},
+			{"ErrUnknownVersion", iotgate.Device{JID: "thermo4@example.com", Schema: "thermostat", SchemaVersion: 9}, iotgate.EInvalid},
+			{"ErrLabelKey", iotgate.Device{JID: "thermo5@example.com", Schema: "thermostat", Labels: map[string]string{"bad key": "x"}}, iotgate.EInvalid},
+			{"PinnedVersion", iotgate.Device{JID: "thermo6@example.com", Schema: "thermostat", SchemaVersion: 1, Labels: map[string]string{"room": "hall"}}, ""},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
 				d := tt.dev
 				got, err := svc.Register(ctx, &d)
-				if devices.ErrorCode(err) != tt.code {
+				if iotgate.ErrorCode(err) != tt.code {
 					t.Fatalf("err = %v, want code %q", err, tt.code)
 				}
 				if err == nil && (got.SchemaVersion == 0 || got.JID != strings.ToLower(got.JID)) {
@@ -164,48 +161,48 @@ func TestSchemasDevicesReadings(t *testing.T) {
 		if err != nil || d.SchemaVersion != 2 || d.Labels["room"] != "kitchen" {
 			t.Fatalf("device = %+v, %v", d, err)
 		}
-		page, err := svc.Devices(ctx, devices.DeviceFilter{Labels: map[string]string{"room": "hall"}})
+		page, err := svc.Devices(ctx, iotgate.DeviceFilter{Labels: map[string]string{"room": "hall"}})
 		if err != nil || len(page.Items) != 1 || page.Items[0].JID != "thermo6@example.com" {
 			t.Errorf("label filter: %+v, %v", page, err)
 		}
-		page, err = svc.Devices(ctx, devices.DeviceFilter{Limit: 1})
+		page, err = svc.Devices(ctx, iotgate.DeviceFilter{Limit: 1})
 		if err != nil || len(page.Items) != 1 || page.NextCursor == "" {
 			t.Fatalf("page 1: %+v, %v", page, err)
 		}
-		page2, err := svc.Devices(ctx, devices.DeviceFilter{Limit: 1, Cursor: page.NextCursor})
+		page2, err := svc.Devices(ctx, iotgate.DeviceFilter{Limit: 1, Cursor: page.NextCursor})
 		if err != nil || len(page2.Items) != 1 || page2.Items[0].JID == page.Items[0].JID || page2.NextCursor != "" {
 			t.Errorf("page 2: %+v, %v", page2, err)
 		}
 		name := "Kitchen 2"
-		if u, err := svc.Update(ctx, "thermo1@example.com", devices.DeviceUpdate{Name: &name}); err != nil || u.Name != name {
+		if u, err := svc.Update(ctx, "thermo1@example.com", iotgate.DeviceUpdate{Name: &name}); err != nil || u.Name != name {
 			t.Errorf("update: %+v, %v", u, err)
 		}
-		if err := reg.Delete(ctx, "thermostat", 1); devices.ErrorCode(err) != devices.EConflict {
+		if err := reg.Delete(ctx, "thermostat", 1); iotgate.ErrorCode(err) != iotgate.EConflict {
 			t.Errorf("delete used schema version: %v, want conflict", err)
 		}
 	})
 
 	t.Run("Readings", func(t *testing.T) {
 		from := "thermo1@example.com/sensor"
-		if err := ingest(t, svc, devices.IncomingReading{From: from, Via: "iq", Payloads: []devices.Payload{{Namespace: examples.ThermostatNS, XML: reading("21.5")}}}); err != nil {
+		if err := ingest(t, svc, iotgate.IncomingReading{From: from, Via: "iq", Payloads: []iotgate.Payload{{Namespace: examples.ThermostatNS, XML: reading("21.5")}}}); err != nil {
 			t.Fatalf("valid reading: %v", err)
 		}
-		err := ingest(t, svc, devices.IncomingReading{From: from, Via: "iq", Payloads: []devices.Payload{{Namespace: examples.ThermostatNS, XML: reading("999")}}})
-		if devices.ErrorCode(err) != devices.EUnprocessable || !strings.Contains(err.Error(), "temperature") {
+		err := ingest(t, svc, iotgate.IncomingReading{From: from, Via: "iq", Payloads: []iotgate.Payload{{Namespace: examples.ThermostatNS, XML: reading("999")}}})
+		if iotgate.ErrorCode(err) != iotgate.EUnprocessable || !strings.Contains(err.Error(), "temperature") {
 			t.Errorf("out-of-range reading: %v, want unprocessable naming the element", err)
 		}
-		err = ingest(t, svc, devices.IncomingReading{From: from, Via: "message", Payloads: []devices.Payload{{Namespace: "urn:other", XML: []byte(`<x xmlns="urn:other"/>`)}}})
-		if devices.ErrorCode(err) != devices.EInvalid {
+		err = ingest(t, svc, iotgate.IncomingReading{From: from, Via: "message", Payloads: []iotgate.Payload{{Namespace: "urn:other", XML: []byte(`<x xmlns="urn:other"/>`)}}})
+		if iotgate.ErrorCode(err) != iotgate.EInvalid {
 			t.Errorf("payload in another namespace: %v", err)
 		}
-		err = ingest(t, svc, devices.IncomingReading{From: "stranger@example.com/x", Via: "iq", Payloads: []devices.Payload{{Namespace: examples.ThermostatNS, XML: reading("20")}}})
-		if e, ok := err.(*devices.Error); !ok || e.Detail != "device_not_registered" {
+		err = ingest(t, svc, iotgate.IncomingReading{From: "stranger@example.com/x", Via: "iq", Payloads: []iotgate.Payload{{Namespace: examples.ThermostatNS, XML: reading("20")}}})
+		if e, ok := err.(*iotgate.Error); !ok || e.Detail != "device_not_registered" {
 			t.Errorf("unregistered: %v", err)
 		}
 		stamp := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 		for i := range 25 {
-			if err := ingest(t, svc, devices.IncomingReading{From: from, Via: "message", DeviceTime: &stamp,
-				Payloads: []devices.Payload{{Namespace: examples.ThermostatNS, XML: reading(fmt.Sprintf("%d.25", i))}}}); err != nil {
+			if err := ingest(t, svc, iotgate.IncomingReading{From: from, Via: "message", DeviceTime: &stamp,
+				Payloads: []iotgate.Payload{{Namespace: examples.ThermostatNS, XML: reading(fmt.Sprintf("%d.25", i))}}}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -226,8 +223,8 @@ func TestSchemasDevicesReadings(t *testing.T) {
 		}
 
 		// Paging through all 26 readings, newest first, 10 at a time.
-		var all []*devices.Reading
-		f := devices.ReadingFilter{Limit: 10, Desc: true}
+		var all []*iotgate.Reading
+		f := iotgate.ReadingFilter{Limit: 10, Desc: true}
 		for {
 			p, err := svc.Readings(ctx, "thermo1@example.com", f)
 			if err != nil {
@@ -247,14 +244,14 @@ func TestSchemasDevicesReadings(t *testing.T) {
 				t.Errorf("order broken at %d: %d then %d", i, all[i-1].ID, all[i].ID)
 			}
 		}
-		if _, err := svc.Readings(ctx, "thermo1@example.com", devices.ReadingFilter{Cursor: "garbage"}); devices.ErrorCode(err) != devices.EInvalid {
+		if _, err := svc.Readings(ctx, "thermo1@example.com", iotgate.ReadingFilter{Cursor: "garbage"}); iotgate.ErrorCode(err) != iotgate.EInvalid {
 			t.Errorf("bad cursor: %v", err)
 		}
 
 		// Rejections are written asynchronously.
 		deadline := time.Now().Add(5 * time.Second)
 		for {
-			p, err := svc.Rejections(ctx, "thermo1@example.com", devices.ReadingFilter{Desc: true})
+			p, err := svc.Rejections(ctx, "thermo1@example.com", iotgate.ReadingFilter{Desc: true})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -273,7 +270,7 @@ func TestSchemasDevicesReadings(t *testing.T) {
 		if err := svc.Delete(ctx, "thermo1@example.com"); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := svc.Readings(ctx, "thermo1@example.com", devices.ReadingFilter{}); devices.ErrorCode(err) != devices.ENotFound {
+		if _, err := svc.Readings(ctx, "thermo1@example.com", iotgate.ReadingFilter{}); iotgate.ErrorCode(err) != iotgate.ENotFound {
 			t.Errorf("readings of deleted device: %v", err)
 		}
 	})
@@ -283,7 +280,7 @@ func TestSchemasDevicesReadings(t *testing.T) {
 // commit (validation, queueing, group commit) against a real PostgreSQL,
 // with 64 readings in flight, as IQ readings would be.
 //
-//	go test -tags integration -run '^$' -bench BenchmarkIngest -benchtime 20000x ./devices/postgres/
+//	go test -tags integration -run '^$' -bench BenchmarkIngest -benchtime 20000x ./postgres/
 func BenchmarkIngest(b *testing.B) {
 	ctx := context.Background()
 	_, reg, svc := newStack(b)
@@ -292,7 +289,7 @@ func BenchmarkIngest(b *testing.B) {
 	}
 	const nDevices = 10
 	for i := range nDevices {
-		if _, err := svc.Register(ctx, &devices.Device{JID: fmt.Sprintf("d%d@example.com", i), Schema: "thermostat"}); err != nil {
+		if _, err := svc.Register(ctx, &iotgate.Device{JID: fmt.Sprintf("d%d@example.com", i), Schema: "thermostat"}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -304,8 +301,8 @@ func BenchmarkIngest(b *testing.B) {
 	for i := range b.N {
 		sem <- struct{}{}
 		wg.Add(1)
-		svc.Ingest(ctx, devices.IncomingReading{From: fmt.Sprintf("d%d@example.com/r", i%nDevices), Via: "iq",
-			Payloads: []devices.Payload{{Namespace: examples.ThermostatNS, XML: payload}}}, func(err error) {
+		svc.Ingest(ctx, iotgate.IncomingReading{From: fmt.Sprintf("d%d@example.com/r", i%nDevices), Via: "iq",
+			Payloads: []iotgate.Payload{{Namespace: examples.ThermostatNS, XML: payload}}}, func(err error) {
 			if err != nil {
 				b.Error(err)
 			}
@@ -331,14 +328,14 @@ func TestInsertReadingsDeletedDevice(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Now().UTC()
-	rs := []*devices.Reading{
+	rs := []*iotgate.Reading{
 		{DeviceID: devs[0].ID, ReceivedAt: now, XML: "<a/>", Data: []byte(`{}`)},
 		{DeviceID: devs[1].ID, ReceivedAt: now, XML: "<b/>", Data: []byte(`{}`)},
 	}
 	if err := errors.Join(db.InsertReadings(ctx, rs)...); err != nil {
 		t.Fatalf("batch with a deleted device's reading: %v", err)
 	}
-	page, err := db.Readings(ctx, "kept@example.com", devices.ReadingFilter{Limit: 10})
+	page, err := db.Readings(ctx, "kept@example.com", iotgate.ReadingFilter{Limit: 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -356,12 +353,12 @@ func TestRejectionsKeepNewest(t *testing.T) {
 	base := time.Now().UTC().Truncate(time.Second)
 	// Two batches, so that pruning sees rows of an earlier transaction.
 	for batch := range 2 {
-		var rs []*devices.Rejection
+		var rs []*iotgate.Rejection
 		for i := range 4 {
 			n := batch*4 + i
 			rs = append(rs,
-				&devices.Rejection{DeviceID: devs[0].ID, ReceivedAt: base.Add(time.Duration(n) * time.Second), Via: "iq", Reason: fmt.Sprint(n), Payload: "<x/>"},
-				&devices.Rejection{DeviceID: devs[1].ID, ReceivedAt: base, Via: "message", Reason: fmt.Sprint(n), Payload: "<x/>"})
+				&iotgate.Rejection{DeviceID: devs[0].ID, ReceivedAt: base.Add(time.Duration(n) * time.Second), Via: "iq", Reason: fmt.Sprint(n), Payload: "<x/>"},
+				&iotgate.Rejection{DeviceID: devs[1].ID, ReceivedAt: base, Via: "message", Reason: fmt.Sprint(n), Payload: "<x/>"})
 		}
 		if err := db.InsertRejections(ctx, rs, 3); err != nil {
 			t.Fatal(err)
@@ -376,7 +373,7 @@ func TestRejectionsKeepNewest(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.jid, func(t *testing.T) {
-			page, err := db.Rejections(ctx, tt.jid, devices.ReadingFilter{Limit: 100})
+			page, err := db.Rejections(ctx, tt.jid, iotgate.ReadingFilter{Limit: 100})
 			if err != nil {
 				t.Fatal(err)
 			}

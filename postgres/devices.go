@@ -13,15 +13,15 @@ import (
 
 	"github.com/lib/pq"
 
-	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate"
 )
 
-var _ devices.Store = (*DB)(nil)
+var _ iotgate.DeviceStore = (*DB)(nil)
 
 const deviceColumns = `id, jid, name, labels, schema_name, schema_version, created_at, updated_at, last_seen_at`
 
-func scanDevice(row rowScanner) (*devices.Device, error) {
-	var d devices.Device
+func scanDevice(row rowScanner) (*iotgate.Device, error) {
+	var d iotgate.Device
 	var labels []byte
 	var schema sql.NullString
 	var version sql.NullInt64
@@ -43,7 +43,7 @@ func scanDevice(row rowScanner) (*devices.Device, error) {
 
 // CreateDevice inserts d and sets its ID. Errors: conflict (JID taken),
 // invalid (unknown schema version), unavailable.
-func (db *DB) CreateDevice(ctx context.Context, d *devices.Device) error {
+func (db *DB) CreateDevice(ctx context.Context, d *iotgate.Device) error {
 	labels, err := json.Marshal(d.Labels)
 	if err != nil {
 		return fmt.Errorf("encode labels: %w", err)
@@ -54,19 +54,19 @@ func (db *DB) CreateDevice(ctx context.Context, d *devices.Device) error {
 		RETURNING id`,
 		d.JID, d.Name, labels, d.Schema, d.SchemaVersion, d.CreatedAt, d.UpdatedAt).Scan(&d.ID)
 	if e := pq.As(err); e != nil && e.Constraint == "devices_schema_fkey" {
-		return &devices.Error{Code: devices.EInvalid, Message: fmt.Sprintf("schema %s version %d does not exist", d.Schema, d.SchemaVersion), Err: err}
+		return &iotgate.Error{Code: iotgate.EInvalid, Message: fmt.Sprintf("schema %s version %d does not exist", d.Schema, d.SchemaVersion), Err: err}
 	}
 	if e := pq.As(err); e != nil && e.Constraint == "devices_pkey" {
-		return &devices.Error{Code: devices.EConflict, Message: fmt.Sprintf("device %s is already registered", d.JID), Err: err}
+		return &iotgate.Error{Code: iotgate.EConflict, Message: fmt.Sprintf("device %s is already registered", d.JID), Err: err}
 	}
 	return translate(err, "create device")
 }
 
 // Device returns the device with the given bare JID. Errors: not_found.
-func (db *DB) Device(ctx context.Context, jid string) (*devices.Device, error) {
+func (db *DB) Device(ctx context.Context, jid string) (*iotgate.Device, error) {
 	d, err := scanDevice(db.db.QueryRowContext(ctx, `SELECT `+deviceColumns+` FROM devices WHERE jid = $1`, jid))
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, devices.Errorf(devices.ENotFound, "device %s is not registered", jid)
+		return nil, iotgate.Errorf(iotgate.ENotFound, "device %s is not registered", jid)
 	}
 	if err != nil {
 		return nil, translate(err, "get device")
@@ -75,7 +75,7 @@ func (db *DB) Device(ctx context.Context, jid string) (*devices.Device, error) {
 }
 
 // Devices lists devices by JID, a page at a time. Errors: invalid (cursor).
-func (db *DB) Devices(ctx context.Context, f devices.DeviceFilter) (*devices.DevicePage, error) {
+func (db *DB) Devices(ctx context.Context, f iotgate.DeviceFilter) (*iotgate.DevicePage, error) {
 	var where []string
 	var args []any
 	arg := func(v any) string {
@@ -85,7 +85,7 @@ func (db *DB) Devices(ctx context.Context, f devices.DeviceFilter) (*devices.Dev
 	if f.Cursor != "" {
 		after, err := base64.RawURLEncoding.DecodeString(f.Cursor)
 		if err != nil || len(after) == 0 {
-			return nil, devices.Errorf(devices.EInvalid, "cursor is not valid")
+			return nil, iotgate.Errorf(iotgate.EInvalid, "cursor is not valid")
 		}
 		where = append(where, "jid > "+arg(string(after)))
 	}
@@ -116,7 +116,7 @@ func (db *DB) Devices(ctx context.Context, f devices.DeviceFilter) (*devices.Dev
 	if err != nil {
 		return nil, err
 	}
-	page := &devices.DevicePage{Items: items}
+	page := &iotgate.DevicePage{Items: items}
 	if len(page.Items) > f.Limit {
 		page.Items = page.Items[:f.Limit]
 		page.NextCursor = base64.RawURLEncoding.EncodeToString([]byte(page.Items[f.Limit-1].JID))
@@ -125,7 +125,7 @@ func (db *DB) Devices(ctx context.Context, f devices.DeviceFilter) (*devices.Dev
 }
 
 // UpdateDevice applies u. Errors: not_found, invalid (unknown version).
-func (db *DB) UpdateDevice(ctx context.Context, jid string, u devices.DeviceUpdate, now time.Time) (*devices.Device, error) {
+func (db *DB) UpdateDevice(ctx context.Context, jid string, u iotgate.DeviceUpdate, now time.Time) (*iotgate.Device, error) {
 	var labels any
 	if u.Labels != nil {
 		b, err := json.Marshal(*u.Labels)
@@ -150,10 +150,10 @@ func (db *DB) UpdateDevice(ctx context.Context, jid string, u devices.DeviceUpda
 		WHERE jid = $1
 		RETURNING `+deviceColumns, jid, name, labels, version, now))
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, devices.Errorf(devices.ENotFound, "device %s is not registered", jid)
+		return nil, iotgate.Errorf(iotgate.ENotFound, "device %s is not registered", jid)
 	}
 	if e := pq.As(err); e != nil && e.Constraint == "devices_schema_fkey" {
-		return nil, &devices.Error{Code: devices.EInvalid, Message: "that schema version does not exist", Err: err}
+		return nil, &iotgate.Error{Code: iotgate.EInvalid, Message: "that schema version does not exist", Err: err}
 	}
 	if err != nil {
 		return nil, translate(err, "update device")
@@ -169,7 +169,7 @@ func (db *DB) DeleteDevice(ctx context.Context, jid string) error {
 		return translate(err, "delete device")
 	}
 	if n, err := res.RowsAffected(); err == nil && n == 0 {
-		return devices.Errorf(devices.ENotFound, "device %s is not registered", jid)
+		return iotgate.Errorf(iotgate.ENotFound, "device %s is not registered", jid)
 	}
 	return nil
 }

@@ -13,7 +13,7 @@ import (
 
 	"github.com/lib/pq"
 
-	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate"
 )
 
 // InsertReadings stores a batch of readings and advances each device's
@@ -31,9 +31,9 @@ import (
 // Each stored reading gets its ID set (a skipped one gets 0), so that the
 // device service can keep the newest reading in memory without reading it
 // back.
-func (db *DB) InsertReadings(ctx context.Context, rs []*devices.Reading) []error {
+func (db *DB) InsertReadings(ctx context.Context, rs []*iotgate.Reading) []error {
 	errs := make([]error, len(rs))
-	apart(rs, errs, func(rs []*devices.Reading, _ []error) error { return db.insertReadings(ctx, rs) })
+	apart(rs, errs, func(rs []*iotgate.Reading, _ []error) error { return db.insertReadings(ctx, rs) })
 	return errs
 }
 
@@ -44,7 +44,7 @@ func (db *DB) InsertReadings(ctx context.Context, rs []*devices.Reading) []error
 // order, so IDs are handed out per device: a device's readings are all
 // stored or all skipped (one statement, one snapshot), and their IDs
 // ascend in batch order.
-func (db *DB) insertReadings(ctx context.Context, rs []*devices.Reading) error {
+func (db *DB) insertReadings(ctx context.Context, rs []*iotgate.Reading) error {
 	if len(rs) == 0 {
 		return nil
 	}
@@ -130,7 +130,7 @@ func (db *DB) insertReadings(ctx context.Context, rs []*devices.Reading) error {
 // keep of each device in the batch (0 keeps all), in one transaction: a
 // device that floods bad payloads must not fill the disk. Rejections of
 // devices deleted meanwhile are skipped.
-func (db *DB) InsertRejections(ctx context.Context, rs []*devices.Rejection, keep int) error {
+func (db *DB) InsertRejections(ctx context.Context, rs []*iotgate.Rejection, keep int) error {
 	if len(rs) == 0 {
 		return nil
 	}
@@ -190,7 +190,7 @@ func (db *DB) InsertRejections(ctx context.Context, rs []*devices.Rejection, kee
 
 // LatestReading returns the device's newest reading, with its DeviceID.
 // Errors: not_found.
-func (db *DB) LatestReading(ctx context.Context, jid string) (*devices.Reading, error) {
+func (db *DB) LatestReading(ctx context.Context, jid string) (*iotgate.Reading, error) {
 	var devID int64
 	r, err := scanReadingAfter(db.db.QueryRowContext(ctx, `
 		SELECT d.id, `+readingColumns+`
@@ -199,7 +199,7 @@ func (db *DB) LatestReading(ctx context.Context, jid string) (*devices.Reading, 
 		ORDER BY t.received_at DESC, t.id DESC
 		LIMIT 1`, jid), &devID)
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, devices.Errorf(devices.ENotFound, "device %s has no readings", jid)
+		return nil, iotgate.Errorf(iotgate.ENotFound, "device %s has no readings", jid)
 	}
 	if err != nil {
 		return nil, translate(err, "get latest reading")
@@ -229,11 +229,11 @@ func parseCursor(s string) (cursor, error) {
 			return cursor{time.Unix(0, n).UTC(), i}, nil
 		}
 	}
-	return cursor{}, devices.Errorf(devices.EInvalid, "cursor is not valid")
+	return cursor{}, iotgate.Errorf(iotgate.EInvalid, "cursor is not valid")
 }
 
 // pageQuery builds the keyset query shared by readings and rejections.
-func pageQuery(table, columns, jid string, f devices.ReadingFilter) (string, []any, error) {
+func pageQuery(table, columns, jid string, f iotgate.ReadingFilter) (string, []any, error) {
 	args := []any{jid}
 	arg := func(v any) string {
 		args = append(args, v)
@@ -265,12 +265,12 @@ func pageQuery(table, columns, jid string, f devices.ReadingFilter) (string, []a
 // readingColumns are the columns scanReading reads, from alias t.
 const readingColumns = "t.id, t.received_at, t.device_time, t.xml, t.data"
 
-func scanReading(row rowScanner) (*devices.Reading, error) { return scanReadingAfter(row) }
+func scanReading(row rowScanner) (*iotgate.Reading, error) { return scanReadingAfter(row) }
 
 // scanReadingAfter scans readingColumns after the columns a query selects
 // before them, into first.
-func scanReadingAfter(row rowScanner, first ...any) (*devices.Reading, error) {
-	r := &devices.Reading{}
+func scanReadingAfter(row rowScanner, first ...any) (*iotgate.Reading, error) {
+	r := &iotgate.Reading{}
 	var dt sql.NullTime
 	var data []byte
 	if err := row.Scan(append(first, &r.ID, &r.ReceivedAt, &dt, &r.XML, &data)...); err != nil {
@@ -285,8 +285,8 @@ func scanReadingAfter(row rowScanner, first ...any) (*devices.Reading, error) {
 	return r, nil
 }
 
-func scanRejection(row rowScanner) (*devices.Rejection, error) {
-	r := &devices.Rejection{}
+func scanRejection(row rowScanner) (*iotgate.Rejection, error) {
+	r := &iotgate.Rejection{}
 	if err := row.Scan(&r.ID, &r.ReceivedAt, &r.Via, &r.Reason, &r.Payload); err != nil {
 		return nil, err
 	}
@@ -295,7 +295,7 @@ func scanRejection(row rowScanner) (*devices.Rejection, error) {
 }
 
 // Readings returns a page of a device's readings. Errors: invalid (cursor).
-func (db *DB) Readings(ctx context.Context, jid string, f devices.ReadingFilter) (*devices.ReadingPage, error) {
+func (db *DB) Readings(ctx context.Context, jid string, f iotgate.ReadingFilter) (*iotgate.ReadingPage, error) {
 	q, args, err := pageQuery("readings", readingColumns, jid, f)
 	if err != nil {
 		return nil, err
@@ -308,7 +308,7 @@ func (db *DB) Readings(ctx context.Context, jid string, f devices.ReadingFilter)
 	if err != nil {
 		return nil, err
 	}
-	page := &devices.ReadingPage{Items: items}
+	page := &iotgate.ReadingPage{Items: items}
 	if len(items) > f.Limit {
 		page.Items = items[:f.Limit]
 		last := page.Items[f.Limit-1]
@@ -319,7 +319,7 @@ func (db *DB) Readings(ctx context.Context, jid string, f devices.ReadingFilter)
 
 // Rejections returns a page of a device's refused payloads.
 // Errors: invalid (cursor).
-func (db *DB) Rejections(ctx context.Context, jid string, f devices.ReadingFilter) (*devices.RejectionPage, error) {
+func (db *DB) Rejections(ctx context.Context, jid string, f iotgate.ReadingFilter) (*iotgate.RejectionPage, error) {
 	q, args, err := pageQuery("rejections", "t.id, t.received_at, t.via, t.reason, t.payload", jid, f)
 	if err != nil {
 		return nil, err
@@ -328,7 +328,7 @@ func (db *DB) Rejections(ctx context.Context, jid string, f devices.ReadingFilte
 	if err != nil {
 		return nil, err
 	}
-	page := &devices.RejectionPage{Items: items}
+	page := &iotgate.RejectionPage{Items: items}
 	if len(items) > f.Limit {
 		page.Items = items[:f.Limit]
 		last := page.Items[f.Limit-1]

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iotgate/iotgate/api/auth"
-	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate"
+	"github.com/iotgate/iotgate/auth"
 )
 
 // TestTokenStore runs the token store against a real PostgreSQL, and the
@@ -20,22 +20,22 @@ func TestTokenStore(t *testing.T) {
 	at := time.Date(2026, 1, 2, 15, 4, 5, 123456000, time.UTC)
 	exp := at.Add(time.Hour)
 	h := auth.Hash("iotg_secret-1")
-	tok := &auth.Token{ID: "tok_1", Name: "ops", Scopes: []auth.Scope{auth.ScopeDevicesRead, auth.ScopeCommandsSend},
-		Devices: auth.Selector{"site": "berlin"}, Hash: h[:], CreatedAt: at, ExpiresAt: &exp}
+	tok := &iotgate.Token{ID: "tok_1", Name: "ops", Scopes: []iotgate.Scope{iotgate.ScopeDevicesRead, iotgate.ScopeCommandsSend},
+		Devices: iotgate.Selector{"site": "berlin"}, Hash: h[:], CreatedAt: at, ExpiresAt: &exp}
 	if err := db.CreateToken(ctx, tok); err != nil {
 		t.Fatal(err)
 	}
 
 	t.Run("RoundTrip", func(t *testing.T) {
-		for name, get := range map[string]func() (*auth.Token, error){
-			"ByID":   func() (*auth.Token, error) { return db.Token(ctx, "tok_1") },
-			"ByHash": func() (*auth.Token, error) { return db.TokenByHash(ctx, h[:]) },
+		for name, get := range map[string]func() (*iotgate.Token, error){
+			"ByID":   func() (*iotgate.Token, error) { return db.Token(ctx, "tok_1") },
+			"ByHash": func() (*iotgate.Token, error) { return db.TokenByHash(ctx, h[:]) },
 		} {
 			got, err := get()
 			if err != nil {
 				t.Fatalf("%s: %v", name, err)
 			}
-			if got.ID != "tok_1" || got.Name != "ops" || len(got.Scopes) != 2 || got.Scopes[1] != auth.ScopeCommandsSend ||
+			if got.ID != "tok_1" || got.Name != "ops" || len(got.Scopes) != 2 || got.Scopes[1] != iotgate.ScopeCommandsSend ||
 				got.Devices["site"] != "berlin" || !bytes.Equal(got.Hash, h[:]) || !got.CreatedAt.Equal(at) ||
 				got.ExpiresAt == nil || !got.ExpiresAt.Equal(exp) || got.RevokedAt != nil || got.LastUsedAt != nil {
 				t.Errorf("%s: %+v", name, got)
@@ -49,18 +49,18 @@ func TestTokenStore(t *testing.T) {
 			err  error
 			code string
 		}{
-			{"DuplicateID", db.CreateToken(ctx, &auth.Token{ID: "tok_1", Name: "x", Scopes: []auth.Scope{auth.ScopeAdmin}, Hash: other[:], CreatedAt: at}), devices.EConflict},
-			{"DuplicateHash", db.CreateToken(ctx, &auth.Token{ID: "tok_2", Name: "x", Scopes: []auth.Scope{auth.ScopeAdmin}, Hash: h[:], CreatedAt: at}), devices.EConflict},
-			{"ShortHash", db.CreateToken(ctx, &auth.Token{ID: "tok_3", Name: "x", Scopes: []auth.Scope{auth.ScopeAdmin}, Hash: []byte("short"), CreatedAt: at}), devices.EInvalid},
-			{"NoScopes", db.CreateToken(ctx, &auth.Token{ID: "tok_4", Name: "x", Hash: other[:], CreatedAt: at}), devices.EInvalid},
-			{"UnknownID", func() error { _, err := db.Token(ctx, "tok_x"); return err }(), devices.ENotFound},
-			{"UnknownHash", func() error { _, err := db.TokenByHash(ctx, other[:]); return err }(), devices.ENotFound},
-			{"RevokeUnknown", func() error { _, err := db.RevokeToken(ctx, "tok_x", at); return err }(), devices.ENotFound},
-			{"TouchUnknown", db.TouchToken(ctx, "tok_x", at), devices.ENotFound},
+			{"DuplicateID", db.CreateToken(ctx, &iotgate.Token{ID: "tok_1", Name: "x", Scopes: []iotgate.Scope{iotgate.ScopeAdmin}, Hash: other[:], CreatedAt: at}), iotgate.EConflict},
+			{"DuplicateHash", db.CreateToken(ctx, &iotgate.Token{ID: "tok_2", Name: "x", Scopes: []iotgate.Scope{iotgate.ScopeAdmin}, Hash: h[:], CreatedAt: at}), iotgate.EConflict},
+			{"ShortHash", db.CreateToken(ctx, &iotgate.Token{ID: "tok_3", Name: "x", Scopes: []iotgate.Scope{iotgate.ScopeAdmin}, Hash: []byte("short"), CreatedAt: at}), iotgate.EInvalid},
+			{"NoScopes", db.CreateToken(ctx, &iotgate.Token{ID: "tok_4", Name: "x", Hash: other[:], CreatedAt: at}), iotgate.EInvalid},
+			{"UnknownID", func() error { _, err := db.Token(ctx, "tok_x"); return err }(), iotgate.ENotFound},
+			{"UnknownHash", func() error { _, err := db.TokenByHash(ctx, other[:]); return err }(), iotgate.ENotFound},
+			{"RevokeUnknown", func() error { _, err := db.RevokeToken(ctx, "tok_x", at); return err }(), iotgate.ENotFound},
+			{"TouchUnknown", db.TouchToken(ctx, "tok_x", at), iotgate.ENotFound},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
-				if got := devices.ErrorCode(tt.err); got != tt.code {
+				if got := iotgate.ErrorCode(tt.err); got != tt.code {
 					t.Errorf("err = %v, want %s", tt.err, tt.code)
 				}
 			})
@@ -92,7 +92,7 @@ func TestTokenStore(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		created, secret, err := svc.Create(ctx, auth.CreateRequest{Name: "svc", Scopes: []auth.Scope{auth.ScopeAdmin}})
+		created, secret, err := svc.Create(ctx, auth.CreateRequest{Name: "svc", Scopes: []iotgate.Scope{iotgate.ScopeAdmin}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -110,7 +110,7 @@ func TestTokenStore(t *testing.T) {
 		if _, err := svc.Revoke(ctx, created.ID); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := svc.Authenticate(ctx, secret); devices.ErrorCode(err) != devices.EUnauthorized {
+		if _, err := svc.Authenticate(ctx, secret); iotgate.ErrorCode(err) != iotgate.EUnauthorized {
 			t.Errorf("after revocation: %v, want unauthorized", err)
 		}
 	})
@@ -120,12 +120,12 @@ func TestTokenStore(t *testing.T) {
 func TestCommandSentBy(t *testing.T) {
 	ctx := context.Background()
 	db, _, d := commandFixture(t)
-	c := newCommand(d, "sb", cmdTime, devices.CommandSent)
+	c := newCommand(d, "sb", cmdTime, iotgate.CommandSent)
 	c.TokenID, c.SentBy = "tok_1", "ops"
 	if err := db.CreateCommand(ctx, c, cmdTime.Add(-time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	anon := newCommand(d, "anon", cmdTime, devices.CommandSent)
+	anon := newCommand(d, "anon", cmdTime, iotgate.CommandSent)
 	if err := db.CreateCommand(ctx, anon, cmdTime.Add(-time.Hour)); err != nil {
 		t.Fatal(err)
 	}

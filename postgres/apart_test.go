@@ -5,12 +5,12 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate"
 )
 
 func TestApart(t *testing.T) {
-	invalid := devices.Errorf(devices.EInvalid, "store: invalid value")
-	down := devices.Errorf(devices.EUnavailable, "store: database unavailable")
+	invalid := iotgate.Errorf(iotgate.EInvalid, "store: invalid value")
+	down := iotgate.Errorf(iotgate.EUnavailable, "store: database unavailable")
 	for _, tc := range []struct {
 		name string
 		n    int

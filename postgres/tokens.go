@@ -10,16 +10,15 @@ import (
 
 	"github.com/lib/pq"
 
-	"github.com/iotgate/iotgate/api/auth"
-	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate"
 )
 
-var _ auth.Store = (*DB)(nil)
+var _ iotgate.TokenStore = (*DB)(nil)
 
 const tokenColumns = `id, name, hash, scopes, devices, created_at, expires_at, revoked_at, last_used_at`
 
-func scanToken(row rowScanner) (*auth.Token, error) {
-	var t auth.Token
+func scanToken(row rowScanner) (*iotgate.Token, error) {
+	var t iotgate.Token
 	var scopes []string
 	var sel []byte
 	var expires, revoked, used sql.NullTime
@@ -27,13 +26,13 @@ func scanToken(row rowScanner) (*auth.Token, error) {
 		return nil, err
 	}
 	for _, s := range scopes {
-		t.Scopes = append(t.Scopes, auth.Scope(s))
+		t.Scopes = append(t.Scopes, iotgate.Scope(s))
 	}
 	if err := json.Unmarshal(sel, &t.Devices); err != nil {
 		return nil, fmt.Errorf("decode device selector of token %s: %w", t.ID, err)
 	}
 	if t.Devices == nil {
-		t.Devices = auth.Selector{}
+		t.Devices = iotgate.Selector{}
 	}
 	t.CreatedAt = t.CreatedAt.UTC()
 	t.ExpiresAt, t.RevokedAt, t.LastUsedAt = nullTime(expires), nullTime(revoked), nullTime(used)
@@ -41,11 +40,11 @@ func scanToken(row rowScanner) (*auth.Token, error) {
 }
 
 func tokenNotFound(id string) error {
-	return devices.Errorf(devices.ENotFound, "token %s not found", id)
+	return iotgate.Errorf(iotgate.ENotFound, "token %s not found", id)
 }
 
 // CreateToken inserts t. Errors: conflict (ID or hash taken), invalid.
-func (db *DB) CreateToken(ctx context.Context, t *auth.Token) error {
+func (db *DB) CreateToken(ctx context.Context, t *iotgate.Token) error {
 	sel, err := json.Marshal(t.Devices)
 	if err != nil {
 		return fmt.Errorf("encode device selector: %w", err)
@@ -62,7 +61,7 @@ func (db *DB) CreateToken(ctx context.Context, t *auth.Token) error {
 }
 
 // Token returns a token by ID. Errors: not_found.
-func (db *DB) Token(ctx context.Context, id string) (*auth.Token, error) {
+func (db *DB) Token(ctx context.Context, id string) (*iotgate.Token, error) {
 	t, err := scanToken(db.db.QueryRowContext(ctx, `SELECT `+tokenColumns+` FROM api_tokens WHERE id = $1`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, tokenNotFound(id)
@@ -74,11 +73,11 @@ func (db *DB) Token(ctx context.Context, id string) (*auth.Token, error) {
 }
 
 // TokenByHash returns the token with this secret hash. Errors: not_found.
-func (db *DB) TokenByHash(ctx context.Context, hash []byte) (*auth.Token, error) {
+func (db *DB) TokenByHash(ctx context.Context, hash []byte) (*iotgate.Token, error) {
 	t, err := scanToken(db.db.QueryRowContext(ctx, `SELECT `+tokenColumns+` FROM api_tokens WHERE hash = $1`, hash))
 	if errors.Is(err, sql.ErrNoRows) {
 		// No ID to name: the caller only has a secret.
-		return nil, devices.Errorf(devices.ENotFound, "token not found")
+		return nil, iotgate.Errorf(iotgate.ENotFound, "token not found")
 	}
 	if err != nil {
 		return nil, translate(err, "get token")
@@ -87,13 +86,13 @@ func (db *DB) TokenByHash(ctx context.Context, hash []byte) (*auth.Token, error)
 }
 
 // Tokens lists every token, oldest first.
-func (db *DB) Tokens(ctx context.Context) ([]*auth.Token, error) {
+func (db *DB) Tokens(ctx context.Context) ([]*iotgate.Token, error) {
 	return queryRows(ctx, db.db, "list tokens", scanToken,
 		`SELECT `+tokenColumns+` FROM api_tokens ORDER BY created_at, id`)
 }
 
 // RevokeToken sets revoked_at unless it is set. Errors: not_found.
-func (db *DB) RevokeToken(ctx context.Context, id string, at time.Time) (*auth.Token, error) {
+func (db *DB) RevokeToken(ctx context.Context, id string, at time.Time) (*iotgate.Token, error) {
 	t, err := scanToken(db.db.QueryRowContext(ctx, `
 		UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, $2)
 		WHERE id = $1

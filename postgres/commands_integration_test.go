@@ -12,12 +12,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iotgate/iotgate"
 	"github.com/iotgate/iotgate/devices"
-	"github.com/iotgate/iotgate/devices/postgres"
+	"github.com/iotgate/iotgate/postgres"
 )
 
 // commandFixture is a database with one registered thermostat.
-func commandFixture(t *testing.T) (*postgres.DB, *devices.Service, *devices.Device) {
+func commandFixture(t *testing.T) (*postgres.DB, *devices.Service, *iotgate.Device) {
 	t.Helper()
 	db, reg, svc := newStack(t)
 	return db, svc, thermostats(t, reg, svc, "thermo1@example.com")[0]
@@ -25,19 +26,19 @@ func commandFixture(t *testing.T) (*postgres.DB, *devices.Service, *devices.Devi
 
 var cmdTime = time.Date(2026, 1, 2, 15, 4, 5, 123456000, time.UTC)
 
-func newCommand(d *devices.Device, id string, at time.Time, st devices.CommandStatus) *devices.Command {
-	return &devices.Command{
+func newCommand(d *iotgate.Device, id string, at time.Time, st iotgate.CommandStatus) *iotgate.Command {
+	return &iotgate.Command{
 		ID: id, DeviceID: d.ID, DeviceJID: d.JID, Type: "set",
 		Payload: `<set xmlns="urn:example:thermostat"><target>21.5</target></set>`,
-		Mode:    devices.CommandSync, Status: st, Timeout: 10 * time.Second, CreatedAt: at,
+		Mode:    iotgate.CommandSync, Status: st, Timeout: 10 * time.Second, CreatedAt: at,
 		RequestHash: "h-" + id,
-		History:     []devices.CommandEvent{{Status: devices.CommandPending, At: at}, {Status: st, At: at.Add(time.Millisecond), Reason: "why " + id}},
+		History:     []iotgate.CommandEvent{{Status: iotgate.CommandPending, At: at}, {Status: st, At: at.Add(time.Millisecond), Reason: "why " + id}},
 	}
 }
 
 func wantCode(t *testing.T, err error, code, detail string) {
 	t.Helper()
-	var e *devices.Error
+	var e *iotgate.Error
 	if !errors.As(err, &e) || e.Code != code || e.Detail != detail {
 		t.Fatalf("err = %v, want %s/%s", err, code, detail)
 	}
@@ -48,14 +49,14 @@ func TestCommandStore(t *testing.T) {
 	db, svc, d := commandFixture(t)
 
 	t.Run("RoundTrip", func(t *testing.T) {
-		c := newCommand(d, "rt", cmdTime, devices.CommandFailed)
+		c := newCommand(d, "rt", cmdTime, iotgate.CommandFailed)
 		sent, done, answered := cmdTime.Add(time.Second), cmdTime.Add(2*time.Second), cmdTime.Add(3*time.Second)
 		exp := cmdTime.Add(time.Hour)
-		c.Resource, c.Target, c.Mode, c.ExpiresAt = "kitchen", "thermo1@example.com/kitchen", devices.CommandQueue, &exp
+		c.Resource, c.Target, c.Mode, c.ExpiresAt = "kitchen", "thermo1@example.com/kitchen", iotgate.CommandQueue, &exp
 		c.SentAt, c.CompletedAt, c.AnsweredAt = &sent, &done, &answered
-		c.Response = &devices.CommandResponse{XML: "<state/>", Data: json.RawMessage(`{"mode": "heat"}`), Invalid: "x"}
-		c.XMPPError = &devices.XMPPError{Type: "cancel", Condition: "item-not-found", Text: "nope"}
-		c.ErrorCode, c.Error, c.LateAnswer, c.IdempotencyKey = devices.CmdErrXMPP, "the device answered with an error", true, "key-rt"
+		c.Response = &iotgate.CommandResponse{XML: "<state/>", Data: json.RawMessage(`{"mode": "heat"}`), Invalid: "x"}
+		c.XMPPError = &iotgate.XMPPError{Type: "cancel", Condition: "item-not-found", Text: "nope"}
+		c.ErrorCode, c.Error, c.LateAnswer, c.IdempotencyKey = iotgate.CmdErrXMPP, "the device answered with an error", true, "key-rt"
 		if err := db.CreateCommand(ctx, c, cmdTime.Add(-24*time.Hour)); err != nil {
 			t.Fatal(err)
 		}
@@ -67,11 +68,11 @@ func TestCommandStore(t *testing.T) {
 			t.Errorf("stored\n%+v\nread back\n%+v", c, got)
 		}
 		_, err = db.Command(ctx, "nope")
-		wantCode(t, err, devices.ENotFound, "")
+		wantCode(t, err, iotgate.ENotFound, "")
 	})
 
 	t.Run("IdempotencyKey", func(t *testing.T) {
-		old := newCommand(d, "k-old", cmdTime, devices.CommandSucceeded)
+		old := newCommand(d, "k-old", cmdTime, iotgate.CommandSucceeded)
 		old.IdempotencyKey = "k"
 		if err := db.CreateCommand(ctx, old, cmdTime.Add(-24*time.Hour)); err != nil {
 			t.Fatal(err)
@@ -81,13 +82,13 @@ func TestCommandStore(t *testing.T) {
 			t.Fatalf("by key = %v, %v", got, err)
 		}
 		_, err = db.CommandByIdempotencyKey(ctx, "k", cmdTime.Add(time.Second))
-		wantCode(t, err, devices.ENotFound, "")
+		wantCode(t, err, iotgate.ENotFound, "")
 
 		// Within the window the key is taken...
-		dup := newCommand(d, "k-dup", cmdTime.Add(time.Hour), devices.CommandSent)
+		dup := newCommand(d, "k-dup", cmdTime.Add(time.Hour), iotgate.CommandSent)
 		dup.IdempotencyKey = "k"
-		wantCode(t, db.CreateCommand(ctx, dup, cmdTime.Add(-23*time.Hour)), devices.EConflict, "idempotency_key_taken")
-		if _, err := db.Command(ctx, "k-dup"); devices.ErrorCode(err) != devices.ENotFound {
+		wantCode(t, db.CreateCommand(ctx, dup, cmdTime.Add(-23*time.Hour)), iotgate.EConflict, "idempotency_key_taken")
+		if _, err := db.Command(ctx, "k-dup"); iotgate.ErrorCode(err) != iotgate.ENotFound {
 			t.Errorf("refused command was stored: %v", err)
 		}
 		// ...after it, the old holder lets go.
@@ -103,27 +104,27 @@ func TestCommandStore(t *testing.T) {
 	})
 
 	t.Run("UpdateGuardsStatus", func(t *testing.T) {
-		c := newCommand(d, "up", cmdTime, devices.CommandSent)
+		c := newCommand(d, "up", cmdTime, iotgate.CommandSent)
 		if err := db.CreateCommand(ctx, c, time.Time{}); err != nil {
 			t.Fatal(err)
 		}
-		c.Status, c.CompletedAt = devices.CommandSucceeded, &cmdTime
-		c.Response = &devices.CommandResponse{XML: ""}
-		ev := devices.CommandEvent{Status: devices.CommandSucceeded, At: cmdTime.Add(time.Second)}
-		if err := db.UpdateCommand(ctx, c, []devices.CommandStatus{devices.CommandSent}, &ev); err != nil {
+		c.Status, c.CompletedAt = iotgate.CommandSucceeded, &cmdTime
+		c.Response = &iotgate.CommandResponse{XML: ""}
+		ev := iotgate.CommandEvent{Status: iotgate.CommandSucceeded, At: cmdTime.Add(time.Second)}
+		if err := db.UpdateCommand(ctx, c, []iotgate.CommandStatus{iotgate.CommandSent}, &ev); err != nil {
 			t.Fatal(err)
 		}
 		got, _ := db.Command(ctx, "up")
-		if got.Status != devices.CommandSucceeded || len(got.History) != 3 || got.History[2] != ev || got.Response == nil || got.Response.Data != nil {
+		if got.Status != iotgate.CommandSucceeded || len(got.History) != 3 || got.History[2] != ev || got.Response == nil || got.Response.Data != nil {
 			t.Errorf("after update: %+v", got)
 		}
-		wantCode(t, db.UpdateCommand(ctx, c, []devices.CommandStatus{devices.CommandSent}, &ev), devices.EConflict, "")
+		wantCode(t, db.UpdateCommand(ctx, c, []iotgate.CommandStatus{iotgate.CommandSent}, &ev), iotgate.EConflict, "")
 		c.ID = "missing"
-		wantCode(t, db.UpdateCommand(ctx, c, []devices.CommandStatus{devices.CommandSent}, nil), devices.ENotFound, "")
+		wantCode(t, db.UpdateCommand(ctx, c, []iotgate.CommandStatus{iotgate.CommandSent}, nil), iotgate.ENotFound, "")
 	})
 
 	t.Run("Pages", func(t *testing.T) {
-		d2, err := svc.Register(ctx, &devices.Device{JID: "pager@example.com", Schema: "thermostat"})
+		d2, err := svc.Register(ctx, &iotgate.Device{JID: "pager@example.com", Schema: "thermostat"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -132,7 +133,7 @@ func TestCommandStore(t *testing.T) {
 			id := fmt.Sprintf("p%d", i)
 			// Two share a timestamp: the id breaks the tie.
 			at := cmdTime.Add(time.Duration(i/2) * time.Second)
-			if err := db.CreateCommand(ctx, newCommand(d2, id, at, devices.CommandSucceeded), time.Time{}); err != nil {
+			if err := db.CreateCommand(ctx, newCommand(d2, id, at, iotgate.CommandSucceeded), time.Time{}); err != nil {
 				t.Fatal(err)
 			}
 			want = append([]string{id}, want...)
@@ -140,7 +141,7 @@ func TestCommandStore(t *testing.T) {
 		var got []string
 		cursor := ""
 		for range 4 {
-			page, err := db.Commands(ctx, d2.JID, devices.CommandFilter{Limit: 2, Cursor: cursor})
+			page, err := db.Commands(ctx, d2.JID, iotgate.CommandFilter{Limit: 2, Cursor: cursor})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -154,19 +155,19 @@ func TestCommandStore(t *testing.T) {
 		if !slices.Equal(got, want) {
 			t.Errorf("pages = %v, want %v", got, want)
 		}
-		_, err = db.Commands(ctx, d2.JID, devices.CommandFilter{Limit: 2, Cursor: "!!"})
-		wantCode(t, err, devices.EInvalid, "")
+		_, err = db.Commands(ctx, d2.JID, iotgate.CommandFilter{Limit: 2, Cursor: "!!"})
+		wantCode(t, err, iotgate.EInvalid, "")
 	})
 
 	t.Run("QueueExpireAndRecover", func(t *testing.T) {
-		d3, err := svc.Register(ctx, &devices.Device{JID: "queue@example.com", Schema: "thermostat"})
+		d3, err := svc.Register(ctx, &iotgate.Device{JID: "queue@example.com", Schema: "thermostat"})
 		if err != nil {
 			t.Fatal(err)
 		}
-		for i, st := range []devices.CommandStatus{devices.CommandQueued, devices.CommandQueued, devices.CommandSent, devices.CommandPending} {
+		for i, st := range []iotgate.CommandStatus{iotgate.CommandQueued, iotgate.CommandQueued, iotgate.CommandSent, iotgate.CommandPending} {
 			c := newCommand(d3, fmt.Sprintf("q%d", i), cmdTime.Add(time.Duration(i)*time.Second), st)
 			exp := cmdTime.Add(time.Duration(10*i) * time.Minute)
-			c.Mode, c.ExpiresAt = devices.CommandQueue, &exp
+			c.Mode, c.ExpiresAt = iotgate.CommandQueue, &exp
 			if err := db.CreateCommand(ctx, c, time.Time{}); err != nil {
 				t.Fatal(err)
 			}
@@ -185,40 +186,40 @@ func TestCommandStore(t *testing.T) {
 			t.Fatalf("expired = %v, %v; want [q0]", ids, err)
 		}
 		c, _ := db.Command(ctx, "q0")
-		if c.Status != devices.CommandExpired || c.Error != "too late" || c.CompletedAt == nil || c.History[len(c.History)-1].Status != devices.CommandExpired {
+		if c.Status != iotgate.CommandExpired || c.Error != "too late" || c.CompletedAt == nil || c.History[len(c.History)-1].Status != iotgate.CommandExpired {
 			t.Errorf("expired command = %+v", c)
 		}
 
-		n, err := db.FailUnfinishedCommands(ctx, cmdTime.Add(time.Hour), devices.CmdErrRestarted, "restarted")
+		n, err := db.FailUnfinishedCommands(ctx, cmdTime.Add(time.Hour), iotgate.CmdErrRestarted, "restarted")
 		if err != nil || n < 2 {
 			t.Fatalf("resolved %d, %v; want at least q2 and q3", n, err)
 		}
 		for _, id := range []string{"q2", "q3"} {
 			c, _ := db.Command(ctx, id)
 			last := c.History[len(c.History)-1]
-			if c.Status != devices.CommandFailed || c.ErrorCode != devices.CmdErrRestarted || last.Status != devices.CommandFailed || last.Reason != "restarted" {
+			if c.Status != iotgate.CommandFailed || c.ErrorCode != iotgate.CmdErrRestarted || last.Status != iotgate.CommandFailed || last.Reason != "restarted" {
 				t.Errorf("%s after restart: %+v", id, c)
 			}
 		}
-		if c, _ := db.Command(ctx, "q1"); c.Status != devices.CommandQueued {
+		if c, _ := db.Command(ctx, "q1"); c.Status != iotgate.CommandQueued {
 			t.Errorf("q1 is %s, want still queued", c.Status)
 		}
 	})
 
 	t.Run("DeviceDeleteCascades", func(t *testing.T) {
-		d4, err := svc.Register(ctx, &devices.Device{JID: "gone@example.com", Schema: "thermostat"})
+		d4, err := svc.Register(ctx, &iotgate.Device{JID: "gone@example.com", Schema: "thermostat"})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := db.CreateCommand(ctx, newCommand(d4, "gone1", cmdTime, devices.CommandQueued), time.Time{}); err != nil {
+		if err := db.CreateCommand(ctx, newCommand(d4, "gone1", cmdTime, iotgate.CommandQueued), time.Time{}); err != nil {
 			t.Fatal(err)
 		}
 		if err := svc.Delete(ctx, d4.JID); err != nil {
 			t.Fatal(err)
 		}
 		_, err = db.Command(ctx, "gone1")
-		wantCode(t, err, devices.ENotFound, "")
-		wantCode(t, db.CreateCommand(ctx, newCommand(d4, "gone2", cmdTime, devices.CommandQueued), time.Time{}), devices.ENotFound, "")
+		wantCode(t, err, iotgate.ENotFound, "")
+		wantCode(t, db.CreateCommand(ctx, newCommand(d4, "gone2", cmdTime, iotgate.CommandQueued), time.Time{}), iotgate.ENotFound, "")
 	})
 }
 
@@ -227,7 +228,7 @@ func TestCommandStore(t *testing.T) {
 func TestCommandStoreBatches(t *testing.T) {
 	ctx := context.Background()
 	db, svc, d := commandFixture(t)
-	gone, err := svc.Register(ctx, &devices.Device{JID: "gone@example.com", Schema: "thermostat"})
+	gone, err := svc.Register(ctx, &iotgate.Device{JID: "gone@example.com", Schema: "thermostat"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,21 +237,21 @@ func TestCommandStoreBatches(t *testing.T) {
 	}
 
 	t.Run("Create", func(t *testing.T) {
-		keyed := newCommand(d, "c-keyed", cmdTime, devices.CommandSent)
+		keyed := newCommand(d, "c-keyed", cmdTime, iotgate.CommandSent)
 		keyed.IdempotencyKey = "k"
 		for _, tc := range []struct {
 			name string
-			cs   []*devices.Command
+			cs   []*iotgate.Command
 			// want is each command's error code ("" for stored).
 			want []string
 		}{
-			{"OK", []*devices.Command{newCommand(d, "c1", cmdTime, devices.CommandSent), newCommand(d, "c2", cmdTime, devices.CommandFailed),
-				newCommand(d, "c3", cmdTime.Add(time.Second), devices.CommandQueued)}, []string{"", "", ""}},
-			{"ErrDeviceGoneOnlyItsOwn", []*devices.Command{newCommand(d, "c4", cmdTime, devices.CommandSent), newCommand(gone, "c5", cmdTime, devices.CommandSent),
-				newCommand(d, "c6", cmdTime, devices.CommandSent)}, []string{"", devices.ENotFound, ""}},
-			{"ErrDuplicateID", []*devices.Command{newCommand(d, "c7", cmdTime, devices.CommandSent), newCommand(d, "c1", cmdTime, devices.CommandSent)},
-				[]string{"", devices.EConflict}},
-			{"ErrIdempotencyKey", []*devices.Command{keyed}, []string{devices.EInvalid}},
+			{"OK", []*iotgate.Command{newCommand(d, "c1", cmdTime, iotgate.CommandSent), newCommand(d, "c2", cmdTime, iotgate.CommandFailed),
+				newCommand(d, "c3", cmdTime.Add(time.Second), iotgate.CommandQueued)}, []string{"", "", ""}},
+			{"ErrDeviceGoneOnlyItsOwn", []*iotgate.Command{newCommand(d, "c4", cmdTime, iotgate.CommandSent), newCommand(gone, "c5", cmdTime, iotgate.CommandSent),
+				newCommand(d, "c6", cmdTime, iotgate.CommandSent)}, []string{"", iotgate.ENotFound, ""}},
+			{"ErrDuplicateID", []*iotgate.Command{newCommand(d, "c7", cmdTime, iotgate.CommandSent), newCommand(d, "c1", cmdTime, iotgate.CommandSent)},
+				[]string{"", iotgate.EConflict}},
+			{"ErrIdempotencyKey", []*iotgate.Command{keyed}, []string{iotgate.EInvalid}},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				errs := db.CreateCommands(ctx, tc.cs)
@@ -258,7 +259,7 @@ func TestCommandStoreBatches(t *testing.T) {
 					t.Fatalf("%d errors for %d commands", len(errs), len(tc.cs))
 				}
 				for i, c := range tc.cs {
-					if got := devices.ErrorCode(errs[i]); errs[i] != nil && got != tc.want[i] || errs[i] == nil && tc.want[i] != "" {
+					if got := iotgate.ErrorCode(errs[i]); errs[i] != nil && got != tc.want[i] || errs[i] == nil && tc.want[i] != "" {
 						t.Errorf("%s: err = %v, want code %q", c.ID, errs[i], tc.want[i])
 						continue
 					}
@@ -278,52 +279,52 @@ func TestCommandStoreBatches(t *testing.T) {
 	})
 
 	t.Run("Update", func(t *testing.T) {
-		mk := func(id string, st devices.CommandStatus) *devices.Command {
+		mk := func(id string, st iotgate.CommandStatus) *iotgate.Command {
 			c := newCommand(d, id, cmdTime, st)
-			if errs := db.CreateCommands(ctx, []*devices.Command{c}); errs[0] != nil {
+			if errs := db.CreateCommands(ctx, []*iotgate.Command{c}); errs[0] != nil {
 				t.Fatal(errs[0])
 			}
 			return c
 		}
-		ok, noEvent, late, wrong := mk("u-ok", devices.CommandSent), mk("u-noev", devices.CommandSent), mk("u-late", devices.CommandTimedOut), mk("u-wrong", devices.CommandSucceeded)
-		missing := newCommand(d, "u-missing", cmdTime, devices.CommandSent)
+		ok, noEvent, late, wrong := mk("u-ok", iotgate.CommandSent), mk("u-noev", iotgate.CommandSent), mk("u-late", iotgate.CommandTimedOut), mk("u-wrong", iotgate.CommandSucceeded)
+		missing := newCommand(d, "u-missing", cmdTime, iotgate.CommandSent)
 		done := cmdTime.Add(2 * time.Second)
 
-		ok.Status, ok.CompletedAt, ok.AnsweredAt = devices.CommandSucceeded, &done, &done
-		ok.Response = &devices.CommandResponse{XML: `<state xmlns="urn:example:thermostat"/>`, Data: json.RawMessage(`{"a": 1}`)}
-		okEv := devices.CommandEvent{Status: devices.CommandSucceeded, At: done}
-		noEvent.Status, noEvent.ErrorCode, noEvent.Error = devices.CommandFailed, devices.CmdErrXMPP, "no"
-		late.LateAnswer, late.XMPPError = true, &devices.XMPPError{Type: "cancel", Condition: "item-not-found", Text: "what"}
-		wrongEv := devices.CommandEvent{Status: devices.CommandFailed, At: done, Reason: "too late"}
+		ok.Status, ok.CompletedAt, ok.AnsweredAt = iotgate.CommandSucceeded, &done, &done
+		ok.Response = &iotgate.CommandResponse{XML: `<state xmlns="urn:example:thermostat"/>`, Data: json.RawMessage(`{"a": 1}`)}
+		okEv := iotgate.CommandEvent{Status: iotgate.CommandSucceeded, At: done}
+		noEvent.Status, noEvent.ErrorCode, noEvent.Error = iotgate.CommandFailed, iotgate.CmdErrXMPP, "no"
+		late.LateAnswer, late.XMPPError = true, &iotgate.XMPPError{Type: "cancel", Condition: "item-not-found", Text: "what"}
+		wrongEv := iotgate.CommandEvent{Status: iotgate.CommandFailed, At: done, Reason: "too late"}
 
-		us := []devices.CommandUpdate{
-			{Command: ok, From: []devices.CommandStatus{devices.CommandSent}, Event: &okEv},
-			{Command: noEvent, From: []devices.CommandStatus{devices.CommandPending, devices.CommandSent}},
-			{Command: late, From: []devices.CommandStatus{devices.CommandTimedOut}},
-			{Command: wrong, From: []devices.CommandStatus{devices.CommandSent}, Event: &wrongEv},
-			{Command: missing, From: []devices.CommandStatus{devices.CommandSent}},
+		us := []iotgate.CommandUpdate{
+			{Command: ok, From: []iotgate.CommandStatus{iotgate.CommandSent}, Event: &okEv},
+			{Command: noEvent, From: []iotgate.CommandStatus{iotgate.CommandPending, iotgate.CommandSent}},
+			{Command: late, From: []iotgate.CommandStatus{iotgate.CommandTimedOut}},
+			{Command: wrong, From: []iotgate.CommandStatus{iotgate.CommandSent}, Event: &wrongEv},
+			{Command: missing, From: []iotgate.CommandStatus{iotgate.CommandSent}},
 		}
 		errs := db.UpdateCommands(ctx, us)
 		for _, tc := range []struct {
-			c        *devices.Command
+			c        *iotgate.Command
 			wantCode string
 			// history is the entries the stored command must have.
-			history []devices.CommandEvent
+			history []iotgate.CommandEvent
 		}{
 			{ok, "", append(slices.Clone(ok.History), okEv)},
 			{noEvent, "", noEvent.History},
 			{late, "", late.History},
-			{wrong, devices.EConflict, wrong.History},
-			{missing, devices.ENotFound, nil},
+			{wrong, iotgate.EConflict, wrong.History},
+			{missing, iotgate.ENotFound, nil},
 		} {
 			t.Run(tc.c.ID, func(t *testing.T) {
-				i := slices.IndexFunc(us, func(u devices.CommandUpdate) bool { return u.Command == tc.c })
-				if got := devices.ErrorCode(errs[i]); errs[i] != nil && got != tc.wantCode || errs[i] == nil && tc.wantCode != "" {
+				i := slices.IndexFunc(us, func(u iotgate.CommandUpdate) bool { return u.Command == tc.c })
+				if got := iotgate.ErrorCode(errs[i]); errs[i] != nil && got != tc.wantCode || errs[i] == nil && tc.wantCode != "" {
 					t.Fatalf("err = %v, want code %q", errs[i], tc.wantCode)
 				}
 				got, err := db.Command(ctx, tc.c.ID)
-				if tc.wantCode == devices.ENotFound {
-					wantCode(t, err, devices.ENotFound, "")
+				if tc.wantCode == iotgate.ENotFound {
+					wantCode(t, err, iotgate.ENotFound, "")
 					return
 				}
 				if err != nil {
@@ -333,7 +334,7 @@ func TestCommandStoreBatches(t *testing.T) {
 					t.Errorf("history = %+v, want %+v", got.History, tc.history)
 				}
 				if tc.wantCode != "" {
-					if got.Status != devices.CommandSucceeded {
+					if got.Status != iotgate.CommandSucceeded {
 						t.Errorf("refused update changed the status to %s", got.Status)
 					}
 					return
@@ -354,7 +355,7 @@ func TestCommandStoreBatches(t *testing.T) {
 // command service's group commit writes under load), with the database
 // alone: how many commands per second the store can take.
 //
-//	go test -tags integration -run '^$' -bench BenchmarkCommandWrites -benchtime 20000x ./devices/postgres/
+//	go test -tags integration -run '^$' -bench BenchmarkCommandWrites -benchtime 20000x ./postgres/
 func BenchmarkCommandWrites(b *testing.B) {
 	ctx := context.Background()
 	db, reg, svc := newStack(b)
@@ -366,22 +367,22 @@ func BenchmarkCommandWrites(b *testing.B) {
 			n := 0
 			for b.Loop() {
 				if n%batch == 0 {
-					cs := make([]*devices.Command, batch)
+					cs := make([]*iotgate.Command, batch)
 					for i := range cs {
-						cs[i] = newCommand(d, fmt.Sprintf("%s-%d", prefix, n+i), cmdTime, devices.CommandSent)
+						cs[i] = newCommand(d, fmt.Sprintf("%s-%d", prefix, n+i), cmdTime, iotgate.CommandSent)
 					}
 					for i, err := range db.CreateCommands(ctx, cs) {
 						if err != nil {
 							b.Fatalf("create %s: %v", cs[i].ID, err)
 						}
 					}
-					us := make([]devices.CommandUpdate, batch)
+					us := make([]iotgate.CommandUpdate, batch)
 					for i, c := range cs {
 						done := cmdTime.Add(time.Second)
-						c.Status, c.CompletedAt, c.AnsweredAt = devices.CommandSucceeded, &done, &done
-						c.Response = &devices.CommandResponse{XML: `<state xmlns="urn:example:thermostat"/>`, Data: json.RawMessage(`{}`)}
-						us[i] = devices.CommandUpdate{Command: c, From: []devices.CommandStatus{devices.CommandSent},
-							Event: &devices.CommandEvent{Status: devices.CommandSucceeded, At: done}}
+						c.Status, c.CompletedAt, c.AnsweredAt = iotgate.CommandSucceeded, &done, &done
+						c.Response = &iotgate.CommandResponse{XML: `<state xmlns="urn:example:thermostat"/>`, Data: json.RawMessage(`{}`)}
+						us[i] = iotgate.CommandUpdate{Command: c, From: []iotgate.CommandStatus{iotgate.CommandSent},
+							Event: &iotgate.CommandEvent{Status: iotgate.CommandSucceeded, At: done}}
 					}
 					for i, err := range db.UpdateCommands(ctx, us) {
 						if err != nil {

@@ -6,10 +6,10 @@ import (
 
 	"github.com/lib/pq"
 
-	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate"
 )
 
-var _ devices.PresenceStore = (*DB)(nil)
+var _ iotgate.PresenceStore = (*DB)(nil)
 
 // DeviceJIDs returns every registered JID, for presence probes after a
 // (re)connection.
@@ -19,7 +19,7 @@ func (db *DB) DeviceJIDs(ctx context.Context) ([]string, error) {
 
 // InsertPresenceEvents records online/offline transitions. Events of
 // devices deleted meanwhile are skipped.
-func (db *DB) InsertPresenceEvents(ctx context.Context, evs []devices.PresenceEvent) error {
+func (db *DB) InsertPresenceEvents(ctx context.Context, evs []iotgate.PresenceEvent) error {
 	if len(evs) == 0 {
 		return nil
 	}

@@ -1,13 +1,17 @@
 // Package postgres is iotgate's PostgreSQL adapter: it implements the
-// storage interfaces of package devices on top of database/sql and lib/pq,
-// with raw SQL.
+// store ports of the root package iotgate (DeviceStore, CommandStore,
+// PresenceStore, TokenStore) and schemas.Store on top of database/sql and
+// lib/pq, with raw SQL, and owns the schema: Open runs the migrations of
+// package migrations.
 //
 // Driver errors never leave this package as they are: they are translated
-// at this boundary into *devices.Error values (a unique violation becomes
-// EConflict, a lost connection EUnavailable, and so on), keeping the
-// driver's error as the cause for the logs.
+// at this boundary, in one table (classify), into *iotgate.Error values (a
+// unique violation becomes EConflict, a lost connection EUnavailable, and
+// so on), keeping the driver's error as the cause for the logs.
 //
-// The schema itself is created by package migrations.
+// It imports the root package iotgate, schemas (for the schema types it
+// stores) and migrations; never a transport (api, component), devices or
+// cmd.
 package postgres
 
 import (
@@ -22,7 +26,7 @@ import (
 	"github.com/lib/pq"
 	"github.com/lib/pq/pqerror"
 
-	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate"
 )
 
 // Pool and timeout settings. A gateway's queries are short; a small pool
@@ -59,14 +63,15 @@ type DB struct {
 	stmts  map[string]*sql.Stmt // by query text
 }
 
-// Open connects to the database at dsn, a postgres:// URL or a libpq
-// key=value string, and checks that it answers. Unless dsn sets them,
-// connect_timeout is 5 seconds and application_name is "iotgate".
+// Connect connects to the database at dsn, a postgres:// URL or a libpq
+// key=value string, and checks that it answers; it does not migrate (Open
+// does). Unless dsn sets them, connect_timeout is 5 seconds and
+// application_name is "iotgate".
 //
-// Errors: EInvalid (dsn is malformed, the server refused the credentials
-// or has no such database), EUnavailable (the server can't be reached or
-// isn't accepting connections yet), ETimeout (ctx ended).
-func Open(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
+// Errors: EInvalid (dsn is malformed), EUnavailable (the server can't be
+// reached, isn't accepting connections yet, refused the credentials or has
+// no such database), ETimeout (ctx ended).
+func Connect(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -78,7 +83,7 @@ func Open(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
 		if errors.As(err, &uerr) {
 			err = uerr.Err
 		}
-		return nil, &devices.Error{Code: devices.EInvalid, Message: "invalid database URL: " + err.Error()}
+		return nil, &iotgate.Error{Code: iotgate.EInvalid, Message: "invalid database URL: " + err.Error()}
 	}
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = defaultConnectTimeout
@@ -88,7 +93,7 @@ func Open(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
 	}
 	connector, err := pq.NewConnectorConfig(cfg)
 	if err != nil {
-		return nil, &devices.Error{Code: devices.EInvalid, Message: "invalid database URL: " + err.Error()}
+		return nil, &iotgate.Error{Code: iotgate.EInvalid, Message: "invalid database URL: " + err.Error()}
 	}
 
 	sqlDB := sql.OpenDB(connector)
@@ -99,13 +104,8 @@ func Open(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
 
 	if err := sqlDB.PingContext(ctx); err != nil {
 		sqlDB.Close()
-		// A refused login or a missing database won't fix itself:
-		// report it as a configuration error, not as an outage worth
-		// waiting out.
-		if pqErr := pq.As(err); pqErr != nil &&
-			(pqErr.Code.Class() == pqerror.ClassInvalidAuthorizationSpecification || pqErr.Code.Class() == pqerror.ClassInvalidCatalogName) {
-			return nil, &devices.Error{Code: devices.EInvalid, Message: "database refused the connection: " + pqErr.Message, Err: err}
-		}
+		// A refused login or a missing database goes through the one
+		// table like any driver error: unavailable (see classify).
 		return nil, translate(err, "connect to database")
 	}
 	db := &DB{db: sqlDB, log: log, Now: time.Now}
@@ -150,8 +150,8 @@ func (db *DB) prepared(ctx context.Context, q string) (*sql.Stmt, error) {
 	return st, nil
 }
 
-// SQL returns the underlying pool, for package migrations and for tests.
-// Stores don't hand it out further.
+// SQL returns the underlying pool, for its statistics (metrics) and for
+// tests. Stores don't hand it out further.
 func (db *DB) SQL() *sql.DB { return db.db }
 
 // Health probes the database with a round trip, bounded by 2 seconds and
@@ -167,11 +167,11 @@ func (db *DB) Health(ctx context.Context) (ok bool, since time.Time, err error) 
 	// driver.ErrBadConn, and the real cause is what an operator needs.
 	perr := db.db.QueryRowContext(ctx, `SELECT 1`).Scan(new(int))
 	if perr != nil {
-		code := devices.EUnavailable
+		code := iotgate.EUnavailable
 		if errors.Is(perr, context.DeadlineExceeded) {
-			code = devices.ETimeout
+			code = iotgate.ETimeout
 		}
-		err = &devices.Error{Code: code, Message: "database unreachable", Err: perr}
+		err = &iotgate.Error{Code: code, Message: "database unreachable", Err: perr}
 	}
 
 	db.mu.Lock()
@@ -189,10 +189,10 @@ func (db *DB) Health(ctx context.Context) (ok bool, since time.Time, err error) 
 }
 
 // translate converts an error from database/sql or lib/pq into a
-// *devices.Error whose message starts with op and whose cause is err. It
+// *iotgate.Error whose message starts with op and whose cause is err. It
 // is the one place where driver errors get their meaning; stores that know
 // better (which constraint stands for what) check first and call it for
-// the rest. A nil err stays nil; a *devices.Error is returned as is.
+// the rest. A nil err stays nil; a *iotgate.Error is returned as is.
 //
 // The messages name the kind of failure, never the driver's text, since
 // they may reach clients; the cause carries the detail for the logs.
@@ -200,59 +200,64 @@ func translate(err error, op string) error {
 	if err == nil {
 		return nil
 	}
-	var de *devices.Error
+	var de *iotgate.Error
 	if errors.As(err, &de) {
 		return err
 	}
 	code, reason := classify(err)
-	return &devices.Error{Code: code, Message: op + ": " + reason, Err: err}
+	return &iotgate.Error{Code: code, Message: op + ": " + reason, Err: err}
 }
 
 // classify maps err to a domain code and a client-safe reason.
 func classify(err error) (code, reason string) {
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
-		return devices.ENotFound, "not found"
+		return iotgate.ENotFound, "not found"
 	case errors.Is(err, context.DeadlineExceeded):
-		return devices.ETimeout, "timed out"
+		return iotgate.ETimeout, "timed out"
 	case errors.Is(err, context.Canceled):
-		return devices.ETimeout, "canceled"
+		return iotgate.ETimeout, "canceled"
 	case errors.Is(err, sql.ErrConnDone):
-		return devices.EUnavailable, "database connection closed"
+		return iotgate.EUnavailable, "database connection closed"
 	}
 	pqErr := pq.As(err)
 	if pqErr == nil {
 		// Dial errors, broken connections (driver.ErrBadConn), closed
 		// pools: the database can't be talked to.
-		return devices.EUnavailable, "database unavailable"
+		return iotgate.EUnavailable, "database unavailable"
 	}
 	switch pqErr.Code {
 	case pqerror.UniqueViolation:
-		return devices.EConflict, "already exists"
+		return iotgate.EConflict, "already exists"
 	case pqerror.ForeignKeyViolation:
-		return devices.EConflict, "conflicts with related records"
+		return iotgate.EConflict, "conflicts with related records"
 	case pqerror.RestrictViolation: // a trigger forbidding the change
-		return devices.EConflict, "not allowed to change"
+		return iotgate.EConflict, "not allowed to change"
 	case pqerror.NotNullViolation, pqerror.CheckViolation:
-		return devices.EInvalid, "invalid value"
+		return iotgate.EInvalid, "invalid value"
 	case pqerror.TRSerializationFailure, pqerror.TRDeadlockDetected:
-		return devices.EUnavailable, "concurrent update, try again"
+		return iotgate.EUnavailable, "concurrent update, try again"
 	case pqerror.LockNotAvailable:
-		return devices.EUnavailable, "resource busy, try again"
+		return iotgate.EUnavailable, "resource busy, try again"
 	case pqerror.QueryCanceled: // statement_timeout
-		return devices.ETimeout, "timed out"
+		return iotgate.ETimeout, "timed out"
 	case pqerror.TooManyConnections, pqerror.AdminShutdown, pqerror.CrashShutdown, pqerror.CannotConnectNow:
-		return devices.EUnavailable, "database unavailable"
+		return iotgate.EUnavailable, "database unavailable"
 	}
 	switch pqErr.Code.Class() {
 	case pqerror.ClassDataException: // too long, out of range, bad encoding
-		return devices.EInvalid, "invalid value"
+		return iotgate.EInvalid, "invalid value"
 	case pqerror.ClassConnectionException:
-		return devices.EUnavailable, "database unavailable"
+		return iotgate.EUnavailable, "database unavailable"
+	// A server that refuses a login or lacks the database is an
+	// operational fault, not a client's invalid input: the operator fixes
+	// the role, the password (pg_hba.conf) or the database while iotgate
+	// waits and retries, as for any outage, and the reason is logged at
+	// each retry.
 	case pqerror.ClassInvalidAuthorizationSpecification:
-		return devices.EUnavailable, "database refused the credentials"
+		return iotgate.EUnavailable, "database refused the credentials"
 	case pqerror.ClassInvalidCatalogName:
-		return devices.EUnavailable, "database does not exist"
+		return iotgate.EUnavailable, "database does not exist"
 	}
-	return devices.EInternal, "database error"
+	return iotgate.EInternal, "database error"
 }

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate"
 	"github.com/iotgate/iotgate/schemas/examples"
 )
 
@@ -24,9 +24,9 @@ func TestInsertReadingsIDs(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Now().UTC()
-	var rs []*devices.Reading
+	var rs []*iotgate.Reading
 	for i, d := range []int{0, 1, 2, 0, 1, 0} {
-		rs = append(rs, &devices.Reading{DeviceID: devs[d].ID, DeviceJID: devs[d].JID, ReceivedAt: now.Add(time.Duration(i) * time.Millisecond),
+		rs = append(rs, &iotgate.Reading{DeviceID: devs[d].ID, DeviceJID: devs[d].JID, ReceivedAt: now.Add(time.Duration(i) * time.Millisecond),
 			XML: "<r n='" + string(rune('0'+i)) + "'/>", Data: []byte(`{"n":` + string(rune('0'+i)) + `}`)})
 	}
 	if err := errors.Join(db.InsertReadings(ctx, rs)...); err != nil {
@@ -59,9 +59,9 @@ func TestStateFromMemoryReal(t *testing.T) {
 		t.Fatal(err)
 	}
 	const jid = "cache@example.com"
-	register := func(t *testing.T) *devices.Device {
+	register := func(t *testing.T) *iotgate.Device {
 		t.Helper()
-		d, err := svc.Register(ctx, &devices.Device{JID: jid, Schema: "thermostat", SchemaVersion: 1})
+		d, err := svc.Register(ctx, &iotgate.Device{JID: jid, Schema: "thermostat", SchemaVersion: 1})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -69,8 +69,8 @@ func TestStateFromMemoryReal(t *testing.T) {
 	}
 	send := func(t *testing.T, temp string) {
 		t.Helper()
-		if err := ingest(t, svc, devices.IncomingReading{From: jid + "/r", Via: "iq",
-			Payloads: []devices.Payload{{Namespace: examples.ThermostatNS, XML: reading(temp)}}}); err != nil {
+		if err := ingest(t, svc, iotgate.IncomingReading{From: jid + "/r", Via: "iq",
+			Payloads: []iotgate.Payload{{Namespace: examples.ThermostatNS, XML: reading(temp)}}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -83,7 +83,7 @@ func TestStateFromMemoryReal(t *testing.T) {
 			t.Fatal(err)
 		}
 		stored, err := db.LatestReading(ctx, jid)
-		if devices.ErrorCode(err) == devices.ENotFound {
+		if iotgate.ErrorCode(err) == iotgate.ENotFound {
 			if st.Reading != nil || st.LastSeenAt != nil {
 				t.Errorf("state shows %+v, last seen %v; the store has no reading", st.Reading, st.LastSeenAt)
 			}
@@ -126,7 +126,7 @@ func TestStateFromMemoryReal(t *testing.T) {
 		if _, err := svc.Device(ctx, jid); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := svc.Update(ctx, jid, devices.DeviceUpdate{Labels: &labels, SchemaVersion: &version}); err != nil {
+		if _, err := svc.Update(ctx, jid, iotgate.DeviceUpdate{Labels: &labels, SchemaVersion: &version}); err != nil {
 			t.Fatal(err)
 		}
 		d, err := svc.Device(ctx, jid)
@@ -146,7 +146,7 @@ func TestStateFromMemoryReal(t *testing.T) {
 		if err := svc.Delete(ctx, jid); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := svc.State(ctx, jid); devices.ErrorCode(err) != devices.ENotFound {
+		if _, err := svc.State(ctx, jid); iotgate.ErrorCode(err) != iotgate.ENotFound {
 			t.Fatalf("state of a deleted device: %v, want not_found", err)
 		}
 		register(t)

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate"
 	"github.com/iotgate/iotgate/schemas/xsd"
 )
 
@@ -27,10 +27,10 @@ func TestInsertReadingsPoison(t *testing.T) {
 	devs := thermostats(t, reg, svc, "a@example.com", "b@example.com", "c@example.com")
 	now := time.Now().UTC().Round(time.Microsecond)
 	yearZero := time.Date(0, 1, 1, 0, 0, 0, 0, time.UTC) // Go has it, PostgreSQL doesn't
-	good := func(d *devices.Device, n int) *devices.Reading {
-		return &devices.Reading{DeviceID: d.ID, DeviceJID: d.JID, ReceivedAt: now.Add(time.Duration(n) * time.Millisecond), XML: "<r/>", Data: []byte(`{"n": 1}`)}
+	good := func(d *iotgate.Device, n int) *iotgate.Reading {
+		return &iotgate.Reading{DeviceID: d.ID, DeviceJID: d.JID, ReceivedAt: now.Add(time.Duration(n) * time.Millisecond), XML: "<r/>", Data: []byte(`{"n": 1}`)}
 	}
-	rs := []*devices.Reading{good(devs[0], 0), good(devs[1], 1), good(devs[2], 2), good(devs[0], 3), good(devs[1], 4), good(devs[2], 5), good(devs[0], 6)}
+	rs := []*iotgate.Reading{good(devs[0], 0), good(devs[1], 1), good(devs[2], 2), good(devs[0], 3), good(devs[1], 4), good(devs[2], 5), good(devs[0], 6)}
 	rs[1].Data = []byte(poisonData)
 	rs[5].DeviceTime = &yearZero
 	errs := db.InsertReadings(ctx, rs)
@@ -40,7 +40,7 @@ func TestInsertReadingsPoison(t *testing.T) {
 	for i, err := range errs {
 		poison := i == 1 || i == 5
 		switch {
-		case poison && devices.ErrorCode(err) != devices.EInvalid:
+		case poison && iotgate.ErrorCode(err) != iotgate.EInvalid:
 			t.Errorf("reading %d: err = %v, want invalid", i, err)
 		case poison && rs[i].ID != 0:
 			t.Errorf("reading %d: refused, but has ID %d", i, rs[i].ID)
@@ -52,7 +52,7 @@ func TestInsertReadingsPoison(t *testing.T) {
 		jid  string
 		want int
 	}{{"a@example.com", 3}, {"b@example.com", 1}, {"c@example.com", 1}} {
-		page, err := db.Readings(ctx, tc.jid, devices.ReadingFilter{Limit: 10})
+		page, err := db.Readings(ctx, tc.jid, iotgate.ReadingFilter{Limit: 10})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -69,18 +69,18 @@ func TestUpdateCommandsPoison(t *testing.T) {
 	ctx := context.Background()
 	db, reg, svc := newStack(t)
 	devs := thermostats(t, reg, svc, "a@example.com", "b@example.com", "c@example.com")
-	var us []devices.CommandUpdate
+	var us []iotgate.CommandUpdate
 	done := cmdTime.Add(time.Second)
 	for i, d := range devs {
-		c := newCommand(d, "p"+string(rune('0'+i)), cmdTime, devices.CommandSent)
-		if errs := db.CreateCommands(ctx, []*devices.Command{c}); errs[0] != nil {
+		c := newCommand(d, "p"+string(rune('0'+i)), cmdTime, iotgate.CommandSent)
+		if errs := db.CreateCommands(ctx, []*iotgate.Command{c}); errs[0] != nil {
 			t.Fatal(errs[0])
 		}
-		c.Status, c.CompletedAt, c.AnsweredAt = devices.CommandSucceeded, &done, &done
-		c.Response = &devices.CommandResponse{XML: `<state xmlns="urn:example:thermostat"/>`, Data: json.RawMessage(`{"a": 1}`)}
-		ev := devices.CommandEvent{Status: devices.CommandSucceeded, At: done}
+		c.Status, c.CompletedAt, c.AnsweredAt = iotgate.CommandSucceeded, &done, &done
+		c.Response = &iotgate.CommandResponse{XML: `<state xmlns="urn:example:thermostat"/>`, Data: json.RawMessage(`{"a": 1}`)}
+		ev := iotgate.CommandEvent{Status: iotgate.CommandSucceeded, At: done}
 		c.History = append(c.History, ev)
-		us = append(us, devices.CommandUpdate{Command: c, From: []devices.CommandStatus{devices.CommandSent}, Event: &ev})
+		us = append(us, iotgate.CommandUpdate{Command: c, From: []iotgate.CommandStatus{iotgate.CommandSent}, Event: &ev})
 	}
 	us[1].Command.Response.Data = json.RawMessage(poisonData)
 	errs := db.UpdateCommands(ctx, us)
@@ -90,7 +90,7 @@ func TestUpdateCommandsPoison(t *testing.T) {
 			t.Fatal(err)
 		}
 		if i == 1 {
-			if devices.ErrorCode(errs[i]) != devices.EInvalid || got.Status != devices.CommandSent {
+			if iotgate.ErrorCode(errs[i]) != iotgate.EInvalid || got.Status != iotgate.CommandSent {
 				t.Errorf("poison update: err = %v, stored status %s; want invalid, still sent", errs[i], got.Status)
 			}
 			continue

@@ -9,7 +9,7 @@ import (
 
 	"github.com/lib/pq"
 
-	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate"
 	"github.com/iotgate/iotgate/schemas"
 )
 
@@ -75,9 +75,9 @@ func (db *DB) SchemaVersion(ctx context.Context, name string, version int) (*sch
 	s, err := scanSchema(row)
 	if errors.Is(err, sql.ErrNoRows) {
 		if version == 0 {
-			return nil, devices.Errorf(devices.ENotFound, "schema %q does not exist", name)
+			return nil, iotgate.Errorf(iotgate.ENotFound, "schema %q does not exist", name)
 		}
-		return nil, devices.Errorf(devices.ENotFound, "schema %q has no version %d", name, version)
+		return nil, iotgate.Errorf(iotgate.ENotFound, "schema %q has no version %d", name, version)
 	}
 	if err != nil {
 		return nil, translate(err, "get schema")
@@ -90,7 +90,7 @@ func (db *DB) SchemaVersion(ctx context.Context, name string, version int) (*sch
 func (db *DB) SchemaVersions(ctx context.Context, name string) ([]*schemas.Schema, error) {
 	out, err := db.querySchemas(ctx, `SELECT `+schemaColumns+` FROM schema_versions WHERE name = $1 ORDER BY version`, name)
 	if err == nil && len(out) == 0 {
-		return nil, devices.Errorf(devices.ENotFound, "schema %q does not exist", name)
+		return nil, iotgate.Errorf(iotgate.ENotFound, "schema %q does not exist", name)
 	}
 	return out, err
 }
@@ -111,7 +111,7 @@ func (db *DB) SchemaByNamespace(ctx context.Context, ns string) (*schemas.Schema
 		SELECT `+schemaColumns+` FROM schema_versions WHERE target_namespace = $1
 		ORDER BY created_at DESC, version DESC LIMIT 1`, ns))
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, devices.Errorf(devices.ENotFound, "no registered schema has target namespace %q", ns)
+		return nil, iotgate.Errorf(iotgate.ENotFound, "no registered schema has target namespace %q", ns)
 	}
 	if err != nil {
 		return nil, translate(err, "find schema by namespace")
@@ -124,13 +124,13 @@ func (db *DB) SchemaByNamespace(ctx context.Context, ns string) (*schemas.Schema
 func (db *DB) DeleteSchemaVersion(ctx context.Context, name string, version int) error {
 	res, err := db.db.ExecContext(ctx, `DELETE FROM schema_versions WHERE name = $1 AND version = $2`, name, version)
 	if e := pq.As(err); e != nil && e.Constraint == "devices_schema_fkey" {
-		return &devices.Error{Code: devices.EConflict, Message: fmt.Sprintf("schema %s version %d is used by devices", name, version), Err: err}
+		return &iotgate.Error{Code: iotgate.EConflict, Message: fmt.Sprintf("schema %s version %d is used by devices", name, version), Err: err}
 	}
 	if err != nil {
 		return translate(err, "delete schema version")
 	}
 	if n, err := res.RowsAffected(); err == nil && n == 0 {
-		return devices.Errorf(devices.ENotFound, "schema %q has no version %d", name, version)
+		return iotgate.Errorf(iotgate.ENotFound, "schema %q has no version %d", name, version)
 	}
 	return nil
 }

@@ -1,6 +1,8 @@
 package postgres
 
-import "github.com/iotgate/iotgate/devices"
+import (
+	"github.com/iotgate/iotgate"
+)
 
 // apart writes items with write, in one statement if it can. When that
 // statement fails for a reason one item can cause (a value PostgreSQL
@@ -11,7 +13,7 @@ import "github.com/iotgate/iotgate/devices"
 // statements more, not n (row by row): a device that sends one poison
 // value per batch can't make every batch cost a statement per row.
 //
-// write returns its statement's error, translated to *devices.Error; it
+// write returns its statement's error, translated to *iotgate.Error; it
 // may also set the outcome of single items in errs (a conflict), which
 // has the same length as items. apart fills errs: nil for a written item.
 func apart[T any](items []T, errs []error, write func(items []T, errs []error) error) {
@@ -38,8 +40,8 @@ func apart[T any](items []T, errs []error, write func(items []T, errs []error) e
 // timeout are the database's state, not an item's: trying again piece by
 // piece would only wait longer.
 func splittable(err error) bool {
-	switch devices.ErrorCode(err) {
-	case devices.EUnavailable, devices.ETimeout:
+	switch iotgate.ErrorCode(err) {
+	case iotgate.EUnavailable, iotgate.ETimeout:
 		return false
 	}
 	return true

@@ -1,0 +1,68 @@
+package iotgate
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Payload is one child element of an incoming stanza.
+type Payload struct {
+	Namespace string
+	Local     string
+	XML       []byte
+}
+
+// IncomingReading is a stanza a device sent to iotgate that may carry a
+// reading.
+type IncomingReading struct {
+	// From is the sender's full JID, as stamped by the XMPP server.
+	From string
+	// Via is "message" or "iq".
+	Via        string
+	Payloads   []Payload
+	DeviceTime *time.Time
+}
+
+// Reading is one validated payload a device sent, as stored.
+type Reading struct {
+	ID         int64           `json:"id"`
+	DeviceID   int64           `json:"-"`
+	DeviceJID  string          `json:"-"`
+	ReceivedAt time.Time       `json:"received_at"`
+	DeviceTime *time.Time      `json:"device_time"`
+	XML        string          `json:"xml"`
+	Data       json.RawMessage `json:"data" swaggertype:"object"`
+}
+
+// Rejection records a payload that iotgate refused, for the operator.
+type Rejection struct {
+	ID         int64     `json:"id"`
+	DeviceID   int64     `json:"-"`
+	DeviceJID  string    `json:"-"`
+	ReceivedAt time.Time `json:"received_at"`
+	// Via is "message" or "iq".
+	Via     string `json:"via"`
+	Reason  string `json:"reason"`
+	Payload string `json:"payload"`
+}
+
+// ReadingFilter selects a device's readings.
+type ReadingFilter struct {
+	Since, Until *time.Time
+	Limit        int
+	Cursor       string
+	// Desc orders newest first (the default).
+	Desc bool
+}
+
+// ReadingPage is one page of readings.
+type ReadingPage struct {
+	Items      []*Reading `json:"items"`
+	NextCursor string     `json:"next_cursor,omitempty"`
+}
+
+// RejectionPage is one page of rejections.
+type RejectionPage struct {
+	Items      []*Rejection `json:"items"`
+	NextCursor string       `json:"next_cursor,omitempty"`
+}

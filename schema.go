@@ -1,0 +1,22 @@
+package iotgate
+
+import (
+	"context"
+	"encoding/json"
+)
+
+// PayloadSchema is a compiled device schema, as ingest needs it.
+type PayloadSchema interface {
+	// TargetNamespace is the namespace a reading's payload element is in.
+	TargetNamespace() string
+	// ValidateAndRender validates a payload element and returns its JSON
+	// rendering. Errors: unprocessable, with the validator's reason.
+	ValidateAndRender(payload []byte) (json.RawMessage, error)
+}
+
+// SchemaSource resolves schema names and versions to compiled schemas.
+type SchemaSource interface {
+	// Compiled returns the compiled schema; version 0 means the latest.
+	// Errors: not_found.
+	Compiled(ctx context.Context, name string, version int) (PayloadSchema, int, error)
+}
