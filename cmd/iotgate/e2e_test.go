@@ -360,6 +360,38 @@ func TestE2E(t *testing.T) {
 					t.Errorf("log mentions the refused secret %d times, want retries (>= 2)", n)
 				}
 			})
+			// Last: it stops g, whose stream the new iotgate takes over.
+			t.Run("DatabaseDownAtStart", func(t *testing.T) {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				defer cancel()
+				g.stop()
+				if err := pg.Stop(ctx); err != nil {
+					t.Fatal(err)
+				}
+				env2 := maps.Clone(env)
+				delete(env2, "IOTGATE_METRICS_ADDR")
+				g2 := startGate(t, env2)
+				// The probes tell the truth while iotgate waits.
+				g2.waitReady(503, 20*time.Second, func(b readyBody) bool {
+					return !b.Checks["database"].OK && strings.Contains(b.Checks["database"].Error, "waiting for the database")
+				})
+				var health struct{ Status string }
+				if code := g2.doQuiet("/healthz", &health); code != 200 || health.Status != "ok" {
+					t.Errorf("/healthz while waiting for the database = %d %+v, want 200 ok", code, health)
+				}
+				var problem struct{ Code, Message string }
+				if code := g2.do("GET", "/v1/schemas", nil, &problem); code != 503 || problem.Code != "unavailable" || problem.Message == "" {
+					t.Errorf("GET /v1/schemas while waiting for the database = %d %+v, want 503 unavailable", code, problem)
+				}
+				if err := pg.Start(ctx); err != nil {
+					t.Fatal(err)
+				}
+				back := g2.waitReady(200, 30*time.Second, nil)
+				t.Logf("%s: /readyz 200 %s after PostgreSQL came up at start", name, back.Round(time.Millisecond))
+				if code := g2.do("GET", "/v1/schemas", nil, nil); code != 200 {
+					t.Errorf("GET /v1/schemas once started = %d, want 200", code)
+				}
+			})
 		})
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/iotgate/iotgate"
@@ -37,8 +38,14 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		"device_domains", cfg.DeviceDomains.String())
 
 	// The database may not be up yet (containers start in any order):
-	// wait for it, with /readyz saying so, rather than exit.
-	db, err := openDatabase(ctx, cfg, log)
+	// wait for it rather than exit. The HTTP address is taken first, so
+	// that /readyz says so meanwhile; the API takes it over once built.
+	starting, err := listenStarting(cfg.HTTPAddr)
+	if err != nil {
+		return err
+	}
+	defer starting.close()
+	db, err := openDatabase(ctx, cfg, log, starting.waiting)
 	if err != nil {
 		return err
 	}
@@ -115,8 +122,10 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		Tokens:   tokens,
 		Metrics:  metrics.Handler(),
 	})
-	if err := srv.Listen(cfg.HTTPAddr); err != nil {
-		return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
+	addr := starting.addr()
+	starting.close()
+	if err := srv.Listen(addr); err != nil {
+		return fmt.Errorf("listen on %s: %w", addr, err)
 	}
 	log.Info("REST API listening", "addr", srv.Addr().String(), "swagger", "http://"+srv.Addr().String()+"/swagger/index.html")
 	var metricsSrv *http.Server
@@ -231,8 +240,10 @@ func waitOr(ctx context.Context, f func()) {
 
 // openDatabase connects and migrates (postgres.Open), retrying while the
 // database is unavailable (unreachable, or refusing the login: an
-// operator fixes that while iotgate waits). A dirty or too-new schema stops the start: it needs a human.
-func openDatabase(ctx context.Context, cfg Config, log *slog.Logger) (*postgres.DB, error) {
+// operator fixes that while iotgate waits), and telling failed each
+// attempt's error. A dirty or too-new schema stops the start: it needs a
+// human.
+func openDatabase(ctx context.Context, cfg Config, log *slog.Logger, failed func(error)) (*postgres.DB, error) {
 	delay := 500 * time.Millisecond
 	for {
 		db, err := postgres.Open(ctx, cfg.DatabaseURL, log.With("part", "db"))
@@ -247,6 +258,7 @@ func openDatabase(ctx context.Context, cfg Config, log *slog.Logger) (*postgres.
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
+		failed(err)
 		log.Warn("database not available yet, retrying", "in", delay, "err", err)
 		select {
 		case <-ctx.Done():
@@ -316,4 +328,52 @@ func migrateCommand(ctx context.Context, cfg Config, args []string, log *slog.Lo
 		return 1
 	}
 	return 0
+}
+
+// startingServer serves api.Starting on the HTTP address while iotgate
+// waits for its database.
+type startingServer struct {
+	ln   net.Listener
+	srv  *http.Server
+	last atomic.Pointer[error]
+	once sync.Once
+}
+
+// listenStarting takes addr and serves api.Starting on it. Errors:
+// net.Listen's, wrapped.
+func listenStarting(addr string) (*startingServer, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	s := &startingServer{ln: ln}
+	s.srv = &http.Server{Handler: api.Starting(s.lastErr), ReadHeaderTimeout: 5 * time.Second}
+	go s.srv.Serve(ln)
+	return s, nil
+}
+
+func (s *startingServer) waiting(err error) { s.last.Store(&err) }
+
+func (s *startingServer) lastErr() error {
+	if p := s.last.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// addr is the address taken: with port 0 in the setting, the one the API
+// must take over.
+func (s *startingServer) addr() string { return s.ln.Addr().String() }
+
+// close frees the address (requests in progress get a second to finish).
+func (s *startingServer) close() {
+	s.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if s.srv.Shutdown(ctx) != nil {
+			s.srv.Close()
+		}
+		// Shutdown closes only a listener Serve has begun with.
+		s.ln.Close()
+	})
 }
