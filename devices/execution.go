@@ -1,0 +1,235 @@
+package devices
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/iotgate/iotgate"
+)
+
+// State changes on the in-memory command; callers store them.
+
+func (s *Commands) queue(c *iotgate.Command, now time.Time, reason string) {
+	c.Status = iotgate.CommandQueued
+	c.History = append(c.History, iotgate.CommandEvent{Status: iotgate.CommandQueued, At: now, Reason: reason})
+}
+
+func (s *Commands) fail(c *iotgate.Command, now time.Time, code, reason string) {
+	c.Status, c.ErrorCode, c.Error, c.CompletedAt = iotgate.CommandFailed, code, reason, &now
+	c.History = append(c.History, iotgate.CommandEvent{Status: iotgate.CommandFailed, At: now, Reason: reason})
+}
+
+func (s *Commands) markSent(c *iotgate.Command, to string, now time.Time) {
+	c.Status, c.Target, c.SentAt = iotgate.CommandSent, to, &now
+	c.History = append(c.History, iotgate.CommandEvent{Status: iotgate.CommandSent, At: now, Reason: "to " + to})
+}
+
+// start runs the execution of a stored sent command. It returns a
+// snapshot of the command and a channel closed when it settles.
+func (s *Commands) start(c *iotgate.Command, schema iotgate.PayloadSchema, release func()) (*iotgate.Command, <-chan struct{}) {
+	e := &execution{cmd: c, schema: schema, settled: make(chan struct{}), release: release}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		// Run has stopped: fail it as a shutdown would have.
+		e.mu.Lock()
+		s.fail(c, s.now(), iotgate.CmdErrRestarted, reasonShutdown)
+		s.update(c, []iotgate.CommandStatus{iotgate.CommandSent}, &c.History[len(c.History)-1])
+		e.settle()
+		e.mu.Unlock()
+		return c.Clone(), e.settled
+	}
+	s.inflight[c.ID] = e
+	s.wg.Add(1)
+	s.mu.Unlock()
+	snap := c.Clone()
+	go s.execute(e)
+	return snap, e.settled
+}
+
+// snapshot returns a copy of an in-flight command, or nil.
+func (s *Commands) snapshot(id string) *iotgate.Command {
+	s.mu.Lock()
+	e := s.inflight[id]
+	s.mu.Unlock()
+	if e == nil {
+		return nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.cmd.Clone()
+}
+
+// settle wakes waiters and frees the command's in-flight slot; e.mu held.
+func (e *execution) settle() {
+	e.once.Do(func() {
+		close(e.settled)
+		if e.release != nil {
+			e.release()
+		}
+	})
+}
+
+// execute sends the command and records what happens: the answer, the
+// timeout (and a late answer), the stream dropping, a bounce.
+func (s *Commands) execute(e *execution) {
+	defer s.wg.Done()
+	e.mu.Lock()
+	c := e.cmd.Clone()
+	e.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		if s.inflight[c.ID] == e {
+			delete(s.inflight, c.ID)
+		}
+		s.mu.Unlock()
+		e.mu.Lock()
+		e.settle()
+		e.mu.Unlock()
+	}()
+
+	wait := c.Timeout - s.now().Sub(*c.SentAt)
+	timer := time.AfterFunc(max(wait, 0), func() { s.timedOut(e) })
+	defer timer.Stop()
+	ctx, cancel := context.WithTimeout(s.ctx, max(wait, 0)+s.cfg.LateAnswerGrace)
+	defer cancel()
+	rep, err := s.sender.SendCommand(ctx, c.Target, c.Type, []byte(c.Payload))
+	timer.Stop()
+	s.answered(e, rep, err)
+}
+
+// timedOut marks a command that got no answer in time.
+func (s *Commands) timedOut(e *execution) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	c := e.cmd
+	if c.Status != iotgate.CommandSent {
+		return
+	}
+	now := s.now()
+	reason := fmt.Sprintf("the device did not answer within %s", c.Timeout)
+	c.Status, c.ErrorCode, c.Error, c.CompletedAt = iotgate.CommandTimedOut, iotgate.CmdErrTimeout, reason, &now
+	ev := iotgate.CommandEvent{Status: iotgate.CommandTimedOut, At: now, Reason: reason}
+	c.History = append(c.History, ev)
+	s.update(c, []iotgate.CommandStatus{iotgate.CommandSent}, &ev)
+	e.settle()
+}
+
+// offlineConditions are the stanza errors with which a server bounces an
+// IQ to an unavailable resource (RFC 6120 §8.5.3.2.1, §10.5.3.1).
+var offlineConditions = map[string]bool{"service-unavailable": true, "recipient-unavailable": true}
+
+// answered records the outcome of SendCommand.
+func (s *Commands) answered(e *execution, rep iotgate.CommandReply, err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	c := e.cmd
+	now := s.now()
+	if c.Status == iotgate.CommandTimedOut {
+		if err == nil {
+			s.recordAnswer(c, e.schema, rep, now)
+			c.LateAnswer = true
+			s.update(c, []iotgate.CommandStatus{iotgate.CommandTimedOut}, nil)
+		}
+		return
+	}
+	if c.Status != iotgate.CommandSent {
+		return
+	}
+	from := []iotgate.CommandStatus{iotgate.CommandSent}
+	if err != nil {
+		code, reason := iotgate.CmdErrInternal, "the command could not be sent"
+		requeue := false
+		switch {
+		case s.ctx.Err() != nil:
+			code, reason = iotgate.CmdErrRestarted, reasonShutdown
+		case iotgate.ErrorCode(err) == iotgate.EUnavailable:
+			code, reason = iotgate.CmdErrXMPPUnavailable, iotgate.ErrorMessage(err)
+		case iotgate.ErrorCode(err) == iotgate.ETooMany:
+			// Never sent: a queued command can wait for its turn.
+			code, reason, requeue = iotgate.CmdErrTooMany, iotgate.ErrorMessage(err), true
+		case iotgate.ErrorCode(err) == iotgate.ETimeout:
+			code, reason = iotgate.CmdErrTimeout, iotgate.ErrorMessage(err)
+		case iotgate.ErrorCode(err) == iotgate.EInvalid:
+			reason = "the command could not be sent: " + iotgate.ErrorMessage(err)
+		default:
+			s.log.Error("command not sent", "command", c.ID, "err", err)
+		}
+		if requeue && c.Mode == iotgate.CommandQueue {
+			s.queue(c, now, reason)
+			s.update(c, from, &c.History[len(c.History)-1])
+			s.markQueued(c.DeviceJID, true)
+		} else {
+			s.fail(c, now, code, reason)
+			s.update(c, from, &c.History[len(c.History)-1])
+		}
+		e.settle()
+		return
+	}
+	s.recordAnswer(c, e.schema, rep, now)
+	switch {
+	case rep.Type != "error":
+		c.Status, c.CompletedAt = iotgate.CommandSucceeded, &now
+		c.History = append(c.History, iotgate.CommandEvent{Status: iotgate.CommandSucceeded, At: now})
+	case offlineConditions[rep.Error.Condition] && c.Mode == iotgate.CommandQueue:
+		reason := fmt.Sprintf("the server bounced the IQ (%s): the device went offline", rep.Error.Condition)
+		c.Response, c.XMPPError, c.AnsweredAt = nil, nil, nil
+		s.queue(c, now, reason)
+		s.markQueued(c.DeviceJID, true)
+	case offlineConditions[rep.Error.Condition]:
+		s.fail(c, now, iotgate.CmdErrDeviceOffline, fmt.Sprintf("the device is offline: the server answered %s", rep.Error.Condition))
+	default:
+		msg := "the device answered with an error: " + rep.Error.Condition
+		if rep.Error.Text != "" {
+			msg += ": " + rep.Error.Text
+		}
+		s.fail(c, now, iotgate.CmdErrXMPP, msg)
+	}
+	s.update(c, from, &c.History[len(c.History)-1])
+	e.settle()
+}
+
+// recordAnswer puts the device's answer on c.
+func (s *Commands) recordAnswer(c *iotgate.Command, schema iotgate.PayloadSchema, rep iotgate.CommandReply, now time.Time) {
+	c.AnsweredAt = &now
+	if rep.Type == "error" {
+		if rep.Error == nil {
+			rep.Error = &iotgate.XMPPError{Type: "cancel", Condition: "undefined-condition"}
+		}
+		e := *rep.Error
+		c.XMPPError = &e
+		return
+	}
+	r := &iotgate.CommandResponse{XML: string(rep.Payload)}
+	if len(rep.Payload) > 0 && schema != nil && rep.Namespace == schema.TargetNamespace() {
+		data, err := schema.ValidateAndRender(rep.Payload)
+		if err != nil {
+			r.Invalid = iotgate.ErrorMessage(err)
+		} else {
+			r.Data = data
+		}
+	}
+	c.Response = r
+}
+
+// update stores a state change of an execution. A failure is logged: the
+// in-memory outcome still answers the waiting client, and a command left
+// sent in the store is resolved at the next start. An answer whose JSON
+// rendering the database refuses (a value out of its range) is stored
+// without it, as an answer that does not validate is: the outcome is
+// what matters, and the XML is kept.
+func (s *Commands) update(c *iotgate.Command, from []iotgate.CommandStatus, ev *iotgate.CommandEvent) {
+	if ev != nil && c.Status.Terminal() {
+		s.observe(c)
+	}
+	err := s.updates.do(iotgate.CommandUpdate{Command: c, From: from, Event: ev})
+	if iotgate.ErrorCode(err) == iotgate.EInvalid && c.Response != nil && len(c.Response.Data) > 0 {
+		c.Response.Data = nil
+		c.Response.Invalid = "the database refused the answer's JSON rendering: " + iotgate.ErrorMessage(err)
+		err = s.updates.do(iotgate.CommandUpdate{Command: c, From: from, Event: ev})
+	}
+	if err != nil {
+		s.log.Error("command state not stored", "command", c.ID, "status", c.Status, "err", err)
+	}
+}

@@ -1,0 +1,53 @@
+package devices
+
+import (
+	"context"
+
+	"github.com/iotgate/iotgate"
+)
+
+// UpdatePresence applies a presence stanza from a device. Errors: not_found
+// (detail device_not_registered), unavailable.
+func (s *Service) UpdatePresence(ctx context.Context, u iotgate.PresenceUpdate) error {
+	bare, err := iotgate.BareJID(u.From)
+	if err != nil {
+		return err
+	}
+	d, err := s.lookupSender(ctx, bare)
+	if iotgate.ErrorCode(err) == iotgate.ETooMany {
+		return err
+	}
+	if err != nil {
+		return &iotgate.Error{Code: iotgate.EUnavailable, Message: "device registry unavailable", Err: err}
+	}
+	if d == nil {
+		return ErrNotRegistered
+	}
+	s.cfg.Presence.Update(d, u)
+	return nil
+}
+
+// Registered reports whether a (bare or full) JID is a registered device.
+// Errors: invalid, unavailable.
+func (s *Service) Registered(ctx context.Context, jid string) (bool, error) {
+	bare, err := iotgate.BareJID(jid)
+	if err != nil {
+		return false, err
+	}
+	d, err := s.lookup(ctx, bare)
+	if err != nil {
+		return false, &iotgate.Error{Code: iotgate.EUnavailable, Message: "device registry unavailable", Err: err}
+	}
+	return d != nil, nil
+}
+
+// DeviceJIDs returns every registered JID, for presence probes.
+func (s *Service) DeviceJIDs(ctx context.Context) ([]string, error) {
+	return s.store.DeviceJIDs(ctx)
+}
+
+// PresenceStale marks presence unknown (the stream is down).
+func (s *Service) PresenceStale() { s.cfg.Presence.MarkStale() }
+
+// PresenceFresh marks presence known again (the stream is up).
+func (s *Service) PresenceFresh() { s.cfg.Presence.MarkFresh() }

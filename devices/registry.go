@@ -1,0 +1,250 @@
+package devices
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"time"
+
+	"github.com/iotgate/iotgate"
+)
+
+// Register creates a device. Version 0 means the schema's latest version.
+// Errors: invalid (bad JID, labels, unknown schema), forbidden (domain
+// outside ServiceConfig.DeviceDomains), conflict (already registered).
+func (s *Service) Register(ctx context.Context, d *iotgate.Device) (*iotgate.Device, error) {
+	j, err := iotgate.NormalizeJID(d.JID)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.cfg.DeviceDomains.Check(j); err != nil {
+		return nil, err
+	}
+	d.JID = j
+	if err := d.Validate(); err != nil {
+		return nil, err
+	}
+	_, v, err := s.schemas.Compiled(ctx, d.Schema, d.SchemaVersion)
+	if err != nil {
+		if iotgate.ErrorCode(err) == iotgate.ENotFound {
+			return nil, &iotgate.Error{Code: iotgate.EInvalid, Message: err.Error(), Err: err}
+		}
+		return nil, fmt.Errorf("resolve schema: %w", err)
+	}
+	d.SchemaVersion = v
+	now := s.cfg.Clock().UTC()
+	d.CreatedAt, d.UpdatedAt = now, now
+	if d.Labels == nil {
+		d.Labels = map[string]string{}
+	}
+	if err := s.store.CreateDevice(ctx, d); err != nil {
+		return nil, err
+	}
+	s.cache.forget(d.JID, true)
+	// Cached at once: its first reading needs no lookup, and is never
+	// taken for a stranger's.
+	rec := *d
+	rec.Labels = maps.Clone(d.Labels)
+	s.cache.putDevice(d.JID, &rec, s.cfg.Clock(), s.cache.currentEpoch())
+	return d, nil
+}
+
+// Device returns a registered device, from memory when it can: it is
+// what REST reads and every command look a device up with. The result is
+// the caller's to change. Errors: invalid (bad JID), not_found,
+// unavailable.
+func (s *Service) Device(ctx context.Context, jid string) (*iotgate.Device, error) {
+	d, err := s.device(ctx, jid)
+	if err != nil {
+		return nil, err
+	}
+	out := *d
+	out.Labels = maps.Clone(d.Labels)
+	out.LastSeenAt = s.lastSeen(d, nil)
+	out.Online, _ = s.cfg.Presence.Online(d.JID)
+	return &out, nil
+}
+
+// device returns the cached record of a device, which callers must not
+// change. Errors: invalid, not_found, unavailable.
+func (s *Service) device(ctx context.Context, jid string) (*iotgate.Device, error) {
+	j, err := iotgate.NormalizeJID(jid)
+	if err != nil {
+		return nil, err
+	}
+	d, err := s.lookup(ctx, j)
+	if err != nil {
+		return nil, err
+	}
+	if d == nil {
+		return nil, iotgate.Errorf(iotgate.ENotFound, "device %s is not registered", j)
+	}
+	return d, nil
+}
+
+// lastSeen returns when d's newest reading arrived: the cached record
+// may predate readings committed since it was read, and r (when not nil)
+// is a reading of d that may be newer still.
+func (s *Service) lastSeen(d *iotgate.Device, r *iotgate.Reading) *time.Time {
+	t := d.LastSeenAt
+	if at, ok := s.cache.lastSeen(d.ID); ok && (t == nil || at.After(*t)) {
+		t = &at
+	}
+	if r != nil && (t == nil || r.ReceivedAt.After(*t)) {
+		t = &r.ReceivedAt
+	}
+	if t != nil {
+		at := *t
+		return &at
+	}
+	return nil
+}
+
+// Devices lists devices. Errors: invalid (bad cursor or filter).
+func (s *Service) Devices(ctx context.Context, f iotgate.DeviceFilter) (*iotgate.DevicePage, error) {
+	if f.Limit <= 0 {
+		f.Limit = 100
+	}
+	if f.Limit > 1000 {
+		f.Limit = 1000
+	}
+	if f.Online != nil {
+		f.OnlineJIDs = s.cfg.Presence.OnlineJIDs()
+	}
+	page, err := s.store.Devices(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range page.Items {
+		d.Online, _ = s.cfg.Presence.Online(d.JID)
+	}
+	return page, nil
+}
+
+// Update changes a device. Errors: invalid, not_found.
+func (s *Service) Update(ctx context.Context, jid string, u iotgate.DeviceUpdate) (*iotgate.Device, error) {
+	j, err := iotgate.NormalizeJID(jid)
+	if err != nil {
+		return nil, err
+	}
+	if u.Name != nil && len(*u.Name) > iotgate.MaxNameLen {
+		return nil, iotgate.Errorf(iotgate.EInvalid, "name is longer than %d bytes", iotgate.MaxNameLen)
+	}
+	if u.Labels != nil {
+		if err := iotgate.ValidateLabels(*u.Labels); err != nil {
+			return nil, err
+		}
+	}
+	if u.SchemaVersion != nil {
+		cur, err := s.store.Device(ctx, j)
+		if err != nil {
+			return nil, err
+		}
+		if _, _, err := s.schemas.Compiled(ctx, cur.Schema, *u.SchemaVersion); err != nil {
+			if iotgate.ErrorCode(err) == iotgate.ENotFound {
+				return nil, &iotgate.Error{Code: iotgate.EInvalid, Message: err.Error(), Err: err}
+			}
+			return nil, err
+		}
+	}
+	d, err := s.store.UpdateDevice(ctx, j, u, s.cfg.Clock().UTC())
+	s.cache.forget(j, false)
+	if err != nil {
+		return nil, err
+	}
+	d.LastSeenAt = s.lastSeen(d, nil)
+	d.Online, _ = s.cfg.Presence.Online(d.JID)
+	return d, nil
+}
+
+// Delete removes a device with all its readings and rejections.
+// Errors: invalid, not_found.
+func (s *Service) Delete(ctx context.Context, jid string) error {
+	j, err := iotgate.NormalizeJID(jid)
+	if err != nil {
+		return err
+	}
+	err = s.store.DeleteDevice(ctx, j)
+	s.cache.forget(j, true)
+	s.cfg.Presence.Forget(j)
+	return err
+}
+
+// State returns a device's current state. It is served from memory once
+// the device and its newest reading are cached: the committer updates
+// the reading before it acknowledges a batch, so a reading is shown as
+// soon as it is acknowledged. Errors: invalid, not_found, unavailable.
+func (s *Service) State(ctx context.Context, jid string) (*iotgate.State, error) {
+	d, err := s.device(ctx, jid)
+	if err != nil {
+		return nil, err
+	}
+	r, err := s.latestReading(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	st := &iotgate.State{JID: d.JID, LastSeenAt: s.lastSeen(d, r), Reading: r}
+	st.Online, st.PresenceStale = s.cfg.Presence.Online(d.JID)
+	st.Resources = s.cfg.Presence.Resources(d.JID)
+	return st, nil
+}
+
+// latestReading returns d's newest reading, nil if it has none, from the
+// cache or else from the store (and then caches it).
+func (s *Service) latestReading(ctx context.Context, d *iotgate.Device) (*iotgate.Reading, error) {
+	r, ok, _ := s.cache.latestReading(d.JID, d.ID)
+	if ok {
+		return r, nil
+	}
+	epoch := s.cache.currentEpoch()
+	r, err := s.store.LatestReading(ctx, d.JID)
+	switch {
+	case iotgate.ErrorCode(err) == iotgate.ENotFound:
+		r = nil
+	case err != nil:
+		return nil, err
+	case r.DeviceID != d.ID:
+		// The JID was deleted and registered again meanwhile: this
+		// reading is the new device's, not d's.
+		return nil, nil
+	}
+	return s.cache.putLatest(d.JID, d.ID, r, epoch), nil
+}
+
+// Readings returns a page of a device's readings. Errors: invalid, not_found.
+func (s *Service) Readings(ctx context.Context, jid string, f iotgate.ReadingFilter) (*iotgate.ReadingPage, error) {
+	d, err := s.device(ctx, jid)
+	if err != nil {
+		return nil, err
+	}
+	if err := normalizeReadingFilter(&f); err != nil {
+		return nil, err
+	}
+	return s.store.Readings(ctx, d.JID, f)
+}
+
+// Rejections returns a page of a device's refused payloads.
+// Errors: invalid, not_found.
+func (s *Service) Rejections(ctx context.Context, jid string, f iotgate.ReadingFilter) (*iotgate.RejectionPage, error) {
+	d, err := s.device(ctx, jid)
+	if err != nil {
+		return nil, err
+	}
+	if err := normalizeReadingFilter(&f); err != nil {
+		return nil, err
+	}
+	return s.store.Rejections(ctx, d.JID, f)
+}
+
+func normalizeReadingFilter(f *iotgate.ReadingFilter) error {
+	if f.Limit <= 0 {
+		f.Limit = 100
+	}
+	if f.Limit > 1000 {
+		return iotgate.Errorf(iotgate.EInvalid, "limit must be at most 1000")
+	}
+	if f.Since != nil && f.Until != nil && f.Until.Before(*f.Since) {
+		return iotgate.Errorf(iotgate.EInvalid, "until is before since")
+	}
+	return nil
+}
