@@ -172,28 +172,12 @@ func (p *Presence) OnlineJIDs() []string {
 
 // Run writes presence history until ctx ends.
 func (p *Presence) Run(ctx context.Context) {
-	for {
-		var batch []iotgate.PresenceEvent
-		select {
-		case ev := <-p.events:
-			batch = append(batch, ev)
-		case <-ctx.Done():
-			return
-		}
-	fill:
-		for len(batch) < 1000 {
-			select {
-			case ev := <-p.events:
-				batch = append(batch, ev)
-			default:
-				break fill
-			}
-		}
+	writeBatches(ctx, p.events, 1000, func(batch []iotgate.PresenceEvent) {
 		if p.store == nil {
-			continue
+			return
 		}
 		if err := p.store.InsertPresenceEvents(context.WithoutCancel(ctx), batch); err != nil {
 			p.log.Error("store presence history failed", "events", len(batch), "err", err)
 		}
-	}
+	})
 }

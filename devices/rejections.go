@@ -87,25 +87,9 @@ func (s *Service) clip(payload string) string {
 }
 
 func (s *Service) runRejections(ctx context.Context) {
-	for {
-		var batch []*iotgate.Rejection
-		select {
-		case r := <-s.rejections:
-			batch = append(batch, r)
-		case <-ctx.Done():
-			return
-		}
-	fill:
-		for len(batch) < 500 {
-			select {
-			case r := <-s.rejections:
-				batch = append(batch, r)
-			default:
-				break fill
-			}
-		}
+	writeBatches(ctx, s.rejections, 500, func(batch []*iotgate.Rejection) {
 		if err := s.store.InsertRejections(context.WithoutCancel(ctx), batch, s.cfg.KeepRejections); err != nil {
 			s.log.Error("store rejections failed", "rejections", len(batch), "err", err)
 		}
-	}
+	})
 }
