@@ -4,174 +4,20 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"maps"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/iotgate/iotgate"
+	"github.com/iotgate/iotgate/internal/memstore"
 )
 
-// memStore is a Store in memory that behaves like the PostgreSQL one in
-// what the caches depend on: serial IDs that are never reused, readings
-// deleted with their device, last_seen_at moved by each commit, and
-// InsertReadings setting IDs (0 for readings of deleted devices). It
-// counts the queries the caches should save, and its hooks run inside a
-// query, after its answer is read, to stage a race.
-type memStore struct {
-	iotgate.DeviceStore // the rest is not used by these tests
-
-	mu       sync.Mutex
-	nextID   int64
-	devs     map[string]*iotgate.Device
-	readings map[int64][]*iotgate.Reading // by device ID
-	queries  map[string]int
-
-	// afterRead runs inside Device and LatestReading, with the lock
-	// released, after their answer is read.
-	afterRead func(op, jid string)
-}
-
-func newMemStore() *memStore {
-	return &memStore{devs: map[string]*iotgate.Device{}, readings: map[int64][]*iotgate.Reading{}, queries: map[string]int{}}
-}
-
-func (m *memStore) hook(op, jid string) {
-	m.mu.Lock()
-	f := m.afterRead
-	m.mu.Unlock()
-	if f != nil {
-		f(op, jid)
-	}
-}
-
-func (m *memStore) count(op string) int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.queries[op]
-}
-
-func (m *memStore) CreateDevice(_ context.Context, d *iotgate.Device) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if _, ok := m.devs[d.JID]; ok {
-		return iotgate.Errorf(iotgate.EConflict, "device %s is already registered", d.JID)
-	}
-	m.nextID++
-	d.ID = m.nextID
-	c := *d
-	c.Labels = maps.Clone(d.Labels)
-	m.devs[d.JID] = &c
-	return nil
-}
-
-func (m *memStore) Device(_ context.Context, jid string) (*iotgate.Device, error) {
-	m.mu.Lock()
-	m.queries["Device"]++
-	d, ok := m.devs[jid]
-	var c iotgate.Device
-	if ok {
-		c = *d
-		c.Labels = maps.Clone(d.Labels)
-	}
-	m.mu.Unlock()
-	m.hook("Device", jid)
-	if !ok {
-		return nil, iotgate.Errorf(iotgate.ENotFound, "device %s is not registered", jid)
-	}
-	return &c, nil
-}
-
-func (m *memStore) UpdateDevice(_ context.Context, jid string, u iotgate.DeviceUpdate, now time.Time) (*iotgate.Device, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	d, ok := m.devs[jid]
-	if !ok {
-		return nil, iotgate.Errorf(iotgate.ENotFound, "device %s is not registered", jid)
-	}
-	if u.Name != nil {
-		d.Name = *u.Name
-	}
-	if u.Labels != nil {
-		d.Labels = maps.Clone(*u.Labels)
-	}
-	if u.SchemaVersion != nil {
-		d.SchemaVersion = *u.SchemaVersion
-	}
-	d.UpdatedAt = now
-	c := *d
-	c.Labels = maps.Clone(d.Labels)
-	return &c, nil
-}
-
-func (m *memStore) DeleteDevice(_ context.Context, jid string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	d, ok := m.devs[jid]
-	if !ok {
-		return iotgate.Errorf(iotgate.ENotFound, "device %s is not registered", jid)
-	}
-	delete(m.devs, jid)
-	delete(m.readings, d.ID)
-	return nil
-}
-
-func (m *memStore) InsertReadings(_ context.Context, rs []*iotgate.Reading) []error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	live := map[int64]*iotgate.Device{}
-	for _, d := range m.devs {
-		live[d.ID] = d
-	}
-	for _, r := range rs {
-		d, ok := live[r.DeviceID]
-		if !ok {
-			r.ID = 0
-			continue
-		}
-		m.nextID++
-		r.ID = m.nextID
-		c := *r
-		m.readings[r.DeviceID] = append(m.readings[r.DeviceID], &c)
-		if d.LastSeenAt == nil || r.ReceivedAt.After(*d.LastSeenAt) {
-			t := r.ReceivedAt
-			d.LastSeenAt = &t
-		}
-	}
-	return make([]error, len(rs))
-}
-
-func (m *memStore) InsertRejections(context.Context, []*iotgate.Rejection, int) error { return nil }
-
-func (m *memStore) LatestReading(_ context.Context, jid string) (*iotgate.Reading, error) {
-	m.mu.Lock()
-	m.queries["LatestReading"]++
-	var latest *iotgate.Reading
-	if d, ok := m.devs[jid]; ok {
-		for _, r := range m.readings[d.ID] {
-			if latest == nil || markOf(r).after(markOf(latest)) {
-				latest = r
-			}
-		}
-	}
-	var c iotgate.Reading
-	if latest != nil {
-		c = *latest
-	}
-	m.mu.Unlock()
-	m.hook("LatestReading", jid)
-	if latest == nil {
-		return nil, iotgate.Errorf(iotgate.ENotFound, "device %s has no readings", jid)
-	}
-	return &c, nil
-}
-
-// cacheFixture is a running service over a memStore, with a clock the
+// cacheFixture is a running service over a memstore.Devices, with a clock the
 // test moves.
 type cacheFixture struct {
 	t     *testing.T
-	store *memStore
+	store *memstore.Devices
 	svc   *Service
 	mu    sync.Mutex
 	now   time.Time
@@ -179,7 +25,7 @@ type cacheFixture struct {
 
 func newCacheFixture(t *testing.T, cfg ServiceConfig) *cacheFixture {
 	t.Helper()
-	f := &cacheFixture{t: t, store: newMemStore(), now: time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)}
+	f := &cacheFixture{t: t, store: memstore.NewDevices(), now: time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)}
 	cfg.Clock = f.clock
 	f.svc = NewService(f.store, versionedSchema{}, cfg)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -291,10 +137,10 @@ func TestStateFromMemory(t *testing.T) {
 					t.Errorf("after ingest %d: reading %d (id %d)", i, v, st.Reading.ID)
 				}
 			}
-			if n := f.store.count("LatestReading"); n != 0 {
+			if n := f.store.Queries("LatestReading"); n != 0 {
 				t.Errorf("%d LatestReading queries, want 0: the committer fills the cache", n)
 			}
-			if n := f.store.count("Device"); n != 0 {
+			if n := f.store.Queries("Device"); n != 0 {
 				t.Errorf("%d Device queries, want 0: Register caches the record", n)
 			}
 		}},
@@ -308,7 +154,7 @@ func TestStateFromMemory(t *testing.T) {
 					t.Errorf("reading %d, want 7", v)
 				}
 			}
-			if n := f.store.count("LatestReading"); n != 1 {
+			if n := f.store.Queries("LatestReading"); n != 1 {
 				t.Errorf("%d LatestReading queries, want 1", n)
 			}
 			f.ingest(jid, 8)
@@ -371,7 +217,7 @@ func TestStateFromMemory(t *testing.T) {
 					t.Errorf("device last_seen_at %v, state's %v", got.LastSeenAt, st.LastSeenAt)
 				}
 			}
-			if n := f.store.count("Device"); n != 0 {
+			if n := f.store.Queries("Device"); n != 0 {
 				t.Errorf("%d Device queries, want 0: Register caches the record", n)
 			}
 		}},
@@ -478,19 +324,15 @@ func TestCacheFillRaces(t *testing.T) {
 			f.svc.cache = newCache(100, 100, 2)
 			// Once only: during's own queries run the hook too.
 			var fired atomic.Bool
-			f.store.mu.Lock()
-			f.store.afterRead = func(op, j string) {
+			f.store.SetAfterRead(func(op, j string) {
 				if op == tt.op && j == jid && fired.CompareAndSwap(false, true) {
 					tt.during(t, f)
 				}
-			}
-			f.store.mu.Unlock()
+			})
 			if _, err := f.svc.State(context.Background(), jid); err != nil {
 				t.Fatal(err)
 			}
-			f.store.mu.Lock()
-			f.store.afterRead = nil
-			f.store.mu.Unlock()
+			f.store.SetAfterRead(nil)
 			tt.check(t, f)
 		})
 	}
@@ -628,14 +470,14 @@ func TestStrangers(t *testing.T) {
 	if got := f.svc.Sender("x3@example.com"); got != SenderNotRegistered {
 		t.Errorf("stranger looked up: Sender = %d, want SenderNotRegistered", got)
 	}
-	before := f.store.count("Device")
+	before := f.store.Queries("Device")
 	for _, j := range devs {
 		if got := f.svc.Sender(j); got != SenderRegistered {
 			t.Errorf("%s evicted by the strangers: Sender = %d", j, got)
 		}
 		f.ingest(j, 1)
 	}
-	if n := f.store.count("Device") - before; n != 0 {
+	if n := f.store.Queries("Device") - before; n != 0 {
 		t.Errorf("%d lookups for registered devices after the flood, want 0", n)
 	}
 	n, _ := f.svc.cache.sizes()
@@ -664,9 +506,9 @@ func TestStrangersQueuedBeforeThrottle(t *testing.T) {
 		}
 		queued = append(queued, jid)
 	}
-	before := f.store.count("Device")
+	before := f.store.Queries("Device")
 	f.ingest("dev@example.com", 1) // reserves, finds the device, gives back
-	if n := f.store.count("Device") - before; n != 1 {
+	if n := f.store.Queries("Device") - before; n != 1 {
 		t.Fatalf("registered device: %d lookups, want 1", n)
 	}
 	answers := map[error]int{}
@@ -679,7 +521,7 @@ func TestStrangersQueuedBeforeThrottle(t *testing.T) {
 		}
 		answers[err]++
 	}
-	lookups := f.store.count("Device") - before - 1
+	lookups := f.store.Queries("Device") - before - 1
 	if lookups != 5 || answers[ErrNotRegistered] != 5 {
 		t.Errorf("%d strangers looked up (%d not registered), want the burst: 5", lookups, answers[ErrNotRegistered])
 	}

@@ -9,13 +9,13 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sort"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/iotgate/iotgate"
+	"github.com/iotgate/iotgate/internal/memstore"
 )
 
 // The fakes below stand in for the store, the device registry, the schema,
@@ -24,176 +24,10 @@ import (
 
 const testNS = "urn:example:t"
 
-// memCommands is an in-memory CommandStore with the documented semantics.
-type memCommands struct {
-	mu   sync.Mutex
-	cmds map[string]*iotgate.Command
-	// updates counts UpdateCommand calls.
-	updates int
-	// refuseData, if set, refuses (invalid) an update whose answer's
-	// JSON holds it, as PostgreSQL refuses a number out of its range.
-	refuseData string
-}
-
-func newMemCommands() *memCommands { return &memCommands{cmds: map[string]*iotgate.Command{}} }
-
-func (m *memCommands) CreateCommand(_ context.Context, c *iotgate.Command, reuseBefore time.Time) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if c.IdempotencyKey != "" {
-		for _, o := range m.cmds {
-			if o.IdempotencyKey != c.IdempotencyKey {
-				continue
-			}
-			if o.CreatedAt.Before(reuseBefore) {
-				o.IdempotencyKey = ""
-				continue
-			}
-			return &iotgate.Error{Code: iotgate.EConflict, Detail: "idempotency_key_taken", Message: "taken"}
-		}
-	}
-	m.cmds[c.ID] = c.Clone()
-	return nil
-}
-
-func (m *memCommands) CommandByIdempotencyKey(_ context.Context, key string, since time.Time) (*iotgate.Command, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for _, c := range m.cmds {
-		if c.IdempotencyKey == key && !c.CreatedAt.Before(since) {
-			return c.Clone(), nil
-		}
-	}
-	return nil, iotgate.Errorf(iotgate.ENotFound, "no command with that key")
-}
-
-func (m *memCommands) Command(_ context.Context, id string) (*iotgate.Command, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	c, ok := m.cmds[id]
-	if !ok {
-		return nil, iotgate.Errorf(iotgate.ENotFound, "command %s not found", id)
-	}
-	return c.Clone(), nil
-}
-
-func (m *memCommands) Commands(_ context.Context, jid string, f iotgate.CommandFilter) (*iotgate.CommandPage, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	page := &iotgate.CommandPage{}
-	for _, c := range m.cmds {
-		if c.DeviceJID == jid {
-			page.Items = append(page.Items, c.Clone())
-		}
-	}
-	return page, nil
-}
-
-func (m *memCommands) UpdateCommand(_ context.Context, c *iotgate.Command, from []iotgate.CommandStatus, ev *iotgate.CommandEvent) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.updates++
-	old, ok := m.cmds[c.ID]
-	if !ok {
-		return iotgate.Errorf(iotgate.ENotFound, "command %s not found", c.ID)
-	}
-	if !slices.Contains(from, old.Status) {
-		return iotgate.Errorf(iotgate.EConflict, "command %s is %s", c.ID, old.Status)
-	}
-	if m.refuseData != "" && c.Response != nil && bytes.Contains(c.Response.Data, []byte(m.refuseData)) {
-		return iotgate.Errorf(iotgate.EInvalid, "update command: invalid value")
-	}
-	n := c.Clone()
-	n.History = old.History
-	if ev != nil {
-		n.History = append(slices.Clone(old.History), *ev)
-	}
-	m.cmds[c.ID] = n
-	return nil
-}
-
-func (m *memCommands) CreateCommands(ctx context.Context, cs []*iotgate.Command) []error {
-	errs := make([]error, len(cs))
-	for i, c := range cs {
-		errs[i] = m.CreateCommand(ctx, c, time.Time{})
-	}
-	return errs
-}
-
-func (m *memCommands) UpdateCommands(ctx context.Context, us []iotgate.CommandUpdate) []error {
-	errs := make([]error, len(us))
-	for i, u := range us {
-		errs[i] = m.UpdateCommand(ctx, u.Command, u.From, u.Event)
-	}
-	return errs
-}
-
-func (m *memCommands) queued(jid string) []*iotgate.Command {
-	var out []*iotgate.Command
-	for _, c := range m.cmds {
-		if c.DeviceJID == jid && c.Status == iotgate.CommandQueued {
-			out = append(out, c.Clone())
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.Before(out[j].CreatedAt) })
-	return out
-}
-
-func (m *memCommands) QueuedCommands(_ context.Context, jid string, limit int) ([]*iotgate.Command, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	out := m.queued(jid)
-	if len(out) > limit {
-		out = out[:limit]
-	}
-	return out, nil
-}
-
-func (m *memCommands) QueuedDeviceJIDs(context.Context) ([]string, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	seen := map[string]bool{}
-	var out []string
-	for _, c := range m.cmds {
-		if c.Status == iotgate.CommandQueued && !seen[c.DeviceJID] {
-			seen[c.DeviceJID] = true
-			out = append(out, c.DeviceJID)
-		}
-	}
-	return out, nil
-}
-
-func (m *memCommands) ExpireCommands(_ context.Context, now time.Time, reason string) ([]string, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	var ids []string
-	for _, c := range m.cmds {
-		if c.Status == iotgate.CommandQueued && c.ExpiresAt != nil && !c.ExpiresAt.After(now) {
-			c.Status, c.Error, c.CompletedAt = iotgate.CommandExpired, reason, &now
-			c.History = append(c.History, iotgate.CommandEvent{Status: iotgate.CommandExpired, At: now, Reason: reason})
-			ids = append(ids, c.ID)
-		}
-	}
-	return ids, nil
-}
-
-func (m *memCommands) FailUnfinishedCommands(_ context.Context, now time.Time, code, reason string) (int, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	n := 0
-	for _, c := range m.cmds {
-		if c.Status == iotgate.CommandPending || c.Status == iotgate.CommandSent {
-			c.Status, c.ErrorCode, c.Error, c.CompletedAt = iotgate.CommandFailed, code, reason, &now
-			c.History = append(c.History, iotgate.CommandEvent{Status: iotgate.CommandFailed, At: now, Reason: reason})
-			n++
-		}
-	}
-	return n, nil
-}
-
-func (m *memCommands) get(t *testing.T, id string) *iotgate.Command {
+// storedCommand returns command id as the store holds it.
+func storedCommand(t *testing.T, store *memstore.Commands, id string) *iotgate.Command {
 	t.Helper()
-	c, err := m.Command(context.Background(), id)
+	c, err := store.Command(context.Background(), id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -348,7 +182,7 @@ const (
 
 type cmdFixture struct {
 	svc      *Commands
-	store    *memCommands
+	store    *memstore.Commands
 	presence *fakePresence
 	sender   *fakeSender
 	stop     func()
@@ -357,7 +191,7 @@ type cmdFixture struct {
 func newCmdFixture(t *testing.T, cfg CommandsConfig) *cmdFixture {
 	t.Helper()
 	f := &cmdFixture{
-		store:    newMemCommands(),
+		store:    memstore.NewCommands(),
 		presence: &fakePresence{res: map[string][]iotgate.Resource{}},
 		sender:   newFakeSender(),
 	}
@@ -414,7 +248,7 @@ func (f *cmdFixture) waitStored(t *testing.T, id string, want iotgate.CommandSta
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		c := f.store.get(t, id)
+		c := storedCommand(t, f.store, id)
 		if c.Status == want && (cond == nil || cond(c)) {
 			return c
 		}
@@ -536,7 +370,7 @@ func TestCommandNotSent(t *testing.T) {
 			t.Errorf("took %s, want at once", d)
 		}
 		wantErr(t, c.Err(), iotgate.EConflict, iotgate.CmdErrDeviceOffline)
-		wantHistory(t, f.store.get(t, c.ID), iotgate.CommandPending, iotgate.CommandFailed)
+		wantHistory(t, storedCommand(t, f.store, c.ID), iotgate.CommandPending, iotgate.CommandFailed)
 		f.sender.none(t, 20*time.Millisecond)
 	})
 	t.Run("ResourceOffline", func(t *testing.T) {
@@ -686,7 +520,7 @@ func TestCommandQueue(t *testing.T) {
 		if err != nil || got.Status != iotgate.CommandCanceled {
 			t.Fatalf("Cancel = %+v, %v", got, err)
 		}
-		wantHistory(t, f.store.get(t, c.ID), iotgate.CommandPending, iotgate.CommandQueued, iotgate.CommandCanceled)
+		wantHistory(t, storedCommand(t, f.store, c.ID), iotgate.CommandPending, iotgate.CommandQueued, iotgate.CommandCanceled)
 		_, err = f.svc.Cancel(context.Background(), c.ID)
 		wantErr(t, err, iotgate.EConflict, "command_not_queued")
 		_, err = f.svc.Cancel(context.Background(), "nope")
@@ -767,7 +601,7 @@ func TestCommandRefused(t *testing.T) {
 			_, _, err := f.svc.Submit(context.Background(), tt.req)
 			wantErr(t, err, tt.code, tt.detail)
 			f.sender.none(t, 10*time.Millisecond)
-			if n := len(f.store.cmds); n != 0 {
+			if n := f.store.Len(); n != 0 {
 				t.Errorf("%d commands stored, want none", n)
 			}
 		})
@@ -775,17 +609,19 @@ func TestCommandRefused(t *testing.T) {
 }
 
 func TestCommandRecover(t *testing.T) {
-	store := newMemCommands()
+	store := memstore.NewCommands()
 	now := time.Now().UTC()
 	for id, st := range map[string]iotgate.CommandStatus{"s": iotgate.CommandSent, "p": iotgate.CommandPending, "q": iotgate.CommandQueued, "ok": iotgate.CommandSucceeded} {
-		store.cmds[id] = &iotgate.Command{ID: id, Status: st, DeviceJID: devJID, CreatedAt: now, History: []iotgate.CommandEvent{{Status: st, At: now}}}
+		if err := store.CreateCommand(context.Background(), &iotgate.Command{ID: id, Status: st, DeviceJID: devJID, CreatedAt: now, History: []iotgate.CommandEvent{{Status: st, At: now}}}, time.Time{}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	svc := NewCommands(store, fakeDevs{}, fakeSchemaSource{}, &fakePresence{}, newFakeSender(), CommandsConfig{})
 	if err := svc.Recover(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	for id, want := range map[string]iotgate.CommandStatus{"s": iotgate.CommandFailed, "p": iotgate.CommandFailed, "q": iotgate.CommandQueued, "ok": iotgate.CommandSucceeded} {
-		c := store.get(t, id)
+		c := storedCommand(t, store, id)
 		if c.Status != want {
 			t.Errorf("%s: status %s, want %s", id, c.Status, want)
 		}
@@ -800,7 +636,7 @@ func TestCommandShutdownFailsInFlight(t *testing.T) {
 	c := f.submit(t, iotgate.CommandRequest{Mode: iotgate.CommandAsync, Timeout: time.Minute})
 	f.sender.next(t)
 	f.stop()
-	got := f.store.get(t, c.ID)
+	got := storedCommand(t, f.store, c.ID)
 	if got.Status != iotgate.CommandFailed || got.Error != reasonShutdown {
 		t.Errorf("after shutdown: %s %q, want failed: %s", got.Status, got.Error, reasonShutdown)
 	}
@@ -913,7 +749,7 @@ func TestCommandsDrain(t *testing.T) {
 				t.Errorf("error code %q, want %q", got.ErrorCode, tt.wantCode)
 			}
 			f.sender.none(t, 50*time.Millisecond)
-			if got := f.store.get(t, q.ID); got.Status != iotgate.CommandQueued {
+			if got := storedCommand(t, f.store, q.ID); got.Status != iotgate.CommandQueued {
 				t.Errorf("queued command is %s after the drain, want queued", got.Status)
 			}
 		})

@@ -1,6 +1,7 @@
 package devices
 
 import (
+	"bytes"
 	"context"
 	"strings"
 	"sync"
@@ -132,9 +133,13 @@ func TestIngestDeviceTime(t *testing.T) {
 // is stored, with the XML and why the JSON is missing.
 func TestCommandAnswerRefusedByStore(t *testing.T) {
 	f := newCmdFixture(t, CommandsConfig{})
-	f.store.mu.Lock()
-	f.store.refuseData = `"ok"` // what fakeSchema renders
-	f.store.mu.Unlock()
+	f.store.SetRefuseUpdate(func(c *iotgate.Command) error {
+		// What fakeSchema renders, refused as PostgreSQL refuses a number out of its range.
+		if c.Response != nil && bytes.Contains(c.Response.Data, []byte(`"ok"`)) {
+			return iotgate.Errorf(iotgate.EInvalid, "update command: invalid value")
+		}
+		return nil
+	})
 	c := f.submit(t, iotgate.CommandRequest{})
 	f.sender.next(t).reply <- result(`<state xmlns="urn:example:t"><target>21.5</target></state>`)
 	if c = f.wait(t, c.ID); c.Status != iotgate.CommandSucceeded {

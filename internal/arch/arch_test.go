@@ -181,6 +181,8 @@ var rules = []rule{
 	// Its tests run the domain's services (devices, auth, schemas) over the
 	// real store, with the test helpers of internal/; never a transport.
 	{name: "postgres's tests import no transport", from: is("postgres"), to: is("api", "component"), tests: true},
+	{name: "internal/memstore imports only the root package", from: is("internal/memstore"),
+		to: func(r string) bool { return !is("", "internal/memstore")(r) }, direct: true},
 }
 
 // TestImportRule keeps the house's shape: it fails, naming the offending
