@@ -13,11 +13,11 @@ import (
 	"github.com/iotgate/iotgate/internal/memstore"
 )
 
-// cacheFixture is a running service over a memstore.Devices, with a clock the
+// cacheFixture is a running service over a memstore.DeviceStore, with a clock the
 // test moves.
 type cacheFixture struct {
 	t     *testing.T
-	store *memstore.Devices
+	store *memstore.DeviceStore
 	svc   *Service
 	mu    sync.Mutex
 	now   time.Time
@@ -25,7 +25,7 @@ type cacheFixture struct {
 
 func newCacheFixture(t *testing.T, cfg ServiceConfig) *cacheFixture {
 	t.Helper()
-	f := &cacheFixture{t: t, store: memstore.NewDevices(), now: time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)}
+	f := &cacheFixture{t: t, store: memstore.NewDeviceStore(), now: time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)}
 	cfg.Clock = f.clock
 	f.svc = NewService(f.store, versionedSchema{}, cfg)
 	ctx, cancel := context.WithCancel(context.Background())

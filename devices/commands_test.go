@@ -25,7 +25,7 @@ import (
 const testNS = "urn:example:t"
 
 // storedCommand returns command id as the store holds it.
-func storedCommand(t *testing.T, store *memstore.Commands, id string) *iotgate.Command {
+func storedCommand(t *testing.T, store *memstore.CommandStore, id string) *iotgate.Command {
 	t.Helper()
 	c, err := store.Command(context.Background(), id)
 	if err != nil {
@@ -182,7 +182,7 @@ const (
 
 type cmdFixture struct {
 	svc      *Commands
-	store    *memstore.Commands
+	store    *memstore.CommandStore
 	presence *fakePresence
 	sender   *fakeSender
 	stop     func()
@@ -191,7 +191,7 @@ type cmdFixture struct {
 func newCmdFixture(t *testing.T, cfg CommandsConfig) *cmdFixture {
 	t.Helper()
 	f := &cmdFixture{
-		store:    memstore.NewCommands(),
+		store:    memstore.NewCommandStore(),
 		presence: &fakePresence{res: map[string][]iotgate.Resource{}},
 		sender:   newFakeSender(),
 	}
@@ -609,7 +609,7 @@ func TestCommandRefused(t *testing.T) {
 }
 
 func TestCommandRecover(t *testing.T) {
-	store := memstore.NewCommands()
+	store := memstore.NewCommandStore()
 	now := time.Now().UTC()
 	for id, st := range map[string]iotgate.CommandStatus{"s": iotgate.CommandSent, "p": iotgate.CommandPending, "q": iotgate.CommandQueued, "ok": iotgate.CommandSucceeded} {
 		if err := store.CreateCommand(context.Background(), &iotgate.Command{ID: id, Status: st, DeviceJID: devJID, CreatedAt: now, History: []iotgate.CommandEvent{{Status: st, At: now}}}, time.Time{}); err != nil {

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/iotgate/iotgate"
+	"github.com/iotgate/iotgate/internal/memstore"
 )
 
 func TestNewDomainAllowList(t *testing.T) {
@@ -89,17 +90,6 @@ func TestDomainAllowListCheck(t *testing.T) {
 	}
 }
 
-// registerStore records created devices.
-type registerStore struct {
-	iotgate.DeviceStore
-	created []string
-}
-
-func (s *registerStore) CreateDevice(_ context.Context, d *iotgate.Device) error {
-	s.created = append(s.created, d.JID)
-	return nil
-}
-
 func TestRegisterDeviceDomains(t *testing.T) {
 	list, err := NewDomainAllowList([]string{"example.com"})
 	if err != nil {
@@ -117,14 +107,15 @@ func TestRegisterDeviceDomains(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			store := &registerStore{}
+			store := memstore.NewDeviceStore()
 			svc := NewService(store, anySchema{}, ServiceConfig{DeviceDomains: tt.list})
 			_, err := svc.Register(context.Background(), &iotgate.Device{JID: tt.jid, Schema: "s"})
 			if got := iotgate.ErrorCode(err); got != tt.wantCode {
 				t.Fatalf("Register(%s) = %v, want code %q", tt.jid, err, tt.wantCode)
 			}
-			if created := len(store.created) == 1; created != (tt.wantCode == "") {
-				t.Errorf("created %v", store.created)
+			jids, _ := store.DeviceJIDs(context.Background())
+			if created := len(jids) == 1; created != (tt.wantCode == "") {
+				t.Errorf("created %v", jids)
 			}
 		})
 	}

@@ -62,14 +62,8 @@ func TestIngestPoisonReading(t *testing.T) {
 	if st.Accepted != 3 || st.Rejected != 2 || st.Dropped != 0 || st.Held != 0 {
 		t.Errorf("stats %+v, want 3 accepted, 2 rejected", st)
 	}
-	waitFor(t, func() bool {
-		store.mu.Lock()
-		defer store.mu.Unlock()
-		return len(store.rejections) == 2
-	})
-	store.mu.Lock()
-	defer store.mu.Unlock()
-	for _, rej := range store.rejections {
+	waitFor(t, func() bool { return len(store.Rejected()) == 2 })
+	for _, rej := range store.Rejected() {
 		if !strings.Contains(rej.Payload, "poison") || !strings.Contains(rej.Reason, "the database refused a value") {
 			t.Errorf("rejection %+v, want the poison payload and the reason", rej)
 		}

@@ -1,11 +1,11 @@
 package devices
 
 import (
-	"context"
 	"testing"
 	"time"
 
 	"github.com/iotgate/iotgate"
+	"github.com/iotgate/iotgate/internal/memstore"
 )
 
 func TestPresence(t *testing.T) {
@@ -41,7 +41,7 @@ func TestPresence(t *testing.T) {
 		}, true, false, []string{"t@example.com/a"}},
 		{"Forgotten", func(p *Presence) { p.Forget(d.JID) }, false, false, nil},
 	}
-	store := &recordingStore{}
+	store := &memstore.PresenceStore{}
 	p := NewPresence(store, clock, nil)
 	for _, s := range steps {
 		t.Run(s.name, func(t *testing.T) {
@@ -72,10 +72,4 @@ func TestPresence(t *testing.T) {
 	if len(evs) != 3 || !evs[0] || evs[1] || !evs[2] {
 		t.Errorf("events = %v, want [true false true]", evs)
 	}
-}
-
-type recordingStore struct{}
-
-func (recordingStore) InsertPresenceEvents(context.Context, []iotgate.PresenceEvent) error {
-	return nil
 }

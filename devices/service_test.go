@@ -8,21 +8,22 @@ import (
 	"time"
 
 	"github.com/iotgate/iotgate"
+	"github.com/iotgate/iotgate/internal/memstore"
 )
 
-// flakyStore is a Store whose InsertReadings fails with err while down,
-// and refuses the readings refuse picks (as the database refuses a value
-// out of its range) while storing the others.
+// flakyStore is a memstore.DeviceStore where every JID is a registered
+// device, and whose InsertReadings fails with err while down, and refuses
+// the readings refuse picks (as the database refuses a value out of its
+// range) while storing the others.
 type flakyStore struct {
-	iotgate.DeviceStore // only the methods ingest uses are implemented
+	memstore.DeviceStore
 
 	refuse func(*iotgate.Reading) error
 
-	mu         sync.Mutex
-	down       error
-	stored     []*iotgate.Reading
-	rejections []*iotgate.Rejection
-	attempts   int
+	mu       sync.Mutex
+	down     error
+	stored   []*iotgate.Reading
+	attempts int
 }
 
 func (f *flakyStore) Device(_ context.Context, jid string) (*iotgate.Device, error) {
@@ -45,13 +46,6 @@ func (f *flakyStore) InsertReadings(_ context.Context, rs []*iotgate.Reading) []
 		}
 	}
 	return errs
-}
-
-func (f *flakyStore) InsertRejections(_ context.Context, rs []*iotgate.Rejection, _ int) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.rejections = append(f.rejections, rs...)
-	return nil
 }
 
 func (f *flakyStore) setDown(err error) {

@@ -10,12 +10,12 @@ import (
 	"github.com/iotgate/iotgate"
 )
 
-var _ iotgate.CommandStore = (*Commands)(nil)
+var _ iotgate.CommandStore = (*CommandStore)(nil)
 
-// Commands is an iotgate.CommandStore in memory with the documented
+// CommandStore is an iotgate.CommandStore in memory with the documented
 // semantics: idempotency keys released after reuseBefore, updates guarded
 // by the stored status, history appended. Pages are never continued.
-type Commands struct {
+type CommandStore struct {
 	mu   sync.Mutex
 	cmds map[string]*iotgate.Command
 	// refuseUpdate, if set, refuses an update when it returns an error,
@@ -23,19 +23,19 @@ type Commands struct {
 	refuseUpdate func(*iotgate.Command) error
 }
 
-// NewCommands returns an empty store.
-func NewCommands() *Commands { return &Commands{cmds: map[string]*iotgate.Command{}} }
+// NewCommandStore returns an empty store.
+func NewCommandStore() *CommandStore { return &CommandStore{cmds: map[string]*iotgate.Command{}} }
 
 // SetRefuseUpdate makes UpdateCommand(s) refuse, with f's error, the
 // updates for which f returns one; nil accepts them all again.
-func (m *Commands) SetRefuseUpdate(f func(*iotgate.Command) error) {
+func (m *CommandStore) SetRefuseUpdate(f func(*iotgate.Command) error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.refuseUpdate = f
 }
 
 // Len returns how many commands are stored.
-func (m *Commands) Len() int {
+func (m *CommandStore) Len() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return len(m.cmds)
@@ -43,7 +43,7 @@ func (m *Commands) Len() int {
 
 // CreateCommand stores c. Errors: conflict (detail
 // idempotency_key_taken).
-func (m *Commands) CreateCommand(_ context.Context, c *iotgate.Command, reuseBefore time.Time) error {
+func (m *CommandStore) CreateCommand(_ context.Context, c *iotgate.Command, reuseBefore time.Time) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if c.IdempotencyKey != "" {
@@ -64,7 +64,7 @@ func (m *Commands) CreateCommand(_ context.Context, c *iotgate.Command, reuseBef
 
 // CommandByIdempotencyKey returns the command created with key at or
 // after since. Errors: not_found.
-func (m *Commands) CommandByIdempotencyKey(_ context.Context, key string, since time.Time) (*iotgate.Command, error) {
+func (m *CommandStore) CommandByIdempotencyKey(_ context.Context, key string, since time.Time) (*iotgate.Command, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, c := range m.cmds {
@@ -76,7 +76,7 @@ func (m *Commands) CommandByIdempotencyKey(_ context.Context, key string, since 
 }
 
 // Command returns one command. Errors: not_found.
-func (m *Commands) Command(_ context.Context, id string) (*iotgate.Command, error) {
+func (m *CommandStore) Command(_ context.Context, id string) (*iotgate.Command, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	c, ok := m.cmds[id]
@@ -88,7 +88,7 @@ func (m *Commands) Command(_ context.Context, id string) (*iotgate.Command, erro
 
 // Commands returns a device's commands, in no particular order; the
 // filter is not applied.
-func (m *Commands) Commands(_ context.Context, jid string, f iotgate.CommandFilter) (*iotgate.CommandPage, error) {
+func (m *CommandStore) Commands(_ context.Context, jid string, f iotgate.CommandFilter) (*iotgate.CommandPage, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	page := &iotgate.CommandPage{}
@@ -103,7 +103,7 @@ func (m *Commands) Commands(_ context.Context, jid string, f iotgate.CommandFilt
 // UpdateCommand writes c and appends ev to its history if the stored
 // status is one of from. Errors: not_found, conflict, and what
 // SetRefuseUpdate's function returns.
-func (m *Commands) UpdateCommand(_ context.Context, c *iotgate.Command, from []iotgate.CommandStatus, ev *iotgate.CommandEvent) error {
+func (m *CommandStore) UpdateCommand(_ context.Context, c *iotgate.Command, from []iotgate.CommandStatus, ev *iotgate.CommandEvent) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	old, ok := m.cmds[c.ID]
@@ -128,7 +128,7 @@ func (m *Commands) UpdateCommand(_ context.Context, c *iotgate.Command, from []i
 }
 
 // CreateCommands creates each command as CreateCommand would.
-func (m *Commands) CreateCommands(ctx context.Context, cs []*iotgate.Command) []error {
+func (m *CommandStore) CreateCommands(ctx context.Context, cs []*iotgate.Command) []error {
 	errs := make([]error, len(cs))
 	for i, c := range cs {
 		errs[i] = m.CreateCommand(ctx, c, time.Time{})
@@ -137,7 +137,7 @@ func (m *Commands) CreateCommands(ctx context.Context, cs []*iotgate.Command) []
 }
 
 // UpdateCommands applies each update as UpdateCommand would.
-func (m *Commands) UpdateCommands(ctx context.Context, us []iotgate.CommandUpdate) []error {
+func (m *CommandStore) UpdateCommands(ctx context.Context, us []iotgate.CommandUpdate) []error {
 	errs := make([]error, len(us))
 	for i, u := range us {
 		errs[i] = m.UpdateCommand(ctx, u.Command, u.From, u.Event)
@@ -145,7 +145,7 @@ func (m *Commands) UpdateCommands(ctx context.Context, us []iotgate.CommandUpdat
 	return errs
 }
 
-func (m *Commands) queued(jid string) []*iotgate.Command {
+func (m *CommandStore) queued(jid string) []*iotgate.Command {
 	var out []*iotgate.Command
 	for _, c := range m.cmds {
 		if c.DeviceJID == jid && c.Status == iotgate.CommandQueued {
@@ -158,7 +158,7 @@ func (m *Commands) queued(jid string) []*iotgate.Command {
 
 // QueuedCommands returns up to limit queued commands of a device, oldest
 // first.
-func (m *Commands) QueuedCommands(_ context.Context, jid string, limit int) ([]*iotgate.Command, error) {
+func (m *CommandStore) QueuedCommands(_ context.Context, jid string, limit int) ([]*iotgate.Command, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	out := m.queued(jid)
@@ -169,7 +169,7 @@ func (m *Commands) QueuedCommands(_ context.Context, jid string, limit int) ([]*
 }
 
 // QueuedDeviceJIDs returns the devices that have queued commands.
-func (m *Commands) QueuedDeviceJIDs(context.Context) ([]string, error) {
+func (m *CommandStore) QueuedDeviceJIDs(context.Context) ([]string, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	seen := map[string]bool{}
@@ -184,7 +184,7 @@ func (m *Commands) QueuedDeviceJIDs(context.Context) ([]string, error) {
 }
 
 // ExpireCommands moves queued commands expired at now to expired.
-func (m *Commands) ExpireCommands(_ context.Context, now time.Time, reason string) ([]string, error) {
+func (m *CommandStore) ExpireCommands(_ context.Context, now time.Time, reason string) ([]string, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var ids []string
@@ -199,7 +199,7 @@ func (m *Commands) ExpireCommands(_ context.Context, now time.Time, reason strin
 }
 
 // FailUnfinishedCommands moves pending and sent commands to failed.
-func (m *Commands) FailUnfinishedCommands(_ context.Context, now time.Time, code, reason string) (int, error) {
+func (m *CommandStore) FailUnfinishedCommands(_ context.Context, now time.Time, code, reason string) (int, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	n := 0

@@ -10,17 +10,18 @@ import (
 	"github.com/iotgate/iotgate"
 )
 
-var _ iotgate.DeviceStore = (*Devices)(nil)
+var _ iotgate.DeviceStore = (*DeviceStore)(nil)
 
-// Devices is an iotgate.DeviceStore in memory that behaves like the
+// DeviceStore is an iotgate.DeviceStore in memory that behaves like the
 // PostgreSQL one in what the device service's caches depend on: serial
 // IDs that are never reused, readings deleted with their device,
 // last_seen_at moved by each commit, and InsertReadings setting IDs (0
 // for readings of deleted devices). It counts the queries the caches
 // should save (Queries), and a hook (SetAfterRead) runs inside a query,
-// after its answer is read, to stage a race. Pages are never continued:
+// after its answer is read, to stage a race. The zero value is an empty
+// store, ready to embed in a store that overrides a method. Pages are never continued:
 // a filter's Limit is honoured, its Cursor ignored, NextCursor empty.
-type Devices struct {
+type DeviceStore struct {
 	mu         sync.Mutex
 	nextID     int64
 	devs       map[string]*iotgate.Device
@@ -33,21 +34,26 @@ type Devices struct {
 	afterRead func(op, jid string)
 }
 
-// NewDevices returns an empty store.
-func NewDevices() *Devices {
-	return &Devices{devs: map[string]*iotgate.Device{}, readings: map[int64][]*iotgate.Reading{}, queries: map[string]int{}}
+// NewDeviceStore returns an empty store.
+func NewDeviceStore() *DeviceStore { return &DeviceStore{} }
+
+// ready makes the maps of a zero DeviceStore; m.mu is held.
+func (m *DeviceStore) ready() {
+	if m.devs == nil {
+		m.devs, m.readings, m.queries = map[string]*iotgate.Device{}, map[int64][]*iotgate.Reading{}, map[string]int{}
+	}
 }
 
 // SetAfterRead sets the hook Device and LatestReading call (op is the
 // method's name) after their answer is read, outside the lock; nil
 // removes it.
-func (m *Devices) SetAfterRead(f func(op, jid string)) {
+func (m *DeviceStore) SetAfterRead(f func(op, jid string)) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.afterRead = f
 }
 
-func (m *Devices) hook(op, jid string) {
+func (m *DeviceStore) hook(op, jid string) {
 	m.mu.Lock()
 	f := m.afterRead
 	m.mu.Unlock()
@@ -58,14 +64,14 @@ func (m *Devices) hook(op, jid string) {
 
 // Queries returns how many times op ("Device", "LatestReading") was
 // called.
-func (m *Devices) Queries(op string) int {
+func (m *DeviceStore) Queries(op string) int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.queries[op]
 }
 
 // Rejected returns every rejection recorded, oldest first.
-func (m *Devices) Rejected() []*iotgate.Rejection {
+func (m *DeviceStore) Rejected() []*iotgate.Rejection {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return slices.Clone(m.rejections)
@@ -82,8 +88,9 @@ func notRegistered(jid string) error {
 }
 
 // CreateDevice stores d and sets its ID. Errors: conflict.
-func (m *Devices) CreateDevice(_ context.Context, d *iotgate.Device) error {
+func (m *DeviceStore) CreateDevice(_ context.Context, d *iotgate.Device) error {
 	m.mu.Lock()
+	m.ready()
 	defer m.mu.Unlock()
 	if _, ok := m.devs[d.JID]; ok {
 		return iotgate.Errorf(iotgate.EConflict, "device %s is already registered", d.JID)
@@ -95,8 +102,9 @@ func (m *Devices) CreateDevice(_ context.Context, d *iotgate.Device) error {
 }
 
 // Device returns the device registered as jid. Errors: not_found.
-func (m *Devices) Device(_ context.Context, jid string) (*iotgate.Device, error) {
+func (m *DeviceStore) Device(_ context.Context, jid string) (*iotgate.Device, error) {
 	m.mu.Lock()
+	m.ready()
 	m.queries["Device"]++
 	d, ok := m.devs[jid]
 	var c *iotgate.Device
@@ -112,7 +120,7 @@ func (m *Devices) Device(_ context.Context, jid string) (*iotgate.Device, error)
 }
 
 // Devices returns the devices that match f, ordered by JID.
-func (m *Devices) Devices(_ context.Context, f iotgate.DeviceFilter) (*iotgate.DevicePage, error) {
+func (m *DeviceStore) Devices(_ context.Context, f iotgate.DeviceFilter) (*iotgate.DevicePage, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	page := &iotgate.DevicePage{Items: []*iotgate.Device{}}
@@ -136,7 +144,7 @@ func (m *Devices) Devices(_ context.Context, f iotgate.DeviceFilter) (*iotgate.D
 
 // UpdateDevice applies u to the device registered as jid. Errors:
 // not_found.
-func (m *Devices) UpdateDevice(_ context.Context, jid string, u iotgate.DeviceUpdate, now time.Time) (*iotgate.Device, error) {
+func (m *DeviceStore) UpdateDevice(_ context.Context, jid string, u iotgate.DeviceUpdate, now time.Time) (*iotgate.Device, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	d, ok := m.devs[jid]
@@ -158,7 +166,7 @@ func (m *Devices) UpdateDevice(_ context.Context, jid string, u iotgate.DeviceUp
 
 // DeleteDevice deletes the device with its readings and rejections.
 // Errors: not_found.
-func (m *Devices) DeleteDevice(_ context.Context, jid string) error {
+func (m *DeviceStore) DeleteDevice(_ context.Context, jid string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	d, ok := m.devs[jid]
@@ -172,7 +180,7 @@ func (m *Devices) DeleteDevice(_ context.Context, jid string) error {
 }
 
 // DeviceJIDs returns every registered JID, sorted.
-func (m *Devices) DeviceJIDs(context.Context) ([]string, error) {
+func (m *DeviceStore) DeviceJIDs(context.Context) ([]string, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return slices.Sorted(maps.Keys(m.devs)), nil
@@ -180,8 +188,9 @@ func (m *Devices) DeviceJIDs(context.Context) ([]string, error) {
 
 // InsertReadings stores rs, setting their IDs (0 for readings of devices
 // not registered), and moves each device's last_seen_at. It never fails.
-func (m *Devices) InsertReadings(_ context.Context, rs []*iotgate.Reading) []error {
+func (m *DeviceStore) InsertReadings(_ context.Context, rs []*iotgate.Reading) []error {
 	m.mu.Lock()
+	m.ready()
 	defer m.mu.Unlock()
 	live := map[int64]*iotgate.Device{}
 	for _, d := range m.devs {
@@ -207,7 +216,7 @@ func (m *Devices) InsertReadings(_ context.Context, rs []*iotgate.Reading) []err
 
 // InsertRejections records rs, keeping only the newest keep per device
 // (0: all).
-func (m *Devices) InsertRejections(_ context.Context, rs []*iotgate.Rejection, keep int) error {
+func (m *DeviceStore) InsertRejections(_ context.Context, rs []*iotgate.Rejection, keep int) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, r := range rs {
@@ -236,8 +245,9 @@ func newer(a, b *iotgate.Reading) bool {
 }
 
 // LatestReading returns the device's newest reading. Errors: not_found.
-func (m *Devices) LatestReading(_ context.Context, jid string) (*iotgate.Reading, error) {
+func (m *DeviceStore) LatestReading(_ context.Context, jid string) (*iotgate.Reading, error) {
 	m.mu.Lock()
+	m.ready()
 	m.queries["LatestReading"]++
 	var latest *iotgate.Reading
 	if d, ok := m.devs[jid]; ok {
@@ -267,7 +277,7 @@ func inRange(f iotgate.ReadingFilter, at time.Time) bool {
 
 // Readings returns the device's readings within f, newest first if
 // f.Desc. Errors: not_found.
-func (m *Devices) Readings(_ context.Context, jid string, f iotgate.ReadingFilter) (*iotgate.ReadingPage, error) {
+func (m *DeviceStore) Readings(_ context.Context, jid string, f iotgate.ReadingFilter) (*iotgate.ReadingPage, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	d, ok := m.devs[jid]
@@ -295,7 +305,7 @@ func (m *Devices) Readings(_ context.Context, jid string, f iotgate.ReadingFilte
 
 // Rejections returns the device's rejections within f, newest first if
 // f.Desc. Errors: not_found.
-func (m *Devices) Rejections(_ context.Context, jid string, f iotgate.ReadingFilter) (*iotgate.RejectionPage, error) {
+func (m *DeviceStore) Rejections(_ context.Context, jid string, f iotgate.ReadingFilter) (*iotgate.RejectionPage, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	d, ok := m.devs[jid]

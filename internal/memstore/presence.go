@@ -8,17 +8,17 @@ import (
 	"github.com/iotgate/iotgate"
 )
 
-var _ iotgate.PresenceStore = (*Presence)(nil)
+var _ iotgate.PresenceStore = (*PresenceStore)(nil)
 
-// Presence is an iotgate.PresenceStore in memory: it keeps the events it
+// PresenceStore is an iotgate.PresenceStore in memory: it keeps the events it
 // is given, in order.
-type Presence struct {
+type PresenceStore struct {
 	mu     sync.Mutex
 	events []iotgate.PresenceEvent
 }
 
 // InsertPresenceEvents records evs. It never fails.
-func (p *Presence) InsertPresenceEvents(_ context.Context, evs []iotgate.PresenceEvent) error {
+func (p *PresenceStore) InsertPresenceEvents(_ context.Context, evs []iotgate.PresenceEvent) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.events = append(p.events, evs...)
@@ -26,7 +26,7 @@ func (p *Presence) InsertPresenceEvents(_ context.Context, evs []iotgate.Presenc
 }
 
 // Events returns the events recorded, oldest first.
-func (p *Presence) Events() []iotgate.PresenceEvent {
+func (p *PresenceStore) Events() []iotgate.PresenceEvent {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return slices.Clone(p.events)
