@@ -238,11 +238,11 @@ func TestCommitBatchesFair(t *testing.T) {
 	// Commits are held until the gate opens, so that readings queue up:
 	// one committer holds the first reading, the other a flood batch.
 	s.Ingest(ctx, in("first@example.com"), nil)
-	waitUntil(t, func() bool { return store.waiting() == 1 })
+	waitFor(t, func() bool { return store.waiting() == 1 })
 	for range 1000 {
 		s.Ingest(ctx, in("flood@example.com"), nil)
 	}
-	waitUntil(t, func() bool { return store.waiting() == 2 })
+	waitFor(t, func() bool { return store.waiting() == 2 })
 	quiet := make(chan error, 1)
 	s.Ingest(ctx, in("quiet@example.com"), func(err error) { quiet <- err })
 	close(store.gate) // the flood's commit stays held
@@ -263,64 +263,5 @@ func TestCommitBatchesFair(t *testing.T) {
 	}
 	if sizes := store.batchSizes(); slices.Max(sizes) > 50 {
 		t.Errorf("batch sizes %v, want at most 50 (MaxBatchPerDevice)", sizes)
-	}
-}
-
-// batchStore records the devices of each committed batch and holds
-// every commit until gate closes, and those with flood readings until
-// floodGate closes too.
-type batchStore struct {
-	flakyStore
-	gate, floodGate chan struct{}
-
-	mu      sync.Mutex
-	calls   int
-	batched [][]string
-}
-
-func (r *batchStore) InsertReadings(ctx context.Context, rs []*iotgate.Reading) []error {
-	r.mu.Lock()
-	r.calls++
-	var jids []string
-	for _, x := range rs {
-		jids = append(jids, x.DeviceJID)
-	}
-	r.batched = append(r.batched, jids)
-	r.mu.Unlock()
-	if slices.Contains(jids, "flood@example.com") {
-		<-r.floodGate
-	}
-	<-r.gate
-	return r.flakyStore.InsertReadings(ctx, rs)
-}
-
-func (r *batchStore) waiting() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.calls
-}
-
-func (r *batchStore) batches() [][]string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return slices.Clone(r.batched)
-}
-
-func (r *batchStore) batchSizes() []int {
-	var out []int
-	for _, b := range r.batches() {
-		out = append(out, len(b))
-	}
-	return out
-}
-
-func waitUntil(t *testing.T, f func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !f() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 5s")
-		}
-		time.Sleep(time.Millisecond)
 	}
 }

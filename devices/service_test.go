@@ -2,74 +2,12 @@ package devices
 
 import (
 	"context"
-	"encoding/json"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/iotgate/iotgate"
-	"github.com/iotgate/iotgate/internal/memstore"
 )
-
-// flakyStore is a memstore.DeviceStore where every JID is a registered
-// device, and whose InsertReadings fails with err while down, and refuses
-// the readings refuse picks (as the database refuses a value out of its
-// range) while storing the others.
-type flakyStore struct {
-	memstore.DeviceStore
-
-	refuse func(*iotgate.Reading) error
-
-	mu       sync.Mutex
-	down     error
-	stored   []*iotgate.Reading
-	attempts int
-}
-
-func (f *flakyStore) Device(_ context.Context, jid string) (*iotgate.Device, error) {
-	return &iotgate.Device{ID: 1, JID: jid, Schema: "s", SchemaVersion: 1}, nil
-}
-
-func (f *flakyStore) InsertReadings(_ context.Context, rs []*iotgate.Reading) []error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.attempts++
-	errs := make([]error, len(rs))
-	for i, r := range rs {
-		switch {
-		case f.down != nil:
-			errs[i] = f.down
-		case f.refuse != nil && f.refuse(r) != nil:
-			errs[i] = f.refuse(r)
-		default:
-			f.stored = append(f.stored, r)
-		}
-	}
-	return errs
-}
-
-func (f *flakyStore) setDown(err error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.down = err
-}
-
-func (f *flakyStore) count() (stored, attempts int) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return len(f.stored), f.attempts
-}
-
-// anySchema accepts every payload in urn:t.
-type anySchema struct{}
-
-func (anySchema) TargetNamespace() string { return "urn:t" }
-func (anySchema) ValidateAndRender(p []byte) (json.RawMessage, error) {
-	return json.RawMessage(`{}`), nil
-}
-func (anySchema) Compiled(context.Context, string, int) (iotgate.PayloadSchema, int, error) {
-	return anySchema{}, 1, nil
-}
 
 // TestIngestDatabaseDown checks what happens to readings whose commit
 // fails: IQ readings are refused with unavailable (the device retries),
@@ -172,16 +110,5 @@ func TestIngestHeldDroppedAtShutdown(t *testing.T) {
 	}
 	if st := s.Stats(); st.Dropped != 1 || st.Held != 0 {
 		t.Errorf("stats %+v, want 1 dropped, 0 held", st)
-	}
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 5s")
-		}
-		time.Sleep(time.Millisecond)
 	}
 }
