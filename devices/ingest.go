@@ -64,6 +64,29 @@ func (s *Service) lookupSender(ctx context.Context, bare string) (*iotgate.Devic
 	return d, err
 }
 
+// registeredSender is lookupSender for a (full or bare) JID, refusing
+// one that is not a registered device: what a presence update and a
+// recorded rejection need. Errors: invalid for a bad JID,
+// too_many_requests, unavailable when the registry can't be read,
+// not_found (device_not_registered).
+func (s *Service) registeredSender(ctx context.Context, from string) (*iotgate.Device, error) {
+	bare, err := iotgate.BareJID(from)
+	if err != nil {
+		return nil, err
+	}
+	dev, err := s.lookupSender(ctx, bare)
+	if iotgate.ErrorCode(err) == iotgate.ETooMany {
+		return nil, err
+	}
+	if err != nil {
+		return nil, &iotgate.Error{Code: iotgate.EUnavailable, Message: "device registry unavailable", Err: err}
+	}
+	if dev == nil {
+		return nil, ErrNotRegistered
+	}
+	return dev, nil
+}
+
 // SenderStatus is what iotgate knows of a sender without I/O.
 type SenderStatus int
 

@@ -9,19 +9,9 @@ import (
 // UpdatePresence applies a presence stanza from a device. Errors: not_found
 // (detail device_not_registered), unavailable.
 func (s *Service) UpdatePresence(ctx context.Context, u iotgate.PresenceUpdate) error {
-	bare, err := iotgate.BareJID(u.From)
+	d, err := s.registeredSender(ctx, u.From)
 	if err != nil {
 		return err
-	}
-	d, err := s.lookupSender(ctx, bare)
-	if iotgate.ErrorCode(err) == iotgate.ETooMany {
-		return err
-	}
-	if err != nil {
-		return &iotgate.Error{Code: iotgate.EUnavailable, Message: "device registry unavailable", Err: err}
-	}
-	if d == nil {
-		return ErrNotRegistered
 	}
 	s.cfg.Presence.Update(d, u)
 	return nil

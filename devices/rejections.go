@@ -14,19 +14,9 @@ import (
 // not_found (device_not_registered) for a JID that is not a device,
 // unavailable when the registry can't be read.
 func (s *Service) RecordRejection(ctx context.Context, from, via string, payload []byte, reason error) error {
-	bare, err := iotgate.BareJID(from)
+	dev, err := s.registeredSender(ctx, from)
 	if err != nil {
 		return err
-	}
-	dev, err := s.lookupSender(ctx, bare)
-	if iotgate.ErrorCode(err) == iotgate.ETooMany {
-		return err
-	}
-	if err != nil {
-		return &iotgate.Error{Code: iotgate.EUnavailable, Message: "device registry unavailable", Err: err}
-	}
-	if dev == nil {
-		return ErrNotRegistered
 	}
 	s.reject(dev, iotgate.IncomingReading{From: from, Via: via}, payload, reason, s.cfg.Clock().UTC())
 	return nil
