@@ -116,10 +116,6 @@ func (s *Commands) timedOut(e *execution) {
 	e.settle()
 }
 
-// offlineConditions are the stanza errors with which a server bounces an
-// IQ to an unavailable resource (RFC 6120 §8.5.3.2.1, §10.5.3.1).
-var offlineConditions = map[string]bool{"service-unavailable": true, "recipient-unavailable": true}
-
 // answered records the outcome of SendCommand.
 func (s *Commands) answered(e *execution, rep iotgate.CommandReply, err error) {
 	e.mu.Lock()
@@ -139,23 +135,7 @@ func (s *Commands) answered(e *execution, rep iotgate.CommandReply, err error) {
 	}
 	from := []iotgate.CommandStatus{iotgate.CommandSent}
 	if err != nil {
-		code, reason := iotgate.CmdErrInternal, "the command could not be sent"
-		requeue := false
-		switch {
-		case s.ctx.Err() != nil:
-			code, reason = iotgate.CmdErrRestarted, reasonShutdown
-		case iotgate.ErrorCode(err) == iotgate.EUnavailable:
-			code, reason = iotgate.CmdErrXMPPUnavailable, iotgate.ErrorMessage(err)
-		case iotgate.ErrorCode(err) == iotgate.ETooMany:
-			// Never sent: a queued command can wait for its turn.
-			code, reason, requeue = iotgate.CmdErrTooMany, iotgate.ErrorMessage(err), true
-		case iotgate.ErrorCode(err) == iotgate.ETimeout:
-			code, reason = iotgate.CmdErrTimeout, iotgate.ErrorMessage(err)
-		case iotgate.ErrorCode(err) == iotgate.EInvalid:
-			reason = "the command could not be sent: " + iotgate.ErrorMessage(err)
-		default:
-			s.log.Error("command not sent", "command", c.ID, "err", err)
-		}
+		code, reason, requeue := s.notSent(c, err)
 		if requeue && c.Mode == iotgate.CommandQueue {
 			s.queue(c, now, reason)
 			s.update(c, from, &c.History[len(c.History)-1])

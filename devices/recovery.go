@@ -8,14 +8,6 @@ import (
 	"github.com/iotgate/iotgate"
 )
 
-// Reasons recorded on commands.
-const (
-	reasonRestarted = "iotgate restarted before the device answered"
-	reasonShutdown  = "iotgate shut down before the device answered"
-	reasonExpired   = "not delivered before it expired"
-	reasonCanceled  = "canceled by request"
-)
-
 // Recover resolves the commands a previous run left unfinished: pending
 // and sent ones fail (iotgate can't know whether the device acted on
 // them). Queued ones stay queued. Call it once at start, before Run.
