@@ -241,6 +241,3 @@ func (s *Commands) Cancel(ctx context.Context, id string) (*iotgate.Command, err
 	}
 	return c, nil
 }
-
-// Stopped is closed when Run has returned.
-func (s *Commands) Stopped() <-chan struct{} { return s.stopped }

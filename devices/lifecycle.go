@@ -47,6 +47,9 @@ func (s *Commands) markQueued(bare string, queued bool) {
 	}
 }
 
+// Stopped is closed when Run has returned.
+func (s *Commands) Stopped() <-chan struct{} { return s.stopped }
+
 // Drain is the first step of a graceful shutdown: it gives the commands
 // in flight until ctx ends to be answered, and starts no delivery of
 // queued ones (they stay queued for the next start). It returns when none
