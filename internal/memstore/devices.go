@@ -1,6 +1,7 @@
 package memstore
 
 import (
+	"cmp"
 	"context"
 	"maps"
 	"slices"
@@ -22,12 +23,14 @@ var _ iotgate.DeviceStore = (*DeviceStore)(nil)
 // store, ready to embed in a store that overrides a method. Pages are never continued:
 // a filter's Limit is honoured, its Cursor ignored, NextCursor empty.
 type DeviceStore struct {
-	mu         sync.Mutex
-	nextID     int64
-	devs       map[string]*iotgate.Device
-	readings   map[int64][]*iotgate.Reading // by device ID
-	rejections []*iotgate.Rejection
-	queries    map[string]int
+	mu     sync.Mutex
+	nextID int64
+	// nextRejection numbers rejections, as their own serial does.
+	nextRejection int64
+	devs          map[string]*iotgate.Device
+	readings      map[int64][]*iotgate.Reading // by device ID
+	rejections    []*iotgate.Rejection
+	queries       map[string]int
 
 	// afterRead runs inside Device and LatestReading, with the lock
 	// released, after their answer is read.
@@ -221,6 +224,8 @@ func (m *DeviceStore) InsertRejections(_ context.Context, rs []*iotgate.Rejectio
 	defer m.mu.Unlock()
 	for _, r := range rs {
 		c := *r
+		m.nextRejection++
+		c.ID = m.nextRejection
 		m.rejections = append(m.rejections, &c)
 	}
 	if keep > 0 {
@@ -269,14 +274,37 @@ func (m *DeviceStore) LatestReading(_ context.Context, jid string) (*iotgate.Rea
 	return &c, nil
 }
 
-// inRange reports whether at is within f's Since (inclusive) and Until
-// (exclusive).
-func inRange(f iotgate.ReadingFilter, at time.Time) bool {
-	return (f.Since == nil || !at.Before(*f.Since)) && (f.Until == nil || at.Before(*f.Until))
+// window returns copies of the items within f (Since inclusive, Until
+// exclusive), ordered as the store orders them, by received_at then ID,
+// newest first if f.Desc, and at most f.Limit of them (0: all).
+func window[T any](items []*T, f iotgate.ReadingFilter, key func(*T) (time.Time, int64)) []*T {
+	out := []*T{}
+	for _, it := range items {
+		at, _ := key(it)
+		if (f.Since == nil || !at.Before(*f.Since)) && (f.Until == nil || at.Before(*f.Until)) {
+			c := *it
+			out = append(out, &c)
+		}
+	}
+	slices.SortFunc(out, func(a, b *T) int {
+		at, aid := key(a)
+		bt, bid := key(b)
+		c := at.Compare(bt)
+		if c == 0 {
+			c = cmp.Compare(aid, bid)
+		}
+		if f.Desc {
+			return -c
+		}
+		return c
+	})
+	if f.Limit > 0 && len(out) > f.Limit {
+		out = out[:f.Limit]
+	}
+	return out
 }
 
-// Readings returns the device's readings within f, newest first if
-// f.Desc. Errors: not_found.
+// Readings returns the device's readings within f. Errors: not_found.
 func (m *DeviceStore) Readings(_ context.Context, jid string, f iotgate.ReadingFilter) (*iotgate.ReadingPage, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -284,27 +312,10 @@ func (m *DeviceStore) Readings(_ context.Context, jid string, f iotgate.ReadingF
 	if !ok {
 		return nil, notRegistered(jid)
 	}
-	page := &iotgate.ReadingPage{Items: []*iotgate.Reading{}}
-	for _, r := range m.readings[d.ID] {
-		if inRange(f, r.ReceivedAt) {
-			c := *r
-			page.Items = append(page.Items, &c)
-		}
-	}
-	slices.SortFunc(page.Items, func(a, b *iotgate.Reading) int {
-		if newer(a, b) == f.Desc {
-			return -1
-		}
-		return 1
-	})
-	if f.Limit > 0 && len(page.Items) > f.Limit {
-		page.Items = page.Items[:f.Limit]
-	}
-	return page, nil
+	return &iotgate.ReadingPage{Items: window(m.readings[d.ID], f, func(r *iotgate.Reading) (time.Time, int64) { return r.ReceivedAt, r.ID })}, nil
 }
 
-// Rejections returns the device's rejections within f, newest first if
-// f.Desc. Errors: not_found.
+// Rejections returns the device's rejections within f. Errors: not_found.
 func (m *DeviceStore) Rejections(_ context.Context, jid string, f iotgate.ReadingFilter) (*iotgate.RejectionPage, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -312,18 +323,6 @@ func (m *DeviceStore) Rejections(_ context.Context, jid string, f iotgate.Readin
 	if !ok {
 		return nil, notRegistered(jid)
 	}
-	page := &iotgate.RejectionPage{Items: []*iotgate.Rejection{}}
-	for _, r := range m.rejections {
-		if r.DeviceID == d.ID && inRange(f, r.ReceivedAt) {
-			c := *r
-			page.Items = append(page.Items, &c)
-		}
-	}
-	if f.Desc {
-		slices.Reverse(page.Items)
-	}
-	if f.Limit > 0 && len(page.Items) > f.Limit {
-		page.Items = page.Items[:f.Limit]
-	}
-	return page, nil
+	mine := slices.DeleteFunc(slices.Clone(m.rejections), func(r *iotgate.Rejection) bool { return r.DeviceID != d.ID })
+	return &iotgate.RejectionPage{Items: window(mine, f, func(r *iotgate.Rejection) (time.Time, int64) { return r.ReceivedAt, r.ID })}, nil
 }

@@ -43,6 +43,15 @@ func TestDeviceStore(t *testing.T) {
 	if err != nil || len(page.Items) != 1 || page.Items[0].ID != rs[0].ID {
 		t.Errorf("Readings(desc, 1) = %+v, %v", page, err)
 	}
+	since := t0.Add(time.Second)
+	page, err = m.Readings(ctx, a.JID, iotgate.ReadingFilter{})
+	if err != nil || len(page.Items) != 2 || page.Items[0].ID != rs[1].ID {
+		t.Errorf("Readings(asc) = %+v, %v, want the oldest first", page, err)
+	}
+	page, err = m.Readings(ctx, a.JID, iotgate.ReadingFilter{Since: &since})
+	if err != nil || len(page.Items) != 1 || page.Items[0].ID != rs[0].ID {
+		t.Errorf("Readings(since) = %+v, %v", page, err)
+	}
 	if n := m.Queries("Device") + m.Queries("LatestReading"); n != 2 {
 		t.Errorf("queries counted %d, want 2", n)
 	}
@@ -52,6 +61,9 @@ func TestDeviceStore(t *testing.T) {
 	}
 	if got := m.Rejected(); len(got) != 2 || got[0].Reason != "2" || got[1].Reason != "3" {
 		t.Errorf("rejections kept %+v, want the newest 2", got)
+	}
+	if rp, err := m.Rejections(ctx, a.JID, iotgate.ReadingFilter{Desc: true}); err != nil || len(rp.Items) != 2 || rp.Items[0].Reason != "3" {
+		t.Errorf("Rejections(desc) = %+v, %v, want the newest first", rp, err)
 	}
 	if err := m.DeleteDevice(ctx, a.JID); err != nil {
 		t.Fatal(err)
