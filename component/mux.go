@@ -1,0 +1,83 @@
+package component
+
+import (
+	"context"
+
+	"mellium.im/xmpp/jid"
+	"mellium.im/xmpp/stanza"
+)
+
+// Handler receives the stanzas that the component does not answer itself.
+type Handler interface {
+	// HandleStanza is called on the stream's read loop for every message
+	// and presence, and for every IQ get/set that is not a built-in
+	// (disco, ping, version). It must not block for long: hand slow work
+	// off and answer later with Conn.Send. For an IQ get/set, returning
+	// false makes the component answer service-unavailable.
+	HandleStanza(ctx context.Context, st *Stanza) bool
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(ctx context.Context, st *Stanza) bool
+
+// HandleStanza calls f.
+func (f HandlerFunc) HandleStanza(ctx context.Context, st *Stanza) bool { return f(ctx, st) }
+
+// dispatch routes one incoming stanza.
+func (c *Conn) dispatch(ctx context.Context, sess *session, st *Stanza) {
+	if st.Kind == KindIQ {
+		switch st.Type {
+		case TypeResult, TypeError:
+			c.deliverReply(sess, st)
+			return
+		case TypeGet, TypeSet:
+			if c.refuseDomain(sess, st) || c.builtin(ctx, sess, st) {
+				return
+			}
+		default:
+			c.reply(sess, st.ErrorReply(stanza.Modify, stanza.BadRequest, "IQ type must be get, set, result or error"))
+			return
+		}
+	}
+	if st.Kind != KindIQ && c.refuseDomain(sess, st) {
+		return
+	}
+	if hp := c.handler.Load(); hp != nil {
+		if (*hp).HandleStanza(ctx, st) || st.Kind != KindIQ {
+			return
+		}
+	}
+	if st.Kind == KindIQ {
+		c.reply(sess, st.ErrorReply(stanza.Cancel, stanza.ServiceUnavailable, "this request is not supported by "+c.cfg.Domain))
+	}
+}
+
+// refuseDomain reports whether st comes from a domain outside
+// Config.DeviceDomains, and refuses it: an IQ request gets
+// cancel/not-allowed saying which domains are allowed, anything else is
+// dropped (never answer a message: that is how loops start). Replies to
+// iotgate's own IQs don't come here: they only match requests it sent.
+func (c *Conn) refuseDomain(sess *session, st *Stanza) bool {
+	if c.cfg.DeviceDomains.Any() {
+		return false
+	}
+	from, err := jid.Parse(st.From)
+	if err != nil {
+		// Not the allow-list's business: the handlers refuse it.
+		return false
+	}
+	d := from.Domainpart()
+	if d == c.domain.Domainpart() || c.cfg.DeviceDomains.AllowsDomain(d) {
+		return false
+	}
+	c.domainRefused.Add(1)
+	if st.Kind == KindIQ {
+		c.reply(sess, ErrorReplyFor(st, c.cfg.DeviceDomains.Check(st.From)))
+	}
+	c.log.Debug("stanza from a domain outside the allow-list refused", "from", st.From, "kind", st.Kind)
+	return true
+}
+
+// DomainRefused returns how many stanzas were refused since start because
+// their sender's domain is outside Config.DeviceDomains.
+func (c *Conn) DomainRefused() uint64 { return c.domainRefused.Load() }
