@@ -19,7 +19,9 @@ type Conn struct {
 	cfg     Config
 	log     *slog.Logger
 	handler atomic.Pointer[Handler]
-	domain  jid.JID
+	// builtins answers what the component answers itself (builtin.go).
+	builtins *mux
+	domain   jid.JID
 
 	mu      sync.Mutex
 	sess    *session // nil while disconnected
@@ -49,7 +51,7 @@ func New(cfg Config) (*Conn, error) {
 		return nil, fmt.Errorf("component: Domain %q is not a bare domain JID", cfg.Domain)
 	}
 	cfg.Domain = d.String()
-	return &Conn{
+	c := &Conn{
 		cfg:     cfg,
 		log:     cfg.Logger,
 		domain:  d,
@@ -58,7 +60,9 @@ func New(cfg Config) (*Conn, error) {
 		pending: make(map[string]*pendingIQ),
 
 		skipErrors: newLimiter(errorRate, errorBurst),
-	}, nil
+	}
+	c.builtins = c.newBuiltins()
+	return c, nil
 }
 
 // Domain returns the component's domain.

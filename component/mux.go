@@ -2,6 +2,7 @@ package component
 
 import (
 	"context"
+	"encoding/xml"
 
 	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
@@ -23,7 +24,57 @@ type HandlerFunc func(ctx context.Context, st *Stanza) bool
 // HandleStanza calls f.
 func (f HandlerFunc) HandleStanza(ctx context.Context, st *Stanza) bool { return f(ctx, st) }
 
-// dispatch routes one incoming stanza.
+// mux routes requests addressed to the component's domain itself to the
+// built-in handler registered for them (as mellium's mux.ServeMux does, on
+// iotgate's own Stanza): a table keyed by the stanza's kind and type and
+// the name of its one child element. Built once by New, read only after.
+type mux struct {
+	domain string
+	routes map[[2]string]map[xml.Name]builtinFunc // by kind and type, then by child
+}
+
+// builtinFunc answers st, whose only child is q, on the read loop: what
+// may be slow it hands off.
+type builtinFunc func(ctx context.Context, sess *session, st *Stanza, q Element)
+
+func newMux(domain string) *mux {
+	return &mux{domain: domain, routes: make(map[[2]string]map[xml.Name]builtinFunc)}
+}
+
+// handle registers f for stanzas of kind and type whose one child is
+// {ns}local.
+func (m *mux) handle(kind, typ, ns, local string, f builtinFunc) {
+	k := [2]string{kind, typ}
+	if m.routes[k] == nil {
+		m.routes[k] = make(map[xml.Name]builtinFunc)
+	}
+	m.routes[k][xml.Name{Space: ns, Local: local}] = f
+}
+
+// serve runs the built-in handler for st, if one is registered and st is
+// addressed to the component's domain itself, and reports whether it ran.
+// Kinds and types with no route (a reading's IQ set) cost a map lookup,
+// not a parse.
+func (m *mux) serve(ctx context.Context, sess *session, st *Stanza) bool {
+	byName := m.routes[[2]string{st.Kind, st.Type}]
+	if byName == nil || normJID(st.To) != m.domain {
+		return false
+	}
+	kids, err := st.Children()
+	if err != nil || len(kids) != 1 {
+		return false
+	}
+	f := byName[kids[0].Name]
+	if f == nil {
+		return false
+	}
+	f(ctx, sess, st, kids[0])
+	return true
+}
+
+// dispatch routes one incoming stanza: replies to their waiters, requests
+// from refused domains away, then to the built-ins, and what is left to the
+// installed Handler (the reading handler), the fallback.
 func (c *Conn) dispatch(ctx context.Context, sess *session, st *Stanza) {
 	if st.Kind == KindIQ {
 		switch st.Type {
@@ -31,7 +82,7 @@ func (c *Conn) dispatch(ctx context.Context, sess *session, st *Stanza) {
 			c.deliverReply(sess, st)
 			return
 		case TypeGet, TypeSet:
-			if c.refuseDomain(sess, st) || c.builtin(ctx, sess, st) {
+			if c.refuseDomain(sess, st) || c.builtins.serve(ctx, sess, st) {
 				return
 			}
 		default:
