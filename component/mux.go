@@ -3,8 +3,8 @@ package component
 import (
 	"context"
 	"encoding/xml"
+	"strings"
 
-	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
 )
 
@@ -112,12 +112,16 @@ func (c *Conn) refuseDomain(sess *session, st *Stanza) bool {
 	if c.cfg.DeviceDomains.Any() {
 		return false
 	}
-	from, err := jid.Parse(st.From)
+	bare, err := st.bareFrom()
 	if err != nil {
 		// Not the allow-list's business: the handlers refuse it.
 		return false
 	}
-	d := from.Domainpart()
+	// A bare JID is domain or local@domain, and a localpart holds no '@'.
+	_, d, ok := strings.Cut(bare, "@")
+	if !ok {
+		d = bare
+	}
 	if d == c.domain.Domainpart() || c.cfg.DeviceDomains.AllowsDomain(d) {
 		return false
 	}

@@ -246,9 +246,10 @@ func (s *stream) next() (*Stanza, error) {
 			}
 			continue
 		}
-		// The decoder checks the payload (Skip reads it all); the framer
+		// The decoder checks the payload (it reads it all); the framer
 		// already holds its bytes, so the decoder need not save them.
-		if err := s.dec.Skip(); err != nil {
+		spans, err := s.readPayload()
+		if err != nil {
 			return nil, &xmlError{cond: "not-well-formed", text: err.Error()}
 		}
 		if len(s.feed.b) != 0 {
@@ -259,8 +260,41 @@ func (s *stream) next() (*Stanza, error) {
 		st := stanzaAttrs(t)
 		if end := bytes.LastIndexByte(fr.raw, '<'); end > fr.start {
 			st.Inner = bytes.Clone(fr.raw[fr.start:end])
+			st.setChildren(spans)
 		}
 		return st, nil
+	}
+}
+
+// readPayload reads the rest of the element whose start tag the decoder
+// has just returned, as Skip does, and returns where its children lie,
+// as [start, end) offsets from the end of that start tag: Children then
+// need not tokenise the payload a second time.
+func (s *stream) readPayload() ([][2]int, error) {
+	base := s.dec.InputOffset()
+	var spans [][2]int
+	depth := 0
+	for {
+		off := s.dec.InputOffset()
+		tok, err := s.dec.Token()
+		if err != nil {
+			return nil, err
+		}
+		switch tok.(type) {
+		case xml.StartElement:
+			if depth == 0 {
+				spans = append(spans, [2]int{int(off - base), -1})
+			}
+			depth++
+		case xml.EndElement:
+			if depth == 0 {
+				return spans, nil
+			}
+			depth--
+			if depth == 0 {
+				spans[len(spans)-1][1] = int(s.dec.InputOffset() - base)
+			}
+		}
 	}
 }
 
