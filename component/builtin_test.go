@@ -1,56 +1,12 @@
 package component
 
 import (
-	"context"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
-
-	"github.com/iotgate/iotgate"
 )
-
-// fakeDirectory holds registered devices, sorted by JID; a page cursor is
-// the index of the next device. block, when set, holds Registered until it
-// is closed.
-type fakeDirectory struct {
-	jids  []string
-	down  atomic.Bool
-	block chan struct{}
-}
-
-func (f *fakeDirectory) Registered(ctx context.Context, j string) (bool, error) {
-	if f.block != nil {
-		<-f.block
-	}
-	if f.down.Load() {
-		return false, &iotgate.Error{Code: iotgate.EUnavailable, Message: "device registry unavailable"}
-	}
-	bare, err := iotgate.BareJID(j)
-	return slices.Contains(f.jids, bare), err
-}
-
-func (f *fakeDirectory) Devices(_ context.Context, flt iotgate.DeviceFilter) (*iotgate.DevicePage, error) {
-	from := 0
-	if flt.Cursor != "" {
-		n, err := strconv.Atoi(flt.Cursor)
-		if err != nil || n < 0 || n > len(f.jids) {
-			return nil, iotgate.Errorf(iotgate.EInvalid, "bad cursor")
-		}
-		from = n
-	}
-	to := min(from+flt.Limit, len(f.jids))
-	p := &iotgate.DevicePage{}
-	for _, j := range f.jids[from:to] {
-		p.Items = append(p.Items, &iotgate.Device{JID: j, Name: "name of " + j})
-	}
-	if to < len(f.jids) {
-		p.NextCursor = strconv.Itoa(to)
-	}
-	return p, nil
-}
 
 var itemRE = regexp.MustCompile(`<item jid="([^"]*)"`)
 

@@ -12,47 +12,6 @@ import (
 	"github.com/iotgate/iotgate"
 )
 
-func startConn(t *testing.T, addr, secret string, mod func(*Config)) *Conn {
-	t.Helper()
-	cfg := Config{Addr: addr, Domain: "iot.localhost", Secret: secret, Version: "test",
-		MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, CloseTimeout: 50 * time.Millisecond}
-	if mod != nil {
-		mod(&cfg)
-	}
-	c, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { c.Run(ctx); close(done) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			t.Error("Run did not return after cancel")
-		}
-	})
-	return c
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-func isUp(c *Conn) bool {
-	ok, _, _ := c.Health(context.Background())
-	return ok
-}
-
 func TestBuiltinIQs(t *testing.T) {
 	fs := newFakeServer(t, "s3cret")
 	c := startConn(t, fs.addr(), "s3cret", nil)
@@ -249,16 +208,6 @@ func TestKeepAliveDetectsDeadServer(t *testing.T) {
 		ok, _, err := c.Health(context.Background())
 		return !ok && err != nil && strings.Contains(err.Error(), "keepalive")
 	})
-}
-
-// oversizeRecorder is a Handler that notes the oversize stanzas it is told of.
-type oversizeRecorder struct {
-	got chan *Stanza
-}
-
-func (o *oversizeRecorder) HandleStanza(context.Context, *Stanza) bool { return false }
-func (o *oversizeRecorder) HandleOversize(_ context.Context, st *Stanza, _ string) {
-	o.got <- st
 }
 
 func TestOversizeStanzaCostsOnlyItself(t *testing.T) {
