@@ -14,6 +14,12 @@
 // don't give (see docs/design.md). JIDs are handled with
 // mellium.im/xmpp/jid and stanza error conditions with mellium.im/xmpp/stanza.
 //
+// Where to read: conn.go connects and reconnects (backoff, health);
+// session.go runs one stream's read, write and keepalive loops; stream.go
+// and framer.go read it; mux.go routes each stanza, to the built-ins of
+// builtin.go (disco, ping, version) or to the installed Handler (readings.go,
+// presence.go); iq.go matches IQ replies to their requests.
+//
 // It may import the root package iotgate and devices (the ingest
 // scheduler, the domain allow-list, the CommandSender port it implements);
 // never api (HTTP), postgres or cmd.
