@@ -84,44 +84,45 @@ func (d *DiscoConfig) seesAll(from string) bool {
 	return false
 }
 
-// builtin answers the IQs every XMPP entity must answer (disco#info,
-// disco#items, ping, version) when they are addressed to the component's
-// domain itself. It reports whether it answered.
-func (c *Conn) builtin(ctx context.Context, sess *session, st *Stanza) bool {
-	if st.Type != TypeGet || normJID(st.To) != c.cfg.Domain {
-		return false
+// newBuiltins registers the IQs every XMPP entity must answer (ping,
+// disco#info, disco#items, version) when they are addressed to the
+// component's domain itself.
+func (c *Conn) newBuiltins() *mux {
+	m := newMux(c.cfg.Domain)
+	m.handle(KindIQ, TypeGet, NSPing, "ping", c.ping)
+	m.handle(KindIQ, TypeGet, NSDiscoInfo, "query", c.discoInfoQuery)
+	m.handle(KindIQ, TypeGet, NSDiscoItems, "query", c.discoItemsQuery)
+	m.handle(KindIQ, TypeGet, NSVersion, "query", c.version)
+	return m
+}
+
+func (c *Conn) ping(_ context.Context, sess *session, st *Stanza, _ Element) {
+	c.reply(sess, st.Result(nil))
+}
+
+func (c *Conn) discoInfoQuery(_ context.Context, sess *session, st *Stanza, q Element) {
+	if q.AttrValue("node") != "" {
+		c.reply(sess, st.ErrorReply(stanza.Cancel, stanza.ItemNotFound, "no such node"))
+		return
 	}
-	kids, err := st.Children()
-	if err != nil || len(kids) != 1 {
-		return false
+	c.reply(sess, st.Result(c.discoInfo()))
+}
+
+func (c *Conn) discoItemsQuery(ctx context.Context, sess *session, st *Stanza, q Element) {
+	if q.AttrValue("node") != "" {
+		c.reply(sess, st.ErrorReply(stanza.Cancel, stanza.ItemNotFound, "no such node"))
+		return
 	}
-	q := kids[0]
-	switch {
-	case q.Name.Space == NSPing && q.Name.Local == "ping":
-		c.reply(sess, st.Result(nil))
-	case q.Name.Space == NSDiscoInfo && q.Name.Local == "query":
-		if q.AttrValue("node") != "" {
-			c.reply(sess, st.ErrorReply(stanza.Cancel, stanza.ItemNotFound, "no such node"))
-			return true
-		}
-		c.reply(sess, st.Result(c.discoInfo()))
-	case q.Name.Space == NSDiscoItems && q.Name.Local == "query":
-		if q.AttrValue("node") != "" {
-			c.reply(sess, st.ErrorReply(stanza.Cancel, stanza.ItemNotFound, "no such node"))
-			return true
-		}
-		c.discoItems(ctx, sess, st, q)
-	case q.Name.Space == NSVersion && q.Name.Local == "query":
-		b := []byte(`<query xmlns="` + NSVersion + `"><name>`)
-		b = appendEscaped(b, c.cfg.Software)
-		b = append(b, `</name><version>`...)
-		b = appendEscaped(b, c.cfg.Version)
-		b = append(b, `</version></query>`...)
-		c.reply(sess, st.Result(b))
-	default:
-		return false
-	}
-	return true
+	c.discoItems(ctx, sess, st, q)
+}
+
+func (c *Conn) version(_ context.Context, sess *session, st *Stanza, _ Element) {
+	b := []byte(`<query xmlns="` + NSVersion + `"><name>`)
+	b = appendEscaped(b, c.cfg.Software)
+	b = append(b, `</name><version>`...)
+	b = appendEscaped(b, c.cfg.Version)
+	b = append(b, `</version></query>`...)
+	c.reply(sess, st.Result(b))
 }
 
 func (c *Conn) discoInfo() []byte {

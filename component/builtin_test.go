@@ -1,56 +1,12 @@
 package component
 
 import (
-	"context"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
-
-	"github.com/iotgate/iotgate"
 )
-
-// fakeDirectory holds registered devices, sorted by JID; a page cursor is
-// the index of the next device. block, when set, holds Registered until it
-// is closed.
-type fakeDirectory struct {
-	jids  []string
-	down  atomic.Bool
-	block chan struct{}
-}
-
-func (f *fakeDirectory) Registered(ctx context.Context, j string) (bool, error) {
-	if f.block != nil {
-		<-f.block
-	}
-	if f.down.Load() {
-		return false, &iotgate.Error{Code: iotgate.EUnavailable, Message: "device registry unavailable"}
-	}
-	bare, err := iotgate.BareJID(j)
-	return slices.Contains(f.jids, bare), err
-}
-
-func (f *fakeDirectory) Devices(_ context.Context, flt iotgate.DeviceFilter) (*iotgate.DevicePage, error) {
-	from := 0
-	if flt.Cursor != "" {
-		n, err := strconv.Atoi(flt.Cursor)
-		if err != nil || n < 0 || n > len(f.jids) {
-			return nil, iotgate.Errorf(iotgate.EInvalid, "bad cursor")
-		}
-		from = n
-	}
-	to := min(from+flt.Limit, len(f.jids))
-	p := &iotgate.DevicePage{}
-	for _, j := range f.jids[from:to] {
-		p.Items = append(p.Items, &iotgate.Device{JID: j, Name: "name of " + j})
-	}
-	if to < len(f.jids) {
-		p.NextCursor = strconv.Itoa(to)
-	}
-	return p, nil
-}
 
 var itemRE = regexp.MustCompile(`<item jid="([^"]*)"`)
 
@@ -158,5 +114,48 @@ func TestDiscoItemsBounded(t *testing.T) {
 	slices.Sort(ids)
 	if strings.Join(ids, ",") != "q0,q1" {
 		t.Errorf("answered %v, want q0, q1", ids)
+	}
+}
+
+func TestBuiltinIQs(t *testing.T) {
+	fs := newFakeServer(t, "s3cret")
+	c := startConn(t, fs.addr(), "s3cret", nil)
+	fc := fs.conn()
+	waitFor(t, "stream up", func() bool { return isUp(c) })
+
+	tests := []struct {
+		name     string
+		in       string
+		wantType string
+		want     string // substring of the reply's payload
+	}{
+		{"Ping", `<iq type='get' id='1' from='a@localhost/r' to='iot.localhost'><ping xmlns='urn:xmpp:ping'/></iq>`, "result", ""},
+		{"DiscoInfo", `<iq type='get' id='2' from='a@localhost/r' to='iot.localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>`, "result", `<feature var="urn:xmpp:ping"/>`},
+		{"DiscoInfoIdentity", `<iq type='get' id='3' from='a@localhost/r' to='iot.localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>`, "result", `<identity category="component" type="generic" name="iotgate"/>`},
+		{"DiscoInfoNode", `<iq type='get' id='4' from='a@localhost/r' to='iot.localhost'><query xmlns='http://jabber.org/protocol/disco#info' node='x'/></iq>`, "error", "item-not-found"},
+		{"DiscoItems", `<iq type='get' id='5' from='a@localhost/r' to='iot.localhost'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>`, "result", `disco#items`},
+		{"Version", `<iq type='get' id='6' from='a@localhost/r' to='iot.localhost'><query xmlns='jabber:iq:version'/></iq>`, "result", `<name>iotgate</name><version>test</version>`},
+		{"UnknownGet", `<iq type='get' id='7' from='a@localhost/r' to='iot.localhost'><query xmlns='urn:example:nope'/></iq>`, "error", "service-unavailable"},
+		{"UnknownSet", `<iq type='set' id='8' from='a@localhost/r' to='iot.localhost'><x xmlns='urn:example:nope'/></iq>`, "error", "service-unavailable"},
+		{"BadType", `<iq type='frob' id='9' from='a@localhost/r' to='iot.localhost'><ping xmlns='urn:xmpp:ping'/></iq>`, "error", "bad-request"},
+		{"PingToOtherJID", `<iq type='get' id='10' from='a@localhost/r' to='x@iot.localhost'><ping xmlns='urn:xmpp:ping'/></iq>`, "error", "service-unavailable"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fc.send(tt.in)
+			got := fc.read(t)
+			if got.Type != tt.wantType {
+				t.Fatalf("type = %q, want %q (payload %s)", got.Type, tt.wantType, got.Inner)
+			}
+			if !strings.Contains(got.Inner, tt.want) {
+				t.Errorf("payload %q does not contain %q", got.Inner, tt.want)
+			}
+			if got.To != "a@localhost/r" {
+				t.Errorf("to = %q, want the requester", got.To)
+			}
+			if !strings.HasSuffix(got.From, "iot.localhost") {
+				t.Errorf("from = %q, want on iot.localhost", got.From)
+			}
+		})
 	}
 }

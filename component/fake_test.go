@@ -2,16 +2,23 @@ package component
 
 import (
 	"bufio"
+	"context"
 	"crypto/sha1" //nolint:gosec // XEP-0114
 	"encoding/hex"
 	"encoding/xml"
 	"fmt"
 	"io"
 	"net"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/iotgate/iotgate"
+	"github.com/iotgate/iotgate/devices"
 )
 
 // fakeServer is a minimal XEP-0114 server peer for protocol edge cases a real
@@ -190,4 +197,159 @@ func (fc *fakeConn) read(t *testing.T) fakeStanza {
 		}
 		return st
 	}
+}
+
+func startConn(t *testing.T, addr, secret string, mod func(*Config)) *Conn {
+	t.Helper()
+	cfg := Config{Addr: addr, Domain: "iot.localhost", Secret: secret, Version: "test",
+		MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, CloseTimeout: 50 * time.Millisecond}
+	if mod != nil {
+		mod(&cfg)
+	}
+	c, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Error("Run did not return after cancel")
+		}
+	})
+	return c
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func isUp(c *Conn) bool {
+	ok, _, _ := c.Health(context.Background())
+	return ok
+}
+
+// oversizeRecorder is a Handler that notes the oversize stanzas it is told of.
+type oversizeRecorder struct {
+	got chan *Stanza
+}
+
+func (o *oversizeRecorder) HandleStanza(context.Context, *Stanza) bool { return false }
+func (o *oversizeRecorder) HandleOversize(_ context.Context, st *Stanza, _ string) {
+	o.got <- st
+}
+
+// fakeDirectory holds registered devices, sorted by JID; a page cursor is
+// the index of the next device. block, when set, holds Registered until it
+// is closed.
+type fakeDirectory struct {
+	jids  []string
+	down  atomic.Bool
+	block chan struct{}
+}
+
+func (f *fakeDirectory) Registered(ctx context.Context, j string) (bool, error) {
+	if f.block != nil {
+		<-f.block
+	}
+	if f.down.Load() {
+		return false, &iotgate.Error{Code: iotgate.EUnavailable, Message: "device registry unavailable"}
+	}
+	bare, err := iotgate.BareJID(j)
+	return slices.Contains(f.jids, bare), err
+}
+
+func (f *fakeDirectory) Devices(_ context.Context, flt iotgate.DeviceFilter) (*iotgate.DevicePage, error) {
+	from := 0
+	if flt.Cursor != "" {
+		n, err := strconv.Atoi(flt.Cursor)
+		if err != nil || n < 0 || n > len(f.jids) {
+			return nil, iotgate.Errorf(iotgate.EInvalid, "bad cursor")
+		}
+		from = n
+	}
+	to := min(from+flt.Limit, len(f.jids))
+	p := &iotgate.DevicePage{}
+	for _, j := range f.jids[from:to] {
+		p.Items = append(p.Items, &iotgate.Device{JID: j, Name: "name of " + j})
+	}
+	if to < len(f.jids) {
+		p.NextCursor = strconv.Itoa(to)
+	}
+	return p, nil
+}
+
+// fakeIngester decides by the sender's JID and the payload's text, so each
+// case says what it wants: a JID with "stranger" in it is not registered,
+// one that starts with "thr" is a throttled stranger; a payload with "bad"
+// in it is invalid, "dbdown" meets a database that is down, "block" waits
+// until gate closes (when gate is set). got, when set, receives every
+// reading. Readings are committed from another goroutine, unless gate is
+// set: a lane's answers then come in its order.
+type fakeIngester struct {
+	got           chan iotgate.IncomingReading
+	gate, blocked chan struct{}
+}
+
+func (f *fakeIngester) Sender(jid string) devices.SenderStatus {
+	switch {
+	case strings.HasPrefix(jid, "thr"):
+		return devices.SenderThrottled
+	case strings.Contains(jid, "stranger"):
+		return devices.SenderUnseen
+	}
+	return devices.SenderRegistered
+}
+
+func (f *fakeIngester) Ingest(_ context.Context, in iotgate.IncomingReading, done func(error)) {
+	if f.got != nil {
+		f.got <- in
+	}
+	var last string
+	if len(in.Payloads) > 0 {
+		last = string(in.Payloads[len(in.Payloads)-1].XML)
+	}
+	if f.gate != nil && strings.Contains(last, "block") {
+		select {
+		case f.blocked <- struct{}{}:
+		default:
+		}
+		<-f.gate
+	}
+	switch {
+	case strings.Contains(in.From, "stranger"):
+		done(devices.ErrNotRegistered)
+	case strings.Contains(last, "bad"):
+		done(iotgate.Errorf(iotgate.EInvalid, "line 1: /r/v: 'bad' is not a valid decimal"))
+	case strings.Contains(last, "dbdown"):
+		done(&iotgate.Error{Code: iotgate.EUnavailable, Message: "readings could not be stored, try again later"})
+	case f.gate != nil:
+		done(nil)
+	default:
+		go done(nil) // committed later, from another goroutine
+	}
+}
+
+// fakeNamespaces serves a fixed set of namespaces.
+type fakeNamespaces []string
+
+func (f fakeNamespaces) ServesNamespace(ns string) bool { return slices.Contains(f, ns) }
+func (f fakeNamespaces) Namespaces() []string           { return f }
+
+// idOf returns the id attribute of a stanza written with single quotes.
+func idOf(s string) string {
+	_, rest, _ := strings.Cut(s, "id='")
+	id, _, _ := strings.Cut(rest, "'")
+	return id
 }

@@ -105,10 +105,3 @@ func TestDeviceDomains(t *testing.T) {
 		})
 	}
 }
-
-// idOf returns the id attribute of a stanza written with single quotes.
-func idOf(s string) string {
-	_, rest, _ := strings.Cut(s, "id='")
-	id, _, _ := strings.Cut(rest, "'")
-	return id
-}

@@ -6,43 +6,13 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/iotgate/iotgate"
 	"github.com/iotgate/iotgate/devices"
 )
-
-// gatedIngester holds readings whose payload says "block" until gate
-// closes, and accepts the rest at once.
-type gatedIngester struct{ gate, blocked chan struct{} }
-
-func (g *gatedIngester) Sender(jid string) devices.SenderStatus {
-	switch {
-	case strings.HasPrefix(jid, "thr"):
-		return devices.SenderThrottled
-	case strings.HasPrefix(jid, "stranger"):
-		return devices.SenderUnseen
-	}
-	return devices.SenderRegistered
-}
-
-func (g *gatedIngester) Ingest(_ context.Context, in iotgate.IncomingReading, done func(error)) {
-	if len(in.Payloads) > 0 && strings.Contains(string(in.Payloads[0].XML), "block") {
-		select {
-		case g.blocked <- struct{}{}:
-		default:
-		}
-		<-g.gate
-	}
-	if strings.HasPrefix(in.From, "stranger") {
-		done(devices.ErrNotRegistered)
-		return
-	}
-	done(nil)
-}
 
 func TestReadingLanes(t *testing.T) {
 	fs := newFakeServer(t, "s")
 	c := startConn(t, fs.addr(), "s", nil)
-	ing := &gatedIngester{gate: make(chan struct{}), blocked: make(chan struct{}, 1)}
+	ing := &fakeIngester{gate: make(chan struct{}), blocked: make(chan struct{}, 1)}
 	h := NewReadingHandler(c, ing, RateLimit{}, nil)
 	h.devices = devices.NewScheduler(devices.SchedulerConfig{Workers: 2, Limits: devices.QueueLimits{PerSender: 5}})
 	c.SetHandler(h)

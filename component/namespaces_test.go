@@ -1,18 +1,11 @@
 package component
 
 import (
-	"slices"
 	"strings"
 	"testing"
 
 	"github.com/iotgate/iotgate"
 )
-
-// fakeNamespaces serves a fixed set of namespaces.
-type fakeNamespaces []string
-
-func (f fakeNamespaces) ServesNamespace(ns string) bool { return slices.Contains(f, ns) }
-func (f fakeNamespaces) Namespaces() []string           { return f }
 
 // TestNotServed is the decision table: which stanzas iotgate serves, and
 // what the sender is told. "stranger" is not a registered device (see

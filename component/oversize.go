@@ -61,7 +61,7 @@ func (c *Conn) skipped(ctx context.Context, sess *session, e *skippedError) {
 	case st.Kind == KindMessage && st.Type != TypeError:
 		// Rate-limited: big messages from many senders must not turn
 		// iotgate into a flood of errors.
-		if bare, err := iotgate.BareJID(st.From); err == nil && c.skipErrors.allow(bare) {
+		if bare, err := st.bareFrom(); err == nil && c.skipErrors.allow(bare) {
 			c.reply(sess, st.ErrorReply(stanza.Modify, stanza.PolicyViolation, reason))
 		}
 	default:

@@ -46,7 +46,7 @@ func (h *PresenceHandler) HandleStanza(ctx context.Context, st *Stanza) bool {
 	if st.Kind != KindPresence {
 		return false
 	}
-	bare, err := iotgate.BareJID(st.From)
+	bare, err := st.bareFrom()
 	if err != nil {
 		return true
 	}

@@ -171,7 +171,7 @@ func (h *ReadingHandler) HandleStanza(ctx context.Context, st *Stanza) bool {
 		if h.Presence == nil {
 			return true
 		}
-		bare, err := iotgate.BareJID(st.From)
+		bare, err := st.bareFrom()
 		if err != nil {
 			return true
 		}
@@ -181,7 +181,7 @@ func (h *ReadingHandler) HandleStanza(ctx context.Context, st *Stanza) bool {
 		if st.Type != TypeSet {
 			return false
 		}
-		bare, err := iotgate.BareJID(st.From)
+		bare, err := st.bareFrom()
 		if err != nil {
 			h.send(ErrorReplyFor(st, err))
 			return true
@@ -212,7 +212,7 @@ func (h *ReadingHandler) HandleStanza(ctx context.Context, st *Stanza) bool {
 		if st.Type == TypeError {
 			return true
 		}
-		bare, err := iotgate.BareJID(st.From)
+		bare, err := st.bareFrom()
 		if err != nil || h.overRate(st, bare) {
 			return true
 		}
@@ -242,7 +242,7 @@ func (h *ReadingHandler) refuseMessage(st *Stanza, err error) {
 		// that is not for iotgate (a chat, a receipt).
 		return
 	}
-	bare, berr := iotgate.BareJID(st.From)
+	bare, berr := st.bareFrom()
 	if berr != nil || !h.errors.allow(bare) {
 		return
 	}

@@ -1,39 +1,13 @@
 package component
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/iotgate/iotgate"
-	"github.com/iotgate/iotgate/devices"
 )
-
-// fakeIngester decides by the payload's text, so each case says what it wants.
-type fakeIngester struct{ got chan iotgate.IncomingReading }
-
-func (f *fakeIngester) Sender(jid string) devices.SenderStatus {
-	if strings.Contains(jid, "stranger") {
-		return devices.SenderUnseen
-	}
-	return devices.SenderRegistered
-}
-
-func (f *fakeIngester) Ingest(_ context.Context, in iotgate.IncomingReading, done func(error)) {
-	f.got <- in
-	switch {
-	case strings.Contains(in.From, "stranger"):
-		done(devices.ErrNotRegistered)
-	case len(in.Payloads) > 0 && strings.Contains(string(in.Payloads[len(in.Payloads)-1].XML), "bad"):
-		done(iotgate.Errorf(iotgate.EInvalid, "line 1: /r/v: 'bad' is not a valid decimal"))
-	case len(in.Payloads) > 0 && strings.Contains(string(in.Payloads[len(in.Payloads)-1].XML), "dbdown"):
-		done(&iotgate.Error{Code: iotgate.EUnavailable, Message: "readings could not be stored, try again later"})
-	default:
-		go done(nil) // committed later, from another goroutine
-	}
-}
 
 func TestReadingHandler(t *testing.T) {
 	fs := newFakeServer(t, "s")

@@ -9,6 +9,8 @@ import (
 	"unicode/utf8"
 
 	"mellium.im/xmpp/stanza"
+
+	"github.com/iotgate/iotgate"
 )
 
 // Namespaces used on the component stream.
@@ -48,6 +50,75 @@ type Stanza struct {
 	Lang string
 	// Inner is the raw XML content of the stanza.
 	Inner []byte
+
+	// What the read path learns of the stanza once, so that it is not
+	// parsed again on the way to the device service: the sender's bare
+	// JID (bareFrom) and where the payload's children lie (Children).
+	bare bareCache
+	kids kidsCache
+}
+
+// bareCache is iotgate.BareJID of a stanza's From, kept with the From it
+// was computed for.
+type bareCache struct {
+	of   string
+	done bool
+	bare string
+	err  error
+}
+
+// bareFrom returns iotgate.BareJID(s.From), parsing the JID only the first
+// time it is asked for a given From: the domain allow-list, the reading
+// and presence handlers all need it. Errors: invalid.
+func (s *Stanza) bareFrom() (string, error) {
+	if !s.bare.done || s.bare.of != s.From {
+		b, err := iotgate.BareJID(s.From)
+		s.bare = bareCache{of: s.From, done: true, bare: b, err: err}
+	}
+	return s.bare.bare, s.bare.err
+}
+
+// kidsCache holds where the children of an Inner lie, as the stream's
+// decoder found them while checking the stanza: [start, end) offsets into
+// Inner. It counts only for the Inner it was found in (same first byte and
+// length).
+type kidsCache struct {
+	first *byte
+	n     int
+	spans [][2]int
+}
+
+// setChildren records the children's spans in s.Inner (see kidsCache).
+func (s *Stanza) setChildren(spans [][2]int) {
+	if len(s.Inner) == 0 {
+		return
+	}
+	for _, sp := range spans {
+		if sp[0] < 0 || sp[1] <= sp[0] || sp[1] > len(s.Inner) || s.Inner[sp[0]] != '<' {
+			return // never trust a span that doesn't fit: Children parses
+		}
+	}
+	s.kids = kidsCache{first: &s.Inner[0], n: len(s.Inner), spans: spans}
+}
+
+// knownChildren returns the children recorded by setChildren, reading only
+// each one's start tag; ok is false when none are recorded for s.Inner.
+func (s *Stanza) knownChildren() (out []Element, ok bool) {
+	if s.kids.first == nil || len(s.Inner) != s.kids.n || &s.Inner[0] != s.kids.first {
+		return nil, false
+	}
+	for _, sp := range s.kids.spans {
+		raw := s.Inner[sp[0]:sp[1]]
+		// A decoder of its own, as Children's: the child's namespaces
+		// are the ones it declares.
+		tok, err := newSafeDecoder(bytes.NewReader(raw)).Token()
+		start, isStart := tok.(xml.StartElement)
+		if err != nil || !isStart {
+			return nil, false
+		}
+		out = append(out, Element{Name: start.Name, Attr: start.Copy().Attr, Raw: raw})
+	}
+	return out, true
 }
 
 // Element is one child element of a stanza, with its raw XML.
@@ -73,7 +144,14 @@ func (e Element) AttrValue(local string) string {
 // between children is ignored. Namespaces are resolved as the children
 // declare them; a child that relies on a prefix declared on the stanza itself
 // is reported in no namespace (servers declare namespaces on each child).
+//
+// A stanza read from the stream had its payload checked by the stream's
+// decoder, which noted where the children lie: only their start tags are
+// read again.
 func (s *Stanza) Children() ([]Element, error) {
+	if kids, ok := s.knownChildren(); ok {
+		return kids, nil
+	}
 	if len(bytes.TrimSpace(s.Inner)) == 0 {
 		return nil, nil
 	}
@@ -120,7 +198,7 @@ func (s *Stanza) Result(payload []byte) *Stanza {
 // head returns s without its payload: what an answer to s needs, and all
 // that a reading waiting for its commit keeps of its stanza.
 func (s *Stanza) head() *Stanza {
-	return &Stanza{Kind: s.Kind, Type: s.Type, ID: s.ID, From: s.From, To: s.To, Lang: s.Lang}
+	return &Stanza{Kind: s.Kind, Type: s.Type, ID: s.ID, From: s.From, To: s.To, Lang: s.Lang, bare: s.bare}
 }
 
 // ErrorReply returns the error stanza that answers s with the given

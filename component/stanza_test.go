@@ -3,6 +3,7 @@ package component
 import (
 	"bytes"
 	"encoding/xml"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -114,6 +115,9 @@ func FuzzStream(f *testing.F) {
 		`<stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>`,
 		`<?pi x?><message/>`,
 		`</stream:stream>`,
+		`<message from='a@b/c'><reading xmlns='urn:x' a='1'><v>1</v></reading> text <delay xmlns='urn:xmpp:delay' stamp='2024-01-01T00:00:00Z'/></message>`,
+		`<message xmlns:p='urn:p'><p:x/><y xmlns='urn:y'><p:z/></y></message>`,
+		`<iq type='set' id='1'><q xmlns='urn:q'><![CDATA[<a>]]></q>&amp;<r/></iq>`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -124,8 +128,16 @@ func FuzzStream(f *testing.F) {
 			t.Fatal(err)
 		}
 		for range 1000 {
-			if _, err := s.next(); err != nil {
+			st, err := s.next()
+			if err != nil {
 				return
+			}
+			// The children the stream noted are the ones a parse of
+			// the payload finds.
+			got, gotErr := st.Children()
+			want, wantErr := (&Stanza{Inner: st.Inner}).Children()
+			if (gotErr != nil) != (wantErr != nil) || !reflect.DeepEqual(got, want) {
+				t.Fatalf("Children of %q = %v, %v; a fresh parse gives %v, %v", st.Inner, got, gotErr, want, wantErr)
 			}
 		}
 	})

@@ -10,41 +10,8 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"strings"
 	"time"
 )
-
-// StreamError is an XMPP stream error (RFC 6120 §4.9) received from the
-// server. The stream is gone after one.
-type StreamError struct {
-	Condition string
-	Text      string
-}
-
-func (e *StreamError) Error() string {
-	if e.Text != "" {
-		return "stream error " + e.Condition + ": " + e.Text
-	}
-	return "stream error " + e.Condition
-}
-
-// explain says in an operator's words what a stream error means for a
-// component serving domain.
-func (e *StreamError) explain(domain string) string {
-	switch e.Condition {
-	case "not-authorized":
-		return "the XMPP server refused the component secret (not-authorized): check IOTGATE_SECRET against component_secret in Prosody or the ejabberd_service password"
-	case "conflict":
-		return fmt.Sprintf("another connection already holds the component domain %s (conflict): another iotgate instance is connected, or the server still keeps an old connection; Prosody keeps the first unless component_conflict_resolve = \"kick_old\"", domain)
-	case "host-unknown":
-		return fmt.Sprintf("the XMPP server does not serve the component domain %s (host-unknown): declare Component %q in Prosody, or list it under the ejabberd_service hosts", domain, domain)
-	case "system-shutdown":
-		return "the XMPP server is shutting down (system-shutdown)"
-	case "policy-violation":
-		return "the XMPP server closed the stream for a policy violation (stanza too large or rate limit?)"
-	}
-	return e.Error()
-}
 
 // errPeerClosed means the server closed the stream with </stream:stream>.
 var errPeerClosed = errors.New("the XMPP server closed the stream")
@@ -246,9 +213,10 @@ func (s *stream) next() (*Stanza, error) {
 			}
 			continue
 		}
-		// The decoder checks the payload (Skip reads it all); the framer
+		// The decoder checks the payload (it reads it all); the framer
 		// already holds its bytes, so the decoder need not save them.
-		if err := s.dec.Skip(); err != nil {
+		spans, err := s.readPayload()
+		if err != nil {
 			return nil, &xmlError{cond: "not-well-formed", text: err.Error()}
 		}
 		if len(s.feed.b) != 0 {
@@ -259,8 +227,41 @@ func (s *stream) next() (*Stanza, error) {
 		st := stanzaAttrs(t)
 		if end := bytes.LastIndexByte(fr.raw, '<'); end > fr.start {
 			st.Inner = bytes.Clone(fr.raw[fr.start:end])
+			st.setChildren(spans)
 		}
 		return st, nil
+	}
+}
+
+// readPayload reads the rest of the element whose start tag the decoder
+// has just returned, as Skip does, and returns where its children lie,
+// as [start, end) offsets from the end of that start tag: Children then
+// need not tokenise the payload a second time.
+func (s *stream) readPayload() ([][2]int, error) {
+	base := s.dec.InputOffset()
+	var spans [][2]int
+	depth := 0
+	for {
+		off := s.dec.InputOffset()
+		tok, err := s.dec.Token()
+		if err != nil {
+			return nil, err
+		}
+		switch tok.(type) {
+		case xml.StartElement:
+			if depth == 0 {
+				spans = append(spans, [2]int{int(off - base), -1})
+			}
+			depth++
+		case xml.EndElement:
+			if depth == 0 {
+				return spans, nil
+			}
+			depth--
+			if depth == 0 {
+				spans[len(spans)-1][1] = int(s.dec.InputOffset() - base)
+			}
+		}
 	}
 }
 
@@ -326,30 +327,6 @@ func (s *stream) skipped(fr frame) error {
 	}
 	e.st = stanzaAttrs(t)
 	return e
-}
-
-func decodeStreamError(d *xml.Decoder, start *xml.StartElement) error {
-	var v struct {
-		Any []struct {
-			XMLName xml.Name
-			Data    string `xml:",chardata"`
-		} `xml:",any"`
-	}
-	if err := d.DecodeElement(&v, start); err != nil {
-		return fmt.Errorf("read stream error: %w", err)
-	}
-	se := &StreamError{Condition: "undefined-condition"}
-	for _, el := range v.Any {
-		if el.XMLName.Space != NSStreamErr {
-			continue
-		}
-		if el.XMLName.Local == "text" {
-			se.Text = strings.TrimSpace(el.Data)
-		} else {
-			se.Condition = el.XMLName.Local
-		}
-	}
-	return se
 }
 
 // feed hands the decoder one element at a time. It is an io.ByteReader, so

@@ -1,0 +1,247 @@
+package component
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"mellium.im/xmpp/jid"
+
+	"github.com/iotgate/iotgate"
+)
+
+// session is the life of one established stream.
+type session struct {
+	st       *stream
+	out      chan []byte
+	done     chan struct{}
+	once     sync.Once
+	err      error // why the session ended; set before done closes
+	lastRead atomic.Int64
+}
+
+// fail ends the session with err (the first cause wins).
+func (s *session) fail(err error) {
+	s.once.Do(func() {
+		s.err = err
+		close(s.done)
+		s.st.conn.Close()
+	})
+}
+
+func (s *session) closed() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// serve runs one established stream until it ends, and returns why.
+func (c *Conn) serve(ctx context.Context, st *stream) error {
+	sess := &session{st: st, out: make(chan []byte, c.cfg.QueueSize), done: make(chan struct{})}
+	sess.lastRead.Store(time.Now().UnixNano())
+
+	c.mu.Lock()
+	c.sess = sess
+	c.up = true
+	c.since = time.Now()
+	c.lastErr = nil
+	hooks := append([]func(context.Context){}, c.onUp...)
+	c.mu.Unlock()
+	c.log.Info("XMPP component stream established", "domain", c.cfg.Domain, "addr", c.cfg.Addr)
+
+	sessCtx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); c.writeLoop(sess) }()
+	go func() { defer wg.Done(); c.keepAlive(sessCtx, sess) }()
+	// Close politely when asked to stop: tell the server, give it a moment
+	// to answer, then cut.
+	stopClose := context.AfterFunc(ctx, func() {
+		select {
+		case sess.out <- []byte("</stream:stream>"):
+		case <-sess.done:
+		case <-time.After(c.cfg.CloseTimeout):
+		}
+		st.conn.SetReadDeadline(time.Now().Add(c.cfg.CloseTimeout))
+	})
+	for _, h := range hooks {
+		wg.Add(1)
+		go func() { defer wg.Done(); h(sessCtx) }()
+	}
+
+	err := c.readLoop(sessCtx, sess)
+	sess.fail(err)
+	c.setDown(sess.err)
+	stopClose()
+	cancel()
+	wg.Wait()
+	c.mu.Lock()
+	downHooks := append([]func(){}, c.onDown...)
+	c.mu.Unlock()
+	for _, h := range downHooks {
+		h()
+	}
+	return sess.err
+}
+
+func (c *Conn) readLoop(ctx context.Context, sess *session) error {
+	for {
+		st, err := sess.st.next()
+		if err != nil {
+			if sess.closed() {
+				return sess.err
+			}
+			var skipped *skippedError
+			if errors.As(err, &skipped) {
+				// It cost only itself: the stream goes on.
+				sess.lastRead.Store(time.Now().UnixNano())
+				c.skipped(ctx, sess, skipped)
+				continue
+			}
+			var xe *xmlError
+			if errors.As(err, &xe) {
+				c.closeWithError(sess, xe.cond, xe.text)
+			}
+			return err
+		}
+		sess.lastRead.Store(time.Now().UnixNano())
+		c.dispatch(ctx, sess, st)
+	}
+}
+
+// closeWithError sends a stream error before the stream is torn down.
+func (c *Conn) closeWithError(sess *session, cond, text string) {
+	b := []byte(`<stream:error><` + cond + ` xmlns='` + NSStreamErr + `'/><text xmlns='` + NSStreamErr + `'>` +
+		EscapeText(text) + `</text></stream:error></stream:stream>`)
+	select {
+	case sess.out <- b:
+		time.Sleep(50 * time.Millisecond) // let the writer flush it
+	default:
+	}
+}
+
+func (c *Conn) writeLoop(sess *session) {
+	conn := sess.st.conn
+	w := bufio.NewWriterSize(conn, 32<<10)
+	for {
+		var b []byte
+		select {
+		case b = <-sess.out:
+		case <-sess.done:
+			return
+		}
+		conn.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout))
+		w.Write(b)
+		// Batch what else is queued into one flush: many small stanzas
+		// become few syscalls under load.
+	drain:
+		for range 512 {
+			select {
+			case b = <-sess.out:
+				w.Write(b)
+			default:
+				break drain
+			}
+		}
+		if err := w.Flush(); err != nil {
+			sess.fail(fmt.Errorf("write to XMPP server: %w", err))
+			return
+		}
+	}
+}
+
+func (c *Conn) keepAlive(ctx context.Context, sess *session) {
+	t := time.NewTicker(c.cfg.KeepAlive)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		before := sess.lastRead.Load()
+		pctx, cancel := context.WithTimeout(ctx, c.cfg.KeepAliveTimeout)
+		ping := &Stanza{Kind: KindIQ, Type: TypeGet, To: c.cfg.PingTo, Inner: []byte(`<ping xmlns="urn:xmpp:ping"/>`)}
+		_, err := c.sendIQOn(pctx, sess, ping)
+		cancel()
+		// Any reply, even an error, proves the server alive; so does
+		// anything read meanwhile.
+		if err != nil && ctx.Err() == nil && iotgate.ErrorCode(err) == iotgate.ETimeout && sess.lastRead.Load() == before {
+			sess.fail(fmt.Errorf("the XMPP server did not answer a keepalive ping within %s: connection presumed dead", c.cfg.KeepAliveTimeout))
+			return
+		}
+	}
+}
+
+// reply queues an answer from the read loop. It never blocks the loop for
+// longer than the write timeout: a server that stops reading ends the session.
+func (c *Conn) reply(sess *session, st *Stanza) {
+	if st.From == "" {
+		st.From = c.cfg.Domain
+	}
+	select {
+	case sess.out <- st.AppendXML(nil):
+	case <-sess.done:
+	}
+}
+
+// Send queues st for the server. From defaults to the component's domain
+// and must be on it. Errors: unavailable (code xmpp_unavailable) when the
+// stream is down, timeout when ctx ends while the queue is full, invalid for
+// a from outside the component's domain.
+func (c *Conn) Send(ctx context.Context, st *Stanza) error {
+	if err := c.checkFrom(st); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	sess := c.sess
+	cause := c.lastErr
+	c.mu.Unlock()
+	if sess == nil {
+		return unavailable(cause)
+	}
+	return c.enqueue(ctx, sess, st.AppendXML(make([]byte, 0, 128+len(st.Inner))))
+}
+
+func (c *Conn) enqueue(ctx context.Context, sess *session, b []byte) error {
+	select {
+	case sess.out <- b:
+		return nil
+	default:
+	}
+	select {
+	case sess.out <- b:
+		return nil
+	case <-sess.done:
+		return unavailable(sess.err)
+	case <-ctx.Done():
+		return &iotgate.Error{Code: iotgate.ETimeout, Message: "XMPP output queue is full", Err: ctx.Err()}
+	}
+}
+
+func (c *Conn) checkFrom(st *Stanza) error {
+	if st.From == "" {
+		st.From = c.cfg.Domain
+		return nil
+	}
+	j, err := jid.Parse(st.From)
+	if err != nil || j.Domainpart() != c.cfg.Domain {
+		return iotgate.Errorf(iotgate.EInvalid, "stanzas may only be sent from %s, not %q", c.cfg.Domain, st.From)
+	}
+	return nil
+}
+
+func unavailable(cause error) error {
+	msg := "the XMPP stream is not connected"
+	if cause != nil {
+		msg += ": " + cause.Error()
+	}
+	return &iotgate.Error{Code: iotgate.EUnavailable, Detail: "xmpp_unavailable", Message: msg}
+}
