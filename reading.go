@@ -17,6 +17,10 @@ type Payload struct {
 type IncomingReading struct {
 	// From is the sender's full JID, as stamped by the XMPP server.
 	From string
+	// Bare is From's bare JID as BareJID returns it, when the transport
+	// has parsed From already (so the JID is parsed once per stanza);
+	// empty means not known.
+	Bare string
 	// Via is "message" or "iq".
 	Via        string
 	Payloads   []Payload

@@ -264,6 +264,7 @@ func incoming(st *Stanza, via string) (iotgate.IncomingReading, error) {
 		return iotgate.IncomingReading{}, &iotgate.Error{Code: iotgate.EInvalid, Message: err.Error()}
 	}
 	in := iotgate.IncomingReading{From: st.From, Via: via, Payloads: make([]iotgate.Payload, 0, len(kids))}
+	in.Bare, _ = st.bareFrom() // cached: no second parse
 	for _, k := range kids {
 		if k.Name.Space == NSDelay && k.Name.Local == "delay" {
 			if t, err := time.Parse(time.RFC3339Nano, k.AttrValue("stamp")); err == nil {

@@ -340,10 +340,10 @@ func TestStrangers(t *testing.T) {
 	for _, j := range devs {
 		f.register(j)
 	}
-	if got := f.svc.Sender("a@example.com/r"); got != SenderRegistered {
+	if got := f.svc.Sender("a@example.com"); got != SenderRegistered {
 		t.Errorf("registered device: Sender = %d, want SenderRegistered", got)
 	}
-	if got := f.svc.Sender("x0@example.com/r"); got != SenderUnseen {
+	if got := f.svc.Sender("x0@example.com"); got != SenderUnseen {
 		t.Errorf("new JID: Sender = %d, want SenderUnseen", got)
 	}
 

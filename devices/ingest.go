@@ -103,14 +103,12 @@ const (
 	SenderThrottled
 )
 
-// Sender tells what the cache knows of a (bare or full) JID, without
-// I/O: the XMPP read loop asks it to give registered devices, strangers
-// and a flood of strangers each their own lane before any lookup.
-func (s *Service) Sender(jid string) SenderStatus {
-	bare, err := iotgate.BareJID(jid)
-	if err != nil {
-		return SenderNotRegistered
-	}
+// Sender tells what the cache knows of a bare JID, as BareJID returns
+// it, without I/O: the XMPP read loop asks it to give registered devices,
+// strangers and a flood of strangers each their own lane before any
+// lookup. It does not parse bare again (the read loop has): a JID not in
+// BareJID's form is simply not found.
+func (s *Service) Sender(bare string) SenderStatus {
 	switch registered, known := s.cache.sender(bare, s.cfg.Clock(), s.cfg.CacheTTL); {
 	case registered:
 		return SenderRegistered
@@ -141,10 +139,13 @@ func (s *Service) Ingest(ctx context.Context, in iotgate.IncomingReading, done f
 		done(&iotgate.Error{Code: iotgate.EUnavailable, Message: "iotgate is shutting down, try again later"})
 		return
 	}
-	bare, err := iotgate.BareJID(in.From)
-	if err != nil {
-		done(err)
-		return
+	bare := in.Bare
+	if bare == "" {
+		var err error
+		if bare, err = iotgate.BareJID(in.From); err != nil {
+			done(err)
+			return
+		}
 	}
 	dev, err := s.lookupSender(ctx, bare)
 	if iotgate.ErrorCode(err) == iotgate.ETooMany {
