@@ -1,0 +1,190 @@
+package xsd
+
+import (
+	"strings"
+)
+
+// wildKey stands for the xs:any wildcards of a content model while it is
+// computed, so that they repeat by the same rules as elements. It is not
+// an XML name, so no element can take it.
+const wildKey = "\x00any"
+
+// takeWildcard moves the wildcard pseudo-element into ct's wild flags.
+func (ct *complexType) takeWildcard() {
+	if p, ok := ct.kids[wildKey]; ok {
+		ct.wild, ct.wildRep = true, p.rep
+		delete(ct.kids, wildKey)
+	}
+}
+
+// seqMerge adds src to dst as particles that follow each other: a name
+// in both may occur in both places, so it repeats.
+func seqMerge(dst, src map[string]*particle) {
+	for name, p := range src {
+		if q, ok := dst[name]; ok {
+			q.rep = true
+		} else {
+			dst[name] = &particle{el: p.el, rep: p.rep}
+		}
+	}
+}
+
+// choiceMerge adds src to dst as alternatives: a name in both still
+// occurs once, unless either alternative repeats it.
+func choiceMerge(dst, src map[string]*particle) {
+	for name, p := range src {
+		if q, ok := dst[name]; ok {
+			q.rep = q.rep || p.rep
+		} else {
+			dst[name] = &particle{el: p.el, rep: p.rep}
+		}
+	}
+}
+
+// content returns the elements a particle allows, each marked rep if it
+// may occur more than once within the particle: the counts of a sequence
+// (or all) add up, those of a choice take the larger, and a particle with
+// maxOccurs > 1 makes everything in it repeat. The result is the caller's.
+func (b *builder) content(n *xnode) map[string]*particle {
+	out := map[string]*particle{}
+	if !b.step() {
+		return out
+	}
+	switch n.local {
+	case "element":
+		el := b.element(n)
+		if el.name != "" {
+			out[el.name] = &particle{el: el}
+		}
+		if ref, ok := n.attr("ref"); ok {
+			if q, ok := n.qname(ref); ok {
+				b.addMembers(out, q, map[qname]bool{q: true})
+			}
+		}
+	case "sequence", "all":
+		for _, k := range n.kids {
+			seqMerge(out, b.content(k))
+		}
+	case "choice":
+		for _, k := range n.kids {
+			choiceMerge(out, b.content(k))
+		}
+	case "group":
+		if ref, ok := n.attr("ref"); ok {
+			if q, ok := n.qname(ref); ok {
+				if g := b.groups[q]; g != nil {
+					seqMerge(out, b.group(g))
+				}
+			}
+		}
+	case "any":
+		out[wildKey] = &particle{}
+	}
+	if repeats(n) {
+		for _, p := range out {
+			p.rep = true
+		}
+	}
+	return out
+}
+
+// group resolves a named model group once; its content is then copied into
+// every type that refers to it (no re-expansion, so nesting stays linear).
+func (b *builder) group(g *xnode) map[string]*particle {
+	if m, ok := b.rgroup[g]; ok {
+		return m
+	}
+	m := map[string]*particle{}
+	b.rgroup[g] = m // a circular group sees a partial result, not a loop
+	for _, k := range g.kids {
+		switch k.local {
+		case "sequence", "choice", "all":
+			seqMerge(m, b.content(k))
+		}
+	}
+	return m
+}
+
+// addMembers adds the members of head's substitution group, transitively:
+// they stand in for the head, so they occur as often as it does.
+func (b *builder) addMembers(out map[string]*particle, head qname, seen map[qname]bool) {
+	for _, mq := range b.subst[head] {
+		if seen[mq] || !b.step() {
+			continue
+		}
+		seen[mq] = true
+		el := b.element(b.elems[mq])
+		if _, ok := out[el.name]; !ok && el.name != "" {
+			out[el.name] = &particle{el: el}
+		}
+		b.addMembers(out, mq, seen)
+	}
+}
+
+func (b *builder) attribute(ct *complexType, n *xnode) {
+	if !b.step() {
+		return
+	}
+	switch n.local {
+	case "attribute":
+		name, t := b.attributeDecl(n)
+		if name == "" {
+			return
+		}
+		if use, _ := n.attr("use"); strings.TrimSpace(use) == "prohibited" {
+			delete(ct.attrs, name)
+			return
+		}
+		ct.attrs[name] = t
+	case "attributeGroup":
+		ref, ok := n.attr("ref")
+		if !ok {
+			return
+		}
+		q, ok := n.qname(ref)
+		g := b.agroups[q]
+		if !ok || g == nil {
+			return
+		}
+		for name, t := range b.attrGroup(g) {
+			ct.attrs[name] = t
+		}
+	}
+}
+
+func (b *builder) attrGroup(g *xnode) map[string]*simpleType {
+	if m, ok := b.ragroup[g]; ok {
+		return m
+	}
+	tmp := newComplex()
+	b.ragroup[g] = tmp.attrs // a circular group sees a partial result
+	for _, k := range g.kids {
+		b.attribute(tmp, k)
+	}
+	return tmp.attrs
+}
+
+// attributeDecl returns an attribute's local name and type.
+func (b *builder) attributeDecl(n *xnode) (string, *simpleType) {
+	if ref, ok := n.attr("ref"); ok {
+		q, ok := n.qname(ref)
+		if !ok {
+			return "", nil
+		}
+		if g := b.attrs[q]; g != nil && g != n {
+			_, t := b.attributeDecl(g)
+			return q.local, t
+		}
+		return q.local, strPreserve
+	}
+	name, _ := n.attr("name")
+	t := strPreserve
+	if v, ok := n.attr("type"); ok {
+		if s, _ := b.typeByName(n, v); s != nil {
+			t = s
+		}
+	} else if k := n.child("simpleType"); k != nil {
+		t = b.simple(k)
+	}
+	return name, t
+}

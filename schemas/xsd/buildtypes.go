@@ -1,0 +1,190 @@
+package xsd
+
+import (
+	"strings"
+)
+
+func (b *builder) simple(n *xnode) *simpleType {
+	if st, ok := b.rsimple[n]; ok {
+		return st
+	}
+	st := &simpleType{kind: kindString, ws: wsPreserve}
+	b.rsimple[n] = st
+	if !b.step() {
+		return st
+	}
+	for _, k := range n.kids {
+		switch k.local {
+		case "restriction":
+			base := strPreserve
+			if v, ok := k.attr("base"); ok {
+				if s, c := b.typeByName(k, v); s != nil {
+					base = s
+				} else if c != nil && c.text != nil {
+					base = c.text
+				}
+			} else if kk := k.child("simpleType"); kk != nil {
+				base = b.simple(kk)
+			}
+			*st = *base
+			applyWhiteSpace(st, k)
+			st.pattern = st.pattern || k.child("pattern") != nil
+		case "list":
+			*st = *strCollapse
+			st.pattern = b.anyPattern(k, "itemType")
+		case "union":
+			*st = *strPreserve
+			st.pattern = b.anyPattern(k, "memberTypes")
+		}
+	}
+	return st
+}
+
+// anyPattern reports whether a list's item type or a union's member types
+// (named in attr, or inline) have a pattern.
+func (b *builder) anyPattern(n *xnode, attr string) bool {
+	v, _ := n.attr(attr)
+	for _, name := range strings.Fields(v) {
+		if s, _ := b.typeByName(n, name); s != nil && s.pattern {
+			return true
+		}
+	}
+	for _, k := range n.kids {
+		if k.local == "simpleType" && b.simple(k).pattern {
+			return true
+		}
+	}
+	return false
+}
+
+// applyWhiteSpace applies a restriction's whiteSpace facet, which can only
+// tighten normalization.
+func applyWhiteSpace(st *simpleType, restriction *xnode) {
+	f := restriction.child("whiteSpace")
+	if f == nil {
+		return
+	}
+	v, _ := f.attr("value")
+	ws := st.ws
+	switch strings.TrimSpace(v) {
+	case "replace":
+		ws = wsReplace
+	case "collapse":
+		ws = wsCollapse
+	}
+	if ws > st.ws {
+		st.ws = ws
+	}
+}
+
+func (b *builder) complex(n *xnode) *complexType {
+	if ct, ok := b.rcomplex[n]; ok {
+		return ct
+	}
+	ct := newComplex()
+	b.rcomplex[n] = ct // before the content: types may be recursive
+	if !b.step() {
+		return ct
+	}
+	mixed := isTrue(n.attr("mixed"))
+	for _, k := range n.kids {
+		switch k.local {
+		case "simpleContent":
+			b.simpleContent(ct, k)
+		case "complexContent":
+			if v, ok := k.attr("mixed"); ok {
+				mixed = isTrue(v, ok)
+			}
+			if b.complexContent(ct, k) {
+				mixed = true
+			}
+		case "sequence", "choice", "all", "group":
+			seqMerge(ct.kids, b.content(k))
+		case "attribute", "attributeGroup", "anyAttribute":
+			b.attribute(ct, k)
+		}
+	}
+	ct.mixed = mixed
+	ct.takeWildcard()
+	return ct
+}
+
+func derivation(n *xnode) *xnode {
+	for _, k := range n.kids {
+		if k.local == "extension" || k.local == "restriction" {
+			return k
+		}
+	}
+	return nil
+}
+
+func (b *builder) simpleContent(ct *complexType, n *xnode) {
+	d := derivation(n)
+	if d == nil {
+		return
+	}
+	text := strPreserve
+	if v, ok := d.attr("base"); ok {
+		s, c := b.typeByName(d, v)
+		switch {
+		case s != nil:
+			text = s
+		case c != nil:
+			if c.text != nil {
+				text = c.text
+			}
+			for name, a := range c.attrs {
+				ct.attrs[name] = a
+			}
+		}
+	}
+	if d.local == "restriction" {
+		if k := d.child("simpleType"); k != nil {
+			text = b.simple(k)
+		}
+		cp := *text
+		applyWhiteSpace(&cp, d)
+		cp.pattern = cp.pattern || d.child("pattern") != nil
+		text = &cp
+	}
+	ct.text = text
+	for _, k := range d.kids {
+		b.attribute(ct, k)
+	}
+}
+
+// complexContent fills ct from an extension or restriction of another
+// complex type; it reports whether the base (of an extension) is mixed.
+func (b *builder) complexContent(ct *complexType, n *xnode) (baseMixed bool) {
+	d := derivation(n)
+	if d == nil {
+		return false
+	}
+	if v, ok := d.attr("base"); ok {
+		if _, c := b.typeByName(d, v); c != nil {
+			for name, a := range c.attrs {
+				ct.attrs[name] = a
+			}
+			// A restriction restates the content; an extension is the
+			// base's content followed by its own (a sequence of the two).
+			if d.local == "extension" {
+				for name, p := range c.kids {
+					ct.kids[name] = &particle{el: p.el, rep: p.rep}
+				}
+				if c.wild {
+					ct.kids[wildKey] = &particle{rep: c.wildRep}
+				}
+				baseMixed = c.mixed
+			}
+		}
+	}
+	for _, k := range d.kids {
+		switch k.local {
+		case "sequence", "choice", "all", "group":
+			seqMerge(ct.kids, b.content(k))
+		default:
+			b.attribute(ct, k)
+		}
+	}
+	return baseMixed
+}
