@@ -13,7 +13,6 @@ package schemas
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"regexp"
@@ -232,7 +231,7 @@ func (r *Registry) Register(ctx context.Context, name, src, description string) 
 		return nil, fmt.Errorf("resolve schema imports: %w", lookupErr)
 	}
 	if err != nil {
-		return nil, unprocessable(err)
+		return nil, fromXSD(err, iotgate.EUnprocessable)
 	}
 	s := &Schema{
 		Name: name, Description: description, XSD: src,
@@ -400,7 +399,9 @@ func (r *Registry) compileStored(ctx context.Context, ref Ref) (*xsd.Schema, err
 		return nil, fmt.Errorf("compile stored schema %s version %d: resolve import: %w", ref.Name, ref.Version, lookupErr)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("compile stored schema %s version %d: %w", ref.Name, ref.Version, err)
+		// Not the content of a request: invalid rather than
+		// unprocessable, as before the split of schemas/xsd.
+		return nil, fmt.Errorf("compile stored schema %s version %d: %w", ref.Name, ref.Version, fromXSD(err, iotgate.EInvalid))
 	}
 	return cs, nil
 }
@@ -416,7 +417,7 @@ func (p payloadSchema) TargetNamespace() string { return p.s.TargetNamespace() }
 func (p payloadSchema) ValidateAndRender(payload []byte) (json.RawMessage, error) {
 	data, err := p.s.ValidateAndRender(payload, p.lim)
 	if err != nil {
-		return nil, withIssues(unprocessable(err))
+		return nil, fromXSD(err, iotgate.EUnprocessable)
 	}
 	b, err := json.Marshal(data)
 	if err != nil {
@@ -430,41 +431,7 @@ func (p payloadSchema) ValidateAndRender(payload []byte) (json.RawMessage, error
 // Errors: those of ValidateAndRender.
 func (p payloadSchema) Validate(payload []byte) error {
 	if err := p.s.Validate(payload, p.lim); err != nil {
-		return withIssues(unprocessable(err))
+		return fromXSD(err, iotgate.EUnprocessable)
 	}
 	return nil
-}
-
-// unprocessable re-codes what the xsd package refuses by content (a schema
-// that does not compile, a document that is not valid: invalid, wrapping an
-// *xsd.CompileError or *xsd.ValidationError) as unprocessable, keeping the
-// issues as Fields. The request that carried them was well formed; clients
-// must be able to tell the two apart (HTTP 400 versus 422).
-func unprocessable(err error) error {
-	var de *iotgate.Error
-	if !errors.As(err, &de) || de.Code != iotgate.EInvalid {
-		return err
-	}
-	var ce *xsd.CompileError
-	var ve *xsd.ValidationError
-	if !errors.As(de, &ce) && !errors.As(de, &ve) {
-		return err
-	}
-	out := *de
-	out.Code = iotgate.EUnprocessable
-	return &out
-}
-
-// withIssues puts the validator's issues (line, path, message) into the
-// client-visible message: a device needs them to know what to fix, and
-// they say nothing about iotgate itself.
-func withIssues(err error) error {
-	var de *iotgate.Error
-	var ve *xsd.ValidationError
-	if !errors.As(err, &de) || !errors.As(err, &ve) {
-		return err
-	}
-	out := *de
-	out.Message = de.Message + ve.Summary()
-	return &out
 }

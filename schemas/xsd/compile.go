@@ -20,9 +20,9 @@ import (
 //     such as a*a*a*b take minutes on one crafted 64 KiB value.
 //
 // Nothing is ever fetched from the network or read from a file. On failure
-// it returns a *iotgate.Error with code iotgate.EInvalid wrapping a
-// *CompileError with libxml2's messages and their lines (a problem in an
-// imported schema names that schema and its line in the message).
+// it returns a *CompileError with libxml2's messages and their lines (a
+// problem in an imported schema names that schema and its line in the
+// message).
 //
 // The returned Schema holds C memory: call Free when done with it.
 func Compile(src []byte, opts CompileOptions) (*Schema, error) {

@@ -31,10 +31,10 @@
 // resolved through CompileOptions.Imports; schemaLocation is ignored.
 // xs:include, xs:redefine and xs:override are refused.
 //
-// Errors are *iotgate.Error values with code iotgate.EInvalid wrapping a
-// *CompileError or *ValidationError (their issues are also in Fields, for
-// clients); iotgate.EUnavailable wrapping ErrFreed after Free;
-// iotgate.EInternal when libxml2 fails.
+// Errors are the package's own: a *CompileError or a *ValidationError (with
+// a Detail* constant for a refusal before validation), ErrFreed after Free,
+// and any other error when libxml2 fails. Package schemas turns them into
+// iotgate.Error values, in one place.
 //
 // # JSON rendering
 //
@@ -105,6 +105,5 @@
 //
 // # Dependencies
 //
-// It imports the root package iotgate (for its errors) and no other
-// package of the project.
+// It imports no package of the project: its errors are its own.
 package xsd

@@ -4,12 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-
-	"github.com/iotgate/iotgate"
 )
 
-// Details set on the *iotgate.Error returned for readings refused before
-// validation, so that clients can tell a limit from a schema mismatch.
+// Details of a *ValidationError for documents refused before validation,
+// so that clients can tell a limit from a schema mismatch. They are part of
+// iotgate's API: package schemas passes them on as the error's Detail.
 const (
 	DetailTooLarge = "too_large"         // the document exceeds Limits.MaxBytes
 	DetailTooDeep  = "too_deep"          // element nesting exceeds Limits.MaxDepth
@@ -22,8 +21,7 @@ const (
 	DetailPatternCost = "pattern_too_costly"
 )
 
-// ErrFreed is returned (wrapped in a *iotgate.Error with code
-// iotgate.EUnavailable) by every method of a Schema after Free: the caller
+// ErrFreed is returned by every method of a Schema after Free: the caller
 // raced with a schema replacement and should look the schema up again.
 var ErrFreed = errors.New("xsd: schema freed")
 
@@ -35,8 +33,6 @@ type CompileIssue struct {
 }
 
 // CompileError lists why a schema does not compile. It is never empty.
-// Compile returns it wrapped in a *iotgate.Error with code iotgate.EInvalid
-// and the issues as Fields; read it with errors.As.
 type CompileError struct {
 	Issues []CompileIssue
 }
@@ -69,10 +65,12 @@ type ValidationIssue struct {
 }
 
 // ValidationError lists why a document was refused: not well-formed, a
-// DOCTYPE, over a limit, or not valid against the schema. It is never empty.
-// It comes wrapped in a *iotgate.Error with code iotgate.EInvalid, the issues
-// as Fields and, for refusals before validation, a Detail* constant.
+// DOCTYPE, over a limit, or not valid against the schema. Its Issues are
+// never empty.
 type ValidationError struct {
+	// Detail is a Detail* constant for a refusal before validation, ""
+	// for a document that is not well-formed or not valid.
+	Detail string
 	Issues []ValidationIssue
 }
 
@@ -106,13 +104,7 @@ func compileErr(issues []CompileIssue) error {
 	if len(issues) == 0 {
 		issues = []CompileIssue{{Message: "schema does not compile"}}
 	}
-	ce := &CompileError{Issues: issues}
-	return &iotgate.Error{
-		Code:    iotgate.EInvalid,
-		Message: "schema does not compile",
-		Fields:  ce.Issues,
-		Err:     ce,
-	}
+	return &CompileError{Issues: issues}
 }
 
 func compileIssues(raw []rawIssue) []CompileIssue {
@@ -127,27 +119,7 @@ func validationErr(detail string, issues []ValidationIssue) error {
 	if len(issues) == 0 {
 		issues = []ValidationIssue{{Message: "document is not valid"}}
 	}
-	ve := &ValidationError{Issues: issues}
-	msg := "document does not match its schema"
-	switch detail {
-	case DetailTooLarge:
-		msg = "document too large"
-	case DetailTooDeep:
-		msg = "document nested too deeply"
-	case DetailDoctype:
-		msg = "DOCTYPE not allowed"
-	case DetailPatternValue:
-		msg = "value too long for its pattern"
-	case DetailPatternCost:
-		msg = "value too costly to check against its pattern"
-	}
-	return &iotgate.Error{
-		Code:    iotgate.EInvalid,
-		Detail:  detail,
-		Message: msg,
-		Fields:  ve.Issues,
-		Err:     ve,
-	}
+	return &ValidationError{Detail: detail, Issues: issues}
 }
 
 func validationIssues(raw []rawIssue) []ValidationIssue {
@@ -181,12 +153,4 @@ func attrInMessage(msg string) string {
 		attr = attr[i+1:]
 	}
 	return attr
-}
-
-func freedErr() error {
-	return &iotgate.Error{
-		Code:    iotgate.EUnavailable,
-		Message: "schema no longer available",
-		Err:     ErrFreed,
-	}
 }

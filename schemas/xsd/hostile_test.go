@@ -18,7 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iotgate/iotgate"
 	"github.com/iotgate/iotgate/schemas/examples"
 )
 
@@ -114,10 +113,14 @@ func (tr *trap) check(t *testing.T, outputs ...any) {
 	for _, o := range outputs {
 		var s string
 		if err, ok := o.(error); ok && err != nil {
-			var de *iotgate.Error
-			if errors.As(err, &de) {
-				s = fmt.Sprintf("%v %+v", err, de.Fields)
-			} else {
+			var ce *CompileError
+			var ve *ValidationError
+			switch {
+			case errors.As(err, &ce):
+				s = fmt.Sprintf("%v %+v", err, ce.Issues)
+			case errors.As(err, &ve):
+				s = fmt.Sprintf("%v %+v", err, ve.Issues)
+			default:
 				s = err.Error()
 			}
 		} else {
@@ -356,8 +359,8 @@ func TestHostilePatternValues(t *testing.T) {
 			for _, doc := range []string{`<v xmlns="urn:h">` + value + `</v>`, `<w xmlns="urn:h" a="` + value + `"/>`} {
 				var err error
 				within(t, time.Second, func() { err = s.Validate([]byte(doc), Limits{}) })
-				var de *iotgate.Error
-				if !errors.As(err, &de) || de.Detail != DetailPatternValue {
+				var ve *ValidationError
+				if !errors.As(err, &ve) || ve.Detail != DetailPatternValue {
 					t.Errorf("err = %v, want detail %s", err, DetailPatternValue)
 				}
 			}

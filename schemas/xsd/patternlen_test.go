@@ -7,8 +7,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/iotgate/iotgate"
 )
 
 // patternSchema has pattern-restricted values in every place a pattern can
@@ -67,8 +65,8 @@ func TestPatternValueLength(t *testing.T) {
 				}
 				return
 			}
-			var de *iotgate.Error
-			if !errors.As(err, &de) || de.Detail != DetailPatternValue {
+			var ve *ValidationError
+			if !errors.As(err, &ve) || ve.Detail != DetailPatternValue {
 				t.Fatalf("err = %v, want detail %s", err, DetailPatternValue)
 			}
 			if got := issuesText(err); !strings.Contains(got, tc.msg) {
@@ -226,31 +224,32 @@ func TestRepeatedGroups(t *testing.T) {
 func TestStatusErr(t *testing.T) {
 	tests := []struct {
 		status int
-		code   string
+		want   string // "": nil; "refused": a *ValidationError; "failed": another error
 		detail string
 	}{
 		{stOK, "", ""},
-		{stMalform, iotgate.EInvalid, ""},
-		{stInvalid, iotgate.EInvalid, ""},
-		{stDoctype, iotgate.EInvalid, DetailDoctype},
-		{stTooDeep, iotgate.EInvalid, DetailTooDeep},
-		{stTooLong, iotgate.EInvalid, DetailPatternValue},
-		{stGaveUp, iotgate.EInvalid, DetailPatternCost},
-		{-1, iotgate.EInternal, ""},
-		{-2, iotgate.EInternal, ""},
+		{stMalform, "refused", ""},
+		{stInvalid, "refused", ""},
+		{stDoctype, "refused", DetailDoctype},
+		{stTooDeep, "refused", DetailTooDeep},
+		{stTooLong, "refused", DetailPatternValue},
+		{stGaveUp, "refused", DetailPatternCost},
+		{-1, "failed", ""},
+		{-2, "failed", ""},
 	}
 	for _, tt := range tests {
 		t.Run(fmt.Sprint(tt.status), func(t *testing.T) {
 			err := statusErr(tt.status, nil)
-			if tt.code == "" {
+			if tt.want == "" {
 				if err != nil {
 					t.Fatalf("statusErr = %v, want nil", err)
 				}
 				return
 			}
-			var de *iotgate.Error
-			if !errors.As(err, &de) || de.Code != tt.code || de.Detail != tt.detail {
-				t.Errorf("statusErr = %#v, want code %s detail %q", err, tt.code, tt.detail)
+			var ve *ValidationError
+			refused := errors.As(err, &ve)
+			if err == nil || refused != (tt.want == "refused") || (refused && ve.Detail != tt.detail) {
+				t.Errorf("statusErr = %#v, want %s detail %q", err, tt.want, tt.detail)
 			}
 		})
 	}

@@ -8,8 +8,6 @@ import (
 	"io"
 	"strings"
 	"unicode/utf8"
-
-	"github.com/iotgate/iotgate"
 )
 
 // xsiNS is the XML Schema instance namespace: its attributes (xsi:type,
@@ -22,14 +20,13 @@ const xsiNS = "http://www.w3.org/2001/XMLSchema-instance"
 // ingest. The document is parsed in Go with encoding/xml under
 // DefaultMaxBytes and DefaultMaxDepth, refusing any DOCTYPE and any entity
 // but the five predefined ones; UTF-8, US-ASCII and ISO-8859-1 encodings are
-// accepted. Errors are a *iotgate.Error with code iotgate.EInvalid wrapping a
-// *ValidationError, or iotgate.EUnavailable wrapping ErrFreed.
+// accepted. Errors are a *ValidationError, or ErrFreed.
 func (s *Schema) Render(doc []byte) (map[string]any, error) {
 	s.mu.RLock()
 	m := s.model
 	s.mu.RUnlock()
 	if m == nil {
-		return nil, freedErr()
+		return nil, ErrFreed
 	}
 	lim := Limits{}.withDefaults()
 	if err := checkSize(doc, lim); err != nil {
@@ -48,7 +45,7 @@ func (s *Schema) ValidateAndRender(doc []byte, lim Limits) (map[string]any, erro
 	}
 	out, err := renderFlat(m, flat)
 	if err != nil {
-		return nil, &iotgate.Error{Code: iotgate.EInternal, Err: err}
+		return nil, err
 	}
 	return out, nil
 }

@@ -6,8 +6,6 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
-
-	"github.com/iotgate/iotgate"
 )
 
 // Defaults applied to zero (or negative) limits.
@@ -141,11 +139,9 @@ func (s *Schema) Free() {
 }
 
 // Validate checks doc against the schema. It returns nil, or a
-// *iotgate.Error with code iotgate.EInvalid wrapping a *ValidationError
-// (over Limits.MaxBytes or MaxAttributes, too deep, DOCTYPE, not
-// well-formed, or invalid against the schema), or code
-// iotgate.EUnavailable wrapping ErrFreed, or iotgate.EInternal when libxml2
-// fails (out of memory).
+// *ValidationError (over Limits.MaxBytes or MaxAttributes, too deep,
+// DOCTYPE, not well-formed, or invalid against the schema), or ErrFreed, or
+// another error when libxml2 fails (out of memory).
 func (s *Schema) Validate(doc []byte, lim Limits) error {
 	_, _, err := s.run(doc, lim, false)
 	return err
@@ -158,7 +154,7 @@ func (s *Schema) run(doc []byte, lim Limits, flatten bool) (string, *model, erro
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.c == nil {
-		return "", nil, freedErr()
+		return "", nil, ErrFreed
 	}
 	if err := checkSize(doc, lim); err != nil {
 		return "", nil, err
@@ -168,7 +164,7 @@ func (s *Schema) run(doc []byte, lim Limits, flatten bool) (string, *model, erro
 	}
 	w, err := s.c.get()
 	if err != nil {
-		return "", nil, &iotgate.Error{Code: iotgate.EInternal, Err: err}
+		return "", nil, err
 	}
 	status, flat, raw := w.validate(doc, s.c.lengths, lim, flatten)
 	s.c.put(w)
@@ -198,8 +194,7 @@ func statusErr(status int, raw []rawIssue) error {
 	case stMalform, stInvalid:
 		return validationErr("", validationIssues(raw))
 	default:
-		return &iotgate.Error{Code: iotgate.EInternal,
-			Err: fmt.Errorf("xsd: libxml2 validation failed (status %d)", status)}
+		return fmt.Errorf("xsd: libxml2 validation failed (status %d)", status)
 	}
 }
 

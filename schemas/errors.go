@@ -1,0 +1,49 @@
+package schemas
+
+import (
+	"errors"
+
+	"github.com/iotgate/iotgate"
+	"github.com/iotgate/iotgate/schemas/xsd"
+)
+
+// refusalMessages is the client-facing message of each way schemas/xsd
+// refuses a document, by the ValidationError's Detail ("" is a document
+// that is not well-formed or not valid).
+var refusalMessages = map[string]string{
+	"":                     "document does not match its schema",
+	xsd.DetailTooLarge:     "document too large",
+	xsd.DetailTooDeep:      "document nested too deeply",
+	xsd.DetailDoctype:      "DOCTYPE not allowed",
+	xsd.DetailPatternValue: "value too long for its pattern",
+	xsd.DetailPatternCost:  "value too costly to check against its pattern",
+}
+
+// fromXSD turns an error of schemas/xsd into an *iotgate.Error; it is the
+// only place that does. refused is the code of a content refusal (a schema
+// that does not compile, a document that is not valid): unprocessable for
+// the content of a request, which was well formed (clients must be able to
+// tell it from invalid: HTTP 422 versus 400). The issues are the Fields and
+// the error wraps the *xsd.CompileError or *xsd.ValidationError. A
+// document's issues (line, path, message) are also in the client-visible
+// message: a device needs them to know what to fix, and they say nothing
+// about iotgate itself. ErrFreed is unavailable; anything else (libxml2
+// failing) is internal.
+func fromXSD(err error, refused string) error {
+	var ce *xsd.CompileError
+	var ve *xsd.ValidationError
+	switch {
+	case errors.As(err, &ce):
+		return &iotgate.Error{Code: refused, Message: "schema does not compile", Fields: ce.Issues, Err: err}
+	case errors.As(err, &ve):
+		msg, ok := refusalMessages[ve.Detail]
+		if !ok {
+			msg = refusalMessages[""]
+		}
+		return &iotgate.Error{Code: refused, Detail: ve.Detail, Message: msg + ve.Summary(), Fields: ve.Issues, Err: err}
+	case errors.Is(err, xsd.ErrFreed):
+		return &iotgate.Error{Code: iotgate.EUnavailable, Message: "schema no longer available", Err: err}
+	default:
+		return &iotgate.Error{Code: iotgate.EInternal, Err: err}
+	}
+}
