@@ -10,79 +10,8 @@ import (
 	"time"
 
 	"github.com/iotgate/iotgate"
+	"github.com/iotgate/iotgate/internal/memstore"
 )
-
-// memStore is an in-memory Store that counts hash lookups and touches.
-type memStore struct {
-	mu      sync.Mutex
-	tokens  map[string]*iotgate.Token
-	lookups int
-	touches int
-}
-
-func newMemStore() *memStore { return &memStore{tokens: map[string]*iotgate.Token{}} }
-
-func (m *memStore) CreateToken(_ context.Context, t *iotgate.Token) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.tokens[t.ID] = t.Clone()
-	return nil
-}
-
-func (m *memStore) Token(_ context.Context, id string) (*iotgate.Token, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	t, ok := m.tokens[id]
-	if !ok {
-		return nil, iotgate.Errorf(iotgate.ENotFound, "token %s not found", id)
-	}
-	return t.Clone(), nil
-}
-
-func (m *memStore) TokenByHash(_ context.Context, h []byte) (*iotgate.Token, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.lookups++
-	for _, t := range m.tokens {
-		if bytes.Equal(t.Hash, h) {
-			return t.Clone(), nil
-		}
-	}
-	return nil, iotgate.Errorf(iotgate.ENotFound, "token not found")
-}
-
-func (m *memStore) Tokens(context.Context) ([]*iotgate.Token, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	var out []*iotgate.Token
-	for _, t := range m.tokens {
-		out = append(out, t.Clone())
-	}
-	return out, nil
-}
-
-func (m *memStore) RevokeToken(_ context.Context, id string, at time.Time) (*iotgate.Token, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	t, ok := m.tokens[id]
-	if !ok {
-		return nil, iotgate.Errorf(iotgate.ENotFound, "token %s not found", id)
-	}
-	if t.RevokedAt == nil {
-		t.RevokedAt = &at
-	}
-	return t.Clone(), nil
-}
-
-func (m *memStore) TouchToken(_ context.Context, id string, at time.Time) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.touches++
-	if t, ok := m.tokens[id]; ok {
-		t.LastUsedAt = &at
-	}
-	return nil
-}
 
 func TestParseScopes(t *testing.T) {
 	tests := []struct {
@@ -184,11 +113,11 @@ func (c *clock) Add(d time.Duration) {
 	c.mu.Unlock()
 }
 
-func newTestService(t *testing.T, cfg Config) (*Service, *memStore, *clock) {
+func newTestService(t *testing.T, cfg Config) (*Service, *memstore.TokenStore, *clock) {
 	t.Helper()
 	clk := &clock{now: time.Date(2026, 1, 2, 15, 4, 5, 0, time.UTC)}
 	cfg.Now = clk.Now
-	st := newMemStore()
+	st := memstore.NewTokenStore()
 	s, err := NewService(st, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -241,8 +170,8 @@ func TestCreateAndAuthenticate(t *testing.T) {
 			}
 		})
 	}
-	if st.lookups != 3 { // OK, Unknown, Expired (the cache entry had expired)
-		t.Errorf("%d store lookups, want 3 (the cache serves the rest)", st.lookups)
+	if st.Lookups() != 3 { // OK, Unknown, Expired (the cache entry had expired)
+		t.Errorf("%d store lookups, want 3 (the cache serves the rest)", st.Lookups())
 	}
 }
 
@@ -280,13 +209,13 @@ func TestTouchAtMostOncePerMinute(t *testing.T) {
 		}
 		clk.Add(10 * time.Second)
 	}
-	if st.touches != 1 {
-		t.Errorf("%d touches in 50s, want 1", st.touches)
+	if st.Touches() != 1 {
+		t.Errorf("%d touches in 50s, want 1", st.Touches())
 	}
 	clk.Add(time.Minute)
 	s.Authenticate(ctx, secret)
-	if st.touches != 2 {
-		t.Errorf("%d touches after a minute more, want 2", st.touches)
+	if st.Touches() != 2 {
+		t.Errorf("%d touches after a minute more, want 2", st.Touches())
 	}
 	got, _ := s.Get(ctx, tok.ID)
 	if got.LastUsedAt == nil || !got.LastUsedAt.Equal(clk.Now()) {
@@ -297,7 +226,7 @@ func TestTouchAtMostOncePerMinute(t *testing.T) {
 func TestBootstrap(t *testing.T) {
 	ctx := context.Background()
 	boot := strings.Repeat("b", MinBootstrapLen)
-	if _, err := NewService(newMemStore(), Config{Bootstrap: boot[1:]}); iotgate.ErrorCode(err) != iotgate.EInvalid {
+	if _, err := NewService(memstore.NewTokenStore(), Config{Bootstrap: boot[1:]}); iotgate.ErrorCode(err) != iotgate.EInvalid {
 		t.Errorf("short bootstrap token: err = %v, want invalid", err)
 	}
 	var logs bytes.Buffer
@@ -325,7 +254,7 @@ func TestBootstrap(t *testing.T) {
 			}
 		})
 	}
-	if st.touches != 0 || len(st.tokens) != 0 {
+	if st.Touches() != 0 || st.Len() != 0 {
 		t.Error("the bootstrap token reached the store")
 	}
 	if strings.Contains(logs.String(), boot) {
