@@ -1,24 +1,11 @@
-// Package schemas is the registry of device payload schemas (XSDs): named,
-// immutable, numbered versions that are compiled once and then used to
-// validate and render every reading.
-//
-// Compilation and validation happen in schemas/xsd, a libxml2 binding that
-// never reads files, never touches the network and never expands entities.
-//
-// It may import the root package iotgate (errors, the SchemaSource port it
-// implements) and schemas/xsd; never devices, a transport (api, component),
-// postgres or cmd. It declares the Store it needs; postgres implements it.
 package schemas
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"regexp"
-	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/iotgate/iotgate"
@@ -119,76 +106,6 @@ func NewRegistry(store Store, cfg Config) *Registry {
 		compiled: make(map[Ref]*compiled), nsOf: make(map[Ref]string), nsCount: make(map[string]int)}
 }
 
-// LoadNamespaces reads the target namespaces of every registered version,
-// for ServesNamespace and Namespaces. Call it once at start, before the
-// XMPP stream is up; Register and Delete keep the set current afterwards.
-// Registrations made by another iotgate on the same database are not seen
-// until a restart. Errors: those of the store (unavailable).
-func (r *Registry) LoadNamespaces(ctx context.Context) error {
-	latest, err := r.store.Schemas(ctx)
-	if err != nil {
-		return fmt.Errorf("load schema namespaces: %w", err)
-	}
-	for _, l := range latest {
-		vs, err := r.store.SchemaVersions(ctx, l.Name)
-		if iotgate.ErrorCode(err) == iotgate.ENotFound {
-			continue // deleted meanwhile
-		}
-		if err != nil {
-			return fmt.Errorf("load schema namespaces: %w", err)
-		}
-		for _, v := range vs {
-			r.addNamespace(Ref{v.Name, v.Version}, v.TargetNamespace)
-		}
-	}
-	return nil
-}
-
-func (r *Registry) addNamespace(ref Ref, ns string) {
-	r.nsMu.Lock()
-	defer r.nsMu.Unlock()
-	if _, ok := r.nsOf[ref]; ok {
-		return
-	}
-	r.nsOf[ref] = ns
-	r.nsCount[ns]++
-}
-
-func (r *Registry) removeNamespace(ref Ref) {
-	r.nsMu.Lock()
-	defer r.nsMu.Unlock()
-	ns, ok := r.nsOf[ref]
-	if !ok {
-		return
-	}
-	delete(r.nsOf, ref)
-	if r.nsCount[ns]--; r.nsCount[ns] <= 0 {
-		delete(r.nsCount, ns)
-	}
-}
-
-// ServesNamespace reports whether some registered schema version has the
-// target namespace ns: whether a payload in ns can be a reading. It reads
-// memory only (see LoadNamespaces).
-func (r *Registry) ServesNamespace(ns string) bool {
-	r.nsMu.RLock()
-	defer r.nsMu.RUnlock()
-	return r.nsCount[ns] > 0
-}
-
-// Namespaces returns the target namespaces of the registered schema
-// versions, sorted.
-func (r *Registry) Namespaces() []string {
-	r.nsMu.RLock()
-	out := make([]string, 0, len(r.nsCount))
-	for ns := range r.nsCount {
-		out = append(out, ns)
-	}
-	r.nsMu.RUnlock()
-	slices.Sort(out)
-	return out
-}
-
 var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}[a-z0-9]$|^[a-z0-9]$`)
 
 // ValidateName checks a schema name. Errors: invalid.
@@ -282,156 +199,6 @@ func (r *Registry) Delete(ctx context.Context, name string, version int) error {
 	r.mu.Unlock()
 	if c != nil && c.s != nil {
 		c.s.Free() // waits for validations in flight
-	}
-	return nil
-}
-
-// compiled is a cache entry; once guards compiling it once (and orders
-// the reads of s and err after the write).
-type compiled struct {
-	once sync.Once
-	s    *xsd.Schema
-	err  error
-}
-
-// Compiled returns the compiled schema for name and version (0: latest) and
-// the version it resolved to. It compiles a stored schema at first use.
-// Errors: not_found.
-func (r *Registry) Compiled(ctx context.Context, name string, version int) (iotgate.PayloadSchema, int, error) {
-	if version == 0 {
-		s, err := r.store.SchemaVersion(ctx, name, 0)
-		if err != nil {
-			return nil, 0, err
-		}
-		version = s.Version
-	}
-	ref := Ref{name, version}
-	r.mu.Lock()
-	c := r.compiled[ref]
-	if c == nil {
-		c = &compiled{}
-		r.compiled[ref] = c
-	}
-	r.mu.Unlock()
-	c.once.Do(func() { c.s, c.err = r.compileStored(ctx, ref) })
-	if c.err != nil {
-		// Don't cache failures: the store may have been down.
-		r.mu.Lock()
-		if r.compiled[ref] == c {
-			delete(r.compiled, ref)
-		}
-		r.mu.Unlock()
-		return nil, 0, c.err
-	}
-	return payloadSchema{c.s, r.lim}, version, nil
-}
-
-// CompileAll compiles every stored schema version not compiled yet, at
-// most workers at once, so that the first readings after a start do not
-// wait for their schema's compilation. A version that does not compile is
-// logged and skipped (its readings are refused as before). It stops early
-// when ctx ends and returns how many versions it compiled. Errors: the
-// store's, listing the schemas.
-func (r *Registry) CompileAll(ctx context.Context, workers int) (int, error) {
-	latest, err := r.store.Schemas(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("list schemas: %w", err)
-	}
-	var refs []Ref
-	for _, l := range latest {
-		vs, err := r.store.SchemaVersions(ctx, l.Name)
-		if err != nil {
-			return 0, fmt.Errorf("list versions of schema %s: %w", l.Name, err)
-		}
-		for _, v := range vs {
-			refs = append(refs, Ref{v.Name, v.Version})
-		}
-	}
-	next := make(chan Ref)
-	var n atomic.Int64
-	var wg sync.WaitGroup
-	for range max(workers, 1) {
-		wg.Go(func() {
-			for ref := range next {
-				if _, _, err := r.Compiled(ctx, ref.Name, ref.Version); err != nil {
-					r.cfg.Logger.Warn("schema does not compile", "schema", ref.Name, "version", ref.Version, "err", err)
-					continue
-				}
-				n.Add(1)
-			}
-		})
-	}
-	for _, ref := range refs {
-		if ctx.Err() != nil {
-			break
-		}
-		next <- ref
-	}
-	close(next)
-	wg.Wait()
-	return int(n.Load()), nil
-}
-
-func (r *Registry) compileStored(ctx context.Context, ref Ref) (*xsd.Schema, error) {
-	s, err := r.store.SchemaVersion(ctx, ref.Name, ref.Version)
-	if err != nil {
-		return nil, err
-	}
-	var lookupErr error
-	cs, err := xsd.Compile([]byte(s.XSD), xsd.CompileOptions{
-		MaxSchemaBytes: r.cfg.MaxSchemaBytes,
-		Imports: func(ns string) ([]byte, bool) {
-			var imp *Schema
-			var err error
-			if ir, ok := s.Imports[ns]; ok {
-				imp, err = r.store.SchemaVersion(ctx, ir.Name, ir.Version)
-			} else {
-				imp, err = r.store.SchemaByNamespace(ctx, ns)
-			}
-			if err != nil {
-				lookupErr = err
-				return nil, false
-			}
-			return []byte(imp.XSD), true
-		},
-	})
-	if lookupErr != nil {
-		return nil, fmt.Errorf("compile stored schema %s version %d: resolve import: %w", ref.Name, ref.Version, lookupErr)
-	}
-	if err != nil {
-		// Not the content of a request: invalid rather than
-		// unprocessable, as before the split of schemas/xsd.
-		return nil, fmt.Errorf("compile stored schema %s version %d: %w", ref.Name, ref.Version, fromXSD(err, iotgate.EInvalid))
-	}
-	return cs, nil
-}
-
-// payloadSchema adapts a compiled XSD to what devices need.
-type payloadSchema struct {
-	s   *xsd.Schema
-	lim xsd.Limits
-}
-
-func (p payloadSchema) TargetNamespace() string { return p.s.TargetNamespace() }
-
-func (p payloadSchema) ValidateAndRender(payload []byte) (json.RawMessage, error) {
-	data, err := p.s.ValidateAndRender(payload, p.lim)
-	if err != nil {
-		return nil, fromXSD(err, iotgate.EUnprocessable)
-	}
-	b, err := json.Marshal(data)
-	if err != nil {
-		return nil, fmt.Errorf("render reading: %w", err)
-	}
-	return b, nil
-}
-
-// Validate validates a payload element without rendering it: a command's
-// payload is checked before it is sent, and nobody reads its rendering.
-// Errors: those of ValidateAndRender.
-func (p payloadSchema) Validate(payload []byte) error {
-	if err := p.s.Validate(payload, p.lim); err != nil {
-		return fromXSD(err, iotgate.EUnprocessable)
 	}
 	return nil
 }
