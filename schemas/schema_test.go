@@ -7,14 +7,90 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/iotgate/iotgate"
-	"github.com/iotgate/iotgate/internal/memstore"
 	"github.com/iotgate/iotgate/schemas"
 	"github.com/iotgate/iotgate/schemas/xsd"
 )
+
+// memStore is an in-memory schemas.Store: enough for the registry's own
+// logic (error codes, versions); the PostgreSQL store has its own tests.
+type memStore struct {
+	mu       sync.Mutex
+	versions map[string][]*schemas.Schema
+}
+
+func newMemStore() *memStore { return &memStore{versions: map[string][]*schemas.Schema{}} }
+
+func (m *memStore) CreateSchemaVersion(_ context.Context, s *schemas.Schema) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s.Version = len(m.versions[s.Name]) + 1
+	m.versions[s.Name] = append(m.versions[s.Name], s)
+	return nil
+}
+
+func (m *memStore) SchemaVersion(_ context.Context, name string, version int) (*schemas.Schema, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	vs := m.versions[name]
+	if version == 0 && len(vs) > 0 {
+		return vs[len(vs)-1], nil
+	}
+	for _, s := range vs {
+		if s.Version == version {
+			return s, nil
+		}
+	}
+	return nil, iotgate.Errorf(iotgate.ENotFound, "schema %s version %d not found", name, version)
+}
+
+func (m *memStore) SchemaVersions(_ context.Context, name string) ([]*schemas.Schema, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.versions[name]) == 0 {
+		return nil, iotgate.Errorf(iotgate.ENotFound, "schema %s not found", name)
+	}
+	return slices.Clone(m.versions[name]), nil
+}
+
+func (m *memStore) Schemas(context.Context) ([]*schemas.Schema, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []*schemas.Schema
+	for _, vs := range m.versions {
+		out = append(out, vs[len(vs)-1])
+	}
+	return out, nil
+}
+
+func (m *memStore) SchemaByNamespace(_ context.Context, ns string) (*schemas.Schema, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, vs := range m.versions {
+		if s := vs[len(vs)-1]; s.TargetNamespace == ns {
+			return s, nil
+		}
+	}
+	return nil, iotgate.Errorf(iotgate.ENotFound, "no schema for namespace %s", ns)
+}
+
+func (m *memStore) DeleteSchemaVersion(_ context.Context, name string, version int) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	vs := m.versions[name]
+	i := slices.IndexFunc(vs, func(s *schemas.Schema) bool { return s.Version == version })
+	if i < 0 {
+		return iotgate.Errorf(iotgate.ENotFound, "schema %s version %d not found", name, version)
+	}
+	if m.versions[name] = slices.Delete(vs, i, i+1); len(m.versions[name]) == 0 {
+		delete(m.versions, name)
+	}
+	return nil
+}
 
 const (
 	okXSD = `<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema" targetNamespace="urn:t" xmlns="urn:t" elementFormDefault="qualified">
@@ -40,7 +116,7 @@ func TestRegisterErrorCodes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			reg := schemas.NewRegistry(memstore.NewSchemaStore(), schemas.Config{})
+			reg := schemas.NewRegistry(newMemStore(), schemas.Config{})
 			s, err := reg.Register(t.Context(), tt.schema, tt.src, "")
 			if got := iotgate.ErrorCode(err); got != tt.code {
 				t.Fatalf("Register error = %v (code %q), want code %q", err, got, tt.code)
@@ -69,7 +145,7 @@ func TestRegisterErrorCodes(t *testing.T) {
 }
 
 func TestValidateAndRenderErrorCode(t *testing.T) {
-	reg := schemas.NewRegistry(memstore.NewSchemaStore(), schemas.Config{})
+	reg := schemas.NewRegistry(newMemStore(), schemas.Config{})
 	if _, err := reg.Register(t.Context(), "t", okXSD, ""); err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +165,7 @@ func TestValidateAndRenderErrorCode(t *testing.T) {
 // TestValidateMatchesValidateAndRender checks that validating a command
 // payload alone judges it as validating and rendering does.
 func TestValidateMatchesValidateAndRender(t *testing.T) {
-	reg := schemas.NewRegistry(memstore.NewSchemaStore(), schemas.Config{})
+	reg := schemas.NewRegistry(newMemStore(), schemas.Config{})
 	if _, err := reg.Register(t.Context(), "t", okXSD, ""); err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +204,7 @@ func TestValidateMatchesValidateAndRender(t *testing.T) {
 // any version has it.
 func TestNamespaces(t *testing.T) {
 	ctx := t.Context()
-	store := memstore.NewSchemaStore()
+	store := newMemStore()
 	first := schemas.NewRegistry(store, schemas.Config{})
 	uXSD := strings.ReplaceAll(okXSD, "urn:t", "urn:u")
 	for _, r := range []struct{ name, src string }{{"t", okXSD}, {"t", okXSD}, {"u", uXSD}} {
@@ -176,7 +252,7 @@ func TestNamespaces(t *testing.T) {
 // BenchmarkServesNamespace measures the namespace check the XMPP read loop
 // makes for every device stanza, with 50 namespaces registered.
 func BenchmarkServesNamespace(b *testing.B) {
-	reg := schemas.NewRegistry(memstore.NewSchemaStore(), schemas.Config{})
+	reg := schemas.NewRegistry(newMemStore(), schemas.Config{})
 	for i := range 50 {
 		ns := "urn:example:" + strconv.Itoa(i)
 		if _, err := reg.Register(b.Context(), "s"+strconv.Itoa(i), strings.ReplaceAll(okXSD, "urn:t", ns), ""); err != nil {
@@ -212,7 +288,9 @@ func TestCompileAll(t *testing.T) {
 	t.Logf("compiled %d schema versions in %s", n, took)
 
 	// Compiled now answers from memory: the store is not asked again.
-	store.Clear()
+	store.mu.Lock()
+	store.versions = map[string][]*schemas.Schema{}
+	store.mu.Unlock()
 	if _, _, err := reg.Compiled(ctx, "s7", 3); err != nil {
 		t.Errorf("compiled schema not kept: %v", err)
 	}
@@ -229,9 +307,9 @@ func TestCompileAll(t *testing.T) {
 
 // manySchemas returns a store with names schemas of versions versions
 // each, and one more that does not compile.
-func manySchemas(names, versions int) *memstore.SchemaStore {
+func manySchemas(names, versions int) *memStore {
 	ctx := context.Background()
-	store := memstore.NewSchemaStore()
+	store := newMemStore()
 	for i := range names {
 		for range versions {
 			xsd := `<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema" targetNamespace="urn:s` + strconv.Itoa(i) + `" xmlns="urn:s` + strconv.Itoa(i) + `" elementFormDefault="qualified">` +
