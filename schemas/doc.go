@@ -7,7 +7,7 @@
 //
 // It may import the root package iotgate (errors, the SchemaSource port it
 // implements) and schemas/xsd; never devices, a transport (api, component),
-// postgres or cmd. It declares the Store it needs; postgres implements it
-// (internal/memstore has the in-memory one tests use). The errors of
-// schemas/xsd become iotgate.Error values in one place, fromXSD.
+// postgres or cmd. It declares the Store it needs; postgres implements it.
+// The errors of schemas/xsd become iotgate.Error values in one place,
+// fromXSD.
 package schemas
