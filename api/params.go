@@ -3,6 +3,7 @@ package api
 import (
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -91,4 +92,26 @@ func queryBool(c echo.Context, name string) (*bool, error) {
 		return nil, iotgate.Errorf(iotgate.EInvalid, "%s must be true or false, not %q", name, s)
 	}
 	return &v, nil
+}
+
+// labelsQuery parses label filters, each "key:value". Errors: invalid.
+func labelsQuery(vs []string) (map[string]string, error) {
+	if len(vs) == 0 {
+		return nil, nil
+	}
+	labels := make(map[string]string, len(vs))
+	for _, v := range vs {
+		k, val, ok := strings.Cut(v, ":")
+		if !ok || k == "" {
+			return nil, iotgate.Errorf(iotgate.EInvalid, "label %q must be key:value, for example room:kitchen", v)
+		}
+		if _, dup := labels[k]; dup {
+			return nil, iotgate.Errorf(iotgate.EInvalid, "label %q is given twice; a device has one value per label", k)
+		}
+		labels[k] = val
+	}
+	if err := iotgate.ValidateLabels(labels); err != nil {
+		return nil, err
+	}
+	return labels, nil
 }
