@@ -109,7 +109,7 @@ func devicePath(jid string) string {
 	return "/v1/devices/" + url.PathEscape(jid)
 }
 
-// listDevicesQuery is the query of GET /v1/devices, parsed by list; the
+// listDevicesQuery is the query of GET /v1/devices, parsed by parseQuery; the
 // query tags name the fields in validation errors.
 type listDevicesQuery struct {
 	Schema string            `query:"schema" validate:"max=64"`
@@ -194,19 +194,8 @@ func (h *deviceHandler) create(c echo.Context) error {
 //	@Header			429	{integer}	Retry-After	"Seconds to wait before retrying"
 //	@Router			/v1/devices [get]
 func (h *deviceHandler) list(c echo.Context) error {
-	var q listDevicesQuery
-	var err error
-	if q.Labels, err = labelsQuery(c.QueryParams()["label"]); err != nil {
-		return err
-	}
-	if q.Online, err = queryBool(c, "online"); err != nil {
-		return err
-	}
-	if q.Limit, err = queryInt(c, "limit", DefaultPageLimit); err != nil {
-		return err
-	}
-	q.Schema, q.Cursor = c.QueryParam("schema"), c.QueryParam("cursor")
-	if err := c.Validate(&q); err != nil {
+	q := listDevicesQuery{Limit: DefaultPageLimit}
+	if err := parseQuery(c, &q); err != nil {
 		return err
 	}
 	labels, ok := withSelector(q.Labels, selectorOf(c))
@@ -220,11 +209,7 @@ func (h *deviceHandler) list(c echo.Context) error {
 	if err != nil {
 		return fmt.Errorf("list devices: %w", err)
 	}
-	out := DeviceList{Items: make([]Device, 0, len(page.Items)), NextCursor: page.NextCursor}
-	for _, d := range page.Items {
-		out.Items = append(out.Items, deviceOf(d))
-	}
-	return c.JSON(http.StatusOK, out)
+	return c.JSON(http.StatusOK, DeviceList{Items: itemsOf(page.Items, deviceOf), NextCursor: page.NextCursor})
 }
 
 // withSelector adds a token's selector to a label filter, so that a list

@@ -81,7 +81,7 @@ type Resource struct {
 }
 
 // pageQuery is the query of the readings and rejections of a device,
-// parsed by readingFilter; the query tags name the fields in validation
+// parsed by parseQuery; the query tags name the fields in validation
 // errors.
 type pageQuery struct {
 	Since  *time.Time `query:"since"`
@@ -191,11 +191,11 @@ func (h *deviceHandler) rejections(c echo.Context) error {
 	if err != nil {
 		return fmt.Errorf("list rejections: %w", err)
 	}
-	out := RejectionList{Items: make([]Rejection, 0, len(page.Items)), NextCursor: page.NextCursor}
-	for _, r := range page.Items {
-		out.Items = append(out.Items, Rejection{ID: r.ID, ReceivedAt: r.ReceivedAt, Via: r.Via, Reason: r.Reason, Payload: r.Payload})
-	}
-	return c.JSON(http.StatusOK, out)
+	return c.JSON(http.StatusOK, RejectionList{Items: itemsOf(page.Items, rejectionOf), NextCursor: page.NextCursor})
+}
+
+func rejectionOf(r *iotgate.Rejection) Rejection {
+	return Rejection{ID: r.ID, ReceivedAt: r.ReceivedAt, Via: r.Via, Reason: r.Reason, Payload: r.Payload}
 }
 
 // jidAndFilter reads the device (which the token must see) and the
@@ -214,23 +214,9 @@ func (h *deviceHandler) jidAndFilter(c echo.Context) (string, iotgate.ReadingFil
 
 // readingFilter parses and validates the paging query of readings and
 // rejections. Errors: invalid.
-
 func readingFilter(c echo.Context) (iotgate.ReadingFilter, error) {
-	q := pageQuery{Order: c.QueryParam("order"), Cursor: c.QueryParam("cursor")}
-	if q.Order == "" {
-		q.Order = "desc"
-	}
-	var err error
-	if q.Since, err = queryTime(c, "since"); err != nil {
-		return iotgate.ReadingFilter{}, err
-	}
-	if q.Until, err = queryTime(c, "until"); err != nil {
-		return iotgate.ReadingFilter{}, err
-	}
-	if q.Limit, err = queryInt(c, "limit", DefaultPageLimit); err != nil {
-		return iotgate.ReadingFilter{}, err
-	}
-	if err := c.Validate(&q); err != nil {
+	q := pageQuery{Limit: DefaultPageLimit, Order: "desc"}
+	if err := parseQuery(c, &q); err != nil {
 		return iotgate.ReadingFilter{}, err
 	}
 	if q.Since != nil && q.Until != nil && q.Until.Before(*q.Since) {
