@@ -318,9 +318,7 @@ func TestTokenNeverLogged(t *testing.T) {
 	for _, h := range []string{"Bearer " + testToken, "Bearer " + testToken, "Bearer " + unknown, "bearer " + scopeSecret(iotgate.ScopeDevicesRead)} {
 		do(t, s, http.MethodGet, "/v1/schemas", nil, echo.HeaderAuthorization, h)
 	}
-	logs.mu.Lock()
-	out := logs.buf.String()
-	logs.mu.Unlock()
+	out := logs.String()
 	for _, secret := range []string{testToken, unknown, scopeSecret(iotgate.ScopeDevicesRead)} {
 		if strings.Contains(out, secret) {
 			t.Errorf("the log contains the secret %q:\n%s", secret, out)

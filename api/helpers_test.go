@@ -4,7 +4,6 @@ package api
 // fakes (fakes_test.go), one request and its checks, JSON and log reading.
 
 import (
-	"bytes"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -13,10 +12,11 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/iotgate/iotgate/internal/servers"
 )
 
 // newServer is New with a fakeAuth that knows testToken, unless deps has
@@ -103,24 +103,13 @@ func wantKeys(t *testing.T, raw []byte, want ...string) {
 }
 
 // logBuffer collects JSON log records, safe for concurrent use.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
+type logBuffer struct{ servers.LogBuffer }
 
 // records returns the records whose msg is msg.
 func (b *logBuffer) records(t *testing.T, msg string) []map[string]any {
 	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	var out []map[string]any
-	for line := range strings.Lines(b.buf.String()) {
+	for line := range strings.Lines(b.String()) {
 		var r map[string]any
 		if err := json.Unmarshal([]byte(line), &r); err != nil {
 			t.Fatalf("log line %q: %v", line, err)
