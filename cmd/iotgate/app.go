@@ -52,8 +52,8 @@ type App struct {
 // New takes the HTTP address (where /readyz answers 503 meanwhile), waits
 // for the database and builds every part from cfg. On error, what it
 // opened is closed.
-func New(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error) {
-	a = &App{cfg: cfg, log: log}
+func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) {
+	a := &App{cfg: cfg, log: log}
 	// The database may not be up yet (containers start in any order):
 	// wait for it rather than exit. The HTTP address is taken first, so
 	// that /readyz says so meanwhile; the API takes it over once built.
