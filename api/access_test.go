@@ -2,7 +2,6 @@ package api
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -19,45 +18,6 @@ import (
 	"github.com/iotgate/iotgate"
 	"github.com/iotgate/iotgate/auth"
 )
-
-// fakeTokens is an in-memory TokenService.
-type fakeTokens struct {
-	tokens map[string]*iotgate.Token
-	last   auth.CreateRequest
-}
-
-func (f *fakeTokens) Create(_ context.Context, req auth.CreateRequest) (*iotgate.Token, string, error) {
-	f.last = req
-	t := &iotgate.Token{ID: "tok_new", Name: req.Name, Scopes: req.Scopes, Devices: req.Devices, CreatedAt: testTime}
-	f.tokens[t.ID] = t
-	return t, auth.Prefix + "secret", nil
-}
-
-func (f *fakeTokens) List(context.Context) ([]*iotgate.Token, error) {
-	var out []*iotgate.Token
-	for _, t := range f.tokens {
-		out = append(out, t)
-	}
-	return out, nil
-}
-
-func (f *fakeTokens) Get(_ context.Context, id string) (*iotgate.Token, error) {
-	t, ok := f.tokens[id]
-	if !ok {
-		return nil, iotgate.Errorf(iotgate.ENotFound, "token %s not found", id)
-	}
-	return t, nil
-}
-
-func (f *fakeTokens) Revoke(ctx context.Context, id string) (*iotgate.Token, error) {
-	t, err := f.Get(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	at := testTime
-	t.RevokedAt = &at
-	return t, nil
-}
 
 // scopeSecret is the secret of the test token that has only scope s.
 func scopeSecret(s iotgate.Scope) string { return "secret-" + string(s) }
@@ -358,9 +318,7 @@ func TestTokenNeverLogged(t *testing.T) {
 	for _, h := range []string{"Bearer " + testToken, "Bearer " + testToken, "Bearer " + unknown, "bearer " + scopeSecret(iotgate.ScopeDevicesRead)} {
 		do(t, s, http.MethodGet, "/v1/schemas", nil, echo.HeaderAuthorization, h)
 	}
-	logs.mu.Lock()
-	out := logs.buf.String()
-	logs.mu.Unlock()
+	out := logs.String()
 	for _, secret := range []string{testToken, unknown, scopeSecret(iotgate.ScopeDevicesRead)} {
 		if strings.Contains(out, secret) {
 			t.Errorf("the log contains the secret %q:\n%s", secret, out)

@@ -368,11 +368,8 @@ func (h *commandHandler) list(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	q := listCommandsQuery{Cursor: c.QueryParam("cursor")}
-	if q.Limit, err = queryInt(c, "limit", DefaultPageLimit); err != nil {
-		return err
-	}
-	if err := c.Validate(&q); err != nil {
+	q := listCommandsQuery{Limit: DefaultPageLimit}
+	if err := parseQuery(c, &q); err != nil {
 		return err
 	}
 	if err := visible(c, h.devs, jid); err != nil {
@@ -382,11 +379,7 @@ func (h *commandHandler) list(c echo.Context) error {
 	if err != nil {
 		return fmt.Errorf("list commands: %w", err)
 	}
-	out := CommandList{Items: make([]Command, 0, len(page.Items)), NextCursor: page.NextCursor}
-	for _, cmd := range page.Items {
-		out.Items = append(out.Items, commandOf(cmd))
-	}
-	return c.JSON(http.StatusOK, out)
+	return c.JSON(http.StatusOK, CommandList{Items: itemsOf(page.Items, commandOf), NextCursor: page.NextCursor})
 }
 
 // cancel cancels a queued command.

@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,86 +13,6 @@ import (
 
 	"github.com/iotgate/iotgate"
 )
-
-// fakeCommands is a CommandService whose Submit outcome the test sets; it
-// records the requests it gets.
-type fakeCommands struct {
-	mu      sync.Mutex
-	cmds    map[string]*iotgate.Command
-	lastReq iotgate.CommandRequest
-	// submit decides Submit's answer from the request.
-	submit func(req iotgate.CommandRequest) (*iotgate.Command, bool, error)
-	// settle, if set, is what Wait turns a command into.
-	settle     func(c *iotgate.Command) *iotgate.Command
-	lastFilter iotgate.CommandFilter
-	waited     time.Duration
-}
-
-func (f *fakeCommands) Submit(_ context.Context, req iotgate.CommandRequest) (*iotgate.Command, bool, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.lastReq = req
-	c, replay, err := f.submit(req)
-	if c != nil {
-		f.cmds[c.ID] = c
-	}
-	return c, replay, err
-}
-
-func (f *fakeCommands) Wait(_ context.Context, id string, d time.Duration) (*iotgate.Command, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.waited = d
-	c, ok := f.cmds[id]
-	if !ok {
-		return nil, iotgate.Errorf(iotgate.ENotFound, "command %s not found", id)
-	}
-	if f.settle != nil {
-		c = f.settle(c)
-		f.cmds[id] = c
-	}
-	return c, nil
-}
-
-func (f *fakeCommands) Command(_ context.Context, id string) (*iotgate.Command, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	c, ok := f.cmds[id]
-	if !ok {
-		return nil, iotgate.Errorf(iotgate.ENotFound, "command %s not found", id)
-	}
-	return c, nil
-}
-
-func (f *fakeCommands) Commands(_ context.Context, jid string, filter iotgate.CommandFilter) (*iotgate.CommandPage, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.lastFilter = filter
-	if jid != "thermo1@example.com" {
-		return nil, iotgate.Errorf(iotgate.ENotFound, "device %s is not registered", jid)
-	}
-	page := &iotgate.CommandPage{Items: []*iotgate.Command{}, NextCursor: "next"}
-	for _, c := range f.cmds {
-		page.Items = append(page.Items, c)
-	}
-	return page, nil
-}
-
-func (f *fakeCommands) Cancel(_ context.Context, id string) (*iotgate.Command, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	c, ok := f.cmds[id]
-	if !ok {
-		return nil, iotgate.Errorf(iotgate.ENotFound, "command %s not found", id)
-	}
-	if c.Status != iotgate.CommandQueued {
-		return nil, &iotgate.Error{Code: iotgate.EConflict, Detail: "command_not_queued", Message: "command " + id + " is " + string(c.Status) + "; only queued commands can be canceled"}
-	}
-	out := *c
-	out.Status = iotgate.CommandCanceled
-	f.cmds[id] = &out
-	return &out, nil
-}
 
 // testCommand is a command in the given state, as the service returns it.
 func testCommand(id string, mode iotgate.CommandMode, st iotgate.CommandStatus, code, msg string) *iotgate.Command {

@@ -5,7 +5,9 @@
 // All routes are registered in one place (routes). Every error a handler
 // returns goes through one HTTPErrorHandler that maps *iotgate.Error codes
 // to HTTP statuses and writes the one error body, [ErrorResponse]; internal
-// errors are logged there, once, and shown as "internal error".
+// errors are logged there, once, and shown as "internal error". Every list
+// route turns its query strings into types in one function (parseQuery),
+// so the services get typed filters.
 //
 // It may import the root package iotgate, the domain services (devices,
 // schemas, auth) and the generated docs; never component (XMPP), postgres

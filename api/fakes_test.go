@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/iotgate/iotgate"
+	"github.com/iotgate/iotgate/auth"
 	"github.com/iotgate/iotgate/schemas"
 	"github.com/iotgate/iotgate/schemas/xsd"
 )
@@ -395,11 +396,131 @@ func (f *fakeAuth) Authenticate(_ context.Context, secret string) (*iotgate.Toke
 	return t.Clone(), nil
 }
 
-// newServer is New with a fakeAuth that knows testToken, unless deps has
-// an Authenticator.
-func newServer(cfg Config, deps Deps) *Server {
-	if deps.Auth == nil {
-		deps.Auth = newFakeAuth(nil)
-	}
-	return New(cfg, deps)
+// fakeTokens is an in-memory TokenService.
+type fakeTokens struct {
+	tokens map[string]*iotgate.Token
+	last   auth.CreateRequest
 }
+
+func (f *fakeTokens) Create(_ context.Context, req auth.CreateRequest) (*iotgate.Token, string, error) {
+	f.last = req
+	t := &iotgate.Token{ID: "tok_new", Name: req.Name, Scopes: req.Scopes, Devices: req.Devices, CreatedAt: testTime}
+	f.tokens[t.ID] = t
+	return t, auth.Prefix + "secret", nil
+}
+
+func (f *fakeTokens) List(context.Context) ([]*iotgate.Token, error) {
+	var out []*iotgate.Token
+	for _, t := range f.tokens {
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+func (f *fakeTokens) Get(_ context.Context, id string) (*iotgate.Token, error) {
+	t, ok := f.tokens[id]
+	if !ok {
+		return nil, iotgate.Errorf(iotgate.ENotFound, "token %s not found", id)
+	}
+	return t, nil
+}
+
+func (f *fakeTokens) Revoke(ctx context.Context, id string) (*iotgate.Token, error) {
+	t, err := f.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	at := testTime
+	t.RevokedAt = &at
+	return t, nil
+}
+
+// fakeCommands is a CommandService whose Submit outcome the test sets; it
+// records the requests it gets.
+type fakeCommands struct {
+	mu      sync.Mutex
+	cmds    map[string]*iotgate.Command
+	lastReq iotgate.CommandRequest
+	// submit decides Submit's answer from the request.
+	submit func(req iotgate.CommandRequest) (*iotgate.Command, bool, error)
+	// settle, if set, is what Wait turns a command into.
+	settle     func(c *iotgate.Command) *iotgate.Command
+	lastFilter iotgate.CommandFilter
+	waited     time.Duration
+}
+
+func (f *fakeCommands) Submit(_ context.Context, req iotgate.CommandRequest) (*iotgate.Command, bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lastReq = req
+	c, replay, err := f.submit(req)
+	if c != nil {
+		f.cmds[c.ID] = c
+	}
+	return c, replay, err
+}
+
+func (f *fakeCommands) Wait(_ context.Context, id string, d time.Duration) (*iotgate.Command, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.waited = d
+	c, ok := f.cmds[id]
+	if !ok {
+		return nil, iotgate.Errorf(iotgate.ENotFound, "command %s not found", id)
+	}
+	if f.settle != nil {
+		c = f.settle(c)
+		f.cmds[id] = c
+	}
+	return c, nil
+}
+
+func (f *fakeCommands) Command(_ context.Context, id string) (*iotgate.Command, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, ok := f.cmds[id]
+	if !ok {
+		return nil, iotgate.Errorf(iotgate.ENotFound, "command %s not found", id)
+	}
+	return c, nil
+}
+
+func (f *fakeCommands) Commands(_ context.Context, jid string, filter iotgate.CommandFilter) (*iotgate.CommandPage, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lastFilter = filter
+	if jid != "thermo1@example.com" {
+		return nil, iotgate.Errorf(iotgate.ENotFound, "device %s is not registered", jid)
+	}
+	page := &iotgate.CommandPage{Items: []*iotgate.Command{}, NextCursor: "next"}
+	for _, c := range f.cmds {
+		page.Items = append(page.Items, c)
+	}
+	return page, nil
+}
+
+func (f *fakeCommands) Cancel(_ context.Context, id string) (*iotgate.Command, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, ok := f.cmds[id]
+	if !ok {
+		return nil, iotgate.Errorf(iotgate.ENotFound, "command %s not found", id)
+	}
+	if c.Status != iotgate.CommandQueued {
+		return nil, &iotgate.Error{Code: iotgate.EConflict, Detail: "command_not_queued", Message: "command " + id + " is " + string(c.Status) + "; only queued commands can be canceled"}
+	}
+	out := *c
+	out.Status = iotgate.CommandCanceled
+	f.cmds[id] = &out
+	return &out, nil
+}
+
+// fakeXMPPStats is the XMPP side of the metrics: up or down, with fixed
+// counters.
+type fakeXMPPStats struct{ up bool }
+
+func (f fakeXMPPStats) Health(context.Context) (bool, time.Time, error) {
+	return f.up, time.Time{}, nil
+}
+func (fakeXMPPStats) Reconnects() uint64 { return 3 }
+func (fakeXMPPStats) PendingIQs() int    { return 7 }

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"context"
 	"io"
 	"net/http/httptest"
 	"strings"
@@ -11,14 +10,6 @@ import (
 	"github.com/iotgate/iotgate"
 	"github.com/iotgate/iotgate/devices"
 )
-
-type fakeXMPPStats struct{ up bool }
-
-func (f fakeXMPPStats) Health(context.Context) (bool, time.Time, error) {
-	return f.up, time.Time{}, nil
-}
-func (fakeXMPPStats) Reconnects() uint64 { return 3 }
-func (fakeXMPPStats) PendingIQs() int    { return 7 }
 
 func TestMetrics(t *testing.T) {
 	m := NewMetrics(MetricsSources{

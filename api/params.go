@@ -1,8 +1,11 @@
 package api
 
 import (
+	"fmt"
 	"net/url"
+	"reflect"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -43,52 +46,105 @@ func versionParam(c echo.Context) (int, error) {
 	return v, nil
 }
 
-// The query helpers below parse one query parameter each, so that a bad
-// value is refused with a message naming the parameter (echo's binder only
-// says what strconv said). Ranges are left to the validate tags of the
-// request struct the value goes into.
-
-// queryInt parses the integer query parameter name; def when absent.
-// Errors: invalid.
-func queryInt(c echo.Context, name string, def int) (int, error) {
-	s := c.QueryParam(name)
-	if s == "" {
-		return def, nil
+// parseQuery parses the query of a list route into q, a pointer to a
+// struct whose fields name their parameter in a query tag, then checks q's
+// validate tags: the one place where the strings of a query become types
+// (the services get typed filters). An absent or empty parameter leaves
+// its field as the caller set it: the default. Each bad value is refused
+// with a message naming the parameter (echo's binder only says what
+// strconv said); parameters are read in field order, so the first bad
+// one is named. Errors: invalid.
+func parseQuery(c echo.Context, q any) error {
+	v := reflect.ValueOf(q).Elem()
+	params := c.QueryParams()
+	for i := 0; i < v.NumField(); i++ {
+		name := v.Type().Field(i).Tag.Get("query")
+		if name == "" {
+			continue
+		}
+		if err := setQueryField(v.Field(i), name, params[name]); err != nil {
+			return err
+		}
 	}
-	v, err := strconv.Atoi(s)
-	if err != nil {
-		return 0, iotgate.Errorf(iotgate.EInvalid, "%s must be an integer, not %q", name, s)
-	}
-	return v, nil
+	return c.Validate(q)
 }
 
-// queryTime parses the RFC 3339 time query parameter name; nil when absent.
-// Errors: invalid.
-func queryTime(c echo.Context, name string) (*time.Time, error) {
-	s := c.QueryParam(name)
-	if s == "" {
-		return nil, nil
+// setQueryField parses vs, the values of the query parameter name, into
+// field. Errors: invalid.
+func setQueryField(field reflect.Value, name string, vs []string) error {
+	if p, ok := field.Addr().Interface().(*map[string]string); ok {
+		labels, err := labelsQuery(vs)
+		if err == nil && labels != nil {
+			*p = labels
+		}
+		return err
 	}
-	t, err := time.Parse(time.RFC3339Nano, s)
-	if err != nil {
-		return nil, iotgate.Errorf(iotgate.EInvalid, "%s must be an RFC 3339 time such as 2026-01-02T15:04:05Z, not %q", name, s)
+	if len(vs) == 0 || vs[0] == "" {
+		return nil
 	}
-	return &t, nil
-}
-
-// queryBool parses the boolean query parameter name ("true" or "false");
-// nil when absent. Errors: invalid.
-func queryBool(c echo.Context, name string) (*bool, error) {
-	var v bool
-	switch s := c.QueryParam(name); s {
-	case "":
-		return nil, nil
-	case "true":
-		v = true
-	case "false":
-		v = false
+	s := vs[0]
+	switch p := field.Addr().Interface().(type) {
+	case *string:
+		*p = s
+	case *int:
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			return iotgate.Errorf(iotgate.EInvalid, "%s must be an integer, not %q", name, s)
+		}
+		*p = n
+	case **time.Time:
+		t, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil {
+			return iotgate.Errorf(iotgate.EInvalid, "%s must be an RFC 3339 time such as 2026-01-02T15:04:05Z, not %q", name, s)
+		}
+		*p = &t
+	case **bool:
+		var b bool
+		switch s {
+		case "true":
+			b = true
+		case "false":
+			b = false
+		default:
+			return iotgate.Errorf(iotgate.EInvalid, "%s must be true or false, not %q", name, s)
+		}
+		*p = &b
 	default:
-		return nil, iotgate.Errorf(iotgate.EInvalid, "%s must be true or false, not %q", name, s)
+		// A programming error: a query struct with a field of a type
+		// this function does not know.
+		panic(fmt.Sprintf("api: query parameter %s has unsupported type %s", name, field.Type()))
 	}
-	return &v, nil
+	return nil
+}
+
+// labelsQuery parses label filters, each "key:value". Errors: invalid.
+func labelsQuery(vs []string) (map[string]string, error) {
+	if len(vs) == 0 {
+		return nil, nil
+	}
+	labels := make(map[string]string, len(vs))
+	for _, v := range vs {
+		k, val, ok := strings.Cut(v, ":")
+		if !ok || k == "" {
+			return nil, iotgate.Errorf(iotgate.EInvalid, "label %q must be key:value, for example room:kitchen", v)
+		}
+		if _, dup := labels[k]; dup {
+			return nil, iotgate.Errorf(iotgate.EInvalid, "label %q is given twice; a device has one value per label", k)
+		}
+		labels[k] = val
+	}
+	if err := iotgate.ValidateLabels(labels); err != nil {
+		return nil, err
+	}
+	return labels, nil
+}
+
+// itemsOf converts a page of domain values into the items of a list
+// response: never nil, so that an empty page is [] in JSON, not null.
+func itemsOf[T, U any](in []T, conv func(T) U) []U {
+	out := make([]U, 0, len(in))
+	for _, v := range in {
+		out = append(out, conv(v))
+	}
+	return out
 }

@@ -103,11 +103,7 @@ func schemaOf(s *schemas.Schema) Schema {
 }
 
 func schemaListOf(ss []*schemas.Schema) SchemaList {
-	out := SchemaList{Items: make([]Schema, 0, len(ss))}
-	for _, s := range ss {
-		out.Items = append(out.Items, schemaOf(s))
-	}
-	return out
+	return SchemaList{Items: itemsOf(ss, schemaOf)}
 }
 
 // schemaPath is the URL path of one schema version.

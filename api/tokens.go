@@ -153,11 +153,7 @@ func (h *tokenHandler) list(c echo.Context) error {
 	if err != nil {
 		return fmt.Errorf("list tokens: %w", err)
 	}
-	out := TokenList{Items: make([]Token, 0, len(ts))}
-	for _, t := range ts {
-		out.Items = append(out.Items, tokenOfDomain(t))
-	}
-	return c.JSON(http.StatusOK, out)
+	return c.JSON(http.StatusOK, TokenList{Items: itemsOf(ts, tokenOfDomain)})
 }
 
 // get returns a token.

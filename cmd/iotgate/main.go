@@ -2,7 +2,8 @@
 //
 // This is the only place where the parts are wired together: configuration
 // is read here and handed to constructors; nothing else reads the
-// environment.
+// environment. An App (app.go) is built from the Config (New), run (Run)
+// and stopped in reverse order of start (Shutdown); serve does just that.
 //
 // It may import every package of the project; nothing imports it (the
 // rule, like the others, is checked by internal/arch).

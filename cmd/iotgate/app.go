@@ -1,0 +1,280 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/iotgate/iotgate/api"
+	"github.com/iotgate/iotgate/auth"
+	"github.com/iotgate/iotgate/component"
+	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate/postgres"
+	"github.com/iotgate/iotgate/schemas"
+)
+
+// The component implements what the API needs to report its health.
+var _ api.HealthCheck = (*component.Conn)(nil)
+
+// Stanzas skipped for their size are recorded as rejections of the device.
+var _ component.RejectionRecorder = (*devices.Service)(nil)
+
+// App is iotgate wired together: New builds it from a Config, Run serves
+// until its context ends, Shutdown stops it in reverse order of start.
+type App struct {
+	cfg Config
+	log *slog.Logger
+
+	starting *startingServer
+	db       *postgres.DB
+	registry *schemas.Registry
+	presence *devices.Presence
+	svc      *devices.Service
+	conn     *component.Conn
+	readings *component.ReadingHandler
+	commands *devices.Commands
+	metrics  *api.Metrics
+	srv      *api.Server
+
+	// Set by Run once the loops are started; Shutdown stops them.
+	metricsSrv                         *http.Server
+	stopIngest, stopXMPP, stopCommands context.CancelFunc
+	wg                                 sync.WaitGroup
+	running                            bool
+}
+
+// New takes the HTTP address (where /readyz answers 503 meanwhile), waits
+// for the database and builds every part from cfg. On error, what it
+// opened is closed.
+func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) {
+	a := &App{cfg: cfg, log: log}
+	// The database may not be up yet (containers start in any order):
+	// wait for it rather than exit. The HTTP address is taken first, so
+	// that /readyz says so meanwhile; the API takes it over once built.
+	if a.starting, err = listenStarting(cfg.HTTPAddr); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			a.close()
+		}
+	}()
+	if a.db, err = openDatabase(ctx, cfg, log, a.starting.waiting); err != nil {
+		return nil, err
+	}
+	db := a.db
+
+	a.registry = schemas.NewRegistry(db, schemas.Config{
+		MaxSchemaBytes: cfg.MaxSchemaBytes, MaxReadingBytes: cfg.MaxReadingBytes, MaxDepth: cfg.MaxReadingDepth,
+		MaxPatternValue: cfg.MaxPatternValue, MaxPatternTotal: cfg.MaxPatternTotal,
+		Logger: log,
+	})
+	// The read loop decides by namespace without asking the database.
+	if err := a.registry.LoadNamespaces(ctx); err != nil {
+		return nil, err
+	}
+	a.presence = devices.NewPresence(db, nil, log.With("part", "presence"))
+	a.metrics = api.NewMetrics(api.MetricsSources{
+		XMPP:          xmppStats{&a.conn},
+		OnlineDevices: func() int { return len(a.presence.OnlineJIDs()) },
+		RateLimited:   func() uint64 { return a.readings.RateLimited() },
+		Unserved:      func() uint64 { return a.readings.Unserved() },
+		HeldReadings:  func() int { return int(a.svc.Stats().Held) },
+		DomainRefused: func() uint64 { return a.conn.DomainRefused() },
+		DB:            db.SQL(),
+
+		OversizeStanzas: func() uint64 { return a.conn.Oversize() },
+	})
+	a.svc = devices.NewService(db, a.registry, devices.ServiceConfig{Logger: log, Presence: a.presence, Observer: a.metrics,
+		DeviceDomains: cfg.DeviceDomains})
+
+	a.conn, err = component.New(component.Config{
+		Addr: cfg.XMPPAddr, Domain: cfg.Domain, Secret: cfg.Secret,
+		Software: "iotgate", Version: buildVersion(), MaxStanzaBytes: cfg.MaxStanzaBytes,
+		MaxStanzaDepth: cfg.MaxStanzaDepth, KeepAlive: cfg.XMPPKeepAlive, KeepAliveTimeout: cfg.XMPPKeepAliveTimeout,
+		MaxBackoff: cfg.XMPPMaxBackoff, ConflictBackoff: cfg.XMPPConflictBackoff,
+		DeviceDomains: cfg.DeviceDomains, Logger: log.With("part", "xmpp"),
+		Disco: component.DiscoConfig{Devices: a.svc, Namespaces: a.registry, SeeAll: cfg.DiscoItemsJIDs, MaxItems: cfg.DiscoMaxItems},
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.readings = component.NewReadingHandler(a.conn, a.svc,
+		component.RateLimit{Rate: float64(cfg.DeviceRate), Burst: float64(cfg.DeviceBurst)}, log.With("part", "readings"))
+	a.readings.Presence = component.NewPresenceHandler(a.conn, a.svc, log.With("part", "presence"))
+	a.readings.Namespaces = a.registry
+	a.conn.SetHandler(a.readings)
+
+	a.commands = devices.NewCommands(db, a.svc, a.registry, a.presence, a.conn, devices.CommandsConfig{
+		MaxInFlight: cfg.MaxCommandsInFlight, Logger: log.With("part", "commands"), Observer: a.metrics,
+	})
+	a.presence.OnOnline(a.commands.DeviceOnline)
+	// Commands a previous run left waiting for an answer can't be
+	// answered any more: say so before anyone asks.
+	if err := a.commands.Recover(ctx); err != nil {
+		return nil, err
+	}
+
+	tokens, err := auth.NewService(db, auth.Config{Bootstrap: cfg.AdminToken, Logger: log.With("part", "auth")})
+	if err != nil {
+		return nil, err
+	}
+	a.srv = api.New(api.Config{
+		BodyLimit: cfg.BodyLimit, CORSOrigins: cfg.CORSOrigins,
+		RateLimit: float64(cfg.APIRate), RateBurst: cfg.APIBurst,
+	}, api.Deps{
+		Log:      log.With("part", "http"),
+		Checks:   map[string]api.HealthCheck{"xmpp": a.conn, "database": db},
+		Schemas:  a.registry,
+		Devices:  a.svc,
+		Commands: a.commands,
+		Auth:     tokens,
+		Tokens:   tokens,
+		Metrics:  a.metrics.Handler(),
+	})
+	return a, nil
+}
+
+// Run hands the HTTP address over to the API, starts the metrics server
+// and every loop, and returns when ctx ends (nil) or the HTTP server
+// fails. Call Shutdown after it in either case.
+func (a *App) Run(ctx context.Context) error {
+	addr := a.starting.addr()
+	a.starting.close()
+	if err := a.srv.Listen(addr); err != nil {
+		return fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	a.log.Info("REST API listening", "addr", a.srv.Addr().String(), "swagger", "http://"+a.srv.Addr().String()+"/swagger/index.html")
+	if a.cfg.MetricsAddr != "" {
+		ln, err := net.Listen("tcp", a.cfg.MetricsAddr)
+		if err != nil {
+			return fmt.Errorf("listen on %s: %w", a.cfg.MetricsAddr, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", a.metrics.Handler())
+		// Profiles on the operators' private address: how a slow
+		// iotgate gets diagnosed in place (go tool pprof URL).
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+		a.metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go a.metricsSrv.Serve(ln)
+		a.log.Info("metrics listening", "addr", ln.Addr().String(), "paths", "/metrics, /debug/pprof/")
+	}
+
+	var ingestCtx, xmppCtx, commandsCtx context.Context
+	ingestCtx, a.stopIngest = context.WithCancel(context.WithoutCancel(ctx))
+	xmppCtx, a.stopXMPP = context.WithCancel(context.WithoutCancel(ctx))
+	commandsCtx, a.stopCommands = context.WithCancel(context.WithoutCancel(ctx))
+	a.running = true
+	a.wg.Add(6)
+	// Every schema is compiled in the background, not before /readyz:
+	// many schemas (or a slow one) must not keep the API and the stream
+	// down; a reading whose schema is not compiled yet waits for it in
+	// its device's lane, off the stream's read loop.
+	go func() { defer a.wg.Done(); compileSchemas(ingestCtx, a.registry, a.log) }()
+	go func() { defer a.wg.Done(); a.commands.Run(commandsCtx) }()
+	go func() { defer a.wg.Done(); a.svc.Run(ingestCtx) }()
+	go func() { defer a.wg.Done(); a.presence.Run(ingestCtx) }()
+	go func() { defer a.wg.Done(); a.conn.Run(xmppCtx) }()
+	serveErr := make(chan error, 1)
+	go func() { defer a.wg.Done(); serveErr <- a.srv.Serve() }()
+
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-serveErr:
+		a.log.Error("HTTP server failed", "err", err)
+		return err
+	}
+}
+
+// Shutdown stops iotgate in reverse order of start, within
+// cfg.ShutdownTimeout: HTTP (with the commands in flight), ingest, the
+// XMPP stream, the database. After a Run that failed before starting the
+// loops, it only closes the database and frees the address.
+func (a *App) Shutdown() {
+	defer a.close()
+	if !a.running {
+		return
+	}
+	a.log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
+	defer cancel()
+	// Stop accepting requests; meanwhile give the commands in flight
+	// most of the shutdown time to be answered, then fail the rest, so
+	// that sync requests waiting for a device get their answer (failed:
+	// shutting down) instead of holding the shutdown up.
+	httpDone := make(chan error, 1)
+	go func() { httpDone <- a.srv.Shutdown(sctx) }()
+	gctx, cancelGrace := context.WithTimeout(sctx, commandGrace(a.cfg.ShutdownTimeout))
+	a.commands.Drain(gctx)
+	cancelGrace()
+	a.stopCommands()
+	waitOr(sctx, func() { <-a.commands.Stopped() })
+	if err := <-httpDone; err != nil {
+		a.log.Warn("HTTP shutdown incomplete", "err", err)
+	}
+	if a.metricsSrv != nil {
+		a.metricsSrv.Shutdown(sctx)
+	}
+	// Ingest drains before the stream closes: its last commits still need
+	// the stream to acknowledge the devices' IQs. New readings meanwhile
+	// are answered "wait". Stanzas waiting for a worker go first.
+	if err := a.readings.Drain(sctx); err != nil {
+		a.log.Warn("queued stanzas not all handled before shutdown", "queued", a.readings.Queued(), "err", err)
+	}
+	a.stopIngest()
+	waitOr(sctx, func() { <-a.svc.Stopped() })
+	a.stopXMPP()
+	waitOr(sctx, a.wg.Wait)
+	a.log.Info("iotgate stopped")
+}
+
+// close closes the database and frees the address taken at start (if
+// the API has not taken it over yet).
+func (a *App) close() {
+	if a.db != nil {
+		a.db.Close()
+	}
+	a.starting.close()
+}
+
+// compileSchemas compiles every stored schema version, logging how long
+// that took.
+func compileSchemas(ctx context.Context, registry *schemas.Registry, log *slog.Logger) {
+	began := time.Now()
+	n, err := registry.CompileAll(ctx, runtime.GOMAXPROCS(0))
+	if err != nil {
+		log.Warn("schemas not compiled at start: each is compiled at its first reading", "err", err)
+		return
+	}
+	log.Info("schemas compiled", "versions", n, "took", time.Since(began).Round(time.Millisecond))
+}
+
+// xmppStats reads the connection once it exists (the metrics are created
+// before it, since the ingest path reports to them).
+type xmppStats struct{ c **component.Conn }
+
+func (x xmppStats) Health(ctx context.Context) (bool, time.Time, error) { return (*x.c).Health(ctx) }
+func (x xmppStats) Reconnects() uint64                                  { return (*x.c).Reconnects() }
+func (x xmppStats) PendingIQs() int                                     { return (*x.c).PendingIQs() }
+
+// commandGrace is how much of a graceful shutdown in-flight commands may
+// use: two thirds, the rest is for committing readings and closing.
+func commandGrace(shutdown time.Duration) time.Duration { return shutdown * 2 / 3 }
+
+func waitOr(ctx context.Context, f func()) {
+	done := make(chan struct{})
+	go func() { f(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}
