@@ -54,27 +54,6 @@ const (
 	CommandQueue CommandMode = "queue"
 )
 
-// Command error codes: why a command did not succeed, stored on it
-// (Command.ErrorCode) and shown to clients. Expired and canceled commands
-// say so by their status alone.
-const (
-	// CmdErrDeviceOffline: no available resource, or the server bounced
-	// the IQ (service-unavailable, recipient-unavailable).
-	CmdErrDeviceOffline = "device_offline"
-	// CmdErrXMPP: the device answered with an IQ error (Command.XMPPError).
-	CmdErrXMPP = "xmpp_error"
-	// CmdErrXMPPUnavailable: iotgate's XMPP stream was down or dropped.
-	CmdErrXMPPUnavailable = "xmpp_unavailable"
-	// CmdErrTimeout: no answer within the command's timeout.
-	CmdErrTimeout = "timeout"
-	// CmdErrTooMany: too many IQs were waiting for answers.
-	CmdErrTooMany = "too_many_requests"
-	// CmdErrRestarted: iotgate stopped before the device answered.
-	CmdErrRestarted = "restarted"
-	// CmdErrInternal: anything else (see the command's Error).
-	CmdErrInternal = "internal"
-)
-
 // Limits and defaults of commands.
 const (
 	DefaultCommandTimeout = 10 * time.Second
@@ -203,25 +182,25 @@ func (c *Command) Err() error {
 	case CommandTimedOut:
 		return &Error{Code: ETimeout, Message: c.Error}
 	case CommandExpired:
-		return &Error{Code: ETimeout, Detail: "command_expired", Message: c.Error}
+		return &Error{Code: ETimeout, Detail: DetailCommandExpired, Message: c.Error}
 	case CommandCanceled:
-		return &Error{Code: EConflict, Detail: "command_canceled", Message: c.Error}
+		return &Error{Code: EConflict, Detail: DetailCommandCanceled, Message: c.Error}
 	case CommandFailed:
 	default:
 		return nil
 	}
 	switch c.ErrorCode {
-	case CmdErrDeviceOffline:
-		return &Error{Code: EConflict, Detail: CmdErrDeviceOffline, Message: c.Error}
-	case CmdErrXMPP:
-		return &Error{Code: EBadGateway, Detail: CmdErrXMPP, Message: c.Error}
-	case CmdErrXMPPUnavailable:
-		return &Error{Code: EUnavailable, Detail: CmdErrXMPPUnavailable, Message: c.Error}
-	case CmdErrTimeout:
+	case DetailDeviceOffline:
+		return &Error{Code: EConflict, Detail: DetailDeviceOffline, Message: c.Error}
+	case DetailXMPPError:
+		return &Error{Code: EBadGateway, Detail: DetailXMPPError, Message: c.Error}
+	case DetailXMPPUnavailable:
+		return &Error{Code: EUnavailable, Detail: DetailXMPPUnavailable, Message: c.Error}
+	case ETimeout:
 		return &Error{Code: ETimeout, Message: c.Error}
-	case CmdErrTooMany:
+	case ETooMany:
 		return &Error{Code: ETooMany, Message: c.Error}
-	case CmdErrRestarted:
+	case DetailRestarted:
 		return &Error{Code: EUnavailable, Message: c.Error}
 	}
 	// Transports show internal errors as "internal error"; the command

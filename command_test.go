@@ -47,15 +47,15 @@ func TestCommandErr(t *testing.T) {
 	}{
 		{"Succeeded", CommandSucceeded, "", "", ""},
 		{"Sent", CommandSent, "", "", ""},
-		{"TimedOut", CommandTimedOut, CmdErrTimeout, ETimeout, ""},
+		{"TimedOut", CommandTimedOut, ETimeout, ETimeout, ""},
 		{"Expired", CommandExpired, "", ETimeout, "command_expired"},
 		{"Canceled", CommandCanceled, "", EConflict, "command_canceled"},
-		{"Offline", CommandFailed, CmdErrDeviceOffline, EConflict, CmdErrDeviceOffline},
-		{"XMPPError", CommandFailed, CmdErrXMPP, EBadGateway, CmdErrXMPP},
-		{"StreamDown", CommandFailed, CmdErrXMPPUnavailable, EUnavailable, CmdErrXMPPUnavailable},
-		{"TooMany", CommandFailed, CmdErrTooMany, ETooMany, ""},
-		{"Restarted", CommandFailed, CmdErrRestarted, EUnavailable, ""},
-		{"Other", CommandFailed, CmdErrInternal, EInternal, ""},
+		{"Offline", CommandFailed, DetailDeviceOffline, EConflict, DetailDeviceOffline},
+		{"XMPPError", CommandFailed, DetailXMPPError, EBadGateway, DetailXMPPError},
+		{"StreamDown", CommandFailed, DetailXMPPUnavailable, EUnavailable, DetailXMPPUnavailable},
+		{"TooMany", CommandFailed, ETooMany, ETooMany, ""},
+		{"Restarted", CommandFailed, DetailRestarted, EUnavailable, ""},
+		{"Other", CommandFailed, EInternal, EInternal, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

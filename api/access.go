@@ -45,7 +45,7 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 		if empty, wait := s.failures.empty(ip); empty {
 			secs := max(int(wait.Seconds()+0.999), 1)
 			c.Response().Header().Set("Retry-After", strconv.Itoa(secs))
-			return &iotgate.Error{Code: iotgate.ETooMany, Detail: "rate_limited",
+			return &iotgate.Error{Code: iotgate.ETooMany, Detail: iotgate.DetailRateLimited,
 				Message: fmt.Sprintf("too many failed authentications from this address, retry in %d s", secs)}
 		}
 		tok, err := s.auth.Authenticate(c.Request().Context(), secret)
@@ -96,7 +96,7 @@ func (s *Server) rateLimit(next echo.HandlerFunc) echo.HandlerFunc {
 		if ok, wait := s.limits.allow(tok.ID); !ok {
 			secs := max(int(wait.Seconds()+0.999), 1)
 			c.Response().Header().Set("Retry-After", strconv.Itoa(secs))
-			return &iotgate.Error{Code: iotgate.ETooMany, Detail: "rate_limited",
+			return &iotgate.Error{Code: iotgate.ETooMany, Detail: iotgate.DetailRateLimited,
 				Message: fmt.Sprintf("this token's request rate is exceeded, retry in %d s", secs)}
 		}
 		return next(c)

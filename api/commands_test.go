@@ -50,7 +50,7 @@ func TestCommandOutcomes(t *testing.T) {
 	}
 	deviceError := func(c *iotgate.Command) *iotgate.Command {
 		out := *c
-		out.Status, out.ErrorCode, out.Error = iotgate.CommandFailed, iotgate.CmdErrXMPP, "the device answered with an error: not-acceptable: out of range"
+		out.Status, out.ErrorCode, out.Error = iotgate.CommandFailed, iotgate.DetailXMPPError, "the device answered with an error: not-acceptable: out of range"
 		out.XMPPError = &iotgate.XMPPError{Type: "modify", Condition: "not-acceptable", Text: "out of range"}
 		return &out
 	}
@@ -78,11 +78,11 @@ func TestCommandOutcomes(t *testing.T) {
 					t.Errorf("xmpp_error = %+v", c.XMPPError)
 				}
 			}},
-		{"Offline", iotgate.CommandSync, iotgate.CommandFailed, iotgate.CmdErrDeviceOffline, nil, http.StatusConflict, "device_offline", nil},
-		{"StreamDown", iotgate.CommandSync, iotgate.CommandFailed, iotgate.CmdErrXMPPUnavailable, nil, http.StatusServiceUnavailable, "xmpp_unavailable", nil},
-		{"TimedOut", iotgate.CommandSync, iotgate.CommandTimedOut, iotgate.CmdErrTimeout, nil, http.StatusGatewayTimeout, "timeout", nil},
+		{"Offline", iotgate.CommandSync, iotgate.CommandFailed, iotgate.DetailDeviceOffline, nil, http.StatusConflict, "device_offline", nil},
+		{"StreamDown", iotgate.CommandSync, iotgate.CommandFailed, iotgate.DetailXMPPUnavailable, nil, http.StatusServiceUnavailable, "xmpp_unavailable", nil},
+		{"TimedOut", iotgate.CommandSync, iotgate.CommandTimedOut, iotgate.ETimeout, nil, http.StatusGatewayTimeout, "timeout", nil},
 		{"AsyncSent", iotgate.CommandAsync, iotgate.CommandSent, "", nil, http.StatusAccepted, "", nil},
-		{"AsyncOffline", iotgate.CommandAsync, iotgate.CommandFailed, iotgate.CmdErrDeviceOffline, nil, http.StatusConflict, "device_offline", nil},
+		{"AsyncOffline", iotgate.CommandAsync, iotgate.CommandFailed, iotgate.DetailDeviceOffline, nil, http.StatusConflict, "device_offline", nil},
 		{"Queued", iotgate.CommandQueue, iotgate.CommandQueued, "", nil, http.StatusAccepted, "",
 			func(t *testing.T, c Command) {
 				if c.Status != "queued" || c.Mode != "queue" {

@@ -25,7 +25,7 @@ func TestMetrics(t *testing.T) {
 	m.ReadingsCommitted(6, time.Millisecond)
 	m.ReadingRefused(devices.RefusedInvalid)
 	m.CommandFinished(iotgate.CommandSucceeded, "", 20*time.Millisecond)
-	m.CommandFinished(iotgate.CommandFailed, iotgate.CmdErrDeviceOffline, 0)
+	m.CommandFinished(iotgate.CommandFailed, iotgate.DetailDeviceOffline, 0)
 
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))

@@ -14,8 +14,9 @@ import (
 )
 
 // DefaultPageLimit is the page size of the list endpoints when the query
-// has no limit; at most 1000 may be asked for.
-const DefaultPageLimit = 100
+// has no limit; at most iotgate.MaxPageLimit may be asked for (the
+// validate tags say max=1000: keep them equal).
+const DefaultPageLimit = iotgate.DefaultPageLimit
 
 // pathParam returns the path parameter name, unescaped.
 //

@@ -6,7 +6,6 @@ import (
 	"mellium.im/xmpp/stanza"
 
 	"github.com/iotgate/iotgate"
-	"github.com/iotgate/iotgate/devices"
 )
 
 // stanzaErrors maps domain error codes to the stanza error a device is told.
@@ -39,12 +38,12 @@ var detailErrors = map[string]struct {
 	typ  stanza.ErrorType
 	cond stanza.Condition
 }{
-	"device_not_registered": {stanza.Auth, stanza.RegistrationRequired},
+	iotgate.DetailDeviceNotRegistered: {stanza.Auth, stanza.RegistrationRequired},
 	// RFC 6120 8.4: a namespace the entity does not serve; cancel, as
 	// retrying will not help.
-	DetailNotServed: {stanza.Cancel, stanza.ServiceUnavailable},
+	iotgate.DetailNamespaceNotServed: {stanza.Cancel, stanza.ServiceUnavailable},
 	// Permanent: the operator does not serve the sender's domain.
-	devices.DetailDomainNotAllowed: {stanza.Cancel, stanza.NotAllowed},
+	iotgate.DetailDeviceDomainNotAllowed: {stanza.Cancel, stanza.NotAllowed},
 }
 
 // ErrorReplyFor returns the error stanza that answers st for err, with a

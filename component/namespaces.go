@@ -15,10 +15,6 @@ type Namespaces interface {
 	Namespaces() []string
 }
 
-// DetailNotServed is the detail of the error for a stanza whose payloads
-// are all in namespaces iotgate does not serve.
-const DetailNotServed = "namespace_not_served"
-
 // notServed decides whether iotgate serves a device stanza at all, before
 // anyone asks who sent it. A stanza that carries payloads, none of them in
 // a namespace of a registered schema, is not for iotgate: RFC 6120 8.4 has
@@ -41,10 +37,10 @@ func (h *ReadingHandler) notServed(in iotgate.IncomingReading) error {
 	h.unserved.Add(1)
 	ns := in.Payloads[0].Namespace
 	if ns == "" {
-		return &iotgate.Error{Code: iotgate.EUnavailable, Detail: DetailNotServed,
+		return &iotgate.Error{Code: iotgate.EUnavailable, Detail: iotgate.DetailNamespaceNotServed,
 			Message: "iotgate serves no payload without a namespace: readings are in the namespace of a registered schema"}
 	}
-	return &iotgate.Error{Code: iotgate.EUnavailable, Detail: DetailNotServed,
+	return &iotgate.Error{Code: iotgate.EUnavailable, Detail: iotgate.DetailNamespaceNotServed,
 		Message: "iotgate serves no schema in namespace " + ns}
 }
 

@@ -236,7 +236,7 @@ func (h *ReadingHandler) HandleStanza(ctx context.Context, st *Stanza) bool {
 
 func (h *ReadingHandler) refuseMessage(st *Stanza, err error) {
 	var e *iotgate.Error
-	if errors.As(err, &e) && (e.Detail == "device_not_registered" || e.Detail == DetailNotServed) {
+	if errors.As(err, &e) && (e.Detail == iotgate.DetailDeviceNotRegistered || e.Detail == iotgate.DetailNamespaceNotServed) {
 		// Unknown senders get nothing back: answering would let anyone
 		// use iotgate to probe or reflect traffic. Nor does a message
 		// that is not for iotgate (a chat, a receipt).

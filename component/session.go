@@ -243,5 +243,5 @@ func unavailable(cause error) error {
 	if cause != nil {
 		msg += ": " + cause.Error()
 	}
-	return &iotgate.Error{Code: iotgate.EUnavailable, Detail: "xmpp_unavailable", Message: msg}
+	return &iotgate.Error{Code: iotgate.EUnavailable, Detail: iotgate.DetailXMPPUnavailable, Message: msg}
 }

@@ -198,18 +198,14 @@ func (s *Commands) Command(ctx context.Context, id string) (*iotgate.Command, er
 }
 
 // Commands returns a page of a device's commands, newest first.
-// Errors: invalid (JID, limit, cursor), not_found (device).
+// The limit is clamped (the API checks it). Errors: invalid (JID,
+// cursor), not_found (device).
 func (s *Commands) Commands(ctx context.Context, deviceJID string, f iotgate.CommandFilter) (*iotgate.CommandPage, error) {
 	d, err := s.devs.Device(ctx, deviceJID)
 	if err != nil {
 		return nil, err
 	}
-	if f.Limit <= 0 {
-		f.Limit = 100
-	}
-	if f.Limit > 1000 {
-		return nil, iotgate.Errorf(iotgate.EInvalid, "limit must be at most 1000")
-	}
+	f.Limit = iotgate.PageLimit(f.Limit)
 	return s.store.Commands(ctx, d.JID, f)
 }
 
@@ -221,7 +217,7 @@ func (s *Commands) Cancel(ctx context.Context, id string) (*iotgate.Command, err
 		return nil, err
 	}
 	notQueued := func(st iotgate.CommandStatus) error {
-		return &iotgate.Error{Code: iotgate.EConflict, Detail: "command_not_queued", Message: fmt.Sprintf("command %s is %s; only queued commands can be canceled", c.ID, st)}
+		return &iotgate.Error{Code: iotgate.EConflict, Detail: iotgate.DetailCommandNotQueued, Message: fmt.Sprintf("command %s is %s; only queued commands can be canceled", c.ID, st)}
 	}
 	if c.Status != iotgate.CommandQueued {
 		return nil, notQueued(c.Status)

@@ -50,15 +50,15 @@ func TestCommandOutcomes(t *testing.T) {
 					t.Errorf("response = %+v, want empty", c.Response)
 				}
 			}},
-		{"DeviceError", iqError("item-not-found", "no such setpoint"), iotgate.CommandFailed, iotgate.EBadGateway, iotgate.CmdErrXMPP,
+		{"DeviceError", iqError("item-not-found", "no such setpoint"), iotgate.CommandFailed, iotgate.EBadGateway, iotgate.DetailXMPPError,
 			func(t *testing.T, c *iotgate.Command) {
 				if c.XMPPError == nil || c.XMPPError.Condition != "item-not-found" || c.XMPPError.Text != "no such setpoint" || c.XMPPError.Type != "cancel" {
 					t.Errorf("xmpp error = %+v", c.XMPPError)
 				}
 			}},
-		{"Bounced", iqError("service-unavailable", ""), iotgate.CommandFailed, iotgate.EConflict, iotgate.CmdErrDeviceOffline, nil},
-		{"BouncedRecipient", iqError("recipient-unavailable", ""), iotgate.CommandFailed, iotgate.EConflict, iotgate.CmdErrDeviceOffline, nil},
-		{"StreamDropped", sendResult{err: &iotgate.Error{Code: iotgate.EUnavailable, Detail: "xmpp_unavailable", Message: "the XMPP stream is not connected"}}, iotgate.CommandFailed, iotgate.EUnavailable, iotgate.CmdErrXMPPUnavailable, nil},
+		{"Bounced", iqError("service-unavailable", ""), iotgate.CommandFailed, iotgate.EConflict, iotgate.DetailDeviceOffline, nil},
+		{"BouncedRecipient", iqError("recipient-unavailable", ""), iotgate.CommandFailed, iotgate.EConflict, iotgate.DetailDeviceOffline, nil},
+		{"StreamDropped", sendResult{err: &iotgate.Error{Code: iotgate.EUnavailable, Detail: "xmpp_unavailable", Message: "the XMPP stream is not connected"}}, iotgate.CommandFailed, iotgate.EUnavailable, iotgate.DetailXMPPUnavailable, nil},
 		{"TooManyIQs", sendResult{err: &iotgate.Error{Code: iotgate.ETooMany, Message: "10000 IQs are already waiting"}}, iotgate.CommandFailed, iotgate.ETooMany, "", nil},
 	}
 	for _, tt := range tests {
@@ -101,14 +101,14 @@ func TestCommandNotSent(t *testing.T) {
 		if d := time.Since(start); d > time.Second {
 			t.Errorf("took %s, want at once", d)
 		}
-		wantErr(t, c.Err(), iotgate.EConflict, iotgate.CmdErrDeviceOffline)
+		wantErr(t, c.Err(), iotgate.EConflict, iotgate.DetailDeviceOffline)
 		wantHistory(t, storedCommand(t, f.store, c.ID), iotgate.CommandPending, iotgate.CommandFailed)
 		f.sender.none(t, 20*time.Millisecond)
 	})
 	t.Run("ResourceOffline", func(t *testing.T) {
 		f := newCmdFixture(t, CommandsConfig{})
 		c := f.submit(t, iotgate.CommandRequest{Resource: "hall"})
-		wantErr(t, c.Err(), iotgate.EConflict, iotgate.CmdErrDeviceOffline)
+		wantErr(t, c.Err(), iotgate.EConflict, iotgate.DetailDeviceOffline)
 	})
 	t.Run("ChosenResource", func(t *testing.T) {
 		f := newCmdFixture(t, CommandsConfig{})
@@ -122,7 +122,7 @@ func TestCommandNotSent(t *testing.T) {
 		f := newCmdFixture(t, CommandsConfig{})
 		f.presence.setStale(true)
 		c := f.submit(t, iotgate.CommandRequest{})
-		wantErr(t, c.Err(), iotgate.EUnavailable, iotgate.CmdErrXMPPUnavailable)
+		wantErr(t, c.Err(), iotgate.EUnavailable, iotgate.DetailXMPPUnavailable)
 		f.sender.none(t, 20*time.Millisecond)
 	})
 }
@@ -315,11 +315,11 @@ func TestCommandRefused(t *testing.T) {
 		{"InvalidPayload", iotgate.CommandRequest{Payload: "<set xmlns='urn:example:t'>bad</set>"}, iotgate.EUnprocessable, ""},
 		// The validator skips these; the XMPP server would close the
 		// stream for them.
-		{"Comment", iotgate.CommandRequest{Payload: "<set xmlns='urn:example:t'><!--x--><target>21.5</target></set>"}, iotgate.EUnprocessable, CmdPayloadComment},
-		{"CommentAfter", iotgate.CommandRequest{Payload: "<set xmlns='urn:example:t'/><!--x-->"}, iotgate.EUnprocessable, CmdPayloadComment},
-		{"PI", iotgate.CommandRequest{Payload: "<set xmlns='urn:example:t'><?x y?></set>"}, iotgate.EUnprocessable, CmdPayloadPI},
-		{"LateDeclaration", iotgate.CommandRequest{Payload: "<!--c--><?xml version='1.0'?><set xmlns='urn:example:t'/>"}, iotgate.EUnprocessable, CmdPayloadComment},
-		{"Doctype", iotgate.CommandRequest{Payload: "<!DOCTYPE set><set xmlns='urn:example:t'/>"}, iotgate.EUnprocessable, CmdPayloadDTD},
+		{"Comment", iotgate.CommandRequest{Payload: "<set xmlns='urn:example:t'><!--x--><target>21.5</target></set>"}, iotgate.EUnprocessable, iotgate.DetailCommentForbidden},
+		{"CommentAfter", iotgate.CommandRequest{Payload: "<set xmlns='urn:example:t'/><!--x-->"}, iotgate.EUnprocessable, iotgate.DetailCommentForbidden},
+		{"PI", iotgate.CommandRequest{Payload: "<set xmlns='urn:example:t'><?x y?></set>"}, iotgate.EUnprocessable, iotgate.DetailProcInstForbidden},
+		{"LateDeclaration", iotgate.CommandRequest{Payload: "<!--c--><?xml version='1.0'?><set xmlns='urn:example:t'/>"}, iotgate.EUnprocessable, iotgate.DetailCommentForbidden},
+		{"Doctype", iotgate.CommandRequest{Payload: "<!DOCTYPE set><set xmlns='urn:example:t'/>"}, iotgate.EUnprocessable, iotgate.DetailDoctypeForbidden},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -357,7 +357,7 @@ func TestCommandRecover(t *testing.T) {
 		if c.Status != want {
 			t.Errorf("%s: status %s, want %s", id, c.Status, want)
 		}
-		if want == iotgate.CommandFailed && (c.ErrorCode != iotgate.CmdErrRestarted || c.Error != reasonRestarted) {
+		if want == iotgate.CommandFailed && (c.ErrorCode != iotgate.DetailRestarted || c.Error != reasonRestarted) {
 			t.Errorf("%s: error %s %q", id, c.ErrorCode, c.Error)
 		}
 	}
@@ -390,7 +390,7 @@ func TestCommandStreamDropFailsPendingAtOnce(t *testing.T) {
 	close(f.sender.drop)
 	for _, id := range ids {
 		c := f.wait(t, id)
-		wantErr(t, c.Err(), iotgate.EUnavailable, iotgate.CmdErrXMPPUnavailable)
+		wantErr(t, c.Err(), iotgate.EUnavailable, iotgate.DetailXMPPUnavailable)
 	}
 	if d := time.Since(start); d > time.Second {
 		t.Errorf("pending commands failed after %s, want at once", d)
@@ -450,7 +450,7 @@ func TestCommandsDrain(t *testing.T) {
 		wantCode   string
 	}{
 		{"AnsweredDuringDrain", true, iotgate.CommandSucceeded, ""},
-		{"NotAnsweredFailsRestarted", false, iotgate.CommandFailed, iotgate.CmdErrRestarted},
+		{"NotAnsweredFailsRestarted", false, iotgate.CommandFailed, iotgate.DetailRestarted},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -523,10 +523,10 @@ func TestPlainXML(t *testing.T) {
 		{"Declaration", "  <?xml version='1.0'?>\n<set xmlns='urn:t'/>", ""},
 		{"CDATA", "<set xmlns='urn:t'><target><![CDATA[1]]></target></set>", ""},
 		{"NotWellFormedLeftToValidator", "<set><!--", ""},
-		{"Comment", "<set xmlns='urn:t'><!--x--></set>", CmdPayloadComment},
-		{"PI", "<set xmlns='urn:t'/><?x?>", CmdPayloadPI},
-		{"DeclarationNotFirst", "<set xmlns='urn:t'><?xml version='1.0'?></set>", CmdPayloadPI},
-		{"Doctype", "<!DOCTYPE set [<!ENTITY e 'x'>]><set xmlns='urn:t'/>", CmdPayloadDTD},
+		{"Comment", "<set xmlns='urn:t'><!--x--></set>", iotgate.DetailCommentForbidden},
+		{"PI", "<set xmlns='urn:t'/><?x?>", iotgate.DetailProcInstForbidden},
+		{"DeclarationNotFirst", "<set xmlns='urn:t'><?xml version='1.0'?></set>", iotgate.DetailProcInstForbidden},
+		{"Doctype", "<!DOCTYPE set [<!ENTITY e 'x'>]><set xmlns='urn:t'/>", iotgate.DetailDoctypeForbidden},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -179,7 +179,7 @@ func (s *Commands) deliverQueue(bare string) {
 			}
 			progress = true
 			<-done
-			if cur, err := s.Command(s.ctx, c.ID); err == nil && (cur.Status == iotgate.CommandQueued || cur.ErrorCode == iotgate.CmdErrXMPPUnavailable) {
+			if cur, err := s.Command(s.ctx, c.ID); err == nil && (cur.Status == iotgate.CommandQueued || cur.ErrorCode == iotgate.DetailXMPPUnavailable) {
 				return // bounced, or the stream is down: wait for the next online
 			}
 		}

@@ -9,10 +9,6 @@ import (
 	"mellium.im/xmpp/jid"
 )
 
-// DetailDomainNotAllowed is the Error.Detail of a device JID whose domain
-// is outside the operator's allow-list.
-const DetailDomainNotAllowed = "device_domain_not_allowed"
-
 // DomainAllowList is the set of XMPP domains whose devices iotgate serves:
 // with federation, a device may sit on any server, and an operator may
 // trust only some. The zero value allows every domain.
@@ -61,7 +57,7 @@ func (l DomainAllowList) AllowsDomain(domain string) bool {
 
 // Check returns nil if the device JID s (bare or full) is on an allowed
 // domain. Errors: invalid (not a JID), forbidden with Detail
-// DetailDomainNotAllowed, naming the allowed domains.
+// iotgate.DetailDeviceDomainNotAllowed, naming the allowed domains.
 func (l DomainAllowList) Check(s string) error {
 	if l.Any() {
 		return nil
@@ -73,6 +69,6 @@ func (l DomainAllowList) Check(s string) error {
 	if l.AllowsDomain(j.Domainpart()) {
 		return nil
 	}
-	return &iotgate.Error{Code: iotgate.EForbidden, Detail: DetailDomainNotAllowed,
+	return &iotgate.Error{Code: iotgate.EForbidden, Detail: iotgate.DetailDeviceDomainNotAllowed,
 		Message: fmt.Sprintf("devices on %s are not accepted here; allowed device domains: %s", j.Domainpart(), strings.Join(l.domains, ", "))}
 }

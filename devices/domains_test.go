@@ -80,8 +80,8 @@ func TestDomainAllowListCheck(t *testing.T) {
 				return
 			}
 			var e *iotgate.Error
-			if !errors.As(err, &e) || e.Detail != DetailDomainNotAllowed {
-				t.Errorf("detail of %v, want %s", err, DetailDomainNotAllowed)
+			if !errors.As(err, &e) || e.Detail != iotgate.DetailDeviceDomainNotAllowed {
+				t.Errorf("detail of %v, want %s", err, iotgate.DetailDeviceDomainNotAllowed)
 			}
 			if msg := iotgate.ErrorMessage(err); !strings.Contains(msg, "example.com, sensors.example.org") {
 				t.Errorf("message %q does not name the allowed domains", msg)

@@ -34,7 +34,7 @@ func (s *Commands) start(c *iotgate.Command, schema iotgate.PayloadSchema, relea
 		s.mu.Unlock()
 		// Run has stopped: fail it as a shutdown would have.
 		e.mu.Lock()
-		s.fail(c, s.now(), iotgate.CmdErrRestarted, reasonShutdown)
+		s.fail(c, s.now(), iotgate.DetailRestarted, reasonShutdown)
 		s.update(c, []iotgate.CommandStatus{iotgate.CommandSent}, &c.History[len(c.History)-1])
 		e.settle()
 		e.mu.Unlock()
@@ -109,7 +109,7 @@ func (s *Commands) timedOut(e *execution) {
 	}
 	now := s.now()
 	reason := fmt.Sprintf("the device did not answer within %s", c.Timeout)
-	c.Status, c.ErrorCode, c.Error, c.CompletedAt = iotgate.CommandTimedOut, iotgate.CmdErrTimeout, reason, &now
+	c.Status, c.ErrorCode, c.Error, c.CompletedAt = iotgate.CommandTimedOut, iotgate.ETimeout, reason, &now
 	ev := iotgate.CommandEvent{Status: iotgate.CommandTimedOut, At: now, Reason: reason}
 	c.History = append(c.History, ev)
 	s.update(c, []iotgate.CommandStatus{iotgate.CommandSent}, &ev)
@@ -158,13 +158,13 @@ func (s *Commands) answered(e *execution, rep iotgate.CommandReply, err error) {
 		s.queue(c, now, reason)
 		s.markQueued(c.DeviceJID, true)
 	case offlineConditions[rep.Error.Condition]:
-		s.fail(c, now, iotgate.CmdErrDeviceOffline, fmt.Sprintf("the device is offline: the server answered %s", rep.Error.Condition))
+		s.fail(c, now, iotgate.DetailDeviceOffline, fmt.Sprintf("the device is offline: the server answered %s", rep.Error.Condition))
 	default:
 		msg := "the device answered with an error: " + rep.Error.Condition
 		if rep.Error.Text != "" {
 			msg += ": " + rep.Error.Text
 		}
-		s.fail(c, now, iotgate.CmdErrXMPP, msg)
+		s.fail(c, now, iotgate.DetailXMPPError, msg)
 	}
 	s.update(c, from, &c.History[len(c.History)-1])
 	e.settle()

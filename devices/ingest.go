@@ -122,7 +122,7 @@ func (s *Service) Sender(bare string) SenderStatus {
 
 // ErrNotRegistered is returned (wrapped in *Error, detail
 // device_not_registered) for readings from unknown JIDs.
-var ErrNotRegistered = &iotgate.Error{Code: iotgate.ENotFound, Detail: "device_not_registered", Message: "this JID is not registered as a device"}
+var ErrNotRegistered = &iotgate.Error{Code: iotgate.ENotFound, Detail: iotgate.DetailDeviceNotRegistered, Message: "this JID is not registered as a device"}
 
 // Ingest takes a stanza that may carry a reading. It never blocks on the
 // database: done is called once, later, with nil after the reading is

@@ -6,7 +6,10 @@ import (
 	"github.com/iotgate/iotgate"
 )
 
-// Refusal reasons reported to an Observer.
+// Refusal reasons reported to an Observer: the values of the reason label
+// of iotgate_readings_refused_total. They are a metric's label set, coarser
+// than the error vocabulary (iotgate.E*, iotgate.Detail*) on purpose: one
+// series per way a reading can be lost, stable for dashboards.
 const (
 	RefusedInvalid      = "invalid"      // the payload failed its schema (or had none in its namespace)
 	RefusedUnregistered = "unregistered" // the sender is not a registered device

@@ -21,17 +21,17 @@ var offlineConditions = map[string]bool{"service-unavailable": true, "recipient-
 // error code and reason, and says whether a queued command may wait for
 // another turn instead (it was never sent).
 func (s *Commands) notSent(c *iotgate.Command, err error) (code, reason string, requeue bool) {
-	code, reason = iotgate.CmdErrInternal, "the command could not be sent"
+	code, reason = iotgate.EInternal, "the command could not be sent"
 	switch {
 	case s.ctx.Err() != nil:
-		code, reason = iotgate.CmdErrRestarted, reasonShutdown
+		code, reason = iotgate.DetailRestarted, reasonShutdown
 	case iotgate.ErrorCode(err) == iotgate.EUnavailable:
-		code, reason = iotgate.CmdErrXMPPUnavailable, iotgate.ErrorMessage(err)
+		code, reason = iotgate.DetailXMPPUnavailable, iotgate.ErrorMessage(err)
 	case iotgate.ErrorCode(err) == iotgate.ETooMany:
 		// Never sent: a queued command can wait for its turn.
-		code, reason, requeue = iotgate.CmdErrTooMany, iotgate.ErrorMessage(err), true
+		code, reason, requeue = iotgate.ETooMany, iotgate.ErrorMessage(err), true
 	case iotgate.ErrorCode(err) == iotgate.ETimeout:
-		code, reason = iotgate.CmdErrTimeout, iotgate.ErrorMessage(err)
+		code, reason = iotgate.ETimeout, iotgate.ErrorMessage(err)
 	case iotgate.ErrorCode(err) == iotgate.EInvalid:
 		reason = "the command could not be sent: " + iotgate.ErrorMessage(err)
 	default:

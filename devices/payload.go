@@ -28,14 +28,6 @@ func validatePayload(schema iotgate.PayloadSchema, payload []byte) error {
 	return err
 }
 
-// Details of the payloads plainXML refuses; a DOCTYPE has the code the
-// schema validator gives it in a reading.
-const (
-	CmdPayloadComment = "comment_forbidden"
-	CmdPayloadPI      = "processing_instruction_forbidden"
-	CmdPayloadDTD     = "doctype_forbidden"
-)
-
 // plainXML refuses comments, processing instructions and DOCTYPEs (or any
 // other <!...> directive) in a command payload. The schema validator skips
 // them, but an XMPP server closes the stream of a component that sends them
@@ -55,14 +47,14 @@ func plainXML(payload []byte) error {
 		}
 		switch t := tok.(type) {
 		case xml.Comment:
-			return &iotgate.Error{Code: iotgate.EUnprocessable, Detail: CmdPayloadComment, Message: "a command payload must not contain XML comments"}
+			return &iotgate.Error{Code: iotgate.EUnprocessable, Detail: iotgate.DetailCommentForbidden, Message: "a command payload must not contain XML comments"}
 		case xml.ProcInst:
 			if t.Target == "xml" && len(bytes.TrimSpace(payload[:off])) == 0 {
 				continue
 			}
-			return &iotgate.Error{Code: iotgate.EUnprocessable, Detail: CmdPayloadPI, Message: "a command payload must not contain processing instructions"}
+			return &iotgate.Error{Code: iotgate.EUnprocessable, Detail: iotgate.DetailProcInstForbidden, Message: "a command payload must not contain processing instructions"}
 		case xml.Directive:
-			return &iotgate.Error{Code: iotgate.EUnprocessable, Detail: CmdPayloadDTD, Message: "a command payload must not contain a DOCTYPE or other <!...> declaration"}
+			return &iotgate.Error{Code: iotgate.EUnprocessable, Detail: iotgate.DetailDoctypeForbidden, Message: "a command payload must not contain a DOCTYPE or other <!...> declaration"}
 		}
 	}
 }

@@ -102,12 +102,7 @@ func (s *Service) lastSeen(d *iotgate.Device, r *iotgate.Reading) *time.Time {
 
 // Devices lists devices. Errors: invalid (bad cursor or filter).
 func (s *Service) Devices(ctx context.Context, f iotgate.DeviceFilter) (*iotgate.DevicePage, error) {
-	if f.Limit <= 0 {
-		f.Limit = 100
-	}
-	if f.Limit > 1000 {
-		f.Limit = 1000
-	}
+	f.Limit = iotgate.PageLimit(f.Limit)
 	if f.Online != nil {
 		f.OnlineJIDs = s.cfg.Presence.OnlineJIDs()
 	}
@@ -211,15 +206,14 @@ func (s *Service) latestReading(ctx context.Context, d *iotgate.Device) (*iotgat
 	return s.cache.putLatest(d.JID, d.ID, r, epoch), nil
 }
 
-// Readings returns a page of a device's readings. Errors: invalid, not_found.
+// Readings returns a page of a device's readings (f as the API checked it; the
+// limit is clamped). Errors: invalid (cursor), not_found.
 func (s *Service) Readings(ctx context.Context, jid string, f iotgate.ReadingFilter) (*iotgate.ReadingPage, error) {
 	d, err := s.device(ctx, jid)
 	if err != nil {
 		return nil, err
 	}
-	if err := normalizeReadingFilter(&f); err != nil {
-		return nil, err
-	}
+	f.Limit = iotgate.PageLimit(f.Limit)
 	return s.store.Readings(ctx, d.JID, f)
 }
 
@@ -230,21 +224,6 @@ func (s *Service) Rejections(ctx context.Context, jid string, f iotgate.ReadingF
 	if err != nil {
 		return nil, err
 	}
-	if err := normalizeReadingFilter(&f); err != nil {
-		return nil, err
-	}
+	f.Limit = iotgate.PageLimit(f.Limit)
 	return s.store.Rejections(ctx, d.JID, f)
-}
-
-func normalizeReadingFilter(f *iotgate.ReadingFilter) error {
-	if f.Limit <= 0 {
-		f.Limit = 100
-	}
-	if f.Limit > 1000 {
-		return iotgate.Errorf(iotgate.EInvalid, "limit must be at most 1000")
-	}
-	if f.Since != nil && f.Until != nil && f.Until.Before(*f.Since) {
-		return iotgate.Errorf(iotgate.EInvalid, "until is before since")
-	}
-	return nil
 }

@@ -91,9 +91,9 @@ func (s *Commands) Submit(ctx context.Context, req iotgate.CommandRequest) (*iot
 	case req.Mode == iotgate.CommandQueue && (stale || to == ""):
 		s.queue(c, now, offlineReason(stale, target))
 	case stale:
-		s.fail(c, now, iotgate.CmdErrXMPPUnavailable, "iotgate's XMPP stream is down: the device's presence is unknown")
+		s.fail(c, now, iotgate.DetailXMPPUnavailable, "iotgate's XMPP stream is down: the device's presence is unknown")
 	case to == "":
-		s.fail(c, now, iotgate.CmdErrDeviceOffline, offlineReason(false, target))
+		s.fail(c, now, iotgate.DetailDeviceOffline, offlineReason(false, target))
 	default:
 		if release = s.tryAcquire(); release == nil {
 			if req.Mode != iotgate.CommandQueue {
@@ -117,7 +117,7 @@ func (s *Commands) Submit(ctx context.Context, req iotgate.CommandRequest) (*iot
 			release()
 		}
 		var de *iotgate.Error
-		if errors.As(err, &de) && de.Detail == "idempotency_key_taken" {
+		if errors.As(err, &de) && de.Detail == iotgate.DetailIdempotencyKeyTaken {
 			// A concurrent request with the same key won the race.
 			c, ok, err := s.byKey(ctx, req.IdempotencyKey, hash, now)
 			if err == nil && !ok {
@@ -173,7 +173,7 @@ func (s *Commands) byKey(ctx context.Context, key, hash string, now time.Time) (
 		return nil, false, err
 	}
 	if c.RequestHash != hash {
-		return nil, false, &iotgate.Error{Code: iotgate.EUnprocessable, Detail: "idempotency_key_reused",
+		return nil, false, &iotgate.Error{Code: iotgate.EUnprocessable, Detail: iotgate.DetailIdempotencyKeyReused,
 			Message: "this Idempotency-Key was used for another request (command " + c.ID + ") in the last 24 hours"}
 	}
 	if cur := s.snapshot(c.ID); cur != nil {

@@ -9,9 +9,9 @@
 // the first runs them, the others wait for it and then find nothing to do.
 // The wait is bounded by [LockTimeout].
 //
-// Errors are *iotgate.Error values: EConflict with detail [DetailDirty] or
-// [DetailTooNew] when the recorded state forbids migrating, EUnavailable with
-// detail [DetailLocked] when the lock could not be had in time, EInvalid for a
+// Errors are *iotgate.Error values: EConflict with detail [iotgate.DetailMigrationDirty] or
+// [iotgate.DetailSchemaTooNew] when the recorded state forbids migrating, EUnavailable with
+// detail [iotgate.DetailMigrationLocked] when the lock could not be had in time, EInvalid for a
 // bad argument, and EInternal (with the driver error as cause) otherwise.
 // These are migration states, not a second table of driver errors: the one
 // table of PostgreSQL errors is in package postgres.
@@ -52,20 +52,6 @@ var files embed.FS
 // it opens.
 const LockTimeout = 15 * time.Second
 
-// Detail codes of the errors this package returns, for callers that want to
-// react to them (for example to print the hint and exit with a given status).
-const (
-	// DetailDirty: a migration failed halfway; the schema must be repaired by
-	// hand and the version then set with [Force].
-	DetailDirty = "migration_dirty"
-	// DetailTooNew: the database was migrated by a newer iotgate than this
-	// one; running against it could corrupt data.
-	DetailTooNew = "schema_too_new"
-	// DetailLocked: another instance held the migration lock for longer
-	// than [LockTimeout].
-	DetailLocked = "migration_locked"
-)
-
 // migrationsTable records the applied version; it is golang-migrate's default.
 const migrationsTable = "schema_migrations"
 
@@ -76,8 +62,8 @@ const migrationsTable = "schema_migrations"
 // When ctx ends, Up stops after the migration in progress (stopping one
 // halfway is what leaves a schema dirty) and returns ctx's error.
 //
-// Errors: EConflict (DetailDirty, DetailTooNew), EUnavailable
-// (DetailLocked), ETimeout (ctx deadline), EInternal.
+// Errors: EConflict (iotgate.DetailMigrationDirty, iotgate.DetailSchemaTooNew), EUnavailable
+// (iotgate.DetailMigrationLocked), ETimeout (ctx deadline), EInternal.
 func Up(ctx context.Context, db *sql.DB, log *slog.Logger) error {
 	return run(ctx, db, log, func(m *migrate.Migrate) error {
 		// The state is checked by m.Up under the lock: read before it,
@@ -104,7 +90,7 @@ func Up(ctx context.Context, db *sql.DB, log *slog.Logger) error {
 // line per migration run and may be nil.
 //
 // Errors: EInvalid (n < 1, or fewer than n migrations applied), EConflict
-// (DetailDirty, DetailTooNew), EUnavailable (DetailLocked), EInternal.
+// (iotgate.DetailMigrationDirty, iotgate.DetailSchemaTooNew), EUnavailable (iotgate.DetailMigrationLocked), EInternal.
 func Down(ctx context.Context, db *sql.DB, log *slog.Logger, n int) error {
 	if n < 1 {
 		return iotgate.Errorf(iotgate.EInvalid, "number of migrations to roll back must be at least 1, got %d", n)
@@ -143,7 +129,7 @@ func Down(ctx context.Context, db *sql.DB, log *slog.Logger, n int) error {
 // in place, 0 meaning none.
 //
 // Errors: EInvalid (v is not 0 nor a known migration), EUnavailable
-// (DetailLocked), EInternal.
+// (iotgate.DetailMigrationLocked), EInternal.
 func Force(ctx context.Context, db *sql.DB, v uint) error {
 	target := -1 // golang-migrate's "no version"
 	if v != 0 {
@@ -168,7 +154,7 @@ func Force(ctx context.Context, db *sql.DB, v uint) error {
 // it failed halfway (dirty). Like every call here it creates the version
 // table if missing, and so waits for a migration in progress.
 //
-// Errors: EUnavailable (DetailLocked), EInternal.
+// Errors: EUnavailable (iotgate.DetailMigrationLocked), EInternal.
 func Version(ctx context.Context, db *sql.DB) (v uint, dirty bool, err error) {
 	err = run(ctx, db, nil, func(m *migrate.Migrate) error {
 		v, dirty, err = version(m)
@@ -260,7 +246,7 @@ func version(m *migrate.Migrate) (uint, bool, error) {
 func dirtyError(v uint) error {
 	return &iotgate.Error{
 		Code:   iotgate.EConflict,
-		Detail: DetailDirty,
+		Detail: iotgate.DetailMigrationDirty,
 		Message: fmt.Sprintf("database schema is dirty: migration %d failed halfway. "+
 			"Repair the schema by hand, then run `iotgate migrate force %d` if all of migration %d's changes are in place, "+
 			"or `iotgate migrate force %d` if none are; then migrate again", v, v, v, v-1),
@@ -340,7 +326,7 @@ func translateState(m *migrate.Migrate, err error, op string) error {
 		if lerr == nil && verr == nil && v > latest {
 			return &iotgate.Error{
 				Code:   iotgate.EConflict,
-				Detail: DetailTooNew,
+				Detail: iotgate.DetailSchemaTooNew,
 				Message: fmt.Sprintf("database schema is at version %d but this iotgate knows migrations up to %d only: "+
 					"run a newer iotgate", v, latest),
 				Err: err,
@@ -372,7 +358,7 @@ func translate(err error, op string) error {
 	if errors.Is(err, migrate.ErrLockTimeout) || pq.As(err, pqerror.LockNotAvailable) != nil {
 		return &iotgate.Error{
 			Code:   iotgate.EUnavailable,
-			Detail: DetailLocked,
+			Detail: iotgate.DetailMigrationLocked,
 			Message: fmt.Sprintf("%s: another iotgate instance is holding the migration lock (waited %s); "+
 				"try again once it has finished", op, LockTimeout),
 			Err: err,

@@ -220,7 +220,7 @@ func TestLockTimeout(t *testing.T) {
 	start := time.Now()
 	err := migrations.Up(ctx, db, nil)
 	elapsed := time.Since(start)
-	e := checkError(t, err, iotgate.EUnavailable, migrations.DetailLocked)
+	e := checkError(t, err, iotgate.EUnavailable, iotgate.DetailMigrationLocked)
 	if !strings.Contains(e.Message, "lock") {
 		t.Errorf("message %q does not mention the lock", e.Message)
 	}
@@ -286,7 +286,7 @@ func TestDirty(t *testing.T) {
 		"Down": func() error { return migrations.Down(ctx, db, nil, 1) },
 	} {
 		t.Run(name, func(t *testing.T) {
-			e := checkError(t, call(), iotgate.EConflict, migrations.DetailDirty)
+			e := checkError(t, call(), iotgate.EConflict, iotgate.DetailMigrationDirty)
 			if !strings.Contains(e.Message, "iotgate migrate force") {
 				t.Errorf("message %q does not name the fix", e.Message)
 			}
@@ -319,7 +319,7 @@ func TestTooNew(t *testing.T) {
 	if _, err := db.ExecContext(ctx, `UPDATE schema_migrations SET version = 9999`); err != nil {
 		t.Fatalf("set version: %v", err)
 	}
-	checkError(t, migrations.Up(ctx, db, nil), iotgate.EConflict, migrations.DetailTooNew)
+	checkError(t, migrations.Up(ctx, db, nil), iotgate.EConflict, iotgate.DetailSchemaTooNew)
 }
 
 // TestSchema checks the constraints that the stores rely on.

@@ -209,7 +209,7 @@ func insertArgs(cs []*iotgate.Command) ([]any, error) {
 // createError translates an insert's error for the command c.
 func createError(c *iotgate.Command, err error) error {
 	if e := pq.As(err); e != nil && e.Constraint == "commands_idempotency_key_key" {
-		return &iotgate.Error{Code: iotgate.EConflict, Detail: "idempotency_key_taken", Message: "the Idempotency-Key is held by another command", Err: err}
+		return &iotgate.Error{Code: iotgate.EConflict, Detail: iotgate.DetailIdempotencyKeyTaken, Message: "the Idempotency-Key is held by another command", Err: err}
 	}
 	if e := pq.As(err); e != nil && e.Constraint == "commands_device_fkey" {
 		return &iotgate.Error{Code: iotgate.ENotFound, Message: "device " + c.DeviceJID + " is not registered", Err: err}

@@ -56,7 +56,7 @@ func TestCommandStore(t *testing.T) {
 		c.SentAt, c.CompletedAt, c.AnsweredAt = &sent, &done, &answered
 		c.Response = &iotgate.CommandResponse{XML: "<state/>", Data: json.RawMessage(`{"mode": "heat"}`), Invalid: "x"}
 		c.XMPPError = &iotgate.XMPPError{Type: "cancel", Condition: "item-not-found", Text: "nope"}
-		c.ErrorCode, c.Error, c.LateAnswer, c.IdempotencyKey = iotgate.CmdErrXMPP, "the device answered with an error", true, "key-rt"
+		c.ErrorCode, c.Error, c.LateAnswer, c.IdempotencyKey = iotgate.DetailXMPPError, "the device answered with an error", true, "key-rt"
 		if err := db.CreateCommand(ctx, c, cmdTime.Add(-24*time.Hour)); err != nil {
 			t.Fatal(err)
 		}
@@ -190,14 +190,14 @@ func TestCommandStore(t *testing.T) {
 			t.Errorf("expired command = %+v", c)
 		}
 
-		n, err := db.FailUnfinishedCommands(ctx, cmdTime.Add(time.Hour), iotgate.CmdErrRestarted, "restarted")
+		n, err := db.FailUnfinishedCommands(ctx, cmdTime.Add(time.Hour), iotgate.DetailRestarted, "restarted")
 		if err != nil || n < 2 {
 			t.Fatalf("resolved %d, %v; want at least q2 and q3", n, err)
 		}
 		for _, id := range []string{"q2", "q3"} {
 			c, _ := db.Command(ctx, id)
 			last := c.History[len(c.History)-1]
-			if c.Status != iotgate.CommandFailed || c.ErrorCode != iotgate.CmdErrRestarted || last.Status != iotgate.CommandFailed || last.Reason != "restarted" {
+			if c.Status != iotgate.CommandFailed || c.ErrorCode != iotgate.DetailRestarted || last.Status != iotgate.CommandFailed || last.Reason != "restarted" {
 				t.Errorf("%s after restart: %+v", id, c)
 			}
 		}
@@ -293,7 +293,7 @@ func TestCommandStoreBatches(t *testing.T) {
 		ok.Status, ok.CompletedAt, ok.AnsweredAt = iotgate.CommandSucceeded, &done, &done
 		ok.Response = &iotgate.CommandResponse{XML: `<state xmlns="urn:example:thermostat"/>`, Data: json.RawMessage(`{"a": 1}`)}
 		okEv := iotgate.CommandEvent{Status: iotgate.CommandSucceeded, At: done}
-		noEvent.Status, noEvent.ErrorCode, noEvent.Error = iotgate.CommandFailed, iotgate.CmdErrXMPP, "no"
+		noEvent.Status, noEvent.ErrorCode, noEvent.Error = iotgate.CommandFailed, iotgate.DetailXMPPError, "no"
 		late.LateAnswer, late.XMPPError = true, &iotgate.XMPPError{Type: "cancel", Condition: "item-not-found", Text: "what"}
 		wrongEv := iotgate.CommandEvent{Status: iotgate.CommandFailed, At: done, Reason: "too late"}
 

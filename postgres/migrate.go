@@ -27,8 +27,8 @@ func Open(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
 
 // Migrate applies every migration not yet applied (migrations.Up).
 //
-// Errors: EConflict (detail migrations.DetailDirty or DetailTooNew: the
-// schema needs a human), EUnavailable (detail migrations.DetailLocked),
+// Errors: EConflict (detail DetailMigrationDirty or DetailSchemaTooNew: the
+// schema needs a human), EUnavailable (detail iotgate.DetailMigrationLocked),
 // ETimeout (ctx deadline), EInternal.
 func (db *DB) Migrate(ctx context.Context) error {
 	return migrations.Up(ctx, db.db, db.log)
@@ -46,7 +46,7 @@ func (db *DB) MigrateDown(ctx context.Context, n int) error {
 // anything (migrations.Force), for repairing a dirty schema by hand.
 //
 // Errors: EInvalid (no such migration), EUnavailable (detail
-// migrations.DetailLocked), EInternal.
+// iotgate.DetailMigrationLocked), EInternal.
 func (db *DB) ForceMigration(ctx context.Context, v uint) error {
 	return migrations.Force(ctx, db.db, v)
 }
@@ -54,7 +54,7 @@ func (db *DB) ForceMigration(ctx context.Context, v uint) error {
 // MigrationVersion returns the schema's applied version and whether a
 // migration failed halfway (dirty); 0 before any (migrations.Version).
 //
-// Errors: EUnavailable (detail migrations.DetailLocked), EInternal.
+// Errors: EUnavailable (detail iotgate.DetailMigrationLocked), EInternal.
 func (db *DB) MigrationVersion(ctx context.Context) (v uint, dirty bool, err error) {
 	return migrations.Version(ctx, db.db)
 }

@@ -7,16 +7,16 @@ import (
 	"github.com/iotgate/iotgate/schemas/xsd"
 )
 
-// refusalMessages is the client-facing message of each way schemas/xsd
-// refuses a document, by the ValidationError's Detail ("" is a document
-// that is not well-formed or not valid).
-var refusalMessages = map[string]string{
-	"":                     "document does not match its schema",
-	xsd.DetailTooLarge:     "document too large",
-	xsd.DetailTooDeep:      "document nested too deeply",
-	xsd.DetailDoctype:      "DOCTYPE not allowed",
-	xsd.DetailPatternValue: "value too long for its pattern",
-	xsd.DetailPatternCost:  "value too costly to check against its pattern",
+// refusals gives each way schemas/xsd refuses a document, by the
+// ValidationError's Detail ("" is a document that is not well-formed or not
+// valid), its detail in iotgate's vocabulary and its client-facing message.
+var refusals = map[string]struct{ detail, message string }{
+	"":                     {"", "document does not match its schema"},
+	xsd.DetailTooLarge:     {iotgate.DetailTooLarge, "document too large"},
+	xsd.DetailTooDeep:      {iotgate.DetailTooDeep, "document nested too deeply"},
+	xsd.DetailDoctype:      {iotgate.DetailDoctypeForbidden, "DOCTYPE not allowed"},
+	xsd.DetailPatternValue: {iotgate.DetailPatternValueTooLong, "value too long for its pattern"},
+	xsd.DetailPatternCost:  {iotgate.DetailPatternTooCostly, "value too costly to check against its pattern"},
 }
 
 // fromXSD turns an error of schemas/xsd into an *iotgate.Error; it is the
@@ -36,11 +36,11 @@ func fromXSD(err error, refused string) error {
 	case errors.As(err, &ce):
 		return &iotgate.Error{Code: refused, Message: "schema does not compile", Fields: ce.Issues, Err: err}
 	case errors.As(err, &ve):
-		msg, ok := refusalMessages[ve.Detail]
+		r, ok := refusals[ve.Detail]
 		if !ok {
-			msg = refusalMessages[""]
+			r = refusals[""]
 		}
-		return &iotgate.Error{Code: refused, Detail: ve.Detail, Message: msg + ve.Summary(), Fields: ve.Issues, Err: err}
+		return &iotgate.Error{Code: refused, Detail: r.detail, Message: r.message + ve.Summary(), Fields: ve.Issues, Err: err}
 	case errors.Is(err, xsd.ErrFreed):
 		return &iotgate.Error{Code: iotgate.EUnavailable, Message: "schema no longer available", Err: err}
 	default:

@@ -55,7 +55,7 @@ func (m *CommandStore) CreateCommand(_ context.Context, c *iotgate.Command, reus
 				o.IdempotencyKey = ""
 				continue
 			}
-			return &iotgate.Error{Code: iotgate.EConflict, Detail: "idempotency_key_taken", Message: "taken"}
+			return &iotgate.Error{Code: iotgate.EConflict, Detail: iotgate.DetailIdempotencyKeyTaken, Message: "taken"}
 		}
 	}
 	m.cmds[c.ID] = c.Clone()

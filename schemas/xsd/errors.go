@@ -8,7 +8,7 @@ import (
 
 // Details of a *ValidationError for documents refused before validation,
 // so that clients can tell a limit from a schema mismatch. They are part of
-// iotgate's API: package schemas passes them on as the error's Detail.
+// iotgate's API: package schemas maps them to iotgate's Detail* codes.
 const (
 	DetailTooLarge = "too_large"         // the document exceeds Limits.MaxBytes
 	DetailTooDeep  = "too_deep"          // element nesting exceeds Limits.MaxDepth
