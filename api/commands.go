@@ -32,7 +32,7 @@ type CommandService interface {
 	Command(ctx context.Context, id string) (*iotgate.Command, error)
 	// Commands returns a page of a device's commands, newest first.
 	// Errors: invalid, not_found.
-	Commands(ctx context.Context, jid string, f iotgate.CommandFilter) (*iotgate.CommandPage, error)
+	List(ctx context.Context, jid string, f iotgate.CommandFilter) (*iotgate.CommandPage, error)
 	// Cancel cancels a queued command. Errors: not_found, conflict.
 	Cancel(ctx context.Context, id string) (*iotgate.Command, error)
 }
@@ -375,7 +375,7 @@ func (h *commandHandler) list(c echo.Context) error {
 	if err := visible(c, h.devs, jid); err != nil {
 		return err
 	}
-	page, err := h.svc.Commands(c.Request().Context(), jid, iotgate.CommandFilter{Limit: q.Limit, Cursor: q.Cursor})
+	page, err := h.svc.List(c.Request().Context(), jid, iotgate.CommandFilter{Limit: q.Limit, Cursor: q.Cursor})
 	if err != nil {
 		return fmt.Errorf("list commands: %w", err)
 	}

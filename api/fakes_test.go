@@ -485,7 +485,7 @@ func (f *fakeCommands) Command(_ context.Context, id string) (*iotgate.Command, 
 	return c, nil
 }
 
-func (f *fakeCommands) Commands(_ context.Context, jid string, filter iotgate.CommandFilter) (*iotgate.CommandPage, error) {
+func (f *fakeCommands) List(_ context.Context, jid string, filter iotgate.CommandFilter) (*iotgate.CommandPage, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.lastFilter = filter

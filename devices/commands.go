@@ -197,10 +197,10 @@ func (s *Commands) Command(ctx context.Context, id string) (*iotgate.Command, er
 	return s.store.Command(ctx, id)
 }
 
-// Commands returns a page of a device's commands, newest first.
+// List returns a page of a device's commands, newest first.
 // The limit is clamped (the API checks it). Errors: invalid (JID,
 // cursor), not_found (device).
-func (s *Commands) Commands(ctx context.Context, deviceJID string, f iotgate.CommandFilter) (*iotgate.CommandPage, error) {
+func (s *Commands) List(ctx context.Context, deviceJID string, f iotgate.CommandFilter) (*iotgate.CommandPage, error) {
 	d, err := s.devs.Device(ctx, deviceJID)
 	if err != nil {
 		return nil, err
