@@ -30,7 +30,7 @@ type CommandService interface {
 	Wait(ctx context.Context, id string, d time.Duration) (*iotgate.Command, error)
 	// Command returns a command. Errors: not_found.
 	Command(ctx context.Context, id string) (*iotgate.Command, error)
-	// Commands returns a page of a device's commands, newest first.
+	// List returns a page of a device's commands, newest first.
 	// Errors: invalid, not_found.
 	List(ctx context.Context, jid string, f iotgate.CommandFilter) (*iotgate.CommandPage, error)
 	// Cancel cancels a queued command. Errors: not_found, conflict.
