@@ -342,11 +342,8 @@ func (db *DB) Commands(ctx context.Context, deviceJID string, f iotgate.CommandF
 	if err != nil {
 		return nil, err
 	}
-	page := &iotgate.CommandPage{Items: items}
-	if len(page.Items) > f.Limit {
-		page.Items = page.Items[:f.Limit]
-		page.NextCursor = commandCursor(page.Items[len(page.Items)-1])
-	}
+	page := &iotgate.CommandPage{}
+	page.Items, page.NextCursor = pageOf(items, f.Limit, commandCursor)
 	return page, nil
 }
 

@@ -116,11 +116,10 @@ func (db *DB) Devices(ctx context.Context, f iotgate.DeviceFilter) (*iotgate.Dev
 	if err != nil {
 		return nil, err
 	}
-	page := &iotgate.DevicePage{Items: items}
-	if len(page.Items) > f.Limit {
-		page.Items = page.Items[:f.Limit]
-		page.NextCursor = base64.RawURLEncoding.EncodeToString([]byte(page.Items[f.Limit-1].JID))
-	}
+	page := &iotgate.DevicePage{}
+	page.Items, page.NextCursor = pageOf(items, f.Limit, func(d *iotgate.Device) string {
+		return base64.RawURLEncoding.EncodeToString([]byte(d.JID))
+	})
 	return page, nil
 }
 

@@ -308,12 +308,8 @@ func (db *DB) Readings(ctx context.Context, jid string, f iotgate.ReadingFilter)
 	if err != nil {
 		return nil, err
 	}
-	page := &iotgate.ReadingPage{Items: items}
-	if len(items) > f.Limit {
-		page.Items = items[:f.Limit]
-		last := page.Items[f.Limit-1]
-		page.NextCursor = cursor{last.ReceivedAt, last.ID}.String()
-	}
+	page := &iotgate.ReadingPage{}
+	page.Items, page.NextCursor = pageOf(items, f.Limit, func(r *iotgate.Reading) string { return cursor{r.ReceivedAt, r.ID}.String() })
 	return page, nil
 }
 
@@ -328,11 +324,7 @@ func (db *DB) Rejections(ctx context.Context, jid string, f iotgate.ReadingFilte
 	if err != nil {
 		return nil, err
 	}
-	page := &iotgate.RejectionPage{Items: items}
-	if len(items) > f.Limit {
-		page.Items = items[:f.Limit]
-		last := page.Items[f.Limit-1]
-		page.NextCursor = cursor{last.ReceivedAt, last.ID}.String()
-	}
+	page := &iotgate.RejectionPage{}
+	page.Items, page.NextCursor = pageOf(items, f.Limit, func(r *iotgate.Rejection) string { return cursor{r.ReceivedAt, r.ID}.String() })
 	return page, nil
 }

@@ -48,3 +48,13 @@ func scanString(r rowScanner) (string, error) {
 	err := r.Scan(&s)
 	return s, err
 }
+
+// pageOf cuts items, queried with LIMIT limit+1, to one page and returns
+// the cursor of the next page: "" when items was the last one.
+func pageOf[T any](items []T, limit int, cursorOf func(T) string) ([]T, string) {
+	if len(items) <= limit {
+		return items, ""
+	}
+	items = items[:limit]
+	return items, cursorOf(items[limit-1])
+}
