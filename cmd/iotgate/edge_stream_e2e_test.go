@@ -73,7 +73,7 @@ func testEdgeStreamOversize(t *testing.T, name string) {
 			}
 			p := phase.Load()
 			t0 := time.Now()
-			rep, err := steady.SendIQ(ctx, "set", e2eDomain, `<reading xmlns="urn:example:thermostat" seq="`+strconv.Itoa(seq)+`"><temperature>19.5</temperature><mode>heat</mode></reading>`)
+			rep, err := steady.SendIQ(ctx, "set", e2eDomain, readingPayload(seq))
 			d := time.Since(t0)
 			mu.Lock()
 			switch {
@@ -333,7 +333,7 @@ func testEdgeStreamConflictRecovery(t *testing.T, name string) {
 	reading := func(seq int) bool {
 		rctx, cancel := context.WithTimeout(ctx, time.Second)
 		defer cancel()
-		rep, err := dev.SendIQ(rctx, "set", e2eDomain, `<reading xmlns="urn:example:thermostat" seq="`+strconv.Itoa(seq)+`"><temperature>19.5</temperature><mode>heat</mode></reading>`)
+		rep, err := dev.SendIQ(rctx, "set", e2eDomain, readingPayload(seq))
 		return err == nil && rep.Type == "result"
 	}
 	if !reading(0) {

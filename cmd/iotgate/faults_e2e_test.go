@@ -203,6 +203,23 @@ func (d *loadDevice) send(l *load, c *device.Client, seq int) bool {
 	return true
 }
 
+// pingAsync pings iotgate itself from c (answered on the stream's read
+// loop, before any queue) and sends the outcome on the channel it returns,
+// after setting *took to the round trip.
+func pingAsync(ctx context.Context, c *device.Client, took *time.Duration) <-chan error {
+	pinged := make(chan error, 1)
+	go func() {
+		t0 := time.Now()
+		rep, err := c.SendIQ(ctx, "get", e2eDomain, `<ping xmlns="urn:xmpp:ping"/>`)
+		*took = time.Since(t0)
+		if err == nil && rep.Type != "result" {
+			err = fmt.Errorf("answer %s %s", rep.Type, rep.Condition)
+		}
+		pinged <- err
+	}()
+	return pinged
+}
+
 func readingPayload(seq int) string {
 	return `<reading xmlns="urn:example:thermostat" seq="` + strconv.Itoa(seq) + `"><temperature>20.5</temperature><mode>heat</mode></reading>`
 }
@@ -712,24 +729,16 @@ func testFaultDeviceFlood(t *testing.T, name string) {
 			}
 			p := phaseNow.Load()
 			var ping, commit time.Duration
-			pinged, committed := make(chan error, 1), make(chan error, 1)
+			committed := make(chan error, 1)
 			go func() {
 				t0 := time.Now()
 				_, err := db.ExecContext(ctx, `INSERT INTO flood_probe DEFAULT VALUES`)
 				commit = time.Since(t0)
 				committed <- err
 			}()
-			go func() {
-				t0 := time.Now()
-				rep, err := prober.SendIQ(ctx, "get", e2eDomain, `<ping xmlns="urn:xmpp:ping"/>`)
-				ping = time.Since(t0)
-				if err == nil && rep.Type != "result" {
-					err = fmt.Errorf("answer %s %s", rep.Type, rep.Condition)
-				}
-				pinged <- err
-			}()
+			pinged := pingAsync(ctx, prober, &ping)
 			t0 := time.Now()
-			rep, err := other.SendIQ(ctx, "set", e2eDomain, `<reading xmlns="urn:example:thermostat" seq="`+strconv.Itoa(seq)+`"><temperature>19.5</temperature><mode>heat</mode></reading>`)
+			rep, err := other.SendIQ(ctx, "set", e2eDomain, readingPayload(seq))
 			d := time.Since(t0)
 			perr, cerr := <-pinged, <-committed
 			mu.Lock()

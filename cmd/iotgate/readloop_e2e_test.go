@@ -108,18 +108,9 @@ func startSteadyWatch(ctx context.Context, g *gate, c, prober *device.Client) *s
 			}
 			p := w.phase.Load()
 			var ping time.Duration
-			pinged := make(chan error, 1)
-			go func() {
-				t0 := time.Now()
-				rep, err := prober.SendIQ(ctx, "get", e2eDomain, `<ping xmlns="urn:xmpp:ping"/>`)
-				ping = time.Since(t0)
-				if err == nil && rep.Type != "result" {
-					err = fmt.Errorf("answer %s %s", rep.Type, rep.Condition)
-				}
-				pinged <- err
-			}()
+			pinged := pingAsync(ctx, prober, &ping)
 			t0 := time.Now()
-			rep, err := c.SendIQ(ctx, "set", e2eDomain, `<reading xmlns="urn:example:thermostat" seq="`+strconv.Itoa(seq)+`"><temperature>19.5</temperature><mode>heat</mode></reading>`)
+			rep, err := c.SendIQ(ctx, "set", e2eDomain, readingPayload(seq))
 			d := time.Since(t0)
 			perr := <-pinged
 			w.mu.Lock()
