@@ -62,8 +62,8 @@ func (r *flatReader) str() string {
 
 type flatAttr struct{ ns, name, value string }
 
-// renderFlat renders a flattened document.
-func renderFlat(m *model, s string) (map[string]any, error) {
+// walkFlat feeds a flattened document to r.
+func walkFlat(s string, r events) error {
 	fr := flatReader{s: s}
 	nss := []string{""}
 	ns := func(id int) string {
@@ -73,7 +73,6 @@ func renderFlat(m *model, s string) (map[string]any, error) {
 		}
 		return nss[id]
 	}
-	r := renderer{m: m}
 	var attrs []flatAttr
 	for fr.i < len(fr.s) && fr.err == nil {
 		op := fr.s[fr.i]
@@ -103,13 +102,13 @@ func renderFlat(m *model, s string) (map[string]any, error) {
 			}
 		case fText:
 			t := fr.str()
-			if len(r.stack) == 0 {
+			if r.depth() == 0 {
 				fr.err = errFlat
 				break
 			}
 			r.text(t)
 		case fEnd:
-			if len(r.stack) == 0 {
+			if r.depth() == 0 {
 				fr.err = errFlat
 				break
 			}
@@ -118,11 +117,5 @@ func renderFlat(m *model, s string) (map[string]any, error) {
 			fr.err = errFlat
 		}
 	}
-	if fr.err != nil {
-		return nil, fr.err
-	}
-	if r.result == nil || len(r.stack) != 0 {
-		return nil, errFlat
-	}
-	return r.result, nil
+	return fr.err
 }
