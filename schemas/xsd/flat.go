@@ -65,7 +65,8 @@ type flatAttr struct{ ns, name, value string }
 // walkFlat feeds a flattened document to r.
 func walkFlat(s string, r events) error {
 	fr := flatReader{s: s}
-	nss := []string{""}
+	var nsBuf [4]string
+	nss := nsBuf[:1]
 	ns := func(id int) string {
 		if id < 0 || id >= len(nss) {
 			fr.err = errFlat
@@ -73,7 +74,8 @@ func walkFlat(s string, r events) error {
 		}
 		return nss[id]
 	}
-	var attrs []flatAttr
+	var attrBuf [8]flatAttr
+	attrs := attrBuf[:0]
 	for fr.i < len(fr.s) && fr.err == nil {
 		op := fr.s[fr.i]
 		fr.i++

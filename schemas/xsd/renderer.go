@@ -142,11 +142,20 @@ func (r *renderer) attr(ns, local, value string) {
 
 func (r *renderer) text(s string) {
 	f := &r.stack[len(r.stack)-1]
-	if f.text == "" {
+	if f.text == "" || isBlank(f.text) && f.textTrimmed() {
+		// A blank prefix of text that is only used trimmed changes
+		// nothing: dropping it saves concatenating the indentation
+		// between child elements.
 		f.text = s
 	} else {
 		f.text += s
 	}
+}
+
+// textTrimmed reports whether f's text can only be used trimmed (or not at
+// all), whatever else is met before its end (see value).
+func (f *frame) textTrimmed() bool {
+	return f.isNil || f.ct != nil && f.ct.text == nil || f.ct == nil && f.st == nil && f.hasObj
 }
 
 func (r *renderer) end() {
