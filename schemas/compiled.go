@@ -144,11 +144,7 @@ func (p payloadSchema) ValidateAndRender(payload []byte) (json.RawMessage, error
 	if err != nil {
 		return nil, fromXSD(err, iotgate.EUnprocessable)
 	}
-	b, err := json.Marshal(data)
-	if err != nil {
-		return nil, fmt.Errorf("render reading: %w", err)
-	}
-	return b, nil
+	return data, nil
 }
 
 // Validate validates a payload element without rendering it: a command's

@@ -38,8 +38,10 @@
 //
 // # JSON rendering
 //
-// Render (and ValidateAndRender) turn a document into a map[string]any
-// ready for encoding/json, using the schema to decide shapes and types:
+// ValidateAndRender turns a document into JSON, written straight from
+// libxml2's tree with keys sorted and strings escaped as encoding/json
+// would for the equivalent map; Render gives that map[string]any (with
+// json.Number numbers). Both use the schema to decide shapes and types:
 //
 //   - The result is the object of the root element's content: the root's
 //     name is not a key. <reading unit="C"><temperature>21.5</temperature>

@@ -62,10 +62,11 @@ func (r *flatReader) str() string {
 
 type flatAttr struct{ ns, name, value string }
 
-// renderFlat renders a flattened document.
-func renderFlat(m *model, s string) (map[string]any, error) {
+// walkFlat feeds a flattened document to r.
+func walkFlat(s string, r events) error {
 	fr := flatReader{s: s}
-	nss := []string{""}
+	var nsBuf [4]string
+	nss := nsBuf[:1]
 	ns := func(id int) string {
 		if id < 0 || id >= len(nss) {
 			fr.err = errFlat
@@ -73,8 +74,8 @@ func renderFlat(m *model, s string) (map[string]any, error) {
 		}
 		return nss[id]
 	}
-	r := renderer{m: m}
-	var attrs []flatAttr
+	var attrBuf [8]flatAttr
+	attrs := attrBuf[:0]
 	for fr.i < len(fr.s) && fr.err == nil {
 		op := fr.s[fr.i]
 		fr.i++
@@ -103,13 +104,13 @@ func renderFlat(m *model, s string) (map[string]any, error) {
 			}
 		case fText:
 			t := fr.str()
-			if len(r.stack) == 0 {
+			if r.depth() == 0 {
 				fr.err = errFlat
 				break
 			}
 			r.text(t)
 		case fEnd:
-			if len(r.stack) == 0 {
+			if r.depth() == 0 {
 				fr.err = errFlat
 				break
 			}
@@ -118,11 +119,5 @@ func renderFlat(m *model, s string) (map[string]any, error) {
 			fr.err = errFlat
 		}
 	}
-	if fr.err != nil {
-		return nil, fr.err
-	}
-	if r.result == nil || len(r.stack) != 0 {
-		return nil, errFlat
-	}
-	return r.result, nil
+	return fr.err
 }

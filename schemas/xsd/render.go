@@ -2,6 +2,7 @@ package xsd
 
 import (
 	"bytes"
+	"encoding/json"
 	"encoding/xml"
 	"errors"
 	"fmt"
@@ -21,6 +22,10 @@ const xsiNS = "http://www.w3.org/2001/XMLSchema-instance"
 // DefaultMaxBytes and DefaultMaxDepth, refusing any DOCTYPE and any entity
 // but the five predefined ones; UTF-8, US-ASCII and ISO-8859-1 encodings are
 // accepted. Errors are a *ValidationError, or ErrFreed.
+//
+// The values are those of the JSON ValidateAndRender writes, decoded with
+// json.Number for numbers: Render serves stored readings and tests, not
+// the ingest path.
 func (s *Schema) Render(doc []byte) (map[string]any, error) {
 	s.mu.RLock()
 	m := s.model
@@ -32,32 +37,64 @@ func (s *Schema) Render(doc []byte) (map[string]any, error) {
 	if err := checkSize(doc, lim); err != nil {
 		return nil, err
 	}
-	return renderXML(m, doc, lim)
+	r := newRenderer(m)
+	defer r.release()
+	if err := walkXML(doc, lim, r); err != nil {
+		return nil, err
+	}
+	out := r.json()
+	if out == nil {
+		return nil, validationErr("", []ValidationIssue{{Message: "no document element"}})
+	}
+	d := json.NewDecoder(bytes.NewReader(out))
+	d.UseNumber()
+	var v map[string]any
+	if err := d.Decode(&v); err != nil {
+		return nil, fmt.Errorf("xsd: decode rendering: %w", err)
+	}
+	return v, nil
 }
 
 // ValidateAndRender validates doc and renders it in one pass over libxml2's
 // parse (the ingest hot path: the document is parsed once, not once per
 // step). Errors are those of Validate; the result is the same as Render's.
-func (s *Schema) ValidateAndRender(doc []byte, lim Limits) (map[string]any, error) {
+// The JSON is written straight from libxml2's records, with no map and no
+// json.Marshal; its bytes are those json.Marshal gives for the equivalent
+// map[string]any (checked against such a map builder by the tests).
+func (s *Schema) ValidateAndRender(doc []byte, lim Limits) (json.RawMessage, error) {
 	flat, m, err := s.run(doc, lim, true)
 	if err != nil {
 		return nil, err
 	}
-	out, err := renderFlat(m, flat)
-	if err != nil {
+	r := newRenderer(m)
+	defer r.release()
+	if err := walkFlat(flat, r); err != nil {
 		return nil, err
+	}
+	out := r.json()
+	if out == nil {
+		return nil, errFlat
 	}
 	return out, nil
 }
 
-// renderXML renders with encoding/xml (used by Render).
-func renderXML(m *model, doc []byte, lim Limits) (map[string]any, error) {
+// events receives a document from a parser: renderer writes its JSON.
+type events interface {
+	start(ns, local string)
+	attr(ns, local, value string)
+	text(s string)
+	end()
+	depth() int
+	path() string
+}
+
+// walkXML parses doc with encoding/xml and feeds it to r (used by Render).
+func walkXML(doc []byte, lim Limits, r events) error {
 	// encoding/xml would return a UTF-8 byte order mark as text.
 	doc = bytes.TrimPrefix(doc, []byte("\xef\xbb\xbf"))
 	d := xml.NewDecoder(bytes.NewReader(doc))
 	d.Strict = true
 	d.CharsetReader = charsetReader
-	r := renderer{m: m}
 	depth := 0
 	seenRoot := false
 	var attrs []xml.Attr
@@ -73,18 +110,18 @@ func renderXML(m *model, doc []byte, lim Limits) (map[string]any, error) {
 			if errors.As(err, &se) {
 				msg, line = se.Msg, se.Line
 			}
-			return nil, validationErr("", []ValidationIssue{{Line: line, Path: r.path(), Message: msg}})
+			return validationErr("", []ValidationIssue{{Line: line, Path: r.path(), Message: msg}})
 		}
 		switch t := tok.(type) {
 		case xml.StartElement:
 			if depth == 0 && seenRoot {
-				return nil, validationErr("", []ValidationIssue{{Line: line,
+				return validationErr("", []ValidationIssue{{Line: line,
 					Message: "extra content after the document element"}})
 			}
 			seenRoot = true
 			depth++
 			if depth > lim.MaxDepth {
-				return nil, validationErr(DetailTooDeep, []ValidationIssue{{Line: line,
+				return validationErr(DetailTooDeep, []ValidationIssue{{Line: line,
 					Path:    r.path() + "/" + t.Name.Local,
 					Message: fmt.Sprintf("element nesting exceeds %d levels", lim.MaxDepth)}})
 			}
@@ -112,21 +149,21 @@ func renderXML(m *model, doc []byte, lim Limits) (map[string]any, error) {
 		case xml.CharData:
 			if depth == 0 {
 				if !isBlank(string(t)) {
-					return nil, validationErr("", []ValidationIssue{{Line: line,
+					return validationErr("", []ValidationIssue{{Line: line,
 						Message: "text outside the document element"}})
 				}
 				continue
 			}
 			r.text(string(t))
 		case xml.Directive:
-			return nil, validationErr(DetailDoctype, []ValidationIssue{{Line: line,
+			return validationErr(DetailDoctype, []ValidationIssue{{Line: line,
 				Message: "DOCTYPE is not allowed (no DTDs, no entities)"}})
 		}
 	}
-	if r.result == nil {
-		return nil, validationErr("", []ValidationIssue{{Message: "no document element"}})
+	if !seenRoot {
+		return validationErr("", []ValidationIssue{{Message: "no document element"}})
 	}
-	return r.result, nil
+	return nil
 }
 
 // charsetReader lets encoding/xml read the single-byte encodings devices

@@ -5,10 +5,10 @@ import (
 	"strings"
 )
 
-// typed converts text to the JSON value of its simple type: json.Number
-// for numeric types, bool for boolean, else the (whitespace-normalized)
+// typedValue converts text to the JSON value of its simple type: a number
+// for numeric types, a bool for boolean, else the (whitespace-normalized)
 // string. Text that is not a lexically valid value stays a string.
-func typed(t *simpleType, s string) any {
+func typedValue(t *simpleType, s string) (string, jsonKind) {
 	switch t.ws {
 	case wsReplace:
 		s = replaceSpace(s)
@@ -18,17 +18,37 @@ func typed(t *simpleType, s string) any {
 	switch t.kind {
 	case kindNumber:
 		if n, ok := jsonNumber(s); ok {
-			return n
+			return string(n), jsonNum
 		}
 	case kindBool:
 		switch s {
 		case "true", "1":
-			return true
+			return "true", jsonBool
 		case "false", "0":
-			return false
+			return "false", jsonBool
 		}
 	}
-	return s
+	return s, jsonStr
+}
+
+type jsonKind uint8
+
+const (
+	jsonStr  jsonKind = iota
+	jsonNum           // a canonical JSON number (jsonNumber)
+	jsonBool          // true or false
+)
+
+// appendTyped appends the JSON of text s of simple type t (nil: a string).
+func appendTyped(dst []byte, t *simpleType, s string) []byte {
+	if t == nil {
+		return appendJSONString(dst, s)
+	}
+	v, k := typedValue(t, s)
+	if k == jsonStr {
+		return appendJSONString(dst, v)
+	}
+	return append(dst, v...)
 }
 
 // jsonNumber converts an XSD decimal, integer, float or double lexical
