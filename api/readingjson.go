@@ -10,6 +10,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/iotgate/iotgate"
+	"github.com/iotgate/iotgate/schemas/xsd"
 )
 
 // Pages of readings and states are most of what the read API sends, and
@@ -19,7 +20,7 @@ import (
 // bytes as c.JSON(ReadingList) and c.JSON(DeviceState) directly: data is
 // PostgreSQL's jsonb output or iotgate's own rendering, valid JSON either
 // way, so it only needs its whitespace removed. The tests hold them to
-// encoding/json's output, and a fuzz test holds appendJSONString to it.
+// encoding/json's output, and a fuzz test holds xsd.AppendJSONString to it.
 
 // pagePool recycles the buffers pages are written into.
 var pagePool = sync.Pool{New: func() any { b := make([]byte, 0, 32<<10); return &b }}
@@ -37,7 +38,7 @@ func writeReadings(c echo.Context, page *iotgate.ReadingPage) error {
 	b = append(b, ']')
 	if page.NextCursor != "" {
 		b = append(b, `,"next_cursor":`...)
-		b = appendJSONString(b, page.NextCursor)
+		b = xsd.AppendJSONString(b, page.NextCursor)
 	}
 	b = append(b, "}\n"...)
 	err := c.JSONBlob(http.StatusOK, b)
@@ -52,7 +53,7 @@ func writeReadings(c echo.Context, page *iotgate.ReadingPage) error {
 func writeState(c echo.Context, st *iotgate.State) error {
 	bp := pagePool.Get().(*[]byte)
 	b := append((*bp)[:0], `{"jid":`...)
-	b = appendJSONString(b, st.JID)
+	b = xsd.AppendJSONString(b, st.JID)
 	b = append(b, `,"online":`...)
 	b = appendBool(b, st.Online)
 	b = append(b, `,"presence_stale":`...)
@@ -63,14 +64,14 @@ func writeState(c echo.Context, st *iotgate.State) error {
 			b = append(b, ',')
 		}
 		b = append(b, `{"jid":`...)
-		b = appendJSONString(b, r.JID)
+		b = xsd.AppendJSONString(b, r.JID)
 		if r.Show != "" {
 			b = append(b, `,"show":`...)
-			b = appendJSONString(b, r.Show)
+			b = xsd.AppendJSONString(b, r.Show)
 		}
 		if r.Status != "" {
 			b = append(b, `,"status":`...)
-			b = appendJSONString(b, r.Status)
+			b = xsd.AppendJSONString(b, r.Status)
 		}
 		b = append(b, `,"priority":`...)
 		b = appendInt(b, int64(r.Priority))
@@ -117,7 +118,7 @@ func appendReading(b []byte, r *iotgate.Reading) []byte {
 		b = append(b, "null"...)
 	}
 	b = append(b, `,"xml":`...)
-	b = appendJSONString(b, r.XML)
+	b = xsd.AppendJSONString(b, r.XML)
 	b = append(b, `,"data":`...)
 	if len(r.Data) == 0 {
 		b = append(b, "null"...)
@@ -155,62 +156,6 @@ func init() {
 		compactPlain[c] = plainByte[c] || c >= utf8.RuneSelf && c != 0xE2
 	}
 	compactPlain[' '] = false
-}
-
-// appendJSONString appends s as a JSON string, escaped as encoding/json
-// escapes it by default: <, > and & as \u003c, \u003e, \u0026 (echo's
-// encoder escapes HTML), control characters, U+2028 and U+2029, and
-// invalid UTF-8 as U+FFFD.
-func appendJSONString(b []byte, s string) []byte {
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if plainByte[c] {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\b':
-				b = append(b, '\\', 'b')
-			case '\f':
-				b = append(b, '\\', 'f')
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			b = append(b, s[start:i]...)
-			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xF])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
 }
 
 // appendCompactJSON appends the valid JSON value v as encoding/json

@@ -114,24 +114,6 @@ func TestWriteStateMatchesJSON(t *testing.T) {
 	}
 }
 
-// FuzzAppendJSONString holds the string writer to encoding/json, with
-// device-sent XML as the input it must survive.
-func FuzzAppendJSONString(f *testing.F) {
-	for _, r := range jsonReadings {
-		f.Add(r.XML)
-	}
-	f.Add("\u2028\xe2\x80\xa8\xe2\x80")
-	f.Fuzz(func(t *testing.T, s string) {
-		want, err := json.Marshal(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := appendJSONString(nil, s); !bytes.Equal(got, want) {
-			t.Errorf("%q: got %s, want %s", s, got, want)
-		}
-	})
-}
-
 // FuzzAppendCompactJSON holds the data writer to what encoding/json
 // makes of a valid json.RawMessage.
 func FuzzAppendCompactJSON(f *testing.F) {

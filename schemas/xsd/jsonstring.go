@@ -4,11 +4,12 @@ import "unicode/utf8"
 
 const hexDigits = "0123456789abcdef"
 
-// appendJSONString appends s as a JSON string escaped exactly as
+// AppendJSONString appends s as a JSON string escaped exactly as
 // encoding/json does (HTML-safe: <, >, & as \u003c...; U+2028 and U+2029
 // escaped; invalid UTF-8 as \ufffd), so that a rendered reading's bytes
-// are those json.Marshal gave before the renderer wrote JSON itself.
-func appendJSONString(dst []byte, s string) []byte {
+// are those json.Marshal gave before the renderer wrote JSON itself. The
+// API's hand-written reading pages use it too: one escaper.
+func AppendJSONString(dst []byte, s string) []byte {
 	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(s); {

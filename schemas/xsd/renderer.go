@@ -207,7 +207,7 @@ func (r *renderer) value(f *frame) (span, bool) {
 		return r.object(f, "", nil), true
 	default: // unknown element: untyped
 		if !f.hasObj {
-			r.vals = appendJSONString(r.vals[:f.vstart], f.text)
+			r.vals = AppendJSONString(r.vals[:f.vstart], f.text)
 			return span{f.vstart, len(r.vals)}, false
 		}
 		if !isBlank(f.text) {
@@ -242,7 +242,7 @@ func (r *renderer) object(f *frame, text string, textType *simpleType) span {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendJSONString(b, ms[i].key)
+		b = AppendJSONString(b, ms[i].key)
 		b = append(b, ':')
 		arr := j-i > 1 || ms[i].rep
 		if arr {

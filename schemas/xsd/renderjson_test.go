@@ -139,8 +139,8 @@ func TestAppendJSONString(t *testing.T) {
 		"truncated \xe2\x82", "\ufffd", "\xc0\xaf",
 	} {
 		want, _ := json.Marshal(s)
-		if got := appendJSONString(nil, s); !bytes.Equal(got, want) {
-			t.Errorf("appendJSONString(%q) = %s, json.Marshal gives %s", s, got, want)
+		if got := AppendJSONString(nil, s); !bytes.Equal(got, want) {
+			t.Errorf("AppendJSONString(%q) = %s, json.Marshal gives %s", s, got, want)
 		}
 	}
 }
@@ -167,8 +167,8 @@ func FuzzJSONString(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		want, _ := json.Marshal(s)
-		if got := appendJSONString(nil, s); !bytes.Equal(got, want) {
-			t.Fatalf("appendJSONString(%q) = %s, json.Marshal gives %s", s, got, want)
+		if got := AppendJSONString(nil, s); !bytes.Equal(got, want) {
+			t.Fatalf("AppendJSONString(%q) = %s, json.Marshal gives %s", s, got, want)
 		}
 	})
 }

@@ -42,11 +42,11 @@ const (
 // appendTyped appends the JSON of text s of simple type t (nil: a string).
 func appendTyped(dst []byte, t *simpleType, s string) []byte {
 	if t == nil {
-		return appendJSONString(dst, s)
+		return AppendJSONString(dst, s)
 	}
 	v, k := typedValue(t, s)
 	if k == jsonStr {
-		return appendJSONString(dst, v)
+		return AppendJSONString(dst, v)
 	}
 	return append(dst, v...)
 }
