@@ -1,0 +1,168 @@
+package postgres
+
+import (
+	"context"
+	"database/sql"
+	"strings"
+	"time"
+
+	"github.com/lib/pq"
+
+	"github.com/iotgate/iotgate"
+)
+
+// Changing stored commands: status updates (one statement per batch),
+// the delivery queue, expiry and the failure of unfinished commands at start.
+
+// updateCommands applies many status changes in one statement: each
+// row's outcome columns are set, and its history entry (if any) appended,
+// only where the stored status is one of the row's allowed ones (a
+// comma-separated list). It returns the IDs it updated.
+var updateCommands = `
+	UPDATE commands c SET (` + outcomeColumns + `) = (v.` + strings.Join(outcomeNames, ", v.") + `),
+		history = CASE WHEN v.ev IS NULL THEN c.history ELSE c.history || jsonb_build_array(v.ev) END
+	FROM ` + unnestArgs(1, append([]string{"text", "text", "jsonb"}, outcomeTypes...)) + `
+		AS v(id, from_statuses, ev, ` + outcomeColumns + `)
+	WHERE c.id = v.id AND c.status = ANY(string_to_array(v.from_statuses, ','))
+	RETURNING c.id`
+
+// UpdateCommand writes c's status, target, timestamps and outcome and
+// appends ev (if not nil) to its history, provided the stored status is
+// one of from: one statement, so the change and its history entry commit
+// together. Errors: conflict (the status is not), not_found.
+func (db *DB) UpdateCommand(ctx context.Context, c *iotgate.Command, from []iotgate.CommandStatus, ev *iotgate.CommandEvent) error {
+	return db.UpdateCommands(ctx, []iotgate.CommandUpdate{{Command: c, From: from, Event: ev}})[0]
+}
+
+// UpdateCommands applies the updates in one statement (one transaction,
+// one WAL flush) and returns one error per update, as UpdateCommand
+// would: an update whose command is not in one of its From statuses is
+// skipped with a conflict, without failing the others, and an update the
+// database refuses (a value out of its range in the device's answer)
+// fails only itself: the batch is then written apart (see apart). A
+// command must not appear twice.
+func (db *DB) UpdateCommands(ctx context.Context, us []iotgate.CommandUpdate) []error {
+	errs := make([]error, len(us))
+	apart(us, errs, func(us []iotgate.CommandUpdate, errs []error) error { return db.updateCommands(ctx, us, errs) })
+	return errs
+}
+
+// updateCommands applies us in one statement and sets the error of each
+// update it skipped in errs. It returns the statement's error.
+func (db *DB) updateCommands(ctx context.Context, us []iotgate.CommandUpdate, errs []error) error {
+	n := len(us)
+	ids, froms, evs := make([]string, n), make([]string, n), make([]sql.NullString, n)
+	var out outcomeArrays
+	for i, u := range us {
+		fs := make([]string, len(u.From))
+		for j, f := range u.From {
+			fs[j] = string(f)
+		}
+		ids[i], froms[i] = u.Command.ID, strings.Join(fs, ",")
+		if u.Event != nil {
+			b, err := historyEntryJSON(*u.Event)
+			if err != nil {
+				return &iotgate.Error{Code: iotgate.EInvalid, Message: "encode history entry of command " + u.Command.ID, Err: err}
+			}
+			evs[i] = nullString(string(b), true)
+		}
+		out.add(u.Command)
+	}
+	args := append([]any{pq.Array(ids), pq.Array(froms), pq.Array(evs)}, out.args()...)
+	updated, err := queryRows(ctx, db.db, "update commands", scanString, updateCommands, args...)
+	if err != nil {
+		return err
+	}
+	done := make(map[string]bool, len(updated))
+	for _, id := range updated {
+		done[id] = true
+	}
+	var missed []string
+	for _, id := range ids {
+		if !done[id] {
+			missed = append(missed, id)
+		}
+	}
+	if len(missed) == 0 {
+		return nil
+	}
+	// Say why the others were not updated: gone, or in another status.
+	type idStatus struct{ id, status string }
+	found, err := queryRows(ctx, db.db, "update command", func(row rowScanner) (idStatus, error) {
+		var s idStatus
+		return s, row.Scan(&s.id, &s.status)
+	}, `SELECT id, status FROM commands WHERE id = ANY($1::text[])`, pq.Array(missed))
+	status := make(map[string]string, len(found))
+	for _, f := range found {
+		status[f.id] = f.status
+	}
+	for i, id := range ids {
+		switch {
+		case done[id]:
+		case err != nil:
+			errs[i] = err
+		case status[id] == "":
+			errs[i] = iotgate.Errorf(iotgate.ENotFound, "command %s not found", id)
+		default:
+			errs[i] = iotgate.Errorf(iotgate.EConflict, "command %s is %s", id, status[id])
+		}
+	}
+	return nil
+}
+
+// QueuedCommands returns up to limit queued commands of a device, oldest
+// first.
+func (db *DB) QueuedCommands(ctx context.Context, deviceJID string, limit int) ([]*iotgate.Command, error) {
+	return queryRows(ctx, db.db, "list queued commands", scanCommand, `SELECT `+commandColumns+commandFrom+`
+		WHERE d.jid = $1 AND c.status = 'queued'
+		ORDER BY c.created_at, c.id LIMIT $2`, deviceJID, limit)
+}
+
+// QueuedDeviceJIDs returns the devices that have queued commands.
+func (db *DB) QueuedDeviceJIDs(ctx context.Context) ([]string, error) {
+	return queryRows(ctx, db.db, "list devices with queued commands", scanString, `
+		SELECT d.jid FROM devices d
+		WHERE EXISTS (SELECT 1 FROM commands c WHERE c.device_id = d.id AND c.status = 'queued')
+		ORDER BY d.jid`)
+}
+
+// ExpireCommands moves queued commands whose expires_at is not after now
+// to expired, recording reason in their history, and returns their IDs.
+func (db *DB) ExpireCommands(ctx context.Context, now time.Time, reason string) ([]string, error) {
+	rows, err := db.db.QueryContext(ctx, `
+		UPDATE commands SET status = 'expired', completed_at = $1, error = $2,
+			history = history || jsonb_build_array(jsonb_build_object('status', 'expired', 'at', $1::timestamptz, 'reason', $2::text))
+		WHERE status = 'queued' AND expires_at <= $1
+		RETURNING id`, now.UTC(), reason)
+	if err != nil {
+		return nil, translate(err, "expire commands")
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, translate(err, "expire commands")
+		}
+		ids = append(ids, id)
+	}
+	return ids, translate(rows.Err(), "expire commands")
+}
+
+// FailUnfinishedCommands moves every pending or sent command to failed
+// with the given error code and reason, and returns how many.
+func (db *DB) FailUnfinishedCommands(ctx context.Context, now time.Time, code, reason string) (int, error) {
+	var n int
+	err := db.db.QueryRowContext(ctx, `
+		WITH failed AS (
+			UPDATE commands SET status = 'failed', completed_at = $1, error_code = $2, error = $3,
+				history = history || jsonb_build_array(jsonb_build_object('status', 'failed', 'at', $1::timestamptz, 'reason', $3::text))
+			WHERE status IN ('pending', 'sent')
+			RETURNING id
+		)
+		SELECT count(*) FROM failed`, now.UTC(), code, reason).Scan(&n)
+	if err != nil {
+		return 0, translate(err, "resolve unfinished commands")
+	}
+	return n, nil
+}
