@@ -28,4 +28,7 @@ type PresenceEvent struct {
 	DeviceJID string
 	At        time.Time
 	Online    bool
+	// Resources are the device's available resources after the change,
+	// for the presence event.
+	Resources []Resource
 }

@@ -36,3 +36,18 @@ type DeviceStore interface {
 type PresenceStore interface {
 	InsertPresenceEvents(ctx context.Context, evs []PresenceEvent) error
 }
+
+// EventLog is the durable log of events. The stores write events in the
+// same transaction as the change they describe; EventLog reads and trims
+// them.
+type EventLog interface {
+	// Events returns events after q.After in id order, with each event's
+	// Labels set. Errors: unavailable.
+	Events(ctx context.Context, q EventQuery) (*EventBatch, error)
+	// EventBounds returns the newest id and the trim horizon. Errors:
+	// unavailable.
+	EventBounds(ctx context.Context) (EventBounds, error)
+	// TrimEvents deletes at most limit of the oldest events older than
+	// before and returns how many it deleted. Errors: unavailable.
+	TrimEvents(ctx context.Context, before time.Time, limit int) (int, error)
+}

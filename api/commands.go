@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -79,104 +78,12 @@ type CreateCommandRequest struct {
 	ExpiresInMS int `json:"expires_in_ms" validate:"omitempty,min=1,max=604800000" minimum:"1" maximum:"604800000" default:"3600000" example:"3600000"`
 }
 
-// Command is a command sent to a device, with its outcome and history.
-type Command struct {
-	// ID is random; GET /v1/commands/{id} returns the command.
-	ID string `json:"id" example:"MZXW6YTBOI2GK3TUMVZXIZLSEB2GK"`
-	// Device is the device's bare JID.
-	Device  string `json:"device" example:"thermo1@example.com"`
-	Type    string `json:"type" enums:"get,set" example:"set"`
-	Payload string `json:"payload" example:"<set xmlns='urn:example:thermostat'><target>21.5</target></set>"`
-	// Resource is the resource asked for, if any.
-	Resource string `json:"resource,omitempty" example:"kitchen"`
-	// Target is the full JID the IQ was (last) sent to.
-	Target string `json:"target,omitempty" example:"thermo1@example.com/kitchen"`
-	Mode   string `json:"mode" enums:"sync,async,queue" example:"sync"`
-	// Status: pending, then queued (mode queue, device offline) or sent;
-	// finally succeeded, failed, timed_out, expired (queued too long) or
-	// canceled.
-	Status    string `json:"status" enums:"pending,queued,sent,succeeded,failed,timed_out,expired,canceled" example:"succeeded"`
-	TimeoutMS int64  `json:"timeout_ms" example:"10000"`
-	// ExpiresAt is when a queued command gives up (mode queue only).
-	ExpiresAt   *time.Time `json:"expires_at" format:"date-time" extensions:"x-nullable" example:"2026-01-02T16:04:05Z"`
-	CreatedAt   time.Time  `json:"created_at" format:"date-time" example:"2026-01-02T15:04:05.000Z"`
-	SentAt      *time.Time `json:"sent_at" format:"date-time" extensions:"x-nullable" example:"2026-01-02T15:04:05.001Z"`
-	CompletedAt *time.Time `json:"completed_at" format:"date-time" extensions:"x-nullable" example:"2026-01-02T15:04:05.020Z"`
-	// AnsweredAt is when the device's answer arrived, even after the
-	// timeout.
-	AnsweredAt *time.Time `json:"answered_at" format:"date-time" extensions:"x-nullable" example:"2026-01-02T15:04:05.020Z"`
-	// Response is the device's result; null unless it answered with one.
-	Response *CommandResponse `json:"response" extensions:"x-nullable"`
-	// XMPPError is the IQ error the device (or, when it is offline, its
-	// server) answered with; null otherwise.
-	XMPPError *iotgate.XMPPError `json:"xmpp_error" extensions:"x-nullable"`
-	// ErrorCode says why the command did not succeed.
-	ErrorCode string `json:"error_code,omitempty" enums:"device_offline,xmpp_error,xmpp_unavailable,timeout,too_many_requests,restarted,internal" example:"xmpp_error"`
-	// Error says it in words.
-	Error string `json:"error,omitempty" example:"the device answered with an error: not-acceptable: target out of range"`
-	// LateAnswer is true when the answer (response or xmpp_error) arrived
-	// after the command timed out; the status stays timed_out.
-	LateAnswer bool `json:"late_answer" example:"false"`
-	// History lists every status the command went through, oldest first.
-	History []CommandEvent `json:"history"`
-	// IdempotencyKey is the request's Idempotency-Key, if any.
-	IdempotencyKey string `json:"idempotency_key,omitempty" example:"b7c1a0e2-set-21.5"`
-	// SentBy is the name of the API token that sent the command
-	// ("bootstrap" for IOTGATE_ADMIN_TOKEN); absent for commands from
-	// before tokens.
-	SentBy string `json:"sent_by,omitempty" example:"ops-berlin"`
-	// TokenID is the ID of that token.
-	TokenID string `json:"token_id,omitempty" example:"tok_q3bx7k2mzv4wd9hc"`
-}
-
-// CommandResponse is a device's IQ result.
-type CommandResponse struct {
-	// XML is the result's child element as the device sent it; "" for an
-	// empty result.
-	XML string `json:"xml" example:"<state xmlns='urn:example:thermostat'><temperature>19.75</temperature><target>21.5</target><mode>heat</mode><heating>true</heating></state>"`
-	// Data is XML rendered as JSON like readings are, when the element is
-	// in the schema's namespace and valid against it; null otherwise.
-	Data json.RawMessage `json:"data" swaggertype:"object" extensions:"x-nullable"`
-	// Invalid says why Data is null although the element is in the
-	// schema's namespace.
-	Invalid string `json:"invalid,omitempty" example:"document does not match its schema; line 1: /state/mode: 'warm' is not a valid value"`
-}
-
-// CommandEvent is one status change of a command.
-type CommandEvent struct {
-	Status string    `json:"status" enums:"pending,queued,sent,succeeded,failed,timed_out,expired,canceled" example:"sent"`
-	At     time.Time `json:"at" format:"date-time" example:"2026-01-02T15:04:05.001Z"`
-	Reason string    `json:"reason,omitempty" example:"to thermo1@example.com/kitchen"`
-}
-
 // CommandList is one page of commands.
 type CommandList struct {
-	Items []Command `json:"items"`
+	Items []iotgate.CommandView `json:"items"`
 	// NextCursor continues the list (pass it as cursor); absent on the
 	// last page.
 	NextCursor string `json:"next_cursor,omitempty" example:"MTc2NzM2OTYwMDEyMzAwMDAwMC5BQkM"`
-}
-
-func commandOf(c *iotgate.Command) Command {
-	out := Command{
-		ID: c.ID, Device: c.DeviceJID, Type: c.Type, Payload: c.Payload, Resource: c.Resource, Target: c.Target,
-		Mode: string(c.Mode), Status: string(c.Status), TimeoutMS: c.Timeout.Milliseconds(),
-		ExpiresAt: c.ExpiresAt, CreatedAt: c.CreatedAt, SentAt: c.SentAt, CompletedAt: c.CompletedAt, AnsweredAt: c.AnsweredAt,
-		ErrorCode: c.ErrorCode, Error: c.Error, LateAnswer: c.LateAnswer, IdempotencyKey: c.IdempotencyKey,
-		SentBy: c.SentBy, TokenID: c.TokenID,
-		History: make([]CommandEvent, 0, len(c.History)),
-	}
-	if r := c.Response; r != nil {
-		out.Response = &CommandResponse{XML: r.XML, Data: r.Data, Invalid: r.Invalid}
-	}
-	if e := c.XMPPError; e != nil {
-		x := *e
-		out.XMPPError = &x
-	}
-	for _, e := range c.History {
-		out.History = append(out.History, CommandEvent{Status: string(e.Status), At: e.At, Reason: e.Reason})
-	}
-	return out
 }
 
 // commandPath is the URL path of a command.
@@ -226,21 +133,21 @@ func (h *commandHandler) visibleCommand(c echo.Context, id string) (*iotgate.Com
 //	@Param			jid				path		string						true	"Bare JID, URL-escaped"	example(thermo1@example.com)
 //	@Param			Idempotency-Key	header		string						false	"Makes retries safe: up to 255 bytes, unique per intended command"
 //	@Param			command			body		api.CreateCommandRequest	true	"The command"
-//	@Success		200				{object}	api.Command					"The device answered with a result (mode sync)"
-//	@Success		202				{object}	api.Command					"Sent or queued (mode async or queue), or still under way"
+//	@Success		200				{object}	iotgate.CommandView					"The device answered with a result (mode sync)"
+//	@Success		202				{object}	iotgate.CommandView					"Sent or queued (mode async or queue), or still under way"
 //	@Header			200,202			{string}	Location					"URL path of the command, /v1/commands/{id}"
 //	@Failure		400				{object}	api.ErrorResponse{details=[]api.FieldError}	"Bad JSON, a bad field, not a valid bare JID or resource"
 //	@Failure		404				{object}	api.ErrorResponse							"No such device"
-//	@Failure		409				{object}	api.ErrorResponse{details=api.Command}		"The device is offline (code device_offline)"
+//	@Failure		409				{object}	api.ErrorResponse{details=iotgate.CommandView}		"The device is offline (code device_offline)"
 //	@Failure		413				{object}	api.ErrorResponse							"Body too large"
 //	@Failure		415				{object}	api.ErrorResponse							"Body is not JSON"
 //	@Failure		422				{object}	api.ErrorResponse							"The payload is not valid against the device's schema (code unprocessable); it contains an XML comment, a processing instruction or a DOCTYPE, which XMPP does not allow on the stream (codes comment_forbidden, processing_instruction_forbidden, doctype_forbidden); or the Idempotency-Key was used for another request (code idempotency_key_reused)"
 //	@Failure		429				{object}	api.ErrorResponse							"Too many commands in flight (code too_many_requests), or the token's request rate is exceeded (code rate_limited)"
 //	@Header			429				{integer}	Retry-After									"Seconds to wait before retrying"
 //	@Failure		500				{object}	api.ErrorResponse
-//	@Failure		502				{object}	api.ErrorResponse{details=api.Command}	"The device answered with an IQ error (code xmpp_error; details.xmpp_error has type, condition and text)"
-//	@Failure		503				{object}	api.ErrorResponse{details=api.Command}	"iotgate's XMPP stream is down (code xmpp_unavailable), or the database is"
-//	@Failure		504				{object}	api.ErrorResponse{details=api.Command}	"No answer within timeout_ms (code timeout)"
+//	@Failure		502				{object}	api.ErrorResponse{details=iotgate.CommandView}	"The device answered with an IQ error (code xmpp_error; details.xmpp_error has type, condition and text)"
+//	@Failure		503				{object}	api.ErrorResponse{details=iotgate.CommandView}	"iotgate's XMPP stream is down (code xmpp_unavailable), or the database is"
+//	@Failure		504				{object}	api.ErrorResponse{details=iotgate.CommandView}	"No answer within timeout_ms (code timeout)"
 //	@Security		BearerAuth
 //	@Failure		401	{object}	api.ErrorResponse	"Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)"
 //	@Failure		403	{object}	api.ErrorResponse	"The token lacks the route's scope (code forbidden)"
@@ -300,7 +207,7 @@ func respondCommand(c echo.Context, cmd *iotgate.Command) error {
 		var de *iotgate.Error
 		if errors.As(err, &de) {
 			out := *de
-			out.Fields = commandOf(cmd)
+			out.Fields = cmd.View()
 			if out.Code == iotgate.ETooMany {
 				c.Response().Header().Set("Retry-After", retryAfter)
 			}
@@ -309,9 +216,9 @@ func respondCommand(c echo.Context, cmd *iotgate.Command) error {
 		return err
 	}
 	if cmd.Status == iotgate.CommandSucceeded {
-		return c.JSON(http.StatusOK, commandOf(cmd))
+		return c.JSON(http.StatusOK, cmd.View())
 	}
-	return c.JSON(http.StatusAccepted, commandOf(cmd))
+	return c.JSON(http.StatusAccepted, cmd.View())
 }
 
 // get returns a command.
@@ -321,7 +228,7 @@ func respondCommand(c echo.Context, cmd *iotgate.Command) error {
 //	@Tags			commands
 //	@Produce		json
 //	@Param			id	path		string	true	"Command ID"
-//	@Success		200	{object}	api.Command
+//	@Success		200	{object}	iotgate.CommandView
 //	@Failure		404	{object}	api.ErrorResponse	"No such command"
 //	@Failure		500	{object}	api.ErrorResponse
 //	@Failure		503	{object}	api.ErrorResponse
@@ -340,7 +247,7 @@ func (h *commandHandler) get(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, commandOf(cmd))
+	return c.JSON(http.StatusOK, cmd.View())
 }
 
 // list lists a device's commands.
@@ -379,7 +286,7 @@ func (h *commandHandler) list(c echo.Context) error {
 	if err != nil {
 		return fmt.Errorf("list commands: %w", err)
 	}
-	return c.JSON(http.StatusOK, CommandList{Items: itemsOf(page.Items, commandOf), NextCursor: page.NextCursor})
+	return c.JSON(http.StatusOK, CommandList{Items: itemsOf(page.Items, (*iotgate.Command).View), NextCursor: page.NextCursor})
 }
 
 // cancel cancels a queued command.
@@ -389,7 +296,7 @@ func (h *commandHandler) list(c echo.Context) error {
 //	@Tags			commands
 //	@Produce		json
 //	@Param			id	path		string	true	"Command ID"
-//	@Success		200	{object}	api.Command	"Canceled"
+//	@Success		200	{object}	iotgate.CommandView	"Canceled"
 //	@Failure		404	{object}	api.ErrorResponse	"No such command"
 //	@Failure		409	{object}	api.ErrorResponse	"The command is not queued (code command_not_queued)"
 //	@Failure		500	{object}	api.ErrorResponse
@@ -412,5 +319,5 @@ func (h *commandHandler) cancel(c echo.Context) error {
 	if err != nil {
 		return fmt.Errorf("cancel command: %w", err)
 	}
-	return c.JSON(http.StatusOK, commandOf(cmd))
+	return c.JSON(http.StatusOK, cmd.View())
 }

@@ -64,16 +64,16 @@ func TestCommandOutcomes(t *testing.T) {
 		// want is the problem code (errors) and a check of the command
 		// in the body (details for errors).
 		want  string
-		check func(t *testing.T, c Command)
+		check func(t *testing.T, c iotgate.CommandView)
 	}{
 		{"Succeeded", iotgate.CommandSync, iotgate.CommandSent, "", succeeded, http.StatusOK, "",
-			func(t *testing.T, c Command) {
+			func(t *testing.T, c iotgate.CommandView) {
 				if c.Response == nil || string(c.Response.Data) != `{"mode":"heat"}` || c.Status != "succeeded" {
 					t.Errorf("command = %+v", c)
 				}
 			}},
 		{"DeviceError", iotgate.CommandSync, iotgate.CommandSent, "", deviceError, http.StatusBadGateway, "xmpp_error",
-			func(t *testing.T, c Command) {
+			func(t *testing.T, c iotgate.CommandView) {
 				if c.XMPPError == nil || c.XMPPError.Condition != "not-acceptable" || c.XMPPError.Type != "modify" || c.XMPPError.Text != "out of range" {
 					t.Errorf("xmpp_error = %+v", c.XMPPError)
 				}
@@ -84,7 +84,7 @@ func TestCommandOutcomes(t *testing.T) {
 		{"AsyncSent", iotgate.CommandAsync, iotgate.CommandSent, "", nil, http.StatusAccepted, "", nil},
 		{"AsyncOffline", iotgate.CommandAsync, iotgate.CommandFailed, iotgate.DetailDeviceOffline, nil, http.StatusConflict, "device_offline", nil},
 		{"Queued", iotgate.CommandQueue, iotgate.CommandQueued, "", nil, http.StatusAccepted, "",
-			func(t *testing.T, c Command) {
+			func(t *testing.T, c iotgate.CommandView) {
 				if c.Status != "queued" || c.Mode != "queue" {
 					t.Errorf("command = %+v", c)
 				}
@@ -104,7 +104,7 @@ func TestCommandOutcomes(t *testing.T) {
 			if loc := rec.Header().Get(echo.HeaderLocation); loc != "/v1/commands/c1" {
 				t.Errorf("Location = %q", loc)
 			}
-			var got Command
+			var got iotgate.CommandView
 			if tt.want != "" {
 				var body struct {
 					Code    string          `json:"code"`
@@ -122,7 +122,7 @@ func TestCommandOutcomes(t *testing.T) {
 					t.Fatal(err)
 				}
 			} else {
-				got = decode[Command](t, rec)
+				got = decode[iotgate.CommandView](t, rec)
 			}
 			if got.ID != "c1" || got.Device != "thermo1@example.com" || len(got.History) < 2 {
 				t.Errorf("command = %+v", got)
@@ -222,7 +222,7 @@ func TestCommandRequests(t *testing.T) {
 		{apiCase: apiCase{name: "ListUnknownDevice", target: "/v1/devices/nobody%40example.com/commands", status: http.StatusNotFound, code: "not_found"}},
 		{apiCase: apiCase{name: "CancelQueued", method: http.MethodPost, target: "/v1/commands/q1/cancel", status: http.StatusOK,
 			check: func(t *testing.T, rec *httptest.ResponseRecorder) {
-				if got := decode[Command](t, rec); got.Status != "canceled" {
+				if got := decode[iotgate.CommandView](t, rec); got.Status != "canceled" {
 					t.Errorf("status = %s, want canceled", got.Status)
 				}
 			}}},
@@ -282,7 +282,7 @@ func TestCommandSyncOutlivesWriteTimeout(t *testing.T) {
 		t.Fatalf("POST: %v (the write timeout cut the response)", err)
 	}
 	defer resp.Body.Close()
-	var got Command
+	var got iotgate.CommandView
 	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil || resp.StatusCode != http.StatusOK || got.Status != "succeeded" {
 		t.Errorf("answer %d %+v %v, want 200 succeeded", resp.StatusCode, got, err)
 	}

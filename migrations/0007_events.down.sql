@@ -1,0 +1,2 @@
+DROP TABLE events_trimmed;
+DROP TABLE events;
