@@ -1,0 +1,288 @@
+package events
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/iotgate/iotgate"
+	"github.com/iotgate/iotgate/internal/memstore"
+)
+
+// env is a hub over an in-memory log, woken at every append.
+type env struct {
+	log  *memstore.EventLog
+	hub  *Hub
+	wake chan struct{}
+}
+
+func newEnv(t *testing.T, cfg Config) *env {
+	t.Helper()
+	e := &env{log: &memstore.EventLog{}, wake: make(chan struct{}, 1)}
+	e.log.SetLabels("a@x", map[string]string{"site": "berlin"})
+	e.log.SetLabels("b@x", map[string]string{"site": "paris"})
+	cfg.Wake = e.wake
+	if cfg.Poll == 0 {
+		cfg.Poll = time.Hour // wake-ups only, unless a test says
+	}
+	e.hub = NewHub(e.log, cfg)
+	if err := e.hub.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.hub.Close)
+	return e
+}
+
+// add appends n events of device dev and type typ and wakes the hub.
+func (e *env) add(n int, dev string, typ iotgate.EventType) []int64 {
+	evs := make([]iotgate.Event, n)
+	for i := range evs {
+		evs[i] = iotgate.Event{Type: typ, Time: time.Now(), Device: dev, Data: json.RawMessage(`{}`)}
+	}
+	ids := e.log.Append(evs...)
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+	return ids
+}
+
+// collect reads from s until it has n events or the deadline passes.
+func collect(t *testing.T, s *Subscription, n int) []*iotgate.Event {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var got []*iotgate.Event
+	for len(got) < n {
+		evs, err := s.Next(ctx)
+		if err != nil {
+			t.Fatalf("after %d of %d events: %v", len(got), n, err)
+		}
+		got = append(got, evs...)
+	}
+	return got
+}
+
+func ids(evs []*iotgate.Event) []int64 {
+	out := make([]int64, len(evs))
+	for i, e := range evs {
+		out[i] = e.ID
+	}
+	return out
+}
+
+func TestFanOutFilters(t *testing.T) {
+	e := newEnv(t, Config{})
+	ctx := context.Background()
+	all, _ := e.hub.Subscribe(ctx, "t1", iotgate.EventFilter{}, nil)
+	berlin, _ := e.hub.Subscribe(ctx, "t2", iotgate.EventFilter{Scope: iotgate.Selector{"site": "berlin"}}, nil)
+	presence, _ := e.hub.Subscribe(ctx, "t3", iotgate.EventFilter{Types: []iotgate.EventType{iotgate.EventPresence}, Devices: []string{"b@x"}}, nil)
+	if got := e.hub.Subscribers(); got != 3 {
+		t.Fatalf("Subscribers = %d, want 3", got)
+	}
+	a := e.add(2, "a@x", iotgate.EventReading)
+	b := e.add(1, "b@x", iotgate.EventReading)
+	p := e.add(1, "b@x", iotgate.EventPresence)
+	gone := e.add(1, "gone@x", iotgate.EventReading) // no labels: scoped subscribers never see it
+
+	for _, tc := range []struct {
+		name string
+		s    *Subscription
+		want []int64
+	}{
+		{"All", all, []int64{a[0], a[1], b[0], p[0], gone[0]}},
+		{"Scope", berlin, a},
+		{"TypeAndDevice", presence, p},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := ids(collect(t, tc.s, len(tc.want)))
+			if !equal(got, tc.want) {
+				t.Errorf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+	// Nothing more for the scoped one, even after another event.
+	e.add(1, "a@x", iotgate.EventReading)
+	if got := collect(t, berlin, 1); got[0].Device != "a@x" {
+		t.Errorf("scoped subscriber got %s's event", got[0].Device)
+	}
+	if e.hub.Delivered() < 9 {
+		t.Errorf("Delivered = %d, want at least 9", e.hub.Delivered())
+	}
+}
+
+func equal(a, b []int64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// TestResumeSeam resumes while events keep being appended: every event
+// after the resume id arrives once, in order.
+func TestResumeSeam(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		scan int
+	}{{"WideScan", 0}, {"NarrowScan", 7}} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, Config{})
+			e.log.Scan = tc.scan
+			e.add(2500, "a@x", iotgate.EventReading)
+			const more = 3000
+			var wg sync.WaitGroup
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range more / 10 {
+					e.add(10, "a@x", iotgate.EventReading)
+				}
+			}()
+			after := int64(100)
+			s, err := e.hub.Subscribe(context.Background(), "t", iotgate.EventFilter{Devices: []string{"a@x"}}, &after)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			got := collect(t, s, 2500+more-100)
+			wg.Wait()
+			for i, ev := range got {
+				if want := after + 1 + int64(i); ev.ID != want {
+					t.Fatalf("event %d has id %d, want %d (gap or duplicate at the seam)", i, ev.ID, want)
+				}
+			}
+		})
+	}
+}
+
+func TestGap(t *testing.T) {
+	e := newEnv(t, Config{})
+	e.add(10, "a@x", iotgate.EventReading)
+	if _, err := e.log.TrimEvents(context.Background(), time.Now().Add(time.Hour), 4); err != nil {
+		t.Fatal(err)
+	}
+	after := int64(2)
+	s, err := e.hub.Subscribe(context.Background(), "t", iotgate.EventFilter{}, &after)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := collect(t, s, 7)
+	if got[0].Type != iotgate.EventGap || got[0].ID != 4 {
+		t.Fatalf("first event = %s %d, want gap 4", got[0].Type, got[0].ID)
+	}
+	var gap iotgate.GapEventData
+	if err := json.Unmarshal(got[0].Data, &gap); err != nil || gap.After != 2 || gap.Oldest != 5 {
+		t.Errorf("gap data = %+v (%v), want after 2, oldest 5", gap, err)
+	}
+	if want := []int64{4, 5, 6, 7, 8, 9, 10}; !equal(ids(got), want) {
+		t.Errorf("ids = %v, want %v", ids(got), want)
+	}
+
+	// Resuming from the trim horizon: no gap.
+	after = 4
+	s2, _ := e.hub.Subscribe(context.Background(), "t", iotgate.EventFilter{}, &after)
+	if got := collect(t, s2, 1); got[0].Type == iotgate.EventGap {
+		t.Error("resume from the trim horizon starts with a gap")
+	}
+}
+
+func TestSlowSubscriber(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+	}{
+		{"Count", Config{MaxBacklog: 5}},
+		{"Bytes", Config{MaxBacklogBytes: 9}}, // 5 events of `{}`
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, tc.cfg)
+			ctx := context.Background()
+			slow, _ := e.hub.Subscribe(ctx, "t", iotgate.EventFilter{}, nil)
+			fast, _ := e.hub.Subscribe(ctx, "t", iotgate.EventFilter{}, nil)
+			for range 6 {
+				e.add(1, "a@x", iotgate.EventReading)
+				collect(t, fast, 1)
+			}
+			if _, err := slow.Next(ctx); !errors.Is(err, ErrSlowSubscriber) {
+				t.Fatalf("slow Next = %v, want ErrSlowSubscriber", err)
+			}
+			if e.hub.CutOff() != 1 || e.hub.Subscribers() != 1 {
+				t.Errorf("CutOff = %d, Subscribers = %d, want 1, 1", e.hub.CutOff(), e.hub.Subscribers())
+			}
+		})
+	}
+}
+
+func TestLimits(t *testing.T) {
+	e := newEnv(t, Config{MaxSubscribers: 3, MaxPerToken: 2})
+	ctx := context.Background()
+	s1, err1 := e.hub.Subscribe(ctx, "t1", iotgate.EventFilter{}, nil)
+	_, err2 := e.hub.Subscribe(ctx, "t1", iotgate.EventFilter{}, nil)
+	if err1 != nil || err2 != nil {
+		t.Fatal(err1, err2)
+	}
+	if _, err := e.hub.Subscribe(ctx, "t1", iotgate.EventFilter{}, nil); iotgate.ErrorCode(err) != iotgate.ETooMany {
+		t.Errorf("third of one token: %v, want too_many_requests", err)
+	}
+	if _, err := e.hub.Subscribe(ctx, "t2", iotgate.EventFilter{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.hub.Subscribe(ctx, "t3", iotgate.EventFilter{}, nil); iotgate.ErrorCode(err) != iotgate.ETooMany {
+		t.Errorf("fourth of the hub: %v, want too_many_requests", err)
+	}
+	s1.Close()
+	if _, err := e.hub.Subscribe(ctx, "t1", iotgate.EventFilter{}, nil); err != nil {
+		t.Errorf("after a Close: %v", err)
+	}
+}
+
+func TestClose(t *testing.T) {
+	e := newEnv(t, Config{})
+	s, _ := e.hub.Subscribe(context.Background(), "t", iotgate.EventFilter{}, nil)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := s.Next(context.Background())
+		errc <- err
+	}()
+	e.hub.Close()
+	if err := <-errc; !errors.Is(err, ErrClosed) {
+		t.Errorf("Next after Close = %v, want ErrClosed", err)
+	}
+	if _, err := e.hub.Subscribe(context.Background(), "t", iotgate.EventFilter{}, nil); iotgate.ErrorCode(err) != iotgate.EUnavailable {
+		t.Errorf("Subscribe after Close = %v, want unavailable", err)
+	}
+}
+
+// TestPoll: without wake-ups, the poll timer delivers.
+func TestPoll(t *testing.T) {
+	e := newEnv(t, Config{Poll: 10 * time.Millisecond})
+	s, _ := e.hub.Subscribe(context.Background(), "t", iotgate.EventFilter{}, nil)
+	e.log.Append(iotgate.Event{Type: iotgate.EventReading, Device: "a@x", Data: json.RawMessage(`{}`)})
+	collect(t, s, 1)
+}
+
+func TestTrimmer(t *testing.T) {
+	log := &memstore.EventLog{}
+	now := time.Now()
+	for i := range 25 {
+		log.Append(iotgate.Event{Type: iotgate.EventReading, Time: now.Add(time.Duration(i-30) * time.Hour), Device: "a@x"})
+	}
+	tr := &Trimmer{Log: log, Retention: 10 * time.Hour, Batch: 4, Pause: time.Millisecond, Now: func() time.Time { return now }}
+	n, err := tr.Trim(context.Background())
+	// Events at -30h .. -6h: those before -10h are 20 (-30h .. -11h).
+	if err != nil || n != 20 {
+		t.Fatalf("Trim = %d, %v; want 20", n, err)
+	}
+	b, _ := log.EventBounds(context.Background())
+	if b.Trimmed != 20 {
+		t.Errorf("Trimmed = %d, want 20", b.Trimmed)
+	}
+}
