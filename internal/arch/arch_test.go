@@ -185,6 +185,11 @@ var rules = []rule{
 	// and schemas maps them, so it needs nothing of ours.
 	{name: "schemas/xsd imports no package of the project", from: is("schemas/xsd"),
 		to: func(r string) bool { return !is("schemas/xsd")(r) }},
+	// events is a capability package: the root package's EventLog port
+	// and types only, never an adapter nor webhooks.
+	{name: "events imports only the root package", from: is("events"),
+		to: func(r string) bool { return !is("", "events")(r) }, direct: true},
+	{name: "events's tests import no adapter", from: is("events"), to: is("api", "component", "postgres", "webhooks", "devices"), tests: true},
 	{name: "internal/memstore imports only the root package", from: is("internal/memstore"),
 		to: func(r string) bool { return !is("", "internal/memstore")(r) }, direct: true},
 }
