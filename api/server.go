@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -56,6 +57,9 @@ type Config struct {
 	// RateBurst is how many requests a token may make at once above
 	// RateLimit; 0 means as many as RateLimit (at least 1).
 	RateBurst int
+	// EventPing is how often an idle event stream gets a comment line
+	// (0: DefaultEventPing).
+	EventPing time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -72,6 +76,7 @@ func (c Config) withDefaults() Config {
 	def(&c.WriteTimeout, DefaultWriteTimeout)
 	def(&c.IdleTimeout, DefaultIdleTimeout)
 	def(&c.CheckTimeout, DefaultCheckTimeout)
+	def(&c.EventPing, DefaultEventPing)
 	return c
 }
 
@@ -97,6 +102,10 @@ type Deps struct {
 	Tokens TokenService
 	// Metrics, when set, is served at GET /metrics to admin tokens.
 	Metrics http.Handler
+	// Events serves GET /v1/events; Tickets, with it, POST
+	// /v1/events/tickets and the ticket= of the stream.
+	Events  EventHub
+	Tickets TicketService
 }
 
 // Server is iotgate's HTTP server. Create it with New, then Listen, Serve
@@ -114,6 +123,9 @@ type Server struct {
 	// failures counts failed authentications per client address, so that
 	// guessing tokens is slow and can't load the database.
 	failures *limiter
+	// streamsStop is closed when Shutdown starts: event streams never
+	// go idle on their own.
+	streamsStop chan struct{}
 }
 
 // New returns a server for cfg and deps with every route registered.
@@ -124,7 +136,7 @@ func New(cfg Config, deps Deps) *Server {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{cfg: cfg, log: log, auth: deps.Auth,
-		failures: newLimiter(authFailureRate, authFailureBurst, time.Now)}
+		failures: newLimiter(authFailureRate, authFailureBurst, time.Now), streamsStop: make(chan struct{})}
 	if cfg.RateLimit > 0 {
 		s.limits = newLimiter(cfg.RateLimit, cfg.RateBurst, time.Now)
 	}
@@ -169,6 +181,8 @@ func New(cfg Config, deps Deps) *Server {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	var stopOnce sync.Once
+	s.http.RegisterOnShutdown(func() { stopOnce.Do(func() { close(s.streamsStop) }) })
 	return s
 }
 
@@ -243,8 +257,19 @@ func (s *Server) routes(deps Deps) {
 	if deps.Metrics != nil {
 		add(route{http.MethodGet, "/metrics", iotgate.ScopeAdmin, echo.WrapHandler(deps.Metrics)})
 	}
+	if deps.Events != nil {
+		h := &eventHandler{hub: deps.Events, tickets: deps.Tickets, ping: s.cfg.EventPing, stop: s.streamsStop, log: s.log}
+		add(route{http.MethodGet, eventsPath, iotgate.ScopeDevicesRead, h.stream})
+		if deps.Tickets != nil {
+			add(route{http.MethodPost, "/v1/events/tickets", iotgate.ScopeDevicesRead, h.ticket})
+		}
+	}
 	for _, r := range table {
-		s.echo.Add(r.method, r.path, r.handler, s.authenticate, s.rateLimit, requireScope(r.scope))
+		authn := s.authenticate
+		if r.path == eventsPath {
+			authn = s.authenticateTicket(deps.Tickets)
+		}
+		s.echo.Add(r.method, r.path, r.handler, authn, s.rateLimit, requireScope(r.scope))
 	}
 }
 
