@@ -243,12 +243,13 @@ func (h *eventHandler) stream(c echo.Context) error {
 	for {
 		wait, cancelWait := context.WithTimeout(ctx, h.ping)
 		evs, err := sub.Next(wait)
+		idle := err != nil && wait.Err() != nil
 		cancelWait()
 		switch {
 		case ctx.Err() != nil:
 			// The client left or the server shuts down.
 			return nil
-		case wait.Err() != nil:
+		case idle:
 			_, _ = w.WriteString(": ping\n\n")
 		case errors.Is(err, events.ErrSlowSubscriber):
 			_, _ = w.WriteString(": closed: this client reads too slowly; resume with Last-Event-ID\n\n")

@@ -13,8 +13,8 @@ import (
 )
 
 // TestTicketStore runs the event tickets on a real PostgreSQL: a ticket
-// is redeemed once, even by concurrent redeemers on two pools (as two
-// instances would), and expired ones are swept.
+// is redeemed once, even by concurrent redeemers (each on its own
+// connection, as two instances would be), and expired ones are swept.
 func TestTicketStore(t *testing.T) {
 	ctx := context.Background()
 	db, _, _ := newStack(t)
