@@ -63,6 +63,18 @@ type EventTicket struct {
 	ExpiresAt time.Time `json:"expires_at" format:"date-time"`
 }
 
+// EventData documents, for the API description only, the data of each
+// event type: an event's data is the object of its type below, not this
+// object (Swagger 2 has no oneOf). Never sent.
+type EventData struct {
+	Reading   *iotgate.ReadingEventData   `json:"reading,omitempty"`
+	Rejection *iotgate.RejectionEventData `json:"rejection,omitempty"`
+	Presence  *iotgate.PresenceEventData  `json:"presence,omitempty"`
+	Command   *iotgate.CommandView        `json:"command,omitempty"`
+	Device    *iotgate.DeviceEventData    `json:"device,omitempty"`
+	Gap       *iotgate.GapEventData       `json:"gap,omitempty"`
+}
+
 type eventHandler struct {
 	hub     EventHub
 	tickets TicketService
@@ -186,7 +198,7 @@ func eventFilter(c echo.Context) (iotgate.EventFilter, *int64, error) {
 //	@Param			after			query		int					false	"Replay the events after this id first"
 //	@Param			Last-Event-ID	header		int					false	"Replay the events after this id first (wins over after)"
 //	@Param			ticket			query		string				false	"A ticket from POST /v1/events/tickets, instead of the Authorization header"
-//	@Success		200				{object}	iotgate.Event		"The stream; each data: line is one Event"
+//	@Success		200				{object}	iotgate.Event{data=api.EventData}	"The stream; each data: line is one Event, whose data is the member of EventData named by its type"
 //	@Failure		400				{object}	api.ErrorResponse	"A bad type, device or label; a bad Last-Event-ID or after (code invalid_event_id)"
 //	@Failure		429				{object}	api.ErrorResponse	"Too many streams open for this token or this server (code too_many_requests), or the token's request rate is exceeded (code rate_limited)"
 //	@Failure		500				{object}	api.ErrorResponse

@@ -107,7 +107,7 @@ const docTemplate = `{
                     "200": {
                         "description": "OK",
                         "schema": {
-                            "$ref": "#/definitions/api.Command"
+                            "$ref": "#/definitions/iotgate.CommandView"
                         }
                     },
                     "401": {
@@ -183,7 +183,7 @@ const docTemplate = `{
                     "200": {
                         "description": "Canceled",
                         "schema": {
-                            "$ref": "#/definitions/api.Command"
+                            "$ref": "#/definitions/iotgate.CommandView"
                         }
                     },
                     "401": {
@@ -902,7 +902,7 @@ const docTemplate = `{
                     "200": {
                         "description": "The device answered with a result (mode sync)",
                         "schema": {
-                            "$ref": "#/definitions/api.Command"
+                            "$ref": "#/definitions/iotgate.CommandView"
                         },
                         "headers": {
                             "Location": {
@@ -914,7 +914,7 @@ const docTemplate = `{
                     "202": {
                         "description": "Sent or queued (mode async or queue), or still under way",
                         "schema": {
-                            "$ref": "#/definitions/api.Command"
+                            "$ref": "#/definitions/iotgate.CommandView"
                         },
                         "headers": {
                             "Location": {
@@ -973,7 +973,7 @@ const docTemplate = `{
                                     "type": "object",
                                     "properties": {
                                         "details": {
-                                            "$ref": "#/definitions/api.Command"
+                                            "$ref": "#/definitions/iotgate.CommandView"
                                         }
                                     }
                                 }
@@ -1027,7 +1027,7 @@ const docTemplate = `{
                                     "type": "object",
                                     "properties": {
                                         "details": {
-                                            "$ref": "#/definitions/api.Command"
+                                            "$ref": "#/definitions/iotgate.CommandView"
                                         }
                                     }
                                 }
@@ -1045,7 +1045,7 @@ const docTemplate = `{
                                     "type": "object",
                                     "properties": {
                                         "details": {
-                                            "$ref": "#/definitions/api.Command"
+                                            "$ref": "#/definitions/iotgate.CommandView"
                                         }
                                     }
                                 }
@@ -1063,7 +1063,7 @@ const docTemplate = `{
                                     "type": "object",
                                     "properties": {
                                         "details": {
-                                            "$ref": "#/definitions/api.Command"
+                                            "$ref": "#/definitions/iotgate.CommandView"
                                         }
                                     }
                                 }
@@ -1405,6 +1405,189 @@ const docTemplate = `{
                     },
                     "404": {
                         "description": "No such device",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "429": {
+                        "description": "The token's request rate is exceeded (code rate_limited)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        },
+                        "headers": {
+                            "Retry-After": {
+                                "type": "integer",
+                                "description": "Seconds to wait before retrying"
+                            }
+                        }
+                    },
+                    "500": {
+                        "description": "Internal Server Error",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "503": {
+                        "description": "Service Unavailable",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    }
+                }
+            }
+        },
+        "/v1/events": {
+            "get": {
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "A text/event-stream of events: each as ` + "`" + `id:` + "`" + ` (the event id), ` + "`" + `event:` + "`" + ` (its type) and one ` + "`" + `data:` + "`" + ` line, the Event as JSON (its data: ReadingEventData, RejectionEventData, PresenceEventData, CommandView, DeviceEventData or GapEventData), then a blank line. An idle stream gets a comment line (` + "`" + `: ping` + "`" + `) every 15 s. Filters combine with AND; the token's device selector always applies. With Last-Event-ID (as EventSource sends it on reconnecting) or after, the stream first replays every matching event after that id, then continues live, with no gap and no duplicate; when some of them have been trimmed already (retention), it starts with a ` + "`" + `gap` + "`" + ` event, and the client should re-read state. A client that does not read fast enough is disconnected after a bounded backlog (it resumes with Last-Event-ID). Browsers, whose EventSource can't send an Authorization header, use a ticket from POST /v1/events/tickets; a bearer token in the query string is not accepted.",
+                "produces": [
+                    "text/event-stream"
+                ],
+                "tags": [
+                    "events"
+                ],
+                "summary": "Stream events (Server-Sent Events)",
+                "parameters": [
+                    {
+                        "type": "string",
+                        "example": "reading,presence",
+                        "description": "Only these event types, comma-separated (reading, rejection, presence, command, device)",
+                        "name": "types",
+                        "in": "query"
+                    },
+                    {
+                        "type": "array",
+                        "items": {
+                            "type": "string"
+                        },
+                        "collectionFormat": "multi",
+                        "example": "thermo1@example.com",
+                        "description": "Only this device's events (bare JID); repeat for several",
+                        "name": "device",
+                        "in": "query"
+                    },
+                    {
+                        "type": "array",
+                        "items": {
+                            "type": "string"
+                        },
+                        "collectionFormat": "multi",
+                        "example": "room:kitchen",
+                        "description": "Only events of devices with this label, as key:value; repeat for several",
+                        "name": "label",
+                        "in": "query"
+                    },
+                    {
+                        "type": "integer",
+                        "description": "Replay the events after this id first",
+                        "name": "after",
+                        "in": "query"
+                    },
+                    {
+                        "type": "integer",
+                        "description": "Replay the events after this id first (wins over after)",
+                        "name": "Last-Event-ID",
+                        "in": "header"
+                    },
+                    {
+                        "type": "string",
+                        "description": "A ticket from POST /v1/events/tickets, instead of the Authorization header",
+                        "name": "ticket",
+                        "in": "query"
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The stream; each data: line is one Event, whose data is the member of EventData named by its type",
+                        "schema": {
+                            "allOf": [
+                                {
+                                    "$ref": "#/definitions/iotgate.Event"
+                                },
+                                {
+                                    "type": "object",
+                                    "properties": {
+                                        "data": {
+                                            "$ref": "#/definitions/api.EventData"
+                                        }
+                                    }
+                                }
+                            ]
+                        }
+                    },
+                    "400": {
+                        "description": "A bad type, device or label; a bad Last-Event-ID or after (code invalid_event_id)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "401": {
+                        "description": "Missing, unknown, expired or revoked token or ticket (code unauthorized; header WWW-Authenticate)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "403": {
+                        "description": "The token lacks the route's scope (code forbidden)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "429": {
+                        "description": "Too many streams open for this token or this server (code too_many_requests), or the token's request rate is exceeded (code rate_limited)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "500": {
+                        "description": "Internal Server Error",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "503": {
+                        "description": "Service Unavailable",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    }
+                }
+            }
+        },
+        "/v1/events/tickets": {
+            "post": {
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "Returns a single-use URL of GET /v1/events, valid for 60 s, for the browser's EventSource, which can't send an Authorization header: ` + "`" + `new EventSource(ticket.url)` + "`" + `. The stream runs with this token's permissions (its device selector applies); a ticket of a token revoked or expired meanwhile is refused. Filters may be appended to the URL (` + "`" + `\u0026types=reading` + "`" + `). A bearer token in the query string is never accepted.",
+                "produces": [
+                    "application/json"
+                ],
+                "tags": [
+                    "events"
+                ],
+                "summary": "Get a ticket for the event stream",
+                "responses": {
+                    "201": {
+                        "description": "Created",
+                        "schema": {
+                            "$ref": "#/definitions/api.EventTicket"
+                        }
+                    },
+                    "401": {
+                        "description": "Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "403": {
+                        "description": "The token lacks the route's scope (code forbidden)",
                         "schema": {
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
@@ -2402,227 +2585,19 @@ const docTemplate = `{
                 }
             }
         },
-        "api.Command": {
-            "type": "object",
-            "properties": {
-                "answered_at": {
-                    "description": "AnsweredAt is when the device's answer arrived, even after the\ntimeout.",
-                    "type": "string",
-                    "format": "date-time",
-                    "x-nullable": true,
-                    "example": "2026-01-02T15:04:05.020Z"
-                },
-                "completed_at": {
-                    "type": "string",
-                    "format": "date-time",
-                    "x-nullable": true,
-                    "example": "2026-01-02T15:04:05.020Z"
-                },
-                "created_at": {
-                    "type": "string",
-                    "format": "date-time",
-                    "example": "2026-01-02T15:04:05.000Z"
-                },
-                "device": {
-                    "description": "Device is the device's bare JID.",
-                    "type": "string",
-                    "example": "thermo1@example.com"
-                },
-                "error": {
-                    "description": "Error says it in words.",
-                    "type": "string",
-                    "example": "the device answered with an error: not-acceptable: target out of range"
-                },
-                "error_code": {
-                    "description": "ErrorCode says why the command did not succeed.",
-                    "type": "string",
-                    "enum": [
-                        "device_offline",
-                        "xmpp_error",
-                        "xmpp_unavailable",
-                        "timeout",
-                        "too_many_requests",
-                        "restarted",
-                        "internal"
-                    ],
-                    "example": "xmpp_error"
-                },
-                "expires_at": {
-                    "description": "ExpiresAt is when a queued command gives up (mode queue only).",
-                    "type": "string",
-                    "format": "date-time",
-                    "x-nullable": true,
-                    "example": "2026-01-02T16:04:05Z"
-                },
-                "history": {
-                    "description": "History lists every status the command went through, oldest first.",
-                    "type": "array",
-                    "items": {
-                        "$ref": "#/definitions/api.CommandEvent"
-                    }
-                },
-                "id": {
-                    "description": "ID is random; GET /v1/commands/{id} returns the command.",
-                    "type": "string",
-                    "example": "MZXW6YTBOI2GK3TUMVZXIZLSEB2GK"
-                },
-                "idempotency_key": {
-                    "description": "IdempotencyKey is the request's Idempotency-Key, if any.",
-                    "type": "string",
-                    "example": "b7c1a0e2-set-21.5"
-                },
-                "late_answer": {
-                    "description": "LateAnswer is true when the answer (response or xmpp_error) arrived\nafter the command timed out; the status stays timed_out.",
-                    "type": "boolean",
-                    "example": false
-                },
-                "mode": {
-                    "type": "string",
-                    "enum": [
-                        "sync",
-                        "async",
-                        "queue"
-                    ],
-                    "example": "sync"
-                },
-                "payload": {
-                    "type": "string",
-                    "example": "\u003cset xmlns='urn:example:thermostat'\u003e\u003ctarget\u003e21.5\u003c/target\u003e\u003c/set\u003e"
-                },
-                "resource": {
-                    "description": "Resource is the resource asked for, if any.",
-                    "type": "string",
-                    "example": "kitchen"
-                },
-                "response": {
-                    "description": "Response is the device's result; null unless it answered with one.",
-                    "allOf": [
-                        {
-                            "$ref": "#/definitions/api.CommandResponse"
-                        }
-                    ],
-                    "x-nullable": true
-                },
-                "sent_at": {
-                    "type": "string",
-                    "format": "date-time",
-                    "x-nullable": true,
-                    "example": "2026-01-02T15:04:05.001Z"
-                },
-                "sent_by": {
-                    "description": "SentBy is the name of the API token that sent the command\n(\"bootstrap\" for IOTGATE_ADMIN_TOKEN); absent for commands from\nbefore tokens.",
-                    "type": "string",
-                    "example": "ops-berlin"
-                },
-                "status": {
-                    "description": "Status: pending, then queued (mode queue, device offline) or sent;\nfinally succeeded, failed, timed_out, expired (queued too long) or\ncanceled.",
-                    "type": "string",
-                    "enum": [
-                        "pending",
-                        "queued",
-                        "sent",
-                        "succeeded",
-                        "failed",
-                        "timed_out",
-                        "expired",
-                        "canceled"
-                    ],
-                    "example": "succeeded"
-                },
-                "target": {
-                    "description": "Target is the full JID the IQ was (last) sent to.",
-                    "type": "string",
-                    "example": "thermo1@example.com/kitchen"
-                },
-                "timeout_ms": {
-                    "type": "integer",
-                    "example": 10000
-                },
-                "token_id": {
-                    "description": "TokenID is the ID of that token.",
-                    "type": "string",
-                    "example": "tok_q3bx7k2mzv4wd9hc"
-                },
-                "type": {
-                    "type": "string",
-                    "enum": [
-                        "get",
-                        "set"
-                    ],
-                    "example": "set"
-                },
-                "xmpp_error": {
-                    "description": "XMPPError is the IQ error the device (or, when it is offline, its\nserver) answered with; null otherwise.",
-                    "allOf": [
-                        {
-                            "$ref": "#/definitions/iotgate.XMPPError"
-                        }
-                    ],
-                    "x-nullable": true
-                }
-            }
-        },
-        "api.CommandEvent": {
-            "type": "object",
-            "properties": {
-                "at": {
-                    "type": "string",
-                    "format": "date-time",
-                    "example": "2026-01-02T15:04:05.001Z"
-                },
-                "reason": {
-                    "type": "string",
-                    "example": "to thermo1@example.com/kitchen"
-                },
-                "status": {
-                    "type": "string",
-                    "enum": [
-                        "pending",
-                        "queued",
-                        "sent",
-                        "succeeded",
-                        "failed",
-                        "timed_out",
-                        "expired",
-                        "canceled"
-                    ],
-                    "example": "sent"
-                }
-            }
-        },
         "api.CommandList": {
             "type": "object",
             "properties": {
                 "items": {
                     "type": "array",
                     "items": {
-                        "$ref": "#/definitions/api.Command"
+                        "$ref": "#/definitions/iotgate.CommandView"
                     }
                 },
                 "next_cursor": {
                     "description": "NextCursor continues the list (pass it as cursor); absent on the\nlast page.",
                     "type": "string",
                     "example": "MTc2NzM2OTYwMDEyMzAwMDAwMC5BQkM"
-                }
-            }
-        },
-        "api.CommandResponse": {
-            "type": "object",
-            "properties": {
-                "data": {
-                    "description": "Data is XML rendered as JSON like readings are, when the element is\nin the schema's namespace and valid against it; null otherwise.",
-                    "type": "object",
-                    "x-nullable": true
-                },
-                "invalid": {
-                    "description": "Invalid says why Data is null although the element is in the\nschema's namespace.",
-                    "type": "string",
-                    "example": "document does not match its schema; line 1: /state/mode: 'warm' is not a valid value"
-                },
-                "xml": {
-                    "description": "XML is the result's child element as the device sent it; \"\" for an\nempty result.",
-                    "type": "string",
-                    "example": "\u003cstate xmlns='urn:example:thermostat'\u003e\u003ctemperature\u003e19.75\u003c/temperature\u003e\u003ctarget\u003e21.5\u003c/target\u003e\u003cmode\u003eheat\u003c/mode\u003e\u003cheating\u003etrue\u003c/heating\u003e\u003c/state\u003e"
                 }
             }
         },
@@ -3001,6 +2976,43 @@ const docTemplate = `{
                 }
             }
         },
+        "api.EventData": {
+            "type": "object",
+            "properties": {
+                "command": {
+                    "$ref": "#/definitions/iotgate.CommandView"
+                },
+                "device": {
+                    "$ref": "#/definitions/iotgate.DeviceEventData"
+                },
+                "gap": {
+                    "$ref": "#/definitions/iotgate.GapEventData"
+                },
+                "presence": {
+                    "$ref": "#/definitions/iotgate.PresenceEventData"
+                },
+                "reading": {
+                    "$ref": "#/definitions/iotgate.ReadingEventData"
+                },
+                "rejection": {
+                    "$ref": "#/definitions/iotgate.RejectionEventData"
+                }
+            }
+        },
+        "api.EventTicket": {
+            "type": "object",
+            "properties": {
+                "expires_at": {
+                    "type": "string",
+                    "format": "date-time"
+                },
+                "url": {
+                    "description": "URL opens the event stream once, within a minute, with the\npermissions of the token that asked for it. Filters may be\nappended (\u0026types=reading).",
+                    "type": "string",
+                    "example": "/v1/events?ticket=iotgt_q7tqAqgY2lQ6sXz0S7L5bW9j1vE3kH4cR8nJ0mPaUdI"
+                }
+            }
+        },
         "api.FieldError": {
             "type": "object",
             "properties": {
@@ -3345,6 +3357,418 @@ const docTemplate = `{
                     "type": "integer",
                     "minimum": 1,
                     "example": 3
+                }
+            }
+        },
+        "iotgate.CommandEventView": {
+            "type": "object",
+            "properties": {
+                "at": {
+                    "type": "string",
+                    "format": "date-time",
+                    "example": "2026-01-02T15:04:05.001Z"
+                },
+                "reason": {
+                    "type": "string",
+                    "example": "to thermo1@example.com/kitchen"
+                },
+                "status": {
+                    "type": "string",
+                    "enum": [
+                        "pending",
+                        "queued",
+                        "sent",
+                        "succeeded",
+                        "failed",
+                        "timed_out",
+                        "expired",
+                        "canceled"
+                    ],
+                    "example": "sent"
+                }
+            }
+        },
+        "iotgate.CommandResponseView": {
+            "type": "object",
+            "properties": {
+                "data": {
+                    "description": "Data is XML rendered as JSON like readings are, when the element is\nin the schema's namespace and valid against it; null otherwise.",
+                    "type": "object",
+                    "x-nullable": true
+                },
+                "invalid": {
+                    "description": "Invalid says why Data is null although the element is in the\nschema's namespace.",
+                    "type": "string",
+                    "example": "document does not match its schema; line 1: /state/mode: 'warm' is not a valid value"
+                },
+                "xml": {
+                    "description": "XML is the result's child element as the device sent it; \"\" for an\nempty result.",
+                    "type": "string",
+                    "example": "\u003cstate xmlns='urn:example:thermostat'\u003e\u003ctemperature\u003e19.75\u003c/temperature\u003e\u003ctarget\u003e21.5\u003c/target\u003e\u003cmode\u003eheat\u003c/mode\u003e\u003cheating\u003etrue\u003c/heating\u003e\u003c/state\u003e"
+                }
+            }
+        },
+        "iotgate.CommandView": {
+            "type": "object",
+            "properties": {
+                "answered_at": {
+                    "description": "AnsweredAt is when the device's answer arrived, even after the\ntimeout.",
+                    "type": "string",
+                    "format": "date-time",
+                    "x-nullable": true,
+                    "example": "2026-01-02T15:04:05.020Z"
+                },
+                "completed_at": {
+                    "type": "string",
+                    "format": "date-time",
+                    "x-nullable": true,
+                    "example": "2026-01-02T15:04:05.020Z"
+                },
+                "created_at": {
+                    "type": "string",
+                    "format": "date-time",
+                    "example": "2026-01-02T15:04:05.000Z"
+                },
+                "device": {
+                    "description": "Device is the device's bare JID.",
+                    "type": "string",
+                    "example": "thermo1@example.com"
+                },
+                "error": {
+                    "description": "Error says it in words.",
+                    "type": "string",
+                    "example": "the device answered with an error: not-acceptable: target out of range"
+                },
+                "error_code": {
+                    "description": "ErrorCode says why the command did not succeed.",
+                    "type": "string",
+                    "enum": [
+                        "device_offline",
+                        "xmpp_error",
+                        "xmpp_unavailable",
+                        "timeout",
+                        "too_many_requests",
+                        "restarted",
+                        "internal"
+                    ],
+                    "example": "xmpp_error"
+                },
+                "expires_at": {
+                    "description": "ExpiresAt is when a queued command gives up (mode queue only).",
+                    "type": "string",
+                    "format": "date-time",
+                    "x-nullable": true,
+                    "example": "2026-01-02T16:04:05Z"
+                },
+                "history": {
+                    "description": "History lists every status the command went through, oldest first.",
+                    "type": "array",
+                    "items": {
+                        "$ref": "#/definitions/iotgate.CommandEventView"
+                    }
+                },
+                "id": {
+                    "description": "ID is random; GET /v1/commands/{id} returns the command.",
+                    "type": "string",
+                    "example": "MZXW6YTBOI2GK3TUMVZXIZLSEB2GK"
+                },
+                "idempotency_key": {
+                    "description": "IdempotencyKey is the request's Idempotency-Key, if any.",
+                    "type": "string",
+                    "example": "b7c1a0e2-set-21.5"
+                },
+                "late_answer": {
+                    "description": "LateAnswer is true when the answer (response or xmpp_error) arrived\nafter the command timed out; the status stays timed_out.",
+                    "type": "boolean",
+                    "example": false
+                },
+                "mode": {
+                    "type": "string",
+                    "enum": [
+                        "sync",
+                        "async",
+                        "queue"
+                    ],
+                    "example": "sync"
+                },
+                "payload": {
+                    "type": "string",
+                    "example": "\u003cset xmlns='urn:example:thermostat'\u003e\u003ctarget\u003e21.5\u003c/target\u003e\u003c/set\u003e"
+                },
+                "resource": {
+                    "description": "Resource is the resource asked for, if any.",
+                    "type": "string",
+                    "example": "kitchen"
+                },
+                "response": {
+                    "description": "Response is the device's result; null unless it answered with one.",
+                    "allOf": [
+                        {
+                            "$ref": "#/definitions/iotgate.CommandResponseView"
+                        }
+                    ],
+                    "x-nullable": true
+                },
+                "sent_at": {
+                    "type": "string",
+                    "format": "date-time",
+                    "x-nullable": true,
+                    "example": "2026-01-02T15:04:05.001Z"
+                },
+                "sent_by": {
+                    "description": "SentBy is the name of the API token that sent the command\n(\"bootstrap\" for IOTGATE_ADMIN_TOKEN); absent for commands from\nbefore tokens.",
+                    "type": "string",
+                    "example": "ops-berlin"
+                },
+                "status": {
+                    "description": "Status: pending, then queued (mode queue, device offline) or sent;\nfinally succeeded, failed, timed_out, expired (queued too long) or\ncanceled.",
+                    "type": "string",
+                    "enum": [
+                        "pending",
+                        "queued",
+                        "sent",
+                        "succeeded",
+                        "failed",
+                        "timed_out",
+                        "expired",
+                        "canceled"
+                    ],
+                    "example": "succeeded"
+                },
+                "target": {
+                    "description": "Target is the full JID the IQ was (last) sent to.",
+                    "type": "string",
+                    "example": "thermo1@example.com/kitchen"
+                },
+                "timeout_ms": {
+                    "type": "integer",
+                    "example": 10000
+                },
+                "token_id": {
+                    "description": "TokenID is the ID of that token.",
+                    "type": "string",
+                    "example": "tok_q3bx7k2mzv4wd9hc"
+                },
+                "type": {
+                    "type": "string",
+                    "enum": [
+                        "get",
+                        "set"
+                    ],
+                    "example": "set"
+                },
+                "xmpp_error": {
+                    "description": "XMPPError is the IQ error the device (or, when it is offline, its\nserver) answered with; null otherwise.",
+                    "allOf": [
+                        {
+                            "$ref": "#/definitions/iotgate.XMPPError"
+                        }
+                    ],
+                    "x-nullable": true
+                }
+            }
+        },
+        "iotgate.Device": {
+            "type": "object",
+            "properties": {
+                "created_at": {
+                    "type": "string"
+                },
+                "jid": {
+                    "type": "string"
+                },
+                "labels": {
+                    "type": "object",
+                    "additionalProperties": {
+                        "type": "string"
+                    }
+                },
+                "last_seen_at": {
+                    "description": "LastSeenAt is when iotgate last received a reading from the device;\nnil before the first.",
+                    "type": "string"
+                },
+                "name": {
+                    "type": "string"
+                },
+                "online": {
+                    "description": "Online is whether an instance of the device is available (from\npresence; not stored).",
+                    "type": "boolean"
+                },
+                "schema": {
+                    "type": "string"
+                },
+                "schema_version": {
+                    "type": "integer"
+                },
+                "updated_at": {
+                    "type": "string"
+                }
+            }
+        },
+        "iotgate.DeviceEventData": {
+            "type": "object",
+            "properties": {
+                "action": {
+                    "type": "string",
+                    "enum": [
+                        "registered",
+                        "updated",
+                        "deleted"
+                    ],
+                    "example": "updated"
+                },
+                "device": {
+                    "$ref": "#/definitions/iotgate.Device"
+                }
+            }
+        },
+        "iotgate.Event": {
+            "type": "object",
+            "properties": {
+                "data": {
+                    "description": "Data is the event's body: ReadingEventData, RejectionEventData,\nPresenceEventData, CommandView, DeviceEventData or GapEventData.",
+                    "type": "object"
+                },
+                "device": {
+                    "description": "Device is the device's bare JID (\"\" for gap).",
+                    "type": "string",
+                    "example": "thermo1@example.com"
+                },
+                "id": {
+                    "type": "integer",
+                    "example": 4711
+                },
+                "time": {
+                    "type": "string",
+                    "format": "date-time",
+                    "example": "2026-01-02T15:04:05.000Z"
+                },
+                "type": {
+                    "enum": [
+                        "reading",
+                        "rejection",
+                        "presence",
+                        "command",
+                        "device",
+                        "gap"
+                    ],
+                    "allOf": [
+                        {
+                            "$ref": "#/definitions/iotgate.EventType"
+                        }
+                    ],
+                    "example": "reading"
+                }
+            }
+        },
+        "iotgate.EventType": {
+            "type": "string",
+            "enum": [
+                "reading",
+                "rejection",
+                "presence",
+                "command",
+                "device",
+                "gap"
+            ],
+            "x-enum-varnames": [
+                "EventReading",
+                "EventRejection",
+                "EventPresence",
+                "EventCommand",
+                "EventDevice",
+                "EventGap"
+            ]
+        },
+        "iotgate.GapEventData": {
+            "type": "object",
+            "properties": {
+                "after": {
+                    "description": "After is the id the client asked to resume after.",
+                    "type": "integer",
+                    "example": 17
+                },
+                "oldest": {
+                    "description": "Oldest is the oldest event id still kept.",
+                    "type": "integer",
+                    "example": 4000
+                }
+            }
+        },
+        "iotgate.PresenceEventData": {
+            "type": "object",
+            "properties": {
+                "online": {
+                    "type": "boolean",
+                    "example": true
+                },
+                "resources": {
+                    "type": "array",
+                    "items": {
+                        "$ref": "#/definitions/iotgate.Resource"
+                    }
+                }
+            }
+        },
+        "iotgate.ReadingEventData": {
+            "type": "object",
+            "properties": {
+                "data": {
+                    "type": "object"
+                },
+                "device_time": {
+                    "type": "string",
+                    "format": "date-time",
+                    "x-nullable": true
+                },
+                "id": {
+                    "type": "integer",
+                    "example": 81234
+                },
+                "received_at": {
+                    "type": "string",
+                    "format": "date-time"
+                }
+            }
+        },
+        "iotgate.RejectionEventData": {
+            "type": "object",
+            "properties": {
+                "reason": {
+                    "type": "string",
+                    "example": "document does not match its schema"
+                },
+                "received_at": {
+                    "type": "string",
+                    "format": "date-time"
+                },
+                "via": {
+                    "type": "string",
+                    "enum": [
+                        "message",
+                        "iq"
+                    ],
+                    "example": "message"
+                }
+            }
+        },
+        "iotgate.Resource": {
+            "type": "object",
+            "properties": {
+                "jid": {
+                    "type": "string"
+                },
+                "priority": {
+                    "type": "integer"
+                },
+                "show": {
+                    "type": "string"
+                },
+                "since": {
+                    "type": "string"
+                },
+                "status": {
+                    "type": "string"
                 }
             }
         },
