@@ -42,11 +42,8 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 			return iotgate.Errorf(iotgate.EUnauthorized, "this endpoint needs an Authorization: Bearer <token> header")
 		}
 		ip := c.RealIP()
-		if empty, wait := s.failures.empty(ip); empty {
-			secs := max(int(wait.Seconds()+0.999), 1)
-			c.Response().Header().Set("Retry-After", strconv.Itoa(secs))
-			return &iotgate.Error{Code: iotgate.ETooMany, Detail: iotgate.DetailRateLimited,
-				Message: fmt.Sprintf("too many failed authentications from this address, retry in %d s", secs)}
+		if err := s.throttled(c, ip); err != nil {
+			return err
 		}
 		tok, err := s.auth.Authenticate(c.Request().Context(), secret)
 		if err != nil {
@@ -59,6 +56,18 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 		c.Set(tokenKey, tok)
 		return next(c)
 	}
+}
+
+// throttled refuses (429) a client address with too many failed
+// authentications, whatever it authenticates with.
+func (s *Server) throttled(c echo.Context, ip string) error {
+	if empty, wait := s.failures.empty(ip); empty {
+		secs := max(int(wait.Seconds()+0.999), 1)
+		c.Response().Header().Set("Retry-After", strconv.Itoa(secs))
+		return &iotgate.Error{Code: iotgate.ETooMany, Detail: iotgate.DetailRateLimited,
+			Message: fmt.Sprintf("too many failed authentications from this address, retry in %d s", secs)}
+	}
+	return nil
 }
 
 // bearer returns the token of an Authorization header; the scheme is

@@ -97,11 +97,8 @@ func (s *Server) authenticateTicket(tickets TicketService) echo.MiddlewareFunc {
 				return bearer(c)
 			}
 			ip := c.RealIP()
-			if empty, wait := s.failures.empty(ip); empty {
-				secs := max(int(wait.Seconds()+0.999), 1)
-				c.Response().Header().Set("Retry-After", strconv.Itoa(secs))
-				return &iotgate.Error{Code: iotgate.ETooMany, Detail: iotgate.DetailRateLimited,
-					Message: fmt.Sprintf("too many failed authentications from this address, retry in %d s", secs)}
+			if err := s.throttled(c, ip); err != nil {
+				return err
 			}
 			tok, err := tickets.Redeem(c.Request().Context(), ticket)
 			if err != nil {
