@@ -286,3 +286,49 @@ func TestTrimmer(t *testing.T) {
 		t.Errorf("Trimmed = %d, want 20", b.Trimmed)
 	}
 }
+
+// BenchmarkFanOut measures append-to-delivery with 100 subscribers: the
+// time from an append (and its wake-up) until every subscriber has the
+// event.
+func BenchmarkFanOut(b *testing.B) {
+	log := &memstore.EventLog{}
+	wake := make(chan struct{}, 1)
+	hub := NewHub(log, Config{Wake: wake, Poll: time.Hour, MaxPerToken: 1000})
+	if err := hub.Start(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	defer hub.Close()
+	const subs = 100
+	var wg sync.WaitGroup
+	got := make(chan struct{}, subs)
+	for range subs {
+		s, err := hub.Subscribe(context.Background(), "t", iotgate.EventFilter{}, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				if _, err := s.Next(context.Background()); err != nil {
+					return
+				}
+				got <- struct{}{}
+			}
+		}()
+	}
+	b.ResetTimer()
+	for range b.N {
+		log.Append(iotgate.Event{Type: iotgate.EventReading, Device: "a@x", Data: json.RawMessage(`{"t":21.5}`)})
+		select {
+		case wake <- struct{}{}:
+		default:
+		}
+		for range subs {
+			<-got
+		}
+	}
+	b.StopTimer()
+	hub.Close()
+	wg.Wait()
+}
