@@ -39,7 +39,10 @@ type EventHub interface {
 	Subscribe(ctx context.Context, tokenID string, f iotgate.EventFilter, after *int64) (*events.Subscription, error)
 }
 
-var _ EventHub = (*events.Hub)(nil)
+var (
+	_ EventHub   = (*events.Hub)(nil)
+	_ EventStats = (*events.Hub)(nil)
+)
 
 // TicketService issues and redeems the single-use tickets that let a
 // browser's EventSource open a stream without an Authorization header.

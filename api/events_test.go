@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
@@ -404,4 +405,19 @@ func TestEventStreamEnds(t *testing.T) {
 			t.Errorf("%d subscribers after the client left, want 0", n)
 		}
 	})
+}
+
+func TestEventMetrics(t *testing.T) {
+	e := newEventsEnv(t, Config{})
+	s := e.stream("/v1/events", e.admin)
+	e.add(iotgate.EventReading, "a@x.com", "b@x.com")
+	s.events(t, 2)
+	m := NewMetrics(MetricsSources{Events: e.hub})
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	for _, want := range []string{"iotgate_event_streams 1", "iotgate_event_stream_events_total 2", "iotgate_event_streams_cut_off_total 0"} {
+		if !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
 }

@@ -41,6 +41,15 @@ type MetricsSources struct {
 	DomainRefused func() uint64
 	// DB is the database pool, for its connection statistics.
 	DB *sql.DB
+	// Events is the event hub, for its streams' figures.
+	Events EventStats
+}
+
+// EventStats is what the metrics read from the event hub.
+type EventStats interface {
+	Subscribers() int
+	Delivered() uint64
+	CutOff() uint64
 }
 
 // Metrics is iotgate's Prometheus registry. It also receives the ingest
@@ -125,6 +134,16 @@ func NewMetrics(src MetricsSources) *Metrics {
 	if f := src.HeldReadings; f != nil {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "iotgate_readings_held", Help: "Message readings held for another commit attempt while the database is unavailable."},
 			func() float64 { return float64(f()) }))
+	}
+	if ev := src.Events; ev != nil {
+		m.reg.MustRegister(
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "iotgate_event_streams", Help: "Event streams (GET /v1/events) connected to this instance."},
+				func() float64 { return float64(ev.Subscribers()) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "iotgate_event_stream_events_total", Help: "Events handed to event streams, replays included."},
+				func() float64 { return float64(ev.Delivered()) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "iotgate_event_streams_cut_off_total", Help: "Event streams disconnected for reading too slowly (backlog bound exceeded)."},
+				func() float64 { return float64(ev.CutOff()) }),
+		)
 	}
 	if src.DB != nil {
 		m.reg.MustRegister(collectors.NewDBStatsCollector(src.DB, "iotgate"))
