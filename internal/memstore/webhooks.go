@@ -99,7 +99,7 @@ func (m *WebhookStore) ClaimWebhooks(_ context.Context, owner string, now, until
 		h := m.hooks[id]
 		w := h.w
 		if w.Paused || w.Failing || w.NextAttemptAt != nil && w.NextAttemptAt.After(now) ||
-			h.leaseOwner != "" && h.leaseOwner != owner && h.leaseUntil.After(now) {
+			h.leaseOwner != "" && h.leaseUntil.After(now) {
 			continue
 		}
 		h.leaseOwner, h.leaseUntil = owner, until
