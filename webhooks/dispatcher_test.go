@@ -313,7 +313,7 @@ func TestLimit(t *testing.T) {
 	ctx := context.Background()
 	for i := range 3 {
 		_, err := svc.Create(ctx, webhooks.CreateRequest{URL: "http://127.0.0.1:9/hook"})
-		if want := i == 2; want != (iotgate.ErrorCode(err) == iotgate.ETooMany) {
+		if want := i == 2; want != (iotgate.ErrorCode(err) == iotgate.EConflict) {
 			t.Errorf("webhook %d: %v", i, err)
 		}
 	}

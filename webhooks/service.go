@@ -80,7 +80,7 @@ func newID() string { return "wh_" + strings.ToLower(rand.Text()[:16]) }
 // before its creation are not sent), and returns it with its secret.
 // Errors: invalid (bad URL, type, selector or secret; detail
 // webhook_url_refused for a refused address), forbidden (devices outside
-// the token's selector), too_many_requests (MaxWebhooks reached),
+// the token's selector), conflict (MaxWebhooks reached),
 // unavailable.
 func (s *Service) Create(ctx context.Context, req CreateRequest) (*iotgate.Webhook, error) {
 	var outer iotgate.Selector
@@ -114,7 +114,7 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (*iotgate.Webho
 		return nil, fmt.Errorf("count webhooks: %w", err)
 	}
 	if len(all) >= s.cfg.MaxWebhooks {
-		return nil, iotgate.Errorf(iotgate.ETooMany, "at most %d webhooks may exist", s.cfg.MaxWebhooks)
+		return nil, iotgate.Errorf(iotgate.EConflict, "at most %d webhooks may exist: delete one first", s.cfg.MaxWebhooks)
 	}
 	// Start at the newest event: a new webhook is not a replay of the
 	// last 24 hours.

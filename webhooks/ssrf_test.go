@@ -16,7 +16,9 @@ import (
 // fakeResolver answers every name with its addresses.
 type fakeResolver []netip.Addr
 
-func (f fakeResolver) LookupNetIP(context.Context, string, string) ([]netip.Addr, error) { return f, nil }
+func (f fakeResolver) LookupNetIP(context.Context, string, string) ([]netip.Addr, error) {
+	return f, nil
+}
 
 func TestCheckURL(t *testing.T) {
 	ctx := context.Background()
