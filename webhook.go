@@ -85,15 +85,8 @@ func (w *Webhook) Clone() *Webhook {
 	out.Types = slices.Clone(w.Types)
 	out.Devices = maps.Clone(w.Devices)
 	out.Cap = maps.Clone(w.Cap)
-	cp := func(p *time.Time) *time.Time {
-		if p == nil {
-			return nil
-		}
-		v := *p
-		return &v
-	}
-	out.LastAttemptAt, out.LastSuccessAt = cp(w.LastAttemptAt), cp(w.LastSuccessAt)
-	out.FailingSince, out.NextAttemptAt = cp(w.FailingSince), cp(w.NextAttemptAt)
+	out.LastAttemptAt, out.LastSuccessAt = cloneTime(w.LastAttemptAt), cloneTime(w.LastSuccessAt)
+	out.FailingSince, out.NextAttemptAt = cloneTime(w.FailingSince), cloneTime(w.NextAttemptAt)
 	return &out
 }
 
@@ -157,4 +150,13 @@ type WebhookStore interface {
 	RecordDelivery(ctx context.Context, owner, id string, st WebhookState, now, until time.Time) error
 	// ReleaseWebhook ends owner's lease on a webhook, if it holds it.
 	ReleaseWebhook(ctx context.Context, owner, id string) error
+}
+
+// cloneTime returns a copy of *p, or nil.
+func cloneTime(p *time.Time) *time.Time {
+	if p == nil {
+		return nil
+	}
+	v := *p
+	return &v
 }

@@ -77,14 +77,22 @@ func (db *DB) CreateWebhook(ctx context.Context, w *iotgate.Webhook) error {
 
 // Webhook returns a webhook. Errors: not_found.
 func (db *DB) Webhook(ctx context.Context, id string) (*iotgate.Webhook, error) {
-	w, err := scanWebhook(db.db.QueryRowContext(ctx, `SELECT `+webhookColumns+` FROM webhooks WHERE id = $1`, id))
+	return oneRow(db.db.QueryRowContext(ctx, `SELECT `+webhookColumns+` FROM webhooks WHERE id = $1`, id),
+		scanWebhook, webhookNotFound(id), "get webhook")
+}
+
+// oneRow scans the one row of a query: none is notFound.
+func oneRow[T any](row *sql.Row, scan func(rowScanner) (T, error), notFound error, op string) (T, error) {
+	v, err := scan(row)
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, webhookNotFound(id)
+		var zero T
+		return zero, notFound
 	}
 	if err != nil {
-		return nil, translate(err, "get webhook")
+		var zero T
+		return zero, translate(err, op)
 	}
-	return w, nil
+	return v, nil
 }
 
 // Webhooks lists every webhook, oldest first.
@@ -108,21 +116,14 @@ func (db *DB) DeleteWebhook(ctx context.Context, id string) error {
 // PauseWebhook pauses or resumes a webhook; resuming clears a failure
 // streak. Errors: not_found.
 func (db *DB) PauseWebhook(ctx context.Context, id string, paused bool, at time.Time) (*iotgate.Webhook, error) {
-	w, err := scanWebhook(db.db.QueryRowContext(ctx, `
+	return oneRow(db.db.QueryRowContext(ctx, `
 		UPDATE webhooks SET paused = $2, updated_at = $3,
 			failing = failing AND $2,
 			failing_since = CASE WHEN $2 THEN failing_since END,
 			next_attempt_at = CASE WHEN $2 THEN next_attempt_at END,
 			attempts = CASE WHEN $2 THEN attempts ELSE 0 END
 		WHERE id = $1
-		RETURNING `+webhookColumns, id, paused, at.UTC()))
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, webhookNotFound(id)
-	}
-	if err != nil {
-		return nil, translate(err, "pause webhook")
-	}
-	return w, nil
+		RETURNING `+webhookColumns, id, paused, at.UTC()), scanWebhook, webhookNotFound(id), "pause webhook")
 }
 
 // ClaimWebhooks leases due webhooks to owner. SKIP LOCKED lets concurrent

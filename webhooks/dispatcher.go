@@ -93,6 +93,9 @@ func (c DispatcherConfig) withDefaults() DispatcherConfig {
 	def(&c.RetryLimit, DefaultRetryLimit)
 	def(&c.Poll, DefaultPoll)
 	def(&c.Lease, DefaultLease)
+	// The lease is renewed after each batch: it must outlast the wait
+	// for a batch and its delivery, or another instance takes over.
+	c.Lease = max(c.Lease, 2*(c.BatchWait+c.Timeout))
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -286,8 +289,8 @@ func (d *Dispatcher) deliver(ctx context.Context, w *iotgate.Webhook) (more bool
 		now := d.cfg.Now().UTC()
 		if outcome == OutcomeOK {
 			log.Debug("webhook delivered", "events", len(evs), "first", evs[0].ID, "took", now.Sub(started))
-			st = iotgate.WebhookState{Cursor: batch.Next, LastAttemptAt: &now, LastSuccessAt: st.LastSuccessAt}
-			st.LastSuccessAt = &now
+			// A success ends the failure streak.
+			st = iotgate.WebhookState{Cursor: batch.Next, LastAttemptAt: &now, LastSuccessAt: &now}
 			if !d.record(ctx, log, w.ID, st) {
 				return false
 			}
