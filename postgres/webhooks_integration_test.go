@@ -4,10 +4,18 @@ package postgres_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/iotgate/iotgate"
+	"github.com/iotgate/iotgate/internal/memstore"
+	"github.com/iotgate/iotgate/webhooks"
 )
 
 // TestWebhookStore runs the webhook store against a real PostgreSQL: CRUD,
@@ -194,5 +202,84 @@ func TestWebhookClaimExclusive(t *testing.T) {
 		if n != 1 {
 			t.Errorf("%s claimed %d times", id, n)
 		}
+	}
+}
+
+// TestWebhookDispatchers runs two dispatchers (two instances) over the
+// real webhook store: a receiver that fails for a while gets every event
+// once, in order, never two deliveries of one webhook at once, and the
+// cursor stored in PostgreSQL ends at the last event. The event log is
+// the in-memory one (the PostgreSQL log is tested with it).
+func TestWebhookDispatchers(t *testing.T) {
+	ctx := context.Background()
+	db, _, _ := newStack(t)
+	log := &memstore.EventLog{}
+	svc := webhooks.NewService(db, log, webhooks.Config{AllowPrivate: true})
+
+	var mu sync.Mutex
+	var acked []int64
+	inFlight, maxIn, n := 0, 0, 0
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var p webhooks.Payload
+		json.NewDecoder(r.Body).Decode(&p)
+		mu.Lock()
+		n++
+		inFlight++
+		maxIn = max(maxIn, inFlight)
+		fail := n <= 3
+		mu.Unlock()
+		time.Sleep(2 * time.Millisecond)
+		mu.Lock()
+		inFlight--
+		if !fail {
+			for _, e := range p.Events {
+				acked = append(acked, e.ID)
+			}
+		}
+		mu.Unlock()
+		if fail {
+			w.WriteHeader(http.StatusBadGateway)
+		}
+	}))
+	defer recv.Close()
+	wh, err := svc.Create(ctx, webhooks.CreateRequest{URL: recv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	rctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for _, owner := range []string{"a", "b"} {
+		d := webhooks.NewDispatcher(db, log, webhooks.DispatcherConfig{Owner: owner, BatchSize: 5, BatchWait: time.Millisecond,
+			Poll: 5 * time.Millisecond, BackoffMin: 5 * time.Millisecond, BackoffMax: 20 * time.Millisecond, AllowPrivate: true})
+		wg.Add(1)
+		go func() { defer wg.Done(); d.Run(rctx) }()
+	}
+	defer func() { cancel(); wg.Wait() }()
+
+	var want []int64
+	for i := range 20 {
+		want = append(want, log.Append(iotgate.Event{Type: iotgate.EventReading, Time: time.Now(), Device: "a@example.com",
+			Data: json.RawMessage(fmt.Sprintf(`{"i":%d}`, i))})...)
+		time.Sleep(time.Millisecond)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		got, _ := db.Webhook(ctx, wh.ID)
+		if got.Cursor == want[len(want)-1] {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cursor %d, want %d", got.Cursor, want[len(want)-1])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(acked, want) {
+		t.Errorf("acknowledged %v, want %v", acked, want)
+	}
+	if maxIn != 1 {
+		t.Errorf("%d deliveries in flight at once", maxIn)
 	}
 }

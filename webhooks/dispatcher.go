@@ -167,8 +167,13 @@ func (d *Dispatcher) Run(ctx context.Context) {
 	t := time.NewTicker(d.cfg.Poll)
 	defer t.Stop()
 	defer d.wg.Wait()
+	var pruned time.Time
 	for {
 		d.claim(ctx)
+		if now := d.cfg.Now(); now.Sub(pruned) >= pruneEvery {
+			d.pruneLag(ctx)
+			pruned = now
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -336,6 +341,29 @@ func (d *Dispatcher) record(ctx context.Context, log *slog.Logger, id string, st
 		}
 	}
 	return false
+}
+
+// pruneEvery is how often the lag marks of deleted webhooks are dropped.
+const pruneEvery = time.Minute
+
+// pruneLag drops the lag marks of webhooks that no longer exist, so that
+// Lag doesn't report a deleted webhook's backlog forever.
+func (d *Dispatcher) pruneLag(ctx context.Context) {
+	ws, err := d.store.Webhooks(ctx)
+	if err != nil {
+		return
+	}
+	keep := make(map[string]bool, len(ws))
+	for _, w := range ws {
+		keep[w.ID] = true
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for id := range d.lag {
+		if !keep[id] {
+			delete(d.lag, id)
+		}
+	}
 }
 
 // markLag notes w's backlog for Lag.

@@ -168,7 +168,7 @@ func TestFailingAfterRetryLimit(t *testing.T) {
 	w := e.create(t, r.URL, webhooks.CreateRequest{})
 	cfg := fastConfig()
 	cfg.RetryLimit = 150 * time.Millisecond
-	e.start(t, cfg)
+	d := e.start(t, cfg)
 	want := e.readings("a@example.com", 3)
 	ctx := context.Background()
 	eventually(t, "failing", func() bool {
@@ -182,6 +182,9 @@ func TestFailingAfterRetryLimit(t *testing.T) {
 	lag, err := e.svc.Lag(ctx, s)
 	if err != nil || lag.Events != 3 || lag.Seconds <= 0 {
 		t.Errorf("lag %+v, %v", lag, err)
+	}
+	if ev, secs := d.Lag(); ev != 3 || secs <= 0 {
+		t.Errorf("dispatcher lag %d events, %v s", ev, secs)
 	}
 	n := len(r.deliveries())
 	time.Sleep(100 * time.Millisecond)
