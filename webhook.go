@@ -145,9 +145,11 @@ type WebhookStore interface {
 	// pending after now, and not leased to another owner past now.
 	ClaimWebhooks(ctx context.Context, owner string, now, until time.Time, limit int) ([]*Webhook, error)
 	// RecordDelivery writes a webhook's delivery state and extends the
-	// lease to until, if owner still holds the lease at now. The cursor
-	// never moves back. Errors: conflict (the lease was lost), not_found.
-	RecordDelivery(ctx context.Context, owner, id string, st WebhookState, now, until time.Time) error
+	// lease to until, if owner still holds the lease at now, and reports
+	// whether the webhook was paused meanwhile (the owner then stops).
+	// The cursor never moves back. Errors: conflict (the lease was
+	// lost), not_found.
+	RecordDelivery(ctx context.Context, owner, id string, st WebhookState, now, until time.Time) (paused bool, err error)
 	// ReleaseWebhook ends owner's lease on a webhook, if it holds it.
 	ReleaseWebhook(ctx context.Context, owner, id string) error
 }

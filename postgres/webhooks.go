@@ -145,25 +145,28 @@ func (db *DB) ClaimWebhooks(ctx context.Context, owner string, now, until time.T
 }
 
 // RecordDelivery writes a webhook's delivery state if owner holds its
-// lease. Errors: conflict (lease lost), not_found.
-func (db *DB) RecordDelivery(ctx context.Context, owner, id string, st iotgate.WebhookState, now, until time.Time) error {
-	res, err := db.db.ExecContext(ctx, `
+// lease, and reports whether it was paused meanwhile. Errors: conflict
+// (lease lost), not_found.
+func (db *DB) RecordDelivery(ctx context.Context, owner, id string, st iotgate.WebhookState, now, until time.Time) (bool, error) {
+	var paused bool
+	err := db.db.QueryRowContext(ctx, `
 		UPDATE webhooks SET cursor_id = GREATEST(cursor_id, $3), failing = $4, last_error = $5,
 			last_attempt_at = $6, last_success_at = $7, failing_since = $8, next_attempt_at = $9,
 			attempts = $10, lease_until = $12
-		WHERE id = $1 AND lease_owner = $2 AND lease_until > $11`,
+		WHERE id = $1 AND lease_owner = $2 AND lease_until > $11
+		RETURNING paused`,
 		id, owner, st.Cursor, st.Failing, st.LastError, timeArg(st.LastAttemptAt), timeArg(st.LastSuccessAt),
-		timeArg(st.FailingSince), timeArg(st.NextAttemptAt), st.Attempts, now.UTC(), until.UTC())
-	if err != nil {
-		return translate(err, "record webhook delivery")
+		timeArg(st.FailingSince), timeArg(st.NextAttemptAt), st.Attempts, now.UTC(), until.UTC()).Scan(&paused)
+	if err == nil {
+		return paused, nil
 	}
-	if n, err := res.RowsAffected(); err == nil && n == 1 {
-		return nil
+	if !errors.Is(err, sql.ErrNoRows) {
+		return false, translate(err, "record webhook delivery")
 	}
 	if _, err := db.Webhook(ctx, id); err != nil {
-		return err
+		return false, err
 	}
-	return iotgate.Errorf(iotgate.EConflict, "webhook %s is not leased to %s", id, owner)
+	return false, iotgate.Errorf(iotgate.EConflict, "webhook %s is not leased to %s", id, owner)
 }
 
 // ReleaseWebhook ends owner's lease on a webhook.

@@ -56,7 +56,7 @@ func TestWebhookStore(t *testing.T) {
 			{"Unknown", func() error { _, err := db.Webhook(ctx, "wh_x"); return err }(), iotgate.ENotFound},
 			{"DeleteUnknown", db.DeleteWebhook(ctx, "wh_x"), iotgate.ENotFound},
 			{"PauseUnknown", func() error { _, err := db.PauseWebhook(ctx, "wh_x", true, at); return err }(), iotgate.ENotFound},
-			{"RecordUnknown", db.RecordDelivery(ctx, "a", "wh_x", iotgate.WebhookState{}, at, at), iotgate.ENotFound},
+			{"RecordUnknown", func() error { _, err := db.RecordDelivery(ctx, "a", "wh_x", iotgate.WebhookState{}, at, at); return err }(), iotgate.ENotFound},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
@@ -76,10 +76,10 @@ func TestWebhookStore(t *testing.T) {
 		if err != nil || len(b) != 0 {
 			t.Fatalf("b claims a leased webhook: %v, %v", b, err)
 		}
-		if err := db.RecordDelivery(ctx, "b", "wh_1", iotgate.WebhookState{Cursor: 50}, now, now.Add(time.Minute)); iotgate.ErrorCode(err) != iotgate.EConflict {
+		if _, err := db.RecordDelivery(ctx, "b", "wh_1", iotgate.WebhookState{Cursor: 50}, now, now.Add(time.Minute)); iotgate.ErrorCode(err) != iotgate.EConflict {
 			t.Errorf("b records without the lease: %v", err)
 		}
-		if err := db.RecordDelivery(ctx, "a", "wh_1", iotgate.WebhookState{Cursor: 50}, now, now.Add(time.Minute)); err != nil {
+		if _, err := db.RecordDelivery(ctx, "a", "wh_1", iotgate.WebhookState{Cursor: 50}, now, now.Add(time.Minute)); err != nil {
 			t.Fatal(err)
 		}
 		// The lease runs out: b takes over, and a's late write is refused.
@@ -88,7 +88,7 @@ func TestWebhookStore(t *testing.T) {
 		if err != nil || len(b) != 1 || b[0].Cursor != 50 {
 			t.Fatalf("b claims after expiry: %v, %v", b, err)
 		}
-		if err := db.RecordDelivery(ctx, "a", "wh_1", iotgate.WebhookState{Cursor: 60}, later, later.Add(time.Minute)); iotgate.ErrorCode(err) != iotgate.EConflict {
+		if _, err := db.RecordDelivery(ctx, "a", "wh_1", iotgate.WebhookState{Cursor: 60}, later, later.Add(time.Minute)); iotgate.ErrorCode(err) != iotgate.EConflict {
 			t.Errorf("a records after losing the lease: %v", err)
 		}
 		if err := db.ReleaseWebhook(ctx, "a", "wh_1"); err != nil {
@@ -113,7 +113,7 @@ func TestWebhookStore(t *testing.T) {
 		fail := now.Add(-time.Minute)
 		next := now.Add(time.Hour)
 		st := iotgate.WebhookState{Cursor: 10, LastError: "HTTP 500", Attempts: 3, FailingSince: &fail, NextAttemptAt: &next, LastAttemptAt: &now}
-		if err := db.RecordDelivery(ctx, "a", "wh_1", st, now, now.Add(time.Minute)); err != nil {
+		if _, err := db.RecordDelivery(ctx, "a", "wh_1", st, now, now.Add(time.Minute)); err != nil {
 			t.Fatal(err)
 		}
 		got, _ := db.Webhook(ctx, "wh_1")
@@ -134,7 +134,7 @@ func TestWebhookStore(t *testing.T) {
 		}
 		st := ws[0].WebhookState
 		st.Failing = true
-		if err := db.RecordDelivery(ctx, "a", "wh_1", st, now, now.Add(3*time.Hour)); err != nil {
+		if _, err := db.RecordDelivery(ctx, "a", "wh_1", st, now, now.Add(3*time.Hour)); err != nil {
 			t.Fatal(err)
 		}
 		db.ReleaseWebhook(ctx, "a", "wh_1")
@@ -145,12 +145,30 @@ func TestWebhookStore(t *testing.T) {
 		if err != nil || !p.Paused || !p.Failing {
 			t.Fatalf("pause %+v, %v", p, err)
 		}
+		// A delivery in flight learns of the pause when it records.
+		if ws, _ := db.ClaimWebhooks(ctx, "a", now, now.Add(time.Minute), 10); len(ws) != 0 {
+			t.Error("claimed a paused webhook")
+		}
 		r, err := db.PauseWebhook(ctx, "wh_1", false, now)
 		if err != nil || r.Paused || r.Failing || r.Attempts != 0 || r.FailingSince != nil || r.NextAttemptAt != nil || r.Cursor != 50 || !r.UpdatedAt.Equal(now) {
 			t.Fatalf("resume %+v, %v", r, err)
 		}
 		if ws, _ := db.ClaimWebhooks(ctx, "a", now, now.Add(time.Minute), 10); len(ws) != 1 {
 			t.Error("resumed webhook not claimable")
+		}
+	})
+	t.Run("PausedWhileLeased", func(t *testing.T) {
+		// PauseResume left the webhook leased to a until at+4h+1m.
+		now := at.Add(4 * time.Hour)
+		if _, err := db.PauseWebhook(ctx, "wh_1", true, now); err != nil {
+			t.Fatal(err)
+		}
+		paused, err := db.RecordDelivery(ctx, "a", "wh_1", iotgate.WebhookState{Cursor: 70}, now, now.Add(time.Minute))
+		if err != nil || !paused {
+			t.Errorf("record while paused: %v, %v", paused, err)
+		}
+		if got, _ := db.Webhook(ctx, "wh_1"); got.Cursor != 70 {
+			t.Errorf("cursor %d: the delivery made before the pause is lost", got.Cursor)
 		}
 	})
 	t.Run("Delete", func(t *testing.T) {

@@ -320,13 +320,13 @@ func (d *Dispatcher) deliver(ctx context.Context, w *iotgate.Webhook) (more bool
 	return true
 }
 
-// record writes st, extending the lease; false: stop (lease lost,
-// webhook deleted, store down).
+// record writes st, extending the lease; false: stop (paused, lease
+// lost, webhook deleted, store down).
 func (d *Dispatcher) record(ctx context.Context, log *slog.Logger, id string, st iotgate.WebhookState) bool {
 	now := d.cfg.Now()
-	err := d.store.RecordDelivery(ctx, d.cfg.Owner, id, st, now, now.Add(d.cfg.Lease))
+	paused, err := d.store.RecordDelivery(ctx, d.cfg.Owner, id, st, now, now.Add(d.cfg.Lease))
 	if err == nil {
-		return true
+		return !paused
 	}
 	switch iotgate.ErrorCode(err) {
 	case iotgate.ENotFound:

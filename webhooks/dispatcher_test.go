@@ -321,3 +321,32 @@ func TestLimit(t *testing.T) {
 		}
 	}
 }
+
+// TestPauseInFlight: a webhook paused while its backlog is being delivered
+// stops after the batch in flight, which is acknowledged and kept.
+func TestPauseInFlight(t *testing.T) {
+	e := newEnv(t)
+	var svc *webhooks.Service
+	var id atomic.Value
+	r := newReceiver(t, func(n int) int {
+		if n == 1 {
+			svc.SetPaused(context.Background(), id.Load().(string), true)
+		}
+		return http.StatusOK
+	})
+	svc = e.svc
+	w := e.create(t, r.URL, webhooks.CreateRequest{})
+	id.Store(w.ID)
+	e.readings("a@example.com", 10)
+	cfg := fastConfig()
+	cfg.BatchSize = 2
+	e.start(t, cfg)
+	eventually(t, "the first batch recorded", func() bool {
+		s, _ := e.store.Webhook(context.Background(), w.ID)
+		return s.Cursor == 2
+	})
+	time.Sleep(100 * time.Millisecond)
+	if n := len(r.deliveries()); n != 1 {
+		t.Errorf("%d deliveries after the pause, want 1", n)
+	}
+}

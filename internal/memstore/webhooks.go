@@ -108,21 +108,21 @@ func (m *WebhookStore) ClaimWebhooks(_ context.Context, owner string, now, until
 	return out, nil
 }
 
-func (m *WebhookStore) RecordDelivery(_ context.Context, owner, id string, st iotgate.WebhookState, now, until time.Time) error {
+func (m *WebhookStore) RecordDelivery(_ context.Context, owner, id string, st iotgate.WebhookState, now, until time.Time) (bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	h, ok := m.hooks[id]
 	if !ok {
-		return webhookNotFound(id)
+		return false, webhookNotFound(id)
 	}
 	if h.leaseOwner != owner || !h.leaseUntil.After(now) {
-		return iotgate.Errorf(iotgate.EConflict, "webhook %s is not leased to %s", id, owner)
+		return false, iotgate.Errorf(iotgate.EConflict, "webhook %s is not leased to %s", id, owner)
 	}
 	st.Cursor = max(st.Cursor, h.w.Cursor)
 	h.w.WebhookState = st
 	h.w = h.w.Clone() // don't keep the caller's pointers
 	h.leaseUntil = until
-	return nil
+	return h.w.Paused, nil
 }
 
 func (m *WebhookStore) ReleaseWebhook(_ context.Context, owner, id string) error {
