@@ -56,7 +56,10 @@ func TestWebhookStore(t *testing.T) {
 			{"Unknown", func() error { _, err := db.Webhook(ctx, "wh_x"); return err }(), iotgate.ENotFound},
 			{"DeleteUnknown", db.DeleteWebhook(ctx, "wh_x"), iotgate.ENotFound},
 			{"PauseUnknown", func() error { _, err := db.PauseWebhook(ctx, "wh_x", true, at); return err }(), iotgate.ENotFound},
-			{"RecordUnknown", func() error { _, err := db.RecordDelivery(ctx, "a", "wh_x", iotgate.WebhookState{}, at, at); return err }(), iotgate.ENotFound},
+			{"RecordUnknown", func() error {
+				_, err := db.RecordDelivery(ctx, "a", "wh_x", iotgate.WebhookState{}, at, at)
+				return err
+			}(), iotgate.ENotFound},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
