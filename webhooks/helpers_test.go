@@ -73,7 +73,7 @@ type receiver struct {
 	maxIn    int
 }
 
-func newReceiver(t *testing.T, status func(n int) int) *receiver {
+func newReceiver(t testing.TB, status func(n int) int) *receiver {
 	t.Helper()
 	r := &receiver{status: status}
 	if r.status == nil {
@@ -127,7 +127,7 @@ type env struct {
 	svc   *webhooks.Service
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	e := &env{log: &memstore.EventLog{}, store: memstore.NewWebhookStore()}
 	e.svc = webhooks.NewService(e.store, e.log, webhooks.Config{AllowPrivate: true})
@@ -152,7 +152,7 @@ func (e *env) start(t *testing.T, cfg webhooks.DispatcherConfig) *webhooks.Dispa
 	return d
 }
 
-func (e *env) create(t *testing.T, url string, req webhooks.CreateRequest) *iotgate.Webhook {
+func (e *env) create(t testing.TB, url string, req webhooks.CreateRequest) *iotgate.Webhook {
 	t.Helper()
 	req.URL = url
 	w, err := e.svc.Create(context.Background(), req)
