@@ -26,3 +26,11 @@ func TestBackoff(t *testing.T) {
 		}
 	}
 }
+
+func TestBatchWaitDefaults(t *testing.T) {
+	for _, tt := range []struct{ in, want time.Duration }{{0, DefaultBatchWait}, {-1, 0}, {5 * time.Millisecond, 5 * time.Millisecond}} {
+		if got := (DispatcherConfig{BatchWait: tt.in}).withDefaults().BatchWait; got != tt.want {
+			t.Errorf("BatchWait %v: %v, want %v", tt.in, got, tt.want)
+		}
+	}
+}

@@ -39,7 +39,7 @@ type DispatcherConfig struct {
 	// BatchSize bounds the events of one delivery (0: 100).
 	BatchSize int
 	// BatchWait is how long a batch that isn't full waits for more
-	// events before it is sent (0: 1 s).
+	// events before it is sent (0: 1 s; negative: no wait).
 	BatchWait time.Duration
 	// Timeout bounds one delivery, from connecting to the answer's
 	// headers (0: 10 s).
@@ -86,7 +86,10 @@ func (c DispatcherConfig) withDefaults() DispatcherConfig {
 	if c.Concurrency <= 0 {
 		c.Concurrency = DefaultConcurrency
 	}
-	def(&c.BatchWait, DefaultBatchWait)
+	if c.BatchWait == 0 {
+		c.BatchWait = DefaultBatchWait
+	}
+	c.BatchWait = max(c.BatchWait, 0)
 	def(&c.Timeout, DefaultTimeout)
 	def(&c.BackoffMin, DefaultBackoffMin)
 	def(&c.BackoffMax, DefaultBackoffMax)
