@@ -107,7 +107,7 @@ const docTemplate = `{
                     "200": {
                         "description": "OK",
                         "schema": {
-                            "$ref": "#/definitions/api.Command"
+                            "$ref": "#/definitions/iotgate.CommandView"
                         }
                     },
                     "401": {
@@ -183,7 +183,7 @@ const docTemplate = `{
                     "200": {
                         "description": "Canceled",
                         "schema": {
-                            "$ref": "#/definitions/api.Command"
+                            "$ref": "#/definitions/iotgate.CommandView"
                         }
                     },
                     "401": {
@@ -902,7 +902,7 @@ const docTemplate = `{
                     "200": {
                         "description": "The device answered with a result (mode sync)",
                         "schema": {
-                            "$ref": "#/definitions/api.Command"
+                            "$ref": "#/definitions/iotgate.CommandView"
                         },
                         "headers": {
                             "Location": {
@@ -914,7 +914,7 @@ const docTemplate = `{
                     "202": {
                         "description": "Sent or queued (mode async or queue), or still under way",
                         "schema": {
-                            "$ref": "#/definitions/api.Command"
+                            "$ref": "#/definitions/iotgate.CommandView"
                         },
                         "headers": {
                             "Location": {
@@ -973,7 +973,7 @@ const docTemplate = `{
                                     "type": "object",
                                     "properties": {
                                         "details": {
-                                            "$ref": "#/definitions/api.Command"
+                                            "$ref": "#/definitions/iotgate.CommandView"
                                         }
                                     }
                                 }
@@ -1027,7 +1027,7 @@ const docTemplate = `{
                                     "type": "object",
                                     "properties": {
                                         "details": {
-                                            "$ref": "#/definitions/api.Command"
+                                            "$ref": "#/definitions/iotgate.CommandView"
                                         }
                                     }
                                 }
@@ -1045,7 +1045,7 @@ const docTemplate = `{
                                     "type": "object",
                                     "properties": {
                                         "details": {
-                                            "$ref": "#/definitions/api.Command"
+                                            "$ref": "#/definitions/iotgate.CommandView"
                                         }
                                     }
                                 }
@@ -1063,7 +1063,7 @@ const docTemplate = `{
                                     "type": "object",
                                     "properties": {
                                         "details": {
-                                            "$ref": "#/definitions/api.Command"
+                                            "$ref": "#/definitions/iotgate.CommandView"
                                         }
                                     }
                                 }
@@ -2380,6 +2380,430 @@ const docTemplate = `{
                     }
                 }
             }
+        },
+        "/v1/webhooks": {
+            "get": {
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "Lists the webhooks the token may see (those limited at least as much as its device selector), oldest first, with their delivery state. Secrets are never shown; lag is shown by GET /v1/webhooks/{id}.",
+                "produces": [
+                    "application/json"
+                ],
+                "tags": [
+                    "webhooks"
+                ],
+                "summary": "List webhooks",
+                "responses": {
+                    "200": {
+                        "description": "OK",
+                        "schema": {
+                            "$ref": "#/definitions/api.WebhookList"
+                        }
+                    },
+                    "401": {
+                        "description": "Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "403": {
+                        "description": "The token lacks the route's scope (code forbidden)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "429": {
+                        "description": "The token's request rate is exceeded (code rate_limited)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        },
+                        "headers": {
+                            "Retry-After": {
+                                "type": "integer",
+                                "description": "Seconds to wait before retrying"
+                            }
+                        }
+                    },
+                    "500": {
+                        "description": "Internal Server Error",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "503": {
+                        "description": "Service Unavailable",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    }
+                }
+            },
+            "post": {
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "Creates a webhook: iotgate POSTs the events it selects (types, and devices by label, within the token's own device selector) to url in batches (` + "`" + `{\"webhook\": id, \"events\": [...]}` + "`" + `), in id order, at least once, signed with the secret: header Iotgate-Signature ` + "`" + `t=\u003cunix\u003e,v1=\u003chex HMAC-SHA256(secret, \"\u003ct\u003e.\u003cbody\u003e\")\u003e` + "`" + `, plus Iotgate-Event-Ids (first-last) and Iotgate-Webhook-Id. A 2xx acknowledges a batch; anything else, a redirect or no answer within 10 s is retried with exponential backoff (1 s doubling to 10 min, jittered) for 24 h, after which the webhook is failing until resumed. Delivery starts with the events written after creation. The secret is shown this once. A url whose host is or resolves to a loopback, private, link-local (the cloud metadata address) or multicast address is refused (code webhook_url_refused) unless the operator set IOTGATE_WEBHOOK_ALLOW_PRIVATE=1.",
+                "consumes": [
+                    "application/json"
+                ],
+                "produces": [
+                    "application/json"
+                ],
+                "tags": [
+                    "webhooks"
+                ],
+                "summary": "Create a webhook",
+                "parameters": [
+                    {
+                        "description": "The webhook to create",
+                        "name": "webhook",
+                        "in": "body",
+                        "required": true,
+                        "schema": {
+                            "$ref": "#/definitions/api.CreateWebhookRequest"
+                        }
+                    }
+                ],
+                "responses": {
+                    "201": {
+                        "description": "Created",
+                        "schema": {
+                            "$ref": "#/definitions/api.CreatedWebhook"
+                        },
+                        "headers": {
+                            "Location": {
+                                "type": "string",
+                                "description": "URL path of the webhook, /v1/webhooks/{id}"
+                            }
+                        }
+                    },
+                    "400": {
+                        "description": "A bad url, type, label or secret (code invalid), or a refused address (code webhook_url_refused)",
+                        "schema": {
+                            "allOf": [
+                                {
+                                    "$ref": "#/definitions/api.ErrorResponse"
+                                },
+                                {
+                                    "type": "object",
+                                    "properties": {
+                                        "details": {
+                                            "type": "array",
+                                            "items": {
+                                                "$ref": "#/definitions/api.FieldError"
+                                            }
+                                        }
+                                    }
+                                }
+                            ]
+                        }
+                    },
+                    "401": {
+                        "description": "Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "403": {
+                        "description": "The token lacks the route's scope, or devices is not within the token's own device selector (code forbidden)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "409": {
+                        "description": "Too many webhooks (100 by default)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "429": {
+                        "description": "The token's request rate is exceeded (code rate_limited)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        },
+                        "headers": {
+                            "Retry-After": {
+                                "type": "integer",
+                                "description": "Seconds to wait before retrying"
+                            }
+                        }
+                    },
+                    "500": {
+                        "description": "Internal Server Error",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "503": {
+                        "description": "Service Unavailable",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    }
+                }
+            }
+        },
+        "/v1/webhooks/{id}": {
+            "get": {
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "Returns a webhook (never its secret) with its delivery state: state, the cursor (last acknowledged event id), the last error of the current failure streak, and its lag behind the event log.",
+                "produces": [
+                    "application/json"
+                ],
+                "tags": [
+                    "webhooks"
+                ],
+                "summary": "Get a webhook",
+                "parameters": [
+                    {
+                        "type": "string",
+                        "example": "wh_q3bx7k2mzv4wd9hc",
+                        "description": "Webhook ID",
+                        "name": "id",
+                        "in": "path",
+                        "required": true
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "OK",
+                        "schema": {
+                            "$ref": "#/definitions/api.Webhook"
+                        }
+                    },
+                    "401": {
+                        "description": "Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "403": {
+                        "description": "The token lacks the route's scope (code forbidden)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "404": {
+                        "description": "No such webhook",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "429": {
+                        "description": "The token's request rate is exceeded (code rate_limited)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        },
+                        "headers": {
+                            "Retry-After": {
+                                "type": "integer",
+                                "description": "Seconds to wait before retrying"
+                            }
+                        }
+                    },
+                    "500": {
+                        "description": "Internal Server Error",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "503": {
+                        "description": "Service Unavailable",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    }
+                }
+            },
+            "delete": {
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "Deletes a webhook; a delivery in flight finishes.",
+                "produces": [
+                    "application/json"
+                ],
+                "tags": [
+                    "webhooks"
+                ],
+                "summary": "Delete a webhook",
+                "parameters": [
+                    {
+                        "type": "string",
+                        "example": "wh_q3bx7k2mzv4wd9hc",
+                        "description": "Webhook ID",
+                        "name": "id",
+                        "in": "path",
+                        "required": true
+                    }
+                ],
+                "responses": {
+                    "204": {
+                        "description": "No Content"
+                    },
+                    "401": {
+                        "description": "Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "403": {
+                        "description": "The token lacks the route's scope (code forbidden)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "404": {
+                        "description": "No such webhook",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "429": {
+                        "description": "The token's request rate is exceeded (code rate_limited)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        },
+                        "headers": {
+                            "Retry-After": {
+                                "type": "integer",
+                                "description": "Seconds to wait before retrying"
+                            }
+                        }
+                    },
+                    "500": {
+                        "description": "Internal Server Error",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "503": {
+                        "description": "Service Unavailable",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    }
+                }
+            },
+            "patch": {
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "Pauses (paused=true) or resumes (paused=false) a webhook. A paused webhook keeps its cursor and gets what it missed when resumed (within the event retention). Resuming a failing webhook retries it at once from its cursor, with a fresh retry limit. A delivery in flight finishes.",
+                "consumes": [
+                    "application/json"
+                ],
+                "produces": [
+                    "application/json"
+                ],
+                "tags": [
+                    "webhooks"
+                ],
+                "summary": "Pause or resume a webhook",
+                "parameters": [
+                    {
+                        "type": "string",
+                        "example": "wh_q3bx7k2mzv4wd9hc",
+                        "description": "Webhook ID",
+                        "name": "id",
+                        "in": "path",
+                        "required": true
+                    },
+                    {
+                        "description": "The change",
+                        "name": "webhook",
+                        "in": "body",
+                        "required": true,
+                        "schema": {
+                            "$ref": "#/definitions/api.UpdateWebhookRequest"
+                        }
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "OK",
+                        "schema": {
+                            "$ref": "#/definitions/api.Webhook"
+                        }
+                    },
+                    "400": {
+                        "description": "paused missing",
+                        "schema": {
+                            "allOf": [
+                                {
+                                    "$ref": "#/definitions/api.ErrorResponse"
+                                },
+                                {
+                                    "type": "object",
+                                    "properties": {
+                                        "details": {
+                                            "type": "array",
+                                            "items": {
+                                                "$ref": "#/definitions/api.FieldError"
+                                            }
+                                        }
+                                    }
+                                }
+                            ]
+                        }
+                    },
+                    "401": {
+                        "description": "Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "403": {
+                        "description": "The token lacks the route's scope (code forbidden)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "404": {
+                        "description": "No such webhook",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "429": {
+                        "description": "The token's request rate is exceeded (code rate_limited)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        },
+                        "headers": {
+                            "Retry-After": {
+                                "type": "integer",
+                                "description": "Seconds to wait before retrying"
+                            }
+                        }
+                    },
+                    "500": {
+                        "description": "Internal Server Error",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "503": {
+                        "description": "Service Unavailable",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    }
+                }
+            }
         }
     },
     "definitions": {
@@ -2402,227 +2826,19 @@ const docTemplate = `{
                 }
             }
         },
-        "api.Command": {
-            "type": "object",
-            "properties": {
-                "answered_at": {
-                    "description": "AnsweredAt is when the device's answer arrived, even after the\ntimeout.",
-                    "type": "string",
-                    "format": "date-time",
-                    "x-nullable": true,
-                    "example": "2026-01-02T15:04:05.020Z"
-                },
-                "completed_at": {
-                    "type": "string",
-                    "format": "date-time",
-                    "x-nullable": true,
-                    "example": "2026-01-02T15:04:05.020Z"
-                },
-                "created_at": {
-                    "type": "string",
-                    "format": "date-time",
-                    "example": "2026-01-02T15:04:05.000Z"
-                },
-                "device": {
-                    "description": "Device is the device's bare JID.",
-                    "type": "string",
-                    "example": "thermo1@example.com"
-                },
-                "error": {
-                    "description": "Error says it in words.",
-                    "type": "string",
-                    "example": "the device answered with an error: not-acceptable: target out of range"
-                },
-                "error_code": {
-                    "description": "ErrorCode says why the command did not succeed.",
-                    "type": "string",
-                    "enum": [
-                        "device_offline",
-                        "xmpp_error",
-                        "xmpp_unavailable",
-                        "timeout",
-                        "too_many_requests",
-                        "restarted",
-                        "internal"
-                    ],
-                    "example": "xmpp_error"
-                },
-                "expires_at": {
-                    "description": "ExpiresAt is when a queued command gives up (mode queue only).",
-                    "type": "string",
-                    "format": "date-time",
-                    "x-nullable": true,
-                    "example": "2026-01-02T16:04:05Z"
-                },
-                "history": {
-                    "description": "History lists every status the command went through, oldest first.",
-                    "type": "array",
-                    "items": {
-                        "$ref": "#/definitions/api.CommandEvent"
-                    }
-                },
-                "id": {
-                    "description": "ID is random; GET /v1/commands/{id} returns the command.",
-                    "type": "string",
-                    "example": "MZXW6YTBOI2GK3TUMVZXIZLSEB2GK"
-                },
-                "idempotency_key": {
-                    "description": "IdempotencyKey is the request's Idempotency-Key, if any.",
-                    "type": "string",
-                    "example": "b7c1a0e2-set-21.5"
-                },
-                "late_answer": {
-                    "description": "LateAnswer is true when the answer (response or xmpp_error) arrived\nafter the command timed out; the status stays timed_out.",
-                    "type": "boolean",
-                    "example": false
-                },
-                "mode": {
-                    "type": "string",
-                    "enum": [
-                        "sync",
-                        "async",
-                        "queue"
-                    ],
-                    "example": "sync"
-                },
-                "payload": {
-                    "type": "string",
-                    "example": "\u003cset xmlns='urn:example:thermostat'\u003e\u003ctarget\u003e21.5\u003c/target\u003e\u003c/set\u003e"
-                },
-                "resource": {
-                    "description": "Resource is the resource asked for, if any.",
-                    "type": "string",
-                    "example": "kitchen"
-                },
-                "response": {
-                    "description": "Response is the device's result; null unless it answered with one.",
-                    "allOf": [
-                        {
-                            "$ref": "#/definitions/api.CommandResponse"
-                        }
-                    ],
-                    "x-nullable": true
-                },
-                "sent_at": {
-                    "type": "string",
-                    "format": "date-time",
-                    "x-nullable": true,
-                    "example": "2026-01-02T15:04:05.001Z"
-                },
-                "sent_by": {
-                    "description": "SentBy is the name of the API token that sent the command\n(\"bootstrap\" for IOTGATE_ADMIN_TOKEN); absent for commands from\nbefore tokens.",
-                    "type": "string",
-                    "example": "ops-berlin"
-                },
-                "status": {
-                    "description": "Status: pending, then queued (mode queue, device offline) or sent;\nfinally succeeded, failed, timed_out, expired (queued too long) or\ncanceled.",
-                    "type": "string",
-                    "enum": [
-                        "pending",
-                        "queued",
-                        "sent",
-                        "succeeded",
-                        "failed",
-                        "timed_out",
-                        "expired",
-                        "canceled"
-                    ],
-                    "example": "succeeded"
-                },
-                "target": {
-                    "description": "Target is the full JID the IQ was (last) sent to.",
-                    "type": "string",
-                    "example": "thermo1@example.com/kitchen"
-                },
-                "timeout_ms": {
-                    "type": "integer",
-                    "example": 10000
-                },
-                "token_id": {
-                    "description": "TokenID is the ID of that token.",
-                    "type": "string",
-                    "example": "tok_q3bx7k2mzv4wd9hc"
-                },
-                "type": {
-                    "type": "string",
-                    "enum": [
-                        "get",
-                        "set"
-                    ],
-                    "example": "set"
-                },
-                "xmpp_error": {
-                    "description": "XMPPError is the IQ error the device (or, when it is offline, its\nserver) answered with; null otherwise.",
-                    "allOf": [
-                        {
-                            "$ref": "#/definitions/iotgate.XMPPError"
-                        }
-                    ],
-                    "x-nullable": true
-                }
-            }
-        },
-        "api.CommandEvent": {
-            "type": "object",
-            "properties": {
-                "at": {
-                    "type": "string",
-                    "format": "date-time",
-                    "example": "2026-01-02T15:04:05.001Z"
-                },
-                "reason": {
-                    "type": "string",
-                    "example": "to thermo1@example.com/kitchen"
-                },
-                "status": {
-                    "type": "string",
-                    "enum": [
-                        "pending",
-                        "queued",
-                        "sent",
-                        "succeeded",
-                        "failed",
-                        "timed_out",
-                        "expired",
-                        "canceled"
-                    ],
-                    "example": "sent"
-                }
-            }
-        },
         "api.CommandList": {
             "type": "object",
             "properties": {
                 "items": {
                     "type": "array",
                     "items": {
-                        "$ref": "#/definitions/api.Command"
+                        "$ref": "#/definitions/iotgate.CommandView"
                     }
                 },
                 "next_cursor": {
                     "description": "NextCursor continues the list (pass it as cursor); absent on the\nlast page.",
                     "type": "string",
                     "example": "MTc2NzM2OTYwMDEyMzAwMDAwMC5BQkM"
-                }
-            }
-        },
-        "api.CommandResponse": {
-            "type": "object",
-            "properties": {
-                "data": {
-                    "description": "Data is XML rendered as JSON like readings are, when the element is\nin the schema's namespace and valid against it; null otherwise.",
-                    "type": "object",
-                    "x-nullable": true
-                },
-                "invalid": {
-                    "description": "Invalid says why Data is null although the element is in the\nschema's namespace.",
-                    "type": "string",
-                    "example": "document does not match its schema; line 1: /state/mode: 'warm' is not a valid value"
-                },
-                "xml": {
-                    "description": "XML is the result's child element as the device sent it; \"\" for an\nempty result.",
-                    "type": "string",
-                    "example": "\u003cstate xmlns='urn:example:thermostat'\u003e\u003ctemperature\u003e19.75\u003c/temperature\u003e\u003ctarget\u003e21.5\u003c/target\u003e\u003cmode\u003eheat\u003c/mode\u003e\u003cheating\u003etrue\u003c/heating\u003e\u003c/state\u003e"
                 }
             }
         },
@@ -2811,6 +3027,49 @@ const docTemplate = `{
                 }
             }
         },
+        "api.CreateWebhookRequest": {
+            "type": "object",
+            "required": [
+                "url"
+            ],
+            "properties": {
+                "devices": {
+                    "description": "Devices selects the devices whose labels include all of these;\nabsent or {} means every device the token may see.",
+                    "type": "object",
+                    "additionalProperties": {
+                        "type": "string"
+                    },
+                    "example": {
+                        "site": "berlin"
+                    }
+                },
+                "secret": {
+                    "description": "Secret signs the deliveries; absent generates one (shown once).",
+                    "type": "string",
+                    "maxLength": 200,
+                    "minLength": 16,
+                    "example": "whsec_3kTq0c9nZb7yQm2xWv5rLp8sHd4fGj6a"
+                },
+                "types": {
+                    "description": "Types selects these event types; absent or [] selects all.",
+                    "type": "array",
+                    "maxItems": 5,
+                    "items": {
+                        "type": "string"
+                    },
+                    "example": [
+                        "reading",
+                        "presence"
+                    ]
+                },
+                "url": {
+                    "description": "URL receives the deliveries: http or https, and not a loopback,\nprivate or link-local address (unless the operator allows it).",
+                    "type": "string",
+                    "maxLength": 2048,
+                    "example": "https://app.example.com/iotgate/events"
+                }
+            }
+        },
         "api.CreatedToken": {
             "type": "object",
             "properties": {
@@ -2868,6 +3127,113 @@ const docTemplate = `{
                     "description": "Secret is the bearer token to send as Authorization: Bearer\n\u003csecret\u003e. It is not stored and can't be shown again.",
                     "type": "string",
                     "example": "iotg_Zm9vYmFyYmF6cXV4cXV1eGZvb2JhcmJhenF1eHF1dXg"
+                }
+            }
+        },
+        "api.CreatedWebhook": {
+            "type": "object",
+            "properties": {
+                "attempts": {
+                    "type": "integer",
+                    "example": 0
+                },
+                "created_at": {
+                    "type": "string",
+                    "format": "date-time"
+                },
+                "cursor": {
+                    "description": "Cursor is the last event id the receiver acknowledged.",
+                    "type": "integer",
+                    "example": 4711
+                },
+                "devices": {
+                    "type": "object",
+                    "additionalProperties": {
+                        "type": "string"
+                    },
+                    "example": {
+                        "site": "berlin"
+                    }
+                },
+                "failing_since": {
+                    "type": "string",
+                    "format": "date-time",
+                    "x-nullable": true
+                },
+                "id": {
+                    "type": "string",
+                    "example": "wh_q3bx7k2mzv4wd9hc"
+                },
+                "lag": {
+                    "description": "Lag is shown by GET /v1/webhooks/{id} only.",
+                    "allOf": [
+                        {
+                            "$ref": "#/definitions/api.WebhookLag"
+                        }
+                    ]
+                },
+                "last_attempt_at": {
+                    "type": "string",
+                    "format": "date-time",
+                    "x-nullable": true
+                },
+                "last_error": {
+                    "description": "LastError says why the current streak of failures failed.",
+                    "type": "string",
+                    "example": "HTTP 503 Service Unavailable"
+                },
+                "last_success_at": {
+                    "type": "string",
+                    "format": "date-time",
+                    "x-nullable": true
+                },
+                "next_attempt_at": {
+                    "type": "string",
+                    "format": "date-time",
+                    "x-nullable": true
+                },
+                "paused": {
+                    "type": "boolean",
+                    "example": false
+                },
+                "secret": {
+                    "description": "Secret signs each delivery: Iotgate-Signature: t=\u003cunix\u003e,v1=\u003chex\nHMAC-SHA256(secret, \"\u003ct\u003e.\u003cbody\u003e\")\u003e.",
+                    "type": "string",
+                    "example": "whsec_3kTq0c9nZb7yQm2xWv5rLp8sHd4fGj6a"
+                },
+                "state": {
+                    "description": "State is active, paused, retrying (a delivery failed; a retry is\ndue at next_attempt_at) or failing (retries exhausted: resume it\nwith PATCH paused=false).",
+                    "type": "string",
+                    "enum": [
+                        "active",
+                        "paused",
+                        "retrying",
+                        "failing"
+                    ],
+                    "example": "active"
+                },
+                "token_id": {
+                    "description": "TokenID is the token that created the webhook.",
+                    "type": "string",
+                    "example": "tok_q3bx7k2mzv4wd9hc"
+                },
+                "types": {
+                    "type": "array",
+                    "items": {
+                        "type": "string"
+                    },
+                    "example": [
+                        "reading",
+                        "presence"
+                    ]
+                },
+                "updated_at": {
+                    "type": "string",
+                    "format": "date-time"
+                },
+                "url": {
+                    "type": "string",
+                    "example": "https://app.example.com/iotgate/events"
                 }
             }
         },
@@ -3345,6 +3711,355 @@ const docTemplate = `{
                     "type": "integer",
                     "minimum": 1,
                     "example": 3
+                }
+            }
+        },
+        "api.UpdateWebhookRequest": {
+            "type": "object",
+            "required": [
+                "paused"
+            ],
+            "properties": {
+                "paused": {
+                    "description": "Paused pauses (true) or resumes (false) the webhook. Resuming a\nfailing webhook retries it from its cursor.",
+                    "type": "boolean",
+                    "example": false
+                }
+            }
+        },
+        "api.Webhook": {
+            "type": "object",
+            "properties": {
+                "attempts": {
+                    "type": "integer",
+                    "example": 0
+                },
+                "created_at": {
+                    "type": "string",
+                    "format": "date-time"
+                },
+                "cursor": {
+                    "description": "Cursor is the last event id the receiver acknowledged.",
+                    "type": "integer",
+                    "example": 4711
+                },
+                "devices": {
+                    "type": "object",
+                    "additionalProperties": {
+                        "type": "string"
+                    },
+                    "example": {
+                        "site": "berlin"
+                    }
+                },
+                "failing_since": {
+                    "type": "string",
+                    "format": "date-time",
+                    "x-nullable": true
+                },
+                "id": {
+                    "type": "string",
+                    "example": "wh_q3bx7k2mzv4wd9hc"
+                },
+                "lag": {
+                    "description": "Lag is shown by GET /v1/webhooks/{id} only.",
+                    "allOf": [
+                        {
+                            "$ref": "#/definitions/api.WebhookLag"
+                        }
+                    ]
+                },
+                "last_attempt_at": {
+                    "type": "string",
+                    "format": "date-time",
+                    "x-nullable": true
+                },
+                "last_error": {
+                    "description": "LastError says why the current streak of failures failed.",
+                    "type": "string",
+                    "example": "HTTP 503 Service Unavailable"
+                },
+                "last_success_at": {
+                    "type": "string",
+                    "format": "date-time",
+                    "x-nullable": true
+                },
+                "next_attempt_at": {
+                    "type": "string",
+                    "format": "date-time",
+                    "x-nullable": true
+                },
+                "paused": {
+                    "type": "boolean",
+                    "example": false
+                },
+                "state": {
+                    "description": "State is active, paused, retrying (a delivery failed; a retry is\ndue at next_attempt_at) or failing (retries exhausted: resume it\nwith PATCH paused=false).",
+                    "type": "string",
+                    "enum": [
+                        "active",
+                        "paused",
+                        "retrying",
+                        "failing"
+                    ],
+                    "example": "active"
+                },
+                "token_id": {
+                    "description": "TokenID is the token that created the webhook.",
+                    "type": "string",
+                    "example": "tok_q3bx7k2mzv4wd9hc"
+                },
+                "types": {
+                    "type": "array",
+                    "items": {
+                        "type": "string"
+                    },
+                    "example": [
+                        "reading",
+                        "presence"
+                    ]
+                },
+                "updated_at": {
+                    "type": "string",
+                    "format": "date-time"
+                },
+                "url": {
+                    "type": "string",
+                    "example": "https://app.example.com/iotgate/events"
+                }
+            }
+        },
+        "api.WebhookLag": {
+            "type": "object",
+            "properties": {
+                "events": {
+                    "description": "Events is how many event ids follow the cursor (an upper bound of\nthe events the webhook selects).",
+                    "type": "integer",
+                    "example": 12
+                },
+                "seconds": {
+                    "description": "Seconds is the age of the oldest event not yet delivered (0 when\ncaught up).",
+                    "type": "number",
+                    "example": 3.5
+                }
+            }
+        },
+        "api.WebhookList": {
+            "type": "object",
+            "properties": {
+                "items": {
+                    "type": "array",
+                    "items": {
+                        "$ref": "#/definitions/api.Webhook"
+                    }
+                }
+            }
+        },
+        "iotgate.CommandEventView": {
+            "type": "object",
+            "properties": {
+                "at": {
+                    "type": "string",
+                    "format": "date-time",
+                    "example": "2026-01-02T15:04:05.001Z"
+                },
+                "reason": {
+                    "type": "string",
+                    "example": "to thermo1@example.com/kitchen"
+                },
+                "status": {
+                    "type": "string",
+                    "enum": [
+                        "pending",
+                        "queued",
+                        "sent",
+                        "succeeded",
+                        "failed",
+                        "timed_out",
+                        "expired",
+                        "canceled"
+                    ],
+                    "example": "sent"
+                }
+            }
+        },
+        "iotgate.CommandResponseView": {
+            "type": "object",
+            "properties": {
+                "data": {
+                    "description": "Data is XML rendered as JSON like readings are, when the element is\nin the schema's namespace and valid against it; null otherwise.",
+                    "type": "object",
+                    "x-nullable": true
+                },
+                "invalid": {
+                    "description": "Invalid says why Data is null although the element is in the\nschema's namespace.",
+                    "type": "string",
+                    "example": "document does not match its schema; line 1: /state/mode: 'warm' is not a valid value"
+                },
+                "xml": {
+                    "description": "XML is the result's child element as the device sent it; \"\" for an\nempty result.",
+                    "type": "string",
+                    "example": "\u003cstate xmlns='urn:example:thermostat'\u003e\u003ctemperature\u003e19.75\u003c/temperature\u003e\u003ctarget\u003e21.5\u003c/target\u003e\u003cmode\u003eheat\u003c/mode\u003e\u003cheating\u003etrue\u003c/heating\u003e\u003c/state\u003e"
+                }
+            }
+        },
+        "iotgate.CommandView": {
+            "type": "object",
+            "properties": {
+                "answered_at": {
+                    "description": "AnsweredAt is when the device's answer arrived, even after the\ntimeout.",
+                    "type": "string",
+                    "format": "date-time",
+                    "x-nullable": true,
+                    "example": "2026-01-02T15:04:05.020Z"
+                },
+                "completed_at": {
+                    "type": "string",
+                    "format": "date-time",
+                    "x-nullable": true,
+                    "example": "2026-01-02T15:04:05.020Z"
+                },
+                "created_at": {
+                    "type": "string",
+                    "format": "date-time",
+                    "example": "2026-01-02T15:04:05.000Z"
+                },
+                "device": {
+                    "description": "Device is the device's bare JID.",
+                    "type": "string",
+                    "example": "thermo1@example.com"
+                },
+                "error": {
+                    "description": "Error says it in words.",
+                    "type": "string",
+                    "example": "the device answered with an error: not-acceptable: target out of range"
+                },
+                "error_code": {
+                    "description": "ErrorCode says why the command did not succeed.",
+                    "type": "string",
+                    "enum": [
+                        "device_offline",
+                        "xmpp_error",
+                        "xmpp_unavailable",
+                        "timeout",
+                        "too_many_requests",
+                        "restarted",
+                        "internal"
+                    ],
+                    "example": "xmpp_error"
+                },
+                "expires_at": {
+                    "description": "ExpiresAt is when a queued command gives up (mode queue only).",
+                    "type": "string",
+                    "format": "date-time",
+                    "x-nullable": true,
+                    "example": "2026-01-02T16:04:05Z"
+                },
+                "history": {
+                    "description": "History lists every status the command went through, oldest first.",
+                    "type": "array",
+                    "items": {
+                        "$ref": "#/definitions/iotgate.CommandEventView"
+                    }
+                },
+                "id": {
+                    "description": "ID is random; GET /v1/commands/{id} returns the command.",
+                    "type": "string",
+                    "example": "MZXW6YTBOI2GK3TUMVZXIZLSEB2GK"
+                },
+                "idempotency_key": {
+                    "description": "IdempotencyKey is the request's Idempotency-Key, if any.",
+                    "type": "string",
+                    "example": "b7c1a0e2-set-21.5"
+                },
+                "late_answer": {
+                    "description": "LateAnswer is true when the answer (response or xmpp_error) arrived\nafter the command timed out; the status stays timed_out.",
+                    "type": "boolean",
+                    "example": false
+                },
+                "mode": {
+                    "type": "string",
+                    "enum": [
+                        "sync",
+                        "async",
+                        "queue"
+                    ],
+                    "example": "sync"
+                },
+                "payload": {
+                    "type": "string",
+                    "example": "\u003cset xmlns='urn:example:thermostat'\u003e\u003ctarget\u003e21.5\u003c/target\u003e\u003c/set\u003e"
+                },
+                "resource": {
+                    "description": "Resource is the resource asked for, if any.",
+                    "type": "string",
+                    "example": "kitchen"
+                },
+                "response": {
+                    "description": "Response is the device's result; null unless it answered with one.",
+                    "allOf": [
+                        {
+                            "$ref": "#/definitions/iotgate.CommandResponseView"
+                        }
+                    ],
+                    "x-nullable": true
+                },
+                "sent_at": {
+                    "type": "string",
+                    "format": "date-time",
+                    "x-nullable": true,
+                    "example": "2026-01-02T15:04:05.001Z"
+                },
+                "sent_by": {
+                    "description": "SentBy is the name of the API token that sent the command\n(\"bootstrap\" for IOTGATE_ADMIN_TOKEN); absent for commands from\nbefore tokens.",
+                    "type": "string",
+                    "example": "ops-berlin"
+                },
+                "status": {
+                    "description": "Status: pending, then queued (mode queue, device offline) or sent;\nfinally succeeded, failed, timed_out, expired (queued too long) or\ncanceled.",
+                    "type": "string",
+                    "enum": [
+                        "pending",
+                        "queued",
+                        "sent",
+                        "succeeded",
+                        "failed",
+                        "timed_out",
+                        "expired",
+                        "canceled"
+                    ],
+                    "example": "succeeded"
+                },
+                "target": {
+                    "description": "Target is the full JID the IQ was (last) sent to.",
+                    "type": "string",
+                    "example": "thermo1@example.com/kitchen"
+                },
+                "timeout_ms": {
+                    "type": "integer",
+                    "example": 10000
+                },
+                "token_id": {
+                    "description": "TokenID is the ID of that token.",
+                    "type": "string",
+                    "example": "tok_q3bx7k2mzv4wd9hc"
+                },
+                "type": {
+                    "type": "string",
+                    "enum": [
+                        "get",
+                        "set"
+                    ],
+                    "example": "set"
+                },
+                "xmpp_error": {
+                    "description": "XMPPError is the IQ error the device (or, when it is offline, its\nserver) answered with; null otherwise.",
+                    "allOf": [
+                        {
+                            "$ref": "#/definitions/iotgate.XMPPError"
+                        }
+                    ],
+                    "x-nullable": true
                 }
             }
         },

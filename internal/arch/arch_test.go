@@ -187,6 +187,9 @@ var rules = []rule{
 		to: func(r string) bool { return !is("schemas/xsd")(r) }},
 	{name: "internal/memstore imports only the root package", from: is("internal/memstore"),
 		to: func(r string) bool { return !is("", "internal/memstore")(r) }, direct: true},
+	// A capability package: the root package only (tests may add memstore).
+	{name: "webhooks imports only the root package", from: is("webhooks"),
+		to: func(r string) bool { return !is("", "webhooks")(r) }},
 }
 
 // TestImportRule keeps the house's shape: it fails, naming the offending
