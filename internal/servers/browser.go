@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -27,6 +28,9 @@ type BrowserOptions struct {
 	// Logs gets the browser's stdout and stderr, which include the page's
 	// console messages; nil: a new LogBuffer.
 	Logs *LogBuffer
+	// LogDir, if set, gets a copy of the log when the browser is closed,
+	// as browser-PID/browser.log (CI artifacts, post-mortems).
+	LogDir string
 	// Args are more command-line flags, after StartBrowser's own.
 	Args []string
 }
@@ -34,9 +38,10 @@ type BrowserOptions struct {
 // Browser is a running headless chromium showing one page. Its methods are
 // safe for concurrent use.
 type Browser struct {
-	proc *process
-	dir  string
-	logs *LogBuffer
+	proc     *process
+	dir      string
+	logs     *LogBuffer
+	saveLogs string // BrowserOptions.LogDir
 
 	closeOnce sync.Once
 	closeErr  error
@@ -108,7 +113,7 @@ func StartBrowser(ctx context.Context, opts BrowserOptions) (*Browser, error) {
 		_ = CleanDir(dir)
 		return nil, fmt.Errorf("start browser: %w", err)
 	}
-	b := &Browser{proc: proc, dir: dir, logs: opts.Logs}
+	b := &Browser{proc: proc, dir: dir, logs: opts.Logs, saveLogs: opts.LogDir}
 	ctx, cancel := withStartTimeout(ctx)
 	defer cancel()
 	// The profile's lock is one of the first things chromium creates: it
@@ -151,12 +156,28 @@ func (b *Browser) PID() int { return b.proc.pid }
 func (b *Browser) Done() <-chan struct{} { return b.proc.done }
 
 // Close kills the browser and every process it started, and removes its
-// directory. Calling it again does nothing and returns the same error.
+// directory, copying the log to LogDir if set. Calling it again does
+// nothing and returns the same error.
 func (b *Browser) Close() error {
 	b.closeOnce.Do(func() {
 		b.closeErr = errors.Join(b.proc.kill(), CleanDir(b.dir))
+		if b.saveLogs != "" {
+			b.closeErr = errors.Join(b.closeErr, b.saveLog())
+		}
 	})
 	return b.closeErr
+}
+
+// saveLog writes the log to LogDir/browser-PID/browser.log.
+func (b *Browser) saveLog() error {
+	dir := filepath.Join(b.saveLogs, "browser-"+strconv.Itoa(b.proc.pid))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("save browser log: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "browser.log"), []byte(b.logs.String()), 0o644); err != nil {
+		return fmt.Errorf("save browser log: %w", err)
+	}
+	return nil
 }
 
 // BrowserForTest starts a browser on url (see StartBrowser) and closes it

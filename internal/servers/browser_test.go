@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -60,6 +62,36 @@ report({
 	}
 	slices.Sort(took)
 	t.Logf("browser start to first report: median %v of %v", took[len(took)/2].Round(time.Millisecond), took)
+}
+
+// TestBrowserLogDir checks that the page's console reaches the browser's
+// log, and that Close copies the log to LogDir.
+func TestBrowserLogDir(t *testing.T) {
+	page := NewPageReport(t, `<script src="/report.js"></script>
+<script>console.log('console-marker-' + (6 * 7)); report(true)</script>`)
+	logs := t.TempDir()
+	b, err := StartBrowser(testCtx(t), BrowserOptions{URL: page.URL(), LogDir: logs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	var ok bool
+	page.Next(t, b, reportTimeout, &ok)
+	// The console line may come a little after the report.
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(b.Logs().String(), "console-marker-42") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	saved, err := os.ReadFile(filepath.Join(logs, "browser-"+strconv.Itoa(b.PID()), "browser.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(saved), "console-marker-42") {
+		t.Errorf("saved log has no console-marker-42:\n%s", b.LogTail(40))
+	}
 }
 
 // TestBrowserMissing checks that StartBrowser says how to install chromium
