@@ -50,10 +50,10 @@ type Browser struct {
 // StartBrowser runs chromium headless on opts.URL, with a new profile in
 // a temporary directory, and returns once the browser process is up (not
 // once the page has loaded: a page tells the test itself, see PageReport).
-// It is made for tests: no extensions, no first-run or background
-// network traffic (nothing but the page talks to the network), no GPU,
-// no remote debugging, and the sandbox off only when running as root,
-// where chromium refuses to start with it.
+// It is made for tests: no extensions, no first run, no background
+// traffic of its own (component updates, sync, metrics), no GPU, no
+// remote debugging, and the sandbox off only when running as root, where
+// chromium refuses to start with it.
 //
 // Errors: chromium is not in PATH, or exits or doesn't come up before
 // ctx ends (the error carries the tail of its log).
@@ -104,8 +104,10 @@ func StartBrowser(ctx context.Context, opts BrowserOptions) (*Browser, error) {
 		path: bin,
 		args: args,
 		dir:  dir,
-		// Caches, fontconfig and crash reports stay in the instance
-		// directory too.
+		// Caches, fontconfig and the crash handler's database stay in the
+		// instance directory too, and so the crash handlers (which
+		// detach from the browser's process tree) name it in their
+		// command line, where Close's CleanDir finds them.
 		env: []string{"HOME=" + dir, "XDG_CONFIG_HOME=" + dir, "XDG_CACHE_HOME=" + dir},
 		out: opts.Logs,
 	})
@@ -117,7 +119,7 @@ func StartBrowser(ctx context.Context, opts BrowserOptions) (*Browser, error) {
 	ctx, cancel := withStartTimeout(ctx)
 	defer cancel()
 	// The profile's lock is one of the first things chromium creates: it
-	// is up, past its command line and the sandbox's checks.
+	// is up, past its command line.
 	err = waitReady(ctx, proc, func(context.Context) error {
 		_, err := os.Lstat(filepath.Join(profile, "SingletonLock"))
 		return err
@@ -205,7 +207,9 @@ func BrowserForTest(t TB, url string) *Browser {
 // PageReport is a web server on 127.0.0.1 through which a test talks to
 // a page in a real browser, with no DevTools client: it serves the test's
 // HTML at "/" and the page POSTs its results, as JSON, back to "/report";
-// Next hands them to the test in order. A test does:
+// Next hands them to the test in the order they arrive (a page that
+// reports more than once awaits each report() to keep its order). A test
+// does:
 //
 //	page := servers.NewPageReport(t, `<script src="/report.js"></script>
 //		<script>report({ua: navigator.userAgent})</script>`)
