@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -125,6 +126,36 @@ func TestBrowserPageError(t *testing.T) {
 	if !strings.Contains(ft.msg, "undefinedFunction") {
 		t.Errorf("Next failed with %q; want the page's ReferenceError", ft.msg)
 	}
+}
+
+// TestBrowserExit checks that a browser that dies (killed here, as a
+// crash would) fails Next at once with the browser's exit, and that
+// Close still leaves nothing behind.
+func TestBrowserExit(t *testing.T) {
+	page := NewPageReport(t, `<p>a page that never reports</p>`)
+	b := BrowserForTest(t, page.URL())
+	if err := syscall.Kill(b.PID(), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	ft := &fatalTB{TB: t}
+	start := time.Now()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var v any
+		page.Next(ft, b, reportTimeout, &v)
+	}()
+	<-done
+	if !strings.Contains(ft.msg, "browser exited") {
+		t.Errorf("Next failed with %q; want the browser's exit", ft.msg)
+	}
+	if took := time.Since(start); took > reportTimeout/2 {
+		t.Errorf("Next took %v to see the exit", took)
+	}
+	if err := b.Close(); err != nil {
+		t.Errorf("close: %v", err)
+	}
+	assertGone(t, b.Dir())
 }
 
 // fatalTB records Fatalf's message and ends the goroutine, as testing's
