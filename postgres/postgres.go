@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lib/pq"
@@ -50,6 +51,8 @@ const (
 type DB struct {
 	db  *sql.DB
 	log *slog.Logger
+	// dsn is what the event listener connects with (EventWakeups).
+	dsn string
 
 	// Now returns the current time; the stores take every timestamp from
 	// it so that tests can fix the clock. Set it before use, if at all.
@@ -61,6 +64,8 @@ type DB struct {
 
 	stmtMu sync.Mutex
 	stmts  map[string]*sql.Stmt // by query text
+
+	eventsWritten atomic.Uint64
 }
 
 // Connect connects to the database at dsn, a postgres:// URL or a libpq
@@ -108,7 +113,7 @@ func Connect(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
 		// table like any driver error: unavailable (see classify).
 		return nil, translate(err, "connect to database")
 	}
-	db := &DB{db: sqlDB, log: log, Now: time.Now}
+	db := &DB{db: sqlDB, log: log, dsn: dsn, Now: time.Now}
 	db.up, db.since = true, db.Now()
 	return db, nil
 }
