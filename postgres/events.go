@@ -46,7 +46,7 @@ const (
 // The lock sits in a materialized CTE that the insert's rows are joined
 // with, below the sort on the ordinality, so it is taken before the first
 // id is: ids follow evs' order and are taken under the lock.
-func appendEvents(ctx context.Context, tx *sql.Tx, evs []iotgate.Event) error {
+func (db *DB) appendEvents(ctx context.Context, tx *sql.Tx, evs []iotgate.Event) error {
 	if len(evs) == 0 {
 		return nil
 	}
@@ -67,32 +67,21 @@ func appendEvents(ctx context.Context, tx *sql.Tx, evs []iotgate.Event) error {
 			labels[i] = nullString(string(b), true)
 		}
 	}
-	rows, err := tx.QueryContext(ctx, `
-		WITH serial AS MATERIALIZED (
-			SELECT 1 AS one FROM (SELECT pg_advisory_xact_lock($1), pg_notify('`+eventsChannel+`', '')) AS l)
-		INSERT INTO events (type, at, device, data, labels)
-		SELECT u.type, u.at, u.device, u.data, u.labels
-		FROM serial, unnest($2::text[], $3::timestamptz[], $4::text[], $5::json[], $6::jsonb[])
-			WITH ORDINALITY AS u(type, at, device, data, labels, n)
-		ORDER BY u.n
-		RETURNING id`,
+	// Prepared: it runs in every writing transaction, and an unnamed
+	// statement costs lib/pq a second round trip and PostgreSQL a plan.
+	st, err := db.prepared(ctx, insertEvents)
+	if err != nil {
+		return err
+	}
+	rows, err := tx.StmtContext(ctx, st).QueryContext(ctx,
 		eventsLockKey, pq.Array(types), pq.Array(at), pq.Array(device), pq.Array(data), pq.Array(labels))
 	if err != nil {
 		return err
 	}
-	ids := make([]int64, 0, n)
-	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return err
-		}
-		ids = append(ids, id)
-	}
-	if err := rows.Err(); err != nil {
+	ids, err := scanAll(rows, scanInt64)
+	if err != nil {
 		return err
 	}
-	rows.Close()
 	if len(ids) != n {
 		return fmt.Errorf("insert events: %d ids for %d events", len(ids), n)
 	}
@@ -103,6 +92,17 @@ func appendEvents(ctx context.Context, tx *sql.Tx, evs []iotgate.Event) error {
 	}
 	return nil
 }
+
+// insertEvents is appendEvents' statement.
+const insertEvents = `
+	WITH serial AS MATERIALIZED (
+		SELECT 1 AS one FROM (SELECT pg_advisory_xact_lock($1), pg_notify('` + eventsChannel + `', '')) AS l)
+	INSERT INTO events (type, at, device, data, labels)
+	SELECT u.type, u.at, u.device, u.data, u.labels
+	FROM serial, unnest($2::text[], $3::timestamptz[], $4::text[], $5::json[], $6::jsonb[])
+		WITH ORDINALITY AS u(type, at, device, data, labels, n)
+	ORDER BY u.n
+	RETURNING id`
 
 // writeTx runs f in a transaction and commits it with the events f
 // returns, appended last (appendEvents): a change and its events commit
@@ -117,7 +117,7 @@ func (db *DB) writeTx(ctx context.Context, f func(tx *sql.Tx) ([]iotgate.Event, 
 	if err != nil {
 		return err
 	}
-	if err := appendEvents(ctx, tx, evs); err != nil {
+	if err := db.appendEvents(ctx, tx, evs); err != nil {
 		return err
 	}
 	if err := tx.Commit(); err != nil {

@@ -14,10 +14,10 @@ import (
 	"time"
 
 	"github.com/iotgate/iotgate"
+	"github.com/iotgate/iotgate/internal/servers"
 	"github.com/iotgate/iotgate/postgres"
 	"github.com/iotgate/iotgate/schemas"
 	"github.com/iotgate/iotgate/schemas/examples"
-	"github.com/iotgate/iotgate/internal/servers"
 )
 
 // lastEventID returns the newest event id.
