@@ -35,24 +35,14 @@ func (db *DB) InsertPresenceEvents(ctx context.Context, evs []iotgate.PresenceEv
 	err := db.writeTx(ctx, func(tx *sql.Tx) ([]iotgate.Event, error) {
 		// One snapshot: a device's transitions are all stored or all
 		// skipped, so the devices returned say which.
-		stored, err := queryTx(ctx, tx, scanInt64, `
-			INSERT INTO presence_events (device_id, at, online)
-			SELECT v.id, v.at, v.online
-			FROM unnest($1::bigint[], $2::timestamptz[], $3::boolean[]) WITH ORDINALITY AS v(id, at, online, n)
-			WHERE EXISTS (SELECT 1 FROM devices d WHERE d.id = v.id)
-			ORDER BY v.n
-			RETURNING device_id`,
+		stored, err := insertReturningDevice(ctx, tx, insertPresenceRows,
 			pq.Array(ids), pq.Array(at), pq.Array(online))
 		if err != nil {
 			return nil, err
 		}
-		kept := make(map[int64]bool, len(stored))
-		for _, id := range stored {
-			kept[id] = true
-		}
-		out := make([]iotgate.Event, 0, len(stored))
+		out := make([]iotgate.Event, 0, len(evs))
 		for _, e := range evs {
-			if kept[e.DeviceID] {
+			if len(stored[e.DeviceID]) > 0 {
 				out = append(out, iotgate.PresenceChangeEvent(e))
 			}
 		}

@@ -37,13 +37,10 @@ func (db *DB) InsertReadings(ctx context.Context, rs []*iotgate.Reading) []error
 	return errs
 }
 
-// insertReadings stores readings in one transaction. Arrays passed to
-// unnest keep it at two statements whatever the batch size; ids follow the
-// batch's order (ORDER BY the ordinality: the semi-join may reorder rows),
-// which orders readings with the same received_at. RETURNING gives no
-// order, so IDs are handed out per device: a device's readings are all
-// stored or all skipped (one statement, one snapshot), and their IDs
-// ascend in batch order.
+// insertReadings stores readings and their events in one transaction.
+// Arrays passed to unnest keep it at three statements whatever the batch
+// size (readings, last_seen_at, events); see insertOfDevices and
+// storedIDs for how the ids are handed out.
 func (db *DB) insertReadings(ctx context.Context, rs []*iotgate.Reading) error {
 	if len(rs) == 0 {
 		return nil
@@ -75,14 +72,7 @@ func (db *DB) insertReadings(ctx context.Context, rs []*iotgate.Reading) error {
 
 	got := make([]int64, len(rs))
 	err := db.writeTx(ctx, func(tx *sql.Tx) ([]iotgate.Event, error) {
-		stored, err := insertReturningDevice(ctx, tx, `
-			INSERT INTO readings (device_id, received_at, device_time, xml, data)
-			SELECT u.device_id, u.received_at, u.device_time, u.xml, u.data
-			FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::jsonb[])
-				WITH ORDINALITY AS u(device_id, received_at, device_time, xml, data, n)
-			WHERE EXISTS (SELECT 1 FROM devices d WHERE d.id = u.device_id)
-			ORDER BY u.n
-			RETURNING device_id, id`,
+		stored, err := insertReturningDevice(ctx, tx, insertReadingRows,
 			pq.Array(ids), pq.Array(received), pq.Array(deviceTime), pq.Array(xmls), pq.Array(data))
 		if err != nil {
 			return nil, err
@@ -130,6 +120,34 @@ func (s storedIDs) next(dev int64) int64 {
 	}
 	s[dev] = got[1:]
 	return got[0]
+}
+
+// Inserts of a batch's rows for devices, skipping those of devices
+// deleted meanwhile.
+var (
+	insertReadingRows = insertOfDevices("readings",
+		[]string{"received_at", "device_time", "xml", "data"}, []string{"timestamptz", "timestamptz", "text", "jsonb"})
+	insertRejectionRows = insertOfDevices("rejections",
+		[]string{"received_at", "via", "reason", "payload"}, []string{"timestamptz", "text", "text", "text"})
+	insertPresenceRows = insertOfDevices("presence_events",
+		[]string{"at", "online"}, []string{"timestamptz", "boolean"})
+)
+
+// insertOfDevices returns an insert into table of rows given as arrays
+// (device_id, then cols of types), one statement whatever the batch size.
+// Rows of devices that don't exist (deleted since they were queued) are
+// skipped; the others are inserted in the arrays' order (ORDER BY the
+// ordinality: the semi-join may reorder rows), which orders rows with the
+// same time and gives each device's rows ascending ids. It returns
+// (device_id, id) per row.
+func insertOfDevices(table string, cols, types []string) string {
+	return `INSERT INTO ` + table + ` (device_id, ` + strings.Join(cols, ", ") + `)
+		SELECT u.device_id, u.` + strings.Join(cols, ", u.") + `
+		FROM ` + unnestArgs(1, append([]string{"bigint"}, types...)) + `
+			WITH ORDINALITY AS u(device_id, ` + strings.Join(cols, ", ") + `, n)
+		WHERE EXISTS (SELECT 1 FROM devices d WHERE d.id = u.device_id)
+		ORDER BY u.n
+		RETURNING device_id, id`
 }
 
 // insertReturningDevice runs an insert returning (device_id, id) and
@@ -181,14 +199,7 @@ func (db *DB) InsertRejections(ctx context.Context, rs []*iotgate.Rejection, kee
 		}
 	}
 	err := db.writeTx(ctx, func(tx *sql.Tx) ([]iotgate.Event, error) {
-		stored, err := insertReturningDevice(ctx, tx, `
-			INSERT INTO rejections (device_id, received_at, via, reason, payload)
-			SELECT u.device_id, u.received_at, u.via, u.reason, u.payload
-			FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], $5::text[])
-				WITH ORDINALITY AS u(device_id, received_at, via, reason, payload, n)
-			WHERE EXISTS (SELECT 1 FROM devices d WHERE d.id = u.device_id)
-			ORDER BY u.n
-			RETURNING device_id, id`,
+		stored, err := insertReturningDevice(ctx, tx, insertRejectionRows,
 			pq.Array(ids), pq.Array(at), pq.Array(via), pq.Array(reason), pq.Array(payload))
 		if err != nil {
 			return nil, err
