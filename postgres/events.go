@@ -67,13 +67,11 @@ func (db *DB) appendEvents(ctx context.Context, tx *sql.Tx, evs []iotgate.Event)
 			labels[i] = nullString(string(b), true)
 		}
 	}
-	// Prepared: it runs in every writing transaction, and an unnamed
-	// statement costs lib/pq a second round trip and PostgreSQL a plan.
-	st, err := db.prepared(ctx, insertEvents)
+	st, err := db.txStmt(ctx, tx, insertEvents)
 	if err != nil {
 		return err
 	}
-	rows, err := tx.StmtContext(ctx, st).QueryContext(ctx,
+	rows, err := st.QueryContext(ctx,
 		eventsLockKey, pq.Array(types), pq.Array(at), pq.Array(device), pq.Array(data), pq.Array(labels))
 	if err != nil {
 		return err

@@ -155,6 +155,17 @@ func (db *DB) prepared(ctx context.Context, q string) (*sql.Stmt, error) {
 	return st, nil
 }
 
+// txStmt returns q prepared (see prepared) for use in tx: prepared once
+// per connection, run in one round trip. It is for the statements every
+// writing transaction runs (the events insert) and the readings' hot path.
+func (db *DB) txStmt(ctx context.Context, tx *sql.Tx, q string) (*sql.Stmt, error) {
+	st, err := db.prepared(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	return tx.StmtContext(ctx, st), nil
+}
+
 // SQL returns the underlying pool, for its statistics (metrics) and for
 // tests. Stores don't hand it out further.
 func (db *DB) SQL() *sql.DB { return db.db }

@@ -35,7 +35,7 @@ func (db *DB) InsertPresenceEvents(ctx context.Context, evs []iotgate.PresenceEv
 	err := db.writeTx(ctx, func(tx *sql.Tx) ([]iotgate.Event, error) {
 		// One snapshot: a device's transitions are all stored or all
 		// skipped, so the devices returned say which.
-		stored, err := insertReturningDevice(ctx, tx, insertPresenceRows,
+		stored, err := db.insertReturningDevice(ctx, tx, insertPresenceRows,
 			pq.Array(ids), pq.Array(at), pq.Array(online))
 		if err != nil {
 			return nil, err

@@ -72,16 +72,16 @@ func (db *DB) insertReadings(ctx context.Context, rs []*iotgate.Reading) error {
 
 	got := make([]int64, len(rs))
 	err := db.writeTx(ctx, func(tx *sql.Tx) ([]iotgate.Event, error) {
-		stored, err := insertReturningDevice(ctx, tx, insertReadingRows,
+		stored, err := db.insertReturningDevice(ctx, tx, insertReadingRows,
 			pq.Array(ids), pq.Array(received), pq.Array(deviceTime), pq.Array(xmls), pq.Array(data))
 		if err != nil {
 			return nil, err
 		}
-		if _, err := tx.ExecContext(ctx, `
-			UPDATE devices d SET last_seen_at = v.t
-			FROM unnest($1::bigint[], $2::timestamptz[]) AS v(id, t)
-			WHERE d.id = v.id AND (d.last_seen_at IS NULL OR d.last_seen_at < v.t)`,
-			pq.Array(seenIDs), pq.Array(seenAt)); err != nil {
+		st, err := db.txStmt(ctx, tx, updateLastSeen)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := st.ExecContext(ctx, pq.Array(seenIDs), pq.Array(seenAt)); err != nil {
 			return nil, err
 		}
 		evs := make([]iotgate.Event, 0, len(rs))
@@ -103,6 +103,13 @@ func (db *DB) insertReadings(ctx context.Context, rs []*iotgate.Reading) error {
 	}
 	return nil
 }
+
+// updateLastSeen advances devices' last_seen_at to the newest of their
+// readings in a batch.
+const updateLastSeen = `
+	UPDATE devices d SET last_seen_at = v.t
+	FROM unnest($1::bigint[], $2::timestamptz[]) AS v(id, t)
+	WHERE d.id = v.id AND (d.last_seen_at IS NULL OR d.last_seen_at < v.t)`
 
 // storedIDs are the ids an insert of a batch returned, by device, in
 // ascending order. An insert ... SELECT ... ORDER BY takes ids in that
@@ -151,12 +158,21 @@ func insertOfDevices(table string, cols, types []string) string {
 }
 
 // insertReturningDevice runs an insert returning (device_id, id) and
-// collects its ids by device.
-func insertReturningDevice(ctx context.Context, tx *sql.Tx, q string, args ...any) (storedIDs, error) {
-	rows, err := queryTx(ctx, tx, func(r rowScanner) (idPair, error) {
+// collects its ids by device. The statement is prepared: its text is one
+// of a few, and it runs on the hot path.
+func (db *DB) insertReturningDevice(ctx context.Context, tx *sql.Tx, q string, args ...any) (storedIDs, error) {
+	st, err := db.txStmt(ctx, tx, q)
+	if err != nil {
+		return nil, err
+	}
+	rs, err := st.QueryContext(ctx, args...)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := scanAll(rs, func(r rowScanner) (idPair, error) {
 		var p idPair
 		return p, r.Scan(&p.dev, &p.id)
-	}, q, args...)
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -199,7 +215,7 @@ func (db *DB) InsertRejections(ctx context.Context, rs []*iotgate.Rejection, kee
 		}
 	}
 	err := db.writeTx(ctx, func(tx *sql.Tx) ([]iotgate.Event, error) {
-		stored, err := insertReturningDevice(ctx, tx, insertRejectionRows,
+		stored, err := db.insertReturningDevice(ctx, tx, insertRejectionRows,
 			pq.Array(ids), pq.Array(at), pq.Array(via), pq.Array(reason), pq.Array(payload))
 		if err != nil {
 			return nil, err
