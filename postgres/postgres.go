@@ -1,8 +1,13 @@
 // Package postgres is iotgate's PostgreSQL adapter: it implements the
 // store ports of the root package iotgate (DeviceStore, CommandStore,
-// PresenceStore, TokenStore) and schemas.Store on top of database/sql and
-// lib/pq, with raw SQL, and owns the schema: Open runs the migrations of
-// package migrations.
+// PresenceStore, TokenStore, EventLog) and schemas.Store on top of
+// database/sql and lib/pq, with raw SQL, and owns the schema: Open runs the
+// migrations of package migrations.
+//
+// Every store method that changes something writes the events describing
+// the change in the same transaction (writeTx, events.go), so that nothing
+// is announced that isn't stored and nothing stored goes unannounced;
+// wakeups.go tells readers of every instance when to read the log again.
 //
 // Driver errors never leave this package as they are: they are translated
 // at this boundary, in one table (classify), into *iotgate.Error values (a
