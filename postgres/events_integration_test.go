@@ -565,6 +565,20 @@ func TestEventWakeups(t *testing.T) {
 	case <-time.After(200 * time.Millisecond):
 	}
 
+	// A lost listener connection wakes it up once reconnected, since
+	// notifications may have been missed meanwhile.
+	var killed int
+	if err := writer.SQL().QueryRowContext(ctx, `
+		SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE datname = current_database() AND query LIKE 'LISTEN %'`).Scan(&killed); err != nil || killed != 1 {
+		t.Fatalf("terminate the listener's connection: %d terminated, %v", killed, err)
+	}
+	waitWake("after reconnecting")
+	if err := writer.InsertPresenceEvents(ctx, []iotgate.PresenceEvent{{DeviceID: d.ID, DeviceJID: d.JID, At: time.Now(), Online: true}}); err != nil {
+		t.Fatal(err)
+	}
+	waitWake("after a commit, reconnected")
+
 	// After ctx ends nothing more arrives.
 	cancel()
 	time.Sleep(100 * time.Millisecond)
