@@ -42,3 +42,8 @@ const (
 	DetailSchemaTooNew    = "schema_too_new"
 	DetailMigrationLocked = "migration_locked"
 )
+
+// Webhooks.
+const (
+	DetailWebhookURLRefused = "webhook_url_refused" // the URL's host is a loopback, private, link-local or metadata address
+)

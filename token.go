@@ -86,14 +86,7 @@ func (t *Token) Clone() *Token {
 	out.Scopes = slices.Clone(t.Scopes)
 	out.Devices = maps.Clone(t.Devices)
 	out.Hash = slices.Clone(t.Hash)
-	cp := func(p *time.Time) *time.Time {
-		if p == nil {
-			return nil
-		}
-		v := *p
-		return &v
-	}
-	out.ExpiresAt, out.RevokedAt, out.LastUsedAt = cp(t.ExpiresAt), cp(t.RevokedAt), cp(t.LastUsedAt)
+	out.ExpiresAt, out.RevokedAt, out.LastUsedAt = cloneTime(t.ExpiresAt), cloneTime(t.RevokedAt), cloneTime(t.LastUsedAt)
 	return &out
 }
 

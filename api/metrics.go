@@ -12,6 +12,7 @@ import (
 
 	"github.com/iotgate/iotgate"
 	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate/webhooks"
 )
 
 // XMPPStats is what the metrics read from the XMPP connection.
@@ -41,6 +42,8 @@ type MetricsSources struct {
 	DomainRefused func() uint64
 	// DB is the database pool, for its connection statistics.
 	DB *sql.DB
+	// Webhooks is the webhook dispatcher, for its deliveries and lag.
+	Webhooks WebhookStats
 	// Events is the event hub, for its streams' figures.
 	Events EventStats
 }
@@ -51,6 +54,17 @@ type EventStats interface {
 	Delivered() uint64
 	CutOff() uint64
 }
+
+// WebhookStats is what the metrics read from the webhook dispatcher.
+type WebhookStats interface {
+	// Deliveries counts deliveries by outcome (webhooks.Outcomes).
+	Deliveries() map[string]uint64
+	// Lag is the largest lag of the webhooks delivered here: event ids
+	// behind the log and the oldest undelivered event's age.
+	Lag() (events int64, seconds float64)
+}
+
+var _ WebhookStats = (*webhooks.Dispatcher)(nil)
 
 // Metrics is iotgate's Prometheus registry. It also receives the ingest
 // path's measurements (it is a devices.Observer).
@@ -147,6 +161,19 @@ func NewMetrics(src MetricsSources) *Metrics {
 	}
 	if src.DB != nil {
 		m.reg.MustRegister(collectors.NewDBStatsCollector(src.DB, "iotgate"))
+	}
+	if w := src.Webhooks; w != nil {
+		for _, o := range webhooks.Outcomes {
+			m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "iotgate_webhook_deliveries_total",
+				Help: "Webhook deliveries (POSTs of a batch), by outcome (ok, http_error, timeout, network).", ConstLabels: prometheus.Labels{"outcome": o}},
+				func() float64 { return float64(w.Deliveries()[o]) }))
+		}
+		m.reg.MustRegister(
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "iotgate_webhook_lag_events", Help: "The largest number of event ids a webhook delivered by this instance is behind the log."},
+				func() float64 { e, _ := w.Lag(); return float64(e) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "iotgate_webhook_lag_seconds", Help: "The age of the oldest event a webhook delivered by this instance has not delivered yet."},
+				func() float64 { _, s := w.Lag(); return s }),
+		)
 	}
 	return m
 }

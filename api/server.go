@@ -102,6 +102,8 @@ type Deps struct {
 	Tokens TokenService
 	// Metrics, when set, is served at GET /metrics to admin tokens.
 	Metrics http.Handler
+	// Webhooks serves /v1/webhooks.
+	Webhooks WebhookService
 	// Events serves GET /v1/events; Tickets, with it, POST
 	// /v1/events/tickets and the ticket= of the stream.
 	Events  EventHub
@@ -252,6 +254,16 @@ func (s *Server) routes(deps Deps) {
 			route{http.MethodGet, "/v1/tokens", iotgate.ScopeAdmin, h.list},
 			route{http.MethodGet, "/v1/tokens/:id", iotgate.ScopeAdmin, h.get},
 			route{http.MethodDelete, "/v1/tokens/:id", iotgate.ScopeAdmin, h.revoke},
+		)
+	}
+	if deps.Webhooks != nil {
+		h := &webhookHandler{svc: deps.Webhooks}
+		add(
+			route{http.MethodPost, "/v1/webhooks", iotgate.ScopeAdmin, h.create},
+			route{http.MethodGet, "/v1/webhooks", iotgate.ScopeAdmin, h.list},
+			route{http.MethodGet, "/v1/webhooks/:id", iotgate.ScopeAdmin, h.get},
+			route{http.MethodPatch, "/v1/webhooks/:id", iotgate.ScopeAdmin, h.update},
+			route{http.MethodDelete, "/v1/webhooks/:id", iotgate.ScopeAdmin, h.delete},
 		)
 	}
 	if deps.Metrics != nil {

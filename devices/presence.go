@@ -85,7 +85,7 @@ func (p *Presence) Update(d *iotgate.Device, u iotgate.PresenceUpdate) {
 	}
 	p.ids[d.JID] = d.ID
 	if online := len(p.res[d.JID]) > 0; online != wasOnline {
-		p.record(iotgate.PresenceEvent{DeviceID: d.ID, DeviceJID: d.JID, At: now, Online: online})
+		p.record(iotgate.PresenceEvent{DeviceID: d.ID, DeviceJID: d.JID, At: now, Online: online, Resources: p.resources(d.JID)})
 	}
 }
 
@@ -146,6 +146,11 @@ func (p *Presence) Online(jid string) (online, stale bool) {
 func (p *Presence) Resources(jid string) []iotgate.Resource {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	return p.resources(jid)
+}
+
+// resources is Resources with p.mu held.
+func (p *Presence) resources(jid string) []iotgate.Resource {
 	out := make([]iotgate.Resource, 0, len(p.res[jid]))
 	for _, r := range p.res[jid] {
 		out = append(out, *r)

@@ -1,6 +1,8 @@
 package devices
 
 import (
+	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -64,12 +66,18 @@ func TestPresence(t *testing.T) {
 			}
 		})
 	}
-	// Transitions only: online, offline (stream drop), online.
-	var evs []bool
+	// Transitions only: online, offline (stream drop), online; each with
+	// the resources available after it.
+	var evs []string
 	for len(p.events) > 0 {
-		evs = append(evs, (<-p.events).Online)
+		ev := <-p.events
+		s := fmt.Sprint(ev.Online)
+		for _, r := range ev.Resources {
+			s += " " + r.JID
+		}
+		evs = append(evs, s)
 	}
-	if len(evs) != 3 || !evs[0] || evs[1] || !evs[2] {
-		t.Errorf("events = %v, want [true false true]", evs)
+	if want := []string{"true t@example.com/a", "false", "true t@example.com/a"}; !slices.Equal(evs, want) {
+		t.Errorf("events = %q, want %q", evs, want)
 	}
 }

@@ -5,11 +5,14 @@
 -- Ids must grow in commit order, or a reader that has seen id n could
 -- later miss a smaller id committed after it. A sequence alone doesn't
 -- give that (ids are taken before commit), so writers take the
--- transaction-level advisory lock events_lock() right before inserting
--- their events, as the last step of their transaction: commits that
--- write events are serialized for the few statements that insert them
--- and commit, nothing longer. No foreign key: the insert under the lock
--- must take no other lock, and a device's events outlive it.
+-- transaction-level advisory lock pg_advisory_xact_lock(K), K being one
+-- constant key (postgres.eventsLockKey, "iotgate1" in ASCII), in the
+-- statement that inserts their events, the last one of their
+-- transaction: commits that write events are serialized for that
+-- statement and the commit, nothing longer. The same statement runs
+-- pg_notify('iotgate_events', '') to wake readers. No foreign key: the
+-- insert under the lock must take no other lock, and a device's events
+-- outlive it.
 CREATE TABLE events (
     id     bigint      GENERATED ALWAYS AS IDENTITY,
     type   text        NOT NULL,

@@ -217,32 +217,35 @@ func createError(c *iotgate.Command, err error) error {
 	return translate(err, "store command")
 }
 
-// CreateCommand inserts c with its history. An idempotency key held by a
-// command created before reuseBefore is released first. Errors: conflict
-// (detail idempotency_key_taken) when a newer command holds the key,
-// not_found when the device was deleted meanwhile.
+// CreateCommand inserts c with its history, and its command event. An
+// idempotency key held by a command created before reuseBefore is
+// released first. Errors: conflict (detail idempotency_key_taken) when a
+// newer command holds the key, not_found when the device was deleted
+// meanwhile.
 func (db *DB) CreateCommand(ctx context.Context, c *iotgate.Command, reuseBefore time.Time) error {
 	args, err := insertArgs([]*iotgate.Command{c})
 	if err != nil {
 		return err
 	}
-	err = db.inTx(ctx, c.IdempotencyKey != "", func(q querier) error {
+	err = db.writeTx(ctx, func(tx *sql.Tx) ([]iotgate.Event, error) {
 		if c.IdempotencyKey != "" {
-			if _, err := q.ExecContext(ctx, `
+			if _, err := tx.ExecContext(ctx, `
 				UPDATE commands SET idempotency_key = NULL
 				WHERE idempotency_key = $1 AND created_at < $2`, c.IdempotencyKey, reuseBefore.UTC()); err != nil {
-				return err
+				return nil, err
 			}
 		}
-		_, err := q.ExecContext(ctx, insertCommands, args...)
-		return err
+		if _, err := tx.ExecContext(ctx, insertCommands, args...); err != nil {
+			return nil, err
+		}
+		return []iotgate.Event{iotgate.CommandChangeEvent(c)}, nil
 	})
 	return createError(c, err)
 }
 
 // CreateCommands inserts commands without an idempotency key, with their
-// history, in one statement (so one transaction and one WAL flush for
-// all), and returns one error per command, as CreateCommand would. A
+// history and one command event each, in one transaction (one WAL flush
+// for all), and returns one error per command, as CreateCommand would. A
 // command the database refuses (its device was deleted meanwhile) fails
 // the statement; then the batch is written apart (see apart), so that the
 // others are stored and only the culprit gets the error.
@@ -257,7 +260,12 @@ func (db *DB) CreateCommands(ctx context.Context, cs []*iotgate.Command) []error
 	apart(cs, errs, func(cs []*iotgate.Command, _ []error) error {
 		args, err := insertArgs(cs)
 		if err == nil {
-			_, err = db.db.ExecContext(ctx, insertCommands, args...)
+			err = db.writeTx(ctx, func(tx *sql.Tx) ([]iotgate.Event, error) {
+				if _, err := tx.ExecContext(ctx, insertCommands, args...); err != nil {
+					return nil, err
+				}
+				return commandEvents(cs), nil
+			})
 		}
 		if err != nil {
 			// Named after the first command: a batch's error that is
@@ -269,27 +277,13 @@ func (db *DB) CreateCommands(ctx context.Context, cs []*iotgate.Command) []error
 	return errs
 }
 
-// querier is what inTx's function runs statements on.
-type querier interface {
-	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
-}
-
-// inTx runs f in a transaction when tx is true, else on the pool (for a
-// single statement, which is its own transaction).
-func (db *DB) inTx(ctx context.Context, tx bool, f func(querier) error) error {
-	if !tx {
-		return f(db.db)
+// commandEvents returns one command event per command, as it now is.
+func commandEvents(cs []*iotgate.Command) []iotgate.Event {
+	evs := make([]iotgate.Event, len(cs))
+	for i, c := range cs {
+		evs[i] = iotgate.CommandChangeEvent(c)
 	}
-	t, err := db.db.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer t.Rollback()
-	if err := f(t); err != nil {
-		return err
-	}
-	return t.Commit()
+	return evs
 }
 
 // CommandByIdempotencyKey returns the command created with key at or

@@ -69,13 +69,27 @@ func (db *DB) updateCommands(ctx context.Context, us []iotgate.CommandUpdate, er
 		out.add(u.Command)
 	}
 	args := append([]any{pq.Array(ids), pq.Array(froms), pq.Array(evs)}, out.args()...)
-	updated, err := queryRows(ctx, db.db, "update commands", scanString, updateCommands, args...)
+	done := make(map[string]bool, n)
+	err := db.writeTx(ctx, func(tx *sql.Tx) ([]iotgate.Event, error) {
+		updated, err := queryTx(ctx, tx, scanString, updateCommands, args...)
+		if err != nil {
+			return nil, err
+		}
+		for _, id := range updated {
+			done[id] = true
+		}
+		// Every stored change is announced, a late answer (no history
+		// entry) too: it changes what the command shows.
+		var changed []*iotgate.Command
+		for _, u := range us {
+			if done[u.Command.ID] {
+				changed = append(changed, u.Command)
+			}
+		}
+		return commandEvents(changed), nil
+	})
 	if err != nil {
-		return err
-	}
-	done := make(map[string]bool, len(updated))
-	for _, id := range updated {
-		done[id] = true
+		return translate(err, "update commands")
 	}
 	var missed []string
 	for _, id := range ids {
@@ -127,42 +141,52 @@ func (db *DB) QueuedDeviceJIDs(ctx context.Context) ([]string, error) {
 }
 
 // ExpireCommands moves queued commands whose expires_at is not after now
-// to expired, recording reason in their history, and returns their IDs.
+// to expired, recording reason in their history, with one command event
+// each, and returns their IDs.
 func (db *DB) ExpireCommands(ctx context.Context, now time.Time, reason string) ([]string, error) {
-	rows, err := db.db.QueryContext(ctx, `
-		UPDATE commands SET status = 'expired', completed_at = $1, error = $2,
-			history = history || jsonb_build_array(jsonb_build_object('status', 'expired', 'at', $1::timestamptz, 'reason', $2::text))
-		WHERE status = 'queued' AND expires_at <= $1
-		RETURNING id`, now.UTC(), reason)
+	cs, err := db.changeCommands(ctx, `
+		UPDATE commands c SET status = 'expired', completed_at = $1, error = $2,
+			history = c.history || jsonb_build_array(jsonb_build_object('status', 'expired', 'at', $1::timestamptz, 'reason', $2::text))
+		FROM devices d
+		WHERE d.id = c.device_id AND c.status = 'queued' AND c.expires_at <= $1
+		RETURNING `+commandColumns, now.UTC(), reason)
 	if err != nil {
 		return nil, translate(err, "expire commands")
 	}
-	defer rows.Close()
-	var ids []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, translate(err, "expire commands")
-		}
-		ids = append(ids, id)
+	ids := make([]string, len(cs))
+	for i, c := range cs {
+		ids[i] = c.ID
 	}
-	return ids, translate(rows.Err(), "expire commands")
+	return ids, nil
 }
 
 // FailUnfinishedCommands moves every pending or sent command to failed
-// with the given error code and reason, and returns how many.
+// with the given error code and reason, with one command event each, and
+// returns how many.
 func (db *DB) FailUnfinishedCommands(ctx context.Context, now time.Time, code, reason string) (int, error) {
-	var n int
-	err := db.db.QueryRowContext(ctx, `
-		WITH failed AS (
-			UPDATE commands SET status = 'failed', completed_at = $1, error_code = $2, error = $3,
-				history = history || jsonb_build_array(jsonb_build_object('status', 'failed', 'at', $1::timestamptz, 'reason', $3::text))
-			WHERE status IN ('pending', 'sent')
-			RETURNING id
-		)
-		SELECT count(*) FROM failed`, now.UTC(), code, reason).Scan(&n)
+	cs, err := db.changeCommands(ctx, `
+		UPDATE commands c SET status = 'failed', completed_at = $1, error_code = $2, error = $3,
+			history = c.history || jsonb_build_array(jsonb_build_object('status', 'failed', 'at', $1::timestamptz, 'reason', $3::text))
+		FROM devices d
+		WHERE d.id = c.device_id AND c.status IN ('pending', 'sent')
+		RETURNING `+commandColumns, now.UTC(), code, reason)
 	if err != nil {
 		return 0, translate(err, "resolve unfinished commands")
 	}
-	return n, nil
+	return len(cs), nil
+}
+
+// changeCommands runs an update of many commands that returns
+// commandColumns, and writes a command event for each, in one
+// transaction. It returns the commands as they now are.
+func (db *DB) changeCommands(ctx context.Context, q string, args ...any) ([]*iotgate.Command, error) {
+	var cs []*iotgate.Command
+	err := db.writeTx(ctx, func(tx *sql.Tx) ([]iotgate.Event, error) {
+		var err error
+		if cs, err = queryTx(ctx, tx, scanCommand, q, args...); err != nil {
+			return nil, err
+		}
+		return commandEvents(cs), nil
+	})
+	return cs, err
 }

@@ -41,18 +41,24 @@ func scanDevice(row rowScanner) (*iotgate.Device, error) {
 	return &d, nil
 }
 
-// CreateDevice inserts d and sets its ID. Errors: conflict (JID taken),
-// invalid (unknown schema version), unavailable.
+// CreateDevice inserts d, sets its ID and writes its registered event.
+// Errors: conflict (JID taken), invalid (unknown schema version),
+// unavailable.
 func (db *DB) CreateDevice(ctx context.Context, d *iotgate.Device) error {
 	labels, err := json.Marshal(d.Labels)
 	if err != nil {
 		return fmt.Errorf("encode labels: %w", err)
 	}
-	err = db.db.QueryRowContext(ctx, `
-		INSERT INTO devices (jid, name, labels, schema_name, schema_version, created_at, updated_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)
-		RETURNING id`,
-		d.JID, d.Name, labels, d.Schema, d.SchemaVersion, d.CreatedAt, d.UpdatedAt).Scan(&d.ID)
+	err = db.writeTx(ctx, func(tx *sql.Tx) ([]iotgate.Event, error) {
+		if err := tx.QueryRowContext(ctx, `
+			INSERT INTO devices (jid, name, labels, schema_name, schema_version, created_at, updated_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7)
+			RETURNING id`,
+			d.JID, d.Name, labels, d.Schema, d.SchemaVersion, d.CreatedAt, d.UpdatedAt).Scan(&d.ID); err != nil {
+			return nil, err
+		}
+		return []iotgate.Event{iotgate.DeviceChangeEvent(iotgate.DeviceRegistered, d, d.CreatedAt)}, nil
+	})
 	if e := pq.As(err); e != nil && e.Constraint == "devices_schema_fkey" {
 		return &iotgate.Error{Code: iotgate.EInvalid, Message: fmt.Sprintf("schema %s version %d does not exist", d.Schema, d.SchemaVersion), Err: err}
 	}
@@ -140,14 +146,22 @@ func (db *DB) UpdateDevice(ctx context.Context, jid string, u iotgate.DeviceUpda
 	if u.SchemaVersion != nil {
 		version = *u.SchemaVersion
 	}
-	d, err := scanDevice(db.db.QueryRowContext(ctx, `
-		UPDATE devices SET
-			name = COALESCE($2, name),
-			labels = COALESCE($3::jsonb, labels),
-			schema_version = COALESCE($4, schema_version),
-			updated_at = $5
-		WHERE jid = $1
-		RETURNING `+deviceColumns, jid, name, labels, version, now))
+	var d *iotgate.Device
+	err := db.writeTx(ctx, func(tx *sql.Tx) ([]iotgate.Event, error) {
+		var err error
+		d, err = scanDevice(tx.QueryRowContext(ctx, `
+			UPDATE devices SET
+				name = COALESCE($2, name),
+				labels = COALESCE($3::jsonb, labels),
+				schema_version = COALESCE($4, schema_version),
+				updated_at = $5
+			WHERE jid = $1
+			RETURNING `+deviceColumns, jid, name, labels, version, now))
+		if err != nil {
+			return nil, err
+		}
+		return []iotgate.Event{iotgate.DeviceChangeEvent(iotgate.DeviceUpdated, d, now)}, nil
+	})
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, iotgate.Errorf(iotgate.ENotFound, "device %s is not registered", jid)
 	}
@@ -160,15 +174,18 @@ func (db *DB) UpdateDevice(ctx context.Context, jid string, u iotgate.DeviceUpda
 	return d, nil
 }
 
-// DeleteDevice deletes a device; its readings and rejections go with it.
-// Errors: not_found.
+// DeleteDevice deletes a device, its readings and rejections with it, and
+// writes its deleted event (with the device as it was). Errors: not_found.
 func (db *DB) DeleteDevice(ctx context.Context, jid string) error {
-	res, err := db.db.ExecContext(ctx, `DELETE FROM devices WHERE jid = $1`, jid)
-	if err != nil {
-		return translate(err, "delete device")
-	}
-	if n, err := res.RowsAffected(); err == nil && n == 0 {
+	err := db.writeTx(ctx, func(tx *sql.Tx) ([]iotgate.Event, error) {
+		d, err := scanDevice(tx.QueryRowContext(ctx, `DELETE FROM devices WHERE jid = $1 RETURNING `+deviceColumns, jid))
+		if err != nil {
+			return nil, err
+		}
+		return []iotgate.Event{iotgate.DeviceChangeEvent(iotgate.DeviceDeleted, d, db.Now().UTC())}, nil
+	})
+	if errors.Is(err, sql.ErrNoRows) {
 		return iotgate.Errorf(iotgate.ENotFound, "device %s is not registered", jid)
 	}
-	return nil
+	return translate(err, "delete device")
 }

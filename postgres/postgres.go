@@ -1,8 +1,13 @@
 // Package postgres is iotgate's PostgreSQL adapter: it implements the
 // store ports of the root package iotgate (DeviceStore, CommandStore,
-// PresenceStore, TokenStore) and schemas.Store on top of database/sql and
-// lib/pq, with raw SQL, and owns the schema: Open runs the migrations of
-// package migrations.
+// PresenceStore, TokenStore, EventLog) and schemas.Store on top of
+// database/sql and lib/pq, with raw SQL, and owns the schema: Open runs the
+// migrations of package migrations.
+//
+// Every store method that changes something writes the events describing
+// the change in the same transaction (writeTx, events.go), so that nothing
+// is announced that isn't stored and nothing stored goes unannounced;
+// wakeups.go tells readers of every instance when to read the log again.
 //
 // Driver errors never leave this package as they are: they are translated
 // at this boundary, in one table (classify), into *iotgate.Error values (a
@@ -21,6 +26,7 @@ import (
 	"log/slog"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lib/pq"
@@ -50,6 +56,8 @@ const (
 type DB struct {
 	db  *sql.DB
 	log *slog.Logger
+	// dsn is what the event listener connects with (EventWakeups).
+	dsn string
 
 	// Now returns the current time; the stores take every timestamp from
 	// it so that tests can fix the clock. Set it before use, if at all.
@@ -61,6 +69,8 @@ type DB struct {
 
 	stmtMu sync.Mutex
 	stmts  map[string]*sql.Stmt // by query text
+
+	eventsWritten atomic.Uint64
 }
 
 // Connect connects to the database at dsn, a postgres:// URL or a libpq
@@ -108,7 +118,7 @@ func Connect(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
 		// table like any driver error: unavailable (see classify).
 		return nil, translate(err, "connect to database")
 	}
-	db := &DB{db: sqlDB, log: log, Now: time.Now}
+	db := &DB{db: sqlDB, log: log, dsn: dsn, Now: time.Now}
 	db.up, db.since = true, db.Now()
 	return db, nil
 }
@@ -148,6 +158,17 @@ func (db *DB) prepared(ctx context.Context, q string) (*sql.Stmt, error) {
 	}
 	db.stmts[q] = st
 	return st, nil
+}
+
+// txStmt returns q prepared (see prepared) for use in tx: prepared once
+// per connection, run in one round trip. It is for the statements every
+// writing transaction runs (the events insert) and the readings' hot path.
+func (db *DB) txStmt(ctx context.Context, tx *sql.Tx, q string) (*sql.Stmt, error) {
+	st, err := db.prepared(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	return tx.StmtContext(ctx, st), nil
 }
 
 // SQL returns the underlying pool, for its statistics (metrics) and for

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"database/sql"
 	"time"
 
 	"github.com/lib/pq"
@@ -17,8 +18,9 @@ func (db *DB) DeviceJIDs(ctx context.Context) ([]string, error) {
 	return queryRows(ctx, db.db, "list device JIDs", scanString, `SELECT jid FROM devices ORDER BY jid`)
 }
 
-// InsertPresenceEvents records online/offline transitions. Events of
-// devices deleted meanwhile are skipped.
+// InsertPresenceEvents records online/offline transitions, each with its
+// presence event, in one transaction. Transitions of devices deleted
+// meanwhile are skipped, events included.
 func (db *DB) InsertPresenceEvents(ctx context.Context, evs []iotgate.PresenceEvent) error {
 	if len(evs) == 0 {
 		return nil
@@ -30,11 +32,21 @@ func (db *DB) InsertPresenceEvents(ctx context.Context, evs []iotgate.PresenceEv
 		ids[i], online[i] = e.DeviceID, e.Online
 		at[i] = e.At.UTC().Format(time.RFC3339Nano)
 	}
-	_, err := db.db.ExecContext(ctx, `
-		INSERT INTO presence_events (device_id, at, online)
-		SELECT v.id, v.at, v.online
-		FROM unnest($1::bigint[], $2::timestamptz[], $3::boolean[]) AS v(id, at, online)
-		WHERE EXISTS (SELECT 1 FROM devices d WHERE d.id = v.id)`,
-		pq.Array(ids), pq.Array(at), pq.Array(online))
+	err := db.writeTx(ctx, func(tx *sql.Tx) ([]iotgate.Event, error) {
+		// One snapshot: a device's transitions are all stored or all
+		// skipped, so the devices returned say which.
+		stored, err := db.insertReturningDevice(ctx, tx, insertPresenceRows,
+			pq.Array(ids), pq.Array(at), pq.Array(online))
+		if err != nil {
+			return nil, err
+		}
+		out := make([]iotgate.Event, 0, len(evs))
+		for _, e := range evs {
+			if len(stored[e.DeviceID]) > 0 {
+				out = append(out, iotgate.PresenceChangeEvent(e))
+			}
+		}
+		return out, nil
+	})
 	return translate(err, "store presence events")
 }

@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -37,13 +36,10 @@ func (db *DB) InsertReadings(ctx context.Context, rs []*iotgate.Reading) []error
 	return errs
 }
 
-// insertReadings stores readings in one transaction. Arrays passed to
-// unnest keep it at two statements whatever the batch size; ids follow the
-// batch's order (ORDER BY the ordinality: the semi-join may reorder rows),
-// which orders readings with the same received_at. RETURNING gives no
-// order, so IDs are handed out per device: a device's readings are all
-// stored or all skipped (one statement, one snapshot), and their IDs
-// ascend in batch order.
+// insertReadings stores readings and their events in one transaction.
+// Arrays passed to unnest keep it at three statements whatever the batch
+// size (readings, last_seen_at, events); see insertOfDevices and
+// storedIDs for how the ids are handed out.
 func (db *DB) insertReadings(ctx context.Context, rs []*iotgate.Reading) error {
 	if len(rs) == 0 {
 		return nil
@@ -73,58 +69,46 @@ func (db *DB) insertReadings(ctx context.Context, rs []*iotgate.Reading) error {
 		seenAt = append(seenAt, t.UTC().Format(time.RFC3339Nano))
 	}
 
-	tx, err := db.db.BeginTx(ctx, nil)
+	got := make([]int64, len(rs))
+	err := db.writeTx(ctx, func(tx *sql.Tx) ([]iotgate.Event, error) {
+		stored, err := db.insertReturningDevice(ctx, tx, insertReadingRows,
+			pq.Array(ids), pq.Array(received), pq.Array(deviceTime), pq.Array(xmls), pq.Array(data))
+		if err != nil {
+			return nil, err
+		}
+		st, err := db.txStmt(ctx, tx, updateLastSeen)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := st.ExecContext(ctx, pq.Array(seenIDs), pq.Array(seenAt)); err != nil {
+			return nil, err
+		}
+		evs := make([]iotgate.Event, 0, len(rs))
+		for i, r := range rs {
+			got[i] = stored.next(r.DeviceID)
+			if got[i] != 0 {
+				c := *r
+				c.ID = got[i]
+				evs = append(evs, iotgate.ReadingEvent(&c))
+			}
+		}
+		return evs, nil
+	})
 	if err != nil {
 		return translate(err, "store readings")
 	}
-	defer tx.Rollback()
-	rows, err := tx.QueryContext(ctx, `
-		INSERT INTO readings (device_id, received_at, device_time, xml, data)
-		SELECT u.device_id, u.received_at, u.device_time, u.xml, u.data
-		FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::jsonb[])
-			WITH ORDINALITY AS u(device_id, received_at, device_time, xml, data, n)
-		WHERE EXISTS (SELECT 1 FROM devices d WHERE d.id = u.device_id)
-		ORDER BY u.n
-		RETURNING device_id, id`,
-		pq.Array(ids), pq.Array(received), pq.Array(deviceTime), pq.Array(xmls), pq.Array(data))
-	if err != nil {
-		return translate(err, "store readings")
-	}
-	stored := make(map[int64][]int64, len(last))
-	for rows.Next() {
-		var dev, id int64
-		if err := rows.Scan(&dev, &id); err != nil {
-			rows.Close()
-			return translate(err, "store readings")
-		}
-		stored[dev] = append(stored[dev], id)
-	}
-	if err := rows.Err(); err != nil {
-		return translate(err, "store readings")
-	}
-	rows.Close()
-	if _, err := tx.ExecContext(ctx, `
-		UPDATE devices d SET last_seen_at = v.t
-		FROM unnest($1::bigint[], $2::timestamptz[]) AS v(id, t)
-		WHERE d.id = v.id AND (d.last_seen_at IS NULL OR d.last_seen_at < v.t)`,
-		pq.Array(seenIDs), pq.Array(seenAt)); err != nil {
-		return translate(err, "store readings")
-	}
-	if err := tx.Commit(); err != nil {
-		return translate(err, "store readings")
-	}
-	for _, got := range stored {
-		slices.Sort(got)
-	}
-	for _, r := range rs {
-		if got := stored[r.DeviceID]; len(got) > 0 {
-			r.ID, stored[r.DeviceID] = got[0], got[1:]
-		} else {
-			r.ID = 0
-		}
+	for i, r := range rs {
+		r.ID = got[i]
 	}
 	return nil
 }
+
+// updateLastSeen advances devices' last_seen_at to the newest of their
+// readings in a batch.
+const updateLastSeen = `
+	UPDATE devices d SET last_seen_at = v.t
+	FROM unnest($1::bigint[], $2::timestamptz[]) AS v(id, t)
+	WHERE d.id = v.id AND (d.last_seen_at IS NULL OR d.last_seen_at < v.t)`
 
 // InsertRejections records refused payloads and keeps only the newest
 // keep of each device in the batch (0 keeps all), in one transaction: a
@@ -151,41 +135,48 @@ func (db *DB) InsertRejections(ctx context.Context, rs []*iotgate.Rejection, kee
 			devs = append(devs, r.DeviceID)
 		}
 	}
-	tx, err := db.db.BeginTx(ctx, nil)
-	if err != nil {
-		return translate(err, "store rejections")
-	}
-	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, `
-		INSERT INTO rejections (device_id, received_at, via, reason, payload)
-		SELECT u.device_id, u.received_at, u.via, u.reason, u.payload
-		FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], $5::text[])
-			WITH ORDINALITY AS u(device_id, received_at, via, reason, payload, n)
-		WHERE EXISTS (SELECT 1 FROM devices d WHERE d.id = u.device_id)
-		ORDER BY u.n`,
-		pq.Array(ids), pq.Array(at), pq.Array(via), pq.Array(reason), pq.Array(payload)); err != nil {
-		return translate(err, "store rejections")
-	}
-	if keep > 0 {
-		// The newest row beyond keep, per device, walking the
-		// (device_id, received_at, id) index backwards; it and everything
-		// older go.
-		if _, err := tx.ExecContext(ctx, `
-			WITH cut AS (
-				SELECT d.id AS device_id, c.received_at, c.id
-				FROM unnest($1::bigint[]) AS d(id)
-				CROSS JOIN LATERAL (
-					SELECT x.received_at, x.id FROM rejections x
-					WHERE x.device_id = d.id
-					ORDER BY x.received_at DESC, x.id DESC
-					OFFSET $2 LIMIT 1) AS c)
-			DELETE FROM rejections r USING cut
-			WHERE r.device_id = cut.device_id AND (r.received_at, r.id) <= (cut.received_at, cut.id)`,
-			pq.Array(devs), keep); err != nil {
-			return translate(err, "prune rejections")
+	err := db.writeTx(ctx, func(tx *sql.Tx) ([]iotgate.Event, error) {
+		stored, err := db.insertReturningDevice(ctx, tx, insertRejectionRows,
+			pq.Array(ids), pq.Array(at), pq.Array(via), pq.Array(reason), pq.Array(payload))
+		if err != nil {
+			return nil, err
 		}
-	}
-	return translate(tx.Commit(), "store rejections")
+		pruned := map[int64]bool{}
+		if keep > 0 {
+			// The newest row beyond keep, per device, walking the
+			// (device_id, received_at, id) index backwards; it and
+			// everything older go, without events if they were new.
+			gone, err := queryTx(ctx, tx, scanInt64, `
+				WITH cut AS (
+					SELECT d.id AS device_id, c.received_at, c.id
+					FROM unnest($1::bigint[]) AS d(id)
+					CROSS JOIN LATERAL (
+						SELECT x.received_at, x.id FROM rejections x
+						WHERE x.device_id = d.id
+						ORDER BY x.received_at DESC, x.id DESC
+						OFFSET $2 LIMIT 1) AS c)
+				DELETE FROM rejections r USING cut
+				WHERE r.device_id = cut.device_id AND (r.received_at, r.id) <= (cut.received_at, cut.id)
+				RETURNING r.id`,
+				pq.Array(devs), keep)
+			if err != nil {
+				return nil, translate(err, "prune rejections")
+			}
+			for _, id := range gone {
+				pruned[id] = true
+			}
+		}
+		var evs []iotgate.Event
+		for _, r := range rs {
+			if id := stored.next(r.DeviceID); id != 0 && !pruned[id] {
+				c := *r
+				c.ID = id
+				evs = append(evs, iotgate.RejectionEvent(&c))
+			}
+		}
+		return evs, nil
+	})
+	return translate(err, "store rejections")
 }
 
 // LatestReading returns the device's newest reading, with its DeviceID.

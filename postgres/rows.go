@@ -27,19 +27,42 @@ func collectRows[T any](rows *sql.Rows, err error, op string, scan func(rowScann
 	if err != nil {
 		return nil, translate(err, op)
 	}
+	out, err := scanAll(rows, scan)
+	if err != nil {
+		return nil, translate(err, op)
+	}
+	return out, nil
+}
+
+// queryTx is queryRows in a transaction; its errors are untranslated, for
+// writeTx's caller to translate.
+func queryTx[T any](ctx context.Context, tx *sql.Tx, scan func(rowScanner) (T, error), q string, args ...any) ([]T, error) {
+	rows, err := tx.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	return scanAll(rows, scan)
+}
+
+// scanAll scans every row of rows and closes them.
+func scanAll[T any](rows *sql.Rows, scan func(rowScanner) (T, error)) ([]T, error) {
 	defer rows.Close()
 	out := []T{}
 	for rows.Next() {
 		v, err := scan(rows)
 		if err != nil {
-			return nil, translate(err, op)
+			return nil, err
 		}
 		out = append(out, v)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, translate(err, op)
-	}
-	return out, nil
+	return out, rows.Err()
+}
+
+// scanInt64 scans a one-column bigint row.
+func scanInt64(r rowScanner) (int64, error) {
+	var n int64
+	err := r.Scan(&n)
+	return n, err
 }
 
 // scanString scans a one-column text row.

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what iotgate's build, tests and dev runner need on Debian 12:
 # the servers the integration tests start (PostgreSQL, Prosody, ejabberd),
-# the C toolchain for -race, and the Go modules. Idempotent and quiet when
-# everything is there already; needs no input (CI runs it without stdin).
+# the headless browser they drive (chromium), the C toolchain for -race,
+# and the Go modules. Idempotent and quiet when everything is there
+# already; needs no input (CI runs it without stdin).
 #
 # The tests start their own throwaway servers (internal/servers), so the
 # system services that apt starts on install are stopped and disabled.
@@ -25,13 +26,24 @@ declare -A PKGS=(
 	[openssl]=/usr/bin/openssl
 	[python3-slixmpp]=/usr/share/doc/python3-slixmpp
 )
+# Installed without their recommended packages: chromium recommends
+# fonts, upower, a notification daemon and printer setup, none of which a
+# headless test needs (the browser tests in internal/servers/browser.go).
+declare -A BARE=(
+	[chromium]=/usr/bin/chromium
+)
 
+# installed PKG FILE: is PKG installed, with FILE there?
+installed() {
+	dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed' && [ -e "$2" ]
+}
 missing=()
 for pkg in "${!PKGS[@]}"; do
-	if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' ||
-		[ ! -e "${PKGS[$pkg]}" ]; then
-		missing+=("$pkg")
-	fi
+	installed "$pkg" "${PKGS[$pkg]}" || missing+=("$pkg")
+done
+missing_bare=()
+for pkg in "${!BARE[@]}"; do
+	installed "$pkg" "${BARE[$pkg]}" || missing_bare+=("$pkg")
 done
 # The PostgreSQL server binaries (the postgresql package is only a
 # dependency on the current version's).
@@ -39,23 +51,29 @@ if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
 	missing+=(postgresql)
 fi
 
-if [ ${#missing[@]} -gt 0 ]; then
+if [ $((${#missing[@]} + ${#missing_bare[@]})) -gt 0 ]; then
 	sudo=()
 	if [ "$(id -u)" -ne 0 ]; then
 		if command -v sudo >/dev/null; then
 			sudo=(sudo -n)
 		else
-			echo "deps: need root (or sudo) to install: ${missing[*]}" >&2
+			echo "deps: need root (or sudo) to install: ${missing[*]} ${missing_bare[*]}" >&2
 			exit 1
 		fi
 	fi
-	echo "deps: installing ${missing[*]}"
+	echo "deps: installing ${missing[*]} ${missing_bare[*]}"
 	# Wait for the dpkg lock rather than fail if another apt runs.
 	lock=(-o DPkg::Lock::Timeout=600)
 	"${sudo[@]}" apt-get "${lock[@]}" update -q
 	# --force-confold: keep config files if a package was installed before.
-	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get "${lock[@]}" install -y -q \
-		-o Dpkg::Options::=--force-confold "${missing[@]}"
+	install=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get "${lock[@]}" install -y -q
+		-o Dpkg::Options::=--force-confold)
+	if [ ${#missing[@]} -gt 0 ]; then
+		"${install[@]}" "${missing[@]}"
+	fi
+	if [ ${#missing_bare[@]} -gt 0 ]; then
+		"${install[@]}" --no-install-recommends "${missing_bare[@]}"
+	fi
 	# apt starts the system servers on install; they are not used and
 	# would hold the default ports (5222, 5269, 5432, ...).
 	for svc in prosody ejabberd postgresql; do

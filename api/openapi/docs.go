@@ -2563,6 +2563,430 @@ const docTemplate = `{
                     }
                 }
             }
+        },
+        "/v1/webhooks": {
+            "get": {
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "Lists the webhooks the token may see (those limited at least as much as its device selector), oldest first, with their delivery state. Secrets are never shown; lag is shown by GET /v1/webhooks/{id}.",
+                "produces": [
+                    "application/json"
+                ],
+                "tags": [
+                    "webhooks"
+                ],
+                "summary": "List webhooks",
+                "responses": {
+                    "200": {
+                        "description": "OK",
+                        "schema": {
+                            "$ref": "#/definitions/api.WebhookList"
+                        }
+                    },
+                    "401": {
+                        "description": "Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "403": {
+                        "description": "The token lacks the route's scope (code forbidden)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "429": {
+                        "description": "The token's request rate is exceeded (code rate_limited)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        },
+                        "headers": {
+                            "Retry-After": {
+                                "type": "integer",
+                                "description": "Seconds to wait before retrying"
+                            }
+                        }
+                    },
+                    "500": {
+                        "description": "Internal Server Error",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "503": {
+                        "description": "Service Unavailable",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    }
+                }
+            },
+            "post": {
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "Creates a webhook: iotgate POSTs the events it selects (types, and devices by label, within the token's own device selector) to url in batches (` + "`" + `{\"webhook\": id, \"events\": [...]}` + "`" + `), in id order, at least once, signed with the secret: header Iotgate-Signature ` + "`" + `t=\u003cunix\u003e,v1=\u003chex HMAC-SHA256(secret, \"\u003ct\u003e.\u003cbody\u003e\")\u003e` + "`" + `, plus Iotgate-Event-Ids (first-last) and Iotgate-Webhook-Id. A 2xx acknowledges a batch; anything else, a redirect or no answer within 10 s is retried with exponential backoff (1 s doubling to 10 min, jittered) for 24 h, after which the webhook is failing until resumed. Delivery starts with the events written after creation. The secret is shown this once. A url whose host is or resolves to a loopback, private, link-local (the cloud metadata address) or multicast address is refused (code webhook_url_refused) unless the operator set IOTGATE_WEBHOOK_ALLOW_PRIVATE=1.",
+                "consumes": [
+                    "application/json"
+                ],
+                "produces": [
+                    "application/json"
+                ],
+                "tags": [
+                    "webhooks"
+                ],
+                "summary": "Create a webhook",
+                "parameters": [
+                    {
+                        "description": "The webhook to create",
+                        "name": "webhook",
+                        "in": "body",
+                        "required": true,
+                        "schema": {
+                            "$ref": "#/definitions/api.CreateWebhookRequest"
+                        }
+                    }
+                ],
+                "responses": {
+                    "201": {
+                        "description": "Created",
+                        "schema": {
+                            "$ref": "#/definitions/api.CreatedWebhook"
+                        },
+                        "headers": {
+                            "Location": {
+                                "type": "string",
+                                "description": "URL path of the webhook, /v1/webhooks/{id}"
+                            }
+                        }
+                    },
+                    "400": {
+                        "description": "A bad url, type, label or secret (code invalid), or a refused address (code webhook_url_refused)",
+                        "schema": {
+                            "allOf": [
+                                {
+                                    "$ref": "#/definitions/api.ErrorResponse"
+                                },
+                                {
+                                    "type": "object",
+                                    "properties": {
+                                        "details": {
+                                            "type": "array",
+                                            "items": {
+                                                "$ref": "#/definitions/api.FieldError"
+                                            }
+                                        }
+                                    }
+                                }
+                            ]
+                        }
+                    },
+                    "401": {
+                        "description": "Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "403": {
+                        "description": "The token lacks the route's scope, or devices is not within the token's own device selector (code forbidden)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "409": {
+                        "description": "Too many webhooks (100 by default)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "429": {
+                        "description": "The token's request rate is exceeded (code rate_limited)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        },
+                        "headers": {
+                            "Retry-After": {
+                                "type": "integer",
+                                "description": "Seconds to wait before retrying"
+                            }
+                        }
+                    },
+                    "500": {
+                        "description": "Internal Server Error",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "503": {
+                        "description": "Service Unavailable",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    }
+                }
+            }
+        },
+        "/v1/webhooks/{id}": {
+            "get": {
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "Returns a webhook (never its secret) with its delivery state: state, the cursor (last acknowledged event id), the last error of the current failure streak, and its lag behind the event log.",
+                "produces": [
+                    "application/json"
+                ],
+                "tags": [
+                    "webhooks"
+                ],
+                "summary": "Get a webhook",
+                "parameters": [
+                    {
+                        "type": "string",
+                        "example": "wh_q3bx7k2mzv4wd9hc",
+                        "description": "Webhook ID",
+                        "name": "id",
+                        "in": "path",
+                        "required": true
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "OK",
+                        "schema": {
+                            "$ref": "#/definitions/api.Webhook"
+                        }
+                    },
+                    "401": {
+                        "description": "Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "403": {
+                        "description": "The token lacks the route's scope (code forbidden)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "404": {
+                        "description": "No such webhook",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "429": {
+                        "description": "The token's request rate is exceeded (code rate_limited)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        },
+                        "headers": {
+                            "Retry-After": {
+                                "type": "integer",
+                                "description": "Seconds to wait before retrying"
+                            }
+                        }
+                    },
+                    "500": {
+                        "description": "Internal Server Error",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "503": {
+                        "description": "Service Unavailable",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    }
+                }
+            },
+            "delete": {
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "Deletes a webhook; a delivery in flight finishes.",
+                "produces": [
+                    "application/json"
+                ],
+                "tags": [
+                    "webhooks"
+                ],
+                "summary": "Delete a webhook",
+                "parameters": [
+                    {
+                        "type": "string",
+                        "example": "wh_q3bx7k2mzv4wd9hc",
+                        "description": "Webhook ID",
+                        "name": "id",
+                        "in": "path",
+                        "required": true
+                    }
+                ],
+                "responses": {
+                    "204": {
+                        "description": "No Content"
+                    },
+                    "401": {
+                        "description": "Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "403": {
+                        "description": "The token lacks the route's scope (code forbidden)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "404": {
+                        "description": "No such webhook",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "429": {
+                        "description": "The token's request rate is exceeded (code rate_limited)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        },
+                        "headers": {
+                            "Retry-After": {
+                                "type": "integer",
+                                "description": "Seconds to wait before retrying"
+                            }
+                        }
+                    },
+                    "500": {
+                        "description": "Internal Server Error",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "503": {
+                        "description": "Service Unavailable",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    }
+                }
+            },
+            "patch": {
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "Pauses (paused=true) or resumes (paused=false) a webhook. A paused webhook keeps its cursor and gets what it missed when resumed (within the event retention). Resuming a failing webhook retries it at once from its cursor, with a fresh retry limit. A delivery in flight finishes.",
+                "consumes": [
+                    "application/json"
+                ],
+                "produces": [
+                    "application/json"
+                ],
+                "tags": [
+                    "webhooks"
+                ],
+                "summary": "Pause or resume a webhook",
+                "parameters": [
+                    {
+                        "type": "string",
+                        "example": "wh_q3bx7k2mzv4wd9hc",
+                        "description": "Webhook ID",
+                        "name": "id",
+                        "in": "path",
+                        "required": true
+                    },
+                    {
+                        "description": "The change",
+                        "name": "webhook",
+                        "in": "body",
+                        "required": true,
+                        "schema": {
+                            "$ref": "#/definitions/api.UpdateWebhookRequest"
+                        }
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "OK",
+                        "schema": {
+                            "$ref": "#/definitions/api.Webhook"
+                        }
+                    },
+                    "400": {
+                        "description": "paused missing",
+                        "schema": {
+                            "allOf": [
+                                {
+                                    "$ref": "#/definitions/api.ErrorResponse"
+                                },
+                                {
+                                    "type": "object",
+                                    "properties": {
+                                        "details": {
+                                            "type": "array",
+                                            "items": {
+                                                "$ref": "#/definitions/api.FieldError"
+                                            }
+                                        }
+                                    }
+                                }
+                            ]
+                        }
+                    },
+                    "401": {
+                        "description": "Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "403": {
+                        "description": "The token lacks the route's scope (code forbidden)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "404": {
+                        "description": "No such webhook",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "429": {
+                        "description": "The token's request rate is exceeded (code rate_limited)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        },
+                        "headers": {
+                            "Retry-After": {
+                                "type": "integer",
+                                "description": "Seconds to wait before retrying"
+                            }
+                        }
+                    },
+                    "500": {
+                        "description": "Internal Server Error",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "503": {
+                        "description": "Service Unavailable",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    }
+                }
+            }
         }
     },
     "definitions": {
@@ -2786,6 +3210,49 @@ const docTemplate = `{
                 }
             }
         },
+        "api.CreateWebhookRequest": {
+            "type": "object",
+            "required": [
+                "url"
+            ],
+            "properties": {
+                "devices": {
+                    "description": "Devices selects the devices whose labels include all of these;\nabsent or {} means every device the token may see.",
+                    "type": "object",
+                    "additionalProperties": {
+                        "type": "string"
+                    },
+                    "example": {
+                        "site": "berlin"
+                    }
+                },
+                "secret": {
+                    "description": "Secret signs the deliveries; absent generates one (shown once).",
+                    "type": "string",
+                    "maxLength": 200,
+                    "minLength": 16,
+                    "example": "whsec_3kTq0c9nZb7yQm2xWv5rLp8sHd4fGj6a"
+                },
+                "types": {
+                    "description": "Types selects these event types; absent or [] selects all.",
+                    "type": "array",
+                    "maxItems": 5,
+                    "items": {
+                        "type": "string"
+                    },
+                    "example": [
+                        "reading",
+                        "presence"
+                    ]
+                },
+                "url": {
+                    "description": "URL receives the deliveries: http or https, and not a loopback,\nprivate or link-local address (unless the operator allows it).",
+                    "type": "string",
+                    "maxLength": 2048,
+                    "example": "https://app.example.com/iotgate/events"
+                }
+            }
+        },
         "api.CreatedToken": {
             "type": "object",
             "properties": {
@@ -2843,6 +3310,113 @@ const docTemplate = `{
                     "description": "Secret is the bearer token to send as Authorization: Bearer\n\u003csecret\u003e. It is not stored and can't be shown again.",
                     "type": "string",
                     "example": "iotg_Zm9vYmFyYmF6cXV4cXV1eGZvb2JhcmJhenF1eHF1dXg"
+                }
+            }
+        },
+        "api.CreatedWebhook": {
+            "type": "object",
+            "properties": {
+                "attempts": {
+                    "type": "integer",
+                    "example": 0
+                },
+                "created_at": {
+                    "type": "string",
+                    "format": "date-time"
+                },
+                "cursor": {
+                    "description": "Cursor is the last event id the receiver acknowledged.",
+                    "type": "integer",
+                    "example": 4711
+                },
+                "devices": {
+                    "type": "object",
+                    "additionalProperties": {
+                        "type": "string"
+                    },
+                    "example": {
+                        "site": "berlin"
+                    }
+                },
+                "failing_since": {
+                    "type": "string",
+                    "format": "date-time",
+                    "x-nullable": true
+                },
+                "id": {
+                    "type": "string",
+                    "example": "wh_q3bx7k2mzv4wd9hc"
+                },
+                "lag": {
+                    "description": "Lag is shown by GET /v1/webhooks/{id} only.",
+                    "allOf": [
+                        {
+                            "$ref": "#/definitions/api.WebhookLag"
+                        }
+                    ]
+                },
+                "last_attempt_at": {
+                    "type": "string",
+                    "format": "date-time",
+                    "x-nullable": true
+                },
+                "last_error": {
+                    "description": "LastError says why the current streak of failures failed.",
+                    "type": "string",
+                    "example": "HTTP 503 Service Unavailable"
+                },
+                "last_success_at": {
+                    "type": "string",
+                    "format": "date-time",
+                    "x-nullable": true
+                },
+                "next_attempt_at": {
+                    "type": "string",
+                    "format": "date-time",
+                    "x-nullable": true
+                },
+                "paused": {
+                    "type": "boolean",
+                    "example": false
+                },
+                "secret": {
+                    "description": "Secret signs each delivery: Iotgate-Signature: t=\u003cunix\u003e,v1=\u003chex\nHMAC-SHA256(secret, \"\u003ct\u003e.\u003cbody\u003e\")\u003e.",
+                    "type": "string",
+                    "example": "whsec_3kTq0c9nZb7yQm2xWv5rLp8sHd4fGj6a"
+                },
+                "state": {
+                    "description": "State is active, paused, retrying (a delivery failed; a retry is\ndue at next_attempt_at) or failing (retries exhausted: resume it\nwith PATCH paused=false).",
+                    "type": "string",
+                    "enum": [
+                        "active",
+                        "paused",
+                        "retrying",
+                        "failing"
+                    ],
+                    "example": "active"
+                },
+                "token_id": {
+                    "description": "TokenID is the token that created the webhook.",
+                    "type": "string",
+                    "example": "tok_q3bx7k2mzv4wd9hc"
+                },
+                "types": {
+                    "type": "array",
+                    "items": {
+                        "type": "string"
+                    },
+                    "example": [
+                        "reading",
+                        "presence"
+                    ]
+                },
+                "updated_at": {
+                    "type": "string",
+                    "format": "date-time"
+                },
+                "url": {
+                    "type": "string",
+                    "example": "https://app.example.com/iotgate/events"
                 }
             }
         },
@@ -3357,6 +3931,147 @@ const docTemplate = `{
                     "type": "integer",
                     "minimum": 1,
                     "example": 3
+                }
+            }
+        },
+        "api.UpdateWebhookRequest": {
+            "type": "object",
+            "required": [
+                "paused"
+            ],
+            "properties": {
+                "paused": {
+                    "description": "Paused pauses (true) or resumes (false) the webhook. Resuming a\nfailing webhook retries it from its cursor.",
+                    "type": "boolean",
+                    "example": false
+                }
+            }
+        },
+        "api.Webhook": {
+            "type": "object",
+            "properties": {
+                "attempts": {
+                    "type": "integer",
+                    "example": 0
+                },
+                "created_at": {
+                    "type": "string",
+                    "format": "date-time"
+                },
+                "cursor": {
+                    "description": "Cursor is the last event id the receiver acknowledged.",
+                    "type": "integer",
+                    "example": 4711
+                },
+                "devices": {
+                    "type": "object",
+                    "additionalProperties": {
+                        "type": "string"
+                    },
+                    "example": {
+                        "site": "berlin"
+                    }
+                },
+                "failing_since": {
+                    "type": "string",
+                    "format": "date-time",
+                    "x-nullable": true
+                },
+                "id": {
+                    "type": "string",
+                    "example": "wh_q3bx7k2mzv4wd9hc"
+                },
+                "lag": {
+                    "description": "Lag is shown by GET /v1/webhooks/{id} only.",
+                    "allOf": [
+                        {
+                            "$ref": "#/definitions/api.WebhookLag"
+                        }
+                    ]
+                },
+                "last_attempt_at": {
+                    "type": "string",
+                    "format": "date-time",
+                    "x-nullable": true
+                },
+                "last_error": {
+                    "description": "LastError says why the current streak of failures failed.",
+                    "type": "string",
+                    "example": "HTTP 503 Service Unavailable"
+                },
+                "last_success_at": {
+                    "type": "string",
+                    "format": "date-time",
+                    "x-nullable": true
+                },
+                "next_attempt_at": {
+                    "type": "string",
+                    "format": "date-time",
+                    "x-nullable": true
+                },
+                "paused": {
+                    "type": "boolean",
+                    "example": false
+                },
+                "state": {
+                    "description": "State is active, paused, retrying (a delivery failed; a retry is\ndue at next_attempt_at) or failing (retries exhausted: resume it\nwith PATCH paused=false).",
+                    "type": "string",
+                    "enum": [
+                        "active",
+                        "paused",
+                        "retrying",
+                        "failing"
+                    ],
+                    "example": "active"
+                },
+                "token_id": {
+                    "description": "TokenID is the token that created the webhook.",
+                    "type": "string",
+                    "example": "tok_q3bx7k2mzv4wd9hc"
+                },
+                "types": {
+                    "type": "array",
+                    "items": {
+                        "type": "string"
+                    },
+                    "example": [
+                        "reading",
+                        "presence"
+                    ]
+                },
+                "updated_at": {
+                    "type": "string",
+                    "format": "date-time"
+                },
+                "url": {
+                    "type": "string",
+                    "example": "https://app.example.com/iotgate/events"
+                }
+            }
+        },
+        "api.WebhookLag": {
+            "type": "object",
+            "properties": {
+                "events": {
+                    "description": "Events is how many event ids follow the cursor (an upper bound of\nthe events the webhook selects).",
+                    "type": "integer",
+                    "example": 12
+                },
+                "seconds": {
+                    "description": "Seconds is the age of the oldest event not yet delivered (0 when\ncaught up).",
+                    "type": "number",
+                    "example": 3.5
+                }
+            }
+        },
+        "api.WebhookList": {
+            "type": "object",
+            "properties": {
+                "items": {
+                    "type": "array",
+                    "items": {
+                        "$ref": "#/definitions/api.Webhook"
+                    }
                 }
             }
         },

@@ -68,6 +68,17 @@ type Config struct {
 	// DeviceDomains are the XMPP domains whose devices may register and
 	// send stanzas; the zero value allows any.
 	DeviceDomains devices.DomainAllowList
+
+	// The event log and its streams.
+	EventRetention, EventTrimInterval, EventKeepAlive, EventPoll time.Duration
+	EventMaxStreams, EventMaxStreamsPerToken                     int
+	EventBacklog, EventBacklogBytes                              int
+
+	// Webhooks.
+	WebhookAllowPrivate                          bool
+	WebhookBatch, WebhookMax, WebhookConcurrency int
+	WebhookLinger, WebhookTimeout                time.Duration
+	WebhookRetryLimit, WebhookRetryMaxDelay      time.Duration
 }
 
 // configError is a missing or malformed setting; the binary prints it as
@@ -117,6 +128,22 @@ var settings = []setting{
 	{env: "IOTGATE_DISCO_MAX_ITEMS", flag: "disco-max-items", def: "100", help: "most devices in one disco#items answer; more come in XEP-0059 pages"},
 	{env: "IOTGATE_DEVICE_DOMAINS", flag: "device-domains", help: "comma-separated XMPP domains whose devices may register and send stanzas (e.g. example.com,sensors.example.org); others get 403 at registration and not-allowed over XMPP; empty: any domain"},
 	{env: "IOTGATE_MAX_COMMANDS_IN_FLIGHT", flag: "max-commands-in-flight", def: "1000", help: "commands sent and not yet answered or timed out; beyond it, new ones get 429"},
+	{env: "IOTGATE_EVENT_RETENTION", flag: "event-retention", def: "24h", help: "how long events are kept for streams and webhooks to resume from; older ones are trimmed"},
+	{env: "IOTGATE_EVENT_TRIM_INTERVAL", flag: "event-trim-interval", def: "1m", help: "how often expired events are trimmed (in bounded batches)"},
+	{env: "IOTGATE_EVENT_KEEPALIVE", flag: "event-keepalive", def: "15s", help: "interval of the comment line that keeps an idle event stream open through proxies"},
+	{env: "IOTGATE_EVENT_POLL", flag: "event-poll", def: "1s", help: "how often the event log is read without a wake-up (the safety net under LISTEN/NOTIFY)"},
+	{env: "IOTGATE_EVENT_MAX_STREAMS", flag: "event-max-streams", def: "1000", help: "event streams (GET /v1/events) open at once on this instance; beyond it, 429"},
+	{env: "IOTGATE_EVENT_MAX_STREAMS_PER_TOKEN", flag: "event-max-streams-per-token", def: "20", help: "event streams one API token may have open at once on this instance"},
+	{env: "IOTGATE_EVENT_BACKLOG", flag: "event-backlog", def: "10000", help: "events a stream may fall behind by before it is cut off (the client resumes with Last-Event-ID)"},
+	{env: "IOTGATE_EVENT_BACKLOG_BYTES", flag: "event-backlog-bytes", def: "10485760", help: "bytes of events a stream may fall behind by before it is cut off"},
+	{env: "IOTGATE_WEBHOOK_ALLOW_PRIVATE", flag: "webhook-allow-private", def: "0", help: "1 lets webhooks reach loopback, private, link-local and metadata addresses (refused by default: SSRF)"},
+	{env: "IOTGATE_WEBHOOK_BATCH", flag: "webhook-batch", def: "100", help: "most events in one webhook delivery"},
+	{env: "IOTGATE_WEBHOOK_LINGER", flag: "webhook-linger", def: "1s", help: "how long a webhook delivery waits for more events to fill its batch"},
+	{env: "IOTGATE_WEBHOOK_TIMEOUT", flag: "webhook-timeout", def: "10s", help: "how long a webhook receiver may take to answer a delivery"},
+	{env: "IOTGATE_WEBHOOK_RETRY_LIMIT", flag: "webhook-retry-limit", def: "24h", help: "how long failed deliveries are retried before the webhook is marked failing"},
+	{env: "IOTGATE_WEBHOOK_RETRY_MAX_DELAY", flag: "webhook-retry-max-delay", def: "10m", help: "longest wait between retries (they start at 1s and double, with jitter)"},
+	{env: "IOTGATE_WEBHOOK_MAX", flag: "webhook-max", def: "100", help: "most webhooks that may be registered"},
+	{env: "IOTGATE_WEBHOOK_CONCURRENCY", flag: "webhook-concurrency", def: "8", help: "webhook deliveries in flight at once on this instance"},
 }
 
 // parseConfig reads settings from args and getenv. It returns the config,
@@ -204,17 +231,26 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 		return cfg, nil, &configError{"IOTGATE_SHUTDOWN_TIMEOUT", fmt.Sprintf("%q is not a positive duration such as 15s", get("IOTGATE_SHUTDOWN_TIMEOUT"))}
 	}
 	for _, d := range []struct {
-		env string
-		dst *time.Duration
+		env      string
+		dst      *time.Duration
+		min, max time.Duration
 	}{
-		{"IOTGATE_XMPP_KEEPALIVE", &cfg.XMPPKeepAlive},
-		{"IOTGATE_XMPP_KEEPALIVE_TIMEOUT", &cfg.XMPPKeepAliveTimeout},
-		{"IOTGATE_XMPP_MAX_BACKOFF", &cfg.XMPPMaxBackoff},
-		{"IOTGATE_XMPP_CONFLICT_BACKOFF", &cfg.XMPPConflictBackoff},
+		{"IOTGATE_XMPP_KEEPALIVE", &cfg.XMPPKeepAlive, 10 * time.Millisecond, time.Hour},
+		{"IOTGATE_XMPP_KEEPALIVE_TIMEOUT", &cfg.XMPPKeepAliveTimeout, 10 * time.Millisecond, time.Hour},
+		{"IOTGATE_XMPP_MAX_BACKOFF", &cfg.XMPPMaxBackoff, 10 * time.Millisecond, time.Hour},
+		{"IOTGATE_XMPP_CONFLICT_BACKOFF", &cfg.XMPPConflictBackoff, 10 * time.Millisecond, time.Hour},
+		{"IOTGATE_EVENT_RETENTION", &cfg.EventRetention, time.Second, 90 * 24 * time.Hour},
+		{"IOTGATE_EVENT_TRIM_INTERVAL", &cfg.EventTrimInterval, 100 * time.Millisecond, time.Hour},
+		{"IOTGATE_EVENT_KEEPALIVE", &cfg.EventKeepAlive, 100 * time.Millisecond, time.Hour},
+		{"IOTGATE_EVENT_POLL", &cfg.EventPoll, 10 * time.Millisecond, time.Minute},
+		{"IOTGATE_WEBHOOK_LINGER", &cfg.WebhookLinger, 0, time.Minute},
+		{"IOTGATE_WEBHOOK_TIMEOUT", &cfg.WebhookTimeout, 100 * time.Millisecond, 5 * time.Minute},
+		{"IOTGATE_WEBHOOK_RETRY_LIMIT", &cfg.WebhookRetryLimit, time.Second, 30 * 24 * time.Hour},
+		{"IOTGATE_WEBHOOK_RETRY_MAX_DELAY", &cfg.WebhookRetryMaxDelay, 10 * time.Millisecond, 24 * time.Hour},
 	} {
 		v, err := time.ParseDuration(get(d.env))
-		if err != nil || v < 10*time.Millisecond || v > time.Hour {
-			return cfg, nil, &configError{d.env, fmt.Sprintf("%q is not a duration between 10ms and 1h, such as 15s", get(d.env))}
+		if err != nil || v < d.min || v > d.max {
+			return cfg, nil, &configError{d.env, fmt.Sprintf("%q is not a duration between %s and %s, such as 15s", get(d.env), d.min, d.max)}
 		}
 		*d.dst = v
 	}
@@ -237,6 +273,13 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 		{"IOTGATE_DEVICE_RATE", &cfg.DeviceRate, 10000000},
 		{"IOTGATE_DEVICE_BURST", &cfg.DeviceBurst, 10000000},
 		{"IOTGATE_DISCO_MAX_ITEMS", &cfg.DiscoMaxItems, 1000},
+		{"IOTGATE_EVENT_MAX_STREAMS", &cfg.EventMaxStreams, 1000000},
+		{"IOTGATE_EVENT_MAX_STREAMS_PER_TOKEN", &cfg.EventMaxStreamsPerToken, 1000000},
+		{"IOTGATE_EVENT_BACKLOG", &cfg.EventBacklog, 10000000},
+		{"IOTGATE_EVENT_BACKLOG_BYTES", &cfg.EventBacklogBytes, 1 << 30},
+		{"IOTGATE_WEBHOOK_BATCH", &cfg.WebhookBatch, 10000},
+		{"IOTGATE_WEBHOOK_MAX", &cfg.WebhookMax, 100000},
+		{"IOTGATE_WEBHOOK_CONCURRENCY", &cfg.WebhookConcurrency, 1000},
 	} {
 		v, err := strconv.Atoi(get(n.env))
 		if err != nil || v <= 0 || v > n.max {
@@ -268,6 +311,13 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 			return cfg, nil, &configError{"IOTGATE_DISCO_ITEMS_JIDS", fmt.Sprintf("%q is not a bare JID or a domain such as ops@example.com or example.com", v)}
 		}
 		cfg.DiscoItemsJIDs = append(cfg.DiscoItemsJIDs, j.String())
+	}
+	switch get("IOTGATE_WEBHOOK_ALLOW_PRIVATE") {
+	case "0", "false", "":
+	case "1", "true":
+		cfg.WebhookAllowPrivate = true
+	default:
+		return cfg, nil, &configError{"IOTGATE_WEBHOOK_ALLOW_PRIVATE", fmt.Sprintf("%q is not 0 or 1", get("IOTGATE_WEBHOOK_ALLOW_PRIVATE"))}
 	}
 	var domains []string
 	for _, d := range strings.Split(get("IOTGATE_DEVICE_DOMAINS"), ",") {

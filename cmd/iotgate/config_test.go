@@ -96,6 +96,20 @@ func TestParseConfig(t *testing.T) {
 				t.Errorf("AdminToken %q, APIRate %d, APIBurst %d", c.AdminToken, c.APIRate, c.APIBurst)
 			}
 		}},
+		{name: "EventDefaults", env: base, check: func(t *testing.T, c Config) {
+			if c.EventRetention != 24*time.Hour || c.EventKeepAlive != 15*time.Second || c.EventBacklog != 10000 ||
+				c.WebhookAllowPrivate || c.WebhookRetryLimit != 24*time.Hour || c.WebhookBatch != 100 {
+				t.Errorf("event settings %+v", c)
+			}
+		}},
+		{name: "EventRetention", env: with("IOTGATE_EVENT_RETENTION", "72h", "IOTGATE_WEBHOOK_ALLOW_PRIVATE", "1"), check: func(t *testing.T, c Config) {
+			if c.EventRetention != 72*time.Hour || !c.WebhookAllowPrivate {
+				t.Errorf("EventRetention %s, WebhookAllowPrivate %v", c.EventRetention, c.WebhookAllowPrivate)
+			}
+		}},
+		{name: "ErrEventRetention", env: with("IOTGATE_EVENT_RETENTION", "0s"), wantSetting: "IOTGATE_EVENT_RETENTION"},
+		{name: "ErrWebhookAllowPrivate", env: with("IOTGATE_WEBHOOK_ALLOW_PRIVATE", "yes"), wantSetting: "IOTGATE_WEBHOOK_ALLOW_PRIVATE"},
+		{name: "ErrEventBacklog", env: with("IOTGATE_EVENT_BACKLOG", "0"), wantSetting: "IOTGATE_EVENT_BACKLOG"},
 		{name: "DeviceDomainsDefaultAny", env: base, check: func(t *testing.T, c Config) {
 			if !c.DeviceDomains.Any() {
 				t.Errorf("DeviceDomains = %s, want any", c.DeviceDomains)

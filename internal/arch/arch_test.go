@@ -192,6 +192,9 @@ var rules = []rule{
 	{name: "events's tests import no adapter", from: is("events"), to: is("api", "component", "postgres", "webhooks", "devices"), tests: true},
 	{name: "internal/memstore imports only the root package", from: is("internal/memstore"),
 		to: func(r string) bool { return !is("", "internal/memstore")(r) }, direct: true},
+	// A capability package: the root package only (tests may add memstore).
+	{name: "webhooks imports only the root package", from: is("webhooks"),
+		to: func(r string) bool { return !is("", "webhooks")(r) }},
 }
 
 // TestImportRule keeps the house's shape: it fails, naming the offending

@@ -1,5 +1,6 @@
 // Package servers starts throwaway PostgreSQL, Prosody and ejabberd
-// instances for integration tests, the dev runner and benchmarks.
+// instances for integration tests, the dev runner and benchmarks, and a
+// headless browser for tests of what a person looks at.
 //
 // Every instance lives in its own directory (a new temporary directory
 // unless the options name one), listens on 127.0.0.1 only (federated XMPP
@@ -24,6 +25,15 @@
 // signal, and every instance directory records the process that owns it, so
 // a later Start in any process removes instances whose owner died without
 // calling Close (a test binary killed by its timeout, say).
+//
+// For what a person looks at, tests drive a real browser: StartBrowser
+// (BrowserForTest in tests) runs Debian's chromium headless on a page,
+// with a throwaway profile, and PageReport is how the page and the test
+// talk without a DevTools client: it serves the test's HTML, and the
+// page's script POSTs its results back as JSON (report(value), from
+// "/report.js"), which the test reads with Next. Next fails the test, with
+// the browser's log (its stderr, which has the page's console), on a
+// script error in the page, if the browser exits, or on timeout.
 //
 // It imports no package of the project: adapters' tests and the commands
 // under cmd/ may import it, the packages they test never do outside tests.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -321,23 +322,32 @@ type procSpec struct {
 	dir  string   // working directory
 	env  []string // added to (and overriding) our environment
 	user runAs
-	log  string // file that gets stdout and stderr, appended to
+	log  string    // file that gets stdout and stderr, appended to
+	out  io.Writer // gets stdout and stderr instead of log, if set
 }
 
 // startProcess starts spec in a new process group, with SIGKILL as its
 // parent-death signal so that it dies with us if we are killed.
 func startProcess(spec procSpec) (*process, error) {
-	logf, err := os.OpenFile(spec.log, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("open log: %w", err)
+	out := spec.out
+	if out == nil {
+		logf, err := os.OpenFile(spec.log, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+		if err != nil {
+			return nil, fmt.Errorf("open log: %w", err)
+		}
+		defer logf.Close()
+		out = logf
 	}
-	defer logf.Close()
 	cmd := exec.Command(spec.path, spec.args...)
 	cmd.Dir = spec.dir
 	cmd.Env = mergeEnv(os.Environ(), spec.env)
 	cmd.Stdin = nil
-	cmd.Stdout = logf
-	cmd.Stderr = logf
+	cmd.Stdout = out
+	cmd.Stderr = out
+	// With a writer that is not a file, Wait copies from a pipe until
+	// every child that inherited it has exited: don't let a straggler
+	// hold Wait (and so Close) forever.
+	cmd.WaitDelay = 5 * time.Second
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Setpgid:    true,
 		Pdeathsig:  syscall.SIGKILL,
