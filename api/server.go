@@ -166,7 +166,7 @@ func New(cfg Config, deps Deps) *Server {
 		e.Use(middleware.CORSWithConfig(middleware.CORSConfig{
 			AllowOrigins:  cfg.CORSOrigins,
 			AllowMethods:  []string{http.MethodGet, http.MethodPost, http.MethodPatch, http.MethodDelete},
-			AllowHeaders:  []string{"Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"},
+			AllowHeaders:  []string{"Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID", "Last-Event-ID"},
 			ExposeHeaders: []string{"Location", "Retry-After", "X-Request-ID", "Idempotent-Replayed"},
 			MaxAge:        600,
 		}))
