@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/iotgate/iotgate"
-	"github.com/iotgate/iotgate/internal/servers"
 	"github.com/iotgate/iotgate/postgres"
 	"github.com/iotgate/iotgate/schemas"
 	"github.com/iotgate/iotgate/schemas/examples"
@@ -517,16 +516,7 @@ func TestEventOrder(t *testing.T) {
 // instance) wakes a listener up, and that it wakes once at the start.
 func TestEventWakeups(t *testing.T) {
 	ctx := context.Background()
-	dsn := servers.DatabaseForTest(t)
-	open := func() *postgres.DB {
-		db, err := postgres.Open(ctx, dsn, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		return db
-	}
-	listener, writer := open(), open()
+	listener, writer := instances(t)
 	lctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	wakeups := listener.EventWakeups(lctx)

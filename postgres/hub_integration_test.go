@@ -16,22 +16,29 @@ import (
 	"github.com/iotgate/iotgate/schemas/examples"
 )
 
-// TestEventHubOverPostgres runs the event hub of one instance over the
-// real log, woken by NOTIFY, while another instance (another pool)
-// writes: a scoped subscriber sees only its devices' events, live and
-// resumed, and the wake-ups (not the 1 h poll) deliver them.
-func TestEventHubOverPostgres(t *testing.T) {
-	ctx := context.Background()
+// instances opens two pools on one new database, as two iotgate instances
+// sharing it would; they close when the test ends.
+func instances(t *testing.T) (*postgres.DB, *postgres.DB) {
+	t.Helper()
 	dsn := servers.DatabaseForTest(t)
 	open := func() *postgres.DB {
-		db, err := postgres.Open(ctx, dsn, nil)
+		db, err := postgres.Open(context.Background(), dsn, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { db.Close() })
 		return db
 	}
-	reader, writer := open(), open()
+	return open(), open()
+}
+
+// TestEventHubOverPostgres runs the event hub of one instance over the
+// real log, woken by NOTIFY, while another instance (another pool)
+// writes: a scoped subscriber sees only its devices' events, live and
+// resumed, and the wake-ups (not the 1 h poll) deliver them.
+func TestEventHubOverPostgres(t *testing.T) {
+	ctx := context.Background()
+	reader, writer := instances(t)
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	hub := events.NewHub(reader, events.Config{Wake: reader.EventWakeups(wctx), Poll: time.Hour})
