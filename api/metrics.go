@@ -46,6 +46,8 @@ type MetricsSources struct {
 	Webhooks WebhookStats
 	// Events is the event hub, for its streams' figures.
 	Events EventStats
+	// EventsWritten counts the events this instance committed.
+	EventsWritten func() uint64
 }
 
 // EventStats is what the metrics read from the event hub.
@@ -147,6 +149,10 @@ func NewMetrics(src MetricsSources) *Metrics {
 	}
 	if f := src.HeldReadings; f != nil {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "iotgate_readings_held", Help: "Message readings held for another commit attempt while the database is unavailable."},
+			func() float64 { return float64(f()) }))
+	}
+	if f := src.EventsWritten; f != nil {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "iotgate_events_written_total", Help: "Events this instance committed to the event log."},
 			func() float64 { return float64(f()) }))
 	}
 	if ev := src.Events; ev != nil {

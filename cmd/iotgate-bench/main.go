@@ -15,6 +15,9 @@
 //     each -concurrency, against a component sending the same IQs
 //     straight to the devices (the raw ceiling).
 //   - reads: GET state and a readings page at -reads-concurrency.
+//   - events: the ingest message load without and with 100 SSE streams
+//     and 2 webhooks attached, and the latency from a reading's stamp to
+//     the streams at a paced load.
 //   - scale: start-up time and RSS with many registered devices and
 //     some online, and history pages among many stored readings.
 //
@@ -47,7 +50,7 @@ import (
 
 // scenarioNames are the scenarios, in the order they run (scale last: it
 // replaces the main iotgate with its own).
-var scenarioNames = []string{"ingest", "commands", "reads", "scale"}
+var scenarioNames = []string{"ingest", "commands", "reads", "events", "scale"}
 
 // config is everything the bench is told.
 type config struct {
@@ -224,6 +227,8 @@ func bench(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 			s, err = newCommands(ctx, e)
 		case "reads":
 			s, err = newReads(ctx, e)
+		case "events":
+			s, err = newEvents(ctx, e)
 		case "scale":
 			s, err = newScale(ctx, e, res)
 		}

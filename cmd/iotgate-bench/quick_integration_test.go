@@ -44,7 +44,7 @@ func TestQuick(t *testing.T) {
 			for _, want := range []struct {
 				scenario string
 				rows     int
-			}{{"ingest", 10}, {"commands", 14}, {"reads", 6}, {"scale", 9}} {
+			}{{"ingest", 10}, {"commands", 14}, {"reads", 6}, {"events", 7}, {"scale", 9}} {
 				if seen[want.scenario] != want.rows {
 					t.Errorf("scenario %s: %d rows, want %d", want.scenario, seen[want.scenario], want.rows)
 				}

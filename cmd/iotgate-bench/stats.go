@@ -22,6 +22,13 @@ func (l *latencies) add(d time.Duration) {
 	l.mu.Unlock()
 }
 
+// reset forgets what was recorded.
+func (l *latencies) reset() {
+	l.mu.Lock()
+	l.d = l.d[:0]
+	l.mu.Unlock()
+}
+
 // quantile returns the q-quantile (0..1) of what was recorded, by the
 // nearest-rank method, or 0 if nothing was.
 func (l *latencies) quantile(q float64) time.Duration {

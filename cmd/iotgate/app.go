@@ -15,8 +15,10 @@ import (
 	"github.com/iotgate/iotgate/auth"
 	"github.com/iotgate/iotgate/component"
 	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate/events"
 	"github.com/iotgate/iotgate/postgres"
 	"github.com/iotgate/iotgate/schemas"
+	"github.com/iotgate/iotgate/webhooks"
 )
 
 // The component implements what the API needs to report its health.
@@ -42,9 +44,17 @@ type App struct {
 	metrics  *api.Metrics
 	srv      *api.Server
 
+	// The event log's readers: each has its own LISTEN connection, open
+	// until stopEvents.
+	hub        *events.Hub
+	trimmer    *events.Trimmer
+	dispatcher *webhooks.Dispatcher
+	stopEvents context.CancelFunc
+
 	// Set by Run once the loops are started; Shutdown stops them.
 	metricsSrv                         *http.Server
 	stopIngest, stopXMPP, stopCommands context.CancelFunc
+	stopWebhooks, stopTrimmer          context.CancelFunc
 	wg                                 sync.WaitGroup
 	running                            bool
 }
@@ -80,6 +90,27 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 		return nil, err
 	}
 	a.presence = devices.NewPresence(db, nil, log.With("part", "presence"))
+
+	var evCtx context.Context
+	evCtx, a.stopEvents = context.WithCancel(context.WithoutCancel(ctx))
+	evLog := log.With("part", "events")
+	a.hub = events.NewHub(db, events.Config{Wake: db.EventWakeups(evCtx), Poll: cfg.EventPoll,
+		MaxBacklog: cfg.EventBacklog, MaxBacklogBytes: cfg.EventBacklogBytes,
+		MaxSubscribers: cfg.EventMaxStreams, MaxPerToken: cfg.EventMaxStreamsPerToken, Logger: evLog})
+	a.trimmer = &events.Trimmer{Log: db, Retention: cfg.EventRetention, Every: cfg.EventTrimInterval, Logger: evLog}
+	// 0 means "the default" to the dispatcher; a linger of 0 means none.
+	linger := cfg.WebhookLinger
+	if linger == 0 {
+		linger = -1
+	}
+	a.dispatcher = webhooks.NewDispatcher(db, db, webhooks.DispatcherConfig{
+		BatchSize: cfg.WebhookBatch, BatchWait: linger, Timeout: cfg.WebhookTimeout,
+		BackoffMax: cfg.WebhookRetryMaxDelay, RetryLimit: cfg.WebhookRetryLimit,
+		Concurrency: cfg.WebhookConcurrency, AllowPrivate: cfg.WebhookAllowPrivate,
+		Wakeups: db.EventWakeups(evCtx), Logger: log.With("part", "webhooks")})
+	hooks := webhooks.NewService(db, db, webhooks.Config{MaxWebhooks: cfg.WebhookMax, AllowPrivate: cfg.WebhookAllowPrivate,
+		Logger: log.With("part", "webhooks")})
+
 	a.metrics = api.NewMetrics(api.MetricsSources{
 		XMPP:          xmppStats{&a.conn},
 		OnlineDevices: func() int { return len(a.presence.OnlineJIDs()) },
@@ -88,6 +119,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 		HeldReadings:  func() int { return int(a.svc.Stats().Held) },
 		DomainRefused: func() uint64 { return a.conn.DomainRefused() },
 		DB:            db.SQL(),
+		Events:        a.hub,
+		Webhooks:      a.dispatcher,
+		EventsWritten: db.EventsWritten,
 
 		OversizeStanzas: func() uint64 { return a.conn.Oversize() },
 	})
@@ -128,6 +162,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 	a.srv = api.New(api.Config{
 		BodyLimit: cfg.BodyLimit, CORSOrigins: cfg.CORSOrigins,
 		RateLimit: float64(cfg.APIRate), RateBurst: cfg.APIBurst,
+		EventPing: cfg.EventKeepAlive,
 	}, api.Deps{
 		Log:      log.With("part", "http"),
 		Checks:   map[string]api.HealthCheck{"xmpp": a.conn, "database": db},
@@ -137,6 +172,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 		Auth:     tokens,
 		Tokens:   tokens,
 		Metrics:  a.metrics.Handler(),
+		Events:   a.hub,
+		Tickets:  auth.NewTickets(tokens, db, log.With("part", "auth")),
+		Webhooks: hooks,
 	})
 	return a, nil
 }
@@ -168,12 +206,21 @@ func (a *App) Run(ctx context.Context) error {
 		a.log.Info("metrics listening", "addr", ln.Addr().String(), "paths", "/metrics, /debug/pprof/")
 	}
 
-	var ingestCtx, xmppCtx, commandsCtx context.Context
+	// The hub starts at the log's newest event: streams serve what
+	// comes after (and replay from the log what they ask for).
+	if err := a.hub.Start(ctx); err != nil {
+		return fmt.Errorf("start the event hub: %w", err)
+	}
+	var ingestCtx, xmppCtx, commandsCtx, webhooksCtx, trimCtx context.Context
 	ingestCtx, a.stopIngest = context.WithCancel(context.WithoutCancel(ctx))
 	xmppCtx, a.stopXMPP = context.WithCancel(context.WithoutCancel(ctx))
 	commandsCtx, a.stopCommands = context.WithCancel(context.WithoutCancel(ctx))
+	webhooksCtx, a.stopWebhooks = context.WithCancel(context.WithoutCancel(ctx))
+	trimCtx, a.stopTrimmer = context.WithCancel(context.WithoutCancel(ctx))
 	a.running = true
-	a.wg.Add(6)
+	a.wg.Add(8)
+	go func() { defer a.wg.Done(); a.dispatcher.Run(webhooksCtx) }()
+	go func() { defer a.wg.Done(); a.trimmer.Run(trimCtx) }()
 	// Every schema is compiled in the background, not before /readyz:
 	// many schemas (or a slow one) must not keep the API and the stream
 	// down; a reading whose schema is not compiled yet waits for it in
@@ -224,6 +271,11 @@ func (a *App) Shutdown() {
 	if a.metricsSrv != nil {
 		a.metricsSrv.Shutdown(sctx)
 	}
+	// The HTTP shutdown ended the streams; deliveries in flight are
+	// canceled (sent again later: the cursor moves only on a 2xx).
+	a.hub.Close()
+	a.stopWebhooks()
+	a.stopTrimmer()
 	// Ingest drains before the stream closes: its last commits still need
 	// the stream to acknowledge the devices' IQs. New readings meanwhile
 	// are answered "wait". Stanzas waiting for a worker go first.
@@ -240,6 +292,9 @@ func (a *App) Shutdown() {
 // close closes the database and frees the address taken at start (if
 // the API has not taken it over yet).
 func (a *App) close() {
+	if a.stopEvents != nil {
+		a.stopEvents()
+	}
 	if a.db != nil {
 		a.db.Close()
 	}
