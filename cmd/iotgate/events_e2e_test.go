@@ -613,3 +613,61 @@ func testEvents(t *testing.T, name string) {
 	})
 	_ = servers.XMPPServerNames
 }
+
+// browserEventsPage is a page on another origin than iotgate that does
+// what docs/events.md tells a web app to: fetch a ticket with the bearer
+// token (a CORS request with Authorization), open the browser's own
+// EventSource on the ticket's URL, and report each reading event.
+const browserEventsPage = `<!doctype html><script src="/report.js"></script><script>
+(async () => {
+	const cfg = await (await fetch('/config')).json();
+	const r = await fetch(cfg.base + '/v1/events/tickets', {method: 'POST', headers: {Authorization: 'Bearer ' + cfg.token}});
+	if (r.status !== 201) { await report({error: 'ticket: ' + r.status}); return; }
+	const {url} = await r.json();
+	const es = new EventSource(cfg.base + url + '&types=reading');
+	es.onopen = () => report({open: true});
+	es.onerror = () => report({error: 'EventSource error, readyState ' + es.readyState});
+	es.addEventListener('reading', e => {
+		const ev = JSON.parse(e.data);
+		report({id: e.lastEventId, device: ev.device, seq: Number(ev.data.data['@seq'])});
+	});
+})();
+</script>`
+
+type browserReport struct {
+	Open   bool   `json:"open"`
+	Error  string `json:"error"`
+	ID     string `json:"id"`
+	Device string `json:"device"`
+	Seq    int    `json:"seq"`
+}
+
+// TestE2EEventsBrowser: a real browser (headless chromium) follows a
+// device's readings with EventSource, from a page on another origin.
+func TestE2EEventsBrowser(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	page := servers.NewPageReport(t, browserEventsPage)
+	origin := strings.TrimSuffix(page.URL(), "/")
+	e := newCommandsEnv(t, ctx, "prosody", "IOTGATE_CORS_ORIGINS", origin)
+	page.Handle("GET /config", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		json.NewEncoder(w).Encode(map[string]string{"base": e.g.base, "token": e.g.token})
+	}))
+	jid := e.register("thermo1")
+	dev := e.online("thermo1", thermostat)
+	b := servers.BrowserForTest(t, page.URL())
+	var rep browserReport
+	if page.Next(t, b, time.Minute, &rep); !rep.Open {
+		t.Fatalf("page reported %+v, want the stream open", rep)
+	}
+	sendReadings(t, ctx, dev, 1, 4)
+	var last int64
+	for want := 1; want <= 3; want++ {
+		page.Next(t, b, 30*time.Second, &rep)
+		id, err := strconv.ParseInt(rep.ID, 10, 64)
+		if rep.Error != "" || err != nil || rep.Device != jid || rep.Seq != want || id <= last {
+			t.Fatalf("page reported %+v after id %d, want reading %d of %s", rep, last, want, jid)
+		}
+		last = id
+	}
+}
