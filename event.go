@@ -56,6 +56,18 @@ type Event struct {
 	// (the device's labels then for device events, its labels now for
 	// the others; nil when the device is gone). Never shown.
 	Labels map[string]string `json:"-"`
+	// Encoded is the event as JSON once a reader has encoded it (the
+	// event hub does, once per instance): an event fanned out to many
+	// streams is encoded once, not once per stream. Nil until then.
+	Encoded []byte `json:"-"`
+}
+
+// JSON returns Encoded, or the event encoded now when it is not set.
+func (e *Event) JSON() ([]byte, error) {
+	if e.Encoded != nil {
+		return e.Encoded, nil
+	}
+	return json.Marshal(e)
 }
 
 // ReadingEventData is a reading event's body: the reading as the readings

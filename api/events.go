@@ -3,7 +3,6 @@ package api
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -289,7 +288,7 @@ func (h *eventHandler) stream(c echo.Context) error {
 // whole event as one line of JSON (encoding/json writes no newline).
 func writeEvents(w *bufio.Writer, evs []*iotgate.Event) error {
 	for _, e := range evs {
-		data, err := json.Marshal(e)
+		data, err := e.JSON()
 		if err != nil {
 			return err
 		}

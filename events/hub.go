@@ -2,6 +2,7 @@ package events
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"sync"
@@ -207,6 +208,10 @@ func (h *Hub) fanOut(b *iotgate.EventBatch) {
 		return
 	}
 	for _, e := range b.Events {
+		if len(h.subs) > 0 && e.Encoded == nil {
+			// Once here rather than once per stream.
+			e.Encoded, _ = json.Marshal(e)
+		}
 		for s := range h.subs {
 			if s.filter.Matches(e) && !s.push(e) {
 				h.removeLocked(s)

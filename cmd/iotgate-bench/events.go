@@ -62,10 +62,12 @@ func (s *eventsScenario) run(ctx context.Context, res *results) error {
 	total := int64(len(s.ing.clients) * e.cfg.ingestReadings)
 	count := func(ctx context.Context) (int64, error) { return countReadings(ctx, e.db) }
 
+	m := e.meter(e.gate)
 	bare, err := s.ing.messages(ctx, gateDomain, total, count)
 	if err != nil {
 		return fmt.Errorf("messages, no subscribers: %w", err)
 	}
+	res.addCPU("events: message, no subscribers", m.stop())
 	clients := sseClients
 	if e.cfg.quick {
 		clients = 4
@@ -83,10 +85,12 @@ func (s *eventsScenario) run(ctx context.Context, res *results) error {
 
 	before := subs.minCount()
 	hookBefore := s.hook.count.Load()
+	m = e.meter(e.gate)
 	with, err := s.ing.messages(ctx, gateDomain, total, count)
 	if err != nil {
 		return fmt.Errorf("messages, with subscribers: %w", err)
 	}
+
 	// Every stream and webhook gets every reading; wait for the slowest.
 	t0 := time.Now()
 	if err := waitFor(ctx, 60*time.Second, func() bool {
@@ -96,6 +100,7 @@ func (s *eventsScenario) run(ctx context.Context, res *results) error {
 			subs.minCount()-before, total, s.hook.count.Load()-hookBefore, int64(eventWebhooks)*total, err)
 	}
 	caughtUp := time.Since(t0)
+	res.addCPU("events: message, with subscribers, until caught up (the bench reads every stream)", m.stop())
 	if err := subs.failed(); err != nil {
 		return err
 	}
