@@ -17,6 +17,10 @@ type Authenticator interface {
 	// Authenticate returns the active token whose secret this is.
 	// Errors: unauthorized, unavailable.
 	Authenticate(ctx context.Context, secret string) (*iotgate.Token, error)
+	// Current returns the token with this ID as it is now: open event
+	// streams check that their token is still valid. Errors:
+	// unauthorized (revoked, expired, gone), unavailable.
+	Current(ctx context.Context, id string) (*iotgate.Token, error)
 }
 
 var _ Authenticator = (*auth.Service)(nil)

@@ -80,7 +80,10 @@ type EventData struct {
 type eventHandler struct {
 	hub     EventHub
 	tickets TicketService
-	ping    time.Duration
+	// auth re-reads a stream's token every ping interval: a revoked or
+	// expired token's streams end.
+	auth Authenticator
+	ping time.Duration
 	// stop is closed when the server shuts down: streams end then.
 	stop <-chan struct{}
 	log  *slog.Logger
@@ -251,7 +254,16 @@ func (h *eventHandler) stream(c echo.Context) error {
 		case <-ctx.Done():
 		}
 	}()
+	checked := time.Now()
 	for {
+		if h.auth != nil && time.Since(checked) >= h.ping {
+			checked = time.Now()
+			if _, err := h.auth.Current(ctx, tokenIDOf(c)); iotgate.ErrorCode(err) == iotgate.EUnauthorized {
+				_, _ = w.WriteString(": closed: the token was revoked or has expired\n\n")
+				_ = flush()
+				return nil
+			}
+		}
 		wait, cancelWait := context.WithTimeout(ctx, h.ping)
 		evs, err := sub.Next(wait)
 		idle := err != nil && wait.Err() != nil

@@ -27,6 +27,7 @@ type eventsEnv struct {
 	log     *memstore.EventLog
 	hub     *events.Hub
 	wake    chan struct{}
+	auth    *auth.Service
 	admin   string // secrets
 	berlin  string
 	schemas string
@@ -54,6 +55,7 @@ func newEventsEnv(t *testing.T, cfg Config) *eventsEnv {
 		}
 		return secret
 	}
+	e.auth = svc
 	e.admin, e.berlin, e.schemas = mk(iotgate.ScopeAdmin, nil), mk(iotgate.ScopeDevicesRead, iotgate.Selector{"site": "berlin"}), mk(iotgate.ScopeSchemasRead, nil)
 	e.srv = New(cfg, Deps{Auth: svc, Events: e.hub, Tickets: auth.NewTickets(svc, &memstore.TicketStore{}, nil)})
 	if err := e.srv.Listen("127.0.0.1:0"); err != nil {
@@ -391,6 +393,30 @@ func TestEventStreamEnds(t *testing.T) {
 		}
 		if _, err := io.ReadAll(s.r); err != nil {
 			t.Errorf("stream ended with %v, want a clean end", err)
+		}
+	})
+	t.Run("TokenRevoked", func(t *testing.T) {
+		e := newEventsEnv(t, Config{EventPing: 50 * time.Millisecond})
+		s := e.stream("/v1/events", e.berlin)
+		ctx := context.Background()
+		tok, err := e.auth.Authenticate(ctx, e.berlin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.auth.Revoke(ctx, tok.ID); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			f := s.next(t)
+			if strings.HasPrefix(f.comment, "closed:") {
+				break
+			}
+			if f.comment != "ping" {
+				t.Fatalf("frame %+v, want pings, then the stream closed", f)
+			}
+		}
+		if rest, err := io.ReadAll(s.r); err != nil || len(rest) > 0 {
+			t.Errorf("after the closing comment: %q, %v; want a clean end", rest, err)
 		}
 	})
 	t.Run("ClientLeaves", func(t *testing.T) {

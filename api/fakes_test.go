@@ -396,6 +396,24 @@ func (f *fakeAuth) Authenticate(_ context.Context, secret string) (*iotgate.Toke
 	return t.Clone(), nil
 }
 
+func (f *fakeAuth) Current(_ context.Context, id string) (*iotgate.Token, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, t := range f.tokens {
+		if t.ID == id {
+			return t.Clone(), nil
+		}
+	}
+	return nil, iotgate.Errorf(iotgate.EUnauthorized, "unknown token")
+}
+
+// revoke forgets the token whose secret this is.
+func (f *fakeAuth) revoke(secret string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.tokens, secret)
+}
+
 // fakeTokens is an in-memory TokenService.
 type fakeTokens struct {
 	tokens map[string]*iotgate.Token

@@ -270,7 +270,7 @@ func (s *Server) routes(deps Deps) {
 		add(route{http.MethodGet, "/metrics", iotgate.ScopeAdmin, echo.WrapHandler(deps.Metrics)})
 	}
 	if deps.Events != nil {
-		h := &eventHandler{hub: deps.Events, tickets: deps.Tickets, ping: s.cfg.EventPing, stop: s.streamsStop, log: s.log}
+		h := &eventHandler{hub: deps.Events, tickets: deps.Tickets, auth: deps.Auth, ping: s.cfg.EventPing, stop: s.streamsStop, log: s.log}
 		add(route{http.MethodGet, eventsPath, iotgate.ScopeDevicesRead, h.stream})
 		if deps.Tickets != nil {
 			add(route{http.MethodPost, "/v1/events/tickets", iotgate.ScopeDevicesRead, h.ticket})

@@ -168,6 +168,30 @@ func (s *Service) Get(ctx context.Context, id string) (*iotgate.Token, error) {
 	return s.store.Token(ctx, id)
 }
 
+// Current returns the token with this ID as it is now, for what outlives
+// one request (an open event stream, a ticket). Errors: unauthorized (no
+// such token, revoked, expired; the bootstrap token when none is
+// configured), unavailable.
+func (s *Service) Current(ctx context.Context, id string) (*iotgate.Token, error) {
+	if id == BootstrapID {
+		if s.bootstrap == nil {
+			return nil, errUnauthorized()
+		}
+		return &iotgate.Token{ID: BootstrapID, Name: BootstrapName, Scopes: []iotgate.Scope{iotgate.ScopeAdmin}, Devices: iotgate.Selector{}}, nil
+	}
+	tok, err := s.store.Token(ctx, id)
+	if iotgate.ErrorCode(err) == iotgate.ENotFound {
+		return nil, errUnauthorized()
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !tok.Active(s.cfg.Now()) {
+		return nil, errUnauthorized()
+	}
+	return tok, nil
+}
+
 // Revoke revokes a token; revoking a revoked token changes nothing. It
 // takes effect at once for this Service (other processes notice within
 // CacheTTL). Errors: not_found, invalid (the bootstrap token, which only

@@ -74,23 +74,11 @@ func (t *Tickets) Redeem(ctx context.Context, secret string) (*iotgate.Token, er
 	if !now.Before(tk.ExpiresAt) {
 		return nil, errTicket()
 	}
-	if tk.TokenID == BootstrapID {
-		if t.svc.bootstrap == nil {
-			return nil, errTicket()
-		}
-		return &iotgate.Token{ID: BootstrapID, Name: BootstrapName, Scopes: []iotgate.Scope{iotgate.ScopeAdmin}, Devices: iotgate.Selector{}}, nil
-	}
-	tok, err := t.svc.store.Token(ctx, tk.TokenID)
-	if iotgate.ErrorCode(err) == iotgate.ENotFound {
+	tok, err := t.svc.Current(ctx, tk.TokenID)
+	if iotgate.ErrorCode(err) == iotgate.EUnauthorized {
 		return nil, errTicket()
 	}
-	if err != nil {
-		return nil, err
-	}
-	if !tok.Active(now) {
-		return nil, errTicket()
-	}
-	return tok, nil
+	return tok, err
 }
 
 // errTicket is the one answer to a bad ticket, whatever was wrong.

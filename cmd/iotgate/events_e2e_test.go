@@ -492,6 +492,19 @@ func testEvents(t *testing.T, name string) {
 				break
 			}
 		}
+		// Revoking the token ends its open streams (checked every
+		// keep-alive interval, 1 s here).
+		if code := g.do("DELETE", "/v1/tokens/"+tok.ID, nil, nil); code != 200 {
+			t.Fatalf("revoke: %d", code)
+		}
+		deadline := time.After(10 * time.Second)
+		for open := true; open; {
+			select {
+			case _, open = <-s.events:
+			case <-deadline:
+				t.Fatal("the revoked token's stream is still open after 10 s")
+			}
+		}
 	})
 
 	t.Run("Ticket", func(t *testing.T) {
