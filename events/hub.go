@@ -184,8 +184,27 @@ func (h *Hub) run() {
 func (h *Hub) read(ctx context.Context) error {
 	for {
 		h.mu.Lock()
-		after := h.last
+		after, idle := h.last, len(h.subs) == 0
 		h.mu.Unlock()
+		if idle {
+			// Every commit wakes every instance: with no subscriber,
+			// move to the log's end without reading what was just
+			// written. A subscriber that registers meanwhile keeps the
+			// position where it was, and the batch is read.
+			b, err := h.log.EventBounds(ctx)
+			if err != nil {
+				return err
+			}
+			h.mu.Lock()
+			if idle = len(h.subs) == 0; idle && b.Last > h.last {
+				h.last = b.Last
+			}
+			h.mu.Unlock()
+			if idle {
+				return nil
+			}
+			continue
+		}
 		b, err := h.log.Events(ctx, iotgate.EventQuery{After: after, Limit: readBatch})
 		if err != nil {
 			return err

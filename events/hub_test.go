@@ -332,3 +332,72 @@ func BenchmarkFanOut(b *testing.B) {
 	hub.Close()
 	wg.Wait()
 }
+
+// countingLog counts the reads of events (not of bounds).
+type countingLog struct {
+	*memstore.EventLog
+	mu    sync.Mutex
+	reads int
+}
+
+func (l *countingLog) Events(ctx context.Context, q iotgate.EventQuery) (*iotgate.EventBatch, error) {
+	l.mu.Lock()
+	l.reads++
+	l.mu.Unlock()
+	return l.EventLog.Events(ctx, q)
+}
+
+func (l *countingLog) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.reads
+}
+
+// TestIdleHub: with no subscriber the hub only follows the log's end,
+// without reading the events; one that subscribes then still gets the
+// live events and, resuming, the ones before.
+func TestIdleHub(t *testing.T) {
+	log := &countingLog{EventLog: &memstore.EventLog{}}
+	wake := make(chan struct{}, 1)
+	h := NewHub(log, Config{Wake: wake, Poll: 5 * time.Millisecond})
+	if err := h.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Close)
+	ev := iotgate.Event{Type: iotgate.EventReading, Device: "a@x", Time: time.Now(), Data: json.RawMessage(`{}`)}
+	before := log.Append(ev, ev, ev)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		h.mu.Lock()
+		last := h.last
+		h.mu.Unlock()
+		if last == before[2] {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("idle hub at %d, want the log's end %d", last, before[2])
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := log.count(); n != 0 {
+		t.Errorf("idle hub read the events %d times, want 0", n)
+	}
+	after := int64(0)
+	live, err := h.Subscribe(context.Background(), "t1", iotgate.EventFilter{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
+	resumed, err := h.Subscribe(context.Background(), "t1", iotgate.EventFilter{}, &after)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resumed.Close()
+	next := log.Append(ev, ev)
+	if got := ids(collect(t, live, 2)); !equal(got, next) {
+		t.Errorf("live subscriber got %v, want %v", got, next)
+	}
+	if got, want := ids(collect(t, resumed, 5)), append(before, next...); !equal(got, want) {
+		t.Errorf("resumed subscriber got %v, want %v", got, want)
+	}
+}
