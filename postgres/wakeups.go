@@ -23,41 +23,56 @@ const (
 // before closing the DB.
 func (db *DB) EventWakeups(ctx context.Context) <-chan struct{} {
 	out := make(chan struct{}, 1)
-	wake := func() {
-		if ctx.Err() != nil {
-			return
-		}
+	db.listen(ctx, eventsChannel, "event listener", func(string, bool) {
 		select {
 		case out <- struct{}{}:
 		default:
 		}
-	}
+	})
+	return out
+}
+
+// listen listens on channel on a connection of its own until ctx is done
+// and calls f with each notification's payload, in the order PostgreSQL
+// sends them (commit order), from one goroutine. f("", true) means
+// notifications may have been lost: once listening starts and after every
+// reconnection. f must not block for long: the listener's buffer is
+// small and a full one stalls it.
+func (db *DB) listen(ctx context.Context, channel, name string, f func(payload string, lost bool)) {
 	l := pq.NewListener(db.dsn, listenMinReconnect, listenMaxReconnect, func(ev pq.ListenerEventType, err error) {
 		switch ev {
 		case pq.ListenerEventDisconnected, pq.ListenerEventConnectionAttemptFailed:
-			db.log.Warn("event listener: "+ev.String(), "err", err)
+			db.log.Warn(name+": "+ev.String(), "err", err)
 		case pq.ListenerEventReconnected:
-			db.log.Info("event listener: reconnected")
+			db.log.Info(name + ": reconnected")
 		}
 	})
+	call := func(payload string, lost bool) {
+		if ctx.Err() == nil {
+			f(payload, lost)
+		}
+	}
 	go func() {
 		<-ctx.Done()
 		l.Close() // also ends a Listen still waiting for a connection
 	}()
 	go func() {
 		// Listen waits for a connection, however long it takes.
-		if err := l.Listen(eventsChannel); err != nil {
+		if err := l.Listen(channel); err != nil {
 			if ctx.Err() == nil {
-				db.log.Error("event listener: listen failed; readers poll only", "err", err)
+				db.log.Error(name+": listen failed; only polling and cache expiry remain", "err", err)
 			}
 		} else {
-			wake()
+			call("", true)
 		}
 		// Drain until Close closes Notify, so the listener's goroutine
 		// never blocks on it; a nil notification follows a reconnection.
-		for range l.Notify {
-			wake()
+		for n := range l.Notify {
+			if n == nil {
+				call("", true)
+				continue
+			}
+			call(n.Extra, false)
 		}
 	}()
-	return out
 }
