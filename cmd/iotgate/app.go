@@ -16,6 +16,7 @@ import (
 	"github.com/iotgate/iotgate/component"
 	"github.com/iotgate/iotgate/devices"
 	"github.com/iotgate/iotgate/events"
+	"github.com/iotgate/iotgate/instances"
 	"github.com/iotgate/iotgate/postgres"
 	"github.com/iotgate/iotgate/schemas"
 	"github.com/iotgate/iotgate/webhooks"
@@ -41,6 +42,7 @@ type App struct {
 	conn     *component.Conn
 	readings *component.ReadingHandler
 	commands *devices.Commands
+	members  *instances.Registry
 	metrics  *api.Metrics
 	srv      *api.Server
 
@@ -147,8 +149,15 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 
 	a.commands = devices.NewCommands(db, a.svc, a.registry, a.presence, a.conn, devices.CommandsConfig{
 		MaxInFlight: cfg.MaxCommandsInFlight, Logger: log.With("part", "commands"), Observer: a.metrics,
+		Instance: cfg.InstanceID, Claims: db,
 	})
 	a.presence.OnOnline(a.commands.DeviceOnline)
+	// Several instances: an answer may reach this instance for a command
+	// another one sent, and the other way round.
+	a.conn.ForwardStrayAnswers(a.commands)
+	a.members = instances.New(db, a.conn, instances.Config{ID: cfg.InstanceID, Logger: log.With("part", "instances")})
+	changes := db.ListenChanges(evCtx)
+	changes.Subscribe(postgres.ChangeCommand, a.commands.Changed)
 	// Commands a previous run left waiting for an answer can't be
 	// answered any more: say so before anyone asks.
 	if err := a.commands.Recover(ctx); err != nil {
@@ -175,6 +184,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 		Events:   a.hub,
 		Tickets:  auth.NewTickets(tokens, db, log.With("part", "auth")),
 		Webhooks: hooks,
+		Instance: a.members,
 	})
 	return a, nil
 }
@@ -218,8 +228,10 @@ func (a *App) Run(ctx context.Context) error {
 	webhooksCtx, a.stopWebhooks = context.WithCancel(context.WithoutCancel(ctx))
 	trimCtx, a.stopTrimmer = context.WithCancel(context.WithoutCancel(ctx))
 	a.running = true
-	a.wg.Add(8)
+	a.wg.Add(9)
 	go func() { defer a.wg.Done(); a.dispatcher.Run(webhooksCtx) }()
+	// The heartbeat stops with the commands: a clean stop leaves at once.
+	go func() { defer a.wg.Done(); a.members.Run(commandsCtx) }()
 	go func() { defer a.wg.Done(); a.trimmer.Run(trimCtx) }()
 	// Every schema is compiled in the background, not before /readyz:
 	// many schemas (or a slow one) must not keep the API and the stream

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -22,8 +23,11 @@ import (
 // Config is every setting of the iotgate binary. It is filled only here,
 // from flags and the environment (flags win), and handed to constructors.
 type Config struct {
-	XMPPAddr    string
-	Domain      string
+	XMPPAddr string
+	Domain   string
+	// InstanceID names this instance among those sharing the domain and
+	// the database.
+	InstanceID  string
 	Secret      string
 	DatabaseURL string
 	HTTPAddr    string
@@ -99,6 +103,7 @@ type setting struct {
 var settings = []setting{
 	{env: "IOTGATE_XMPP_ADDR", flag: "xmpp-addr", def: "127.0.0.1:5347", help: "host:port of the XMPP server's component (XEP-0114) listener"},
 	{env: "IOTGATE_DOMAIN", flag: "domain", help: "the component's JID, e.g. iot.example.com (required)"},
+	{env: "IOTGATE_INSTANCE_ID", flag: "instance-id", help: "this instance's ID among the instances sharing the domain and the database (1-64 of A-Z a-z 0-9 . _ -); default: the host name. It must stay the same across restarts and differ between instances"},
 	{env: "IOTGATE_SECRET", secret: true, help: "the component's shared secret (required; environment only)"},
 	{env: "IOTGATE_DATABASE_URL", flag: "database-url", help: "PostgreSQL URL or DSN (required), e.g. postgres://iotgate@127.0.0.1/iotgate?sslmode=disable"},
 	{env: "IOTGATE_HTTP_ADDR", flag: "http-addr", def: "127.0.0.1:8080", help: "host:port the REST API listens on"},
@@ -205,6 +210,18 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 		return cfg, nil, &configError{"IOTGATE_DOMAIN", fmt.Sprintf("%q is not a domain name such as iot.example.com", d)}
 	}
 	cfg.Domain = dj.String()
+	if cfg.InstanceID = get("IOTGATE_INSTANCE_ID"); cfg.InstanceID == "" {
+		// The host name stays across restarts (a restarted instance
+		// fails its own commands in flight at once) and differs between
+		// hosts and containers.
+		h, herr := os.Hostname()
+		if herr != nil || !validInstanceID(h) {
+			return cfg, nil, &configError{"IOTGATE_INSTANCE_ID", "is required: the host name is not usable as one"}
+		}
+		cfg.InstanceID = h
+	} else if !validInstanceID(cfg.InstanceID) {
+		return cfg, nil, &configError{"IOTGATE_INSTANCE_ID", fmt.Sprintf("%q is not 1-64 of A-Z a-z 0-9 . _ -", cfg.InstanceID)}
+	}
 
 	// The secret may legitimately contain surrounding spaces.
 	if cfg.Secret = *values["IOTGATE_SECRET"]; cfg.Secret == "" {
@@ -372,4 +389,17 @@ Settings (flag, environment variable, default). Flags override the environment.
 		}
 		fmt.Fprintf(w, "  %-20s %-26s %s%s\n", name, s.env, s.help, def)
 	}
+}
+
+// validInstanceID reports whether id is 1-64 of [A-Za-z0-9._-].
+func validInstanceID(id string) bool {
+	if len(id) == 0 || len(id) > 64 {
+		return false
+	}
+	for _, r := range id {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
 }
