@@ -189,7 +189,9 @@ func (g *gate) doAs(token, method, path string, body any, out any) int {
 }
 
 type readyBody struct {
-	Status string `json:"status"`
+	Status   string `json:"status"`
+	Instance string `json:"instance"`
+	Role     string `json:"role"`
 	Checks map[string]struct {
 		OK    bool   `json:"ok"`
 		Since string `json:"since"`
