@@ -143,17 +143,25 @@ func (c *EjabberdCluster) startEpmd(ctx context.Context, u runAs) (int, error) {
 // (which restarts ejabberd on e, without its VM) and waits until e's
 // ports accept again.
 func (e *Ejabberd) join(ctx context.Context, node string) error {
-	_, err := runCommand(ctx, e.user, e.spool, e.env(), e.ctl,
-		"--config-dir", e.etc,
-		"--ctl-config", filepath.Join(e.etc, "ejabberdctl.cfg"),
-		"--logs", e.logDir,
-		"--spool", e.spool,
-		"--node", e.Node(),
-		"join_cluster", node)
-	if err != nil {
-		return fmt.Errorf("%s: join_cluster %s: %w", e.Node(), node, err)
+	var err error
+	// join_cluster sometimes fails at once (seen 1 in ~10 starts, right
+	// after the nodes came up): try again.
+	for attempt := range 3 {
+		if attempt > 0 {
+			time.Sleep(time.Second)
+		}
+		_, err = runCommand(ctx, e.user, e.spool, e.env(), e.ctl,
+			"--config-dir", e.etc,
+			"--ctl-config", filepath.Join(e.etc, "ejabberdctl.cfg"),
+			"--logs", e.logDir,
+			"--spool", e.spool,
+			"--node", e.Node(),
+			"join_cluster", node)
+		if err == nil {
+			return e.waitAccepting(ctx)
+		}
 	}
-	return e.waitAccepting(ctx)
+	return fmt.Errorf("%s: join_cluster %s: %w", e.Node(), node, err)
 }
 
 // waitAccepting waits until the node's c2s, component and API ports
