@@ -366,10 +366,22 @@ func TestEjabberdDomainBalancing(t *testing.T) {
 			r5 := p.tally(keys, 2*time.Second, a3, a4)
 			t.Logf("%s | two on n1 | %v | device errors %d", s.name, r5, p.errors()-e0)
 
+			// 5. A new connection comes while the old ones are still
+			// registered (an instance reconnects before the server has
+			// seen its old connection die), then the old one goes.
+			a5 := dialProbeComp(t, "A5@n1", n1.ComponentAddr(), comp, secret)
+			time.Sleep(300 * time.Millisecond)
+			a3.Conn.Close()
+			time.Sleep(500 * time.Millisecond)
+			e0 = p.errors()
+			keys = p.sendAll("p5", 10, true)
+			r6 := p.tally(keys, 2*time.Second, a4, a5)
+			t.Logf("%s | third came, then A3 closed | %v | device errors %d", s.name, r6, p.errors()-e0)
+
 			if s.bal == nil {
 				// What iotgate relies on: every stanza reaches one live
 				// connection exactly once; node 2's devices reach node 1.
-				for _, r := range []tally{r1, r3, r4, r5} {
+				for _, r := range []tally{r1, r3, r4, r5, r6} {
 					if r.lost != 0 || r.dup != 0 {
 						t.Errorf("lost or duplicated with one connection live: %v", r)
 					}
