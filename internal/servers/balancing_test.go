@@ -386,6 +386,13 @@ func TestEjabberdDomainBalancing(t *testing.T) {
 						t.Errorf("lost or duplicated with one connection live: %v", r)
 					}
 				}
+				// Each node hands its devices' stanzas to its own
+				// connection.
+				if from2.per["A@n1"] != 0 || r1.per["A@n1"] != r1.sent/2 {
+					t.Errorf("node 2's devices reached node 1's connection: %v", from2)
+				}
+				// Node 1's devices reach node 2's connection once
+				// node 1 has none.
 				if r3.per["B@n2"] != r3.sent {
 					t.Errorf("after A closed, B got %d of %d", r3.per["B@n2"], r3.sent)
 				}
