@@ -49,10 +49,15 @@ type PresenceChange struct {
 
 // ApplyPresence applies u, received at, to a device's resources (by full
 // JID) and reports whether it added a resource. A resource keeps its
-// Since while it stays available.
+// Since while it stays available. Unavailable from the bare JID (how
+// servers answer a probe of an account with no session) ends them all.
 func ApplyPresence(rs map[string]Resource, u PresenceUpdate, at time.Time) (added bool) {
 	if !u.Available {
-		delete(rs, u.From)
+		if strings.Contains(u.From, "/") {
+			delete(rs, u.From)
+		} else {
+			clear(rs)
+		}
 		return false
 	}
 	r, ok := rs[u.From]

@@ -136,10 +136,13 @@ func (db *DB) ApplyPresence(ctx context.Context, cs []iotgate.PresenceChange) er
 			return nil, err
 		}
 		for _, r := range rs {
-			cur[r.dev][r.JID] = r.Resource
+			if m := cur[r.dev]; m != nil {
+				m[r.JID] = r.Resource
+			}
 		}
-		// Replay in order: every transition is recorded, and each
-		// resource touched ends as its last change says.
+		// Replay in order: every transition is recorded, each resource
+		// touched ends as its last change says, and those gone (left, or
+		// all ended by the bare JID) are deleted.
 		type key struct {
 			dev int64
 			jid string
@@ -166,8 +169,11 @@ func (db *DB) ApplyPresence(ctx context.Context, cs []iotgate.PresenceChange) er
 		for k, at := range last {
 			if r, ok := cur[k.dev][k.jid]; ok {
 				up.add(k.dev, r, at)
-			} else {
-				delDev, delJID = append(delDev, k.dev), append(delJID, k.jid)
+			}
+		}
+		for _, r := range rs {
+			if _, ok := cur[r.dev][r.JID]; !ok {
+				delDev, delJID = append(delDev, r.dev), append(delJID, r.JID)
 			}
 		}
 		for id := range cur {

@@ -134,6 +134,23 @@ func TestPresenceStore(t *testing.T) {
 		}
 	})
 
+	t.Run("BareUnavailable", func(t *testing.T) {
+		// A probe of an account without sessions is answered unavailable
+		// from the bare JID: every resource goes.
+		d := devs[2]
+		bare := change(d, t0.Add(time.Hour), "", false, 0)
+		bare.From = d.JID
+		if err := a.ApplyPresence(ctx, []iotgate.PresenceChange{change(d, t0.Add(time.Minute), "y2", true, 0), bare}); err != nil {
+			t.Fatal(err)
+		}
+		if got := storedResources(t, a, d.JID); len(got) != 0 {
+			t.Errorf("resources = %v, want none", got)
+		}
+		if h := presenceHistory(t, a, d.ID); !slices.Equal(h, []bool{true, false}) {
+			t.Errorf("history = %v, want [true false]", h)
+		}
+	})
+
 	t.Run("ConcurrentWriters", func(t *testing.T) {
 		// Two instances get a resource each of one device at once, then
 		// both leave at once: each transition is recorded once.

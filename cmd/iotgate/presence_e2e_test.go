@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"maps"
 	"net/url"
 	"testing"
 	"time"
@@ -133,6 +134,23 @@ func TestE2EPresence(t *testing.T) {
 			g = startGate(t, env)
 			g.waitReady(200, 30*time.Second, nil)
 			g.waitState(jid, 10*time.Second, "online after iotgate restarted", func(s stateBody) bool { return s.Online && !s.PresenceStale })
+
+			// The device leaves while iotgate is down: its resource is
+			// still stored, and only the server's answer to the probe
+			// (unavailable) can say it left, the grace being an hour.
+			g.stop()
+			dev.Close()
+			// Let the server end the session before iotgate probes: a
+			// probe answered before would rightly say available.
+			time.Sleep(time.Second)
+			slow := maps.Clone(env)
+			slow["IOTGATE_PRESENCE_PROBE_GRACE"] = "1h"
+			g = startGate(t, slow)
+			g.waitReady(200, 30*time.Second, nil)
+			g.waitState(jid, 10*time.Second, "offline after a restart missed the logout", func(s stateBody) bool { return !s.Online && !s.PresenceStale })
+			dev = login("thermo1", "pw1")
+			defer dev.Close()
+			g.waitState(jid, 10*time.Second, "online after logging in once more", func(s stateBody) bool { return s.Online })
 
 			// The stream drops: presence is unknown, and says so.
 			if err := xs.Kill(); err != nil {
