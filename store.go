@@ -40,9 +40,10 @@ type PresenceStore interface {
 	// and presence event), whichever instances apply changes of the same
 	// device at the same time. Changes of deleted devices are skipped.
 	ApplyPresence(ctx context.Context, cs []PresenceChange) error
-	// ExpirePresence removes the resources last confirmed before before,
-	// recording the devices that go offline at at.
-	ExpirePresence(ctx context.Context, before, at time.Time) error
+	// ExpirePresence removes the resources no change confirmed within
+	// the last age by the store's clock (instances' clocks may differ; 0:
+	// every resource), recording the devices that go offline at at.
+	ExpirePresence(ctx context.Context, age time.Duration, at time.Time) error
 	// DeviceResources returns the available resources of the devices
 	// with these bare JIDs (of every device when jids is nil), by bare
 	// JID; a device without any is absent.

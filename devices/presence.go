@@ -59,12 +59,12 @@ type Presence struct {
 }
 
 // presenceOp is a write to the store, done in order: a presence change,
-// or the removal of resources not confirmed since before (after a probe
-// round; at a stream drop when wipe says so).
+// or the removal of the resources not confirmed since a probe round
+// started (at probe), or of all at a stream drop (wipe).
 type presenceOp struct {
 	change *iotgate.PresenceChange
-	before time.Time
-	wipe   bool // a stream drop: expire only if no other instance streams
+	probe  time.Time
+	wipe   bool // a stream drop: all go, unless another instance streams
 }
 
 // NewPresence returns a tracker. Presence is stale until MarkFresh: iotgate
@@ -181,8 +181,7 @@ func (p *Presence) MarkStale() {
 	}
 	p.stale, p.since = true, now
 	p.mu.Unlock()
-	// Stored times have microseconds: everything stored until now goes.
-	p.queue(presenceOp{before: now.Add(time.Microsecond), wipe: true})
+	p.queue(presenceOp{wipe: true})
 }
 
 // MarkFresh says the stream is up and probes are being sent. A grace
@@ -194,9 +193,13 @@ func (p *Presence) MarkFresh() {
 	if !p.stale {
 		return
 	}
-	p.stale, p.since = false, p.cfg.Clock().UTC()
+	// The probe start keeps its monotonic reading: the age of what
+	// it did not confirm is measured on this clock, the store's own
+	// clock dates the rows.
+	start := p.cfg.Clock()
+	p.stale, p.since = false, start.UTC()
 	p.round++
-	p.probe = p.since
+	p.probe = start
 	select {
 	case p.probed <- struct{}{}:
 	default:
@@ -276,7 +279,12 @@ func (p *Presence) write(ctx context.Context, ops []presenceOp) {
 				continue
 			}
 		}
-		if err := p.store.ExpirePresence(ctx, op.before, p.cfg.Clock().UTC()); err != nil {
+		var age time.Duration // a wipe: all
+		now := p.cfg.Clock()
+		if !op.wipe {
+			age = now.Sub(op.probe)
+		}
+		if err := p.store.ExpirePresence(ctx, age, now.UTC()); err != nil {
 			p.cfg.Logger.Error("expire presence failed", "err", err)
 		}
 	}
@@ -380,7 +388,7 @@ func (p *Presence) reconcileLoop(ctx context.Context) {
 			continue
 		}
 		select {
-		case p.ops <- presenceOp{before: start}:
+		case p.ops <- presenceOp{probe: start}:
 		case <-ctx.Done():
 			return
 		}

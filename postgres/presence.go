@@ -147,7 +147,7 @@ func (db *DB) ApplyPresence(ctx context.Context, cs []iotgate.PresenceChange) er
 			dev int64
 			jid string
 		}
-		last := map[key]time.Time{}
+		touched := map[key]bool{}
 		var trans []iotgate.PresenceEvent
 		var changed []string
 		for _, c := range cs {
@@ -157,7 +157,7 @@ func (db *DB) ApplyPresence(ctx context.Context, cs []iotgate.PresenceChange) er
 			}
 			was := len(res) > 0
 			iotgate.ApplyPresence(res, c.PresenceUpdate, c.At)
-			last[key{c.DeviceID, c.From}] = c.At
+			touched[key{c.DeviceID, c.From}] = true
 			if online := len(res) > 0; online != was {
 				trans = append(trans, iotgate.PresenceEvent{DeviceID: c.DeviceID, DeviceJID: jids[c.DeviceID],
 					At: c.At, Online: online, Resources: iotgate.SortedResources(res)})
@@ -166,9 +166,9 @@ func (db *DB) ApplyPresence(ctx context.Context, cs []iotgate.PresenceChange) er
 		var up upsertResources
 		var delDev []int64
 		var delJID []string
-		for k, at := range last {
+		for k := range touched {
 			if r, ok := cur[k.dev][k.jid]; ok {
-				up.add(k.dev, r, at)
+				up.add(k.dev, r)
 			}
 		}
 		for _, r := range rs {
@@ -203,15 +203,14 @@ type upsertResources struct {
 	dev               []int64
 	jid, show, status []string
 	prio              []int64
-	since, updated    []string
+	since             []string
 }
 
-func (u *upsertResources) add(dev int64, r iotgate.Resource, at time.Time) {
+func (u *upsertResources) add(dev int64, r iotgate.Resource) {
 	u.dev = append(u.dev, dev)
 	u.jid, u.show, u.status = append(u.jid, r.JID), append(u.show, r.Show), append(u.status, r.Status)
 	u.prio = append(u.prio, int64(r.Priority))
 	u.since = append(u.since, r.Since.UTC().Format(time.RFC3339Nano))
-	u.updated = append(u.updated, at.UTC().Format(time.RFC3339Nano))
 }
 
 func (u *upsertResources) exec(ctx context.Context, tx *sql.Tx) error {
@@ -220,20 +219,25 @@ func (u *upsertResources) exec(ctx context.Context, tx *sql.Tx) error {
 	}
 	_, err := tx.ExecContext(ctx, `
 		INSERT INTO device_resources (device_id, jid, show, status, priority, since, updated_at)
-		SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::integer[], $6::timestamptz[], $7::timestamptz[])
+		SELECT *, now() FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::integer[], $6::timestamptz[])
 		ON CONFLICT (device_id, jid) DO UPDATE SET
 			show = EXCLUDED.show, status = EXCLUDED.status, priority = EXCLUDED.priority,
-			updated_at = GREATEST(device_resources.updated_at, EXCLUDED.updated_at)`,
+			updated_at = EXCLUDED.updated_at`,
 		pq.Array(u.dev), pq.Array(u.jid), pq.Array(u.show), pq.Array(u.status), pq.Array(u.prio),
-		pq.Array(u.since), pq.Array(u.updated))
+		pq.Array(u.since))
 	return err
 }
 
-// ExpirePresence removes the resources no stanza confirmed since before
-// and records the devices this leaves offline, at at; every device
-// touched is notified.
-func (db *DB) ExpirePresence(ctx context.Context, before, at time.Time) error {
+// ExpirePresence removes the resources no change confirmed within the
+// last age, by PostgreSQL's clock (it dates them: the instances' clocks
+// may differ), and records the devices this leaves offline, at at; every
+// device touched is notified.
+func (db *DB) ExpirePresence(ctx context.Context, age time.Duration, at time.Time) error {
 	err := db.writeTx(ctx, func(tx *sql.Tx) ([]iotgate.Event, error) {
+		var before time.Time
+		if err := tx.QueryRowContext(ctx, `SELECT now() - $1 * interval '1 microsecond'`, age.Microseconds()).Scan(&before); err != nil {
+			return nil, err
+		}
 		ids, err := queryTx(ctx, tx, func(r rowScanner) (int64, error) {
 			var id int64
 			return id, r.Scan(&id)

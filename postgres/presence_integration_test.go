@@ -191,19 +191,24 @@ func TestPresenceStore(t *testing.T) {
 	})
 
 	t.Run("Expire", func(t *testing.T) {
-		// p5 has a resource confirmed after the probes and one not; p6
-		// only one not confirmed.
-		t1, t2 := t0.Add(time.Hour), t0.Add(2*time.Hour)
+		// p5 has a resource confirmed after the probes went out and one
+		// not; p6 only one not.
+		t2 := t0.Add(2 * time.Hour)
 		if err := a.ApplyPresence(ctx, []iotgate.PresenceChange{
-			change(devs[4], t0, "old", true, 0), change(devs[4], t2, "new", true, 0), change(devs[5], t0, "old", true, 0),
+			change(devs[4], t0, "old", true, 0), change(devs[5], t0, "old", true, 0),
 		}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+		probes := time.Now()
+		if err := a.ApplyPresence(ctx, []iotgate.PresenceChange{change(devs[4], t2, "new", true, 0)}); err != nil {
 			t.Fatal(err)
 		}
 		before := map[string]int{}
 		for _, d := range devs[:4] {
 			before[d.JID] = len(storedResources(t, a, d.JID))
 		}
-		if err := b.ExpirePresence(ctx, t1, t2); err != nil {
+		if err := b.ExpirePresence(ctx, time.Since(probes), t2); err != nil {
 			t.Fatal(err)
 		}
 		if got := storedResources(t, a, devs[4].JID); !slices.Equal(got, []string{devs[4].JID + "/new"}) {

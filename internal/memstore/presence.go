@@ -17,7 +17,7 @@ var _ iotgate.PresenceStore = (*PresenceStore)(nil)
 type PresenceStore struct {
 	mu      sync.Mutex
 	res     map[string]map[string]iotgate.Resource // bare JID -> full JID -> resource
-	updated map[string]time.Time                   // full JID -> last confirmed
+	updated map[string]time.Time                   // full JID -> last confirmed, by time.Now
 	ids     map[string]int64
 	events  []iotgate.PresenceEvent
 }
@@ -38,7 +38,7 @@ func (p *PresenceStore) ApplyPresence(_ context.Context, cs []iotgate.PresenceCh
 		p.ids[c.DeviceJID] = c.DeviceID
 		was := len(rs) > 0
 		iotgate.ApplyPresence(rs, c.PresenceUpdate, c.At)
-		p.updated[c.From] = c.At
+		p.updated[c.From] = time.Now()
 		if online := len(rs) > 0; online != was {
 			p.events = append(p.events, iotgate.PresenceEvent{DeviceID: c.DeviceID, DeviceJID: c.DeviceJID,
 				At: c.At, Online: online, Resources: iotgate.SortedResources(rs)})
@@ -47,11 +47,12 @@ func (p *PresenceStore) ApplyPresence(_ context.Context, cs []iotgate.PresenceCh
 	return nil
 }
 
-// ExpirePresence removes the resources confirmed before before. It never
-// fails.
-func (p *PresenceStore) ExpirePresence(_ context.Context, before, at time.Time) error {
+// ExpirePresence removes the resources not confirmed within age (by
+// time.Now). It never fails.
+func (p *PresenceStore) ExpirePresence(_ context.Context, age time.Duration, at time.Time) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	before := time.Now().Add(-age)
 	for jid, rs := range p.res {
 		was := len(rs) > 0
 		for full := range rs {
