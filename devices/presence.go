@@ -87,8 +87,9 @@ func NewPresence(store iotgate.PresenceStore, cfg PresenceConfig) *Presence {
 
 // OnOnline registers f to be called with a device's bare JID each time
 // the device gains an available resource, whichever instance received
-// its presence (for example to deliver queued commands). f is called
-// outside the tracker's lock and must not block.
+// its presence, and for every online device when the stream comes up
+// (for example to deliver queued commands). f is called outside the
+// tracker's lock and must not block.
 func (p *Presence) OnOnline(f func(jid string)) {
 	p.mu.Lock()
 	p.onOnline = append(p.onOnline, f)
@@ -187,12 +188,27 @@ func (p *Presence) MarkStale() {
 // MarkFresh says the stream is up and probes are being sent. A grace
 // period later, the resources no stanza confirmed since are dropped: they
 // went away while this instance (or all) could not see it.
+// Devices already known online (from the store) count as coming online
+// for OnOnline: they are reachable through this stream only now.
 func (p *Presence) MarkFresh() {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if !p.stale {
+		p.mu.Unlock()
 		return
 	}
+	online := make([]string, 0, len(p.res))
+	for jid := range p.res {
+		online = append(online, jid)
+	}
+	fire := p.onOnline
+	defer func() {
+		for _, jid := range online {
+			for _, f := range fire {
+				f(jid)
+			}
+		}
+	}()
+	defer p.mu.Unlock()
 	// The probe start keeps its monotonic reading: the age of what
 	// it did not confirm is measured on this clock, the store's own
 	// clock dates the rows.

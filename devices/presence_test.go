@@ -141,6 +141,29 @@ func TestPresenceRefresh(t *testing.T) {
 	mu.Unlock()
 }
 
+// An instance that starts (or reconnects) with devices already online in
+// the store calls OnOnline for them once its stream is up.
+func TestPresenceOnOnlineAtFresh(t *testing.T) {
+	store := &memstore.PresenceStore{}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	store.ApplyPresence(ctx, []iotgate.PresenceChange{{DeviceID: 1, DeviceJID: "d@example.com", At: time.Now(),
+		PresenceUpdate: iotgate.PresenceUpdate{From: "d@example.com/r", Available: true}}})
+	p := NewPresence(store, PresenceConfig{})
+	go p.Run(ctx)
+	var mu sync.Mutex
+	var fired []string
+	p.OnOnline(func(jid string) { mu.Lock(); fired = append(fired, jid); mu.Unlock() })
+	p.Refresh("")
+	waitFor(t, func() bool { on, _ := p.Online("d@example.com"); return on })
+	p.MarkFresh()
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(fired, []string{"d@example.com", "d@example.com"}) {
+		t.Errorf("OnOnline fired for %v, want d@example.com at the reload and at fresh", fired)
+	}
+}
+
 type fakeFleet struct {
 	others bool
 	err    error
