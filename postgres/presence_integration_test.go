@@ -253,21 +253,37 @@ func TestPresenceStore(t *testing.T) {
 }
 
 // TestPresenceProbeStorm measures the answers to the probes of 1000
-// devices (one available presence each) arriving at once: the time until
-// every resource is stored, through devices.Presence's batches.
+// devices (one available presence each) arriving at once at one
+// instance: the time until every resource is stored, through
+// devices.Presence's batches, and until another instance (its own pool
+// and listener) shows them all.
 func TestPresenceProbeStorm(t *testing.T) {
 	const n = 1000
 	ctx := context.Background()
-	db, reg, svc := newStack(t)
+	db, other := instances(t)
+	reg := schemas.NewRegistry(db, schemas.Config{})
+	svc := devices.NewService(db, reg, devices.ServiceConfig{})
 	jids := make([]string, n)
 	for i := range jids {
 		jids[i] = fmt.Sprintf("storm%04d@example.com", i)
 	}
 	devs := thermostats(t, reg, svc, jids...)
 	p := devices.NewPresence(db, devices.PresenceConfig{})
+	q := devices.NewPresence(other, devices.PresenceConfig{})
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go p.Run(rctx)
+	go q.Run(rctx)
+	keys := make(chan string, 10)
+	changes := other.ListenChanges(rctx)
+	changes.Subscribe(postgres.ChangePresence, q.Refresh)
+	changes.Subscribe(postgres.ChangePresence, func(k string) {
+		select {
+		case keys <- k:
+		default:
+		}
+	})
+	<-keys // listening
 	p.MarkFresh()
 	start := time.Now()
 	for _, d := range devs {
@@ -287,11 +303,18 @@ func TestPresenceProbeStorm(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	took := time.Since(start)
+	for len(q.OnlineJIDs()) < n {
+		if time.Since(start) > 30*time.Second {
+			t.Fatalf("the other instance shows %d of %d online after 30 s", len(q.OnlineJIDs()), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	seen := time.Since(start)
 	var events int
 	if err := db.SQL().QueryRow(`SELECT count(*) FROM presence_events`).Scan(&events); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("probe storm: %d devices' presence stored in %v (%d transitions recorded)", n, took, events)
+	t.Logf("probe storm: %d devices' presence stored in %v, all online on the other instance after %v (%d transitions recorded)", n, took, seen, events)
 	if events != n {
 		t.Errorf("%d transitions, want %d", events, n)
 	}
