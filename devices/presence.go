@@ -3,6 +3,7 @@ package devices
 import (
 	"context"
 	"log/slog"
+	"maps"
 	"sync"
 	"time"
 
@@ -32,6 +33,13 @@ type PresenceConfig struct {
 
 // DefaultProbeGrace is PresenceConfig.ProbeGrace's default.
 const DefaultProbeGrace = 10 * time.Second
+
+// A batch of presence changes the store refuses is tried this many
+// times, this far apart.
+const (
+	presenceAttempts = 3
+	presenceRetry    = 500 * time.Millisecond
+)
 
 // Presence tracks which devices are online. The store holds every
 // device's resources for all instances: each presence stanza an instance
@@ -273,8 +281,19 @@ func (p *Presence) write(ctx context.Context, ops []presenceOp) {
 		if len(cs) == 0 {
 			return
 		}
-		if err := p.store.ApplyPresence(ctx, cs); err != nil {
-			p.cfg.Logger.Error("store presence failed", "changes", len(cs), "err", err)
+		// A database that blips must not lose a device's going
+		// offline for every instance: try a few times, then give up.
+		for attempt := 1; ; attempt++ {
+			err := p.store.ApplyPresence(ctx, cs)
+			if err == nil {
+				break
+			}
+			if attempt == presenceAttempts {
+				p.cfg.Logger.Error("store presence failed; changes dropped", "changes", len(cs), "err", err)
+				break
+			}
+			p.cfg.Logger.Warn("store presence failed; retrying", "changes", len(cs), "err", err)
+			time.Sleep(presenceRetry)
 		}
 		cs = cs[:0]
 	}
@@ -328,8 +347,21 @@ func (p *Presence) reloadLoop(ctx context.Context) {
 		}
 		got, err := p.store.DeviceResources(ctx, jids)
 		if err != nil {
-			if ctx.Err() == nil {
-				p.cfg.Logger.Warn("cannot reload presence", "devices", len(jids), "err", err)
+			if ctx.Err() != nil {
+				return
+			}
+			p.cfg.Logger.Warn("cannot reload presence; retrying in a second", "devices", len(pending), "err", err)
+			p.mu.Lock()
+			maps.Copy(p.pending, pending)
+			p.mu.Unlock()
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+			select {
+			case p.reload <- struct{}{}:
+			default:
 			}
 			continue
 		}

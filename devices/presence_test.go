@@ -241,3 +241,32 @@ func TestPresenceReconcile(t *testing.T) {
 		t.Errorf("events = %+v, want gone@example.com offline last", evs)
 	}
 }
+
+// flakyPresence refuses the first fails batches.
+type flakyPresence struct {
+	memstore.PresenceStore
+	mu    sync.Mutex
+	fails int
+}
+
+func (f *flakyPresence) ApplyPresence(ctx context.Context, cs []iotgate.PresenceChange) error {
+	f.mu.Lock()
+	if f.fails > 0 {
+		f.fails--
+		f.mu.Unlock()
+		return errors.New("connection reset")
+	}
+	f.mu.Unlock()
+	return f.PresenceStore.ApplyPresence(ctx, cs)
+}
+
+// A batch the store refuses once is stored on the next attempt.
+func TestPresenceRetry(t *testing.T) {
+	store := &flakyPresence{fails: 1}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p := NewPresence(store, PresenceConfig{})
+	go p.Run(ctx)
+	p.Update(&iotgate.Device{ID: 1, JID: "d@example.com"}, iotgate.PresenceUpdate{From: "d@example.com/r", Available: true})
+	waitFor(t, func() bool { return len(store.Events()) == 1 })
+}
