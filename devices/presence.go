@@ -204,29 +204,27 @@ func (p *Presence) MarkFresh() {
 		p.mu.Unlock()
 		return
 	}
+	// The probe start keeps its monotonic reading: the age of what it
+	// did not confirm is measured on this clock, the store's own clock
+	// dates the rows.
+	start := p.cfg.Clock()
+	p.stale, p.since = false, start.UTC()
+	p.round++
+	p.probe = start
 	online := make([]string, 0, len(p.res))
 	for jid := range p.res {
 		online = append(online, jid)
 	}
 	fire := p.onOnline
-	defer func() {
-		for _, jid := range online {
-			for _, f := range fire {
-				f(jid)
-			}
-		}
-	}()
-	defer p.mu.Unlock()
-	// The probe start keeps its monotonic reading: the age of what
-	// it did not confirm is measured on this clock, the store's own
-	// clock dates the rows.
-	start := p.cfg.Clock()
-	p.stale, p.since = false, start.UTC()
-	p.round++
-	p.probe = start
+	p.mu.Unlock()
 	select {
 	case p.probed <- struct{}{}:
 	default:
+	}
+	for _, jid := range online {
+		for _, f := range fire {
+			f(jid)
+		}
 	}
 }
 
