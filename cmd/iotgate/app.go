@@ -38,6 +38,7 @@ type App struct {
 	db       *postgres.DB
 	registry *schemas.Registry
 	presence *devices.Presence
+	changes  *postgres.Changes
 	svc      *devices.Service
 	conn     *component.Conn
 	readings *component.ReadingHandler
@@ -91,10 +92,14 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 	if err := a.registry.LoadNamespaces(ctx); err != nil {
 		return nil, err
 	}
-	a.presence = devices.NewPresence(db, nil, log.With("part", "presence"))
+	a.presence = devices.NewPresence(db, devices.PresenceConfig{Logger: log.With("part", "presence"),
+		ProbeGrace: cfg.PresenceProbeGrace})
 
 	var evCtx context.Context
 	evCtx, a.stopEvents = context.WithCancel(context.WithoutCancel(ctx))
+	// Presence any instance receives is reloaded by every instance.
+	a.changes = db.ListenChanges(evCtx)
+	a.changes.Subscribe(postgres.ChangePresence, a.presence.Refresh)
 	evLog := log.With("part", "events")
 	a.hub = events.NewHub(db, events.Config{Wake: db.EventWakeups(evCtx), Poll: cfg.EventPoll,
 		MaxBacklog: cfg.EventBacklog, MaxBacklogBytes: cfg.EventBacklogBytes,
