@@ -93,7 +93,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 		return nil, err
 	}
 	a.presence = devices.NewPresence(db, devices.PresenceConfig{Logger: log.With("part", "presence"),
-		ProbeGrace: cfg.PresenceProbeGrace})
+		ProbeGrace: cfg.PresenceProbeGrace, Fleet: fleet{&a.members}})
 
 	var evCtx context.Context
 	evCtx, a.stopEvents = context.WithCancel(context.WithoutCancel(ctx))
@@ -161,8 +161,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 	// another one sent, and the other way round.
 	a.conn.ForwardStrayAnswers(a.commands)
 	a.members = instances.New(db, a.conn, instances.Config{ID: cfg.InstanceID, Logger: log.With("part", "instances")})
-	changes := db.ListenChanges(evCtx)
-	changes.Subscribe(postgres.ChangeCommand, a.commands.Changed)
+	a.changes.Subscribe(postgres.ChangeCommand, a.commands.Changed)
 	// Commands a previous run left waiting for an answer can't be
 	// answered any more: say so before anyone asks.
 	if err := a.commands.Recover(ctx); err != nil {
@@ -337,6 +336,18 @@ type xmppStats struct{ c **component.Conn }
 func (x xmppStats) Health(ctx context.Context) (bool, time.Time, error) { return (*x.c).Health(ctx) }
 func (x xmppStats) Reconnects() uint64                                  { return (*x.c).Reconnects() }
 func (x xmppStats) PendingIQs() int                                     { return (*x.c).PendingIQs() }
+
+// fleet is the instance registry for presence, which is built before it
+// (the registry needs the stream, which needs the device service, which
+// needs presence).
+type fleet struct{ r **instances.Registry }
+
+func (f fleet) OthersStreaming(ctx context.Context) (bool, error) {
+	if *f.r == nil {
+		return false, nil
+	}
+	return (*f.r).OthersStreaming(ctx)
+}
 
 // commandGrace is how much of a graceful shutdown in-flight commands may
 // use: two thirds, the rest is for committing readings and closing.
