@@ -3,14 +3,16 @@
 -- days they ask for.
 --
 -- The existing table is kept where it is and attached as the first
--- partition, covering everything before the end of today (UTC), or of the
--- day of its newest reading if that is later: no row is copied. Its CHECK
--- constraint, validated first, lets ATTACH skip its own scan; its index and
--- foreign key become the partitioned table's as they are. The daily
--- partitions after it are created by iotgate (postgres.(*DB).
--- EnsurePartitions) at start and every hour; a DEFAULT partition takes any
--- reading no daily partition covers, so an insert never fails for want of
--- one.
+-- partition, from MINVALUE to the end of today (UTC), or of the day of its
+-- newest reading if that is later: no row is copied. Its CHECK constraint,
+-- validated first (one scan, under the migration's lock), lets ATTACH skip
+-- its own scan; its index and foreign key become the partitioned table's
+-- as they are. A last partition covers the rest, up to MAXVALUE, so that
+-- an insert never fails for want of a partition; iotgate carves the daily
+-- partitions out of it ahead of time (postgres.(*DB).EnsurePartitions).
+-- The partitions are contiguous and there is no DEFAULT partition: with
+-- one, PostgreSQL can't read the partitions in order, and a newest-first
+-- page would probe every partition instead of the newest.
 --
 -- There is no primary key: one on a partitioned table must include
 -- received_at, so it would not make id unique across partitions anyway,
@@ -63,10 +65,10 @@ BEGIN
 
     EXECUTE format('ALTER TABLE readings ATTACH PARTITION %I FOR VALUES FROM (MINVALUE) TO (%L)', legacy, bound);
     EXECUTE format('ALTER TABLE %I DROP CONSTRAINT %I', legacy, legacy || '_bound');
+    EXECUTE format('CREATE TABLE %I PARTITION OF readings FOR VALUES FROM (%L) TO (MAXVALUE)',
+        'readings_from_' || to_char(bound AT TIME ZONE 'UTC', 'YYYYMMDD'), bound);
 END
 $$;
-
-CREATE TABLE readings_default PARTITION OF readings DEFAULT;
 
 -- Retention deletes by age across devices.
 CREATE INDEX rejections_received_idx ON rejections (received_at);

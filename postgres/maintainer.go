@@ -46,8 +46,8 @@ type Maintainer struct {
 
 // Maintenance is what one Maintain did.
 type Maintenance struct {
-	Created, Dropped               []string // reading partitions
-	Readings, Rejections, Commands int      // rows deleted
+	Created, Dropped     []string // reading partitions
+	Rejections, Commands int      // rows deleted
 }
 
 // Run maintains at once and then every Every until ctx ends.
@@ -67,9 +67,9 @@ func (m *Maintainer) Run(ctx context.Context) {
 		if err != nil && ctx.Err() == nil {
 			log.Warn("maintain tables", "err", err)
 		}
-		if len(r.Created)+len(r.Dropped)+r.Readings+r.Rejections+r.Commands > 0 {
+		if len(r.Created)+len(r.Dropped)+r.Rejections+r.Commands > 0 {
 			log.Info("maintained tables", "created", r.Created, "dropped", r.Dropped,
-				"readings", r.Readings, "rejections", r.Rejections, "commands", r.Commands)
+				"rejections", r.Rejections, "commands", r.Commands)
 		}
 		select {
 		case <-ctx.Done():
@@ -105,8 +105,6 @@ func (m *Maintainer) Maintain(ctx context.Context) (Maintenance, error) {
 	if m.ReadingRetention > 0 {
 		before := t.Add(-m.ReadingRetention)
 		r.Dropped, err = m.DB.DropReadingPartitions(ctx, before)
-		keep(err)
-		r.Readings, err = m.drain(ctx, before, m.DB.TrimDefaultReadings)
 		keep(err)
 	}
 	if m.RejectionRetention > 0 {

@@ -44,6 +44,25 @@ func partitionOf(t *testing.T, db *postgres.DB, id int64) string {
 	return name
 }
 
+// partitionNames returns the names of the partitions of readings in order.
+func partitionNames(t *testing.T, db *postgres.DB) []string {
+	t.Helper()
+	rows, err := db.SQL().Query(`SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+		WHERE i.inhparent = 'readings'::regclass ORDER BY pg_get_expr(c.relpartbound, c.oid) LIKE '%MINVALUE%' DESC,
+		substring(pg_get_expr(c.relpartbound, c.oid) FROM 'FROM \(''([^'']+)''\)')::timestamptz`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var names []string
+	for rows.Next() {
+		var n string
+		rows.Scan(&n)
+		names = append(names, n)
+	}
+	return names
+}
+
 // allPages walks a device's readings a page of limit at a time and returns
 // their ids.
 func allPages(t *testing.T, db *postgres.DB, jid string, f iotgate.ReadingFilter) []int64 {
@@ -75,19 +94,20 @@ func TestPartitionSeam(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"readings_p20300310", "readings_p20300311", "readings_p20300312"}
+	want := []string{"readings_p20300310", "readings_p20300311", "readings_p20300312", "readings_from_20300313"}
 	if !slices.Equal(created, want) {
 		t.Fatalf("created %v, want %v", created, want)
 	}
 
 	seam := seamDay.Add(24 * time.Hour)
+	later := seamDay.Add(5*24*time.Hour + time.Hour)
 	far := time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC)
 	past := time.Date(1999, 1, 1, 0, 0, 0, 0, time.UTC)
 	rs := insertAt(t, db, dev,
 		seam.Add(-time.Microsecond), seam, seam, seam.Add(time.Microsecond), // two at the seam itself
-		seam.Add(-time.Hour), seam.Add(time.Hour), far, past)
+		seam.Add(-time.Hour), seam.Add(time.Hour), far, past, later)
 	for i, wantPart := range []string{"readings_p20300310", "readings_p20300311", "readings_p20300311", "readings_p20300311",
-		"readings_p20300310", "readings_p20300311", "readings_default", ""} {
+		"readings_p20300310", "readings_p20300311", "readings_from_20300313", "", "readings_from_20300313"} {
 		got := partitionOf(t, db, rs[i].ID)
 		if wantPart == "" { // before every daily partition: the partition the old table became
 			if !strings.HasPrefix(got, "readings_before_") {
@@ -119,14 +139,20 @@ func TestPartitionSeam(t *testing.T) {
 		}
 	}
 
-	// A partition created later for a day the default partition has
-	// readings of takes them.
-	created, err = db.EnsurePartitions(ctx, far, 0)
-	if err != nil || !slices.Equal(created, []string{"readings_p20990101"}) {
-		t.Fatalf("EnsurePartitions(%v) = %v, %v", far, created, err)
+	// Days created later out of the last partition take its readings of
+	// them; the days between stay one partition.
+	created, err = db.EnsurePartitions(ctx, later, 0)
+	if want := []string{"readings_p20300315", "readings_from_20300316"}; err != nil || !slices.Equal(created, want) {
+		t.Fatalf("EnsurePartitions(%v) = %v, %v; want %v", later, created, err, want)
 	}
-	if got := partitionOf(t, db, rs[6].ID); got != "readings_p20990101" {
-		t.Errorf("far reading is in %s after its day's partition was created", got)
+	for i, want := range map[int]string{6: "readings_from_20300316", 8: "readings_p20300315"} {
+		if got := partitionOf(t, db, rs[i].ID); got != want {
+			t.Errorf("reading at %v is in %s, want %s", rs[i].ReceivedAt, got, want)
+		}
+	}
+	if got := partitionNames(t, db); !slices.Equal(got, []string{"readings_before_20261207", "readings_p20261207_20300310",
+		"readings_p20300310", "readings_p20300311", "readings_p20300312", "readings_p20300313_20300315", "readings_p20300315", "readings_from_20300316"}) {
+		t.Errorf("partitions %v", got)
 	}
 	// And again: nothing to do.
 	if created, err := db.EnsurePartitions(ctx, seamDay, 2); err != nil || len(created) != 0 {
@@ -149,15 +175,15 @@ func TestReadingRetention(t *testing.T) {
 	rs := insertAt(t, db, dev, append(at, far)...)
 
 	// Ten days after seamDay+1 ends, with 10 days' retention: the first
-	// partition and seamDay's and seamDay+1's go, the others stay.
+	// partitions up to seamDay+1 go, a new empty first one replaces them.
 	m := &postgres.Maintainer{DB: db, ReadingRetention: 10 * 24 * time.Hour, Ahead: 1,
 		Now: func() time.Time { return seamDay.Add(12*24*time.Hour + time.Minute) }}
 	got, err := m.Maintain(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got.Dropped) != 3 || !slices.Contains(got.Dropped, "readings_p20300310") || !slices.Contains(got.Dropped, "readings_p20300311") {
-		t.Errorf("dropped %v, want the first partition, readings_p20300310 and readings_p20300311", got.Dropped)
+	if want := []string{"readings_before_20261207", "readings_p20261207_20300310", "readings_p20300310", "readings_p20300311"}; !slices.Equal(got.Dropped, want) {
+		t.Errorf("dropped %v, want %v", got.Dropped, want)
 	}
 	page, err := db.Readings(ctx, dev.JID, iotgate.ReadingFilter{Limit: 100})
 	if err != nil {
@@ -175,16 +201,21 @@ func TestReadingRetention(t *testing.T) {
 		t.Errorf("LatestReading = %v, %v; want reading %d", latest, err, rs[3].ID)
 	}
 
-	// An insert into a day whose partition was dropped lands in the
-	// default partition, and goes in batches once expired.
-	old := insertAt(t, db, dev, seamDay.Add(time.Hour), seamDay.Add(2*time.Hour), seamDay.Add(3*time.Hour))
-	if p := partitionOf(t, db, old[0].ID); p != "readings_default" {
-		t.Errorf("reading of a dropped day is in %s, want readings_default", p)
+	// An insert into a day whose partition was dropped lands in the new
+	// first partition, which goes at the next run; an empty first
+	// partition stays.
+	old := insertAt(t, db, dev, seamDay.Add(time.Hour), seamDay.Add(2*time.Hour))
+	if p := partitionOf(t, db, old[0].ID); p != "readings_before_20300312" {
+		t.Errorf("reading of a dropped day is in %s, want readings_before_20300312", p)
 	}
-	m.Batch = 2
-	got, err = m.Maintain(ctx)
-	if err != nil || got.Readings != 3 || len(got.Dropped) != 0 {
-		t.Errorf("second Maintain = %+v, %v; want 3 readings deleted, nothing dropped", got, err)
+	for _, want := range [][]string{{"readings_before_20300312"}, nil} {
+		got, err = m.Maintain(ctx)
+		if err != nil || !slices.Equal(got.Dropped, want) {
+			t.Errorf("Maintain dropped %v, %v; want %v", got.Dropped, err, want)
+		}
+	}
+	if _, err := db.Readings(ctx, dev.JID, iotgate.ReadingFilter{Limit: 100}); err != nil {
+		t.Fatal(err)
 	}
 
 	// A device whose readings all expired has none.
@@ -224,6 +255,8 @@ func TestEnsurePartitionsConcurrent(t *testing.T) {
 	for d := range days + 1 {
 		want = append(want, "readings_p"+seamDay.Add(time.Duration(d)*24*time.Hour).Format("20060102"))
 	}
+	want = append(want, "readings_from_"+seamDay.Add((days+1)*24*time.Hour).Format("20060102"))
+	slices.Sort(want)
 	if !slices.Equal(all, want) {
 		t.Errorf("created %v, want each of %v once", all, want)
 	}
