@@ -256,11 +256,33 @@ func pageQuery(table, columns, jid string, f iotgate.ReadingFilter) (string, []a
 		if err != nil {
 			return "", nil, err
 		}
-		where = append(where, fmt.Sprintf("(t.received_at, t.id) %s (%s, %s)", cmp, arg(c.at), arg(c.id)))
+		// The plain comparison on received_at, implied by the row
+		// comparison, lets PostgreSQL skip the partitions past the cursor.
+		at := arg(c.at)
+		where = append(where, fmt.Sprintf("t.received_at %s= %s", cmp, at),
+			fmt.Sprintf("(t.received_at, t.id) %s (%s, %s)", cmp, at, arg(c.id)))
 	}
-	q := fmt.Sprintf(`SELECT %s FROM %s t WHERE %s ORDER BY t.received_at %s, t.id %s LIMIT %s`,
-		columns, table, strings.Join(where, " AND "), dir, dir, arg(f.Limit+1))
+	q := fmt.Sprintf(`SELECT %s FROM %s t WHERE %s ORDER BY t.received_at %s, t.id %s LIMIT %d`,
+		columns, table, strings.Join(where, " AND "), dir, dir, limitBucket(f.Limit+1))
 	return q, args, nil
+}
+
+// limitBuckets are the LIMITs pageQuery writes.
+var limitBuckets = []int{11, 21, 51, 101, 201, 501, 1001}
+
+// limitBucket returns the smallest of limitBuckets at least n (n past them
+// all: n). The LIMIT is written in the query, not passed as a parameter:
+// with a parameter PostgreSQL's generic plan assumes a tenth of the rows,
+// so it keeps making a custom plan at each call, and planning a query over
+// every partition of readings costs milliseconds. A few buckets keep the
+// prepared statements few; pageOf cuts the extra rows.
+func limitBucket(n int) int {
+	for _, b := range limitBuckets {
+		if n <= b {
+			return b
+		}
+	}
+	return n
 }
 
 // readingColumns are the columns scanReading reads, from alias t.
