@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/iotgate/iotgate"
 )
@@ -423,5 +424,30 @@ func TestStrangersQueuedBeforeThrottle(t *testing.T) {
 	lookups := f.store.Queries("Device") - before - 1
 	if lookups != 5 || answers[ErrNotRegistered] != 5 {
 		t.Errorf("%d strangers looked up (%d not registered), want the burst: 5", lookups, answers[ErrNotRegistered])
+	}
+}
+
+// TestStateReadingExpired checks that a cached newest reading older than
+// the reading retention is shown as none, as the store's answer will be
+// once its partition is dropped.
+func TestStateReadingExpired(t *testing.T) {
+	const jid = "d@example.com"
+	f := newCacheFixture(t, ServiceConfig{ReadingRetention: time.Hour})
+	f.register(jid)
+	f.ingest(jid, 1)
+	if _, v := f.state(jid); v != 1 {
+		t.Fatalf("reading %d, want 1", v)
+	}
+	f.mu.Lock()
+	f.now = f.now.Add(time.Hour)
+	f.mu.Unlock()
+	// Not f.state: the device was seen, it keeps its last_seen_at.
+	st, err := f.svc.State(context.Background(), jid)
+	if err != nil || st.Reading != nil || st.LastSeenAt == nil {
+		t.Errorf("an hour later: %+v, %v; want no reading, a last_seen_at", st, err)
+	}
+	f.ingest(jid, 2)
+	if _, v := f.state(jid); v != 2 {
+		t.Errorf("reading %d after a new one, want 2", v)
 	}
 }

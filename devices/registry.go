@@ -189,7 +189,7 @@ func (s *Service) State(ctx context.Context, jid string) (*iotgate.State, error)
 func (s *Service) latestReading(ctx context.Context, d *iotgate.Device) (*iotgate.Reading, error) {
 	r, ok, _ := s.cache.latestReading(d.JID, d.ID)
 	if ok {
-		return r, nil
+		return s.unexpired(r), nil
 	}
 	epoch := s.cache.currentEpoch()
 	r, err := s.store.LatestReading(ctx, d.JID)
@@ -203,7 +203,15 @@ func (s *Service) latestReading(ctx context.Context, d *iotgate.Device) (*iotgat
 		// reading is the new device's, not d's.
 		return nil, nil
 	}
-	return s.cache.putLatest(d.JID, d.ID, r, epoch), nil
+	return s.unexpired(s.cache.putLatest(d.JID, d.ID, r, epoch)), nil
+}
+
+// unexpired returns r, or nil if it is older than the reading retention.
+func (s *Service) unexpired(r *iotgate.Reading) *iotgate.Reading {
+	if r == nil || s.cfg.ReadingRetention <= 0 || r.ReceivedAt.After(s.cfg.Clock().Add(-s.cfg.ReadingRetention)) {
+		return r
+	}
+	return nil
 }
 
 // Readings returns a page of a device's readings (f as the API checked it; the

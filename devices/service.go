@@ -57,6 +57,10 @@ type ServiceConfig struct {
 	// KeepRejections is how many refused payloads are kept per device,
 	// the newest; default 1000.
 	KeepRejections int
+	// ReadingRetention is how long readings are kept (0: forever): a
+	// cached newest reading older than it is shown as none, as the
+	// store's answer will be once its day's partition is dropped.
+	ReadingRetention time.Duration
 	// CacheTTL bounds how long a looked-up device (or its absence) is
 	// trusted without asking the store; default 30s. iotgate's own writes
 	// update the cache at once; the TTL bounds what a change made behind

@@ -180,15 +180,16 @@ func (db *DB) InsertRejections(ctx context.Context, rs []*iotgate.Rejection, kee
 }
 
 // LatestReading returns the device's newest reading, with its DeviceID.
+// The device is found by a subquery, not a join: a constant device id lets
+// PostgreSQL read the partitions newest first and stop at the first row.
 // Errors: not_found.
 func (db *DB) LatestReading(ctx context.Context, jid string) (*iotgate.Reading, error) {
 	var devID int64
-	r, err := scanReadingAfter(db.db.QueryRowContext(ctx, `
-		SELECT d.id, `+readingColumns+`
-		FROM devices d JOIN readings t ON t.device_id = d.id
-		WHERE d.jid = $1
-		ORDER BY t.received_at DESC, t.id DESC
-		LIMIT 1`, jid), &devID)
+	st, err := db.prepared(ctx, latestReading)
+	if err != nil {
+		return nil, translate(err, "get latest reading")
+	}
+	r, err := scanReadingAfter(st.QueryRowContext(ctx, jid), &devID)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, iotgate.Errorf(iotgate.ENotFound, "device %s has no readings", jid)
 	}
@@ -198,6 +199,15 @@ func (db *DB) LatestReading(ctx context.Context, jid string) (*iotgate.Reading, 
 	r.DeviceID, r.DeviceJID = devID, jid
 	return r, nil
 }
+
+// latestReading selects a device's newest reading. It is prepared: a plan
+// over every partition costs more to make than to run.
+const latestReading = `
+	SELECT t.device_id, ` + readingColumns + `
+	FROM readings t
+	WHERE t.device_id = (SELECT id FROM devices WHERE jid = $1)
+	ORDER BY t.received_at DESC, t.id DESC
+	LIMIT 1`
 
 // cursor is a position in a time-ordered list: received_at and id of the
 // last item served.
@@ -246,11 +256,33 @@ func pageQuery(table, columns, jid string, f iotgate.ReadingFilter) (string, []a
 		if err != nil {
 			return "", nil, err
 		}
-		where = append(where, fmt.Sprintf("(t.received_at, t.id) %s (%s, %s)", cmp, arg(c.at), arg(c.id)))
+		// The plain comparison on received_at, implied by the row
+		// comparison, lets PostgreSQL skip the partitions past the cursor.
+		at := arg(c.at)
+		where = append(where, fmt.Sprintf("t.received_at %s= %s", cmp, at),
+			fmt.Sprintf("(t.received_at, t.id) %s (%s, %s)", cmp, at, arg(c.id)))
 	}
-	q := fmt.Sprintf(`SELECT %s FROM %s t WHERE %s ORDER BY t.received_at %s, t.id %s LIMIT %s`,
-		columns, table, strings.Join(where, " AND "), dir, dir, arg(f.Limit+1))
+	q := fmt.Sprintf(`SELECT %s FROM %s t WHERE %s ORDER BY t.received_at %s, t.id %s LIMIT %d`,
+		columns, table, strings.Join(where, " AND "), dir, dir, limitBucket(f.Limit+1))
 	return q, args, nil
+}
+
+// limitBuckets are the LIMITs pageQuery writes.
+var limitBuckets = []int{11, 21, 51, 101, 201, 501, 1001}
+
+// limitBucket returns the smallest of limitBuckets at least n (n past them
+// all: n). The LIMIT is written in the query, not passed as a parameter:
+// with a parameter PostgreSQL's generic plan assumes a tenth of the rows,
+// so it keeps making a custom plan at each call, and planning a query over
+// every partition of readings costs milliseconds. A few buckets keep the
+// prepared statements few; pageOf cuts the extra rows.
+func limitBucket(n int) int {
+	for _, b := range limitBuckets {
+		if n <= b {
+			return b
+		}
+	}
+	return n
 }
 
 // readingColumns are the columns scanReading reads, from alias t.

@@ -3,7 +3,11 @@ package postgres
 import (
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/iotgate/iotgate"
 )
 
 func TestPageOf(t *testing.T) {
@@ -27,5 +31,35 @@ func TestPageOf(t *testing.T) {
 				t.Errorf("pageOf(%v, %d) = %v, %q; want %v, %q", c.items, c.limit, got, after, c.want, c.wantAfter)
 			}
 		})
+	}
+}
+
+func TestLimitBucket(t *testing.T) {
+	tests := []struct{ n, want int }{
+		{2, 11}, {11, 11}, {12, 21}, {51, 51}, {101, 101}, {102, 201}, {1001, 1001}, {1002, 1002},
+	}
+	for _, tt := range tests {
+		if got := limitBucket(tt.n); got != tt.want {
+			t.Errorf("limitBucket(%d) = %d, want %d", tt.n, got, tt.want)
+		}
+	}
+}
+
+// TestPageQueryCursorBoundsTime checks that a cursor also bounds
+// received_at alone, which is what lets PostgreSQL skip partitions.
+func TestPageQueryCursorBoundsTime(t *testing.T) {
+	c := cursor{time.Date(2030, 3, 10, 0, 0, 0, 0, time.UTC), 7}.String()
+	for _, desc := range []bool{false, true} {
+		q, _, err := pageQuery("readings", "t.id", "d@example.com", iotgate.ReadingFilter{Limit: 50, Desc: desc, Cursor: c})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := "t.received_at >= $2"
+		if desc {
+			want = "t.received_at <= $2"
+		}
+		if !strings.Contains(q, want) || !strings.Contains(q, "LIMIT 51") {
+			t.Errorf("desc %v: %s; want %q and LIMIT 51", desc, q, want)
+		}
 	}
 }

@@ -51,6 +51,7 @@ type App struct {
 	// until stopEvents.
 	hub        *events.Hub
 	trimmer    *events.Trimmer
+	maintainer *postgres.Maintainer
 	dispatcher *webhooks.Dispatcher
 	stopEvents context.CancelFunc
 
@@ -105,6 +106,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 		MaxBacklog: cfg.EventBacklog, MaxBacklogBytes: cfg.EventBacklogBytes,
 		MaxSubscribers: cfg.EventMaxStreams, MaxPerToken: cfg.EventMaxStreamsPerToken, Logger: evLog})
 	a.trimmer = &events.Trimmer{Log: db, Retention: cfg.EventRetention, Every: cfg.EventTrimInterval, Logger: evLog}
+	a.maintainer = &postgres.Maintainer{DB: db, ReadingRetention: cfg.ReadingRetention,
+		RejectionRetention: cfg.RejectionRetention, CommandRetention: cfg.CommandRetention,
+		Every: cfg.MaintainInterval, Logger: log.With("part", "maintainer")}
 	// 0 means "the default" to the dispatcher; a linger of 0 means none.
 	linger := cfg.WebhookLinger
 	if linger == 0 {
@@ -132,7 +136,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 
 		OversizeStanzas: func() uint64 { return a.conn.Oversize() },
 	})
-	a.svc = devices.NewService(db, a.registry, devices.ServiceConfig{Logger: log, Presence: a.presence, Observer: a.metrics,
+	a.svc = devices.NewService(db, a.registry, devices.ServiceConfig{Logger: log, ReadingRetention: cfg.ReadingRetention, Presence: a.presence, Observer: a.metrics,
 		DeviceDomains: cfg.DeviceDomains})
 
 	a.conn, err = component.New(component.Config{
@@ -237,6 +241,7 @@ func (a *App) Run(ctx context.Context) error {
 	// The heartbeat stops with the commands: a clean stop leaves at once.
 	go func() { defer a.wg.Done(); a.members.Run(commandsCtx) }()
 	go func() { defer a.wg.Done(); a.trimmer.Run(trimCtx) }()
+	go func() { defer a.wg.Done(); a.maintainer.Run(trimCtx) }()
 	// Every schema is compiled in the background, not before /readyz:
 	// many schemas (or a slow one) must not keep the API and the stream
 	// down; a reading whose schema is not compiled yet waits for it in

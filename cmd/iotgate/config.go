@@ -82,6 +82,11 @@ type Config struct {
 	EventMaxStreams, EventMaxStreamsPerToken                     int
 	EventBacklog, EventBacklogBytes                              int
 
+	// Retention of readings, rejections and finished commands (0: keep
+	// forever), and how often the maintainer applies it and creates the
+	// reading partitions ahead.
+	ReadingRetention, RejectionRetention, CommandRetention, MaintainInterval time.Duration
+
 	// Webhooks.
 	WebhookAllowPrivate                          bool
 	WebhookBatch, WebhookMax, WebhookConcurrency int
@@ -140,6 +145,10 @@ var settings = []setting{
 	{env: "IOTGATE_MAX_COMMANDS_IN_FLIGHT", flag: "max-commands-in-flight", def: "1000", help: "commands sent and not yet answered or timed out; beyond it, new ones get 429"},
 	{env: "IOTGATE_EVENT_RETENTION", flag: "event-retention", def: "24h", help: "how long events are kept for streams and webhooks to resume from; older ones are trimmed"},
 	{env: "IOTGATE_EVENT_TRIM_INTERVAL", flag: "event-trim-interval", def: "1m", help: "how often expired events are trimmed (in bounded batches)"},
+	{env: "IOTGATE_READING_RETENTION", flag: "reading-retention", def: "0", help: "how long readings are kept (e.g. 8760h); older ones go a day at a time, by dropping the day's partition once its end is older (0: forever)"},
+	{env: "IOTGATE_REJECTION_RETENTION", flag: "rejection-retention", def: "720h", help: "how long refused payloads (rejections) are kept (0: forever)"},
+	{env: "IOTGATE_COMMAND_RETENTION", flag: "command-retention", def: "2160h", help: "how long finished commands (with their history) are kept after their creation (0: forever)"},
+	{env: "IOTGATE_MAINTAIN_INTERVAL", flag: "maintain-interval", def: "1h", help: "how often reading partitions are created ahead and the retentions applied (in bounded batches)"},
 	{env: "IOTGATE_EVENT_KEEPALIVE", flag: "event-keepalive", def: "15s", help: "interval of the comment line that keeps an idle event stream open through proxies"},
 	{env: "IOTGATE_EVENT_POLL", flag: "event-poll", def: "1s", help: "how often the event log is read without a wake-up (the safety net under LISTEN/NOTIFY)"},
 	{env: "IOTGATE_EVENT_MAX_STREAMS", flag: "event-max-streams", def: "1000", help: "event streams (GET /v1/events) open at once on this instance; beyond it, 429"},
@@ -264,6 +273,10 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 		{"IOTGATE_PRESENCE_PROBE_GRACE", &cfg.PresenceProbeGrace, 100 * time.Millisecond, time.Hour},
 		{"IOTGATE_EVENT_RETENTION", &cfg.EventRetention, time.Second, 90 * 24 * time.Hour},
 		{"IOTGATE_EVENT_TRIM_INTERVAL", &cfg.EventTrimInterval, 100 * time.Millisecond, time.Hour},
+		{"IOTGATE_READING_RETENTION", &cfg.ReadingRetention, 0, 100 * 365 * 24 * time.Hour},
+		{"IOTGATE_REJECTION_RETENTION", &cfg.RejectionRetention, 0, 100 * 365 * 24 * time.Hour},
+		{"IOTGATE_COMMAND_RETENTION", &cfg.CommandRetention, 0, 100 * 365 * 24 * time.Hour},
+		{"IOTGATE_MAINTAIN_INTERVAL", &cfg.MaintainInterval, time.Second, 24 * time.Hour},
 		{"IOTGATE_EVENT_KEEPALIVE", &cfg.EventKeepAlive, 100 * time.Millisecond, time.Hour},
 		{"IOTGATE_EVENT_POLL", &cfg.EventPoll, 10 * time.Millisecond, time.Minute},
 		{"IOTGATE_WEBHOOK_LINGER", &cfg.WebhookLinger, 0, time.Minute},
