@@ -49,6 +49,12 @@ func (s *Service) Register(ctx context.Context, d *iotgate.Device) (*iotgate.Dev
 	return d, nil
 }
 
+// Forget makes the service read device jid (a canonical bare JID; ""
+// for every device) from the store again at its next use: the change
+// notification of a write that another instance, or this one, committed.
+// It does no I/O.
+func (s *Service) Forget(jid string) { s.cache.stale(jid) }
+
 // Device returns a registered device, from memory when it can: it is
 // what REST reads and every command look a device up with. The result is
 // the caller's to change. Errors: invalid (bad JID), not_found,
