@@ -78,6 +78,10 @@ func (r *Registry) recheck(ctx context.Context, all bool, refs map[Ref]bool) err
 		if err != nil {
 			return err
 		}
+		r.dropCompiled(func(ref Ref, c *compiled) bool {
+			s := rows[ref]
+			return s == nil || !c.fresh(s.CreatedAt)
+		})
 		nsOf, nsCount := map[Ref]string{}, map[string]int{}
 		for _, s := range rows {
 			nsOf[Ref{s.Name, s.Version}] = s.TargetNamespace
@@ -86,10 +90,6 @@ func (r *Registry) recheck(ctx context.Context, all bool, refs map[Ref]bool) err
 		r.nsMu.Lock()
 		r.nsOf, r.nsCount = nsOf, nsCount
 		r.nsMu.Unlock()
-		r.dropCompiled(func(ref Ref, c *compiled) bool {
-			s := rows[ref]
-			return s == nil || !c.fresh(s.CreatedAt)
-		})
 		return nil
 	}
 	for ref := range refs {
@@ -97,13 +97,13 @@ func (r *Registry) recheck(ctx context.Context, all bool, refs map[Ref]bool) err
 		if err != nil && iotgate.ErrorCode(err) != iotgate.ENotFound {
 			return err
 		}
+		r.dropCompiled(func(cref Ref, c *compiled) bool {
+			return cref == ref && (s == nil || !c.fresh(s.CreatedAt))
+		})
 		r.removeNamespace(ref)
 		if s != nil {
 			r.addNamespace(ref, s.TargetNamespace)
 		}
-		r.dropCompiled(func(cref Ref, c *compiled) bool {
-			return cref == ref && (s == nil || !c.fresh(s.CreatedAt))
-		})
 		delete(refs, ref)
 	}
 	return nil
