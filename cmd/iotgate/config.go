@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -8,6 +10,8 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -22,6 +26,10 @@ import (
 // Config is every setting of the iotgate binary. It is filled only here,
 // from flags and the environment (flags win), and handed to constructors.
 type Config struct {
+	// InstanceID names this instance among those sharing the database:
+	// in logs and as the instance label of every metric.
+	InstanceID string
+
 	XMPPAddr    string
 	Domain      string
 	Secret      string
@@ -97,6 +105,7 @@ type setting struct {
 }
 
 var settings = []setting{
+	{env: "IOTGATE_INSTANCE_ID", flag: "instance-id", help: "this instance's name among those sharing the database (1-64 of A-Z a-z 0-9 . _ -), in logs and as the instance label of every metric; default: the host name, '-' and 6 random hex digits"},
 	{env: "IOTGATE_XMPP_ADDR", flag: "xmpp-addr", def: "127.0.0.1:5347", help: "host:port of the XMPP server's component (XEP-0114) listener"},
 	{env: "IOTGATE_DOMAIN", flag: "domain", help: "the component's JID, e.g. iot.example.com (required)"},
 	{env: "IOTGATE_SECRET", secret: true, help: "the component's shared secret (required; environment only)"},
@@ -175,6 +184,12 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 
 	var cfg Config
 	var err error
+	if cfg.InstanceID = get("IOTGATE_INSTANCE_ID"); cfg.InstanceID == "" {
+		cfg.InstanceID = defaultInstanceID()
+	}
+	if !instanceIDRE.MatchString(cfg.InstanceID) {
+		return cfg, nil, &configError{"IOTGATE_INSTANCE_ID", fmt.Sprintf("%q is not 1 to 64 letters, digits, '.', '_' or '-'", cfg.InstanceID)}
+	}
 	if cfg.XMPPAddr, err = hostPort("IOTGATE_XMPP_ADDR", get("IOTGATE_XMPP_ADDR")); err != nil {
 		return cfg, nil, err
 	}
@@ -329,6 +344,27 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 		return cfg, nil, &configError{"IOTGATE_DEVICE_DOMAINS", iotgate.ErrorMessage(err)}
 	}
 	return cfg, fs.Args(), nil
+}
+
+var instanceIDRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+// defaultInstanceID is the host name (what a container or a machine is
+// known by), its odd characters replaced, and 6 random hex digits, so
+// that two instances on one host, or a restarted one, differ.
+func defaultInstanceID() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "iotgate"
+	}
+	host = strings.Map(func(r rune) rune {
+		if r < 0x80 && (r == '.' || r == '_' || r == '-' || r >= '0' && r <= '9' || r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z') {
+			return r
+		}
+		return '-'
+	}, host)
+	b := make([]byte, 3)
+	rand.Read(b)
+	return host[:min(len(host), 64-7)] + "-" + hex.EncodeToString(b)
 }
 
 func hostPort(setting, v string) (string, error) {
