@@ -4,6 +4,7 @@ package postgres_test
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -206,5 +207,53 @@ func TestChangesOfWrites(t *testing.T) {
 			}
 			all.none(t, "a second notification of one write")
 		})
+	}
+}
+
+// countingSchemaStore counts the reads of one schema version.
+type countingSchemaStore struct {
+	*postgres.DB
+	reads atomic.Int64
+}
+
+func (c *countingSchemaStore) SchemaVersion(ctx context.Context, name string, version int) (*schemas.Schema, error) {
+	c.reads.Add(1)
+	return c.DB.SchemaVersion(ctx, name, version)
+}
+
+// TestSchemaForgetKeepsSameRow checks, against PostgreSQL's timestamps
+// (microseconds), that the notification of a schema version this
+// registry registered itself leaves its compiled schema cached: the row
+// read again is recognised as the one compiled.
+func TestSchemaForgetKeepsSameRow(t *testing.T) {
+	ctx := context.Background()
+	db, _ := instances(t)
+	store := &countingSchemaStore{DB: db}
+	reg := schemas.NewRegistry(store, schemas.Config{})
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go reg.FollowChanges(fctx)
+	for i := range 20 { // a rounding mismatch would show in some of them
+		s, err := reg.Register(ctx, "thermostat", string(examples.Thermostat()), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := store.reads.Load()
+		reg.Forget(schemas.Ref{Name: s.Name, Version: s.Version}.String())
+		deadline := time.Now().Add(5 * time.Second)
+		for store.reads.Load() == before {
+			if time.Now().After(deadline) {
+				t.Fatal("the version was not read again")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		time.Sleep(20 * time.Millisecond) // let the check finish
+		checked := store.reads.Load()
+		if _, _, err := reg.Compiled(ctx, s.Name, s.Version); err != nil {
+			t.Fatal(err)
+		}
+		if n := store.reads.Load() - checked; n != 0 {
+			t.Fatalf("version %d: compiled again after its own notification (%d reads)", i+1, n)
+		}
 	}
 }
