@@ -188,6 +188,24 @@ func (c *cache) stale(jid string) {
 	delete(c.latest, jid)
 }
 
+// storedElsewhere takes a device's newest reading in a commit made by
+// another instance (or this one, already seen through committed): it
+// moves the device's mark, so that lastSeen shows it and a fill older
+// than it is not kept, and drops a cached reading older than it, read
+// again at its next use.
+func (c *cache) storedElsewhere(r *iotgate.Reading) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := markOf(r)
+	if old, ok := c.seen[r.DeviceID]; ok && !m.after(old) {
+		return
+	}
+	c.seen[r.DeviceID] = m
+	if e, ok := c.latest[r.DeviceJID]; ok && (e.devID != r.DeviceID || e.r == nil || m.after(markOf(e.r))) {
+		delete(c.latest, r.DeviceJID)
+	}
+}
+
 // lastSeen returns when the newest reading of device id committed since
 // start was received.
 func (c *cache) lastSeen(id int64) (time.Time, bool) {

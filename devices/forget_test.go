@@ -124,3 +124,69 @@ func TestForgetKeepsSenderRegistered(t *testing.T) {
 		t.Errorf("%d Device queries, want 2: each device read again once", n)
 	}
 }
+
+// TestReadingStored checks that a reading another instance stored (into
+// the store here) shows in State and last_seen_at once its notification
+// arrives, also when it lands between a fill's read and its caching, and
+// after "" (notifications lost).
+func TestReadingStored(t *testing.T) {
+	const jid = "d@example.com"
+	ctx := context.Background()
+	tests := []struct {
+		name string
+		// cold empties the cache first; during stores the reading
+		// inside the first LatestReading query; lost notifies "" instead
+		// of the key.
+		cold, during, lost bool
+	}{
+		{name: "Cached"},
+		{name: "Lost", lost: true},
+		{name: "DuringFill", cold: true, during: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newCacheFixture(t, ServiceConfig{})
+			d := f.register(jid)
+			f.ingest(jid, 1)
+			if _, v := f.state(jid); v != 1 {
+				t.Fatalf("reading %d, want 1", v)
+			}
+			var remote *iotgate.Reading
+			storeElsewhere := func() {
+				remote = &iotgate.Reading{DeviceID: d.ID, DeviceJID: jid, ReceivedAt: f.clock(), XML: `<x xmlns="urn:t" v="9"/>`, Data: []byte(`{"v":9}`)}
+				if err := f.store.InsertReadings(ctx, []*iotgate.Reading{remote})[0]; err != nil {
+					t.Fatal(err)
+				}
+				key := iotgate.ReadingKey(remote)
+				if tt.lost {
+					key = ""
+				}
+				f.svc.ReadingStored(key)
+			}
+			if tt.cold {
+				f.svc.cache = newCache(100, 100, 100)
+			}
+			if tt.during {
+				var fired atomic.Bool
+				f.store.SetAfterRead(func(op, j string) {
+					if op == "LatestReading" && j == jid && fired.CompareAndSwap(false, true) {
+						storeElsewhere()
+					}
+				})
+				// This State read before the change: whatever it shows.
+				if _, err := f.svc.State(ctx, jid); err != nil {
+					t.Fatal(err)
+				}
+				f.store.SetAfterRead(nil)
+			} else {
+				storeElsewhere()
+			}
+			if _, v := f.state(jid); v != 9 {
+				t.Errorf("reading %d, want 9 (stored elsewhere)", v)
+			}
+			if got, err := f.svc.Device(ctx, jid); err != nil || got.LastSeenAt == nil || !got.LastSeenAt.Equal(remote.ReceivedAt) {
+				t.Errorf("device last seen %v, %v; want %v", got.LastSeenAt, err, remote.ReceivedAt)
+			}
+		})
+	}
+}

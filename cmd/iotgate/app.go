@@ -169,6 +169,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 	// listener reconnects (then "" flushes the kind anyway).
 	changes := db.ListenChanges(evCtx)
 	changes.Subscribe(postgres.ChangeDevice, a.svc.Forget)
+	changes.Subscribe(postgres.ChangeReading, a.svc.ReadingStored)
 	changes.Subscribe(postgres.ChangeSchema, a.registry.Forget)
 	changes.Subscribe(postgres.ChangeToken, tokens.Forget)
 
