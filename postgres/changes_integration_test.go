@@ -4,6 +4,7 @@ package postgres_test
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -256,4 +257,53 @@ func TestSchemaForgetKeepsSameRow(t *testing.T) {
 			t.Fatalf("version %d: compiled again after its own notification (%d reads)", i+1, n)
 		}
 	}
+}
+
+// TestChangesOfReadings checks that a batch of readings notifies, per
+// device, its newest stored reading, and nothing for a deleted device's.
+func TestChangesOfReadings(t *testing.T) {
+	ctx := context.Background()
+	listener, writer := instances(t)
+	reg := schemas.NewRegistry(writer, schemas.Config{})
+	if _, err := reg.Register(ctx, "thermostat", string(examples.Thermostat()), ""); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC().Round(time.Microsecond)
+	var devs []*iotgate.Device
+	for _, j := range []string{"a@example.com", "b@example.com", "gone@example.com"} {
+		d := &iotgate.Device{JID: j, Schema: "thermostat", SchemaVersion: 1, Labels: map[string]string{}, CreatedAt: now, UpdatedAt: now}
+		if err := writer.CreateDevice(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+		devs = append(devs, d)
+	}
+	if err := writer.DeleteDevice(ctx, "gone@example.com"); err != nil {
+		t.Fatal(err)
+	}
+	readings := listenChanges(t, startListening(t, listener), postgres.ChangeReading)
+	readings.flushed(t, "when listening starts", postgres.ChangeReading)
+
+	// a: two readings, the second newer; b: two at the same time (the
+	// later id wins); gone: skipped.
+	var rs []*iotgate.Reading
+	for i, tc := range []struct {
+		dev int
+		at  time.Duration
+	}{{0, 0}, {1, time.Millisecond}, {0, 2 * time.Millisecond}, {2, 0}, {1, time.Millisecond}} {
+		rs = append(rs, &iotgate.Reading{DeviceID: devs[tc.dev].ID, DeviceJID: devs[tc.dev].JID, ReceivedAt: now.Add(tc.at),
+			XML: "<r/>", Data: []byte(`{"n":` + string(rune('0'+i)) + `}`)})
+	}
+	if err := errors.Join(writer.InsertReadings(ctx, rs)...); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{
+		"reading:" + iotgate.ReadingKey(rs[2]): true,
+		"reading:" + iotgate.ReadingKey(rs[4]): true,
+	}
+	for range want {
+		if got := readings.next(t, "after the batch"); !want[got] {
+			t.Errorf("notified %q, want one of %v", got, want)
+		}
+	}
+	readings.none(t, "a third notification of the batch")
 }

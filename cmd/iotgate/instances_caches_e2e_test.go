@@ -23,7 +23,8 @@ const coherent = time.Second
 // one ejabberd and checks that what one writes shows on the other within
 // a second, although the other had it cached: devices (registered,
 // relabeled, deleted), schemas (readings in a schema created on A are
-// accepted by B, which gets about half of them from ejabberd) and tokens
+// accepted by B, which gets about half of them from ejabberd), readings
+// (each instance's /state shows the newest, whichever stored it) and tokens
 // (revoked on A, refused by B). It also checks each instance's identity:
 // the instance label on its metrics and its startup line.
 func TestE2EInstancesCaches(t *testing.T) {
@@ -90,6 +91,24 @@ func TestE2EInstancesCaches(t *testing.T) {
 			if rep.Type != "result" {
 				t.Errorf("reading %d: %+v, want result", i, rep)
 			}
+		}
+		// Each instance stored some of them: both show the newest.
+		type stateBody struct {
+			LastSeenAt *time.Time `json:"last_seen_at"`
+			Reading    *struct {
+				ID         int64     `json:"id"`
+				ReceivedAt time.Time `json:"received_at"`
+				Data       struct {
+					Temperature float64 `json:"temperature"`
+				} `json:"data"`
+			} `json:"reading"`
+		}
+		for g, name := range map[*gate]string{a: "A", b: "B"} {
+			took["state on "+name] = pollWithin(t, "the newest reading shown by "+name, coherent, func() bool {
+				var st stateBody
+				return g.do("GET", path+"/state", nil, &st) == 200 && st.Reading != nil && st.Reading.Data.Temperature == 29.5 &&
+					st.LastSeenAt != nil && st.LastSeenAt.Equal(st.Reading.ReceivedAt)
+			})
 		}
 	})
 
