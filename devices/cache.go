@@ -26,7 +26,8 @@ import (
 //   - a reading filled from the store may be older than one committed
 //     meanwhile: seen holds the newest committed reading of every device
 //     since start (a few dozen bytes per device, never evicted), and a
-//     fill older than it is not kept.
+//     fill older than it is not kept. Readings committed by other
+//     instances move it too (storedElsewhere).
 //
 // Memory is bounded: at most maxDevices records, maxStrangers JIDs known
 // not to be registered and maxLatest readings (about 1 KB each with their
