@@ -116,6 +116,13 @@ type Command struct {
 	// ID and its name then); empty for commands from before tokens.
 	TokenID string
 	SentBy  string
+	// IQID is the id of the IQ the command was (last) sent in: random and
+	// unguessable, so that an instance that did not send it can match
+	// the device's answer to it (with Target).
+	IQID string
+	// Instance is the iotgate instance that runs the command (creates,
+	// sends and waits for it); "" for commands from before instances.
+	Instance string
 }
 
 // CommandResponse is the payload of a device's IQ result.
@@ -333,9 +340,13 @@ type CommandStore interface {
 	// ExpireCommands moves queued commands whose expires_at is not after
 	// now to expired, with reason, and returns their IDs.
 	ExpireCommands(ctx context.Context, now time.Time, reason string) ([]string, error)
-	// FailUnfinishedCommands moves every pending or sent command to
-	// failed with the error code and reason given, and returns how many.
-	FailUnfinishedCommands(ctx context.Context, now time.Time, code, reason string) (int, error)
+	// FailUnfinishedCommands moves every pending or sent command of
+	// instance (and of no instance: from before instances) to failed
+	// with the error code and reason given, and returns how many.
+	FailUnfinishedCommands(ctx context.Context, instance string, now time.Time, code, reason string) (int, error)
+	// CommandByIQ returns the command last sent in the IQ with this id.
+	// Errors: not_found.
+	CommandByIQ(ctx context.Context, iqID string) (*Command, error)
 }
 
 // CommandUpdate is one status change for CommandStore.UpdateCommands:
@@ -345,4 +356,7 @@ type CommandUpdate struct {
 	Command *Command
 	From    []CommandStatus
 	Event   *CommandEvent
+	// Notify tells the other instances that the command changed (an
+	// answer to a command one of them runs).
+	Notify bool
 }

@@ -32,9 +32,22 @@ type DeviceStore interface {
 	Rejections(ctx context.Context, jid string, f ReadingFilter) (*RejectionPage, error)
 }
 
-// PresenceStore records presence history.
+// PresenceStore keeps the devices' available resources, shared by every
+// instance, and their presence history.
 type PresenceStore interface {
-	InsertPresenceEvents(ctx context.Context, evs []PresenceEvent) error
+	// ApplyPresence applies changes in order, in one transaction, and
+	// records each online/offline transition they make once (history
+	// and presence event), whichever instances apply changes of the same
+	// device at the same time. Changes of deleted devices are skipped.
+	ApplyPresence(ctx context.Context, cs []PresenceChange) error
+	// ExpirePresence removes the resources no change confirmed within
+	// the last age by the store's clock (instances' clocks may differ; 0:
+	// every resource), recording the devices that go offline at at.
+	ExpirePresence(ctx context.Context, age time.Duration, at time.Time) error
+	// DeviceResources returns the available resources of the devices
+	// with these bare JIDs (of every device when jids is nil), by bare
+	// JID; a device without any is absent.
+	DeviceResources(ctx context.Context, jids []string) (map[string][]Resource, error)
 }
 
 // EventLog is the durable log of events. The stores write events in the

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/iotgate/iotgate"
 )
 
 // HealthCheck is a part of iotgate that /readyz asks whether it works (the
@@ -32,10 +34,25 @@ type StatusResponse struct {
 	Status string `json:"status" example:"ok"`
 }
 
+// InstanceInfo names this instance and says its role among the instances
+// serving the component domain; instances.Registry implements it.
+type InstanceInfo interface {
+	ID() string
+	Role(ctx context.Context) iotgate.Role
+}
+
 // ReadyResponse is the body of GET /readyz.
 type ReadyResponse struct {
 	// Status is "ok" when every check passes, else "unavailable".
 	Status string `json:"status" enums:"ok,unavailable" example:"unavailable"`
+	// Instance is this instance's ID (IOTGATE_INSTANCE_ID).
+	Instance string `json:"instance,omitempty" example:"iot-1"`
+	// Role is what this instance does for the component domain: active
+	// (its stream is up, no other instance's is), member (its stream is up
+	// and so is another's: ejabberd spreads the stanzas), standby (the
+	// server refuses its stream while another instance holds the domain:
+	// Prosody; it takes over when that one goes), disconnected.
+	Role string `json:"role,omitempty" enums:"active,member,standby,disconnected" example:"standby"`
 	// Checks has the result of each check, by name.
 	Checks map[string]CheckResult `json:"checks"`
 }
@@ -52,8 +69,9 @@ type CheckResult struct {
 
 // healthHandler serves the probes.
 type healthHandler struct {
-	checks  map[string]HealthCheck
-	timeout time.Duration
+	checks   map[string]HealthCheck
+	timeout  time.Duration
+	instance InstanceInfo
 }
 
 // healthz reports that the process is up.
@@ -73,7 +91,7 @@ func (h *healthHandler) healthz(c echo.Context) error {
 // readyz runs every check concurrently, each bounded by h.timeout.
 //
 //	@Summary		Readiness probe
-//	@Description	Answers 200 when every part iotgate depends on (the XMPP server, the database) works, else 503. The body says which part is down, since when and why.
+//	@Description	Answers 200 when every part iotgate depends on (the XMPP server, the database) works, else 503. The body says which part is down, since when and why, and this instance's ID and role (active, member, standby, disconnected). A standby (Prosody refuses its stream while another instance holds the domain) answers 503: route traffic to the ready ones.
 //	@Tags			health
 //	@Produce		json
 //	@Success		200	{object}	api.ReadyResponse
@@ -99,6 +117,9 @@ func (h *healthHandler) readyz(c echo.Context) error {
 		})
 	}
 	wg.Wait()
+	if h.instance != nil {
+		resp.Instance, resp.Role = h.instance.ID(), string(h.instance.Role(ctx))
+	}
 
 	c.Response().Header().Set(echo.HeaderCacheControl, "no-store")
 	status := http.StatusOK

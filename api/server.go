@@ -108,6 +108,8 @@ type Deps struct {
 	// /v1/events/tickets and the ticket= of the stream.
 	Events  EventHub
 	Tickets TicketService
+	// Instance, when set, names this instance and its role in /readyz.
+	Instance InstanceInfo
 }
 
 // Server is iotgate's HTTP server. Create it with New, then Listen, Serve
@@ -199,7 +201,7 @@ type route struct {
 // routes registers every route of the API. The table below is the one
 // place that says which scope each route needs.
 func (s *Server) routes(deps Deps) {
-	health := &healthHandler{checks: deps.Checks, timeout: s.cfg.CheckTimeout}
+	health := &healthHandler{checks: deps.Checks, timeout: s.cfg.CheckTimeout, instance: deps.Instance}
 	s.echo.GET("/healthz", health.healthz)
 	s.echo.GET("/readyz", health.readyz)
 

@@ -25,7 +25,7 @@ var _ devices.CommandSender = (*Conn)(nil)
 // xmpp_unavailable) when the stream is down or drops before the answer,
 // timeout when ctx ends first, too_many_requests when MaxPendingIQs are
 // already waiting.
-func (c *Conn) SendCommand(ctx context.Context, to, iqType string, payload []byte) (iotgate.CommandReply, error) {
+func (c *Conn) SendCommand(ctx context.Context, to, iqType, id string, payload []byte) (iotgate.CommandReply, error) {
 	if iqType != TypeGet && iqType != TypeSet {
 		return iotgate.CommandReply{}, iotgate.Errorf(iotgate.EInvalid, "a command is an IQ get or set, not %q", iqType)
 	}
@@ -33,10 +33,15 @@ func (c *Conn) SendCommand(ctx context.Context, to, iqType string, payload []byt
 	if err != nil {
 		return iotgate.CommandReply{}, err
 	}
-	rep, err := c.SendIQ(ctx, &Stanza{Kind: KindIQ, Type: iqType, To: to, Inner: inner})
+	rep, err := c.SendIQ(ctx, &Stanza{Kind: KindIQ, Type: iqType, ID: id, To: to, Inner: inner})
 	if err != nil {
 		return iotgate.CommandReply{}, err
 	}
+	return CommandReply(rep), nil
+}
+
+// CommandReply turns an IQ result or error into a command's reply.
+func CommandReply(rep *Stanza) iotgate.CommandReply {
 	if rep.Type == TypeError {
 		out := iotgate.CommandReply{Type: TypeError}
 		if se, ok := rep.StanzaError(); ok {
@@ -44,11 +49,23 @@ func (c *Conn) SendCommand(ctx context.Context, to, iqType string, payload []byt
 		} else {
 			out.Error = &iotgate.XMPPError{Type: string(stanza.Cancel), Condition: string(stanza.UndefinedCondition), Text: "the error reply carried no valid <error/> element"}
 		}
-		return out, nil
+		return out
 	}
 	out := iotgate.CommandReply{Type: TypeResult}
 	if el, ok := rep.FirstChild(); ok {
 		out.Payload, out.Namespace = el.Raw, el.Name.Space
 	}
-	return out, nil
+	return out
+}
+
+// CommandAnswers records answers to commands that another instance sent;
+// devices.Commands implements it.
+type CommandAnswers interface {
+	ForeignAnswer(from, iqID string, rep iotgate.CommandReply)
+}
+
+// ForwardStrayAnswers hands every IQ reply no IQ of c waits for to a, as
+// the answer to a command another instance may have sent.
+func (c *Conn) ForwardStrayAnswers(a CommandAnswers) {
+	c.OnStrayReply(func(st *Stanza) { a.ForeignAnswer(st.From, st.ID, CommandReply(st)) })
 }

@@ -39,7 +39,7 @@ func TestCommandsRealServers(t *testing.T) {
 				// that does not exist: the device service treats both
 				// answers as "offline" (device_offline, or queued again).
 				for _, to := range []string{"thermo@" + srv.Domain() + "/gone", "nobody@" + srv.Domain() + "/x"} {
-					rep, err := c.SendCommand(ctx, to, "set", []byte(`<set xmlns="urn:example:t"/>`))
+					rep, err := c.SendCommand(ctx, to, "set", "", []byte(`<set xmlns="urn:example:t"/>`))
 					if err != nil {
 						t.Fatalf("%s: %v", to, err)
 					}
@@ -71,7 +71,7 @@ func TestCommandsRealServers(t *testing.T) {
 				}
 				done := make(chan result, 1)
 				go func() {
-					rep, err := c.SendCommand(ctx, dev.JID(), "set", []byte(`<set xmlns="urn:example:t"/>`))
+					rep, err := c.SendCommand(ctx, dev.JID(), "set", "", []byte(`<set xmlns="urn:example:t"/>`))
 					done <- result{rep, err}
 				}()
 				var id string

@@ -81,7 +81,7 @@ func TestSendCommand(t *testing.T) {
 			go func() {
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 				defer cancel()
-				rep, err := c.SendCommand(ctx, to, tt.typ, []byte(tt.payload))
+				rep, err := c.SendCommand(ctx, to, tt.typ, "", []byte(tt.payload))
 				done <- res{rep, err}
 			}()
 			req := fc.read(t)
@@ -104,12 +104,12 @@ func TestSendCommand(t *testing.T) {
 
 	t.Run("NotOneElement", func(t *testing.T) {
 		for _, p := range []string{"", "text", "<a/><b/>", "<a>", "<!DOCTYPE a><a/>"} {
-			_, err := c.SendCommand(context.Background(), to, "set", []byte(p))
+			_, err := c.SendCommand(context.Background(), to, "set", "", []byte(p))
 			if iotgate.ErrorCode(err) != iotgate.EInvalid {
 				t.Errorf("payload %q: err = %v, want invalid", p, err)
 			}
 		}
-		_, err := c.SendCommand(context.Background(), to, "result", []byte("<a/>"))
+		_, err := c.SendCommand(context.Background(), to, "result", "", []byte("<a/>"))
 		if iotgate.ErrorCode(err) != iotgate.EInvalid || !strings.Contains(err.Error(), "get or set") {
 			t.Errorf("type result: err = %v, want invalid", err)
 		}

@@ -37,8 +37,9 @@ type Config struct {
 	MinBackoff       time.Duration // first reconnect delay; default 250ms
 	MaxBackoff       time.Duration // reconnect delay cap; default 5s
 	CloseTimeout     time.Duration // wait for the server's </stream:stream> on shutdown; default 2s
-	// ConflictBackoff is the shortest reconnect delay after the server
-	// refused the stream with conflict; default 2s. See Run.
+	// ConflictBackoff is the reconnect delay (with jitter: half to all of
+	// it) while the server refuses the stream with conflict, as it does a
+	// standby on Prosody; default 2s. See Run.
 	ConflictBackoff time.Duration
 
 	// Disco configures the answers to service discovery.

@@ -31,9 +31,13 @@ type Conn struct {
 	pending map[string]*pendingIQ
 	onUp    []func(context.Context)
 	onDown  []func()
+	onStray []func(*Stanza)
 
 	reconnects atomic.Uint64
-	oversize   atomic.Uint64
+	// refused is set while the server refuses the stream with conflict:
+	// another connection holds the domain (a standby on Prosody).
+	refused  atomic.Bool
+	oversize atomic.Uint64
 	// skipErrors bounds the error messages sent back for skipped
 	// stanzas, per sender.
 	skipErrors    *limiter
@@ -86,6 +90,16 @@ func (c *Conn) OnConnect(f func(ctx context.Context)) {
 	c.mu.Unlock()
 }
 
+// OnStrayReply registers f to receive each IQ result or error that
+// matches no IQ this connection waits for: with several instances on one
+// domain, the answer to another instance's IQ. f runs on the stream's
+// read loop and must not block.
+func (c *Conn) OnStrayReply(f func(st *Stanza)) {
+	c.mu.Lock()
+	c.onStray = append(c.onStray, f)
+	c.mu.Unlock()
+}
+
 // OnDisconnect registers f to run each time an established stream ends,
 // after every pending IQ has failed.
 func (c *Conn) OnDisconnect(f func()) {
@@ -105,6 +119,10 @@ func (c *Conn) Health(context.Context) (ok bool, since time.Time, err error) {
 	return false, c.since, c.lastErr
 }
 
+// Refused reports whether the server refused the last attempt with
+// conflict: another connection holds the domain.
+func (c *Conn) Refused() bool { return c.refused.Load() }
+
 // Reconnects returns how many times the stream has been re-established.
 func (c *Conn) Reconnects() uint64 { return c.reconnects.Load() }
 
@@ -116,10 +134,11 @@ func (c *Conn) Reconnects() uint64 { return c.reconnects.Load() }
 // domain: most often iotgate's own previous one, which iotgate gave up on
 // (keepalive) but the server, busy or cut off from iotgate's close, has not
 // seen die. Prosody refuses the newcomer until it drops that stream (unless
-// component_conflict_resolve = "kick_old"); ejabberd accepts both. Retrying
-// fast only adds to a busy server's load, so after a conflict Run waits at
-// least ConflictBackoff (with jitter): it is back within
-// max(ConflictBackoff, MaxBackoff) of the server dropping the old stream.
+// component_conflict_resolve = "kick_old"); ejabberd accepts both. That is
+// also how a standby instance waits on Prosody while another one holds the
+// domain: after a conflict Run retries every ConflictBackoff (with
+// jitter), without growing it, so it takes over within ConflictBackoff of
+// the server dropping the old stream.
 func (c *Conn) Run(ctx context.Context) error {
 	attempt := 0
 	connectedOnce := false
@@ -147,8 +166,13 @@ func (c *Conn) Run(ctx context.Context) error {
 			}
 		}
 		delay := backoff(attempt, c.cfg.MinBackoff, c.cfg.MaxBackoff)
-		if se := (*StreamError)(nil); errors.As(err, &se) && se.Condition == "conflict" {
-			delay = max(delay, backoff(0, c.cfg.ConflictBackoff, c.cfg.ConflictBackoff))
+		se := (*StreamError)(nil)
+		conflict := errors.As(err, &se) && se.Condition == "conflict"
+		c.refused.Store(conflict)
+		if conflict {
+			// A standby: retry at a steady pace, not a growing one, so
+			// that it takes over soon after the holder goes.
+			delay = backoff(0, c.cfg.ConflictBackoff, c.cfg.ConflictBackoff)
 		}
 		attempt++
 		c.log.Info("reconnecting to XMPP server", "in", delay.Round(time.Millisecond), "addr", c.cfg.Addr)

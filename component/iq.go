@@ -23,7 +23,7 @@ type pendingIQ struct {
 // the entity the IQ was sent to. Errors: unavailable (xmpp_unavailable) when
 // the stream is down or drops before the reply, timeout when ctx ends first,
 // too_many_requests when MaxPendingIQs are already waiting, invalid for a bad
-// stanza.
+// stanza. A caller that sets the id must make it unguessable and unique.
 func (c *Conn) SendIQ(ctx context.Context, st *Stanza) (*Stanza, error) {
 	if err := c.checkFrom(st); err != nil {
 		return nil, err
@@ -45,7 +45,9 @@ func (c *Conn) sendIQOn(ctx context.Context, sess *session, st *Stanza) (*Stanza
 	if st.From == "" {
 		st.From = c.cfg.Domain
 	}
-	st.ID = crand.Text()
+	if st.ID == "" {
+		st.ID = crand.Text()
+	}
 	p := &pendingIQ{from: normJID(st.To), sess: sess, reply: make(chan *Stanza, 1)}
 
 	c.mu.Lock()
@@ -84,9 +86,13 @@ func (c *Conn) deliverReply(sess *session, st *Stanza) {
 	} else {
 		p = nil
 	}
+	stray := c.onStray
 	c.mu.Unlock()
 	if p == nil {
-		c.log.Debug("dropped IQ reply that matches no pending request", "id", st.ID, "from", st.From)
+		c.log.Debug("IQ reply that matches no pending request", "id", st.ID, "from", st.From)
+		for _, f := range stray {
+			f(st)
+		}
 		return
 	}
 	p.reply <- st

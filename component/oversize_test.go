@@ -128,7 +128,7 @@ func TestOversizeAnswerFailsPendingIQ(t *testing.T) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		rep, err := c.SendCommand(ctx, "d@localhost/r", TypeGet, []byte(`<q xmlns='urn:x'/>`))
+		rep, err := c.SendCommand(ctx, "d@localhost/r", TypeGet, "", []byte(`<q xmlns='urn:x'/>`))
 		res <- result{rep, err}
 	}()
 	req := fc.read(t)

@@ -13,12 +13,13 @@ import (
 // CommandSender sends command IQs. The XMPP component implements it.
 type CommandSender interface {
 	// SendCommand sends payload to the full JID `to` in an IQ of type
-	// iqType ("get" or "set") and waits for the answer, result or error,
-	// until ctx ends. Errors: unavailable (detail xmpp_unavailable) when
+	// iqType ("get" or "set") with the given id (random and unguessable;
+	// "" makes one up) and waits for the answer, result or error, until
+	// ctx ends. Errors: unavailable (detail xmpp_unavailable) when
 	// the stream is down or drops first, timeout when ctx ends first,
 	// too_many_requests when too many IQs are waiting, invalid for a
 	// payload that is not one XML element.
-	SendCommand(ctx context.Context, to, iqType string, payload []byte) (iotgate.CommandReply, error)
+	SendCommand(ctx context.Context, to, iqType, id string, payload []byte) (iotgate.CommandReply, error)
 }
 
 // CommandDevices looks devices up; the device Service implements it.
@@ -50,12 +51,24 @@ type CommandsConfig struct {
 	// Default 1s.
 	SweepInterval time.Duration
 	// RedeliverInterval is how often queued commands of online devices
-	// are retried, in case a presence change was missed. Default 30s.
+	// are retried, in case a presence change was missed or another
+	// instance's delivery claim ran out. Default 30s, ClaimTTL/2 with
+	// Claims.
 	RedeliverInterval time.Duration
 	Clock             iotgate.Clock
 	Logger            *slog.Logger
 	// Observer receives each command's outcome; nil discards them.
 	Observer Observer
+	// Instance is this instance's ID: the commands it runs carry it, and
+	// Recover fails only its own (and those of no instance).
+	Instance string
+	// Claims, when several instances share the store, make one of them
+	// at a time deliver a device's queued commands; nil: this instance
+	// is alone.
+	Claims iotgate.DeliveryClaims
+	// ClaimTTL is how long a delivery claim lasts without renewal: how
+	// long a dead instance's claim holds a queue up. Default 10s.
+	ClaimTTL time.Duration
 }
 
 // Commands is the command service: it validates, stores and delivers
@@ -94,6 +107,11 @@ type Commands struct {
 	// commands: one transaction per batch, not per command.
 	creates *groupCommit[*iotgate.Command]
 	updates *groupCommit[iotgate.CommandUpdate]
+
+	// foreign and foreignSem bound the lookups of answers to other
+	// instances' commands (ForeignAnswer).
+	foreign    *tokenBucket
+	foreignSem chan struct{}
 }
 
 // maxWriteBatch bounds the commands written in one transaction.
@@ -107,6 +125,9 @@ type execution struct {
 	settled chan struct{} // closed when cmd is terminal or queued again
 	once    sync.Once
 	release func()
+	// stop ends the wait for the answer, once another instance has
+	// recorded it (see Changed).
+	stop func()
 }
 
 // NewCommands returns a command service.
@@ -120,8 +141,15 @@ func NewCommands(store iotgate.CommandStore, devs CommandDevices, schemas iotgat
 	if cfg.SweepInterval <= 0 {
 		cfg.SweepInterval = time.Second
 	}
+	if cfg.ClaimTTL <= 0 {
+		cfg.ClaimTTL = 10 * time.Second
+	}
 	if cfg.RedeliverInterval <= 0 {
 		cfg.RedeliverInterval = 30 * time.Second
+		if cfg.Claims != nil {
+			// Another instance's claim may run out: look again soon after.
+			cfg.RedeliverInterval = cfg.ClaimTTL / 2
+		}
 	}
 	if cfg.Observer == nil {
 		cfg.Observer = nopObserver{}
@@ -140,6 +168,7 @@ func NewCommands(store iotgate.CommandStore, devs CommandDevices, schemas iotgat
 		inflight: map[string]*execution{}, wanted: map[string]bool{}, queuedFor: map[string]bool{},
 		delivering: map[string]bool{}, again: map[string]bool{},
 		wake: make(chan struct{}, 1), stopped: make(chan struct{}),
+		foreign: newTokenBucket(foreignRate, foreignBurst, cfg.Clock), foreignSem: make(chan struct{}, foreignConcurrency),
 	}
 	// The batch's writes outlive any one request: they run under the
 	// store's own timeout, not a caller's context.

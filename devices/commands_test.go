@@ -398,7 +398,7 @@ func TestCommandStreamDropFailsPendingAtOnce(t *testing.T) {
 }
 
 func TestPresenceOnOnline(t *testing.T) {
-	p := NewPresence(nil, nil, nil)
+	p := NewPresence(nil, PresenceConfig{})
 	p.MarkFresh()
 	var got []string
 	p.OnOnline(func(jid string) {

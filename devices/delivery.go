@@ -116,6 +116,15 @@ func (s *Commands) redeliver() {
 // until none is left or the device is offline again.
 func (s *Commands) deliver(bare string) {
 	defer s.wg.Done()
+	if s.cfg.Claims != nil {
+		defer func() {
+			ctx, cancel := s.storeCtx()
+			defer cancel()
+			if err := s.cfg.Claims.ReleaseDelivery(ctx, bare, s.cfg.Instance); err != nil {
+				s.log.Warn("delivery claim not released; it runs out", "device", bare, "err", err)
+			}
+		}()
+	}
 	for {
 		s.deliverQueue(bare)
 		s.mu.Lock()
@@ -134,7 +143,7 @@ const deliverBatch = 100
 
 func (s *Commands) deliverQueue(bare string) {
 	skipped := map[string]bool{}
-	for s.ctx.Err() == nil {
+	for s.ctx.Err() == nil && s.claim(bare) {
 		ctx, cancel := s.storeCtx()
 		cmds, err := s.store.QueuedCommands(ctx, bare, deliverBatch+len(skipped))
 		cancel()
@@ -173,18 +182,63 @@ func (s *Commands) deliverQueue(bare string) {
 				skipped[c.ID] = true // waits for its resource
 				continue
 			}
+			if !s.claim(bare) {
+				return
+			}
 			done, ok := s.deliverOne(c, to)
 			if !ok {
 				return
 			}
 			progress = true
-			<-done
+			if !s.awaitClaimed(bare, done) {
+				return
+			}
 			if cur, err := s.Command(s.ctx, c.ID); err == nil && (cur.Status == iotgate.CommandQueued || cur.ErrorCode == iotgate.DetailXMPPUnavailable) {
 				return // bounced, or the stream is down: wait for the next online
 			}
 		}
 		if !progress || len(cmds) < deliverBatch+len(skipped) {
 			return
+		}
+	}
+}
+
+// claim takes or renews this instance's lease on delivering bare's queue
+// (always true when this instance is alone). Another instance holding it
+// is delivering: this one leaves it, and its redelivery timer looks again
+// once the lease may have run out.
+func (s *Commands) claim(bare string) bool {
+	if s.cfg.Claims == nil {
+		return true
+	}
+	ctx, cancel := s.storeCtx()
+	defer cancel()
+	ok, err := s.cfg.Claims.ClaimDelivery(ctx, bare, s.cfg.Instance, s.cfg.ClaimTTL)
+	if err != nil {
+		s.log.Warn("delivery claim failed", "device", bare, "err", err)
+	}
+	return ok && err == nil
+}
+
+// awaitClaimed waits until done is closed, renewing the delivery claim
+// meanwhile (an answer may take longer than the lease). It returns false
+// if the claim is lost.
+func (s *Commands) awaitClaimed(bare string, done <-chan struct{}) bool {
+	if s.cfg.Claims == nil {
+		<-done
+		return true
+	}
+	t := time.NewTicker(s.cfg.ClaimTTL / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return true
+		case <-t.C:
+			if !s.claim(bare) {
+				<-done
+				return false
+			}
 		}
 	}
 }

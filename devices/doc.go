@@ -1,7 +1,7 @@
 // Package devices holds iotgate's device services: the registry (devices
 // and their cache), ingest (the queue, group commit, rejections),
 // presence, and commands (submit, wait, cancel, delivery), with the ports
-// they consume (CommandSender, PresenceView, Observer).
+// they consume (CommandSender, PresenceView, Fleet, Observer).
 //
 // One capability per file: service.go (the Service and its config),
 // registry.go and cache.go, ingest.go, scheduler.go and fairqueue.go (the

@@ -2,6 +2,7 @@ package devices
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"time"
 
@@ -22,6 +23,9 @@ func (s *Commands) fail(c *iotgate.Command, now time.Time, code, reason string) 
 
 func (s *Commands) markSent(c *iotgate.Command, to string, now time.Time) {
 	c.Status, c.Target, c.SentAt = iotgate.CommandSent, to, &now
+	// A fresh unguessable IQ id per send: the answer may reach another
+	// instance, which finds the command by it (and the sender).
+	c.IQID, c.Instance = rand.Text(), s.cfg.Instance
 	c.History = append(c.History, iotgate.CommandEvent{Status: iotgate.CommandSent, At: now, Reason: "to " + to})
 }
 
@@ -94,7 +98,10 @@ func (s *Commands) execute(e *execution) {
 	defer timer.Stop()
 	ctx, cancel := context.WithTimeout(s.ctx, max(wait, 0)+s.cfg.LateAnswerGrace)
 	defer cancel()
-	rep, err := s.sender.SendCommand(ctx, c.Target, c.Type, []byte(c.Payload))
+	e.mu.Lock()
+	e.stop = cancel
+	e.mu.Unlock()
+	rep, err := s.sender.SendCommand(ctx, c.Target, c.Type, c.IQID, []byte(c.Payload))
 	timer.Stop()
 	s.answered(e, rep, err)
 }
@@ -122,19 +129,11 @@ func (s *Commands) answered(e *execution, rep iotgate.CommandReply, err error) {
 	defer e.mu.Unlock()
 	c := e.cmd
 	now := s.now()
-	if c.Status == iotgate.CommandTimedOut {
-		if err == nil {
-			s.recordAnswer(c, e.schema, rep, now)
-			c.LateAnswer = true
-			s.update(c, []iotgate.CommandStatus{iotgate.CommandTimedOut}, nil)
-		}
-		return
-	}
-	if c.Status != iotgate.CommandSent {
-		return
-	}
-	from := []iotgate.CommandStatus{iotgate.CommandSent}
 	if err != nil {
+		if c.Status != iotgate.CommandSent {
+			return
+		}
+		from := []iotgate.CommandStatus{iotgate.CommandSent}
 		code, reason, requeue := s.notSent(c, err)
 		if requeue && c.Mode == iotgate.CommandQueue {
 			s.queue(c, now, reason)
@@ -147,7 +146,28 @@ func (s *Commands) answered(e *execution, rep iotgate.CommandReply, err error) {
 		e.settle()
 		return
 	}
-	s.recordAnswer(c, e.schema, rep, now)
+	if from, ev, ok := s.applyAnswer(c, e.schema, rep, now); ok {
+		s.update(c, from, ev)
+	}
+	e.settle()
+}
+
+// applyAnswer puts the device's answer on c and returns the statuses c
+// may be stored from and its history entry (nil for a late answer, which
+// changes no status). ok is false when c takes no answer (it is queued,
+// or finished with an answer already).
+func (s *Commands) applyAnswer(c *iotgate.Command, schema iotgate.PayloadSchema, rep iotgate.CommandReply, now time.Time) (from []iotgate.CommandStatus, ev *iotgate.CommandEvent, ok bool) {
+	switch {
+	case c.Status == iotgate.CommandTimedOut,
+		// An answer to a command whose instance died before it came.
+		c.Status == iotgate.CommandFailed && c.ErrorCode == iotgate.DetailRestarted && c.AnsweredAt == nil:
+		s.recordAnswer(c, schema, rep, now)
+		c.LateAnswer = true
+		return []iotgate.CommandStatus{c.Status}, nil, true
+	case c.Status != iotgate.CommandSent:
+		return nil, nil, false
+	}
+	s.recordAnswer(c, schema, rep, now)
 	switch {
 	case rep.Type != "error":
 		c.Status, c.CompletedAt = iotgate.CommandSucceeded, &now
@@ -166,8 +186,7 @@ func (s *Commands) answered(e *execution, rep iotgate.CommandReply, err error) {
 		}
 		s.fail(c, now, iotgate.DetailXMPPError, msg)
 	}
-	s.update(c, from, &c.History[len(c.History)-1])
-	e.settle()
+	return []iotgate.CommandStatus{iotgate.CommandSent}, &c.History[len(c.History)-1], true
 }
 
 // recordAnswer puts the device's answer on c.
@@ -200,16 +219,22 @@ func (s *Commands) recordAnswer(c *iotgate.Command, schema iotgate.PayloadSchema
 // without it, as an answer that does not validate is: the outcome is
 // what matters, and the XML is kept.
 func (s *Commands) update(c *iotgate.Command, from []iotgate.CommandStatus, ev *iotgate.CommandEvent) {
-	if ev != nil && c.Status.Terminal() {
+	if err := s.write(iotgate.CommandUpdate{Command: c, From: from, Event: ev}); err != nil {
+		s.log.Error("command state not stored", "command", c.ID, "status", c.Status, "err", err)
+	}
+}
+
+// write is update's write, which returns the store's error.
+func (s *Commands) write(u iotgate.CommandUpdate) error {
+	c := u.Command
+	if u.Event != nil && c.Status.Terminal() {
 		s.observe(c)
 	}
-	err := s.updates.do(iotgate.CommandUpdate{Command: c, From: from, Event: ev})
+	err := s.updates.do(u)
 	if iotgate.ErrorCode(err) == iotgate.EInvalid && c.Response != nil && len(c.Response.Data) > 0 {
 		c.Response.Data = nil
 		c.Response.Invalid = "the database refused the answer's JSON rendering: " + iotgate.ErrorMessage(err)
-		err = s.updates.do(iotgate.CommandUpdate{Command: c, From: from, Event: ev})
+		err = s.updates.do(u)
 	}
-	if err != nil {
-		s.log.Error("command state not stored", "command", c.ID, "status", c.Status, "err", err)
-	}
+	return err
 }

@@ -107,8 +107,15 @@ type cmdFixture struct {
 
 func newCmdFixture(t *testing.T, cfg CommandsConfig) *cmdFixture {
 	t.Helper()
+	return newCmdFixtureOn(t, memstore.NewCommandStore(), cfg)
+}
+
+// newCmdFixtureOn is newCmdFixture on store, which another fixture (another
+// instance) may share.
+func newCmdFixtureOn(t *testing.T, store *memstore.CommandStore, cfg CommandsConfig) *cmdFixture {
+	t.Helper()
 	f := &cmdFixture{
-		store:    memstore.NewCommandStore(),
+		store:    store,
 		presence: &fakePresence{res: map[string][]iotgate.Resource{}},
 		sender:   newFakeSender(),
 	}

@@ -126,7 +126,7 @@ func newFakeSender() *fakeSender {
 	return &fakeSender{calls: make(chan call, 100), drop: make(chan struct{})}
 }
 
-func (f *fakeSender) SendCommand(ctx context.Context, to, typ string, payload []byte) (iotgate.CommandReply, error) {
+func (f *fakeSender) SendCommand(ctx context.Context, to, typ, _ string, payload []byte) (iotgate.CommandReply, error) {
 	f.mu.Lock()
 	down, drop := f.down, f.drop
 	f.mu.Unlock()

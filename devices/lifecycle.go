@@ -12,7 +12,7 @@ import (
 // and sent ones fail (iotgate can't know whether the device acted on
 // them). Queued ones stay queued. Call it once at start, before Run.
 func (s *Commands) Recover(ctx context.Context) error {
-	n, err := s.store.FailUnfinishedCommands(ctx, s.now(), iotgate.DetailRestarted, reasonRestarted)
+	n, err := s.store.FailUnfinishedCommands(ctx, s.cfg.Instance, s.now(), iotgate.DetailRestarted, reasonRestarted)
 	if err != nil {
 		return fmt.Errorf("resolve unfinished commands: %w", err)
 	}

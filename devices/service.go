@@ -196,7 +196,7 @@ func NewService(store iotgate.DeviceStore, schemas iotgate.SchemaSource, cfg Ser
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Presence == nil {
-		cfg.Presence = NewPresence(nil, cfg.Clock, cfg.Logger)
+		cfg.Presence = NewPresence(nil, PresenceConfig{Clock: cfg.Clock, Logger: cfg.Logger})
 	}
 	if cfg.Observer == nil {
 		cfg.Observer = nopObserver{}

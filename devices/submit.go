@@ -76,7 +76,7 @@ func (s *Commands) Submit(ctx context.Context, req iotgate.CommandRequest) (*iot
 	c := &iotgate.Command{
 		ID: crand.Text(), DeviceID: dev.ID, DeviceJID: dev.JID,
 		Type: req.Type, Payload: req.Payload, Resource: req.Resource, Mode: req.Mode,
-		Status: iotgate.CommandPending, Timeout: req.Timeout, CreatedAt: now,
+		Status: iotgate.CommandPending, Timeout: req.Timeout, CreatedAt: now, Instance: s.cfg.Instance,
 		IdempotencyKey: req.IdempotencyKey, RequestHash: hash,
 		TokenID: req.TokenID, SentBy: req.SentBy,
 		History: []iotgate.CommandEvent{{Status: iotgate.CommandPending, At: now}},

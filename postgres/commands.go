@@ -25,7 +25,7 @@ const commandColumns = `c.id, c.device_id, d.jid, c.type, c.payload, c.resource,
 	c.response_xml, c.response_data, c.response_invalid,
 	c.xmpp_error_type, c.xmpp_error_condition, c.xmpp_error_text,
 	c.error_code, c.error, c.late_answer, c.idempotency_key, c.request_hash, c.token_id, c.sent_by,
-	c.history`
+	c.iq_id, c.instance, c.history`
 
 const commandFrom = ` FROM commands c JOIN devices d ON d.id = c.device_id`
 
@@ -33,13 +33,13 @@ func scanCommand(row rowScanner) (*iotgate.Command, error) {
 	var c iotgate.Command
 	var timeoutMS int64
 	var expires, sent, completed, answered sql.NullTime
-	var respXML, respInvalid, errType, errCond, errText, key, tokenID sql.NullString
+	var respXML, respInvalid, errType, errCond, errText, key, tokenID, iqID sql.NullString
 	var respData, history []byte
 	var mode, status string
 	if err := row.Scan(&c.ID, &c.DeviceID, &c.DeviceJID, &c.Type, &c.Payload, &c.Resource, &c.Target, &mode, &status,
 		&timeoutMS, &expires, &c.CreatedAt, &sent, &completed, &answered,
 		&respXML, &respData, &respInvalid, &errType, &errCond, &errText,
-		&c.ErrorCode, &c.Error, &c.LateAnswer, &key, &c.RequestHash, &tokenID, &c.SentBy, &history); err != nil {
+		&c.ErrorCode, &c.Error, &c.LateAnswer, &key, &c.RequestHash, &tokenID, &c.SentBy, &iqID, &c.Instance, &history); err != nil {
 		return nil, err
 	}
 	c.Mode, c.Status = iotgate.CommandMode(mode), iotgate.CommandStatus(status)
@@ -55,7 +55,7 @@ func scanCommand(row rowScanner) (*iotgate.Command, error) {
 	if errCond.Valid {
 		c.XMPPError = &iotgate.XMPPError{Type: errType.String, Condition: errCond.String, Text: errText.String}
 	}
-	c.IdempotencyKey, c.TokenID = key.String, tokenID.String
+	c.IdempotencyKey, c.TokenID, c.IQID = key.String, tokenID.String, iqID.String
 	var evs []historyEntry
 	if err := json.Unmarshal(history, &evs); err != nil {
 		return nil, fmt.Errorf("decode history of command %s: %w", c.ID, err)
@@ -124,15 +124,18 @@ type outcomeArrays struct {
 	errType, errCond, errText       []sql.NullString
 	errorCode, errorText            []string
 	lateAnswer                      []bool
+	iqID                            []sql.NullString
+	instance                        []string
 }
 
 // outcomeNames and outcomeTypes name and type outcomeArrays' columns.
 var (
 	outcomeNames = []string{"status", "target", "sent_at", "completed_at", "answered_at",
 		"response_xml", "response_data", "response_invalid",
-		"xmpp_error_type", "xmpp_error_condition", "xmpp_error_text", "error_code", "error", "late_answer"}
+		"xmpp_error_type", "xmpp_error_condition", "xmpp_error_text", "error_code", "error", "late_answer",
+		"iq_id", "instance"}
 	outcomeTypes = []string{"text", "text", "timestamptz", "timestamptz", "timestamptz",
-		"text", "jsonb", "text", "text", "text", "text", "text", "text", "boolean"}
+		"text", "jsonb", "text", "text", "text", "text", "text", "text", "boolean", "text", "text"}
 	outcomeColumns = strings.Join(outcomeNames, ", ")
 )
 
@@ -151,13 +154,14 @@ func (a *outcomeArrays) add(c *iotgate.Command) {
 	a.errType, a.errCond, a.errText = append(a.errType, errType), append(a.errCond, errCond), append(a.errText, errText)
 	a.errorCode, a.errorText = append(a.errorCode, c.ErrorCode), append(a.errorText, c.Error)
 	a.lateAnswer = append(a.lateAnswer, c.LateAnswer)
+	a.iqID, a.instance = append(a.iqID, nullString(c.IQID, c.IQID != "")), append(a.instance, c.Instance)
 }
 
 func (a *outcomeArrays) args() []any {
 	return []any{pq.Array(a.status), pq.Array(a.target), pq.Array(a.sentAt), pq.Array(a.completedAt), pq.Array(a.answeredAt),
 		pq.Array(a.respXML), pq.Array(a.respData), pq.Array(a.respInvalid),
 		pq.Array(a.errType), pq.Array(a.errCond), pq.Array(a.errText),
-		pq.Array(a.errorCode), pq.Array(a.errorText), pq.Array(a.lateAnswer)}
+		pq.Array(a.errorCode), pq.Array(a.errorText), pq.Array(a.lateAnswer), pq.Array(a.iqID), pq.Array(a.instance)}
 }
 
 // unnestArgs returns "unnest($first::t1[], $first+1::t2[], ...)".
@@ -293,6 +297,19 @@ func (db *DB) CommandByIdempotencyKey(ctx context.Context, key string, since tim
 		WHERE c.idempotency_key = $1 AND c.created_at >= $2`, key, since.UTC()))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, iotgate.Errorf(iotgate.ENotFound, "no command with that Idempotency-Key")
+	}
+	if err != nil {
+		return nil, translate(err, "get command")
+	}
+	return c, nil
+}
+
+// CommandByIQ returns the command last sent in the IQ iqID. Errors:
+// not_found.
+func (db *DB) CommandByIQ(ctx context.Context, iqID string) (*iotgate.Command, error) {
+	c, err := scanCommand(db.db.QueryRowContext(ctx, `SELECT `+commandColumns+commandFrom+` WHERE c.iq_id = $1`, iqID))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, iotgate.Errorf(iotgate.ENotFound, "no command was sent in IQ %s", iqID)
 	}
 	if err != nil {
 		return nil, translate(err, "get command")

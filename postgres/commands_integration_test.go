@@ -190,7 +190,7 @@ func TestCommandStore(t *testing.T) {
 			t.Errorf("expired command = %+v", c)
 		}
 
-		n, err := db.FailUnfinishedCommands(ctx, cmdTime.Add(time.Hour), iotgate.DetailRestarted, "restarted")
+		n, err := db.FailUnfinishedCommands(ctx, "", cmdTime.Add(time.Hour), iotgate.DetailRestarted, "restarted")
 		if err != nil || n < 2 {
 			t.Fatalf("resolved %d, %v; want at least q2 and q3", n, err)
 		}

@@ -81,10 +81,17 @@ func (db *DB) updateCommands(ctx context.Context, us []iotgate.CommandUpdate, er
 		// Every stored change is announced, a late answer (no history
 		// entry) too: it changes what the command shows.
 		var changed []*iotgate.Command
+		var notify []string
 		for _, u := range us {
 			if done[u.Command.ID] {
 				changed = append(changed, u.Command)
+				if u.Notify {
+					notify = append(notify, u.Command.ID)
+				}
 			}
+		}
+		if err := notifyChanges(ctx, tx, ChangeCommand, notify...); err != nil {
+			return nil, err
 		}
 		return commandEvents(changed), nil
 	})
@@ -160,20 +167,31 @@ func (db *DB) ExpireCommands(ctx context.Context, now time.Time, reason string) 
 	return ids, nil
 }
 
-// FailUnfinishedCommands moves every pending or sent command to failed
-// with the given error code and reason, with one command event each, and
-// returns how many.
-func (db *DB) FailUnfinishedCommands(ctx context.Context, now time.Time, code, reason string) (int, error) {
-	cs, err := db.changeCommands(ctx, `
-		UPDATE commands c SET status = 'failed', completed_at = $1, error_code = $2, error = $3,
-			history = c.history || jsonb_build_array(jsonb_build_object('status', 'failed', 'at', $1::timestamptz, 'reason', $3::text))
-		FROM devices d
-		WHERE d.id = c.device_id AND c.status IN ('pending', 'sent')
-		RETURNING `+commandColumns, now.UTC(), code, reason)
+// FailUnfinishedCommands moves every pending or sent command of instance
+// (or of no instance) to failed with the given error code and reason,
+// with one command event each, and returns how many.
+func (db *DB) FailUnfinishedCommands(ctx context.Context, instance string, now time.Time, code, reason string) (int, error) {
+	var n int
+	err := db.writeTx(ctx, func(tx *sql.Tx) ([]iotgate.Event, error) {
+		cs, err := failCommandsOf(ctx, tx, []string{instance, ""}, now, code, reason)
+		n = len(cs)
+		return commandEvents(cs), err
+	})
 	if err != nil {
 		return 0, translate(err, "resolve unfinished commands")
 	}
-	return len(cs), nil
+	return n, nil
+}
+
+// failCommandsOf fails the pending and sent commands of the instances,
+// with a history entry each, and returns them as they now are.
+func failCommandsOf(ctx context.Context, tx *sql.Tx, instances []string, now time.Time, code, reason string) ([]*iotgate.Command, error) {
+	return queryTx(ctx, tx, scanCommand, `
+		UPDATE commands c SET status = 'failed', completed_at = $1, error_code = $2, error = $3,
+			history = c.history || jsonb_build_array(jsonb_build_object('status', 'failed', 'at', $1::timestamptz, 'reason', $3::text))
+		FROM devices d
+		WHERE d.id = c.device_id AND c.status IN ('pending', 'sent') AND c.instance = ANY($4::text[])
+		RETURNING `+commandColumns, now.UTC(), code, reason, pq.Array(instances))
 }
 
 // changeCommands runs an update of many commands that returns

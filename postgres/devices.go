@@ -192,6 +192,10 @@ func (db *DB) DeleteDevice(ctx context.Context, jid string) error {
 		if err := notifyChanges(ctx, tx, ChangeDevice, jid); err != nil {
 			return nil, err
 		}
+		// Its resources went with it: every instance forgets them.
+		if err := notifyChanges(ctx, tx, ChangePresence, jid); err != nil {
+			return nil, err
+		}
 		return []iotgate.Event{iotgate.DeviceChangeEvent(iotgate.DeviceDeleted, d, db.Now().UTC())}, nil
 	})
 	if errors.Is(err, sql.ErrNoRows) {

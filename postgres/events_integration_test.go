@@ -184,7 +184,7 @@ func TestStoreEvents(t *testing.T) {
 			return []want{{iotgate.EventCommand, a.JID, map[string]any{"id": "c1", "status": "expired", "error": "expired in the queue"}}}
 		}},
 		{"FailUnfinishedCommands", func(t *testing.T) error {
-			_, err := db.FailUnfinishedCommands(ctx, now, iotgate.DetailRestarted, "restarted")
+			_, err := db.FailUnfinishedCommands(ctx, "", now, iotgate.DetailRestarted, "restarted")
 			return err
 		}, func() []want {
 			return []want{{iotgate.EventCommand, a.JID, map[string]any{"id": "c2", "status": "failed", "error_code": iotgate.DetailRestarted}}}

@@ -16,6 +16,7 @@ import (
 	"github.com/iotgate/iotgate/component"
 	"github.com/iotgate/iotgate/devices"
 	"github.com/iotgate/iotgate/events"
+	"github.com/iotgate/iotgate/instances"
 	"github.com/iotgate/iotgate/postgres"
 	"github.com/iotgate/iotgate/schemas"
 	"github.com/iotgate/iotgate/webhooks"
@@ -41,10 +42,12 @@ type App struct {
 	db       *postgres.DB
 	registry *schemas.Registry
 	presence *devices.Presence
+	changes  *postgres.Changes
 	svc      *devices.Service
 	conn     *component.Conn
 	readings *component.ReadingHandler
 	commands *devices.Commands
+	members  *instances.Registry
 	metrics  *api.Metrics
 	srv      *api.Server
 
@@ -93,10 +96,17 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 	if err := a.registry.LoadNamespaces(ctx); err != nil {
 		return nil, err
 	}
-	a.presence = devices.NewPresence(db, nil, log.With("part", "presence"))
+	a.presence = devices.NewPresence(db, devices.PresenceConfig{Logger: log.With("part", "presence"),
+		ProbeGrace: cfg.PresenceProbeGrace})
 
 	var evCtx context.Context
 	evCtx, a.stopEvents = context.WithCancel(context.WithoutCancel(ctx))
+	// Presence any instance receives is reloaded by every instance.
+	a.changes = db.ListenChanges(evCtx)
+	a.changes.Subscribe(postgres.ChangePresence, a.presence.Refresh)
+	// Subscribed before the listener's first "": a schema another
+	// instance registered since LoadNamespaces is read then.
+	a.changes.Subscribe(postgres.ChangeSchema, a.registry.Forget)
 	evLog := log.With("part", "events")
 	a.hub = events.NewHub(db, events.Config{Wake: db.EventWakeups(evCtx), Poll: cfg.EventPoll,
 		MaxBacklog: cfg.EventBacklog, MaxBacklogBytes: cfg.EventBacklogBytes,
@@ -152,8 +162,15 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 
 	a.commands = devices.NewCommands(db, a.svc, a.registry, a.presence, a.conn, devices.CommandsConfig{
 		MaxInFlight: cfg.MaxCommandsInFlight, Logger: log.With("part", "commands"), Observer: a.metrics,
+		Instance: cfg.InstanceID, Claims: db,
 	})
 	a.presence.OnOnline(a.commands.DeviceOnline)
+	// Several instances: an answer may reach this instance for a command
+	// another one sent, and the other way round.
+	a.conn.ForwardStrayAnswers(a.commands)
+	a.members = instances.New(db, a.conn, instances.Config{ID: cfg.InstanceID, Logger: log.With("part", "instances")})
+	changes := db.ListenChanges(evCtx)
+	changes.Subscribe(postgres.ChangeCommand, a.commands.Changed)
 	// Commands a previous run left waiting for an answer can't be
 	// answered any more: say so before anyone asks.
 	if err := a.commands.Recover(ctx); err != nil {
@@ -167,11 +184,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 	// Writes by any instance (this one too) reach the caches at their
 	// commit; the caches' TTLs remain for a notification lost while the
 	// listener reconnects (then "" flushes the kind anyway).
-	changes := db.ListenChanges(evCtx)
-	changes.Subscribe(postgres.ChangeDevice, a.svc.Forget)
-	changes.Subscribe(postgres.ChangeReading, a.svc.ReadingStored)
-	changes.Subscribe(postgres.ChangeSchema, a.registry.Forget)
-	changes.Subscribe(postgres.ChangeToken, tokens.Forget)
+	a.changes.Subscribe(postgres.ChangeDevice, a.svc.Forget)
+	a.changes.Subscribe(postgres.ChangeReading, a.svc.ReadingStored)
+	a.changes.Subscribe(postgres.ChangeToken, tokens.Forget)
 
 	a.srv = api.New(api.Config{
 		BodyLimit: cfg.BodyLimit, CORSOrigins: cfg.CORSOrigins,
@@ -189,6 +204,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 		Events:   a.hub,
 		Tickets:  auth.NewTickets(tokens, db, log.With("part", "auth")),
 		Webhooks: hooks,
+		Instance: a.members,
 	})
 	return a, nil
 }
@@ -232,9 +248,11 @@ func (a *App) Run(ctx context.Context) error {
 	webhooksCtx, a.stopWebhooks = context.WithCancel(context.WithoutCancel(ctx))
 	trimCtx, a.stopTrimmer = context.WithCancel(context.WithoutCancel(ctx))
 	a.running = true
-	a.wg.Add(9)
+	a.wg.Add(10)
 	go func() { defer a.wg.Done(); a.registry.FollowChanges(ingestCtx) }()
 	go func() { defer a.wg.Done(); a.dispatcher.Run(webhooksCtx) }()
+	// The heartbeat stops with the commands: a clean stop leaves at once.
+	go func() { defer a.wg.Done(); a.members.Run(commandsCtx) }()
 	go func() { defer a.wg.Done(); a.trimmer.Run(trimCtx) }()
 	// Every schema is compiled in the background, not before /readyz:
 	// many schemas (or a slow one) must not keep the API and the stream

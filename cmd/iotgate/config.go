@@ -1,8 +1,6 @@
 package main
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -11,7 +9,6 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -26,12 +23,11 @@ import (
 // Config is every setting of the iotgate binary. It is filled only here,
 // from flags and the environment (flags win), and handed to constructors.
 type Config struct {
-	// InstanceID names this instance among those sharing the database:
-	// in logs and as the instance label of every metric.
-	InstanceID string
-
-	XMPPAddr    string
-	Domain      string
+	XMPPAddr string
+	Domain   string
+	// InstanceID names this instance among those sharing the domain and
+	// the database.
+	InstanceID  string
 	Secret      string
 	DatabaseURL string
 	HTTPAddr    string
@@ -54,6 +50,10 @@ type Config struct {
 	XMPPKeepAliveTimeout time.Duration
 	XMPPMaxBackoff       time.Duration
 	XMPPConflictBackoff  time.Duration
+
+	// PresenceProbeGrace is how long after a reconnection's probes a
+	// device resource no presence stanza confirmed is dropped.
+	PresenceProbeGrace time.Duration
 
 	MaxPatternValue, MaxPatternTotal int
 
@@ -105,9 +105,9 @@ type setting struct {
 }
 
 var settings = []setting{
-	{env: "IOTGATE_INSTANCE_ID", flag: "instance-id", help: "this instance's name among those sharing the database (1-64 of A-Z a-z 0-9 . _ -), in logs and as the instance label of every metric; default: the host name, '-' and 6 random hex digits"},
 	{env: "IOTGATE_XMPP_ADDR", flag: "xmpp-addr", def: "127.0.0.1:5347", help: "host:port of the XMPP server's component (XEP-0114) listener"},
 	{env: "IOTGATE_DOMAIN", flag: "domain", help: "the component's JID, e.g. iot.example.com (required)"},
+	{env: "IOTGATE_INSTANCE_ID", flag: "instance-id", help: "this instance's ID among the instances sharing the domain and the database (1-64 of A-Z a-z 0-9 . _ -); default: the host name. It must stay the same across restarts and differ between instances"},
 	{env: "IOTGATE_SECRET", secret: true, help: "the component's shared secret (required; environment only)"},
 	{env: "IOTGATE_DATABASE_URL", flag: "database-url", help: "PostgreSQL URL or DSN (required), e.g. postgres://iotgate@127.0.0.1/iotgate?sslmode=disable"},
 	{env: "IOTGATE_HTTP_ADDR", flag: "http-addr", def: "127.0.0.1:8080", help: "host:port the REST API listens on"},
@@ -126,6 +126,7 @@ var settings = []setting{
 	{env: "IOTGATE_XMPP_KEEPALIVE_TIMEOUT", flag: "xmpp-keepalive-timeout", def: "10s", help: "a stream that has sent nothing this long after a keepalive ping is presumed dead and reconnected"},
 	{env: "IOTGATE_XMPP_MAX_BACKOFF", flag: "xmpp-max-backoff", def: "5s", help: "longest wait between reconnect attempts (they start at 250ms and double, with jitter)"},
 	{env: "IOTGATE_XMPP_CONFLICT_BACKOFF", flag: "xmpp-conflict-backoff", def: "2s", help: "shortest wait after the XMPP server refuses the stream with conflict (it still holds an older stream for the domain, often iotgate's own that it has not seen die): iotgate is back at most max(this, xmpp-max-backoff) after the server drops it"},
+	{env: "IOTGATE_PRESENCE_PROBE_GRACE", flag: "presence-probe-grace", def: "10s", help: "how long after the presence probes of a (re)connection a device resource that no presence stanza confirmed since is dropped (it went away while no instance could see it)"},
 	{env: "IOTGATE_MAX_PATTERN_VALUE", flag: "max-pattern-value", def: "256", help: "longest value, in characters, that a schema's xs:pattern checks; longer ones are refused before matching (backtracking costs grow with the length)"},
 	{env: "IOTGATE_MAX_PATTERN_TOTAL", flag: "max-pattern-total", def: "1024", help: "most characters, in all of a reading's values that xs:pattern facets check"},
 	{env: "IOTGATE_DEVICE_RATE", flag: "device-rate", def: "500", help: "readings per second one device may send on average; excess IQs get policy-violation, excess messages are dropped"},
@@ -184,12 +185,6 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 
 	var cfg Config
 	var err error
-	if cfg.InstanceID = get("IOTGATE_INSTANCE_ID"); cfg.InstanceID == "" {
-		cfg.InstanceID = defaultInstanceID()
-	}
-	if !instanceIDRE.MatchString(cfg.InstanceID) {
-		return cfg, nil, &configError{"IOTGATE_INSTANCE_ID", fmt.Sprintf("%q is not 1 to 64 letters, digits, '.', '_' or '-'", cfg.InstanceID)}
-	}
 	if cfg.XMPPAddr, err = hostPort("IOTGATE_XMPP_ADDR", get("IOTGATE_XMPP_ADDR")); err != nil {
 		return cfg, nil, err
 	}
@@ -220,6 +215,18 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 		return cfg, nil, &configError{"IOTGATE_DOMAIN", fmt.Sprintf("%q is not a domain name such as iot.example.com", d)}
 	}
 	cfg.Domain = dj.String()
+	if cfg.InstanceID = get("IOTGATE_INSTANCE_ID"); cfg.InstanceID == "" {
+		// The host name stays across restarts (a restarted instance
+		// fails its own commands in flight at once) and differs between
+		// hosts and containers.
+		h, herr := os.Hostname()
+		if herr != nil || !validInstanceID(h) {
+			return cfg, nil, &configError{"IOTGATE_INSTANCE_ID", "is required: the host name is not usable as one"}
+		}
+		cfg.InstanceID = h
+	} else if !validInstanceID(cfg.InstanceID) {
+		return cfg, nil, &configError{"IOTGATE_INSTANCE_ID", fmt.Sprintf("%q is not 1-64 of A-Z a-z 0-9 . _ -", cfg.InstanceID)}
+	}
 
 	// The secret may legitimately contain surrounding spaces.
 	if cfg.Secret = *values["IOTGATE_SECRET"]; cfg.Secret == "" {
@@ -254,6 +261,7 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 		{"IOTGATE_XMPP_KEEPALIVE_TIMEOUT", &cfg.XMPPKeepAliveTimeout, 10 * time.Millisecond, time.Hour},
 		{"IOTGATE_XMPP_MAX_BACKOFF", &cfg.XMPPMaxBackoff, 10 * time.Millisecond, time.Hour},
 		{"IOTGATE_XMPP_CONFLICT_BACKOFF", &cfg.XMPPConflictBackoff, 10 * time.Millisecond, time.Hour},
+		{"IOTGATE_PRESENCE_PROBE_GRACE", &cfg.PresenceProbeGrace, 100 * time.Millisecond, time.Hour},
 		{"IOTGATE_EVENT_RETENTION", &cfg.EventRetention, time.Second, 90 * 24 * time.Hour},
 		{"IOTGATE_EVENT_TRIM_INTERVAL", &cfg.EventTrimInterval, 100 * time.Millisecond, time.Hour},
 		{"IOTGATE_EVENT_KEEPALIVE", &cfg.EventKeepAlive, 100 * time.Millisecond, time.Hour},
@@ -346,27 +354,6 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 	return cfg, fs.Args(), nil
 }
 
-var instanceIDRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
-
-// defaultInstanceID is the host name (what a container or a machine is
-// known by), its odd characters replaced, and 6 random hex digits, so
-// that two instances on one host, or a restarted one, differ.
-func defaultInstanceID() string {
-	host, err := os.Hostname()
-	if err != nil || host == "" {
-		host = "iotgate"
-	}
-	host = strings.Map(func(r rune) rune {
-		if r < 0x80 && (r == '.' || r == '_' || r == '-' || r >= '0' && r <= '9' || r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z') {
-			return r
-		}
-		return '-'
-	}, host)
-	b := make([]byte, 3)
-	rand.Read(b)
-	return host[:min(len(host), 64-7)] + "-" + hex.EncodeToString(b)
-}
-
 func hostPort(setting, v string) (string, error) {
 	host, port, err := net.SplitHostPort(v)
 	if err != nil {
@@ -408,4 +395,17 @@ Settings (flag, environment variable, default). Flags override the environment.
 		}
 		fmt.Fprintf(w, "  %-20s %-26s %s%s\n", name, s.env, s.help, def)
 	}
+}
+
+// validInstanceID reports whether id is 1-64 of [A-Za-z0-9._-].
+func validInstanceID(id string) bool {
+	if len(id) == 0 || len(id) > 64 {
+		return false
+	}
+	for _, r := range id {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
 }

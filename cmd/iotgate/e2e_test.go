@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -102,9 +103,18 @@ func startGate(t *testing.T, env map[string]string) *gate {
 	return startGateBin(t, iotgateBinary(t), env)
 }
 
+// gateIDs numbers the instances the tests start.
+var gateIDs atomic.Int64
+
 // startGateBin is startGate with the iotgate binary bin.
 func startGateBin(t *testing.T, bin string, env map[string]string) *gate {
 	t.Helper()
+	// Every instance on this host needs an ID of its own (the default is
+	// the host name). It is written into env, so that a restart with the
+	// same env is the same instance, as a restarted process would be.
+	if env["IOTGATE_INSTANCE_ID"] == "" {
+		env["IOTGATE_INSTANCE_ID"] = fmt.Sprintf("gate-%d", gateIDs.Add(1))
+	}
 	all := map[string]string{
 		// The race detector sleeps 1 s at exit by default: not ours to
 		// measure.
@@ -179,8 +189,10 @@ func (g *gate) doAs(token, method, path string, body any, out any) int {
 }
 
 type readyBody struct {
-	Status string `json:"status"`
-	Checks map[string]struct {
+	Status   string `json:"status"`
+	Instance string `json:"instance"`
+	Role     string `json:"role"`
+	Checks   map[string]struct {
 		OK    bool   `json:"ok"`
 		Since string `json:"since"`
 		Error string `json:"error"`

@@ -86,6 +86,18 @@ func (m *CommandStore) Command(_ context.Context, id string) (*iotgate.Command, 
 	return c.Clone(), nil
 }
 
+// CommandByIQ returns the command last sent in IQ iqID.
+func (m *CommandStore) CommandByIQ(_ context.Context, iqID string) (*iotgate.Command, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, c := range m.cmds {
+		if c.IQID == iqID {
+			return c.Clone(), nil
+		}
+	}
+	return nil, iotgate.Errorf(iotgate.ENotFound, "no command was sent in IQ %s", iqID)
+}
+
 // Commands returns a device's commands, in no particular order; the
 // filter is not applied.
 func (m *CommandStore) Commands(_ context.Context, jid string, f iotgate.CommandFilter) (*iotgate.CommandPage, error) {
@@ -198,13 +210,14 @@ func (m *CommandStore) ExpireCommands(_ context.Context, now time.Time, reason s
 	return ids, nil
 }
 
-// FailUnfinishedCommands moves pending and sent commands to failed.
-func (m *CommandStore) FailUnfinishedCommands(_ context.Context, now time.Time, code, reason string) (int, error) {
+// FailUnfinishedCommands moves pending and sent commands of instance (or
+// of none) to failed.
+func (m *CommandStore) FailUnfinishedCommands(_ context.Context, instance string, now time.Time, code, reason string) (int, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	n := 0
 	for _, c := range m.cmds {
-		if c.Status == iotgate.CommandPending || c.Status == iotgate.CommandSent {
+		if (c.Status == iotgate.CommandPending || c.Status == iotgate.CommandSent) && (c.Instance == instance || c.Instance == "") {
 			c.Status, c.ErrorCode, c.Error, c.CompletedAt = iotgate.CommandFailed, code, reason, &now
 			c.History = append(c.History, iotgate.CommandEvent{Status: iotgate.CommandFailed, At: now, Reason: reason})
 			n++

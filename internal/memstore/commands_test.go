@@ -34,7 +34,7 @@ func TestCommandStore(t *testing.T) {
 	if err := m.UpdateCommand(ctx, sent, []iotgate.CommandStatus{iotgate.CommandPending}, ev); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := m.FailUnfinishedCommands(ctx, t0, "restarted", "why"); err != nil || n != 2 {
+	if n, err := m.FailUnfinishedCommands(ctx, "", t0, "restarted", "why"); err != nil || n != 2 {
 		t.Errorf("FailUnfinishedCommands = %d, %v, want 2", n, err)
 	}
 	got, err := m.Command(ctx, "1")

@@ -206,3 +206,18 @@ func CloseShared() error {
 	sharedPG, sharedErr = nil, nil
 	return err
 }
+
+// EjabberdClusterForTest starts an ejabberd cluster of the test's own
+// (see StartEjabberdCluster) and closes it when the test ends. It fails
+// the test, with the nodes' logs, if the cluster doesn't form.
+func EjabberdClusterForTest(t TB, opts XMPPOptions, nodes int) *EjabberdCluster {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	c, err := StartEjabberdCluster(ctx, opts, nodes)
+	if err != nil {
+		t.Fatalf("servers: %v", err)
+	}
+	cleanupServer(t, c.LogTail, c.Close)
+	return c
+}

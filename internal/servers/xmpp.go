@@ -107,6 +107,22 @@ type XMPPOptions struct {
 	// (or whose component's domain) is 127.a.b.c lists 127.a.b.c here.
 	// Empty: no s2s at all.
 	S2SAddrs []string
+	// DomainBalancing, if set, is ejabberd's domain_balancing for every
+	// component domain: how stanzas addressed to the domain are spread
+	// over several connections of the component. Zero: no
+	// domain_balancing (ejabberd picks a connection on the receiving
+	// node at random, any node's if it has none). Prosody ignores it.
+	DomainBalancing *DomainBalancing
+}
+
+// DomainBalancing is one entry of ejabberd's domain_balancing option.
+type DomainBalancing struct {
+	// Type is random, source, destination, bare_source or
+	// bare_destination; empty: ejabberd's default (random).
+	Type string
+	// ComponentNumber is the number of connection slots (2 to 1000);
+	// zero leaves it out.
+	ComponentNumber int
 }
 
 // withDefaults returns opts with defaults filled in; it does not modify

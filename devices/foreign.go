@@ -1,0 +1,175 @@
+package devices
+
+import (
+	"context"
+	"strings"
+
+	"github.com/iotgate/iotgate"
+)
+
+// Several instances: the answer to a command may reach an instance that
+// did not send it (ejabberd spreads a domain's stanzas over every
+// component connection). That instance records it in the store and
+// notifies; the sending instance, told by Changed, hands the stored
+// outcome to its waiting client.
+
+// Bounds on the store lookups that stray answers cost: a device can send
+// IQ results with made-up ids, and each one the shape of ours costs a
+// query.
+const (
+	foreignRate        = 200 // lookups a second, all devices together
+	foreignBurst       = 400
+	foreignConcurrency = 16
+	foreignAttempts    = 3 // a status that changed under us is re-read
+)
+
+// ForeignAnswer records the answer to a command this instance is not
+// waiting for: an IQ result or error from the full JID from, with id iqID,
+// that matched no IQ of this instance. It never blocks: the lookup runs
+// in the background, and answers beyond the rate and concurrency bounds
+// are dropped (a command whose answer is lost times out as it would with
+// one instance).
+func (s *Commands) ForeignAnswer(from, iqID string, rep iotgate.CommandReply) {
+	if !plausibleIQID(iqID) {
+		return
+	}
+	if !s.foreign.tryTake() {
+		s.log.Debug("stray IQ answer dropped: too many", "from", from, "id", iqID)
+		return
+	}
+	select {
+	case s.foreignSem <- struct{}{}:
+	default:
+		s.log.Debug("stray IQ answer dropped: too many at once", "from", from, "id", iqID)
+		return
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		<-s.foreignSem
+		return
+	}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go func() {
+		defer func() { <-s.foreignSem; s.wg.Done() }()
+		s.recordForeign(from, iqID, rep)
+	}()
+}
+
+// plausibleIQID reports whether id could be one markSent made
+// (rand.Text: 26 characters of base32).
+func plausibleIQID(id string) bool {
+	if len(id) != 26 {
+		return false
+	}
+	for _, r := range id {
+		if !strings.ContainsRune("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", r) {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *Commands) recordForeign(from, iqID string, rep iotgate.CommandReply) {
+	ctx, cancel := s.storeCtx()
+	defer cancel()
+	for range foreignAttempts {
+		c, err := s.store.CommandByIQ(ctx, iqID)
+		if err != nil {
+			if iotgate.ErrorCode(err) != iotgate.ENotFound {
+				s.log.Warn("stray IQ answer not recorded", "from", from, "id", iqID, "err", err)
+			}
+			return
+		}
+		// Only the entity the IQ went to can answer it, as on the stream.
+		if !sameJID(c.Target, from) {
+			s.log.Debug("stray IQ answer from another entity than the command's target", "from", from, "command", c.ID)
+			return
+		}
+		var schema iotgate.PayloadSchema
+		if dev, err := s.devs.Device(ctx, c.DeviceJID); err == nil {
+			schema, _, _ = s.schemas.Compiled(ctx, dev.Schema, dev.SchemaVersion)
+		}
+		fromStatuses, ev, ok := s.applyAnswer(c, schema, rep, s.now())
+		if !ok {
+			return
+		}
+		err = s.write(iotgate.CommandUpdate{Command: c, From: fromStatuses, Event: ev, Notify: true})
+		if iotgate.ErrorCode(err) == iotgate.EConflict {
+			continue // its instance timed it out or failed it meanwhile
+		}
+		if err != nil {
+			s.log.Warn("stray IQ answer not recorded", "command", c.ID, "err", err)
+		} else {
+			s.log.Debug("answer recorded for another instance's command", "command", c.ID, "instance", c.Instance)
+		}
+		return
+	}
+}
+
+// sameJID compares two JIDs as XMPP does, ignoring the case of the
+// localpart and domain (a cheap stand-in for full normalization: the
+// target is stored as iotgate sent it).
+func sameJID(a, b string) bool {
+	ab, ar, _ := strings.Cut(a, "/")
+	bb, br, _ := strings.Cut(b, "/")
+	return ar == br && strings.EqualFold(ab, bb)
+}
+
+// Changed tells the service that another instance changed command id: if
+// this instance runs it and the store now has the device's answer, the
+// stored outcome settles it (the waiting client gets it) and the wait
+// for the IQ ends. id "" means any command may have changed
+// (notifications were lost): every command in flight is re-read. It
+// never blocks.
+func (s *Commands) Changed(id string) {
+	s.mu.Lock()
+	var es []*execution
+	if id == "" {
+		for _, e := range s.inflight {
+			es = append(es, e)
+		}
+	} else if e := s.inflight[id]; e != nil {
+		es = append(es, e)
+	}
+	if len(es) == 0 || s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go func() {
+		defer s.wg.Done()
+		for _, e := range es {
+			s.adopt(e)
+		}
+	}()
+}
+
+// adopt takes the stored command's answer when another instance recorded
+// it. Only an answer is taken: the store may lag behind this instance's
+// own writes (group commit), never ahead of them otherwise.
+func (s *Commands) adopt(e *execution) {
+	e.mu.Lock()
+	id := e.cmd.ID
+	e.mu.Unlock()
+	ctx, cancel := context.WithTimeout(s.ctx, timeoutStore)
+	defer cancel()
+	cur, err := s.store.Command(ctx, id)
+	if err != nil {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if cur.AnsweredAt == nil || e.cmd.AnsweredAt != nil {
+		return
+	}
+	e.cmd = cur
+	if cur.Status.Terminal() || cur.Status == iotgate.CommandQueued {
+		e.settle()
+	}
+	if e.stop != nil {
+		e.stop()
+	}
+}
