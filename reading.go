@@ -2,6 +2,8 @@ package iotgate
 
 import (
 	"encoding/json"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -69,4 +71,31 @@ type ReadingPage struct {
 type RejectionPage struct {
 	Items      []*Rejection `json:"items"`
 	NextCursor string       `json:"next_cursor,omitempty"`
+}
+
+// ReadingKey is the key of a reading's change notification: what another
+// instance needs to know of a device's newest stored reading to keep its
+// cache coherent without reading it (device JID, device ID, reading ID,
+// received_at in Unix microseconds, space-separated).
+func ReadingKey(r *Reading) string {
+	return r.DeviceJID + " " + strconv.FormatInt(r.DeviceID, 10) + " " + strconv.FormatInt(r.ID, 10) + " " +
+		strconv.FormatInt(r.ReceivedAt.UnixMicro(), 10)
+}
+
+// ParseReadingKey reads what ReadingKey wrote into a Reading holding
+// only those fields; ok is false for anything else.
+func ParseReadingKey(key string) (r *Reading, ok bool) {
+	f := strings.Split(key, " ")
+	if len(f) != 4 || f[0] == "" {
+		return nil, false
+	}
+	var n [3]int64
+	for i, s := range f[1:] {
+		v, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return nil, false
+		}
+		n[i] = v
+	}
+	return &Reading{DeviceJID: f[0], DeviceID: n[0], ID: n[1], ReceivedAt: time.UnixMicro(n[2]).UTC()}, true
 }

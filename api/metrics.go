@@ -25,7 +25,10 @@ type XMPPStats interface {
 // MetricsSources are the parts whose state the metrics read when scraped.
 // Nil fields leave their metrics out.
 type MetricsSources struct {
-	XMPP XMPPStats
+	// Instance, when set, is the constant label instance=<id> on every
+	// metric: several instances' series stay apart (IOTGATE_INSTANCE_ID).
+	Instance string
+	XMPP     XMPPStats
 	// OnlineDevices counts devices with an available resource.
 	OnlineDevices func() int
 	// RateLimited counts stanzas refused for exceeding a device's rate.
@@ -72,6 +75,7 @@ var _ WebhookStats = (*webhooks.Dispatcher)(nil)
 // path's measurements (it is a devices.Observer).
 type Metrics struct {
 	reg       *prometheus.Registry
+	r         prometheus.Registerer // reg, adding the instance label
 	accepted  prometheus.Counter
 	refused   *prometheus.CounterVec
 	batchSize prometheus.Histogram
@@ -85,6 +89,10 @@ var _ devices.Observer = (*Metrics)(nil)
 // NewMetrics returns a registry with iotgate's metrics and the Go runtime's.
 func NewMetrics(src MetricsSources) *Metrics {
 	m := &Metrics{reg: prometheus.NewRegistry()}
+	m.r = m.reg
+	if src.Instance != "" {
+		m.r = prometheus.WrapRegistererWith(prometheus.Labels{"instance": src.Instance}, m.reg)
+	}
 	m.accepted = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "iotgate_readings_accepted_total", Help: "Readings validated and committed.",
 	})
@@ -109,11 +117,11 @@ func NewMetrics(src MetricsSources) *Metrics {
 		Name: "iotgate_command_seconds", Help: "Time from a command's creation to its successful answer.",
 		Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
 	})
-	m.reg.MustRegister(m.accepted, m.refused, m.batchSize, m.commit, m.commands, m.cmdTime,
+	m.r.MustRegister(m.accepted, m.refused, m.batchSize, m.commit, m.commands, m.cmdTime,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	if x := src.XMPP; x != nil {
-		m.reg.MustRegister(
+		m.r.MustRegister(
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "iotgate_xmpp_up", Help: "1 while the component stream is established."},
 				func() float64 {
 					if ok, _, _ := x.Health(context.Background()); ok {
@@ -128,35 +136,35 @@ func NewMetrics(src MetricsSources) *Metrics {
 		)
 	}
 	if f := src.OnlineDevices; f != nil {
-		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "iotgate_devices_online", Help: "Devices with an available resource."},
+		m.r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "iotgate_devices_online", Help: "Devices with an available resource."},
 			func() float64 { return float64(f()) }))
 	}
 	if f := src.RateLimited; f != nil {
-		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "iotgate_xmpp_rate_limited_total", Help: "Device stanzas refused for exceeding the device's rate."},
+		m.r.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "iotgate_xmpp_rate_limited_total", Help: "Device stanzas refused for exceeding the device's rate."},
 			func() float64 { return float64(f()) }))
 	}
 	if f := src.Unserved; f != nil {
-		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "iotgate_xmpp_unserved_total", Help: "Stanzas to iotgate whose payloads are in no namespace of a registered schema (IQs answered service-unavailable, messages dropped)."},
+		m.r.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "iotgate_xmpp_unserved_total", Help: "Stanzas to iotgate whose payloads are in no namespace of a registered schema (IQs answered service-unavailable, messages dropped)."},
 			func() float64 { return float64(f()) }))
 	}
 	if f := src.OversizeStanzas; f != nil {
-		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "iotgate_xmpp_stanzas_oversize_total", Help: "Incoming stanzas skipped (and refused) for exceeding the stanza size or depth limit; the stream goes on."},
+		m.r.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "iotgate_xmpp_stanzas_oversize_total", Help: "Incoming stanzas skipped (and refused) for exceeding the stanza size or depth limit; the stream goes on."},
 			func() float64 { return float64(f()) }))
 	}
 	if f := src.DomainRefused; f != nil {
-		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "iotgate_xmpp_domain_refused_total", Help: "Stanzas refused because their sender's domain is outside IOTGATE_DEVICE_DOMAINS."},
+		m.r.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "iotgate_xmpp_domain_refused_total", Help: "Stanzas refused because their sender's domain is outside IOTGATE_DEVICE_DOMAINS."},
 			func() float64 { return float64(f()) }))
 	}
 	if f := src.HeldReadings; f != nil {
-		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "iotgate_readings_held", Help: "Message readings held for another commit attempt while the database is unavailable."},
+		m.r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "iotgate_readings_held", Help: "Message readings held for another commit attempt while the database is unavailable."},
 			func() float64 { return float64(f()) }))
 	}
 	if f := src.EventsWritten; f != nil {
-		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "iotgate_events_written_total", Help: "Events this instance committed to the event log."},
+		m.r.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "iotgate_events_written_total", Help: "Events this instance committed to the event log."},
 			func() float64 { return float64(f()) }))
 	}
 	if ev := src.Events; ev != nil {
-		m.reg.MustRegister(
+		m.r.MustRegister(
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "iotgate_event_streams", Help: "Event streams (GET /v1/events) connected to this instance."},
 				func() float64 { return float64(ev.Subscribers()) }),
 			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "iotgate_event_stream_events_total", Help: "Events handed to event streams, replays included."},
@@ -166,15 +174,15 @@ func NewMetrics(src MetricsSources) *Metrics {
 		)
 	}
 	if src.DB != nil {
-		m.reg.MustRegister(collectors.NewDBStatsCollector(src.DB, "iotgate"))
+		m.r.MustRegister(collectors.NewDBStatsCollector(src.DB, "iotgate"))
 	}
 	if w := src.Webhooks; w != nil {
 		for _, o := range webhooks.Outcomes {
-			m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "iotgate_webhook_deliveries_total",
+			m.r.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "iotgate_webhook_deliveries_total",
 				Help: "Webhook deliveries (POSTs of a batch), by outcome (ok, http_error, timeout, network).", ConstLabels: prometheus.Labels{"outcome": o}},
 				func() float64 { return float64(w.Deliveries()[o]) }))
 		}
-		m.reg.MustRegister(
+		m.r.MustRegister(
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "iotgate_webhook_lag_events", Help: "The largest number of event ids a webhook delivered by this instance is behind the log."},
 				func() float64 { e, _ := w.Lag(); return float64(e) }),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "iotgate_webhook_lag_seconds", Help: "The age of the oldest event a webhook delivered by this instance has not delivered yet."},
@@ -204,8 +212,9 @@ func (m *Metrics) ReadingRefused(reason string) { m.refused.WithLabelValues(reas
 
 // Handler serves the metrics in Prometheus' text format.
 func (m *Metrics) Handler() http.Handler {
-	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.r})
 }
 
-// Registry returns the registry, for metrics added by other parts.
-func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+// Registry returns where other parts register their metrics: they get
+// the instance label too.
+func (m *Metrics) Registry() prometheus.Registerer { return m.r }

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/iotgate/iotgate"
 	"github.com/iotgate/iotgate/devices"
 )
@@ -57,5 +59,34 @@ func TestMetrics(t *testing.T) {
 				t.Errorf("metrics lack %q", tt.want)
 			}
 		})
+	}
+}
+
+// TestMetricsInstanceLabel checks that every metric carries the
+// instance's ID, those registered by other parts too.
+func TestMetricsInstanceLabel(t *testing.T) {
+	m := NewMetrics(MetricsSources{Instance: "gw-1", OnlineDevices: func() int { return 2 }})
+	m.Registry().MustRegister(prometheus.NewCounter(prometheus.CounterOpts{Name: "iotgate_test_total", Help: "A part's own."}))
+	m.ReadingsCommitted(1, time.Millisecond)
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body, _ := io.ReadAll(rec.Body)
+	samples := 0
+	for _, line := range strings.Split(string(body), "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		samples++
+		if !strings.Contains(line, `instance="gw-1"`) {
+			t.Errorf("no instance label: %s", line)
+		}
+	}
+	for _, want := range []string{`iotgate_readings_accepted_total{instance="gw-1"} 1`, `iotgate_devices_online{instance="gw-1"} 2`, `iotgate_test_total{instance="gw-1"} 0`} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	if samples < 10 {
+		t.Errorf("%d samples, want the Go runtime's too", samples)
 	}
 }

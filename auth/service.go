@@ -48,7 +48,8 @@ type Config struct {
 	Bootstrap string
 	// CacheTTL is how long an authenticated token is trusted without
 	// asking the store again; revocation through this Service takes
-	// effect at once regardless.
+	// effect at once regardless, and through another instance as soon
+	// as its change notification calls Forget.
 	CacheTTL time.Duration
 	// TouchEvery is how often, at most, a token's last use is written.
 	TouchEvery time.Duration
@@ -71,6 +72,9 @@ type Service struct {
 	mu      sync.Mutex
 	cache   map[[sha256.Size]byte]cached
 	touched map[string]time.Time // token ID -> last use written
+	// epoch counts Forget calls: a token read from the store before one
+	// is not cached after it.
+	epoch uint64
 }
 
 type cached struct {
@@ -193,8 +197,8 @@ func (s *Service) Current(ctx context.Context, id string) (*iotgate.Token, error
 }
 
 // Revoke revokes a token; revoking a revoked token changes nothing. It
-// takes effect at once for this Service (other processes notice within
-// CacheTTL). Errors: not_found, invalid (the bootstrap token, which only
+// takes effect at once for this Service (other instances notice at its
+// change notification, or within CacheTTL at worst). Errors: not_found, invalid (the bootstrap token, which only
 // its environment variable can withdraw).
 func (s *Service) Revoke(ctx context.Context, id string) (*iotgate.Token, error) {
 	if id == BootstrapID {
@@ -204,15 +208,29 @@ func (s *Service) Revoke(ctx context.Context, id string) (*iotgate.Token, error)
 	if err != nil {
 		return nil, err
 	}
+	s.Forget(id)
+	return t, nil
+}
+
+// Forget drops the cached token with this ID ("" for every token): the
+// change notification of a token created, revoked or changed by another
+// instance, or this one. Its next request reads it from the store again;
+// a read from before the change that completes after it is not cached.
+func (s *Service) Forget(id string) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.epoch++
+	if id == "" {
+		clear(s.cache)
+		clear(s.touched)
+		return
+	}
 	for h, c := range s.cache {
 		if c.tok.ID == id {
 			delete(s.cache, h)
 		}
 	}
 	delete(s.touched, id)
-	s.mu.Unlock()
-	return t, nil
 }
 
 // errUnauthorized is the one answer to a bad token: clients learn nothing
@@ -236,6 +254,7 @@ func (s *Service) Authenticate(ctx context.Context, secret string) (*iotgate.Tok
 	now := s.cfg.Now()
 	s.mu.Lock()
 	c, ok := s.cache[h]
+	epoch := s.epoch
 	s.mu.Unlock()
 	var t *iotgate.Token
 	if ok && now.Before(c.until) {
@@ -254,7 +273,7 @@ func (s *Service) Authenticate(ctx context.Context, secret string) (*iotgate.Tok
 		if subtle.ConstantTimeCompare(t.Hash, h[:]) != 1 {
 			return nil, errUnauthorized()
 		}
-		s.remember(h, t, now)
+		s.remember(h, t, now, epoch)
 	}
 	if !t.Active(now) {
 		return nil, errUnauthorized()
@@ -263,11 +282,15 @@ func (s *Service) Authenticate(ctx context.Context, secret string) (*iotgate.Tok
 	return t.Clone(), nil
 }
 
-// remember caches t; a full cache is first swept of expired entries and,
-// if still full, started over, which costs one store query per token.
-func (s *Service) remember(h [sha256.Size]byte, t *iotgate.Token, now time.Time) {
+// remember caches t, read from the store in epoch, unless Forget was
+// called since; a full cache is first swept of expired entries and, if
+// still full, started over, which costs one store query per token.
+func (s *Service) remember(h [sha256.Size]byte, t *iotgate.Token, now time.Time, epoch uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if epoch != s.epoch {
+		return
+	}
 	if len(s.cache) >= s.cfg.CacheSize {
 		for k, c := range s.cache {
 			if !now.Before(c.until) {

@@ -36,8 +36,8 @@ type Conn struct {
 	reconnects atomic.Uint64
 	// refused is set while the server refuses the stream with conflict:
 	// another connection holds the domain (a standby on Prosody).
-	refused atomic.Bool
-	oversize   atomic.Uint64
+	refused  atomic.Bool
+	oversize atomic.Uint64
 	// skipErrors bounds the error messages sent back for skipped
 	// stanzas, per sender.
 	skipErrors    *limiter

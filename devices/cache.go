@@ -11,13 +11,13 @@ import (
 // lookups (ingest, presence, commands) need no query: device records by
 // JID, and the newest reading of recently read or active devices.
 //
-// It is right only because iotgate is the one writer of devices and
-// readings of its domain (one instance per component domain, see
-// docs/xmpp-servers.md): every write goes through the Service, which
-// invalidates device records after Register, Update and Delete, and hands
-// every committed batch of readings to committed. Device records also
-// expire after the service's CacheTTL, as a bound on what a change made
-// behind iotgate's back (by hand, in SQL) can hide.
+// Every write through this Service invalidates device records after
+// Register, Update and Delete, and hands every committed batch of
+// readings to committed. Writes made by other instances on the same
+// database reach it through Service.Forget (change notifications, see
+// docs/design.md). Device records also expire after the service's
+// CacheTTL, as a bound on what a change made behind iotgate's back (by
+// hand, in SQL) or a lost notification can hide.
 //
 // Two races are closed here rather than by the callers:
 //   - a fill (a record or reading read from the store on a miss) that
@@ -26,7 +26,8 @@ import (
 //   - a reading filled from the store may be older than one committed
 //     meanwhile: seen holds the newest committed reading of every device
 //     since start (a few dozen bytes per device, never evicted), and a
-//     fill older than it is not kept.
+//     fill older than it is not kept. Readings committed by other
+//     instances move it too (storedElsewhere).
 //
 // Memory is bounded: at most maxDevices records, maxStrangers JIDs known
 // not to be registered and maxLatest readings (about 1 KB each with their
@@ -158,6 +159,52 @@ func (c *cache) forget(jid string, deleted bool) {
 	}
 	delete(c.devs, jid)
 	delete(c.latest, jid)
+}
+
+// stale is what a change made elsewhere (another instance, told through
+// the store) costs the cache: jid's record ("" for every record) is read
+// again at its next lookup, but stays known as a registered sender
+// meanwhile, so that a device's readings don't queue as a stranger's
+// behind the stranger throttle; it is no longer known as a stranger, and
+// its newest reading is read again. Bumping the epoch keeps out a fill
+// that read the store before the change and stores after it.
+func (c *cache) stale(jid string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.epoch++
+	if jid == "" {
+		for j, e := range c.devs {
+			e.at = time.Time{}
+			c.devs[j] = e
+		}
+		clear(c.strangers)
+		clear(c.latest)
+		return
+	}
+	if e, ok := c.devs[jid]; ok {
+		e.at = time.Time{}
+		c.devs[jid] = e
+	}
+	delete(c.strangers, jid)
+	delete(c.latest, jid)
+}
+
+// storedElsewhere takes a device's newest reading in a commit made by
+// another instance (or this one, already seen through committed): it
+// moves the device's mark, so that lastSeen shows it and a fill older
+// than it is not kept, and drops a cached reading older than it, read
+// again at its next use.
+func (c *cache) storedElsewhere(r *iotgate.Reading) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := markOf(r)
+	if old, ok := c.seen[r.DeviceID]; ok && !m.after(old) {
+		return
+	}
+	c.seen[r.DeviceID] = m
+	if e, ok := c.latest[r.DeviceJID]; ok && (e.devID != r.DeviceID || e.r == nil || m.after(markOf(e.r))) {
+		delete(c.latest, r.DeviceJID)
+	}
 }
 
 // lastSeen returns when the newest reading of device id committed since

@@ -49,6 +49,26 @@ func (s *Service) Register(ctx context.Context, d *iotgate.Device) (*iotgate.Dev
 	return d, nil
 }
 
+// Forget makes the service read device jid (a canonical bare JID; ""
+// for every device) from the store again at its next use: the change
+// notification of a write that another instance, or this one, committed.
+// It does no I/O.
+func (s *Service) Forget(jid string) { s.cache.stale(jid) }
+
+// ReadingStored takes the change notification of a device's newest
+// reading in a commit (key as iotgate.ReadingKey writes it; "" when
+// notifications may have been lost): readings stored by another instance
+// show in State and last_seen_at here too. It does no I/O.
+func (s *Service) ReadingStored(key string) {
+	if key == "" {
+		s.cache.stale("") // records hold last_seen_at too
+		return
+	}
+	if r, ok := iotgate.ParseReadingKey(key); ok {
+		s.cache.storedElsewhere(r)
+	}
+}
+
 // Device returns a registered device, from memory when it can: it is
 // what REST reads and every command look a device up with. The result is
 // the caller's to change. Errors: invalid (bad JID), not_found,

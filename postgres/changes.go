@@ -22,6 +22,7 @@ const (
 	ChangeDevice   ChangeKind = "device"   // key: the device's bare JID
 	ChangeSchema   ChangeKind = "schema"   // key: the schema's ID
 	ChangeToken    ChangeKind = "token"    // key: the token's ID
+	ChangeReading  ChangeKind = "reading"  // key: iotgate.ReadingKey of a device's newest reading in a commit
 	ChangePresence ChangeKind = "presence" // key: the device's bare JID
 	ChangeCommand  ChangeKind = "command"  // key: the command's ID
 )

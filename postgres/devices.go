@@ -57,6 +57,10 @@ func (db *DB) CreateDevice(ctx context.Context, d *iotgate.Device) error {
 			d.JID, d.Name, labels, d.Schema, d.SchemaVersion, d.CreatedAt, d.UpdatedAt).Scan(&d.ID); err != nil {
 			return nil, err
 		}
+		// Other instances may remember the JID as not registered.
+		if err := notifyChanges(ctx, tx, ChangeDevice, d.JID); err != nil {
+			return nil, err
+		}
 		return []iotgate.Event{iotgate.DeviceChangeEvent(iotgate.DeviceRegistered, d, d.CreatedAt)}, nil
 	})
 	if e := pq.As(err); e != nil && e.Constraint == "devices_schema_fkey" {
@@ -160,6 +164,9 @@ func (db *DB) UpdateDevice(ctx context.Context, jid string, u iotgate.DeviceUpda
 		if err != nil {
 			return nil, err
 		}
+		if err := notifyChanges(ctx, tx, ChangeDevice, jid); err != nil {
+			return nil, err
+		}
 		return []iotgate.Event{iotgate.DeviceChangeEvent(iotgate.DeviceUpdated, d, now)}, nil
 	})
 	if errors.Is(err, sql.ErrNoRows) {
@@ -180,6 +187,9 @@ func (db *DB) DeleteDevice(ctx context.Context, jid string) error {
 	err := db.writeTx(ctx, func(tx *sql.Tx) ([]iotgate.Event, error) {
 		d, err := scanDevice(tx.QueryRowContext(ctx, `DELETE FROM devices WHERE jid = $1 RETURNING `+deviceColumns, jid))
 		if err != nil {
+			return nil, err
+		}
+		if err := notifyChanges(ctx, tx, ChangeDevice, jid); err != nil {
 			return nil, err
 		}
 		// Its resources went with it: every instance forgets them.

@@ -84,13 +84,26 @@ func (db *DB) insertReadings(ctx context.Context, rs []*iotgate.Reading) error {
 			return nil, err
 		}
 		evs := make([]iotgate.Event, 0, len(rs))
+		newest := make(map[int64]*iotgate.Reading, len(last))
 		for i, r := range rs {
 			got[i] = stored.next(r.DeviceID)
 			if got[i] != 0 {
 				c := *r
 				c.ID = got[i]
 				evs = append(evs, iotgate.ReadingEvent(&c))
+				if n := newest[c.DeviceID]; n == nil || c.ReceivedAt.After(n.ReceivedAt) || c.ReceivedAt.Equal(n.ReceivedAt) && c.ID > n.ID {
+					newest[c.DeviceID] = &c
+				}
 			}
+		}
+		// Other instances' caches learn each device's newest reading
+		// (for /state and last_seen_at) without reading it.
+		keys := make([]string, 0, len(newest))
+		for _, r := range newest {
+			keys = append(keys, iotgate.ReadingKey(r))
+		}
+		if err := notifyChanges(ctx, tx, ChangeReading, keys...); err != nil {
+			return nil, err
 		}
 		return evs, nil
 	})

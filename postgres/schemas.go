@@ -61,6 +61,11 @@ func (db *DB) CreateSchemaVersion(ctx context.Context, s *schemas.Schema) error 
 	if err != nil {
 		return translate(err, "create schema version")
 	}
+	// A version deleted and numbered again may be cached elsewhere under
+	// its old content; and the other instances learn its namespace.
+	if err := notifyChanges(ctx, tx, ChangeSchema, schemas.Ref{Name: s.Name, Version: s.Version}.String()); err != nil {
+		return translate(err, "create schema version")
+	}
 	return translate(tx.Commit(), "create schema version")
 }
 
@@ -122,15 +127,18 @@ func (db *DB) SchemaByNamespace(ctx context.Context, ns string) (*schemas.Schema
 // DeleteSchemaVersion deletes one version. Errors: not_found, conflict
 // (devices use it).
 func (db *DB) DeleteSchemaVersion(ctx context.Context, name string, version int) error {
-	res, err := db.db.ExecContext(ctx, `DELETE FROM schema_versions WHERE name = $1 AND version = $2`, name, version)
+	err := db.writeTx(ctx, func(tx *sql.Tx) ([]iotgate.Event, error) {
+		res, err := tx.ExecContext(ctx, `DELETE FROM schema_versions WHERE name = $1 AND version = $2`, name, version)
+		if err != nil {
+			return nil, err
+		}
+		if n, err := res.RowsAffected(); err == nil && n == 0 {
+			return nil, iotgate.Errorf(iotgate.ENotFound, "schema %q has no version %d", name, version)
+		}
+		return nil, notifyChanges(ctx, tx, ChangeSchema, schemas.Ref{Name: name, Version: version}.String())
+	})
 	if e := pq.As(err); e != nil && e.Constraint == "devices_schema_fkey" {
 		return &iotgate.Error{Code: iotgate.EConflict, Message: fmt.Sprintf("schema %s version %d is used by devices", name, version), Err: err}
 	}
-	if err != nil {
-		return translate(err, "delete schema version")
-	}
-	if n, err := res.RowsAffected(); err == nil && n == 0 {
-		return iotgate.Errorf(iotgate.ENotFound, "schema %q has no version %d", name, version)
-	}
-	return nil
+	return translate(err, "delete schema version")
 }

@@ -53,10 +53,15 @@ func (db *DB) CreateToken(ctx context.Context, t *iotgate.Token) error {
 	for i, s := range t.Scopes {
 		scopes[i] = string(s)
 	}
-	_, err = db.db.ExecContext(ctx, `
-		INSERT INTO api_tokens (id, name, hash, scopes, devices, created_at, expires_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-		t.ID, t.Name, t.Hash, pq.Array(scopes), string(sel), t.CreatedAt.UTC(), timeArg(t.ExpiresAt))
+	err = db.writeTx(ctx, func(tx *sql.Tx) ([]iotgate.Event, error) {
+		if _, err := tx.ExecContext(ctx, `
+			INSERT INTO api_tokens (id, name, hash, scopes, devices, created_at, expires_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+			t.ID, t.Name, t.Hash, pq.Array(scopes), string(sel), t.CreatedAt.UTC(), timeArg(t.ExpiresAt)); err != nil {
+			return nil, err
+		}
+		return nil, notifyChanges(ctx, tx, ChangeToken, t.ID)
+	})
 	return translate(err, "create token")
 }
 
@@ -93,10 +98,20 @@ func (db *DB) Tokens(ctx context.Context) ([]*iotgate.Token, error) {
 
 // RevokeToken sets revoked_at unless it is set. Errors: not_found.
 func (db *DB) RevokeToken(ctx context.Context, id string, at time.Time) (*iotgate.Token, error) {
-	t, err := scanToken(db.db.QueryRowContext(ctx, `
-		UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, $2)
-		WHERE id = $1
-		RETURNING `+tokenColumns, id, at.UTC()))
+	var t *iotgate.Token
+	err := db.writeTx(ctx, func(tx *sql.Tx) ([]iotgate.Event, error) {
+		var err error
+		t, err = scanToken(tx.QueryRowContext(ctx, `
+			UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, $2)
+			WHERE id = $1
+			RETURNING `+tokenColumns, id, at.UTC()))
+		if err != nil {
+			return nil, err
+		}
+		// Every instance's cache forgets it: revocation takes effect
+		// everywhere within a round trip.
+		return nil, notifyChanges(ctx, tx, ChangeToken, id)
+	})
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, tokenNotFound(id)
 	}

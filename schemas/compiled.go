@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/iotgate/iotgate"
 	"github.com/iotgate/iotgate/schemas/xsd"
@@ -17,6 +18,17 @@ type compiled struct {
 	once sync.Once
 	s    *xsd.Schema
 	err  error
+	// at is the created_at of the row compiled: a version deleted and
+	// numbered again elsewhere has another (see Forget). Read it only
+	// once done is set.
+	at   time.Time
+	done atomic.Bool
+}
+
+// finish sets c compiled from s (or failed with err), created at at.
+func (c *compiled) finish(s *xsd.Schema, at time.Time, err error) {
+	c.s, c.at, c.err = s, at.Round(time.Microsecond), err
+	c.done.Store(true)
 }
 
 // Compiled returns the compiled schema for name and version (0: latest) and
@@ -38,7 +50,7 @@ func (r *Registry) Compiled(ctx context.Context, name string, version int) (iotg
 		r.compiled[ref] = c
 	}
 	r.mu.Unlock()
-	c.once.Do(func() { c.s, c.err = r.compileStored(ctx, ref) })
+	c.once.Do(func() { c.finish(r.compileStored(ctx, ref)) })
 	if c.err != nil {
 		// Don't cache failures: the store may have been down.
 		r.mu.Lock()
@@ -97,10 +109,10 @@ func (r *Registry) CompileAll(ctx context.Context, workers int) (int, error) {
 	return int(n.Load()), nil
 }
 
-func (r *Registry) compileStored(ctx context.Context, ref Ref) (*xsd.Schema, error) {
+func (r *Registry) compileStored(ctx context.Context, ref Ref) (*xsd.Schema, time.Time, error) {
 	s, err := r.store.SchemaVersion(ctx, ref.Name, ref.Version)
 	if err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	var lookupErr error
 	cs, err := xsd.Compile([]byte(s.XSD), xsd.CompileOptions{
@@ -121,14 +133,14 @@ func (r *Registry) compileStored(ctx context.Context, ref Ref) (*xsd.Schema, err
 		},
 	})
 	if lookupErr != nil {
-		return nil, fmt.Errorf("compile stored schema %s version %d: resolve import: %w", ref.Name, ref.Version, lookupErr)
+		return nil, time.Time{}, fmt.Errorf("compile stored schema %s version %d: resolve import: %w", ref.Name, ref.Version, lookupErr)
 	}
 	if err != nil {
 		// Not the content of a request: invalid rather than
 		// unprocessable, as before the split of schemas/xsd.
-		return nil, fmt.Errorf("compile stored schema %s version %d: %w", ref.Name, ref.Version, fromXSD(err, iotgate.EInvalid))
+		return nil, time.Time{}, fmt.Errorf("compile stored schema %s version %d: %w", ref.Name, ref.Version, fromXSD(err, iotgate.EInvalid))
 	}
-	return cs, nil
+	return cs, s.CreatedAt, nil
 }
 
 // payloadSchema adapts a compiled XSD to what devices need.

@@ -4,31 +4,16 @@ import (
 	"context"
 	"fmt"
 	"slices"
-
-	"github.com/iotgate/iotgate"
 )
 
 // LoadNamespaces reads the target namespaces of every registered version,
 // for ServesNamespace and Namespaces. Call it once at start, before the
-// XMPP stream is up; Register and Delete keep the set current afterwards.
-// Registrations made by another iotgate on the same database are not seen
-// until a restart. Errors: those of the store (unavailable).
+// XMPP stream is up; Register and Delete keep the set current afterwards,
+// and Forget with FollowChanges for changes made by other instances.
+// Errors: those of the store (unavailable).
 func (r *Registry) LoadNamespaces(ctx context.Context) error {
-	latest, err := r.store.Schemas(ctx)
-	if err != nil {
+	if err := r.recheck(ctx, true, nil); err != nil {
 		return fmt.Errorf("load schema namespaces: %w", err)
-	}
-	for _, l := range latest {
-		vs, err := r.store.SchemaVersions(ctx, l.Name)
-		if iotgate.ErrorCode(err) == iotgate.ENotFound {
-			continue // deleted meanwhile
-		}
-		if err != nil {
-			return fmt.Errorf("load schema namespaces: %w", err)
-		}
-		for _, v := range vs {
-			r.addNamespace(Ref{v.Name, v.Version}, v.TargetNamespace)
-		}
 	}
 	return nil
 }

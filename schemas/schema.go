@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -31,6 +33,23 @@ type Schema struct {
 type Ref struct {
 	Name    string `json:"name"`
 	Version int    `json:"version"`
+}
+
+// String returns "name/version": the key of a schema change
+// notification (names never hold a slash).
+func (r Ref) String() string { return r.Name + "/" + strconv.Itoa(r.Version) }
+
+// parseRef reads what Ref.String wrote.
+func parseRef(s string) (Ref, bool) {
+	i := strings.LastIndexByte(s, '/')
+	if i < 0 {
+		return Ref{}, false
+	}
+	v, err := strconv.Atoi(s[i+1:])
+	if err != nil || v <= 0 {
+		return Ref{}, false
+	}
+	return Ref{s[:i], v}, true
 }
 
 // Store is the persistence the registry needs. Implementations return
@@ -80,6 +99,12 @@ type Registry struct {
 	nsMu    sync.RWMutex
 	nsOf    map[Ref]string
 	nsCount map[string]int
+
+	// What Forget was told changed, for FollowChanges to check.
+	staleMu  sync.Mutex
+	stale    map[Ref]bool
+	staleAll bool
+	wake     chan struct{}
 }
 
 var _ iotgate.SchemaSource = (*Registry)(nil)
@@ -103,7 +128,8 @@ func NewRegistry(store Store, cfg Config) *Registry {
 	}
 	return &Registry{store: store, cfg: cfg, lim: xsd.Limits{MaxBytes: cfg.MaxReadingBytes, MaxDepth: cfg.MaxDepth,
 		MaxPatternValue: cfg.MaxPatternValue, MaxPatternTotal: cfg.MaxPatternTotal},
-		compiled: make(map[Ref]*compiled), nsOf: make(map[Ref]string), nsCount: make(map[string]int)}
+		compiled: make(map[Ref]*compiled), nsOf: make(map[Ref]string), nsCount: make(map[string]int),
+		stale: map[Ref]bool{}, wake: make(chan struct{}, 1)}
 }
 
 var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}[a-z0-9]$|^[a-z0-9]$`)
@@ -160,8 +186,8 @@ func (r *Registry) Register(ctx context.Context, name, src, description string) 
 		return nil, err
 	}
 	r.addNamespace(Ref{s.Name, s.Version}, s.TargetNamespace)
-	c := &compiled{s: cs}
-	c.once.Do(func() {})
+	c := &compiled{}
+	c.once.Do(func() { c.finish(cs, s.CreatedAt, nil) })
 	r.mu.Lock()
 	r.compiled[Ref{s.Name, s.Version}] = c
 	r.mu.Unlock()

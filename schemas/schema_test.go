@@ -21,6 +21,9 @@ import (
 type memStore struct {
 	mu       sync.Mutex
 	versions map[string][]*schemas.Schema
+	// afterRead, when set, runs after SchemaVersion has read a version
+	// (outside the lock).
+	afterRead func(name string, version int)
 }
 
 func newMemStore() *memStore { return &memStore{versions: map[string][]*schemas.Schema{}} }
@@ -33,7 +36,18 @@ func (m *memStore) CreateSchemaVersion(_ context.Context, s *schemas.Schema) err
 	return nil
 }
 
-func (m *memStore) SchemaVersion(_ context.Context, name string, version int) (*schemas.Schema, error) {
+func (m *memStore) SchemaVersion(ctx context.Context, name string, version int) (*schemas.Schema, error) {
+	s, err := m.schemaVersion(ctx, name, version)
+	m.mu.Lock()
+	f := m.afterRead
+	m.mu.Unlock()
+	if f != nil {
+		f(name, version)
+	}
+	return s, err
+}
+
+func (m *memStore) schemaVersion(_ context.Context, name string, version int) (*schemas.Schema, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	vs := m.versions[name]

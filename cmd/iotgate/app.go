@@ -31,6 +31,10 @@ var _ component.RejectionRecorder = (*devices.Service)(nil)
 // App is iotgate wired together: New builds it from a Config, Run serves
 // until its context ends, Shutdown stops it in reverse order of start.
 type App struct {
+	// InstanceID names this instance among those sharing the database
+	// (IOTGATE_INSTANCE_ID).
+	InstanceID string
+
 	cfg Config
 	log *slog.Logger
 
@@ -67,7 +71,7 @@ type App struct {
 // for the database and builds every part from cfg. On error, what it
 // opened is closed.
 func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) {
-	a := &App{cfg: cfg, log: log}
+	a := &App{InstanceID: cfg.InstanceID, cfg: cfg, log: log}
 	// The database may not be up yet (containers start in any order):
 	// wait for it rather than exit. The HTTP address is taken first, so
 	// that /readyz says so meanwhile; the API takes it over once built.
@@ -101,6 +105,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 	// Presence any instance receives is reloaded by every instance.
 	a.changes = db.ListenChanges(evCtx)
 	a.changes.Subscribe(postgres.ChangePresence, a.presence.Refresh)
+	// Subscribed before the listener's first "": a schema another
+	// instance registered since LoadNamespaces is read then.
+	a.changes.Subscribe(postgres.ChangeSchema, a.registry.Forget)
 	evLog := log.With("part", "events")
 	a.hub = events.NewHub(db, events.Config{Wake: db.EventWakeups(evCtx), Poll: cfg.EventPoll,
 		MaxBacklog: cfg.EventBacklog, MaxBacklogBytes: cfg.EventBacklogBytes,
@@ -123,6 +130,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 		Logger: log.With("part", "webhooks")})
 
 	a.metrics = api.NewMetrics(api.MetricsSources{
+		Instance:      cfg.InstanceID,
 		XMPP:          xmppStats{&a.conn},
 		OnlineDevices: func() int { return len(a.presence.OnlineJIDs()) },
 		RateLimited:   func() uint64 { return a.readings.RateLimited() },
@@ -176,6 +184,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 	if err != nil {
 		return nil, err
 	}
+	// Writes by any instance (this one too) reach the caches at their
+	// commit; the caches' TTLs remain for a notification lost while the
+	// listener reconnects (then "" flushes the kind anyway).
+	a.changes.Subscribe(postgres.ChangeDevice, a.svc.Forget)
+	a.changes.Subscribe(postgres.ChangeReading, a.svc.ReadingStored)
+	a.changes.Subscribe(postgres.ChangeToken, tokens.Forget)
+
 	a.srv = api.New(api.Config{
 		BodyLimit: cfg.BodyLimit, CORSOrigins: cfg.CORSOrigins,
 		RateLimit: float64(cfg.APIRate), RateBurst: cfg.APIBurst,
@@ -236,7 +251,8 @@ func (a *App) Run(ctx context.Context) error {
 	webhooksCtx, a.stopWebhooks = context.WithCancel(context.WithoutCancel(ctx))
 	trimCtx, a.stopTrimmer = context.WithCancel(context.WithoutCancel(ctx))
 	a.running = true
-	a.wg.Add(9)
+	a.wg.Add(10)
+	go func() { defer a.wg.Done(); a.registry.FollowChanges(ingestCtx) }()
 	go func() { defer a.wg.Done(); a.dispatcher.Run(webhooksCtx) }()
 	// The heartbeat stops with the commands: a clean stop leaves at once.
 	go func() { defer a.wg.Done(); a.members.Run(commandsCtx) }()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -130,6 +131,20 @@ func TestParseConfig(t *testing.T) {
 		{name: "ErrAPIRate", env: with("IOTGATE_API_RATE", "-1"), wantSetting: "IOTGATE_API_RATE"},
 		{name: "ErrAPIBurst", env: with("IOTGATE_API_BURST", "many"), wantSetting: "IOTGATE_API_BURST"},
 		{name: "ErrAdminTokenFlagDoesNotExist", env: base, args: []string{"--admin-token", strings.Repeat("x", 32)}, wantSetting: "arguments"},
+		{name: "InstanceIDDefault", env: base, check: func(t *testing.T, c Config) {
+			if h, _ := os.Hostname(); c.InstanceID != h {
+				t.Errorf("InstanceID = %q, want the host name %q", c.InstanceID, h)
+			}
+		}},
+		{name: "InstanceID", env: with("IOTGATE_INSTANCE_ID", "gw-1.eu_west"), check: func(t *testing.T, c Config) {
+			if c.InstanceID != "gw-1.eu_west" {
+				t.Errorf("InstanceID = %q", c.InstanceID)
+			}
+		}},
+		{name: "InstanceIDLongest", env: with("IOTGATE_INSTANCE_ID", strings.Repeat("a", 64)), check: func(t *testing.T, c Config) {}},
+		{name: "ErrInstanceIDTooLong", env: with("IOTGATE_INSTANCE_ID", strings.Repeat("a", 65)), wantSetting: "IOTGATE_INSTANCE_ID"},
+		{name: "ErrInstanceIDChars", env: with("IOTGATE_INSTANCE_ID", "gw 1"), wantSetting: "IOTGATE_INSTANCE_ID"},
+		{name: "ErrInstanceIDSlash", env: base, args: []string{"--instance-id", "a/b"}, wantSetting: "IOTGATE_INSTANCE_ID"},
 		{name: "ErrUnknownFlag", env: base, args: []string{"--nope"}, wantSetting: "arguments"},
 		{name: "ErrSecretFlagDoesNotExist", env: base, args: []string{"--secret", "x"}, wantSetting: "arguments"},
 	}

@@ -192,7 +192,7 @@ type readyBody struct {
 	Status   string `json:"status"`
 	Instance string `json:"instance"`
 	Role     string `json:"role"`
-	Checks map[string]struct {
+	Checks   map[string]struct {
 		OK    bool   `json:"ok"`
 		Since string `json:"since"`
 		Error string `json:"error"`
@@ -287,6 +287,7 @@ func TestE2E(t *testing.T) {
 				"IOTGATE_SECRET":       e2eSecret,
 				"IOTGATE_DATABASE_URL": pg.DSN(),
 				"IOTGATE_METRICS_ADDR": metricsAddr,
+				"IOTGATE_INSTANCE_ID":  "e2e",
 			}
 			g := startGate(t, env)
 			g.waitReady(200, 30*time.Second, nil)
@@ -300,11 +301,11 @@ func TestE2E(t *testing.T) {
 				defer resp.Body.Close()
 				body, _ := io.ReadAll(resp.Body)
 				for _, want := range []string{
-					"iotgate_readings_accepted_total 3",
-					`iotgate_readings_refused_total{reason="invalid"} 3`,
-					`iotgate_readings_refused_total{reason="unregistered"} 1`,
-					"iotgate_xmpp_up 1",
-					`go_sql_open_connections{db_name="iotgate"}`,
+					`iotgate_readings_accepted_total{instance="e2e"} 3`,
+					`iotgate_readings_refused_total{instance="e2e",reason="invalid"} 3`,
+					`iotgate_readings_refused_total{instance="e2e",reason="unregistered"} 1`,
+					`iotgate_xmpp_up{instance="e2e"} 1`,
+					`go_sql_open_connections{db_name="iotgate",instance="e2e"}`,
 				} {
 					if !strings.Contains(string(body), want) {
 						t.Errorf("metrics lack %q", want)

@@ -607,7 +607,11 @@ func metricValue(t *testing.T, addr, name string) float64 {
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	for _, line := range strings.Split(string(body), "\n") {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
+		// name 1, or name{instance="..."} 1: every metric has the
+		// instance label.
+		rest, ok := strings.CutPrefix(line, name)
+		if ok && (strings.HasPrefix(rest, " ") || strings.HasPrefix(rest, "{")) {
+			v := rest[strings.LastIndexByte(rest, ' ')+1:]
 			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
 			if err != nil {
 				t.Fatalf("metric %s: %v", line, err)
