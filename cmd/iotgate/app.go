@@ -251,24 +251,23 @@ func (a *App) Run(ctx context.Context) error {
 	webhooksCtx, a.stopWebhooks = context.WithCancel(context.WithoutCancel(ctx))
 	trimCtx, a.stopTrimmer = context.WithCancel(context.WithoutCancel(ctx))
 	a.running = true
-	a.wg.Add(10)
-	go func() { defer a.wg.Done(); a.registry.FollowChanges(ingestCtx) }()
-	go func() { defer a.wg.Done(); a.dispatcher.Run(webhooksCtx) }()
+	a.start(func() { a.registry.FollowChanges(ingestCtx) })
+	a.start(func() { a.dispatcher.Run(webhooksCtx) })
 	// The heartbeat stops with the commands: a clean stop leaves at once.
-	go func() { defer a.wg.Done(); a.members.Run(commandsCtx) }()
-	go func() { defer a.wg.Done(); a.trimmer.Run(trimCtx) }()
-	go func() { defer a.wg.Done(); a.maintainer.Run(trimCtx) }()
+	a.start(func() { a.members.Run(commandsCtx) })
+	a.start(func() { a.trimmer.Run(trimCtx) })
+	a.start(func() { a.maintainer.Run(trimCtx) })
 	// Every schema is compiled in the background, not before /readyz:
 	// many schemas (or a slow one) must not keep the API and the stream
 	// down; a reading whose schema is not compiled yet waits for it in
 	// its device's lane, off the stream's read loop.
-	go func() { defer a.wg.Done(); compileSchemas(ingestCtx, a.registry, a.log) }()
-	go func() { defer a.wg.Done(); a.commands.Run(commandsCtx) }()
-	go func() { defer a.wg.Done(); a.svc.Run(ingestCtx) }()
-	go func() { defer a.wg.Done(); a.presence.Run(ingestCtx) }()
-	go func() { defer a.wg.Done(); a.conn.Run(xmppCtx) }()
+	a.start(func() { compileSchemas(ingestCtx, a.registry, a.log) })
+	a.start(func() { a.commands.Run(commandsCtx) })
+	a.start(func() { a.svc.Run(ingestCtx) })
+	a.start(func() { a.presence.Run(ingestCtx) })
+	a.start(func() { a.conn.Run(xmppCtx) })
 	serveErr := make(chan error, 1)
-	go func() { defer a.wg.Done(); serveErr <- a.srv.Serve() }()
+	a.start(func() { serveErr <- a.srv.Serve() })
 
 	select {
 	case <-ctx.Done():
@@ -357,6 +356,12 @@ type xmppStats struct{ c **component.Conn }
 func (x xmppStats) Health(ctx context.Context) (bool, time.Time, error) { return (*x.c).Health(ctx) }
 func (x xmppStats) Reconnects() uint64                                  { return (*x.c).Reconnects() }
 func (x xmppStats) PendingIQs() int                                     { return (*x.c).PendingIQs() }
+
+// start runs f in a goroutine that Shutdown waits for.
+func (a *App) start(f func()) {
+	a.wg.Add(1)
+	go func() { defer a.wg.Done(); f() }()
+}
 
 // fleet is the instance registry for presence, which is built before it
 // (the registry needs the stream, which needs the device service, which
