@@ -122,9 +122,17 @@ func (h *PresenceHandler) send(st *Stanza) {
 	}
 }
 
-// probeAll asks the server for every registered device's presence.
+// probeAll asks the server for every registered device's presence, once
+// the stream is up.
 func (h *PresenceHandler) probeAll(ctx context.Context) {
 	h.svc.PresenceFresh()
+	h.Probe(ctx)
+}
+
+// Probe asks the server for every registered device's presence. After
+// another instance died, it recovers presence that instance received and
+// had not yet stored: the online devices answer again.
+func (h *PresenceHandler) Probe(ctx context.Context) {
 	jids, err := h.svc.DeviceJIDs(ctx)
 	if err != nil {
 		h.log.Warn("cannot list devices to probe their presence", "err", err)

@@ -36,6 +36,9 @@ type Config struct {
 	DeadAfter time.Duration
 	Clock     iotgate.Clock
 	Logger    *slog.Logger
+	// Reaped, if set, is called (in its own goroutine) after this
+	// instance reaped dead ones: what they held in memory only is lost.
+	Reaped func(ids []string)
 }
 
 // Registry is this instance's membership.
@@ -127,6 +130,9 @@ func (r *Registry) Beat(ctx context.Context) {
 		r.log.Warn("cannot reap dead instances", "err", err)
 	} else if len(ids) > 0 {
 		r.log.Warn("instances stopped beating: their commands in flight failed", "instances", ids, "commands", failed)
+		if r.cfg.Reaped != nil {
+			go r.cfg.Reaped(ids)
+		}
 	}
 }
 

@@ -160,7 +160,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 	}
 	a.readings = component.NewReadingHandler(a.conn, a.svc,
 		component.RateLimit{Rate: float64(cfg.DeviceRate), Burst: float64(cfg.DeviceBurst)}, log.With("part", "readings"))
-	a.readings.Presence = component.NewPresenceHandler(a.conn, a.svc, log.With("part", "presence"))
+	probes := component.NewPresenceHandler(a.conn, a.svc, log.With("part", "presence"))
+	a.readings.Presence = probes
 	a.readings.Namespaces = a.registry
 	a.conn.SetHandler(a.readings)
 
@@ -172,7 +173,14 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 	// Several instances: an answer may reach this instance for a command
 	// another one sent, and the other way round.
 	a.conn.ForwardStrayAnswers(a.commands)
-	a.members = instances.New(db, a.conn, instances.Config{ID: cfg.InstanceID, Logger: log.With("part", "instances")})
+	a.members = instances.New(db, a.conn, instances.Config{ID: cfg.InstanceID, Logger: log.With("part", "instances"),
+		// Presence a dead instance received and had not stored yet is
+		// asked for again.
+		Reaped: func([]string) {
+			pctx, cancel := context.WithTimeout(evCtx, time.Minute)
+			defer cancel()
+			probes.Probe(pctx)
+		}})
 	a.changes.Subscribe(postgres.ChangeCommand, a.commands.Changed)
 	// Commands a previous run left waiting for an answer can't be
 	// answered any more: say so before anyone asks.

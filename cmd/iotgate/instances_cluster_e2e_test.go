@@ -82,6 +82,11 @@ func TestE2EInstancesCluster(t *testing.T) {
 		}
 		e1.g.waitReady(200, 30*time.Second, func(r readyBody) bool { return r.Role == "member" })
 		l1.waitAcked(t, l1.nAcked.Load()+50, 30*time.Second, "node 1's readings after it restarted")
+		// t1's session died with its node: it logs in again, as a real
+		// device would.
+		e2.g.waitState(t1, 15*time.Second, "offline once its node died", func(s stateBody) bool { return !s.Online })
+		e1.online("t1", thermostat)
+		e2.g.waitState(t1, 2*time.Second, "online again on the other instance", func(s stateBody) bool { return s.Online })
 	})
 
 	t.Run("InstanceKilled", func(t *testing.T) {
