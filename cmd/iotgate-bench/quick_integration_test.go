@@ -41,13 +41,18 @@ func TestQuick(t *testing.T) {
 					}
 				}
 			}
+			// instances needs ejabberd: on Prosody it is skipped, with a note.
+			instances := map[string]int{"prosody": 0, "ejabberd": 10}[server]
 			for _, want := range []struct {
 				scenario string
 				rows     int
-			}{{"ingest", 10}, {"commands", 14}, {"reads", 6}, {"events", 7}, {"scale", 9}} {
+			}{{"ingest", 10}, {"commands", 14}, {"reads", 6}, {"events", 7}, {"instances", instances}, {"scale", 9}} {
 				if seen[want.scenario] != want.rows {
 					t.Errorf("scenario %s: %d rows, want %d", want.scenario, seen[want.scenario], want.rows)
 				}
+			}
+			if server == "prosody" && !strings.Contains(stdout.String(), "instances: skipped on prosody") {
+				t.Error("output lacks the note that instances was skipped on prosody")
 			}
 			for _, want := range []string{"cores:", "PostgreSQL:", "XMPP server: " + server, "load average"} {
 				if !strings.Contains(stdout.String(), want) {
