@@ -11,6 +11,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -176,6 +178,7 @@ func (e *env) close() {
 			e.log.Warn("stop iotgate", "err", err)
 		}
 		cancel()
+		e.saveGateLog(e.gate)
 	}
 	if e.db != nil {
 		e.db.Close()
@@ -185,6 +188,18 @@ func (e *env) close() {
 	}
 	if e.pg != nil {
 		e.pg.Close()
+	}
+}
+
+// saveGateLog writes what iotgate process g logged to -log-dir, if set,
+// as iotgate-PID.log.
+func (e *env) saveGateLog(g *servers.Iotgate) {
+	if e.cfg.logDir == "" {
+		return
+	}
+	name := filepath.Join(e.cfg.logDir, fmt.Sprintf("iotgate-%d.log", g.PID()))
+	if err := os.WriteFile(name, []byte(g.Logs().String()), 0o644); err != nil {
+		e.log.Warn("save iotgate log", "err", err)
 	}
 }
 

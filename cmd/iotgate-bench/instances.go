@@ -200,6 +200,7 @@ func (s *instancesScenario) stopSecond() {
 	if err := s.second.Stop(ctx); err != nil {
 		s.e.log.Warn("stop the second instance", "err", err)
 	}
+	s.e.saveGateLog(s.second)
 	s.second = nil
 }
 
@@ -263,6 +264,7 @@ func (s *instancesScenario) failover(ctx context.Context, res *results) error {
 	})
 	r, err := load(ctx, n*e.cfg.ingestWindow, d, readingOp)
 	wg.Wait()
+	e.saveGateLog(victim)
 	s.second = nil
 	if err != nil {
 		return fmt.Errorf("failover: IQ readings: %w", err)
@@ -349,6 +351,7 @@ func (s *instancesScenario) takeover(ctx context.Context, res *results) error {
 		return err
 	}
 	killed := time.Now()
+	e.saveGateLog(old)
 	e.gate, s.spareID = g, oldID
 	ready, err := e.waitRole(ctx, g, "active", time.Minute)
 	if err != nil {
