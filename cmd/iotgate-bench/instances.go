@@ -70,8 +70,12 @@ func (s *instancesScenario) close() {
 	s.stopSecond()
 }
 
-// rates is what one load of IQ readings and one of commands delivered.
-type rates struct{ ingest, commands float64 }
+// rates is what one load of IQ readings delivered, and one of commands
+// at each -concurrency.
+type rates struct {
+	ingest   float64
+	commands []float64
+}
 
 // run measures one run: the load through one instance, the same load
 // split over two, then kill -9 of the second during IQ ingest.
@@ -92,12 +96,14 @@ func (s *instancesScenario) run(ctx context.Context, res *results) error {
 		return err
 	}
 	res.add(sc, "IQ ingest: two ÷ one instance", "ratio", "≥ 0.8", two.ingest/one.ingest)
-	res.add(sc, "REST commands: two ÷ one instance", "ratio", "≥ 0.8", two.commands/one.commands)
+	for i, c := range s.e.cfg.concurrency {
+		res.add(sc, fmt.Sprintf("REST commands c%d: two ÷ one instance", c), "ratio", "≥ 0.8", two.commands[i]/one.commands[i])
+	}
 	return s.failover(ctx, res)
 }
 
 // measure runs the ingest scenario's IQ load and the commands scenario's
-// REST load at the last -concurrency, the commands sent through gates in
+// REST load at each -concurrency, the commands sent through gates in
 // turn, and records the rates and each process's CPU under label.
 func (s *instancesScenario) measure(ctx context.Context, res *results, label string, gates ...*servers.Iotgate) (rates, error) {
 	const sc = "instances"
@@ -130,18 +136,20 @@ func (s *instancesScenario) measure(ctx context.Context, res *results, label str
 	res.add(sc, fmt.Sprintf("%s: IQ window %d, stored (%d devices × %d)", label, e.cfg.ingestWindow, len(s.ingest.clients), e.cfg.ingestReadings),
 		"readings/s", "", r.ingest)
 
-	c := e.cfg.concurrency[len(e.cfg.concurrency)-1]
-	name := fmt.Sprintf("REST sync c%d", c)
-	m = e.meter(gates...)
-	cmd, err := load(ctx, c, e.cfg.duration, s.cmds.restVia(gates...))
-	if err != nil {
-		return r, fmt.Errorf("%s: REST commands: %w", label, err)
+	for _, c := range e.cfg.concurrency {
+		name := fmt.Sprintf("REST sync c%d", c)
+		m = e.meter(gates...)
+		cmd, err := load(ctx, c, e.cfg.duration, s.cmds.restVia(gates...))
+		if err != nil {
+			return r, fmt.Errorf("%s: REST commands at concurrency %d: %w", label, c, err)
+		}
+		res.addCPU("instances: "+name+", "+label, m.stop())
+		noteFailures(res, "instances: "+name+", "+label, cmd)
+		r.commands = append(r.commands, cmd.rate)
+		res.add(sc, label+": "+name, "req/s", "", cmd.rate)
+		res.add(sc, label+": "+name+" p50", "ms", "", ms(cmd.lat.quantile(0.5)))
+		res.add(sc, label+": "+name+" p99", "ms", "", ms(cmd.lat.quantile(0.99)))
 	}
-	res.addCPU("instances: "+name+", "+label, m.stop())
-	noteFailures(res, "instances: "+name+", "+label, cmd)
-	r.commands = cmd.rate
-	res.add(sc, label+": "+name, "req/s", "", cmd.rate)
-	res.add(sc, label+": "+name+" p99", "ms", "", ms(cmd.lat.quantile(0.99)))
 	return r, nil
 }
 

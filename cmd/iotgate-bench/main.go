@@ -19,7 +19,7 @@
 //     and 2 webhooks attached, and the latency from a reading's stamp to
 //     the streams at a paced load.
 //   - instances: on ejabberd, the IQ ingest and the REST commands (at
-//     the last -concurrency) through one iotgate instance, then split
+//     each -concurrency) through one iotgate instance, then split
 //     over two on the same servers and cores, with each instance's CPU;
 //     then kill -9 of the second during IQ ingest: how long until every
 //     device's readings are acknowledged again and a command through the

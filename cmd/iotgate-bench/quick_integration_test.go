@@ -43,7 +43,7 @@ func TestQuick(t *testing.T) {
 			}
 			// instances: one vs two instances and failover on ejabberd, the
 			// standby's takeover on Prosody.
-			instances := map[string]int{"prosody": 2, "ejabberd": 10}[server]
+			instances := map[string]int{"prosody": 2, "ejabberd": 19}[server]
 			for _, want := range []struct {
 				scenario string
 				rows     int
