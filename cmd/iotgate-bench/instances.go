@@ -7,12 +7,10 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/iotgate/iotgate/internal/device"
 	"github.com/iotgate/iotgate/internal/servers"
 )
 
@@ -164,38 +162,12 @@ func (s *instancesScenario) startSecond(ctx context.Context) error {
 		return fmt.Errorf("start the second instance: %w", err)
 	}
 	s.second = g
-	return s.announce(ctx, g)
-}
-
-// announce makes the command devices send available presence again
-// until g sees them all online. Each instance knows only the presence
-// that reached its own connection (not shared yet, issue #14), and
-// ejabberd hands each presence, and each answer to g's probes at its
-// start, to one connection at random; so a device online before g
-// started may stay offline to g (409 device_offline) until it sends
-// presence again.
-func (s *instancesScenario) announce(ctx context.Context, g *servers.Iotgate) error {
-	const rounds = 20
-	pending := slices.Clone(s.cmds.clients)
-	var lastErr error
-	for range rounds {
-		time.Sleep(100 * time.Millisecond)
-		var still []*device.Client
-		for _, c := range pending {
-			bare, _, _ := strings.Cut(c.JID(), "/")
-			if lastErr = s.e.online(ctx, g, bare); lastErr == nil {
-				continue
-			}
-			if err := c.SendAvailable(ctx, 0, ""); err != nil {
-				return fmt.Errorf("presence of %s: %w", bare, err)
-			}
-			still = append(still, c)
-		}
-		if pending = still; len(pending) == 0 {
-			return nil
-		}
+	// Presence is shared through PostgreSQL: the devices online before
+	// the second instance started are online to it too.
+	if err := s.e.waitOnline(ctx, g, s.cmds.jids, 10*time.Second); err != nil {
+		return fmt.Errorf("second instance: %w", err)
 	}
-	return fmt.Errorf("second instance: %d command devices not online to it after %d presences each, last: %w", len(pending), rounds, lastErr)
+	return nil
 }
 
 // stopSecond stops the second instance if it runs.
