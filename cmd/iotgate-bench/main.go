@@ -69,7 +69,7 @@ type config struct {
 	// gateLogLevel is iotgate's IOTGATE_LOG_LEVEL; its log is shown
 	// when a run fails.
 	gateLogLevel string
-	// logDir gets the servers' logs when they are closed.
+	// logDir gets the servers' and iotgate's logs when they are closed.
 	logDir string
 
 	ingestDevices, ingestReadings, ingestWindow int
@@ -129,7 +129,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.BoolVar(&cfg.quick, "quick", false, "smoke run: tiny counts, 1 run (overrides the count flags)")
 	fs.BoolVar(&cfg.fsync, "fsync", true, "run PostgreSQL with fsync on (its default; off measures less of the disk)")
 	fs.StringVar(&cfg.gateLogLevel, "gate-log-level", "warn", "iotgate's log level (its log is printed if a run fails)")
-	fs.StringVar(&cfg.logDir, "log-dir", "", "directory that gets the servers' logs at the end (debug level with -gate-log-level debug)")
+	fs.StringVar(&cfg.logDir, "log-dir", "", "directory that gets the servers' and each iotgate process's logs at the end (debug level with -gate-log-level debug)")
 	fs.IntVar(&cfg.ingestDevices, "ingest-devices", 20, "ingest: devices sending at once")
 	fs.IntVar(&cfg.ingestReadings, "ingest-readings", 500, "ingest: readings each device sends per load")
 	fs.IntVar(&cfg.ingestWindow, "ingest-window", 16, "ingest: outstanding IQs per device")
