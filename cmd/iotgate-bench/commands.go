@@ -13,6 +13,7 @@ import (
 
 	"github.com/iotgate/iotgate/component"
 	"github.com/iotgate/iotgate/internal/device"
+	"github.com/iotgate/iotgate/internal/servers"
 )
 
 // commandPayload is the command every request carries: valid against the
@@ -97,14 +98,24 @@ func (s *commandsScenario) run(ctx context.Context, res *results) error {
 
 // rest sends the i-th command over REST and checks that it succeeded.
 func (s *commandsScenario) rest(ctx context.Context, i int) error {
-	j := s.jids[i%len(s.jids)]
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost,
-		s.e.gate.URL()+"/v1/devices/"+url.PathEscape(j)+"/commands", bytes.NewReader(s.body))
-	if err != nil {
-		return err
+	return s.restVia(s.e.gate)(ctx, i)
+}
+
+// restVia returns the op that sends the i-th command over REST through
+// gates[i % len(gates)] (several instances share the load in turn) and
+// checks that it succeeded.
+func (s *commandsScenario) restVia(gates ...*servers.Iotgate) func(ctx context.Context, i int) error {
+	return func(ctx context.Context, i int) error {
+		g := gates[i%len(gates)]
+		j := s.jids[i%len(s.jids)]
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost,
+			g.URL()+"/v1/devices/"+url.PathEscape(j)+"/commands", bytes.NewReader(s.body))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		return s.e.do(g, req)
 	}
-	req.Header.Set("Content-Type", "application/json")
-	return s.e.do(s.e.gate, req)
 }
 
 // raw sends the i-th command as an IQ from the sink component straight to

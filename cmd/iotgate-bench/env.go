@@ -11,6 +11,9 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -144,8 +147,14 @@ func setup(ctx context.Context, cfg config, log *slog.Logger, buildDir string) (
 }
 
 // startGate starts iotgate on database dsn and waits until it is ready.
-func (e *env) startGate(ctx context.Context, dsn string) (*servers.Iotgate, error) {
-	g, err := servers.StartIotgate(servers.IotgateOptions{Bin: e.bin, Env: e.gateEnv(dsn)})
+// settings are more IOTGATE_* name, value pairs (e.g. the instance ID of
+// a second instance).
+func (e *env) startGate(ctx context.Context, dsn string, settings ...string) (*servers.Iotgate, error) {
+	env := e.gateEnv(dsn)
+	for i := 0; i+1 < len(settings); i += 2 {
+		env[settings[i]] = settings[i+1]
+	}
+	g, err := servers.StartIotgate(servers.IotgateOptions{Bin: e.bin, Env: env})
 	if err != nil {
 		return nil, err
 	}
@@ -169,6 +178,7 @@ func (e *env) close() {
 			e.log.Warn("stop iotgate", "err", err)
 		}
 		cancel()
+		e.saveGateLog(e.gate)
 	}
 	if e.db != nil {
 		e.db.Close()
@@ -178,6 +188,18 @@ func (e *env) close() {
 	}
 	if e.pg != nil {
 		e.pg.Close()
+	}
+}
+
+// saveGateLog writes what iotgate process g logged to -log-dir, if set,
+// as iotgate-PID.log.
+func (e *env) saveGateLog(g *servers.Iotgate) {
+	if e.cfg.logDir == "" {
+		return
+	}
+	name := filepath.Join(e.cfg.logDir, fmt.Sprintf("iotgate-%d.log", g.PID()))
+	if err := os.WriteFile(name, []byte(g.Logs().String()), 0o644); err != nil {
+		e.log.Warn("save iotgate log", "err", err)
 	}
 }
 
@@ -312,15 +334,12 @@ func (e *env) waitOnline(ctx context.Context, g *servers.Iotgate, jids []string,
 	deadline := time.Now().Add(within)
 	for _, j := range jids {
 		for {
-			var st struct {
-				Online bool `json:"online"`
-			}
-			code, b, err := e.call(ctx, g, http.MethodGet, "/v1/devices/"+url.PathEscape(j)+"/state", nil)
-			if err == nil && code == http.StatusOK && json.Unmarshal(b, &st) == nil && st.Online {
+			err := e.online(ctx, g, j)
+			if err == nil {
 				break
 			}
 			if time.Now().After(deadline) {
-				return fmt.Errorf("%s not online within %s (last: %d %s %v)", j, within, code, b, err)
+				return fmt.Errorf("not online within %s: %w", within, err)
 			}
 			select {
 			case <-ctx.Done():
@@ -330,6 +349,19 @@ func (e *env) waitOnline(ctx context.Context, g *servers.Iotgate, jids []string,
 		}
 	}
 	return nil
+}
+
+// online returns nil if g sees device jid online, else an error that
+// says what g answered.
+func (e *env) online(ctx context.Context, g *servers.Iotgate, jid string) error {
+	var st struct {
+		Online bool `json:"online"`
+	}
+	code, b, err := e.call(ctx, g, http.MethodGet, "/v1/devices/"+url.PathEscape(jid)+"/state", nil)
+	if err == nil && code == http.StatusOK && json.Unmarshal(b, &st) == nil && st.Online {
+		return nil
+	}
+	return fmt.Errorf("%s: %d %s %v", jid, code, b, err)
 }
 
 // countReadings returns the number of stored readings in db.
@@ -422,27 +454,30 @@ func machine(ctx context.Context, e *env) []string {
 // load, and the database sessions opened meanwhile.
 type cpuMeter struct {
 	e        *env
-	pids     [3]int // iotgate, XMPP server, PostgreSQL; 0: not known
-	start    [3]map[int]time.Duration
+	gates    []int                   // iotgate instances' pids
+	pids     [2]int                  // XMPP server, PostgreSQL; 0: not known
+	start    []map[int]time.Duration // gates, then pids
 	self     time.Duration
 	sessions int64
 	at       time.Time
 }
 
-// meter starts measuring the CPU use of g, the XMPP server, PostgreSQL
-// and the bench itself.
-func (e *env) meter(g *servers.Iotgate) *cpuMeter {
+// meter starts measuring the CPU use of the iotgate instances gates (nil
+// ones left out), the XMPP server, PostgreSQL and the bench itself.
+func (e *env) meter(gates ...*servers.Iotgate) *cpuMeter {
 	m := &cpuMeter{e: e, at: time.Now()}
-	if g != nil {
-		m.pids[0] = g.PID()
+	for _, g := range gates {
+		if g != nil {
+			m.gates = append(m.gates, g.PID())
+		}
 	}
 	if p, ok := e.xs.(interface{ PID() int }); ok {
-		m.pids[1] = p.PID()
+		m.pids[0] = p.PID()
 	}
-	m.pids[2] = e.pg.PID()
+	m.pids[1] = e.pg.PID()
 	m.sessions = e.sessions()
-	for i, pid := range m.pids {
-		m.start[i] = servers.TreeCPU(pid)
+	for _, pid := range append(slices.Clone(m.gates), m.pids[:]...) {
+		m.start = append(m.start, servers.TreeCPU(pid))
 	}
 	m.self = servers.SelfCPU()
 	return m
@@ -458,11 +493,12 @@ func (e *env) sessions() int64 {
 	return n
 }
 
-// cpuUse is what a cpuMeter measured: CPU in % of one core for iotgate,
-// the XMPP server, PostgreSQL and the bench, and database sessions
-// opened.
+// cpuUse is what a cpuMeter measured: CPU in % of one core for iotgate
+// (all instances), the XMPP server, PostgreSQL and the bench, each
+// iotgate instance's share, and database sessions opened.
 type cpuUse struct {
 	cpu      [4]float64
+	gates    []float64
 	sessions float64
 }
 
@@ -473,8 +509,15 @@ type cpuUse struct {
 func (m *cpuMeter) stop() cpuUse {
 	wall := time.Since(m.at)
 	var use cpuUse
+	pct := func(i, pid int) float64 {
+		return 100 * float64(servers.CPUDelta(m.start[i], servers.TreeCPU(pid))) / float64(wall)
+	}
+	for i, pid := range m.gates {
+		use.gates = append(use.gates, pct(i, pid))
+		use.cpu[0] += use.gates[i]
+	}
 	for i, pid := range m.pids {
-		use.cpu[i] = 100 * float64(servers.CPUDelta(m.start[i], servers.TreeCPU(pid))) / float64(wall)
+		use.cpu[i+1] = pct(len(m.gates)+i, pid)
 	}
 	use.cpu[3] = 100 * float64(servers.SelfCPU()-m.self) / float64(wall)
 	if !m.e.cfg.quick {

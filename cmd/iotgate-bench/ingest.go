@@ -154,9 +154,29 @@ func (s *ingestScenario) messages(ctx context.Context, to string, total int64, c
 // window IQs outstanding per device, and returns the send→answer
 // latencies and how long the whole took. Every answer must be a result.
 func (s *ingestScenario) iqs(ctx context.Context, to string, window int) (*latencies, time.Duration, error) {
+	lat, took, refused, err := s.iqsRefused(ctx, to, window)
+	if err == nil && refused.n > 0 {
+		err = fmt.Errorf("%d IQs not answered with a result, first: %w", refused.n, refused.first)
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	return lat, took, nil
+}
+
+// refusals counts IQs answered with an error, and keeps the first.
+type refusals struct {
+	n     int64
+	first error
+}
+
+// iqsRefused is iqs that counts the IQs answered with an error (left out
+// of the latencies) instead of failing; it fails only if an IQ could not
+// be sent or got no answer.
+func (s *ingestScenario) iqsRefused(ctx context.Context, to string, window int) (*latencies, time.Duration, refusals, error) {
 	lat := &latencies{}
 	var failed atomic.Int64
-	var firstErr atomic.Pointer[error]
+	var firstErr, firstRefusal atomic.Pointer[error]
 	start := time.Now()
 	var wg sync.WaitGroup
 	for i, c := range s.clients {
@@ -177,7 +197,7 @@ func (s *ingestScenario) iqs(ctx context.Context, to string, window int) (*laten
 					if rep.Type != "result" && rep.Type != "" {
 						failed.Add(1)
 						err := fmt.Errorf("answer %s: %s %s", rep.Type, rep.Condition, rep.Text)
-						firstErr.CompareAndSwap(nil, &err)
+						firstRefusal.CompareAndSwap(nil, &err)
 						continue
 					}
 					lat.add(time.Since(t0))
@@ -188,7 +208,11 @@ func (s *ingestScenario) iqs(ctx context.Context, to string, window int) (*laten
 	wg.Wait()
 	took := time.Since(start)
 	if p := firstErr.Load(); p != nil {
-		return nil, 0, fmt.Errorf("%d IQs not answered with a result, first: %w", failed.Load(), *p)
+		return nil, 0, refusals{}, *p
 	}
-	return lat, took, nil
+	r := refusals{n: failed.Load()}
+	if p := firstRefusal.Load(); p != nil {
+		r.first = *p
+	}
+	return lat, took, r, nil
 }

@@ -18,6 +18,13 @@
 //   - events: the ingest message load without and with 100 SSE streams
 //     and 2 webhooks attached, and the latency from a reading's stamp to
 //     the streams at a paced load.
+//   - instances: on ejabberd, the IQ ingest and the REST commands (at
+//     each -concurrency) through one iotgate instance, then split
+//     over two on the same servers and cores, with each instance's CPU;
+//     then kill -9 of the second during IQ ingest: how long until every
+//     device's readings are acknowledged again and a command through the
+//     survivor succeeds. On Prosody (one connection per component) the
+//     takeover of a standby instance after kill -9 of the active one.
 //   - scale: start-up time and RSS with many registered devices and
 //     some online, and history pages among many stored readings.
 //
@@ -50,7 +57,7 @@ import (
 
 // scenarioNames are the scenarios, in the order they run (scale last: it
 // replaces the main iotgate with its own).
-var scenarioNames = []string{"ingest", "commands", "reads", "events", "scale"}
+var scenarioNames = []string{"ingest", "commands", "reads", "events", "instances", "scale"}
 
 // config is everything the bench is told.
 type config struct {
@@ -62,7 +69,7 @@ type config struct {
 	// gateLogLevel is iotgate's IOTGATE_LOG_LEVEL; its log is shown
 	// when a run fails.
 	gateLogLevel string
-	// logDir gets the servers' logs when they are closed.
+	// logDir gets the servers' and iotgate's logs when they are closed.
 	logDir string
 
 	ingestDevices, ingestReadings, ingestWindow int
@@ -122,7 +129,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.BoolVar(&cfg.quick, "quick", false, "smoke run: tiny counts, 1 run (overrides the count flags)")
 	fs.BoolVar(&cfg.fsync, "fsync", true, "run PostgreSQL with fsync on (its default; off measures less of the disk)")
 	fs.StringVar(&cfg.gateLogLevel, "gate-log-level", "warn", "iotgate's log level (its log is printed if a run fails)")
-	fs.StringVar(&cfg.logDir, "log-dir", "", "directory that gets the servers' logs at the end (debug level with -gate-log-level debug)")
+	fs.StringVar(&cfg.logDir, "log-dir", "", "directory that gets the servers' and each iotgate process's logs at the end (debug level with -gate-log-level debug)")
 	fs.IntVar(&cfg.ingestDevices, "ingest-devices", 20, "ingest: devices sending at once")
 	fs.IntVar(&cfg.ingestReadings, "ingest-readings", 500, "ingest: readings each device sends per load")
 	fs.IntVar(&cfg.ingestWindow, "ingest-window", 16, "ingest: outstanding IQs per device")
@@ -229,6 +236,8 @@ func bench(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 			s, err = newReads(ctx, e)
 		case "events":
 			s, err = newEvents(ctx, e)
+		case "instances":
+			s, err = newInstances(ctx, e)
 		case "scale":
 			s, err = newScale(ctx, e, res)
 		}

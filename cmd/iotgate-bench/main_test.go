@@ -16,6 +16,7 @@ func TestParseFlags(t *testing.T) {
 		{"Defaults", nil, ""},
 		{"Quick", []string{"-quick", "-scenarios", "ingest,reads"}, ""},
 		{"Ejabberd", []string{"-server", "ejabberd"}, ""},
+		{"Instances", []string{"-server", "ejabberd", "-scenarios", "instances"}, ""},
 		{"ErrServer", []string{"-server", "openfire"}, "-server"},
 		{"ErrScenario", []string{"-scenarios", "ingest,bogus"}, "bogus"},
 		{"ErrNoScenario", []string{"-scenarios", ","}, "none given"},
@@ -130,5 +131,40 @@ func TestTableRows(t *testing.T) {
 		if strings.Join(rows[i], "|") != strings.Join(want[i], "|") {
 			t.Errorf("row %d = %q, want %q", i, rows[i], want[i])
 		}
+	}
+}
+
+func TestCPUTablePerInstance(t *testing.T) {
+	tests := []struct {
+		name  string
+		gates [][]float64 // per run
+		want  string      // the iotgate cell
+	}{
+		{"OneInstance", [][]float64{{40}, {50}}, "45%"},
+		{"TwoInstances", [][]float64{{20, 30}, {24, 26}}, "50% (22% + 28%)"},
+		{"NoInstance", [][]float64{nil}, "0%"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := &results{}
+			for _, gates := range tt.gates {
+				use := cpuUse{gates: gates}
+				for _, g := range gates {
+					use.cpu[0] += g
+				}
+				res.addCPU("load", use)
+			}
+			var b bytes.Buffer
+			if err := res.writeCPUTable(&b, "ejabberd"); err != nil {
+				t.Fatal(err)
+			}
+			rows := tableRows(b.String())
+			if len(rows) != 1 || len(rows[0]) != 6 {
+				t.Fatalf("rows = %q, want one of 6 cells", rows)
+			}
+			if rows[0][1] != tt.want {
+				t.Errorf("iotgate cell = %q, want %q", rows[0][1], tt.want)
+			}
+		})
 	}
 }

@@ -41,10 +41,13 @@ func TestQuick(t *testing.T) {
 					}
 				}
 			}
+			// instances: one vs two instances and failover on ejabberd, the
+			// standby's takeover on Prosody.
+			instances := map[string]int{"prosody": 2, "ejabberd": 19}[server]
 			for _, want := range []struct {
 				scenario string
 				rows     int
-			}{{"ingest", 10}, {"commands", 14}, {"reads", 6}, {"events", 7}, {"scale", 9}} {
+			}{{"ingest", 10}, {"commands", 14}, {"reads", 6}, {"events", 7}, {"instances", instances}, {"scale", 9}} {
 				if seen[want.scenario] != want.rows {
 					t.Errorf("scenario %s: %d rows, want %d", want.scenario, seen[want.scenario], want.rows)
 				}

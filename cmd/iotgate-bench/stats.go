@@ -173,7 +173,11 @@ func (r *results) writeCPUTable(w io.Writer, xmpp string) error {
 			for i, run := range c.runs {
 				vs[i] = run.cpu[col]
 			}
-			fmt.Fprintf(&sb, " %.0f%% |", median(vs))
+			fmt.Fprintf(&sb, " %.0f%%", median(vs))
+			if col == 0 {
+				sb.WriteString(c.perGate())
+			}
+			sb.WriteString(" |")
 		}
 		vs := make([]float64, len(c.runs))
 		for i, run := range c.runs {
@@ -184,4 +188,24 @@ func (r *results) writeCPUTable(w io.Writer, xmpp string) error {
 	}
 	_, err := io.WriteString(w, sb.String())
 	return err
+}
+
+// perGate returns " (A% + B%)", the median CPU use of each iotgate
+// instance, when the load ran on more than one; else "".
+func (c *cpuRow) perGate() string {
+	n := len(c.runs[0].gates)
+	if n < 2 {
+		return ""
+	}
+	parts := make([]string, n)
+	for g := range n {
+		var vs []float64
+		for _, run := range c.runs {
+			if g < len(run.gates) {
+				vs = append(vs, run.gates[g])
+			}
+		}
+		parts[g] = fmt.Sprintf("%.0f%%", median(vs))
+	}
+	return " (" + strings.Join(parts, " + ") + ")"
 }
