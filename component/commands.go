@@ -2,6 +2,7 @@ package component
 
 import (
 	"context"
+	"strings"
 
 	"mellium.im/xmpp/stanza"
 
@@ -65,7 +66,24 @@ type CommandAnswers interface {
 }
 
 // ForwardStrayAnswers hands every IQ reply no IQ of c waits for to a, as
-// the answer to a command another instance may have sent.
+// the answer to a command another instance may have sent. Each costs the
+// receiver a lookup, so a device making them up is held to
+// strayRate a second (strayBurst at once), as its readings are to theirs.
 func (c *Conn) ForwardStrayAnswers(a CommandAnswers) {
-	c.OnStrayReply(func(st *Stanza) { a.ForeignAnswer(st.From, st.ID, CommandReply(st)) })
+	lim := newLimiter(strayRate, strayBurst)
+	c.OnStrayReply(func(st *Stanza) {
+		bare, _, _ := strings.Cut(st.From, "/")
+		if !lim.allow(strings.ToLower(bare)) {
+			c.log.Debug("stray IQ reply dropped: its sender sends too many", "from", st.From)
+			return
+		}
+		a.ForeignAnswer(st.From, st.ID, CommandReply(st))
+	})
 }
+
+// A device answers the commands sent to it: a few a second at most, and a
+// burst after its queue is delivered.
+const (
+	strayRate  = 50.0
+	strayBurst = 200.0
+)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -114,4 +115,70 @@ func TestSendCommand(t *testing.T) {
 			t.Errorf("type result: err = %v, want invalid", err)
 		}
 	})
+}
+
+// strayAnswers records what ForwardStrayAnswers hands on.
+type strayAnswers struct {
+	mu   sync.Mutex
+	from map[string]int
+	reps []iotgate.CommandReply
+}
+
+func (s *strayAnswers) ForeignAnswer(from, _ string, rep iotgate.CommandReply) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.from[from]++
+	s.reps = append(s.reps, rep)
+}
+
+func (s *strayAnswers) count(from string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.from[from]
+}
+
+// TestStrayAnswers: replies that match no IQ of this connection go on to
+// the other instances' commands, each device held to its rate; replies
+// that match are not handed on.
+func TestStrayAnswers(t *testing.T) {
+	fs := newFakeServer(t, "s")
+	c := startConn(t, fs.addr(), "s", nil)
+	got := &strayAnswers{from: map[string]int{}}
+	c.ForwardStrayAnswers(got)
+	fc := fs.conn()
+	waitFor(t, "stream up", func() bool { return isUp(c) })
+
+	const flooder, other = "flood@localhost/r", "other@localhost/r"
+	for i := range int(strayBurst) + 100 {
+		fc.send(fmt.Sprintf(`<iq type='result' id='f%d' from='%s' to='iot.localhost'/>`, i, flooder))
+	}
+	fc.send(fmt.Sprintf(`<iq type='error' id='o1' from='%s' to='iot.localhost'><error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>`, other))
+	waitFor(t, "the other device's answer", func() bool { return got.count(other) == 1 })
+	if n := got.count(flooder); n < int(strayBurst) || n > int(strayBurst)+20 {
+		t.Errorf("%d of the flooder's %d stray replies handed on, want about its burst %d", n, int(strayBurst)+100, int(strayBurst))
+	}
+	got.mu.Lock()
+	last := got.reps[len(got.reps)-1]
+	got.mu.Unlock()
+	if last.Type != "error" || last.Error == nil || last.Error.Condition != "item-not-found" {
+		t.Errorf("error reply handed on as %+v", last)
+	}
+
+	// A reply to this connection's own IQ is not a stray one.
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.SendCommand(context.Background(), other, "get", "OWNIDOWNIDOWNIDOWNIDOWNIDX", []byte(`<get xmlns="urn:example:t"/>`))
+		done <- err
+	}()
+	st := fc.read(t)
+	if st.ID != "OWNIDOWNIDOWNIDOWNIDOWNIDX" {
+		t.Fatalf("IQ sent with id %q, want the caller's", st.ID)
+	}
+	fc.send(fmt.Sprintf(`<iq type='result' id='%s' from='%s' to='iot.localhost'/>`, st.ID, other))
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := got.count(other); n != 1 {
+		t.Errorf("the answer to the connection's own IQ was handed on too (%d)", n)
+	}
 }

@@ -108,10 +108,9 @@ type Commands struct {
 	creates *groupCommit[*iotgate.Command]
 	updates *groupCommit[iotgate.CommandUpdate]
 
-	// foreign and foreignSem bound the lookups of answers to other
-	// instances' commands (ForeignAnswer).
-	foreign    *tokenBucket
-	foreignSem chan struct{}
+	// foreign queues the answers to other instances' commands for their
+	// lookup (ForeignAnswer).
+	foreign chan foreignAnswer
 }
 
 // maxWriteBatch bounds the commands written in one transaction.
@@ -168,7 +167,7 @@ func NewCommands(store iotgate.CommandStore, devs CommandDevices, schemas iotgat
 		inflight: map[string]*execution{}, wanted: map[string]bool{}, queuedFor: map[string]bool{},
 		delivering: map[string]bool{}, again: map[string]bool{},
 		wake: make(chan struct{}, 1), stopped: make(chan struct{}),
-		foreign: newTokenBucket(foreignRate, foreignBurst, cfg.Clock), foreignSem: make(chan struct{}, foreignConcurrency),
+		foreign: make(chan foreignAnswer, foreignQueue),
 	}
 	// The batch's writes outlive any one request: they run under the
 	// store's own timeout, not a caller's context.

@@ -40,6 +40,10 @@ func (s *Commands) Run(ctx context.Context) {
 	defer sweep.Stop()
 	redeliver := time.NewTicker(s.cfg.RedeliverInterval)
 	defer redeliver.Stop()
+	for range foreignWorkers {
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); s.recordForeigns(s.ctx) }()
+	}
 	for {
 		select {
 		case <-ctx.Done():

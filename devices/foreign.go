@@ -14,47 +14,50 @@ import (
 // outcome to its waiting client.
 
 // Bounds on the store lookups that stray answers cost: a device can send
-// IQ results with made-up ids, and each one the shape of ours costs a
-// query.
+// IQ results with made-up ids, and each one of our ids' shape costs a
+// query. The component holds each device to a rate (ForwardStrayAnswers);
+// here a bounded queue and a few workers bound the memory and the
+// database connections they take, whatever the number of devices.
 const (
-	foreignRate        = 200 // lookups a second, all devices together
-	foreignBurst       = 400
-	foreignConcurrency = 16
-	foreignAttempts    = 3 // a status that changed under us is re-read
+	foreignQueue    = 4096
+	foreignWorkers  = 8
+	foreignAttempts = 3 // a status that changed under us is re-read
 )
+
+// foreignAnswer is an answer waiting for its lookup.
+type foreignAnswer struct {
+	from, iqID string
+	rep        iotgate.CommandReply
+}
 
 // ForeignAnswer records the answer to a command this instance is not
 // waiting for: an IQ result or error from the full JID from, with id iqID,
 // that matched no IQ of this instance. It never blocks: the lookup runs
-// in the background, and answers beyond the rate and concurrency bounds
+// in the background (once Run runs), and answers beyond the queue's bound
 // are dropped (a command whose answer is lost times out as it would with
 // one instance).
 func (s *Commands) ForeignAnswer(from, iqID string, rep iotgate.CommandReply) {
 	if !plausibleIQID(iqID) {
 		return
 	}
-	if !s.foreign.tryTake() {
-		s.log.Debug("stray IQ answer dropped: too many", "from", from, "id", iqID)
-		return
-	}
 	select {
-	case s.foreignSem <- struct{}{}:
+	case s.foreign <- foreignAnswer{from: from, iqID: iqID, rep: rep}:
 	default:
-		s.log.Debug("stray IQ answer dropped: too many at once", "from", from, "id", iqID)
-		return
+		s.log.Warn("stray IQ answer dropped: too many waiting for their lookup", "from", from, "id", iqID)
 	}
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		<-s.foreignSem
-		return
+}
+
+// recordForeigns records queued stray answers until ctx ends (Run starts
+// foreignWorkers of them).
+func (s *Commands) recordForeigns(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case a := <-s.foreign:
+			s.recordForeign(a.from, a.iqID, a.rep)
+		}
 	}
-	s.wg.Add(1)
-	s.mu.Unlock()
-	go func() {
-		defer func() { <-s.foreignSem; s.wg.Done() }()
-		s.recordForeign(from, iqID, rep)
-	}()
 }
 
 // plausibleIQID reports whether id could be one markSent made
