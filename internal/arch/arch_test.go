@@ -195,6 +195,8 @@ var rules = []rule{
 	// A capability package: the root package only (tests may add memstore).
 	{name: "webhooks imports only the root package", from: is("webhooks"),
 		to: func(r string) bool { return !is("", "webhooks")(r) }},
+	{name: "instances imports only the root package", from: is("instances"),
+		to: func(r string) bool { return !is("", "instances")(r) }},
 }
 
 // TestImportRule keeps the house's shape: it fails, naming the offending
