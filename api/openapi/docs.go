@@ -49,7 +49,7 @@ const docTemplate = `{
         },
         "/readyz": {
             "get": {
-                "description": "Answers 200 when every part iotgate depends on (the XMPP server, the database) works, else 503. The body says which part is down, since when and why.",
+                "description": "Answers 200 when every part iotgate depends on (the XMPP server, the database) works, else 503. The body says which part is down, since when and why, and this instance's ID and role (active, member, standby, disconnected). A standby (Prosody refuses its stream while another instance holds the domain) answers 503: route traffic to the ready ones.",
                 "produces": [
                     "application/json"
                 ],
@@ -3667,6 +3667,22 @@ const docTemplate = `{
                     "additionalProperties": {
                         "$ref": "#/definitions/api.CheckResult"
                     }
+                },
+                "instance": {
+                    "description": "Instance is this instance's ID (IOTGATE_INSTANCE_ID).",
+                    "type": "string",
+                    "example": "iot-1"
+                },
+                "role": {
+                    "description": "Role is what this instance does for the component domain: active\n(its stream is up, no other instance's is), member (its stream is up\nand so is another's: ejabberd spreads the stanzas), standby (the\nserver refuses its stream while another instance holds the domain:\nProsody; it takes over when that one goes), disconnected.",
+                    "type": "string",
+                    "enum": [
+                        "active",
+                        "member",
+                        "standby",
+                        "disconnected"
+                    ],
+                    "example": "standby"
                 },
                 "status": {
                     "description": "Status is \"ok\" when every check passes, else \"unavailable\".",
