@@ -89,6 +89,10 @@ func TestNotServed(t *testing.T) {
 			if ingested != tt.ingested {
 				t.Errorf("ingested = %v, want %v", ingested, tt.ingested)
 			}
+			// A message is handled off the read loop, so its count may
+			// come after the marker's answer: wait for it, lest it land
+			// in the next case's count.
+			waitFor(t, "the unserved count", func() bool { return h.Unserved()-before >= tt.unserved })
 			if n := h.Unserved() - before; n != tt.unserved {
 				t.Errorf("unserved count +%d, want +%d", n, tt.unserved)
 			}
