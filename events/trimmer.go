@@ -46,20 +46,13 @@ func (t *Trimmer) Run(ctx context.Context) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	tick := time.NewTicker(every)
-	defer tick.Stop()
-	for {
+	iotgate.Every(ctx, every, func(ctx context.Context) {
 		if n, err := t.Trim(ctx); err != nil && ctx.Err() == nil {
 			log.Warn("trim events", "deleted", n, "err", err)
 		} else if n > 0 {
 			log.Debug("trimmed events", "deleted", n)
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-	}
+	})
 }
 
 // Trim deletes every event older than the retention window, a batch at a

@@ -78,20 +78,11 @@ func (r *Registry) ID() string { return r.cfg.ID }
 // Run beats until ctx ends, then leaves (removes its row), so that the
 // others need not wait DeadAfter to stop counting it.
 func (r *Registry) Run(ctx context.Context) {
-	t := time.NewTicker(r.cfg.Heartbeat)
-	defer t.Stop()
-	for {
-		r.Beat(ctx)
-		select {
-		case <-ctx.Done():
-			lctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			if err := r.store.Leave(lctx, r.cfg.ID); err != nil {
-				r.log.Warn("instance row not removed at shutdown; the others reap it", "err", err)
-			}
-			return
-		case <-t.C:
-		}
+	iotgate.Every(ctx, r.cfg.Heartbeat, r.Beat)
+	lctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := r.store.Leave(lctx, r.cfg.ID); err != nil {
+		r.log.Warn("instance row not removed at shutdown; the others reap it", "err", err)
 	}
 }
 

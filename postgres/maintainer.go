@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"time"
+
+	"github.com/iotgate/iotgate"
 )
 
 // Defaults of the Maintainer.
@@ -60,9 +62,7 @@ func (m *Maintainer) Run(ctx context.Context) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	tick := time.NewTicker(every)
-	defer tick.Stop()
-	for {
+	iotgate.Every(ctx, every, func(ctx context.Context) {
 		r, err := m.Maintain(ctx)
 		if err != nil && ctx.Err() == nil {
 			log.Warn("maintain tables", "err", err)
@@ -71,12 +71,7 @@ func (m *Maintainer) Run(ctx context.Context) {
 			log.Info("maintained tables", "created", r.Created, "dropped", r.Dropped,
 				"rejections", r.Rejections, "commands", r.Commands)
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-	}
+	})
 }
 
 // Maintain creates the partitions ahead, then applies each retention. A
