@@ -4,6 +4,8 @@ package main
 
 import (
 	"context"
+	"database/sql"
+	"fmt"
 	"maps"
 	"strings"
 	"sync"
@@ -169,4 +171,88 @@ func TestE2EInstancesCommands(t *testing.T) {
 			t.Errorf("command through the survivor: %d %s", a.status, a.code)
 		}
 	})
+}
+
+// TestE2EInstancesQueueFailover: the instance delivering a device's queued
+// commands dies mid-delivery; the other finishes the queue once the
+// dead one's lease runs out, and nothing is sent twice.
+func TestE2EInstancesQueueFailover(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	e := newCommandsEnv(t, ctx, "ejabberd")
+	gB, envB := e.secondGate()
+	byID := map[string]*gate{e.env["IOTGATE_INSTANCE_ID"]: e.g, envB["IOTGATE_INSTANCE_ID"]: gB}
+	for _, g := range byID {
+		g.waitReady(200, 30*time.Second, func(r readyBody) bool { return r.Role == "member" })
+	}
+	db, err := sql.Open("postgres", e.pg.DSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+
+	slow := e.register("slowq")
+	var ids []string
+	for i := range 5 {
+		a := e.g.command(slow, map[string]any{"payload": setTarget(fmt.Sprintf("4%d", i)), "mode": "queue", "timeout_ms": 10000})
+		if a.status != 202 {
+			t.Fatalf("queue command %d: %d %s", i, a.status, a.code)
+		}
+		ids = append(ids, a.cmd.ID)
+	}
+	var mu sync.Mutex
+	got := map[string]int{}
+	e.online("slowq", func(iq device.IQ) device.Reply {
+		if m := targetRE.FindStringSubmatch(iq.Payload); m != nil {
+			mu.Lock()
+			got[m[1]]++
+			mu.Unlock()
+		}
+		time.Sleep(time.Second) // a slow device: delivery takes a while
+		return device.Reply{Type: "result"}
+	})
+	// The instance that sent the first command is the one delivering.
+	var deliverer string
+	deadline := time.Now().Add(15 * time.Second)
+	for deliverer == "" {
+		db.QueryRowContext(ctx, `SELECT instance FROM commands WHERE id = $1 AND status = 'sent'`, ids[0]).Scan(&deliverer)
+		if time.Now().After(deadline) {
+			t.Fatal("the first queued command was not sent")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	dying := byID[deliverer]
+	if err := dying.proc.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	var survivor *gate
+	for id, g := range byID {
+		if id != deliverer {
+			survivor = g
+		}
+	}
+	succeeded := 0
+	for _, id := range ids {
+		c := survivor.waitCommand(id, 60*time.Second, "finished", func(c commandBody) bool {
+			return c.Status == "succeeded" || c.Status == "failed"
+		})
+		if c.Status == "succeeded" {
+			succeeded++
+		} else if !strings.Contains(c.ErrorCode, "restarted") {
+			t.Errorf("command %s failed: %s %s", id, c.ErrorCode, c.Error)
+		}
+	}
+	t.Logf("queue finished by the survivor %s after the deliverer's kill -9: %d of %d succeeded, the rest failed (restarted)",
+		time.Since(killed).Round(time.Millisecond), succeeded, len(ids))
+	if succeeded < len(ids)-1 {
+		t.Errorf("%d of %d succeeded: only the one in flight at the kill may fail", succeeded, len(ids))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for target, n := range got {
+		if n > 1 {
+			t.Errorf("target %s delivered %d times", target, n)
+		}
+	}
 }
