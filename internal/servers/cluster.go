@@ -145,10 +145,15 @@ func (c *EjabberdCluster) startEpmd(ctx context.Context, u runAs) (int, error) {
 func (e *Ejabberd) join(ctx context.Context, node string) error {
 	var err error
 	// join_cluster sometimes fails at once (seen 1 in ~10 starts, right
-	// after the nodes came up): try again.
-	for attempt := range 3 {
+	// after the nodes came up, and once after 3 tries 1 s apart on a
+	// loaded machine): try again, waiting longer each time.
+	for attempt := range 6 {
 		if attempt > 0 {
-			time.Sleep(time.Second)
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(time.Duration(attempt) * time.Second):
+			}
 		}
 		_, err = runCommand(ctx, e.user, e.spool, e.env(), e.ctl,
 			"--config-dir", e.etc,
