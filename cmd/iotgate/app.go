@@ -167,13 +167,14 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 
 	a.commands = devices.NewCommands(db, a.svc, a.registry, a.presence, a.conn, devices.CommandsConfig{
 		MaxInFlight: cfg.MaxCommandsInFlight, Logger: log.With("part", "commands"), Observer: a.metrics,
-		Instance: cfg.InstanceID, Claims: db,
+		Instance: cfg.InstanceID, Claims: db, ClaimTTL: cfg.InstanceDeadAfter,
 	})
 	a.presence.OnOnline(a.commands.DeviceOnline)
 	// Several instances: an answer may reach this instance for a command
 	// another one sent, and the other way round.
 	a.conn.ForwardStrayAnswers(a.commands)
 	a.members = instances.New(db, a.conn, instances.Config{ID: cfg.InstanceID, Logger: log.With("part", "instances"),
+		DeadAfter: cfg.InstanceDeadAfter, Heartbeat: cfg.InstanceDeadAfter / 5,
 		// Presence a dead instance received and had not stored yet is
 		// asked for again.
 		Reaped: func([]string) {

@@ -54,6 +54,10 @@ type Config struct {
 	// PresenceProbeGrace is how long after a reconnection's probes a
 	// device resource no presence stanza confirmed is dropped.
 	PresenceProbeGrace time.Duration
+	// InstanceDeadAfter is how long an instance may go without a
+	// heartbeat before the others fail its commands and take over its
+	// queue deliveries (heartbeats every fifth of it).
+	InstanceDeadAfter time.Duration
 
 	MaxPatternValue, MaxPatternTotal int
 
@@ -131,6 +135,7 @@ var settings = []setting{
 	{env: "IOTGATE_XMPP_KEEPALIVE_TIMEOUT", flag: "xmpp-keepalive-timeout", def: "10s", help: "a stream that has sent nothing this long after a keepalive ping is presumed dead and reconnected"},
 	{env: "IOTGATE_XMPP_MAX_BACKOFF", flag: "xmpp-max-backoff", def: "5s", help: "longest wait between reconnect attempts (they start at 250ms and double, with jitter)"},
 	{env: "IOTGATE_XMPP_CONFLICT_BACKOFF", flag: "xmpp-conflict-backoff", def: "2s", help: "shortest wait after the XMPP server refuses the stream with conflict (it still holds an older stream for the domain, often iotgate's own that it has not seen die): iotgate is back at most max(this, xmpp-max-backoff) after the server drops it"},
+	{env: "IOTGATE_INSTANCE_DEAD_AFTER", flag: "instance-dead-after", def: "10s", help: "how long an instance may miss heartbeats (sent every fifth of it) before the others fail its commands in flight and take over delivering its devices' queued commands"},
 	{env: "IOTGATE_PRESENCE_PROBE_GRACE", flag: "presence-probe-grace", def: "10s", help: "how long after the presence probes of a (re)connection a device resource that no presence stanza confirmed since is dropped (it went away while no instance could see it)"},
 	{env: "IOTGATE_MAX_PATTERN_VALUE", flag: "max-pattern-value", def: "256", help: "longest value, in characters, that a schema's xs:pattern checks; longer ones are refused before matching (backtracking costs grow with the length)"},
 	{env: "IOTGATE_MAX_PATTERN_TOTAL", flag: "max-pattern-total", def: "1024", help: "most characters, in all of a reading's values that xs:pattern facets check"},
@@ -271,6 +276,7 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 		{"IOTGATE_XMPP_MAX_BACKOFF", &cfg.XMPPMaxBackoff, 10 * time.Millisecond, time.Hour},
 		{"IOTGATE_XMPP_CONFLICT_BACKOFF", &cfg.XMPPConflictBackoff, 10 * time.Millisecond, time.Hour},
 		{"IOTGATE_PRESENCE_PROBE_GRACE", &cfg.PresenceProbeGrace, 100 * time.Millisecond, time.Hour},
+		{"IOTGATE_INSTANCE_DEAD_AFTER", &cfg.InstanceDeadAfter, time.Second, 10 * time.Minute},
 		{"IOTGATE_EVENT_RETENTION", &cfg.EventRetention, time.Second, 90 * 24 * time.Hour},
 		{"IOTGATE_EVENT_TRIM_INTERVAL", &cfg.EventTrimInterval, 100 * time.Millisecond, time.Hour},
 		{"IOTGATE_READING_RETENTION", &cfg.ReadingRetention, 0, 100 * 365 * 24 * time.Hour},

@@ -38,7 +38,7 @@ func TestParseConfig(t *testing.T) {
 				t.Errorf("defaults wrong: %+v", c)
 			}
 			if c.MaxStanzaBytes != 2<<20 || c.MaxStanzaDepth != 64 || c.XMPPKeepAlive != 15*time.Second || c.XMPPKeepAliveTimeout != 10*time.Second ||
-				c.XMPPMaxBackoff != 5*time.Second || c.XMPPConflictBackoff != 2*time.Second {
+				c.XMPPMaxBackoff != 5*time.Second || c.XMPPConflictBackoff != 2*time.Second || c.InstanceDeadAfter != 10*time.Second {
 				t.Errorf("stream defaults wrong: %+v", c)
 			}
 		}},
@@ -69,6 +69,12 @@ func TestParseConfig(t *testing.T) {
 		}},
 		{name: "ErrKeepAlive", env: with("IOTGATE_XMPP_KEEPALIVE", "0s"), wantSetting: "IOTGATE_XMPP_KEEPALIVE"},
 		{name: "ErrConflictBackoff", env: with("IOTGATE_XMPP_CONFLICT_BACKOFF", "soon"), wantSetting: "IOTGATE_XMPP_CONFLICT_BACKOFF"},
+		{name: "InstanceDeadAfter", env: with("IOTGATE_INSTANCE_DEAD_AFTER", "30s"), check: func(t *testing.T, c Config) {
+			if c.InstanceDeadAfter != 30*time.Second {
+				t.Errorf("InstanceDeadAfter = %s", c.InstanceDeadAfter)
+			}
+		}},
+		{name: "ErrInstanceDeadAfter", env: with("IOTGATE_INSTANCE_DEAD_AFTER", "100ms"), wantSetting: "IOTGATE_INSTANCE_DEAD_AFTER"},
 		{name: "ErrStanzaDepth", env: with("IOTGATE_MAX_STANZA_DEPTH", "0"), wantSetting: "IOTGATE_MAX_STANZA_DEPTH"},
 		{name: "ErrShutdownTimeout", env: with("IOTGATE_SHUTDOWN_TIMEOUT", "soon"), wantSetting: "IOTGATE_SHUTDOWN_TIMEOUT"},
 		{name: "ErrReadingBytes", env: with("IOTGATE_MAX_READING_BYTES", "0"), wantSetting: "IOTGATE_MAX_READING_BYTES"},
