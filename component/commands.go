@@ -2,7 +2,6 @@ package component
 
 import (
 	"context"
-	"strings"
 
 	"mellium.im/xmpp/stanza"
 
@@ -72,8 +71,8 @@ type CommandAnswers interface {
 func (c *Conn) ForwardStrayAnswers(a CommandAnswers) {
 	lim := newLimiter(strayRate, strayBurst)
 	c.OnStrayReply(func(st *Stanza) {
-		bare, _, _ := strings.Cut(st.From, "/")
-		if !lim.allow(strings.ToLower(bare)) {
+		bare, err := st.bareFrom()
+		if err != nil || !lim.allow(bare) {
 			c.log.Debug("stray IQ reply dropped: its sender sends too many", "from", st.From)
 			return
 		}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"strings"
 
+	"mellium.im/xmpp/jid"
+
 	"github.com/iotgate/iotgate"
 )
 
@@ -111,13 +113,12 @@ func (s *Commands) recordForeign(from, iqID string, rep iotgate.CommandReply) {
 	}
 }
 
-// sameJID compares two JIDs as XMPP does, ignoring the case of the
-// localpart and domain (a cheap stand-in for full normalization: the
-// target is stored as iotgate sent it).
+// sameJID compares two JIDs once normalized, as the stream matches the
+// sender of a reply to its own IQs.
 func sameJID(a, b string) bool {
-	ab, ar, _ := strings.Cut(a, "/")
-	bb, br, _ := strings.Cut(b, "/")
-	return ar == br && strings.EqualFold(ab, bb)
+	ja, erra := jid.Parse(a)
+	jb, errb := jid.Parse(b)
+	return erra == nil && errb == nil && ja.String() == jb.String()
 }
 
 // Changed tells the service that another instance changed command id: if
