@@ -5,6 +5,7 @@ package servers
 import (
 	"fmt"
 	"io"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -277,6 +278,12 @@ func TestEjabberdDomainBalancing(t *testing.T) {
 	}
 	for _, s := range settings {
 		t.Run(s.name, func(t *testing.T) {
+			// The other settings are measured for docs/instances.md, not
+			// asserted; each costs a cluster start (~15 s, and
+			// join_cluster is the flakiest step of the harness).
+			if s.bal != nil && os.Getenv("IOTGATE_MEASURE_BALANCING") == "" {
+				t.Skip("measurement only (docs/instances.md): IOTGATE_MEASURE_BALANCING=1 runs it")
+			}
 			c := EjabberdClusterForTest(t, XMPPOptions{DomainBalancing: s.bal}, 2)
 			comp := c.Components()[0]
 			secret := c.ComponentSecret(comp)

@@ -165,6 +165,15 @@ func (e *Ejabberd) join(ctx context.Context, node string) error {
 		if err == nil {
 			return e.waitAccepting(ctx)
 		}
+		// Seen with 23.01: the node's ejabberd stops for the join and
+		// crashes ({no_exists, ejabberd_commands}), taking the node down;
+		// the next tries then find no node. Start it again first.
+		if strings.Contains(err.Error(), "nodedown") {
+			e.Kill()
+			if serr := e.Start(ctx); serr != nil {
+				return fmt.Errorf("%s: join_cluster %s: %w; restarting the node: %w", e.Node(), node, err, serr)
+			}
+		}
 	}
 	return fmt.Errorf("%s: join_cluster %s: %w", e.Node(), node, err)
 }
