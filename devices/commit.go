@@ -2,6 +2,7 @@ package devices
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -236,6 +237,9 @@ func (s *Service) commit(ctx context.Context, batch []*pendingReading) bool {
 	stored := rs[:0:0]
 	var firstErr error
 	held, dropped, refused := 0, 0, 0
+	// What each sender is told, once the stats count it: nil for stored,
+	// errHeld while held.
+	answers := make([]error, len(batch))
 	for i, p := range batch {
 		err := errs[i]
 		switch {
@@ -248,7 +252,7 @@ func (s *Service) commit(ctx context.Context, batch []*pendingReading) bool {
 			reason := &iotgate.Error{Code: iotgate.EInvalid, Message: "the reading could not be stored: the database refused a value in it (" + iotgate.ErrorMessage(err) + ")", Err: err}
 			s.record(&iotgate.Rejection{DeviceID: p.r.DeviceID, DeviceJID: p.r.DeviceJID, ReceivedAt: p.r.ReceivedAt, Via: p.via, Reason: reason.Message, Payload: s.clip(p.r.XML)})
 			s.cfg.Observer.ReadingRefused(RefusedInvalid)
-			p.done(reason)
+			answers[i] = reason
 			continue
 		}
 		if firstErr == nil {
@@ -257,10 +261,11 @@ func (s *Service) commit(ctx context.Context, batch []*pendingReading) bool {
 		// Only an unreachable database is worth waiting for.
 		if p.via == "message" && iotgate.ErrorCode(err) == iotgate.EUnavailable && s.hold(p, now) {
 			held++
+			answers[i] = errHeld
 			continue
 		}
 		dropped++
-		p.done(&iotgate.Error{Code: iotgate.EUnavailable, Message: "readings could not be stored, try again later", Err: err})
+		answers[i] = &iotgate.Error{Code: iotgate.EUnavailable, Message: "readings could not be stored, try again later", Err: err}
 		s.cfg.Observer.ReadingRefused(RefusedUnavailable)
 	}
 	if len(stored) > 0 {
@@ -268,11 +273,6 @@ func (s *Service) commit(ctx context.Context, batch []*pendingReading) bool {
 		// Before the acknowledgements: a device (or whoever it told) that
 		// reads the state after its answer must find the reading.
 		s.cache.committed(stored)
-	}
-	for i, p := range batch {
-		if errs[i] == nil {
-			p.done(nil)
-		}
 	}
 	s.heldMu.Lock()
 	heldTotal, heldBytes := len(s.held), s.heldBytes
@@ -286,6 +286,13 @@ func (s *Service) commit(ctx context.Context, batch []*pendingReading) bool {
 			st.Batches++
 		}
 	})
+	// After the stats: a sender that reads them after its answer finds
+	// its reading counted.
+	for i, p := range batch {
+		if answers[i] != errHeld {
+			p.done(answers[i])
+		}
+	}
 	if refused > 0 {
 		s.log.Warn("readings refused by the database", "readings", len(batch), "refused", refused)
 	}
@@ -296,6 +303,10 @@ func (s *Service) commit(ctx context.Context, batch []*pendingReading) bool {
 	}
 	return true
 }
+
+// errHeld marks a reading held for the next attempt: its sender is not
+// answered yet.
+var errHeld = errors.New("held")
 
 // hold keeps p, a message reading the database could not take, for the
 // next attempt if there is room (MaxHeld, MaxHeldBytes) and it is not too

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -142,11 +143,17 @@ func (c *EjabberdCluster) startEpmd(ctx context.Context, u runAs) (int, error) {
 // join makes e join the cluster of node with ejabberdctl join_cluster
 // (which restarts ejabberd on e, without its VM) and waits until e's
 // ports accept again.
+//
+// join_cluster sometimes fails (seen 1 in ~10 starts with 23.01, right
+// after the nodes came up, and once after 3 tries 1 s apart on a loaded
+// machine). It stops ejabberd and mnesia on e before it joins, and when
+// it fails half way it can leave e without them ({no_exists,
+// ejabberd_commands} on every later ejabberdctl call) or take the whole
+// node down (nodedown). So before each new try join looks at e: if e is
+// in the cluster after all, it is done; if e does not answer list_cluster,
+// e is killed and started again.
 func (e *Ejabberd) join(ctx context.Context, node string) error {
 	var err error
-	// join_cluster sometimes fails at once (seen 1 in ~10 starts, right
-	// after the nodes came up, and once after 3 tries 1 s apart on a
-	// loaded machine): try again, waiting longer each time.
 	for attempt := range 6 {
 		if attempt > 0 {
 			select {
@@ -154,29 +161,40 @@ func (e *Ejabberd) join(ctx context.Context, node string) error {
 				return ctx.Err()
 			case <-time.After(time.Duration(attempt) * time.Second):
 			}
+			nodes, lerr := e.ClusterNodes(ctx)
+			if lerr == nil && slices.Contains(nodes, node) {
+				return e.waitAccepting(ctx)
+			}
+			if lerr != nil {
+				slog.Warn("ejabberd cluster: node broken by a failed join, restarting it", "node", e.Node(), "join_err", err, "list_cluster_err", lerr)
+				e.Kill()
+				if serr := e.Start(ctx); serr != nil {
+					return fmt.Errorf("%s: join_cluster %s: %w; restarting the node: %w", e.Node(), node, err, serr)
+				}
+			}
 		}
-		_, err = runCommand(ctx, e.user, e.spool, e.env(), e.ctl,
-			"--config-dir", e.etc,
-			"--ctl-config", filepath.Join(e.etc, "ejabberdctl.cfg"),
-			"--logs", e.logDir,
-			"--spool", e.spool,
-			"--node", e.Node(),
-			"join_cluster", node)
+		err = e.joinOnce(ctx, node)
 		if err == nil {
 			return e.waitAccepting(ctx)
-		}
-		// Seen with 23.01: the node's ejabberd stops for the join and
-		// crashes ({no_exists, ejabberd_commands}), taking the node down;
-		// the next tries then find no node. Start it again first.
-		if strings.Contains(err.Error(), "nodedown") {
-			e.Kill()
-			if serr := e.Start(ctx); serr != nil {
-				return fmt.Errorf("%s: join_cluster %s: %w; restarting the node: %w", e.Node(), node, err, serr)
-			}
 		}
 	}
 	return fmt.Errorf("%s: join_cluster %s: %w", e.Node(), node, err)
 }
+
+// joinOnce runs ejabberdctl join_cluster node on e. A test may replace
+// it to break a node the way a failed join does.
+var joinOnce = func(e *Ejabberd, ctx context.Context, node string) error {
+	_, err := runCommand(ctx, e.user, e.spool, e.env(), e.ctl,
+		"--config-dir", e.etc,
+		"--ctl-config", filepath.Join(e.etc, "ejabberdctl.cfg"),
+		"--logs", e.logDir,
+		"--spool", e.spool,
+		"--node", e.Node(),
+		"join_cluster", node)
+	return err
+}
+
+func (e *Ejabberd) joinOnce(ctx context.Context, node string) error { return joinOnce(e, ctx, node) }
 
 // waitAccepting waits until the node's c2s, component and API ports
 // accept connections.

@@ -3,6 +3,8 @@
 package servers
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -11,14 +13,31 @@ import (
 // TestEjabberdCluster starts a two-node cluster and checks what tests of
 // several iotgate instances rely on: accounts are shared, each node takes
 // the component's connections, and the nodes and epmd go away at Close.
+// The first join_cluster is made to fail the way it sometimes does by
+// itself, leaving the joining node down: the harness must start that
+// node again and join it on the next try.
 func TestEjabberdCluster(t *testing.T) {
 	ctx := testCtx(t)
+	real := joinOnce
+	t.Cleanup(func() { joinOnce = real })
+	broken := 0
+	joinOnce = func(e *Ejabberd, ctx context.Context, node string) error {
+		if broken == 0 {
+			broken++
+			e.Kill()
+			return errors.New("join_cluster broke the node (made by the test)")
+		}
+		return real(e, ctx, node)
+	}
 	start := time.Now()
 	c, err := StartEjabberdCluster(ctx, XMPPOptions{}, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("StartEjabberdCluster(2 nodes) took %v", time.Since(start).Round(time.Millisecond))
+	t.Logf("StartEjabberdCluster(2 nodes, one failed join) took %v", time.Since(start).Round(time.Millisecond))
+	if broken != 1 {
+		t.Fatalf("the failing join ran %d times, want 1", broken)
+	}
 	defer func() {
 		if t.Failed() {
 			t.Log(c.LogTail())
