@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -365,4 +366,33 @@ func TestFailuresBehindProxy(t *testing.T) {
 			t.Errorf("another /64 = %d, want 401", rec.Code)
 		}
 	})
+}
+
+// TestTicketFailures: bad event-stream tickets count as failed
+// authentications like bad tokens (429 beyond the burst), and a valid
+// ticket from the same client still opens its stream.
+func TestTicketFailures(t *testing.T) {
+	e := newEventsEnv(t, Config{})
+	for i := range authFailureBurst {
+		if res := e.open("/v1/events?ticket=iotgt_bad"+strconv.Itoa(i), ""); res.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("bad ticket %d = %d, want 401", i, res.StatusCode)
+		}
+	}
+	if res := e.open("/v1/events?ticket=iotgt_bad", ""); res.StatusCode != http.StatusTooManyRequests || res.Header.Get("Retry-After") == "" {
+		t.Errorf("bad ticket over the burst = %d (Retry-After %q), want 429", res.StatusCode, res.Header.Get("Retry-After"))
+	}
+	req, _ := http.NewRequest(http.MethodPost, e.base+"/v1/events/tickets", nil)
+	req.Header.Set(echo.HeaderAuthorization, "Bearer "+e.berlin)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var tk EventTicket
+	if err := json.NewDecoder(res.Body).Decode(&tk); err != nil || res.StatusCode != http.StatusCreated {
+		t.Fatalf("POST tickets from the failing client: %d %v", res.StatusCode, err)
+	}
+	if res := e.open(tk.URL, ""); res.StatusCode != http.StatusOK {
+		t.Errorf("a valid ticket from the failing client = %d, want 200", res.StatusCode)
+	}
 }
