@@ -45,15 +45,11 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 			c.Response().Header().Set(echo.HeaderWWWAuthenticate, challenge)
 			return iotgate.Errorf(iotgate.EUnauthorized, "this endpoint needs an Authorization: Bearer <token> header")
 		}
-		ip := c.RealIP()
-		if err := s.throttled(c, ip); err != nil {
-			return err
-		}
 		tok, err := s.auth.Authenticate(c.Request().Context(), secret)
 		if err != nil {
 			if iotgate.ErrorCode(err) == iotgate.EUnauthorized {
-				s.failures.allow(ip)
 				c.Response().Header().Set(echo.HeaderWWWAuthenticate, challenge)
+				return s.authFailed(c, fmt.Errorf("authenticate: %w", err))
 			}
 			return fmt.Errorf("authenticate: %w", err)
 		}
@@ -62,16 +58,19 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
-// throttled refuses (429) a client address with too many failed
-// authentications, whatever it authenticates with.
-func (s *Server) throttled(c echo.Context, ip string) error {
-	if empty, wait := s.failures.empty(ip); empty {
+// authFailed counts a failed authentication (err, unauthorized) against
+// the client and returns err, or 429 once the client has failed too often.
+// The credential is always checked first: a valid token is never refused
+// for what others sent from the same address (a proxy, a NAT), and only
+// clients that keep sending bad credentials are slowed down.
+func (s *Server) authFailed(c echo.Context, err error) error {
+	if ok, wait := s.failures.allow(clientKey(c.RealIP())); !ok {
 		secs := max(int(wait.Seconds()+0.999), 1)
 		c.Response().Header().Set("Retry-After", strconv.Itoa(secs))
 		return &iotgate.Error{Code: iotgate.ETooMany, Detail: iotgate.DetailRateLimited,
 			Message: fmt.Sprintf("too many failed authentications from this address, retry in %d s", secs)}
 	}
-	return nil
+	return err
 }
 
 // bearer returns the token of an Authorization header; the scheme is
@@ -111,6 +110,18 @@ func (s *Server) rateLimit(next echo.HandlerFunc) echo.HandlerFunc {
 			c.Response().Header().Set("Retry-After", strconv.Itoa(secs))
 			return &iotgate.Error{Code: iotgate.ETooMany, Detail: iotgate.DetailRateLimited,
 				Message: fmt.Sprintf("this token's request rate is exceeded, retry in %d s", secs)}
+		}
+		return next(c)
+	}
+}
+
+// unlimitedOnly refuses (403) tokens limited to some devices: what next
+// serves covers every device (the global metrics), so even an admin token
+// limited by a selector may not see it.
+func unlimitedOnly(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if sel := selectorOf(c); len(sel) > 0 {
+			return iotgate.Errorf(iotgate.EForbidden, "this covers every device: it needs an admin token limited to no devices, not to %s", sel)
 		}
 		return next(c)
 	}

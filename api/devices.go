@@ -142,14 +142,14 @@ func (h *deviceHandler) jid(c echo.Context) (string, error) {
 //	@Success		201		{object}	api.Device
 //	@Header			201		{string}	Location									"URL path of the device, for example /v1/devices/thermo1@example.com"
 //	@Failure		400		{object}	api.ErrorResponse{details=[]api.FieldError}	"Bad JSON, a missing field, a full or invalid JID, bad labels, or an unknown schema or version"
-//	@Failure		409		{object}	api.ErrorResponse							"The JID is already registered"
+//	@Failure		403		{object}	api.ErrorResponse							"The token lacks the route's scope; labels outside its device selector; a JID outside IOTGATE_DEVICE_DOMAINS (code device_domain_not_allowed), or, for a token limited by a selector, a JID taken by a device it can't see (code forbidden)"
+//	@Failure		409		{object}	api.ErrorResponse							"The JID is already registered (to a token limited by a selector: by a device it sees)"
 //	@Failure		413		{object}	api.ErrorResponse							"Body too large"
 //	@Failure		415		{object}	api.ErrorResponse							"Body is not JSON"
 //	@Failure		500		{object}	api.ErrorResponse
 //	@Failure		503		{object}	api.ErrorResponse
 //	@Security		BearerAuth
 //	@Failure		401	{object}	api.ErrorResponse	"Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)"
-//	@Failure		403	{object}	api.ErrorResponse	"The token lacks the route's scope (code forbidden)"
 //	@Failure		429	{object}	api.ErrorResponse	"The token's request rate is exceeded (code rate_limited)"
 //	@Header			429	{integer}	Retry-After	"Seconds to wait before retrying"
 //	@Router			/v1/devices [post]
@@ -165,11 +165,34 @@ func (h *deviceHandler) create(c echo.Context) error {
 		JID: req.JID, Schema: req.Schema, SchemaVersion: req.SchemaVersion,
 		Name: req.Name, Labels: req.Labels,
 	})
+	if iotgate.ErrorCode(err) == iotgate.EConflict {
+		return h.taken(c, req.JID, err)
+	}
 	if err != nil {
 		return fmt.Errorf("register device: %w", err)
 	}
 	c.Response().Header().Set(echo.HeaderLocation, devicePath(d.JID))
 	return c.JSON(http.StatusCreated, deviceOf(d))
+}
+
+// taken answers a registration refused because the JID is taken (err,
+// conflict). A token limited by a selector gets 409 only for a device it
+// may see; for any other it gets the 403 of a JID it may not register,
+// never a 409 that would confirm that a device it can't see exists (GET
+// of that device is 404 to it).
+func (h *deviceHandler) taken(c echo.Context, jid string, err error) error {
+	sel := selectorOf(c)
+	if len(sel) == 0 {
+		return fmt.Errorf("register device: %w", err)
+	}
+	d, gerr := h.svc.Device(c.Request().Context(), jid)
+	if gerr == nil && sel.Matches(d.Labels) {
+		return fmt.Errorf("register device: %w", err)
+	}
+	if gerr != nil && iotgate.ErrorCode(gerr) != iotgate.ENotFound {
+		return fmt.Errorf("register device: %w", gerr)
+	}
+	return iotgate.Errorf(iotgate.EForbidden, "this token can't register device %s", jid)
 }
 
 // list lists devices.

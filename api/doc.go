@@ -42,4 +42,4 @@ package api
 //	@tag.name					health
 //	@tag.description			Liveness and readiness probes.
 //	@tag.name					tokens
-//	@tag.description			API tokens (admin scope).
+//	@tag.description			API tokens (admin scope; an admin limited by a device selector manages only the tokens limited at least as much).

@@ -101,14 +101,10 @@ func (s *Server) authenticateTicket(tickets TicketService) echo.MiddlewareFunc {
 			if c.Request().Header.Get(echo.HeaderAuthorization) != "" || ticket == "" || tickets == nil {
 				return bearer(c)
 			}
-			ip := c.RealIP()
-			if err := s.throttled(c, ip); err != nil {
-				return err
-			}
 			tok, err := tickets.Redeem(c.Request().Context(), ticket)
 			if err != nil {
 				if iotgate.ErrorCode(err) == iotgate.EUnauthorized {
-					s.failures.allow(ip)
+					return s.authFailed(c, fmt.Errorf("redeem event ticket: %w", err))
 				}
 				return fmt.Errorf("redeem event ticket: %w", err)
 			}

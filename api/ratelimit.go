@@ -1,9 +1,12 @@
 package api
 
 import (
+	"net"
+	"net/netip"
 	"sync"
 	"time"
 
+	"github.com/labstack/echo/v4"
 	"golang.org/x/time/rate"
 )
 
@@ -11,8 +14,9 @@ import (
 // or client addresses with failed authentications.
 const maxLimiters = 10000
 
-// Failed authentications allowed per client address: a burst for a
-// misconfigured client to notice, then a few per second.
+// Failed authentications allowed per client (clientKey): a burst for a
+// misconfigured client to notice, then a few per second; beyond them, its
+// failed attempts get 429 instead of 401 (valid tokens still pass).
 const (
 	authFailureRate  = 2.0
 	authFailureBurst = 20
@@ -73,22 +77,6 @@ func (l *limiter) allow(key string) (bool, time.Duration) {
 	return true, 0
 }
 
-// empty reports whether key's bucket is empty, without taking from it,
-// and how long until it won't be.
-func (l *limiter) empty(key string) (bool, time.Duration) {
-	now := l.now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	b, ok := l.buckets[key]
-	if !ok {
-		return false, 0
-	}
-	if t := b.lim.TokensAt(now); t < 1 {
-		return true, time.Duration((1 - t) / float64(l.rate) * float64(time.Second))
-	}
-	return false, 0
-}
-
 // evict drops full (idle) buckets, and everything if that is not enough:
 // a fresh bucket is full, so that only forgives a little.
 func (l *limiter) evict(now time.Time) {
@@ -100,4 +88,36 @@ func (l *limiter) evict(now time.Time) {
 	if len(l.buckets) >= maxLimiters {
 		clear(l.buckets)
 	}
+}
+
+// clientKey is what failed authentications are counted by: the client's
+// IPv4 address, or the /64 of its IPv6 address (one host usually has a
+// whole /64 to pick addresses from).
+func clientKey(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip
+	}
+	if a = a.Unmap(); a.Is4() {
+		return a.String()
+	}
+	p, _ := a.Prefix(64)
+	return p.String()
+}
+
+// ipExtractor says where a request comes from (echo.Context.RealIP). With
+// no trusted proxies, it is the connection's peer: X-Forwarded-For is
+// ignored, as anyone can send it. Behind proxies, it is the nearest
+// address in X-Forwarded-For that is not a trusted proxy, read only when
+// the peer itself is one (echo trusts private and loopback addresses by
+// default: here, only the given ranges).
+func ipExtractor(trusted []*net.IPNet) echo.IPExtractor {
+	if len(trusted) == 0 {
+		return echo.ExtractIPDirect()
+	}
+	opts := []echo.TrustOption{echo.TrustLoopback(false), echo.TrustLinkLocal(false), echo.TrustPrivateNet(false)}
+	for _, n := range trusted {
+		opts = append(opts, echo.TrustIPRange(n))
+	}
+	return echo.ExtractIPFromXFFHeader(opts...)
 }

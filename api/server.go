@@ -60,6 +60,10 @@ type Config struct {
 	// EventPing is how often an idle event stream gets a comment line
 	// (0: DefaultEventPing).
 	EventPing time.Duration
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For
+	// names the client (failed authentications are counted per client,
+	// and the access log shows it); none: the peer is the client.
+	TrustedProxies []*net.IPNet
 }
 
 func (c Config) withDefaults() Config {
@@ -100,7 +104,8 @@ type Deps struct {
 	Auth Authenticator
 	// Tokens serves /v1/tokens.
 	Tokens TokenService
-	// Metrics, when set, is served at GET /metrics to admin tokens.
+	// Metrics, when set, is served at GET /metrics to admin tokens
+	// limited to no devices.
 	Metrics http.Handler
 	// Webhooks serves /v1/webhooks.
 	Webhooks WebhookService
@@ -124,8 +129,8 @@ type Server struct {
 
 	auth   Authenticator
 	limits *limiter // nil: no rate limit
-	// failures counts failed authentications per client address, so that
-	// guessing tokens is slow and can't load the database.
+	// failures counts failed authentications per client (clientKey):
+	// beyond a burst, bad credentials get 429.
 	failures *limiter
 	// streamsStop is closed when Shutdown starts: event streams never
 	// go idle on their own.
@@ -149,8 +154,8 @@ func New(cfg Config, deps Deps) *Server {
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
 	e.Validator = newValidator()
-	// Don't believe X-Forwarded-For unless a proxy setup says so.
-	e.IPExtractor = echo.ExtractIPDirect()
+	// X-Forwarded-For only from the trusted proxies.
+	e.IPExtractor = ipExtractor(cfg.TrustedProxies)
 	e.Use(
 		requestID(),
 		accessLog(log),
@@ -269,7 +274,7 @@ func (s *Server) routes(deps Deps) {
 		)
 	}
 	if deps.Metrics != nil {
-		add(route{http.MethodGet, "/metrics", iotgate.ScopeAdmin, echo.WrapHandler(deps.Metrics)})
+		add(route{http.MethodGet, "/metrics", iotgate.ScopeAdmin, unlimitedOnly(echo.WrapHandler(deps.Metrics))})
 	}
 	if deps.Events != nil {
 		h := &eventHandler{hub: deps.Events, tickets: deps.Tickets, auth: deps.Auth, ping: s.cfg.EventPing, stop: s.streamsStop, log: s.log}

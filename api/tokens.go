@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -16,7 +17,7 @@ import (
 // TokenService is what the API needs to manage API tokens.
 type TokenService interface {
 	// Create creates a token and returns it with its secret.
-	// Errors: invalid.
+	// Errors: invalid, forbidden (broader than req.By).
 	Create(ctx context.Context, req auth.CreateRequest) (*iotgate.Token, string, error)
 	// List returns every token, oldest first.
 	List(ctx context.Context) ([]*iotgate.Token, error)
@@ -88,7 +89,7 @@ type tokenHandler struct {
 // create creates a token.
 //
 //	@Summary		Create an API token
-//	@Description	Creates a token with the given scopes, optionally limited to the devices whose labels include all of devices, and optionally expiring. The answer's token field is the secret: it is shown this once and stored only as a hash. A token limited to some devices can only create tokens limited at least as much.
+//	@Description	Creates a token with the given scopes, optionally limited to the devices whose labels include all of devices, and optionally expiring. The answer's token field is the secret: it is shown this once and stored only as a hash. A token limited to some devices can only create tokens limited at least as much (every label pair of its selector in theirs), and a token that expires can only create tokens that expire no later (403).
 //	@Tags			tokens
 //	@Accept			json
 //	@Produce		json
@@ -96,11 +97,11 @@ type tokenHandler struct {
 //	@Success		201		{object}	api.CreatedToken
 //	@Header			201		{string}	Location									"URL path of the token, /v1/tokens/{id}"
 //	@Failure		400		{object}	api.ErrorResponse{details=[]api.FieldError}	"A missing name, an unknown scope, a bad label or expires_in"
+//	@Failure		403		{object}	api.ErrorResponse							"The token lacks the route's scope, or the new token would be broader than it: a scope it lacks, devices not within its selector, or expiring later (code forbidden)"
 //	@Failure		500		{object}	api.ErrorResponse
 //	@Failure		503		{object}	api.ErrorResponse
 //	@Security		BearerAuth
 //	@Failure		401	{object}	api.ErrorResponse	"Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)"
-//	@Failure		403	{object}	api.ErrorResponse	"The token lacks the route's scope (code forbidden)"
 //	@Failure		429	{object}	api.ErrorResponse	"The token's request rate is exceeded (code rate_limited)"
 //	@Header			429	{integer}	Retry-After	"Seconds to wait before retrying"
 //	@Router			/v1/tokens [post]
@@ -121,11 +122,9 @@ func (h *tokenHandler) create(c echo.Context) error {
 	for i, s := range req.Scopes {
 		scopes[i] = iotgate.Scope(s)
 	}
-	sel := iotgate.Selector(req.Devices)
-	if outer := selectorOf(c); !sel.Within(outer) {
-		return iotgate.Errorf(iotgate.EForbidden, "this token may only create tokens limited to devices %s", outer)
-	}
-	t, secret, err := h.svc.Create(c.Request().Context(), auth.CreateRequest{Name: req.Name, Scopes: scopes, Devices: sel, ExpiresIn: expires})
+	// The service refuses (403) a token broader than the caller's.
+	t, secret, err := h.svc.Create(c.Request().Context(), auth.CreateRequest{
+		Name: req.Name, Scopes: scopes, Devices: iotgate.Selector(req.Devices), ExpiresIn: expires, By: tokenOf(c)})
 	if err != nil {
 		return fmt.Errorf("create token: %w", err)
 	}
@@ -136,7 +135,7 @@ func (h *tokenHandler) create(c echo.Context) error {
 // list lists the tokens.
 //
 //	@Summary		List API tokens
-//	@Description	Lists every token, revoked and expired ones included, oldest first. Secrets are never shown.
+//	@Description	Lists the tokens the caller manages, revoked and expired ones included, oldest first: every token for an admin token limited to no devices; for one limited by a selector, the tokens limited at least as much (every label pair of its selector in theirs). Secrets are never shown.
 //	@Tags			tokens
 //	@Produce		json
 //	@Success		200	{object}	api.TokenList
@@ -153,18 +152,20 @@ func (h *tokenHandler) list(c echo.Context) error {
 	if err != nil {
 		return fmt.Errorf("list tokens: %w", err)
 	}
+	by := tokenOf(c)
+	ts = slices.DeleteFunc(ts, func(t *iotgate.Token) bool { return !auth.Manages(by, t) })
 	return c.JSON(http.StatusOK, TokenList{Items: itemsOf(ts, tokenOfDomain)})
 }
 
 // get returns a token.
 //
 //	@Summary		Get an API token
-//	@Description	Returns a token (never its secret), with when it was last used (recorded at most once a minute).
+//	@Description	Returns a token (never its secret), with when it was last used (recorded at most once a minute). A token the caller does not manage (broader than its device selector, or beside it) is 404, as if it did not exist.
 //	@Tags			tokens
 //	@Produce		json
 //	@Param			id	path		string	true	"Token ID"	example(tok_q3bx7k2mzv4wd9hc)
 //	@Success		200	{object}	api.Token
-//	@Failure		404	{object}	api.ErrorResponse	"No such token"
+//	@Failure		404	{object}	api.ErrorResponse	"No such token, or one the caller does not manage"
 //	@Failure		500	{object}	api.ErrorResponse
 //	@Failure		503	{object}	api.ErrorResponse
 //	@Security		BearerAuth
@@ -178,9 +179,9 @@ func (h *tokenHandler) get(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	t, err := h.svc.Get(c.Request().Context(), id)
+	t, err := h.lookup(c, id)
 	if err != nil {
-		return fmt.Errorf("get token: %w", err)
+		return err
 	}
 	return c.JSON(http.StatusOK, tokenOfDomain(t))
 }
@@ -188,13 +189,13 @@ func (h *tokenHandler) get(c echo.Context) error {
 // revoke revokes a token.
 //
 //	@Summary		Revoke an API token
-//	@Description	Revokes a token: this iotgate refuses it at once, other instances within 10 seconds. The token stays listed, with revoked_at. Revoking a revoked token changes nothing. The bootstrap token (IOTGATE_ADMIN_TOKEN) can't be revoked here (400).
+//	@Description	Revokes a token: this iotgate refuses it at once, other instances within 10 seconds. The token stays listed, with revoked_at. Revoking a revoked token changes nothing. The bootstrap token (IOTGATE_ADMIN_TOKEN) can't be revoked here (400). An admin token limited by a device selector revokes only the tokens it manages (limited at least as much): others are 404, as if they did not exist.
 //	@Tags			tokens
 //	@Produce		json
 //	@Param			id	path		string	true	"Token ID"	example(tok_q3bx7k2mzv4wd9hc)
 //	@Success		200	{object}	api.Token	"Revoked"
 //	@Failure		400	{object}	api.ErrorResponse	"The bootstrap token"
-//	@Failure		404	{object}	api.ErrorResponse	"No such token"
+//	@Failure		404	{object}	api.ErrorResponse	"No such token, or one the caller does not manage"
 //	@Failure		500	{object}	api.ErrorResponse
 //	@Failure		503	{object}	api.ErrorResponse
 //	@Security		BearerAuth
@@ -208,9 +209,30 @@ func (h *tokenHandler) revoke(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	if len(selectorOf(c)) > 0 {
+		// Unlimited admins manage every token: only the others need
+		// the lookup (which also makes the bootstrap token 404 to them).
+		if _, err := h.lookup(c, id); err != nil {
+			return err
+		}
+	}
 	t, err := h.svc.Revoke(c.Request().Context(), id)
 	if err != nil {
 		return fmt.Errorf("revoke token: %w", err)
 	}
 	return c.JSON(http.StatusOK, tokenOfDomain(t))
+}
+
+// lookup returns a token the request's token manages (auth.Manages);
+// another is not found, with the message of a token that does not exist.
+// Errors: not_found, unavailable.
+func (h *tokenHandler) lookup(c echo.Context, id string) (*iotgate.Token, error) {
+	t, err := h.svc.Get(c.Request().Context(), id)
+	if iotgate.ErrorCode(err) == iotgate.ENotFound || err == nil && !auth.Manages(tokenOf(c), t) {
+		return nil, iotgate.Errorf(iotgate.ENotFound, "token %s not found", id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get token: %w", err)
+	}
+	return t, nil
 }

@@ -151,7 +151,12 @@ func TestCreateAndAuthenticate(t *testing.T) {
 	}{
 		{name: "OK", secret: secret},
 		{name: "Cached", secret: secret, advance: time.Second},
-		{name: "Unknown", secret: Prefix + "nope", wantErr: iotgate.EUnauthorized},
+		{name: "Unknown", secret: Prefix + strings.Repeat("A", 43), wantErr: iotgate.EUnauthorized},
+		// Malformed secrets are refused without a store lookup.
+		{name: "MalformedShort", secret: Prefix + "nope", wantErr: iotgate.EUnauthorized},
+		{name: "MalformedLong", secret: secret + "A", wantErr: iotgate.EUnauthorized},
+		{name: "MalformedChar", secret: Prefix + strings.Repeat("A", 42) + "!", wantErr: iotgate.EUnauthorized},
+		{name: "MalformedPrefix", secret: "iotx_" + secret[len(Prefix):], wantErr: iotgate.EUnauthorized},
 		{name: "Empty", secret: "", wantErr: iotgate.EUnauthorized},
 		{name: "Expired", secret: secret, advance: 2 * time.Hour, wantErr: iotgate.EUnauthorized},
 	}
@@ -170,7 +175,7 @@ func TestCreateAndAuthenticate(t *testing.T) {
 			}
 		})
 	}
-	if st.Lookups() != 3 { // OK, Unknown, Expired (the cache entry had expired)
+	if st.Lookups() != 3 { // OK, Unknown, Expired (the cache entry had expired); never the malformed ones
 		t.Errorf("%d store lookups, want 3 (the cache serves the rest)", st.Lookups())
 	}
 }
@@ -278,6 +283,77 @@ func TestCreateInvalid(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			if _, _, err := s.Create(context.Background(), tt.req); iotgate.ErrorCode(err) != iotgate.EInvalid {
 				t.Errorf("err = %v, want invalid", err)
+			}
+		})
+	}
+}
+
+// TestCreateNoBroaderThanCreator: a token can't mint a token that could
+// do more than itself: a scope it lacks, devices outside its selector, or
+// a longer life. The operator (By nil) may create anything.
+func TestCreateNoBroaderThanCreator(t *testing.T) {
+	s, _, clk := newTestService(t, Config{})
+	soon := clk.Now().Add(time.Hour)
+	berlinAdmin := &iotgate.Token{ID: "b", Scopes: []iotgate.Scope{iotgate.ScopeAdmin}, Devices: iotgate.Selector{"site": "berlin"}}
+	expiringAdmin := &iotgate.Token{ID: "e", Scopes: []iotgate.Scope{iotgate.ScopeAdmin}, Devices: iotgate.Selector{}, ExpiresAt: &soon}
+	reader := &iotgate.Token{ID: "r", Scopes: []iotgate.Scope{iotgate.ScopeDevicesRead}, Devices: iotgate.Selector{}}
+	admin := []iotgate.Scope{iotgate.ScopeAdmin}
+	tests := []struct {
+		name    string
+		req     CreateRequest
+		wantErr string
+	}{
+		{"Operator", CreateRequest{Scopes: admin}, ""},
+		{"LimitedUnlimited", CreateRequest{Scopes: admin, By: berlinAdmin}, iotgate.EForbidden},
+		{"LimitedOtherSite", CreateRequest{Scopes: admin, Devices: iotgate.Selector{"site": "paris"}, By: berlinAdmin}, iotgate.EForbidden},
+		{"LimitedSame", CreateRequest{Scopes: admin, Devices: iotgate.Selector{"site": "berlin"}, By: berlinAdmin}, ""},
+		{"LimitedNarrower", CreateRequest{Scopes: admin, Devices: iotgate.Selector{"site": "berlin", "room": "lab"}, By: berlinAdmin}, ""},
+		{"ExpiringForever", CreateRequest{Scopes: admin, By: expiringAdmin}, iotgate.EForbidden},
+		{"ExpiringLonger", CreateRequest{Scopes: admin, ExpiresIn: 2 * time.Hour, By: expiringAdmin}, iotgate.EForbidden},
+		{"ExpiringShorter", CreateRequest{Scopes: admin, ExpiresIn: time.Hour, By: expiringAdmin}, ""},
+		{"ScopeLacked", CreateRequest{Scopes: admin, By: reader}, iotgate.EForbidden},
+		{"ScopeHeld", CreateRequest{Scopes: []iotgate.Scope{iotgate.ScopeDevicesRead}, By: reader}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.req.Name = tt.name
+			tok, _, err := s.Create(context.Background(), tt.req)
+			if got := iotgate.ErrorCode(err); err != nil && got != tt.wantErr || err == nil && tt.wantErr != "" {
+				t.Fatalf("err = %v, want %q", err, tt.wantErr)
+			}
+			if err == nil && tt.req.By != nil && !Manages(tt.req.By, tok) {
+				t.Errorf("the creator does not manage the token it created")
+			}
+		})
+	}
+}
+
+// TestManages: a token manages the tokens limited at least as much as
+// itself, nothing broader and nothing beside.
+func TestManages(t *testing.T) {
+	tok := func(sel iotgate.Selector) *iotgate.Token { return &iotgate.Token{Devices: sel} }
+	all, berlin, paris := tok(iotgate.Selector{}), tok(iotgate.Selector{"site": "berlin"}), tok(iotgate.Selector{"site": "paris"})
+	berlinLab := tok(iotgate.Selector{"site": "berlin", "room": "lab"})
+	lab := tok(iotgate.Selector{"room": "lab"})
+	tests := []struct {
+		name  string
+		by, t *iotgate.Token
+		want  bool
+	}{
+		{"OperatorAll", nil, all, true},
+		{"AllAll", all, all, true},
+		{"AllLimited", all, berlin, true},
+		{"LimitedAll", berlin, all, false},
+		{"LimitedSame", berlin, berlin, true},
+		{"LimitedNarrower", berlin, berlinLab, true},
+		{"LimitedOther", berlin, paris, false},
+		{"LimitedOverlapping", berlin, lab, false},
+		{"NarrowerBroader", berlinLab, berlin, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := Manages(tt.by, tt.t); got != tt.want {
+				t.Errorf("= %v, want %v", got, tt.want)
 			}
 		})
 	}

@@ -119,6 +119,23 @@ func NewSecret() string {
 	return Prefix + base64.RawURLEncoding.EncodeToString(b)
 }
 
+// secretLen is the length of every secret NewSecret makes.
+var secretLen = len(Prefix) + base64.RawURLEncoding.EncodedLen(secretBytes)
+
+// wellFormed reports whether secret could be one NewSecret made: Prefix
+// and secretLen base64url characters.
+func wellFormed(secret string) bool {
+	if len(secret) != secretLen || !strings.HasPrefix(secret, Prefix) {
+		return false
+	}
+	for _, r := range secret[len(Prefix):] {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
+}
+
 // newID returns a token ID: random, so that IDs don't reveal how many
 // tokens exist, and short enough to type.
 func newID() string { return "tok_" + strings.ToLower(rand.Text()[:16]) }
@@ -130,15 +147,23 @@ type CreateRequest struct {
 	Devices iotgate.Selector
 	// ExpiresIn 0 means the token does not expire.
 	ExpiresIn time.Duration
+	// By is the token that asks for this one (over the API); nil for the
+	// operator (the command line), who may create any token.
+	By *iotgate.Token
 }
 
 // Create creates a token and returns it with its secret, which is shown
-// this once and not kept. Errors: invalid, unavailable.
+// this once and not kept. A token can't create one broader than itself
+// (see mayCreate). Errors: invalid, forbidden (broader than req.By),
+// unavailable.
 func (s *Service) Create(ctx context.Context, req CreateRequest) (*iotgate.Token, string, error) {
 	if req.ExpiresIn < 0 {
 		return nil, "", iotgate.Errorf(iotgate.EInvalid, "expiry must be in the future")
 	}
 	now := s.cfg.Now().UTC()
+	if err := mayCreate(req, now); err != nil {
+		return nil, "", err
+	}
 	secret := NewSecret()
 	h := Hash(secret)
 	t := &iotgate.Token{
@@ -159,6 +184,41 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (*iotgate.Token
 		return nil, "", err
 	}
 	return t, secret, nil
+}
+
+// mayCreate refuses (forbidden) a token that req.By could not itself use:
+// one with a scope req.By lacks, one that selects a device outside req.By's
+// selector, or one that outlives req.By. Otherwise a token limited to some
+// devices, or about to expire, could mint itself a way around its limits.
+func mayCreate(req CreateRequest, now time.Time) error {
+	by := req.By
+	if by == nil {
+		return nil
+	}
+	for _, sc := range req.Scopes {
+		if !by.Allows(sc) {
+			return iotgate.Errorf(iotgate.EForbidden, "this token lacks the scope %s, so it can't give it", sc)
+		}
+	}
+	if !iotgate.Selector(req.Devices).Within(by.Devices) {
+		return iotgate.Errorf(iotgate.EForbidden, "this token may only create tokens limited to devices %s", by.Devices)
+	}
+	if by.ExpiresAt != nil && (req.ExpiresIn == 0 || now.Add(req.ExpiresIn).After(*by.ExpiresAt)) {
+		return iotgate.Errorf(iotgate.EForbidden, "this token expires at %s: it may only create tokens that expire by then",
+			by.ExpiresAt.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// Manages reports whether the token by may see and revoke the token t: t
+// must be limited at least as much as by, that is, every label pair of
+// by's selector is also in t's (t may have more). An unlimited token
+// manages every token; a token limited to site=berlin manages those
+// limited to site=berlin (site=berlin,room=lab too), not the unlimited
+// ones nor those of site=paris. It is the rule of Create's selector
+// check, so a token manages every token it can create.
+func Manages(by, t *iotgate.Token) bool {
+	return by == nil || t.Devices.Within(by.Devices)
 }
 
 // List returns every token, oldest first.
@@ -250,6 +310,11 @@ func (s *Service) Authenticate(ctx context.Context, secret string) (*iotgate.Tok
 	// same time whatever the secret's length or content.
 	if s.bootstrap != nil && subtle.ConstantTimeCompare(h[:], s.bootstrap[:]) == 1 {
 		return &iotgate.Token{ID: BootstrapID, Name: BootstrapName, Scopes: []iotgate.Scope{iotgate.ScopeAdmin}, Devices: iotgate.Selector{}}, nil
+	}
+	if !wellFormed(secret) {
+		// No stored token has such a secret: a flood of junk costs no
+		// store query.
+		return nil, errUnauthorized()
 	}
 	now := s.cfg.Now()
 	s.mu.Lock()

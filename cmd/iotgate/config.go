@@ -33,8 +33,11 @@ type Config struct {
 	HTTPAddr    string
 	MetricsAddr string
 	CORSOrigins []string
-	LogLevel    slog.Level
-	LogFormat   string
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For
+	// names the API's client.
+	TrustedProxies []*net.IPNet
+	LogLevel       slog.Level
+	LogFormat      string
 
 	ShutdownTimeout time.Duration
 	BodyLimit       int64
@@ -122,6 +125,7 @@ var settings = []setting{
 	{env: "IOTGATE_HTTP_ADDR", flag: "http-addr", def: "127.0.0.1:8080", help: "host:port the REST API listens on"},
 	{env: "IOTGATE_METRICS_ADDR", flag: "metrics-addr", help: "host:port serving Prometheus metrics at /metrics; empty: not served"},
 	{env: "IOTGATE_CORS_ORIGINS", flag: "cors-origins", help: "comma-separated browser origins allowed to call the API (e.g. https://app.example.com, or *); none by default"},
+	{env: "IOTGATE_TRUSTED_PROXIES", flag: "trusted-proxies", help: "comma-separated addresses or CIDR ranges (10.0.0.0/8, 2001:db8::/32) of the reverse proxies in front of the REST API: X-Forwarded-For is believed only from them, so that failed authentications are counted per client, not per proxy; empty: the connection's peer is the client and X-Forwarded-For is ignored"},
 	{env: "IOTGATE_LOG_LEVEL", flag: "log-level", def: "info", help: "debug, info, warn or error"},
 	{env: "IOTGATE_LOG_FORMAT", flag: "log-format", def: "text", help: "text or json"},
 	{env: "IOTGATE_SHUTDOWN_TIMEOUT", flag: "shutdown-timeout", def: "15s", help: "how long a graceful shutdown may take"},
@@ -219,6 +223,9 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 			return cfg, nil, &configError{"IOTGATE_CORS_ORIGINS", fmt.Sprintf("%q is not an origin such as https://app.example.com", o)}
 		}
 		cfg.CORSOrigins = append(cfg.CORSOrigins, o)
+	}
+	if cfg.TrustedProxies, err = parseCIDRs("IOTGATE_TRUSTED_PROXIES", get("IOTGATE_TRUSTED_PROXIES")); err != nil {
+		return cfg, nil, err
 	}
 	d := get("IOTGATE_DOMAIN")
 	if d == "" {
@@ -371,6 +378,35 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 		return cfg, nil, &configError{"IOTGATE_DEVICE_DOMAINS", iotgate.ErrorMessage(err)}
 	}
 	return cfg, fs.Args(), nil
+}
+
+// parseCIDRs parses a comma-separated list of CIDR ranges; a bare address
+// is its own range (/32 or /128).
+func parseCIDRs(setting, v string) ([]*net.IPNet, error) {
+	var out []*net.IPNet
+	for _, part := range strings.Split(v, ",") {
+		if part = strings.TrimSpace(part); part == "" {
+			continue
+		}
+		if !strings.Contains(part, "/") {
+			ip := net.ParseIP(part)
+			if ip == nil {
+				return nil, &configError{setting, fmt.Sprintf("%q is not an address or a CIDR range such as 10.0.0.0/8", part)}
+			}
+			bits := 128
+			if ip4 := ip.To4(); ip4 != nil {
+				ip, bits = ip4, 32
+			}
+			out = append(out, &net.IPNet{IP: ip, Mask: net.CIDRMask(bits, bits)})
+			continue
+		}
+		_, n, err := net.ParseCIDR(part)
+		if err != nil {
+			return nil, &configError{setting, fmt.Sprintf("%q is not an address or a CIDR range such as 10.0.0.0/8", part)}
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }
 
 func hostPort(setting, v string) (string, error) {

@@ -61,6 +61,22 @@ func TestParseConfig(t *testing.T) {
 		{name: "ErrXMPPAddr", env: with("IOTGATE_XMPP_ADDR", "localhost"), wantSetting: "IOTGATE_XMPP_ADDR"},
 		{name: "ErrHTTPPort", env: with("IOTGATE_HTTP_ADDR", "127.0.0.1:99999"), wantSetting: "IOTGATE_HTTP_ADDR"},
 		{name: "ErrLogLevel", env: with("IOTGATE_LOG_LEVEL", "loud"), wantSetting: "IOTGATE_LOG_LEVEL"},
+		{name: "TrustedProxies", env: with("IOTGATE_TRUSTED_PROXIES", " 10.0.0.0/8, 192.0.2.7 ,2001:db8::/32,::1"), check: func(t *testing.T, c Config) {
+			var got []string
+			for _, n := range c.TrustedProxies {
+				got = append(got, n.String())
+			}
+			if strings.Join(got, ",") != "10.0.0.0/8,192.0.2.7/32,2001:db8::/32,::1/128" {
+				t.Errorf("TrustedProxies = %v", got)
+			}
+		}},
+		{name: "NoTrustedProxies", env: base, check: func(t *testing.T, c Config) {
+			if len(c.TrustedProxies) != 0 {
+				t.Errorf("TrustedProxies = %v, want none by default", c.TrustedProxies)
+			}
+		}},
+		{name: "ErrTrustedProxies", env: with("IOTGATE_TRUSTED_PROXIES", "10.0.0.0/8,proxy.local"), wantSetting: "IOTGATE_TRUSTED_PROXIES"},
+		{name: "ErrTrustedProxiesMask", env: with("IOTGATE_TRUSTED_PROXIES", "10.0.0.0/33"), wantSetting: "IOTGATE_TRUSTED_PROXIES"},
 		{name: "ErrLogFormat", env: with("IOTGATE_LOG_FORMAT", "xml"), wantSetting: "IOTGATE_LOG_FORMAT"},
 		{name: "KeepAlive", env: with("IOTGATE_XMPP_KEEPALIVE", "500ms"), check: func(t *testing.T, c Config) {
 			if c.XMPPKeepAlive != 500*time.Millisecond {
