@@ -101,6 +101,8 @@ type commandHandler struct {
 	// devs looks devices up for tokens limited to some devices; nil
 	// hides every device from such tokens.
 	devs DeviceService
+	// pageBytes is the byte budget of a page of commands (0: the default).
+	pageBytes int64
 }
 
 // visibleCommand returns the command if the request's token may see its
@@ -282,11 +284,15 @@ func (h *commandHandler) list(c echo.Context) error {
 	if err := visible(c, h.devs, jid); err != nil {
 		return err
 	}
-	page, err := h.svc.List(c.Request().Context(), jid, iotgate.CommandFilter{Limit: q.Limit, Cursor: q.Cursor})
+	page, err := h.svc.List(c.Request().Context(), jid, iotgate.CommandFilter{Limit: q.Limit, Cursor: q.Cursor, MaxBytes: h.pageBytes})
 	if err != nil {
 		return fmt.Errorf("list commands: %w", err)
 	}
-	return c.JSON(http.StatusOK, CommandList{Items: itemsOf(page.Items, (*iotgate.Command).View), NextCursor: page.NextCursor})
+	// Streamed as a CommandList: a page of large answers is not encoded
+	// whole.
+	return writeList(c, len(page.Items), func(b []byte, i int) ([]byte, error) {
+		return appendJSON(b, page.Items[i].View())
+	}, page.NextCursor)
 }
 
 // cancel cancels a queued command.

@@ -3,7 +3,6 @@ package api
 import (
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -191,7 +190,9 @@ func (h *deviceHandler) rejections(c echo.Context) error {
 	if err != nil {
 		return fmt.Errorf("list rejections: %w", err)
 	}
-	return c.JSON(http.StatusOK, RejectionList{Items: itemsOf(page.Items, rejectionOf), NextCursor: page.NextCursor})
+	return writeList(c, len(page.Items), func(b []byte, i int) ([]byte, error) {
+		return appendJSON(b, rejectionOf(page.Items[i]))
+	}, page.NextCursor)
 }
 
 func rejectionOf(r *iotgate.Rejection) Rejection {
@@ -209,6 +210,7 @@ func (h *deviceHandler) jidAndFilter(c echo.Context) (string, iotgate.ReadingFil
 	if err != nil {
 		return "", iotgate.ReadingFilter{}, err
 	}
+	f.MaxBytes = h.pageBytes
 	return jid, f, visible(c, h.svc, jid)
 }
 
