@@ -255,7 +255,7 @@ func (h *commandHandler) get(c echo.Context) error {
 // list lists a device's commands.
 //
 //	@Summary		List a device's commands
-//	@Description	Lists the commands sent (or queued) to a device, newest first, a page at a time: pass next_cursor as cursor to get the next page; the last page has no next_cursor.
+//	@Description	Lists the commands sent (or queued) to a device, newest first, a page at a time: pass next_cursor as cursor to get the next page; the last page has no next_cursor. A page also ends once its rows reach IOTGATE_MAX_PAGE_BYTES (4 MiB by default; at least one row), so it may hold fewer rows than limit and still have a next_cursor.
 //	@Tags			commands
 //	@Produce		json
 //	@Param			jid		path		string	true	"Bare JID, URL-escaped"	example(thermo1@example.com)
@@ -269,7 +269,7 @@ func (h *commandHandler) get(c echo.Context) error {
 //	@Security		BearerAuth
 //	@Failure		401	{object}	api.ErrorResponse	"Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)"
 //	@Failure		403	{object}	api.ErrorResponse	"The token lacks the route's scope (code forbidden)"
-//	@Failure		429	{object}	api.ErrorResponse	"The token's request rate is exceeded (code rate_limited)"
+//	@Failure		429	{object}	api.ErrorResponse	"The token's request rate is exceeded (code rate_limited), or it (or the server) has too many list requests in progress (code too_many_concurrent)"
 //	@Header			429	{integer}	Retry-After	"Seconds to wait before retrying"
 //	@Router			/v1/devices/{jid}/commands [get]
 func (h *commandHandler) list(c echo.Context) error {
