@@ -212,3 +212,37 @@ func FuzzAppendCompactJSON(f *testing.F) {
 		}
 	})
 }
+
+// discardWriter is a ResponseWriter that drops the body.
+type discardWriter struct{ h http.Header }
+
+func (d discardWriter) Header() http.Header       { return d.h }
+func (discardWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (discardWriter) WriteHeader(int)             {}
+
+// BenchmarkWriteReadingsPage writes a page the size of the default byte
+// budget (69 readings of 60 KB, as in issue #15): streamed, and encoded
+// whole as c.JSON would (Whole), to compare the bytes each allocates.
+func BenchmarkWriteReadingsPage(b *testing.B) {
+	page := &iotgate.ReadingPage{Items: bigReadings(69, 60<<10)}
+	e := echo.New()
+	b.Run("Streamed", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			c := e.NewContext(httptest.NewRequest(http.MethodGet, "/", nil), discardWriter{http.Header{}})
+			if err := writeReadings(c, page); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("Whole", func(b *testing.B) {
+		ref := ReadingList{Items: itemsOf(page.Items, readingOf)}
+		b.ReportAllocs()
+		for b.Loop() {
+			c := e.NewContext(httptest.NewRequest(http.MethodGet, "/", nil), discardWriter{http.Header{}})
+			if err := c.JSON(http.StatusOK, ref); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
