@@ -128,3 +128,24 @@ func heavyLimitEmpty(t *testing.T, srv *Server) {
 		t.Errorf("slots still held: %v", srv.heavyLimit.n)
 	}
 }
+
+// TestPageBytesPassed checks that the list handlers hand the configured
+// byte budget to the services, which hand it to the store.
+func TestPageBytesPassed(t *testing.T) {
+	devs := newFakeDevices()
+	devs.add("thermo1@example.com", nil)
+	cmds := &fakeCommands{cmds: map[string]*iotgate.Command{}}
+	srv := newServer(Config{MaxPageBytes: 12345}, Deps{Devices: devs, Commands: cmds})
+	for _, path := range []string{"readings", "rejections", "commands"} {
+		if rec := do(t, srv, http.MethodGet, "/v1/devices/thermo1@example.com/"+path, nil); rec.Code != http.StatusOK {
+			t.Fatalf("GET %s: %d %s", path, rec.Code, rec.Body.String())
+		}
+		got := devs.lastReadingFilter.MaxBytes
+		if path == "commands" {
+			got = cmds.lastFilter.MaxBytes
+		}
+		if got != 12345 {
+			t.Errorf("%s: MaxBytes %d, want 12345", path, got)
+		}
+	}
+}

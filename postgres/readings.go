@@ -300,7 +300,7 @@ var limitBuckets = []int{11, 21, 51, 101, 201, 501, 1001}
 // with a parameter PostgreSQL's generic plan assumes a tenth of the rows,
 // so it keeps making a custom plan at each call, and planning a query over
 // every partition of readings costs milliseconds. A few buckets keep the
-// prepared statements few; pageOf cuts the extra rows.
+// prepared statements few; budgetPage cuts the extra rows.
 func limitBucket(n int) int {
 	for _, b := range limitBuckets {
 		if n <= b {

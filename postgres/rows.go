@@ -142,6 +142,7 @@ func (t trailing) Scan(dest ...any) error { return t.row.Scan(append(dest, t.ext
 // budgetPage cuts the rows of a budgetQuery to one page of at most limit
 // items and returns the cursor of the next page: "" when nothing follows.
 func budgetPage[T any](rows []budgeted[T], limit int, cursorOf func(T) string) ([]T, string) {
+	limit = max(limit, 1) // as budgetQuery: a page holds a row
 	items := make([]T, 0, min(len(rows), limit))
 	for _, r := range rows[:min(len(rows), limit)] {
 		items = append(items, r.item)

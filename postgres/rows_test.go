@@ -58,6 +58,7 @@ func TestBudgetPage(t *testing.T) {
 		// The budget ended the page before the limit: rows follow.
 		{"BudgetCut", rows(true, 1), 5, []int{1}, "1"},
 		{"BudgetCutExact", rows(true, 1, 2), 2, []int{1, 2}, "2"},
+		{"NoLimit", rows(false, 1, 2), 0, []int{1}, "1"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			got, after := budgetPage(c.rows, c.limit, cursorOf)
