@@ -284,6 +284,8 @@ func (r *CommandRequest) Normalize() error {
 type CommandFilter struct {
 	Limit  int
 	Cursor string
+	// MaxBytes is the page's byte budget (see PageBytes; 0: the default).
+	MaxBytes int64
 }
 
 // CommandPage is one page of commands.

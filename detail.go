@@ -36,6 +36,8 @@ const (
 
 	// HTTP.
 	DetailRateLimited = "rate_limited"
+	// Too many expensive requests (history pages) of one token at once.
+	DetailTooManyConcurrent = "too_many_concurrent"
 
 	// The database's schema (migrations).
 	DetailMigrationDirty  = "migration_dirty"

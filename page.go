@@ -17,3 +17,20 @@ func PageLimit(n int) int {
 	}
 	return min(n, MaxPageLimit)
 }
+
+// DefaultPageBytes is the byte budget of one page of readings, rejections
+// or commands when the caller gives none: rows are counted in rows and in
+// bytes, so that a page of huge rows stays small.
+const DefaultPageBytes = 4 << 20
+
+// PageBytes returns the byte budget n, DefaultPageBytes when n is not
+// positive: no caller can ask the store for a page unbounded in bytes.
+// A page ends once its rows' stored sizes (XML, JSON, answer) reach the
+// budget; it always holds at least one row, so it may pass the budget by
+// at most one row.
+func PageBytes(n int64) int64 {
+	if n <= 0 {
+		return DefaultPageBytes
+	}
+	return n
+}

@@ -12,3 +12,13 @@ func TestPageLimit(t *testing.T) {
 		}
 	}
 }
+
+func TestPageBytes(t *testing.T) {
+	for _, c := range []struct{ in, want int64 }{
+		{-1, DefaultPageBytes}, {0, DefaultPageBytes}, {1, 1}, {10 << 20, 10 << 20},
+	} {
+		if got := PageBytes(c.in); got != c.want {
+			t.Errorf("PageBytes(%d) = %d, want %d", c.in, got, c.want)
+		}
+	}
+}

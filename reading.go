@@ -59,6 +59,8 @@ type ReadingFilter struct {
 	Cursor       string
 	// Desc orders newest first (the default).
 	Desc bool
+	// MaxBytes is the page's byte budget (see PageBytes; 0: the default).
+	MaxBytes int64
 }
 
 // ReadingPage is one page of readings.

@@ -101,6 +101,8 @@ type commandHandler struct {
 	// devs looks devices up for tokens limited to some devices; nil
 	// hides every device from such tokens.
 	devs DeviceService
+	// pageBytes is the byte budget of a page of commands (0: the default).
+	pageBytes int64
 }
 
 // visibleCommand returns the command if the request's token may see its
@@ -253,7 +255,7 @@ func (h *commandHandler) get(c echo.Context) error {
 // list lists a device's commands.
 //
 //	@Summary		List a device's commands
-//	@Description	Lists the commands sent (or queued) to a device, newest first, a page at a time: pass next_cursor as cursor to get the next page; the last page has no next_cursor.
+//	@Description	Lists the commands sent (or queued) to a device, newest first, a page at a time: pass next_cursor as cursor to get the next page; the last page has no next_cursor. A page also ends once its rows reach IOTGATE_MAX_PAGE_BYTES (4 MiB by default; at least one row), so it may hold fewer rows than limit and still have a next_cursor.
 //	@Tags			commands
 //	@Produce		json
 //	@Param			jid		path		string	true	"Bare JID, URL-escaped"	example(thermo1@example.com)
@@ -267,7 +269,7 @@ func (h *commandHandler) get(c echo.Context) error {
 //	@Security		BearerAuth
 //	@Failure		401	{object}	api.ErrorResponse	"Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)"
 //	@Failure		403	{object}	api.ErrorResponse	"The token lacks the route's scope (code forbidden)"
-//	@Failure		429	{object}	api.ErrorResponse	"The token's request rate is exceeded (code rate_limited)"
+//	@Failure		429	{object}	api.ErrorResponse	"The token's request rate is exceeded (code rate_limited), or it (or the server) has too many list requests in progress (code too_many_concurrent)"
 //	@Header			429	{integer}	Retry-After	"Seconds to wait before retrying"
 //	@Router			/v1/devices/{jid}/commands [get]
 func (h *commandHandler) list(c echo.Context) error {
@@ -282,11 +284,15 @@ func (h *commandHandler) list(c echo.Context) error {
 	if err := visible(c, h.devs, jid); err != nil {
 		return err
 	}
-	page, err := h.svc.List(c.Request().Context(), jid, iotgate.CommandFilter{Limit: q.Limit, Cursor: q.Cursor})
+	page, err := h.svc.List(c.Request().Context(), jid, iotgate.CommandFilter{Limit: q.Limit, Cursor: q.Cursor, MaxBytes: h.pageBytes})
 	if err != nil {
 		return fmt.Errorf("list commands: %w", err)
 	}
-	return c.JSON(http.StatusOK, CommandList{Items: itemsOf(page.Items, (*iotgate.Command).View), NextCursor: page.NextCursor})
+	// Streamed as a CommandList: a page of large answers is not encoded
+	// whole.
+	return writeList(c, len(page.Items), func(b []byte, i int) ([]byte, error) {
+		return appendJSON(b, page.Items[i].View())
+	}, page.NextCursor)
 }
 
 // cancel cancels a queued command.

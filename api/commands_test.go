@@ -214,7 +214,7 @@ func TestCommandRequests(t *testing.T) {
 				}
 			}},
 			after: func(t *testing.T, _ *httptest.ResponseRecorder, f *fakeCommands) {
-				if f.lastFilter != (iotgate.CommandFilter{Limit: 5, Cursor: "abc"}) {
+				if f.lastFilter != (iotgate.CommandFilter{Limit: 5, Cursor: "abc", MaxBytes: iotgate.DefaultPageBytes}) {
 					t.Errorf("filter = %+v", f.lastFilter)
 				}
 			}},

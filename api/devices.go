@@ -123,6 +123,9 @@ type listDevicesQuery struct {
 // deviceHandler serves /v1/devices.
 type deviceHandler struct {
 	svc DeviceService
+	// pageBytes is the byte budget of a page of readings or rejections
+	// (0: the default).
+	pageBytes int64
 }
 
 // jid returns the device JID of the path. It is not normalized here: the

@@ -3,7 +3,6 @@ package api
 import (
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -127,7 +126,7 @@ func (h *deviceHandler) state(c echo.Context) error {
 // readings lists a device's readings.
 //
 //	@Summary		List a device's readings
-//	@Description	Lists the readings a device sent that its schema accepted, newest first by default, a page at a time: pass next_cursor as cursor (with the same since, until and order) to get the next page; the last page has no next_cursor.
+//	@Description	Lists the readings a device sent that its schema accepted, newest first by default, a page at a time: pass next_cursor as cursor (with the same since, until and order) to get the next page; the last page has no next_cursor. A page also ends once its rows reach IOTGATE_MAX_PAGE_BYTES (4 MiB by default; at least one row), so it may hold fewer rows than limit and still have a next_cursor.
 //	@Tags			devices
 //	@Produce		json
 //	@Param			jid		path		string	true	"Bare JID, URL-escaped"														example(thermo1@example.com)
@@ -144,7 +143,7 @@ func (h *deviceHandler) state(c echo.Context) error {
 //	@Security		BearerAuth
 //	@Failure		401	{object}	api.ErrorResponse	"Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)"
 //	@Failure		403	{object}	api.ErrorResponse	"The token lacks the route's scope (code forbidden)"
-//	@Failure		429	{object}	api.ErrorResponse	"The token's request rate is exceeded (code rate_limited)"
+//	@Failure		429	{object}	api.ErrorResponse	"The token's request rate is exceeded (code rate_limited), or it (or the server) has too many list requests in progress (code too_many_concurrent)"
 //	@Header			429	{integer}	Retry-After	"Seconds to wait before retrying"
 //	@Router			/v1/devices/{jid}/readings [get]
 func (h *deviceHandler) readings(c echo.Context) error {
@@ -162,7 +161,7 @@ func (h *deviceHandler) readings(c echo.Context) error {
 // rejections lists a device's refused payloads.
 //
 //	@Summary		List a device's rejections
-//	@Description	Lists the payloads iotgate refused from a device (not valid against its schema, or in no namespace of it) with the reason, newest first by default, paged like the readings. Payloads are truncated.
+//	@Description	Lists the payloads iotgate refused from a device (not valid against its schema, or in no namespace of it) with the reason, newest first by default, paged like the readings (bounded in rows and in bytes). Payloads are truncated.
 //	@Tags			devices
 //	@Produce		json
 //	@Param			jid		path		string	true	"Bare JID, URL-escaped"												example(thermo1@example.com)
@@ -179,7 +178,7 @@ func (h *deviceHandler) readings(c echo.Context) error {
 //	@Security		BearerAuth
 //	@Failure		401	{object}	api.ErrorResponse	"Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)"
 //	@Failure		403	{object}	api.ErrorResponse	"The token lacks the route's scope (code forbidden)"
-//	@Failure		429	{object}	api.ErrorResponse	"The token's request rate is exceeded (code rate_limited)"
+//	@Failure		429	{object}	api.ErrorResponse	"The token's request rate is exceeded (code rate_limited), or it (or the server) has too many list requests in progress (code too_many_concurrent)"
 //	@Header			429	{integer}	Retry-After	"Seconds to wait before retrying"
 //	@Router			/v1/devices/{jid}/rejections [get]
 func (h *deviceHandler) rejections(c echo.Context) error {
@@ -191,7 +190,9 @@ func (h *deviceHandler) rejections(c echo.Context) error {
 	if err != nil {
 		return fmt.Errorf("list rejections: %w", err)
 	}
-	return c.JSON(http.StatusOK, RejectionList{Items: itemsOf(page.Items, rejectionOf), NextCursor: page.NextCursor})
+	return writeList(c, len(page.Items), func(b []byte, i int) ([]byte, error) {
+		return appendJSON(b, rejectionOf(page.Items[i]))
+	}, page.NextCursor)
 }
 
 func rejectionOf(r *iotgate.Rejection) Rejection {
@@ -209,6 +210,7 @@ func (h *deviceHandler) jidAndFilter(c echo.Context) (string, iotgate.ReadingFil
 	if err != nil {
 		return "", iotgate.ReadingFilter{}, err
 	}
+	f.MaxBytes = h.pageBytes
 	return jid, f, visible(c, h.svc, jid)
 }
 

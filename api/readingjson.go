@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/json"
 	"net/http"
 	"strconv"
 	"sync"
@@ -27,26 +28,71 @@ var pagePool = sync.Pool{New: func() any { b := make([]byte, 0, 32<<10); return 
 
 // writeReadings answers 200 with page as a ReadingList.
 func writeReadings(c echo.Context, page *iotgate.ReadingPage) error {
+	return writeList(c, len(page.Items), func(b []byte, i int) ([]byte, error) {
+		return appendReading(b, page.Items[i]), nil
+	}, page.NextCursor)
+}
+
+// listChunk is how much of a list's JSON writeList holds before writing it
+// out.
+const listChunk = 64 << 10
+
+// writeList answers 200 with a list of n items as {"items":[...],
+// "next_cursor":...} (the bytes of c.JSON of ReadingList, CommandList and
+// the like), appending item i with add. It streams: the JSON is written
+// out every listChunk bytes, so a page of huge rows (up to the page's byte
+// budget, see iotgate.PageBytes) is never held whole a second time as
+// JSON, only about one row of it. An error from add after the first write
+// can't change the status any more: the client gets a truncated body, not
+// valid JSON, and the error is logged.
+func writeList(c echo.Context, n int, add func(b []byte, i int) ([]byte, error), next string) error {
 	bp := pagePool.Get().(*[]byte)
+	defer func() {
+		if cap(*bp) <= 1<<20 { // don't keep the odd huge row's buffer
+			pagePool.Put(bp)
+		}
+	}()
+	w := c.Response()
 	b := append((*bp)[:0], `{"items":[`...)
-	for i, r := range page.Items {
+	for i := range n {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendReading(b, r)
+		var err error
+		if b, err = add(b, i); err != nil {
+			*bp = b
+			return err
+		}
+		if len(b) >= listChunk {
+			if !w.Committed {
+				w.Header().Set(echo.HeaderContentType, echo.MIMEApplicationJSON)
+				w.WriteHeader(http.StatusOK)
+			}
+			if _, err := w.Write(b); err != nil {
+				*bp = b
+				return err
+			}
+			b = b[:0]
+		}
 	}
 	b = append(b, ']')
-	if page.NextCursor != "" {
+	if next != "" {
 		b = append(b, `,"next_cursor":`...)
-		b = xsd.AppendJSONString(b, page.NextCursor)
+		b = xsd.AppendJSONString(b, next)
 	}
 	b = append(b, "}\n"...)
-	err := c.JSONBlob(http.StatusOK, b)
-	if cap(b) <= 1<<20 { // don't keep the odd huge page's buffer
-		*bp = b
-		pagePool.Put(bp)
+	*bp = b
+	if !w.Committed {
+		return c.JSONBlob(http.StatusOK, b)
 	}
+	_, err := w.Write(b)
 	return err
+}
+
+// appendJSON appends v as encoding/json (and so c.JSON) encodes it.
+func appendJSON(b []byte, v any) ([]byte, error) {
+	j, err := json.Marshal(v)
+	return append(b, j...), err
 }
 
 // writeState answers 200 with st as a DeviceState.

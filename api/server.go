@@ -64,6 +64,14 @@ type Config struct {
 	// names the client (failed authentications are counted per client,
 	// and the access log shows it); none: the peer is the client.
 	TrustedProxies []*net.IPNet
+	// MaxPageBytes is the byte budget of a page of readings, rejections or
+	// commands (0: iotgate.DefaultPageBytes); see iotgate.PageBytes.
+	MaxPageBytes int64
+	// MaxHeavyPerToken and MaxHeavy cap the list requests (readings,
+	// rejections, commands) in progress at once per token and overall
+	// (0: DefaultMaxHeavyPerToken, DefaultMaxHeavy); beyond them, 429
+	// too_many_concurrent.
+	MaxHeavyPerToken, MaxHeavy int
 }
 
 func (c Config) withDefaults() Config {
@@ -81,6 +89,13 @@ func (c Config) withDefaults() Config {
 	def(&c.IdleTimeout, DefaultIdleTimeout)
 	def(&c.CheckTimeout, DefaultCheckTimeout)
 	def(&c.EventPing, DefaultEventPing)
+	c.MaxPageBytes = iotgate.PageBytes(c.MaxPageBytes)
+	if c.MaxHeavyPerToken <= 0 {
+		c.MaxHeavyPerToken = DefaultMaxHeavyPerToken
+	}
+	if c.MaxHeavy <= 0 {
+		c.MaxHeavy = DefaultMaxHeavy
+	}
 	return c
 }
 
@@ -135,6 +150,8 @@ type Server struct {
 	// streamsStop is closed when Shutdown starts: event streams never
 	// go idle on their own.
 	streamsStop chan struct{}
+	// heavyLimit bounds the list requests in progress (see heavy).
+	heavyLimit *concurrency
 }
 
 // New returns a server for cfg and deps with every route registered.
@@ -146,6 +163,7 @@ func New(cfg Config, deps Deps) *Server {
 	}
 	s := &Server{cfg: cfg, log: log, auth: deps.Auth,
 		failures: newLimiter(authFailureRate, authFailureBurst, time.Now), streamsStop: make(chan struct{})}
+	s.heavyLimit = newConcurrency(cfg.MaxHeavyPerToken, cfg.MaxHeavy)
 	if cfg.RateLimit > 0 {
 		s.limits = newLimiter(cfg.RateLimit, cfg.RateBurst, time.Now)
 	}
@@ -233,7 +251,7 @@ func (s *Server) routes(deps Deps) {
 		)
 	}
 	if deps.Devices != nil {
-		h := &deviceHandler{svc: deps.Devices}
+		h := &deviceHandler{svc: deps.Devices, pageBytes: s.cfg.MaxPageBytes}
 		add(
 			route{http.MethodPost, "/v1/devices", iotgate.ScopeDevicesWrite, h.create},
 			route{http.MethodGet, "/v1/devices", iotgate.ScopeDevicesRead, h.list},
@@ -241,15 +259,16 @@ func (s *Server) routes(deps Deps) {
 			route{http.MethodPatch, "/v1/devices/:jid", iotgate.ScopeDevicesWrite, h.update},
 			route{http.MethodDelete, "/v1/devices/:jid", iotgate.ScopeDevicesWrite, h.delete},
 			route{http.MethodGet, "/v1/devices/:jid/state", iotgate.ScopeDevicesRead, h.state},
-			route{http.MethodGet, "/v1/devices/:jid/readings", iotgate.ScopeDevicesRead, h.readings},
-			route{http.MethodGet, "/v1/devices/:jid/rejections", iotgate.ScopeDevicesRead, h.rejections},
+			route{http.MethodGet, "/v1/devices/:jid/readings", iotgate.ScopeDevicesRead, s.heavy(h.readings)},
+			route{http.MethodGet, "/v1/devices/:jid/rejections", iotgate.ScopeDevicesRead, s.heavy(h.rejections)},
 		)
 	}
 	if deps.Commands != nil {
 		h := &commandHandler{svc: deps.Commands, devs: deps.Devices}
+		h.pageBytes = s.cfg.MaxPageBytes
 		add(
 			route{http.MethodPost, "/v1/devices/:jid/commands", iotgate.ScopeCommandsSend, h.create},
-			route{http.MethodGet, "/v1/devices/:jid/commands", iotgate.ScopeDevicesRead, h.list},
+			route{http.MethodGet, "/v1/devices/:jid/commands", iotgate.ScopeDevicesRead, s.heavy(h.list)},
 			route{http.MethodGet, "/v1/commands/:id", iotgate.ScopeDevicesRead, h.get},
 			route{http.MethodPost, "/v1/commands/:id/cancel", iotgate.ScopeCommandsSend, h.cancel},
 		)

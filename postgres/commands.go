@@ -333,10 +333,11 @@ func commandCursor(c *iotgate.Command) string {
 	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(c.CreatedAt.UnixNano(), 10) + "." + c.ID))
 }
 
-// Commands returns a page of a device's commands, newest first.
-// Errors: invalid (cursor).
+// Commands returns a page of a device's commands, newest first, bounded in
+// rows and in bytes (f.MaxBytes, see iotgate.PageBytes: payload, answer
+// and history count). Errors: invalid (cursor).
 func (db *DB) Commands(ctx context.Context, deviceJID string, f iotgate.CommandFilter) (*iotgate.CommandPage, error) {
-	args := []any{deviceJID, f.Limit + 1}
+	args := []any{deviceJID, iotgate.PageBytes(f.MaxBytes)}
 	where := `d.jid = $1`
 	if f.Cursor != "" {
 		b, err := base64.RawURLEncoding.DecodeString(f.Cursor)
@@ -348,12 +349,19 @@ func (db *DB) Commands(ctx context.Context, deviceJID string, f iotgate.CommandF
 		where += ` AND (c.created_at, c.id) < ($3, $4)`
 		args = append(args, time.Unix(0, n).UTC(), id)
 	}
-	items, err := queryRows(ctx, db.db, "list commands", scanCommand, `SELECT `+commandColumns+commandFrom+` WHERE `+where+`
-		ORDER BY c.created_at DESC, c.id DESC LIMIT $2`, args...)
+	q := budgetQuery(commandColumns, commandSize, `commands c JOIN devices d ON d.id = c.device_id`, "c", where,
+		[]string{"created_at", "id"}, "DESC", f.Limit+1, "$2")
+	rows, err := queryRows(ctx, db.db, "list commands", scanBudgeted(scanCommand), q, args...)
 	if err != nil {
 		return nil, err
 	}
 	page := &iotgate.CommandPage{}
-	page.Items, page.NextCursor = pageOf(items, f.Limit, commandCursor)
+	page.Items, page.NextCursor = budgetPage(rows, f.Limit, commandCursor)
 	return page, nil
 }
+
+// commandSize is a command's size in a page's byte budget: payload and
+// answer (XML as its length, JSON as stored) and history.
+const commandSize = `octet_length(c.payload) + coalesce(octet_length(c.response_xml), 0) +
+	coalesce(pg_column_size(c.response_data), 0) + coalesce(octet_length(c.response_invalid), 0) +
+	octet_length(c.error) + pg_column_size(c.history)`

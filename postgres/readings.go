@@ -255,8 +255,10 @@ func parseCursor(s string) (cursor, error) {
 	return cursor{}, iotgate.Errorf(iotgate.EInvalid, "cursor is not valid")
 }
 
-// pageQuery builds the keyset query shared by readings and rejections.
-func pageQuery(table, columns, jid string, f iotgate.ReadingFilter) (string, []any, error) {
+// pageQuery builds the keyset query shared by readings and rejections,
+// bounded in rows and in bytes (see budgetQuery): size is the expression of
+// a row's stored size.
+func pageQuery(table, columns, size, jid string, f iotgate.ReadingFilter) (string, []any, error) {
 	args := []any{jid}
 	arg := func(v any) string {
 		args = append(args, v)
@@ -284,8 +286,9 @@ func pageQuery(table, columns, jid string, f iotgate.ReadingFilter) (string, []a
 		where = append(where, fmt.Sprintf("t.received_at %s= %s", cmp, at),
 			fmt.Sprintf("(t.received_at, t.id) %s (%s, %s)", cmp, at, arg(c.id)))
 	}
-	q := fmt.Sprintf(`SELECT %s FROM %s t WHERE %s ORDER BY t.received_at %s, t.id %s LIMIT %d`,
-		columns, table, strings.Join(where, " AND "), dir, dir, limitBucket(f.Limit+1))
+	budget := arg(iotgate.PageBytes(f.MaxBytes))
+	q := budgetQuery(columns, size, table+" t", "t", strings.Join(where, " AND "),
+		[]string{"received_at", "id"}, dir, limitBucket(f.Limit+1), budget)
 	return q, args, nil
 }
 
@@ -297,7 +300,7 @@ var limitBuckets = []int{11, 21, 51, 101, 201, 501, 1001}
 // with a parameter PostgreSQL's generic plan assumes a tenth of the rows,
 // so it keeps making a custom plan at each call, and planning a query over
 // every partition of readings costs milliseconds. A few buckets keep the
-// prepared statements few; pageOf cuts the extra rows.
+// prepared statements few; budgetPage cuts the extra rows.
 func limitBucket(n int) int {
 	for _, b := range limitBuckets {
 		if n <= b {
@@ -309,6 +312,15 @@ func limitBucket(n int) int {
 
 // readingColumns are the columns scanReading reads, from alias t.
 const readingColumns = "t.id, t.received_at, t.device_time, t.xml, t.data"
+
+// readingSize is a reading's size in a page's byte budget: the XML's
+// length (read from its TOAST header, not the value) and the JSON as
+// stored (jsonb, compressed when large: rendering each row's JSON just to
+// measure it would cost as much as sending it).
+const readingSize = "octet_length(t.xml) + pg_column_size(t.data)"
+
+// rejectionSize is a rejection's size in a page's byte budget.
+const rejectionSize = "octet_length(t.reason) + octet_length(t.payload)"
 
 func scanReading(row rowScanner) (*iotgate.Reading, error) { return scanReadingAfter(row) }
 
@@ -339,9 +351,10 @@ func scanRejection(row rowScanner) (*iotgate.Rejection, error) {
 	return r, nil
 }
 
-// Readings returns a page of a device's readings. Errors: invalid (cursor).
+// Readings returns a page of a device's readings, bounded in rows and in
+// bytes (f.MaxBytes, see iotgate.PageBytes). Errors: invalid (cursor).
 func (db *DB) Readings(ctx context.Context, jid string, f iotgate.ReadingFilter) (*iotgate.ReadingPage, error) {
-	q, args, err := pageQuery("readings", readingColumns, jid, f)
+	q, args, err := pageQuery("readings", readingColumns, readingSize, jid, f)
 	if err != nil {
 		return nil, err
 	}
@@ -349,27 +362,27 @@ func (db *DB) Readings(ctx context.Context, jid string, f iotgate.ReadingFilter)
 	if err != nil {
 		return nil, translate(err, "list readings")
 	}
-	items, err := stmtRows(ctx, st, "list readings", scanReading, args...)
+	rows, err := stmtRows(ctx, st, "list readings", scanBudgeted(scanReading), args...)
 	if err != nil {
 		return nil, err
 	}
 	page := &iotgate.ReadingPage{}
-	page.Items, page.NextCursor = pageOf(items, f.Limit, func(r *iotgate.Reading) string { return cursor{r.ReceivedAt, r.ID}.String() })
+	page.Items, page.NextCursor = budgetPage(rows, f.Limit, func(r *iotgate.Reading) string { return cursor{r.ReceivedAt, r.ID}.String() })
 	return page, nil
 }
 
-// Rejections returns a page of a device's refused payloads.
-// Errors: invalid (cursor).
+// Rejections returns a page of a device's refused payloads, bounded in
+// rows and in bytes like Readings. Errors: invalid (cursor).
 func (db *DB) Rejections(ctx context.Context, jid string, f iotgate.ReadingFilter) (*iotgate.RejectionPage, error) {
-	q, args, err := pageQuery("rejections", "t.id, t.received_at, t.via, t.reason, t.payload", jid, f)
+	q, args, err := pageQuery("rejections", "t.id, t.received_at, t.via, t.reason, t.payload", rejectionSize, jid, f)
 	if err != nil {
 		return nil, err
 	}
-	items, err := queryRows(ctx, db.db, "list rejections", scanRejection, q, args...)
+	rows, err := queryRows(ctx, db.db, "list rejections", scanBudgeted(scanRejection), q, args...)
 	if err != nil {
 		return nil, err
 	}
 	page := &iotgate.RejectionPage{}
-	page.Items, page.NextCursor = pageOf(items, f.Limit, func(r *iotgate.Rejection) string { return cursor{r.ReceivedAt, r.ID}.String() })
+	page.Items, page.NextCursor = budgetPage(rows, f.Limit, func(r *iotgate.Rejection) string { return cursor{r.ReceivedAt, r.ID}.String() })
 	return page, nil
 }

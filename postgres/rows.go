@@ -3,6 +3,8 @@ package postgres
 import (
 	"context"
 	"database/sql"
+	"fmt"
+	"strings"
 )
 
 // rowScanner is what *sql.Row and *sql.Rows share.
@@ -80,4 +82,73 @@ func pageOf[T any](items []T, limit int, cursorOf func(T) string) ([]T, string) 
 	}
 	items = items[:limit]
 	return items, cursorOf(items[limit-1])
+}
+
+// budgetQuery is the keyset page query of a list that is bounded in rows
+// and in bytes: columns from "from" (aliased alias) where "where", ordered
+// by keys (columns of alias) in dir, at most limit rows (a bucket, see
+// limitBucket) and, in bytes, rows until the running sum of size (each
+// row's stored size) reaches the budget parameter: the row that reaches it
+// is the last, so a page passes the budget by at most one row and always
+// holds one. The sum runs in SQL, so the rows past the budget are never
+// sent (their payloads stay TOASTed: only their sizes are read).
+//
+// Each row ends with two columns for scanBudgeted: the bytes before it and
+// whether any row follows it (the next page is then not empty).
+func budgetQuery(columns, size, from, alias, where string, keys []string, dir string, limit int, budget string) string {
+	order := func(a string) string {
+		o := make([]string, len(keys))
+		for i, k := range keys {
+			o[i] = a + "." + k + " " + dir
+		}
+		return strings.Join(o, ", ")
+	}
+	// The outer SELECT * returns the inner query's explicit columns.
+	return fmt.Sprintf(`SELECT * FROM (
+		SELECT %s, coalesce(sum(%s) OVER w, 0) AS page_before, lead(true) OVER w IS NOT NULL AS page_more
+		FROM %s WHERE %s
+		WINDOW w AS (ORDER BY %s ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+		ORDER BY %s LIMIT %d) page
+	WHERE page.page_before < %s ORDER BY %s`,
+		columns, size, from, where, order(alias), order(alias), limit, budget, order("page"))
+}
+
+// budgeted is a row of a budgetQuery: the item and whether a row follows.
+type budgeted[T any] struct {
+	item T
+	more bool
+}
+
+// scanBudgeted scans a budgetQuery row with scan, which reads the list's
+// columns.
+func scanBudgeted[T any](scan func(rowScanner) (T, error)) func(rowScanner) (budgeted[T], error) {
+	return func(row rowScanner) (budgeted[T], error) {
+		var b budgeted[T]
+		var before int64
+		v, err := scan(trailing{row, []any{&before, &b.more}})
+		b.item = v
+		return b, err
+	}
+}
+
+// trailing scans extra columns after those its caller asks for.
+type trailing struct {
+	row   rowScanner
+	extra []any
+}
+
+func (t trailing) Scan(dest ...any) error { return t.row.Scan(append(dest, t.extra...)...) }
+
+// budgetPage cuts the rows of a budgetQuery to one page of at most limit
+// items and returns the cursor of the next page: "" when nothing follows.
+func budgetPage[T any](rows []budgeted[T], limit int, cursorOf func(T) string) ([]T, string) {
+	limit = max(limit, 1) // as budgetQuery: a page holds a row
+	items := make([]T, 0, min(len(rows), limit))
+	for _, r := range rows[:min(len(rows), limit)] {
+		items = append(items, r.item)
+	}
+	if len(rows) == 0 || len(rows) <= limit && !rows[len(rows)-1].more {
+		return items, ""
+	}
+	return items, cursorOf(items[len(items)-1])
 }

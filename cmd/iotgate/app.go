@@ -203,8 +203,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 	a.srv = api.New(api.Config{
 		BodyLimit: cfg.BodyLimit, CORSOrigins: cfg.CORSOrigins,
 		RateLimit: float64(cfg.APIRate), RateBurst: cfg.APIBurst,
-		EventPing: cfg.EventKeepAlive,
-
+		EventPing:    cfg.EventKeepAlive,
+		MaxPageBytes: int64(cfg.MaxPageBytes), MaxHeavyPerToken: cfg.MaxHeavyPerToken, MaxHeavy: cfg.MaxHeavy,
 		TrustedProxies: cfg.TrustedProxies,
 	}, api.Deps{
 		Log:      log.With("part", "http"),

@@ -75,6 +75,10 @@ type Config struct {
 	// disables the limit.
 	APIRate  int
 	APIBurst int
+	// MaxPageBytes is the byte budget of a page of readings, rejections
+	// or commands; MaxHeavyPerToken and MaxHeavy cap such requests in
+	// progress per token and on the instance.
+	MaxPageBytes, MaxHeavyPerToken, MaxHeavy int
 
 	// DiscoItemsJIDs are the bare JIDs and domains that see every device
 	// in disco#items on the component; DiscoMaxItems caps one answer.
@@ -148,6 +152,9 @@ var settings = []setting{
 	{env: "IOTGATE_ADMIN_TOKEN", secret: true, help: "a bootstrap API token with the admin scope, not stored in the database (environment only; at least 32 characters)"},
 	{env: "IOTGATE_API_RATE", flag: "api-rate", def: "50", help: "HTTP requests per second one API token may make on average; excess ones get 429 (0: no limit)"},
 	{env: "IOTGATE_API_BURST", flag: "api-burst", def: "100", help: "HTTP requests one API token may make in a burst above its rate"},
+	{env: "IOTGATE_MAX_PAGE_BYTES", flag: "max-page-bytes", def: "4194304", help: "bytes of rows (XML, JSON, answers as stored) in one page of readings, rejections or commands; the page ends at the row that reaches it and next_cursor carries on"},
+	{env: "IOTGATE_MAX_HEAVY_PER_TOKEN", flag: "max-heavy-per-token", def: "4", help: "list requests (readings, rejections, commands) one API token may have in progress at once; beyond it, 429 too_many_concurrent"},
+	{env: "IOTGATE_MAX_HEAVY", flag: "max-heavy", def: "32", help: "list requests (readings, rejections, commands) in progress at once on this instance, all tokens together; beyond it, 429 too_many_concurrent"},
 	{env: "IOTGATE_DISCO_ITEMS_JIDS", flag: "disco-items-jids", help: "comma-separated bare JIDs (ops@example.com) or domains (example.com: all its users) that see every registered device in disco#items on the component; a device sees only itself, anyone else nothing"},
 	{env: "IOTGATE_DISCO_MAX_ITEMS", flag: "disco-max-items", def: "100", help: "most devices in one disco#items answer; more come in XEP-0059 pages"},
 	{env: "IOTGATE_DEVICE_DOMAINS", flag: "device-domains", help: "comma-separated XMPP domains whose devices may register and send stanzas (e.g. example.com,sensors.example.org); others get 403 at registration and not-allowed over XMPP; empty: any domain"},
@@ -329,6 +336,9 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 		{"IOTGATE_WEBHOOK_BATCH", &cfg.WebhookBatch, 10000},
 		{"IOTGATE_WEBHOOK_MAX", &cfg.WebhookMax, 100000},
 		{"IOTGATE_WEBHOOK_CONCURRENCY", &cfg.WebhookConcurrency, 1000},
+		{"IOTGATE_MAX_PAGE_BYTES", &cfg.MaxPageBytes, 1 << 30},
+		{"IOTGATE_MAX_HEAVY_PER_TOKEN", &cfg.MaxHeavyPerToken, 1000000},
+		{"IOTGATE_MAX_HEAVY", &cfg.MaxHeavy, 1000000},
 	} {
 		v, err := strconv.Atoi(get(n.env))
 		if err != nil || v <= 0 || v > n.max {
