@@ -239,15 +239,19 @@ func (db *DB) CreateCommand(ctx context.Context, c *iotgate.Command, reuseBefore
 		if c.Status == iotgate.CommandQueued && maxQueued > 0 {
 			// NO KEY UPDATE: it serializes queue inserts of the device
 			// without blocking the foreign-key checks of its other
-			// commands' inserts (FOR KEY SHARE).
+			// commands' inserts (FOR KEY SHARE). The count is a statement
+			// of its own: one taken after the lock sees the inserts
+			// committed while it waited (READ COMMITTED).
 			var n int
-			if err := tx.QueryRowContext(ctx, `
-				SELECT (SELECT count(*) FROM (SELECT 1 FROM commands q
-					WHERE q.device_id = d.id AND q.status = 'queued' LIMIT $2) q)
-				FROM devices d WHERE d.id = $1 FOR NO KEY UPDATE OF d`, c.DeviceID, maxQueued).Scan(&n); err != nil {
-				if errors.Is(err, sql.ErrNoRows) {
-					return nil, &iotgate.Error{Code: iotgate.ENotFound, Message: "device " + c.DeviceJID + " is not registered"}
-				}
+			err := tx.QueryRowContext(ctx, `SELECT id FROM devices WHERE id = $1 FOR NO KEY UPDATE`, c.DeviceID).Scan(new(int64))
+			if errors.Is(err, sql.ErrNoRows) {
+				return nil, &iotgate.Error{Code: iotgate.ENotFound, Message: "device " + c.DeviceJID + " is not registered"}
+			}
+			if err == nil {
+				err = tx.QueryRowContext(ctx, `SELECT count(*) FROM (SELECT 1 FROM commands
+					WHERE device_id = $1 AND status = 'queued' LIMIT $2) q`, c.DeviceID, maxQueued).Scan(&n)
+			}
+			if err != nil {
 				return nil, err
 			}
 			if n >= maxQueued {

@@ -273,7 +273,7 @@ func TestCommandStore(t *testing.T) {
 	})
 
 	t.Run("QueueBound", func(t *testing.T) {
-		dq, err := svc.Register(ctx, &iotgate.Device{JID: "queue@example.com", Schema: "thermostat"})
+		dq, err := svc.Register(ctx, &iotgate.Device{JID: "queuebound@example.com", Schema: "thermostat"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -304,7 +304,7 @@ func TestCommandStore(t *testing.T) {
 	// Concurrent requests can't all squeeze under the bound: the device's
 	// row serializes them.
 	t.Run("QueueBoundConcurrent", func(t *testing.T) {
-		dq, err := svc.Register(ctx, &iotgate.Device{JID: "queue2@example.com", Schema: "thermostat"})
+		dq, err := svc.Register(ctx, &iotgate.Device{JID: "queuebound2@example.com", Schema: "thermostat"})
 		if err != nil {
 			t.Fatal(err)
 		}
