@@ -180,11 +180,11 @@ func iqError(cond, text string) sendResult {
 }
 
 const (
-	devJID  = "thermo1@example.com"
-	devFull = "thermo1@example.com/kitchen"
+	devJID   = "thermo1@example.com"
+	devFull  = "thermo1@example.com/kitchen"
 	dev2JID  = "thermo2@example.com"
 	dev2Full = "thermo2@example.com/hall"
-	payload = `<set xmlns="urn:example:t"><target>21.5</target></set>`
+	payload  = `<set xmlns="urn:example:t"><target>21.5</target></set>`
 )
 
 func statuses(c *iotgate.Command) []iotgate.CommandStatus {
