@@ -61,12 +61,21 @@ const (
 	DefaultCommandExpiry  = time.Hour
 	MaxCommandExpiry      = 7 * 24 * time.Hour
 	// IdempotencyWindow is how long an Idempotency-Key stands for the
-	// command it first created.
+	// command it first created. A key is scoped to the token and the
+	// device: the same key from another token, or to another device, is
+	// another key.
 	IdempotencyWindow = 24 * time.Hour
 	// MaxIdempotencyKeyLen bounds an Idempotency-Key.
 	MaxIdempotencyKeyLen = 255
 	// MaxResourceLen bounds a resourcepart (RFC 7622).
 	MaxResourceLen = 1023
+)
+
+// Details of the command quotas (HTTP 429, with Retry-After).
+const (
+	DetailTokenCommandsInFlight  = "token_commands_in_flight"  // the token has its quota of commands in flight
+	DetailDeviceCommandsInFlight = "device_commands_in_flight" // the device has its quota of commands in flight
+	DetailDeviceQueueFull        = "device_queue_full"         // the device has its quota of queued commands
 )
 
 // Command is a request to a device, sent as an IQ, with everything that
@@ -310,13 +319,19 @@ type CommandReply struct {
 // *Error values.
 type CommandStore interface {
 	// CreateCommand inserts c with its history. An idempotency key held
-	// by a command created before reuseBefore is released first.
-	// Errors: conflict (detail idempotency_key_taken) when the key is
-	// held by a newer command; not_found when the device is gone.
-	CreateCommand(ctx context.Context, c *Command, reuseBefore time.Time) error
-	// CommandByIdempotencyKey returns the command created with key at or
-	// after since. Errors: not_found.
-	CommandByIdempotencyKey(ctx context.Context, key string, since time.Time) (*Command, error)
+	// in c's scope (its TokenID and device) by a command created before
+	// reuseBefore is released first. A queued c is refused when its
+	// device already has maxQueued queued commands (0: no bound), checked
+	// atomically with the insert. Errors: conflict (detail
+	// idempotency_key_taken) when the key is held by a newer command;
+	// too_many_requests (detail device_queue_full); not_found when the
+	// device is gone.
+	CreateCommand(ctx context.Context, c *Command, reuseBefore time.Time, maxQueued int) error
+	// CommandByIdempotencyKey returns the command the token tokenID (""
+	// for none) sent to device deviceID with key, created at or after
+	// since: keys are scoped to (token, device), so no token ever finds,
+	// or blocks, another's command by its key. Errors: not_found.
+	CommandByIdempotencyKey(ctx context.Context, tokenID string, deviceID int64, key string, since time.Time) (*Command, error)
 	// Command returns one command with its history. Errors: not_found.
 	Command(ctx context.Context, id string) (*Command, error)
 	// Commands returns a page of a device's commands, newest first.

@@ -50,6 +50,24 @@ const HeaderIdempotentReplayed = "Idempotent-Replayed"
 // finish within their timeouts, typically well under a second.
 const retryAfter = "1"
 
+// retryAfterQueueFull is the Retry-After of a 429 device_queue_full: a
+// queue drains only once its device is back, which takes longer.
+const retryAfterQueueFull = "60"
+
+// setRetryAfter sets Retry-After on the answer to a command refused with
+// err, if it is a too_many_requests.
+func setRetryAfter(c echo.Context, err error) {
+	var de *iotgate.Error
+	if !errors.As(err, &de) || de.Code != iotgate.ETooMany {
+		return
+	}
+	v := retryAfter
+	if de.Detail == iotgate.DetailDeviceQueueFull {
+		v = retryAfterQueueFull
+	}
+	c.Response().Header().Set("Retry-After", v)
+}
+
 // waitSlack is how much longer than a command's timeout a sync request
 // waits for its outcome, which the service settles at the timeout itself.
 const waitSlack = 5 * time.Second
@@ -128,7 +146,7 @@ func (h *commandHandler) visibleCommand(c echo.Context, id string) (*iotgate.Com
 //	@Description	Validates the payload against the device's schema (422 with the validator's reason; nothing is sent), stores the command and sends it as an IQ to the given resource, or to the device's highest-priority available one.
 //	@Description	mode sync (default) waits up to timeout_ms for the outcome: 200 with the device's response; 502 (code xmpp_error) when the device answered with an IQ error; 504 (code timeout) when it did not answer in time (a late answer is still recorded on the command); 409 (code device_offline) at once when the device has no available resource or its server bounced the IQ; 503 (code xmpp_unavailable) when iotgate's XMPP stream is down or drops.
 //	@Description	mode async answers 202 at once (or 409/503 as above); follow Location. mode queue answers 202 and, while the device is offline, keeps the command until it comes online (then delivers queued commands in order) or until expires_in_ms passes (status expired).
-//	@Description	Every error answer about a command that was stored carries the command in details. With an Idempotency-Key header, a retry with the same key and the same body within 24 hours returns the first command (header Idempotent-Replayed: true) instead of sending another; the same key with another body is 422 (code idempotency_key_reused). A command refused before it was sent (409, 503) does not hold its key.
+//	@Description	Every error answer about a command that was stored carries the command in details. With an Idempotency-Key header, a retry with the same key and the same body within 24 hours returns the first command (header Idempotent-Replayed: true) instead of sending another; the same key with another body is 422 (code idempotency_key_reused). A key is the token's, for this device: the same key from another token, or to another device, is another key (a token never finds, blocks or learns of another's commands by key). A command refused before it was sent (409, 503) does not hold its key.
 //	@Tags			commands
 //	@Accept			json
 //	@Produce		json
@@ -144,7 +162,7 @@ func (h *commandHandler) visibleCommand(c echo.Context, id string) (*iotgate.Com
 //	@Failure		413				{object}	api.ErrorResponse							"Body too large"
 //	@Failure		415				{object}	api.ErrorResponse							"Body is not JSON"
 //	@Failure		422				{object}	api.ErrorResponse							"The payload is not valid against the device's schema (code unprocessable); it contains an XML comment, a processing instruction or a DOCTYPE, which XMPP does not allow on the stream (codes comment_forbidden, processing_instruction_forbidden, doctype_forbidden); or the Idempotency-Key was used for another request (code idempotency_key_reused)"
-//	@Failure		429				{object}	api.ErrorResponse							"Too many commands in flight (code too_many_requests), or the token's request rate is exceeded (code rate_limited)"
+//	@Failure		429				{object}	api.ErrorResponse							"Too many commands in flight: in all (code too_many_requests), of this token (code token_commands_in_flight, IOTGATE_MAX_COMMANDS_IN_FLIGHT_PER_TOKEN) or to this device (code device_commands_in_flight, IOTGATE_MAX_COMMANDS_IN_FLIGHT_PER_DEVICE), mode queue excepted (it waits); the device's queue is full (code device_queue_full, IOTGATE_MAX_QUEUED_PER_DEVICE, Retry-After 60); or the token's request rate is exceeded (code rate_limited)"
 //	@Header			429				{integer}	Retry-After									"Seconds to wait before retrying"
 //	@Failure		500				{object}	api.ErrorResponse
 //	@Failure		502				{object}	api.ErrorResponse{details=iotgate.CommandView}	"The device answered with an IQ error (code xmpp_error; details.xmpp_error has type, condition and text)"
@@ -179,9 +197,7 @@ func (h *commandHandler) create(c echo.Context) error {
 		IdempotencyKey: strings.TrimSpace(c.Request().Header.Get(HeaderIdempotencyKey)),
 	})
 	if err != nil {
-		if iotgate.ErrorCode(err) == iotgate.ETooMany {
-			c.Response().Header().Set("Retry-After", retryAfter)
-		}
+		setRetryAfter(c, err)
 		return fmt.Errorf("send command: %w", err)
 	}
 	if replayed {
@@ -210,9 +226,7 @@ func respondCommand(c echo.Context, cmd *iotgate.Command) error {
 		if errors.As(err, &de) {
 			out := *de
 			out.Fields = cmd.View()
-			if out.Code == iotgate.ETooMany {
-				c.Response().Header().Set("Retry-After", retryAfter)
-			}
+			setRetryAfter(c, &out)
 			return &out
 		}
 		return err

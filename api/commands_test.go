@@ -183,6 +183,21 @@ func TestCommandRequests(t *testing.T) {
 					t.Error("no Retry-After")
 				}
 			}},
+		{apiCase: apiCase{name: "TokenQuota", method: http.MethodPost, target: "/v1/devices/thermo1%40example.com/commands", body: `{"payload":"<x/>"}`, status: http.StatusTooManyRequests, code: "token_commands_in_flight", message: "quota"},
+			submit: func(iotgate.CommandRequest) (*iotgate.Command, bool, error) {
+				return nil, false, &iotgate.Error{Code: iotgate.ETooMany, Detail: iotgate.DetailTokenCommandsInFlight, Message: "this token has 250 commands in flight, its quota; try again later"}
+			},
+			after: wantRetryAfter("1")},
+		{apiCase: apiCase{name: "DeviceQuota", method: http.MethodPost, target: "/v1/devices/thermo1%40example.com/commands", body: `{"payload":"<x/>"}`, status: http.StatusTooManyRequests, code: "device_commands_in_flight", message: "quota"},
+			submit: func(iotgate.CommandRequest) (*iotgate.Command, bool, error) {
+				return nil, false, &iotgate.Error{Code: iotgate.ETooMany, Detail: iotgate.DetailDeviceCommandsInFlight, Message: "device thermo1@example.com has 32 commands in flight, its quota; try again later"}
+			},
+			after: wantRetryAfter("1")},
+		{apiCase: apiCase{name: "QueueFull", method: http.MethodPost, target: "/v1/devices/thermo1%40example.com/commands", body: `{"payload":"<x/>","mode":"queue"}`, status: http.StatusTooManyRequests, code: "device_queue_full", message: "queued commands"},
+			submit: func(iotgate.CommandRequest) (*iotgate.Command, bool, error) {
+				return nil, false, &iotgate.Error{Code: iotgate.ETooMany, Detail: iotgate.DetailDeviceQueueFull, Message: "device thermo1@example.com already has 100 queued commands, try again once some are delivered"}
+			},
+			after: wantRetryAfter(retryAfterQueueFull)},
 		{apiCase: apiCase{name: "InvalidPayload", method: http.MethodPost, target: "/v1/devices/thermo1%40example.com/commands", body: `{"payload":"<x/>"}`, status: http.StatusUnprocessableEntity, code: "unprocessable", message: "target"},
 			submit: func(iotgate.CommandRequest) (*iotgate.Command, bool, error) {
 				return nil, false, iotgate.Errorf(iotgate.EUnprocessable, "document does not match its schema; line 1: /set/target: '999' is greater than the maximum")
@@ -285,5 +300,15 @@ func TestCommandSyncOutlivesWriteTimeout(t *testing.T) {
 	var got iotgate.CommandView
 	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil || resp.StatusCode != http.StatusOK || got.Status != "succeeded" {
 		t.Errorf("answer %d %+v %v, want 200 succeeded", resp.StatusCode, got, err)
+	}
+}
+
+// wantRetryAfter checks the Retry-After of a 429.
+func wantRetryAfter(want string) func(t *testing.T, rec *httptest.ResponseRecorder, _ *fakeCommands) {
+	return func(t *testing.T, rec *httptest.ResponseRecorder, _ *fakeCommands) {
+		t.Helper()
+		if got := rec.Header().Get("Retry-After"); got != want {
+			t.Errorf("Retry-After = %q, want %q", got, want)
+		}
 	}
 }

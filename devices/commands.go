@@ -44,9 +44,16 @@ type CommandsConfig struct {
 	// beyond it, commands are refused with too_many_requests (queued ones
 	// wait). Default 1000.
 	MaxInFlight int
-	// LateAnswerGrace is how long after its timeout a command still
-	// listens for a late answer to record. Default 60s.
-	LateAnswerGrace time.Duration
+	// MaxInFlightPerToken and MaxInFlightPerDevice are the quotas of one
+	// API token and of one device within MaxInFlight (0: none): beyond
+	// them, too_many_requests with detail token_commands_in_flight or
+	// device_commands_in_flight (queued ones wait). With them, one
+	// tenant's commands to silent devices can't hold every slot.
+	MaxInFlightPerToken  int
+	MaxInFlightPerDevice int
+	// MaxQueuedPerDevice bounds a device's queued commands (0: none):
+	// beyond it, too_many_requests with detail device_queue_full.
+	MaxQueuedPerDevice int
 	// SweepInterval is how often expired queued commands are marked.
 	// Default 1s.
 	SweepInterval time.Duration
@@ -88,7 +95,7 @@ type Commands struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
-	sem    chan struct{}
+	slots  *inFlight
 
 	mu       sync.Mutex
 	inflight map[string]*execution
@@ -134,9 +141,6 @@ func NewCommands(store iotgate.CommandStore, devs CommandDevices, schemas iotgat
 	if cfg.MaxInFlight <= 0 {
 		cfg.MaxInFlight = 1000
 	}
-	if cfg.LateAnswerGrace <= 0 {
-		cfg.LateAnswerGrace = 60 * time.Second
-	}
 	if cfg.SweepInterval <= 0 {
 		cfg.SweepInterval = time.Second
 	}
@@ -163,7 +167,7 @@ func NewCommands(store iotgate.CommandStore, devs CommandDevices, schemas iotgat
 	s := &Commands{
 		store: store, devs: devs, schemas: schemas, presence: presence, sender: sender,
 		cfg: cfg, log: cfg.Logger, ctx: ctx, cancel: cancel,
-		sem:      make(chan struct{}, cfg.MaxInFlight),
+		slots:    newInFlight(cfg.MaxInFlight, cfg.MaxInFlightPerToken, cfg.MaxInFlightPerDevice),
 		inflight: map[string]*execution{}, wanted: map[string]bool{}, queuedFor: map[string]bool{},
 		delivering: map[string]bool{}, again: map[string]bool{},
 		wake: make(chan struct{}, 1), stopped: make(chan struct{}),

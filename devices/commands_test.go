@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -128,10 +129,10 @@ func TestCommandNotSent(t *testing.T) {
 }
 
 func TestCommandTimeoutAndLateAnswer(t *testing.T) {
-	f := newCmdFixture(t, CommandsConfig{LateAnswerGrace: 5 * time.Second})
+	f := newCmdFixture(t, CommandsConfig{MaxInFlight: 1})
 	start := time.Now()
 	c := f.submit(t, iotgate.CommandRequest{Timeout: 50 * time.Millisecond})
-	got := f.sender.next(t)
+	f.sender.next(t)
 	c = f.wait(t, c.ID)
 	if d := time.Since(start); d < 50*time.Millisecond || d > 2*time.Second {
 		t.Errorf("settled after %s, want about 50ms", d)
@@ -141,13 +142,161 @@ func TestCommandTimeoutAndLateAnswer(t *testing.T) {
 	}
 	wantErr(t, c.Err(), iotgate.ETimeout, "")
 	f.waitStored(t, c.ID, iotgate.CommandTimedOut, nil)
+	// Everything the command held is free at its timeout: the IQ's wait
+	// (the sender's call, the component's pending IQ) and the slot.
+	waitFor(t, func() bool { return f.sender.waiting.Load() == 0 })
+	if total, _, _ := f.svc.slots.counts("", devJID); total != 0 {
+		t.Errorf("%d slots held after the timeout, want 0", total)
+	}
+	next := f.submit(t, iotgate.CommandRequest{Mode: iotgate.CommandAsync})
+	if next.Status != iotgate.CommandSent {
+		t.Errorf("command after the timeout is %s (%s), want sent", next.Status, next.Error)
+	}
 
-	got.reply <- result(`<state xmlns="urn:example:t"/>`)
+	// The late answer comes as a stray reply to the IQ, and is recorded.
+	f.svc.ForeignAnswer(devFull, c.IQID, result(`<state xmlns="urn:example:t"/>`).rep)
 	late := f.waitStored(t, c.ID, iotgate.CommandTimedOut, func(c *iotgate.Command) bool { return c.LateAnswer })
 	if late.Response == nil || string(late.Response.Data) != `{"ok":true}` || late.AnsweredAt == nil {
 		t.Errorf("late answer not recorded: %+v", late)
 	}
 	wantHistory(t, late, iotgate.CommandPending, iotgate.CommandSent, iotgate.CommandTimedOut)
+}
+
+// TestCommandQuotas: one token's (or one device's) commands in flight
+// can't take the slots of the others.
+func TestCommandQuotas(t *testing.T) {
+	tests := []struct {
+		name       string
+		cfg        CommandsConfig
+		fill       iotgate.CommandRequest // sent until refused
+		wantSent   int
+		wantDetail string
+		other      iotgate.CommandRequest // still sent
+	}{
+		{"PerToken", CommandsConfig{MaxInFlight: 10, MaxInFlightPerToken: 3},
+			iotgate.CommandRequest{TokenID: "a"}, 3, iotgate.DetailTokenCommandsInFlight,
+			iotgate.CommandRequest{TokenID: "b"}},
+		{"PerTokenAcrossDevices", CommandsConfig{MaxInFlight: 10, MaxInFlightPerToken: 3, MaxInFlightPerDevice: 2},
+			iotgate.CommandRequest{TokenID: "a", DeviceJID: dev2JID}, 2, iotgate.DetailDeviceCommandsInFlight,
+			iotgate.CommandRequest{TokenID: "a"}},
+		{"PerDevice", CommandsConfig{MaxInFlight: 10, MaxInFlightPerDevice: 2},
+			iotgate.CommandRequest{TokenID: "a"}, 2, iotgate.DetailDeviceCommandsInFlight,
+			iotgate.CommandRequest{TokenID: "b", DeviceJID: dev2JID}},
+		{"Total", CommandsConfig{MaxInFlight: 2},
+			iotgate.CommandRequest{TokenID: "a"}, 2, "",
+			iotgate.CommandRequest{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newCmdFixture(t, tt.cfg)
+			fill := tt.fill
+			fill.Mode = iotgate.CommandAsync
+			var calls []call
+			for range tt.wantSent {
+				f.submit(t, fill)
+				calls = append(calls, f.sender.next(t))
+			}
+			fill.Payload = payload
+			if fill.DeviceJID == "" {
+				fill.DeviceJID = devJID
+			}
+			_, _, err := f.svc.Submit(context.Background(), fill)
+			wantErr(t, err, iotgate.ETooMany, tt.wantDetail)
+			other := tt.other
+			other.Mode = iotgate.CommandAsync
+			if tt.wantDetail == "" {
+				// The total holds everyone back: that is what the
+				// quotas keep one tenant from reaching.
+				other.Payload, other.DeviceJID = payload, devJID
+				_, _, err := f.svc.Submit(context.Background(), other)
+				wantErr(t, err, iotgate.ETooMany, "")
+			} else if c := f.submit(t, other); c.Status != iotgate.CommandSent {
+				t.Errorf("other command is %s (%s), want sent", c.Status, c.Error)
+			} else {
+				calls = append(calls, f.sender.next(t))
+			}
+			for _, c := range calls {
+				c.reply <- result("")
+			}
+			waitFor(t, func() bool { total, _, _ := f.svc.slots.counts("", ""); return total == 0 })
+			if c := f.submit(t, fill); c.Status != iotgate.CommandSent {
+				t.Errorf("after the answers: %s, want sent", c.Status)
+			}
+		})
+	}
+}
+
+// TestCommandQuotaQueueWaits: a queue-mode command over its token's quota
+// is queued, and delivered once the token's slot is free.
+func TestCommandQuotaQueueWaits(t *testing.T) {
+	f := newCmdFixture(t, CommandsConfig{MaxInFlight: 10, MaxInFlightPerToken: 1})
+	first := f.submit(t, iotgate.CommandRequest{TokenID: "a", Mode: iotgate.CommandAsync})
+	call1 := f.sender.next(t)
+	q := f.submit(t, iotgate.CommandRequest{TokenID: "a", Mode: iotgate.CommandQueue})
+	if q.Status != iotgate.CommandQueued {
+		t.Fatalf("queue-mode command is %s, want queued", q.Status)
+	}
+	f.sender.none(t, 50*time.Millisecond) // waits for the token's slot
+	call1.reply <- result("")
+	f.wait(t, first.ID)
+	f.sender.next(t).reply <- result("")
+	f.waitStored(t, q.ID, iotgate.CommandSucceeded, nil)
+}
+
+func TestCommandQueueBound(t *testing.T) {
+	f := newCmdFixture(t, CommandsConfig{MaxQueuedPerDevice: 2})
+	f.presence.set(devJID)
+	for range 2 {
+		if c := f.submit(t, iotgate.CommandRequest{Mode: iotgate.CommandQueue}); c.Status != iotgate.CommandQueued {
+			t.Fatalf("status %s, want queued", c.Status)
+		}
+	}
+	_, _, err := f.svc.Submit(context.Background(), iotgate.CommandRequest{DeviceJID: devJID, Payload: payload, Mode: iotgate.CommandQueue})
+	wantErr(t, err, iotgate.ETooMany, iotgate.DetailDeviceQueueFull)
+	// Another device's queue is its own.
+	f.presence.set(dev2JID)
+	if c := f.submit(t, iotgate.CommandRequest{DeviceJID: dev2JID, Mode: iotgate.CommandQueue}); c.Status != iotgate.CommandQueued {
+		t.Errorf("other device: status %s, want queued", c.Status)
+	}
+}
+
+// TestCommandIdempotencyScope: a key is the token's, for the device: tenant
+// B using A's key neither blocks A nor finds A's command.
+func TestCommandIdempotencyScope(t *testing.T) {
+	f := newCmdFixture(t, CommandsConfig{})
+	req := func(token, dev, target string) iotgate.CommandRequest {
+		return iotgate.CommandRequest{TokenID: token, DeviceJID: dev, Mode: iotgate.CommandAsync, IdempotencyKey: "7f3c-set-21.5",
+			Payload: `<set xmlns="urn:example:t"><target>` + target + `</target></set>`}
+	}
+	submit := func(r iotgate.CommandRequest) (*iotgate.Command, bool, error) {
+		c, replayed, err := f.svc.Submit(context.Background(), r)
+		if err == nil && !replayed {
+			f.sender.next(t).reply <- result("")
+		}
+		return c, replayed, err
+	}
+	squat, _, err := submit(req("b", devJID, "30"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine, replayed, err := submit(req("a", devJID, "21.5"))
+	if err != nil || replayed || mine.ID == squat.ID {
+		t.Fatalf("A's command = %v, replayed %v, %v; want a new one", mine, replayed, err)
+	}
+	// B's reuse of the key with another body names B's own command only.
+	_, _, err = submit(req("b", devJID, "31"))
+	wantErr(t, err, iotgate.EUnprocessable, iotgate.DetailIdempotencyKeyReused)
+	if msg := iotgate.ErrorMessage(err); strings.Contains(msg, mine.ID) || !strings.Contains(msg, squat.ID) {
+		t.Errorf("B's 422 says %q: want B's command %s, never A's %s", msg, squat.ID, mine.ID)
+	}
+	// A's retry finds A's command; the same key to another device is
+	// another key.
+	if c, replayed, err := submit(req("a", devJID, "21.5")); err != nil || !replayed || c.ID != mine.ID {
+		t.Errorf("A's retry = %v, replayed %v, %v; want %s", c, replayed, err, mine.ID)
+	}
+	if c, replayed, err := submit(req("a", dev2JID, "21.5")); err != nil || replayed || c.ID == mine.ID {
+		t.Errorf("A's key on another device = %v, replayed %v, %v; want a new command", c, replayed, err)
+	}
 }
 
 func TestCommandTooManyInFlight(t *testing.T) {
@@ -344,7 +493,7 @@ func TestCommandRecover(t *testing.T) {
 	store := memstore.NewCommandStore()
 	now := time.Now().UTC()
 	for id, st := range map[string]iotgate.CommandStatus{"s": iotgate.CommandSent, "p": iotgate.CommandPending, "q": iotgate.CommandQueued, "ok": iotgate.CommandSucceeded} {
-		if err := store.CreateCommand(context.Background(), &iotgate.Command{ID: id, Status: st, DeviceJID: devJID, CreatedAt: now, History: []iotgate.CommandEvent{{Status: st, At: now}}}, time.Time{}); err != nil {
+		if err := store.CreateCommand(context.Background(), &iotgate.Command{ID: id, Status: st, DeviceJID: devJID, CreatedAt: now, History: []iotgate.CommandEvent{{Status: st, At: now}}}, time.Time{}, 0); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -424,7 +573,7 @@ func TestCommandQueuedByPreviousRunDelivered(t *testing.T) {
 	exp := now.Add(time.Hour)
 	if err := f.store.CreateCommand(context.Background(), &iotgate.Command{ID: "old", DeviceID: 1, DeviceJID: devJID, Type: "set", Payload: payload, Mode: iotgate.CommandQueue,
 		Status: iotgate.CommandQueued, Timeout: time.Second, CreatedAt: now, ExpiresAt: &exp,
-		History: []iotgate.CommandEvent{{Status: iotgate.CommandPending, At: now}, {Status: iotgate.CommandQueued, At: now}}}, time.Time{}); err != nil {
+		History: []iotgate.CommandEvent{{Status: iotgate.CommandPending, At: now}, {Status: iotgate.CommandQueued, At: now}}}, time.Time{}, 0); err != nil {
 		t.Fatal(err)
 	}
 	// Before Recover the service doesn't know of it: a presence change

@@ -250,7 +250,7 @@ func (s *Commands) awaitClaimed(bare string, done <-chan struct{}) bool {
 // deliverOne moves a queued command to sent and starts it. ok is false
 // when delivery should stop (shutting down, store failing).
 func (s *Commands) deliverOne(c *iotgate.Command, to string) (done <-chan struct{}, ok bool) {
-	release := s.acquire(s.ctx)
+	release := s.slots.wait(s.ctx, c.TokenID, c.DeviceJID)
 	if release == nil {
 		return nil, false
 	}

@@ -3,6 +3,7 @@ package devices
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"time"
 
@@ -93,16 +94,22 @@ func (s *Commands) execute(e *execution) {
 		e.mu.Unlock()
 	}()
 
-	wait := c.Timeout - s.now().Sub(*c.SentAt)
-	timer := time.AfterFunc(max(wait, 0), func() { s.timedOut(e) })
-	defer timer.Stop()
-	ctx, cancel := context.WithTimeout(s.ctx, max(wait, 0)+s.cfg.LateAnswerGrace)
+	// The wait ends at the timeout: the IQ's pending entry, the
+	// execution's slot and this goroutine are freed then, not a grace
+	// period later. An answer that comes after it reaches
+	// ForeignAnswer as a stray reply, which finds the command by its IQ
+	// id and records it as a late answer.
+	wait := max(c.Timeout-s.now().Sub(*c.SentAt), 0)
+	ctx, cancel := context.WithTimeout(s.ctx, wait)
 	defer cancel()
 	e.mu.Lock()
 	e.stop = cancel
 	e.mu.Unlock()
 	rep, err := s.sender.SendCommand(ctx, c.Target, c.Type, c.IQID, []byte(c.Payload))
-	timer.Stop()
+	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		s.timedOut(e)
+		return
+	}
 	s.answered(e, rep, err)
 }
 

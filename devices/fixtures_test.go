@@ -120,7 +120,9 @@ func newCmdFixtureOn(t *testing.T, store *memstore.CommandStore, cfg CommandsCon
 		sender:   newFakeSender(),
 	}
 	f.presence.set(devJID, devFull)
-	devs := fakeDevs{devJID: {ID: 1, JID: devJID, Schema: "t", SchemaVersion: 1}}
+	f.presence.set(dev2JID, dev2Full)
+	devs := fakeDevs{devJID: {ID: 1, JID: devJID, Schema: "t", SchemaVersion: 1},
+		dev2JID: {ID: 2, JID: dev2JID, Schema: "t", SchemaVersion: 1}}
 	if cfg.SweepInterval == 0 {
 		cfg.SweepInterval = 10 * time.Millisecond
 	}

@@ -92,6 +92,16 @@ func (s *Commands) recordForeign(from, iqID string, rep iotgate.CommandReply) {
 			s.log.Debug("stray IQ answer from another entity than the command's target", "from", from, "command", c.ID)
 			return
 		}
+		// A command of this instance that has just timed out (its IQ no
+		// longer waits) may still be settling: the answer goes to its
+		// execution, after the timeout's write, never around it.
+		s.mu.Lock()
+		e := s.inflight[c.ID]
+		s.mu.Unlock()
+		if e != nil {
+			s.answered(e, rep, nil)
+			return
+		}
 		var schema iotgate.PayloadSchema
 		if dev, err := s.devs.Device(ctx, c.DeviceJID); err == nil {
 			schema, _, _ = s.schemas.Compiled(ctx, dev.Schema, dev.SchemaVersion)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -120,6 +121,9 @@ type fakeSender struct {
 	mu    sync.Mutex
 	down  error         // returned at once when set
 	drop  chan struct{} // closing it fails every waiting call
+	// waiting counts the calls under way: each holds a goroutine (and,
+	// in the component, a pending IQ).
+	waiting atomic.Int64
 }
 
 func newFakeSender() *fakeSender {
@@ -134,6 +138,8 @@ func (f *fakeSender) SendCommand(ctx context.Context, to, typ, _ string, payload
 		return iotgate.CommandReply{}, down
 	}
 	c := call{to: to, typ: typ, payload: string(payload), reply: make(chan sendResult, 1)}
+	f.waiting.Add(1)
+	defer f.waiting.Add(-1)
 	f.calls <- c
 	select {
 	case r := <-c.reply:
@@ -174,9 +180,11 @@ func iqError(cond, text string) sendResult {
 }
 
 const (
-	devJID  = "thermo1@example.com"
-	devFull = "thermo1@example.com/kitchen"
-	payload = `<set xmlns="urn:example:t"><target>21.5</target></set>`
+	devJID   = "thermo1@example.com"
+	devFull  = "thermo1@example.com/kitchen"
+	dev2JID  = "thermo2@example.com"
+	dev2Full = "thermo2@example.com/hall"
+	payload  = `<set xmlns="urn:example:t"><target>21.5</target></set>`
 )
 
 func statuses(c *iotgate.Command) []iotgate.CommandStatus {

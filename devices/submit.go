@@ -42,7 +42,9 @@ func requestHash(r *iotgate.CommandRequest, deviceJID string) string {
 // details comment_forbidden, processing_instruction_forbidden,
 // doctype_forbidden; an Idempotency-Key reused with another request,
 // detail idempotency_key_reused), too_many_requests (MaxInFlight commands are in
-// flight), unavailable (shutting down, store or schema unavailable).
+// flight; details token_commands_in_flight, device_commands_in_flight when
+// the token's or the device's quota is; device_queue_full when a queued
+// command finds MaxQueuedPerDevice), unavailable (shutting down, store or schema unavailable).
 func (s *Commands) Submit(ctx context.Context, req iotgate.CommandRequest) (*iotgate.Command, bool, error) {
 	if s.ctx.Err() != nil {
 		return nil, false, iotgate.Errorf(iotgate.EUnavailable, "iotgate is shutting down, try again later")
@@ -57,7 +59,7 @@ func (s *Commands) Submit(ctx context.Context, req iotgate.CommandRequest) (*iot
 	hash := requestHash(&req, dev.JID)
 	now := s.now()
 	if req.IdempotencyKey != "" {
-		if c, ok, err := s.byKey(ctx, req.IdempotencyKey, hash, now); err != nil || ok {
+		if c, ok, err := s.byKey(ctx, &req, dev.ID, hash, now); err != nil || ok {
 			return c, ok, err
 		}
 	}
@@ -95,11 +97,11 @@ func (s *Commands) Submit(ctx context.Context, req iotgate.CommandRequest) (*iot
 	case to == "":
 		s.fail(c, now, iotgate.DetailDeviceOffline, offlineReason(false, target))
 	default:
-		if release = s.tryAcquire(); release == nil {
+		if release, err = s.slots.take(req.TokenID, dev.JID); err != nil {
 			if req.Mode != iotgate.CommandQueue {
-				return nil, false, iotgate.Errorf(iotgate.ETooMany, "%d commands are in flight, try again later", s.cfg.MaxInFlight)
+				return nil, false, err
 			}
-			s.queue(c, now, "too many commands in flight")
+			s.queue(c, now, "too many commands in flight: "+iotgate.ErrorMessage(err))
 		} else {
 			s.markSent(c, to, now)
 		}
@@ -119,7 +121,7 @@ func (s *Commands) Submit(ctx context.Context, req iotgate.CommandRequest) (*iot
 		var de *iotgate.Error
 		if errors.As(err, &de) && de.Detail == iotgate.DetailIdempotencyKeyTaken {
 			// A concurrent request with the same key won the race.
-			c, ok, err := s.byKey(ctx, req.IdempotencyKey, hash, now)
+			c, ok, err := s.byKey(ctx, &req, dev.ID, hash, now)
 			if err == nil && !ok {
 				err = iotgate.Errorf(iotgate.EUnavailable, "Idempotency-Key is in use, try again")
 			}
@@ -143,10 +145,11 @@ func (s *Commands) Submit(ctx context.Context, req iotgate.CommandRequest) (*iot
 // create stores a new command. Commands without an Idempotency-Key are
 // group-committed with the others arriving at the same time; one with a
 // key is stored alone, in a transaction that first releases the key from
-// a holder older than IdempotencyWindow.
+// a holder older than IdempotencyWindow, and so is a queued one while
+// queues are bounded (the bound is checked in its transaction).
 func (s *Commands) create(ctx context.Context, c *iotgate.Command, now time.Time) error {
-	if c.IdempotencyKey != "" {
-		return s.store.CreateCommand(ctx, c, now.Add(-iotgate.IdempotencyWindow))
+	if c.IdempotencyKey != "" || (c.Status == iotgate.CommandQueued && s.cfg.MaxQueuedPerDevice > 0) {
+		return s.store.CreateCommand(ctx, c, now.Add(-iotgate.IdempotencyWindow), s.cfg.MaxQueuedPerDevice)
 	}
 	return s.creates.do(c)
 }
@@ -161,11 +164,13 @@ func offlineReason(stale bool, target string) string {
 	return "the device has no available resource"
 }
 
-// byKey finds the command created with key within the idempotency window.
+// byKey finds the command req's token created with req's key for the
+// device deviceID within the idempotency window: another token's
+// commands are never found, so the 422 below names only the caller's own.
 // ok is false when there is none. Errors: unprocessable when the key was
 // used for another request.
-func (s *Commands) byKey(ctx context.Context, key, hash string, now time.Time) (*iotgate.Command, bool, error) {
-	c, err := s.store.CommandByIdempotencyKey(ctx, key, now.Add(-iotgate.IdempotencyWindow))
+func (s *Commands) byKey(ctx context.Context, req *iotgate.CommandRequest, deviceID int64, hash string, now time.Time) (*iotgate.Command, bool, error) {
+	c, err := s.store.CommandByIdempotencyKey(ctx, req.TokenID, deviceID, req.IdempotencyKey, now.Add(-iotgate.IdempotencyWindow))
 	if iotgate.ErrorCode(err) == iotgate.ENotFound {
 		return nil, false, nil
 	}

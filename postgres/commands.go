@@ -222,20 +222,48 @@ func createError(c *iotgate.Command, err error) error {
 }
 
 // CreateCommand inserts c with its history, and its command event. An
-// idempotency key held by a command created before reuseBefore is
-// released first. Errors: conflict (detail idempotency_key_taken) when a
-// newer command holds the key, not_found when the device was deleted
-// meanwhile.
-func (db *DB) CreateCommand(ctx context.Context, c *iotgate.Command, reuseBefore time.Time) error {
+// idempotency key held in c's scope (token and device) by a command
+// created before reuseBefore is released first. A queued c is refused
+// when its device already has maxQueued queued commands (0: no bound):
+// the device's row is locked meanwhile, so that concurrent requests, of
+// any instance, can't all squeeze under the bound. Errors: conflict
+// (detail idempotency_key_taken) when a newer command holds the key,
+// too_many_requests (detail device_queue_full), not_found when the device
+// was deleted meanwhile.
+func (db *DB) CreateCommand(ctx context.Context, c *iotgate.Command, reuseBefore time.Time, maxQueued int) error {
 	args, err := insertArgs([]*iotgate.Command{c})
 	if err != nil {
 		return err
 	}
 	err = db.writeTx(ctx, func(tx *sql.Tx) ([]iotgate.Event, error) {
+		if c.Status == iotgate.CommandQueued && maxQueued > 0 {
+			// NO KEY UPDATE: it serializes queue inserts of the device
+			// without blocking the foreign-key checks of its other
+			// commands' inserts (FOR KEY SHARE). The count is a statement
+			// of its own: one taken after the lock sees the inserts
+			// committed while it waited (READ COMMITTED).
+			var n int
+			err := tx.QueryRowContext(ctx, `SELECT id FROM devices WHERE id = $1 FOR NO KEY UPDATE`, c.DeviceID).Scan(new(int64))
+			if errors.Is(err, sql.ErrNoRows) {
+				return nil, &iotgate.Error{Code: iotgate.ENotFound, Message: "device " + c.DeviceJID + " is not registered"}
+			}
+			if err == nil {
+				err = tx.QueryRowContext(ctx, `SELECT count(*) FROM (SELECT 1 FROM commands
+					WHERE device_id = $1 AND status = 'queued' LIMIT $2) q`, c.DeviceID, maxQueued).Scan(&n)
+			}
+			if err != nil {
+				return nil, err
+			}
+			if n >= maxQueued {
+				return nil, &iotgate.Error{Code: iotgate.ETooMany, Detail: iotgate.DetailDeviceQueueFull,
+					Message: fmt.Sprintf("device %s already has %d queued commands, try again once some are delivered", c.DeviceJID, maxQueued)}
+			}
+		}
 		if c.IdempotencyKey != "" {
 			if _, err := tx.ExecContext(ctx, `
 				UPDATE commands SET idempotency_key = NULL
-				WHERE idempotency_key = $1 AND created_at < $2`, c.IdempotencyKey, reuseBefore.UTC()); err != nil {
+				WHERE COALESCE(token_id, '') = $1 AND device_id = $2 AND idempotency_key = $3 AND created_at < $4`,
+				c.TokenID, c.DeviceID, c.IdempotencyKey, reuseBefore.UTC()); err != nil {
 				return nil, err
 			}
 		}
@@ -290,11 +318,13 @@ func commandEvents(cs []*iotgate.Command) []iotgate.Event {
 	return evs
 }
 
-// CommandByIdempotencyKey returns the command created with key at or
-// after since. Errors: not_found.
-func (db *DB) CommandByIdempotencyKey(ctx context.Context, key string, since time.Time) (*iotgate.Command, error) {
+// CommandByIdempotencyKey returns the command that token tokenID ("":
+// none) sent to device deviceID with key, created at or after since.
+// Errors: not_found.
+func (db *DB) CommandByIdempotencyKey(ctx context.Context, tokenID string, deviceID int64, key string, since time.Time) (*iotgate.Command, error) {
 	c, err := scanCommand(db.db.QueryRowContext(ctx, `SELECT `+commandColumns+commandFrom+`
-		WHERE c.idempotency_key = $1 AND c.created_at >= $2`, key, since.UTC()))
+		WHERE COALESCE(c.token_id, '') = $1 AND c.device_id = $2 AND c.idempotency_key = $3 AND c.created_at >= $4`,
+		tokenID, deviceID, key, since.UTC()))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, iotgate.Errorf(iotgate.ENotFound, "no command with that Idempotency-Key")
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -57,7 +58,7 @@ func TestCommandStore(t *testing.T) {
 		c.Response = &iotgate.CommandResponse{XML: "<state/>", Data: json.RawMessage(`{"mode": "heat"}`), Invalid: "x"}
 		c.XMPPError = &iotgate.XMPPError{Type: "cancel", Condition: "item-not-found", Text: "nope"}
 		c.ErrorCode, c.Error, c.LateAnswer, c.IdempotencyKey = iotgate.DetailXMPPError, "the device answered with an error", true, "key-rt"
-		if err := db.CreateCommand(ctx, c, cmdTime.Add(-24*time.Hour)); err != nil {
+		if err := db.CreateCommand(ctx, c, cmdTime.Add(-24*time.Hour), 0); err != nil {
 			t.Fatal(err)
 		}
 		got, err := db.Command(ctx, "rt")
@@ -74,38 +75,38 @@ func TestCommandStore(t *testing.T) {
 	t.Run("IdempotencyKey", func(t *testing.T) {
 		old := newCommand(d, "k-old", cmdTime, iotgate.CommandSucceeded)
 		old.IdempotencyKey = "k"
-		if err := db.CreateCommand(ctx, old, cmdTime.Add(-24*time.Hour)); err != nil {
+		if err := db.CreateCommand(ctx, old, cmdTime.Add(-24*time.Hour), 0); err != nil {
 			t.Fatal(err)
 		}
-		got, err := db.CommandByIdempotencyKey(ctx, "k", cmdTime.Add(-time.Hour))
+		got, err := db.CommandByIdempotencyKey(ctx, "", d.ID, "k", cmdTime.Add(-time.Hour))
 		if err != nil || got.ID != "k-old" {
 			t.Fatalf("by key = %v, %v", got, err)
 		}
-		_, err = db.CommandByIdempotencyKey(ctx, "k", cmdTime.Add(time.Second))
+		_, err = db.CommandByIdempotencyKey(ctx, "", d.ID, "k", cmdTime.Add(time.Second))
 		wantCode(t, err, iotgate.ENotFound, "")
 
 		// Within the window the key is taken...
 		dup := newCommand(d, "k-dup", cmdTime.Add(time.Hour), iotgate.CommandSent)
 		dup.IdempotencyKey = "k"
-		wantCode(t, db.CreateCommand(ctx, dup, cmdTime.Add(-23*time.Hour)), iotgate.EConflict, "idempotency_key_taken")
+		wantCode(t, db.CreateCommand(ctx, dup, cmdTime.Add(-23*time.Hour), 0), iotgate.EConflict, "idempotency_key_taken")
 		if _, err := db.Command(ctx, "k-dup"); iotgate.ErrorCode(err) != iotgate.ENotFound {
 			t.Errorf("refused command was stored: %v", err)
 		}
 		// ...after it, the old holder lets go.
-		if err := db.CreateCommand(ctx, dup, cmdTime.Add(time.Minute)); err != nil {
+		if err := db.CreateCommand(ctx, dup, cmdTime.Add(time.Minute), 0); err != nil {
 			t.Fatal(err)
 		}
 		if got, _ := db.Command(ctx, "k-old"); got.IdempotencyKey != "" {
 			t.Errorf("old holder still has key %q", got.IdempotencyKey)
 		}
-		if got, err := db.CommandByIdempotencyKey(ctx, "k", time.Time{}); err != nil || got.ID != "k-dup" {
+		if got, err := db.CommandByIdempotencyKey(ctx, "", d.ID, "k", time.Time{}); err != nil || got.ID != "k-dup" {
 			t.Errorf("by key = %v, %v, want k-dup", got, err)
 		}
 	})
 
 	t.Run("UpdateGuardsStatus", func(t *testing.T) {
 		c := newCommand(d, "up", cmdTime, iotgate.CommandSent)
-		if err := db.CreateCommand(ctx, c, time.Time{}); err != nil {
+		if err := db.CreateCommand(ctx, c, time.Time{}, 0); err != nil {
 			t.Fatal(err)
 		}
 		c.Status, c.CompletedAt = iotgate.CommandSucceeded, &cmdTime
@@ -133,7 +134,7 @@ func TestCommandStore(t *testing.T) {
 			id := fmt.Sprintf("p%d", i)
 			// Two share a timestamp: the id breaks the tie.
 			at := cmdTime.Add(time.Duration(i/2) * time.Second)
-			if err := db.CreateCommand(ctx, newCommand(d2, id, at, iotgate.CommandSucceeded), time.Time{}); err != nil {
+			if err := db.CreateCommand(ctx, newCommand(d2, id, at, iotgate.CommandSucceeded), time.Time{}, 0); err != nil {
 				t.Fatal(err)
 			}
 			want = append([]string{id}, want...)
@@ -168,7 +169,7 @@ func TestCommandStore(t *testing.T) {
 			c := newCommand(d3, fmt.Sprintf("q%d", i), cmdTime.Add(time.Duration(i)*time.Second), st)
 			exp := cmdTime.Add(time.Duration(10*i) * time.Minute)
 			c.Mode, c.ExpiresAt = iotgate.CommandQueue, &exp
-			if err := db.CreateCommand(ctx, c, time.Time{}); err != nil {
+			if err := db.CreateCommand(ctx, c, time.Time{}, 0); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -211,7 +212,7 @@ func TestCommandStore(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := db.CreateCommand(ctx, newCommand(d4, "gone1", cmdTime, iotgate.CommandQueued), time.Time{}); err != nil {
+		if err := db.CreateCommand(ctx, newCommand(d4, "gone1", cmdTime, iotgate.CommandQueued), time.Time{}, 0); err != nil {
 			t.Fatal(err)
 		}
 		if err := svc.Delete(ctx, d4.JID); err != nil {
@@ -219,7 +220,118 @@ func TestCommandStore(t *testing.T) {
 		}
 		_, err = db.Command(ctx, "gone1")
 		wantCode(t, err, iotgate.ENotFound, "")
-		wantCode(t, db.CreateCommand(ctx, newCommand(d4, "gone2", cmdTime, iotgate.CommandQueued), time.Time{}), iotgate.ENotFound, "")
+		wantCode(t, db.CreateCommand(ctx, newCommand(d4, "gone2", cmdTime, iotgate.CommandQueued), time.Time{}, 0), iotgate.ENotFound, "")
+		wantCode(t, db.CreateCommand(ctx, newCommand(d4, "gone3", cmdTime, iotgate.CommandQueued), time.Time{}, 5), iotgate.ENotFound, "")
+	})
+
+	// Tenant B squats on tenant A's predictable key: before the keys were
+	// scoped, A got 422 for 24 hours and B learned A's command ID.
+	t.Run("IdempotencyKeyScopedToTokenAndDevice", func(t *testing.T) {
+		d2, err := svc.Register(ctx, &iotgate.Device{JID: "scope2@example.com", Schema: "thermostat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		keyed := func(id, token string, dev *iotgate.Device) *iotgate.Command {
+			c := newCommand(dev, id, cmdTime, iotgate.CommandSent)
+			c.IdempotencyKey, c.TokenID = "7f3c-set-21.5", token
+			return c
+		}
+		for _, c := range []*iotgate.Command{
+			keyed("squat-b", "tok-b", d),  // B first, on A's device
+			keyed("mine-a", "tok-a", d),   // A's own command with that key: not blocked
+			keyed("mine-a2", "tok-a", d2), // A's key on another device
+			keyed("mine-none", "", d),     // no token: a scope of its own
+		} {
+			if err := db.CreateCommand(ctx, c, cmdTime.Add(-24*time.Hour), 0); err != nil {
+				t.Fatalf("create %s: %v", c.ID, err)
+			}
+		}
+		wantCode(t, db.CreateCommand(ctx, keyed("again-a", "tok-a", d), cmdTime.Add(-24*time.Hour), 0), iotgate.EConflict, "idempotency_key_taken")
+		for _, tc := range []struct {
+			token string
+			dev   *iotgate.Device
+			want  string
+		}{{"tok-a", d, "mine-a"}, {"tok-b", d, "squat-b"}, {"tok-a", d2, "mine-a2"}, {"", d, "mine-none"}} {
+			got, err := db.CommandByIdempotencyKey(ctx, tc.token, tc.dev.ID, "7f3c-set-21.5", cmdTime.Add(-time.Hour))
+			if err != nil || got.ID != tc.want {
+				t.Errorf("by key (%q, %s) = %v, %v, want %s", tc.token, tc.dev.JID, got, err, tc.want)
+			}
+		}
+		_, err = db.CommandByIdempotencyKey(ctx, "tok-c", d.ID, "7f3c-set-21.5", cmdTime.Add(-time.Hour))
+		wantCode(t, err, iotgate.ENotFound, "")
+		// Releasing an old holder releases only the caller's own.
+		late := keyed("late-a", "tok-a", d)
+		late.CreatedAt = cmdTime.Add(25 * time.Hour)
+		if err := db.CreateCommand(ctx, late, cmdTime.Add(time.Hour), 0); err != nil {
+			t.Fatal(err)
+		}
+		for id, want := range map[string]string{"mine-a": "", "squat-b": "7f3c-set-21.5", "mine-none": "7f3c-set-21.5", "mine-a2": "7f3c-set-21.5"} {
+			if got, _ := db.Command(ctx, id); got.IdempotencyKey != want {
+				t.Errorf("%s has key %q, want %q", id, got.IdempotencyKey, want)
+			}
+		}
+	})
+
+	t.Run("QueueBound", func(t *testing.T) {
+		dq, err := svc.Register(ctx, &iotgate.Device{JID: "queuebound@example.com", Schema: "thermostat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 3 {
+			if err := db.CreateCommand(ctx, newCommand(dq, fmt.Sprintf("q-%d", i), cmdTime, iotgate.CommandQueued), time.Time{}, 3); err != nil {
+				t.Fatalf("queued %d: %v", i, err)
+			}
+		}
+		wantCode(t, db.CreateCommand(ctx, newCommand(dq, "q-over", cmdTime, iotgate.CommandQueued), time.Time{}, 3), iotgate.ETooMany, iotgate.DetailDeviceQueueFull)
+		if _, err := db.Command(ctx, "q-over"); iotgate.ErrorCode(err) != iotgate.ENotFound {
+			t.Errorf("refused command was stored: %v", err)
+		}
+		// Commands that are not queued don't count, nor are they bounded.
+		if err := db.CreateCommand(ctx, newCommand(dq, "q-sent", cmdTime, iotgate.CommandSent), time.Time{}, 3); err != nil {
+			t.Fatal(err)
+		}
+		// A delivered command frees its place.
+		c, _ := db.Command(ctx, "q-0")
+		c.Status = iotgate.CommandSent
+		if err := db.UpdateCommand(ctx, c, []iotgate.CommandStatus{iotgate.CommandQueued}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.CreateCommand(ctx, newCommand(dq, "q-3", cmdTime, iotgate.CommandQueued), time.Time{}, 3); err != nil {
+			t.Errorf("after a delivery: %v", err)
+		}
+	})
+
+	// Concurrent requests can't all squeeze under the bound: the device's
+	// row serializes them.
+	t.Run("QueueBoundConcurrent", func(t *testing.T) {
+		dq, err := svc.Register(ctx, &iotgate.Device{JID: "queuebound2@example.com", Schema: "thermostat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		const bound, tries = 5, 40
+		errs := make([]error, tries)
+		var wg sync.WaitGroup
+		for i := range tries {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs[i] = db.CreateCommand(ctx, newCommand(dq, fmt.Sprintf("qc-%d", i), cmdTime, iotgate.CommandQueued), time.Time{}, bound)
+			}()
+		}
+		wg.Wait()
+		ok := 0
+		for _, err := range errs {
+			switch {
+			case err == nil:
+				ok++
+			case iotgate.ErrorCode(err) != iotgate.ETooMany:
+				t.Errorf("unexpected error: %v", err)
+			}
+		}
+		queued, err := db.QueuedCommands(ctx, dq.JID, 1000)
+		if ok != bound || len(queued) != bound || err != nil {
+			t.Errorf("%d accepted, %d queued (%v), want %d", ok, len(queued), err, bound)
+		}
 	})
 }
 

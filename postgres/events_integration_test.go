@@ -148,7 +148,7 @@ func TestStoreEvents(t *testing.T) {
 			c := newCommand(a, "c1", now, iotgate.CommandQueued)
 			exp := now.Add(-time.Second) // expires at the next sweep
 			c.Mode, c.ExpiresAt, c.IdempotencyKey = iotgate.CommandQueue, &exp, "k1"
-			return db.CreateCommand(ctx, c, now.Add(-time.Hour))
+			return db.CreateCommand(ctx, c, now.Add(-time.Hour), 0)
 		}, func() []want {
 			return []want{{iotgate.EventCommand, a.JID, map[string]any{"id": "c1", "status": "queued", "idempotency_key": "k1"}}}
 		}},
@@ -214,7 +214,7 @@ func TestStoreEvents(t *testing.T) {
 			if err := db.DeleteDevice(ctx, "nobody@example.com"); iotgate.ErrorCode(err) != iotgate.ENotFound {
 				t.Errorf("delete unknown device: %v", err)
 			}
-			if err := db.CreateCommand(ctx, newCommand(a, "c1", now, iotgate.CommandPending), now); iotgate.ErrorCode(err) != iotgate.EConflict {
+			if err := db.CreateCommand(ctx, newCommand(a, "c1", now, iotgate.CommandPending), now, 0); iotgate.ErrorCode(err) != iotgate.EConflict {
 				t.Errorf("duplicate command: %v", err)
 			}
 			// A batch whose second half fails is written apart: only

@@ -54,7 +54,7 @@ func TestInstances(t *testing.T) {
 		mk := func(id, instance string, st iotgate.CommandStatus) {
 			c := newCommand(d, id, cmdTime, st)
 			c.Instance = instance
-			if err := db.CreateCommand(ctx, c, time.Time{}); err != nil {
+			if err := db.CreateCommand(ctx, c, time.Time{}, 0); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -91,7 +91,7 @@ func TestInstances(t *testing.T) {
 	t.Run("IQLookup", func(t *testing.T) {
 		c := newCommand(d, "iq-1", cmdTime, iotgate.CommandSent)
 		c.IQID, c.Instance, c.Target = "IQIDIQIDIQIDIQIDIQIDIQIDIQ", "a", d.JID+"/r"
-		if err := db.CreateCommand(ctx, c, time.Time{}); err != nil {
+		if err := db.CreateCommand(ctx, c, time.Time{}, 0); err != nil {
 			t.Fatal(err)
 		}
 		got, err := db.CommandByIQ(ctx, c.IQID)
@@ -153,7 +153,7 @@ func TestInstances(t *testing.T) {
 			notify bool
 		}{{"quiet", false}, {"told", true}} {
 			c := newCommand(d, tt.id, cmdTime, iotgate.CommandSent)
-			if err := db.CreateCommand(ctx, c, time.Time{}); err != nil {
+			if err := db.CreateCommand(ctx, c, time.Time{}, 0); err != nil {
 				t.Fatal(err)
 			}
 			c.Status = iotgate.CommandSucceeded

@@ -122,11 +122,11 @@ func TestCommandSentBy(t *testing.T) {
 	db, _, d := commandFixture(t)
 	c := newCommand(d, "sb", cmdTime, iotgate.CommandSent)
 	c.TokenID, c.SentBy = "tok_1", "ops"
-	if err := db.CreateCommand(ctx, c, cmdTime.Add(-time.Hour)); err != nil {
+	if err := db.CreateCommand(ctx, c, cmdTime.Add(-time.Hour), 0); err != nil {
 		t.Fatal(err)
 	}
 	anon := newCommand(d, "anon", cmdTime, iotgate.CommandSent)
-	if err := db.CreateCommand(ctx, anon, cmdTime.Add(-time.Hour)); err != nil {
+	if err := db.CreateCommand(ctx, anon, cmdTime.Add(-time.Hour), 0); err != nil {
 		t.Fatal(err)
 	}
 	for id, want := range map[string][2]string{"sb": {"tok_1", "ops"}, "anon": {"", ""}} {

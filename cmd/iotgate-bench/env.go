@@ -80,6 +80,9 @@ func (e *env) gateEnv(dsn string) map[string]string {
 		// load generators use one token. Ignored by builds without it.
 		"IOTGATE_API_RATE":               "0",
 		"IOTGATE_MAX_COMMANDS_IN_FLIGHT": "10000",
+		// The quotas would cap the scenarios' one token and few devices.
+		"IOTGATE_MAX_COMMANDS_IN_FLIGHT_PER_TOKEN":  "10000",
+		"IOTGATE_MAX_COMMANDS_IN_FLIGHT_PER_DEVICE": "10000",
 		// The events scenario's webhook receiver is on 127.0.0.1, and
 		// its 100 streams share one token (20 by default).
 		"IOTGATE_WEBHOOK_ALLOW_PRIVATE":       "1",

@@ -167,7 +167,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 
 	a.commands = devices.NewCommands(db, a.svc, a.registry, a.presence, a.conn, devices.CommandsConfig{
 		MaxInFlight: cfg.MaxCommandsInFlight, Logger: log.With("part", "commands"), Observer: a.metrics,
-		Instance: cfg.InstanceID, Claims: db, ClaimTTL: cfg.InstanceDeadAfter,
+		MaxInFlightPerToken: cfg.MaxCommandsInFlightPerToken, MaxInFlightPerDevice: cfg.MaxCommandsInFlightPerDevice,
+		MaxQueuedPerDevice: cfg.MaxQueuedPerDevice,
+		Instance:           cfg.InstanceID, Claims: db, ClaimTTL: cfg.InstanceDeadAfter,
 	})
 	a.presence.OnOnline(a.commands.DeviceOnline)
 	// Several instances: an answer may reach this instance for a command

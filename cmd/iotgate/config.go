@@ -65,6 +65,12 @@ type Config struct {
 	MaxPatternValue, MaxPatternTotal int
 
 	MaxCommandsInFlight int
+	// MaxCommandsInFlightPerToken and MaxCommandsInFlightPerDevice are
+	// one token's and one device's quotas within MaxCommandsInFlight;
+	// MaxQueuedPerDevice bounds a device's queued commands.
+	MaxCommandsInFlightPerToken  int
+	MaxCommandsInFlightPerDevice int
+	MaxQueuedPerDevice           int
 
 	DeviceRate  int
 	DeviceBurst int
@@ -159,6 +165,9 @@ var settings = []setting{
 	{env: "IOTGATE_DISCO_MAX_ITEMS", flag: "disco-max-items", def: "100", help: "most devices in one disco#items answer; more come in XEP-0059 pages"},
 	{env: "IOTGATE_DEVICE_DOMAINS", flag: "device-domains", help: "comma-separated XMPP domains whose devices may register and send stanzas (e.g. example.com,sensors.example.org); others get 403 at registration and not-allowed over XMPP; empty: any domain"},
 	{env: "IOTGATE_MAX_COMMANDS_IN_FLIGHT", flag: "max-commands-in-flight", def: "1000", help: "commands sent and not yet answered or timed out; beyond it, new ones get 429"},
+	{env: "IOTGATE_MAX_COMMANDS_IN_FLIGHT_PER_TOKEN", flag: "max-commands-in-flight-per-token", def: "250", help: "one API token's share of the commands in flight (per instance); beyond it, its new ones get 429 token_commands_in_flight (queued ones wait), so that one tenant can't take every slot"},
+	{env: "IOTGATE_MAX_COMMANDS_IN_FLIGHT_PER_DEVICE", flag: "max-commands-in-flight-per-device", def: "32", help: "one device's share of the commands in flight (per instance); beyond it, new ones to it get 429 device_commands_in_flight (queued ones wait)"},
+	{env: "IOTGATE_MAX_QUEUED_PER_DEVICE", flag: "max-queued-per-device", def: "100", help: "queued commands (mode queue, waiting for the device) per device; beyond it, new ones get 429 device_queue_full"},
 	{env: "IOTGATE_EVENT_RETENTION", flag: "event-retention", def: "24h", help: "how long events are kept for streams and webhooks to resume from; older ones are trimmed"},
 	{env: "IOTGATE_EVENT_TRIM_INTERVAL", flag: "event-trim-interval", def: "1m", help: "how often expired events are trimmed (in bounded batches)"},
 	{env: "IOTGATE_READING_RETENTION", flag: "reading-retention", def: "0", help: "how long readings are kept (e.g. 8760h); older ones go a day at a time, by dropping the day's partition once its end is older (0: forever)"},
@@ -326,6 +335,9 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 		{"IOTGATE_MAX_STANZA_BYTES", &cfg.MaxStanzaBytes, 64 << 20},
 		{"IOTGATE_MAX_STANZA_DEPTH", &cfg.MaxStanzaDepth, 1024},
 		{"IOTGATE_MAX_COMMANDS_IN_FLIGHT", &cfg.MaxCommandsInFlight, 1000000},
+		{"IOTGATE_MAX_COMMANDS_IN_FLIGHT_PER_TOKEN", &cfg.MaxCommandsInFlightPerToken, 1000000},
+		{"IOTGATE_MAX_COMMANDS_IN_FLIGHT_PER_DEVICE", &cfg.MaxCommandsInFlightPerDevice, 1000000},
+		{"IOTGATE_MAX_QUEUED_PER_DEVICE", &cfg.MaxQueuedPerDevice, 1000000},
 		{"IOTGATE_DEVICE_RATE", &cfg.DeviceRate, 10000000},
 		{"IOTGATE_DEVICE_BURST", &cfg.DeviceBurst, 10000000},
 		{"IOTGATE_DISCO_MAX_ITEMS", &cfg.DiscoMaxItems, 1000},

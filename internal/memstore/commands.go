@@ -42,13 +42,16 @@ func (m *CommandStore) Len() int {
 }
 
 // CreateCommand stores c. Errors: conflict (detail
-// idempotency_key_taken).
-func (m *CommandStore) CreateCommand(_ context.Context, c *iotgate.Command, reuseBefore time.Time) error {
+// idempotency_key_taken), too_many_requests (detail device_queue_full).
+func (m *CommandStore) CreateCommand(_ context.Context, c *iotgate.Command, reuseBefore time.Time, maxQueued int) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if c.Status == iotgate.CommandQueued && maxQueued > 0 && len(m.queued(c.DeviceJID)) >= maxQueued {
+		return &iotgate.Error{Code: iotgate.ETooMany, Detail: iotgate.DetailDeviceQueueFull, Message: "queue full"}
+	}
 	if c.IdempotencyKey != "" {
 		for _, o := range m.cmds {
-			if o.IdempotencyKey != c.IdempotencyKey {
+			if o.IdempotencyKey != c.IdempotencyKey || o.TokenID != c.TokenID || o.DeviceID != c.DeviceID {
 				continue
 			}
 			if o.CreatedAt.Before(reuseBefore) {
@@ -64,11 +67,11 @@ func (m *CommandStore) CreateCommand(_ context.Context, c *iotgate.Command, reus
 
 // CommandByIdempotencyKey returns the command created with key at or
 // after since. Errors: not_found.
-func (m *CommandStore) CommandByIdempotencyKey(_ context.Context, key string, since time.Time) (*iotgate.Command, error) {
+func (m *CommandStore) CommandByIdempotencyKey(_ context.Context, tokenID string, deviceID int64, key string, since time.Time) (*iotgate.Command, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, c := range m.cmds {
-		if c.IdempotencyKey == key && !c.CreatedAt.Before(since) {
+		if c.IdempotencyKey == key && c.TokenID == tokenID && c.DeviceID == deviceID && !c.CreatedAt.Before(since) {
 			return c.Clone(), nil
 		}
 	}
@@ -143,7 +146,7 @@ func (m *CommandStore) UpdateCommand(_ context.Context, c *iotgate.Command, from
 func (m *CommandStore) CreateCommands(ctx context.Context, cs []*iotgate.Command) []error {
 	errs := make([]error, len(cs))
 	for i, c := range cs {
-		errs[i] = m.CreateCommand(ctx, c, time.Time{})
+		errs[i] = m.CreateCommand(ctx, c, time.Time{}, 0)
 	}
 	return errs
 }

@@ -14,15 +14,15 @@ func TestCommandStore(t *testing.T) {
 	m := NewCommandStore()
 	t0 := time.Date(2026, 12, 5, 10, 0, 0, 0, time.UTC)
 	c := &iotgate.Command{ID: "1", DeviceJID: "a@example.com", IdempotencyKey: "k", Status: iotgate.CommandPending, CreatedAt: t0}
-	if err := m.CreateCommand(ctx, c, t0.Add(-time.Hour)); err != nil {
+	if err := m.CreateCommand(ctx, c, t0.Add(-time.Hour), 0); err != nil {
 		t.Fatal(err)
 	}
 	dup := &iotgate.Command{ID: "2", IdempotencyKey: "k", Status: iotgate.CommandPending, CreatedAt: t0}
 	var e *iotgate.Error
-	if err := m.CreateCommand(ctx, dup, t0.Add(-time.Hour)); !errors.As(err, &e) || e.Detail != "idempotency_key_taken" {
+	if err := m.CreateCommand(ctx, dup, t0.Add(-time.Hour), 0); !errors.As(err, &e) || e.Detail != "idempotency_key_taken" {
 		t.Errorf("key reused = %v, want idempotency_key_taken", err)
 	}
-	if err := m.CreateCommand(ctx, dup, t0.Add(time.Second)); err != nil {
+	if err := m.CreateCommand(ctx, dup, t0.Add(time.Second), 0); err != nil {
 		t.Errorf("key released after reuseBefore: %v", err)
 	}
 	sent := c.Clone()
