@@ -28,12 +28,30 @@ type memStore struct {
 
 func newMemStore() *memStore { return &memStore{versions: map[string][]*schemas.Schema{}} }
 
-func (m *memStore) CreateSchemaVersion(_ context.Context, s *schemas.Schema) error {
+func (m *memStore) CreateSchemaVersion(_ context.Context, s *schemas.Schema, maxVersions int) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if maxVersions > 0 && m.count() >= maxVersions {
+		return schemas.ErrVersionQuota(maxVersions)
+	}
 	s.Version = len(m.versions[s.Name]) + 1
 	m.versions[s.Name] = append(m.versions[s.Name], s)
 	return nil
+}
+
+func (m *memStore) CountSchemaVersions(context.Context) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.count(), nil
+}
+
+// count counts the versions; m.mu is held.
+func (m *memStore) count() int {
+	n := 0
+	for _, vs := range m.versions {
+		n += len(vs)
+	}
+	return n
 }
 
 func (m *memStore) SchemaVersion(ctx context.Context, name string, version int) (*schemas.Schema, error) {
@@ -328,10 +346,10 @@ func manySchemas(names, versions int) *memStore {
 		for range versions {
 			xsd := `<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema" targetNamespace="urn:s` + strconv.Itoa(i) + `" xmlns="urn:s` + strconv.Itoa(i) + `" elementFormDefault="qualified">` +
 				`<xs:element name="r"><xs:complexType><xs:sequence><xs:element name="v" type="xs:decimal"/></xs:sequence></xs:complexType></xs:element></xs:schema>`
-			store.CreateSchemaVersion(ctx, &schemas.Schema{Name: "s" + strconv.Itoa(i), XSD: xsd})
+			store.CreateSchemaVersion(ctx, &schemas.Schema{Name: "s" + strconv.Itoa(i), XSD: xsd}, 0)
 		}
 	}
 	// A version that does not compile is skipped, not fatal.
-	store.CreateSchemaVersion(ctx, &schemas.Schema{Name: "broken", XSD: "<not-a-schema/>"})
+	store.CreateSchemaVersion(ctx, &schemas.Schema{Name: "broken", XSD: "<not-a-schema/>"}, 0)
 	return store
 }
