@@ -10,6 +10,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/iotgate/iotgate"
 	"github.com/iotgate/iotgate/schemas"
 )
 
@@ -114,6 +115,25 @@ func schemaPath(name string, version int) string {
 // schemaHandler serves /v1/schemas.
 type schemaHandler struct {
 	reg SchemaRegistry
+	// writes limits each token's schema writes: each registration costs
+	// a compilation (up to seconds of CPU). Nil: no limit.
+	writes *limiter
+}
+
+// writeAllowed takes one of the token's schema writes, or refuses with
+// 429 schema_write_rate and Retry-After (whole seconds).
+func (h *schemaHandler) writeAllowed(c echo.Context) error {
+	tok := tokenOf(c)
+	if h.writes == nil || tok == nil {
+		return nil
+	}
+	if ok, wait := h.writes.allow(tok.ID); !ok {
+		secs := max(int(wait.Seconds()+0.999), 1)
+		c.Response().Header().Set("Retry-After", strconv.Itoa(secs))
+		return &iotgate.Error{Code: iotgate.ETooMany, Detail: iotgate.DetailSchemaWriteRate,
+			Message: fmt.Sprintf("this token's schema writes per minute are exceeded, retry in %d s", secs)}
+	}
+	return nil
 }
 
 // create registers a new version of a schema.
@@ -129,6 +149,7 @@ type schemaHandler struct {
 //	@Header			201		{string}	Location										"URL path of the new version, for example /v1/schemas/thermostat/versions/2"
 //	@Failure		400		{object}	api.ErrorResponse{details=[]api.FieldError}		"Bad JSON, a missing field, or a bad name"
 //	@Failure		413		{object}	api.ErrorResponse								"Body too large"
+//	@Failure		409		{object}	api.ErrorResponse								"The registry holds IOTGATE_MAX_SCHEMA_VERSIONS versions already (code schema_quota_exceeded): delete unused versions first"
 //	@Failure		415		{object}	api.ErrorResponse								"Body is not JSON"
 //	@Failure		422		{object}	api.ErrorResponse{details=[]api.CompileIssue}	"The XSD does not compile (code unprocessable); details lists the compiler's issues"
 //	@Failure		500		{object}	api.ErrorResponse
@@ -136,10 +157,13 @@ type schemaHandler struct {
 //	@Security		BearerAuth
 //	@Failure		401	{object}	api.ErrorResponse	"Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)"
 //	@Failure		403	{object}	api.ErrorResponse	"The token lacks the route's scope (code forbidden)"
-//	@Failure		429	{object}	api.ErrorResponse	"The token's request rate is exceeded (code rate_limited)"
+//	@Failure		429	{object}	api.ErrorResponse	"The token's request rate (code rate_limited) or schema writes per minute (code schema_write_rate, IOTGATE_SCHEMA_WRITE_RATE) are exceeded"
 //	@Header			429	{integer}	Retry-After	"Seconds to wait before retrying"
 //	@Router			/v1/schemas [post]
 func (h *schemaHandler) create(c echo.Context) error {
+	if err := h.writeAllowed(c); err != nil {
+		return err
+	}
 	var req CreateSchemaRequest
 	if err := bind(c, &req); err != nil {
 		return err
@@ -308,7 +332,7 @@ func (h *schemaHandler) get(c echo.Context) (*schemas.Schema, error) {
 // delete removes one version of a schema.
 //
 //	@Summary		Delete a schema version
-//	@Description	Deletes one version of the named schema. A version that devices use cannot be deleted (409): move or delete those devices first.
+//	@Description	Deletes one version of the named schema. A version that devices use, or that another version imports, cannot be deleted (409 schema_in_use; the message names an importer): move or delete those devices, or delete the importing versions, first.
 //	@Tags			schemas
 //	@Produce		json
 //	@Param			name	path	string	true	"Schema name"	example(thermostat)
@@ -316,16 +340,19 @@ func (h *schemaHandler) get(c echo.Context) (*schemas.Schema, error) {
 //	@Success		204		"Deleted"
 //	@Failure		400		{object}	api.ErrorResponse	"Version is not a positive integer"
 //	@Failure		404		{object}	api.ErrorResponse	"No such schema or version"
-//	@Failure		409		{object}	api.ErrorResponse	"Devices use this version"
+//	@Failure		409		{object}	api.ErrorResponse	"Devices use this version, or another version imports it (code schema_in_use)"
 //	@Failure		500		{object}	api.ErrorResponse
 //	@Failure		503		{object}	api.ErrorResponse
 //	@Security		BearerAuth
 //	@Failure		401	{object}	api.ErrorResponse	"Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)"
 //	@Failure		403	{object}	api.ErrorResponse	"The token lacks the route's scope (code forbidden)"
-//	@Failure		429	{object}	api.ErrorResponse	"The token's request rate is exceeded (code rate_limited)"
+//	@Failure		429	{object}	api.ErrorResponse	"The token's request rate (code rate_limited) or schema writes per minute (code schema_write_rate, IOTGATE_SCHEMA_WRITE_RATE) are exceeded"
 //	@Header			429	{integer}	Retry-After	"Seconds to wait before retrying"
 //	@Router			/v1/schemas/{name}/versions/{version} [delete]
 func (h *schemaHandler) delete(c echo.Context) error {
+	if err := h.writeAllowed(c); err != nil {
+		return err
+	}
 	name, err := pathParam(c, "name")
 	if err != nil {
 		return err
