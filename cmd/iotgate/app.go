@@ -91,6 +91,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 	a.registry = schemas.NewRegistry(db, schemas.Config{
 		MaxSchemaBytes: cfg.MaxSchemaBytes, MaxReadingBytes: cfg.MaxReadingBytes, MaxDepth: cfg.MaxReadingDepth,
 		MaxPatternValue: cfg.MaxPatternValue, MaxPatternTotal: cfg.MaxPatternTotal,
+		MaxVersions: cfg.MaxSchemaVersions, CacheSize: cfg.SchemaCacheSize,
 		Logger: log,
 	})
 	// The read loop decides by namespace without asking the database.
@@ -203,7 +204,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 	a.srv = api.New(api.Config{
 		BodyLimit: cfg.BodyLimit, CORSOrigins: cfg.CORSOrigins,
 		RateLimit: float64(cfg.APIRate), RateBurst: cfg.APIBurst,
-		EventPing: cfg.EventKeepAlive,
+		EventPing:       cfg.EventKeepAlive,
+		SchemaWriteRate: cfg.SchemaWriteRate,
 	}, api.Deps{
 		Log:      log.With("part", "http"),
 		Checks:   map[string]api.HealthCheck{"xmpp": a.conn, "database": db},
