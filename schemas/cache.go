@@ -12,6 +12,11 @@ import (
 // compiling again each. An evicted schema is not freed: a reading may be
 // validating against it; the garbage collector frees it after. It is
 // compiled again at its next use.
+//
+// An entry is added before its compilation (so that concurrent misses
+// compile once) but evicts others only once compiled (settle): a version
+// that turns out not to exist is dropped instead, and evicts nothing, so
+// that asking for versions that don't exist can't flush the cache.
 
 // cached returns ref's entry, moved to the front, or a new one to compile
 // when there is none or its failure may be retried by now.
@@ -27,19 +32,33 @@ func (r *Registry) cached(ref Ref, now time.Time) *compiled {
 	return c
 }
 
-// put caches c as ref's entry.
+// put caches c, compiled, as ref's entry.
 func (r *Registry) put(ref Ref, c *compiled) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	r.putLocked(ref, c)
+	r.mu.Unlock()
+	r.settle(ref, c, false)
 }
 
-// putLocked caches c as ref's entry, replacing any, and evicts the least
-// recently used entries beyond the cache size; r.mu is held.
+// putLocked caches c as ref's entry, replacing any; r.mu is held.
 func (r *Registry) putLocked(ref Ref, c *compiled) {
 	r.removeLocked(ref)
 	c.elem = r.lru.PushFront(ref)
 	r.compiled[ref] = c
+}
+
+// settle keeps ref's entry c, compiled (or failed) now, and evicts the
+// least recently used entries beyond the cache size; or, when its version
+// does not exist, drops it.
+func (r *Registry) settle(ref Ref, c *compiled, gone bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if gone {
+		if r.compiled[ref] == c {
+			r.removeLocked(ref)
+		}
+		return
+	}
 	for r.lru.Len() > r.cfg.CacheSize {
 		r.removeLocked(r.lru.Back().Value.(Ref))
 		r.evictions++

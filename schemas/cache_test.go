@@ -123,6 +123,37 @@ func TestCacheEviction(t *testing.T) {
 	}
 }
 
+// TestUnknownVersionsEvictNothing: asking for versions that don't exist
+// (a device registration naming one, say) neither evicts compiled schemas
+// nor stays cached.
+func TestUnknownVersionsEvictNothing(t *testing.T) {
+	ctx := t.Context()
+	store := &countingStore{memStore: newMemStore()}
+	reg := schemas.NewRegistry(store, schemas.Config{CacheSize: 2})
+	for _, name := range []string{"a", "b"} {
+		if _, err := reg.Register(ctx, name, xsdFor(name), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for v := range 50 {
+		if _, _, err := reg.Compiled(ctx, "nope", v+1); iotgate.ErrorCode(err) != iotgate.ENotFound {
+			t.Fatalf("unknown version: %v, want not_found", err)
+		}
+	}
+	if size, ev := reg.CacheStats(); size != 2 || ev != 0 {
+		t.Fatalf("cache = %d entries, %d evictions; want 2, 0", size, ev)
+	}
+	before := store.reads.Load()
+	for _, name := range []string{"a", "b"} {
+		if _, _, err := reg.Compiled(ctx, name, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := store.reads.Load() - before; n != 0 {
+		t.Errorf("registered schemas compiled again (%d reads)", n)
+	}
+}
+
 // TestConcurrentMissesCompileOnce: readings arriving together for a schema
 // not compiled yet (after a start or an eviction) compile it once.
 func TestConcurrentMissesCompileOnce(t *testing.T) {

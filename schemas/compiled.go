@@ -61,11 +61,12 @@ func (r *Registry) Compiled(ctx context.Context, name string, version int) (iotg
 		// Not the caller's cancellation: others may wait for this.
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), compileTimeout)
 		defer cancel()
-		s, at, err := r.compileStored(cctx, ref)
+		s, at, gone, err := r.compileStored(cctx, ref)
 		if err != nil && iotgate.ErrorCode(err) != iotgate.EInvalid {
 			c.retryAt = r.cfg.Clock().Add(r.cfg.CompileRetry)
 		}
 		c.finish(s, at, err)
+		r.settle(ref, c, gone)
 	})
 	if c.err != nil {
 		return nil, 0, c.err
@@ -132,10 +133,12 @@ func (r *Registry) CompileAll(ctx context.Context, workers int) (int, error) {
 	return int(n.Load()), nil
 }
 
-func (r *Registry) compileStored(ctx context.Context, ref Ref) (*xsd.Schema, time.Time, error) {
+// compileStored compiles a stored version; gone tells that the version
+// itself does not exist (not_found).
+func (r *Registry) compileStored(ctx context.Context, ref Ref) (_ *xsd.Schema, _ time.Time, gone bool, _ error) {
 	s, err := r.store.SchemaVersion(ctx, ref.Name, ref.Version)
 	if err != nil {
-		return nil, time.Time{}, err
+		return nil, time.Time{}, iotgate.ErrorCode(err) == iotgate.ENotFound, err
 	}
 	var lookupErr error
 	cs, err := xsd.Compile([]byte(s.XSD), xsd.CompileOptions{
@@ -156,14 +159,14 @@ func (r *Registry) compileStored(ctx context.Context, ref Ref) (*xsd.Schema, tim
 		},
 	})
 	if lookupErr != nil {
-		return nil, time.Time{}, fmt.Errorf("compile stored schema %s version %d: resolve import: %w", ref.Name, ref.Version, lookupErr)
+		return nil, time.Time{}, false, fmt.Errorf("compile stored schema %s version %d: resolve import: %w", ref.Name, ref.Version, lookupErr)
 	}
 	if err != nil {
 		// Not the content of a request: invalid rather than
 		// unprocessable, as before the split of schemas/xsd.
-		return nil, time.Time{}, fmt.Errorf("compile stored schema %s version %d: %w", ref.Name, ref.Version, fromXSD(err, iotgate.EInvalid))
+		return nil, time.Time{}, false, fmt.Errorf("compile stored schema %s version %d: %w", ref.Name, ref.Version, fromXSD(err, iotgate.EInvalid))
 	}
-	return cs, s.CreatedAt, nil
+	return cs, s.CreatedAt, false, nil
 }
 
 // payloadSchema adapts a compiled XSD to what devices need.
