@@ -16,10 +16,12 @@ import (
 
 // SchemaRegistry is what the API needs of the schema registry.
 type SchemaRegistry interface {
-	// Register compiles xsd and stores it as the next version of name.
-	// Errors: invalid (bad name or description), unprocessable (the XSD
-	// does not compile; Fields lists the compiler's issues).
-	Register(ctx context.Context, name, xsd, description string) (*schemas.Schema, error)
+	// RegisterAs compiles xsd and stores it as the next version of name,
+	// registered by the token whose ID is owner. Errors: invalid (bad
+	// name or description), unprocessable (the XSD does not compile;
+	// Fields lists the compiler's issues), conflict (a quota on schema
+	// versions is reached).
+	RegisterAs(ctx context.Context, owner, name, xsd, description string) (*schemas.Schema, error)
 	// Get returns one version of a schema; 0 means the latest.
 	// Errors: not_found.
 	Get(ctx context.Context, name string, version int) (*schemas.Schema, error)
@@ -149,7 +151,7 @@ func (h *schemaHandler) writeAllowed(c echo.Context) error {
 //	@Header			201		{string}	Location										"URL path of the new version, for example /v1/schemas/thermostat/versions/2"
 //	@Failure		400		{object}	api.ErrorResponse{details=[]api.FieldError}		"Bad JSON, a missing field, or a bad name"
 //	@Failure		413		{object}	api.ErrorResponse								"Body too large"
-//	@Failure		409		{object}	api.ErrorResponse								"The registry holds IOTGATE_MAX_SCHEMA_VERSIONS versions already (code schema_quota_exceeded): delete unused versions first"
+//	@Failure		409		{object}	api.ErrorResponse								"The registry holds IOTGATE_MAX_SCHEMA_VERSIONS versions already, or this token has registered IOTGATE_MAX_SCHEMA_VERSIONS_PER_TOKEN (code schema_quota_exceeded): delete unused versions first"
 //	@Failure		415		{object}	api.ErrorResponse								"Body is not JSON"
 //	@Failure		422		{object}	api.ErrorResponse{details=[]api.CompileIssue}	"The XSD does not compile (code unprocessable); details lists the compiler's issues"
 //	@Failure		500		{object}	api.ErrorResponse
@@ -168,7 +170,11 @@ func (h *schemaHandler) create(c echo.Context) error {
 	if err := bind(c, &req); err != nil {
 		return err
 	}
-	s, err := h.reg.Register(c.Request().Context(), req.Name, req.XSD, req.Description)
+	owner := ""
+	if tok := tokenOf(c); tok != nil {
+		owner = tok.ID
+	}
+	s, err := h.reg.RegisterAs(c.Request().Context(), owner, req.Name, req.XSD, req.Description)
 	if err != nil {
 		return fmt.Errorf("register schema %q: %w", req.Name, err)
 	}

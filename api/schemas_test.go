@@ -287,3 +287,15 @@ func TestSchemaRefusals(t *testing.T) {
 		})
 	}
 }
+
+// TestSchemaOwner: a registration is counted against the token that made
+// it (the per-token quota on schema versions).
+func TestSchemaOwner(t *testing.T) {
+	reg := newFakeSchemas()
+	s := newAPI(t, reg, nil)
+	apiCase{method: http.MethodPost, target: "/v1/schemas", body: `{"name":"t","xsd":"<xs:schema/>"}`, status: http.StatusCreated}.run(t, s)
+	got, err := reg.Get(t.Context(), "t", 1)
+	if err != nil || got.CreatedBy != "tok_test" {
+		t.Fatalf("registered by %q (%v), want tok_test", got.CreatedBy, err)
+	}
+}

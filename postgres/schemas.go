@@ -18,13 +18,13 @@ import (
 // and one adapter keeps that relation in one place.
 var _ schemas.Store = (*DB)(nil)
 
-const schemaColumns = `name, version, description, xsd, target_namespace, global_elements, created_at, imports`
+const schemaColumns = `name, version, description, xsd, target_namespace, global_elements, created_at, imports, created_by`
 
 func scanSchema(row rowScanner) (*schemas.Schema, error) {
 	var s schemas.Schema
 	var imports []byte
 	if err := row.Scan(&s.Name, &s.Version, &s.Description, &s.XSD, &s.TargetNamespace,
-		(*pq.StringArray)(&s.GlobalElements), &s.CreatedAt, &imports); err != nil {
+		(*pq.StringArray)(&s.GlobalElements), &s.CreatedAt, &imports, &s.CreatedBy); err != nil {
 		return nil, err
 	}
 	s.CreatedAt = s.CreatedAt.UTC()
@@ -40,11 +40,11 @@ func scanSchema(row rowScanner) (*schemas.Schema, error) {
 // CreateSchemaVersion stores s as the next version of its name, numbering
 // under a per-name advisory lock so concurrent uploads get distinct
 // versions, and records its imports in schema_imports, whose RESTRICT key
-// keeps an imported version from being deleted. With maxVersions > 0, it
-// counts the versions under a global advisory lock first, so concurrent
-// uploads can't overshoot the quota. Errors: conflict
-// (schemas.ErrVersionQuota; an import deleted meanwhile), unavailable.
-func (db *DB) CreateSchemaVersion(ctx context.Context, s *schemas.Schema, maxVersions int) error {
+// keeps an imported version from being deleted. With a quota, it counts
+// the versions under a global advisory lock first, so concurrent uploads
+// can't overshoot it. Errors: conflict (q.Err's; an import deleted
+// meanwhile), unavailable.
+func (db *DB) CreateSchemaVersion(ctx context.Context, s *schemas.Schema, q schemas.Quota) error {
 	imports, err := json.Marshal(s.Imports)
 	if err != nil {
 		return fmt.Errorf("encode imports: %w", err)
@@ -61,24 +61,24 @@ func (db *DB) CreateSchemaVersion(ctx context.Context, s *schemas.Schema, maxVer
 	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtext('iotgate.schema:' || $1))`, s.Name); err != nil {
 		return translate(err, "create schema version")
 	}
-	if maxVersions > 0 {
+	if q != (schemas.Quota{}) {
 		// Taken after the per-name lock, always in this order.
-		var n int
 		if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtext('iotgate.schema-quota'))`); err != nil {
 			return translate(err, "create schema version")
 		}
-		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM schema_versions`).Scan(&n); err != nil {
-			return translate(err, "count schema versions")
+		total, owned, err := countSchemaVersions(ctx, tx, s.CreatedBy)
+		if err != nil {
+			return err
 		}
-		if n >= maxVersions {
-			return schemas.ErrVersionQuota(maxVersions)
+		if err := q.Err(total, owned); err != nil {
+			return err
 		}
 	}
 	err = tx.QueryRowContext(ctx, `
-		INSERT INTO schema_versions (name, version, description, xsd, target_namespace, global_elements, created_at, imports)
-		SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4, $5, $6, $7 FROM schema_versions WHERE name = $1
+		INSERT INTO schema_versions (name, version, description, xsd, target_namespace, global_elements, created_at, imports, created_by)
+		SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4, $5, $6, $7, $8 FROM schema_versions WHERE name = $1
 		RETURNING version`,
-		s.Name, s.Description, s.XSD, s.TargetNamespace, globals, s.CreatedAt, imports).Scan(&s.Version)
+		s.Name, s.Description, s.XSD, s.TargetNamespace, globals, s.CreatedAt, imports, s.CreatedBy).Scan(&s.Version)
 	if err != nil {
 		return translate(err, "create schema version")
 	}
@@ -103,13 +103,25 @@ func (db *DB) CreateSchemaVersion(ctx context.Context, s *schemas.Schema, maxVer
 }
 
 // CountSchemaVersions returns how many versions are stored, of every
-// schema. Errors: unavailable.
-func (db *DB) CountSchemaVersions(ctx context.Context) (int, error) {
-	var n int
-	if err := db.db.QueryRowContext(ctx, `SELECT count(*) FROM schema_versions`).Scan(&n); err != nil {
-		return 0, translate(err, "count schema versions")
+// schema, and how many of them owner ("": none) created.
+// Errors: unavailable.
+func (db *DB) CountSchemaVersions(ctx context.Context, owner string) (total, owned int, err error) {
+	return countSchemaVersions(ctx, db.db, owner)
+}
+
+// rowQuerier is a *sql.DB or a *sql.Tx: the quota is checked in the
+// transaction that stores a version, and before compiling one.
+type rowQuerier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+func countSchemaVersions(ctx context.Context, q rowQuerier, owner string) (total, owned int, err error) {
+	err = q.QueryRowContext(ctx, `
+		SELECT count(*), count(*) FILTER (WHERE created_by = $1 AND $1 <> '') FROM schema_versions`, owner).Scan(&total, &owned)
+	if err != nil {
+		return 0, 0, translate(err, "count schema versions")
 	}
-	return n, nil
+	return total, owned, nil
 }
 
 // SchemaVersion returns one version (0: the latest). Errors: not_found.

@@ -151,34 +151,58 @@ func TestBrokenSchemaCompiledOnce(t *testing.T) {
 	}
 }
 
-// TestSchemaVersionQuota fills the database to the quota, concurrently:
+// TestSchemaVersionQuota fills the database to a quota, concurrently:
 // exactly the quota is stored, the rest are refused with
-// conflict/schema_quota_exceeded.
+// conflict/schema_quota_exceeded; a per-token quota leaves other tokens
+// (and iotgate itself) their room.
 func TestSchemaVersionQuota(t *testing.T) {
-	ctx := context.Background()
-	db, _ := openSchemaDB(t)
 	const quota = 5
-	reg := schemas.NewRegistry(db, schemas.Config{MaxVersions: quota})
-	errs := make(chan error, 2*quota)
-	for range 2 * quota {
-		go func() {
-			_, err := reg.Register(ctx, "units", unitsXSD, "")
-			errs <- err
-		}()
+	tests := []struct {
+		name string
+		cfg  schemas.Config
+		// others register after the quota is reached, and must succeed.
+		others []string
+	}{
+		{name: "Total", cfg: schemas.Config{MaxVersions: quota}},
+		{name: "PerToken", cfg: schemas.Config{MaxVersions: 100, MaxVersionsPerToken: quota}, others: []string{"tok_b", ""}},
 	}
-	stored := 0
-	for range 2 * quota {
-		err := <-errs
-		var e *iotgate.Error
-		switch {
-		case err == nil:
-			stored++
-		case errors.As(err, &e) && e.Code == iotgate.EConflict && e.Detail == iotgate.DetailSchemaQuotaExceeded:
-		default:
-			t.Errorf("Register = %v, want nil or conflict/%s", err, iotgate.DetailSchemaQuotaExceeded)
-		}
-	}
-	if n, err := db.CountSchemaVersions(ctx); err != nil || n != quota || stored != quota {
-		t.Fatalf("stored %d (count %d, %v), want %d", stored, n, err, quota)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			db, _ := openSchemaDB(t)
+			reg := schemas.NewRegistry(db, tt.cfg)
+			errs := make(chan error, 2*quota)
+			for range 2 * quota {
+				go func() {
+					_, err := reg.RegisterAs(ctx, "tok_a", "units", unitsXSD, "")
+					errs <- err
+				}()
+			}
+			stored := 0
+			for range 2 * quota {
+				err := <-errs
+				var e *iotgate.Error
+				switch {
+				case err == nil:
+					stored++
+				case errors.As(err, &e) && e.Code == iotgate.EConflict && e.Detail == iotgate.DetailSchemaQuotaExceeded:
+				default:
+					t.Errorf("RegisterAs = %v, want nil or conflict/%s", err, iotgate.DetailSchemaQuotaExceeded)
+				}
+			}
+			total, owned, err := db.CountSchemaVersions(ctx, "tok_a")
+			if err != nil || total != quota || owned != quota || stored != quota {
+				t.Fatalf("stored %d (count %d, owned %d, %v), want %d", stored, total, owned, err, quota)
+			}
+			for _, owner := range tt.others {
+				s, err := reg.RegisterAs(ctx, owner, "units", unitsXSD, "")
+				if err != nil {
+					t.Fatalf("RegisterAs(%q) after tok_a's quota: %v", owner, err)
+				}
+				if got, err := db.SchemaVersion(ctx, "units", s.Version); err != nil || got.CreatedBy != owner {
+					t.Errorf("stored created_by %q (%v), want %q", got.CreatedBy, err, owner)
+				}
+			}
+		})
 	}
 }

@@ -84,6 +84,41 @@ func TestVersionQuota(t *testing.T) {
 	}
 }
 
+// TestVersionQuotaPerToken: one token can't take more than its share of
+// the versions; others (and iotgate itself) still register, and deleting
+// one of its versions makes room for it again.
+func TestVersionQuotaPerToken(t *testing.T) {
+	ctx := t.Context()
+	reg := schemas.NewRegistry(newMemStore(), schemas.Config{MaxVersions: 10, MaxVersionsPerToken: 2})
+	tests := []struct {
+		name, owner, schema string
+		refused             bool
+	}{
+		{"First", "tok_a", "a", false},
+		{"Second", "tok_a", "b", false},
+		{"OverQuota", "tok_a", "c", true},
+		{"OtherToken", "tok_b", "c", false},
+		{"NoToken", "", "d", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := reg.RegisterAs(ctx, tt.owner, tt.schema, xsdFor(tt.schema), "")
+			var e *iotgate.Error
+			refused := errors.As(err, &e) && e.Code == iotgate.EConflict && e.Detail == iotgate.DetailSchemaQuotaExceeded &&
+				strings.Contains(e.Message, "this token")
+			if refused != tt.refused || (!tt.refused && err != nil) {
+				t.Fatalf("RegisterAs(%q) = %v, want refused %v", tt.owner, err, tt.refused)
+			}
+		})
+	}
+	if err := reg.Delete(ctx, "a", 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reg.RegisterAs(ctx, "tok_a", "c", xsdFor("c"), ""); err != nil {
+		t.Fatalf("register after a delete: %v", err)
+	}
+}
+
 // TestCacheEviction keeps at most CacheSize compiled schemas: the least
 // recently used goes, and a reading for it still validates (compiled again,
 // once).
@@ -158,7 +193,7 @@ func TestUnknownVersionsEvictNothing(t *testing.T) {
 // not compiled yet (after a start or an eviction) compile it once.
 func TestConcurrentMissesCompileOnce(t *testing.T) {
 	mem := newMemStore()
-	mem.CreateSchemaVersion(t.Context(), &schemas.Schema{Name: "t", XSD: okXSD}, 0)
+	mem.CreateSchemaVersion(t.Context(), &schemas.Schema{Name: "t", XSD: okXSD}, schemas.Quota{})
 	store := &countingStore{memStore: mem}
 	reg := schemas.NewRegistry(store, schemas.Config{})
 	var wg sync.WaitGroup
@@ -196,7 +231,7 @@ func TestCompileFailureRemembered(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := t.Context()
 			mem := newMemStore()
-			mem.CreateSchemaVersion(ctx, &schemas.Schema{Name: "t", XSD: tt.src}, 0)
+			mem.CreateSchemaVersion(ctx, &schemas.Schema{Name: "t", XSD: tt.src}, schemas.Quota{})
 			store := &countingStore{memStore: mem}
 			store.down.Store(tt.down)
 			clock := &manualClock{now: time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC)}

@@ -28,6 +28,10 @@ type Schema struct {
 	// restart gives the same schema.
 	Imports map[string]Ref `json:"imports,omitempty"`
 	XSD     string         `json:"-"`
+	// CreatedBy is the ID of the API token that registered the version,
+	// for its per-token quota; "" when not known (stored before it was
+	// recorded, or registered by iotgate itself).
+	CreatedBy string `json:"-"`
 }
 
 // Ref names one schema version.
@@ -59,13 +63,13 @@ func parseRef(s string) (Ref, bool) {
 type Store interface {
 	// CreateSchemaVersion stores s as the next version of s.Name and sets
 	// s.Version, and records s.Imports as what s depends on (a version
-	// imported cannot be deleted). When maxVersions > 0 and as many
-	// versions are stored, it stores nothing and returns
-	// ErrVersionQuota(maxVersions).
-	CreateSchemaVersion(ctx context.Context, s *Schema, maxVersions int) error
+	// imported cannot be deleted). When q.Total versions are stored, or
+	// q.PerOwner created by s.CreatedBy (not ""), it stores nothing and
+	// returns q.Err's error.
+	CreateSchemaVersion(ctx context.Context, s *Schema, q Quota) error
 	// CountSchemaVersions returns how many versions are stored, of every
-	// schema.
-	CountSchemaVersions(ctx context.Context) (int, error)
+	// schema, and how many of them owner ("" counts none) created.
+	CountSchemaVersions(ctx context.Context, owner string) (total, owned int, err error)
 	// SchemaVersion returns one version; 0 means the latest.
 	SchemaVersion(ctx context.Context, name string, version int) (*Schema, error)
 	// SchemaVersions lists the versions of name, oldest first.
@@ -79,6 +83,25 @@ type Store interface {
 	// conflict with DetailSchemaInUse (devices use it, or another
 	// version imports it).
 	DeleteSchemaVersion(ctx context.Context, name string, version int) error
+}
+
+// Quota bounds the schema versions stored: Total of all, PerOwner created
+// by one API token; 0 means no limit.
+type Quota struct {
+	Total, PerOwner int
+}
+
+// Err returns the refusal of a registration when total versions are
+// stored and owned of them created by its token, or nil within q.
+func (q Quota) Err(total, owned int) error {
+	switch {
+	case q.Total > 0 && total >= q.Total:
+		return ErrVersionQuota(q.Total)
+	case q.PerOwner > 0 && owned >= q.PerOwner:
+		return &iotgate.Error{Code: iotgate.EConflict, Detail: iotgate.DetailSchemaQuotaExceeded,
+			Message: fmt.Sprintf("this token has registered %d schema versions, its limit: delete unused versions first", q.PerOwner)}
+	}
+	return nil
 }
 
 // ErrVersionQuota is the refusal of a registration when max schema
@@ -101,6 +124,10 @@ type Config struct {
 	// MaxVersions bounds the schema versions stored, of all schemas
 	// (each costs a compilation and memory); 0 means no limit.
 	MaxVersions int
+	// MaxVersionsPerToken bounds the versions one API token has
+	// registered (and not deleted), so that one tenant can't take all
+	// of MaxVersions; 0 means no limit.
+	MaxVersionsPerToken int
 	// CacheSize bounds the compiled schemas kept (least recently used
 	// ones go first, and are compiled again at their next use); default
 	// 1000.
@@ -180,13 +207,21 @@ func ValidateName(name string) error {
 	return nil
 }
 
-// Register compiles src and stores it as the next version of name. Imports
+// Register is RegisterAs by no token: iotgate itself, counted in
+// MaxVersions only.
+func (r *Registry) Register(ctx context.Context, name, src, description string) (*Schema, error) {
+	return r.RegisterAs(ctx, "", name, src, description)
+}
+
+// RegisterAs compiles src and stores it as the next version of name,
+// registered by the API token whose ID is owner. Imports
 // resolve by namespace to the latest registered version with that target
 // namespace. Errors: invalid (bad name or description), unprocessable (the
 // XSD does not compile: the error's Fields are the []xsd.CompileIssue, each
 // with its line and message, and it wraps the *xsd.CompileError), conflict
-// with DetailSchemaQuotaExceeded (Config.MaxVersions are stored).
-func (r *Registry) Register(ctx context.Context, name, src, description string) (*Schema, error) {
+// with DetailSchemaQuotaExceeded (Config.MaxVersions are stored, or
+// MaxVersionsPerToken registered by owner).
+func (r *Registry) RegisterAs(ctx context.Context, owner, name, src, description string) (*Schema, error) {
 	if err := ValidateName(name); err != nil {
 		return nil, err
 	}
@@ -195,13 +230,14 @@ func (r *Registry) Register(ctx context.Context, name, src, description string) 
 	}
 	// Checked before compiling too, to spare the compilation; the store
 	// checks again, under a lock, as it stores.
-	if r.cfg.MaxVersions > 0 {
-		n, err := r.store.CountSchemaVersions(ctx)
+	quota := Quota{Total: r.cfg.MaxVersions, PerOwner: r.cfg.MaxVersionsPerToken}
+	if quota != (Quota{}) {
+		total, owned, err := r.store.CountSchemaVersions(ctx, owner)
 		if err != nil {
 			return nil, fmt.Errorf("count schema versions: %w", err)
 		}
-		if n >= r.cfg.MaxVersions {
-			return nil, ErrVersionQuota(r.cfg.MaxVersions)
+		if err := quota.Err(total, owned); err != nil {
+			return nil, err
 		}
 	}
 	imports := map[string]Ref{}
@@ -229,9 +265,9 @@ func (r *Registry) Register(ctx context.Context, name, src, description string) 
 	s := &Schema{
 		Name: name, Description: description, XSD: src,
 		TargetNamespace: cs.TargetNamespace(), GlobalElements: cs.GlobalElements(),
-		CreatedAt: r.cfg.Clock().UTC(), Imports: imports,
+		CreatedAt: r.cfg.Clock().UTC(), Imports: imports, CreatedBy: owner,
 	}
-	if err := r.store.CreateSchemaVersion(ctx, s, r.cfg.MaxVersions); err != nil {
+	if err := r.store.CreateSchemaVersion(ctx, s, quota); err != nil {
 		cs.Free()
 		return nil, err
 	}

@@ -91,7 +91,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 	a.registry = schemas.NewRegistry(db, schemas.Config{
 		MaxSchemaBytes: cfg.MaxSchemaBytes, MaxReadingBytes: cfg.MaxReadingBytes, MaxDepth: cfg.MaxReadingDepth,
 		MaxPatternValue: cfg.MaxPatternValue, MaxPatternTotal: cfg.MaxPatternTotal,
-		MaxVersions: cfg.MaxSchemaVersions, CacheSize: cfg.SchemaCacheSize,
+		MaxVersions: cfg.MaxSchemaVersions, MaxVersionsPerToken: cfg.MaxSchemaVersionsPerToken, CacheSize: cfg.SchemaCacheSize,
 		Logger: log,
 	})
 	// The read loop decides by namespace without asking the database.

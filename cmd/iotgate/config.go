@@ -61,11 +61,13 @@ type Config struct {
 
 	MaxPatternValue, MaxPatternTotal int
 
-	// The schema registry's bounds: versions stored, compiled schemas
-	// kept, and schema writes per token a minute (0: no limit).
-	MaxSchemaVersions int
-	SchemaCacheSize   int
-	SchemaWriteRate   int
+	// The schema registry's bounds: versions stored (in all, and per
+	// API token), compiled schemas kept, and schema writes per token a
+	// minute (0: no limit).
+	MaxSchemaVersions         int
+	MaxSchemaVersionsPerToken int
+	SchemaCacheSize           int
+	SchemaWriteRate           int
 
 	MaxCommandsInFlight int
 
@@ -146,6 +148,7 @@ var settings = []setting{
 	{env: "IOTGATE_MAX_PATTERN_VALUE", flag: "max-pattern-value", def: "256", help: "longest value, in characters, that a schema's xs:pattern checks; longer ones are refused before matching (backtracking costs grow with the length)"},
 	{env: "IOTGATE_MAX_PATTERN_TOTAL", flag: "max-pattern-total", def: "1024", help: "most characters, in all of a reading's values that xs:pattern facets check"},
 	{env: "IOTGATE_MAX_SCHEMA_VERSIONS", flag: "max-schema-versions", def: "10000", help: "most schema versions stored, of all schemas (each costs a compilation and memory); a registration beyond it gets 409 schema_quota_exceeded"},
+	{env: "IOTGATE_MAX_SCHEMA_VERSIONS_PER_TOKEN", flag: "max-schema-versions-per-token", def: "1000", help: "most schema versions one API token may have registered (and not deleted), so that one tenant can't take them all; beyond it 409 schema_quota_exceeded (0: no limit)"},
 	{env: "IOTGATE_SCHEMA_CACHE_SIZE", flag: "schema-cache-size", def: "1000", help: "most compiled schema versions kept in memory; the least recently used are dropped and compiled again at their next use"},
 	{env: "IOTGATE_SCHEMA_WRITE_RATE", flag: "schema-write-rate", def: "30", help: "schema registrations and deletions one API token may make per minute (in a burst or spread out); excess ones get 429 schema_write_rate (0: no limit)"},
 	{env: "IOTGATE_DEVICE_RATE", flag: "device-rate", def: "500", help: "readings per second one device may send on average; excess IQs get policy-violation, excess messages are dropped"},
@@ -348,7 +351,7 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 	for _, n := range []struct {
 		env string
 		dst *int
-	}{{"IOTGATE_API_RATE", &cfg.APIRate}, {"IOTGATE_API_BURST", &cfg.APIBurst}, {"IOTGATE_SCHEMA_WRITE_RATE", &cfg.SchemaWriteRate}} {
+	}{{"IOTGATE_API_RATE", &cfg.APIRate}, {"IOTGATE_API_BURST", &cfg.APIBurst}, {"IOTGATE_SCHEMA_WRITE_RATE", &cfg.SchemaWriteRate}, {"IOTGATE_MAX_SCHEMA_VERSIONS_PER_TOKEN", &cfg.MaxSchemaVersionsPerToken}} {
 		v, err := strconv.Atoi(get(n.env))
 		if err != nil || v < 0 || v > 10000000 {
 			return cfg, nil, &configError{n.env, fmt.Sprintf("%q is not a number between 0 and 10000000", get(n.env))}

@@ -136,8 +136,9 @@ func TestParseConfig(t *testing.T) {
 		{name: "ErrAdminTokenShort", env: with("IOTGATE_ADMIN_TOKEN", "short"), wantSetting: "IOTGATE_ADMIN_TOKEN"},
 		{name: "ErrAPIRate", env: with("IOTGATE_API_RATE", "-1"), wantSetting: "IOTGATE_API_RATE"},
 		{name: "SchemaLimits", env: with("IOTGATE_SCHEMA_WRITE_RATE", "0", "IOTGATE_SCHEMA_CACHE_SIZE", "50"), check: func(t *testing.T, c Config) {
-			if c.SchemaWriteRate != 0 || c.SchemaCacheSize != 50 || c.MaxSchemaVersions != 10000 {
-				t.Errorf("SchemaWriteRate %d, SchemaCacheSize %d, MaxSchemaVersions %d", c.SchemaWriteRate, c.SchemaCacheSize, c.MaxSchemaVersions)
+			if c.SchemaWriteRate != 0 || c.SchemaCacheSize != 50 || c.MaxSchemaVersions != 10000 || c.MaxSchemaVersionsPerToken != 1000 {
+				t.Errorf("SchemaWriteRate %d, SchemaCacheSize %d, MaxSchemaVersions %d, MaxSchemaVersionsPerToken %d",
+					c.SchemaWriteRate, c.SchemaCacheSize, c.MaxSchemaVersions, c.MaxSchemaVersionsPerToken)
 			}
 		}},
 		{name: "ErrSchemaWriteRate", env: with("IOTGATE_SCHEMA_WRITE_RATE", "-1"), wantSetting: "IOTGATE_SCHEMA_WRITE_RATE"},

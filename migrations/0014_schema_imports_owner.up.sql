@@ -11,3 +11,10 @@ WHERE jsonb_typeof(i.value) = 'object'
   AND EXISTS (SELECT 1 FROM schema_versions t
               WHERE t.name = i.value->>'name' AND t.version = (i.value->>'version')::integer)
 ON CONFLICT DO NOTHING;
+
+-- The API token that registered each version, for the per-token quota on
+-- schema versions; '' for the versions stored before (they count towards
+-- no token) and those iotgate registers itself.
+ALTER TABLE schema_versions
+    ADD COLUMN created_by text NOT NULL DEFAULT '';
+CREATE INDEX schema_versions_created_by_idx ON schema_versions (created_by) WHERE created_by <> '';
