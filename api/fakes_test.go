@@ -20,7 +20,7 @@ import (
 
 var testTime = time.Date(2026, 1, 2, 15, 4, 5, 0, time.UTC)
 
-// brokenXSD makes fakeSchemas.Register fail as the registry does for an
+// brokenXSD makes fakeSchemas.RegisterAs fail as the registry does for an
 // XSD that does not compile.
 const brokenXSD = "<xs:schema xmlns:xs='http://www.w3.org/2001/XMLSchema'>\n<xs:element name='a' type='xs:nope'/></xs:schema>"
 
@@ -55,7 +55,7 @@ func (f *fakeSchemas) add(name string, n int) {
 	}
 }
 
-func (f *fakeSchemas) Register(_ context.Context, name, src, description string) (*schemas.Schema, error) {
+func (f *fakeSchemas) RegisterAs(_ context.Context, owner, name, src, description string) (*schemas.Schema, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.err != nil {
@@ -73,7 +73,7 @@ func (f *fakeSchemas) Register(_ context.Context, name, src, description string)
 	s := &schemas.Schema{
 		Name: name, Version: len(f.versions[name]) + 1, Description: description,
 		TargetNamespace: "urn:example:" + name, GlobalElements: []string{"reading", "state"},
-		CreatedAt: testTime, XSD: src,
+		CreatedAt: testTime, XSD: src, CreatedBy: owner,
 		Imports: map[string]schemas.Ref{"urn:example:units": {Name: "units", Version: 1}},
 	}
 	f.versions[name] = append(f.versions[name], s)

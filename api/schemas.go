@@ -10,15 +10,18 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/iotgate/iotgate"
 	"github.com/iotgate/iotgate/schemas"
 )
 
 // SchemaRegistry is what the API needs of the schema registry.
 type SchemaRegistry interface {
-	// Register compiles xsd and stores it as the next version of name.
-	// Errors: invalid (bad name or description), unprocessable (the XSD
-	// does not compile; Fields lists the compiler's issues).
-	Register(ctx context.Context, name, xsd, description string) (*schemas.Schema, error)
+	// RegisterAs compiles xsd and stores it as the next version of name,
+	// registered by the token whose ID is owner. Errors: invalid (bad
+	// name or description), unprocessable (the XSD does not compile;
+	// Fields lists the compiler's issues), conflict (a quota on schema
+	// versions is reached).
+	RegisterAs(ctx context.Context, owner, name, xsd, description string) (*schemas.Schema, error)
 	// Get returns one version of a schema; 0 means the latest.
 	// Errors: not_found.
 	Get(ctx context.Context, name string, version int) (*schemas.Schema, error)
@@ -114,6 +117,25 @@ func schemaPath(name string, version int) string {
 // schemaHandler serves /v1/schemas.
 type schemaHandler struct {
 	reg SchemaRegistry
+	// writes limits each token's schema writes: each registration costs
+	// a compilation (up to seconds of CPU). Nil: no limit.
+	writes *limiter
+}
+
+// writeAllowed takes one of the token's schema writes, or refuses with
+// 429 schema_write_rate and Retry-After (whole seconds).
+func (h *schemaHandler) writeAllowed(c echo.Context) error {
+	tok := tokenOf(c)
+	if h.writes == nil || tok == nil {
+		return nil
+	}
+	if ok, wait := h.writes.allow(tok.ID); !ok {
+		secs := max(int(wait.Seconds()+0.999), 1)
+		c.Response().Header().Set("Retry-After", strconv.Itoa(secs))
+		return &iotgate.Error{Code: iotgate.ETooMany, Detail: iotgate.DetailSchemaWriteRate,
+			Message: fmt.Sprintf("this token's schema writes per minute are exceeded, retry in %d s", secs)}
+	}
+	return nil
 }
 
 // create registers a new version of a schema.
@@ -129,6 +151,7 @@ type schemaHandler struct {
 //	@Header			201		{string}	Location										"URL path of the new version, for example /v1/schemas/thermostat/versions/2"
 //	@Failure		400		{object}	api.ErrorResponse{details=[]api.FieldError}		"Bad JSON, a missing field, or a bad name"
 //	@Failure		413		{object}	api.ErrorResponse								"Body too large"
+//	@Failure		409		{object}	api.ErrorResponse								"The registry holds IOTGATE_MAX_SCHEMA_VERSIONS versions already, or this token has registered IOTGATE_MAX_SCHEMA_VERSIONS_PER_TOKEN (code schema_quota_exceeded): delete unused versions first"
 //	@Failure		415		{object}	api.ErrorResponse								"Body is not JSON"
 //	@Failure		422		{object}	api.ErrorResponse{details=[]api.CompileIssue}	"The XSD does not compile (code unprocessable); details lists the compiler's issues"
 //	@Failure		500		{object}	api.ErrorResponse
@@ -136,15 +159,22 @@ type schemaHandler struct {
 //	@Security		BearerAuth
 //	@Failure		401	{object}	api.ErrorResponse	"Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)"
 //	@Failure		403	{object}	api.ErrorResponse	"The token lacks the route's scope (code forbidden)"
-//	@Failure		429	{object}	api.ErrorResponse	"The token's request rate is exceeded (code rate_limited)"
+//	@Failure		429	{object}	api.ErrorResponse	"The token's request rate (code rate_limited) or schema writes per minute (code schema_write_rate, IOTGATE_SCHEMA_WRITE_RATE) are exceeded"
 //	@Header			429	{integer}	Retry-After	"Seconds to wait before retrying"
 //	@Router			/v1/schemas [post]
 func (h *schemaHandler) create(c echo.Context) error {
+	if err := h.writeAllowed(c); err != nil {
+		return err
+	}
 	var req CreateSchemaRequest
 	if err := bind(c, &req); err != nil {
 		return err
 	}
-	s, err := h.reg.Register(c.Request().Context(), req.Name, req.XSD, req.Description)
+	owner := ""
+	if tok := tokenOf(c); tok != nil {
+		owner = tok.ID
+	}
+	s, err := h.reg.RegisterAs(c.Request().Context(), owner, req.Name, req.XSD, req.Description)
 	if err != nil {
 		return fmt.Errorf("register schema %q: %w", req.Name, err)
 	}
@@ -308,7 +338,7 @@ func (h *schemaHandler) get(c echo.Context) (*schemas.Schema, error) {
 // delete removes one version of a schema.
 //
 //	@Summary		Delete a schema version
-//	@Description	Deletes one version of the named schema. A version that devices use cannot be deleted (409): move or delete those devices first.
+//	@Description	Deletes one version of the named schema. A version that devices use, or that another version imports, cannot be deleted (409 schema_in_use; the message names an importer): move or delete those devices, or delete the importing versions, first.
 //	@Tags			schemas
 //	@Produce		json
 //	@Param			name	path	string	true	"Schema name"	example(thermostat)
@@ -316,16 +346,19 @@ func (h *schemaHandler) get(c echo.Context) (*schemas.Schema, error) {
 //	@Success		204		"Deleted"
 //	@Failure		400		{object}	api.ErrorResponse	"Version is not a positive integer"
 //	@Failure		404		{object}	api.ErrorResponse	"No such schema or version"
-//	@Failure		409		{object}	api.ErrorResponse	"Devices use this version"
+//	@Failure		409		{object}	api.ErrorResponse	"Devices use this version, or another version imports it (code schema_in_use)"
 //	@Failure		500		{object}	api.ErrorResponse
 //	@Failure		503		{object}	api.ErrorResponse
 //	@Security		BearerAuth
 //	@Failure		401	{object}	api.ErrorResponse	"Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)"
 //	@Failure		403	{object}	api.ErrorResponse	"The token lacks the route's scope (code forbidden)"
-//	@Failure		429	{object}	api.ErrorResponse	"The token's request rate is exceeded (code rate_limited)"
+//	@Failure		429	{object}	api.ErrorResponse	"The token's request rate (code rate_limited) or schema writes per minute (code schema_write_rate, IOTGATE_SCHEMA_WRITE_RATE) are exceeded"
 //	@Header			429	{integer}	Retry-After	"Seconds to wait before retrying"
 //	@Router			/v1/schemas/{name}/versions/{version} [delete]
 func (h *schemaHandler) delete(c echo.Context) error {
+	if err := h.writeAllowed(c); err != nil {
+		return err
+	}
 	name, err := pathParam(c, "name")
 	if err != nil {
 		return err

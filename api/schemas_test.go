@@ -3,15 +3,18 @@ package api
 import (
 	"encoding/json"
 	"errors"
+	"io"
 	"maps"
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/iotgate/iotgate"
 	"github.com/iotgate/iotgate/schemas"
 )
 
@@ -217,5 +220,82 @@ func TestSwaggerDocumentsRegistries(t *testing.T) {
 	}
 	if typ := doc.Definitions["api.Reading"].Properties["data"].Type; typ != "object" {
 		t.Errorf("api.Reading.data has type %q, want object", typ)
+	}
+}
+
+// TestSchemaWriteRate: beyond IOTGATE_SCHEMA_WRITE_RATE schema writes
+// (registrations and deletions) a token gets 429 schema_write_rate with
+// Retry-After; its reads and other tokens' writes go on. The rate (2 a
+// minute) refills nothing during the test, however slow the machine.
+func TestSchemaWriteRate(t *testing.T) {
+	s, _ := accessFixture(Config{SchemaWriteRate: 2}, nil)
+	body := `{"name":"thermostat","xsd":"<xs:schema/>"}`
+	tests := []struct {
+		name, method, target, secret string
+		want                         int
+	}{
+		{"First", http.MethodPost, "/v1/schemas", testToken, http.StatusCreated},
+		{"Second", http.MethodDelete, "/v1/schemas/thermostat/versions/2", testToken, http.StatusNoContent},
+		{"OverRate", http.MethodPost, "/v1/schemas", testToken, http.StatusTooManyRequests},
+		{"DeleteOverRate", http.MethodDelete, "/v1/schemas/thermostat/versions/1", testToken, http.StatusTooManyRequests},
+		{"ReadsGoOn", http.MethodGet, "/v1/schemas", testToken, http.StatusOK},
+		{"OtherToken", http.MethodPost, "/v1/schemas", scopeSecret(iotgate.ScopeSchemasWrite), http.StatusCreated},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var r io.Reader
+			header := []string{echo.HeaderAuthorization, "Bearer " + tt.secret}
+			if tt.method == http.MethodPost {
+				r = strings.NewReader(body)
+				header = append(header, echo.HeaderContentType, echo.MIMEApplicationJSON)
+			}
+			rec := do(t, s, tt.method, tt.target, r, header...)
+			if rec.Code != tt.want {
+				t.Fatalf("= %d, want %d (%s)", rec.Code, tt.want, rec.Body.String())
+			}
+			if tt.want != http.StatusTooManyRequests {
+				return
+			}
+			if ra, err := strconv.Atoi(rec.Header().Get("Retry-After")); err != nil || ra < 1 || ra > 60 {
+				t.Errorf("Retry-After = %q, want 1-60 whole seconds", rec.Header().Get("Retry-After"))
+			}
+			if er := decode[ErrorResponse](t, rec); er.Code != iotgate.DetailSchemaWriteRate {
+				t.Errorf("code = %q, want %s", er.Code, iotgate.DetailSchemaWriteRate)
+			}
+		})
+	}
+}
+
+// TestSchemaRefusals: the registry's refusals of a write reach the client
+// as 409 with their code.
+func TestSchemaRefusals(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		apiCase
+	}{
+		{name: "QuotaExceeded", err: schemas.ErrVersionQuota(10), apiCase: apiCase{method: http.MethodPost, target: "/v1/schemas",
+			body: `{"name":"t","xsd":"<xs:schema/>"}`, status: http.StatusConflict, code: iotgate.DetailSchemaQuotaExceeded, message: "10 schema versions"}},
+		{name: "InUse", err: &iotgate.Error{Code: iotgate.EConflict, Detail: iotgate.DetailSchemaInUse, Message: "schema units version 1 is imported by schema meter version 1"},
+			apiCase: apiCase{method: http.MethodDelete, target: "/v1/schemas/units/versions/1", status: http.StatusConflict, code: iotgate.DetailSchemaInUse, message: "imported by schema meter version 1"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			reg := newFakeSchemas()
+			reg.err = tt.err
+			tt.run(t, newAPI(t, reg, nil))
+		})
+	}
+}
+
+// TestSchemaOwner: a registration is counted against the token that made
+// it (the per-token quota on schema versions).
+func TestSchemaOwner(t *testing.T) {
+	reg := newFakeSchemas()
+	s := newAPI(t, reg, nil)
+	apiCase{method: http.MethodPost, target: "/v1/schemas", body: `{"name":"t","xsd":"<xs:schema/>"}`, status: http.StatusCreated}.run(t, s)
+	got, err := reg.Get(t.Context(), "t", 1)
+	if err != nil || got.CreatedBy != "tok_test" {
+		t.Fatalf("registered by %q (%v), want tok_test", got.CreatedBy, err)
 	}
 }

@@ -57,6 +57,11 @@ type Config struct {
 	// RateBurst is how many requests a token may make at once above
 	// RateLimit; 0 means as many as RateLimit (at least 1).
 	RateBurst int
+	// SchemaWriteRate is how many schema writes (POST and DELETE under
+	// /v1/schemas) one token may make per minute, in a burst or spread
+	// out; beyond it, 429 schema_write_rate with Retry-After. 0 disables
+	// the limit.
+	SchemaWriteRate int
 	// EventPing is how often an idle event stream gets a comment line
 	// (0: DefaultEventPing).
 	EventPing time.Duration
@@ -240,6 +245,9 @@ func (s *Server) routes(deps Deps) {
 	add := func(rs ...route) { table = append(table, rs...) }
 	if deps.Schemas != nil {
 		h := &schemaHandler{reg: deps.Schemas}
+		if s.cfg.SchemaWriteRate > 0 {
+			h.writes = newLimiter(float64(s.cfg.SchemaWriteRate)/60, s.cfg.SchemaWriteRate, time.Now)
+		}
 		add(
 			route{http.MethodPost, "/v1/schemas", iotgate.ScopeSchemasWrite, h.create},
 			route{http.MethodGet, "/v1/schemas", iotgate.ScopeSchemasRead, h.list},

@@ -165,8 +165,8 @@ func TestChangesOfWrites(t *testing.T) {
 		want    string // "": nothing
 		wantErr string
 	}{
-		{name: "CreateSchemaVersion", write: func() error { return writer.CreateSchemaVersion(ctx, schema()) }, want: "schema:thermostat/1"},
-		{name: "CreateSchemaVersionAgain", write: func() error { return writer.CreateSchemaVersion(ctx, schema()) }, want: "schema:thermostat/2"},
+		{name: "CreateSchemaVersion", write: func() error { return writer.CreateSchemaVersion(ctx, schema(), schemas.Quota{}) }, want: "schema:thermostat/1"},
+		{name: "CreateSchemaVersionAgain", write: func() error { return writer.CreateSchemaVersion(ctx, schema(), schemas.Quota{}) }, want: "schema:thermostat/2"},
 		{name: "CreateDevice", write: func() error { return writer.CreateDevice(ctx, dev) }, want: "device:a@example.com"},
 		{name: "CreateDeviceConflict", write: func() error { return writer.CreateDevice(ctx, dev) }, wantErr: iotgate.EConflict},
 		{name: "UpdateDevice", write: func() error {

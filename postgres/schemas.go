@@ -18,13 +18,13 @@ import (
 // and one adapter keeps that relation in one place.
 var _ schemas.Store = (*DB)(nil)
 
-const schemaColumns = `name, version, description, xsd, target_namespace, global_elements, created_at, imports`
+const schemaColumns = `name, version, description, xsd, target_namespace, global_elements, created_at, imports, created_by`
 
 func scanSchema(row rowScanner) (*schemas.Schema, error) {
 	var s schemas.Schema
 	var imports []byte
 	if err := row.Scan(&s.Name, &s.Version, &s.Description, &s.XSD, &s.TargetNamespace,
-		(*pq.StringArray)(&s.GlobalElements), &s.CreatedAt, &imports); err != nil {
+		(*pq.StringArray)(&s.GlobalElements), &s.CreatedAt, &imports, &s.CreatedBy); err != nil {
 		return nil, err
 	}
 	s.CreatedAt = s.CreatedAt.UTC()
@@ -39,11 +39,19 @@ func scanSchema(row rowScanner) (*schemas.Schema, error) {
 
 // CreateSchemaVersion stores s as the next version of its name, numbering
 // under a per-name advisory lock so concurrent uploads get distinct
-// versions. Errors: unavailable.
-func (db *DB) CreateSchemaVersion(ctx context.Context, s *schemas.Schema) error {
+// versions, and records its imports in schema_imports, whose RESTRICT key
+// keeps an imported version from being deleted. With a quota, it counts
+// the versions under a global advisory lock first, so concurrent uploads
+// can't overshoot it. Errors: conflict (q.Err's; an import deleted
+// meanwhile), unavailable.
+func (db *DB) CreateSchemaVersion(ctx context.Context, s *schemas.Schema, q schemas.Quota) error {
 	imports, err := json.Marshal(s.Imports)
 	if err != nil {
 		return fmt.Errorf("encode imports: %w", err)
+	}
+	globals := pq.StringArray(s.GlobalElements)
+	if globals == nil { // a schema of types only: '{}', not NULL
+		globals = pq.StringArray{}
 	}
 	tx, err := db.db.BeginTx(ctx, nil)
 	if err != nil {
@@ -53,13 +61,38 @@ func (db *DB) CreateSchemaVersion(ctx context.Context, s *schemas.Schema) error 
 	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtext('iotgate.schema:' || $1))`, s.Name); err != nil {
 		return translate(err, "create schema version")
 	}
+	if q != (schemas.Quota{}) {
+		// Taken after the per-name lock, always in this order.
+		if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtext('iotgate.schema-quota'))`); err != nil {
+			return translate(err, "create schema version")
+		}
+		total, owned, err := countSchemaVersions(ctx, tx, s.CreatedBy)
+		if err != nil {
+			return err
+		}
+		if err := q.Err(total, owned); err != nil {
+			return err
+		}
+	}
 	err = tx.QueryRowContext(ctx, `
-		INSERT INTO schema_versions (name, version, description, xsd, target_namespace, global_elements, created_at, imports)
-		SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4, $5, $6, $7 FROM schema_versions WHERE name = $1
+		INSERT INTO schema_versions (name, version, description, xsd, target_namespace, global_elements, created_at, imports, created_by)
+		SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4, $5, $6, $7, $8 FROM schema_versions WHERE name = $1
 		RETURNING version`,
-		s.Name, s.Description, s.XSD, s.TargetNamespace, pq.StringArray(s.GlobalElements), s.CreatedAt, imports).Scan(&s.Version)
+		s.Name, s.Description, s.XSD, s.TargetNamespace, globals, s.CreatedAt, imports, s.CreatedBy).Scan(&s.Version)
 	if err != nil {
 		return translate(err, "create schema version")
+	}
+	for ns, imp := range s.Imports {
+		_, err := tx.ExecContext(ctx, `
+			INSERT INTO schema_imports (name, version, namespace, import_name, import_version)
+			VALUES ($1, $2, $3, $4, $5)`, s.Name, s.Version, ns, imp.Name, imp.Version)
+		if e := pq.As(err); e != nil && e.Constraint == "schema_imports_import_fkey" {
+			return &iotgate.Error{Code: iotgate.EConflict, Err: err,
+				Message: fmt.Sprintf("imported schema %s version %d was deleted meanwhile; register again", imp.Name, imp.Version)}
+		}
+		if err != nil {
+			return translate(err, "record schema imports")
+		}
 	}
 	// A version deleted and numbered again may be cached elsewhere under
 	// its old content; and the other instances learn its namespace.
@@ -67,6 +100,28 @@ func (db *DB) CreateSchemaVersion(ctx context.Context, s *schemas.Schema) error 
 		return translate(err, "create schema version")
 	}
 	return translate(tx.Commit(), "create schema version")
+}
+
+// CountSchemaVersions returns how many versions are stored, of every
+// schema, and how many of them owner ("": none) created.
+// Errors: unavailable.
+func (db *DB) CountSchemaVersions(ctx context.Context, owner string) (total, owned int, err error) {
+	return countSchemaVersions(ctx, db.db, owner)
+}
+
+// rowQuerier is a *sql.DB or a *sql.Tx: the quota is checked in the
+// transaction that stores a version, and before compiling one.
+type rowQuerier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+func countSchemaVersions(ctx context.Context, q rowQuerier, owner string) (total, owned int, err error) {
+	err = q.QueryRowContext(ctx, `
+		SELECT count(*), count(*) FILTER (WHERE created_by = $1 AND $1 <> '') FROM schema_versions`, owner).Scan(&total, &owned)
+	if err != nil {
+		return 0, 0, translate(err, "count schema versions")
+	}
+	return total, owned, nil
 }
 
 // SchemaVersion returns one version (0: the latest). Errors: not_found.
@@ -125,9 +180,23 @@ func (db *DB) SchemaByNamespace(ctx context.Context, ns string) (*schemas.Schema
 }
 
 // DeleteSchemaVersion deletes one version. Errors: not_found, conflict
-// (devices use it).
+// with DetailSchemaInUse (devices use it, or another version imports it:
+// the message names one).
 func (db *DB) DeleteSchemaVersion(ctx context.Context, name string, version int) error {
 	err := db.writeTx(ctx, func(tx *sql.Tx) ([]iotgate.Event, error) {
+		// Named before the delete, for the message: the RESTRICT key
+		// alone would only say that some version imports it.
+		var by schemas.Ref
+		err := tx.QueryRowContext(ctx, `
+			SELECT name, version FROM schema_imports WHERE import_name = $1 AND import_version = $2
+			ORDER BY name, version LIMIT 1`, name, version).Scan(&by.Name, &by.Version)
+		if err == nil {
+			return nil, &iotgate.Error{Code: iotgate.EConflict, Detail: iotgate.DetailSchemaInUse,
+				Message: fmt.Sprintf("schema %s version %d is imported by schema %s version %d", name, version, by.Name, by.Version)}
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return nil, err
+		}
 		res, err := tx.ExecContext(ctx, `DELETE FROM schema_versions WHERE name = $1 AND version = $2`, name, version)
 		if err != nil {
 			return nil, err
@@ -137,8 +206,13 @@ func (db *DB) DeleteSchemaVersion(ctx context.Context, name string, version int)
 		}
 		return nil, notifyChanges(ctx, tx, ChangeSchema, schemas.Ref{Name: name, Version: version}.String())
 	})
-	if e := pq.As(err); e != nil && e.Constraint == "devices_schema_fkey" {
-		return &iotgate.Error{Code: iotgate.EConflict, Message: fmt.Sprintf("schema %s version %d is used by devices", name, version), Err: err}
+	if e := pq.As(err); e != nil {
+		switch e.Constraint {
+		case "devices_schema_fkey":
+			return &iotgate.Error{Code: iotgate.EConflict, Detail: iotgate.DetailSchemaInUse, Message: fmt.Sprintf("schema %s version %d is used by devices", name, version), Err: err}
+		case "schema_imports_import_fkey": // imported meanwhile
+			return &iotgate.Error{Code: iotgate.EConflict, Detail: iotgate.DetailSchemaInUse, Message: fmt.Sprintf("schema %s version %d is imported by another schema version", name, version), Err: err}
+		}
 	}
 	return translate(err, "delete schema version")
 }

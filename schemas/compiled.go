@@ -1,6 +1,7 @@
 package schemas
 
 import (
+	"container/list"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -21,8 +22,13 @@ type compiled struct {
 	// at is the created_at of the row compiled: a version deleted and
 	// numbered again elsewhere has another (see Forget). Read it only
 	// once done is set.
-	at   time.Time
-	done atomic.Bool
+	at time.Time
+	// retryAt is when a failure may be retried; zero: never (the XSD
+	// does not compile, and a version never changes).
+	retryAt time.Time
+	done    atomic.Bool
+	// elem is c's place in the registry's LRU list; guarded by its mu.
+	elem *list.Element
 }
 
 // finish sets c compiled from s (or failed with err), created at at.
@@ -31,9 +37,16 @@ func (c *compiled) finish(s *xsd.Schema, at time.Time, err error) {
 	c.done.Store(true)
 }
 
+// compileTimeout bounds the store reads of one compilation, which runs
+// apart from the request that started it: other readings wait for it.
+const compileTimeout = time.Minute
+
 // Compiled returns the compiled schema for name and version (0: latest) and
-// the version it resolved to. It compiles a stored schema at first use.
-// Errors: not_found.
+// the version it resolved to. It compiles a stored schema at first use
+// (concurrent first uses compile it once) and after its eviction from the
+// cache. A failed compile is remembered (see cache.go): its error comes
+// back at once, without a query. Errors: not_found, invalid (the stored
+// XSD does not compile), unavailable.
 func (r *Registry) Compiled(ctx context.Context, name string, version int) (iotgate.PayloadSchema, int, error) {
 	if version == 0 {
 		s, err := r.store.SchemaVersion(ctx, name, 0)
@@ -43,21 +56,19 @@ func (r *Registry) Compiled(ctx context.Context, name string, version int) (iotg
 		version = s.Version
 	}
 	ref := Ref{name, version}
-	r.mu.Lock()
-	c := r.compiled[ref]
-	if c == nil {
-		c = &compiled{}
-		r.compiled[ref] = c
-	}
-	r.mu.Unlock()
-	c.once.Do(func() { c.finish(r.compileStored(ctx, ref)) })
-	if c.err != nil {
-		// Don't cache failures: the store may have been down.
-		r.mu.Lock()
-		if r.compiled[ref] == c {
-			delete(r.compiled, ref)
+	c := r.cached(ref, r.cfg.Clock())
+	c.once.Do(func() {
+		// Not the caller's cancellation: others may wait for this.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), compileTimeout)
+		defer cancel()
+		s, at, gone, err := r.compileStored(cctx, ref)
+		if err != nil && iotgate.ErrorCode(err) != iotgate.EInvalid {
+			c.retryAt = r.cfg.Clock().Add(r.cfg.CompileRetry)
 		}
-		r.mu.Unlock()
+		c.finish(s, at, err)
+		r.settle(ref, c, gone)
+	})
+	if c.err != nil {
 		return nil, 0, c.err
 	}
 	return payloadSchema{c.s, r.lim}, version, nil
@@ -66,22 +77,35 @@ func (r *Registry) Compiled(ctx context.Context, name string, version int) (iotg
 // CompileAll compiles every stored schema version not compiled yet, at
 // most workers at once, so that the first readings after a start do not
 // wait for their schema's compilation. A version that does not compile is
-// logged and skipped (its readings are refused as before). It stops early
-// when ctx ends and returns how many versions it compiled. Errors: the
-// store's, listing the schemas.
+// logged and skipped (its readings are refused as before). It compiles at
+// most as many as the cache holds, the latest version of every schema
+// first, then the one before, and so on. It stops early when ctx ends and
+// returns how many versions it compiled. Errors: the store's, listing the
+// schemas.
 func (r *Registry) CompileAll(ctx context.Context, workers int) (int, error) {
 	latest, err := r.store.Schemas(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("list schemas: %w", err)
 	}
-	var refs []Ref
+	var byName [][]*Schema
 	for _, l := range latest {
 		vs, err := r.store.SchemaVersions(ctx, l.Name)
 		if err != nil {
 			return 0, fmt.Errorf("list versions of schema %s: %w", l.Name, err)
 		}
-		for _, v := range vs {
-			refs = append(refs, Ref{v.Name, v.Version})
+		byName = append(byName, vs)
+	}
+	var refs []Ref
+	for back := 1; len(refs) < r.cfg.CacheSize; back++ {
+		more := false
+		for _, vs := range byName {
+			if i := len(vs) - back; i >= 0 && len(refs) < r.cfg.CacheSize {
+				refs = append(refs, Ref{vs[i].Name, vs[i].Version})
+				more = true
+			}
+		}
+		if !more {
+			break
 		}
 	}
 	next := make(chan Ref)
@@ -109,10 +133,12 @@ func (r *Registry) CompileAll(ctx context.Context, workers int) (int, error) {
 	return int(n.Load()), nil
 }
 
-func (r *Registry) compileStored(ctx context.Context, ref Ref) (*xsd.Schema, time.Time, error) {
+// compileStored compiles a stored version; gone tells that the version
+// itself does not exist (not_found).
+func (r *Registry) compileStored(ctx context.Context, ref Ref) (_ *xsd.Schema, _ time.Time, gone bool, _ error) {
 	s, err := r.store.SchemaVersion(ctx, ref.Name, ref.Version)
 	if err != nil {
-		return nil, time.Time{}, err
+		return nil, time.Time{}, iotgate.ErrorCode(err) == iotgate.ENotFound, err
 	}
 	var lookupErr error
 	cs, err := xsd.Compile([]byte(s.XSD), xsd.CompileOptions{
@@ -133,14 +159,14 @@ func (r *Registry) compileStored(ctx context.Context, ref Ref) (*xsd.Schema, tim
 		},
 	})
 	if lookupErr != nil {
-		return nil, time.Time{}, fmt.Errorf("compile stored schema %s version %d: resolve import: %w", ref.Name, ref.Version, lookupErr)
+		return nil, time.Time{}, false, fmt.Errorf("compile stored schema %s version %d: resolve import: %w", ref.Name, ref.Version, lookupErr)
 	}
 	if err != nil {
 		// Not the content of a request: invalid rather than
 		// unprocessable, as before the split of schemas/xsd.
-		return nil, time.Time{}, fmt.Errorf("compile stored schema %s version %d: %w", ref.Name, ref.Version, fromXSD(err, iotgate.EInvalid))
+		return nil, time.Time{}, false, fmt.Errorf("compile stored schema %s version %d: %w", ref.Name, ref.Version, fromXSD(err, iotgate.EInvalid))
 	}
-	return cs, s.CreatedAt, nil
+	return cs, s.CreatedAt, false, nil
 }
 
 // payloadSchema adapts a compiled XSD to what devices need.

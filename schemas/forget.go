@@ -145,7 +145,7 @@ func (r *Registry) dropCompiled(stale func(Ref, *compiled) bool) {
 	defer r.mu.Unlock()
 	for ref, c := range r.compiled {
 		if stale(ref, c) {
-			delete(r.compiled, ref)
+			r.removeLocked(ref)
 		}
 	}
 }

@@ -28,12 +28,35 @@ type memStore struct {
 
 func newMemStore() *memStore { return &memStore{versions: map[string][]*schemas.Schema{}} }
 
-func (m *memStore) CreateSchemaVersion(_ context.Context, s *schemas.Schema) error {
+func (m *memStore) CreateSchemaVersion(_ context.Context, s *schemas.Schema, q schemas.Quota) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if err := q.Err(m.count(s.CreatedBy)); err != nil {
+		return err
+	}
 	s.Version = len(m.versions[s.Name]) + 1
 	m.versions[s.Name] = append(m.versions[s.Name], s)
 	return nil
+}
+
+func (m *memStore) CountSchemaVersions(_ context.Context, owner string) (int, int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	total, owned := m.count(owner)
+	return total, owned, nil
+}
+
+// count counts the versions, and those owner created; m.mu is held.
+func (m *memStore) count(owner string) (total, owned int) {
+	for _, vs := range m.versions {
+		for _, s := range vs {
+			total++
+			if owner != "" && s.CreatedBy == owner {
+				owned++
+			}
+		}
+	}
+	return total, owned
 }
 
 func (m *memStore) SchemaVersion(ctx context.Context, name string, version int) (*schemas.Schema, error) {
@@ -328,10 +351,10 @@ func manySchemas(names, versions int) *memStore {
 		for range versions {
 			xsd := `<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema" targetNamespace="urn:s` + strconv.Itoa(i) + `" xmlns="urn:s` + strconv.Itoa(i) + `" elementFormDefault="qualified">` +
 				`<xs:element name="r"><xs:complexType><xs:sequence><xs:element name="v" type="xs:decimal"/></xs:sequence></xs:complexType></xs:element></xs:schema>`
-			store.CreateSchemaVersion(ctx, &schemas.Schema{Name: "s" + strconv.Itoa(i), XSD: xsd})
+			store.CreateSchemaVersion(ctx, &schemas.Schema{Name: "s" + strconv.Itoa(i), XSD: xsd}, schemas.Quota{})
 		}
 	}
 	// A version that does not compile is skipped, not fatal.
-	store.CreateSchemaVersion(ctx, &schemas.Schema{Name: "broken", XSD: "<not-a-schema/>"})
+	store.CreateSchemaVersion(ctx, &schemas.Schema{Name: "broken", XSD: "<not-a-schema/>"}, schemas.Quota{})
 	return store
 }

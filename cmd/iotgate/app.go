@@ -91,6 +91,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 	a.registry = schemas.NewRegistry(db, schemas.Config{
 		MaxSchemaBytes: cfg.MaxSchemaBytes, MaxReadingBytes: cfg.MaxReadingBytes, MaxDepth: cfg.MaxReadingDepth,
 		MaxPatternValue: cfg.MaxPatternValue, MaxPatternTotal: cfg.MaxPatternTotal,
+		MaxVersions: cfg.MaxSchemaVersions, MaxVersionsPerToken: cfg.MaxSchemaVersionsPerToken, CacheSize: cfg.SchemaCacheSize,
 		Logger: log,
 	})
 	// The read loop decides by namespace without asking the database.
@@ -207,7 +208,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 		RateLimit: float64(cfg.APIRate), RateBurst: cfg.APIBurst,
 		EventPing:    cfg.EventKeepAlive,
 		MaxPageBytes: int64(cfg.MaxPageBytes), MaxHeavyPerToken: cfg.MaxHeavyPerToken, MaxHeavy: cfg.MaxHeavy,
-		TrustedProxies: cfg.TrustedProxies,
+		TrustedProxies:  cfg.TrustedProxies,
+		SchemaWriteRate: cfg.SchemaWriteRate,
 	}, api.Deps{
 		Log:      log.With("part", "http"),
 		Checks:   map[string]api.HealthCheck{"xmpp": a.conn, "database": db},

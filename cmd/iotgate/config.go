@@ -64,6 +64,14 @@ type Config struct {
 
 	MaxPatternValue, MaxPatternTotal int
 
+	// The schema registry's bounds: versions stored (in all, and per
+	// API token), compiled schemas kept, and schema writes per token a
+	// minute (0: no limit).
+	MaxSchemaVersions         int
+	MaxSchemaVersionsPerToken int
+	SchemaCacheSize           int
+	SchemaWriteRate           int
+
 	MaxCommandsInFlight int
 	// MaxCommandsInFlightPerToken and MaxCommandsInFlightPerDevice are
 	// one token's and one device's quotas within MaxCommandsInFlight;
@@ -153,6 +161,10 @@ var settings = []setting{
 	{env: "IOTGATE_PRESENCE_PROBE_GRACE", flag: "presence-probe-grace", def: "10s", help: "how long after the presence probes of a (re)connection a device resource that no presence stanza confirmed since is dropped (it went away while no instance could see it)"},
 	{env: "IOTGATE_MAX_PATTERN_VALUE", flag: "max-pattern-value", def: "256", help: "longest value, in characters, that a schema's xs:pattern checks; longer ones are refused before matching (backtracking costs grow with the length)"},
 	{env: "IOTGATE_MAX_PATTERN_TOTAL", flag: "max-pattern-total", def: "1024", help: "most characters, in all of a reading's values that xs:pattern facets check"},
+	{env: "IOTGATE_MAX_SCHEMA_VERSIONS", flag: "max-schema-versions", def: "10000", help: "most schema versions stored, of all schemas (each costs a compilation and memory); a registration beyond it gets 409 schema_quota_exceeded"},
+	{env: "IOTGATE_MAX_SCHEMA_VERSIONS_PER_TOKEN", flag: "max-schema-versions-per-token", def: "1000", help: "most schema versions one API token may have registered (and not deleted), so that one tenant can't take them all; beyond it 409 schema_quota_exceeded (0: no limit)"},
+	{env: "IOTGATE_SCHEMA_CACHE_SIZE", flag: "schema-cache-size", def: "1000", help: "most compiled schema versions kept in memory; the least recently used are dropped and compiled again at their next use"},
+	{env: "IOTGATE_SCHEMA_WRITE_RATE", flag: "schema-write-rate", def: "30", help: "schema registrations and deletions one API token may make per minute (in a burst or spread out); excess ones get 429 schema_write_rate (0: no limit)"},
 	{env: "IOTGATE_DEVICE_RATE", flag: "device-rate", def: "500", help: "readings per second one device may send on average; excess IQs get policy-violation, excess messages are dropped"},
 	{env: "IOTGATE_DEVICE_BURST", flag: "device-burst", def: "1000", help: "readings one device may send in a burst above its rate"},
 	{env: "IOTGATE_ADMIN_TOKEN", secret: true, help: "a bootstrap API token with the admin scope, not stored in the database (environment only; at least 32 characters)"},
@@ -332,6 +344,8 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 		{"IOTGATE_MAX_READING_DEPTH", &cfg.MaxReadingDepth, 256},
 		{"IOTGATE_MAX_PATTERN_VALUE", &cfg.MaxPatternValue, 1 << 20},
 		{"IOTGATE_MAX_PATTERN_TOTAL", &cfg.MaxPatternTotal, 1 << 20},
+		{"IOTGATE_MAX_SCHEMA_VERSIONS", &cfg.MaxSchemaVersions, 10000000},
+		{"IOTGATE_SCHEMA_CACHE_SIZE", &cfg.SchemaCacheSize, 10000000},
 		{"IOTGATE_MAX_STANZA_BYTES", &cfg.MaxStanzaBytes, 64 << 20},
 		{"IOTGATE_MAX_STANZA_DEPTH", &cfg.MaxStanzaDepth, 1024},
 		{"IOTGATE_MAX_COMMANDS_IN_FLIGHT", &cfg.MaxCommandsInFlight, 1000000},
@@ -366,7 +380,7 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 	for _, n := range []struct {
 		env string
 		dst *int
-	}{{"IOTGATE_API_RATE", &cfg.APIRate}, {"IOTGATE_API_BURST", &cfg.APIBurst}} {
+	}{{"IOTGATE_API_RATE", &cfg.APIRate}, {"IOTGATE_API_BURST", &cfg.APIBurst}, {"IOTGATE_SCHEMA_WRITE_RATE", &cfg.SchemaWriteRate}, {"IOTGATE_MAX_SCHEMA_VERSIONS_PER_TOKEN", &cfg.MaxSchemaVersionsPerToken}} {
 		v, err := strconv.Atoi(get(n.env))
 		if err != nil || v < 0 || v > 10000000 {
 			return cfg, nil, &configError{n.env, fmt.Sprintf("%q is not a number between 0 and 10000000", get(n.env))}

@@ -151,6 +151,14 @@ func TestParseConfig(t *testing.T) {
 		{name: "ErrDeviceDomainsJID", env: with("IOTGATE_DEVICE_DOMAINS", "dev@example.com"), wantSetting: "IOTGATE_DEVICE_DOMAINS"},
 		{name: "ErrAdminTokenShort", env: with("IOTGATE_ADMIN_TOKEN", "short"), wantSetting: "IOTGATE_ADMIN_TOKEN"},
 		{name: "ErrAPIRate", env: with("IOTGATE_API_RATE", "-1"), wantSetting: "IOTGATE_API_RATE"},
+		{name: "SchemaLimits", env: with("IOTGATE_SCHEMA_WRITE_RATE", "0", "IOTGATE_SCHEMA_CACHE_SIZE", "50"), check: func(t *testing.T, c Config) {
+			if c.SchemaWriteRate != 0 || c.SchemaCacheSize != 50 || c.MaxSchemaVersions != 10000 || c.MaxSchemaVersionsPerToken != 1000 {
+				t.Errorf("SchemaWriteRate %d, SchemaCacheSize %d, MaxSchemaVersions %d, MaxSchemaVersionsPerToken %d",
+					c.SchemaWriteRate, c.SchemaCacheSize, c.MaxSchemaVersions, c.MaxSchemaVersionsPerToken)
+			}
+		}},
+		{name: "ErrSchemaWriteRate", env: with("IOTGATE_SCHEMA_WRITE_RATE", "-1"), wantSetting: "IOTGATE_SCHEMA_WRITE_RATE"},
+		{name: "ErrMaxSchemaVersions", env: with("IOTGATE_MAX_SCHEMA_VERSIONS", "0"), wantSetting: "IOTGATE_MAX_SCHEMA_VERSIONS"},
 		{name: "ErrAPIBurst", env: with("IOTGATE_API_BURST", "many"), wantSetting: "IOTGATE_API_BURST"},
 		{name: "ErrAdminTokenFlagDoesNotExist", env: base, args: []string{"--admin-token", strings.Repeat("x", 32)}, wantSetting: "arguments"},
 		{name: "InstanceIDDefault", env: base, check: func(t *testing.T, c Config) {

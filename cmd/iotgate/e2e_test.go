@@ -123,6 +123,8 @@ func startGateBin(t *testing.T, bin string, env map[string]string) *gate {
 		// No rate limit unless a test sets one: the tests under load
 		// would trip it.
 		"IOTGATE_API_RATE": "0",
+		// Likewise for schema writes (tests upload many schemas).
+		"IOTGATE_SCHEMA_WRITE_RATE": "0",
 	}
 	maps.Copy(all, env)
 	proc, err := servers.StartIotgate(servers.IotgateOptions{Bin: bin, Env: all})
