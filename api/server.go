@@ -201,7 +201,7 @@ type route struct {
 // routes registers every route of the API. The table below is the one
 // place that says which scope each route needs.
 func (s *Server) routes(deps Deps) {
-	health := &healthHandler{checks: deps.Checks, timeout: s.cfg.CheckTimeout, instance: deps.Instance}
+	health := &healthHandler{checks: deps.Checks, timeout: s.cfg.CheckTimeout, instance: deps.Instance, log: s.log, now: time.Now}
 	s.echo.GET("/healthz", health.healthz)
 	s.echo.GET("/readyz", health.readyz)
 
