@@ -149,6 +149,7 @@ func New(cfg Config, deps Deps) *Server {
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
 	e.Validator = newValidator()
+	e.Binder = jsonBinder{}
 	// Don't believe X-Forwarded-For unless a proxy setup says so.
 	e.IPExtractor = echo.ExtractIPDirect()
 	e.Use(
