@@ -246,6 +246,10 @@ func (a *App) Run(ctx context.Context) error {
 		a.metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go a.metricsSrv.Serve(ln)
 		a.log.Info("metrics listening", "addr", ln.Addr().String(), "paths", "/metrics, /debug/pprof/")
+		if openToNetwork(a.cfg.MetricsAddr) {
+			a.log.Warn("the metrics address may be reachable from other machines: it serves /metrics and /debug/pprof/ without authentication; bind it to 127.0.0.1 or keep it behind a firewall",
+				"addr", a.cfg.MetricsAddr)
+		}
 	}
 
 	// The hub starts at the log's newest event: streams serve what

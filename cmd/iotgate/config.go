@@ -120,7 +120,7 @@ var settings = []setting{
 	{env: "IOTGATE_SECRET", secret: true, help: "the component's shared secret (required; environment only)"},
 	{env: "IOTGATE_DATABASE_URL", flag: "database-url", help: "PostgreSQL URL or DSN (required), e.g. postgres://iotgate@127.0.0.1/iotgate?sslmode=disable"},
 	{env: "IOTGATE_HTTP_ADDR", flag: "http-addr", def: "127.0.0.1:8080", help: "host:port the REST API listens on"},
-	{env: "IOTGATE_METRICS_ADDR", flag: "metrics-addr", help: "host:port serving Prometheus metrics at /metrics; empty: not served"},
+	{env: "IOTGATE_METRICS_ADDR", flag: "metrics-addr", help: "host:port serving Prometheus metrics at /metrics and profiles at /debug/pprof/, without authentication: keep it on 127.0.0.1 (iotgate warns at start otherwise); empty: not served"},
 	{env: "IOTGATE_CORS_ORIGINS", flag: "cors-origins", help: "comma-separated browser origins allowed to call the API (e.g. https://app.example.com, or *); none by default"},
 	{env: "IOTGATE_LOG_LEVEL", flag: "log-level", def: "info", help: "debug, info, warn or error"},
 	{env: "IOTGATE_LOG_FORMAT", flag: "log-format", def: "text", help: "text or json"},
