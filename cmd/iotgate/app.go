@@ -116,6 +116,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 	a.maintainer = &postgres.Maintainer{DB: db, ReadingRetention: cfg.ReadingRetention,
 		RejectionRetention: cfg.RejectionRetention, CommandRetention: cfg.CommandRetention,
 		Every: cfg.MaintainInterval, Logger: log.With("part", "maintainer")}
+	a.maintainer.PresenceEventRetention = cfg.PresenceEventRetention
 	// 0 means "the default" to the dispatcher; a linger of 0 means none.
 	linger := cfg.WebhookLinger
 	if linger == 0 {

@@ -90,6 +90,8 @@ type Config struct {
 	// forever), and how often the maintainer applies it and creates the
 	// reading partitions ahead.
 	ReadingRetention, RejectionRetention, CommandRetention, MaintainInterval time.Duration
+	// PresenceEventRetention: how long presence history is kept (0: forever).
+	PresenceEventRetention time.Duration
 
 	// Webhooks.
 	WebhookAllowPrivate                          bool
@@ -153,6 +155,7 @@ var settings = []setting{
 	{env: "IOTGATE_READING_RETENTION", flag: "reading-retention", def: "0", help: "how long readings are kept (e.g. 8760h); older ones go a day at a time, by dropping the day's partition once its end is older (0: forever)"},
 	{env: "IOTGATE_REJECTION_RETENTION", flag: "rejection-retention", def: "720h", help: "how long refused payloads (rejections) are kept (0: forever)"},
 	{env: "IOTGATE_COMMAND_RETENTION", flag: "command-retention", def: "2160h", help: "how long finished commands (with their history) are kept after their creation (0: forever)"},
+	{env: "IOTGATE_PRESENCE_EVENT_RETENTION", flag: "presence-event-retention", def: "720h", help: "how long presence history (each device's online/offline changes) is kept (0: forever)"},
 	{env: "IOTGATE_MAINTAIN_INTERVAL", flag: "maintain-interval", def: "1h", help: "how often reading partitions are created ahead and the retentions applied (in bounded batches)"},
 	{env: "IOTGATE_EVENT_KEEPALIVE", flag: "event-keepalive", def: "15s", help: "interval of the comment line that keeps an idle event stream open through proxies"},
 	{env: "IOTGATE_EVENT_POLL", flag: "event-poll", def: "1s", help: "how often the event log is read without a wake-up (the safety net under LISTEN/NOTIFY)"},
@@ -282,6 +285,7 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 		{"IOTGATE_READING_RETENTION", &cfg.ReadingRetention, 0, 100 * 365 * 24 * time.Hour},
 		{"IOTGATE_REJECTION_RETENTION", &cfg.RejectionRetention, 0, 100 * 365 * 24 * time.Hour},
 		{"IOTGATE_COMMAND_RETENTION", &cfg.CommandRetention, 0, 100 * 365 * 24 * time.Hour},
+		{"IOTGATE_PRESENCE_EVENT_RETENTION", &cfg.PresenceEventRetention, 0, 100 * 365 * 24 * time.Hour},
 		{"IOTGATE_MAINTAIN_INTERVAL", &cfg.MaintainInterval, time.Second, 24 * time.Hour},
 		{"IOTGATE_EVENT_KEEPALIVE", &cfg.EventKeepAlive, 100 * time.Millisecond, time.Hour},
 		{"IOTGATE_EVENT_POLL", &cfg.EventPoll, 10 * time.Millisecond, time.Minute},
