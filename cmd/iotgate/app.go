@@ -98,7 +98,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 		return nil, err
 	}
 	a.presence = devices.NewPresence(db, devices.PresenceConfig{Logger: log.With("part", "presence"),
-		ProbeGrace: cfg.PresenceProbeGrace, Fleet: fleet{&a.members}})
+		ProbeGrace: cfg.PresenceProbeGrace, Fleet: fleet{&a.members}, MaxResources: cfg.MaxResourcesPerDevice})
 
 	var evCtx context.Context
 	evCtx, a.stopEvents = context.WithCancel(context.WithoutCancel(ctx))

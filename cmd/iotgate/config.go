@@ -54,6 +54,9 @@ type Config struct {
 	// PresenceProbeGrace is how long after a reconnection's probes a
 	// device resource no presence stanza confirmed is dropped.
 	PresenceProbeGrace time.Duration
+	// MaxResourcesPerDevice is how many resources of one device are
+	// tracked; available presence from one more is ignored.
+	MaxResourcesPerDevice int
 	// InstanceDeadAfter is how long an instance may go without a
 	// heartbeat before the others fail its commands and take over its
 	// queue deliveries (heartbeats every fifth of it).
@@ -139,6 +142,7 @@ var settings = []setting{
 	{env: "IOTGATE_XMPP_CONFLICT_BACKOFF", flag: "xmpp-conflict-backoff", def: "2s", help: "shortest wait after the XMPP server refuses the stream with conflict (it still holds an older stream for the domain, often iotgate's own that it has not seen die): iotgate is back at most max(this, xmpp-max-backoff) after the server drops it"},
 	{env: "IOTGATE_INSTANCE_DEAD_AFTER", flag: "instance-dead-after", def: "10s", help: "how long an instance may miss heartbeats (sent every fifth of it) before the others fail its commands in flight and take over delivering its devices' queued commands"},
 	{env: "IOTGATE_PRESENCE_PROBE_GRACE", flag: "presence-probe-grace", def: "10s", help: "how long after the presence probes of a (re)connection a device resource that no presence stanza confirmed since is dropped (it went away while no instance could see it)"},
+	{env: "IOTGATE_MAX_RESOURCES_PER_DEVICE", flag: "max-resources-per-device", def: "16", help: "resources (connected sessions) of one device whose presence is tracked; available presence from one more is ignored, with a log line, until one goes"},
 	{env: "IOTGATE_MAX_PATTERN_VALUE", flag: "max-pattern-value", def: "256", help: "longest value, in characters, that a schema's xs:pattern checks; longer ones are refused before matching (backtracking costs grow with the length)"},
 	{env: "IOTGATE_MAX_PATTERN_TOTAL", flag: "max-pattern-total", def: "1024", help: "most characters, in all of a reading's values that xs:pattern facets check"},
 	{env: "IOTGATE_DEVICE_RATE", flag: "device-rate", def: "500", help: "readings per second one device may send on average; excess IQs get policy-violation, excess messages are dropped"},
@@ -316,6 +320,7 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 		{"IOTGATE_MAX_STANZA_BYTES", &cfg.MaxStanzaBytes, 64 << 20},
 		{"IOTGATE_MAX_STANZA_DEPTH", &cfg.MaxStanzaDepth, 1024},
 		{"IOTGATE_MAX_COMMANDS_IN_FLIGHT", &cfg.MaxCommandsInFlight, 1000000},
+		{"IOTGATE_MAX_RESOURCES_PER_DEVICE", &cfg.MaxResourcesPerDevice, 1000},
 		{"IOTGATE_DEVICE_RATE", &cfg.DeviceRate, 10000000},
 		{"IOTGATE_DEVICE_BURST", &cfg.DeviceBurst, 10000000},
 		{"IOTGATE_DISCO_MAX_ITEMS", &cfg.DiscoMaxItems, 1000},
