@@ -114,3 +114,29 @@ func TestPresenceDetails(t *testing.T) {
 		})
 	}
 }
+
+// FuzzTruncateRunes: the cut keeps a prefix of at most n characters,
+// never splits a character, and leaves a short enough text alone.
+func FuzzTruncateRunes(f *testing.F) {
+	f.Add("on battery", 4)
+	f.Add(strings.Repeat("€", 10), 3)
+	f.Add("a\xffb", 2)
+	f.Fuzz(func(t *testing.T, s string, n int) {
+		if n < 0 || n > 1<<16 {
+			return
+		}
+		got := truncateRunes(s, n)
+		if !strings.HasPrefix(s, got) {
+			t.Fatalf("truncateRunes(%q, %d) = %q, not a prefix", s, n, got)
+		}
+		if c := utf8.RuneCountInString(got); c > n {
+			t.Errorf("truncateRunes(%q, %d) = %q: %d characters", s, n, got, c)
+		}
+		if utf8.RuneCountInString(s) <= n && got != s {
+			t.Errorf("truncateRunes(%q, %d) = %q, want it whole", s, n, got)
+		}
+		if utf8.ValidString(s) && !utf8.ValidString(got) {
+			t.Errorf("truncateRunes(%q, %d) = %q split a character", s, n, got)
+		}
+	})
+}
