@@ -221,7 +221,7 @@ func (c *Conn) setDown(err error, why string) {
 	var se *StreamError
 	if errors.As(err, &se) {
 		err = fmt.Errorf("%s", se.explain(c.cfg.Domain))
-		why = "the XMPP server closed the stream (" + se.Condition + ")"
+		why = se.summary()
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -236,7 +236,7 @@ func TestDownErrorsHideAddress(t *testing.T) {
 		c := startConn(t, fs.addr(), "wrong", nil)
 		waitFor(t, "two attempts", func() bool { return fs.dialCount() >= 2 })
 		_, _, err := c.Health(context.Background())
-		checkHidden(t, "Health", err, "closed the stream (not-authorized)", "IOTGATE_SECRET")
+		checkHidden(t, "Health", err, "refused the component secret (not-authorized)", "IOTGATE_SECRET")
 	})
 }
 
