@@ -66,7 +66,7 @@ type CheckResult struct {
 	// check did not answer in time.
 	Since *time.Time `json:"since,omitempty" example:"2026-01-02T15:04:05Z"`
 	// Error says why the part is down.
-	Error string `json:"error,omitempty" example:"secret refused by server (not-authorized)"`
+	Error string `json:"error,omitempty" example:"the XMPP stream is not connected: the XMPP server refused the component secret (not-authorized)"`
 }
 
 // readyCacheTTL is how long /readyz reuses its last result: /readyz needs
