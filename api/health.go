@@ -65,7 +65,8 @@ type CheckResult struct {
 	// Since is when the part entered its current state; absent when the
 	// check did not answer in time.
 	Since *time.Time `json:"since,omitempty" example:"2026-01-02T15:04:05Z"`
-	// Error says why the part is down.
+	// Error says why the part is down, in general terms: never an
+	// address or a driver's error (/readyz needs no token; the log has them).
 	Error string `json:"error,omitempty" example:"the XMPP stream is not connected: the XMPP server refused the component secret (not-authorized)"`
 }
 
