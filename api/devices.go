@@ -144,11 +144,11 @@ func (h *deviceHandler) jid(c echo.Context) (string, error) {
 //	@Param			device	body		api.CreateDeviceRequest	true	"The device to register"
 //	@Success		201		{object}	api.Device
 //	@Header			201		{string}	Location									"URL path of the device, for example /v1/devices/thermo1@example.com"
-//	@Failure		400		{object}	api.ErrorResponse{details=[]api.FieldError}	"Bad JSON, a missing field, a full or invalid JID, bad labels, or an unknown schema or version"
+//	@Failure		400		{object}	api.ErrorResponse{details=[]api.FieldError}	"Bad JSON, an unknown or missing field, a full or invalid JID, bad labels, or an unknown schema or version"
 //	@Failure		403		{object}	api.ErrorResponse							"The token lacks the route's scope; labels outside its device selector; a JID outside IOTGATE_DEVICE_DOMAINS (code device_domain_not_allowed), or, for a token limited by a selector, a JID taken by a device it can't see (code forbidden)"
 //	@Failure		409		{object}	api.ErrorResponse							"The JID is already registered (to a token limited by a selector: by a device it sees)"
 //	@Failure		413		{object}	api.ErrorResponse							"Body too large"
-//	@Failure		415		{object}	api.ErrorResponse							"Body is not JSON"
+//	@Failure		415		{object}	api.ErrorResponse							"Body is not JSON (Content-Type must be application/json)"
 //	@Failure		500		{object}	api.ErrorResponse
 //	@Failure		503		{object}	api.ErrorResponse
 //	@Security		BearerAuth
@@ -301,10 +301,10 @@ func (h *deviceHandler) get(c echo.Context) error {
 //	@Param			jid		path		string					true	"Bare JID, URL-escaped"	example(thermo1@example.com)
 //	@Param			changes	body		api.UpdateDeviceRequest	true	"The changes"
 //	@Success		200		{object}	api.Device
-//	@Failure		400		{object}	api.ErrorResponse{details=[]api.FieldError}	"Bad JSON, not a valid bare JID, bad labels, or an unknown schema version"
+//	@Failure		400		{object}	api.ErrorResponse{details=[]api.FieldError}	"Bad JSON, an unknown field, not a valid bare JID, bad labels, or an unknown schema version"
 //	@Failure		404		{object}	api.ErrorResponse							"No such device"
 //	@Failure		413		{object}	api.ErrorResponse							"Body too large"
-//	@Failure		415		{object}	api.ErrorResponse							"Body is not JSON"
+//	@Failure		415		{object}	api.ErrorResponse							"Body is not JSON (Content-Type must be application/json)"
 //	@Failure		500		{object}	api.ErrorResponse
 //	@Failure		503		{object}	api.ErrorResponse
 //	@Security		BearerAuth

@@ -121,7 +121,7 @@ func (b *logBuffer) records(t *testing.T, msg string) []map[string]any {
 	return out
 }
 
-func newTestServer(t *testing.T, cfg Config, checks map[string]HealthCheck) (*Server, *logBuffer) {
+func newTestServer(t testing.TB, cfg Config, checks map[string]HealthCheck) (*Server, *logBuffer) {
 	t.Helper()
 	logs := &logBuffer{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))

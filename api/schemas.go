@@ -149,10 +149,10 @@ func (h *schemaHandler) writeAllowed(c echo.Context) error {
 //	@Param			schema	body		api.CreateSchemaRequest	true	"The schema to register"
 //	@Success		201		{object}	api.Schema
 //	@Header			201		{string}	Location										"URL path of the new version, for example /v1/schemas/thermostat/versions/2"
-//	@Failure		400		{object}	api.ErrorResponse{details=[]api.FieldError}		"Bad JSON, a missing field, or a bad name"
+//	@Failure		400		{object}	api.ErrorResponse{details=[]api.FieldError}		"Bad JSON, an unknown or missing field, or a bad name"
 //	@Failure		413		{object}	api.ErrorResponse								"Body too large"
 //	@Failure		409		{object}	api.ErrorResponse								"The registry holds IOTGATE_MAX_SCHEMA_VERSIONS versions already, or this token has registered IOTGATE_MAX_SCHEMA_VERSIONS_PER_TOKEN (code schema_quota_exceeded): delete unused versions first"
-//	@Failure		415		{object}	api.ErrorResponse								"Body is not JSON"
+//	@Failure		415		{object}	api.ErrorResponse								"Body is not JSON (Content-Type must be application/json)"
 //	@Failure		422		{object}	api.ErrorResponse{details=[]api.CompileIssue}	"The XSD does not compile (code unprocessable); details lists the compiler's issues"
 //	@Failure		500		{object}	api.ErrorResponse
 //	@Failure		503		{object}	api.ErrorResponse

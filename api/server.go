@@ -177,6 +177,7 @@ func New(cfg Config, deps Deps) *Server {
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
 	e.Validator = newValidator()
+	e.Binder = jsonBinder{}
 	// X-Forwarded-For only from the trusted proxies.
 	e.IPExtractor = ipExtractor(cfg.TrustedProxies)
 	e.Use(
@@ -229,7 +230,7 @@ type route struct {
 // routes registers every route of the API. The table below is the one
 // place that says which scope each route needs.
 func (s *Server) routes(deps Deps) {
-	health := &healthHandler{checks: deps.Checks, timeout: s.cfg.CheckTimeout, instance: deps.Instance}
+	health := &healthHandler{checks: deps.Checks, timeout: s.cfg.CheckTimeout, instance: deps.Instance, log: s.log, now: time.Now}
 	s.echo.GET("/healthz", health.healthz)
 	s.echo.GET("/readyz", health.readyz)
 

@@ -6,10 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -36,7 +39,16 @@ func TestReadyz(t *testing.T) {
 	since := time.Date(2026, 1, 2, 15, 4, 5, 0, time.UTC)
 	up := HealthCheckFunc(func(context.Context) (bool, time.Time, error) { return true, since, nil })
 	down := HealthCheckFunc(func(context.Context) (bool, time.Time, error) {
-		return false, since, errors.New("secret refused by server (not-authorized)")
+		return false, since, &iotgate.Error{Code: iotgate.EUnavailable, Message: "secret refused by server (not-authorized)",
+			Err: errors.New("dial tcp xmpp.internal:5347")}
+	})
+	// What drivers say: hosts and users, which /readyz (no token) must not show.
+	dbDown := HealthCheckFunc(func(context.Context) (bool, time.Time, error) {
+		return false, since, &iotgate.Error{Code: iotgate.EUnavailable, Message: "database unreachable",
+			Err: errors.New(`dial tcp 10.1.2.3:5432: connect: connection refused; pq: password authentication failed for user "iot_secret_role"`)}
+	})
+	rawDown := HealthCheckFunc(func(context.Context) (bool, time.Time, error) {
+		return false, since, errors.New("dial tcp 10.1.2.3:5432: connect: connection refused")
 	})
 	hang := HealthCheckFunc(func(ctx context.Context) (bool, time.Time, error) {
 		<-ctx.Done()
@@ -64,7 +76,13 @@ func TestReadyz(t *testing.T) {
 			"database": {OK: false, Error: "no answer within 100ms"},
 		}},
 		{"CheckPanics", map[string]HealthCheck{"database": panics}, http.StatusServiceUnavailable, map[string]CheckResult{
-			"database": {OK: false, Error: "check panicked: boom"},
+			"database": {OK: false, Error: "check panicked"},
+		}},
+		{"DatabaseDownHidesCause", map[string]HealthCheck{"database": dbDown}, http.StatusServiceUnavailable, map[string]CheckResult{
+			"database": {OK: false, Since: &since, Error: "database unreachable"},
+		}},
+		{"RawErrorHidden", map[string]HealthCheck{"database": rawDown}, http.StatusServiceUnavailable, map[string]CheckResult{
+			"database": {OK: false, Since: &since, Error: "down"},
 		}},
 	}
 	for _, tt := range tests {
@@ -73,6 +91,11 @@ func TestReadyz(t *testing.T) {
 			rec := do(t, s, http.MethodGet, "/readyz", nil)
 			if rec.Code != tt.status {
 				t.Errorf("status = %d, want %d", rec.Code, tt.status)
+			}
+			for _, secret := range []string{"10.1.2.3", "5432", "iot_secret_role", "xmpp.internal", "dial", "boom"} {
+				if strings.Contains(rec.Body.String(), secret) {
+					t.Errorf("body shows %q: %s", secret, rec.Body)
+				}
 			}
 			got := decode[ReadyResponse](t, rec)
 			wantStatus := "ok"
@@ -390,5 +413,73 @@ func TestListenServeShutdown(t *testing.T) {
 	}
 	if err := <-served; err != nil {
 		t.Errorf("Serve = %v, want nil after Shutdown", err)
+	}
+}
+
+// TestReadyzFlood: /readyz needs no token, so a flood of probes must not
+// become a flood of database queries: the checks run at most once per
+// readyCacheTTL, whether the probes come one after another or at once.
+func TestReadyzFlood(t *testing.T) {
+	var calls atomic.Int64
+	counting := HealthCheckFunc(func(context.Context) (bool, time.Time, error) {
+		calls.Add(1)
+		return true, time.Now(), nil
+	})
+	s, _ := newTestServer(t, Config{}, map[string]HealthCheck{"database": counting})
+
+	const n = 500
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range 10 {
+		wg.Go(func() {
+			for range n / 10 {
+				if rec := do(t, s, http.MethodGet, "/readyz", nil); rec.Code != http.StatusOK {
+					t.Errorf("status = %d", rec.Code)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	// One run per started second, plus the first.
+	if got, max := calls.Load(), int64(elapsed/readyCacheTTL)+1; got > max {
+		t.Errorf("%d probes in %s ran the check %d times, want at most %d", n, elapsed, got, max)
+	}
+	t.Logf("%d probes in %s: %d checks", n, elapsed, calls.Load())
+}
+
+// TestReadyzCacheExpires: the cached answer is reused within
+// readyCacheTTL and refreshed after it, so a recovery shows within a
+// second.
+func TestReadyzCacheExpires(t *testing.T) {
+	var up atomic.Bool
+	var calls atomic.Int64
+	check := HealthCheckFunc(func(context.Context) (bool, time.Time, error) {
+		calls.Add(1)
+		return up.Load(), time.Time{}, nil
+	})
+	now := time.Date(2026, 1, 2, 15, 4, 5, 0, time.UTC)
+	h := &healthHandler{checks: map[string]HealthCheck{"database": check}, timeout: time.Second,
+		log: slog.New(slog.DiscardHandler), now: func() time.Time { return now }}
+
+	steps := []struct {
+		name    string
+		advance time.Duration
+		up      bool
+		want    string
+		calls   int64
+	}{
+		{"First", 0, false, "unavailable", 1},
+		{"Cached", readyCacheTTL / 2, true, "unavailable", 1},
+		{"Expired", readyCacheTTL, true, "ok", 2},
+		{"CachedAgain", readyCacheTTL - time.Millisecond, false, "ok", 2},
+	}
+	for _, st := range steps {
+		now = now.Add(st.advance)
+		up.Store(st.up)
+		got := h.ready(context.Background())
+		if got.Status != st.want || calls.Load() != st.calls {
+			t.Errorf("%s: status %q after %d checks, want %q after %d", st.name, got.Status, calls.Load(), st.want, st.calls)
+		}
 	}
 }

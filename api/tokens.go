@@ -96,8 +96,9 @@ type tokenHandler struct {
 //	@Param			token	body		api.CreateTokenRequest	true	"The token to create"
 //	@Success		201		{object}	api.CreatedToken
 //	@Header			201		{string}	Location									"URL path of the token, /v1/tokens/{id}"
-//	@Failure		400		{object}	api.ErrorResponse{details=[]api.FieldError}	"A missing name, an unknown scope, a bad label or expires_in"
+//	@Failure		400		{object}	api.ErrorResponse{details=[]api.FieldError}	"A missing name, an unknown scope, a bad label or expires_in, an unknown field, bad JSON"
 //	@Failure		403		{object}	api.ErrorResponse							"The token lacks the route's scope, or the new token would be broader than it: a scope it lacks, devices not within its selector, or expiring later (code forbidden)"
+//	@Failure		415		{object}	api.ErrorResponse	"Body is not JSON (Content-Type must be application/json)"
 //	@Failure		500		{object}	api.ErrorResponse
 //	@Failure		503		{object}	api.ErrorResponse
 //	@Security		BearerAuth

@@ -167,7 +167,8 @@ func (h *webhookHandler) lookup(c echo.Context) (*iotgate.Webhook, error) {
 //	@Param			webhook	body		api.CreateWebhookRequest	true	"The webhook to create"
 //	@Success		201		{object}	api.CreatedWebhook
 //	@Header			201		{string}	Location									"URL path of the webhook, /v1/webhooks/{id}"
-//	@Failure		400		{object}	api.ErrorResponse{details=[]api.FieldError}	"A bad url, type, label or secret (code invalid), or a refused address (code webhook_url_refused)"
+//	@Failure		400		{object}	api.ErrorResponse{details=[]api.FieldError}	"A bad url, type, label or secret, an unknown field, bad JSON (code invalid), or a refused address (code webhook_url_refused)"
+//	@Failure		415		{object}	api.ErrorResponse	"Body is not JSON (Content-Type must be application/json)"
 //	@Failure		403		{object}	api.ErrorResponse							"The token lacks the route's scope, or devices is not within the token's own device selector (code forbidden)"
 //	@Failure		409		{object}	api.ErrorResponse							"Too many webhooks (100 by default)"
 //	@Failure		500		{object}	api.ErrorResponse
@@ -265,7 +266,8 @@ func (h *webhookHandler) get(c echo.Context) error {
 //	@Param			id		path		string						true	"Webhook ID"	example(wh_q3bx7k2mzv4wd9hc)
 //	@Param			webhook	body		api.UpdateWebhookRequest	true	"The change"
 //	@Success		200		{object}	api.Webhook
-//	@Failure		400		{object}	api.ErrorResponse{details=[]api.FieldError}	"paused missing"
+//	@Failure		400		{object}	api.ErrorResponse{details=[]api.FieldError}	"paused missing, an unknown field, bad JSON"
+//	@Failure		415		{object}	api.ErrorResponse	"Body is not JSON (Content-Type must be application/json)"
 //	@Failure		404		{object}	api.ErrorResponse							"No such webhook"
 //	@Failure		500		{object}	api.ErrorResponse
 //	@Failure		503		{object}	api.ErrorResponse

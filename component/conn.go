@@ -28,6 +28,9 @@ type Conn struct {
 	up      bool
 	since   time.Time
 	lastErr error
+	// why says in general terms why the stream is down: what Health and
+	// the errors of Send show, where lastErr may name hosts.
+	why     string
 	pending map[string]*pendingIQ
 	onUp    []func(context.Context)
 	onDown  []func()
@@ -61,6 +64,7 @@ func New(cfg Config) (*Conn, error) {
 		domain:  d,
 		since:   time.Now(),
 		lastErr: errors.New("not connected yet"),
+		why:     "not connected yet",
 		pending: make(map[string]*pendingIQ),
 
 		skipErrors: newLimiter(errorRate, errorBurst),
@@ -109,14 +113,16 @@ func (c *Conn) OnDisconnect(f func()) {
 }
 
 // Health reports whether the stream is established, since when that has been
-// so, and while down, why.
+// so, and while down, why: an unavailable error (xmpp_unavailable) whose
+// message says what failed without saying where (it is shown by /readyz
+// without authentication); the cause, for logs, is wrapped.
 func (c *Conn) Health(context.Context) (ok bool, since time.Time, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.up {
 		return true, c.since, nil
 	}
-	return false, c.since, c.lastErr
+	return false, c.since, unavailable(c.why, c.lastErr)
 }
 
 // Refused reports whether the server refused the last attempt with
@@ -148,7 +154,7 @@ func (c *Conn) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				break
 			}
-			c.setDown(err)
+			c.setDown(err, "cannot establish a stream with the XMPP server")
 			c.logFailure("cannot establish XMPP component stream", err)
 		} else {
 			if connectedOnce {
@@ -183,7 +189,7 @@ func (c *Conn) Run(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
-	c.setDown(errors.New("iotgate is shutting down"))
+	c.setDown(errors.New("iotgate is shutting down"), "iotgate is shutting down")
 	return nil
 }
 
@@ -209,10 +215,13 @@ func backoff(n int, min, max time.Duration) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
-func (c *Conn) setDown(err error) {
+// setDown records that the stream is down because of err; why says so for
+// clients, unless err is a stream error, whose condition says it better.
+func (c *Conn) setDown(err error, why string) {
 	var se *StreamError
 	if errors.As(err, &se) {
 		err = fmt.Errorf("%s", se.explain(c.cfg.Domain))
+		why = se.summary()
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -222,4 +231,5 @@ func (c *Conn) setDown(err error) {
 	c.up = false
 	c.sess = nil
 	c.lastErr = err
+	c.why = why
 }

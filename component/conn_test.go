@@ -213,3 +213,43 @@ func TestConflictBacksOffLonger(t *testing.T) {
 		})
 	}
 }
+
+// TestDownErrorsHideAddress: what clients see of a down stream (/readyz,
+// without a token; the 503 of a command) says what failed, never the
+// server's address; the cause stays wrapped for the log.
+func TestDownErrorsHideAddress(t *testing.T) {
+	t.Run("DialFails", func(t *testing.T) {
+		c := startConn(t, "127.0.0.1:1", "s", nil)
+		var err error
+		waitFor(t, "a failed dial", func() bool {
+			_, _, err = c.Health(context.Background())
+			return strings.Contains(err.Error(), "127.0.0.1")
+		})
+		checkHidden(t, "Health", err, "cannot establish a stream with the XMPP server", "127.0.0.1")
+		checkHidden(t, "Send", c.Send(context.Background(), &Stanza{Kind: KindMessage, To: "a@localhost"}),
+			"cannot establish a stream with the XMPP server", "127.0.0.1")
+		_, err = c.SendIQ(context.Background(), &Stanza{Kind: KindIQ, Type: TypeGet, To: "a@localhost"})
+		checkHidden(t, "SendIQ", err, "cannot establish a stream with the XMPP server", "127.0.0.1")
+	})
+	t.Run("SecretRefused", func(t *testing.T) {
+		fs := newFakeServer(t, "s")
+		c := startConn(t, fs.addr(), "wrong", nil)
+		waitFor(t, "two attempts", func() bool { return fs.dialCount() >= 2 })
+		_, _, err := c.Health(context.Background())
+		checkHidden(t, "Health", err, "refused the component secret (not-authorized)", "IOTGATE_SECRET")
+	})
+}
+
+// checkHidden checks that err is xmpp_unavailable with a client message
+// containing want and not hidden.
+func checkHidden(t *testing.T, op string, err error, want, hidden string) {
+	t.Helper()
+	var e *iotgate.Error
+	if !errors.As(err, &e) || e.Detail != iotgate.DetailXMPPUnavailable {
+		t.Fatalf("%s: err = %v, want xmpp_unavailable", op, err)
+	}
+	msg := iotgate.ErrorMessage(err)
+	if !strings.Contains(msg, want) || strings.Contains(msg, hidden) {
+		t.Errorf("%s: client message %q, want it to say %q and not %q", op, msg, want, hidden)
+	}
+}

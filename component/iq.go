@@ -30,10 +30,10 @@ func (c *Conn) SendIQ(ctx context.Context, st *Stanza) (*Stanza, error) {
 	}
 	c.mu.Lock()
 	sess := c.sess
-	cause := c.lastErr
+	why, cause := c.why, c.lastErr
 	c.mu.Unlock()
 	if sess == nil {
-		return nil, unavailable(cause)
+		return nil, unavailable(why, cause)
 	}
 	return c.sendIQOn(ctx, sess, st)
 }
@@ -70,7 +70,7 @@ func (c *Conn) sendIQOn(ctx context.Context, sess *session, st *Stanza) (*Stanza
 	case r := <-p.reply:
 		return r, nil
 	case <-sess.done:
-		return nil, unavailable(sess.err)
+		return nil, unavailable("the stream with the XMPP server was lost", sess.err)
 	case <-ctx.Done():
 		return nil, &iotgate.Error{Code: iotgate.ETimeout, Message: "no reply to IQ in time", Err: ctx.Err()}
 	}

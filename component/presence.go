@@ -27,6 +27,9 @@ type PresenceHandler struct {
 	conn *Conn
 	svc  PresenceService
 	log  *slog.Logger
+	// refusedLogs bounds the log lines about refused presence, per
+	// device: a device with a thousand sessions must not flood the log.
+	refusedLogs *limiter
 }
 
 // NewPresenceHandler returns a handler for presence stanzas and registers
@@ -35,7 +38,7 @@ func NewPresenceHandler(conn *Conn, svc PresenceService, log *slog.Logger) *Pres
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	h := &PresenceHandler{conn: conn, svc: svc, log: log}
+	h := &PresenceHandler{conn: conn, svc: svc, log: log, refusedLogs: newLimiter(errorRate, errorBurst)}
 	conn.OnConnect(h.probeAll)
 	conn.OnDisconnect(svc.PresenceStale)
 	return h
@@ -78,13 +81,34 @@ func (h *PresenceHandler) HandleStanza(ctx context.Context, st *Stanza) bool {
 		if u.Available {
 			u.Show, u.Status, u.Priority = presenceDetails(st)
 		}
-		if err := h.svc.UpdatePresence(ctx, u); err != nil && iotgate.ErrorCode(err) != iotgate.ENotFound {
+		err := h.svc.UpdatePresence(ctx, u)
+		switch iotgate.ErrorCode(err) {
+		case "", iotgate.ENotFound:
+		case iotgate.ETooMany:
+			// One resource too many: ignored, not answered. A presence
+			// error could make the device's server or client treat the
+			// whole device as gone, the resources already tracked too.
+			if h.refusedLogs.allow(bare) {
+				h.log.Warn("presence ignored: too many resources", "from", st.From, "err", err)
+			}
+		default:
 			h.log.Warn("presence not applied", "from", st.From, "err", err)
 		}
 	}
 	return true
 }
 
+// Bounds of what a presence stanza may set: each resource is a row, and
+// part of every presence event of its device.
+const (
+	// maxStatus is the most characters of <status/> kept; longer text is
+	// cut there (the start of a status says most).
+	maxStatus = 1024
+)
+
+// presenceDetails reads <show/>, <status/> and <priority/>. A <show/>
+// other than RFC 6121's four values and a priority outside -128..127 are
+// ignored; <status/> is cut to maxStatus characters.
 func presenceDetails(st *Stanza) (show, status string, priority int) {
 	kids, _ := st.Children()
 	for _, k := range kids {
@@ -100,11 +124,12 @@ func presenceDetails(st *Stanza) (show, status string, priority int) {
 		}
 		switch k.Name.Local {
 		case "show":
-			show = text()
-		case "status":
-			if s := text(); len(s) <= 1024 {
-				status = s
+			switch s := text(); s {
+			case "away", "chat", "dnd", "xa":
+				show = s
 			}
+		case "status":
+			status = truncateRunes(text(), maxStatus)
 		case "priority":
 			if p, err := strconv.Atoi(text()); err == nil && p >= -128 && p <= 127 {
 				priority = p
@@ -148,4 +173,20 @@ func (h *PresenceHandler) Probe(ctx context.Context) {
 		}
 	}
 	h.log.Info("probed device presence", "devices", len(jids))
+}
+
+// truncateRunes returns s cut to at most n characters (runes), never in the
+// middle of one.
+func truncateRunes(s string, n int) string {
+	if len(s) <= n {
+		return s // fewer bytes than n: fewer runes too
+	}
+	i := 0
+	for pos := range s {
+		if i == n {
+			return s[:pos]
+		}
+		i++
+	}
+	return s
 }

@@ -51,7 +51,7 @@ func (c *Conn) serve(ctx context.Context, st *stream) error {
 	c.sess = sess
 	c.up = true
 	c.since = time.Now()
-	c.lastErr = nil
+	c.lastErr, c.why = nil, ""
 	hooks := append([]func(context.Context){}, c.onUp...)
 	c.mu.Unlock()
 	c.log.Info("XMPP component stream established", "domain", c.cfg.Domain, "addr", c.cfg.Addr)
@@ -78,7 +78,7 @@ func (c *Conn) serve(ctx context.Context, st *stream) error {
 
 	err := c.readLoop(sessCtx, sess)
 	sess.fail(err)
-	c.setDown(sess.err)
+	c.setDown(sess.err, "the stream with the XMPP server was lost")
 	stopClose()
 	cancel()
 	wg.Wait()
@@ -202,10 +202,10 @@ func (c *Conn) Send(ctx context.Context, st *Stanza) error {
 	}
 	c.mu.Lock()
 	sess := c.sess
-	cause := c.lastErr
+	why, cause := c.why, c.lastErr
 	c.mu.Unlock()
 	if sess == nil {
-		return unavailable(cause)
+		return unavailable(why, cause)
 	}
 	return c.enqueue(ctx, sess, st.AppendXML(make([]byte, 0, 128+len(st.Inner))))
 }
@@ -220,7 +220,7 @@ func (c *Conn) enqueue(ctx context.Context, sess *session, b []byte) error {
 	case sess.out <- b:
 		return nil
 	case <-sess.done:
-		return unavailable(sess.err)
+		return unavailable("the stream with the XMPP server was lost", sess.err)
 	case <-ctx.Done():
 		return &iotgate.Error{Code: iotgate.ETimeout, Message: "XMPP output queue is full", Err: ctx.Err()}
 	}
@@ -238,10 +238,14 @@ func (c *Conn) checkFrom(st *Stanza) error {
 	return nil
 }
 
-func unavailable(cause error) error {
+// unavailable is the error of a stanza that can't be sent because the
+// stream is down. Its message says why in general terms only: it reaches
+// clients, and the cause (a dial error, say) names hosts; the cause is
+// wrapped, for the log.
+func unavailable(why string, cause error) error {
 	msg := "the XMPP stream is not connected"
-	if cause != nil {
-		msg += ": " + cause.Error()
+	if why != "" {
+		msg += ": " + why
 	}
-	return &iotgate.Error{Code: iotgate.EUnavailable, Detail: iotgate.DetailXMPPUnavailable, Message: msg}
+	return &iotgate.Error{Code: iotgate.EUnavailable, Detail: iotgate.DetailXMPPUnavailable, Message: msg, Err: cause}
 }

@@ -38,6 +38,23 @@ func (e *StreamError) explain(domain string) string {
 	return e.Error()
 }
 
+// summary says what a stream error means in a few words that name no
+// host nor domain: what Health and the errors of Send show clients (explain,
+// for the log, says what to do about it).
+func (e *StreamError) summary() string {
+	switch e.Condition {
+	case "not-authorized":
+		return "the XMPP server refused the component secret (not-authorized)"
+	case "conflict":
+		return "another connection holds the component domain (conflict)"
+	case "host-unknown":
+		return "the XMPP server does not serve the component domain (host-unknown)"
+	case "system-shutdown":
+		return "the XMPP server is shutting down (system-shutdown)"
+	}
+	return "the XMPP server closed the stream (" + e.Condition + ")"
+}
+
 func decodeStreamError(d *xml.Decoder, start *xml.StartElement) error {
 	var v struct {
 		Any []struct {

@@ -2,6 +2,7 @@ package devices
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"maps"
 	"sync"
@@ -29,10 +30,18 @@ type PresenceConfig struct {
 	// ProbeGrace is how long after the probes of a (re)connection a
 	// resource that no stanza confirmed since is dropped (default 10 s).
 	ProbeGrace time.Duration
+	// MaxResources is how many resources (connected instances) of one
+	// device are tracked (default DefaultMaxResources); available
+	// presence from one more is refused. Each is a row, and part of
+	// every presence event of the device.
+	MaxResources int
 }
 
-// DefaultProbeGrace is PresenceConfig.ProbeGrace's default.
-const DefaultProbeGrace = 10 * time.Second
+// Defaults of PresenceConfig.
+const (
+	DefaultProbeGrace   = 10 * time.Second
+	DefaultMaxResources = 16
+)
 
 // A batch of presence changes the store refuses is tried this many
 // times, this far apart.
@@ -87,6 +96,9 @@ func NewPresence(store iotgate.PresenceStore, cfg PresenceConfig) *Presence {
 	if cfg.ProbeGrace <= 0 {
 		cfg.ProbeGrace = DefaultProbeGrace
 	}
+	if cfg.MaxResources <= 0 {
+		cfg.MaxResources = DefaultMaxResources
+	}
 	return &Presence{store: store, cfg: cfg,
 		res: map[string]map[string]iotgate.Resource{}, stale: true, since: cfg.Clock(),
 		ops: make(chan presenceOp, 10000), pending: map[string]bool{},
@@ -104,13 +116,20 @@ func (p *Presence) OnOnline(f func(jid string)) {
 	p.mu.Unlock()
 }
 
-// Update applies a presence stanza from device d.
-func (p *Presence) Update(d *iotgate.Device, u iotgate.PresenceUpdate) {
+// Update applies a presence stanza from device d. Errors: too_many_requests
+// when u makes a resource available beyond MaxResources (nothing changes:
+// the device's other resources stay as they are).
+func (p *Presence) Update(d *iotgate.Device, u iotgate.PresenceUpdate) error {
 	now := p.cfg.Clock().UTC()
 	p.mu.Lock()
 	rs := p.res[d.JID]
 	if rs == nil {
 		rs = map[string]iotgate.Resource{}
+	}
+	if _, known := rs[u.From]; u.Available && !known && len(rs) >= p.cfg.MaxResources {
+		p.mu.Unlock()
+		return &iotgate.Error{Code: iotgate.ETooMany,
+			Message: fmt.Sprintf("presence ignored: the device has %d resources online, the most iotgate tracks", len(rs))}
 	}
 	added := iotgate.ApplyPresence(rs, u, now)
 	p.setResources(d.JID, rs)
@@ -120,6 +139,7 @@ func (p *Presence) Update(d *iotgate.Device, u iotgate.PresenceUpdate) {
 	for _, f := range fire {
 		f(d.JID)
 	}
+	return nil
 }
 
 // setResources sets a device's resources in memory, with p.mu held.

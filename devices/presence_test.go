@@ -270,3 +270,48 @@ func TestPresenceRetry(t *testing.T) {
 	p.Update(&iotgate.Device{ID: 1, JID: "d@example.com"}, iotgate.PresenceUpdate{From: "d@example.com/r", Available: true})
 	waitFor(t, func() bool { return len(store.Events()) == 1 })
 }
+
+// TestPresenceMaxResources: a device that opens session after session
+// gets at most MaxResources of them tracked; the one beyond is refused
+// (too_many_requests) and changes nothing, while the tracked ones keep
+// updating and a place freed is taken again.
+func TestPresenceMaxResources(t *testing.T) {
+	d := &iotgate.Device{ID: 7, JID: "t@example.com"}
+	p := NewPresence(nil, PresenceConfig{MaxResources: 3})
+	p.MarkFresh()
+	var onlines int
+	p.OnOnline(func(string) { onlines++ })
+	res := func(r string) string { return "t@example.com/" + r }
+	steps := []struct {
+		name    string
+		u       iotgate.PresenceUpdate
+		wantErr string
+		want    []string
+	}{
+		{"First", iotgate.PresenceUpdate{From: res("a"), Available: true, Priority: 3}, "", []string{res("a")}},
+		{"Second", iotgate.PresenceUpdate{From: res("b"), Available: true, Priority: 2}, "", []string{res("a"), res("b")}},
+		{"Third", iotgate.PresenceUpdate{From: res("c"), Available: true, Priority: 1}, "", []string{res("a"), res("b"), res("c")}},
+		{"OneTooMany", iotgate.PresenceUpdate{From: res("d"), Available: true, Priority: 9}, iotgate.ETooMany, []string{res("a"), res("b"), res("c")}},
+		{"TrackedOneUpdates", iotgate.PresenceUpdate{From: res("c"), Available: true, Priority: 5, Status: "busy"}, "", []string{res("c"), res("a"), res("b")}},
+		{"UntrackedLeaves", iotgate.PresenceUpdate{From: res("d")}, "", []string{res("c"), res("a"), res("b")}},
+		{"OneLeaves", iotgate.PresenceUpdate{From: res("a")}, "", []string{res("c"), res("b")}},
+		{"PlaceTaken", iotgate.PresenceUpdate{From: res("d"), Available: true, Priority: 9}, "", []string{res("d"), res("c"), res("b")}},
+	}
+	for _, st := range steps {
+		err := p.Update(d, st.u)
+		if got := iotgate.ErrorCode(err); got != st.wantErr {
+			t.Errorf("%s: err = %v, want code %q", st.name, err, st.wantErr)
+		}
+		var got []string
+		for _, r := range p.Resources(d.JID) {
+			got = append(got, r.JID)
+		}
+		if !slices.Equal(got, st.want) {
+			t.Errorf("%s: resources %v, want %v", st.name, got, st.want)
+		}
+	}
+	// a, b, c, then d when a place was free: the refused d fired nothing.
+	if onlines != 4 {
+		t.Errorf("OnOnline called %d times, want 4", onlines)
+	}
+}

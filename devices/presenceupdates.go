@@ -7,14 +7,14 @@ import (
 )
 
 // UpdatePresence applies a presence stanza from a device. Errors: not_found
-// (detail device_not_registered), unavailable.
+// (detail device_not_registered), unavailable, too_many_requests (one
+// resource more than PresenceConfig.MaxResources).
 func (s *Service) UpdatePresence(ctx context.Context, u iotgate.PresenceUpdate) error {
 	d, err := s.registeredSender(ctx, u.From)
 	if err != nil {
 		return err
 	}
-	s.cfg.Presence.Update(d, u)
-	return nil
+	return s.cfg.Presence.Update(d, u)
 }
 
 // Registered reports whether a (bare or full) JID is a registered device.

@@ -16,11 +16,14 @@ const (
 	DefaultMaintainPause      = 100 * time.Millisecond
 	DefaultRejectionRetention = 30 * 24 * time.Hour
 	DefaultCommandRetention   = 90 * 24 * time.Hour
+	// DefaultPresenceEventRetention: presence history is for looking
+	// back at outages; a flapping device writes a row per change.
+	DefaultPresenceEventRetention = 30 * 24 * time.Hour
 )
 
 // Maintainer keeps the tables that grow with time in shape: it creates
 // the reading partitions ahead and applies the retention of readings,
-// rejections and finished commands. Deletes go in bounded batches so that
+// rejections, finished commands and presence events. Deletes go in bounded batches so that
 // no statement holds locks long. Several instances may run one on the same
 // database: partition changes take turns under an advisory lock, and
 // deletes of the same oldest rows are harmless.
@@ -31,6 +34,9 @@ type Maintainer struct {
 	// Readings go a day at a time: a day's partition is dropped once its
 	// end is older than the retention.
 	ReadingRetention, RejectionRetention, CommandRetention time.Duration
+	// PresenceEventRetention is how long presence history
+	// (IOTGATE_PRESENCE_EVENT_RETENTION) is kept; 0 keeps it forever.
+	PresenceEventRetention time.Duration
 	// Every is how often Run maintains (0: DefaultMaintainEvery).
 	Every time.Duration
 	// Ahead is how many days of partitions are kept ready after today
@@ -50,6 +56,7 @@ type Maintainer struct {
 type Maintenance struct {
 	Created, Dropped     []string // reading partitions
 	Rejections, Commands int      // rows deleted
+	PresenceEvents       int      // rows deleted
 }
 
 // Run maintains at once and then every Every until ctx ends.
@@ -67,9 +74,9 @@ func (m *Maintainer) Run(ctx context.Context) {
 		if err != nil && ctx.Err() == nil {
 			log.Warn("maintain tables", "err", err)
 		}
-		if len(r.Created)+len(r.Dropped)+r.Rejections+r.Commands > 0 {
+		if len(r.Created)+len(r.Dropped)+r.Rejections+r.Commands+r.PresenceEvents > 0 {
 			log.Info("maintained tables", "created", r.Created, "dropped", r.Dropped,
-				"rejections", r.Rejections, "commands", r.Commands)
+				"rejections", r.Rejections, "commands", r.Commands, "presence_events", r.PresenceEvents)
 		}
 	})
 }
@@ -108,6 +115,10 @@ func (m *Maintainer) Maintain(ctx context.Context) (Maintenance, error) {
 	}
 	if m.CommandRetention > 0 {
 		r.Commands, err = m.drain(ctx, t.Add(-m.CommandRetention), m.DB.TrimCommands)
+		keep(err)
+	}
+	if m.PresenceEventRetention > 0 {
+		r.PresenceEvents, err = m.drain(ctx, t.Add(-m.PresenceEventRetention), m.DB.TrimPresenceEvents)
 		keep(err)
 	}
 	return r, first

@@ -322,3 +322,14 @@ func (db *DB) DeviceResources(ctx context.Context, jids []string) (map[string][]
 	}
 	return out, nil
 }
+
+// TrimPresenceEvents deletes at most limit of the oldest presence events
+// older than before, and returns how many. Nothing reads them but the
+// history, so any may go. Errors: unavailable, timeout.
+func (db *DB) TrimPresenceEvents(ctx context.Context, before time.Time, limit int) (int, error) {
+	// In id order, not at order: presence_events has no index on at, and
+	// ids grow with at, so the primary key walks the oldest first.
+	return db.deleteCounted(ctx, "trim presence events", `
+		DELETE FROM presence_events WHERE id IN (
+			SELECT id FROM presence_events WHERE at < $1 ORDER BY id LIMIT $2)`, before, limit)
+}

@@ -319,3 +319,50 @@ func TestPresenceProbeStorm(t *testing.T) {
 		t.Errorf("%d transitions, want %d", events, n)
 	}
 }
+
+// TestPresenceEventRetention: presence history no longer grows without
+// bound: the maintainer deletes the events older than the retention, in
+// batches, even one stored out of order (another instance's clock), and
+// keeps the newer ones.
+func TestPresenceEventRetention(t *testing.T) {
+	ctx := context.Background()
+	db, reg, svc := newStack(t)
+	devs := thermostats(t, reg, svc, "flap1@example.com", "flap2@example.com")
+	now := time.Now().UTC()
+	day := 24 * time.Hour
+	var evs []iotgate.PresenceEvent
+	for i := 10; i >= 0; i-- { // oldest first, as they come
+		for _, d := range devs {
+			evs = append(evs, iotgate.PresenceEvent{DeviceID: d.ID, DeviceJID: d.JID, At: now.Add(-time.Duration(i) * 4 * day), Online: i%2 == 0})
+		}
+	}
+	// Stored last, yet old.
+	evs = append(evs, iotgate.PresenceEvent{DeviceID: devs[0].ID, DeviceJID: devs[0].JID, At: now.Add(-60 * day), Online: true})
+	if err := db.InsertPresenceEvents(ctx, evs); err != nil {
+		t.Fatal(err)
+	}
+	count := func() (old, young int) {
+		t.Helper()
+		if err := db.SQL().QueryRowContext(ctx, `SELECT count(*) FILTER (WHERE at < $1), count(*) FILTER (WHERE at >= $1) FROM presence_events`,
+			now.Add(-30*day)).Scan(&old, &young); err != nil {
+			t.Fatal(err)
+		}
+		return old, young
+	}
+	old, young := count()
+	if old != 7 || young != 16 { // ages 32, 36, 40 days for each device, and the late one
+		t.Fatalf("before: %d old, %d young events; want 7, 16", old, young)
+	}
+
+	m := &postgres.Maintainer{DB: db, PresenceEventRetention: 30 * day, Batch: 2, Pause: time.Millisecond, Now: func() time.Time { return now }}
+	got, err := m.Maintain(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.PresenceEvents != 7 {
+		t.Errorf("Maintain deleted %d presence events, want 7", got.PresenceEvents)
+	}
+	if old, young := count(); old != 0 || young != 16 {
+		t.Errorf("after: %d old, %d young events; want 0, 16", old, young)
+	}
+}

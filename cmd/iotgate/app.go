@@ -99,7 +99,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 		return nil, err
 	}
 	a.presence = devices.NewPresence(db, devices.PresenceConfig{Logger: log.With("part", "presence"),
-		ProbeGrace: cfg.PresenceProbeGrace, Fleet: fleet{&a.members}})
+		ProbeGrace: cfg.PresenceProbeGrace, Fleet: fleet{&a.members}, MaxResources: cfg.MaxResourcesPerDevice})
 
 	var evCtx context.Context
 	evCtx, a.stopEvents = context.WithCancel(context.WithoutCancel(ctx))
@@ -117,6 +117,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 	a.maintainer = &postgres.Maintainer{DB: db, ReadingRetention: cfg.ReadingRetention,
 		RejectionRetention: cfg.RejectionRetention, CommandRetention: cfg.CommandRetention,
 		Every: cfg.MaintainInterval, Logger: log.With("part", "maintainer")}
+	a.maintainer.PresenceEventRetention = cfg.PresenceEventRetention
 	// 0 means "the default" to the dispatcher; a linger of 0 means none.
 	linger := cfg.WebhookLinger
 	if linger == 0 {
@@ -252,6 +253,10 @@ func (a *App) Run(ctx context.Context) error {
 		a.metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go a.metricsSrv.Serve(ln)
 		a.log.Info("metrics listening", "addr", ln.Addr().String(), "paths", "/metrics, /debug/pprof/")
+		if openToNetwork(a.cfg.MetricsAddr) {
+			a.log.Warn("the metrics address may be reachable from other machines: it serves /metrics and /debug/pprof/ without authentication; bind it to 127.0.0.1 or keep it behind a firewall",
+				"addr", a.cfg.MetricsAddr)
+		}
 	}
 
 	// The hub starts at the log's newest event: streams serve what

@@ -57,6 +57,9 @@ type Config struct {
 	// PresenceProbeGrace is how long after a reconnection's probes a
 	// device resource no presence stanza confirmed is dropped.
 	PresenceProbeGrace time.Duration
+	// MaxResourcesPerDevice is how many resources of one device are
+	// tracked; available presence from one more is ignored.
+	MaxResourcesPerDevice int
 	// InstanceDeadAfter is how long an instance may go without a
 	// heartbeat before the others fail its commands and take over its
 	// queue deliveries (heartbeats every fifth of it).
@@ -111,6 +114,8 @@ type Config struct {
 	// forever), and how often the maintainer applies it and creates the
 	// reading partitions ahead.
 	ReadingRetention, RejectionRetention, CommandRetention, MaintainInterval time.Duration
+	// PresenceEventRetention: how long presence history is kept (0: forever).
+	PresenceEventRetention time.Duration
 
 	// Webhooks.
 	WebhookAllowPrivate                          bool
@@ -141,7 +146,7 @@ var settings = []setting{
 	{env: "IOTGATE_SECRET", secret: true, help: "the component's shared secret (required; environment only)"},
 	{env: "IOTGATE_DATABASE_URL", flag: "database-url", help: "PostgreSQL URL or DSN (required), e.g. postgres://iotgate@127.0.0.1/iotgate?sslmode=disable"},
 	{env: "IOTGATE_HTTP_ADDR", flag: "http-addr", def: "127.0.0.1:8080", help: "host:port the REST API listens on"},
-	{env: "IOTGATE_METRICS_ADDR", flag: "metrics-addr", help: "host:port serving Prometheus metrics at /metrics; empty: not served"},
+	{env: "IOTGATE_METRICS_ADDR", flag: "metrics-addr", help: "host:port serving Prometheus metrics at /metrics and profiles at /debug/pprof/, without authentication: keep it on 127.0.0.1 (iotgate warns at start otherwise); empty: not served"},
 	{env: "IOTGATE_CORS_ORIGINS", flag: "cors-origins", help: "comma-separated browser origins allowed to call the API (e.g. https://app.example.com, or *); none by default"},
 	{env: "IOTGATE_TRUSTED_PROXIES", flag: "trusted-proxies", help: "comma-separated addresses or CIDR ranges (10.0.0.0/8, 2001:db8::/32) of the reverse proxies in front of the REST API: X-Forwarded-For is believed only from them, so that failed authentications are counted per client, not per proxy; empty: the connection's peer is the client and X-Forwarded-For is ignored"},
 	{env: "IOTGATE_LOG_LEVEL", flag: "log-level", def: "info", help: "debug, info, warn or error"},
@@ -159,6 +164,7 @@ var settings = []setting{
 	{env: "IOTGATE_XMPP_CONFLICT_BACKOFF", flag: "xmpp-conflict-backoff", def: "2s", help: "shortest wait after the XMPP server refuses the stream with conflict (it still holds an older stream for the domain, often iotgate's own that it has not seen die): iotgate is back at most max(this, xmpp-max-backoff) after the server drops it"},
 	{env: "IOTGATE_INSTANCE_DEAD_AFTER", flag: "instance-dead-after", def: "10s", help: "how long an instance may miss heartbeats (sent every fifth of it) before the others fail its commands in flight and take over delivering its devices' queued commands"},
 	{env: "IOTGATE_PRESENCE_PROBE_GRACE", flag: "presence-probe-grace", def: "10s", help: "how long after the presence probes of a (re)connection a device resource that no presence stanza confirmed since is dropped (it went away while no instance could see it)"},
+	{env: "IOTGATE_MAX_RESOURCES_PER_DEVICE", flag: "max-resources-per-device", def: "16", help: "resources (connected sessions) of one device whose presence is tracked; available presence from one more is ignored, with a log line, until one goes"},
 	{env: "IOTGATE_MAX_PATTERN_VALUE", flag: "max-pattern-value", def: "256", help: "longest value, in characters, that a schema's xs:pattern checks; longer ones are refused before matching (backtracking costs grow with the length)"},
 	{env: "IOTGATE_MAX_PATTERN_TOTAL", flag: "max-pattern-total", def: "1024", help: "most characters, in all of a reading's values that xs:pattern facets check"},
 	{env: "IOTGATE_MAX_SCHEMA_VERSIONS", flag: "max-schema-versions", def: "10000", help: "most schema versions stored, of all schemas (each costs a compilation and memory); a registration beyond it gets 409 schema_quota_exceeded"},
@@ -185,6 +191,7 @@ var settings = []setting{
 	{env: "IOTGATE_READING_RETENTION", flag: "reading-retention", def: "0", help: "how long readings are kept (e.g. 8760h); older ones go a day at a time, by dropping the day's partition once its end is older (0: forever)"},
 	{env: "IOTGATE_REJECTION_RETENTION", flag: "rejection-retention", def: "720h", help: "how long refused payloads (rejections) are kept (0: forever)"},
 	{env: "IOTGATE_COMMAND_RETENTION", flag: "command-retention", def: "2160h", help: "how long finished commands (with their history) are kept after their creation (0: forever)"},
+	{env: "IOTGATE_PRESENCE_EVENT_RETENTION", flag: "presence-event-retention", def: "720h", help: "how long presence history (each device's online/offline changes) is kept (0: forever)"},
 	{env: "IOTGATE_MAINTAIN_INTERVAL", flag: "maintain-interval", def: "1h", help: "how often reading partitions are created ahead and the retentions applied (in bounded batches)"},
 	{env: "IOTGATE_EVENT_KEEPALIVE", flag: "event-keepalive", def: "15s", help: "interval of the comment line that keeps an idle event stream open through proxies"},
 	{env: "IOTGATE_EVENT_POLL", flag: "event-poll", def: "1s", help: "how often the event log is read without a wake-up (the safety net under LISTEN/NOTIFY)"},
@@ -317,6 +324,7 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 		{"IOTGATE_READING_RETENTION", &cfg.ReadingRetention, 0, 100 * 365 * 24 * time.Hour},
 		{"IOTGATE_REJECTION_RETENTION", &cfg.RejectionRetention, 0, 100 * 365 * 24 * time.Hour},
 		{"IOTGATE_COMMAND_RETENTION", &cfg.CommandRetention, 0, 100 * 365 * 24 * time.Hour},
+		{"IOTGATE_PRESENCE_EVENT_RETENTION", &cfg.PresenceEventRetention, 0, 100 * 365 * 24 * time.Hour},
 		{"IOTGATE_MAINTAIN_INTERVAL", &cfg.MaintainInterval, time.Second, 24 * time.Hour},
 		{"IOTGATE_EVENT_KEEPALIVE", &cfg.EventKeepAlive, 100 * time.Millisecond, time.Hour},
 		{"IOTGATE_EVENT_POLL", &cfg.EventPoll, 10 * time.Millisecond, time.Minute},
@@ -352,6 +360,7 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 		{"IOTGATE_MAX_COMMANDS_IN_FLIGHT_PER_TOKEN", &cfg.MaxCommandsInFlightPerToken, 1000000},
 		{"IOTGATE_MAX_COMMANDS_IN_FLIGHT_PER_DEVICE", &cfg.MaxCommandsInFlightPerDevice, 1000000},
 		{"IOTGATE_MAX_QUEUED_PER_DEVICE", &cfg.MaxQueuedPerDevice, 1000000},
+		{"IOTGATE_MAX_RESOURCES_PER_DEVICE", &cfg.MaxResourcesPerDevice, 1000},
 		{"IOTGATE_DEVICE_RATE", &cfg.DeviceRate, 10000000},
 		{"IOTGATE_DEVICE_BURST", &cfg.DeviceBurst, 10000000},
 		{"IOTGATE_DISCO_MAX_ITEMS", &cfg.DiscoMaxItems, 1000},
