@@ -49,7 +49,7 @@ const docTemplate = `{
         },
         "/readyz": {
             "get": {
-                "description": "Answers 200 when every part iotgate depends on (the XMPP server, the database) works, else 503. The body says which part is down, since when and why, and this instance's ID and role (active, member, standby, disconnected). A standby (Prosody refuses its stream while another instance holds the domain) answers 503: route traffic to the ready ones.",
+                "description": "Answers 200 when every part iotgate depends on (the XMPP server, the database) works, else 503. The body says which part is down, since when and why (in general terms: the details, such as addresses, are in iotgate's log), and this instance's ID and role (active, member, standby, disconnected). A standby (Prosody refuses its stream while another instance holds the domain) answers 503: route traffic to the ready ones. The answer may be up to one second old: the checks run at most once a second however many probes come.",
                 "produces": [
                     "application/json"
                 ],
@@ -386,7 +386,7 @@ const docTemplate = `{
                         }
                     },
                     "400": {
-                        "description": "Bad JSON, a missing field, a full or invalid JID, bad labels, or an unknown schema or version",
+                        "description": "Bad JSON, an unknown or missing field, a full or invalid JID, bad labels, or an unknown schema or version",
                         "schema": {
                             "allOf": [
                                 {
@@ -413,13 +413,13 @@ const docTemplate = `{
                         }
                     },
                     "403": {
-                        "description": "The token lacks the route's scope (code forbidden)",
+                        "description": "The token lacks the route's scope; labels outside its device selector; a JID outside IOTGATE_DEVICE_DOMAINS (code device_domain_not_allowed), or, for a token limited by a selector, a JID taken by a device it can't see (code forbidden)",
                         "schema": {
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     },
                     "409": {
-                        "description": "The JID is already registered",
+                        "description": "The JID is already registered (to a token limited by a selector: by a device it sees)",
                         "schema": {
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
@@ -431,7 +431,7 @@ const docTemplate = `{
                         }
                     },
                     "415": {
-                        "description": "Body is not JSON",
+                        "description": "Body is not JSON (Content-Type must be application/json)",
                         "schema": {
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
@@ -667,7 +667,7 @@ const docTemplate = `{
                         }
                     },
                     "400": {
-                        "description": "Bad JSON, not a valid bare JID, bad labels, or an unknown schema version",
+                        "description": "Bad JSON, an unknown field, not a valid bare JID, bad labels, or an unknown schema version",
                         "schema": {
                             "allOf": [
                                 {
@@ -712,7 +712,7 @@ const docTemplate = `{
                         }
                     },
                     "415": {
-                        "description": "Body is not JSON",
+                        "description": "Body is not JSON (Content-Type must be application/json)",
                         "schema": {
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
@@ -751,7 +751,7 @@ const docTemplate = `{
                         "BearerAuth": []
                     }
                 ],
-                "description": "Lists the commands sent (or queued) to a device, newest first, a page at a time: pass next_cursor as cursor to get the next page; the last page has no next_cursor.",
+                "description": "Lists the commands sent (or queued) to a device, newest first, a page at a time: pass next_cursor as cursor to get the next page; the last page has no next_cursor. A page also ends once its rows reach IOTGATE_MAX_PAGE_BYTES (4 MiB by default; at least one row), so it may hold fewer rows than limit and still have a next_cursor.",
                 "produces": [
                     "application/json"
                 ],
@@ -831,7 +831,7 @@ const docTemplate = `{
                         }
                     },
                     "429": {
-                        "description": "The token's request rate is exceeded (code rate_limited)",
+                        "description": "The token's request rate is exceeded (code rate_limited), or it (or the server) has too many list requests in progress (code too_many_concurrent)",
                         "schema": {
                             "$ref": "#/definitions/api.ErrorResponse"
                         },
@@ -862,7 +862,7 @@ const docTemplate = `{
                         "BearerAuth": []
                     }
                 ],
-                "description": "Validates the payload against the device's schema (422 with the validator's reason; nothing is sent), stores the command and sends it as an IQ to the given resource, or to the device's highest-priority available one.\nmode sync (default) waits up to timeout_ms for the outcome: 200 with the device's response; 502 (code xmpp_error) when the device answered with an IQ error; 504 (code timeout) when it did not answer in time (a late answer is still recorded on the command); 409 (code device_offline) at once when the device has no available resource or its server bounced the IQ; 503 (code xmpp_unavailable) when iotgate's XMPP stream is down or drops.\nmode async answers 202 at once (or 409/503 as above); follow Location. mode queue answers 202 and, while the device is offline, keeps the command until it comes online (then delivers queued commands in order) or until expires_in_ms passes (status expired).\nEvery error answer about a command that was stored carries the command in details. With an Idempotency-Key header, a retry with the same key and the same body within 24 hours returns the first command (header Idempotent-Replayed: true) instead of sending another; the same key with another body is 422 (code idempotency_key_reused). A command refused before it was sent (409, 503) does not hold its key.",
+                "description": "Validates the payload against the device's schema (422 with the validator's reason; nothing is sent), stores the command and sends it as an IQ to the given resource, or to the device's highest-priority available one.\nmode sync (default) waits up to timeout_ms for the outcome: 200 with the device's response; 502 (code xmpp_error) when the device answered with an IQ error; 504 (code timeout) when it did not answer in time (a late answer is still recorded on the command); 409 (code device_offline) at once when the device has no available resource or its server bounced the IQ; 503 (code xmpp_unavailable) when iotgate's XMPP stream is down or drops.\nmode async answers 202 at once (or 409/503 as above); follow Location. mode queue answers 202 and, while the device is offline, keeps the command until it comes online (then delivers queued commands in order) or until expires_in_ms passes (status expired).\nEvery error answer about a command that was stored carries the command in details. With an Idempotency-Key header, a retry with the same key and the same body within 24 hours returns the first command (header Idempotent-Replayed: true) instead of sending another; the same key with another body is 422 (code idempotency_key_reused). A key is the token's, for this device: the same key from another token, or to another device, is another key (a token never finds, blocks or learns of another's commands by key). A command refused before it was sent (409, 503) does not hold its key.",
                 "consumes": [
                     "application/json"
                 ],
@@ -924,7 +924,7 @@ const docTemplate = `{
                         }
                     },
                     "400": {
-                        "description": "Bad JSON, a bad field, not a valid bare JID or resource",
+                        "description": "Bad JSON, a bad or unknown field, not a valid bare JID or resource",
                         "schema": {
                             "allOf": [
                                 {
@@ -987,7 +987,7 @@ const docTemplate = `{
                         }
                     },
                     "415": {
-                        "description": "Body is not JSON",
+                        "description": "Body is not JSON (Content-Type must be application/json)",
                         "schema": {
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
@@ -999,7 +999,7 @@ const docTemplate = `{
                         }
                     },
                     "429": {
-                        "description": "Too many commands in flight (code too_many_requests), or the token's request rate is exceeded (code rate_limited)",
+                        "description": "Too many commands in flight: in all (code too_many_requests), of this token (code token_commands_in_flight, IOTGATE_MAX_COMMANDS_IN_FLIGHT_PER_TOKEN) or to this device (code device_commands_in_flight, IOTGATE_MAX_COMMANDS_IN_FLIGHT_PER_DEVICE), mode queue excepted (it waits); the device's queue is full (code device_queue_full, IOTGATE_MAX_QUEUED_PER_DEVICE, Retry-After 60); or the token's request rate is exceeded (code rate_limited)",
                         "schema": {
                             "$ref": "#/definitions/api.ErrorResponse"
                         },
@@ -1080,7 +1080,7 @@ const docTemplate = `{
                         "BearerAuth": []
                     }
                 ],
-                "description": "Lists the readings a device sent that its schema accepted, newest first by default, a page at a time: pass next_cursor as cursor (with the same since, until and order) to get the next page; the last page has no next_cursor.",
+                "description": "Lists the readings a device sent that its schema accepted, newest first by default, a page at a time: pass next_cursor as cursor (with the same since, until and order) to get the next page; the last page has no next_cursor. A page also ends once its rows reach IOTGATE_MAX_PAGE_BYTES (4 MiB by default; at least one row), so it may hold fewer rows than limit and still have a next_cursor.",
                 "produces": [
                     "application/json"
                 ],
@@ -1187,7 +1187,7 @@ const docTemplate = `{
                         }
                     },
                     "429": {
-                        "description": "The token's request rate is exceeded (code rate_limited)",
+                        "description": "The token's request rate is exceeded (code rate_limited), or it (or the server) has too many list requests in progress (code too_many_concurrent)",
                         "schema": {
                             "$ref": "#/definitions/api.ErrorResponse"
                         },
@@ -1220,7 +1220,7 @@ const docTemplate = `{
                         "BearerAuth": []
                     }
                 ],
-                "description": "Lists the payloads iotgate refused from a device (not valid against its schema, or in no namespace of it) with the reason, newest first by default, paged like the readings. Payloads are truncated.",
+                "description": "Lists the payloads iotgate refused from a device (not valid against its schema, or in no namespace of it) with the reason, newest first by default, paged like the readings (bounded in rows and in bytes). Payloads are truncated.",
                 "produces": [
                     "application/json"
                 ],
@@ -1327,7 +1327,7 @@ const docTemplate = `{
                         }
                     },
                     "429": {
-                        "description": "The token's request rate is exceeded (code rate_limited)",
+                        "description": "The token's request rate is exceeded (code rate_limited), or it (or the server) has too many list requests in progress (code too_many_concurrent)",
                         "schema": {
                             "$ref": "#/definitions/api.ErrorResponse"
                         },
@@ -1721,7 +1721,7 @@ const docTemplate = `{
                         }
                     },
                     "400": {
-                        "description": "Bad JSON, a missing field, or a bad name",
+                        "description": "Bad JSON, an unknown or missing field, or a bad name",
                         "schema": {
                             "allOf": [
                                 {
@@ -1753,6 +1753,12 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     },
+                    "409": {
+                        "description": "The registry holds IOTGATE_MAX_SCHEMA_VERSIONS versions already, or this token has registered IOTGATE_MAX_SCHEMA_VERSIONS_PER_TOKEN (code schema_quota_exceeded): delete unused versions first",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
                     "413": {
                         "description": "Body too large",
                         "schema": {
@@ -1760,7 +1766,7 @@ const docTemplate = `{
                         }
                     },
                     "415": {
-                        "description": "Body is not JSON",
+                        "description": "Body is not JSON (Content-Type must be application/json)",
                         "schema": {
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
@@ -1787,7 +1793,7 @@ const docTemplate = `{
                         }
                     },
                     "429": {
-                        "description": "The token's request rate is exceeded (code rate_limited)",
+                        "description": "The token's request rate (code rate_limited) or schema writes per minute (code schema_write_rate, IOTGATE_SCHEMA_WRITE_RATE) are exceeded",
                         "schema": {
                             "$ref": "#/definitions/api.ErrorResponse"
                         },
@@ -2064,7 +2070,7 @@ const docTemplate = `{
                         "BearerAuth": []
                     }
                 ],
-                "description": "Deletes one version of the named schema. A version that devices use cannot be deleted (409): move or delete those devices first.",
+                "description": "Deletes one version of the named schema. A version that devices use, or that another version imports, cannot be deleted (409 schema_in_use; the message names an importer): move or delete those devices, or delete the importing versions, first.",
                 "produces": [
                     "application/json"
                 ],
@@ -2120,13 +2126,13 @@ const docTemplate = `{
                         }
                     },
                     "409": {
-                        "description": "Devices use this version",
+                        "description": "Devices use this version, or another version imports it (code schema_in_use)",
                         "schema": {
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     },
                     "429": {
-                        "description": "The token's request rate is exceeded (code rate_limited)",
+                        "description": "The token's request rate (code rate_limited) or schema writes per minute (code schema_write_rate, IOTGATE_SCHEMA_WRITE_RATE) are exceeded",
                         "schema": {
                             "$ref": "#/definitions/api.ErrorResponse"
                         },
@@ -2252,7 +2258,7 @@ const docTemplate = `{
                         "BearerAuth": []
                     }
                 ],
-                "description": "Lists every token, revoked and expired ones included, oldest first. Secrets are never shown.",
+                "description": "Lists the tokens the caller manages, revoked and expired ones included, oldest first: every token for an admin token limited to no devices; for one limited by a selector, the tokens limited at least as much (every label pair of its selector in theirs). Secrets are never shown.",
                 "produces": [
                     "application/json"
                 ],
@@ -2311,7 +2317,7 @@ const docTemplate = `{
                         "BearerAuth": []
                     }
                 ],
-                "description": "Creates a token with the given scopes, optionally limited to the devices whose labels include all of devices, and optionally expiring. The answer's token field is the secret: it is shown this once and stored only as a hash. A token limited to some devices can only create tokens limited at least as much.",
+                "description": "Creates a token with the given scopes, optionally limited to the devices whose labels include all of devices, and optionally expiring. The answer's token field is the secret: it is shown this once and stored only as a hash. A token limited to some devices can only create tokens limited at least as much (every label pair of its selector in theirs), and a token that expires can only create tokens that expire no later (403).",
                 "consumes": [
                     "application/json"
                 ],
@@ -2347,7 +2353,7 @@ const docTemplate = `{
                         }
                     },
                     "400": {
-                        "description": "A missing name, an unknown scope, a bad label or expires_in",
+                        "description": "A missing name, an unknown scope, a bad label or expires_in, an unknown field, bad JSON",
                         "schema": {
                             "allOf": [
                                 {
@@ -2374,7 +2380,13 @@ const docTemplate = `{
                         }
                     },
                     "403": {
-                        "description": "The token lacks the route's scope (code forbidden)",
+                        "description": "The token lacks the route's scope, or the new token would be broader than it: a scope it lacks, devices not within its selector, or expiring later (code forbidden)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "415": {
+                        "description": "Body is not JSON (Content-Type must be application/json)",
                         "schema": {
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
@@ -2413,7 +2425,7 @@ const docTemplate = `{
                         "BearerAuth": []
                     }
                 ],
-                "description": "Returns a token (never its secret), with when it was last used (recorded at most once a minute).",
+                "description": "Returns a token (never its secret), with when it was last used (recorded at most once a minute). A token the caller does not manage (broader than its device selector, or beside it) is 404, as if it did not exist.",
                 "produces": [
                     "application/json"
                 ],
@@ -2451,7 +2463,7 @@ const docTemplate = `{
                         }
                     },
                     "404": {
-                        "description": "No such token",
+                        "description": "No such token, or one the caller does not manage",
                         "schema": {
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
@@ -2488,7 +2500,7 @@ const docTemplate = `{
                         "BearerAuth": []
                     }
                 ],
-                "description": "Revokes a token: this iotgate refuses it at once, other instances within 10 seconds. The token stays listed, with revoked_at. Revoking a revoked token changes nothing. The bootstrap token (IOTGATE_ADMIN_TOKEN) can't be revoked here (400).",
+                "description": "Revokes a token: this iotgate refuses it at once, other instances within 10 seconds. The token stays listed, with revoked_at. Revoking a revoked token changes nothing. The bootstrap token (IOTGATE_ADMIN_TOKEN) can't be revoked here (400). An admin token limited by a device selector revokes only the tokens it manages (limited at least as much): others are 404, as if they did not exist.",
                 "produces": [
                     "application/json"
                 ],
@@ -2532,7 +2544,7 @@ const docTemplate = `{
                         }
                     },
                     "404": {
-                        "description": "No such token",
+                        "description": "No such token, or one the caller does not manage",
                         "schema": {
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
@@ -2666,7 +2678,7 @@ const docTemplate = `{
                         }
                     },
                     "400": {
-                        "description": "A bad url, type, label or secret (code invalid), or a refused address (code webhook_url_refused)",
+                        "description": "A bad url, type, label or secret, an unknown field, bad JSON (code invalid), or a refused address (code webhook_url_refused)",
                         "schema": {
                             "allOf": [
                                 {
@@ -2700,6 +2712,12 @@ const docTemplate = `{
                     },
                     "409": {
                         "description": "Too many webhooks (100 by default)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "415": {
+                        "description": "Body is not JSON (Content-Type must be application/json)",
                         "schema": {
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
@@ -2923,7 +2941,7 @@ const docTemplate = `{
                         }
                     },
                     "400": {
-                        "description": "paused missing",
+                        "description": "paused missing, an unknown field, bad JSON",
                         "schema": {
                             "allOf": [
                                 {
@@ -2961,6 +2979,12 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     },
+                    "415": {
+                        "description": "Body is not JSON (Content-Type must be application/json)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
                     "429": {
                         "description": "The token's request rate is exceeded (code rate_limited)",
                         "schema": {
@@ -2994,9 +3018,9 @@ const docTemplate = `{
             "type": "object",
             "properties": {
                 "error": {
-                    "description": "Error says why the part is down.",
+                    "description": "Error says why the part is down, in general terms: never an\naddress or a driver's error (/readyz needs no token; the log has them).",
                     "type": "string",
-                    "example": "secret refused by server (not-authorized)"
+                    "example": "the XMPP stream is not connected: the XMPP server refused the component secret (not-authorized)"
                 },
                 "ok": {
                     "type": "boolean",
