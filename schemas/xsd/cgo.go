@@ -8,6 +8,7 @@ package xsd
 import "C"
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"strings"
@@ -390,4 +391,66 @@ func probePattern(pattern string, inputs []string, limit time.Duration) (worst, 
 		return 0, time.Duration(totalUS) * time.Microsecond, false
 	}
 	return time.Duration(w) * time.Microsecond, time.Duration(totalUS) * time.Microsecond, true
+}
+
+// trial runs the trial compile of the main document src with the
+// imports resolved so far.
+func (c *compiler) trial(ctx context.Context, o *TrialOptions, src []byte) error {
+	docs := []trialDoc{{data: src}}
+	for _, ns := range c.order {
+		docs = append(docs, trialDoc{ns: ns, uri: c.byNS[ns].uri})
+	}
+	for i, e := range c.entries {
+		// entries are in the order of c.order, failed imports excepted
+		for k := 1; k < len(docs); k++ {
+			if docs[k].uri == e.uri {
+				docs[k].data = C.GoBytes(unsafe.Pointer(e.data), e.n)
+			}
+		}
+		_ = i
+	}
+	return trialCompile(ctx, o, docs)
+}
+
+// trialCompileHere is the child's side of a trial compile: docs[0] is the
+// main document's source, the others the imports as the parent prepared
+// them. It returns nil when
+// they compile, else the issues. Its C memory is left to the exit.
+func trialCompileHere(docs []trialDoc) []CompileIssue {
+	doc, _, raw := parseDoc(docs[0].data)
+	if doc == nil {
+		return compileIssues(raw)
+	}
+	// The parent's rewrite of the main document's imports, again.
+	uris := map[string]string{}
+	entries := make([]importEntry, 0, len(docs)-1)
+	for _, d := range docs[1:] {
+		uris[d.ns] = d.uri
+		entries = append(entries, importEntry{uri: d.uri, data: (*C.char)(C.CBytes(d.data)), n: C.int(len(d.data))})
+	}
+	_, refs, _ := inspectSchemaDoc(doc)
+	for _, r := range refs {
+		setSchemaLocation(r.node, uris[r.ns])
+	}
+	cs, raw, refused := compileDoc(doc, newImportTable(entries))
+	if cs != nil {
+		return nil
+	}
+	return compileFailure(raw, refused)
+}
+
+// outOfMemory tells a compile that failed for want of memory: libxml2 says
+// so, or its collector could not even store the issues (only a count of
+// dropped ones came back).
+func outOfMemory(issues []CompileIssue) bool {
+	stored := 0
+	for _, is := range issues {
+		if strings.Contains(strings.ToLower(is.Message), "memory") {
+			return true
+		}
+		if !strings.HasSuffix(is.Message, " more issues") {
+			stored++
+		}
+	}
+	return stored == 0
 }

@@ -1,6 +1,7 @@
 package xsd
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -110,7 +111,7 @@ func BenchmarkPatternWorstCase(b *testing.B) {
 		if _, err := Compile([]byte(src), CompileOptions{}); err == nil {
 			b.Logf("%s: not caught by the probe", tc.name)
 		}
-		s, err := compile([]byte(src), CompileOptions{}, false)
+		s, err := compile(context.Background(), []byte(src), CompileOptions{}, false)
 		if err != nil {
 			b.Fatal(err)
 		}

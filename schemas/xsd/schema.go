@@ -51,6 +51,9 @@ type CompileOptions struct {
 	// network. Nil means imports are refused. It is called during Compile
 	// only, from the calling goroutine.
 	Imports func(namespace string) ([]byte, bool)
+	// Cost bounds what the compile may cost, checked on each document's
+	// source before libxml2 sees it; zero fields mean their defaults.
+	Cost CostLimits
 }
 
 // Limits bounds a reading before and while it is parsed.
@@ -212,11 +215,24 @@ func checkSize(doc []byte, lim Limits) error {
 }
 
 // checkAttributes refuses a document with an element of more than
-// MaxAttributes attributes, by a linear scan before parsing. Anything
-// malformed is left to the parser.
+// MaxAttributes attributes, by a linear scan before parsing.
 func checkAttributes(doc []byte) error {
+	if line, over := attributeFlood(doc); over {
+		return validationErr(DetailTooLarge, []ValidationIssue{{
+			Line:    line,
+			Message: "an element has more than " + strconv.Itoa(MaxAttributes) + " attributes",
+		}})
+	}
+	return nil
+}
+
+// attributeFlood reports the line of the first start tag of doc with more
+// than MaxAttributes attributes, by a linear scan: libxml2 checks for
+// duplicate attributes in quadratic time, in readings and schemas alike.
+// Anything malformed is left to the parser.
+func attributeFlood(doc []byte) (line int, over bool) {
 	if bytes.Count(doc, []byte{'='}) <= MaxAttributes {
-		return nil // fast path: not even that many '=' in the document
+		return 0, false // fast path: not even that many '=' in the document
 	}
 	skip := func(i int, end string) int {
 		k := bytes.Index(doc[i:], []byte(end))
@@ -228,7 +244,7 @@ func checkAttributes(doc []byte) error {
 	for i := 0; i < len(doc); {
 		j := bytes.IndexByte(doc[i:], '<')
 		if j < 0 {
-			return nil
+			return 0, false
 		}
 		i += j + 1
 		rest := doc[i:]
@@ -260,12 +276,9 @@ func checkAttributes(doc []byte) error {
 				}
 			}
 			if count > MaxAttributes {
-				return validationErr(DetailTooLarge, []ValidationIssue{{
-					Line:    bytes.Count(doc[:start], []byte{'\n'}) + 1,
-					Message: "an element has more than " + strconv.Itoa(MaxAttributes) + " attributes",
-				}})
+				return bytes.Count(doc[:start], []byte{'\n'}) + 1, true
 			}
 		}
 	}
-	return nil
+	return 0, false
 }
