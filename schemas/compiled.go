@@ -115,8 +115,8 @@ func (r *Registry) compileStored(ctx context.Context, ref Ref) (*xsd.Schema, tim
 		return nil, time.Time{}, err
 	}
 	var lookupErr error
-	cs, err := xsd.Compile([]byte(s.XSD), xsd.CompileOptions{
-		MaxSchemaBytes: r.cfg.MaxSchemaBytes,
+	cs, err := xsd.CompileContext(ctx, []byte(s.XSD), xsd.CompileOptions{
+		MaxSchemaBytes: r.cfg.MaxSchemaBytes, Cost: r.cfg.Cost,
 		Imports: func(ns string) ([]byte, bool) {
 			var imp *Schema
 			var err error

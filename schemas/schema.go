@@ -80,8 +80,10 @@ type Config struct {
 	// facets check (xsd.Limits); defaults 256 and 1024 characters.
 	MaxPatternValue int
 	MaxPatternTotal int
-	Clock           func() time.Time
-	Logger          *slog.Logger
+	// Cost bounds what compiling one schema may cost (zero: xsd's defaults).
+	Cost   xsd.CostLimits
+	Clock  func() time.Time
+	Logger *slog.Logger
 }
 
 // Registry registers schemas and hands out compiled ones. It implements
@@ -156,8 +158,8 @@ func (r *Registry) Register(ctx context.Context, name, src, description string) 
 	}
 	imports := map[string]Ref{}
 	var lookupErr error
-	cs, err := xsd.Compile([]byte(src), xsd.CompileOptions{
-		MaxSchemaBytes: r.cfg.MaxSchemaBytes,
+	cs, err := xsd.CompileContext(ctx, []byte(src), xsd.CompileOptions{
+		MaxSchemaBytes: r.cfg.MaxSchemaBytes, Cost: r.cfg.Cost,
 		Imports: func(ns string) ([]byte, bool) {
 			s, err := r.store.SchemaByNamespace(ctx, ns)
 			if err != nil {
