@@ -54,6 +54,9 @@ type built struct {
 	// patternElems and patternAttrs are the local names of the elements
 	// and attributes whose values are matched against a pattern.
 	patternElems, patternAttrs []string
+	// patternChecks is the most xs:pattern facets one value may be
+	// matched against.
+	patternChecks int
 }
 
 // buildModel builds the rendering model of srcs[0] with the imported
@@ -152,6 +155,14 @@ func buildModel(srcs []modelSource) (built, error) {
 	out := built{model: m, globals: names, patterns: patterns}
 	if len(patterns) > 0 {
 		out.patternElems, out.patternAttrs = b.patternNames()
+		for _, st := range b.rsimple {
+			out.patternChecks = max(out.patternChecks, st.checks)
+		}
+		for _, ct := range b.rcomplex {
+			if ct.text != nil {
+				out.patternChecks = max(out.patternChecks, ct.text.checks)
+			}
+		}
 	}
 	return out, nil
 }

@@ -120,6 +120,11 @@ func compile(ctx context.Context, src []byte, opts CompileOptions, probe bool) (
 		freeSchema(cs)
 		return nil, compileErr([]CompileIssue{{Message: err.Error()}})
 	}
+	if b.patternChecks > MaxPatternChecks {
+		freeSchema(cs)
+		return nil, tooComplex(0, "a value may be matched against %d xs:pattern facets (one per derivation step "+
+			"that has some, every member of a union), over the limit of %d", b.patternChecks, MaxPatternChecks)
+	}
 	if probe {
 		if issues := checkPatterns(b.patterns); len(issues) > 0 {
 			freeSchema(cs)

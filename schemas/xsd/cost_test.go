@@ -248,3 +248,50 @@ func TestCompileSlots(t *testing.T) {
 	s := mustCompile(t, examples.Thermostat(), CompileOptions{})
 	_ = s
 }
+
+// TestPatternChecks: a value matched against a pattern at each of many
+// derivation steps, or through many union members, multiplies the cost
+// that the length limits bound: refused.
+func TestPatternChecks(t *testing.T) {
+	chain := func(n int) string {
+		var b strings.Builder
+		b.WriteString(`<xs:simpleType name="P0"><xs:restriction base="xs:string"><xs:pattern value="Za*b"/></xs:restriction></xs:simpleType>`)
+		for i := 1; i < n; i++ {
+			fmt.Fprintf(&b, `<xs:simpleType name="P%d"><xs:restriction base="P%d"><xs:pattern value="Za*b"/></xs:restriction></xs:simpleType>`, i, i-1)
+		}
+		return b.String()
+	}
+	for _, tc := range []struct {
+		name, body, msg string
+	}{
+		{"Chain4", chain(4) + `<xs:element name="r" type="P3"/>`, ""},
+		{"ErrChain5", chain(5) + `<xs:element name="r" type="P4"/>`, "matched against 5 xs:pattern facets"},
+		{"TwoPatternsOneStep", `<xs:simpleType name="P"><xs:restriction base="xs:string"><xs:pattern value="a*"/><xs:pattern value="b*"/>` +
+			strings.Repeat(`<xs:pattern value="c*"/>`, 10) + `</xs:restriction></xs:simpleType><xs:element name="r" type="P"/>`, ""},
+		{"ErrUnion", chain(2) + `<xs:simpleType name="U"><xs:union memberTypes="P1 P1 P0"/></xs:simpleType><xs:element name="r" type="U"/>`,
+			"matched against 5 xs:pattern facets"},
+		{"ErrSimpleContent", chain(4) + `<xs:element name="r"><xs:complexType><xs:simpleContent><xs:restriction base="xs:anyType">` +
+			`<xs:simpleType><xs:restriction base="P3"/></xs:simpleType><xs:pattern value="Z.*"/></xs:restriction></xs:simpleContent></xs:complexType></xs:element>`,
+			"matched against 5 xs:pattern facets"},
+		{"ErrNestedUnions", chain(1) + `<xs:simpleType name="U1"><xs:union memberTypes="P0 P0"/></xs:simpleType>` +
+			`<xs:simpleType name="U2"><xs:union memberTypes="U1 U1"/></xs:simpleType><xs:simpleType name="U3"><xs:union memberTypes="U2 U2"/></xs:simpleType>` +
+			`<xs:element name="r" type="U3"/>`, "matched against 8 xs:pattern facets"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := Compile([]byte(xsOpen+tc.body+`</xs:schema>`), CompileOptions{})
+			if tc.msg == "" {
+				if err != nil {
+					t.Logf("Compile: %v", err) // libxml2 may refuse the construct itself
+					var ce *CompileError
+					if errors.As(err, &ce) && ce.Detail == DetailTooComplex {
+						t.Fatalf("refused as too complex: %v", err)
+					}
+					return
+				}
+				s.Free()
+				return
+			}
+			checkTooComplex(t, err, tc.msg)
+		})
+	}
+}

@@ -31,6 +31,11 @@ const (
 	// checks for duplicate attributes in quadratic time (a 64 KiB start tag
 	// with 7,000 attributes costs ~300 ms to parse).
 	MaxAttributes = 256
+	// MaxPatternChecks bounds the xs:pattern facets one value may be
+	// matched against: Limits.MaxPatternValue and MaxPatternTotal bound
+	// the characters matched, and libxml2 matches them once per
+	// derivation step with a pattern and per union member.
+	MaxPatternChecks = 4
 
 	// maxParserDepth is libxml2's own nesting limit without XML_PARSE_HUGE
 	// (which we never set): a larger MaxDepth is clamped to it.
