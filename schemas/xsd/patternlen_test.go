@@ -12,20 +12,23 @@ import (
 
 // patternSchema has pattern-restricted values in every place a pattern can
 // reach a value: an element's simple type (through a derived type), a
-// list's item type, a union's member, simple content, an attribute, and a
-// named type that only xsi:type gives to an element.
+// list's item type, a union's member, simple content, an attribute, a
+// reference to a global element, and a named type that only xsi:type gives
+// to an element.
 const patternSchema = `<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema" targetNamespace="urn:p" xmlns="urn:p" elementFormDefault="qualified">
   <xs:simpleType name="ID"><xs:restriction base="xs:string"><xs:pattern value="ID-\w*;"/></xs:restriction></xs:simpleType>
   <xs:simpleType name="ShortID"><xs:restriction base="ID"><xs:maxLength value="100000"/></xs:restriction></xs:simpleType>
   <xs:simpleType name="Z"><xs:restriction base="xs:string"><xs:pattern value="Za*b?"/></xs:restriction></xs:simpleType>
   <xs:simpleType name="IDs"><xs:list itemType="ID"/></xs:simpleType>
   <xs:simpleType name="IDOrInt"><xs:union memberTypes="ID xs:int"/></xs:simpleType>
+  <xs:element name="gid" type="ID"/>
   <xs:element name="r"><xs:complexType><xs:sequence>
     <xs:element name="id" type="ShortID" minOccurs="0"/>
     <xs:element name="ids" type="IDs" minOccurs="0"/>
     <xs:element name="either" type="IDOrInt" minOccurs="0"/>
     <xs:element name="tagged" minOccurs="0"><xs:complexType><xs:simpleContent>
       <xs:extension base="Z"><xs:attribute name="k" type="xs:string"/></xs:extension></xs:simpleContent></xs:complexType></xs:element>
+    <xs:element ref="gid" minOccurs="0"/>
     <xs:element name="free" type="xs:string" minOccurs="0" maxOccurs="unbounded"/>
   </xs:sequence><xs:attribute name="code" type="Z"/></xs:complexType></xs:element>
 </xs:schema>`
@@ -52,6 +55,7 @@ func TestPatternValueLength(t *testing.T) {
 		{"ErrUnion", doc(`<either>ID-` + long(300) + `;</either>`), Limits{}, "element either"},
 		{"ErrSimpleContent", doc(`<tagged k="x">Z` + long(300) + `</tagged>`), Limits{}, "element tagged"},
 		{"ErrAttribute", doc(``, ` code="Z`+long(300)+`"`), Limits{}, "attribute code"},
+		{"ErrElementRef", doc(`<gid>ID-` + long(300) + `;</gid>`), Limits{}, "element gid"},
 		{"ErrXsiType", doc(`<free xsi:type="Z">Z` + long(300) + `</free>`), Limits{}, "element free"},
 		{"ErrTotal", doc(`<id>ID-`+long(210)+`;</id><ids>ID-`+long(210)+`;</ids><either>ID-`+long(210)+`;</either><tagged>Z`+long(210)+`</tagged>`, ` code="Z`+long(210)+`"`),
 			Limits{}, "add up to more than 1024 characters"},
@@ -103,6 +107,10 @@ func BenchmarkPatternWorstCase(b *testing.B) {
 		{"X(a|aa)*b", `X(a|aa)*b`, "X"},
 		{"X(a*)*b", `X(a*)*b`, "X"},
 		{"X[a-z]*x6_0", `X[a-z]*[a-z]*[a-z]*[a-z]*[a-z]*[a-z]*0`, "X"},
+		{"Za*x8b", `Za*a*a*a*a*a*a*a*b`, "Z"},
+		{"Z(a|a)*b", `Z(a|a)*b`, "Z"},
+		{"Z(a{1,9}){1,9}b", `Z(a{1,9}){1,9}b`, "Z"},
+		{"Z((a*)*)*b", `Z((a*)*)*b`, "Z"},
 	} {
 		src := `<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema" targetNamespace="urn:p" xmlns="urn:p" elementFormDefault="qualified">
   <xs:simpleType name="P"><xs:restriction base="xs:string"><xs:pattern value="` + tc.pattern + `"/></xs:restriction></xs:simpleType>
