@@ -302,16 +302,16 @@ func newLengths(b built) *C.iot_lengths {
 		all = 1
 	}
 	// xsi:type may give any element a named type with a pattern.
-	l := C.iot_lengths_new(all, 1)
+	l := C.iot_lengths_new(all, 1, C.long(b.patternChecks))
 	if l == nil {
 		return nil
 	}
-	add := func(names []string, kind string) {
+	add := func(names map[string]int, kind string) {
 		ck := C.CString(kind)
 		defer C.free(unsafe.Pointer(ck))
-		for _, name := range names {
+		for name, checks := range names {
 			cn := C.CString(name)
-			C.iot_lengths_add(l, cn, ck)
+			C.iot_lengths_add(l, cn, ck, C.long(checks))
 			C.free(unsafe.Pointer(cn))
 		}
 	}

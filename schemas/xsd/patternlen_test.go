@@ -263,3 +263,43 @@ func TestStatusErr(t *testing.T) {
 		})
 	}
 }
+
+// TestPatternTotalWeighsChecks: a value matched against several pattern
+// facets (derivation steps) counts once per facet in MaxPatternTotal, so
+// that the total bounds the characters matched, not the characters sent.
+func TestPatternTotalWeighsChecks(t *testing.T) {
+	src := xsOpen + `<xs:simpleType name="P1"><xs:restriction base="xs:string"><xs:pattern value="Z.*"/></xs:restriction></xs:simpleType>
+  <xs:simpleType name="P2"><xs:restriction base="P1"><xs:pattern value=".*z"/></xs:restriction></xs:simpleType>
+  <xs:element name="r"><xs:complexType><xs:sequence>
+    <xs:element name="one" type="P1" minOccurs="0" maxOccurs="unbounded"/>
+    <xs:element name="two" type="P2" minOccurs="0" maxOccurs="unbounded"/>
+  </xs:sequence><xs:attribute name="a" type="P2"/></xs:complexType></xs:element></xs:schema>`
+	s := mustCompile(t, []byte(src), CompileOptions{})
+	v := "Z" + strings.Repeat("a", 98) + "z" // 100 characters
+	doc := func(inner string, attrs ...string) []byte {
+		return []byte(`<r xmlns="urn:h"` + strings.Join(attrs, "") + `>` + inner + `</r>`)
+	}
+	lim := Limits{MaxPatternTotal: 400}
+	for _, tc := range []struct {
+		name string
+		doc  []byte
+		ok   bool
+	}{
+		{"FourMatchedOnce", doc(strings.Repeat(`<one>`+v+`</one>`, 4)), true},
+		{"TwoMatchedTwice", doc(strings.Repeat(`<two>`+v+`</two>`, 2)), true},
+		{"ErrThreeMatchedTwice", doc(strings.Repeat(`<two>`+v+`</two>`, 3)), false},
+		{"AttributeAndOneMatchedTwice", doc(`<two>`+v+`</two>`, ` a="`+v+`"`), true},
+		{"ErrAttributeAndTwo", doc(strings.Repeat(`<two>`+v+`</two>`, 2), ` a="`+v+`"`), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := s.Validate(tc.doc, lim)
+			var ve *ValidationError
+			switch {
+			case tc.ok && err != nil:
+				t.Fatalf("refused: %v", err)
+			case !tc.ok && (!errors.As(err, &ve) || ve.Detail != DetailPatternValue || !strings.Contains(err.Error(), "add up to more than 400")):
+				t.Fatalf("err = %v, want the total refused", err)
+			}
+		})
+	}
+}
