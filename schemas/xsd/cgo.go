@@ -394,27 +394,26 @@ func probePattern(pattern string, inputs []string, limit time.Duration) (worst, 
 }
 
 // trial runs the trial compile of the main document src with the
-// imports resolved so far.
+// imports resolved so far (all of them: a failed one stops the compile
+// before).
 func (c *compiler) trial(ctx context.Context, o *TrialOptions, src []byte) error {
-	docs := []trialDoc{{data: src}}
-	for _, ns := range c.order {
-		docs = append(docs, trialDoc{ns: ns, uri: c.byNS[ns].uri})
+	docs := []trialDoc{{data: src, src: src}}
+	for _, e := range c.entries {
+		docs = append(docs, trialDoc{uri: e.uri, data: C.GoBytes(unsafe.Pointer(e.data), e.n)})
 	}
-	for i, e := range c.entries {
-		// entries are in the order of c.order, failed imports excepted
-		for k := 1; k < len(docs); k++ {
-			if docs[k].uri == e.uri {
-				docs[k].data = C.GoBytes(unsafe.Pointer(e.data), e.n)
+	for _, ns := range c.order {
+		for k := range docs[1:] {
+			if d := &docs[1+k]; d.uri == c.byNS[ns].uri {
+				d.ns, d.src = ns, c.byNS[ns].src
 			}
 		}
-		_ = i
 	}
 	return trialCompile(ctx, o, docs)
 }
 
 // trialCompileHere is the child's side of a trial compile: docs[0] is the
 // main document's source, the others the imports as the parent prepared
-// them. It returns nil when
+// them. After compiling, it probes the patterns (probe.go). It returns nil when
 // they compile, else the issues. Its C memory is left to the exit.
 func trialCompileHere(docs []trialDoc) []CompileIssue {
 	doc, _, raw := parseDoc(docs[0].data)
@@ -433,10 +432,22 @@ func trialCompileHere(docs []trialDoc) []CompileIssue {
 		setSchemaLocation(r.node, uris[r.ns])
 	}
 	cs, raw, refused := compileDoc(doc, newImportTable(entries))
-	if cs != nil {
-		return nil
+	if cs == nil {
+		return compileFailure(raw, refused)
 	}
-	return compileFailure(raw, refused)
+	tns, _, _ := inspectSchemaDoc(doc)
+	srcs := []modelSource{{ns: tns, src: docs[0].src}}
+	for _, d := range docs[1:] {
+		srcs = append(srcs, modelSource{ns: d.ns, src: d.src})
+	}
+	b, err := buildModel(srcs)
+	if err != nil {
+		return nil // the parent reports it
+	}
+	if issues := checkPatterns(b.patterns); len(issues) > 0 {
+		return issues
+	}
+	return nil
 }
 
 // outOfMemory tells a compile that failed for want of memory: libxml2 says

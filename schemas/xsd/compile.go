@@ -98,9 +98,12 @@ func compile(ctx context.Context, src []byte, opts CompileOptions, probe bool) (
 		return nil, compileErr(c.issues)
 	}
 	if o := trialOpts.Load(); o != nil {
+		// The trial probes the patterns too: one probe match of a bad
+		// enough pattern can take minutes, and nothing can stop it here.
 		if err := c.trial(ctx, o, src); err != nil {
 			return nil, err
 		}
+		probe = false
 	}
 
 	table := newImportTable(c.entries)

@@ -162,8 +162,9 @@ func BenchmarkRefuseTooComplex(b *testing.B) {
 
 // enableTrials turns trial compiles on for one test.
 func enableTrials(t *testing.T, cpu time.Duration) {
+	before := trialOpts.Load()
 	EnableTrialCompiles(TrialOptions{CPU: cpu})
-	t.Cleanup(DisableTrialCompiles)
+	t.Cleanup(func() { trialOpts.Store(before) })
 }
 
 func TestTrialCompile(t *testing.T) {
@@ -198,7 +199,7 @@ func TestTrialCompile(t *testing.T) {
 		start := time.Now()
 		var err error
 		within(t, 30*time.Second, func() { _, err = Compile(optionalSequence(2000), CompileOptions{Cost: cost}) })
-		checkTooComplex(t, err, "compiling it takes more than 1s of CPU time")
+		checkTooComplex(t, err, "takes more than 1s of CPU time")
 		t.Logf("refused after %v", time.Since(start))
 	})
 	t.Run("ErrMemory", func(t *testing.T) {
@@ -211,6 +212,28 @@ func TestTrialCompile(t *testing.T) {
 		defer EnableTrialCompiles(TrialOptions{CPU: time.Second})
 		_, err := Compile(optionalSequence(290), CompileOptions{})
 		checkTooComplex(t, err, "1 MiB of memory")
+	})
+	patternSchema := func(p string) []byte {
+		return []byte(xsOpen + `<xs:simpleType name="P"><xs:restriction base="xs:string"><xs:pattern value="` + p +
+			`"/></xs:restriction></xs:simpleType><xs:element name="r" type="P"/></xs:schema>`)
+	}
+	t.Run("ErrSlowPattern", func(t *testing.T) {
+		// Probed in the child: its issue comes back as the child found it.
+		_, err := Compile(patternSchema(`Za*a*a*b`), CompileOptions{})
+		var ce *CompileError
+		if !errors.As(err, &ce) || ce.Detail != "" || !strings.Contains(ce.Error(), "more than linear time") || ce.Issues[0].Line != 1 {
+			t.Fatalf("err = %#v, want the pattern refused as slow, on line 1", err)
+		}
+	})
+	t.Run("ErrProbeCPU", func(t *testing.T) {
+		// One probe match of this pattern takes minutes (18 s on 256
+		// characters): the probe, in the child, is killed with it.
+		p := `Z` + strings.Repeat(`(a|b|c|d|e|f|g|h|i|j|k|l|m|n|o|p|q|r|s|t|u|v|w|x|y|a)*`, 6) + `0`
+		var err error
+		start := time.Now()
+		within(t, 30*time.Second, func() { _, err = Compile(patternSchema(p), CompileOptions{}) })
+		checkTooComplex(t, err, "probing its xs:pattern facets) takes more than 1s of CPU time")
+		t.Logf("refused after %v", time.Since(start))
 	})
 	t.Run("ErrCanceled", func(t *testing.T) {
 		cost := CostLimits{MaxModelParticles: 1 << 20, MaxParticles: 1 << 20}

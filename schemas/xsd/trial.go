@@ -110,6 +110,7 @@ func trialCompile(ctx context.Context, o *TrialOptions, docs []trialDoc) error {
 		writeFrame(&in, []byte(d.ns))
 		writeFrame(&in, []byte(d.uri))
 		writeFrame(&in, d.data)
+		writeFrame(&in, d.src)
 	}
 	cmd.Stdin = &in
 	var out, stderr bytes.Buffer
@@ -152,14 +153,15 @@ func overLimit(o *TrialOptions) *CompileError {
 	if o.Memory > 0 {
 		mem = strconv.FormatInt(o.Memory>>20, 10) + " MiB of memory"
 	}
-	return tooComplex(0, "compiling it takes more than %v of CPU time or %s", o.CPU, mem)
+	return tooComplex(0, "compiling it (and probing its xs:pattern facets) takes more than %v of CPU time or %s", o.CPU, mem)
 }
 
 // trialDoc is a document of a trial compile: the main one (no ns, no
 // uri) or an import.
 type trialDoc struct {
 	ns, uri string
-	data    []byte
+	data    []byte // as libxml2 compiles it
+	src     []byte // as the user wrote it, for the model and the probe
 }
 
 func writeFrame(w *bytes.Buffer, b []byte) {
@@ -243,11 +245,12 @@ func serveTrial(limits string, in io.Reader, out io.Writer) int {
 		}
 		uri, err2 := readFrame(in)
 		data, err3 := readFrame(in)
-		if err != nil || err2 != nil || err3 != nil || len(data) == 0 {
+		src, err4 := readFrame(in)
+		if err != nil || err2 != nil || err3 != nil || err4 != nil || len(data) == 0 {
 			fmt.Fprintln(os.Stderr, "xsd trial compile: bad input")
 			return exitBadInput
 		}
-		docs = append(docs, trialDoc{ns: string(ns), uri: string(uri), data: data})
+		docs = append(docs, trialDoc{ns: string(ns), uri: string(uri), data: data, src: src})
 	}
 	if len(docs) == 0 {
 		return exitBadInput
