@@ -130,7 +130,7 @@ type schemaHandler struct {
 //	@Failure		400		{object}	api.ErrorResponse{details=[]api.FieldError}		"Bad JSON, a missing field, or a bad name"
 //	@Failure		413		{object}	api.ErrorResponse								"Body too large"
 //	@Failure		415		{object}	api.ErrorResponse								"Body is not JSON"
-//	@Failure		422		{object}	api.ErrorResponse{details=[]api.CompileIssue}	"The XSD does not compile (code unprocessable); details lists the compiler's issues"
+//	@Failure		422		{object}	api.ErrorResponse{details=[]api.CompileIssue}	"The XSD does not compile (code unprocessable), or is over a compile cost limit (code schema_too_complex; see docs/operations.md, Limits); details lists the issues"
 //	@Failure		500		{object}	api.ErrorResponse
 //	@Failure		503		{object}	api.ErrorResponse
 //	@Security		BearerAuth

@@ -104,7 +104,9 @@ func trialCompile(ctx context.Context, o *TrialOptions, docs []trialDoc) error {
 	wall, cancel := context.WithTimeout(ctx, 4*time.Duration(secs)*time.Second+5*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(wall, exe)
-	cmd.Env = []string{trialEnv + "=" + strconv.FormatInt(secs, 10) + ":" + strconv.FormatInt(o.Memory, 10)}
+	cmd.Env = []string{trialEnv + "=" + strconv.FormatInt(secs, 10) + ":" + strconv.FormatInt(o.Memory, 10),
+		// A race-enabled build would sleep 1 s at exit.
+		"GORACE=atexit_sleep_ms=0"}
 	var in bytes.Buffer
 	for _, d := range docs {
 		writeFrame(&in, []byte(d.ns))
