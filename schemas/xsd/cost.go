@@ -3,9 +3,7 @@ package xsd
 import (
 	"bytes"
 	"encoding/xml"
-	"errors"
 	"fmt"
-	"io"
 	"strconv"
 	"strings"
 )
@@ -95,8 +93,8 @@ func checkNodes(src []byte, maxNodes int) *CompileError {
 	nodes, depth := 0, 0
 	for {
 		tok, err := d.RawToken()
-		if errors.Is(err, io.EOF) || err != nil {
-			return nil
+		if err != nil {
+			return nil // the end, or malformed: libxml2 says it better
 		}
 		switch tok.(type) {
 		case xml.StartElement:

@@ -89,11 +89,11 @@ func acquireCompile(ctx context.Context) (release func(), err error) {
 	}
 }
 
-// trialCompile compiles the main document and its imports (already
-// rewritten to point at each other, uri "" first) in a child process. It
-// returns nil when they compiled, a *CompileError when they did not or
-// were over a limit, and ctx's error or another when the trial could not
-// run.
+// trialCompile compiles the main document (docs[0], its source) with its
+// imports (as the parent prepared them for libxml2) in a child process,
+// and probes their patterns there. It returns nil when they passed, a
+// *CompileError when they did not or were over a limit, and ctx's error or
+// another when the trial could not run.
 func trialCompile(ctx context.Context, o *TrialOptions, docs []trialDoc) error {
 	exe, err := os.Executable()
 	if err != nil {
