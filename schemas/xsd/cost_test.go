@@ -316,3 +316,20 @@ func TestPatternChecks(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkCompileTrial: what a trial compile adds to a normal schema's
+// (a child process started, compiling and probing; BenchmarkCompile is
+// the in-process compile alone).
+func BenchmarkCompileTrial(b *testing.B) {
+	before := trialOpts.Load()
+	EnableTrialCompiles(TrialOptions{})
+	defer trialOpts.Store(before)
+	src := examples.Thermostat()
+	for b.Loop() {
+		s, err := Compile(src, CompileOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		s.Free()
+	}
+}
