@@ -19,6 +19,7 @@ const (
 	DetailProcInstForbidden   = "processing_instruction_forbidden" // a processing instruction (command payloads)
 	DetailPatternValueTooLong = "pattern_value_too_long"           // a value too long for its xs:pattern
 	DetailPatternTooCostly    = "pattern_too_costly"               // libxml2 gave up matching an xs:pattern
+	DetailSchemaTooComplex    = "schema_too_complex"               // a schema over a compile cost limit (422)
 
 	// Commands. A command that did not succeed stores why in ErrorCode:
 	// one of DetailDeviceOffline, DetailXMPPError, DetailXMPPUnavailable,

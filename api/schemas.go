@@ -153,7 +153,7 @@ func (h *schemaHandler) writeAllowed(c echo.Context) error {
 //	@Failure		413		{object}	api.ErrorResponse								"Body too large"
 //	@Failure		409		{object}	api.ErrorResponse								"The registry holds IOTGATE_MAX_SCHEMA_VERSIONS versions already, or this token has registered IOTGATE_MAX_SCHEMA_VERSIONS_PER_TOKEN (code schema_quota_exceeded): delete unused versions first"
 //	@Failure		415		{object}	api.ErrorResponse								"Body is not JSON (Content-Type must be application/json)"
-//	@Failure		422		{object}	api.ErrorResponse{details=[]api.CompileIssue}	"The XSD does not compile (code unprocessable); details lists the compiler's issues"
+//	@Failure		422		{object}	api.ErrorResponse{details=[]api.CompileIssue}	"The XSD does not compile (code unprocessable), or is over a compile cost limit (code schema_too_complex; see docs/operations.md, Limits); details lists the issues"
 //	@Failure		500		{object}	api.ErrorResponse
 //	@Failure		503		{object}	api.ErrorResponse
 //	@Security		BearerAuth

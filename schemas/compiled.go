@@ -141,8 +141,8 @@ func (r *Registry) compileStored(ctx context.Context, ref Ref) (_ *xsd.Schema, _
 		return nil, time.Time{}, iotgate.ErrorCode(err) == iotgate.ENotFound, err
 	}
 	var lookupErr error
-	cs, err := xsd.Compile([]byte(s.XSD), xsd.CompileOptions{
-		MaxSchemaBytes: r.cfg.MaxSchemaBytes,
+	cs, err := xsd.CompileContext(ctx, []byte(s.XSD), xsd.CompileOptions{
+		MaxSchemaBytes: r.cfg.MaxSchemaBytes, Cost: r.cfg.Cost,
 		Imports: func(ns string) ([]byte, bool) {
 			var imp *Schema
 			var err error

@@ -33,6 +33,8 @@ func fromXSD(err error, refused string) error {
 	var ce *xsd.CompileError
 	var ve *xsd.ValidationError
 	switch {
+	case errors.As(err, &ce) && ce.Detail == xsd.DetailTooComplex:
+		return &iotgate.Error{Code: refused, Detail: iotgate.DetailSchemaTooComplex, Message: ce.Issues[0].Message, Fields: ce.Issues, Err: err}
 	case errors.As(err, &ce):
 		return &iotgate.Error{Code: refused, Message: "schema does not compile", Fields: ce.Issues, Err: err}
 	case errors.As(err, &ve):

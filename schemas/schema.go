@@ -132,6 +132,8 @@ type Config struct {
 	// ones go first, and are compiled again at their next use); default
 	// 1000.
 	CacheSize int
+	// Cost bounds what compiling one schema may cost (zero: xsd's defaults).
+	Cost xsd.CostLimits
 	// CompileRetry is how long a compile that failed for a cause that may
 	// pass (the store down) is remembered before it is tried again;
 	// default 10 s.
@@ -242,8 +244,8 @@ func (r *Registry) RegisterAs(ctx context.Context, owner, name, src, description
 	}
 	imports := map[string]Ref{}
 	var lookupErr error
-	cs, err := xsd.Compile([]byte(src), xsd.CompileOptions{
-		MaxSchemaBytes: r.cfg.MaxSchemaBytes,
+	cs, err := xsd.CompileContext(ctx, []byte(src), xsd.CompileOptions{
+		MaxSchemaBytes: r.cfg.MaxSchemaBytes, Cost: r.cfg.Cost,
 		Imports: func(ns string) ([]byte, bool) {
 			s, err := r.store.SchemaByNamespace(ctx, ns)
 			if err != nil {

@@ -1772,7 +1772,7 @@ const docTemplate = `{
                         }
                     },
                     "422": {
-                        "description": "The XSD does not compile (code unprocessable); details lists the compiler's issues",
+                        "description": "The XSD does not compile (code unprocessable), or is over a compile cost limit (code schema_too_complex; see docs/operations.md, Limits); details lists the issues",
                         "schema": {
                             "allOf": [
                                 {

@@ -19,6 +19,7 @@ import (
 	"github.com/iotgate/iotgate/instances"
 	"github.com/iotgate/iotgate/postgres"
 	"github.com/iotgate/iotgate/schemas"
+	"github.com/iotgate/iotgate/schemas/xsd"
 	"github.com/iotgate/iotgate/webhooks"
 )
 
@@ -92,8 +93,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 		MaxSchemaBytes: cfg.MaxSchemaBytes, MaxReadingBytes: cfg.MaxReadingBytes, MaxDepth: cfg.MaxReadingDepth,
 		MaxPatternValue: cfg.MaxPatternValue, MaxPatternTotal: cfg.MaxPatternTotal,
 		MaxVersions: cfg.MaxSchemaVersions, MaxVersionsPerToken: cfg.MaxSchemaVersionsPerToken, CacheSize: cfg.SchemaCacheSize,
+		Cost: xsd.CostLimits{MaxModelParticles: cfg.SchemaMaxModelParticles, MaxParticles: cfg.SchemaMaxParticles,
+			MaxDeclarations: cfg.SchemaMaxDeclarations, MaxNodes: cfg.SchemaMaxNodes},
 		Logger: log,
 	})
+	// Schemas compile first in a child process (main serves it) under
+	// CPU and memory limits.
+	xsd.EnableTrialCompiles(xsd.TrialOptions{CPU: cfg.SchemaCompileCPU, Memory: int64(cfg.SchemaCompileMemory)})
 	// The read loop decides by namespace without asking the database.
 	if err := a.registry.LoadNamespaces(ctx); err != nil {
 		return nil, err

@@ -74,6 +74,12 @@ type Config struct {
 	MaxSchemaVersionsPerToken int
 	SchemaCacheSize           int
 	SchemaWriteRate           int
+	// What compiling one schema may cost (schemas/xsd CostLimits and
+	// TrialOptions).
+	SchemaMaxModelParticles, SchemaMaxParticles int
+	SchemaMaxDeclarations, SchemaMaxNodes       int
+	SchemaCompileCPU                            time.Duration
+	SchemaCompileMemory                         int
 
 	MaxCommandsInFlight int
 	// MaxCommandsInFlightPerToken and MaxCommandsInFlightPerDevice are
@@ -166,11 +172,17 @@ var settings = []setting{
 	{env: "IOTGATE_PRESENCE_PROBE_GRACE", flag: "presence-probe-grace", def: "10s", help: "how long after the presence probes of a (re)connection a device resource that no presence stanza confirmed since is dropped (it went away while no instance could see it)"},
 	{env: "IOTGATE_MAX_RESOURCES_PER_DEVICE", flag: "max-resources-per-device", def: "16", help: "resources (connected sessions) of one device whose presence is tracked; available presence from one more is ignored, with a log line, until one goes"},
 	{env: "IOTGATE_MAX_PATTERN_VALUE", flag: "max-pattern-value", def: "256", help: "longest value, in characters, that a schema's xs:pattern checks; longer ones are refused before matching (backtracking costs grow with the length)"},
-	{env: "IOTGATE_MAX_PATTERN_TOTAL", flag: "max-pattern-total", def: "1024", help: "most characters, in all of a reading's values that xs:pattern facets check"},
+	{env: "IOTGATE_MAX_PATTERN_TOTAL", flag: "max-pattern-total", def: "1024", help: "most characters, in all of a reading's values that xs:pattern facets check (a value counts once per facet it is matched against)"},
 	{env: "IOTGATE_MAX_SCHEMA_VERSIONS", flag: "max-schema-versions", def: "10000", help: "most schema versions stored, of all schemas (each costs a compilation and memory); a registration beyond it gets 409 schema_quota_exceeded"},
 	{env: "IOTGATE_MAX_SCHEMA_VERSIONS_PER_TOKEN", flag: "max-schema-versions-per-token", def: "1000", help: "most schema versions one API token may have registered (and not deleted), so that one tenant can't take them all; beyond it 409 schema_quota_exceeded (0: no limit)"},
 	{env: "IOTGATE_SCHEMA_CACHE_SIZE", flag: "schema-cache-size", def: "1000", help: "most compiled schema versions kept in memory; the least recently used are dropped and compiled again at their next use"},
 	{env: "IOTGATE_SCHEMA_WRITE_RATE", flag: "schema-write-rate", def: "30", help: "schema registrations and deletions one API token may make per minute (in a burst or spread out); excess ones get 429 schema_write_rate (0: no limit)"},
+	{env: "IOTGATE_SCHEMA_MAX_MODEL_PARTICLES", flag: "schema-max-model-particles", def: "300", help: "most particles (elements, wildcards, sequences, choices, group references; groups, base types and substitution groups expanded) in one content model of a schema; libxml2's compile time grows with its cube"},
+	{env: "IOTGATE_SCHEMA_MAX_PARTICLES", flag: "schema-max-particles", def: "2000", help: "most particles in all the content models of a schema document, counted as for schema-max-model-particles"},
+	{env: "IOTGATE_SCHEMA_MAX_DECLARATIONS", flag: "schema-max-declarations", def: "5000", help: "most element declarations plus attribute uses (attribute groups and base types expanded) in a schema document"},
+	{env: "IOTGATE_SCHEMA_MAX_NODES", flag: "schema-max-nodes", def: "10000", help: "most XML elements in a schema document, annotations included"},
+	{env: "IOTGATE_SCHEMA_COMPILE_CPU", flag: "schema-compile-cpu", def: "2s", help: "CPU time a schema's trial compile, in a child process, may take (whole seconds); a schema over it is refused"},
+	{env: "IOTGATE_SCHEMA_COMPILE_MEMORY", flag: "schema-compile-memory", def: "536870912", help: "memory, in bytes, a schema's trial compile may add to its child process; a schema over it is refused"},
 	{env: "IOTGATE_DEVICE_RATE", flag: "device-rate", def: "500", help: "readings per second one device may send on average; excess IQs get policy-violation, excess messages are dropped"},
 	{env: "IOTGATE_DEVICE_BURST", flag: "device-burst", def: "1000", help: "readings one device may send in a burst above its rate"},
 	{env: "IOTGATE_ADMIN_TOKEN", secret: true, help: "a bootstrap API token with the admin scope, not stored in the database (environment only; at least 32 characters)"},
@@ -332,6 +344,7 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 		{"IOTGATE_WEBHOOK_TIMEOUT", &cfg.WebhookTimeout, 100 * time.Millisecond, 5 * time.Minute},
 		{"IOTGATE_WEBHOOK_RETRY_LIMIT", &cfg.WebhookRetryLimit, time.Second, 30 * 24 * time.Hour},
 		{"IOTGATE_WEBHOOK_RETRY_MAX_DELAY", &cfg.WebhookRetryMaxDelay, 10 * time.Millisecond, 24 * time.Hour},
+		{"IOTGATE_SCHEMA_COMPILE_CPU", &cfg.SchemaCompileCPU, time.Second, 10 * time.Minute},
 	} {
 		v, err := time.ParseDuration(get(d.env))
 		if err != nil || v < d.min || v > d.max {
@@ -354,6 +367,11 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 		{"IOTGATE_MAX_PATTERN_TOTAL", &cfg.MaxPatternTotal, 1 << 20},
 		{"IOTGATE_MAX_SCHEMA_VERSIONS", &cfg.MaxSchemaVersions, 10000000},
 		{"IOTGATE_SCHEMA_CACHE_SIZE", &cfg.SchemaCacheSize, 10000000},
+		{"IOTGATE_SCHEMA_MAX_MODEL_PARTICLES", &cfg.SchemaMaxModelParticles, 1 << 20},
+		{"IOTGATE_SCHEMA_MAX_PARTICLES", &cfg.SchemaMaxParticles, 1 << 24},
+		{"IOTGATE_SCHEMA_MAX_DECLARATIONS", &cfg.SchemaMaxDeclarations, 1 << 24},
+		{"IOTGATE_SCHEMA_MAX_NODES", &cfg.SchemaMaxNodes, 1 << 24},
+		{"IOTGATE_SCHEMA_COMPILE_MEMORY", &cfg.SchemaCompileMemory, 1 << 40},
 		{"IOTGATE_MAX_STANZA_BYTES", &cfg.MaxStanzaBytes, 64 << 20},
 		{"IOTGATE_MAX_STANZA_DEPTH", &cfg.MaxStanzaDepth, 1024},
 		{"IOTGATE_MAX_COMMANDS_IN_FLIGHT", &cfg.MaxCommandsInFlight, 1000000},

@@ -20,6 +20,8 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+
+	"github.com/iotgate/iotgate/schemas/xsd"
 )
 
 // version is set at build time with -ldflags "-X main.version=..."; it falls
@@ -27,6 +29,9 @@ import (
 var version = ""
 
 func main() {
+	// A schema's trial compile re-runs this binary: serve it, before
+	// anything else (it exits).
+	xsd.ServeTrialCompile()
 	os.Exit(run(context.Background(), os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
 }
 

@@ -3,8 +3,6 @@ package xsd
 import (
 	"errors"
 	"fmt"
-	"maps"
-	"slices"
 	"strings"
 )
 
@@ -52,8 +50,12 @@ type built struct {
 	globals  []string     // the main schema's global element names
 	patterns []patternRef // every xs:pattern, main schema first
 	// patternElems and patternAttrs are the local names of the elements
-	// and attributes whose values are matched against a pattern.
-	patternElems, patternAttrs []string
+	// and attributes whose values are matched against a pattern, with the
+	// most pattern facets one value is matched against.
+	patternElems, patternAttrs map[string]int
+	// patternChecks is the most xs:pattern facets one value may be
+	// matched against.
+	patternChecks int
 }
 
 // buildModel builds the rendering model of srcs[0] with the imported
@@ -152,27 +154,42 @@ func buildModel(srcs []modelSource) (built, error) {
 	out := built{model: m, globals: names, patterns: patterns}
 	if len(patterns) > 0 {
 		out.patternElems, out.patternAttrs = b.patternNames()
+		for _, st := range b.rsimple {
+			out.patternChecks = max(out.patternChecks, st.checks)
+		}
+		for _, ct := range b.rcomplex {
+			if ct.text != nil {
+				out.patternChecks = max(out.patternChecks, ct.text.checks)
+			}
+		}
 	}
 	return out, nil
 }
 
 // patternNames returns the local names of the elements and attributes
-// declared with a type that has a pattern, sorted.
-func (b *builder) patternNames() (elems, attrs []string) {
-	es, as := map[string]bool{}, map[string]bool{}
+// declared with a type that has a pattern, each with the most pattern
+// facets a value of that name is matched against.
+func (b *builder) patternNames() (elems, attrs map[string]int) {
+	elems, attrs = map[string]int{}, map[string]int{}
 	for _, e := range b.relem {
-		if e.simple != nil && e.simple.pattern || e.complex != nil && e.complex.text != nil && e.complex.text.pattern {
-			es[e.name] = true
+		checks := 0
+		if e.simple != nil {
+			checks = e.simple.checks
+		} else if e.complex != nil && e.complex.text != nil {
+			checks = e.complex.text.checks
+		}
+		if checks > 0 {
+			elems[e.name] = max(elems[e.name], checks)
 		}
 	}
 	for _, ct := range b.rcomplex {
 		for name, t := range ct.attrs {
-			if t != nil && t.pattern {
-				as[name] = true
+			if t != nil && t.checks > 0 {
+				attrs[name] = max(attrs[name], t.checks)
 			}
 		}
 	}
-	return slices.Sorted(maps.Keys(es)), slices.Sorted(maps.Keys(as))
+	return elems, attrs
 }
 
 // step counts work; false once the budget is spent (buildModel then fails),

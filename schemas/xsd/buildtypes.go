@@ -28,33 +28,38 @@ func (b *builder) simple(n *xnode) *simpleType {
 			}
 			*st = *base
 			applyWhiteSpace(st, k)
-			st.pattern = st.pattern || k.child("pattern") != nil
+			if k.child("pattern") != nil {
+				st.pattern, st.checks = true, add(st.checks, 1)
+			}
 		case "list":
 			*st = *strCollapse
-			st.pattern = b.anyPattern(k, "itemType")
+			st.checks = b.patternChecks(k, "itemType") // per item
+			st.pattern = st.checks > 0
 		case "union":
 			*st = *strPreserve
-			st.pattern = b.anyPattern(k, "memberTypes")
+			st.checks = b.patternChecks(k, "memberTypes")
+			st.pattern = st.checks > 0
 		}
 	}
 	return st
 }
 
-// anyPattern reports whether a list's item type or a union's member types
-// (named in attr, or inline) have a pattern.
-func (b *builder) anyPattern(n *xnode, attr string) bool {
+// patternChecks returns the pattern checks of a list's item type or of all
+// a union's member types (named in attr, or inline) together.
+func (b *builder) patternChecks(n *xnode, attr string) int {
+	checks := 0
 	v, _ := n.attr(attr)
 	for _, name := range strings.Fields(v) {
-		if s, _ := b.typeByName(n, name); s != nil && s.pattern {
-			return true
+		if s, _ := b.typeByName(n, name); s != nil {
+			checks = add(checks, s.checks)
 		}
 	}
 	for _, k := range n.kids {
-		if k.local == "simpleType" && b.simple(k).pattern {
-			return true
+		if k.local == "simpleType" {
+			checks = add(checks, b.simple(k).checks)
 		}
 	}
-	return false
+	return checks
 }
 
 // applyWhiteSpace applies a restriction's whiteSpace facet, which can only
@@ -144,7 +149,9 @@ func (b *builder) simpleContent(ct *complexType, n *xnode) {
 		}
 		cp := *text
 		applyWhiteSpace(&cp, d)
-		cp.pattern = cp.pattern || d.child("pattern") != nil
+		if d.child("pattern") != nil {
+			cp.pattern, cp.checks = true, add(cp.checks, 1)
+		}
 		text = &cp
 	}
 	ct.text = text

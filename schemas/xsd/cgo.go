@@ -8,6 +8,7 @@ package xsd
 import "C"
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"strings"
@@ -301,16 +302,16 @@ func newLengths(b built) *C.iot_lengths {
 		all = 1
 	}
 	// xsi:type may give any element a named type with a pattern.
-	l := C.iot_lengths_new(all, 1)
+	l := C.iot_lengths_new(all, 1, C.long(b.patternChecks))
 	if l == nil {
 		return nil
 	}
-	add := func(names []string, kind string) {
+	add := func(names map[string]int, kind string) {
 		ck := C.CString(kind)
 		defer C.free(unsafe.Pointer(ck))
-		for _, name := range names {
+		for name, checks := range names {
 			cn := C.CString(name)
-			C.iot_lengths_add(l, cn, ck)
+			C.iot_lengths_add(l, cn, ck, C.long(checks))
 			C.free(unsafe.Pointer(cn))
 		}
 	}
@@ -390,4 +391,77 @@ func probePattern(pattern string, inputs []string, limit time.Duration) (worst, 
 		return 0, time.Duration(totalUS) * time.Microsecond, false
 	}
 	return time.Duration(w) * time.Microsecond, time.Duration(totalUS) * time.Microsecond, true
+}
+
+// trial runs the trial compile of the main document src with the
+// imports resolved so far (all of them: a failed one stops the compile
+// before).
+func (c *compiler) trial(ctx context.Context, o *TrialOptions, src []byte) error {
+	docs := []trialDoc{{data: src, src: src}}
+	for _, e := range c.entries {
+		docs = append(docs, trialDoc{uri: e.uri, data: C.GoBytes(unsafe.Pointer(e.data), e.n)})
+	}
+	for _, ns := range c.order {
+		for k := range docs[1:] {
+			if d := &docs[1+k]; d.uri == c.byNS[ns].uri {
+				d.ns, d.src = ns, c.byNS[ns].src
+			}
+		}
+	}
+	return trialCompile(ctx, o, docs)
+}
+
+// trialCompileHere is the child's side of a trial compile: docs[0] is the
+// main document's source, the others the imports as the parent prepared
+// them. After compiling, it probes the patterns (probe.go). It returns nil when
+// they compile, else the issues. Its C memory is left to the exit.
+func trialCompileHere(docs []trialDoc) []CompileIssue {
+	doc, _, raw := parseDoc(docs[0].data)
+	if doc == nil {
+		return compileIssues(raw)
+	}
+	// The parent's rewrite of the main document's imports, again.
+	uris := map[string]string{}
+	entries := make([]importEntry, 0, len(docs)-1)
+	for _, d := range docs[1:] {
+		uris[d.ns] = d.uri
+		entries = append(entries, importEntry{uri: d.uri, data: (*C.char)(C.CBytes(d.data)), n: C.int(len(d.data))})
+	}
+	_, refs, _ := inspectSchemaDoc(doc)
+	for _, r := range refs {
+		setSchemaLocation(r.node, uris[r.ns])
+	}
+	cs, raw, refused := compileDoc(doc, newImportTable(entries))
+	if cs == nil {
+		return compileFailure(raw, refused)
+	}
+	tns, _, _ := inspectSchemaDoc(doc)
+	srcs := []modelSource{{ns: tns, src: docs[0].src}}
+	for _, d := range docs[1:] {
+		srcs = append(srcs, modelSource{ns: d.ns, src: d.src})
+	}
+	b, err := buildModel(srcs)
+	if err != nil {
+		return nil // the parent reports it
+	}
+	if issues := checkPatterns(b.patterns); len(issues) > 0 {
+		return issues
+	}
+	return nil
+}
+
+// outOfMemory tells a compile that failed for want of memory: libxml2 says
+// so, or its collector could not even store the issues (only a count of
+// dropped ones came back).
+func outOfMemory(issues []CompileIssue) bool {
+	stored := 0
+	for _, is := range issues {
+		if strings.Contains(strings.ToLower(is.Message), "memory") {
+			return true
+		}
+		if !strings.HasSuffix(is.Message, " more issues") {
+			stored++
+		}
+	}
+	return stored == 0
 }

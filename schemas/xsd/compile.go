@@ -1,6 +1,7 @@
 package xsd
 
 import (
+	"context"
 	"fmt"
 	"runtime"
 	"strconv"
@@ -9,15 +10,25 @@ import (
 // Compile parses and compiles an XSD from a user. src is hostile input:
 //
 //   - it must be at most opts.MaxSchemaBytes, checked before parsing;
+//
 //   - a DOCTYPE is refused before any entity is read;
+//
 //   - xs:include, xs:redefine and xs:override are refused: a registered
 //     schema is one document (split it into namespaces and import them);
+//
 //   - xs:import is resolved by its namespace attribute only, through
 //     opts.Imports, transitively (at most MaxImports schemas); schemaLocation
 //     is ignored. An import whose namespace Imports does not know is an error;
+//
 //   - an xs:pattern that libxml2 would match in more than linear time is
 //     refused (see checkPatterns): its backtracking matcher makes patterns
 //     such as a*a*a*b take minutes on one crafted 64 KiB value.
+//
+//   - its cost is bounded: a schema over opts.Cost (counted on its source,
+//     imports each on their own) is refused with DetailTooComplex before
+//     libxml2 sees it; once EnableTrialCompiles was called, libxml2 compiles
+//     it first in a child process under CPU and memory limits (trial.go);
+//     and compiles run at most one per core.
 //
 // Nothing is ever fetched from the network or read from a file. On failure
 // it returns a *CompileError with libxml2's messages and their lines (a
@@ -26,12 +37,23 @@ import (
 //
 // The returned Schema holds C memory: call Free when done with it.
 func Compile(src []byte, opts CompileOptions) (*Schema, error) {
-	return compile(src, opts, true)
+	return CompileContext(context.Background(), src, opts)
+}
+
+// CompileContext is Compile, waiting for a compile slot and running the
+// trial compile only as long as ctx lasts (it then returns ctx's error).
+func CompileContext(ctx context.Context, src []byte, opts CompileOptions) (*Schema, error) {
+	release, err := acquireCompile(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	return compile(ctx, src, opts, true)
 }
 
 // compile is Compile; probe false skips the probing of patterns, for the
 // benchmarks that measure what the length limits alone bound.
-func compile(src []byte, opts CompileOptions, probe bool) (*Schema, error) {
+func compile(ctx context.Context, src []byte, opts CompileOptions, probe bool) (*Schema, error) {
 	limit := opts.MaxSchemaBytes
 	if limit <= 0 {
 		limit = DefaultMaxSchemaBytes
@@ -45,6 +67,9 @@ func compile(src []byte, opts CompileOptions, probe bool) (*Schema, error) {
 	if len(src) > limit {
 		return nil, compileErr([]CompileIssue{{Message: fmt.Sprintf(
 			"schema is %d bytes, over the limit of %d", len(src), limit)}})
+	}
+	if ce := checkCost(src, opts.Cost); ce != nil {
+		return nil, ce
 	}
 	c := &compiler{opts: opts, max: limit, byNS: map[string]*imported{}}
 	defer c.free()
@@ -66,20 +91,26 @@ func compile(src []byte, opts CompileOptions, probe bool) (*Schema, error) {
 	}
 	c.mainNS = tns
 	c.rewrite(refs, 0, "")
+	if c.tooComplex != nil {
+		return nil, c.tooComplex
+	}
 	if len(c.issues) > 0 {
 		return nil, compileErr(c.issues)
+	}
+	if o := trialOpts.Load(); o != nil {
+		// The trial probes the patterns too: one probe match of a bad
+		// enough pattern can take minutes, and nothing can stop it here.
+		if err := c.trial(ctx, o, src); err != nil {
+			return nil, err
+		}
+		probe = false
 	}
 
 	table := newImportTable(c.entries)
 	defer table.free()
 	cs, raw, refused := compileDoc(doc, table)
 	if cs == nil {
-		issues := compileIssues(raw)
-		if refused > 0 {
-			issues = append(issues, CompileIssue{Message: strconv.Itoa(refused) +
-				" external resource(s) refused: schemas may only import registered schemas by namespace"})
-		}
-		return nil, compileErr(issues)
+		return nil, compileErr(compileFailure(raw, refused))
 	}
 
 	srcs := make([]modelSource, 0, 1+len(c.order))
@@ -91,6 +122,11 @@ func compile(src []byte, opts CompileOptions, probe bool) (*Schema, error) {
 	if err != nil {
 		freeSchema(cs)
 		return nil, compileErr([]CompileIssue{{Message: err.Error()}})
+	}
+	if b.patternChecks > MaxPatternChecks {
+		freeSchema(cs)
+		return nil, tooComplex(0, "a value may be matched against %d xs:pattern facets (one per derivation step "+
+			"that has some, every member of a union), over the limit of %d", b.patternChecks, MaxPatternChecks)
 	}
 	if probe {
 		if issues := checkPatterns(b.patterns); len(issues) > 0 {
@@ -120,6 +156,8 @@ type compiler struct {
 	order   []string // namespaces in the order they were imported
 	entries []importEntry
 	issues  []CompileIssue
+	// tooComplex is the first imported schema over opts.Cost.
+	tooComplex *CompileError
 }
 
 // imported is one schema pulled in through CompileOptions.Imports.
@@ -190,6 +228,16 @@ func (c *compiler) resolve(ns string, line int, prefix string) string {
 		c.fail(line, "%sxs:import of namespace %q: imported schema is empty or over %d bytes", prefix, ns, c.max)
 		return ""
 	}
+	if ce := checkCost(src, c.opts.Cost); ce != nil {
+		if c.tooComplex == nil {
+			for i := range ce.Issues {
+				ce.Issues[i].Message = fmt.Sprintf("%sin imported schema %q, line %d: %s", prefix, ns, ce.Issues[i].Line, ce.Issues[i].Message)
+				ce.Issues[i].Line = line
+			}
+			c.tooComplex = ce
+		}
+		return ""
+	}
 	im := &imported{uri: importScheme + strconv.Itoa(len(c.byNS)), src: src}
 	// Registered before recursing, so that import cycles terminate.
 	c.byNS[ns] = im
@@ -220,4 +268,15 @@ func (c *compiler) resolve(ns string, line int, prefix string) string {
 	}
 	c.entries = append(c.entries, importEntry{uri: im.uri, data: data, n: n})
 	return im.uri
+}
+
+// compileFailure is the issues of a compile that failed with refused
+// external resources.
+func compileFailure(raw []rawIssue, refused int) []CompileIssue {
+	issues := compileIssues(raw)
+	if refused > 0 {
+		issues = append(issues, CompileIssue{Message: strconv.Itoa(refused) +
+			" external resource(s) refused: schemas may only import registered schemas by namespace"})
+	}
+	return issues
 }

@@ -19,6 +19,9 @@ const (
 	// DetailPatternCost: libxml2 gave up matching a value against its
 	// xs:pattern (its backtracking budget ran out).
 	DetailPatternCost = "pattern_too_costly"
+	// DetailTooComplex: a schema refused by a CostLimits count or by its
+	// trial compile's CPU or memory limit (a *CompileError's Detail).
+	DetailTooComplex = "schema_too_complex"
 )
 
 // ErrFreed is returned by every method of a Schema after Free: the caller
@@ -32,8 +35,12 @@ type CompileIssue struct {
 	Message string `json:"message"`
 }
 
-// CompileError lists why a schema does not compile. It is never empty.
+// CompileError lists why a schema does not compile. Its Issues are never
+// empty.
 type CompileError struct {
+	// Detail is DetailTooComplex for a schema refused by a cost limit, ""
+	// for a schema that is not valid.
+	Detail string
 	Issues []CompileIssue
 }
 

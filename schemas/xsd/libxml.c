@@ -533,7 +533,7 @@ static void iot_flatten(iot_worker *w, xmlNodePtr root) {
 // Bounding the length of every value a pattern will see, and their sum in
 // one document, bounds what one validation can cost whatever the pattern.
 
-iot_lengths *iot_lengths_new(int all, int xsi_type) {
+iot_lengths *iot_lengths_new(int all, int xsi_type, long max_weight) {
 	iot_lengths *l = calloc(1, sizeof *l);
 	if (l == NULL)
 		return NULL;
@@ -544,13 +544,26 @@ iot_lengths *iot_lengths_new(int all, int xsi_type) {
 	}
 	l->all = all;
 	l->xsi_type = xsi_type;
+	l->max_weight = max_weight < 1 ? 1 : max_weight;
 	return l;
 }
 
-int iot_lengths_add(iot_lengths *l, const char *name, const char *kind) {
-	if (xmlHashLookup2(l->names, (const xmlChar *)name, (const xmlChar *)kind) != NULL)
+// iot_lengths_add records a name, keeping the largest weight given for it.
+int iot_lengths_add(iot_lengths *l, const char *name, const char *kind, long weight) {
+	if (weight < 1)
+		weight = 1;
+	void *old = xmlHashLookup2(l->names, (const xmlChar *)name, (const xmlChar *)kind);
+	if (old != NULL && (long)(intptr_t)old >= weight)
 		return 0;
-	return xmlHashAddEntry2(l->names, (const xmlChar *)name, (const xmlChar *)kind, (void *)1);
+	return xmlHashUpdateEntry2(l->names, (const xmlChar *)name, (const xmlChar *)kind, (void *)(intptr_t)weight, NULL);
+}
+
+// iot_weight is the weight of a value of the element or attribute name
+// (kind "e" or "a"), 0 when no pattern checks it.
+static long iot_weight(iot_lengths *l, const xmlChar *name, const char *kind) {
+	if (l->all)
+		return l->max_weight;
+	return (long)(intptr_t)xmlHashLookup2(l->names, name, BAD_CAST kind);
 }
 
 void iot_lengths_free(iot_lengths *l) {
@@ -583,7 +596,7 @@ static void iot_too_long(iot_errs *e, xmlNodePtr n, const char *what, long chars
 	iot_node_path(n, is->path, sizeof is->path);
 	if (total)
 		snprintf(is->msg, sizeof is->msg, "the values checked against xs:pattern facets add up to more than %ld characters "
-			"(at %s %s): over the limit for one document", limit, what, n->name);
+			"(at %s %s; a value counts once per facet it is matched against): over the limit for one document", limit, what, n->name);
 	else
 		snprintf(is->msg, sizeof is->msg, "the value of %s %s is %ld characters, over the limit of %ld "
 			"for a value checked against an xs:pattern", what, n->name, chars, limit);
@@ -597,10 +610,12 @@ static int iot_check_lengths(iot_errs *e, xmlNodePtr root, iot_lengths *l, long 
 	xmlNodePtr n = root;
 	while (n != NULL) {
 		if (n->type == XML_ELEMENT_NODE) {
-			if (l->all || xmlHashLookup2(l->names, n->name, BAD_CAST "e") != NULL ||
-				(l->xsi_type && xmlHasNsProp(n, BAD_CAST "type", iot_xsi_ns) != NULL)) {
+			long w = iot_weight(l, n->name, "e");
+			if (l->xsi_type && w < l->max_weight && xmlHasNsProp(n, BAD_CAST "type", iot_xsi_ns) != NULL)
+				w = l->max_weight;
+			if (w > 0) {
 				long c = iot_chars(n->children);
-				total += c;
+				total += c * w;
 				if (c > max_value) {
 					iot_too_long(e, n, "element", c, max_value, 0);
 					return IOT_TOO_LONG;
@@ -611,10 +626,11 @@ static int iot_check_lengths(iot_errs *e, xmlNodePtr root, iot_lengths *l, long 
 				}
 			}
 			for (xmlAttrPtr a = n->properties; a != NULL; a = a->next) {
-				if (!l->all && xmlHashLookup2(l->names, a->name, BAD_CAST "a") == NULL)
+				long w = iot_weight(l, a->name, "a");
+				if (w == 0)
 					continue;
 				long c = iot_chars(a->children);
-				total += c;
+				total += c * w;
 				if (c > max_value) {
 					iot_too_long(e, (xmlNodePtr)a, "attribute", c, max_value, 0);
 					return IOT_TOO_LONG;

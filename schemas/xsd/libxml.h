@@ -74,15 +74,17 @@ void iot_init(void);
 
 // The values a schema checks against xs:pattern facets, by the local name
 // of their element or attribute, and the bound on their length, checked
-// before validation (see iot_check_lengths).
+// before validation (see iot_check_lengths). A value weighs the number of
+// facets it is matched against.
 typedef struct {
-	xmlHashTablePtr names; // name -> kind ("e" element, "a" attribute)
+	xmlHashTablePtr names; // (name, kind "e" element or "a" attribute) -> weight
 	int all;               // every value (the model could not tell which)
 	int xsi_type;          // elements with an xsi:type attribute too
+	long max_weight;       // the weight of those two
 } iot_lengths;
 
-iot_lengths *iot_lengths_new(int all, int xsi_type);
-int iot_lengths_add(iot_lengths *l, const char *name, const char *kind);
+iot_lengths *iot_lengths_new(int all, int xsi_type, long max_weight);
+int iot_lengths_add(iot_lengths *l, const char *name, const char *kind, long weight);
 void iot_lengths_free(iot_lengths *l);
 
 // Schema documents.

@@ -45,6 +45,10 @@ type simpleType struct {
 	// pattern: values are matched against an xs:pattern facet (of this
 	// type, a base, a list's item type or a union's member).
 	pattern bool
+	// checks is how many xs:pattern facets a value may be matched
+	// against: libxml2 matches one per derivation step that has some,
+	// and tries every member of a union (capped at maxCount).
+	checks int
 }
 
 // complexType is what rendering needs of an XSD complex type.

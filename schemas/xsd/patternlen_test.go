@@ -1,6 +1,7 @@
 package xsd
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -11,20 +12,23 @@ import (
 
 // patternSchema has pattern-restricted values in every place a pattern can
 // reach a value: an element's simple type (through a derived type), a
-// list's item type, a union's member, simple content, an attribute, and a
-// named type that only xsi:type gives to an element.
+// list's item type, a union's member, simple content, an attribute, a
+// reference to a global element, and a named type that only xsi:type gives
+// to an element.
 const patternSchema = `<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema" targetNamespace="urn:p" xmlns="urn:p" elementFormDefault="qualified">
   <xs:simpleType name="ID"><xs:restriction base="xs:string"><xs:pattern value="ID-\w*;"/></xs:restriction></xs:simpleType>
   <xs:simpleType name="ShortID"><xs:restriction base="ID"><xs:maxLength value="100000"/></xs:restriction></xs:simpleType>
   <xs:simpleType name="Z"><xs:restriction base="xs:string"><xs:pattern value="Za*b?"/></xs:restriction></xs:simpleType>
   <xs:simpleType name="IDs"><xs:list itemType="ID"/></xs:simpleType>
   <xs:simpleType name="IDOrInt"><xs:union memberTypes="ID xs:int"/></xs:simpleType>
+  <xs:element name="gid" type="ID"/>
   <xs:element name="r"><xs:complexType><xs:sequence>
     <xs:element name="id" type="ShortID" minOccurs="0"/>
     <xs:element name="ids" type="IDs" minOccurs="0"/>
     <xs:element name="either" type="IDOrInt" minOccurs="0"/>
     <xs:element name="tagged" minOccurs="0"><xs:complexType><xs:simpleContent>
       <xs:extension base="Z"><xs:attribute name="k" type="xs:string"/></xs:extension></xs:simpleContent></xs:complexType></xs:element>
+    <xs:element ref="gid" minOccurs="0"/>
     <xs:element name="free" type="xs:string" minOccurs="0" maxOccurs="unbounded"/>
   </xs:sequence><xs:attribute name="code" type="Z"/></xs:complexType></xs:element>
 </xs:schema>`
@@ -51,6 +55,7 @@ func TestPatternValueLength(t *testing.T) {
 		{"ErrUnion", doc(`<either>ID-` + long(300) + `;</either>`), Limits{}, "element either"},
 		{"ErrSimpleContent", doc(`<tagged k="x">Z` + long(300) + `</tagged>`), Limits{}, "element tagged"},
 		{"ErrAttribute", doc(``, ` code="Z`+long(300)+`"`), Limits{}, "attribute code"},
+		{"ErrElementRef", doc(`<gid>ID-` + long(300) + `;</gid>`), Limits{}, "element gid"},
 		{"ErrXsiType", doc(`<free xsi:type="Z">Z` + long(300) + `</free>`), Limits{}, "element free"},
 		{"ErrTotal", doc(`<id>ID-`+long(210)+`;</id><ids>ID-`+long(210)+`;</ids><either>ID-`+long(210)+`;</either><tagged>Z`+long(210)+`</tagged>`, ` code="Z`+long(210)+`"`),
 			Limits{}, "add up to more than 1024 characters"},
@@ -102,6 +107,10 @@ func BenchmarkPatternWorstCase(b *testing.B) {
 		{"X(a|aa)*b", `X(a|aa)*b`, "X"},
 		{"X(a*)*b", `X(a*)*b`, "X"},
 		{"X[a-z]*x6_0", `X[a-z]*[a-z]*[a-z]*[a-z]*[a-z]*[a-z]*0`, "X"},
+		{"Za*x8b", `Za*a*a*a*a*a*a*a*b`, "Z"},
+		{"Z(a|a)*b", `Z(a|a)*b`, "Z"},
+		{"Z(a{1,9}){1,9}b", `Z(a{1,9}){1,9}b`, "Z"},
+		{"Z((a*)*)*b", `Z((a*)*)*b`, "Z"},
 	} {
 		src := `<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema" targetNamespace="urn:p" xmlns="urn:p" elementFormDefault="qualified">
   <xs:simpleType name="P"><xs:restriction base="xs:string"><xs:pattern value="` + tc.pattern + `"/></xs:restriction></xs:simpleType>
@@ -110,7 +119,7 @@ func BenchmarkPatternWorstCase(b *testing.B) {
 		if _, err := Compile([]byte(src), CompileOptions{}); err == nil {
 			b.Logf("%s: not caught by the probe", tc.name)
 		}
-		s, err := compile([]byte(src), CompileOptions{}, false)
+		s, err := compile(context.Background(), []byte(src), CompileOptions{}, false)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -250,6 +259,46 @@ func TestStatusErr(t *testing.T) {
 			refused := errors.As(err, &ve)
 			if err == nil || refused != (tt.want == "refused") || (refused && ve.Detail != tt.detail) {
 				t.Errorf("statusErr = %#v, want %s detail %q", err, tt.want, tt.detail)
+			}
+		})
+	}
+}
+
+// TestPatternTotalWeighsChecks: a value matched against several pattern
+// facets (derivation steps) counts once per facet in MaxPatternTotal, so
+// that the total bounds the characters matched, not the characters sent.
+func TestPatternTotalWeighsChecks(t *testing.T) {
+	src := xsOpen + `<xs:simpleType name="P1"><xs:restriction base="xs:string"><xs:pattern value="Z.*"/></xs:restriction></xs:simpleType>
+  <xs:simpleType name="P2"><xs:restriction base="P1"><xs:pattern value=".*z"/></xs:restriction></xs:simpleType>
+  <xs:element name="r"><xs:complexType><xs:sequence>
+    <xs:element name="one" type="P1" minOccurs="0" maxOccurs="unbounded"/>
+    <xs:element name="two" type="P2" minOccurs="0" maxOccurs="unbounded"/>
+  </xs:sequence><xs:attribute name="a" type="P2"/></xs:complexType></xs:element></xs:schema>`
+	s := mustCompile(t, []byte(src), CompileOptions{})
+	v := "Z" + strings.Repeat("a", 98) + "z" // 100 characters
+	doc := func(inner string, attrs ...string) []byte {
+		return []byte(`<r xmlns="urn:h"` + strings.Join(attrs, "") + `>` + inner + `</r>`)
+	}
+	lim := Limits{MaxPatternTotal: 400}
+	for _, tc := range []struct {
+		name string
+		doc  []byte
+		ok   bool
+	}{
+		{"FourMatchedOnce", doc(strings.Repeat(`<one>`+v+`</one>`, 4)), true},
+		{"TwoMatchedTwice", doc(strings.Repeat(`<two>`+v+`</two>`, 2)), true},
+		{"ErrThreeMatchedTwice", doc(strings.Repeat(`<two>`+v+`</two>`, 3)), false},
+		{"AttributeAndOneMatchedTwice", doc(`<two>`+v+`</two>`, ` a="`+v+`"`), true},
+		{"ErrAttributeAndTwo", doc(strings.Repeat(`<two>`+v+`</two>`, 2), ` a="`+v+`"`), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := s.Validate(tc.doc, lim)
+			var ve *ValidationError
+			switch {
+			case tc.ok && err != nil:
+				t.Fatalf("refused: %v", err)
+			case !tc.ok && (!errors.As(err, &ve) || ve.Detail != DetailPatternValue || !strings.Contains(err.Error(), "add up to more than 400")):
+				t.Fatalf("err = %v, want the total refused", err)
 			}
 		})
 	}

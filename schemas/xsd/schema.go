@@ -31,6 +31,11 @@ const (
 	// checks for duplicate attributes in quadratic time (a 64 KiB start tag
 	// with 7,000 attributes costs ~300 ms to parse).
 	MaxAttributes = 256
+	// MaxPatternChecks bounds the xs:pattern facets one value may be
+	// matched against: Limits.MaxPatternValue and MaxPatternTotal bound
+	// the characters matched, and libxml2 matches them once per
+	// derivation step with a pattern and per union member.
+	MaxPatternChecks = 4
 
 	// maxParserDepth is libxml2's own nesting limit without XML_PARSE_HUGE
 	// (which we never set): a larger MaxDepth is clamped to it.
@@ -51,6 +56,9 @@ type CompileOptions struct {
 	// network. Nil means imports are refused. It is called during Compile
 	// only, from the calling goroutine.
 	Imports func(namespace string) ([]byte, bool)
+	// Cost bounds what the compile may cost, checked on each document's
+	// source before libxml2 sees it; zero fields mean their defaults.
+	Cost CostLimits
 }
 
 // Limits bounds a reading before and while it is parsed.
@@ -63,14 +71,19 @@ type Limits struct {
 	MaxDepth int
 	// MaxPatternValue bounds, in characters, an element's text or an
 	// attribute's value that the schema matches against an xs:pattern,
-	// and MaxPatternTotal all of them in one document. libxml2 matches
-	// patterns by backtracking, in time polynomial in the value's length
-	// (Za*a*a*b: 25 ms at 256 characters, 1.6 s at 1024) or, up to its
-	// push budget, exponential; the compile-time probe catches the usual
-	// slow shapes, not every one. So lengths are checked on the parsed
-	// document, before libxml2 matches anything, and a value over them is
-	// refused with the element or attribute and the limit: what one
-	// validation costs is bounded whatever the pattern. Zero means
+	// and MaxPatternTotal all of them in one document, a value counting
+	// once per facet it is matched against (at most MaxPatternChecks).
+	// libxml2 matches patterns by backtracking, in time polynomial in the
+	// value's length (Za*a*a*b: 25 ms at 256 characters, 1.6 s at 1024)
+	// or, up to its push budget, exponential; the compile-time probe
+	// catches the usual slow shapes, not every one. So lengths are checked
+	// on the parsed document, before libxml2 matches anything, and a value
+	// over them is refused with the element or attribute and the limit:
+	// a document costs at most MaxPatternTotal/MaxPatternValue matches of
+	// MaxPatternValue characters. One such match is bounded by libxml2's
+	// push budget, not by the length: 0.5-2.4 s for small patterns
+	// (BenchmarkPatternWorstCase), more for patterns with many
+	// alternatives per state, which the probe refuses. Zero means
 	// DefaultMaxPatternValue and DefaultMaxPatternTotal.
 	MaxPatternValue int
 	MaxPatternTotal int
@@ -212,11 +225,24 @@ func checkSize(doc []byte, lim Limits) error {
 }
 
 // checkAttributes refuses a document with an element of more than
-// MaxAttributes attributes, by a linear scan before parsing. Anything
-// malformed is left to the parser.
+// MaxAttributes attributes, by a linear scan before parsing.
 func checkAttributes(doc []byte) error {
+	if line, over := attributeFlood(doc); over {
+		return validationErr(DetailTooLarge, []ValidationIssue{{
+			Line:    line,
+			Message: "an element has more than " + strconv.Itoa(MaxAttributes) + " attributes",
+		}})
+	}
+	return nil
+}
+
+// attributeFlood reports the line of the first start tag of doc with more
+// than MaxAttributes attributes, by a linear scan: libxml2 checks for
+// duplicate attributes in quadratic time, in readings and schemas alike.
+// Anything malformed is left to the parser.
+func attributeFlood(doc []byte) (line int, over bool) {
 	if bytes.Count(doc, []byte{'='}) <= MaxAttributes {
-		return nil // fast path: not even that many '=' in the document
+		return 0, false // fast path: not even that many '=' in the document
 	}
 	skip := func(i int, end string) int {
 		k := bytes.Index(doc[i:], []byte(end))
@@ -228,7 +254,7 @@ func checkAttributes(doc []byte) error {
 	for i := 0; i < len(doc); {
 		j := bytes.IndexByte(doc[i:], '<')
 		if j < 0 {
-			return nil
+			return 0, false
 		}
 		i += j + 1
 		rest := doc[i:]
@@ -260,12 +286,9 @@ func checkAttributes(doc []byte) error {
 				}
 			}
 			if count > MaxAttributes {
-				return validationErr(DetailTooLarge, []ValidationIssue{{
-					Line:    bytes.Count(doc[:start], []byte{'\n'}) + 1,
-					Message: "an element has more than " + strconv.Itoa(MaxAttributes) + " attributes",
-				}})
+				return bytes.Count(doc[:start], []byte{'\n'}) + 1, true
 			}
 		}
 	}
-	return nil
+	return 0, false
 }
