@@ -142,7 +142,7 @@ func (r *Registry) compileStored(ctx context.Context, ref Ref) (_ *xsd.Schema, _
 	}
 	var lookupErr error
 	cs, err := xsd.CompileContext(ctx, []byte(s.XSD), xsd.CompileOptions{
-		MaxSchemaBytes: r.cfg.MaxSchemaBytes, Cost: r.cfg.Cost,
+		MaxSchemaBytes: r.cfg.MaxSchemaBytes, Cost: r.cfg.Cost, Stored: true,
 		Imports: func(ns string) ([]byte, bool) {
 			var imp *Schema
 			var err error

@@ -97,7 +97,9 @@ func compile(ctx context.Context, src []byte, opts CompileOptions, probe bool) (
 	if len(c.issues) > 0 {
 		return nil, compileErr(c.issues)
 	}
-	if o := trialOpts.Load(); o != nil {
+	if opts.Stored {
+		probe = false
+	} else if o := trialOpts.Load(); o != nil {
 		// The trial probes the patterns too: one probe match of a bad
 		// enough pattern can take minutes, and nothing can stop it here.
 		if err := c.trial(ctx, o, src); err != nil {

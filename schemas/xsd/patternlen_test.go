@@ -187,6 +187,14 @@ func TestSlowPatternBehindPrefix(t *testing.T) {
 			if issues := compileIssuesOf(t, err); !strings.Contains(issues[0].Message, "more than linear time") {
 				t.Errorf("issues %+v, want the pattern refused as slow", issues)
 			}
+			// A stored version passed the probe when it was registered:
+			// compiling it again does not probe (the length limits still
+			// hold at validation).
+			s, err := Compile([]byte(src), CompileOptions{Stored: true})
+			if err != nil {
+				t.Fatalf("stored: %v, want compiled without the probe", err)
+			}
+			s.Free()
 		})
 	}
 }

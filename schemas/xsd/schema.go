@@ -59,6 +59,12 @@ type CompileOptions struct {
 	// Cost bounds what the compile may cost, checked on each document's
 	// source before libxml2 sees it; zero fields mean their defaults.
 	Cost CostLimits
+	// Stored says the source was accepted by an earlier Compile (a
+	// registered version compiled again at start or after eviction):
+	// the pattern probe and the trial compile, which it already passed
+	// and which cost milliseconds to seconds, are skipped. Cost is still
+	// checked.
+	Stored bool
 }
 
 // Limits bounds a reading before and while it is parsed.
