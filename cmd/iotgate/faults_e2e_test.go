@@ -52,9 +52,10 @@ type loadDevice struct {
 }
 
 // load is a set of devices sending readings until stopped or until each
-// has sent loadMax readings.
+// has sent max readings.
 type load struct {
 	via    string // "iq" or "message"
+	max    int    // readings per device, at most
 	devs   []*loadDevice
 	stop   chan struct{}
 	wg     sync.WaitGroup
@@ -81,7 +82,14 @@ func startLoad(e *commandsEnv, prefix string) *load {
 // by IQ or by message.
 func startLoadVia(e *commandsEnv, prefix, via string) *load {
 	e.t.Helper()
-	l := &load{via: via, stop: make(chan struct{})}
+	return startLoadMax(e, prefix, via, loadMax)
+}
+
+// startLoadMax is startLoadVia with max readings per device, for tests
+// whose faults come late enough that loadMax could all be sent before.
+func startLoadMax(e *commandsEnv, prefix, via string, max int) *load {
+	e.t.Helper()
+	l := &load{via: via, max: max, stop: make(chan struct{})}
 	for i := range loadDevices {
 		user := fmt.Sprintf("%s%d", prefix, i)
 		d := &loadDevice{jid: e.register(user), e: e, acked: map[int]bool{}, errors: map[string]int{}}
@@ -119,7 +127,7 @@ func (l *load) stopped() bool {
 func (d *loadDevice) run(l *load) {
 	user, _, _ := strings.Cut(d.jid, "@")
 	var next atomic.Int64
-	for !l.stopped() && int(next.Load()) < loadMax {
+	for !l.stopped() && int(next.Load()) < l.max {
 		ctx, cancel := context.WithTimeout(d.e.ctx, 5*time.Second)
 		c, err := device.Dial(ctx, device.Options{Addr: d.e.xs.C2SAddr(), JID: d.jid, Password: "pw-" + user})
 		cancel()
@@ -144,7 +152,7 @@ func (d *loadDevice) run(l *load) {
 				defer wg.Done()
 				for !l.stopped() {
 					seq := int(next.Add(1))
-					if seq > loadMax {
+					if seq > l.max {
 						return
 					}
 					if !d.send(l, c, seq) {

@@ -61,7 +61,9 @@ func TestE2EInstancesCluster(t *testing.T) {
 		}
 	})
 
-	l1, l2 := startLoad(e1, "la"), startLoad(e2, "lb")
+	// The loads must outlast both faults (verify stops them): at loadMax
+	// a fast machine sent everything before the instance was killed.
+	l1, l2 := startLoadMax(e1, "la", "iq", 20*loadMax), startLoadMax(e2, "lb", "iq", 20*loadMax)
 	l1.waitAcked(t, 100, 30*time.Second, "readings on node 1")
 	l2.waitAcked(t, 100, 30*time.Second, "readings on node 2")
 
