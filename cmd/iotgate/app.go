@@ -100,6 +100,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 	// Schemas compile first in a child process (main serves it) under
 	// CPU and memory limits.
 	xsd.EnableTrialCompiles(xsd.TrialOptions{CPU: cfg.SchemaCompileCPU, Memory: int64(cfg.SchemaCompileMemory)})
+	// Documents of schemas with xs:pattern facets are validated in child
+	// processes, killed at the time budget (main serves them too).
+	if cfg.PatternTimeout > 0 {
+		xsd.EnablePatternSandbox(xsd.SandboxOptions{Timeout: cfg.PatternTimeout, Memory: int64(cfg.SchemaCompileMemory)})
+	}
 	// The read loop decides by namespace without asking the database.
 	if err := a.registry.LoadNamespaces(ctx); err != nil {
 		return nil, err

@@ -80,6 +80,9 @@ type Config struct {
 	SchemaMaxDeclarations, SchemaMaxNodes       int
 	SchemaCompileCPU                            time.Duration
 	SchemaCompileMemory                         int
+	// PatternTimeout bounds the validation of one document of a schema
+	// with xs:pattern facets, run in a child process (0: in the process).
+	PatternTimeout time.Duration
 
 	MaxCommandsInFlight int
 	// MaxCommandsInFlightPerToken and MaxCommandsInFlightPerDevice are
@@ -182,6 +185,7 @@ var settings = []setting{
 	{env: "IOTGATE_SCHEMA_MAX_DECLARATIONS", flag: "schema-max-declarations", def: "5000", help: "most element declarations plus attribute uses (attribute groups and base types expanded) in a schema document"},
 	{env: "IOTGATE_SCHEMA_MAX_NODES", flag: "schema-max-nodes", def: "10000", help: "most XML elements in a schema document, annotations included"},
 	{env: "IOTGATE_SCHEMA_COMPILE_CPU", flag: "schema-compile-cpu", def: "2s", help: "CPU time a schema's trial compile, in a child process, may take (whole seconds); a schema over it is refused"},
+	{env: "IOTGATE_PATTERN_TIMEOUT", flag: "pattern-timeout", def: "250ms", help: "time one reading or command payload of a schema with xs:pattern facets may take to validate, in a child process (killed beyond it); longer ones are refused as pattern_too_costly (0: validate in the process, bounded only by the pattern value lengths)"},
 	{env: "IOTGATE_SCHEMA_COMPILE_MEMORY", flag: "schema-compile-memory", def: "536870912", help: "memory, in bytes, a schema's trial compile may add to its child process; a schema over it is refused"},
 	{env: "IOTGATE_DEVICE_RATE", flag: "device-rate", def: "500", help: "readings per second one device may send on average; excess IQs get policy-violation, excess messages are dropped"},
 	{env: "IOTGATE_DEVICE_BURST", flag: "device-burst", def: "1000", help: "readings one device may send in a burst above its rate"},
@@ -345,6 +349,7 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 		{"IOTGATE_WEBHOOK_RETRY_LIMIT", &cfg.WebhookRetryLimit, time.Second, 30 * 24 * time.Hour},
 		{"IOTGATE_WEBHOOK_RETRY_MAX_DELAY", &cfg.WebhookRetryMaxDelay, 10 * time.Millisecond, 24 * time.Hour},
 		{"IOTGATE_SCHEMA_COMPILE_CPU", &cfg.SchemaCompileCPU, time.Second, 10 * time.Minute},
+		{"IOTGATE_PATTERN_TIMEOUT", &cfg.PatternTimeout, 0, time.Minute},
 	} {
 		v, err := time.ParseDuration(get(d.env))
 		if err != nil || v < d.min || v > d.max {

@@ -144,6 +144,9 @@ func compile(ctx context.Context, src []byte, opts CompileOptions, probe bool) (
 		tns:     tns,
 		globals: b.globals,
 	}
+	if len(b.patterns) > 0 {
+		s.box = &boxed{id: boxIDs.Add(1), srcs: srcs, cost: opts.Cost, max: opts.MaxSchemaBytes}
+	}
 	// Safety net for a Schema dropped without Free.
 	s.cleanup = runtime.AddCleanup(s, func(c *cschema) { c.free() }, s.c)
 	return s, nil

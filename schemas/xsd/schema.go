@@ -2,6 +2,7 @@ package xsd
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"runtime"
 	"strconv"
@@ -128,6 +129,9 @@ type Schema struct {
 	cleanup runtime.Cleanup
 	tns     string
 	globals []string
+	// box, for a schema with xs:pattern facets, is what a sandbox child
+	// needs to validate its documents (see sandbox.go).
+	box *boxed
 }
 
 // TargetNamespace returns the schema's targetNamespace ("" if none).
@@ -181,16 +185,38 @@ func (s *Schema) run(doc []byte, lim Limits, flatten bool) (string, *model, erro
 	if err := checkAttributes(doc); err != nil {
 		return "", nil, err
 	}
-	w, err := s.c.get()
+	var status int
+	var flat string
+	var raw []rawIssue
+	var err error
+	if p := sandbox.Load(); p != nil && s.box != nil {
+		status, flat, raw, err = p.validate(s.box, doc, lim, flatten)
+		if errors.Is(err, errTimeout) {
+			return "", nil, validationErr(DetailPatternCost, []ValidationIssue{{Message: "checking the document against the schema's " +
+				"xs:pattern facets took more than " + p.opts.Timeout.String() + " (the patterns backtrack on these values): " +
+				"shorten the values, or simplify the schema's patterns"}})
+		}
+	} else {
+		status, flat, raw, err = s.local(doc, lim, flatten)
+	}
 	if err != nil {
 		return "", nil, err
 	}
-	status, flat, raw := w.validate(doc, s.c.lengths, lim, flatten)
-	s.c.put(w)
 	if err := statusErr(status, raw); err != nil {
 		return "", nil, err
 	}
 	return flat, s.model, nil
+}
+
+// local validates doc in this process, under s.mu held for reading.
+func (s *Schema) local(doc []byte, lim Limits, flatten bool) (int, string, []rawIssue, error) {
+	w, err := s.c.get()
+	if err != nil {
+		return 0, "", nil, err
+	}
+	status, flat, raw := w.validate(doc, s.c.lengths, lim, flatten)
+	s.c.put(w)
+	return status, flat, raw, nil
 }
 
 // statusErr is the error for a validation's status, nil for stOK.

@@ -201,11 +201,15 @@ func (l *limitedBuffer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// ServeTrialCompile serves a trial compile and exits when the process was
-// started as a trial compile's child; otherwise it returns at once. A
-// program calling EnableTrialCompiles must call it first thing in main
-// (and a test binary in TestMain).
+// ServeTrialCompile serves a trial compile, or validations (see
+// EnablePatternSandbox), and exits when the process was started as such a
+// child; otherwise it returns at once. A program calling
+// EnableTrialCompiles or EnablePatternSandbox must call it first thing in
+// main (and a test binary in TestMain).
 func ServeTrialCompile() {
+	if v, ok := os.LookupEnv(sandboxEnv); ok {
+		os.Exit(serveValidator(v, os.Stdin, os.Stdout))
+	}
 	v, ok := os.LookupEnv(trialEnv)
 	if !ok {
 		return
