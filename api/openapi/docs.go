@@ -3557,6 +3557,10 @@ const docTemplate = `{
         },
         "api.ErrorResponse": {
             "type": "object",
+            "required": [
+                "code",
+                "message"
+            ],
             "properties": {
                 "code": {
                     "description": "Code is machine-readable: a devices error code (not_found,\nconflict, invalid, unprocessable, unauthorized, forbidden,\nunavailable, timeout, too_many_requests, internal), a more\nspecific one when the error has one (device_offline, xmpp_error,\nxmpp_unavailable, idempotency_key_reused, rate_limited), or the HTTP\none for protocol errors (method_not_allowed, payload_too_large,\nunsupported_media_type).",
@@ -3564,8 +3568,7 @@ const docTemplate = `{
                     "example": "not_found"
                 },
                 "details": {
-                    "description": "Details, when present, says more: for validation errors, a list of\nFieldError; for an XSD that does not compile (422), the compiler's\nissues, each with its line and message; for the outcome of a\ncommand (409, 502, 503, 504), the stored Command.",
-                    "type": "object"
+                    "description": "Details, when present, says more: for validation errors, a list of\nFieldError; for an XSD that does not compile (422), the compiler's\nissues, each with its line and message; for the outcome of a\ncommand (409, 502, 503, 504), the stored Command. So it is a list\nor an object, depending on the error."
                 },
                 "message": {
                     "description": "Message is for humans; it never carries internal details.",
