@@ -5,7 +5,11 @@
 #                real PostgreSQL, Prosody and ejabberd on 127.0.0.1)
 #   make dev     run iotgate with a throwaway PostgreSQL and Prosody
 #   make build   build the commands into bin/
-#   make docs    regenerate the OpenAPI description in api/openapi/
+#   make docs    regenerate the OpenAPI description in api/openapi/ (and
+#                the client, as make client does)
+#   make client  regenerate the OpenAPI 3 form (api/openapi/openapi3.json)
+#                and the Go client (api/client/client.gen.go) from
+#                api/openapi/swagger.json
 #   make fuzz    run each fuzz target for FUZZTIME
 #   make bench   measure iotgate on this machine (cmd/iotgate-bench; the
 #                table goes to stdout, progress to stderr; ~6 minutes)
@@ -51,7 +55,7 @@ SWAG_ARGS ?= --generalInfo doc.go --dir ./api --exclude ./$(SWAG_DIR) --outputTy
 # The files swag writes, which docs-check compares.
 SWAG_FILES := docs.go swagger.json swagger.yaml
 
-.PHONY: build deps test vet docs docs-check fuzz dev clean bench
+.PHONY: build deps test vet docs docs-check client fuzz dev clean bench
 
 build:
 	$(GO) build -o bin/ ./cmd/...
@@ -74,6 +78,14 @@ test: deps
 
 docs:
 	$(GO) tool swag init $(SWAG_ARGS) --output $(SWAG_DIR)
+	@$(MAKE) --no-print-directory client
+
+# The client and the OpenAPI 3 form are made from swagger.json by
+# api/client's TestGenerated (kin-openapi converts, oapi-codegen generates;
+# no network): with -update it writes them, and without it, in make test,
+# it fails when the committed ones are stale.
+client:
+	$(GO) test -count=1 -run '^TestGenerated$$' ./api/client -update
 
 # Regenerates $(SWAG_DIR) into a temporary directory and fails if it
 # differs from the committed one. The temporary directory has the same last

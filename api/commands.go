@@ -150,7 +150,7 @@ func (h *commandHandler) visibleCommand(c echo.Context, id string) (*iotgate.Com
 //	@Tags			commands
 //	@Accept			json
 //	@Produce		json
-//	@Param			jid				path		string						true	"Bare JID, URL-escaped"	example(thermo1@example.com)
+//	@Param			jid				path		string						true	"Bare JID, URL-escaped"	extensions(x-example=thermo1@example.com)
 //	@Param			Idempotency-Key	header		string						false	"Makes retries safe: up to 255 bytes, unique per intended command"
 //	@Param			command			body		api.CreateCommandRequest	true	"The command"
 //	@Success		200				{object}	iotgate.CommandView					"The device answered with a result (mode sync)"
@@ -272,7 +272,7 @@ func (h *commandHandler) get(c echo.Context) error {
 //	@Description	Lists the commands sent (or queued) to a device, newest first, a page at a time: pass next_cursor as cursor to get the next page; the last page has no next_cursor. A page also ends once its rows reach IOTGATE_MAX_PAGE_BYTES (4 MiB by default; at least one row), so it may hold fewer rows than limit and still have a next_cursor.
 //	@Tags			commands
 //	@Produce		json
-//	@Param			jid		path		string	true	"Bare JID, URL-escaped"	example(thermo1@example.com)
+//	@Param			jid		path		string	true	"Bare JID, URL-escaped"	extensions(x-example=thermo1@example.com)
 //	@Param			limit	query		int		false	"Page size"				minimum(1)	maximum(1000)	default(100)
 //	@Param			cursor	query		string	false	"next_cursor of the previous page"
 //	@Success		200		{object}	api.CommandList

@@ -204,8 +204,8 @@ func (h *deviceHandler) taken(c echo.Context, jid string, err error) error {
 //	@Description	Lists devices, ordered by JID, a page at a time: pass next_cursor as cursor to get the next page; the last page has no next_cursor. Filters combine: a device must match all of them.
 //	@Tags			devices
 //	@Produce		json
-//	@Param			schema	query		string		false	"Only devices of this schema"										example(thermostat)
-//	@Param			label	query		[]string	false	"Only devices with this label, as key:value; repeat for several"	collectionFormat(multi)	example(room:kitchen)
+//	@Param			schema	query		string		false	"Only devices of this schema"										extensions(x-example=thermostat)
+//	@Param			label	query		[]string	false	"Only devices with this label, as key:value; repeat for several"	collectionFormat(multi)	extensions(x-example=room:kitchen)
 //	@Param			online	query		bool		false	"Only devices whose presence is (true) or is not (false) available"
 //	@Param			limit	query		int			false	"Page size"	minimum(1)	maximum(1000)	default(100)
 //	@Param			cursor	query		string		false	"next_cursor of the previous page"
@@ -264,7 +264,7 @@ func withSelector(filter map[string]string, sel map[string]string) (map[string]s
 //	@Description	Returns a registered device. The JID in the path must be URL-escaped (thermo1%40example.com).
 //	@Tags			devices
 //	@Produce		json
-//	@Param			jid	path		string	true	"Bare JID, URL-escaped"	example(thermo1@example.com)
+//	@Param			jid	path		string	true	"Bare JID, URL-escaped"	extensions(x-example=thermo1@example.com)
 //	@Success		200	{object}	api.Device
 //	@Failure		400	{object}	api.ErrorResponse	"Not a valid bare JID"
 //	@Failure		404	{object}	api.ErrorResponse	"No such device"
@@ -298,7 +298,7 @@ func (h *deviceHandler) get(c echo.Context) error {
 //	@Tags			devices
 //	@Accept			json
 //	@Produce		json
-//	@Param			jid		path		string					true	"Bare JID, URL-escaped"	example(thermo1@example.com)
+//	@Param			jid		path		string					true	"Bare JID, URL-escaped"	extensions(x-example=thermo1@example.com)
 //	@Param			changes	body		api.UpdateDeviceRequest	true	"The changes"
 //	@Success		200		{object}	api.Device
 //	@Failure		400		{object}	api.ErrorResponse{details=[]api.FieldError}	"Bad JSON, an unknown field, not a valid bare JID, bad labels, or an unknown schema version"
@@ -345,7 +345,7 @@ func (h *deviceHandler) update(c echo.Context) error {
 //	@Description	Deletes a device together with all its readings and rejections; they cannot be recovered. The XMPP account itself is not touched.
 //	@Tags			devices
 //	@Produce		json
-//	@Param			jid	path	string	true	"Bare JID, URL-escaped"	example(thermo1@example.com)
+//	@Param			jid	path	string	true	"Bare JID, URL-escaped"	extensions(x-example=thermo1@example.com)
 //	@Success		204	"Deleted, with its readings and rejections"
 //	@Failure		400	{object}	api.ErrorResponse	"Not a valid bare JID"
 //	@Failure		404	{object}	api.ErrorResponse	"No such device"

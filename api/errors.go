@@ -21,14 +21,16 @@ type ErrorResponse struct {
 	// xmpp_unavailable, idempotency_key_reused, rate_limited), or the HTTP
 	// one for protocol errors (method_not_allowed, payload_too_large,
 	// unsupported_media_type).
-	Code string `json:"code" example:"not_found"`
+	Code string `json:"code" validate:"required" example:"not_found"`
 	// Message is for humans; it never carries internal details.
-	Message string `json:"message" example:"device not found"`
+	Message string `json:"message" validate:"required" example:"device not found"`
 	// Details, when present, says more: for validation errors, a list of
 	// FieldError; for an XSD that does not compile (422), the compiler's
 	// issues, each with its line and message; for the outcome of a
-	// command (409, 502, 503, 504), the stored Command.
-	Details any `json:"details,omitempty" swaggertype:"object"`
+	// command (409, 502, 503, 504), the stored Command. So it is a list
+	// or an object, depending on the error.
+	Details any `json:"details,omitempty"` // no swaggertype: a generated client must take a list here too
+
 }
 
 // codeStatus maps domain error codes to HTTP statuses: the one table of

@@ -190,9 +190,9 @@ func eventFilter(c echo.Context) (iotgate.EventFilter, *int64, error) {
 //	@Description	A text/event-stream of events: each as `id:` (the event id), `event:` (its type) and one `data:` line, the Event as JSON (its data: ReadingEventData, RejectionEventData, PresenceEventData, CommandView, DeviceEventData or GapEventData), then a blank line. An idle stream gets a comment line (`: ping`) every 15 s. Filters combine with AND; the token's device selector always applies. With Last-Event-ID (as EventSource sends it on reconnecting) or after, the stream first replays every matching event after that id, then continues live, with no gap and no duplicate; when some of them have been trimmed already (retention), it starts with a `gap` event, and the client should re-read state. A client that does not read fast enough is disconnected after a bounded backlog (it resumes with Last-Event-ID). Browsers, whose EventSource can't send an Authorization header, use a ticket from POST /v1/events/tickets; a bearer token in the query string is not accepted.
 //	@Tags			events
 //	@Produce		text/event-stream
-//	@Param			types			query		string				false	"Only these event types, comma-separated (reading, rejection, presence, command, device)"	example(reading,presence)
-//	@Param			device			query		[]string			false	"Only this device's events (bare JID); repeat for several"									collectionFormat(multi)	example(thermo1@example.com)
-//	@Param			label			query		[]string			false	"Only events of devices with this label, as key:value; repeat for several"				collectionFormat(multi)	example(room:kitchen)
+//	@Param			types			query		string				false	"Only these event types, comma-separated (reading, rejection, presence, command, device)"	extensions(x-example=reading)
+//	@Param			device			query		[]string			false	"Only this device's events (bare JID); repeat for several"									collectionFormat(multi)	extensions(x-example=thermo1@example.com)
+//	@Param			label			query		[]string			false	"Only events of devices with this label, as key:value; repeat for several"				collectionFormat(multi)	extensions(x-example=room:kitchen)
 //	@Param			after			query		int					false	"Replay the events after this id first"
 //	@Param			Last-Event-ID	header		int					false	"Replay the events after this id first (wins over after)"
 //	@Param			ticket			query		string				false	"A ticket from POST /v1/events/tickets, instead of the Authorization header"

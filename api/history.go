@@ -96,7 +96,7 @@ type pageQuery struct {
 //	@Description	Returns whether the device is online (false until iotgate has seen its presence), when its last reading arrived and that reading (null before the first).
 //	@Tags			devices
 //	@Produce		json
-//	@Param			jid	path		string	true	"Bare JID, URL-escaped"	example(thermo1@example.com)
+//	@Param			jid	path		string	true	"Bare JID, URL-escaped"	extensions(x-example=thermo1@example.com)
 //	@Success		200	{object}	api.DeviceState
 //	@Failure		400	{object}	api.ErrorResponse	"Not a valid bare JID"
 //	@Failure		404	{object}	api.ErrorResponse	"No such device"
@@ -129,9 +129,9 @@ func (h *deviceHandler) state(c echo.Context) error {
 //	@Description	Lists the readings a device sent that its schema accepted, newest first by default, a page at a time: pass next_cursor as cursor (with the same since, until and order) to get the next page; the last page has no next_cursor. A page also ends once its rows reach IOTGATE_MAX_PAGE_BYTES (4 MiB by default; at least one row), so it may hold fewer rows than limit and still have a next_cursor.
 //	@Tags			devices
 //	@Produce		json
-//	@Param			jid		path		string	true	"Bare JID, URL-escaped"														example(thermo1@example.com)
-//	@Param			since	query		string	false	"Only readings received at or after this time (RFC 3339; escape + as %2B)"	format(date-time)	example(2026-01-02T00:00:00Z)
-//	@Param			until	query		string	false	"Only readings received before this time (RFC 3339; escape + as %2B)"		format(date-time)	example(2026-01-03T00:00:00Z)
+//	@Param			jid		path		string	true	"Bare JID, URL-escaped"														extensions(x-example=thermo1@example.com)
+//	@Param			since	query		string	false	"Only readings received at or after this time (RFC 3339; escape + as %2B)"	format(date-time)	extensions(x-example=2026-01-02T00:00:00Z)
+//	@Param			until	query		string	false	"Only readings received before this time (RFC 3339; escape + as %2B)"		format(date-time)	extensions(x-example=2026-01-03T00:00:00Z)
 //	@Param			limit	query		int		false	"Page size"																	minimum(1)			maximum(1000)	default(100)
 //	@Param			cursor	query		string	false	"next_cursor of the previous page"
 //	@Param			order	query		string	false	"Newest (desc) or oldest (asc) first"	Enums(desc, asc)	default(desc)
@@ -164,9 +164,9 @@ func (h *deviceHandler) readings(c echo.Context) error {
 //	@Description	Lists the payloads iotgate refused from a device (not valid against its schema, or in no namespace of it) with the reason, newest first by default, paged like the readings (bounded in rows and in bytes). Payloads are truncated.
 //	@Tags			devices
 //	@Produce		json
-//	@Param			jid		path		string	true	"Bare JID, URL-escaped"												example(thermo1@example.com)
-//	@Param			since	query		string	false	"Only rejections at or after this time (RFC 3339; escape + as %2B)"	format(date-time)	example(2026-01-02T00:00:00Z)
-//	@Param			until	query		string	false	"Only rejections before this time (RFC 3339; escape + as %2B)"		format(date-time)	example(2026-01-03T00:00:00Z)
+//	@Param			jid		path		string	true	"Bare JID, URL-escaped"												extensions(x-example=thermo1@example.com)
+//	@Param			since	query		string	false	"Only rejections at or after this time (RFC 3339; escape + as %2B)"	format(date-time)	extensions(x-example=2026-01-02T00:00:00Z)
+//	@Param			until	query		string	false	"Only rejections before this time (RFC 3339; escape + as %2B)"		format(date-time)	extensions(x-example=2026-01-03T00:00:00Z)
 //	@Param			limit	query		int		false	"Page size"															minimum(1)			maximum(1000)	default(100)
 //	@Param			cursor	query		string	false	"next_cursor of the previous page"
 //	@Param			order	query		string	false	"Newest (desc) or oldest (asc) first"	Enums(desc, asc)	default(desc)

@@ -211,7 +211,7 @@ func (h *schemaHandler) list(c echo.Context) error {
 //	@Description	Returns the latest version of the named schema.
 //	@Tags			schemas
 //	@Produce		json
-//	@Param			name	path		string	true	"Schema name"	example(thermostat)
+//	@Param			name	path		string	true	"Schema name"	extensions(x-example=thermostat)
 //	@Success		200		{object}	api.Schema
 //	@Failure		404		{object}	api.ErrorResponse	"No such schema"
 //	@Failure		500		{object}	api.ErrorResponse
@@ -240,7 +240,7 @@ func (h *schemaHandler) latest(c echo.Context) error {
 //	@Description	Lists every version of the named schema, oldest first.
 //	@Tags			schemas
 //	@Produce		json
-//	@Param			name	path		string	true	"Schema name"	example(thermostat)
+//	@Param			name	path		string	true	"Schema name"	extensions(x-example=thermostat)
 //	@Success		200		{object}	api.SchemaList
 //	@Failure		404		{object}	api.ErrorResponse	"No such schema"
 //	@Failure		500		{object}	api.ErrorResponse
@@ -269,8 +269,8 @@ func (h *schemaHandler) versions(c echo.Context) error {
 //	@Description	Returns one version of the named schema. The XSD itself is at .../xsd.
 //	@Tags			schemas
 //	@Produce		json
-//	@Param			name	path		string	true	"Schema name"	example(thermostat)
-//	@Param			version	path		int		true	"Version"		minimum(1)	example(2)
+//	@Param			name	path		string	true	"Schema name"	extensions(x-example=thermostat)
+//	@Param			version	path		int		true	"Version"		minimum(1)	extensions(x-example=2)
 //	@Success		200		{object}	api.Schema
 //	@Failure		400		{object}	api.ErrorResponse	"Version is not a positive integer"
 //	@Failure		404		{object}	api.ErrorResponse	"No such schema or version"
@@ -297,8 +297,8 @@ func (h *schemaHandler) version(c echo.Context) error {
 //	@Tags			schemas
 //	@Produce		application/xml
 //	@Produce		json
-//	@Param			name	path		string				true	"Schema name"	example(thermostat)
-//	@Param			version	path		int					true	"Version"		minimum(1)	example(2)
+//	@Param			name	path		string				true	"Schema name"	extensions(x-example=thermostat)
+//	@Param			version	path		int					true	"Version"		minimum(1)	extensions(x-example=2)
 //	@Success		200		{string}	string				"The XSD (application/xml)"
 //	@Failure		400		{object}	api.ErrorResponse	"Version is not a positive integer"
 //	@Failure		404		{object}	api.ErrorResponse	"No such schema or version"
@@ -341,8 +341,8 @@ func (h *schemaHandler) get(c echo.Context) (*schemas.Schema, error) {
 //	@Description	Deletes one version of the named schema. A version that devices use, or that another version imports, cannot be deleted (409 schema_in_use; the message names an importer): move or delete those devices, or delete the importing versions, first.
 //	@Tags			schemas
 //	@Produce		json
-//	@Param			name	path	string	true	"Schema name"	example(thermostat)
-//	@Param			version	path	int		true	"Version"		minimum(1)	example(1)
+//	@Param			name	path	string	true	"Schema name"	extensions(x-example=thermostat)
+//	@Param			version	path	int		true	"Version"		minimum(1)	extensions(x-example=1)
 //	@Success		204		"Deleted"
 //	@Failure		400		{object}	api.ErrorResponse	"Version is not a positive integer"
 //	@Failure		404		{object}	api.ErrorResponse	"No such schema or version"

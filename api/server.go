@@ -17,7 +17,7 @@ import (
 	"github.com/iotgate/iotgate"
 
 	// The generated OpenAPI description (make docs) registers itself with swag.
-	_ "github.com/iotgate/iotgate/api/openapi"
+	"github.com/iotgate/iotgate/api/openapi"
 )
 
 // Defaults for the zero values of Config.
@@ -240,6 +240,15 @@ func (s *Server) routes(deps Deps) {
 	}
 	s.echo.GET("/swagger", toIndex)
 	s.echo.GET("/swagger/", toIndex)
+	// The description itself, valid Swagger 2.0 (see openapi.Description);
+	// the UI's other files come from echo-swagger.
+	s.echo.GET("/swagger/doc.json", func(c echo.Context) error {
+		doc, err := openapi.Description()
+		if err != nil {
+			return fmt.Errorf("openapi description: %w", err)
+		}
+		return c.Blob(http.StatusOK, echo.MIMEApplicationJSONCharsetUTF8, doc)
+	})
 	s.echo.GET("/swagger/*", swagger)
 
 	var table []route

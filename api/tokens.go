@@ -164,7 +164,7 @@ func (h *tokenHandler) list(c echo.Context) error {
 //	@Description	Returns a token (never its secret), with when it was last used (recorded at most once a minute). A token the caller does not manage (broader than its device selector, or beside it) is 404, as if it did not exist.
 //	@Tags			tokens
 //	@Produce		json
-//	@Param			id	path		string	true	"Token ID"	example(tok_q3bx7k2mzv4wd9hc)
+//	@Param			id	path		string	true	"Token ID"	extensions(x-example=tok_q3bx7k2mzv4wd9hc)
 //	@Success		200	{object}	api.Token
 //	@Failure		404	{object}	api.ErrorResponse	"No such token, or one the caller does not manage"
 //	@Failure		500	{object}	api.ErrorResponse
@@ -193,7 +193,7 @@ func (h *tokenHandler) get(c echo.Context) error {
 //	@Description	Revokes a token: this iotgate refuses it at once, other instances within 10 seconds. The token stays listed, with revoked_at. Revoking a revoked token changes nothing. The bootstrap token (IOTGATE_ADMIN_TOKEN) can't be revoked here (400). An admin token limited by a device selector revokes only the tokens it manages (limited at least as much): others are 404, as if they did not exist.
 //	@Tags			tokens
 //	@Produce		json
-//	@Param			id	path		string	true	"Token ID"	example(tok_q3bx7k2mzv4wd9hc)
+//	@Param			id	path		string	true	"Token ID"	extensions(x-example=tok_q3bx7k2mzv4wd9hc)
 //	@Success		200	{object}	api.Token	"Revoked"
 //	@Failure		400	{object}	api.ErrorResponse	"The bootstrap token"
 //	@Failure		404	{object}	api.ErrorResponse	"No such token, or one the caller does not manage"

@@ -231,7 +231,7 @@ func (h *webhookHandler) list(c echo.Context) error {
 //	@Description	Returns a webhook (never its secret) with its delivery state: state, the cursor (last acknowledged event id), the last error of the current failure streak, and its lag behind the event log.
 //	@Tags			webhooks
 //	@Produce		json
-//	@Param			id	path		string	true	"Webhook ID"	example(wh_q3bx7k2mzv4wd9hc)
+//	@Param			id	path		string	true	"Webhook ID"	extensions(x-example=wh_q3bx7k2mzv4wd9hc)
 //	@Success		200	{object}	api.Webhook
 //	@Failure		404	{object}	api.ErrorResponse	"No such webhook"
 //	@Failure		500	{object}	api.ErrorResponse
@@ -263,7 +263,7 @@ func (h *webhookHandler) get(c echo.Context) error {
 //	@Tags			webhooks
 //	@Accept			json
 //	@Produce		json
-//	@Param			id		path		string						true	"Webhook ID"	example(wh_q3bx7k2mzv4wd9hc)
+//	@Param			id		path		string						true	"Webhook ID"	extensions(x-example=wh_q3bx7k2mzv4wd9hc)
 //	@Param			webhook	body		api.UpdateWebhookRequest	true	"The change"
 //	@Success		200		{object}	api.Webhook
 //	@Failure		400		{object}	api.ErrorResponse{details=[]api.FieldError}	"paused missing, an unknown field, bad JSON"
@@ -299,7 +299,7 @@ func (h *webhookHandler) update(c echo.Context) error {
 //	@Description	Deletes a webhook; a delivery in flight finishes.
 //	@Tags			webhooks
 //	@Produce		json
-//	@Param			id	path	string	true	"Webhook ID"	example(wh_q3bx7k2mzv4wd9hc)
+//	@Param			id	path	string	true	"Webhook ID"	extensions(x-example=wh_q3bx7k2mzv4wd9hc)
 //	@Success		204
 //	@Failure		404	{object}	api.ErrorResponse	"No such webhook"
 //	@Failure		500	{object}	api.ErrorResponse

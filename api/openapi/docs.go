@@ -81,11 +81,6 @@ const docTemplate = `{
         },
         "/v1/commands/{id}": {
             "get": {
-                "security": [
-                    {
-                        "BearerAuth": []
-                    }
-                ],
                 "description": "Returns a command with its status, timings, outcome (response or xmpp_error, even when the answer came after the timeout) and history.",
                 "produces": [
                     "application/json"
@@ -152,16 +147,16 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            }
-        },
-        "/v1/commands/{id}/cancel": {
-            "post": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            }
+        },
+        "/v1/commands/{id}/cancel": {
+            "post": {
                 "description": "Cancels a command that waits in the queue for its device (status queued); it will not be delivered. A command in any other status can't be canceled (409, code command_not_queued): one already sent may already have been acted on.",
                 "produces": [
                     "application/json"
@@ -234,16 +229,16 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            }
-        },
-        "/v1/devices": {
-            "get": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            }
+        },
+        "/v1/devices": {
+            "get": {
                 "description": "Lists devices, ordered by JID, a page at a time: pass next_cursor as cursor to get the next page; the last page has no next_cursor. Filters combine: a device must match all of them.",
                 "produces": [
                     "application/json"
@@ -255,7 +250,7 @@ const docTemplate = `{
                 "parameters": [
                     {
                         "type": "string",
-                        "example": "thermostat",
+                        "x-example": "thermostat",
                         "description": "Only devices of this schema",
                         "name": "schema",
                         "in": "query"
@@ -266,7 +261,7 @@ const docTemplate = `{
                             "type": "string"
                         },
                         "collectionFormat": "multi",
-                        "example": "room:kitchen",
+                        "x-example": "room:kitchen",
                         "description": "Only devices with this label, as key:value; repeat for several",
                         "name": "label",
                         "in": "query"
@@ -342,14 +337,14 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            },
-            "post": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            },
+            "post": {
                 "description": "Registers an XMPP entity as a device whose readings follow the given schema. The JID is normalized (PRECIS) and stored bare: a full JID (with a resource) or an invalid one is refused with 400 saying why. schema_version absent means the schema's latest version at registration; the device stays on that version until changed with PATCH.",
                 "consumes": [
                     "application/json"
@@ -460,16 +455,16 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            }
-        },
-        "/v1/devices/{jid}": {
-            "get": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            }
+        },
+        "/v1/devices/{jid}": {
+            "get": {
                 "description": "Returns a registered device. The JID in the path must be URL-escaped (thermo1%40example.com).",
                 "produces": [
                     "application/json"
@@ -481,7 +476,7 @@ const docTemplate = `{
                 "parameters": [
                     {
                         "type": "string",
-                        "example": "thermo1@example.com",
+                        "x-example": "thermo1@example.com",
                         "description": "Bare JID, URL-escaped",
                         "name": "jid",
                         "in": "path",
@@ -543,14 +538,14 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            },
-            "delete": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            },
+            "delete": {
                 "description": "Deletes a device together with all its readings and rejections; they cannot be recovered. The XMPP account itself is not touched.",
                 "produces": [
                     "application/json"
@@ -562,7 +557,7 @@ const docTemplate = `{
                 "parameters": [
                     {
                         "type": "string",
-                        "example": "thermo1@example.com",
+                        "x-example": "thermo1@example.com",
                         "description": "Bare JID, URL-escaped",
                         "name": "jid",
                         "in": "path",
@@ -621,14 +616,14 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            },
-            "patch": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            },
+            "patch": {
                 "description": "Changes a device's name, labels or schema version; absent fields are left alone. labels replaces all labels ({} removes them). schema_version moves the device to another version of its schema, which must exist.",
                 "consumes": [
                     "application/json"
@@ -643,7 +638,7 @@ const docTemplate = `{
                 "parameters": [
                     {
                         "type": "string",
-                        "example": "thermo1@example.com",
+                        "x-example": "thermo1@example.com",
                         "description": "Bare JID, URL-escaped",
                         "name": "jid",
                         "in": "path",
@@ -741,16 +736,16 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            }
-        },
-        "/v1/devices/{jid}/commands": {
-            "get": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            }
+        },
+        "/v1/devices/{jid}/commands": {
+            "get": {
                 "description": "Lists the commands sent (or queued) to a device, newest first, a page at a time: pass next_cursor as cursor to get the next page; the last page has no next_cursor. A page also ends once its rows reach IOTGATE_MAX_PAGE_BYTES (4 MiB by default; at least one row), so it may hold fewer rows than limit and still have a next_cursor.",
                 "produces": [
                     "application/json"
@@ -762,7 +757,7 @@ const docTemplate = `{
                 "parameters": [
                     {
                         "type": "string",
-                        "example": "thermo1@example.com",
+                        "x-example": "thermo1@example.com",
                         "description": "Bare JID, URL-escaped",
                         "name": "jid",
                         "in": "path",
@@ -854,14 +849,14 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            },
-            "post": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            },
+            "post": {
                 "description": "Validates the payload against the device's schema (422 with the validator's reason; nothing is sent), stores the command and sends it as an IQ to the given resource, or to the device's highest-priority available one.\nmode sync (default) waits up to timeout_ms for the outcome: 200 with the device's response; 502 (code xmpp_error) when the device answered with an IQ error; 504 (code timeout) when it did not answer in time (a late answer is still recorded on the command); 409 (code device_offline) at once when the device has no available resource or its server bounced the IQ; 503 (code xmpp_unavailable) when iotgate's XMPP stream is down or drops.\nmode async answers 202 at once (or 409/503 as above); follow Location. mode queue answers 202 and, while the device is offline, keeps the command until it comes online (then delivers queued commands in order) or until expires_in_ms passes (status expired).\nEvery error answer about a command that was stored carries the command in details. With an Idempotency-Key header, a retry with the same key and the same body within 24 hours returns the first command (header Idempotent-Replayed: true) instead of sending another; the same key with another body is 422 (code idempotency_key_reused). A key is the token's, for this device: the same key from another token, or to another device, is another key (a token never finds, blocks or learns of another's commands by key). A command refused before it was sent (409, 503) does not hold its key.",
                 "consumes": [
                     "application/json"
@@ -876,7 +871,7 @@ const docTemplate = `{
                 "parameters": [
                     {
                         "type": "string",
-                        "example": "thermo1@example.com",
+                        "x-example": "thermo1@example.com",
                         "description": "Bare JID, URL-escaped",
                         "name": "jid",
                         "in": "path",
@@ -1070,16 +1065,16 @@ const docTemplate = `{
                             ]
                         }
                     }
-                }
-            }
-        },
-        "/v1/devices/{jid}/readings": {
-            "get": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            }
+        },
+        "/v1/devices/{jid}/readings": {
+            "get": {
                 "description": "Lists the readings a device sent that its schema accepted, newest first by default, a page at a time: pass next_cursor as cursor (with the same since, until and order) to get the next page; the last page has no next_cursor. A page also ends once its rows reach IOTGATE_MAX_PAGE_BYTES (4 MiB by default; at least one row), so it may hold fewer rows than limit and still have a next_cursor.",
                 "produces": [
                     "application/json"
@@ -1091,7 +1086,7 @@ const docTemplate = `{
                 "parameters": [
                     {
                         "type": "string",
-                        "example": "thermo1@example.com",
+                        "x-example": "thermo1@example.com",
                         "description": "Bare JID, URL-escaped",
                         "name": "jid",
                         "in": "path",
@@ -1100,7 +1095,7 @@ const docTemplate = `{
                     {
                         "type": "string",
                         "format": "date-time",
-                        "example": "2026-01-02T00:00:00Z",
+                        "x-example": "2026-01-02T00:00:00Z",
                         "description": "Only readings received at or after this time (RFC 3339; escape + as %2B)",
                         "name": "since",
                         "in": "query"
@@ -1108,7 +1103,7 @@ const docTemplate = `{
                     {
                         "type": "string",
                         "format": "date-time",
-                        "example": "2026-01-03T00:00:00Z",
+                        "x-example": "2026-01-03T00:00:00Z",
                         "description": "Only readings received before this time (RFC 3339; escape + as %2B)",
                         "name": "until",
                         "in": "query"
@@ -1210,16 +1205,16 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            }
-        },
-        "/v1/devices/{jid}/rejections": {
-            "get": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            }
+        },
+        "/v1/devices/{jid}/rejections": {
+            "get": {
                 "description": "Lists the payloads iotgate refused from a device (not valid against its schema, or in no namespace of it) with the reason, newest first by default, paged like the readings (bounded in rows and in bytes). Payloads are truncated.",
                 "produces": [
                     "application/json"
@@ -1231,7 +1226,7 @@ const docTemplate = `{
                 "parameters": [
                     {
                         "type": "string",
-                        "example": "thermo1@example.com",
+                        "x-example": "thermo1@example.com",
                         "description": "Bare JID, URL-escaped",
                         "name": "jid",
                         "in": "path",
@@ -1240,7 +1235,7 @@ const docTemplate = `{
                     {
                         "type": "string",
                         "format": "date-time",
-                        "example": "2026-01-02T00:00:00Z",
+                        "x-example": "2026-01-02T00:00:00Z",
                         "description": "Only rejections at or after this time (RFC 3339; escape + as %2B)",
                         "name": "since",
                         "in": "query"
@@ -1248,7 +1243,7 @@ const docTemplate = `{
                     {
                         "type": "string",
                         "format": "date-time",
-                        "example": "2026-01-03T00:00:00Z",
+                        "x-example": "2026-01-03T00:00:00Z",
                         "description": "Only rejections before this time (RFC 3339; escape + as %2B)",
                         "name": "until",
                         "in": "query"
@@ -1350,16 +1345,16 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            }
-        },
-        "/v1/devices/{jid}/state": {
-            "get": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            }
+        },
+        "/v1/devices/{jid}/state": {
+            "get": {
                 "description": "Returns whether the device is online (false until iotgate has seen its presence), when its last reading arrived and that reading (null before the first).",
                 "produces": [
                     "application/json"
@@ -1371,7 +1366,7 @@ const docTemplate = `{
                 "parameters": [
                     {
                         "type": "string",
-                        "example": "thermo1@example.com",
+                        "x-example": "thermo1@example.com",
                         "description": "Bare JID, URL-escaped",
                         "name": "jid",
                         "in": "path",
@@ -1433,16 +1428,16 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            }
-        },
-        "/v1/events": {
-            "get": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            }
+        },
+        "/v1/events": {
+            "get": {
                 "description": "A text/event-stream of events: each as ` + "`" + `id:` + "`" + ` (the event id), ` + "`" + `event:` + "`" + ` (its type) and one ` + "`" + `data:` + "`" + ` line, the Event as JSON (its data: ReadingEventData, RejectionEventData, PresenceEventData, CommandView, DeviceEventData or GapEventData), then a blank line. An idle stream gets a comment line (` + "`" + `: ping` + "`" + `) every 15 s. Filters combine with AND; the token's device selector always applies. With Last-Event-ID (as EventSource sends it on reconnecting) or after, the stream first replays every matching event after that id, then continues live, with no gap and no duplicate; when some of them have been trimmed already (retention), it starts with a ` + "`" + `gap` + "`" + ` event, and the client should re-read state. A client that does not read fast enough is disconnected after a bounded backlog (it resumes with Last-Event-ID). Browsers, whose EventSource can't send an Authorization header, use a ticket from POST /v1/events/tickets; a bearer token in the query string is not accepted.",
                 "produces": [
                     "text/event-stream"
@@ -1454,7 +1449,7 @@ const docTemplate = `{
                 "parameters": [
                     {
                         "type": "string",
-                        "example": "reading,presence",
+                        "x-example": "reading",
                         "description": "Only these event types, comma-separated (reading, rejection, presence, command, device)",
                         "name": "types",
                         "in": "query"
@@ -1465,7 +1460,7 @@ const docTemplate = `{
                             "type": "string"
                         },
                         "collectionFormat": "multi",
-                        "example": "thermo1@example.com",
+                        "x-example": "thermo1@example.com",
                         "description": "Only this device's events (bare JID); repeat for several",
                         "name": "device",
                         "in": "query"
@@ -1476,7 +1471,7 @@ const docTemplate = `{
                             "type": "string"
                         },
                         "collectionFormat": "multi",
-                        "example": "room:kitchen",
+                        "x-example": "room:kitchen",
                         "description": "Only events of devices with this label, as key:value; repeat for several",
                         "name": "label",
                         "in": "query"
@@ -1555,16 +1550,16 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            }
-        },
-        "/v1/events/tickets": {
-            "post": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            }
+        },
+        "/v1/events/tickets": {
+            "post": {
                 "description": "Returns a single-use URL of GET /v1/events, valid for 60 s, for the browser's EventSource, which can't send an Authorization header: ` + "`" + `new EventSource(ticket.url)` + "`" + `. The stream runs with this token's permissions (its device selector applies); a ticket of a token revoked or expired meanwhile is refused. Filters may be appended to the URL (` + "`" + `\u0026types=reading` + "`" + `). A bearer token in the query string is never accepted.",
                 "produces": [
                     "application/json"
@@ -1616,16 +1611,16 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            }
-        },
-        "/v1/schemas": {
-            "get": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            }
+        },
+        "/v1/schemas": {
+            "get": {
                 "description": "Lists the latest version of every registered schema, by name.",
                 "produces": [
                     "application/json"
@@ -1677,14 +1672,14 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            },
-            "post": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            },
+            "post": {
                 "description": "Compiles the XSD and stores it as the next version (1, 2, ...) of the named schema. Versions are immutable: to change a schema, register a new version and move devices to it (PATCH /v1/devices/{jid}).\nA request of the wrong shape (bad JSON, a missing or bad name) is refused with 400; a well-formed request whose XSD does not compile with 422, whose details list the compiler's issues, each with its line and message.",
                 "consumes": [
                     "application/json"
@@ -1816,16 +1811,16 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            }
-        },
-        "/v1/schemas/{name}": {
-            "get": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            }
+        },
+        "/v1/schemas/{name}": {
+            "get": {
                 "description": "Returns the latest version of the named schema.",
                 "produces": [
                     "application/json"
@@ -1837,7 +1832,7 @@ const docTemplate = `{
                 "parameters": [
                     {
                         "type": "string",
-                        "example": "thermostat",
+                        "x-example": "thermostat",
                         "description": "Schema name",
                         "name": "name",
                         "in": "path",
@@ -1893,16 +1888,16 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            }
-        },
-        "/v1/schemas/{name}/versions": {
-            "get": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            }
+        },
+        "/v1/schemas/{name}/versions": {
+            "get": {
                 "description": "Lists every version of the named schema, oldest first.",
                 "produces": [
                     "application/json"
@@ -1914,7 +1909,7 @@ const docTemplate = `{
                 "parameters": [
                     {
                         "type": "string",
-                        "example": "thermostat",
+                        "x-example": "thermostat",
                         "description": "Schema name",
                         "name": "name",
                         "in": "path",
@@ -1970,16 +1965,16 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            }
-        },
-        "/v1/schemas/{name}/versions/{version}": {
-            "get": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            }
+        },
+        "/v1/schemas/{name}/versions/{version}": {
+            "get": {
                 "description": "Returns one version of the named schema. The XSD itself is at .../xsd.",
                 "produces": [
                     "application/json"
@@ -1991,7 +1986,7 @@ const docTemplate = `{
                 "parameters": [
                     {
                         "type": "string",
-                        "example": "thermostat",
+                        "x-example": "thermostat",
                         "description": "Schema name",
                         "name": "name",
                         "in": "path",
@@ -2000,7 +1995,7 @@ const docTemplate = `{
                     {
                         "minimum": 1,
                         "type": "integer",
-                        "example": 2,
+                        "x-example": "2",
                         "description": "Version",
                         "name": "version",
                         "in": "path",
@@ -2062,14 +2057,14 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            },
-            "delete": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            },
+            "delete": {
                 "description": "Deletes one version of the named schema. A version that devices use, or that another version imports, cannot be deleted (409 schema_in_use; the message names an importer): move or delete those devices, or delete the importing versions, first.",
                 "produces": [
                     "application/json"
@@ -2081,7 +2076,7 @@ const docTemplate = `{
                 "parameters": [
                     {
                         "type": "string",
-                        "example": "thermostat",
+                        "x-example": "thermostat",
                         "description": "Schema name",
                         "name": "name",
                         "in": "path",
@@ -2090,7 +2085,7 @@ const docTemplate = `{
                     {
                         "minimum": 1,
                         "type": "integer",
-                        "example": 1,
+                        "x-example": "1",
                         "description": "Version",
                         "name": "version",
                         "in": "path",
@@ -2155,16 +2150,16 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            }
-        },
-        "/v1/schemas/{name}/versions/{version}/xsd": {
-            "get": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            }
+        },
+        "/v1/schemas/{name}/versions/{version}/xsd": {
+            "get": {
                 "description": "Returns the XSD document of one version of the named schema, exactly as registered. Errors are JSON, as everywhere.",
                 "produces": [
                     "application/xml",
@@ -2177,7 +2172,7 @@ const docTemplate = `{
                 "parameters": [
                     {
                         "type": "string",
-                        "example": "thermostat",
+                        "x-example": "thermostat",
                         "description": "Schema name",
                         "name": "name",
                         "in": "path",
@@ -2186,7 +2181,7 @@ const docTemplate = `{
                     {
                         "minimum": 1,
                         "type": "integer",
-                        "example": 2,
+                        "x-example": "2",
                         "description": "Version",
                         "name": "version",
                         "in": "path",
@@ -2248,16 +2243,16 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            }
-        },
-        "/v1/tokens": {
-            "get": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            }
+        },
+        "/v1/tokens": {
+            "get": {
                 "description": "Lists the tokens the caller manages, revoked and expired ones included, oldest first: every token for an admin token limited to no devices; for one limited by a selector, the tokens limited at least as much (every label pair of its selector in theirs). Secrets are never shown.",
                 "produces": [
                     "application/json"
@@ -2309,14 +2304,14 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            },
-            "post": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            },
+            "post": {
                 "description": "Creates a token with the given scopes, optionally limited to the devices whose labels include all of devices, and optionally expiring. The answer's token field is the secret: it is shown this once and stored only as a hash. A token limited to some devices can only create tokens limited at least as much (every label pair of its selector in theirs), and a token that expires can only create tokens that expire no later (403).",
                 "consumes": [
                     "application/json"
@@ -2415,16 +2410,16 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            }
-        },
-        "/v1/tokens/{id}": {
-            "get": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            }
+        },
+        "/v1/tokens/{id}": {
+            "get": {
                 "description": "Returns a token (never its secret), with when it was last used (recorded at most once a minute). A token the caller does not manage (broader than its device selector, or beside it) is 404, as if it did not exist.",
                 "produces": [
                     "application/json"
@@ -2436,7 +2431,7 @@ const docTemplate = `{
                 "parameters": [
                     {
                         "type": "string",
-                        "example": "tok_q3bx7k2mzv4wd9hc",
+                        "x-example": "tok_q3bx7k2mzv4wd9hc",
                         "description": "Token ID",
                         "name": "id",
                         "in": "path",
@@ -2492,14 +2487,14 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            },
-            "delete": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            },
+            "delete": {
                 "description": "Revokes a token: this iotgate refuses it at once, other instances within 10 seconds. The token stays listed, with revoked_at. Revoking a revoked token changes nothing. The bootstrap token (IOTGATE_ADMIN_TOKEN) can't be revoked here (400). An admin token limited by a device selector revokes only the tokens it manages (limited at least as much): others are 404, as if they did not exist.",
                 "produces": [
                     "application/json"
@@ -2511,7 +2506,7 @@ const docTemplate = `{
                 "parameters": [
                     {
                         "type": "string",
-                        "example": "tok_q3bx7k2mzv4wd9hc",
+                        "x-example": "tok_q3bx7k2mzv4wd9hc",
                         "description": "Token ID",
                         "name": "id",
                         "in": "path",
@@ -2573,16 +2568,16 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            }
-        },
-        "/v1/webhooks": {
-            "get": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            }
+        },
+        "/v1/webhooks": {
+            "get": {
                 "description": "Lists the webhooks the token may see (those limited at least as much as its device selector), oldest first, with their delivery state. Secrets are never shown; lag is shown by GET /v1/webhooks/{id}.",
                 "produces": [
                     "application/json"
@@ -2634,14 +2629,14 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            },
-            "post": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            },
+            "post": {
                 "description": "Creates a webhook: iotgate POSTs the events it selects (types, and devices by label, within the token's own device selector) to url in batches (` + "`" + `{\"webhook\": id, \"events\": [...]}` + "`" + `), in id order, at least once, signed with the secret: header Iotgate-Signature ` + "`" + `t=\u003cunix\u003e,v1=\u003chex HMAC-SHA256(secret, \"\u003ct\u003e.\u003cbody\u003e\")\u003e` + "`" + `, plus Iotgate-Event-Ids (first-last) and Iotgate-Webhook-Id. A 2xx acknowledges a batch; anything else, a redirect or no answer within 10 s is retried with exponential backoff (1 s doubling to 10 min, jittered) for 24 h, after which the webhook is failing until resumed. Delivery starts with the events written after creation. The secret is shown this once. A url whose host is or resolves to a loopback, private, link-local (the cloud metadata address) or multicast address is refused (code webhook_url_refused) unless the operator set IOTGATE_WEBHOOK_ALLOW_PRIVATE=1.",
                 "consumes": [
                     "application/json"
@@ -2746,16 +2741,16 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            }
-        },
-        "/v1/webhooks/{id}": {
-            "get": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            }
+        },
+        "/v1/webhooks/{id}": {
+            "get": {
                 "description": "Returns a webhook (never its secret) with its delivery state: state, the cursor (last acknowledged event id), the last error of the current failure streak, and its lag behind the event log.",
                 "produces": [
                     "application/json"
@@ -2767,7 +2762,7 @@ const docTemplate = `{
                 "parameters": [
                     {
                         "type": "string",
-                        "example": "wh_q3bx7k2mzv4wd9hc",
+                        "x-example": "wh_q3bx7k2mzv4wd9hc",
                         "description": "Webhook ID",
                         "name": "id",
                         "in": "path",
@@ -2823,14 +2818,14 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            },
-            "delete": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            },
+            "delete": {
                 "description": "Deletes a webhook; a delivery in flight finishes.",
                 "produces": [
                     "application/json"
@@ -2842,7 +2837,7 @@ const docTemplate = `{
                 "parameters": [
                     {
                         "type": "string",
-                        "example": "wh_q3bx7k2mzv4wd9hc",
+                        "x-example": "wh_q3bx7k2mzv4wd9hc",
                         "description": "Webhook ID",
                         "name": "id",
                         "in": "path",
@@ -2895,14 +2890,14 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            },
-            "patch": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            },
+            "patch": {
                 "description": "Pauses (paused=true) or resumes (paused=false) a webhook. A paused webhook keeps its cursor and gets what it missed when resumed (within the event retention). Resuming a failing webhook retries it at once from its cursor, with a fresh retry limit. A delivery in flight finishes.",
                 "consumes": [
                     "application/json"
@@ -2917,7 +2912,7 @@ const docTemplate = `{
                 "parameters": [
                     {
                         "type": "string",
-                        "example": "wh_q3bx7k2mzv4wd9hc",
+                        "x-example": "wh_q3bx7k2mzv4wd9hc",
                         "description": "Webhook ID",
                         "name": "id",
                         "in": "path",
@@ -3009,7 +3004,12 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
+                },
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ]
             }
         }
     },
@@ -3557,6 +3557,10 @@ const docTemplate = `{
         },
         "api.ErrorResponse": {
             "type": "object",
+            "required": [
+                "code",
+                "message"
+            ],
             "properties": {
                 "code": {
                     "description": "Code is machine-readable: a devices error code (not_found,\nconflict, invalid, unprocessable, unauthorized, forbidden,\nunavailable, timeout, too_many_requests, internal), a more\nspecific one when the error has one (device_offline, xmpp_error,\nxmpp_unavailable, idempotency_key_reused, rate_limited), or the HTTP\none for protocol errors (method_not_allowed, payload_too_large,\nunsupported_media_type).",
@@ -3564,8 +3568,7 @@ const docTemplate = `{
                     "example": "not_found"
                 },
                 "details": {
-                    "description": "Details, when present, says more: for validation errors, a list of\nFieldError; for an XSD that does not compile (422), the compiler's\nissues, each with its line and message; for the outcome of a\ncommand (409, 502, 503, 504), the stored Command.",
-                    "type": "object"
+                    "description": "Details, when present, says more: for validation errors, a list of\nFieldError; for an XSD that does not compile (422), the compiler's\nissues, each with its line and message; for the outcome of a\ncommand (409, 502, 503, 504), the stored Command. So it is a list\nor an object, depending on the error."
                 },
                 "message": {
                     "description": "Message is for humans; it never carries internal details.",
