@@ -75,6 +75,7 @@ func TestRouteScopes(t *testing.T) {
 		{"GET", "/v1/devices/thermo1%40example.com/state", iotgate.ScopeDevicesRead},
 		{"GET", "/v1/devices/thermo1%40example.com/readings", iotgate.ScopeDevicesRead},
 		{"GET", "/v1/devices/thermo1%40example.com/rejections", iotgate.ScopeDevicesRead},
+		{"GET", "/v1/devices/thermo1%40example.com/readings/aggregate?fields=temperature", iotgate.ScopeDevicesRead},
 		{"POST", "/v1/devices/thermo1%40example.com/commands", iotgate.ScopeCommandsSend},
 		{"GET", "/v1/devices/thermo1%40example.com/commands", iotgate.ScopeDevicesRead},
 		{"GET", "/v1/commands/c1", iotgate.ScopeDevicesRead},
@@ -170,6 +171,7 @@ func TestRouteScopes(t *testing.T) {
 
 // samePath reports whether an echo route pattern matches a concrete path.
 func samePath(pattern, path string) bool {
+	path, _, _ = strings.Cut(path, "?")
 	ps, xs := strings.Split(pattern, "/"), strings.Split(path, "/")
 	if len(ps) != len(xs) {
 		return false
@@ -207,6 +209,8 @@ func TestDeviceSelector(t *testing.T) {
 		{name: "StateOutside", method: "GET", path: "/v1/devices/thermo2%40example.com/state", want: 404},
 		{name: "ReadingsOutside", method: "GET", path: "/v1/devices/thermo2%40example.com/readings", want: 404},
 		{name: "RejectionsOutside", method: "GET", path: "/v1/devices/thermo2%40example.com/rejections", want: 404},
+		{name: "AggregateOutside", method: "GET", path: "/v1/devices/thermo2%40example.com/readings/aggregate?fields=temperature", want: 404},
+		{name: "AggregateInside", method: "GET", path: "/v1/devices/thermo1%40example.com/readings/aggregate?fields=temperature", want: 200},
 		{name: "PatchOutside", method: "PATCH", path: "/v1/devices/thermo2%40example.com", body: `{"name":"x"}`, want: 404},
 		{name: "PatchOutOfReach", method: "PATCH", path: "/v1/devices/thermo1%40example.com", body: `{"labels":{"site":"paris"}}`, want: 403},
 		{name: "PatchInside", method: "PATCH", path: "/v1/devices/thermo1%40example.com", body: `{"name":"x"}`, want: 200},

@@ -36,6 +36,11 @@ type DeviceService interface {
 	// Rejections returns a page of a device's refused payloads.
 	// Errors: invalid, not_found.
 	Rejections(ctx context.Context, jid string, f iotgate.ReadingFilter) (*iotgate.RejectionPage, error)
+	// Aggregate returns time buckets of a device's readings with
+	// aggregates of numeric fields. Errors: invalid, not_found,
+	// unprocessable (field_unknown, field_not_numeric,
+	// too_many_buckets), unavailable, timeout.
+	Aggregate(ctx context.Context, jid string, q iotgate.AggregateQuery) ([]iotgate.AggregateBucket, error)
 }
 
 var _ DeviceService = (*devices.Service)(nil)

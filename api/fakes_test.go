@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"maps"
 	"slices"
 	"strings"
@@ -159,6 +160,7 @@ type fakeDevices struct {
 	lastDeviceFilter  iotgate.DeviceFilter
 	lastUpdate        iotgate.DeviceUpdate
 	lastReadingFilter iotgate.ReadingFilter
+	lastAggregate     iotgate.AggregateQuery
 }
 
 func newFakeDevices() *fakeDevices {
@@ -362,6 +364,25 @@ func (f *fakeDevices) Rejections(_ context.Context, jid string, filter iotgate.R
 	}
 	items, next := page(f.rejections[d.JID], filter)
 	return &iotgate.RejectionPage{Items: items, NextCursor: next}, nil
+}
+
+// Aggregate checks the device and returns one bucket at q.From with a
+// value "1" for every field and aggregate; it records q.
+func (f *fakeDevices) Aggregate(_ context.Context, jid string, q iotgate.AggregateQuery) ([]iotgate.AggregateBucket, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lastAggregate = q
+	if _, err := f.device(jid); err != nil {
+		return nil, err
+	}
+	b := iotgate.AggregateBucket{Start: q.From, Readings: 1, Values: make([][]json.Number, len(q.Fields))}
+	for i := range b.Values {
+		b.Values[i] = make([]json.Number, len(q.Funcs))
+		for j := range b.Values[i] {
+			b.Values[i][j] = "1"
+		}
+	}
+	return []iotgate.AggregateBucket{b}, nil
 }
 
 // testToken is the secret of the admin token that test requests send

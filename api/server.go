@@ -270,6 +270,7 @@ func (s *Server) routes(deps Deps) {
 			route{http.MethodGet, "/v1/devices/:jid/state", iotgate.ScopeDevicesRead, h.state},
 			route{http.MethodGet, "/v1/devices/:jid/readings", iotgate.ScopeDevicesRead, s.heavy(h.readings)},
 			route{http.MethodGet, "/v1/devices/:jid/rejections", iotgate.ScopeDevicesRead, s.heavy(h.rejections)},
+			route{http.MethodGet, "/v1/devices/:jid/readings/aggregate", iotgate.ScopeDevicesRead, s.heavy(h.aggregate)},
 		)
 	}
 	if deps.Commands != nil {
