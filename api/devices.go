@@ -41,6 +41,9 @@ type DeviceService interface {
 	// unprocessable (field_unknown, field_not_numeric,
 	// too_many_buckets), unavailable, timeout.
 	Aggregate(ctx context.Context, jid string, q iotgate.AggregateQuery) ([]iotgate.AggregateBucket, error)
+	// States returns the states of many devices, and the JIDs of those
+	// not registered or that show refuses. Errors: invalid, unavailable.
+	States(ctx context.Context, jids []string, show func(*iotgate.Device) bool) ([]*iotgate.State, []string, error)
 }
 
 var _ DeviceService = (*devices.Service)(nil)

@@ -327,6 +327,37 @@ func (f *fakeDevices) State(_ context.Context, jid string) (*iotgate.State, erro
 	return st, nil
 }
 
+// States returns the states of the devices of jids that show accepts,
+// through State, and the others (normalized, duplicates once) as missing.
+func (f *fakeDevices) States(ctx context.Context, jids []string, show func(*iotgate.Device) bool) ([]*iotgate.State, []string, error) {
+	var sts []*iotgate.State
+	var missing []string
+	seen := map[string]bool{}
+	for _, jid := range jids {
+		j, err := iotgate.NormalizeJID(jid)
+		if err != nil {
+			return nil, nil, err
+		}
+		if seen[j] {
+			continue
+		}
+		seen[j] = true
+		f.mu.Lock()
+		d := f.devs[j]
+		f.mu.Unlock()
+		if d == nil || !show(d) {
+			missing = append(missing, j)
+			continue
+		}
+		st, err := f.State(ctx, j)
+		if err != nil {
+			return nil, nil, err
+		}
+		sts = append(sts, st)
+	}
+	return sts, missing, nil
+}
+
 // page returns the items after the cursor (an index), limit at most.
 func page[T any](items []T, filter iotgate.ReadingFilter) ([]T, string) {
 	start := 0
