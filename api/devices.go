@@ -44,6 +44,10 @@ type DeviceService interface {
 	// States returns the states of many devices, and the JIDs of those
 	// not registered or that show refuses. Errors: invalid, unavailable.
 	States(ctx context.Context, jids []string, show func(*iotgate.Device) bool) ([]*iotgate.State, []string, error)
+	// ReadingFields returns the paths of the scalar fields of the
+	// device's readings by its schema, sorted. Errors: invalid,
+	// not_found, unavailable.
+	ReadingFields(ctx context.Context, jid string) ([]iotgate.FieldPath, error)
 }
 
 var _ DeviceService = (*devices.Service)(nil)
@@ -134,6 +138,8 @@ type deviceHandler struct {
 	// pageBytes is the byte budget of a page of readings or rejections
 	// (0: the default).
 	pageBytes int64
+	// writeTimeout is the server's; a CSV export renews it per page.
+	writeTimeout time.Duration
 }
 
 // jid returns the device JID of the path. It is not normalized here: the

@@ -358,6 +358,17 @@ func (f *fakeDevices) States(ctx context.Context, jids []string, show func(*iotg
 	return sts, missing, nil
 }
 
+// ReadingFields returns the thermostat's scalar fields the fixture's
+// readings use, plus one they never have.
+func (f *fakeDevices) ReadingFields(_ context.Context, jid string) ([]iotgate.FieldPath, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, err := f.device(jid); err != nil {
+		return nil, err
+	}
+	return []iotgate.FieldPath{{"@unit"}, {"mode"}, {"temperature"}}, nil
+}
+
 // page returns the items after the cursor (an index), limit at most.
 func page[T any](items []T, filter iotgate.ReadingFilter) ([]T, string) {
 	start := 0

@@ -260,7 +260,7 @@ func (s *Server) routes(deps Deps) {
 		)
 	}
 	if deps.Devices != nil {
-		h := &deviceHandler{svc: deps.Devices, pageBytes: s.cfg.MaxPageBytes}
+		h := &deviceHandler{svc: deps.Devices, pageBytes: s.cfg.MaxPageBytes, writeTimeout: s.cfg.WriteTimeout}
 		add(
 			route{http.MethodPost, "/v1/devices", iotgate.ScopeDevicesWrite, h.create},
 			route{http.MethodGet, "/v1/devices", iotgate.ScopeDevicesRead, h.list},

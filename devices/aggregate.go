@@ -67,3 +67,39 @@ func kindPhrase(kind string) string {
 	}
 	return "a " + kind
 }
+
+// MaxReadingFields bounds the fields ReadingFields returns: the columns
+// of a CSV export.
+const MaxReadingFields = 1000
+
+// FieldLister is what ReadingFields needs of a compiled schema: the
+// paths of its renderings' scalar fields, sorted.
+type FieldLister interface {
+	ScalarFields(depth, max int) [][]string
+}
+
+// ReadingFields returns the paths of every scalar field (number, string,
+// boolean; not repeated) that the device's schema version gives its
+// readings' data, sorted, at most MaxReadingFields of depth at most
+// iotgate.MaxFieldPathDepth: the columns of a table of its readings.
+// Errors: invalid, not_found, unavailable.
+func (s *Service) ReadingFields(ctx context.Context, jid string) ([]iotgate.FieldPath, error) {
+	d, err := s.device(ctx, jid)
+	if err != nil {
+		return nil, err
+	}
+	ps, _, err := s.schemas.Compiled(ctx, d.Schema, d.SchemaVersion)
+	if err != nil {
+		return nil, err
+	}
+	fl, ok := ps.(FieldLister)
+	if !ok {
+		return nil, nil
+	}
+	paths := fl.ScalarFields(iotgate.MaxFieldPathDepth, MaxReadingFields)
+	out := make([]iotgate.FieldPath, len(paths))
+	for i, p := range paths {
+		out[i] = p
+	}
+	return out, nil
+}

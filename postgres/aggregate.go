@@ -15,13 +15,14 @@ import (
 
 // aggregateSQL are the SQL aggregates of iotgate's. They aggregate
 // numeric, not float8: exact, and no jsonb number can overflow it (a
-// float8 cast of 1e400 fails the query). avg is trimmed of the trailing
-// zeros numeric division leaves (20.4500000000000000 -> 20.45).
+// float8 cast of 1e400 fails the query). Results are trimmed of trailing
+// zeros (numeric division leaves 20.4500000000000000; 21.50 comes out
+// 21.5), so that a chart gets the same number whatever the scale written.
 var aggregateSQL = map[iotgate.AggregateFunc]string{
 	iotgate.AggAvg:   "trim_scale(avg(%s))",
-	iotgate.AggMin:   "min(%s)",
-	iotgate.AggMax:   "max(%s)",
-	iotgate.AggSum:   "sum(%s)",
+	iotgate.AggMin:   "trim_scale(min(%s))",
+	iotgate.AggMax:   "trim_scale(max(%s))",
+	iotgate.AggSum:   "trim_scale(sum(%s))",
 	iotgate.AggCount: "count(%s)",
 }
 

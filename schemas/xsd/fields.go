@@ -1,5 +1,11 @@
 package xsd
 
+import (
+	"maps"
+	"slices"
+	"strings"
+)
+
 // FieldKind is the JSON kind a field of the rendering has, by the schema.
 type FieldKind string
 
@@ -102,4 +108,62 @@ func simpleKind(t *simpleType) FieldKind {
 		return FieldBoolean
 	}
 	return FieldString
+}
+
+// ScalarFields returns the paths (as FieldKind takes them) of every field
+// that holds a single scalar value (number, string or boolean) in the
+// renderings of this schema's documents, under any root element, sorted
+// and each once: the columns of a table of readings. Repeated elements
+// (arrays) and what the schema does not type (wildcards, anyType) are
+// left out; recursion stops at depth keys, and the list at max paths.
+func (s *Schema) ScalarFields(depth, max int) [][]string {
+	s.mu.RLock()
+	m := s.model
+	s.mu.RUnlock()
+	if m == nil {
+		return nil
+	}
+	seen := map[string]bool{}
+	var out [][]string
+	add := func(p []string) {
+		k := strings.Join(p, "\x00")
+		if !seen[k] && len(out) < max {
+			seen[k] = true
+			out = append(out, slices.Clone(p))
+		}
+	}
+	var walk func(el *element, p []string)
+	walk = func(el *element, p []string) {
+		if len(out) >= max {
+			return
+		}
+		if el.complex == nil {
+			if el.simple != nil && len(p) > 0 {
+				add(p)
+			}
+			return
+		}
+		if len(p) >= depth {
+			return
+		}
+		ct := el.complex
+		for _, a := range slices.Sorted(maps.Keys(ct.attrs)) {
+			add(append(p, "@"+a))
+		}
+		if ct.text != nil || ct.mixed {
+			add(append(p, "#text"))
+		}
+		for _, k := range slices.Sorted(maps.Keys(ct.kids)) {
+			if kid := ct.kids[k]; kid.el != nil && !kid.rep {
+				walk(kid.el, append(p, k))
+			}
+		}
+	}
+	for _, g := range s.globals {
+		if el := m.globals[qname{s.tns, g}]; el != nil {
+			walk(el, make([]string, 0, depth))
+		}
+	}
+	slices.SortFunc(out, func(a, b []string) int { return slices.Compare(a, b) })
+	return out
 }

@@ -2,6 +2,7 @@ package xsd
 
 import (
 	"os"
+	"strings"
 	"testing"
 )
 
@@ -57,4 +58,39 @@ func join(p []string) string {
 		s += k
 	}
 	return s
+}
+
+func TestScalarFields(t *testing.T) {
+	for _, tt := range []struct {
+		file       string
+		depth, max int
+		want       string
+	}{
+		{"thermostat.xsd", 16, 100, "@at @seq @unit battery heating humidity mode target temperature"},
+		{"multisensor.xsd", 16, 100, "@node @uptime note.#text note.@lang samples.@sensor"},
+		{"multisensor.xsd", 1, 100, "@node @uptime"},
+		{"thermostat.xsd", 16, 3, "@at @seq @unit"},
+	} {
+		t.Run(tt.file, func(t *testing.T) {
+			src, err := os.ReadFile("../examples/" + tt.file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := Compile(src, CompileOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Free()
+			var got []string
+			for _, p := range s.ScalarFields(tt.depth, tt.max) {
+				got = append(got, join(p))
+				if k := s.FieldKind(p); k == FieldObject || k == FieldArray || k == FieldUnknown {
+					t.Errorf("%s is %s, not a scalar", join(p), k)
+				}
+			}
+			if g := strings.Join(got, " "); g != tt.want {
+				t.Errorf("ScalarFields = %s\nwant           %s", g, tt.want)
+			}
+		})
+	}
 }
