@@ -63,8 +63,8 @@ func TestE2EHistoryForCharts(t *testing.T) {
 	t.Run("Aggregate", func(t *testing.T) {
 		var got struct {
 			Buckets []struct {
-				Start    time.Time                     `json:"start"`
-				Readings int64                         `json:"readings"`
+				Start    time.Time                          `json:"start"`
+				Readings int64                              `json:"readings"`
 				Values   map[string]map[string]*json.Number `json:"values"`
 			} `json:"buckets"`
 		}
@@ -106,7 +106,7 @@ func TestE2EHistoryForCharts(t *testing.T) {
 	t.Run("AggregateFilled", func(t *testing.T) {
 		var got struct {
 			Buckets []struct {
-				Readings int64                         `json:"readings"`
+				Readings int64                              `json:"readings"`
 				Values   map[string]map[string]*json.Number `json:"values"`
 			} `json:"buckets"`
 		}
