@@ -47,9 +47,10 @@ type AggregateBucket struct {
 	Start time.Time `json:"start" format:"date-time" example:"2026-01-02T16:05:00Z"`
 	// Readings is how many readings the bucket holds.
 	Readings int64 `json:"readings" example:"30"`
-	// Values are by field, then by aggregate; null where the bucket has
-	// no number for the field (count is then 0).
-	Values map[string]map[string]*json.Number `json:"values" swaggertype:"object,object" example:"temperature:{\"avg\":21.4,\"min\":21.1,\"max\":21.8,\"count\":30}"`
+	// Values are by field, then by aggregate, for example
+	// {"temperature": {"avg": 21.4, "min": 21.1, "max": 21.8, "count": 30}};
+	// null where the bucket has no number for the field (count is then 0).
+	Values map[string]map[string]*json.Number `json:"values" swaggertype:"object"`
 }
 
 // aggregateQuery is the query of the aggregate route, parsed by
