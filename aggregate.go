@@ -86,13 +86,22 @@ type AggregateQuery struct {
 	Fill bool
 }
 
-// Buckets returns how many buckets q spans.
+// Buckets returns how many buckets q spans. It counts in seconds (Every
+// is whole seconds once valid; a shorter one counts as 1s): nanoseconds
+// since the epoch overflow int64 outside 1678-2262, and a client may ask
+// for the year 1 to 9999, where a wrong count would let a fill of
+// billions of buckets through.
 func (q AggregateQuery) Buckets() int64 {
-	if q.Every <= 0 || !q.To.After(q.From) {
+	if !q.To.After(q.From) {
 		return 0
 	}
-	first := q.From.UnixNano() - mod(q.From.UnixNano(), int64(q.Every))
-	return (q.To.UnixNano() - first + int64(q.Every) - 1) / int64(q.Every)
+	every := max(int64(q.Every/time.Second), 1)
+	first := q.From.Unix() - mod(q.From.Unix(), every)
+	end := q.To.Unix() // the last second holding a moment of [From, To)
+	if q.To.Nanosecond() == 0 {
+		end--
+	}
+	return (end-first)/every + 1
 }
 
 func mod(a, b int64) int64 {

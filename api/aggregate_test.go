@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/labstack/echo/v4"
+
 	"github.com/iotgate/iotgate"
 )
 
@@ -45,6 +47,7 @@ func TestAggregate(t *testing.T) {
 		{apiCase: apiCase{name: "ErrBadFill", target: base + "?fields=t&fill=zero", status: http.StatusBadRequest, code: iotgate.EInvalid}},
 		{apiCase: apiCase{name: "ErrToBeforeFrom", target: base + "?fields=t&from=2026-01-03T00:00:00Z&to=2026-01-02T00:00:00Z", status: http.StatusBadRequest, code: iotgate.EInvalid}},
 		{apiCase: apiCase{name: "ErrTooManyBuckets", target: base + "?fields=t&from=2026-01-01T00:00:00Z&to=2026-02-01T00:00:00Z&every=1m", status: http.StatusUnprocessableEntity, code: iotgate.DetailTooManyBuckets}},
+		{apiCase: apiCase{name: "ErrTooManyBucketsFarApart", target: base + "?fields=t&from=0001-01-01T00:00:00Z&to=9999-12-31T00:00:00Z&every=24h", status: http.StatusUnprocessableEntity, code: iotgate.DetailTooManyBuckets}},
 		{apiCase: apiCase{name: "ErrUnknownDevice", target: "/v1/devices/nobody%40example.com/readings/aggregate?fields=t", status: http.StatusNotFound, code: iotgate.ENotFound}},
 	}
 	for _, tt := range tests {
@@ -92,6 +95,9 @@ func TestAggregateQueryBuckets(t *testing.T) {
 		{"Unaligned", "2026-01-02T00:30:00Z", "2026-01-02T02:10:00Z", time.Hour, 3},
 		{"OneSecond", "2026-01-02T00:00:00Z", "2026-01-02T00:00:01Z", time.Hour, 1},
 		{"BeforeEpoch", "1969-12-31T23:30:00Z", "1970-01-01T00:30:00Z", time.Hour, 2},
+		{"EndOnBoundary", "2026-01-02T00:00:00Z", "2026-01-02T01:00:00Z", time.Hour, 1},
+		{"YearsOneTo9999", "0001-01-01T00:00:00Z", "9999-12-31T00:00:00Z", 24 * time.Hour, 3652058},
+		{"SubSecondEnd", "2026-01-02T00:00:00Z", "2026-01-02T00:00:00.5Z", time.Second, 1},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			q := iotgate.AggregateQuery{From: at(tt.from), To: at(tt.to), Every: tt.every}
@@ -100,4 +106,34 @@ func TestAggregateQueryBuckets(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzAggregateQuery: whatever the query string, the aggregate query is
+// refused or within its bounds.
+func FuzzAggregateQuery(f *testing.F) {
+	for _, s := range []string{
+		"fields=temperature", "fields=a,b&every=1h&fn=avg,sum&fill=null",
+		"fields=t&from=0001-01-01T00:00:00Z&to=9999-12-31T00:00:00Z&every=24h",
+		"fields=t&every=-5m", "fields=a..b", "fields=t&every=1h30m0.5s",
+	} {
+		f.Add(s)
+	}
+	e := echo.New()
+	e.Validator = newValidator()
+	now := time.Date(2026, 1, 2, 15, 4, 5, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, raw string) {
+		req := httptest.NewRequest(http.MethodGet, "/?x=1", nil)
+		req.URL.RawQuery = raw
+		q, err := aggregateQueryOf(e.NewContext(req, httptest.NewRecorder()), now)
+		if err != nil {
+			if c := iotgate.ErrorCode(err); c != iotgate.EInvalid && c != iotgate.EUnprocessable && c != iotgate.EInternal {
+				t.Fatalf("%q: error %v", raw, err)
+			}
+			return
+		}
+		if n := q.Buckets(); n < 1 || n > iotgate.MaxAggregateBuckets || q.Every < time.Second || len(q.Fields) == 0 ||
+			len(q.Fields) > iotgate.MaxAggregateFields || len(q.Funcs) == 0 || !q.To.After(q.From) {
+			t.Fatalf("%q: accepted %+v (%d buckets)", raw, q, n)
+		}
+	})
 }
