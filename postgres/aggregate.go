@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/lib/pq"
 
@@ -36,7 +37,7 @@ var aggregateSQL = map[iotgate.AggregateFunc]string{
 // parameters or come from a fixed table: nothing of the query's text
 // comes from the client. Errors: unavailable, timeout.
 func (db *DB) AggregateReadings(ctx context.Context, jid string, q iotgate.AggregateQuery) ([]iotgate.AggregateBucket, error) {
-	args := []any{jid, strconv.FormatInt(int64(q.Every/1e9), 10) + " seconds", q.From, q.To}
+	args := []any{jid, strconv.FormatInt(int64(q.Every/time.Second), 10) + " seconds", q.From, q.To}
 	cols := make([]string, 0, len(q.Fields)*len(q.Funcs))
 	vals := make([]string, 0, len(q.Fields))
 	for i, f := range q.Fields {
@@ -63,7 +64,7 @@ func (db *DB) AggregateReadings(ctx context.Context, jid string, q iotgate.Aggre
 	// Each field is extracted once per row, in a subquery that OFFSET 0
 	// keeps PostgreSQL from flattening: flattened, each aggregate
 	// extracts it again (4 aggregates of 2 fields: 16 jsonb walks per
-	// row instead of 2; measured 3x slower over a month of readings).
+	// row instead of 2: 700 ms instead of 405 over a month of readings).
 	buckets := `SELECT s.bucket, count(*) AS n, ` + strings.Join(cols, ", ") + `
 		FROM (SELECT date_bin($2::interval, t.received_at, timestamptz 'epoch') AS bucket, ` + strings.Join(vals, ", ") + `
 			FROM readings t
