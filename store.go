@@ -30,6 +30,10 @@ type DeviceStore interface {
 	LatestReading(ctx context.Context, jid string) (*Reading, error)
 	Readings(ctx context.Context, jid string, f ReadingFilter) (*ReadingPage, error)
 	Rejections(ctx context.Context, jid string, f ReadingFilter) (*RejectionPage, error)
+	// AggregateReadings returns the time buckets of a device's readings
+	// with the aggregates q asks for (q valid, its fields numeric by the
+	// device's schema), oldest first. Errors: unavailable, timeout.
+	AggregateReadings(ctx context.Context, jid string, q AggregateQuery) ([]AggregateBucket, error)
 }
 
 // PresenceStore keeps the devices' available resources, shared by every

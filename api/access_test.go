@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -69,12 +70,14 @@ func TestRouteScopes(t *testing.T) {
 		{"GET", "/v1/schemas/thermostat/versions/1/xsd", iotgate.ScopeSchemasRead},
 		{"POST", "/v1/devices", iotgate.ScopeDevicesWrite},
 		{"GET", "/v1/devices", iotgate.ScopeDevicesRead},
+		{"POST", "/v1/devices/states", iotgate.ScopeDevicesRead},
 		{"GET", "/v1/devices/thermo1%40example.com", iotgate.ScopeDevicesRead},
 		{"PATCH", "/v1/devices/thermo1%40example.com", iotgate.ScopeDevicesWrite},
 		{"DELETE", "/v1/devices/thermo1%40example.com", iotgate.ScopeDevicesWrite},
 		{"GET", "/v1/devices/thermo1%40example.com/state", iotgate.ScopeDevicesRead},
 		{"GET", "/v1/devices/thermo1%40example.com/readings", iotgate.ScopeDevicesRead},
 		{"GET", "/v1/devices/thermo1%40example.com/rejections", iotgate.ScopeDevicesRead},
+		{"GET", "/v1/devices/thermo1%40example.com/readings/aggregate?fields=temperature", iotgate.ScopeDevicesRead},
 		{"POST", "/v1/devices/thermo1%40example.com/commands", iotgate.ScopeCommandsSend},
 		{"GET", "/v1/devices/thermo1%40example.com/commands", iotgate.ScopeDevicesRead},
 		{"GET", "/v1/commands/c1", iotgate.ScopeDevicesRead},
@@ -170,6 +173,7 @@ func TestRouteScopes(t *testing.T) {
 
 // samePath reports whether an echo route pattern matches a concrete path.
 func samePath(pattern, path string) bool {
+	path, _, _ = strings.Cut(path, "?")
 	ps, xs := strings.Split(pattern, "/"), strings.Split(path, "/")
 	if len(ps) != len(xs) {
 		return false
@@ -207,6 +211,17 @@ func TestDeviceSelector(t *testing.T) {
 		{name: "StateOutside", method: "GET", path: "/v1/devices/thermo2%40example.com/state", want: 404},
 		{name: "ReadingsOutside", method: "GET", path: "/v1/devices/thermo2%40example.com/readings", want: 404},
 		{name: "RejectionsOutside", method: "GET", path: "/v1/devices/thermo2%40example.com/rejections", want: 404},
+		{name: "AggregateOutside", method: "GET", path: "/v1/devices/thermo2%40example.com/readings/aggregate?fields=temperature", want: 404},
+		{name: "StatesFiltered", method: "POST", path: "/v1/devices/states", body: `{"jids":["thermo1@example.com","thermo2@example.com","nobody@example.com"]}`, want: 200, check: func(t *testing.T, body string) {
+			var got StatesResponse
+			if err := json.Unmarshal([]byte(body), &got); err != nil {
+				t.Fatal(err)
+			}
+			if len(got.Items) != 1 || got.Items[0].JID != "thermo1@example.com" || !slices.Equal(got.NotFound, []string{"thermo2@example.com", "nobody@example.com"}) {
+				t.Errorf("states = %s, want thermo1's, and thermo2 as not found like nobody", body)
+			}
+		}},
+		{name: "AggregateInside", method: "GET", path: "/v1/devices/thermo1%40example.com/readings/aggregate?fields=temperature", want: 200},
 		{name: "PatchOutside", method: "PATCH", path: "/v1/devices/thermo2%40example.com", body: `{"name":"x"}`, want: 404},
 		{name: "PatchOutOfReach", method: "PATCH", path: "/v1/devices/thermo1%40example.com", body: `{"labels":{"site":"paris"}}`, want: 403},
 		{name: "PatchInside", method: "PATCH", path: "/v1/devices/thermo1%40example.com", body: `{"name":"x"}`, want: 200},

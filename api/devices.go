@@ -36,6 +36,18 @@ type DeviceService interface {
 	// Rejections returns a page of a device's refused payloads.
 	// Errors: invalid, not_found.
 	Rejections(ctx context.Context, jid string, f iotgate.ReadingFilter) (*iotgate.RejectionPage, error)
+	// Aggregate returns time buckets of a device's readings with
+	// aggregates of numeric fields. Errors: invalid, not_found,
+	// unprocessable (field_unknown, field_not_numeric,
+	// too_many_buckets), unavailable, timeout.
+	Aggregate(ctx context.Context, jid string, q iotgate.AggregateQuery) ([]iotgate.AggregateBucket, error)
+	// States returns the states of many devices, and the JIDs of those
+	// not registered or that show refuses. Errors: invalid, unavailable.
+	States(ctx context.Context, jids []string, show func(*iotgate.Device) bool) ([]*iotgate.State, []string, error)
+	// ReadingFields returns the paths of the scalar fields of the
+	// device's readings by its schema, sorted. Errors: invalid,
+	// not_found, unavailable.
+	ReadingFields(ctx context.Context, jid string) ([]iotgate.FieldPath, error)
 }
 
 var _ DeviceService = (*devices.Service)(nil)
@@ -126,6 +138,8 @@ type deviceHandler struct {
 	// pageBytes is the byte budget of a page of readings or rejections
 	// (0: the default).
 	pageBytes int64
+	// writeTimeout is the server's; a CSV export renews it per page.
+	writeTimeout time.Duration
 }
 
 // jid returns the device JID of the path. It is not normalized here: the

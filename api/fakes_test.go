@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"maps"
 	"slices"
 	"strings"
@@ -159,6 +160,7 @@ type fakeDevices struct {
 	lastDeviceFilter  iotgate.DeviceFilter
 	lastUpdate        iotgate.DeviceUpdate
 	lastReadingFilter iotgate.ReadingFilter
+	lastAggregate     iotgate.AggregateQuery
 }
 
 func newFakeDevices() *fakeDevices {
@@ -325,6 +327,48 @@ func (f *fakeDevices) State(_ context.Context, jid string) (*iotgate.State, erro
 	return st, nil
 }
 
+// States returns the states of the devices of jids that show accepts,
+// through State, and the others (normalized, duplicates once) as missing.
+func (f *fakeDevices) States(ctx context.Context, jids []string, show func(*iotgate.Device) bool) ([]*iotgate.State, []string, error) {
+	var sts []*iotgate.State
+	var missing []string
+	seen := map[string]bool{}
+	for _, jid := range jids {
+		j, err := iotgate.NormalizeJID(jid)
+		if err != nil {
+			return nil, nil, err
+		}
+		if seen[j] {
+			continue
+		}
+		seen[j] = true
+		f.mu.Lock()
+		d := f.devs[j]
+		f.mu.Unlock()
+		if d == nil || !show(d) {
+			missing = append(missing, j)
+			continue
+		}
+		st, err := f.State(ctx, j)
+		if err != nil {
+			return nil, nil, err
+		}
+		sts = append(sts, st)
+	}
+	return sts, missing, nil
+}
+
+// ReadingFields returns the thermostat's scalar fields the fixture's
+// readings use, plus one they never have.
+func (f *fakeDevices) ReadingFields(_ context.Context, jid string) ([]iotgate.FieldPath, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, err := f.device(jid); err != nil {
+		return nil, err
+	}
+	return []iotgate.FieldPath{{"@unit"}, {"mode"}, {"temperature"}}, nil
+}
+
 // page returns the items after the cursor (an index), limit at most.
 func page[T any](items []T, filter iotgate.ReadingFilter) ([]T, string) {
 	start := 0
@@ -362,6 +406,25 @@ func (f *fakeDevices) Rejections(_ context.Context, jid string, filter iotgate.R
 	}
 	items, next := page(f.rejections[d.JID], filter)
 	return &iotgate.RejectionPage{Items: items, NextCursor: next}, nil
+}
+
+// Aggregate checks the device and returns one bucket at q.From with a
+// value "1" for every field and aggregate; it records q.
+func (f *fakeDevices) Aggregate(_ context.Context, jid string, q iotgate.AggregateQuery) ([]iotgate.AggregateBucket, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lastAggregate = q
+	if _, err := f.device(jid); err != nil {
+		return nil, err
+	}
+	b := iotgate.AggregateBucket{Start: q.From, Readings: 1, Values: make([][]json.Number, len(q.Fields))}
+	for i := range b.Values {
+		b.Values[i] = make([]json.Number, len(q.Funcs))
+		for j := range b.Values[i] {
+			b.Values[i][j] = "1"
+		}
+	}
+	return []iotgate.AggregateBucket{b}, nil
 }
 
 // testToken is the secret of the admin token that test requests send

@@ -126,9 +126,10 @@ func (h *deviceHandler) state(c echo.Context) error {
 // readings lists a device's readings.
 //
 //	@Summary		List a device's readings
-//	@Description	Lists the readings a device sent that its schema accepted, newest first by default, a page at a time: pass next_cursor as cursor (with the same since, until and order) to get the next page; the last page has no next_cursor. A page also ends once its rows reach IOTGATE_MAX_PAGE_BYTES (4 MiB by default; at least one row), so it may hold fewer rows than limit and still have a next_cursor.
+//	@Description	Lists the readings a device sent that its schema accepted, newest first by default, a page at a time: pass next_cursor as cursor (with the same since, until and order) to get the next page; the last page has no next_cursor. A page also ends once its rows reach IOTGATE_MAX_PAGE_BYTES (4 MiB by default; at least one row), so it may hold fewer rows than limit and still have a next_cursor. With Accept: text/csv the readings are exported as CSV instead, every page of them in one response (see docs/devices-and-readings.md): columns received_at, device_time, then one per scalar field of the device's schema (dotted paths, sorted); limit is then the size of the pages read, cursor where to start; an export stops after 10 minutes, with the cursor to continue in the X-Next-Cursor trailer.
 //	@Tags			devices
 //	@Produce		json
+//	@Produce		text/csv
 //	@Param			jid		path		string	true	"Bare JID, URL-escaped"														extensions(x-example=thermo1@example.com)
 //	@Param			since	query		string	false	"Only readings received at or after this time (RFC 3339; escape + as %2B)"	format(date-time)	extensions(x-example=2026-01-02T00:00:00Z)
 //	@Param			until	query		string	false	"Only readings received before this time (RFC 3339; escape + as %2B)"		format(date-time)	extensions(x-example=2026-01-03T00:00:00Z)
@@ -147,6 +148,9 @@ func (h *deviceHandler) state(c echo.Context) error {
 //	@Header			429	{integer}	Retry-After	"Seconds to wait before retrying"
 //	@Router			/v1/devices/{jid}/readings [get]
 func (h *deviceHandler) readings(c echo.Context) error {
+	if acceptsCSV(c.Request().Header.Get(echo.HeaderAccept)) {
+		return h.readingsCSV(c)
+	}
 	jid, f, err := h.jidAndFilter(c)
 	if err != nil {
 		return err

@@ -98,7 +98,17 @@ func appendJSON(b []byte, v any) ([]byte, error) {
 // writeState answers 200 with st as a DeviceState.
 func writeState(c echo.Context, st *iotgate.State) error {
 	bp := pagePool.Get().(*[]byte)
-	b := append((*bp)[:0], `{"jid":`...)
+	b := appendState((*bp)[:0], st)
+	b = append(b, '\n')
+	err := c.JSONBlob(http.StatusOK, b)
+	*bp = b
+	pagePool.Put(bp)
+	return err
+}
+
+// appendState appends st as encoding/json encodes a DeviceState.
+func appendState(b []byte, st *iotgate.State) []byte {
+	b = append(b, `{"jid":`...)
 	b = xsd.AppendJSONString(b, st.JID)
 	b = append(b, `,"online":`...)
 	b = appendBool(b, st.Online)
@@ -137,11 +147,7 @@ func writeState(c echo.Context, st *iotgate.State) error {
 	} else {
 		b = append(b, "null"...)
 	}
-	b = append(b, "}\n"...)
-	err := c.JSONBlob(http.StatusOK, b)
-	*bp = b
-	pagePool.Put(bp)
-	return err
+	return append(b, '}')
 }
 
 func appendBool(b []byte, v bool) []byte {

@@ -269,16 +269,18 @@ func (s *Server) routes(deps Deps) {
 		)
 	}
 	if deps.Devices != nil {
-		h := &deviceHandler{svc: deps.Devices, pageBytes: s.cfg.MaxPageBytes}
+		h := &deviceHandler{svc: deps.Devices, pageBytes: s.cfg.MaxPageBytes, writeTimeout: s.cfg.WriteTimeout}
 		add(
 			route{http.MethodPost, "/v1/devices", iotgate.ScopeDevicesWrite, h.create},
 			route{http.MethodGet, "/v1/devices", iotgate.ScopeDevicesRead, h.list},
+			route{http.MethodPost, "/v1/devices/states", iotgate.ScopeDevicesRead, s.heavy(h.states)},
 			route{http.MethodGet, "/v1/devices/:jid", iotgate.ScopeDevicesRead, h.get},
 			route{http.MethodPatch, "/v1/devices/:jid", iotgate.ScopeDevicesWrite, h.update},
 			route{http.MethodDelete, "/v1/devices/:jid", iotgate.ScopeDevicesWrite, h.delete},
 			route{http.MethodGet, "/v1/devices/:jid/state", iotgate.ScopeDevicesRead, h.state},
 			route{http.MethodGet, "/v1/devices/:jid/readings", iotgate.ScopeDevicesRead, s.heavy(h.readings)},
 			route{http.MethodGet, "/v1/devices/:jid/rejections", iotgate.ScopeDevicesRead, s.heavy(h.rejections)},
+			route{http.MethodGet, "/v1/devices/:jid/readings/aggregate", iotgate.ScopeDevicesRead, s.heavy(h.aggregate)},
 		)
 	}
 	if deps.Commands != nil {

@@ -194,6 +194,11 @@ func (s *Service) State(ctx context.Context, jid string) (*iotgate.State, error)
 	if err != nil {
 		return nil, err
 	}
+	return s.stateOf(ctx, d)
+}
+
+// stateOf returns the state of d, a cached record. Errors: unavailable.
+func (s *Service) stateOf(ctx context.Context, d *iotgate.Device) (*iotgate.State, error) {
 	r, err := s.latestReading(ctx, d)
 	if err != nil {
 		return nil, err

@@ -185,6 +185,15 @@ func (p payloadSchema) ValidateAndRender(payload []byte) (json.RawMessage, error
 	return data, nil
 }
 
+// FieldKind returns the JSON kind ("number", "string", "boolean",
+// "object", "array" or "unknown") of the field at path in the rendering
+// of this schema's documents; see xsd.Schema.FieldKind.
+func (p payloadSchema) FieldKind(path []string) string { return string(p.s.FieldKind(path)) }
+
+// ScalarFields returns the paths of the scalar fields of this schema's
+// renderings, sorted; see xsd.Schema.ScalarFields.
+func (p payloadSchema) ScalarFields(depth, max int) [][]string { return p.s.ScalarFields(depth, max) }
+
 // Validate validates a payload element without rendering it: a command's
 // payload is checked before it is sent, and nobody reads its rendering.
 // Errors: those of ValidateAndRender.

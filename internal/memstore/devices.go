@@ -326,3 +326,9 @@ func (m *DeviceStore) Rejections(_ context.Context, jid string, f iotgate.Readin
 	mine := slices.DeleteFunc(slices.Clone(m.rejections), func(r *iotgate.Rejection) bool { return r.DeviceID != d.ID })
 	return &iotgate.RejectionPage{Items: window(mine, f, func(r *iotgate.Rejection) (time.Time, int64) { return r.ReceivedAt, r.ID })}, nil
 }
+
+// AggregateReadings is not computed in memory: aggregates are
+// PostgreSQL's (tests of them run against it). Errors: unavailable.
+func (s *DeviceStore) AggregateReadings(ctx context.Context, jid string, q iotgate.AggregateQuery) ([]iotgate.AggregateBucket, error) {
+	return nil, iotgate.Errorf(iotgate.EUnavailable, "memstore: aggregates are computed by PostgreSQL only")
+}
