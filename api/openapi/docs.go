@@ -350,7 +350,7 @@ const docTemplate = `{
                         "BearerAuth": []
                     }
                 ],
-                "description": "Registers an XMPP entity as a device whose readings follow the given schema. The JID is normalized (PRECIS) and stored bare: a full JID (with a resource) or an invalid one is refused with 400 saying why. schema_version absent means the schema's latest version at registration; the device stays on that version until changed with PATCH.",
+                "description": "Registers an XMPP entity as a device whose readings follow the given schema. The JID is normalized (PRECIS) and stored bare: a full JID (with a resource) or an invalid one is refused with 400 saying why. schema_version absent means the schema's latest version at registration; the device stays on that version until changed with PATCH.\nWith \"account\": {\"create\": true}, iotgate also creates the device's XMPP account on the server (ejabberd's HTTP API or prosodyctl, per IOTGATE_XMPP_ACCOUNTS) before registering it, and removes it again if the registration fails. The password is the one given (12 to 128 bytes) or a generated one (26 characters), returned once in account.password and stored nowhere. Not configured: 422 accounts_unavailable; the account exists: 409 account_exists; the server's admin interface unreachable, timed out (10 s) or refusing iotgate's credential: 503 account_server_unavailable.",
                 "consumes": [
                     "application/json"
                 ],
@@ -363,7 +363,7 @@ const docTemplate = `{
                 "summary": "Register a device",
                 "parameters": [
                     {
-                        "description": "The device to register",
+                        "description": "The device to register; with account.create true, its XMPP account is created too",
                         "name": "device",
                         "in": "body",
                         "required": true,
@@ -374,9 +374,9 @@ const docTemplate = `{
                 ],
                 "responses": {
                     "201": {
-                        "description": "Created",
+                        "description": "The device; account (with the password, shown this once) when asked for",
                         "schema": {
-                            "$ref": "#/definitions/api.Device"
+                            "$ref": "#/definitions/api.CreatedDevice"
                         },
                         "headers": {
                             "Location": {
@@ -419,7 +419,7 @@ const docTemplate = `{
                         }
                     },
                     "409": {
-                        "description": "The JID is already registered (to a token limited by a selector: by a device it sees)",
+                        "description": "The JID is already registered (to a token limited by a selector: by a device it sees), or its XMPP account already exists (code account_exists)",
                         "schema": {
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
@@ -432,6 +432,12 @@ const docTemplate = `{
                     },
                     "415": {
                         "description": "Body is not JSON (Content-Type must be application/json)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "422": {
+                        "description": "An account was asked for and this iotgate does not create accounts (code accounts_unavailable), or the server refused the name (code account_refused)",
                         "schema": {
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
@@ -455,7 +461,7 @@ const docTemplate = `{
                         }
                     },
                     "503": {
-                        "description": "Service Unavailable",
+                        "description": "The database, or the XMPP server's admin interface (code account_server_unavailable), is not available",
                         "schema": {
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
@@ -551,7 +557,7 @@ const docTemplate = `{
                         "BearerAuth": []
                     }
                 ],
-                "description": "Deletes a device together with all its readings and rejections; they cannot be recovered. The XMPP account itself is not touched.",
+                "description": "Deletes a device together with all its readings and rejections; they cannot be recovered. The XMPP account itself is not touched, unless account=delete: then it is removed first (an account already gone is fine), and the device after it; should the device's removal fail, the same request can be made again.",
                 "produces": [
                     "application/json"
                 ],
@@ -567,6 +573,16 @@ const docTemplate = `{
                         "name": "jid",
                         "in": "path",
                         "required": true
+                    },
+                    {
+                        "enum": [
+                            "delete",
+                            "keep"
+                        ],
+                        "type": "string",
+                        "description": "delete: remove the device's XMPP account too (needs IOTGATE_XMPP_ACCOUNTS); keep (the default): leave it",
+                        "name": "account",
+                        "in": "query"
                     }
                 ],
                 "responses": {
@@ -574,7 +590,7 @@ const docTemplate = `{
                         "description": "Deleted, with its readings and rejections"
                     },
                     "400": {
-                        "description": "Not a valid bare JID",
+                        "description": "Not a valid bare JID, or a bad account value",
                         "schema": {
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
@@ -593,6 +609,12 @@ const docTemplate = `{
                     },
                     "404": {
                         "description": "No such device",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "422": {
+                        "description": "account=delete and this iotgate does not remove accounts (code accounts_unavailable)",
                         "schema": {
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
@@ -616,7 +638,7 @@ const docTemplate = `{
                         }
                     },
                     "503": {
-                        "description": "Service Unavailable",
+                        "description": "The database, or the XMPP server's admin interface (code account_server_unavailable), is not available; the device is kept",
                         "schema": {
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
@@ -3014,6 +3036,23 @@ const docTemplate = `{
         }
     },
     "definitions": {
+        "api.AccountRequest": {
+            "type": "object",
+            "properties": {
+                "create": {
+                    "description": "Create must be true to create the account.",
+                    "type": "boolean",
+                    "example": true
+                },
+                "password": {
+                    "description": "Password is the account's password (12 to 128 bytes of printable\nUTF-8); absent: a random one of 26 characters is generated and\nreturned.",
+                    "type": "string",
+                    "maxLength": 128,
+                    "minLength": 12,
+                    "example": "correct-horse-battery"
+                }
+            }
+        },
         "api.CheckResult": {
             "type": "object",
             "properties": {
@@ -3127,6 +3166,14 @@ const docTemplate = `{
                 "schema"
             ],
             "properties": {
+                "account": {
+                    "description": "Account, with create true, also creates the device's XMPP account\non the server (when iotgate is configured to: IOTGATE_XMPP_ACCOUNTS).",
+                    "allOf": [
+                        {
+                            "$ref": "#/definitions/api.AccountRequest"
+                        }
+                    ]
+                },
                 "jid": {
                     "description": "JID is the device's bare JID. It is normalized (PRECIS) and stored\nin its canonical form; a full JID (with a resource) is refused.",
                     "type": "string",
@@ -3274,6 +3321,82 @@ const docTemplate = `{
                     "type": "string",
                     "maxLength": 2048,
                     "example": "https://app.example.com/iotgate/events"
+                }
+            }
+        },
+        "api.CreatedAccount": {
+            "type": "object",
+            "properties": {
+                "jid": {
+                    "description": "JID is the account's bare JID: the device's.",
+                    "type": "string",
+                    "example": "thermo1@example.com"
+                },
+                "password": {
+                    "description": "Password is the account's password, shown this once: iotgate\nstores it nowhere.",
+                    "type": "string",
+                    "example": "MZXW6YTBOI7TQWKXOVXHI4LF3Q"
+                }
+            }
+        },
+        "api.CreatedDevice": {
+            "type": "object",
+            "properties": {
+                "account": {
+                    "description": "Account is present when the request asked for the XMPP account.",
+                    "allOf": [
+                        {
+                            "$ref": "#/definitions/api.CreatedAccount"
+                        }
+                    ]
+                },
+                "created_at": {
+                    "type": "string",
+                    "format": "date-time",
+                    "example": "2026-01-02T15:04:05Z"
+                },
+                "jid": {
+                    "type": "string",
+                    "example": "thermo1@example.com"
+                },
+                "labels": {
+                    "type": "object",
+                    "additionalProperties": {
+                        "type": "string"
+                    },
+                    "example": {
+                        "room": "kitchen",
+                        "site": "berlin"
+                    }
+                },
+                "last_seen_at": {
+                    "description": "LastSeenAt is when the device's last reading arrived; null before\nthe first.",
+                    "type": "string",
+                    "format": "date-time",
+                    "x-nullable": true,
+                    "example": "2026-01-02T16:00:00Z"
+                },
+                "name": {
+                    "type": "string",
+                    "example": "Kitchen"
+                },
+                "online": {
+                    "description": "Online is whether an instance of the device is available, from its\npresence.",
+                    "type": "boolean",
+                    "example": true
+                },
+                "schema": {
+                    "type": "string",
+                    "example": "thermostat"
+                },
+                "schema_version": {
+                    "type": "integer",
+                    "example": 2
+                },
+                "updated_at": {
+                    "type": "string",
+                    "format": "date-time",
+                    "example": "2026-01-02T15:04:05Z"
                 }
             }
         },
