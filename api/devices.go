@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -48,6 +49,16 @@ type DeviceService interface {
 	// device's readings by its schema, sorted. Errors: invalid,
 	// not_found, unavailable.
 	ReadingFields(ctx context.Context, jid string) ([]iotgate.FieldPath, error)
+	// RegisterWithAccount registers a device and creates its XMPP
+	// account, with password or a generated one (password ""), which it
+	// returns. Errors: those of Register; unprocessable
+	// (accounts_unavailable), conflict (account_exists), unavailable
+	// (account_server_unavailable), timeout.
+	RegisterWithAccount(ctx context.Context, d *iotgate.Device, password string) (*iotgate.Device, string, error)
+	// DeleteWithAccount removes a device and its XMPP account. Errors:
+	// those of Delete; unprocessable (accounts_unavailable), unavailable
+	// (account_server_unavailable), timeout.
+	DeleteWithAccount(ctx context.Context, jid string) error
 }
 
 var _ DeviceService = (*devices.Service)(nil)
@@ -67,6 +78,43 @@ type CreateDeviceRequest struct {
 	// Labels are key-value pairs to select devices by (GET
 	// /v1/devices?label=room:kitchen).
 	Labels map[string]string `json:"labels" validate:"max=64" example:"room:kitchen,site:berlin"`
+	// Account, with create true, also creates the device's XMPP account
+	// on the server (when iotgate is configured to: IOTGATE_XMPP_ACCOUNTS).
+	Account *AccountRequest `json:"account"`
+}
+
+// AccountRequest asks POST /v1/devices to create the device's XMPP
+// account.
+type AccountRequest struct {
+	// Create must be true to create the account.
+	Create bool `json:"create" example:"true"`
+	// Password is the account's password (12 to 128 bytes of printable
+	// UTF-8); absent: a random one of 26 characters is generated and
+	// returned.
+	Password string `json:"password" validate:"omitempty,min=12,max=128" example:"correct-horse-battery"`
+}
+
+// CreatedDevice is the answer of POST /v1/devices: the device, and its
+// account when one was created.
+type CreatedDevice struct {
+	Device
+	// Account is present when the request asked for the XMPP account.
+	Account *CreatedAccount `json:"account,omitempty"`
+}
+
+// CreatedAccount is an XMPP account created with its device.
+type CreatedAccount struct {
+	// JID is the account's bare JID: the device's.
+	JID string `json:"jid" example:"thermo1@example.com"`
+	// Password is the account's password, shown this once: iotgate
+	// stores it nowhere.
+	Password string `json:"password" example:"MZXW6YTBOI7TQWKXOVXHI4LF3Q"`
+}
+
+// deleteDeviceQuery is the query of DELETE /v1/devices/{jid}.
+type deleteDeviceQuery struct {
+	// Account "delete" also removes the device's XMPP account.
+	Account string `query:"account" validate:"omitempty,oneof=delete keep"`
 }
 
 // UpdateDeviceRequest is the body of PATCH /v1/devices/{jid}. Absent (or
@@ -152,19 +200,21 @@ func (h *deviceHandler) jid(c echo.Context) (string, error) {
 //
 //	@Summary		Register a device
 //	@Description	Registers an XMPP entity as a device whose readings follow the given schema. The JID is normalized (PRECIS) and stored bare: a full JID (with a resource) or an invalid one is refused with 400 saying why. schema_version absent means the schema's latest version at registration; the device stays on that version until changed with PATCH.
+//	@Description	With "account": {"create": true}, iotgate also creates the device's XMPP account on the server (ejabberd's HTTP API or prosodyctl, per IOTGATE_XMPP_ACCOUNTS) before registering it, and removes it again if the registration fails. The password is the one given (12 to 128 bytes) or a generated one (26 characters), returned once in account.password and stored nowhere. Not configured: 422 accounts_unavailable; the account exists: 409 account_exists; the server's admin interface unreachable, timed out (10 s) or refusing iotgate's credential: 503 account_server_unavailable.
 //	@Tags			devices
 //	@Accept			json
 //	@Produce		json
-//	@Param			device	body		api.CreateDeviceRequest	true	"The device to register"
-//	@Success		201		{object}	api.Device
+//	@Param			device	body		api.CreateDeviceRequest	true	"The device to register; with account.create true, its XMPP account is created too"
+//	@Success		201		{object}	api.CreatedDevice	"The device; account (with the password, shown this once) when asked for"
 //	@Header			201		{string}	Location									"URL path of the device, for example /v1/devices/thermo1@example.com"
 //	@Failure		400		{object}	api.ErrorResponse{details=[]api.FieldError}	"Bad JSON, an unknown or missing field, a full or invalid JID, bad labels, or an unknown schema or version"
 //	@Failure		403		{object}	api.ErrorResponse							"The token lacks the route's scope; labels outside its device selector; a JID outside IOTGATE_DEVICE_DOMAINS (code device_domain_not_allowed), or, for a token limited by a selector, a JID taken by a device it can't see (code forbidden)"
-//	@Failure		409		{object}	api.ErrorResponse							"The JID is already registered (to a token limited by a selector: by a device it sees)"
+//	@Failure		409		{object}	api.ErrorResponse							"The JID is already registered (to a token limited by a selector: by a device it sees), or its XMPP account already exists (code account_exists)"
+//	@Failure		422		{object}	api.ErrorResponse							"An account was asked for and this iotgate does not create accounts (code accounts_unavailable), or the server refused the name (code account_refused)"
 //	@Failure		413		{object}	api.ErrorResponse							"Body too large"
 //	@Failure		415		{object}	api.ErrorResponse							"Body is not JSON (Content-Type must be application/json)"
 //	@Failure		500		{object}	api.ErrorResponse
-//	@Failure		503		{object}	api.ErrorResponse
+//	@Failure		503		{object}	api.ErrorResponse	"The database, or the XMPP server's admin interface (code account_server_unavailable), is not available"
 //	@Security		BearerAuth
 //	@Failure		401	{object}	api.ErrorResponse	"Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)"
 //	@Failure		429	{object}	api.ErrorResponse	"The token's request rate is exceeded (code rate_limited)"
@@ -178,18 +228,39 @@ func (h *deviceHandler) create(c echo.Context) error {
 	if err := mayLabel(c, req.Labels); err != nil {
 		return err
 	}
-	d, err := h.svc.Register(c.Request().Context(), &iotgate.Device{
+	dev := &iotgate.Device{
 		JID: req.JID, Schema: req.Schema, SchemaVersion: req.SchemaVersion,
 		Name: req.Name, Labels: req.Labels,
-	})
-	if iotgate.ErrorCode(err) == iotgate.EConflict {
+	}
+	withAccount := req.Account != nil && req.Account.Create
+	if req.Account != nil && !req.Account.Create && req.Account.Password != "" {
+		return iotgate.Errorf(iotgate.EInvalid, "account.password is only for account.create true")
+	}
+	var (
+		d        *iotgate.Device
+		password string
+		err      error
+	)
+	if withAccount {
+		d, password, err = h.svc.RegisterWithAccount(c.Request().Context(), dev, req.Account.Password)
+	} else {
+		d, err = h.svc.Register(c.Request().Context(), dev)
+	}
+	var de *iotgate.Error
+	if errors.As(err, &de) && de.Code == iotgate.EConflict && de.Detail == "" {
 		return h.taken(c, req.JID, err)
 	}
 	if err != nil {
 		return fmt.Errorf("register device: %w", err)
 	}
+	out := CreatedDevice{Device: deviceOf(d)}
+	if withAccount {
+		out.Account = &CreatedAccount{JID: d.JID, Password: password}
+		// The password is in this answer only: no cache may keep it.
+		c.Response().Header().Set(echo.HeaderCacheControl, "no-store")
+	}
 	c.Response().Header().Set(echo.HeaderLocation, devicePath(d.JID))
-	return c.JSON(http.StatusCreated, deviceOf(d))
+	return c.JSON(http.StatusCreated, out)
 }
 
 // taken answers a registration refused because the JID is taken (err,
@@ -356,15 +427,18 @@ func (h *deviceHandler) update(c echo.Context) error {
 // delete removes a device.
 //
 //	@Summary		Delete a device
-//	@Description	Deletes a device together with all its readings and rejections; they cannot be recovered. The XMPP account itself is not touched.
+//	@Description	Deletes a device together with all its readings and rejections; they cannot be recovered. The XMPP account itself is not touched, unless account=delete: then it is removed first (an account already gone is fine), and the device after it; should the device's removal fail, the same request can be made again.
 //	@Tags			devices
 //	@Produce		json
 //	@Param			jid	path	string	true	"Bare JID, URL-escaped"	extensions(x-example=thermo1@example.com)
+//	@Param			jid		path	string	true	"Bare JID, URL-escaped"	extensions(x-example=thermo1@example.com)
+//	@Param			account	query	string	false	"delete: remove the device's XMPP account too (needs IOTGATE_XMPP_ACCOUNTS); keep (the default): leave it"	Enums(delete, keep)
 //	@Success		204	"Deleted, with its readings and rejections"
-//	@Failure		400	{object}	api.ErrorResponse	"Not a valid bare JID"
+//	@Failure		400	{object}	api.ErrorResponse	"Not a valid bare JID, or a bad account value"
 //	@Failure		404	{object}	api.ErrorResponse	"No such device"
+//	@Failure		422	{object}	api.ErrorResponse	"account=delete and this iotgate does not remove accounts (code accounts_unavailable)"
 //	@Failure		500	{object}	api.ErrorResponse
-//	@Failure		503	{object}	api.ErrorResponse
+//	@Failure		503	{object}	api.ErrorResponse	"The database, or the XMPP server's admin interface (code account_server_unavailable), is not available; the device is kept"
 //	@Security		BearerAuth
 //	@Failure		401	{object}	api.ErrorResponse	"Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)"
 //	@Failure		403	{object}	api.ErrorResponse	"The token lacks the route's scope (code forbidden)"
@@ -376,8 +450,18 @@ func (h *deviceHandler) delete(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	var q deleteDeviceQuery
+	if err := parseQuery(c, &q); err != nil {
+		return err
+	}
 	if err := visible(c, h.svc, jid); err != nil {
 		return err
+	}
+	if q.Account == "delete" {
+		if err := h.svc.DeleteWithAccount(c.Request().Context(), jid); err != nil {
+			return fmt.Errorf("delete device and account: %w", err)
+		}
+		return c.NoContent(http.StatusNoContent)
 	}
 	if err := h.svc.Delete(c.Request().Context(), jid); err != nil {
 		return fmt.Errorf("delete device: %w", err)

@@ -232,6 +232,55 @@ func TestDevices(t *testing.T) {
 					t.Errorf("device or its readings still there")
 				}
 			}},
+		{apiCase: apiCase{name: "CreateWithAccount", method: http.MethodPost, target: "/v1/devices", body: create(`"jid":"new@example.com","account":{"create":true}`), status: http.StatusCreated,
+			check: func(t *testing.T, rec *httptest.ResponseRecorder) {
+				wantKeys(t, rec.Body.Bytes(), append(deviceKeys, "account")...)
+				got := decode[CreatedDevice](t, rec)
+				if got.JID != "new@example.com" || got.Account == nil || got.Account.JID != "new@example.com" || got.Account.Password != fakePassword {
+					t.Errorf("answer = %+v, account %+v", got, got.Account)
+				}
+				if cc := rec.Header().Get(echo.HeaderCacheControl); cc != "no-store" {
+					t.Errorf("Cache-Control = %q, want no-store: the answer holds a password", cc)
+				}
+			}},
+			after: func(t *testing.T, svc *fakeDevices) {
+				if got := svc.accounts["new@example.com"]; got != fakePassword {
+					t.Errorf("account password = %q, want %q", got, fakePassword)
+				}
+			}},
+		{apiCase: apiCase{name: "CreateWithAccountPassword", method: http.MethodPost, target: "/v1/devices", body: create(`"jid":"new@example.com","account":{"create":true,"password":"correct horse battery"}`), status: http.StatusCreated,
+			check: func(t *testing.T, rec *httptest.ResponseRecorder) {
+				if got := decode[CreatedDevice](t, rec); got.Account == nil || got.Account.Password != "correct horse battery" {
+					t.Errorf("account = %+v", got.Account)
+				}
+			}}},
+		{apiCase: apiCase{name: "CreateWithAccountShortPassword", method: http.MethodPost, target: "/v1/devices", body: create(`"jid":"new@example.com","account":{"create":true,"password":"short"}`), status: http.StatusBadRequest, code: "invalid"},
+			after: func(t *testing.T, svc *fakeDevices) {
+				if _, ok := svc.devs["new@example.com"]; ok || len(svc.accounts) != 0 {
+					t.Errorf("device or account created for a refused request")
+				}
+			}},
+		{apiCase: apiCase{name: "CreateWithAccountLongPassword", method: http.MethodPost, target: "/v1/devices", body: create(`"jid":"new@example.com","account":{"create":true,"password":"` + strings.Repeat("p", 129) + `"}`), status: http.StatusBadRequest, code: "invalid"}},
+		{apiCase: apiCase{name: "CreatePasswordWithoutCreate", method: http.MethodPost, target: "/v1/devices", body: create(`"jid":"new@example.com","account":{"password":"correct horse battery"}`), status: http.StatusBadRequest, code: "invalid", message: "account.create"}},
+		{apiCase: apiCase{name: "CreateAccountFalse", method: http.MethodPost, target: "/v1/devices", body: create(`"jid":"new@example.com","account":{"create":false}`), status: http.StatusCreated,
+			check: func(t *testing.T, rec *httptest.ResponseRecorder) { wantKeys(t, rec.Body.Bytes(), deviceKeys...) }},
+			after: func(t *testing.T, svc *fakeDevices) {
+				if len(svc.accounts) != 0 {
+					t.Errorf("accounts = %v, want none", svc.accounts)
+				}
+			}},
+		{apiCase: apiCase{name: "DeleteWithAccount", method: http.MethodDelete, target: "/v1/devices/thermo1%40example.com?account=delete", status: http.StatusNoContent},
+			after: func(t *testing.T, svc *fakeDevices) {
+				if _, ok := svc.devs["thermo1@example.com"]; ok {
+					t.Errorf("device still there")
+				}
+			}},
+		{apiCase: apiCase{name: "DeleteBadAccountValue", method: http.MethodDelete, target: "/v1/devices/thermo1%40example.com?account=drop", status: http.StatusBadRequest, code: "invalid"},
+			after: func(t *testing.T, svc *fakeDevices) {
+				if _, ok := svc.devs["thermo1@example.com"]; !ok {
+					t.Errorf("device deleted by a refused request")
+				}
+			}},
 		{apiCase: apiCase{name: "DeleteNotFound", method: http.MethodDelete, target: "/v1/devices/nobody%40example.com", status: http.StatusNotFound, code: "not_found"}},
 		{apiCase: apiCase{name: "DeleteInvalidJID", method: http.MethodDelete, target: "/v1/devices/example.com", status: http.StatusBadRequest, code: "invalid", message: "no local part"}},
 

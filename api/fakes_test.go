@@ -155,6 +155,9 @@ type fakeDevices struct {
 	readings   map[string][]*iotgate.Reading
 	rejections map[string][]*iotgate.Rejection
 	err        error
+	// accounts are the XMPP accounts made by RegisterWithAccount, by
+	// JID, with their passwords.
+	accounts map[string]string
 
 	lastJID           string
 	lastDeviceFilter  iotgate.DeviceFilter
@@ -605,3 +608,38 @@ func (f fakeXMPPStats) Health(context.Context) (bool, time.Time, error) {
 }
 func (fakeXMPPStats) Reconnects() uint64 { return 3 }
 func (fakeXMPPStats) PendingIQs() int    { return 7 }
+
+// fakePassword is what the fake's RegisterWithAccount generates.
+const fakePassword = "generated-password-0123"
+
+// RegisterWithAccount registers d like Register; the account is only
+// recorded (accounts), with password or fakePassword.
+func (f *fakeDevices) RegisterWithAccount(ctx context.Context, d *iotgate.Device, password string) (*iotgate.Device, string, error) {
+	if password == "" {
+		password = fakePassword
+	}
+	out, err := f.Register(ctx, d)
+	if err != nil {
+		return nil, "", err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.accounts == nil {
+		f.accounts = map[string]string{}
+	}
+	f.accounts[out.JID] = password
+	return out, password, nil
+}
+
+// DeleteWithAccount deletes the device like Delete and forgets its
+// account.
+func (f *fakeDevices) DeleteWithAccount(ctx context.Context, jid string) error {
+	if err := f.Delete(ctx, jid); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	j, _ := iotgate.NormalizeJID(jid)
+	delete(f.accounts, j)
+	return nil
+}

@@ -13,25 +13,9 @@ import (
 // Errors: invalid (bad JID, labels, unknown schema), forbidden (domain
 // outside ServiceConfig.DeviceDomains), conflict (already registered).
 func (s *Service) Register(ctx context.Context, d *iotgate.Device) (*iotgate.Device, error) {
-	j, err := iotgate.NormalizeJID(d.JID)
-	if err != nil {
+	if err := s.prepare(ctx, d); err != nil {
 		return nil, err
 	}
-	if err := s.cfg.DeviceDomains.Check(j); err != nil {
-		return nil, err
-	}
-	d.JID = j
-	if err := d.Validate(); err != nil {
-		return nil, err
-	}
-	_, v, err := s.schemas.Compiled(ctx, d.Schema, d.SchemaVersion)
-	if err != nil {
-		if iotgate.ErrorCode(err) == iotgate.ENotFound {
-			return nil, &iotgate.Error{Code: iotgate.EInvalid, Message: err.Error(), Err: err}
-		}
-		return nil, fmt.Errorf("resolve schema: %w", err)
-	}
-	d.SchemaVersion = v
 	now := s.cfg.Clock().UTC()
 	d.CreatedAt, d.UpdatedAt = now, now
 	if d.Labels == nil {
@@ -47,6 +31,32 @@ func (s *Service) Register(ctx context.Context, d *iotgate.Device) (*iotgate.Dev
 	rec.Labels = maps.Clone(d.Labels)
 	s.cache.putDevice(d.JID, &rec, s.cfg.Clock(), s.cache.currentEpoch())
 	return d, nil
+}
+
+// prepare normalizes and checks d for registration: its JID (now
+// canonical), domain, fields and schema (SchemaVersion now resolved).
+// Errors: invalid, forbidden.
+func (s *Service) prepare(ctx context.Context, d *iotgate.Device) error {
+	j, err := iotgate.NormalizeJID(d.JID)
+	if err != nil {
+		return err
+	}
+	if err := s.cfg.DeviceDomains.Check(j); err != nil {
+		return err
+	}
+	d.JID = j
+	if err := d.Validate(); err != nil {
+		return err
+	}
+	_, v, err := s.schemas.Compiled(ctx, d.Schema, d.SchemaVersion)
+	if err != nil {
+		if iotgate.ErrorCode(err) == iotgate.ENotFound {
+			return &iotgate.Error{Code: iotgate.EInvalid, Message: err.Error(), Err: err}
+		}
+		return fmt.Errorf("resolve schema: %w", err)
+	}
+	d.SchemaVersion = v
+	return nil
 }
 
 // Forget makes the service read device jid (a canonical bare JID; ""

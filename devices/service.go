@@ -85,6 +85,10 @@ type ServiceConfig struct {
 	// DeviceDomains refuses registrations outside its domains; the
 	// zero value allows any.
 	DeviceDomains DomainAllowList
+	// Accounts creates and removes devices' XMPP accounts for
+	// RegisterWithAccount and DeleteWithAccount; nil: they refuse
+	// (accounts_unavailable).
+	Accounts AccountProvisioner
 }
 
 // Service is the device registry and the ingest path of readings.

@@ -350,7 +350,7 @@ const docTemplate = `{
                         "BearerAuth": []
                     }
                 ],
-                "description": "Registers an XMPP entity as a device whose readings follow the given schema. The JID is normalized (PRECIS) and stored bare: a full JID (with a resource) or an invalid one is refused with 400 saying why. schema_version absent means the schema's latest version at registration; the device stays on that version until changed with PATCH.",
+                "description": "Registers an XMPP entity as a device whose readings follow the given schema. The JID is normalized (PRECIS) and stored bare: a full JID (with a resource) or an invalid one is refused with 400 saying why. schema_version absent means the schema's latest version at registration; the device stays on that version until changed with PATCH.\nWith \"account\": {\"create\": true}, iotgate also creates the device's XMPP account on the server (ejabberd's HTTP API or prosodyctl, per IOTGATE_XMPP_ACCOUNTS) before registering it, and removes it again if the registration fails. The password is the one given (12 to 128 bytes) or a generated one (26 characters), returned once in account.password and stored nowhere. Not configured: 422 accounts_unavailable; the account exists: 409 account_exists; the server's admin interface unreachable, timed out (10 s) or refusing iotgate's credential: 503 account_server_unavailable.",
                 "consumes": [
                     "application/json"
                 ],
@@ -363,7 +363,7 @@ const docTemplate = `{
                 "summary": "Register a device",
                 "parameters": [
                     {
-                        "description": "The device to register",
+                        "description": "The device to register; with account.create true, its XMPP account is created too",
                         "name": "device",
                         "in": "body",
                         "required": true,
@@ -374,9 +374,9 @@ const docTemplate = `{
                 ],
                 "responses": {
                     "201": {
-                        "description": "Created",
+                        "description": "The device; account (with the password, shown this once) when asked for",
                         "schema": {
-                            "$ref": "#/definitions/api.Device"
+                            "$ref": "#/definitions/api.CreatedDevice"
                         },
                         "headers": {
                             "Location": {
@@ -419,7 +419,7 @@ const docTemplate = `{
                         }
                     },
                     "409": {
-                        "description": "The JID is already registered (to a token limited by a selector: by a device it sees)",
+                        "description": "The JID is already registered (to a token limited by a selector: by a device it sees), or its XMPP account already exists (code account_exists)",
                         "schema": {
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
@@ -432,6 +432,12 @@ const docTemplate = `{
                     },
                     "415": {
                         "description": "Body is not JSON (Content-Type must be application/json)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "422": {
+                        "description": "An account was asked for and this iotgate does not create accounts (code accounts_unavailable), or the server refused the name (code account_refused)",
                         "schema": {
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
@@ -455,115 +461,7 @@ const docTemplate = `{
                         }
                     },
                     "503": {
-                        "description": "Service Unavailable",
-                        "schema": {
-                            "$ref": "#/definitions/api.ErrorResponse"
-                        }
-                    }
-                }
-            }
-        },
-        "/v1/devices/states": {
-            "post": {
-                "security": [
-                    {
-                        "BearerAuth": []
-                    }
-                ],
-                "description": "Returns the state of each listed device (online, presence resources, last_seen_at and the latest reading), as GET /v1/devices/{jid}/state does for one, in one call, served from iotgate's caches where they hold the device and its reading. At most 500 JIDs. A JID of no device the token may see (not registered, or outside its selector) is listed in not_found, never told apart. Counted as a heavy request.",
-                "consumes": [
-                    "application/json"
-                ],
-                "produces": [
-                    "application/json"
-                ],
-                "tags": [
-                    "devices"
-                ],
-                "summary": "Get many devices' states",
-                "parameters": [
-                    {
-                        "description": "The devices",
-                        "name": "request",
-                        "in": "body",
-                        "required": true,
-                        "schema": {
-                            "$ref": "#/definitions/api.StatesRequest"
-                        }
-                    }
-                ],
-                "responses": {
-                    "200": {
-                        "description": "OK",
-                        "schema": {
-                            "$ref": "#/definitions/api.StatesResponse"
-                        }
-                    },
-                    "400": {
-                        "description": "Bad JSON, no JIDs or more than 500, or a JID that is not a valid bare JID",
-                        "schema": {
-                            "allOf": [
-                                {
-                                    "$ref": "#/definitions/api.ErrorResponse"
-                                },
-                                {
-                                    "type": "object",
-                                    "properties": {
-                                        "details": {
-                                            "type": "array",
-                                            "items": {
-                                                "$ref": "#/definitions/api.FieldError"
-                                            }
-                                        }
-                                    }
-                                }
-                            ]
-                        }
-                    },
-                    "401": {
-                        "description": "Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)",
-                        "schema": {
-                            "$ref": "#/definitions/api.ErrorResponse"
-                        }
-                    },
-                    "403": {
-                        "description": "The token lacks the route's scope (code forbidden)",
-                        "schema": {
-                            "$ref": "#/definitions/api.ErrorResponse"
-                        }
-                    },
-                    "413": {
-                        "description": "Body too large",
-                        "schema": {
-                            "$ref": "#/definitions/api.ErrorResponse"
-                        }
-                    },
-                    "415": {
-                        "description": "Body is not JSON (Content-Type must be application/json)",
-                        "schema": {
-                            "$ref": "#/definitions/api.ErrorResponse"
-                        }
-                    },
-                    "429": {
-                        "description": "The token's request rate is exceeded (code rate_limited), or it (or the server) has too many heavy requests in progress (code too_many_concurrent)",
-                        "schema": {
-                            "$ref": "#/definitions/api.ErrorResponse"
-                        },
-                        "headers": {
-                            "Retry-After": {
-                                "type": "integer",
-                                "description": "Seconds to wait before retrying"
-                            }
-                        }
-                    },
-                    "500": {
-                        "description": "Internal Server Error",
-                        "schema": {
-                            "$ref": "#/definitions/api.ErrorResponse"
-                        }
-                    },
-                    "503": {
-                        "description": "Service Unavailable",
+                        "description": "The database, or the XMPP server's admin interface (code account_server_unavailable), is not available",
                         "schema": {
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
@@ -659,7 +557,7 @@ const docTemplate = `{
                         "BearerAuth": []
                     }
                 ],
-                "description": "Deletes a device together with all its readings and rejections; they cannot be recovered. The XMPP account itself is not touched.",
+                "description": "Deletes a device together with all its readings and rejections; they cannot be recovered. The XMPP account itself is not touched, unless account=delete: then it is removed first (an account already gone is fine), and the device after it; should the device's removal fail, the same request can be made again.",
                 "produces": [
                     "application/json"
                 ],
@@ -675,6 +573,16 @@ const docTemplate = `{
                         "name": "jid",
                         "in": "path",
                         "required": true
+                    },
+                    {
+                        "enum": [
+                            "delete",
+                            "keep"
+                        ],
+                        "type": "string",
+                        "description": "delete: remove the device's XMPP account too (needs IOTGATE_XMPP_ACCOUNTS); keep (the default): leave it",
+                        "name": "account",
+                        "in": "query"
                     }
                 ],
                 "responses": {
@@ -682,7 +590,7 @@ const docTemplate = `{
                         "description": "Deleted, with its readings and rejections"
                     },
                     "400": {
-                        "description": "Not a valid bare JID",
+                        "description": "Not a valid bare JID, or a bad account value",
                         "schema": {
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
@@ -701,6 +609,12 @@ const docTemplate = `{
                     },
                     "404": {
                         "description": "No such device",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "422": {
+                        "description": "account=delete and this iotgate does not remove accounts (code accounts_unavailable)",
                         "schema": {
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
@@ -724,7 +638,7 @@ const docTemplate = `{
                         }
                     },
                     "503": {
-                        "description": "Service Unavailable",
+                        "description": "The database, or the XMPP server's admin interface (code account_server_unavailable), is not available; the device is kept",
                         "schema": {
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
@@ -1188,10 +1102,9 @@ const docTemplate = `{
                         "BearerAuth": []
                     }
                 ],
-                "description": "Lists the readings a device sent that its schema accepted, newest first by default, a page at a time: pass next_cursor as cursor (with the same since, until and order) to get the next page; the last page has no next_cursor. A page also ends once its rows reach IOTGATE_MAX_PAGE_BYTES (4 MiB by default; at least one row), so it may hold fewer rows than limit and still have a next_cursor. With Accept: text/csv the readings are exported as CSV instead, every page of them in one response (see docs/devices-and-readings.md): columns received_at, device_time, then one per scalar field of the device's schema (dotted paths, sorted); limit is then the size of the pages read, cursor where to start; an export stops after 10 minutes, with the cursor to continue in the X-Next-Cursor trailer.",
+                "description": "Lists the readings a device sent that its schema accepted, newest first by default, a page at a time: pass next_cursor as cursor (with the same since, until and order) to get the next page; the last page has no next_cursor. A page also ends once its rows reach IOTGATE_MAX_PAGE_BYTES (4 MiB by default; at least one row), so it may hold fewer rows than limit and still have a next_cursor.",
                 "produces": [
-                    "application/json",
-                    "text/csv"
+                    "application/json"
                 ],
                 "tags": [
                     "devices"
@@ -1315,165 +1228,6 @@ const docTemplate = `{
                     },
                     "503": {
                         "description": "Service Unavailable",
-                        "schema": {
-                            "$ref": "#/definitions/api.ErrorResponse"
-                        }
-                    }
-                }
-            }
-        },
-        "/v1/devices/{jid}/readings/aggregate": {
-            "get": {
-                "security": [
-                    {
-                        "BearerAuth": []
-                    }
-                ],
-                "description": "Returns time buckets of the device's readings (from \u003c= received_at \u003c to) with aggregates of numeric fields, for charts, computed by PostgreSQL in one query. Buckets are aligned to every from the Unix epoch (every=1h: buckets start on the hour, UTC). A field is a dotted path of the JSON keys of the readings' data: temperature, @seq (an attribute), sensor.value (a child's child), note.#text (simple content); it must be a single number by the device's schema (its XSD type: decimal, double, float or an integer type), else 422 field_unknown or field_not_numeric, with the field in details. Readings whose value at a field is not a JSON number (stored under another schema version) are skipped for that field. Bounded: at most 10000 buckets ((to-from)/every, else 422 too_many_buckets), 16 fields, every at least 1s; counted as a heavy request.",
-                "produces": [
-                    "application/json"
-                ],
-                "tags": [
-                    "devices"
-                ],
-                "summary": "Aggregate a device's readings over time buckets",
-                "parameters": [
-                    {
-                        "type": "string",
-                        "example": "thermo1@example.com",
-                        "description": "Bare JID, URL-escaped",
-                        "name": "jid",
-                        "in": "path",
-                        "required": true
-                    },
-                    {
-                        "type": "string",
-                        "example": "temperature,humidity",
-                        "description": "Comma-separated dotted field paths",
-                        "name": "fields",
-                        "in": "query",
-                        "required": true
-                    },
-                    {
-                        "type": "string",
-                        "format": "date-time",
-                        "example": "2026-01-02T00:00:00Z",
-                        "description": "Start (RFC 3339; escape + as %2B); default: to minus 24h",
-                        "name": "from",
-                        "in": "query"
-                    },
-                    {
-                        "type": "string",
-                        "format": "date-time",
-                        "example": "2026-01-03T00:00:00Z",
-                        "description": "End, excluded (RFC 3339; escape + as %2B); default: now",
-                        "name": "to",
-                        "in": "query"
-                    },
-                    {
-                        "type": "string",
-                        "default": "5m",
-                        "description": "Bucket width, a Go duration in whole seconds (30s, 5m, 1h, 24h)",
-                        "name": "every",
-                        "in": "query"
-                    },
-                    {
-                        "type": "string",
-                        "default": "avg,min,max,count",
-                        "description": "Comma-separated aggregates: avg, min, max, sum, count",
-                        "name": "fn",
-                        "in": "query"
-                    },
-                    {
-                        "enum": [
-                            "none",
-                            "null"
-                        ],
-                        "type": "string",
-                        "default": "none",
-                        "description": "none leaves empty buckets out; null returns them with null values",
-                        "name": "fill",
-                        "in": "query"
-                    }
-                ],
-                "responses": {
-                    "200": {
-                        "description": "OK",
-                        "schema": {
-                            "$ref": "#/definitions/api.AggregateResponse"
-                        }
-                    },
-                    "400": {
-                        "description": "Not a valid bare JID, or a bad from, to, every, fields or fn",
-                        "schema": {
-                            "allOf": [
-                                {
-                                    "$ref": "#/definitions/api.ErrorResponse"
-                                },
-                                {
-                                    "type": "object",
-                                    "properties": {
-                                        "details": {
-                                            "type": "array",
-                                            "items": {
-                                                "$ref": "#/definitions/api.FieldError"
-                                            }
-                                        }
-                                    }
-                                }
-                            ]
-                        }
-                    },
-                    "401": {
-                        "description": "Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)",
-                        "schema": {
-                            "$ref": "#/definitions/api.ErrorResponse"
-                        }
-                    },
-                    "403": {
-                        "description": "The token lacks the route's scope (code forbidden)",
-                        "schema": {
-                            "$ref": "#/definitions/api.ErrorResponse"
-                        }
-                    },
-                    "404": {
-                        "description": "No such device",
-                        "schema": {
-                            "$ref": "#/definitions/api.ErrorResponse"
-                        }
-                    },
-                    "422": {
-                        "description": "A field not in the schema (field_unknown) or not a single number (field_not_numeric), or too many buckets (too_many_buckets)",
-                        "schema": {
-                            "$ref": "#/definitions/api.ErrorResponse"
-                        }
-                    },
-                    "429": {
-                        "description": "The token's request rate is exceeded (code rate_limited), or it (or the server) has too many heavy requests in progress (code too_many_concurrent)",
-                        "schema": {
-                            "$ref": "#/definitions/api.ErrorResponse"
-                        },
-                        "headers": {
-                            "Retry-After": {
-                                "type": "integer",
-                                "description": "Seconds to wait before retrying"
-                            }
-                        }
-                    },
-                    "500": {
-                        "description": "Internal Server Error",
-                        "schema": {
-                            "$ref": "#/definitions/api.ErrorResponse"
-                        }
-                    },
-                    "503": {
-                        "description": "Service Unavailable",
-                        "schema": {
-                            "$ref": "#/definitions/api.ErrorResponse"
-                        }
-                    },
-                    "504": {
-                        "description": "The query took longer than 10s",
                         "schema": {
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
@@ -3282,74 +3036,20 @@ const docTemplate = `{
         }
     },
     "definitions": {
-        "api.AggregateBucket": {
+        "api.AccountRequest": {
             "type": "object",
             "properties": {
-                "readings": {
-                    "description": "Readings is how many readings the bucket holds.",
-                    "type": "integer",
-                    "example": 30
+                "create": {
+                    "description": "Create must be true to create the account.",
+                    "type": "boolean",
+                    "example": true
                 },
-                "start": {
-                    "description": "Start is the bucket's start, a multiple of every from the Unix\nepoch; the bucket ends where the next starts.",
+                "password": {
+                    "description": "Password is the account's password (12 to 128 bytes of printable\nUTF-8); absent: a random one of 26 characters is generated and\nreturned.",
                     "type": "string",
-                    "format": "date-time",
-                    "example": "2026-01-02T16:05:00Z"
-                },
-                "values": {
-                    "description": "Values are by field, then by aggregate, for example\n{\"temperature\": {\"avg\": 21.4, \"min\": 21.1, \"max\": 21.8, \"count\": 30}};\nnull where the bucket has no number for the field (count is then 0).",
-                    "type": "object"
-                }
-            }
-        },
-        "api.AggregateResponse": {
-            "type": "object",
-            "properties": {
-                "buckets": {
-                    "description": "Buckets are oldest first; without fill=null, only the buckets that\nhold readings.",
-                    "type": "array",
-                    "items": {
-                        "$ref": "#/definitions/api.AggregateBucket"
-                    }
-                },
-                "every_seconds": {
-                    "description": "EverySeconds is the buckets' width.",
-                    "type": "integer",
-                    "example": 300
-                },
-                "fields": {
-                    "description": "Fields and Fn are the fields and aggregates of each bucket's values.",
-                    "type": "array",
-                    "items": {
-                        "type": "string"
-                    },
-                    "example": [
-                        "temperature",
-                        "humidity"
-                    ]
-                },
-                "fn": {
-                    "type": "array",
-                    "items": {
-                        "type": "string"
-                    },
-                    "example": [
-                        "avg",
-                        "min",
-                        "max",
-                        "count"
-                    ]
-                },
-                "from": {
-                    "description": "From and To are the range the buckets cover (from \u003c= received_at \u003c\nto), as asked for or defaulted.",
-                    "type": "string",
-                    "format": "date-time",
-                    "example": "2026-01-02T00:00:00Z"
-                },
-                "to": {
-                    "type": "string",
-                    "format": "date-time",
-                    "example": "2026-01-03T00:00:00Z"
+                    "maxLength": 128,
+                    "minLength": 12,
+                    "example": "correct-horse-battery"
                 }
             }
         },
@@ -3466,6 +3166,14 @@ const docTemplate = `{
                 "schema"
             ],
             "properties": {
+                "account": {
+                    "description": "Account, with create true, also creates the device's XMPP account\non the server (when iotgate is configured to: IOTGATE_XMPP_ACCOUNTS).",
+                    "allOf": [
+                        {
+                            "$ref": "#/definitions/api.AccountRequest"
+                        }
+                    ]
+                },
                 "jid": {
                     "description": "JID is the device's bare JID. It is normalized (PRECIS) and stored\nin its canonical form; a full JID (with a resource) is refused.",
                     "type": "string",
@@ -3613,6 +3321,82 @@ const docTemplate = `{
                     "type": "string",
                     "maxLength": 2048,
                     "example": "https://app.example.com/iotgate/events"
+                }
+            }
+        },
+        "api.CreatedAccount": {
+            "type": "object",
+            "properties": {
+                "jid": {
+                    "description": "JID is the account's bare JID: the device's.",
+                    "type": "string",
+                    "example": "thermo1@example.com"
+                },
+                "password": {
+                    "description": "Password is the account's password, shown this once: iotgate\nstores it nowhere.",
+                    "type": "string",
+                    "example": "MZXW6YTBOI7TQWKXOVXHI4LF3Q"
+                }
+            }
+        },
+        "api.CreatedDevice": {
+            "type": "object",
+            "properties": {
+                "account": {
+                    "description": "Account is present when the request asked for the XMPP account.",
+                    "allOf": [
+                        {
+                            "$ref": "#/definitions/api.CreatedAccount"
+                        }
+                    ]
+                },
+                "created_at": {
+                    "type": "string",
+                    "format": "date-time",
+                    "example": "2026-01-02T15:04:05Z"
+                },
+                "jid": {
+                    "type": "string",
+                    "example": "thermo1@example.com"
+                },
+                "labels": {
+                    "type": "object",
+                    "additionalProperties": {
+                        "type": "string"
+                    },
+                    "example": {
+                        "room": "kitchen",
+                        "site": "berlin"
+                    }
+                },
+                "last_seen_at": {
+                    "description": "LastSeenAt is when the device's last reading arrived; null before\nthe first.",
+                    "type": "string",
+                    "format": "date-time",
+                    "x-nullable": true,
+                    "example": "2026-01-02T16:00:00Z"
+                },
+                "name": {
+                    "type": "string",
+                    "example": "Kitchen"
+                },
+                "online": {
+                    "description": "Online is whether an instance of the device is available, from its\npresence.",
+                    "type": "boolean",
+                    "example": true
+                },
+                "schema": {
+                    "type": "string",
+                    "example": "thermostat"
+                },
+                "schema_version": {
+                    "type": "integer",
+                    "example": 2
+                },
+                "updated_at": {
+                    "type": "string",
+                    "format": "date-time",
+                    "example": "2026-01-02T15:04:05Z"
                 }
             }
         },
@@ -4208,49 +3992,6 @@ const docTemplate = `{
                 "version": {
                     "type": "integer",
                     "example": 1
-                }
-            }
-        },
-        "api.StatesRequest": {
-            "type": "object",
-            "required": [
-                "jids"
-            ],
-            "properties": {
-                "jids": {
-                    "description": "JIDs are the devices' bare JIDs, at most 500 (duplicates count\nonce).",
-                    "type": "array",
-                    "maxItems": 500,
-                    "minItems": 1,
-                    "items": {
-                        "type": "string"
-                    },
-                    "example": [
-                        "thermo1@example.com",
-                        "thermo2@example.com"
-                    ]
-                }
-            }
-        },
-        "api.StatesResponse": {
-            "type": "object",
-            "properties": {
-                "items": {
-                    "description": "Items are the states of the devices found, in the order asked.",
-                    "type": "array",
-                    "items": {
-                        "$ref": "#/definitions/api.DeviceState"
-                    }
-                },
-                "not_found": {
-                    "description": "NotFound are the JIDs of no device the token may see (not\nregistered, or outside its selector: the two are not told apart),\nnormalized.",
-                    "type": "array",
-                    "items": {
-                        "type": "string"
-                    },
-                    "example": [
-                        "gone@example.com"
-                    ]
                 }
             }
         },

@@ -21,6 +21,7 @@ import (
 	"github.com/iotgate/iotgate/schemas"
 	"github.com/iotgate/iotgate/schemas/xsd"
 	"github.com/iotgate/iotgate/webhooks"
+	"github.com/iotgate/iotgate/xmppaccounts"
 )
 
 // The component implements what the API needs to report its health.
@@ -158,7 +159,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 		OversizeStanzas: func() uint64 { return a.conn.Oversize() },
 	})
 	a.svc = devices.NewService(db, a.registry, devices.ServiceConfig{Logger: log, ReadingRetention: cfg.ReadingRetention, Presence: a.presence, Observer: a.metrics,
-		DeviceDomains: cfg.DeviceDomains})
+		DeviceDomains: cfg.DeviceDomains, Accounts: accountProvisioner(cfg)})
 
 	a.conn, err = component.New(component.Config{
 		Addr: cfg.XMPPAddr, Domain: cfg.Domain, Secret: cfg.Secret,
@@ -417,4 +418,21 @@ func waitOr(ctx context.Context, f func()) {
 	case <-done:
 	case <-ctx.Done():
 	}
+}
+
+// accountProvisioner returns what makes devices' XMPP accounts per
+// cfg.XMPPAccounts; nil when it is not set.
+func accountProvisioner(cfg Config) devices.AccountProvisioner {
+	switch cfg.XMPPAccounts {
+	case "ejabberd":
+		return xmppaccounts.NewEjabberd(xmppaccounts.EjabberdConfig{
+			URL: cfg.EjabberdAPIURL, User: cfg.EjabberdAPIUser, Password: cfg.EjabberdAPIPassword,
+			Token: cfg.EjabberdAPIToken, Timeout: cfg.XMPPAccountsTimeout,
+		})
+	case "prosody":
+		return xmppaccounts.NewProsody(xmppaccounts.ProsodyConfig{
+			Prosodyctl: cfg.Prosodyctl, Config: cfg.ProsodyConfig, Timeout: cfg.XMPPAccountsTimeout,
+		})
+	}
+	return nil
 }

@@ -114,6 +114,13 @@ type Config struct {
 	// send stanzas; the zero value allows any.
 	DeviceDomains devices.DomainAllowList
 
+	// XMPPAccounts is how devices' XMPP accounts are made on request
+	// ("ejabberd", "prosody"; "": not at all), with what follows.
+	XMPPAccounts                                                           string
+	EjabberdAPIURL, EjabberdAPIUser, EjabberdAPIPassword, EjabberdAPIToken string
+	Prosodyctl, ProsodyConfig                                              string
+	XMPPAccountsTimeout                                                    time.Duration
+
 	// The event log and its streams.
 	EventRetention, EventTrimInterval, EventKeepAlive, EventPoll time.Duration
 	EventMaxStreams, EventMaxStreamsPerToken                     int
@@ -198,6 +205,14 @@ var settings = []setting{
 	{env: "IOTGATE_DISCO_ITEMS_JIDS", flag: "disco-items-jids", help: "comma-separated bare JIDs (ops@example.com) or domains (example.com: all its users) that see every registered device in disco#items on the component; a device sees only itself, anyone else nothing"},
 	{env: "IOTGATE_DISCO_MAX_ITEMS", flag: "disco-max-items", def: "100", help: "most devices in one disco#items answer; more come in XEP-0059 pages"},
 	{env: "IOTGATE_DEVICE_DOMAINS", flag: "device-domains", help: "comma-separated XMPP domains whose devices may register and send stanzas (e.g. example.com,sensors.example.org); others get 403 at registration and not-allowed over XMPP; empty: any domain"},
+	{env: "IOTGATE_XMPP_ACCOUNTS", flag: "xmpp-accounts", help: "how POST /v1/devices with account.create makes the device's XMPP account: ejabberd (its HTTP API, mod_http_api), prosody (prosodyctl, iotgate beside Prosody); empty: it doesn't (422 accounts_unavailable)"},
+	{env: "IOTGATE_XMPP_ACCOUNTS_TIMEOUT", flag: "xmpp-accounts-timeout", def: "10s", help: "how long one call to the XMPP server's admin interface (HTTP API or prosodyctl run) may take; beyond it the request gets 503 account_server_unavailable"},
+	{env: "IOTGATE_EJABBERD_API_URL", flag: "ejabberd-api-url", help: "base URL of ejabberd's mod_http_api, e.g. http://127.0.0.1:5280/api (required with IOTGATE_XMPP_ACCOUNTS=ejabberd)"},
+	{env: "IOTGATE_EJABBERD_API_USER", flag: "ejabberd-api-user", help: "ejabberd admin account (user@host) iotgate authenticates as on the API (HTTP basic auth), allowed register and unregister by api_permissions; empty: no basic auth"},
+	{env: "IOTGATE_EJABBERD_API_PASSWORD", secret: true, help: "that account's password (environment only)"},
+	{env: "IOTGATE_EJABBERD_API_TOKEN", secret: true, help: "an ejabberd OAuth token with the ejabberd:admin scope, sent as a bearer token instead of basic auth (environment only)"},
+	{env: "IOTGATE_PROSODYCTL", flag: "prosodyctl", def: "prosodyctl", help: "the prosodyctl command run for IOTGATE_XMPP_ACCOUNTS=prosody"},
+	{env: "IOTGATE_PROSODY_CONFIG", flag: "prosody-config", help: "Prosody's config file, passed to prosodyctl as --config; empty: prosodyctl's default (/etc/prosody/prosody.cfg.lua)"},
 	{env: "IOTGATE_MAX_COMMANDS_IN_FLIGHT", flag: "max-commands-in-flight", def: "1000", help: "commands sent and not yet answered or timed out; beyond it, new ones get 429"},
 	{env: "IOTGATE_MAX_COMMANDS_IN_FLIGHT_PER_TOKEN", flag: "max-commands-in-flight-per-token", def: "250", help: "one API token's share of the commands in flight (per instance); beyond it, its new ones get 429 token_commands_in_flight (queued ones wait), so that one tenant can't take every slot"},
 	{env: "IOTGATE_MAX_COMMANDS_IN_FLIGHT_PER_DEVICE", flag: "max-commands-in-flight-per-device", def: "32", help: "one device's share of the commands in flight (per instance); beyond it, new ones to it get 429 device_commands_in_flight (queued ones wait)"},
@@ -350,6 +365,7 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 		{"IOTGATE_WEBHOOK_RETRY_MAX_DELAY", &cfg.WebhookRetryMaxDelay, 10 * time.Millisecond, 24 * time.Hour},
 		{"IOTGATE_SCHEMA_COMPILE_CPU", &cfg.SchemaCompileCPU, time.Second, 10 * time.Minute},
 		{"IOTGATE_PATTERN_TIMEOUT", &cfg.PatternTimeout, 0, time.Minute},
+		{"IOTGATE_XMPP_ACCOUNTS_TIMEOUT", &cfg.XMPPAccountsTimeout, 100 * time.Millisecond, 5 * time.Minute},
 	} {
 		v, err := time.ParseDuration(get(d.env))
 		if err != nil || v < d.min || v > d.max {
@@ -436,6 +452,9 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 	default:
 		return cfg, nil, &configError{"IOTGATE_WEBHOOK_ALLOW_PRIVATE", fmt.Sprintf("%q is not 0 or 1", get("IOTGATE_WEBHOOK_ALLOW_PRIVATE"))}
 	}
+	if err := parseAccounts(&cfg, get, values); err != nil {
+		return cfg, nil, err
+	}
 	var domains []string
 	for _, d := range strings.Split(get("IOTGATE_DEVICE_DOMAINS"), ",") {
 		if d = strings.TrimSpace(d); d != "" {
@@ -446,6 +465,39 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 		return cfg, nil, &configError{"IOTGATE_DEVICE_DOMAINS", iotgate.ErrorMessage(err)}
 	}
 	return cfg, fs.Args(), nil
+}
+
+// parseAccounts reads the settings of IOTGATE_XMPP_ACCOUNTS into cfg.
+func parseAccounts(cfg *Config, get func(string) string, values map[string]*string) error {
+	cfg.EjabberdAPIUser = get("IOTGATE_EJABBERD_API_USER")
+	// Secrets are taken as they are.
+	cfg.EjabberdAPIPassword = *values["IOTGATE_EJABBERD_API_PASSWORD"]
+	cfg.EjabberdAPIToken = *values["IOTGATE_EJABBERD_API_TOKEN"]
+	cfg.Prosodyctl = get("IOTGATE_PROSODYCTL")
+	cfg.ProsodyConfig = get("IOTGATE_PROSODY_CONFIG")
+	switch cfg.XMPPAccounts = get("IOTGATE_XMPP_ACCOUNTS"); cfg.XMPPAccounts {
+	case "":
+	case "ejabberd":
+		raw := get("IOTGATE_EJABBERD_API_URL")
+		u, err := url.Parse(raw)
+		if raw == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
+			return &configError{"IOTGATE_EJABBERD_API_URL", fmt.Sprintf("%q is not an http(s) URL without credentials such as http://127.0.0.1:5280/api (required with IOTGATE_XMPP_ACCOUNTS=ejabberd)", raw)}
+		}
+		cfg.EjabberdAPIURL = raw
+		if cfg.EjabberdAPIToken != "" && cfg.EjabberdAPIUser != "" {
+			return &configError{"IOTGATE_EJABBERD_API_TOKEN", "set either it or IOTGATE_EJABBERD_API_USER, not both"}
+		}
+		if cfg.EjabberdAPIUser != "" && cfg.EjabberdAPIPassword == "" {
+			return &configError{"IOTGATE_EJABBERD_API_PASSWORD", "is required with IOTGATE_EJABBERD_API_USER"}
+		}
+	case "prosody":
+		if cfg.Prosodyctl == "" {
+			return &configError{"IOTGATE_PROSODYCTL", "is required with IOTGATE_XMPP_ACCOUNTS=prosody"}
+		}
+	default:
+		return &configError{"IOTGATE_XMPP_ACCOUNTS", fmt.Sprintf("%q is not ejabberd, prosody or empty", cfg.XMPPAccounts)}
+	}
+	return nil
 }
 
 // parseCIDRs parses a comma-separated list of CIDR ranges; a bare address

@@ -149,6 +149,28 @@ func TestParseConfig(t *testing.T) {
 			}
 		}},
 		{name: "ErrDeviceDomainsJID", env: with("IOTGATE_DEVICE_DOMAINS", "dev@example.com"), wantSetting: "IOTGATE_DEVICE_DOMAINS"},
+		{name: "AccountsOff", env: base, check: func(t *testing.T, c Config) {
+			if c.XMPPAccounts != "" || c.XMPPAccountsTimeout != 10*time.Second || c.Prosodyctl != "prosodyctl" || accountProvisioner(c) != nil {
+				t.Errorf("XMPPAccounts %q, timeout %s, prosodyctl %q", c.XMPPAccounts, c.XMPPAccountsTimeout, c.Prosodyctl)
+			}
+		}},
+		{name: "AccountsEjabberd", env: with("IOTGATE_XMPP_ACCOUNTS", "ejabberd", "IOTGATE_EJABBERD_API_URL", "http://127.0.0.1:5280/api",
+			"IOTGATE_EJABBERD_API_USER", "admin@example.com", "IOTGATE_EJABBERD_API_PASSWORD", " pw "), check: func(t *testing.T, c Config) {
+			if c.XMPPAccounts != "ejabberd" || c.EjabberdAPIURL != "http://127.0.0.1:5280/api" || c.EjabberdAPIUser != "admin@example.com" || c.EjabberdAPIPassword != " pw " || accountProvisioner(c) == nil {
+				t.Errorf("config %+v", c)
+			}
+		}},
+		{name: "AccountsProsody", env: with("IOTGATE_XMPP_ACCOUNTS", "prosody", "IOTGATE_PROSODYCTL", "sudo -n -u prosody prosodyctl", "IOTGATE_XMPP_ACCOUNTS_TIMEOUT", "3s"), check: func(t *testing.T, c Config) {
+			if c.XMPPAccounts != "prosody" || c.Prosodyctl != "sudo -n -u prosody prosodyctl" || c.XMPPAccountsTimeout != 3*time.Second || accountProvisioner(c) == nil {
+				t.Errorf("config %+v", c)
+			}
+		}},
+		{name: "ErrAccountsKind", env: with("IOTGATE_XMPP_ACCOUNTS", "openfire"), wantSetting: "IOTGATE_XMPP_ACCOUNTS"},
+		{name: "ErrAccountsEjabberdNoURL", env: with("IOTGATE_XMPP_ACCOUNTS", "ejabberd"), wantSetting: "IOTGATE_EJABBERD_API_URL"},
+		{name: "ErrAccountsEjabberdURLCredentials", env: with("IOTGATE_XMPP_ACCOUNTS", "ejabberd", "IOTGATE_EJABBERD_API_URL", "http://a:b@127.0.0.1/api"), wantSetting: "IOTGATE_EJABBERD_API_URL"},
+		{name: "ErrAccountsEjabberdUserNoPassword", env: with("IOTGATE_XMPP_ACCOUNTS", "ejabberd", "IOTGATE_EJABBERD_API_URL", "http://127.0.0.1/api", "IOTGATE_EJABBERD_API_USER", "admin@example.com"), wantSetting: "IOTGATE_EJABBERD_API_PASSWORD"},
+		{name: "ErrAccountsEjabberdTokenAndUser", env: with("IOTGATE_XMPP_ACCOUNTS", "ejabberd", "IOTGATE_EJABBERD_API_URL", "http://127.0.0.1/api", "IOTGATE_EJABBERD_API_USER", "admin@example.com", "IOTGATE_EJABBERD_API_PASSWORD", "pw", "IOTGATE_EJABBERD_API_TOKEN", "tok"), wantSetting: "IOTGATE_EJABBERD_API_TOKEN"},
+		{name: "ErrAccountsTimeout", env: with("IOTGATE_XMPP_ACCOUNTS_TIMEOUT", "0s"), wantSetting: "IOTGATE_XMPP_ACCOUNTS_TIMEOUT"},
 		{name: "ErrAdminTokenShort", env: with("IOTGATE_ADMIN_TOKEN", "short"), wantSetting: "IOTGATE_ADMIN_TOKEN"},
 		{name: "ErrAPIRate", env: with("IOTGATE_API_RATE", "-1"), wantSetting: "IOTGATE_API_RATE"},
 		{name: "SchemaLimits", env: with("IOTGATE_SCHEMA_WRITE_RATE", "0", "IOTGATE_SCHEMA_CACHE_SIZE", "50"), check: func(t *testing.T, c Config) {
