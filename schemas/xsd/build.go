@@ -19,6 +19,7 @@ type builder struct {
 	rgroup   map[*xnode]map[string]*particle
 	ragroup  map[*xnode]map[string]*simpleType
 	steps    int
+	pos      int // last particle position given (nextPos)
 }
 
 var errTooComplex = errors.New("schema too complex to build its JSON rendering model")
@@ -266,13 +267,21 @@ func (b *builder) element(n *xnode) *element {
 		if g := b.elems[q]; ok && g != nil {
 			e = b.element(g)
 		} else {
-			e = &element{name: q.local}
+			e = &element{name: q.local, ns: q.ns}
 		}
 		b.relem[n] = e
 		return e
 	}
 	name, _ := n.attr("name")
 	e := &element{name: name, nillable: isTrue(n.attr("nillable"))}
+	if n.doc != nil {
+		form, _ := n.attr("form")
+		switch form = strings.TrimSpace(form); {
+		case b.elems[qname{n.doc.tns, name}] == n, form == "qualified",
+			form == "" && n.doc.qualified:
+			e.ns = n.doc.tns // global, or a qualified local
+		}
+	}
 	b.relem[n] = e // before resolving the type: types may be recursive
 	if t, ok := n.attr("type"); ok {
 		e.simple, e.complex = b.typeByName(n, t)

@@ -1,6 +1,7 @@
 package xsd
 
 import (
+	"slices"
 	"strings"
 )
 
@@ -19,26 +20,37 @@ func (ct *complexType) takeWildcard() {
 
 // seqMerge adds src to dst as particles that follow each other: a name
 // in both may occur in both places, so it repeats.
-func seqMerge(dst, src map[string]*particle) {
-	for name, p := range src {
-		if q, ok := dst[name]; ok {
-			q.rep = true
-		} else {
-			dst[name] = &particle{el: p.el, rep: p.rep}
-		}
-	}
-}
+func (b *builder) seqMerge(dst, src map[string]*particle) { b.merge(dst, src, false) }
 
 // choiceMerge adds src to dst as alternatives: a name in both still
 // occurs once, unless either alternative repeats it.
-func choiceMerge(dst, src map[string]*particle) {
+func (b *builder) choiceMerge(dst, src map[string]*particle) { b.merge(dst, src, true) }
+
+// merge adds src to dst. The names new to dst are numbered after those
+// already there, in src's order: positions stay relative to the content
+// model being built, even for a named group resolved once for another
+// type.
+func (b *builder) merge(dst, src map[string]*particle, choice bool) {
+	var added []*particle
 	for name, p := range src {
 		if q, ok := dst[name]; ok {
-			q.rep = q.rep || p.rep
+			q.rep = q.rep || p.rep || !choice
 		} else {
-			dst[name] = &particle{el: p.el, rep: p.rep}
+			np := &particle{el: p.el, rep: p.rep, pos: p.pos}
+			dst[name] = np
+			added = append(added, np)
 		}
 	}
+	slices.SortFunc(added, func(x, y *particle) int { return x.pos - y.pos })
+	for _, p := range added {
+		p.pos = b.nextPos()
+	}
+}
+
+// nextPos numbers the particles in the order content models mention them.
+func (b *builder) nextPos() int {
+	b.pos++
+	return b.pos
 }
 
 // content returns the elements a particle allows, each marked rep if it
@@ -54,7 +66,7 @@ func (b *builder) content(n *xnode) map[string]*particle {
 	case "element":
 		el := b.element(n)
 		if el.name != "" {
-			out[el.name] = &particle{el: el}
+			out[el.name] = &particle{el: el, pos: b.nextPos()}
 		}
 		if ref, ok := n.attr("ref"); ok {
 			if q, ok := n.qname(ref); ok {
@@ -63,17 +75,17 @@ func (b *builder) content(n *xnode) map[string]*particle {
 		}
 	case "sequence", "all":
 		for _, k := range n.kids {
-			seqMerge(out, b.content(k))
+			b.seqMerge(out, b.content(k))
 		}
 	case "choice":
 		for _, k := range n.kids {
-			choiceMerge(out, b.content(k))
+			b.choiceMerge(out, b.content(k))
 		}
 	case "group":
 		if ref, ok := n.attr("ref"); ok {
 			if q, ok := n.qname(ref); ok {
 				if g := b.groups[q]; g != nil {
-					seqMerge(out, b.group(g))
+					b.seqMerge(out, b.group(g))
 				}
 			}
 		}
@@ -99,7 +111,7 @@ func (b *builder) group(g *xnode) map[string]*particle {
 	for _, k := range g.kids {
 		switch k.local {
 		case "sequence", "choice", "all":
-			seqMerge(m, b.content(k))
+			b.seqMerge(m, b.content(k))
 		}
 	}
 	return m
@@ -115,7 +127,7 @@ func (b *builder) addMembers(out map[string]*particle, head qname, seen map[qnam
 		seen[mq] = true
 		el := b.element(b.elems[mq])
 		if _, ok := out[el.name]; !ok && el.name != "" {
-			out[el.name] = &particle{el: el}
+			out[el.name] = &particle{el: el, pos: b.nextPos()}
 		}
 		b.addMembers(out, mq, seen)
 	}
@@ -187,4 +199,13 @@ func (b *builder) attributeDecl(n *xnode) (string, *simpleType) {
 		t = b.simple(k)
 	}
 	return name, t
+}
+
+// setOrder sets ct.order from its particles' positions.
+func (ct *complexType) setOrder() {
+	ct.order = make([]string, 0, len(ct.kids))
+	for name := range ct.kids {
+		ct.order = append(ct.order, name)
+	}
+	slices.SortFunc(ct.order, func(x, y string) int { return ct.kids[x].pos - ct.kids[y].pos })
 }

@@ -104,13 +104,14 @@ func (b *builder) complex(n *xnode) *complexType {
 				mixed = true
 			}
 		case "sequence", "choice", "all", "group":
-			seqMerge(ct.kids, b.content(k))
+			b.seqMerge(ct.kids, b.content(k))
 		case "attribute", "attributeGroup", "anyAttribute":
 			b.attribute(ct, k)
 		}
 	}
 	ct.mixed = mixed
 	ct.takeWildcard()
+	ct.setOrder()
 	return ct
 }
 
@@ -176,7 +177,7 @@ func (b *builder) complexContent(ct *complexType, n *xnode) (baseMixed bool) {
 			// base's content followed by its own (a sequence of the two).
 			if d.local == "extension" {
 				for name, p := range c.kids {
-					ct.kids[name] = &particle{el: p.el, rep: p.rep}
+					ct.kids[name] = &particle{el: p.el, rep: p.rep, pos: p.pos}
 				}
 				if c.wild {
 					ct.kids[wildKey] = &particle{rep: c.wildRep}
@@ -188,7 +189,7 @@ func (b *builder) complexContent(ct *complexType, n *xnode) (baseMixed bool) {
 	for _, k := range d.kids {
 		switch k.local {
 		case "sequence", "choice", "all", "group":
-			seqMerge(ct.kids, b.content(k))
+			b.seqMerge(ct.kids, b.content(k))
 		default:
 			b.attribute(ct, k)
 		}

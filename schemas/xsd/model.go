@@ -59,18 +59,23 @@ type complexType struct {
 	kids    map[string]*particle   // child elements by local name
 	wild    bool                   // an xs:any allows other elements
 	wildRep bool                   // ... more than once
+	// order is the local names of kids in the order the content model
+	// first mentions them: the order Build writes child elements in.
+	order []string
 }
 
 // particle is a child element as its parent's content model allows it.
 type particle struct {
 	el  *element
 	rep bool // may occur more than once: rendered as an array, always
+	pos int  // where the content model first mentions it (see complexType.order)
 }
 
 // element is a resolved element declaration. Both types nil means anyType:
 // the element renders untyped.
 type element struct {
 	name     string
+	ns       string // namespace of its name: "" for an unqualified local element
 	simple   *simpleType
 	complex  *complexType
 	nillable bool
