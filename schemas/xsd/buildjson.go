@@ -361,7 +361,7 @@ func (b *jbuilder) complex(el *element, v any, path string, depth int) error {
 		}
 	}
 	for _, k := range keys {
-		if k[0] == '@' || k == "#text" || ct.kids[k] != nil {
+		if k != "" && k[0] == '@' || k == "#text" || ct.kids[k] != nil {
 			continue
 		}
 		kp := path + "." + k

@@ -178,3 +178,98 @@ func TestBuildRefusals(t *testing.T) {
 		})
 	}
 }
+
+// FuzzBuild builds documents of render.xsd's doc (and of the element
+// Build picks) from fuzzed JSON: whatever builds and validates must render
+// back to the JSON it was built from. Run it for a while with
+// go test ./schemas/xsd -run '^$' -fuzz FuzzBuild -fuzztime 60s
+func FuzzBuild(f *testing.F) {
+	rs, err := Compile(readFile(f, "render/render.xsd"), CompileOptions{Imports: registry(f)})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(rs.Free)
+	for _, tc := range roundTripDocs(f) {
+		if m, err := tc.s.Render([]byte(tc.doc)); err == nil {
+			b, _ := json.Marshal(m)
+			f.Add(string(b))
+		}
+	}
+	f.Add(`{"str":"a\r\nb","tok":"x y","temp":{"#text":1,"@unit":"C"},"text":{"#text":"","em":["a"]}}`)
+	f.Add(`{"#text":3.25}`)
+	f.Fuzz(func(t *testing.T, data string) {
+		for _, el := range []string{"doc", ""} {
+			doc, err := rs.Build(el, []byte(data), BuildLimits{MaxBytes: 64 << 10})
+			if err != nil {
+				if !IsMappingError(err) {
+					t.Fatalf("Build: %v (%T), want a *MappingError", err, err)
+				}
+				continue
+			}
+			if rs.Validate(doc, Limits{}) != nil {
+				continue
+			}
+			got, err := rs.Render(doc)
+			if err != nil {
+				t.Fatalf("Render(%s): %v", doc, err)
+			}
+			want := decodeJSON(t, data)
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("Render(Build(%s)) = %v\nbuilt %s", data, got, doc)
+			}
+		}
+	})
+}
+
+// FuzzRenderBuild renders valid fuzzed documents, builds them back and
+// checks the round trip: render -> build -> render gives the same JSON
+// whenever the built document is valid.
+func FuzzRenderBuild(f *testing.F) {
+	rs, err := Compile(readFile(f, "render/render.xsd"), CompileOptions{Imports: registry(f)})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(rs.Free)
+	for _, tc := range roundTripDocs(f) {
+		if tc.s.TargetNamespace() == rs.TargetNamespace() {
+			f.Add([]byte(tc.doc))
+		}
+	}
+	f.Fuzz(func(t *testing.T, doc []byte) {
+		if rs.Validate(doc, Limits{}) != nil {
+			return
+		}
+		x, err := rs.Render(doc)
+		if err != nil {
+			return // encoding/xml refuses some documents libxml2 accepts
+		}
+		data, err := json.Marshal(x)
+		if err != nil {
+			t.Fatal(err)
+		}
+		built, err := rs.Build(rootName(t, doc), data, BuildLimits{})
+		if err != nil {
+			if !IsMappingError(err) {
+				t.Fatalf("Build: %v (%T), want a *MappingError", err, err)
+			}
+			return
+		}
+		if rs.Validate(built, Limits{}) != nil {
+			return // see Build: what validation alone catches
+		}
+		if got := mustRender(t, rs, built); !reflect.DeepEqual(got, x) {
+			t.Fatalf("Render(Build(Render(%s))) = %v, want %v\nbuilt %s", doc, got, x, built)
+		}
+	})
+}
+
+func decodeJSON(t *testing.T, s string) map[string]any {
+	t.Helper()
+	d := json.NewDecoder(strings.NewReader(s))
+	d.UseNumber()
+	var m map[string]any
+	if err := d.Decode(&m); err != nil {
+		t.Fatalf("decode %s: %v", s, err)
+	}
+	return m
+}
