@@ -185,6 +185,20 @@ func (p payloadSchema) ValidateAndRender(payload []byte) (json.RawMessage, error
 	return data, nil
 }
 
+// BuildCommand builds a command's XML from its JSON data (see
+// iotgate.CommandBuilder), bounded by the payload limits: the JSON read and
+// the XML written are at most the payload size limit, nested at most its
+// depth. Errors: those of iotgate.CommandBuilder; unavailable once freed.
+func (p payloadSchema) BuildCommand(element string, data []byte) ([]byte, error) {
+	doc, err := p.s.Build(element, data, xsd.BuildLimits{MaxBytes: p.lim.MaxBytes, MaxDepth: p.lim.MaxDepth})
+	if err != nil {
+		return nil, fromXSD(err, iotgate.EUnprocessable)
+	}
+	return doc, nil
+}
+
+var _ iotgate.CommandBuilder = payloadSchema{}
+
 // Validate validates a payload element without rendering it: a command's
 // payload is checked before it is sent, and nobody reads its rendering.
 // Errors: those of ValidateAndRender.
