@@ -28,11 +28,13 @@ func (b *builder) simple(n *xnode) *simpleType {
 			}
 			*st = *base
 			applyWhiteSpace(st, k)
+			applyFacets(st, k)
 			if k.child("pattern") != nil {
 				st.pattern, st.checks = true, add(st.checks, 1)
 			}
 		case "list":
 			*st = *strCollapse
+			st.enum = nil
 			st.checks = b.patternChecks(k, "itemType") // per item
 			st.pattern = st.checks > 0
 		case "union":
@@ -195,4 +197,31 @@ func (b *builder) complexContent(ct *complexType, n *xnode) (baseMixed bool) {
 		}
 	}
 	return baseMixed
+}
+
+// applyFacets records a restriction's enumeration and bounds facets for
+// the JSON Schema: an enumeration replaces the base's, bounds tighten it.
+func applyFacets(st *simpleType, restriction *xnode) {
+	var enum []string
+	for _, k := range restriction.kids {
+		v, ok := k.attr("value")
+		if !ok {
+			continue
+		}
+		switch k.local {
+		case "enumeration":
+			enum = append(enum, v)
+		case "minInclusive":
+			st.minIncl = v
+		case "maxInclusive":
+			st.maxIncl = v
+		case "minExclusive":
+			st.minExcl = v
+		case "maxExclusive":
+			st.maxExcl = v
+		}
+	}
+	if enum != nil {
+		st.enum = enum
+	}
 }

@@ -49,6 +49,14 @@ type simpleType struct {
 	// against: libxml2 matches one per derivation step that has some,
 	// and tries every member of a union (capped at maxCount).
 	checks int
+	// What the JSON Schema of the type says (jsonschema.go): the
+	// enumeration of the nearest restriction that has one (lexical
+	// values), the bounds facets, and whether INF, -INF and NaN (which
+	// render as strings) are values.
+	enum             []string
+	minIncl, maxIncl string
+	minExcl, maxExcl string
+	float            bool
 }
 
 // complexType is what rendering needs of an XSD complex type.
@@ -107,13 +115,16 @@ var (
 	strReplace  = &simpleType{kind: kindString, ws: wsReplace}
 	strCollapse = &simpleType{kind: kindString, ws: wsCollapse}
 	numberType  = &simpleType{kind: kindNumber, ws: wsCollapse}
+	floatType   = &simpleType{kind: kindNumber, ws: wsCollapse, float: true}
 	boolType    = &simpleType{kind: kindBool, ws: wsCollapse}
 )
 
 // builtin maps an XSD built-in simple type to its rendering type.
 func builtin(local string) *simpleType {
 	switch local {
-	case "decimal", "float", "double", "integer", "nonPositiveInteger", "negativeInteger",
+	case "float", "double":
+		return floatType
+	case "decimal", "integer", "nonPositiveInteger", "negativeInteger",
 		"long", "int", "short", "byte", "nonNegativeInteger", "unsignedLong", "unsignedInt",
 		"unsignedShort", "unsignedByte", "positiveInteger":
 		return numberType
