@@ -169,6 +169,25 @@ func (r *Registry) compileStored(ctx context.Context, ref Ref) (_ *xsd.Schema, _
 	return cs, s.CreatedAt, false, nil
 }
 
+// JSONSchema returns the JSON Schema (draft 2020-12) of one version of a
+// schema, generated from its XSD (see xsd.Schema.JSONSchema); version 0
+// means the latest. Errors: not_found, unavailable.
+func (r *Registry) JSONSchema(ctx context.Context, name string, version int) (json.RawMessage, error) {
+	ps, v, err := r.Compiled(ctx, name, version)
+	if err != nil {
+		return nil, err
+	}
+	p, ok := ps.(payloadSchema)
+	if !ok {
+		return nil, iotgate.Errorf(iotgate.EInternal, "schema %s version %d: no XSD behind it", name, v)
+	}
+	out, err := p.s.JSONSchema()
+	if err != nil {
+		return nil, fromXSD(err, iotgate.EUnprocessable)
+	}
+	return out, nil
+}
+
 // payloadSchema adapts a compiled XSD to what devices need.
 type payloadSchema struct {
 	s   *xsd.Schema

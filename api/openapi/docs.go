@@ -862,7 +862,7 @@ const docTemplate = `{
                         "BearerAuth": []
                     }
                 ],
-                "description": "Validates the payload against the device's schema (422 with the validator's reason; nothing is sent), stores the command and sends it as an IQ to the given resource, or to the device's highest-priority available one.\nmode sync (default) waits up to timeout_ms for the outcome: 200 with the device's response; 502 (code xmpp_error) when the device answered with an IQ error; 504 (code timeout) when it did not answer in time (a late answer is still recorded on the command); 409 (code device_offline) at once when the device has no available resource or its server bounced the IQ; 503 (code xmpp_unavailable) when iotgate's XMPP stream is down or drops.\nmode async answers 202 at once (or 409/503 as above); follow Location. mode queue answers 202 and, while the device is offline, keeps the command until it comes online (then delivers queued commands in order) or until expires_in_ms passes (status expired).\nEvery error answer about a command that was stored carries the command in details. With an Idempotency-Key header, a retry with the same key and the same body within 24 hours returns the first command (header Idempotent-Replayed: true) instead of sending another; the same key with another body is 422 (code idempotency_key_reused). A key is the token's, for this device: the same key from another token, or to another device, is another key (a token never finds, blocks or learns of another's commands by key). A command refused before it was sent (409, 503) does not hold its key.",
+                "description": "The command is payload (XML) or data (JSON, with element naming the root element, optional when the data fits one global element only): iotgate builds the XML from data by the device's schema, the exact inverse of a reading's rendering; data with no XML form in the schema is 422 with code json_not_mappable and details {path, reason} naming the key, json_element_ambiguous or json_element_unknown.\nValidates the payload against the device's schema (422 with the validator's reason; nothing is sent), stores the command and sends it as an IQ to the given resource, or to the device's highest-priority available one.\nmode sync (default) waits up to timeout_ms for the outcome: 200 with the device's response; 502 (code xmpp_error) when the device answered with an IQ error; 504 (code timeout) when it did not answer in time (a late answer is still recorded on the command); 409 (code device_offline) at once when the device has no available resource or its server bounced the IQ; 503 (code xmpp_unavailable) when iotgate's XMPP stream is down or drops.\nmode async answers 202 at once (or 409/503 as above); follow Location. mode queue answers 202 and, while the device is offline, keeps the command until it comes online (then delivers queued commands in order) or until expires_in_ms passes (status expired).\nEvery error answer about a command that was stored carries the command in details. With an Idempotency-Key header, a retry with the same key and the same body within 24 hours returns the first command (header Idempotent-Replayed: true) instead of sending another; the same key with another body is 422 (code idempotency_key_reused). A key is the token's, for this device: the same key from another token, or to another device, is another key (a token never finds, blocks or learns of another's commands by key). A command refused before it was sent (409, 503) does not hold its key.",
                 "consumes": [
                     "application/json"
                 ],
@@ -993,7 +993,7 @@ const docTemplate = `{
                         }
                     },
                     "422": {
-                        "description": "The payload is not valid against the device's schema (code unprocessable); it contains an XML comment, a processing instruction or a DOCTYPE, which XMPP does not allow on the stream (codes comment_forbidden, processing_instruction_forbidden, doctype_forbidden); or the Idempotency-Key was used for another request (code idempotency_key_reused)",
+                        "description": "The payload is not valid against the device's schema (code unprocessable); data has no XML form in it (codes json_not_mappable, json_element_ambiguous, json_element_unknown; details: iotgate.MappingIssue); it contains an XML comment, a processing instruction or a DOCTYPE, which XMPP does not allow on the stream (codes comment_forbidden, processing_instruction_forbidden, doctype_forbidden); or the Idempotency-Key was used for another request (code idempotency_key_reused)",
                         "schema": {
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
@@ -2158,6 +2158,98 @@ const docTemplate = `{
                 }
             }
         },
+        "/v1/schemas/{name}/versions/{version}/json-schema": {
+            "get": {
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "Returns a JSON Schema (draft 2020-12) generated from the XSD of one version of the named schema: one $defs entry per global element (by its local name) describing the JSON of a document with that root, which is both a reading's data and a command's data (the same shape both ways). Types come from the XSD's simple types (number, boolean, string; enumerations as enum; numeric bounds as minimum/maximum); xs:pattern is not translated; additionalProperties is false where the XSD content is closed. See docs/commands.md for the mapping.",
+                "produces": [
+                    "application/json"
+                ],
+                "tags": [
+                    "schemas"
+                ],
+                "summary": "Get a schema version's JSON Schema",
+                "parameters": [
+                    {
+                        "type": "string",
+                        "example": "thermostat",
+                        "description": "Schema name",
+                        "name": "name",
+                        "in": "path",
+                        "required": true
+                    },
+                    {
+                        "minimum": 1,
+                        "type": "integer",
+                        "example": 2,
+                        "description": "Version",
+                        "name": "version",
+                        "in": "path",
+                        "required": true
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The JSON Schema (application/schema+json)",
+                        "schema": {
+                            "type": "object"
+                        }
+                    },
+                    "400": {
+                        "description": "Version is not a positive integer",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "401": {
+                        "description": "Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "403": {
+                        "description": "The token lacks the route's scope (code forbidden)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "404": {
+                        "description": "No such schema or version",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "429": {
+                        "description": "The token's request rate is exceeded (code rate_limited)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        },
+                        "headers": {
+                            "Retry-After": {
+                                "type": "integer",
+                                "description": "Seconds to wait before retrying"
+                            }
+                        }
+                    },
+                    "500": {
+                        "description": "Internal Server Error",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "503": {
+                        "description": "Service Unavailable",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    }
+                }
+            }
+        },
         "/v1/schemas/{name}/versions/{version}/xsd": {
             "get": {
                 "security": [
@@ -3065,60 +3157,7 @@ const docTemplate = `{
             }
         },
         "api.CreateCommandRequest": {
-            "type": "object",
-            "required": [
-                "payload"
-            ],
-            "properties": {
-                "expires_in_ms": {
-                    "description": "ExpiresInMS bounds how long a queued command waits (mode queue\nonly).",
-                    "type": "integer",
-                    "default": 3600000,
-                    "maximum": 604800000,
-                    "minimum": 1,
-                    "example": 3600000
-                },
-                "mode": {
-                    "description": "Mode: sync waits for the outcome; async answers 202 at once; queue\nalso answers 202 and, if the device is offline, keeps the command\nuntil it comes online or expires_in_ms passes.",
-                    "type": "string",
-                    "default": "sync",
-                    "enum": [
-                        "sync",
-                        "async",
-                        "queue"
-                    ],
-                    "example": "sync"
-                },
-                "payload": {
-                    "description": "Payload is the IQ's child element, one XML element that must be\nvalid against the device's schema, without comments, processing\ninstructions or a DOCTYPE. It is sent re-serialized (namespaces\ndeclared, text escaped), not byte for byte.",
-                    "type": "string",
-                    "example": "\u003cset xmlns='urn:example:thermostat'\u003e\u003ctarget\u003e21.5\u003c/target\u003e\u003c/set\u003e"
-                },
-                "resource": {
-                    "description": "Resource sends to that instance of the device (the part after the\n'/' of its full JID); absent means the highest-priority available\none.",
-                    "type": "string",
-                    "maxLength": 1023,
-                    "example": "kitchen"
-                },
-                "timeout_ms": {
-                    "description": "TimeoutMS is how long to wait for the device's answer.",
-                    "type": "integer",
-                    "default": 10000,
-                    "maximum": 300000,
-                    "minimum": 1,
-                    "example": 10000
-                },
-                "type": {
-                    "description": "Type is the IQ type.",
-                    "type": "string",
-                    "default": "set",
-                    "enum": [
-                        "set",
-                        "get"
-                    ],
-                    "example": "set"
-                }
-            }
+            "type": "object"
         },
         "api.CreateDeviceRequest": {
             "type": "object",
