@@ -86,7 +86,7 @@ type CreateCommandRequest struct {
 	// "@name" attributes, "#text" simple content, arrays for elements that
 	// may repeat), then validates it. See docs/commands.md and the JSON
 	// Schema of the device's schema version.
-	Data json.RawMessage `json:"data,omitempty" swaggertype:"object" example:"{\"target\":21.5}"`
+	Data json.RawMessage `json:"data,omitempty" swaggertype:"object"`
 	// Element is the local name of the command's root element, a global
 	// element of the schema; absent, iotgate picks the one the data fits
 	// (422 json_element_ambiguous naming the candidates if none or

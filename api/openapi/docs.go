@@ -3157,7 +3157,67 @@ const docTemplate = `{
             }
         },
         "api.CreateCommandRequest": {
-            "type": "object"
+            "type": "object",
+            "properties": {
+                "data": {
+                    "description": "Data is the command as JSON, the alternative to payload: iotgate\nbuilds the XML from the device's schema, the exact inverse of a\nreading's rendering (keys are child elements in schema order,\n\"@name\" attributes, \"#text\" simple content, arrays for elements that\nmay repeat), then validates it. See docs/commands.md and the JSON\nSchema of the device's schema version.",
+                    "type": "object"
+                },
+                "element": {
+                    "description": "Element is the local name of the command's root element, a global\nelement of the schema; absent, iotgate picks the one the data fits\n(422 json_element_ambiguous naming the candidates if none or\nseveral do). With data only.",
+                    "type": "string",
+                    "maxLength": 255,
+                    "example": "set"
+                },
+                "expires_in_ms": {
+                    "description": "ExpiresInMS bounds how long a queued command waits (mode queue\nonly).",
+                    "type": "integer",
+                    "default": 3600000,
+                    "maximum": 604800000,
+                    "minimum": 1,
+                    "example": 3600000
+                },
+                "mode": {
+                    "description": "Mode: sync waits for the outcome; async answers 202 at once; queue\nalso answers 202 and, if the device is offline, keeps the command\nuntil it comes online or expires_in_ms passes.",
+                    "type": "string",
+                    "default": "sync",
+                    "enum": [
+                        "sync",
+                        "async",
+                        "queue"
+                    ],
+                    "example": "sync"
+                },
+                "payload": {
+                    "description": "Payload is the IQ's child element, one XML element that must be\nvalid against the device's schema, without comments, processing\ninstructions or a DOCTYPE. It is sent re-serialized (namespaces\ndeclared, text escaped), not byte for byte. Send payload or data.",
+                    "type": "string",
+                    "example": "\u003cset xmlns='urn:example:thermostat'\u003e\u003ctarget\u003e21.5\u003c/target\u003e\u003c/set\u003e"
+                },
+                "resource": {
+                    "description": "Resource sends to that instance of the device (the part after the\n'/' of its full JID); absent means the highest-priority available\none.",
+                    "type": "string",
+                    "maxLength": 1023,
+                    "example": "kitchen"
+                },
+                "timeout_ms": {
+                    "description": "TimeoutMS is how long to wait for the device's answer.",
+                    "type": "integer",
+                    "default": 10000,
+                    "maximum": 300000,
+                    "minimum": 1,
+                    "example": 10000
+                },
+                "type": {
+                    "description": "Type is the IQ type.",
+                    "type": "string",
+                    "default": "set",
+                    "enum": [
+                        "set",
+                        "get"
+                    ],
+                    "example": "set"
+                }
+            }
         },
         "api.CreateDeviceRequest": {
             "type": "object",
