@@ -432,6 +432,12 @@ func (b *jbuilder) lexical(t *simpleType, v any, path string) (string, error) {
 		return strconv.FormatBool(x), nil
 	case string:
 		s = x
+		// Render gives a string for a number only for INF, -INF, NaN and
+		// numbers too large for PostgreSQL, and never for a valid boolean:
+		// any other string is the wrong type.
+		if t.kind == kindBool || t.kind == kindNumber && !numberString(s) {
+			return "", b.fail(path, "expected "+kindName(t.kind)+", not a string")
+		}
 	default:
 		return "", b.fail(path, "expected "+kindName(t.kind)+", not "+jsonTypeName(v))
 	}
@@ -519,4 +525,14 @@ func appendEscaped(dst []byte, s string, attr bool) []byte {
 		}
 	}
 	return dst
+}
+
+// numberString reports whether s, a string for a numeric type, may be a
+// valid value Render gives as a string: INF, -INF, NaN or digits.
+func numberString(s string) bool {
+	switch s {
+	case "INF", "-INF", "NaN", "+INF":
+		return true
+	}
+	return s != "" && strings.Trim(s, "0123456789+-.eE") == ""
 }

@@ -144,6 +144,8 @@ func TestBuildRefusals(t *testing.T) {
 		{"UnknownKey", "set", `{"target":20,"colour":"red"}`, thermo, BuildLimits{}, DetailNotMappable, "data.colour"},
 		{"UnknownAttribute", "set", `{"@x":"1"}`, thermo, BuildLimits{}, DetailNotMappable, "data.@x"},
 		{"WrongTypeNumber", "set", `{"target":"20"}`, thermo, BuildLimits{}, DetailNotMappable, "data.target"},
+		{"WrongTypeWord", "set", `{"target":"warm"}`, thermo, BuildLimits{}, DetailNotMappable, "data.target"},
+		{"WrongTypeBoolString", "reading", `{"battery":"yes"}`, thermo, BuildLimits{}, DetailNotMappable, "data.battery"},
 		{"WrongTypeString", "set", `{"mode":1}`, thermo, BuildLimits{}, DetailNotMappable, "data.mode"},
 		{"WrongTypeObject", "set", `{"target":{"a":1}}`, thermo, BuildLimits{}, DetailNotMappable, "data.target"},
 		{"ArrayNotRepeated", "set", `{"target":[20]}`, thermo, BuildLimits{}, DetailNotMappable, "data.target"},
