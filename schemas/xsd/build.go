@@ -20,6 +20,7 @@ type builder struct {
 	ragroup  map[*xnode]map[string]*simpleType
 	steps    int
 	pos      int // last particle position given (nextPos)
+	seqs     int // last repeated sequence numbered (particle.seq)
 }
 
 var errTooComplex = errors.New("schema too complex to build its JSON rendering model")

@@ -36,7 +36,7 @@ func (b *builder) merge(dst, src map[string]*particle, choice bool) {
 		if q, ok := dst[name]; ok {
 			q.rep = q.rep || p.rep || !choice
 		} else {
-			np := &particle{el: p.el, rep: p.rep, pos: p.pos}
+			np := &particle{el: p.el, rep: p.rep, pos: p.pos, seq: p.seq}
 			dst[name] = np
 			added = append(added, np)
 		}
@@ -62,6 +62,7 @@ func (b *builder) content(n *xnode) map[string]*particle {
 	if !b.step() {
 		return out
 	}
+	seqLike := false // a group ref whose group is a sequence
 	switch n.local {
 	case "element":
 		el := b.element(n)
@@ -86,6 +87,7 @@ func (b *builder) content(n *xnode) map[string]*particle {
 			if q, ok := n.qname(ref); ok {
 				if g := b.groups[q]; g != nil {
 					b.seqMerge(out, b.group(g))
+					seqLike = g.child("sequence") != nil
 				}
 			}
 		}
@@ -93,8 +95,16 @@ func (b *builder) content(n *xnode) map[string]*particle {
 		out[wildKey] = &particle{}
 	}
 	if repeats(n) {
+		seq := 0
+		if (seqLike || n.local == "sequence") && len(out) > 1 {
+			b.seqs++
+			seq = b.seqs
+		}
 		for _, p := range out {
 			p.rep = true
+			if seq != 0 {
+				p.seq = seq
+			}
 		}
 	}
 	return out

@@ -350,15 +350,21 @@ func (b *jbuilder) complex(el *element, v any, path string, depth int) error {
 	case hasText:
 		return b.fail(path+".#text", "element "+el.name+" has no text content")
 	}
-	// Child elements: the content model's order, then wildcard ones.
-	for _, k := range ct.order {
-		v, ok := obj[k]
-		if !ok {
-			continue
+	// Child elements: the content model's order, then wildcard ones. The
+	// members of a repeated sequence present together are interleaved:
+	// their first items, then their second items...
+	for i := 0; i < len(ct.order); {
+		k := ct.order[i]
+		j := i + 1
+		if seq := ct.kids[k].seq; seq != 0 {
+			for j < len(ct.order) && ct.kids[ct.order[j]].seq == seq {
+				j++
+			}
 		}
-		if err := b.child(el, ct.kids[k], k, v, path, depth); err != nil {
+		if err := b.children(el, ct, ct.order[i:j], obj, path, depth); err != nil {
 			return err
 		}
+		i = j
 	}
 	for _, k := range keys {
 		if k != "" && k[0] == '@' || k == "#text" || ct.kids[k] != nil {
@@ -377,29 +383,79 @@ func (b *jbuilder) complex(el *element, v any, path string, depth int) error {
 	return nil
 }
 
+// children writes the occurrences of child elements names of parent
+// (one, or the members of a repeated sequence: interleaved).
+func (b *jbuilder) children(parent *element, ct *complexType, names []string, obj map[string]any, path string, depth int) error {
+	items := make([][]any, len(names))
+	most := 0
+	for n, k := range names {
+		v, ok := obj[k]
+		if !ok {
+			continue
+		}
+		its, err := b.occurrences(ct.kids[k], k, v, path)
+		if err != nil {
+			return err
+		}
+		items[n] = its
+		most = max(most, len(its))
+	}
+	for i := range most {
+		for n, k := range names {
+			if i >= len(items[n]) {
+				continue
+			}
+			kp := path + "." + k
+			if ct.kids[k].rep {
+				kp += "[" + strconv.Itoa(i) + "]"
+			}
+			if err := b.element(ct.kids[k].el, parent.ns, items[n][i], kp, depth+1); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // child writes the occurrences of child element p of parent.
 func (b *jbuilder) child(parent *element, p *particle, key string, v any, path string, depth int) error {
-	kp := path + "." + key
-	arr, isArr := v.([]any)
-	switch {
-	case p.rep && !isArr:
-		return b.fail(kp, "element "+key+" may repeat: its value must be an array (even of one)")
-	case !p.rep && isArr:
-		return b.fail(kp, "element "+key+" occurs at most once: an array is not allowed")
-	case !p.rep:
-		return b.element(p.el, parent.ns, v, kp, depth+1)
-	case len(arr) == 0:
-		return b.fail(kp, "an empty array has no XML form: leave the key out")
+	items, err := b.occurrences(p, key, v, path)
+	if err != nil {
+		return err
 	}
-	for i, item := range arr {
-		if _, nested := item.([]any); nested {
-			return b.fail(kp+"["+strconv.Itoa(i)+"]", "arrays of arrays have no XML form")
+	for i, item := range items {
+		kp := path + "." + key
+		if p.rep {
+			kp += "[" + strconv.Itoa(i) + "]"
 		}
-		if err := b.element(p.el, parent.ns, item, kp+"["+strconv.Itoa(i)+"]", depth+1); err != nil {
+		if err := b.element(p.el, parent.ns, item, kp, depth+1); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// occurrences returns the values of child element p's occurrences: the
+// items of an array if it may repeat, else the value itself.
+func (b *jbuilder) occurrences(p *particle, key string, v any, path string) ([]any, error) {
+	kp := path + "." + key
+	arr, isArr := v.([]any)
+	switch {
+	case p.rep && !isArr:
+		return nil, b.fail(kp, "element "+key+" may repeat: its value must be an array (even of one)")
+	case !p.rep && isArr:
+		return nil, b.fail(kp, "element "+key+" occurs at most once: an array is not allowed")
+	case !p.rep:
+		return []any{v}, nil
+	case len(arr) == 0:
+		return nil, b.fail(kp, "an empty array has no XML form: leave the key out")
+	}
+	for i, item := range arr {
+		if _, nested := item.([]any); nested {
+			return nil, b.fail(kp+"["+strconv.Itoa(i)+"]", "arrays of arrays have no XML form")
+		}
+	}
+	return arr, nil
 }
 
 // text writes v as text of simple type t.

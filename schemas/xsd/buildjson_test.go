@@ -65,6 +65,9 @@ func roundTripDocs(t testing.TB) []struct {
 		{"ThermostatGet", thermo, string(readFile(t, "thermostat/ok-get.xml"))},
 		{"ThermostatSetMode", thermo, string(readFile(t, "thermostat/ok-set-mode.xml"))},
 		{"ThermostatSetTarget", thermo, string(readFile(t, "thermostat/ok-set-target.xml"))},
+		{"MultisensorReport", multi, string(readFile(t, "multisensor/ok-report.xml"))},
+		{"RepeatingChoice", rs, renderDoc + `><a>1</a><b>x</b><a>2</a></doc>`},
+		{"RepeatingGroup", rs, renderDoc + `><k>x</k><v>1</v><k>y</k><v>2.5</v></doc>`},
 		{"MultisensorReportOne", multi, string(readFile(t, "multisensor/ok-report-one.xml"))},
 		{"MultisensorReportOneSample", multi, `<report xmlns="urn:example:multisensor" node="n"><sensor id="s"><value>1</value></sensor>` +
 			`<samples sensor="s"><at>2024-05-01T11:50:00Z</at><v>1.5</v></samples></report>`},
@@ -117,6 +120,8 @@ func TestBuildXML(t *testing.T) {
 		{"Escaped", "doc", `{"str":"a<b&\"c\r"}`, `<doc xmlns="urn:test:render"><str>a&lt;b&amp;"c&#xD;</str></doc>`, rs},
 		{"Nil", "doc", `{"maybe":null}`, `<doc xmlns="urn:test:render"><maybe xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:nil="true"/></doc>`, rs},
 		{"OtherNamespace", "doc", `{"meta":{"rev":3}}`, `<doc xmlns="urn:test:render"><meta xmlns="urn:test:units"><rev>3</rev></meta></doc>`, rs},
+		{"RepeatedSequenceInterleaved", "doc", `{"k":["x","y","z"],"v":[1,2]}`,
+			`<doc xmlns="urn:test:render"><k>x</k><v>1</v><k>y</k><v>2</v><k>z</k></doc>`, rs},
 		{"RootScalar", "scalar", `{"#text":3.25}`, `<scalar xmlns="urn:test:render">3.25</scalar>`, rs},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -179,7 +179,7 @@ func (b *builder) complexContent(ct *complexType, n *xnode) (baseMixed bool) {
 			// base's content followed by its own (a sequence of the two).
 			if d.local == "extension" {
 				for name, p := range c.kids {
-					ct.kids[name] = &particle{el: p.el, rep: p.rep, pos: p.pos}
+					ct.kids[name] = &particle{el: p.el, rep: p.rep, pos: p.pos, seq: p.seq}
 				}
 				if c.wild {
 					ct.kids[wildKey] = &particle{rep: c.wildRep}

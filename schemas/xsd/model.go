@@ -77,6 +77,9 @@ type particle struct {
 	el  *element
 	rep bool // may occur more than once: rendered as an array, always
 	pos int  // where the content model first mentions it (see complexType.order)
+	// seq identifies the repeated xs:sequence it is in (0: none): Build
+	// interleaves the items of its members, as in <at/><v/><at/><v/>.
+	seq int
 }
 
 // element is a resolved element declaration. Both types nil means anyType:
