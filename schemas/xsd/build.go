@@ -17,7 +17,7 @@ type builder struct {
 	rsimple  map[*xnode]*simpleType
 	rcomplex map[*xnode]*complexType
 	rgroup   map[*xnode]map[string]*particle
-	ragroup  map[*xnode]map[string]*simpleType
+	ragroup  map[*xnode]*complexType
 	steps    int
 	pos      int // last particle position given (nextPos)
 	seqs     int // last repeated sequence numbered (particle.seq)
@@ -69,7 +69,7 @@ func buildModel(srcs []modelSource) (built, error) {
 		agroups: map[qname]*xnode{}, attrs: map[qname]*xnode{}, subst: map[qname][]qname{},
 		relem: map[*xnode]*element{}, rsimple: map[*xnode]*simpleType{},
 		rcomplex: map[*xnode]*complexType{}, rgroup: map[*xnode]map[string]*particle{},
-		ragroup: map[*xnode]map[string]*simpleType{},
+		ragroup: map[*xnode]*complexType{},
 	}
 	var globalOrder []qname
 	var typeOrder []qname

@@ -149,15 +149,16 @@ func (b *builder) attribute(ct *complexType, n *xnode) {
 	}
 	switch n.local {
 	case "attribute":
-		name, t := b.attributeDecl(n)
+		name, ns, t := b.attributeDecl(n)
 		if name == "" {
 			return
 		}
 		if use, _ := n.attr("use"); strings.TrimSpace(use) == "prohibited" {
 			delete(ct.attrs, name)
+			delete(ct.attrNS, name)
 			return
 		}
-		ct.attrs[name] = t
+		ct.setAttr(name, ns, t)
 	case "attributeGroup":
 		ref, ok := n.attr("ref")
 		if !ok {
@@ -168,38 +169,69 @@ func (b *builder) attribute(ct *complexType, n *xnode) {
 		if !ok || g == nil {
 			return
 		}
-		for name, t := range b.attrGroup(g) {
-			ct.attrs[name] = t
-		}
+		ct.copyAttrs(b.attrGroup(g))
 	}
 }
 
-func (b *builder) attrGroup(g *xnode) map[string]*simpleType {
+// attrGroup resolves an attribute group once, into the attributes of a
+// complex type of its own.
+func (b *builder) attrGroup(g *xnode) *complexType {
 	if m, ok := b.ragroup[g]; ok {
 		return m
 	}
 	tmp := newComplex()
-	b.ragroup[g] = tmp.attrs // a circular group sees a partial result
+	b.ragroup[g] = tmp // a circular group sees a partial result
 	for _, k := range g.kids {
 		b.attribute(tmp, k)
 	}
-	return tmp.attrs
+	return tmp
 }
 
-// attributeDecl returns an attribute's local name and type.
-func (b *builder) attributeDecl(n *xnode) (string, *simpleType) {
+// setAttr declares attribute name of type t, in namespace ns ("" for
+// unqualified).
+func (ct *complexType) setAttr(name, ns string, t *simpleType) {
+	ct.attrs[name] = t
+	if ns != "" {
+		if ct.attrNS == nil {
+			ct.attrNS = map[string]string{}
+		}
+		ct.attrNS[name] = ns
+	} else {
+		delete(ct.attrNS, name)
+	}
+}
+
+// copyAttrs declares the attributes of c (a base type, a group) in ct.
+func (ct *complexType) copyAttrs(c *complexType) {
+	for name, t := range c.attrs {
+		ct.setAttr(name, c.attrNS[name], t)
+	}
+}
+
+// attributeDecl returns an attribute's local name, namespace ("" when
+// unqualified) and type.
+func (b *builder) attributeDecl(n *xnode) (string, string, *simpleType) {
 	if ref, ok := n.attr("ref"); ok {
 		q, ok := n.qname(ref)
 		if !ok {
-			return "", nil
+			return "", "", nil
 		}
 		if g := b.attrs[q]; g != nil && g != n {
-			_, t := b.attributeDecl(g)
-			return q.local, t
+			_, _, t := b.attributeDecl(g)
+			return q.local, q.ns, t
 		}
-		return q.local, strPreserve
+		return q.local, q.ns, strPreserve
 	}
 	name, _ := n.attr("name")
+	ns := ""
+	if n.doc != nil {
+		form, _ := n.attr("form")
+		switch form = strings.TrimSpace(form); {
+		case b.attrs[qname{n.doc.tns, name}] == n, form == "qualified",
+			form == "" && n.doc.attrQualified:
+			ns = n.doc.tns // global, or a qualified local
+		}
+	}
 	t := strPreserve
 	if v, ok := n.attr("type"); ok {
 		if s, _ := b.typeByName(n, v); s != nil {
@@ -208,7 +240,7 @@ func (b *builder) attributeDecl(n *xnode) (string, *simpleType) {
 	} else if k := n.child("simpleType"); k != nil {
 		t = b.simple(k)
 	}
-	return name, t
+	return name, ns, t
 }
 
 // setOrder sets ct.order from its particles' positions.

@@ -291,6 +291,7 @@ func (b *jbuilder) complex(el *element, v any, path string, depth int) error {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
+	var prefixes []string
 	// Attributes first, in key order (their order does not matter).
 	for _, k := range keys {
 		name, isAttr := strings.CutPrefix(k, "@")
@@ -318,6 +319,16 @@ func (b *jbuilder) complex(el *element, v any, path string, depth int) error {
 			return b.fail(kp, "an attribute value cannot hold tabs or line breaks")
 		}
 		b.out = append(b.out, ' ')
+		if ns := ct.attrNS[name]; ns == xmlNS {
+			b.out = append(b.out, "xml:"...)
+		} else if ns != "" {
+			// A prefix of its own per qualified attribute: they are rare.
+			prefix := "a" + strconv.Itoa(len(prefixes))
+			prefixes = append(prefixes, prefix)
+			b.out = append(b.out, "xmlns:"+prefix+`="`...)
+			b.out = appendEscaped(b.out, ns, true)
+			b.out = append(b.out, `" `+prefix+":"...)
+		}
 		b.out = append(b.out, name...)
 		b.out = append(b.out, `="`...)
 		b.out = appendEscaped(b.out, lex, true)

@@ -280,3 +280,37 @@ func decodeJSON(t *testing.T, s string) map[string]any {
 	}
 	return m
 }
+
+// TestBuildNamespaces: unqualified local elements go in no namespace,
+// qualified attributes get a prefix; the documents validate and render
+// back.
+func TestBuildNamespaces(t *testing.T) {
+	const head = `<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema" targetNamespace="urn:q" `
+	const body = `><xs:element name="cmd"><xs:complexType><xs:sequence><xs:element name="x" type="xs:int"/></xs:sequence>` +
+		`<xs:attribute name="id" type="xs:int"/><xs:attribute name="note" type="xs:string" form="unqualified"/></xs:complexType></xs:element></xs:schema>`
+	for _, tc := range []struct {
+		name, xsd, want string
+	}{
+		{"UnqualifiedLocals", head + body, `<cmd xmlns="urn:q" id="7" note="n"><x xmlns="">1</x></cmd>`},
+		{"QualifiedLocals", head + `elementFormDefault="qualified" attributeFormDefault="qualified"` + body,
+			`<cmd xmlns="urn:q" xmlns:a0="urn:q" a0:id="7" note="n"><x>1</x></cmd>`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := mustCompile(t, []byte(tc.xsd), CompileOptions{})
+			data := `{"@id":7,"@note":"n","x":1}`
+			got, err := s.Build("cmd", []byte(data), BuildLimits{})
+			if err != nil {
+				t.Fatalf("Build: %v", err)
+			}
+			if string(got) != tc.want {
+				t.Errorf("Build:\n got %s\nwant %s", got, tc.want)
+			}
+			if err := s.Validate(got, Limits{}); err != nil {
+				t.Fatalf("Validate(%s): %v", got, err)
+			}
+			if back := mustRender(t, s, got); !reflect.DeepEqual(back, decodeJSON(t, data)) {
+				t.Errorf("Render(Build) = %v, want %s", back, data)
+			}
+		})
+	}
+}

@@ -141,9 +141,7 @@ func (b *builder) simpleContent(ct *complexType, n *xnode) {
 			if c.text != nil {
 				text = c.text
 			}
-			for name, a := range c.attrs {
-				ct.attrs[name] = a
-			}
+			ct.copyAttrs(c)
 		}
 	}
 	if d.local == "restriction" {
@@ -172,9 +170,7 @@ func (b *builder) complexContent(ct *complexType, n *xnode) (baseMixed bool) {
 	}
 	if v, ok := d.attr("base"); ok {
 		if _, c := b.typeByName(d, v); c != nil {
-			for name, a := range c.attrs {
-				ct.attrs[name] = a
-			}
+			ct.copyAttrs(c)
 			// A restriction restates the content; an extension is the
 			// base's content followed by its own (a sequence of the two).
 			if d.local == "extension" {

@@ -61,12 +61,16 @@ type simpleType struct {
 
 // complexType is what rendering needs of an XSD complex type.
 type complexType struct {
-	text    *simpleType // type of the text for simple content, else nil
-	mixed   bool
-	attrs   map[string]*simpleType // by local name
-	kids    map[string]*particle   // child elements by local name
-	wild    bool                   // an xs:any allows other elements
-	wildRep bool                   // ... more than once
+	text  *simpleType // type of the text for simple content, else nil
+	mixed bool
+	attrs map[string]*simpleType // by local name
+	// attrNS is the namespace of the qualified attributes (a reference to
+	// a global attribute, or attributeFormDefault="qualified"), by local
+	// name: Build writes them with a prefix. Rendering drops namespaces.
+	attrNS  map[string]string
+	kids    map[string]*particle // child elements by local name
+	wild    bool                 // an xs:any allows other elements
+	wildRep bool                 // ... more than once
 	// order is the local names of kids in the order the content model
 	// first mentions them: the order Build writes child elements in.
 	order []string

@@ -23,8 +23,9 @@ type xnode struct {
 // xdoc is what building JSON commands needs of a schema document: the
 // namespace its local elements are in when they are qualified.
 type xdoc struct {
-	tns       string
-	qualified bool // elementFormDefault="qualified"
+	tns           string
+	qualified     bool // elementFormDefault="qualified"
+	attrQualified bool // attributeFormDefault="qualified"
 }
 
 // nsScope holds the namespace prefixes declared on one element, for
@@ -145,7 +146,9 @@ func parseXSD(src []byte) (*xnode, error) {
 				root = n
 				tns, _ := n.attr("targetNamespace")
 				efd, _ := n.attr("elementFormDefault")
-				n.doc = &xdoc{tns: tns, qualified: strings.TrimSpace(efd) == "qualified"}
+				afd, _ := n.attr("attributeFormDefault")
+				n.doc = &xdoc{tns: tns, qualified: strings.TrimSpace(efd) == "qualified",
+					attrQualified: strings.TrimSpace(afd) == "qualified"}
 			} else {
 				p := stack[len(stack)-1]
 				p.kids = append(p.kids, n)
