@@ -230,6 +230,11 @@ type CommandRequest struct {
 	// Type is "get" or "set"; "" means set.
 	Type    string
 	Payload string
+	// Data is the command as JSON, the alternative to Payload: the XML is
+	// built from it by the device's schema (see CommandBuilder), as the
+	// global element Element ("" picks the one the data fits).
+	Data    string
+	Element string
 	// Resource targets one instance of the device; "" means the
 	// highest-priority available one.
 	Resource string
@@ -283,8 +288,13 @@ func (r *CommandRequest) Normalize() error {
 	if len(r.Resource) > MaxResourceLen {
 		return Errorf(EInvalid, "resource is longer than %d bytes", MaxResourceLen)
 	}
-	if r.Payload == "" {
-		return Errorf(EInvalid, "payload is required")
+	switch {
+	case r.Payload == "" && r.Data == "":
+		return Errorf(EInvalid, "payload (XML) or data (JSON) is required")
+	case r.Payload != "" && r.Data != "":
+		return Errorf(EInvalid, "payload and data exclude each other: send one")
+	case r.Element != "" && r.Data == "":
+		return Errorf(EInvalid, "element applies to data only")
 	}
 	return nil
 }

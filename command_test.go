@@ -20,6 +20,10 @@ func TestCommandRequestNormalize(t *testing.T) {
 		{"ErrTimeout", CommandRequest{Timeout: MaxCommandTimeout + time.Second, Payload: "<x/>"}, CommandRequest{}},
 		{"ErrExpiryNotQueued", CommandRequest{ExpiresIn: time.Minute, Payload: "<x/>"}, CommandRequest{}},
 		{"ErrNoPayload", CommandRequest{}, CommandRequest{}},
+		{"Data", CommandRequest{Data: `{"target":20}`, Element: "set"},
+			CommandRequest{Type: "set", Mode: CommandSync, Timeout: DefaultCommandTimeout, Data: `{"target":20}`, Element: "set"}},
+		{"ErrPayloadAndData", CommandRequest{Payload: "<x/>", Data: `{}`}, CommandRequest{}},
+		{"ErrElementWithoutData", CommandRequest{Payload: "<x/>", Element: "set"}, CommandRequest{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

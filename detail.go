@@ -20,6 +20,13 @@ const (
 	DetailPatternValueTooLong = "pattern_value_too_long"           // a value too long for its xs:pattern
 	DetailPatternTooCostly    = "pattern_too_costly"               // libxml2 gave up matching an xs:pattern
 	DetailSchemaTooComplex    = "schema_too_complex"               // a schema over a compile cost limit (422)
+	// A command sent as JSON (data) that has no XML form in the device's
+	// schema: a key, value or array the schema does not allow there
+	// (Fields says which key and why), no element fitting the data when
+	// none was named, or an element the schema does not declare.
+	DetailJSONNotMappable      = "json_not_mappable"
+	DetailJSONElementAmbiguous = "json_element_ambiguous"
+	DetailJSONElementUnknown   = "json_element_unknown"
 
 	// Commands. A command that did not succeed stores why in ErrorCode:
 	// one of DetailDeviceOffline, DetailXMPPError, DetailXMPPUnavailable,

@@ -14,6 +14,26 @@ type PayloadSchema interface {
 	ValidateAndRender(payload []byte) (json.RawMessage, error)
 }
 
+// CommandBuilder is implemented by payload schemas that can build a
+// command's XML from JSON, the inverse of a reading's rendering.
+type CommandBuilder interface {
+	// BuildCommand returns the XML of the schema's global element named
+	// element ("" picks the one data fits) from data, its JSON rendering.
+	// The result still has to be validated. Errors: unprocessable, with
+	// detail json_not_mappable (Fields: a MappingIssue),
+	// json_element_ambiguous or json_element_unknown.
+	BuildCommand(element string, data []byte) ([]byte, error)
+}
+
+// MappingIssue says which key of a command's JSON data has no XML form
+// in the schema, and why.
+type MappingIssue struct {
+	// Path is the key's JSON path, from the request body ("data.target",
+	// "data.sensor[1].@id"), or "element".
+	Path   string `json:"path" example:"data.target"`
+	Reason string `json:"reason" example:"expected number, not a string"`
+}
+
 // SchemaSource resolves schema names and versions to compiled schemas.
 type SchemaSource interface {
 	// Compiled returns the compiled schema; version 0 means the latest.

@@ -68,6 +68,7 @@ func TestRouteScopes(t *testing.T) {
 		{"GET", "/v1/schemas/thermostat/versions/1", iotgate.ScopeSchemasRead},
 		{"DELETE", "/v1/schemas/thermostat/versions/1", iotgate.ScopeSchemasWrite},
 		{"GET", "/v1/schemas/thermostat/versions/1/xsd", iotgate.ScopeSchemasRead},
+		{"GET", "/v1/schemas/thermostat/versions/1/json-schema", iotgate.ScopeSchemasRead},
 		{"POST", "/v1/devices", iotgate.ScopeDevicesWrite},
 		{"GET", "/v1/devices", iotgate.ScopeDevicesRead},
 		{"POST", "/v1/devices/states", iotgate.ScopeDevicesRead},

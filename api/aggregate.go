@@ -71,10 +71,10 @@ type aggregateQuery struct {
 //	@Description	Returns time buckets of the device's readings (from <= received_at < to) with aggregates of numeric fields, for charts, computed by PostgreSQL in one query. Buckets are aligned to every from the Unix epoch (every=1h: buckets start on the hour, UTC). A field is a dotted path of the JSON keys of the readings' data: temperature, @seq (an attribute), sensor.value (a child's child), note.#text (simple content); it must be a single number by the device's schema (its XSD type: decimal, double, float or an integer type), else 422 field_unknown or field_not_numeric, with the field in details. Readings whose value at a field is not a JSON number (stored under another schema version) are skipped for that field. Bounded: at most 10000 buckets ((to-from)/every, else 422 too_many_buckets), 16 fields, every at least 1s; counted as a heavy request.
 //	@Tags			devices
 //	@Produce		json
-//	@Param			jid		path		string	true	"Bare JID, URL-escaped"													example(thermo1@example.com)
-//	@Param			fields	query		string	true	"Comma-separated dotted field paths"									example(temperature,humidity)
-//	@Param			from	query		string	false	"Start (RFC 3339; escape + as %2B); default: to minus 24h"				format(date-time)	example(2026-01-02T00:00:00Z)
-//	@Param			to		query		string	false	"End, excluded (RFC 3339; escape + as %2B); default: now"				format(date-time)	example(2026-01-03T00:00:00Z)
+//	@Param			jid		path		string	true	"Bare JID, URL-escaped"													extensions(x-example=thermo1@example.com)
+//	@Param			fields	query		string	true	"Comma-separated dotted field paths, e.g. temperature,humidity"
+//	@Param			from	query		string	false	"Start (RFC 3339; escape + as %2B); default: to minus 24h"				format(date-time)	extensions(x-example=2026-01-02T00:00:00Z)
+//	@Param			to		query		string	false	"End, excluded (RFC 3339; escape + as %2B); default: now"				format(date-time)	extensions(x-example=2026-01-03T00:00:00Z)
 //	@Param			every	query		string	false	"Bucket width, a Go duration in whole seconds (30s, 5m, 1h, 24h)"		default(5m)
 //	@Param			fn		query		string	false	"Comma-separated aggregates: avg, min, max, sum, count"					default(avg,min,max,count)
 //	@Param			fill	query		string	false	"none leaves empty buckets out; null returns them with null values"	Enums(none, null)	default(none)

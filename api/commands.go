@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -77,8 +78,20 @@ type CreateCommandRequest struct {
 	// Payload is the IQ's child element, one XML element that must be
 	// valid against the device's schema, without comments, processing
 	// instructions or a DOCTYPE. It is sent re-serialized (namespaces
-	// declared, text escaped), not byte for byte.
-	Payload string `json:"payload" validate:"required" example:"<set xmlns='urn:example:thermostat'><target>21.5</target></set>"`
+	// declared, text escaped), not byte for byte. Send payload or data.
+	Payload string `json:"payload" validate:"required_without=Data,excluded_with=Data" example:"<set xmlns='urn:example:thermostat'><target>21.5</target></set>"`
+	// Data is the command as JSON, the alternative to payload: iotgate
+	// builds the XML from the device's schema, the exact inverse of a
+	// reading's rendering (keys are child elements in schema order,
+	// "@name" attributes, "#text" simple content, arrays for elements that
+	// may repeat), then validates it. See docs/commands.md and the JSON
+	// Schema of the device's schema version.
+	Data json.RawMessage `json:"data,omitempty" swaggertype:"object"`
+	// Element is the local name of the command's root element, a global
+	// element of the schema; absent, iotgate picks the one the data fits
+	// (422 json_element_ambiguous naming the candidates if none or
+	// several do). With data only.
+	Element string `json:"element,omitempty" validate:"omitempty,max=255,excluded_without=Data" example:"set"`
 	// Type is the IQ type.
 	Type string `json:"type" validate:"omitempty,oneof=get set" enums:"set,get" default:"set" example:"set"`
 	// TimeoutMS is how long to wait for the device's answer.
@@ -143,6 +156,7 @@ func (h *commandHandler) visibleCommand(c echo.Context, id string) (*iotgate.Com
 // create sends a command to a device.
 //
 //	@Summary		Send a command to a device
+//	@Description	The command is payload (XML) or data (JSON, with element naming the root element, optional when the data fits one global element only): iotgate builds the XML from data by the device's schema, the exact inverse of a reading's rendering; data with no XML form in the schema is 422 with code json_not_mappable and details {path, reason} naming the key, json_element_ambiguous or json_element_unknown.
 //	@Description	Validates the payload against the device's schema (422 with the validator's reason; nothing is sent), stores the command and sends it as an IQ to the given resource, or to the device's highest-priority available one.
 //	@Description	mode sync (default) waits up to timeout_ms for the outcome: 200 with the device's response; 502 (code xmpp_error) when the device answered with an IQ error; 504 (code timeout) when it did not answer in time (a late answer is still recorded on the command); 409 (code device_offline) at once when the device has no available resource or its server bounced the IQ; 503 (code xmpp_unavailable) when iotgate's XMPP stream is down or drops.
 //	@Description	mode async answers 202 at once (or 409/503 as above); follow Location. mode queue answers 202 and, while the device is offline, keeps the command until it comes online (then delivers queued commands in order) or until expires_in_ms passes (status expired).
@@ -161,7 +175,7 @@ func (h *commandHandler) visibleCommand(c echo.Context, id string) (*iotgate.Com
 //	@Failure		409				{object}	api.ErrorResponse{details=iotgate.CommandView}		"The device is offline (code device_offline)"
 //	@Failure		413				{object}	api.ErrorResponse							"Body too large"
 //	@Failure		415				{object}	api.ErrorResponse							"Body is not JSON (Content-Type must be application/json)"
-//	@Failure		422				{object}	api.ErrorResponse							"The payload is not valid against the device's schema (code unprocessable); it contains an XML comment, a processing instruction or a DOCTYPE, which XMPP does not allow on the stream (codes comment_forbidden, processing_instruction_forbidden, doctype_forbidden); or the Idempotency-Key was used for another request (code idempotency_key_reused)"
+//	@Failure		422				{object}	api.ErrorResponse							"The payload is not valid against the device's schema (code unprocessable); data has no XML form in it (codes json_not_mappable, json_element_ambiguous, json_element_unknown; details: iotgate.MappingIssue); it contains an XML comment, a processing instruction or a DOCTYPE, which XMPP does not allow on the stream (codes comment_forbidden, processing_instruction_forbidden, doctype_forbidden); or the Idempotency-Key was used for another request (code idempotency_key_reused)"
 //	@Failure		429				{object}	api.ErrorResponse							"Too many commands in flight: in all (code too_many_requests), of this token (code token_commands_in_flight, IOTGATE_MAX_COMMANDS_IN_FLIGHT_PER_TOKEN) or to this device (code device_commands_in_flight, IOTGATE_MAX_COMMANDS_IN_FLIGHT_PER_DEVICE), mode queue excepted (it waits); the device's queue is full (code device_queue_full, IOTGATE_MAX_QUEUED_PER_DEVICE, Retry-After 60); or the token's request rate is exceeded (code rate_limited)"
 //	@Header			429				{integer}	Retry-After									"Seconds to wait before retrying"
 //	@Failure		500				{object}	api.ErrorResponse
@@ -192,6 +206,7 @@ func (h *commandHandler) create(c echo.Context) error {
 	cmd, replayed, err := h.svc.Submit(ctx, iotgate.CommandRequest{
 		TokenID: tokenID, SentBy: sentBy,
 		DeviceJID: jid, Type: req.Type, Payload: req.Payload, Resource: req.Resource,
+		Data: string(req.Data), Element: req.Element,
 		Mode: iotgate.CommandMode(req.Mode), Timeout: time.Duration(req.TimeoutMS) * time.Millisecond,
 		ExpiresIn:      time.Duration(req.ExpiresInMS) * time.Millisecond,
 		IdempotencyKey: strings.TrimSpace(c.Request().Header.Get(HeaderIdempotencyKey)),

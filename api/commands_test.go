@@ -211,6 +211,29 @@ func TestCommandRequests(t *testing.T) {
 				return nil, false, iotgate.Errorf(iotgate.ENotFound, "device %s is not registered", req.DeviceJID)
 			}},
 		{apiCase: apiCase{name: "MissingPayload", method: http.MethodPost, target: "/v1/devices/thermo1%40example.com/commands", body: `{"mode":"sync"}`, status: http.StatusBadRequest, code: "invalid", message: "payload is required"}, submit: ok},
+		{apiCase: apiCase{name: "Data", method: http.MethodPost, target: "/v1/devices/thermo1%40example.com/commands",
+			body: `{"data":{"target":21.5},"element":"set","mode":"async"}`, status: http.StatusAccepted}, submit: ok,
+			after: func(t *testing.T, _ *httptest.ResponseRecorder, f *fakeCommands) {
+				if f.lastReq.Data != `{"target":21.5}` || f.lastReq.Element != "set" || f.lastReq.Payload != "" {
+					t.Errorf("request = %+v, want data and element passed on", f.lastReq)
+				}
+			}},
+		{apiCase: apiCase{name: "PayloadAndData", method: http.MethodPost, target: "/v1/devices/thermo1%40example.com/commands", body: `{"payload":"<x/>","data":{}}`, status: http.StatusBadRequest, code: "invalid", message: "payload"}, submit: ok},
+		{apiCase: apiCase{name: "ElementWithoutData", method: http.MethodPost, target: "/v1/devices/thermo1%40example.com/commands", body: `{"payload":"<x/>","element":"set"}`, status: http.StatusBadRequest, code: "invalid", message: "element"}, submit: ok},
+		{apiCase: apiCase{name: "DataNotMappable", method: http.MethodPost, target: "/v1/devices/thermo1%40example.com/commands", body: `{"data":{"target":"hot"}}`, status: http.StatusUnprocessableEntity, code: "json_not_mappable", message: "data.target",
+			check: func(t *testing.T, rec *httptest.ResponseRecorder) {
+				var body struct {
+					Details iotgate.MappingIssue `json:"details"`
+				}
+				if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || body.Details.Path != "data.target" || body.Details.Reason == "" {
+					t.Errorf("details = %+v (%v), want the path and reason", body.Details, err)
+				}
+			}},
+			submit: func(iotgate.CommandRequest) (*iotgate.Command, bool, error) {
+				return nil, false, &iotgate.Error{Code: iotgate.EUnprocessable, Detail: iotgate.DetailJSONNotMappable,
+					Message: "data has no XML form in the schema: data.target: expected number",
+					Fields:  iotgate.MappingIssue{Path: "data.target", Reason: "expected number"}}
+			}},
 		{apiCase: apiCase{name: "BadMode", method: http.MethodPost, target: "/v1/devices/thermo1%40example.com/commands", body: `{"payload":"<x/>","mode":"later"}`, status: http.StatusBadRequest, code: "invalid", message: "mode"}, submit: ok},
 		{apiCase: apiCase{name: "BadType", method: http.MethodPost, target: "/v1/devices/thermo1%40example.com/commands", body: `{"payload":"<x/>","type":"result"}`, status: http.StatusBadRequest, code: "invalid", message: "type"}, submit: ok},
 		{apiCase: apiCase{name: "TimeoutTooLong", method: http.MethodPost, target: "/v1/devices/thermo1%40example.com/commands", body: `{"payload":"<x/>","timeout_ms":300001}`, status: http.StatusBadRequest, code: "invalid", message: "timeout_ms"}, submit: ok},

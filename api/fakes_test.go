@@ -99,6 +99,16 @@ func (f *fakeSchemas) Get(_ context.Context, name string, version int) (*schemas
 	return nil, iotgate.Errorf(iotgate.ENotFound, "schema %s version %d not found", name, version)
 }
 
+// JSONSchema answers a stand-in document for an existing version (the
+// generation is tested in schemas/xsd).
+func (f *fakeSchemas) JSONSchema(ctx context.Context, name string, version int) (json.RawMessage, error) {
+	s, err := f.Get(ctx, name, version)
+	if err != nil {
+		return nil, err
+	}
+	return json.RawMessage(`{"$schema":"https://json-schema.org/draft/2020-12/schema","title":"` + s.Name + `"}`), nil
+}
+
 func (f *fakeSchemas) Versions(_ context.Context, name string) ([]*schemas.Schema, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

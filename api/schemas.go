@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -316,6 +317,55 @@ func (h *schemaHandler) xsd(c echo.Context) error {
 		return err
 	}
 	return c.Blob(http.StatusOK, echo.MIMEApplicationXMLCharsetUTF8, []byte(s.XSD))
+}
+
+// JSONSchemas is implemented by schema registries that publish a JSON
+// Schema of each version (schemas.Registry does).
+type JSONSchemas interface {
+	// JSONSchema returns the JSON Schema of a version of a schema.
+	// Errors: not_found, unavailable.
+	JSONSchema(ctx context.Context, name string, version int) (json.RawMessage, error)
+}
+
+var _ JSONSchemas = (*schemas.Registry)(nil)
+
+// jsonSchema returns the JSON Schema generated from a schema version's XSD.
+//
+//	@Summary		Get a schema version's JSON Schema
+//	@Description	Returns a JSON Schema (draft 2020-12) generated from the XSD of one version of the named schema: one $defs entry per global element (by its local name) describing the JSON of a document with that root, which is both a reading's data and a command's data (the same shape both ways). Types come from the XSD's simple types (number, boolean, string; enumerations as enum; numeric bounds as minimum/maximum); xs:pattern is not translated; additionalProperties is false where the XSD content is closed. See docs/commands.md for the mapping.
+//	@Tags			schemas
+//	@Produce		json
+//	@Param			name	path		string				true	"Schema name"	extensions(x-example=thermostat)
+//	@Param			version	path		int					true	"Version"		minimum(1)	extensions(x-example=2)
+//	@Success		200		{object}	object				"The JSON Schema (application/schema+json)"
+//	@Failure		400		{object}	api.ErrorResponse	"Version is not a positive integer"
+//	@Failure		404		{object}	api.ErrorResponse	"No such schema or version"
+//	@Failure		500		{object}	api.ErrorResponse
+//	@Failure		503		{object}	api.ErrorResponse
+//	@Security		BearerAuth
+//	@Failure		401	{object}	api.ErrorResponse	"Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)"
+//	@Failure		403	{object}	api.ErrorResponse	"The token lacks the route's scope (code forbidden)"
+//	@Failure		429	{object}	api.ErrorResponse	"The token's request rate is exceeded (code rate_limited)"
+//	@Header			429	{integer}	Retry-After	"Seconds to wait before retrying"
+//	@Router			/v1/schemas/{name}/versions/{version}/json-schema [get]
+func (h *schemaHandler) jsonSchema(c echo.Context) error {
+	js, ok := h.reg.(JSONSchemas)
+	if !ok {
+		return iotgate.Errorf(iotgate.ENotFound, "JSON Schemas are not served")
+	}
+	name, err := pathParam(c, "name")
+	if err != nil {
+		return err
+	}
+	v, err := versionParam(c)
+	if err != nil {
+		return err
+	}
+	out, err := js.JSONSchema(c.Request().Context(), name, v)
+	if err != nil {
+		return fmt.Errorf("JSON Schema of %q version %d: %w", name, v, err)
+	}
+	return c.Blob(http.StatusOK, "application/schema+json", out)
 }
 
 // get returns the schema version the path names.

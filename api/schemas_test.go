@@ -123,6 +123,15 @@ func TestSchemas(t *testing.T) {
 					t.Errorf("error Content-Type = %q, want JSON", ct)
 				}
 			}},
+		{name: "JSONSchema", target: "/v1/schemas/thermostat/versions/2/json-schema", status: http.StatusOK,
+			check: func(t *testing.T, rec *httptest.ResponseRecorder) {
+				if ct := rec.Header().Get(echo.HeaderContentType); ct != "application/schema+json" {
+					t.Errorf("Content-Type = %q, want application/schema+json", ct)
+				}
+				wantKeys(t, rec.Body.Bytes(), "$schema", "title")
+			}},
+		{name: "JSONSchemaNotFound", target: "/v1/schemas/thermostat/versions/9/json-schema", status: http.StatusNotFound, code: "not_found"},
+		{name: "JSONSchemaBadVersion", target: "/v1/schemas/thermostat/versions/x/json-schema", status: http.StatusBadRequest, code: "invalid"},
 		{name: "Delete", method: http.MethodDelete, target: "/v1/schemas/thermostat/versions/2", status: http.StatusNoContent,
 			check: func(t *testing.T, rec *httptest.ResponseRecorder) {
 				if rec.Body.Len() != 0 {
@@ -201,16 +210,17 @@ func TestSwaggerDocumentsRegistries(t *testing.T) {
 		t.Fatal(err)
 	}
 	for path, methods := range map[string][]string{
-		"/v1/schemas":                               {"get", "post"},
-		"/v1/schemas/{name}":                        {"get"},
-		"/v1/schemas/{name}/versions":               {"get"},
-		"/v1/schemas/{name}/versions/{version}":     {"get", "delete"},
-		"/v1/schemas/{name}/versions/{version}/xsd": {"get"},
-		"/v1/devices":                               {"get", "post"},
-		"/v1/devices/{jid}":                         {"get", "patch", "delete"},
-		"/v1/devices/{jid}/state":                   {"get"},
-		"/v1/devices/{jid}/readings":                {"get"},
-		"/v1/devices/{jid}/rejections":              {"get"},
+		"/v1/schemas":                                       {"get", "post"},
+		"/v1/schemas/{name}":                                {"get"},
+		"/v1/schemas/{name}/versions":                       {"get"},
+		"/v1/schemas/{name}/versions/{version}":             {"get", "delete"},
+		"/v1/schemas/{name}/versions/{version}/xsd":         {"get"},
+		"/v1/schemas/{name}/versions/{version}/json-schema": {"get"},
+		"/v1/devices":                                       {"get", "post"},
+		"/v1/devices/{jid}":                                 {"get", "patch", "delete"},
+		"/v1/devices/{jid}/state":                           {"get"},
+		"/v1/devices/{jid}/readings":                        {"get"},
+		"/v1/devices/{jid}/rejections":                      {"get"},
 	} {
 		for _, m := range methods {
 			if _, ok := doc.Paths[path][m]; !ok {

@@ -266,6 +266,7 @@ func (s *Server) routes(deps Deps) {
 			route{http.MethodGet, "/v1/schemas/:name/versions/:version", iotgate.ScopeSchemasRead, h.version},
 			route{http.MethodDelete, "/v1/schemas/:name/versions/:version", iotgate.ScopeSchemasWrite, h.delete},
 			route{http.MethodGet, "/v1/schemas/:name/versions/:version/xsd", iotgate.ScopeSchemasRead, h.xsd},
+			route{http.MethodGet, "/v1/schemas/:name/versions/:version/json-schema", iotgate.ScopeSchemasRead, h.jsonSchema},
 		)
 	}
 	if deps.Devices != nil {

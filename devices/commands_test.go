@@ -412,6 +412,52 @@ func TestCommandQueue(t *testing.T) {
 	})
 }
 
+// TestCommandData: a command sent as JSON data goes out (and is stored) as
+// the XML the schema builds; a refusal to build is the schema's 422; the
+// data counts in the Idempotency-Key's request identity.
+func TestCommandData(t *testing.T) {
+	f := newCmdFixture(t, CommandsConfig{})
+	ctx := context.Background()
+	req := iotgate.CommandRequest{DeviceJID: devJID, Data: `{"target":21}`, Element: "set", Mode: iotgate.CommandAsync, IdempotencyKey: "d1"}
+	c, _, err := f.svc.Submit(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `<set xmlns="` + testNS + `">{"target":21}</set>`
+	if got := f.sender.next(t); got.payload != want {
+		t.Errorf("sent %q, want %q", got.payload, want)
+	} else {
+		got.reply <- result("")
+	}
+	if c.Payload != want {
+		t.Errorf("stored payload %q, want %q", c.Payload, want)
+	}
+	again, replayed, err := f.svc.Submit(ctx, req)
+	if err != nil || !replayed || again.ID != c.ID {
+		t.Errorf("retry = %v, replayed %v, %v; want %s replayed", again, replayed, err, c.ID)
+	}
+	for _, tc := range []struct {
+		name         string
+		data, el     string
+		code, detail string
+	}{
+		{"OtherDataSameKey", `{"target":22}`, "set", iotgate.EUnprocessable, iotgate.DetailIdempotencyKeyReused},
+		{"OtherElementSameKey", `{"target":21}`, "get", iotgate.EUnprocessable, iotgate.DetailIdempotencyKeyReused},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := req
+			r.Data, r.Element = tc.data, tc.el
+			_, _, err := f.svc.Submit(ctx, r)
+			wantErr(t, err, tc.code, tc.detail)
+		})
+	}
+	t.Run("NotMappable", func(t *testing.T) {
+		_, _, err := f.svc.Submit(ctx, iotgate.CommandRequest{DeviceJID: devJID, Data: `{"unmappable":1}`, Mode: iotgate.CommandAsync})
+		wantErr(t, err, iotgate.EUnprocessable, iotgate.DetailJSONNotMappable)
+		f.sender.none(t, 20*time.Millisecond)
+	})
+}
+
 func TestCommandIdempotency(t *testing.T) {
 	f := newCmdFixture(t, CommandsConfig{})
 	req := iotgate.CommandRequest{DeviceJID: devJID, Payload: payload, Mode: iotgate.CommandAsync, IdempotencyKey: "k1"}

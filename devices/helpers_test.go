@@ -60,6 +60,19 @@ func (fakeSchema) ValidateAndRender(p []byte) (json.RawMessage, error) {
 	return json.RawMessage(`{"ok":true}`), nil
 }
 
+// BuildCommand wraps the data's JSON in element (a stand-in for the real
+// builder, tested in schemas/xsd); data with "unmappable" in it is refused.
+func (fakeSchema) BuildCommand(element string, data []byte) ([]byte, error) {
+	if bytes.Contains(data, []byte("unmappable")) {
+		return nil, &iotgate.Error{Code: iotgate.EUnprocessable, Detail: iotgate.DetailJSONNotMappable,
+			Message: "data has no XML form in the schema", Fields: iotgate.MappingIssue{Path: "data.unmappable", Reason: "unknown key"}}
+	}
+	if element == "" {
+		element = "set"
+	}
+	return []byte("<" + element + ` xmlns="` + testNS + `">` + string(data) + "</" + element + ">"), nil
+}
+
 type fakeSchemaSource struct{}
 
 func (fakeSchemaSource) Compiled(context.Context, string, int) (iotgate.PayloadSchema, int, error) {

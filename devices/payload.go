@@ -58,3 +58,18 @@ func plainXML(payload []byte) error {
 		}
 	}
 }
+
+// buildPayload builds a command's XML payload from its JSON data with the
+// device's schema. Errors: those of iotgate.CommandBuilder; unprocessable
+// for a schema that cannot build.
+func buildPayload(schema iotgate.PayloadSchema, element string, data []byte) (string, error) {
+	b, ok := schema.(iotgate.CommandBuilder)
+	if !ok {
+		return "", iotgate.Errorf(iotgate.EUnprocessable, "this device's schema cannot build commands from JSON: send payload (XML)")
+	}
+	doc, err := b.BuildCommand(element, data)
+	if err != nil {
+		return "", err
+	}
+	return string(doc), nil
+}

@@ -17,9 +17,14 @@ import (
 func requestHash(r *iotgate.CommandRequest, deviceJID string) string {
 	// Length-prefixed fields, so that no two requests hash the same input;
 	// appended by hand, as fmt costs more than the hash on the hot path.
-	b := make([]byte, 0, 128+len(r.Payload))
-	for _, s := range []string{deviceJID, r.Type, string(r.Mode), r.Resource,
-		strconv.FormatInt(r.Timeout.Milliseconds(), 10), strconv.FormatInt(r.ExpiresIn.Milliseconds(), 10), r.Payload} {
+	b := make([]byte, 0, 128+len(r.Payload)+len(r.Data))
+	fields := []string{deviceJID, r.Type, string(r.Mode), r.Resource,
+		strconv.FormatInt(r.Timeout.Milliseconds(), 10), strconv.FormatInt(r.ExpiresIn.Milliseconds(), 10), r.Payload}
+	if r.Data != "" {
+		// Only then: the hashes of XML commands stay what they were.
+		fields = append(fields, "data", r.Element, r.Data)
+	}
+	for _, s := range fields {
 		b = strconv.AppendInt(b, int64(len(s)), 10)
 		b = append(b, ':')
 		b = append(b, s...)
@@ -70,6 +75,11 @@ func (s *Commands) Submit(ctx context.Context, req iotgate.CommandRequest) (*iot
 	schema, _, err := s.schemas.Compiled(ctx, dev.Schema, dev.SchemaVersion)
 	if err != nil {
 		return nil, false, &iotgate.Error{Code: iotgate.EUnavailable, Message: "device schema unavailable, try again later", Err: err}
+	}
+	if req.Data != "" {
+		if req.Payload, err = buildPayload(schema, req.Element, []byte(req.Data)); err != nil {
+			return nil, false, err
+		}
 	}
 	if err := validatePayload(schema, []byte(req.Payload)); err != nil {
 		return nil, false, err

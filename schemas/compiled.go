@@ -169,6 +169,25 @@ func (r *Registry) compileStored(ctx context.Context, ref Ref) (_ *xsd.Schema, _
 	return cs, s.CreatedAt, false, nil
 }
 
+// JSONSchema returns the JSON Schema (draft 2020-12) of one version of a
+// schema, generated from its XSD (see xsd.Schema.JSONSchema); version 0
+// means the latest. Errors: not_found, unavailable.
+func (r *Registry) JSONSchema(ctx context.Context, name string, version int) (json.RawMessage, error) {
+	ps, v, err := r.Compiled(ctx, name, version)
+	if err != nil {
+		return nil, err
+	}
+	p, ok := ps.(payloadSchema)
+	if !ok {
+		return nil, iotgate.Errorf(iotgate.EInternal, "schema %s version %d: no XSD behind it", name, v)
+	}
+	out, err := p.s.JSONSchema()
+	if err != nil {
+		return nil, fromXSD(err, iotgate.EUnprocessable)
+	}
+	return out, nil
+}
+
 // payloadSchema adapts a compiled XSD to what devices need.
 type payloadSchema struct {
 	s   *xsd.Schema
@@ -193,6 +212,20 @@ func (p payloadSchema) FieldKind(path []string) string { return string(p.s.Field
 // ScalarFields returns the paths of the scalar fields of this schema's
 // renderings, sorted; see xsd.Schema.ScalarFields.
 func (p payloadSchema) ScalarFields(depth, max int) [][]string { return p.s.ScalarFields(depth, max) }
+
+// BuildCommand builds a command's XML from its JSON data (see
+// iotgate.CommandBuilder), bounded by the payload limits: the JSON read and
+// the XML written are at most the payload size limit, nested at most its
+// depth. Errors: those of iotgate.CommandBuilder; unavailable once freed.
+func (p payloadSchema) BuildCommand(element string, data []byte) ([]byte, error) {
+	doc, err := p.s.Build(element, data, xsd.BuildLimits{MaxBytes: p.lim.MaxBytes, MaxDepth: p.lim.MaxDepth})
+	if err != nil {
+		return nil, fromXSD(err, iotgate.EUnprocessable)
+	}
+	return doc, nil
+}
+
+var _ iotgate.CommandBuilder = payloadSchema{}
 
 // Validate validates a payload element without rendering it: a command's
 // payload is checked before it is sent, and nobody reads its rendering.

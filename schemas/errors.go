@@ -19,6 +19,13 @@ var refusals = map[string]struct{ detail, message string }{
 	xsd.DetailPatternCost:  {iotgate.DetailPatternTooCostly, "value too costly to check against its pattern"},
 }
 
+// mappings gives each detail of an *xsd.MappingError its iotgate detail.
+var mappings = map[string]string{
+	xsd.DetailNotMappable:      iotgate.DetailJSONNotMappable,
+	xsd.DetailAmbiguousElement: iotgate.DetailJSONElementAmbiguous,
+	xsd.DetailUnknownElement:   iotgate.DetailJSONElementUnknown,
+}
+
 // fromXSD turns an error of schemas/xsd into an *iotgate.Error; it is the
 // only place that does. refused is the code of a content refusal (a schema
 // that does not compile, a document that is not valid): unprocessable for
@@ -32,7 +39,12 @@ var refusals = map[string]struct{ detail, message string }{
 func fromXSD(err error, refused string) error {
 	var ce *xsd.CompileError
 	var ve *xsd.ValidationError
+	var me *xsd.MappingError
 	switch {
+	case errors.As(err, &me):
+		return &iotgate.Error{Code: iotgate.EUnprocessable, Detail: mappings[me.Code()],
+			Message: "data has no XML form in the schema: " + me.Path + ": " + me.Reason,
+			Fields:  iotgate.MappingIssue{Path: me.Path, Reason: me.Reason}, Err: err}
 	case errors.As(err, &ce) && ce.Detail == xsd.DetailTooComplex:
 		return &iotgate.Error{Code: refused, Detail: iotgate.DetailSchemaTooComplex, Message: ce.Issues[0].Message, Fields: ce.Issues, Err: err}
 	case errors.As(err, &ce):

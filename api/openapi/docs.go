@@ -884,7 +884,7 @@ const docTemplate = `{
                         "BearerAuth": []
                     }
                 ],
-                "description": "Validates the payload against the device's schema (422 with the validator's reason; nothing is sent), stores the command and sends it as an IQ to the given resource, or to the device's highest-priority available one.\nmode sync (default) waits up to timeout_ms for the outcome: 200 with the device's response; 502 (code xmpp_error) when the device answered with an IQ error; 504 (code timeout) when it did not answer in time (a late answer is still recorded on the command); 409 (code device_offline) at once when the device has no available resource or its server bounced the IQ; 503 (code xmpp_unavailable) when iotgate's XMPP stream is down or drops.\nmode async answers 202 at once (or 409/503 as above); follow Location. mode queue answers 202 and, while the device is offline, keeps the command until it comes online (then delivers queued commands in order) or until expires_in_ms passes (status expired).\nEvery error answer about a command that was stored carries the command in details. With an Idempotency-Key header, a retry with the same key and the same body within 24 hours returns the first command (header Idempotent-Replayed: true) instead of sending another; the same key with another body is 422 (code idempotency_key_reused). A key is the token's, for this device: the same key from another token, or to another device, is another key (a token never finds, blocks or learns of another's commands by key). A command refused before it was sent (409, 503) does not hold its key.",
+                "description": "The command is payload (XML) or data (JSON, with element naming the root element, optional when the data fits one global element only): iotgate builds the XML from data by the device's schema, the exact inverse of a reading's rendering; data with no XML form in the schema is 422 with code json_not_mappable and details {path, reason} naming the key, json_element_ambiguous or json_element_unknown.\nValidates the payload against the device's schema (422 with the validator's reason; nothing is sent), stores the command and sends it as an IQ to the given resource, or to the device's highest-priority available one.\nmode sync (default) waits up to timeout_ms for the outcome: 200 with the device's response; 502 (code xmpp_error) when the device answered with an IQ error; 504 (code timeout) when it did not answer in time (a late answer is still recorded on the command); 409 (code device_offline) at once when the device has no available resource or its server bounced the IQ; 503 (code xmpp_unavailable) when iotgate's XMPP stream is down or drops.\nmode async answers 202 at once (or 409/503 as above); follow Location. mode queue answers 202 and, while the device is offline, keeps the command until it comes online (then delivers queued commands in order) or until expires_in_ms passes (status expired).\nEvery error answer about a command that was stored carries the command in details. With an Idempotency-Key header, a retry with the same key and the same body within 24 hours returns the first command (header Idempotent-Replayed: true) instead of sending another; the same key with another body is 422 (code idempotency_key_reused). A key is the token's, for this device: the same key from another token, or to another device, is another key (a token never finds, blocks or learns of another's commands by key). A command refused before it was sent (409, 503) does not hold its key.",
                 "consumes": [
                     "application/json"
                 ],
@@ -1015,7 +1015,7 @@ const docTemplate = `{
                         }
                     },
                     "422": {
-                        "description": "The payload is not valid against the device's schema (code unprocessable); it contains an XML comment, a processing instruction or a DOCTYPE, which XMPP does not allow on the stream (codes comment_forbidden, processing_instruction_forbidden, doctype_forbidden); or the Idempotency-Key was used for another request (code idempotency_key_reused)",
+                        "description": "The payload is not valid against the device's schema (code unprocessable); data has no XML form in it (codes json_not_mappable, json_element_ambiguous, json_element_unknown; details: iotgate.MappingIssue); it contains an XML comment, a processing instruction or a DOCTYPE, which XMPP does not allow on the stream (codes comment_forbidden, processing_instruction_forbidden, doctype_forbidden); or the Idempotency-Key was used for another request (code idempotency_key_reused)",
                         "schema": {
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
@@ -2180,6 +2180,98 @@ const docTemplate = `{
                 }
             }
         },
+        "/v1/schemas/{name}/versions/{version}/json-schema": {
+            "get": {
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "Returns a JSON Schema (draft 2020-12) generated from the XSD of one version of the named schema: one $defs entry per global element (by its local name) describing the JSON of a document with that root, which is both a reading's data and a command's data (the same shape both ways). Types come from the XSD's simple types (number, boolean, string; enumerations as enum; numeric bounds as minimum/maximum); xs:pattern is not translated; additionalProperties is false where the XSD content is closed. See docs/commands.md for the mapping.",
+                "produces": [
+                    "application/json"
+                ],
+                "tags": [
+                    "schemas"
+                ],
+                "summary": "Get a schema version's JSON Schema",
+                "parameters": [
+                    {
+                        "type": "string",
+                        "example": "thermostat",
+                        "description": "Schema name",
+                        "name": "name",
+                        "in": "path",
+                        "required": true
+                    },
+                    {
+                        "minimum": 1,
+                        "type": "integer",
+                        "example": 2,
+                        "description": "Version",
+                        "name": "version",
+                        "in": "path",
+                        "required": true
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The JSON Schema (application/schema+json)",
+                        "schema": {
+                            "type": "object"
+                        }
+                    },
+                    "400": {
+                        "description": "Version is not a positive integer",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "401": {
+                        "description": "Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "403": {
+                        "description": "The token lacks the route's scope (code forbidden)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "404": {
+                        "description": "No such schema or version",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "429": {
+                        "description": "The token's request rate is exceeded (code rate_limited)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        },
+                        "headers": {
+                            "Retry-After": {
+                                "type": "integer",
+                                "description": "Seconds to wait before retrying"
+                            }
+                        }
+                    },
+                    "500": {
+                        "description": "Internal Server Error",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "503": {
+                        "description": "Service Unavailable",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    }
+                }
+            }
+        },
         "/v1/schemas/{name}/versions/{version}/xsd": {
             "get": {
                 "security": [
@@ -3105,10 +3197,17 @@ const docTemplate = `{
         },
         "api.CreateCommandRequest": {
             "type": "object",
-            "required": [
-                "payload"
-            ],
             "properties": {
+                "data": {
+                    "description": "Data is the command as JSON, the alternative to payload: iotgate\nbuilds the XML from the device's schema, the exact inverse of a\nreading's rendering (keys are child elements in schema order,\n\"@name\" attributes, \"#text\" simple content, arrays for elements that\nmay repeat), then validates it. See docs/commands.md and the JSON\nSchema of the device's schema version.",
+                    "type": "object"
+                },
+                "element": {
+                    "description": "Element is the local name of the command's root element, a global\nelement of the schema; absent, iotgate picks the one the data fits\n(422 json_element_ambiguous naming the candidates if none or\nseveral do). With data only.",
+                    "type": "string",
+                    "maxLength": 255,
+                    "example": "set"
+                },
                 "expires_in_ms": {
                     "description": "ExpiresInMS bounds how long a queued command waits (mode queue\nonly).",
                     "type": "integer",
@@ -3129,7 +3228,7 @@ const docTemplate = `{
                     "example": "sync"
                 },
                 "payload": {
-                    "description": "Payload is the IQ's child element, one XML element that must be\nvalid against the device's schema, without comments, processing\ninstructions or a DOCTYPE. It is sent re-serialized (namespaces\ndeclared, text escaped), not byte for byte.",
+                    "description": "Payload is the IQ's child element, one XML element that must be\nvalid against the device's schema, without comments, processing\ninstructions or a DOCTYPE. It is sent re-serialized (namespaces\ndeclared, text escaped), not byte for byte. Send payload or data.",
                     "type": "string",
                     "example": "\u003cset xmlns='urn:example:thermostat'\u003e\u003ctarget\u003e21.5\u003c/target\u003e\u003c/set\u003e"
                 },

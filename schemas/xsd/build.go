@@ -17,8 +17,10 @@ type builder struct {
 	rsimple  map[*xnode]*simpleType
 	rcomplex map[*xnode]*complexType
 	rgroup   map[*xnode]map[string]*particle
-	ragroup  map[*xnode]map[string]*simpleType
+	ragroup  map[*xnode]*complexType
 	steps    int
+	pos      int // last particle position given (nextPos)
+	seqs     int // last repeated sequence numbered (particle.seq)
 }
 
 var errTooComplex = errors.New("schema too complex to build its JSON rendering model")
@@ -67,7 +69,7 @@ func buildModel(srcs []modelSource) (built, error) {
 		agroups: map[qname]*xnode{}, attrs: map[qname]*xnode{}, subst: map[qname][]qname{},
 		relem: map[*xnode]*element{}, rsimple: map[*xnode]*simpleType{},
 		rcomplex: map[*xnode]*complexType{}, rgroup: map[*xnode]map[string]*particle{},
-		ragroup: map[*xnode]map[string]*simpleType{},
+		ragroup: map[*xnode]*complexType{},
 	}
 	var globalOrder []qname
 	var typeOrder []qname
@@ -266,13 +268,21 @@ func (b *builder) element(n *xnode) *element {
 		if g := b.elems[q]; ok && g != nil {
 			e = b.element(g)
 		} else {
-			e = &element{name: q.local}
+			e = &element{name: q.local, ns: q.ns}
 		}
 		b.relem[n] = e
 		return e
 	}
 	name, _ := n.attr("name")
 	e := &element{name: name, nillable: isTrue(n.attr("nillable"))}
+	if n.doc != nil {
+		form, _ := n.attr("form")
+		switch form = strings.TrimSpace(form); {
+		case b.elems[qname{n.doc.tns, name}] == n, form == "qualified",
+			form == "" && n.doc.qualified:
+			e.ns = n.doc.tns // global, or a qualified local
+		}
+	}
 	b.relem[n] = e // before resolving the type: types may be recursive
 	if t, ok := n.attr("type"); ok {
 		e.simple, e.complex = b.typeByName(n, t)

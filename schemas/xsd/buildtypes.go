@@ -28,11 +28,13 @@ func (b *builder) simple(n *xnode) *simpleType {
 			}
 			*st = *base
 			applyWhiteSpace(st, k)
+			applyFacets(st, k)
 			if k.child("pattern") != nil {
 				st.pattern, st.checks = true, add(st.checks, 1)
 			}
 		case "list":
 			*st = *strCollapse
+			st.enum = nil
 			st.checks = b.patternChecks(k, "itemType") // per item
 			st.pattern = st.checks > 0
 		case "union":
@@ -104,13 +106,14 @@ func (b *builder) complex(n *xnode) *complexType {
 				mixed = true
 			}
 		case "sequence", "choice", "all", "group":
-			seqMerge(ct.kids, b.content(k))
+			b.seqMerge(ct.kids, b.content(k))
 		case "attribute", "attributeGroup", "anyAttribute":
 			b.attribute(ct, k)
 		}
 	}
 	ct.mixed = mixed
 	ct.takeWildcard()
+	ct.setOrder()
 	return ct
 }
 
@@ -138,9 +141,7 @@ func (b *builder) simpleContent(ct *complexType, n *xnode) {
 			if c.text != nil {
 				text = c.text
 			}
-			for name, a := range c.attrs {
-				ct.attrs[name] = a
-			}
+			ct.copyAttrs(c)
 		}
 	}
 	if d.local == "restriction" {
@@ -169,14 +170,12 @@ func (b *builder) complexContent(ct *complexType, n *xnode) (baseMixed bool) {
 	}
 	if v, ok := d.attr("base"); ok {
 		if _, c := b.typeByName(d, v); c != nil {
-			for name, a := range c.attrs {
-				ct.attrs[name] = a
-			}
+			ct.copyAttrs(c)
 			// A restriction restates the content; an extension is the
 			// base's content followed by its own (a sequence of the two).
 			if d.local == "extension" {
 				for name, p := range c.kids {
-					ct.kids[name] = &particle{el: p.el, rep: p.rep}
+					ct.kids[name] = &particle{el: p.el, rep: p.rep, pos: p.pos, seq: p.seq}
 				}
 				if c.wild {
 					ct.kids[wildKey] = &particle{rep: c.wildRep}
@@ -188,10 +187,37 @@ func (b *builder) complexContent(ct *complexType, n *xnode) (baseMixed bool) {
 	for _, k := range d.kids {
 		switch k.local {
 		case "sequence", "choice", "all", "group":
-			seqMerge(ct.kids, b.content(k))
+			b.seqMerge(ct.kids, b.content(k))
 		default:
 			b.attribute(ct, k)
 		}
 	}
 	return baseMixed
+}
+
+// applyFacets records a restriction's enumeration and bounds facets for
+// the JSON Schema: an enumeration replaces the base's, bounds tighten it.
+func applyFacets(st *simpleType, restriction *xnode) {
+	var enum []string
+	for _, k := range restriction.kids {
+		v, ok := k.attr("value")
+		if !ok {
+			continue
+		}
+		switch k.local {
+		case "enumeration":
+			enum = append(enum, v)
+		case "minInclusive":
+			st.minIncl = v
+		case "maxInclusive":
+			st.maxIncl = v
+		case "minExclusive":
+			st.minExcl = v
+		case "maxExclusive":
+			st.maxExcl = v
+		}
+	}
+	if enum != nil {
+		st.enum = enum
+	}
 }

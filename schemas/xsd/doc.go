@@ -105,6 +105,17 @@
 // groups, wildcards and imported schemas; anything else renders untyped.
 // xsi:type is honoured by the local name of the type.
 //
+// # JSON to XML, and JSON Schema
+//
+// Build is the inverse of the rendering, for commands sent as JSON: it
+// writes a document from the JSON of its root's content, child elements in
+// the order the content model first names them, and refuses (with a
+// *MappingError naming the key's JSON path) whatever Render would not give
+// back, so that Render(Build(x)) == x for every x it accepts whose
+// document is valid (FuzzBuild, FuzzRenderBuild). JSONSchema describes the
+// same JSON as a draft 2020-12 JSON Schema. Both say in their doc comments
+// what they support.
+//
 // # Dependencies
 //
 // It imports no package of the project: its errors are its own.

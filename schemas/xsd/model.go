@@ -49,28 +49,48 @@ type simpleType struct {
 	// against: libxml2 matches one per derivation step that has some,
 	// and tries every member of a union (capped at maxCount).
 	checks int
+	// What the JSON Schema of the type says (jsonschema.go): the
+	// enumeration of the nearest restriction that has one (lexical
+	// values), the bounds facets, and whether INF, -INF and NaN (which
+	// render as strings) are values.
+	enum             []string
+	minIncl, maxIncl string
+	minExcl, maxExcl string
+	float            bool
 }
 
 // complexType is what rendering needs of an XSD complex type.
 type complexType struct {
-	text    *simpleType // type of the text for simple content, else nil
-	mixed   bool
-	attrs   map[string]*simpleType // by local name
-	kids    map[string]*particle   // child elements by local name
-	wild    bool                   // an xs:any allows other elements
-	wildRep bool                   // ... more than once
+	text  *simpleType // type of the text for simple content, else nil
+	mixed bool
+	attrs map[string]*simpleType // by local name
+	// attrNS is the namespace of the qualified attributes (a reference to
+	// a global attribute, or attributeFormDefault="qualified"), by local
+	// name: Build writes them with a prefix. Rendering drops namespaces.
+	attrNS  map[string]string
+	kids    map[string]*particle // child elements by local name
+	wild    bool                 // an xs:any allows other elements
+	wildRep bool                 // ... more than once
+	// order is the local names of kids in the order the content model
+	// first mentions them: the order Build writes child elements in.
+	order []string
 }
 
 // particle is a child element as its parent's content model allows it.
 type particle struct {
 	el  *element
 	rep bool // may occur more than once: rendered as an array, always
+	pos int  // where the content model first mentions it (see complexType.order)
+	// seq identifies the repeated xs:sequence it is in (0: none): Build
+	// interleaves the items of its members, as in <at/><v/><at/><v/>.
+	seq int
 }
 
 // element is a resolved element declaration. Both types nil means anyType:
 // the element renders untyped.
 type element struct {
 	name     string
+	ns       string // namespace of its name: "" for an unqualified local element
 	simple   *simpleType
 	complex  *complexType
 	nillable bool
@@ -102,13 +122,16 @@ var (
 	strReplace  = &simpleType{kind: kindString, ws: wsReplace}
 	strCollapse = &simpleType{kind: kindString, ws: wsCollapse}
 	numberType  = &simpleType{kind: kindNumber, ws: wsCollapse}
+	floatType   = &simpleType{kind: kindNumber, ws: wsCollapse, float: true}
 	boolType    = &simpleType{kind: kindBool, ws: wsCollapse}
 )
 
 // builtin maps an XSD built-in simple type to its rendering type.
 func builtin(local string) *simpleType {
 	switch local {
-	case "decimal", "float", "double", "integer", "nonPositiveInteger", "negativeInteger",
+	case "float", "double":
+		return floatType
+	case "decimal", "integer", "nonPositiveInteger", "negativeInteger",
 		"long", "int", "short", "byte", "nonNegativeInteger", "unsignedLong", "unsignedInt",
 		"unsignedShort", "unsignedByte", "positiveInteger":
 		return numberType

@@ -17,6 +17,15 @@ type xnode struct {
 	attrs []xml.Attr // un-namespaced attributes
 	scope *nsScope
 	kids  []*xnode
+	doc   *xdoc // the schema document it is in
+}
+
+// xdoc is what building JSON commands needs of a schema document: the
+// namespace its local elements are in when they are qualified.
+type xdoc struct {
+	tns           string
+	qualified     bool // elementFormDefault="qualified"
+	attrQualified bool // attributeFormDefault="qualified"
 }
 
 // nsScope holds the namespace prefixes declared on one element, for
@@ -106,6 +115,9 @@ func parseXSD(src []byte) (*xnode, error) {
 			}
 			line, _ := d.InputPos()
 			n := &xnode{local: t.Name.Local, line: line, scope: scope}
+			if len(stack) > 0 {
+				n.doc = stack[0].doc
+			}
 			var decl map[string]string
 			for _, a := range t.Attr {
 				switch {
@@ -132,6 +144,11 @@ func parseXSD(src []byte) (*xnode, error) {
 					return nil, fmt.Errorf("the root element must be xs:schema in namespace %s", xsdNS)
 				}
 				root = n
+				tns, _ := n.attr("targetNamespace")
+				efd, _ := n.attr("elementFormDefault")
+				afd, _ := n.attr("attributeFormDefault")
+				n.doc = &xdoc{tns: tns, qualified: strings.TrimSpace(efd) == "qualified",
+					attrQualified: strings.TrimSpace(afd) == "qualified"}
 			} else {
 				p := stack[len(stack)-1]
 				p.kids = append(p.kids, n)
