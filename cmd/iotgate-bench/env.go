@@ -503,6 +503,8 @@ type cpuUse struct {
 	cpu      [4]float64
 	gates    []float64
 	sessions float64
+	wall     time.Duration // how long the load ran
+	ops      float64       // operations done; 0: not counted
 }
 
 // stop returns the CPU use since meter, in % of one core of wall time,
@@ -511,7 +513,7 @@ type cpuUse struct {
 // session counts may then fall short).
 func (m *cpuMeter) stop() cpuUse {
 	wall := time.Since(m.at)
-	var use cpuUse
+	use := cpuUse{wall: wall}
 	pct := func(i, pid int) float64 {
 		return 100 * float64(servers.CPUDelta(m.start[i], servers.TreeCPU(pid))) / float64(wall)
 	}

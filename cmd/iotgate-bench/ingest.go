@@ -52,16 +52,20 @@ func (s *ingestScenario) run(ctx context.Context, res *results) error {
 	if err != nil {
 		return fmt.Errorf("messages to iotgate: %w", err)
 	}
-	res.addCPU("ingest: message, iotgate", m.stop())
+	msgUse := m.stop().per(total)
+	res.addCPU("ingest: message, iotgate", msgUse)
 	m = e.meter(e.gate)
 	sinkMsg, err := s.messages(ctx, sinkDomain, total, func(context.Context) (int64, error) { return e.sink.messages.Load(), nil })
 	if err != nil {
 		return fmt.Errorf("messages to the null sink: %w", err)
 	}
-	res.addCPU("ingest: message, null sink", m.stop())
+	res.addCPU("ingest: message, null sink", m.stop().per(total))
 	res.add(sc, "message, iotgate, stored ("+devs+")", "readings/s", "", gateMsg)
 	res.add(sc, "message, null sink, received", "stanzas/s", "", sinkMsg)
-	res.add(sc, "message: iotgate ÷ null sink", "ratio", "≥ 0.9", gateMsg/sinkMsg)
+	res.add(sc, "message: iotgate ÷ null sink", "ratio", "≥ 0.92", gateMsg/sinkMsg)
+	res.addPerOp(sc, "message, iotgate", "reading", msgUse, "≤ 0.03", "≤ 0.025")
+	res.note("ingest: message reading, send → commit p99 at half the max rate (target < 50 ms): not measured yet; " +
+		"the bench times IQ readings (send → result, after commit) but has no paced message load")
 
 	w := e.cfg.ingestWindow
 	before, err := countReadings(ctx, e.db)
@@ -73,11 +77,13 @@ func (s *ingestScenario) run(ctx context.Context, res *results) error {
 	if err != nil {
 		return fmt.Errorf("IQs to iotgate: %w", err)
 	}
-	res.addCPU("ingest: IQ, iotgate", m.stop())
+	iqUse := m.stop()
 	after, err := countReadings(ctx, e.db)
 	if err != nil {
 		return err
 	}
+	iqUse = iqUse.per(after - before)
+	res.addCPU("ingest: IQ, iotgate", iqUse)
 	if after-before != total {
 		e.log.Warn("IQ readings stored differ from those acknowledged", "stored", after-before, "sent", total)
 	}
@@ -86,13 +92,14 @@ func (s *ingestScenario) run(ctx context.Context, res *results) error {
 	if err != nil {
 		return fmt.Errorf("IQs to the null sink: %w", err)
 	}
-	res.addCPU("ingest: IQ, null sink", m.stop())
+	res.addCPU("ingest: IQ, null sink", m.stop().per(int64(sinkLat.count())))
 	gateIQ := float64(after-before) / gateTook.Seconds()
 	sinkIQ := float64(sinkLat.count()) / sinkTook.Seconds()
 	name := fmt.Sprintf("IQ window %d", w)
 	res.add(sc, name+", iotgate, stored", "readings/s", "", gateIQ)
 	res.add(sc, name+", null sink, answered", "stanzas/s", "", sinkIQ)
-	res.add(sc, "IQ: iotgate ÷ null sink", "ratio", "≥ 0.7", gateIQ/sinkIQ)
+	res.add(sc, "IQ: iotgate ÷ null sink", "ratio", "≥ 0.85", gateIQ/sinkIQ)
+	res.addPerOp(sc, name+", iotgate", "reading", iqUse, "", "")
 	res.add(sc, name+", iotgate, send→result p50", "ms", "", ms(gateLat.quantile(0.5)))
 	res.add(sc, name+", iotgate, send→result p99", "ms", "", ms(gateLat.quantile(0.99)))
 	res.add(sc, name+", null sink, send→result p50", "ms", "", ms(sinkLat.quantile(0.5)))

@@ -210,6 +210,10 @@ type scenario interface {
 func bench(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) error {
 	began := time.Now()
 	loadBefore := loadAvg()
+	busy := busyWarning(loadBefore, numCPU())
+	if busy != "" {
+		log.Warn(busy)
+	}
 	buildDir, err := os.MkdirTemp("", "iotgate-bench-bin-")
 	if err != nil {
 		return err
@@ -274,6 +278,9 @@ func bench(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 		fmt.Fprintf(stdout, "- %s\n", l)
 	}
 	fmt.Fprintf(stdout, "- load average at the start: %s\n", loadBefore)
+	if busy != "" {
+		fmt.Fprintf(stdout, "- WARN: %s\n", busy)
+	}
 	fmt.Fprintf(stdout, "- iotgate settings: IOTGATE_DEVICE_RATE=1000000, IOTGATE_DEVICE_BURST=1000000 (defaults 500/1000 would cap ingest), IOTGATE_API_RATE=0 (no per-token request limit), IOTGATE_MAX_COMMANDS_IN_FLIGHT=10000, IOTGATE_EVENT_MAX_STREAMS_PER_TOKEN=1000 (the 100 streams share a token), IOTGATE_WEBHOOK_ALLOW_PRIVATE=1 (the receiver is on 127.0.0.1), IOTGATE_LOG_LEVEL=warn\n")
 	fmt.Fprintf(stdout, "- command line: iotgate-bench %s\n", cfg.String())
 	fmt.Fprintf(stdout, "- took: %s\n", time.Since(began).Round(time.Second))
@@ -344,4 +351,19 @@ func loadAvg() string {
 func tail(s string, n int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// busyWarning returns a warning if the 1-minute load average avg (as
+// loadAvg returns it) was above half the cores: other work then competes
+// with the bench for CPU and its figures are low and noisy. Else "".
+func busyWarning(avg string, cores int) string {
+	f := strings.Fields(avg)
+	if len(f) == 0 {
+		return ""
+	}
+	v, err := strconv.ParseFloat(f[0], 64)
+	if err != nil || v <= 0.5*float64(cores) {
+		return ""
+	}
+	return fmt.Sprintf("the machine was busy before the run: 1-minute load average %.2f > 0.5 × %d cores; the figures are not comparable", v, cores)
 }

@@ -159,11 +159,32 @@ func TestCPUTablePerInstance(t *testing.T) {
 				t.Fatal(err)
 			}
 			rows := tableRows(b.String())
-			if len(rows) != 1 || len(rows[0]) != 6 {
-				t.Fatalf("rows = %q, want one of 6 cells", rows)
+			if len(rows) != 1 || len(rows[0]) != 7 {
+				t.Fatalf("rows = %q, want one of 7 cells", rows)
 			}
 			if rows[0][1] != tt.want {
 				t.Errorf("iotgate cell = %q, want %q", rows[0][1], tt.want)
+			}
+		})
+	}
+}
+
+func TestBusyWarning(t *testing.T) {
+	tests := []struct {
+		name  string
+		avg   string
+		cores int
+		warn  bool
+	}{
+		{"Idle", "0.10 0.20 0.30", 2, false},
+		{"AtHalf", "1.00 0.20 0.30", 2, false},
+		{"Busy", "1.98 1.20 0.82", 2, true},
+		{"Unknown", "unknown", 2, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := busyWarning(tt.avg, tt.cores) != ""; got != tt.warn {
+				t.Errorf("busyWarning(%q, %d) warns = %t, want %t", tt.avg, tt.cores, got, tt.warn)
 			}
 		})
 	}

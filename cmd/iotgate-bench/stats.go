@@ -165,7 +165,7 @@ func (r *results) writeCPUTable(w io.Writer, xmpp string) error {
 		return nil
 	}
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "| load | iotgate | %s | PostgreSQL | bench (load generator, devices) | PostgreSQL sessions opened |\n|---|---:|---:|---:|---:|---:|\n", xmpp)
+	fmt.Fprintf(&sb, "| load | iotgate | %s | PostgreSQL | bench (load generator, devices) | PostgreSQL sessions opened | CPU ms per operation: iotgate / %s / PostgreSQL / bench |\n|---|---:|---:|---:|---:|---:|---:|\n", xmpp, xmpp)
 	for _, c := range r.cpu {
 		fmt.Fprintf(&sb, "| %s |", c.load)
 		for col := range 4 {
@@ -184,6 +184,7 @@ func (r *results) writeCPUTable(w io.Writer, xmpp string) error {
 			vs[i] = run.sessions
 		}
 		fmt.Fprintf(&sb, " %.0f |", median(vs))
+		fmt.Fprintf(&sb, " %s |", c.perOpCell())
 		sb.WriteString("\n")
 	}
 	_, err := io.WriteString(w, sb.String())
@@ -209,3 +210,64 @@ func (c *cpuRow) perGate() string {
 	}
 	return " (" + strings.Join(parts, " + ") + ")"
 }
+
+// perOp returns the median over the runs of the CPU time process col
+// (0 iotgate, 1 the XMPP server, 2 PostgreSQL, 3 the bench) took per
+// operation, in ms, and false if the load counted no operations.
+func (c *cpuRow) perOp(col int) (float64, bool) {
+	var vs []float64
+	for _, run := range c.runs {
+		if v, ok := run.perOp(col); ok {
+			vs = append(vs, v)
+		}
+	}
+	return median(vs), len(vs) > 0
+}
+
+// perOpCell returns "a / b / c / d", the CPU ms per operation of each
+// process, or "–" if the load counted no operations.
+func (c *cpuRow) perOpCell() string {
+	parts := make([]string, 4)
+	for col := range 4 {
+		v, ok := c.perOp(col)
+		if !ok {
+			return "–"
+		}
+		parts[col] = fmt.Sprintf("%.3f", v)
+	}
+	return strings.Join(parts, " / ")
+}
+
+// perOp returns the CPU time process col took per operation, in ms, and
+// false if no operation was counted.
+func (u cpuUse) perOp(col int) (float64, bool) {
+	if u.ops <= 0 {
+		return 0, false
+	}
+	return u.cpu[col] / 100 * ms(u.wall) / u.ops, true
+}
+
+// per returns u with the number of operations done during the load, so
+// that the CPU per operation can be told.
+func (u cpuUse) per(ops int64) cpuUse {
+	u.ops = float64(ops)
+	return u
+}
+
+// addPerOp adds rows to the table for the CPU time per operation of
+// iotgate and PostgreSQL during one load, with the targets ("" for
+// none).
+func (r *results) addPerOp(scenario, name, op string, use cpuUse, gateTarget, pgTarget string) {
+	for _, p := range []struct {
+		col          int
+		proc, target string
+	}{{0, "iotgate", gateTarget}, {2, "PostgreSQL", pgTarget}} {
+		if v, ok := use.perOp(p.col); ok {
+			r.add(scenario, fmt.Sprintf("%s: %s CPU per %s", name, p.proc, op), cpuPerOpUnit, p.target, v)
+		}
+	}
+}
+
+// cpuPerOpUnit is the unit of the CPU-per-operation rows. Their figures
+// may be 0: a process can take less than a clock tick over a short load.
+const cpuPerOpUnit = "CPU ms/op"
