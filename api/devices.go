@@ -430,7 +430,6 @@ func (h *deviceHandler) update(c echo.Context) error {
 //	@Description	Deletes a device together with all its readings and rejections; they cannot be recovered. The XMPP account itself is not touched, unless account=delete: then it is removed first (an account already gone is fine), and the device after it; should the device's removal fail, the same request can be made again.
 //	@Tags			devices
 //	@Produce		json
-//	@Param			jid	path	string	true	"Bare JID, URL-escaped"	extensions(x-example=thermo1@example.com)
 //	@Param			jid		path	string	true	"Bare JID, URL-escaped"	extensions(x-example=thermo1@example.com)
 //	@Param			account	query	string	false	"delete: remove the device's XMPP account too (needs IOTGATE_XMPP_ACCOUNTS); keep (the default): leave it"	Enums(delete, keep)
 //	@Success		204	"Deleted, with its readings and rejections"

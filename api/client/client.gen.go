@@ -429,6 +429,24 @@ func (e IotgateXMPPErrorType) Valid() bool {
 	}
 }
 
+// Defines values for DeleteV1DevicesJidParamsAccount.
+const (
+	Delete DeleteV1DevicesJidParamsAccount = "delete"
+	Keep   DeleteV1DevicesJidParamsAccount = "keep"
+)
+
+// Valid indicates whether the value is a known member of the DeleteV1DevicesJidParamsAccount enum.
+func (e DeleteV1DevicesJidParamsAccount) Valid() bool {
+	switch e {
+	case Delete:
+		return true
+	case Keep:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for GetV1DevicesJidReadingsParamsOrder.
 const (
 	GetV1DevicesJidReadingsParamsOrderAsc  GetV1DevicesJidReadingsParamsOrder = "asc"
@@ -441,6 +459,24 @@ func (e GetV1DevicesJidReadingsParamsOrder) Valid() bool {
 	case GetV1DevicesJidReadingsParamsOrderAsc:
 		return true
 	case GetV1DevicesJidReadingsParamsOrderDesc:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for GetV1DevicesJidReadingsAggregateParamsFill.
+const (
+	None GetV1DevicesJidReadingsAggregateParamsFill = "none"
+	Null GetV1DevicesJidReadingsAggregateParamsFill = "null"
+)
+
+// Valid indicates whether the value is a known member of the GetV1DevicesJidReadingsAggregateParamsFill enum.
+func (e GetV1DevicesJidReadingsAggregateParamsFill) Valid() bool {
+	switch e {
+	case None:
+		return true
+	case Null:
 		return true
 	default:
 		return false
@@ -463,6 +499,69 @@ func (e GetV1DevicesJidRejectionsParamsOrder) Valid() bool {
 	default:
 		return false
 	}
+}
+
+// ApiAccountRequest defines model for api.AccountRequest.
+type ApiAccountRequest struct {
+	// Create Create must be true to create the account.
+	//
+	// Example: true
+	Create *bool `json:"create,omitempty"`
+
+	// Password Password is the account's password (12 to 128 bytes of printable
+	// UTF-8); absent: a random one of 26 characters is generated and
+	// returned.
+	//
+	// Example: correct-horse-battery
+	Password *string `json:"password,omitempty"`
+}
+
+// ApiAggregateBucket defines model for api.AggregateBucket.
+type ApiAggregateBucket struct {
+	// Readings Readings is how many readings the bucket holds.
+	//
+	// Example: 30
+	Readings *int `json:"readings,omitempty"`
+
+	// Start Start is the bucket's start, a multiple of every from the Unix
+	// epoch; the bucket ends where the next starts.
+	//
+	// Example: 2026-01-02T16:05:00Z
+	Start *time.Time `json:"start,omitempty"`
+
+	// Values Values are by field, then by aggregate, for example
+	// {"temperature": {"avg": 21.4, "min": 21.1, "max": 21.8, "count": 30}};
+	// null where the bucket has no number for the field (count is then 0).
+	Values *map[string]interface{} `json:"values,omitempty"`
+}
+
+// ApiAggregateResponse defines model for api.AggregateResponse.
+type ApiAggregateResponse struct {
+	// Buckets Buckets are oldest first; without fill=null, only the buckets that
+	// hold readings.
+	Buckets *[]ApiAggregateBucket `json:"buckets,omitempty"`
+
+	// EverySeconds EverySeconds is the buckets' width.
+	//
+	// Example: 300
+	EverySeconds *int `json:"every_seconds,omitempty"`
+
+	// Fields Fields and Fn are the fields and aggregates of each bucket's values.
+	//
+	// Example: ["temperature","humidity"]
+	Fields *[]string `json:"fields,omitempty"`
+
+	// Fn Example: ["avg","min","max","count"]
+	Fn *[]string `json:"fn,omitempty"`
+
+	// From From and To are the range the buckets cover (from <= received_at <
+	// to), as asked for or defaulted.
+	//
+	// Example: 2026-01-02T00:00:00Z
+	From *time.Time `json:"from,omitempty"`
+
+	// To Example: 2026-01-03T00:00:00Z
+	To *time.Time `json:"to,omitempty"`
 }
 
 // ApiCheckResult defines model for api.CheckResult.
@@ -509,6 +608,22 @@ type ApiCompileIssue struct {
 
 // ApiCreateCommandRequest defines model for api.CreateCommandRequest.
 type ApiCreateCommandRequest struct {
+	// Data Data is the command as JSON, the alternative to payload: iotgate
+	// builds the XML from the device's schema, the exact inverse of a
+	// reading's rendering (keys are child elements in schema order,
+	// "@name" attributes, "#text" simple content, arrays for elements that
+	// may repeat), then validates it. See docs/commands.md and the JSON
+	// Schema of the device's schema version.
+	Data *map[string]interface{} `json:"data,omitempty"`
+
+	// Element Element is the local name of the command's root element, a global
+	// element of the schema; absent, iotgate picks the one the data fits
+	// (422 json_element_ambiguous naming the candidates if none or
+	// several do). With data only.
+	//
+	// Example: set
+	Element *string `json:"element,omitempty"`
+
 	// ExpiresInMs ExpiresInMS bounds how long a queued command waits (mode queue
 	// only).
 	//
@@ -525,10 +640,10 @@ type ApiCreateCommandRequest struct {
 	// Payload Payload is the IQ's child element, one XML element that must be
 	// valid against the device's schema, without comments, processing
 	// instructions or a DOCTYPE. It is sent re-serialized (namespaces
-	// declared, text escaped), not byte for byte.
+	// declared, text escaped), not byte for byte. Send payload or data.
 	//
 	// Example: <set xmlns='urn:example:thermostat'><target>21.5</target></set>
-	Payload string `json:"payload"`
+	Payload *string `json:"payload,omitempty"`
 
 	// Resource Resource sends to that instance of the device (the part after the
 	// '/' of its full JID); absent means the highest-priority available
@@ -562,6 +677,10 @@ type ApiCreateCommandRequestType string
 
 // ApiCreateDeviceRequest defines model for api.CreateDeviceRequest.
 type ApiCreateDeviceRequest struct {
+	// Account Account, with create true, also creates the device's XMPP account
+	// on the server (when iotgate is configured to: IOTGATE_XMPP_ACCOUNTS).
+	Account *ApiAccountRequest `json:"account,omitempty"`
+
 	// Jid JID is the device's bare JID. It is normalized (PRECIS) and stored
 	// in its canonical form; a full JID (with a resource) is refused.
 	//
@@ -660,6 +779,59 @@ type ApiCreateWebhookRequest struct {
 	//
 	// Example: https://app.example.com/iotgate/events
 	Url string `json:"url"`
+}
+
+// ApiCreatedAccount defines model for api.CreatedAccount.
+type ApiCreatedAccount struct {
+	// Jid JID is the account's bare JID: the device's.
+	//
+	// Example: thermo1@example.com
+	Jid *string `json:"jid,omitempty"`
+
+	// Password Password is the account's password, shown this once: iotgate
+	// stores it nowhere.
+	//
+	// Example: MZXW6YTBOI7TQWKXOVXHI4LF3Q
+	Password *string `json:"password,omitempty"`
+}
+
+// ApiCreatedDevice defines model for api.CreatedDevice.
+type ApiCreatedDevice struct {
+	// Account Account is present when the request asked for the XMPP account.
+	Account *ApiCreatedAccount `json:"account,omitempty"`
+
+	// CreatedAt Example: 2026-01-02T15:04:05Z
+	CreatedAt *time.Time `json:"created_at,omitempty"`
+
+	// Jid Example: thermo1@example.com
+	Jid *string `json:"jid,omitempty"`
+
+	// Labels Example: {"room":"kitchen","site":"berlin"}
+	Labels *map[string]string `json:"labels,omitempty"`
+
+	// LastSeenAt LastSeenAt is when the device's last reading arrived; null before
+	// the first.
+	//
+	// Example: 2026-01-02T16:00:00Z
+	LastSeenAt *time.Time `json:"last_seen_at,omitempty"`
+
+	// Name Example: Kitchen
+	Name *string `json:"name,omitempty"`
+
+	// Online Online is whether an instance of the device is available, from its
+	// presence.
+	//
+	// Example: true
+	Online *bool `json:"online,omitempty"`
+
+	// Schema Example: thermostat
+	Schema *string `json:"schema,omitempty"`
+
+	// SchemaVersion Example: 2
+	SchemaVersion *int `json:"schema_version,omitempty"`
+
+	// UpdatedAt Example: 2026-01-02T15:04:05Z
+	UpdatedAt *time.Time `json:"updated_at,omitempty"`
 }
 
 // ApiCreatedToken defines model for api.CreatedToken.
@@ -1087,6 +1259,28 @@ type ApiSchemaRef struct {
 
 	// Version Example: 1
 	Version *int `json:"version,omitempty"`
+}
+
+// ApiStatesRequest defines model for api.StatesRequest.
+type ApiStatesRequest struct {
+	// Jids JIDs are the devices' bare JIDs, at most 500 (duplicates count
+	// once).
+	//
+	// Example: ["thermo1@example.com","thermo2@example.com"]
+	Jids []string `json:"jids"`
+}
+
+// ApiStatesResponse defines model for api.StatesResponse.
+type ApiStatesResponse struct {
+	// Items Items are the states of the devices found, in the order asked.
+	Items *[]ApiDeviceState `json:"items,omitempty"`
+
+	// NotFound NotFound are the JIDs of no device the token may see (not
+	// registered, or outside its selector: the two are not told apart),
+	// normalized.
+	//
+	// Example: ["gone@example.com"]
+	NotFound *[]string `json:"not_found,omitempty"`
 }
 
 // ApiStatusResponse defines model for api.StatusResponse.
@@ -1526,6 +1720,15 @@ type GetV1DevicesParams struct {
 	Cursor *string `form:"cursor,omitempty" json:"cursor,omitempty"`
 }
 
+// DeleteV1DevicesJidParams defines parameters for DeleteV1DevicesJid.
+type DeleteV1DevicesJidParams struct {
+	// Account delete: remove the device's XMPP account too (needs IOTGATE_XMPP_ACCOUNTS); keep (the default): leave it
+	Account *DeleteV1DevicesJidParamsAccount `form:"account,omitempty" json:"account,omitempty"`
+}
+
+// DeleteV1DevicesJidParamsAccount defines parameters for DeleteV1DevicesJid.
+type DeleteV1DevicesJidParamsAccount string
+
 // GetV1DevicesJidCommandsParams defines parameters for GetV1DevicesJidCommands.
 type GetV1DevicesJidCommandsParams struct {
 	// Limit Page size
@@ -1561,6 +1764,30 @@ type GetV1DevicesJidReadingsParams struct {
 
 // GetV1DevicesJidReadingsParamsOrder defines parameters for GetV1DevicesJidReadings.
 type GetV1DevicesJidReadingsParamsOrder string
+
+// GetV1DevicesJidReadingsAggregateParams defines parameters for GetV1DevicesJidReadingsAggregate.
+type GetV1DevicesJidReadingsAggregateParams struct {
+	// Fields Comma-separated dotted field paths, e.g. temperature,humidity
+	Fields string `form:"fields" json:"fields"`
+
+	// From Start (RFC 3339; escape + as %2B); default: to minus 24h
+	From *time.Time `form:"from,omitempty" json:"from,omitempty"`
+
+	// To End, excluded (RFC 3339; escape + as %2B); default: now
+	To *time.Time `form:"to,omitempty" json:"to,omitempty"`
+
+	// Every Bucket width, a Go duration in whole seconds (30s, 5m, 1h, 24h)
+	Every *string `form:"every,omitempty" json:"every,omitempty"`
+
+	// Fn Comma-separated aggregates: avg, min, max, sum, count
+	Fn *string `form:"fn,omitempty" json:"fn,omitempty"`
+
+	// Fill none leaves empty buckets out; null returns them with null values
+	Fill *GetV1DevicesJidReadingsAggregateParamsFill `form:"fill,omitempty" json:"fill,omitempty"`
+}
+
+// GetV1DevicesJidReadingsAggregateParamsFill defines parameters for GetV1DevicesJidReadingsAggregate.
+type GetV1DevicesJidReadingsAggregateParamsFill string
 
 // GetV1DevicesJidRejectionsParams defines parameters for GetV1DevicesJidRejections.
 type GetV1DevicesJidRejectionsParams struct {
@@ -1606,6 +1833,9 @@ type GetV1EventsParams struct {
 
 // PostV1DevicesJSONRequestBody defines body for PostV1Devices for application/json ContentType.
 type PostV1DevicesJSONRequestBody = ApiCreateDeviceRequest
+
+// PostV1DevicesStatesJSONRequestBody defines body for PostV1DevicesStates for application/json ContentType.
+type PostV1DevicesStatesJSONRequestBody = ApiStatesRequest
 
 // PatchV1DevicesJidJSONRequestBody defines body for PatchV1DevicesJid for application/json ContentType.
 type PatchV1DevicesJidJSONRequestBody = ApiUpdateDeviceRequest
@@ -1737,6 +1967,7 @@ type ClientInterface interface {
 	// PostV1DevicesWithBody Register a device
 	//
 	// Registers an XMPP entity as a device whose readings follow the given schema. The JID is normalized (PRECIS) and stored bare: a full JID (with a resource) or an invalid one is refused with 400 saying why. schema_version absent means the schema's latest version at registration; the device stays on that version until changed with PATCH.
+	// With "account": {"create": true}, iotgate also creates the device's XMPP account on the server (ejabberd's HTTP API or prosodyctl, per IOTGATE_XMPP_ACCOUNTS) before registering it, and removes it again if the registration fails. The password is the one given (12 to 128 bytes) or a generated one (26 characters), returned once in account.password and stored nowhere. Not configured: 422 accounts_unavailable; the account exists: 409 account_exists; the server's admin interface unreachable, timed out (10 s) or refusing iotgate's credential: 503 account_server_unavailable.
 	//
 	// Takes any type of body and a specified content type.
 	//
@@ -1746,18 +1977,37 @@ type ClientInterface interface {
 	// PostV1Devices Register a device
 	//
 	// Registers an XMPP entity as a device whose readings follow the given schema. The JID is normalized (PRECIS) and stored bare: a full JID (with a resource) or an invalid one is refused with 400 saying why. schema_version absent means the schema's latest version at registration; the device stays on that version until changed with PATCH.
+	// With "account": {"create": true}, iotgate also creates the device's XMPP account on the server (ejabberd's HTTP API or prosodyctl, per IOTGATE_XMPP_ACCOUNTS) before registering it, and removes it again if the registration fails. The password is the one given (12 to 128 bytes) or a generated one (26 characters), returned once in account.password and stored nowhere. Not configured: 422 accounts_unavailable; the account exists: 409 account_exists; the server's admin interface unreachable, timed out (10 s) or refusing iotgate's credential: 503 account_server_unavailable.
 	//
 	// Takes a body of the `application/json` content type.
 	//
 	// Corresponds with POST /v1/devices (the `PostV1Devices` operationId).
 	PostV1Devices(ctx context.Context, body PostV1DevicesJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// PostV1DevicesStatesWithBody Get many devices' states
+	//
+	// Returns the state of each listed device (online, presence resources, last_seen_at and the latest reading), as GET /v1/devices/{jid}/state does for one, in one call, served from iotgate's caches where they hold the device and its reading. At most 500 JIDs. A JID of no device the token may see (not registered, or outside its selector) is listed in not_found, never told apart. Counted as a heavy request.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/devices/states (the `PostV1DevicesStates` operationId).
+	PostV1DevicesStatesWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PostV1DevicesStates Get many devices' states
+	//
+	// Returns the state of each listed device (online, presence resources, last_seen_at and the latest reading), as GET /v1/devices/{jid}/state does for one, in one call, served from iotgate's caches where they hold the device and its reading. At most 500 JIDs. A JID of no device the token may see (not registered, or outside its selector) is listed in not_found, never told apart. Counted as a heavy request.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/devices/states (the `PostV1DevicesStates` operationId).
+	PostV1DevicesStates(ctx context.Context, body PostV1DevicesStatesJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// DeleteV1DevicesJid Delete a device
 	//
-	// Deletes a device together with all its readings and rejections; they cannot be recovered. The XMPP account itself is not touched.
+	// Deletes a device together with all its readings and rejections; they cannot be recovered. The XMPP account itself is not touched, unless account=delete: then it is removed first (an account already gone is fine), and the device after it; should the device's removal fail, the same request can be made again.
 	//
 	// Corresponds with DELETE /v1/devices/{jid} (the `DeleteV1DevicesJid` operationId).
-	DeleteV1DevicesJid(ctx context.Context, jid string, reqEditors ...RequestEditorFn) (*http.Response, error)
+	DeleteV1DevicesJid(ctx context.Context, jid string, params *DeleteV1DevicesJidParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// GetV1DevicesJid Get a device
 	//
@@ -1793,6 +2043,7 @@ type ClientInterface interface {
 
 	// PostV1DevicesJidCommandsWithBody Send a command to a device
 	//
+	// The command is payload (XML) or data (JSON, with element naming the root element, optional when the data fits one global element only): iotgate builds the XML from data by the device's schema, the exact inverse of a reading's rendering; data with no XML form in the schema is 422 with code json_not_mappable and details {path, reason} naming the key, json_element_ambiguous or json_element_unknown.
 	// Validates the payload against the device's schema (422 with the validator's reason; nothing is sent), stores the command and sends it as an IQ to the given resource, or to the device's highest-priority available one.
 	// mode sync (default) waits up to timeout_ms for the outcome: 200 with the device's response; 502 (code xmpp_error) when the device answered with an IQ error; 504 (code timeout) when it did not answer in time (a late answer is still recorded on the command); 409 (code device_offline) at once when the device has no available resource or its server bounced the IQ; 503 (code xmpp_unavailable) when iotgate's XMPP stream is down or drops.
 	// mode async answers 202 at once (or 409/503 as above); follow Location. mode queue answers 202 and, while the device is offline, keeps the command until it comes online (then delivers queued commands in order) or until expires_in_ms passes (status expired).
@@ -1805,6 +2056,7 @@ type ClientInterface interface {
 
 	// PostV1DevicesJidCommands Send a command to a device
 	//
+	// The command is payload (XML) or data (JSON, with element naming the root element, optional when the data fits one global element only): iotgate builds the XML from data by the device's schema, the exact inverse of a reading's rendering; data with no XML form in the schema is 422 with code json_not_mappable and details {path, reason} naming the key, json_element_ambiguous or json_element_unknown.
 	// Validates the payload against the device's schema (422 with the validator's reason; nothing is sent), stores the command and sends it as an IQ to the given resource, or to the device's highest-priority available one.
 	// mode sync (default) waits up to timeout_ms for the outcome: 200 with the device's response; 502 (code xmpp_error) when the device answered with an IQ error; 504 (code timeout) when it did not answer in time (a late answer is still recorded on the command); 409 (code device_offline) at once when the device has no available resource or its server bounced the IQ; 503 (code xmpp_unavailable) when iotgate's XMPP stream is down or drops.
 	// mode async answers 202 at once (or 409/503 as above); follow Location. mode queue answers 202 and, while the device is offline, keeps the command until it comes online (then delivers queued commands in order) or until expires_in_ms passes (status expired).
@@ -1817,10 +2069,17 @@ type ClientInterface interface {
 
 	// GetV1DevicesJidReadings List a device's readings
 	//
-	// Lists the readings a device sent that its schema accepted, newest first by default, a page at a time: pass next_cursor as cursor (with the same since, until and order) to get the next page; the last page has no next_cursor. A page also ends once its rows reach IOTGATE_MAX_PAGE_BYTES (4 MiB by default; at least one row), so it may hold fewer rows than limit and still have a next_cursor.
+	// Lists the readings a device sent that its schema accepted, newest first by default, a page at a time: pass next_cursor as cursor (with the same since, until and order) to get the next page; the last page has no next_cursor. A page also ends once its rows reach IOTGATE_MAX_PAGE_BYTES (4 MiB by default; at least one row), so it may hold fewer rows than limit and still have a next_cursor. With Accept: text/csv the readings are exported as CSV instead, every page of them in one response (see docs/devices-and-readings.md): columns received_at, device_time, then one per scalar field of the device's schema (dotted paths, sorted); limit is then the size of the pages read, cursor where to start; an export stops after 10 minutes, with the cursor to continue in the X-Next-Cursor trailer.
 	//
 	// Corresponds with GET /v1/devices/{jid}/readings (the `GetV1DevicesJidReadings` operationId).
 	GetV1DevicesJidReadings(ctx context.Context, jid string, params *GetV1DevicesJidReadingsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetV1DevicesJidReadingsAggregate Aggregate a device's readings over time buckets
+	//
+	// Returns time buckets of the device's readings (from <= received_at < to) with aggregates of numeric fields, for charts, computed by PostgreSQL in one query. Buckets are aligned to every from the Unix epoch (every=1h: buckets start on the hour, UTC). A field is a dotted path of the JSON keys of the readings' data: temperature, @seq (an attribute), sensor.value (a child's child), note.#text (simple content); it must be a single number by the device's schema (its XSD type: decimal, double, float or an integer type), else 422 field_unknown or field_not_numeric, with the field in details. Readings whose value at a field is not a JSON number (stored under another schema version) are skipped for that field. Bounded: at most 10000 buckets ((to-from)/every, else 422 too_many_buckets), 16 fields, every at least 1s; counted as a heavy request.
+	//
+	// Corresponds with GET /v1/devices/{jid}/readings/aggregate (the `GetV1DevicesJidReadingsAggregate` operationId).
+	GetV1DevicesJidReadingsAggregate(ctx context.Context, jid string, params *GetV1DevicesJidReadingsAggregateParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// GetV1DevicesJidRejections List a device's rejections
 	//
@@ -1904,6 +2163,13 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /v1/schemas/{name}/versions/{version} (the `GetV1SchemasNameVersionsVersion` operationId).
 	GetV1SchemasNameVersionsVersion(ctx context.Context, name string, version int, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetV1SchemasNameVersionsVersionJsonSchema Get a schema version's JSON Schema
+	//
+	// Returns a JSON Schema (draft 2020-12) generated from the XSD of one version of the named schema: one $defs entry per global element (by its local name) describing the JSON of a document with that root, which is both a reading's data and a command's data (the same shape both ways). Types come from the XSD's simple types (number, boolean, string; enumerations as enum; numeric bounds as minimum/maximum); xs:pattern is not translated; additionalProperties is false where the XSD content is closed. See docs/commands.md for the mapping.
+	//
+	// Corresponds with GET /v1/schemas/{name}/versions/{version}/json-schema (the `GetV1SchemasNameVersionsVersionJsonSchema` operationId).
+	GetV1SchemasNameVersionsVersionJsonSchema(ctx context.Context, name string, version int, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// GetV1SchemasNameVersionsVersionXsd Get a schema version's XSD
 	//
@@ -2097,6 +2363,7 @@ func (c *Client) GetV1Devices(ctx context.Context, params *GetV1DevicesParams, r
 // PostV1DevicesWithBody Register a device
 //
 // Registers an XMPP entity as a device whose readings follow the given schema. The JID is normalized (PRECIS) and stored bare: a full JID (with a resource) or an invalid one is refused with 400 saying why. schema_version absent means the schema's latest version at registration; the device stays on that version until changed with PATCH.
+// With "account": {"create": true}, iotgate also creates the device's XMPP account on the server (ejabberd's HTTP API or prosodyctl, per IOTGATE_XMPP_ACCOUNTS) before registering it, and removes it again if the registration fails. The password is the one given (12 to 128 bytes) or a generated one (26 characters), returned once in account.password and stored nowhere. Not configured: 422 accounts_unavailable; the account exists: 409 account_exists; the server's admin interface unreachable, timed out (10 s) or refusing iotgate's credential: 503 account_server_unavailable.
 //
 // Takes any type of body and a specified content type.
 //
@@ -2116,6 +2383,7 @@ func (c *Client) PostV1DevicesWithBody(ctx context.Context, contentType string, 
 // PostV1Devices Register a device
 //
 // Registers an XMPP entity as a device whose readings follow the given schema. The JID is normalized (PRECIS) and stored bare: a full JID (with a resource) or an invalid one is refused with 400 saying why. schema_version absent means the schema's latest version at registration; the device stays on that version until changed with PATCH.
+// With "account": {"create": true}, iotgate also creates the device's XMPP account on the server (ejabberd's HTTP API or prosodyctl, per IOTGATE_XMPP_ACCOUNTS) before registering it, and removes it again if the registration fails. The password is the one given (12 to 128 bytes) or a generated one (26 characters), returned once in account.password and stored nowhere. Not configured: 422 accounts_unavailable; the account exists: 409 account_exists; the server's admin interface unreachable, timed out (10 s) or refusing iotgate's credential: 503 account_server_unavailable.
 //
 // Takes a body of the `application/json` content type.
 //
@@ -2132,13 +2400,51 @@ func (c *Client) PostV1Devices(ctx context.Context, body PostV1DevicesJSONReques
 	return c.Client.Do(req)
 }
 
+// PostV1DevicesStatesWithBody Get many devices' states
+//
+// Returns the state of each listed device (online, presence resources, last_seen_at and the latest reading), as GET /v1/devices/{jid}/state does for one, in one call, served from iotgate's caches where they hold the device and its reading. At most 500 JIDs. A JID of no device the token may see (not registered, or outside its selector) is listed in not_found, never told apart. Counted as a heavy request.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/devices/states (the `PostV1DevicesStates` operationId).
+func (c *Client) PostV1DevicesStatesWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPostV1DevicesStatesRequestWithBody(c.Server, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PostV1DevicesStates Get many devices' states
+//
+// Returns the state of each listed device (online, presence resources, last_seen_at and the latest reading), as GET /v1/devices/{jid}/state does for one, in one call, served from iotgate's caches where they hold the device and its reading. At most 500 JIDs. A JID of no device the token may see (not registered, or outside its selector) is listed in not_found, never told apart. Counted as a heavy request.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/devices/states (the `PostV1DevicesStates` operationId).
+func (c *Client) PostV1DevicesStates(ctx context.Context, body PostV1DevicesStatesJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPostV1DevicesStatesRequest(c.Server, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // DeleteV1DevicesJid Delete a device
 //
-// Deletes a device together with all its readings and rejections; they cannot be recovered. The XMPP account itself is not touched.
+// Deletes a device together with all its readings and rejections; they cannot be recovered. The XMPP account itself is not touched, unless account=delete: then it is removed first (an account already gone is fine), and the device after it; should the device's removal fail, the same request can be made again.
 //
 // Corresponds with DELETE /v1/devices/{jid} (the `DeleteV1DevicesJid` operationId).
-func (c *Client) DeleteV1DevicesJid(ctx context.Context, jid string, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewDeleteV1DevicesJidRequest(c.Server, jid)
+func (c *Client) DeleteV1DevicesJid(ctx context.Context, jid string, params *DeleteV1DevicesJidParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewDeleteV1DevicesJidRequest(c.Server, jid, params)
 	if err != nil {
 		return nil, err
 	}
@@ -2223,6 +2529,7 @@ func (c *Client) GetV1DevicesJidCommands(ctx context.Context, jid string, params
 
 // PostV1DevicesJidCommandsWithBody Send a command to a device
 //
+// The command is payload (XML) or data (JSON, with element naming the root element, optional when the data fits one global element only): iotgate builds the XML from data by the device's schema, the exact inverse of a reading's rendering; data with no XML form in the schema is 422 with code json_not_mappable and details {path, reason} naming the key, json_element_ambiguous or json_element_unknown.
 // Validates the payload against the device's schema (422 with the validator's reason; nothing is sent), stores the command and sends it as an IQ to the given resource, or to the device's highest-priority available one.
 // mode sync (default) waits up to timeout_ms for the outcome: 200 with the device's response; 502 (code xmpp_error) when the device answered with an IQ error; 504 (code timeout) when it did not answer in time (a late answer is still recorded on the command); 409 (code device_offline) at once when the device has no available resource or its server bounced the IQ; 503 (code xmpp_unavailable) when iotgate's XMPP stream is down or drops.
 // mode async answers 202 at once (or 409/503 as above); follow Location. mode queue answers 202 and, while the device is offline, keeps the command until it comes online (then delivers queued commands in order) or until expires_in_ms passes (status expired).
@@ -2245,6 +2552,7 @@ func (c *Client) PostV1DevicesJidCommandsWithBody(ctx context.Context, jid strin
 
 // PostV1DevicesJidCommands Send a command to a device
 //
+// The command is payload (XML) or data (JSON, with element naming the root element, optional when the data fits one global element only): iotgate builds the XML from data by the device's schema, the exact inverse of a reading's rendering; data with no XML form in the schema is 422 with code json_not_mappable and details {path, reason} naming the key, json_element_ambiguous or json_element_unknown.
 // Validates the payload against the device's schema (422 with the validator's reason; nothing is sent), stores the command and sends it as an IQ to the given resource, or to the device's highest-priority available one.
 // mode sync (default) waits up to timeout_ms for the outcome: 200 with the device's response; 502 (code xmpp_error) when the device answered with an IQ error; 504 (code timeout) when it did not answer in time (a late answer is still recorded on the command); 409 (code device_offline) at once when the device has no available resource or its server bounced the IQ; 503 (code xmpp_unavailable) when iotgate's XMPP stream is down or drops.
 // mode async answers 202 at once (or 409/503 as above); follow Location. mode queue answers 202 and, while the device is offline, keeps the command until it comes online (then delivers queued commands in order) or until expires_in_ms passes (status expired).
@@ -2267,11 +2575,28 @@ func (c *Client) PostV1DevicesJidCommands(ctx context.Context, jid string, param
 
 // GetV1DevicesJidReadings List a device's readings
 //
-// Lists the readings a device sent that its schema accepted, newest first by default, a page at a time: pass next_cursor as cursor (with the same since, until and order) to get the next page; the last page has no next_cursor. A page also ends once its rows reach IOTGATE_MAX_PAGE_BYTES (4 MiB by default; at least one row), so it may hold fewer rows than limit and still have a next_cursor.
+// Lists the readings a device sent that its schema accepted, newest first by default, a page at a time: pass next_cursor as cursor (with the same since, until and order) to get the next page; the last page has no next_cursor. A page also ends once its rows reach IOTGATE_MAX_PAGE_BYTES (4 MiB by default; at least one row), so it may hold fewer rows than limit and still have a next_cursor. With Accept: text/csv the readings are exported as CSV instead, every page of them in one response (see docs/devices-and-readings.md): columns received_at, device_time, then one per scalar field of the device's schema (dotted paths, sorted); limit is then the size of the pages read, cursor where to start; an export stops after 10 minutes, with the cursor to continue in the X-Next-Cursor trailer.
 //
 // Corresponds with GET /v1/devices/{jid}/readings (the `GetV1DevicesJidReadings` operationId).
 func (c *Client) GetV1DevicesJidReadings(ctx context.Context, jid string, params *GetV1DevicesJidReadingsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetV1DevicesJidReadingsRequest(c.Server, jid, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetV1DevicesJidReadingsAggregate Aggregate a device's readings over time buckets
+//
+// Returns time buckets of the device's readings (from <= received_at < to) with aggregates of numeric fields, for charts, computed by PostgreSQL in one query. Buckets are aligned to every from the Unix epoch (every=1h: buckets start on the hour, UTC). A field is a dotted path of the JSON keys of the readings' data: temperature, @seq (an attribute), sensor.value (a child's child), note.#text (simple content); it must be a single number by the device's schema (its XSD type: decimal, double, float or an integer type), else 422 field_unknown or field_not_numeric, with the field in details. Readings whose value at a field is not a JSON number (stored under another schema version) are skipped for that field. Bounded: at most 10000 buckets ((to-from)/every, else 422 too_many_buckets), 16 fields, every at least 1s; counted as a heavy request.
+//
+// Corresponds with GET /v1/devices/{jid}/readings/aggregate (the `GetV1DevicesJidReadingsAggregate` operationId).
+func (c *Client) GetV1DevicesJidReadingsAggregate(ctx context.Context, jid string, params *GetV1DevicesJidReadingsAggregateParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetV1DevicesJidReadingsAggregateRequest(c.Server, jid, params)
 	if err != nil {
 		return nil, err
 	}
@@ -2465,6 +2790,23 @@ func (c *Client) DeleteV1SchemasNameVersionsVersion(ctx context.Context, name st
 // Corresponds with GET /v1/schemas/{name}/versions/{version} (the `GetV1SchemasNameVersionsVersion` operationId).
 func (c *Client) GetV1SchemasNameVersionsVersion(ctx context.Context, name string, version int, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetV1SchemasNameVersionsVersionRequest(c.Server, name, version)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetV1SchemasNameVersionsVersionJsonSchema Get a schema version's JSON Schema
+//
+// Returns a JSON Schema (draft 2020-12) generated from the XSD of one version of the named schema: one $defs entry per global element (by its local name) describing the JSON of a document with that root, which is both a reading's data and a command's data (the same shape both ways). Types come from the XSD's simple types (number, boolean, string; enumerations as enum; numeric bounds as minimum/maximum); xs:pattern is not translated; additionalProperties is false where the XSD content is closed. See docs/commands.md for the mapping.
+//
+// Corresponds with GET /v1/schemas/{name}/versions/{version}/json-schema (the `GetV1SchemasNameVersionsVersionJsonSchema` operationId).
+func (c *Client) GetV1SchemasNameVersionsVersionJsonSchema(ctx context.Context, name string, version int, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetV1SchemasNameVersionsVersionJsonSchemaRequest(c.Server, name, version)
 	if err != nil {
 		return nil, err
 	}
@@ -2972,8 +3314,48 @@ func NewPostV1DevicesRequestWithBody(server string, contentType string, body io.
 	return req, nil
 }
 
+// NewPostV1DevicesStatesRequest calls the generic PostV1DevicesStates builder with application/json body
+func NewPostV1DevicesStatesRequest(server string, body PostV1DevicesStatesJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewPostV1DevicesStatesRequestWithBody(server, "application/json", bodyReader)
+}
+
+// NewPostV1DevicesStatesRequestWithBody constructs an http.Request for the PostV1DevicesStates method, with any body, and a specified content type
+func NewPostV1DevicesStatesRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/devices/states")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
 // NewDeleteV1DevicesJidRequest constructs an http.Request for the DeleteV1DevicesJid method
-func NewDeleteV1DevicesJidRequest(server string, jid string) (*http.Request, error) {
+func NewDeleteV1DevicesJidRequest(server string, jid string, params *DeleteV1DevicesJidParams) (*http.Request, error) {
 	var err error
 
 	var pathParam0 string
@@ -2996,6 +3378,33 @@ func NewDeleteV1DevicesJidRequest(server string, jid string) (*http.Request, err
 	queryURL, err := serverURL.Parse(operationPath)
 	if err != nil {
 		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Account != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "account", *params.Account, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
 	}
 
 	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
@@ -3308,6 +3717,123 @@ func NewGetV1DevicesJidReadingsRequest(server string, jid string, params *GetV1D
 		if params.Order != nil {
 
 			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "order", *params.Order, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewGetV1DevicesJidReadingsAggregateRequest constructs an http.Request for the GetV1DevicesJidReadingsAggregate method
+func NewGetV1DevicesJidReadingsAggregateRequest(server string, jid string, params *GetV1DevicesJidReadingsAggregateParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "jid", jid, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/devices/%s/readings/aggregate", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if queryFrag, err := runtime.StyleParamWithOptions("form", true, "fields", params.Fields, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+			return nil, err
+		} else {
+			for _, qp := range strings.Split(queryFrag, "&") {
+				rawQueryFragments = append(rawQueryFragments, qp)
+			}
+		}
+
+		if params.From != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "from", *params.From, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "date-time"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.To != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "to", *params.To, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "date-time"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Every != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "every", *params.Every, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Fn != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "fn", *params.Fn, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Fill != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "fill", *params.Fill, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
 				return nil, err
 			} else {
 				for _, qp := range strings.Split(queryFrag, "&") {
@@ -3835,6 +4361,47 @@ func NewGetV1SchemasNameVersionsVersionRequest(server string, name string, versi
 	return req, nil
 }
 
+// NewGetV1SchemasNameVersionsVersionJsonSchemaRequest constructs an http.Request for the GetV1SchemasNameVersionsVersionJsonSchema method
+func NewGetV1SchemasNameVersionsVersionJsonSchemaRequest(server string, name string, version int) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "name", name, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "version", version, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "integer", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/schemas/%s/versions/%s/json-schema", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewGetV1SchemasNameVersionsVersionXsdRequest constructs an http.Request for the GetV1SchemasNameVersionsVersionXsd method
 func NewGetV1SchemasNameVersionsVersionXsdRequest(server string, name string, version int) (*http.Request, error) {
 	var err error
@@ -4285,6 +4852,7 @@ type ClientWithResponsesInterface interface {
 	// PostV1DevicesWithBodyWithResponse Register a device
 	//
 	// Registers an XMPP entity as a device whose readings follow the given schema. The JID is normalized (PRECIS) and stored bare: a full JID (with a resource) or an invalid one is refused with 400 saying why. schema_version absent means the schema's latest version at registration; the device stays on that version until changed with PATCH.
+	// With "account": {"create": true}, iotgate also creates the device's XMPP account on the server (ejabberd's HTTP API or prosodyctl, per IOTGATE_XMPP_ACCOUNTS) before registering it, and removes it again if the registration fails. The password is the one given (12 to 128 bytes) or a generated one (26 characters), returned once in account.password and stored nowhere. Not configured: 422 accounts_unavailable; the account exists: 409 account_exists; the server's admin interface unreachable, timed out (10 s) or refusing iotgate's credential: 503 account_server_unavailable.
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -4294,20 +4862,39 @@ type ClientWithResponsesInterface interface {
 	// PostV1DevicesWithResponse Register a device
 	//
 	// Registers an XMPP entity as a device whose readings follow the given schema. The JID is normalized (PRECIS) and stored bare: a full JID (with a resource) or an invalid one is refused with 400 saying why. schema_version absent means the schema's latest version at registration; the device stays on that version until changed with PATCH.
+	// With "account": {"create": true}, iotgate also creates the device's XMPP account on the server (ejabberd's HTTP API or prosodyctl, per IOTGATE_XMPP_ACCOUNTS) before registering it, and removes it again if the registration fails. The password is the one given (12 to 128 bytes) or a generated one (26 characters), returned once in account.password and stored nowhere. Not configured: 422 accounts_unavailable; the account exists: 409 account_exists; the server's admin interface unreachable, timed out (10 s) or refusing iotgate's credential: 503 account_server_unavailable.
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with POST /v1/devices (the `PostV1Devices` operationId).
 	PostV1DevicesWithResponse(ctx context.Context, body PostV1DevicesJSONRequestBody, reqEditors ...RequestEditorFn) (*PostV1DevicesResponse, error)
 
+	// PostV1DevicesStatesWithBodyWithResponse Get many devices' states
+	//
+	// Returns the state of each listed device (online, presence resources, last_seen_at and the latest reading), as GET /v1/devices/{jid}/state does for one, in one call, served from iotgate's caches where they hold the device and its reading. At most 500 JIDs. A JID of no device the token may see (not registered, or outside its selector) is listed in not_found, never told apart. Counted as a heavy request.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/devices/states (the `PostV1DevicesStates` operationId).
+	PostV1DevicesStatesWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PostV1DevicesStatesResponse, error)
+
+	// PostV1DevicesStatesWithResponse Get many devices' states
+	//
+	// Returns the state of each listed device (online, presence resources, last_seen_at and the latest reading), as GET /v1/devices/{jid}/state does for one, in one call, served from iotgate's caches where they hold the device and its reading. At most 500 JIDs. A JID of no device the token may see (not registered, or outside its selector) is listed in not_found, never told apart. Counted as a heavy request.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/devices/states (the `PostV1DevicesStates` operationId).
+	PostV1DevicesStatesWithResponse(ctx context.Context, body PostV1DevicesStatesJSONRequestBody, reqEditors ...RequestEditorFn) (*PostV1DevicesStatesResponse, error)
+
 	// DeleteV1DevicesJidWithResponse Delete a device
 	//
-	// Deletes a device together with all its readings and rejections; they cannot be recovered. The XMPP account itself is not touched.
+	// Deletes a device together with all its readings and rejections; they cannot be recovered. The XMPP account itself is not touched, unless account=delete: then it is removed first (an account already gone is fine), and the device after it; should the device's removal fail, the same request can be made again.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with DELETE /v1/devices/{jid} (the `DeleteV1DevicesJid` operationId).
-	DeleteV1DevicesJidWithResponse(ctx context.Context, jid string, reqEditors ...RequestEditorFn) (*DeleteV1DevicesJidResponse, error)
+	DeleteV1DevicesJidWithResponse(ctx context.Context, jid string, params *DeleteV1DevicesJidParams, reqEditors ...RequestEditorFn) (*DeleteV1DevicesJidResponse, error)
 
 	// GetV1DevicesJidWithResponse Get a device
 	//
@@ -4347,6 +4934,7 @@ type ClientWithResponsesInterface interface {
 
 	// PostV1DevicesJidCommandsWithBodyWithResponse Send a command to a device
 	//
+	// The command is payload (XML) or data (JSON, with element naming the root element, optional when the data fits one global element only): iotgate builds the XML from data by the device's schema, the exact inverse of a reading's rendering; data with no XML form in the schema is 422 with code json_not_mappable and details {path, reason} naming the key, json_element_ambiguous or json_element_unknown.
 	// Validates the payload against the device's schema (422 with the validator's reason; nothing is sent), stores the command and sends it as an IQ to the given resource, or to the device's highest-priority available one.
 	// mode sync (default) waits up to timeout_ms for the outcome: 200 with the device's response; 502 (code xmpp_error) when the device answered with an IQ error; 504 (code timeout) when it did not answer in time (a late answer is still recorded on the command); 409 (code device_offline) at once when the device has no available resource or its server bounced the IQ; 503 (code xmpp_unavailable) when iotgate's XMPP stream is down or drops.
 	// mode async answers 202 at once (or 409/503 as above); follow Location. mode queue answers 202 and, while the device is offline, keeps the command until it comes online (then delivers queued commands in order) or until expires_in_ms passes (status expired).
@@ -4359,6 +4947,7 @@ type ClientWithResponsesInterface interface {
 
 	// PostV1DevicesJidCommandsWithResponse Send a command to a device
 	//
+	// The command is payload (XML) or data (JSON, with element naming the root element, optional when the data fits one global element only): iotgate builds the XML from data by the device's schema, the exact inverse of a reading's rendering; data with no XML form in the schema is 422 with code json_not_mappable and details {path, reason} naming the key, json_element_ambiguous or json_element_unknown.
 	// Validates the payload against the device's schema (422 with the validator's reason; nothing is sent), stores the command and sends it as an IQ to the given resource, or to the device's highest-priority available one.
 	// mode sync (default) waits up to timeout_ms for the outcome: 200 with the device's response; 502 (code xmpp_error) when the device answered with an IQ error; 504 (code timeout) when it did not answer in time (a late answer is still recorded on the command); 409 (code device_offline) at once when the device has no available resource or its server bounced the IQ; 503 (code xmpp_unavailable) when iotgate's XMPP stream is down or drops.
 	// mode async answers 202 at once (or 409/503 as above); follow Location. mode queue answers 202 and, while the device is offline, keeps the command until it comes online (then delivers queued commands in order) or until expires_in_ms passes (status expired).
@@ -4371,12 +4960,21 @@ type ClientWithResponsesInterface interface {
 
 	// GetV1DevicesJidReadingsWithResponse List a device's readings
 	//
-	// Lists the readings a device sent that its schema accepted, newest first by default, a page at a time: pass next_cursor as cursor (with the same since, until and order) to get the next page; the last page has no next_cursor. A page also ends once its rows reach IOTGATE_MAX_PAGE_BYTES (4 MiB by default; at least one row), so it may hold fewer rows than limit and still have a next_cursor.
+	// Lists the readings a device sent that its schema accepted, newest first by default, a page at a time: pass next_cursor as cursor (with the same since, until and order) to get the next page; the last page has no next_cursor. A page also ends once its rows reach IOTGATE_MAX_PAGE_BYTES (4 MiB by default; at least one row), so it may hold fewer rows than limit and still have a next_cursor. With Accept: text/csv the readings are exported as CSV instead, every page of them in one response (see docs/devices-and-readings.md): columns received_at, device_time, then one per scalar field of the device's schema (dotted paths, sorted); limit is then the size of the pages read, cursor where to start; an export stops after 10 minutes, with the cursor to continue in the X-Next-Cursor trailer.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with GET /v1/devices/{jid}/readings (the `GetV1DevicesJidReadings` operationId).
 	GetV1DevicesJidReadingsWithResponse(ctx context.Context, jid string, params *GetV1DevicesJidReadingsParams, reqEditors ...RequestEditorFn) (*GetV1DevicesJidReadingsResponse, error)
+
+	// GetV1DevicesJidReadingsAggregateWithResponse Aggregate a device's readings over time buckets
+	//
+	// Returns time buckets of the device's readings (from <= received_at < to) with aggregates of numeric fields, for charts, computed by PostgreSQL in one query. Buckets are aligned to every from the Unix epoch (every=1h: buckets start on the hour, UTC). A field is a dotted path of the JSON keys of the readings' data: temperature, @seq (an attribute), sensor.value (a child's child), note.#text (simple content); it must be a single number by the device's schema (its XSD type: decimal, double, float or an integer type), else 422 field_unknown or field_not_numeric, with the field in details. Readings whose value at a field is not a JSON number (stored under another schema version) are skipped for that field. Bounded: at most 10000 buckets ((to-from)/every, else 422 too_many_buckets), 16 fields, every at least 1s; counted as a heavy request.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/devices/{jid}/readings/aggregate (the `GetV1DevicesJidReadingsAggregate` operationId).
+	GetV1DevicesJidReadingsAggregateWithResponse(ctx context.Context, jid string, params *GetV1DevicesJidReadingsAggregateParams, reqEditors ...RequestEditorFn) (*GetV1DevicesJidReadingsAggregateResponse, error)
 
 	// GetV1DevicesJidRejectionsWithResponse List a device's rejections
 	//
@@ -4478,6 +5076,15 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /v1/schemas/{name}/versions/{version} (the `GetV1SchemasNameVersionsVersion` operationId).
 	GetV1SchemasNameVersionsVersionWithResponse(ctx context.Context, name string, version int, reqEditors ...RequestEditorFn) (*GetV1SchemasNameVersionsVersionResponse, error)
+
+	// GetV1SchemasNameVersionsVersionJsonSchemaWithResponse Get a schema version's JSON Schema
+	//
+	// Returns a JSON Schema (draft 2020-12) generated from the XSD of one version of the named schema: one $defs entry per global element (by its local name) describing the JSON of a document with that root, which is both a reading's data and a command's data (the same shape both ways). Types come from the XSD's simple types (number, boolean, string; enumerations as enum; numeric bounds as minimum/maximum); xs:pattern is not translated; additionalProperties is false where the XSD content is closed. See docs/commands.md for the mapping.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/schemas/{name}/versions/{version}/json-schema (the `GetV1SchemasNameVersionsVersionJsonSchema` operationId).
+	GetV1SchemasNameVersionsVersionJsonSchemaWithResponse(ctx context.Context, name string, version int, reqEditors ...RequestEditorFn) (*GetV1SchemasNameVersionsVersionJsonSchemaResponse, error)
 
 	// GetV1SchemasNameVersionsVersionXsdWithResponse Get a schema version's XSD
 	//
@@ -4991,7 +5598,7 @@ type PostV1DevicesResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
 	// JSON201 the response for an HTTP 201 `application/json` response
-	JSON201 *ApiDevice
+	JSON201 *ApiCreatedDevice
 	// JSON400 the response for an HTTP 400 `application/json` response
 	JSON400 *struct {
 		// Code Code is machine-readable: a devices error code (not_found,
@@ -5021,6 +5628,8 @@ type PostV1DevicesResponse struct {
 	JSON413 *ApiErrorResponse
 	// JSON415 the response for an HTTP 415 `application/json` response
 	JSON415 *ApiErrorResponse
+	// JSON422 the response for an HTTP 422 `application/json` response
+	JSON422 *ApiErrorResponse
 	// JSON429 the response for an HTTP 429 `application/json` response
 	JSON429 *ApiErrorResponse
 	// JSON500 the response for an HTTP 500 `application/json` response
@@ -5034,7 +5643,7 @@ type PostV1DevicesResponse struct {
 }
 
 // GetJSON201 returns the response for an HTTP 201 `application/json` response
-func (r PostV1DevicesResponse) GetJSON201() *ApiDevice {
+func (r PostV1DevicesResponse) GetJSON201() *ApiCreatedDevice {
 	return r.JSON201
 }
 
@@ -5085,6 +5694,11 @@ func (r PostV1DevicesResponse) GetJSON415() *ApiErrorResponse {
 	return r.JSON415
 }
 
+// GetJSON422 returns the response for an HTTP 422 `application/json` response
+func (r PostV1DevicesResponse) GetJSON422() *ApiErrorResponse {
+	return r.JSON422
+}
+
 // GetJSON429 returns the response for an HTTP 429 `application/json` response
 func (r PostV1DevicesResponse) GetJSON429() *ApiErrorResponse {
 	return r.JSON429
@@ -5129,6 +5743,144 @@ func (r PostV1DevicesResponse) ContentType() string {
 	return ""
 }
 
+// PostV1DevicesStatesResponse429Headers the declared response headers of an HTTP 429 response for PostV1DevicesStates
+type PostV1DevicesStatesResponse429Headers struct {
+	RetryAfter *int
+}
+
+type PostV1DevicesStatesResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *ApiStatesResponse
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *struct {
+		// Code Code is machine-readable: a devices error code (not_found,
+		// conflict, invalid, unprocessable, unauthorized, forbidden,
+		// unavailable, timeout, too_many_requests, internal), a more
+		// specific one when the error has one (device_offline, xmpp_error,
+		// xmpp_unavailable, idempotency_key_reused, rate_limited), or the HTTP
+		// one for protocol errors (method_not_allowed, payload_too_large,
+		// unsupported_media_type).
+		//
+		// Example: not_found
+		Code    string           `json:"code"`
+		Details *[]ApiFieldError `json:"details,omitempty"`
+
+		// Message Message is for humans; it never carries internal details.
+		//
+		// Example: device not found
+		Message string `json:"message"`
+	}
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *ApiErrorResponse
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *ApiErrorResponse
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *ApiErrorResponse
+	// JSON415 the response for an HTTP 415 `application/json` response
+	JSON415 *ApiErrorResponse
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *ApiErrorResponse
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *ApiErrorResponse
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ApiErrorResponse
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *PostV1DevicesStatesResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r PostV1DevicesStatesResponse) GetJSON200() *ApiStatesResponse {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r PostV1DevicesStatesResponse) GetJSON400() *struct {
+	// Code Code is machine-readable: a devices error code (not_found,
+	// conflict, invalid, unprocessable, unauthorized, forbidden,
+	// unavailable, timeout, too_many_requests, internal), a more
+	// specific one when the error has one (device_offline, xmpp_error,
+	// xmpp_unavailable, idempotency_key_reused, rate_limited), or the HTTP
+	// one for protocol errors (method_not_allowed, payload_too_large,
+	// unsupported_media_type).
+	//
+	// Example: not_found
+	Code    string           `json:"code"`
+	Details *[]ApiFieldError `json:"details,omitempty"`
+
+	// Message Message is for humans; it never carries internal details.
+	//
+	// Example: device not found
+	Message string `json:"message"`
+} {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r PostV1DevicesStatesResponse) GetJSON401() *ApiErrorResponse {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r PostV1DevicesStatesResponse) GetJSON403() *ApiErrorResponse {
+	return r.JSON403
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r PostV1DevicesStatesResponse) GetJSON413() *ApiErrorResponse {
+	return r.JSON413
+}
+
+// GetJSON415 returns the response for an HTTP 415 `application/json` response
+func (r PostV1DevicesStatesResponse) GetJSON415() *ApiErrorResponse {
+	return r.JSON415
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r PostV1DevicesStatesResponse) GetJSON429() *ApiErrorResponse {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r PostV1DevicesStatesResponse) GetJSON500() *ApiErrorResponse {
+	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r PostV1DevicesStatesResponse) GetJSON503() *ApiErrorResponse {
+	return r.JSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r PostV1DevicesStatesResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r PostV1DevicesStatesResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r PostV1DevicesStatesResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r PostV1DevicesStatesResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // DeleteV1DevicesJidResponse429Headers the declared response headers of an HTTP 429 response for DeleteV1DevicesJid
 type DeleteV1DevicesJidResponse429Headers struct {
 	RetryAfter *int
@@ -5145,6 +5897,8 @@ type DeleteV1DevicesJidResponse struct {
 	JSON403 *ApiErrorResponse
 	// JSON404 the response for an HTTP 404 `application/json` response
 	JSON404 *ApiErrorResponse
+	// JSON422 the response for an HTTP 422 `application/json` response
+	JSON422 *ApiErrorResponse
 	// JSON429 the response for an HTTP 429 `application/json` response
 	JSON429 *ApiErrorResponse
 	// JSON500 the response for an HTTP 500 `application/json` response
@@ -5173,6 +5927,11 @@ func (r DeleteV1DevicesJidResponse) GetJSON403() *ApiErrorResponse {
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
 func (r DeleteV1DevicesJidResponse) GetJSON404() *ApiErrorResponse {
 	return r.JSON404
+}
+
+// GetJSON422 returns the response for an HTTP 422 `application/json` response
+func (r DeleteV1DevicesJidResponse) GetJSON422() *ApiErrorResponse {
+	return r.JSON422
 }
 
 // GetJSON429 returns the response for an HTTP 429 `application/json` response
@@ -6047,6 +6806,151 @@ func (r GetV1DevicesJidReadingsResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r GetV1DevicesJidReadingsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// GetV1DevicesJidReadingsAggregateResponse429Headers the declared response headers of an HTTP 429 response for GetV1DevicesJidReadingsAggregate
+type GetV1DevicesJidReadingsAggregateResponse429Headers struct {
+	RetryAfter *int
+}
+
+type GetV1DevicesJidReadingsAggregateResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *ApiAggregateResponse
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *struct {
+		// Code Code is machine-readable: a devices error code (not_found,
+		// conflict, invalid, unprocessable, unauthorized, forbidden,
+		// unavailable, timeout, too_many_requests, internal), a more
+		// specific one when the error has one (device_offline, xmpp_error,
+		// xmpp_unavailable, idempotency_key_reused, rate_limited), or the HTTP
+		// one for protocol errors (method_not_allowed, payload_too_large,
+		// unsupported_media_type).
+		//
+		// Example: not_found
+		Code    string           `json:"code"`
+		Details *[]ApiFieldError `json:"details,omitempty"`
+
+		// Message Message is for humans; it never carries internal details.
+		//
+		// Example: device not found
+		Message string `json:"message"`
+	}
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *ApiErrorResponse
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *ApiErrorResponse
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *ApiErrorResponse
+	// JSON422 the response for an HTTP 422 `application/json` response
+	JSON422 *ApiErrorResponse
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *ApiErrorResponse
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *ApiErrorResponse
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ApiErrorResponse
+	// JSON504 the response for an HTTP 504 `application/json` response
+	JSON504 *ApiErrorResponse
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *GetV1DevicesJidReadingsAggregateResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetV1DevicesJidReadingsAggregateResponse) GetJSON200() *ApiAggregateResponse {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r GetV1DevicesJidReadingsAggregateResponse) GetJSON400() *struct {
+	// Code Code is machine-readable: a devices error code (not_found,
+	// conflict, invalid, unprocessable, unauthorized, forbidden,
+	// unavailable, timeout, too_many_requests, internal), a more
+	// specific one when the error has one (device_offline, xmpp_error,
+	// xmpp_unavailable, idempotency_key_reused, rate_limited), or the HTTP
+	// one for protocol errors (method_not_allowed, payload_too_large,
+	// unsupported_media_type).
+	//
+	// Example: not_found
+	Code    string           `json:"code"`
+	Details *[]ApiFieldError `json:"details,omitempty"`
+
+	// Message Message is for humans; it never carries internal details.
+	//
+	// Example: device not found
+	Message string `json:"message"`
+} {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r GetV1DevicesJidReadingsAggregateResponse) GetJSON401() *ApiErrorResponse {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r GetV1DevicesJidReadingsAggregateResponse) GetJSON403() *ApiErrorResponse {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r GetV1DevicesJidReadingsAggregateResponse) GetJSON404() *ApiErrorResponse {
+	return r.JSON404
+}
+
+// GetJSON422 returns the response for an HTTP 422 `application/json` response
+func (r GetV1DevicesJidReadingsAggregateResponse) GetJSON422() *ApiErrorResponse {
+	return r.JSON422
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r GetV1DevicesJidReadingsAggregateResponse) GetJSON429() *ApiErrorResponse {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r GetV1DevicesJidReadingsAggregateResponse) GetJSON500() *ApiErrorResponse {
+	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r GetV1DevicesJidReadingsAggregateResponse) GetJSON503() *ApiErrorResponse {
+	return r.JSON503
+}
+
+// GetJSON504 returns the response for an HTTP 504 `application/json` response
+func (r GetV1DevicesJidReadingsAggregateResponse) GetJSON504() *ApiErrorResponse {
+	return r.JSON504
+}
+
+// GetBody returns the raw response body bytes
+func (r GetV1DevicesJidReadingsAggregateResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetV1DevicesJidReadingsAggregateResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetV1DevicesJidReadingsAggregateResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetV1DevicesJidReadingsAggregateResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -7042,6 +7946,103 @@ func (r GetV1SchemasNameVersionsVersionResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r GetV1SchemasNameVersionsVersionResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// GetV1SchemasNameVersionsVersionJsonSchemaResponse429Headers the declared response headers of an HTTP 429 response for GetV1SchemasNameVersionsVersionJsonSchema
+type GetV1SchemasNameVersionsVersionJsonSchemaResponse429Headers struct {
+	RetryAfter *int
+}
+
+type GetV1SchemasNameVersionsVersionJsonSchemaResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *map[string]interface{}
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *ApiErrorResponse
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *ApiErrorResponse
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *ApiErrorResponse
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *ApiErrorResponse
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *ApiErrorResponse
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *ApiErrorResponse
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ApiErrorResponse
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *GetV1SchemasNameVersionsVersionJsonSchemaResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetV1SchemasNameVersionsVersionJsonSchemaResponse) GetJSON200() *map[string]interface{} {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r GetV1SchemasNameVersionsVersionJsonSchemaResponse) GetJSON400() *ApiErrorResponse {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r GetV1SchemasNameVersionsVersionJsonSchemaResponse) GetJSON401() *ApiErrorResponse {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r GetV1SchemasNameVersionsVersionJsonSchemaResponse) GetJSON403() *ApiErrorResponse {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r GetV1SchemasNameVersionsVersionJsonSchemaResponse) GetJSON404() *ApiErrorResponse {
+	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r GetV1SchemasNameVersionsVersionJsonSchemaResponse) GetJSON429() *ApiErrorResponse {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r GetV1SchemasNameVersionsVersionJsonSchemaResponse) GetJSON500() *ApiErrorResponse {
+	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r GetV1SchemasNameVersionsVersionJsonSchemaResponse) GetJSON503() *ApiErrorResponse {
+	return r.JSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r GetV1SchemasNameVersionsVersionJsonSchemaResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetV1SchemasNameVersionsVersionJsonSchemaResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetV1SchemasNameVersionsVersionJsonSchemaResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetV1SchemasNameVersionsVersionJsonSchemaResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -8226,6 +9227,7 @@ func (c *ClientWithResponses) GetV1DevicesWithResponse(ctx context.Context, para
 // PostV1DevicesWithBodyWithResponse Register a device
 //
 // Registers an XMPP entity as a device whose readings follow the given schema. The JID is normalized (PRECIS) and stored bare: a full JID (with a resource) or an invalid one is refused with 400 saying why. schema_version absent means the schema's latest version at registration; the device stays on that version until changed with PATCH.
+// With "account": {"create": true}, iotgate also creates the device's XMPP account on the server (ejabberd's HTTP API or prosodyctl, per IOTGATE_XMPP_ACCOUNTS) before registering it, and removes it again if the registration fails. The password is the one given (12 to 128 bytes) or a generated one (26 characters), returned once in account.password and stored nowhere. Not configured: 422 accounts_unavailable; the account exists: 409 account_exists; the server's admin interface unreachable, timed out (10 s) or refusing iotgate's credential: 503 account_server_unavailable.
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
@@ -8241,6 +9243,7 @@ func (c *ClientWithResponses) PostV1DevicesWithBodyWithResponse(ctx context.Cont
 // PostV1DevicesWithResponse Register a device
 //
 // Registers an XMPP entity as a device whose readings follow the given schema. The JID is normalized (PRECIS) and stored bare: a full JID (with a resource) or an invalid one is refused with 400 saying why. schema_version absent means the schema's latest version at registration; the device stays on that version until changed with PATCH.
+// With "account": {"create": true}, iotgate also creates the device's XMPP account on the server (ejabberd's HTTP API or prosodyctl, per IOTGATE_XMPP_ACCOUNTS) before registering it, and removes it again if the registration fails. The password is the one given (12 to 128 bytes) or a generated one (26 characters), returned once in account.password and stored nowhere. Not configured: 422 accounts_unavailable; the account exists: 409 account_exists; the server's admin interface unreachable, timed out (10 s) or refusing iotgate's credential: 503 account_server_unavailable.
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
@@ -8253,15 +9256,45 @@ func (c *ClientWithResponses) PostV1DevicesWithResponse(ctx context.Context, bod
 	return ParsePostV1DevicesResponse(rsp)
 }
 
+// PostV1DevicesStatesWithBodyWithResponse Get many devices' states
+//
+// Returns the state of each listed device (online, presence resources, last_seen_at and the latest reading), as GET /v1/devices/{jid}/state does for one, in one call, served from iotgate's caches where they hold the device and its reading. At most 500 JIDs. A JID of no device the token may see (not registered, or outside its selector) is listed in not_found, never told apart. Counted as a heavy request.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/devices/states (the `PostV1DevicesStates` operationId).
+func (c *ClientWithResponses) PostV1DevicesStatesWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PostV1DevicesStatesResponse, error) {
+	rsp, err := c.PostV1DevicesStatesWithBody(ctx, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePostV1DevicesStatesResponse(rsp)
+}
+
+// PostV1DevicesStatesWithResponse Get many devices' states
+//
+// Returns the state of each listed device (online, presence resources, last_seen_at and the latest reading), as GET /v1/devices/{jid}/state does for one, in one call, served from iotgate's caches where they hold the device and its reading. At most 500 JIDs. A JID of no device the token may see (not registered, or outside its selector) is listed in not_found, never told apart. Counted as a heavy request.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/devices/states (the `PostV1DevicesStates` operationId).
+func (c *ClientWithResponses) PostV1DevicesStatesWithResponse(ctx context.Context, body PostV1DevicesStatesJSONRequestBody, reqEditors ...RequestEditorFn) (*PostV1DevicesStatesResponse, error) {
+	rsp, err := c.PostV1DevicesStates(ctx, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePostV1DevicesStatesResponse(rsp)
+}
+
 // DeleteV1DevicesJidWithResponse Delete a device
 //
-// Deletes a device together with all its readings and rejections; they cannot be recovered. The XMPP account itself is not touched.
+// Deletes a device together with all its readings and rejections; they cannot be recovered. The XMPP account itself is not touched, unless account=delete: then it is removed first (an account already gone is fine), and the device after it; should the device's removal fail, the same request can be made again.
 //
 // Returns a wrapper object for the known response body format(s).
 //
 // Corresponds with DELETE /v1/devices/{jid} (the `DeleteV1DevicesJid` operationId).
-func (c *ClientWithResponses) DeleteV1DevicesJidWithResponse(ctx context.Context, jid string, reqEditors ...RequestEditorFn) (*DeleteV1DevicesJidResponse, error) {
-	rsp, err := c.DeleteV1DevicesJid(ctx, jid, reqEditors...)
+func (c *ClientWithResponses) DeleteV1DevicesJidWithResponse(ctx context.Context, jid string, params *DeleteV1DevicesJidParams, reqEditors ...RequestEditorFn) (*DeleteV1DevicesJidResponse, error) {
+	rsp, err := c.DeleteV1DevicesJid(ctx, jid, params, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -8330,6 +9363,7 @@ func (c *ClientWithResponses) GetV1DevicesJidCommandsWithResponse(ctx context.Co
 
 // PostV1DevicesJidCommandsWithBodyWithResponse Send a command to a device
 //
+// The command is payload (XML) or data (JSON, with element naming the root element, optional when the data fits one global element only): iotgate builds the XML from data by the device's schema, the exact inverse of a reading's rendering; data with no XML form in the schema is 422 with code json_not_mappable and details {path, reason} naming the key, json_element_ambiguous or json_element_unknown.
 // Validates the payload against the device's schema (422 with the validator's reason; nothing is sent), stores the command and sends it as an IQ to the given resource, or to the device's highest-priority available one.
 // mode sync (default) waits up to timeout_ms for the outcome: 200 with the device's response; 502 (code xmpp_error) when the device answered with an IQ error; 504 (code timeout) when it did not answer in time (a late answer is still recorded on the command); 409 (code device_offline) at once when the device has no available resource or its server bounced the IQ; 503 (code xmpp_unavailable) when iotgate's XMPP stream is down or drops.
 // mode async answers 202 at once (or 409/503 as above); follow Location. mode queue answers 202 and, while the device is offline, keeps the command until it comes online (then delivers queued commands in order) or until expires_in_ms passes (status expired).
@@ -8348,6 +9382,7 @@ func (c *ClientWithResponses) PostV1DevicesJidCommandsWithBodyWithResponse(ctx c
 
 // PostV1DevicesJidCommandsWithResponse Send a command to a device
 //
+// The command is payload (XML) or data (JSON, with element naming the root element, optional when the data fits one global element only): iotgate builds the XML from data by the device's schema, the exact inverse of a reading's rendering; data with no XML form in the schema is 422 with code json_not_mappable and details {path, reason} naming the key, json_element_ambiguous or json_element_unknown.
 // Validates the payload against the device's schema (422 with the validator's reason; nothing is sent), stores the command and sends it as an IQ to the given resource, or to the device's highest-priority available one.
 // mode sync (default) waits up to timeout_ms for the outcome: 200 with the device's response; 502 (code xmpp_error) when the device answered with an IQ error; 504 (code timeout) when it did not answer in time (a late answer is still recorded on the command); 409 (code device_offline) at once when the device has no available resource or its server bounced the IQ; 503 (code xmpp_unavailable) when iotgate's XMPP stream is down or drops.
 // mode async answers 202 at once (or 409/503 as above); follow Location. mode queue answers 202 and, while the device is offline, keeps the command until it comes online (then delivers queued commands in order) or until expires_in_ms passes (status expired).
@@ -8366,7 +9401,7 @@ func (c *ClientWithResponses) PostV1DevicesJidCommandsWithResponse(ctx context.C
 
 // GetV1DevicesJidReadingsWithResponse List a device's readings
 //
-// Lists the readings a device sent that its schema accepted, newest first by default, a page at a time: pass next_cursor as cursor (with the same since, until and order) to get the next page; the last page has no next_cursor. A page also ends once its rows reach IOTGATE_MAX_PAGE_BYTES (4 MiB by default; at least one row), so it may hold fewer rows than limit and still have a next_cursor.
+// Lists the readings a device sent that its schema accepted, newest first by default, a page at a time: pass next_cursor as cursor (with the same since, until and order) to get the next page; the last page has no next_cursor. A page also ends once its rows reach IOTGATE_MAX_PAGE_BYTES (4 MiB by default; at least one row), so it may hold fewer rows than limit and still have a next_cursor. With Accept: text/csv the readings are exported as CSV instead, every page of them in one response (see docs/devices-and-readings.md): columns received_at, device_time, then one per scalar field of the device's schema (dotted paths, sorted); limit is then the size of the pages read, cursor where to start; an export stops after 10 minutes, with the cursor to continue in the X-Next-Cursor trailer.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -8377,6 +9412,21 @@ func (c *ClientWithResponses) GetV1DevicesJidReadingsWithResponse(ctx context.Co
 		return nil, err
 	}
 	return ParseGetV1DevicesJidReadingsResponse(rsp)
+}
+
+// GetV1DevicesJidReadingsAggregateWithResponse Aggregate a device's readings over time buckets
+//
+// Returns time buckets of the device's readings (from <= received_at < to) with aggregates of numeric fields, for charts, computed by PostgreSQL in one query. Buckets are aligned to every from the Unix epoch (every=1h: buckets start on the hour, UTC). A field is a dotted path of the JSON keys of the readings' data: temperature, @seq (an attribute), sensor.value (a child's child), note.#text (simple content); it must be a single number by the device's schema (its XSD type: decimal, double, float or an integer type), else 422 field_unknown or field_not_numeric, with the field in details. Readings whose value at a field is not a JSON number (stored under another schema version) are skipped for that field. Bounded: at most 10000 buckets ((to-from)/every, else 422 too_many_buckets), 16 fields, every at least 1s; counted as a heavy request.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/devices/{jid}/readings/aggregate (the `GetV1DevicesJidReadingsAggregate` operationId).
+func (c *ClientWithResponses) GetV1DevicesJidReadingsAggregateWithResponse(ctx context.Context, jid string, params *GetV1DevicesJidReadingsAggregateParams, reqEditors ...RequestEditorFn) (*GetV1DevicesJidReadingsAggregateResponse, error) {
+	rsp, err := c.GetV1DevicesJidReadingsAggregate(ctx, jid, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetV1DevicesJidReadingsAggregateResponse(rsp)
 }
 
 // GetV1DevicesJidRejectionsWithResponse List a device's rejections
@@ -8544,6 +9594,21 @@ func (c *ClientWithResponses) GetV1SchemasNameVersionsVersionWithResponse(ctx co
 		return nil, err
 	}
 	return ParseGetV1SchemasNameVersionsVersionResponse(rsp)
+}
+
+// GetV1SchemasNameVersionsVersionJsonSchemaWithResponse Get a schema version's JSON Schema
+//
+// Returns a JSON Schema (draft 2020-12) generated from the XSD of one version of the named schema: one $defs entry per global element (by its local name) describing the JSON of a document with that root, which is both a reading's data and a command's data (the same shape both ways). Types come from the XSD's simple types (number, boolean, string; enumerations as enum; numeric bounds as minimum/maximum); xs:pattern is not translated; additionalProperties is false where the XSD content is closed. See docs/commands.md for the mapping.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/schemas/{name}/versions/{version}/json-schema (the `GetV1SchemasNameVersionsVersionJsonSchema` operationId).
+func (c *ClientWithResponses) GetV1SchemasNameVersionsVersionJsonSchemaWithResponse(ctx context.Context, name string, version int, reqEditors ...RequestEditorFn) (*GetV1SchemasNameVersionsVersionJsonSchemaResponse, error) {
+	rsp, err := c.GetV1SchemasNameVersionsVersionJsonSchema(ctx, name, version, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetV1SchemasNameVersionsVersionJsonSchemaResponse(rsp)
 }
 
 // GetV1SchemasNameVersionsVersionXsdWithResponse Get a schema version's XSD
@@ -9079,7 +10144,7 @@ func ParsePostV1DevicesResponse(rsp *http.Response) (*PostV1DevicesResponse, err
 
 	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
-		var dest ApiDevice
+		var dest ApiCreatedDevice
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -9144,6 +10209,13 @@ func ParsePostV1DevicesResponse(rsp *http.Response) (*PostV1DevicesResponse, err
 		}
 		response.JSON415 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest ApiErrorResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON422 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest ApiErrorResponse
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -9180,6 +10252,118 @@ func ParsePostV1DevicesResponse(rsp *http.Response) (*PostV1DevicesResponse, err
 		response.Headers201 = &headers
 	case rsp.StatusCode == 429:
 		var headers PostV1DevicesResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParsePostV1DevicesStatesResponse parses an HTTP response from a PostV1DevicesStatesWithResponse call
+func ParsePostV1DevicesStatesResponse(rsp *http.Response) (*PostV1DevicesStatesResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &PostV1DevicesStatesResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest ApiStatesResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest struct {
+			// Code Code is machine-readable: a devices error code (not_found,
+			// conflict, invalid, unprocessable, unauthorized, forbidden,
+			// unavailable, timeout, too_many_requests, internal), a more
+			// specific one when the error has one (device_offline, xmpp_error,
+			// xmpp_unavailable, idempotency_key_reused, rate_limited), or the HTTP
+			// one for protocol errors (method_not_allowed, payload_too_large,
+			// unsupported_media_type).
+			//
+			// Example: not_found
+			Code    string           `json:"code"`
+			Details *[]ApiFieldError `json:"details,omitempty"`
+
+			// Message Message is for humans; it never carries internal details.
+			//
+			// Example: device not found
+			Message string `json:"message"`
+		}
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest ApiErrorResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest ApiErrorResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest ApiErrorResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest ApiErrorResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ApiErrorResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest ApiErrorResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ApiErrorResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 429:
+		var headers PostV1DevicesStatesResponse429Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
@@ -9237,6 +10421,13 @@ func ParseDeleteV1DevicesJidResponse(rsp *http.Response) (*DeleteV1DevicesJidRes
 			return nil, err
 		}
 		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest ApiErrorResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON422 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest ApiErrorResponse
@@ -9918,11 +11109,154 @@ func ParseGetV1DevicesJidReadingsResponse(rsp *http.Response) (*GetV1DevicesJidR
 		}
 		response.JSON503 = &dest
 
+	case rsp.StatusCode == 200:
+	// Content-type (text/csv) unsupported
+
+	case rsp.StatusCode == 400:
+	// Content-type (text/csv) unsupported
+
+	case rsp.StatusCode == 401:
+	// Content-type (text/csv) unsupported
+
+	case rsp.StatusCode == 403:
+	// Content-type (text/csv) unsupported
+
+	case rsp.StatusCode == 404:
+	// Content-type (text/csv) unsupported
+
+	case rsp.StatusCode == 429:
+	// Content-type (text/csv) unsupported
+
+	case rsp.StatusCode == 500:
+	// Content-type (text/csv) unsupported
+
+	case rsp.StatusCode == 503:
+		// Content-type (text/csv) unsupported
+
 	}
 
 	switch {
 	case rsp.StatusCode == 429:
 		var headers GetV1DevicesJidReadingsResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseGetV1DevicesJidReadingsAggregateResponse parses an HTTP response from a GetV1DevicesJidReadingsAggregateWithResponse call
+func ParseGetV1DevicesJidReadingsAggregateResponse(rsp *http.Response) (*GetV1DevicesJidReadingsAggregateResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetV1DevicesJidReadingsAggregateResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest ApiAggregateResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest struct {
+			// Code Code is machine-readable: a devices error code (not_found,
+			// conflict, invalid, unprocessable, unauthorized, forbidden,
+			// unavailable, timeout, too_many_requests, internal), a more
+			// specific one when the error has one (device_offline, xmpp_error,
+			// xmpp_unavailable, idempotency_key_reused, rate_limited), or the HTTP
+			// one for protocol errors (method_not_allowed, payload_too_large,
+			// unsupported_media_type).
+			//
+			// Example: not_found
+			Code    string           `json:"code"`
+			Details *[]ApiFieldError `json:"details,omitempty"`
+
+			// Message Message is for humans; it never carries internal details.
+			//
+			// Example: device not found
+			Message string `json:"message"`
+		}
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest ApiErrorResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest ApiErrorResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest ApiErrorResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest ApiErrorResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ApiErrorResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest ApiErrorResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ApiErrorResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 504:
+		var dest ApiErrorResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON504 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 429:
+		var headers GetV1DevicesJidReadingsAggregateResponse429Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
@@ -10774,6 +12108,94 @@ func ParseGetV1SchemasNameVersionsVersionResponse(rsp *http.Response) (*GetV1Sch
 	switch {
 	case rsp.StatusCode == 429:
 		var headers GetV1SchemasNameVersionsVersionResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseGetV1SchemasNameVersionsVersionJsonSchemaResponse parses an HTTP response from a GetV1SchemasNameVersionsVersionJsonSchemaWithResponse call
+func ParseGetV1SchemasNameVersionsVersionJsonSchemaResponse(rsp *http.Response) (*GetV1SchemasNameVersionsVersionJsonSchemaResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetV1SchemasNameVersionsVersionJsonSchemaResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest map[string]interface{}
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest ApiErrorResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest ApiErrorResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest ApiErrorResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest ApiErrorResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ApiErrorResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest ApiErrorResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ApiErrorResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 429:
+		var headers GetV1SchemasNameVersionsVersionJsonSchemaResponse429Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {

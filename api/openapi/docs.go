@@ -81,11 +81,6 @@ const docTemplate = `{
         },
         "/v1/commands/{id}": {
             "get": {
-                "security": [
-                    {
-                        "BearerAuth": []
-                    }
-                ],
                 "description": "Returns a command with its status, timings, outcome (response or xmpp_error, even when the answer came after the timeout) and history.",
                 "produces": [
                     "application/json"
@@ -152,16 +147,16 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            }
-        },
-        "/v1/commands/{id}/cancel": {
-            "post": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            }
+        },
+        "/v1/commands/{id}/cancel": {
+            "post": {
                 "description": "Cancels a command that waits in the queue for its device (status queued); it will not be delivered. A command in any other status can't be canceled (409, code command_not_queued): one already sent may already have been acted on.",
                 "produces": [
                     "application/json"
@@ -234,16 +229,16 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            }
-        },
-        "/v1/devices": {
-            "get": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            }
+        },
+        "/v1/devices": {
+            "get": {
                 "description": "Lists devices, ordered by JID, a page at a time: pass next_cursor as cursor to get the next page; the last page has no next_cursor. Filters combine: a device must match all of them.",
                 "produces": [
                     "application/json"
@@ -255,7 +250,7 @@ const docTemplate = `{
                 "parameters": [
                     {
                         "type": "string",
-                        "example": "thermostat",
+                        "x-example": "thermostat",
                         "description": "Only devices of this schema",
                         "name": "schema",
                         "in": "query"
@@ -266,7 +261,7 @@ const docTemplate = `{
                             "type": "string"
                         },
                         "collectionFormat": "multi",
-                        "example": "room:kitchen",
+                        "x-example": "room:kitchen",
                         "description": "Only devices with this label, as key:value; repeat for several",
                         "name": "label",
                         "in": "query"
@@ -342,14 +337,14 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            },
-            "post": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            },
+            "post": {
                 "description": "Registers an XMPP entity as a device whose readings follow the given schema. The JID is normalized (PRECIS) and stored bare: a full JID (with a resource) or an invalid one is refused with 400 saying why. schema_version absent means the schema's latest version at registration; the device stays on that version until changed with PATCH.\nWith \"account\": {\"create\": true}, iotgate also creates the device's XMPP account on the server (ejabberd's HTTP API or prosodyctl, per IOTGATE_XMPP_ACCOUNTS) before registering it, and removes it again if the registration fails. The password is the one given (12 to 128 bytes) or a generated one (26 characters), returned once in account.password and stored nowhere. Not configured: 422 accounts_unavailable; the account exists: 409 account_exists; the server's admin interface unreachable, timed out (10 s) or refusing iotgate's credential: 503 account_server_unavailable.",
                 "consumes": [
                     "application/json"
@@ -466,16 +461,124 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            }
-        },
-        "/v1/devices/{jid}": {
-            "get": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
+                ]
+            }
+        },
+        "/v1/devices/states": {
+            "post": {
+                "description": "Returns the state of each listed device (online, presence resources, last_seen_at and the latest reading), as GET /v1/devices/{jid}/state does for one, in one call, served from iotgate's caches where they hold the device and its reading. At most 500 JIDs. A JID of no device the token may see (not registered, or outside its selector) is listed in not_found, never told apart. Counted as a heavy request.",
+                "consumes": [
+                    "application/json"
                 ],
+                "produces": [
+                    "application/json"
+                ],
+                "tags": [
+                    "devices"
+                ],
+                "summary": "Get many devices' states",
+                "parameters": [
+                    {
+                        "description": "The devices",
+                        "name": "request",
+                        "in": "body",
+                        "required": true,
+                        "schema": {
+                            "$ref": "#/definitions/api.StatesRequest"
+                        }
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "OK",
+                        "schema": {
+                            "$ref": "#/definitions/api.StatesResponse"
+                        }
+                    },
+                    "400": {
+                        "description": "Bad JSON, no JIDs or more than 500, or a JID that is not a valid bare JID",
+                        "schema": {
+                            "allOf": [
+                                {
+                                    "$ref": "#/definitions/api.ErrorResponse"
+                                },
+                                {
+                                    "type": "object",
+                                    "properties": {
+                                        "details": {
+                                            "type": "array",
+                                            "items": {
+                                                "$ref": "#/definitions/api.FieldError"
+                                            }
+                                        }
+                                    }
+                                }
+                            ]
+                        }
+                    },
+                    "401": {
+                        "description": "Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "403": {
+                        "description": "The token lacks the route's scope (code forbidden)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "413": {
+                        "description": "Body too large",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "415": {
+                        "description": "Body is not JSON (Content-Type must be application/json)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "429": {
+                        "description": "The token's request rate is exceeded (code rate_limited), or it (or the server) has too many heavy requests in progress (code too_many_concurrent)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        },
+                        "headers": {
+                            "Retry-After": {
+                                "type": "integer",
+                                "description": "Seconds to wait before retrying"
+                            }
+                        }
+                    },
+                    "500": {
+                        "description": "Internal Server Error",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "503": {
+                        "description": "Service Unavailable",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    }
+                },
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ]
+            }
+        },
+        "/v1/devices/{jid}": {
+            "get": {
                 "description": "Returns a registered device. The JID in the path must be URL-escaped (thermo1%40example.com).",
                 "produces": [
                     "application/json"
@@ -487,7 +590,7 @@ const docTemplate = `{
                 "parameters": [
                     {
                         "type": "string",
-                        "example": "thermo1@example.com",
+                        "x-example": "thermo1@example.com",
                         "description": "Bare JID, URL-escaped",
                         "name": "jid",
                         "in": "path",
@@ -549,14 +652,14 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            },
-            "delete": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            },
+            "delete": {
                 "description": "Deletes a device together with all its readings and rejections; they cannot be recovered. The XMPP account itself is not touched, unless account=delete: then it is removed first (an account already gone is fine), and the device after it; should the device's removal fail, the same request can be made again.",
                 "produces": [
                     "application/json"
@@ -568,7 +671,7 @@ const docTemplate = `{
                 "parameters": [
                     {
                         "type": "string",
-                        "example": "thermo1@example.com",
+                        "x-example": "thermo1@example.com",
                         "description": "Bare JID, URL-escaped",
                         "name": "jid",
                         "in": "path",
@@ -643,14 +746,14 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            },
-            "patch": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            },
+            "patch": {
                 "description": "Changes a device's name, labels or schema version; absent fields are left alone. labels replaces all labels ({} removes them). schema_version moves the device to another version of its schema, which must exist.",
                 "consumes": [
                     "application/json"
@@ -665,7 +768,7 @@ const docTemplate = `{
                 "parameters": [
                     {
                         "type": "string",
-                        "example": "thermo1@example.com",
+                        "x-example": "thermo1@example.com",
                         "description": "Bare JID, URL-escaped",
                         "name": "jid",
                         "in": "path",
@@ -763,16 +866,16 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            }
-        },
-        "/v1/devices/{jid}/commands": {
-            "get": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            }
+        },
+        "/v1/devices/{jid}/commands": {
+            "get": {
                 "description": "Lists the commands sent (or queued) to a device, newest first, a page at a time: pass next_cursor as cursor to get the next page; the last page has no next_cursor. A page also ends once its rows reach IOTGATE_MAX_PAGE_BYTES (4 MiB by default; at least one row), so it may hold fewer rows than limit and still have a next_cursor.",
                 "produces": [
                     "application/json"
@@ -784,7 +887,7 @@ const docTemplate = `{
                 "parameters": [
                     {
                         "type": "string",
-                        "example": "thermo1@example.com",
+                        "x-example": "thermo1@example.com",
                         "description": "Bare JID, URL-escaped",
                         "name": "jid",
                         "in": "path",
@@ -876,14 +979,14 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            },
-            "post": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            },
+            "post": {
                 "description": "The command is payload (XML) or data (JSON, with element naming the root element, optional when the data fits one global element only): iotgate builds the XML from data by the device's schema, the exact inverse of a reading's rendering; data with no XML form in the schema is 422 with code json_not_mappable and details {path, reason} naming the key, json_element_ambiguous or json_element_unknown.\nValidates the payload against the device's schema (422 with the validator's reason; nothing is sent), stores the command and sends it as an IQ to the given resource, or to the device's highest-priority available one.\nmode sync (default) waits up to timeout_ms for the outcome: 200 with the device's response; 502 (code xmpp_error) when the device answered with an IQ error; 504 (code timeout) when it did not answer in time (a late answer is still recorded on the command); 409 (code device_offline) at once when the device has no available resource or its server bounced the IQ; 503 (code xmpp_unavailable) when iotgate's XMPP stream is down or drops.\nmode async answers 202 at once (or 409/503 as above); follow Location. mode queue answers 202 and, while the device is offline, keeps the command until it comes online (then delivers queued commands in order) or until expires_in_ms passes (status expired).\nEvery error answer about a command that was stored carries the command in details. With an Idempotency-Key header, a retry with the same key and the same body within 24 hours returns the first command (header Idempotent-Replayed: true) instead of sending another; the same key with another body is 422 (code idempotency_key_reused). A key is the token's, for this device: the same key from another token, or to another device, is another key (a token never finds, blocks or learns of another's commands by key). A command refused before it was sent (409, 503) does not hold its key.",
                 "consumes": [
                     "application/json"
@@ -898,7 +1001,7 @@ const docTemplate = `{
                 "parameters": [
                     {
                         "type": "string",
-                        "example": "thermo1@example.com",
+                        "x-example": "thermo1@example.com",
                         "description": "Bare JID, URL-escaped",
                         "name": "jid",
                         "in": "path",
@@ -1092,19 +1195,20 @@ const docTemplate = `{
                             ]
                         }
                     }
-                }
-            }
-        },
-        "/v1/devices/{jid}/readings": {
-            "get": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
-                "description": "Lists the readings a device sent that its schema accepted, newest first by default, a page at a time: pass next_cursor as cursor (with the same since, until and order) to get the next page; the last page has no next_cursor. A page also ends once its rows reach IOTGATE_MAX_PAGE_BYTES (4 MiB by default; at least one row), so it may hold fewer rows than limit and still have a next_cursor.",
+                ]
+            }
+        },
+        "/v1/devices/{jid}/readings": {
+            "get": {
+                "description": "Lists the readings a device sent that its schema accepted, newest first by default, a page at a time: pass next_cursor as cursor (with the same since, until and order) to get the next page; the last page has no next_cursor. A page also ends once its rows reach IOTGATE_MAX_PAGE_BYTES (4 MiB by default; at least one row), so it may hold fewer rows than limit and still have a next_cursor. With Accept: text/csv the readings are exported as CSV instead, every page of them in one response (see docs/devices-and-readings.md): columns received_at, device_time, then one per scalar field of the device's schema (dotted paths, sorted); limit is then the size of the pages read, cursor where to start; an export stops after 10 minutes, with the cursor to continue in the X-Next-Cursor trailer.",
                 "produces": [
-                    "application/json"
+                    "application/json",
+                    "text/csv"
                 ],
                 "tags": [
                     "devices"
@@ -1113,7 +1217,7 @@ const docTemplate = `{
                 "parameters": [
                     {
                         "type": "string",
-                        "example": "thermo1@example.com",
+                        "x-example": "thermo1@example.com",
                         "description": "Bare JID, URL-escaped",
                         "name": "jid",
                         "in": "path",
@@ -1122,7 +1226,7 @@ const docTemplate = `{
                     {
                         "type": "string",
                         "format": "date-time",
-                        "example": "2026-01-02T00:00:00Z",
+                        "x-example": "2026-01-02T00:00:00Z",
                         "description": "Only readings received at or after this time (RFC 3339; escape + as %2B)",
                         "name": "since",
                         "in": "query"
@@ -1130,7 +1234,7 @@ const docTemplate = `{
                     {
                         "type": "string",
                         "format": "date-time",
-                        "example": "2026-01-03T00:00:00Z",
+                        "x-example": "2026-01-03T00:00:00Z",
                         "description": "Only readings received before this time (RFC 3339; escape + as %2B)",
                         "name": "until",
                         "in": "query"
@@ -1232,16 +1336,174 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            }
-        },
-        "/v1/devices/{jid}/rejections": {
-            "get": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
+                ]
+            }
+        },
+        "/v1/devices/{jid}/readings/aggregate": {
+            "get": {
+                "description": "Returns time buckets of the device's readings (from \u003c= received_at \u003c to) with aggregates of numeric fields, for charts, computed by PostgreSQL in one query. Buckets are aligned to every from the Unix epoch (every=1h: buckets start on the hour, UTC). A field is a dotted path of the JSON keys of the readings' data: temperature, @seq (an attribute), sensor.value (a child's child), note.#text (simple content); it must be a single number by the device's schema (its XSD type: decimal, double, float or an integer type), else 422 field_unknown or field_not_numeric, with the field in details. Readings whose value at a field is not a JSON number (stored under another schema version) are skipped for that field. Bounded: at most 10000 buckets ((to-from)/every, else 422 too_many_buckets), 16 fields, every at least 1s; counted as a heavy request.",
+                "produces": [
+                    "application/json"
                 ],
+                "tags": [
+                    "devices"
+                ],
+                "summary": "Aggregate a device's readings over time buckets",
+                "parameters": [
+                    {
+                        "type": "string",
+                        "x-example": "thermo1@example.com",
+                        "description": "Bare JID, URL-escaped",
+                        "name": "jid",
+                        "in": "path",
+                        "required": true
+                    },
+                    {
+                        "type": "string",
+                        "description": "Comma-separated dotted field paths, e.g. temperature,humidity",
+                        "name": "fields",
+                        "in": "query",
+                        "required": true
+                    },
+                    {
+                        "type": "string",
+                        "format": "date-time",
+                        "x-example": "2026-01-02T00:00:00Z",
+                        "description": "Start (RFC 3339; escape + as %2B); default: to minus 24h",
+                        "name": "from",
+                        "in": "query"
+                    },
+                    {
+                        "type": "string",
+                        "format": "date-time",
+                        "x-example": "2026-01-03T00:00:00Z",
+                        "description": "End, excluded (RFC 3339; escape + as %2B); default: now",
+                        "name": "to",
+                        "in": "query"
+                    },
+                    {
+                        "type": "string",
+                        "default": "5m",
+                        "description": "Bucket width, a Go duration in whole seconds (30s, 5m, 1h, 24h)",
+                        "name": "every",
+                        "in": "query"
+                    },
+                    {
+                        "type": "string",
+                        "default": "avg,min,max,count",
+                        "description": "Comma-separated aggregates: avg, min, max, sum, count",
+                        "name": "fn",
+                        "in": "query"
+                    },
+                    {
+                        "enum": [
+                            "none",
+                            "null"
+                        ],
+                        "type": "string",
+                        "default": "none",
+                        "description": "none leaves empty buckets out; null returns them with null values",
+                        "name": "fill",
+                        "in": "query"
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "OK",
+                        "schema": {
+                            "$ref": "#/definitions/api.AggregateResponse"
+                        }
+                    },
+                    "400": {
+                        "description": "Not a valid bare JID, or a bad from, to, every, fields or fn",
+                        "schema": {
+                            "allOf": [
+                                {
+                                    "$ref": "#/definitions/api.ErrorResponse"
+                                },
+                                {
+                                    "type": "object",
+                                    "properties": {
+                                        "details": {
+                                            "type": "array",
+                                            "items": {
+                                                "$ref": "#/definitions/api.FieldError"
+                                            }
+                                        }
+                                    }
+                                }
+                            ]
+                        }
+                    },
+                    "401": {
+                        "description": "Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "403": {
+                        "description": "The token lacks the route's scope (code forbidden)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "404": {
+                        "description": "No such device",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "422": {
+                        "description": "A field not in the schema (field_unknown) or not a single number (field_not_numeric), or too many buckets (too_many_buckets)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "429": {
+                        "description": "The token's request rate is exceeded (code rate_limited), or it (or the server) has too many heavy requests in progress (code too_many_concurrent)",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        },
+                        "headers": {
+                            "Retry-After": {
+                                "type": "integer",
+                                "description": "Seconds to wait before retrying"
+                            }
+                        }
+                    },
+                    "500": {
+                        "description": "Internal Server Error",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "503": {
+                        "description": "Service Unavailable",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    },
+                    "504": {
+                        "description": "The query took longer than 10s",
+                        "schema": {
+                            "$ref": "#/definitions/api.ErrorResponse"
+                        }
+                    }
+                },
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ]
+            }
+        },
+        "/v1/devices/{jid}/rejections": {
+            "get": {
                 "description": "Lists the payloads iotgate refused from a device (not valid against its schema, or in no namespace of it) with the reason, newest first by default, paged like the readings (bounded in rows and in bytes). Payloads are truncated.",
                 "produces": [
                     "application/json"
@@ -1253,7 +1515,7 @@ const docTemplate = `{
                 "parameters": [
                     {
                         "type": "string",
-                        "example": "thermo1@example.com",
+                        "x-example": "thermo1@example.com",
                         "description": "Bare JID, URL-escaped",
                         "name": "jid",
                         "in": "path",
@@ -1262,7 +1524,7 @@ const docTemplate = `{
                     {
                         "type": "string",
                         "format": "date-time",
-                        "example": "2026-01-02T00:00:00Z",
+                        "x-example": "2026-01-02T00:00:00Z",
                         "description": "Only rejections at or after this time (RFC 3339; escape + as %2B)",
                         "name": "since",
                         "in": "query"
@@ -1270,7 +1532,7 @@ const docTemplate = `{
                     {
                         "type": "string",
                         "format": "date-time",
-                        "example": "2026-01-03T00:00:00Z",
+                        "x-example": "2026-01-03T00:00:00Z",
                         "description": "Only rejections before this time (RFC 3339; escape + as %2B)",
                         "name": "until",
                         "in": "query"
@@ -1372,16 +1634,16 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            }
-        },
-        "/v1/devices/{jid}/state": {
-            "get": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            }
+        },
+        "/v1/devices/{jid}/state": {
+            "get": {
                 "description": "Returns whether the device is online (false until iotgate has seen its presence), when its last reading arrived and that reading (null before the first).",
                 "produces": [
                     "application/json"
@@ -1393,7 +1655,7 @@ const docTemplate = `{
                 "parameters": [
                     {
                         "type": "string",
-                        "example": "thermo1@example.com",
+                        "x-example": "thermo1@example.com",
                         "description": "Bare JID, URL-escaped",
                         "name": "jid",
                         "in": "path",
@@ -1455,16 +1717,16 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            }
-        },
-        "/v1/events": {
-            "get": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            }
+        },
+        "/v1/events": {
+            "get": {
                 "description": "A text/event-stream of events: each as ` + "`" + `id:` + "`" + ` (the event id), ` + "`" + `event:` + "`" + ` (its type) and one ` + "`" + `data:` + "`" + ` line, the Event as JSON (its data: ReadingEventData, RejectionEventData, PresenceEventData, CommandView, DeviceEventData or GapEventData), then a blank line. An idle stream gets a comment line (` + "`" + `: ping` + "`" + `) every 15 s. Filters combine with AND; the token's device selector always applies. With Last-Event-ID (as EventSource sends it on reconnecting) or after, the stream first replays every matching event after that id, then continues live, with no gap and no duplicate; when some of them have been trimmed already (retention), it starts with a ` + "`" + `gap` + "`" + ` event, and the client should re-read state. A client that does not read fast enough is disconnected after a bounded backlog (it resumes with Last-Event-ID). Browsers, whose EventSource can't send an Authorization header, use a ticket from POST /v1/events/tickets; a bearer token in the query string is not accepted.",
                 "produces": [
                     "text/event-stream"
@@ -1476,7 +1738,7 @@ const docTemplate = `{
                 "parameters": [
                     {
                         "type": "string",
-                        "example": "reading,presence",
+                        "x-example": "reading",
                         "description": "Only these event types, comma-separated (reading, rejection, presence, command, device)",
                         "name": "types",
                         "in": "query"
@@ -1487,7 +1749,7 @@ const docTemplate = `{
                             "type": "string"
                         },
                         "collectionFormat": "multi",
-                        "example": "thermo1@example.com",
+                        "x-example": "thermo1@example.com",
                         "description": "Only this device's events (bare JID); repeat for several",
                         "name": "device",
                         "in": "query"
@@ -1498,7 +1760,7 @@ const docTemplate = `{
                             "type": "string"
                         },
                         "collectionFormat": "multi",
-                        "example": "room:kitchen",
+                        "x-example": "room:kitchen",
                         "description": "Only events of devices with this label, as key:value; repeat for several",
                         "name": "label",
                         "in": "query"
@@ -1577,16 +1839,16 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            }
-        },
-        "/v1/events/tickets": {
-            "post": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            }
+        },
+        "/v1/events/tickets": {
+            "post": {
                 "description": "Returns a single-use URL of GET /v1/events, valid for 60 s, for the browser's EventSource, which can't send an Authorization header: ` + "`" + `new EventSource(ticket.url)` + "`" + `. The stream runs with this token's permissions (its device selector applies); a ticket of a token revoked or expired meanwhile is refused. Filters may be appended to the URL (` + "`" + `\u0026types=reading` + "`" + `). A bearer token in the query string is never accepted.",
                 "produces": [
                     "application/json"
@@ -1638,16 +1900,16 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            }
-        },
-        "/v1/schemas": {
-            "get": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            }
+        },
+        "/v1/schemas": {
+            "get": {
                 "description": "Lists the latest version of every registered schema, by name.",
                 "produces": [
                     "application/json"
@@ -1699,14 +1961,14 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            },
-            "post": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            },
+            "post": {
                 "description": "Compiles the XSD and stores it as the next version (1, 2, ...) of the named schema. Versions are immutable: to change a schema, register a new version and move devices to it (PATCH /v1/devices/{jid}).\nA request of the wrong shape (bad JSON, a missing or bad name) is refused with 400; a well-formed request whose XSD does not compile with 422, whose details list the compiler's issues, each with its line and message.",
                 "consumes": [
                     "application/json"
@@ -1838,16 +2100,16 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            }
-        },
-        "/v1/schemas/{name}": {
-            "get": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            }
+        },
+        "/v1/schemas/{name}": {
+            "get": {
                 "description": "Returns the latest version of the named schema.",
                 "produces": [
                     "application/json"
@@ -1859,7 +2121,7 @@ const docTemplate = `{
                 "parameters": [
                     {
                         "type": "string",
-                        "example": "thermostat",
+                        "x-example": "thermostat",
                         "description": "Schema name",
                         "name": "name",
                         "in": "path",
@@ -1915,16 +2177,16 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            }
-        },
-        "/v1/schemas/{name}/versions": {
-            "get": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            }
+        },
+        "/v1/schemas/{name}/versions": {
+            "get": {
                 "description": "Lists every version of the named schema, oldest first.",
                 "produces": [
                     "application/json"
@@ -1936,7 +2198,7 @@ const docTemplate = `{
                 "parameters": [
                     {
                         "type": "string",
-                        "example": "thermostat",
+                        "x-example": "thermostat",
                         "description": "Schema name",
                         "name": "name",
                         "in": "path",
@@ -1992,16 +2254,16 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            }
-        },
-        "/v1/schemas/{name}/versions/{version}": {
-            "get": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            }
+        },
+        "/v1/schemas/{name}/versions/{version}": {
+            "get": {
                 "description": "Returns one version of the named schema. The XSD itself is at .../xsd.",
                 "produces": [
                     "application/json"
@@ -2013,7 +2275,7 @@ const docTemplate = `{
                 "parameters": [
                     {
                         "type": "string",
-                        "example": "thermostat",
+                        "x-example": "thermostat",
                         "description": "Schema name",
                         "name": "name",
                         "in": "path",
@@ -2022,7 +2284,7 @@ const docTemplate = `{
                     {
                         "minimum": 1,
                         "type": "integer",
-                        "example": 2,
+                        "x-example": "2",
                         "description": "Version",
                         "name": "version",
                         "in": "path",
@@ -2084,14 +2346,14 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            },
-            "delete": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            },
+            "delete": {
                 "description": "Deletes one version of the named schema. A version that devices use, or that another version imports, cannot be deleted (409 schema_in_use; the message names an importer): move or delete those devices, or delete the importing versions, first.",
                 "produces": [
                     "application/json"
@@ -2103,7 +2365,7 @@ const docTemplate = `{
                 "parameters": [
                     {
                         "type": "string",
-                        "example": "thermostat",
+                        "x-example": "thermostat",
                         "description": "Schema name",
                         "name": "name",
                         "in": "path",
@@ -2112,7 +2374,7 @@ const docTemplate = `{
                     {
                         "minimum": 1,
                         "type": "integer",
-                        "example": 1,
+                        "x-example": "1",
                         "description": "Version",
                         "name": "version",
                         "in": "path",
@@ -2177,16 +2439,16 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            }
-        },
-        "/v1/schemas/{name}/versions/{version}/json-schema": {
-            "get": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            }
+        },
+        "/v1/schemas/{name}/versions/{version}/json-schema": {
+            "get": {
                 "description": "Returns a JSON Schema (draft 2020-12) generated from the XSD of one version of the named schema: one $defs entry per global element (by its local name) describing the JSON of a document with that root, which is both a reading's data and a command's data (the same shape both ways). Types come from the XSD's simple types (number, boolean, string; enumerations as enum; numeric bounds as minimum/maximum); xs:pattern is not translated; additionalProperties is false where the XSD content is closed. See docs/commands.md for the mapping.",
                 "produces": [
                     "application/json"
@@ -2198,7 +2460,7 @@ const docTemplate = `{
                 "parameters": [
                     {
                         "type": "string",
-                        "example": "thermostat",
+                        "x-example": "thermostat",
                         "description": "Schema name",
                         "name": "name",
                         "in": "path",
@@ -2207,7 +2469,7 @@ const docTemplate = `{
                     {
                         "minimum": 1,
                         "type": "integer",
-                        "example": 2,
+                        "x-example": "2",
                         "description": "Version",
                         "name": "version",
                         "in": "path",
@@ -2269,16 +2531,16 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            }
-        },
-        "/v1/schemas/{name}/versions/{version}/xsd": {
-            "get": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            }
+        },
+        "/v1/schemas/{name}/versions/{version}/xsd": {
+            "get": {
                 "description": "Returns the XSD document of one version of the named schema, exactly as registered. Errors are JSON, as everywhere.",
                 "produces": [
                     "application/xml",
@@ -2291,7 +2553,7 @@ const docTemplate = `{
                 "parameters": [
                     {
                         "type": "string",
-                        "example": "thermostat",
+                        "x-example": "thermostat",
                         "description": "Schema name",
                         "name": "name",
                         "in": "path",
@@ -2300,7 +2562,7 @@ const docTemplate = `{
                     {
                         "minimum": 1,
                         "type": "integer",
-                        "example": 2,
+                        "x-example": "2",
                         "description": "Version",
                         "name": "version",
                         "in": "path",
@@ -2362,16 +2624,16 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            }
-        },
-        "/v1/tokens": {
-            "get": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            }
+        },
+        "/v1/tokens": {
+            "get": {
                 "description": "Lists the tokens the caller manages, revoked and expired ones included, oldest first: every token for an admin token limited to no devices; for one limited by a selector, the tokens limited at least as much (every label pair of its selector in theirs). Secrets are never shown.",
                 "produces": [
                     "application/json"
@@ -2423,14 +2685,14 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            },
-            "post": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            },
+            "post": {
                 "description": "Creates a token with the given scopes, optionally limited to the devices whose labels include all of devices, and optionally expiring. The answer's token field is the secret: it is shown this once and stored only as a hash. A token limited to some devices can only create tokens limited at least as much (every label pair of its selector in theirs), and a token that expires can only create tokens that expire no later (403).",
                 "consumes": [
                     "application/json"
@@ -2529,16 +2791,16 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            }
-        },
-        "/v1/tokens/{id}": {
-            "get": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            }
+        },
+        "/v1/tokens/{id}": {
+            "get": {
                 "description": "Returns a token (never its secret), with when it was last used (recorded at most once a minute). A token the caller does not manage (broader than its device selector, or beside it) is 404, as if it did not exist.",
                 "produces": [
                     "application/json"
@@ -2550,7 +2812,7 @@ const docTemplate = `{
                 "parameters": [
                     {
                         "type": "string",
-                        "example": "tok_q3bx7k2mzv4wd9hc",
+                        "x-example": "tok_q3bx7k2mzv4wd9hc",
                         "description": "Token ID",
                         "name": "id",
                         "in": "path",
@@ -2606,14 +2868,14 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            },
-            "delete": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            },
+            "delete": {
                 "description": "Revokes a token: this iotgate refuses it at once, other instances within 10 seconds. The token stays listed, with revoked_at. Revoking a revoked token changes nothing. The bootstrap token (IOTGATE_ADMIN_TOKEN) can't be revoked here (400). An admin token limited by a device selector revokes only the tokens it manages (limited at least as much): others are 404, as if they did not exist.",
                 "produces": [
                     "application/json"
@@ -2625,7 +2887,7 @@ const docTemplate = `{
                 "parameters": [
                     {
                         "type": "string",
-                        "example": "tok_q3bx7k2mzv4wd9hc",
+                        "x-example": "tok_q3bx7k2mzv4wd9hc",
                         "description": "Token ID",
                         "name": "id",
                         "in": "path",
@@ -2687,16 +2949,16 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            }
-        },
-        "/v1/webhooks": {
-            "get": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            }
+        },
+        "/v1/webhooks": {
+            "get": {
                 "description": "Lists the webhooks the token may see (those limited at least as much as its device selector), oldest first, with their delivery state. Secrets are never shown; lag is shown by GET /v1/webhooks/{id}.",
                 "produces": [
                     "application/json"
@@ -2748,14 +3010,14 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            },
-            "post": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            },
+            "post": {
                 "description": "Creates a webhook: iotgate POSTs the events it selects (types, and devices by label, within the token's own device selector) to url in batches (` + "`" + `{\"webhook\": id, \"events\": [...]}` + "`" + `), in id order, at least once, signed with the secret: header Iotgate-Signature ` + "`" + `t=\u003cunix\u003e,v1=\u003chex HMAC-SHA256(secret, \"\u003ct\u003e.\u003cbody\u003e\")\u003e` + "`" + `, plus Iotgate-Event-Ids (first-last) and Iotgate-Webhook-Id. A 2xx acknowledges a batch; anything else, a redirect or no answer within 10 s is retried with exponential backoff (1 s doubling to 10 min, jittered) for 24 h, after which the webhook is failing until resumed. Delivery starts with the events written after creation. The secret is shown this once. A url whose host is or resolves to a loopback, private, link-local (the cloud metadata address) or multicast address is refused (code webhook_url_refused) unless the operator set IOTGATE_WEBHOOK_ALLOW_PRIVATE=1.",
                 "consumes": [
                     "application/json"
@@ -2860,16 +3122,16 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            }
-        },
-        "/v1/webhooks/{id}": {
-            "get": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            }
+        },
+        "/v1/webhooks/{id}": {
+            "get": {
                 "description": "Returns a webhook (never its secret) with its delivery state: state, the cursor (last acknowledged event id), the last error of the current failure streak, and its lag behind the event log.",
                 "produces": [
                     "application/json"
@@ -2881,7 +3143,7 @@ const docTemplate = `{
                 "parameters": [
                     {
                         "type": "string",
-                        "example": "wh_q3bx7k2mzv4wd9hc",
+                        "x-example": "wh_q3bx7k2mzv4wd9hc",
                         "description": "Webhook ID",
                         "name": "id",
                         "in": "path",
@@ -2937,14 +3199,14 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            },
-            "delete": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            },
+            "delete": {
                 "description": "Deletes a webhook; a delivery in flight finishes.",
                 "produces": [
                     "application/json"
@@ -2956,7 +3218,7 @@ const docTemplate = `{
                 "parameters": [
                     {
                         "type": "string",
-                        "example": "wh_q3bx7k2mzv4wd9hc",
+                        "x-example": "wh_q3bx7k2mzv4wd9hc",
                         "description": "Webhook ID",
                         "name": "id",
                         "in": "path",
@@ -3009,14 +3271,14 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
-            },
-            "patch": {
+                },
                 "security": [
                     {
                         "BearerAuth": []
                     }
-                ],
+                ]
+            },
+            "patch": {
                 "description": "Pauses (paused=true) or resumes (paused=false) a webhook. A paused webhook keeps its cursor and gets what it missed when resumed (within the event retention). Resuming a failing webhook retries it at once from its cursor, with a fresh retry limit. A delivery in flight finishes.",
                 "consumes": [
                     "application/json"
@@ -3031,7 +3293,7 @@ const docTemplate = `{
                 "parameters": [
                     {
                         "type": "string",
-                        "example": "wh_q3bx7k2mzv4wd9hc",
+                        "x-example": "wh_q3bx7k2mzv4wd9hc",
                         "description": "Webhook ID",
                         "name": "id",
                         "in": "path",
@@ -3123,7 +3385,12 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
                     }
-                }
+                },
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ]
             }
         }
     },
@@ -3142,6 +3409,77 @@ const docTemplate = `{
                     "maxLength": 128,
                     "minLength": 12,
                     "example": "correct-horse-battery"
+                }
+            }
+        },
+        "api.AggregateBucket": {
+            "type": "object",
+            "properties": {
+                "readings": {
+                    "description": "Readings is how many readings the bucket holds.",
+                    "type": "integer",
+                    "example": 30
+                },
+                "start": {
+                    "description": "Start is the bucket's start, a multiple of every from the Unix\nepoch; the bucket ends where the next starts.",
+                    "type": "string",
+                    "format": "date-time",
+                    "example": "2026-01-02T16:05:00Z"
+                },
+                "values": {
+                    "description": "Values are by field, then by aggregate, for example\n{\"temperature\": {\"avg\": 21.4, \"min\": 21.1, \"max\": 21.8, \"count\": 30}};\nnull where the bucket has no number for the field (count is then 0).",
+                    "type": "object"
+                }
+            }
+        },
+        "api.AggregateResponse": {
+            "type": "object",
+            "properties": {
+                "buckets": {
+                    "description": "Buckets are oldest first; without fill=null, only the buckets that\nhold readings.",
+                    "type": "array",
+                    "items": {
+                        "$ref": "#/definitions/api.AggregateBucket"
+                    }
+                },
+                "every_seconds": {
+                    "description": "EverySeconds is the buckets' width.",
+                    "type": "integer",
+                    "example": 300
+                },
+                "fields": {
+                    "description": "Fields and Fn are the fields and aggregates of each bucket's values.",
+                    "type": "array",
+                    "items": {
+                        "type": "string"
+                    },
+                    "example": [
+                        "temperature",
+                        "humidity"
+                    ]
+                },
+                "fn": {
+                    "type": "array",
+                    "items": {
+                        "type": "string"
+                    },
+                    "example": [
+                        "avg",
+                        "min",
+                        "max",
+                        "count"
+                    ]
+                },
+                "from": {
+                    "description": "From and To are the range the buckets cover (from \u003c= received_at \u003c\nto), as asked for or defaulted.",
+                    "type": "string",
+                    "format": "date-time",
+                    "example": "2026-01-02T00:00:00Z"
+                },
+                "to": {
+                    "type": "string",
+                    "format": "date-time",
+                    "example": "2026-01-03T00:00:00Z"
                 }
             }
         },
@@ -3779,6 +4117,10 @@ const docTemplate = `{
         },
         "api.ErrorResponse": {
             "type": "object",
+            "required": [
+                "code",
+                "message"
+            ],
             "properties": {
                 "code": {
                     "description": "Code is machine-readable: a devices error code (not_found,\nconflict, invalid, unprocessable, unauthorized, forbidden,\nunavailable, timeout, too_many_requests, internal), a more\nspecific one when the error has one (device_offline, xmpp_error,\nxmpp_unavailable, idempotency_key_reused, rate_limited), or the HTTP\none for protocol errors (method_not_allowed, payload_too_large,\nunsupported_media_type).",
@@ -3786,8 +4128,7 @@ const docTemplate = `{
                     "example": "not_found"
                 },
                 "details": {
-                    "description": "Details, when present, says more: for validation errors, a list of\nFieldError; for an XSD that does not compile (422), the compiler's\nissues, each with its line and message; for the outcome of a\ncommand (409, 502, 503, 504), the stored Command.",
-                    "type": "object"
+                    "description": "Details, when present, says more: for validation errors, a list of\nFieldError; for an XSD that does not compile (422), the compiler's\nissues, each with its line and message; for the outcome of a\ncommand (409, 502, 503, 504), the stored Command. So it is a list\nor an object, depending on the error."
                 },
                 "message": {
                     "description": "Message is for humans; it never carries internal details.",
@@ -4091,6 +4432,49 @@ const docTemplate = `{
                 "version": {
                     "type": "integer",
                     "example": 1
+                }
+            }
+        },
+        "api.StatesRequest": {
+            "type": "object",
+            "required": [
+                "jids"
+            ],
+            "properties": {
+                "jids": {
+                    "description": "JIDs are the devices' bare JIDs, at most 500 (duplicates count\nonce).",
+                    "type": "array",
+                    "maxItems": 500,
+                    "minItems": 1,
+                    "items": {
+                        "type": "string"
+                    },
+                    "example": [
+                        "thermo1@example.com",
+                        "thermo2@example.com"
+                    ]
+                }
+            }
+        },
+        "api.StatesResponse": {
+            "type": "object",
+            "properties": {
+                "items": {
+                    "description": "Items are the states of the devices found, in the order asked.",
+                    "type": "array",
+                    "items": {
+                        "$ref": "#/definitions/api.DeviceState"
+                    }
+                },
+                "not_found": {
+                    "description": "NotFound are the JIDs of no device the token may see (not\nregistered, or outside its selector: the two are not told apart),\nnormalized.",
+                    "type": "array",
+                    "items": {
+                        "type": "string"
+                    },
+                    "example": [
+                        "gone@example.com"
+                    ]
                 }
             }
         },
