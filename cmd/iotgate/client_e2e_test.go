@@ -162,7 +162,7 @@ func TestE2EGeneratedClient(t *testing.T) {
 	})
 	t.Run("Command", func(t *testing.T) {
 		r, err := c.PostV1DevicesJidCommandsWithResponse(ctx, jid, &client.PostV1DevicesJidCommandsParams{IdempotencyKey: new("client-e2e-1")},
-			client.ApiCreateCommandRequest{Payload: setTarget("21.5")})
+			client.ApiCreateCommandRequest{Payload: new(setTarget("21.5"))})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -179,7 +179,7 @@ func TestE2EGeneratedClient(t *testing.T) {
 	})
 	// A 502's details are the stored command, typed so in the description.
 	t.Run("CommandDeviceError", func(t *testing.T) {
-		r, err := c.PostV1DevicesJidCommandsWithResponse(ctx, jid, nil, client.ApiCreateCommandRequest{Payload: setTarget("99")})
+		r, err := c.PostV1DevicesJidCommandsWithResponse(ctx, jid, nil, client.ApiCreateCommandRequest{Payload: new(setTarget("99"))})
 		if err != nil {
 			t.Fatal(err)
 		}
