@@ -14,7 +14,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 )
 
@@ -352,17 +351,9 @@ func serveValidator(limits string, in io.Reader, out io.Writer) int {
 		fmt.Fprintln(os.Stderr, "xsd validator: bad limits", limits)
 		return exitBadInput
 	}
-	if bytesAS > 0 {
-		size, err := addressSpace()
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "xsd validator:", err)
-			return exitBadInput
-		}
-		as := uint64(size + bytesAS)
-		if err := syscall.Setrlimit(syscall.RLIMIT_AS, &syscall.Rlimit{Cur: as, Max: as}); err != nil {
-			fmt.Fprintln(os.Stderr, "xsd validator:", err)
-			return exitBadInput
-		}
+	if err := limitAddressSpace(bytesAS); err != nil {
+		fmt.Fprintln(os.Stderr, "xsd validator:", err)
+		return exitBadInput
 	}
 	r := bufio.NewReaderSize(in, 64<<10)
 	w := bufio.NewWriterSize(out, 64<<10)

@@ -231,17 +231,9 @@ func serveTrial(limits string, in io.Reader, out io.Writer) int {
 		fmt.Fprintln(os.Stderr, "xsd trial compile:", err)
 		return exitBadInput
 	}
-	if bytesAS > 0 {
-		size, err := addressSpace()
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "xsd trial compile:", err)
-			return exitBadInput
-		}
-		as := uint64(size + bytesAS)
-		if err := syscall.Setrlimit(syscall.RLIMIT_AS, &syscall.Rlimit{Cur: as, Max: as}); err != nil {
-			fmt.Fprintln(os.Stderr, "xsd trial compile:", err)
-			return exitBadInput
-		}
+	if err := limitAddressSpace(bytesAS); err != nil {
+		fmt.Fprintln(os.Stderr, "xsd trial compile:", err)
+		return exitBadInput
 	}
 	var docs []trialDoc
 	for {
@@ -268,6 +260,20 @@ func serveTrial(limits string, in io.Reader, out io.Writer) int {
 	b, _ := json.Marshal(issues)
 	out.Write(b)
 	return exitNoCompile
+}
+
+// limitAddressSpace caps the process's address space (RLIMIT_AS) at its
+// current size plus extra bytes; extra <= 0 leaves it unlimited.
+func limitAddressSpace(extra int64) error {
+	if extra <= 0 {
+		return nil
+	}
+	size, err := addressSpace()
+	if err != nil {
+		return err
+	}
+	as := uint64(size + extra)
+	return syscall.Setrlimit(syscall.RLIMIT_AS, &syscall.Rlimit{Cur: as, Max: as})
 }
 
 // addressSpace returns the size of the process's address space (VmSize).
