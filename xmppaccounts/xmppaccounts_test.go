@@ -73,10 +73,10 @@ func TestEjabberdCreateAccount(t *testing.T) {
 				w.WriteHeader(tt.status)
 				w.Write([]byte(tt.body))
 			}))
-			defer srv.Close()
 			cfg := tt.cfg
 			cfg.URL = srv.URL + "/api/"
 			err := NewEjabberd(cfg).CreateAccount(context.Background(), "dev@example.com", secret)
+			srv.Close() // waits for the handler (still running after a timeout) before its captures are read
 			wantErr(t, err, tt.wantCode, tt.detail)
 			if path != "/api/register" || got["user"] != "dev" || got["host"] != "example.com" || got["password"] != secret {
 				t.Errorf("request %s %v", path, got)

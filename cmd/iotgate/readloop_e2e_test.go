@@ -214,7 +214,10 @@ func TestE2EReadLoopSlowValidation(t *testing.T) {
 func testReadLoopSlowValidation(t *testing.T, name string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	e, metricsAddr := newReadLoopEnv(t, ctx, name, nil, "IOTGATE_MAX_PATTERN_TOTAL", "4096")
+	// In the process (no pattern sandbox): this test is about the read
+	// loop around validations that take seconds, which the sandbox would
+	// cut at its budget (TestE2EPatternTimeout covers that).
+	e, metricsAddr := newReadLoopEnv(t, ctx, name, nil, "IOTGATE_MAX_PATTERN_TOTAL", "4096", "IOTGATE_PATTERN_TIMEOUT", "0")
 	g := e.g
 	if code := g.do("POST", "/v1/schemas", map[string]string{"name": "slow", "xsd": slowXSD}, nil); code != 201 {
 		t.Fatalf("register the slow schema: %d, want 201 (accepted by the probe)", code)
