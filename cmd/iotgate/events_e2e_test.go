@@ -637,12 +637,16 @@ const browserEventsPage = `<!doctype html><script src="/report.js"></script><scr
 	const r = await fetch(cfg.base + '/v1/events/tickets', {method: 'POST', headers: {Authorization: 'Bearer ' + cfg.token}});
 	if (r.status !== 201) { await report({error: 'ticket: ' + r.status}); return; }
 	const {url} = await r.json();
+	// One report at a time: concurrent fetches may reach the test out of
+	// order, which once looked like events out of order.
+	let queue = Promise.resolve();
+	const send = m => { queue = queue.then(() => report(m)); };
 	const es = new EventSource(cfg.base + url + '&types=reading');
-	es.onopen = () => report({open: true});
-	es.onerror = () => report({error: 'EventSource error, readyState ' + es.readyState});
+	es.onopen = () => send({open: true});
+	es.onerror = () => send({error: 'EventSource error, readyState ' + es.readyState});
 	es.addEventListener('reading', e => {
 		const ev = JSON.parse(e.data);
-		report({id: e.lastEventId, device: ev.device, seq: Number(ev.data.data['@seq'])});
+		send({id: e.lastEventId, device: ev.device, seq: Number(ev.data.data['@seq'])});
 	});
 })();
 </script>`
