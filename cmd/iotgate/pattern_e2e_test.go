@@ -7,7 +7,6 @@ import (
 	"database/sql"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -75,32 +74,9 @@ func TestE2EPatternTimeout(t *testing.T) {
 	ok := func(device.IQ) device.Reply { return device.Reply{Type: "result"} }
 	slow, tag := e.online("slow1", ok), e.online("tag1", ok)
 
-	// The steady device sends a reading every 20 ms until done closes.
-	done := make(chan struct{})
-	var rtts []time.Duration
-	errs := map[string]int{}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for i := 0; ; i++ {
-			select {
-			case <-done:
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-			t0 := time.Now()
-			rep, err := tag.SendIQ(ctx, "set", e2eDomain, fmt.Sprintf(`<reading xmlns="urn:example:tag"><serial>SN-%d</serial></reading>`, i))
-			switch {
-			case err != nil:
-				errs[err.Error()]++
-			case rep.Type != "result":
-				errs[fmt.Sprintf("%s %s %s", rep.Type, rep.Condition, rep.Text)]++
-			default:
-				rtts = append(rtts, time.Since(t0))
-			}
-		}
-	}()
+	stop := steadyReadings(ctx, t, tag, "pattern", func(i int) string {
+		return fmt.Sprintf(`<reading xmlns="urn:example:tag"><serial>SN-%d</serial></reading>`, i)
+	})
 
 	value := "Q" + strings.Repeat("1", 254) + "x"
 	reading := `<reading xmlns="urn:example:slow">` + strings.Repeat("<v>"+value+"</v>", 4) + `</reading>`
@@ -125,14 +101,5 @@ func TestE2EPatternTimeout(t *testing.T) {
 	if rep, err := slow.SendIQ(ctx, "set", e2eDomain, `<reading xmlns="urn:example:slow"><v>Q111!</v></reading>`); err != nil || rep.Type != "result" {
 		t.Errorf("valid slow-schema reading: %+v %v, want result", rep, err)
 	}
-	close(done)
-	wg.Wait()
-	var worst time.Duration
-	for _, d := range rtts {
-		worst = max(worst, d)
-	}
-	t.Logf("other device: %d readings acknowledged, worst round trip %v, errors %v", len(rtts), worst, errs)
-	if len(errs) > 0 || len(rtts) < 10 || worst > 3*time.Second {
-		t.Errorf("other device: %d acknowledged, worst %v, errors %v; want every reading acknowledged", len(rtts), worst, errs)
-	}
+	stop()
 }

@@ -39,52 +39,10 @@ func TestE2ESchemaCompileCost(t *testing.T) {
 	e, _ := newReadLoopEnv(t, ctx, name, nil, "IOTGATE_SCHEMA_COMPILE_CPU", "1s")
 	steady := e.dialDevice(e.register("steady"))
 
-	// watch has the steady device send a reading every 20 ms until the
-	// returned func is called, which checks they were all acknowledged.
 	watch := func(phase string) (stop func()) {
-		done := make(chan struct{})
-		var rtts []time.Duration
-		errs := map[string]int{}
-		var wg sync.WaitGroup
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; ; i++ {
-				select {
-				case <-done:
-					return
-				case <-time.After(20 * time.Millisecond):
-				}
-				t0 := time.Now()
-				rep, err := steady.SendIQ(ctx, "set", e2eDomain,
-					`<reading xmlns="urn:example:thermostat"><temperature>`+fmt.Sprint(15+i%10)+`</temperature><mode>heat</mode></reading>`)
-				switch {
-				case err != nil:
-					errs[err.Error()]++
-				case rep.Type != "result":
-					errs[fmt.Sprintf("%s %s %s", rep.Type, rep.Condition, rep.Text)]++
-				default:
-					rtts = append(rtts, time.Since(t0))
-				}
-			}
-		}()
-		return func() {
-			close(done)
-			wg.Wait()
-			var worst time.Duration
-			for _, d := range rtts {
-				worst = max(worst, d)
-			}
-			t.Logf("%s: steady device: %d readings acknowledged, worst round trip %s, errors %v", phase, len(rtts), worst, errs)
-			if len(errs) > 0 || len(rtts) < 10 {
-				t.Errorf("%s: steady device: %d acknowledged, errors %v; want every reading acknowledged", phase, len(rtts), errs)
-			}
-			// Generous, for this loaded 2-core machine: what matters is
-			// that no reading waited for a compile (half a minute).
-			if worst > 3*time.Second {
-				t.Errorf("%s: steady device: worst round trip %s, want under 3 s", phase, worst)
-			}
-		}
+		return steadyReadings(ctx, t, steady, phase, func(i int) string {
+			return `<reading xmlns="urn:example:thermostat"><temperature>` + fmt.Sprint(15+i%10) + `</temperature><mode>heat</mode></reading>`
+		})
 	}
 	type problem struct {
 		Code    string `json:"code"`
