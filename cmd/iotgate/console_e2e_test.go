@@ -116,11 +116,11 @@ func (c *consolePage) shot(name string) {
 func (c *consolePage) noOverflow(what string) {
 	c.t.Helper()
 	got := consoleEval[string](c, `(() => {
-		const w = document.documentElement.scrollWidth, v = window.innerWidth;
+		const w = document.documentElement.scrollWidth, v = Math.min(window.innerWidth, document.documentElement.clientWidth);
 		if (w <= v) return '';
 		const wide = [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > v + 1)
 			.slice(0, 5).map(e => e.tagName + (e.id ? '#' + e.id : '') + '.' + e.className);
-		return 'scrollWidth ' + w + ' > innerWidth ' + v + ': ' + wide.join(', ');
+		return 'scrollWidth ' + w + ' > ' + v + ' (innerWidth ' + innerWidth + '): ' + wide.join(', ');
 	})()`)
 	if got != "" {
 		c.t.Errorf("%s at phone width: %s", what, got)
@@ -276,6 +276,10 @@ func TestE2EConsole(t *testing.T) {
 			t.Errorf("the chart shows temperature %v, which no recent reading has", shown)
 		}
 		c.wait("the latest reading's table", 5*time.Second, `document.querySelector('#latest tr[data-field="temperature"] td')?.textContent !== ''`)
+		if c.shots != "" {
+			// A line rather than a dot: a reading a second.
+			c.wait("20 points on the chart", 40*time.Second, `+document.querySelector('#chart').dataset.points >= 20`)
+		}
 		c.shot("device.png")
 	})
 
@@ -336,7 +340,8 @@ func TestE2EConsole(t *testing.T) {
 
 	t.Run("PhoneWidth", func(t *testing.T) {
 		c.t = t
-		c.do("phone viewport", 10*time.Second, chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2)))
+		c.do("phone viewport", 10*time.Second, chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2),
+			chromedp.EmulatePortrait, chromedp.EmulateMobile, chromedp.EmulateTouch))
 		for _, tc := range []struct {
 			name, hash, ready string
 		}{

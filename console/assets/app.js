@@ -332,9 +332,9 @@ async function deviceList(view, main, q) {
     const s = states.get(d.jid) || {};
     const isOnline = s.online !== undefined ? s.online : d.online;
     return el('tr', { 'data-jid': d.jid },
-      el('td', { 'data-label': 'Device' },
+      el('td', { 'data-label': 'Device' }, el('span', {},
         el('a', { href: '#/devices/' + esc(d.jid) }, d.name || d.jid),
-        d.name ? el('div', { class: 'sub' }, d.jid) : null),
+        d.name ? el('span', { class: 'sub block' }, d.jid) : null)),
       el('td', { 'data-label': 'Presence' }, badge(isOnline)),
       el('td', { 'data-label': 'Labels' }, labelChips(d.labels)),
       el('td', { 'data-label': 'Schema' },
