@@ -754,8 +754,12 @@ function follow(view, jid, base, liveEl, on) {
 function commandForm(view, sec, js, jid, dev, onCommand) {
   const outcome = el('div', { id: 'outcome', role: 'status', 'aria-live': 'polite' });
   let sentId = '';
+  let sentStatus = '';
   const showOutcome = (c) => {
     if (!c || c.id !== sentId) return;
+    // The stream and the polling may bring the changes out of order.
+    if (TERMINAL.has(sentStatus) && !TERMINAL.has(c.status)) return;
+    sentStatus = c.status;
     outcome.dataset.status = c.status;
     const steps = (c.history || []).map((h) => h.status);
     if (!steps.length || steps[steps.length - 1] !== c.status) steps.push(c.status);
@@ -881,7 +885,7 @@ function commandForm(view, sec, js, jid, dev, onCommand) {
       sentId = c.id;
       showOutcome(c);
       onCommand(c);
-      await followCommand(view, c, (x) => { showOutcome(x); onCommand(x); });
+      await followCommand(view, c, (x) => { showOutcome(x); onCommand(x); }, () => TERMINAL.has(sentStatus));
     } catch (err) {
       if (err.name === 'AbortError') return;
       const d = err.details || {};
@@ -899,14 +903,15 @@ function commandForm(view, sec, js, jid, dev, onCommand) {
   return { update: showOutcome };
 }
 
-// followCommand polls a command until it ends or OUTCOME_MS passes (the
-// event stream may show it sooner, through update).
-async function followCommand(view, c, update) {
+// followCommand polls a command until it ends, done() says the event
+// stream showed its end, or OUTCOME_MS passes.
+async function followCommand(view, c, update, done) {
   const until = Date.now() + OUTCOME_MS + (c.timeout_ms || 0);
   let delay = 250;
-  while (!TERMINAL.has(c.status) && Date.now() < until && !view.closed) {
+  while (!TERMINAL.has(c.status) && !done() && Date.now() < until && !view.closed) {
     await new Promise((r) => setTimeout(r, delay));
     delay = Math.min(delay * 2, 2000);
+    if (done()) break;
     c = await api('GET', '/v1/commands/' + esc(c.id), { signal: view.signal });
     update(c);
   }
