@@ -19,6 +19,7 @@ import (
 
 	"github.com/iotgate/iotgate/internal/device/sim"
 	"github.com/iotgate/iotgate/internal/servers"
+	"github.com/iotgate/iotgate/schemas/examples"
 )
 
 // consolePage drives the web console in a real chromium through the
@@ -156,6 +157,13 @@ func TestE2EConsole(t *testing.T) {
 		}
 		servers.RegisterUserForTest(t, e.xs, d.user, "pw-"+d.user)
 	}
+	// A multisensor, never online: its form has JSON inputs.
+	if code := g.do("POST", "/v1/schemas", map[string]string{"name": "multisensor", "xsd": string(examples.Multisensor())}, nil); code != 201 {
+		t.Fatalf("register the multisensor schema: %d", code)
+	}
+	if code := g.do("POST", "/v1/devices", map[string]any{"jid": jid("ms1"), "schema": "multisensor"}, nil); code != 201 {
+		t.Fatalf("register ms1: %d", code)
+	}
 	// Two thermostats run (a reading a second each); lamp1 stays offline.
 	stats := &sim.Stats{}
 	simCtx, stopSim := context.WithCancel(ctx)
@@ -207,14 +215,14 @@ func TestE2EConsole(t *testing.T) {
 		c.do("sign in", 10*time.Second,
 			chromedp.SendKeys(chromedp.CSS("#token-input"), g.token),
 			chromedp.Click(chromedp.CSS("#token-form button")))
-		c.wait("the three devices", 20*time.Second, `document.querySelectorAll('tr[data-jid]').length === 3`)
+		c.wait("the four devices", 20*time.Second, `document.querySelectorAll('tr[data-jid]').length === 4`)
 		kept := consoleEval[map[string]any](c, `({session: sessionStorage.getItem('iotgate.token'), local: localStorage.length, href: location.href})`)
 		if kept["session"] != g.token || kept["local"] != float64(0) || strings.Contains(fmt.Sprint(kept["href"]), g.token) {
 			t.Errorf("token kept as %v, want in sessionStorage only", kept)
 		}
 		rows := consoleEval[map[string]string](c, `Object.fromEntries([...document.querySelectorAll('tr[data-jid]')].map(r =>
 			[r.dataset.jid, r.querySelector('.badge').dataset.online + ' ' + (r.querySelector('.last-reading time') ? 'reading' : 'none')]))`)
-		want := map[string]string{jid("thermo1"): "true reading", jid("thermo2"): "true reading", jid("lamp1"): "false none"}
+		want := map[string]string{jid("thermo1"): "true reading", jid("thermo2"): "true reading", jid("lamp1"): "false none", jid("ms1"): "false none"}
 		if fmt.Sprint(rows) != fmt.Sprint(want) {
 			t.Errorf("rows %v, want %v", rows, want)
 		}
@@ -224,7 +232,7 @@ func TestE2EConsole(t *testing.T) {
 			name, label, online string
 			want                []string
 		}{
-			{"Offline", "", "false", []string{jid("lamp1")}},
+			{"Offline", "", "false", []string{jid("lamp1"), jid("ms1")}},
 			{"LabelAndOnline", "room:hall", "true", []string{jid("thermo2")}},
 			{"Label", "room:hall", "", []string{jid("lamp1"), jid("thermo2")}},
 		} {
@@ -325,6 +333,25 @@ func TestE2EConsole(t *testing.T) {
 		}
 	})
 
+	t.Run("NotMappable", func(t *testing.T) {
+		c.t = t
+		c.hash("#/devices/" + url.PathEscape(jid("ms1")))
+		c.wait("ms1's page: no chart, a form with JSON inputs", 20*time.Second,
+			`document.querySelector('#chart figcaption')?.textContent === 'No numeric field to chart.' &&
+			 document.querySelector('#cmd-element')?.value === 'report' && !!document.querySelector('.field[data-key="sensor"] textarea')`)
+		// sensor may repeat: its JSON must be an array.
+		c.setValue(`.field[data-key="@node"] input`, "n1")
+		c.setValue(`.field[data-key="sensor"] textarea`, `{"@id": "t1", "value": 1}`)
+		c.do("send data with no XML form", 10*time.Second, chromedp.Click(chromedp.CSS("#cmd-send")))
+		c.wait("the reason next to the field", 10*time.Second,
+			`document.querySelector('#outcome').dataset.status === 'refused' &&
+			 document.querySelector('.field[data-key="sensor"] textarea').getAttribute('aria-invalid') === 'true' &&
+			 document.querySelector('.field[data-key="sensor"] .field-error').textContent.includes('array')`)
+		if code := consoleEval[string](c, `document.querySelector('#outcome .error-text').dataset.code`); code != "json_not_mappable" {
+			t.Errorf("outcome code %q, want json_not_mappable", code)
+		}
+	})
+
 	t.Run("SchemaPage", func(t *testing.T) {
 		c.t = t
 		c.hash("#/schemas/thermostat")
@@ -345,7 +372,7 @@ func TestE2EConsole(t *testing.T) {
 		for _, tc := range []struct {
 			name, hash, ready string
 		}{
-			{"Devices", "#/devices", `document.querySelectorAll('tr[data-jid]').length === 3`},
+			{"Devices", "#/devices", `document.querySelectorAll('tr[data-jid]').length === 4`},
 			{"Device", "#/devices/" + url.PathEscape(jid("thermo1")), `!!document.querySelector('#chart canvas') && !!document.querySelector('#cmd-send')`},
 			{"Schema", "#/schemas/thermostat", `document.querySelector('#xsd')?.textContent.includes('xs:schema')`},
 		} {
@@ -360,6 +387,22 @@ func TestE2EConsole(t *testing.T) {
 			})
 		}
 		c.t = t
+	})
+
+	t.Run("XMPPDown", func(t *testing.T) {
+		c.t = t
+		c.do("desktop viewport", 10*time.Second, chromedp.EmulateViewport(1280, 900))
+		sctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		if err := e.xs.Stop(sctx); err != nil {
+			t.Fatal(err)
+		}
+		// The banner comes with the next /readyz: at the next page, or
+		// within 15 s.
+		c.hash("#/devices")
+		c.wait("the XMPP banner", 30*time.Second,
+			`!document.querySelector('#xmpp').hidden && document.querySelector('#xmpp').textContent.includes("can't reach the XMPP server")`)
+		c.shot("xmpp-down.png")
 	})
 
 	// Nothing the page did was refused by its CSP or failed in its

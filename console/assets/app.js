@@ -202,6 +202,7 @@ async function route() {
   closeView();
   setStatus('');
   renderTokenBar();
+  checkReady();
   const main = $('#main');
   main.replaceChildren();
   if (!token.get()) {
