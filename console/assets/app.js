@@ -99,7 +99,7 @@ class ApiError extends Error {
 
 // api calls iotgate with the token; it returns the decoded JSON (or the
 // text, with text: true) and throws ApiError for any other answer.
-async function api(method, path, { body, signal, text = false } = {}) {
+async function api(method, path, { body, signal, text = false, retried = false } = {}) {
   const headers = { Authorization: 'Bearer ' + token.get(), Accept: text ? '*/*' : 'application/json' };
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   let r;
@@ -111,6 +111,18 @@ async function api(method, path, { body, signal, text = false } = {}) {
   } catch (e) {
     if (e.name === 'AbortError') throw e;
     throw new ApiError(0, 'network', "iotgate can't be reached: " + e.message);
+  }
+  // Too many list requests of this token at once (several tabs): the
+  // server says when to retry; once, after at most 2 s.
+  if (r.status === 429 && !retried && r.headers.get('Retry-After') !== null) {
+    let p = {};
+    try { p = JSON.parse(await r.text()); } catch { /* not a problem body */ }
+    if (p.code === 'too_many_concurrent') {
+      const wait = Math.min(2, Number(r.headers.get('Retry-After')) || 1);
+      await new Promise((ok) => setTimeout(ok, wait * 1000));
+      return api(method, path, { body, signal, text, retried: true });
+    }
+    throw new ApiError(r.status, p.code || '429', p.message || r.statusText, p.details, r.headers.get('Retry-After'));
   }
   const t = await r.text();
   if (!r.ok) {
@@ -643,7 +655,8 @@ async function makeChart(view, fig, base, fields) {
     });
   }
   fig.append(el('figcaption', { class: 'sub' },
-    'Last ' + CHART_WINDOW_S / 60 + ' minutes: ' + CHART_EVERY + ' averages, then each reading as it arrives.'));
+    'Last ' + CHART_WINDOW_S / 60 + ' minutes: ' + CHART_EVERY + ' averages, then each reading as it arrives. ' +
+    'Click a field in the legend to hide or show it (the scale follows).'));
   const box = el('div', { class: 'chart-box' });
   fig.append(box);
   const width = () => Math.max(200, Math.min(box.clientWidth || fig.clientWidth || 600, 1200));
