@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 
 	"github.com/iotgate/iotgate/internal/device/sim"
 	"github.com/iotgate/iotgate/internal/servers"
@@ -331,6 +332,38 @@ func TestE2EConsole(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+	})
+
+	t.Run("ReloadAndKeyboard", func(t *testing.T) {
+		c.t = t
+		// A reload keeps the page (the hash) and the token (the tab's
+		// sessionStorage).
+		device := "#/devices/" + url.PathEscape(jid("thermo2"))
+		c.hash(device)
+		c.wait("thermo2's page", 20*time.Second, `document.querySelector('#device-title')?.textContent === 'Hall'`)
+		c.do("reload", 20*time.Second, chromedp.Reload())
+		c.wait("thermo2's page again", 20*time.Second,
+			`location.hash === `+strconv.Quote(device)+` && document.querySelector('#device-title')?.textContent === 'Hall' && !!document.querySelector('#chart canvas')`)
+		// From a fresh page, the keyboard alone: the skip link first,
+		// with a visible focus ring, then the links.
+		c.hash("#/devices")
+		c.do("reload", 20*time.Second, chromedp.Reload())
+		c.wait("the list", 20*time.Second, `document.querySelectorAll('tr[data-jid]').length === 4`)
+		c.do("Tab", 5*time.Second, chromedp.KeyEvent(kb.Tab))
+		c.wait("the skip link focused, on screen, with a focus ring", 5*time.Second,
+			`document.activeElement.id === 'skip' && getComputedStyle(document.activeElement).outlineStyle !== 'none' &&
+			 document.activeElement.getBoundingClientRect().left >= 0`)
+		c.do("Enter", 5*time.Second, chromedp.KeyEvent(kb.Enter))
+		c.wait("the main content focused", 5*time.Second, `document.activeElement.id === 'main' && location.hash === '#/devices'`)
+		for i := 0; i < 30 && !consoleEval[bool](c, `document.activeElement.matches('tr[data-jid] a')`); i++ {
+			c.do("Tab", 5*time.Second, chromedp.KeyEvent(kb.Tab))
+		}
+		target := consoleEval[string](c, `document.activeElement.matches('tr[data-jid] a') ? document.activeElement.closest('tr').dataset.jid : ''`)
+		if target == "" {
+			c.fail("no device link reached with 30 Tabs")
+		}
+		c.do("Enter", 5*time.Second, chromedp.KeyEvent(kb.Enter))
+		c.wait("the device's page", 10*time.Second, `location.hash === '#/devices/' + encodeURIComponent(`+strconv.Quote(target)+`)`)
 	})
 
 	t.Run("NotMappable", func(t *testing.T) {
