@@ -507,7 +507,15 @@ async function devicePage(view, main, jid) {
 
   // History, then live.
   const fields = chartFields(js, lastReading && lastReading.data);
-  const chart = await makeChart(view, fig, base, fields);
+  let chart;
+  try {
+    chart = await makeChart(view, fig, base, fields);
+  } catch (e) {
+    // No history (429, 403, 504...): the rest of the page still goes live.
+    if (view.closed || e.name === 'AbortError') return;
+    fig.replaceChildren(el('figcaption', { class: 'error-text' }, 'No chart: ' + explain(e).text));
+    chart = { add() {} };
+  }
   const onReading = (r) => {
     if (!r || (lastReading && r.id <= lastReading.id)) return;
     lastReading = r;
