@@ -227,6 +227,11 @@ func TestE2EConsole(t *testing.T) {
 		if fmt.Sprint(rows) != fmt.Sprint(want) {
 			t.Errorf("rows %v, want %v", rows, want)
 		}
+		// The last reading times follow the event stream.
+		row := `document.querySelector('tr[data-jid=` + strconv.Quote(jid("thermo1")) + `] .last-reading time')`
+		first := consoleEval[string](c, row+`.getAttribute('datetime')`)
+		c.wait("the list live, a newer reading of thermo1", 20*time.Second,
+			`document.querySelector('#live').dataset.mode === 'stream' && Date.parse(`+row+`.getAttribute('datetime')) > Date.parse(`+strconv.Quote(first)+`)`)
 		c.shot("devices.png")
 
 		for _, tc := range []struct {

@@ -19,6 +19,7 @@ const MAX_POINTS = 3000;         // points kept on the chart
 const MAX_ROWS = 200;            // rows of the latest-reading table
 const RECENT = 10;               // recent commands and rejections shown
 const POLL_MS = 5000;            // polling when the event stream is down
+const LIST_POLL_MS = 30000;      // the device list's polling then
 const READY_MS = 15000;          // how often /readyz is asked
 const MAX_TEXT = 200000;         // characters of an XSD shown
 const OUTCOME_MS = 60000;        // how long a command's outcome is followed
@@ -341,22 +342,29 @@ async function deviceList(view, main, q) {
     for (const s of r.items || []) states.set(s.jid, s);
   }
 
+  // The cells the event stream updates, by JID.
+  const cells = new Map();
   const rows = devices.map((d) => {
     const s = states.get(d.jid) || {};
     const isOnline = s.online !== undefined ? s.online : d.online;
+    const presenceCell = el('td', { 'data-label': 'Presence' }, badge(isOnline));
+    const lastCell = el('td', { 'data-label': 'Last reading', class: 'last-reading' }, timeEl(s.reading && s.reading.received_at));
+    cells.set(d.jid, { presenceCell, lastCell });
     return el('tr', { 'data-jid': d.jid },
       el('td', { 'data-label': 'Device' }, el('span', {},
         el('a', { href: '#/devices/' + esc(d.jid) }, d.name || d.jid),
         d.name ? el('span', { class: 'sub block' }, d.jid) : null)),
-      el('td', { 'data-label': 'Presence' }, badge(isOnline)),
+      presenceCell,
       el('td', { 'data-label': 'Labels' }, labelChips(d.labels)),
       el('td', { 'data-label': 'Schema' },
         el('a', { href: '#/schemas/' + esc(d.schema) + '?v=' + d.schema_version }, d.schema + ' v' + d.schema_version)),
-      el('td', { 'data-label': 'Last reading', class: 'last-reading' }, timeEl(s.reading && s.reading.received_at)));
+      lastCell);
   });
   const count = devices.length + (devices.length === 1 ? ' device' : ' devices') + (truncated ? ' (the first ' + devices.length + ' only)' : '');
+  const live = el('p', { id: 'live', class: 'sub' }, 'Connecting…');
   out.replaceChildren(
     el('p', { id: 'device-count' }, count),
+    live,
     devices.length === 0 ? el('p', { text: 'No device matches.' }) :
       el('div', { class: 'table-wrap' },
         el('table', { class: 'cards' },
@@ -364,6 +372,34 @@ async function deviceList(view, main, q) {
           el('thead', {}, el('tr', {}, ['Device', 'Presence', 'Labels', 'Schema', 'Last reading'].map((h) => el('th', { scope: 'col' }, h)))),
           el('tbody', {}, rows))));
   out.setAttribute('aria-busy', 'false');
+  if (!devices.length) return;
+
+  // Presence and last readings follow the event stream (the same label
+  // filter; a device that goes off-filter stays listed until a reload).
+  const setState = (jid, st) => {
+    const c = cells.get(jid);
+    if (!c) return;
+    if (st.online !== undefined) c.presenceCell.replaceChildren(badge(st.online));
+    if (st.received_at) c.lastCell.replaceChildren(timeEl(st.received_at));
+  };
+  follow(view, {
+    filter: labels.map((l) => '&label=' + esc(l)).join(''),
+    types: ['presence', 'reading'],
+    liveEl: live,
+    liveText: 'Live: presence and last readings update as they happen.',
+    pollMs: LIST_POLL_MS,
+    poll: async () => {
+      const jids = devices.map((d) => d.jid);
+      for (let i = 0; i < jids.length; i += STATES_BATCH) {
+        const r = await api('POST', '/v1/devices/states', { body: { jids: jids.slice(i, i + STATES_BATCH) }, signal: view.signal });
+        for (const st of r.items || []) setState(st.jid, { online: st.online, received_at: st.reading && st.reading.received_at });
+      }
+    },
+    on: {
+      presence: (p, ev) => setState(ev.device, { online: p.online }),
+      reading: (r, ev) => setState(ev.device, { received_at: r.received_at }),
+    },
+  });
 }
 
 function labelChips(labels) {
@@ -485,7 +521,7 @@ async function devicePage(view, main, jid) {
   const upsertCommand = (c) => {
     const i = commandList.findIndex((x) => x.id === c.id);
     if (i >= 0) commandList[i] = c; else commandList.unshift(c);
-    commandList.sort((a, b) => (a.created_at < b.created_at ? 1 : -1));
+    commandList.sort((a, b) => Date.parse(b.created_at) - Date.parse(a.created_at));
     commandList.length = Math.min(commandList.length, RECENT);
     renderCommands();
   };
@@ -522,22 +558,30 @@ async function devicePage(view, main, jid) {
     renderLatest(latest, r);
     chart.add(r);
   };
-  follow(view, jid, base, live, {
-    reading: onReading,
-    presence: (p) => {
-      presence.replaceChildren(badge(p.online));
-      renderResources(resources, p);
-    },
-    command: (c) => { upsertCommand(c); outcome.update(c); },
-    rejection: (r) => {
-      rejectionList.unshift(r);
-      rejectionList.length = Math.min(rejectionList.length, RECENT);
-      renderRejections();
-    },
-    poll: (s) => {
-      onReading(s.reading);
-      presence.replaceChildren(badge(s.online));
-      renderResources(resources, s);
+  const applyState = (st) => {
+    onReading(st.reading);
+    presence.replaceChildren(badge(st.online));
+    renderResources(resources, st);
+  };
+  follow(view, {
+    filter: '&device=' + esc(jid),
+    types: ['reading', 'presence', 'command', 'rejection'],
+    liveEl: live,
+    liveText: 'Live: readings arrive as the device sends them.',
+    pollMs: POLL_MS,
+    poll: async () => applyState(await api('GET', base + '/state', { signal })),
+    on: {
+      reading: onReading,
+      presence: (p) => {
+        presence.replaceChildren(badge(p.online));
+        renderResources(resources, p);
+      },
+      command: (c) => { upsertCommand(c); outcome.update(c); },
+      rejection: (r) => {
+        rejectionList.unshift(r);
+        rejectionList.length = Math.min(rejectionList.length, RECENT);
+        renderRejections();
+      },
     },
   });
 }
@@ -699,33 +743,35 @@ async function makeChart(view, fig, base, fields) {
   };
 }
 
-// follow receives the device's events from the event stream (a ticket,
-// then EventSource); while the stream is down it polls the device's state
-// and tries the stream again, backing off.
-function follow(view, jid, base, liveEl, on) {
+// follow receives events from the event stream (a ticket, then
+// EventSource on its URL with filter, e.g. "&device=..." or "&label=...",
+// and types); while the stream is down it calls poll every pollMs and
+// tries the stream again, backing off (5 s, 10 s, ... at most a minute).
+// on has a handler per type: on[type](event.data, event).
+function follow(view, { filter, types, on, poll, pollMs, liveEl, liveText }) {
   let es = null;
   let lastId = '';
   let pollTimer = null;
   let retryTimer = null;
   let failures = 0;
   const setLive = (mode, text) => { liveEl.dataset.mode = mode; liveEl.textContent = text; };
-  const poll = async () => {
+  const pollOnce = async () => {
     try {
-      on.poll(await api('GET', base + '/state', { signal: view.signal }));
+      await poll();
     } catch (e) {
       if (e.status === 401) showError(e);
     }
   };
   const startPolling = () => {
     if (pollTimer || view.closed) return;
-    pollTimer = setInterval(poll, POLL_MS);
-    poll();
+    pollTimer = setInterval(pollOnce, pollMs);
+    pollOnce();
   };
   const stopPolling = () => { clearInterval(pollTimer); pollTimer = null; };
   const retry = () => {
     failures++;
     startPolling();
-    setLive('polling', 'Live updates by polling every ' + POLL_MS / 1000 + ' s (the event stream is not available; retrying).');
+    setLive('polling', 'Updated by polling every ' + pollMs / 1000 + ' s (the event stream is not available; retrying).');
     if (!view.closed) retryTimer = setTimeout(open, Math.min(60000, 5000 * failures));
   };
   const open = async () => {
@@ -739,15 +785,15 @@ function follow(view, jid, base, liveEl, on) {
       retry();
       return;
     }
-    let url = t.url + '&types=reading,presence,command,rejection&device=' + esc(jid);
+    let url = t.url + '&types=' + types.join(',') + filter;
     if (lastId) url += '&after=' + esc(lastId);
     es = new EventSource(url);
     es.onopen = () => {
       failures = 0;
       stopPolling();
-      setLive('stream', 'Live: readings arrive as the device sends them.');
+      setLive('stream', liveText);
     };
-    for (const type of ['reading', 'presence', 'command', 'rejection']) {
+    for (const type of types) {
       es.addEventListener(type, (e) => {
         if (e.lastEventId) lastId = e.lastEventId;
         let ev;
@@ -756,7 +802,7 @@ function follow(view, jid, base, liveEl, on) {
       });
     }
     // Events were lost (the log was trimmed): read the state again.
-    es.addEventListener('gap', poll);
+    es.addEventListener('gap', pollOnce);
     es.onerror = () => {
       // The ticket was spent: EventSource's own reconnection would fail.
       es.close();
@@ -984,7 +1030,7 @@ async function schemaPage(view, main, name, q) {
     if (jids.length) {
       const st = await api('POST', '/v1/devices/states', { body: { jids }, signal });
       for (const s of st.items || []) {
-        if (s.reading && (!best || s.reading.received_at > best.reading.received_at)) best = s;
+        if (s.reading && (!best || Date.parse(s.reading.received_at) > Date.parse(best.reading.received_at))) best = s;
       }
     }
     if (!best) {
