@@ -129,6 +129,10 @@ func (c *consolePage) noOverflow(what string) {
 	}
 }
 
+// hostileName is a device name a script would run from if the console
+// made markup of API data.
+const hostileName = `<img src=x onerror="window.pwned=1"><script>window.pwned=2</script>`
+
 // TestE2EConsole runs the web console in headless chromium against the
 // real binary with PostgreSQL, Prosody and simulated thermostats: a wrong
 // token gets the 401 message; the list shows the devices, online or not,
@@ -162,7 +166,8 @@ func TestE2EConsole(t *testing.T) {
 	if code := g.do("POST", "/v1/schemas", map[string]string{"name": "multisensor", "xsd": string(examples.Multisensor())}, nil); code != 201 {
 		t.Fatalf("register the multisensor schema: %d", code)
 	}
-	if code := g.do("POST", "/v1/devices", map[string]any{"jid": jid("ms1"), "schema": "multisensor"}, nil); code != 201 {
+	// Its name is hostile markup: the console must show it as text.
+	if code := g.do("POST", "/v1/devices", map[string]any{"jid": jid("ms1"), "schema": "multisensor", "name": hostileName}, nil); code != 201 {
 		t.Fatalf("register ms1: %d", code)
 	}
 	// Two thermostats run (a reading a second each); lamp1 stays offline.
@@ -232,6 +237,10 @@ func TestE2EConsole(t *testing.T) {
 		first := consoleEval[string](c, row+`.getAttribute('datetime')`)
 		c.wait("the list live, a newer reading of thermo1", 20*time.Second,
 			`document.querySelector('#live').dataset.mode === 'stream' && Date.parse(`+row+`.getAttribute('datetime')) > Date.parse(`+strconv.Quote(first)+`)`)
+		// API data is text, never markup.
+		c.wait("ms1's hostile name shown as text", 5*time.Second,
+			`document.querySelector('tr[data-jid=`+strconv.Quote(jid("ms1"))+`] a').textContent === `+strconv.Quote(hostileName)+
+				` && document.querySelectorAll('main img, main script').length === 0 && window.pwned === undefined`)
 		c.shot("devices.png")
 
 		for _, tc := range []struct {
@@ -427,9 +436,36 @@ func TestE2EConsole(t *testing.T) {
 		c.t = t
 	})
 
+	t.Run("Forbidden", func(t *testing.T) {
+		c.t = t
+		var tok struct {
+			Token string `json:"token"`
+		}
+		if code := g.do("POST", "/v1/tokens", map[string]any{"name": "console-read", "scopes": []string{"devices:read"}}, &tok); code != 201 || tok.Token == "" {
+			t.Fatalf("create a read-only token: %d", code)
+		}
+		c.do("desktop viewport", 10*time.Second, chromedp.EmulateViewport(1280, 900))
+		c.do("forget the token", 10*time.Second, chromedp.Click(chromedp.CSS("#forget")))
+		c.wait("the token form, the token gone", 5*time.Second,
+			`!!document.querySelector('#token-input') && sessionStorage.getItem('iotgate.token') === null && document.querySelector('#status').dataset.code === 'forgotten'`)
+		c.do("sign in read-only", 10*time.Second,
+			chromedp.SendKeys(chromedp.CSS("#token-input"), tok.Token),
+			chromedp.Click(chromedp.CSS("#token-form button")))
+		// The page shown is still the schema's (the address kept it),
+		// which needs schemas:read: the message says which scope is
+		// missing.
+		c.wait("the 403 message", 10*time.Second,
+			`document.querySelector('#status').dataset.code === 'forbidden' && document.querySelector('#status').textContent.includes('lacks the scope')`)
+		c.hash("#/devices")
+		c.wait("the list", 20*time.Second, `document.querySelectorAll('tr[data-jid]').length === 4`)
+		// The device page works without the form.
+		c.hash("#/devices/" + url.PathEscape(jid("thermo1")))
+		c.wait("the device page without a form", 20*time.Second,
+			`!!document.querySelector('#chart canvas') && document.querySelector('#command-section').textContent.includes('schemas:read') && !document.querySelector('#cmd-form')`)
+	})
+
 	t.Run("XMPPDown", func(t *testing.T) {
 		c.t = t
-		c.do("desktop viewport", 10*time.Second, chromedp.EmulateViewport(1280, 900))
 		sctx, cancel := context.WithTimeout(ctx, time.Minute)
 		defer cancel()
 		if err := e.xs.Stop(sctx); err != nil {
