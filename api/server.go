@@ -226,8 +226,8 @@ func New(cfg Config, deps Deps) *Server {
 // consolePath is where Deps.Console is mounted.
 const consolePath = "/console/"
 
-// route is one protected route: every route but the probes and the
-// Swagger UI needs a token with its scope.
+// route is one protected route: every route but the probes, the Swagger
+// UI and the console's files needs a token with its scope.
 type route struct {
 	method, path string
 	scope        iotgate.Scope
