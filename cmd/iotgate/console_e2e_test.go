@@ -170,13 +170,14 @@ func TestE2EConsole(t *testing.T) {
 	if code := g.do("POST", "/v1/devices", map[string]any{"jid": jid("ms1"), "schema": "multisensor", "name": hostileName}, nil); code != 201 {
 		t.Fatalf("register ms1: %d", code)
 	}
-	// Two thermostats run (a reading a second each); lamp1 stays offline.
+	// Two thermostats run (a reading a second each, every fifth invalid:
+	// rejections to show); lamp1 stays offline.
 	stats := &sim.Stats{}
 	simCtx, stopSim := context.WithCancel(ctx)
 	simDone := make(chan error, 1)
 	go func() {
 		simDone <- sim.Run(simCtx, sim.Config{
-			Addr: e.xs.C2SAddr(), Domain: domain, Component: e2eDomain, Kind: "thermostat", Rate: 1, Via: "iq", Seed: 7,
+			Addr: e.xs.C2SAddr(), Domain: domain, Component: e2eDomain, Kind: "thermostat", Rate: 1, Via: "iq", Seed: 7, Invalid: 0.2,
 			Devices: []sim.Device{{User: "thermo1", Password: "pw-thermo1"}, {User: "thermo2", Password: "pw-thermo2"}},
 		}, stats)
 	}()
@@ -298,6 +299,8 @@ func TestE2EConsole(t *testing.T) {
 		}) {
 			t.Errorf("the chart shows temperature %v, which no recent reading has", shown)
 		}
+		c.wait("a rejection with its reason", 20*time.Second,
+			`[...document.querySelectorAll('#rejections td.reason')].some(td => td.textContent.length > 10)`)
 		c.wait("the latest reading's table", 5*time.Second, `document.querySelector('#latest tr[data-field="temperature"] td')?.textContent !== ''`)
 		if c.shots != "" {
 			// A line rather than a dot: a reading a second.
@@ -397,6 +400,35 @@ func TestE2EConsole(t *testing.T) {
 		if code := consoleEval[string](c, `document.querySelector('#outcome .error-text').dataset.code`); code != "json_not_mappable" {
 			t.Errorf("outcome code %q, want json_not_mappable", code)
 		}
+	})
+
+	t.Run("OfflineDevice", func(t *testing.T) {
+		c.t = t
+		c.hash("#/devices/" + url.PathEscape(jid("lamp1")))
+		c.wait("lamp1's form", 20*time.Second, `!!document.querySelector('.field[data-key="target"] input')`)
+		for _, tc := range []struct {
+			name   string
+			queue  bool
+			status string
+			code   string
+		}{
+			{"Refused", false, "refused", "device_offline"},
+			{"Queued", true, "queued", ""},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				c.t = t
+				c.setValue(`.field[data-key="target"] input`, "20")
+				consoleEval[any](c, `document.querySelector('#cmd-queue').checked = `+strconv.FormatBool(tc.queue)+`, null`)
+				c.do("send", 10*time.Second, chromedp.Click(chromedp.CSS("#cmd-send")))
+				c.wait("the outcome "+tc.status, 10*time.Second, `document.querySelector('#outcome').dataset.status === `+strconv.Quote(tc.status))
+				if tc.code != "" {
+					if got := consoleEval[string](c, `document.querySelector('#outcome .error-text').dataset.code`); got != tc.code {
+						t.Errorf("outcome code %q, want %q", got, tc.code)
+					}
+				}
+			})
+		}
+		c.t = t
 	})
 
 	t.Run("SchemaPage", func(t *testing.T) {

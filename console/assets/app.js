@@ -856,9 +856,13 @@ function commandForm(view, sec, js, jid, dev, onCommand) {
   if (preferred) elementSel.value = preferred[0];
   const fieldsBox = el('div', { id: 'cmd-fields' });
   const send = el('button', { type: 'submit', id: 'cmd-send' }, 'Send command');
+  const queue = el('input', { type: 'checkbox', id: 'cmd-queue', name: 'queue' });
   const form = el('form', { id: 'cmd-form', class: 'card', novalidate: true },
     el('div', { class: 'field' }, el('label', { for: 'cmd-element' }, 'Element'), elementSel),
-    fieldsBox, send);
+    fieldsBox,
+    el('div', { class: 'field check' }, queue,
+      el('label', { for: 'cmd-queue' }, 'Queue it if the device is offline', el('span', { class: 'hint' }, ' (delivered when it comes online, or expired after an hour)'))),
+    send);
   sec.append(form, outcome);
 
   let controls = [];
@@ -949,7 +953,7 @@ function commandForm(view, sec, js, jid, dev, onCommand) {
     outcome.dataset.status = 'sending';
     outcome.replaceChildren(el('p', {}, 'Sending…'));
     try {
-      const c = await api('POST', '/v1/devices/' + esc(jid) + '/commands', { body: { element: elementSel.value, data, mode: 'async' }, signal: view.signal });
+      const c = await api('POST', '/v1/devices/' + esc(jid) + '/commands', { body: { element: elementSel.value, data, mode: queue.checked ? 'queue' : 'async' }, signal: view.signal });
       sentId = c.id;
       showOutcome(c);
       onCommand(c);
