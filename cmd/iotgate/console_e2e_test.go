@@ -324,7 +324,8 @@ func TestE2EConsole(t *testing.T) {
 		c.do("send a command", 10*time.Second,
 			chromedp.SendKeys(chromedp.CSS(`.field[data-key="target"] input`), "23.5"),
 			chromedp.Click(chromedp.CSS("#cmd-send")))
-		c.wait("the device's answer", 30*time.Second, `document.querySelector('#outcome').dataset.status === 'succeeded' && !!document.querySelector('#answer')`)
+		c.wait("the device's answer, the form free again", 30*time.Second,
+			`document.querySelector('#outcome').dataset.status === 'succeeded' && !!document.querySelector('#answer') && !document.querySelector('#cmd-send').disabled`)
 		var answer map[string]any
 		if err := json.Unmarshal([]byte(consoleEval[string](c, `document.querySelector('#answer').textContent`)), &answer); err != nil {
 			t.Fatal(err)

@@ -839,6 +839,8 @@ function commandForm(view, sec, js, jid, dev, onCommand) {
       parts.push(el('p', { class: 'error-text' }, commandSummary(c) || c.status));
     }
     outcome.replaceChildren(...parts);
+    // Ended: the form is free again, even while the poll sleeps.
+    if (TERMINAL.has(c.status)) send.disabled = false;
   };
   if (!js) {
     sec.append(el('p', {}, 'No form: the schema (JSON Schema of ' + dev.schema + ' v' + dev.schema_version + ') could not be read with this token (scope schemas:read).'));
