@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -215,6 +216,30 @@ func TestE2EConsole(t *testing.T) {
 		if kept := consoleEval[bool](c, `sessionStorage.getItem('iotgate.token') !== null`); kept {
 			t.Error("the refused token is still kept")
 		}
+		// Failed authentications from one client are limited (a burst of
+		// 20): the console then says to wait, with the server's delay.
+		code := ""
+		for i := 0; i < 40 && code != "rate_limited"; i++ {
+			consoleEval[any](c, `document.querySelector('#status').dataset.code = '', null`)
+			c.setValue("#token-input", "iotg_not-a-token")
+			c.do("send a wrong token again", 10*time.Second, chromedp.Click(chromedp.CSS("#token-form button")))
+			c.wait("an answer", 10*time.Second, `document.querySelector('#status').dataset.code !== ''`)
+			code = consoleEval[string](c, `document.querySelector('#status').dataset.code`)
+			if code != "unauthorized" && code != "rate_limited" {
+				c.fail("status code %q after a wrong token, want unauthorized or rate_limited", code)
+			}
+			if code == "unauthorized" {
+				c.wait("the token form again", 5*time.Second, `!!document.querySelector('#token-input')`)
+			}
+		}
+		if code != "rate_limited" {
+			c.fail("no 429 message after 40 wrong tokens")
+		}
+		if msg := consoleEval[string](c, `document.querySelector('#status').textContent`); !regexp.MustCompile(`try again in \d+ seconds`).MatchString(msg) {
+			t.Errorf("status %q, want the 429 message with Retry-After's seconds", msg)
+		}
+		c.do("forget the wrong token", 10*time.Second, chromedp.Click(chromedp.CSS("#forget")))
+		c.wait("the token form", 5*time.Second, `!!document.querySelector('#token-input')`)
 	})
 
 	t.Run("DeviceList", func(t *testing.T) {
@@ -262,6 +287,14 @@ func TestE2EConsole(t *testing.T) {
 					strconv.Quote(string(wantJSON)))
 			})
 		}
+		t.Run("BadFilter", func(t *testing.T) {
+			c.t = t
+			c.setValue("#f-label", "no-colon")
+			c.setValue("#f-online", "")
+			c.do("filter", 10*time.Second, chromedp.Click(chromedp.CSS(".filters button")))
+			c.wait("the API's 400 said in place of the list", 10*time.Second,
+				`document.querySelector('#status').dataset.code === 'invalid' && !!document.querySelector('#device-list .error-text') && !document.querySelector('tr[data-jid]')`)
+		})
 		c.t = t
 	})
 

@@ -325,21 +325,30 @@ async function deviceList(view, main, q) {
   for (const l of labels) params.append('label', l);
   if (online) params.set('online', online);
   const devices = [];
-  let cursor = '';
   let truncated = false;
-  for (let i = 0; i < MAX_DEVICE_PAGES; i++) {
-    if (cursor) params.set('cursor', cursor);
-    const page = await api('GET', '/v1/devices?' + params, { signal: view.signal });
-    devices.push(...(page.items || []));
-    cursor = page.next_cursor || '';
-    if (!cursor) break;
-    if (i === MAX_DEVICE_PAGES - 1) truncated = true;
-  }
   const states = new Map();
-  for (let i = 0; i < devices.length; i += STATES_BATCH) {
-    const jids = devices.slice(i, i + STATES_BATCH).map((d) => d.jid);
-    const r = await api('POST', '/v1/devices/states', { body: { jids }, signal: view.signal });
-    for (const s of r.items || []) states.set(s.jid, s);
+  try {
+    let cursor = '';
+    for (let i = 0; i < MAX_DEVICE_PAGES; i++) {
+      if (cursor) params.set('cursor', cursor);
+      const page = await api('GET', '/v1/devices?' + params, { signal: view.signal });
+      devices.push(...(page.items || []));
+      cursor = page.next_cursor || '';
+      if (!cursor) break;
+      if (i === MAX_DEVICE_PAGES - 1) truncated = true;
+    }
+    for (let i = 0; i < devices.length; i += STATES_BATCH) {
+      const jids = devices.slice(i, i + STATES_BATCH).map((d) => d.jid);
+      const r = await api('POST', '/v1/devices/states', { body: { jids }, signal: view.signal });
+      for (const s of r.items || []) states.set(s.jid, s);
+    }
+  } catch (e) {
+    // A bad filter (400) or a refusal: say it where the list would be too.
+    if (e.name !== 'AbortError') {
+      out.replaceChildren(el('p', { class: 'error-text' }, 'No list: ' + explain(e).text));
+      out.setAttribute('aria-busy', 'false');
+    }
+    throw e;
   }
 
   // The cells the event stream updates, by JID.
