@@ -332,6 +332,16 @@ func TestE2EConsole(t *testing.T) {
 		}) {
 			t.Errorf("the chart shows temperature %v, which no recent reading has", shown)
 		}
+		// Another history window: the chart is drawn again from the
+		// aggregate endpoint, with one chart only.
+		c.setValue("#chart-window", "1")
+		c.wait("the last hour's chart", 20*time.Second,
+			`document.querySelectorAll('#chart canvas').length === 1 && document.querySelector('#chart .chart-note').textContent.includes('last hour in 30s') &&
+			 +document.querySelector('#chart').dataset.points > 0`)
+		c.setValue("#chart-window", "0")
+		c.wait("the last 15 minutes again", 20*time.Second,
+			`document.querySelectorAll('#chart canvas').length === 1 && document.querySelector('#chart .chart-note').textContent.includes('last 15 minutes') &&
+			 +document.querySelector('#chart').dataset.points > 0`)
 		c.wait("a rejection with its reason", 20*time.Second,
 			`[...document.querySelectorAll('#rejections td.reason')].some(td => td.textContent.length > 10)`)
 		c.wait("the latest reading's table", 5*time.Second, `document.querySelector('#latest tr[data-field="temperature"] td')?.textContent !== ''`)
@@ -421,7 +431,7 @@ func TestE2EConsole(t *testing.T) {
 		c.t = t
 		c.hash("#/devices/" + url.PathEscape(jid("ms1")))
 		c.wait("ms1's page: no chart, a form with JSON inputs", 20*time.Second,
-			`document.querySelector('#chart figcaption')?.textContent === 'No numeric field to chart.' &&
+			`document.querySelector('#chart .chart-note')?.textContent === 'No numeric field to chart.' &&
 			 document.querySelector('#cmd-element')?.value === 'report' && !!document.querySelector('.field[data-key="sensor"] textarea')`)
 		// sensor may repeat: its JSON must be an array.
 		c.setValue(`.field[data-key="@node"] input`, "n1")

@@ -12,8 +12,14 @@ const TOKEN_KEY = 'iotgate.token';
 const PAGE_LIMIT = 100;          // devices per page of GET /v1/devices
 const MAX_DEVICE_PAGES = 20;     // so at most 2,000 devices in the list
 const STATES_BATCH = 500;        // POST /v1/devices/states takes 500 JIDs
-const CHART_WINDOW_S = 15 * 60;  // the chart's history: the last 15 minutes
-const CHART_EVERY = '10s';       // in 10-second buckets
+// The chart's history windows and their buckets (the first is the
+// default: with make dev's reading every 5 s, a thermostat's temperature
+// moves on it within seconds).
+const CHART_WINDOWS = [
+  { label: 'last 15 minutes', seconds: 15 * 60, every: '10s' },
+  { label: 'last hour', seconds: 3600, every: '30s' },
+  { label: 'last 24 hours', seconds: 86400, every: '5m' },
+];
 const MAX_CHART_FIELDS = 8;
 const MAX_POINTS = 3000;         // points kept on the chart
 const MAX_ROWS = 200;            // rows of the latest-reading table
@@ -495,14 +501,17 @@ async function devicePage(view, main, jid) {
     el('dl', { class: 'summary' },
       el('dt', {}, 'JID'), el('dd', { class: 'jid' }, dev.jid),
       el('dt', {}, 'Presence'), el('dd', {}, presence),
+      el('dt', {}, 'Last seen'), el('dd', {}, timeEl(state.last_seen_at)),
       el('dt', {}, 'Schema'), el('dd', {}, el('a', { href: '#/schemas/' + esc(dev.schema) + '?v=' + dev.schema_version }, dev.schema + ' v' + dev.schema_version)),
       el('dt', {}, 'Labels'), el('dd', {}, labelChips(dev.labels))));
 
   // The chart.
   const chartSec = section('Live chart', 'chart-section');
   const live = el('p', { id: 'live', class: 'sub', 'aria-live': 'polite' }, 'Connecting…');
+  const windowSel = el('select', { id: 'chart-window', name: 'window' },
+    CHART_WINDOWS.map((w, i) => el('option', { value: String(i) }, w.label + ' (' + w.every + ' buckets)')));
   const fig = el('figure', { id: 'chart', 'data-points': '0' });
-  chartSec.append(live, fig);
+  chartSec.append(live, el('div', { class: 'field narrow' }, el('label', { for: 'chart-window' }, 'History'), windowSel), fig);
   main.append(chartSec);
 
   const latestSec = section('Latest reading', 'latest-section');
@@ -552,15 +561,35 @@ async function devicePage(view, main, jid) {
 
   // History, then live.
   const fields = chartFields(js, lastReading && lastReading.data);
-  let chart;
-  try {
-    chart = await makeChart(view, fig, base, fields);
-  } catch (e) {
-    // No history (429, 403, 504...): the rest of the page still goes live.
-    if (view.closed || e.name === 'AbortError') return;
-    fig.replaceChildren(el('figcaption', { class: 'error-text' }, 'No chart: ' + explain(e).text));
-    chart = { add() {} };
-  }
+  let chart = { add() {}, destroy() {} };
+  view.onClose(() => chart.destroy());
+  let generation = 0;
+  const drawChart = async () => {
+    const mine = ++generation;
+    chart.destroy();
+    chart = { add() {}, destroy() {} };
+    fig.replaceChildren();
+    fig.dataset.points = '0';
+    delete fig.dataset.last;
+    // Drawn into a box of its own: a newer choice replaces it whole.
+    const box = el('div');
+    fig.append(box);
+    try {
+      const c = await makeChart(view, fig, box, base, fields, CHART_WINDOWS[Number(windowSel.value)] || CHART_WINDOWS[0]);
+      if (view.closed || mine !== generation) {
+        c.destroy();
+        return;
+      }
+      chart = c;
+    } catch (e) {
+      // No history (429, 403, 504...): the rest of the page still goes live.
+      if (view.closed || mine !== generation || e.name === 'AbortError') return;
+      box.replaceChildren(el('p', { class: 'error-text chart-note' }, 'No chart: ' + explain(e).text));
+    }
+  };
+  windowSel.addEventListener('change', drawChart);
+  await drawChart();
+  if (view.closed) return;
   const onReading = (r) => {
     if (!r || (lastReading && r.id <= lastReading.id)) return;
     lastReading = r;
@@ -678,21 +707,22 @@ function renderRejectionTable(box, list) {
 
 // ---- the chart ---------------------------------------------------------
 
-// makeChart draws the aggregate history of fields and returns add(reading),
-// which appends a live reading. A field the aggregate endpoint refuses
+// makeChart draws the aggregate history of fields over win into box (in
+// fig, whose data-points and data-last it keeps up to date) and returns
+// {add(reading), destroy()}: add appends a live reading. A field the aggregate endpoint refuses
 // (422 field_not_numeric, field_unknown) is dropped.
-async function makeChart(view, fig, base, fields) {
-  const noChart = { add() {} };
+async function makeChart(view, fig, box, base, fields, win) {
+  const noChart = { add() {}, destroy() {} };
   if (!fields.length) {
-    fig.append(el('figcaption', {}, 'No numeric field to chart.'));
+    box.append(el('p', { class: 'chart-note' }, 'No numeric field to chart.'));
     return noChart;
   }
   let agg = null;
   let fs = fields.slice();
   for (let tries = 0; tries <= fields.length && fs.length; tries++) {
     const q = new URLSearchParams({
-      fields: fs.join(','), every: CHART_EVERY, fn: 'avg',
-      from: new Date(Date.now() - CHART_WINDOW_S * 1000).toISOString(),
+      fields: fs.join(','), every: win.every, fn: 'avg',
+      from: new Date(Date.now() - win.seconds * 1000).toISOString(),
     });
     try {
       agg = await api('GET', base + '/readings/aggregate?' + q, { signal: view.signal });
@@ -704,7 +734,7 @@ async function makeChart(view, fig, base, fields) {
     }
   }
   if (!fs.length) {
-    fig.append(el('figcaption', {}, 'No numeric field to chart.'));
+    box.append(el('p', { class: 'chart-note' }, 'No numeric field to chart.'));
     return noChart;
   }
   const data = [[], ...fs.map(() => [])];
@@ -715,27 +745,33 @@ async function makeChart(view, fig, base, fields) {
       data[i + 1].push(v === null || v === undefined ? null : Number(v));
     });
   }
-  fig.append(el('figcaption', { class: 'sub' },
-    'Last ' + CHART_WINDOW_S / 60 + ' minutes: ' + CHART_EVERY + ' averages, then each reading as it arrives. ' +
+  box.append(el('p', { class: 'sub chart-note' },
+    'The ' + win.label + ' in ' + win.every + ' averages, then each reading as it arrives. ' +
     'Click a field in the legend to hide or show it (the scale follows).'));
-  const box = el('div', { class: 'chart-box' });
-  fig.append(box);
-  const width = () => Math.max(200, Math.min(box.clientWidth || fig.clientWidth || 600, 1200));
+  const plot = el('div', { class: 'chart-box' });
+  box.append(plot);
+  const width = () => Math.max(200, Math.min(plot.clientWidth || fig.clientWidth || 600, 1200));
   const u = new uPlot({
     width: width(), height: 260,
     scales: { x: { time: true } },
     series: [{}, ...fs.map((f, i) => ({ label: f, stroke: COLORS[i % COLORS.length], width: 2, spanGaps: true, points: { show: true, size: 4 } }))],
     axes: [{}, { size: 50 }],
-  }, data, box);
+  }, data, plot);
   const count = () => { fig.dataset.points = String(data[0].length); };
   count();
   const ro = new ResizeObserver(() => u.setSize({ width: width(), height: 260 }));
   ro.observe(fig);
-  view.onClose(() => { ro.disconnect(); u.destroy(); });
+  let destroyed = false;
   return {
+    destroy() {
+      if (destroyed) return;
+      destroyed = true;
+      ro.disconnect();
+      u.destroy();
+    },
     add(r) {
       const x = Date.parse(r.received_at) / 1000;
-      if (!isFinite(x)) return;
+      if (destroyed || !isFinite(x)) return;
       // Keep x sorted: a reading older than the last point goes in its place.
       let i = data[0].length;
       while (i > 0 && data[0][i - 1] > x) i--;
