@@ -136,13 +136,17 @@ const hostileName = `<img src=x onerror="window.pwned=1"><script>window.pwned=2<
 
 // TestE2EConsole runs the web console in headless chromium against the
 // real binary with PostgreSQL, Prosody and simulated thermostats: a wrong
-// token gets the 401 message; the list shows the devices, online or not,
-// and filters them; a reading arrives on the device's chart from the
-// event stream; a command sent from the generated form reaches the
-// device and its answer is shown; the schema page shows the XSD as text
-// and an example reading; at 390x844 nothing is wider than the screen.
-// With IOTGATE_SCREENSHOTS=dir (make screenshots) it also saves the
-// pages as PNG files there.
+// token gets the 401 message (and, repeated, the 429 one); the list shows
+// the devices, online or not, live, and filters them; a reading arrives
+// on the device's chart from the event stream; a command sent from the
+// generated form reaches the device and its answer is shown, refusals
+// (json_not_mappable next to its field, device_offline) too; a reload
+// keeps the page; the keyboard alone gets around; the schema page shows
+// the XSD as text and an example reading; API data never becomes markup;
+// a read-only token gets the 403 message; a stopped XMPP server gets the
+// banner; at 390x844 nothing is wider than the screen; the browser logs
+// no CSP violation. With IOTGATE_SCREENSHOTS=dir (make screenshots) it
+// also saves the pages as PNG files there.
 func TestE2EConsole(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
