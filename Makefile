@@ -14,6 +14,9 @@
 #   make bench   measure iotgate on this machine (cmd/iotgate-bench; the
 #                table goes to stdout, progress to stderr; ~6 minutes)
 #   make clean   remove bin/ and the dev runner's state (.dev/)
+#   make screenshots  regenerate docs/console/*.png from a real run of the
+#                web console (TestE2EConsole: chromium, PostgreSQL, Prosody,
+#                simulated thermostats)
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -55,7 +58,7 @@ SWAG_ARGS ?= --generalInfo doc.go --dir ./api --exclude ./$(SWAG_DIR) --outputTy
 # The files swag writes, which docs-check compares.
 SWAG_FILES := docs.go swagger.json swagger.yaml
 
-.PHONY: build deps test vet docs docs-check client fuzz dev clean bench
+.PHONY: build deps test vet docs docs-check client fuzz dev clean bench screenshots
 
 build:
 	$(GO) build -o bin/ ./cmd/...
@@ -138,6 +141,13 @@ bench: deps
 dev: deps
 	$(GO) build -o bin/iotgate-dev ./cmd/iotgate-dev
 	exec bin/iotgate-dev $(DEV_ARGS)
+
+# The screenshots of docs/console.md and the README are taken by the
+# console's end-to-end test, against the real binary and servers, when
+# IOTGATE_SCREENSHOTS names a directory.
+screenshots: deps
+	IOTGATE_INTEGRATION=1 IOTGATE_SCREENSHOTS=$(CURDIR)/docs/console CGO_ENABLED=1 \
+		$(GO) test -race -tags '$(TAGS)' -count=1 -timeout 10m -run '^TestE2EConsole$$' ./cmd/iotgate
 
 # The dev runner's -clean also stops servers a killed runner left behind.
 clean:

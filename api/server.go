@@ -135,6 +135,10 @@ type Deps struct {
 	Tickets TicketService
 	// Instance, when set, names this instance and its role in /readyz.
 	Instance InstanceInfo
+	// Console, when set, serves GET and HEAD of /console/ and every path
+	// under it, without a token (static files that call the API with
+	// one); GET /console redirects there.
+	Console http.Handler
 }
 
 // Server is iotgate's HTTP server. Create it with New, then Listen, Serve
@@ -219,8 +223,11 @@ func New(cfg Config, deps Deps) *Server {
 	return s
 }
 
-// route is one protected route: every route but the probes and the
-// Swagger UI needs a token with its scope.
+// consolePath is where Deps.Console is mounted.
+const consolePath = "/console/"
+
+// route is one protected route: every route but the probes, the Swagger
+// UI and the console's files needs a token with its scope.
 type route struct {
 	method, path string
 	scope        iotgate.Scope
@@ -250,6 +257,15 @@ func (s *Server) routes(deps Deps) {
 		return c.Blob(http.StatusOK, echo.MIMEApplicationJSONCharsetUTF8, doc)
 	})
 	s.echo.GET("/swagger/*", swagger)
+
+	if deps.Console != nil {
+		s.echo.GET("/console", func(c echo.Context) error {
+			return c.Redirect(http.StatusMovedPermanently, consolePath)
+		})
+		h := echo.WrapHandler(deps.Console)
+		s.echo.GET(consolePath+"*", h)
+		s.echo.HEAD(consolePath+"*", h)
+	}
 
 	var table []route
 	add := func(rs ...route) { table = append(table, rs...) }

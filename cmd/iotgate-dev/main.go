@@ -300,6 +300,7 @@ func banner(out io.Writer, cfg config, pg *servers.Postgres, xs servers.XMPPServ
 	fmt.Fprintf(out, `
 ================================================================
  iotgate is running.
+   Web console:  http://%[1]s/console/  (paste the admin token below)
    Swagger UI:   http://%[1]s/swagger/index.html
    REST API:     http://%[1]s/v1/...
    Admin token:  export TOKEN=%[10]s
@@ -391,6 +392,8 @@ func simBanner(out io.Writer, cfg config, jids []string) {
 ================================================================
  Simulated thermostats (schema "thermostat"), one reading every %[1]s each:
      %[2]s
+   Watch their temperatures move on a chart in the web console:
+     http://%[3]s/console/#/devices/%[4]s
    Their readings: GET http://%[3]s/v1/devices/%[4]s/readings
    Send one a command from the Swagger UI
    (http://%[3]s/swagger/index.html), "commands" section,

@@ -106,6 +106,8 @@ func testRun(t *testing.T, xmpp string) {
 		"fake: IOTGATE_HTTP_ADDR=" + httpAddr,
 		"fake: IOTGATE_LOG_LEVEL=debug",
 		"http://" + httpAddr + "/swagger/index.html",
+		"Web console:  http://" + httpAddr + "/console/",
+		"http://" + httpAddr + "/console/#/devices/thermo1%40localhost",
 		`thermo1@localhost (password "thermo1")`,
 	} {
 		if !strings.Contains(got, want) {

@@ -14,6 +14,7 @@ import (
 	"github.com/iotgate/iotgate/api"
 	"github.com/iotgate/iotgate/auth"
 	"github.com/iotgate/iotgate/component"
+	"github.com/iotgate/iotgate/console"
 	"github.com/iotgate/iotgate/devices"
 	"github.com/iotgate/iotgate/events"
 	"github.com/iotgate/iotgate/instances"
@@ -216,6 +217,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 	a.changes.Subscribe(postgres.ChangeReading, a.svc.ReadingStored)
 	a.changes.Subscribe(postgres.ChangeToken, tokens.Forget)
 
+	var consoleHandler http.Handler
+	if cfg.Console {
+		consoleHandler = console.Handler()
+	}
 	a.srv = api.New(api.Config{
 		BodyLimit: cfg.BodyLimit, CORSOrigins: cfg.CORSOrigins,
 		RateLimit: float64(cfg.APIRate), RateBurst: cfg.APIBurst,
@@ -236,6 +241,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 		Tickets:  auth.NewTickets(tokens, db, log.With("part", "auth")),
 		Webhooks: hooks,
 		Instance: a.members,
+		Console:  consoleHandler,
 	})
 	return a, nil
 }
@@ -250,6 +256,9 @@ func (a *App) Run(ctx context.Context) error {
 		return fmt.Errorf("listen on %s: %w", addr, err)
 	}
 	a.log.Info("REST API listening", "addr", a.srv.Addr().String(), "swagger", "http://"+a.srv.Addr().String()+"/swagger/index.html")
+	if a.cfg.Console {
+		a.log.Info("web console", "url", "http://"+a.srv.Addr().String()+console.Path)
+	}
 	if a.cfg.MetricsAddr != "" {
 		ln, err := net.Listen("tcp", a.cfg.MetricsAddr)
 		if err != nil {

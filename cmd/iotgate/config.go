@@ -33,6 +33,9 @@ type Config struct {
 	HTTPAddr    string
 	MetricsAddr string
 	CORSOrigins []string
+	// Console serves the web console at /console/ (its files need no
+	// token; its data calls do).
+	Console bool
 	// TrustedProxies are the reverse proxies whose X-Forwarded-For
 	// names the API's client.
 	TrustedProxies []*net.IPNet
@@ -164,6 +167,7 @@ var settings = []setting{
 	{env: "IOTGATE_HTTP_ADDR", flag: "http-addr", def: "127.0.0.1:8080", help: "host:port the REST API listens on"},
 	{env: "IOTGATE_METRICS_ADDR", flag: "metrics-addr", help: "host:port serving Prometheus metrics at /metrics and profiles at /debug/pprof/, without authentication: keep it on 127.0.0.1 (iotgate warns at start otherwise); empty: not served"},
 	{env: "IOTGATE_CORS_ORIGINS", flag: "cors-origins", help: "comma-separated browser origins allowed to call the API (e.g. https://app.example.com, or *); none by default"},
+	{env: "IOTGATE_CONSOLE", flag: "console", def: "1", help: "1 serves the web console at /console/ (static files embedded in the binary; its data calls need a token like any API call); 0 does not"},
 	{env: "IOTGATE_TRUSTED_PROXIES", flag: "trusted-proxies", help: "comma-separated addresses or CIDR ranges (10.0.0.0/8, 2001:db8::/32) of the reverse proxies in front of the REST API: X-Forwarded-For is believed only from them, so that failed authentications are counted per client, not per proxy; empty: the connection's peer is the client and X-Forwarded-For is ignored"},
 	{env: "IOTGATE_LOG_LEVEL", flag: "log-level", def: "info", help: "debug, info, warn or error"},
 	{env: "IOTGATE_LOG_FORMAT", flag: "log-format", def: "text", help: "text or json"},
@@ -444,6 +448,13 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 			return cfg, nil, &configError{"IOTGATE_DISCO_ITEMS_JIDS", fmt.Sprintf("%q is not a bare JID or a domain such as ops@example.com or example.com", v)}
 		}
 		cfg.DiscoItemsJIDs = append(cfg.DiscoItemsJIDs, j.String())
+	}
+	switch get("IOTGATE_CONSOLE") {
+	case "1":
+		cfg.Console = true
+	case "0":
+	default:
+		return cfg, nil, &configError{"IOTGATE_CONSOLE", fmt.Sprintf("%q is not 0 or 1", get("IOTGATE_CONSOLE"))}
 	}
 	switch get("IOTGATE_WEBHOOK_ALLOW_PRIVATE") {
 	case "0", "false", "":

@@ -132,6 +132,22 @@ func TestParseConfig(t *testing.T) {
 		}},
 		{name: "ErrEventRetention", env: with("IOTGATE_EVENT_RETENTION", "0s"), wantSetting: "IOTGATE_EVENT_RETENTION"},
 		{name: "ErrWebhookAllowPrivate", env: with("IOTGATE_WEBHOOK_ALLOW_PRIVATE", "yes"), wantSetting: "IOTGATE_WEBHOOK_ALLOW_PRIVATE"},
+		{name: "ConsoleOnByDefault", env: base, check: func(t *testing.T, c Config) {
+			if !c.Console {
+				t.Error("Console off by default, want on")
+			}
+		}},
+		{name: "ConsoleOff", env: with("IOTGATE_CONSOLE", "0"), check: func(t *testing.T, c Config) {
+			if c.Console {
+				t.Error("Console on with IOTGATE_CONSOLE=0")
+			}
+		}},
+		{name: "ConsoleOffByFlag", env: base, args: []string{"--console=0"}, check: func(t *testing.T, c Config) {
+			if c.Console {
+				t.Error("Console on with --console=0")
+			}
+		}},
+		{name: "ErrConsole", env: with("IOTGATE_CONSOLE", "yes"), wantSetting: "IOTGATE_CONSOLE"},
 		{name: "ErrEventBacklog", env: with("IOTGATE_EVENT_BACKLOG", "0"), wantSetting: "IOTGATE_EVENT_BACKLOG"},
 		{name: "DeviceDomainsDefaultAny", env: base, check: func(t *testing.T, c Config) {
 			if !c.DeviceDomains.Any() {
