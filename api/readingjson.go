@@ -26,12 +26,23 @@ import (
 // pagePool recycles the buffers pages are written into.
 var pagePool = sync.Pool{New: func() any { b := make([]byte, 0, 32<<10); return &b }}
 
-// writeReadings answers 200 with page as a ReadingList.
+// writeReadings answers 200 with page as a ReadingList. A page from the
+// device service's memory comes encoded already (by AppendReading).
 func writeReadings(c echo.Context, page *iotgate.ReadingPage) error {
+	if len(page.Encoded) == len(page.Items) && page.Encoded != nil {
+		return writeList(c, len(page.Items), func(b []byte, i int) ([]byte, error) {
+			return append(b, page.Encoded[i]...), nil
+		}, page.NextCursor)
+	}
 	return writeList(c, len(page.Items), func(b []byte, i int) ([]byte, error) {
 		return appendReading(b, page.Items[i]), nil
 	}, page.NextCursor)
 }
+
+// AppendReading appends r as the API writes a Reading (as encoding/json
+// would): what the device service keeps of the readings it serves pages
+// of from memory (devices.ServiceConfig.EncodeReading).
+func AppendReading(b []byte, r *iotgate.Reading) []byte { return appendReading(b, r) }
 
 // listChunk is how much of a list's JSON writeList holds before writing it
 // out.

@@ -273,6 +273,7 @@ func (s *Service) commit(ctx context.Context, batch []*pendingReading) bool {
 		// Before the acknowledgements: a device (or whoever it told) that
 		// reads the state after its answer must find the reading.
 		s.cache.committed(stored)
+		s.ring.committed(stored)
 	}
 	s.heldMu.Lock()
 	heldTotal, heldBytes := len(s.held), s.heldBytes

@@ -159,7 +159,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 		OversizeStanzas: func() uint64 { return a.conn.Oversize() },
 	})
 	a.svc = devices.NewService(db, a.registry, devices.ServiceConfig{Logger: log, ReadingRetention: cfg.ReadingRetention, Presence: a.presence, Observer: a.metrics,
-		DeviceDomains: cfg.DeviceDomains, Accounts: accountProvisioner(cfg)})
+		DeviceDomains: cfg.DeviceDomains, Accounts: accountProvisioner(cfg),
+		RingBytes: ringBytes(cfg.ReadingCacheBytes), RingDevices: cfg.ReadingCacheDevices, RingPerDevice: cfg.ReadingCachePerDevice,
+		StoredJSON: postgres.StoredJSON, EncodeReading: api.AppendReading})
 
 	a.conn, err = component.New(component.Config{
 		Addr: cfg.XMPPAddr, Domain: cfg.Domain, Secret: cfg.Secret,
@@ -435,4 +437,13 @@ func accountProvisioner(cfg Config) devices.AccountProvisioner {
 		})
 	}
 	return nil
+}
+
+// ringBytes is the device service's RingBytes for
+// IOTGATE_READING_CACHE_BYTES, where 0 means none kept.
+func ringBytes(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
 }
