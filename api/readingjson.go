@@ -94,6 +94,10 @@ func writeList(c echo.Context, n int, add func(b []byte, i int) ([]byte, error),
 	b = append(b, "}\n"...)
 	*bp = b
 	if !w.Committed {
+		// With its length known, net/http sends the page in one piece
+		// rather than chunked: a write (a syscall) less per page, which
+		// was a fifth of the cost of a page served from memory.
+		w.Header().Set(echo.HeaderContentLength, strconv.Itoa(len(b)))
 		return c.JSONBlob(http.StatusOK, b)
 	}
 	_, err := w.Write(b)
