@@ -50,6 +50,8 @@ type readingRing struct {
 	lru   ringSlot             // sentinel: lru.next is the most recent
 	bytes int
 	epoch uint64
+	// served counts the pages answered.
+	served uint64
 }
 
 // ringSlot is one device's readings, oldest first.
@@ -449,6 +451,7 @@ func (g *readingRing) page(jid string, devID int64, f iotgate.ReadingFilter, now
 	for k, i := range picked[:n] {
 		page.Items[k], page.Encoded[k] = s.entries[i].r, s.entries[i].enc
 	}
+	g.served++
 	if len(picked) > limit {
 		last := page.Items[n-1]
 		page.NextCursor = iotgate.TimeCursor{At: last.ReceivedAt, ID: last.ID}.String()
@@ -461,4 +464,15 @@ func (g *readingRing) size() (slots, bytes int) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return len(g.slots), g.bytes
+}
+
+// ReadingCacheStats returns how many pages of readings were served from
+// memory since start, and the bytes the readings kept for them hold.
+func (s *Service) ReadingCacheStats() (pages uint64, bytes int) {
+	if s.ring == nil {
+		return 0, 0
+	}
+	s.ring.mu.Lock()
+	defer s.ring.mu.Unlock()
+	return s.ring.served, s.ring.bytes
 }

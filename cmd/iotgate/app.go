@@ -144,17 +144,19 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 		Logger: log.With("part", "webhooks")})
 
 	a.metrics = api.NewMetrics(api.MetricsSources{
-		Instance:      cfg.InstanceID,
-		XMPP:          xmppStats{&a.conn},
-		OnlineDevices: func() int { return len(a.presence.OnlineJIDs()) },
-		RateLimited:   func() uint64 { return a.readings.RateLimited() },
-		Unserved:      func() uint64 { return a.readings.Unserved() },
-		HeldReadings:  func() int { return int(a.svc.Stats().Held) },
-		DomainRefused: func() uint64 { return a.conn.DomainRefused() },
-		DB:            db.SQL(),
-		Events:        a.hub,
-		Webhooks:      a.dispatcher,
-		EventsWritten: db.EventsWritten,
+		Instance:          cfg.InstanceID,
+		XMPP:              xmppStats{&a.conn},
+		OnlineDevices:     func() int { return len(a.presence.OnlineJIDs()) },
+		RateLimited:       func() uint64 { return a.readings.RateLimited() },
+		Unserved:          func() uint64 { return a.readings.Unserved() },
+		HeldReadings:      func() int { return int(a.svc.Stats().Held) },
+		PagesFromMemory:   func() uint64 { p, _ := a.svc.ReadingCacheStats(); return p },
+		ReadingCacheBytes: func() int { _, b := a.svc.ReadingCacheStats(); return b },
+		DomainRefused:     func() uint64 { return a.conn.DomainRefused() },
+		DB:                db.SQL(),
+		Events:            a.hub,
+		Webhooks:          a.dispatcher,
+		EventsWritten:     db.EventsWritten,
 
 		OversizeStanzas: func() uint64 { return a.conn.Oversize() },
 	})
