@@ -88,7 +88,7 @@ type ServiceConfig struct {
 	// it (api.AppendReading): without both no readings are kept.
 	StoredJSON    func([]byte) ([]byte, bool)
 	EncodeReading func([]byte, *iotgate.Reading) []byte
-	Clock                 iotgate.Clock
+	Clock         iotgate.Clock
 	Logger        *slog.Logger
 	// Presence tracks who is online; nil means nobody ever is.
 	Presence *Presence
