@@ -104,6 +104,12 @@ func (s *Service) Device(ctx context.Context, jid string) (*iotgate.Device, erro
 // device returns the cached record of a device, which callers must not
 // change. Errors: invalid, not_found, unavailable.
 func (s *Service) device(ctx context.Context, jid string) (*iotgate.Device, error) {
+	// A JID the cache holds a fresh record of is canonical (the cache is
+	// keyed by canonical JIDs): its PRECIS normalization, a tenth of the
+	// cost of a GET .../state served from memory, can be skipped.
+	if d, ok, _ := s.cache.device(jid, s.cfg.Clock(), s.cfg.CacheTTL); ok && d != nil {
+		return d, nil
+	}
 	j, err := iotgate.NormalizeJID(jid)
 	if err != nil {
 		return nil, err
