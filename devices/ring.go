@@ -29,6 +29,8 @@ import (
 //     before the append), and is dropped otherwise. A lost notification
 //     (the feed reconnecting), a device change or deletion drops the slot
 //     (forget); a fill that raced with any change is discarded (gen).
+//     While the feed is down (live), nothing is served nor filled: every
+//     slot is dropped when it is back, before live turns true.
 //   - Readings older than the retention (less a margin for the clocks of
 //     the instance that drops them) are cut from the slot, and the slot is
 //     no longer whole: the store may or may not still have them.
@@ -44,6 +46,9 @@ type readingRing struct {
 	retention                       time.Duration
 	stored                          func([]byte) ([]byte, bool)
 	encode                          func([]byte, *iotgate.Reading) []byte
+	// live tells whether change notifications flow (nil: always); the
+	// ring neither serves nor fills while they don't.
+	live func() bool
 
 	mu    sync.Mutex
 	slots map[string]*ringSlot // by bare JID
@@ -167,6 +172,9 @@ type fillToken struct {
 // the caller reads from the store next; ok is false when the device has a
 // slot already (serving, or being filled by another request).
 func (g *readingRing) startFill(jid string, devID int64) (fillToken, bool) {
+	if g.live != nil && !g.live() {
+		return fillToken{}, false
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if _, ok := g.slots[jid]; ok {
@@ -360,6 +368,9 @@ func (g *readingRing) forget(jid string) {
 // page answers f (limit clamped) for device devID from memory, as the
 // store would; ok is false when it can't be sure to.
 func (g *readingRing) page(jid string, devID int64, f iotgate.ReadingFilter, now time.Time) (*iotgate.ReadingPage, bool) {
+	if g.live != nil && !g.live() {
+		return nil, false
+	}
 	var c iotgate.TimeCursor
 	if f.Cursor != "" {
 		var err error

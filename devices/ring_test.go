@@ -434,3 +434,27 @@ func BenchmarkRingCommitted(b *testing.B) {
 		g.committed([]*iotgate.Reading{ringReading(int64(i+1), i+1)})
 	}
 }
+
+// TestRingFeedDown: while change notifications don't flow, the ring
+// serves nothing and starts no fill (another instance's readings would
+// go unseen); once they flow again, the flush ("" ) has emptied it.
+func TestRingFeedDown(t *testing.T) {
+	g := seeded(t, 20)
+	live := true
+	g.live = func() bool { return live }
+	if _, ok := g.page("d@example.com", 7, newest10, ringT0); !ok {
+		t.Fatal("not served while live")
+	}
+	live = false
+	if _, ok := g.page("d@example.com", 7, newest10, ringT0); ok {
+		t.Fatal("served while the feed is down")
+	}
+	if _, ok := g.startFill("e@example.com", 8); ok {
+		t.Fatal("a fill started while the feed is down")
+	}
+	g.forget("") // what the reconnection dispatches, before live
+	live = true
+	if _, ok := g.page("d@example.com", 7, newest10, ringT0); ok {
+		t.Fatal("served a slot from before the reconnection")
+	}
+}

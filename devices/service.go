@@ -88,8 +88,12 @@ type ServiceConfig struct {
 	// it (api.AppendReading): without both no readings are kept.
 	StoredJSON    func([]byte) ([]byte, bool)
 	EncodeReading func([]byte, *iotgate.Reading) []byte
-	Clock         iotgate.Clock
-	Logger        *slog.Logger
+	// ChangesLive tells whether other instances' change notifications
+	// are flowing (postgres.Changes.Live); while it is false, pages of
+	// readings are read from the store. nil: always (one instance, tests).
+	ChangesLive func() bool
+	Clock       iotgate.Clock
+	Logger      *slog.Logger
 	// Presence tracks who is online; nil means nobody ever is.
 	Presence *Presence
 	// Observer receives ingest measurements; nil discards them.
@@ -235,6 +239,7 @@ func NewService(store iotgate.DeviceStore, schemas iotgate.SchemaSource, cfg Ser
 	var ring *readingRing
 	if cfg.RingBytes > 0 && cfg.StoredJSON != nil && cfg.EncodeReading != nil {
 		ring = newReadingRing(cfg.RingBytes, cfg.RingDevices, cfg.RingPerDevice, cfg.ReadingRetention, cfg.StoredJSON, cfg.EncodeReading)
+		ring.live = cfg.ChangesLive
 	}
 	return &Service{
 		store: store, schemas: schemas, cfg: cfg, log: cfg.Logger, ring: ring,

@@ -163,7 +163,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 	a.svc = devices.NewService(db, a.registry, devices.ServiceConfig{Logger: log, ReadingRetention: cfg.ReadingRetention, Presence: a.presence, Observer: a.metrics,
 		DeviceDomains: cfg.DeviceDomains, Accounts: accountProvisioner(cfg),
 		RingBytes: ringBytes(cfg.ReadingCacheBytes), RingDevices: cfg.ReadingCacheDevices, RingPerDevice: cfg.ReadingCachePerDevice,
-		StoredJSON: postgres.StoredJSON, EncodeReading: api.AppendReading})
+		StoredJSON: postgres.StoredJSON, EncodeReading: api.AppendReading, ChangesLive: a.changes.Live})
 
 	a.conn, err = component.New(component.Config{
 		Addr: cfg.XMPPAddr, Domain: cfg.Domain, Secret: cfg.Secret,
