@@ -24,9 +24,11 @@ import (
 //     or that would meet the page byte budget, go to the store.
 //   - Readings committed by other instances arrive as change
 //     notifications of each commit's newest reading (notified). One the
-//     slot doesn't hold makes it suspect: it serves nothing until this
-//     instance's committer appends that reading (its own commit, notified
-//     before the append), and is dropped otherwise. A lost notification
+//     slot doesn't hold drops it (the next page seeds it again), unless
+//     this instance is committing readings of the device (committing):
+//     then the slot is suspect, serving nothing until the committer adds
+//     that reading (its own commit, notified before it was added), and is
+//     dropped otherwise. A lost notification
 //     (the feed reconnecting), a device change or deletion drops the slot
 //     (forget); a fill that raced with any change is discarded (gen).
 //     While the feed is down (live), nothing is served nor filled: every
@@ -67,8 +69,11 @@ type ringSlot struct {
 	whole   bool
 	filling bool   // created by startFill, empty until fill
 	gen     uint64 // bumped by every change; a fill must find its own
-	// suspect are readings notified that the slot doesn't hold yet.
-	suspect   []int64
+	// committing counts this instance's commits in flight with readings
+	// of the device; suspect are readings notified meanwhile that the
+	// slot doesn't hold yet (they may be those commits').
+	committing int
+	suspect    []int64
 	suspectAt time.Time
 	bytes     int
 	prev      *ringSlot
@@ -224,14 +229,41 @@ func (g *readingRing) abandon(t fillToken) {
 	}
 }
 
+// committing marks the slots of the devices of rs, about to be committed
+// by this instance: a notification of their readings that arrives before
+// committed adds them is then not taken for another instance's. It
+// returns the slots to pass to committed.
+func (g *readingRing) committing(rs []*iotgate.Reading) []*ringSlot {
+	if g == nil {
+		return nil
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.slots) == 0 {
+		return nil
+	}
+	var marked []*ringSlot
+	for _, r := range rs {
+		if s := g.slots[r.DeviceJID]; s != nil && !slices.Contains(marked, s) {
+			s.committing++
+			marked = append(marked, s)
+		}
+	}
+	return marked
+}
+
 // committed takes readings just committed (ID 0: skipped by the store)
-// and adds each to its device's slot, if it has one.
-func (g *readingRing) committed(rs []*iotgate.Reading) {
+// and adds each to its device's slot, if it has one; marked is what
+// committing returned for the batch (whether or not it was stored).
+func (g *readingRing) committed(rs []*iotgate.Reading, marked []*ringSlot) {
 	if g == nil {
 		return
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	for _, s := range marked {
+		s.committing--
+	}
 	if len(g.slots) == 0 {
 		return
 	}
@@ -253,11 +285,16 @@ func (g *readingRing) committed(rs []*iotgate.Reading) {
 			g.drop(s)
 		}
 	}
+	for _, s := range marked {
+		if g.slots[s.jid] == s && !slices.Contains(touched, s) && len(s.suspect) > 0 && s.committing == 0 {
+			g.drop(s) // nothing of it stored here: the suspects are another's
+		}
+	}
 	for _, s := range touched {
 		if g.slots[s.jid] != s {
 			continue
 		}
-		if len(s.suspect) > 0 {
+		if len(s.suspect) > 0 && s.committing == 0 {
 			// Notified, and not in this commit of the device: another
 			// instance's.
 			g.drop(s)
@@ -335,7 +372,8 @@ func (g *readingRing) notified(r *iotgate.Reading, now time.Time) {
 	if len(s.entries) > 0 && !s.whole && s.entries[0].mark().after(m) {
 		return // below what the slot holds (a commit's older readings too)
 	}
-	if len(s.suspect) >= ringMaxSuspects {
+	if s.committing == 0 || len(s.suspect) >= ringMaxSuspects {
+		// Another instance's reading: the next page seeds the slot again.
 		g.drop(s)
 		return
 	}

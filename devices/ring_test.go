@@ -143,7 +143,7 @@ func TestRingPagesMatchStore(t *testing.T) {
 						m.add(r)
 						batch = append(batch, r)
 					}
-					g.committed(batch)
+					g.committed(batch, g.committing(batch))
 				}
 				f := iotgate.ReadingFilter{Limit: 1 + rng.IntN(per+10), Desc: rng.IntN(3) > 0}
 				if rng.IntN(3) == 0 && len(m.rows) > 0 {
@@ -211,6 +211,12 @@ func seeded(t *testing.T, n int) *readingRing {
 
 var newest10 = iotgate.ReadingFilter{Limit: 10, Desc: true}
 
+// commit is what the committer does with rs: committing, then (the
+// store's commit) committed.
+func commit(g *readingRing, rs ...*iotgate.Reading) {
+	g.committed(rs, g.committing(rs))
+}
+
 // TestRingCoherence covers what makes a slot stop answering: another
 // instance's commit, a lost notification, a device change, a fill that
 // raced with a commit, a JID registered again, retention.
@@ -221,19 +227,27 @@ func TestRingCoherence(t *testing.T) {
 		serves bool
 	}{
 		{"OK", func(g *readingRing) {}, true},
-		{"OwnCommit", func(g *readingRing) { g.committed([]*iotgate.Reading{ringReading(21, 21)}) }, true},
+		{"OwnCommit", func(g *readingRing) { commit(g, ringReading(21, 21)) }, true},
 		{"OwnCommitNotifiedFirst", func(g *readingRing) {
+			rs := []*iotgate.Reading{ringReading(21, 21)}
+			marked := g.committing(rs)
 			g.notified(ringReading(21, 21), ringT0)
-			g.committed([]*iotgate.Reading{ringReading(21, 21)})
+			g.committed(rs, marked)
 		}, true},
+		{"OtherInstanceCommitDuringOwn", func(g *readingRing) {
+			rs := []*iotgate.Reading{ringReading(22, 22)}
+			marked := g.committing(rs)
+			g.notified(ringReading(21, 21), ringT0)
+			g.committed(rs, marked)
+		}, false},
 		{"OwnCommitNotifiedAfter", func(g *readingRing) {
-			g.committed([]*iotgate.Reading{ringReading(21, 21)})
+			commit(g, ringReading(21, 21))
 			g.notified(ringReading(21, 21), ringT0)
 		}, true},
 		{"OtherInstanceCommit", func(g *readingRing) { g.notified(ringReading(21, 21), ringT0) }, false},
 		{"OtherInstanceCommitThenOwn", func(g *readingRing) {
 			g.notified(ringReading(21, 21), ringT0)
-			g.committed([]*iotgate.Reading{ringReading(22, 22)})
+			commit(g, ringReading(22, 22))
 		}, false},
 		{"OtherInstanceOlderReading", func(g *readingRing) { g.notified(ringReading(21, 0), ringT0) }, false},
 		{"NotificationsLost", func(g *readingRing) { g.forget("") }, false},
@@ -246,7 +260,7 @@ func TestRingCoherence(t *testing.T) {
 		}, false},
 		{"UnstorableJSON", func(g *readingRing) {
 			g.stored = func([]byte) ([]byte, bool) { return nil, false }
-			g.committed([]*iotgate.Reading{ringReading(21, 21)})
+			commit(g, ringReading(21, 21))
 		}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -267,7 +281,7 @@ func TestRingFillRaces(t *testing.T) {
 		serves bool
 	}{
 		{"OK", func(g *readingRing) {}, true},
-		{"CommitDuringFill", func(g *readingRing) { g.committed([]*iotgate.Reading{ringReading(21, 21)}) }, false},
+		{"CommitDuringFill", func(g *readingRing) { commit(g, ringReading(21, 21)) }, false},
 		{"NotifiedDuringFill", func(g *readingRing) { g.notified(ringReading(21, 21), ringT0) }, false},
 		{"ForgetAllDuringFill", func(g *readingRing) { g.forget("") }, false},
 		{"ForgetDuringFill", func(g *readingRing) { g.forget("d@example.com") }, false},
@@ -295,6 +309,7 @@ func TestRingFillRaces(t *testing.T) {
 // it again.
 func TestRingSuspectExpires(t *testing.T) {
 	g := seeded(t, 20)
+	g.committing([]*iotgate.Reading{ringReading(22, 22)}) // never done
 	g.notified(ringReading(21, 21), ringT0)
 	if _, ok := g.page("d@example.com", 7, newest10, ringT0.Add(ringSuspectWait)); ok {
 		t.Fatal("a suspect slot served a page")
@@ -374,7 +389,7 @@ func TestRingBounds(t *testing.T) {
 		tok, _ := g.startFill("d@example.com", 7)
 		g.fill(tok, []*iotgate.Reading{ringReading(2, 2), ringReading(1, 1)}, true)
 		for i := int64(3); i <= 10; i++ {
-			g.committed([]*iotgate.Reading{ringReading(i, int(i))})
+			commit(g, ringReading(i, int(i)))
 		}
 		p, ok := g.page("d@example.com", 7, iotgate.ReadingFilter{Limit: 3, Desc: true}, ringT0)
 		if !ok || !slices.Equal(ids(p.Items), []int64{10, 9, 8}) || p.NextCursor == "" {
@@ -431,7 +446,7 @@ func BenchmarkRingCommitted(b *testing.B) {
 	g.fill(tok, nil, true)
 	b.ReportAllocs()
 	for i := range b.N {
-		g.committed([]*iotgate.Reading{ringReading(int64(i+1), i+1)})
+		commit(g, ringReading(int64(i+1), i+1))
 	}
 }
 

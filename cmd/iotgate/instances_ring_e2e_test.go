@@ -143,6 +143,12 @@ func TestE2EInstancesReadingRing(t *testing.T) {
 		return 0
 	}
 
+	// Most of those pages came from memory (seeded again after the
+	// other instance's readings), not all from PostgreSQL.
+	if n := fromMemory("ring-a") + fromMemory("ring-b"); n < 20 {
+		t.Fatalf("%d newest pages of A and B served from memory during the readings, want at least 20", n)
+	}
+
 	t.Run("SameBytes", func(t *testing.T) {
 		// The pages of C, from PostgreSQL, are the reference; walk them
 		// with their cursors, asking A and B for the same.
@@ -183,6 +189,27 @@ func TestE2EInstancesReadingRing(t *testing.T) {
 		}
 		if n := fromMemory("ring-c"); n != 0 {
 			t.Fatalf("C served %d pages from memory, want none (IOTGATE_READING_CACHE_BYTES=0)", n)
+		}
+	})
+
+	t.Run("SelectorLimitedToken", func(t *testing.T) {
+		// The device's newest page is in A's memory; a token limited to
+		// other devices gets 404 for it all the same.
+		if code, _, body := a.getRaw(a.token, newest); code != 200 {
+			t.Fatalf("admin: %d %s", code, body)
+		}
+		var limited tokenBody
+		if code := a.do("POST", "/v1/tokens", map[string]any{"name": "paris", "scopes": []string{"devices:read"}, "devices": map[string]string{"site": "paris"}}, &limited); code != 201 {
+			t.Fatalf("create token: %d", code)
+		}
+		before := fromMemory("ring-a")
+		for _, q := range []string{newest, path + "/readings?limit=2&order=asc"} {
+			if code, _, body := a.getRaw(limited.Secret, q); code != 404 || !bytes.Contains(body, []byte(`"not_found"`)) {
+				t.Fatalf("limited token, %s: %d %s, want 404 not_found", q, code, body)
+			}
+		}
+		if n := fromMemory("ring-a") - before; n != 0 {
+			t.Fatalf("%d pages served from memory to a token that may not see the device", n)
 		}
 	})
 
