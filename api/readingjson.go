@@ -157,7 +157,9 @@ func appendState(b []byte, st *iotgate.State) []byte {
 		b = append(b, "null"...)
 	}
 	b = append(b, `,"reading":`...)
-	if st.Reading != nil {
+	if st.Reading != nil && st.ReadingEncoded != nil {
+		b = append(b, st.ReadingEncoded...)
+	} else if st.Reading != nil {
 		b = appendReading(b, st.Reading)
 	} else {
 		b = append(b, "null"...)

@@ -181,6 +181,9 @@ func TestWriteStateMatchesJSON(t *testing.T) {
 				{JID: "a@example.com/x", Show: "away", Status: "on \"battery\"", Priority: -3, Since: seen},
 				{JID: "a@example.com/y", Priority: 5, Since: seen.Add(time.Second)},
 			}}},
+		// The device service's cached encoding of the reading.
+		{"Encoded", &iotgate.State{JID: "thermo1@example.com", Online: true, LastSeenAt: &seen, Reading: jsonReadings[1],
+			ReadingEncoded: AppendReading(nil, jsonReadings[1])}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

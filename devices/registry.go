@@ -228,6 +228,9 @@ func (s *Service) stateOf(ctx context.Context, d *iotgate.Device) (*iotgate.Stat
 		return nil, err
 	}
 	st := &iotgate.State{JID: d.JID, LastSeenAt: s.lastSeen(d, r), Reading: r}
+	if r != nil && s.cfg.EncodeReading != nil {
+		st.ReadingEncoded = s.cache.encodedLatest(d.JID, d.ID, r, s.cfg.EncodeReading)
+	}
 	st.Online, st.PresenceStale = s.cfg.Presence.Online(d.JID)
 	st.Resources = s.cfg.Presence.Resources(d.JID)
 	return st, nil

@@ -1,6 +1,7 @@
 package devices
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -471,5 +472,57 @@ func TestRingFeedDown(t *testing.T) {
 	live = true
 	if _, ok := g.page("d@example.com", 7, newest10, ringT0); ok {
 		t.Fatal("served a slot from before the reconnection")
+	}
+}
+
+// TestServiceStateEncoded: State hands out the cached newest reading with
+// its encoding, made once, and the encoding follows the reading.
+func TestServiceStateEncoded(t *testing.T) {
+	f := newCacheFixture(t, ServiceConfig{EncodeReading: testEncode})
+	f.register("e@example.com")
+	for v := 1; v <= 3; v++ {
+		f.ingest("e@example.com", v)
+		st, got := f.state("e@example.com")
+		if got != v || st.ReadingEncoded == nil || string(st.ReadingEncoded) != string(testEncode(nil, st.Reading)) {
+			t.Fatalf("reading %d: value %d, encoded %s, want %s", v, got, st.ReadingEncoded, testEncode(nil, st.Reading))
+		}
+		again, _ := f.state("e@example.com")
+		if &again.ReadingEncoded[0] != &st.ReadingEncoded[0] {
+			t.Fatal("the reading was encoded again")
+		}
+	}
+}
+
+// TestServiceReadingsFromRing: the service seeds a device's ring at its
+// first newest page, answers the next from memory with the store's
+// readings, and adds what it commits.
+func TestServiceReadingsFromRing(t *testing.T) {
+	f := newCacheFixture(t, ServiceConfig{StoredJSON: sameJSON, EncodeReading: testEncode})
+	f.register("p@example.com")
+	for v := range 5 {
+		f.ingest("p@example.com", v)
+	}
+	ctx := context.Background()
+	q := iotgate.ReadingFilter{Limit: 3, Desc: true}
+	for round, wantFromMemory := range []uint64{1, 2, 3} {
+		if round == 2 {
+			f.ingest("p@example.com", 5)
+		}
+		got, err := f.svc.Readings(ctx, "p@example.com", q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := f.store.Readings(ctx, "p@example.com", q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// (memstore gives no next cursor: PostgreSQL's are compared in
+		// TestReadingRingMatchesStore.)
+		if !slices.Equal(ids(got.Items), ids(want.Items)) || got.NextCursor == "" || len(got.Encoded) != len(got.Items) {
+			t.Fatalf("round %d: %v next %q (%d encoded), want %v and a next cursor", round, ids(got.Items), got.NextCursor, len(got.Encoded), ids(want.Items))
+		}
+		if n, _ := f.svc.ReadingCacheStats(); n != wantFromMemory {
+			t.Fatalf("round %d: %d pages from memory, want %d", round, n, wantFromMemory)
+		}
 	}
 }

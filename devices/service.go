@@ -74,7 +74,9 @@ type ServiceConfig struct {
 	// evicts only its own kind; default 10000.
 	CacheStrangers int
 	// CacheReadings bounds the newest readings kept in memory, one per
-	// device (about 1 KB each with their XML and JSON); default 10000.
+	// device (about 1 KB each with their XML and JSON, twice that once
+	// read through State with EncodeReading set: the encoding is kept
+	// too); default 10000.
 	CacheReadings int
 	// RingBytes bounds the memory of the newest readings kept per
 	// device for pages of readings (see readingRing): default 64 MiB;
