@@ -199,8 +199,15 @@ func TestReadingRingMatchesStore(t *testing.T) {
 	temps := []string{"21.50", "-3", "0.1", "150", "+7.5", "007", "-0.00", "12."}
 	for i := range 30 {
 		x := fmt.Sprintf(`<reading xmlns="urn:example:thermostat" unit="F"><temperature>%s</temperature><mode>cool</mode></reading>`, temps[i%len(temps)])
-		if err := ingest(t, svc, iotgate.IncomingReading{From: d.JID + "/r", Via: "iq",
-			Payloads: []iotgate.Payload{{Namespace: "urn:example:thermostat", Local: "reading", XML: []byte(x)}}}); err != nil {
+		in := iotgate.IncomingReading{From: d.JID + "/r", Via: "iq",
+			Payloads: []iotgate.Payload{{Namespace: "urn:example:thermostat", Local: "reading", XML: []byte(x)}}}
+		if i%2 == 0 {
+			// A device time with nanoseconds and a zone: stored to the
+			// microsecond, in UTC.
+			dt := time.Now().Add(-1500 * time.Millisecond).In(time.FixedZone("", 3600))
+			in.DeviceTime = &dt
+		}
+		if err := ingest(t, svc, in); err != nil {
 			t.Fatal(err)
 		}
 	}
