@@ -74,10 +74,10 @@ type ringSlot struct {
 	// slot doesn't hold yet (they may be those commits').
 	committing int
 	suspect    []int64
-	suspectAt time.Time
-	bytes     int
-	prev      *ringSlot
-	next      *ringSlot
+	suspectAt  time.Time
+	bytes      int
+	prev       *ringSlot
+	next       *ringSlot
 }
 
 type ringEntry struct {
