@@ -40,14 +40,22 @@ func TestStoredJSONMatchesPostgres(t *testing.T) {
 		`{"x": {"y": {"z": [[], {}, [[]]]}}}`,
 		`[1e300, -1e-300, 100000000000000000000000000000000000001]`,
 	}
+	// The worst cases of jsonb's size against its text.
+	cases = append(cases, "["+strings.Repeat("0,", 999)+"0]", "["+strings.Repeat("[0],", 999)+"[0]]", "["+strings.Repeat("[],", 999)+"[]]")
 	rng := rand.New(rand.NewPCG(1, 2))
 	for range 300 {
 		cases = append(cases, randomJSON(rng, 0))
 	}
 	for i, in := range cases {
 		var want string
-		if err := db.SQL().QueryRowContext(ctx, `SELECT $1::jsonb::text`, in).Scan(&want); err != nil {
+		var size int
+		if err := db.SQL().QueryRowContext(ctx, `SELECT $1::jsonb::text, pg_column_size($1::jsonb)`, in).Scan(&want, &size); err != nil {
 			t.Fatalf("case %d %s: %v", i, in, err)
+		}
+		// The bound the reading ring counts a reading's JSON at in a
+		// page's byte budget (devices.readingRing.entry).
+		if bound := 8*len(want) + 64; size > bound {
+			t.Errorf("case %d %s: jsonb of %d bytes, over the bound %d", i, in, size, bound)
 		}
 		got, ok := postgres.StoredJSON([]byte(in))
 		if !ok {
