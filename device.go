@@ -131,6 +131,10 @@ type State struct {
 	Resources     []Resource `json:"resources"`
 	LastSeenAt    *time.Time `json:"last_seen_at"`
 	Reading       *Reading   `json:"reading"`
+	// ReadingEncoded, when not nil, is Reading as the API writes it,
+	// kept by the device service with its cached newest reading so that
+	// it is not encoded again at each request. Shared: not to be changed.
+	ReadingEncoded []byte `json:"-"`
 }
 
 // Clock tells the time; injected so tests can fix it.

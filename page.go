@@ -1,5 +1,12 @@
 package iotgate
 
+import (
+	"encoding/base64"
+	"strconv"
+	"strings"
+	"time"
+)
+
 // Page sizes of every list (devices, readings, rejections, commands,
 // tokens).
 const (
@@ -33,4 +40,33 @@ func PageBytes(n int64) int64 {
 		return DefaultPageBytes
 	}
 	return n
+}
+
+// TimeCursor is a position in a list ordered by time and then ID (the
+// readings and rejections of a device): the received_at and ID of the
+// last item served. Its String is the next_cursor clients pass back; the
+// store and the device service's in-memory pages read and write the same
+// encoding, so that a cursor from one continues in the other.
+type TimeCursor struct {
+	At time.Time
+	ID int64
+}
+
+// String encodes c (base64url of "unixnano.id").
+func (c TimeCursor) String() string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(c.At.UnixNano(), 10) + "." + strconv.FormatInt(c.ID, 10)))
+}
+
+// ParseTimeCursor reads what TimeCursor.String wrote. Errors: invalid.
+func ParseTimeCursor(s string) (TimeCursor, error) {
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err == nil {
+		ns, id, ok := strings.Cut(string(b), ".")
+		n, err1 := strconv.ParseInt(ns, 10, 64)
+		i, err2 := strconv.ParseInt(id, 10, 64)
+		if ok && err1 == nil && err2 == nil {
+			return TimeCursor{time.Unix(0, n).UTC(), i}, nil
+		}
+	}
+	return TimeCursor{}, Errorf(EInvalid, "cursor is not valid")
 }

@@ -67,6 +67,11 @@ type ReadingFilter struct {
 type ReadingPage struct {
 	Items      []*Reading `json:"items"`
 	NextCursor string     `json:"next_cursor,omitempty"`
+	// Encoded, when not nil, holds each item of Items as the API writes
+	// it (the page came from the device service's memory, which keeps
+	// readings encoded). The items and their encodings are shared:
+	// callers must not change them.
+	Encoded [][]byte `json:"-"`
 }
 
 // RejectionPage is one page of rejections.

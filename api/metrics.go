@@ -37,6 +37,10 @@ type MetricsSources struct {
 	Unserved func() uint64
 	// HeldReadings counts message readings waiting for the database.
 	HeldReadings func() int
+	// PagesFromMemory counts pages of readings served from the device
+	// service's memory; ReadingCacheBytes is the memory it holds for them.
+	PagesFromMemory   func() uint64
+	ReadingCacheBytes func() int
 	// OversizeStanzas counts incoming stanzas skipped for exceeding the
 	// stanza size or depth limit.
 	OversizeStanzas func() uint64
@@ -157,6 +161,14 @@ func NewMetrics(src MetricsSources) *Metrics {
 	}
 	if f := src.HeldReadings; f != nil {
 		m.r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "iotgate_readings_held", Help: "Message readings held for another commit attempt while the database is unavailable."},
+			func() float64 { return float64(f()) }))
+	}
+	if f := src.PagesFromMemory; f != nil {
+		m.r.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "iotgate_reading_pages_from_memory_total", Help: "Pages of readings served from memory (the newest readings kept per device), without a query."},
+			func() float64 { return float64(f()) }))
+	}
+	if f := src.ReadingCacheBytes; f != nil {
+		m.r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "iotgate_reading_cache_bytes", Help: "Memory held by the newest readings kept per device for pages (bounded by IOTGATE_READING_CACHE_BYTES)."},
 			func() float64 { return float64(f()) }))
 	}
 	if f := src.EventsWritten; f != nil {

@@ -26,12 +26,23 @@ import (
 // pagePool recycles the buffers pages are written into.
 var pagePool = sync.Pool{New: func() any { b := make([]byte, 0, 32<<10); return &b }}
 
-// writeReadings answers 200 with page as a ReadingList.
+// writeReadings answers 200 with page as a ReadingList. A page from the
+// device service's memory comes encoded already (by AppendReading).
 func writeReadings(c echo.Context, page *iotgate.ReadingPage) error {
+	if len(page.Encoded) == len(page.Items) && page.Encoded != nil {
+		return writeList(c, len(page.Items), func(b []byte, i int) ([]byte, error) {
+			return append(b, page.Encoded[i]...), nil
+		}, page.NextCursor)
+	}
 	return writeList(c, len(page.Items), func(b []byte, i int) ([]byte, error) {
 		return appendReading(b, page.Items[i]), nil
 	}, page.NextCursor)
 }
+
+// AppendReading appends r as the API writes a Reading (as encoding/json
+// would): what the device service keeps of the readings it serves pages
+// of from memory (devices.ServiceConfig.EncodeReading).
+func AppendReading(b []byte, r *iotgate.Reading) []byte { return appendReading(b, r) }
 
 // listChunk is how much of a list's JSON writeList holds before writing it
 // out.
@@ -83,6 +94,10 @@ func writeList(c echo.Context, n int, add func(b []byte, i int) ([]byte, error),
 	b = append(b, "}\n"...)
 	*bp = b
 	if !w.Committed {
+		// With its length known, net/http sends the page in one piece
+		// rather than chunked: a write (a syscall) less per page, which
+		// was a fifth of the cost of a page served from memory.
+		w.Header().Set(echo.HeaderContentLength, strconv.Itoa(len(b)))
 		return c.JSONBlob(http.StatusOK, b)
 	}
 	_, err := w.Write(b)
@@ -142,7 +157,9 @@ func appendState(b []byte, st *iotgate.State) []byte {
 		b = append(b, "null"...)
 	}
 	b = append(b, `,"reading":`...)
-	if st.Reading != nil {
+	if st.Reading != nil && st.ReadingEncoded != nil {
+		b = append(b, st.ReadingEncoded...)
+	} else if st.Reading != nil {
 		b = appendReading(b, st.Reading)
 	} else {
 		b = append(b, "null"...)

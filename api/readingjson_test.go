@@ -73,16 +73,24 @@ func TestWriteReadingsMatchesJSON(t *testing.T) {
 		{"Streamed", &iotgate.ReadingPage{Items: bigReadings(40, 10<<10), NextCursor: "MTc2NzM2OTYwMDEyMzAwMDAwMC40NzEx"}},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got := record(t, func(c echo.Context) error { return writeReadings(c, tt.page) })
-			ref := ReadingList{Items: []Reading{}, NextCursor: tt.page.NextCursor}
-			for _, r := range tt.page.Items {
-				ref.Items = append(ref.Items, readingOf(r))
-			}
-			if want := encodeJSON(t, ref); !bytes.Equal(got, want) {
-				t.Errorf("got  %s\nwant %s", got, want)
-			}
-		})
+		// A page from the device service's memory comes with each
+		// reading encoded by AppendReading: the same bytes.
+		encoded := *tt.page
+		for _, r := range tt.page.Items {
+			encoded.Encoded = append(encoded.Encoded, AppendReading(nil, r))
+		}
+		for name, page := range map[string]*iotgate.ReadingPage{tt.name: tt.page, tt.name + "Encoded": &encoded} {
+			t.Run(name, func(t *testing.T) {
+				got := record(t, func(c echo.Context) error { return writeReadings(c, page) })
+				ref := ReadingList{Items: []Reading{}, NextCursor: page.NextCursor}
+				for _, r := range page.Items {
+					ref.Items = append(ref.Items, readingOf(r))
+				}
+				if want := encodeJSON(t, ref); !bytes.Equal(got, want) {
+					t.Errorf("got  %s\nwant %s", got, want)
+				}
+			})
+		}
 	}
 }
 
@@ -173,6 +181,9 @@ func TestWriteStateMatchesJSON(t *testing.T) {
 				{JID: "a@example.com/x", Show: "away", Status: "on \"battery\"", Priority: -3, Since: seen},
 				{JID: "a@example.com/y", Priority: 5, Since: seen.Add(time.Second)},
 			}}},
+		// The device service's cached encoding of the reading.
+		{"Encoded", &iotgate.State{JID: "thermo1@example.com", Online: true, LastSeenAt: &seen, Reading: jsonReadings[1],
+			ReadingEncoded: AppendReading(nil, jsonReadings[1])}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -57,6 +57,7 @@ type cachedDevice struct {
 type latestEntry struct {
 	devID int64
 	r     *iotgate.Reading
+	enc   []byte // r encoded for the API, made at its first state read
 }
 
 // mark is a position in a device's readings, in the store's order
@@ -227,6 +228,23 @@ func (c *cache) latestReading(jid string, devID int64) (r *iotgate.Reading, ok b
 		return nil, false, seen
 	}
 	return e.r, true, seen
+}
+
+// encodedLatest returns r, the cached newest reading of device devID,
+// encoded with encode: made once, at the first call, and kept with it
+// (nil if r is no longer the cached one).
+func (c *cache) encodedLatest(jid string, devID int64, r *iotgate.Reading, encode func([]byte, *iotgate.Reading) []byte) []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.latest[jid]
+	if !ok || e.devID != devID || e.r != r || r == nil {
+		return nil
+	}
+	if e.enc == nil {
+		e.enc = encode(nil, r)
+		c.latest[jid] = e
+	}
+	return e.enc
 }
 
 // putLatest caches r (nil: none), read from the store as the newest

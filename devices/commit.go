@@ -232,6 +232,7 @@ func (s *Service) commit(ctx context.Context, batch []*pendingReading) bool {
 		rs[i] = p.r
 	}
 	began := time.Now()
+	marked := s.ring.committing(rs)
 	errs := s.store.InsertReadings(context.WithoutCancel(ctx), rs)
 	now := s.cfg.Clock()
 	stored := rs[:0:0]
@@ -274,6 +275,8 @@ func (s *Service) commit(ctx context.Context, batch []*pendingReading) bool {
 		// reads the state after its answer must find the reading.
 		s.cache.committed(stored)
 	}
+	// Before the acknowledgements too, stored or not (marked is undone).
+	s.ring.committed(stored, marked)
 	s.heldMu.Lock()
 	heldTotal, heldBytes := len(s.held), s.heldBytes
 	s.heldMu.Unlock()

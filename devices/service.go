@@ -74,10 +74,28 @@ type ServiceConfig struct {
 	// evicts only its own kind; default 10000.
 	CacheStrangers int
 	// CacheReadings bounds the newest readings kept in memory, one per
-	// device (about 1 KB each with their XML and JSON); default 10000.
+	// device (about 1 KB each with their XML and JSON, twice that once
+	// read through State with EncodeReading set: the encoding is kept
+	// too); default 10000.
 	CacheReadings int
-	Clock         iotgate.Clock
-	Logger        *slog.Logger
+	// RingBytes bounds the memory of the newest readings kept per
+	// device for pages of readings (see readingRing): default 64 MiB;
+	// negative: none are kept. RingDevices bounds the devices they are
+	// kept for (default 10000), RingPerDevice the readings kept per
+	// device (default 128, at most iotgate.MaxPageLimit+1); a page of
+	// limit RingPerDevice or more is always read from the store.
+	RingBytes, RingDevices, RingPerDevice int
+	// StoredJSON writes a reading's JSON as the store gives it back
+	// (postgres.StoredJSON) and EncodeReading a reading as the API writes
+	// it (api.AppendReading): without both no readings are kept.
+	StoredJSON    func([]byte) ([]byte, bool)
+	EncodeReading func([]byte, *iotgate.Reading) []byte
+	// ChangesLive tells whether other instances' change notifications
+	// are flowing (postgres.Changes.Live); while it is false, pages of
+	// readings are read from the store. nil: always (one instance, tests).
+	ChangesLive func() bool
+	Clock       iotgate.Clock
+	Logger      *slog.Logger
 	// Presence tracks who is online; nil means nobody ever is.
 	Presence *Presence
 	// Observer receives ingest measurements; nil discards them.
@@ -99,6 +117,7 @@ type Service struct {
 	log     *slog.Logger
 
 	cache *cache
+	ring  *readingRing // nil: pages are read from the store
 
 	// queue holds the readings waiting to be committed, per device;
 	// queueMu guards it and queued signals Run that it has some.
@@ -197,6 +216,16 @@ func NewService(store iotgate.DeviceStore, schemas iotgate.SchemaSource, cfg Ser
 	if cfg.CacheReadings <= 0 {
 		cfg.CacheReadings = 10000
 	}
+	if cfg.RingBytes == 0 {
+		cfg.RingBytes = 64 << 20
+	}
+	if cfg.RingDevices <= 0 {
+		cfg.RingDevices = 10000
+	}
+	if cfg.RingPerDevice <= 0 {
+		cfg.RingPerDevice = 128
+	}
+	cfg.RingPerDevice = min(cfg.RingPerDevice, iotgate.MaxPageLimit+1)
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
@@ -209,8 +238,13 @@ func NewService(store iotgate.DeviceStore, schemas iotgate.SchemaSource, cfg Ser
 	if cfg.Observer == nil {
 		cfg.Observer = nopObserver{}
 	}
+	var ring *readingRing
+	if cfg.RingBytes > 0 && cfg.StoredJSON != nil && cfg.EncodeReading != nil {
+		ring = newReadingRing(cfg.RingBytes, cfg.RingDevices, cfg.RingPerDevice, cfg.ReadingRetention, cfg.StoredJSON, cfg.EncodeReading)
+		ring.live = cfg.ChangesLive
+	}
 	return &Service{
-		store: store, schemas: schemas, cfg: cfg, log: cfg.Logger,
+		store: store, schemas: schemas, cfg: cfg, log: cfg.Logger, ring: ring,
 		cache:      newCache(cfg.CacheDevices, cfg.CacheStrangers, cfg.CacheReadings),
 		queue:      newFairQueue[*pendingReading](QueueLimits{PerSender: cfg.DeviceQueue, Total: cfg.QueueSize}),
 		queued:     make(chan struct{}, 1),

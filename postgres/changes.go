@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/lib/pq"
 )
@@ -45,6 +46,7 @@ func notifyChanges(ctx context.Context, tx *sql.Tx, kind ChangeKind, keys ...str
 type Changes struct {
 	mu   sync.Mutex
 	subs map[ChangeKind][]func(key string)
+	live atomic.Bool
 }
 
 // ListenChanges listens for change notifications on a connection of its
@@ -53,9 +55,16 @@ type Changes struct {
 // each reconnection, when notifications may have been lost.
 func (db *DB) ListenChanges(ctx context.Context) *Changes {
 	c := &Changes{subs: map[ChangeKind][]func(string){}}
-	db.listen(ctx, changesChannel, "change listener", c.dispatch)
+	db.listen(ctx, changesChannel, "change listener", c.dispatch, c.live.Store)
 	return c
 }
+
+// Live reports whether notifications are flowing: the listener is
+// connected, and what may have been lost while it was not has been
+// dispatched (as key ""). A cache that can't afford to miss a change
+// meanwhile (the device service's reading ring) serves nothing while
+// it is false.
+func (c *Changes) Live() bool { return c.live.Load() }
 
 // Subscribe calls f, from the listener's goroutine, for each change of
 // kind. f must be quick: it holds up every other notification.

@@ -128,14 +128,29 @@ func TestChanges(t *testing.T) {
 		devs.none(t, "a token change to the device subscriber")
 	})
 	t.Run("FlushAfterReconnect", func(t *testing.T) {
+		if !changes.Live() {
+			t.Fatal("not live once listening")
+		}
 		var killed int
 		if err := writer.SQL().QueryRowContext(ctx, `
 			SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
 			WHERE datname = current_database() AND query LIKE 'LISTEN %'`).Scan(&killed); err != nil || killed != 1 {
 			t.Fatalf("terminate the listener's connection: %d terminated, %v", killed, err)
 		}
+		// Not live while disconnected (at least the 100 ms before the
+		// first reconnection attempt), live again after the flush.
+		waitLive := func(want bool) {
+			t.Helper()
+			for start := time.Now(); changes.Live() != want; time.Sleep(time.Millisecond) {
+				if time.Since(start) > 5*time.Second {
+					t.Fatalf("Live() is not %v within 5s", want)
+				}
+			}
+		}
+		waitLive(false)
 		all.flushed(t, "after reconnecting", changeKinds...)
 		devs.flushed(t, "after reconnecting", postgres.ChangeDevice)
+		waitLive(true)
 		notify(t, postgres.ChangeSchema, "s/1", true)
 		if got := all.next(t, "after commit, reconnected"); got != "schema:s/1" {
 			t.Errorf("got %q", got)

@@ -3,7 +3,6 @@ package postgres
 import (
 	"context"
 	"database/sql"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"strconv"
@@ -233,27 +232,9 @@ const latestReading = `
 
 // cursor is a position in a time-ordered list: received_at and id of the
 // last item served.
-type cursor struct {
-	at time.Time
-	id int64
-}
+type cursor = iotgate.TimeCursor
 
-func (c cursor) String() string {
-	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(c.at.UnixNano(), 10) + "." + strconv.FormatInt(c.id, 10)))
-}
-
-func parseCursor(s string) (cursor, error) {
-	b, err := base64.RawURLEncoding.DecodeString(s)
-	if err == nil {
-		ns, id, ok := strings.Cut(string(b), ".")
-		n, err1 := strconv.ParseInt(ns, 10, 64)
-		i, err2 := strconv.ParseInt(id, 10, 64)
-		if ok && err1 == nil && err2 == nil {
-			return cursor{time.Unix(0, n).UTC(), i}, nil
-		}
-	}
-	return cursor{}, iotgate.Errorf(iotgate.EInvalid, "cursor is not valid")
-}
+func parseCursor(s string) (cursor, error) { return iotgate.ParseTimeCursor(s) }
 
 // pageQuery builds the keyset query shared by readings and rejections,
 // bounded in rows and in bytes (see budgetQuery): size is the expression of
@@ -282,9 +263,9 @@ func pageQuery(table, columns, size, jid string, f iotgate.ReadingFilter) (strin
 		}
 		// The plain comparison on received_at, implied by the row
 		// comparison, lets PostgreSQL skip the partitions past the cursor.
-		at := arg(c.at)
+		at := arg(c.At)
 		where = append(where, fmt.Sprintf("t.received_at %s= %s", cmp, at),
-			fmt.Sprintf("(t.received_at, t.id) %s (%s, %s)", cmp, at, arg(c.id)))
+			fmt.Sprintf("(t.received_at, t.id) %s (%s, %s)", cmp, at, arg(c.ID)))
 	}
 	budget := arg(iotgate.PageBytes(f.MaxBytes))
 	q := budgetQuery(columns, size, table+" t", "t", strings.Join(where, " AND "),
@@ -367,7 +348,7 @@ func (db *DB) Readings(ctx context.Context, jid string, f iotgate.ReadingFilter)
 		return nil, err
 	}
 	page := &iotgate.ReadingPage{}
-	page.Items, page.NextCursor = budgetPage(rows, f.Limit, func(r *iotgate.Reading) string { return cursor{r.ReceivedAt, r.ID}.String() })
+	page.Items, page.NextCursor = budgetPage(rows, f.Limit, func(r *iotgate.Reading) string { return cursor{At: r.ReceivedAt, ID: r.ID}.String() })
 	return page, nil
 }
 
@@ -383,6 +364,6 @@ func (db *DB) Rejections(ctx context.Context, jid string, f iotgate.ReadingFilte
 		return nil, err
 	}
 	page := &iotgate.RejectionPage{}
-	page.Items, page.NextCursor = budgetPage(rows, f.Limit, func(r *iotgate.Rejection) string { return cursor{r.ReceivedAt, r.ID}.String() })
+	page.Items, page.NextCursor = budgetPage(rows, f.Limit, func(r *iotgate.Rejection) string { return cursor{At: r.ReceivedAt, ID: r.ID}.String() })
 	return page, nil
 }

@@ -83,7 +83,7 @@ func TestLimitBucket(t *testing.T) {
 // TestPageQueryCursorBoundsTime checks that a cursor also bounds
 // received_at alone, which is what lets PostgreSQL skip partitions.
 func TestPageQueryCursorBoundsTime(t *testing.T) {
-	c := cursor{time.Date(2030, 3, 10, 0, 0, 0, 0, time.UTC), 7}.String()
+	c := cursor{At: time.Date(2030, 3, 10, 0, 0, 0, 0, time.UTC), ID: 7}.String()
 	for _, desc := range []bool{false, true} {
 		q, _, err := pageQuery("readings", "t.id", "1", "d@example.com", iotgate.ReadingFilter{Limit: 50, Desc: desc, Cursor: c})
 		if err != nil {

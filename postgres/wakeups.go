@@ -28,7 +28,7 @@ func (db *DB) EventWakeups(ctx context.Context) <-chan struct{} {
 		case out <- struct{}{}:
 		default:
 		}
-	})
+	}, nil)
 	return out
 }
 
@@ -37,11 +37,15 @@ func (db *DB) EventWakeups(ctx context.Context) <-chan struct{} {
 // sends them (commit order), from one goroutine. f("", true) means
 // notifications may have been lost: once listening starts and after every
 // reconnection. f must not block for long: the listener's buffer is
-// small and a full one stalls it.
-func (db *DB) listen(ctx context.Context, channel, name string, f func(payload string, lost bool)) {
+// small and a full one stalls it. up (if not nil) is told false when the
+// connection is lost and true once listening again, after f("", true).
+func (db *DB) listen(ctx context.Context, channel, name string, f func(payload string, lost bool), up func(bool)) {
 	l := pq.NewListener(db.dsn, listenMinReconnect, listenMaxReconnect, func(ev pq.ListenerEventType, err error) {
 		switch ev {
 		case pq.ListenerEventDisconnected, pq.ListenerEventConnectionAttemptFailed:
+			if up != nil {
+				up(false)
+			}
 			db.log.Warn(name+": "+ev.String(), "err", err)
 		case pq.ListenerEventReconnected:
 			db.log.Info(name + ": reconnected")
@@ -64,12 +68,18 @@ func (db *DB) listen(ctx context.Context, channel, name string, f func(payload s
 			}
 		} else {
 			call("", true)
+			if up != nil {
+				up(true)
+			}
 		}
 		// Drain until Close closes Notify, so the listener's goroutine
 		// never blocks on it; a nil notification follows a reconnection.
 		for n := range l.Notify {
 			if n == nil {
 				call("", true)
+				if up != nil {
+					up(true)
+				}
 				continue
 			}
 			call(n.Extra, false)

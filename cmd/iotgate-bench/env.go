@@ -87,6 +87,10 @@ func (e *env) gateEnv(dsn string) map[string]string {
 		// its 100 streams share one token (20 by default).
 		"IOTGATE_WEBHOOK_ALLOW_PRIVATE":       "1",
 		"IOTGATE_EVENT_MAX_STREAMS_PER_TOKEN": "1000",
+		// The reads scenario's 64 concurrent pages share one token (4
+		// list requests at once per token, 32 per instance by default).
+		"IOTGATE_MAX_HEAVY_PER_TOKEN": "1000",
+		"IOTGATE_MAX_HEAVY":           "1000",
 	}
 }
 

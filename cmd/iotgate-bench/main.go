@@ -281,7 +281,7 @@ func bench(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 	if busy != "" {
 		fmt.Fprintf(stdout, "- WARN: %s\n", busy)
 	}
-	fmt.Fprintf(stdout, "- iotgate settings: IOTGATE_DEVICE_RATE=1000000, IOTGATE_DEVICE_BURST=1000000 (defaults 500/1000 would cap ingest), IOTGATE_API_RATE=0 (no per-token request limit), IOTGATE_MAX_COMMANDS_IN_FLIGHT=10000, IOTGATE_EVENT_MAX_STREAMS_PER_TOKEN=1000 (the 100 streams share a token), IOTGATE_WEBHOOK_ALLOW_PRIVATE=1 (the receiver is on 127.0.0.1), IOTGATE_LOG_LEVEL=warn\n")
+	fmt.Fprintf(stdout, "- iotgate settings: IOTGATE_DEVICE_RATE=1000000, IOTGATE_DEVICE_BURST=1000000 (defaults 500/1000 would cap ingest), IOTGATE_API_RATE=0 (no per-token request limit), IOTGATE_MAX_COMMANDS_IN_FLIGHT=10000, IOTGATE_EVENT_MAX_STREAMS_PER_TOKEN=1000 (the 100 streams share a token), IOTGATE_WEBHOOK_ALLOW_PRIVATE=1 (the receiver is on 127.0.0.1), IOTGATE_MAX_HEAVY_PER_TOKEN=1000, IOTGATE_MAX_HEAVY=1000 (the 64 concurrent pages share a token), IOTGATE_LOG_LEVEL=warn\n")
 	fmt.Fprintf(stdout, "- command line: iotgate-bench %s\n", cfg.String())
 	fmt.Fprintf(stdout, "- took: %s\n", time.Since(began).Round(time.Second))
 	return nil

@@ -145,22 +145,26 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 		Logger: log.With("part", "webhooks")})
 
 	a.metrics = api.NewMetrics(api.MetricsSources{
-		Instance:      cfg.InstanceID,
-		XMPP:          xmppStats{&a.conn},
-		OnlineDevices: func() int { return len(a.presence.OnlineJIDs()) },
-		RateLimited:   func() uint64 { return a.readings.RateLimited() },
-		Unserved:      func() uint64 { return a.readings.Unserved() },
-		HeldReadings:  func() int { return int(a.svc.Stats().Held) },
-		DomainRefused: func() uint64 { return a.conn.DomainRefused() },
-		DB:            db.SQL(),
-		Events:        a.hub,
-		Webhooks:      a.dispatcher,
-		EventsWritten: db.EventsWritten,
+		Instance:          cfg.InstanceID,
+		XMPP:              xmppStats{&a.conn},
+		OnlineDevices:     func() int { return len(a.presence.OnlineJIDs()) },
+		RateLimited:       func() uint64 { return a.readings.RateLimited() },
+		Unserved:          func() uint64 { return a.readings.Unserved() },
+		HeldReadings:      func() int { return int(a.svc.Stats().Held) },
+		PagesFromMemory:   func() uint64 { p, _ := a.svc.ReadingCacheStats(); return p },
+		ReadingCacheBytes: func() int { _, b := a.svc.ReadingCacheStats(); return b },
+		DomainRefused:     func() uint64 { return a.conn.DomainRefused() },
+		DB:                db.SQL(),
+		Events:            a.hub,
+		Webhooks:          a.dispatcher,
+		EventsWritten:     db.EventsWritten,
 
 		OversizeStanzas: func() uint64 { return a.conn.Oversize() },
 	})
 	a.svc = devices.NewService(db, a.registry, devices.ServiceConfig{Logger: log, ReadingRetention: cfg.ReadingRetention, Presence: a.presence, Observer: a.metrics,
-		DeviceDomains: cfg.DeviceDomains, Accounts: accountProvisioner(cfg)})
+		DeviceDomains: cfg.DeviceDomains, Accounts: accountProvisioner(cfg),
+		RingBytes: ringBytes(cfg.ReadingCacheBytes), RingDevices: cfg.ReadingCacheDevices, RingPerDevice: cfg.ReadingCachePerDevice,
+		StoredJSON: postgres.StoredJSON, EncodeReading: api.AppendReading, ChangesLive: a.changes.Live})
 
 	a.conn, err = component.New(component.Config{
 		Addr: cfg.XMPPAddr, Domain: cfg.Domain, Secret: cfg.Secret,
@@ -444,4 +448,13 @@ func accountProvisioner(cfg Config) devices.AccountProvisioner {
 		})
 	}
 	return nil
+}
+
+// ringBytes is the device service's RingBytes for
+// IOTGATE_READING_CACHE_BYTES, where 0 means none kept.
+func ringBytes(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
 }

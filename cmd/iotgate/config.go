@@ -108,6 +108,11 @@ type Config struct {
 	// or commands; MaxHeavyPerToken and MaxHeavy cap such requests in
 	// progress per token and on the instance.
 	MaxPageBytes, MaxHeavyPerToken, MaxHeavy int
+	// ReadingCacheBytes bounds the memory of the newest readings kept
+	// per device for pages of readings (0: none kept, every page is read
+	// from PostgreSQL); ReadingCacheDevices bounds the devices, and
+	// ReadingCachePerDevice the readings per device.
+	ReadingCacheBytes, ReadingCacheDevices, ReadingCachePerDevice int
 
 	// DiscoItemsJIDs are the bare JIDs and domains that see every device
 	// in disco#items on the component; DiscoMaxItems caps one answer.
@@ -206,6 +211,9 @@ var settings = []setting{
 	{env: "IOTGATE_MAX_PAGE_BYTES", flag: "max-page-bytes", def: "4194304", help: "bytes of rows (XML, JSON, answers as stored) in one page of readings, rejections or commands; the page ends at the row that reaches it and next_cursor carries on"},
 	{env: "IOTGATE_MAX_HEAVY_PER_TOKEN", flag: "max-heavy-per-token", def: "4", help: "list requests (readings, rejections, commands) one API token may have in progress at once; beyond it, 429 too_many_concurrent"},
 	{env: "IOTGATE_MAX_HEAVY", flag: "max-heavy", def: "32", help: "list requests (readings, rejections, commands) in progress at once on this instance, all tokens together; beyond it, 429 too_many_concurrent"},
+	{env: "IOTGATE_READING_CACHE_BYTES", flag: "reading-cache-bytes", def: "67108864", help: "memory, in bytes, for the newest readings of recently read devices, kept to serve their newest pages of readings without PostgreSQL (least recently read devices dropped first); 0: every page is read from PostgreSQL"},
+	{env: "IOTGATE_READING_CACHE_DEVICES", flag: "reading-cache-devices", def: "10000", help: "devices whose newest readings are kept in memory for pages of readings"},
+	{env: "IOTGATE_READING_CACHE_PER_DEVICE", flag: "reading-cache-per-device", def: "128", help: "newest readings kept in memory per device for pages of readings (at most 1001); a page of this limit or more is read from PostgreSQL"},
 	{env: "IOTGATE_DISCO_ITEMS_JIDS", flag: "disco-items-jids", help: "comma-separated bare JIDs (ops@example.com) or domains (example.com: all its users) that see every registered device in disco#items on the component; a device sees only itself, anyone else nothing"},
 	{env: "IOTGATE_DISCO_MAX_ITEMS", flag: "disco-max-items", def: "100", help: "most devices in one disco#items answer; more come in XEP-0059 pages"},
 	{env: "IOTGATE_DEVICE_DOMAINS", flag: "device-domains", help: "comma-separated XMPP domains whose devices may register and send stanzas (e.g. example.com,sensors.example.org); others get 403 at registration and not-allowed over XMPP; empty: any domain"},
@@ -417,6 +425,8 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 		{"IOTGATE_MAX_PAGE_BYTES", &cfg.MaxPageBytes, 1 << 30},
 		{"IOTGATE_MAX_HEAVY_PER_TOKEN", &cfg.MaxHeavyPerToken, 1000000},
 		{"IOTGATE_MAX_HEAVY", &cfg.MaxHeavy, 1000000},
+		{"IOTGATE_READING_CACHE_DEVICES", &cfg.ReadingCacheDevices, 10000000},
+		{"IOTGATE_READING_CACHE_PER_DEVICE", &cfg.ReadingCachePerDevice, 1001},
 	} {
 		v, err := strconv.Atoi(get(n.env))
 		if err != nil || v <= 0 || v > n.max {
@@ -438,6 +448,11 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 			return cfg, nil, &configError{n.env, fmt.Sprintf("%q is not a number between 0 and 10000000", get(n.env))}
 		}
 		*n.dst = v
+	}
+	if v, err := strconv.Atoi(get("IOTGATE_READING_CACHE_BYTES")); err != nil || v < 0 || v > 1<<40 {
+		return cfg, nil, &configError{"IOTGATE_READING_CACHE_BYTES", fmt.Sprintf("%q is not a number between 0 and %d", get("IOTGATE_READING_CACHE_BYTES"), 1<<40)}
+	} else {
+		cfg.ReadingCacheBytes = v
 	}
 	for _, v := range strings.Split(get("IOTGATE_DISCO_ITEMS_JIDS"), ",") {
 		if v = strings.TrimSpace(v); v == "" {
