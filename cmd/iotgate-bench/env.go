@@ -467,6 +467,8 @@ type cpuMeter struct {
 	self     time.Duration
 	sessions int64
 	at       time.Time
+	// profile gets iotgate's CPU profile, when -profile asks for one.
+	profile chan []byte
 }
 
 // meter starts measuring the CPU use of the iotgate instances gates (nil
@@ -487,7 +489,35 @@ func (e *env) meter(gates ...*servers.Iotgate) *cpuMeter {
 		m.start = append(m.start, servers.TreeCPU(pid))
 	}
 	m.self = servers.SelfCPU()
+	if e.cfg.profileDir != "" && len(m.gates) > 0 && e.gateEnvMetrics != "" {
+		m.profile = make(chan []byte, 1)
+		go func() { m.profile <- e.cpuProfile(e.gateEnvMetrics, e.cfg.duration) }()
+	}
 	return m
+}
+
+// cpuProfile returns a CPU profile of the iotgate serving its metrics at
+// addr, over d (at least a second), or nil if it can't be had.
+func (e *env) cpuProfile(addr string, d time.Duration) []byte {
+	secs := max(1, int(d.Round(time.Second)/time.Second))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(secs+10)*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, secs), nil)
+	if err != nil {
+		return nil
+	}
+	resp, err := e.api.Do(req)
+	if err != nil {
+		e.log.Warn("CPU profile", "err", err)
+		return nil
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		e.log.Warn("CPU profile", "status", resp.StatusCode, "err", err)
+		return nil
+	}
+	return b
 }
 
 // sessions returns how many sessions the PostgreSQL instance has had
@@ -509,6 +539,7 @@ type cpuUse struct {
 	sessions float64
 	wall     time.Duration // how long the load ran
 	ops      float64       // operations done; 0: not counted
+	profile  []byte        // iotgate's CPU profile (-profile); nil: none
 }
 
 // stop returns the CPU use since meter, in % of one core of wall time,
@@ -533,6 +564,9 @@ func (m *cpuMeter) stop() cpuUse {
 		time.Sleep(1100 * time.Millisecond)
 	}
 	use.sessions = float64(m.e.sessions() - m.sessions)
+	if m.profile != nil {
+		use.profile = <-m.profile
+	}
 	return use
 }
 

@@ -71,6 +71,8 @@ type config struct {
 	gateLogLevel string
 	// logDir gets the servers' and iotgate's logs when they are closed.
 	logDir string
+	// profileDir gets a CPU profile of iotgate for each load of each run.
+	profileDir string
 
 	ingestDevices, ingestReadings, ingestWindow int
 
@@ -129,6 +131,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.BoolVar(&cfg.quick, "quick", false, "smoke run: tiny counts, 1 run (overrides the count flags)")
 	fs.BoolVar(&cfg.fsync, "fsync", true, "run PostgreSQL with fsync on (its default; off measures less of the disk)")
 	fs.StringVar(&cfg.gateLogLevel, "gate-log-level", "warn", "iotgate's log level (its log is printed if a run fails)")
+	fs.StringVar(&cfg.profileDir, "profile", "", "directory that gets a CPU profile (pprof) of iotgate for each load of each run, taken over the load's first -duration (go tool pprof -top FILE; profiling adds a little to iotgate's CPU)")
 	fs.StringVar(&cfg.logDir, "log-dir", "", "directory that gets the servers' and each iotgate process's logs at the end (debug level with -gate-log-level debug)")
 	fs.IntVar(&cfg.ingestDevices, "ingest-devices", 20, "ingest: devices sending at once")
 	fs.IntVar(&cfg.ingestReadings, "ingest-readings", 500, "ingest: readings each device sends per load")
@@ -224,7 +227,7 @@ func bench(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 		return fmt.Errorf("setup: %w", err)
 	}
 	defer e.close()
-	res := &results{}
+	res := &results{profileDir: cfg.profileDir}
 	for _, name := range scenarioNames {
 		if !slices.Contains(cfg.scenarios, name) {
 			continue

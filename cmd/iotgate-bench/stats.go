@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -64,6 +66,9 @@ type metric struct {
 
 // results gathers the metrics in the order they were first reported.
 type results struct {
+	// profileDir, if set, gets each load's CPU profile (cpuUse.profile).
+	profileDir string
+
 	mu    sync.Mutex
 	rows  []*metric
 	cpu   []*cpuRow
@@ -147,6 +152,9 @@ type cpuRow struct {
 func (r *results) addCPU(load string, use cpuUse) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.profileDir != "" && len(use.profile) > 0 {
+		r.writeProfile(load, use.profile)
+	}
 	for _, c := range r.cpu {
 		if c.load == load {
 			c.runs = append(c.runs, use)
@@ -271,3 +279,28 @@ func (r *results) addPerOp(scenario, name, op string, use cpuUse, gateTarget, pg
 // cpuPerOpUnit is the unit of the CPU-per-operation rows. Their figures
 // may be 0: a process can take less than a clock tick over a short load.
 const cpuPerOpUnit = "CPU ms/op"
+
+// writeProfile writes a load's CPU profile as DIR/<load>-<n>.pprof, n
+// counting the runs; a failure is a note, not a failed run.
+func (r *results) writeProfile(load string, profile []byte) {
+	name := strings.Map(func(c rune) rune {
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' {
+			return c
+		}
+		return '_'
+	}, load)
+	n := 1
+	for _, c := range r.cpu {
+		if c.load == load {
+			n += len(c.runs)
+		}
+	}
+	path := filepath.Join(r.profileDir, fmt.Sprintf("%s-%d.pprof", name, n))
+	err := os.MkdirAll(r.profileDir, 0o755)
+	if err == nil {
+		err = os.WriteFile(path, profile, 0o644)
+	}
+	if err != nil {
+		r.notes = append(r.notes, "profile of "+load+": "+err.Error())
+	}
+}
