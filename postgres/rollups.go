@@ -1,0 +1,238 @@
+package postgres
+
+import (
+	"context"
+	"database/sql"
+	"log/slog"
+	"time"
+
+	"github.com/lib/pq"
+
+	"github.com/iotgate/iotgate"
+)
+
+// Hourly rollups of readings (migration 0015): per device, hour and path
+// of a JSON number in the readings' data, how many readings hold a number
+// there and their sum, min and max. AggregateReadings reads them for the
+// whole hours of a query whose every is a multiple of an hour, and the
+// raw readings for the rest, with the same results as the raw query.
+//
+// Correctness rests on reading_rollup_marks.rolled_until: hours before it
+// are rolled, the others are read raw. The roller only rolls hours that
+// ended RollupSettle ago; a reading committed more than LateReading after
+// it was received (held while the database was away, or a slow commit)
+// moves its device's mark back to its hour, in its own transaction, so
+// that a rolled hour never misses a reading. Readings committed within
+// LateReading of their receipt are seen by the roller as long as the
+// clocks of iotgate's instances and the roller's differ by less than
+// RollupSettle - LateReading - commitBound.
+const (
+	// RollupSettle is how long after an hour ends the roller waits
+	// before rolling it.
+	RollupSettle = 10 * time.Minute
+	// LateReading is how long after its receipt a reading's commit
+	// makes it late: its hour may be rolled, so it moves the mark.
+	LateReading = time.Minute
+	// DefaultRollEvery is how often the Roller runs by default.
+	DefaultRollEvery = 5 * time.Minute
+	// rollChunk bounds the hours of one device one transaction rolls,
+	// so that a first roll over months of history goes in short steps.
+	rollChunk = 24 * time.Hour
+	// rollupDepth bounds the depth of the paths rolled: the aggregate
+	// query's field paths have at most iotgate.MaxFieldPathDepth keys.
+	rollupDepth = iotgate.MaxFieldPathDepth
+)
+
+// markLateReadings moves back the rollup marks of the devices of the late
+// readings of rs (see LateReading) to the hour of each one's oldest, in
+// tx. Most batches have none and cost nothing here. The marks are locked
+// in device order, as updateLastSeen locks devices.
+func (db *DB) markLateReadings(ctx context.Context, tx *sql.Tx, rs []*iotgate.Reading) error {
+	late := db.Now().Add(-LateReading)
+	var ids []int64
+	var at []string
+	for _, r := range rs {
+		if r.ReceivedAt.Before(late) {
+			ids = append(ids, r.DeviceID)
+			at = append(at, r.ReceivedAt.UTC().Format(time.RFC3339Nano))
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	_, err := tx.ExecContext(ctx, `
+		WITH v AS MATERIALIZED (
+			SELECT id, min(date_bin('1 hour', t, timestamptz 'epoch')) AS hour
+			FROM unnest($1::bigint[], $2::timestamptz[]) AS v(id, t) GROUP BY id),
+		locked AS MATERIALIZED (
+			SELECT m.device_id FROM reading_rollup_marks m JOIN v ON m.device_id = v.id
+			WHERE m.rolled_until > v.hour
+			ORDER BY m.device_id FOR NO KEY UPDATE OF m)
+		UPDATE reading_rollup_marks m SET rolled_until = v.hour
+		FROM v JOIN locked l ON l.device_id = v.id
+		WHERE m.device_id = v.id AND m.rolled_until > v.hour`, pq.Array(ids), pq.Array(at))
+	return err
+}
+
+// RollStats is what one RollReadings did.
+type RollStats struct {
+	Devices int // device transactions that rolled hours or moved a mark
+	Hours   int // device-hours rolled (with or without readings)
+	Rows    int // rollup rows written
+}
+
+// RollReadings rolls every device's readings up to end (truncated to the
+// hour): for each device whose mark is before it, in transactions of at
+// most a day of hours each, it replaces the rollup rows of the hours from
+// its mark, then advances the mark. Several instances may run it at once:
+// a device's mark is locked (SKIP LOCKED) by the transaction rolling it,
+// and one that is taken is left to the other. Errors: unavailable,
+// timeout.
+func (db *DB) RollReadings(ctx context.Context, end time.Time) (RollStats, error) {
+	var st RollStats
+	end = end.UTC().Truncate(time.Hour)
+	// Devices without a mark yet get one (nothing rolled).
+	if _, err := db.db.ExecContext(ctx, `
+		INSERT INTO reading_rollup_marks (device_id)
+		SELECT d.id FROM devices d
+		WHERE NOT EXISTS (SELECT 1 FROM reading_rollup_marks m WHERE m.device_id = d.id)
+		ON CONFLICT DO NOTHING`); err != nil {
+		return st, translate(err, "roll readings")
+	}
+	var after int64 // devices are taken in id order, each once a pass
+	for {
+		if err := ctx.Err(); err != nil {
+			return st, err
+		}
+		dev, hours, rows, err := db.rollOne(ctx, after, end)
+		if err != nil {
+			return st, translate(err, "roll readings")
+		}
+		if dev == 0 {
+			if after == 0 {
+				return st, nil
+			}
+			after = 0 // another pass for the devices with more to roll
+			continue
+		}
+		after = dev
+		st.Devices++
+		st.Hours += hours
+		st.Rows += rows
+	}
+}
+
+// rollOne rolls at most rollChunk of the first device after after whose
+// mark is before end and not locked, in one transaction, and returns it
+// (0: none), the hours it rolled and the rows it wrote.
+func (db *DB) rollOne(ctx context.Context, after int64, end time.Time) (dev int64, hours, rows int, err error) {
+	tx, err := db.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	defer tx.Rollback()
+	var mark sql.NullTime
+	err = tx.QueryRowContext(ctx, `
+		SELECT device_id, rolled_until FROM reading_rollup_marks
+		WHERE device_id > $1 AND (rolled_until IS NULL OR rolled_until < $2)
+		ORDER BY device_id LIMIT 1 FOR UPDATE SKIP LOCKED`, after, end).Scan(&dev, &mark)
+	if err == sql.ErrNoRows {
+		return 0, 0, 0, nil
+	}
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	// Skip the hours without readings: start at the hour of the first
+	// reading from the mark on (before end).
+	from := time.Time{}
+	if mark.Valid {
+		from = mark.Time
+	}
+	var first sql.NullTime
+	if err := tx.QueryRowContext(ctx, `
+		SELECT date_bin('1 hour', min(received_at), timestamptz 'epoch') FROM readings
+		WHERE device_id = $1 AND received_at >= $2 AND received_at < $3`, dev, from, end).Scan(&first); err != nil {
+		return 0, 0, 0, err
+	}
+	stop := end
+	if first.Valid {
+		start := first.Time.UTC()
+		if stop.Sub(start) > rollChunk {
+			stop = start.Add(rollChunk)
+		}
+		if mark.Valid {
+			// Stale rows of the hours from the mark (rolled before a late
+			// reading moved it back) go; the chunk's are rewritten.
+			if _, err := tx.ExecContext(ctx, `DELETE FROM reading_rollups WHERE device_id = $1 AND hour >= $2 AND hour < $3`, dev, mark.Time, stop); err != nil {
+				return 0, 0, 0, err
+			}
+		}
+		res, err := tx.ExecContext(ctx, rollSQL, dev, start, stop, rollupDepth)
+		if err != nil {
+			return 0, 0, 0, err
+		}
+		n, _ := res.RowsAffected()
+		rows = int(n)
+		hours = int(stop.Sub(start) / time.Hour)
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE reading_rollup_marks SET rolled_until = $2 WHERE device_id = $1`, dev, stop); err != nil {
+		return 0, 0, 0, err
+	}
+	return dev, hours, rows, tx.Commit()
+}
+
+// rollSQL writes the rollup rows of device $1's readings of [$2, $3):
+// the numbers of each reading's data are found by walking its objects
+// (not arrays: no field path can address an array's item) to depth $4.
+// Rows already there (stale, past the mark) are replaced.
+const rollSQL = `
+	WITH RECURSIVE r (hour, path, v) AS (
+		SELECT date_bin('1 hour', t.received_at, timestamptz 'epoch'), '{}'::text[], t.data
+		FROM readings t
+		WHERE t.device_id = $1 AND t.received_at >= $2 AND t.received_at < $3
+		UNION ALL
+		SELECT r.hour, r.path || e.key, e.value
+		FROM r CROSS JOIN LATERAL jsonb_each(CASE WHEN jsonb_typeof(r.v) = 'object' THEN r.v ELSE '{}' END) e
+		WHERE cardinality(r.path) < $4
+	)
+	INSERT INTO reading_rollups (device_id, hour, path, n, sum, min, max)
+	SELECT $1, hour, path, count(*), sum(v::numeric), min(v::numeric), max(v::numeric)
+	FROM (SELECT hour, path, CASE WHEN path <> '{}' THEN v END AS v FROM r
+		WHERE path = '{}' OR jsonb_typeof(v) = 'number') x
+	GROUP BY hour, path
+	ON CONFLICT (device_id, hour, path) DO UPDATE
+		SET n = excluded.n, sum = excluded.sum, min = excluded.min, max = excluded.max`
+
+// Roller keeps the hourly rollups of readings up to date: at start and
+// every Every, it rolls the hours that ended RollupSettle ago. Every
+// instance may run one (see RollReadings).
+type Roller struct {
+	DB *DB
+	// Every is how often it runs (IOTGATE_ROLLUP_INTERVAL; 0:
+	// DefaultRollEvery).
+	Every time.Duration
+	// Logger receives what was done and failures; nil discards them.
+	Logger *slog.Logger
+}
+
+// Run rolls at once and then every Every until ctx ends.
+func (r *Roller) Run(ctx context.Context) {
+	every := r.Every
+	if every <= 0 {
+		every = DefaultRollEvery
+	}
+	log := r.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	iotgate.Every(ctx, every, func(ctx context.Context) {
+		t0 := time.Now()
+		st, err := r.DB.RollReadings(ctx, r.DB.Now().Add(-RollupSettle))
+		if err != nil && ctx.Err() == nil {
+			log.Warn("roll readings", "err", err)
+		}
+		if st.Hours > 0 {
+			log.Info("rolled readings", "devices", st.Devices, "hours", st.Hours, "rows", st.Rows, "took", time.Since(t0))
+		}
+	})
+}

@@ -1,0 +1,236 @@
+//go:build integration
+
+package postgres_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/iotgate/iotgate"
+	"github.com/iotgate/iotgate/postgres"
+)
+
+// TestAggregateRollups checks that the aggregates read from the hourly
+// rollups are exactly those of the raw query, on random windows, fields,
+// aggregates and widths, with part of the hours rolled; then after a late
+// reading for a rolled hour, a roll by two instances at once, retention
+// and a device's delete.
+func TestAggregateRollups(t *testing.T) {
+	ctx := context.Background()
+	db, reg, svc := newStack(t)
+	devs := thermostats(t, reg, svc, "roll@example.com", "other@example.com")
+	d := devs[0]
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, seed))
+	now := time.Now().UTC()
+	start := now.Add(-96 * time.Hour).Truncate(time.Hour)
+	dailyPartitions(t, db, start.Add(-48*time.Hour), now.Add(48*time.Hour))
+
+	// Readings at random intervals over 3 days, with numbers written at
+	// several scales, a humidity now and then, values that are not
+	// numbers (a string, an object: another schema version's shapes) and
+	// a nested number.
+	number := func() string {
+		switch rng.IntN(4) {
+		case 0:
+			return fmt.Sprint(rng.IntN(200) - 100)
+		case 1:
+			return fmt.Sprintf("%.1f", rng.Float64()*50)
+		case 2:
+			return fmt.Sprintf("%.3f0", rng.Float64()*50) // a trailing zero
+		default:
+			return fmt.Sprintf("%.7f", rng.NormFloat64()*1e6)
+		}
+	}
+	reading := func(dev *iotgate.Device, at time.Time, seq int) *iotgate.Reading {
+		temp := number()
+		switch rng.IntN(20) {
+		case 0:
+			temp = `"INF"`
+		case 1:
+			temp = `{"#text":` + number() + `}`
+		}
+		data := fmt.Sprintf(`{"@seq":%d,"@unit":"C","temperature":%s,"mode":"heat"`, seq, temp)
+		if rng.IntN(3) == 0 {
+			data += `,"humidity":` + number()
+		}
+		if rng.IntN(10) == 0 {
+			data += `,"extra":{"deep":[1,2],"n":` + number() + `}`
+		}
+		return &iotgate.Reading{DeviceID: dev.ID, DeviceJID: dev.JID, ReceivedAt: at.Round(time.Microsecond), XML: "<reading/>", Data: json.RawMessage(data + "}")}
+	}
+	var rs []*iotgate.Reading
+	for at, seq := start, 0; at.Before(start.Add(72*time.Hour)); at, seq = at.Add(time.Duration(1+rng.IntN(900))*time.Second), seq+1 {
+		if at.Sub(start) > 30*time.Hour && at.Sub(start) < 33*time.Hour {
+			continue // hours without readings
+		}
+		rs = append(rs, reading(d, at, seq))
+		if seq%5 == 0 {
+			rs = append(rs, reading(devs[1], at, seq))
+		}
+	}
+	insert := func(rs ...*iotgate.Reading) {
+		t.Helper()
+		if err := errors.Join(db.InsertReadings(ctx, rs)...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	insert(rs...)
+
+	fieldSets := [][]iotgate.FieldPath{{{"temperature"}}, {{"humidity"}, {"temperature"}}, {{"@seq"}}, {{"temperature"}, {"@seq"}, {"humidity"}}}
+	everies := []time.Duration{time.Hour, 2 * time.Hour, 3 * time.Hour, 24 * time.Hour}
+	// compare asks n random queries through the service (rollups where
+	// they apply) and the raw query, and wants the same answers, to the
+	// digit. It returns how many queries had rolled hours.
+	compare := func(t *testing.T, n int) {
+		t.Helper()
+		for range n {
+			var q iotgate.AggregateQuery
+			span := 5 * 24 * time.Hour
+			q.From = start.Add(-12 * time.Hour).Add(time.Duration(rng.Int64N(int64(span))))
+			q.To = q.From.Add(time.Duration(rng.Int64N(int64(span))))
+			if rng.IntN(3) == 0 {
+				q.From = q.From.Truncate(time.Hour)
+			}
+			if rng.IntN(3) == 0 {
+				q.To = q.To.Truncate(time.Hour)
+			}
+			q.From, q.To = q.From.Round(time.Microsecond), q.To.Round(time.Microsecond)
+			if !q.To.After(q.From) {
+				continue
+			}
+			q.Every = everies[rng.IntN(len(everies))]
+			q.Fields = fieldSets[rng.IntN(len(fieldSets))]
+			q.Funcs = slices.Clone(iotgate.AggregateFuncs)
+			rng.Shuffle(len(q.Funcs), func(i, j int) { q.Funcs[i], q.Funcs[j] = q.Funcs[j], q.Funcs[i] })
+			q.Funcs = q.Funcs[:1+rng.IntN(len(q.Funcs))]
+			q.Fill = rng.IntN(2) == 0
+			got, err := svc.Aggregate(ctx, d.JID, q)
+			if err != nil {
+				t.Fatalf("%+v: %v", q, err)
+			}
+			want, err := postgres.AggregateRaw(db, ctx, d.JID, q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := diffBuckets(got, want); diff != "" {
+				t.Fatalf("from %s to %s every %s fields %v fns %v fill %v: %s", q.From, q.To, q.Every, q.Fields, q.Funcs, q.Fill, diff)
+			}
+		}
+	}
+	rollupRows := func(dev *iotgate.Device) int {
+		t.Helper()
+		var n int
+		if err := db.SQL().QueryRowContext(ctx, `SELECT count(*) FROM reading_rollups WHERE device_id = $1`, dev.ID).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	mark := func(dev *iotgate.Device) time.Time {
+		t.Helper()
+		var m time.Time
+		if err := db.SQL().QueryRowContext(ctx, `SELECT rolled_until FROM reading_rollup_marks WHERE device_id = $1`, dev.ID).Scan(&m); err != nil {
+			t.Fatal(err)
+		}
+		return m.UTC()
+	}
+	roll := func(end time.Time) postgres.RollStats {
+		t.Helper()
+		st, err := db.RollReadings(ctx, end)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+
+	t.Run("NotRolled", func(t *testing.T) { compare(t, 20) })
+	// Two days rolled, the third not.
+	rolledTo := start.Add(48 * time.Hour)
+	t.Run("PartlyRolled", func(t *testing.T) {
+		st := roll(rolledTo)
+		if st.Hours == 0 || st.Rows == 0 || rollupRows(d) == 0 {
+			t.Fatalf("rolled %+v, %d rows", st, rollupRows(d))
+		}
+		if m := mark(d); !m.Equal(rolledTo) {
+			t.Fatalf("mark = %s, want %s", m, rolledTo)
+		}
+		if st := roll(rolledTo); st.Hours != 0 {
+			t.Errorf("a second roll rolled %+v", st)
+		}
+		compare(t, 200)
+	})
+	t.Run("LateReading", func(t *testing.T) {
+		late := reading(d, start.Add(5*time.Hour+17*time.Minute), 1_000_000)
+		insert(late)
+		if m := mark(d); !m.Equal(start.Add(5 * time.Hour)) {
+			t.Fatalf("mark = %s after a late reading, want its hour %s", m, start.Add(5*time.Hour))
+		}
+		if m := mark(devs[1]); !m.Equal(rolledTo) {
+			t.Errorf("other device's mark = %s, want %s", m, rolledTo)
+		}
+		compare(t, 50)
+	})
+	t.Run("TwoRollers", func(t *testing.T) {
+		var wg sync.WaitGroup
+		errs := make([]error, 2)
+		for i := range errs {
+			wg.Go(func() { _, errs[i] = db.RollReadings(ctx, now) })
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			t.Fatal(err)
+		}
+		if m, want := mark(d), now.Truncate(time.Hour); !m.Equal(want) {
+			t.Fatalf("mark = %s, want %s", m, want)
+		}
+		compare(t, 200)
+	})
+	t.Run("Retention", func(t *testing.T) {
+		before := start.Add(24 * time.Hour).Truncate(24 * time.Hour)
+		if _, err := db.DropReadingPartitions(ctx, before); err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		if err := db.SQL().QueryRowContext(ctx, `SELECT count(*) FROM reading_rollups WHERE hour < $1`, before).Scan(&n); err != nil || n != 0 {
+			t.Fatalf("%d rollup rows before %s (%v), want none", n, before, err)
+		}
+		compare(t, 50)
+	})
+	t.Run("DeleteDevice", func(t *testing.T) {
+		if err := svc.Delete(ctx, devs[1].JID); err != nil {
+			t.Fatal(err)
+		}
+		if n := rollupRows(devs[1]); n != 0 {
+			t.Fatalf("%d rollup rows left of a deleted device", n)
+		}
+	})
+}
+
+// diffBuckets says how got differs from want, to the digit ("" if not).
+func diffBuckets(got, want []iotgate.AggregateBucket) string {
+	if len(got) != len(want) {
+		return fmt.Sprintf("%d buckets, want %d", len(got), len(want))
+	}
+	for i := range want {
+		g, w := got[i], want[i]
+		if !g.Start.Equal(w.Start) || g.Readings != w.Readings {
+			return fmt.Sprintf("bucket %d = %s (%d readings), want %s (%d)", i, g.Start, g.Readings, w.Start, w.Readings)
+		}
+		for f := range w.Values {
+			for j := range w.Values[f] {
+				if g.Values[f][j] != w.Values[f][j] {
+					return fmt.Sprintf("bucket %s field %d aggregate %d = %q, want %q", w.Start, f, j, g.Values[f][j], w.Values[f][j])
+				}
+			}
+		}
+	}
+	return ""
+}
