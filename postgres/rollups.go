@@ -79,6 +79,7 @@ type RollStats struct {
 	Devices int // device transactions that rolled hours or moved a mark
 	Hours   int // device-hours rolled (with or without readings)
 	Rows    int // rollup rows written
+	Idle    int // devices without readings to roll whose marks moved to end
 }
 
 // RollReadings rolls every device's readings up to end (truncated to the
@@ -98,6 +99,21 @@ func (db *DB) RollReadings(ctx context.Context, end time.Time) (RollStats, error
 		WHERE NOT EXISTS (SELECT 1 FROM reading_rollup_marks m WHERE m.device_id = d.id)
 		ON CONFLICT DO NOTHING`); err != nil {
 		return st, translate(err, "roll readings")
+	}
+	// Devices without a reading since their mark (last_seen_at is the
+	// newest reading's received_at) have nothing to roll: their marks
+	// move to end at once, without a transaction each. A reading of
+	// theirs committed meanwhile is late or after end (see RollupSettle).
+	res, err := db.db.ExecContext(ctx, `
+		UPDATE reading_rollup_marks m SET rolled_until = $1
+		FROM devices d
+		WHERE d.id = m.device_id AND (m.rolled_until IS NULL OR m.rolled_until < $1)
+			AND (d.last_seen_at IS NULL OR d.last_seen_at < m.rolled_until)`, end)
+	if err != nil {
+		return st, translate(err, "roll readings")
+	}
+	if n, _ := res.RowsAffected(); n > 0 {
+		st.Idle = int(n)
 	}
 	var after int64 // devices are taken in id order, each once a pass
 	for {
@@ -142,17 +158,20 @@ func (db *DB) rollOne(ctx context.Context, after int64, end time.Time) (dev int6
 	if err != nil {
 		return 0, 0, 0, err
 	}
-	// Skip the hours without readings: start at the hour of the first
-	// reading from the mark on (before end).
-	from := time.Time{}
-	if mark.Valid {
-		from = mark.Time
-	}
-	var first sql.NullTime
-	if err := tx.QueryRowContext(ctx, `
-		SELECT date_bin('1 hour', min(received_at), timestamptz 'epoch') FROM readings
-		WHERE device_id = $1 AND received_at >= $2 AND received_at < $3`, dev, from, end).Scan(&first); err != nil {
-		return 0, 0, 0, err
+	// Start at the mark; when there is more than a chunk to roll (a
+	// first roll, or a late reading's), skip the hours without readings:
+	// start at the hour of the first reading from the mark on.
+	first := sql.NullTime{Time: mark.Time, Valid: mark.Valid}
+	if !mark.Valid || end.Sub(mark.Time) > rollChunk {
+		from := time.Time{}
+		if mark.Valid {
+			from = mark.Time
+		}
+		if err := tx.QueryRowContext(ctx, `
+			SELECT date_bin('1 hour', min(received_at), timestamptz 'epoch') FROM readings
+			WHERE device_id = $1 AND received_at >= $2 AND received_at < $3`, dev, from, end).Scan(&first); err != nil {
+			return 0, 0, 0, err
+		}
 	}
 	stop := end
 	if first.Valid {

@@ -25,7 +25,7 @@ import (
 func TestAggregateRollups(t *testing.T) {
 	ctx := context.Background()
 	db, reg, svc := newStack(t)
-	devs := thermostats(t, reg, svc, "roll@example.com", "other@example.com")
+	devs := thermostats(t, reg, svc, "roll@example.com", "other@example.com", "idle@example.com")
 	d := devs[0]
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
@@ -156,11 +156,13 @@ func TestAggregateRollups(t *testing.T) {
 	rolledTo := start.Add(48 * time.Hour)
 	t.Run("PartlyRolled", func(t *testing.T) {
 		st := roll(rolledTo)
-		if st.Hours == 0 || st.Rows == 0 || rollupRows(d) == 0 {
+		if st.Hours == 0 || st.Rows == 0 || st.Idle != 1 || rollupRows(d) == 0 {
 			t.Fatalf("rolled %+v, %d rows", st, rollupRows(d))
 		}
-		if m := mark(d); !m.Equal(rolledTo) {
-			t.Fatalf("mark = %s, want %s", m, rolledTo)
+		for _, dev := range devs {
+			if m := mark(dev); !m.Equal(rolledTo) {
+				t.Fatalf("%s: mark = %s, want %s", dev.JID, m, rolledTo)
+			}
 		}
 		if st := roll(rolledTo); st.Hours != 0 {
 			t.Errorf("a second roll rolled %+v", st)
@@ -192,6 +194,20 @@ func TestAggregateRollups(t *testing.T) {
 			t.Fatalf("mark = %s, want %s", m, want)
 		}
 		compare(t, 200)
+	})
+	t.Run("OnTime", func(t *testing.T) {
+		// Readings of the current hour, committed at once, rolled once
+		// the hour is over: from the mark, with no hour to skip.
+		at := time.Now().Add(-time.Second)
+		insert(reading(d, at, 2_000_000), reading(d, at.Add(time.Millisecond), 2_000_001))
+		if m, want := mark(d), now.Truncate(time.Hour); !m.Equal(want) {
+			t.Fatalf("mark = %s after readings on time, want %s", m, want)
+		}
+		end := at.Add(2 * time.Hour).Truncate(time.Hour)
+		if st := roll(end); st.Hours != int(end.Sub(now.Truncate(time.Hour))/time.Hour) {
+			t.Errorf("rolled %+v, want the hours from the mark to %s", st, end)
+		}
+		compare(t, 50)
 	})
 	t.Run("Retention", func(t *testing.T) {
 		before := start.Add(24 * time.Hour).Truncate(24 * time.Hour)
