@@ -68,7 +68,7 @@ func TestAggregateRollups(t *testing.T) {
 		return &iotgate.Reading{DeviceID: dev.ID, DeviceJID: dev.JID, ReceivedAt: at.Round(time.Microsecond), XML: "<reading/>", Data: json.RawMessage(data + "}")}
 	}
 	var rs []*iotgate.Reading
-	for at, seq := start, 0; at.Before(start.Add(72*time.Hour)); at, seq = at.Add(time.Duration(1+rng.IntN(900))*time.Second), seq+1 {
+	for at, seq := start, 0; at.Before(start.Add(72 * time.Hour)); at, seq = at.Add(time.Duration(1+rng.IntN(900))*time.Second), seq+1 {
 		if at.Sub(start) > 30*time.Hour && at.Sub(start) < 33*time.Hour {
 			continue // hours without readings
 		}
