@@ -147,6 +147,12 @@ func (db *DB) rollOne(ctx context.Context, after int64, end time.Time) (dev int6
 		return 0, 0, 0, err
 	}
 	defer tx.Rollback()
+	// rollSQL's recursive walk is estimated at a million rows, which
+	// makes PostgreSQL compile it (JIT) for each device-day: 340 ms of
+	// compiling for a walk of 50 ms, measured.
+	if _, err := tx.ExecContext(ctx, `SET LOCAL jit = off`); err != nil {
+		return 0, 0, 0, err
+	}
 	var mark sql.NullTime
 	err = tx.QueryRowContext(ctx, `
 		SELECT device_id, rolled_until FROM reading_rollup_marks
