@@ -45,8 +45,15 @@ const (
 
 // markLateReadings moves back the rollup marks of the devices of the late
 // readings of rs (see LateReading) to the hour of each one's oldest, in
-// tx. Most batches have none and cost nothing here. The marks are locked
-// in device order, as updateLastSeen locks devices.
+// tx, after the readings are inserted. Most batches have none and cost
+// nothing here.
+//
+// The marks are locked first, in device order (as updateLastSeen locks
+// devices), and only then read again and moved: a roller rolling one of
+// these devices holds its mark, and its snapshot may lack these readings,
+// so the mark must be moved after its commit, never judged before it. A
+// device without a mark gets one (nothing rolled): a roller that would
+// make it and roll meanwhile waits for this transaction instead.
 func (db *DB) markLateReadings(ctx context.Context, tx *sql.Tx, rs []*iotgate.Reading) error {
 	late := db.Now().Add(-LateReading)
 	var ids []int64
@@ -60,16 +67,22 @@ func (db *DB) markLateReadings(ctx context.Context, tx *sql.Tx, rs []*iotgate.Re
 	if len(ids) == 0 {
 		return nil
 	}
+	for _, q := range []string{`
+		INSERT INTO reading_rollup_marks (device_id)
+		SELECT id FROM devices WHERE id = ANY($1::bigint[]) ORDER BY id
+		ON CONFLICT DO NOTHING`, `
+		SELECT device_id FROM reading_rollup_marks WHERE device_id = ANY($1::bigint[])
+		ORDER BY device_id FOR NO KEY UPDATE`,
+	} {
+		if _, err := tx.ExecContext(ctx, q, pq.Array(ids)); err != nil {
+			return err
+		}
+	}
+	// A NULL mark (nothing rolled) stays NULL.
 	_, err := tx.ExecContext(ctx, `
-		WITH v AS MATERIALIZED (
-			SELECT id, min(date_bin('1 hour', t, timestamptz 'epoch')) AS hour
-			FROM unnest($1::bigint[], $2::timestamptz[]) AS v(id, t) GROUP BY id),
-		locked AS MATERIALIZED (
-			SELECT m.device_id FROM reading_rollup_marks m JOIN v ON m.device_id = v.id
-			WHERE m.rolled_until > v.hour
-			ORDER BY m.device_id FOR NO KEY UPDATE OF m)
 		UPDATE reading_rollup_marks m SET rolled_until = v.hour
-		FROM v JOIN locked l ON l.device_id = v.id
+		FROM (SELECT id, min(date_bin('1 hour', t, timestamptz 'epoch')) AS hour
+			FROM unnest($1::bigint[], $2::timestamptz[]) AS v(id, t) GROUP BY id) v
 		WHERE m.device_id = v.id AND m.rolled_until > v.hour`, pq.Array(ids), pq.Array(at))
 	return err
 }
@@ -100,21 +113,11 @@ func (db *DB) RollReadings(ctx context.Context, end time.Time) (RollStats, error
 		ON CONFLICT DO NOTHING`); err != nil {
 		return st, translate(err, "roll readings")
 	}
-	// Devices without a reading since their mark (last_seen_at is the
-	// newest reading's received_at) have nothing to roll: their marks
-	// move to end at once, without a transaction each. A reading of
-	// theirs committed meanwhile is late or after end (see RollupSettle).
-	res, err := db.db.ExecContext(ctx, `
-		UPDATE reading_rollup_marks m SET rolled_until = $1
-		FROM devices d
-		WHERE d.id = m.device_id AND (m.rolled_until IS NULL OR m.rolled_until < $1)
-			AND (d.last_seen_at IS NULL OR d.last_seen_at < m.rolled_until)`, end)
+	idle, err := db.skipIdle(ctx, end)
 	if err != nil {
 		return st, translate(err, "roll readings")
 	}
-	if n, _ := res.RowsAffected(); n > 0 {
-		st.Idle = int(n)
-	}
+	st.Idle = idle
 	var after int64 // devices are taken in id order, each once a pass
 	for {
 		if err := ctx.Err(); err != nil {
@@ -138,9 +141,47 @@ func (db *DB) RollReadings(ctx context.Context, end time.Time) (RollStats, error
 	}
 }
 
+// skipIdle moves the marks of the devices without a reading since their
+// mark (last_seen_at is the newest reading's received_at) to end, in one
+// transaction rather than one each, and returns how many. As in rollOne,
+// the marks are locked (those not taken by a roller or a late reading's
+// transaction) before last_seen_at is read, in a later statement: a late
+// reading committed before the lock is seen, one committed after moves
+// the mark back itself.
+func (db *DB) skipIdle(ctx context.Context, end time.Time) (int, error) {
+	tx, err := db.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback()
+	locked, err := queryTx(ctx, tx, scanInt64, `
+		SELECT m.device_id FROM reading_rollup_marks m
+		JOIN devices d ON d.id = m.device_id
+		WHERE (m.rolled_until IS NULL OR m.rolled_until < $1)
+			AND (d.last_seen_at IS NULL OR d.last_seen_at < m.rolled_until)
+		ORDER BY m.device_id FOR UPDATE OF m SKIP LOCKED`, end)
+	if err != nil || len(locked) == 0 {
+		return 0, err
+	}
+	res, err := tx.ExecContext(ctx, `
+		UPDATE reading_rollup_marks m SET rolled_until = $1
+		FROM devices d
+		WHERE m.device_id = ANY($2::bigint[]) AND d.id = m.device_id
+			AND (m.rolled_until IS NULL OR m.rolled_until < $1)
+			AND (d.last_seen_at IS NULL OR d.last_seen_at < m.rolled_until)`, end, pq.Array(locked))
+	if err != nil {
+		return 0, err
+	}
+	n, _ := res.RowsAffected()
+	return int(n), tx.Commit()
+}
+
 // rollOne rolls at most rollChunk of the first device after after whose
 // mark is before end and not locked, in one transaction, and returns it
-// (0: none), the hours it rolled and the rows it wrote.
+// (0: none), the hours it rolled and the rows it wrote. The mark is locked
+// first and the readings read in later statements (fresh snapshots): a
+// late reading committed before the lock is rolled, and the transaction
+// of one committed after it waits for this one to move the mark back.
 func (db *DB) rollOne(ctx context.Context, after int64, end time.Time) (dev int64, hours, rows int, err error) {
 	tx, err := db.db.BeginTx(ctx, nil)
 	if err != nil {

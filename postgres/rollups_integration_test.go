@@ -4,6 +4,7 @@ package postgres_test
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -204,9 +205,57 @@ func TestAggregateRollups(t *testing.T) {
 		}
 		compare(t, 200)
 	})
+	t.Run("LateReadingWhileRolling", func(t *testing.T) {
+		// A roller holds d's mark and rolls the hour of a late reading
+		// without it (its snapshot predates the reading's commit): the
+		// reading's transaction waits for the roller's commit, then moves
+		// the mark back to its hour, though the hour was not rolled yet
+		// when the reading was inserted.
+		hour := start.Add(50 * time.Hour)
+		if _, err := db.SQL().ExecContext(ctx, `UPDATE reading_rollup_marks SET rolled_until = $2 WHERE device_id = $1`, d.ID, hour); err != nil {
+			t.Fatal(err)
+		}
+		roller, err := db.SQL().BeginTx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer roller.Rollback()
+		if _, err := roller.ExecContext(ctx, `SELECT 1 FROM reading_rollup_marks WHERE device_id = $1 FOR UPDATE`, d.ID); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() {
+			done <- errors.Join(db.InsertReadings(ctx, []*iotgate.Reading{reading(d, hour.Add(20*time.Minute), 3_000_000)})...)
+		}()
+		waitForLockWait(t, db)
+		if _, err := roller.ExecContext(ctx, `UPDATE reading_rollup_marks SET rolled_until = $2 WHERE device_id = $1`, d.ID, hour.Add(2*time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		if err := roller.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if m := mark(d); !m.Equal(hour) {
+			t.Fatalf("mark = %s after a late reading committed behind a roll, want its hour %s", m, hour)
+		}
+		compare(t, 50)
+	})
+	t.Run("LateReadingNoMark", func(t *testing.T) {
+		// A device the roller has not seen yet gets a mark of nothing
+		// rolled from its late reading's transaction.
+		dev := thermostats(t, reg, svc, "new@example.com")[0]
+		insert(reading(dev, start.Add(time.Hour), 1))
+		var m sql.NullTime
+		if err := db.SQL().QueryRowContext(ctx, `SELECT rolled_until FROM reading_rollup_marks WHERE device_id = $1`, dev.ID).Scan(&m); err != nil || m.Valid {
+			t.Fatalf("mark = %v, %v; want a NULL mark", m, err)
+		}
+	})
 	t.Run("OnTime", func(t *testing.T) {
 		// Readings of the current hour, committed at once, rolled once
 		// the hour is over: from the mark, with no hour to skip.
+		roll(now)
 		at := time.Now().Add(-time.Second)
 		insert(reading(d, at, 2_000_000), reading(d, at.Add(time.Millisecond), 2_000_001))
 		if m, want := mark(d), now.Truncate(time.Hour); !m.Equal(want) {
@@ -258,4 +307,21 @@ func diffBuckets(got, want []iotgate.AggregateBucket) string {
 		}
 	}
 	return ""
+}
+
+// waitForLockWait waits until a session of db's database waits for a
+// lock.
+func waitForLockWait(t *testing.T, db *postgres.DB) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		var n int
+		if err := db.SQL().QueryRowContext(context.Background(), `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			return
+		}
+	}
+	t.Fatal("no session waits for a lock")
 }
