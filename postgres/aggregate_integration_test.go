@@ -270,7 +270,7 @@ func BenchmarkAggregateReadings(b *testing.B) {
 	}
 	// The month rolled as the Roller would (up to RollupSettle ago), once.
 	t0 := time.Now()
-	st, err := db.RollReadings(ctx, now.Add(-postgres.RollupSettle))
+	st, err := db.RollReadings(ctx, now.Add(-postgres.RollupSettle), 0)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -328,7 +328,7 @@ func BenchmarkAggregateReadings(b *testing.B) {
 			if _, err := db.SQL().ExecContext(ctx, `UPDATE reading_rollup_marks SET rolled_until = rolled_until - interval '1 hour' WHERE device_id = $1`, d.ID); err != nil {
 				b.Fatal(err)
 			}
-			st, err := db.RollReadings(ctx, now.Add(-postgres.RollupSettle))
+			st, err := db.RollReadings(ctx, now.Add(-postgres.RollupSettle), 0)
 			if err != nil || st.Hours != 1 {
 				b.Fatalf("rolled %+v, %v; want 1 hour", st, err)
 			}

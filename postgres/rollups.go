@@ -35,6 +35,11 @@ const (
 	LateReading = time.Minute
 	// DefaultRollEvery is how often the Roller runs by default.
 	DefaultRollEvery = 5 * time.Minute
+	// RollBudget bounds the time of one run of the Roller (it ends after
+	// the transaction in progress): at most a tenth of the database's
+	// time with the default interval, while months of history are rolled
+	// for the first time.
+	RollBudget = 30 * time.Second
 	// rollChunk bounds the hours of one device one transaction rolls,
 	// so that a first roll over months of history goes in short steps.
 	rollChunk = 24 * time.Hour
@@ -98,12 +103,15 @@ type RollStats struct {
 // RollReadings rolls every device's readings up to end (truncated to the
 // hour): for each device whose mark is before it, in transactions of at
 // most a day of hours each, it replaces the rollup rows of the hours from
-// its mark, then advances the mark. Several instances may run it at once:
-// a device's mark is locked (SKIP LOCKED) by the transaction rolling it,
-// and one that is taken is left to the other. Errors: unavailable,
-// timeout.
-func (db *DB) RollReadings(ctx context.Context, end time.Time) (RollStats, error) {
+// its mark, then advances the mark. It starts no transaction after the
+// first once budget has passed (0: no bound), so that a first roll of months of
+// history goes in slices, between which the hours not rolled are read
+// raw. Several instances may run it at once: a device's mark is locked
+// (SKIP LOCKED) by the transaction rolling it, and one that is taken is
+// left to the other. Errors: unavailable, timeout.
+func (db *DB) RollReadings(ctx context.Context, end time.Time, budget time.Duration) (RollStats, error) {
 	var st RollStats
+	t0 := time.Now()
 	end = end.UTC().Truncate(time.Hour)
 	// Devices without a mark yet get one (nothing rolled).
 	if _, err := db.db.ExecContext(ctx, `
@@ -138,6 +146,9 @@ func (db *DB) RollReadings(ctx context.Context, end time.Time) (RollStats, error
 		st.Devices++
 		st.Hours += hours
 		st.Rows += rows
+		if budget > 0 && time.Since(t0) >= budget {
+			return st, nil // after one transaction at least: a run makes progress
+		}
 	}
 }
 
@@ -312,7 +323,7 @@ func (r *Roller) Run(ctx context.Context) {
 	}
 	iotgate.Every(ctx, every, func(ctx context.Context) {
 		t0 := time.Now()
-		st, err := r.DB.RollReadings(ctx, r.DB.Now().Add(-RollupSettle))
+		st, err := r.DB.RollReadings(ctx, r.DB.Now().Add(-RollupSettle), RollBudget)
 		if err != nil && ctx.Err() == nil {
 			log.Warn("roll readings", "err", err)
 		}

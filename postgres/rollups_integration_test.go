@@ -154,7 +154,7 @@ func TestAggregateRollups(t *testing.T) {
 	}
 	roll := func(end time.Time) postgres.RollStats {
 		t.Helper()
-		st, err := db.RollReadings(ctx, end)
+		st, err := db.RollReadings(ctx, end, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -179,6 +179,26 @@ func TestAggregateRollups(t *testing.T) {
 		}
 		compare(t, 200)
 	})
+	t.Run("Budget", func(t *testing.T) {
+		// A spent budget ends a run after its first transaction: one
+		// device-day rolled, the rest at the next run.
+		back := rolledTo.Add(-40 * time.Hour)
+		if _, err := db.SQL().ExecContext(ctx, `UPDATE reading_rollup_marks SET rolled_until = $2 WHERE device_id = $1`, d.ID, back); err != nil {
+			t.Fatal(err)
+		}
+		st, err := db.RollReadings(ctx, rolledTo, time.Nanosecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m := mark(d); st.Devices != 1 || !m.Equal(back.Add(24*time.Hour)) {
+			t.Fatalf("rolled %+v, mark %s; want one device-day, mark %s", st, m, back.Add(24*time.Hour))
+		}
+		compare(t, 30)
+		if st := roll(rolledTo); st.Devices != 1 || st.Hours != 16 {
+			t.Errorf("the next run rolled %+v, want the 16 hours left", st)
+		}
+		compare(t, 30)
+	})
 	t.Run("LateReading", func(t *testing.T) {
 		late := reading(d, start.Add(5*time.Hour+17*time.Minute), 1_000_000)
 		insert(late)
@@ -194,7 +214,7 @@ func TestAggregateRollups(t *testing.T) {
 		var wg sync.WaitGroup
 		errs := make([]error, 2)
 		for i := range errs {
-			wg.Go(func() { _, errs[i] = db.RollReadings(ctx, now) })
+			wg.Go(func() { _, errs[i] = db.RollReadings(ctx, now, 0) })
 		}
 		wg.Wait()
 		if err := errors.Join(errs...); err != nil {
