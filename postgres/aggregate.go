@@ -167,12 +167,15 @@ func (db *DB) aggregateRolled(ctx context.Context, jid string, q iotgate.Aggrega
 	if err != nil {
 		return nil, translate(err, "aggregate readings")
 	}
-	upto := first // rolled hours: [first, upto)
-	if mark.Valid && mark.Time.After(first) {
-		upto = mark.Time.UTC()
-		if upto.After(last) {
-			upto = last
-		}
+	if !mark.Valid || !mark.Time.After(first) {
+		// No hour of the range is rolled (the roller is behind, or the
+		// range is recent): the raw query, one statement.
+		tx.Rollback()
+		return db.aggregateRaw(ctx, jid, q)
+	}
+	upto := mark.Time.UTC() // rolled hours: [first, upto)
+	if upto.After(last) {
+		upto = last
 	}
 	args := []any{dev, strconv.FormatInt(int64(q.Every/time.Second), 10) + " seconds", q.From, q.To, first, upto}
 	vals := make([]string, 0, len(q.Fields))
