@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lib/pq"
+
 	"github.com/iotgate/iotgate"
 	"github.com/iotgate/iotgate/postgres"
 )
@@ -344,4 +346,59 @@ func waitForLockWait(t *testing.T, db *postgres.DB) {
 		}
 	}
 	t.Fatal("no session waits for a lock")
+}
+
+// BenchmarkRollReadings measures the roller's steady work each hour: 200
+// devices with a reading every 10 s (360 in the hour) and 1000 idle ones;
+// each iteration moves every mark back an hour and rolls it again. It
+// reports the time per active device-hour and per reading rolled.
+//
+//	IOTGATE_INTEGRATION=1 go test -tags integration -run '^$' -bench BenchmarkRollReadings -benchtime 10x ./postgres/
+func BenchmarkRollReadings(b *testing.B) {
+	ctx := context.Background()
+	db, reg, svc := newStack(b)
+	const active, idle, perHour = 200, 1000, 360
+	jids := make([]string, active+idle)
+	for i := range jids {
+		jids[i] = fmt.Sprintf("d%04d@example.com", i)
+	}
+	devs := thermostats(b, reg, svc, jids...)
+	end := time.Now().UTC().Add(-postgres.RollupSettle).Truncate(time.Hour)
+	hour := end.Add(-time.Hour)
+	ids := make([]int64, active)
+	for i := range ids {
+		ids[i] = devs[i].ID
+	}
+	if _, err := db.SQL().ExecContext(ctx, `INSERT INTO readings (device_id, received_at, xml, data)
+		SELECT d, $2::timestamptz + i * interval '10 seconds', '<reading/>',
+			jsonb_build_object('@seq', i, '@unit', 'C', 'temperature', 20 + (i % 100) / 10.0, 'humidity', 40 + i % 20, 'mode', 'heat')
+		FROM unnest($1::bigint[]) d, generate_series(0, $3 - 1) i`, pq.Array(ids), hour, perHour); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := db.SQL().ExecContext(ctx, `UPDATE devices SET last_seen_at = $2 WHERE id = ANY($1)`, pq.Array(ids), end.Add(-time.Second)); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := db.RollReadings(ctx, end, 0); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := db.SQL().ExecContext(ctx, `VACUUM ANALYZE readings, reading_rollups, reading_rollup_marks`); err != nil {
+		b.Fatal(err)
+	}
+	var total time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		if _, err := db.SQL().ExecContext(ctx, `UPDATE reading_rollup_marks SET rolled_until = $1`, hour); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		t0 := time.Now()
+		st, err := db.RollReadings(ctx, end, 0)
+		total += time.Since(t0)
+		if err != nil || st.Devices != active || st.Idle != idle {
+			b.Fatalf("rolled %+v, %v; want %d devices, %d idle", st, err, active, idle)
+		}
+	}
+	per := float64(total.Microseconds()) / 1000 / float64(b.N)
+	b.ReportMetric(per/active, "ms/device-hour")
+	b.ReportMetric(per*1000/(active*perHour), "µs/reading")
 }
