@@ -182,9 +182,9 @@ func (db *DB) RollReadings(ctx context.Context, end time.Time, budget time.Durat
 // marks are within rollChunk of end and not locked (the steady state: the
 // last hour or two), each from its mark to end, and returns how many
 // devices, hours and rows. As in rollOne, the marks are locked before the
-// readings are read. One transaction for many devices: per device, one
-// of its own cost 2 ms more than the 2 ms of rolling an hour of 360
-// readings (round trips and the commit), measured.
+// readings are read. One transaction and statement for many devices: one
+// transaction per device cost 4.4 ms per device-hour of 360 readings,
+// against 1.6 ms in batches of 100 (BenchmarkRollReadings).
 func (db *DB) rollBatch(ctx context.Context, end time.Time) (devs, hours, rows int, err error) {
 	tx, err := db.db.BeginTx(ctx, nil)
 	if err != nil {
