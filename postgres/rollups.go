@@ -98,7 +98,7 @@ func (db *DB) markLateReadings(ctx context.Context, tx *sql.Tx, rs []*iotgate.Re
 
 // RollStats is what one RollReadings did.
 type RollStats struct {
-	Devices int // device transactions that rolled hours or moved a mark
+	Devices int // devices rolled (once per transaction that rolled them)
 	Hours   int // device-hours rolled (with or without readings)
 	Rows    int // rollup rows written
 	Idle    int // devices without readings to roll whose marks moved to end
