@@ -45,6 +45,9 @@ type DeviceService interface {
 	// States returns the states of many devices, and the JIDs of those
 	// not registered or that show refuses. Errors: invalid, unavailable.
 	States(ctx context.Context, jids []string, show func(*iotgate.Device) bool) ([]*iotgate.State, []string, error)
+	// StatesOf returns the states of devices the caller holds, in
+	// order. Errors: invalid (more than devices.MaxStates), unavailable.
+	StatesOf(ctx context.Context, devs []*iotgate.Device) ([]*iotgate.State, error)
 	// ReadingFields returns the paths of the scalar fields of the
 	// device's readings by its schema, sorted. Errors: invalid,
 	// not_found, unavailable.
@@ -142,6 +145,10 @@ type Device struct {
 	// Online is whether an instance of the device is available, from its
 	// presence.
 	Online bool `json:"online" example:"true"`
+	// State is the device's current state (presence resources and
+	// latest reading) as GET /v1/devices/{jid}/state gives it; only in
+	// GET /v1/devices?include=state.
+	State *DeviceState `json:"state,omitempty"`
 }
 
 // DeviceList is one page of devices.
@@ -178,6 +185,8 @@ type listDevicesQuery struct {
 	Limit  int               `query:"limit" validate:"min=1,max=1000"`
 	// Cursor encodes a JID, which may be up to 3071 bytes long.
 	Cursor string `query:"cursor" validate:"max=8192"`
+	// Include "state" adds each device's state.
+	Include string `query:"include" validate:"omitempty,oneof=state"`
 }
 
 // deviceHandler serves /v1/devices.
@@ -294,20 +303,24 @@ func (h *deviceHandler) taken(c echo.Context, jid string, err error) error {
 //	@Param			online	query		bool		false	"Only devices whose presence is (true) or is not (false) available"
 //	@Param			limit	query		int			false	"Page size"	minimum(1)	maximum(1000)	default(100)
 //	@Param			cursor	query		string		false	"next_cursor of the previous page"
+//	@Param			include	query		string		false	"state: each device also carries its state (presence resources, latest reading) as GET /v1/devices/{jid}/state gives it, from iotgate's caches; then limit is at most 500 and the request counts as heavy"	Enums(state)	extensions(x-example=state)
 //	@Success		200		{object}	api.DeviceList
-//	@Failure		400		{object}	api.ErrorResponse	"A bad label, online, limit or cursor"
+//	@Failure		400		{object}	api.ErrorResponse	"A bad label, online, limit, cursor or include (limit over 500 with include=state)"
 //	@Failure		500		{object}	api.ErrorResponse
 //	@Failure		503		{object}	api.ErrorResponse
 //	@Security		BearerAuth
 //	@Failure		401	{object}	api.ErrorResponse	"Missing, unknown, expired or revoked token (code unauthorized; header WWW-Authenticate)"
 //	@Failure		403	{object}	api.ErrorResponse	"The token lacks the route's scope (code forbidden)"
-//	@Failure		429	{object}	api.ErrorResponse	"The token's request rate is exceeded (code rate_limited)"
+//	@Failure		429	{object}	api.ErrorResponse	"The token's request rate is exceeded (code rate_limited), or with include=state it (or the server) has too many heavy requests in progress (code too_many_concurrent)"
 //	@Header			429	{integer}	Retry-After	"Seconds to wait before retrying"
 //	@Router			/v1/devices [get]
 func (h *deviceHandler) list(c echo.Context) error {
 	q := listDevicesQuery{Limit: DefaultPageLimit}
 	if err := parseQuery(c, &q); err != nil {
 		return err
+	}
+	if q.Include == includeState && q.Limit > devices.MaxStates {
+		return iotgate.Errorf(iotgate.EInvalid, "limit must be at most %d with include=state", devices.MaxStates)
 	}
 	labels, ok := withSelector(q.Labels, selectorOf(c))
 	if !ok {
@@ -319,6 +332,9 @@ func (h *deviceHandler) list(c echo.Context) error {
 	})
 	if err != nil {
 		return fmt.Errorf("list devices: %w", err)
+	}
+	if q.Include == includeState {
+		return h.writeWithStates(c, page)
 	}
 	return c.JSON(http.StatusOK, DeviceList{Items: itemsOf(page.Items, deviceOf), NextCursor: page.NextCursor})
 }

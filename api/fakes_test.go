@@ -371,6 +371,19 @@ func (f *fakeDevices) States(ctx context.Context, jids []string, show func(*iotg
 	return sts, missing, nil
 }
 
+// StatesOf returns the states of devs through State.
+func (f *fakeDevices) StatesOf(ctx context.Context, devs []*iotgate.Device) ([]*iotgate.State, error) {
+	sts := make([]*iotgate.State, 0, len(devs))
+	for _, d := range devs {
+		st, err := f.State(ctx, d.JID)
+		if err != nil {
+			return nil, err
+		}
+		sts = append(sts, st)
+	}
+	return sts, nil
+}
+
 // ReadingFields returns the thermostat's scalar fields the fixture's
 // readings use, plus one they never have.
 func (f *fakeDevices) ReadingFields(_ context.Context, jid string) ([]iotgate.FieldPath, error) {

@@ -80,3 +80,15 @@ func (s *Server) heavy(next echo.HandlerFunc) echo.HandlerFunc {
 		return next(c)
 	}
 }
+
+// heavyWhen is heavy for the requests for which cond holds (a list that
+// asks for more per item), and next alone for the others.
+func (s *Server) heavyWhen(cond func(echo.Context) bool, next echo.HandlerFunc) echo.HandlerFunc {
+	h := s.heavy(next)
+	return func(c echo.Context) error {
+		if cond(c) {
+			return h(c)
+		}
+		return next(c)
+	}
+}

@@ -96,6 +96,13 @@ func TestHeavyRequestsBounded(t *testing.T) {
 		}
 	}
 	tooMany(testToken, "this token has 2 list requests")
+	// A device list is heavy only when it asks for states.
+	if rec := do(t, srv, http.MethodGet, "/v1/devices?include=state", nil); rec.Code != http.StatusTooManyRequests {
+		t.Errorf("GET /v1/devices?include=state with the token's slots taken: %d, want 429", rec.Code)
+	}
+	if rec := do(t, srv, http.MethodGet, "/v1/devices", nil); rec.Code != http.StatusOK {
+		t.Errorf("GET /v1/devices with the token's slots taken: %d, want 200", rec.Code)
+	}
 	// Another token is served meanwhile (its page starts).
 	start("secret-b", "/v1/devices/thermo1@example.com/readings")
 	// The server's cap (3) is reached: a third token waits too.

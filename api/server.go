@@ -289,7 +289,7 @@ func (s *Server) routes(deps Deps) {
 		h := &deviceHandler{svc: deps.Devices, pageBytes: s.cfg.MaxPageBytes, writeTimeout: s.cfg.WriteTimeout}
 		add(
 			route{http.MethodPost, "/v1/devices", iotgate.ScopeDevicesWrite, h.create},
-			route{http.MethodGet, "/v1/devices", iotgate.ScopeDevicesRead, h.list},
+			route{http.MethodGet, "/v1/devices", iotgate.ScopeDevicesRead, s.heavyWhen(includesState, h.list)},
 			route{http.MethodPost, "/v1/devices/states", iotgate.ScopeDevicesRead, s.heavy(h.states)},
 			route{http.MethodGet, "/v1/devices/:jid", iotgate.ScopeDevicesRead, h.get},
 			route{http.MethodPatch, "/v1/devices/:jid", iotgate.ScopeDevicesWrite, h.update},

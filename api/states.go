@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 
@@ -98,4 +99,33 @@ func (h *deviceHandler) states(c echo.Context) error {
 	}
 	_, err = w.Write(b)
 	return err
+}
+
+// includeState is the include value of GET /v1/devices that adds each
+// device's state.
+const includeState = "state"
+
+// includesState says whether a device list asks for its devices' states:
+// it is then heavy, as POST /v1/devices/states.
+func includesState(c echo.Context) bool { return c.QueryParam("include") != "" }
+
+// writeWithStates answers a page of devices with each one's state, from
+// the same primitive as POST /v1/devices/states (the device service's
+// StatesOf) and rendered by the same appendState, streamed as writeList
+// does. The page is already limited to the token's selector.
+func (h *deviceHandler) writeWithStates(c echo.Context, page *iotgate.DevicePage) error {
+	sts, err := h.svc.StatesOf(c.Request().Context(), page.Items)
+	if err != nil {
+		return fmt.Errorf("get device states: %w", err)
+	}
+	return writeList(c, len(page.Items), func(b []byte, i int) ([]byte, error) {
+		d, err := json.Marshal(deviceOf(page.Items[i]))
+		if err != nil {
+			return b, err
+		}
+		b = append(b, d[:len(d)-1]...) // the object, open for one more key
+		b = append(b, `,"state":`...)
+		b = appendState(b, sts[i])
+		return append(b, '}'), nil
+	}, page.NextCursor)
 }

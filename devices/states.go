@@ -22,6 +22,7 @@ func (s *Service) States(ctx context.Context, jids []string, show func(*iotgate.
 		return nil, nil, iotgate.Errorf(iotgate.EInvalid, "at most %d JIDs per call", MaxStates)
 	}
 	seen := make(map[string]bool, len(jids))
+	var found []*iotgate.Device
 	for _, jid := range jids {
 		j, err := iotgate.NormalizeJID(jid)
 		if err != nil {
@@ -39,11 +40,28 @@ func (s *Service) States(ctx context.Context, jids []string, show func(*iotgate.
 			missing = append(missing, j)
 			continue
 		}
+		found = append(found, d)
+	}
+	states, err = s.StatesOf(ctx, found)
+	return states, missing, err
+}
+
+// StatesOf returns the current state of each of devs, in order: device
+// records the caller holds (a page of Devices, already limited to what
+// it may show), with their presence and latest reading from the caches
+// (a reading not cached costs a store lookup, then is cached). At most
+// MaxStates devices. Errors: invalid (too many), unavailable.
+func (s *Service) StatesOf(ctx context.Context, devs []*iotgate.Device) ([]*iotgate.State, error) {
+	if len(devs) > MaxStates {
+		return nil, iotgate.Errorf(iotgate.EInvalid, "at most %d devices' states per call", MaxStates)
+	}
+	states := make([]*iotgate.State, 0, len(devs))
+	for _, d := range devs {
 		st, err := s.stateOf(ctx, d)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		states = append(states, st)
 	}
-	return states, missing, nil
+	return states, nil
 }

@@ -221,6 +221,11 @@ func (db *DB) DropReadingPartitions(ctx context.Context, before time.Time) ([]st
 			dropped = append(dropped, p.name)
 		}
 		next := parts[n].from
+		// The rollups of the readings dropped go with them (hours are
+		// whole within a day).
+		if _, err := tx.ExecContext(ctx, `DELETE FROM reading_rollups WHERE hour < $1`, next); err != nil {
+			return err
+		}
 		return createPartition(ctx, tx, "readings_before_"+next.Format("20060102"), nil, next, "")
 	})
 	return dropped, translate(err, "drop reading partitions")

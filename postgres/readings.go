@@ -82,6 +82,9 @@ func (db *DB) insertReadings(ctx context.Context, rs []*iotgate.Reading) error {
 		if _, err := st.ExecContext(ctx, pq.Array(seenIDs), pq.Array(seenAt)); err != nil {
 			return nil, err
 		}
+		if err := db.markLateReadings(ctx, tx, rs); err != nil {
+			return nil, err
+		}
 		evs := make([]iotgate.Event, 0, len(rs))
 		newest := make(map[int64]*iotgate.Reading, len(last))
 		for i, r := range rs {

@@ -429,6 +429,21 @@ func (e IotgateXMPPErrorType) Valid() bool {
 	}
 }
 
+// Defines values for GetV1DevicesParamsInclude.
+const (
+	State GetV1DevicesParamsInclude = "state"
+)
+
+// Valid indicates whether the value is a known member of the GetV1DevicesParamsInclude enum.
+func (e GetV1DevicesParamsInclude) Valid() bool {
+	switch e {
+	case State:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for DeleteV1DevicesJidParamsAccount.
 const (
 	Delete DeleteV1DevicesJidParamsAccount = "delete"
@@ -830,6 +845,11 @@ type ApiCreatedDevice struct {
 	// SchemaVersion Example: 2
 	SchemaVersion *int `json:"schema_version,omitempty"`
 
+	// State State is the device's current state (presence resources and
+	// latest reading) as GET /v1/devices/{jid}/state gives it; only in
+	// GET /v1/devices?include=state.
+	State *ApiDeviceState `json:"state,omitempty"`
+
 	// UpdatedAt Example: 2026-01-02T15:04:05Z
 	UpdatedAt *time.Time `json:"updated_at,omitempty"`
 }
@@ -963,6 +983,11 @@ type ApiDevice struct {
 
 	// SchemaVersion Example: 2
 	SchemaVersion *int `json:"schema_version,omitempty"`
+
+	// State State is the device's current state (presence resources and
+	// latest reading) as GET /v1/devices/{jid}/state gives it; only in
+	// GET /v1/devices?include=state.
+	State *ApiDeviceState `json:"state,omitempty"`
 
 	// UpdatedAt Example: 2026-01-02T15:04:05Z
 	UpdatedAt *time.Time `json:"updated_at,omitempty"`
@@ -1718,7 +1743,13 @@ type GetV1DevicesParams struct {
 
 	// Cursor next_cursor of the previous page
 	Cursor *string `form:"cursor,omitempty" json:"cursor,omitempty"`
+
+	// Include state: each device also carries its state (presence resources, latest reading) as GET /v1/devices/{jid}/state gives it, from iotgate's caches; then limit is at most 500 and the request counts as heavy
+	Include *GetV1DevicesParamsInclude `form:"include,omitempty" json:"include,omitempty"`
 }
+
+// GetV1DevicesParamsInclude defines parameters for GetV1Devices.
+type GetV1DevicesParamsInclude string
 
 // DeleteV1DevicesJidParams defines parameters for DeleteV1DevicesJid.
 type DeleteV1DevicesJidParams struct {
@@ -3251,6 +3282,18 @@ func NewGetV1DevicesRequest(server string, params *GetV1DevicesParams) (*http.Re
 		if params.Cursor != nil {
 
 			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "cursor", *params.Cursor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Include != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "include", *params.Include, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
 				return nil, err
 			} else {
 				for _, qp := range strings.Split(queryFrag, "&") {

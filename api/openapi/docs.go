@@ -286,6 +286,16 @@ const docTemplate = `{
                         "description": "next_cursor of the previous page",
                         "name": "cursor",
                         "in": "query"
+                    },
+                    {
+                        "enum": [
+                            "state"
+                        ],
+                        "type": "string",
+                        "x-example": "state",
+                        "description": "state: each device also carries its state (presence resources, latest reading) as GET /v1/devices/{jid}/state gives it, from iotgate's caches; then limit is at most 500 and the request counts as heavy",
+                        "name": "include",
+                        "in": "query"
                     }
                 ],
                 "responses": {
@@ -296,7 +306,7 @@ const docTemplate = `{
                         }
                     },
                     "400": {
-                        "description": "A bad label, online, limit or cursor",
+                        "description": "A bad label, online, limit, cursor or include (limit over 500 with include=state)",
                         "schema": {
                             "$ref": "#/definitions/api.ErrorResponse"
                         }
@@ -314,7 +324,7 @@ const docTemplate = `{
                         }
                     },
                     "429": {
-                        "description": "The token's request rate is exceeded (code rate_limited)",
+                        "description": "The token's request rate is exceeded (code rate_limited), or with include=state it (or the server) has too many heavy requests in progress (code too_many_concurrent)",
                         "schema": {
                             "$ref": "#/definitions/api.ErrorResponse"
                         },
@@ -3830,6 +3840,14 @@ const docTemplate = `{
                     "type": "integer",
                     "example": 2
                 },
+                "state": {
+                    "description": "State is the device's current state (presence resources and\nlatest reading) as GET /v1/devices/{jid}/state gives it; only in\nGET /v1/devices?include=state.",
+                    "allOf": [
+                        {
+                            "$ref": "#/definitions/api.DeviceState"
+                        }
+                    ]
+                },
                 "updated_at": {
                     "type": "string",
                     "format": "date-time",
@@ -4049,6 +4067,14 @@ const docTemplate = `{
                 "schema_version": {
                     "type": "integer",
                     "example": 2
+                },
+                "state": {
+                    "description": "State is the device's current state (presence resources and\nlatest reading) as GET /v1/devices/{jid}/state gives it; only in\nGET /v1/devices?include=state.",
+                    "allOf": [
+                        {
+                            "$ref": "#/definitions/api.DeviceState"
+                        }
+                    ]
                 },
                 "updated_at": {
                     "type": "string",

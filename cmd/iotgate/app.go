@@ -59,6 +59,7 @@ type App struct {
 	hub        *events.Hub
 	trimmer    *events.Trimmer
 	maintainer *postgres.Maintainer
+	roller     *postgres.Roller
 	dispatcher *webhooks.Dispatcher
 	stopEvents context.CancelFunc
 
@@ -131,6 +132,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 		RejectionRetention: cfg.RejectionRetention, CommandRetention: cfg.CommandRetention,
 		Every: cfg.MaintainInterval, Logger: log.With("part", "maintainer")}
 	a.maintainer.PresenceEventRetention = cfg.PresenceEventRetention
+	a.roller = &postgres.Roller{DB: db, Every: cfg.RollupInterval, Logger: log.With("part", "roller")}
 	// 0 means "the default" to the dispatcher; a linger of 0 means none.
 	linger := cfg.WebhookLinger
 	if linger == 0 {
@@ -302,6 +304,7 @@ func (a *App) Run(ctx context.Context) error {
 	a.start(func() { a.members.Run(commandsCtx) })
 	a.start(func() { a.trimmer.Run(trimCtx) })
 	a.start(func() { a.maintainer.Run(trimCtx) })
+	a.start(func() { a.roller.Run(trimCtx) })
 	// Every schema is compiled in the background, not before /readyz:
 	// many schemas (or a slow one) must not keep the API and the stream
 	// down; a reading whose schema is not compiled yet waits for it in

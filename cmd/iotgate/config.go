@@ -140,6 +140,9 @@ type Config struct {
 	ReadingRetention, RejectionRetention, CommandRetention, MaintainInterval time.Duration
 	// PresenceEventRetention: how long presence history is kept (0: forever).
 	PresenceEventRetention time.Duration
+	// RollupInterval: how often the hourly rollups of readings are
+	// brought up to date.
+	RollupInterval time.Duration
 
 	// Webhooks.
 	WebhookAllowPrivate                          bool
@@ -236,6 +239,7 @@ var settings = []setting{
 	{env: "IOTGATE_COMMAND_RETENTION", flag: "command-retention", def: "2160h", help: "how long finished commands (with their history) are kept after their creation (0: forever)"},
 	{env: "IOTGATE_PRESENCE_EVENT_RETENTION", flag: "presence-event-retention", def: "720h", help: "how long presence history (each device's online/offline changes) is kept (0: forever)"},
 	{env: "IOTGATE_MAINTAIN_INTERVAL", flag: "maintain-interval", def: "1h", help: "how often reading partitions are created ahead and the retentions applied (in bounded batches)"},
+	{env: "IOTGATE_ROLLUP_INTERVAL", flag: "rollup-interval", def: "5m", help: "how often the hourly rollups of readings (for aggregates over whole hours) are brought up to the hour that ended 10 minutes ago"},
 	{env: "IOTGATE_EVENT_KEEPALIVE", flag: "event-keepalive", def: "15s", help: "interval of the comment line that keeps an idle event stream open through proxies"},
 	{env: "IOTGATE_EVENT_POLL", flag: "event-poll", def: "1s", help: "how often the event log is read without a wake-up (the safety net under LISTEN/NOTIFY)"},
 	{env: "IOTGATE_EVENT_MAX_STREAMS", flag: "event-max-streams", def: "1000", help: "event streams (GET /v1/events) open at once on this instance; beyond it, 429"},
@@ -369,6 +373,7 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 		{"IOTGATE_COMMAND_RETENTION", &cfg.CommandRetention, 0, 100 * 365 * 24 * time.Hour},
 		{"IOTGATE_PRESENCE_EVENT_RETENTION", &cfg.PresenceEventRetention, 0, 100 * 365 * 24 * time.Hour},
 		{"IOTGATE_MAINTAIN_INTERVAL", &cfg.MaintainInterval, time.Second, 24 * time.Hour},
+		{"IOTGATE_ROLLUP_INTERVAL", &cfg.RollupInterval, time.Second, time.Hour},
 		{"IOTGATE_EVENT_KEEPALIVE", &cfg.EventKeepAlive, 100 * time.Millisecond, time.Hour},
 		{"IOTGATE_EVENT_POLL", &cfg.EventPoll, 10 * time.Millisecond, time.Minute},
 		{"IOTGATE_WEBHOOK_LINGER", &cfg.WebhookLinger, 0, time.Minute},

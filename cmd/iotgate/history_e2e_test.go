@@ -26,7 +26,9 @@ import (
 func TestE2EHistoryForCharts(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	e := newCommandsEnv(t, ctx, "prosody")
+	// The roller runs every second: the aggregates over whole hours below
+	// come from the rollups it writes.
+	e := newCommandsEnv(t, ctx, "prosody", "IOTGATE_ROLLUP_INTERVAL", "1s")
 	g := e.g
 	berlin, paris := "b1@"+e.xs.Domain(), "p1@"+e.xs.Domain()
 	for jid, site := range map[string]string{berlin: "berlin", paris: "paris"} {
@@ -44,14 +46,50 @@ func TestE2EHistoryForCharts(t *testing.T) {
 	const n = 600
 	end := time.Now().UTC().Truncate(time.Hour)
 	start := end.Add(-n * time.Minute)
-	if _, err := db.ExecContext(ctx, `
+	// Inserted as the store does (with last_seen_at, which the roller
+	// reads), the device's rollup mark reset in the same transaction:
+	// these readings are older than any roll the roller may have made
+	// of the device meanwhile.
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range []struct {
+		q    string
+		args []any
+	}{{`
 		INSERT INTO readings (device_id, received_at, xml, data)
 		SELECT d.id, $2::timestamptz + i * interval '1 minute', '<reading/>',
 			CASE WHEN i % 2 = 0
 				THEN jsonb_build_object('temperature', (i % 50) / 2.0, 'humidity', 40 + i % 7, 'mode', 'heat', '@seq', i)
 				ELSE jsonb_build_object('temperature', (i % 50) / 2.0, 'mode', 'heat', '@seq', i) END
-		FROM devices d, generate_series(0, $3 - 1) i WHERE d.jid = $1`, berlin, start, n); err != nil {
+		FROM devices d, generate_series(0, $3 - 1) i WHERE d.jid = $1`, []any{berlin, start, n}},
+		{`UPDATE devices SET last_seen_at = $2 WHERE jid = $1`, []any{berlin, start.Add((n - 1) * time.Minute)}},
+		{`UPDATE reading_rollup_marks m SET rolled_until = NULL FROM devices d WHERE d.id = m.device_id AND d.jid = $1`, []any{berlin}},
+	} {
+		if _, err := tx.ExecContext(ctx, st.q, st.args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
 		t.Fatal(err)
+	}
+	// Wait until the roller has rolled the hours that ended 10 minutes ago.
+	rolled := time.Now().UTC().Add(-10 * time.Minute).Truncate(time.Hour)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		var mark sql.NullTime
+		var rows int
+		err := db.QueryRowContext(ctx, `SELECT m.rolled_until, (SELECT count(*) FROM reading_rollups r WHERE r.device_id = d.id)
+			FROM devices d JOIN reading_rollup_marks m ON m.device_id = d.id WHERE d.jid = $1`, berlin).Scan(&mark, &rows)
+		if err != nil && err != sql.ErrNoRows {
+			t.Fatal(err)
+		}
+		if mark.Valid && !mark.Time.Before(rolled) && rows > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the roller did not roll %s up to %s: mark %v, %d rows", berlin, rolled, mark, rows)
+		}
 	}
 	var limited tokenBody
 	if code := g.do("POST", "/v1/tokens", map[string]any{"name": "paris", "scopes": []string{"devices:read"}, "devices": map[string]string{"site": "paris"}}, &limited); code != 201 {
@@ -160,6 +198,38 @@ func TestE2EHistoryForCharts(t *testing.T) {
 		// A limited token: berlin is as unknown as nobody.
 		if code := g.doAs(limited.Secret, "POST", "/v1/devices/states", body, &got); code != 200 || len(got.Items) != 1 || got.Items[0].JID != paris || len(got.NotFound) != 2 {
 			t.Errorf("states as paris: %d %+v", code, got)
+		}
+	})
+
+	t.Run("ListWithStates", func(t *testing.T) {
+		type list struct {
+			Items []struct {
+				JID    string `json:"jid"`
+				Schema string `json:"schema"`
+				State  *struct {
+					JID     string `json:"jid"`
+					Reading *struct {
+						Data map[string]any `json:"data"`
+					} `json:"reading"`
+				} `json:"state"`
+			} `json:"items"`
+		}
+		var got list
+		if code := g.do("GET", "/v1/devices?include=state", nil, &got); code != 200 || len(got.Items) != 2 {
+			t.Fatalf("list: %d %+v", code, got)
+		}
+		for _, d := range got.Items {
+			if d.Schema != "thermostat" || d.State == nil || d.State.JID != d.JID {
+				t.Fatalf("list = %+v, want each device with its state", got)
+			}
+		}
+		if b := got.Items[0]; b.JID != berlin || b.State.Reading == nil || fmt.Sprint(b.State.Reading.Data["@seq"]) != strconv.Itoa(n-1) || got.Items[1].State.Reading != nil {
+			t.Errorf("list = %+v, want berlin's last reading (seq %d), none for paris", got, n-1)
+		}
+		// A limited token lists its devices only, with their states.
+		got = list{}
+		if code := g.doAs(limited.Secret, "GET", "/v1/devices?include=state", nil, &got); code != 200 || len(got.Items) != 1 || got.Items[0].JID != paris || got.Items[0].State == nil {
+			t.Errorf("list as paris: %d %+v", code, got)
 		}
 	})
 

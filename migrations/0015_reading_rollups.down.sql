@@ -1,0 +1,2 @@
+DROP TABLE reading_rollup_marks;
+DROP TABLE reading_rollups;
