@@ -48,7 +48,7 @@ func TestQuick(t *testing.T) {
 			for _, want := range []struct {
 				scenario string
 				rows     int
-			}{{"ingest", 14}, {"commands", 16}, {"reads", 8}, {"events", 7}, {"instances", instances}, {"scale", 9}} {
+			}{{"ingest", 17}, {"commands", 16}, {"reads", 8}, {"events", 7}, {"instances", instances}, {"scale", 9}} {
 				if seen[want.scenario] != want.rows {
 					t.Errorf("scenario %s: %d rows, want %d", want.scenario, seen[want.scenario], want.rows)
 				}
@@ -66,7 +66,7 @@ func TestQuick(t *testing.T) {
 				{"PostgreSQL CPU per reading", "| message, iotgate: PostgreSQL CPU per reading |"},
 				{"ingest by message ÷ null sink", "| message: iotgate ÷ null sink |"},
 				{"ingest by IQ ÷ null sink", "| IQ: iotgate ÷ null sink |"},
-				{"message send → commit p99 at half the max rate", "send → commit p99 at half the max rate"},
+				{"message send → commit p99 at half the max rate", "| message at half the max rate, send → commit p99 |"},
 				{"iotgate CPU per command", "iotgate CPU per command |"},
 				{"PostgreSQL CPU per command", "PostgreSQL CPU per command |"},
 				{"commands REST ÷ raw rate", "REST ÷ raw rate |"},
