@@ -417,6 +417,12 @@ func (c *Client) send(ctx context.Context, r xml.TokenReader) error {
 		c.fail(err)
 		return err
 	}
+	// Clear the deadline: a write the TLS layer makes on its own while
+	// reading (a key update) must not meet a deadline long past.
+	if err := c.conn.SetWriteDeadline(time.Time{}); err != nil {
+		c.fail(fmt.Errorf("write: %w", err))
+		return err
+	}
 	return nil
 }
 

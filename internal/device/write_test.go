@@ -74,7 +74,7 @@ func startPeer(t *testing.T, opts Options) (*Client, *peer) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn := tls.Client(raw, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // test peer
+	conn := rawClose{tls.Client(raw, &tls.Config{InsecureSkipVerify: true}), raw} //nolint:gosec // test peer
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	c, err := start(ctx, conn, jid.MustParse("dev@localhost"), opts, nil)
 	cancel()
@@ -93,6 +93,17 @@ func startPeer(t *testing.T, opts Options) (*Client, *peer) {
 	}
 	return nil, nil
 }
+
+// rawClose is a TLS connection whose Close closes the TCP connection at
+// once, as the Client's does after Dial (mellium's TLS sits above it):
+// tls.Conn's own Close would first try for 5 s to send close_notify to a
+// peer that may not read.
+type rawClose struct {
+	*tls.Conn
+	raw net.Conn
+}
+
+func (c rawClose) Close() error { return c.raw.Close() }
 
 func selfSigned(t *testing.T) tls.Certificate {
 	t.Helper()
