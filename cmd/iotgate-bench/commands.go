@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -67,20 +68,22 @@ func (s *commandsScenario) run(ctx context.Context, res *results) error {
 		rest := fmt.Sprintf("REST sync c%d", c)
 		raw := fmt.Sprintf("raw IQ ceiling c%d", c)
 		m := s.e.meter(s.e.gate)
-		restRes, err := load(ctx, c, s.e.cfg.duration, s.rest)
+		op, restFails := s.counted(s.rest)
+		restRes, err := load(ctx, c, s.e.cfg.duration, op)
 		if err != nil {
-			return fmt.Errorf("REST commands at concurrency %d: %w", c, err)
+			return fmt.Errorf("REST commands at concurrency %d: %w (%s)", c, err, s.deviceFailures(restFails))
 		}
 		restUse := m.stop().per(int64(restRes.lat.count()))
 		res.addCPU("commands: "+rest, restUse)
-		noteFailures(res, "commands: "+rest, restRes)
+		s.noteFailures(res, "commands: "+rest, restRes, restFails)
 		m = s.e.meter(s.e.gate)
-		rawRes, err := load(ctx, c, s.e.cfg.duration, s.raw)
+		op, rawFails := s.counted(s.raw)
+		rawRes, err := load(ctx, c, s.e.cfg.duration, op)
 		if err != nil {
-			return fmt.Errorf("raw IQs at concurrency %d: %w", c, err)
+			return fmt.Errorf("raw IQs at concurrency %d: %w (%s)", c, err, s.deviceFailures(rawFails))
 		}
 		res.addCPU("commands: "+raw, m.stop().per(int64(rawRes.lat.count())))
-		noteFailures(res, "commands: "+raw, rawRes)
+		s.noteFailures(res, "commands: "+raw, rawRes, rawFails)
 		restRate, restLat := restRes.rate, restRes.lat
 		rawRate, rawLat := rawRes.rate, rawRes.lat
 		res.add(sc, rest, "req/s", "", restRate)
@@ -97,6 +100,75 @@ func (s *commandsScenario) run(ctx context.Context, res *results) error {
 		}
 	}
 	return nil
+}
+
+// counted returns op, counting each failed operation against its device
+// (the i-th operation goes to device i % len(s.jids), as rest and raw
+// send it).
+func (s *commandsScenario) counted(op func(ctx context.Context, i int) error) (func(ctx context.Context, i int) error, []atomic.Int64) {
+	fails := make([]atomic.Int64, len(s.jids))
+	return func(ctx context.Context, i int) error {
+		err := op(ctx, i)
+		if err != nil {
+			fails[i%len(fails)].Add(1)
+		}
+		return err
+	}, fails
+}
+
+// noteFailures notes a load's failed operations, if any, and the devices
+// they went to, each with the state of its client session: failures at
+// one device whose session is up are about that device or its route
+// through the XMPP server, not about the path under test (#17).
+func (s *commandsScenario) noteFailures(res *results, name string, r loadResult, fails []atomic.Int64) {
+	noteFailures(res, name, r)
+	if r.failed > 0 {
+		res.note(fmt.Sprintf("%s: %s", name, s.deviceFailures(fails)))
+	}
+}
+
+// deviceFailures says which devices the failures counted in fails went to.
+func (s *commandsScenario) deviceFailures(fails []atomic.Int64) string {
+	var devs []deviceFailure
+	for i := range fails {
+		if n := fails[i].Load(); n > 0 {
+			d := deviceFailure{jid: s.jids[i], failed: n}
+			select {
+			case <-s.clients[i].Done():
+				d.ended, d.err = true, s.clients[i].Err()
+			default:
+			}
+			devs = append(devs, d)
+		}
+	}
+	return deviceFailureText(devs, len(fails))
+}
+
+// deviceFailure is the failed operations of a load at one device.
+type deviceFailure struct {
+	jid    string
+	failed int64
+	ended  bool  // the device's client session had ended at the end of the load
+	err    error // why, if it did (nil: a clean close)
+}
+
+// deviceFailureText describes the devices of devs, out of total devices.
+func deviceFailureText(devs []deviceFailure, total int) string {
+	if len(devs) == 0 {
+		return "no failure at any device"
+	}
+	parts := make([]string, len(devs))
+	for i, d := range devs {
+		state := "client session up"
+		switch {
+		case d.ended && d.err != nil:
+			state = fmt.Sprintf("client session ended: %v", d.err)
+		case d.ended:
+			state = "client session closed"
+		}
+		parts[i] = fmt.Sprintf("%s %d (%s)", d.jid, d.failed, state)
+	}
+	return fmt.Sprintf("failures at %d of %d devices: %s", len(devs), total, strings.Join(parts, "; "))
 }
 
 // rest sends the i-th command over REST and checks that it succeeded.

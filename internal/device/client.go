@@ -10,6 +10,9 @@
 // Serve answers every IQ its handler leaves unanswered at once with
 // service-unavailable, and a simulated device must be able to answer a
 // command late (or never) without holding up the rest of its stream.
+// Bounding writes in time is ours too (see Client.send): mellium's way,
+// a deadline set from the caller's context by a goroutine of its own, can
+// fire after the write it was meant for and break a later one.
 //
 // It imports no package of the project, on purpose.
 package device
@@ -19,6 +22,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
+	"encoding/xml"
 	"errors"
 	"fmt"
 	"net"
@@ -56,7 +60,14 @@ type Options struct {
 	// anyone. Other requests are only reported on Presences. Subscribe
 	// adds the component it subscribes to.
 	Approve []string
+	// WriteTimeout bounds each write to the server (default
+	// DefaultWriteTimeout). A write that doesn't complete in time ends the
+	// session: an interrupted TLS write can't be resumed.
+	WriteTimeout time.Duration
 }
+
+// DefaultWriteTimeout is the default Options.WriteTimeout.
+const DefaultWriteTimeout = 10 * time.Second
 
 // MaxPendingIQs bounds the IQ requests a Client handles at once.
 const MaxPendingIQs = 64
@@ -118,11 +129,13 @@ type Client struct {
 	msgs      chan Message
 	presences chan Presence
 	handlers  chan struct{} // one token per IQ request being handled
+	writing   chan struct{} // the write token (see send)
 
-	mu      sync.Mutex
-	pending map[string]pendingIQ
-	approve map[string]bool
-	closing bool
+	mu       sync.Mutex
+	pending  map[string]pendingIQ
+	approve  map[string]bool
+	closing  bool
+	writeErr error // the write failure that ended the session
 
 	done chan struct{}
 	err  error
@@ -136,7 +149,7 @@ type pendingIQ struct {
 
 // Dial logs the device in. It does not send presence: until SendPresence
 // or SendAvailable, the server delivers no presence to the device and
-// iotgate sees it offline.
+// iotgate sees it offline. ctx bounds the log-in only.
 func Dial(ctx context.Context, opts Options) (*Client, error) {
 	j, err := jid.Parse(opts.JID)
 	if err != nil {
@@ -149,18 +162,56 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 	features := []xmpp.StreamFeature{
 		xmpp.StartTLS(&tls.Config{ServerName: j.Domainpart(), InsecureSkipVerify: !opts.Verify}), //nolint:gosec // opt-in verification for throwaway servers
 		xmpp.SASL("", opts.Password, sasl.ScramSha256, sasl.ScramSha1, sasl.Plain),
+		xmpp.BindResource(),
 	}
-	features = append(features, xmpp.BindResource())
-	s, err := xmpp.NewClientSession(ctx, j.Bare(), conn, features...)
+	c, err := start(ctx, conn, j, opts, features)
+	if err != nil {
+		return nil, fmt.Errorf("log in as %s: %w", j, err)
+	}
+	return c, nil
+}
+
+// start negotiates the stream on conn and starts reading it; it closes
+// conn if it fails.
+//
+// mellium bounds the negotiation with ctx by a goroutine that sets a past
+// deadline on conn when ctx ends, and that goroutine may still be
+// waiting when ctx ends later, after Dial returned (a caller's deferred
+// cancel): it would then interrupt a read or write of the established
+// session. So mellium gets a context that never ends, and ctx is
+// enforced here, with a deadline and a close that both stop with the
+// negotiation.
+func start(ctx context.Context, conn net.Conn, j jid.JID, opts Options, features []xmpp.StreamFeature) (*Client, error) {
+	if d, ok := ctx.Deadline(); ok {
+		if err := conn.SetDeadline(d); err != nil {
+			conn.Close()
+			return nil, err
+		}
+	}
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	s, err := xmpp.NewClientSession(context.WithoutCancel(ctx), j.Bare(), conn, features...)
+	if !stop() {
+		// ctx ended: conn is closed, whatever the negotiation returned.
+		if err == nil {
+			err = ctx.Err()
+		}
+	}
+	if err == nil {
+		err = conn.SetDeadline(time.Time{})
+	}
 	if err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("log in as %s: %w", j, err)
+		return nil, err
+	}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = DefaultWriteTimeout
 	}
 	c := &Client{
 		s: s, conn: conn, jid: s.LocalAddr(), opts: opts,
 		msgs:      make(chan Message, 1024),
 		presences: make(chan Presence, 1024),
 		handlers:  make(chan struct{}, MaxPendingIQs),
+		writing:   make(chan struct{}, 1),
 		pending:   make(map[string]pendingIQ),
 		approve:   make(map[string]bool),
 		done:      make(chan struct{}),
@@ -188,7 +239,8 @@ func (c *Client) Presences() <-chan Presence { return c.presences }
 func (c *Client) Done() <-chan struct{} { return c.done }
 
 // Err returns why the session ended once Done is closed: nil after Close
-// or a clean close by the server.
+// or a clean close by the server; a failed write (see
+// Options.WriteTimeout) or read otherwise.
 func (c *Client) Err() error {
 	select {
 	case <-c.done:
@@ -205,7 +257,7 @@ func (c *Client) Close() error {
 	c.mu.Lock()
 	c.closing = true
 	c.mu.Unlock()
-	err := c.s.Close()
+	err := c.closeStream()
 	select {
 	case <-c.done:
 	case <-time.After(time.Second):
@@ -226,7 +278,7 @@ func (c *Client) SendPresence(ctx context.Context, to, typ string) error {
 		}
 		p.To = j
 	}
-	return c.s.Send(ctx, p.Wrap(nil))
+	return c.send(ctx, p.Wrap(nil))
 }
 
 // SendAvailable broadcasts available presence with a priority (-128 to
@@ -243,7 +295,7 @@ func (c *Client) SendAvailable(ctx context.Context, priority int, status string)
 	if err != nil {
 		return err
 	}
-	return c.s.Send(ctx, stanza.Presence{}.Wrap(r))
+	return c.send(ctx, stanza.Presence{}.Wrap(r))
 }
 
 // Subscribe asks component (iotgate's domain) for a presence subscription
@@ -266,10 +318,10 @@ func (c *Client) Subscribe(ctx context.Context, component string) error {
 	c.mu.Lock()
 	c.approve[strings.ToLower(j.String())] = true
 	c.mu.Unlock()
-	if err := c.s.Send(ctx, stanza.Presence{To: j, Type: stanza.SubscribePresence}.Wrap(nil)); err != nil {
+	if err := c.send(ctx, stanza.Presence{To: j, Type: stanza.SubscribePresence}.Wrap(nil)); err != nil {
 		return fmt.Errorf("subscribe to %s: %w", j, err)
 	}
-	if err := c.s.Send(ctx, stanza.Presence{To: j, Type: stanza.SubscribedPresence}.Wrap(nil)); err != nil {
+	if err := c.send(ctx, stanza.Presence{To: j, Type: stanza.SubscribedPresence}.Wrap(nil)); err != nil {
 		return fmt.Errorf("pre-approve %s: %w", j, err)
 	}
 	return nil
@@ -287,7 +339,7 @@ func (c *Client) SendMessage(ctx context.Context, to, id, payload string) error 
 		return fmt.Errorf("message to: %w", err)
 	}
 	msg := stanza.Message{To: j, ID: id, Type: stanza.NormalMessage}
-	return c.s.Send(ctx, msg.Wrap(r))
+	return c.send(ctx, msg.Wrap(r))
 }
 
 // SendIQ sends an IQ of type typ carrying payload and waits for the
@@ -312,7 +364,7 @@ func (c *Client) SendIQ(ctx context.Context, typ, to, payload string) (Reply, er
 		delete(c.pending, id)
 		c.mu.Unlock()
 	}()
-	if err := c.s.Send(ctx, stanza.IQ{ID: id, To: j, Type: stanza.IQType(typ)}.Wrap(r)); err != nil {
+	if err := c.send(ctx, stanza.IQ{ID: id, To: j, Type: stanza.IQType(typ)}.Wrap(r)); err != nil {
 		return Reply{}, fmt.Errorf("send IQ: %w", err)
 	}
 	select {
@@ -323,6 +375,74 @@ func (c *Client) SendIQ(ctx context.Context, typ, to, payload string) (Reply, er
 	case <-c.done:
 		return Reply{}, ErrClosed
 	}
+}
+
+// send writes one stanza. ctx bounds the wait for the stream (another
+// write in progress); the write itself is bounded by Options.WriteTimeout
+// only, because interrupting it would break the stream for good: a TLS
+// connection refuses every write after one timed out. A failed write ends
+// the session (Done, Err), so that a device that can no longer answer
+// doesn't look alive.
+//
+// mellium's Send is given a context that never ends, on purpose: for a
+// context that can end, it starts a goroutine that sets a past write
+// deadline on the connection when ctx ends, and that goroutine can still
+// be waiting when Send has returned and the caller cancels ctx; it then
+// interrupts whatever write is in progress on the connection, which from
+// then on refuses every write while reads go on. That is how a simulated
+// device stopped answering for good under load, its session still up (#17).
+func (c *Client) send(ctx context.Context, r xml.TokenReader) error {
+	select {
+	case c.writing <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-c.done:
+		return ErrClosed
+	}
+	defer func() { <-c.writing }()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	select {
+	case <-c.done:
+		return ErrClosed
+	default:
+	}
+	if err := c.conn.SetWriteDeadline(time.Now().Add(c.opts.WriteTimeout)); err != nil {
+		c.fail(fmt.Errorf("write: %w", err))
+		return err
+	}
+	if err := c.s.Send(context.Background(), r); err != nil {
+		err = fmt.Errorf("write: %w", err)
+		c.fail(err)
+		return err
+	}
+	// Clear the deadline: a write the TLS layer makes on its own while
+	// reading (a key update) must not meet a deadline long past.
+	if err := c.conn.SetWriteDeadline(time.Time{}); err != nil {
+		c.fail(fmt.Errorf("write: %w", err))
+		return err
+	}
+	return nil
+}
+
+// closeStream ends the output stream, as a write of its own.
+func (c *Client) closeStream() error {
+	c.writing <- struct{}{}
+	defer func() { <-c.writing }()
+	_ = c.conn.SetWriteDeadline(time.Now().Add(c.opts.WriteTimeout))
+	return c.s.Close()
+}
+
+// fail ends the session after a failed write: closing the connection ends
+// the read loop, which reports err.
+func (c *Client) fail(err error) {
+	c.mu.Lock()
+	if c.writeErr == nil {
+		c.writeErr = err
+	}
+	c.mu.Unlock()
+	c.conn.Close()
 }
 
 func randomID() string {

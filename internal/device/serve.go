@@ -9,7 +9,6 @@ import (
 	"io"
 	"strconv"
 	"strings"
-	"time"
 
 	"mellium.im/xmlstream"
 	"mellium.im/xmpp/jid"
@@ -21,19 +20,21 @@ import (
 // unbounded memory.
 const maxStanzaTokens = 1 << 16
 
-// replyTimeout bounds the write of an answer the device sends by itself.
-const replyTimeout = 10 * time.Second
-
 // serve reads the stream until it ends, then closes Done.
 func (c *Client) serve() {
 	err := c.read()
 	c.mu.Lock()
-	closing := c.closing
+	closing, writeErr := c.closing, c.writeErr
 	c.mu.Unlock()
-	if closing || errors.Is(err, io.EOF) {
+	switch {
+	case closing:
+		err = nil
+	case writeErr != nil:
+		err = writeErr // the read failed because fail closed the connection
+	case errors.Is(err, io.EOF):
 		err = nil
 	}
-	_ = c.s.Close()
+	_ = c.closeStream()
 	c.conn.Close()
 	c.err = err
 	close(c.done)
@@ -323,9 +324,7 @@ func (c *Client) reply(iq stanza.IQ, rep Reply) {
 			out = iq.Result(r)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), replyTimeout)
-	defer cancel()
-	_ = c.s.Send(ctx, out) // a failed write ends the session, which Done reports
+	_ = c.send(context.Background(), out) // a failed write ends the session, which Done and Err report
 }
 
 func (c *Client) handleMessage(st inStanza) {
@@ -356,10 +355,8 @@ func (c *Client) handlePresence(st inStanza) {
 	p := Presence{From: st.attr("from"), To: st.attr("to"), Type: st.attr("type"), Show: v.Show, Status: v.Status, Error: v.Err}
 	p.Priority, _ = strconv.Atoi(strings.TrimSpace(v.Priority))
 	if p.Type == "subscribe" && c.approves(p.From) {
-		ctx, cancel := context.WithTimeout(context.Background(), replyTimeout)
 		from, _ := jid.Parse(p.From)
-		err := c.s.Send(ctx, stanza.Presence{To: from.Bare(), Type: stanza.SubscribedPresence}.Wrap(nil))
-		cancel()
+		err := c.send(context.Background(), stanza.Presence{To: from.Bare(), Type: stanza.SubscribedPresence}.Wrap(nil))
 		p.Approved = err == nil
 	}
 	select {
