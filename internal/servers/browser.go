@@ -187,9 +187,15 @@ func (b *Browser) saveLog() error {
 // the test if chromium is missing or doesn't start: it never skips.
 func BrowserForTest(t TB, url string) *Browser {
 	t.Helper()
+	return browserForTest(t, BrowserOptions{URL: url})
+}
+
+// browserForTest is BrowserForTest with all the options.
+func browserForTest(t TB, opts BrowserOptions) *Browser {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
-	b, err := StartBrowser(ctx, BrowserOptions{URL: url})
+	b, err := StartBrowser(ctx, opts)
 	if err != nil {
 		t.Fatalf("servers: %v", err)
 	}

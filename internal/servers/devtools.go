@@ -36,21 +36,10 @@ type DevTools struct {
 // same chromium, started the same way, as every other browser test's.
 func DevToolsForTest(t TB) *DevTools {
 	t.Helper()
+	b := browserForTest(t, BrowserOptions{URL: "about:blank",
+		Args: []string{"--remote-debugging-port=0", "--remote-debugging-address=127.0.0.1"}})
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
-	b, err := StartBrowser(ctx, BrowserOptions{URL: "about:blank",
-		Args: []string{"--remote-debugging-port=0", "--remote-debugging-address=127.0.0.1"}})
-	if err != nil {
-		t.Fatalf("servers: %v", err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("servers: browser log:\n%s", b.LogTail(100))
-		}
-		if err := b.Close(); err != nil {
-			t.Logf("servers: close browser: %v", err)
-		}
-	})
 	ws, err := devToolsURL(ctx, b)
 	if err != nil {
 		t.Fatalf("servers: %v\nbrowser log:\n%s", err, b.LogTail(40))
