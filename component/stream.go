@@ -83,6 +83,11 @@ func openStream(ctx context.Context, conn net.Conn, cfg *Config) (*stream, error
 	if err := s.readHandshake(); err != nil {
 		return nil, err
 	}
+	// Disarm the abort before clearing the deadline: once it has started
+	// it may set its deadline at any moment, on the stream we'd return.
+	if !stop() {
+		return nil, fmt.Errorf("handshake: %w", context.Cause(ctx))
+	}
 	if err := conn.SetDeadline(time.Time{}); err != nil {
 		return nil, fmt.Errorf("clear handshake deadline: %w", err)
 	}
