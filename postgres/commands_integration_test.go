@@ -7,14 +7,18 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"reflect"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/iotgate/iotgate"
 	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate/internal/servers"
 	"github.com/iotgate/iotgate/postgres"
 )
 
@@ -465,7 +469,10 @@ func TestCommandStoreBatches(t *testing.T) {
 // (created as sent, then updated to succeeded with the device's answer)
 // for batches of 1 (what an idle iotgate writes) and 32 (what the
 // command service's group commit writes under load), with the database
-// alone: how many commands per second the store can take.
+// alone: how many commands per second the store can take, and what each
+// costs PostgreSQL in CPU (pg-cpu-ms/op: the CPU of the server's
+// processes, from /proc, over the loop; the test's PostgreSQL is its own,
+// but other tests of the package running at once would count too).
 //
 //	go test -tags integration -run '^$' -bench BenchmarkCommandWrites -benchtime 20000x ./postgres/
 func BenchmarkCommandWrites(b *testing.B) {
@@ -477,6 +484,7 @@ func BenchmarkCommandWrites(b *testing.B) {
 			// IDs unique across the benchmark's calls of this function.
 			prefix := fmt.Sprintf("b%d-%d", batch, time.Now().UnixNano())
 			n := 0
+			pg := serverCPU(b, db)
 			for b.Loop() {
 				if n%batch == 0 {
 					cs := make([]*iotgate.Command, batch)
@@ -504,6 +512,29 @@ func BenchmarkCommandWrites(b *testing.B) {
 				}
 				n++
 			}
+			b.ReportMetric(float64(servers.CPUDelta(pg, serverCPU(b, db)))/float64(time.Millisecond)/float64(b.N), "pg-cpu-ms/op")
 		})
 	}
+}
+
+// serverCPU returns the CPU time each process of the PostgreSQL server
+// of db (its postmaster, backends, WAL writer...) has used so far
+// (servers.TreeCPU; servers.CPUDelta of two is the load's).
+func serverCPU(tb testing.TB, db *postgres.DB) map[int]time.Duration {
+	tb.Helper()
+	var backend int
+	if err := db.SQL().QueryRow(`SELECT pg_backend_pid()`).Scan(&backend); err != nil {
+		tb.Fatal(err)
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(backend) + "/stat")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	// The parent's pid is the second field after the command (in parentheses).
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	postmaster, err := strconv.Atoi(f[1])
+	if err != nil {
+		tb.Fatalf("parent of backend %d: %v", backend, err)
+	}
+	return servers.TreeCPU(postmaster)
 }
