@@ -517,7 +517,9 @@ func TestWriteCommands(t *testing.T) {
 		changes int      // command events written
 	}{
 		{"OK", []*iotgate.Command{newCommand(d, "w1", cmdTime, iotgate.CommandSent), newCommand(d, "w2", cmdTime, iotgate.CommandQueued)},
-			func(t *testing.T) []iotgate.CommandUpdate { return []iotgate.CommandUpdate{answer(t, "a1"), answer(t, "a2")} },
+			func(t *testing.T) []iotgate.CommandUpdate {
+				return []iotgate.CommandUpdate{answer(t, "a1"), answer(t, "a2")}
+			},
 			[]string{"", ""}, []string{"", ""}, 4},
 		{"OnlyCreates", []*iotgate.Command{newCommand(d, "w3", cmdTime, iotgate.CommandSent)},
 			func(t *testing.T) []iotgate.CommandUpdate { return nil }, []string{""}, nil, 1},
@@ -597,41 +599,63 @@ func BenchmarkCommandWrites(b *testing.B) {
 	ctx := context.Background()
 	db, reg, svc := newStack(b)
 	d := thermostats(b, reg, svc, "thermo1@example.com")[0]
-	for _, batch := range []int{1, 32} {
-		b.Run(fmt.Sprintf("batch%d", batch), func(b *testing.B) {
-			// IDs unique across the benchmark's calls of this function.
-			prefix := fmt.Sprintf("b%d-%d", batch, time.Now().UnixNano())
-			n := 0
-			pg := serverCPU(b, db)
-			for b.Loop() {
-				if n%batch == 0 {
-					cs := make([]*iotgate.Command, batch)
-					for i := range cs {
-						cs[i] = newCommand(d, fmt.Sprintf("%s-%d", prefix, n+i), cmdTime, iotgate.CommandSent)
-					}
-					for i, err := range db.CreateCommands(ctx, cs) {
-						if err != nil {
-							b.Fatalf("create %s: %v", cs[i].ID, err)
-						}
-					}
-					us := make([]iotgate.CommandUpdate, batch)
-					for i, c := range cs {
-						done := cmdTime.Add(time.Second)
-						c.Status, c.CompletedAt, c.AnsweredAt = iotgate.CommandSucceeded, &done, &done
-						c.Response = &iotgate.CommandResponse{XML: `<state xmlns="urn:example:thermostat"/>`, Data: json.RawMessage(`{}`)}
-						us[i] = iotgate.CommandUpdate{Command: c, From: []iotgate.CommandStatus{iotgate.CommandSent},
-							Event: &iotgate.CommandEvent{Status: iotgate.CommandSucceeded, At: done}}
-					}
-					for i, err := range db.UpdateCommands(ctx, us) {
-						if err != nil {
-							b.Fatalf("update %s: %v", cs[i].ID, err)
-						}
-					}
-				}
-				n++
+	// answered returns the updates of cs to succeeded.
+	answered := func(cs []*iotgate.Command) []iotgate.CommandUpdate {
+		us := make([]iotgate.CommandUpdate, len(cs))
+		for i, c := range cs {
+			done := cmdTime.Add(time.Second)
+			c.Status, c.CompletedAt, c.AnsweredAt = iotgate.CommandSucceeded, &done, &done
+			c.Response = &iotgate.CommandResponse{XML: `<state xmlns="urn:example:thermostat"/>`, Data: json.RawMessage(`{}`)}
+			us[i] = iotgate.CommandUpdate{Command: c, From: []iotgate.CommandStatus{iotgate.CommandSent},
+				Event: &iotgate.CommandEvent{Status: iotgate.CommandSucceeded, At: done}}
+		}
+		return us
+	}
+	fail := func(b *testing.B, what string, errs []error) {
+		for _, err := range errs {
+			if err != nil {
+				b.Fatalf("%s: %v", what, err)
 			}
-			b.ReportMetric(float64(servers.CPUDelta(pg, serverCPU(b, db)))/float64(time.Millisecond)/float64(b.N), "pg-cpu-ms/op")
-		})
+		}
+	}
+	for _, batch := range []int{1, 32} {
+		// apart: each batch's inserts, then its updates, in a
+		// transaction each (CreateCommands, UpdateCommands). shared: the
+		// inserts of a batch and the updates of the one before in one
+		// transaction (WriteCommands), as the command service writes
+		// them under load.
+		for _, shared := range []bool{false, true} {
+			name := fmt.Sprintf("batch%d/apart", batch)
+			if shared {
+				name = fmt.Sprintf("batch%d/shared", batch)
+			}
+			b.Run(name, func(b *testing.B) {
+				// IDs unique across the benchmark's calls of this function.
+				prefix := fmt.Sprintf("b%d-%d", batch, time.Now().UnixNano())
+				n := 0
+				var pending []iotgate.CommandUpdate
+				pg := serverCPU(b, db)
+				for b.Loop() {
+					if n%batch == 0 {
+						cs := make([]*iotgate.Command, batch)
+						for i := range cs {
+							cs[i] = newCommand(d, fmt.Sprintf("%s-%d", prefix, n+i), cmdTime, iotgate.CommandSent)
+						}
+						if shared {
+							cerrs, uerrs := db.WriteCommands(ctx, cs, pending)
+							fail(b, "create", cerrs)
+							fail(b, "update", uerrs)
+							pending = answered(cs)
+						} else {
+							fail(b, "create", db.CreateCommands(ctx, cs))
+							fail(b, "update", db.UpdateCommands(ctx, answered(cs)))
+						}
+					}
+					n++
+				}
+				b.ReportMetric(float64(servers.CPUDelta(pg, serverCPU(b, db)))/float64(time.Millisecond)/float64(b.N), "pg-cpu-ms/op")
+			})
+		}
 	}
 }
 
