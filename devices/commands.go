@@ -111,9 +111,10 @@ type Commands struct {
 	stopped    chan struct{}
 
 	// creates and updates group-commit the store writes of concurrent
-	// commands: one transaction per batch, not per command.
-	creates *groupCommit[*iotgate.Command]
-	updates *groupCommit[iotgate.CommandUpdate]
+	// commands: one transaction per batch, not per command, and one for
+	// both kinds with a CommandWriter store (see newWriters).
+	creates writer[*iotgate.Command]
+	updates writer[iotgate.CommandUpdate]
 
 	// foreign queues the answers to other instances' commands for their
 	// lookup (ForeignAnswer).
@@ -173,20 +174,7 @@ func NewCommands(store iotgate.CommandStore, devs CommandDevices, schemas iotgat
 		wake: make(chan struct{}, 1), stopped: make(chan struct{}),
 		foreign: make(chan foreignAnswer, foreignQueue),
 	}
-	// The batch's writes outlive any one request: they run under the
-	// store's own timeout, not a caller's context.
-	s.creates = &groupCommit[*iotgate.Command]{max: maxWriteBatch, write: func(cs []*iotgate.Command) []error {
-		ctx, cancel := s.storeCtx()
-		defer cancel()
-		return store.CreateCommands(ctx, cs)
-	}}
-	s.updates = &groupCommit[iotgate.CommandUpdate]{max: maxWriteBatch,
-		conflicts: func(a, b iotgate.CommandUpdate) bool { return a.Command.ID == b.Command.ID },
-		write: func(us []iotgate.CommandUpdate) []error {
-			ctx, cancel := s.storeCtx()
-			defer cancel()
-			return store.UpdateCommands(ctx, us)
-		}}
+	s.creates, s.updates = s.newWriters(store)
 	return s
 }
 

@@ -267,7 +267,7 @@ func (db *DB) CreateCommand(ctx context.Context, c *iotgate.Command, reuseBefore
 				return nil, err
 			}
 		}
-		if _, err := tx.ExecContext(ctx, insertCommands, args...); err != nil {
+		if err := db.execStmt(ctx, tx, insertCommands, args...); err != nil {
 			return nil, err
 		}
 		return []iotgate.Event{iotgate.CommandChangeEvent(c)}, nil
@@ -293,7 +293,7 @@ func (db *DB) CreateCommands(ctx context.Context, cs []*iotgate.Command) []error
 		args, err := insertArgs(cs)
 		if err == nil {
 			err = db.writeTx(ctx, func(tx *sql.Tx) ([]iotgate.Event, error) {
-				if _, err := tx.ExecContext(ctx, insertCommands, args...); err != nil {
+				if err := db.execStmt(ctx, tx, insertCommands, args...); err != nil {
 					return nil, err
 				}
 				return commandEvents(cs), nil
@@ -307,6 +307,24 @@ func (db *DB) CreateCommands(ctx context.Context, cs []*iotgate.Command) []error
 		return nil
 	})
 	return errs
+}
+
+// execStmt runs q, a statement every command runs (its insert), prepared
+// (see txStmt): one round trip instead of two, and PostgreSQL parses it
+// once per connection instead of at every batch. Its text is fixed,
+// whatever the batch's size (one array per column), so one prepared
+// statement serves every batch. Not the status update: its generic plan,
+// made while the table is small, joins by a sequential scan of commands
+// and keeps doing so as the table grows (measured: 1 ms of PostgreSQL
+// CPU per command, then 2, then 5.7 over a benchmark), where a fresh plan
+// looks each command up by its key.
+func (db *DB) execStmt(ctx context.Context, tx *sql.Tx, q string, args ...any) error {
+	st, err := db.txStmt(ctx, tx, q)
+	if err != nil {
+		return err
+	}
+	_, err = st.ExecContext(ctx, args...)
+	return err
 }
 
 // commandEvents returns one command event per command, as it now is.

@@ -7,14 +7,18 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"reflect"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/iotgate/iotgate"
 	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate/internal/servers"
 	"github.com/iotgate/iotgate/postgres"
 )
 
@@ -461,49 +465,218 @@ func TestCommandStoreBatches(t *testing.T) {
 	})
 }
 
+// The command service writes inserts and status changes in one batch
+// through it.
+var _ devices.CommandWriter = (*postgres.DB)(nil)
+
+// TestWriteCommands checks WriteCommands: new commands and status changes
+// of others in one transaction, each with its own outcome, and one command
+// event per stored change.
+func TestWriteCommands(t *testing.T) {
+	ctx := context.Background()
+	db, svc, d := commandFixture(t)
+	gone, err := svc.Register(ctx, &iotgate.Device{JID: "gone@example.com", Schema: "thermostat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Delete(ctx, gone.JID); err != nil {
+		t.Fatal(err)
+	}
+	done := cmdTime.Add(2 * time.Second)
+	// answer stores a sent command and returns its update to succeeded.
+	answer := func(t *testing.T, id string) iotgate.CommandUpdate {
+		t.Helper()
+		c := newCommand(d, id, cmdTime, iotgate.CommandSent)
+		if errs := db.CreateCommands(ctx, []*iotgate.Command{c}); errs[0] != nil {
+			t.Fatal(errs[0])
+		}
+		c.Status, c.CompletedAt, c.AnsweredAt = iotgate.CommandSucceeded, &done, &done
+		c.Response = &iotgate.CommandResponse{XML: `<state xmlns="urn:example:thermostat"/>`, Data: json.RawMessage(`{"a": 1}`)}
+		ev := iotgate.CommandEvent{Status: iotgate.CommandSucceeded, At: done}
+		c.History = append(c.History, ev)
+		return iotgate.CommandUpdate{Command: c, From: []iotgate.CommandStatus{iotgate.CommandSent}, Event: &ev}
+	}
+	// stale is answer's update of a command already succeeded.
+	stale := func(t *testing.T, id string) iotgate.CommandUpdate {
+		t.Helper()
+		u := answer(t, id)
+		if errs := db.UpdateCommands(ctx, []iotgate.CommandUpdate{u}); errs[0] != nil {
+			t.Fatal(errs[0])
+		}
+		u.Event = &iotgate.CommandEvent{Status: iotgate.CommandFailed, At: done, Reason: "again"}
+		return u
+	}
+	keyed := newCommand(d, "w-keyed", cmdTime, iotgate.CommandSent)
+	keyed.IdempotencyKey = "k"
+	for _, tc := range []struct {
+		name    string
+		cs      []*iotgate.Command
+		us      func(t *testing.T) []iotgate.CommandUpdate
+		wantCs  []string // each command's error code, "" for stored
+		wantUs  []string // each update's
+		changes int      // command events written
+	}{
+		{"OK", []*iotgate.Command{newCommand(d, "w1", cmdTime, iotgate.CommandSent), newCommand(d, "w2", cmdTime, iotgate.CommandQueued)},
+			func(t *testing.T) []iotgate.CommandUpdate {
+				return []iotgate.CommandUpdate{answer(t, "a1"), answer(t, "a2")}
+			},
+			[]string{"", ""}, []string{"", ""}, 4},
+		{"OnlyCreates", []*iotgate.Command{newCommand(d, "w3", cmdTime, iotgate.CommandSent)},
+			func(t *testing.T) []iotgate.CommandUpdate { return nil }, []string{""}, nil, 1},
+		{"OnlyUpdates", nil,
+			func(t *testing.T) []iotgate.CommandUpdate { return []iotgate.CommandUpdate{answer(t, "a3")} }, nil, []string{""}, 1},
+		{"ErrConflictOnlyItsOwn", []*iotgate.Command{newCommand(d, "w4", cmdTime, iotgate.CommandSent)},
+			func(t *testing.T) []iotgate.CommandUpdate {
+				return []iotgate.CommandUpdate{stale(t, "a4"), answer(t, "a5")}
+			}, []string{""}, []string{iotgate.EConflict, ""}, 2},
+		{"ErrDeviceGoneOnlyItsOwn", []*iotgate.Command{newCommand(d, "w5", cmdTime, iotgate.CommandSent), newCommand(gone, "w6", cmdTime, iotgate.CommandSent)},
+			func(t *testing.T) []iotgate.CommandUpdate { return []iotgate.CommandUpdate{answer(t, "a6")} },
+			[]string{"", iotgate.ENotFound}, []string{""}, 2},
+		{"ErrIdempotencyKey", []*iotgate.Command{keyed},
+			func(t *testing.T) []iotgate.CommandUpdate { return []iotgate.CommandUpdate{answer(t, "a7")} },
+			[]string{iotgate.EInvalid}, []string{""}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			us := tc.us(t)
+			before, err := db.Events(ctx, iotgate.EventQuery{After: 0, Limit: 10000})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cerrs, uerrs := db.WriteCommands(ctx, tc.cs, us)
+			if len(cerrs) != len(tc.cs) || len(uerrs) != len(us) {
+				t.Fatalf("%d and %d errors for %d commands and %d updates", len(cerrs), len(uerrs), len(tc.cs), len(us))
+			}
+			check := func(id string, err error, want string) bool {
+				t.Helper()
+				if got := iotgate.ErrorCode(err); err != nil && got != want || err == nil && want != "" {
+					t.Errorf("%s: err = %v, want code %q", id, err, want)
+					return false
+				}
+				return want == ""
+			}
+			stored := func(want *iotgate.Command) {
+				t.Helper()
+				got, err := db.Command(ctx, want.ID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !reflect.DeepEqual(got, want) {
+					t.Errorf("stored\n%+v\nread back\n%+v", want, got)
+				}
+			}
+			for i, c := range tc.cs {
+				if check(c.ID, cerrs[i], tc.wantCs[i]) {
+					stored(c)
+				}
+			}
+			for i, u := range us {
+				if check(u.Command.ID, uerrs[i], tc.wantUs[i]) {
+					stored(u.Command)
+				}
+			}
+			after, err := db.Events(ctx, iotgate.EventQuery{After: before.Next, Limit: 10000})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := len(after.Events); got != tc.changes {
+				t.Errorf("%d events written, want %d", got, tc.changes)
+			}
+		})
+	}
+}
+
 // BenchmarkCommandWrites measures the store writes of a sync command
 // (created as sent, then updated to succeeded with the device's answer)
 // for batches of 1 (what an idle iotgate writes) and 32 (what the
 // command service's group commit writes under load), with the database
-// alone: how many commands per second the store can take.
+// alone: how many commands per second the store can take, and what each
+// costs PostgreSQL in CPU (pg-cpu-ms/op: the CPU of the server's
+// processes, from /proc, over the loop; the test's PostgreSQL is its own,
+// but other tests of the package running at once would count too).
 //
 //	go test -tags integration -run '^$' -bench BenchmarkCommandWrites -benchtime 20000x ./postgres/
 func BenchmarkCommandWrites(b *testing.B) {
 	ctx := context.Background()
 	db, reg, svc := newStack(b)
 	d := thermostats(b, reg, svc, "thermo1@example.com")[0]
-	for _, batch := range []int{1, 32} {
-		b.Run(fmt.Sprintf("batch%d", batch), func(b *testing.B) {
-			// IDs unique across the benchmark's calls of this function.
-			prefix := fmt.Sprintf("b%d-%d", batch, time.Now().UnixNano())
-			n := 0
-			for b.Loop() {
-				if n%batch == 0 {
-					cs := make([]*iotgate.Command, batch)
-					for i := range cs {
-						cs[i] = newCommand(d, fmt.Sprintf("%s-%d", prefix, n+i), cmdTime, iotgate.CommandSent)
-					}
-					for i, err := range db.CreateCommands(ctx, cs) {
-						if err != nil {
-							b.Fatalf("create %s: %v", cs[i].ID, err)
-						}
-					}
-					us := make([]iotgate.CommandUpdate, batch)
-					for i, c := range cs {
-						done := cmdTime.Add(time.Second)
-						c.Status, c.CompletedAt, c.AnsweredAt = iotgate.CommandSucceeded, &done, &done
-						c.Response = &iotgate.CommandResponse{XML: `<state xmlns="urn:example:thermostat"/>`, Data: json.RawMessage(`{}`)}
-						us[i] = iotgate.CommandUpdate{Command: c, From: []iotgate.CommandStatus{iotgate.CommandSent},
-							Event: &iotgate.CommandEvent{Status: iotgate.CommandSucceeded, At: done}}
-					}
-					for i, err := range db.UpdateCommands(ctx, us) {
-						if err != nil {
-							b.Fatalf("update %s: %v", cs[i].ID, err)
-						}
-					}
-				}
-				n++
-			}
-		})
+	// answered returns the updates of cs to succeeded.
+	answered := func(cs []*iotgate.Command) []iotgate.CommandUpdate {
+		us := make([]iotgate.CommandUpdate, len(cs))
+		for i, c := range cs {
+			done := cmdTime.Add(time.Second)
+			c.Status, c.CompletedAt, c.AnsweredAt = iotgate.CommandSucceeded, &done, &done
+			c.Response = &iotgate.CommandResponse{XML: `<state xmlns="urn:example:thermostat"/>`, Data: json.RawMessage(`{}`)}
+			us[i] = iotgate.CommandUpdate{Command: c, From: []iotgate.CommandStatus{iotgate.CommandSent},
+				Event: &iotgate.CommandEvent{Status: iotgate.CommandSucceeded, At: done}}
+		}
+		return us
 	}
+	fail := func(b *testing.B, what string, errs []error) {
+		for _, err := range errs {
+			if err != nil {
+				b.Fatalf("%s: %v", what, err)
+			}
+		}
+	}
+	for _, batch := range []int{1, 32} {
+		// apart: each batch's inserts, then its updates, in a
+		// transaction each (CreateCommands, UpdateCommands). shared: the
+		// inserts of a batch and the updates of the one before in one
+		// transaction (WriteCommands), as the command service writes
+		// them under load.
+		for _, shared := range []bool{false, true} {
+			name := fmt.Sprintf("batch%d/apart", batch)
+			if shared {
+				name = fmt.Sprintf("batch%d/shared", batch)
+			}
+			b.Run(name, func(b *testing.B) {
+				// IDs unique across the benchmark's calls of this function.
+				prefix := fmt.Sprintf("b%d-%d", batch, time.Now().UnixNano())
+				n := 0
+				var pending []iotgate.CommandUpdate
+				pg := serverCPU(b, db)
+				for b.Loop() {
+					if n%batch == 0 {
+						cs := make([]*iotgate.Command, batch)
+						for i := range cs {
+							cs[i] = newCommand(d, fmt.Sprintf("%s-%d", prefix, n+i), cmdTime, iotgate.CommandSent)
+						}
+						if shared {
+							cerrs, uerrs := db.WriteCommands(ctx, cs, pending)
+							fail(b, "create", cerrs)
+							fail(b, "update", uerrs)
+							pending = answered(cs)
+						} else {
+							fail(b, "create", db.CreateCommands(ctx, cs))
+							fail(b, "update", db.UpdateCommands(ctx, answered(cs)))
+						}
+					}
+					n++
+				}
+				b.ReportMetric(float64(servers.CPUDelta(pg, serverCPU(b, db)))/float64(time.Millisecond)/float64(b.N), "pg-cpu-ms/op")
+			})
+		}
+	}
+}
+
+// serverCPU returns the CPU time each process of the PostgreSQL server
+// of db (its postmaster, backends, WAL writer...) has used so far
+// (servers.TreeCPU; servers.CPUDelta of two is the load's).
+func serverCPU(tb testing.TB, db *postgres.DB) map[int]time.Duration {
+	tb.Helper()
+	var backend int
+	if err := db.SQL().QueryRow(`SELECT pg_backend_pid()`).Scan(&backend); err != nil {
+		tb.Fatal(err)
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(backend) + "/stat")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	// The parent's pid is the second field after the command (in parentheses).
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	postmaster, err := strconv.Atoi(f[1])
+	if err != nil {
+		tb.Fatalf("parent of backend %d: %v", backend, err)
+	}
+	return servers.TreeCPU(postmaster)
 }

@@ -50,6 +50,23 @@ func (db *DB) UpdateCommands(ctx context.Context, us []iotgate.CommandUpdate) []
 // updateCommands applies us in one statement and sets the error of each
 // update it skipped in errs. It returns the statement's error.
 func (db *DB) updateCommands(ctx context.Context, us []iotgate.CommandUpdate, errs []error) error {
+	args, err := updateArgs(us)
+	if err != nil {
+		return err
+	}
+	done := make(map[string]bool, len(us))
+	err = db.writeTx(ctx, func(tx *sql.Tx) ([]iotgate.Event, error) {
+		return updateTx(ctx, tx, us, args, done)
+	})
+	if err != nil {
+		return translate(err, "update commands")
+	}
+	db.explainSkipped(ctx, us, done, errs)
+	return nil
+}
+
+// updateArgs are updateCommands' arguments for us.
+func updateArgs(us []iotgate.CommandUpdate) ([]any, error) {
 	n := len(us)
 	ids, froms, evs := make([]string, n), make([]string, n), make([]sql.NullString, n)
 	var out outcomeArrays
@@ -62,50 +79,56 @@ func (db *DB) updateCommands(ctx context.Context, us []iotgate.CommandUpdate, er
 		if u.Event != nil {
 			b, err := historyEntryJSON(*u.Event)
 			if err != nil {
-				return &iotgate.Error{Code: iotgate.EInvalid, Message: "encode history entry of command " + u.Command.ID, Err: err}
+				return nil, &iotgate.Error{Code: iotgate.EInvalid, Message: "encode history entry of command " + u.Command.ID, Err: err}
 			}
 			evs[i] = nullString(string(b), true)
 		}
 		out.add(u.Command)
 	}
-	args := append([]any{pq.Array(ids), pq.Array(froms), pq.Array(evs)}, out.args()...)
-	done := make(map[string]bool, n)
-	err := db.writeTx(ctx, func(tx *sql.Tx) ([]iotgate.Event, error) {
-		updated, err := queryTx(ctx, tx, scanString, updateCommands, args...)
-		if err != nil {
-			return nil, err
-		}
-		for _, id := range updated {
-			done[id] = true
-		}
-		// Every stored change is announced, a late answer (no history
-		// entry) too: it changes what the command shows.
-		var changed []*iotgate.Command
-		var notify []string
-		for _, u := range us {
-			if done[u.Command.ID] {
-				changed = append(changed, u.Command)
-				if u.Notify {
-					notify = append(notify, u.Command.ID)
-				}
+	return append([]any{pq.Array(ids), pq.Array(froms), pq.Array(evs)}, out.args()...), nil
+}
+
+// updateTx runs updateCommands in tx with args (updateArgs of us), marks
+// the commands it updated in done, notifies the other instances of those
+// whose update asks it, and returns their command events.
+func updateTx(ctx context.Context, tx *sql.Tx, us []iotgate.CommandUpdate, args []any, done map[string]bool) ([]iotgate.Event, error) {
+	updated, err := queryTx(ctx, tx, scanString, updateCommands, args...)
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range updated {
+		done[id] = true
+	}
+	// Every stored change is announced, a late answer (no history
+	// entry) too: it changes what the command shows.
+	var changed []*iotgate.Command
+	var notify []string
+	for _, u := range us {
+		if done[u.Command.ID] {
+			changed = append(changed, u.Command)
+			if u.Notify {
+				notify = append(notify, u.Command.ID)
 			}
 		}
-		if err := notifyChanges(ctx, tx, ChangeCommand, notify...); err != nil {
-			return nil, err
-		}
-		return commandEvents(changed), nil
-	})
-	if err != nil {
-		return translate(err, "update commands")
 	}
+	if err := notifyChanges(ctx, tx, ChangeCommand, notify...); err != nil {
+		return nil, err
+	}
+	return commandEvents(changed), nil
+}
+
+// explainSkipped sets errs[i] for each update of a committed batch that
+// updateTx did not apply (not in done): not_found when its command is
+// gone, conflict when it is in another status.
+func (db *DB) explainSkipped(ctx context.Context, us []iotgate.CommandUpdate, done map[string]bool, errs []error) {
 	var missed []string
-	for _, id := range ids {
-		if !done[id] {
-			missed = append(missed, id)
+	for _, u := range us {
+		if !done[u.Command.ID] {
+			missed = append(missed, u.Command.ID)
 		}
 	}
 	if len(missed) == 0 {
-		return nil
+		return
 	}
 	// Say why the others were not updated: gone, or in another status.
 	type idStatus struct{ id, status string }
@@ -117,7 +140,8 @@ func (db *DB) updateCommands(ctx context.Context, us []iotgate.CommandUpdate, er
 	for _, f := range found {
 		status[f.id] = f.status
 	}
-	for i, id := range ids {
+	for i, u := range us {
+		id := u.Command.ID
 		switch {
 		case done[id]:
 		case err != nil:
@@ -128,7 +152,64 @@ func (db *DB) updateCommands(ctx context.Context, us []iotgate.CommandUpdate, er
 			errs[i] = iotgate.Errorf(iotgate.EConflict, "command %s is %s", id, status[id])
 		}
 	}
-	return nil
+}
+
+// WriteCommands stores new commands (without an idempotency key, as
+// CreateCommands) and status changes of others (as UpdateCommands) in
+// one transaction: a command service under load writes the commands
+// that arrive and the answers that come back at the same time, and one
+// commit for both halves what PostgreSQL pays per transaction (its
+// round trips, the events' lock and notification, the WAL flush). It
+// returns one error per command and per update, as CreateCommands and
+// UpdateCommands would: when the transaction fails for a reason one of
+// them may cause, they are written again the way those write them (each
+// half on its own, split down to the culprit). No command may be in both.
+func (db *DB) WriteCommands(ctx context.Context, cs []*iotgate.Command, us []iotgate.CommandUpdate) (createErrs, updateErrs []error) {
+	switch {
+	case len(cs) == 0:
+		return []error{}, db.UpdateCommands(ctx, us)
+	case len(us) == 0:
+		return db.CreateCommands(ctx, cs), []error{}
+	}
+	for _, c := range cs {
+		if c.IdempotencyKey != "" {
+			return db.CreateCommands(ctx, cs), db.UpdateCommands(ctx, us)
+		}
+	}
+	cargs, err := insertArgs(cs)
+	if err != nil {
+		return db.CreateCommands(ctx, cs), db.UpdateCommands(ctx, us)
+	}
+	uargs, err := updateArgs(us)
+	if err != nil {
+		return db.CreateCommands(ctx, cs), db.UpdateCommands(ctx, us)
+	}
+	done := make(map[string]bool, len(us))
+	err = db.writeTx(ctx, func(tx *sql.Tx) ([]iotgate.Event, error) {
+		if err := db.execStmt(ctx, tx, insertCommands, cargs...); err != nil {
+			return nil, err
+		}
+		evs, err := updateTx(ctx, tx, us, uargs, done)
+		if err != nil {
+			return nil, err
+		}
+		return append(commandEvents(cs), evs...), nil
+	})
+	createErrs, updateErrs = make([]error, len(cs)), make([]error, len(us))
+	if err != nil {
+		if err := translate(err, "write commands"); !splittable(err) {
+			for i := range createErrs {
+				createErrs[i] = err
+			}
+			for i := range updateErrs {
+				updateErrs[i] = err
+			}
+			return createErrs, updateErrs
+		}
+		return db.CreateCommands(ctx, cs), db.UpdateCommands(ctx, us)
+	}
+	db.explainSkipped(ctx, us, done, updateErrs)
+	return createErrs, updateErrs
 }
 
 // QueuedCommands returns up to limit queued commands of a device, oldest
