@@ -38,6 +38,10 @@ type Reading struct {
 	DeviceTime *time.Time      `json:"device_time"`
 	XML        string          `json:"xml"`
 	Data       json.RawMessage `json:"data" swaggertype:"object"`
+	// MaybeStored says an earlier attempt to store this reading failed in
+	// a way that may have committed it (the connection to the database
+	// broke during the commit): the store must not store it twice.
+	MaybeStored bool `json:"-"`
 }
 
 // Rejection records a payload that iotgate refused, for the operator.

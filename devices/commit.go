@@ -320,6 +320,8 @@ func (s *Service) hold(p *pendingReading, now time.Time) bool {
 	if s.draining || len(s.held) >= s.cfg.MaxHeld || s.heldBytes+p.size() > s.cfg.MaxHeldBytes || now.Sub(p.at) >= s.cfg.HoldFor {
 		return false
 	}
+	// The failed attempt may have committed it: the next one must check.
+	p.r.MaybeStored = true
 	s.held = append(s.held, p)
 	s.heldBytes += p.size()
 	return true

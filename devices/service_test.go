@@ -83,6 +83,15 @@ func TestIngestDatabaseDown(t *testing.T) {
 			if held := s.Stats().Held; held != 0 {
 				t.Errorf("still held: %d", held)
 			}
+			// Each stored one was held after a failed attempt that might
+			// have committed it: the store must look before storing it.
+			store.mu.Lock()
+			defer store.mu.Unlock()
+			for _, r := range store.stored {
+				if !r.MaybeStored {
+					t.Errorf("a held reading stored without MaybeStored")
+				}
+			}
 		})
 	}
 }

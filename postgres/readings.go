@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -42,6 +43,15 @@ func (db *DB) InsertReadings(ctx context.Context, rs []*iotgate.Reading) []error
 func (db *DB) insertReadings(ctx context.Context, rs []*iotgate.Reading) error {
 	if len(rs) == 0 {
 		return nil
+	}
+	if slices.ContainsFunc(rs, func(r *iotgate.Reading) bool { return r.MaybeStored }) {
+		var err error
+		if rs, err = db.skipStored(ctx, rs); err != nil {
+			return translate(err, "store readings")
+		}
+		if len(rs) == 0 {
+			return nil
+		}
 	}
 	ids := make([]int64, len(rs))
 	received := make([]string, len(rs))
@@ -369,4 +379,55 @@ func (db *DB) Rejections(ctx context.Context, jid string, f iotgate.ReadingFilte
 	page := &iotgate.RejectionPage{}
 	page.Items, page.NextCursor = budgetPage(rows, f.Limit, func(r *iotgate.Rejection) string { return cursor{At: r.ReceivedAt, ID: r.ID}.String() })
 	return page, nil
+}
+
+// skipStored returns rs without the readings an earlier attempt stored
+// after all (its commit reached the database, its answer didn't: a
+// connection or server that died during the commit), giving those their
+// ids. Only readings marked MaybeStored are looked for: by device,
+// receipt time and XML, which no two readings of a device share (a
+// device's stanzas are received one after another). The earlier attempt
+// is over when a reading is tried again, so the lookup needs no lock.
+func (db *DB) skipStored(ctx context.Context, rs []*iotgate.Reading) ([]*iotgate.Reading, error) {
+	var at []int
+	var devs []int64
+	var received, xmls []string
+	for i, r := range rs {
+		if r.MaybeStored {
+			at = append(at, i)
+			devs = append(devs, r.DeviceID)
+			received = append(received, r.ReceivedAt.UTC().Format(time.RFC3339Nano))
+			xmls = append(xmls, r.XML)
+		}
+	}
+	rows, err := db.db.QueryContext(ctx, `
+		SELECT u.n, min(r.id) FROM unnest($1::bigint[], $2::timestamptz[], $3::text[]) WITH ORDINALITY AS u(device_id, received_at, xml, n)
+		JOIN readings r ON r.device_id = u.device_id AND r.received_at = u.received_at AND r.xml = u.xml
+		GROUP BY u.n`, pq.Array(devs), pq.Array(received), pq.Array(xmls))
+	if err != nil {
+		return nil, err
+	}
+	found, err := scanAll(rows, func(r rowScanner) (idPair, error) {
+		var p idPair
+		return p, r.Scan(&p.dev, &p.id) // dev: the ordinality here
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(found) == 0 {
+		return rs, nil
+	}
+	stored := make(map[int]int64, len(found))
+	for _, f := range found {
+		stored[at[f.dev-1]] = f.id
+	}
+	rest := make([]*iotgate.Reading, 0, len(rs)-len(found))
+	for i, r := range rs {
+		if id, ok := stored[i]; ok {
+			r.ID, r.MaybeStored = id, false
+			continue
+		}
+		rest = append(rest, r)
+	}
+	return rest, nil
 }

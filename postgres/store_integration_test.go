@@ -387,3 +387,54 @@ func TestRejectionsKeepNewest(t *testing.T) {
 		})
 	}
 }
+
+// TestInsertReadingsMaybeStored: readings tried again after an attempt
+// whose commit may have reached the database (MaybeStored) are stored
+// once: those already there get their ids, the others are inserted.
+func TestInsertReadingsMaybeStored(t *testing.T) {
+	ctx := context.Background()
+	db, reg, svc := newStack(t)
+	devs := thermostats(t, reg, svc, "a@example.com", "b@example.com")
+	now := time.Now().UTC()
+	reading := func(dev int, i int) *iotgate.Reading {
+		return &iotgate.Reading{DeviceID: devs[dev].ID, ReceivedAt: now.Add(time.Duration(i) * time.Microsecond),
+			XML: fmt.Sprintf("<r n='%d'/>", i), Data: []byte(fmt.Sprintf(`{"n": %d}`, i))}
+	}
+	// The first attempt committed these three.
+	first := []*iotgate.Reading{reading(0, 1), reading(0, 2), reading(1, 1)}
+	if err := errors.Join(db.InsertReadings(ctx, first)...); err != nil {
+		t.Fatal(err)
+	}
+	// Tried again, with two that were not stored; one of a device shares
+	// a receipt time with a stored one but not its XML.
+	again := []*iotgate.Reading{reading(0, 1), reading(0, 2), reading(1, 1), reading(0, 3), reading(1, 2)}
+	again[4].ReceivedAt = again[2].ReceivedAt
+	for _, r := range again {
+		r.MaybeStored = true
+	}
+	if err := errors.Join(db.InsertReadings(ctx, again)...); err != nil {
+		t.Fatal(err)
+	}
+	for i := range first {
+		if again[i].ID != first[i].ID {
+			t.Errorf("reading %d tried again: id %d, want the stored %d", i, again[i].ID, first[i].ID)
+		}
+	}
+	for _, r := range again[3:] {
+		if r.ID == 0 {
+			t.Errorf("new reading %s: no id", r.XML)
+		}
+	}
+	for _, tc := range []struct {
+		jid  string
+		want int
+	}{{"a@example.com", 3}, {"b@example.com", 2}} {
+		page, err := db.Readings(ctx, tc.jid, iotgate.ReadingFilter{Limit: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page.Items) != tc.want {
+			t.Errorf("%s: %d readings, want %d", tc.jid, len(page.Items), tc.want)
+		}
+	}
+}
