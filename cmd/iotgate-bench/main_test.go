@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -187,5 +188,17 @@ func TestBusyWarning(t *testing.T) {
 				t.Errorf("busyWarning(%q, %d) warns = %t, want %t", tt.avg, tt.cores, got, tt.warn)
 			}
 		})
+	}
+}
+
+// TestNotesOnce: a note that every run makes is printed once.
+func TestNotesOnce(t *testing.T) {
+	res := &results{}
+	for range 3 {
+		res.note("not measured: why")
+	}
+	res.note("another")
+	if want := []string{"not measured: why", "another"}; !slices.Equal(res.notes, want) {
+		t.Errorf("notes %q, want %q", res.notes, want)
 	}
 }

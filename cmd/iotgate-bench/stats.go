@@ -75,11 +75,14 @@ type results struct {
 	notes []string
 }
 
-// note records a remark printed under the table.
+// note records a remark printed under the table, once however many runs
+// make it.
 func (r *results) note(s string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.notes = append(r.notes, s)
+	if !slices.Contains(r.notes, s) {
+		r.notes = append(r.notes, s)
+	}
 }
 
 // add records value for the metric (scenario, name), creating its row.
