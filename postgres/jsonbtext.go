@@ -249,6 +249,11 @@ func appendNumeric(b []byte, n string) ([]byte, bool) {
 	if ip == "" {
 		ip = "0"
 	}
+	// What is written must be read back: no more digits than are read
+	// (1e1000 would be written with 1001).
+	if len(ip)+len(fp) > 1000 {
+		return nil, false
+	}
 	if neg && strings.Trim(ip+fp, "0") != "" {
 		b = append(b, '-')
 	}
