@@ -24,6 +24,8 @@ declare -A PKGS=(
 	[pkg-config]=/usr/bin/pkg-config
 	[gcc]=/usr/bin/gcc
 	[openssl]=/usr/bin/openssl
+	# curl: fetches mod_rest below.
+	[curl]=/usr/bin/curl
 	[python3-slixmpp]=/usr/share/doc/python3-slixmpp
 )
 # Installed without their recommended packages: chromium recommends
@@ -84,6 +86,43 @@ if [ $((${#missing[@]} + ${#missing_bare[@]})) -gt 0 ]; then
 			"${sudo[@]}" update-rc.d "$svc" disable >/dev/null 2>&1 || true
 		fi
 	done
+fi
+
+# Prosody's community mod_rest, for the bench's peer row (#17): Debian
+# 12's prosody-modules lacks it; trixie's has one that runs on Prosody
+# 0.12. That package as a whole depends on Prosody 13, so it is not
+# installed: its .deb is fetched from the Debian archive, checked against
+# the pinned SHA256 and only mod_rest is extracted, into the directory
+# internal/servers.ProsodyModulesDir reads. Any failure stops the script.
+MODS_VERSION='0.0~hg20250402.f315edc39f3d+dfsg-2'
+MODS_SHA256='f8f0bc7427a31620666cd518b0df40f11a239b40fa9a013ecc7983370c0c1a38'
+MODS_URL="http://deb.debian.org/debian/pool/main/p/prosody-modules/prosody-modules_${MODS_VERSION}_all.deb"
+mods_dir="${XDG_CACHE_HOME:-$HOME/.cache}/iotgate/prosody-modules-${MODS_VERSION}"
+if [ ! -f "$mods_dir/mod_rest/mod_rest.lua" ]; then
+	echo "deps: fetching mod_rest from prosody-modules ${MODS_VERSION} (Debian trixie)"
+	tmp=$(mktemp -d)
+	trap 'rm -rf "$tmp"' EXIT
+	if ! curl -fsSL --retry 3 --max-time 300 -o "$tmp/mods.deb" "$MODS_URL"; then
+		echo "deps: download of $MODS_URL failed" >&2
+		exit 1
+	fi
+	got=$(sha256sum "$tmp/mods.deb" | cut -d' ' -f1)
+	if [ "$got" != "$MODS_SHA256" ]; then
+		echo "deps: $MODS_URL: SHA256 $got, want $MODS_SHA256" >&2
+		exit 1
+	fi
+	dpkg-deb -x "$tmp/mods.deb" "$tmp/x"
+	if [ ! -f "$tmp/x/usr/lib/prosody/modules/mod_rest/mod_rest.lua" ]; then
+		echo "deps: $MODS_URL has no mod_rest" >&2
+		exit 1
+	fi
+	mkdir -p "$mods_dir"
+	rm -rf "$mods_dir/mod_rest.new"
+	cp -r "$tmp/x/usr/lib/prosody/modules/mod_rest" "$mods_dir/mod_rest.new"
+	# Moved into place last, so a half-done copy is never taken for one.
+	mv "$mods_dir/mod_rest.new" "$mods_dir/mod_rest"
+	rm -rf "$tmp"
+	trap - EXIT
 fi
 
 # Go: the machine's toolchain (/usr/local/go on our machines).

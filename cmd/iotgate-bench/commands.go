@@ -32,6 +32,7 @@ type commandsScenario struct {
 	full    []string // their full JIDs, for the raw IQs
 	clients []*device.Client
 	body    []byte
+	modRest *modRest // the peer row's load; nil: not on this server
 }
 
 // newCommands creates, registers and logs in the command devices, and
@@ -54,6 +55,7 @@ func newCommands(ctx context.Context, e *env) (*commandsScenario, error) {
 	for _, c := range clients {
 		s.full = append(s.full, c.JID())
 	}
+	s.modRest = newModRest(e.xs, e.api, s.full)
 	s.body, err = json.Marshal(map[string]any{"payload": commandPayload, "type": "set", "mode": "sync", "timeout_ms": 10000})
 	return s, err
 }
@@ -61,7 +63,9 @@ func newCommands(ctx context.Context, e *env) (*commandsScenario, error) {
 func (s *commandsScenario) close() { closeDevices(s.clients) }
 
 // run measures one run: for each concurrency, REST commands through
-// iotgate, then raw IQs from the sink component to the same devices.
+// iotgate, then raw IQs from the sink component to the same devices; at
+// the highest concurrency on Prosody, then the same IQs through Prosody's
+// mod_rest (the peer row).
 func (s *commandsScenario) run(ctx context.Context, res *results) error {
 	const sc = "commands"
 	for _, c := range s.e.cfg.concurrency {
@@ -96,9 +100,42 @@ func (s *commandsScenario) run(ctx context.Context, res *results) error {
 			res.add(sc, fmt.Sprintf("c%d: REST ÷ raw rate", c), "ratio", "≥ 0.75", restRate/rawRate)
 			res.add(sc, fmt.Sprintf("c%d: REST ÷ raw p99", c), "ratio", "≤ 1.5", ms(restLat.quantile(0.99))/ms(rawLat.quantile(0.99)))
 			res.addPerOp(sc, rest, "command", restUse, "≤ 0.08", "≤ 0.07")
-			res.note(fmt.Sprintf("commands c%d, iotgate ÷ Prosody mod_rest (target ≥ 2.5): not measured: %s", c, modRestAbsent()))
+			if err := s.peerRow(ctx, res, c, restRate); err != nil {
+				return err
+			}
 		}
 	}
+	return nil
+}
+
+// peerRow measures the same commands through Prosody's mod_rest at
+// concurrency c, on the same devices, and adds its rows and iotgate's
+// REST rate (restRate) ÷ its rate. On ejabberd it notes that the row is
+// Prosody's.
+func (s *commandsScenario) peerRow(ctx context.Context, res *results, c int, restRate float64) error {
+	const sc = "commands"
+	if s.modRest == nil {
+		res.note(fmt.Sprintf("commands c%d: iotgate ÷ mod_rest rate (target ≥ 2.5): measured on Prosody only "+
+			"(mod_rest is Prosody's community module; run with -server prosody)", c))
+		return nil
+	}
+	name := fmt.Sprintf("mod_rest c%d", c)
+	m := s.e.meter(s.e.gate)
+	op, fails := s.counted(s.modRest.op)
+	r, err := load(ctx, c, s.e.cfg.duration, op)
+	if err != nil {
+		return fmt.Errorf("mod_rest commands at concurrency %d: %w (%s)", c, err, s.deviceFailures(fails))
+	}
+	use := m.stop().per(int64(r.lat.count()))
+	res.addCPU("commands: "+name, use)
+	s.noteFailures(res, "commands: "+name, r, fails)
+	res.add(sc, name, "req/s", "", r.rate)
+	res.add(sc, name+" p50", "ms", "", ms(r.lat.quantile(0.5)))
+	res.add(sc, name+" p99", "ms", "", ms(r.lat.quantile(0.99)))
+	if v, ok := use.perOp(1); ok {
+		res.add(sc, name+": Prosody CPU per command", cpuPerOpUnit, "", v)
+	}
+	res.add(sc, fmt.Sprintf("c%d: iotgate ÷ mod_rest rate", c), "ratio", "≥ 2.5", restRate/r.rate)
 	return nil
 }
 
@@ -275,13 +312,4 @@ func noteFailures(res *results, name string, r loadResult) {
 		res.note(fmt.Sprintf("%s: %d of %d operations failed (left out of the figures), first: %v",
 			name, r.failed, r.failed+int64(r.lat.count()), r.firstErr))
 	}
-}
-
-// modRestAbsent says why the peer row (the same command load through
-// Prosody's community mod_rest) is not in the table: see "The peer row"
-// in docs/benchmarks.md.
-func modRestAbsent() string {
-	return "Debian 12's prosody-modules (0.0~hg20230223) ships a curated selection of the community modules " +
-		"and mod_rest is not in it, Debian has no other package of it, and the bench installs only Debian packages " +
-		"(docs/benchmarks.md, \"The peer row\")"
 }

@@ -118,10 +118,15 @@ func setup(ctx context.Context, cfg config, log *slog.Logger, buildDir string) (
 	log.Info("starting XMPP server", "server", cfg.server)
 	// Separate listeners: on ejabberd, the sink would otherwise get
 	// iotgate's stanzas too (and the other way round).
-	opts := servers.XMPPOptions{LogDir: cfg.logDir, Debug: cfg.gateLogLevel == "debug", SeparateComponentListeners: true, Components: map[string]string{
-		gateDomain: servers.NewAdminToken(),
-		sinkDomain: servers.NewAdminToken(),
-	}}
+	opts := servers.XMPPOptions{
+		LogDir: cfg.logDir, Debug: cfg.gateLogLevel == "debug", SeparateComponentListeners: true,
+		Components: map[string]string{
+			gateDomain: servers.NewAdminToken(),
+			sinkDomain: servers.NewAdminToken(),
+		},
+		// The commands scenario's peer row (Prosody only).
+		ModRest: cfg.server == "prosody",
+	}
 	switch cfg.server {
 	case "prosody":
 		e.xs, err = servers.StartProsody(ctx, opts)

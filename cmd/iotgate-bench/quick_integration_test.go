@@ -45,10 +45,13 @@ func TestQuick(t *testing.T) {
 			// instances: one vs two instances and failover on ejabberd, the
 			// standby's takeover on Prosody.
 			instances := map[string]int{"prosody": 2, "ejabberd": 19}[server]
+			// commands: the peer row through mod_rest (rate, p50, p99,
+			// Prosody CPU per command, iotgate ÷ mod_rest) is Prosody's.
+			commands := map[string]int{"prosody": 21, "ejabberd": 16}[server]
 			for _, want := range []struct {
 				scenario string
 				rows     int
-			}{{"ingest", 17}, {"commands", 16}, {"reads", 8}, {"events", 7}, {"instances", instances}, {"scale", 9}} {
+			}{{"ingest", 17}, {"commands", commands}, {"reads", 8}, {"events", 7}, {"instances", instances}, {"scale", 9}} {
 				if seen[want.scenario] != want.rows {
 					t.Errorf("scenario %s: %d rows, want %d", want.scenario, seen[want.scenario], want.rows)
 				}
@@ -71,7 +74,7 @@ func TestQuick(t *testing.T) {
 				{"PostgreSQL CPU per command", "PostgreSQL CPU per command |"},
 				{"commands REST ÷ raw rate", "REST ÷ raw rate |"},
 				{"commands REST ÷ raw p99", "REST ÷ raw p99 |"},
-				{"commands iotgate ÷ mod_rest", "iotgate ÷ Prosody mod_rest"},
+				{"commands iotgate ÷ mod_rest", "c8: iotgate ÷ mod_rest rate"},
 				{"readings page rate", "| GET readings?limit=50 c"},
 				{"readings page PostgreSQL CPU", "PostgreSQL CPU per page |"},
 				{"GET state", "| GET state c"},
@@ -81,6 +84,21 @@ func TestQuick(t *testing.T) {
 				if !strings.Contains(out, want.text) {
 					t.Errorf("target %q: output lacks %q", want.figure, want.text)
 				}
+			}
+			// The peer row: measured on Prosody (never a "not measured"
+			// note there); on ejabberd a note says it is Prosody's.
+			peer := map[string][]string{
+				"prosody": {"| commands | mod_rest c8 |", "| commands | mod_rest c8 p99 |",
+					"| commands | mod_rest c8: Prosody CPU per command |", "| commands | c8: iotgate ÷ mod_rest rate | ratio |"},
+				"ejabberd": {"c8: iotgate ÷ mod_rest rate (target ≥ 2.5): measured on Prosody only"},
+			}[server]
+			for _, want := range peer {
+				if !strings.Contains(out, want) {
+					t.Errorf("peer row: output lacks %q", want)
+				}
+			}
+			if strings.Contains(out, "mod_rest") && strings.Contains(out, "not measured: Debian 12") {
+				t.Error("output still says mod_rest is not measured")
 			}
 			if t.Failed() {
 				t.Logf("stdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())

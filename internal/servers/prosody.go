@@ -12,12 +12,17 @@ import (
 
 // Prosody is a throwaway Prosody server (Debian's prosody package, 0.12).
 // It runs in the foreground from its own generated config, with HTTP
-// disabled, s2s disabled unless XMPPOptions.S2SAddrs, and no rate limits. Its methods are documented on
+// disabled unless XMPPOptions.ModRest, s2s disabled unless
+// XMPPOptions.S2SAddrs, and no rate limits. Its methods are documented on
 // XMPPServer, which it implements.
 type Prosody struct {
 	*xmppServer
 	config string
 	cert   certFiles
+	// With XMPPOptions.ModRest: mod_rest's VirtualHost, its user's
+	// password and mod_http's port.
+	restHost, restPass string
+	httpPort           int
 }
 
 var _ XMPPServer = (*Prosody)(nil)
@@ -48,6 +53,12 @@ func StartProsody(ctx context.Context, opts XMPPOptions) (*Prosody, error) {
 		base.Close()
 		return nil, err
 	}
+	if opts.ModRest {
+		if err := p.prepareModRest(opts.Domain); err != nil {
+			base.Close()
+			return nil, err
+		}
+	}
 	base.spec = func() procSpec {
 		return procSpec{
 			path: "prosody",
@@ -67,11 +78,23 @@ func StartProsody(ctx context.Context, opts XMPPOptions) (*Prosody, error) {
 		if base.c2sPort, err = freePort(); err != nil {
 			return err
 		}
-		base.compPort, err = freePort()
+		if base.compPort, err = freePort(); err != nil {
+			return err
+		}
+		if opts.ModRest {
+			p.httpPort, err = freePort()
+			base.extraPorts = []int{p.httpPort}
+		}
 		return err
 	}
 	if err := base.first(ctx); err != nil {
 		return nil, err
+	}
+	if opts.ModRest {
+		if err := p.registerOn(ctx, p.restHost, modRestUser, p.restPass); err != nil {
+			p.Close()
+			return nil, err
+		}
 	}
 	return p, nil
 }
@@ -93,12 +116,12 @@ modules_enabled = {
 	"uptime"; "smacks"; "carbons"; "posix";{{if .S2S}} "dialback";{{end}}
 }
 {{- if .S2S}}
--- No HTTP: nothing here needs it, and it would want more ports.
-modules_disabled = { "http"; "bosh"; "websocket"; }
+-- No HTTP{{if .Rest}} but mod_rest's{{end}}: nothing else here needs it, and it would want more ports.
+modules_disabled = { {{if not .Rest}}"http"; {{end}}"bosh"; "websocket"; }
 {{- else}}
--- No federation and no HTTP: nothing here needs them, and they would
--- want more ports.
-modules_disabled = { "s2s"; "dialback"; "http"; "bosh"; "websocket"; }
+-- No federation and no HTTP{{if .Rest}} but mod_rest's{{end}}: nothing else here needs them,
+-- and they would want more ports.
+modules_disabled = { "s2s"; "dialback"; {{if not .Rest}}"http"; {{end}}"bosh"; "websocket"; }
 {{- end}}
 
 interfaces = { "127.0.0.1" }
@@ -117,7 +140,16 @@ s2s_secure_auth = false
 {{- else}}
 s2s_ports = { }
 {{- end}}
+{{- if .Rest}}
+-- mod_rest (XMPPOptions.ModRest): community module, copied into plugins/.
+plugin_paths = { {{.Dir}}.."/plugins" }
+http_ports = { {{.HTTPPort}} }
+http_interfaces = { "127.0.0.1" }
+-- Requests reach mod_rest whatever their Host header.
+http_default_host = {{.Rest}}
+{{- else}}
 http_ports = { }
+{{- end}}
 https_ports = { }
 
 authentication = "internal_hashed"
@@ -132,10 +164,38 @@ ssl = { certificate = {{.Cert}}; key = {{.Key}}; }
 {{if .KickOld}}component_conflict_resolve = "kick_old"
 {{end}}
 VirtualHost {{.Domain}}
+{{- if .Rest}}
+
+-- mod_rest's own host: HTTP Basic auth checks the password on every
+-- request, and internal_plain compares it where internal_hashed would
+-- run PBKDF2 (4096 rounds) each time, which would bill the peer for a
+-- cost that is the bench's choice of credential, not mod_rest's.
+VirtualHost {{.Rest}}
+	authentication = "internal_plain"
+	modules_enabled = { "rest" }
+{{- end}}
 {{range .Components}}
 Component {{.Domain}}
 	component_secret = {{.Secret}}
 {{end}}`))
+
+// prepareModRest copies mod_rest into the instance and picks its
+// VirtualHost, password and HTTP port (XMPPOptions.ModRest).
+func (p *Prosody) prepareModRest(domain string) error {
+	host, err := modRestHost(domain)
+	if err != nil {
+		return err
+	}
+	if err := copyModRest(filepath.Join(p.dir, "plugins")); err != nil {
+		return err
+	}
+	if p.httpPort, err = freePort(); err != nil {
+		return err
+	}
+	p.restHost, p.restPass = host, randomHex(12)
+	p.extraPorts = []int{p.httpPort}
+	return nil
+}
 
 // writeConfig writes prosody.cfg.lua for the current ports.
 func (p *Prosody) writeConfig(opts XMPPOptions) error {
@@ -160,12 +220,21 @@ func (p *Prosody) writeConfig(opts XMPPOptions) error {
 	if err != nil {
 		return err
 	}
+	rest := ""
+	if p.restHost != "" {
+		q, err := quoteString(p.restHost)
+		if err != nil {
+			return err
+		}
+		rest = q
+	}
 	var sb strings.Builder
 	err = prosodyConfig.Execute(&sb, map[string]any{
 		"Dir": q[0], "LogDir": q[1], "Cert": q[2], "Key": q[3], "Domain": q[4],
 		"Level": level, "C2SPort": p.c2sPort, "CompPort": p.compPort,
 		"KickOld": opts.KickOldComponent, "Components": comps, "C2SMax": opts.C2SMaxStanzaBytes,
 		"S2S": strings.Join(s2s, "; "), "S2SPort": S2SPort,
+		"Rest": rest, "HTTPPort": p.httpPort,
 	})
 	if err != nil {
 		return err
@@ -177,10 +246,15 @@ func (p *Prosody) writeConfig(opts XMPPOptions) error {
 // with prosodyctl (which writes the account file; the running server
 // reads it at login).
 func (p *Prosody) RegisterUser(ctx context.Context, user, password string) error {
+	return p.registerOn(ctx, p.domain, user, password)
+}
+
+// registerOn creates user@host with password, or sets its password.
+func (p *Prosody) registerOn(ctx context.Context, host, user, password string) error {
 	_, err := runCommand(ctx, p.user, p.dir, []string{"HOME=" + p.dir},
-		"prosodyctl", "--config", p.config, "register", user, p.domain, password)
+		"prosodyctl", "--config", p.config, "register", user, host, password)
 	if err != nil {
-		return fmt.Errorf("prosody: register %s@%s: %w", user, p.domain, err)
+		return fmt.Errorf("prosody: register %s@%s: %w", user, host, err)
 	}
 	return nil
 }

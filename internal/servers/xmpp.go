@@ -113,6 +113,15 @@ type XMPPOptions struct {
 	// domain_balancing (ejabberd picks a connection on the receiving
 	// node at random, any node's if it has none). Prosody ignores it.
 	DomainBalancing *DomainBalancing
+	// ModRest (Prosody only; ejabberd ignores it) loads the community
+	// module mod_rest (Debian trixie's prosody-modules, fetched by
+	// scripts/deps.sh into ProsodyModulesDir) on a VirtualHost
+	// "rest."+Domain of its own, behind mod_http on a free loopback
+	// port: POST a stanza to Prosody.ModRestURL() with HTTP Basic auth
+	// of Prosody.ModRestUser() and it is sent from that user (a bare
+	// JID); an IQ's answer is the response. Domain must be a name, not
+	// an IP literal.
+	ModRest bool
 }
 
 // DomainBalancing is one entry of ejabberd's domain_balancing option.
