@@ -63,6 +63,18 @@ func partitionNames(t *testing.T, db *postgres.DB) []string {
 	return names
 }
 
+// migratedDay returns the day in the name of the first partition, which
+// migration 0010 names after the day it ran (so the names below depend on
+// the date the test runs).
+func migratedDay(t *testing.T, db *postgres.DB) string {
+	t.Helper()
+	names := partitionNames(t, db)
+	if len(names) == 0 || !strings.HasPrefix(names[0], "readings_before_") {
+		t.Fatalf("partitions %v: want readings_before_YYYYMMDD first", names)
+	}
+	return strings.TrimPrefix(names[0], "readings_before_")
+}
+
 // allPages walks a device's readings a page of limit at a time and returns
 // their ids.
 func allPages(t *testing.T, db *postgres.DB, jid string, f iotgate.ReadingFilter) []int64 {
@@ -90,6 +102,7 @@ func TestPartitionSeam(t *testing.T) {
 	ctx := context.Background()
 	db, reg, svc := newStack(t)
 	dev := thermostats(t, reg, svc, "seam@example.com")[0]
+	day := migratedDay(t, db)
 	created, err := db.EnsurePartitions(ctx, seamDay, 2)
 	if err != nil {
 		t.Fatal(err)
@@ -150,7 +163,7 @@ func TestPartitionSeam(t *testing.T) {
 			t.Errorf("reading at %v is in %s, want %s", rs[i].ReceivedAt, got, want)
 		}
 	}
-	if got := partitionNames(t, db); !slices.Equal(got, []string{"readings_before_20261207", "readings_p20261207_20300310",
+	if got := partitionNames(t, db); !slices.Equal(got, []string{"readings_before_" + day, "readings_p" + day + "_20300310",
 		"readings_p20300310", "readings_p20300311", "readings_p20300312", "readings_p20300313_20300315", "readings_p20300315", "readings_from_20300316"}) {
 		t.Errorf("partitions %v", got)
 	}
@@ -164,6 +177,7 @@ func TestReadingRetention(t *testing.T) {
 	ctx := context.Background()
 	db, reg, svc := newStack(t)
 	dev := thermostats(t, reg, svc, "old@example.com")[0]
+	day := migratedDay(t, db)
 	if _, err := db.EnsurePartitions(ctx, seamDay, 3); err != nil {
 		t.Fatal(err)
 	}
@@ -182,7 +196,7 @@ func TestReadingRetention(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []string{"readings_before_20261207", "readings_p20261207_20300310", "readings_p20300310", "readings_p20300311"}; !slices.Equal(got.Dropped, want) {
+	if want := []string{"readings_before_" + day, "readings_p" + day + "_20300310", "readings_p20300310", "readings_p20300311"}; !slices.Equal(got.Dropped, want) {
 		t.Errorf("dropped %v, want %v", got.Dropped, want)
 	}
 	page, err := db.Readings(ctx, dev.JID, iotgate.ReadingFilter{Limit: 100})
