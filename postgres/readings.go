@@ -394,7 +394,8 @@ func (db *DB) Rejections(ctx context.Context, jid string, f iotgate.ReadingFilte
 func (db *DB) skipStored(ctx context.Context, rs []*iotgate.Reading) ([]*iotgate.Reading, error) {
 	var at []int
 	var devs []int64
-	var received, xmls []string
+	var received []string
+	var xmls textArray[string]
 	for i, r := range rs {
 		if r.MaybeStored {
 			at = append(at, i)
@@ -406,7 +407,7 @@ func (db *DB) skipStored(ctx context.Context, rs []*iotgate.Reading) ([]*iotgate
 	rows, err := db.db.QueryContext(ctx, `
 		SELECT u.n, min(r.id) FROM unnest($1::bigint[], $2::timestamptz[], $3::text[]) WITH ORDINALITY AS u(device_id, received_at, xml, n)
 		JOIN readings r ON r.device_id = u.device_id AND r.received_at = u.received_at AND r.xml = u.xml
-		GROUP BY u.n`, pq.Array(devs), pq.Array(received), pq.Array(xmls))
+		GROUP BY u.n`, pq.Array(devs), pq.Array(received), xmls)
 	if err != nil {
 		return nil, err
 	}
