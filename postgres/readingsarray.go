@@ -1,16 +1,13 @@
 package postgres
 
-import (
-	"database/sql/driver"
-	"unsafe"
-)
+import "database/sql/driver"
 
 // textArray is a PostgreSQL array literal of text items, what
 // pq.Array([]string) sends, built for the big arrays of a batch of
 // readings (their XML and JSON are most of its bytes): in one buffer
-// sized up front, without copying each item to a []byte first, nor the
-// finished literal to a string, and from a json.RawMessage as well as a
-// string, so that a reading's JSON need not be copied to a string first.
+// sized up front, without copying each item to a []byte first, and from a
+// json.RawMessage as well as a string, so that a reading's JSON need not
+// be copied to a string first.
 // No item may be NULL: the readings' columns are NOT NULL.
 type textArray[T ~string | ~[]byte] []T
 
@@ -45,9 +42,7 @@ func (a textArray[T]) Value() (driver.Value, error) {
 		b = append(b, v[start:]...)
 		b = append(b, '"')
 	}
-	b = append(b, '}')
-	// b is not changed after this: the string may share its bytes.
-	return unsafe.String(unsafe.SliceData(b), len(b)), nil
+	return string(append(b, '}')), nil
 }
 
 // escapes counts the bytes of v that an array literal escapes.
