@@ -82,7 +82,7 @@ const minMemoryLimit = 64 << 20
 // Why not Go's default GOGC of 100: ingesting readings allocates a few KiB
 // per reading that live only until its commit, while the live heap is
 // small (tens of MiB), so at 100 the collector runs many times a second
-// and its marking and the allocation it slows took about a third of
+// and its marking and the allocation it slows took about a quarter of
 // iotgate's CPU per reading. At 400 the heap may grow to five times the
 // live data between collections, which with the default limit of 1 GiB is
 // bounded thus: a live heap up to ~200 MiB gets the full 400; above it
