@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"unicode/utf8"
 
 	"mellium.im/xmpp/stanza"
@@ -80,35 +81,55 @@ func (s *Stanza) bareFrom() (string, error) {
 
 // kidsCache holds where the children of an Inner lie, as the stream's
 // decoder found them while checking the stanza: [start, end) offsets into
-// Inner. It counts only for the Inner it was found in (same first byte and
-// length).
+// Inner, and each child's start tag when the stream's decoder read it as a
+// decoder of the child alone would (see childSpan.known). It counts only
+// for the Inner it was found in (same first byte and length).
 type kidsCache struct {
 	first *byte
 	n     int
-	spans [][2]int
+	spans []childSpan
+}
+
+// childSpan is where a child of a stanza's payload lies in Inner, and its
+// start tag as the stream's decoder read it.
+type childSpan struct {
+	start, end int
+	// known is true when name and attr are what Children's decoder would
+	// give (see standalone); otherwise Children reads the start tag again.
+	known bool
+	name  xml.Name
+	attr  []xml.Attr
 }
 
 // setChildren records the children's spans in s.Inner (see kidsCache).
-func (s *Stanza) setChildren(spans [][2]int) {
+func (s *Stanza) setChildren(spans []childSpan) {
 	if len(s.Inner) == 0 {
 		return
 	}
 	for _, sp := range spans {
-		if sp[0] < 0 || sp[1] <= sp[0] || sp[1] > len(s.Inner) || s.Inner[sp[0]] != '<' {
+		if sp.start < 0 || sp.end <= sp.start || sp.end > len(s.Inner) || s.Inner[sp.start] != '<' {
 			return // never trust a span that doesn't fit: Children parses
 		}
 	}
 	s.kids = kidsCache{first: &s.Inner[0], n: len(s.Inner), spans: spans}
 }
 
-// knownChildren returns the children recorded by setChildren, reading only
-// each one's start tag; ok is false when none are recorded for s.Inner.
+// knownChildren returns the children recorded by setChildren, reading
+// again only the start tags the stream's decoder could not vouch for; ok
+// is false when none are recorded for s.Inner.
 func (s *Stanza) knownChildren() (out []Element, ok bool) {
 	if s.kids.first == nil || len(s.Inner) != s.kids.n || &s.Inner[0] != s.kids.first {
 		return nil, false
 	}
+	if len(s.kids.spans) > 0 {
+		out = make([]Element, 0, len(s.kids.spans))
+	}
 	for _, sp := range s.kids.spans {
-		raw := s.Inner[sp[0]:sp[1]]
+		raw := s.Inner[sp.start:sp.end]
+		if sp.known {
+			out = append(out, Element{Name: sp.name, Attr: slices.Clone(sp.attr), Raw: raw})
+			continue
+		}
 		// A decoder of its own, as Children's: the child's namespaces
 		// are the ones it declares.
 		tok, err := newSafeDecoder(bytes.NewReader(raw)).Token()
@@ -119,6 +140,39 @@ func (s *Stanza) knownChildren() (out []Element, ok bool) {
 		out = append(out, Element{Name: start.Name, Attr: start.Copy().Attr, Raw: raw})
 	}
 	return out, true
+}
+
+// standalone reports whether start, the start tag raw opens as a decoder
+// of the whole stream read it, is also what a decoder of raw alone reads
+// (Children's rule: a child's namespaces are the ones it declares): its
+// name has no prefix and its own xmlns attribute gives its namespace, and
+// no attribute has a prefix other than xmlns. Then the namespaces declared
+// around it (on the stanza, on the stream) play no part. It is the common
+// case of a reading (<reading xmlns='urn:...'>), and it spares the read
+// path a second decoder per child.
+func standalone(start xml.StartElement, raw []byte) bool {
+	// The name as written: after '<', up to a space, '/' or '>'.
+	name := raw[1:]
+	if i := bytes.IndexAny(name, " \t\r\n/>"); i >= 0 {
+		name = name[:i]
+	}
+	if bytes.IndexByte(name, ':') >= 0 || start.Name.Local != string(name) {
+		return false
+	}
+	declared := false
+	for _, a := range start.Attr {
+		switch {
+		case a.Name.Space == "" && a.Name.Local == "xmlns":
+			if a.Value != start.Name.Space {
+				return false
+			}
+			declared = true
+		case a.Name.Space == "" || a.Name.Space == "xmlns":
+		default:
+			return false
+		}
+	}
+	return declared
 }
 
 // Element is one child element of a stanza, with its raw XML.

@@ -142,3 +142,52 @@ func FuzzStream(f *testing.F) {
 		}
 	})
 }
+
+// TestStreamChildrenStandalone checks that the children the stream's
+// decoder hands over without a second decoder (standalone) are exactly
+// what a decoder of the payload alone finds, and that a reading's usual
+// form takes that path.
+func TestStreamChildrenStandalone(t *testing.T) {
+	tests := []struct {
+		name      string
+		stanza    string
+		wantKnown []bool // per child: read once, by the stream's decoder
+	}{
+		{"Reading", `<message from='a@b/c'><reading xmlns='urn:x'><v>1</v></reading></message>`, []bool{true}},
+		{"ReadingAndDelay", `<message from='a@b/c'><reading xmlns='urn:x' a='1'/><delay xmlns="urn:xmpp:delay" stamp='2024-01-01T00:00:00Z'/></message>`, []bool{true, true}},
+		{"OwnPrefix", `<message><p:r xmlns:p='urn:p'/></message>`, []bool{false}},
+		{"PrefixOfTheStanza", `<message xmlns:p='urn:p'><p:r xmlns='urn:p'/></message>`, []bool{false}},
+		{"DefaultOfTheStanza", `<message xmlns='urn:m'><r/></message>`, []bool{false}},
+		{"DefaultOfTheStream", `<message><body>hi</body></message>`, []bool{false}},
+		{"PrefixedAttr", `<message xmlns:p='urn:p'><r xmlns='urn:r' p:a='1'/></message>`, []bool{false}},
+		{"XMLLang", `<message><r xmlns='urn:r' xml:lang='en'/></message>`, []bool{false}},
+		{"DeclaresPrefix", `<message><r xmlns='urn:r' xmlns:q='urn:q'><q:v/></r></message>`, []bool{true}},
+		{"EmptyDefault", `<message><r xmlns=''/></message>`, []bool{true}},
+		{"Entities", `<message><r xmlns='urn:r' a='&lt;&amp;'/>text<s xmlns='urn:s'>x</s></message>`, []bool{true, true}},
+	}
+	prefix := `<stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' id='x'>`
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newStream(nil, strings.NewReader(prefix+tt.stanza), 1<<16, 64)
+			if err := s.readHeader(); err != nil {
+				t.Fatal(err)
+			}
+			st, err := s.next()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var gotKnown []bool
+			for _, sp := range st.kids.spans {
+				gotKnown = append(gotKnown, sp.known)
+			}
+			if !reflect.DeepEqual(gotKnown, tt.wantKnown) {
+				t.Errorf("read once = %v, want %v", gotKnown, tt.wantKnown)
+			}
+			got, gotErr := st.Children()
+			want, wantErr := (&Stanza{Inner: st.Inner}).Children()
+			if gotErr != nil || wantErr != nil || !reflect.DeepEqual(got, want) {
+				t.Errorf("Children = %v, %v; a fresh parse gives %v, %v", got, gotErr, want, wantErr)
+			}
+		})
+	}
+}

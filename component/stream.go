@@ -220,7 +220,7 @@ func (s *stream) next() (*Stanza, error) {
 		}
 		// The decoder checks the payload (it reads it all); the framer
 		// already holds its bytes, so the decoder need not save them.
-		spans, err := s.readPayload()
+		spans, err := s.readPayload(fr.raw, fr.start)
 		if err != nil {
 			return nil, &xmlError{cond: "not-well-formed", text: err.Error()}
 		}
@@ -239,12 +239,13 @@ func (s *stream) next() (*Stanza, error) {
 }
 
 // readPayload reads the rest of the element whose start tag the decoder
-// has just returned, as Skip does, and returns where its children lie,
-// as [start, end) offsets from the end of that start tag: Children then
-// need not tokenise the payload a second time.
-func (s *stream) readPayload() ([][2]int, error) {
+// has just returned (from raw, the element's bytes), as Skip does, and
+// returns where its children lie, as [start, end) offsets from the end of
+// that start tag, with their start tags when they stand alone (see
+// standalone): Children then need not tokenise the payload a second time.
+func (s *stream) readPayload(raw []byte, rawStart int) ([]childSpan, error) {
 	base := s.dec.InputOffset()
-	var spans [][2]int
+	var spans []childSpan
 	depth := 0
 	for {
 		off := s.dec.InputOffset()
@@ -252,10 +253,14 @@ func (s *stream) readPayload() ([][2]int, error) {
 		if err != nil {
 			return nil, err
 		}
-		switch tok.(type) {
+		switch t := tok.(type) {
 		case xml.StartElement:
 			if depth == 0 {
-				spans = append(spans, [2]int{int(off - base), -1})
+				sp := childSpan{start: int(off - base), end: -1}
+				if at := rawStart + sp.start; at >= 0 && at < len(raw) && raw[at] == '<' && standalone(t, raw[at:]) {
+					sp.known, sp.name, sp.attr = true, t.Name, t.Attr
+				}
+				spans = append(spans, sp)
 			}
 			depth++
 		case xml.EndElement:
@@ -264,7 +269,7 @@ func (s *stream) readPayload() ([][2]int, error) {
 			}
 			depth--
 			if depth == 0 {
-				spans[len(spans)-1][1] = int(s.dec.InputOffset() - base)
+				spans[len(spans)-1].end = int(s.dec.InputOffset() - base)
 			}
 		}
 	}

@@ -189,6 +189,20 @@ func TestParseConfig(t *testing.T) {
 		{name: "ErrAccountsTimeout", env: with("IOTGATE_XMPP_ACCOUNTS_TIMEOUT", "0s"), wantSetting: "IOTGATE_XMPP_ACCOUNTS_TIMEOUT"},
 		{name: "ErrAdminTokenShort", env: with("IOTGATE_ADMIN_TOKEN", "short"), wantSetting: "IOTGATE_ADMIN_TOKEN"},
 		{name: "ErrAPIRate", env: with("IOTGATE_API_RATE", "-1"), wantSetting: "IOTGATE_API_RATE"},
+		{name: "GCDefaults", env: base, check: func(t *testing.T, c Config) {
+			if c.GCPercent != 400 || c.MemoryLimit != 1<<30 {
+				t.Errorf("GCPercent, MemoryLimit = %d, %d; want 400, %d", c.GCPercent, c.MemoryLimit, 1<<30)
+			}
+		}},
+		{name: "GCSet", env: with("IOTGATE_GC_PERCENT", "100", "IOTGATE_MEMORY_LIMIT", "0"), check: func(t *testing.T, c Config) {
+			if c.GCPercent != 100 || c.MemoryLimit != 0 {
+				t.Errorf("GCPercent, MemoryLimit = %d, %d; want 100, 0", c.GCPercent, c.MemoryLimit)
+			}
+		}},
+		{name: "ErrGCPercent", env: with("IOTGATE_GC_PERCENT", "10"), wantSetting: "IOTGATE_GC_PERCENT"},
+		{name: "ErrGCPercentOff", env: with("IOTGATE_GC_PERCENT", "off"), wantSetting: "IOTGATE_GC_PERCENT"},
+		{name: "ErrMemoryLimitSmall", env: with("IOTGATE_MEMORY_LIMIT", "1048576"), wantSetting: "IOTGATE_MEMORY_LIMIT"},
+		{name: "ErrMemoryLimitUnit", env: with("IOTGATE_MEMORY_LIMIT", "1GiB"), wantSetting: "IOTGATE_MEMORY_LIMIT"},
 		{name: "SchemaLimits", env: with("IOTGATE_SCHEMA_WRITE_RATE", "0", "IOTGATE_SCHEMA_CACHE_SIZE", "50"), check: func(t *testing.T, c Config) {
 			if c.SchemaWriteRate != 0 || c.SchemaCacheSize != 50 || c.MaxSchemaVersions != 10000 || c.MaxSchemaVersionsPerToken != 1000 {
 				t.Errorf("SchemaWriteRate %d, SchemaCacheSize %d, MaxSchemaVersions %d, MaxSchemaVersionsPerToken %d",
