@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"database/sql"
+	"strconv"
 	"strings"
 	"time"
 
@@ -15,16 +16,24 @@ import (
 // the delivery queue, expiry and the failure of unfinished commands at start.
 
 // updateCommands applies many status changes in one statement: each
-// row's outcome columns are set, and its history entry (if any) appended,
-// only where the stored status is one of the row's allowed ones (a
-// comma-separated list). It returns the IDs it updated.
-var updateCommands = `
-	UPDATE commands c SET (` + outcomeColumns + `) = (v.` + strings.Join(outcomeNames, ", v.") + `),
-		history = CASE WHEN v.ev IS NULL THEN c.history ELSE c.history || jsonb_build_array(v.ev) END
-	FROM ` + unnestArgs(1, append([]string{"text", "text", "jsonb"}, outcomeTypes...)) + `
-		AS v(id, from_statuses, ev, ` + outcomeColumns + `)
-	WHERE c.id = v.id AND c.status = ANY(string_to_array(v.from_statuses, ','))
-	RETURNING c.id`
+// row's outcome columns are set, and its history entry (if any)
+// appended, only where the stored status is one of the row's allowed
+// ones (a comma-separated list). It returns the IDs it updated. The
+// UPDATE is in a function (migration 0016) so that it can be prepared
+// (txStmt) with its plan pinned to a lookup of each command by its key:
+// prepared as it is, its generic plan, made while commands is small, is
+// a hash join over a sequential scan that stays so as the table grows.
+// Its arguments are in the order of outcomeColumns.
+var updateCommands = `SELECT id FROM iotgate_update_commands(` + params(1, 3+len(outcomeNames)) + `) AS id`
+
+// params returns "$first, $first+1, ..." (n of them).
+func params(first, n int) string {
+	ps := make([]string, n)
+	for i := range ps {
+		ps[i] = "$" + strconv.Itoa(first+i)
+	}
+	return strings.Join(ps, ", ")
+}
 
 // UpdateCommand writes c's status, target, timestamps and outcome and
 // appends ev (if not nil) to its history, provided the stored status is
@@ -56,7 +65,7 @@ func (db *DB) updateCommands(ctx context.Context, us []iotgate.CommandUpdate, er
 	}
 	done := make(map[string]bool, len(us))
 	err = db.writeTx(ctx, func(tx *sql.Tx) ([]iotgate.Event, error) {
-		return updateTx(ctx, tx, us, args, done)
+		return db.updateTx(ctx, tx, us, args, done)
 	})
 	if err != nil {
 		return translate(err, "update commands")
@@ -91,8 +100,16 @@ func updateArgs(us []iotgate.CommandUpdate) ([]any, error) {
 // updateTx runs updateCommands in tx with args (updateArgs of us), marks
 // the commands it updated in done, notifies the other instances of those
 // whose update asks it, and returns their command events.
-func updateTx(ctx context.Context, tx *sql.Tx, us []iotgate.CommandUpdate, args []any, done map[string]bool) ([]iotgate.Event, error) {
-	updated, err := queryTx(ctx, tx, scanString, updateCommands, args...)
+func (db *DB) updateTx(ctx context.Context, tx *sql.Tx, us []iotgate.CommandUpdate, args []any, done map[string]bool) ([]iotgate.Event, error) {
+	st, err := db.txStmt(ctx, tx, updateCommands)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := st.QueryContext(ctx, args...)
+	if err != nil {
+		return nil, err
+	}
+	updated, err := scanAll(rows, scanString)
 	if err != nil {
 		return nil, err
 	}
@@ -189,7 +206,7 @@ func (db *DB) WriteCommands(ctx context.Context, cs []*iotgate.Command, us []iot
 		if err := db.execStmt(ctx, tx, insertCommands, cargs...); err != nil {
 			return nil, err
 		}
-		evs, err := updateTx(ctx, tx, us, uargs, done)
+		evs, err := db.updateTx(ctx, tx, us, uargs, done)
 		if err != nil {
 			return nil, err
 		}
