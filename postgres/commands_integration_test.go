@@ -4,6 +4,7 @@ package postgres_test
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,6 +21,8 @@ import (
 	"github.com/iotgate/iotgate/devices"
 	"github.com/iotgate/iotgate/internal/servers"
 	"github.com/iotgate/iotgate/postgres"
+	"github.com/iotgate/iotgate/schemas"
+	"github.com/lib/pq"
 )
 
 // commandFixture is a database with one registered thermostat.
@@ -679,4 +682,134 @@ func serverCPU(tb testing.TB, db *postgres.DB) map[int]time.Duration {
 		tb.Fatalf("parent of backend %d: %v", backend, err)
 	}
 	return servers.TreeCPU(postmaster)
+}
+
+// TestCommandUpdatePlan checks that the status update's statement
+// (iotgate_update_commands, migration 0016) looks each command up by its
+// primary key even with the plan a prepared statement keeps: made while
+// commands is small and analyzed as such, where a free planner joins the
+// batch with a sequential scan of the table and keeps that plan as the
+// table grows. The plans are those PostgreSQL ran, read with auto_explain
+// (nested statements, sent to this test as notices), past the calls after
+// which a cached plan turns generic.
+func TestCommandUpdatePlan(t *testing.T) {
+	ctx := context.Background()
+	dsn := servers.DatabaseForTest(t)
+	db, err := postgres.Open(ctx, dsn, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	reg := schemas.NewRegistry(db, schemas.Config{})
+	svc := devices.NewService(db, reg, devices.ServiceConfig{})
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { svc.Run(rctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	d := thermostats(t, reg, svc, "thermo1@example.com")[0]
+	var ids []string
+	for i := range 3 {
+		ids = append(ids, fmt.Sprintf("plan-%d", i))
+	}
+	cs := make([]*iotgate.Command, len(ids))
+	for i, id := range ids {
+		cs[i] = newCommand(d, id, cmdTime, iotgate.CommandSent)
+	}
+	for _, err := range db.CreateCommands(ctx, cs) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	var mu sync.Mutex
+	var notices []string
+	conn, err := pq.NewConnector(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := sql.OpenDB(pq.ConnectorWithNoticeHandler(conn, func(e *pq.Error) {
+		mu.Lock()
+		notices = append(notices, e.Message)
+		mu.Unlock()
+	}))
+	t.Cleanup(func() { raw.Close() })
+	raw.SetMaxOpenConns(1) // the session's settings below hold for every statement
+	for _, q := range []string{
+		`ANALYZE commands`,
+		`LOAD 'auto_explain'`,
+		`SET auto_explain.log_min_duration = 0`,
+		`SET auto_explain.log_nested_statements = on`,
+		`SET auto_explain.log_level = notice`,
+	} {
+		if _, err := raw.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	// update runs the statement for ids, from a status none is in (the
+	// plan is what is looked at, not the rows), and returns the plans
+	// PostgreSQL logged of the UPDATE inside it.
+	update := func(t *testing.T, ids []string) []string {
+		t.Helper()
+		n := len(ids)
+		str, jsonb, times, bools := make([]sql.NullString, n), make([]sql.NullString, n), make([]sql.NullString, n), make([]bool, n)
+		from := slices.Repeat([]string{"canceled"}, n)
+		args := []any{pq.Array(ids), pq.Array(from), pq.Array(jsonb),
+			pq.Array(from), pq.Array(from), pq.Array(times), pq.Array(times), pq.Array(times),
+			pq.Array(str), pq.Array(jsonb), pq.Array(str), pq.Array(str), pq.Array(str), pq.Array(str),
+			pq.Array(from), pq.Array(from), pq.Array(bools), pq.Array(str), pq.Array(from)}
+		mu.Lock()
+		notices = nil
+		mu.Unlock()
+		rows, err := raw.QueryContext(ctx, `SELECT id FROM iotgate_update_commands(`+placeholders(len(args))+`) AS id`, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			t.Errorf("updated a command from status canceled")
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		rows.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		var plans []string
+		for _, m := range notices {
+			if strings.Contains(m, "Update on commands") {
+				plans = append(plans, m)
+			}
+		}
+		return plans
+	}
+	for _, tc := range []struct {
+		name string
+		ids  []string
+	}{
+		{"OneCommand", ids[:1]},
+		{"Batch", ids},
+		{"Missing", []string{"plan-none", ids[0]}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// Past the fifth call, PostgreSQL may switch a statement
+			// to its generic plan: look at the calls after too.
+			for call := 1; call <= 8; call++ {
+				plans := update(t, tc.ids)
+				if len(plans) != 1 {
+					t.Fatalf("call %d: %d plans of the UPDATE logged, want 1: %q", call, len(plans), plans)
+				}
+				if p := plans[0]; strings.Contains(p, "Seq Scan on commands") || !strings.Contains(p, "Index Scan using commands_pkey") {
+					t.Fatalf("call %d: the UPDATE does not look commands up by key:\n%s", call, p)
+				}
+			}
+		})
+	}
+}
+
+// placeholders returns "$1, ..., $n".
+func placeholders(n int) string {
+	ps := make([]string, n)
+	for i := range ps {
+		ps[i] = "$" + strconv.Itoa(i+1)
+	}
+	return strings.Join(ps, ", ")
 }

@@ -235,14 +235,24 @@ func (db *DB) Events(ctx context.Context, q iotgate.EventQuery) (*iotgate.EventB
 // trim horizon. Read from the table, not the sequence: a sequence
 // position may belong to a transaction that hasn't committed or never
 // will. Errors: unavailable, timeout.
+//
+// Every commit that writes events wakes every instance's event hub, and
+// a hub without subscribers answers with this query: it is prepared
+// (parsed and planned once per connection, not at every commit).
 func (db *DB) EventBounds(ctx context.Context) (iotgate.EventBounds, error) {
 	var b iotgate.EventBounds
-	err := db.db.QueryRowContext(ctx, `SELECT `+eventsLast+`, (SELECT last_id FROM events_trimmed)`).Scan(&b.Last, &b.Trimmed)
+	st, err := db.prepared(ctx, eventBounds)
+	if err == nil {
+		err = st.QueryRowContext(ctx).Scan(&b.Last, &b.Trimmed)
+	}
 	if err != nil {
 		return iotgate.EventBounds{}, translate(err, "read event bounds")
 	}
 	return b, nil
 }
+
+// eventBounds is EventBounds' query.
+const eventBounds = `SELECT ` + eventsLast + `, (SELECT last_id FROM events_trimmed)`
 
 // TrimEvents deletes at most limit of the oldest events (by time) older
 // than before and raises the trim horizon to the highest id it deleted,
