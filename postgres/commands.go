@@ -184,8 +184,11 @@ var insertCommands = `
 	INSERT INTO commands (id, device_id, type, payload, resource, mode,
 		timeout_ms, expires_at, created_at, idempotency_key, request_hash, token_id, sent_by, history,
 		` + outcomeColumns + `)
-	SELECT * FROM ` + unnestArgs(1, append([]string{"text", "bigint", "text", "text", "text", "text",
-	"integer", "timestamptz", "timestamptz", "text", "text", "text", "text", "jsonb"}, outcomeTypes...))
+	SELECT * FROM ` + unnestArgs(1, insertTypes)
+
+// insertTypes are the types of insertCommands' arrays.
+var insertTypes = append([]string{"text", "bigint", "text", "text", "text", "text",
+	"integer", "timestamptz", "timestamptz", "text", "text", "text", "text", "jsonb"}, outcomeTypes...)
 
 // insertArgs are insertCommands' arguments for cs.
 func insertArgs(cs []*iotgate.Command) ([]any, error) {

@@ -535,6 +535,12 @@ func TestWriteCommands(t *testing.T) {
 		{"ErrDeviceGoneOnlyItsOwn", []*iotgate.Command{newCommand(d, "w5", cmdTime, iotgate.CommandSent), newCommand(gone, "w6", cmdTime, iotgate.CommandSent)},
 			func(t *testing.T) []iotgate.CommandUpdate { return []iotgate.CommandUpdate{answer(t, "a6")} },
 			[]string{"", iotgate.ENotFound}, []string{""}, 2},
+		{"Notify", []*iotgate.Command{newCommand(d, "w7", cmdTime, iotgate.CommandSent)},
+			func(t *testing.T) []iotgate.CommandUpdate {
+				u := answer(t, "a8")
+				u.Notify = true // written in a transaction of statements, not in one
+				return []iotgate.CommandUpdate{answer(t, "a9"), u}
+			}, []string{""}, []string{"", ""}, 3},
 		{"ErrIdempotencyKey", []*iotgate.Command{keyed},
 			func(t *testing.T) []iotgate.CommandUpdate { return []iotgate.CommandUpdate{answer(t, "a7")} },
 			[]string{iotgate.EInvalid}, []string{""}, 1},
@@ -583,6 +589,32 @@ func TestWriteCommands(t *testing.T) {
 			}
 			if got := len(after.Events); got != tc.changes {
 				t.Errorf("%d events written, want %d", got, tc.changes)
+			}
+			// In order: the new commands', then the applied updates',
+			// each with the command as stored.
+			var want, got []string
+			for i, c := range tc.cs {
+				if tc.wantCs[i] == "" {
+					want = append(want, c.ID+" "+string(c.Status))
+				}
+			}
+			for i, u := range us {
+				if tc.wantUs[i] == "" {
+					want = append(want, u.Command.ID+" "+string(u.Command.Status))
+				}
+			}
+			for _, e := range after.Events {
+				var v iotgate.CommandView
+				if err := json.Unmarshal(e.Data, &v); err != nil {
+					t.Fatal(err)
+				}
+				if e.Type != iotgate.EventCommand || e.Device != v.Device {
+					t.Errorf("event %d: type %s, device %s, of command %s of %s", e.ID, e.Type, e.Device, v.ID, v.Device)
+				}
+				got = append(got, v.ID+" "+v.Status)
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("events of commands %q, want %q", got, want)
 			}
 		})
 	}

@@ -24,7 +24,13 @@ import (
 // prepared as it is, its generic plan, made while commands is small, is
 // a hash join over a sequential scan that stays so as the table grows.
 // Its arguments are in the order of outcomeColumns.
-var updateCommands = `SELECT id FROM iotgate_update_commands(` + params(1, 3+len(outcomeNames)) + `) AS id`
+var updateCommands = updateCommandsFrom(1)
+
+// updateCommandsFrom is updateCommands with its arguments numbered from
+// $first.
+func updateCommandsFrom(first int) string {
+	return `SELECT id FROM iotgate_update_commands(` + params(first, 3+len(outcomeNames)) + `) AS id`
+}
 
 // params returns "$first, $first+1, ..." (n of them).
 func params(first, n int) string {
@@ -176,17 +182,20 @@ func (db *DB) explainSkipped(ctx context.Context, us []iotgate.CommandUpdate, do
 // one transaction: a command service under load writes the commands
 // that arrive and the answers that come back at the same time, and one
 // commit for both halves what PostgreSQL pays per transaction (its
-// round trips, the events' lock and notification, the WAL flush). It
-// returns one error per command and per update, as CreateCommands and
-// UpdateCommands would: when the transaction fails for a reason one of
-// them may cause, they are written again the way those write them (each
-// half on its own, split down to the culprit). No command may be in both.
+// round trips, the events' lock and notification, the WAL flush). The
+// transaction is one statement (writeCommands), in one round trip,
+// unless an update asks for a change notification. It returns one error
+// per command and per update, as CreateCommands and UpdateCommands
+// would: when the transaction fails for a reason one of them may cause,
+// they are written again the way those write them (each half on its
+// own, split down to the culprit). No command may be in both.
 func (db *DB) WriteCommands(ctx context.Context, cs []*iotgate.Command, us []iotgate.CommandUpdate) (createErrs, updateErrs []error) {
-	switch {
-	case len(cs) == 0:
-		return []error{}, db.UpdateCommands(ctx, us)
-	case len(us) == 0:
-		return db.CreateCommands(ctx, cs), []error{}
+	if len(cs) == 0 && len(us) == 0 {
+		return []error{}, []error{}
+	}
+	notify := false
+	for _, u := range us {
+		notify = notify || u.Notify
 	}
 	for _, c := range cs {
 		if c.IdempotencyKey != "" {
@@ -202,16 +211,20 @@ func (db *DB) WriteCommands(ctx context.Context, cs []*iotgate.Command, us []iot
 		return db.CreateCommands(ctx, cs), db.UpdateCommands(ctx, us)
 	}
 	done := make(map[string]bool, len(us))
-	err = db.writeTx(ctx, func(tx *sql.Tx) ([]iotgate.Event, error) {
-		if err := db.execStmt(ctx, tx, insertCommands, cargs...); err != nil {
-			return nil, err
-		}
-		evs, err := db.updateTx(ctx, tx, us, uargs, done)
-		if err != nil {
-			return nil, err
-		}
-		return append(commandEvents(cs), evs...), nil
-	})
+	if notify {
+		err = db.writeTx(ctx, func(tx *sql.Tx) ([]iotgate.Event, error) {
+			if err := db.execStmt(ctx, tx, insertCommands, cargs...); err != nil {
+				return nil, err
+			}
+			evs, err := db.updateTx(ctx, tx, us, uargs, done)
+			if err != nil {
+				return nil, err
+			}
+			return append(commandEvents(cs), evs...), nil
+		})
+	} else {
+		err = db.writeCommands(ctx, cs, us, cargs, uargs, done)
+	}
 	createErrs, updateErrs = make([]error, len(cs)), make([]error, len(us))
 	if err != nil {
 		if err := translate(err, "write commands"); !splittable(err) {
@@ -227,6 +240,63 @@ func (db *DB) WriteCommands(ctx context.Context, cs []*iotgate.Command, us []iot
 	}
 	db.explainSkipped(ctx, us, done, updateErrs)
 	return createErrs, updateErrs
+}
+
+// writeCommands is WriteCommands' transaction in one statement, so in one
+// round trip with its commit (no BEGIN, no COMMIT): the inserts
+// (insertCommands), the status updates (updateCommands), and the command
+// events of both, appended as appendEvents does (under the events lock,
+// ids in order, the notification sent at commit): one per new command,
+// then one per update that was applied (its command's ID in the last
+// array), in us' order. The updates run first, the inserts and the
+// events once they are done, so that the lock is held for the events'
+// insert and the commit only.
+var writeCommands = `
+	WITH ins AS (` + insertCommands + `),
+	upd AS MATERIALIZED (` + updateCommandsFrom(1+len(insertTypes)) + `),
+	serial AS MATERIALIZED (
+		SELECT 1 AS one FROM (SELECT pg_advisory_xact_lock($` + strconv.Itoa(1+len(insertTypes)+3+len(outcomeNames)) + `), pg_notify('` + eventsChannel + `', '')) AS l),
+	ev AS (
+		INSERT INTO events (type, at, device, data, labels)
+		SELECT u.type, u.at, u.device, u.data, u.labels
+		FROM serial, ` + unnestArgs(2+len(insertTypes)+3+len(outcomeNames), []string{"text", "timestamptz", "text", "json", "jsonb", "text"}) + `
+			WITH ORDINALITY AS u(type, at, device, data, labels, command, n)
+		WHERE u.command IS NULL OR u.command IN (SELECT id FROM upd)
+		ORDER BY u.n)
+	SELECT id FROM upd`
+
+// writeCommands runs the statement writeCommands with cargs (insertArgs
+// of cs) and uargs (updateArgs of us), and marks the commands it updated
+// in done. Its error is the database's, untranslated.
+func (db *DB) writeCommands(ctx context.Context, cs []*iotgate.Command, us []iotgate.CommandUpdate, cargs, uargs []any, done map[string]bool) error {
+	evs := commandEvents(cs)
+	owner := make([]sql.NullString, len(cs), len(cs)+len(us))
+	for _, u := range us {
+		evs = append(evs, iotgate.CommandChangeEvent(u.Command))
+		owner = append(owner, nullString(u.Command.ID, true))
+	}
+	eargs, err := eventArgs(evs)
+	if err != nil {
+		return err
+	}
+	args := append(append(append(append(cargs, uargs...), eventsLockKey), eargs...), pq.Array(owner))
+	st, err := db.prepared(ctx, writeCommands)
+	if err != nil {
+		return err
+	}
+	rows, err := st.QueryContext(ctx, args...)
+	if err != nil {
+		return err
+	}
+	updated, err := scanAll(rows, scanString)
+	if err != nil {
+		return err
+	}
+	for _, id := range updated {
+		done[id] = true
+	}
+	db.eventsWritten.Add(uint64(len(cs) + len(updated)))
+	return nil
 }
 
 // QueuedCommands returns up to limit queued commands of a device, oldest

@@ -50,6 +50,37 @@ func (db *DB) appendEvents(ctx context.Context, tx *sql.Tx, evs []iotgate.Event)
 	if len(evs) == 0 {
 		return nil
 	}
+	cols, err := eventArgs(evs)
+	if err != nil {
+		return err
+	}
+	st, err := db.txStmt(ctx, tx, insertEvents)
+	if err != nil {
+		return err
+	}
+	rows, err := st.QueryContext(ctx, append([]any{eventsLockKey}, cols...)...)
+	if err != nil {
+		return err
+	}
+	ids, err := scanAll(rows, scanInt64)
+	if err != nil {
+		return err
+	}
+	n := len(evs)
+	if len(ids) != n {
+		return fmt.Errorf("insert events: %d ids for %d events", len(ids), n)
+	}
+	// RETURNING promises no order; the ids were taken in evs' order.
+	slices.Sort(ids)
+	for i := range evs {
+		evs[i].ID = ids[i]
+	}
+	return nil
+}
+
+// eventArgs are the arrays of an insert of evs into events: types, times,
+// devices, data and labels, one element per event.
+func eventArgs(evs []iotgate.Event) ([]any, error) {
 	n := len(evs)
 	types, at, device, data := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	labels := make([]sql.NullString, n)
@@ -62,33 +93,12 @@ func (db *DB) appendEvents(ctx context.Context, tx *sql.Tx, evs []iotgate.Event)
 			}
 			b, err := json.Marshal(e.Labels)
 			if err != nil {
-				return fmt.Errorf("encode event labels: %w", err)
+				return nil, fmt.Errorf("encode event labels: %w", err)
 			}
 			labels[i] = nullString(string(b), true)
 		}
 	}
-	st, err := db.txStmt(ctx, tx, insertEvents)
-	if err != nil {
-		return err
-	}
-	rows, err := st.QueryContext(ctx,
-		eventsLockKey, pq.Array(types), pq.Array(at), pq.Array(device), pq.Array(data), pq.Array(labels))
-	if err != nil {
-		return err
-	}
-	ids, err := scanAll(rows, scanInt64)
-	if err != nil {
-		return err
-	}
-	if len(ids) != n {
-		return fmt.Errorf("insert events: %d ids for %d events", len(ids), n)
-	}
-	// RETURNING promises no order; the ids were taken in evs' order.
-	slices.Sort(ids)
-	for i := range evs {
-		evs[i].ID = ids[i]
-	}
-	return nil
+	return []any{pq.Array(types), pq.Array(at), pq.Array(device), pq.Array(data), pq.Array(labels)}, nil
 }
 
 // insertEvents is appendEvents' statement.
