@@ -248,9 +248,10 @@ func (db *DB) WriteCommands(ctx context.Context, cs []*iotgate.Command, us []iot
 // events of both, appended as appendEvents does (under the events lock,
 // ids in order, the notification sent at commit): one per new command,
 // then one per update that was applied (its command's ID in the last
-// array), in us' order. The updates run first, the inserts and the
-// events once they are done, so that the lock is held for the events'
-// insert and the commit only.
+// array), in us' order. The updates run first (the statement returns
+// their IDs); the inserts and the events' insert run after them, to
+// completion, and the events lock is held from the events' insert to the
+// commit.
 var writeCommands = `
 	WITH ins AS (` + insertCommands + `),
 	upd AS MATERIALIZED (` + updateCommandsFrom(1+len(insertTypes)) + `),
