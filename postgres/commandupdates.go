@@ -268,7 +268,11 @@ var writeCommands = `
 
 // writeCommands runs the statement writeCommands with cargs (insertArgs
 // of cs) and uargs (updateArgs of us), and marks the commands it updated
-// in done. Its error is the database's, untranslated.
+// in done. Its error is the database's, untranslated. It returns once
+// the batch is committed: the rows are read to their end, which lib/pq
+// reaches at ReadyForQuery, sent after the commit (an error of the
+// statement's end, such as a foreign key's check, or of the commit
+// comes instead).
 func (db *DB) writeCommands(ctx context.Context, cs []*iotgate.Command, us []iotgate.CommandUpdate, cargs, uargs []any, done map[string]bool) error {
 	evs := commandEvents(cs)
 	owner := make([]sql.NullString, len(cs), len(cs)+len(us))
