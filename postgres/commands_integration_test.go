@@ -845,3 +845,103 @@ func placeholders(n int) string {
 	}
 	return strings.Join(ps, ", ")
 }
+
+// TestWriteCommandsDeviceDeletedMeanwhile checks that WriteCommands and a
+// device's deletion, in progress at once, don't deadlock: the deletion
+// holds the device's row and then takes the events lock for its own
+// events; WriteCommands, with a new command for that device, waits for
+// the row before it takes the events lock, so the deletion commits and
+// only that command fails (not_found) while the rest of the batch is
+// stored.
+func TestWriteCommandsDeviceDeletedMeanwhile(t *testing.T) {
+	ctx := context.Background()
+	db, svc, d := commandFixture(t)
+	doomed, err := svc.Register(ctx, &iotgate.Device{JID: "doomed@example.com", Schema: "thermostat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	answered := newCommand(d, "dd-answered", cmdTime, iotgate.CommandSent)
+	if errs := db.CreateCommands(ctx, []*iotgate.Command{answered}); errs[0] != nil {
+		t.Fatal(errs[0])
+	}
+	done := cmdTime.Add(time.Second)
+	answered.Status, answered.CompletedAt, answered.AnsweredAt = iotgate.CommandSucceeded, &done, &done
+	answered.Response = &iotgate.CommandResponse{XML: `<state xmlns="urn:example:thermostat"/>`}
+	ev := iotgate.CommandEvent{Status: iotgate.CommandSucceeded, At: done}
+	answered.History = append(answered.History, ev)
+	for _, tc := range []struct {
+		name    string
+		cs      []*iotgate.Command
+		us      []iotgate.CommandUpdate
+		wantCs  []string
+		wantUss []string
+	}{
+		{"ErrNotFoundOnlyItsOwn",
+			[]*iotgate.Command{newCommand(doomed, "dd-new", cmdTime, iotgate.CommandSent), newCommand(d, "dd-other", cmdTime, iotgate.CommandSent)},
+			[]iotgate.CommandUpdate{{Command: answered, From: []iotgate.CommandStatus{iotgate.CommandSent}, Event: &ev}},
+			[]string{iotgate.ENotFound, ""}, []string{""}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tx, err := db.SQL().BeginTx(ctx, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Rollback()
+			if _, err := tx.ExecContext(ctx, `DELETE FROM devices WHERE id = $1`, doomed.ID); err != nil {
+				t.Fatal(err)
+			}
+			type result struct{ cerrs, uerrs []error }
+			out := make(chan result, 1)
+			go func() {
+				cerrs, uerrs := db.WriteCommands(ctx, tc.cs, tc.us)
+				out <- result{cerrs, uerrs}
+			}()
+			// Wait until WriteCommands waits for the deleted device's row.
+			for waiting := 0; waiting == 0; {
+				if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype IN ('tuple', 'transactionid')`).Scan(&waiting); err != nil {
+					t.Fatal(err)
+				}
+				select {
+				case r := <-out:
+					t.Fatalf("WriteCommands returned while the device's deletion was in progress: %v, %v", r.cerrs, r.uerrs)
+				case <-time.After(10 * time.Millisecond):
+				}
+			}
+			// The deletion's events, as the store writes them: a
+			// deadlock would be detected here (deadlock_timeout) and
+			// fail one of the two.
+			if _, err := tx.ExecContext(ctx, `SET LOCAL lock_timeout = '10s'`); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, postgres.EventsLockKey); err != nil {
+				t.Fatalf("the deletion's events lock: %v", err)
+			}
+			if err := tx.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			var r result
+			select {
+			case r = <-out:
+			case <-time.After(30 * time.Second):
+				t.Fatal("WriteCommands did not return after the deletion committed")
+			}
+			for i, c := range tc.cs {
+				if got := iotgate.ErrorCode(r.cerrs[i]); r.cerrs[i] != nil && got != tc.wantCs[i] || r.cerrs[i] == nil && tc.wantCs[i] != "" {
+					t.Errorf("%s: err = %v, want code %q", c.ID, r.cerrs[i], tc.wantCs[i])
+				}
+			}
+			for i, u := range tc.us {
+				if got := iotgate.ErrorCode(r.uerrs[i]); r.uerrs[i] != nil && got != tc.wantUss[i] || r.uerrs[i] == nil && tc.wantUss[i] != "" {
+					t.Errorf("update of %s: err = %v, want code %q", u.Command.ID, r.uerrs[i], tc.wantUss[i])
+				}
+				got, err := db.Command(ctx, u.Command.ID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got.Status != u.Command.Status {
+					t.Errorf("%s is %s, want %s", u.Command.ID, got.Status, u.Command.Status)
+				}
+			}
+		})
+	}
+}

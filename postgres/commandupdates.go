@@ -244,27 +244,47 @@ func (db *DB) WriteCommands(ctx context.Context, cs []*iotgate.Command, us []iot
 
 // writeCommands is WriteCommands' transaction in one statement, so in one
 // round trip with its commit (no BEGIN, no COMMIT): the inserts
-// (insertCommands), the status updates (updateCommands), and the command
-// events of both, appended as appendEvents does (under the events lock,
-// ids in order, the notification sent at commit): one per new command,
-// then one per update that was applied (its command's ID in the last
-// array), in us' order. The updates run first (the statement returns
-// their IDs); the inserts and the events' insert run after them, to
-// completion, and the events lock is held from the events' insert to the
-// commit.
-var writeCommands = `
-	WITH ins AS (` + insertCommands + `),
-	upd AS MATERIALIZED (` + updateCommandsFrom(1+len(insertTypes)) + `),
+// (insertCommands), the status updates (iotgate_update_commands), and the
+// command events of both, appended as appendEvents does (under the events
+// lock, ids in order, the notification sent at commit): one per new
+// command, then one per update that was applied (its command's ID in the
+// events' last array), in us' order.
+//
+// Its parts run in the order the transaction of statements ran them, which
+// each CTE's dependency on the one before forces: the new commands'
+// devices are locked as their foreign keys' checks lock them (dev: FOR KEY
+// SHARE), then the updates run (upd, lateral to dev), the inserts (ins),
+// and only then is the events lock taken (serial's one-time filter waits
+// for ins and upd). The foreign keys are checked at the statement's end,
+// under the events lock, but on rows this transaction has locked already:
+// they can't wait for a device's deletion, which takes the events lock
+// for its own events (the two would deadlock).
+var writeCommands = func() string {
+	upd := 1 + len(insertTypes)         // the updates' arguments
+	lock := upd + 3 + len(outcomeNames) // the events lock's key
+	evs := lock + 1                     // the events' arrays
+	devs := evs + 6                     // the new commands' devices
+	uargs := strings.Split(params(upd, 3+len(outcomeNames)), ", ")
+	uargs[0] = `CASE WHEN dev.n >= 0 THEN ` + uargs[0] + `::text[] END`
+	return `
+	WITH dev AS MATERIALIZED (
+		SELECT count(*) AS n FROM (SELECT 1 FROM devices WHERE id = ANY($` + strconv.Itoa(devs) + `::bigint[]) FOR KEY SHARE) AS d),
+	upd AS MATERIALIZED (
+		SELECT u.id FROM dev, LATERAL iotgate_update_commands(` + strings.Join(uargs, ", ") + `) AS u(id)),
+	ins AS (` + insertCommands + `
+		RETURNING 1 AS one),
 	serial AS MATERIALIZED (
-		SELECT 1 AS one FROM (SELECT pg_advisory_xact_lock($` + strconv.Itoa(1+len(insertTypes)+3+len(outcomeNames)) + `), pg_notify('` + eventsChannel + `', '')) AS l),
+		SELECT 1 AS one FROM (SELECT pg_advisory_xact_lock($` + strconv.Itoa(lock) + `), pg_notify('` + eventsChannel + `', '')
+			WHERE (SELECT count(*) FROM upd) >= 0 AND (SELECT count(*) FROM ins) >= 0) AS l),
 	ev AS (
 		INSERT INTO events (type, at, device, data, labels)
 		SELECT u.type, u.at, u.device, u.data, u.labels
-		FROM serial, ` + unnestArgs(2+len(insertTypes)+3+len(outcomeNames), []string{"text", "timestamptz", "text", "json", "jsonb", "text"}) + `
+		FROM serial, ` + unnestArgs(evs, []string{"text", "timestamptz", "text", "json", "jsonb", "text"}) + `
 			WITH ORDINALITY AS u(type, at, device, data, labels, command, n)
 		WHERE u.command IS NULL OR u.command IN (SELECT id FROM upd)
 		ORDER BY u.n)
 	SELECT id FROM upd`
+}()
 
 // writeCommands runs the statement writeCommands with cargs (insertArgs
 // of cs) and uargs (updateArgs of us), and marks the commands it updated
@@ -284,7 +304,11 @@ func (db *DB) writeCommands(ctx context.Context, cs []*iotgate.Command, us []iot
 	if err != nil {
 		return err
 	}
-	args := append(append(append(append(cargs, uargs...), eventsLockKey), eargs...), pq.Array(owner))
+	devs := make([]int64, 0, len(cs))
+	for _, c := range cs {
+		devs = append(devs, c.DeviceID)
+	}
+	args := append(append(append(append(cargs, uargs...), eventsLockKey), eargs...), pq.Array(owner), pq.Array(devs))
 	st, err := db.prepared(ctx, writeCommands)
 	if err != nil {
 		return err
