@@ -896,14 +896,20 @@ func TestWriteCommandsDeviceDeletedMeanwhile(t *testing.T) {
 				cerrs, uerrs := db.WriteCommands(ctx, tc.cs, tc.us)
 				out <- result{cerrs, uerrs}
 			}()
-			// Wait until WriteCommands waits for the deleted device's row.
+			deadline := time.After(30 * time.Second)
+			// Wait until WriteCommands waits for the deletion (for its
+			// transaction, which holds the device's row).
 			for waiting := 0; waiting == 0; {
-				if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype IN ('tuple', 'transactionid')`).Scan(&waiting); err != nil {
+				if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM pg_locks
+					WHERE NOT granted AND locktype = 'transactionid'
+					  AND transactionid::text = (pg_current_xact_id()::text::bigint % 4294967296)::text`).Scan(&waiting); err != nil {
 					t.Fatal(err)
 				}
 				select {
 				case r := <-out:
 					t.Fatalf("WriteCommands returned while the device's deletion was in progress: %v, %v", r.cerrs, r.uerrs)
+				case <-deadline:
+					t.Fatal("WriteCommands did not wait for the device's deletion")
 				case <-time.After(10 * time.Millisecond):
 				}
 			}
