@@ -250,12 +250,12 @@ func (db *DB) WriteCommands(ctx context.Context, cs []*iotgate.Command, us []iot
 // command, then one per update that was applied (its command's ID in the
 // events' last array), in us' order.
 //
-// Its parts run in the order the transaction of statements ran them, which
-// each CTE's dependency on the one before forces: the new commands'
-// devices are locked as their foreign keys' checks lock them (dev: FOR KEY
-// SHARE), then the updates run (upd, lateral to dev), the inserts (ins),
-// and only then is the events lock taken (serial's one-time filter waits
-// for ins and upd). The foreign keys are checked at the statement's end,
+// Its parts take their locks in the order the transaction of statements
+// took them, which each CTE's dependency on the one before forces: the new
+// commands' devices are locked as their foreign keys' checks lock them
+// (dev: FOR KEY SHARE), then the updates run (upd, lateral to dev), the
+// inserts (ins), and only then is the events lock taken (serial's
+// one-time filter waits for ins and upd). The foreign keys are checked at the statement's end,
 // under the events lock, but on rows this transaction has locked already:
 // they can't wait for a device's deletion, which takes the events lock
 // for its own events (the two would deadlock).
