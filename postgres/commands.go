@@ -184,8 +184,11 @@ var insertCommands = `
 	INSERT INTO commands (id, device_id, type, payload, resource, mode,
 		timeout_ms, expires_at, created_at, idempotency_key, request_hash, token_id, sent_by, history,
 		` + outcomeColumns + `)
-	SELECT * FROM ` + unnestArgs(1, append([]string{"text", "bigint", "text", "text", "text", "text",
-	"integer", "timestamptz", "timestamptz", "text", "text", "text", "text", "jsonb"}, outcomeTypes...))
+	SELECT * FROM ` + unnestArgs(1, insertTypes)
+
+// insertTypes are the types of insertCommands' arrays.
+var insertTypes = append([]string{"text", "bigint", "text", "text", "text", "text",
+	"integer", "timestamptz", "timestamptz", "text", "text", "text", "text", "jsonb"}, outcomeTypes...)
 
 // insertArgs are insertCommands' arguments for cs.
 func insertArgs(cs []*iotgate.Command) ([]any, error) {
@@ -313,11 +316,8 @@ func (db *DB) CreateCommands(ctx context.Context, cs []*iotgate.Command) []error
 // (see txStmt): one round trip instead of two, and PostgreSQL parses it
 // once per connection instead of at every batch. Its text is fixed,
 // whatever the batch's size (one array per column), so one prepared
-// statement serves every batch. Not the status update: its generic plan,
-// made while the table is small, joins by a sequential scan of commands
-// and keeps doing so as the table grows (measured: 1 ms of PostgreSQL
-// CPU per command, then 2, then 5.7 over a benchmark), where a fresh plan
-// looks each command up by its key.
+// statement serves every batch. (The status update is prepared too, as
+// a function whose plan can't turn into a scan: see updateCommands.)
 func (db *DB) execStmt(ctx context.Context, tx *sql.Tx, q string, args ...any) error {
 	st, err := db.txStmt(ctx, tx, q)
 	if err != nil {

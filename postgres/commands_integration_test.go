@@ -4,6 +4,7 @@ package postgres_test
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,6 +21,8 @@ import (
 	"github.com/iotgate/iotgate/devices"
 	"github.com/iotgate/iotgate/internal/servers"
 	"github.com/iotgate/iotgate/postgres"
+	"github.com/iotgate/iotgate/schemas"
+	"github.com/lib/pq"
 )
 
 // commandFixture is a database with one registered thermostat.
@@ -532,6 +535,12 @@ func TestWriteCommands(t *testing.T) {
 		{"ErrDeviceGoneOnlyItsOwn", []*iotgate.Command{newCommand(d, "w5", cmdTime, iotgate.CommandSent), newCommand(gone, "w6", cmdTime, iotgate.CommandSent)},
 			func(t *testing.T) []iotgate.CommandUpdate { return []iotgate.CommandUpdate{answer(t, "a6")} },
 			[]string{"", iotgate.ENotFound}, []string{""}, 2},
+		{"Notify", []*iotgate.Command{newCommand(d, "w7", cmdTime, iotgate.CommandSent)},
+			func(t *testing.T) []iotgate.CommandUpdate {
+				u := answer(t, "a8")
+				u.Notify = true // written in a transaction of statements, not in one
+				return []iotgate.CommandUpdate{answer(t, "a9"), u}
+			}, []string{""}, []string{"", ""}, 3},
 		{"ErrIdempotencyKey", []*iotgate.Command{keyed},
 			func(t *testing.T) []iotgate.CommandUpdate { return []iotgate.CommandUpdate{answer(t, "a7")} },
 			[]string{iotgate.EInvalid}, []string{""}, 1},
@@ -580,6 +589,32 @@ func TestWriteCommands(t *testing.T) {
 			}
 			if got := len(after.Events); got != tc.changes {
 				t.Errorf("%d events written, want %d", got, tc.changes)
+			}
+			// In order: the new commands', then the applied updates',
+			// each with the command as stored.
+			var want, got []string
+			for i, c := range tc.cs {
+				if tc.wantCs[i] == "" {
+					want = append(want, c.ID+" "+string(c.Status))
+				}
+			}
+			for i, u := range us {
+				if tc.wantUs[i] == "" {
+					want = append(want, u.Command.ID+" "+string(u.Command.Status))
+				}
+			}
+			for _, e := range after.Events {
+				var v iotgate.CommandView
+				if err := json.Unmarshal(e.Data, &v); err != nil {
+					t.Fatal(err)
+				}
+				if e.Type != iotgate.EventCommand || e.Device != v.Device {
+					t.Errorf("event %d: type %s, device %s, of command %s of %s", e.ID, e.Type, e.Device, v.ID, v.Device)
+				}
+				got = append(got, v.ID+" "+v.Status)
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("events of commands %q, want %q", got, want)
 			}
 		})
 	}
@@ -679,4 +714,240 @@ func serverCPU(tb testing.TB, db *postgres.DB) map[int]time.Duration {
 		tb.Fatalf("parent of backend %d: %v", backend, err)
 	}
 	return servers.TreeCPU(postmaster)
+}
+
+// TestCommandUpdatePlan checks that the status update's statement
+// (iotgate_update_commands, migration 0016) looks each command up by its
+// primary key even with the plan a prepared statement keeps: made while
+// commands is small and analyzed as such, where a free planner joins the
+// batch with a sequential scan of the table and keeps that plan as the
+// table grows. The plans are those PostgreSQL ran, read with auto_explain
+// (nested statements, sent to this test as notices), past the calls after
+// which a cached plan turns generic.
+func TestCommandUpdatePlan(t *testing.T) {
+	ctx := context.Background()
+	dsn := servers.DatabaseForTest(t)
+	db, err := postgres.Open(ctx, dsn, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	reg := schemas.NewRegistry(db, schemas.Config{})
+	svc := devices.NewService(db, reg, devices.ServiceConfig{})
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { svc.Run(rctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	d := thermostats(t, reg, svc, "thermo1@example.com")[0]
+	var ids []string
+	for i := range 3 {
+		ids = append(ids, fmt.Sprintf("plan-%d", i))
+	}
+	cs := make([]*iotgate.Command, len(ids))
+	for i, id := range ids {
+		cs[i] = newCommand(d, id, cmdTime, iotgate.CommandSent)
+	}
+	for _, err := range db.CreateCommands(ctx, cs) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	var mu sync.Mutex
+	var notices []string
+	conn, err := pq.NewConnector(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := sql.OpenDB(pq.ConnectorWithNoticeHandler(conn, func(e *pq.Error) {
+		mu.Lock()
+		notices = append(notices, e.Message)
+		mu.Unlock()
+	}))
+	t.Cleanup(func() { raw.Close() })
+	raw.SetMaxOpenConns(1) // the session's settings below hold for every statement
+	for _, q := range []string{
+		`ANALYZE commands`,
+		`LOAD 'auto_explain'`,
+		`SET auto_explain.log_min_duration = 0`,
+		`SET auto_explain.log_nested_statements = on`,
+		`SET auto_explain.log_level = notice`,
+	} {
+		if _, err := raw.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	// update runs the statement for ids, from a status none is in (the
+	// plan is what is looked at, not the rows), and returns the plans
+	// PostgreSQL logged of the UPDATE inside it.
+	update := func(t *testing.T, ids []string) []string {
+		t.Helper()
+		n := len(ids)
+		str, jsonb, times, bools := make([]sql.NullString, n), make([]sql.NullString, n), make([]sql.NullString, n), make([]bool, n)
+		from := slices.Repeat([]string{"canceled"}, n)
+		args := []any{pq.Array(ids), pq.Array(from), pq.Array(jsonb),
+			pq.Array(from), pq.Array(from), pq.Array(times), pq.Array(times), pq.Array(times),
+			pq.Array(str), pq.Array(jsonb), pq.Array(str), pq.Array(str), pq.Array(str), pq.Array(str),
+			pq.Array(from), pq.Array(from), pq.Array(bools), pq.Array(str), pq.Array(from)}
+		mu.Lock()
+		notices = nil
+		mu.Unlock()
+		rows, err := raw.QueryContext(ctx, `SELECT id FROM iotgate_update_commands(`+placeholders(len(args))+`) AS id`, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			t.Errorf("updated a command from status canceled")
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		rows.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		var plans []string
+		for _, m := range notices {
+			if strings.Contains(m, "Update on commands") {
+				plans = append(plans, m)
+			}
+		}
+		return plans
+	}
+	for _, tc := range []struct {
+		name string
+		ids  []string
+	}{
+		{"OneCommand", ids[:1]},
+		{"Batch", ids},
+		{"Missing", []string{"plan-none", ids[0]}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// Past the fifth call, PostgreSQL may switch a statement
+			// to its generic plan: look at the calls after too.
+			for call := 1; call <= 8; call++ {
+				plans := update(t, tc.ids)
+				if len(plans) != 1 {
+					t.Fatalf("call %d: %d plans of the UPDATE logged, want 1: %q", call, len(plans), plans)
+				}
+				if p := plans[0]; strings.Contains(p, "Seq Scan on commands") || !strings.Contains(p, "Index Scan using commands_pkey") {
+					t.Fatalf("call %d: the UPDATE does not look commands up by key:\n%s", call, p)
+				}
+			}
+		})
+	}
+}
+
+// placeholders returns "$1, ..., $n".
+func placeholders(n int) string {
+	ps := make([]string, n)
+	for i := range ps {
+		ps[i] = "$" + strconv.Itoa(i+1)
+	}
+	return strings.Join(ps, ", ")
+}
+
+// TestWriteCommandsDeviceDeletedMeanwhile checks that WriteCommands and a
+// device's deletion, in progress at once, don't deadlock: the deletion
+// holds the device's row and then takes the events lock for its own
+// events; WriteCommands, with a new command for that device, waits for
+// the row before it takes the events lock, so the deletion commits and
+// only that command fails (not_found) while the rest of the batch is
+// stored.
+func TestWriteCommandsDeviceDeletedMeanwhile(t *testing.T) {
+	ctx := context.Background()
+	db, svc, d := commandFixture(t)
+	doomed, err := svc.Register(ctx, &iotgate.Device{JID: "doomed@example.com", Schema: "thermostat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	answered := newCommand(d, "dd-answered", cmdTime, iotgate.CommandSent)
+	if errs := db.CreateCommands(ctx, []*iotgate.Command{answered}); errs[0] != nil {
+		t.Fatal(errs[0])
+	}
+	done := cmdTime.Add(time.Second)
+	answered.Status, answered.CompletedAt, answered.AnsweredAt = iotgate.CommandSucceeded, &done, &done
+	answered.Response = &iotgate.CommandResponse{XML: `<state xmlns="urn:example:thermostat"/>`}
+	ev := iotgate.CommandEvent{Status: iotgate.CommandSucceeded, At: done}
+	answered.History = append(answered.History, ev)
+	for _, tc := range []struct {
+		name    string
+		cs      []*iotgate.Command
+		us      []iotgate.CommandUpdate
+		wantCs  []string
+		wantUss []string
+	}{
+		{"ErrNotFoundOnlyItsOwn",
+			[]*iotgate.Command{newCommand(doomed, "dd-new", cmdTime, iotgate.CommandSent), newCommand(d, "dd-other", cmdTime, iotgate.CommandSent)},
+			[]iotgate.CommandUpdate{{Command: answered, From: []iotgate.CommandStatus{iotgate.CommandSent}, Event: &ev}},
+			[]string{iotgate.ENotFound, ""}, []string{""}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tx, err := db.SQL().BeginTx(ctx, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Rollback()
+			if _, err := tx.ExecContext(ctx, `DELETE FROM devices WHERE id = $1`, doomed.ID); err != nil {
+				t.Fatal(err)
+			}
+			type result struct{ cerrs, uerrs []error }
+			out := make(chan result, 1)
+			go func() {
+				cerrs, uerrs := db.WriteCommands(ctx, tc.cs, tc.us)
+				out <- result{cerrs, uerrs}
+			}()
+			deadline := time.After(30 * time.Second)
+			// Wait until WriteCommands waits for the deletion (for its
+			// transaction, which holds the device's row).
+			for waiting := 0; waiting == 0; {
+				if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM pg_locks
+					WHERE NOT granted AND locktype = 'transactionid'
+					  AND transactionid::text = (pg_current_xact_id()::text::bigint % 4294967296)::text`).Scan(&waiting); err != nil {
+					t.Fatal(err)
+				}
+				select {
+				case r := <-out:
+					t.Fatalf("WriteCommands returned while the device's deletion was in progress: %v, %v", r.cerrs, r.uerrs)
+				case <-deadline:
+					t.Fatal("WriteCommands did not wait for the device's deletion")
+				case <-time.After(10 * time.Millisecond):
+				}
+			}
+			// The deletion's events, as the store writes them: a
+			// deadlock would be detected here (deadlock_timeout) and
+			// fail one of the two.
+			if _, err := tx.ExecContext(ctx, `SET LOCAL lock_timeout = '10s'`); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, postgres.EventsLockKey); err != nil {
+				t.Fatalf("the deletion's events lock: %v", err)
+			}
+			if err := tx.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			var r result
+			select {
+			case r = <-out:
+			case <-time.After(30 * time.Second):
+				t.Fatal("WriteCommands did not return after the deletion committed")
+			}
+			for i, c := range tc.cs {
+				if got := iotgate.ErrorCode(r.cerrs[i]); r.cerrs[i] != nil && got != tc.wantCs[i] || r.cerrs[i] == nil && tc.wantCs[i] != "" {
+					t.Errorf("%s: err = %v, want code %q", c.ID, r.cerrs[i], tc.wantCs[i])
+				}
+			}
+			for i, u := range tc.us {
+				if got := iotgate.ErrorCode(r.uerrs[i]); r.uerrs[i] != nil && got != tc.wantUss[i] || r.uerrs[i] == nil && tc.wantUss[i] != "" {
+					t.Errorf("update of %s: err = %v, want code %q", u.Command.ID, r.uerrs[i], tc.wantUss[i])
+				}
+				got, err := db.Command(ctx, u.Command.ID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got.Status != u.Command.Status {
+					t.Errorf("%s is %s, want %s", u.Command.ID, got.Status, u.Command.Status)
+				}
+			}
+		})
+	}
 }

@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"database/sql"
+	"strconv"
 	"strings"
 	"time"
 
@@ -15,16 +16,30 @@ import (
 // the delivery queue, expiry and the failure of unfinished commands at start.
 
 // updateCommands applies many status changes in one statement: each
-// row's outcome columns are set, and its history entry (if any) appended,
-// only where the stored status is one of the row's allowed ones (a
-// comma-separated list). It returns the IDs it updated.
-var updateCommands = `
-	UPDATE commands c SET (` + outcomeColumns + `) = (v.` + strings.Join(outcomeNames, ", v.") + `),
-		history = CASE WHEN v.ev IS NULL THEN c.history ELSE c.history || jsonb_build_array(v.ev) END
-	FROM ` + unnestArgs(1, append([]string{"text", "text", "jsonb"}, outcomeTypes...)) + `
-		AS v(id, from_statuses, ev, ` + outcomeColumns + `)
-	WHERE c.id = v.id AND c.status = ANY(string_to_array(v.from_statuses, ','))
-	RETURNING c.id`
+// row's outcome columns are set, and its history entry (if any)
+// appended, only where the stored status is one of the row's allowed
+// ones (a comma-separated list). It returns the IDs it updated. The
+// UPDATE is in a function (migration 0016) so that it can be prepared
+// (txStmt) with its plan pinned to a lookup of each command by its key:
+// prepared as it is, its generic plan, made while commands is small, is
+// a hash join over a sequential scan that stays so as the table grows.
+// Its arguments are in the order of outcomeColumns.
+var updateCommands = updateCommandsFrom(1)
+
+// updateCommandsFrom is updateCommands with its arguments numbered from
+// $first.
+func updateCommandsFrom(first int) string {
+	return `SELECT id FROM iotgate_update_commands(` + params(first, 3+len(outcomeNames)) + `) AS id`
+}
+
+// params returns "$first, $first+1, ..." (n of them).
+func params(first, n int) string {
+	ps := make([]string, n)
+	for i := range ps {
+		ps[i] = "$" + strconv.Itoa(first+i)
+	}
+	return strings.Join(ps, ", ")
+}
 
 // UpdateCommand writes c's status, target, timestamps and outcome and
 // appends ev (if not nil) to its history, provided the stored status is
@@ -56,7 +71,7 @@ func (db *DB) updateCommands(ctx context.Context, us []iotgate.CommandUpdate, er
 	}
 	done := make(map[string]bool, len(us))
 	err = db.writeTx(ctx, func(tx *sql.Tx) ([]iotgate.Event, error) {
-		return updateTx(ctx, tx, us, args, done)
+		return db.updateTx(ctx, tx, us, args, done)
 	})
 	if err != nil {
 		return translate(err, "update commands")
@@ -91,8 +106,16 @@ func updateArgs(us []iotgate.CommandUpdate) ([]any, error) {
 // updateTx runs updateCommands in tx with args (updateArgs of us), marks
 // the commands it updated in done, notifies the other instances of those
 // whose update asks it, and returns their command events.
-func updateTx(ctx context.Context, tx *sql.Tx, us []iotgate.CommandUpdate, args []any, done map[string]bool) ([]iotgate.Event, error) {
-	updated, err := queryTx(ctx, tx, scanString, updateCommands, args...)
+func (db *DB) updateTx(ctx context.Context, tx *sql.Tx, us []iotgate.CommandUpdate, args []any, done map[string]bool) ([]iotgate.Event, error) {
+	st, err := db.txStmt(ctx, tx, updateCommands)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := st.QueryContext(ctx, args...)
+	if err != nil {
+		return nil, err
+	}
+	updated, err := scanAll(rows, scanString)
 	if err != nil {
 		return nil, err
 	}
@@ -159,17 +182,20 @@ func (db *DB) explainSkipped(ctx context.Context, us []iotgate.CommandUpdate, do
 // one transaction: a command service under load writes the commands
 // that arrive and the answers that come back at the same time, and one
 // commit for both halves what PostgreSQL pays per transaction (its
-// round trips, the events' lock and notification, the WAL flush). It
-// returns one error per command and per update, as CreateCommands and
-// UpdateCommands would: when the transaction fails for a reason one of
-// them may cause, they are written again the way those write them (each
-// half on its own, split down to the culprit). No command may be in both.
+// round trips, the events' lock and notification, the WAL flush). The
+// transaction is one statement (writeCommands), in one round trip,
+// unless an update asks for a change notification. It returns one error
+// per command and per update, as CreateCommands and UpdateCommands
+// would: when the transaction fails for a reason one of them may cause,
+// they are written again the way those write them (each half on its
+// own, split down to the culprit). No command may be in both.
 func (db *DB) WriteCommands(ctx context.Context, cs []*iotgate.Command, us []iotgate.CommandUpdate) (createErrs, updateErrs []error) {
-	switch {
-	case len(cs) == 0:
-		return []error{}, db.UpdateCommands(ctx, us)
-	case len(us) == 0:
-		return db.CreateCommands(ctx, cs), []error{}
+	if len(cs) == 0 && len(us) == 0 {
+		return []error{}, []error{}
+	}
+	notify := false
+	for _, u := range us {
+		notify = notify || u.Notify
 	}
 	for _, c := range cs {
 		if c.IdempotencyKey != "" {
@@ -185,16 +211,20 @@ func (db *DB) WriteCommands(ctx context.Context, cs []*iotgate.Command, us []iot
 		return db.CreateCommands(ctx, cs), db.UpdateCommands(ctx, us)
 	}
 	done := make(map[string]bool, len(us))
-	err = db.writeTx(ctx, func(tx *sql.Tx) ([]iotgate.Event, error) {
-		if err := db.execStmt(ctx, tx, insertCommands, cargs...); err != nil {
-			return nil, err
-		}
-		evs, err := updateTx(ctx, tx, us, uargs, done)
-		if err != nil {
-			return nil, err
-		}
-		return append(commandEvents(cs), evs...), nil
-	})
+	if notify {
+		err = db.writeTx(ctx, func(tx *sql.Tx) ([]iotgate.Event, error) {
+			if err := db.execStmt(ctx, tx, insertCommands, cargs...); err != nil {
+				return nil, err
+			}
+			evs, err := db.updateTx(ctx, tx, us, uargs, done)
+			if err != nil {
+				return nil, err
+			}
+			return append(commandEvents(cs), evs...), nil
+		})
+	} else {
+		err = db.writeCommands(ctx, cs, us, cargs, uargs, done)
+	}
 	createErrs, updateErrs = make([]error, len(cs)), make([]error, len(us))
 	if err != nil {
 		if err := translate(err, "write commands"); !splittable(err) {
@@ -210,6 +240,92 @@ func (db *DB) WriteCommands(ctx context.Context, cs []*iotgate.Command, us []iot
 	}
 	db.explainSkipped(ctx, us, done, updateErrs)
 	return createErrs, updateErrs
+}
+
+// writeCommands is WriteCommands' transaction in one statement, so in one
+// round trip with its commit (no BEGIN, no COMMIT): the inserts
+// (insertCommands), the status updates (iotgate_update_commands), and the
+// command events of both, appended as appendEvents does (under the events
+// lock, ids in order, the notification sent at commit): one per new
+// command, then one per update that was applied (its command's ID in the
+// events' last array), in us' order.
+//
+// Its parts take their locks in the order the transaction of statements
+// took them, which each CTE's dependency on the one before forces: the new
+// commands' devices are locked as their foreign keys' checks lock them
+// (dev: FOR KEY SHARE), then the updates run (upd, lateral to dev), the
+// inserts (ins), and only then is the events lock taken (serial's
+// one-time filter waits for ins and upd). The foreign keys are checked at the statement's end,
+// under the events lock, but on rows this transaction has locked already:
+// they can't wait for a device's deletion, which takes the events lock
+// for its own events (the two would deadlock).
+var writeCommands = func() string {
+	upd := 1 + len(insertTypes)         // the updates' arguments
+	lock := upd + 3 + len(outcomeNames) // the events lock's key
+	evs := lock + 1                     // the events' arrays
+	devs := evs + 6                     // the new commands' devices
+	uargs := strings.Split(params(upd, 3+len(outcomeNames)), ", ")
+	uargs[0] = `CASE WHEN dev.n >= 0 THEN ` + uargs[0] + `::text[] END`
+	return `
+	WITH dev AS MATERIALIZED (
+		SELECT count(*) AS n FROM (SELECT 1 FROM devices WHERE id = ANY($` + strconv.Itoa(devs) + `::bigint[]) FOR KEY SHARE) AS d),
+	upd AS MATERIALIZED (
+		SELECT u.id FROM dev, LATERAL iotgate_update_commands(` + strings.Join(uargs, ", ") + `) AS u(id)),
+	ins AS (` + insertCommands + `
+		RETURNING 1 AS one),
+	serial AS MATERIALIZED (
+		SELECT 1 AS one FROM (SELECT pg_advisory_xact_lock($` + strconv.Itoa(lock) + `), pg_notify('` + eventsChannel + `', '')
+			WHERE (SELECT count(*) FROM upd) >= 0 AND (SELECT count(*) FROM ins) >= 0) AS l),
+	ev AS (
+		INSERT INTO events (type, at, device, data, labels)
+		SELECT u.type, u.at, u.device, u.data, u.labels
+		FROM serial, ` + unnestArgs(evs, []string{"text", "timestamptz", "text", "json", "jsonb", "text"}) + `
+			WITH ORDINALITY AS u(type, at, device, data, labels, command, n)
+		WHERE u.command IS NULL OR u.command IN (SELECT id FROM upd)
+		ORDER BY u.n)
+	SELECT id FROM upd`
+}()
+
+// writeCommands runs the statement writeCommands with cargs (insertArgs
+// of cs) and uargs (updateArgs of us), and marks the commands it updated
+// in done. Its error is the database's, untranslated. It returns once
+// the batch is committed: the rows are read to their end, which lib/pq
+// reaches at ReadyForQuery, sent after the commit (an error of the
+// statement's end, such as a foreign key's check, or of the commit
+// comes instead).
+func (db *DB) writeCommands(ctx context.Context, cs []*iotgate.Command, us []iotgate.CommandUpdate, cargs, uargs []any, done map[string]bool) error {
+	evs := commandEvents(cs)
+	owner := make([]sql.NullString, len(cs), len(cs)+len(us))
+	for _, u := range us {
+		evs = append(evs, iotgate.CommandChangeEvent(u.Command))
+		owner = append(owner, nullString(u.Command.ID, true))
+	}
+	eargs, err := eventArgs(evs)
+	if err != nil {
+		return err
+	}
+	devs := make([]int64, 0, len(cs))
+	for _, c := range cs {
+		devs = append(devs, c.DeviceID)
+	}
+	args := append(append(append(append(cargs, uargs...), eventsLockKey), eargs...), pq.Array(owner), pq.Array(devs))
+	st, err := db.prepared(ctx, writeCommands)
+	if err != nil {
+		return err
+	}
+	rows, err := st.QueryContext(ctx, args...)
+	if err != nil {
+		return err
+	}
+	updated, err := scanAll(rows, scanString)
+	if err != nil {
+		return err
+	}
+	for _, id := range updated {
+		done[id] = true
+	}
+	db.eventsWritten.Add(uint64(len(cs) + len(updated)))
+	return nil
 }
 
 // QueuedCommands returns up to limit queued commands of a device, oldest

@@ -50,6 +50,37 @@ func (db *DB) appendEvents(ctx context.Context, tx *sql.Tx, evs []iotgate.Event)
 	if len(evs) == 0 {
 		return nil
 	}
+	cols, err := eventArgs(evs)
+	if err != nil {
+		return err
+	}
+	st, err := db.txStmt(ctx, tx, insertEvents)
+	if err != nil {
+		return err
+	}
+	rows, err := st.QueryContext(ctx, append([]any{eventsLockKey}, cols...)...)
+	if err != nil {
+		return err
+	}
+	ids, err := scanAll(rows, scanInt64)
+	if err != nil {
+		return err
+	}
+	n := len(evs)
+	if len(ids) != n {
+		return fmt.Errorf("insert events: %d ids for %d events", len(ids), n)
+	}
+	// RETURNING promises no order; the ids were taken in evs' order.
+	slices.Sort(ids)
+	for i := range evs {
+		evs[i].ID = ids[i]
+	}
+	return nil
+}
+
+// eventArgs are the arrays of an insert of evs into events: types, times,
+// devices, data and labels, one element per event.
+func eventArgs(evs []iotgate.Event) ([]any, error) {
 	n := len(evs)
 	types, at, device, data := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	labels := make([]sql.NullString, n)
@@ -62,33 +93,12 @@ func (db *DB) appendEvents(ctx context.Context, tx *sql.Tx, evs []iotgate.Event)
 			}
 			b, err := json.Marshal(e.Labels)
 			if err != nil {
-				return fmt.Errorf("encode event labels: %w", err)
+				return nil, fmt.Errorf("encode event labels: %w", err)
 			}
 			labels[i] = nullString(string(b), true)
 		}
 	}
-	st, err := db.txStmt(ctx, tx, insertEvents)
-	if err != nil {
-		return err
-	}
-	rows, err := st.QueryContext(ctx,
-		eventsLockKey, pq.Array(types), pq.Array(at), pq.Array(device), pq.Array(data), pq.Array(labels))
-	if err != nil {
-		return err
-	}
-	ids, err := scanAll(rows, scanInt64)
-	if err != nil {
-		return err
-	}
-	if len(ids) != n {
-		return fmt.Errorf("insert events: %d ids for %d events", len(ids), n)
-	}
-	// RETURNING promises no order; the ids were taken in evs' order.
-	slices.Sort(ids)
-	for i := range evs {
-		evs[i].ID = ids[i]
-	}
-	return nil
+	return []any{pq.Array(types), pq.Array(at), pq.Array(device), pq.Array(data), pq.Array(labels)}, nil
 }
 
 // insertEvents is appendEvents' statement.
@@ -235,14 +245,24 @@ func (db *DB) Events(ctx context.Context, q iotgate.EventQuery) (*iotgate.EventB
 // trim horizon. Read from the table, not the sequence: a sequence
 // position may belong to a transaction that hasn't committed or never
 // will. Errors: unavailable, timeout.
+//
+// Every commit that writes events wakes every instance's event hub, and
+// a hub without subscribers answers with this query: it is prepared
+// (parsed and planned once per connection, not at every commit).
 func (db *DB) EventBounds(ctx context.Context) (iotgate.EventBounds, error) {
 	var b iotgate.EventBounds
-	err := db.db.QueryRowContext(ctx, `SELECT `+eventsLast+`, (SELECT last_id FROM events_trimmed)`).Scan(&b.Last, &b.Trimmed)
+	st, err := db.prepared(ctx, eventBounds)
+	if err == nil {
+		err = st.QueryRowContext(ctx).Scan(&b.Last, &b.Trimmed)
+	}
 	if err != nil {
 		return iotgate.EventBounds{}, translate(err, "read event bounds")
 	}
 	return b, nil
 }
+
+// eventBounds is EventBounds' query.
+const eventBounds = `SELECT ` + eventsLast + `, (SELECT last_id FROM events_trimmed)`
 
 // TrimEvents deletes at most limit of the oldest events (by time) older
 // than before and raises the trim horizon to the highest id it deleted,
