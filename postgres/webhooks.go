@@ -131,18 +131,27 @@ func (db *DB) PauseWebhook(ctx context.Context, id string, paused bool, at time.
 // lease (not the row lock, which ends with the statement) keeps them
 // apart during delivery.
 func (db *DB) ClaimWebhooks(ctx context.Context, owner string, now, until time.Time, limit int) ([]*iotgate.Webhook, error) {
-	return queryRows(ctx, db.db, "claim webhooks", scanWebhook, `
-		UPDATE webhooks SET lease_owner = $1, lease_until = $3
-		WHERE id IN (
-			SELECT id FROM webhooks
-			WHERE NOT paused AND NOT failing
-			  AND (next_attempt_at IS NULL OR next_attempt_at <= $2)
-			  AND (lease_until IS NULL OR lease_until <= $2)
-			ORDER BY next_attempt_at NULLS FIRST, id
-			LIMIT $4
-			FOR UPDATE SKIP LOCKED)
-		RETURNING `+webhookColumns, owner, now.UTC(), until.UTC(), limit)
+	// Prepared: every commit of events wakes each instance's dispatcher
+	// to run it, webhooks or none.
+	st, err := db.prepared(ctx, claimWebhooks)
+	if err != nil {
+		return nil, translate(err, "claim webhooks")
+	}
+	return stmtRows(ctx, st, "claim webhooks", scanWebhook, owner, now.UTC(), until.UTC(), limit)
 }
+
+// claimWebhooks is ClaimWebhooks' statement.
+var claimWebhooks = `
+	UPDATE webhooks SET lease_owner = $1, lease_until = $3
+	WHERE id IN (
+		SELECT id FROM webhooks
+		WHERE NOT paused AND NOT failing
+		  AND (next_attempt_at IS NULL OR next_attempt_at <= $2)
+		  AND (lease_until IS NULL OR lease_until <= $2)
+		ORDER BY next_attempt_at NULLS FIRST, id
+		LIMIT $4
+		FOR UPDATE SKIP LOCKED)
+	RETURNING ` + webhookColumns
 
 // RecordDelivery writes a webhook's delivery state if owner holds its
 // lease, and reports whether it was paused meanwhile. Errors: conflict
