@@ -88,8 +88,9 @@ type config struct {
 
 // Bounds on what the flags may ask for, so that the load stays bounded.
 const (
-	maxDevices  = 100_000
-	maxOnline   = 2_000
+	maxDevices  = 1_000_000 // scale: registered (rows in SQL, no accounts)
+	maxOnline   = 2_000     // ingest and commands: devices that send
+	maxLoggedIn = 10_000    // scale: devices logged in at once
 	maxReadings = 20_000_000
 	maxDuration = time.Minute
 	maxRuns     = 10
@@ -194,10 +195,10 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return cfg, fmt.Errorf("-duration %s: want up to %s", cfg.duration, maxDuration)
 	case cfg.readsConcurrency < 1 || cfg.readsConcurrency > 1024:
 		return cfg, errors.New("-reads-concurrency: want 1 to 1024")
-	case cfg.scaleDevices < 1 || cfg.scaleDevices > maxDevices || cfg.scaleOnline < 1 || cfg.scaleOnline > min(maxOnline, cfg.scaleDevices) ||
+	case cfg.scaleDevices < 1 || cfg.scaleDevices > maxDevices || cfg.scaleOnline < 1 || cfg.scaleOnline > min(maxLoggedIn, cfg.scaleDevices) ||
 		cfg.scaleReadings < 1 || cfg.scaleReadings > maxReadings || cfg.historyRequests < 1 || cfg.historyRequests > 100_000:
 		return cfg, fmt.Errorf("scale flags: want 1 to %d devices, up to %d (and no more than devices) online, 1 to %d readings, 1 to 100000 history requests",
-			maxDevices, maxOnline, maxReadings)
+			maxDevices, maxLoggedIn, maxReadings)
 	}
 	return cfg, nil
 }
