@@ -39,10 +39,20 @@ func TestProbePaced(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			fs := newFakeServer(t, "s")
-			c := startConn(t, fs.addr(), "s", nil)
+			// The handler's connect hook must be in place before the
+			// stream comes up: the connection is started by hand.
+			c, err := New(Config{Addr: fs.addr(), Domain: "iot.localhost", Secret: "s", Version: "test",
+				MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, CloseTimeout: 50 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
 			p := devices.NewPresence(nil, devices.PresenceConfig{})
 			h := NewPresenceHandler(c, manyDevices{presenceTracker{p}, tt.devices}, nil)
 			c.SetHandler(h)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { c.Run(ctx); close(done) }()
+			defer func() { cancel(); <-done }()
 			fc := fs.conn()
 			var got []string // "p" for a probe, "ping" for a ping
 			probes := 0
