@@ -155,6 +155,7 @@ func (s *scaleScenario) run(ctx context.Context, res *results) error {
 		if err := g.Stop(stopCtx); err != nil {
 			e.log.Warn("stop iotgate", "err", err)
 		}
+		e.saveGateLog(g)
 	}()
 	readyCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
