@@ -288,11 +288,12 @@ func (e *env) ensureDevices(ctx context.Context, g *servers.Iotgate, jids []stri
 	return nil
 }
 
-// loginConcurrency is how many devices dialDevices logs in at once: a
-// login is a dozen round trips (TCP, STARTTLS, SCRAM, bind, presence), so
-// 16 at a time left the server mostly waiting (about 40 logins/s on
-// Prosody, 4 minutes for the scale scenario's 10,000).
-const loginConcurrency = 64
+// loginConcurrency is how many devices dialDevices logs in at once. 64
+// was tried for the scale scenario's 10,000: no faster on Prosody (about
+// 45 logins/s, bound by Prosody's one core), and on ejabberd the burst of
+// TLS and SCRAM work starved the component stream, whose keepalive ping
+// went unanswered for 10 s (the stream was dropped twice).
+const loginConcurrency = 16
 
 // dialDevices logs the devices in, loginConcurrency at a time. With online set, each
 // subscribes to iotgate and sends available presence. handler answers
