@@ -290,9 +290,7 @@ func (e *env) ensureDevices(ctx context.Context, g *servers.Iotgate, jids []stri
 
 // loginConcurrency is how many devices dialDevices logs in at once. 64
 // was tried for the scale scenario's 10,000: no faster on Prosody (about
-// 45 logins/s, bound by Prosody's one core), and on ejabberd the burst of
-// TLS and SCRAM work starved the component stream, whose keepalive ping
-// went unanswered for 10 s (the stream was dropped twice).
+// 45 logins/s, bound by Prosody's one core), so the lighter burst stays.
 const loginConcurrency = 16
 
 // dialDevices logs the devices in, loginConcurrency at a time. With online set, each
