@@ -108,6 +108,12 @@ func bodyLimit(limit int64) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			req := c.Request()
+			if req.Body == http.NoBody {
+				// No body (net/http's answer for a request without
+				// Content-Length or chunked encoding, such as most GETs):
+				// nothing to limit, and no reader to allocate per request.
+				return next(c)
+			}
 			if req.ContentLength > limit {
 				return &http.MaxBytesError{Limit: limit}
 			}

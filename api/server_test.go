@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -481,5 +482,52 @@ func TestReadyzCacheExpires(t *testing.T) {
 		if got.Status != st.want || calls.Load() != st.calls {
 			t.Errorf("%s: status %q after %d checks, want %q after %d", st.name, got.Status, calls.Load(), st.want, st.calls)
 		}
+	}
+}
+
+// TestBodyLimitNoBody: a request without a body passes untouched, and a
+// body over the limit is refused whether its length is announced or not
+// (chunked: it is never http.NoBody).
+func TestBodyLimitNoBody(t *testing.T) {
+	e := echo.New()
+	e.HTTPErrorHandler = func(err error, c echo.Context) {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			_ = c.NoContent(http.StatusRequestEntityTooLarge)
+			return
+		}
+		_ = c.NoContent(http.StatusInternalServerError)
+	}
+	e.Any("/", func(c echo.Context) error {
+		n, err := io.Copy(io.Discard, c.Request().Body)
+		if err != nil {
+			return err
+		}
+		return c.String(http.StatusOK, strconv.FormatInt(n, 10))
+	}, bodyLimit(10))
+	for _, tt := range []struct {
+		name       string
+		body       io.Reader
+		length     int64 // -1: unknown (chunked)
+		wantStatus int
+		wantBody   string
+	}{
+		{"NoBody", http.NoBody, 0, http.StatusOK, "0"},
+		{"Small", strings.NewReader("12345"), 5, http.StatusOK, "5"},
+		{"ErrAnnouncedTooLarge", strings.NewReader(strings.Repeat("x", 11)), 11, http.StatusRequestEntityTooLarge, ""},
+		{"ErrChunkedTooLarge", strings.NewReader(strings.Repeat("x", 11)), -1, http.StatusRequestEntityTooLarge, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			req := httptest.NewRequest(http.MethodPost, "/", tt.body)
+			req.ContentLength = tt.length
+			if tt.body == http.NoBody {
+				req.Body = http.NoBody
+			}
+			rec := httptest.NewRecorder()
+			e.ServeHTTP(rec, req)
+			if rec.Code != tt.wantStatus || (tt.wantBody != "" && rec.Body.String() != tt.wantBody) {
+				t.Errorf("got %d %q, want %d %q", rec.Code, rec.Body.String(), tt.wantStatus, tt.wantBody)
+			}
+		})
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/iotgate/iotgate"
 )
@@ -163,7 +164,7 @@ func (h *PresenceHandler) Probe(ctx context.Context) {
 		h.log.Warn("cannot list devices to probe their presence", "err", err)
 		return
 	}
-	for _, j := range jids {
+	for i, j := range jids {
 		if ctx.Err() != nil {
 			return
 		}
@@ -171,8 +172,35 @@ func (h *PresenceHandler) Probe(ctx context.Context) {
 			h.log.Debug("probe not sent", "to", j, "err", err)
 			return
 		}
+		if (i+1)%probeBatch == 0 && i+1 < len(jids) {
+			h.awaitServer(ctx)
+		}
 	}
 	h.log.Info("probed device presence", "devices", len(jids))
+}
+
+// probeBatch is how many probes Probe sends before it waits for the
+// server to answer a ping. The server handles a stream's stanzas in order,
+// so the answer means it has handled the batch: its backlog stays one batch
+// long. Unpaced, a million probes queued up in the server (Prosody) for
+// minutes; the keepalive ping, behind them, timed out; the stream was
+// dropped and every reconnection probed the million devices again.
+const probeBatch = 1000
+
+// probePingTimeout bounds the wait for that answer. A server slower than
+// this gets the next batch anyway: pacing must not stop the probes.
+const probePingTimeout = 30 * time.Second
+
+// awaitServer sends a ping to the server and waits for any answer (an
+// error answer counts: the server has read the ping), at most
+// probePingTimeout.
+func (h *PresenceHandler) awaitServer(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, probePingTimeout)
+	defer cancel()
+	ping := &Stanza{Kind: KindIQ, Type: TypeGet, To: h.conn.cfg.PingTo, Inner: []byte(`<ping xmlns="urn:xmpp:ping"/>`)}
+	if _, err := h.conn.SendIQ(ctx, ping); err != nil {
+		h.log.Debug("probe pacing: no ping answer", "err", err)
+	}
 }
 
 // truncateRunes returns s cut to at most n characters (runes), never in the

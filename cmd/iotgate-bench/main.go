@@ -88,8 +88,9 @@ type config struct {
 
 // Bounds on what the flags may ask for, so that the load stays bounded.
 const (
-	maxDevices  = 100_000
-	maxOnline   = 2_000
+	maxDevices  = 1_000_000 // scale: registered (rows in SQL, no accounts)
+	maxOnline   = 2_000     // ingest and commands: devices that send
+	maxLoggedIn = 10_000    // scale: devices logged in at once
 	maxReadings = 20_000_000
 	maxDuration = time.Minute
 	maxRuns     = 10
@@ -131,7 +132,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.BoolVar(&cfg.quick, "quick", false, "smoke run: tiny counts, 1 run (overrides the count flags)")
 	fs.BoolVar(&cfg.fsync, "fsync", true, "run PostgreSQL with fsync on (its default; off measures less of the disk)")
 	fs.StringVar(&cfg.gateLogLevel, "gate-log-level", "warn", "iotgate's log level (its log is printed if a run fails)")
-	fs.StringVar(&cfg.profileDir, "profile", "", "directory that gets a CPU profile (pprof) of iotgate for each load of each run, taken over the load's first -duration (go tool pprof -top FILE; profiling adds a little to iotgate's CPU)")
+	fs.StringVar(&cfg.profileDir, "profile", "", "directory that gets a CPU profile (pprof) of iotgate for each load of each run, taken over the load's first -duration (go tool pprof -top FILE; profiling adds a little to iotgate's CPU), and a heap profile of each scale run once its devices are online (scale-heap-N.pprof)")
 	fs.StringVar(&cfg.logDir, "log-dir", "", "directory that gets the servers' and each iotgate process's logs at the end (debug level with -gate-log-level debug)")
 	fs.IntVar(&cfg.ingestDevices, "ingest-devices", 20, "ingest: devices sending at once")
 	fs.IntVar(&cfg.ingestReadings, "ingest-readings", 500, "ingest: readings each device sends per load")
@@ -140,8 +141,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	conc := fs.String("concurrency", "1,16,64", "commands: comma-separated concurrency levels (the last is compared with the targets)")
 	fs.DurationVar(&cfg.duration, "duration", 5*time.Second, "commands and reads: length of each load")
 	fs.IntVar(&cfg.readsConcurrency, "reads-concurrency", 64, "reads: concurrent requests")
-	fs.IntVar(&cfg.scaleDevices, "scale-devices", 100_000, "scale: registered devices")
-	fs.IntVar(&cfg.scaleOnline, "scale-online", 1_000, "scale: devices logged in")
+	fs.IntVar(&cfg.scaleDevices, "scale-devices", 100_000, "scale: registered devices (rows in SQL, up to 1000000; issue #17's row is 1000000)")
+	fs.IntVar(&cfg.scaleOnline, "scale-online", 1_000, "scale: devices logged in (up to 10000; issue #17's row is 10000)")
 	fs.IntVar(&cfg.scaleReadings, "scale-readings", 10_000_000, "scale: stored readings (spread over 1000 devices)")
 	fs.IntVar(&cfg.historyRequests, "history-requests", 500, "scale: history pages requested per query shape")
 	if err := fs.Parse(args); err != nil {
@@ -194,10 +195,10 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return cfg, fmt.Errorf("-duration %s: want up to %s", cfg.duration, maxDuration)
 	case cfg.readsConcurrency < 1 || cfg.readsConcurrency > 1024:
 		return cfg, errors.New("-reads-concurrency: want 1 to 1024")
-	case cfg.scaleDevices < 1 || cfg.scaleDevices > maxDevices || cfg.scaleOnline < 1 || cfg.scaleOnline > min(maxOnline, cfg.scaleDevices) ||
+	case cfg.scaleDevices < 1 || cfg.scaleDevices > maxDevices || cfg.scaleOnline < 1 || cfg.scaleOnline > min(maxLoggedIn, cfg.scaleDevices) ||
 		cfg.scaleReadings < 1 || cfg.scaleReadings > maxReadings || cfg.historyRequests < 1 || cfg.historyRequests > 100_000:
 		return cfg, fmt.Errorf("scale flags: want 1 to %d devices, up to %d (and no more than devices) online, 1 to %d readings, 1 to 100000 history requests",
-			maxDevices, maxOnline, maxReadings)
+			maxDevices, maxLoggedIn, maxReadings)
 	}
 	return cfg, nil
 }

@@ -24,7 +24,11 @@ func TestParseFlags(t *testing.T) {
 		{"ErrRuns", []string{"-runs", "0"}, "-runs"},
 		{"ErrConcurrency", []string{"-concurrency", "1,x"}, "-concurrency"},
 		{"ErrDuration", []string{"-duration", "2h"}, "-duration"},
-		{"ErrTooManyOnline", []string{"-scale-online", "5000"}, "scale flags"},
+		{"IssueScale", []string{"-scale-devices", "1000000", "-scale-online", "10000"}, ""},
+		{"ErrTooManyOnline", []string{"-scale-devices", "1000000", "-scale-online", "10001"}, "scale flags"},
+		{"ErrOnlineOverDevices", []string{"-scale-devices", "5000", "-scale-online", "5001"}, "scale flags"},
+		{"ErrTooManyDevices", []string{"-scale-devices", "1000001"}, "scale flags"},
+		{"ErrTooManyIngestDevices", []string{"-ingest-devices", "5000"}, "ingest flags"},
 		{"ErrTooManyReadings", []string{"-scale-readings", "100000000"}, "scale flags"},
 		{"ErrArgs", []string{"extra"}, "unexpected"},
 	}

@@ -79,9 +79,11 @@ func (s *readsScenario) run(ctx context.Context, res *results) error {
 	} {
 		name := fmt.Sprintf("%s c%d", q.name, c)
 		m := s.e.meter(s.e.gate)
-		r, err := load(ctx, c, s.e.cfg.duration, func(ctx context.Context, i int) error {
-			return s.e.get(ctx, s.e.gate, "/v1/devices/"+url.PathEscape(s.jids[i%len(s.jids)])+q.suffix)
-		})
+		paths := make([]string, len(s.jids))
+		for i, j := range s.jids {
+			paths[i] = "/v1/devices/" + url.PathEscape(j) + q.suffix
+		}
+		r, err := rawLoad(ctx, s.e.gate.URL(), s.e.gate.Token(), c, s.e.cfg.duration, func(i int) string { return paths[i%len(paths)] })
 		if err != nil {
 			return fmt.Errorf("%s: %w", q.name, err)
 		}

@@ -1,0 +1,119 @@
+package component
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/iotgate/iotgate/devices"
+)
+
+// manyDevices is a presence tracker with n registered devices to probe.
+type manyDevices struct {
+	presenceTracker
+	n int
+}
+
+func (m manyDevices) DeviceJIDs(context.Context) ([]string, error) {
+	jids := make([]string, m.n)
+	for i := range jids {
+		jids[i] = fmt.Sprintf("d%d@localhost", i)
+	}
+	return jids, nil
+}
+
+// TestProbePaced: after a connection the registered devices are probed in
+// batches of probeBatch, each followed by a ping whose answer the next
+// batch waits for (so the server's backlog stays one batch long), and
+// none after the last batch.
+func TestProbePaced(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		devices int
+	}{
+		{"OneShortBatch", probeBatch - 1},
+		{"ExactBatch", probeBatch},
+		{"ThreeBatches", 2*probeBatch + probeBatch/2},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			fs := newFakeServer(t, "s")
+			// The handler's connect hook must be in place before the
+			// stream comes up: the connection is started by hand.
+			c, err := New(Config{Addr: fs.addr(), Domain: "iot.localhost", Secret: "s", Version: "test",
+				MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, CloseTimeout: 50 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := devices.NewPresence(nil, devices.PresenceConfig{})
+			h := NewPresenceHandler(c, manyDevices{presenceTracker{p}, tt.devices}, nil)
+			c.SetHandler(h)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { c.Run(ctx); close(done) }()
+			defer func() { cancel(); <-done }()
+			fc := fs.conn()
+			var got []string // "p" for a probe, "ping" for a ping
+			probes := 0
+			for probes < tt.devices {
+				st := readRaw(t, fc)
+				switch {
+				case st.XMLName.Local == "presence" && st.Type == "probe":
+					if want := fmt.Sprintf("d%d@localhost", probes); st.To != want {
+						t.Fatalf("probe %d to %s, want %s", probes, st.To, want)
+					}
+					probes++
+					got = append(got, "p")
+				case strings.Contains(st.Inner, "urn:xmpp:ping"):
+					got = append(got, "ping")
+					// Answered late: the next batch must wait for it.
+					time.Sleep(50 * time.Millisecond)
+					fc.send(fmt.Sprintf(`<iq type='result' id='%s' from='%s' to='%s'/>`, st.ID, st.To, st.From))
+				default:
+					t.Fatalf("unexpected stanza %+v", st)
+				}
+			}
+			var want []string
+			for i := range tt.devices {
+				if i > 0 && i%probeBatch == 0 {
+					want = append(want, "ping")
+				}
+				want = append(want, "p")
+			}
+			if g, w := strings.Join(got, ","), strings.Join(want, ","); g != w {
+				t.Errorf("pings after probes %v, want after %v", pingsAt(got), pingsAt(want))
+			}
+		})
+	}
+}
+
+// pingsAt returns how many probes came before each ping of seq.
+func pingsAt(seq []string) []int {
+	var at []int
+	n := 0
+	for _, s := range seq {
+		if s == "ping" {
+			at = append(at, n)
+		} else {
+			n++
+		}
+	}
+	return at
+}
+
+// readRaw returns the next stanza the component sent, pings included.
+func readRaw(t *testing.T, fc *fakeConn) fakeStanza {
+	t.Helper()
+	fc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	defer fc.SetReadDeadline(time.Time{})
+	start, err := fc.nextStart()
+	if err != nil {
+		t.Fatalf("fake server read: %v", err)
+	}
+	var st fakeStanza
+	if err := fc.dec.DecodeElement(&st, &start); err != nil {
+		t.Fatalf("fake server decode: %v", err)
+	}
+	return st
+}
