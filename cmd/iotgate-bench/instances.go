@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -321,7 +322,7 @@ func (s *instancesScenario) takeover(ctx context.Context, res *results) error {
 	if err != nil {
 		return fmt.Errorf("start the standby: %w", err)
 	}
-	if _, err := e.waitRole(ctx, g, "standby", time.Minute); err != nil {
+	if _, err := e.waitRole(ctx, g, time.Minute, "standby"); err != nil {
 		_ = g.Stop(context.Background())
 		return err
 	}
@@ -333,7 +334,10 @@ func (s *instancesScenario) takeover(ctx context.Context, res *results) error {
 	killed := time.Now()
 	e.saveGateLog(old)
 	e.gate, s.spareID = g, oldID
-	ready, err := e.waitRole(ctx, g, "active", time.Minute)
+	// Ready is 200 with role active, or member while the dead instance's
+	// last heartbeat (it was streaming) has not expired yet (10 s): either
+	// way the standby holds the stream and serves.
+	ready, err := e.waitRole(ctx, g, time.Minute, "active", "member")
 	if err != nil {
 		return fmt.Errorf("standby after kill -9 of the active instance: %w", err)
 	}
@@ -341,7 +345,7 @@ func (s *instancesScenario) takeover(ctx context.Context, res *results) error {
 	if err != nil {
 		return err
 	}
-	res.add(sc, "takeover: kill -9 of the active → the standby ready (200, active)", "ms", "≤ 5000", ms(ready.Sub(killed)))
+	res.add(sc, "takeover: kill -9 of the active → the standby ready (200, active or member)", "ms", "≤ 5000", ms(ready.Sub(killed)))
 	res.add(sc, "takeover: kill -9 of the active → a command through the new active succeeds", "ms", "", ms(cmd))
 	return nil
 }
@@ -365,23 +369,23 @@ func (e *env) readyz(ctx context.Context, g *servers.Iotgate) (role, instance st
 	return r.Role, r.Instance, nil
 }
 
-// waitRole polls g's /readyz every 10 ms until it says role, and returns
+// waitRole polls g's /readyz every 10 ms until it says one of roles, and returns
 // when it did.
-func (e *env) waitRole(ctx context.Context, g *servers.Iotgate, role string, within time.Duration) (time.Time, error) {
+func (e *env) waitRole(ctx context.Context, g *servers.Iotgate, within time.Duration, roles ...string) (time.Time, error) {
 	deadline := time.Now().Add(within)
 	for {
 		got, _, err := e.readyz(ctx, g)
-		if err == nil && got == role {
+		if err == nil && slices.Contains(roles, got) {
 			return time.Now(), nil
 		}
 		if time.Now().After(deadline) {
-			return time.Time{}, fmt.Errorf("instance not %s within %s (last: %q, %v)", role, within, got, err)
+			return time.Time{}, fmt.Errorf("instance not %s within %s (last: %q, %v)", strings.Join(roles, " or "), within, got, err)
 		}
 		select {
 		case <-ctx.Done():
 			return time.Time{}, ctx.Err()
 		case <-g.Done():
-			return time.Time{}, fmt.Errorf("instance exited while waiting to be %s:\n%s", role, tail(g.Logs().String(), 40))
+			return time.Time{}, fmt.Errorf("instance exited while waiting to be %s:\n%s", strings.Join(roles, " or "), tail(g.Logs().String(), 40))
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
