@@ -17,6 +17,10 @@ type PresenceService interface {
 	DeviceJIDs(ctx context.Context) ([]string, error)
 	PresenceStale()
 	PresenceFresh()
+	// PresenceProbing and PresenceProbed bracket the probes after a
+	// connection: the grace period for unanswered ones starts at the end.
+	PresenceProbing()
+	PresenceProbed()
 }
 
 // PresenceHandler keeps iotgate subscribed to its devices' presence:
@@ -152,6 +156,8 @@ func (h *PresenceHandler) send(st *Stanza) {
 // the stream is up.
 func (h *PresenceHandler) probeAll(ctx context.Context) {
 	h.svc.PresenceFresh()
+	h.svc.PresenceProbing()
+	defer h.svc.PresenceProbed()
 	h.Probe(ctx)
 }
 

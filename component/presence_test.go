@@ -27,6 +27,8 @@ func (presenceTracker) Registered(context.Context, string) (bool, error) { retur
 func (presenceTracker) DeviceJIDs(context.Context) ([]string, error)     { return nil, nil }
 func (f presenceTracker) PresenceStale()                                 { f.p.MarkStale() }
 func (f presenceTracker) PresenceFresh()                                 { f.p.MarkFresh() }
+func (f presenceTracker) PresenceProbing()                               { f.p.ProbesSending() }
+func (f presenceTracker) PresenceProbed()                                { f.p.ProbesSent() }
 
 // syncBuffer is a log sink safe for the stream's goroutines.
 type syncBuffer struct {

@@ -67,6 +67,13 @@ type Presence struct {
 	since time.Time
 	round int       // probe rounds started, so that an old round's expiry is dropped
 	probe time.Time // when the current round started
+	// sending is set while the current round's probes are going out
+	// (ProbesSending), sentAt when they all went (ProbesSent): the grace
+	// period counts from then, since a million paced probes take longer
+	// than the grace period itself.
+	sending bool
+	sentAt  time.Time
+	sent    chan struct{}
 
 	ops      chan presenceOp
 	pending  map[string]bool // devices to reload; "" = all
@@ -102,7 +109,7 @@ func NewPresence(store iotgate.PresenceStore, cfg PresenceConfig) *Presence {
 	return &Presence{store: store, cfg: cfg,
 		res: map[string]map[string]iotgate.Resource{}, stale: true, since: cfg.Clock(),
 		ops: make(chan presenceOp, 10000), pending: map[string]bool{},
-		reload: make(chan struct{}, 1), probed: make(chan struct{}, 1)}
+		reload: make(chan struct{}, 1), probed: make(chan struct{}, 1), sent: make(chan struct{}, 1)}
 }
 
 // OnOnline registers f to be called with a device's bare JID each time
@@ -229,6 +236,7 @@ func (p *Presence) MarkFresh() {
 	// dates the rows.
 	start := p.cfg.Clock()
 	p.stale, p.since = false, start.UTC()
+	p.sending = false
 	p.round++
 	p.probe = start
 	online := make([]string, 0, len(p.res))
@@ -426,10 +434,33 @@ func (p *Presence) replace(jids []string, got map[string][]iotgate.Resource) {
 	}
 }
 
-// reconcileLoop drops, a grace period after each probe round starts, the
-// resources no stanza confirmed since, unless the stream dropped again
-// meanwhile. The removal is queued behind the changes already received,
-// probe answers included.
+// ProbesSending says the probes of the current round are going out: the
+// round's grace period counts from ProbesSent, not from MarkFresh.
+func (p *Presence) ProbesSending() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.stale {
+		p.sending = true
+	}
+}
+
+// ProbesSent says the probes of the current round went out (or stopped
+// going out: the round's grace period runs from now either way).
+func (p *Presence) ProbesSent() {
+	p.mu.Lock()
+	p.sending, p.sentAt = false, p.cfg.Clock()
+	p.mu.Unlock()
+	select {
+	case p.sent <- struct{}{}:
+	default:
+	}
+}
+
+// reconcileLoop drops, a grace period after each probe round starts (or,
+// when the round's probes were announced by ProbesSending, after they were
+// all sent), the resources no stanza confirmed since the round started,
+// unless the stream dropped again meanwhile. The removal is queued behind
+// the changes already received, probe answers included.
 func (p *Presence) reconcileLoop(ctx context.Context) {
 	for {
 		select {
@@ -447,16 +478,51 @@ func (p *Presence) reconcileLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		p.mu.Lock()
-		current := round == p.round && !p.stale
-		p.mu.Unlock()
-		if !current {
+		if !p.awaitProbesSent(ctx, round, start) {
 			continue
 		}
 		select {
 		case p.ops <- presenceOp{probe: start}:
 		case <-ctx.Done():
 			return
+		}
+	}
+}
+
+// awaitProbesSent waits, once the round's first grace period is over,
+// until its probes have all been sent and a grace period has passed since.
+// It reports whether the round (started at start) is still current.
+func (p *Presence) awaitProbesSent(ctx context.Context, round int, start time.Time) bool {
+	for {
+		p.mu.Lock()
+		current := round == p.round && !p.stale
+		sending, sentAt := p.sending, p.sentAt
+		p.mu.Unlock()
+		if !current {
+			return false
+		}
+		var wait <-chan struct{}
+		var t *time.Timer
+		switch left := sentAt.Add(p.cfg.ProbeGrace).Sub(p.cfg.Clock()); {
+		case sending:
+			wait = p.sent
+		case !sentAt.Before(start) && left > 0:
+			t = time.NewTimer(left)
+		default:
+			return true
+		}
+		var tc <-chan time.Time
+		if t != nil {
+			tc = t.C
+		}
+		select {
+		case <-ctx.Done():
+			if t != nil {
+				t.Stop()
+			}
+			return false
+		case <-wait:
+		case <-tc:
 		}
 	}
 }

@@ -242,6 +242,52 @@ func TestPresenceReconcile(t *testing.T) {
 	}
 }
 
+// When a round's probes are announced (ProbesSending), the resources they
+// did not confirm are dropped a grace period after the last probe went out
+// (ProbesSent), not after the round started: a million paced probes take
+// longer than the grace period.
+func TestPresenceReconcileAfterProbesSent(t *testing.T) {
+	const grace = 100 * time.Millisecond
+	tests := []struct {
+		name    string
+		sending time.Duration // how long the probes take; 0: not announced
+	}{
+		{"NotAnnounced", 0},
+		{"ProbesLongerThanGrace", 4 * grace},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			store := &memstore.PresenceStore{}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			store.ApplyPresence(ctx, []iotgate.PresenceChange{{DeviceID: 1, DeviceJID: "gone@example.com", At: time.Now().Add(-time.Hour),
+				PresenceUpdate: iotgate.PresenceUpdate{From: "gone@example.com/r", Available: true}}})
+			p := NewPresence(store, PresenceConfig{ProbeGrace: grace})
+			go p.Run(ctx)
+			begun := time.Now()
+			p.MarkFresh()
+			var sent time.Time
+			if tt.sending > 0 {
+				p.ProbesSending()
+				time.Sleep(tt.sending)
+				if got, _ := store.DeviceResources(ctx, nil); len(got) != 1 {
+					t.Fatalf("resources %v dropped while the probes were still going out", got)
+				}
+				p.ProbesSent()
+				sent = time.Now()
+			}
+			waitFor(t, func() bool { got, _ := store.DeviceResources(ctx, nil); return len(got) == 0 })
+			if tt.sending > 0 {
+				if since := time.Since(sent); since < grace {
+					t.Errorf("dropped %s after the last probe, want a grace period (%s) after it", since, grace)
+				}
+			} else if since := time.Since(begun); since < grace {
+				t.Errorf("dropped %s after the round began, want %s", since, grace)
+			}
+		})
+	}
+}
+
 // flakyPresence refuses the first fails batches.
 type flakyPresence struct {
 	memstore.PresenceStore

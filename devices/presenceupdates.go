@@ -41,3 +41,10 @@ func (s *Service) PresenceStale() { s.cfg.Presence.MarkStale() }
 
 // PresenceFresh marks presence known again (the stream is up).
 func (s *Service) PresenceFresh() { s.cfg.Presence.MarkFresh() }
+
+// PresenceProbing says the probes of the round PresenceFresh started are
+// going out; PresenceProbed that they went (see Presence.ProbesSending).
+func (s *Service) PresenceProbing() { s.cfg.Presence.ProbesSending() }
+
+// PresenceProbed: see PresenceProbing.
+func (s *Service) PresenceProbed() { s.cfg.Presence.ProbesSent() }
