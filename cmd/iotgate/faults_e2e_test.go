@@ -359,6 +359,12 @@ func (l *load) verify(t *testing.T, g *gate) (sent, acked, stored, lost int) {
 	}
 	t.Logf("%s readings: sent %d, acknowledged %d, stored %d, lost (acknowledged, not stored) %d; logins %d; error answers %v",
 		l.via, sent, acked, stored, lost, logins, errs)
+	if lost > 0 {
+		// What iotgate counted as refused or dropped: a message reading
+		// has no answer, so one dropped (a full lane) or refused with its
+		// error reply rate-limited looks acknowledged from here.
+		logReadingCounters(t, g)
+	}
 	if stored > sent {
 		t.Errorf("stored %d readings, more than the %d sent", stored, sent)
 	}
@@ -1087,5 +1093,22 @@ func testFaultGracefulStopUnderLoad(t *testing.T, name string) {
 	_, _, _, lost := l.verify(t, e.g)
 	if lost != 0 {
 		t.Errorf("%d acknowledged readings lost", lost)
+	}
+}
+
+// logReadingCounters logs iotgate's metrics about readings refused,
+// dropped, held and rate-limited, to tell a lost reading from one iotgate
+// counted.
+func logReadingCounters(t *testing.T, g *gate) {
+	t.Helper()
+	code, _, body := g.getRaw(g.token, "/metrics")
+	if code != 200 {
+		t.Logf("GET /metrics: %d", code)
+		return
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(line, "iotgate_readings") || strings.HasPrefix(line, "iotgate_xmpp_rate_limited") {
+			t.Log(line)
+		}
 	}
 }
