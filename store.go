@@ -14,8 +14,9 @@ type DeviceStore interface {
 	UpdateDevice(ctx context.Context, jid string, u DeviceUpdate, now time.Time) (*Device, error)
 	// DeleteDevice deletes the device with its readings and rejections.
 	DeleteDevice(ctx context.Context, jid string) error
-	// DeviceJIDs returns every registered JID.
-	DeviceJIDs(ctx context.Context) ([]string, error)
+	// DeviceJIDs returns up to limit registered JIDs after after, in
+	// order: a page of them (after "" for the first).
+	DeviceJIDs(ctx context.Context, after string, limit int) ([]string, error)
 
 	// InsertReadings stores readings and moves each device's last_seen_at,
 	// and returns one error per reading (nil: stored). Readings of devices

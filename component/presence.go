@@ -14,7 +14,8 @@ import (
 type PresenceService interface {
 	UpdatePresence(ctx context.Context, u iotgate.PresenceUpdate) error
 	Registered(ctx context.Context, jid string) (bool, error)
-	DeviceJIDs(ctx context.Context) ([]string, error)
+	// DeviceJIDs returns up to limit registered JIDs after after, in order.
+	DeviceJIDs(ctx context.Context, after string, limit int) ([]string, error)
 	PresenceStale()
 	PresenceFresh()
 	// PresenceProbing and PresenceProbed bracket the probes after a
@@ -165,24 +166,36 @@ func (h *PresenceHandler) probeAll(ctx context.Context) {
 // another instance died, it recovers presence that instance received and
 // had not yet stored: the online devices answer again.
 func (h *PresenceHandler) Probe(ctx context.Context) {
-	jids, err := h.svc.DeviceJIDs(ctx)
-	if err != nil {
-		h.log.Warn("cannot list devices to probe their presence", "err", err)
-		return
-	}
-	for i, j := range jids {
-		if ctx.Err() != nil {
+	// A batch at a time from the store, one more than a batch to know
+	// whether another follows (no ping after the last).
+	after, n := "", 0
+	for {
+		jids, err := h.svc.DeviceJIDs(ctx, after, probeBatch+1)
+		if err != nil {
+			h.log.Warn("cannot list devices to probe their presence", "err", err, "probed", n)
 			return
 		}
-		if err := h.conn.Send(ctx, &Stanza{Kind: KindPresence, Type: "probe", From: h.conn.Domain(), To: j}); err != nil {
-			h.log.Debug("probe not sent", "to", j, "err", err)
-			return
+		more := len(jids) > probeBatch
+		if more {
+			jids = jids[:probeBatch]
 		}
-		if (i+1)%probeBatch == 0 && i+1 < len(jids) {
-			h.awaitServer(ctx)
+		for _, j := range jids {
+			if ctx.Err() != nil {
+				return
+			}
+			if err := h.conn.Send(ctx, &Stanza{Kind: KindPresence, Type: "probe", From: h.conn.Domain(), To: j}); err != nil {
+				h.log.Debug("probe not sent", "to", j, "err", err)
+				return
+			}
 		}
+		n += len(jids)
+		if !more {
+			break
+		}
+		after = jids[len(jids)-1]
+		h.awaitServer(ctx)
 	}
-	h.log.Info("probed device presence", "devices", len(jids))
+	h.log.Info("probed device presence", "devices", n)
 }
 
 // probeBatch is how many probes Probe sends before it waits for the

@@ -23,12 +23,12 @@ func (f presenceTracker) UpdatePresence(_ context.Context, u iotgate.PresenceUpd
 	bare, _, _ := strings.Cut(u.From, "/")
 	return f.p.Update(&iotgate.Device{JID: bare}, u)
 }
-func (presenceTracker) Registered(context.Context, string) (bool, error) { return true, nil }
-func (presenceTracker) DeviceJIDs(context.Context) ([]string, error)     { return nil, nil }
-func (f presenceTracker) PresenceStale()                                 { f.p.MarkStale() }
-func (f presenceTracker) PresenceFresh()                                 { f.p.MarkFresh() }
-func (f presenceTracker) PresenceProbing()                               { f.p.ProbesSending() }
-func (f presenceTracker) PresenceProbed()                                { f.p.ProbesSent() }
+func (presenceTracker) Registered(context.Context, string) (bool, error)          { return true, nil }
+func (presenceTracker) DeviceJIDs(context.Context, string, int) ([]string, error) { return nil, nil }
+func (f presenceTracker) PresenceStale()                                          { f.p.MarkStale() }
+func (f presenceTracker) PresenceFresh()                                          { f.p.MarkFresh() }
+func (f presenceTracker) PresenceProbing()                                        { f.p.ProbesSending() }
+func (f presenceTracker) PresenceProbed()                                         { f.p.ProbesSent() }
 
 // syncBuffer is a log sink safe for the stream's goroutines.
 type syncBuffer struct {

@@ -16,10 +16,13 @@ type manyDevices struct {
 	n int
 }
 
-func (m manyDevices) DeviceJIDs(context.Context) ([]string, error) {
-	jids := make([]string, m.n)
-	for i := range jids {
-		jids[i] = fmt.Sprintf("d%d@localhost", i)
+func (m manyDevices) DeviceJIDs(_ context.Context, after string, limit int) ([]string, error) {
+	var jids []string
+	for i := range m.n {
+		// Zero-padded: in order as strings too.
+		if j := fmt.Sprintf("d%07d@localhost", i); j > after && len(jids) < limit {
+			jids = append(jids, j)
+		}
 	}
 	return jids, nil
 }
@@ -60,7 +63,7 @@ func TestProbePaced(t *testing.T) {
 				st := readRaw(t, fc)
 				switch {
 				case st.XMLName.Local == "presence" && st.Type == "probe":
-					if want := fmt.Sprintf("d%d@localhost", probes); st.To != want {
+					if want := fmt.Sprintf("d%07d@localhost", probes); st.To != want {
 						t.Fatalf("probe %d to %s, want %s", probes, st.To, want)
 					}
 					probes++

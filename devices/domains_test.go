@@ -113,7 +113,7 @@ func TestRegisterDeviceDomains(t *testing.T) {
 			if got := iotgate.ErrorCode(err); got != tt.wantCode {
 				t.Fatalf("Register(%s) = %v, want code %q", tt.jid, err, tt.wantCode)
 			}
-			jids, _ := store.DeviceJIDs(context.Background())
+			jids, _ := store.DeviceJIDs(context.Background(), "", 10)
 			if created := len(jids) == 1; created != (tt.wantCode == "") {
 				t.Errorf("created %v", jids)
 			}

@@ -31,9 +31,10 @@ func (s *Service) Registered(ctx context.Context, jid string) (bool, error) {
 	return d != nil, nil
 }
 
-// DeviceJIDs returns every registered JID, for presence probes.
-func (s *Service) DeviceJIDs(ctx context.Context) ([]string, error) {
-	return s.store.DeviceJIDs(ctx)
+// DeviceJIDs returns up to limit registered JIDs after after, in order,
+// for presence probes.
+func (s *Service) DeviceJIDs(ctx context.Context, after string, limit int) ([]string, error) {
+	return s.store.DeviceJIDs(ctx, after, limit)
 }
 
 // PresenceStale marks presence unknown (the stream is down).

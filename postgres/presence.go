@@ -13,10 +13,12 @@ import (
 
 var _ iotgate.PresenceStore = (*DB)(nil)
 
-// DeviceJIDs returns every registered JID, for presence probes after a
-// (re)connection.
-func (db *DB) DeviceJIDs(ctx context.Context) ([]string, error) {
-	return queryRows(ctx, db.db, "list device JIDs", scanString, `SELECT jid FROM devices ORDER BY jid`)
+// DeviceJIDs returns up to limit registered JIDs after after, in order,
+// for presence probes after a (re)connection: a page at a time, so that a
+// million devices are not all in memory at once.
+func (db *DB) DeviceJIDs(ctx context.Context, after string, limit int) ([]string, error) {
+	return queryRows(ctx, db.db, "list device JIDs", scanString,
+		`SELECT jid FROM devices WHERE jid > $1 ORDER BY jid LIMIT $2`, after, limit)
 }
 
 // InsertPresenceEvents records online/offline transitions, each with its

@@ -12,6 +12,7 @@ import (
 
 	"github.com/iotgate/iotgate"
 	"github.com/iotgate/iotgate/devices"
+	"github.com/iotgate/iotgate/internal/memstore"
 	"github.com/iotgate/iotgate/postgres"
 	"github.com/iotgate/iotgate/schemas"
 )
@@ -364,5 +365,46 @@ func TestPresenceEventRetention(t *testing.T) {
 	}
 	if old, young := count(); old != 0 || young != 16 {
 		t.Errorf("after: %d old, %d young events; want 0, 16", old, young)
+	}
+}
+
+// DeviceJIDs pages through every registered JID in order, whatever the
+// page size, and the memory store pages the same way.
+func TestDeviceJIDsPages(t *testing.T) {
+	ctx := context.Background()
+	db, reg, svc := newStack(t)
+	want := []string{"a@example.com", "b@example.com", "b@example.org", "c@example.com", "z@example.com"}
+	thermostats(t, reg, svc, "z@example.com", "b@example.org", "a@example.com", "c@example.com", "b@example.com")
+	mem := memstore.NewDeviceStore()
+	for _, j := range want {
+		if err := mem.CreateDevice(ctx, &iotgate.Device{JID: j}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, store := range []struct {
+		name string
+		list func(ctx context.Context, after string, limit int) ([]string, error)
+	}{{"postgres", db.DeviceJIDs}, {"memstore", mem.DeviceJIDs}} {
+		for _, limit := range []int{1, 2, 5, 6} {
+			var got []string
+			after := ""
+			for range 10 {
+				page, err := store.list(ctx, after, limit)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(page) > limit {
+					t.Fatalf("%s: page of %d, limit %d", store.name, len(page), limit)
+				}
+				got = append(got, page...)
+				if len(page) < limit {
+					break
+				}
+				after = page[len(page)-1]
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("%s, pages of %d: %v, want %v", store.name, limit, got, want)
+			}
+		}
 	}
 }

@@ -182,11 +182,16 @@ func (m *DeviceStore) DeleteDevice(_ context.Context, jid string) error {
 	return nil
 }
 
-// DeviceJIDs returns every registered JID, sorted.
-func (m *DeviceStore) DeviceJIDs(context.Context) ([]string, error) {
+// DeviceJIDs returns up to limit registered JIDs after after, sorted.
+func (m *DeviceStore) DeviceJIDs(_ context.Context, after string, limit int) ([]string, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return slices.Sorted(maps.Keys(m.devs)), nil
+	all := slices.Sorted(maps.Keys(m.devs))
+	i, _ := slices.BinarySearch(all, after)
+	if i < len(all) && all[i] == after {
+		i++
+	}
+	return slices.Clone(all[i:min(len(all), i+max(limit, 0))]), nil
 }
 
 // InsertReadings stores rs, setting their IDs (0 for readings of devices
