@@ -294,13 +294,20 @@ func load(ctx context.Context, c int, d time.Duration, op func(ctx context.Conte
 		})
 	}
 	wg.Wait()
+	return finished(ctx, res, start, failed.Load(), "operations")
+}
+
+// finished completes res once a load's workers are done (started at start,
+// failed operations failed): its rate, or an error if ctx ended or no
+// operation (called what) succeeded.
+func finished(ctx context.Context, res loadResult, start time.Time, failed int64, what string) (loadResult, error) {
 	if err := ctx.Err(); err != nil {
 		return res, err
 	}
-	res.failed = failed.Load()
+	res.failed = failed
 	res.rate = float64(res.lat.count()) / time.Since(start).Seconds()
 	if res.lat.count() == 0 {
-		return res, fmt.Errorf("all %d operations failed, first: %w", res.failed, res.firstErr)
+		return res, fmt.Errorf("all %d %s failed, first: %w", res.failed, what, res.firstErr)
 	}
 	return res, nil
 }

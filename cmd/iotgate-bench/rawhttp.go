@@ -266,13 +266,5 @@ func rawLoad(ctx context.Context, base, token string, c int, d time.Duration, pa
 		})
 	}
 	wg.Wait()
-	if err := ctx.Err(); err != nil {
-		return res, err
-	}
-	res.failed = failed.Load()
-	res.rate = float64(res.lat.count()) / time.Since(start).Seconds()
-	if res.lat.count() == 0 {
-		return res, fmt.Errorf("all %d requests failed, first: %w", res.failed, res.firstErr)
-	}
-	return res, nil
+	return finished(ctx, res, start, failed.Load(), "requests")
 }
