@@ -177,26 +177,33 @@ type fakeStanza struct {
 }
 
 // read returns the next stanza the component sent, skipping keepalive pings
-// (answered) unless keepPings.
+// (answered).
 func (fc *fakeConn) read(t *testing.T) fakeStanza {
 	t.Helper()
-	fc.SetReadDeadline(time.Now().Add(5 * time.Second))
-	defer fc.SetReadDeadline(time.Time{})
 	for {
-		start, err := fc.nextStart()
-		if err != nil {
-			t.Fatalf("fake server read: %v", err)
-		}
-		var st fakeStanza
-		if err := fc.dec.DecodeElement(&st, &start); err != nil {
-			t.Fatalf("fake server decode: %v", err)
-		}
+		st := fc.readAny(t)
 		if strings.Contains(st.Inner, "urn:xmpp:ping") && st.To == "localhost" {
 			fc.send(fmt.Sprintf(`<iq type='result' id='%s' from='localhost' to='%s'/>`, st.ID, st.From))
 			continue
 		}
 		return st
 	}
+}
+
+// readAny returns the next stanza the component sent, pings included.
+func (fc *fakeConn) readAny(t *testing.T) fakeStanza {
+	t.Helper()
+	fc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	defer fc.SetReadDeadline(time.Time{})
+	start, err := fc.nextStart()
+	if err != nil {
+		t.Fatalf("fake server read: %v", err)
+	}
+	var st fakeStanza
+	if err := fc.dec.DecodeElement(&st, &start); err != nil {
+		t.Fatalf("fake server decode: %v", err)
+	}
+	return st
 }
 
 func startConn(t *testing.T, addr, secret string, mod func(*Config)) *Conn {

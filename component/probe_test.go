@@ -60,7 +60,7 @@ func TestProbePaced(t *testing.T) {
 			var got []string // "p" for a probe, "ping" for a ping
 			probes := 0
 			for probes < tt.devices {
-				st := readRaw(t, fc)
+				st := fc.readAny(t)
 				switch {
 				case st.XMLName.Local == "presence" && st.Type == "probe":
 					if want := fmt.Sprintf("d%07d@localhost", probes); st.To != want {
@@ -103,20 +103,4 @@ func pingsAt(seq []string) []int {
 		}
 	}
 	return at
-}
-
-// readRaw returns the next stanza the component sent, pings included.
-func readRaw(t *testing.T, fc *fakeConn) fakeStanza {
-	t.Helper()
-	fc.SetReadDeadline(time.Now().Add(5 * time.Second))
-	defer fc.SetReadDeadline(time.Time{})
-	start, err := fc.nextStart()
-	if err != nil {
-		t.Fatalf("fake server read: %v", err)
-	}
-	var st fakeStanza
-	if err := fc.dec.DecodeElement(&st, &start); err != nil {
-		t.Fatalf("fake server decode: %v", err)
-	}
-	return st
 }
