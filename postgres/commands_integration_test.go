@@ -21,7 +21,6 @@ import (
 	"github.com/iotgate/iotgate/devices"
 	"github.com/iotgate/iotgate/internal/servers"
 	"github.com/iotgate/iotgate/postgres"
-	"github.com/iotgate/iotgate/schemas"
 	"github.com/lib/pq"
 )
 
@@ -727,17 +726,7 @@ func serverCPU(tb testing.TB, db *postgres.DB) map[int]time.Duration {
 func TestCommandUpdatePlan(t *testing.T) {
 	ctx := context.Background()
 	dsn := servers.DatabaseForTest(t)
-	db, err := postgres.Open(ctx, dsn, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	reg := schemas.NewRegistry(db, schemas.Config{})
-	svc := devices.NewService(db, reg, devices.ServiceConfig{})
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { svc.Run(rctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	db, reg, svc := newStackOn(t, dsn)
 	d := thermostats(t, reg, svc, "thermo1@example.com")[0]
 	var ids []string
 	for i := range 3 {

@@ -24,8 +24,14 @@ import (
 // newStack returns a migrated database and the domain services over it.
 func newStack(t testing.TB) (*postgres.DB, *schemas.Registry, *devices.Service) {
 	t.Helper()
+	return newStackOn(t, servers.DatabaseForTest(t))
+}
+
+// newStackOn is newStack on the database at dsn.
+func newStackOn(t testing.TB, dsn string) (*postgres.DB, *schemas.Registry, *devices.Service) {
+	t.Helper()
 	ctx := context.Background()
-	db, err := postgres.Open(ctx, servers.DatabaseForTest(t), nil)
+	db, err := postgres.Open(ctx, dsn, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
