@@ -25,6 +25,36 @@ import (
 )
 
 // commandFixture is a database with one registered thermostat.
+// deletedDevice registers a device and deletes it: writes for it must be
+// skipped.
+func deletedDevice(t *testing.T, svc *devices.Service, jid string) *iotgate.Device {
+	t.Helper()
+	ctx := context.Background()
+	d, err := svc.Register(ctx, &iotgate.Device{JID: jid, Schema: "thermostat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Delete(ctx, d.JID); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// sentAndAnswered stores command id of d as sent and returns its update to
+// succeeded at done, with an answer and its history entry.
+func sentAndAnswered(t *testing.T, db *postgres.DB, d *iotgate.Device, id string, done time.Time) iotgate.CommandUpdate {
+	t.Helper()
+	c := newCommand(d, id, cmdTime, iotgate.CommandSent)
+	if errs := db.CreateCommands(context.Background(), []*iotgate.Command{c}); errs[0] != nil {
+		t.Fatal(errs[0])
+	}
+	c.Status, c.CompletedAt, c.AnsweredAt = iotgate.CommandSucceeded, &done, &done
+	c.Response = &iotgate.CommandResponse{XML: `<state xmlns="urn:example:thermostat"/>`, Data: json.RawMessage(`{"a": 1}`)}
+	ev := iotgate.CommandEvent{Status: iotgate.CommandSucceeded, At: done}
+	c.History = append(c.History, ev)
+	return iotgate.CommandUpdate{Command: c, From: []iotgate.CommandStatus{iotgate.CommandSent}, Event: &ev}
+}
+
 func commandFixture(t *testing.T) (*postgres.DB, *devices.Service, *iotgate.Device) {
 	t.Helper()
 	db, reg, svc := newStack(t)
@@ -346,13 +376,7 @@ func TestCommandStore(t *testing.T) {
 func TestCommandStoreBatches(t *testing.T) {
 	ctx := context.Background()
 	db, svc, d := commandFixture(t)
-	gone, err := svc.Register(ctx, &iotgate.Device{JID: "gone@example.com", Schema: "thermostat"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := svc.Delete(ctx, gone.JID); err != nil {
-		t.Fatal(err)
-	}
+	gone := deletedDevice(t, svc, "gone@example.com")
 
 	t.Run("Create", func(t *testing.T) {
 		keyed := newCommand(d, "c-keyed", cmdTime, iotgate.CommandSent)
@@ -477,27 +501,9 @@ var _ devices.CommandWriter = (*postgres.DB)(nil)
 func TestWriteCommands(t *testing.T) {
 	ctx := context.Background()
 	db, svc, d := commandFixture(t)
-	gone, err := svc.Register(ctx, &iotgate.Device{JID: "gone@example.com", Schema: "thermostat"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := svc.Delete(ctx, gone.JID); err != nil {
-		t.Fatal(err)
-	}
+	gone := deletedDevice(t, svc, "gone@example.com")
 	done := cmdTime.Add(2 * time.Second)
-	// answer stores a sent command and returns its update to succeeded.
-	answer := func(t *testing.T, id string) iotgate.CommandUpdate {
-		t.Helper()
-		c := newCommand(d, id, cmdTime, iotgate.CommandSent)
-		if errs := db.CreateCommands(ctx, []*iotgate.Command{c}); errs[0] != nil {
-			t.Fatal(errs[0])
-		}
-		c.Status, c.CompletedAt, c.AnsweredAt = iotgate.CommandSucceeded, &done, &done
-		c.Response = &iotgate.CommandResponse{XML: `<state xmlns="urn:example:thermostat"/>`, Data: json.RawMessage(`{"a": 1}`)}
-		ev := iotgate.CommandEvent{Status: iotgate.CommandSucceeded, At: done}
-		c.History = append(c.History, ev)
-		return iotgate.CommandUpdate{Command: c, From: []iotgate.CommandStatus{iotgate.CommandSent}, Event: &ev}
-	}
+	answer := func(t *testing.T, id string) iotgate.CommandUpdate { return sentAndAnswered(t, db, d, id, done) }
 	// stale is answer's update of a command already succeeded.
 	stale := func(t *testing.T, id string) iotgate.CommandUpdate {
 		t.Helper()

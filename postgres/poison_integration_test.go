@@ -72,15 +72,7 @@ func TestUpdateCommandsPoison(t *testing.T) {
 	var us []iotgate.CommandUpdate
 	done := cmdTime.Add(time.Second)
 	for i, d := range devs {
-		c := newCommand(d, "p"+string(rune('0'+i)), cmdTime, iotgate.CommandSent)
-		if errs := db.CreateCommands(ctx, []*iotgate.Command{c}); errs[0] != nil {
-			t.Fatal(errs[0])
-		}
-		c.Status, c.CompletedAt, c.AnsweredAt = iotgate.CommandSucceeded, &done, &done
-		c.Response = &iotgate.CommandResponse{XML: `<state xmlns="urn:example:thermostat"/>`, Data: json.RawMessage(`{"a": 1}`)}
-		ev := iotgate.CommandEvent{Status: iotgate.CommandSucceeded, At: done}
-		c.History = append(c.History, ev)
-		us = append(us, iotgate.CommandUpdate{Command: c, From: []iotgate.CommandStatus{iotgate.CommandSent}, Event: &ev})
+		us = append(us, sentAndAnswered(t, db, d, "p"+string(rune('0'+i)), done))
 	}
 	us[1].Command.Response.Data = json.RawMessage(poisonData)
 	errs := db.UpdateCommands(ctx, us)
