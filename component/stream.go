@@ -28,6 +28,9 @@ type stream struct {
 	dec    *xml.Decoder
 	header []byte // the prolog and stream header, to rebuild dec
 	id     string
+	// decodeAll has the decoder read every stanza, plain or not: the
+	// reference that readPlain is tested against.
+	decodeAll bool
 }
 
 // newStream returns a stream reading r, keeping elements of up to maxBytes
@@ -201,6 +204,13 @@ func (s *stream) next() (*Stanza, error) {
 		if fr.over || fr.deep {
 			return nil, s.skipped(fr)
 		}
+		// Most stanzas are plain XML, read without the decoder; the
+		// decoder reads the rest, and refuses what must be refused.
+		if !s.decodeAll {
+			if st, spans, ok := readPlain(fr.raw, fr.start); ok {
+				return withPayload(st, fr, spans), nil
+			}
+		}
 		t, err := s.start(fr.raw)
 		if err != nil {
 			return nil, &xmlError{cond: "not-well-formed", text: err.Error()}
@@ -229,13 +239,17 @@ func (s *stream) next() (*Stanza, error) {
 			// ends: nothing after it can be trusted.
 			return nil, &xmlError{cond: "not-well-formed", text: "an element ends before its last bytes"}
 		}
-		st := stanzaAttrs(t)
-		if end := bytes.LastIndexByte(fr.raw, '<'); end > fr.start {
-			st.Inner = bytes.Clone(fr.raw[fr.start:end])
-			st.setChildren(spans)
-		}
-		return st, nil
+		return withPayload(stanzaAttrs(t), fr, spans), nil
 	}
+}
+
+// withPayload gives st, read from fr, its payload and its children's spans.
+func withPayload(st *Stanza, fr frame, spans []childSpan) *Stanza {
+	if end := bytes.LastIndexByte(fr.raw, '<'); end > fr.start {
+		st.Inner = bytes.Clone(fr.raw[fr.start:end])
+		st.setChildren(spans)
+	}
+	return st
 }
 
 // readPayload reads the rest of the element whose start tag the decoder
