@@ -1,16 +1,18 @@
 package component
 
 import (
+	"bytes"
 	"encoding/xml"
+	"strings"
 	"unicode/utf8"
 )
 
-// readPlain reads a kept stanza, raw (its start tag is the first start
-// bytes), without the stream's decoder when its XML is plain: what
-// stanzas from Prosody and ejabberd are. It returns the stanza's start tag
-// (as stanzaAttrs wants it) and its children's spans (as readPayload finds
-// them), and ok false for anything outside the plain subset, which the
-// decoder then reads, with its own errors.
+// readPlain reads the kept element raw, whose start tag is raw[:start],
+// without the stream's decoder when it is a stanza in plain XML, as
+// stanzas from Prosody and ejabberd are. It returns the stanza without its
+// payload (as stanzaAttrs makes it) and its children's spans (as
+// readPayload finds them), and ok false for anything outside the plain
+// subset, which the decoder then reads, with its own errors.
 //
 // The plain subset is a part of what the decoder accepts, so that it
 // accepts nothing the decoder refuses and refuses nothing itself: no line
@@ -27,7 +29,8 @@ import (
 // own xmlns, no prefixed name); its namespace is then its own xmlns's
 // value, as for a decoder of the child alone.
 func readPlain(raw []byte, start int) (st *Stanza, spans []childSpan, ok bool) {
-	p := plainParser{raw: raw}
+	var attrBuf [8]plainAttr
+	p := plainParser{raw: raw, attrs: attrBuf[:0]}
 	stanzaName, attrs, end, empty, ok := p.startTag(0)
 	if !ok || end != start || p.prefix(stanzaName) >= 0 {
 		return nil, nil, false
@@ -44,30 +47,8 @@ func readPlain(raw []byte, start int) (st *Stanza, spans []childSpan, ok bool) {
 		return nil, nil, false
 	}
 	st = &Stanza{Kind: kind}
-	if len(attrs) > 0 {
-		// One string for the tag: the attributes' values are parts of it.
-		tag := string(raw[:end])
-		for _, a := range attrs {
-			local, space := a.name, span{}
-			if c := p.prefix(a.name); c >= 0 {
-				space, local = span{a.name.start, c}, span{c + 1, a.name.end}
-				if string(raw[space.start:space.end]) != "xml" || string(raw[local.start:local.end]) != "lang" {
-					return nil, nil, false
-				}
-				st.Lang = p.value(tag, a)
-				continue
-			}
-			switch string(raw[local.start:local.end]) {
-			case "id":
-				st.ID = p.value(tag, a)
-			case "from":
-				st.From = p.value(tag, a)
-			case "to":
-				st.To = p.value(tag, a)
-			case "type":
-				st.Type = p.value(tag, a)
-			}
-		}
+	if !p.stanzaAttrs(st, attrs) {
+		return nil, nil, false
 	}
 	if empty {
 		if end != len(raw) {
@@ -154,6 +135,10 @@ func readPlain(raw []byte, start int) (st *Stanza, spans []childSpan, ok bool) {
 		}
 	}
 }
+
+// sharedTagMax is the largest child start tag whose names and values
+// share one string.
+const sharedTagMax = 256
 
 // span is [start, end) in the parser's raw.
 type span struct{ start, end int }
@@ -317,13 +302,64 @@ func (p *plainParser) same(a, b span) bool {
 	return string(p.raw[a.start:a.end]) == string(p.raw[b.start:b.end])
 }
 
-// value returns a's value: a part of tag (raw from offset 0, as a string)
-// when it has no entities, else a new string with them replaced.
-func (p *plainParser) value(tag string, a plainAttr) string {
-	if !a.escaped {
-		return tag[a.val.start:a.val.end]
+// stanzaAttrs sets st's id, from, to, type and xml:lang from attrs (the
+// last of a name counts, as in the decoder's), all in one string of
+// their own: not a string of the whole tag, which would keep whatever
+// else the tag holds, unbounded, as long as st's head lives. It is false
+// for a prefixed attribute other than xml:lang.
+func (p *plainParser) stanzaAttrs(st *Stanza, attrs []plainAttr) bool {
+	const id, from, to, typ, lang = 0, 1, 2, 3, 4
+	pick := [5]int{-1, -1, -1, -1, -1}
+	for k, a := range attrs {
+		field := -1
+		if c := p.prefix(a.name); c >= 0 {
+			if string(p.raw[a.name.start:c]) != "xml" || string(p.raw[c+1:a.name.end]) != "lang" {
+				return false
+			}
+			field = lang
+		} else {
+			switch string(p.raw[a.name.start:a.name.end]) {
+			case "id":
+				field = id
+			case "from":
+				field = from
+			case "to":
+				field = to
+			case "type":
+				field = typ
+			}
+		}
+		if field >= 0 {
+			pick[field] = k
+		}
 	}
-	return unescapePlain(p.raw[a.val.start:a.val.end])
+	n := 0
+	for _, k := range pick {
+		if k >= 0 {
+			n += attrs[k].val.end - attrs[k].val.start
+		}
+	}
+	if n == 0 {
+		return true
+	}
+	var b strings.Builder
+	b.Grow(n)
+	var ends [5]int
+	for f, k := range pick {
+		if k >= 0 {
+			unescapeTo(&b, p.raw[attrs[k].val.start:attrs[k].val.end])
+		}
+		ends[f] = b.Len()
+	}
+	all := b.String()
+	part := func(f int) string {
+		if f == 0 {
+			return all[:ends[0]]
+		}
+		return all[ends[f-1]:ends[f]]
+	}
+	st.ID, st.From, st.To, st.Type, st.Lang = part(id), part(from), part(to), part(typ), part(lang)
+	return true
 }
 
 // known fills sp's start tag, read from raw[at:next], when the child is
@@ -345,9 +381,14 @@ func (p *plainParser) known(sp *childSpan, at, next int, name span, attrs []plai
 	if !declared {
 		return
 	}
-	// One string for the tag, offsets from at.
-	tag := string(p.raw[at:next])
-	sub := func(s span) string { return tag[s.start-at : s.end-at] }
+	// One string for a small tag, its names and values parts of it; a
+	// large one's parts each on their own, so that a part kept long (the
+	// namespace goes on to the reading) does not keep the whole tag.
+	sub := func(s span) string { return string(p.raw[s.start:s.end]) }
+	if next-at <= sharedTagMax {
+		tag := string(p.raw[at:next])
+		sub = func(s span) string { return tag[s.start-at : s.end-at] }
+	}
 	out := make([]xml.Attr, len(attrs))
 	for k, a := range attrs {
 		var n xml.Name
@@ -406,38 +447,46 @@ func runeLen(b []byte) int {
 	return n
 }
 
-// unescapePlain replaces the predefined entities of b (checked by
-// entityLen).
-func unescapePlain(b []byte) string {
-	out := make([]byte, 0, len(b))
-	for i := 0; i < len(b); {
-		if b[i] != '&' {
-			out = append(out, b[i])
-			i++
-			continue
+// unescapeTo writes b to w with its predefined entities (checked by
+// entityLen) replaced.
+func unescapeTo(w *strings.Builder, b []byte) {
+	for len(b) > 0 {
+		i := bytes.IndexByte(b, '&')
+		if i < 0 {
+			w.Write(b)
+			return
 		}
-		switch n := entityLen(b[i:]); n {
+		w.Write(b[:i])
+		b = b[i:]
+		switch n := entityLen(b); n {
 		case 4:
-			if b[i+1] == 'l' {
-				out = append(out, '<')
+			if b[1] == 'l' {
+				w.WriteByte('<')
 			} else {
-				out = append(out, '>')
+				w.WriteByte('>')
 			}
-			i += n
+			b = b[n:]
 		case 5:
-			out = append(out, '&')
-			i += n
+			w.WriteByte('&')
+			b = b[n:]
 		case 6:
-			if b[i+1] == 'a' {
-				out = append(out, '\'')
+			if b[1] == 'a' {
+				w.WriteByte('\'')
 			} else {
-				out = append(out, '"')
+				w.WriteByte('"')
 			}
-			i += n
+			b = b[n:]
 		default:
-			out = append(out, b[i])
-			i++
+			w.WriteByte('&')
+			b = b[1:]
 		}
 	}
-	return string(out)
+}
+
+// unescapePlain returns b with its predefined entities replaced.
+func unescapePlain(b []byte) string {
+	var w strings.Builder
+	w.Grow(len(b))
+	unescapeTo(&w, b)
+	return w.String()
 }

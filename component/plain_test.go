@@ -18,6 +18,7 @@ const testStreamHeader = `<stream:stream xmlns='jabber:component:accept' xmlns:s
 // TestReadPlain checks which stanzas readPlain reads itself (plain) and
 // that, plain or not, the stream gives what the decoder alone gives.
 func TestReadPlain(t *testing.T) {
+	long := strings.Repeat("v&amp;", 100) // tags over sharedTagMax
 	tests := []struct {
 		name   string
 		stanza string
@@ -63,6 +64,7 @@ func TestReadPlain(t *testing.T) {
 		{"PrefixedStanza", `<stream:message/>`, false},
 		{"DuplicateAttr", `<message id='1' id='2'><r xmlns='a' xmlns='b'/></message>`, true},
 		{"EmptyNamespace", `<message><r xmlns=''/></message>`, true},
+		{"LargeTags", `<message from='a@b/c' junk='` + long + `'><r xmlns='urn:r' a='` + long + `'/></message>`, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
