@@ -25,9 +25,9 @@ import (
 // presence or iq, unprefixed, with no prefixed attribute but xml:lang.
 // FuzzPlain checks it against the decoder.
 //
-// A child's start tag is returned (known) under standalone's rule (its
-// own xmlns, no prefixed name); its namespace is then its own xmlns's
-// value, as for a decoder of the child alone.
+// A child's start tag is returned (known) under plainParser.known's rule
+// (its own xmlns, no prefixed name); its namespace is then its own
+// xmlns's value, as for a decoder of the child alone.
 func readPlain(raw []byte, start int) (st *Stanza, spans []childSpan, ok bool) {
 	var attrBuf [8]plainAttr
 	p := plainParser{raw: raw, attrs: attrBuf[:0]}
@@ -362,8 +362,15 @@ func (p *plainParser) stanzaAttrs(st *Stanza, attrs []plainAttr) bool {
 	return true
 }
 
-// known fills sp's start tag, read from raw[at:next], when the child is
-// standalone: then Children need not read it again.
+// known fills sp's start tag, read from raw[at:next], when what a decoder
+// of the child alone reads (Children's rule: a child's namespaces are the
+// ones it declares) is sure: its name has no prefix, it declares its
+// namespace (xmlns), and no attribute has a prefix other than xmlns, as
+// written (a prefix bound to "" around it would make a decoder of the
+// whole stream see no prefix). Then the namespaces declared around it, on
+// the stanza or the stream, play no part. It is the usual form of a
+// reading (<reading xmlns='urn:...'>), and it spares Children a decoder
+// per child.
 func (p *plainParser) known(sp *childSpan, at, next int, name span, attrs []plainAttr) {
 	if p.prefix(name) >= 0 {
 		return

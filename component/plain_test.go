@@ -59,6 +59,7 @@ func TestReadPlain(t *testing.T) {
 		{"DigitName", `<message><1a/></message>`, false},
 		{"StanzaPrefix", `<message xmlns:p='urn:p'><p:r xmlns='urn:p'/></message>`, false},
 		{"StanzaPrefixedAttr", `<message p:id='1'/>`, false},
+		{"EmptyPrefixOnStanza", `<message xmlns:p=''><r xmlns='urn:r' p:a='1'/><s xmlns='urn:s'/></message>`, false},
 		{"StreamError", `<stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>`, false},
 		{"OtherElement", `<foo/><presence/>`, false},
 		{"PrefixedStanza", `<stream:message/>`, false},

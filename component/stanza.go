@@ -95,7 +95,8 @@ type kidsCache struct {
 type childSpan struct {
 	start, end int
 	// known is true when name and attr are what Children's decoder would
-	// give (see standalone); otherwise Children reads the start tag again.
+	// give (see plainParser.known); otherwise Children reads the start tag
+	// again.
 	known bool
 	name  xml.Name
 	attr  []xml.Attr
@@ -140,39 +141,6 @@ func (s *Stanza) knownChildren() (out []Element, ok bool) {
 		out = append(out, Element{Name: start.Name, Attr: start.Copy().Attr, Raw: raw})
 	}
 	return out, true
-}
-
-// standalone reports whether start, the start tag raw opens as a decoder
-// of the whole stream read it, is also what a decoder of raw alone reads
-// (Children's rule: a child's namespaces are the ones it declares): its
-// name has no prefix and its own xmlns attribute gives its namespace, and
-// no attribute has a prefix other than xmlns. Then the namespaces declared
-// around it (on the stanza, on the stream) play no part. It is the common
-// case of a reading (<reading xmlns='urn:...'>), and it spares the read
-// path a second decoder per child.
-func standalone(start xml.StartElement, raw []byte) bool {
-	// The name as written: after '<', up to a space, '/' or '>'.
-	name := raw[1:]
-	if i := bytes.IndexAny(name, " \t\r\n/>"); i >= 0 {
-		name = name[:i]
-	}
-	if bytes.IndexByte(name, ':') >= 0 || start.Name.Local != string(name) {
-		return false
-	}
-	declared := false
-	for _, a := range start.Attr {
-		switch {
-		case a.Name.Space == "" && a.Name.Local == "xmlns":
-			if a.Value != start.Name.Space {
-				return false
-			}
-			declared = true
-		case a.Name.Space == "" || a.Name.Space == "xmlns":
-		default:
-			return false
-		}
-	}
-	return declared
 }
 
 // Element is one child element of a stanza, with its raw XML.

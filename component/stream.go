@@ -256,7 +256,8 @@ func withPayload(st *Stanza, fr frame, spans []childSpan) *Stanza {
 // has just returned (from raw, the element's bytes), as Skip does, and
 // returns where its children lie, as [start, end) offsets from the end of
 // that start tag, with their start tags when they stand alone (see
-// standalone): Children then need not tokenise the payload a second time.
+// plainParser.known): Children then need not tokenise the payload a second
+// time.
 func (s *stream) readPayload(raw []byte, rawStart int) ([]childSpan, error) {
 	base := s.dec.InputOffset()
 	var spans []childSpan
@@ -267,12 +268,18 @@ func (s *stream) readPayload(raw []byte, rawStart int) ([]childSpan, error) {
 		if err != nil {
 			return nil, err
 		}
-		switch t := tok.(type) {
+		switch tok.(type) {
 		case xml.StartElement:
 			if depth == 0 {
 				sp := childSpan{start: int(off - base), end: -1}
-				if at := rawStart + sp.start; at >= 0 && at < len(raw) && raw[at] == '<' && standalone(t, raw[at:]) {
-					sp.known, sp.name, sp.attr = true, t.Name, t.Attr
+				if at := rawStart + sp.start; at >= 0 && at < len(raw) && raw[at] == '<' {
+					// The start tag as written decides (see
+					// plainParser.known), not as the decoder,
+					// in the stream's namespaces, reads it.
+					p := plainParser{raw: raw}
+					if name, attrs, next, _, ok := p.startTag(at); ok {
+						p.known(&sp, at, next, name, attrs)
+					}
 				}
 				spans = append(spans, sp)
 			}
