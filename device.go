@@ -3,6 +3,7 @@ package iotgate
 import (
 	"fmt"
 	"regexp"
+	"strings"
 	"time"
 
 	"mellium.im/xmpp/jid"
@@ -87,6 +88,9 @@ func NormalizeJID(s string) (string, error) {
 // BareJID returns the canonical bare JID of a (full or bare) JID, as the
 // server stamped it on a stanza. Errors: invalid.
 func BareJID(s string) (string, error) {
+	if b, ok := plainBareJID(s); ok {
+		return b, nil
+	}
 	j, err := jid.Parse(s)
 	if err != nil {
 		return "", &Error{Code: EInvalid, Message: fmt.Sprintf("%q is not a valid JID: %v", s, err)}
@@ -139,3 +143,57 @@ type State struct {
 
 // Clock tells the time; injected so tests can fix it.
 type Clock func() time.Time
+
+// plainBareJID returns s's bare JID without PRECIS and IDNA when s is
+// written as servers stamp devices' JIDs: a localpart of lowercase ASCII
+// letters, digits and ._-, a domain of lowercase LDH labels, and a
+// resource of printable ASCII. For those the full rules change nothing
+// (FuzzBareJID checks it against them) and the bare JID is a substring:
+// no allocation on the reading path. ok false: the full rules decide.
+func plainBareJID(s string) (bare string, ok bool) {
+	bare = s
+	if i := strings.IndexByte(s, '/'); i >= 0 {
+		res := s[i+1:]
+		if res == "" || len(res) > 1023 {
+			return "", false
+		}
+		for j := 0; j < len(res); j++ {
+			if c := res[j]; c < 0x21 || c > 0x7e {
+				return "", false
+			}
+		}
+		bare = s[:i]
+	}
+	domain := bare
+	if i := strings.IndexByte(bare, '@'); i >= 0 {
+		local := bare[:i]
+		if local == "" || len(local) > 1023 {
+			return "", false
+		}
+		for j := 0; j < len(local); j++ {
+			if c := local[j]; !lowerAlnum(c) && c != '.' && c != '_' && c != '-' {
+				return "", false
+			}
+		}
+		domain = bare[i+1:]
+	}
+	if domain == "" || len(domain) > 253 {
+		return "", false
+	}
+	for label := range strings.SplitSeq(domain, ".") {
+		// No empty label (nor a final dot, which the full rules strip),
+		// no hyphen at either end or doubled (A-labels, xn--).
+		if label == "" || label[0] == '-' || label[len(label)-1] == '-' || strings.Contains(label, "--") {
+			return "", false
+		}
+		for j := 0; j < len(label); j++ {
+			if c := label[j]; !lowerAlnum(c) && c != '-' {
+				return "", false
+			}
+		}
+	}
+	return bare, true
+}
+
+func lowerAlnum(c byte) bool { return 'a' <= c && c <= 'z' || '0' <= c && c <= '9' }
+
