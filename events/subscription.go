@@ -45,7 +45,7 @@ func (h *Hub) Subscribe(ctx context.Context, tokenID string, filter iotgate.Even
 	s := &Subscription{hub: h, token: tokenID, filter: filter, ready: make(chan struct{}, 1)}
 	// Register first, so that every event after the hub's position is
 	// buffered while the replay reads up to it.
-	pos, err := h.register(s)
+	pos, b, err := h.register(ctx, s)
 	if err != nil {
 		return nil, err
 	}
@@ -53,10 +53,13 @@ func (h *Hub) Subscribe(ctx context.Context, tokenID string, filter iotgate.Even
 		s.sent = pos
 		return s, nil
 	}
-	b, err := h.log.EventBounds(ctx)
-	if err != nil {
-		s.Close()
-		return nil, err
+	if b == nil {
+		read, err := h.log.EventBounds(ctx)
+		if err != nil {
+			s.Close()
+			return nil, err
+		}
+		b = &read
 	}
 	s.sent, s.replayAfter, s.replayUntil = *after, *after, pos
 	if *after < b.Trimmed {
