@@ -214,19 +214,24 @@ func (h *Hub) fanOut(b *iotgate.EventBatch) {
 	if b.Next <= h.last {
 		return
 	}
-	for _, e := range b.Events {
-		// Up to the position, events were fanned out already, or come
-		// before every subscription (a read that began before the
-		// first subscriber moved the position).
-		if e.ID <= h.last {
-			continue
+	// Up to the position, events were fanned out already, or come
+	// before every subscription (a read that began before the first
+	// subscriber moved the position).
+	evs := b.Events
+	for len(evs) > 0 && evs[0].ID <= h.last {
+		evs = evs[1:]
+	}
+	if len(evs) > 0 && len(h.subs) > 0 {
+		for _, e := range evs {
+			if e.Encoded == nil {
+				// Once here rather than once per stream.
+				e.Encoded, _ = json.Marshal(e)
+			}
 		}
-		if len(h.subs) > 0 && e.Encoded == nil {
-			// Once here rather than once per stream.
-			e.Encoded, _ = json.Marshal(e)
-		}
+		// The batch to each subscription at once: one lock and one
+		// wake-up per subscription, not per event.
 		for s := range h.subs {
-			if s.filter.Matches(e) && !s.push(e) {
+			if !s.push(evs) {
 				h.removeLocked(s)
 				h.cutOff.Add(1)
 			}

@@ -451,3 +451,46 @@ func TestIdleHub(t *testing.T) {
 		})
 	}
 }
+
+// TestTryNext: TryNext never waits; Ready receives once live events are
+// there or the subscription ended; batches come in order with nothing
+// lost or repeated although their slices are reused.
+func TestTryNext(t *testing.T) {
+	e := newEnv(t, Config{})
+	s, err := e.hub.Subscribe(context.Background(), "t", iotgate.EventFilter{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if evs, err := s.TryNext(ctx); len(evs) != 0 || err != nil {
+		t.Fatalf("TryNext with nothing waiting = %v, %v; want none, nil", ids(evs), err)
+	}
+	var want, got []int64
+	for _, n := range []int{3, 1, 5, 2} {
+		want = append(want, e.add(n, "a@x", iotgate.EventReading)...)
+		for len(got) < len(want) {
+			select {
+			case <-s.Ready():
+			case <-time.After(5 * time.Second):
+				t.Fatalf("Ready did not receive; got %v, want %v", got, want)
+			}
+			evs, err := s.TryNext(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, ids(evs)...)
+		}
+	}
+	if !equal(got, want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+	e.hub.Close()
+	select {
+	case <-s.Ready():
+	case <-time.After(5 * time.Second):
+		t.Fatal("Ready did not receive at Close")
+	}
+	if _, err := s.TryNext(ctx); !errors.Is(err, ErrClosed) {
+		t.Errorf("TryNext after Close = %v, want ErrClosed", err)
+	}
+}
