@@ -170,7 +170,7 @@ func TestIdleHubOverPostgres(t *testing.T) {
 	if _, err := reg.Register(ctx, "thermostat", string(examples.Thermostat()), ""); err != nil {
 		t.Fatal(err)
 	}
-	d := &iotgate.Device{JID: "idle@example.com", Schema: "thermostat", SchemaVersion: 1, CreatedAt: time.Now(), UpdatedAt: time.Now()}
+	d := &iotgate.Device{JID: "idle@example.com", Schema: "thermostat", SchemaVersion: 1, Labels: map[string]string{}, CreatedAt: time.Now(), UpdatedAt: time.Now()}
 	if err := writer.CreateDevice(ctx, d); err != nil {
 		t.Fatal(err)
 	}
