@@ -126,7 +126,7 @@ func TestEventHubOverPostgres(t *testing.T) {
 // countingLog counts the calls an event hub makes to the log.
 type countingLog struct {
 	iotgate.EventLog
-	mu             sync.Mutex
+	mu            sync.Mutex
 	reads, bounds int
 }
 
