@@ -92,6 +92,10 @@ type Hub struct {
 
 	stop chan struct{}
 	done chan struct{}
+	// kick wakes the reader (buffer 1) when the first subscriber moved
+	// the position: a wake-up the idle reader had dropped may have been
+	// for events after it.
+	kick chan struct{}
 
 	delivered atomic.Uint64
 	cutOff    atomic.Uint64
@@ -100,7 +104,7 @@ type Hub struct {
 // NewHub returns a hub over log.
 func NewHub(log iotgate.EventLog, cfg Config) *Hub {
 	return &Hub{log: log, cfg: cfg.withDefaults(), subs: map[*Subscription]struct{}{}, perToken: map[string]int{},
-		stop: make(chan struct{}), done: make(chan struct{})}
+		stop: make(chan struct{}), done: make(chan struct{}), kick: make(chan struct{}, 1)}
 }
 
 // Start reads where the log ends (the hub serves only what comes after)
@@ -172,6 +176,7 @@ func (h *Hub) run() {
 		case <-h.stop:
 			return
 		case <-h.cfg.Wake:
+		case <-h.kick:
 		case <-tick.C:
 		}
 		if err := h.read(ctx); err != nil && ctx.Err() == nil {
@@ -267,6 +272,10 @@ func (h *Hub) register(ctx context.Context, s *Subscription) (int64, *iotgate.Ev
 			// Never back: a read may have moved past the end meanwhile.
 			if len(h.subs) == 0 {
 				h.last = max(h.last, bounds.Last)
+				select {
+				case h.kick <- struct{}{}:
+				default:
+				}
 			}
 			h.subs[s] = struct{}{}
 			h.perToken[s.token]++

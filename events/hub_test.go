@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -492,5 +493,43 @@ func TestTryNext(t *testing.T) {
 	}
 	if _, err := s.TryNext(ctx); !errors.Is(err, ErrClosed) {
 		t.Errorf("TryNext after Close = %v, want ErrClosed", err)
+	}
+}
+
+// racingLog commits an event right after reading the bounds, once, as
+// another instance may while the first subscriber registers; its wake-up
+// went to the idle hub, which dropped it.
+type racingLog struct {
+	*memstore.EventLog
+	armed atomic.Bool
+	ids   []int64
+}
+
+func (l *racingLog) EventBounds(ctx context.Context) (iotgate.EventBounds, error) {
+	b, err := l.EventLog.EventBounds(ctx)
+	if l.armed.CompareAndSwap(true, false) {
+		l.ids = l.Append(iotgate.Event{Type: iotgate.EventReading, Device: "a@x", Time: time.Now(), Data: json.RawMessage(`{}`)})
+	}
+	return b, err
+}
+
+// TestFirstSubscriberRace: an event committed after the first subscriber
+// read the log's end, whose wake-up the idle hub dropped, still reaches
+// that subscriber without another wake-up (the poll is an hour).
+func TestFirstSubscriberRace(t *testing.T) {
+	log := &racingLog{EventLog: &memstore.EventLog{}}
+	h := NewHub(log, Config{Poll: time.Hour})
+	if err := h.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Close)
+	log.armed.Store(true) // the subscriber's read of the bounds
+	s, err := h.Subscribe(context.Background(), "t", iotgate.EventFilter{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got := ids(collect(t, s, 1)); !equal(got, log.ids) {
+		t.Errorf("got %v, want %v", got, log.ids)
 	}
 }
