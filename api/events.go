@@ -1,16 +1,17 @@
 package api
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -229,16 +230,18 @@ func (h *eventHandler) stream(c echo.Context) error {
 	// nginx buffers responses unless told not to.
 	hdr.Set("X-Accel-Buffering", "no")
 	c.Response().WriteHeader(http.StatusOK)
-	w := bufio.NewWriter(c.Response())
-	flush := func() error {
-		if err := w.Flush(); err != nil {
+	w := c.Response()
+	// The headers go out now, so the client knows the stream is open.
+	if err := rc.Flush(); err != nil {
+		return nil
+	}
+	// Each pass writes once and flushes: the events of a wake-up (all
+	// the frames in one buffer) or a comment.
+	comment := func(text string) error {
+		if _, err := w.Write([]byte(text)); err != nil {
 			return err
 		}
 		return rc.Flush()
-	}
-	// The headers go out now, so the client knows the stream is open.
-	if err := flush(); err != nil {
-		return nil
 	}
 
 	ctx, cancel := context.WithCancel(req.Context())
@@ -251,28 +254,38 @@ func (h *eventHandler) stream(c echo.Context) error {
 		}
 	}()
 	checked := time.Now()
+	// One timer for the stream, not a deadline per wait: a busy stream
+	// waits once per wake-up of the hub.
+	ping := time.NewTimer(h.ping)
+	defer ping.Stop()
 	for {
 		if h.auth != nil && time.Since(checked) >= h.ping {
 			checked = time.Now()
 			if _, err := h.auth.Current(ctx, tokenIDOf(c)); iotgate.ErrorCode(err) == iotgate.EUnauthorized {
-				_, _ = w.WriteString(": closed: the token was revoked or has expired\n\n")
-				_ = flush()
+				_ = comment(": closed: the token was revoked or has expired\n\n")
 				return nil
 			}
 		}
-		wait, cancelWait := context.WithTimeout(ctx, h.ping)
-		evs, err := sub.Next(wait)
-		idle := err != nil && wait.Err() != nil
-		cancelWait()
+		evs, err := sub.TryNext(ctx)
+		if err == nil && len(evs) == 0 {
+			select {
+			case <-ctx.Done():
+			case <-sub.Ready():
+				continue
+			case <-ping.C:
+				ping.Reset(h.ping)
+				if err := comment(": ping\n\n"); err != nil {
+					return nil
+				}
+				continue
+			}
+		}
 		switch {
 		case ctx.Err() != nil:
 			// The client left or the server shuts down.
 			return nil
-		case idle:
-			_, _ = w.WriteString(": ping\n\n")
 		case errors.Is(err, events.ErrSlowSubscriber):
-			_, _ = w.WriteString(": closed: this client reads too slowly; resume with Last-Event-ID\n\n")
-			_ = flush()
+			_ = comment(": closed: this client reads too slowly; resume with Last-Event-ID\n\n")
 			return nil
 		case errors.Is(err, events.ErrClosed):
 			return nil
@@ -281,34 +294,48 @@ func (h *eventHandler) stream(c echo.Context) error {
 			// reconnects with Last-Event-ID.
 			h.log.Warn("event stream", "err", err, "request_id", requestIDOf(c))
 			return nil
-		default:
-			if err := writeEvents(w, evs); err != nil {
-				return nil
-			}
 		}
-		if err := flush(); err != nil {
+		if err := writeEvents(w, evs); err != nil {
 			return nil
 		}
+		if err := rc.Flush(); err != nil {
+			return nil
+		}
+		ping.Reset(h.ping)
 	}
 }
 
+// frames holds the buffers writeEvents fills: as many as streams write at
+// once, not one per stream.
+var frames = sync.Pool{New: func() any { return new([]byte) }}
+
+// maxPooledFrames bounds the buffers kept for reuse; a larger one (a long
+// replay's batch) is left to the collector.
+const maxPooledFrames = 1 << 20
+
 // writeEvents writes evs in the event-stream format: id, type, and the
-// whole event as one line of JSON (encoding/json writes no newline).
-func writeEvents(w *bufio.Writer, evs []*iotgate.Event) error {
+// whole event as one line of JSON (encoding/json writes no newline), all
+// in one Write. The JSON is the hub's, encoded once for every stream.
+func writeEvents(w io.Writer, evs []*iotgate.Event) error {
+	bp := frames.Get().(*[]byte)
+	b := (*bp)[:0]
 	for _, e := range evs {
 		data, err := e.JSON()
 		if err != nil {
 			return err
 		}
-		w.WriteString("id: ")
-		w.WriteString(strconv.FormatInt(e.ID, 10))
-		w.WriteString("\nevent: ")
-		w.WriteString(string(e.Type))
-		w.WriteString("\ndata: ")
-		w.Write(data)
-		if _, err := w.WriteString("\n\n"); err != nil {
-			return err
-		}
+		b = append(b, "id: "...)
+		b = strconv.AppendInt(b, e.ID, 10)
+		b = append(b, "\nevent: "...)
+		b = append(b, e.Type...)
+		b = append(b, "\ndata: "...)
+		b = append(b, data...)
+		b = append(b, "\n\n"...)
 	}
-	return nil
+	_, err := w.Write(b)
+	if cap(b) <= maxPooledFrames {
+		*bp = b
+		frames.Put(bp)
+	}
+	return err
 }

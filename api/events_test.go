@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -445,5 +446,63 @@ func TestEventMetrics(t *testing.T) {
 		if !strings.Contains(rec.Body.String(), want) {
 			t.Errorf("metrics lack %q", want)
 		}
+	}
+}
+
+// frameWriter counts the writes it gets and keeps their bytes.
+type frameWriter struct {
+	writes int
+	buf    strings.Builder
+}
+
+func (w *frameWriter) Write(p []byte) (int, error) {
+	w.writes++
+	return w.buf.Write(p)
+}
+
+// TestWriteEvents: a batch is framed in one write (one syscall per
+// wake-up of a stream, not one per few kilobytes), and a buffer reused
+// from an earlier, larger batch carries nothing of it over.
+func TestWriteEvents(t *testing.T) {
+	event := func(id int64, size int) *iotgate.Event {
+		e := &iotgate.Event{ID: id, Type: iotgate.EventReading, Device: "a@x.com",
+			Data: json.RawMessage(`{"pad":"` + strings.Repeat("x", size) + `"}`)}
+		if id%2 == 0 {
+			// As the hub encodes it; the odd ones are encoded here.
+			e.Encoded, _ = json.Marshal(e)
+		}
+		return e
+	}
+	tests := []struct {
+		name      string
+		n, size   int
+		firstID   int64
+		wantBytes int // at least
+	}{
+		{name: "Many", n: 200, size: 500, firstID: 1, wantBytes: 200 * 500},
+		{name: "One", n: 1, size: 10, firstID: 4711, wantBytes: 10},
+		{name: "Few", n: 3, size: 0, firstID: 9, wantBytes: 3 * 20},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var evs []*iotgate.Event
+			var want strings.Builder
+			for i := range tt.n {
+				e := event(tt.firstID+int64(i), tt.size)
+				evs = append(evs, e)
+				data, _ := json.Marshal(e)
+				fmt.Fprintf(&want, "id: %d\nevent: reading\ndata: %s\n\n", e.ID, data)
+			}
+			var w frameWriter
+			if err := writeEvents(&w, evs); err != nil {
+				t.Fatal(err)
+			}
+			if w.writes != 1 {
+				t.Errorf("%d writes, want 1", w.writes)
+			}
+			if got := w.buf.String(); got != want.String() || len(got) < tt.wantBytes {
+				t.Errorf("wrote %d bytes %.200q..., want %d bytes %.200q...", len(got), got, want.Len(), want.String())
+			}
+		})
 	}
 }

@@ -1,7 +1,8 @@
 // Package events serves the event log live: a Hub (one per process) reads
 // the log after its last id whenever PostgreSQL says events were written
 // (or its poll timer fires) and fans each event out, in memory, to the
-// subscriptions of the SSE streams; a Subscription resumes from an id by
+// subscriptions of the SSE streams (a hub without subscriptions reads
+// nothing: its first subscription moves it to the log's end); a Subscription resumes from an id by
 // replaying the log first and then continues live, with no gap and no
 // duplicate at the seam. The Trimmer deletes events older than the
 // retention window.

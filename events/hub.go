@@ -33,8 +33,8 @@ var ErrClosed = errors.New("events: hub closed")
 // Config tunes a Hub. The zero value is usable.
 type Config struct {
 	// Wake receives when events may have been written (PostgreSQL's
-	// NOTIFY); the hub then reads the log after its last id. Nil: the
-	// poll timer alone.
+	// NOTIFY); the hub then reads the log after its last id, if it has
+	// subscribers. Nil: the poll timer alone.
 	Wake <-chan struct{}
 	// Poll is how often the hub reads the log without a wake-up: the
 	// safety net for lost notifications.
@@ -92,6 +92,10 @@ type Hub struct {
 
 	stop chan struct{}
 	done chan struct{}
+	// kick wakes the reader (buffer 1) when the first subscriber moved
+	// the position: a wake-up the idle reader had dropped may have been
+	// for events after it.
+	kick chan struct{}
 
 	delivered atomic.Uint64
 	cutOff    atomic.Uint64
@@ -100,7 +104,7 @@ type Hub struct {
 // NewHub returns a hub over log.
 func NewHub(log iotgate.EventLog, cfg Config) *Hub {
 	return &Hub{log: log, cfg: cfg.withDefaults(), subs: map[*Subscription]struct{}{}, perToken: map[string]int{},
-		stop: make(chan struct{}), done: make(chan struct{})}
+		stop: make(chan struct{}), done: make(chan struct{}), kick: make(chan struct{}, 1)}
 }
 
 // Start reads where the log ends (the hub serves only what comes after)
@@ -172,6 +176,7 @@ func (h *Hub) run() {
 		case <-h.stop:
 			return
 		case <-h.cfg.Wake:
+		case <-h.kick:
 		case <-tick.C:
 		}
 		if err := h.read(ctx); err != nil && ctx.Err() == nil {
@@ -180,30 +185,18 @@ func (h *Hub) run() {
 	}
 }
 
-// read fans out every event after the hub's position, in batches.
+// read fans out every event after the hub's position, in batches. With no
+// subscriber it does nothing: every commit of every instance wakes the
+// hub, and an idle one must not cost the store a query per commit. Its
+// position then goes stale; the first subscriber moves it to the log's
+// end (register).
 func (h *Hub) read(ctx context.Context) error {
 	for {
 		h.mu.Lock()
 		after, idle := h.last, len(h.subs) == 0
 		h.mu.Unlock()
 		if idle {
-			// Every commit wakes every instance: with no subscriber,
-			// move to the log's end without reading what was just
-			// written. A subscriber that registers meanwhile keeps the
-			// position where it was, and the batch is read.
-			b, err := h.log.EventBounds(ctx)
-			if err != nil {
-				return err
-			}
-			h.mu.Lock()
-			if idle = len(h.subs) == 0; idle && b.Last > h.last {
-				h.last = b.Last
-			}
-			h.mu.Unlock()
-			if idle {
-				return nil
-			}
-			continue
+			return nil
 		}
 		b, err := h.log.Events(ctx, iotgate.EventQuery{After: after, Limit: readBatch})
 		if err != nil {
@@ -226,13 +219,24 @@ func (h *Hub) fanOut(b *iotgate.EventBatch) {
 	if b.Next <= h.last {
 		return
 	}
-	for _, e := range b.Events {
-		if len(h.subs) > 0 && e.Encoded == nil {
-			// Once here rather than once per stream.
-			e.Encoded, _ = json.Marshal(e)
+	// Up to the position, events were fanned out already, or come
+	// before every subscription (a read that began before the first
+	// subscriber moved the position).
+	evs := b.Events
+	for len(evs) > 0 && evs[0].ID <= h.last {
+		evs = evs[1:]
+	}
+	if len(evs) > 0 && len(h.subs) > 0 {
+		for _, e := range evs {
+			if e.Encoded == nil {
+				// Once here rather than once per stream.
+				e.Encoded, _ = json.Marshal(e)
+			}
 		}
+		// The batch to each subscription at once: one lock and one
+		// wake-up per subscription, not per event.
 		for s := range h.subs {
-			if s.filter.Matches(e) && !s.push(e) {
+			if !s.push(evs) {
 				h.removeLocked(s)
 				h.cutOff.Add(1)
 			}
@@ -241,23 +245,52 @@ func (h *Hub) fanOut(b *iotgate.EventBatch) {
 	h.last = b.Next
 }
 
-// register adds s and returns the hub's position. Errors: too_many_requests
-// (a limit), unavailable (closed).
-func (h *Hub) register(s *Subscription) (int64, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.closed || !h.started {
-		return 0, iotgate.Errorf(iotgate.EUnavailable, "the event hub is not running")
+// register adds s and returns the hub's position, and the log's bounds
+// when it read them (nil otherwise). The first subscriber of
+// an idle hub first moves the position to the log's end: the idle hub did
+// not follow it (read), and a position left behind would hand the new
+// subscriber the events in between. Errors: too_many_requests (a limit),
+// unavailable (closed, or the log can't be read).
+func (h *Hub) register(ctx context.Context, s *Subscription) (int64, *iotgate.EventBounds, error) {
+	var bounds *iotgate.EventBounds
+	for {
+		h.mu.Lock()
+		if h.closed || !h.started {
+			h.mu.Unlock()
+			return 0, nil, iotgate.Errorf(iotgate.EUnavailable, "the event hub is not running")
+		}
+		if len(h.subs) >= h.cfg.MaxSubscribers {
+			n := len(h.subs)
+			h.mu.Unlock()
+			return 0, nil, iotgate.Errorf(iotgate.ETooMany, "this server has %d event streams open already", n)
+		}
+		if h.perToken[s.token] >= h.cfg.MaxPerToken {
+			h.mu.Unlock()
+			return 0, nil, iotgate.Errorf(iotgate.ETooMany, "this token has %d event streams open already", h.cfg.MaxPerToken)
+		}
+		if len(h.subs) > 0 || bounds != nil {
+			// Never back: a read may have moved past the end meanwhile.
+			if len(h.subs) == 0 {
+				h.last = max(h.last, bounds.Last)
+				select {
+				case h.kick <- struct{}{}:
+				default:
+				}
+			}
+			h.subs[s] = struct{}{}
+			h.perToken[s.token]++
+			pos := h.last
+			h.mu.Unlock()
+			return pos, bounds, nil
+		}
+		h.mu.Unlock()
+		// Outside the lock: the reader and the other streams go on.
+		b, err := h.log.EventBounds(ctx)
+		if err != nil {
+			return 0, nil, err
+		}
+		bounds = &b
 	}
-	if len(h.subs) >= h.cfg.MaxSubscribers {
-		return 0, iotgate.Errorf(iotgate.ETooMany, "this server has %d event streams open already", len(h.subs))
-	}
-	if h.perToken[s.token] >= h.cfg.MaxPerToken {
-		return 0, iotgate.Errorf(iotgate.ETooMany, "this token has %d event streams open already", h.cfg.MaxPerToken)
-	}
-	h.subs[s] = struct{}{}
-	h.perToken[s.token]++
-	return h.last, nil
 }
 
 // unregister removes s, if it is still registered.

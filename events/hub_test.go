@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -333,11 +334,11 @@ func BenchmarkFanOut(b *testing.B) {
 	wg.Wait()
 }
 
-// countingLog counts the reads of events (not of bounds).
+// countingLog counts the store's calls: reads of events and of bounds.
 type countingLog struct {
 	*memstore.EventLog
-	mu    sync.Mutex
-	reads int
+	mu            sync.Mutex
+	reads, bounds int
 }
 
 func (l *countingLog) Events(ctx context.Context, q iotgate.EventQuery) (*iotgate.EventBatch, error) {
@@ -347,57 +348,188 @@ func (l *countingLog) Events(ctx context.Context, q iotgate.EventQuery) (*iotgat
 	return l.EventLog.Events(ctx, q)
 }
 
-func (l *countingLog) count() int {
+func (l *countingLog) EventBounds(ctx context.Context) (iotgate.EventBounds, error) {
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.reads
+	l.bounds++
+	l.mu.Unlock()
+	return l.EventLog.EventBounds(ctx)
 }
 
-// TestIdleHub: with no subscriber the hub only follows the log's end,
-// without reading the events; one that subscribes then still gets the
-// live events and, resuming, the ones before.
+// calls returns the reads of events and of bounds so far.
+func (l *countingLog) calls() (reads, bounds int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.reads, l.bounds
+}
+
+// wakeIdle appends evs to log and wakes h through wake (unbuffered) twice:
+// the second send returns only once the first wake-up has been handled.
+func wakeIdle(log *countingLog, wake chan<- struct{}, evs ...iotgate.Event) []int64 {
+	ids := log.Append(evs...)
+	wake <- struct{}{}
+	wake <- struct{}{}
+	return ids
+}
+
+// TestIdleHub: a hub with no subscriber queries the store neither on a
+// commit's wake-up nor on its poll timer; its first subscriber moves it to
+// the log's end with one read of the bounds, and then gets only what
+// follows, live, or, resuming, the events before as well.
 func TestIdleHub(t *testing.T) {
-	log := &countingLog{EventLog: &memstore.EventLog{}}
-	wake := make(chan struct{}, 1)
-	h := NewHub(log, Config{Wake: wake, Poll: 5 * time.Millisecond})
+	ev := iotgate.Event{Type: iotgate.EventReading, Device: "a@x", Time: time.Now(), Data: json.RawMessage(`{}`)}
+	tests := []struct {
+		name string
+		// hadSubscriber: one came and left before the hub went idle.
+		hadSubscriber bool
+		// resume: the next subscriber resumes after id 0.
+		resume bool
+	}{
+		{name: "LiveNeverSubscribed"},
+		{name: "ResumeNeverSubscribed", resume: true},
+		{name: "LiveAfterLastLeft", hadSubscriber: true},
+		{name: "ResumeAfterLastLeft", hadSubscriber: true, resume: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			log := &countingLog{EventLog: &memstore.EventLog{}}
+			wake := make(chan struct{})
+			// MaxBacklog below the events written while idle: a
+			// position left behind would cut the subscriber off.
+			h := NewHub(log, Config{Wake: wake, Poll: time.Millisecond, MaxBacklog: 4})
+			if err := h.Start(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(h.Close)
+			var seen []int64
+			if tt.hadSubscriber {
+				s, err := h.Subscribe(context.Background(), "t1", iotgate.EventFilter{}, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				seen = log.Append(ev, ev)
+				if got := ids(collect(t, s, 2)); !equal(got, seen) {
+					t.Fatalf("first subscriber got %v, want %v", got, seen)
+				}
+				s.Close()
+			}
+			reads0, bounds0 := log.calls()
+			var idle []int64
+			for range 5 {
+				idle = append(idle, wakeIdle(log, wake, ev, ev)...)
+			}
+			time.Sleep(20 * time.Millisecond) // 20 poll ticks
+			if reads, bounds := log.calls(); reads != reads0 || bounds != bounds0 {
+				t.Fatalf("idle hub read events %d times and bounds %d times on wake-ups and polls, want 0 and 0",
+					reads-reads0, bounds-bounds0)
+			}
+
+			var after *int64
+			want := []int64{}
+			if tt.resume {
+				after = new(int64)
+				want = append(append(want, seen...), idle...)
+			}
+			s, err := h.Subscribe(context.Background(), "t1", iotgate.EventFilter{}, after)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if _, bounds := log.calls(); bounds != bounds0+1 {
+				t.Errorf("Subscribe read the bounds %d times, want 1", bounds-bounds0)
+			}
+			// Resuming replays in batches of its own, within the
+			// backlog bound as live events come in threes.
+			for range 2 {
+				want = append(want, wakeIdle(log, wake, ev, ev, ev)...)
+				if got := ids(collect(t, s, len(want))); !equal(got, want) {
+					t.Fatalf("subscriber got %v, want %v", got, want)
+				}
+				want = want[:0]
+			}
+			if err := s.Err(); err != nil {
+				t.Errorf("subscriber ended: %v", err)
+			}
+		})
+	}
+}
+
+// TestTryNext: TryNext never waits; Ready receives once live events are
+// there or the subscription ended; batches come in order with nothing
+// lost or repeated although their slices are reused.
+func TestTryNext(t *testing.T) {
+	e := newEnv(t, Config{})
+	s, err := e.hub.Subscribe(context.Background(), "t", iotgate.EventFilter{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if evs, err := s.TryNext(ctx); len(evs) != 0 || err != nil {
+		t.Fatalf("TryNext with nothing waiting = %v, %v; want none, nil", ids(evs), err)
+	}
+	var want, got []int64
+	for _, n := range []int{3, 1, 5, 2} {
+		want = append(want, e.add(n, "a@x", iotgate.EventReading)...)
+		for len(got) < len(want) {
+			select {
+			case <-s.Ready():
+			case <-time.After(5 * time.Second):
+				t.Fatalf("Ready did not receive; got %v, want %v", got, want)
+			}
+			evs, err := s.TryNext(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, ids(evs)...)
+		}
+	}
+	if !equal(got, want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+	e.hub.Close()
+	select {
+	case <-s.Ready():
+	case <-time.After(5 * time.Second):
+		t.Fatal("Ready did not receive at Close")
+	}
+	if _, err := s.TryNext(ctx); !errors.Is(err, ErrClosed) {
+		t.Errorf("TryNext after Close = %v, want ErrClosed", err)
+	}
+}
+
+// racingLog commits an event right after reading the bounds, once, as
+// another instance may while the first subscriber registers; its wake-up
+// went to the idle hub, which dropped it.
+type racingLog struct {
+	*memstore.EventLog
+	armed atomic.Bool
+	ids   []int64
+}
+
+func (l *racingLog) EventBounds(ctx context.Context) (iotgate.EventBounds, error) {
+	b, err := l.EventLog.EventBounds(ctx)
+	if l.armed.CompareAndSwap(true, false) {
+		l.ids = l.Append(iotgate.Event{Type: iotgate.EventReading, Device: "a@x", Time: time.Now(), Data: json.RawMessage(`{}`)})
+	}
+	return b, err
+}
+
+// TestFirstSubscriberRace: an event committed after the first subscriber
+// read the log's end, whose wake-up the idle hub dropped, still reaches
+// that subscriber without another wake-up (the poll is an hour).
+func TestFirstSubscriberRace(t *testing.T) {
+	log := &racingLog{EventLog: &memstore.EventLog{}}
+	h := NewHub(log, Config{Poll: time.Hour})
 	if err := h.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(h.Close)
-	ev := iotgate.Event{Type: iotgate.EventReading, Device: "a@x", Time: time.Now(), Data: json.RawMessage(`{}`)}
-	before := log.Append(ev, ev, ev)
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		h.mu.Lock()
-		last := h.last
-		h.mu.Unlock()
-		if last == before[2] {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("idle hub at %d, want the log's end %d", last, before[2])
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	if n := log.count(); n != 0 {
-		t.Errorf("idle hub read the events %d times, want 0", n)
-	}
-	after := int64(0)
-	live, err := h.Subscribe(context.Background(), "t1", iotgate.EventFilter{}, nil)
+	log.armed.Store(true) // the subscriber's read of the bounds
+	s, err := h.Subscribe(context.Background(), "t", iotgate.EventFilter{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer live.Close()
-	resumed, err := h.Subscribe(context.Background(), "t1", iotgate.EventFilter{}, &after)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resumed.Close()
-	next := log.Append(ev, ev)
-	if got := ids(collect(t, live, 2)); !equal(got, next) {
-		t.Errorf("live subscriber got %v, want %v", got, next)
-	}
-	if got, want := ids(collect(t, resumed, 5)), append(before, next...); !equal(got, want) {
-		t.Errorf("resumed subscriber got %v, want %v", got, want)
+	defer s.Close()
+	if got := ids(collect(t, s, 1)); !equal(got, log.ids) {
+		t.Errorf("got %v, want %v", got, log.ids)
 	}
 }

@@ -30,9 +30,13 @@ type Subscription struct {
 
 	mu      sync.Mutex
 	backlog []*iotgate.Event
-	bytes   int
-	err     error         // why it ended; nil while open
-	ready   chan struct{} // buffer 1: the backlog grew or it ended
+	// spare is the backlog TryNext handed out last: the next call
+	// reuses its array, so that a busy stream doesn't grow a new
+	// backlog from nothing at every wake-up.
+	spare []*iotgate.Event
+	bytes int
+	err   error         // why it ended; nil while open
+	ready chan struct{} // buffer 1: the backlog grew or it ended
 }
 
 // Subscribe opens a subscription for the token tokenID (for its limit)
@@ -45,7 +49,7 @@ func (h *Hub) Subscribe(ctx context.Context, tokenID string, filter iotgate.Even
 	s := &Subscription{hub: h, token: tokenID, filter: filter, ready: make(chan struct{}, 1)}
 	// Register first, so that every event after the hub's position is
 	// buffered while the replay reads up to it.
-	pos, err := h.register(s)
+	pos, b, err := h.register(ctx, s)
 	if err != nil {
 		return nil, err
 	}
@@ -53,10 +57,13 @@ func (h *Hub) Subscribe(ctx context.Context, tokenID string, filter iotgate.Even
 		s.sent = pos
 		return s, nil
 	}
-	b, err := h.log.EventBounds(ctx)
-	if err != nil {
-		s.Close()
-		return nil, err
+	if b == nil {
+		read, err := h.log.EventBounds(ctx)
+		if err != nil {
+			s.Close()
+			return nil, err
+		}
+		b = &read
 	}
 	s.sent, s.replayAfter, s.replayUntil = *after, *after, pos
 	if *after < b.Trimmed {
@@ -72,8 +79,28 @@ func (h *Hub) Subscribe(ctx context.Context, tokenID string, filter iotgate.Even
 // Next returns the next events, waiting until there are some. It returns
 // ErrSlowSubscriber when the subscription was cut off, ErrClosed when the
 // hub closed or the subscription was, and ctx's error when ctx ends.
-// Errors of the replay's reads: unavailable.
+// Errors of the replay's reads: unavailable. The slice returned is valid
+// until the next call of Next or TryNext.
 func (s *Subscription) Next(ctx context.Context) ([]*iotgate.Event, error) {
+	for {
+		evs, err := s.TryNext(ctx)
+		if err != nil || len(evs) > 0 {
+			return evs, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-s.ready:
+		}
+	}
+}
+
+// TryNext is Next without the wait: it returns no events and no error
+// when none are waiting; Ready then receives once some are (or the
+// subscription ended). A stream that has its own timer (pings) waits on
+// Ready instead of a deadline per Next, which costs a timer and a context
+// per call. Errors: those of Next, but ctx's only from replay reads.
+func (s *Subscription) TryNext(ctx context.Context) ([]*iotgate.Event, error) {
 	if len(s.pending) > 0 {
 		out := s.pending
 		s.pending = nil
@@ -89,30 +116,29 @@ func (s *Subscription) Next(ctx context.Context) ([]*iotgate.Event, error) {
 			return s.deliver(evs), nil
 		}
 	}
-	for {
-		s.mu.Lock()
-		evs, err := s.backlog, s.err
-		s.backlog, s.bytes = nil, 0
-		s.mu.Unlock()
-		if err != nil {
-			return nil, err
-		}
-		// Drop what the replay sent already (and, for a client resuming
-		// ahead of the hub, what it has seen).
-		i := 0
-		for i < len(evs) && evs[i].ID <= s.sent {
-			i++
-		}
-		if evs = evs[i:]; len(evs) > 0 {
-			return s.deliver(evs), nil
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-s.ready:
-		}
+	s.mu.Lock()
+	evs, err := s.backlog, s.err
+	clear(s.spare)
+	s.backlog, s.spare, s.bytes = s.spare[:0], evs, 0
+	s.mu.Unlock()
+	if err != nil {
+		return nil, err
 	}
+	// Drop what the replay sent already (and, for a client resuming
+	// ahead of the hub, what it has seen).
+	i := 0
+	for i < len(evs) && evs[i].ID <= s.sent {
+		i++
+	}
+	if evs = evs[i:]; len(evs) > 0 {
+		return s.deliver(evs), nil
+	}
+	return nil, nil
 }
+
+// Ready receives after live events were added or the subscription ended
+// (it may also receive when TryNext has taken them already).
+func (s *Subscription) Ready() <-chan struct{} { return s.ready }
 
 // replay reads one batch of the log for the replay.
 func (s *Subscription) replay(ctx context.Context) ([]*iotgate.Event, error) {
@@ -143,23 +169,33 @@ func (s *Subscription) deliver(evs []*iotgate.Event) []*iotgate.Event {
 	return evs
 }
 
-// push adds e to the backlog; it returns false, ending the subscription,
-// when the backlog is over its bound. Called by the hub with its lock held.
-func (s *Subscription) push(e *iotgate.Event) bool {
+// push adds the events of evs that s's filter selects to the backlog; it
+// returns false, ending the subscription, when the backlog is over its
+// bound. Called by the hub with its lock held.
+func (s *Subscription) push(evs []*iotgate.Event) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.err != nil {
 		return true
 	}
 	cfg := &s.hub.cfg
-	if len(s.backlog)+1 > cfg.MaxBacklog || s.bytes+len(e.Data) > cfg.MaxBacklogBytes {
-		s.backlog, s.bytes = nil, 0
-		s.endLocked(ErrSlowSubscriber)
-		return false
+	added := false
+	for _, e := range evs {
+		if !s.filter.Matches(e) {
+			continue
+		}
+		if len(s.backlog)+1 > cfg.MaxBacklog || s.bytes+len(e.Data) > cfg.MaxBacklogBytes {
+			s.backlog, s.bytes = nil, 0
+			s.endLocked(ErrSlowSubscriber)
+			return false
+		}
+		s.backlog = append(s.backlog, e)
+		s.bytes += len(e.Data)
+		added = true
 	}
-	s.backlog = append(s.backlog, e)
-	s.bytes += len(e.Data)
-	s.signal()
+	if added {
+		s.signal()
+	}
 	return true
 }
 

@@ -190,7 +190,12 @@ func (db *DB) Events(ctx context.Context, q iotgate.EventQuery) (*iotgate.EventB
 	}
 	// One statement, one snapshot: every id up to l.last is committed or
 	// never will be (the events lock), so the window can end there.
-	rows, err := db.db.QueryContext(ctx, `
+	//
+	// Prepared: every instance's hub with streams open runs the
+	// unfiltered one at every commit, and each webhook at each batch.
+	// Filters are parameters, so there are at most 16 texts (each
+	// condition there or not).
+	st, err := db.prepared(ctx, `
 		SELECT l.last, e.id, e.type, e.at, e.device, e.data, e.labels
 		FROM (SELECT `+eventsLast+` AS last) AS l
 		LEFT JOIN LATERAL (
@@ -198,7 +203,11 @@ func (db *DB) Events(ctx context.Context, q iotgate.EventQuery) (*iotgate.EventB
 			FROM events e LEFT JOIN devices d ON e.type <> 'device' AND d.jid = e.device
 			WHERE e.id > $1 AND e.id <= LEAST($2, l.last)`+cond+`
 			ORDER BY e.id LIMIT $3) AS e ON true
-		ORDER BY e.id`, args...)
+		ORDER BY e.id`)
+	if err != nil {
+		return nil, translate(err, "read events")
+	}
+	rows, err := st.QueryContext(ctx, args...)
 	if err != nil {
 		return nil, translate(err, "read events")
 	}

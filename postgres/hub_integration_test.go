@@ -5,6 +5,7 @@ package postgres_test
 import (
 	"context"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -119,5 +120,106 @@ func TestEventHubOverPostgres(t *testing.T) {
 		if e.Device != berlin.JID || (i > 0 && e.ID <= got[i-1].ID) {
 			t.Fatalf("resumed event %d = %d %s %s", i, e.ID, e.Type, e.Device)
 		}
+	}
+}
+
+// countingLog counts the calls an event hub makes to the log.
+type countingLog struct {
+	iotgate.EventLog
+	mu            sync.Mutex
+	reads, bounds int
+}
+
+func (l *countingLog) Events(ctx context.Context, q iotgate.EventQuery) (*iotgate.EventBatch, error) {
+	l.mu.Lock()
+	l.reads++
+	l.mu.Unlock()
+	return l.EventLog.Events(ctx, q)
+}
+
+func (l *countingLog) EventBounds(ctx context.Context) (iotgate.EventBounds, error) {
+	l.mu.Lock()
+	l.bounds++
+	l.mu.Unlock()
+	return l.EventLog.EventBounds(ctx)
+}
+
+func (l *countingLog) calls() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.reads + l.bounds
+}
+
+// TestIdleHubOverPostgres: a hub without subscribers, woken by NOTIFY at
+// every commit of another instance (and polled every 10 ms), queries the
+// log not once; its first subscriber then gets exactly the events written
+// after it subscribed.
+func TestIdleHubOverPostgres(t *testing.T) {
+	ctx := context.Background()
+	reader, writer := instances(t)
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	log := &countingLog{EventLog: reader}
+	hub := events.NewHub(log, events.Config{Wake: reader.EventWakeups(wctx), Poll: 10 * time.Millisecond})
+	if err := hub.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer hub.Close()
+
+	reg := schemas.NewRegistry(writer, schemas.Config{})
+	if _, err := reg.Register(ctx, "thermostat", string(examples.Thermostat()), ""); err != nil {
+		t.Fatal(err)
+	}
+	d := &iotgate.Device{JID: "idle@example.com", Schema: "thermostat", SchemaVersion: 1, Labels: map[string]string{}, CreatedAt: time.Now(), UpdatedAt: time.Now()}
+	if err := writer.CreateDevice(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	presence := func(n int) {
+		t.Helper()
+		for i := range n {
+			if err := writer.InsertPresenceEvents(ctx, []iotgate.PresenceEvent{{DeviceID: d.ID, DeviceJID: d.JID, At: time.Now(), Online: i%2 == 0}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	start := log.calls()
+	presence(20)
+	time.Sleep(300 * time.Millisecond) // the wake-ups and 30 polls
+	if n := log.calls() - start; n != 0 {
+		t.Fatalf("idle hub queried the log %d times over 20 commits, want 0", n)
+	}
+	before, err := reader.EventBounds(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	live, err := hub.Subscribe(ctx, "tok", iotgate.EventFilter{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
+	presence(3)
+	var got []*iotgate.Event
+	for len(got) < 3 {
+		nctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		evs, err := live.Next(nctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("after %d events: %v", len(got), err)
+		}
+		got = append(got, evs...)
+	}
+	after, err := reader.EventBounds(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The 3 written after subscribing, none of the 20 before.
+	for i, e := range got {
+		if e.ID <= before.Last || (i > 0 && e.ID <= got[i-1].ID) || e.Type != iotgate.EventPresence {
+			t.Errorf("event %d = %d %s, want presence after %d, in order", i, e.ID, e.Type, before.Last)
+		}
+	}
+	if len(got) != 3 || got[len(got)-1].ID != after.Last {
+		t.Errorf("got %d events, the last %d; want 3, the last %d", len(got), got[len(got)-1].ID, after.Last)
 	}
 }

@@ -63,7 +63,9 @@ type DispatcherConfig struct {
 	// link-local addresses.
 	AllowPrivate bool
 	// Wakeups, when set, says that events were written (postgres's
-	// EventWakeups): due webhooks are looked for at once.
+	// EventWakeups): due webhooks are looked for at once, when there may
+	// be one that isn't being delivered (none is looked for while no
+	// webhook is due; the poll finds new, resumed and retried ones).
 	Wakeups <-chan struct{}
 	// Now returns the current time; nil: time.Now.
 	Now func() time.Time
@@ -121,8 +123,16 @@ type Dispatcher struct {
 	mu      sync.Mutex
 	running map[string]bool
 	lag     map[string]lagMark
-	done    chan struct{} // a worker ended: there may be a free slot
-	wg      sync.WaitGroup
+	// wake is true when a wake-up may find a due webhook that is not
+	// delivered already: the last claim filled every free slot, or a
+	// worker released its webhook since. Every commit of every instance
+	// wakes the dispatcher; without it, each would cost a claim, webhooks
+	// or none. released counts the releases, so that a claim that
+	// overlapped one doesn't clear wake.
+	wake     bool
+	released uint64
+	done     chan struct{} // a worker ended: there may be a free slot
+	wg       sync.WaitGroup
 
 	counts [4]atomic.Uint64 // by Outcomes' index
 }
@@ -165,14 +175,17 @@ func (d *Dispatcher) Lag() (events int64, seconds float64) {
 }
 
 // Run delivers until ctx ends, then waits for the deliveries in flight
-// (which ctx cancels) and returns.
+// (which ctx cancels) and returns. It claims on every poll tick (webhooks
+// created, resumed or due to retry, leases of other instances run out)
+// and on a wake-up only when one may find something (see wake).
 func (d *Dispatcher) Run(ctx context.Context) {
 	t := time.NewTicker(d.cfg.Poll)
 	defer t.Stop()
 	defer d.wg.Wait()
 	var pruned time.Time
+	always := true
 	for {
-		d.claim(ctx)
+		d.claim(ctx, always)
 		if now := d.cfg.Now(); now.Sub(pruned) >= pruneEvery {
 			d.pruneLag(ctx)
 			pruned = now
@@ -181,19 +194,23 @@ func (d *Dispatcher) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			always = true
 		case <-d.cfg.Wakeups:
+			always = false
 		case <-d.done:
+			always = true
 		}
 	}
 }
 
 // claim leases due webhooks up to the free slots and starts a worker for
-// each.
-func (d *Dispatcher) claim(ctx context.Context) {
+// each; unless always, only when a wake-up may find one.
+func (d *Dispatcher) claim(ctx context.Context, always bool) {
 	d.mu.Lock()
 	free := d.cfg.Concurrency - len(d.running)
+	skip, released := !always && !d.wake, d.released
 	d.mu.Unlock()
-	if free <= 0 {
+	if free <= 0 || skip {
 		return
 	}
 	now := d.cfg.Now()
@@ -204,6 +221,13 @@ func (d *Dispatcher) claim(ctx context.Context) {
 		}
 		return
 	}
+	d.mu.Lock()
+	if d.released == released {
+		// Fewer than asked for: every due webhook is delivered now,
+		// here or by another instance, until one is released.
+		d.wake = len(ws) >= free
+	}
+	d.mu.Unlock()
 	for _, w := range ws {
 		d.mu.Lock()
 		if d.running[w.ID] {
@@ -225,6 +249,8 @@ func (d *Dispatcher) claim(ctx context.Context) {
 			cancel()
 			d.mu.Lock()
 			delete(d.running, w.ID)
+			d.wake = true
+			d.released++
 			d.mu.Unlock()
 			if more {
 				select {

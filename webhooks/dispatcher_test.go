@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/iotgate/iotgate"
+	"github.com/iotgate/iotgate/internal/memstore"
 	"github.com/iotgate/iotgate/webhooks"
 )
 
@@ -348,5 +349,97 @@ func TestPauseInFlight(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	if n := len(r.deliveries()); n != 1 {
 		t.Errorf("%d deliveries after the pause, want 1", n)
+	}
+}
+
+// countingStore counts the claims of a webhook store.
+type countingStore struct {
+	*memstore.WebhookStore
+	claims atomic.Int64
+}
+
+func (s *countingStore) ClaimWebhooks(ctx context.Context, owner string, now, until time.Time, limit int) ([]*iotgate.Webhook, error) {
+	s.claims.Add(1)
+	return s.WebhookStore.ClaimWebhooks(ctx, owner, now, until, limit)
+}
+
+// TestWakeupClaims: every commit wakes the dispatcher, but it claims on a
+// wake-up only when one may find a due webhook that isn't being delivered:
+// never without webhooks or with paused ones, and again once its webhook
+// was released, so that wake-ups alone (no poll) still deliver.
+func TestWakeupClaims(t *testing.T) {
+	tests := []struct {
+		name string
+		// webhook: one exists (paused: a paused one).
+		webhook, paused bool
+	}{
+		{name: "NoWebhook"},
+		{name: "Paused", webhook: true, paused: true},
+		{name: "Due", webhook: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t)
+			r := newReceiver(t, nil)
+			if tt.webhook {
+				w := e.create(t, r.URL, webhooks.CreateRequest{})
+				if tt.paused {
+					if _, err := e.svc.SetPaused(context.Background(), w.ID, true); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			store := &countingStore{WebhookStore: e.store}
+			wake := make(chan struct{}) // a send returns once Run took it
+			cfg := fastConfig()
+			cfg.Poll = time.Hour // wake-ups only, after the claim at start
+			cfg.BatchWait = -1
+			cfg.Wakeups = wake
+			d := webhooks.NewDispatcher(store, e.log, cfg)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { d.Run(ctx); close(done) }()
+			defer func() { cancel(); <-done }()
+			eventually(t, "the claim at start", func() bool { return store.claims.Load() == 1 })
+			due := tt.webhook && !tt.paused
+
+			var want []int64
+			sent := int64(0)
+			for range 5 {
+				want = append(want, e.readings("a@example.com", 2)...)
+				wake <- struct{}{}
+				sent++
+				// A wake-up taken while the webhook's worker was
+				// still releasing it finds nothing: the next one does.
+				deadline := time.Now().Add(10 * time.Second)
+				for due && len(r.acked()) < len(want) {
+					if time.Now().After(deadline) {
+						t.Fatalf("delivered %v after %d wake-ups, want %v", r.acked(), sent, want)
+					}
+					select {
+					case wake <- struct{}{}:
+						sent++
+					case <-time.After(5 * time.Millisecond):
+					}
+				}
+			}
+			wake <- struct{}{} // the wake-ups before have been handled
+			sent++
+			claims := store.claims.Load() - 1
+			switch {
+			case !due && claims != 0:
+				t.Errorf("%d claims on %d wake-ups, want 0", claims, sent)
+			case due && (claims < 1 || claims > sent):
+				// A worker still running delivers the next events
+				// itself: fewer claims than rounds is fine.
+				t.Errorf("%d claims on %d wake-ups, want 1..%d", claims, sent, sent)
+			}
+			if !due {
+				want = nil
+			}
+			if got := r.acked(); !slices.Equal(got, want) {
+				t.Errorf("delivered %v, want %v", got, want)
+			}
+		})
 	}
 }

@@ -67,7 +67,7 @@ func (s *eventsScenario) run(ctx context.Context, res *results) error {
 	if err != nil {
 		return fmt.Errorf("messages, no subscribers: %w", err)
 	}
-	res.addCPU("events: message, no subscribers", m.stop())
+	res.addCPU("events: message, no subscribers", m.stop().per(total))
 	clients := sseClients
 	if e.cfg.quick {
 		clients = 4
@@ -100,7 +100,9 @@ func (s *eventsScenario) run(ctx context.Context, res *results) error {
 			subs.minCount()-before, total, s.hook.count.Load()-hookBefore, int64(eventWebhooks)*total, err)
 	}
 	caughtUp := time.Since(t0)
-	res.addCPU("events: message, with subscribers, until caught up (the bench reads every stream)", m.stop())
+	// Per reading stored: its deliveries to every stream and webhook
+	// included.
+	res.addCPU("events: message, with subscribers, until caught up (the bench reads every stream)", m.stop().per(total))
 	if err := subs.failed(); err != nil {
 		return err
 	}
