@@ -196,4 +196,3 @@ func plainBareJID(s string) (bare string, ok bool) {
 }
 
 func lowerAlnum(c byte) bool { return 'a' <= c && c <= 'z' || '0' <= c && c <= '9' }
-
