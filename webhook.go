@@ -137,7 +137,8 @@ type WebhookStore interface {
 	DeleteWebhook(ctx context.Context, id string) error
 	// PauseWebhook pauses (paused) or resumes a webhook at at and returns
 	// it. Resuming also clears a failing webhook's failure streak, so it
-	// is due at once from its cursor (the dispatcher's next poll, within a second, picks it up). Errors: not_found.
+	// is due at once from its cursor: the dispatcher's next poll, within
+	// a second, picks it up. Errors: not_found.
 	PauseWebhook(ctx context.Context, id string, paused bool, at time.Time) (*Webhook, error)
 
 	// ClaimWebhooks leases to owner, until until, at most limit webhooks
