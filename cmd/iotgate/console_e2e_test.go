@@ -298,6 +298,8 @@ func TestE2EConsole(t *testing.T) {
 			c.t = t
 			c.setValue("#f-label", "")
 			c.setValue("#f-online", "true")
+			// The list shown so far is marked: the one to wait for is new.
+			consoleEval[any](c, `document.querySelector('#device-list').dataset.old = 'yes', null`)
 			c.do("filter", 10*time.Second, chromedp.Click(chromedp.CSS(".filters button")))
 			listIs := func(what string, want ...string) {
 				t.Helper()
@@ -306,7 +308,8 @@ func TestE2EConsole(t *testing.T) {
 				c.wait(what, 20*time.Second, `document.querySelector('#device-list tbody')?.dataset.mark === 'kept' &&
 					JSON.stringify([...document.querySelectorAll('tr[data-jid]')].map(r => r.dataset.jid).sort()) === `+strconv.Quote(string(b)))
 			}
-			c.wait("the online list, live", 10*time.Second, `document.querySelectorAll('tr[data-jid]').length === 2 && document.querySelector('#live').dataset.mode === 'stream'`)
+			c.wait("the online list, live", 10*time.Second, `location.hash === '#/devices?online=true' && !document.querySelector('#device-list').dataset.old &&
+				document.querySelector('#device-list').getAttribute('aria-busy') === 'false' && document.querySelector('#live')?.dataset.mode === 'stream'`)
 			consoleEval[any](c, `document.querySelector('#device-list tbody').dataset.mark = 'kept', null`)
 			listIs("thermo1 and thermo2 online", jid("thermo1"), jid("thermo2"))
 			lampCtx, stopLamp := context.WithCancel(ctx)
