@@ -607,8 +607,24 @@ func TestE2EConsole(t *testing.T) {
 				c.hash(tc.hash)
 				c.wait("the page", 20*time.Second, tc.ready)
 				c.noOverflow(tc.name)
-				if tc.name == "Devices" {
+				switch tc.name {
+				case "Devices":
 					c.shot("phone.png")
+				case "Device":
+					// The chart's two axes at phone width.
+					c.wait("the chart's scales", 10*time.Second, `!!document.querySelector('#chart').dataset.scales`)
+					c.do("scroll to the chart", 5*time.Second, chromedp.ScrollIntoView(chromedp.CSS("#chart-section")))
+					if c.shots != "" {
+						sctx, cancel := context.WithTimeout(c.dt.Ctx, 30*time.Second)
+						png, err := chromedp.Run(sctx, chromedp.Screenshot(chromedp.CSS("#chart-section")))
+						cancel()
+						if err != nil {
+							t.Fatal(err)
+						}
+						if err := os.WriteFile(filepath.Join(c.shots, "phone-chart.png"), png, 0o644); err != nil {
+							t.Fatal(err)
+						}
+					}
 				}
 			})
 		}
