@@ -342,6 +342,46 @@ func TestE2EConsole(t *testing.T) {
 				t.Errorf("count %q, want 2 devices", n)
 			}
 		})
+		// A label-filtered list follows device events: a device
+		// relabelled onto the filter joins it, one deleted leaves it.
+		t.Run("LabelFollowsDevices", func(t *testing.T) {
+			c.t = t
+			bulb := jid("bulb1")
+			if code := g.do("POST", "/v1/devices", map[string]any{"jid": bulb, "schema": "thermostat", "name": "Bulb", "labels": map[string]string{"room": "cellar"}}, nil); code != 201 {
+				t.Fatalf("register bulb1: %d", code)
+			}
+			deleted := false
+			defer func() {
+				if !deleted {
+					g.do("DELETE", "/v1/devices/"+url.PathEscape(bulb), nil, nil)
+				}
+			}()
+			c.setValue("#f-label", "room:hall")
+			c.setValue("#f-online", "")
+			consoleEval[any](c, `document.querySelector('#device-list').dataset.old = 'yes', null`)
+			c.do("filter", 10*time.Second, chromedp.Click(chromedp.CSS(".filters button")))
+			c.wait("the hall list, live", 10*time.Second, `location.hash === '#/devices?label=room%3Ahall' && !document.querySelector('#device-list').dataset.old &&
+				document.querySelector('#device-list').getAttribute('aria-busy') === 'false' && document.querySelector('#live')?.dataset.mode === 'stream'`)
+			consoleEval[any](c, `document.querySelector('#device-list tbody').dataset.mark = 'kept', null`)
+			for _, step := range []struct {
+				what, method string
+				body         any
+				code         int
+				want         []string
+			}{
+				{"bulb1 relabelled into the hall joins", "PATCH", map[string]any{"labels": map[string]string{"room": "hall"}}, 200, []string{bulb, jid("lamp1"), jid("thermo2")}},
+				{"bulb1 deleted leaves", "DELETE", nil, 204, []string{jid("lamp1"), jid("thermo2")}},
+			} {
+				if code := g.do(step.method, "/v1/devices/"+url.PathEscape(bulb), step.body, nil); code != step.code {
+					t.Fatalf("%s bulb1: %d, want %d", step.method, code, step.code)
+				}
+				deleted = step.method == "DELETE"
+				slices.Sort(step.want)
+				b, _ := json.Marshal(step.want)
+				c.wait(step.what, 20*time.Second, `document.querySelector('#device-list tbody')?.dataset.mark === 'kept' &&
+					JSON.stringify([...document.querySelectorAll('tr[data-jid]')].map(r => r.dataset.jid).sort()) === `+strconv.Quote(string(b)))
+			}
+		})
 		t.Run("BadFilter", func(t *testing.T) {
 			c.t = t
 			c.setValue("#f-label", "no-colon")
