@@ -365,7 +365,7 @@ async function deviceList(view, main, q) {
   // relabelled off the filter is not seen: it stays until a refresh.
   const wantOnline = online === '' ? null : online === 'true';
   const maxRows = PAGE_LIMIT * MAX_DEVICE_PAGES;
-  const listed = new Map();   // JID -> {row, presenceCell, lastCell}
+  const listed = new Map();   // JID -> {row, presenceCell, lastCell, online}
   const tbody = el('tbody', {});
   const countEl = el('p', { id: 'device-count' });
   const empty = el('p', { id: 'device-empty', text: 'No device matches.' });
@@ -388,10 +388,11 @@ async function deviceList(view, main, q) {
     staleNote.hidden = !stale;
   };
   const markStale = () => { stale = true; recount(); };
-  const matches = (d, isOnline) => labels.every((l) => {
+  const labelsMatch = (d) => labels.every((l) => {
     const i = l.indexOf(':');
     return i > 0 && (d.labels || {})[l.slice(0, i)] === l.slice(i + 1);
-  }) && (wantOnline === null || isOnline === wantOnline);
+  });
+  const matches = (d, isOnline) => labelsMatch(d) && (wantOnline === null || isOnline === wantOnline);
   const addRow = (d, isOnline, receivedAt) => {
     const presenceCell = el('td', { 'data-label': 'Presence' }, badge(isOnline));
     const lastCell = el('td', { 'data-label': 'Last reading', class: 'last-reading' }, timeEl(receivedAt));
@@ -406,7 +407,7 @@ async function deviceList(view, main, q) {
       lastCell);
     const old = listed.get(d.jid);
     if (old) old.row.replaceWith(row); else tbody.append(row);
-    listed.set(d.jid, { row, presenceCell, lastCell, online: isOnline, device: d });
+    listed.set(d.jid, { row, presenceCell, lastCell, online: isOnline });
   };
   const removeRow = (jid) => {
     const c = listed.get(jid);
@@ -472,14 +473,14 @@ async function deviceList(view, main, q) {
     const d = x.device;
     if (!d || !d.jid) return;
     const c = listed.get(jid);
-    const isOnline = c ? c.online : !!d.online;
-    if (!matches(d, isOnline)) { removeRow(jid); return; }
-    if (c) {
-      addRow(d, isOnline, c.lastCell.querySelector('time')?.getAttribute('datetime'));
-      recount();
-    } else if (wantOnline === null || wantOnline === isOnline) {
-      consider(jid);
+    if (!c) {
+      // The event's record may not hold the device's presence: read it.
+      if (labelsMatch(d)) consider(jid);
+      return;
     }
+    if (!matches(d, c.online)) { removeRow(jid); return; }
+    addRow(d, c.online, c.lastCell.querySelector('time')?.getAttribute('datetime'));
+    recount();
   };
   follow(view, {
     filter: labels.map((l) => '&label=' + esc(l)).join(''),
