@@ -291,6 +291,97 @@ func TestE2EConsole(t *testing.T) {
 					strconv.Quote(string(wantJSON)))
 			})
 		}
+		// An online-only list follows presence: lamp1 joins it when it
+		// comes online and leaves it when it goes offline, without a
+		// reload (the same table all along).
+		t.Run("OnlineFollowsPresence", func(t *testing.T) {
+			c.t = t
+			c.setValue("#f-label", "")
+			c.setValue("#f-online", "true")
+			// The list shown so far is marked: the one to wait for is new.
+			consoleEval[any](c, `document.querySelector('#device-list').dataset.old = 'yes', null`)
+			c.do("filter", 10*time.Second, chromedp.Click(chromedp.CSS(".filters button")))
+			listIs := func(what string, want ...string) {
+				t.Helper()
+				slices.Sort(want)
+				b, _ := json.Marshal(want)
+				c.wait(what, 20*time.Second, `document.querySelector('#device-list tbody')?.dataset.mark === 'kept' &&
+					JSON.stringify([...document.querySelectorAll('tr[data-jid]')].map(r => r.dataset.jid).sort()) === `+strconv.Quote(string(b)))
+			}
+			c.wait("the online list, live", 10*time.Second, `location.hash === '#/devices?online=true' && !document.querySelector('#device-list').dataset.old &&
+				document.querySelector('#device-list').getAttribute('aria-busy') === 'false' && document.querySelector('#live')?.dataset.mode === 'stream'`)
+			consoleEval[any](c, `document.querySelector('#device-list tbody').dataset.mark = 'kept', null`)
+			listIs("thermo1 and thermo2 online", jid("thermo1"), jid("thermo2"))
+			lampCtx, stopLamp := context.WithCancel(ctx)
+			lampDone := make(chan error, 1)
+			go func() {
+				lampDone <- sim.Run(lampCtx, sim.Config{
+					Addr: e.xs.C2SAddr(), Domain: domain, Component: e2eDomain, Kind: "thermostat", Via: "iq", Seed: 11,
+					Devices: []sim.Device{{User: "lamp1", Password: "pw-lamp1"}},
+				}, &sim.Stats{})
+			}()
+			stopped := false
+			stop := func() {
+				if stopped {
+					return
+				}
+				stopped = true
+				stopLamp()
+				select {
+				case <-lampDone:
+				case <-time.After(30 * time.Second):
+					t.Error("lamp1 did not stop within 30s")
+				}
+			}
+			defer stop()
+			listIs("lamp1 joins the list when it comes online", jid("lamp1"), jid("thermo1"), jid("thermo2"))
+			stop()
+			g.waitState(jid("lamp1"), 30*time.Second, "offline", func(s stateBody) bool { return !s.Online })
+			listIs("lamp1 leaves the list when it goes offline", jid("thermo1"), jid("thermo2"))
+			if n := consoleEval[string](c, `document.querySelector('#device-count').textContent`); n != "2 devices" {
+				t.Errorf("count %q, want 2 devices", n)
+			}
+		})
+		// A label-filtered list follows device events: a device
+		// relabelled onto the filter joins it, one deleted leaves it.
+		t.Run("LabelFollowsDevices", func(t *testing.T) {
+			c.t = t
+			bulb := jid("bulb1")
+			if code := g.do("POST", "/v1/devices", map[string]any{"jid": bulb, "schema": "thermostat", "name": "Bulb", "labels": map[string]string{"room": "cellar"}}, nil); code != 201 {
+				t.Fatalf("register bulb1: %d", code)
+			}
+			deleted := false
+			defer func() {
+				if !deleted {
+					g.do("DELETE", "/v1/devices/"+url.PathEscape(bulb), nil, nil)
+				}
+			}()
+			c.setValue("#f-label", "room:hall")
+			c.setValue("#f-online", "")
+			consoleEval[any](c, `document.querySelector('#device-list').dataset.old = 'yes', null`)
+			c.do("filter", 10*time.Second, chromedp.Click(chromedp.CSS(".filters button")))
+			c.wait("the hall list, live", 10*time.Second, `location.hash === '#/devices?label=room%3Ahall' && !document.querySelector('#device-list').dataset.old &&
+				document.querySelector('#device-list').getAttribute('aria-busy') === 'false' && document.querySelector('#live')?.dataset.mode === 'stream'`)
+			consoleEval[any](c, `document.querySelector('#device-list tbody').dataset.mark = 'kept', null`)
+			for _, step := range []struct {
+				what, method string
+				body         any
+				code         int
+				want         []string
+			}{
+				{"bulb1 relabelled into the hall joins", "PATCH", map[string]any{"labels": map[string]string{"room": "hall"}}, 200, []string{bulb, jid("lamp1"), jid("thermo2")}},
+				{"bulb1 deleted leaves", "DELETE", nil, 204, []string{jid("lamp1"), jid("thermo2")}},
+			} {
+				if code := g.do(step.method, "/v1/devices/"+url.PathEscape(bulb), step.body, nil); code != step.code {
+					t.Fatalf("%s bulb1: %d, want %d", step.method, code, step.code)
+				}
+				deleted = step.method == "DELETE"
+				slices.Sort(step.want)
+				b, _ := json.Marshal(step.want)
+				c.wait(step.what, 20*time.Second, `document.querySelector('#device-list tbody')?.dataset.mark === 'kept' &&
+					JSON.stringify([...document.querySelectorAll('tr[data-jid]')].map(r => r.dataset.jid).sort()) === `+strconv.Quote(string(b)))
+			}
+		})
 		t.Run("BadFilter", func(t *testing.T) {
 			c.t = t
 			c.setValue("#f-label", "no-colon")
@@ -335,6 +426,54 @@ func TestE2EConsole(t *testing.T) {
 			return r.Data["temperature"] == shown
 		}) {
 			t.Errorf("the chart shows temperature %v, which no recent reading has", shown)
+		}
+		// Fields of different ranges have their own scales and axes:
+		// temperature (with target, of the same XSD type: the unit of more
+		// fields, on the left) and humidity (on the right), as uPlot
+		// itself reports them; the legend says which axis each uses.
+		c.wait("the scales drawn", 10*time.Second, `!!document.querySelector('#chart').dataset.scales`)
+		var scales []struct {
+			Field, Scale, Axis string
+			Min, Max           *float64
+		}
+		if err := json.Unmarshal([]byte(consoleEval[string](c, `document.querySelector('#chart').dataset.scales`)), &scales); err != nil {
+			t.Fatal(err)
+		}
+		byField := map[string]int{}
+		for i, s := range scales {
+			byField[s.Field] = i
+		}
+		ti, ok1 := byField["temperature"]
+		hi, ok2 := byField["humidity"]
+		if !ok1 || !ok2 {
+			t.Fatalf("chart scales %+v, want temperature and humidity", scales)
+		}
+		tsc, hsc := scales[ti], scales[hi]
+		for _, tc := range []struct {
+			name      string
+			got, want any
+			same      bool
+		}{
+			{"scale", tsc.Scale, hsc.Scale, false},
+			{"axis", tsc.Axis, hsc.Axis, false},
+			{"temperature axis", tsc.Axis, "left", true},
+			{"humidity axis", hsc.Axis, "right", true},
+		} {
+			if (tc.got == tc.want) != tc.same {
+				t.Errorf("%s: temperature's %v, humidity's %v (same: want %v)", tc.name, tc.got, tc.want, tc.same)
+			}
+		}
+		if ri, ok := byField["target"]; ok && scales[ri].Scale != tsc.Scale {
+			t.Errorf("target on scale %q, temperature on %q: want one scale for one type", scales[ri].Scale, tsc.Scale)
+		}
+		if tsc.Min == nil || tsc.Max == nil || hsc.Min == nil || hsc.Max == nil || (*tsc.Min == *hsc.Min && *tsc.Max == *hsc.Max) {
+			t.Errorf("scale ranges temperature %v..%v, humidity %v..%v: want two ranges", tsc.Min, tsc.Max, hsc.Min, hsc.Max)
+		}
+		legend := consoleEval[[]string](c, `[...document.querySelectorAll('#chart .u-legend .u-series .u-label')].map(e => e.textContent)`)
+		for _, s := range scales {
+			if want := s.Field + " (" + s.Axis + " axis)"; s.Axis != "" && !slices.Contains(legend, want) {
+				t.Errorf("legend %q, want %q (uPlot draws %s's axis on the %s)", legend, want, s.Field, s.Axis)
+			}
 		}
 		// Another history window: the chart is drawn again from the
 		// aggregate endpoint, with one chart only.
@@ -508,8 +647,24 @@ func TestE2EConsole(t *testing.T) {
 				c.hash(tc.hash)
 				c.wait("the page", 20*time.Second, tc.ready)
 				c.noOverflow(tc.name)
-				if tc.name == "Devices" {
+				switch tc.name {
+				case "Devices":
 					c.shot("phone.png")
+				case "Device":
+					// The chart's two axes at phone width.
+					c.wait("the chart's scales", 10*time.Second, `!!document.querySelector('#chart').dataset.scales`)
+					c.do("scroll to the chart", 5*time.Second, chromedp.ScrollIntoView(chromedp.CSS("#chart-section")))
+					if c.shots != "" {
+						sctx, cancel := context.WithTimeout(c.dt.Ctx, 30*time.Second)
+						png, err := chromedp.Run(sctx, chromedp.Screenshot(chromedp.CSS("#chart-section")))
+						cancel()
+						if err != nil {
+							t.Fatal(err)
+						}
+						if err := os.WriteFile(filepath.Join(c.shots, "phone-chart.png"), png, 0o644); err != nil {
+							t.Fatal(err)
+						}
+					}
 				}
 			})
 		}

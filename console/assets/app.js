@@ -357,15 +357,46 @@ async function deviceList(view, main, q) {
     throw e;
   }
 
-  // The cells the event stream updates, by JID.
-  const cells = new Map();
-  const rows = devices.map((d) => {
-    const s = states.get(d.jid) || {};
-    const isOnline = s.online !== undefined ? s.online : d.online;
+  // The rows follow the event stream (presence, readings, device changes,
+  // with the same label filter): a device that stops matching the filter
+  // (goes offline under "Online", is deleted) leaves the list, one that
+  // starts matching (comes online, is registered or relabelled onto it)
+  // joins it. The stream filters device events by the new labels, so one
+  // relabelled off the filter is not seen: it stays until a refresh.
+  const wantOnline = online === '' ? null : online === 'true';
+  const maxRows = PAGE_LIMIT * MAX_DEVICE_PAGES;
+  const listed = new Map();   // JID -> {row, presenceCell, lastCell, online}
+  const tbody = el('tbody', {});
+  const countEl = el('p', { id: 'device-count' });
+  const empty = el('p', { id: 'device-empty', text: 'No device matches.' });
+  const table = el('div', { class: 'table-wrap' },
+    el('table', { class: 'cards' },
+      el('caption', { class: 'visually-hidden' }, 'Devices'),
+      el('thead', {}, el('tr', {}, ['Device', 'Presence', 'Labels', 'Schema', 'Last reading'].map((h) => el('th', { scope: 'col' }, h)))),
+      tbody));
+  // stale: a device may match the filter and not be listed (the list is
+  // full, or a device could not be read): the user is told, with a button.
+  let stale = false;
+  const staleNote = el('p', { id: 'device-stale', class: 'warn', hidden: true },
+    'This list may be out of date: devices changed that it could not follow. ',
+    el('button', { type: 'button', id: 'device-refresh', onclick: () => route() }, 'Refresh'));
+  const recount = () => {
+    const n = listed.size;
+    countEl.textContent = n + (n === 1 ? ' device' : ' devices') + (truncated ? ' (the first ' + devices.length + ' only)' : '');
+    empty.hidden = n > 0;
+    table.hidden = n === 0;
+    staleNote.hidden = !stale;
+  };
+  const markStale = () => { stale = true; recount(); };
+  const labelsMatch = (d) => labels.every((l) => {
+    const i = l.indexOf(':');
+    return i > 0 && (d.labels || {})[l.slice(0, i)] === l.slice(i + 1);
+  });
+  const matches = (d, isOnline) => labelsMatch(d) && (wantOnline === null || isOnline === wantOnline);
+  const addRow = (d, isOnline, receivedAt) => {
     const presenceCell = el('td', { 'data-label': 'Presence' }, badge(isOnline));
-    const lastCell = el('td', { 'data-label': 'Last reading', class: 'last-reading' }, timeEl(s.reading && s.reading.received_at));
-    cells.set(d.jid, { presenceCell, lastCell });
-    return el('tr', { 'data-jid': d.jid },
+    const lastCell = el('td', { 'data-label': 'Last reading', class: 'last-reading' }, timeEl(receivedAt));
+    const row = el('tr', { 'data-jid': d.jid },
       el('td', { 'data-label': 'Device' }, el('span', {},
         el('a', { href: '#/devices/' + esc(d.jid) }, d.name || d.jid),
         d.name ? el('span', { class: 'sub block' }, d.jid) : null)),
@@ -374,45 +405,104 @@ async function deviceList(view, main, q) {
       el('td', { 'data-label': 'Schema' },
         el('a', { href: '#/schemas/' + esc(d.schema) + '?v=' + d.schema_version }, d.schema + ' v' + d.schema_version)),
       lastCell);
-  });
-  const count = devices.length + (devices.length === 1 ? ' device' : ' devices') + (truncated ? ' (the first ' + devices.length + ' only)' : '');
-  const live = el('p', { id: 'live', class: 'sub' }, 'Connecting…');
-  out.replaceChildren(
-    el('p', { id: 'device-count' }, count),
-    live,
-    devices.length === 0 ? el('p', { text: 'No device matches.' }) :
-      el('div', { class: 'table-wrap' },
-        el('table', { class: 'cards' },
-          el('caption', { class: 'visually-hidden' }, 'Devices'),
-          el('thead', {}, el('tr', {}, ['Device', 'Presence', 'Labels', 'Schema', 'Last reading'].map((h) => el('th', { scope: 'col' }, h)))),
-          el('tbody', {}, rows))));
-  out.setAttribute('aria-busy', 'false');
-  if (!devices.length) return;
-
-  // Presence and last readings follow the event stream (the same label
-  // filter; a device that goes off-filter stays listed until a reload).
-  const setState = (jid, st) => {
-    const c = cells.get(jid);
+    const old = listed.get(d.jid);
+    if (old) old.row.replaceWith(row); else tbody.append(row);
+    listed.set(d.jid, { row, presenceCell, lastCell, online: isOnline });
+  };
+  const removeRow = (jid) => {
+    const c = listed.get(jid);
     if (!c) return;
-    if (st.online !== undefined) c.presenceCell.replaceChildren(badge(st.online));
+    c.row.remove();
+    listed.delete(jid);
+    recount();
+  };
+  for (const d of devices) {
+    const s = states.get(d.jid) || {};
+    const isOnline = s.online !== undefined ? s.online : d.online;
+    // The states are newer than the page: one that no longer matches is
+    // left out.
+    if (wantOnline !== null && isOnline !== wantOnline) continue;
+    addRow(d, isOnline, s.reading && s.reading.received_at);
+  }
+  const live = el('p', { id: 'live', class: 'sub' }, 'Connecting…');
+  out.replaceChildren(countEl, live, staleNote, empty, table);
+  recount();
+  out.setAttribute('aria-busy', 'false');
+
+  // A device not listed that may now match: read it (once at a time per
+  // JID, and never past the list's bound) and list it if it does. known is
+  // its presence as the event said (the record read may lag behind it).
+  const reading = new Set();
+  const presenceOf = new Map(); // JID -> the latest presence an event said, while read
+  const consider = async (jid, known) => {
+    if (listed.has(jid) || reading.has(jid) || view.closed) return;
+    if (listed.size + reading.size >= maxRows) { markStale(); return; }
+    reading.add(jid);
+    try {
+      const d = await api('GET', '/v1/devices/' + esc(jid), { signal: view.signal });
+      const isOnline = presenceOf.has(jid) ? presenceOf.get(jid) : typeof known === 'boolean' ? known : d.online;
+      if (!view.closed && !listed.has(jid) && matches(d, isOnline)) {
+        addRow(d, isOnline, d.last_seen_at);
+        recount();
+      }
+    } catch (e) {
+      if (e.name === 'AbortError') return;
+      if (e.status !== 404) markStale();
+    } finally {
+      reading.delete(jid);
+      presenceOf.delete(jid);
+    }
+  };
+  const setState = (jid, st) => {
+    const c = listed.get(jid);
+    if (!c) {
+      if (reading.has(jid) && st.online !== undefined) presenceOf.set(jid, st.online);
+      if (st.online === wantOnline) consider(jid, st.online);
+      return;
+    }
+    if (st.online !== undefined) {
+      if (wantOnline !== null && st.online !== wantOnline) { removeRow(jid); return; }
+      c.online = st.online;
+      c.presenceCell.replaceChildren(badge(st.online));
+    }
     if (st.received_at) c.lastCell.replaceChildren(timeEl(st.received_at));
+  };
+  const onDevice = (x, ev) => {
+    const jid = ev.device;
+    if (!x || x.action === 'deleted') { removeRow(jid); return; }
+    const d = x.device;
+    if (!d || !d.jid) return;
+    const c = listed.get(jid);
+    if (!c) {
+      // The event's record may not hold the device's presence: read it.
+      if (labelsMatch(d)) consider(jid);
+      return;
+    }
+    if (!matches(d, c.online)) { removeRow(jid); return; }
+    addRow(d, c.online, c.lastCell.querySelector('time')?.getAttribute('datetime'));
+    recount();
   };
   follow(view, {
     filter: labels.map((l) => '&label=' + esc(l)).join(''),
-    types: ['presence', 'reading'],
+    types: ['presence', 'reading', 'device'],
     liveEl: live,
-    liveText: 'Live: presence and last readings update as they happen.',
+    liveText: 'Live: devices, their presence and last readings update as they happen.',
     pollMs: LIST_POLL_MS,
+    // Polling reads the listed devices' states: those that stop matching
+    // leave; those that start matching can't be seen, so the list says
+    // it may be stale.
     poll: async () => {
-      const jids = devices.map((d) => d.jid);
+      const jids = [...listed.keys()];
       for (let i = 0; i < jids.length; i += STATES_BATCH) {
         const r = await api('POST', '/v1/devices/states', { body: { jids: jids.slice(i, i + STATES_BATCH) }, signal: view.signal });
         for (const st of r.items || []) setState(st.jid, { online: st.online, received_at: st.reading && st.reading.received_at });
       }
+      if (wantOnline !== null || labels.length) markStale();
     },
     on: {
       presence: (p, ev) => setState(ev.device, { online: p.online }),
       reading: (r, ev) => setState(ev.device, { received_at: r.received_at }),
+      device: onDevice,
     },
   });
 }
@@ -463,16 +553,56 @@ function readingRoot(js, data) {
 
 // chartFields are the numeric fields worth charting: from the schema if
 // there is one, else from the latest reading; attributes (@seq, @at) left
-// out, as they are counters and times rather than measurements.
+// out, as they are counters and times rather than measurements. Each is
+// {name, unit}: unit names the quantity, and fields of one unit share a
+// scale on the chart. A JSON Schema has no units: the unit is the
+// property's "unit" (or "x-unit") keyword if it has one, else its declared
+// range (fields of one XSD simple type, like a thermostat's temperature
+// and target, have the same), else the field itself.
 function chartFields(js, data) {
   const root = js ? readingRoot(js, data) : null;
   let fields;
   if (root && root[1] && root[1].properties) {
-    fields = Object.entries(root[1].properties).filter(([, s]) => isNumeric(resolveRef(js, s))).map(([k]) => k);
+    fields = Object.entries(root[1].properties).map(([k, s]) => [k, resolveRef(js, s)])
+      .filter(([, s]) => isNumeric(s)).map(([k, s]) => ({ name: k, unit: unitOf(k, s) }));
   } else {
-    fields = Object.entries(data || {}).filter(([, v]) => typeof v === 'number').map(([k]) => k);
+    fields = Object.entries(data || {}).filter(([, v]) => typeof v === 'number').map(([k]) => ({ name: k, unit: 'field ' + k }));
   }
-  return fields.filter((f) => !f.startsWith('@') && !f.includes('.')).slice(0, MAX_CHART_FIELDS);
+  return fields.filter((f) => !f.name.startsWith('@') && !f.name.includes('.')).slice(0, MAX_CHART_FIELDS);
+}
+
+function unitOf(name, s) {
+  for (const k of ['unit', 'x-unit']) {
+    if (typeof s[k] === 'string' && s[k]) return 'unit ' + s[k].slice(0, 40);
+  }
+  const lo = s.minimum ?? s.exclusiveMinimum;
+  const hi = s.maximum ?? s.exclusiveMaximum;
+  if (typeof lo === 'number' && typeof hi === 'number') return 'range ' + lo + '…' + hi;
+  return 'field ' + name;
+}
+
+// chartScales gives each unit of fields a scale, the unit of most fields
+// first (then in the fields' order): the first has the left axis, the
+// second the right one; a third and more get a scale of their own
+// without an axis (each drawn over the chart's full height: the legend
+// says so). It returns, per field, {scale, side: 'left'|'right'|''} and
+// the axes' options.
+function chartScales(fields) {
+  const units = [];
+  for (const f of fields) if (!units.includes(f.unit)) units.push(f.unit);
+  const n = (u) => fields.filter((f) => f.unit === u).length;
+  units.sort((a, b) => n(b) - n(a)); // stable: ties keep the fields' order
+  const scaleOf = (u) => (units.indexOf(u) === 0 ? 'y' : 'y' + (units.indexOf(u) + 1));
+  const sideOf = (u) => ['left', 'right'][units.indexOf(u)] || '';
+  const per = fields.map((f) => ({ scale: scaleOf(f.unit), side: sideOf(f.unit) }));
+  const axes = units.slice(0, 2).map((u, i) => {
+    const first = fields.findIndex((f) => f.unit === u);
+    const axis = { scale: scaleOf(u), side: i === 0 ? 3 : 1, size: 50, grid: { show: i === 0 } };
+    // With two axes, each is drawn in the colour of its first field.
+    if (units.length > 1) axis.stroke = COLORS[first % COLORS.length];
+    return axis;
+  });
+  return { per, axes, units: units.length };
 }
 
 function valueAt(data, path) {
@@ -707,6 +837,17 @@ function renderRejectionTable(box, list) {
 
 // ---- the chart ---------------------------------------------------------
 
+// describeScales reads from a uPlot which scale each of fields uses, that
+// scale's range and the side of the axis showing it ('' for none).
+function describeScales(u, fields) {
+  return fields.map((f, i) => {
+    const key = u.series[i + 1].scale;
+    const axis = u.axes.find((a) => a.scale === key && a.show !== false);
+    const r = u.scales[key] || {};
+    return { field: f, scale: key, min: r.min, max: r.max, axis: axis ? (axis.side === 1 ? 'right' : 'left') : '' };
+  });
+}
+
 // makeChart draws the aggregate history of fields over win into box (in
 // fig, whose data-points and data-last it keeps up to date) and returns
 // {add(reading), destroy()}: add appends a live reading. A field the aggregate endpoint refuses
@@ -718,7 +859,7 @@ async function makeChart(view, fig, box, base, fields, win) {
     return noChart;
   }
   let agg = null;
-  let fs = fields.slice();
+  let fs = fields.map((f) => f.name);
   for (let tries = 0; tries <= fields.length && fs.length; tries++) {
     const q = new URLSearchParams({
       fields: fs.join(','), every: win.every, fn: 'avg',
@@ -737,6 +878,8 @@ async function makeChart(view, fig, box, base, fields, win) {
     box.append(el('p', { class: 'chart-note' }, 'No numeric field to chart.'));
     return noChart;
   }
+  const kept = fields.filter((f) => fs.includes(f.name));
+  const sc = chartScales(kept);
   const data = [[], ...fs.map(() => [])];
   for (const b of (agg && agg.buckets) || []) {
     data[0].push(Date.parse(b.start) / 1000 + (agg.every_seconds || 0) / 2);
@@ -747,15 +890,23 @@ async function makeChart(view, fig, box, base, fields, win) {
   }
   box.append(el('p', { class: 'sub chart-note' },
     'The ' + win.label + ' in ' + win.every + ' averages, then each reading as it arrives. ' +
-    'Click a field in the legend to hide or show it (the scale follows).'));
+    'Click a field in the legend to hide or show it (the scale follows).' +
+    (sc.units > 1 ? ' Fields of different units have their own scales: the legend says which axis each uses.' : '')));
   const plot = el('div', { class: 'chart-box' });
   box.append(plot);
   const width = () => Math.max(200, Math.min(plot.clientWidth || fig.clientWidth || 600, 1200));
+  const axisName = { left: ' (left axis)', right: ' (right axis)', '': ' (own scale, no axis)' };
   const u = new uPlot({
     width: width(), height: 260,
     scales: { x: { time: true } },
-    series: [{}, ...fs.map((f, i) => ({ label: f, stroke: COLORS[i % COLORS.length], width: 2, spanGaps: true, points: { show: true, size: 4 } }))],
-    axes: [{}, { size: 50 }],
+    series: [{}, ...fs.map((f, i) => ({
+      label: f + (sc.units > 1 ? axisName[sc.per[i].side] : ''), scale: sc.per[i].scale,
+      stroke: COLORS[i % COLORS.length], width: 2, spanGaps: true, points: { show: true, size: 4 },
+    }))],
+    axes: [{}, ...sc.axes],
+    // What the chart shows, read from uPlot itself, for tests and tools:
+    // each field's scale, its range and the side of its axis.
+    hooks: { draw: [(p) => { fig.dataset.scales = JSON.stringify(describeScales(p, fs)); }] },
   }, data, plot);
   const count = () => { fig.dataset.points = String(data[0].length); };
   count();
