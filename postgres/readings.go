@@ -110,7 +110,7 @@ func (db *DB) insertReadings(ctx context.Context, rs []*iotgate.Reading) error {
 		for _, r := range newest {
 			keys = append(keys, iotgate.ReadingKey(r))
 		}
-		if err := notifyChanges(ctx, tx, ChangeReading, keys...); err != nil {
+		if err := db.notifyChangesPrepared(ctx, tx, ChangeReading, keys...); err != nil {
 			return nil, err
 		}
 		return evs, nil
