@@ -31,8 +31,6 @@ func (s storedIDs) next(dev int64) int64 {
 // Inserts of a batch's rows for devices, skipping those of devices
 // deleted meanwhile.
 var (
-	insertReadingRows = insertOfDevices("readings",
-		[]string{"received_at", "device_time", "xml", "data"}, []string{"timestamptz", "timestamptz", "text", "jsonb"})
 	insertRejectionRows = insertOfDevices("rejections",
 		[]string{"received_at", "via", "reason", "payload"}, []string{"timestamptz", "text", "text", "text"})
 	insertPresenceRows = insertOfDevices("presence_events",

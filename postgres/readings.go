@@ -38,9 +38,9 @@ func (db *DB) InsertReadings(ctx context.Context, rs []*iotgate.Reading) []error
 }
 
 // insertReadings stores readings and their events in one transaction.
-// Arrays passed to unnest keep it at three statements whatever the batch
-// size (readings, last_seen_at, events); see insertOfDevices and
-// storedIDs for how the ids are handed out.
+// Arrays passed to unnest keep it at two statements whatever the batch
+// size (readings with their devices' lock and last_seen_at, then events);
+// see insertReadingRows and storedIDs for how the ids are handed out.
 func (db *DB) insertReadings(ctx context.Context, rs []*iotgate.Reading) error {
 	if len(rs) == 0 {
 		return nil
@@ -84,15 +84,8 @@ func (db *DB) insertReadings(ctx context.Context, rs []*iotgate.Reading) error {
 	got := make([]int64, len(rs))
 	err := db.writeTx(ctx, func(tx *sql.Tx) ([]iotgate.Event, error) {
 		stored, err := db.insertReturningDevice(ctx, tx, insertReadingRows,
-			pq.Array(ids), pq.Array(received), pq.Array(deviceTime), xmls, data)
+			pq.Array(ids), pq.Array(received), pq.Array(deviceTime), xmls, data, pq.Array(seenIDs), pq.Array(seenAt))
 		if err != nil {
-			return nil, err
-		}
-		st, err := db.txStmt(ctx, tx, updateLastSeen)
-		if err != nil {
-			return nil, err
-		}
-		if _, err := st.ExecContext(ctx, pq.Array(seenIDs), pq.Array(seenAt)); err != nil {
 			return nil, err
 		}
 		if err := db.markLateReadings(ctx, tx, rs); err != nil {
@@ -117,7 +110,7 @@ func (db *DB) insertReadings(ctx context.Context, rs []*iotgate.Reading) error {
 		for _, r := range newest {
 			keys = append(keys, iotgate.ReadingKey(r))
 		}
-		if err := notifyChanges(ctx, tx, ChangeReading, keys...); err != nil {
+		if err := db.notifyChangesPrepared(ctx, tx, ChangeReading, keys...); err != nil {
 			return nil, err
 		}
 		return evs, nil
@@ -131,21 +124,45 @@ func (db *DB) insertReadings(ctx context.Context, rs []*iotgate.Reading) error {
 	return nil
 }
 
-// updateLastSeen advances devices' last_seen_at to the newest of their
-// readings in a batch. The rows are locked first, in id order: two
-// instances committing batches of the same devices would otherwise lock
-// them in the order of each plan and deadlock (measured with two
-// instances: PostgreSQL broke it after its 1 s deadlock_timeout, failing
-// a batch).
-const updateLastSeen = `
-	WITH v AS MATERIALIZED (SELECT * FROM unnest($1::bigint[], $2::timestamptz[]) AS v(id, t)),
+// insertReadingRows inserts a batch of readings given as arrays
+// ($1..$5: device_id, received_at, device_time, xml, data) and advances
+// their devices' last_seen_at to the newest of their readings ($6, $7:
+// each device of the batch once, and that time), in one statement
+// whatever the batch size. It returns (device_id, id) per reading
+// stored, for insertReturningDevice.
+//
+// The device check is once per device, not once per reading (there is
+// no foreign key, see migration 0017): the batch's devices are locked
+// first, FOR NO KEY UPDATE (the lock the last_seen_at update needs
+// anyway), and only the readings of the devices locked are inserted. A
+// device deleted before the lock is not locked, and its readings are
+// skipped (they would have been deleted with it); a delete after the
+// lock waits for this transaction's commit, and its trigger then deletes
+// the readings it sees committed.
+//
+// The rows are locked in id order: two instances committing batches of
+// the same devices would otherwise lock them in the order of each plan
+// and deadlock (measured with two instances: PostgreSQL broke it after
+// its 1 s deadlock_timeout, failing a batch). The readings are inserted
+// in the arrays' order (ORDER BY the ordinality: the join may reorder
+// rows), which orders rows with the same time and gives each device's
+// rows ascending ids.
+const insertReadingRows = `
+	WITH v AS MATERIALIZED (SELECT * FROM unnest($6::bigint[], $7::timestamptz[]) AS v(id, t)),
 	locked AS MATERIALIZED (
 		SELECT d.id FROM devices d JOIN v ON d.id = v.id
-		WHERE d.last_seen_at IS NULL OR d.last_seen_at < v.t
-		ORDER BY d.id FOR NO KEY UPDATE OF d)
-	UPDATE devices d SET last_seen_at = v.t
-	FROM v JOIN locked l ON l.id = v.id
-	WHERE d.id = v.id AND (d.last_seen_at IS NULL OR d.last_seen_at < v.t)`
+		ORDER BY d.id FOR NO KEY UPDATE OF d),
+	seen AS (
+		UPDATE devices d SET last_seen_at = v.t
+		FROM v JOIN locked l ON l.id = v.id
+		WHERE d.id = v.id AND (d.last_seen_at IS NULL OR d.last_seen_at < v.t))
+	INSERT INTO readings (device_id, received_at, device_time, xml, data)
+	SELECT u.device_id, u.received_at, u.device_time, u.xml, u.data
+	FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::jsonb[])
+		WITH ORDINALITY AS u(device_id, received_at, device_time, xml, data, n)
+	JOIN locked l ON l.id = u.device_id
+	ORDER BY u.n
+	RETURNING device_id, id`
 
 // InsertRejections records refused payloads and keeps only the newest
 // keep of each device in the batch (0 keeps all), in one transaction: a
