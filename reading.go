@@ -24,7 +24,12 @@ type IncomingReading struct {
 	// empty means not known.
 	Bare string
 	// Via is "message" or "iq".
-	Via        string
+	Via string
+	// ResendKey is the IQ's id: a reading answered unavailable, which may
+	// have been stored all the same, is not stored twice when the device
+	// sends it again under the same id with the same payload. Empty for
+	// messages.
+	ResendKey  string
 	Payloads   []Payload
 	DeviceTime *time.Time
 }

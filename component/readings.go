@@ -198,6 +198,7 @@ func (h *ReadingHandler) HandleStanza(ctx context.Context, st *Stanza) bool {
 				h.send(ErrorReplyFor(hd, err))
 				return
 			}
+			in.ResendKey = hd.ID
 			h.ing.Ingest(wctx, in, func(err error) {
 				if err != nil {
 					h.send(ErrorReplyFor(hd, err))

@@ -266,6 +266,9 @@ func (s *Service) commit(ctx context.Context, batch []*pendingReading) bool {
 			continue
 		}
 		dropped++
+		if iotgate.ErrorCode(err) == iotgate.EUnavailable {
+			s.resends.remember(p.r.DeviceID, p.resendKey, p.r.XML, p.r.ReceivedAt, now)
+		}
 		answers[i] = &iotgate.Error{Code: iotgate.EUnavailable, Message: "readings could not be stored, try again later", Err: err}
 		s.cfg.Observer.ReadingRefused(RefusedUnavailable)
 	}

@@ -202,11 +202,15 @@ func (s *Service) Ingest(ctx context.Context, in iotgate.IncomingReading, done f
 		t := in.DeviceTime.UTC().Round(time.Microsecond)
 		r.DeviceTime = &t
 	}
+	if at, ok := s.resends.take(dev.ID, in.ResendKey, r.XML, now); ok {
+		// The same reading again: an earlier attempt may have stored it.
+		r.ReceivedAt, r.MaybeStored = at, true
+	}
 	s.queueMu.Lock()
 	if s.queue.len() == 0 {
 		s.firstAt = time.Now()
 	}
-	_, err = s.queue.push(dev.JID, &pendingReading{r: r, done: done, via: in.Via, at: now}, len(r.XML)+len(r.Data))
+	_, err = s.queue.push(dev.JID, &pendingReading{r: r, done: done, via: in.Via, at: now, resendKey: in.ResendKey}, len(r.XML)+len(r.Data))
 	if err == nil && in.Via == "iq" {
 		s.iqQueued++
 	}

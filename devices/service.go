@@ -140,6 +140,9 @@ type Service struct {
 
 	// heldBytes is what held costs in memory (pendingReading.size).
 	heldBytes int
+	// resends are the IQ readings answered unavailable that may have
+	// been stored, for their resends.
+	resends *resends
 }
 
 type pendingReading struct {
@@ -147,6 +150,8 @@ type pendingReading struct {
 	done func(error)
 	via  string
 	at   time.Time
+	// resendKey is the IQ's id (IncomingReading.ResendKey).
+	resendKey string
 }
 
 // IngestStats counts what the ingest path did since start.
@@ -251,5 +256,6 @@ func NewService(store iotgate.DeviceStore, schemas iotgate.SchemaSource, cfg Ser
 		strangers:  newTokenBucket(cfg.StrangerRate, cfg.StrangerBurst, cfg.Clock),
 		rejections: make(chan *iotgate.Rejection, 1000),
 		stopped:    make(chan struct{}),
+		resends:    newResends(cfg.MaxHeld, cfg.HoldFor),
 	}
 }

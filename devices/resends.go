@@ -1,0 +1,103 @@
+package devices
+
+import (
+	"hash/maphash"
+	"sync"
+	"time"
+)
+
+// maxResendID bounds the IQ ids remembered: a longer one is not.
+const maxResendID = 256
+
+// resends remembers the IQ readings answered unavailable after a commit
+// that failed in a way that may have committed them (the connection broke
+// during the commit), so that the device's resend under the same IQ id,
+// with the same payload, is looked for before it is stored again (it
+// takes the first attempt's receipt time and MaybeStored). Bounded in
+// count (oldest forgotten first) and in time; a forgotten attempt's resend
+// may be stored twice, as before. Safe for concurrent use.
+type resends struct {
+	max  int
+	ttl  time.Duration
+	seed maphash.Seed
+
+	mu    sync.Mutex
+	m     map[resendKey]resendEntry
+	order []resendKey // oldest first; entries taken meanwhile are skipped
+}
+
+type resendKey struct {
+	dev int64
+	id  string
+}
+
+type resendEntry struct {
+	receivedAt time.Time
+	sum        uint64 // of the payload's XML
+	at         time.Time
+}
+
+func newResends(max int, ttl time.Duration) *resends {
+	return &resends{max: max, ttl: ttl, seed: maphash.MakeSeed(), m: make(map[resendKey]resendEntry)}
+}
+
+// remember records that device dev's reading sent as IQ id, with payload
+// xml, received at receivedAt, may have been stored.
+func (r *resends) remember(dev int64, id, xml string, receivedAt, now time.Time) {
+	if id == "" || len(id) > maxResendID {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.expire(now)
+	for len(r.m) >= r.max && len(r.order) > 0 {
+		r.drop()
+	}
+	k := resendKey{dev, id}
+	if _, ok := r.m[k]; !ok {
+		r.order = append(r.order, k)
+	}
+	r.m[k] = resendEntry{receivedAt: receivedAt, sum: maphash.String(r.seed, xml), at: now}
+}
+
+// take returns the receipt time of the attempt remembered for device dev's
+// IQ id, if its payload was xml, and forgets it.
+func (r *resends) take(dev int64, id, xml string, now time.Time) (receivedAt time.Time, ok bool) {
+	if id == "" || len(id) > maxResendID {
+		return time.Time{}, false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.m) == 0 {
+		return time.Time{}, false
+	}
+	r.expire(now)
+	k := resendKey{dev, id}
+	e, ok := r.m[k]
+	if !ok || e.sum != maphash.String(r.seed, xml) {
+		return time.Time{}, false
+	}
+	delete(r.m, k)
+	return e.receivedAt, true
+}
+
+// expire forgets the attempts older than ttl.
+func (r *resends) expire(now time.Time) {
+	for len(r.order) > 0 {
+		e, ok := r.m[r.order[0]]
+		if ok && now.Sub(e.at) < r.ttl {
+			return
+		}
+		r.drop()
+	}
+}
+
+// drop forgets the oldest attempt in order (if it is still remembered).
+func (r *resends) drop() {
+	delete(r.m, r.order[0])
+	r.order[0] = resendKey{}
+	r.order = r.order[1:]
+	if len(r.order) == 0 {
+		r.order = nil // let the array go
+	}
+}
