@@ -40,3 +40,22 @@ func FuzzPlainXML(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkPlainXML compares plainXML's shortcut with reading every token
+// of a typical command payload.
+func BenchmarkPlainXML(b *testing.B) {
+	p := []byte(payload)
+	for _, bm := range []struct {
+		name string
+		f    func([]byte) error
+	}{{"Shortcut", plainXML}, {"Tokens", plainXMLTokens}} {
+		b.Run(bm.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := bm.f(p); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
