@@ -715,6 +715,7 @@ func TestPlainXML(t *testing.T) {
 		name, payload, detail string
 	}{
 		{"OK", "<set xmlns='urn:t'><target>1</target></set>", ""},
+		{"Escaped", "<set xmlns='urn:t' a='&lt;!--'><target>&lt;?x?&gt;&lt;!--</target></set>", ""},
 		{"Declaration", "  <?xml version='1.0'?>\n<set xmlns='urn:t'/>", ""},
 		{"CDATA", "<set xmlns='urn:t'><target><![CDATA[1]]></target></set>", ""},
 		{"NotWellFormedLeftToValidator", "<set><!--", ""},
@@ -726,6 +727,9 @@ func TestPlainXML(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			err := plainXML([]byte(tt.payload))
+			if got, want := errDetail(err), errDetail(plainXMLTokens([]byte(tt.payload))); got != want {
+				t.Errorf("plainXML's detail %q, reading every token %q", got, want)
+			}
 			if tt.detail == "" {
 				if err != nil {
 					t.Fatalf("err = %v, want none", err)

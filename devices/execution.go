@@ -80,32 +80,30 @@ func (e *execution) settle() {
 // timeout (and a late answer), the stream dropping, a bounce.
 func (s *Commands) execute(e *execution) {
 	defer s.wg.Done()
+	// The wait ends at the timeout: the IQ's pending entry, the
+	// execution's slot and this goroutine are freed then, not a grace
+	// period later. An answer that comes after it reaches
+	// ForeignAnswer as a stray reply, which finds the command by its IQ
+	// id and records it as a late answer. What the send needs is read
+	// once, not cloned with the whole command (a dozen allocations).
 	e.mu.Lock()
-	c := e.cmd.Clone()
+	c := e.cmd
+	id, target, iqType, iqID, payload := c.ID, c.Target, c.Type, c.IQID, c.Payload
+	ctx, cancel := context.WithTimeout(s.ctx, max(c.Timeout-s.now().Sub(*c.SentAt), 0))
+	e.stop = cancel
 	e.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
-		if s.inflight[c.ID] == e {
-			delete(s.inflight, c.ID)
+		if s.inflight[id] == e {
+			delete(s.inflight, id)
 		}
 		s.mu.Unlock()
 		e.mu.Lock()
 		e.settle()
 		e.mu.Unlock()
 	}()
-
-	// The wait ends at the timeout: the IQ's pending entry, the
-	// execution's slot and this goroutine are freed then, not a grace
-	// period later. An answer that comes after it reaches
-	// ForeignAnswer as a stray reply, which finds the command by its IQ
-	// id and records it as a late answer.
-	wait := max(c.Timeout-s.now().Sub(*c.SentAt), 0)
-	ctx, cancel := context.WithTimeout(s.ctx, wait)
 	defer cancel()
-	e.mu.Lock()
-	e.stop = cancel
-	e.mu.Unlock()
-	rep, err := s.sender.SendCommand(ctx, c.Target, c.Type, c.IQID, []byte(c.Payload))
+	rep, err := s.sender.SendCommand(ctx, target, iqType, iqID, []byte(payload))
 	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		s.timedOut(e)
 		return

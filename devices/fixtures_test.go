@@ -105,14 +105,14 @@ type cmdFixture struct {
 	stop     func()
 }
 
-func newCmdFixture(t *testing.T, cfg CommandsConfig) *cmdFixture {
+func newCmdFixture(t testing.TB, cfg CommandsConfig) *cmdFixture {
 	t.Helper()
 	return newCmdFixtureOn(t, memstore.NewCommandStore(), cfg)
 }
 
 // newCmdFixtureOn is newCmdFixture on store, which another fixture (another
 // instance) may share.
-func newCmdFixtureOn(t *testing.T, store *memstore.CommandStore, cfg CommandsConfig) *cmdFixture {
+func newCmdFixtureOn(t testing.TB, store *memstore.CommandStore, cfg CommandsConfig) *cmdFixture {
 	t.Helper()
 	f := &cmdFixture{
 		store:    store,
