@@ -1,7 +1,7 @@
 // Package console serves iotgate's web console: a few static files
-// (HTML, one script, one style sheet, the vendored uPlot chart library)
-// embedded in the binary, which a browser loads from /console/ and which
-// then call the REST API with the token the user pastes. It is an adapter
+// (HTML, a few plain scripts, one style sheet, the vendored uPlot chart
+// library) embedded in the binary, which a browser loads from /console/
+// and which then call the REST API with the token the user pastes. It is an adapter
 // at the edge like api, and imports no other iotgate package: cmd/iotgate
 // mounts its Handler on the API server.
 //
@@ -34,7 +34,7 @@ const Path = "/console/"
 const CSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
 	"connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 
-//go:embed assets/index.html assets/app.js assets/app.css assets/vendor/uPlot.iife.min.js assets/vendor/uPlot.min.css assets/vendor/uPlot.LICENSE
+//go:embed assets/index.html assets/*.js assets/app.css assets/vendor/uPlot.iife.min.js assets/vendor/uPlot.min.css assets/vendor/uPlot.LICENSE
 var assets embed.FS
 
 // contentTypes are the media types of the files by extension; a file

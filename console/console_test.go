@@ -2,9 +2,11 @@ package console
 
 import (
 	"io"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -30,7 +32,7 @@ func TestHandler(t *testing.T) {
 		contentType        string
 		bodyHas            string
 	}{
-		{"Index", "GET", "/console/", 200, "text/html; charset=utf-8", `<script src="app.js" type="module">`},
+		{"Index", "GET", "/console/", 200, "text/html; charset=utf-8", `<script src="app.js" defer>`},
 		{"Script", "GET", "/console/app.js", 200, "text/javascript; charset=utf-8", "sessionStorage"},
 		{"Style", "GET", "/console/app.css", 200, "text/css; charset=utf-8", ".badge"},
 		{"UPlot", "GET", "/console/vendor/uPlot.iife.min.js", 200, "text/javascript; charset=utf-8", "uPlot"},
@@ -134,26 +136,117 @@ func TestAssetsKeepTheRules(t *testing.T) {
 		}
 		return strings.Join(code, "\n")
 	}
+	scripts := scriptFiles(t)
 	for _, tc := range []struct {
-		name, file string
-		re         *regexp.Regexp
+		name  string
+		files []string
+		re    *regexp.Regexp
 	}{
-		{"InlineScript", "index.html", regexp.MustCompile(`<script(?:\s[^>]*)?>\s*[^<\s]`)},
-		{"ScriptWithoutSrc", "index.html", regexp.MustCompile(`<script(?:(?:\s+(?:type|defer|async)(?:="[^"]*")?)*)\s*>`)},
-		{"InlineStyleElement", "index.html", regexp.MustCompile(`<style`)},
-		{"StyleAttribute", "index.html", regexp.MustCompile(`\sstyle=`)},
-		{"EventAttribute", "index.html", regexp.MustCompile(`\son[a-z]+=`)},
-		{"InnerHTML", "app.js", regexp.MustCompile(`innerHTML|outerHTML|insertAdjacentHTML|document\.write`)},
-		{"Eval", "app.js", regexp.MustCompile(`\beval\(|new Function\(`)},
-		{"LocalStorage", "app.js", regexp.MustCompile(`localStorage`)},
-		{"TokenInURL", "app.js", regexp.MustCompile(`[?&](?:token|access_token)=`)},
-		{"ExternalURL", "app.js", regexp.MustCompile(`https?://`)},
-		{"ExternalURLInPage", "index.html", regexp.MustCompile(`(?:src|href)="https?:`)},
+		{"InlineScript", []string{"index.html"}, regexp.MustCompile(`<script(?:\s[^>]*)?>\s*[^<\s]`)},
+		{"ScriptWithoutSrc", []string{"index.html"}, regexp.MustCompile(`<script(?:(?:\s+(?:type|defer|async)(?:="[^"]*")?)*)\s*>`)},
+		{"InlineStyleElement", []string{"index.html"}, regexp.MustCompile(`<style`)},
+		{"StyleAttribute", []string{"index.html"}, regexp.MustCompile(`\sstyle=`)},
+		{"EventAttribute", []string{"index.html"}, regexp.MustCompile(`\son[a-z]+=`)},
+		{"InnerHTML", scripts, regexp.MustCompile(`innerHTML|outerHTML|insertAdjacentHTML|document\.write`)},
+		{"Eval", scripts, regexp.MustCompile(`\beval\(|new Function\(`)},
+		{"LocalStorage", scripts, regexp.MustCompile(`localStorage`)},
+		{"TokenInURL", scripts, regexp.MustCompile(`[?&](?:token|access_token)=`)},
+		{"ExternalURL", scripts, regexp.MustCompile(`https?://`)},
+		{"ExternalURLInPage", []string{"index.html"}, regexp.MustCompile(`(?:src|href)="https?:`)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if m := tc.re.FindString(read(tc.file)); m != "" {
-				t.Errorf("%s has %q", tc.file, m)
+			for _, f := range tc.files {
+				if m := tc.re.FindString(read(f)); m != "" {
+					t.Errorf("%s has %q", f, m)
+				}
 			}
 		})
 	}
+}
+
+// scriptFiles are the console's own scripts (assets/*.js), by name.
+func scriptFiles(t *testing.T) []string {
+	t.Helper()
+	paths, err := fs.Glob(assets, "assets/*.js")
+	if err != nil || len(paths) == 0 {
+		t.Fatalf("no script embedded: %v", err)
+	}
+	names := make([]string, len(paths))
+	for i, p := range paths {
+		names[i] = strings.TrimPrefix(p, "assets/")
+	}
+	return names
+}
+
+// maxScriptLines keeps each script readable in one sitting.
+const maxScriptLines = 400
+
+// TestScripts: index.html loads every script of the console, each once,
+// deferred (in order, after the page is parsed), with app.js, which
+// starts the console, last; each is served, strict, short, and declares
+// no top-level name another declares (the scripts share one global
+// scope: a second declaration is a SyntaxError that stops its script).
+func TestScripts(t *testing.T) {
+	page, err := assets.ReadFile("assets/index.html")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tags := regexp.MustCompile(`<script\s[^>]*>`).FindAllString(string(page), -1)
+	srcRe := regexp.MustCompile(`\ssrc="([^"]+)"`)
+	var loaded []string
+	for _, tag := range tags {
+		m := srcRe.FindStringSubmatch(tag)
+		if m == nil {
+			t.Errorf("script without src: %s", tag)
+			continue
+		}
+		if !strings.Contains(tag, " defer") || strings.Contains(tag, "async") || strings.Contains(tag, "module") {
+			t.Errorf("%s: want a plain deferred script", tag)
+		}
+		if !strings.HasPrefix(m[1], "vendor/") {
+			loaded = append(loaded, m[1])
+		}
+	}
+	scripts := scriptFiles(t)
+	if got, want := sortedCopy(loaded), scripts; !slices.Equal(got, want) {
+		t.Errorf("index.html loads %v, want each of %v once", loaded, want)
+	}
+	if len(loaded) == 0 || loaded[len(loaded)-1] != "app.js" {
+		t.Errorf("index.html loads %v, want app.js last", loaded)
+	}
+
+	h := Handler()
+	decl := regexp.MustCompile(`(?m)^(?:async\s+)?(?:function\*?|const|let|var|class)\s+([\w$]+)`)
+	declaredIn := map[string]string{}
+	for _, name := range scripts {
+		t.Run(name, func(t *testing.T) {
+			resp := serve(t, h, "GET", "/console/"+name)
+			if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/javascript; charset=utf-8" {
+				t.Errorf("GET %s: %d %s", name, resp.StatusCode, resp.Header.Get("Content-Type"))
+			}
+			b, err := assets.ReadFile("assets/" + name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			src := string(b)
+			if n := strings.Count(src, "\n"); n > maxScriptLines {
+				t.Errorf("%d lines, want at most %d", n, maxScriptLines)
+			}
+			if !regexp.MustCompile(`(?m)^'use strict';$`).MatchString(src) {
+				t.Error("no 'use strict' directive")
+			}
+			for _, m := range decl.FindAllStringSubmatch(src, -1) {
+				if other, ok := declaredIn[m[1]]; ok {
+					t.Errorf("%s declared here and in %s", m[1], other)
+				}
+				declaredIn[m[1]] = name
+			}
+		})
+	}
+}
+
+func sortedCopy(s []string) []string {
+	c := slices.Clone(s)
+	slices.Sort(c)
+	return c
 }
