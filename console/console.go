@@ -1,9 +1,9 @@
 // Package console serves iotgate's web console: a few static files
 // (HTML, a few plain scripts, one style sheet, the vendored uPlot chart
 // library) embedded in the binary, which a browser loads from /console/
-// and which then call the REST API with the token the user pastes. It is an adapter
-// at the edge like api, and imports no other iotgate package: cmd/iotgate
-// mounts its Handler on the API server.
+// and which then call the REST API with the token the user pastes. It is
+// an adapter at the edge like api, and imports no other iotgate package:
+// cmd/iotgate mounts its Handler on the API server.
 //
 // The files need no token (they hold no data); every data call the page
 // makes carries the user's token. The page runs under a strict
