@@ -78,7 +78,6 @@ function valueAt(data, path) {
   return v;
 }
 
-
 // describeScales reads from a uPlot which scale each of fields uses, that
 // scale's range and the side of the axis showing it ('' for none).
 function describeScales(u, fields) {

@@ -6,7 +6,6 @@
 const OUTCOME_MS = 60000;        // how long a command's outcome is followed
 const TERMINAL = new Set(['succeeded', 'failed', 'timed_out', 'expired', 'canceled']);
 
-
 // commandForm builds a form from the JSON Schema's global elements and
 // returns {update(command)}, which shows a command's progress if it is the
 // one the form sent.
@@ -181,7 +180,6 @@ async function followCommand(view, c, update, done) {
     update(c);
   }
 }
-
 
 function rootName(payload) {
   const m = /^\s*<(?:[\w.-]+:)?([\w.-]+)/.exec(payload || '');

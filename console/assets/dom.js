@@ -64,6 +64,7 @@ function setStatus(text, kind = 'info', code = '') {
   s.dataset.code = code;
 }
 
+// labelChips shows a device's labels (key:value) as a list of chips.
 function labelChips(labels) {
   const entries = Object.entries(labels || {});
   if (!entries.length) return el('span', { class: 'sub', text: 'none' });

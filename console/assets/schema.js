@@ -4,7 +4,6 @@
 
 const MAX_TEXT = 200000;         // characters of an XSD shown
 
-
 async function schemaPage(view, main, name, q) {
   const signal = view.signal;
   const base = '/v1/schemas/' + esc(name);
