@@ -27,8 +27,9 @@ type PresenceService interface {
 // PresenceHandler keeps iotgate subscribed to its devices' presence:
 // a registered device that sends subscribe gets subscribed and a subscribe
 // back (so its server sends iotgate its presence from then on); anyone else
-// gets unsubscribed. After every (re)connection it probes each registered
-// device, and while the stream is down presence is marked stale.
+// gets unsubscribed. After the first connection it probes each registered
+// device, after a reconnection it asks each for its subscription again
+// (Resubscribe), and while the stream is down presence is marked stale.
 type PresenceHandler struct {
 	conn *Conn
 	svc  PresenceService
@@ -154,11 +155,17 @@ func (h *PresenceHandler) send(st *Stanza) {
 }
 
 // probeAll asks the server for every registered device's presence, once
-// the stream is up.
+// the stream is up. After a reconnection it asks each for its subscription
+// instead (see Resubscribe): what went astray while the stream was down
+// includes subscriptions.
 func (h *PresenceHandler) probeAll(ctx context.Context) {
 	h.svc.PresenceFresh()
 	h.svc.PresenceProbing()
 	defer h.svc.PresenceProbed()
+	if h.conn.Reconnects() > 0 {
+		h.Resubscribe(ctx)
+		return
+	}
 	h.Probe(ctx)
 }
 
@@ -166,14 +173,35 @@ func (h *PresenceHandler) probeAll(ctx context.Context) {
 // another instance died, it recovers presence that instance received and
 // had not yet stored: the online devices answer again.
 func (h *PresenceHandler) Probe(ctx context.Context) {
+	n := h.sweep(ctx, "probe")
+	h.log.Info("probed device presence", "devices", n)
+}
+
+// Resubscribe sends every registered device a subscription request, which
+// a probe can't replace after a dropped stream: a device that subscribed
+// to iotgate while the stream was down (its request bounced), or whose
+// answer from iotgate was still queued when the stream dropped, has no
+// subscription, and its server answers iotgate's probes with nothing. A
+// device already subscribed costs one stanza more than a probe: its
+// server answers subscribed on its behalf (RFC 6121 3.1.3; ejabberd and
+// Prosody do), and that answer makes iotgate probe it (HandleStanza). The
+// others are asked, and the device approves as it approved the first time.
+func (h *PresenceHandler) Resubscribe(ctx context.Context) {
+	n := h.sweep(ctx, "subscribe")
+	h.log.Info("asked devices for their subscription after a reconnection", "devices", n)
+}
+
+// sweep sends a presence of type typ from the component to every
+// registered device, paced, and returns how many went.
+func (h *PresenceHandler) sweep(ctx context.Context, typ string) int {
 	// A batch at a time from the store, one more than a batch to know
 	// whether another follows (no ping after the last).
 	after, n := "", 0
 	for {
 		jids, err := h.svc.DeviceJIDs(ctx, after, probeBatch+1)
 		if err != nil {
-			h.log.Warn("cannot list devices to probe their presence", "err", err, "probed", n)
-			return
+			h.log.Warn("cannot list devices to ask for their presence", "type", typ, "err", err, "sent", n)
+			return n
 		}
 		more := len(jids) > probeBatch
 		if more {
@@ -181,21 +209,20 @@ func (h *PresenceHandler) Probe(ctx context.Context) {
 		}
 		for _, j := range jids {
 			if ctx.Err() != nil {
-				return
+				return n
 			}
-			if err := h.conn.Send(ctx, &Stanza{Kind: KindPresence, Type: "probe", From: h.conn.Domain(), To: j}); err != nil {
-				h.log.Debug("probe not sent", "to", j, "err", err)
-				return
+			if err := h.conn.Send(ctx, &Stanza{Kind: KindPresence, Type: typ, From: h.conn.Domain(), To: j}); err != nil {
+				h.log.Debug("presence not sent", "to", j, "type", typ, "err", err)
+				return n
 			}
+			n++
 		}
-		n += len(jids)
 		if !more {
-			break
+			return n
 		}
 		after = jids[len(jids)-1]
 		h.awaitServer(ctx)
 	}
-	h.log.Info("probed device presence", "devices", n)
 }
 
 // probeBatch is how many probes Probe sends before it waits for the

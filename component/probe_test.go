@@ -104,3 +104,68 @@ func pingsAt(seq []string) []int {
 	}
 	return at
 }
+
+// TestResubscribeAfterReconnect: the first stream probes the registered
+// devices; a stream that follows a dropped one asks each for its
+// subscription instead (a subscription sent while the stream was down is
+// lost, and a probe doesn't repair it), and a device's subscribed answer
+// is followed by a probe of that device.
+func TestResubscribeAfterReconnect(t *testing.T) {
+	const n = 3
+	fs := newFakeServer(t, "s")
+	c, err := New(Config{Addr: fs.addr(), Domain: "iot.localhost", Secret: "s", Version: "test",
+		MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, CloseTimeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := devices.NewPresence(nil, devices.PresenceConfig{})
+	h := NewPresenceHandler(c, manyDevices{presenceTracker{p}, n}, nil)
+	c.SetHandler(h)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	// readTypes reads n presence stanzas and returns "type to" of each.
+	readTypes := func(fc *fakeConn) []string {
+		t.Helper()
+		var got []string
+		for len(got) < n {
+			st := fc.read(t)
+			if st.XMLName.Local != "presence" {
+				t.Fatalf("unexpected stanza %+v", st)
+			}
+			got = append(got, st.Type+" "+st.To)
+		}
+		return got
+	}
+	want := func(typ string) []string {
+		var w []string
+		for i := range n {
+			w = append(w, fmt.Sprintf("%s d%07d@localhost", typ, i))
+		}
+		return w
+	}
+	for _, step := range []struct {
+		name, typ string
+	}{
+		{"FirstConnection", "probe"},
+		{"AfterDrop", "subscribe"},
+		{"AfterSecondDrop", "subscribe"},
+	} {
+		fc := fs.conn()
+		if got, w := strings.Join(readTypes(fc), ","), strings.Join(want(step.typ), ","); got != w {
+			t.Fatalf("%s: sent %s, want %s", step.name, got, w)
+		}
+		if step.typ == "subscribe" {
+			// The device's server answers for an already subscribed
+			// device: iotgate then probes it.
+			fc.send(`<presence type='subscribed' from='d0000001@localhost' to='iot.localhost'/>`)
+			st := fc.read(t)
+			if st.Type != "probe" || st.To != "d0000001@localhost" {
+				t.Fatalf("%s: after subscribed got %+v, want a probe of d0000001@localhost", step.name, st)
+			}
+		}
+		fc.Close() // the stream drops
+	}
+}
