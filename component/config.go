@@ -31,7 +31,7 @@ type Config struct {
 	MaxStanzaDepth   int           // deepest nesting of an incoming stanza kept (the stanza is 1); default 64
 	DialTimeout      time.Duration // default 5s
 	HandshakeTimeout time.Duration // default 10s
-	WriteTimeout     time.Duration // a write blocked longer kills the stream; default 10s
+	WriteTimeout     time.Duration // a write blocked longer kills the stream, unless the server's TCP stack is alive (then KeepAliveSlowTimeout); default 10s
 	KeepAlive        time.Duration // ping interval; default 15s
 	KeepAliveTimeout time.Duration // ping answer deadline; default 10s
 	// KeepAliveSlowTimeout is how long after a missed keepalive ping a

@@ -45,8 +45,8 @@ type Conn struct {
 	// stanzas, per sender.
 	skipErrors    *limiter
 	domainRefused atomic.Uint64
-	// slowServer counts keepalive pings the server missed while the
-	// connection was alive (see keepAlive).
+	// slowServer counts the times the server was slow but alive (see
+	// keepAlive and writeAll).
 	slowServer atomic.Uint64
 }
 
@@ -132,9 +132,10 @@ func (c *Conn) Health(context.Context) (ok bool, since time.Time, err error) {
 // conflict: another connection holds the domain.
 func (c *Conn) Refused() bool { return c.refused.Load() }
 
-// SlowServer returns how many keepalive pings the server failed to answer
-// within KeepAliveTimeout while the connection was alive: each gave the
-// server until KeepAliveSlowTimeout instead of dropping the stream.
+// SlowServer returns how many times the server failed to answer a
+// keepalive ping within KeepAliveTimeout, or to read within WriteTimeout,
+// while its TCP stack was alive: each gave the server until
+// KeepAliveSlowTimeout instead of dropping the stream.
 func (c *Conn) SlowServer() uint64 { return c.slowServer.Load() }
 
 // Reconnects returns how many times the stream has been re-established.

@@ -1,10 +1,10 @@
 package component
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -128,33 +128,66 @@ func (c *Conn) closeWithError(sess *session, cond, text string) {
 }
 
 func (c *Conn) writeLoop(sess *session) {
-	conn := sess.st.conn
-	w := bufio.NewWriterSize(conn, 32<<10)
+	buf := make([]byte, 0, 32<<10)
 	for {
-		var b []byte
 		select {
-		case b = <-sess.out:
+		case b := <-sess.out:
+			buf = append(buf[:0], b...)
 		case <-sess.done:
 			return
 		}
-		conn.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout))
-		w.Write(b)
-		// Batch what else is queued into one flush: many small stanzas
+		// Batch what else is queued into one write: many small stanzas
 		// become few syscalls under load.
 	drain:
 		for range 512 {
 			select {
-			case b = <-sess.out:
-				w.Write(b)
+			case b := <-sess.out:
+				buf = append(buf, b...)
 			default:
 				break drain
 			}
 		}
-		if err := w.Flush(); err != nil {
+		if err := c.writeAll(sess, buf); err != nil {
 			sess.fail(fmt.Errorf("write to XMPP server: %w", err))
 			return
 		}
+		if cap(buf) > 1<<20 {
+			buf = make([]byte, 0, 32<<10) // don't keep a burst's buffer
+		}
 	}
+}
+
+// writeAll writes b to the server. A write blocked for WriteTimeout ends
+// the session, as a dead server must, unless the server's TCP stack is
+// alive (see tcpConnAlive): a busy server that stopped reading for a while
+// (its window shut, ejabberd waiting for its disk) may keep it blocked
+// until KeepAliveSlowTimeout, as it may keep a keepalive ping unanswered.
+func (c *Conn) writeAll(sess *session, b []byte) error {
+	conn := sess.st.conn
+	start := time.Now()
+	for len(b) > 0 {
+		conn.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout))
+		n, err := conn.Write(b)
+		b = b[n:]
+		if err == nil {
+			continue
+		}
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() || sess.closed() {
+			return err
+		}
+		blocked := time.Since(start)
+		if blocked >= c.cfg.KeepAliveSlowTimeout {
+			return fmt.Errorf("blocked for %s although the server's TCP stack is alive: %w", blocked.Round(time.Millisecond), err)
+		}
+		if alive, known := c.cfg.tcpAlive(conn, c.cfg.WriteTimeout); !known || !alive {
+			return err
+		}
+		c.slowServer.Add(1)
+		c.log.Warn("the XMPP server has not read for a while, but its TCP stack is alive: waiting for it",
+			"blocked", blocked.Round(time.Millisecond), "up_to", c.cfg.KeepAliveSlowTimeout, "addr", c.cfg.Addr)
+	}
+	return nil
 }
 
 // keepAlive pings the server every KeepAlive and tells a slow server from

@@ -10,11 +10,13 @@ import (
 )
 
 // tcpConnAlive asks the kernel (TCP_INFO) whether the peer's TCP stack
-// is alive: nothing we sent is unacknowledged, or an acknowledgement came
-// within the last `within`. A live stack acknowledges even when its
-// application is too busy to read (then with a zero window); a dead host,
-// or a cut path, acknowledges nothing. known is false when the kernel
-// can't say (not a TCP connection).
+// is alive. It is, unless what the kernel sends it goes unanswered: data
+// retransmitted after a timeout, or window probes (the peer's receive
+// window is shut) unanswered, with no acknowledgement within the last
+// `within`. A live stack answers even when its application is too busy to
+// read: its window shuts, and it answers the probes; so a busy server is
+// alive here, a dead host or a cut path is not. known is false when the
+// kernel can't say (not a TCP connection).
 func tcpConnAlive(conn net.Conn, within time.Duration) (alive, known bool) {
 	tc, ok := conn.(*net.TCPConn)
 	if !ok {
@@ -31,7 +33,7 @@ func tcpConnAlive(conn net.Conn, within time.Duration) (alive, known bool) {
 	if cerr != nil || err != nil {
 		return false, false
 	}
-	if info.Unacked == 0 {
+	if info.Retransmits == 0 && info.Probes == 0 {
 		return true, true
 	}
 	return time.Duration(info.Last_ack_recv)*time.Millisecond < within, true
