@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -335,5 +336,69 @@ func checkHidden(t *testing.T, op string, err error, want, hidden string) {
 	msg := iotgate.ErrorMessage(err)
 	if !strings.Contains(msg, want) || strings.Contains(msg, hidden) {
 		t.Errorf("%s: client message %q, want it to say %q and not %q", op, msg, want, hidden)
+	}
+}
+
+// TestWriteBlockedSlowOrDead: a write blocked for WriteTimeout ends the
+// stream when the server's TCP stack shows no life, and not when it is
+// alive (a busy server that reads again within KeepAliveSlowTimeout).
+func TestWriteBlockedSlowOrDead(t *testing.T) {
+	const (
+		writeTimeout = 100 * time.Millisecond
+		slow         = 3 * time.Second
+		stanzas      = 200 // 12 MB: more than the socket buffers hold
+	)
+	tests := []struct {
+		name      string
+		tcpAlive  bool
+		readAfter time.Duration // the peer starts reading then
+		wantDrop  bool
+	}{
+		{name: "BusyServerKept", tcpAlive: true, readAfter: time.Second},
+		{name: "DeadServerDropped", tcpAlive: false, readAfter: 2 * time.Second, wantDrop: true},
+	}
+	inner := []byte("<body>" + strings.Repeat("a", 60000) + "</body>")
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fs := newFakeServer(t, "s")
+			c := startConn(t, fs.addr(), "s", func(cfg *Config) {
+				cfg.KeepAlive = time.Hour
+				cfg.WriteTimeout = writeTimeout
+				cfg.KeepAliveSlowTimeout = slow
+				cfg.tcpAlive = func(net.Conn, time.Duration) (bool, bool) { return tt.tcpAlive, true }
+			})
+			fc := fs.conn()
+			waitFor(t, "stream up", func() bool { return isUp(c) })
+			c.mu.Lock()
+			sess := c.sess
+			c.mu.Unlock()
+			for i := range stanzas {
+				st := &Stanza{Kind: KindMessage, To: "d@localhost", ID: strconv.Itoa(i), Inner: inner}
+				if err := c.Send(context.Background(), st); err != nil {
+					if tt.wantDrop {
+						break
+					}
+					t.Fatalf("send %d: %v", i, err)
+				}
+			}
+			time.Sleep(tt.readAfter)
+			if tt.wantDrop {
+				if !sess.closed() || !strings.Contains(sess.err.Error(), "write to XMPP server") {
+					t.Fatalf("stream not dropped for a blocked write: closed %v, err %v", sess.closed(), sess.err)
+				}
+				return
+			}
+			for i := range stanzas {
+				if st := fc.read(t); st.ID != strconv.Itoa(i) {
+					t.Fatalf("got stanza %q, want %d", st.ID, i)
+				}
+			}
+			if sess.closed() {
+				t.Fatalf("stream dropped: %v", sess.err)
+			}
+			if c.SlowServer() == 0 {
+				t.Error("SlowServer() = 0, want the blocked write counted")
+			}
+		})
 	}
 }
