@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/iotgate/iotgate"
@@ -37,7 +38,34 @@ type PresenceHandler struct {
 	// refusedLogs bounds the log lines about refused presence, per
 	// device: a device with a thousand sessions must not flood the log.
 	refusedLogs *limiter
+
+	// pending holds the devices that asked for a subscription and have
+	// not been seen available since: each is asked for iotgate's
+	// subscription again every retry, at most subscribeAttempts times.
+	mu      sync.Mutex
+	pending map[string]*handshake
+	retry   time.Duration
 }
+
+// handshake is a subscription exchange with a device not finished yet.
+type handshake struct {
+	due  time.Time
+	left int
+}
+
+// Bounds of the subscription retries. Measured on ejabberd with 10,000
+// devices logging in at once (issue #17): without a dropped stream,
+// about half of the devices never approved iotgate's subscription (or
+// their approval never reached iotgate), and iotgate's probes then get
+// nothing from them; asking again made all of them approve.
+const (
+	subscribeRetry    = 15 * time.Second
+	subscribeAttempts = 4
+	// maxPending bounds the devices tracked at once: only registered
+	// devices get in, and beyond it the next reconnection's Resubscribe
+	// is what asks them again.
+	maxPending = 100_000
+)
 
 // NewPresenceHandler returns a handler for presence stanzas and registers
 // its connect and disconnect hooks on conn.
@@ -45,8 +73,10 @@ func NewPresenceHandler(conn *Conn, svc PresenceService, log *slog.Logger) *Pres
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	h := &PresenceHandler{conn: conn, svc: svc, log: log, refusedLogs: newLimiter(errorRate, errorBurst)}
+	h := &PresenceHandler{conn: conn, svc: svc, log: log, refusedLogs: newLimiter(errorRate, errorBurst),
+		pending: make(map[string]*handshake), retry: subscribeRetry}
 	conn.OnConnect(h.probeAll)
+	conn.OnConnect(h.retryLoop)
 	conn.OnDisconnect(svc.PresenceStale)
 	return h
 }
@@ -74,6 +104,7 @@ func (h *PresenceHandler) HandleStanza(ctx context.Context, st *Stanza) bool {
 		}
 		h.send(&Stanza{Kind: KindPresence, Type: "subscribed", From: h.conn.Domain(), To: bare})
 		h.send(&Stanza{Kind: KindPresence, Type: "subscribe", From: h.conn.Domain(), To: bare})
+		h.track(bare)
 	case "subscribed":
 		// The device accepted our subscription: ask for its presence now
 		// rather than wait for its next change.
@@ -84,6 +115,9 @@ func (h *PresenceHandler) HandleStanza(ctx context.Context, st *Stanza) bool {
 		// Someone asks whether iotgate is there: it is.
 		h.send(&Stanza{Kind: KindPresence, From: h.conn.Domain(), To: st.From})
 	case "", "unavailable":
+		if st.Type == "" {
+			h.untrack(bare) // its presence reaches iotgate: subscribed
+		}
 		u := iotgate.PresenceUpdate{From: st.From, Available: st.Type == ""}
 		if u.Available {
 			u.Show, u.Status, u.Priority = presenceDetails(st)
@@ -103,6 +137,63 @@ func (h *PresenceHandler) HandleStanza(ctx context.Context, st *Stanza) bool {
 		}
 	}
 	return true
+}
+
+// track notes that bare asked for a subscription and was asked back.
+func (h *PresenceHandler) track(bare string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.pending[bare]; !ok && len(h.pending) >= maxPending {
+		return
+	}
+	h.pending[bare] = &handshake{due: time.Now().Add(h.retry), left: subscribeAttempts}
+}
+
+// untrack notes that bare's presence reached iotgate.
+func (h *PresenceHandler) untrack(bare string) {
+	h.mu.Lock()
+	delete(h.pending, bare)
+	h.mu.Unlock()
+}
+
+// retryLoop asks the devices whose subscription exchange is late for
+// iotgate's subscription again, while the stream is up.
+func (h *PresenceHandler) retryLoop(ctx context.Context) {
+	t := time.NewTicker(max(h.retry/10, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		var due []string
+		h.mu.Lock()
+		for j, hs := range h.pending {
+			if now.Before(hs.due) {
+				continue
+			}
+			if hs.left == 0 {
+				delete(h.pending, j)
+				h.log.Warn("device asked for a subscription but its presence never came", "device", j, "attempts", subscribeAttempts)
+				continue
+			}
+			hs.left--
+			hs.due = now.Add(h.retry)
+			due = append(due, j)
+		}
+		h.mu.Unlock()
+		for _, j := range due {
+			if ctx.Err() != nil {
+				return
+			}
+			h.send(&Stanza{Kind: KindPresence, Type: "subscribe", From: h.conn.Domain(), To: j})
+		}
+		if len(due) > 0 {
+			h.log.Info("asked devices again for their subscription", "devices", len(due))
+		}
+	}
 }
 
 // Bounds of what a presence stanza may set: each resource is a row, and

@@ -169,3 +169,68 @@ func TestResubscribeAfterReconnect(t *testing.T) {
 		fc.Close() // the stream drops
 	}
 }
+
+// TestSubscriptionRetried: a device that asked for a subscription and was
+// asked back is asked again while its presence doesn't come, at most
+// subscribeAttempts times; once its presence comes, no more.
+func TestSubscriptionRetried(t *testing.T) {
+	const retry = 100 * time.Millisecond
+	tests := []struct {
+		name      string
+		available int // its presence comes after this many retries; -1: never
+		wantAsked int // subscribe requests after the first answer
+	}{
+		{name: "ApprovesAfterOneRetry", available: 1, wantAsked: 1},
+		{name: "NeverApproves", available: -1, wantAsked: subscribeAttempts},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fs := newFakeServer(t, "s")
+			c, err := New(Config{Addr: fs.addr(), Domain: "iot.localhost", Secret: "s", Version: "test",
+				MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, CloseTimeout: 50 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := devices.NewPresence(nil, devices.PresenceConfig{})
+			h := NewPresenceHandler(c, manyDevices{presenceTracker{p}, 0}, nil)
+			h.retry = retry
+			c.SetHandler(h)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { c.Run(ctx); close(done) }()
+			defer func() { cancel(); <-done }()
+			fc := fs.conn()
+
+			fc.send(`<presence type='subscribe' from='d@localhost' to='iot.localhost'/>`)
+			for _, want := range []string{"subscribed", "subscribe"} {
+				if st := fc.read(t); st.Type != want || st.To != "d@localhost" {
+					t.Fatalf("answer %+v, want %s to d@localhost", st, want)
+				}
+			}
+			asked := 0
+			// Anything else the component sends within the retries.
+			deadline := time.Now().Add(time.Duration(subscribeAttempts+3) * retry)
+			for time.Now().Before(deadline) {
+				fc.SetReadDeadline(deadline)
+				start, err := fc.nextStart()
+				if err != nil {
+					break
+				}
+				var st fakeStanza
+				if err := fc.dec.DecodeElement(&st, &start); err != nil {
+					t.Fatal(err)
+				}
+				if st.Type != "subscribe" || st.To != "d@localhost" {
+					t.Fatalf("unexpected %+v", st)
+				}
+				asked++
+				if asked == tt.available {
+					fc.send(`<presence from='d@localhost/r' to='iot.localhost'/>`)
+				}
+			}
+			if asked != tt.wantAsked {
+				t.Errorf("asked again %d times, want %d", asked, tt.wantAsked)
+			}
+		})
+	}
+}
