@@ -238,7 +238,7 @@ func (c *Conn) keepAliveRound(ctx context.Context, sess *session) bool {
 		"waited", time.Since(sent).Round(time.Millisecond), "up_to", c.cfg.KeepAliveSlowTimeout, "addr", c.cfg.Addr)
 	if !awaitRead(ctx, sess, before, sent.Add(c.cfg.KeepAliveSlowTimeout)) {
 		if ctx.Err() == nil && !sess.closed() {
-			sess.fail(fmt.Errorf("the XMPP server sent nothing for %s after a keepalive ping although the connection is alive: presumed stuck", c.cfg.KeepAliveSlowTimeout))
+			sess.fail(fmt.Errorf("the XMPP server did not answer a keepalive ping (nor send anything) within %s, although its TCP stack is alive: presumed stuck", c.cfg.KeepAliveSlowTimeout))
 		}
 		return false
 	}
