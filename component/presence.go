@@ -51,6 +51,9 @@ type PresenceHandler struct {
 type handshake struct {
 	due  time.Time
 	left int
+	// answered is false while the device's request is unanswered because
+	// the store could not say whether it is registered.
+	answered bool
 }
 
 // Bounds of the subscription retries. Measured on ejabberd with 10,000
@@ -94,8 +97,10 @@ func (h *PresenceHandler) HandleStanza(ctx context.Context, st *Stanza) bool {
 	case "subscribe":
 		ok, err := h.svc.Registered(ctx, bare)
 		if err != nil {
-			// Try again later rather than refuse a real device.
-			h.log.Warn("subscription request not answered", "from", bare, "err", err)
+			// Try again later rather than refuse a real device: the
+			// retries ask the store again (a device asks only once).
+			h.log.Warn("subscription request not answered yet", "from", bare, "err", err)
+			h.track(bare, false)
 			return true
 		}
 		if !ok {
@@ -104,7 +109,7 @@ func (h *PresenceHandler) HandleStanza(ctx context.Context, st *Stanza) bool {
 		}
 		h.send(&Stanza{Kind: KindPresence, Type: "subscribed", From: h.conn.Domain(), To: bare})
 		h.send(&Stanza{Kind: KindPresence, Type: "subscribe", From: h.conn.Domain(), To: bare})
-		h.track(bare)
+		h.track(bare, true)
 	case "subscribed":
 		// The device accepted our subscription: ask for its presence now
 		// rather than wait for its next change.
@@ -139,14 +144,15 @@ func (h *PresenceHandler) HandleStanza(ctx context.Context, st *Stanza) bool {
 	return true
 }
 
-// track notes that bare asked for a subscription and was asked back.
-func (h *PresenceHandler) track(bare string) {
+// track notes that bare asked for a subscription, and whether it was
+// answered (and asked back).
+func (h *PresenceHandler) track(bare string, answered bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if _, ok := h.pending[bare]; !ok && len(h.pending) >= maxPending {
 		return
 	}
-	h.pending[bare] = &handshake{due: time.Now().Add(h.retry), left: subscribeAttempts}
+	h.pending[bare] = &handshake{due: time.Now().Add(h.retry), left: subscribeAttempts, answered: answered}
 }
 
 // untrack notes that bare's presence reached iotgate.
@@ -188,12 +194,39 @@ func (h *PresenceHandler) retryLoop(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			h.send(&Stanza{Kind: KindPresence, Type: "subscribe", From: h.conn.Domain(), To: j})
+			h.retryOne(ctx, j)
 		}
 		if len(due) > 0 {
 			h.log.Info("asked devices again for their subscription", "devices", len(due))
 		}
 	}
+}
+
+// retryOne asks j for iotgate's subscription again; if its request is
+// still unanswered, it asks the store first and answers it.
+func (h *PresenceHandler) retryOne(ctx context.Context, j string) {
+	h.mu.Lock()
+	hs := h.pending[j]
+	answered := hs == nil || hs.answered
+	h.mu.Unlock()
+	if !answered {
+		ok, err := h.svc.Registered(ctx, j)
+		if err != nil {
+			return // the next retry asks again
+		}
+		if !ok {
+			h.untrack(j)
+			h.send(&Stanza{Kind: KindPresence, Type: "unsubscribed", From: h.conn.Domain(), To: j})
+			return
+		}
+		h.mu.Lock()
+		if hs := h.pending[j]; hs != nil {
+			hs.answered = true
+		}
+		h.mu.Unlock()
+		h.send(&Stanza{Kind: KindPresence, Type: "subscribed", From: h.conn.Domain(), To: j})
+	}
+	h.send(&Stanza{Kind: KindPresence, Type: "subscribe", From: h.conn.Domain(), To: j})
 }
 
 // Bounds of what a presence stanza may set: each resource is a row, and
