@@ -45,6 +45,11 @@ type PresenceHandler struct {
 	mu      sync.Mutex
 	pending map[string]*handshake
 	retry   time.Duration
+	// avail holds when each device's available presence was last seen,
+	// for a while: a device handled in the strangers' lane (not yet known
+	// as registered) may have its subscription request handled after its
+	// presence, which proves the subscription already.
+	avail map[string]time.Time
 }
 
 // handshake is a subscription exchange with a device not finished yet.
@@ -77,7 +82,7 @@ func NewPresenceHandler(conn *Conn, svc PresenceService, log *slog.Logger) *Pres
 		log = slog.New(slog.DiscardHandler)
 	}
 	h := &PresenceHandler{conn: conn, svc: svc, log: log, refusedLogs: newLimiter(errorRate, errorBurst),
-		pending: make(map[string]*handshake), retry: subscribeRetry}
+		pending: make(map[string]*handshake), retry: subscribeRetry, avail: make(map[string]time.Time)}
 	conn.OnConnect(h.probeAll)
 	conn.OnConnect(h.retryLoop)
 	conn.OnDisconnect(svc.PresenceStale)
@@ -152,6 +157,9 @@ func (h *PresenceHandler) track(bare string, answered bool) {
 	if _, ok := h.pending[bare]; !ok && len(h.pending) >= maxPending {
 		return
 	}
+	if at, ok := h.avail[bare]; ok && time.Since(at) < h.availFor() {
+		return // its presence came already
+	}
 	h.pending[bare] = &handshake{due: time.Now().Add(h.retry), left: subscribeAttempts, answered: answered}
 }
 
@@ -159,8 +167,14 @@ func (h *PresenceHandler) track(bare string, answered bool) {
 func (h *PresenceHandler) untrack(bare string) {
 	h.mu.Lock()
 	delete(h.pending, bare)
+	if len(h.avail) < maxPending {
+		h.avail[bare] = time.Now()
+	}
 	h.mu.Unlock()
 }
+
+// availFor is how long a device's available presence is remembered.
+func (h *PresenceHandler) availFor() time.Duration { return h.retry * subscribeAttempts }
 
 // retryLoop asks the devices whose subscription exchange is late for
 // iotgate's subscription again, while the stream is up.
@@ -176,6 +190,11 @@ func (h *PresenceHandler) retryLoop(ctx context.Context) {
 		now := time.Now()
 		var due []string
 		h.mu.Lock()
+		for j, at := range h.avail {
+			if now.Sub(at) >= h.availFor() {
+				delete(h.avail, j)
+			}
+		}
 		for j, hs := range h.pending {
 			if now.Before(hs.due) {
 				continue

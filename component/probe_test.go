@@ -183,12 +183,17 @@ func TestSubscriptionRetried(t *testing.T) {
 		name      string
 		storeErrs int32 // Registered fails this many times first
 		available int   // its presence comes after this many subscribe requests; -1: never
-		want      string
+		// availableFirst sends its presence before its request.
+		availableFirst bool
+		want           string
 	}{
 		{name: "ApprovesAfterOneRetry", available: 2, want: "subscribed,subscribe,subscribe"},
 		{name: "NeverApproves", available: -1, want: "subscribed,subscribe,subscribe,subscribe,subscribe,subscribe"},
 		{name: "StoreDownOnce", storeErrs: 1, available: 1, want: "subscribed,subscribe"},
 		{name: "StoreDownTwice", storeErrs: 2, available: 1, want: "subscribed,subscribe"},
+		// Its presence was handled before its request (the strangers'
+		// lane is slower): already subscribed, not asked again.
+		{name: "AvailableFirst", availableFirst: true, available: -1, want: "subscribed,subscribe"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -210,6 +215,9 @@ func TestSubscriptionRetried(t *testing.T) {
 			defer func() { cancel(); <-done }()
 			fc := fs.conn()
 
+			if tt.availableFirst {
+				fc.send(`<presence from='d@localhost/r' to='iot.localhost'/>`)
+			}
 			fc.send(`<presence type='subscribe' from='d@localhost' to='iot.localhost'/>`)
 			var got []string
 			subscribes := 0
