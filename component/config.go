@@ -31,12 +31,17 @@ type Config struct {
 	MaxStanzaDepth   int           // deepest nesting of an incoming stanza kept (the stanza is 1); default 64
 	DialTimeout      time.Duration // default 5s
 	HandshakeTimeout time.Duration // default 10s
-	WriteTimeout     time.Duration // a write blocked longer kills the stream; default 10s
+	WriteTimeout     time.Duration // a write blocked longer kills the stream, unless the server's TCP stack is alive (then KeepAliveSlowTimeout); default 10s
 	KeepAlive        time.Duration // ping interval; default 15s
 	KeepAliveTimeout time.Duration // ping answer deadline; default 10s
-	MinBackoff       time.Duration // first reconnect delay; default 250ms
-	MaxBackoff       time.Duration // reconnect delay cap; default 5s
-	CloseTimeout     time.Duration // wait for the server's </stream:stream> on shutdown; default 2s
+	// KeepAliveSlowTimeout is how long after a missed keepalive ping a
+	// server whose connection is still alive (bytes flow, TCP acknowledges)
+	// may stay silent before the stream is dropped; default 60s, at least
+	// KeepAliveTimeout.
+	KeepAliveSlowTimeout time.Duration
+	MinBackoff           time.Duration // first reconnect delay; default 250ms
+	MaxBackoff           time.Duration // reconnect delay cap; default 5s
+	CloseTimeout         time.Duration // wait for the server's </stream:stream> on shutdown; default 2s
 	// ConflictBackoff is the reconnect delay (with jitter: half to all of
 	// it) while the server refuses the stream with conflict, as it does a
 	// standby on Prosody; default 2s. See Run.
@@ -52,6 +57,10 @@ type Config struct {
 	DeviceDomains devices.DomainAllowList
 
 	Logger *slog.Logger
+
+	// tcpAlive says whether the peer's TCP stack is alive (tcpConnAlive);
+	// tests replace it to play a dead host, which loopback can't.
+	tcpAlive func(conn net.Conn, within time.Duration) (alive, known bool)
 }
 
 func (c *Config) setDefaults() {
@@ -74,6 +83,8 @@ func (c *Config) setDefaults() {
 	def(&c.WriteTimeout, 10*time.Second)
 	def(&c.KeepAlive, 15*time.Second)
 	def(&c.KeepAliveTimeout, 10*time.Second)
+	def(&c.KeepAliveSlowTimeout, 60*time.Second)
+	c.KeepAliveSlowTimeout = max(c.KeepAliveSlowTimeout, c.KeepAliveTimeout)
 	def(&c.MinBackoff, 250*time.Millisecond)
 	def(&c.MaxBackoff, 5*time.Second)
 	def(&c.ConflictBackoff, 2*time.Second)
@@ -89,6 +100,9 @@ func (c *Config) setDefaults() {
 		} else {
 			c.PingTo = c.Domain
 		}
+	}
+	if c.tcpAlive == nil {
+		c.tcpAlive = tcpConnAlive
 	}
 	if c.Software == "" {
 		c.Software = "iotgate"

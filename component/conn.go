@@ -45,6 +45,9 @@ type Conn struct {
 	// stanzas, per sender.
 	skipErrors    *limiter
 	domainRefused atomic.Uint64
+	// slowServer counts the times the server was slow but alive (see
+	// keepAlive and writeAll).
+	slowServer atomic.Uint64
 }
 
 // New returns a Conn for cfg. It does not connect: call Run.
@@ -128,6 +131,12 @@ func (c *Conn) Health(context.Context) (ok bool, since time.Time, err error) {
 // Refused reports whether the server refused the last attempt with
 // conflict: another connection holds the domain.
 func (c *Conn) Refused() bool { return c.refused.Load() }
+
+// SlowServer returns how many times the server failed to answer a
+// keepalive ping within KeepAliveTimeout, or to read within WriteTimeout,
+// while its TCP stack was alive: each gave the server until
+// KeepAliveSlowTimeout instead of dropping the stream.
+func (c *Conn) SlowServer() uint64 { return c.slowServer.Load() }
 
 // Reconnects returns how many times the stream has been re-established.
 func (c *Conn) Reconnects() uint64 { return c.reconnects.Load() }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -76,6 +78,7 @@ func TestKeepAliveDetectsDeadServer(t *testing.T) {
 	c := startConn(t, fs.addr(), "s", func(cfg *Config) {
 		cfg.KeepAlive = 50 * time.Millisecond
 		cfg.KeepAliveTimeout = 100 * time.Millisecond
+		cfg.KeepAliveSlowTimeout = 300 * time.Millisecond
 	})
 	fs.conn() // never reads nor answers: a half-open peer
 	waitFor(t, "stream up", func() bool { return isUp(c) })
@@ -83,6 +86,88 @@ func TestKeepAliveDetectsDeadServer(t *testing.T) {
 		ok, _, err := c.Health(context.Background())
 		return !ok && err != nil && strings.Contains(err.Error(), "keepalive")
 	})
+}
+
+// TestKeepAliveSlowOrDead checks the rule that tells a slow server from a
+// dead one: after a missed ping answer, a connection still alive (the
+// kernel sees the peer's TCP acknowledge) gets until KeepAliveSlowTimeout;
+// one without a sign of life is dropped at once.
+func TestKeepAliveSlowOrDead(t *testing.T) {
+	const (
+		timeout = 100 * time.Millisecond
+		slow    = 1500 * time.Millisecond
+	)
+	tests := []struct {
+		name string
+		// tcpAlive is what the kernel says of the peer.
+		tcpAlive bool
+		// answerAfter delays the answer to the first ping; 0: never.
+		answerAfter time.Duration
+		wantDrop    string        // "" if the stream must stay up
+		dropAfter   time.Duration // the drop must not come sooner
+		dropBefore  time.Duration // ... nor later
+	}{
+		{name: "SlowServerKept", tcpAlive: true, answerAfter: 5 * timeout},
+		{name: "StuckServerDropped", tcpAlive: true, wantDrop: "presumed stuck", dropAfter: slow, dropBefore: slow + time.Second},
+		{name: "DeadHostDropped", tcpAlive: false, wantDrop: "presumed dead", dropAfter: timeout, dropBefore: slow},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fs := newFakeServer(t, "s")
+			c := startConn(t, fs.addr(), "s", func(cfg *Config) {
+				cfg.KeepAlive = time.Hour // the test sends the one ping below
+				cfg.KeepAliveTimeout = timeout
+				cfg.KeepAliveSlowTimeout = slow
+				cfg.tcpAlive = func(net.Conn, time.Duration) (bool, bool) { return tt.tcpAlive, true }
+			})
+			fc := fs.conn()
+			waitFor(t, "stream up", func() bool { return isUp(c) })
+			c.mu.Lock()
+			sess := c.sess
+			c.mu.Unlock()
+			// One keepalive round, as the ticker would start it.
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			kaDone := make(chan struct{})
+			started := time.Now()
+			go func() {
+				defer close(kaDone)
+				c.keepAliveRound(ctx, sess)
+			}()
+			ping := fc.readAny(t)
+			if !strings.Contains(ping.Inner, "urn:xmpp:ping") {
+				t.Fatalf("got %+v, want a ping", ping)
+			}
+			if tt.answerAfter > 0 {
+				time.Sleep(tt.answerAfter)
+				fc.send(fmt.Sprintf(`<iq type='result' id='%s' from='%s' to='%s'/>`, ping.ID, ping.To, ping.From))
+			}
+			select {
+			case <-kaDone:
+			case <-time.After(slow + 3*time.Second):
+				t.Fatal("keepalive round did not end")
+			}
+			took := time.Since(started)
+			if tt.wantDrop == "" {
+				if sess.closed() {
+					t.Fatalf("stream dropped: %v", sess.err)
+				}
+				if got := c.SlowServer(); got != 1 {
+					t.Errorf("SlowServer() = %d, want 1", got)
+				}
+				return
+			}
+			if !sess.closed() {
+				t.Fatal("stream not dropped")
+			}
+			if !strings.Contains(sess.err.Error(), tt.wantDrop) {
+				t.Errorf("drop reason %q, want %q", sess.err, tt.wantDrop)
+			}
+			if took < tt.dropAfter || took > tt.dropBefore {
+				t.Errorf("dropped after %s, want between %s and %s", took, tt.dropAfter, tt.dropBefore)
+			}
+		})
+	}
 }
 
 func TestMalformedXMLEndsStream(t *testing.T) {
@@ -251,5 +336,69 @@ func checkHidden(t *testing.T, op string, err error, want, hidden string) {
 	msg := iotgate.ErrorMessage(err)
 	if !strings.Contains(msg, want) || strings.Contains(msg, hidden) {
 		t.Errorf("%s: client message %q, want it to say %q and not %q", op, msg, want, hidden)
+	}
+}
+
+// TestWriteBlockedSlowOrDead: a write blocked for WriteTimeout ends the
+// stream when the server's TCP stack shows no life, and not when it is
+// alive (a busy server that reads again within KeepAliveSlowTimeout).
+func TestWriteBlockedSlowOrDead(t *testing.T) {
+	const (
+		writeTimeout = 100 * time.Millisecond
+		slow         = 3 * time.Second
+		stanzas      = 200 // 12 MB: more than the socket buffers hold
+	)
+	tests := []struct {
+		name      string
+		tcpAlive  bool
+		readAfter time.Duration // the peer starts reading then
+		wantDrop  bool
+	}{
+		{name: "BusyServerKept", tcpAlive: true, readAfter: time.Second},
+		{name: "DeadServerDropped", tcpAlive: false, readAfter: 2 * time.Second, wantDrop: true},
+	}
+	inner := []byte("<body>" + strings.Repeat("a", 60000) + "</body>")
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fs := newFakeServer(t, "s")
+			c := startConn(t, fs.addr(), "s", func(cfg *Config) {
+				cfg.KeepAlive = time.Hour
+				cfg.WriteTimeout = writeTimeout
+				cfg.KeepAliveSlowTimeout = slow
+				cfg.tcpAlive = func(net.Conn, time.Duration) (bool, bool) { return tt.tcpAlive, true }
+			})
+			fc := fs.conn()
+			waitFor(t, "stream up", func() bool { return isUp(c) })
+			c.mu.Lock()
+			sess := c.sess
+			c.mu.Unlock()
+			for i := range stanzas {
+				st := &Stanza{Kind: KindMessage, To: "d@localhost", ID: strconv.Itoa(i), Inner: inner}
+				if err := c.Send(context.Background(), st); err != nil {
+					if tt.wantDrop {
+						break
+					}
+					t.Fatalf("send %d: %v", i, err)
+				}
+			}
+			time.Sleep(tt.readAfter)
+			if tt.wantDrop {
+				if !sess.closed() || !strings.Contains(sess.err.Error(), "write to XMPP server") {
+					t.Fatalf("stream not dropped for a blocked write: closed %v, err %v", sess.closed(), sess.err)
+				}
+				return
+			}
+			for i := range stanzas {
+				if st := fc.read(t); st.ID != strconv.Itoa(i) {
+					t.Fatalf("got stanza %q, want %d", st.ID, i)
+				}
+			}
+			if sess.closed() {
+				t.Fatalf("stream dropped: %v", sess.err)
+			}
+			if c.SlowServer() == 0 {
+				t.Error("SlowServer() = 0, want the blocked write counted")
+			}
+		})
 	}
 }

@@ -1,10 +1,10 @@
 package component
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -128,35 +128,79 @@ func (c *Conn) closeWithError(sess *session, cond, text string) {
 }
 
 func (c *Conn) writeLoop(sess *session) {
-	conn := sess.st.conn
-	w := bufio.NewWriterSize(conn, 32<<10)
+	buf := make([]byte, 0, 32<<10)
 	for {
-		var b []byte
 		select {
-		case b = <-sess.out:
+		case b := <-sess.out:
+			buf = append(buf[:0], b...)
 		case <-sess.done:
 			return
 		}
-		conn.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout))
-		w.Write(b)
-		// Batch what else is queued into one flush: many small stanzas
+		// Batch what else is queued into one write: many small stanzas
 		// become few syscalls under load.
 	drain:
 		for range 512 {
 			select {
-			case b = <-sess.out:
-				w.Write(b)
+			case b := <-sess.out:
+				buf = append(buf, b...)
 			default:
 				break drain
 			}
 		}
-		if err := w.Flush(); err != nil {
+		if err := c.writeAll(sess, buf); err != nil {
 			sess.fail(fmt.Errorf("write to XMPP server: %w", err))
 			return
+		}
+		if cap(buf) > 1<<20 {
+			buf = make([]byte, 0, 32<<10) // don't keep a burst's buffer
 		}
 	}
 }
 
+// writeAll writes b to the server. A write blocked for WriteTimeout ends
+// the session, as a dead server must, unless the server's TCP stack is
+// alive (see tcpConnAlive): a busy server that stopped reading for a while
+// (its window shut, ejabberd waiting for its disk) may keep it blocked
+// until KeepAliveSlowTimeout, as it may keep a keepalive ping unanswered.
+func (c *Conn) writeAll(sess *session, b []byte) error {
+	conn := sess.st.conn
+	start := time.Now()
+	for len(b) > 0 {
+		conn.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout))
+		n, err := conn.Write(b)
+		b = b[n:]
+		if err == nil {
+			continue
+		}
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() || sess.closed() {
+			return err
+		}
+		blocked := time.Since(start)
+		if blocked >= c.cfg.KeepAliveSlowTimeout {
+			return fmt.Errorf("blocked for %s although the server's TCP stack is alive: %w", blocked.Round(time.Millisecond), err)
+		}
+		if alive, known := c.cfg.tcpAlive(conn, c.cfg.WriteTimeout); !known || !alive {
+			return err
+		}
+		c.slowServer.Add(1)
+		c.log.Warn("the XMPP server has not read for a while, but its TCP stack is alive: waiting for it",
+			"blocked", blocked.Round(time.Millisecond), "up_to", c.cfg.KeepAliveSlowTimeout, "addr", c.cfg.Addr)
+	}
+	return nil
+}
+
+// keepAlive pings the server every KeepAlive and tells a slow server from
+// a dead one. A ping answered within KeepAliveTimeout, or anything read
+// meanwhile, proves the server alive. After a missed answer the stream is
+// dropped at once unless the connection shows a sign of life: the kernel
+// (Linux) sees the server's TCP stack acknowledge our bytes, the ping's
+// included, within KeepAliveTimeout. Then the server is
+// slow, not gone (ejabberd, logging in 10,000 devices, was seen to send
+// nothing for 28 s while its TCP stack kept acknowledging: its component
+// process waited on its disk-based roster; docs/benchmarks.md):
+// it gets until KeepAliveSlowTimeout after the ping to send anything, and
+// the stream is dropped only then.
 func (c *Conn) keepAlive(ctx context.Context, sess *session) {
 	t := time.NewTicker(c.cfg.KeepAlive)
 	defer t.Stop()
@@ -166,18 +210,71 @@ func (c *Conn) keepAlive(ctx context.Context, sess *session) {
 			return
 		case <-t.C:
 		}
-		before := sess.lastRead.Load()
-		pctx, cancel := context.WithTimeout(ctx, c.cfg.KeepAliveTimeout)
-		ping := &Stanza{Kind: KindIQ, Type: TypeGet, To: c.cfg.PingTo, Inner: []byte(`<ping xmlns="urn:xmpp:ping"/>`)}
-		_, err := c.sendIQOn(pctx, sess, ping)
-		cancel()
-		// Any reply, even an error, proves the server alive; so does
-		// anything read meanwhile.
-		if err != nil && ctx.Err() == nil && iotgate.ErrorCode(err) == iotgate.ETimeout && sess.lastRead.Load() == before {
-			sess.fail(fmt.Errorf("the XMPP server did not answer a keepalive ping within %s: connection presumed dead", c.cfg.KeepAliveTimeout))
+		if !c.keepAliveRound(ctx, sess) {
 			return
 		}
 	}
+}
+
+// keepAliveRound sends one keepalive ping and applies the rule above; it
+// reports whether the session goes on.
+func (c *Conn) keepAliveRound(ctx context.Context, sess *session) bool {
+	sent := time.Now()
+	before := sess.lastRead.Load()
+	pctx, cancel := context.WithTimeout(ctx, c.cfg.KeepAliveTimeout)
+	ping := &Stanza{Kind: KindIQ, Type: TypeGet, To: c.cfg.PingTo, Inner: []byte(`<ping xmlns="urn:xmpp:ping"/>`)}
+	_, err := c.sendIQOn(pctx, sess, ping)
+	cancel()
+	// Any reply, even an error, proves the server alive; so does
+	// anything read meanwhile.
+	if err == nil || ctx.Err() != nil || iotgate.ErrorCode(err) != iotgate.ETimeout || sess.lastRead.Load() != before {
+		return ctx.Err() == nil && !sess.closed()
+	}
+	if !c.connAlive(sess) {
+		sess.fail(fmt.Errorf("the XMPP server did not answer a keepalive ping within %s and the connection shows no sign of life: presumed dead", c.cfg.KeepAliveTimeout))
+		return false
+	}
+	c.slowServer.Add(1)
+	c.log.Warn("the XMPP server has not answered a keepalive ping, but the connection is alive: waiting for it",
+		"waited", time.Since(sent).Round(time.Millisecond), "up_to", c.cfg.KeepAliveSlowTimeout, "addr", c.cfg.Addr)
+	if !awaitRead(ctx, sess, before, sent.Add(c.cfg.KeepAliveSlowTimeout)) {
+		if ctx.Err() == nil && !sess.closed() {
+			sess.fail(fmt.Errorf("the XMPP server did not answer a keepalive ping (nor send anything) within %s, although its TCP stack is alive: presumed stuck", c.cfg.KeepAliveSlowTimeout))
+		}
+		return false
+	}
+	c.log.Info("the XMPP server answered again", "silent_for", time.Duration(sess.lastRead.Load()-sent.UnixNano()).Round(time.Millisecond), "addr", c.cfg.Addr)
+	return true
+}
+
+// connAlive reports whether the connection shows a sign of life since a
+// keepalive ping went unanswered: the kernel reports the server's TCP
+// stack acknowledging what we sent (the ping included). Where the kernel
+// can't say, it reports false: the missed answer alone decides, as before.
+func (c *Conn) connAlive(sess *session) bool {
+	alive, known := c.cfg.tcpAlive(sess.st.conn, c.cfg.KeepAliveTimeout)
+	return known && alive
+}
+
+// awaitRead waits until something is read after before, or until
+// deadline, or until ctx or the session ends; it reports whether
+// something was read.
+func awaitRead(ctx context.Context, sess *session, before int64, deadline time.Time) bool {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for sess.lastRead.Load() == before {
+		if !time.Now().Before(deadline) {
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-sess.done:
+			return false
+		case <-t.C:
+		}
+	}
+	return true
 }
 
 // reply queues an answer from the read loop. It never blocks the loop for

@@ -174,9 +174,22 @@ func (s *scaleScenario) run(ctx context.Context, res *results) error {
 	}
 	defer closeDevices(clients)
 	if err := e.waitOnline(ctx, g, s.online, 5*time.Minute); err != nil {
-		return err
+		if ctx.Err() != nil {
+			return err
+		}
+		// The RSS and the pages are still worth measuring; how many
+		// were seen says what is missing (issue #17 on ejabberd).
+		seen := 0
+		for _, j := range s.online {
+			if e.online(ctx, g, j) == nil {
+				seen++
+			}
+		}
+		e.log.Warn("scale: not every device seen online", "seen", seen, "of", len(s.online), "err", err)
+		res.add(sc, fmt.Sprintf("devices of %d logged in seen online after 5 min (NOT all)", len(s.online)), "devices", fmt.Sprintf("= %d", len(s.online)), float64(seen))
+	} else {
+		res.add(sc, fmt.Sprintf("%d devices logged in and seen online", len(s.online)), "s", "", time.Since(t0).Seconds())
 	}
-	res.add(sc, fmt.Sprintf("%d devices logged in and seen online", len(s.online)), "s", "", time.Since(t0).Seconds())
 	// Let the presence work settle before reading the RSS.
 	time.Sleep(2 * time.Second)
 	rss, err := g.RSS()

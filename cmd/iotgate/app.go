@@ -172,7 +172,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 		Addr: cfg.XMPPAddr, Domain: cfg.Domain, Secret: cfg.Secret,
 		Software: "iotgate", Version: buildVersion(), MaxStanzaBytes: cfg.MaxStanzaBytes,
 		MaxStanzaDepth: cfg.MaxStanzaDepth, KeepAlive: cfg.XMPPKeepAlive, KeepAliveTimeout: cfg.XMPPKeepAliveTimeout,
-		MaxBackoff: cfg.XMPPMaxBackoff, ConflictBackoff: cfg.XMPPConflictBackoff,
+		KeepAliveSlowTimeout: cfg.XMPPKeepAliveSlowTimeout,
+		MaxBackoff:           cfg.XMPPMaxBackoff, ConflictBackoff: cfg.XMPPConflictBackoff,
 		DeviceDomains: cfg.DeviceDomains, Logger: log.With("part", "xmpp"),
 		Disco: component.DiscoConfig{Devices: a.svc, Namespaces: a.registry, SeeAll: cfg.DiscoItemsJIDs, MaxItems: cfg.DiscoMaxItems},
 	})

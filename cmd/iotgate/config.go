@@ -49,8 +49,12 @@ type Config struct {
 	// The component stream's keepalive and reconnect pace.
 	XMPPKeepAlive        time.Duration
 	XMPPKeepAliveTimeout time.Duration
-	XMPPMaxBackoff       time.Duration
-	XMPPConflictBackoff  time.Duration
+	// XMPPKeepAliveSlowTimeout is how long a server that missed a
+	// keepalive answer but whose TCP stack still acknowledges may stay
+	// silent before the stream is dropped.
+	XMPPKeepAliveSlowTimeout time.Duration
+	XMPPMaxBackoff           time.Duration
+	XMPPConflictBackoff      time.Duration
 
 	// PresenceProbeGrace is how long after a reconnection's probes a
 	// device resource no presence stanza confirmed is dropped.
@@ -184,7 +188,8 @@ var settings = []setting{
 	{env: "IOTGATE_MAX_STANZA_BYTES", flag: "max-stanza-bytes", def: "2097152", help: "largest stanza read from the XMPP server, in bytes; a larger one is skipped and refused (policy-violation), the stream goes on. The default covers a 256 KiB client stanza that the server's escaping grew 6-fold"},
 	{env: "IOTGATE_MAX_STANZA_DEPTH", flag: "max-stanza-depth", def: "64", help: "deepest element nesting of a stanza read from the XMPP server (the stanza is 1); a deeper one is skipped and refused"},
 	{env: "IOTGATE_XMPP_KEEPALIVE", flag: "xmpp-keepalive", def: "15s", help: "interval of the keepalive ping on the component stream"},
-	{env: "IOTGATE_XMPP_KEEPALIVE_TIMEOUT", flag: "xmpp-keepalive-timeout", def: "10s", help: "a stream that has sent nothing this long after a keepalive ping is presumed dead and reconnected"},
+	{env: "IOTGATE_XMPP_KEEPALIVE_TIMEOUT", flag: "xmpp-keepalive-timeout", def: "10s", help: "a stream that has sent nothing this long after a keepalive ping, and whose TCP peer acknowledges nothing, is presumed dead and reconnected"},
+	{env: "IOTGATE_XMPP_KEEPALIVE_SLOW_TIMEOUT", flag: "xmpp-keepalive-slow-timeout", def: "60s", help: "a stream that has sent nothing this long after a keepalive ping, although its TCP peer still acknowledges (a busy server), is presumed stuck and reconnected; at least the keepalive timeout"},
 	{env: "IOTGATE_XMPP_MAX_BACKOFF", flag: "xmpp-max-backoff", def: "5s", help: "longest wait between reconnect attempts (they start at 250ms and double, with jitter)"},
 	{env: "IOTGATE_XMPP_CONFLICT_BACKOFF", flag: "xmpp-conflict-backoff", def: "2s", help: "shortest wait after the XMPP server refuses the stream with conflict (it still holds an older stream for the domain, often iotgate's own that it has not seen die): iotgate is back at most max(this, xmpp-max-backoff) after the server drops it"},
 	{env: "IOTGATE_INSTANCE_DEAD_AFTER", flag: "instance-dead-after", def: "10s", help: "how long an instance may miss heartbeats (sent every fifth of it) before the others fail its commands in flight and take over delivering its devices' queued commands"},

@@ -38,7 +38,7 @@ func TestParseConfig(t *testing.T) {
 				t.Errorf("defaults wrong: %+v", c)
 			}
 			if c.MaxStanzaBytes != 2<<20 || c.MaxStanzaDepth != 64 || c.XMPPKeepAlive != 15*time.Second || c.XMPPKeepAliveTimeout != 10*time.Second ||
-				c.XMPPMaxBackoff != 5*time.Second || c.XMPPConflictBackoff != 2*time.Second || c.InstanceDeadAfter != 10*time.Second {
+				c.XMPPKeepAliveSlowTimeout != time.Minute || c.XMPPMaxBackoff != 5*time.Second || c.XMPPConflictBackoff != 2*time.Second || c.InstanceDeadAfter != 10*time.Second {
 				t.Errorf("stream defaults wrong: %+v", c)
 			}
 		}},
@@ -84,6 +84,12 @@ func TestParseConfig(t *testing.T) {
 			}
 		}},
 		{name: "ErrKeepAlive", env: with("IOTGATE_XMPP_KEEPALIVE", "0s"), wantSetting: "IOTGATE_XMPP_KEEPALIVE"},
+		{name: "KeepAliveSlowTimeout", env: with("IOTGATE_XMPP_KEEPALIVE_SLOW_TIMEOUT", "2m"), check: func(t *testing.T, c Config) {
+			if c.XMPPKeepAliveSlowTimeout != 2*time.Minute {
+				t.Errorf("XMPPKeepAliveSlowTimeout = %s", c.XMPPKeepAliveSlowTimeout)
+			}
+		}},
+		{name: "ErrKeepAliveSlowTimeout", env: with("IOTGATE_XMPP_KEEPALIVE_SLOW_TIMEOUT", "-1s"), wantSetting: "IOTGATE_XMPP_KEEPALIVE_SLOW_TIMEOUT"},
 		{name: "ErrConflictBackoff", env: with("IOTGATE_XMPP_CONFLICT_BACKOFF", "soon"), wantSetting: "IOTGATE_XMPP_CONFLICT_BACKOFF"},
 		{name: "InstanceDeadAfter", env: with("IOTGATE_INSTANCE_DEAD_AFTER", "30s"), check: func(t *testing.T, c Config) {
 			if c.InstanceDeadAfter != 30*time.Second {

@@ -306,6 +306,9 @@ func testEdgeStreamConflictRecovery(t *testing.T, name string) {
 	defer cancel()
 	const (
 		keepAlive, keepAliveTimeout = 500 * time.Millisecond, time.Second
+		// The frozen proxy's kernel still acknowledges: to iotgate that
+		// is a stuck server, given this long after a missed ping.
+		keepAliveSlowTimeout        = 2 * time.Second
 		maxBackoff, conflictBackoff = time.Second, time.Second
 		hold                        = 3 * time.Second
 	)
@@ -317,7 +320,8 @@ func testEdgeStreamConflictRecovery(t *testing.T, name string) {
 		"IOTGATE_XMPP_ADDR": proxy.addr(), "IOTGATE_DOMAIN": e2eDomain, "IOTGATE_SECRET": e2eSecret,
 		"IOTGATE_DATABASE_URL": pg.DSN(), "IOTGATE_METRICS_ADDR": metricsAddr,
 		"IOTGATE_XMPP_KEEPALIVE": keepAlive.String(), "IOTGATE_XMPP_KEEPALIVE_TIMEOUT": keepAliveTimeout.String(),
-		"IOTGATE_XMPP_MAX_BACKOFF": maxBackoff.String(), "IOTGATE_XMPP_CONFLICT_BACKOFF": conflictBackoff.String(),
+		"IOTGATE_XMPP_KEEPALIVE_SLOW_TIMEOUT": keepAliveSlowTimeout.String(),
+		"IOTGATE_XMPP_MAX_BACKOFF":            maxBackoff.String(), "IOTGATE_XMPP_CONFLICT_BACKOFF": conflictBackoff.String(),
 	})
 	g.waitReady(200, 30*time.Second, nil)
 	e := &commandsEnv{t: t, ctx: ctx, xs: xs, pg: pg, g: g}

@@ -135,6 +135,7 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 	}{
 		{"IOTGATE_XMPP_KEEPALIVE", &cfg.XMPPKeepAlive, 10 * time.Millisecond, time.Hour},
 		{"IOTGATE_XMPP_KEEPALIVE_TIMEOUT", &cfg.XMPPKeepAliveTimeout, 10 * time.Millisecond, time.Hour},
+		{"IOTGATE_XMPP_KEEPALIVE_SLOW_TIMEOUT", &cfg.XMPPKeepAliveSlowTimeout, 10 * time.Millisecond, time.Hour},
 		{"IOTGATE_XMPP_MAX_BACKOFF", &cfg.XMPPMaxBackoff, 10 * time.Millisecond, time.Hour},
 		{"IOTGATE_XMPP_CONFLICT_BACKOFF", &cfg.XMPPConflictBackoff, 10 * time.Millisecond, time.Hour},
 		{"IOTGATE_PRESENCE_PROBE_GRACE", &cfg.PresenceProbeGrace, 100 * time.Millisecond, time.Hour},
