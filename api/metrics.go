@@ -33,6 +33,9 @@ type MetricsSources struct {
 	OnlineDevices func() int
 	// RateLimited counts stanzas refused for exceeding a device's rate.
 	RateLimited func() uint64
+	// QueueFull counts stanzas (readings, presence) dropped or refused
+	// because their sender's lane queue was full.
+	QueueFull func() uint64
 	// Unserved counts device stanzas in no namespace iotgate serves.
 	Unserved func() uint64
 	// HeldReadings counts message readings waiting for the database.
@@ -145,6 +148,10 @@ func NewMetrics(src MetricsSources) *Metrics {
 	}
 	if f := src.RateLimited; f != nil {
 		m.r.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "iotgate_xmpp_rate_limited_total", Help: "Device stanzas refused for exceeding the device's rate."},
+			func() float64 { return float64(f()) }))
+	}
+	if f := src.QueueFull; f != nil {
+		m.r.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "iotgate_xmpp_queue_full_total", Help: "Device stanzas (readings, presence) dropped or refused because their lane's queue was full."},
 			func() float64 { return float64(f()) }))
 	}
 	if f := src.Unserved; f != nil {

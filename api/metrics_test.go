@@ -18,6 +18,7 @@ func TestMetrics(t *testing.T) {
 		XMPP:          fakeXMPPStats{up: true},
 		OnlineDevices: func() int { return 2 },
 		RateLimited:   func() uint64 { return 5 },
+		QueueFull:     func() uint64 { return 8 },
 		Unserved:      func() uint64 { return 6 },
 		HeldReadings:  func() int { return 4 },
 
@@ -45,6 +46,7 @@ func TestMetrics(t *testing.T) {
 		{"PendingIQs", "iotgate_xmpp_pending_iqs 7"},
 		{"Online", "iotgate_devices_online 2"},
 		{"RateLimited", "iotgate_xmpp_rate_limited_total 5"},
+		{"QueueFull", "iotgate_xmpp_queue_full_total 8"},
 		{"Unserved", "iotgate_xmpp_unserved_total 6"},
 		{"Held", "iotgate_readings_held 4"},
 		{"Oversize", "iotgate_xmpp_stanzas_oversize_total 6"},

@@ -151,6 +151,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 		XMPP:              xmppStats{&a.conn},
 		OnlineDevices:     func() int { return len(a.presence.OnlineJIDs()) },
 		RateLimited:       func() uint64 { return a.readings.RateLimited() },
+		QueueFull:         func() uint64 { return a.readings.QueueFull() },
 		Unserved:          func() uint64 { return a.readings.Unserved() },
 		HeldReadings:      func() int { return int(a.svc.Stats().Held) },
 		PagesFromMemory:   func() uint64 { p, _ := a.svc.ReadingCacheStats(); return p },
