@@ -179,50 +179,47 @@ func (h *PresenceHandler) availFor() time.Duration { return h.retry * subscribeA
 // retryLoop asks the devices whose subscription exchange is late for
 // iotgate's subscription again, while the stream is up.
 func (h *PresenceHandler) retryLoop(ctx context.Context) {
-	t := time.NewTicker(max(h.retry/10, 10*time.Millisecond))
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
+	iotgate.Every(ctx, max(h.retry/10, 10*time.Millisecond), h.retryDue)
+}
+
+// retryDue asks again the devices whose retry is due, and forgets those
+// out of attempts.
+func (h *PresenceHandler) retryDue(ctx context.Context) {
+	now := time.Now()
+	var due []string
+	gaveUp := 0
+	h.mu.Lock()
+	for j, at := range h.avail {
+		if now.Sub(at) >= h.availFor() {
+			delete(h.avail, j)
+		}
+	}
+	for j, hs := range h.pending {
+		if now.Before(hs.due) {
+			continue
+		}
+		if hs.left == 0 {
+			// Often a false alarm: its presence may have come
+			// before its request was handled, longer ago than avail
+			// remembers. Hence debug, and a count below.
+			delete(h.pending, j)
+			gaveUp++
+			h.log.Debug("device asked for a subscription but its presence never came", "device", j, "attempts", subscribeAttempts)
+			continue
+		}
+		hs.left--
+		hs.due = now.Add(h.retry)
+		due = append(due, j)
+	}
+	h.mu.Unlock()
+	for _, j := range due {
+		if ctx.Err() != nil {
 			return
-		case <-t.C:
 		}
-		now := time.Now()
-		var due []string
-		gaveUp := 0
-		h.mu.Lock()
-		for j, at := range h.avail {
-			if now.Sub(at) >= h.availFor() {
-				delete(h.avail, j)
-			}
-		}
-		for j, hs := range h.pending {
-			if now.Before(hs.due) {
-				continue
-			}
-			if hs.left == 0 {
-				// Often a false alarm: its presence may have come
-				// before its request was handled, longer ago than avail
-				// remembers. Hence debug, and a count below.
-				delete(h.pending, j)
-				gaveUp++
-				h.log.Debug("device asked for a subscription but its presence never came", "device", j, "attempts", subscribeAttempts)
-				continue
-			}
-			hs.left--
-			hs.due = now.Add(h.retry)
-			due = append(due, j)
-		}
-		h.mu.Unlock()
-		for _, j := range due {
-			if ctx.Err() != nil {
-				return
-			}
-			h.retryOne(ctx, j)
-		}
-		if len(due) > 0 || gaveUp > 0 {
-			h.log.Info("asked devices again for their subscription", "devices", len(due), "gave_up", gaveUp)
-		}
+		h.retryOne(ctx, j)
+	}
+	if len(due) > 0 || gaveUp > 0 {
+		h.log.Info("asked devices again for their subscription", "devices", len(due), "gave_up", gaveUp)
 	}
 }
 

@@ -334,37 +334,9 @@ func BenchmarkFanOut(b *testing.B) {
 	wg.Wait()
 }
 
-// countingLog counts the store's calls: reads of events and of bounds.
-type countingLog struct {
-	*memstore.EventLog
-	mu            sync.Mutex
-	reads, bounds int
-}
-
-func (l *countingLog) Events(ctx context.Context, q iotgate.EventQuery) (*iotgate.EventBatch, error) {
-	l.mu.Lock()
-	l.reads++
-	l.mu.Unlock()
-	return l.EventLog.Events(ctx, q)
-}
-
-func (l *countingLog) EventBounds(ctx context.Context) (iotgate.EventBounds, error) {
-	l.mu.Lock()
-	l.bounds++
-	l.mu.Unlock()
-	return l.EventLog.EventBounds(ctx)
-}
-
-// calls returns the reads of events and of bounds so far.
-func (l *countingLog) calls() (reads, bounds int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.reads, l.bounds
-}
-
 // wakeIdle appends evs to log and wakes h through wake (unbuffered) twice:
 // the second send returns only once the first wake-up has been handled.
-func wakeIdle(log *countingLog, wake chan<- struct{}, evs ...iotgate.Event) []int64 {
+func wakeIdle(log *memstore.EventLog, wake chan<- struct{}, evs ...iotgate.Event) []int64 {
 	ids := log.Append(evs...)
 	wake <- struct{}{}
 	wake <- struct{}{}
@@ -391,7 +363,8 @@ func TestIdleHub(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			log := &countingLog{EventLog: &memstore.EventLog{}}
+			mem := &memstore.EventLog{}
+			log := &memstore.CountingEventLog{EventLog: mem}
 			wake := make(chan struct{})
 			// MaxBacklog below the events written while idle: a
 			// position left behind would cut the subscriber off.
@@ -406,19 +379,19 @@ func TestIdleHub(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				seen = log.Append(ev, ev)
+				seen = mem.Append(ev, ev)
 				if got := ids(collect(t, s, 2)); !equal(got, seen) {
 					t.Fatalf("first subscriber got %v, want %v", got, seen)
 				}
 				s.Close()
 			}
-			reads0, bounds0 := log.calls()
+			reads0, bounds0 := log.Calls()
 			var idle []int64
 			for range 5 {
-				idle = append(idle, wakeIdle(log, wake, ev, ev)...)
+				idle = append(idle, wakeIdle(mem, wake, ev, ev)...)
 			}
 			time.Sleep(20 * time.Millisecond) // 20 poll ticks
-			if reads, bounds := log.calls(); reads != reads0 || bounds != bounds0 {
+			if reads, bounds := log.Calls(); reads != reads0 || bounds != bounds0 {
 				t.Fatalf("idle hub read events %d times and bounds %d times on wake-ups and polls, want 0 and 0",
 					reads-reads0, bounds-bounds0)
 			}
@@ -434,13 +407,13 @@ func TestIdleHub(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer s.Close()
-			if _, bounds := log.calls(); bounds != bounds0+1 {
+			if _, bounds := log.Calls(); bounds != bounds0+1 {
 				t.Errorf("Subscribe read the bounds %d times, want 1", bounds-bounds0)
 			}
 			// Resuming replays in batches of its own, within the
 			// backlog bound as live events come in threes.
 			for range 2 {
-				want = append(want, wakeIdle(log, wake, ev, ev, ev)...)
+				want = append(want, wakeIdle(mem, wake, ev, ev, ev)...)
 				if got := ids(collect(t, s, len(want))); !equal(got, want) {
 					t.Fatalf("subscriber got %v, want %v", got, want)
 				}

@@ -5,12 +5,12 @@ package postgres_test
 import (
 	"context"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/iotgate/iotgate"
 	"github.com/iotgate/iotgate/events"
+	"github.com/iotgate/iotgate/internal/memstore"
 	"github.com/iotgate/iotgate/internal/servers"
 	"github.com/iotgate/iotgate/postgres"
 	"github.com/iotgate/iotgate/schemas"
@@ -123,33 +123,6 @@ func TestEventHubOverPostgres(t *testing.T) {
 	}
 }
 
-// countingLog counts the calls an event hub makes to the log.
-type countingLog struct {
-	iotgate.EventLog
-	mu            sync.Mutex
-	reads, bounds int
-}
-
-func (l *countingLog) Events(ctx context.Context, q iotgate.EventQuery) (*iotgate.EventBatch, error) {
-	l.mu.Lock()
-	l.reads++
-	l.mu.Unlock()
-	return l.EventLog.Events(ctx, q)
-}
-
-func (l *countingLog) EventBounds(ctx context.Context) (iotgate.EventBounds, error) {
-	l.mu.Lock()
-	l.bounds++
-	l.mu.Unlock()
-	return l.EventLog.EventBounds(ctx)
-}
-
-func (l *countingLog) calls() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.reads + l.bounds
-}
-
 // TestIdleHubOverPostgres: a hub without subscribers, woken by NOTIFY at
 // every commit of another instance (and polled every 10 ms), queries the
 // log not once; its first subscriber then gets exactly the events written
@@ -159,7 +132,7 @@ func TestIdleHubOverPostgres(t *testing.T) {
 	reader, writer := instances(t)
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	log := &countingLog{EventLog: reader}
+	log := &memstore.CountingEventLog{EventLog: reader}
 	hub := events.NewHub(log, events.Config{Wake: reader.EventWakeups(wctx), Poll: 10 * time.Millisecond})
 	if err := hub.Start(ctx); err != nil {
 		t.Fatal(err)
@@ -182,10 +155,11 @@ func TestIdleHubOverPostgres(t *testing.T) {
 			}
 		}
 	}
-	start := log.calls()
+	calls := func() int { r, b := log.Calls(); return r + b }
+	start := calls()
 	presence(20)
 	time.Sleep(300 * time.Millisecond) // the wake-ups and 30 polls
-	if n := log.calls() - start; n != 0 {
+	if n := calls() - start; n != 0 {
 		t.Fatalf("idle hub queried the log %d times over 20 commits, want 0", n)
 	}
 	before, err := reader.EventBounds(ctx)

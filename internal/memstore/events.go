@@ -126,3 +126,32 @@ func (l *EventLog) TrimEvents(_ context.Context, before time.Time, limit int) (i
 	l.events = l.events[n:]
 	return n, nil
 }
+
+// CountingEventLog counts the reads made of the event log it wraps
+// (Events and EventBounds): what an idle reader costs the store.
+type CountingEventLog struct {
+	iotgate.EventLog
+	mu            sync.Mutex
+	reads, bounds int
+}
+
+func (l *CountingEventLog) Events(ctx context.Context, q iotgate.EventQuery) (*iotgate.EventBatch, error) {
+	l.mu.Lock()
+	l.reads++
+	l.mu.Unlock()
+	return l.EventLog.Events(ctx, q)
+}
+
+func (l *CountingEventLog) EventBounds(ctx context.Context) (iotgate.EventBounds, error) {
+	l.mu.Lock()
+	l.bounds++
+	l.mu.Unlock()
+	return l.EventLog.EventBounds(ctx)
+}
+
+// Calls returns the reads of events and of bounds so far.
+func (l *CountingEventLog) Calls() (reads, bounds int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.reads, l.bounds
+}
