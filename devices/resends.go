@@ -21,9 +21,17 @@ type resends struct {
 	ttl  time.Duration
 	seed maphash.Seed
 
-	mu    sync.Mutex
-	m     map[resendKey]resendEntry
-	order []resendKey // oldest first; entries taken meanwhile are skipped
+	mu sync.Mutex
+	m  map[resendKey]resendEntry
+	// order is m's keys, oldest first, with when each was remembered: an
+	// item whose entry was taken (or remembered again since) is stale and
+	// skipped.
+	order []resendItem
+}
+
+type resendItem struct {
+	key resendKey
+	at  time.Time
 }
 
 type resendKey struct {
@@ -53,10 +61,11 @@ func (r *resends) remember(dev int64, id, xml string, receivedAt, now time.Time)
 	for len(r.m) >= r.max && len(r.order) > 0 {
 		r.drop()
 	}
-	k := resendKey{dev, id}
-	if _, ok := r.m[k]; !ok {
-		r.order = append(r.order, k)
+	if len(r.order) >= 2*r.max {
+		r.compact()
 	}
+	k := resendKey{dev, id}
+	r.order = append(r.order, resendItem{k, now})
 	r.m[k] = resendEntry{receivedAt: receivedAt, sum: maphash.String(r.seed, xml), at: now}
 }
 
@@ -81,23 +90,42 @@ func (r *resends) take(dev int64, id, xml string, now time.Time) (receivedAt tim
 	return e.receivedAt, true
 }
 
+// live reports whether it is the item of an attempt still remembered.
+func (r *resends) live(it resendItem) bool {
+	e, ok := r.m[it.key]
+	return ok && e.at.Equal(it.at)
+}
+
 // expire forgets the attempts older than ttl.
 func (r *resends) expire(now time.Time) {
 	for len(r.order) > 0 {
-		e, ok := r.m[r.order[0]]
-		if ok && now.Sub(e.at) < r.ttl {
+		if it := r.order[0]; r.live(it) && now.Sub(it.at) < r.ttl {
 			return
 		}
 		r.drop()
 	}
 }
 
-// drop forgets the oldest attempt in order (if it is still remembered).
+// drop forgets the oldest item in order, and its attempt if it is live.
 func (r *resends) drop() {
-	delete(r.m, r.order[0])
-	r.order[0] = resendKey{}
+	if r.live(r.order[0]) {
+		delete(r.m, r.order[0].key)
+	}
+	r.order[0] = resendItem{}
 	r.order = r.order[1:]
 	if len(r.order) == 0 {
 		r.order = nil // let the array go
 	}
+}
+
+// compact drops the stale items from order: attempts taken and
+// remembered again would otherwise grow it beyond m.
+func (r *resends) compact() {
+	kept := make([]resendItem, 0, len(r.m))
+	for _, it := range r.order {
+		if r.live(it) {
+			kept = append(kept, it)
+		}
+	}
+	r.order = kept
 }

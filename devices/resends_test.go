@@ -2,6 +2,7 @@ package devices
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -54,10 +55,28 @@ func TestResends(t *testing.T) {
 					t.Error("taken twice")
 				}
 			}
-			if len(r.m) > 3 || len(r.order) > 4 {
+			if len(r.m) > 3 || len(r.order) > 6 {
 				t.Errorf("%d remembered, %d in order: over the bound", len(r.m), len(r.order))
 			}
 		})
+	}
+}
+
+// TestResendsChurn: attempts remembered and taken over and over (a device
+// resending through an outage) keep the memory bounded.
+func TestResendsChurn(t *testing.T) {
+	r := newResends(3, time.Hour)
+	t0 := time.Date(2026, 12, 7, 3, 0, 0, 0, time.UTC)
+	for i := range 1000 {
+		now := t0.Add(time.Duration(i) * time.Millisecond)
+		r.remember(1, "r1", "<a/>", t0, now)
+		r.remember(2, "r"+strconv.Itoa(i%5), "<a/>", t0, now)
+		if _, ok := r.take(1, "r1", "<a/>", now); !ok {
+			t.Fatalf("round %d: the attempt just remembered was not found", i)
+		}
+		if len(r.m) > 3 || len(r.order) > 2*3+1 {
+			t.Fatalf("round %d: %d remembered, %d in order: over the bound", i, len(r.m), len(r.order))
+		}
 	}
 }
 
