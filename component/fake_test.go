@@ -206,7 +206,18 @@ func (fc *fakeConn) readAny(t *testing.T) fakeStanza {
 	return st
 }
 
+// startConn runs a connection to addr until the test ends; mod changes
+// its configuration.
 func startConn(t *testing.T, addr, secret string, mod func(*Config)) *Conn {
+	t.Helper()
+	c := newTestConn(t, addr, secret, mod)
+	runConn(t, c)
+	return c
+}
+
+// newTestConn makes a connection to addr that is not running yet, so that
+// a test can set its handler first; mod changes its configuration.
+func newTestConn(t *testing.T, addr, secret string, mod func(*Config)) *Conn {
 	t.Helper()
 	cfg := Config{Addr: addr, Domain: "iot.localhost", Secret: secret, Version: "test",
 		MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, CloseTimeout: 50 * time.Millisecond}
@@ -217,6 +228,12 @@ func startConn(t *testing.T, addr, secret string, mod func(*Config)) *Conn {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return c
+}
+
+// runConn runs c until the test ends.
+func runConn(t *testing.T, c *Conn) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { c.Run(ctx); close(done) }()
@@ -228,7 +245,6 @@ func startConn(t *testing.T, addr, secret string, mod func(*Config)) *Conn {
 			t.Error("Run did not return after cancel")
 		}
 	})
-	return c
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {

@@ -46,18 +46,11 @@ func TestProbePaced(t *testing.T) {
 			fs := newFakeServer(t, "s")
 			// The handler's connect hook must be in place before the
 			// stream comes up: the connection is started by hand.
-			c, err := New(Config{Addr: fs.addr(), Domain: "iot.localhost", Secret: "s", Version: "test",
-				MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, CloseTimeout: 50 * time.Millisecond})
-			if err != nil {
-				t.Fatal(err)
-			}
+			c := newTestConn(t, fs.addr(), "s", nil)
 			p := devices.NewPresence(nil, devices.PresenceConfig{})
 			h := NewPresenceHandler(c, manyDevices{presenceTracker{p}, tt.devices}, nil)
 			c.SetHandler(h)
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan struct{})
-			go func() { c.Run(ctx); close(done) }()
-			defer func() { cancel(); <-done }()
+			runConn(t, c)
 			fc := fs.conn()
 			var got []string // "p" for a probe, "ping" for a ping
 			probes := 0
@@ -115,18 +108,11 @@ func pingsAt(seq []string) []int {
 func TestResubscribeAfterReconnect(t *testing.T) {
 	const n = 3
 	fs := newFakeServer(t, "s")
-	c, err := New(Config{Addr: fs.addr(), Domain: "iot.localhost", Secret: "s", Version: "test",
-		MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, CloseTimeout: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := newTestConn(t, fs.addr(), "s", nil)
 	p := devices.NewPresence(nil, devices.PresenceConfig{})
 	h := NewPresenceHandler(c, manyDevices{presenceTracker{p}, n}, nil)
 	c.SetHandler(h)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { c.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	runConn(t, c)
 
 	// readTypes reads n presence stanzas and returns "type to" of each.
 	readTypes := func(fc *fakeConn) []string {
@@ -198,21 +184,14 @@ func TestSubscriptionRetried(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			fs := newFakeServer(t, "s")
-			c, err := New(Config{Addr: fs.addr(), Domain: "iot.localhost", Secret: "s", Version: "test",
-				MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, CloseTimeout: 50 * time.Millisecond})
-			if err != nil {
-				t.Fatal(err)
-			}
+			c := newTestConn(t, fs.addr(), "s", nil)
 			p := devices.NewPresence(nil, devices.PresenceConfig{})
 			svc := &flakyRegistry{manyDevices: manyDevices{presenceTracker{p}, 0}}
 			svc.fails.Store(tt.storeErrs)
 			h := NewPresenceHandler(c, svc, nil)
 			h.retry = retry
 			c.SetHandler(h)
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan struct{})
-			go func() { c.Run(ctx); close(done) }()
-			defer func() { cancel(); <-done }()
+			runConn(t, c)
 			fc := fs.conn()
 
 			if tt.availableFirst {

@@ -106,16 +106,7 @@ func TestEventHubOverPostgres(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resumed.Close()
-	var got []*iotgate.Event
-	for len(got) < 41 {
-		nctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		evs, err := resumed.Next(nctx)
-		cancel()
-		if err != nil {
-			t.Fatalf("after %d events: %v", len(got), err)
-		}
-		got = append(got, evs...)
-	}
+	got := collectEvents(ctx, t, resumed, 41)
 	for i, e := range got {
 		if e.Device != berlin.JID || (i > 0 && e.ID <= got[i-1].ID) {
 			t.Fatalf("resumed event %d = %d %s %s", i, e.ID, e.Type, e.Device)
@@ -173,16 +164,7 @@ func TestIdleHubOverPostgres(t *testing.T) {
 	}
 	defer live.Close()
 	presence(3)
-	var got []*iotgate.Event
-	for len(got) < 3 {
-		nctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		evs, err := live.Next(nctx)
-		cancel()
-		if err != nil {
-			t.Fatalf("after %d events: %v", len(got), err)
-		}
-		got = append(got, evs...)
-	}
+	got := collectEvents(ctx, t, live, 3)
 	after, err := reader.EventBounds(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -196,4 +178,21 @@ func TestIdleHubOverPostgres(t *testing.T) {
 	if len(got) != 3 || got[len(got)-1].ID != after.Last {
 		t.Errorf("got %d events, the last %d; want 3, the last %d", len(got), got[len(got)-1].ID, after.Last)
 	}
+}
+
+// collectEvents reads s until it has at least n events, each read within
+// 10 s.
+func collectEvents(ctx context.Context, t *testing.T, s *events.Subscription, n int) []*iotgate.Event {
+	t.Helper()
+	var got []*iotgate.Event
+	for len(got) < n {
+		nctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		evs, err := s.Next(nctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("after %d events: %v", len(got), err)
+		}
+		got = append(got, evs...)
+	}
+	return got
 }
