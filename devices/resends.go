@@ -3,6 +3,7 @@ package devices
 import (
 	"hash/maphash"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -20,6 +21,10 @@ type resends struct {
 	max  int
 	ttl  time.Duration
 	seed maphash.Seed
+
+	// size is len(m), read without the lock: take, on every IQ
+	// reading, costs nothing while no attempt is remembered.
+	size atomic.Int64
 
 	mu sync.Mutex
 	m  map[resendKey]resendEntry
@@ -57,6 +62,7 @@ func (r *resends) remember(dev int64, id, xml string, receivedAt, now time.Time)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	defer r.sized()
 	r.expire(now)
 	for len(r.m) >= r.max && len(r.order) > 0 {
 		r.drop()
@@ -72,14 +78,12 @@ func (r *resends) remember(dev int64, id, xml string, receivedAt, now time.Time)
 // take returns the receipt time of the attempt remembered for device dev's
 // IQ id, if its payload was xml, and forgets it.
 func (r *resends) take(dev int64, id, xml string, now time.Time) (receivedAt time.Time, ok bool) {
-	if id == "" || len(id) > maxResendID {
+	if id == "" || len(id) > maxResendID || r.size.Load() == 0 {
 		return time.Time{}, false
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if len(r.m) == 0 {
-		return time.Time{}, false
-	}
+	defer r.sized()
 	r.expire(now)
 	k := resendKey{dev, id}
 	e, ok := r.m[k]
@@ -89,6 +93,9 @@ func (r *resends) take(dev int64, id, xml string, now time.Time) (receivedAt tim
 	delete(r.m, k)
 	return e.receivedAt, true
 }
+
+// sized publishes len(m); r.mu is held.
+func (r *resends) sized() { r.size.Store(int64(len(r.m))) }
 
 // live reports whether it is the item of an attempt still remembered.
 func (r *resends) live(it resendItem) bool {
